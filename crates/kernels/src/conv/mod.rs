@@ -1,0 +1,187 @@
+//! 2-D convolution (NCHW input, OIHW weight with I = C_in / groups), forward and backward.
+//!
+//! Several algorithms sit behind one entry point; [`ConvAlgo::Auto`] picks per shape. All of them
+//! read and write the same layouts, so they can be checked against each other and against
+//! [`reference`], the plain loop nest that defines what the answer is.
+use crate::error::{check_len, check_positive, numel};
+use crate::{bail, Result};
+
+pub mod direct;
+pub mod reference;
+
+/// Shape and hyper-parameters of one conv2d call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    /// Zero padding per side: top, bottom, left, right.
+    pub pad_top: usize,
+    pub pad_bottom: usize,
+    pub pad_left: usize,
+    pub pad_right: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub groups: usize,
+}
+
+impl Conv2dParams {
+    /// Checks the hyper-parameters and returns the output (height, width).
+    pub fn validate(&self) -> Result<(usize, usize)> {
+        check_positive("batch", self.batch)?;
+        check_positive("in_channels", self.in_channels)?;
+        check_positive("input height", self.in_h)?;
+        check_positive("input width", self.in_w)?;
+        check_positive("out_channels", self.out_channels)?;
+        check_positive("kernel height", self.kernel_h)?;
+        check_positive("kernel width", self.kernel_w)?;
+        check_positive("stride", self.stride_h.min(self.stride_w))?;
+        check_positive("dilation", self.dilation_h.min(self.dilation_w))?;
+        check_positive("groups", self.groups)?;
+        if !self.in_channels.is_multiple_of(self.groups) {
+            bail!(
+                "groups: in_channels ({}) must be divisible by groups ({})",
+                self.in_channels,
+                self.groups
+            );
+        }
+        if !self.out_channels.is_multiple_of(self.groups) {
+            bail!(
+                "groups: out_channels ({}) must be divisible by groups ({})",
+                self.out_channels,
+                self.groups
+            );
+        }
+        let span_h = self
+            .dilation_h
+            .checked_mul(self.kernel_h - 1)
+            .map(|v| v + 1);
+        let span_w = self
+            .dilation_w
+            .checked_mul(self.kernel_w - 1)
+            .map(|v| v + 1);
+        let padded_h = self.in_h.checked_add(self.pad_top + self.pad_bottom);
+        let padded_w = self.in_w.checked_add(self.pad_left + self.pad_right);
+        let (Some(span_h), Some(span_w), Some(padded_h), Some(padded_w)) =
+            (span_h, span_w, padded_h, padded_w)
+        else {
+            bail!("conv2d: sizes overflow");
+        };
+        if span_h > padded_h || span_w > padded_w {
+            bail!(
+                "kernel: dilated kernel {}x{} is larger than the padded input {}x{}",
+                span_h,
+                span_w,
+                padded_h,
+                padded_w
+            );
+        }
+        let out_h = (padded_h - span_h) / self.stride_h + 1;
+        let out_w = (padded_w - span_w) / self.stride_w + 1;
+        // Refuse shapes whose buffers could not exist, before anyone allocates them.
+        numel(
+            "input",
+            &[self.batch, self.in_channels, self.in_h, self.in_w],
+        )?;
+        numel("output", &[self.batch, self.out_channels, out_h, out_w])?;
+        numel("weight", &self.weight_shape())?;
+        Ok((out_h, out_w))
+    }
+
+    pub fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+
+    pub fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [
+            self.out_channels,
+            self.in_channels / self.groups.max(1),
+            self.kernel_h,
+            self.kernel_w,
+        ]
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_h * self.in_w
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.weight_shape().iter().product()
+    }
+
+    /// Output length; only meaningful after [`validate`](Self::validate) succeeded.
+    pub fn output_len(&self, out_hw: (usize, usize)) -> usize {
+        self.batch * self.out_channels * out_hw.0 * out_hw.1
+    }
+
+    /// Multiply-adds of one forward pass, times two (the FLOP count benchmarks report).
+    pub fn flops(&self) -> f64 {
+        let (oh, ow) = self.validate().unwrap_or((0, 0));
+        2.0 * (self.batch * self.out_channels * oh * ow) as f64
+            * (self.in_per_group() * self.kernel_h * self.kernel_w) as f64
+    }
+}
+
+/// Which algorithm computes a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvAlgo {
+    Auto,
+    Direct,
+}
+
+impl ConvAlgo {
+    pub fn parse(name: &str) -> Result<ConvAlgo> {
+        match name {
+            "auto" => Ok(ConvAlgo::Auto),
+            "direct" => Ok(ConvAlgo::Direct),
+            other => bail!("algo: expected one of 'auto', 'direct', got '{other}'"),
+        }
+    }
+
+    /// The algorithm `Auto` resolves to for this shape.
+    pub fn resolve(self, _p: &Conv2dParams) -> ConvAlgo {
+        match self {
+            ConvAlgo::Auto => ConvAlgo::Direct,
+            other => other,
+        }
+    }
+}
+
+fn check_bias(p: &Conv2dParams, bias: Option<&[f32]>) -> Result<()> {
+    if let Some(b) = bias {
+        check_len("bias", b.len(), p.out_channels)?;
+    }
+    Ok(())
+}
+
+/// output = conv(input, weight) + bias.
+pub fn conv2d_forward(
+    p: &Conv2dParams,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+    algo: ConvAlgo,
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    check_bias(p, bias)?;
+    check_len("output", output.len(), p.output_len(out_hw))?;
+    match algo.resolve(p) {
+        ConvAlgo::Direct | ConvAlgo::Auto => {
+            direct::forward(p, out_hw, input, weight, bias, output)
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! ferroconv-kernels: the math of ferroconv, as plain Rust over `&[f32]` slices in NCHW layout.
+//!
+//! Every op family lives in its own module with its forward and backward. Entry points check
+//! their arguments and return [`KernelError`] instead of panicking, so the N-API binding above
+//! can hand any mistake back to JavaScript as an Error. Parallel loops use rayon's *current*
+//! pool: callers choose the thread count by running kernels inside `ThreadPool::install`.
+#![deny(clippy::all)]
+
+pub mod conv;
+pub mod error;
+pub mod simd;
+
+pub use error::{KernelError, Result};

@@ -1,0 +1,91 @@
+//! conv2d entries: the JavaScript side passes shapes and hyper-parameters as plain numbers and
+//! the output buffer it owns; the kernel writes into that buffer in place (no copy).
+use crate::args::{check_disjoint, kernel_err, sizes};
+use crate::runtime::run;
+use ferroconv_kernels::conv::{self, Conv2dParams, ConvAlgo};
+use napi::bindgen_prelude::Float32Array;
+use napi_derive::napi;
+
+#[napi(object, js_name = "Conv2dArgs")]
+pub struct Conv2dArgs {
+    /// [N, C_in, H, W]
+    pub input_shape: Vec<f64>,
+    /// [C_out, C_in / groups, kH, kW]
+    pub weight_shape: Vec<f64>,
+    /// [sH, sW]
+    pub stride: Vec<f64>,
+    /// [top, bottom, left, right]
+    pub padding: Vec<f64>,
+    /// [dH, dW]
+    pub dilation: Vec<f64>,
+    pub groups: f64,
+    /// 'auto' | 'direct' | ...
+    pub algo: Option<String>,
+}
+
+pub fn conv_params(a: &Conv2dArgs) -> napi::Result<(Conv2dParams, ConvAlgo)> {
+    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
+    let [oc, icg, kh, kw] = sizes::<4>("weightShape", &a.weight_shape)?;
+    let [sh, sw] = sizes::<2>("stride", &a.stride)?;
+    let [pt, pb, pl, pr] = sizes::<4>("padding", &a.padding)?;
+    let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
+    let [groups] = sizes::<1>("groups", &[a.groups])?;
+    let p = Conv2dParams {
+        batch: n,
+        in_channels: c,
+        in_h: h,
+        in_w: w,
+        out_channels: oc,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        pad_top: pt,
+        pad_bottom: pb,
+        pad_left: pl,
+        pad_right: pr,
+        dilation_h: dh,
+        dilation_w: dw,
+        groups,
+    };
+    p.validate().map_err(kernel_err)?;
+    if groups > 0 && icg * groups != c {
+        return Err(crate::args::invalid(format!(
+            "weightShape[1]: expected in_channels / groups = {} / {} = {}, got {icg}",
+            c,
+            groups,
+            c / groups
+        )));
+    }
+    let algo = ConvAlgo::parse(a.algo.as_deref().unwrap_or("auto")).map_err(kernel_err)?;
+    Ok((p, algo))
+}
+
+/// Output spatial size [outH, outW] of a conv2d, or an Error naming the bad argument.
+#[napi(catch_unwind, js_name = "conv2dOutputSize")]
+pub fn conv2d_output_size(args: Conv2dArgs) -> napi::Result<Vec<u32>> {
+    let (p, _) = conv_params(&args)?;
+    let (oh, ow) = p.validate().map_err(kernel_err)?;
+    Ok(vec![oh as u32, ow as u32])
+}
+
+/// output <- conv2d(input, weight) + bias, written into the caller's `output`.
+#[napi(catch_unwind, js_name = "conv2dForward")]
+pub fn conv2d_forward(
+    input: Float32Array,
+    weight: Float32Array,
+    bias: Option<Float32Array>,
+    mut output: Float32Array,
+    args: Conv2dArgs,
+) -> napi::Result<()> {
+    let (p, algo) = conv_params(&args)?;
+    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
+    if let Some(b) = &bias {
+        check_disjoint("output", &output, &[("bias", b)])?;
+    }
+    // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
+    // in this call, so nothing else touches the buffer while the kernel writes it.
+    let out = unsafe { output.as_mut() };
+    run(|| conv::conv2d_forward(&p, &input, &weight, bias.as_deref(), out, algo))?
+        .map_err(kernel_err)
+}

@@ -1,0 +1,106 @@
+//! The thread pool every kernel runs in, and `info()`. One rayon pool for the process, sized from
+//! `FERROCONV_NUM_THREADS` or the number of cores; `setNumThreads` swaps it for another size.
+use crate::args::{invalid, size};
+use ferroconv_kernels::simd;
+use napi_derive::napi;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::sync::{Arc, OnceLock, RwLock};
+
+static POOL: OnceLock<RwLock<Arc<ThreadPool>>> = OnceLock::new();
+
+fn build_pool(threads: usize) -> napi::Result<Arc<ThreadPool>> {
+    ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("ferroconv-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| invalid(format!("thread pool: {e}")))
+}
+
+fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match std::env::var("FERROCONV_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    {
+        Some(n) if n > 0 => n,
+        _ => cores,
+    }
+}
+
+fn pool() -> napi::Result<Arc<ThreadPool>> {
+    if let Some(lock) = POOL.get() {
+        return Ok(lock
+            .read()
+            .map_err(|_| invalid("thread pool lock poisoned"))?
+            .clone());
+    }
+    let fresh = build_pool(default_threads())?;
+    let lock = POOL.get_or_init(|| RwLock::new(fresh));
+    Ok(lock
+        .read()
+        .map_err(|_| invalid("thread pool lock poisoned"))?
+        .clone())
+}
+
+/// Runs `f` on ferroconv's pool, so rayon loops inside the kernels use its threads.
+pub fn run<T: Send>(f: impl FnOnce() -> T + Send) -> napi::Result<T> {
+    Ok(pool()?.install(f))
+}
+
+/// Replaces the pool with one of `threads` threads (1..=1024).
+#[napi(catch_unwind)]
+pub fn set_num_threads(threads: f64) -> napi::Result<()> {
+    let n = size("threads", threads)?;
+    if n == 0 || n > 1024 {
+        return Err(invalid(format!("threads: expected 1..1024, got {threads}")));
+    }
+    let fresh = build_pool(n)?;
+    let lock = POOL.get_or_init(|| RwLock::new(fresh.clone()));
+    *lock
+        .write()
+        .map_err(|_| invalid("thread pool lock poisoned"))? = fresh;
+    Ok(())
+}
+
+/// Forces the scalar path (`'scalar'`) or returns to the best one the CPU has (`'auto'`).
+/// Returns the level now in use.
+#[napi(catch_unwind)]
+pub fn set_simd(level: String) -> napi::Result<String> {
+    let lvl = match level.as_str() {
+        "scalar" => simd::SimdLevel::Scalar,
+        "auto" | "avx2+fma" => simd::SimdLevel::Avx2Fma,
+        other => {
+            return Err(invalid(format!(
+                "level: expected 'auto' or 'scalar', got '{other}'"
+            )))
+        }
+    };
+    Ok(simd::set_level(lvl).name().to_string())
+}
+
+#[napi(object)]
+pub struct NativeInfo {
+    /// Threads in the kernel pool.
+    pub threads: u32,
+    /// SIMD path in use: 'avx2+fma' or 'scalar'.
+    pub simd: String,
+    /// Best SIMD path this CPU supports.
+    pub simd_detected: String,
+    /// Version of the native addon.
+    pub version: String,
+    pub arch: String,
+    pub os: String,
+}
+
+#[napi(catch_unwind)]
+pub fn native_info() -> napi::Result<NativeInfo> {
+    Ok(NativeInfo {
+        threads: pool()?.current_num_threads() as u32,
+        simd: simd::level().name().to_string(),
+        simd_detected: simd::detected().name().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        os: std::env::consts::OS.to_string(),
+    })
+}

@@ -1,0 +1,47 @@
+// ferroconv: convolutional neural networks for Node.js, with Rust kernels behind N-API.
+import { native } from './native.js';
+
+export { Tensor, zeros, ones, full, rand, randn, fromArray, shapeSize } from './tensor.js';
+export type { Shape } from './tensor.js';
+export { Rng, manualSeed } from './random.js';
+export { conv2d } from './ops/conv.js';
+export type { Conv2dOptions } from './ops/conv.js';
+
+export interface Info {
+  /** Threads in the kernel pool (FERROCONV_NUM_THREADS or all cores). */
+  threads: number;
+  /** SIMD path in use: 'avx2+fma' or 'scalar'. */
+  simd: string;
+  /** Best SIMD path the CPU supports. */
+  simdDetected: string;
+  version: string;
+  node: string;
+  napi: string;
+  arch: string;
+  platform: string;
+}
+
+/** What ferroconv runs with on this machine. */
+export function info(): Info {
+  const n = native.nativeInfo();
+  return {
+    threads: n.threads,
+    simd: n.simd,
+    simdDetected: n.simdDetected,
+    version: n.version,
+    node: process.versions.node,
+    napi: process.versions.napi ?? 'unknown',
+    arch: n.arch,
+    platform: n.os,
+  };
+}
+
+/** Resizes the kernel thread pool. */
+export function setNumThreads(threads: number): void {
+  native.setNumThreads(threads);
+}
+
+/** Forces the scalar kernels ('scalar') or returns to the best the CPU has ('auto'). */
+export function setSimd(level: 'auto' | 'scalar'): string {
+  return native.setSimd(level);
+}

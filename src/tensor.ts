@@ -1,0 +1,194 @@
+// Tensor: an NCHW-style shape plus a Float32Array that JavaScript owns. The kernels read and
+// write these arrays in place through N-API (no copies), and the garbage collector frees them:
+// there is nothing to dispose.
+import { Rng, globalRng } from './random.js';
+
+export type Shape = readonly number[];
+
+export function shapeSize(shape: Shape, what = 'shape'): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) {
+      throw new Error(`${what}: expected non-negative integer dimensions, got [${shape.join(', ')}]`);
+    }
+    n *= d;
+  }
+  if (n > 2 ** 31 - 1) throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n})`);
+  return n;
+}
+
+function sameShape(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export class Tensor {
+  readonly shape: number[];
+  readonly data: Float32Array;
+
+  constructor(data: Float32Array, shape: Shape) {
+    const n = shapeSize(shape);
+    if (!(data instanceof Float32Array)) throw new Error('Tensor: data must be a Float32Array');
+    if (data.length !== n) {
+      throw new Error(`Tensor: shape [${shape.join(', ')}] needs ${n} elements, got ${data.length}`);
+    }
+    this.shape = [...shape];
+    this.data = data;
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  /** The same data under a new shape; one dimension may be -1 (inferred). Shares the buffer. */
+  reshape(shape: Shape): Tensor {
+    const dims = [...shape];
+    const infer = dims.indexOf(-1);
+    if (infer >= 0) {
+      if (dims.lastIndexOf(-1) !== infer) throw new Error('reshape: only one dimension can be -1');
+      const rest = dims.reduce((a, d, i) => (i === infer ? a : a * d), 1);
+      if (rest === 0 || this.size % rest !== 0) {
+        throw new Error(`reshape: cannot infer -1 in [${dims.join(', ')}] for ${this.size} elements`);
+      }
+      dims[infer] = this.size / rest;
+    }
+    if (shapeSize(dims, 'reshape') !== this.size) {
+      throw new Error(`reshape: [${dims.join(', ')}] does not hold ${this.size} elements ([${this.shape.join(', ')}])`);
+    }
+    return new Tensor(this.data, dims);
+  }
+
+  /** A copy with its own buffer. */
+  clone(): Tensor {
+    return new Tensor(this.data.slice(), this.shape);
+  }
+
+  /** Nested JavaScript arrays (a plain number for a 0-d tensor). */
+  toArray(): unknown {
+    if (this.shape.length === 0) return this.data[0];
+    const build = (dim: number, offset: number): unknown[] => {
+      const n = this.shape[dim];
+      const stride = this.shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+      const out: unknown[] = [];
+      for (let i = 0; i < n; i++) {
+        out.push(dim === this.shape.length - 1 ? this.data[offset + i] : build(dim + 1, offset + i * stride));
+      }
+      return out;
+    };
+    return build(0, 0);
+  }
+
+  /** Index of the largest value along the last dimension: shape [...rest]. */
+  argmax(): Int32Array {
+    if (this.shape.length === 0) throw new Error('argmax: tensor has no dimensions');
+    const last = this.shape[this.shape.length - 1];
+    if (last === 0) throw new Error('argmax: last dimension is empty');
+    const rows = this.size / last;
+    const out = new Int32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      let best = 0;
+      let bestVal = -Infinity;
+      for (let j = 0; j < last; j++) {
+        const v = this.data[r * last + j];
+        if (v > bestVal) {
+          bestVal = v;
+          best = j;
+        }
+      }
+      out[r] = best;
+    }
+    return out;
+  }
+
+  add(other: Tensor | number): Tensor {
+    return this.zip(other, 'add', (a, b) => a + b);
+  }
+
+  sub(other: Tensor | number): Tensor {
+    return this.zip(other, 'sub', (a, b) => a - b);
+  }
+
+  mul(other: Tensor | number): Tensor {
+    return this.zip(other, 'mul', (a, b) => a * b);
+  }
+
+  div(other: Tensor | number): Tensor {
+    return this.zip(other, 'div', (a, b) => a / b);
+  }
+
+  /** Sum of all elements, accumulated in double precision. */
+  sum(): number {
+    let s = 0;
+    for (let i = 0; i < this.data.length; i++) s += this.data[i];
+    return s;
+  }
+
+  mean(): number {
+    if (this.size === 0) throw new Error('mean: tensor is empty');
+    return this.sum() / this.size;
+  }
+
+  private zip(other: Tensor | number, name: string, f: (a: number, b: number) => number): Tensor {
+    const out = new Float32Array(this.size);
+    if (typeof other === 'number') {
+      for (let i = 0; i < out.length; i++) out[i] = f(this.data[i], other);
+    } else {
+      if (!sameShape(this.shape, other.shape)) {
+        throw new Error(`${name}: shapes differ: [${this.shape.join(', ')}] and [${other.shape.join(', ')}]`);
+      }
+      for (let i = 0; i < out.length; i++) out[i] = f(this.data[i], other.data[i]);
+    }
+    return new Tensor(out, this.shape);
+  }
+}
+
+export function zeros(shape: Shape): Tensor {
+  return new Tensor(new Float32Array(shapeSize(shape)), shape);
+}
+
+export function full(shape: Shape, value: number): Tensor {
+  return new Tensor(new Float32Array(shapeSize(shape)).fill(value), shape);
+}
+
+export function ones(shape: Shape): Tensor {
+  return full(shape, 1);
+}
+
+/** Uniform in [low, high), from `rng` (default: the global generator, see manualSeed). */
+export function rand(shape: Shape, opts: { low?: number; high?: number; rng?: Rng } = {}): Tensor {
+  const { low = 0, high = 1, rng = globalRng } = opts;
+  const t = zeros(shape);
+  for (let i = 0; i < t.size; i++) t.data[i] = low + (high - low) * rng.next();
+  return t;
+}
+
+/** Normal with the given mean and std (default standard normal). */
+export function randn(shape: Shape, opts: { mean?: number; std?: number; rng?: Rng } = {}): Tensor {
+  const { mean = 0, std = 1, rng = globalRng } = opts;
+  const t = zeros(shape);
+  for (let i = 0; i < t.size; i++) t.data[i] = mean + std * rng.normal();
+  return t;
+}
+
+/** A tensor from nested arrays (shape inferred) or a flat array plus an explicit shape. */
+export function fromArray(values: ArrayLike<number> | unknown[], shape?: Shape): Tensor {
+  if (shape) {
+    const flat = Float32Array.from(values as ArrayLike<number>);
+    return new Tensor(flat, shape);
+  }
+  const inferred: number[] = [];
+  let probe: unknown = values;
+  while (Array.isArray(probe)) {
+    inferred.push(probe.length);
+    probe = probe[0];
+  }
+  const flat = (values as unknown[]).flat(Infinity) as unknown[];
+  for (const v of flat) {
+    if (typeof v !== 'number') throw new Error(`fromArray: expected numbers, got ${typeof v}`);
+  }
+  const t = new Tensor(Float32Array.from(flat as number[]), inferred);
+  return t;
+}

@@ -1,0 +1,111 @@
+// The N-API boundary: zero-copy buffers, argument errors that name what was wrong, and a
+// process that survives all of them.
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { conv2d, fromArray, info, ones, setNumThreads, Tensor, zeros } from '../src/index.js';
+import { native } from '../src/native.js';
+
+const args = (over: Partial<Parameters<typeof native.conv2dForward>[4]> = {}) => ({
+  inputShape: [1, 1, 3, 3],
+  weightShape: [1, 1, 2, 2],
+  stride: [1, 1],
+  padding: [0, 0, 0, 0],
+  dilation: [1, 1],
+  groups: 1,
+  ...over,
+});
+
+describe('zero-copy', () => {
+  it('Rust writes straight into a JavaScript-owned buffer, including a view into a larger one', () => {
+    const x = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const w = Float32Array.from([1, 0, 0, 1]);
+    const backing = new Float32Array(8).fill(-1);
+    const view = backing.subarray(2, 6); // 4 outputs in the middle of a bigger buffer
+    native.conv2dForward(x, w, null, view, args());
+    expect(Array.from(backing)).toEqual([-1, -1, 6, 8, 12, 14, -1, -1]);
+  });
+
+  it('the tensor returned by conv2d owns the buffer the kernel wrote', () => {
+    const y = conv2d(ones([1, 1, 3, 3]), ones([1, 1, 2, 2]));
+    expect(y.data).toBeInstanceOf(Float32Array);
+    expect(Array.from(y.data)).toEqual([4, 4, 4, 4]);
+  });
+});
+
+describe('errors at the boundary', () => {
+  const x = new Float32Array(9);
+  const w = new Float32Array(4);
+  const out = new Float32Array(4);
+
+  it.each([
+    ['wrong input length', () => native.conv2dForward(new Float32Array(8), w, null, out, args()), 'input: expected 9 elements, got 8'],
+    ['wrong weight length', () => native.conv2dForward(x, new Float32Array(5), null, out, args()), 'weight: expected 4 elements, got 5'],
+    ['wrong output length', () => native.conv2dForward(x, w, null, new Float32Array(3), args()), 'output: expected 4 elements, got 3'],
+    ['wrong bias length', () => native.conv2dForward(x, w, new Float32Array(2), out, args()), 'bias: expected 1 elements, got 2'],
+    ['negative size', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 1, -3, 3] })), 'inputShape[2]: expected a non-negative integer, got -3'],
+    ['NaN size', () => native.conv2dForward(x, w, null, out, args({ stride: [NaN, 1] })), 'stride[0]: expected a non-negative integer, got NaN'],
+    ['fractional size', () => native.conv2dForward(x, w, null, out, args({ groups: 1.5 })), 'groups[0]: expected a non-negative integer, got 1.5'],
+    ['zero batch', () => native.conv2dForward(x, w, null, out, args({ inputShape: [0, 1, 3, 3] })), 'batch: expected a positive size, got 0'],
+    ['zero stride', () => native.conv2dForward(x, w, null, out, args({ stride: [0, 1] })), 'stride: expected a positive size, got 0'],
+    ['short shape', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3] })), 'inputShape: expected 4 numbers, got 3'],
+    ['kernel larger than input', () => native.conv2dForward(x, w, null, out, args({ weightShape: [1, 1, 4, 4] })), 'kernel: dilated kernel 4x4 is larger than the padded input 3x3'],
+    ['groups not dividing channels', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3, 1], groups: 2 })), 'groups: in_channels (3) must be divisible by groups (2)'],
+    ['weight channels vs groups', () => native.conv2dForward(new Float32Array(18), new Float32Array(4), null, out, args({ inputShape: [1, 2, 3, 3] })), 'weightShape[1]: expected in_channels / groups = 2 / 1 = 2, got 1'],
+    ['unknown algorithm', () => native.conv2dForward(x, w, null, out, args({ algo: 'magic' })), "algo: expected one of"],
+    ['output aliasing input', () => native.conv2dForward(x, w, null, x.subarray(0, 4), args()), 'output: must not share memory with input'],
+    ['absurd sizes', () => native.conv2dForward(x, w, null, out, args({ inputShape: [2 ** 40, 2 ** 40, 3, 3] })), 'too many elements'],
+  ])('%s', (_name, call, message) => {
+    expect(call).toThrow(message);
+  });
+
+  it('wrong JavaScript types are errors too', () => {
+    expect(() => native.conv2dForward([1, 2] as unknown as Float32Array, w, null, out, args())).toThrow();
+    expect(() => native.conv2dForward(x, w, null, out, null as unknown as ReturnType<typeof args>)).toThrow();
+  });
+
+  it('the TypeScript layer checks tensor ranks before calling Rust', () => {
+    expect(() => conv2d(zeros([3, 3]), zeros([1, 1, 2, 2]))).toThrow('input: expected a 4-D tensor, got shape [3, 3]');
+    expect(() => conv2d(zeros([1, 1, 3, 3]), zeros([2, 1, 2, 2]), zeros([3]))).toThrow('bias: expected shape [2], got [3]');
+    expect(() => conv2d(zeros([1, 1, 3, 3]), zeros([1, 1, 2, 2]), null, { padding: [1, 2, 3] as unknown as number })).toThrow(/padding: expected/);
+  });
+
+  it('NaN in the data propagates as in PyTorch, and the process keeps working', () => {
+    const xs = fromArray([NaN, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 3, 3]);
+    const y = conv2d(xs, ones([1, 1, 2, 2]));
+    expect(Number.isNaN(y.data[0])).toBe(true);
+    expect(y.data[3]).toBe(4);
+    expect(conv2d(ones([1, 1, 2, 2]), ones([1, 1, 1, 1])).sum()).toBe(4);
+    expect(new Tensor(new Float32Array(1), [1]).size).toBe(1);
+  });
+});
+
+describe('threads and info', () => {
+  it('info() reports threads, the SIMD level and versions', () => {
+    const i = info();
+    expect(i.threads).toBeGreaterThanOrEqual(1);
+    expect(['avx2+fma', 'scalar']).toContain(i.simd);
+    expect(i.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(i.node).toBe(process.versions.node);
+  });
+
+  it('setNumThreads resizes the pool and rejects nonsense', () => {
+    setNumThreads(1);
+    expect(info().threads).toBe(1);
+    setNumThreads(2);
+    expect(info().threads).toBe(2);
+    expect(() => setNumThreads(0)).toThrow('threads: expected 1..1024, got 0');
+    expect(() => setNumThreads(-1)).toThrow('threads: expected a non-negative integer, got -1');
+  });
+
+  it('FERROCONV_NUM_THREADS and FERROCONV_SIMD are read at start-up', () => {
+    const script = "import('./dist/index.js').then(m => console.log(JSON.stringify(m.info())))";
+    const r = spawnSync(process.execPath, ['-e', script], {
+      env: { ...process.env, FERROCONV_NUM_THREADS: '3', FERROCONV_SIMD: 'scalar' },
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const got = JSON.parse(r.stdout);
+    expect(got.threads).toBe(3);
+    expect(got.simd).toBe('scalar');
+  });
+});

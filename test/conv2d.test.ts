@@ -1,0 +1,35 @@
+// conv2d forward against PyTorch goldens (test/fixtures/gen_conv2d.py).
+import { describe, expect, it } from 'vitest';
+import { conv2d, setSimd } from '../src/index.js';
+import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+
+interface Case {
+  name: string;
+  inputShape: number[];
+  weightShape: number[];
+  stride: [number, number];
+  padding: [number, number, number, number];
+  dilation: [number, number];
+  groups: number;
+  bias: boolean;
+  seeds: [number, number, number];
+  weightScale: number;
+  output: FixtureTensor;
+}
+
+const { cases } = loadFixture<{ cases: Case[] }>('conv2d.json');
+
+describe.each(['auto', 'scalar'] as const)('conv2d forward vs PyTorch (simd %s)', (simd) => {
+  it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    setSimd(simd);
+    const x = det(c.inputShape, c.seeds[0]);
+    const w = det(c.weightShape, c.seeds[1], c.weightScale);
+    const b = c.bias ? det([c.weightShape[0]], c.seeds[2]) : null;
+    for (const algo of ['auto', 'direct'] as const) {
+      const y = conv2d(x, w, b, { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, algo });
+      expect(y.shape).toEqual(c.output.shape);
+      expectClose(y.data, c.output.data, 1e-4, 1e-5, `${c.name} ${algo}`);
+    }
+    setSimd('auto');
+  });
+});
