@@ -14,7 +14,7 @@ export interface Conv2dOptions {
   /** Channel groups; in and out channels must both divide by it (default 1). */
   groups?: number;
   /** Algorithm: 'auto' picks per shape (default 'auto'). */
-  algo?: 'auto' | 'direct';
+  algo?: 'auto' | 'direct' | 'im2col' | 'fft';
 }
 
 export function pair(name: string, v: Pair | undefined, dflt: number): [number, number] {

@@ -89,3 +89,45 @@ pub fn conv2d_forward(
     run(|| conv::conv2d_forward(&p, &input, &weight, bias.as_deref(), out, algo))?
         .map_err(kernel_err)
 }
+
+/// gradInput <- d(loss)/d(input) of conv2d, given gradOutput.
+#[napi(catch_unwind, js_name = "conv2dBackwardData")]
+pub fn conv2d_backward_data(
+    grad_output: Float32Array,
+    weight: Float32Array,
+    mut grad_input: Float32Array,
+    args: Conv2dArgs,
+) -> napi::Result<()> {
+    let (p, algo) = conv_params(&args)?;
+    check_disjoint(
+        "gradInput",
+        &grad_input,
+        &[("gradOutput", &grad_output), ("weight", &weight)],
+    )?;
+    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
+    let gi = unsafe { grad_input.as_mut() };
+    run(|| conv::conv2d_backward_data(&p, &grad_output, &weight, gi, algo))?.map_err(kernel_err)
+}
+
+/// gradWeight (and gradBias when given) of conv2d, given the input and gradOutput.
+#[napi(catch_unwind, js_name = "conv2dBackwardWeight")]
+pub fn conv2d_backward_weight(
+    input: Float32Array,
+    grad_output: Float32Array,
+    mut grad_weight: Float32Array,
+    mut grad_bias: Option<Float32Array>,
+    args: Conv2dArgs,
+) -> napi::Result<()> {
+    let (p, algo) = conv_params(&args)?;
+    let ins = [("input", &input), ("gradOutput", &grad_output)];
+    check_disjoint("gradWeight", &grad_weight, &ins)?;
+    if let Some(gb) = &grad_bias {
+        check_disjoint("gradBias", gb, &ins)?;
+        check_disjoint("gradBias", gb, &[("gradWeight", &grad_weight)])?;
+    }
+    // SAFETY: outputs are disjoint from inputs and from each other (checked above).
+    let gw = unsafe { grad_weight.as_mut() };
+    let gb = grad_bias.as_mut().map(|b| unsafe { b.as_mut() });
+    run(|| conv::conv2d_backward_weight(&p, &input, &grad_output, gw, gb, algo))?
+        .map_err(kernel_err)
+}

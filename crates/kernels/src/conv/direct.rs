@@ -85,3 +85,26 @@ pub fn forward(
             }
         });
 }
+
+/// PLACEHOLDER until the direct backward is written: the reference loop nest.
+pub fn backward_data(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    super::reference::backward_data(p, out_hw, grad_out, weight, grad_input)
+}
+
+/// PLACEHOLDER until the direct backward is written: the reference loop nest.
+pub fn backward_weight(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    super::reference::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+}

@@ -7,6 +7,8 @@ use crate::error::{check_len, check_positive, numel};
 use crate::{bail, Result};
 
 pub mod direct;
+pub mod fft;
+pub mod im2col;
 pub mod reference;
 
 /// Shape and hyper-parameters of one conv2d call.
@@ -137,6 +139,8 @@ impl Conv2dParams {
 pub enum ConvAlgo {
     Auto,
     Direct,
+    Im2col,
+    Fft,
 }
 
 impl ConvAlgo {
@@ -144,7 +148,11 @@ impl ConvAlgo {
         match name {
             "auto" => Ok(ConvAlgo::Auto),
             "direct" => Ok(ConvAlgo::Direct),
-            other => bail!("algo: expected one of 'auto', 'direct', got '{other}'"),
+            "im2col" => Ok(ConvAlgo::Im2col),
+            "fft" => Ok(ConvAlgo::Fft),
+            other => {
+                bail!("algo: expected one of 'auto', 'direct', 'im2col', 'fft', got '{other}'")
+            }
         }
     }
 
@@ -182,6 +190,58 @@ pub fn conv2d_forward(
         ConvAlgo::Direct | ConvAlgo::Auto => {
             direct::forward(p, out_hw, input, weight, bias, output)
         }
+        ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, bias, output),
+        ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
+    }
+    Ok(())
+}
+
+/// grad_input = d(loss)/d(input) given grad_out = d(loss)/d(output). Overwrites `grad_input`.
+pub fn conv2d_backward_data(
+    p: &Conv2dParams,
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+    algo: ConvAlgo,
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    check_len("gradInput", grad_input.len(), p.input_len())?;
+    match algo.resolve(p) {
+        ConvAlgo::Direct | ConvAlgo::Auto => {
+            direct::backward_data(p, out_hw, grad_out, weight, grad_input)
+        }
+        ConvAlgo::Im2col => im2col::backward_data(p, out_hw, grad_out, weight, grad_input),
+        ConvAlgo::Fft => fft::backward_data(p, out_hw, grad_out, weight, grad_input),
+    }
+    Ok(())
+}
+
+/// grad_weight (and grad_bias when given) of conv2d. Overwrites both.
+pub fn conv2d_backward_weight(
+    p: &Conv2dParams,
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+    algo: ConvAlgo,
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
+    check_len("gradWeight", grad_weight.len(), p.weight_len())?;
+    if let Some(gb) = &grad_bias {
+        check_len("gradBias", gb.len(), p.out_channels)?;
+    }
+    match algo.resolve(p) {
+        ConvAlgo::Direct | ConvAlgo::Auto => {
+            direct::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+        }
+        ConvAlgo::Im2col => {
+            im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+        }
+        ConvAlgo::Fft => fft::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias),
     }
     Ok(())
 }
