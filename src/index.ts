@@ -2,10 +2,15 @@
 import { native } from './native.js';
 
 export { Tensor, zeros, ones, full, rand, randn, fromArray, shapeSize } from './tensor.js';
-export type { Shape } from './tensor.js';
+export type { Shape, GradFn } from './tensor.js';
 export { Rng, manualSeed } from './random.js';
-export { conv2d } from './ops/conv.js';
-export type { Conv2dOptions } from './ops/conv.js';
+export { noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
+export * from './ops/index.js';
+export * as nn from './nn/index.js';
+export {
+  Module, Conv2d, ConvTranspose2d, Linear, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
+  LocalResponseNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, Flatten, Sequential, Identity, init,
+} from './nn/index.js';
 
 export interface Info {
   /** Threads in the kernel pool (FERROCONV_NUM_THREADS or all cores). */

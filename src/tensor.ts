@@ -2,6 +2,7 @@
 // write these arrays in place through N-API (no copies), and the garbage collector frees them:
 // there is nothing to dispose.
 import { Rng, globalRng } from './random.js';
+import { runBackward } from './autograd.js';
 
 export type Shape = readonly number[];
 
@@ -21,9 +22,25 @@ function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/**
+ * A recorded operation: how to turn the gradient of its output into gradients of its inputs.
+ * Created by the ops in src/ops; see src/autograd.ts.
+ */
+export interface GradFn {
+  readonly name: string;
+  readonly inputs: readonly (Tensor | null)[];
+  /** Gradients for each input (null where an input needs none), given d(loss)/d(output). */
+  backward(gradOutput: Float32Array): (Float32Array | null)[];
+}
+
 export class Tensor {
   readonly shape: number[];
   readonly data: Float32Array;
+  /** Leaf tensors with requiresGrad collect gradients in `grad` when backward() runs. */
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  /** The op that produced this tensor, while the graph is alive (null for leaves). */
+  gradFn: GradFn | null = null;
 
   constructor(data: Float32Array, shape: Shape) {
     const n = shapeSize(shape);
@@ -33,6 +50,23 @@ export class Tensor {
     }
     this.shape = [...shape];
     this.data = data;
+  }
+
+  /** Marks a leaf as trainable (returns this, for chaining). */
+  requiresGrad_(flag = true): this {
+    if (this.gradFn) throw new Error('requiresGrad_: only leaf tensors can change requiresGrad');
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  /** The same data, cut from the graph. */
+  detach(): Tensor {
+    return new Tensor(this.data, this.shape);
+  }
+
+  /** Back-propagates from this tensor (a scalar unless `grad` is given) through the graph. */
+  backward(grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+    runBackward(this, grad, opts.retainGraph ?? false);
   }
 
   get size(): number {

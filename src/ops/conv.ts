@@ -1,8 +1,11 @@
-// Functional 2-D convolution over NCHW tensors; the math runs in crates/kernels.
+// Differentiable 2-D convolution and transposed convolution over NCHW tensors. The math runs in
+// crates/kernels; these functions check ranks, allocate outputs and record the backward.
+import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 
 export type Pair = number | readonly [number, number];
+export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft';
 
 export interface Conv2dOptions {
   /** Step between windows (default 1). */
@@ -14,7 +17,7 @@ export interface Conv2dOptions {
   /** Channel groups; in and out channels must both divide by it (default 1). */
   groups?: number;
   /** Algorithm: 'auto' picks per shape (default 'auto'). */
-  algo?: 'auto' | 'direct' | 'im2col' | 'fft';
+  algo?: ConvAlgo;
 }
 
 export function pair(name: string, v: Pair | undefined, dflt: number): [number, number] {
@@ -32,9 +35,9 @@ export function padding4(v: Conv2dOptions['padding']): [number, number, number, 
   throw new Error(`padding: expected a number, [h, w] or [top, bottom, left, right], got ${JSON.stringify(v)}`);
 }
 
-function expect4d(name: string, t: Tensor): void {
+export function expectRank(name: string, t: Tensor, rank: number): void {
   if (!(t instanceof Tensor)) throw new Error(`${name}: expected a Tensor`);
-  if (t.ndim !== 4) throw new Error(`${name}: expected a 4-D tensor, got shape [${t.shape.join(', ')}]`);
+  if (t.ndim !== rank) throw new Error(`${name}: expected a ${rank}-D tensor, got shape [${t.shape.join(', ')}]`);
 }
 
 /**
@@ -42,8 +45,8 @@ function expect4d(name: string, t: Tensor): void {
  * -> [N, C_out, H_out, W_out], as torch.nn.functional.conv2d.
  */
 export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
-  expect4d('input', input);
-  expect4d('weight', weight);
+  expectRank('input', input, 4);
+  expectRank('weight', weight, 4);
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0])) {
     throw new Error(`bias: expected shape [${weight.shape[0]}], got [${bias.shape.join(', ')}]`);
   }
@@ -59,5 +62,72 @@ export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null
   const [oh, ow] = native.conv2dOutputSize(args);
   const out = new Float32Array(input.shape[0] * weight.shape[0] * oh * ow);
   native.conv2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
-  return new Tensor(out, [input.shape[0], weight.shape[0], oh, ow]);
+  const y = new Tensor(out, [input.shape[0], weight.shape[0], oh, ow]);
+  return record('conv2d', y, [input, weight, bias], (g) => {
+    let gx: Float32Array | null = null;
+    let gw: Float32Array | null = null;
+    let gb: Float32Array | null = null;
+    if (input.requiresGrad) {
+      gx = new Float32Array(input.size);
+      native.conv2dBackwardData(g, weight.data, gx, args);
+    }
+    if (weight.requiresGrad || (bias && bias.requiresGrad)) {
+      gw = new Float32Array(weight.size);
+      gb = bias ? new Float32Array(bias.size) : null;
+      native.conv2dBackwardWeight(input.data, g, gw, gb, args);
+    }
+    return [gx, gw, gb];
+  });
+}
+
+export interface ConvTranspose2dOptions {
+  stride?: Pair;
+  /** Implicit zero padding removed from each side of the output, [h, w] (default 0). */
+  padding?: Pair;
+  /** Extra rows/columns added to one side of the output to disambiguate its size (default 0). */
+  outputPadding?: Pair;
+  dilation?: Pair;
+  groups?: number;
+}
+
+/**
+ * convTranspose2d(input [N, C_in, H, W], weight [C_in, C_out/groups, kH, kW], bias [C_out]?)
+ * -> [N, C_out, H_out, W_out], as torch.nn.functional.conv_transpose2d.
+ */
+export function convTranspose2d(input: Tensor, weight: Tensor, bias: Tensor | null = null, opts: ConvTranspose2dOptions = {}): Tensor {
+  expectRank('input', input, 4);
+  expectRank('weight', weight, 4);
+  const groups = opts.groups ?? 1;
+  const outChannels = weight.shape[1] * groups;
+  if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== outChannels)) {
+    throw new Error(`bias: expected shape [${outChannels}], got [${bias.shape.join(', ')}]`);
+  }
+  const args = {
+    inputShape: input.shape,
+    weightShape: weight.shape,
+    stride: pair('stride', opts.stride, 1),
+    padding: pair('padding', opts.padding, 0),
+    outputPadding: pair('outputPadding', opts.outputPadding, 0),
+    dilation: pair('dilation', opts.dilation, 1),
+    groups,
+  };
+  const [oh, ow] = native.convTranspose2dOutputSize(args);
+  const out = new Float32Array(input.shape[0] * outChannels * oh * ow);
+  native.convTranspose2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
+  const y = new Tensor(out, [input.shape[0], outChannels, oh, ow]);
+  return record('convTranspose2d', y, [input, weight, bias], (g) => {
+    let gx: Float32Array | null = null;
+    let gw: Float32Array | null = null;
+    let gb: Float32Array | null = null;
+    if (input.requiresGrad) {
+      gx = new Float32Array(input.size);
+      native.convTranspose2dBackwardData(g, weight.data, gx, args);
+    }
+    if (weight.requiresGrad || (bias && bias.requiresGrad)) {
+      gw = new Float32Array(weight.size);
+      gb = bias ? new Float32Array(bias.size) : null;
+      native.convTranspose2dBackwardWeight(input.data, g, gw, gb, args);
+    }
+    return [gx, gw, gb];
+  });
 }

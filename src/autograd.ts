@@ -1,0 +1,132 @@
+// Define-by-run automatic differentiation. Each op (src/ops) computes its output eagerly and, when
+// gradients are wanted, attaches a GradFn that knows its inputs. backward() walks the graph in
+// reverse topological order, sums gradients per tensor, accumulates into leaves' `.grad`, and
+// then drops the graph (gradFn links), so memory does not grow from one step to the next.
+import { type GradFn, Tensor } from './tensor.js';
+
+let gradEnabled = true;
+
+/** True unless inside noGrad(). */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording anything (inference, optimizer updates). Nests; restores on throw. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Enables or disables recording globally; returns the previous setting. */
+export function setGradEnabled(flag: boolean): boolean {
+  const prev = gradEnabled;
+  gradEnabled = flag;
+  return prev;
+}
+
+/** True when an op with these inputs must record its backward. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * Attaches `backward` to `out` when any input requires grad (and recording is on). Returns `out`.
+ * `backward` gets d(loss)/d(out) and returns one gradient (or null) per input, in order.
+ */
+export function record(
+  name: string,
+  out: Tensor,
+  inputs: (Tensor | null)[],
+  backward: (gradOutput: Float32Array) => (Float32Array | null)[],
+): Tensor {
+  if (!needsGrad(...inputs)) return out;
+  const fn: GradFn = { name, inputs, backward };
+  out.gradFn = fn;
+  out.requiresGrad = true;
+  return out;
+}
+
+export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph: boolean): void {
+  if (!root.requiresGrad) {
+    throw new Error('backward: tensor does not require grad (no input had requiresGrad, or it was made under noGrad)');
+  }
+  let seed: Float32Array;
+  if (grad) {
+    if (grad.size !== root.size) {
+      throw new Error(`backward: grad has ${grad.size} elements, tensor has ${root.size}`);
+    }
+    seed = grad.data.slice();
+  } else {
+    if (root.size !== 1) {
+      throw new Error(`backward: implicit gradient needs a scalar, got shape [${root.shape.join(', ')}]; pass grad`);
+    }
+    seed = new Float32Array([1]);
+  }
+
+  // Reverse topological order by iterative depth-first search (deep nets would overflow recursion).
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.gradFn ? t.gradFn.inputs : [];
+    if (i < inputs.length) {
+      top[1]++;
+      const child = inputs[i];
+      if (child && child.requiresGrad && !seen.has(child)) {
+        seen.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+
+  const grads = new Map<Tensor, Float32Array>();
+  grads.set(root, seed);
+  for (let k = order.length - 1; k >= 0; k--) {
+    const t = order[k];
+    const g = grads.get(t);
+    if (!g) continue;
+    const fn = t.gradFn;
+    if (!fn) {
+      // A leaf: accumulate into .grad (as PyTorch does across backward calls).
+      if (t.grad) {
+        const acc = t.grad.data;
+        for (let j = 0; j < acc.length; j++) acc[j] += g[j];
+      } else {
+        t.grad = new Tensor(g.slice(), t.shape);
+      }
+      continue;
+    }
+    grads.delete(t);
+    const inGrads = fn.backward(g);
+    fn.inputs.forEach((inp, j) => {
+      const ig = inGrads[j];
+      if (!inp || !inp.requiresGrad || !ig) return;
+      if (ig.length !== inp.size) {
+        throw new Error(`backward of ${fn.name}: gradient for input ${j} has ${ig.length} elements, expected ${inp.size}`);
+      }
+      const prev = grads.get(inp);
+      if (prev) {
+        // Gradients handed back may alias each other or an op's buffers: sum into a new array.
+        const sum = new Float32Array(prev.length);
+        for (let q = 0; q < sum.length; q++) sum[q] = prev[q] + ig[q];
+        grads.set(inp, sum);
+      } else {
+        grads.set(inp, ig);
+      }
+    });
+    if (!retainGraph) t.gradFn = null;
+  }
+}

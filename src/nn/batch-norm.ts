@@ -1,0 +1,56 @@
+// BatchNorm2d layer, as torch.nn.BatchNorm2d.
+import { batchNorm2d } from '../ops/norm.js';
+import { Tensor, full, ones, zeros } from '../tensor.js';
+import { Module } from './module.js';
+
+export interface BatchNormLayerOptions {
+  /** default 1e-5 */
+  eps?: number;
+  /** Weight of each new batch in the running statistics (default 0.1). */
+  momentum?: number;
+  /** Learn `weight` and `bias` (default true). */
+  affine?: boolean;
+  /** Keep running_mean / running_var for inference (default true). */
+  trackRunningStats?: boolean;
+}
+
+/**
+ * Batch normalisation over the channels of [N, C, H, W] (output has the same shape).
+ * Parameters `weight` [C] (ones), `bias` [C] (zeros); buffers `running_mean` [C],
+ * `running_var` [C], `num_batches_tracked` [] as in PyTorch.
+ */
+export class BatchNorm2d extends Module {
+  readonly weight: Tensor | null;
+  readonly bias: Tensor | null;
+  readonly runningMean: Tensor | null;
+  readonly runningVar: Tensor | null;
+  readonly numBatchesTracked: Tensor | null;
+  readonly eps: number;
+  readonly momentum: number;
+
+  constructor(readonly numFeatures: number, opts: BatchNormLayerOptions = {}) {
+    super();
+    this.eps = opts.eps ?? 1e-5;
+    this.momentum = opts.momentum ?? 0.1;
+    const affine = opts.affine ?? true;
+    const track = opts.trackRunningStats ?? true;
+    this.weight = this.addParameter('weight', affine ? ones([numFeatures]) : null);
+    this.bias = this.addParameter('bias', affine ? zeros([numFeatures]) : null);
+    this.runningMean = this.addBuffer('running_mean', track ? zeros([numFeatures]) : null);
+    this.runningVar = this.addBuffer('running_var', track ? full([numFeatures], 1) : null);
+    this.numBatchesTracked = this.addBuffer('num_batches_tracked', track ? zeros([]) : null);
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.ndim !== 4 || x.shape[1] !== this.numFeatures) {
+      throw new Error(`BatchNorm2d: expected input [N, ${this.numFeatures}, H, W], got [${x.shape.join(', ')}]`);
+    }
+    const useBatchStats = this.training || !this.runningMean;
+    if (this.training && this.numBatchesTracked) this.numBatchesTracked.data[0] += 1;
+    return batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, {
+      training: useBatchStats,
+      momentum: this.training ? this.momentum : 0,
+      eps: this.eps,
+    });
+  }
+}

@@ -1,0 +1,55 @@
+// Conv2d layer, as torch.nn.Conv2d.
+import { conv2d, pair, type ConvAlgo, type Pair } from '../ops/conv.js';
+import { Tensor, zeros } from '../tensor.js';
+import { defaultLayerInit } from './init.js';
+import { Module } from './module.js';
+
+export interface Conv2dLayerOptions {
+  /** Window step (default 1). */
+  stride?: Pair;
+  /** Zero padding per side: a number, [h, w], [top, bottom, left, right] (default 0). */
+  padding?: number | readonly [number, number] | readonly [number, number, number, number];
+  /** Spacing between kernel taps (default 1). */
+  dilation?: Pair;
+  /** Channel groups (default 1; groups = inChannels is depthwise). */
+  groups?: number;
+  /** Learn a per-channel bias (default true). */
+  bias?: boolean;
+  /** Convolution algorithm (default 'auto'). */
+  algo?: ConvAlgo;
+}
+
+/**
+ * 2-D convolution. Input [N, inChannels, H, W] -> output [N, outChannels, H_out, W_out] with
+ * H_out = floor((H + padTop + padBottom - dilation*(k-1) - 1) / stride) + 1.
+ * Parameters: `weight` [outChannels, inChannels/groups, kH, kW], `bias` [outChannels].
+ * Initialised as PyTorch does (Kaiming uniform, a = sqrt(5)).
+ */
+export class Conv2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernelSize: Pair,
+    readonly opts: Conv2dLayerOptions = {},
+  ) {
+    super();
+    const groups = opts.groups ?? 1;
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+      throw new Error(`Conv2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`);
+    }
+    const [kh, kw] = pair('kernelSize', kernelSize, 1);
+    this.weight = this.addParameter('weight', zeros([outChannels, inChannels / groups, kh, kw]))!;
+    this.bias = this.addParameter('bias', opts.bias === false ? null : zeros([outChannels]));
+    defaultLayerInit(this.weight, this.bias);
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.ndim !== 4 || x.shape[1] !== this.inChannels) {
+      throw new Error(`Conv2d: expected input [N, ${this.inChannels}, H, W], got [${x.shape.join(', ')}]`);
+    }
+    return conv2d(x, this.weight, this.bias, this.opts);
+  }
+}

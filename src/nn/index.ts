@@ -1,0 +1,17 @@
+// The layers, one file each (see ../../shared/DESIGN.md).
+export { Module, type StateDict } from './module.js';
+export { Conv2d, type Conv2dLayerOptions } from './conv2d.js';
+export { ConvTranspose2d, type ConvTranspose2dLayerOptions } from './conv-transpose2d.js';
+export { Linear } from './linear.js';
+export { BatchNorm2d, type BatchNormLayerOptions } from './batch-norm.js';
+export { MaxPool2d } from './max-pool2d.js';
+export { AvgPool2d } from './avg-pool2d.js';
+export { AdaptiveAvgPool2d } from './adaptive-avg-pool2d.js';
+export { LocalResponseNorm } from './local-response-norm.js';
+export { ReLU } from './relu.js';
+export { LeakyReLU } from './leaky-relu.js';
+export { Sigmoid, Tanh } from './sigmoid.js';
+export { Dropout } from './dropout.js';
+export { Flatten } from './flatten.js';
+export { Sequential, Identity } from './sequential.js';
+export * as init from './init.js';

@@ -1,0 +1,169 @@
+// Module: the base of every layer and model. It owns parameters (trainable tensors), buffers
+// (state such as running statistics) and child modules, names them with dotted paths exactly as
+// PyTorch does (`features.0.weight`, `layer1.0.bn1.running_mean`), and saves/loads them.
+import { Tensor } from '../tensor.js';
+
+export type StateDict = Map<string, Tensor>;
+
+export abstract class Module {
+  /** Training mode (dropout active, batch norm uses batch statistics). */
+  training = true;
+  private readonly params = new Map<string, Tensor | null>();
+  private readonly bufs = new Map<string, Tensor | null>();
+  private readonly children = new Map<string, Module>();
+
+  abstract forward(...inputs: Tensor[]): Tensor;
+
+  /** Same as forward. */
+  call(...inputs: Tensor[]): Tensor {
+    return this.forward(...inputs);
+  }
+
+  /** Registers a trainable tensor under `name` (null registers an absent optional one, e.g. bias). */
+  protected addParameter(name: string, t: Tensor | null): Tensor | null {
+    checkName(name);
+    if (t) t.requiresGrad = true;
+    this.params.set(name, t);
+    return t;
+  }
+
+  protected addBuffer(name: string, t: Tensor | null): Tensor | null {
+    checkName(name);
+    this.bufs.set(name, t);
+    return t;
+  }
+
+  protected addModule<M extends Module>(name: string, m: M): M {
+    checkName(name);
+    this.children.set(name, m);
+    return m;
+  }
+
+  /** Direct children, in registration order. */
+  namedChildren(): [string, Module][] {
+    return [...this.children];
+  }
+
+  /** The child at a dotted path ('layer1.0.conv1'), or an Error naming the missing part. */
+  getSubmodule(path: string): Module {
+    let m: Module = this;
+    for (const part of path.split('.').filter(Boolean)) {
+      const next = m.children.get(part);
+      if (!next) throw new Error(`getSubmodule: no module '${part}' in '${path}'`);
+      m = next;
+    }
+    return m;
+  }
+
+  /** Every module in the tree with its dotted name ('' for this one), depth first. */
+  namedModules(prefix = ''): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [name, child] of this.children) out.push(...child.namedModules(prefix ? `${prefix}.${name}` : name));
+    return out;
+  }
+
+  namedParameters(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [prefix, m] of this.namedModules()) {
+      for (const [name, t] of m.params) if (t) out.push([prefix ? `${prefix}.${name}` : name, t]);
+    }
+    return out;
+  }
+
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, t]) => t);
+  }
+
+  namedBuffers(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [prefix, m] of this.namedModules()) {
+      for (const [name, t] of m.bufs) if (t) out.push([prefix ? `${prefix}.${name}` : name, t]);
+    }
+    return out;
+  }
+
+  /** Number of parameter elements (as sum(p.numel() for p in model.parameters())). */
+  numParameters(): number {
+    return this.parameters().reduce((a, p) => a + p.size, 0);
+  }
+
+  train(mode = true): this {
+    for (const [, m] of this.namedModules()) m.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Clears every parameter's gradient. */
+  zeroGrad(): void {
+    for (const p of this.parameters()) p.grad = null;
+  }
+
+  /**
+   * Sets requiresGrad on the parameters whose dotted name matches (a RegExp, or a prefix string
+   * such as 'features.'), e.g. freeze('features.') for transfer learning. Returns how many matched.
+   */
+  setRequiresGrad(pattern: RegExp | string, flag: boolean): number {
+    let count = 0;
+    for (const [name, p] of this.namedParameters()) {
+      const hit = typeof pattern === 'string' ? name.startsWith(pattern) : pattern.test(name);
+      if (hit) {
+        p.requiresGrad = flag;
+        if (!flag) p.grad = null;
+        count++;
+      }
+    }
+    return count;
+  }
+
+  freeze(pattern: RegExp | string = /.*/): number {
+    return this.setRequiresGrad(pattern, false);
+  }
+
+  unfreeze(pattern: RegExp | string = /.*/): number {
+    return this.setRequiresGrad(pattern, true);
+  }
+
+  /** Parameters and buffers by dotted name. The tensors are the live ones (not copies). */
+  stateDict(): StateDict {
+    return new Map([...this.namedParameters(), ...this.namedBuffers()]);
+  }
+
+  /**
+   * Copies values from `state` into this module. Strict (default): every key must match a
+   * parameter or buffer with the same shape, and none may be missing, or nothing is changed and
+   * the Error lists missing, unexpected and mis-shaped keys. Non-strict: loads what matches.
+   */
+  loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+    const src = state instanceof Map ? state : new Map(Object.entries(state));
+    const own = this.stateDict();
+    const missing = [...own.keys()].filter((k) => !src.has(k));
+    const unexpected = [...src.keys()].filter((k) => !own.has(k));
+    const misShaped: string[] = [];
+    for (const [k, t] of src) {
+      const mine = own.get(k);
+      if (mine && (mine.size !== t.size || mine.shape.join() !== t.shape.join())) {
+        // A 0-d / [1] mismatch (e.g. num_batches_tracked) is the same value: allow it.
+        if (!(mine.size === 1 && t.size === 1)) misShaped.push(`${k}: expected [${mine.shape.join(', ')}], got [${t.shape.join(', ')}]`);
+      }
+    }
+    if (misShaped.length || (strict && (missing.length || unexpected.length))) {
+      const parts: string[] = [];
+      if (missing.length) parts.push(`missing keys: ${missing.join(', ')}`);
+      if (unexpected.length) parts.push(`unexpected keys: ${unexpected.join(', ')}`);
+      if (misShaped.length) parts.push(`shape mismatch: ${misShaped.join('; ')}`);
+      throw new Error(`loadStateDict: ${parts.join('. ')}`);
+    }
+    for (const [k, t] of src) {
+      const mine = own.get(k);
+      if (mine) mine.data.set(t.data);
+    }
+    return { missing, unexpected };
+  }
+}
+
+function checkName(name: string): void {
+  if (!name || name.includes('.')) throw new Error(`module attribute name must be non-empty and contain no '.', got '${name}'`);
+}

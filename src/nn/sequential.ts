@@ -1,0 +1,42 @@
+// Sequential container and Identity, as torch.nn.Sequential / torch.nn.Identity.
+import type { Tensor } from '../tensor.js';
+import { Module } from './module.js';
+
+/** Runs its children in order; they are named '0', '1', ... (or by the keys given). */
+export class Sequential extends Module {
+  private readonly layers: Module[] = [];
+
+  constructor(...layers: (Module | [string, Module])[]) {
+    super();
+    for (const l of layers) this.append(l);
+  }
+
+  append(layer: Module | [string, Module]): this {
+    const [name, m] = Array.isArray(layer) ? layer : [String(this.layers.length), layer];
+    this.layers.push(this.addModule(name, m));
+    return this;
+  }
+
+  get length(): number {
+    return this.layers.length;
+  }
+
+  at(i: number): Module {
+    const m = this.layers[i < 0 ? this.layers.length + i : i];
+    if (!m) throw new Error(`Sequential: no layer ${i} (has ${this.layers.length})`);
+    return m;
+  }
+
+  forward(x: Tensor): Tensor {
+    let y = x;
+    for (const l of this.layers) y = l.forward(y);
+    return y;
+  }
+}
+
+/** Returns its input. */
+export class Identity extends Module {
+  forward(x: Tensor): Tensor {
+    return x;
+  }
+}

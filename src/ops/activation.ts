@@ -1,0 +1,22 @@
+// Differentiable point-wise activations; the loops run in crates/kernels/src/activation.rs.
+import { record } from '../autograd.js';
+import { native } from '../native.js';
+import { Tensor } from '../tensor.js';
+
+type Kind = 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh';
+
+function activation(kind: Kind, x: Tensor, negativeSlope?: number): Tensor {
+  const out = new Float32Array(x.size);
+  native.activationForward(kind, x.data, out, negativeSlope);
+  const y = new Tensor(out, x.shape);
+  return record(kind, y, [x], (g) => {
+    const gx = new Float32Array(x.size);
+    native.activationBackward(kind, x.data, out, g, gx, negativeSlope);
+    return [gx];
+  });
+}
+
+export const relu = (x: Tensor): Tensor => activation('relu', x);
+export const leakyRelu = (x: Tensor, negativeSlope = 0.01): Tensor => activation('leaky_relu', x, negativeSlope);
+export const sigmoid = (x: Tensor): Tensor => activation('sigmoid', x);
+export const tanh = (x: Tensor): Tensor => activation('tanh', x);

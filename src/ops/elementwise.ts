@@ -1,0 +1,96 @@
+// Differentiable tensor plumbing: broadcast add/mul, channel concat, reshape/flatten, dropout and
+// full reductions.
+import { record } from '../autograd.js';
+import { native } from '../native.js';
+import { globalRng, type Rng } from '../random.js';
+import { Tensor } from '../tensor.js';
+
+function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
+  const out = new Float32Array(a.size);
+  native.broadcastBinary(op, a.data, a.shape, b.data, b.shape, out);
+  const y = new Tensor(out, a.shape);
+  return record(op, y, [a, b], (g) => {
+    const ga = a.requiresGrad ? new Float32Array(a.size) : null;
+    const gb = b.requiresGrad ? new Float32Array(b.size) : null;
+    native.broadcastBinaryBackward(op, a.data, a.shape, b.data, b.shape, g, ga, gb);
+    return [ga, gb];
+  });
+}
+
+/** a + b, where b has a's shape or broadcasts over it ([C], [1, C, 1, 1], [N, C, 1, 1]). */
+export const add = (a: Tensor, b: Tensor): Tensor => binary('add', a, b);
+/** a * b, with the same broadcasting as add. */
+export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
+
+/** a * s for a number s. */
+export function scale(a: Tensor, s: number): Tensor {
+  const out = new Float32Array(a.size);
+  for (let i = 0; i < out.length; i++) out[i] = a.data[i] * s;
+  return record('scale', new Tensor(out, a.shape), [a], (g) => {
+    const ga = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) ga[i] = g[i] * s;
+    return [ga];
+  });
+}
+
+/** Concatenates NCHW tensors along dim 1 (channels); N, H, W must match. */
+export function cat(tensors: Tensor[], dim = 1): Tensor {
+  if (dim !== 1) throw new Error(`cat: only dim 1 (channels) is supported, got ${dim}`);
+  if (tensors.length === 0) throw new Error('cat: expected at least one tensor');
+  const [n, , h, w] = tensors[0].shape;
+  for (const [i, t] of tensors.entries()) {
+    if (t.ndim !== 4 || t.shape[0] !== n || t.shape[2] !== h || t.shape[3] !== w) {
+      throw new Error(`cat: tensor ${i} has shape [${t.shape.join(', ')}], expected [${n}, *, ${h}, ${w}]`);
+    }
+  }
+  const channels = tensors.map((t) => t.shape[1]);
+  const total = channels.reduce((a, b) => a + b, 0);
+  const out = new Float32Array(n * total * h * w);
+  native.concatChannels(tensors.map((t) => t.data), channels, n, h * w, out);
+  const y = new Tensor(out, [n, total, h, w]);
+  return record('cat', y, tensors, (g) => {
+    const parts = tensors.map((t) => new Float32Array(t.size));
+    native.splitChannels(g, parts, channels, n, h * w);
+    return parts;
+  });
+}
+
+/** The same data under a new shape (-1 allowed once); the gradient flows through unchanged. */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const view = x.reshape(shape);
+  const y = new Tensor(view.data, view.shape);
+  return record('reshape', y, [x], (g) => [g]);
+}
+
+/** [N, ...] -> [N, prod(...)], as torch.flatten(x, 1). */
+export function flatten(x: Tensor, startDim = 1): Tensor {
+  const keep = x.shape.slice(0, startDim);
+  return reshape(x, [...keep, -1]);
+}
+
+/** Zeroes each element with probability p and scales the rest by 1/(1-p); identity when not training. */
+export function dropout(x: Tensor, p = 0.5, training = true, rng: Rng = globalRng): Tensor {
+  if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+  if (!training || p === 0) return x;
+  const out = new Float32Array(x.size);
+  const mask = new Float32Array(x.size);
+  native.dropoutForward(x.data, out, mask, p, rng.nextU32());
+  return record('dropout', new Tensor(out, x.shape), [x], (g) => {
+    const gx = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) gx[i] = g[i] * mask[i];
+    return [gx];
+  });
+}
+
+/** Sum of all elements as a 1-element tensor. */
+export function sum(x: Tensor): Tensor {
+  const y = new Tensor(new Float32Array([x.sum()]), []);
+  return record('sum', y, [x], (g) => [new Float32Array(x.size).fill(g[0])]);
+}
+
+/** Mean of all elements as a 1-element tensor. */
+export function mean(x: Tensor): Tensor {
+  if (x.size === 0) throw new Error('mean: tensor is empty');
+  const y = new Tensor(new Float32Array([x.sum() / x.size]), []);
+  return record('mean', y, [x], (g) => [new Float32Array(x.size).fill(g[0] / x.size)]);
+}

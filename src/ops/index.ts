@@ -1,0 +1,14 @@
+// Differentiable functional ops (torch.nn.functional's counterparts).
+export { conv2d, convTranspose2d } from './conv.js';
+export type { Conv2dOptions, ConvTranspose2dOptions, ConvAlgo, Pair } from './conv.js';
+export { linear } from './linear.js';
+export { relu, leakyRelu, sigmoid, tanh } from './activation.js';
+export { maxPool2d, avgPool2d, adaptiveAvgPool2d } from './pool.js';
+export type { Pool2dOptions } from './pool.js';
+export { batchNorm2d, localResponseNorm } from './norm.js';
+export type { BatchNormOptions, LrnOptions } from './norm.js';
+export { add, mul, scale, cat, reshape, flatten, dropout, sum, mean } from './elementwise.js';
+export {
+  softmax, logSoftmax, crossEntropy, nllLoss, mseLoss, l1Loss, smoothL1Loss, binaryCrossEntropyWithLogits,
+} from './loss.js';
+export type { CrossEntropyOptions, Reduction } from './loss.js';

@@ -1,0 +1,27 @@
+// Differentiable fully-connected layer: y = x W^T + b, W shaped [out, in] as torch.nn.Linear.
+import { record } from '../autograd.js';
+import { native } from '../native.js';
+import { Tensor } from '../tensor.js';
+
+/** linear(input [N, in], weight [out, in], bias [out]?) -> [N, out]. */
+export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  if (weight.ndim !== 2) throw new Error(`weight: expected a 2-D tensor, got shape [${weight.shape.join(', ')}]`);
+  const [outFeatures, inFeatures] = weight.shape;
+  if (input.ndim !== 2 || input.shape[1] !== inFeatures) {
+    throw new Error(`input: expected shape [N, ${inFeatures}], got [${input.shape.join(', ')}]`);
+  }
+  if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== outFeatures)) {
+    throw new Error(`bias: expected shape [${outFeatures}], got [${bias.shape.join(', ')}]`);
+  }
+  const args = { batch: input.shape[0], inFeatures, outFeatures };
+  const out = new Float32Array(args.batch * outFeatures);
+  native.linearForward(input.data, weight.data, bias ? bias.data : null, out, args);
+  const y = new Tensor(out, [args.batch, outFeatures]);
+  return record('linear', y, [input, weight, bias], (g) => {
+    const gx = input.requiresGrad ? new Float32Array(input.size) : null;
+    const gw = weight.requiresGrad ? new Float32Array(weight.size) : null;
+    const gb = bias && bias.requiresGrad ? new Float32Array(bias.size) : null;
+    native.linearBackward(input.data, weight.data, g, gx, gw, gb, args);
+    return [gx, gw, gb];
+  });
+}

@@ -1,0 +1,171 @@
+// Differentiable softmax and losses. Softmax and the fused softmax + cross-entropy run in
+// crates/kernels/src/softmax.rs; the simple regression losses are short loops over the batch.
+import { record } from '../autograd.js';
+import { native } from '../native.js';
+import { Tensor } from '../tensor.js';
+
+export type Reduction = 'mean' | 'sum' | 'none';
+
+function rowsCols(x: Tensor, what: string): [number, number] {
+  if (x.ndim < 1) throw new Error(`${what}: expected at least 1 dimension`);
+  const cols = x.shape[x.ndim - 1];
+  return [cols === 0 ? 0 : x.size / cols, cols];
+}
+
+function softmaxImpl(x: Tensor, log: boolean): Tensor {
+  const [rows, cols] = rowsCols(x, log ? 'logSoftmax' : 'softmax');
+  const out = new Float32Array(x.size);
+  native.softmaxForward(x.data, out, rows, cols, log);
+  return record(log ? 'logSoftmax' : 'softmax', new Tensor(out, x.shape), [x], (g) => {
+    const gx = new Float32Array(x.size);
+    native.softmaxBackward(out, g, gx, rows, cols, log);
+    return [gx];
+  });
+}
+
+/** Softmax over the last dimension. */
+export const softmax = (x: Tensor): Tensor => softmaxImpl(x, false);
+/** Log-softmax over the last dimension. */
+export const logSoftmax = (x: Tensor): Tensor => softmaxImpl(x, true);
+
+export interface CrossEntropyOptions {
+  /** Mix of the one-hot target with the uniform distribution (default 0). */
+  labelSmoothing?: number;
+  /** Per-class weights [C]. */
+  weight?: Tensor | null;
+  /** Targets equal to this are skipped (default -100). */
+  ignoreIndex?: number;
+  reduction?: Reduction;
+}
+
+function toTargets(targets: Int32Array | readonly number[], n: number): Int32Array {
+  const t = targets instanceof Int32Array ? targets : Int32Array.from(targets);
+  if (t.length !== n) throw new Error(`targets: expected ${n} class indices, got ${t.length}`);
+  return t;
+}
+
+/**
+ * Cross-entropy between logits [N, C] and class indices [N], as torch.nn.functional.cross_entropy.
+ * Returns a scalar (mean/sum) or [N] (none).
+ */
+export function crossEntropy(logits: Tensor, targets: Int32Array | readonly number[], opts: CrossEntropyOptions = {}): Tensor {
+  if (logits.ndim !== 2) throw new Error(`logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
+  const [batch, classes] = logits.shape;
+  const t = toTargets(targets, batch);
+  const weight = opts.weight ?? null;
+  if (weight && weight.size !== classes) throw new Error(`weight: expected ${classes} class weights, got ${weight.size}`);
+  const reduction = opts.reduction ?? 'mean';
+  const args = { batch, classes, labelSmoothing: opts.labelSmoothing ?? 0, ignoreIndex: opts.ignoreIndex ?? -100, reduction };
+  const probs = new Float32Array(logits.size);
+  const losses = new Float32Array(batch);
+  const total = native.crossEntropyForward(logits.data, t, weight?.data ?? null, probs, losses, args);
+  const y = reduction === 'none' ? new Tensor(losses, [batch]) : new Tensor(new Float32Array([total]), []);
+  return record('crossEntropy', y, [logits], (g) => {
+    const gx = new Float32Array(logits.size);
+    native.crossEntropyBackward(probs, t, weight?.data ?? null, g, gx, args);
+    return [gx];
+  });
+}
+
+function reduce(name: string, x: Tensor, per: Float32Array, dPer: (i: number) => number, reduction: Reduction, shape: number[]): Tensor {
+  const n = per.length;
+  let y: Tensor;
+  if (reduction === 'none') y = new Tensor(per, shape);
+  else {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += per[i];
+    y = new Tensor(new Float32Array([reduction === 'mean' ? s / Math.max(n, 1) : s]), []);
+  }
+  return record(name, y, [x], (g) => {
+    const gx = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const up = reduction === 'none' ? g[i] : reduction === 'mean' ? g[0] / n : g[0];
+      gx[i] = up * dPer(i);
+    }
+    return [gx];
+  });
+}
+
+function sameShape(name: string, a: Tensor, b: Tensor): void {
+  if (a.size !== b.size || a.shape.join() !== b.shape.join()) {
+    throw new Error(`${name}: input [${a.shape.join(', ')}] and target [${b.shape.join(', ')}] must have the same shape`);
+  }
+}
+
+/** Negative log-likelihood of log-probabilities [N, C] at class indices [N]. */
+export function nllLoss(logProbs: Tensor, targets: Int32Array | readonly number[], opts: { weight?: Tensor | null; ignoreIndex?: number; reduction?: Reduction } = {}): Tensor {
+  if (logProbs.ndim !== 2) throw new Error(`input: expected shape [N, C], got [${logProbs.shape.join(', ')}]`);
+  const [batch, classes] = logProbs.shape;
+  const t = toTargets(targets, batch);
+  const ignore = opts.ignoreIndex ?? -100;
+  const reduction = opts.reduction ?? 'mean';
+  const w = (c: number) => (opts.weight ? opts.weight.data[c] : 1);
+  const per = new Float32Array(batch);
+  let denom = 0;
+  for (let i = 0; i < batch; i++) {
+    const c = t[i];
+    if (c === ignore) continue;
+    if (!(c >= 0 && c < classes)) throw new Error(`targets[${i}]: expected a class in [0, ${classes}), got ${c}`);
+    per[i] = -w(c) * logProbs.data[i * classes + c];
+    denom += w(c);
+  }
+  let y: Tensor;
+  if (reduction === 'none') y = new Tensor(per, [batch]);
+  else {
+    const s = per.reduce((a, b) => a + b, 0);
+    y = new Tensor(new Float32Array([reduction === 'mean' ? s / denom : s]), []);
+  }
+  return record('nllLoss', y, [logProbs], (g) => {
+    const gx = new Float32Array(logProbs.size);
+    for (let i = 0; i < batch; i++) {
+      const c = t[i];
+      if (c === ignore) continue;
+      const up = reduction === 'none' ? g[i] : reduction === 'mean' ? g[0] / denom : g[0];
+      gx[i * classes + c] = -w(c) * up;
+    }
+    return [gx];
+  });
+}
+
+/** Mean squared error. */
+export function mseLoss(input: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor {
+  sameShape('mseLoss', input, target);
+  const d = input.data.map((v, i) => v - target.data[i]);
+  return reduce('mseLoss', input, d.map((v) => v * v), (i) => 2 * d[i], reduction, input.shape);
+}
+
+/** Mean absolute error. */
+export function l1Loss(input: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor {
+  sameShape('l1Loss', input, target);
+  const d = input.data.map((v, i) => v - target.data[i]);
+  return reduce('l1Loss', input, d.map(Math.abs), (i) => Math.sign(d[i]), reduction, input.shape);
+}
+
+/** Huber-style smooth L1 with threshold beta (default 1), as torch.nn.functional.smooth_l1_loss. */
+export function smoothL1Loss(input: Tensor, target: Tensor, beta = 1, reduction: Reduction = 'mean'): Tensor {
+  sameShape('smoothL1Loss', input, target);
+  const d = input.data.map((v, i) => v - target.data[i]);
+  const per = d.map((v) => (Math.abs(v) < beta ? (0.5 * v * v) / beta : Math.abs(v) - 0.5 * beta));
+  return reduce('smoothL1Loss', input, per, (i) => (Math.abs(d[i]) < beta ? d[i] / beta : Math.sign(d[i])), reduction, input.shape);
+}
+
+/** Binary cross-entropy on logits (numerically stable), as torch's binary_cross_entropy_with_logits. */
+export function binaryCrossEntropyWithLogits(input: Tensor, target: Tensor, opts: { posWeight?: Tensor | null; reduction?: Reduction } = {}): Tensor {
+  sameShape('binaryCrossEntropyWithLogits', input, target);
+  const lastDim = input.shape[input.ndim - 1] ?? 1;
+  const pw = (i: number) => (opts.posWeight ? opts.posWeight.data[i % lastDim] : 1);
+  const per = new Float32Array(input.size);
+  const grad = new Float32Array(input.size);
+  for (let i = 0; i < per.length; i++) {
+    const x = input.data[i];
+    const y = target.data[i];
+    const p = pw(i);
+    // log(1 + e^-x) computed without overflow
+    const softplusNeg = Math.max(-x, 0) + Math.log1p(Math.exp(-Math.abs(x)));
+    const lw = 1 + (p - 1) * y;
+    per[i] = (1 - y) * x + lw * softplusNeg;
+    const sig = 1 / (1 + Math.exp(-x));
+    grad[i] = (1 - y) - lw * (1 - sig);
+  }
+  return reduce('binaryCrossEntropyWithLogits', input, per, (i) => grad[i], opts.reduction ?? 'mean', input.shape);
+}

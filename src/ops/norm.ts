@@ -1,0 +1,107 @@
+// Differentiable normalisation: batch norm (training and inference) and local response norm.
+import { record } from '../autograd.js';
+import { native } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { expectRank } from './conv.js';
+
+export interface BatchNormOptions {
+  /** Use batch statistics and update the running ones (default false). */
+  training?: boolean;
+  /** Weight of the new batch in the running statistics (default 0.1, as PyTorch). */
+  momentum?: number;
+  /** Added to the variance before the square root (default 1e-5). */
+  eps?: number;
+}
+
+function checkChannelVec(name: string, t: Tensor | null, c: number): void {
+  if (t && (t.ndim !== 1 || t.shape[0] !== c)) {
+    throw new Error(`${name}: expected shape [${c}], got [${t.shape.join(', ')}]`);
+  }
+}
+
+/**
+ * batchNorm2d(x [N, C, H, W], runningMean [C]?, runningVar [C]?, weight [C]?, bias [C]?)
+ * -> [N, C, H, W], as torch.nn.functional.batch_norm. In training the running statistics are
+ * updated in place.
+ */
+export function batchNorm2d(
+  x: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  opts: BatchNormOptions = {},
+): Tensor {
+  expectRank('input', x, 4);
+  const c = x.shape[1];
+  checkChannelVec('runningMean', runningMean, c);
+  checkChannelVec('runningVar', runningVar, c);
+  checkChannelVec('weight', weight, c);
+  checkChannelVec('bias', bias, c);
+  const args = { inputShape: x.shape, momentum: opts.momentum ?? 0.1, eps: opts.eps ?? 1e-5 };
+  const out = new Float32Array(x.size);
+  const y = new Tensor(out, x.shape);
+  if (opts.training) {
+    const saveMean = new Float32Array(c);
+    const saveInvstd = new Float32Array(c);
+    native.batchNorm2dForwardTrain(
+      x.data, weight?.data ?? null, bias?.data ?? null, runningMean?.data ?? null, runningVar?.data ?? null,
+      out, saveMean, saveInvstd, args,
+    );
+    return record('batchNorm2d', y, [x, weight, bias], (g) => {
+      const gx = new Float32Array(x.size);
+      const gw = weight && weight.requiresGrad ? new Float32Array(c) : null;
+      const gb = bias && bias.requiresGrad ? new Float32Array(c) : null;
+      native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args);
+      return [gx, gw, gb];
+    });
+  }
+  if (!runningMean || !runningVar) throw new Error('batchNorm2d: inference needs runningMean and runningVar');
+  native.batchNorm2dForwardEval(x.data, weight?.data ?? null, bias?.data ?? null, runningMean.data, runningVar.data, out, args);
+  return record('batchNorm2d(eval)', y, [x, weight, bias], (g) => {
+    // With fixed statistics the layer is a per-channel affine map: y = (x - mean) * invstd * w + b.
+    const plane = x.shape[2] * x.shape[3];
+    const gx = new Float32Array(x.size);
+    const gw = new Float32Array(c);
+    const gb = new Float32Array(c);
+    for (let n = 0; n < x.shape[0]; n++) {
+      for (let ch = 0; ch < c; ch++) {
+        const invstd = 1 / Math.sqrt(runningVar.data[ch] + args.eps);
+        const scale = invstd * (weight ? weight.data[ch] : 1);
+        const mean = runningMean.data[ch];
+        const base = (n * c + ch) * plane;
+        let sw = 0;
+        let sb = 0;
+        for (let i = base; i < base + plane; i++) {
+          gx[i] = g[i] * scale;
+          sw += g[i] * (x.data[i] - mean) * invstd;
+          sb += g[i];
+        }
+        gw[ch] += sw;
+        gb[ch] += sb;
+      }
+    }
+    return [gx, gw, gb];
+  });
+}
+
+export interface LrnOptions {
+  alpha?: number;
+  beta?: number;
+  k?: number;
+}
+
+/** localResponseNorm(x [N, C, H, W], size) -> same shape, as torch.nn.functional.local_response_norm. */
+export function localResponseNorm(x: Tensor, size: number, opts: LrnOptions = {}): Tensor {
+  expectRank('input', x, 4);
+  const args = { inputShape: x.shape, size, alpha: opts.alpha ?? 1e-4, beta: opts.beta ?? 0.75, k: opts.k ?? 1 };
+  const out = new Float32Array(x.size);
+  const scale = new Float32Array(x.size);
+  native.lrnForward(x.data, out, scale, args);
+  const y = new Tensor(out, x.shape);
+  return record('localResponseNorm', y, [x], (g) => {
+    const gx = new Float32Array(x.size);
+    native.lrnBackward(x.data, out, scale, g, gx, args);
+    return [gx];
+  });
+}

@@ -1,0 +1,81 @@
+// Differentiable pooling over NCHW tensors (max, average, adaptive average).
+import { record } from '../autograd.js';
+import { native } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { expectRank, pair, type Pair } from './conv.js';
+
+export interface Pool2dOptions {
+  /** Window step (default: the kernel size, as PyTorch). */
+  stride?: Pair;
+  /** Implicit padding on each side, [h, w] (default 0; at most half the kernel). */
+  padding?: Pair;
+  /** Spacing between window taps, max pool only (default 1). */
+  dilation?: Pair;
+  /** Round the output size up instead of down (default false). */
+  ceilMode?: boolean;
+  /** Average pool: count padded zeros in the divisor (default true). */
+  countIncludePad?: boolean;
+  /** Average pool: fixed divisor instead of the window size. */
+  divisorOverride?: number;
+}
+
+function poolArgs(x: Tensor, kernel: Pair, o: Pool2dOptions) {
+  const k = pair('kernelSize', kernel, 1);
+  return {
+    inputShape: x.shape,
+    kernel: k,
+    stride: o.stride === undefined ? k : pair('stride', o.stride, 1),
+    padding: pair('padding', o.padding, 0),
+    dilation: pair('dilation', o.dilation, 1),
+    ceilMode: o.ceilMode ?? false,
+    countIncludePad: o.countIncludePad ?? true,
+    divisorOverride: o.divisorOverride,
+  };
+}
+
+/** maxPool2d(x [N, C, H, W], kernelSize) -> [N, C, H_out, W_out], as torch's max_pool2d. */
+export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
+  expectRank('input', x, 4);
+  const args = poolArgs(x, kernelSize, opts);
+  const [oh, ow] = native.pool2dOutputSize(args);
+  const n = x.shape[0] * x.shape[1] * oh * ow;
+  const out = new Float32Array(n);
+  const indices = new Int32Array(n);
+  native.maxPool2dForward(x.data, out, indices, args);
+  const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
+  return record('maxPool2d', y, [x], (g) => {
+    const gx = new Float32Array(x.size);
+    native.maxPool2dBackward(g, indices, gx, args);
+    return [gx];
+  });
+}
+
+/** avgPool2d(x [N, C, H, W], kernelSize) -> [N, C, H_out, W_out], as torch's avg_pool2d. */
+export function avgPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
+  expectRank('input', x, 4);
+  const args = poolArgs(x, kernelSize, opts);
+  const [oh, ow] = native.pool2dOutputSize(args);
+  const out = new Float32Array(x.shape[0] * x.shape[1] * oh * ow);
+  native.avgPool2dForward(x.data, out, args);
+  const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
+  return record('avgPool2d', y, [x], (g) => {
+    const gx = new Float32Array(x.size);
+    native.avgPool2dBackward(g, gx, args);
+    return [gx];
+  });
+}
+
+/** adaptiveAvgPool2d(x [N, C, H, W], [oh, ow]) -> [N, C, oh, ow], as torch's adaptive_avg_pool2d. */
+export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
+  expectRank('input', x, 4);
+  const args = { inputShape: x.shape, outputSize: pair('outputSize', outputSize, 1) };
+  const [oh, ow] = args.outputSize;
+  const out = new Float32Array(x.shape[0] * x.shape[1] * oh * ow);
+  native.adaptiveAvgPool2dForward(x.data, out, args);
+  const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
+  return record('adaptiveAvgPool2d', y, [x], (g) => {
+    const gx = new Float32Array(x.size);
+    native.adaptiveAvgPool2dBackward(g, gx, args);
+    return [gx];
+  });
+}
