@@ -50,3 +50,4 @@ export function setNumThreads(threads: number): void {
 export function setSimd(level: 'auto' | 'scalar'): string {
   return native.setSimd(level);
 }
+export * from './io/index.js';

@@ -1,6 +1,7 @@
 // Module: the base of every layer and model. It owns parameters (trainable tensors), buffers
 // (state such as running statistics) and child modules, names them with dotted paths exactly as
 // PyTorch does (`features.0.weight`, `layer1.0.bn1.running_mean`), and saves/loads them.
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { Tensor } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
@@ -161,6 +162,24 @@ export abstract class Module {
       if (mine) mine.data.set(t.data);
     }
     return { missing, unexpected };
+  }
+
+  /**
+   * Saves parameters and buffers to a safetensors file (atomically), with the same names as
+   * PyTorch's state_dict; integer buffers (`num_batches_tracked`) are stored as I64.
+   */
+  save(path: string, metadata?: Record<string, string>): void {
+    saveSafetensors(path, this.stateDict(), { metadata, int64: (n) => n.endsWith('num_batches_tracked') });
+  }
+
+  /**
+   * Loads a safetensors file (ours, or one written by PyTorch's safetensors from a state_dict).
+   * A missing, corrupt or mismatched file throws and leaves the module unchanged.
+   */
+  load(path: string, strict = true): this {
+    const { tensors } = loadSafetensors(path);
+    this.loadStateDict(tensors, strict);
+    return this;
   }
 }
 

@@ -1,0 +1,95 @@
+// safetensors: files written by Python's safetensors load with the right names, shapes, dtypes
+// and values; our files round-trip; corrupt files give Errors and leave the model unchanged.
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential, loadSafetensors, parseSafetensors, saveSafetensors, Tensor } from '../src/index.js';
+import { det, expectClose } from './helpers.js';
+
+const FIXTURE = join(import.meta.dirname, 'fixtures', 'torch_small.safetensors');
+const smallNet = () => new Sequential(new Conv2d(3, 4, 3, { padding: 1 }), new BatchNorm2d(4), new ReLU(), new Flatten(), new Linear(100, 3));
+
+describe('safetensors', () => {
+  it('reads a file written by Python safetensors (gen_safetensors.py), converting every dtype', () => {
+    const { tensors, metadata } = loadSafetensors(FIXTURE);
+    expect(metadata).toEqual({ format: 'pt' });
+    const w = tensors.get('0.weight')!;
+    expect(w.shape).toEqual([4, 3, 3, 3]);
+    expectClose(w.data, det([4, 3, 3, 3], 0).data, 0, 0, '0.weight');
+    expect(tensors.get('1.num_batches_tracked')!.data[0]).toBe(7);
+    expect(tensors.get('1.num_batches_tracked')!.shape).toEqual([]);
+    expectClose(tensors.get('extra.f16')!.data, det([5], 100).data, 1e-3, 1e-3, 'f16');
+    expectClose(tensors.get('extra.bf16')!.data, det([5], 101).data, 1e-2, 1e-2, 'bf16');
+    expectClose(tensors.get('extra.f64')!.data, det([2, 2], 102).data, 0, 0, 'f64');
+    expect(Array.from(tensors.get('extra.i32')!.data)).toEqual([-2, -1, 0, 1, 2]);
+  });
+
+  it('loads a PyTorch state_dict into the same network with no renaming', () => {
+    const net = smallNet();
+    const { tensors } = loadSafetensors(FIXTURE);
+    for (const k of [...tensors.keys()]) if (k.startsWith('extra.')) tensors.delete(k);
+    net.loadStateDict(tensors);
+    expectClose(net.stateDict().get('4.weight')!.data, det([3, 100], 7).data, 0, 0, '4.weight');
+  });
+
+  it('round-trips our own files, buffers included, and writes atomically', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-st-'));
+    const a = smallNet();
+    (a.getSubmodule('1') as BatchNorm2d).runningMean!.data.set([1, 2, 3, 4]);
+    const path = join(dir, 'model.safetensors');
+    a.save(path, { note: 'hi' });
+    expect(readdirSync(dir)).toEqual(['model.safetensors']);
+    const b = smallNet().load(path);
+    for (const [k, t] of a.stateDict()) expect(Array.from(b.stateDict().get(k)!.data), k).toEqual(Array.from(t.data));
+    expect(loadSafetensors(path).metadata).toEqual({ note: 'hi' });
+    // the header length is 8-byte aligned, as the reference implementation writes it
+    expect(Number(readFileSync(path).readBigUInt64LE(0)) % 8).toBe(0);
+  });
+
+  it('serialises views into larger buffers with exactly their bytes', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-st-'));
+    const big = new Float32Array([9, 1, 2, 3, 9]);
+    saveSafetensors(join(dir, 'v.safetensors'), new Map([['v', new Tensor(big.subarray(1, 4), [3])]]));
+    expect(Array.from(loadSafetensors(join(dir, 'v.safetensors')).tensors.get('v')!.data)).toEqual([1, 2, 3]);
+  });
+
+  it.each([
+    ['empty', () => new Uint8Array(0), /too short/],
+    ['header past end', () => { const b = new Uint8Array(16); new DataView(b.buffer).setBigUint64(0, 1000n, true); return b; }, /exceeds the file/],
+    ['absurd header', () => { const b = new Uint8Array(16); new DataView(b.buffer).setBigUint64(0, 2n ** 62n, true); return b; }, /exceeds the file/],
+    ['bad json', () => withHeader('{"a": '), /not valid JSON/],
+    ['bad dtype', () => withHeader('{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}', 4), /unsupported dtype/],
+    ['negative shape', () => withHeader('{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}', 4), /non-negative integers/],
+    ['size mismatch', () => withHeader('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}', 4), /needs 8 bytes, offsets give 4/],
+    ['truncated data', () => withHeader('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', 8), /runs past the end/],
+  ])('rejects a corrupt file: %s', (_n, make, msg) => {
+    expect(() => parseSafetensors(make(), 'x.safetensors')).toThrow(msg);
+  });
+
+  it('a failed load leaves the model unchanged and names the problem', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-st-'));
+    const net = smallNet();
+    const before = net.stateDict().get('0.weight')!.data.slice();
+    const good = join(dir, 'good.safetensors');
+    smallNet().save(good);
+    const bytes = readFileSync(good);
+    writeFileSync(join(dir, 'trunc.safetensors'), bytes.subarray(0, bytes.length - 10));
+    expect(() => net.load(join(dir, 'trunc.safetensors'))).toThrow(/truncated/);
+    expect(() => net.load(join(dir, 'missing.safetensors'))).toThrow(/ENOENT/);
+    const other = new Sequential(new Conv2d(3, 5, 3), new Linear(2, 2));
+    other.save(join(dir, 'other.safetensors'));
+    expect(() => net.load(join(dir, 'other.safetensors'))).toThrow(/shape mismatch: 0\.weight: expected \[4, 3, 3, 3\], got \[5, 3, 3, 3\]/);
+    expect(() => net.load(join(dir, 'other.safetensors'))).toThrow(/missing keys: .*4\.weight/);
+    expect(Array.from(net.stateDict().get('0.weight')!.data)).toEqual(Array.from(before));
+    expect(existsSync(good)).toBe(true);
+  });
+});
+
+function withHeader(json: string, dataBytes = 0): Uint8Array {
+  const h = new TextEncoder().encode(json);
+  const b = new Uint8Array(8 + h.length + dataBytes);
+  new DataView(b.buffer).setBigUint64(0, BigInt(h.length), true);
+  b.set(h, 8);
+  return b;
+}
