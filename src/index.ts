@@ -51,3 +51,4 @@ export function setSimd(level: 'auto' | 'scalar'): string {
   return native.setSimd(level);
 }
 export * from './io/index.js';
+export * from './train/index.js';

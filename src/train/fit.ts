@@ -1,0 +1,222 @@
+// fit(): the training loop. Epochs of forward, loss, backward and optimizer step; validation
+// after every epoch; top-1/top-5 metrics; Keras-style callbacks (the progress bar is one);
+// per-run logs and a training curve; atomic checkpoints and exact resume. Between batches it
+// yields to the event loop, so a server that trains keeps answering.
+import { join } from 'node:path';
+import { noGrad } from '../autograd.js';
+import type { Module } from '../nn/module.js';
+import { crossEntropy } from '../ops/loss.js';
+import { globalRng } from '../random.js';
+import type { Tensor } from '../tensor.js';
+import { ProgressBar, type Callback, type Logs, type TrainerHandle } from './callbacks.js';
+import { loadCheckpoint, saveCheckpoint, type TrainingState } from './checkpoint.js';
+import { writeRunLogs, type EpochRecord } from './history.js';
+import { topkCorrect } from './metrics.js';
+
+export interface Batch {
+  images: Tensor;
+  labels: Int32Array;
+}
+
+/** What fit() needs of a data loader (src/data's DataLoader provides it). */
+export interface LoaderLike extends AsyncIterable<Batch> {
+  /** Batches per epoch. */
+  readonly length: number;
+  setEpoch?(epoch: number): void;
+  getState?(): unknown;
+  setState?(state: never): void;
+}
+
+/** What fit() needs of an optimizer (src/optim's optimizers provide it). */
+export interface OptimizerLike {
+  step(): void;
+  zeroGrad(): void;
+  paramGroups: { lr: number }[];
+  stateDict(): unknown;
+  loadStateDict(state: never): void;
+}
+
+/** What fit() needs of a learning-rate scheduler (src/optim's schedulers provide it). */
+export interface SchedulerLike {
+  step(metric?: number): void;
+  stateDict(): unknown;
+  loadStateDict(state: never): void;
+}
+
+export type LossFn = (logits: Tensor, labels: Int32Array) => Tensor;
+
+export interface FitOptions {
+  optimizer: OptimizerLike;
+  /** Number of epochs to reach (a resumed run continues up to this). */
+  epochs: number;
+  /** Validation data, evaluated after every epoch (val_loss, val_acc, val_acc5). */
+  validation?: LoaderLike;
+  /** Default: cross-entropy on the labels. */
+  loss?: LossFn;
+  scheduler?: SchedulerLike;
+  /** 'epoch' (default) or 'batch' (e.g. OneCycleLR). */
+  schedulerInterval?: 'epoch' | 'batch';
+  /** Pass this log entry (e.g. 'val_loss') to scheduler.step (ReduceLROnPlateau). */
+  schedulerMetric?: string;
+  /** Clip the global gradient L2 norm to this value before each step. */
+  clipGradNorm?: number;
+  callbacks?: Callback[];
+  /** Show the progress bar (default true). */
+  progress?: boolean;
+  /** Write log.json, log.csv and curve.svg here after each epoch. */
+  logDir?: string;
+  /** Save checkpoint.safetensors here after each epoch. */
+  checkpointDir?: string;
+  /** Continue from checkpointDir/checkpoint.safetensors (or this path) when it exists. */
+  resume?: boolean | string;
+  /** Recorded in log.json. */
+  meta?: Record<string, unknown>;
+}
+
+export interface FitResult {
+  history: EpochRecord[];
+  /** Epoch the run started from (non-zero after a resume). */
+  startEpoch: number;
+  stoppedEarly: boolean;
+}
+
+export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+function clipNorm(params: Tensor[], maxNorm: number): void {
+  let sq = 0;
+  for (const p of params) if (p.grad) for (const g of p.grad.data) sq += g * g;
+  const norm = Math.sqrt(sq);
+  if (norm > maxNorm) {
+    const s = maxNorm / (norm + 1e-6);
+    for (const p of params) if (p.grad) for (let i = 0; i < p.grad.size; i++) p.grad.data[i] *= s;
+  }
+}
+
+export interface EvalResult {
+  loss: number;
+  acc: number;
+  acc5: number;
+  count: number;
+}
+
+/** Mean loss and top-1/top-5 accuracy of `model` (in eval mode, no graph) over `loader`. */
+export async function evaluate(model: Module, loader: LoaderLike, lossFn: LossFn = (l, y) => crossEntropy(l, y)): Promise<EvalResult> {
+  const wasTraining = model.training;
+  model.eval();
+  let lossSum = 0;
+  let c1 = 0;
+  let c5 = 0;
+  let count = 0;
+  try {
+    for await (const { images, labels } of loader) {
+      noGrad(() => {
+        const logits = model.forward(images);
+        lossSum += lossFn(logits, labels).data[0] * labels.length;
+        c1 += topkCorrect(logits, labels, 1);
+        c5 += topkCorrect(logits, labels, 5);
+      });
+      count += labels.length;
+      await yieldToEventLoop();
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  if (count === 0) throw new Error('evaluate: the loader yielded no samples');
+  return { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, count };
+}
+
+export async function fit(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
+  if (!Number.isInteger(opts.epochs) || opts.epochs < 1) throw new Error(`fit: epochs must be a positive integer, got ${opts.epochs}`);
+  const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
+  const handle: TrainerHandle = { stopTraining: false, epochs: opts.epochs, batchesPerEpoch: train.length };
+  const callbacks: Callback[] = [...(opts.progress === false ? [] : [new ProgressBar()]), ...(opts.callbacks ?? [])];
+  const emit = async <K extends keyof Callback>(hook: K, ...args: Parameters<NonNullable<Callback[K]>>) => {
+    for (const cb of callbacks) {
+      const f = cb[hook] as ((...a: unknown[]) => void | Promise<void>) | undefined;
+      if (f) await f.apply(cb, args);
+    }
+  };
+  const ckptPath = typeof opts.resume === 'string' ? opts.resume : opts.checkpointDir ? join(opts.checkpointDir, 'checkpoint.safetensors') : undefined;
+
+  for (const cb of callbacks) cb.setTrainer?.(handle);
+  let history: EpochRecord[] = [];
+  let startEpoch = 0;
+  if (opts.resume && ckptPath) {
+    let state: TrainingState | undefined;
+    try {
+      state = loadCheckpoint(ckptPath, model);
+    } catch (e) {
+      if (!/file not found/.test((e as Error).message)) throw e;
+    }
+    if (state) {
+      opts.optimizer.loadStateDict(state.optimizer as never);
+      if (opts.scheduler && state.scheduler !== undefined) opts.scheduler.loadStateDict(state.scheduler as never);
+      if (state.loader !== undefined) train.setState?.(state.loader as never);
+      if (state.rng) globalRng.setState(state.rng);
+      history = (state.history ?? []) as EpochRecord[];
+      startEpoch = state.epoch + 1;
+    }
+  }
+
+  const params = model.parameters();
+  await emit('onTrainBegin', {});
+  for (let epoch = startEpoch; epoch < opts.epochs && !handle.stopTraining; epoch++) {
+    const t0 = performance.now();
+    model.train();
+    train.setEpoch?.(epoch);
+    await emit('onEpochBegin', epoch, {});
+    let lossSum = 0;
+    let c1 = 0;
+    let c5 = 0;
+    let count = 0;
+    let batch = 0;
+    for await (const { images, labels } of train) {
+      await emit('onBatchBegin', batch, { size: labels.length });
+      const logits = model.forward(images);
+      const loss = lossFn(logits, labels);
+      const lossValue = loss.data[0];
+      if (!Number.isFinite(lossValue)) {
+        throw new Error(`fit: loss became ${lossValue} at epoch ${epoch + 1}, batch ${batch + 1} (learning rate too high, or bad input?)`);
+      }
+      opts.optimizer.zeroGrad();
+      loss.backward();
+      if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
+      opts.optimizer.step();
+      if (opts.scheduler && opts.schedulerInterval === 'batch') opts.scheduler.step();
+      const b1 = topkCorrect(logits, labels, 1);
+      const b5 = topkCorrect(logits, labels, 5);
+      lossSum += lossValue * labels.length;
+      c1 += b1;
+      c5 += b5;
+      count += labels.length;
+      await emit('onBatchEnd', batch, { loss: lossValue, acc: b1 / labels.length, acc5: b5 / labels.length, size: labels.length });
+      batch++;
+      await yieldToEventLoop();
+    }
+    if (count === 0) throw new Error('fit: the training loader yielded no samples');
+    const logs: Logs = { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, lr: opts.optimizer.paramGroups[0]?.lr ?? NaN };
+    if (opts.validation) {
+      const v = await evaluate(model, opts.validation, lossFn);
+      Object.assign(logs, { val_loss: v.loss, val_acc: v.acc, val_acc5: v.acc5 });
+    }
+    if (opts.scheduler && opts.schedulerInterval !== 'batch') {
+      opts.scheduler.step(opts.schedulerMetric ? logs[opts.schedulerMetric] : undefined);
+    }
+    const record: EpochRecord = { epoch: epoch + 1, seconds: (performance.now() - t0) / 1000, ...logs };
+    history.push(record);
+    if (opts.logDir) writeRunLogs(opts.logDir, history, opts.meta);
+    if (opts.checkpointDir && ckptPath) {
+      saveCheckpoint(ckptPath, model, {
+        epoch,
+        optimizer: opts.optimizer.stateDict(),
+        scheduler: opts.scheduler?.stateDict(),
+        loader: train.getState?.(),
+        rng: globalRng.getState(),
+        history,
+      });
+    }
+    await emit('onEpochEnd', epoch, logs);
+  }
+  await emit('onTrainEnd', history.at(-1) ?? {});
+  return { history, startEpoch, stoppedEarly: handle.stopTraining };
+}
