@@ -2,6 +2,7 @@
 // (state such as running statistics) and child modules, names them with dotted paths exactly as
 // PyTorch does (`features.0.weight`, `layer1.0.bn1.running_mean`), and saves/loads them.
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
+import { noGrad } from '../autograd.js';
 import { Tensor } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
@@ -162,6 +163,40 @@ export abstract class Module {
       if (mine) mine.data.set(t.data);
     }
     return { missing, unexpected };
+  }
+
+  /**
+   * Inference over a large batch [N, ...] without blocking the event loop: eval mode, no graph,
+   * `batchSize` samples at a time with a yield to the event loop between chunks. Restores the
+   * previous train/eval mode.
+   */
+  async predict(x: Tensor, opts: { batchSize?: number } = {}): Promise<Tensor> {
+    const batchSize = opts.batchSize ?? 32;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`predict: batchSize must be a positive integer, got ${batchSize}`);
+    if (x.ndim < 1 || x.shape[0] === 0) throw new Error(`predict: expected a non-empty batch [N, ...], got [${x.shape.join(', ')}]`);
+    const n = x.shape[0];
+    const per = x.size / n;
+    const wasTraining = this.training;
+    this.eval();
+    const outs: Tensor[] = [];
+    try {
+      for (let i = 0; i < n; i += batchSize) {
+        const m = Math.min(batchSize, n - i);
+        const chunk = new Tensor(x.data.subarray(i * per, (i + m) * per), [m, ...x.shape.slice(1)]);
+        outs.push(noGrad(() => this.forward(chunk)));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.train(wasTraining);
+    }
+    const outPer = outs[0].size / outs[0].shape[0];
+    const data = new Float32Array(n * outPer);
+    let off = 0;
+    for (const o of outs) {
+      data.set(o.data, off);
+      off += o.size;
+    }
+    return new Tensor(data, [n, ...outs[0].shape.slice(1)]);
   }
 
   /**
