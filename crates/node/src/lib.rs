@@ -6,7 +6,9 @@
 
 mod args;
 mod conv;
+mod conv_transpose;
 mod runtime;
 
 pub use conv::*;
+pub use conv_transpose::*;
 pub use runtime::*;

@@ -10,6 +10,7 @@ pub mod direct;
 pub mod fft;
 pub mod im2col;
 pub mod reference;
+pub mod transpose;
 
 /// Shape and hyper-parameters of one conv2d call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,137 @@
+//! conv_transpose2d entries (as torch.nn.functional.conv_transpose2d): shapes and
+//! hyper-parameters come in as plain numbers, results go into buffers the JavaScript side owns.
+use crate::args::{check_disjoint, invalid, kernel_err, size, sizes};
+use crate::runtime::run;
+use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
+use napi::bindgen_prelude::Float32Array;
+use napi_derive::napi;
+
+#[napi(object, js_name = "ConvTranspose2dArgs")]
+pub struct ConvTranspose2dArgs {
+    /// [N, C_in, H, W]
+    pub input_shape: Vec<f64>,
+    /// [C_in, C_out / groups, kH, kW]
+    pub weight_shape: Vec<f64>,
+    /// [sH, sW]
+    pub stride: Vec<f64>,
+    /// [pH, pW]: removed from both sides of the output
+    pub padding: Vec<f64>,
+    /// [opH, opW]: extra rows/columns at the bottom/right of the output
+    pub output_padding: Vec<f64>,
+    /// [dH, dW]
+    pub dilation: Vec<f64>,
+    pub groups: f64,
+}
+
+pub fn conv_transpose_params(a: &ConvTranspose2dArgs) -> napi::Result<ConvTranspose2dParams> {
+    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
+    let [wc, ocg, kh, kw] = sizes::<4>("weightShape", &a.weight_shape)?;
+    let [sh, sw] = sizes::<2>("stride", &a.stride)?;
+    let [ph, pw] = sizes::<2>("padding", &a.padding)?;
+    let [oph, opw] = sizes::<2>("outputPadding", &a.output_padding)?;
+    let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
+    let groups = size("groups", a.groups)?;
+    let out_channels = ocg.checked_mul(groups).ok_or_else(|| {
+        invalid(format!(
+            "weightShape[1]: {ocg} output channels per group times {groups} groups overflows"
+        ))
+    })?;
+    let p = ConvTranspose2dParams {
+        batch: n,
+        in_channels: c,
+        in_h: h,
+        in_w: w,
+        out_channels,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        pad_h: ph,
+        pad_w: pw,
+        output_pad_h: oph,
+        output_pad_w: opw,
+        dilation_h: dh,
+        dilation_w: dw,
+        groups,
+    };
+    p.validate().map_err(kernel_err)?;
+    if wc != c {
+        return Err(invalid(format!(
+            "weightShape[0]: expected in_channels = {c}, got {wc}"
+        )));
+    }
+    Ok(p)
+}
+
+/// Output spatial size [outH, outW] of a conv_transpose2d, or an Error naming the bad argument.
+#[napi(catch_unwind, js_name = "convTranspose2dOutputSize")]
+pub fn conv_transpose2d_output_size(args: ConvTranspose2dArgs) -> napi::Result<Vec<f64>> {
+    let p = conv_transpose_params(&args)?;
+    let (oh, ow) = p.validate().map_err(kernel_err)?;
+    // f64, not u32: exact for every size a buffer can have, never silently truncated.
+    Ok(vec![oh as f64, ow as f64])
+}
+
+/// output <- conv_transpose2d(input, weight) + bias, written into the caller's `output`.
+#[napi(catch_unwind, js_name = "convTranspose2dForward")]
+pub fn conv_transpose2d_forward(
+    input: Float32Array,
+    weight: Float32Array,
+    bias: Option<Float32Array>,
+    mut output: Float32Array,
+    args: ConvTranspose2dArgs,
+) -> napi::Result<()> {
+    let p = conv_transpose_params(&args)?;
+    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
+    if let Some(b) = &bias {
+        check_disjoint("output", &output, &[("bias", b)])?;
+    }
+    // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
+    // in this call, so nothing else touches the buffer while the kernel writes it.
+    let out = unsafe { output.as_mut() };
+    run(|| transpose::conv_transpose2d_forward(&p, &input, &weight, bias.as_deref(), out))?
+        .map_err(kernel_err)
+}
+
+/// gradInput <- d(loss)/d(input) of conv_transpose2d, given gradOutput.
+#[napi(catch_unwind, js_name = "convTranspose2dBackwardData")]
+pub fn conv_transpose2d_backward_data(
+    grad_output: Float32Array,
+    weight: Float32Array,
+    mut grad_input: Float32Array,
+    args: ConvTranspose2dArgs,
+) -> napi::Result<()> {
+    let p = conv_transpose_params(&args)?;
+    check_disjoint(
+        "gradInput",
+        &grad_input,
+        &[("gradOutput", &grad_output), ("weight", &weight)],
+    )?;
+    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
+    let gi = unsafe { grad_input.as_mut() };
+    run(|| transpose::conv_transpose2d_backward_data(&p, &grad_output, &weight, gi))?
+        .map_err(kernel_err)
+}
+
+/// gradWeight (and gradBias when given) of conv_transpose2d, given the input and gradOutput.
+#[napi(catch_unwind, js_name = "convTranspose2dBackwardWeight")]
+pub fn conv_transpose2d_backward_weight(
+    input: Float32Array,
+    grad_output: Float32Array,
+    mut grad_weight: Float32Array,
+    mut grad_bias: Option<Float32Array>,
+    args: ConvTranspose2dArgs,
+) -> napi::Result<()> {
+    let p = conv_transpose_params(&args)?;
+    let ins = [("input", &input), ("gradOutput", &grad_output)];
+    check_disjoint("gradWeight", &grad_weight, &ins)?;
+    if let Some(gb) = &grad_bias {
+        check_disjoint("gradBias", gb, &ins)?;
+        check_disjoint("gradBias", gb, &[("gradWeight", &grad_weight)])?;
+    }
+    // SAFETY: outputs are disjoint from inputs and from each other (checked above).
+    let gw = unsafe { grad_weight.as_mut() };
+    let gb = grad_bias.as_mut().map(|b| unsafe { b.as_mut() });
+    run(|| transpose::conv_transpose2d_backward_weight(&p, &input, &grad_output, gw, gb))?
+        .map_err(kernel_err)
+}
