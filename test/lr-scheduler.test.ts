@@ -31,7 +31,6 @@ const ATOL = 1e-15;
 
 type Scheduler = { step(metric?: number): void; getLastLr(): number[]; stateDict(): unknown; loadStateDict(sd: never): void };
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const SCHEDULERS: Record<string, new (opt: Optimizer<any>, options: any) => Scheduler> = {
   StepLR, MultiStepLR, ExponentialLR, PolynomialLR, CosineAnnealingLR, WarmupCosineLR, OneCycleLR, ReduceLROnPlateau,
 };

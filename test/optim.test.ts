@@ -34,7 +34,6 @@ interface Fixture {
 
 const fx = loadFixture<Fixture>('optim.json');
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const OPTIMIZERS: Record<string, new (params: any, options: any) => Optimizer<any>> = { SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta };
 
 // Each step is compared with torch at rtol 1e-5 / atol 1e-6: the emulation rounds where torch's

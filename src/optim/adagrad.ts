@@ -6,7 +6,10 @@ import { addScalar, addScaled, addcdiv, addcmul, sqrt } from './float32.js';
 export interface AdagradOptions extends GroupOptions {
   /** The effective lr is lr / (1 + (step - 1) * lrDecay). Default 0. */
   lrDecay: number;
-  /** Starting value of the sum of squared gradients. Default 0. */
+  /**
+   * Starting value of the sum of squared gradients. Default 0. Unlike torch, which reads it only
+   * from the constructor, a group may set its own.
+   */
   initialAccumulatorValue: number;
   /** Added to the denominator for stability. Default 1e-10. */
   eps: number;

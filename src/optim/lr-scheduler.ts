@@ -7,8 +7,7 @@
 import { Optimizer, type GroupOptions } from './optimizer.js';
 
 // Any optimizer: schedulers only touch lr (and OneCycleLR momentum / betas[0]).
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyOptimizer = Optimizer<any>;
+type AnyOptimizer = Optimizer<GroupOptions>;
 
 /** A scheduler's state as plain JSON. */
 export interface LRSchedulerStateDict {
@@ -429,7 +428,7 @@ export class OneCycleLR extends LRScheduler {
     if (!this.cycleMomentum) return;
     this.optimizer.paramGroups.forEach((g, i) => {
       const m = this.at(this.lastEpoch, i, (k) => this.momenta[k as Phase['startMomentum']][i], 'momentum');
-      const group = g as Record<string, unknown>;
+      const group = g as unknown as Record<string, unknown>;
       if (this.useBeta1) group.betas = [m, (group.betas as number[])[1]];
       else group.momentum = m;
     });
