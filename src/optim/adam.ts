@@ -1,0 +1,83 @@
+// Adam: adaptive moment estimation (Kingma & Ba), with optional AMSGrad and L2 weight decay
+// added to the gradient, exactly as torch.optim.Adam (PyTorch 1.13). The update is shared with
+// AdamW, which decays the weights directly instead (see adamw.ts).
+import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import { addScalar, addScaled, addcdiv, addcmul, divScalar, mulScalar, sqrt } from './float32.js';
+
+export interface AdamOptions extends GroupOptions {
+  /** Decay rates of the running averages of the gradient and of its square. Default [0.9, 0.999]. */
+  betas: [number, number];
+  /** Added to the denominator for stability. Default 1e-8. */
+  eps: number;
+  /** AMSGrad: normalise by the largest second moment seen so far. Default false. */
+  amsgrad: boolean;
+  /** Ascend instead of descend. Default false. */
+  maximize: boolean;
+}
+
+export const ADAM_DEFAULTS: AdamOptions = { ...GROUP_DEFAULTS, lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, amsgrad: false, maximize: false };
+
+export const ADAM_BUFFERS = ['expAvg', 'expAvgSq', 'maxExpAvgSq'] as const;
+
+export function checkAdamOptions(o: AdamOptions, where: string): void {
+  o.betas.forEach((b, i) => {
+    if (!(b >= 0 && b < 1)) throw new Error(`${where}: betas[${i}]: expected a number in [0, 1), got ${b}`);
+  });
+  if (!(o.eps >= 0)) throw new Error(`${where}: eps: expected a non-negative number, got ${o.eps}`);
+}
+
+/**
+ * One Adam/AdamW step on a parameter, following torch's _single_tensor_adam/_adamw:
+ * decoupled = false adds weightDecay * p to the gradient, true multiplies p by 1 - lr * weightDecay.
+ */
+export function adamUpdate(
+  p: Float32Array, g: Float32Array, state: ParamState, group: AdamOptions, lr: number, weightDecay: number,
+  decoupled: boolean, buffer: (name: string) => Float32Array,
+): void {
+  const [beta1, beta2] = group.betas;
+  const { eps, amsgrad, maximize } = group;
+  const expAvg = buffer('expAvg');
+  const expAvgSq = buffer('expAvgSq');
+  const maxSq = amsgrad ? buffer('maxExpAvgSq') : null;
+  const step = ++state.step;
+  // These scalars are Python floats (double) in torch; they meet the tensors as float32.
+  const biasCorrection1 = 1 - beta1 ** step;
+  const biasCorrection2 = 1 - beta2 ** step;
+  const negStepSize = -(lr / biasCorrection1);
+  const biasCorrection2Sqrt = Math.sqrt(biasCorrection2);
+  const keep = 1 - lr * weightDecay;
+  for (let i = 0; i < p.length; i++) {
+    let grad = maximize ? -g[i] : g[i];
+    if (decoupled) p[i] = mulScalar(p[i], keep);
+    else if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
+    expAvg[i] = addScaled(mulScalar(expAvg[i], beta1), 1 - beta1, grad);
+    expAvgSq[i] = addcmul(mulScalar(expAvgSq[i], beta2), 1 - beta2, grad, grad);
+    let second = expAvgSq[i];
+    if (maxSq) {
+      if (second > maxSq[i] || Number.isNaN(second)) maxSq[i] = second;
+      second = maxSq[i];
+    }
+    const denom = addScalar(divScalar(sqrt(second), biasCorrection2Sqrt), eps);
+    p[i] = addcdiv(p[i], negStepSize, expAvg[i], denom);
+  }
+}
+
+/**
+ * torch.optim.Adam. Defaults: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 0 (L2 added to
+ * the gradient; for decoupled decay use AdamW), amsgrad false.
+ */
+export class Adam extends Optimizer<AdamOptions> {
+  protected readonly bufferNames = ADAM_BUFFERS;
+
+  constructor(params: Params<AdamOptions>, options: Partial<AdamOptions> = {}) {
+    super('Adam', params, ADAM_DEFAULTS, options);
+  }
+
+  protected checkOptions(o: AdamOptions, where: string): void {
+    checkAdamOptions(o, where);
+  }
+
+  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<AdamOptions>, lr: number, weightDecay: number): void {
+    adamUpdate(p, g, state, group, lr, weightDecay, false, (name) => this.buffer(state, name, p.length));
+  }
+}

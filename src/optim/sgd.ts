@@ -1,0 +1,59 @@
+// SGD: stochastic gradient descent with optional momentum (heavy-ball or Nesterov), dampening
+// and L2 weight decay, exactly as torch.optim.SGD (PyTorch 1.13). Note torch's momentum form,
+// which differs from Caffe's and from Sutskever et al.: v = momentum * v + (1 - dampening) * g,
+// p = p - lr * v (the first step sets v = g), so lr scales the velocity, not the gradient.
+import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import { addScaled, mulScalar } from './float32.js';
+
+export interface SGDOptions extends GroupOptions {
+  /** Momentum factor. Default 0 (none). */
+  momentum: number;
+  /** Dampening of the gradient added to the velocity. Default 0. */
+  dampening: number;
+  /** Nesterov momentum (needs momentum > 0 and dampening 0). Default false. */
+  nesterov: boolean;
+  /** Ascend instead of descend. Default false. */
+  maximize: boolean;
+}
+
+const SGD_DEFAULTS: SGDOptions = { ...GROUP_DEFAULTS, lr: NaN, momentum: 0, dampening: 0, nesterov: false, maximize: false };
+
+/**
+ * torch.optim.SGD. `lr` is required; weightDecay (L2, added to the gradient) defaults to 0.
+ *
+ *     const opt = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 5e-4 });
+ */
+export class SGD extends Optimizer<SGDOptions> {
+  protected readonly bufferNames = ['momentumBuffer'] as const;
+
+  constructor(params: Params<SGDOptions>, options: Partial<SGDOptions> & { lr: number }) {
+    if (typeof options?.lr !== 'number') throw new Error(`SGD: lr is required (a non-negative number), got ${String(options?.lr)}`);
+    super('SGD', params, SGD_DEFAULTS, options);
+  }
+
+  protected checkOptions(o: SGDOptions, where: string): void {
+    if (!(o.momentum >= 0)) throw new Error(`${where}: momentum: expected a non-negative number, got ${o.momentum}`);
+    if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) {
+      throw new Error(`${where}: nesterov: needs momentum > 0 and dampening 0, got momentum ${o.momentum} and dampening ${o.dampening}`);
+    }
+  }
+
+  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<SGDOptions>, lr: number, weightDecay: number): void {
+    const { momentum, dampening, nesterov, maximize } = group;
+    state.step++;
+    const first = momentum !== 0 && !state.buffers.momentumBuffer;
+    const buf = momentum !== 0 ? this.buffer(state, 'momentumBuffer', p.length) : null;
+    const negLr = -lr;
+    const keep = 1 - dampening;
+    for (let i = 0; i < p.length; i++) {
+      let d = maximize ? -g[i] : g[i];
+      if (weightDecay !== 0) d = addScaled(d, weightDecay, p[i]);
+      if (buf) {
+        // torch starts the velocity at the first gradient itself (no dampening on that step).
+        buf[i] = first ? d : addScaled(mulScalar(buf[i], momentum), keep, d);
+        d = nesterov ? addScaled(d, momentum, buf[i]) : buf[i];
+      }
+      p[i] = addScaled(p[i], negLr, d);
+    }
+  }
+}
