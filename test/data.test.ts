@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Batch, DataLoader, type Dataset, FASHION_MNIST_CLASSES, ImageFolder, MNIST_CLASSES, Subset, TensorDataset,
   fashionMnist, mnist, mnistDataDir, parseIdx, randomSplit, readIdxFile, sampleRng, transforms as T,
@@ -14,7 +14,7 @@ import {
 import { loadSharp } from '../src/data/image-folder.js';
 import { Rng } from '../src/random.js';
 import { Tensor } from '../src/tensor.js';
-import { makeNoisySquares } from './fixtures/custom-dataset.js';
+import { makeCrashing, makeNoisySquares } from './fixtures/custom-dataset.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ferroconv-data-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -200,7 +200,10 @@ describe('MNIST-format folders', () => {
     expect(() => mnist({ train: true, dir: mismatch })).toThrow(/train-labels-idx1-ubyte: has 2 labels but .*train-images-idx3-ubyte has 3 images/);
     const wrongType = idxFolder('wrongtype', images, [1, 2, 3]);
     writeFileSync(join(wrongType, 'train-images-idx3-ubyte'), idx(0x0c, [1, 2], new Array(8).fill(0)));
-    expect(() => mnist({ train: true, dir: wrongType })).toThrow(/train-images-idx3-ubyte: expected ubyte values shaped \[N, H, W\], got int32 \[1, 2\]/);
+    expect(() => mnist({ train: true, dir: wrongType })).toThrow(/train-images-idx3-ubyte: magic number 0x00000c02 means int32 \[1, 2\], expected 0x00000803 \(ubyte \[N, H, W\]\)/);
+    const swapped = idxFolder('swapped', images, [1, 2, 3]);
+    writeFileSync(join(swapped, 't10k-labels-idx1-ubyte'), readFileSync(join(swapped, 't10k-images-idx3-ubyte')));
+    expect(() => mnist({ train: false, dir: swapped })).toThrow(/t10k-labels-idx1-ubyte: magic number 0x00000803 means ubyte \[3, 2, 2\], expected 0x00000801 \(ubyte \[N\]\)/);
   });
 });
 
@@ -402,7 +405,7 @@ describe('DataLoader worker threads', () => {
     expect(c[0].images.data[2]).not.toBe(0); // the rng reached the dataset's own augmentation
   });
 
-  it('reports errors raised inside a worker', async () => {
+  it('reports errors raised inside a worker, and a worker that dies', async () => {
     const sub = new Subset(indexDataset(5), [0, 1, 2]);
     const bad = new DataLoader(sub, { batchSize: 2, numWorkers: 1, transform: T.centerCrop(3) });
     // centerCrop pads a 2x2 sample to 3x3, so this works; a randomCrop larger than the image fails.
@@ -410,6 +413,10 @@ describe('DataLoader worker threads', () => {
     const failing = new DataLoader(sub, { batchSize: 2, numWorkers: 1, transform: T.randomCrop({ size: 3 }) });
     await expect(collect(failing)).rejects.toThrow(/randomCrop: crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/);
     expect(failing.activeWorkers).toBe(0);
+    const dying = new DataLoader(makeCrashing({ n: 4 }), { batchSize: 2, numWorkers: 2 });
+    await expect(collect(dying)).rejects.toThrow(/DataLoader worker exited unexpectedly \(code 3\)/);
+    expect(dying.activeWorkers).toBe(0);
+    await expect(collect(new DataLoader(sub, { batchSize: 2, numWorkers: 1 }))).resolves.toHaveLength(2);
   });
 });
 
@@ -437,8 +444,9 @@ describe('ImageFolder (sharp)', () => {
     writeFileSync(join(root, 'dog', 'notes.txt'), 'not an image');
   }
 
+  beforeAll(makeTree);
+
   it('finds classes and files like torchvision and decodes exact pixel values', async () => {
-    await makeTree();
     const ds = new ImageFolder(root);
     expect(ds.classes).toEqual(['cat', 'dog']);
     expect(ds.classToIdx).toEqual({ cat: 0, dog: 1 });

@@ -11,7 +11,6 @@ interface FT {
   shape: number[];
   data: number[];
 }
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const golden: any = JSON.parse(readFileSync(new URL('./fixtures/transforms.json', import.meta.url), 'utf8'));
 
 /** golden.det(shape, seed) mapped to [0, 1] as gen_transforms.py's img() (float32 steps). */

@@ -166,10 +166,10 @@ export function pad(x: Tensor, padding: number | readonly number[], fill = 0, mo
         continue;
       }
       const s = (p * h + sy) * w;
-      for (let j = 0; j < ow; j++) {
-        const sx = cols[j];
-        out[o + j] = sx < 0 ? fill : src[s + sx];
-      }
+      // Borders through the column map, the image part of the row as one copy.
+      for (let j = 0; j < l; j++) out[o + j] = cols[j] < 0 ? fill : src[s + cols[j]];
+      out.set(src.subarray(s, s + w), o + l);
+      for (let j = l + w; j < ow; j++) out[o + j] = cols[j] < 0 ? fill : src[s + cols[j]];
     }
   }
   return new Tensor(out, [...lead, oh, ow]);

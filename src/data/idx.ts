@@ -10,6 +10,8 @@ import { gunzipSync } from 'node:zlib';
 export type IdxData = Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
 
 export interface IdxArray {
+  /** The 4-byte magic number, e.g. 0x00000803 for MNIST's ubyte [N, H, W] image files. */
+  magic: number;
   /** The IDX type code: 0x08 ubyte, 0x09 sbyte, 0x0b int16, 0x0c int32, 0x0d float32, 0x0e float64. */
   type: number;
   dims: number[];
@@ -80,7 +82,7 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
     const what = expected > dataBytes ? 'truncated' : 'has trailing bytes';
     throw new Error(`${name}: ${what}: dimensions [${dims.join(', ')}] of ${info.name} need ${expected} data bytes, the file has ${dataBytes}`);
   }
-  return { type, dims, data: decode(bytes, view, headerBytes, count, type) };
+  return { magic, type, dims, data: decode(bytes, view, headerBytes, count, type) };
 }
 
 function decode(bytes: Uint8Array, view: DataView, offset: number, count: number, type: number): IdxData {

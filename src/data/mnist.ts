@@ -231,6 +231,7 @@ function loadIdxDataset(what: string, dir: string, opts: MnistOptions, mean: num
 
 function expectUbyte(path: string, a: IdxArray, ndim: number, layout: string): void {
   if (a.type !== 0x08 || a.dims.length !== ndim) {
-    throw new Error(`${path}: expected ubyte values shaped ${layout}, got ${idxTypeName(a.type)} [${a.dims.join(', ')}]`);
+    const hex = (m: number): string => `0x${m.toString(16).padStart(8, '0')}`;
+    throw new Error(`${path}: magic number ${hex(a.magic)} means ${idxTypeName(a.type)} [${a.dims.join(', ')}], expected ${hex(0x800 + ndim)} (ubyte ${layout})`);
   }
 }
