@@ -421,7 +421,10 @@ describe('DataLoader worker threads', () => {
 });
 
 describe('ImageFolder (sharp)', () => {
-  const sharp = loadSharp() as unknown as (input: Buffer, opts: object) => { png(): { toBuffer(): Promise<Buffer> } };
+  // sharp is a dependency: without it these tests fail (with ImageFolder's "needs the 'sharp'
+  // package" error), while the rest of the file still runs.
+  const sharp = (input: Buffer, opts: object): { png(): { toBuffer(): Promise<Buffer> } } =>
+    (loadSharp() as unknown as (i: Buffer, o: object) => { png(): { toBuffer(): Promise<Buffer> } })(input, opts);
   const root = join(tmp, 'images');
 
   /** A PNG whose pixel p (row-major) has RGB = (base + p, 2 base, 255 - p). */

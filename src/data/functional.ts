@@ -309,11 +309,12 @@ export function normalize(x: Tensor, mean: number | readonly number[], std: numb
   const s = channelValues('normalize: std', std, c).map(Math.fround);
   if (s.some((v) => v === 0)) throw new Error(`normalize: std must not be zero, got [${s.join(', ')}]`);
   const out = new Float32Array(x.size);
+  const src = x.data;
   const plane = h * w;
   for (let k = 0; k < n * c; k++) {
     const mk = m[k % c];
     const sk = s[k % c];
-    for (let j = k * plane; j < (k + 1) * plane; j++) out[j] = Math.fround(x.data[j] - mk) / sk;
+    for (let j = k * plane, end = (k + 1) * plane; j < end; j++) out[j] = Math.fround(src[j] - mk) / sk;
   }
   return new Tensor(out, x.shape);
 }
@@ -324,11 +325,12 @@ export function rgbToGrayscale(x: Tensor, numOutputChannels: 1 | 3 = 1): Tensor 
   if (c !== 3) throw new Error(`rgbToGrayscale: expected 3 channels, got ${c}`);
   const plane = h * w;
   const out = new Float32Array(n * numOutputChannels * plane);
+  const src = x.data;
   for (let k = 0; k < n; k++) {
     const s = k * 3 * plane;
     const o = k * numOutputChannels * plane;
     for (let j = 0; j < plane; j++) {
-      const g = 0.2989 * x.data[s + j] + 0.587 * x.data[s + plane + j] + 0.114 * x.data[s + 2 * plane + j];
+      const g = 0.2989 * src[s + j] + 0.587 * src[s + plane + j] + 0.114 * src[s + 2 * plane + j];
       for (let q = 0; q < numOutputChannels; q++) out[o + q * plane + j] = g;
     }
   }
@@ -351,7 +353,8 @@ export function adjustBrightness(x: Tensor, factor: number): Tensor {
   checkFactor('adjustBrightness', factor);
   checkColour('adjustBrightness', dims(x, 'adjustBrightness').c);
   const out = new Float32Array(x.size);
-  for (let i = 0; i < out.length; i++) out[i] = clamp01(factor * x.data[i]);
+  const src = x.data;
+  for (let i = 0; i < out.length; i++) out[i] = clamp01(factor * src[i]);
   return new Tensor(out, x.shape);
 }
 
@@ -367,12 +370,13 @@ export function adjustContrast(x: Tensor, factor: number): Tensor {
   const gray = c === 3 ? rgbToGrayscale(x).data : x.data;
   const plane = h * w;
   const out = new Float32Array(x.size);
+  const src = x.data;
   for (let k = 0; k < n; k++) {
     let sum = 0;
-    for (let j = k * plane; j < (k + 1) * plane; j++) sum += Math.fround(gray[j]);
+    for (let j = k * plane, end = (k + 1) * plane; j < end; j++) sum += Math.fround(gray[j]);
     const mean = Math.fround(sum / plane);
     const offset = (1 - factor) * mean;
-    for (let j = k * size; j < (k + 1) * size; j++) out[j] = clamp01(factor * x.data[j] + offset);
+    for (let j = k * size, end = (k + 1) * size; j < end; j++) out[j] = clamp01(factor * src[j] + offset);
   }
   return new Tensor(out, x.shape);
 }
@@ -386,10 +390,13 @@ export function adjustSaturation(x: Tensor, factor: number): Tensor {
   const gray = rgbToGrayscale(x).data;
   const plane = h * w;
   const out = new Float32Array(x.size);
+  const src = x.data;
+  const keep = 1 - factor;
   for (let k = 0; k < n; k++) {
     for (let ch = 0; ch < 3; ch++) {
       const o = (k * 3 + ch) * plane;
-      for (let j = 0; j < plane; j++) out[o + j] = clamp01(factor * x.data[o + j] + (1 - factor) * Math.fround(gray[k * plane + j]));
+      const g = k * plane;
+      for (let j = 0; j < plane; j++) out[o + j] = clamp01(factor * src[o + j] + keep * gray[g + j]);
     }
   }
   return new Tensor(out, x.shape);
