@@ -57,3 +57,5 @@ export {
   Optimizer, SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, clipGradNorm, clipGradValue,
   StepLR, MultiStepLR, ExponentialLR, PolynomialLR, CosineAnnealingLR, WarmupCosineLR, OneCycleLR, ReduceLROnPlateau,
 } from './optim/index.js';
+export * as data from './data/index.js';
+export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, transforms } from './data/index.js';
