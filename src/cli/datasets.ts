@@ -3,7 +3,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { DataLoader, ImageFolder, MNIST_CLASSES, FASHION_MNIST_CLASSES, Subset, decodeImage, fashionMnist, mnist, transforms, type AnyDataset } from '../data/index.js';
 import type { Tensor } from '../tensor.js';
-import { fashionMnistDir } from '../data/fashion.js';
 
 export interface DataInfo {
   name: string;
@@ -40,14 +39,17 @@ async function grayImage(path: string, mean: number, std: number): Promise<Tenso
 
 export async function buildData(
   name: string,
-  o: { batchSize: number; seed: number; limit?: number; imageSize: number; metaOnly?: boolean },
+  o: { batchSize: number; seed: number; limit?: number; imageSize: number; dataDir?: string },
 ): Promise<CliData> {
   let train: AnyDataset;
   let test: AnyDataset;
   let info: DataInfo;
   if (name === 'mnist' || name === 'fashion-mnist') {
     const fashion = name === 'fashion-mnist';
-    const load = (t: boolean) => (fashion ? fashionMnist({ train: t, dir: fashionMnistDir() }) : mnist({ train: t }));
+    if (fashion && !o.dataDir) {
+      throw new Error('--dataset fashion-mnist: give --data-dir, a folder with the Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)');
+    }
+    const load = (t: boolean) => (fashion ? fashionMnist({ train: t, dir: o.dataDir! }) : mnist({ train: t, dir: o.dataDir }));
     train = load(true);
     test = load(false);
     const [mean, std] = fashion ? [0.286, 0.353] : [0.1307, 0.3081];
