@@ -4,9 +4,13 @@
 //! surfaces as a JavaScript Error.
 #![deny(clippy::all)]
 
+mod activation;
 mod args;
 mod conv;
+mod elementwise;
 mod runtime;
 
+pub use activation::*;
 pub use conv::*;
+pub use elementwise::*;
 pub use runtime::*;
