@@ -4,7 +4,7 @@
 //! and tanh's from the saved *output*, so a backward pass never recomputes the forward.
 use crate::error::check_len;
 use crate::simd;
-use crate::vmath::{self, for_each_chunk, multiversion};
+use crate::vmath::{for_each_chunk, multiversion};
 use crate::{bail, Result};
 
 /// PyTorch's default `negative_slope` for `leaky_relu`.
@@ -181,7 +181,7 @@ fn sigmoid(avx: bool, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx {
         // SAFETY: `avx` is simd::use_avx2(), true only on CPUs with AVX2 and FMA.
-        unsafe { vmath::avx2::sigmoid(x, y) };
+        unsafe { crate::vmath::avx2::sigmoid(x, y) };
         return;
     }
     let _ = avx;
@@ -197,7 +197,7 @@ fn tanh(avx: bool, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx {
         // SAFETY: as above.
-        unsafe { vmath::avx2::tanh(x, y) };
+        unsafe { crate::vmath::avx2::tanh(x, y) };
         return;
     }
     let _ = avx;
