@@ -6,8 +6,12 @@
 //! pool: callers choose the thread count by running kernels inside `ThreadPool::install`.
 #![deny(clippy::all)]
 
+pub mod activation;
 pub mod conv;
+pub mod elementwise;
 pub mod error;
 pub mod simd;
+pub mod softmax;
+mod vmath;
 
 pub use error::{KernelError, Result};

@@ -4,11 +4,15 @@
 //! surfaces as a JavaScript Error.
 #![deny(clippy::all)]
 
+mod activation;
 mod args;
 mod conv;
 mod conv_transpose;
+mod elementwise;
 mod runtime;
 
+pub use activation::*;
 pub use conv::*;
 pub use conv_transpose::*;
+pub use elementwise::*;
 pub use runtime::*;

@@ -1,0 +1,574 @@
+//! Elementwise kernels: dropout with a counter-based generator, broadcast add/mul with the
+//! reduction their backward needs, and channel concat/split of NCHW tensors (DenseNet,
+//! GoogLeNet's inception blocks).
+//!
+//! Dropout's random bits are a hash of (seed, element index), so a mask depends on the seed
+//! alone, never on how the work was split across threads. The broadcast backward sums in fixed
+//! blocks combined in a fixed order, so it does not depend on the thread count either.
+use crate::error::{check_len, check_positive, numel};
+use crate::simd;
+use crate::vmath::{self, for_each_chunk, multiversion, GRAIN};
+use crate::{bail, Result};
+use rayon::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// Dropout
+
+/// 32-bit integer hash with full avalanche (Wellons' "lowbias32"); plain integer multiplies and
+/// shifts, so the mask loop vectorises (vpmulld under AVX2).
+#[inline(always)]
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+#[inline(always)]
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What one chunk of dropout needs: the generator keys for its 2^32-element block (the 64-bit
+/// seed and the high half of the element index, mixed once so the inner loop works on 32-bit
+/// lanes), the drop threshold and the keep scale 1/(1-p).
+#[derive(Clone, Copy)]
+struct DropoutChunk {
+    k0: u32,
+    k1: u32,
+    threshold: u32,
+    scale: f32,
+}
+
+impl DropoutChunk {
+    fn new(seed: u64, index_hi: u64, threshold: u32, scale: f32) -> DropoutChunk {
+        let z = splitmix64(seed ^ splitmix64(index_hi));
+        DropoutChunk {
+            k0: z as u32,
+            k1: (z >> 32) as u32,
+            threshold,
+            scale,
+        }
+    }
+
+    /// The uniform 24-bit number of the element whose index has low 32 bits `lo`.
+    #[inline(always)]
+    fn bits(&self, lo: u32) -> u32 {
+        mix32(mix32(lo ^ self.k0).wrapping_add(self.k1)) >> 8
+    }
+}
+
+/// Elements whose 24-bit number is below this are dropped: probability round(p * 2^24) / 2^24.
+fn drop_threshold(p: f64) -> u32 {
+    (p * (1u32 << 24) as f64).round() as u32
+}
+
+fn check_probability(p: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("p: expected a probability in [0, 1), got {p}");
+    }
+    Ok(())
+}
+
+multiversion! {
+    fn dropout_chunk(x: &[f32], y: &mut [f32], mask: &mut [f32], d: DropoutChunk, base: u32) {
+        let n = x.len().min(y.len()).min(mask.len());
+        for j in 0..n {
+            let m = if d.bits(base.wrapping_add(j as u32)) >= d.threshold {
+                d.scale
+            } else {
+                0.0
+            };
+            mask[j] = m;
+            y[j] = x[j] * m;
+        }
+    }
+}
+
+/// output = input * mask, with mask[i] = 0 with probability p and 1/(1-p) otherwise (so the
+/// expected output is the input, as `torch.nn.functional.dropout` in training mode). The mask
+/// is a pure function of (`seed`, i): the same seed gives the same mask on any thread count.
+/// p = 0 copies the input and fills the mask with ones.
+pub fn dropout_forward(
+    input: &[f32],
+    output: &mut [f32],
+    mask: &mut [f32],
+    p: f64,
+    seed: u64,
+) -> Result<()> {
+    check_probability(p)?;
+    check_len("output", output.len(), input.len())?;
+    check_len("mask", mask.len(), input.len())?;
+    if p == 0.0 {
+        output.copy_from_slice(input);
+        mask.fill(1.0);
+        return Ok(());
+    }
+    let threshold = drop_threshold(p);
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let avx = simd::use_avx2();
+    let run = |start: usize, y: &mut [f32], m: &mut [f32]| {
+        // Chunks start at multiples of GRAIN (a power of two below 2^32): a chunk never
+        // straddles two 2^32 blocks, so one pair of keys serves it.
+        let d = DropoutChunk::new(seed, (start as u64) >> 32, threshold, scale);
+        let x = &input[start..start + y.len()];
+        dropout_chunk(avx, x, y, m, d, start as u32);
+    };
+    if output.len() <= GRAIN {
+        run(0, output, mask);
+    } else {
+        output
+            .par_chunks_mut(GRAIN)
+            .zip(mask.par_chunks_mut(GRAIN))
+            .enumerate()
+            .for_each(|(i, (y, m))| run(i * GRAIN, y, m));
+    }
+    Ok(())
+}
+
+/// grad_input = grad_output * mask (the mask saved by [`dropout_forward`], already scaled).
+pub fn dropout_backward(grad_output: &[f32], mask: &[f32], grad_input: &mut [f32]) -> Result<()> {
+    check_len("mask", mask.len(), grad_output.len())?;
+    check_len("gradInput", grad_input.len(), grad_output.len())?;
+    let avx = simd::use_avx2();
+    for_each_chunk(grad_input, |start, gi| {
+        let range = start..start + gi.len();
+        mul(avx, &grad_output[range.clone()], &mask[range], gi);
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broadcast add / mul
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Mul,
+}
+
+impl BinaryOp {
+    pub fn parse(name: &str) -> Result<BinaryOp> {
+        match name {
+            "add" => Ok(BinaryOp::Add),
+            "mul" => Ok(BinaryOp::Mul),
+            other => bail!("op: expected one of 'add', 'mul', got '{other}'"),
+        }
+    }
+}
+
+/// How `b` maps onto `a` once adjacent dims are merged: `a` viewed as `[outer, mid, inner]`
+/// and `b` as `[mid]`, i.e. element i of `a` pairs with `b[(i / inner) % mid]`. This covers
+/// every pattern a CNN needs: a bias `[C]` on `[N, C]`, `[1, C, 1, 1]` or `[N, C, 1, 1]` on
+/// `[N, C, H, W]`, a scalar, and equal shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broadcast {
+    pub outer: usize,
+    pub mid: usize,
+    pub inner: usize,
+}
+
+fn fmt_shape(s: &[usize]) -> String {
+    let parts: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+impl Broadcast {
+    /// NumPy's rules for `b` broadcasting to `a` (dims aligned from the right, missing dims of
+    /// `b` count as 1, a dim of `b` is 1 or equal to `a`'s; `a` itself is never broadcast),
+    /// restricted to `b`'s non-1 dims forming one contiguous block.
+    pub fn plan(a_shape: &[usize], b_shape: &[usize]) -> Result<Broadcast> {
+        let a_len = numel("aShape", a_shape)?;
+        numel("bShape", b_shape)?;
+        let (ar, br) = (a_shape.len(), b_shape.len());
+        if br > ar {
+            bail!(
+                "bShape: {} has more dims than aShape {}; b must broadcast to a's shape",
+                fmt_shape(b_shape),
+                fmt_shape(a_shape)
+            );
+        }
+        // For each dim of a: does b vary along it (its size > 1 and equal to a's)?
+        let mut varies = vec![false; ar];
+        for i in 0..ar {
+            let ad = a_shape[i];
+            let bd = if i >= ar - br {
+                b_shape[i - (ar - br)]
+            } else {
+                1
+            };
+            if bd == ad {
+                // Size-1 dims are neutral; size-0 dims count as varying so `mid` is 0 with the
+                // tensor, not 1.
+                varies[i] = ad != 1;
+            } else if bd != 1 {
+                bail!(
+                    "bShape: {} does not broadcast to aShape {} (dim {i} of a: b has {bd}, a has {ad})",
+                    fmt_shape(b_shape),
+                    fmt_shape(a_shape)
+                );
+            }
+        }
+        let Some(first) = varies.iter().position(|&v| v) else {
+            return Ok(Broadcast {
+                outer: 1,
+                mid: 1,
+                inner: a_len,
+            });
+        };
+        let last = varies.iter().rposition(|&v| v).unwrap_or(first);
+        // A dim of size > 1 that b broadcasts along, between two dims where b varies.
+        if (first..=last).any(|i| !varies[i] && a_shape[i] > 1) {
+            bail!(
+                "bShape: broadcasting {} to {} is not supported: the dims where b is not 1 must be adjacent (e.g. [C], [1, C, 1, 1], [N, C, 1, 1] or a's own shape)",
+                fmt_shape(b_shape),
+                fmt_shape(a_shape)
+            );
+        }
+        let prod = |r: std::ops::Range<usize>| a_shape[r].iter().product::<usize>();
+        Ok(Broadcast {
+            outer: prod(0..first),
+            mid: prod(first..last + 1),
+            inner: prod(last + 1..ar),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.outer * self.mid * self.inner
+    }
+}
+
+multiversion! {
+    fn add(x: &[f32], y: &[f32], out: &mut [f32]) {
+        for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+            *o = a + b;
+        }
+    }
+}
+
+multiversion! {
+    fn mul(x: &[f32], y: &[f32], out: &mut [f32]) {
+        for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+            *o = a * b;
+        }
+    }
+}
+
+multiversion! {
+    fn add_scalar(x: &[f32], b: f32, out: &mut [f32]) {
+        for (o, &a) in out.iter_mut().zip(x) {
+            *o = a + b;
+        }
+    }
+}
+
+multiversion! {
+    fn mul_scalar(x: &[f32], b: f32, out: &mut [f32]) {
+        for (o, &a) in out.iter_mut().zip(x) {
+            *o = a * b;
+        }
+    }
+}
+
+/// out[i] = x[i] op b[(i / inner) % mid] for the flat range `start..start + out.len()`, walked
+/// in runs: along `b` itself when inner = 1, else along one broadcast row at a time.
+fn broadcast_chunk(
+    avx: bool,
+    op: BinaryOp,
+    plan: &Broadcast,
+    start: usize,
+    x: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
+    let (mid, inner) = (plan.mid, plan.inner);
+    let mut k = 0;
+    while k < out.len() {
+        let i = start + k;
+        if inner == 1 {
+            let m = i % mid;
+            let run = (mid - m).min(out.len() - k);
+            let (xs, bs, os) = (&x[k..k + run], &b[m..m + run], &mut out[k..k + run]);
+            match op {
+                BinaryOp::Add => add(avx, xs, bs, os),
+                BinaryOp::Mul => mul(avx, xs, bs, os),
+            }
+            k += run;
+        } else {
+            let bv = b[(i / inner) % mid];
+            let run = (inner - i % inner).min(out.len() - k);
+            let (xs, os) = (&x[k..k + run], &mut out[k..k + run]);
+            match op {
+                BinaryOp::Add => add_scalar(avx, xs, bv, os),
+                BinaryOp::Mul => mul_scalar(avx, xs, bv, os),
+            }
+            k += run;
+        }
+    }
+}
+
+/// output = a op b, with `b` broadcast to `a`'s shape (see [`Broadcast::plan`]).
+pub fn broadcast_binary(
+    op: BinaryOp,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    output: &mut [f32],
+) -> Result<()> {
+    let plan = Broadcast::plan(a_shape, b_shape)?;
+    check_len("a", a.len(), plan.len())?;
+    check_len("b", b.len(), plan.mid)?;
+    check_len("output", output.len(), plan.len())?;
+    let avx = simd::use_avx2();
+    for_each_chunk(output, |start, out| {
+        broadcast_chunk(avx, op, &plan, start, &a[start..start + out.len()], b, out);
+    });
+    Ok(())
+}
+
+multiversion! {
+    // acc[m] += x[m] (* y[m]) in f64: the column sums of the `inner == 1` reduction.
+    fn accumulate_row(acc: &mut [f64], x: &[f32], y: &[f32]) {
+        if y.is_empty() {
+            for (s, &v) in acc.iter_mut().zip(x) {
+                *s += v as f64;
+            }
+        } else {
+            for ((s, &v), &w) in acc.iter_mut().zip(x).zip(y) {
+                *s += (v * w) as f64;
+            }
+        }
+    }
+}
+
+/// grad_b[m] = sum over every element i of a with (i / inner) % mid == m of g[i] (* a[i] when
+/// `a` is non-empty), i.e. the gradient reduced over the broadcast dims.
+fn reduce_to_b(avx: bool, plan: &Broadcast, g: &[f32], a: &[f32], grad_b: &mut [f32]) {
+    let Broadcast { outer, mid, inner } = *plan;
+    let weighted = !a.is_empty();
+    if inner == 1 && outer == 1 {
+        // Same shape: no reduction at all.
+        for_each_chunk(grad_b, |start, gb| {
+            let range = start..start + gb.len();
+            if weighted {
+                mul(avx, &g[range.clone()], &a[range], gb);
+            } else {
+                gb.copy_from_slice(&g[range]);
+            }
+        });
+        return;
+    }
+    if inner == 1 {
+        // Column sums over `outer` rows of length `mid`: fixed blocks of rows, each summed into
+        // its own f64 partial, then the partials added in block order.
+        let rows = (GRAIN / mid).max(1);
+        let blocks: Vec<usize> = (0..outer.div_ceil(rows)).collect();
+        let partial = |blk: &usize| {
+            let mut acc = vec![0.0f64; mid];
+            for o in blk * rows..((blk + 1) * rows).min(outer) {
+                let r = o * mid..(o + 1) * mid;
+                let ar: &[f32] = if weighted { &a[r.clone()] } else { &[] };
+                accumulate_row(avx, &mut acc, &g[r], ar);
+            }
+            acc
+        };
+        let partials: Vec<Vec<f64>> = if blocks.len() > 1 {
+            blocks.par_iter().map(partial).collect()
+        } else {
+            blocks.iter().map(partial).collect()
+        };
+        for (m, gb) in grad_b.iter_mut().enumerate() {
+            *gb = partials.iter().map(|p| p[m]).sum::<f64>() as f32;
+        }
+        return;
+    }
+    // inner > 1: one sum per (outer, mid) row of length `inner`, then a sum over `outer`.
+    let row_sum = |r: usize| -> f64 {
+        let range = r * inner..(r + 1) * inner;
+        if weighted {
+            vmath::dot(avx, &g[range.clone()], &a[range]) as f64
+        } else {
+            vmath::sum(avx, &g[range]) as f64
+        }
+    };
+    let n_rows = outer * mid;
+    let sums: Vec<f64> = if n_rows * inner > GRAIN {
+        (0..n_rows)
+            .into_par_iter()
+            .with_min_len((GRAIN / inner).max(1))
+            .map(row_sum)
+            .collect()
+    } else {
+        (0..n_rows).map(row_sum).collect()
+    };
+    for (m, gb) in grad_b.iter_mut().enumerate() {
+        *gb = (0..outer).map(|o| sums[o * mid + m]).sum::<f64>() as f32;
+    }
+}
+
+/// Gradients of output = a op b (b broadcast to a): grad_a = g (add) or g * b (mul), at a's
+/// shape; grad_b = g (add) or g * a (mul) summed over the dims b was broadcast along. Either
+/// gradient may be skipped by passing None.
+#[allow(clippy::too_many_arguments)]
+pub fn broadcast_binary_backward(
+    op: BinaryOp,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    grad_output: &[f32],
+    grad_a: Option<&mut [f32]>,
+    grad_b: Option<&mut [f32]>,
+) -> Result<()> {
+    let plan = Broadcast::plan(a_shape, b_shape)?;
+    check_len("a", a.len(), plan.len())?;
+    check_len("b", b.len(), plan.mid)?;
+    check_len("gradOutput", grad_output.len(), plan.len())?;
+    if let Some(ga) = &grad_a {
+        check_len("gradA", ga.len(), plan.len())?;
+    }
+    if let Some(gb) = &grad_b {
+        check_len("gradB", gb.len(), plan.mid)?;
+    }
+    if plan.len() == 0 {
+        // a is empty: nothing flows back, and b (possibly non-empty) gets zeros.
+        if let Some(gb) = grad_b {
+            gb.fill(0.0);
+        }
+        return Ok(());
+    }
+    let avx = simd::use_avx2();
+    if let Some(ga) = grad_a {
+        match op {
+            BinaryOp::Add => ga.copy_from_slice(grad_output),
+            BinaryOp::Mul => for_each_chunk(ga, |start, out| {
+                let g = &grad_output[start..start + out.len()];
+                broadcast_chunk(avx, BinaryOp::Mul, &plan, start, g, b, out);
+            }),
+        }
+    }
+    if let Some(gb) = grad_b {
+        let weight: &[f32] = match op {
+            BinaryOp::Add => &[],
+            BinaryOp::Mul => a,
+        };
+        reduce_to_b(avx, &plan, grad_output, weight, gb);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channel concat / split
+
+/// Offsets (in floats, within one sample) where each part's channels start in the
+/// concatenated tensor, plus the total; checks the sizes cannot overflow.
+fn channel_layout(channels: &[usize], batch: usize, plane: usize) -> Result<(Vec<usize>, usize)> {
+    check_positive("batch", batch)?;
+    check_positive("plane", plane)?;
+    if channels.is_empty() {
+        bail!("channels: expected at least one tensor, got none");
+    }
+    let mut offsets = Vec::with_capacity(channels.len() + 1);
+    let mut total_c = 0usize;
+    offsets.push(0);
+    for &c in channels {
+        total_c = total_c
+            .checked_add(c)
+            .ok_or_else(|| crate::KernelError("channels: total overflows".into()))?;
+        offsets.push(numel("channels", &[total_c, plane])?);
+    }
+    numel("output", &[batch, total_c, plane])?;
+    Ok((offsets, total_c))
+}
+
+/// Concatenates NCHW tensors `inputs[k]` of shape `[batch, channels[k], H, W]` (plane = H*W)
+/// along C into `output` `[batch, sum(channels), H, W]`, as `torch.cat(dim=1)`.
+pub fn concat_channels(
+    inputs: &[&[f32]],
+    channels: &[usize],
+    batch: usize,
+    plane: usize,
+    output: &mut [f32],
+) -> Result<()> {
+    if inputs.len() != channels.len() {
+        bail!(
+            "channels: expected {} numbers (one per input), got {}",
+            inputs.len(),
+            channels.len()
+        );
+    }
+    let (offsets, total_c) = channel_layout(channels, batch, plane)?;
+    for (k, (x, &c)) in inputs.iter().zip(channels).enumerate() {
+        check_len(&format!("inputs[{k}]"), x.len(), batch * c * plane)?;
+    }
+    check_len("output", output.len(), batch * total_c * plane)?;
+    let row = offsets[channels.len()];
+    if row == 0 {
+        return Ok(());
+    }
+    for_each_chunk(output, |start, out| {
+        let mut k_out = 0;
+        while k_out < out.len() {
+            let pos = start + k_out;
+            let (n, r) = (pos / row, pos % row);
+            // Which input owns offset r: the last one starting at or before it (zero-channel
+            // inputs start where the next begins and own nothing).
+            let k = offsets.partition_point(|&o| o <= r) - 1;
+            let part = offsets[k + 1] - offsets[k];
+            let within = r - offsets[k];
+            let run = (part - within).min(out.len() - k_out);
+            let src = n * part + within;
+            out[k_out..k_out + run].copy_from_slice(&inputs[k][src..src + run]);
+            k_out += run;
+        }
+    });
+    Ok(())
+}
+
+/// The inverse of [`concat_channels`] (and its backward): splits `input`
+/// `[batch, sum(channels), H, W]` into `outputs[k]` `[batch, channels[k], H, W]`.
+pub fn split_channels(
+    input: &[f32],
+    outputs: &mut [&mut [f32]],
+    channels: &[usize],
+    batch: usize,
+    plane: usize,
+) -> Result<()> {
+    if outputs.len() != channels.len() {
+        bail!(
+            "channels: expected {} numbers (one per output), got {}",
+            outputs.len(),
+            channels.len()
+        );
+    }
+    let (offsets, total_c) = channel_layout(channels, batch, plane)?;
+    check_len("input", input.len(), batch * total_c * plane)?;
+    for (k, (y, &c)) in outputs.iter().zip(channels).enumerate() {
+        check_len(&format!("outputs[{k}]"), y.len(), batch * c * plane)?;
+    }
+    let row = offsets[channels.len()];
+    for (k, out) in outputs.iter_mut().enumerate() {
+        let part = offsets[k + 1] - offsets[k];
+        if part == 0 {
+            continue;
+        }
+        for_each_chunk(out, |start, out| {
+            let mut k_out = 0;
+            while k_out < out.len() {
+                let pos = start + k_out;
+                let (n, within) = (pos / part, pos % part);
+                let run = (part - within).min(out.len() - k_out);
+                let src = n * row + offsets[k] + within;
+                out[k_out..k_out + run].copy_from_slice(&input[src..src + run]);
+                k_out += run;
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Vector math shared by the pointwise kernels (activation, softmax/loss, elementwise): the
+//! two-way SIMD dispatch for loops the compiler vectorises by itself, an AVX2 `exp` for the
+//! transcendental ones it cannot, lane-parallel sums, and the chunked parallel loop that keeps
+//! small tensors on the calling thread.
+use rayon::prelude::*;
+
+/// Floats per parallel task (128 KiB): big enough that rayon's per-task cost is noise, small
+/// enough that a 2-core machine splits a 224x224x64 activation into hundreds of tasks. A power
+/// of two, so chunk starts never straddle a 2^32 boundary (dropout keys its hash on that).
+pub(crate) const GRAIN: usize = 1 << 15;
+
+/// Runs `f(start, chunk)` over `GRAIN`-sized chunks of `out`, in parallel only when there is
+/// more than one chunk: a small tensor costs one plain call on the current thread.
+pub(crate) fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if out.len() <= GRAIN {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(GRAIN)
+            .enumerate()
+            .for_each(|(i, c)| f(i * GRAIN, c));
+    }
+}
+
+/// Rows per parallel task for row-wise kernels over `cols`-wide rows.
+pub(crate) fn rows_per_task(cols: usize) -> usize {
+    (GRAIN / cols.max(1)).max(1)
+}
+
+/// Defines `fn name(avx: bool, args..)` whose body is compiled twice: once for the baseline
+/// target and once inside an AVX2+FMA `target_feature` wrapper, where LLVM's auto-vectoriser
+/// uses 256-bit registers. Only for bodies the compiler vectorises by itself (no libm calls).
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(unused_variables)]
+        $vis fn $name(avx: bool, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: callers pass `avx = simd::use_avx2()`, true only when the CPU has
+                // AVX2 and FMA.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Lanes of the accumulators below: independent partial sums the compiler keeps in vector
+/// registers (two ymm under AVX2, four xmm otherwise). Both paths add in the same order, so
+/// they agree bit for bit.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn fold_lanes(acc: [f32; LANES]) -> f32 {
+    let mut s = 0.0f64;
+    for v in acc {
+        s += v as f64;
+    }
+    s as f32
+}
+
+multiversion! {
+    /// Sum of `x`.
+    pub(crate) fn sum(x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+            *a += v;
+        }
+        fold_lanes(acc)
+    }
+}
+
+multiversion! {
+    /// Sum of `x[i] * y[i]`.
+    pub(crate) fn dot(x: &[f32], y: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut xc = x.chunks_exact(LANES);
+        let mut yc = y.chunks_exact(LANES);
+        for (a, b) in (&mut xc).zip(&mut yc) {
+            for i in 0..LANES {
+                acc[i] += a[i] * b[i];
+            }
+        }
+        for ((s, &a), &b) in acc.iter_mut().zip(xc.remainder()).zip(yc.remainder()) {
+            *s += a * b;
+        }
+        fold_lanes(acc)
+    }
+}
+
+multiversion! {
+    /// Largest element (NaNs are skipped here; they still poison whatever uses the row).
+    pub(crate) fn max(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a = if v > *a { v } else { *a };
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+            *a = if v > *a { v } else { *a };
+        }
+        acc.into_iter().fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+multiversion! {
+    /// `y *= s`.
+    pub(crate) fn scale(y: &mut [f32], s: f32) {
+        for v in y.iter_mut() {
+            *v *= s;
+        }
+    }
+}
+
+/// AVX2+FMA versions of the kernels that need `exp`, which LLVM cannot vectorise (it is a libm
+/// call). The scalar fallbacks use libm's `expf`/`tanhf`, so tests comparing the two paths check
+/// the approximations below against the accurate functions.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// e^x, Cephes' `expf` scheme: x = n ln2 + r with |r| <= ln2/2, a degree-6 polynomial for
+    /// e^r, and 2^n built in the exponent bits. Relative error about 2 ulp on [-87.3, 88];
+    /// below that range the result is 0 (libm would give denormals), above it e^88. NaN
+    /// propagates.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp8(x_in: __m256) -> __m256 {
+        let lo = _mm256_set1_ps(-87.3);
+        // Ordered compare: false for NaN, so NaN is not flushed.
+        let underflow = _mm256_cmp_ps::<_CMP_LT_OQ>(x_in, lo);
+        // max/min return their second operand when either is NaN: keep x second to propagate it.
+        let x = _mm256_min_ps(_mm256_set1_ps(88.0), _mm256_max_ps(lo, x_in));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        // r = x - n ln2, with ln2 split in two so n * ln2_hi is exact.
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+        let r2 = _mm256_mul_ps(r, r);
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_andnot_ps(underflow, _mm256_mul_ps(e, _mm256_castsi256_ps(bits)))
+    }
+
+    /// Applies `f` to `x` eight floats at a time into `y` (same length); the tail goes through
+    /// a zero-padded register so every element sees the same approximation.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn map8(x: &[f32], y: &mut [f32], f: impl Fn(__m256) -> __m256) {
+        let n = x.len().min(y.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), f(v));
+            i += 8;
+        }
+        if i < n {
+            let mut buf = [0.0f32; 8];
+            buf[..n - i].copy_from_slice(&x[i..n]);
+            let v = f(_mm256_loadu_ps(buf.as_ptr()));
+            _mm256_storeu_ps(buf.as_mut_ptr(), v);
+            y[i..n].copy_from_slice(&buf[..n - i]);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn abs8(x: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)
+    }
+
+    /// 1 / (1 + e^-x) via e = e^-|x| (never overflows): 1/(1+e) for x >= 0, e/(1+e) below.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sigmoid8(x: __m256) -> __m256 {
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), abs8(x)));
+        let s = _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps());
+        _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg)
+    }
+
+    /// tanh: Cephes' odd polynomial below |x| = 0.625 (where (1-e)/(1+e) would cancel), and
+    /// (1 - e)/(1 + e) with e = e^(-2|x|) above; the sign of x is put back at the end.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tanh8(x: __m256) -> __m256 {
+        let ax = abs8(x);
+        let e = exp8(_mm256_mul_ps(ax, _mm256_set1_ps(-2.0)));
+        let one = _mm256_set1_ps(1.0);
+        let big = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+        let z = _mm256_mul_ps(ax, ax);
+        let mut p = _mm256_set1_ps(-5.704_988_7e-3);
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.063_909e-2));
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.373_971_6e-2));
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.333_144_2e-1));
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.333_328e-1));
+        let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), ax, ax);
+        let use_small = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, _mm256_set1_ps(0.625));
+        let r = _mm256_blendv_ps(big, small, use_small);
+        let sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0));
+        _mm256_or_ps(r, sign)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sigmoid(x: &[f32], y: &mut [f32]) {
+        map8(x, y, |v| sigmoid8(v))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tanh(x: &[f32], y: &mut [f32]) {
+        map8(x, y, |v| tanh8(v))
+    }
+
+    /// y = e^(x - shift); returns the sum of y (summed in 8 lanes, then in f64).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_shift(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+        let n = x.len().min(y.len());
+        let s = _mm256_set1_ps(shift);
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = exp8(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), s));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), v);
+            acc = _mm256_add_ps(acc, v);
+            i += 8;
+        }
+        let mut total = hsum(acc);
+        if i < n {
+            map8(&x[i..n], &mut y[i..n], |v| exp8(_mm256_sub_ps(v, s)));
+            total += y[i..n].iter().map(|&v| v as f64).sum::<f64>();
+        }
+        total as f32
+    }
+
+    /// Sum of e^(x - shift), nothing stored (log-softmax needs only the sum).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_shift_sum(x: &[f32], shift: f32) -> f32 {
+        let s = _mm256_set1_ps(shift);
+        let mut acc = _mm256_setzero_ps();
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            acc = _mm256_add_ps(acc, exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), s)));
+        }
+        let mut total = hsum(acc);
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0.0f32; 8];
+            map8(rest, &mut buf[..rest.len()], |v| exp8(_mm256_sub_ps(v, s)));
+            total += buf[..rest.len()].iter().map(|&v| v as f64).sum::<f64>();
+        }
+        total as f32
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f64 {
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        lanes.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// Scalar reference for the softmax pieces: y = e^(x - shift), returns the sum.
+pub(crate) fn exp_shift(avx: bool, x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: `avx` is simd::use_avx2(), true only on CPUs with AVX2 and FMA.
+        return unsafe { avx2::exp_shift(x, shift, y) };
+    }
+    let _ = avx;
+    let mut total = 0.0f64;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v - shift).exp();
+        total += *o as f64;
+    }
+    total as f32
+}
+
+/// Sum of e^(x - shift).
+pub(crate) fn exp_shift_sum(avx: bool, x: &[f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: as above.
+        return unsafe { avx2::exp_shift_sum(x, shift) };
+    }
+    let _ = avx;
+    x.iter().map(|&v| (v - shift).exp() as f64).sum::<f64>() as f32
+}

@@ -1,0 +1,364 @@
+//! Activations against f64 references, finite-difference gradient checks, scalar vs AVX2 and
+//! 1 vs 2 threads. Tests take LOCK because they flip the process-global SIMD level.
+use ferroconv_kernels::activation::{
+    activation_backward, activation_forward, relu_inplace, Activation,
+};
+use ferroconv_kernels::simd::{self, SimdLevel};
+use std::sync::{Mutex, MutexGuard};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn levels() -> Vec<SimdLevel> {
+    let mut v = vec![SimdLevel::Scalar];
+    if simd::detected() == SimdLevel::Avx2Fma {
+        v.push(SimdLevel::Avx2Fma);
+    }
+    v
+}
+
+fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Deterministic pseudo-random floats in [-scale, scale).
+fn rand_vec(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+const KINDS: [Activation; 5] = [
+    Activation::Relu,
+    Activation::LeakyRelu {
+        negative_slope: 0.01,
+    },
+    Activation::LeakyRelu {
+        negative_slope: 0.2,
+    },
+    Activation::Sigmoid,
+    Activation::Tanh,
+];
+
+fn reference(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu { negative_slope } => {
+            if x > 0.0 {
+                x
+            } else {
+                x * negative_slope as f64
+            }
+        }
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{what}: element {i} is {g}, expected {w} (err {err:e})"
+        );
+    }
+}
+
+/// Inputs covering the interesting ranges: tiny, around the tanh polynomial switch (0.625),
+/// saturation, and past the exp clamp.
+fn awkward_inputs() -> Vec<f32> {
+    let mut x = vec![
+        0.0, -0.0, 1e-7, -1e-7, 1e-3, -1e-3, 0.5, 0.6249, 0.625, 0.6251, -0.625, 1.0, -1.0, 5.0,
+        -5.0, 9.0, -9.0, 17.0, -17.0, 30.0, -30.0, 87.0, -87.0, 88.5, -88.5, 100.0, -100.0,
+    ];
+    x.extend(rand_vec(1000, 7, 6.0));
+    x
+}
+
+#[test]
+fn forward_matches_reference_on_every_simd_level() {
+    let _g = lock();
+    let x = awkward_inputs();
+    for lvl in levels() {
+        simd::set_level(lvl);
+        for act in KINDS {
+            for len in [0, 1, 7, 8, 9, 33, x.len()] {
+                let xs = &x[x.len() - len..];
+                let mut y = vec![f32::NAN; len];
+                activation_forward(act, xs, &mut y).unwrap();
+                let want: Vec<f64> = xs.iter().map(|&v| reference(act, v as f64)).collect();
+                // float32 rounding of the result (and a 2-ulp exp on the AVX2 path); atol covers
+                // sigmoid's denormal tail, which the AVX2 exp flushes to ~1e-38.
+                assert_close(
+                    &y,
+                    &want,
+                    1e-6,
+                    1e-30,
+                    &format!("{act:?} {lvl:?} len {len}"),
+                );
+            }
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn nan_propagates_like_torch() {
+    let _g = lock();
+    for lvl in levels() {
+        simd::set_level(lvl);
+        for act in KINDS {
+            let x = [f32::NAN, 1.0, -1.0, f32::INFINITY, f32::NEG_INFINITY];
+            let mut y = [0.0; 5];
+            activation_forward(act, &x, &mut y).unwrap();
+            assert!(y[0].is_nan(), "{act:?} {lvl:?}");
+            let want = [
+                reference(act, f64::INFINITY),
+                reference(act, f64::NEG_INFINITY),
+            ];
+            assert_eq!(y[3] as f64, want[0], "{act:?} {lvl:?} +inf");
+            assert_eq!((y[4] as f64).abs(), want[1].abs(), "{act:?} {lvl:?} -inf");
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn relu_inplace_matches_forward() {
+    let _g = lock();
+    let x = rand_vec(100_001, 3, 2.0);
+    let mut want = vec![0.0; x.len()];
+    activation_forward(Activation::Relu, &x, &mut want).unwrap();
+    let mut y = x.clone();
+    relu_inplace(&mut y);
+    assert_eq!(y, want);
+}
+
+#[test]
+fn backward_matches_analytic_derivatives() {
+    let _g = lock();
+    let mut x = awkward_inputs();
+    x.retain(|v| v.abs() < 50.0);
+    let g = rand_vec(x.len(), 11, 1.0);
+    for lvl in levels() {
+        simd::set_level(lvl);
+        for act in KINDS {
+            let mut y = vec![0.0; x.len()];
+            activation_forward(act, &x, &mut y).unwrap();
+            let mut gi = vec![0.0; x.len()];
+            activation_backward(act, &x, &y, &g, &mut gi).unwrap();
+            let want: Vec<f64> = x
+                .iter()
+                .zip(&g)
+                .map(|(&v, &d)| {
+                    let v = v as f64;
+                    let d = d as f64;
+                    match act {
+                        Activation::Relu => {
+                            if v > 0.0 {
+                                d
+                            } else {
+                                0.0
+                            }
+                        }
+                        Activation::LeakyRelu { negative_slope } => {
+                            if v > 0.0 {
+                                d
+                            } else {
+                                d * negative_slope as f64
+                            }
+                        }
+                        Activation::Sigmoid => {
+                            let s = reference(act, v);
+                            d * s * (1.0 - s)
+                        }
+                        Activation::Tanh => d * (1.0 - v.tanh().powi(2)),
+                    }
+                })
+                .collect();
+            // Sigmoid/tanh derivatives come from the float32 output: 1 - y^2 loses digits as y
+            // nears 1, hence the absolute tolerance.
+            assert_close(&gi, &want, 1e-5, 3e-7, &format!("{act:?} {lvl:?}"));
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+/// d/dx of loss = sum(act(x) * w) by central differences on the float32 kernel, against the
+/// backward kernel with grad_output = w.
+#[test]
+fn backward_matches_finite_differences() {
+    let _g = lock();
+    let n = 300;
+    // Keep every input at least 0.05 from the ReLU kink so the difference quotient is valid.
+    let x: Vec<f32> = rand_vec(n, 5, 3.0)
+        .into_iter()
+        .map(|v| if v.abs() < 0.05 { v + 0.1 } else { v })
+        .collect();
+    let w = rand_vec(n, 6, 1.0);
+    let eps = 1e-2f32;
+    for lvl in levels() {
+        simd::set_level(lvl);
+        for act in KINDS {
+            let loss = |xs: &[f32]| -> f64 {
+                let mut y = vec![0.0; xs.len()];
+                activation_forward(act, xs, &mut y).unwrap();
+                y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()
+            };
+            let mut y = vec![0.0; n];
+            activation_forward(act, &x, &mut y).unwrap();
+            let mut gi = vec![0.0; n];
+            activation_backward(act, &x, &y, &w, &mut gi).unwrap();
+            for i in 0..n {
+                let mut xp = x.clone();
+                xp[i] += eps;
+                let mut xm = x.clone();
+                xm[i] -= eps;
+                let fd = (loss(&xp) - loss(&xm)) / (2.0 * eps as f64);
+                let err = (fd - gi[i] as f64).abs();
+                assert!(
+                    err <= 2e-3 + 1e-2 * fd.abs(),
+                    "{act:?} {lvl:?} at {i}: fd {fd}, backward {}",
+                    gi[i]
+                );
+            }
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn scalar_and_avx2_agree_and_threads_do_not_matter() {
+    let _g = lock();
+    let x = rand_vec(200_003, 9, 8.0);
+    let g = rand_vec(x.len(), 10, 1.0);
+    for act in KINDS {
+        let run = |lvl: SimdLevel, threads: usize| {
+            simd::set_level(lvl);
+            with_threads(threads, || {
+                let mut y = vec![0.0; x.len()];
+                activation_forward(act, &x, &mut y).unwrap();
+                let mut gi = vec![0.0; x.len()];
+                activation_backward(act, &x, &y, &g, &mut gi).unwrap();
+                (y, gi)
+            })
+        };
+        let (y1, g1) = run(SimdLevel::Avx2Fma, 1);
+        let (y2, g2) = run(SimdLevel::Avx2Fma, 2);
+        assert_eq!(y1, y2, "{act:?}: thread count changed the forward");
+        assert_eq!(g1, g2, "{act:?}: thread count changed the backward");
+        let (ys, gs) = run(SimdLevel::Scalar, 2);
+        for i in 0..x.len() {
+            assert!(
+                (ys[i] - y1[i]).abs() <= 1e-6 * ys[i].abs() + 1e-30,
+                "{act:?} forward at {i}: scalar {} vs avx2 {}",
+                ys[i],
+                y1[i]
+            );
+            assert!(
+                (gs[i] - g1[i]).abs() <= 1e-5 * gs[i].abs() + 3e-7,
+                "{act:?} backward at {i}: scalar {} vs avx2 {}",
+                gs[i],
+                g1[i]
+            );
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let _g = lock();
+    let err = |r: ferroconv_kernels::Result<()>| r.unwrap_err().0;
+    assert_eq!(
+        err(activation_forward(
+            Activation::Relu,
+            &[0.0; 4],
+            &mut [0.0; 3]
+        )),
+        "output: expected 4 elements, got 3"
+    );
+    assert_eq!(
+        Activation::parse("gelu", None).unwrap_err().0,
+        "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', got 'gelu'"
+    );
+    assert_eq!(
+        Activation::parse("leaky_relu", Some(f64::NAN))
+            .unwrap_err()
+            .0,
+        "negativeSlope: expected a finite number, got NaN"
+    );
+    assert_eq!(
+        Activation::parse("leaky_relu", None).unwrap(),
+        Activation::LeakyRelu {
+            negative_slope: 0.01
+        }
+    );
+    assert_eq!(
+        Activation::parse("leaky_relu", Some(0.3)).unwrap(),
+        Activation::LeakyRelu {
+            negative_slope: 0.3
+        }
+    );
+    let mut gi = [0.0; 4];
+    assert_eq!(
+        err(activation_backward(
+            Activation::Relu,
+            &[0.0; 3],
+            &[],
+            &[0.0; 4],
+            &mut gi
+        )),
+        "input: expected 4 elements, got 3"
+    );
+    assert_eq!(
+        err(activation_backward(
+            Activation::Sigmoid,
+            &[0.0; 4],
+            &[0.0; 3],
+            &[0.0; 4],
+            &mut gi
+        )),
+        "output: expected 4 elements, got 3"
+    );
+    assert_eq!(
+        err(activation_backward(
+            Activation::Tanh,
+            &[0.0; 2],
+            &[0.0; 4],
+            &[0.0; 4],
+            &mut gi
+        )),
+        "input: expected 4 elements (or 0: tanh backward does not read it), got 2"
+    );
+    assert_eq!(
+        err(activation_backward(
+            Activation::Tanh,
+            &[],
+            &[0.0; 4],
+            &[0.0; 4],
+            &mut [0.0; 5]
+        )),
+        "gradInput: expected 4 elements, got 5"
+    );
+    // The buffer a kind does not read may be empty.
+    activation_backward(Activation::Relu, &[1.0; 4], &[], &[1.0; 4], &mut gi).unwrap();
+    assert_eq!(gi, [1.0; 4]);
+    activation_backward(Activation::Sigmoid, &[], &[0.5; 4], &[1.0; 4], &mut gi).unwrap();
+    assert_eq!(gi, [0.25; 4]);
+}
