@@ -201,7 +201,9 @@ export class ResNet extends Module {
       throw new Error(`layers: expected 4 positive integers, got ${JSON.stringify(layers)}`);
     }
     this.sd = opts.stochasticDepth;
-    if (this.sd) linearSurvivalProb(1, 1, this.sd.survivalProb); // validates
+    if (this.sd && !(this.sd.survivalProb > 0 && this.sd.survivalProb <= 1)) {
+      throw new Error(`stochasticDepth.survivalProb must be in (0, 1], got ${this.sd.survivalProb}`);
+    }
     this.totalBlocks = layers.reduce((a, b) => a + b, 0);
     const expansion = block === 'basic' ? BasicBlock.expansion : Bottleneck.expansion;
 
@@ -229,7 +231,7 @@ export class ResNet extends Module {
         else if (m instanceof BasicBlock && m.bn2.weight) init.constant_(m.bn2.weight, 0);
       }
     }
-    guardLayers(this, `ResNet(${block}, [${layers.join(', ')}])`);
+    guardLayers(this, 'ResNet');
   }
 
   private newBlock(inplanes: number, planes: number, o: ResidualBlockOptions): Module {
