@@ -64,7 +64,7 @@ const rgb = (c: number, h: number, w = h) => new Tensor(new Float32Array(c * h *
 type Case = [name: string, build: () => Module, count: number, keyed: string | null, extra?: (m: Module) => void];
 const cases: Case[] = [
   ['lenet5', () => lenet5(), 61_706, null, (m) => {
-    expect(() => m.forward(rgb(3, 28))).toThrow(/LeNet5: .*'features\.0' takes 1 channels.*got \[1, 3, 28, 28\]/);
+    expect(() => m.forward(rgb(3, 28))).toThrow(/LeNet5: .*'features\.0' takes 1 channel\).*got \[1, 3, 28, 28\]/);
     expect(() => m.forward(rgb(1, 32))).toThrow('LeNet5: expected a 28x28 input [N, 1, 28, 28], got [1, 1, 32, 32]');
   }],
   ['alexnet', () => alexnet(), 61_100_840, 'alexnet', (m) => {
