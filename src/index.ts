@@ -59,3 +59,4 @@ export {
 } from './optim/index.js';
 export * as data from './data/index.js';
 export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, transforms } from './data/index.js';
+export * as models from './models/index.js';

@@ -19,3 +19,4 @@ export {
   type DenseNetOptions, type DenseNetFactoryOptions,
 } from './densenet.js';
 export { stochasticDepth, linearSurvivalProb } from './stochastic-depth.js';
+export { mnistNet } from './mnist-net.js';
