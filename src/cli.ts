@@ -72,9 +72,12 @@ const COMMON = {
   'data-dir': { type: 'string' },
 } as const;
 
-function parse(command: string, argv: string[], extra: ParseArgsConfig['options'] = {}) {
+type Flags = Record<string, string | boolean | undefined>;
+
+function parse(command: string, argv: string[], extra: ParseArgsConfig['options'] = {}): { values: Flags; positionals: string[] } {
   try {
-    return parseArgs({ args: argv, options: { ...COMMON, ...extra }, allowPositionals: command === 'predict', strict: true });
+    const r = parseArgs({ args: argv, options: { ...COMMON, ...extra }, allowPositionals: command === 'predict', strict: true });
+    return { values: r.values as Flags, positionals: r.positionals };
   } catch (e) {
     throw new UsageError(`${(e as Error).message.split('\n')[0]} (see 'ferroconv ${command} --help')`);
   }
