@@ -8,6 +8,8 @@
 
 pub mod conv;
 pub mod error;
+pub mod gemm;
+pub mod linear;
 pub mod simd;
 
 pub use error::{KernelError, Result};
