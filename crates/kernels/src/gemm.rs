@@ -130,72 +130,17 @@ pub(crate) fn sgemm_unchecked(
     ldc: usize,
 ) {
     let par = want_parallel(m, n, k);
-    let a = MatA::Raw {
+    let a = Lhs::Raw {
         data: a,
         ld: lda,
         trans: trans_a,
     };
-    let b = MatB {
+    let b = Rhs {
         data: b,
         ld: ldb,
         trans: trans_b,
     };
     gemm(m, n, k, alpha, a, b, beta, c, ldc, par);
-}
-
-/// Same as [`sgemm_unchecked`] but always on the calling thread: for callers that already run
-/// many independent GEMMs in parallel.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_serial(
-    trans_a: bool,
-    trans_b: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let a = MatA::Raw {
-        data: a,
-        ld: lda,
-        trans: trans_a,
-    };
-    let b = MatB {
-        data: b,
-        ld: ldb,
-        trans: trans_b,
-    };
-    gemm(m, n, k, alpha, a, b, beta, c, ldc, false);
-}
-
-/// `C = alpha * A * op(B) + beta * C` with `A` packed beforehand, for a left operand reused over
-/// many right operands (conv weights over batch items and spatial blocks). `par` chooses
-/// whether this call may use the pool.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_packed_a(
-    a: &PackedA,
-    n: usize,
-    alpha: f32,
-    b: &[f32],
-    ldb: usize,
-    trans_b: bool,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-    par: bool,
-) {
-    let b = MatB {
-        data: b,
-        ld: ldb,
-        trans: trans_b,
-    };
-    gemm(a.m, n, a.k, alpha, MatA::Packed(a), b, beta, c, ldc, par);
 }
 
 /// Whether a problem of this size should be split over the current pool.
@@ -235,20 +180,24 @@ impl PackedA {
     }
 }
 
-enum MatA<'a> {
+/// The left operand op(A) of an internal GEMM call.
+pub(crate) enum Lhs<'a> {
+    /// Row-major with leading dimension `ld`, transposed when `trans`.
     Raw {
         data: &'a [f32],
         ld: usize,
         trans: bool,
     },
+    /// Packed once by [`PackedA::new`]; its shape is the call's `m x k`.
     Packed(&'a PackedA),
 }
 
+/// The right operand op(B) of an internal GEMM call: row-major, leading dimension `ld`.
 #[derive(Clone, Copy)]
-struct MatB<'a> {
-    data: &'a [f32],
-    ld: usize,
-    trans: bool,
+pub(crate) struct Rhs<'a> {
+    pub data: &'a [f32],
+    pub ld: usize,
+    pub trans: bool,
 }
 
 fn assert_fits(len: usize, (rows, cols): (usize, usize), ld: usize) {
@@ -313,24 +262,51 @@ impl CPtr {
     }
 }
 
+/// `C = alpha * op(A) * op(B) + beta * C` for internal callers; `par` lets it use the pool.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
-    a: MatA<'_>,
-    b: MatB<'_>,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
     beta: f32,
     c: &mut [f32],
     ldc: usize,
     par: bool,
 ) {
-    if let MatA::Raw { data, ld, trans } = a {
-        assert_fits(data.len(), if trans { (k, m) } else { (m, k) }, ld);
+    assert_fits(c.len(), (m, n), ldc);
+    // SAFETY: C is exclusively borrowed and large enough (asserted).
+    unsafe { gemm_raw(m, n, k, alpha, a, b, beta, c.as_mut_ptr(), ldc, par) }
+}
+
+/// [`gemm`] writing through a raw pointer, for callers whose parallel tasks write disjoint
+/// tiles of one matrix (overlapping `&mut` slices would be undefined behaviour).
+///
+/// # Safety
+/// `c` must point at an `m x n` row-major block with leading dimension `ldc` (`ldc >= n`) that is
+/// valid for reads and writes and that nothing else accesses during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    par: bool,
+) {
+    match &a {
+        Lhs::Raw { data, ld, trans } => {
+            assert_fits(data.len(), if *trans { (k, m) } else { (m, k) }, *ld)
+        }
+        Lhs::Packed(pa) => assert!(pa.m == m && pa.k == k, "gemm: packed A shape mismatch"),
     }
     assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
-    assert_fits(c.len(), (m, n), ldc);
     if m == 0 || n == 0 {
         return;
     }
@@ -342,7 +318,7 @@ fn gemm(
     let m_pad = round_up(m, MR);
     let mut a_buf = PACK_A.take();
     let mut b_buf = PACK_B.take();
-    let cp = CPtr(c.as_mut_ptr());
+    let cp = CPtr(c);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -350,16 +326,16 @@ fn gemm(
             let bp = b_buf.get(round_up(nc, NR) * kc);
             pack_b(bp, b, pc, kc, jc, nc, par);
             let ap: &[f32] = match &a {
-                MatA::Packed(pa) => pa.block(pc, kc),
-                MatA::Raw { data, ld, trans } => {
+                Lhs::Packed(pa) => pa.block(pc, kc),
+                Lhs::Raw { data, ld, trans } => {
                     let ap = a_buf.get(m_pad * kc);
                     pack_a(ap, data, *ld, *trans, m, pc, kc, par);
                     ap
                 }
             };
             let beta_now = if pc == 0 { beta } else { 1.0 };
-            // SAFETY: C spans (m-1)*ldc + n floats (asserted above); column offset jc < n.
-            let c_block = CPtr(unsafe { cp.at(jc) });
+            // SAFETY: C spans (m-1)*ldc + n floats (caller's contract); column offset jc < n.
+            let c_block = CPtr(cp.at(jc));
             macro_kernel(m, nc, kc, ap, bp, alpha, beta_now, c_block, ldc, par, avx);
         }
     }
@@ -368,9 +344,12 @@ fn gemm(
 }
 
 /// C = beta * C (the whole product vanished: k == 0 or alpha == 0).
-fn scale_c(m: usize, n: usize, beta: f32, c: &mut [f32], ldc: usize) {
+///
+/// # Safety
+/// As for [`gemm_raw`].
+unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: usize) {
     for i in 0..m {
-        let row = &mut c[i * ldc..i * ldc + n];
+        let row = std::slice::from_raw_parts_mut(c.add(i * ldc), n);
         if beta == 0.0 {
             row.fill(0.0);
         } else if beta != 1.0 {
@@ -442,7 +421,7 @@ fn pack_a_panel(
 }
 
 /// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`.
-fn pack_b(dst: &mut [f32], b: MatB<'_>, p0: usize, kc: usize, j0: usize, nc: usize, par: bool) {
+fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize, par: bool) {
     let panel = |(jp, d): (usize, &mut [f32])| {
         let j = j0 + jp * NR;
         pack_b_panel(d, b, p0, kc, j, NR.min(j0 + nc - j));
@@ -457,7 +436,7 @@ fn pack_b(dst: &mut [f32], b: MatB<'_>, p0: usize, kc: usize, j0: usize, nc: usi
     }
 }
 
-fn pack_b_panel(dst: &mut [f32], b: MatB<'_>, p0: usize, kc: usize, j0: usize, nr: usize) {
+fn pack_b_panel(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nr: usize) {
     if !b.trans {
         // op(B)[p][j] = b[p * ldb + j]: each step of p is a contiguous run of NR floats.
         for (p, d) in dst.chunks_exact_mut(NR).enumerate() {
