@@ -6,7 +6,9 @@
 
 mod args;
 mod conv;
+mod linalg;
 mod runtime;
 
 pub use conv::*;
+pub use linalg::*;
 pub use runtime::*;
