@@ -25,7 +25,7 @@ describe.each(['auto', 'scalar'] as const)('conv2d forward vs PyTorch (simd %s)'
     const x = det(c.inputShape, c.seeds[0]);
     const w = det(c.weightShape, c.seeds[1], c.weightScale);
     const b = c.bias ? det([c.weightShape[0]], c.seeds[2]) : null;
-    for (const algo of ['auto', 'direct'] as const) {
+    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
       const y = conv2d(x, w, b, { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, algo });
       expect(y.shape).toEqual(c.output.shape);
       expectClose(y.data, c.output.data, 1e-4, 1e-5, `${c.name} ${algo}`);

@@ -10,6 +10,8 @@ pub mod activation;
 pub mod conv;
 pub mod elementwise;
 pub mod error;
+pub mod gemm;
+pub mod linear;
 pub mod simd;
 pub mod softmax;
 mod vmath;

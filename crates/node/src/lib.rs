@@ -9,10 +9,12 @@ mod args;
 mod conv;
 mod conv_transpose;
 mod elementwise;
+mod linalg;
 mod runtime;
 
 pub use activation::*;
 pub use conv::*;
 pub use conv_transpose::*;
 pub use elementwise::*;
+pub use linalg::*;
 pub use runtime::*;

@@ -158,9 +158,14 @@ impl ConvAlgo {
     }
 
     /// The algorithm `Auto` resolves to for this shape.
-    pub fn resolve(self, _p: &Conv2dParams) -> ConvAlgo {
+    pub fn resolve(self, p: &Conv2dParams) -> ConvAlgo {
         match self {
-            ConvAlgo::Auto => ConvAlgo::Direct,
+            // Depthwise convs lower to one-row GEMMs per channel (the 6-row register tile runs
+            // 5/6 empty and every channel repacks its columns): direct's row axpys are cheaper.
+            // Everything else is GEMM-bound work, where im2col + the blocked SGEMM reaches a
+            // large fraction of FMA peak.
+            ConvAlgo::Auto if p.groups > 1 && p.groups == p.in_channels => ConvAlgo::Direct,
+            ConvAlgo::Auto => ConvAlgo::Im2col,
             other => other,
         }
     }

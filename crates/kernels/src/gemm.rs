@@ -1,0 +1,846 @@
+//! Single-precision GEMM (row-major `C = alpha * op(A) * op(B) + beta * C`), the engine under
+//! im2col convolution and the linear layer. No BLAS dependency: a BLIS-style blocked algorithm
+//! with packed panels, an AVX2+FMA 6x16 register-tile micro-kernel (portable fallback when the CPU
+//! or `simd::set_level` says no), and rayon parallelism over tiles of C.
+//!
+//! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
+//! - `KC` = 256 rows of the shared dimension per pass, so one packed B micro-panel
+//!   (KC x NR floats = 16 KiB) stays in L1 while A micro-panels stream past it;
+//! - `MC` <= 144 rows of op(A) per block (144 x 256 floats = 144 KiB, comfortably in L2);
+//! - `NC` = 4080 columns of op(B) per pass (4 MiB of packed B, shared through L3).
+//!
+//! Every C element is summed in the same order whatever the thread count (threads split C, never
+//! the shared dimension), so results do not depend on the pool size.
+use crate::error::{check_len, numel};
+use crate::{bail, Result};
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// Rows of the register tile.
+pub(crate) const MR: usize = 6;
+/// Columns of the register tile (two AVX vectors).
+pub(crate) const NR: usize = 16;
+const MC: usize = 144;
+const KC: usize = 256;
+const NC: usize = 4080;
+
+/// Work (m*n*k) below which threading costs more than it saves.
+const PARALLEL_MIN_WORK: f64 = 262_144.0;
+
+/// Public entry: `C = alpha * op(A) * op(B) + beta * C` on row-major matrices with leading
+/// dimensions `lda`, `ldb`, `ldc`, where `op(X)` is `X` or its transpose. `op(A)` is `m x k`,
+/// `op(B)` is `k x n`, `C` is `m x n`. With `beta == 0` the old contents of `C` are never read
+/// (NaN in C does not leak into the result). Runs on the current rayon pool.
+#[allow(clippy::too_many_arguments)] // the BLAS argument list, kept so callers can read it as one
+pub fn sgemm(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<()> {
+    let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
+    check_matrix("a", "lda", a.len(), a_rows, a_cols, lda)?;
+    check_matrix("b", "ldb", b.len(), b_rows, b_cols, ldb)?;
+    check_matrix("c", "ldc", c.len(), m, n, ldc)?;
+    sgemm_unchecked(
+        trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+    );
+    Ok(())
+}
+
+/// [`sgemm`] on tightly packed matrices (`lda = trans_a ? m : k`, `ldb = trans_b ? k : n`,
+/// `ldc = n`), with exact buffer lengths required.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_tight(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) -> Result<()> {
+    check_len("a", a.len(), numel("a", &[m, k])?)?;
+    check_len("b", b.len(), numel("b", &[k, n])?)?;
+    check_len("c", c.len(), numel("c", &[m, n])?)?;
+    let lda = if trans_a { m } else { k };
+    let ldb = if trans_b { k } else { n };
+    sgemm_unchecked(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
+    Ok(())
+}
+
+/// Checks that a `rows x cols` row-major matrix with leading dimension `ld` fits in `len` floats.
+fn check_matrix(
+    name: &str,
+    ld_name: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<()> {
+    if ld < cols.max(1) {
+        bail!("{ld_name}: expected at least {}, got {ld}", cols.max(1));
+    }
+    let need = min_len(rows, cols, ld)
+        .ok_or_else(|| crate::KernelError(format!("{name}: matrix size overflows")))?;
+    if len < need {
+        bail!("{name}: expected at least {need} elements, got {len}");
+    }
+    Ok(())
+}
+
+/// Floats spanned by a `rows x cols` matrix with leading dimension `ld` (None on overflow).
+fn min_len(rows: usize, cols: usize, ld: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1).checked_mul(ld)?.checked_add(cols)
+}
+
+/// Internal fast path for kernels whose shapes are already validated: no error formatting, and
+/// threading decided by the problem size on the current pool. The asserts only guard against
+/// bugs in the caller (they keep the raw-pointer stores in bounds), never user input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_unchecked(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let par = want_parallel(m, n, k);
+    let a = Lhs::Raw {
+        data: a,
+        ld: lda,
+        trans: trans_a,
+    };
+    let b = Rhs {
+        data: b,
+        ld: ldb,
+        trans: trans_b,
+    };
+    gemm(m, n, k, alpha, a, b, beta, c, ldc, par);
+}
+
+/// Whether a problem of this size should be split over the current pool.
+pub(crate) fn want_parallel(m: usize, n: usize, k: usize) -> bool {
+    rayon::current_num_threads() > 1 && (m as f64) * (n as f64) * (k as f64) >= PARALLEL_MIN_WORK
+}
+
+/// op(A), `m x k`, in every KC block packed into MR-row panels: the block starting at shared
+/// index `p0` (length `kc`) sits at `m_pad * p0`, panel `i` of it at `i * MR * kc`, laid out
+/// `[kc][MR]`. Rows past `m` are zero.
+pub(crate) struct PackedA {
+    buf: AlignedBuf,
+    m: usize,
+    k: usize,
+}
+
+impl PackedA {
+    /// Packs op(A) (`m x k`, stored row-major with leading dimension `ld`).
+    pub(crate) fn new(trans: bool, m: usize, k: usize, a: &[f32], ld: usize, par: bool) -> Self {
+        assert_fits(a.len(), if trans { (k, m) } else { (m, k) }, ld);
+        let m_pad = round_up(m, MR);
+        let mut buf = AlignedBuf::default();
+        let data = buf.get(m_pad * k);
+        let mut rest = &mut data[..];
+        for p0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - p0);
+            let (block, tail) = rest.split_at_mut(m_pad * kc);
+            rest = tail;
+            pack_a(block, a, ld, trans, m, p0, kc, par);
+        }
+        PackedA { buf, m, k }
+    }
+
+    fn block(&self, p0: usize, kc: usize) -> &[f32] {
+        let m_pad = round_up(self.m, MR);
+        &self.buf.slice()[m_pad * p0..m_pad * (p0 + kc)]
+    }
+}
+
+/// The left operand op(A) of an internal GEMM call.
+pub(crate) enum Lhs<'a> {
+    /// Row-major with leading dimension `ld`, transposed when `trans`.
+    Raw {
+        data: &'a [f32],
+        ld: usize,
+        trans: bool,
+    },
+    /// Packed once by [`PackedA::new`]; its shape is the call's `m x k`.
+    Packed(&'a PackedA),
+}
+
+/// The right operand op(B) of an internal GEMM call: row-major, leading dimension `ld`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rhs<'a> {
+    pub data: &'a [f32],
+    pub ld: usize,
+    pub trans: bool,
+}
+
+fn assert_fits(len: usize, (rows, cols): (usize, usize), ld: usize) {
+    assert!(
+        ld >= cols && min_len(rows, cols, ld).is_some_and(|need| len >= need),
+        "gemm: internal caller passed a {rows}x{cols} matrix (ld {ld}) in {len} floats"
+    );
+}
+
+#[inline]
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// A reusable float buffer whose slice starts on a 64-byte boundary (cache-line aligned panels).
+#[derive(Default)]
+struct AlignedBuf {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn get(&mut self, len: usize) -> &mut [f32] {
+        if self.buf.len() < len + 16 {
+            self.buf = vec![0.0; len + 16];
+        }
+        self.off = self.buf.as_ptr().align_offset(64).min(16);
+        self.len = len;
+        &mut self.buf[self.off..self.off + len]
+    }
+
+    fn slice(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+thread_local! {
+    // Pack buffers reused across calls on the same thread. Taken out while in use (not
+    // borrowed), so a nested call on the same thread just allocates its own.
+    static PACK_A: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+    static PACK_B: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+}
+
+/// Raw base pointer of C shared by the tasks that write disjoint tiles of it.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+// SAFETY: tasks given a CPtr write pairwise-disjoint tiles of C (see `macro_kernel`), and the
+// buffer outlives them (the rayon scope ends before `gemm` returns).
+unsafe impl Send for CPtr {}
+unsafe impl Sync for CPtr {}
+
+impl CPtr {
+    /// The pointer `off` floats further on. A method (not field access) so closures capture the
+    /// whole Send + Sync wrapper.
+    ///
+    /// # Safety
+    /// `off` must stay inside C.
+    #[inline]
+    unsafe fn at(self, off: usize) -> *mut f32 {
+        self.0.add(off)
+    }
+}
+
+/// `C = alpha * op(A) * op(B) + beta * C` for internal callers; `par` lets it use the pool.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    par: bool,
+) {
+    assert_fits(c.len(), (m, n), ldc);
+    // SAFETY: C is exclusively borrowed and large enough (asserted).
+    unsafe { gemm_raw(m, n, k, alpha, a, b, beta, c.as_mut_ptr(), ldc, par) }
+}
+
+/// [`gemm`] writing through a raw pointer, for callers whose parallel tasks write disjoint
+/// tiles of one matrix (overlapping `&mut` slices would be undefined behaviour).
+///
+/// # Safety
+/// `c` must point at an `m x n` row-major block with leading dimension `ldc` (`ldc >= n`) that is
+/// valid for reads and writes and that nothing else accesses during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    par: bool,
+) {
+    match &a {
+        Lhs::Raw { data, ld, trans } => {
+            assert_fits(data.len(), if *trans { (k, m) } else { (m, k) }, *ld)
+        }
+        Lhs::Packed(pa) => assert!(pa.m == m && pa.k == k, "gemm: packed A shape mismatch"),
+    }
+    assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    if let Lhs::Raw { data, ld, trans } = a {
+        // A single row or column of C is a matrix-vector product: memory-bound, and a 6x16
+        // tile would run mostly empty, so it gets its own path.
+        if m == 1 {
+            let v = gather(k, |p| if trans { data[p * ld] } else { data[p] });
+            let form = if b.trans { Form::Rows } else { Form::Cols };
+            gemv(n, k, alpha, b.data, b.ld, form, &v, beta, CPtr(c), 1, par);
+            return;
+        }
+        if n == 1 {
+            let v = gather(k, |p| if b.trans { b.data[p] } else { b.data[p * b.ld] });
+            let form = if trans { Form::Cols } else { Form::Rows };
+            gemv(m, k, alpha, data, ld, form, &v, beta, CPtr(c), ldc, par);
+            return;
+        }
+    }
+    let avx = crate::simd::use_avx2();
+    let m_pad = round_up(m, MR);
+    let mut a_buf = PACK_A.take();
+    let mut b_buf = PACK_B.take();
+    let cp = CPtr(c);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let bp = b_buf.get(round_up(nc, NR) * kc);
+            pack_b(bp, b, pc, kc, jc, nc, par);
+            let ap: &[f32] = match &a {
+                Lhs::Packed(pa) => pa.block(pc, kc),
+                Lhs::Raw { data, ld, trans } => {
+                    let ap = a_buf.get(m_pad * kc);
+                    pack_a(ap, data, *ld, *trans, m, pc, kc, par);
+                    ap
+                }
+            };
+            let beta_now = if pc == 0 { beta } else { 1.0 };
+            // SAFETY: C spans (m-1)*ldc + n floats (caller's contract); column offset jc < n.
+            let c_block = CPtr(cp.at(jc));
+            macro_kernel(m, nc, kc, ap, bp, alpha, beta_now, c_block, ldc, par, avx);
+        }
+    }
+    PACK_A.set(a_buf);
+    PACK_B.set(b_buf);
+}
+
+fn gather(k: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
+    (0..k).map(f).collect()
+}
+
+/// How a gemv matrix is read: element (i, p) at `i * ld + p` (`Rows`: each output is a dot
+/// product of a contiguous row) or at `p * ld + i` (`Cols`: outputs accumulate scaled rows).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Rows,
+    Cols,
+}
+
+/// Outputs per gemv task: enough contiguous work to be worth a rayon task.
+const GEMV_CHUNK: usize = 256;
+
+/// y[i * incy] = alpha * sum_p M(i, p) v[p] + beta * y[i * incy] for i in 0..len.
+///
+/// # Safety
+/// `y` must be valid for `len` elements at stride `incy`, touched by nothing else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemv(
+    len: usize,
+    k: usize,
+    alpha: f32,
+    mat: &[f32],
+    ld: usize,
+    form: Form,
+    v: &[f32],
+    beta: f32,
+    y: CPtr,
+    incy: usize,
+    par: bool,
+) {
+    let avx = crate::simd::use_avx2();
+    let chunk = |i0: usize| {
+        let i1 = (i0 + GEMV_CHUNK).min(len);
+        let mut acc = [0f32; GEMV_CHUNK];
+        let acc = &mut acc[..i1 - i0];
+        match form {
+            Form::Rows => {
+                for (i, out) in (i0..i1).zip(acc.iter_mut()) {
+                    *out = dot(&mat[i * ld..i * ld + k], v, avx);
+                }
+            }
+            Form::Cols => {
+                for (p, &vp) in v.iter().enumerate() {
+                    axpy(acc, vp, &mat[p * ld + i0..p * ld + i1], avx);
+                }
+            }
+        }
+        for (i, &a) in (i0..i1).zip(acc.iter()) {
+            // SAFETY: i < len, inside y (caller's contract); chunks are disjoint.
+            let yi = unsafe { &mut *y.at(i * incy) };
+            *yi = if beta == 0.0 {
+                alpha * a
+            } else {
+                alpha * a + beta * *yi
+            };
+        }
+    };
+    if par && len > GEMV_CHUNK {
+        (0..len).into_par_iter().step_by(GEMV_CHUNK).for_each(chunk);
+    } else {
+        (0..len).step_by(GEMV_CHUNK).for_each(chunk);
+    }
+}
+
+/// Dot product with eight independent partial sums per lane group, so it vectorises.
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 32];
+    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..32 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn axpy_lanes(y: &mut [f32], s: f32, x: &[f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += s * xi;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(y: &mut [f32], s: f32, x: &[f32]) {
+    axpy_lanes(y, s, x)
+}
+
+fn dot(a: &[f32], b: &[f32], avx: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: `avx` comes from simd::use_avx2(), which checked the CPU.
+        return unsafe { dot_avx2(a, b) };
+    }
+    let _ = avx;
+    dot_lanes(a, b)
+}
+
+fn axpy(y: &mut [f32], s: f32, x: &[f32], avx: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: as in `dot`.
+        return unsafe { axpy_avx2(y, s, x) };
+    }
+    let _ = avx;
+    axpy_lanes(y, s, x)
+}
+
+/// C = beta * C (the whole product vanished: k == 0 or alpha == 0).
+///
+/// # Safety
+/// As for [`gemm_raw`].
+unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: usize) {
+    for i in 0..m {
+        let row = std::slice::from_raw_parts_mut(c.add(i * ldc), n);
+        if beta == 0.0 {
+            row.fill(0.0);
+        } else if beta != 1.0 {
+            row.iter_mut().for_each(|v| *v *= beta);
+        }
+    }
+}
+
+/// Packs rows `0..m` of op(A), shared indices `p0..p0+kc`, into `dst` (m_pad * kc floats).
+#[allow(clippy::too_many_arguments)]
+fn pack_a(
+    dst: &mut [f32],
+    a: &[f32],
+    lda: usize,
+    trans: bool,
+    m: usize,
+    p0: usize,
+    kc: usize,
+    par: bool,
+) {
+    let panel = |(ip, d): (usize, &mut [f32])| {
+        let i0 = ip * MR;
+        pack_a_panel(d, a, lda, trans, i0, MR.min(m - i0), p0, kc);
+    };
+    if par {
+        dst.par_chunks_mut(MR * kc)
+            .with_min_len(4)
+            .enumerate()
+            .for_each(panel);
+    } else {
+        dst.chunks_mut(MR * kc).enumerate().for_each(panel);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_a_panel(
+    dst: &mut [f32],
+    a: &[f32],
+    lda: usize,
+    trans: bool,
+    i0: usize,
+    mr: usize,
+    p0: usize,
+    kc: usize,
+) {
+    if trans {
+        // op(A)[i][p] = a[p * lda + i]: each step of p is a contiguous run of MR floats.
+        for (p, d) in dst.chunks_exact_mut(MR).enumerate() {
+            let src = &a[(p0 + p) * lda + i0..][..mr];
+            d[..mr].copy_from_slice(src);
+            d[mr..].fill(0.0);
+        }
+    } else if mr == MR {
+        let rows: [&[f32]; MR] = std::array::from_fn(|i| &a[(i0 + i) * lda + p0..][..kc]);
+        for (p, d) in dst.chunks_exact_mut(MR).enumerate() {
+            for i in 0..MR {
+                d[i] = rows[i][p];
+            }
+        }
+    } else {
+        dst.fill(0.0);
+        for i in 0..mr {
+            let row = &a[(i0 + i) * lda + p0..][..kc];
+            for (p, &v) in row.iter().enumerate() {
+                dst[p * MR + i] = v;
+            }
+        }
+    }
+}
+
+/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`.
+fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize, par: bool) {
+    let panel = |(jp, d): (usize, &mut [f32])| {
+        let j = j0 + jp * NR;
+        pack_b_panel(d, b, p0, kc, j, NR.min(j0 + nc - j));
+    };
+    if par {
+        dst.par_chunks_mut(NR * kc)
+            .with_min_len(4)
+            .enumerate()
+            .for_each(panel);
+    } else {
+        dst.chunks_mut(NR * kc).enumerate().for_each(panel);
+    }
+}
+
+fn pack_b_panel(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nr: usize) {
+    if !b.trans {
+        // op(B)[p][j] = b[p * ldb + j]: each step of p is a contiguous run of NR floats.
+        for (p, d) in dst.chunks_exact_mut(NR).enumerate() {
+            let src = &b.data[(p0 + p) * b.ld + j0..][..nr];
+            d[..nr].copy_from_slice(src);
+            d[nr..].fill(0.0);
+        }
+    } else {
+        if nr < NR {
+            dst.fill(0.0);
+        }
+        // op(B)[p][j] = b[j * ldb + p]: read each source row once, scatter down the panel.
+        for j in 0..nr {
+            let src = &b.data[(j0 + j) * b.ld + p0..][..kc];
+            for (d, &v) in dst[j..].iter_mut().step_by(NR).zip(src) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// C[0..m, 0..n] = alpha * Apack * Bpack + beta * C for one KC block. C is split into units of
+/// at most MC rows (so an A block stays in L2) by a chunk of columns; units are independent
+/// and write disjoint tiles, so they can run on any thread in any order.
+#[allow(clippy::too_many_arguments)]
+fn macro_kernel(
+    m: usize,
+    n: usize,
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    alpha: f32,
+    beta: f32,
+    c: CPtr,
+    ldc: usize,
+    par: bool,
+    avx: bool,
+) {
+    let row_blocks = m.div_ceil(MC);
+    let mc = round_up(m.div_ceil(row_blocks), MR);
+    let row_blocks = m.div_ceil(mc);
+    let col_chunks = if par {
+        // Enough units for rayon to even out uneven cores (the machine may be shared), but
+        // each at least a few panels wide so its A block is reused.
+        let target = 8 * rayon::current_num_threads();
+        target.div_ceil(row_blocks).min(n.div_ceil(3 * NR)).max(1)
+    } else {
+        1
+    };
+    let nw = round_up(n.div_ceil(col_chunks), NR);
+    let col_chunks = n.div_ceil(nw);
+    let unit = |u: usize| {
+        let (rb, cb) = (u / col_chunks, u % col_chunks);
+        let (r0, c0) = (rb * mc, cb * nw);
+        let (r1, c1) = ((r0 + mc).min(m), (c0 + nw).min(n));
+        for jr in (c0..c1).step_by(NR) {
+            let nr = NR.min(n - jr);
+            let bpanel = &bp[jr * kc..(jr + NR) * kc];
+            for ir in (r0..r1).step_by(MR) {
+                let mr = MR.min(m - ir);
+                let apanel = &ap[ir * kc..(ir + MR) * kc];
+                // SAFETY: tile (ir..ir+mr, jr..jr+nr) lies inside the m x n matrix at C with
+                // leading dimension ldc; units cover disjoint tiles.
+                unsafe {
+                    let ct = c.at(ir * ldc + jr);
+                    tile(kc, apanel, bpanel, ct, ldc, mr, nr, alpha, beta, avx);
+                }
+            }
+        }
+    };
+    let units = row_blocks * col_chunks;
+    if par && units > 1 {
+        (0..units).into_par_iter().with_max_len(1).for_each(unit);
+    } else {
+        (0..units).for_each(unit);
+    }
+}
+
+/// One MR x NR tile of C (possibly clipped to mr x nr at the edges).
+///
+/// # Safety
+/// `c` must point at an `mr x nr` block (leading dimension `ldc`) no other thread touches.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile(
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    alpha: f32,
+    beta: f32,
+    avx: bool,
+) {
+    debug_assert!(ap.len() >= MR * kc && bp.len() >= NR * kc);
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        if mr == MR && nr == NR {
+            kernel_6x16_avx2(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
+        } else {
+            let mut tmp = [0f32; MR * NR];
+            kernel_6x16_avx2(
+                kc,
+                ap.as_ptr(),
+                bp.as_ptr(),
+                tmp.as_mut_ptr(),
+                NR,
+                alpha,
+                0.0,
+            );
+            store_edge(&tmp, c, ldc, mr, nr, beta);
+        }
+        return;
+    }
+    let _ = avx;
+    let mut tmp = [0f32; MR * NR];
+    kernel_scalar(kc, ap, bp, &mut tmp, alpha);
+    store_edge(&tmp, c, ldc, mr, nr, beta);
+}
+
+/// C[i][j] = tmp[i][j] + beta * C[i][j] over the clipped tile (C unread when beta == 0).
+///
+/// # Safety
+/// As for [`tile`].
+unsafe fn store_edge(
+    tmp: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    beta: f32,
+) {
+    for i in 0..mr {
+        let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
+        let t = &tmp[i * NR..i * NR + nr];
+        if beta == 0.0 {
+            row.copy_from_slice(t);
+        } else {
+            for (cv, &tv) in row.iter_mut().zip(t) {
+                *cv = tv + beta * *cv;
+            }
+        }
+    }
+}
+
+/// Portable micro-kernel: tmp = alpha * Apanel * Bpanel over a full MR x NR tile.
+fn kernel_scalar(kc: usize, ap: &[f32], bp: &[f32], tmp: &mut [f32; MR * NR], alpha: f32) {
+    let mut acc = [[0f32; NR]; MR];
+    for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(kc) {
+        for i in 0..MR {
+            let ai = a[i];
+            for j in 0..NR {
+                acc[i][j] += ai * b[j];
+            }
+        }
+    }
+    for i in 0..MR {
+        for j in 0..NR {
+            tmp[i * NR + j] = alpha * acc[i][j];
+        }
+    }
+}
+
+/// AVX2+FMA micro-kernel: 12 accumulators hold a 6x16 tile of C; each step of the shared
+/// dimension loads two vectors of B and broadcasts six scalars of A (12 FMAs, 8 loads), enough
+/// independent chains to cover the FMA latency on both pipes.
+///
+/// # Safety
+/// CPU has AVX2+FMA; `a` holds `6*kc` floats, `b` holds `16*kc`, `c` is a writable 6x16 block
+/// with leading dimension `ldc`, read only when `beta != 0`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16_avx2(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::x86_64::*;
+    for i in 0..MR {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+    }
+    let mut c00 = _mm256_setzero_ps();
+    let mut c01 = _mm256_setzero_ps();
+    let mut c10 = _mm256_setzero_ps();
+    let mut c11 = _mm256_setzero_ps();
+    let mut c20 = _mm256_setzero_ps();
+    let mut c21 = _mm256_setzero_ps();
+    let mut c30 = _mm256_setzero_ps();
+    let mut c31 = _mm256_setzero_ps();
+    let mut c40 = _mm256_setzero_ps();
+    let mut c41 = _mm256_setzero_ps();
+    let mut c50 = _mm256_setzero_ps();
+    let mut c51 = _mm256_setzero_ps();
+    let (mut a, mut b) = (a, b);
+    macro_rules! step {
+        ($off:expr) => {{
+            let b0 = _mm256_loadu_ps(b.add($off * NR));
+            let b1 = _mm256_loadu_ps(b.add($off * NR + 8));
+            let ar = a.add($off * MR);
+            let a0 = _mm256_broadcast_ss(&*ar);
+            c00 = _mm256_fmadd_ps(a0, b0, c00);
+            c01 = _mm256_fmadd_ps(a0, b1, c01);
+            let a1 = _mm256_broadcast_ss(&*ar.add(1));
+            c10 = _mm256_fmadd_ps(a1, b0, c10);
+            c11 = _mm256_fmadd_ps(a1, b1, c11);
+            let a2 = _mm256_broadcast_ss(&*ar.add(2));
+            c20 = _mm256_fmadd_ps(a2, b0, c20);
+            c21 = _mm256_fmadd_ps(a2, b1, c21);
+            let a3 = _mm256_broadcast_ss(&*ar.add(3));
+            c30 = _mm256_fmadd_ps(a3, b0, c30);
+            c31 = _mm256_fmadd_ps(a3, b1, c31);
+            let a4 = _mm256_broadcast_ss(&*ar.add(4));
+            c40 = _mm256_fmadd_ps(a4, b0, c40);
+            c41 = _mm256_fmadd_ps(a4, b1, c41);
+            let a5 = _mm256_broadcast_ss(&*ar.add(5));
+            c50 = _mm256_fmadd_ps(a5, b0, c50);
+            c51 = _mm256_fmadd_ps(a5, b1, c51);
+        }};
+    }
+    let mut p = kc;
+    while p >= 4 {
+        _mm_prefetch::<_MM_HINT_T0>(b.add(8 * NR) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(b.add(10 * NR) as *const i8);
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        a = a.add(4 * MR);
+        b = b.add(4 * NR);
+        p -= 4;
+    }
+    while p > 0 {
+        step!(0);
+        a = a.add(MR);
+        b = b.add(NR);
+        p -= 1;
+    }
+    let va = _mm256_set1_ps(alpha);
+    let rows = [
+        (c00, c01),
+        (c10, c11),
+        (c20, c21),
+        (c30, c31),
+        (c40, c41),
+        (c50, c51),
+    ];
+    if beta == 0.0 {
+        for (i, (lo, hi)) in rows.into_iter().enumerate() {
+            let cr = c.add(i * ldc);
+            _mm256_storeu_ps(cr, _mm256_mul_ps(va, lo));
+            _mm256_storeu_ps(cr.add(8), _mm256_mul_ps(va, hi));
+        }
+    } else {
+        let vb = _mm256_set1_ps(beta);
+        for (i, (lo, hi)) in rows.into_iter().enumerate() {
+            let cr = c.add(i * ldc);
+            let old_lo = _mm256_mul_ps(vb, _mm256_loadu_ps(cr));
+            let old_hi = _mm256_mul_ps(vb, _mm256_loadu_ps(cr.add(8)));
+            _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, lo, old_lo));
+            _mm256_storeu_ps(cr.add(8), _mm256_fmadd_ps(va, hi, old_hi));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! SGEMM against a naive f64 triple loop: every transpose combination, odd and edge sizes,
+//! alpha/beta, beta = 0 ignoring NaN in C, padded leading dimensions, scalar vs AVX2 and 1 vs 2
+//! threads, plus argument errors.
+use ferroconv_kernels::gemm::{sgemm, sgemm_tight};
+use ferroconv_kernels::simd::{self, SimdLevel};
+use std::sync::Mutex;
+
+// The SIMD level is process-global: tests that flip it hold this lock.
+static SIMD: Mutex<()> = Mutex::new(());
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (i as f32 * 0.618 + seed as f32 * 1.7).sin() * 0.9)
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f64;
+            for p in 0..k {
+                let av = if ta { a[p * lda + i] } else { a[i * lda + p] };
+                let bv = if tb { b[j * ldb + p] } else { b[p * ldb + j] };
+                acc += av as f64 * bv as f64;
+            }
+            let old = if beta == 0.0 {
+                0.0
+            } else {
+                beta as f64 * c[i * ldc + j] as f64
+            };
+            c[i * ldc + j] = (alpha as f64 * acc + old) as f32;
+        }
+    }
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+}
+
+/// Runs one case (leading dims padded by `pad`) and compares with the naive loop.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    pad: usize,
+) -> Vec<f32> {
+    let (ar, ac) = if ta { (k, m) } else { (m, k) };
+    let (br, bc) = if tb { (n, k) } else { (k, n) };
+    let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
+    let a = fill(ar * lda, 1);
+    let b = fill(br * ldb, 2);
+    let mut c = fill(m * ldc, 3);
+    let mut want = c.clone();
+    naive(
+        ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut want, ldc,
+    );
+    sgemm(ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut c, ldc).unwrap();
+    let tol = 1e-5 * (k as f32).sqrt().max(1.0);
+    for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "ta {ta} tb {tb} {m}x{n}x{k} alpha {alpha} beta {beta} pad {pad}: c[{i}] = {g}, want {w}"
+        );
+    }
+    c
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (7, 13, 5),
+    (6, 16, 4),
+    (12, 32, 256),
+    (5, 17, 300),
+    (67, 129, 33),
+    (1, 300, 70),
+    (300, 1, 70),
+    (150, 40, 520),
+    (64, 700, 27),
+    (1, 1000, 40),
+    (600, 1, 33),
+];
+
+fn all_cases() {
+    for &(m, n, k) in SHAPES {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                check(ta, tb, m, n, k, 1.0, 0.0, 0);
+                check(ta, tb, m, n, k, 0.5, 1.0, 3);
+                check(ta, tb, m, n, k, -1.5, 0.25, 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn matches_naive_on_both_simd_paths_and_thread_counts() {
+    let _g = SIMD.lock().unwrap();
+    for lvl in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+        simd::set_level(lvl);
+        for threads in [1, 2] {
+            pool(threads).install(all_cases);
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn thread_count_and_simd_level_agree() {
+    let _g = SIMD.lock().unwrap();
+    let (m, n, k) = (203, 517, 300);
+    let run = |threads: usize, lvl: SimdLevel| {
+        simd::set_level(lvl);
+        let a = fill(m * k, 4);
+        let b = fill(k * n, 5);
+        let mut c = vec![0.0; m * n];
+        pool(threads).install(|| {
+            sgemm_tight(false, true, m, n, k, 1.0, &a, &b, 0.0, &mut c).unwrap();
+        });
+        c
+    };
+    let one = run(1, SimdLevel::Avx2Fma);
+    let two = run(2, SimdLevel::Avx2Fma);
+    // Threads split C, never the sum, so the bits agree.
+    assert_eq!(one, two);
+    let scalar = run(2, SimdLevel::Scalar);
+    for (a, b) in one.iter().zip(&scalar) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c() {
+    for (m, n, k) in [(7, 13, 5), (64, 64, 64), (1, 1, 1)] {
+        let a = fill(m * k, 1);
+        let b = fill(k * n, 2);
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_tight(false, false, m, n, k, 1.0, &a, &b, 0.0, &mut c).unwrap();
+        assert!(c.iter().all(|v| v.is_finite()));
+        // k = 0 and alpha = 0 leave only beta * C, which is zero, not NaN.
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_tight(false, false, m, n, 0, 1.0, &[], &[], 0.0, &mut c).unwrap();
+        assert!(c.iter().all(|&v| v == 0.0));
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_tight(false, false, m, n, k, 0.0, &a, &b, 0.0, &mut c).unwrap();
+        assert!(c.iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn beta_scales_when_product_vanishes() {
+    let mut c = vec![2.0f32; 6];
+    sgemm_tight(true, true, 2, 3, 0, 1.0, &[], &[], 0.5, &mut c).unwrap();
+    assert_eq!(c, vec![1.0; 6]);
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let a = vec![0.0; 6];
+    let b = vec![0.0; 6];
+    let mut c = vec![0.0; 4];
+    let err = sgemm(false, false, 2, 2, 3, 1.0, &a, 2, &b, 2, 0.0, &mut c, 2).unwrap_err();
+    assert_eq!(err.0, "lda: expected at least 3, got 2");
+    let err = sgemm(
+        false,
+        false,
+        2,
+        2,
+        3,
+        1.0,
+        &a[..5],
+        3,
+        &b,
+        2,
+        0.0,
+        &mut c,
+        2,
+    )
+    .unwrap_err();
+    assert_eq!(err.0, "a: expected at least 6 elements, got 5");
+    let err = sgemm(false, true, 2, 2, 3, 1.0, &a, 3, &b, 3, 0.0, &mut c[..3], 2).unwrap_err();
+    assert_eq!(err.0, "c: expected at least 4 elements, got 3");
+    let err = sgemm_tight(false, false, 2, 2, 3, 1.0, &a, &b[..5], 0.0, &mut c).unwrap_err();
+    assert_eq!(err.0, "b: expected 6 elements, got 5");
+    let err = sgemm(
+        false,
+        false,
+        usize::MAX,
+        2,
+        3,
+        1.0,
+        &a,
+        3,
+        &b,
+        2,
+        0.0,
+        &mut c,
+        2,
+    )
+    .unwrap_err();
+    assert!(err.0.contains("overflows"), "{}", err.0);
+}

@@ -1,0 +1,210 @@
+//! Linear layer against a naive f64 loop (forward and all three gradients), finite-difference
+//! checks, 1 vs 2 threads, optional outputs, and argument errors.
+use ferroconv_kernels::linear::{linear_backward, linear_forward};
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (i as f32 * 0.731 + seed as f32 * 2.1).sin() * 0.8)
+        .collect()
+}
+
+fn close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{what} at {i}: {a} vs {b}"
+        );
+    }
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 300, 70),
+    (3, 7, 5),
+    (4, 33, 1),
+    (17, 129, 67),
+    (64, 256, 10),
+    (2, 1000, 513),
+];
+
+struct Case {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+fn inputs(batch: usize, in_f: usize, out_f: usize) -> Case {
+    Case {
+        x: fill(batch * in_f, 1),
+        w: fill(out_f * in_f, 2),
+        b: fill(out_f, 3),
+        dy: fill(batch * out_f, 4),
+    }
+}
+
+#[test]
+fn matches_naive_loops_on_1_and_2_threads() {
+    for &(batch, in_f, out_f) in SHAPES {
+        let c = inputs(batch, in_f, out_f);
+        let mut y_want = vec![0f64; batch * out_f];
+        let mut gx_want = vec![0f64; batch * in_f];
+        let mut gw_want = vec![0f64; out_f * in_f];
+        let mut gb_want = vec![0f64; out_f];
+        for b in 0..batch {
+            for o in 0..out_f {
+                let mut s = c.b[o] as f64;
+                for i in 0..in_f {
+                    s += c.x[b * in_f + i] as f64 * c.w[o * in_f + i] as f64;
+                    let g = c.dy[b * out_f + o] as f64;
+                    gx_want[b * in_f + i] += g * c.w[o * in_f + i] as f64;
+                    gw_want[o * in_f + i] += g * c.x[b * in_f + i] as f64;
+                }
+                y_want[b * out_f + o] = s;
+                gb_want[o] += c.dy[b * out_f + o] as f64;
+            }
+        }
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let tag = format!("{batch}x{in_f}->{out_f} on {threads} threads");
+                let mut y = vec![f32::NAN; batch * out_f];
+                linear_forward(batch, in_f, out_f, &c.x, &c.w, Some(&c.b), &mut y).unwrap();
+                close(&y, &y_want, &format!("{tag} forward"));
+                let mut gx = vec![f32::NAN; c.x.len()];
+                let mut gw = vec![f32::NAN; c.w.len()];
+                let mut gb = vec![f32::NAN; c.b.len()];
+                linear_backward(
+                    batch,
+                    in_f,
+                    out_f,
+                    &c.x,
+                    &c.w,
+                    &c.dy,
+                    Some(&mut gx),
+                    Some(&mut gw),
+                    Some(&mut gb),
+                )
+                .unwrap();
+                close(&gx, &gx_want, &format!("{tag} grad input"));
+                close(&gw, &gw_want, &format!("{tag} grad weight"));
+                close(&gb, &gb_want, &format!("{tag} grad bias"));
+            });
+        }
+    }
+}
+
+#[test]
+fn without_bias_and_with_some_gradients_skipped() {
+    let (batch, in_f, out_f) = (5, 9, 4);
+    let c = inputs(batch, in_f, out_f);
+    let mut with_zero_bias = vec![0.0; batch * out_f];
+    let zeros = vec![0.0; out_f];
+    linear_forward(
+        batch,
+        in_f,
+        out_f,
+        &c.x,
+        &c.w,
+        Some(&zeros),
+        &mut with_zero_bias,
+    )
+    .unwrap();
+    let mut y = vec![f32::NAN; batch * out_f];
+    linear_forward(batch, in_f, out_f, &c.x, &c.w, None, &mut y).unwrap();
+    assert_eq!(y, with_zero_bias);
+    let mut gw = vec![f32::NAN; c.w.len()];
+    linear_backward(
+        batch,
+        in_f,
+        out_f,
+        &c.x,
+        &c.w,
+        &c.dy,
+        None,
+        Some(&mut gw),
+        None,
+    )
+    .unwrap();
+    assert!(gw.iter().all(|v| v.is_finite()));
+}
+
+/// loss = sum(linear(x) * r): central differences against the analytic gradients.
+#[test]
+fn finite_differences_agree_with_backward() {
+    let (batch, in_f, out_f) = (3, 11, 6);
+    let c = inputs(batch, in_f, out_f);
+    let r = &c.dy;
+    let loss = |x: &[f32], w: &[f32], b: &[f32]| {
+        let mut y = vec![0.0; batch * out_f];
+        linear_forward(batch, in_f, out_f, x, w, Some(b), &mut y).unwrap();
+        y.iter()
+            .zip(r)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>()
+    };
+    let mut gx = vec![0.0; c.x.len()];
+    let mut gw = vec![0.0; c.w.len()];
+    let mut gb = vec![0.0; c.b.len()];
+    linear_backward(
+        batch,
+        in_f,
+        out_f,
+        &c.x,
+        &c.w,
+        r,
+        Some(&mut gx),
+        Some(&mut gw),
+        Some(&mut gb),
+    )
+    .unwrap();
+    let eps = 1e-2f32;
+    for which in 0..3 {
+        let grad = [&gx, &gw, &gb][which];
+        for i in 0..grad.len() {
+            let eval = |d: f32| {
+                let (mut x, mut w, mut b) = (c.x.clone(), c.w.clone(), c.b.clone());
+                [&mut x, &mut w, &mut b][which][i] += d;
+                loss(&x, &w, &b)
+            };
+            let fd = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+            let an = grad[i] as f64;
+            assert!(
+                (fd - an).abs() <= 1e-3 * (1.0 + an.abs()),
+                "d/d{}[{i}]: finite difference {fd}, backward {an}",
+                ["input", "weight", "bias"][which]
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let x = vec![0.0; 6];
+    let w = vec![0.0; 12];
+    let mut y = vec![0.0; 8];
+    let err = linear_forward(2, 3, 4, &x[..5], &w, None, &mut y).unwrap_err();
+    assert_eq!(err.0, "input: expected 6 elements, got 5");
+    let err = linear_forward(2, 3, 4, &x, &w[..11], None, &mut y).unwrap_err();
+    assert_eq!(err.0, "weight: expected 12 elements, got 11");
+    let err = linear_forward(2, 3, 4, &x, &w, Some(&[0.0; 3]), &mut y).unwrap_err();
+    assert_eq!(err.0, "bias: expected 4 elements, got 3");
+    let err = linear_forward(2, 3, 4, &x, &w, None, &mut y[..7]).unwrap_err();
+    assert_eq!(err.0, "output: expected 8 elements, got 7");
+    let err = linear_forward(0, 3, 4, &x, &w, None, &mut y).unwrap_err();
+    assert_eq!(err.0, "batch: expected a positive size, got 0");
+    let err = linear_forward(usize::MAX, 3, 4, &x, &w, None, &mut y).unwrap_err();
+    assert!(err.0.contains("too many elements"), "{}", err.0);
+    let mut gx = vec![0.0; 5];
+    let err = linear_backward(2, 3, 4, &x, &w, &y, Some(&mut gx), None, None).unwrap_err();
+    assert_eq!(err.0, "gradInput: expected 6 elements, got 5");
+    let err = linear_backward(2, 3, 4, &x, &w, &y[..3], None, None, None).unwrap_err();
+    assert_eq!(err.0, "gradOutput: expected 8 elements, got 3");
+    let mut gb = vec![0.0; 5];
+    let err = linear_backward(2, 3, 4, &x, &w, &y, None, None, Some(&mut gb)).unwrap_err();
+    assert_eq!(err.0, "gradBias: expected 4 elements, got 5");
+}
