@@ -6,8 +6,11 @@
 //! pool: callers choose the thread count by running kernels inside `ThreadPool::install`.
 #![deny(clippy::all)]
 
+pub mod batchnorm;
 pub mod conv;
 pub mod error;
+pub mod lrn;
+pub mod pool;
 pub mod simd;
 
 pub use error::{KernelError, Result};
