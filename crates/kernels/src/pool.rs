@@ -325,87 +325,94 @@ fn max_plane(avx2: bool, g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
         return unsafe { max_plane_avx2(g, x, y, ind) };
     }
     let _ = avx2;
-    max_plane_impl(g, x, y, ind)
+    max_plane_impl::<false>(g, x, y, ind)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn max_plane_avx2(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
-    max_plane_impl(g, x, y, ind)
+    max_plane_impl::<true>(g, x, y, ind)
 }
 
-/// torch's update rule: a strictly larger value, or any NaN, takes the slot.
+/// torch's update rule: a strictly larger value, or any NaN, takes the slot. Starting from
+/// -inf with the index of the window's first element, this is exactly torch's loop.
 #[inline(always)]
 fn takes_max(v: f32, best: f32) -> bool {
-    v > best || v.is_nan()
+    (v > best) | v.is_nan()
 }
 
-/// One kernel tap over a run of interior outputs: output `i` reads `xs[i * stride]`, which is
-/// input element `base + i * stride` of the plane. `INIT` marks the window's first tap.
-#[inline(always)]
-fn max_tap<const INIT: bool>(
-    xs: &[f32],
+/// The interior windows of one output row: whole kernel inside the input, rows
+/// `first_row + r * row_step` (r < rows, offsets into the plane), output `i` starting at column
+/// `col0 + i * stride`.
+#[derive(Clone, Copy)]
+struct Run {
+    first_row: usize,
+    row_step: usize,
+    rows: usize,
+    col0: usize,
     stride: usize,
-    best: &mut [f32],
-    arg: &mut [i32],
-    base: i32,
-) {
-    let n = best.len();
-    if n == 0 {
-        return;
+    kernel_w: usize,
+    dilation_w: usize,
+}
+
+impl Run {
+    /// Plane offset of output `i`'s first tap in row `r`.
+    #[inline(always)]
+    fn at(&self, r: usize, i: usize) -> usize {
+        self.first_row + r * self.row_step + self.col0 + i * self.stride
     }
-    // xs holds (n - 1) * stride + 1 values: whole chunks for all outputs but the last.
-    let (head, tail) = xs.split_at((n - 1) * stride);
-    let (best_head, best_last) = best.split_at_mut(n - 1);
-    let (arg_head, arg_last) = arg.split_at_mut(n - 1);
-    let step = stride as i32;
-    let mut at = base;
-    for ((chunk, b), a) in head
-        .chunks_exact(stride)
-        .zip(best_head.iter_mut())
-        .zip(arg_head.iter_mut())
-    {
-        let v = chunk[0];
-        if INIT || takes_max(v, *b) {
-            *b = v;
-            *a = at;
+}
+
+/// Interior outputs `from..` of a run, one at a time, taps in row-major order.
+#[inline(always)]
+fn max_run_scalar(x: &[f32], run: &Run, from: usize, best: &mut [f32], arg: &mut [i32]) {
+    for i in from..best.len() {
+        let (mut b, mut a) = (f32::NEG_INFINITY, run.at(0, i) as i32);
+        for r in 0..run.rows {
+            let at = run.at(r, i);
+            for k in 0..run.kernel_w {
+                let idx = at + k * run.dilation_w;
+                let v = x[idx];
+                let take = takes_max(v, b);
+                b = if take { v } else { b };
+                a = if take { idx as i32 } else { a };
+            }
         }
-        at += step;
-    }
-    let v = tail[0];
-    if INIT || takes_max(v, best_last[0]) {
-        best_last[0] = v;
-        arg_last[0] = at;
+        best[i] = b;
+        arg[i] = a;
     }
 }
 
-/// Calls `max_tap` with the stride as a constant for the common strides, so the compiler sees
-/// a fixed access pattern it can vectorise.
+/// Leading interior outputs done with AVX2 (strides 1 and 2); returns how many.
 #[inline(always)]
-fn max_tap_dispatch(
-    init: bool,
-    xs: &[f32],
-    stride: usize,
+fn max_run_simd<const AVX2: bool>(
+    x: &[f32],
+    run: &Run,
     best: &mut [f32],
     arg: &mut [i32],
-    base: i32,
-) {
-    match (init, stride) {
-        (true, 1) => max_tap::<true>(xs, 1, best, arg, base),
-        (true, 2) => max_tap::<true>(xs, 2, best, arg, base),
-        (true, s) => max_tap::<true>(xs, s, best, arg, base),
-        (false, 1) => max_tap::<false>(xs, 1, best, arg, base),
-        (false, 2) => max_tap::<false>(xs, 2, best, arg, base),
-        (false, s) => max_tap::<false>(xs, s, best, arg, base),
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only inside max_plane_avx2, which runs only when the CPU has
+        // AVX2 and FMA.
+        return unsafe {
+            match run.stride {
+                1 => x86::max_run::<1>(x, run, best, arg),
+                2 => x86::max_run::<2>(x, run, best, arg),
+                _ => 0,
+            }
+        };
     }
+    let _ = (x, run, best, arg);
+    0
 }
 
 #[inline(always)]
-fn max_plane_impl(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
+fn max_plane_impl<const AVX2: bool>(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
     let in_w = g.w.input as usize;
     let out_w = g.w.out;
     let (ow_lo, ow_hi) = g.w.interior();
-    let (sw, dw, dh) = (g.w.stride as usize, g.w.dilation as usize, g.h.dilation);
+    let dh = g.h.dilation;
     for (oh, (y_row, i_row)) in y
         .chunks_exact_mut(out_w)
         .zip(ind.chunks_exact_mut(out_w))
@@ -439,22 +446,120 @@ fn max_plane_impl(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
             i_row[ow] = arg;
         }
         if ow_lo < ow_hi {
-            let n = ow_hi - ow_lo;
-            let col0 = (g.w.start(ow_lo)) as usize;
+            let run = Run {
+                first_row: row_of(jh_lo) * in_w,
+                row_step: dh as usize * in_w,
+                rows: jh_hi - jh_lo,
+                col0: g.w.start(ow_lo) as usize,
+                stride: g.w.stride as usize,
+                kernel_w: g.w.kernel as usize,
+                dilation_w: g.w.dilation as usize,
+            };
             let best = &mut y_row[ow_lo..ow_hi];
             let arg = &mut i_row[ow_lo..ow_hi];
-            let mut init = true;
-            for jh in jh_lo..jh_hi {
-                let ih = row_of(jh);
-                let row = &x[ih * in_w..(ih + 1) * in_w];
-                for kw in 0..g.w.kernel as usize {
-                    let off = col0 + kw * dw;
-                    let xs = &row[off..off + (n - 1) * sw + 1];
-                    max_tap_dispatch(init, xs, sw, best, arg, (ih * in_w + off) as i32);
-                    init = false;
+            let done = max_run_simd::<AVX2>(x, &run, best, arg);
+            max_run_scalar(x, &run, done, best, arg);
+        }
+    }
+}
+
+/// Eight interior outputs per step in AVX2 registers, for strides 1 and 2, with the same tap
+/// order and update rule as the scalar loops (so the same results, bit for bit).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Run;
+    use std::arch::x86_64::*;
+
+    /// Input values of outputs i..i+8 for one tap: x[off + l * S] for lanes l. Reads
+    /// x[off..off + 8 * S], which the caller checked is in bounds.
+    #[inline(always)]
+    unsafe fn load<const S: usize>(x: &[f32], off: usize) -> __m256 {
+        let p = x.as_ptr().add(off);
+        if S == 1 {
+            _mm256_loadu_ps(p)
+        } else {
+            let lo = _mm256_loadu_ps(p);
+            let hi = _mm256_loadu_ps(p.add(8));
+            // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then 64-bit pairs reordered to 0 2 1 3.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                even,
+            )))
+        }
+    }
+
+    /// How many leading outputs of the run can be done 8 at a time with every load in bounds.
+    #[inline(always)]
+    fn vector_outputs<const S: usize>(x_len: usize, run: &Run, n: usize) -> usize {
+        // The farthest read of group [i, i + 8) is at(last row, i) + last tap + 8 * S.
+        let last_tap = (run.kernel_w - 1) * run.dilation_w;
+        let mut groups = n / 8;
+        while groups > 0 && run.at(run.rows - 1, (groups - 1) * 8) + last_tap + 8 * S > x_len {
+            groups -= 1;
+        }
+        groups * 8
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn max_run<const S: usize>(
+        x: &[f32],
+        run: &Run,
+        best: &mut [f32],
+        arg: &mut [i32],
+    ) -> usize {
+        let n = vector_outputs::<S>(x.len(), run, best.len().min(arg.len()));
+        let s = S as i32;
+        let lanes = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
+        for i in (0..n).step_by(8) {
+            let mut b = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut a = _mm256_add_epi32(_mm256_set1_epi32(run.at(0, i) as i32), lanes);
+            for r in 0..run.rows {
+                let at = run.at(r, i);
+                for k in 0..run.kernel_w {
+                    let off = at + k * run.dilation_w;
+                    let v = load::<S>(x, off);
+                    let cand = _mm256_add_epi32(_mm256_set1_epi32(off as i32), lanes);
+                    let take = _mm256_or_ps(
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
+                        _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+                    );
+                    b = _mm256_blendv_ps(b, v, take);
+                    a = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(a),
+                        _mm256_castsi256_ps(cand),
+                        take,
+                    ));
                 }
             }
+            _mm256_storeu_ps(best.as_mut_ptr().add(i), b);
+            _mm256_storeu_si256(arg.as_mut_ptr().add(i) as *mut __m256i, a);
         }
+        n
+    }
+
+    /// Window sums of the leading outputs, 8 at a time, divided by `divisor`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avg_run<const S: usize>(
+        x: &[f32],
+        run: &Run,
+        divisor: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let n = vector_outputs::<S>(x.len(), run, out.len());
+        let d = _mm256_set1_ps(divisor);
+        for i in (0..n).step_by(8) {
+            let mut acc = _mm256_setzero_ps();
+            for r in 0..run.rows {
+                let at = run.at(r, i);
+                for k in 0..run.kernel_w {
+                    acc = _mm256_add_ps(acc, load::<S>(x, at + k * run.dilation_w));
+                }
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_div_ps(acc, d));
+        }
+        n
     }
 }
 
@@ -541,48 +646,39 @@ fn avg_plane(avx2: bool, g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f3
         return unsafe { avg_plane_avx2(g, opts, x, y) };
     }
     let _ = avx2;
-    avg_plane_impl(g, opts, x, y)
+    avg_plane_impl::<false>(g, opts, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avg_plane_avx2(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
-    avg_plane_impl(g, opts, x, y)
+    avg_plane_impl::<true>(g, opts, x, y)
 }
 
-/// One tap over a run of interior outputs: acc[i] (+)= xs[i * stride].
+/// Leading interior outputs done with AVX2 (strides 1 and 2); returns how many.
 #[inline(always)]
-fn sum_tap<const INIT: bool>(xs: &[f32], stride: usize, acc: &mut [f32]) {
-    let n = acc.len();
-    if n == 0 {
-        return;
+fn avg_run_simd<const AVX2: bool>(x: &[f32], run: &Run, divisor: f32, out: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only inside avg_plane_avx2, which runs only when the CPU has
+        // AVX2 and FMA.
+        return unsafe {
+            match run.stride {
+                1 => x86::avg_run::<1>(x, run, divisor, out),
+                2 => x86::avg_run::<2>(x, run, divisor, out),
+                _ => 0,
+            }
+        };
     }
-    let (head, tail) = xs.split_at((n - 1) * stride);
-    let (acc_head, acc_last) = acc.split_at_mut(n - 1);
-    for (chunk, a) in head.chunks_exact(stride).zip(acc_head.iter_mut()) {
-        *a = if INIT { chunk[0] } else { *a + chunk[0] };
-    }
-    acc_last[0] = if INIT { tail[0] } else { acc_last[0] + tail[0] };
-}
-
-#[inline(always)]
-fn sum_tap_dispatch(init: bool, xs: &[f32], stride: usize, acc: &mut [f32]) {
-    match (init, stride) {
-        (true, 1) => sum_tap::<true>(xs, 1, acc),
-        (true, 2) => sum_tap::<true>(xs, 2, acc),
-        (true, s) => sum_tap::<true>(xs, s, acc),
-        (false, 1) => sum_tap::<false>(xs, 1, acc),
-        (false, 2) => sum_tap::<false>(xs, 2, acc),
-        (false, s) => sum_tap::<false>(xs, s, acc),
-    }
+    let _ = (x, run, divisor, out);
+    0
 }
 
 #[inline(always)]
-fn avg_plane_impl(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
+fn avg_plane_impl<const AVX2: bool>(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
     let in_w = g.w.input as usize;
     let out_w = g.w.out;
     let (ow_lo, ow_hi) = g.w.interior();
-    let sw = g.w.stride as usize;
     for (oh, y_row) in y.chunks_exact_mut(out_w).enumerate() {
         let (h_lo, h_hi, h_padded) = g.h.avg_window(oh);
         if h_lo >= h_hi {
@@ -604,23 +700,29 @@ fn avg_plane_impl(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
             y_row[ow] = sum / avg_divisor(opts, (h_padded, w_padded), (h_hi - h_lo, w_hi - w_lo));
         }
         if ow_lo < ow_hi {
-            let n = ow_hi - ow_lo;
             let kw = g.w.kernel as usize;
-            let col0 = g.w.start(ow_lo) as usize;
-            let acc = &mut y_row[ow_lo..ow_hi];
-            let mut init = true;
-            for ih in h_lo..h_hi {
-                let row = &x[ih * in_w..(ih + 1) * in_w];
-                for k in 0..kw {
-                    let off = col0 + k;
-                    sum_tap_dispatch(init, &row[off..off + (n - 1) * sw + 1], sw, acc);
-                    init = false;
-                }
-            }
+            let run = Run {
+                first_row: h_lo * in_w,
+                row_step: in_w,
+                rows: h_hi - h_lo,
+                col0: g.w.start(ow_lo) as usize,
+                stride: g.w.stride as usize,
+                kernel_w: kw,
+                dilation_w: 1,
+            };
             // Interior windows span the full kernel width, so one divisor serves the whole row.
             let dv = avg_divisor(opts, (h_padded, kw as i64), (h_hi - h_lo, kw));
-            for a in acc.iter_mut() {
-                *a /= dv;
+            let out = &mut y_row[ow_lo..ow_hi];
+            let done = avg_run_simd::<AVX2>(x, &run, dv, out);
+            for (i, o) in out.iter_mut().enumerate().skip(done) {
+                let mut sum = 0.0f32;
+                for r in 0..run.rows {
+                    let at = run.at(r, i);
+                    for &v in &x[at..at + kw] {
+                        sum += v;
+                    }
+                }
+                *o = sum / dv;
             }
         }
     }

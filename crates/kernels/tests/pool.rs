@@ -48,6 +48,13 @@ fn common_cases() -> Vec<Pool2dParams> {
         pp((2, 2, 6, 6), (3, 3), (2, 2), (1, 1), (1, 1), true),
         pp((1, 1, 17, 23), (3, 3), (1, 1), (1, 1), (1, 1), false),
         pp((1, 2, 12, 40), (3, 5), (3, 4), (1, 2), (1, 1), true),
+        // Rows wide enough for the 8-wide AVX2 runs at strides 1 and 2, including a one-row
+        // plane where the last stride-2 group would read past the plane and must not.
+        pp((2, 3, 9, 40), (3, 3), (2, 2), (1, 1), (1, 1), false),
+        pp((1, 2, 5, 37), (2, 2), (2, 2), (0, 0), (1, 1), true),
+        pp((1, 1, 1, 40), (1, 3), (1, 2), (0, 1), (1, 1), false),
+        pp((1, 1, 1, 33), (1, 2), (1, 2), (0, 0), (1, 1), false),
+        pp((1, 2, 4, 29), (3, 4), (1, 1), (1, 2), (1, 1), true),
     ]
 }
 
@@ -57,6 +64,8 @@ fn max_cases() -> Vec<Pool2dParams> {
         pp((2, 2, 10, 9), (3, 3), (2, 1), (1, 1), (2, 2), false),
         pp((1, 2, 10, 11), (3, 3), (3, 2), (1, 1), (2, 3), true),
         pp((1, 1, 7, 30), (2, 3), (1, 2), (1, 1), (3, 4), true),
+        pp((1, 2, 8, 45), (2, 3), (2, 2), (1, 1), (1, 2), true),
+        pp((1, 1, 6, 30), (3, 3), (1, 1), (1, 1), (2, 2), false),
     ]);
     v
 }
@@ -554,14 +563,15 @@ fn bad_arguments_are_errors() {
 #[test]
 #[ignore]
 fn bench_pool_resnet_shape() {
+    let _g = simd_lock();
     let shapes = [
         (
-            "maxpool 3x3 s2 p1",
-            pp((8, 64, 112, 112), (3, 3), (2, 2), (1, 1), (1, 1), false),
+            "3x3 s2",
+            pp((8, 64, 112, 112), (3, 3), (2, 2), (0, 0), (1, 1), false),
         ),
         (
-            "maxpool 3x3 s2",
-            pp((8, 64, 112, 112), (3, 3), (2, 2), (0, 0), (1, 1), false),
+            "3x3 s2 p1",
+            pp((8, 64, 112, 112), (3, 3), (2, 2), (1, 1), (1, 1), false),
         ),
     ];
     for (name, p) in shapes {
@@ -570,68 +580,36 @@ fn bench_pool_resnet_shape() {
         let mut y = vec![0.0; out_len];
         let mut ind = vec![0; out_len];
         let mut gi = vec![0.0; x.len()];
-        for simd in ["avx2", "scalar"] {
-            ferroconv_kernels::simd::set_level(if simd == "avx2" {
-                ferroconv_kernels::simd::SimdLevel::Avx2Fma
-            } else {
-                ferroconv_kernels::simd::SimdLevel::Scalar
-            });
+        // Bytes each call must move: input read, output and int32 indices written.
+        let max_bytes = (x.len() * 4 + out_len * 8) as f64;
+        let avg_bytes = ((x.len() + out_len) * 4) as f64;
+        per_simd_level(|lvl| {
             with_threads(2, || {
-                let fwd_bytes = (x.len() * 4 + out_len * 8) as f64;
-                let t = time(|| max_pool2d_forward(&p, &x, &mut y, &mut ind).unwrap());
-                println!(
-                    "{name} fwd {simd}: {:.2} ms, {:.1} GB/s",
-                    t * 1e3,
-                    fwd_bytes / t / 1e9
-                );
-                let t = time(|| max_pool2d_backward(&p, &y, &ind, &mut gi).unwrap());
-                println!(
-                    "{name} bwd {simd}: {:.2} ms, {:.1} GB/s",
-                    t * 1e3,
-                    fwd_bytes / t / 1e9
-                );
+                let lvl = lvl.name();
+                let (t, c) = time(|| max_pool2d_forward(&p, &x, &mut y, &mut ind).unwrap());
+                report(&format!("maxpool {name} fwd [{lvl}]"), max_bytes, t, c);
+                let (t, c) = time(|| max_pool2d_backward(&p, &y, &ind, &mut gi).unwrap());
+                report(&format!("maxpool {name} bwd [{lvl}]"), max_bytes, t, c);
                 let o = AvgPoolOptions::default();
-                let t = time(|| avg_pool2d_forward(&p, &o, &x, &mut y).unwrap());
-                println!(
-                    "avgpool same shape fwd {simd}: {:.2} ms, {:.1} GB/s",
-                    t * 1e3,
-                    ((x.len() + out_len) * 4) as f64 / t / 1e9
-                );
-            });
-        }
+                let (t, c) = time(|| avg_pool2d_forward(&p, &o, &x, &mut y).unwrap());
+                report(&format!("avgpool {name} fwd [{lvl}]"), avg_bytes, t, c);
+                let (t, c) = time(|| avg_pool2d_backward(&p, &o, &y, &mut gi).unwrap());
+                report(&format!("avgpool {name} bwd [{lvl}]"), avg_bytes, t, c);
+            })
+        });
     }
-    let a = ap((8, 512, 7, 7), (1, 1));
-    let x = fill(a.input_len(), 1);
-    let mut y = vec![0.0; a.output_len()];
-    with_threads(2, || {
-        let t = time(|| adaptive_avg_pool2d_forward(&a, &x, &mut y).unwrap());
-        println!(
-            "global avg pool [8,512,7,7]: {:.3} ms, {:.1} GB/s",
-            t * 1e3,
-            (x.len() * 4) as f64 / t / 1e9
-        );
-    });
-    let a = ap((8, 64, 112, 112), (1, 1));
-    let x = fill(a.input_len(), 1);
-    let mut y = vec![0.0; a.output_len()];
-    with_threads(2, || {
-        let t = time(|| adaptive_avg_pool2d_forward(&a, &x, &mut y).unwrap());
-        println!(
-            "global avg pool [8,64,112,112]: {:.3} ms, {:.1} GB/s",
-            t * 1e3,
-            (x.len() * 4) as f64 / t / 1e9
-        );
-    });
-}
-
-/// Best of several runs, in seconds.
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    (0..10)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+    for shape in [(8, 512, 7, 7), (8, 64, 112, 112)] {
+        let a = ap(shape, (1, 1));
+        let x = fill(a.input_len(), 1);
+        let mut y = vec![0.0; a.output_len()];
+        with_threads(2, || {
+            let (t, c) = time(|| adaptive_avg_pool2d_forward(&a, &x, &mut y).unwrap());
+            report(
+                &format!("global avg pool {shape:?}"),
+                (x.len() * 4) as f64,
+                t,
+                c,
+            );
+        });
+    }
 }

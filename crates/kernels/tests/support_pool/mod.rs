@@ -70,7 +70,9 @@ pub fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str)
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g as f64 - w).abs() - (atol + rtol * w.abs());
-        let bad = !(excess <= 0.0) && !(g.is_nan() && w.is_nan()) && !(g as f64 == w);
+        // Equal infinities make `excess` NaN, hence the explicit equality.
+        let ok = excess <= 0.0 || (g.is_nan() && w.is_nan()) || g as f64 == w;
+        let bad = !ok;
         if bad && worst.is_none_or(|(_, e)| excess > e || excess.is_nan()) {
             worst = Some((i, excess));
         }
@@ -100,4 +102,50 @@ pub fn fd_grad(x: &[f32], eps: f32, loss: impl Fn(&[f32]) -> f64) -> Vec<f64> {
             (up - down) / (hi as f64 - lo as f64)
         })
         .collect()
+}
+
+/// Process CPU time (all threads) in seconds, from /proc (Linux); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// Best wall time of one call, and mean CPU seconds per call (all threads), over at least 20
+/// calls and half a second. On a shared machine the CPU time says what the kernel costs when
+/// its threads are not waiting for a core.
+pub fn time(mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let (start, cpu0) = (std::time::Instant::now(), cpu_seconds());
+    let (mut best, mut calls) = (f64::INFINITY, 0);
+    while calls < 20 || start.elapsed().as_secs_f64() < 0.5 {
+        let t = std::time::Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        calls += 1;
+    }
+    (best, (cpu_seconds() - cpu0) / calls as f64)
+}
+
+/// Prints throughput for `bytes` moved per call, from the best wall time and from CPU time
+/// shared over 2 threads.
+pub fn report(name: &str, bytes: f64, wall: f64, cpu: f64) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{name}: best wall {:.2} ms = {:.1} GB/s; cpu {:.2} ms/call = {:.1} GB/s on 2 free cores (loadavg {})",
+        wall * 1e3,
+        bytes / wall / 1e9,
+        cpu * 1e3,
+        bytes / (cpu / 2.0) / 1e9,
+        load.split_whitespace().next().unwrap_or("?")
+    );
 }
