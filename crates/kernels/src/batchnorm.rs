@@ -77,61 +77,78 @@ fn planes_by_channel(buf: &mut [f32], channels: usize, plane: usize) -> Vec<Vec<
     groups
 }
 
-/// Sum of `xs` in f64 over eight independent lanes (a fixed order, so the same on every path).
+/// Values per block: within a block, sums run in 16 f32 lanes (64 values each, vectorised);
+/// blocks are added in f64. The error is that of 64-term f32 sums, whatever the plane size.
+const BLOCK: usize = 1024;
+const LANES: usize = 16;
+
+/// Σ (x - shift), in f64 across blocks.
 #[inline(always)]
-pub(crate) fn sum_f64(xs: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v as f64;
+pub(crate) fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in xs.chunks(BLOCK) {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v - shift;
+            }
         }
+        let tail: f64 = chunks.remainder().iter().map(|&v| (v - shift) as f64).sum();
+        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail;
     }
-    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
-    acc.iter().sum::<f64>() + tail
+    total
 }
 
-/// (Σ (x - mean), Σ (x - mean)²) in f64.
+/// (Σ (x - mean), Σ (x - mean)²), in f64 across blocks.
 #[inline(always)]
-fn centered_sums(xs: &[f32], mean: f64) -> (f64, f64) {
-    let mut s1 = [0.0f64; 8];
-    let mut s2 = [0.0f64; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(c) {
-            let d = v as f64 - mean;
-            *a += d;
-            *b += d * d;
+fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
+    let (mut t1, mut t2) = (0.0f64, 0.0f64);
+    for block in xs.chunks(BLOCK) {
+        let mut s1 = [0.0f32; LANES];
+        let mut s2 = [0.0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(c) {
+                let d = v - mean;
+                *a += d;
+                *b += d * d;
+            }
         }
+        for &v in chunks.remainder() {
+            let d = (v - mean) as f64;
+            t1 += d;
+            t2 += d * d;
+        }
+        t1 += s1.iter().map(|&a| a as f64).sum::<f64>();
+        t2 += s2.iter().map(|&a| a as f64).sum::<f64>();
     }
-    let (mut t1, mut t2) = (0.0, 0.0);
-    for &v in chunks.remainder() {
-        let d = v as f64 - mean;
-        t1 += d;
-        t2 += d * d;
-    }
-    (s1.iter().sum::<f64>() + t1, s2.iter().sum::<f64>() + t2)
+    (t1, t2)
 }
 
-/// (Σ g, Σ (x - mean) * g) in f64.
+/// (Σ g, Σ (x - mean) * g), in f64 across blocks.
 #[inline(always)]
-fn grad_sums(x: &[f32], g: &[f32], mean: f64) -> (f64, f64) {
-    let mut s1 = [0.0f64; 8];
-    let mut s2 = [0.0f64; 8];
-    let mut xc = x.chunks_exact(8);
-    let mut gc = g.chunks_exact(8);
-    for (cx, cg) in (&mut xc).zip(&mut gc) {
-        for (((a, b), &xv), &gv) in s1.iter_mut().zip(s2.iter_mut()).zip(cx).zip(cg) {
-            *a += gv as f64;
-            *b += (xv as f64 - mean) * gv as f64;
+fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
+    let (mut t1, mut t2) = (0.0f64, 0.0f64);
+    for (xb, gb) in x.chunks(BLOCK).zip(g.chunks(BLOCK)) {
+        let mut s1 = [0.0f32; LANES];
+        let mut s2 = [0.0f32; LANES];
+        let mut xc = xb.chunks_exact(LANES);
+        let mut gc = gb.chunks_exact(LANES);
+        for (cx, cg) in (&mut xc).zip(&mut gc) {
+            for (((a, b), &xv), &gv) in s1.iter_mut().zip(s2.iter_mut()).zip(cx).zip(cg) {
+                *a += gv;
+                *b += (xv - mean) * gv;
+            }
         }
+        for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
+            t1 += gv as f64;
+            t2 += (xv - mean) as f64 * gv as f64;
+        }
+        t1 += s1.iter().map(|&a| a as f64).sum::<f64>();
+        t2 += s2.iter().map(|&a| a as f64).sum::<f64>();
     }
-    let (mut t1, mut t2) = (0.0, 0.0);
-    for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
-        t1 += gv as f64;
-        t2 += (xv as f64 - mean) * gv as f64;
-    }
-    (s1.iter().sum::<f64>() + t1, s2.iter().sum::<f64>() + t2)
+    (t1, t2)
 }
 
 /// y = (x - mean) * alpha + beta.
@@ -169,20 +186,25 @@ impl TrainChannel<'_> {
 #[inline(always)]
 fn train_channel_impl(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
     let batch = ys.len();
-    let sum: f64 = (0..batch).map(|n| sum_f64(t.x(n))).sum();
-    let mean = sum / t.count;
+    // Shifting by one of the channel's own values keeps the f32 partial sums small even when
+    // the mean is large next to the spread.
+    let shift = t.x(0)[0];
+    let sum: f64 = (0..batch).map(|n| shifted_sum(t.x(n), shift)).sum();
+    let mean = shift as f64 + sum / t.count;
+    let mean32 = mean as f32;
     let (mut dev, mut sq) = (0.0, 0.0);
     for n in 0..batch {
-        let (d, s) = centered_sums(t.x(n), mean);
+        let (d, s) = centered_sums(t.x(n), mean32);
         dev += d;
         sq += s;
     }
-    // Corrected two-pass: removes the rounding left in `mean` from the sum of squares.
+    // Corrected two-pass: removes what the f32 mean is off by from the sum of squares.
     let var_sum = (sq - dev * dev / t.count).max(0.0);
+    let mean = mean32 as f64 + dev / t.count;
     let invstd = 1.0 / (var_sum / t.count + t.eps).sqrt();
     let alpha = (invstd * t.weight as f64) as f32;
     for (n, y) in ys.iter_mut().enumerate() {
-        normalize_into(y, t.x(n), mean as f32, alpha, t.bias);
+        normalize_into(y, t.x(n), mean32, alpha, t.bias);
     }
     ChannelStats { mean, var_sum }
 }
@@ -363,7 +385,7 @@ fn back_channel_impl(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
     let (mut sum_g, mut dotp) = (0.0, 0.0);
     for n in 0..gis.len() {
         let r = t.at(n);
-        let (s, d) = grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean as f64);
+        let (s, d) = grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean);
         sum_g += s;
         dotp += d;
     }

@@ -943,13 +943,13 @@ fn plane_sum(avx2: bool, x: &[f32]) -> f64 {
         return unsafe { plane_sum_avx2(x) };
     }
     let _ = avx2;
-    crate::batchnorm::sum_f64(x)
+    crate::batchnorm::shifted_sum(x, 0.0)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_sum_avx2(x: &[f32]) -> f64 {
-    crate::batchnorm::sum_f64(x)
+    crate::batchnorm::shifted_sum(x, 0.0)
 }
 
 fn adaptive_plane(
