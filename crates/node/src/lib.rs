@@ -6,7 +6,11 @@
 
 mod args;
 mod conv;
+mod norm;
+mod pool;
 mod runtime;
 
 pub use conv::*;
+pub use norm::*;
+pub use pool::*;
 pub use runtime::*;
