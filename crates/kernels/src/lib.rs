@@ -7,11 +7,14 @@
 #![deny(clippy::all)]
 
 pub mod activation;
+pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod linear;
+pub mod lrn;
+pub mod pool;
 pub mod simd;
 pub mod softmax;
 mod vmath;

@@ -10,6 +10,8 @@ mod conv;
 mod conv_transpose;
 mod elementwise;
 mod linalg;
+mod norm;
+mod pool;
 mod runtime;
 
 pub use activation::*;
@@ -17,4 +19,6 @@ pub use conv::*;
 pub use conv_transpose::*;
 pub use elementwise::*;
 pub use linalg::*;
+pub use norm::*;
+pub use pool::*;
 pub use runtime::*;

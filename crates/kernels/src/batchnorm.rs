@@ -1,0 +1,481 @@
+//! BatchNorm2d over NCHW tensors, as torch: training forward (batch statistics, running
+//! statistics updated in place with momentum and the unbiased variance, mean and inverse std
+//! saved for backward), inference forward (running statistics) and the training backward.
+//!
+//! Statistics are summed in f64 with an exact-mean two-pass (corrected) variance, so large planes
+//! and large means stay accurate. Work is split over channels: a channel's statistics and its
+//! normalisation run in the same task, so the second and third passes over a channel's N planes
+//! come from cache. A channel's result does not depend on the thread count.
+use crate::error::{check_len, check_positive, numel};
+use crate::{bail, simd, Result};
+use rayon::prelude::*;
+
+/// Shape and hyper-parameters of a BatchNorm2d call. `momentum` is torch's (weight of the new
+/// batch statistics), `eps` is added to the variance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNorm2dParams {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub momentum: f64,
+    pub eps: f64,
+}
+
+impl BatchNorm2dParams {
+    pub fn validate(&self) -> Result<()> {
+        check_positive("batch", self.batch)?;
+        check_positive("channels", self.channels)?;
+        check_positive("height", self.height)?;
+        check_positive("width", self.width)?;
+        numel(
+            "input",
+            &[self.batch, self.channels, self.height, self.width],
+        )?;
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            bail!("eps: expected a positive finite number, got {}", self.eps);
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            bail!(
+                "momentum: expected a number in [0, 1], got {}",
+                self.momentum
+            );
+        }
+        Ok(())
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.height * self.width
+    }
+
+    fn plane(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Values per channel: the statistics' sample size.
+    fn count(&self) -> usize {
+        self.batch * self.plane()
+    }
+}
+
+fn check_channel_vec(name: &str, v: Option<&[f32]>, channels: usize) -> Result<()> {
+    if let Some(v) = v {
+        check_len(name, v.len(), channels)?;
+    }
+    Ok(())
+}
+
+/// Splits an NCHW buffer into its planes grouped by channel, so one task can own every plane
+/// of its channel (they are strided across the batch).
+fn planes_by_channel(buf: &mut [f32], channels: usize, plane: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut groups: Vec<Vec<&mut [f32]>> = (0..channels)
+        .map(|_| Vec::with_capacity(buf.len() / (plane * channels).max(1)))
+        .collect();
+    for (i, p) in buf.chunks_mut(plane).enumerate() {
+        groups[i % channels].push(p);
+    }
+    groups
+}
+
+/// Values per block: within a block, sums run in 16 f32 lanes (64 values each, vectorised);
+/// blocks are added in f64. The error is that of 64-term f32 sums, whatever the plane size.
+const BLOCK: usize = 1024;
+const LANES: usize = 16;
+
+/// Σ (x - shift), in f64 across blocks.
+#[inline(always)]
+pub(crate) fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in xs.chunks(BLOCK) {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v - shift;
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|&v| (v - shift) as f64).sum();
+        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail;
+    }
+    total
+}
+
+/// (Σ (x - mean), Σ (x - mean)²), in f64 across blocks.
+#[inline(always)]
+fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
+    let (mut t1, mut t2) = (0.0f64, 0.0f64);
+    for block in xs.chunks(BLOCK) {
+        let mut s1 = [0.0f32; LANES];
+        let mut s2 = [0.0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(c) {
+                let d = v - mean;
+                *a += d;
+                *b += d * d;
+            }
+        }
+        for &v in chunks.remainder() {
+            let d = (v - mean) as f64;
+            t1 += d;
+            t2 += d * d;
+        }
+        t1 += s1.iter().map(|&a| a as f64).sum::<f64>();
+        t2 += s2.iter().map(|&a| a as f64).sum::<f64>();
+    }
+    (t1, t2)
+}
+
+/// (Σ g, Σ (x - mean) * g), in f64 across blocks.
+#[inline(always)]
+fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
+    let (mut t1, mut t2) = (0.0f64, 0.0f64);
+    for (xb, gb) in x.chunks(BLOCK).zip(g.chunks(BLOCK)) {
+        let mut s1 = [0.0f32; LANES];
+        let mut s2 = [0.0f32; LANES];
+        let mut xc = xb.chunks_exact(LANES);
+        let mut gc = gb.chunks_exact(LANES);
+        for (cx, cg) in (&mut xc).zip(&mut gc) {
+            for (((a, b), &xv), &gv) in s1.iter_mut().zip(s2.iter_mut()).zip(cx).zip(cg) {
+                *a += gv;
+                *b += (xv - mean) * gv;
+            }
+        }
+        for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
+            t1 += gv as f64;
+            t2 += (xv - mean) as f64 * gv as f64;
+        }
+        t1 += s1.iter().map(|&a| a as f64).sum::<f64>();
+        t2 += s2.iter().map(|&a| a as f64).sum::<f64>();
+    }
+    (t1, t2)
+}
+
+/// y = (x - mean) * alpha + beta.
+#[inline(always)]
+fn normalize_into(y: &mut [f32], x: &[f32], mean: f32, alpha: f32, beta: f32) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v - mean) * alpha + beta;
+    }
+}
+
+/// Per-channel result of the training forward: batch mean and sum of squared deviations.
+struct ChannelStats {
+    mean: f64,
+    var_sum: f64,
+}
+
+/// Everything a channel task needs besides its own planes.
+struct TrainChannel<'a> {
+    input: &'a [f32],
+    channel: usize,
+    channels: usize,
+    plane: usize,
+    count: f64,
+    eps: f64,
+    weight: f32,
+    bias: f32,
+}
+
+impl TrainChannel<'_> {
+    fn x(&self, n: usize) -> &[f32] {
+        &self.input[(n * self.channels + self.channel) * self.plane..][..self.plane]
+    }
+}
+
+#[inline(always)]
+fn train_channel_impl(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
+    let batch = ys.len();
+    // Shifting by one of the channel's own values keeps the f32 partial sums small even when
+    // the mean is large next to the spread.
+    let shift = t.x(0)[0];
+    let sum: f64 = (0..batch).map(|n| shifted_sum(t.x(n), shift)).sum();
+    let mean = shift as f64 + sum / t.count;
+    let mean32 = mean as f32;
+    let (mut dev, mut sq) = (0.0, 0.0);
+    for n in 0..batch {
+        let (d, s) = centered_sums(t.x(n), mean32);
+        dev += d;
+        sq += s;
+    }
+    // Corrected two-pass: removes what the f32 mean is off by from the sum of squares.
+    let var_sum = (sq - dev * dev / t.count).max(0.0);
+    let mean = mean32 as f64 + dev / t.count;
+    let invstd = 1.0 / (var_sum / t.count + t.eps).sqrt();
+    let alpha = (invstd * t.weight as f64) as f32;
+    for (n, y) in ys.iter_mut().enumerate() {
+        normalize_into(y, t.x(n), mean32, alpha, t.bias);
+    }
+    ChannelStats { mean, var_sum }
+}
+
+fn train_channel(avx2: bool, t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
+        return unsafe { train_channel_avx2(t, ys) };
+    }
+    let _ = avx2;
+    train_channel_impl(t, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn train_channel_avx2(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
+    train_channel_impl(t, ys)
+}
+
+/// Training forward: normalises with the batch mean and biased variance, writes the mean and
+/// 1/sqrt(var + eps) per channel to `save_mean`/`save_invstd`, and, when given, updates
+/// `running_mean`/`running_var` in place: r = (1 - momentum) * r + momentum * batch_stat, with
+/// the unbiased variance, exactly as torch.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_forward_train(
+    p: &BatchNorm2dParams,
+    input: &[f32],
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    running_mean: Option<&mut [f32]>,
+    running_var: Option<&mut [f32]>,
+    output: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+) -> Result<()> {
+    p.validate()?;
+    let c = p.channels;
+    check_len("input", input.len(), p.input_len())?;
+    check_channel_vec("weight", weight, c)?;
+    check_channel_vec("bias", bias, c)?;
+    check_channel_vec("runningMean", running_mean.as_deref(), c)?;
+    check_channel_vec("runningVar", running_var.as_deref(), c)?;
+    check_len("output", output.len(), p.input_len())?;
+    check_len("saveMean", save_mean.len(), c)?;
+    check_len("saveInvstd", save_invstd.len(), c)?;
+    let count = p.count();
+    if count < 2 {
+        bail!(
+            "input: training batch norm needs more than 1 value per channel, got shape [{}, {}, {}, {}]",
+            p.batch,
+            p.channels,
+            p.height,
+            p.width
+        );
+    }
+    let avx2 = simd::use_avx2();
+    let plane = p.plane();
+    let stats: Vec<ChannelStats> = planes_by_channel(output, c, plane)
+        .into_par_iter()
+        .enumerate()
+        .map(|(ch, mut ys)| {
+            let t = TrainChannel {
+                input,
+                channel: ch,
+                channels: c,
+                plane,
+                count: count as f64,
+                eps: p.eps,
+                weight: weight.map_or(1.0, |w| w[ch]),
+                bias: bias.map_or(0.0, |b| b[ch]),
+            };
+            train_channel(avx2, &t, &mut ys)
+        })
+        .collect();
+    let n = count as f64;
+    let m = p.momentum;
+    for (ch, s) in stats.iter().enumerate() {
+        save_mean[ch] = s.mean as f32;
+        save_invstd[ch] = (1.0 / (s.var_sum / n + p.eps).sqrt()) as f32;
+    }
+    if let Some(rm) = running_mean {
+        for (r, s) in rm.iter_mut().zip(&stats) {
+            *r = (m * s.mean + (1.0 - m) * *r as f64) as f32;
+        }
+    }
+    if let Some(rv) = running_var {
+        for (r, s) in rv.iter_mut().zip(&stats) {
+            let unbiased = s.var_sum / (n - 1.0);
+            *r = (m * unbiased + (1.0 - m) * *r as f64) as f32;
+        }
+    }
+    Ok(())
+}
+
+/// Inference forward: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+pub fn batch_norm2d_forward_eval(
+    p: &BatchNorm2dParams,
+    input: &[f32],
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    running_mean: &[f32],
+    running_var: &[f32],
+    output: &mut [f32],
+) -> Result<()> {
+    p.validate()?;
+    let c = p.channels;
+    check_len("input", input.len(), p.input_len())?;
+    check_channel_vec("weight", weight, c)?;
+    check_channel_vec("bias", bias, c)?;
+    check_len("runningMean", running_mean.len(), c)?;
+    check_len("runningVar", running_var.len(), c)?;
+    check_len("output", output.len(), p.input_len())?;
+    let coef: Vec<(f32, f32, f32)> = (0..c)
+        .map(|ch| {
+            let invstd = 1.0 / (running_var[ch] as f64 + p.eps).sqrt();
+            let w = weight.map_or(1.0, |w| w[ch] as f64);
+            (
+                running_mean[ch],
+                (invstd * w) as f32,
+                bias.map_or(0.0, |b| b[ch]),
+            )
+        })
+        .collect();
+    let plane = p.plane();
+    let avx2 = simd::use_avx2();
+    output
+        .par_chunks_mut(plane)
+        .zip(input.par_chunks(plane))
+        .enumerate()
+        .with_min_len((16 * 1024 / plane).max(1))
+        .for_each(|(i, (y, x))| {
+            let (mean, alpha, beta) = coef[i % c];
+            normalize(avx2, y, x, mean, alpha, beta);
+        });
+    Ok(())
+}
+
+fn normalize(avx2: bool, y: &mut [f32], x: &[f32], mean: f32, alpha: f32, beta: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
+        return unsafe { normalize_avx2(y, x, mean, alpha, beta) };
+    }
+    let _ = avx2;
+    normalize_into(y, x, mean, alpha, beta)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn normalize_avx2(y: &mut [f32], x: &[f32], mean: f32, alpha: f32, beta: f32) {
+    normalize_into(y, x, mean, alpha, beta)
+}
+
+/// What a backward channel task reads besides its own gradInput planes.
+struct BackChannel<'a> {
+    input: &'a [f32],
+    grad_out: &'a [f32],
+    channel: usize,
+    channels: usize,
+    plane: usize,
+    count: f64,
+    mean: f32,
+    invstd: f32,
+    weight: f32,
+}
+
+impl BackChannel<'_> {
+    fn at(&self, n: usize) -> std::ops::Range<usize> {
+        let start = (n * self.channels + self.channel) * self.plane;
+        start..start + self.plane
+    }
+}
+
+/// (Σ gy, Σ (x - mean) * gy) of one channel, after writing its grad input planes `gis`.
+#[inline(always)]
+fn back_channel_impl(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
+    let (mut sum_g, mut dotp) = (0.0, 0.0);
+    for n in 0..gis.len() {
+        let r = t.at(n);
+        let (s, d) = grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean);
+        sum_g += s;
+        dotp += d;
+    }
+    let invstd = t.invstd as f64;
+    // torch's training backward: dx = (dy - mean(dy) - (x - mean) * k) * invstd * w with
+    // k = Σ (x - mean) dy * invstd² / n.
+    let k = (dotp * invstd * invstd / t.count) as f32;
+    let grad_mean = (sum_g / t.count) as f32;
+    let scale = t.invstd * t.weight;
+    for (n, gi) in gis.iter_mut().enumerate() {
+        let r = t.at(n);
+        let x = &t.input[r.clone()];
+        let gy = &t.grad_out[r];
+        for ((o, &xv), &gv) in gi.iter_mut().zip(x).zip(gy) {
+            *o = (gv - grad_mean - (xv - t.mean) * k) * scale;
+        }
+    }
+    (sum_g, dotp)
+}
+
+fn back_channel(avx2: bool, t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
+        return unsafe { back_channel_avx2(t, gis) };
+    }
+    let _ = avx2;
+    back_channel_impl(t, gis)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn back_channel_avx2(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
+    back_channel_impl(t, gis)
+}
+
+/// Training backward, from the saved batch mean and inverse std: grad input (always), and
+/// grad weight (Σ (x - mean) * invstd * dy) and grad bias (Σ dy) when asked for. All overwrite.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_backward(
+    p: &BatchNorm2dParams,
+    input: &[f32],
+    grad_out: &[f32],
+    weight: Option<&[f32]>,
+    save_mean: &[f32],
+    save_invstd: &[f32],
+    grad_input: &mut [f32],
+    grad_weight: Option<&mut [f32]>,
+    grad_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    p.validate()?;
+    let c = p.channels;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("gradOutput", grad_out.len(), p.input_len())?;
+    check_channel_vec("weight", weight, c)?;
+    check_len("saveMean", save_mean.len(), c)?;
+    check_len("saveInvstd", save_invstd.len(), c)?;
+    check_len("gradInput", grad_input.len(), p.input_len())?;
+    check_channel_vec("gradWeight", grad_weight.as_deref(), c)?;
+    check_channel_vec("gradBias", grad_bias.as_deref(), c)?;
+    let avx2 = simd::use_avx2();
+    let plane = p.plane();
+    let count = p.count() as f64;
+    let sums: Vec<(f64, f64)> = planes_by_channel(grad_input, c, plane)
+        .into_par_iter()
+        .enumerate()
+        .map(|(ch, mut gis)| {
+            let t = BackChannel {
+                input,
+                grad_out,
+                channel: ch,
+                channels: c,
+                plane,
+                count,
+                mean: save_mean[ch],
+                invstd: save_invstd[ch],
+                weight: weight.map_or(1.0, |w| w[ch]),
+            };
+            back_channel(avx2, &t, &mut gis)
+        })
+        .collect();
+    if let Some(gw) = grad_weight {
+        for ((o, &(_, dotp)), &inv) in gw.iter_mut().zip(&sums).zip(save_invstd) {
+            *o = (dotp * inv as f64) as f32;
+        }
+    }
+    if let Some(gb) = grad_bias {
+        for (o, &(sum_g, _)) in gb.iter_mut().zip(&sums) {
+            *o = sum_g as f32;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Helpers shared by the pool, batchnorm and lrn tests: deterministic inputs, thread pools,
+//! SIMD-level switching (process-global, so serialised by a lock) and closeness checks.
+#![allow(dead_code)]
+use ferroconv_kernels::simd::{self, SimdLevel};
+use std::sync::{Mutex, MutexGuard};
+
+static SIMD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Held by every test whose exact results depend on the SIMD level, so a test that flips the
+/// level cannot change it under another.
+pub fn simd_lock() -> MutexGuard<'static, ()> {
+    SIMD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` once per SIMD level this CPU has (scalar always), returning the results in order.
+pub fn per_simd_level<T>(mut f: impl FnMut(SimdLevel) -> T) -> Vec<T> {
+    let mut out = vec![];
+    for lvl in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+        let got = simd::set_level(lvl);
+        if got != lvl {
+            continue;
+        }
+        out.push(f(lvl));
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+    out
+}
+
+pub fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Smooth values in about [-1, 1].
+pub fn fill(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (i as f32 * 0.37 + seed as f32 * 1.3).sin() * 0.7 + (i as f32 * 0.11).cos() * 0.3)
+        .collect()
+}
+
+/// All-distinct values at least 0.01 apart, in a scrambled order: no ties for max pooling,
+/// and a finite-difference step of 1e-3 never changes which element is largest.
+pub fn distinct(len: usize, seed: u64) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..len)
+        .map(|i| i as f32 * 0.01 - len as f32 * 0.005)
+        .collect();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for i in (1..len).rev() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let j = (s >> 33) as usize % (i + 1);
+        v.swap(i, j);
+    }
+    v
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// Panics unless |got - want| <= atol + rtol * |want| everywhere, naming the worst element.
+pub fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let excess = (g as f64 - w).abs() - (atol + rtol * w.abs());
+        // Equal infinities make `excess` NaN, hence the explicit equality.
+        let ok = excess <= 0.0 || (g.is_nan() && w.is_nan()) || g as f64 == w;
+        let bad = !ok;
+        if bad && worst.is_none_or(|(_, e)| excess > e || excess.is_nan()) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!("{what}: element {i} is {}, expected {}", got[i], want[i]);
+    }
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Central finite differences of `loss` with respect to every element of `x`.
+pub fn fd_grad(x: &[f32], eps: f32, loss: impl Fn(&[f32]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = xp[i];
+            let (hi, lo) = (orig + eps, orig - eps);
+            xp[i] = hi;
+            let up = loss(&xp);
+            xp[i] = lo;
+            let down = loss(&xp);
+            xp[i] = orig;
+            // Divide by the step f32 really took, not the one asked for.
+            (up - down) / (hi as f64 - lo as f64)
+        })
+        .collect()
+}
+
+/// Process CPU time (all threads) in seconds, from /proc (Linux); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// Best wall time of one call, and mean CPU seconds per call (all threads), over at least 20
+/// calls and half a second. On a shared machine the CPU time says what the kernel costs when
+/// its threads are not waiting for a core.
+pub fn time(mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let (start, cpu0) = (std::time::Instant::now(), cpu_seconds());
+    let (mut best, mut calls) = (f64::INFINITY, 0);
+    while calls < 20 || start.elapsed().as_secs_f64() < 0.5 {
+        let t = std::time::Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        calls += 1;
+    }
+    (best, (cpu_seconds() - cpu0) / calls as f64)
+}
+
+/// Prints throughput for `bytes` moved per call, from the best wall time and from CPU time
+/// shared over 2 threads.
+pub fn report(name: &str, bytes: f64, wall: f64, cpu: f64) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{name}: best wall {:.2} ms = {:.1} GB/s; cpu {:.2} ms/call = {:.1} GB/s on 2 free cores (loadavg {})",
+        wall * 1e3,
+        bytes / wall / 1e9,
+        cpu * 1e3,
+        bytes / (cpu / 2.0) / 1e9,
+        load.split_whitespace().next().unwrap_or("?")
+    );
+}
