@@ -1,0 +1,62 @@
+// The ferroconv command: help, info, a tiny training run, eval and predict on its checkpoint,
+// and error paths that print one line and exit non-zero without a stack trace.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
+const run = (...args: string[]) => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], { encoding: 'utf8', env: { ...process.env, FERROCONV_NUM_THREADS: '2' } });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+
+describe('ferroconv CLI', () => {
+  it('prints help for every command', () => {
+    for (const cmd of ['train', 'eval', 'predict']) {
+      const r = run(cmd, '--help');
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toContain(`ferroconv ${cmd}`);
+    }
+    expect(run('--help').out).toContain('Commands:');
+    expect(JSON.parse(run('info').out).simd).toMatch(/avx2\+fma|scalar/);
+  });
+
+  it.each([
+    [['train', '--epochs', 'x'], "--epochs: expected an integer >= 1, got 'x'"],
+    [['train', '--bogus'], "Unknown option '--bogus'"],
+    [['train', '--model', 'nope'], "--model: unknown model 'nope'"],
+    [['train', '--dataset', '/no/such/dir'], "--dataset: '/no/such/dir' is neither"],
+    [['train', '--optimizer', 'nope', '--limit', '10'], "--optimizer: unknown optimizer 'nope'"],
+    [['train', '--model', 'resnet18', '--limit', '10'], '--model resnet18: expects 3-channel images'],
+    [['eval'], '--checkpoint is required'],
+    [['eval', '--checkpoint', '/no/such.safetensors'], '--checkpoint: file not found'],
+    [['predict', '--checkpoint', '/no/such.safetensors'], 'no images given'],
+    [['frobnicate'], "unknown command 'frobnicate'"],
+  ])('%j fails with one line and no stack trace', (args, message) => {
+    const r = run(...args);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(message);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+
+  it('trains briefly, then evaluates and predicts with the checkpoint; a corrupt checkpoint is an error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-cli-'));
+    const t = run('train', '--epochs', '1', '--limit', '640', '--batch-size', '64', '--checkpoint-dir', dir, '--no-progress', '--schedule', 'none');
+    expect(t.code, t.err).toBe(0);
+    expect(t.out).toMatch(/test accuracy: \d+\.\d\d%/);
+    const e = run('eval', '--checkpoint', join(dir, 'checkpoint.safetensors'));
+    expect(e.code, e.err).toBe(0);
+    expect(e.out).toMatch(/test accuracy: \d+\.\d\d% .* on 10000 images/);
+    const bad = join(dir, 'bad.safetensors');
+    writeFileSync(bad, 'not a model');
+    const b = run('eval', '--checkpoint', bad);
+    expect(b.code).toBe(1);
+    expect(b.err).toMatch(/^ferroconv: safetensors .*bad\.safetensors/);
+    const p = run('predict', '--checkpoint', join(dir, 'model.safetensors'), join(dir, 'missing.png'));
+    expect(p.code).toBe(2);
+    expect(p.err).toContain('image not found');
+  }, 180_000);
+});
