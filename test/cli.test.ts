@@ -4,7 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { mnist } from '../src/index.js';
 
 const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
 const run = (...args: string[]) => {
@@ -42,7 +44,7 @@ describe('ferroconv CLI', () => {
     expect(r.err).not.toMatch(/\n\s+at /);
   });
 
-  it('trains briefly, then evaluates and predicts with the checkpoint; a corrupt checkpoint is an error', () => {
+  it('trains briefly, then evaluates and predicts with the checkpoint; a corrupt checkpoint is an error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fc-cli-'));
     const t = run('train', '--epochs', '1', '--limit', '640', '--batch-size', '64', '--checkpoint-dir', dir, '--no-progress', '--schedule', 'none');
     expect(t.code, t.err).toBe(0);
@@ -55,6 +57,13 @@ describe('ferroconv CLI', () => {
     const b = run('eval', '--checkpoint', bad);
     expect(b.code).toBe(1);
     expect(b.err).toMatch(/^ferroconv: safetensors .*bad\.safetensors/);
+    // A real digit as a PNG (MNIST test image 0, a 7), written with sharp.
+    const png = join(dir, 'seven.png');
+    const img = mnist({ train: false, normalize: false }).get(0).image;
+    await sharp(Buffer.from(Uint8Array.from(img.data, (v) => Math.round(v * 255))), { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(png);
+    const ok = run('predict', '--checkpoint', join(dir, 'model.safetensors'), '--top', '2', png);
+    expect(ok.code, ok.err).toBe(0);
+    expect(ok.out).toMatch(/seven\.png: \d - \w+ \d+\.\d%, \d - \w+ \d+\.\d%/);
     const p = run('predict', '--checkpoint', join(dir, 'model.safetensors'), join(dir, 'missing.png'));
     expect(p.code).toBe(2);
     expect(p.err).toContain('image not found');
