@@ -949,7 +949,7 @@ fn plane_sum(avx2: bool, x: &[f32]) -> f64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_sum_avx2(x: &[f32]) -> f64 {
-    crate::batchnorm::shifted_sum(x, 0.0)
+    crate::batchnorm::shifted_sum_avx2(x)
 }
 
 fn adaptive_plane(
