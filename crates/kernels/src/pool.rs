@@ -501,7 +501,7 @@ mod x86 {
         while full > 0 && !fits((full - 1) * 8) {
             full -= 1;
         }
-        let tail = full == n / 8 && n % 8 != 0 && n >= 8 && fits(n - 8);
+        let tail = full == n / 8 && !n.is_multiple_of(8) && n >= 8 && fits(n - 8);
         let covered = if tail { n } else { full * 8 };
         (
             Groups {
