@@ -224,7 +224,8 @@ fn train_channel_impl<const AVX2: bool>(t: &TrainChannel, ys: &mut [&mut [f32]])
     let batch = ys.len();
     // Shifting by one of the channel's own values keeps the f32 partial sums small even when
     // the mean is large next to the spread.
-    let shift = t.x(0)[0];
+    let first = t.x(0)[0];
+    let shift = if first.is_finite() { first } else { 0.0 };
     let mut sum = 0.0;
     for n in 0..batch {
         sum += Reduce::<AVX2>::shifted_sum(t.x(n), shift);

@@ -507,7 +507,7 @@ mod x86 {
             Groups {
                 next: 0,
                 full,
-                tail: tail.then_some(n - 8),
+                tail: if tail { Some(n - 8) } else { None },
             },
             covered,
         )
