@@ -82,7 +82,7 @@ fn planes_by_channel(buf: &mut [f32], channels: usize, plane: usize) -> Vec<Vec<
 const BLOCK: usize = 1024;
 const LANES: usize = 16;
 
-/// Σ (x - shift), in f64 across blocks.
+/// Σ (x - shift), in f64 across blocks. Public to the crate: global average pooling uses it.
 #[inline(always)]
 pub(crate) fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
     let mut total = 0.0f64;
@@ -183,18 +183,58 @@ impl TrainChannel<'_> {
     }
 }
 
+/// The three reductions, with explicit AVX2 code when `AVX2` (compilers vectorise these
+/// lane-array loops unreliably) and the portable loops otherwise.
+struct Reduce<const AVX2: bool>;
+
+impl<const AVX2: bool> Reduce<AVX2> {
+    #[inline(always)]
+    fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: AVX2 is true only inside functions that run when the CPU has AVX2+FMA.
+            return unsafe { x86::shifted_sum(xs, shift) };
+        }
+        shifted_sum(xs, shift)
+    }
+
+    #[inline(always)]
+    fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: AVX2 is true only inside functions that run when the CPU has AVX2+FMA.
+            return unsafe { x86::centered_sums(xs, mean) };
+        }
+        centered_sums(xs, mean)
+    }
+
+    #[inline(always)]
+    fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: AVX2 is true only inside functions that run when the CPU has AVX2+FMA.
+            return unsafe { x86::grad_sums(x, g, mean) };
+        }
+        grad_sums(x, g, mean)
+    }
+}
+
 #[inline(always)]
-fn train_channel_impl(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
+fn train_channel_impl<const AVX2: bool>(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
     let batch = ys.len();
     // Shifting by one of the channel's own values keeps the f32 partial sums small even when
     // the mean is large next to the spread.
-    let shift = t.x(0)[0];
-    let sum: f64 = (0..batch).map(|n| shifted_sum(t.x(n), shift)).sum();
+    let first = t.x(0)[0];
+    let shift = if first.is_finite() { first } else { 0.0 };
+    let mut sum = 0.0;
+    for n in 0..batch {
+        sum += Reduce::<AVX2>::shifted_sum(t.x(n), shift);
+    }
     let mean = shift as f64 + sum / t.count;
     let mean32 = mean as f32;
     let (mut dev, mut sq) = (0.0, 0.0);
     for n in 0..batch {
-        let (d, s) = centered_sums(t.x(n), mean32);
+        let (d, s) = Reduce::<AVX2>::centered_sums(t.x(n), mean32);
         dev += d;
         sq += s;
     }
@@ -216,13 +256,13 @@ fn train_channel(avx2: bool, t: &TrainChannel, ys: &mut [&mut [f32]]) -> Channel
         return unsafe { train_channel_avx2(t, ys) };
     }
     let _ = avx2;
-    train_channel_impl(t, ys)
+    train_channel_impl::<false>(t, ys)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn train_channel_avx2(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
-    train_channel_impl(t, ys)
+    train_channel_impl::<true>(t, ys)
 }
 
 /// Training forward: normalises with the batch mean and biased variance, writes the mean and
@@ -381,11 +421,11 @@ impl BackChannel<'_> {
 
 /// (Σ gy, Σ (x - mean) * gy) of one channel, after writing its grad input planes `gis`.
 #[inline(always)]
-fn back_channel_impl(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
+fn back_channel_impl<const AVX2: bool>(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
     let (mut sum_g, mut dotp) = (0.0, 0.0);
     for n in 0..gis.len() {
         let r = t.at(n);
-        let (s, d) = grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean);
+        let (s, d) = Reduce::<AVX2>::grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean);
         sum_g += s;
         dotp += d;
     }
@@ -413,13 +453,13 @@ fn back_channel(avx2: bool, t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f6
         return unsafe { back_channel_avx2(t, gis) };
     }
     let _ = avx2;
-    back_channel_impl(t, gis)
+    back_channel_impl::<false>(t, gis)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn back_channel_avx2(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
-    back_channel_impl(t, gis)
+    back_channel_impl::<true>(t, gis)
 }
 
 /// Training backward, from the saved batch mean and inverse std: grad input (always), and
@@ -478,4 +518,127 @@ pub fn batch_norm2d_backward(
         }
     }
     Ok(())
+}
+
+/// AVX2+FMA versions of the reductions: the same blocking (f32 lanes within a block of
+/// `BLOCK` values, f64 across blocks), in registers.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::BLOCK;
+    use std::arch::x86_64::*;
+
+    /// Adds the 8 f32 lanes of `v` to the 4 f64 lanes of `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn widen_add(acc: __m256d, v: __m256) -> __m256d {
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        _mm256_add_pd(acc, _mm256_add_pd(lo, hi))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256d) -> f64 {
+        let mut a = [0.0f64; 4];
+        _mm256_storeu_pd(a.as_mut_ptr(), v);
+        (a[0] + a[1]) + (a[2] + a[3])
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
+        let sh = _mm256_set1_ps(shift);
+        let mut total = _mm256_setzero_pd();
+        let mut tail = 0.0f64;
+        for block in xs.chunks(BLOCK) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut chunks = block.chunks_exact(32);
+            for c in &mut chunks {
+                let p = c.as_ptr();
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_add_ps(*a, _mm256_sub_ps(_mm256_loadu_ps(p.add(8 * j)), sh));
+                }
+            }
+            for a in acc {
+                total = widen_add(total, a);
+            }
+            for &v in chunks.remainder() {
+                tail += (v - shift) as f64;
+            }
+        }
+        hsum(total) + tail
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
+        let m = _mm256_set1_ps(mean);
+        let (mut t1, mut t2) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut r1, mut r2) = (0.0f64, 0.0f64);
+        for block in xs.chunks(BLOCK) {
+            let mut s1 = [_mm256_setzero_ps(); 2];
+            let mut s2 = [_mm256_setzero_ps(); 2];
+            let mut chunks = block.chunks_exact(16);
+            for c in &mut chunks {
+                let p = c.as_ptr();
+                for j in 0..2 {
+                    let d = _mm256_sub_ps(_mm256_loadu_ps(p.add(8 * j)), m);
+                    s1[j] = _mm256_add_ps(s1[j], d);
+                    s2[j] = _mm256_fmadd_ps(d, d, s2[j]);
+                }
+            }
+            for j in 0..2 {
+                t1 = widen_add(t1, s1[j]);
+                t2 = widen_add(t2, s2[j]);
+            }
+            for &v in chunks.remainder() {
+                let d = (v - mean) as f64;
+                r1 += d;
+                r2 += d * d;
+            }
+        }
+        (hsum(t1) + r1, hsum(t2) + r2)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
+        let m = _mm256_set1_ps(mean);
+        let (mut t1, mut t2) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut r1, mut r2) = (0.0f64, 0.0f64);
+        for (xb, gb) in x.chunks(BLOCK).zip(g.chunks(BLOCK)) {
+            let mut s1 = [_mm256_setzero_ps(); 2];
+            let mut s2 = [_mm256_setzero_ps(); 2];
+            let mut xc = xb.chunks_exact(16);
+            let mut gc = gb.chunks_exact(16);
+            for (cx, cg) in (&mut xc).zip(&mut gc) {
+                let (px, pg) = (cx.as_ptr(), cg.as_ptr());
+                for j in 0..2 {
+                    let gv = _mm256_loadu_ps(pg.add(8 * j));
+                    let d = _mm256_sub_ps(_mm256_loadu_ps(px.add(8 * j)), m);
+                    s1[j] = _mm256_add_ps(s1[j], gv);
+                    s2[j] = _mm256_fmadd_ps(d, gv, s2[j]);
+                }
+            }
+            for j in 0..2 {
+                t1 = widen_add(t1, s1[j]);
+                t2 = widen_add(t2, s2[j]);
+            }
+            for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
+                r1 += gv as f64;
+                r2 += (xv - mean) as f64 * gv as f64;
+            }
+        }
+        (hsum(t1) + r1, hsum(t2) + r2)
+    }
+}
+
+/// Σ x with the AVX2 reduction, for global average pooling.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn shifted_sum_avx2(xs: &[f32]) -> f64 {
+    x86::shifted_sum(xs, 0.0)
 }

@@ -488,16 +488,48 @@ mod x86 {
         }
     }
 
-    /// How many leading outputs of the run can be done 8 at a time with every load in bounds.
+    /// Start of each 8-output group of a run of `n`, as long as the group's loads stay inside
+    /// the plane: 0, 8, 16, ... and, when `n` is not a multiple of 8, a last group ending at
+    /// `n` that overlaps the one before (recomputing an output gives the same value). Returns
+    /// the starts and how many leading outputs they cover.
     #[inline(always)]
-    fn vector_outputs<const S: usize>(x_len: usize, run: &Run, n: usize) -> usize {
+    fn groups<const S: usize>(x_len: usize, run: &Run, n: usize) -> (Groups, usize) {
         // The farthest read of group [i, i + 8) is at(last row, i) + last tap + 8 * S.
         let last_tap = (run.kernel_w - 1) * run.dilation_w;
-        let mut groups = n / 8;
-        while groups > 0 && run.at(run.rows - 1, (groups - 1) * 8) + last_tap + 8 * S > x_len {
-            groups -= 1;
+        let fits = |i: usize| run.at(run.rows - 1, i) + last_tap + 8 * S <= x_len;
+        let mut full = n / 8;
+        while full > 0 && !fits((full - 1) * 8) {
+            full -= 1;
         }
-        groups * 8
+        let tail = full == n / 8 && !n.is_multiple_of(8) && n >= 8 && fits(n - 8);
+        let covered = if tail { n } else { full * 8 };
+        (
+            Groups {
+                next: 0,
+                full,
+                tail: if tail { Some(n - 8) } else { None },
+            },
+            covered,
+        )
+    }
+
+    struct Groups {
+        next: usize,
+        full: usize,
+        tail: Option<usize>,
+    }
+
+    impl Iterator for Groups {
+        type Item = usize;
+        #[inline(always)]
+        fn next(&mut self) -> Option<usize> {
+            if self.next < self.full {
+                self.next += 1;
+                Some((self.next - 1) * 8)
+            } else {
+                self.tail.take()
+            }
+        }
     }
 
     #[inline]
@@ -508,10 +540,10 @@ mod x86 {
         best: &mut [f32],
         arg: &mut [i32],
     ) -> usize {
-        let n = vector_outputs::<S>(x.len(), run, best.len().min(arg.len()));
+        let (starts, covered) = groups::<S>(x.len(), run, best.len().min(arg.len()));
         let s = S as i32;
         let lanes = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
-        for i in (0..n).step_by(8) {
+        for i in starts {
             let mut b = _mm256_set1_ps(f32::NEG_INFINITY);
             let mut a = _mm256_add_epi32(_mm256_set1_epi32(run.at(0, i) as i32), lanes);
             for r in 0..run.rows {
@@ -535,7 +567,7 @@ mod x86 {
             _mm256_storeu_ps(best.as_mut_ptr().add(i), b);
             _mm256_storeu_si256(arg.as_mut_ptr().add(i) as *mut __m256i, a);
         }
-        n
+        covered
     }
 
     /// Window sums of the leading outputs, 8 at a time, divided by `divisor`.
@@ -547,9 +579,9 @@ mod x86 {
         divisor: f32,
         out: &mut [f32],
     ) -> usize {
-        let n = vector_outputs::<S>(x.len(), run, out.len());
+        let (starts, covered) = groups::<S>(x.len(), run, out.len());
         let d = _mm256_set1_ps(divisor);
-        for i in (0..n).step_by(8) {
+        for i in starts {
             let mut acc = _mm256_setzero_ps();
             for r in 0..run.rows {
                 let at = run.at(r, i);
@@ -559,7 +591,7 @@ mod x86 {
             }
             _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_div_ps(acc, d));
         }
-        n
+        covered
     }
 }
 
@@ -949,7 +981,7 @@ fn plane_sum(avx2: bool, x: &[f32]) -> f64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_sum_avx2(x: &[f32]) -> f64 {
-    crate::batchnorm::shifted_sum(x, 0.0)
+    crate::batchnorm::shifted_sum_avx2(x)
 }
 
 fn adaptive_plane(
