@@ -60,3 +60,4 @@ export {
 export * as data from './data/index.js';
 export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, transforms } from './data/index.js';
 export * as models from './models/index.js';
+export { classify } from './models/index.js';

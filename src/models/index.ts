@@ -20,3 +20,4 @@ export {
 } from './densenet.js';
 export { stochasticDepth, linearSurvivalProb } from './stochastic-depth.js';
 export { mnistNet } from './mnist-net.js';
+export { classify, preprocessImage, IMAGENET_MEAN, IMAGENET_STD, type ClassifyOptions, type Prediction } from './classify.js';
