@@ -8,7 +8,7 @@ import {
   StepLR, WarmupCosineLR, type LRSchedulerStateDict, type Optimizer, type OptimizerStateDict,
   type ReduceLROnPlateauStateDict,
 } from '../src/optim/index.js';
-import { expectClose, loadFixture } from './optim-helpers.js';
+import { expectClose, loadFixture } from './helpers.js';
 
 interface Case {
   name: string;

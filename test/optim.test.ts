@@ -5,7 +5,7 @@ import { Tensor } from '../src/tensor.js';
 import {
   Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD, clipGradNorm, clipGradValue, type OptimizerStateDict,
 } from '../src/optim/index.js';
-import { expectClose, loadFixture } from './optim-helpers.js';
+import { expectClose, loadFixture } from './helpers.js';
 
 interface Case {
   name: string;
