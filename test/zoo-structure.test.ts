@@ -26,14 +26,10 @@ function keysAndShapes(entries: Iterable<[string, Tensor]>): [string, number[]][
 
 const BUFFER = /\.(running_mean|running_var|num_batches_tracked)$/;
 
-/**
- * Compares with a torchvision state_dict() listing. Module.stateDict() lists all parameters and
- * then all buffers, while torch interleaves them module by module; the parameter order and the
- * buffer order are each the same as torch's named_parameters() / named_buffers().
- */
+/** Compares with a torchvision state_dict() listing: same keys, shapes and order. */
 function expectTorchKeys(model: Module, theirs: [string, number[]][]): void {
   const ours = keysAndShapes(model.stateDict());
-  expect(new Set(ours.map(([k]) => k))).toEqual(new Set(theirs.map(([k]) => k)));
+  expect(ours).toEqual(theirs);
   expect(keysAndShapes(model.namedParameters())).toEqual(theirs.filter(([k]) => !BUFFER.test(k)));
   expect(keysAndShapes(model.namedBuffers())).toEqual(theirs.filter(([k]) => BUFFER.test(k)));
   expect(ours.length).toBe(theirs.length);

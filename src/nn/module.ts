@@ -130,7 +130,14 @@ export abstract class Module {
 
   /** Parameters and buffers by dotted name. The tensors are the live ones (not copies). */
   stateDict(): StateDict {
-    return new Map([...this.namedParameters(), ...this.namedBuffers()]);
+    // Module by module, parameters then buffers: the order of PyTorch's state_dict().
+    const out: StateDict = new Map();
+    for (const [prefix, m] of this.namedModules()) {
+      const key = (name: string) => (prefix ? `${prefix}.${name}` : name);
+      for (const [name, t] of m.params) if (t) out.set(key(name), t);
+      for (const [name, t] of m.bufs) if (t) out.set(key(name), t);
+    }
+    return out;
   }
 
   /**
