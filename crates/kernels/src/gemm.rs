@@ -15,6 +15,7 @@ use crate::error::{check_len, numel};
 use crate::{bail, Result};
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 /// Rows of the register tile.
 pub(crate) const MR: usize = 6;
@@ -22,7 +23,14 @@ pub(crate) const MR: usize = 6;
 pub(crate) const NR: usize = 16;
 const MC: usize = 144;
 const KC: usize = 256;
-const NC: usize = 4080;
+/// Most columns of B one unit packs: 256 x 256 floats = 256 KiB, half of L2.
+const NCB: usize = 256;
+/// Narrowest parallel unit: 4 panels, so each A block brought into L2 is used 4 times per row.
+const MIN_UNIT_COLS: usize = 64;
+/// Fewest rows a parallel unit is cut down to, so repacking its B slice stays cheap.
+const MIN_UNIT_ROWS: usize = 96;
+/// Most floats of packed A held at once (16 MiB); larger problems pack A a range at a time.
+const A_PACK_FLOATS: usize = 4 << 20;
 
 /// Work (m*n*k) below which threading costs more than it saves.
 const PARALLEL_MIN_WORK: f64 = 262_144.0;
@@ -163,20 +171,14 @@ impl PackedA {
         assert_fits(a.len(), if trans { (k, m) } else { (m, k) }, ld);
         let m_pad = round_up(m, MR);
         let mut buf = AlignedBuf::default();
-        let data = buf.get(m_pad * k);
-        let mut rest = &mut data[..];
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            let (block, tail) = rest.split_at_mut(m_pad * kc);
-            rest = tail;
-            pack_a(block, a, ld, trans, m, p0, kc, par);
-        }
+        pack_a(buf.get(m_pad * k), a, ld, trans, m, 0..k, par);
         PackedA { buf, m, k }
     }
 
-    fn block(&self, p0: usize, kc: usize) -> &[f32] {
+    /// The packed blocks of shared indices `ks` (KC-aligned start).
+    fn range(&self, ks: Range<usize>) -> &[f32] {
         let m_pad = round_up(self.m, MR);
-        &self.buf.slice()[m_pad * p0..m_pad * (p0 + kc)]
+        &self.buf.slice()[m_pad * ks.start..m_pad * ks.end]
     }
 }
 
@@ -332,31 +334,117 @@ pub(crate) unsafe fn gemm_raw(
     }
     let avx = crate::simd::use_avx2();
     let m_pad = round_up(m, MR);
-    let mut a_buf = PACK_A.take();
-    let mut b_buf = PACK_B.take();
+    let grid = Grid::new(m, n, par);
     let cp = CPtr(c);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let bp = b_buf.get(round_up(nc, NR) * kc);
-            pack_b(bp, b, pc, kc, jc, nc, par);
-            let ap: &[f32] = match &a {
-                Lhs::Packed(pa) => pa.block(pc, kc),
-                Lhs::Raw { data, ld, trans } => {
-                    let ap = a_buf.get(m_pad * kc);
-                    pack_a(ap, data, *ld, *trans, m, pc, kc, par);
-                    ap
-                }
-            };
-            let beta_now = if pc == 0 { beta } else { 1.0 };
-            // SAFETY: C spans (m-1)*ldc + n floats (caller's contract); column offset jc < n.
-            let c_block = CPtr(cp.at(jc));
-            macro_kernel(m, nc, kc, ap, bp, alpha, beta_now, c_block, ldc, par, avx);
+    let mut a_buf = PACK_A.take();
+    // A is packed for a whole range of the shared dimension at once (all of it unless that
+    // would be huge), so units then run over the range with no barrier per KC step.
+    let span = (A_PACK_FLOATS / m_pad / KC * KC).max(KC);
+    for k0 in (0..k).step_by(span) {
+        let ks = k0..(k0 + span).min(k);
+        let ap: &[f32] = match &a {
+            Lhs::Packed(pa) => pa.range(ks.clone()),
+            Lhs::Raw { data, ld, trans } => {
+                let ap = a_buf.get(m_pad * ks.len());
+                pack_a(ap, data, *ld, *trans, m, ks.clone(), par);
+                ap
+            }
+        };
+        let unit = |u: usize| {
+            let (rows, cols) = grid.unit(u);
+            let mut b_buf = PACK_B.take();
+            for pc in ks.clone().step_by(KC) {
+                let kc = KC.min(ks.end - pc);
+                let bp = b_buf.get(round_up(cols.len(), NR) * kc);
+                pack_b(bp, b, pc, kc, cols.start, cols.len());
+                let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
+                let beta_now = if pc == 0 { beta } else { 1.0 };
+                // SAFETY: the unit's tile lies inside the m x n block at `c` (caller's
+                // contract), and units cover disjoint tiles.
+                let c_unit = CPtr(cp.at(cols.start));
+                let n_unit = cols.len();
+                macro_kernel(
+                    m,
+                    rows.clone(),
+                    n_unit,
+                    kc,
+                    apc,
+                    bp,
+                    alpha,
+                    beta_now,
+                    c_unit,
+                    ldc,
+                    avx,
+                );
+            }
+            PACK_B.set(b_buf);
+        };
+        if par && grid.units() > 1 {
+            (0..grid.units())
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(unit);
+        } else {
+            (0..grid.units()).for_each(unit);
         }
     }
     PACK_A.set(a_buf);
-    PACK_B.set(b_buf);
+}
+
+/// How C splits into independent units (a range of rows by a range of columns). Each unit
+/// packs its own slice of B, at most `NCB` columns so it stays in L2 while the A blocks stream
+/// past, and walks its rows in MC blocks. With threads, columns are split further (down to
+/// `MIN_UNIT_COLS`) until there are enough units to even out uneven cores (the machine may be
+/// shared); only when that is not enough are rows split too, which repacks B once per row
+/// chunk.
+#[derive(Clone, Copy)]
+struct Grid {
+    m: usize,
+    n: usize,
+    mh: usize,
+    nw: usize,
+    row_chunks: usize,
+    col_chunks: usize,
+}
+
+impl Grid {
+    fn new(m: usize, n: usize, par: bool) -> Grid {
+        let mut col_chunks = n.div_ceil(NCB);
+        let mut row_chunks = 1;
+        if par {
+            let target = 4 * rayon::current_num_threads();
+            col_chunks = col_chunks.max(target.min(n.div_ceil(MIN_UNIT_COLS)));
+            if col_chunks < target {
+                row_chunks = target
+                    .div_ceil(col_chunks)
+                    .min(m.div_ceil(MIN_UNIT_ROWS))
+                    .max(1);
+            }
+        }
+        let nw = round_up(n.div_ceil(col_chunks), NR);
+        let mh = round_up(m.div_ceil(row_chunks), MR);
+        Grid {
+            m,
+            n,
+            mh,
+            nw,
+            row_chunks: m.div_ceil(mh),
+            col_chunks: n.div_ceil(nw),
+        }
+    }
+
+    fn units(&self) -> usize {
+        self.row_chunks * self.col_chunks
+    }
+
+    fn unit(&self, u: usize) -> (Range<usize>, Range<usize>) {
+        let (r, c) = (u / self.col_chunks, u % self.col_chunks);
+        let (r0, c0) = (r * self.mh, c * self.nw);
+        (
+            r0..(r0 + self.mh).min(self.m),
+            c0..(c0 + self.nw).min(self.n),
+        )
+    }
 }
 
 fn gather(k: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
@@ -495,29 +583,38 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: usize) {
     }
 }
 
-/// Packs rows `0..m` of op(A), shared indices `p0..p0+kc`, into `dst` (m_pad * kc floats).
-#[allow(clippy::too_many_arguments)]
+/// Packs rows `0..m` of op(A), shared indices `ks`, into `dst` (m_pad * ks.len() floats): one
+/// block per KC step (the block of shared index p0 at `m_pad * (p0 - ks.start)`), each block a
+/// run of MR-row panels `[kc][MR]`.
 fn pack_a(
     dst: &mut [f32],
     a: &[f32],
     lda: usize,
     trans: bool,
     m: usize,
-    p0: usize,
-    kc: usize,
+    ks: Range<usize>,
     par: bool,
 ) {
-    let panel = |(ip, d): (usize, &mut [f32])| {
-        let i0 = ip * MR;
+    let m_pad = round_up(m, MR);
+    // Every (block, panel) pair is independent: list them all so one parallel loop (one
+    // barrier) packs the whole range.
+    let mut jobs = Vec::with_capacity(m_pad / MR * ks.len().div_ceil(KC));
+    let mut rest = dst;
+    for p0 in ks.clone().step_by(KC) {
+        let kc = KC.min(ks.end - p0);
+        let (block, tail) = rest.split_at_mut(m_pad * kc);
+        rest = tail;
+        for (ip, d) in block.chunks_mut(MR * kc).enumerate() {
+            jobs.push((p0, kc, ip * MR, d));
+        }
+    }
+    let job = |(p0, kc, i0, d): (usize, usize, usize, &mut [f32])| {
         pack_a_panel(d, a, lda, trans, i0, MR.min(m - i0), p0, kc);
     };
     if par {
-        dst.par_chunks_mut(MR * kc)
-            .with_min_len(4)
-            .enumerate()
-            .for_each(panel);
+        jobs.into_par_iter().with_min_len(8).for_each(job);
     } else {
-        dst.chunks_mut(MR * kc).enumerate().for_each(panel);
+        jobs.into_iter().for_each(job);
     }
 }
 
@@ -557,50 +654,51 @@ fn pack_a_panel(
     }
 }
 
-/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`.
-fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize, par: bool) {
-    let panel = |(jp, d): (usize, &mut [f32])| {
-        let j = j0 + jp * NR;
-        pack_b_panel(d, b, p0, kc, j, NR.min(j0 + nc - j));
-    };
-    if par {
-        dst.par_chunks_mut(NR * kc)
-            .with_min_len(4)
-            .enumerate()
-            .for_each(panel);
-    } else {
-        dst.chunks_mut(NR * kc).enumerate().for_each(panel);
-    }
-}
-
-fn pack_b_panel(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nr: usize) {
+/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`
+/// (zero past column nc).
+fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize) {
+    let panels = nc.div_ceil(NR);
     if !b.trans {
-        // op(B)[p][j] = b[p * ldb + j]: each step of p is a contiguous run of NR floats.
-        for (p, d) in dst.chunks_exact_mut(NR).enumerate() {
-            let src = &b.data[(p0 + p) * b.ld + j0..][..nr];
-            d[..nr].copy_from_slice(src);
-            d[nr..].fill(0.0);
+        // op(B)[p][j] = b[p * ldb + j]: read each source row once, sequentially, and deal it
+        // out to the panels.
+        for p in 0..kc {
+            let src = &b.data[(p0 + p) * b.ld + j0..][..nc];
+            for (jp, chunk) in src.chunks(NR).enumerate() {
+                let d = &mut dst[(jp * kc + p) * NR..][..NR];
+                d[..chunk.len()].copy_from_slice(chunk);
+                d[chunk.len()..].fill(0.0);
+            }
         }
     } else {
-        if nr < NR {
-            dst.fill(0.0);
-        }
-        // op(B)[p][j] = b[j * ldb + p]: read each source row once, scatter down the panel.
-        for j in 0..nr {
-            let src = &b.data[(j0 + j) * b.ld + p0..][..kc];
-            for (d, &v) in dst[j..].iter_mut().step_by(NR).zip(src) {
-                *d = v;
+        for jp in 0..panels {
+            let d = &mut dst[jp * kc * NR..][..kc * NR];
+            let nr = NR.min(nc - jp * NR);
+            if nr < NR {
+                d.fill(0.0);
+            }
+            // op(B)[p][j] = b[j * ldb + p]: read each source row once, scatter down the panel.
+            for j in 0..nr {
+                let src = &b.data[(j0 + jp * NR + j) * b.ld + p0..][..kc];
+                for (dv, &v) in d[j..].iter_mut().step_by(NR).zip(src) {
+                    *dv = v;
+                }
             }
         }
     }
 }
 
-/// C[0..m, 0..n] = alpha * Apack * Bpack + beta * C for one KC block. C is split into units of
-/// at most MC rows (so an A block stays in L2) by a chunk of columns; units are independent
-/// and write disjoint tiles, so they can run on any thread in any order.
+/// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
+/// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
+/// unit's n columns. Rows go in MC blocks (one A block stays in L2), then NR panels of B (one
+/// stays in L1), then MR panels of A.
+///
+/// # Safety
+/// Rows `rows` by columns `0..n` at `c` (leading dimension `ldc`) must be writable and touched
+/// by nothing else meanwhile.
 #[allow(clippy::too_many_arguments)]
-fn macro_kernel(
+unsafe fn macro_kernel(
     m: usize,
+    rows: Range<usize>,
     n: usize,
     kc: usize,
     ap: &[f32],
@@ -609,46 +707,30 @@ fn macro_kernel(
     beta: f32,
     c: CPtr,
     ldc: usize,
-    par: bool,
     avx: bool,
 ) {
-    let row_blocks = m.div_ceil(MC);
-    let mc = round_up(m.div_ceil(row_blocks), MR);
-    let row_blocks = m.div_ceil(mc);
-    let col_chunks = if par {
-        // Enough units for rayon to even out uneven cores (the machine may be shared), but
-        // each at least a few panels wide so its A block is reused.
-        let target = 8 * rayon::current_num_threads();
-        target.div_ceil(row_blocks).min(n.div_ceil(3 * NR)).max(1)
-    } else {
-        1
-    };
-    let nw = round_up(n.div_ceil(col_chunks), NR);
-    let col_chunks = n.div_ceil(nw);
-    let unit = |u: usize| {
-        let (rb, cb) = (u / col_chunks, u % col_chunks);
-        let (r0, c0) = (rb * mc, cb * nw);
-        let (r1, c1) = ((r0 + mc).min(m), (c0 + nw).min(n));
-        for jr in (c0..c1).step_by(NR) {
+    for ic in rows.clone().step_by(MC) {
+        let ic_end = (ic + MC).min(rows.end);
+        for jr in (0..n).step_by(NR) {
             let nr = NR.min(n - jr);
             let bpanel = &bp[jr * kc..(jr + NR) * kc];
-            for ir in (r0..r1).step_by(MR) {
+            for ir in (ic..ic_end).step_by(MR) {
                 let mr = MR.min(m - ir);
                 let apanel = &ap[ir * kc..(ir + MR) * kc];
-                // SAFETY: tile (ir..ir+mr, jr..jr+nr) lies inside the m x n matrix at C with
-                // leading dimension ldc; units cover disjoint tiles.
-                unsafe {
-                    let ct = c.at(ir * ldc + jr);
-                    tile(kc, apanel, bpanel, ct, ldc, mr, nr, alpha, beta, avx);
-                }
+                tile(
+                    kc,
+                    apanel,
+                    bpanel,
+                    c.at(ir * ldc + jr),
+                    ldc,
+                    mr,
+                    nr,
+                    alpha,
+                    beta,
+                    avx,
+                );
             }
         }
-    };
-    let units = row_blocks * col_chunks;
-    if par && units > 1 {
-        (0..units).into_par_iter().with_max_len(1).for_each(unit);
-    } else {
-        (0..units).for_each(unit);
     }
 }
 

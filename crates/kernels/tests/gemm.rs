@@ -101,6 +101,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 700, 27),
     (1, 1000, 40),
     (600, 1, 33),
+    // m_pad * k above the packed-A limit: A is packed one range of k at a time.
+    (2050, 3, 2100),
 ];
 
 fn all_cases() {
