@@ -302,13 +302,67 @@ pub(crate) unsafe fn gemm_raw(
     ldc: usize,
     par: bool,
 ) {
+    gemm_impl(m, n, k, alpha, a, BSrc::Mat(b), beta, c, ldc, par)
+}
+
+/// [`gemm_raw`] with op(B) already in the packed layout of [`packed_b_len`]: panel-major,
+/// `[round_up(n, NR) / NR][k][NR]`, zero past column n. Producers that can write that layout
+/// directly (im2col) save the GEMM a copy.
+///
+/// # Safety
+/// As for [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw_packed_b(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    bp: &[f32],
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    par: bool,
+) {
+    assert!(bp.len() >= packed_b_len(k, n), "gemm: packed B too short");
+    gemm_impl(m, n, k, alpha, a, BSrc::Packed(bp), beta, c, ldc, par)
+}
+
+/// Floats of a packed op(B) (`k x n`) for [`gemm_raw_packed_b`].
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    round_up(n, NR) * k
+}
+
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    Mat(Rhs<'a>),
+    Packed(&'a [f32]),
+}
+
+/// # Safety
+/// As for [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_impl(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    b: BSrc<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    par: bool,
+) {
     match &a {
         Lhs::Raw { data, ld, trans } => {
             assert_fits(data.len(), if *trans { (k, m) } else { (m, k) }, *ld)
         }
         Lhs::Packed(pa) => assert!(pa.m == m && pa.k == k, "gemm: packed A shape mismatch"),
     }
-    assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    if let BSrc::Mat(b) = b {
+        assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -316,7 +370,8 @@ pub(crate) unsafe fn gemm_raw(
         scale_c(m, n, beta, c, ldc);
         return;
     }
-    if let Lhs::Raw { data, ld, trans } = a {
+    if let (Lhs::Raw { data, ld, trans }, BSrc::Mat(b)) = (&a, b) {
+        let (data, ld, trans) = (*data, *ld, *trans);
         // A single row or column of C is a matrix-vector product: memory-bound, and a 6x16
         // tile would run mostly empty, so it gets its own path.
         if m == 1 {
@@ -355,8 +410,15 @@ pub(crate) unsafe fn gemm_raw(
             let mut b_buf = PACK_B.take();
             for pc in ks.clone().step_by(KC) {
                 let kc = KC.min(ks.end - pc);
-                let bp = b_buf.get(round_up(cols.len(), NR) * kc);
-                pack_b(bp, b, pc, kc, cols.start, cols.len());
+                // This KC step of the unit's columns: panel q at bp[q * stride..][..kc * NR].
+                let (bp, stride): (&[f32], usize) = match b {
+                    BSrc::Mat(b) => {
+                        let bp = b_buf.get(round_up(cols.len(), NR) * kc);
+                        pack_b(bp, b, pc, kc, cols.start, cols.len());
+                        (bp, kc * NR)
+                    }
+                    BSrc::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
+                };
                 let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
                 let beta_now = if pc == 0 { beta } else { 1.0 };
                 // SAFETY: the unit's tile lies inside the m x n block at `c` (caller's
@@ -370,6 +432,7 @@ pub(crate) unsafe fn gemm_raw(
                     kc,
                     apc,
                     bp,
+                    stride,
                     alpha,
                     beta_now,
                     c_unit,
@@ -689,7 +752,7 @@ fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usiz
 
 /// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
 /// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
-/// unit's n columns. Rows go in MC blocks (one A block stays in L2), then NR panels of B (one
+/// unit's n columns (panel q at `q * b_stride`). Rows go in MC blocks (one A block stays in L2), then NR panels of B (one
 /// stays in L1), then MR panels of A.
 ///
 /// # Safety
@@ -703,6 +766,7 @@ unsafe fn macro_kernel(
     kc: usize,
     ap: &[f32],
     bp: &[f32],
+    b_stride: usize,
     alpha: f32,
     beta: f32,
     c: CPtr,
@@ -713,7 +777,7 @@ unsafe fn macro_kernel(
         let ic_end = (ic + MC).min(rows.end);
         for jr in (0..n).step_by(NR) {
             let nr = NR.min(n - jr);
-            let bpanel = &bp[jr * kc..(jr + NR) * kc];
+            let bpanel = &bp[jr / NR * b_stride..][..kc * NR];
             for ir in (ic..ic_end).step_by(MR) {
                 let mr = MR.min(m - ir);
                 let apanel = &ap[ir * kc..(ir + MR) * kc];

@@ -179,28 +179,72 @@ fn valid_range(
     (lo, hi.min(out_len).max(lo))
 }
 
-/// col[row][t] = input tap of block position j0 + t (0 in the padding); `col` is kg x nb.
-fn im2col_block(p: &Conv2dParams, g: &Geom, x: &[f32], j0: usize, nb: usize, col: &mut [f32]) {
-    let sw = p.stride_w;
-    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
-        let dst = &mut col[r.row * nb + r.col..][..r.len];
-        match r.taps {
-            None => dst.fill(0.0),
-            Some((src, lo, hi)) => {
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let plane = &x[r.icg * g.in_plane..][..g.in_plane];
-                let dst = &mut dst[lo..hi];
-                if sw == 1 {
-                    dst.copy_from_slice(&plane[src..src + dst.len()]);
-                } else {
-                    for (d, &v) in dst.iter_mut().zip(plane[src..].iter().step_by(sw)) {
-                        *d = v;
-                    }
+/// Writes one run of a lowered row into `dst` (`run.len` floats): input taps, 0 in the padding.
+fn lower_run(dst: &mut [f32], r: &Run, x: &[f32], g: &Geom, stride_w: usize) {
+    match r.taps {
+        None => dst.fill(0.0),
+        Some((src, lo, hi)) => {
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            let plane = &x[r.icg * g.in_plane..][..g.in_plane];
+            let dst = &mut dst[lo..hi];
+            if stride_w == 1 {
+                dst.copy_from_slice(&plane[src..src + dst.len()]);
+            } else {
+                for (d, &v) in dst.iter_mut().zip(plane[src..].iter().step_by(stride_w)) {
+                    *d = v;
                 }
             }
         }
+    }
+}
+
+/// col[row][t] = input tap of block position j0 + t (0 in the padding); `col` is kg x nb.
+fn im2col_block(p: &Conv2dParams, g: &Geom, x: &[f32], j0: usize, nb: usize, col: &mut [f32]) {
+    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
+        lower_run(
+            &mut col[r.row * nb + r.col..][..r.len],
+            &r,
+            x,
+            g,
+            p.stride_w,
+        );
     });
+}
+
+/// Lowers block positions j0..j0+nb straight into the GEMM's packed-B layout (panel-major,
+/// `[panel][kg][NR]`, see `gemm::gemm_raw_packed_b`), so the GEMM need not copy it again. Each
+/// lowered row is built in `row` (round_up(nb, NR) floats, stays in L1) and then dealt out to
+/// the panels in NR-float pieces.
+fn im2col_packed(
+    p: &Conv2dParams,
+    g: &Geom,
+    x: &[f32],
+    j0: usize,
+    nb: usize,
+    dst: &mut [f32],
+    row: &mut [f32],
+) {
+    fn deal(row: &[f32], r: usize, kg: usize, dst: &mut [f32]) {
+        for (q, piece) in row.chunks_exact(NR).enumerate() {
+            dst[(q * kg + r) * NR..][..NR].copy_from_slice(piece);
+        }
+    }
+    // Runs never reach past nb: the tail of the last panel stays zero.
+    row[nb..].fill(0.0);
+    let mut current = None;
+    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
+        if current != Some(r.row) {
+            if let Some(done) = current {
+                deal(row, done, g.kg, dst);
+            }
+            current = Some(r.row);
+        }
+        lower_run(&mut row[r.col..r.col + r.len], &r, x, g, p.stride_w);
+    });
+    if let Some(done) = current {
+        deal(row, done, g.kg, dst);
+    }
 }
 
 /// dx[icg] += the lowered gradient rows of channel icg (the adjoint of [`im2col_block`]);
@@ -282,14 +326,12 @@ pub fn forward(
                 };
                 gemm::gemm_raw(g.cog, nb, g.kg, 1.0, lhs(), rhs, 0.0, c, g.ohw, par);
             } else {
-                with_scratch(g.kg * nb, |col| {
-                    im2col_block(p, &g, x, j0, nb, col);
-                    let rhs = Rhs {
-                        data: col,
-                        ld: nb,
-                        trans: false,
-                    };
-                    gemm::gemm_raw(g.cog, nb, g.kg, 1.0, lhs(), rhs, 0.0, c, g.ohw, par);
+                let packed_len = gemm::packed_b_len(g.kg, nb);
+                let row_len = nb.next_multiple_of(NR);
+                with_scratch(packed_len + row_len, |buf| {
+                    let (col, row) = buf.split_at_mut(packed_len);
+                    im2col_packed(p, &g, x, j0, nb, col, row);
+                    gemm::gemm_raw_packed_b(g.cog, nb, g.kg, 1.0, lhs(), col, 0.0, c, g.ohw, par);
                 });
             }
             if let Some(bias) = bias {
