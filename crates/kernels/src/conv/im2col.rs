@@ -227,7 +227,7 @@ fn im2col_packed(
 ) {
     fn deal(row: &[f32], r: usize, kg: usize, dst: &mut [f32]) {
         for (q, piece) in row.chunks_exact(NR).enumerate() {
-            dst[(q * kg + r) * NR..][..NR].copy_from_slice(piece);
+            gemm::copy_panel_row(&mut dst[(q * kg + r) * NR..][..NR], piece);
         }
     }
     // Runs never reach past nb: the tail of the last panel stays zero.
