@@ -4,13 +4,16 @@
 //! or `simd::set_level` says no), and rayon parallelism over tiles of C.
 //!
 //! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
-//! - `KC` = 256 rows of the shared dimension per pass, so one packed B micro-panel
+//! - `KC` = 256 steps of the shared dimension per pass, so one packed B micro-panel
 //!   (KC x NR floats = 16 KiB) stays in L1 while A micro-panels stream past it;
-//! - `MC` <= 144 rows of op(A) per block (144 x 256 floats = 144 KiB, comfortably in L2);
-//! - `NC` = 4080 columns of op(B) per pass (4 MiB of packed B, shared through L3).
+//! - `MC` = 144 rows of op(A) per block (144 x 256 floats = 144 KiB, stays in L2);
+//! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, also in L2).
 //!
-//! Every C element is summed in the same order whatever the thread count (threads split C, never
-//! the shared dimension), so results do not depend on the pool size.
+//! op(A) is packed once per call (per 16 MiB range of the shared dimension for huge ones) and
+//! shared; C is cut into independent units of rows x columns that each pack their own slice of
+//! B and run the whole shared dimension, so the threads meet only at the end of the call.
+//! Units split C, never the shared dimension, so every C element is summed in the same order
+//! whatever the thread count: results do not depend on the pool size.
 use crate::error::{check_len, numel};
 use crate::{bail, Result};
 use rayon::prelude::*;
