@@ -2,9 +2,15 @@
 //! the columns of a matrix `col` (`C_in/groups * kH * kW` rows, one column per output position),
 //! so the convolution becomes the matrix product `W_g * col`, run by the blocked SGEMM in
 //! `crate::gemm`. Lowering goes one block of output positions at a time into a per-thread
-//! scratch buffer that stays in cache, instead of materialising the whole matrix; the weights
+//! scratch buffer that stays in cache, instead of materialising the whole matrix (the forward
+//! lowers straight into the GEMM's packed panel layout, so the GEMM copies nothing); the weights
 //! are packed once per call and reused by every block. A 1x1 stride-1 unpadded convolution needs
 //! no lowering at all: the input planes already are the `col` matrix.
+//!
+//! Blocks of (item, group, positions) are independent in the forward, as are (item, group)
+//! pairs in the input gradient, so when there are enough of them they run in parallel with
+//! single-threaded GEMMs; otherwise they run in turn and each GEMM uses the pool. The weight
+//! gradient is a sum over items: each thread sums a contiguous share into its own buffer.
 //!
 //! Backward: `grad_input = col2im(W_g^T * grad_out)`, `grad_weight = sum over items of
 //! grad_out * col^T`, `grad_bias = sum of grad_out over items and positions`.
@@ -15,7 +21,7 @@ use std::cell::Cell;
 use std::ops::Range;
 
 /// Floats of lowered columns per block: 256 KiB, about half of a Zen L2, so a block is still
-/// cached when the GEMM packs it.
+/// in cache when the GEMM reads it.
 const COL_BUDGET: usize = 64 * 1024;
 /// Fewest output positions per block in the forward/backward-data GEMMs (their N).
 const MIN_BLOCK: usize = 64;
