@@ -29,6 +29,9 @@ const MIN_BLOCK: usize = 64;
 /// (one full KC pass of the GEMM, so C is not reloaded every few steps).
 const MIN_BLOCK_WEIGHT: usize = 256;
 
+/// Most floats of lowered columns per block whatever the shape (64 MiB).
+const MAX_SCRATCH: usize = 16 << 20;
+
 thread_local! {
     // Lowered-column scratch reused by every block run on this thread. Taken out while in use,
     // so a nested use on the same thread (rayon work stealing) just allocates its own.
@@ -81,7 +84,11 @@ impl Geom {
     fn new(p: &Conv2dParams, (oh, ow): (usize, usize), min_block: usize) -> Geom {
         let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
         let ohw = oh * ow;
-        let nb = ((COL_BUDGET / kg) / NR * NR).max(min_block).min(ohw);
+        // Past the minimum block, only a gigantic kg could blow the scratch up: cap it there.
+        let nb = ((COL_BUDGET / kg) / NR * NR)
+            .max(min_block)
+            .min(MAX_SCRATCH / kg)
+            .clamp(1, ohw);
         Geom {
             ohw,
             ow,
