@@ -4,17 +4,21 @@
 //! or `simd::set_level` says no), and rayon parallelism over tiles of C.
 //!
 //! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
-//! - `KC` = 256 rows of the shared dimension per pass, so one packed B micro-panel
+//! - `KC` = 256 steps of the shared dimension per pass, so one packed B micro-panel
 //!   (KC x NR floats = 16 KiB) stays in L1 while A micro-panels stream past it;
-//! - `MC` <= 144 rows of op(A) per block (144 x 256 floats = 144 KiB, comfortably in L2);
-//! - `NC` = 4080 columns of op(B) per pass (4 MiB of packed B, shared through L3).
+//! - `MC` = 144 rows of op(A) per block (144 x 256 floats = 144 KiB, stays in L2);
+//! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, also in L2).
 //!
-//! Every C element is summed in the same order whatever the thread count (threads split C, never
-//! the shared dimension), so results do not depend on the pool size.
+//! op(A) is packed once per call (per 16 MiB range of the shared dimension for huge ones) and
+//! shared; C is cut into independent units of rows x columns that each pack their own slice of
+//! B and run the whole shared dimension, so the threads meet only at the end of the call.
+//! Units split C, never the shared dimension, so every C element is summed in the same order
+//! whatever the thread count: results do not depend on the pool size.
 use crate::error::{check_len, numel};
 use crate::{bail, Result};
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 /// Rows of the register tile.
 pub(crate) const MR: usize = 6;
@@ -22,7 +26,14 @@ pub(crate) const MR: usize = 6;
 pub(crate) const NR: usize = 16;
 const MC: usize = 144;
 const KC: usize = 256;
-const NC: usize = 4080;
+/// Most columns of B one unit packs: 256 x 256 floats = 256 KiB, half of L2.
+const NCB: usize = 256;
+/// Narrowest parallel unit: 4 panels, so each A block brought into L2 is used 4 times per row.
+const MIN_UNIT_COLS: usize = 64;
+/// Fewest rows a parallel unit is cut down to, so repacking its B slice stays cheap.
+const MIN_UNIT_ROWS: usize = 96;
+/// Most floats of packed A held at once (16 MiB); larger problems pack A a range at a time.
+const A_PACK_FLOATS: usize = 4 << 20;
 
 /// Work (m*n*k) below which threading costs more than it saves.
 const PARALLEL_MIN_WORK: f64 = 262_144.0;
@@ -163,20 +174,14 @@ impl PackedA {
         assert_fits(a.len(), if trans { (k, m) } else { (m, k) }, ld);
         let m_pad = round_up(m, MR);
         let mut buf = AlignedBuf::default();
-        let data = buf.get(m_pad * k);
-        let mut rest = &mut data[..];
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            let (block, tail) = rest.split_at_mut(m_pad * kc);
-            rest = tail;
-            pack_a(block, a, ld, trans, m, p0, kc, par);
-        }
+        pack_a(buf.get(m_pad * k), a, ld, trans, m, 0..k, par);
         PackedA { buf, m, k }
     }
 
-    fn block(&self, p0: usize, kc: usize) -> &[f32] {
+    /// The packed blocks of shared indices `ks` (KC-aligned start).
+    fn range(&self, ks: Range<usize>) -> &[f32] {
         let m_pad = round_up(self.m, MR);
-        &self.buf.slice()[m_pad * p0..m_pad * (p0 + kc)]
+        &self.buf.slice()[m_pad * ks.start..m_pad * ks.end]
     }
 }
 
@@ -300,13 +305,67 @@ pub(crate) unsafe fn gemm_raw(
     ldc: usize,
     par: bool,
 ) {
+    gemm_impl(m, n, k, alpha, a, BSrc::Mat(b), beta, c, ldc, par)
+}
+
+/// [`gemm_raw`] with op(B) already in the packed layout of [`packed_b_len`]: panel-major,
+/// `[round_up(n, NR) / NR][k][NR]`, zero past column n. Producers that can write that layout
+/// directly (im2col) save the GEMM a copy.
+///
+/// # Safety
+/// As for [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw_packed_b(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    bp: &[f32],
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    par: bool,
+) {
+    assert!(bp.len() >= packed_b_len(k, n), "gemm: packed B too short");
+    gemm_impl(m, n, k, alpha, a, BSrc::Packed(bp), beta, c, ldc, par)
+}
+
+/// Floats of a packed op(B) (`k x n`) for [`gemm_raw_packed_b`].
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    round_up(n, NR) * k
+}
+
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    Mat(Rhs<'a>),
+    Packed(&'a [f32]),
+}
+
+/// # Safety
+/// As for [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_impl(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Lhs<'_>,
+    b: BSrc<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    par: bool,
+) {
     match &a {
         Lhs::Raw { data, ld, trans } => {
             assert_fits(data.len(), if *trans { (k, m) } else { (m, k) }, *ld)
         }
         Lhs::Packed(pa) => assert!(pa.m == m && pa.k == k, "gemm: packed A shape mismatch"),
     }
-    assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    if let BSrc::Mat(b) = b {
+        assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -314,7 +373,8 @@ pub(crate) unsafe fn gemm_raw(
         scale_c(m, n, beta, c, ldc);
         return;
     }
-    if let Lhs::Raw { data, ld, trans } = a {
+    if let (Lhs::Raw { data, ld, trans }, BSrc::Mat(b)) = (&a, b) {
+        let (data, ld, trans) = (*data, *ld, *trans);
         // A single row or column of C is a matrix-vector product: memory-bound, and a 6x16
         // tile would run mostly empty, so it gets its own path.
         if m == 1 {
@@ -332,31 +392,125 @@ pub(crate) unsafe fn gemm_raw(
     }
     let avx = crate::simd::use_avx2();
     let m_pad = round_up(m, MR);
-    let mut a_buf = PACK_A.take();
-    let mut b_buf = PACK_B.take();
+    let grid = Grid::new(m, n, par);
     let cp = CPtr(c);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let bp = b_buf.get(round_up(nc, NR) * kc);
-            pack_b(bp, b, pc, kc, jc, nc, par);
-            let ap: &[f32] = match &a {
-                Lhs::Packed(pa) => pa.block(pc, kc),
-                Lhs::Raw { data, ld, trans } => {
-                    let ap = a_buf.get(m_pad * kc);
-                    pack_a(ap, data, *ld, *trans, m, pc, kc, par);
-                    ap
-                }
-            };
-            let beta_now = if pc == 0 { beta } else { 1.0 };
-            // SAFETY: C spans (m-1)*ldc + n floats (caller's contract); column offset jc < n.
-            let c_block = CPtr(cp.at(jc));
-            macro_kernel(m, nc, kc, ap, bp, alpha, beta_now, c_block, ldc, par, avx);
+    let mut a_buf = PACK_A.take();
+    // A is packed for a whole range of the shared dimension at once (all of it unless that
+    // would be huge), so units then run over the range with no barrier per KC step.
+    let span = (A_PACK_FLOATS / m_pad / KC * KC).max(KC);
+    for k0 in (0..k).step_by(span) {
+        let ks = k0..(k0 + span).min(k);
+        let ap: &[f32] = match &a {
+            Lhs::Packed(pa) => pa.range(ks.clone()),
+            Lhs::Raw { data, ld, trans } => {
+                let ap = a_buf.get(m_pad * ks.len());
+                pack_a(ap, data, *ld, *trans, m, ks.clone(), par);
+                ap
+            }
+        };
+        let unit = |u: usize| {
+            let (rows, cols) = grid.unit(u);
+            let mut b_buf = PACK_B.take();
+            for pc in ks.clone().step_by(KC) {
+                let kc = KC.min(ks.end - pc);
+                // This KC step of the unit's columns: panel q at bp[q * stride..][..kc * NR].
+                let (bp, stride): (&[f32], usize) = match b {
+                    BSrc::Mat(b) => {
+                        let bp = b_buf.get(round_up(cols.len(), NR) * kc);
+                        pack_b(bp, b, pc, kc, cols.start, cols.len());
+                        (bp, kc * NR)
+                    }
+                    BSrc::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
+                };
+                let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
+                let beta_now = if pc == 0 { beta } else { 1.0 };
+                // SAFETY: the unit's tile lies inside the m x n block at `c` (caller's
+                // contract), and units cover disjoint tiles.
+                let c_unit = CPtr(cp.at(cols.start));
+                let n_unit = cols.len();
+                macro_kernel(
+                    m,
+                    rows.clone(),
+                    n_unit,
+                    kc,
+                    apc,
+                    bp,
+                    stride,
+                    alpha,
+                    beta_now,
+                    c_unit,
+                    ldc,
+                    avx,
+                );
+            }
+            PACK_B.set(b_buf);
+        };
+        if par && grid.units() > 1 {
+            (0..grid.units())
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(unit);
+        } else {
+            (0..grid.units()).for_each(unit);
         }
     }
     PACK_A.set(a_buf);
-    PACK_B.set(b_buf);
+}
+
+/// How C splits into independent units (a range of rows by a range of columns). Each unit
+/// packs its own slice of B, at most `NCB` columns so it stays in L2 while the A blocks stream
+/// past, and walks its rows in MC blocks. With threads, columns are split further (down to
+/// `MIN_UNIT_COLS`) until there are enough units to even out uneven cores (the machine may be
+/// shared); only when that is not enough are rows split too, which repacks B once per row
+/// chunk.
+#[derive(Clone, Copy)]
+struct Grid {
+    m: usize,
+    n: usize,
+    mh: usize,
+    nw: usize,
+    row_chunks: usize,
+    col_chunks: usize,
+}
+
+impl Grid {
+    fn new(m: usize, n: usize, par: bool) -> Grid {
+        let mut col_chunks = n.div_ceil(NCB);
+        let mut row_chunks = 1;
+        if par {
+            let target = 4 * rayon::current_num_threads();
+            col_chunks = col_chunks.max(target.min(n.div_ceil(MIN_UNIT_COLS)));
+            if col_chunks < target {
+                row_chunks = target
+                    .div_ceil(col_chunks)
+                    .min(m.div_ceil(MIN_UNIT_ROWS))
+                    .max(1);
+            }
+        }
+        let nw = round_up(n.div_ceil(col_chunks), NR);
+        let mh = round_up(m.div_ceil(row_chunks), MR);
+        Grid {
+            m,
+            n,
+            mh,
+            nw,
+            row_chunks: m.div_ceil(mh),
+            col_chunks: n.div_ceil(nw),
+        }
+    }
+
+    fn units(&self) -> usize {
+        self.row_chunks * self.col_chunks
+    }
+
+    fn unit(&self, u: usize) -> (Range<usize>, Range<usize>) {
+        let (r, c) = (u / self.col_chunks, u % self.col_chunks);
+        let (r0, c0) = (r * self.mh, c * self.nw);
+        (
+            r0..(r0 + self.mh).min(self.m),
+            c0..(c0 + self.nw).min(self.n),
+        )
+    }
 }
 
 fn gather(k: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
@@ -495,29 +649,38 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: usize) {
     }
 }
 
-/// Packs rows `0..m` of op(A), shared indices `p0..p0+kc`, into `dst` (m_pad * kc floats).
-#[allow(clippy::too_many_arguments)]
+/// Packs rows `0..m` of op(A), shared indices `ks`, into `dst` (m_pad * ks.len() floats): one
+/// block per KC step (the block of shared index p0 at `m_pad * (p0 - ks.start)`), each block a
+/// run of MR-row panels `[kc][MR]`.
 fn pack_a(
     dst: &mut [f32],
     a: &[f32],
     lda: usize,
     trans: bool,
     m: usize,
-    p0: usize,
-    kc: usize,
+    ks: Range<usize>,
     par: bool,
 ) {
-    let panel = |(ip, d): (usize, &mut [f32])| {
-        let i0 = ip * MR;
+    let m_pad = round_up(m, MR);
+    // Every (block, panel) pair is independent: list them all so one parallel loop (one
+    // barrier) packs the whole range.
+    let mut jobs = Vec::with_capacity(m_pad / MR * ks.len().div_ceil(KC));
+    let mut rest = dst;
+    for p0 in ks.clone().step_by(KC) {
+        let kc = KC.min(ks.end - p0);
+        let (block, tail) = rest.split_at_mut(m_pad * kc);
+        rest = tail;
+        for (ip, d) in block.chunks_mut(MR * kc).enumerate() {
+            jobs.push((p0, kc, ip * MR, d));
+        }
+    }
+    let job = |(p0, kc, i0, d): (usize, usize, usize, &mut [f32])| {
         pack_a_panel(d, a, lda, trans, i0, MR.min(m - i0), p0, kc);
     };
     if par {
-        dst.par_chunks_mut(MR * kc)
-            .with_min_len(4)
-            .enumerate()
-            .for_each(panel);
+        jobs.into_par_iter().with_min_len(8).for_each(job);
     } else {
-        dst.chunks_mut(MR * kc).enumerate().for_each(panel);
+        jobs.into_iter().for_each(job);
     }
 }
 
@@ -536,8 +699,14 @@ fn pack_a_panel(
         // op(A)[i][p] = a[p * lda + i]: each step of p is a contiguous run of MR floats.
         for (p, d) in dst.chunks_exact_mut(MR).enumerate() {
             let src = &a[(p0 + p) * lda + i0..][..mr];
-            d[..mr].copy_from_slice(src);
-            d[mr..].fill(0.0);
+            match (<&mut [f32; MR]>::try_from(d), <&[f32; MR]>::try_from(src)) {
+                (Ok(d), Ok(s)) => *d = *s,
+                (Ok(d), Err(_)) => {
+                    d[..mr].copy_from_slice(src);
+                    d[mr..].fill(0.0);
+                }
+                (Err(_), _) => unreachable!("chunks_exact_mut(MR) yields MR floats"),
+            }
         }
     } else if mr == MR {
         let rows: [&[f32]; MR] = std::array::from_fn(|i| &a[(i0 + i) * lda + p0..][..kc]);
@@ -557,98 +726,168 @@ fn pack_a_panel(
     }
 }
 
-/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`.
-fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize, par: bool) {
-    let panel = |(jp, d): (usize, &mut [f32])| {
-        let j = j0 + jp * NR;
-        pack_b_panel(d, b, p0, kc, j, NR.min(j0 + nc - j));
-    };
-    if par {
-        dst.par_chunks_mut(NR * kc)
-            .with_min_len(4)
-            .enumerate()
-            .for_each(panel);
-    } else {
-        dst.chunks_mut(NR * kc).enumerate().for_each(panel);
-    }
-}
-
-fn pack_b_panel(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nr: usize) {
+/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`
+/// (zero past column nc).
+fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize) {
+    let panels = nc.div_ceil(NR);
     if !b.trans {
-        // op(B)[p][j] = b[p * ldb + j]: each step of p is a contiguous run of NR floats.
-        for (p, d) in dst.chunks_exact_mut(NR).enumerate() {
-            let src = &b.data[(p0 + p) * b.ld + j0..][..nr];
-            d[..nr].copy_from_slice(src);
-            d[nr..].fill(0.0);
+        // op(B)[p][j] = b[p * ldb + j]: read each source row once, sequentially, and deal it
+        // out to the panels.
+        for p in 0..kc {
+            let src = &b.data[(p0 + p) * b.ld + j0..][..nc];
+            for (jp, chunk) in src.chunks(NR).enumerate() {
+                let d = &mut dst[(jp * kc + p) * NR..][..NR];
+                copy_panel_row(d, chunk);
+            }
         }
-    } else {
+        return;
+    }
+    let avx = crate::simd::use_avx2();
+    for jp in 0..panels {
+        let d = &mut dst[jp * kc * NR..][..kc * NR];
+        let j = j0 + jp * NR;
+        let nr = NR.min(nc - jp * NR);
+        #[cfg(target_arch = "x86_64")]
+        if avx && nr == NR {
+            // Bounds of all sixteen source rows, checked once for the raw loads.
+            let _ = &b.data[(j + NR - 1) * b.ld + p0..][..kc];
+            // SAFETY: AVX2 checked; rows j..j+16 each hold kc floats from p0 (checked above,
+            // rows are ld >= kc apart); `d` holds kc * NR floats.
+            unsafe { pack_b_trans_avx2(d, b.data.as_ptr().add(j * b.ld + p0), b.ld, kc) };
+            continue;
+        }
+        let _ = avx;
         if nr < NR {
-            dst.fill(0.0);
+            d.fill(0.0);
         }
         // op(B)[p][j] = b[j * ldb + p]: read each source row once, scatter down the panel.
-        for j in 0..nr {
-            let src = &b.data[(j0 + j) * b.ld + p0..][..kc];
-            for (d, &v) in dst[j..].iter_mut().step_by(NR).zip(src) {
-                *d = v;
+        for jj in 0..nr {
+            let src = &b.data[(j + jj) * b.ld + p0..][..kc];
+            for (dv, &v) in d[jj..].iter_mut().step_by(NR).zip(src) {
+                *dv = v;
             }
         }
     }
 }
 
-/// C[0..m, 0..n] = alpha * Apack * Bpack + beta * C for one KC block. C is split into units of
-/// at most MC rows (so an A block stays in L2) by a chunk of columns; units are independent
-/// and write disjoint tiles, so they can run on any thread in any order.
+/// One NR-float row of a packed panel from up to NR source floats, zero-filled; the full case
+/// is a fixed-size copy (two vector moves, not a memmove call).
+#[inline(always)]
+pub(crate) fn copy_panel_row(d: &mut [f32], src: &[f32]) {
+    match (
+        <&mut [f32; NR]>::try_from(&mut d[..NR]),
+        <&[f32; NR]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => {
+            d[..src.len()].copy_from_slice(src);
+            d[src.len()..NR].fill(0.0);
+        }
+    }
+}
+
+/// Packs a full 16-column panel of a transposed B: dst[p][j] = src[j * ld + p], 8x8 blocks
+/// transposed in registers (eight loads, 24 shuffles, eight stores per 64 floats).
+///
+/// # Safety
+/// CPU has AVX2; rows `src + j * ld` for j in 0..16 hold `kc` readable floats; `dst` holds
+/// `kc * 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b_trans_avx2(dst: &mut [f32], src: *const f32, ld: usize, kc: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(dst.len() >= kc * NR);
+    let d = dst.as_mut_ptr();
+    let mut p = 0;
+    while p + 8 <= kc {
+        for half in 0..2 {
+            let row = |i: usize| _mm256_loadu_ps(src.add((half * 8 + i) * ld + p));
+            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (i, col) in cols.into_iter().enumerate() {
+                _mm256_storeu_ps(d.add((p + i) * NR + half * 8), col);
+            }
+        }
+        p += 8;
+    }
+    for p in p..kc {
+        for j in 0..NR {
+            *d.add(p * NR + j) = *src.add(j * ld + p);
+        }
+    }
+}
+
+/// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
+/// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
+/// unit's n columns (panel q at `q * b_stride`). Rows go in MC blocks (one A block stays in
+/// L2), then NR panels of B (one stays in L1), then MR panels of A.
+///
+/// # Safety
+/// Rows `rows` by columns `0..n` at `c` (leading dimension `ldc`) must be writable and touched
+/// by nothing else meanwhile.
 #[allow(clippy::too_many_arguments)]
-fn macro_kernel(
+unsafe fn macro_kernel(
     m: usize,
+    rows: Range<usize>,
     n: usize,
     kc: usize,
     ap: &[f32],
     bp: &[f32],
+    b_stride: usize,
     alpha: f32,
     beta: f32,
     c: CPtr,
     ldc: usize,
-    par: bool,
     avx: bool,
 ) {
-    let row_blocks = m.div_ceil(MC);
-    let mc = round_up(m.div_ceil(row_blocks), MR);
-    let row_blocks = m.div_ceil(mc);
-    let col_chunks = if par {
-        // Enough units for rayon to even out uneven cores (the machine may be shared), but
-        // each at least a few panels wide so its A block is reused.
-        let target = 8 * rayon::current_num_threads();
-        target.div_ceil(row_blocks).min(n.div_ceil(3 * NR)).max(1)
-    } else {
-        1
-    };
-    let nw = round_up(n.div_ceil(col_chunks), NR);
-    let col_chunks = n.div_ceil(nw);
-    let unit = |u: usize| {
-        let (rb, cb) = (u / col_chunks, u % col_chunks);
-        let (r0, c0) = (rb * mc, cb * nw);
-        let (r1, c1) = ((r0 + mc).min(m), (c0 + nw).min(n));
-        for jr in (c0..c1).step_by(NR) {
+    for ic in rows.clone().step_by(MC) {
+        let ic_end = (ic + MC).min(rows.end);
+        for jr in (0..n).step_by(NR) {
             let nr = NR.min(n - jr);
-            let bpanel = &bp[jr * kc..(jr + NR) * kc];
-            for ir in (r0..r1).step_by(MR) {
+            let bpanel = &bp[jr / NR * b_stride..][..kc * NR];
+            for ir in (ic..ic_end).step_by(MR) {
                 let mr = MR.min(m - ir);
                 let apanel = &ap[ir * kc..(ir + MR) * kc];
-                // SAFETY: tile (ir..ir+mr, jr..jr+nr) lies inside the m x n matrix at C with
-                // leading dimension ldc; units cover disjoint tiles.
-                unsafe {
-                    let ct = c.at(ir * ldc + jr);
-                    tile(kc, apanel, bpanel, ct, ldc, mr, nr, alpha, beta, avx);
-                }
+                tile(
+                    kc,
+                    apanel,
+                    bpanel,
+                    c.at(ir * ldc + jr),
+                    ldc,
+                    mr,
+                    nr,
+                    alpha,
+                    beta,
+                    avx,
+                );
             }
         }
-    };
-    let units = row_blocks * col_chunks;
-    if par && units > 1 {
-        (0..units).into_par_iter().with_max_len(1).for_each(unit);
-    } else {
-        (0..units).for_each(unit);
     }
 }
 

@@ -101,6 +101,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 700, 27),
     (1, 1000, 40),
     (600, 1, 33),
+    // m_pad * k above the packed-A limit: A is packed one range of k at a time.
+    (2050, 3, 2100),
 ];
 
 fn all_cases() {
@@ -154,20 +156,29 @@ fn thread_count_and_simd_level_agree() {
 
 #[test]
 fn beta_zero_ignores_nan_in_c() {
-    for (m, n, k) in [(7, 13, 5), (64, 64, 64), (1, 1, 1)] {
-        let a = fill(m * k, 1);
-        let b = fill(k * n, 2);
-        let mut c = vec![f32::NAN; m * n];
-        sgemm_tight(false, false, m, n, k, 1.0, &a, &b, 0.0, &mut c).unwrap();
-        assert!(c.iter().all(|v| v.is_finite()));
-        // k = 0 and alpha = 0 leave only beta * C, which is zero, not NaN.
-        let mut c = vec![f32::NAN; m * n];
-        sgemm_tight(false, false, m, n, 0, 1.0, &[], &[], 0.0, &mut c).unwrap();
-        assert!(c.iter().all(|&v| v == 0.0));
-        let mut c = vec![f32::NAN; m * n];
-        sgemm_tight(false, false, m, n, k, 0.0, &a, &b, 0.0, &mut c).unwrap();
-        assert!(c.iter().all(|&v| v == 0.0));
+    let _g = SIMD.lock().unwrap();
+    for lvl in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+        simd::set_level(lvl);
+        for (m, n, k) in [(7, 13, 5), (64, 64, 64), (1, 1, 1), (1, 40, 9), (40, 1, 9)] {
+            let a = fill(m * k, 1);
+            let b = fill(k * n, 2);
+            let mut c = vec![f32::NAN; m * n];
+            sgemm_tight(false, false, m, n, k, 1.0, &a, &b, 0.0, &mut c).unwrap();
+            assert!(
+                c.iter().all(|v| v.is_finite()),
+                "{m}x{n}x{k} {}",
+                lvl.name()
+            );
+            // k = 0 and alpha = 0 leave only beta * C, which is zero, not NaN.
+            let mut c = vec![f32::NAN; m * n];
+            sgemm_tight(false, false, m, n, 0, 1.0, &[], &[], 0.0, &mut c).unwrap();
+            assert!(c.iter().all(|&v| v == 0.0));
+            let mut c = vec![f32::NAN; m * n];
+            sgemm_tight(false, false, m, n, k, 0.0, &a, &b, 0.0, &mut c).unwrap();
+            assert!(c.iter().all(|&v| v == 0.0));
+        }
     }
+    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

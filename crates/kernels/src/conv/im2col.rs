@@ -2,9 +2,15 @@
 //! the columns of a matrix `col` (`C_in/groups * kH * kW` rows, one column per output position),
 //! so the convolution becomes the matrix product `W_g * col`, run by the blocked SGEMM in
 //! `crate::gemm`. Lowering goes one block of output positions at a time into a per-thread
-//! scratch buffer that stays in cache, instead of materialising the whole matrix; the weights
+//! scratch buffer that stays in cache, instead of materialising the whole matrix (the forward
+//! lowers straight into the GEMM's packed panel layout, so the GEMM copies nothing); the weights
 //! are packed once per call and reused by every block. A 1x1 stride-1 unpadded convolution needs
 //! no lowering at all: the input planes already are the `col` matrix.
+//!
+//! Blocks of (item, group, positions) are independent in the forward, as are (item, group)
+//! pairs in the input gradient, so when there are enough of them they run in parallel with
+//! single-threaded GEMMs; otherwise they run in turn and each GEMM uses the pool. The weight
+//! gradient is a sum over items: each thread sums a contiguous share into its own buffer.
 //!
 //! Backward: `grad_input = col2im(W_g^T * grad_out)`, `grad_weight = sum over items of
 //! grad_out * col^T`, `grad_bias = sum of grad_out over items and positions`.
@@ -15,13 +21,16 @@ use std::cell::Cell;
 use std::ops::Range;
 
 /// Floats of lowered columns per block: 256 KiB, about half of a Zen L2, so a block is still
-/// cached when the GEMM packs it.
+/// in cache when the GEMM reads it.
 const COL_BUDGET: usize = 64 * 1024;
 /// Fewest output positions per block in the forward/backward-data GEMMs (their N).
 const MIN_BLOCK: usize = 64;
 /// Fewest positions per block in the weight-gradient GEMM, where they are the shared dimension
 /// (one full KC pass of the GEMM, so C is not reloaded every few steps).
 const MIN_BLOCK_WEIGHT: usize = 256;
+
+/// Most floats of lowered columns per block whatever the shape (64 MiB).
+const MAX_SCRATCH: usize = 16 << 20;
 
 thread_local! {
     // Lowered-column scratch reused by every block run on this thread. Taken out while in use,
@@ -75,7 +84,11 @@ impl Geom {
     fn new(p: &Conv2dParams, (oh, ow): (usize, usize), min_block: usize) -> Geom {
         let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
         let ohw = oh * ow;
-        let nb = ((COL_BUDGET / kg) / NR * NR).max(min_block).min(ohw);
+        // Past the minimum block, only a gigantic kg could blow the scratch up: cap it there.
+        let nb = ((COL_BUDGET / kg) / NR * NR)
+            .max(min_block)
+            .min(MAX_SCRATCH / kg)
+            .clamp(1, ohw);
         Geom {
             ohw,
             ow,
@@ -179,28 +192,72 @@ fn valid_range(
     (lo, hi.min(out_len).max(lo))
 }
 
-/// col[row][t] = input tap of block position j0 + t (0 in the padding); `col` is kg x nb.
-fn im2col_block(p: &Conv2dParams, g: &Geom, x: &[f32], j0: usize, nb: usize, col: &mut [f32]) {
-    let sw = p.stride_w;
-    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
-        let dst = &mut col[r.row * nb + r.col..][..r.len];
-        match r.taps {
-            None => dst.fill(0.0),
-            Some((src, lo, hi)) => {
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let plane = &x[r.icg * g.in_plane..][..g.in_plane];
-                let dst = &mut dst[lo..hi];
-                if sw == 1 {
-                    dst.copy_from_slice(&plane[src..src + dst.len()]);
-                } else {
-                    for (d, &v) in dst.iter_mut().zip(plane[src..].iter().step_by(sw)) {
-                        *d = v;
-                    }
+/// Writes one run of a lowered row into `dst` (`run.len` floats): input taps, 0 in the padding.
+fn lower_run(dst: &mut [f32], r: &Run, x: &[f32], g: &Geom, stride_w: usize) {
+    match r.taps {
+        None => dst.fill(0.0),
+        Some((src, lo, hi)) => {
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            let plane = &x[r.icg * g.in_plane..][..g.in_plane];
+            let dst = &mut dst[lo..hi];
+            if stride_w == 1 {
+                dst.copy_from_slice(&plane[src..src + dst.len()]);
+            } else {
+                for (d, &v) in dst.iter_mut().zip(plane[src..].iter().step_by(stride_w)) {
+                    *d = v;
                 }
             }
         }
+    }
+}
+
+/// col[row][t] = input tap of block position j0 + t (0 in the padding); `col` is kg x nb.
+fn im2col_block(p: &Conv2dParams, g: &Geom, x: &[f32], j0: usize, nb: usize, col: &mut [f32]) {
+    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
+        lower_run(
+            &mut col[r.row * nb + r.col..][..r.len],
+            &r,
+            x,
+            g,
+            p.stride_w,
+        );
     });
+}
+
+/// Lowers block positions j0..j0+nb straight into the GEMM's packed-B layout (panel-major,
+/// `[panel][kg][NR]`, see `gemm::gemm_raw_packed_b`), so the GEMM need not copy it again. Each
+/// lowered row is built in `row` (round_up(nb, NR) floats, stays in L1) and then dealt out to
+/// the panels in NR-float pieces.
+fn im2col_packed(
+    p: &Conv2dParams,
+    g: &Geom,
+    x: &[f32],
+    j0: usize,
+    nb: usize,
+    dst: &mut [f32],
+    row: &mut [f32],
+) {
+    fn deal(row: &[f32], r: usize, kg: usize, dst: &mut [f32]) {
+        for (q, piece) in row.chunks_exact(NR).enumerate() {
+            gemm::copy_panel_row(&mut dst[(q * kg + r) * NR..][..NR], piece);
+        }
+    }
+    // Runs never reach past nb: the tail of the last panel stays zero.
+    row[nb..].fill(0.0);
+    let mut current = None;
+    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
+        if current != Some(r.row) {
+            if let Some(done) = current {
+                deal(row, done, g.kg, dst);
+            }
+            current = Some(r.row);
+        }
+        lower_run(&mut row[r.col..r.col + r.len], &r, x, g, p.stride_w);
+    });
+    if let Some(done) = current {
+        deal(row, done, g.kg, dst);
+    }
 }
 
 /// dx[icg] += the lowered gradient rows of channel icg (the adjoint of [`im2col_block`]);
@@ -282,14 +339,12 @@ pub fn forward(
                 };
                 gemm::gemm_raw(g.cog, nb, g.kg, 1.0, lhs(), rhs, 0.0, c, g.ohw, par);
             } else {
-                with_scratch(g.kg * nb, |col| {
-                    im2col_block(p, &g, x, j0, nb, col);
-                    let rhs = Rhs {
-                        data: col,
-                        ld: nb,
-                        trans: false,
-                    };
-                    gemm::gemm_raw(g.cog, nb, g.kg, 1.0, lhs(), rhs, 0.0, c, g.ohw, par);
+                let packed_len = gemm::packed_b_len(g.kg, nb);
+                let row_len = nb.next_multiple_of(NR);
+                with_scratch(packed_len + row_len, |buf| {
+                    let (col, row) = buf.split_at_mut(packed_len);
+                    im2col_packed(p, &g, x, j0, nb, col, row);
+                    gemm::gemm_raw_packed_b(g.cog, nb, g.kg, 1.0, lhs(), col, 0.0, c, g.ohw, par);
                 });
             }
             if let Some(bias) = bias {
