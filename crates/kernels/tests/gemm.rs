@@ -109,9 +109,12 @@ fn all_cases() {
     for &(m, n, k) in SHAPES {
         for ta in [false, true] {
             for tb in [false, true] {
+                check(ta, tb, m, n, k, -1.5, 0.25, 1);
+                if m * n * k > 5_000_000 {
+                    continue; // the large case checks blocking, not alpha/beta again
+                }
                 check(ta, tb, m, n, k, 1.0, 0.0, 0);
                 check(ta, tb, m, n, k, 0.5, 1.0, 3);
-                check(ta, tb, m, n, k, -1.5, 0.25, 1);
             }
         }
     }

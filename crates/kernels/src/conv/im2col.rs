@@ -31,6 +31,10 @@ const MIN_BLOCK_WEIGHT: usize = 256;
 
 /// Most floats of lowered columns per block whatever the shape (64 MiB).
 const MAX_SCRATCH: usize = 16 << 20;
+/// Output planes smaller than this many positions are batched over several items per GEMM:
+/// a 7x7 plane alone would leave the GEMM's last 16-wide panel with one column (23% of the
+/// work wasted), and in the weight gradient a 49-step sum per call would reread all of C.
+const MIN_BATCHED_COLS: usize = 256;
 
 thread_local! {
     // Lowered-column scratch reused by every block run on this thread. Taken out while in use,
@@ -63,9 +67,12 @@ impl SharedOut {
     }
 }
 
-/// Sizes shared by the three passes.
+/// Sizes shared by the three passes, and how the work is cut into blocks. A block is `items`
+/// whole batch items (small output planes) or one item's positions `j0..j0+nb` (large ones);
+/// its lowered matrix has one column per (item, position), items side by side.
 #[derive(Clone, Copy)]
 struct Geom {
+    batch: usize,
     ohw: usize,
     ow: usize,
     in_plane: usize,
@@ -76,20 +83,30 @@ struct Geom {
     /// Output positions per block, and how many blocks cover the output plane.
     nb: usize,
     blocks: usize,
+    /// Items per block (then nb == ohw and blocks == 1), and how many such groups of items.
+    items: usize,
+    item_groups: usize,
     /// 1x1, stride 1, no padding: the input plane is the lowered matrix.
     pointwise: bool,
 }
 
 impl Geom {
-    fn new(p: &Conv2dParams, (oh, ow): (usize, usize), min_block: usize) -> Geom {
+    fn new(p: &Conv2dParams, (oh, ow): (usize, usize), min_block: usize, batching: bool) -> Geom {
         let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
         let ohw = oh * ow;
+        let want = ((COL_BUDGET / kg) / NR * NR).max(min_block);
         // Past the minimum block, only a gigantic kg could blow the scratch up: cap it there.
-        let nb = ((COL_BUDGET / kg) / NR * NR)
-            .max(min_block)
-            .min(MAX_SCRATCH / kg)
-            .clamp(1, ohw);
+        let nb = want.min(MAX_SCRATCH / kg).clamp(1, ohw);
+        let mut items = 1;
+        if batching && ohw < MIN_BATCHED_COLS {
+            // Enough items to fill the GEMM, but leave at least one group per thread.
+            items = (want.max(MIN_BATCHED_COLS) / ohw)
+                .min(p.batch.div_ceil(rayon::current_num_threads()))
+                .min(MAX_SCRATCH / (kg * ohw))
+                .max(1);
+        }
         Geom {
+            batch: p.batch,
             ohw,
             ow,
             in_plane: p.in_h * p.in_w,
@@ -98,18 +115,22 @@ impl Geom {
             kg,
             nb,
             blocks: ohw.div_ceil(nb),
-            pointwise: p.kernel_h == 1
-                && p.kernel_w == 1
-                && p.stride_h == 1
-                && p.stride_w == 1
-                && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0,
+            items,
+            item_groups: p.batch.div_ceil(items),
+            pointwise: is_pointwise(p),
         }
     }
 
-    /// First output position and length of block `b`.
+    /// First output position and length of position block `b`.
     fn block(&self, b: usize) -> (usize, usize) {
         let j0 = b * self.nb;
         (j0, self.nb.min(self.ohw - j0))
+    }
+
+    /// The batch items of item group `ig`.
+    fn items_of(&self, ig: usize) -> Range<usize> {
+        let n0 = ig * self.items;
+        n0..(n0 + self.items).min(self.batch)
     }
 }
 
@@ -117,56 +138,63 @@ impl Geom {
 /// block column `col`. Positions `lo..hi` of the run read the input plane of channel `icg` at
 /// `src + (t - lo) * stride_w`; the rest fall in the padding.
 struct Run {
-    row: usize,
     icg: usize,
     col: usize,
     len: usize,
     taps: Option<(usize, usize, usize)>,
 }
 
-/// Enumerates, for channels `icgs` and block positions `j0..j0+nb`, every run of every lowered
-/// row `(icg, ky, kx)`. Bounds are worked out per run, so the per-element work is a copy.
-fn for_each_run(
+/// Calls `f(row, icg, ky, kx)` for the lowered rows of channels `icgs`, in order.
+fn for_each_row(
     p: &Conv2dParams,
-    g: &Geom,
     icgs: Range<usize>,
-    j0: usize,
-    nb: usize,
-    mut f: impl FnMut(Run),
+    mut f: impl FnMut(usize, usize, usize, usize),
 ) {
     for icg in icgs {
         for ky in 0..p.kernel_h {
             for kx in 0..p.kernel_w {
-                let row = (icg * p.kernel_h + ky) * p.kernel_w + kx;
-                let off_x = kx * p.dilation_w;
-                let (vlo, vhi) = valid_range(g.ow, p.in_w, p.stride_w, off_x, p.pad_left);
-                let mut j = j0;
-                while j < j0 + nb {
-                    let (oy, ox0) = (j / g.ow, j % g.ow);
-                    let len = (g.ow - ox0).min(j0 + nb - j);
-                    let y = oy * p.stride_h + ky * p.dilation_h;
-                    let taps = if y >= p.pad_top && y - p.pad_top < p.in_h {
-                        let iy = y - p.pad_top;
-                        let lo = vlo.clamp(ox0, ox0 + len);
-                        let hi = vhi.clamp(lo, ox0 + len);
-                        (lo < hi).then(|| {
-                            let ix = lo * p.stride_w + off_x - p.pad_left;
-                            (iy * p.in_w + ix, lo - ox0, hi - ox0)
-                        })
-                    } else {
-                        None
-                    };
-                    f(Run {
-                        row,
-                        icg,
-                        col: j - j0,
-                        len,
-                        taps,
-                    });
-                    j += len;
-                }
+                f((icg * p.kernel_h + ky) * p.kernel_w + kx, icg, ky, kx);
             }
         }
+    }
+}
+
+/// Enumerates the runs of lowered row `(icg, ky, kx)` over positions `j0..j0+nb`. Bounds are
+/// worked out per run, so the per-element work is a copy.
+#[allow(clippy::too_many_arguments)]
+fn row_runs(
+    p: &Conv2dParams,
+    g: &Geom,
+    (icg, ky, kx): (usize, usize, usize),
+    j0: usize,
+    nb: usize,
+    mut f: impl FnMut(Run),
+) {
+    let off_x = kx * p.dilation_w;
+    let (vlo, vhi) = valid_range(g.ow, p.in_w, p.stride_w, off_x, p.pad_left);
+    let mut j = j0;
+    while j < j0 + nb {
+        let (oy, ox0) = (j / g.ow, j % g.ow);
+        let len = (g.ow - ox0).min(j0 + nb - j);
+        let y = oy * p.stride_h + ky * p.dilation_h;
+        let taps = if y >= p.pad_top && y - p.pad_top < p.in_h {
+            let iy = y - p.pad_top;
+            let lo = vlo.clamp(ox0, ox0 + len);
+            let hi = vhi.clamp(lo, ox0 + len);
+            (lo < hi).then(|| {
+                let ix = lo * p.stride_w + off_x - p.pad_left;
+                (iy * p.in_w + ix, lo - ox0, hi - ox0)
+            })
+        } else {
+            None
+        };
+        f(Run {
+            icg,
+            col: j - j0,
+            len,
+            taps,
+        });
+        j += len;
     }
 }
 
@@ -193,6 +221,7 @@ fn valid_range(
 }
 
 /// Writes one run of a lowered row into `dst` (`run.len` floats): input taps, 0 in the padding.
+/// `x` holds the cig planes of one (item, group).
 fn lower_run(dst: &mut [f32], r: &Run, x: &[f32], g: &Geom, stride_w: usize) {
     match r.taps {
         None => dst.fill(0.0),
@@ -212,61 +241,72 @@ fn lower_run(dst: &mut [f32], r: &Run, x: &[f32], g: &Geom, stride_w: usize) {
     }
 }
 
-/// col[row][t] = input tap of block position j0 + t (0 in the padding); `col` is kg x nb.
-fn im2col_block(p: &Conv2dParams, g: &Geom, x: &[f32], j0: usize, nb: usize, col: &mut [f32]) {
-    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
-        lower_run(
-            &mut col[r.row * nb + r.col..][..r.len],
-            &r,
-            x,
-            g,
-            p.stride_w,
-        );
-    });
-}
-
-/// Lowers block positions j0..j0+nb straight into the GEMM's packed-B layout (panel-major,
-/// `[panel][kg][NR]`, see `gemm::gemm_raw_packed_b`), so the GEMM need not copy it again. Each
-/// lowered row is built in `row` (round_up(nb, NR) floats, stays in L1) and then dealt out to
-/// the panels in NR-float pieces.
-fn im2col_packed(
-    p: &Conv2dParams,
-    g: &Geom,
-    x: &[f32],
+/// Where a block's input lives: group `gi` of items `items`, positions `j0..j0+nb` of each.
+#[derive(Clone)]
+struct BlockSrc<'a> {
+    input: &'a [f32],
+    in_channels: usize,
+    gi: usize,
+    items: Range<usize>,
     j0: usize,
     nb: usize,
-    dst: &mut [f32],
-    row: &mut [f32],
-) {
-    fn deal(row: &[f32], r: usize, kg: usize, dst: &mut [f32]) {
-        for (q, piece) in row.chunks_exact(NR).enumerate() {
-            gemm::copy_panel_row(&mut dst[(q * kg + r) * NR..][..NR], piece);
-        }
+}
+
+impl BlockSrc<'_> {
+    fn cols(&self) -> usize {
+        self.items.len() * self.nb
     }
-    // Runs never reach past nb: the tail of the last panel stays zero.
-    row[nb..].fill(0.0);
-    let mut current = None;
-    for_each_run(p, g, 0..g.cig, j0, nb, |r| {
-        if current != Some(r.row) {
-            if let Some(done) = current {
-                deal(row, done, g.kg, dst);
-            }
-            current = Some(r.row);
+
+    /// The cig input planes of item `n` in this block's group.
+    fn planes(&self, g: &Geom, n: usize) -> &[f32] {
+        &self.input[(n * self.in_channels + self.gi * g.cig) * g.in_plane..][..g.cig * g.in_plane]
+    }
+
+    /// Lowered row `rc = (icg, ky, kx)` of the block into `row` (cols() floats).
+    fn lower_row(&self, p: &Conv2dParams, g: &Geom, rc: (usize, usize, usize), row: &mut [f32]) {
+        for (t, n) in self.items.clone().enumerate() {
+            let x = self.planes(g, n);
+            let dst = &mut row[t * self.nb..(t + 1) * self.nb];
+            row_runs(p, g, rc, self.j0, self.nb, |r| {
+                lower_run(&mut dst[r.col..r.col + r.len], &r, x, g, p.stride_w);
+            });
         }
-        lower_run(&mut row[r.col..r.col + r.len], &r, x, g, p.stride_w);
-    });
-    if let Some(done) = current {
-        deal(row, done, g.kg, dst);
     }
 }
 
-/// dx[icg] += the lowered gradient rows of channel icg (the adjoint of [`im2col_block`]);
-/// `dx` holds the cig planes of one (item, group). Planes are independent, so `par` splits
-/// them over the pool.
+/// The block's lowered matrix, row-major: col[row][c] (kg x cols).
+fn im2col_block(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, col: &mut [f32]) {
+    let cols = src.cols();
+    for_each_row(p, 0..g.cig, |r, icg, ky, kx| {
+        src.lower_row(p, g, (icg, ky, kx), &mut col[r * cols..(r + 1) * cols]);
+    });
+}
+
+/// The block's lowered matrix straight in the GEMM's packed-B layout (panel-major,
+/// `[panel][kg][NR]`, see `gemm::gemm_raw_packed_b`), so the GEMM need not copy it again. Each
+/// lowered row is built in `row` (cols() rounded up to NR floats, stays in L1) and then dealt
+/// out to the panels in NR-float pieces.
+fn im2col_packed(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, dst: &mut [f32], row: &mut [f32]) {
+    let cols = src.cols();
+    // Runs never reach past cols: the tail of the last panel stays zero.
+    row[cols..].fill(0.0);
+    for_each_row(p, 0..g.cig, |r, icg, ky, kx| {
+        src.lower_row(p, g, (icg, ky, kx), &mut row[..cols]);
+        for (q, piece) in row.chunks_exact(NR).enumerate() {
+            gemm::copy_panel_row(&mut dst[(q * g.kg + r) * NR..][..NR], piece);
+        }
+    });
+}
+
+/// dx[icg] += the lowered gradient rows of channel icg for positions j0..j0+nb (the adjoint of
+/// the lowering), reading row r of `dcol` at `dcol[r * ld + off..]`; `dx` holds the cig planes of
+/// one (item, group). Planes are independent, so `par` splits them over the pool.
+#[allow(clippy::too_many_arguments)]
 fn col2im_add(
     p: &Conv2dParams,
     g: &Geom,
     dcol: &[f32],
+    (ld, off): (usize, usize),
     j0: usize,
     nb: usize,
     dx: &mut [f32],
@@ -274,25 +314,46 @@ fn col2im_add(
 ) {
     let sw = p.stride_w;
     let plane = |(icg, dxp): (usize, &mut [f32])| {
-        for_each_run(p, g, icg..icg + 1, j0, nb, |r| {
-            if let Some((src, lo, hi)) = r.taps {
-                let s = &dcol[r.row * nb + r.col + lo..][..hi - lo];
-                if sw == 1 {
-                    for (d, &v) in dxp[src..src + s.len()].iter_mut().zip(s) {
-                        *d += v;
-                    }
-                } else {
-                    for (d, &v) in dxp[src..].iter_mut().step_by(sw).zip(s) {
-                        *d += v;
+        for_each_row(p, icg..icg + 1, |row, icg, ky, kx| {
+            row_runs(p, g, (icg, ky, kx), j0, nb, |r| {
+                if let Some((src, lo, hi)) = r.taps {
+                    let s = &dcol[row * ld + off + r.col + lo..][..hi - lo];
+                    if sw == 1 {
+                        for (d, &v) in dxp[src..src + s.len()].iter_mut().zip(s) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dxp[src..].iter_mut().step_by(sw).zip(s) {
+                            *d += v;
+                        }
                     }
                 }
-            }
+            });
         });
     };
     if par {
         dx.par_chunks_mut(g.in_plane).enumerate().for_each(plane);
     } else {
         dx.chunks_mut(g.in_plane).enumerate().for_each(plane);
+    }
+}
+
+/// Copies grad_out of group `gi`, items `items`, positions j0..j0+nb into `dst` as one
+/// row-major matrix (cog x cols), items side by side.
+fn gather_grad_out(
+    g: &Geom,
+    grad_out: &[f32],
+    out_channels: usize,
+    src: &BlockSrc<'_>,
+    dst: &mut [f32],
+) {
+    let cols = src.cols();
+    for r in 0..g.cog {
+        for (t, n) in src.items.clone().enumerate() {
+            let from =
+                &grad_out[(n * out_channels + src.gi * g.cog + r) * g.ohw + src.j0..][..src.nb];
+            dst[r * cols + t * src.nb..][..src.nb].copy_from_slice(from);
+        }
     }
 }
 
@@ -311,46 +372,107 @@ pub fn forward(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) {
-    let g = Geom::new(p, out_hw, MIN_BLOCK);
+    let g = Geom::new(p, out_hw, MIN_BLOCK, true);
     let packed: Vec<PackedA> = weight
         .chunks_exact(g.cog * g.kg)
         .map(|w| PackedA::new(false, g.cog, g.kg, w, g.kg, false))
         .collect();
-    let tasks = p.batch * p.groups * g.blocks;
+    let tasks = g.item_groups * p.groups * g.blocks;
     let out = SharedOut(output.as_mut_ptr());
     let task = |t: usize, par: bool| {
-        let (b, gi, n) = (
+        let (b, gi, ig) = (
             t % g.blocks,
             (t / g.blocks) % p.groups,
             t / (g.blocks * p.groups),
         );
         let (j0, nb) = g.block(b);
-        let x = &input[(n * p.in_channels + gi * g.cig) * g.in_plane..][..g.cig * g.in_plane];
+        let src = BlockSrc {
+            input,
+            in_channels: p.in_channels,
+            gi,
+            items: g.items_of(ig),
+            j0,
+            nb,
+        };
+        let cols = src.cols();
         let lhs = || Lhs::Packed(&packed[gi]);
-        // SAFETY: the tile (cog rows of nb positions, row stride ohw) of output channel block
-        // gi of item n is inside `output` and written by this task alone.
+        let single = src.items.len() == 1;
+        // SAFETY: every output element written below belongs to group gi of this task's items
+        // at positions j0..j0+nb: inside `output` and written by this task alone.
         unsafe {
-            let c = out.at((n * p.out_channels + gi * g.cog) * g.ohw + j0);
-            if g.pointwise {
+            // C of a single item goes straight to the output (rows ohw apart); several items
+            // go through a scratch C and are scattered afterwards.
+            let c_out = |n: usize| out.at((n * p.out_channels + gi * g.cog) * g.ohw + j0);
+            if single && g.pointwise {
                 let rhs = Rhs {
-                    data: &x[j0..],
+                    data: &src.planes(&g, src.items.start)[j0..],
                     ld: g.ohw,
                     trans: false,
                 };
-                gemm::gemm_raw(g.cog, nb, g.kg, 1.0, lhs(), rhs, 0.0, c, g.ohw, par);
+                gemm::gemm_raw(
+                    g.cog,
+                    nb,
+                    g.kg,
+                    1.0,
+                    lhs(),
+                    rhs,
+                    0.0,
+                    c_out(src.items.start),
+                    g.ohw,
+                    par,
+                );
             } else {
-                let packed_len = gemm::packed_b_len(g.kg, nb);
-                let row_len = nb.next_multiple_of(NR);
-                with_scratch(packed_len + row_len, |buf| {
-                    let (col, row) = buf.split_at_mut(packed_len);
-                    im2col_packed(p, &g, x, j0, nb, col, row);
-                    gemm::gemm_raw_packed_b(g.cog, nb, g.kg, 1.0, lhs(), col, 0.0, c, g.ohw, par);
+                let packed_len = gemm::packed_b_len(g.kg, cols);
+                let row_len = cols.next_multiple_of(NR);
+                let c_len = if single { 0 } else { g.cog * cols };
+                with_scratch(packed_len + row_len + c_len, |buf| {
+                    let (col, rest) = buf.split_at_mut(packed_len);
+                    let (row, ctmp) = rest.split_at_mut(row_len);
+                    im2col_packed(p, &g, &src, col, row);
+                    if single {
+                        let c = c_out(src.items.start);
+                        gemm::gemm_raw_packed_b(
+                            g.cog,
+                            nb,
+                            g.kg,
+                            1.0,
+                            lhs(),
+                            col,
+                            0.0,
+                            c,
+                            g.ohw,
+                            par,
+                        );
+                    } else {
+                        let c = ctmp.as_mut_ptr();
+                        gemm::gemm_raw_packed_b(
+                            g.cog,
+                            cols,
+                            g.kg,
+                            1.0,
+                            lhs(),
+                            col,
+                            0.0,
+                            c,
+                            cols,
+                            par,
+                        );
+                        for (t, n) in src.items.clone().enumerate() {
+                            for r in 0..g.cog {
+                                let to =
+                                    std::slice::from_raw_parts_mut(c_out(n).add(r * g.ohw), nb);
+                                to.copy_from_slice(&ctmp[r * cols + t * nb..][..nb]);
+                            }
+                        }
+                    }
                 });
             }
             if let Some(bias) = bias {
-                for (r, &bv) in bias[gi * g.cog..(gi + 1) * g.cog].iter().enumerate() {
-                    let row = std::slice::from_raw_parts_mut(c.add(r * g.ohw), nb);
-                    row.iter_mut().for_each(|v| *v += bv);
+                for n in src.items.clone() {
+                    for (r, &bv) in bias[gi * g.cog..(gi + 1) * g.cog].iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(c_out(n).add(r * g.ohw), nb);
+                        row.iter_mut().for_each(|v| *v += bv);
+                    }
                 }
             }
         }
@@ -358,7 +480,7 @@ pub fn forward(
     if enough_tasks(tasks) {
         (0..tasks).into_par_iter().for_each(|t| task(t, false));
     } else {
-        let par = gemm::want_parallel(g.cog, g.nb, g.kg);
+        let par = gemm::want_parallel(g.cog, g.items * g.nb, g.kg);
         (0..tasks).for_each(|t| task(t, par));
     }
 }
@@ -370,17 +492,24 @@ pub fn backward_data(
     weight: &[f32],
     grad_input: &mut [f32],
 ) {
-    let g = Geom::new(p, out_hw, MIN_BLOCK);
+    // Items are batched only when a task's items own one contiguous run of grad_input (one
+    // group); pointwise convs write grad_input straight from the GEMM, one item at a time.
+    let batching = p.groups == 1 && !is_pointwise(p);
+    let g = Geom::new(p, out_hw, MIN_BLOCK, batching);
     // W_g^T (kg x cog), packed once and shared by every item and block.
     let packed: Vec<PackedA> = weight
         .chunks_exact(g.cog * g.kg)
         .map(|w| PackedA::new(true, g.kg, g.cog, w, g.kg, false))
         .collect();
-    let item = |t: usize, dx: &mut [f32], par: bool| {
-        let (n, gi) = (t / p.groups, t % p.groups);
-        let dy = &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw..][..g.cog * g.ohw];
+    let item_len = g.cig * g.in_plane;
+    // Task t covers group t % groups of item group t / groups and owns its slice of dx.
+    let task = |t: usize, dx: &mut [f32], par: bool| {
+        let (ig, gi) = (t / p.groups, t % p.groups);
+        let items = g.items_of(ig);
         let lhs = || Lhs::Packed(&packed[gi]);
         if g.pointwise {
+            let n = items.start;
+            let dy = &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw..][..g.cog * g.ohw];
             let rhs = Rhs {
                 data: dy,
                 ld: g.ohw,
@@ -392,29 +521,66 @@ pub fn backward_data(
         dx.fill(0.0);
         for b in 0..g.blocks {
             let (j0, nb) = g.block(b);
-            with_scratch(g.kg * nb, |dcol| {
-                let rhs = Rhs {
-                    data: &dy[j0..],
-                    ld: g.ohw,
-                    trans: false,
+            let src = BlockSrc {
+                input: &[],
+                in_channels: p.in_channels,
+                gi,
+                items: items.clone(),
+                j0,
+                nb,
+            };
+            let cols = src.cols();
+            let single = items.len() == 1;
+            let dy_len = if single { 0 } else { g.cog * cols };
+            with_scratch(g.kg * cols + dy_len, |buf| {
+                let (dcol, dyg) = buf.split_at_mut(g.kg * cols);
+                let rhs = if single {
+                    let n = items.start;
+                    Rhs {
+                        data: &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw + j0..],
+                        ld: g.ohw,
+                        trans: false,
+                    }
+                } else {
+                    gather_grad_out(&g, grad_out, p.out_channels, &src, dyg);
+                    Rhs {
+                        data: dyg,
+                        ld: cols,
+                        trans: false,
+                    }
                 };
-                gemm::gemm(g.kg, nb, g.cog, 1.0, lhs(), rhs, 0.0, dcol, nb, par);
-                col2im_add(p, &g, dcol, j0, nb, dx, par);
+                gemm::gemm(g.kg, cols, g.cog, 1.0, lhs(), rhs, 0.0, dcol, cols, par);
+                for (t, dxi) in dx.chunks_mut(item_len).enumerate() {
+                    col2im_add(p, &g, dcol, (cols, t * nb), j0, nb, dxi, par);
+                }
             });
         }
     };
-    // Items (n, group) own disjoint slices of grad_input, so they parallelise without sharing.
-    let chunks = grad_input.chunks_mut(g.cig * g.in_plane);
-    if enough_tasks(p.batch * p.groups) {
+    // Tasks own disjoint slices of grad_input, so they parallelise without sharing.
+    let chunk = if g.items > 1 {
+        g.items * item_len
+    } else {
+        item_len
+    };
+    let chunks = grad_input.chunks_mut(chunk);
+    if enough_tasks(g.item_groups * p.groups) {
         chunks
             .collect::<Vec<_>>()
             .into_par_iter()
             .enumerate()
-            .for_each(|(t, dx)| item(t, dx, false));
+            .for_each(|(t, dx)| task(t, dx, false));
     } else {
-        let par = gemm::want_parallel(g.kg, g.nb, g.cog);
-        chunks.enumerate().for_each(|(t, dx)| item(t, dx, par));
+        let par = gemm::want_parallel(g.kg, g.items * g.nb, g.cog);
+        chunks.enumerate().for_each(|(t, dx)| task(t, dx, par));
     }
+}
+
+fn is_pointwise(p: &Conv2dParams) -> bool {
+    p.kernel_h == 1
+        && p.kernel_w == 1
+        && p.stride_h == 1
+        && p.stride_w == 1
+        && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0
 }
 
 pub fn backward_weight(
@@ -425,33 +591,43 @@ pub fn backward_weight(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
-    let g = Geom::new(p, out_hw, MIN_BLOCK_WEIGHT);
-    // dW_g = sum over (item, block) of dY_g[:, block] * col_block^T; `units` indexes the
-    // (item, block) pairs, the first one of a range overwrites `dw`, the rest accumulate.
+    let g = Geom::new(p, out_hw, MIN_BLOCK_WEIGHT, true);
+    // dW_g = sum over blocks of dY_g[:, block] * col_block^T; `units` indexes the (item group,
+    // position block) pairs, the first of a range overwrites `dw`, the rest accumulate.
     let accumulate = |dw: &mut [f32], units: Range<usize>, par: bool| {
         for (i, u) in units.enumerate() {
-            let (n, b) = (u / g.blocks, u % g.blocks);
+            let (ig, b) = (u / g.blocks, u % g.blocks);
             let (j0, nb) = g.block(b);
             let beta = if i == 0 { 0.0 } else { 1.0 };
             for (gi, dwg) in dw.chunks_exact_mut(g.cog * g.kg).enumerate() {
-                let dy = &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw..][..g.cog * g.ohw];
-                let x =
-                    &input[(n * p.in_channels + gi * g.cig) * g.in_plane..][..g.cig * g.in_plane];
-                let lhs = Lhs::Raw {
-                    data: &dy[j0..],
-                    ld: g.ohw,
-                    trans: false,
+                let src = BlockSrc {
+                    input,
+                    in_channels: p.in_channels,
+                    gi,
+                    items: g.items_of(ig),
+                    j0,
+                    nb,
                 };
-                if g.pointwise {
-                    let rhs = Rhs {
-                        data: &x[j0..],
+                let cols = src.cols();
+                if src.items.len() == 1 {
+                    let n = src.items.start;
+                    let dy = &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw + j0..];
+                    let lhs = Lhs::Raw {
+                        data: dy,
                         ld: g.ohw,
-                        trans: true,
+                        trans: false,
                     };
-                    gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
-                } else {
+                    if g.pointwise {
+                        let rhs = Rhs {
+                            data: &src.planes(&g, n)[j0..],
+                            ld: g.ohw,
+                            trans: true,
+                        };
+                        gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
+                        continue;
+                    }
                     with_scratch(g.kg * nb, |col| {
-                        im2col_block(p, &g, x, j0, nb, col);
+                        im2col_block(p, &g, &src, col);
                         let rhs = Rhs {
                             data: col,
                             ld: nb,
@@ -459,11 +635,28 @@ pub fn backward_weight(
                         };
                         gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
                     });
+                } else {
+                    with_scratch(g.kg * cols + g.cog * cols, |buf| {
+                        let (col, dyg) = buf.split_at_mut(g.kg * cols);
+                        im2col_block(p, &g, &src, col);
+                        gather_grad_out(&g, grad_out, p.out_channels, &src, dyg);
+                        let lhs = Lhs::Raw {
+                            data: dyg,
+                            ld: cols,
+                            trans: false,
+                        };
+                        let rhs = Rhs {
+                            data: col,
+                            ld: cols,
+                            trans: true,
+                        };
+                        gemm::gemm(g.cog, g.kg, cols, 1.0, lhs, rhs, beta, dwg, g.kg, par);
+                    });
                 }
             }
         }
     };
-    let units = p.batch * g.blocks;
+    let units = g.item_groups * g.blocks;
     let wlen = grad_weight.len();
     let threads = rayon::current_num_threads();
     if enough_tasks(units) {
@@ -493,7 +686,7 @@ pub fn backward_weight(
                 .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
         }
     } else {
-        let par = gemm::want_parallel(g.cog, g.kg, g.nb);
+        let par = gemm::want_parallel(g.cog, g.kg, g.items * g.nb);
         accumulate(grad_weight, 0..units, par);
     }
     if let Some(gb) = grad_bias {
