@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use ferroconv_kernels::conv::ConvAlgo;
+use ferroconv_kernels::conv::{fft, ConvAlgo};
 use ferroconv_kernels::simd::{set_level, SimdLevel};
 
 const FFT_TOL: f64 = 1e-4;
@@ -31,9 +31,54 @@ fn fft_matches_reference() {
     set_level(SimdLevel::Avx2Fma);
 }
 
+/// Shapes large enough that the FFT cuts planes into several overlap-save tiles, with partial
+/// tiles at the edges, padding inside edge tiles, strides and dilation across tile borders.
+fn tiled_cases() -> Vec<Case> {
+    let c = |name, p| Case { name, p };
+    vec![
+        c(
+            "tiled asym pad",
+            params((2, 8, 45, 38), (8, 3, 3), (1, 1), (1, 2, 0, 1), (1, 1), 1),
+        ),
+        c(
+            "tiled 5x5 s2 g2",
+            params((1, 6, 50, 41), (6, 5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 2),
+        ),
+        c(
+            "tiled dilation 2",
+            params((2, 4, 47, 33), (4, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
+        ),
+        c(
+            "tiled depthwise",
+            params((1, 8, 60, 30), (8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),
+        ),
+        c(
+            "tiled 7x7 s2",
+            params((1, 3, 64, 70), (8, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),
+        ),
+        c(
+            "tiled 3x3",
+            params((2, 12, 36, 36), (12, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+    ]
+}
+
+#[test]
+fn fft_tiled_matches_reference() {
+    for c in tiled_cases() {
+        let (_, tiles) = fft::grid_for(&c.p).unwrap();
+        assert!(tiles.0 * tiles.1 > 1, "{} is not tiled: {tiles:?}", c.name);
+        let worst = check_against_reference(&c.p, c.name, ConvAlgo::Fft, 1e-5, FFT_TOL);
+        println!(
+            "fft {}: tiles {tiles:?}, worst normwise error {worst:.2e}",
+            c.name
+        );
+    }
+}
+
 #[test]
 fn fft_gradients_match_finite_differences() {
-    for c in cases() {
+    for c in cases().into_iter().chain(tiled_cases().into_iter().take(2)) {
         check_finite_differences(&c.p, c.name, ConvAlgo::Fft, 2e-3);
     }
 }
@@ -41,7 +86,7 @@ fn fft_gradients_match_finite_differences() {
 #[test]
 fn fft_scalar_and_avx2_agree() {
     let _guard = lock_simd();
-    for c in cases() {
+    for c in cases().into_iter().chain(tiled_cases()) {
         set_level(SimdLevel::Scalar);
         let s = run(&c.p, ConvAlgo::Fft);
         set_level(SimdLevel::Avx2Fma);
@@ -60,7 +105,7 @@ fn fft_scalar_and_avx2_agree() {
 #[test]
 fn fft_one_and_two_threads_agree_exactly() {
     // Every output float is computed by one task in a fixed order whatever the pool size.
-    for c in cases() {
+    for c in cases().into_iter().chain(tiled_cases()) {
         let one = with_threads(1, || run(&c.p, ConvAlgo::Fft));
         let two = with_threads(2, || run(&c.p, ConvAlgo::Fft));
         assert_eq!(one.y, two.y, "{}", c.name);
