@@ -818,27 +818,6 @@ pub fn backward_weight(
         }
     }
     if let Some(gb) = grad_bias {
-        bias_grad(grad_out, p.batch, oc_n, out_plane, gb);
+        super::direct::bias_grad(grad_out, p.batch, oc_n, out_plane, gb);
     }
-}
-
-/// grad_bias[oc] = sum of grad_out over batch and positions (f64 sums: the batch can be long).
-pub(crate) fn bias_grad(
-    grad_out: &[f32],
-    batch: usize,
-    channels: usize,
-    plane: usize,
-    grad_bias: &mut [f32],
-) {
-    grad_bias.par_iter_mut().enumerate().for_each(|(oc, g)| {
-        let mut s = 0f64;
-        for n in 0..batch {
-            let base = (n * channels + oc) * plane;
-            s += grad_out[base..base + plane]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>();
-        }
-        *g = s as f32;
-    });
 }
