@@ -13,7 +13,8 @@ const RTOL: f64 = 1e-5;
 const ATOL: f64 = 2e-6;
 
 /// Larger shapes: several row ranges per task split, remainder channel blocks (channels not a
-/// multiple of the 4-channel and 3-channel register blocks), column tails of every length.
+/// multiple of the 4-channel and 3-channel register blocks), column tails of every length,
+/// source channels taken in several passes.
 fn more_cases() -> Vec<Case> {
     let c = |name, p| Case { name, p };
     vec![

@@ -1,20 +1,25 @@
 //! The AVX2+FMA direct convolution: register-blocked micro-kernels over zero-padded copies.
 //!
-//! Inputs (forward, backward weight) are copied once per batch chunk into a zero-padded
-//! *polyphase* layout: row `y` of a padded plane is stored as `stride_w` phase rows, phase `q`
-//! holding padded columns `q, q + sw, q + 2 sw, ...`. Output column `ox` under kernel column `kx`
-//! then reads phase `(kx * dw) % sw` at `ox + (kx * dw) / sw`: unit-stride vector loads for every
-//! stride and dilation, and no bounds checks in the inner loops (padding is real zeros).
+//! Inputs (forward, backward weight) are copied into a zero-padded *polyphase* layout: row `y`
+//! of a padded plane is stored as `stride_w` phase rows, phase `q` holding padded columns
+//! `q, q + sw, q + 2 sw, ...`. Output column `ox` under kernel column `kx` then reads phase
+//! `(kx * dw) % sw` at `ox + (kx * dw) / sw`: unit-stride vector loads for every stride and
+//! dilation, and no bounds checks in the inner loops (padding is real zeros). When several tasks
+//! read the same planes (dense convolutions) the copy is made once per batch chunk; when each
+//! group's planes have a single reader (depthwise and other narrow groups) each task pads just
+//! its planes into a buffer that stays in cache, so the input crosses memory once.
 //!
 //! Backward data splits the input gradient into `sh x sw` phase classes (rows `Y = ry + sh u`,
 //! columns `X = rx + sw v` in padded coordinates). Within a class only the taps with
 //! `ky * dh = ry (mod sh)` and `kx * dw = rx (mod sw)` contribute, each as a unit-stride
 //! correlation of the zero-padded output gradient: no multiplications by inserted zeros.
 //!
-//! Forward and backward data share one micro-kernel: a block of up to 4 channels x 24 columns
-//! (12 ymm accumulators) summed over a list of taps, each tap an offset into the padded source and
-//! one weight per channel. Backward weight keeps up to 3 output channels x 3 taps (or 1 channel x
-//! 8 taps, for depthwise) in registers while streaming rows of the output gradient.
+//! Forward and backward data share one micro-kernel: a block of up to 4 channels x 16 columns
+//! (or 2 channels x 32 columns) of accumulators summed over a list of taps, each tap an offset
+//! into the padded source and one weight per channel. Taps are taken a few source channels at a
+//! time, so the source rows one output row needs stay in L1; partial sums go through the output.
+//! Backward weight keeps up to 3 output channels x 3 taps (or 1 channel x 8 taps, for depthwise)
+//! in registers while streaming rows of the output gradient.
 use super::super::Conv2dParams;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -22,91 +27,94 @@ use std::arch::x86_64::*;
 const VEC: usize = 8;
 /// Channels per register block of the forward / backward-data kernel.
 const MAX_CB: usize = 4;
-/// Vectors of columns per register block.
-const MAX_NV: usize = 3;
-const BLOCK_COLS: usize = VEC * MAX_NV;
+/// Widest column block (vectors x 8).
+const MAX_COLS: usize = 4 * VEC;
 /// Bytes of padded copies kept at once; the batch is processed in chunks that fit.
 const PAD_BUDGET: usize = 32 << 20;
+/// Bytes of source rows one output row may read per pass (about half of L1).
+const ROW_BUDGET: usize = 16 << 10;
 
-/// Zero-padded polyphase copies of `planes` planes (see the module comment): element
-/// `(plane, y, q, t)` is padded `(y, q + t * phases)`, at `((plane * rows + y) * phases + q) *
-/// width + t`.
-struct Polyphase {
-    data: Vec<f32>,
+/// Geometry of a polyphase padded plane: element `(y, q, t)` (padded row `y`, padded column
+/// `q + t * phases`) is at `(y * phases + q) * width + t`.
+#[derive(Clone, Copy)]
+struct Geometry {
     rows: usize,
     phases: usize,
     width: usize,
 }
 
-impl Polyphase {
-    fn plane_len(&self) -> usize {
+impl Geometry {
+    fn plane(&self) -> usize {
         self.rows * self.phases * self.width
+    }
+    fn row(&self) -> usize {
+        self.phases * self.width
     }
 }
 
-/// Geometry of the padded input as the forward and the weight gradient read it.
-#[derive(Clone, Copy)]
-struct InputGeometry {
-    rows: usize,
-    phases: usize,
-    width: usize,
-}
-
-fn input_geometry(p: &Conv2dParams, (oh, ow): (usize, usize)) -> InputGeometry {
+/// The padded input as the forward and the weight gradient read it.
+fn input_geometry(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geometry {
     // Rows and columns past the used extent are never read.
     let rows = (oh - 1) * p.stride_h + p.dilation_h * (p.kernel_h - 1) + 1;
     // Column blocks are whole vectors (lanes past `ow` are computed and dropped), and the
     // widest tap offset is added to them.
     let width = ow.next_multiple_of(VEC) + (p.kernel_w - 1) * p.dilation_w / p.stride_w;
-    InputGeometry {
+    Geometry {
         rows,
         phases: p.stride_w,
         width,
     }
 }
 
-/// Copies planes `first..first + count` of `src` (`h x w` each) into a polyphase buffer with
-/// `pad_top` / `pad_left` zeros before the data.
-fn polyphase(
-    src: &[f32],
+/// Writes padded rows `y0..y0 + geo.rows` of a source plane (`h x w`, with `pad_top` /
+/// `pad_left` zeros before the data) into `dst` (one plane of `geo`), zeros elsewhere.
+fn pad_plane(
+    x: &[f32],
     (h, w): (usize, usize),
-    (first, count): (usize, usize),
     (pad_top, pad_left): (usize, usize),
-    geo: InputGeometry,
-) -> Polyphase {
-    let mut out = Polyphase {
-        data: Vec::new(),
-        rows: geo.rows,
-        phases: geo.phases,
-        width: geo.width,
-    };
-    let plane_len = out.plane_len();
-    // Zeroed by the allocator: padding stays zero, data overwrites the rest.
-    out.data = vec![0.0; count * plane_len];
-    let (rows, phases, width) = (geo.rows, geo.phases, geo.width);
-    out.data
-        .par_chunks_mut(plane_len)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            let x = &src[(first + i) * h * w..][..h * w];
-            for y in pad_top..rows.min(pad_top + h) {
-                let x_row = &x[(y - pad_top) * w..(y - pad_top + 1) * w];
-                let d_row = &mut dst[y * phases * width..(y + 1) * phases * width];
-                if phases == 1 {
-                    if pad_left < width {
-                        let n = w.min(width - pad_left);
-                        d_row[pad_left..pad_left + n].copy_from_slice(&x_row[..n]);
-                    }
-                } else {
-                    for (ix, &v) in x_row.iter().enumerate() {
-                        let xp = ix + pad_left;
-                        let (q, t) = (xp % phases, xp / phases);
-                        if t < width {
-                            d_row[q * width + t] = v;
-                        }
-                    }
+    y0: usize,
+    geo: Geometry,
+    dst: &mut [f32],
+) {
+    dst.fill(0.0);
+    let (phases, width) = (geo.phases, geo.width);
+    let y_lo = y0.max(pad_top);
+    let y_hi = (y0 + geo.rows).min(pad_top + h);
+    for y in y_lo..y_hi {
+        let x_row = &x[(y - pad_top) * w..(y - pad_top + 1) * w];
+        let d_row = &mut dst[(y - y0) * phases * width..(y - y0 + 1) * phases * width];
+        if phases == 1 {
+            if pad_left < width {
+                let n = w.min(width - pad_left);
+                d_row[pad_left..pad_left + n].copy_from_slice(&x_row[..n]);
+            }
+        } else {
+            for (ix, &v) in x_row.iter().enumerate() {
+                let xp = ix + pad_left;
+                let (q, t) = (xp % phases, xp / phases);
+                if t < width {
+                    d_row[q * width + t] = v;
                 }
             }
+        }
+    }
+}
+
+/// Pads planes `first..first + count` of `src` (full rows of `geo`) in parallel.
+fn pad_planes(
+    src: &[f32],
+    hw: (usize, usize),
+    (first, count): (usize, usize),
+    pads: (usize, usize),
+    geo: Geometry,
+) -> Vec<f32> {
+    let plane = hw.0 * hw.1;
+    let mut out = vec![0f32; count * geo.plane()];
+    out.par_chunks_mut(geo.plane())
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let x = &src[(first + i) * plane..][..plane];
+            pad_plane(x, hw, pads, 0, geo, dst);
         });
     out
 }
@@ -134,87 +142,29 @@ fn row_tasks(
     tasks
 }
 
-/// How many row ranges to cut each block of planes into so the pool has enough tasks.
+/// How many rows per task, cutting each block of planes so the pool has enough tasks.
 fn rows_per_task(blocks: usize, rows: usize) -> usize {
     let want = (4 * rayon::current_num_threads()).div_ceil(blocks.max(1));
     rows.div_ceil(want.clamp(1, rows)).max(1)
 }
 
-/// Runs the tap kernel for a block of `cb` channels and `nv` vectors. `tmp[c][..]` receives the
-/// block's values (`init[c]` plus the tap sums).
-///
-/// # Safety
-/// For every tap offset `o`, `x.add(o)` must be readable for `nv * 8` floats, and `w` for
-/// `taps.len() * cb` floats. The CPU must have AVX2+FMA.
-#[inline]
-unsafe fn tap_block(
-    (cb, nv): (usize, usize),
-    x: *const f32,
-    taps: &[usize],
-    w: *const f32,
-    init: &[f32; MAX_CB],
-    tmp: &mut [[f32; BLOCK_COLS]; MAX_CB],
-) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        match (cb, nv) {
-            (4, 3) => taps_kernel::<4, 3>(x, taps, w, init, tmp),
-            (4, 2) => taps_kernel::<4, 2>(x, taps, w, init, tmp),
-            (4, _) => taps_kernel::<4, 1>(x, taps, w, init, tmp),
-            (3, 3) => taps_kernel::<3, 3>(x, taps, w, init, tmp),
-            (3, 2) => taps_kernel::<3, 2>(x, taps, w, init, tmp),
-            (3, _) => taps_kernel::<3, 1>(x, taps, w, init, tmp),
-            (2, 3) => taps_kernel::<2, 3>(x, taps, w, init, tmp),
-            (2, 2) => taps_kernel::<2, 2>(x, taps, w, init, tmp),
-            (2, _) => taps_kernel::<2, 1>(x, taps, w, init, tmp),
-            (_, 3) => taps_kernel::<1, 3>(x, taps, w, init, tmp),
-            (_, 2) => taps_kernel::<1, 2>(x, taps, w, init, tmp),
-            (_, _) => taps_kernel::<1, 1>(x, taps, w, init, tmp),
-        }
-    }
-}
-
-/// `CB x NV` vectors of accumulators; per tap, `NV` loads feed `CB * NV` FMAs.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn taps_kernel<const CB: usize, const NV: usize>(
-    x: *const f32,
-    taps: &[usize],
-    w: *const f32,
-    init: &[f32; MAX_CB],
-    tmp: &mut [[f32; BLOCK_COLS]; MAX_CB],
-) {
-    let mut acc = [[_mm256_setzero_ps(); NV]; CB];
-    for c in 0..CB {
-        for v in 0..NV {
-            acc[c][v] = _mm256_set1_ps(init[c]);
-        }
-    }
-    let mut wp = w;
-    for &off in taps {
-        let xp = x.add(off);
-        let mut xv = [_mm256_setzero_ps(); NV];
-        for (v, xv) in xv.iter_mut().enumerate() {
-            *xv = _mm256_loadu_ps(xp.add(v * VEC));
-        }
-        for c in 0..CB {
-            let wv = _mm256_broadcast_ss(&*wp.add(c));
-            for v in 0..NV {
-                acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
-            }
-        }
-        wp = wp.add(CB);
-    }
-    for c in 0..CB {
-        for v in 0..NV {
-            _mm256_storeu_ps(tmp[c].as_mut_ptr().add(v * VEC), acc[c][v]);
-        }
-    }
+/// Column blocks of a row of `len` for `cb` channels: (first column, columns, vectors).
+fn column_blocks(len: usize, cb: usize) -> Vec<(usize, usize, usize)> {
+    // 4 x 2 or 2 x 4 vectors of accumulators; one channel also takes 4 (loads then bound).
+    let step = if cb <= 2 { 4 * VEC } else { 2 * VEC };
+    (0..len)
+        .step_by(step)
+        .map(|c0| {
+            let n = step.min(len - c0);
+            (c0, n, n.div_ceil(VEC))
+        })
+        .collect()
 }
 
 /// Packs weights for tap lists: for each block of up to `MAX_CB` consecutive "channels" of the
 /// kernel (output channels in the forward, input channels in backward data), `taps` entries of
 /// `cb` floats, `weight_of(channel, tap)` each. Blocks never straddle `group_len` boundaries.
-/// Returns the packed floats and each block's start.
+/// Returns the packed floats and each block's (first channel, count, start in the packed floats).
 fn pack_blocks(
     channels: usize,
     group_len: usize,
@@ -237,6 +187,158 @@ fn pack_blocks(
     (packed, blocks)
 }
 
+/// Where a block's accumulators start: the bias, or values already in memory.
+#[derive(Clone, Copy)]
+enum Init<'a> {
+    Bias(&'a [f32; MAX_CB]),
+    From([*const f32; MAX_CB]),
+}
+
+/// `dst[c][0..nv*8] = init[c] + sum over taps of w[tap][c] * x[tap offset + 0..nv*8]` for a
+/// block of `cb` channels.
+///
+/// # Safety
+/// For every tap offset `o`, `x.add(o)` must be readable for `nv * 8` floats, `w` for
+/// `taps.len() * cb` floats, `Init::From` rows and `dst` rows (the first `cb`) for `nv * 8`
+/// floats; the CPU must have AVX2+FMA.
+unsafe fn tap_block(
+    (cb, nv): (usize, usize),
+    x: *const f32,
+    taps: &[usize],
+    w: *const f32,
+    init: Init,
+    dst: [*mut f32; MAX_CB],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (cb, nv) {
+            (4, 2) | (3, 2) => taps_kernel::<4, 2>(cb, x, taps, w, init, dst),
+            (4, _) | (3, _) => taps_kernel::<4, 1>(cb, x, taps, w, init, dst),
+            (2, 4) => taps_kernel::<2, 4>(2, x, taps, w, init, dst),
+            (2, 3) => taps_kernel::<2, 3>(2, x, taps, w, init, dst),
+            (2, 2) => taps_kernel::<2, 2>(2, x, taps, w, init, dst),
+            (2, _) => taps_kernel::<2, 1>(2, x, taps, w, init, dst),
+            (_, 4) => taps_kernel::<1, 4>(1, x, taps, w, init, dst),
+            (_, 3) => taps_kernel::<1, 3>(1, x, taps, w, init, dst),
+            (_, 2) => taps_kernel::<1, 2>(1, x, taps, w, init, dst),
+            (_, _) => taps_kernel::<1, 1>(1, x, taps, w, init, dst),
+        }
+    }
+}
+
+/// `CB x NV` vector accumulators; per tap, `NV` loads and `CB` broadcasts feed `CB * NV` FMAs.
+/// A 3-channel block runs the 4-channel kernel with weights for 3 (the packed stride is `cb`):
+/// the fourth row of accumulators is computed from the next tap's weights and discarded.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn taps_kernel<const CB: usize, const NV: usize>(
+    cb: usize,
+    x: *const f32,
+    taps: &[usize],
+    w: *const f32,
+    init: Init,
+    dst: [*mut f32; MAX_CB],
+) {
+    let mut acc = [[_mm256_setzero_ps(); NV]; CB];
+    for c in 0..cb {
+        for v in 0..NV {
+            acc[c][v] = match init {
+                Init::Bias(b) => _mm256_set1_ps(b[c]),
+                Init::From(src) => _mm256_loadu_ps(src[c].add(v * VEC)),
+            };
+        }
+    }
+    if cb == CB {
+        for (t, &off) in taps.iter().enumerate() {
+            let xp = x.add(off);
+            let wp = w.add(t * CB);
+            let mut xv = [_mm256_setzero_ps(); NV];
+            for (v, xv) in xv.iter_mut().enumerate() {
+                *xv = _mm256_loadu_ps(xp.add(v * VEC));
+            }
+            for c in 0..CB {
+                let wv = _mm256_broadcast_ss(&*wp.add(c));
+                for v in 0..NV {
+                    acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                }
+            }
+        }
+    } else {
+        // Fewer channels than the kernel's rows (3 of 4): the same loop with a runtime count.
+        for (t, &off) in taps.iter().enumerate() {
+            let xp = x.add(off);
+            let wp = w.add(t * cb);
+            let mut xv = [_mm256_setzero_ps(); NV];
+            for (v, xv) in xv.iter_mut().enumerate() {
+                *xv = _mm256_loadu_ps(xp.add(v * VEC));
+            }
+            for c in 0..cb {
+                let wv = _mm256_broadcast_ss(&*wp.add(c));
+                for v in 0..NV {
+                    acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                }
+            }
+        }
+    }
+    for c in 0..cb {
+        for v in 0..NV {
+            _mm256_storeu_ps(dst[c].add(v * VEC), acc[c][v]);
+        }
+    }
+}
+
+/// Runs a row of column blocks for one pass over `taps` (a range of source channels), writing
+/// `out[c][cols]` for the block's channels: initialised from `bias` on the first pass, added to
+/// what is there on later passes. `x_at(c0)` is the source pointer for column block `c0`.
+///
+/// # Safety
+/// As [`tap_block`] for every column block (with `nv * 8` columns from `x_at(c0)`).
+unsafe fn row_pass(
+    cb: usize,
+    cols: &[(usize, usize, usize)],
+    x_at: impl Fn(usize) -> *const f32,
+    taps: &[usize],
+    w: &[f32],
+    bias: Option<&[f32; MAX_CB]>,
+    out: &mut [&mut [f32]],
+    out_at: usize,
+) {
+    debug_assert!(w.len() >= taps.len() * cb && out.len() == cb);
+    let mut tmp = [[0f32; MAX_COLS]; MAX_CB];
+    for &(c0, n, nv) in cols {
+        let full = n == nv * VEC;
+        let mut dst = [std::ptr::null_mut::<f32>(); MAX_CB];
+        let mut src = [std::ptr::null::<f32>(); MAX_CB];
+        for c in 0..cb {
+            if full {
+                dst[c] = out[c][out_at + c0..out_at + c0 + n].as_mut_ptr();
+            } else {
+                if bias.is_none() {
+                    tmp[c][..n].copy_from_slice(&out[c][out_at + c0..out_at + c0 + n]);
+                }
+                dst[c] = tmp[c].as_mut_ptr();
+            }
+            src[c] = dst[c];
+        }
+        let init = match bias {
+            Some(b) => Init::Bias(b),
+            None => Init::From(src),
+        };
+        // SAFETY: dst / src rows hold nv * 8 floats (whole output span or tmp); the rest is
+        // the caller's contract.
+        unsafe { tap_block((cb, nv), x_at(c0), taps, w.as_ptr(), init, dst) };
+        if !full {
+            for c in 0..cb {
+                out[c][out_at + c0..out_at + c0 + n].copy_from_slice(&tmp[c][..n]);
+            }
+        }
+    }
+}
+
+/// Source channels per pass so one output row's source rows stay in L1.
+fn channels_per_pass(rows_per_channel: usize, row_floats: usize, channels: usize) -> usize {
+    (ROW_BUDGET / (rows_per_channel * row_floats * 4).max(1)).clamp(1, channels.max(1))
+}
+
 pub(super) fn forward(
     p: &Conv2dParams,
     out_hw: (usize, usize),
@@ -253,46 +355,63 @@ pub(super) fn forward(
         p.out_per_group(),
     );
     let (kh, kw) = (p.kernel_h, p.kernel_w);
-    let geo = input_geometry(p, out_hw);
-    let plane_p = geo.rows * geo.phases * geo.width;
-    let row_step = p.stride_h * geo.phases * geo.width;
-    // Tap (icg, ky, kx): offset from the group's first padded plane at (oy, ox) = (0, 0).
-    let taps: Vec<usize> = (0..cig * kh * kw)
+    let kk = kh * kw;
+    let k_len = cig * kk;
+    let (packed, blocks) = pack_blocks(oc_n, cog, k_len, |oc, t| weight[oc * k_len + t]);
+    let out_plane = oh * ow;
+    let full = input_geometry(p, out_hw);
+    // One block per group: each task pads its own group's rows (see the module comment).
+    let local = cog <= MAX_CB;
+    let nb = if local {
+        p.batch
+    } else {
+        chunk_items(p, c * full.plane())
+    };
+    let rows_per = rows_per_task(nb * blocks.len(), oh);
+    let geo = if local {
+        Geometry {
+            rows: ((rows_per - 1) * p.stride_h + p.dilation_h * (kh - 1) + 1).min(full.rows),
+            ..full
+        }
+    } else {
+        full
+    };
+    let row_step = p.stride_h * geo.row();
+    // Tap (icg, ky, kx): offset from the group's first padded plane at output (0, 0).
+    let taps: Vec<usize> = (0..k_len)
         .map(|t| {
-            let (icg, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
+            let (icg, ky, kx) = (t / kk, t / kw % kh, t % kw);
             let (q, o) = (
                 kx * p.dilation_w % geo.phases,
                 kx * p.dilation_w / geo.phases,
             );
-            icg * plane_p + ((ky * p.dilation_h) * geo.phases + q) * geo.width + o
+            icg * geo.plane() + (ky * p.dilation_h * geo.phases + q) * geo.width + o
         })
         .collect();
-    let k_len = cig * kh * kw;
-    let (packed, blocks) = pack_blocks(oc_n, cog, k_len, |oc, t| weight[oc * k_len + t]);
-    // Every read of the kernel stays inside the group's padded planes.
+    // Every read stays inside the group's padded planes: rows below `rows_per` (local) or `oh`,
+    // column blocks up to `ow` rounded up to whole vectors.
+    let last_row = if local { rows_per.min(oh) - 1 } else { oh - 1 };
     let max_read =
-        taps.iter().max().copied().unwrap_or(0) + (oh - 1) * row_step + ow.next_multiple_of(VEC);
+        taps.iter().max().copied().unwrap_or(0) + last_row * row_step + ow.next_multiple_of(VEC);
     assert!(
-        max_read <= cig * plane_p,
+        max_read <= cig * geo.plane(),
         "direct: padded reads out of range"
     );
-    let out_plane = oh * ow;
-    let nb = chunk_items(p, c * plane_p);
-    let rows_per = rows_per_task(nb * blocks.len(), oh);
+    let per_pass = channels_per_pass(kh, geo.row(), cig);
     for n0 in (0..p.batch).step_by(nb) {
         let n1 = (n0 + nb).min(p.batch);
-        let pad = polyphase(
-            input,
-            (p.in_h, p.in_w),
-            (n0 * c, (n1 - n0) * c),
-            (p.pad_top, p.pad_left),
-            geo,
-        );
-        let (pad, packed, taps, blocks) = (&pad, &packed, &taps, &blocks);
+        let shared = if local {
+            Vec::new()
+        } else {
+            let pads = (p.pad_top, p.pad_left);
+            pad_planes(input, (p.in_h, p.in_w), (n0 * c, (n1 - n0) * c), pads, geo)
+        };
+        let (shared, packed, taps, blocks) = (&shared, &packed, &taps, &blocks);
         output[n0 * oc_n * out_plane..n1 * oc_n * out_plane]
             .par_chunks_mut(oc_n * out_plane)
             .enumerate()
             .for_each(|(ni, item)| {
+                let n = n0 + ni;
                 // Split the item into the kernel's channel blocks, then into row ranges.
                 let mut rest = item;
                 let mut work = Vec::new();
@@ -303,41 +422,61 @@ pub(super) fn forward(
                         work.push((oc0, cb, w_at, oy0, rows));
                     }
                 }
-                work.into_par_iter()
-                    .for_each(|(oc0, cb, w_at, oy0, mut rows)| {
+                work.into_par_iter().for_each_init(
+                    || {
+                        if local {
+                            vec![0f32; cig * geo.plane()]
+                        } else {
+                            Vec::new()
+                        }
+                    },
+                    |own, (oc0, cb, w_at, oy0, mut rows)| {
                         let g = oc0 / cog;
-                        let x_group = &pad.data[(ni * c + g * cig) * plane_p..][..cig * plane_p];
-                        let mut init = [0f32; MAX_CB];
-                        for (i, v) in init.iter_mut().take(cb).enumerate() {
+                        let (x, row0) = if local {
+                            let in_plane = p.in_h * p.in_w;
+                            for (icg, dst) in own.chunks_mut(geo.plane()).enumerate() {
+                                let x = &input[(n * c + g * cig + icg) * in_plane..][..in_plane];
+                                let pads = (p.pad_top, p.pad_left);
+                                pad_plane(x, (p.in_h, p.in_w), pads, oy0 * p.stride_h, geo, dst);
+                            }
+                            (&own[..], oy0)
+                        } else {
+                            (
+                                &shared[(ni * c + g * cig) * geo.plane()..][..cig * geo.plane()],
+                                0,
+                            )
+                        };
+                        let mut b = [0f32; MAX_CB];
+                        for (i, v) in b.iter_mut().take(cb).enumerate() {
                             *v = bias.map_or(0.0, |b| b[oc0 + i]);
                         }
-                        let mut tmp = [[0f32; BLOCK_COLS]; MAX_CB];
+                        let cols = column_blocks(ow, cb);
+                        let w = &packed[w_at..w_at + k_len * cb];
                         let n_rows = rows[0].len() / ow;
                         for r in 0..n_rows {
-                            let oy = oy0 + r;
-                            for ox0 in (0..ow).step_by(BLOCK_COLS) {
-                                let valid = BLOCK_COLS.min(ow - ox0);
-                                let nv = valid.div_ceil(VEC);
-                                // SAFETY: the reads of every tap for this row and column block stay
-                                // within x_group (max_read check above: oy < oh, ox0 + nv*8 <=
-                                // ow rounded up); packed holds k_len * cb floats from w_at.
+                            let base = (oy0 + r - row0) * row_step;
+                            for i0 in (0..cig).step_by(per_pass) {
+                                let i1 = (i0 + per_pass).min(cig);
+                                let init = if i0 == 0 { Some(&b) } else { None };
+                                // SAFETY: every tap read for this row and any column block
+                                // is below max_read <= x.len() (checked above); w holds the
+                                // pass's taps * cb floats.
                                 unsafe {
-                                    tap_block(
-                                        (cb, nv),
-                                        x_group.as_ptr().add(oy * row_step + ox0),
-                                        taps,
-                                        packed[w_at..w_at + k_len * cb].as_ptr(),
-                                        &init,
-                                        &mut tmp,
-                                    );
-                                }
-                                for (i, y) in rows.iter_mut().enumerate() {
-                                    y[r * ow + ox0..r * ow + ox0 + valid]
-                                        .copy_from_slice(&tmp[i][..valid]);
-                                }
+                                    row_pass(
+                                        cb,
+                                        &cols,
+                                        |c0| x.as_ptr().add(base + c0),
+                                        &taps[i0 * kk..i1 * kk],
+                                        &w[i0 * kk * cb..i1 * kk * cb],
+                                        init,
+                                        &mut rows,
+                                        r * ow,
+                                    )
+                                };
                             }
                         }
-                    });
+                    },
+                );
             });
     }
 }
@@ -346,8 +485,10 @@ pub(super) fn forward(
 struct Phase {
     ry: usize,
     rx: usize,
-    /// Taps (ocl, ky, kx) that reach this class, as offsets into the padded output gradient.
+    /// Taps (ocl, ky, kx) that reach this class, as offsets into the padded output gradient;
+    /// `ocl_start[ocl]` is where output channel `ocl`'s taps begin.
     taps: Vec<usize>,
+    ocl_start: Vec<usize>,
     packed: Vec<f32>,
     /// Blocks of input channels: (first channel, count, start in `packed`).
     blocks: Vec<(usize, usize, usize)>,
@@ -376,13 +517,13 @@ pub(super) fn backward_data(
         p.dilation_w,
     );
     // Padded output gradient: `top` / `left` zeros so every tap offset is non-negative, rows and
-    // columns up to the last class row / column, plus a vector block of columns of slack.
+    // columns up to the last class row / column, plus a column block of slack.
     let top = (kh - 1) * dh / sh;
     let left = (kw - 1) * dw / sw;
     let u_end = (p.pad_top + p.in_h - 1) / sh + 1;
     let v_end = (p.pad_left + p.in_w - 1) / sw + 1;
     let qh = top + oh.max(u_end);
-    let qw = left + ow.max(v_end) + BLOCK_COLS;
+    let qw = left + ow.max(v_end) + MAX_COLS;
     let q_plane = qh * qw;
     let k_plane = kh * kw;
     let phases: Vec<Phase> = (0..sh * sw)
@@ -392,7 +533,9 @@ pub(super) fn backward_data(
             let kxs: Vec<usize> = (0..kw).filter(|kx| kx * dw % sw == rx).collect();
             let mut taps = Vec::new();
             let mut tap_w = Vec::new();
+            let mut ocl_start = Vec::new();
             for ocl in 0..cog {
+                ocl_start.push(taps.len());
                 for &ky in &kys {
                     for &kx in &kxs {
                         let a = (ky * dh - ry) / sh;
@@ -402,8 +545,8 @@ pub(super) fn backward_data(
                     }
                 }
             }
-            let n_taps = taps.len();
-            let (packed, blocks) = pack_blocks(c, cig, n_taps, |ic, t| {
+            ocl_start.push(taps.len());
+            let (packed, blocks) = pack_blocks(c, cig, taps.len(), |ic, t| {
                 let (g, icg) = (ic / cig, ic % cig);
                 let (ocl, k) = tap_w[t];
                 weight[((g * cog + ocl) * cig + icg) * k_plane + k]
@@ -412,6 +555,7 @@ pub(super) fn backward_data(
                 ry,
                 rx,
                 taps,
+                ocl_start,
                 packed,
                 blocks,
             }
@@ -423,30 +567,50 @@ pub(super) fn backward_data(
         .max()
         .copied()
         .unwrap_or(0);
-    let max_read = max_tap + (u_end - 1) * qw + (v_end - 1) + BLOCK_COLS;
+    let max_read = max_tap + (u_end - 1) * qw + (v_end - 1) + MAX_COLS;
     assert!(
         max_read <= cog * q_plane,
         "direct: padded reads out of range"
     );
     let in_plane = p.in_h * p.in_w;
     let out_plane = oh * ow;
-    let nb = chunk_items(p, oc_n * q_plane);
+    // One block of input channels per group: each task pads its own group's output gradient.
+    let local = cig <= MAX_CB;
+    let nb = if local {
+        p.batch
+    } else {
+        chunk_items(p, oc_n * q_plane)
+    };
     let blocks_per_item = phases.first().map_or(1, |ph| ph.blocks.len());
     let rows_per = rows_per_task(nb * blocks_per_item, p.in_h);
+    let per_pass = channels_per_pass(kh.div_ceil(sh), qw, cog);
+    let pad_grad = |n: usize, oc0: usize, count: usize, dst: &mut [f32]| {
+        for (i, q) in dst.chunks_mut(q_plane).take(count).enumerate() {
+            q.fill(0.0);
+            let src = &grad_out[(n * oc_n + oc0 + i) * out_plane..][..out_plane];
+            for oy in 0..oh {
+                q[(top + oy) * qw + left..][..ow].copy_from_slice(&src[oy * ow..(oy + 1) * ow]);
+            }
+        }
+    };
     for n0 in (0..p.batch).step_by(nb) {
         let n1 = (n0 + nb).min(p.batch);
-        let mut q = vec![0f32; (n1 - n0) * oc_n * q_plane];
-        q.par_chunks_mut(q_plane).enumerate().for_each(|(i, dst)| {
-            let src = &grad_out[(n0 * oc_n + i) * out_plane..][..out_plane];
-            for oy in 0..oh {
-                dst[(top + oy) * qw + left..][..ow].copy_from_slice(&src[oy * ow..(oy + 1) * ow]);
-            }
-        });
-        let (q, phases) = (&q, &phases);
+        let mut shared = Vec::new();
+        if !local {
+            shared = vec![0f32; (n1 - n0) * oc_n * q_plane];
+            shared
+                .par_chunks_mut(q_plane)
+                .enumerate()
+                .for_each(|(i, dst)| {
+                    pad_grad(n0 + i / oc_n, i % oc_n, 1, dst);
+                });
+        }
+        let (shared, phases, pad_grad) = (&shared, &phases, &pad_grad);
         grad_input[n0 * c * in_plane..n1 * c * in_plane]
             .par_chunks_mut(c * in_plane)
             .enumerate()
             .for_each(|(ni, item)| {
+                let n = n0 + ni;
                 let mut rest = item;
                 let mut work = Vec::new();
                 for (bi, &(ic0, cb, _)) in phases[0].blocks.iter().enumerate() {
@@ -456,17 +620,27 @@ pub(super) fn backward_data(
                         work.push((bi, ic0, cb, iy0, rows));
                     }
                 }
-                work.into_par_iter()
-                    .for_each(|(bi, ic0, cb, iy0, mut rows)| {
+                work.into_par_iter().for_each_init(
+                    || {
+                        if local {
+                            vec![0f32; cog * q_plane]
+                        } else {
+                            Vec::new()
+                        }
+                    },
+                    |own, (bi, ic0, cb, iy0, mut rows)| {
                         let g = ic0 / cig;
-                        let q_group = &q[(ni * oc_n + g * cog) * q_plane..][..cog * q_plane];
+                        let q_group = if local {
+                            pad_grad(n, g * cog, cog, own);
+                            &own[..]
+                        } else {
+                            &shared[(ni * oc_n + g * cog) * q_plane..][..cog * q_plane]
+                        };
                         let n_rows = rows[0].len() / p.in_w;
-                        let init = [0f32; MAX_CB];
-                        let mut tmp = [[0f32; BLOCK_COLS]; MAX_CB];
                         for ph in phases {
                             let (_, _, w_at) = ph.blocks[bi];
                             let w = &ph.packed[w_at..w_at + ph.taps.len() * cb];
-                            // Class rows whose input row falls in this task's rows.
+                            // Class rows / columns inside this task's input rows and the input.
                             let y_lo = p.pad_top + iy0;
                             let y_hi = y_lo + n_rows;
                             let u_lo = y_lo.saturating_sub(ph.ry).div_ceil(sh);
@@ -475,48 +649,106 @@ pub(super) fn backward_data(
                             } else {
                                 0
                             };
-                            let x_lo = p.pad_left;
-                            let v_lo = x_lo.saturating_sub(ph.rx).div_ceil(sw);
                             let x_hi = p.pad_left + p.in_w;
+                            let v_lo = p.pad_left.saturating_sub(ph.rx).div_ceil(sw);
                             let v_hi = if x_hi > ph.rx {
                                 (x_hi - 1 - ph.rx) / sw + 1
                             } else {
                                 0
                             };
+                            if u_lo >= u_hi || v_lo >= v_hi {
+                                continue;
+                            }
+                            let cols = column_blocks(v_hi - v_lo, cb);
+                            let ix0 = ph.rx + sw * v_lo - p.pad_left;
+                            let mut strip = [[0f32; MAX_COLS]; MAX_CB];
                             for u in u_lo..u_hi {
                                 let r = ph.ry + sh * u - y_lo;
-                                for v0 in (v_lo..v_hi).step_by(BLOCK_COLS) {
-                                    let valid = BLOCK_COLS.min(v_hi - v0);
-                                    let nv = valid.div_ceil(VEC);
-                                    // SAFETY: u < u_end and v0 + nv*8 <= v_end - 1 + BLOCK_COLS,
-                                    // so with the largest tap every read is below max_read <=
-                                    // q_group's length (checked above); w holds taps * cb floats.
-                                    unsafe {
-                                        tap_block(
-                                            (cb, nv),
-                                            q_group.as_ptr().add(u * qw + v0),
-                                            &ph.taps,
-                                            w.as_ptr(),
-                                            &init,
-                                            &mut tmp,
+                                let base = u * qw + v_lo;
+                                if sw == 1 {
+                                    // Class columns are input columns: write rows in place.
+                                    let mut out: Vec<&mut [f32]> = rows
+                                        .iter_mut()
+                                        .map(|d| &mut d[r * p.in_w + ix0..(r + 1) * p.in_w])
+                                        .collect();
+                                    passes(ph, per_pass, cb, &cols, q_group, base, w, &mut out, 0);
+                                } else {
+                                    // Strided columns: compute a block at a time, then scatter.
+                                    for &(c0, n, nv) in &cols {
+                                        let mut out: Vec<&mut [f32]> =
+                                            strip.iter_mut().take(cb).map(|s| &mut s[..]).collect();
+                                        let one = [(0, n, nv)];
+                                        passes(
+                                            ph,
+                                            per_pass,
+                                            cb,
+                                            &one,
+                                            q_group,
+                                            base + c0,
+                                            w,
+                                            &mut out,
+                                            0,
                                         );
-                                    }
-                                    let ix0 = ph.rx + sw * v0 - p.pad_left;
-                                    for (i, dx) in rows.iter_mut().enumerate() {
-                                        let dst = &mut dx[r * p.in_w..(r + 1) * p.in_w];
-                                        if sw == 1 {
-                                            dst[ix0..ix0 + valid].copy_from_slice(&tmp[i][..valid]);
-                                        } else {
-                                            for (j, &v) in tmp[i][..valid].iter().enumerate() {
-                                                dst[ix0 + sw * j] = v;
+                                        for (i, dx) in rows.iter_mut().enumerate() {
+                                            let d = &mut dx[r * p.in_w..(r + 1) * p.in_w];
+                                            for (j, &v) in strip[i][..n].iter().enumerate() {
+                                                d[ix0 + sw * (c0 + j)] = v;
                                             }
                                         }
                                     }
                                 }
                             }
                         }
-                    });
+                        // Classes that no tap reaches (stride larger than the dilated kernel)
+                        // were skipped above only when they hold no input positions, so every
+                        // position has been written: those with no taps got zero sums.
+                    },
+                );
             });
+    }
+}
+
+/// Runs one class row of backward data over all output channels of the group, `per_pass`
+/// output channels' taps at a time.
+#[allow(clippy::too_many_arguments)]
+fn passes(
+    ph: &Phase,
+    per_pass: usize,
+    cb: usize,
+    cols: &[(usize, usize, usize)],
+    q: &[f32],
+    base: usize,
+    w: &[f32],
+    out: &mut [&mut [f32]],
+    out_at: usize,
+) {
+    let zero = [0f32; MAX_CB];
+    let cog = ph.ocl_start.len() - 1;
+    if ph.taps.is_empty() {
+        for o in out.iter_mut() {
+            let n: usize = cols.iter().map(|c| c.1).sum();
+            o[out_at..out_at + n].fill(0.0);
+        }
+        return;
+    }
+    for o0 in (0..cog).step_by(per_pass) {
+        let (t0, t1) = (ph.ocl_start[o0], ph.ocl_start[(o0 + per_pass).min(cog)]);
+        let init = if o0 == 0 { Some(&zero) } else { None };
+        // SAFETY: the class row `base` lies below u_end and column blocks end below v_end +
+        // MAX_COLS, so every tap read is below max_read <= q.len() (checked by the caller);
+        // w holds taps * cb floats.
+        unsafe {
+            row_pass(
+                cb,
+                cols,
+                |c0| q.as_ptr().add(base + c0),
+                &ph.taps[t0..t1],
+                &w[t0 * cb..t1 * cb],
+                init,
+                out,
+                out_at,
+            )
+        };
     }
 }
 
@@ -537,8 +769,8 @@ pub(super) fn backward_weight(
     let (kh, kw) = (p.kernel_h, p.kernel_w);
     let k_plane = kh * kw;
     let geo = input_geometry(p, out_hw);
-    let plane_p = geo.rows * geo.phases * geo.width;
-    let row_step = p.stride_h * geo.phases * geo.width;
+    let plane_p = geo.plane();
+    let row_step = p.stride_h * geo.row();
     let taps: Vec<usize> = (0..k_plane)
         .map(|t| {
             let (ky, kx) = (t / kw, t % kw);
@@ -546,25 +778,31 @@ pub(super) fn backward_weight(
                 kx * p.dilation_w % geo.phases,
                 kx * p.dilation_w / geo.phases,
             );
-            ((ky * p.dilation_h) * geo.phases + q) * geo.width + o
+            (ky * p.dilation_h * geo.phases + q) * geo.width + o
         })
         .collect();
     let max_read = taps.iter().max().copied().unwrap_or(0) + (oh - 1) * row_step + ow;
     assert!(max_read <= plane_p, "direct: padded reads out of range");
     // Depthwise-like shapes have one output channel per group: spend the registers on taps.
     let (ocb, tb) = if cog == 1 { (1, 8) } else { (3, 3) };
+    // One block per group: each input plane has one reader, which pads it itself.
+    let local = cog <= ocb;
     let out_plane = oh * ow;
+    let in_plane = p.in_h * p.in_w;
     grad_weight.fill(0.0);
-    let nb = chunk_items(p, c * plane_p);
+    let nb = if local {
+        p.batch
+    } else {
+        chunk_items(p, c * plane_p)
+    };
     for n0 in (0..p.batch).step_by(nb) {
         let n1 = (n0 + nb).min(p.batch);
-        let pad = polyphase(
-            input,
-            (p.in_h, p.in_w),
-            (n0 * c, (n1 - n0) * c),
-            (p.pad_top, p.pad_left),
-            geo,
-        );
+        let shared = if local {
+            Vec::new()
+        } else {
+            let pads = (p.pad_top, p.pad_left);
+            pad_planes(input, (p.in_h, p.in_w), (n0 * c, (n1 - n0) * c), pads, geo)
+        };
         // Tasks: (block of output channels in one group, input channel), owning those
         // channels' gradient for that input channel.
         let mut work = Vec::new();
@@ -585,34 +823,49 @@ pub(super) fn backward_weight(
                 }
             }
         }
-        let (pad, taps) = (&pad, &taps);
-        work.into_par_iter().for_each(|(o0, ic, mut parts)| {
-            let cb = parts.len();
-            for t0 in (0..k_plane).step_by(tb) {
-                let tn = tb.min(k_plane - t0);
-                let mut total = [[0f64; 8]; 3];
-                for ni in 0..n1 - n0 {
-                    let x = &pad.data[(ni * c + ic) * plane_p..][..plane_p];
-                    let dy0 = ((n0 + ni) * oc_n + o0) * out_plane;
-                    let dy = &grad_out[dy0..dy0 + cb * out_plane];
-                    // SAFETY: reads of x stay below max_read <= plane_p (checked above);
-                    // dy holds cb planes of oh x ow; the CPU has AVX2+FMA (caller).
-                    let sums = unsafe {
-                        weight_block((cb, tn), x, row_step, &taps[t0..t0 + tn], dy, (oh, ow))
+        let (shared, taps) = (&shared, &taps);
+        work.into_par_iter().for_each_init(
+            || {
+                if local {
+                    vec![0f32; plane_p]
+                } else {
+                    Vec::new()
+                }
+            },
+            |own, (o0, ic, mut parts)| {
+                let cb = parts.len();
+                let mut total = vec![0f64; cb * k_plane];
+                for n in n0..n1 {
+                    let x = if local {
+                        let src = &input[(n * c + ic) * in_plane..][..in_plane];
+                        pad_plane(src, (p.in_h, p.in_w), (p.pad_top, p.pad_left), 0, geo, own);
+                        &own[..]
+                    } else {
+                        &shared[((n - n0) * c + ic) * plane_p..][..plane_p]
                     };
-                    for (tot, s) in total.iter_mut().zip(&sums) {
-                        for (a, &b) in tot.iter_mut().zip(s) {
-                            *a += b as f64;
+                    let dy0 = (n * oc_n + o0) * out_plane;
+                    let dy = &grad_out[dy0..dy0 + cb * out_plane];
+                    for t0 in (0..k_plane).step_by(tb) {
+                        let tn = tb.min(k_plane - t0);
+                        // SAFETY: reads of x stay below max_read <= plane_p (checked above);
+                        // dy holds cb planes of oh x ow; the CPU has AVX2+FMA (caller).
+                        let sums = unsafe {
+                            weight_block((cb, tn), x, row_step, &taps[t0..t0 + tn], dy, (oh, ow))
+                        };
+                        for (o, s) in sums.iter().take(cb).enumerate() {
+                            for (t, &v) in s.iter().take(tn).enumerate() {
+                                total[o * k_plane + t0 + t] += v as f64;
+                            }
                         }
                     }
                 }
-                for (o, part) in parts.iter_mut().enumerate() {
-                    for t in 0..tn {
-                        part[t0 + t] += total[o][t] as f32;
+                for (part, tot) in parts.iter_mut().zip(total.chunks(k_plane)) {
+                    for (g, &t) in part.iter_mut().zip(tot) {
+                        *g += t as f32;
                     }
                 }
-            }
-        });
+            },
+        );
     }
 }
 
