@@ -66,8 +66,74 @@ fn input_geometry(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geometry {
     }
 }
 
+/// Lanes `0..n` of a vector mask on (n <= 8).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn tail_mask(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Stores the first `n < 8` lanes of `v` at `dst` with plain 4-, 2- and 1-lane stores. Masked
+/// stores (`vmaskmovps`) are microcoded and very slow on AMD Zen, and a copy loop would become
+/// a call to `memcpy`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `n` floats; the CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_partial(dst: *mut f32, v: __m256, n: usize) {
+    let mut lo = _mm256_castps256_ps128(v);
+    let mut d = dst;
+    // SAFETY: each store writes lanes below n (contract).
+    unsafe {
+        if n >= 4 {
+            _mm_storeu_ps(d, lo);
+            lo = _mm256_extractf128_ps(v, 1);
+            d = d.add(4);
+        }
+        if n & 2 != 0 {
+            _mm_store_sd(d.cast(), _mm_castps_pd(lo));
+            lo = _mm_movehl_ps(lo, lo);
+            d = d.add(2);
+        }
+        if n & 1 != 0 {
+            _mm_store_ss(d, lo);
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small planes, inline (a `memcpy` call per
+/// row costs as much as the copy).
+#[target_feature(enable = "avx2,fma")]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let n = src.len();
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    let mut i = 0;
+    // SAFETY: every access is below n, the length of both slices (the masked load reads only
+    // the lanes below n - i).
+    unsafe {
+        while i + VEC <= n {
+            _mm256_storeu_ps(d.add(i), _mm256_loadu_ps(s.add(i)));
+            i += VEC;
+        }
+        if i < n {
+            let v = _mm256_maskload_ps(s.add(i), tail_mask(n - i));
+            store_partial(d.add(i), v, n - i);
+        }
+    }
+}
+
 /// Writes padded rows `y0..y0 + geo.rows` of a source plane (`h x w`, with `pad_top` /
-/// `pad_left` zeros before the data) into `dst` (one plane of `geo`), zeros elsewhere.
+/// `pad_left` zeros before the data) into `dst` (one plane of `geo`).
+///
+/// Only the data positions of data rows are written (pad rows are zeroed whole): the other
+/// positions of `dst` must already be zero, as in a fresh buffer or one last padded with the
+/// same geometry and padding. That saves clearing the whole plane for every small task.
+#[target_feature(enable = "avx2,fma")]
 fn pad_plane(
     x: &[f32],
     (h, w): (usize, usize),
@@ -76,17 +142,21 @@ fn pad_plane(
     geo: Geometry,
     dst: &mut [f32],
 ) {
-    dst.fill(0.0);
     let (phases, width) = (geo.phases, geo.width);
-    let y_lo = y0.max(pad_top);
-    let y_hi = (y0 + geo.rows).min(pad_top + h);
-    for y in y_lo..y_hi {
+    for (r, d_row) in dst[..geo.plane()]
+        .chunks_exact_mut(phases * width)
+        .enumerate()
+    {
+        let y = y0 + r;
+        if y < pad_top || y >= pad_top + h {
+            d_row.fill(0.0);
+            continue;
+        }
         let x_row = &x[(y - pad_top) * w..(y - pad_top + 1) * w];
-        let d_row = &mut dst[(y - y0) * phases * width..(y - y0 + 1) * phases * width];
         if phases == 1 {
             if pad_left < width {
                 let n = w.min(width - pad_left);
-                d_row[pad_left..pad_left + n].copy_from_slice(&x_row[..n]);
+                copy_row(&mut d_row[pad_left..pad_left + n], &x_row[..n]);
             }
         } else {
             for (ix, &v) in x_row.iter().enumerate() {
@@ -114,7 +184,8 @@ fn pad_planes(
         .enumerate()
         .for_each(|(i, dst)| {
             let x = &src[(first + i) * plane..][..plane];
-            pad_plane(x, hw, pads, 0, geo, dst);
+            // SAFETY: this module runs only on CPUs with AVX2+FMA. `dst` is freshly zeroed.
+            unsafe { pad_plane(x, hw, pads, 0, geo, dst) };
         });
     out
 }
@@ -146,6 +217,42 @@ fn row_tasks(
 fn rows_per_task(blocks: usize, rows: usize) -> usize {
     let want = (4 * rayon::current_num_threads()).div_ceil(blocks.max(1));
     rows.div_ceil(want.clamp(1, rows)).max(1)
+}
+
+/// Multiply-adds a task should at least get: tasks smaller than this (a single small depthwise
+/// plane) spend as long being scheduled as computing.
+const TASK_WORK: usize = 1 << 16;
+
+/// Items per task so each task has about `TASK_WORK` multiply-adds (`item_work` each), while
+/// keeping several tasks per thread.
+fn items_per_task(items: usize, item_work: usize) -> usize {
+    let by_work = TASK_WORK.div_ceil(item_work.max(1));
+    let by_count = items / (4 * rayon::current_num_threads()).max(1);
+    by_work.min(by_count).max(1)
+}
+
+/// Runs `body` over `work` in parallel, `per_task` consecutive items per task, with per-task
+/// state from `init`.
+fn run_grouped<T: Send, S>(
+    work: Vec<T>,
+    per_task: usize,
+    init: impl Fn() -> S + Sync + Send,
+    body: impl Fn(&mut S, T) + Sync + Send,
+) {
+    let mut groups = Vec::with_capacity(work.len().div_ceil(per_task));
+    let mut it = work.into_iter();
+    loop {
+        let g: Vec<T> = it.by_ref().take(per_task).collect();
+        if g.is_empty() {
+            break;
+        }
+        groups.push(g);
+    }
+    groups.into_par_iter().for_each_init(init, |state, group| {
+        for item in group {
+            body(state, item)
+        }
+    });
 }
 
 /// Column blocks of a row of `len` for `cb` channels: (first column, columns, vectors).
@@ -187,151 +294,172 @@ fn pack_blocks(
     (packed, blocks)
 }
 
-/// Where a block's accumulators start: the bias, or values already in memory.
+/// Shape of one kernel call: `cb` channels, `nv` vectors covering `n` columns, `rows` rows
+/// (source rows `x_step` floats apart, destination rows `dst_step` apart).
 #[derive(Clone, Copy)]
-enum Init<'a> {
-    Bias(&'a [f32; MAX_CB]),
-    From([*const f32; MAX_CB]),
+struct Block {
+    cb: usize,
+    nv: usize,
+    n: usize,
+    rows: usize,
+    x_step: usize,
+    dst_step: usize,
 }
 
-/// `dst[c][0..nv*8] = init[c] + sum over taps of w[tap][c] * x[tap offset + 0..nv*8]` for a
-/// block of `cb` channels.
+/// For each of `b.rows` rows `r`: `dst[c][r][0..n] = (bias[c] or dst[c][r][0..n]) + sum over
+/// taps of w[tap][c] * x[r][tap offset + 0..n]` for a block of `cb` channels (lanes past `n`
+/// are computed, not stored).
 ///
 /// # Safety
-/// For every tap offset `o`, `x.add(o)` must be readable for `nv * 8` floats, `w` for
-/// `taps.len() * cb` floats, `Init::From` rows and `dst` rows (the first `cb`) for `nv * 8`
-/// floats; the CPU must have AVX2+FMA.
+/// For every row `r` and tap offset `o`, `x.add(r * x_step + o)` must be readable for `nv * 8`
+/// floats; `w` for `taps.len() * cb` floats; each of the first `cb` `dst` rows readable and
+/// writable for `n` floats at `r * dst_step` (and not aliased elsewhere); the CPU must have
+/// AVX2+FMA.
 unsafe fn tap_block(
-    (cb, nv): (usize, usize),
+    b: Block,
     x: *const f32,
     taps: &[usize],
     w: *const f32,
-    init: Init,
+    bias: Option<&[f32; MAX_CB]>,
     dst: [*mut f32; MAX_CB],
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        match (cb, nv) {
-            (4, 2) | (3, 2) => taps_kernel::<4, 2>(cb, x, taps, w, init, dst),
-            (4, _) | (3, _) => taps_kernel::<4, 1>(cb, x, taps, w, init, dst),
-            (2, 4) => taps_kernel::<2, 4>(2, x, taps, w, init, dst),
-            (2, 3) => taps_kernel::<2, 3>(2, x, taps, w, init, dst),
-            (2, 2) => taps_kernel::<2, 2>(2, x, taps, w, init, dst),
-            (2, _) => taps_kernel::<2, 1>(2, x, taps, w, init, dst),
-            (_, 4) => taps_kernel::<1, 4>(1, x, taps, w, init, dst),
-            (_, 3) => taps_kernel::<1, 3>(1, x, taps, w, init, dst),
-            (_, 2) => taps_kernel::<1, 2>(1, x, taps, w, init, dst),
-            (_, _) => taps_kernel::<1, 1>(1, x, taps, w, init, dst),
+        match (b.cb, b.nv) {
+            (4, 2) | (3, 2) => taps_kernel::<4, 2>(b, x, taps, w, bias, dst),
+            (4, _) | (3, _) => taps_kernel::<4, 1>(b, x, taps, w, bias, dst),
+            (2, 4) => taps_kernel::<2, 4>(b, x, taps, w, bias, dst),
+            (2, 3) => taps_kernel::<2, 3>(b, x, taps, w, bias, dst),
+            (2, 2) => taps_kernel::<2, 2>(b, x, taps, w, bias, dst),
+            (2, _) => taps_kernel::<2, 1>(b, x, taps, w, bias, dst),
+            (_, 4) => taps_kernel::<1, 4>(b, x, taps, w, bias, dst),
+            (_, 3) => taps_kernel::<1, 3>(b, x, taps, w, bias, dst),
+            (_, 2) => taps_kernel::<1, 2>(b, x, taps, w, bias, dst),
+            (_, _) => taps_kernel::<1, 1>(b, x, taps, w, bias, dst),
         }
     }
 }
 
 /// `CB x NV` vector accumulators; per tap, `NV` loads and `CB` broadcasts feed `CB * NV` FMAs.
-/// A 3-channel block runs the 4-channel kernel with weights for 3 (the packed stride is `cb`):
-/// the fourth row of accumulators is computed from the next tap's weights and discarded.
+/// A 3-channel block runs the 4-channel kernel's shape with a runtime channel count.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn taps_kernel<const CB: usize, const NV: usize>(
-    cb: usize,
+    b: Block,
     x: *const f32,
     taps: &[usize],
     w: *const f32,
-    init: Init,
+    bias: Option<&[f32; MAX_CB]>,
     dst: [*mut f32; MAX_CB],
 ) {
-    let mut acc = [[_mm256_setzero_ps(); NV]; CB];
-    for c in 0..cb {
-        for v in 0..NV {
-            acc[c][v] = match init {
-                Init::Bias(b) => _mm256_set1_ps(b[c]),
-                Init::From(src) => _mm256_loadu_ps(src[c].add(v * VEC)),
-            };
+    let cb = b.cb;
+    // The last vector may be partial: masked loads and partial stores touch its first lanes.
+    let last = b.n - (NV - 1) * VEC;
+    let mask = tail_mask(last);
+    for r in 0..b.rows {
+        let xr = x.add(r * b.x_step);
+        let mut d = [std::ptr::null_mut::<f32>(); MAX_CB];
+        for c in 0..cb {
+            d[c] = dst[c].add(r * b.dst_step);
         }
-    }
-    if cb == CB {
-        for (t, &off) in taps.iter().enumerate() {
-            let xp = x.add(off);
-            let wp = w.add(t * CB);
-            let mut xv = [_mm256_setzero_ps(); NV];
-            for (v, xv) in xv.iter_mut().enumerate() {
-                *xv = _mm256_loadu_ps(xp.add(v * VEC));
+        let mut acc = [[_mm256_setzero_ps(); NV]; CB];
+        for c in 0..cb {
+            for v in 0..NV {
+                acc[c][v] = match bias {
+                    Some(bias) => _mm256_set1_ps(bias[c]),
+                    None if v + 1 < NV || last == VEC => _mm256_loadu_ps(d[c].add(v * VEC)),
+                    None => _mm256_maskload_ps(d[c].add(v * VEC), mask),
+                };
             }
-            for c in 0..CB {
-                let wv = _mm256_broadcast_ss(&*wp.add(c));
-                for v in 0..NV {
-                    acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+        }
+        if cb == CB {
+            for (t, &off) in taps.iter().enumerate() {
+                let xp = xr.add(off);
+                let wp = w.add(t * CB);
+                let mut xv = [_mm256_setzero_ps(); NV];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = _mm256_loadu_ps(xp.add(v * VEC));
+                }
+                for c in 0..CB {
+                    let wv = _mm256_broadcast_ss(&*wp.add(c));
+                    for v in 0..NV {
+                        acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                    }
+                }
+            }
+        } else {
+            // Fewer channels than the kernel's rows (3 of 4): the same loop, runtime count.
+            for (t, &off) in taps.iter().enumerate() {
+                let xp = xr.add(off);
+                let wp = w.add(t * cb);
+                let mut xv = [_mm256_setzero_ps(); NV];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = _mm256_loadu_ps(xp.add(v * VEC));
+                }
+                for c in 0..cb {
+                    let wv = _mm256_broadcast_ss(&*wp.add(c));
+                    for v in 0..NV {
+                        acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                    }
                 }
             }
         }
-    } else {
-        // Fewer channels than the kernel's rows (3 of 4): the same loop with a runtime count.
-        for (t, &off) in taps.iter().enumerate() {
-            let xp = x.add(off);
-            let wp = w.add(t * cb);
-            let mut xv = [_mm256_setzero_ps(); NV];
-            for (v, xv) in xv.iter_mut().enumerate() {
-                *xv = _mm256_loadu_ps(xp.add(v * VEC));
-            }
-            for c in 0..cb {
-                let wv = _mm256_broadcast_ss(&*wp.add(c));
-                for v in 0..NV {
-                    acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+        for c in 0..cb {
+            for v in 0..NV {
+                if v + 1 < NV || last == VEC {
+                    _mm256_storeu_ps(d[c].add(v * VEC), acc[c][v]);
+                } else {
+                    store_partial(d[c].add(v * VEC), acc[c][v], last);
                 }
             }
-        }
-    }
-    for c in 0..cb {
-        for v in 0..NV {
-            _mm256_storeu_ps(dst[c].add(v * VEC), acc[c][v]);
         }
     }
 }
 
-/// Runs a row of column blocks for one pass over `taps` (a range of source channels), writing
-/// `out[c][cols]` for the block's channels: initialised from `bias` on the first pass, added to
-/// what is there on later passes. `x_at(c0)` is the source pointer for column block `c0`.
+/// Runs `rows` rows of column blocks for one pass over `taps` (a range of source channels),
+/// writing `out[c][r][cols]` for the block's channels: initialised from `bias` on the first
+/// pass, added to what is there on later passes. Source row `r` of column block `c0` starts at
+/// `x + r * x_step + c0`.
 ///
 /// # Safety
-/// As [`tap_block`] for every column block (with `nv * 8` columns from `x_at(c0)`).
+/// As [`tap_block`] for every column block.
+#[allow(clippy::too_many_arguments)]
 unsafe fn row_pass(
     cb: usize,
     cols: &[(usize, usize, usize)],
-    x_at: impl Fn(usize) -> *const f32,
+    (rows, x_step, dst_step): (usize, usize, usize),
+    x: *const f32,
     taps: &[usize],
     w: &[f32],
     bias: Option<&[f32; MAX_CB]>,
-    out: &mut [&mut [f32]],
-    out_at: usize,
+    out: [*mut f32; MAX_CB],
 ) {
-    debug_assert!(w.len() >= taps.len() * cb && out.len() == cb);
-    let mut tmp = [[0f32; MAX_COLS]; MAX_CB];
+    debug_assert!(w.len() >= taps.len() * cb);
     for &(c0, n, nv) in cols {
-        let full = n == nv * VEC;
-        let mut dst = [std::ptr::null_mut::<f32>(); MAX_CB];
-        let mut src = [std::ptr::null::<f32>(); MAX_CB];
-        for c in 0..cb {
-            if full {
-                dst[c] = out[c][out_at + c0..out_at + c0 + n].as_mut_ptr();
-            } else {
-                if bias.is_none() {
-                    tmp[c][..n].copy_from_slice(&out[c][out_at + c0..out_at + c0 + n]);
-                }
-                dst[c] = tmp[c].as_mut_ptr();
-            }
-            src[c] = dst[c];
+        let mut dst = out;
+        for d in dst.iter_mut().take(cb) {
+            // SAFETY: within the row (contract).
+            *d = unsafe { d.add(c0) };
         }
-        let init = match bias {
-            Some(b) => Init::Bias(b),
-            None => Init::From(src),
+        let b = Block {
+            cb,
+            nv,
+            n,
+            rows,
+            x_step,
+            dst_step,
         };
-        // SAFETY: dst / src rows hold nv * 8 floats (whole output span or tmp); the rest is
-        // the caller's contract.
-        unsafe { tap_block((cb, nv), x_at(c0), taps, w.as_ptr(), init, dst) };
-        if !full {
-            for c in 0..cb {
-                out[c][out_at + c0..out_at + c0 + n].copy_from_slice(&tmp[c][..n]);
-            }
-        }
+        // SAFETY: the caller's contract.
+        unsafe { tap_block(b, x.add(c0), taps, w.as_ptr(), bias, dst) };
     }
+}
+
+/// Pointers to the start of each plane part in `parts`, from column `at`.
+fn part_ptrs(parts: &mut [&mut [f32]], at: usize) -> [*mut f32; MAX_CB] {
+    let mut out = [std::ptr::null_mut(); MAX_CB];
+    for (o, part) in out.iter_mut().zip(parts.iter_mut()) {
+        *o = part[at..].as_mut_ptr();
+    }
+    out
 }
 
 /// Source channels per pass so one output row's source rows stay in L1.
@@ -398,6 +526,8 @@ pub(super) fn forward(
         "direct: padded reads out of range"
     );
     let per_pass = channels_per_pass(kh, geo.row(), cig);
+    let cols_for: Vec<_> = (0..=MAX_CB).map(|cb| column_blocks(ow, cb)).collect();
+    let item_work = MAX_CB.min(cog) * rows_per.min(oh) * ow * k_len;
     for n0 in (0..p.batch).step_by(nb) {
         let n1 = (n0 + nb).min(p.batch);
         let shared = if local {
@@ -406,7 +536,8 @@ pub(super) fn forward(
             let pads = (p.pad_top, p.pad_left);
             pad_planes(input, (p.in_h, p.in_w), (n0 * c, (n1 - n0) * c), pads, geo)
         };
-        let (shared, packed, taps, blocks) = (&shared, &packed, &taps, &blocks);
+        let (shared, packed, taps, blocks, cols_for) =
+            (&shared, &packed, &taps, &blocks, &cols_for);
         output[n0 * oc_n * out_plane..n1 * oc_n * out_plane]
             .par_chunks_mut(oc_n * out_plane)
             .enumerate()
@@ -422,7 +553,10 @@ pub(super) fn forward(
                         work.push((oc0, cb, w_at, oy0, rows));
                     }
                 }
-                work.into_par_iter().for_each_init(
+                let per_task = items_per_task(work.len(), item_work);
+                run_grouped(
+                    work,
+                    per_task,
                     || {
                         if local {
                             vec![0f32; cig * geo.plane()]
@@ -437,7 +571,10 @@ pub(super) fn forward(
                             for (icg, dst) in own.chunks_mut(geo.plane()).enumerate() {
                                 let x = &input[(n * c + g * cig + icg) * in_plane..][..in_plane];
                                 let pads = (p.pad_top, p.pad_left);
-                                pad_plane(x, (p.in_h, p.in_w), pads, oy0 * p.stride_h, geo, dst);
+                                let y0 = oy0 * p.stride_h;
+                                // SAFETY: AVX2+FMA (this module). `own` is zeroed when made and
+                                // only ever padded with this geometry and padding.
+                                unsafe { pad_plane(x, (p.in_h, p.in_w), pads, y0, geo, dst) };
                             }
                             (&own[..], oy0)
                         } else {
@@ -450,30 +587,30 @@ pub(super) fn forward(
                         for (i, v) in b.iter_mut().take(cb).enumerate() {
                             *v = bias.map_or(0.0, |b| b[oc0 + i]);
                         }
-                        let cols = column_blocks(ow, cb);
+                        let cols = &cols_for[cb];
                         let w = &packed[w_at..w_at + k_len * cb];
                         let n_rows = rows[0].len() / ow;
-                        for r in 0..n_rows {
-                            let base = (oy0 + r - row0) * row_step;
-                            for i0 in (0..cig).step_by(per_pass) {
-                                let i1 = (i0 + per_pass).min(cig);
-                                let init = if i0 == 0 { Some(&b) } else { None };
-                                // SAFETY: every tap read for this row and any column block
-                                // is below max_read <= x.len() (checked above); w holds the
-                                // pass's taps * cb floats.
-                                unsafe {
-                                    row_pass(
-                                        cb,
-                                        &cols,
-                                        |c0| x.as_ptr().add(base + c0),
-                                        &taps[i0 * kk..i1 * kk],
-                                        &w[i0 * kk * cb..i1 * kk * cb],
-                                        init,
-                                        &mut rows,
-                                        r * ow,
-                                    )
-                                };
-                            }
+                        let base = (oy0 - row0) * row_step;
+                        let out = part_ptrs(&mut rows, 0);
+                        for i0 in (0..cig).step_by(per_pass) {
+                            let i1 = (i0 + per_pass).min(cig);
+                            let init = if i0 == 0 { Some(&b) } else { None };
+                            // SAFETY: every tap read for the task's rows and any column block
+                            // is below max_read <= x.len() (checked above); w holds the pass's
+                            // taps * cb floats; the out pointers start this task's own
+                            // n_rows x ow output rows.
+                            unsafe {
+                                row_pass(
+                                    cb,
+                                    cols,
+                                    (n_rows, row_step, ow),
+                                    x.as_ptr().add(base),
+                                    &taps[i0 * kk..i1 * kk],
+                                    &w[i0 * kk * cb..i1 * kk * cb],
+                                    init,
+                                    out,
+                                )
+                            };
                         }
                     },
                 );
@@ -584,12 +721,16 @@ pub(super) fn backward_data(
     let blocks_per_item = phases.first().map_or(1, |ph| ph.blocks.len());
     let rows_per = rows_per_task(nb * blocks_per_item, p.in_h);
     let per_pass = channels_per_pass(kh.div_ceil(sh), qw, cog);
+    let item_work = MAX_CB.min(cig) * rows_per.min(p.in_h) * p.in_w * cog * k_plane;
+    // Writes the data positions only: buffers are zeroed when made and always padded with
+    // this geometry, so everything else stays zero.
     let pad_grad = |n: usize, oc0: usize, count: usize, dst: &mut [f32]| {
         for (i, q) in dst.chunks_mut(q_plane).take(count).enumerate() {
-            q.fill(0.0);
             let src = &grad_out[(n * oc_n + oc0 + i) * out_plane..][..out_plane];
             for oy in 0..oh {
-                q[(top + oy) * qw + left..][..ow].copy_from_slice(&src[oy * ow..(oy + 1) * ow]);
+                let d = &mut q[(top + oy) * qw + left..][..ow];
+                // SAFETY: AVX2+FMA (this module).
+                unsafe { copy_row(d, &src[oy * ow..(oy + 1) * ow]) };
             }
         }
     };
@@ -620,7 +761,10 @@ pub(super) fn backward_data(
                         work.push((bi, ic0, cb, iy0, rows));
                     }
                 }
-                work.into_par_iter().for_each_init(
+                let per_task = items_per_task(work.len(), item_work);
+                run_grouped(
+                    work,
+                    per_task,
                     || {
                         if local {
                             vec![0f32; cog * q_plane]
@@ -661,34 +805,56 @@ pub(super) fn backward_data(
                             }
                             let cols = column_blocks(v_hi - v_lo, cb);
                             let ix0 = ph.rx + sw * v_lo - p.pad_left;
-                            let mut strip = [[0f32; MAX_COLS]; MAX_CB];
-                            for u in u_lo..u_hi {
-                                let r = ph.ry + sh * u - y_lo;
-                                let base = u * qw + v_lo;
-                                if sw == 1 {
-                                    // Class columns are input columns: write rows in place.
-                                    let mut out: Vec<&mut [f32]> = rows
-                                        .iter_mut()
-                                        .map(|d| &mut d[r * p.in_w + ix0..(r + 1) * p.in_w])
-                                        .collect();
-                                    passes(ph, per_pass, cb, &cols, q_group, base, w, &mut out, 0);
-                                } else {
-                                    // Strided columns: compute a block at a time, then scatter.
+                            let (n_u, r0) = (u_hi - u_lo, ph.ry + sh * u_lo - y_lo);
+                            if sw == 1 {
+                                // Class columns are input columns: write the class rows (sh
+                                // input rows apart) in place.
+                                let out = part_ptrs(&mut rows, r0 * p.in_w + ix0);
+                                let shape = (n_u, qw, sh * p.in_w);
+                                // SAFETY: class row u and the column blocks read below
+                                // max_read <= q_group.len() (checked above); each out pointer
+                                // starts row r0 of this task's own rows and the n_u class rows
+                                // sh apart each span the v_hi - v_lo class columns.
+                                unsafe {
+                                    passes(
+                                        ph,
+                                        per_pass,
+                                        cb,
+                                        &cols,
+                                        shape,
+                                        q_group,
+                                        u_lo * qw + v_lo,
+                                        w,
+                                        out,
+                                    )
+                                };
+                            } else {
+                                // Strided columns: compute a block at a time, then scatter.
+                                let mut strip = [[0f32; MAX_COLS]; MAX_CB];
+                                for u in u_lo..u_hi {
+                                    let r = ph.ry + sh * u - y_lo;
                                     for &(c0, n, nv) in &cols {
-                                        let mut out: Vec<&mut [f32]> =
-                                            strip.iter_mut().take(cb).map(|s| &mut s[..]).collect();
+                                        let mut out = [std::ptr::null_mut(); MAX_CB];
+                                        for (o, s) in out.iter_mut().zip(strip.iter_mut()) {
+                                            *o = s.as_mut_ptr();
+                                        }
                                         let one = [(0, n, nv)];
-                                        passes(
-                                            ph,
-                                            per_pass,
-                                            cb,
-                                            &one,
-                                            q_group,
-                                            base + c0,
-                                            w,
-                                            &mut out,
-                                            0,
-                                        );
+                                        let base = u * qw + v_lo + c0;
+                                        // SAFETY: reads as above; strip rows hold MAX_COLS >= n
+                                        // floats.
+                                        unsafe {
+                                            passes(
+                                                ph,
+                                                per_pass,
+                                                cb,
+                                                &one,
+                                                (1, qw, 0),
+                                                q_group,
+                                                base,
+                                                w,
+                                                out,
+                                            )
+                                        };
                                         for (i, dx) in rows.iter_mut().enumerate() {
                                             let d = &mut dx[r * p.in_w..(r + 1) * p.in_w];
                                             for (j, &v) in strip[i][..n].iter().enumerate() {
@@ -708,45 +874,51 @@ pub(super) fn backward_data(
     }
 }
 
-/// Runs one class row of backward data over all output channels of the group, `per_pass`
-/// output channels' taps at a time.
+/// Runs `rows` class rows of backward data (`shape = (rows, source row step, destination row
+/// step)`) over all output channels of the group, `per_pass` output channels' taps at a time.
+///
+/// # Safety
+/// Each of the first `cb` `out` pointers must be valid for writes of the columns `cols` spans
+/// on every destination row and not aliased elsewhere; every tap read from `base` on must stay
+/// below `q.len()` (the caller's bounds check).
 #[allow(clippy::too_many_arguments)]
-fn passes(
+unsafe fn passes(
     ph: &Phase,
     per_pass: usize,
     cb: usize,
     cols: &[(usize, usize, usize)],
+    shape: (usize, usize, usize),
     q: &[f32],
     base: usize,
     w: &[f32],
-    out: &mut [&mut [f32]],
-    out_at: usize,
+    out: [*mut f32; MAX_CB],
 ) {
-    let zero = [0f32; MAX_CB];
     let cog = ph.ocl_start.len() - 1;
     if ph.taps.is_empty() {
-        for o in out.iter_mut() {
-            let n: usize = cols.iter().map(|c| c.1).sum();
-            o[out_at..out_at + n].fill(0.0);
+        let n: usize = cols.iter().map(|c| c.1).sum();
+        for &o in out.iter().take(cb) {
+            for r in 0..shape.0 {
+                // SAFETY: the caller's contract.
+                unsafe { std::slice::from_raw_parts_mut(o.add(r * shape.2), n) }.fill(0.0);
+            }
         }
         return;
     }
+    let zero = [0f32; MAX_CB];
     for o0 in (0..cog).step_by(per_pass) {
         let (t0, t1) = (ph.ocl_start[o0], ph.ocl_start[(o0 + per_pass).min(cog)]);
         let init = if o0 == 0 { Some(&zero) } else { None };
-        // SAFETY: the class row `base` lies below u_end and column blocks end below v_end +
-        // MAX_COLS, so every tap read is below max_read <= q.len() (checked by the caller);
-        // w holds taps * cb floats.
+        // SAFETY: reads as the caller's contract; w holds taps * cb floats.
         unsafe {
             row_pass(
                 cb,
                 cols,
-                |c0| q.as_ptr().add(base + c0),
+                shape,
+                q.as_ptr().add(base),
                 &ph.taps[t0..t1],
                 &w[t0 * cb..t1 * cb],
                 init,
                 out,
-                out_at,
             )
         };
     }
@@ -824,7 +996,11 @@ pub(super) fn backward_weight(
             }
         }
         let (shared, taps) = (&shared, &taps);
-        work.into_par_iter().for_each_init(
+        let item_work = ocb.min(cog) * (n1 - n0) * out_plane * k_plane;
+        let per_task = items_per_task(work.len(), item_work);
+        run_grouped(
+            work,
+            per_task,
             || {
                 if local {
                     vec![0f32; plane_p]
@@ -838,7 +1014,10 @@ pub(super) fn backward_weight(
                 for n in n0..n1 {
                     let x = if local {
                         let src = &input[(n * c + ic) * in_plane..][..in_plane];
-                        pad_plane(src, (p.in_h, p.in_w), (p.pad_top, p.pad_left), 0, geo, own);
+                        let pads = (p.pad_top, p.pad_left);
+                        // SAFETY: AVX2+FMA (this module). `own` is zeroed when made and only
+                        // ever padded with this geometry and padding.
+                        unsafe { pad_plane(src, (p.in_h, p.in_w), pads, 0, geo, own) };
                         &own[..]
                     } else {
                         &shared[((n - n0) * c + ic) * plane_p..][..plane_p]
