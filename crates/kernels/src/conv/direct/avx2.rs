@@ -342,6 +342,9 @@ unsafe fn tap_block(
 
 /// `CB x NV` vector accumulators; per tap, `NV` loads and `CB` broadcasts feed `CB * NV` FMAs.
 /// A 3-channel block runs the 4-channel kernel's shape with a runtime channel count.
+// Index loops over the accumulator array: the iterator forms measured twice as slow here
+// (LLVM stopped keeping the accumulators in registers).
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn taps_kernel<const CB: usize, const NV: usize>(
     b: Block,
@@ -590,27 +593,33 @@ pub(super) fn forward(
                         let cols = &cols_for[cb];
                         let w = &packed[w_at..w_at + k_len * cb];
                         let n_rows = rows[0].len() / ow;
-                        let base = (oy0 - row0) * row_step;
-                        let out = part_ptrs(&mut rows, 0);
-                        for i0 in (0..cig).step_by(per_pass) {
-                            let i1 = (i0 + per_pass).min(cig);
-                            let init = if i0 == 0 { Some(&b) } else { None };
-                            // SAFETY: every tap read for the task's rows and any column block
-                            // is below max_read <= x.len() (checked above); w holds the pass's
-                            // taps * cb floats; the out pointers start this task's own
-                            // n_rows x ow output rows.
-                            unsafe {
-                                row_pass(
-                                    cb,
-                                    cols,
-                                    (n_rows, row_step, ow),
-                                    x.as_ptr().add(base),
-                                    &taps[i0 * kk..i1 * kk],
-                                    &w[i0 * kk * cb..i1 * kk * cb],
-                                    init,
-                                    out,
-                                )
-                            };
+                        // With several passes, go row by row so a row's partial sums stay in
+                        // L1 between passes; with one pass, hand the kernel all rows at once.
+                        let step = if per_pass < cig { 1 } else { n_rows };
+                        for r0 in (0..n_rows).step_by(step) {
+                            let nr = step.min(n_rows - r0);
+                            let base = (oy0 + r0 - row0) * row_step;
+                            let out = part_ptrs(&mut rows, r0 * ow);
+                            for i0 in (0..cig).step_by(per_pass) {
+                                let i1 = (i0 + per_pass).min(cig);
+                                let init = if i0 == 0 { Some(&b) } else { None };
+                                // SAFETY: every tap read for the task's rows and any column
+                                // block is below max_read <= x.len() (checked above); w holds
+                                // the pass's taps * cb floats; the out pointers start row r0
+                                // of this task's own n_rows x ow output rows.
+                                unsafe {
+                                    row_pass(
+                                        cb,
+                                        cols,
+                                        (nr, row_step, ow),
+                                        x.as_ptr().add(base),
+                                        &taps[i0 * kk..i1 * kk],
+                                        &w[i0 * kk * cb..i1 * kk * cb],
+                                        init,
+                                        out,
+                                    )
+                                };
+                            }
                         }
                     },
                 );
@@ -805,29 +814,34 @@ pub(super) fn backward_data(
                             }
                             let cols = column_blocks(v_hi - v_lo, cb);
                             let ix0 = ph.rx + sw * v_lo - p.pad_left;
-                            let (n_u, r0) = (u_hi - u_lo, ph.ry + sh * u_lo - y_lo);
                             if sw == 1 {
                                 // Class columns are input columns: write the class rows (sh
-                                // input rows apart) in place.
-                                let out = part_ptrs(&mut rows, r0 * p.in_w + ix0);
-                                let shape = (n_u, qw, sh * p.in_w);
-                                // SAFETY: class row u and the column blocks read below
-                                // max_read <= q_group.len() (checked above); each out pointer
-                                // starts row r0 of this task's own rows and the n_u class rows
-                                // sh apart each span the v_hi - v_lo class columns.
-                                unsafe {
-                                    passes(
-                                        ph,
-                                        per_pass,
-                                        cb,
-                                        &cols,
-                                        shape,
-                                        q_group,
-                                        u_lo * qw + v_lo,
-                                        w,
-                                        out,
-                                    )
-                                };
+                                // input rows apart) in place; one row at a time when there
+                                // are several passes (see the forward).
+                                let step = if per_pass < cog { 1 } else { u_hi - u_lo };
+                                for u0 in (u_lo..u_hi).step_by(step) {
+                                    let nu = step.min(u_hi - u0);
+                                    let r0 = ph.ry + sh * u0 - y_lo;
+                                    let out = part_ptrs(&mut rows, r0 * p.in_w + ix0);
+                                    let shape = (nu, qw, sh * p.in_w);
+                                    // SAFETY: class rows u0.. and the column blocks read below
+                                    // max_read <= q_group.len() (checked above); each out
+                                    // pointer starts row r0 of this task's own rows, and the nu
+                                    // class rows sh apart each span the class columns.
+                                    unsafe {
+                                        passes(
+                                            ph,
+                                            per_pass,
+                                            cb,
+                                            &cols,
+                                            shape,
+                                            q_group,
+                                            u0 * qw + v_lo,
+                                            w,
+                                            out,
+                                        )
+                                    };
+                                }
                             } else {
                                 // Strided columns: compute a block at a time, then scatter.
                                 let mut strip = [[0f32; MAX_COLS]; MAX_CB];
