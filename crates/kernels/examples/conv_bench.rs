@@ -1,0 +1,171 @@
+//! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
+//! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...]`.
+//! GFLOP/s counts `2 * MACs` of the forward for every pass, so the columns compare directly.
+//! Also prints how far FFT results are from the direct ones (normwise), as a check at sizes the
+//! unit tests do not reach.
+use ferroconv_kernels::conv::{
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dParams, ConvAlgo,
+};
+use std::time::Instant;
+
+#[allow(clippy::too_many_arguments)]
+fn layer(
+    n: usize,
+    c: usize,
+    hw: usize,
+    oc: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> Conv2dParams {
+    Conv2dParams {
+        batch: n,
+        in_channels: c,
+        in_h: hw,
+        in_w: hw,
+        out_channels: oc,
+        kernel_h: k,
+        kernel_w: k,
+        stride_h: stride,
+        stride_w: stride,
+        pad_top: pad,
+        pad_bottom: pad,
+        pad_left: pad,
+        pad_right: pad,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups,
+    }
+}
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+        .collect()
+}
+
+/// CPU time used so far by all threads of this process, in seconds (Linux schedstat; 0 where
+/// unavailable). On a shared machine wall time includes waiting for a core; CPU time does not.
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        * 1e-9
+}
+
+/// Best of a few timed runs after one warm-up: (wall seconds, CPU seconds / threads).
+fn time(threads: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let mut best = (f64::INFINITY, f64::INFINITY);
+    let start = Instant::now();
+    let mut runs = 0;
+    while runs < 3 || (runs < 20 && start.elapsed().as_secs_f64() < 1.0) {
+        let c = cpu_seconds();
+        let t = Instant::now();
+        f();
+        best.0 = best.0.min(t.elapsed().as_secs_f64());
+        best.1 = best.1.min((cpu_seconds() - c) / threads as f64);
+        runs += 1;
+    }
+    best
+}
+
+fn norm_diff(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    let worst = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    worst / scale.max(f64::MIN_POSITIVE)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let algos: Vec<ConvAlgo> = args
+        .next()
+        .map(|s| {
+            s.split(',')
+                .map(|a| ConvAlgo::parse(a).expect("algo"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![ConvAlgo::Direct, ConvAlgo::Fft]);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let layers = [
+        ("3x3 64->64 56x56 b8", layer(8, 64, 56, 64, 3, 1, 1, 1)),
+        ("5x5 32->32 28x28 b8", layer(8, 32, 28, 32, 5, 1, 2, 1)),
+        ("7x7 32->32 28x28 b8", layer(8, 32, 28, 32, 7, 1, 3, 1)),
+        ("11x11 s4 3->64 224 b8", layer(8, 3, 224, 64, 11, 4, 2, 1)),
+        ("dw 3x3 256 28x28 b8", layer(8, 256, 28, 256, 3, 1, 1, 256)),
+    ];
+    println!(
+        "{threads} threads, simd {}; GFLOP/s by wall time / by CPU time per thread",
+        ferroconv_kernels::simd::level().name()
+    );
+    println!(
+        "{:<24} {:<7} {:>17} {:>17} {:>17}",
+        "layer", "algo", "forward", "backward data", "backward weight"
+    );
+    for (name, p) in layers {
+        let out_len = p.output_len(p.validate().expect("shape"));
+        let x = fill(p.input_len(), 1);
+        let w = fill(p.weight_len(), 2);
+        let b = fill(p.out_channels, 3);
+        let gy = fill(out_len, 4);
+        let mut results: Vec<[Vec<f32>; 3]> = Vec::new();
+        for &algo in &algos {
+            let mut y = vec![0.0; out_len];
+            let mut dx = vec![0.0; x.len()];
+            let mut dw = vec![0.0; w.len()];
+            let mut db = vec![0.0; b.len()];
+            let t = pool.install(|| {
+                [
+                    time(threads, || {
+                        conv2d_forward(&p, &x, &w, Some(&b), &mut y, algo).expect("fwd")
+                    }),
+                    time(threads, || {
+                        conv2d_backward_data(&p, &gy, &w, &mut dx, algo).expect("bwd data")
+                    }),
+                    time(threads, || {
+                        conv2d_backward_weight(&p, &x, &gy, &mut dw, Some(&mut db), algo)
+                            .expect("bwd weight")
+                    }),
+                ]
+            });
+            let cell = |(wall, cpu): (f64, f64)| {
+                format!(
+                    "{:6.1} / {:6.1}",
+                    p.flops() / wall / 1e9,
+                    p.flops() / cpu / 1e9
+                )
+            };
+            println!(
+                "{name:<24} {:<7} {:>17} {:>17} {:>17}",
+                format!("{algo:?}").to_lowercase(),
+                cell(t[0]),
+                cell(t[1]),
+                cell(t[2])
+            );
+            results.push([y, dx, dw]);
+        }
+        if results.len() > 1 {
+            let d: Vec<String> = (0..3)
+                .map(|i| format!("{:.1e}", norm_diff(&results[1][i], &results[0][i])))
+                .collect();
+            println!(
+                "{:<24} {:<7} normwise diff vs first algo: {}",
+                "",
+                "",
+                d.join(" / ")
+            );
+        }
+    }
+}

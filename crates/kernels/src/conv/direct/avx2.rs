@@ -1,0 +1,1160 @@
+//! The AVX2+FMA direct convolution: register-blocked micro-kernels over zero-padded copies.
+//!
+//! Inputs (forward, backward weight) are copied into a zero-padded *polyphase* layout: row `y`
+//! of a padded plane is stored as `stride_w` phase rows, phase `q` holding padded columns
+//! `q, q + sw, q + 2 sw, ...`. Output column `ox` under kernel column `kx` then reads phase
+//! `(kx * dw) % sw` at `ox + (kx * dw) / sw`: unit-stride vector loads for every stride and
+//! dilation, and no bounds checks in the inner loops (padding is real zeros). When several tasks
+//! read the same planes (dense convolutions) the copy is made once per batch chunk; when each
+//! group's planes have a single reader (depthwise and other narrow groups) each task pads just
+//! its planes into a buffer that stays in cache, so the input crosses memory once.
+//!
+//! Backward data splits the input gradient into `sh x sw` phase classes (rows `Y = ry + sh u`,
+//! columns `X = rx + sw v` in padded coordinates). Within a class only the taps with
+//! `ky * dh = ry (mod sh)` and `kx * dw = rx (mod sw)` contribute, each as a unit-stride
+//! correlation of the zero-padded output gradient: no multiplications by inserted zeros.
+//!
+//! Forward and backward data share one micro-kernel: a block of up to 4 channels x 16 columns
+//! (or 2 channels x 32 columns) of accumulators summed over a list of taps, each tap an offset
+//! into the padded source and one weight per channel. Taps are taken a few source channels at a
+//! time, so the source rows one output row needs stay in L1; partial sums go through the output.
+//! Backward weight keeps up to 3 output channels x 3 taps (or 1 channel x 8 taps, for depthwise)
+//! in registers while streaming rows of the output gradient.
+use super::super::Conv2dParams;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+
+const VEC: usize = 8;
+/// Channels per register block of the forward / backward-data kernel.
+const MAX_CB: usize = 4;
+/// Widest column block (vectors x 8).
+const MAX_COLS: usize = 4 * VEC;
+/// Bytes of padded copies kept at once; the batch is processed in chunks that fit.
+const PAD_BUDGET: usize = 32 << 20;
+/// Bytes of source rows one output row may read per pass (about half of L1).
+const ROW_BUDGET: usize = 16 << 10;
+
+/// Geometry of a polyphase padded plane: element `(y, q, t)` (padded row `y`, padded column
+/// `q + t * phases`) is at `(y * phases + q) * width + t`.
+#[derive(Clone, Copy)]
+struct Geometry {
+    rows: usize,
+    phases: usize,
+    width: usize,
+}
+
+impl Geometry {
+    fn plane(&self) -> usize {
+        self.rows * self.phases * self.width
+    }
+    fn row(&self) -> usize {
+        self.phases * self.width
+    }
+}
+
+/// The padded input as the forward and the weight gradient read it.
+fn input_geometry(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geometry {
+    // Rows and columns past the used extent are never read.
+    let rows = (oh - 1) * p.stride_h + p.dilation_h * (p.kernel_h - 1) + 1;
+    // Column blocks are whole vectors (lanes past `ow` are computed and dropped), and the
+    // widest tap offset is added to them.
+    let width = ow.next_multiple_of(VEC) + (p.kernel_w - 1) * p.dilation_w / p.stride_w;
+    Geometry {
+        rows,
+        phases: p.stride_w,
+        width,
+    }
+}
+
+/// Lanes `0..n` of a vector mask on (n <= 8).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn tail_mask(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Stores the first `n < 8` lanes of `v` at `dst` with plain 4-, 2- and 1-lane stores. Masked
+/// stores (`vmaskmovps`) are microcoded and very slow on AMD Zen, and a copy loop would become
+/// a call to `memcpy`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `n` floats; the CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_partial(dst: *mut f32, v: __m256, n: usize) {
+    let mut lo = _mm256_castps256_ps128(v);
+    let mut d = dst;
+    // SAFETY: each store writes lanes below n (contract).
+    unsafe {
+        if n >= 4 {
+            _mm_storeu_ps(d, lo);
+            lo = _mm256_extractf128_ps(v, 1);
+            d = d.add(4);
+        }
+        if n & 2 != 0 {
+            _mm_store_sd(d.cast(), _mm_castps_pd(lo));
+            lo = _mm_movehl_ps(lo, lo);
+            d = d.add(2);
+        }
+        if n & 1 != 0 {
+            _mm_store_ss(d, lo);
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small planes, inline (a `memcpy` call per
+/// row costs as much as the copy).
+#[target_feature(enable = "avx2,fma")]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let n = src.len();
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    let mut i = 0;
+    // SAFETY: every access is below n, the length of both slices (the masked load reads only
+    // the lanes below n - i).
+    unsafe {
+        while i + VEC <= n {
+            _mm256_storeu_ps(d.add(i), _mm256_loadu_ps(s.add(i)));
+            i += VEC;
+        }
+        if i < n {
+            let v = _mm256_maskload_ps(s.add(i), tail_mask(n - i));
+            store_partial(d.add(i), v, n - i);
+        }
+    }
+}
+
+/// Writes padded rows `y0..y0 + geo.rows` of a source plane (`h x w`, with `pad_top` /
+/// `pad_left` zeros before the data) into `dst` (one plane of `geo`).
+///
+/// Only the data positions of data rows are written (pad rows are zeroed whole): the other
+/// positions of `dst` must already be zero, as in a fresh buffer or one last padded with the
+/// same geometry and padding. That saves clearing the whole plane for every small task.
+#[target_feature(enable = "avx2,fma")]
+fn pad_plane(
+    x: &[f32],
+    (h, w): (usize, usize),
+    (pad_top, pad_left): (usize, usize),
+    y0: usize,
+    geo: Geometry,
+    dst: &mut [f32],
+) {
+    let (phases, width) = (geo.phases, geo.width);
+    for (r, d_row) in dst[..geo.plane()]
+        .chunks_exact_mut(phases * width)
+        .enumerate()
+    {
+        let y = y0 + r;
+        if y < pad_top || y >= pad_top + h {
+            d_row.fill(0.0);
+            continue;
+        }
+        let x_row = &x[(y - pad_top) * w..(y - pad_top + 1) * w];
+        if phases == 1 {
+            if pad_left < width {
+                let n = w.min(width - pad_left);
+                copy_row(&mut d_row[pad_left..pad_left + n], &x_row[..n]);
+            }
+        } else {
+            for (ix, &v) in x_row.iter().enumerate() {
+                let xp = ix + pad_left;
+                let (q, t) = (xp % phases, xp / phases);
+                if t < width {
+                    d_row[q * width + t] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Pads planes `first..first + count` of `src` (full rows of `geo`) in parallel.
+fn pad_planes(
+    src: &[f32],
+    hw: (usize, usize),
+    (first, count): (usize, usize),
+    pads: (usize, usize),
+    geo: Geometry,
+) -> Vec<f32> {
+    let plane = hw.0 * hw.1;
+    let mut out = vec![0f32; count * geo.plane()];
+    out.par_chunks_mut(geo.plane())
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let x = &src[(first + i) * plane..][..plane];
+            // SAFETY: this module runs only on CPUs with AVX2+FMA. `dst` is freshly zeroed.
+            unsafe { pad_plane(x, hw, pads, 0, geo, dst) };
+        });
+    out
+}
+
+/// Items per batch chunk so that a chunk's padded copies fit the budget.
+fn chunk_items(p: &Conv2dParams, floats_per_item: usize) -> usize {
+    (PAD_BUDGET / (floats_per_item * 4).max(1)).clamp(1, p.batch)
+}
+
+/// Splits `planes` (consecutive planes of `rows x cols`) into row ranges of `rows_per` rows:
+/// for each range, its first row and one slice per plane.
+fn row_tasks(
+    planes: &mut [f32],
+    (rows, cols): (usize, usize),
+    rows_per: usize,
+) -> Vec<(usize, Vec<&mut [f32]>)> {
+    let chunks = rows.div_ceil(rows_per);
+    let mut tasks: Vec<(usize, Vec<&mut [f32]>)> =
+        (0..chunks).map(|r| (r * rows_per, Vec::new())).collect();
+    for plane in planes.chunks_mut(rows * cols) {
+        for (r, part) in plane.chunks_mut(rows_per * cols).enumerate() {
+            tasks[r].1.push(part);
+        }
+    }
+    tasks
+}
+
+/// How many rows per task, cutting each block of planes so the pool has enough tasks.
+fn rows_per_task(blocks: usize, rows: usize) -> usize {
+    let want = (4 * rayon::current_num_threads()).div_ceil(blocks.max(1));
+    rows.div_ceil(want.clamp(1, rows)).max(1)
+}
+
+/// Multiply-adds a task should at least get: tasks smaller than this (a single small depthwise
+/// plane) spend as long being scheduled as computing.
+const TASK_WORK: usize = 1 << 16;
+
+/// Items per task so each task has about `TASK_WORK` multiply-adds (`item_work` each), while
+/// keeping several tasks per thread.
+fn items_per_task(items: usize, item_work: usize) -> usize {
+    let by_work = TASK_WORK.div_ceil(item_work.max(1));
+    let by_count = items / (4 * rayon::current_num_threads()).max(1);
+    by_work.min(by_count).max(1)
+}
+
+/// Runs `body` over `work` in parallel, `per_task` consecutive items per task, with per-task
+/// state from `init`.
+fn run_grouped<T: Send, S>(
+    work: Vec<T>,
+    per_task: usize,
+    init: impl Fn() -> S + Sync + Send,
+    body: impl Fn(&mut S, T) + Sync + Send,
+) {
+    let mut groups = Vec::with_capacity(work.len().div_ceil(per_task));
+    let mut it = work.into_iter();
+    loop {
+        let g: Vec<T> = it.by_ref().take(per_task).collect();
+        if g.is_empty() {
+            break;
+        }
+        groups.push(g);
+    }
+    groups.into_par_iter().for_each_init(init, |state, group| {
+        for item in group {
+            body(state, item)
+        }
+    });
+}
+
+/// Column blocks of a row of `len` for `cb` channels: (first column, columns, vectors).
+fn column_blocks(len: usize, cb: usize) -> Vec<(usize, usize, usize)> {
+    // 4 x 2 or 2 x 4 vectors of accumulators; one channel also takes 4 (loads then bound).
+    let step = if cb <= 2 { 4 * VEC } else { 2 * VEC };
+    (0..len)
+        .step_by(step)
+        .map(|c0| {
+            let n = step.min(len - c0);
+            (c0, n, n.div_ceil(VEC))
+        })
+        .collect()
+}
+
+/// Packs weights for tap lists: for each block of up to `MAX_CB` consecutive "channels" of the
+/// kernel (output channels in the forward, input channels in backward data), `taps` entries of
+/// `cb` floats, `weight_of(channel, tap)` each. Blocks never straddle `group_len` boundaries.
+/// Returns the packed floats and each block's (first channel, count, start in the packed floats).
+fn pack_blocks(
+    channels: usize,
+    group_len: usize,
+    taps: usize,
+    weight_of: impl Fn(usize, usize) -> f32,
+) -> (Vec<f32>, Vec<(usize, usize, usize)>) {
+    let mut packed = Vec::with_capacity(channels * taps);
+    let mut blocks = Vec::new();
+    for g0 in (0..channels).step_by(group_len.max(1)) {
+        for c0 in (g0..g0 + group_len).step_by(MAX_CB) {
+            let cb = MAX_CB.min(g0 + group_len - c0);
+            blocks.push((c0, cb, packed.len()));
+            for t in 0..taps {
+                for c in c0..c0 + cb {
+                    packed.push(weight_of(c, t));
+                }
+            }
+        }
+    }
+    (packed, blocks)
+}
+
+/// Shape of one kernel call: `cb` channels, `nv` vectors covering `n` columns, `rows` rows
+/// (source rows `x_step` floats apart, destination rows `dst_step` apart).
+#[derive(Clone, Copy)]
+struct Block {
+    cb: usize,
+    nv: usize,
+    n: usize,
+    rows: usize,
+    x_step: usize,
+    dst_step: usize,
+}
+
+/// For each of `b.rows` rows `r`: `dst[c][r][0..n] = (bias[c] or dst[c][r][0..n]) + sum over
+/// taps of w[tap][c] * x[r][tap offset + 0..n]` for a block of `cb` channels (lanes past `n`
+/// are computed, not stored).
+///
+/// # Safety
+/// For every row `r` and tap offset `o`, `x.add(r * x_step + o)` must be readable for `nv * 8`
+/// floats; `w` for `taps.len() * cb` floats; each of the first `cb` `dst` rows readable and
+/// writable for `n` floats at `r * dst_step` (and not aliased elsewhere); the CPU must have
+/// AVX2+FMA.
+unsafe fn tap_block(
+    b: Block,
+    x: *const f32,
+    taps: &[usize],
+    w: *const f32,
+    bias: Option<&[f32; MAX_CB]>,
+    dst: [*mut f32; MAX_CB],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (b.cb, b.nv) {
+            (4, 2) | (3, 2) => taps_kernel::<4, 2>(b, x, taps, w, bias, dst),
+            (4, _) | (3, _) => taps_kernel::<4, 1>(b, x, taps, w, bias, dst),
+            (2, 4) => taps_kernel::<2, 4>(b, x, taps, w, bias, dst),
+            (2, 3) => taps_kernel::<2, 3>(b, x, taps, w, bias, dst),
+            (2, 2) => taps_kernel::<2, 2>(b, x, taps, w, bias, dst),
+            (2, _) => taps_kernel::<2, 1>(b, x, taps, w, bias, dst),
+            (_, 4) => taps_kernel::<1, 4>(b, x, taps, w, bias, dst),
+            (_, 3) => taps_kernel::<1, 3>(b, x, taps, w, bias, dst),
+            (_, 2) => taps_kernel::<1, 2>(b, x, taps, w, bias, dst),
+            (_, _) => taps_kernel::<1, 1>(b, x, taps, w, bias, dst),
+        }
+    }
+}
+
+/// `CB x NV` vector accumulators; per tap, `NV` loads and `CB` broadcasts feed `CB * NV` FMAs.
+/// A 3-channel block runs the 4-channel kernel's shape with a runtime channel count.
+// Index loops over the accumulator array: the iterator forms measured twice as slow here
+// (LLVM stopped keeping the accumulators in registers).
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn taps_kernel<const CB: usize, const NV: usize>(
+    b: Block,
+    x: *const f32,
+    taps: &[usize],
+    w: *const f32,
+    bias: Option<&[f32; MAX_CB]>,
+    dst: [*mut f32; MAX_CB],
+) {
+    let cb = b.cb;
+    // The last vector may be partial: masked loads and partial stores touch its first lanes.
+    let last = b.n - (NV - 1) * VEC;
+    let mask = tail_mask(last);
+    for r in 0..b.rows {
+        let xr = x.add(r * b.x_step);
+        let mut d = [std::ptr::null_mut::<f32>(); MAX_CB];
+        for c in 0..cb {
+            d[c] = dst[c].add(r * b.dst_step);
+        }
+        let mut acc = [[_mm256_setzero_ps(); NV]; CB];
+        for c in 0..cb {
+            for v in 0..NV {
+                acc[c][v] = match bias {
+                    Some(bias) => _mm256_set1_ps(bias[c]),
+                    None if v + 1 < NV || last == VEC => _mm256_loadu_ps(d[c].add(v * VEC)),
+                    None => _mm256_maskload_ps(d[c].add(v * VEC), mask),
+                };
+            }
+        }
+        if cb == CB {
+            for (t, &off) in taps.iter().enumerate() {
+                let xp = xr.add(off);
+                let wp = w.add(t * CB);
+                let mut xv = [_mm256_setzero_ps(); NV];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = _mm256_loadu_ps(xp.add(v * VEC));
+                }
+                for c in 0..CB {
+                    let wv = _mm256_broadcast_ss(&*wp.add(c));
+                    for v in 0..NV {
+                        acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                    }
+                }
+            }
+        } else {
+            // Fewer channels than the kernel's rows (3 of 4): the same loop, runtime count.
+            for (t, &off) in taps.iter().enumerate() {
+                let xp = xr.add(off);
+                let wp = w.add(t * cb);
+                let mut xv = [_mm256_setzero_ps(); NV];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = _mm256_loadu_ps(xp.add(v * VEC));
+                }
+                for c in 0..cb {
+                    let wv = _mm256_broadcast_ss(&*wp.add(c));
+                    for v in 0..NV {
+                        acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                    }
+                }
+            }
+        }
+        for c in 0..cb {
+            for v in 0..NV {
+                if v + 1 < NV || last == VEC {
+                    _mm256_storeu_ps(d[c].add(v * VEC), acc[c][v]);
+                } else {
+                    store_partial(d[c].add(v * VEC), acc[c][v], last);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `rows` rows of column blocks for one pass over `taps` (a range of source channels),
+/// writing `out[c][r][cols]` for the block's channels: initialised from `bias` on the first
+/// pass, added to what is there on later passes. Source row `r` of column block `c0` starts at
+/// `x + r * x_step + c0`.
+///
+/// # Safety
+/// As [`tap_block`] for every column block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_pass(
+    cb: usize,
+    cols: &[(usize, usize, usize)],
+    (rows, x_step, dst_step): (usize, usize, usize),
+    x: *const f32,
+    taps: &[usize],
+    w: &[f32],
+    bias: Option<&[f32; MAX_CB]>,
+    out: [*mut f32; MAX_CB],
+) {
+    debug_assert!(w.len() >= taps.len() * cb);
+    for &(c0, n, nv) in cols {
+        let mut dst = out;
+        for d in dst.iter_mut().take(cb) {
+            // SAFETY: within the row (contract).
+            *d = unsafe { d.add(c0) };
+        }
+        let b = Block {
+            cb,
+            nv,
+            n,
+            rows,
+            x_step,
+            dst_step,
+        };
+        // SAFETY: the caller's contract.
+        unsafe { tap_block(b, x.add(c0), taps, w.as_ptr(), bias, dst) };
+    }
+}
+
+/// Pointers to the start of each plane part in `parts`, from column `at`.
+fn part_ptrs(parts: &mut [&mut [f32]], at: usize) -> [*mut f32; MAX_CB] {
+    let mut out = [std::ptr::null_mut(); MAX_CB];
+    for (o, part) in out.iter_mut().zip(parts.iter_mut()) {
+        *o = part[at..].as_mut_ptr();
+    }
+    out
+}
+
+/// Source channels per pass so one output row's source rows stay in L1.
+fn channels_per_pass(rows_per_channel: usize, row_floats: usize, channels: usize) -> usize {
+    (ROW_BUDGET / (rows_per_channel * row_floats * 4).max(1)).clamp(1, channels.max(1))
+}
+
+pub(super) fn forward(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    let (oh, ow) = out_hw;
+    let (c, oc_n, cig, cog) = (
+        p.in_channels,
+        p.out_channels,
+        p.in_per_group(),
+        p.out_per_group(),
+    );
+    let (kh, kw) = (p.kernel_h, p.kernel_w);
+    let kk = kh * kw;
+    let k_len = cig * kk;
+    let (packed, blocks) = pack_blocks(oc_n, cog, k_len, |oc, t| weight[oc * k_len + t]);
+    let out_plane = oh * ow;
+    let full = input_geometry(p, out_hw);
+    // One block per group: each task pads its own group's rows (see the module comment).
+    let local = cog <= MAX_CB;
+    let nb = if local {
+        p.batch
+    } else {
+        chunk_items(p, c * full.plane())
+    };
+    let rows_per = rows_per_task(nb * blocks.len(), oh);
+    let geo = if local {
+        Geometry {
+            rows: ((rows_per - 1) * p.stride_h + p.dilation_h * (kh - 1) + 1).min(full.rows),
+            ..full
+        }
+    } else {
+        full
+    };
+    let row_step = p.stride_h * geo.row();
+    // Tap (icg, ky, kx): offset from the group's first padded plane at output (0, 0).
+    let taps: Vec<usize> = (0..k_len)
+        .map(|t| {
+            let (icg, ky, kx) = (t / kk, t / kw % kh, t % kw);
+            let (q, o) = (
+                kx * p.dilation_w % geo.phases,
+                kx * p.dilation_w / geo.phases,
+            );
+            icg * geo.plane() + (ky * p.dilation_h * geo.phases + q) * geo.width + o
+        })
+        .collect();
+    // Every read stays inside the group's padded planes: rows below `rows_per` (local) or `oh`,
+    // column blocks up to `ow` rounded up to whole vectors.
+    let last_row = if local { rows_per.min(oh) - 1 } else { oh - 1 };
+    let max_read =
+        taps.iter().max().copied().unwrap_or(0) + last_row * row_step + ow.next_multiple_of(VEC);
+    assert!(
+        max_read <= cig * geo.plane(),
+        "direct: padded reads out of range"
+    );
+    let per_pass = channels_per_pass(kh, geo.row(), cig);
+    let cols_for: Vec<_> = (0..=MAX_CB).map(|cb| column_blocks(ow, cb)).collect();
+    let item_work = MAX_CB.min(cog) * rows_per.min(oh) * ow * k_len;
+    for n0 in (0..p.batch).step_by(nb) {
+        let n1 = (n0 + nb).min(p.batch);
+        let shared = if local {
+            Vec::new()
+        } else {
+            let pads = (p.pad_top, p.pad_left);
+            pad_planes(input, (p.in_h, p.in_w), (n0 * c, (n1 - n0) * c), pads, geo)
+        };
+        let (shared, packed, taps, blocks, cols_for) =
+            (&shared, &packed, &taps, &blocks, &cols_for);
+        output[n0 * oc_n * out_plane..n1 * oc_n * out_plane]
+            .par_chunks_mut(oc_n * out_plane)
+            .enumerate()
+            .for_each(|(ni, item)| {
+                let n = n0 + ni;
+                // Split the item into the kernel's channel blocks, then into row ranges.
+                let mut rest = item;
+                let mut work = Vec::new();
+                for &(oc0, cb, w_at) in blocks.iter() {
+                    let (planes, tail) = rest.split_at_mut(cb * out_plane);
+                    rest = tail;
+                    for (oy0, rows) in row_tasks(planes, (oh, ow), rows_per) {
+                        work.push((oc0, cb, w_at, oy0, rows));
+                    }
+                }
+                let per_task = items_per_task(work.len(), item_work);
+                run_grouped(
+                    work,
+                    per_task,
+                    || {
+                        if local {
+                            vec![0f32; cig * geo.plane()]
+                        } else {
+                            Vec::new()
+                        }
+                    },
+                    |own, (oc0, cb, w_at, oy0, mut rows)| {
+                        let g = oc0 / cog;
+                        let (x, row0) = if local {
+                            let in_plane = p.in_h * p.in_w;
+                            for (icg, dst) in own.chunks_mut(geo.plane()).enumerate() {
+                                let x = &input[(n * c + g * cig + icg) * in_plane..][..in_plane];
+                                let pads = (p.pad_top, p.pad_left);
+                                let y0 = oy0 * p.stride_h;
+                                // SAFETY: AVX2+FMA (this module). `own` is zeroed when made and
+                                // only ever padded with this geometry and padding.
+                                unsafe { pad_plane(x, (p.in_h, p.in_w), pads, y0, geo, dst) };
+                            }
+                            (&own[..], oy0)
+                        } else {
+                            (
+                                &shared[(ni * c + g * cig) * geo.plane()..][..cig * geo.plane()],
+                                0,
+                            )
+                        };
+                        let mut b = [0f32; MAX_CB];
+                        for (i, v) in b.iter_mut().take(cb).enumerate() {
+                            *v = bias.map_or(0.0, |b| b[oc0 + i]);
+                        }
+                        let cols = &cols_for[cb];
+                        let w = &packed[w_at..w_at + k_len * cb];
+                        let n_rows = rows[0].len() / ow;
+                        // With several passes, go row by row so a row's partial sums stay in
+                        // L1 between passes; with one pass, hand the kernel all rows at once.
+                        let step = if per_pass < cig { 1 } else { n_rows };
+                        for r0 in (0..n_rows).step_by(step) {
+                            let nr = step.min(n_rows - r0);
+                            let base = (oy0 + r0 - row0) * row_step;
+                            let out = part_ptrs(&mut rows, r0 * ow);
+                            for i0 in (0..cig).step_by(per_pass) {
+                                let i1 = (i0 + per_pass).min(cig);
+                                let init = if i0 == 0 { Some(&b) } else { None };
+                                // SAFETY: every tap read for the task's rows and any column
+                                // block is below max_read <= x.len() (checked above); w holds
+                                // the pass's taps * cb floats; the out pointers start row r0
+                                // of this task's own n_rows x ow output rows.
+                                unsafe {
+                                    row_pass(
+                                        cb,
+                                        cols,
+                                        (nr, row_step, ow),
+                                        x.as_ptr().add(base),
+                                        &taps[i0 * kk..i1 * kk],
+                                        &w[i0 * kk * cb..i1 * kk * cb],
+                                        init,
+                                        out,
+                                    )
+                                };
+                            }
+                        }
+                    },
+                );
+            });
+    }
+}
+
+/// One phase class of the input gradient: padded rows `ry + sh * u`, columns `rx + sw * v`.
+struct Phase {
+    ry: usize,
+    rx: usize,
+    /// Taps (ocl, ky, kx) that reach this class, as offsets into the padded output gradient;
+    /// `ocl_start[ocl]` is where output channel `ocl`'s taps begin.
+    taps: Vec<usize>,
+    ocl_start: Vec<usize>,
+    packed: Vec<f32>,
+    /// Blocks of input channels: (first channel, count, start in `packed`).
+    blocks: Vec<(usize, usize, usize)>,
+}
+
+pub(super) fn backward_data(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    let (oh, ow) = out_hw;
+    let (c, oc_n, cig, cog) = (
+        p.in_channels,
+        p.out_channels,
+        p.in_per_group(),
+        p.out_per_group(),
+    );
+    let (kh, kw, sh, sw, dh, dw) = (
+        p.kernel_h,
+        p.kernel_w,
+        p.stride_h,
+        p.stride_w,
+        p.dilation_h,
+        p.dilation_w,
+    );
+    // Padded output gradient: `top` / `left` zeros so every tap offset is non-negative, rows and
+    // columns up to the last class row / column, plus a column block of slack.
+    let top = (kh - 1) * dh / sh;
+    let left = (kw - 1) * dw / sw;
+    let u_end = (p.pad_top + p.in_h - 1) / sh + 1;
+    let v_end = (p.pad_left + p.in_w - 1) / sw + 1;
+    let qh = top + oh.max(u_end);
+    let qw = left + ow.max(v_end) + MAX_COLS;
+    let q_plane = qh * qw;
+    let k_plane = kh * kw;
+    let phases: Vec<Phase> = (0..sh * sw)
+        .map(|ph| {
+            let (ry, rx) = (ph / sw, ph % sw);
+            let kys: Vec<usize> = (0..kh).filter(|ky| ky * dh % sh == ry).collect();
+            let kxs: Vec<usize> = (0..kw).filter(|kx| kx * dw % sw == rx).collect();
+            let mut taps = Vec::new();
+            let mut tap_w = Vec::new();
+            let mut ocl_start = Vec::new();
+            for ocl in 0..cog {
+                ocl_start.push(taps.len());
+                for &ky in &kys {
+                    for &kx in &kxs {
+                        let a = (ky * dh - ry) / sh;
+                        let b = (kx * dw - rx) / sw;
+                        taps.push((ocl * qh + top - a) * qw + left - b);
+                        tap_w.push((ocl, ky * kw + kx));
+                    }
+                }
+            }
+            ocl_start.push(taps.len());
+            let (packed, blocks) = pack_blocks(c, cig, taps.len(), |ic, t| {
+                let (g, icg) = (ic / cig, ic % cig);
+                let (ocl, k) = tap_w[t];
+                weight[((g * cog + ocl) * cig + icg) * k_plane + k]
+            });
+            Phase {
+                ry,
+                rx,
+                taps,
+                ocl_start,
+                packed,
+                blocks,
+            }
+        })
+        .collect();
+    let max_tap = phases
+        .iter()
+        .flat_map(|ph| ph.taps.iter())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let max_read = max_tap + (u_end - 1) * qw + (v_end - 1) + MAX_COLS;
+    assert!(
+        max_read <= cog * q_plane,
+        "direct: padded reads out of range"
+    );
+    let in_plane = p.in_h * p.in_w;
+    let out_plane = oh * ow;
+    // One block of input channels per group: each task pads its own group's output gradient.
+    let local = cig <= MAX_CB;
+    let nb = if local {
+        p.batch
+    } else {
+        chunk_items(p, oc_n * q_plane)
+    };
+    let blocks_per_item = phases.first().map_or(1, |ph| ph.blocks.len());
+    let rows_per = rows_per_task(nb * blocks_per_item, p.in_h);
+    let per_pass = channels_per_pass(kh.div_ceil(sh), qw, cog);
+    let item_work = MAX_CB.min(cig) * rows_per.min(p.in_h) * p.in_w * cog * k_plane;
+    // Writes the data positions only: buffers are zeroed when made and always padded with
+    // this geometry, so everything else stays zero.
+    let pad_grad = |n: usize, oc0: usize, count: usize, dst: &mut [f32]| {
+        for (i, q) in dst.chunks_mut(q_plane).take(count).enumerate() {
+            let src = &grad_out[(n * oc_n + oc0 + i) * out_plane..][..out_plane];
+            for oy in 0..oh {
+                let d = &mut q[(top + oy) * qw + left..][..ow];
+                // SAFETY: AVX2+FMA (this module).
+                unsafe { copy_row(d, &src[oy * ow..(oy + 1) * ow]) };
+            }
+        }
+    };
+    for n0 in (0..p.batch).step_by(nb) {
+        let n1 = (n0 + nb).min(p.batch);
+        let mut shared = Vec::new();
+        if !local {
+            shared = vec![0f32; (n1 - n0) * oc_n * q_plane];
+            shared
+                .par_chunks_mut(q_plane)
+                .enumerate()
+                .for_each(|(i, dst)| {
+                    pad_grad(n0 + i / oc_n, i % oc_n, 1, dst);
+                });
+        }
+        let (shared, phases, pad_grad) = (&shared, &phases, &pad_grad);
+        grad_input[n0 * c * in_plane..n1 * c * in_plane]
+            .par_chunks_mut(c * in_plane)
+            .enumerate()
+            .for_each(|(ni, item)| {
+                let n = n0 + ni;
+                let mut rest = item;
+                let mut work = Vec::new();
+                for (bi, &(ic0, cb, _)) in phases[0].blocks.iter().enumerate() {
+                    let (planes, tail) = rest.split_at_mut(cb * in_plane);
+                    rest = tail;
+                    for (iy0, rows) in row_tasks(planes, (p.in_h, p.in_w), rows_per) {
+                        work.push((bi, ic0, cb, iy0, rows));
+                    }
+                }
+                let per_task = items_per_task(work.len(), item_work);
+                run_grouped(
+                    work,
+                    per_task,
+                    || {
+                        if local {
+                            vec![0f32; cog * q_plane]
+                        } else {
+                            Vec::new()
+                        }
+                    },
+                    |own, (bi, ic0, cb, iy0, mut rows)| {
+                        let g = ic0 / cig;
+                        let q_group = if local {
+                            pad_grad(n, g * cog, cog, own);
+                            &own[..]
+                        } else {
+                            &shared[(ni * oc_n + g * cog) * q_plane..][..cog * q_plane]
+                        };
+                        let n_rows = rows[0].len() / p.in_w;
+                        for ph in phases {
+                            let (_, _, w_at) = ph.blocks[bi];
+                            let w = &ph.packed[w_at..w_at + ph.taps.len() * cb];
+                            // Class rows / columns inside this task's input rows and the input.
+                            let y_lo = p.pad_top + iy0;
+                            let y_hi = y_lo + n_rows;
+                            let u_lo = y_lo.saturating_sub(ph.ry).div_ceil(sh);
+                            let u_hi = if y_hi > ph.ry {
+                                (y_hi - 1 - ph.ry) / sh + 1
+                            } else {
+                                0
+                            };
+                            let x_hi = p.pad_left + p.in_w;
+                            let v_lo = p.pad_left.saturating_sub(ph.rx).div_ceil(sw);
+                            let v_hi = if x_hi > ph.rx {
+                                (x_hi - 1 - ph.rx) / sw + 1
+                            } else {
+                                0
+                            };
+                            if u_lo >= u_hi || v_lo >= v_hi {
+                                continue;
+                            }
+                            let cols = column_blocks(v_hi - v_lo, cb);
+                            let ix0 = ph.rx + sw * v_lo - p.pad_left;
+                            if sw == 1 {
+                                // Class columns are input columns: write the class rows (sh
+                                // input rows apart) in place; one row at a time when there
+                                // are several passes (see the forward).
+                                let step = if per_pass < cog { 1 } else { u_hi - u_lo };
+                                for u0 in (u_lo..u_hi).step_by(step) {
+                                    let nu = step.min(u_hi - u0);
+                                    let r0 = ph.ry + sh * u0 - y_lo;
+                                    let out = part_ptrs(&mut rows, r0 * p.in_w + ix0);
+                                    let shape = (nu, qw, sh * p.in_w);
+                                    // SAFETY: class rows u0.. and the column blocks read below
+                                    // max_read <= q_group.len() (checked above); each out
+                                    // pointer starts row r0 of this task's own rows, and the nu
+                                    // class rows sh apart each span the class columns.
+                                    unsafe {
+                                        passes(
+                                            ph,
+                                            per_pass,
+                                            cb,
+                                            &cols,
+                                            shape,
+                                            q_group,
+                                            u0 * qw + v_lo,
+                                            w,
+                                            out,
+                                        )
+                                    };
+                                }
+                            } else {
+                                // Strided columns: compute a block at a time, then scatter.
+                                let mut strip = [[0f32; MAX_COLS]; MAX_CB];
+                                for u in u_lo..u_hi {
+                                    let r = ph.ry + sh * u - y_lo;
+                                    for &(c0, n, nv) in &cols {
+                                        let mut out = [std::ptr::null_mut(); MAX_CB];
+                                        for (o, s) in out.iter_mut().zip(strip.iter_mut()) {
+                                            *o = s.as_mut_ptr();
+                                        }
+                                        let one = [(0, n, nv)];
+                                        let base = u * qw + v_lo + c0;
+                                        // SAFETY: reads as above; strip rows hold MAX_COLS >= n
+                                        // floats.
+                                        unsafe {
+                                            passes(
+                                                ph,
+                                                per_pass,
+                                                cb,
+                                                &one,
+                                                (1, qw, 0),
+                                                q_group,
+                                                base,
+                                                w,
+                                                out,
+                                            )
+                                        };
+                                        for (i, dx) in rows.iter_mut().enumerate() {
+                                            let d = &mut dx[r * p.in_w..(r + 1) * p.in_w];
+                                            for (j, &v) in strip[i][..n].iter().enumerate() {
+                                                d[ix0 + sw * (c0 + j)] = v;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        // Classes that no tap reaches (stride larger than the dilated kernel)
+                        // were skipped above only when they hold no input positions, so every
+                        // position has been written: those with no taps got zero sums.
+                    },
+                );
+            });
+    }
+}
+
+/// Runs `rows` class rows of backward data (`shape = (rows, source row step, destination row
+/// step)`) over all output channels of the group, `per_pass` output channels' taps at a time.
+///
+/// # Safety
+/// Each of the first `cb` `out` pointers must be valid for writes of the columns `cols` spans
+/// on every destination row and not aliased elsewhere; every tap read from `base` on must stay
+/// below `q.len()` (the caller's bounds check).
+#[allow(clippy::too_many_arguments)]
+unsafe fn passes(
+    ph: &Phase,
+    per_pass: usize,
+    cb: usize,
+    cols: &[(usize, usize, usize)],
+    shape: (usize, usize, usize),
+    q: &[f32],
+    base: usize,
+    w: &[f32],
+    out: [*mut f32; MAX_CB],
+) {
+    let cog = ph.ocl_start.len() - 1;
+    if ph.taps.is_empty() {
+        let n: usize = cols.iter().map(|c| c.1).sum();
+        for &o in out.iter().take(cb) {
+            for r in 0..shape.0 {
+                // SAFETY: the caller's contract.
+                unsafe { std::slice::from_raw_parts_mut(o.add(r * shape.2), n) }.fill(0.0);
+            }
+        }
+        return;
+    }
+    let zero = [0f32; MAX_CB];
+    for o0 in (0..cog).step_by(per_pass) {
+        let (t0, t1) = (ph.ocl_start[o0], ph.ocl_start[(o0 + per_pass).min(cog)]);
+        let init = if o0 == 0 { Some(&zero) } else { None };
+        // SAFETY: reads as the caller's contract; w holds taps * cb floats.
+        unsafe {
+            row_pass(
+                cb,
+                cols,
+                shape,
+                q.as_ptr().add(base),
+                &ph.taps[t0..t1],
+                &w[t0 * cb..t1 * cb],
+                init,
+                out,
+            )
+        };
+    }
+}
+
+pub(super) fn backward_weight(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+) {
+    let (oh, ow) = out_hw;
+    let (c, oc_n, cig, cog) = (
+        p.in_channels,
+        p.out_channels,
+        p.in_per_group(),
+        p.out_per_group(),
+    );
+    let (kh, kw) = (p.kernel_h, p.kernel_w);
+    let k_plane = kh * kw;
+    let geo = input_geometry(p, out_hw);
+    let plane_p = geo.plane();
+    let row_step = p.stride_h * geo.row();
+    let taps: Vec<usize> = (0..k_plane)
+        .map(|t| {
+            let (ky, kx) = (t / kw, t % kw);
+            let (q, o) = (
+                kx * p.dilation_w % geo.phases,
+                kx * p.dilation_w / geo.phases,
+            );
+            (ky * p.dilation_h * geo.phases + q) * geo.width + o
+        })
+        .collect();
+    let max_read = taps.iter().max().copied().unwrap_or(0) + (oh - 1) * row_step + ow;
+    assert!(max_read <= plane_p, "direct: padded reads out of range");
+    // Depthwise-like shapes have one output channel per group: spend the registers on taps.
+    let (ocb, tb) = if cog == 1 { (1, 8) } else { (3, 3) };
+    // One block per group: each input plane has one reader, which pads it itself.
+    let local = cog <= ocb;
+    let out_plane = oh * ow;
+    let in_plane = p.in_h * p.in_w;
+    grad_weight.fill(0.0);
+    let nb = if local {
+        p.batch
+    } else {
+        chunk_items(p, c * plane_p)
+    };
+    for n0 in (0..p.batch).step_by(nb) {
+        let n1 = (n0 + nb).min(p.batch);
+        let shared = if local {
+            Vec::new()
+        } else {
+            let pads = (p.pad_top, p.pad_left);
+            pad_planes(input, (p.in_h, p.in_w), (n0 * c, (n1 - n0) * c), pads, geo)
+        };
+        // Tasks: (block of output channels in one group, input channel), owning those
+        // channels' gradient for that input channel.
+        let mut work = Vec::new();
+        let mut rest = &mut grad_weight[..];
+        for g in 0..p.groups {
+            for o0 in (g * cog..(g + 1) * cog).step_by(ocb) {
+                let cb = ocb.min((g + 1) * cog - o0);
+                let (block, tail) = rest.split_at_mut(cb * cig * k_plane);
+                rest = tail;
+                let mut per_icg: Vec<Vec<&mut [f32]>> = (0..cig).map(|_| Vec::new()).collect();
+                for oc_rows in block.chunks_mut(cig * k_plane) {
+                    for (icg, part) in oc_rows.chunks_mut(k_plane).enumerate() {
+                        per_icg[icg].push(part);
+                    }
+                }
+                for (icg, parts) in per_icg.into_iter().enumerate() {
+                    work.push((o0, g * cig + icg, parts));
+                }
+            }
+        }
+        let (shared, taps) = (&shared, &taps);
+        let item_work = ocb.min(cog) * (n1 - n0) * out_plane * k_plane;
+        let per_task = items_per_task(work.len(), item_work);
+        run_grouped(
+            work,
+            per_task,
+            || {
+                if local {
+                    vec![0f32; plane_p]
+                } else {
+                    Vec::new()
+                }
+            },
+            |own, (o0, ic, mut parts)| {
+                let cb = parts.len();
+                let mut total = vec![0f64; cb * k_plane];
+                for n in n0..n1 {
+                    let x = if local {
+                        let src = &input[(n * c + ic) * in_plane..][..in_plane];
+                        let pads = (p.pad_top, p.pad_left);
+                        // SAFETY: AVX2+FMA (this module). `own` is zeroed when made and only
+                        // ever padded with this geometry and padding.
+                        unsafe { pad_plane(src, (p.in_h, p.in_w), pads, 0, geo, own) };
+                        &own[..]
+                    } else {
+                        &shared[((n - n0) * c + ic) * plane_p..][..plane_p]
+                    };
+                    let dy0 = (n * oc_n + o0) * out_plane;
+                    let dy = &grad_out[dy0..dy0 + cb * out_plane];
+                    for t0 in (0..k_plane).step_by(tb) {
+                        let tn = tb.min(k_plane - t0);
+                        // SAFETY: reads of x stay below max_read <= plane_p (checked above);
+                        // dy holds cb planes of oh x ow; the CPU has AVX2+FMA (caller).
+                        let sums = unsafe {
+                            weight_block((cb, tn), x, row_step, &taps[t0..t0 + tn], dy, (oh, ow))
+                        };
+                        for (o, s) in sums.iter().take(cb).enumerate() {
+                            for (t, &v) in s.iter().take(tn).enumerate() {
+                                total[o * k_plane + t0 + t] += v as f64;
+                            }
+                        }
+                    }
+                }
+                for (part, tot) in parts.iter_mut().zip(total.chunks(k_plane)) {
+                    for (g, &t) in part.iter_mut().zip(tot) {
+                        *g += t as f32;
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// Sums `dy[o][oy][ox] * x[oy * row_step + tap + ox]` over one item for `cb` output channels
+/// and `tn` taps.
+///
+/// # Safety
+/// `x` must be readable at `oy * row_step + tap + ox` for all `oy < oh`, `ox < ow` and taps;
+/// `dy` must hold `cb * oh * ow` floats; the CPU must have AVX2+FMA.
+unsafe fn weight_block(
+    (cb, tn): (usize, usize),
+    x: &[f32],
+    row_step: usize,
+    taps: &[usize],
+    dy: &[f32],
+    hw: (usize, usize),
+) -> [[f32; 8]; 3] {
+    let x = x.as_ptr();
+    let dy = dy.as_ptr();
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (cb, tn) {
+            (3, 3) => weight_kernel::<3, 3>(x, row_step, taps, dy, hw),
+            (3, 2) => weight_kernel::<3, 2>(x, row_step, taps, dy, hw),
+            (3, _) => weight_kernel::<3, 1>(x, row_step, taps, dy, hw),
+            (2, 3) => weight_kernel::<2, 3>(x, row_step, taps, dy, hw),
+            (2, 2) => weight_kernel::<2, 2>(x, row_step, taps, dy, hw),
+            (2, _) => weight_kernel::<2, 1>(x, row_step, taps, dy, hw),
+            (_, 8) => weight_kernel::<1, 8>(x, row_step, taps, dy, hw),
+            (_, 7) => weight_kernel::<1, 7>(x, row_step, taps, dy, hw),
+            (_, 6) => weight_kernel::<1, 6>(x, row_step, taps, dy, hw),
+            (_, 5) => weight_kernel::<1, 5>(x, row_step, taps, dy, hw),
+            (_, 4) => weight_kernel::<1, 4>(x, row_step, taps, dy, hw),
+            (_, 3) => weight_kernel::<1, 3>(x, row_step, taps, dy, hw),
+            (_, 2) => weight_kernel::<1, 2>(x, row_step, taps, dy, hw),
+            (_, _) => weight_kernel::<1, 1>(x, row_step, taps, dy, hw),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_kernel<const CB: usize, const TN: usize>(
+    x: *const f32,
+    row_step: usize,
+    taps: &[usize],
+    dy: *const f32,
+    (oh, ow): (usize, usize),
+) -> [[f32; 8]; 3] {
+    let mut acc = [[_mm256_setzero_ps(); TN]; CB];
+    let mut off = [0usize; TN];
+    off.copy_from_slice(&taps[..TN]);
+    let full = ow / VEC * VEC;
+    let tail = ow - full;
+    // Lanes below `tail` on, the rest off: masked loads read nothing past the row.
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lane);
+    for oy in 0..oh {
+        let xr = x.add(oy * row_step);
+        let dr = dy.add(oy * ow);
+        let mut ox = 0;
+        while ox < full {
+            let mut d = [_mm256_setzero_ps(); CB];
+            for (o, d) in d.iter_mut().enumerate() {
+                *d = _mm256_loadu_ps(dr.add(o * oh * ow + ox));
+            }
+            for t in 0..TN {
+                let xv = _mm256_loadu_ps(xr.add(off[t] + ox));
+                for o in 0..CB {
+                    acc[o][t] = _mm256_fmadd_ps(d[o], xv, acc[o][t]);
+                }
+            }
+            ox += VEC;
+        }
+        if tail > 0 {
+            let mut d = [_mm256_setzero_ps(); CB];
+            for (o, d) in d.iter_mut().enumerate() {
+                *d = _mm256_maskload_ps(dr.add(o * oh * ow + full), mask);
+            }
+            for t in 0..TN {
+                let xv = _mm256_maskload_ps(xr.add(off[t] + full), mask);
+                for o in 0..CB {
+                    acc[o][t] = _mm256_fmadd_ps(d[o], xv, acc[o][t]);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; 8]; 3];
+    for o in 0..CB {
+        for t in 0..TN {
+            // Horizontal sum of the eight lanes.
+            let v = acc[o][t];
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            out[o][t] = _mm_cvtss_f32(s);
+        }
+    }
+    out
+}

@@ -1,0 +1,116 @@
+//! The FFT conv2d (forward, backward data, backward weight, bias) against the reference loop
+//! nest and against finite differences, on both SIMD paths and on 1 and 2 threads.
+//!
+//! Tolerance: FFT rounding is spread over the whole plane rather than tied to each output, so
+//! errors are measured normwise: `|got - want| <= FFT_TOL * max|want|` (plus a tiny relative
+//! term). Measured worst normwise errors over these shapes (f32, both SIMD paths) are printed by
+//! `fft_matches_reference` with `--nocapture`; they sit around 1e-6 and below 1e-5 everywhere.
+//! The tolerance keeps an order of magnitude of headroom over the worst measured value.
+mod common;
+
+use common::*;
+use ferroconv_kernels::conv::{fft, ConvAlgo};
+use ferroconv_kernels::simd::{set_level, SimdLevel};
+
+const FFT_TOL: f64 = 1e-4;
+
+#[test]
+fn fft_matches_reference() {
+    let _guard = lock_simd();
+    for level in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+        let used = set_level(level);
+        for c in cases() {
+            let worst = check_against_reference(&c.p, c.name, ConvAlgo::Fft, 1e-5, FFT_TOL);
+            println!(
+                "fft {} {}: worst normwise error {worst:.2e}",
+                used.name(),
+                c.name
+            );
+        }
+    }
+    set_level(SimdLevel::Avx2Fma);
+}
+
+/// Shapes large enough that the FFT cuts planes into several overlap-save tiles, with partial
+/// tiles at the edges, padding inside edge tiles, strides and dilation across tile borders.
+fn tiled_cases() -> Vec<Case> {
+    let c = |name, p| Case { name, p };
+    vec![
+        c(
+            "tiled asym pad",
+            params((2, 8, 45, 38), (8, 3, 3), (1, 1), (1, 2, 0, 1), (1, 1), 1),
+        ),
+        c(
+            "tiled 5x5 s2 g2",
+            params((1, 6, 50, 41), (6, 5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 2),
+        ),
+        c(
+            "tiled dilation 2",
+            params((2, 4, 47, 33), (4, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
+        ),
+        c(
+            "tiled depthwise",
+            params((1, 8, 60, 30), (8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),
+        ),
+        c(
+            "tiled 7x7 s2",
+            params((1, 3, 64, 70), (8, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),
+        ),
+        c(
+            "tiled 3x3",
+            params((2, 12, 36, 36), (12, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+    ]
+}
+
+#[test]
+fn fft_tiled_matches_reference() {
+    for c in tiled_cases() {
+        let (_, tiles) = fft::grid_for(&c.p).unwrap();
+        assert!(tiles.0 * tiles.1 > 1, "{} is not tiled: {tiles:?}", c.name);
+        let worst = check_against_reference(&c.p, c.name, ConvAlgo::Fft, 1e-5, FFT_TOL);
+        println!(
+            "fft {}: tiles {tiles:?}, worst normwise error {worst:.2e}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn fft_gradients_match_finite_differences() {
+    for c in cases().into_iter().chain(tiled_cases().into_iter().take(2)) {
+        check_finite_differences(&c.p, c.name, ConvAlgo::Fft, 2e-3);
+    }
+}
+
+#[test]
+fn fft_scalar_and_avx2_agree() {
+    let _guard = lock_simd();
+    for c in cases().into_iter().chain(tiled_cases()) {
+        set_level(SimdLevel::Scalar);
+        let s = run(&c.p, ConvAlgo::Fft);
+        set_level(SimdLevel::Avx2Fma);
+        let v = run(&c.p, ConvAlgo::Fft);
+        for (what, a, b) in [
+            ("y", &s.y, &v.y),
+            ("dx", &s.dx, &v.dx),
+            ("dw", &s.dw, &v.dw),
+        ] {
+            assert_close(&format!("{} {what}", c.name), a, b, 1e-5, 1e-5);
+        }
+        assert_eq!(s.db, v.db);
+    }
+}
+
+#[test]
+fn fft_one_and_two_threads_agree_exactly() {
+    // Every output float is computed by one task in a fixed order whatever the pool size.
+    for c in cases().into_iter().chain(tiled_cases()) {
+        let one = with_threads(1, || run(&c.p, ConvAlgo::Fft));
+        let two = with_threads(2, || run(&c.p, ConvAlgo::Fft));
+        assert_eq!(one.y, two.y, "{}", c.name);
+        assert_eq!(one.dx, two.dx, "{}", c.name);
+        assert_eq!(one.dw, two.dw, "{}", c.name);
+        assert_eq!(one.db, two.db, "{}", c.name);
+    }
+}
