@@ -115,3 +115,24 @@ fn fft_one_and_two_threads_agree_exactly() {
         assert_eq!(one.db, two.db, "{}", c.name);
     }
 }
+
+#[test]
+fn pays_off_follows_the_measurements() {
+    let layer = |c, hw, k, s, g| {
+        params(
+            (8, c, hw, hw),
+            (c, k, k),
+            (s, s),
+            (k / 2, k / 2, k / 2, k / 2),
+            (1, 1),
+            g,
+        )
+    };
+    assert!(fft::pays_off(&layer(64, 28, 5, 1, 1)));
+    assert!(fft::pays_off(&layer(32, 28, 7, 1, 1)));
+    assert!(fft::pays_off(&layer(256, 28, 3, 1, 1)));
+    assert!(!fft::pays_off(&layer(64, 56, 3, 1, 1)));
+    assert!(!fft::pays_off(&layer(16, 56, 7, 1, 1)));
+    assert!(!fft::pays_off(&layer(64, 56, 7, 2, 1)));
+    assert!(!fft::pays_off(&layer(256, 28, 5, 1, 256)));
+}
