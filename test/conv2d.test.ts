@@ -28,7 +28,12 @@ describe.each(['auto', 'scalar'] as const)('conv2d forward vs PyTorch (simd %s)'
     for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
       const y = conv2d(x, w, b, { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, algo });
       expect(y.shape).toEqual(c.output.shape);
-      expectClose(y.data, c.output.data, 1e-4, 1e-5, `${c.name} ${algo}`);
+      // FFT rounding is spread over a whole tile rather than tied to each output, so its error
+      // scales with the largest output, not with each one: atol 1e-4 against outputs of order 1.
+      // crates/kernels/tests/conv_fft.rs measures at most 3e-7 of the largest value on shapes
+      // like these (3e-6 on large layers); these cases currently pass even with atol 1e-6.
+      const atol = algo === 'fft' ? 1e-4 : 1e-5;
+      expectClose(y.data, c.output.data, 1e-4, atol, `${c.name} ${algo}`);
     }
     setSimd('auto');
   });

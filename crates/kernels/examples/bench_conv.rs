@@ -1,5 +1,6 @@
 //! Prints conv2d GFLOP/s per algorithm on a few layer shapes, 1 and 2 threads:
-//! `cargo run --release -p ferroconv-kernels --example bench_conv`.
+//! `cargo run --release -p ferroconv-kernels --example bench_conv [im2col]` (`im2col`: skip the
+//! slower algorithms).
 use ferroconv_kernels::conv::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dParams, ConvAlgo,
 };
@@ -47,6 +48,7 @@ fn best(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    let only_im2col = std::env::args().any(|a| a == "im2col");
     let shapes = [
         (
             "resnet50 3x3 64->64 56x56 b8",
@@ -84,7 +86,12 @@ fn main() {
             let mut dw = vec![0f32; w.len()];
             let mut db = vec![0f32; p.out_channels];
             let gf = p.flops() / 1e9;
-            for algo in [ConvAlgo::Im2col, ConvAlgo::Direct] {
+            let algos: &[ConvAlgo] = if only_im2col {
+                &[ConvAlgo::Im2col]
+            } else {
+                &[ConvAlgo::Im2col, ConvAlgo::Direct]
+            };
+            for &algo in algos {
                 let (f, bd, bw) = pool.install(|| {
                     let f = best(|| conv2d_forward(p, &x, &w, None, &mut y, algo).unwrap());
                     if algo == ConvAlgo::Direct {

@@ -1,5 +1,7 @@
 //! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
-//! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...]`.
+//! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [sweep]`.
+//! `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
+//! show where FFT overtakes direct summation.
 //! GFLOP/s counts `2 * MACs` of the forward for every pass, so the columns compare directly.
 //! Also prints how far FFT results are from the direct ones (normwise), as a check at sizes the
 //! unit tests do not reach.
@@ -58,21 +60,22 @@ fn cpu_seconds() -> f64 {
         * 1e-9
 }
 
-/// Best of a few timed runs after one warm-up: (wall seconds, CPU seconds / threads).
+/// Timed runs after one warm-up, for at least half a second: (best wall seconds, mean CPU
+/// seconds per run per thread). Linux accounts CPU time in scheduler ticks, so it is only
+/// meaningful summed over many runs.
 fn time(threads: usize, mut f: impl FnMut()) -> (f64, f64) {
     f();
-    let mut best = (f64::INFINITY, f64::INFINITY);
+    let mut best = f64::INFINITY;
     let start = Instant::now();
+    let c = cpu_seconds();
     let mut runs = 0;
-    while runs < 3 || (runs < 20 && start.elapsed().as_secs_f64() < 1.0) {
-        let c = cpu_seconds();
+    while runs < 3 || (runs < 200 && start.elapsed().as_secs_f64() < 0.5) {
         let t = Instant::now();
         f();
-        best.0 = best.0.min(t.elapsed().as_secs_f64());
-        best.1 = best.1.min((cpu_seconds() - c) / threads as f64);
+        best = best.min(t.elapsed().as_secs_f64());
         runs += 1;
     }
-    best
+    (best, (cpu_seconds() - c) / threads as f64 / runs as f64)
 }
 
 fn norm_diff(a: &[f32], b: &[f32]) -> f64 {
@@ -95,17 +98,44 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|| vec![ConvAlgo::Direct, ConvAlgo::Fft]);
+    let sweep = args.next().as_deref() == Some("sweep");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("pool");
-    let layers = [
-        ("3x3 64->64 56x56 b8", layer(8, 64, 56, 64, 3, 1, 1, 1)),
-        ("5x5 32->32 28x28 b8", layer(8, 32, 28, 32, 5, 1, 2, 1)),
-        ("7x7 32->32 28x28 b8", layer(8, 32, 28, 32, 7, 1, 3, 1)),
-        ("11x11 s4 3->64 224 b8", layer(8, 3, 224, 64, 11, 4, 2, 1)),
-        ("dw 3x3 256 28x28 b8", layer(8, 256, 28, 256, 3, 1, 1, 256)),
+    let mut layers = vec![
+        (
+            "3x3 64->64 56x56 b8".to_string(),
+            layer(8, 64, 56, 64, 3, 1, 1, 1),
+        ),
+        (
+            "5x5 32->32 28x28 b8".to_string(),
+            layer(8, 32, 28, 32, 5, 1, 2, 1),
+        ),
+        (
+            "7x7 32->32 28x28 b8".to_string(),
+            layer(8, 32, 28, 32, 7, 1, 3, 1),
+        ),
+        (
+            "11x11 s4 3->64 224 b8".to_string(),
+            layer(8, 3, 224, 64, 11, 4, 2, 1),
+        ),
+        (
+            "dw 3x3 256 28x28 b8".to_string(),
+            layer(8, 256, 28, 256, 3, 1, 1, 256),
+        ),
     ];
+    if sweep {
+        layers.clear();
+        for c in [16, 64, 256] {
+            for hw in [14, 28, 56] {
+                for k in [3, 5, 7] {
+                    let name = format!("{k}x{k} {c}->{c} {hw}x{hw} b8");
+                    layers.push((name, layer(8, c, hw, c, k, 1, k / 2, 1)));
+                }
+            }
+        }
+    }
     println!(
         "{threads} threads, simd {}; GFLOP/s by wall time / by CPU time per thread",
         ferroconv_kernels::simd::level().name()
@@ -114,7 +144,8 @@ fn main() {
         "{:<24} {:<7} {:>17} {:>17} {:>17}",
         "layer", "algo", "forward", "backward data", "backward weight"
     );
-    for (name, p) in layers {
+    for (name, p) in &layers {
+        let (name, p) = (name.as_str(), *p);
         let out_len = p.output_len(p.validate().expect("shape"));
         let x = fill(p.input_len(), 1);
         let w = fill(p.weight_len(), 2);
@@ -126,18 +157,27 @@ fn main() {
             let mut dx = vec![0.0; x.len()];
             let mut dw = vec![0.0; w.len()];
             let mut db = vec![0.0; b.len()];
+            let skip = (f64::NAN, f64::NAN);
             let t = pool.install(|| {
                 [
                     time(threads, || {
                         conv2d_forward(&p, &x, &w, Some(&b), &mut y, algo).expect("fwd")
                     }),
-                    time(threads, || {
-                        conv2d_backward_data(&p, &gy, &w, &mut dx, algo).expect("bwd data")
-                    }),
-                    time(threads, || {
-                        conv2d_backward_weight(&p, &x, &gy, &mut dw, Some(&mut db), algo)
-                            .expect("bwd weight")
-                    }),
+                    if sweep {
+                        skip
+                    } else {
+                        time(threads, || {
+                            conv2d_backward_data(&p, &gy, &w, &mut dx, algo).expect("bwd data")
+                        })
+                    },
+                    if sweep {
+                        skip
+                    } else {
+                        time(threads, || {
+                            conv2d_backward_weight(&p, &x, &gy, &mut dw, Some(&mut db), algo)
+                                .expect("bwd weight")
+                        })
+                    },
                 ]
             });
             let cell = |(wall, cpu): (f64, f64)| {
@@ -156,7 +196,7 @@ fn main() {
             );
             results.push([y, dx, dw]);
         }
-        if results.len() > 1 {
+        if results.len() > 1 && !sweep {
             let d: Vec<String> = (0..3)
                 .map(|i| format!("{:.1e}", norm_diff(&results[1][i], &results[0][i])))
                 .collect();

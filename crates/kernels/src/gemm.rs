@@ -4,8 +4,9 @@
 //! or `simd::set_level` says no), and rayon parallelism over tiles of C.
 //!
 //! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
-//! - `KC` = 256 steps of the shared dimension per pass, so one packed B micro-panel
-//!   (KC x NR floats = 16 KiB) stays in L1 while A micro-panels stream past it;
+//! - at most `KC` = 256 steps of the shared dimension per pass (passes balanced: 576 goes as
+//!   2 x 288), so one packed B micro-panel (<= 16 KiB) stays in L1 while A micro-panels stream
+//!   past it;
 //! - `MC` = 144 rows of op(A) per block (144 x 256 floats = 144 KiB, stays in L2);
 //! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, also in L2).
 //!
@@ -159,9 +160,9 @@ pub(crate) fn want_parallel(m: usize, n: usize, k: usize) -> bool {
     rayon::current_num_threads() > 1 && (m as f64) * (n as f64) * (k as f64) >= PARALLEL_MIN_WORK
 }
 
-/// op(A), `m x k`, in every KC block packed into MR-row panels: the block starting at shared
-/// index `p0` (length `kc`) sits at `m_pad * p0`, panel `i` of it at `i * MR * kc`, laid out
-/// `[kc][MR]`. Rows past `m` are zero.
+/// op(A), `m x k`, in every pass (`kc_step(k)` steps of the shared dimension) packed into
+/// MR-row panels: the block starting at shared index `p0` (length `kc`) sits at `m_pad * p0`,
+/// panel `i` of it at `i * MR * kc`, laid out `[kc][MR]`. Rows past `m` are zero.
 pub(crate) struct PackedA {
     buf: AlignedBuf,
     m: usize,
@@ -174,7 +175,7 @@ impl PackedA {
         assert_fits(a.len(), if trans { (k, m) } else { (m, k) }, ld);
         let m_pad = round_up(m, MR);
         let mut buf = AlignedBuf::default();
-        pack_a(buf.get(m_pad * k), a, ld, trans, m, 0..k, par);
+        pack_a(buf.get(m_pad * k), a, ld, trans, m, 0..k, kc_step(k), par);
         PackedA { buf, m, k }
     }
 
@@ -210,6 +211,12 @@ fn assert_fits(len: usize, (rows, cols): (usize, usize), ld: usize) {
         ld >= cols && min_len(rows, cols, ld).is_some_and(|need| len >= need),
         "gemm: internal caller passed a {rows}x{cols} matrix (ld {ld}) in {len} floats"
     );
+}
+
+/// Steps of the shared dimension per pass: at most KC, all passes the same length (576 goes
+/// as 2 x 288, not 256 + 256 + 64), so no pass pays a full C update for a few steps.
+fn kc_step(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC).max(1)).max(1)
 }
 
 #[inline]
@@ -397,22 +404,23 @@ unsafe fn gemm_impl(
     let mut a_buf = PACK_A.take();
     // A is packed for a whole range of the shared dimension at once (all of it unless that
     // would be huge), so units then run over the range with no barrier per KC step.
-    let span = (A_PACK_FLOATS / m_pad / KC * KC).max(KC);
+    let step = kc_step(k);
+    let span = (A_PACK_FLOATS / m_pad / step * step).max(step);
     for k0 in (0..k).step_by(span) {
         let ks = k0..(k0 + span).min(k);
         let ap: &[f32] = match &a {
             Lhs::Packed(pa) => pa.range(ks.clone()),
             Lhs::Raw { data, ld, trans } => {
                 let ap = a_buf.get(m_pad * ks.len());
-                pack_a(ap, data, *ld, *trans, m, ks.clone(), par);
+                pack_a(ap, data, *ld, *trans, m, ks.clone(), step, par);
                 ap
             }
         };
         let unit = |u: usize| {
             let (rows, cols) = grid.unit(u);
             let mut b_buf = PACK_B.take();
-            for pc in ks.clone().step_by(KC) {
-                let kc = KC.min(ks.end - pc);
+            for pc in ks.clone().step_by(step) {
+                let kc = step.min(ks.end - pc);
                 // This KC step of the unit's columns: panel q at bp[q * stride..][..kc * NR].
                 let (bp, stride): (&[f32], usize) = match b {
                     BSrc::Mat(b) => {
@@ -650,8 +658,9 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, ldc: usize) {
 }
 
 /// Packs rows `0..m` of op(A), shared indices `ks`, into `dst` (m_pad * ks.len() floats): one
-/// block per KC step (the block of shared index p0 at `m_pad * (p0 - ks.start)`), each block a
-/// run of MR-row panels `[kc][MR]`.
+/// block per `step` of the shared dimension (the block of shared index p0 at
+/// `m_pad * (p0 - ks.start)`), each block a run of MR-row panels `[kc][MR]`.
+#[allow(clippy::too_many_arguments)]
 fn pack_a(
     dst: &mut [f32],
     a: &[f32],
@@ -659,15 +668,16 @@ fn pack_a(
     trans: bool,
     m: usize,
     ks: Range<usize>,
+    step: usize,
     par: bool,
 ) {
     let m_pad = round_up(m, MR);
     // Every (block, panel) pair is independent: list them all so one parallel loop (one
     // barrier) packs the whole range.
-    let mut jobs = Vec::with_capacity(m_pad / MR * ks.len().div_ceil(KC));
+    let mut jobs = Vec::with_capacity(m_pad / MR * ks.len().div_ceil(step));
     let mut rest = dst;
-    for p0 in ks.clone().step_by(KC) {
-        let kc = KC.min(ks.end - p0);
+    for p0 in ks.clone().step_by(step) {
+        let kc = step.min(ks.end - p0);
         let (block, tail) = rest.split_at_mut(m_pad * kc);
         rest = tail;
         for (ip, d) in block.chunks_mut(MR * kc).enumerate() {

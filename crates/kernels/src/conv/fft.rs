@@ -366,6 +366,25 @@ impl Layout {
     }
 }
 
+/// Whether the FFT measured faster than direct summation for this shape (2 threads, AVX2,
+/// batch 8, forward and backward; see `examples/conv_bench.rs` with `sweep`): stride 1, no
+/// dilation, at least 32 input and 32 output channels per group, and either a kernel of 25 or
+/// more taps (5x5 and up: 1.5-6x faster at 64-256 channels) or a 3x3 kernel with 256+ channels
+/// per group on a 28x28 or larger output (2-3x). It loses everywhere at stride > 1 (4x on the
+/// AlexNet stem), for depthwise (10x) and for 16-channel layers. For dense 3x3 layers compare
+/// with im2col + GEMM too, which this does not know about.
+pub fn pays_off(p: &Conv2dParams) -> bool {
+    let Ok((oh, ow)) = p.validate() else {
+        return false;
+    };
+    let (cig, cog) = (p.in_per_group(), p.out_per_group());
+    let taps = p.kernel_h * p.kernel_w;
+    let unit = p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1;
+    unit && cig >= 32
+        && cog >= 32
+        && (taps >= 25 || (taps >= 9 && cig >= 256 && cog >= 256 && oh * ow >= 28 * 28))
+}
+
 /// The FFT grid `(fh, fw)` and the number of overlap-save tiles `(rows, cols)` used for this
 /// shape. For tests and benchmarks that need to know which code paths a shape exercises.
 #[doc(hidden)]

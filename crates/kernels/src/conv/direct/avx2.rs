@@ -18,8 +18,8 @@
 //! (or 2 channels x 32 columns) of accumulators summed over a list of taps, each tap an offset
 //! into the padded source and one weight per channel. Taps are taken a few source channels at a
 //! time, so the source rows one output row needs stay in L1; partial sums go through the output.
-//! Backward weight keeps up to 3 output channels x 3 taps (or 1 channel x 8 taps, for depthwise)
-//! in registers while streaming rows of the output gradient.
+//! Backward weight keeps up to 3 output channels x 3 taps (or 1 channel x up to 12 taps, for
+//! depthwise) in registers while streaming rows of the output gradient.
 use super::super::Conv2dParams;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -29,6 +29,8 @@ const VEC: usize = 8;
 const MAX_CB: usize = 4;
 /// Widest column block (vectors x 8).
 const MAX_COLS: usize = 4 * VEC;
+/// Taps per register block of the depthwise weight-gradient kernel.
+const MAX_TAPS: usize = 12;
 /// Bytes of padded copies kept at once; the batch is processed in chunks that fit.
 const PAD_BUDGET: usize = 32 << 20;
 /// Bytes of source rows one output row may read per pass (about half of L1).
@@ -970,7 +972,12 @@ pub(super) fn backward_weight(
     let max_read = taps.iter().max().copied().unwrap_or(0) + (oh - 1) * row_step + ow;
     assert!(max_read <= plane_p, "direct: padded reads out of range");
     // Depthwise-like shapes have one output channel per group: spend the registers on taps.
-    let (ocb, tb) = if cog == 1 { (1, 8) } else { (3, 3) };
+    // 12 taps x 1 channel or 3 x 3 accumulators; taps split evenly (3x3 in one block of 9).
+    let (ocb, tb) = if cog == 1 {
+        (1, k_plane.div_ceil(k_plane.div_ceil(MAX_TAPS)))
+    } else {
+        (3, 3)
+    };
     // One block per group: each input plane has one reader, which pads it itself.
     let local = cog <= ocb;
     let out_plane = oh * ow;
@@ -1075,7 +1082,7 @@ unsafe fn weight_block(
     taps: &[usize],
     dy: &[f32],
     hw: (usize, usize),
-) -> [[f32; 8]; 3] {
+) -> [[f32; MAX_TAPS]; 3] {
     let x = x.as_ptr();
     let dy = dy.as_ptr();
     // SAFETY: forwarded contract.
@@ -1087,6 +1094,10 @@ unsafe fn weight_block(
             (2, 3) => weight_kernel::<2, 3>(x, row_step, taps, dy, hw),
             (2, 2) => weight_kernel::<2, 2>(x, row_step, taps, dy, hw),
             (2, _) => weight_kernel::<2, 1>(x, row_step, taps, dy, hw),
+            (_, 12) => weight_kernel::<1, 12>(x, row_step, taps, dy, hw),
+            (_, 11) => weight_kernel::<1, 11>(x, row_step, taps, dy, hw),
+            (_, 10) => weight_kernel::<1, 10>(x, row_step, taps, dy, hw),
+            (_, 9) => weight_kernel::<1, 9>(x, row_step, taps, dy, hw),
             (_, 8) => weight_kernel::<1, 8>(x, row_step, taps, dy, hw),
             (_, 7) => weight_kernel::<1, 7>(x, row_step, taps, dy, hw),
             (_, 6) => weight_kernel::<1, 6>(x, row_step, taps, dy, hw),
@@ -1106,7 +1117,7 @@ unsafe fn weight_kernel<const CB: usize, const TN: usize>(
     taps: &[usize],
     dy: *const f32,
     (oh, ow): (usize, usize),
-) -> [[f32; 8]; 3] {
+) -> [[f32; MAX_TAPS]; 3] {
     let mut acc = [[_mm256_setzero_ps(); TN]; CB];
     let mut off = [0usize; TN];
     off.copy_from_slice(&taps[..TN]);
@@ -1145,7 +1156,7 @@ unsafe fn weight_kernel<const CB: usize, const TN: usize>(
             }
         }
     }
-    let mut out = [[0f32; 8]; 3];
+    let mut out = [[0f32; MAX_TAPS]; 3];
     for o in 0..CB {
         for t in 0..TN {
             // Horizontal sum of the eight lanes.
