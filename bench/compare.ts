@@ -7,6 +7,8 @@
 //   npm run bench:compare -- --full             every conv algorithm on every zoo shape (long)
 //   npm run bench:compare -- --threads 4        thread count for every framework (default 2)
 //   npm run bench:compare -- --sections conv,gemm,infer,train,memory   a subset of sections
+//   npm run bench:compare -- --spin on|off|auto  peers' spin-waiting threads (auto: off when the
+//                                                machine is already busy; see compare/peers.ts)
 //
 // Ratios are peer median / ferroconv median from the same run: > 1 means ferroconv is faster.
 // Optional peers come from `npm run bench:peers`; a missing one becomes a row saying so.
@@ -17,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { info, setNumThreads } from '../src/index.js';
 import { native } from '../src/native.js';
 import {
-  BENCH_DIR, CACHE_DIR, exportOnnx, findOrt, findTfjsWasm, findTorch, ortSessionOptions, TorchStream,
+  BENCH_DIR, CACHE_DIR, exportOnnx, findOrt, findTfjsWasm, findTorch, ortSessionOptions, setSpinning, TorchStream,
   type OrtApi, type Peer, type TfApi,
 } from './compare/peers.js';
 import { runRowHere, runRowIsolated, type Framework, type RowResult, type RowSpec } from './compare/rows.js';
@@ -32,6 +34,7 @@ const { values: argv } = parseArgs({
     quick: { type: 'boolean', default: false },
     full: { type: 'boolean', default: false },
     sections: { type: 'string', default: 'conv,gemm,infer,train,memory' },
+    spin: { type: 'string', default: 'auto' },
     row: { type: 'string' },
   },
   strict: true,
@@ -68,6 +71,11 @@ const TIMING = {
   memory: quick ? QUICK : { warmup: 2, minReps: 5, maxReps: 30, minSeconds: 0.3 },
   e2e: quick ? QUICK : { warmup: 1, minReps: 3, maxReps: 10, minSeconds: 2 },
 } satisfies Record<string, Timing>;
+
+if (!['auto', 'on', 'off'].includes(argv.spin)) throw new Error(`--spin: expected auto, on or off, got '${argv.spin}'`);
+const busyAtStart = loadavg()[0] > 1;
+const spin = argv.spin === 'on' || (argv.spin === 'auto' && !busyAtStart);
+setSpinning(spin);
 
 const started = Date.now();
 const elapsed = (): string => `${((Date.now() - started) / 1000).toFixed(0)}s`;
@@ -109,6 +117,7 @@ const results: Record<string, unknown> = {
     cores: cpus().length,
     threads,
     mode: quick ? 'quick' : full ? 'full' : 'default',
+    peersSpin: spin,
     node: process.versions.node,
     ferroconv: { version: fi.version, simd: fi.simd, threads: fi.threads },
     timing: TIMING,
@@ -124,6 +133,10 @@ emit(
     `- Machine: ${cpuModel}, ${cpus().length} cores; **${threads} threads for every framework** ` +
       `(ferroconv setNumThreads, torch set_num_threads + OMP/MKL/OPENBLAS_NUM_THREADS, ORT intraOpNumThreads, tfjs-wasm setThreadsCount).`,
     `- ferroconv ${fi.version} (${fi.simd}), node ${process.versions.node}.`,
+    spin
+      ? `- Peers' thread pools spin-wait as they do by default (--spin ${argv.spin}).`
+      : `- Peers' spin-waiting is off (torch OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0): ` +
+        `${argv.spin === 'auto' ? `the machine was already busy (load average ${loads[0].load1}), and spinning threads fighting other processes for the cores slowed torch up to 7x in trials` : '--spin off'}.`,
     ...peers.map((p) => `- ${p.name}: ${p.api ? p.version : `**missing**: ${p.error}`}${p.notes.length ? ` (${p.notes.join('; ')})` : ''}`),
     `- Measured ceilings at the start: FMA peak ${fmt(fmaPeak)} GFLOP/s, triad memory bandwidth ${fmt(bandwidth)} GB/s ` +
       `(${threads} threads; measured again before the SGEMM and memory sections, which use the best reading).`,
@@ -299,10 +312,10 @@ async function convSection(): Promise<void> {
     const f = ferro.get(s.key)?.auto ?? {};
     const t = torchRes.get(s.key);
     const o = ortStats.get(s.key);
-    const ort = typeof o === 'object' ? o : undefined;
+    const ortStat = typeof o === 'object' ? o : undefined;
     const tfs = tfStats.get(s.key);
     const rt = ratio(f.fwd, statOf(t, 'fwd'));
-    const ro = ratio(f.fwd, ort);
+    const ro = ratio(f.fwd, ortStat);
     const rf = ratio(f.fwd, tfs);
     const rd = ratio(f.bwdData, statOf(t, 'bwdData'));
     const rw = ratio(f.bwdWeight, statOf(t, 'bwdWeight'));
@@ -315,7 +328,7 @@ async function convSection(): Promise<void> {
       shape: label(s), 'used in': usedIn(s), GFLOP: fmt(gflop),
       'ferroconv ms': ms(f.fwd), 'GFLOP/s': fmt(perSec(gflop, f.fwd)),
       'torch ms': t?.error ? 'error' : ms(statOf(t, 'fwd')) || missing(torchPeer), '×torch': r2(rt),
-      'ORT ms': typeof o === 'string' ? 'error' : ms(ort) || missing(ortPeer), '×ORT': r2(ro),
+      'ORT ms': typeof o === 'string' ? 'error' : ms(ortStat) || missing(ortPeer), '×ORT': r2(ro),
       'tfjs-wasm ms': ms(tfs) || (tfPeer.api ? '' : 'missing'), '×tfjs': r2(rf),
     });
     bwdRows.push({
@@ -449,7 +462,7 @@ async function e2e(kind: 'infer' | 'train', model: string, batch: number, fws: F
   for (const fw of fws) {
     if (fw === 'torch' && !torchPeer.api) continue;
     if (fw === 'ort' && !onnx) continue;
-    const spec: RowSpec = { fw, kind, model, batch, threads, timing: TIMING.e2e, onnx };
+    const spec: RowSpec = { fw, kind, model, batch, threads, timing: TIMING.e2e, onnx, spin };
     const r = await runRowIsolated(spec);
     row.byFw[fw] = r;
     log(`${kind} ${model} b${batch} ${fw}: ${r.error ?? `${fmt(r.step && batch / r.step.median)} img/s, ${fmt((r.maxRssKb ?? 0) / 1024)} MB`}`);

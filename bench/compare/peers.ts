@@ -30,16 +30,30 @@ export interface Peer<T> {
   notes: string[];
 }
 
+/**
+ * Whether the peers' thread pools may spin-wait between parallel regions (their default). On a
+ * machine shared with other work, spinning OpenMP (torch) and ORT threads fight the neighbours for
+ * the cores and lose badly (GoogLeNet at batch 1 in torch ran 7x slower on a loaded 2-core box);
+ * the driver turns spinning off there, so the comparison measures the libraries, not spin policy.
+ * ferroconv's rayon workers sleep after a short spin either way.
+ */
+let spinning = true;
+export function setSpinning(on: boolean): void {
+  spinning = on;
+}
+
 /** Environment for every child process: one thread count for every pool. */
 export function threadEnv(threads: number): NodeJS.ProcessEnv {
   const n = String(threads);
-  return {
+  const env: NodeJS.ProcessEnv = {
     ...process.env,
     FERROCONV_NUM_THREADS: n,
     OMP_NUM_THREADS: n,
     MKL_NUM_THREADS: n,
     OPENBLAS_NUM_THREADS: n,
   };
+  if (!spinning) env.OMP_WAIT_POLICY = 'PASSIVE';
+  return env;
 }
 
 /** Runs a child to completion; stdout collected, stderr passed through (progress lines). */
@@ -240,12 +254,13 @@ export function findOrt(): Peer<OrtApi> {
 }
 
 /** Session options giving ORT the same thread budget as the others. */
-export function ortSessionOptions(threads: number): Record<string, unknown> {
+export function ortSessionOptions(threads: number, spin = spinning): Record<string, unknown> {
   return {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    ...(spin ? {} : { extra: { session: { intra_op: { allow_spinning: '0' } } } }),
   };
 }
 

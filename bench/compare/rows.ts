@@ -20,6 +20,8 @@ export interface RowSpec {
   timing: Timing;
   /** ONNX file, for ORT rows. */
   onnx?: string;
+  /** Let ORT's threads spin-wait (see peers.ts setSpinning). */
+  spin: boolean;
 }
 
 export interface RowResult {
@@ -42,7 +44,7 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
   if (spec.fw === 'ort') {
     const ort = findOrt();
     if (!ort.api || !spec.onnx) return { error: ort.error ?? 'no ONNX file' };
-    const session = await ort.api.InferenceSession.create(spec.onnx, ortSessionOptions(spec.threads));
+    const session = await ort.api.InferenceSession.create(spec.onnx, ortSessionOptions(spec.threads, spec.spin));
     const dims = [spec.batch, c, h, w];
     const x = new ort.api.Tensor('float32', randn(dims).data, dims);
     const feeds = { [session.inputNames[0]]: x };
