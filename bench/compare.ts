@@ -85,6 +85,8 @@ const noteLoad = (at: string): void => void loads.push({ at, load1: +loadavg()[0
 noteLoad('start');
 
 const md: string[] = [];
+/** Headline numbers, gathered as the sections run and printed at the end. */
+const headline: string[] = [];
 /** Prints a block of markdown and keeps it for latest.md. */
 function emit(block: string): void {
   md.push(block);
@@ -288,16 +290,20 @@ async function convSection(): Promise<void> {
     }
     if ((i + 1) % 10 === 0 || i === table.length - 1) log(`conv: ${i + 1}/${table.length} shapes`);
   }
+  // Every algorithm back to back, 'auto' and PyTorch again included, so the rows of this table
+  // are compared at one moment's load rather than against numbers taken minutes earlier.
+  const algoRuns = new Map<string, Partial<Record<Algo, PassStats>>>();
+  const algoTorch = new Map<string, Record<string, unknown>>();
   for (const s of algoShapes) {
-    const entry = ferro.get(s.key) ?? {};
-    for (const algo of ['direct', 'im2col', 'fft'] as const) {
+    const entry: Partial<Record<Algo, PassStats>> = {};
+    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
       if (algo === 'fft' && (s.stride[0] > 1 || s.stride[1] > 1)) continue;
       // direct and fft run at ~1 GFLOP/s on big layers: minutes per shape. --full runs them anyway.
-      if (!full && algo !== 'im2col' && convFlops(s, BATCH) > SLOW_ALGO_MAX_FLOPS) continue;
+      if (!full && (algo === 'direct' || algo === 'fft') && convFlops(s, BATCH) > SLOW_ALGO_MAX_FLOPS) continue;
       entry[algo] = await ferroConv(s, algo, ['fwd', 'bwdData', 'bwdWeight'], TIMING.algo);
     }
-    ferro.set(s.key, entry);
-    if (torch && !torchRes.has(s.key)) torchRes.set(s.key, await torch.run({ id: s.key, kind: 'conv', ...convJob(s) }));
+    algoRuns.set(s.key, entry);
+    if (torch) algoTorch.set(s.key, await torch.run({ id: s.key, kind: 'conv', ...convJob(s) }));
     log(`conv: every algorithm on ${label(s)}`);
   }
   torch?.close();
@@ -357,9 +363,9 @@ async function convSection(): Promise<void> {
   const algoRatios: Record<string, Record<Pass, (number | undefined)[]>> = {};
   for (const s of algoShapes) {
     const gflop = convFlops(s, BATCH) / 1e9;
-    const t = torchRes.get(s.key);
+    const t = algoTorch.get(s.key);
     for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
-      const st = ferro.get(s.key)?.[algo];
+      const st = algoRuns.get(s.key)?.[algo];
       if (!st) continue;
       const rr = algoRatios[algo] ?? (algoRatios[algo] = { fwd: [], bwdData: [], bwdWeight: [] });
       const row: TableRow = { shape: label(s), algo };
@@ -393,11 +399,17 @@ async function convSection(): Promise<void> {
       `### Backward (data and weight) vs PyTorch\n\n${mdTable(bwdRows)}\n` +
       `### Every algorithm on ${algoShapes.length} representative shapes\n\n` +
       `FFT is skipped for strided convs${full ? '' : `, direct and FFT for shapes over ${SLOW_ALGO_MAX_FLOPS / 1e9} GFLOP (--full runs them)`}. 'auto' picks im2col for every non-depthwise conv. An algorithm whose first ` +
-      `call takes over a second is timed on that one call. Ratios against the same PyTorch numbers.\n\n${mdTable(algoRows)}`,
+      `call takes over a second is timed on that one call. Each shape's algorithms and PyTorch are measured back to back ` +
+      `(again, apart from the tables above), so compare within a shape.\n\n${mdTable(algoRows)}`,
+  );
+  headline.push(
+    `Conv layers, geomean of ratios over ${table.length} shapes: forward ${r2(gm.torchFwd)}x vs PyTorch, ${r2(gm.ortFwd)}x vs ORT` +
+      `${tfStats.size ? `, ${r2(gm.tfFwd)}x vs tfjs-wasm (${tfStats.size} shapes)` : ''}; backward-data ${r2(gm.torchData)}x and ` +
+      `backward-weight ${r2(gm.torchWeight)}x vs PyTorch.`,
   );
   results.conv = {
     batch: BATCH, distinctShapes: all.length, geomean: gm, rows: raw,
-    algorithms: algoShapes.map((s) => ({ key: s.key, label: label(s), ferroconv: ferro.get(s.key), torch: torchRes.get(s.key) })),
+    algorithms: algoShapes.map((s) => ({ key: s.key, label: label(s), ferroconv: algoRuns.get(s.key), torch: algoTorch.get(s.key) })),
   };
 }
 
@@ -442,6 +454,13 @@ async function gemmSection(): Promise<void> {
       `FMA peak measured by this run: **${fmt(fmaPeak)} GFLOP/s** on ${threads} threads (10 independent AVX2 FMA chains per ` +
       `thread; best of ${peakReadings.map((x) => fmt(x)).join(', ')}). ` +
       `torch.mm runs on ${blas || 'its BLAS'} (Debian's libopenblas0-pthread).\n\n${mdTable(rows)}`,
+  );
+  const g1024 = sizes.includes(1024) ? 1024 : sizes[sizes.length - 1];
+  const fg1024 = perSec((2 * g1024 ** 3) / 1e9, ferro.get(g1024));
+  const tg1024 = perSec((2 * g1024 ** 3) / 1e9, statOf(torchRes.get(g1024), 'mm'));
+  headline.push(
+    `SGEMM ${g1024}: ${fmt(fg1024)} GFLOP/s = ${fmt(fg1024 && (100 * fg1024) / fmaPeak)}% of the measured FMA peak ` +
+      `(${fmt(fmaPeak)} GFLOP/s)${tg1024 ? `; torch.mm ${fmt(tg1024)} GFLOP/s = ${fmt((100 * tg1024) / fmaPeak)}%` : ''}.`,
   );
   results.gemm = { fmaPeakGflops: fmaPeak, blas, rows: raw };
 }
@@ -517,6 +536,14 @@ async function inferSection(): Promise<void> {
       `model exported to ONNX (opset 13, dynamic batch). Random weights (speed does not depend on them). Each cell is a ` +
       `fresh process, warmed up before timing.\n\n${mdTable(rows)}`,
   );
+  const r50 = e2eRows.find((r) => r.kind === 'infer' && r.model === 'resnet50' && r.batch === 8);
+  if (r50) {
+    headline.push(
+      `ResNet-50 inference, batch 8: ferroconv ${cellImgs(r50, 'ferroconv')}, PyTorch ${cellImgs(r50, 'torch', torchPeer)}, ` +
+        `ORT ${cellImgs(r50, 'ort', ortPeer, 'n/a')} images/s.`,
+    );
+  }
+  headline.push(`Inference, geomean of ratios: ${r2(geomean(rt))}x vs PyTorch, ${r2(geomean(ro))}x vs ORT.`);
   results.infer = e2eRows.filter((r) => r.kind === 'infer');
 }
 
@@ -538,6 +565,9 @@ async function trainSection(): Promise<void> {
       `One forward + cross-entropy + backward + SGD (lr 0.01, momentum 0.9) step, train mode (batch norm on batch ` +
       `statistics). ResNet-18 from the zoo / torchvision; the MNIST network is models.mnistNet() and its PyTorch twin.\n\n${mdTable(rows)}`,
   );
+  for (const r of e2eRows.filter((x) => x.kind === 'train')) {
+    headline.push(`Training ${r.model} batch ${r.batch}: ferroconv ${cellImgs(r, 'ferroconv')} vs PyTorch ${cellImgs(r, 'torch', torchPeer)} images/s.`);
+  }
   results.train = e2eRows.filter((r) => r.kind === 'train');
 }
 
@@ -633,6 +663,10 @@ async function memorySection(): Promise<void> {
       `${bandwidthReadings.map((x) => fmt(x)).join(', ')}). ` +
       `${ops.filter((o) => o.note).map((o) => `${o.name}: ${o.note}.`).join(' ')}\n\n${mdTable(rows)}`,
   );
+  headline.push(
+    `Pooling / batch norm, % of the measured bandwidth (${fmt(bandwidth)} GB/s): ` +
+      raw.map((r) => { const x = r as { name: string; ferroPct?: number; torchPct?: number }; return `${x.name} ${fmt(x.ferroPct)}%${x.torchPct ? ` (torch ${fmt(x.torchPct)}%)` : ''}`; }).join(', ') + '.',
+  );
   results.memory = { triadBandwidthGbs: bandwidth, ops: raw, rss: e2eRows.map((r) => ({ kind: r.kind, model: r.model, batch: r.batch, maxRssKb: Object.fromEntries(Object.entries(r.byFw).map(([k, v]) => [k, v?.maxRssKb])) })) };
 }
 
@@ -659,6 +693,8 @@ if (sections.has('memory')) {
   noteLoad('end');
 }
 
+if (headline.length) emit(`## Summary\n\n${headline.map((h) => `- ${h}`).join('\n')}\n`);
+results.headline = headline;
 const busy = loads[0].load1 > 0.5;
 emit(
   `## Notes\n\n` +
