@@ -661,7 +661,8 @@ async function memorySection(): Promise<void> {
       `Input [${shape.join(', ')}] (${fmt((n * B) / 1e6)} MB). GB/s counts the bytes each op must read and write once; ` +
       `% is of the triad bandwidth measured by this run (**${fmt(bandwidth)} GB/s**, ${threads} threads, best of ` +
       `${bandwidthReadings.map((x) => fmt(x)).join(', ')}). ` +
-      `${ops.filter((o) => o.note).map((o) => `${o.name}: ${o.note}.`).join(' ')}\n\n${mdTable(rows)}`,
+      `${ops.filter((o) => o.note).map((o) => `${o.name}: ${o.note}.`).join(' ')} Over 100% means part of the ` +
+      `traffic came from cache (the L3 keeps part of x between the two passes of batch norm).\n\n${mdTable(rows)}`,
   );
   headline.push(
     `Pooling / batch norm, % of the measured bandwidth (${fmt(bandwidth)} GB/s): ` +
