@@ -1,0 +1,719 @@
+// `npm run bench:compare`: ferroconv next to its peers (PyTorch, onnxruntime-node, tfjs-wasm),
+// measured on this machine in one run, with the same thread count everywhere. Prints markdown
+// tables and writes bench/results/<date>-<host>.json (raw numbers) and bench/results/latest.md.
+//
+//   npm run bench:compare                       full run (~15-20 min on 2 cores)
+//   npm run bench:compare -- --quick            a few shapes and models, 1-2 reps: harness check
+//   npm run bench:compare -- --full             every conv algorithm on every zoo shape (long)
+//   npm run bench:compare -- --threads 4        thread count for every framework (default 2)
+//   npm run bench:compare -- --sections conv,gemm,infer,train,memory   a subset of sections
+//   npm run bench:compare -- --spin on|off|auto  peers' spin-waiting threads (auto: off when the
+//                                                machine is already busy; see compare/peers.ts)
+//
+// Ratios are peer median / ferroconv median from the same run: > 1 means ferroconv is faster.
+// Optional peers come from `npm run bench:peers`; a missing one becomes a row saying so.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { info, setNumThreads } from '../src/index.js';
+import { native } from '../src/native.js';
+import {
+  BENCH_DIR, CACHE_DIR, exportOnnx, findOrt, findTfjsWasm, findTorch, ortSessionOptions, setSpinning, TorchStream,
+  type OrtApi, type Peer, type TfApi,
+} from './compare/peers.js';
+import { runRowHere, runRowIsolated, type Framework, type RowResult, type RowSpec } from './compare/rows.js';
+import { convFlops, label, usedIn, ZOO, zooConvShapes, type ConvShape, type ZooName } from './compare/shapes.js';
+import {
+  fmt, geomean, mdTable, ms, perSec, ratio, timeIt, type Stat, type TableRow, type Timing,
+} from './compare/timing.js';
+
+const { values: argv } = parseArgs({
+  options: {
+    threads: { type: 'string', default: '2' },
+    quick: { type: 'boolean', default: false },
+    full: { type: 'boolean', default: false },
+    sections: { type: 'string', default: 'conv,gemm,infer,train,memory' },
+    spin: { type: 'string', default: 'auto' },
+    row: { type: 'string' },
+  },
+  strict: true,
+});
+
+const threads = Number(argv.threads);
+if (!Number.isInteger(threads) || threads < 1 || threads > 1024) {
+  throw new Error(`--threads: expected an integer in 1..1024, got ${argv.threads}`);
+}
+// Before any kernel runs: the pool reads it when first built; setNumThreads makes sure.
+process.env.FERROCONV_NUM_THREADS = String(threads);
+setNumThreads(threads);
+
+if (argv.row !== undefined) {
+  // Child mode: one end-to-end row, one JSON line out.
+  const res = await runRowHere(JSON.parse(argv.row) as RowSpec).catch((e: Error): RowResult => ({ error: e.message }));
+  process.stdout.write(JSON.stringify(res) + '\n');
+  process.exit(0);
+}
+
+const quick = argv.quick;
+const full = argv.full;
+const sections = new Set(argv.sections.split(',').map((s) => s.trim()));
+for (const s of sections) {
+  if (!['conv', 'gemm', 'infer', 'train', 'memory'].includes(s)) throw new Error(`--sections: unknown section '${s}'`);
+}
+
+/** Repetition policy per kind of measurement (see timing.ts); --quick runs each thing twice. */
+const QUICK: Timing = { warmup: 1, minReps: 2, maxReps: 2, minSeconds: 0 };
+const TIMING = {
+  conv: quick ? QUICK : { warmup: 1, minReps: 3, maxReps: 15, minSeconds: 0.1 },
+  algo: quick ? { ...QUICK, slowSeconds: 1 } : { warmup: 1, minReps: 3, maxReps: 15, minSeconds: 0.1, slowSeconds: 1 },
+  gemm: quick ? QUICK : { warmup: 2, minReps: 5, maxReps: 30, minSeconds: 0.5 },
+  memory: quick ? QUICK : { warmup: 2, minReps: 5, maxReps: 30, minSeconds: 0.3 },
+  e2e: quick ? QUICK : { warmup: 1, minReps: 3, maxReps: 10, minSeconds: 2 },
+} satisfies Record<string, Timing>;
+
+if (!['auto', 'on', 'off'].includes(argv.spin)) throw new Error(`--spin: expected auto, on or off, got '${argv.spin}'`);
+const busyAtStart = loadavg()[0] > 1;
+const spin = argv.spin === 'on' || (argv.spin === 'auto' && !busyAtStart);
+setSpinning(spin);
+
+const started = Date.now();
+const elapsed = (): string => `${((Date.now() - started) / 1000).toFixed(0)}s`;
+const log = (msg: string): void => void process.stderr.write(`[${elapsed()}] ${msg}\n`);
+const loads: { at: string; load1: number }[] = [];
+const noteLoad = (at: string): void => void loads.push({ at, load1: +loadavg()[0].toFixed(2) });
+noteLoad('start');
+
+const md: string[] = [];
+/** Headline numbers, gathered as the sections run and printed at the end. */
+const headline: string[] = [];
+/** Prints a block of markdown and keeps it for latest.md. */
+function emit(block: string): void {
+  md.push(block);
+  process.stdout.write(block + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine, peers and ceilings
+
+const fi = info();
+const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
+const [torchPeer, tfPeer] = await Promise.all([findTorch(), findTfjsWasm(threads)]);
+const ortPeer = findOrt();
+if (!torchPeer.api && ortPeer.api) ortPeer.notes.push('its ONNX models are exported by PyTorch, which is missing: no ORT rows');
+const peers: Peer<unknown>[] = [torchPeer, ortPeer, tfPeer];
+
+log('measuring the FMA peak and memory bandwidth');
+// Measured again right before the sections that divide by them; the best reading is the ceiling
+// (other processes can only pull a reading down).
+const peakReadings = [native.fmaPeakGflops(threads, quick ? 300 : 1500)];
+const bandwidthReadings = [native.memoryBandwidthGbs(threads)];
+let fmaPeak = peakReadings[0];
+let bandwidth = bandwidthReadings[0];
+
+const results: Record<string, unknown> = {
+  meta: {
+    date: new Date().toISOString(),
+    host: hostname(),
+    cpu: cpuModel,
+    cores: cpus().length,
+    threads,
+    mode: quick ? 'quick' : full ? 'full' : 'default',
+    peersSpin: spin,
+    node: process.versions.node,
+    ferroconv: { version: fi.version, simd: fi.simd, threads: fi.threads },
+    timing: TIMING,
+  },
+  peers: peers.map((p) => ({ name: p.name, version: p.version, error: p.error, notes: p.notes })),
+  ceilings: { fmaPeakGflopsReadings: peakReadings, triadBandwidthGbsReadings: bandwidthReadings },
+};
+
+const date = new Date().toISOString().slice(0, 10);
+emit(`# ferroconv vs peers: ${date} on ${hostname()}${quick ? ' (--quick)' : full ? ' (--full)' : ''}\n`);
+emit(
+  [
+    `- Machine: ${cpuModel}, ${cpus().length} cores; **${threads} threads for every framework** ` +
+      `(ferroconv setNumThreads, torch set_num_threads + OMP/MKL/OPENBLAS_NUM_THREADS, ORT intraOpNumThreads, tfjs-wasm setThreadsCount).`,
+    `- ferroconv ${fi.version} (${fi.simd}), node ${process.versions.node}.`,
+    spin
+      ? `- Peers' thread pools spin-wait as they do by default (--spin ${argv.spin}).`
+      : `- Peers' spin-waiting is off (torch OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0): ` +
+        `${argv.spin === 'auto' ? `the machine was already busy (load average ${loads[0].load1}), and spinning threads fighting other processes for the cores slowed torch up to 7x in trials` : '--spin off'}.`,
+    ...peers.map((p) => `- ${p.name}: ${p.api ? p.version : `**missing**: ${p.error}`}${p.notes.length ? ` (${p.notes.join('; ')})` : ''}`),
+    `- Measured ceilings at the start: FMA peak ${fmt(fmaPeak)} GFLOP/s, triad memory bandwidth ${fmt(bandwidth)} GB/s ` +
+      `(${threads} threads; measured again before the SGEMM and memory sections, which use the best reading).`,
+    `- Times are medians of several repetitions after warm-up; ratio = peer time / ferroconv time, so **> 1 means ferroconv is faster**.`,
+    '',
+  ].join('\n'),
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function det(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = Math.sin(i * 0.37 + seed) * 0.5;
+  return a;
+}
+
+type Pass = 'fwd' | 'bwdData' | 'bwdWeight';
+type Algo = 'auto' | 'direct' | 'im2col' | 'fft';
+type PassStats = Partial<Record<Pass, Stat>>;
+
+const BATCH = 8;
+/** Without --full, direct and fft skip shapes with more work than this (at batch 8). */
+const SLOW_ALGO_MAX_FLOPS = 2.5e9;
+
+/** ferroconv's three passes of one conv shape with one algorithm. */
+async function ferroConv(s: ConvShape, algo: Algo, passes: Pass[], timing: Timing): Promise<PassStats> {
+  const args = {
+    inputShape: [BATCH, s.c, s.h, s.w], weightShape: [s.oc, s.c / s.groups, s.kh, s.kw],
+    stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups, algo,
+  };
+  const x = det(BATCH * s.c * s.h * s.w, 1);
+  const w = det(s.oc * (s.c / s.groups) * s.kh * s.kw, 2).map((v) => v * 0.1);
+  const y = new Float32Array(BATCH * s.oc * s.outH * s.outW);
+  const out: PassStats = {};
+  if (passes.includes('fwd')) out.fwd = await timeIt(() => native.conv2dForward(x, w, null, y, args), timing);
+  const gy = det(y.length, 3);
+  if (passes.includes('bwdData')) {
+    const gx = new Float32Array(x.length);
+    out.bwdData = await timeIt(() => native.conv2dBackwardData(gy, w, gx, args), timing);
+  }
+  if (passes.includes('bwdWeight')) {
+    const gw = new Float32Array(w.length);
+    out.bwdWeight = await timeIt(() => native.conv2dBackwardWeight(x, gy, gw, null, args), timing);
+  }
+  return out;
+}
+
+const convJob = (s: ConvShape): Record<string, unknown> => ({
+  n: BATCH, c: s.c, h: s.h, w: s.w, oc: s.oc, kh: s.kh, kw: s.kw,
+  stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups,
+});
+const onnxConvFile = (s: ConvShape): string => `conv_n${BATCH}_${s.key}.onnx`;
+const onnxDir = join(CACHE_DIR, 'onnx');
+
+/**
+ * Shapes every algorithm runs on in the default mode: one per kind of layer (stems, 1x1, 3x3 at
+ * several widths and sizes, AlexNet's 5x5, GoogLeNet's narrow 3x3, DenseNet's growth conv).
+ */
+const REPRESENTATIVE = [
+  'resnet50:conv1',
+  'resnet50:layer1.0.conv2',
+  'alexnet:features.0',
+  'resnet50:layer3.1.conv2',
+  'resnet50:layer1.1.conv1',
+  'alexnet:features.3',
+  'vgg16:features.24',
+  'googlenet:inception3a.branch3.1.conv',
+  'densenet121:features.denseblock1.denselayer1.conv2',
+  'densenet121:features.denseblock3.denselayer10.conv1',
+];
+
+function representative(shapes: ConvShape[]): ConvShape[] {
+  const out: ConvShape[] = [];
+  for (const use of REPRESENTATIVE) {
+    const s = shapes.find((x) => x.uses.includes(use));
+    if (s && !out.includes(s)) out.push(s);
+  }
+  return out;
+}
+
+const statOf = (r: Record<string, unknown> | undefined, key: string): Stat | undefined =>
+  r && typeof r[key] === 'object' ? (r[key] as Stat) : undefined;
+const r2 = (x: number | undefined): string => fmt(x, 3);
+const missing = (p: Peer<unknown>): string => (p.api ? '' : 'missing');
+/** One row per absent peer, saying so and how to install it. */
+const missingRows = (col: string, ...ps: Peer<unknown>[]): TableRow[] =>
+  ps.filter((p) => !p.api).map((p) => ({ [col]: `_${p.name} missing: ${p.error}_` }));
+
+// ---------------------------------------------------------------------------------------------
+// 1. Conv layers
+
+async function convSection(): Promise<void> {
+  const zoo: readonly ZooName[] = quick ? ['alexnet', 'resnet50'] : ZOO;
+  log(`conv: deriving the distinct conv shapes of ${zoo.join(', ')}`);
+  const all = zooConvShapes(zoo, log);
+  const rep = representative(all);
+  const table = quick ? rep.slice(0, 4) : all;
+  const algoShapes = full ? all : quick ? rep.slice(0, 2) : rep;
+  log(`conv: ${all.length} distinct shapes; ${table.length} in the main table, ${algoShapes.length} per algorithm`);
+
+  // Single-conv ONNX models first (cached), so the timing loop below does nothing else.
+  const ortOk = !!(ortPeer.api && torchPeer.api);
+  if (ortOk) {
+    log(`conv: exporting single-conv ONNX models (cached in ${onnxDir})`);
+    const exp = await exportOnnx({
+      dir: onnxDir, threads, models: [],
+      convs: table.map((s) => ({ file: onnxConvFile(s), ...convJob(s) })),
+    });
+    if ('error' in exp) log(`conv: ${exp.error}`);
+  }
+
+  // Shape by shape, every framework in turn: the machine's load drifts, and this keeps the
+  // numbers that are divided by each other close in time.
+  const torch = torchPeer.api ? new TorchStream(threads, TIMING.conv) : undefined;
+  const ferro = new Map<string, Partial<Record<Algo, PassStats>>>();
+  const torchRes = new Map<string, Record<string, unknown>>();
+  const ortStats = new Map<string, Stat | string>();
+  const tfStats = new Map<string, Stat>();
+  const tfShapes = rep.filter((x) => x.groups === 1);
+  const ort = ortPeer.api as OrtApi | undefined;
+  const tf = tfPeer.api as TfApi | undefined;
+  for (const [i, s] of table.entries()) {
+    ferro.set(s.key, { auto: await ferroConv(s, 'auto', ['fwd', 'bwdData', 'bwdWeight'], TIMING.conv) });
+    if (torch) torchRes.set(s.key, await torch.run({ id: s.key, kind: 'conv', ...convJob(s) }));
+    if (ort && ortOk) {
+      try {
+        const session = await ort.InferenceSession.create(join(onnxDir, onnxConvFile(s)), ortSessionOptions(threads));
+        const dims = [BATCH, s.c, s.h, s.w];
+        const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', det(BATCH * s.c * s.h * s.w, 1), dims) };
+        ortStats.set(s.key, await timeIt(() => session.run(feeds), TIMING.conv));
+        await session.release();
+      } catch (e) {
+        ortStats.set(s.key, (e as Error).message.split('\n')[0]);
+      }
+    }
+    // tfjs-wasm is single-threaded in Node and slow: only the representative shapes.
+    if (tf && tfShapes.includes(s)) {
+      const x = tf.randomNormal([BATCH, s.h, s.w, s.c]);
+      const f = tf.randomNormal([s.kh, s.kw, s.c, s.oc]);
+      const pad = [[0, 0], [s.padding[0], s.padding[1]], [s.padding[2], s.padding[3]], [0, 0]];
+      tfStats.set(s.key, await timeIt(() => {
+        const y = tf.conv2d(x, f, s.stride, pad, 'NHWC', s.dilation);
+        y.dataSync();
+        y.dispose();
+      }, TIMING.conv));
+      x.dispose();
+      f.dispose();
+    }
+    if ((i + 1) % 10 === 0 || i === table.length - 1) log(`conv: ${i + 1}/${table.length} shapes`);
+  }
+  // Every algorithm back to back, 'auto' and PyTorch again included, so the rows of this table
+  // are compared at one moment's load rather than against numbers taken minutes earlier.
+  const algoRuns = new Map<string, Partial<Record<Algo, PassStats>>>();
+  const algoTorch = new Map<string, Record<string, unknown>>();
+  for (const s of algoShapes) {
+    const entry: Partial<Record<Algo, PassStats>> = {};
+    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
+      if (algo === 'fft' && (s.stride[0] > 1 || s.stride[1] > 1)) continue;
+      // direct and fft run at ~1 GFLOP/s on big layers: minutes per shape. --full runs them anyway.
+      if (!full && (algo === 'direct' || algo === 'fft') && convFlops(s, BATCH) > SLOW_ALGO_MAX_FLOPS) continue;
+      entry[algo] = await ferroConv(s, algo, ['fwd', 'bwdData', 'bwdWeight'], TIMING.algo);
+    }
+    algoRuns.set(s.key, entry);
+    if (torch) algoTorch.set(s.key, await torch.run({ id: s.key, kind: 'conv', ...convJob(s) }));
+    log(`conv: every algorithm on ${label(s)}`);
+  }
+  torch?.close();
+
+  // Tables.
+  const fwdRows: TableRow[] = [];
+  const bwdRows: TableRow[] = [];
+  const ratios = { torchFwd: [] as (number | undefined)[], ortFwd: [] as (number | undefined)[], tfFwd: [] as (number | undefined)[], torchData: [] as (number | undefined)[], torchWeight: [] as (number | undefined)[] };
+  const raw: unknown[] = [];
+  for (const s of table) {
+    const gflop = convFlops(s, BATCH) / 1e9;
+    const f = ferro.get(s.key)?.auto ?? {};
+    const t = torchRes.get(s.key);
+    const o = ortStats.get(s.key);
+    const ortStat = typeof o === 'object' ? o : undefined;
+    const tfs = tfStats.get(s.key);
+    const rt = ratio(f.fwd, statOf(t, 'fwd'));
+    const ro = ratio(f.fwd, ortStat);
+    const rf = ratio(f.fwd, tfs);
+    const rd = ratio(f.bwdData, statOf(t, 'bwdData'));
+    const rw = ratio(f.bwdWeight, statOf(t, 'bwdWeight'));
+    ratios.torchFwd.push(rt);
+    ratios.ortFwd.push(ro);
+    ratios.tfFwd.push(rf);
+    ratios.torchData.push(rd);
+    ratios.torchWeight.push(rw);
+    fwdRows.push({
+      shape: label(s), 'used in': usedIn(s), GFLOP: fmt(gflop),
+      'ferroconv ms': ms(f.fwd), 'GFLOP/s': fmt(perSec(gflop, f.fwd)),
+      'torch ms': t?.error ? 'error' : ms(statOf(t, 'fwd')) || missing(torchPeer), '×torch': r2(rt),
+      'ORT ms': typeof o === 'string' ? 'error' : ms(ortStat) || missing(ortPeer), '×ORT': r2(ro),
+      'tfjs-wasm ms': ms(tfs) || (tfPeer.api ? '' : 'missing'), '×tfjs': r2(rf),
+    });
+    bwdRows.push({
+      shape: label(s),
+      'data ms': ms(f.bwdData), 'data GFLOP/s': fmt(perSec(gflop, f.bwdData)),
+      'torch data ms': ms(statOf(t, 'bwdData')) || missing(torchPeer), '×torch data': r2(rd),
+      'weight ms': ms(f.bwdWeight), 'weight GFLOP/s': fmt(perSec(gflop, f.bwdWeight)),
+      'torch weight ms': ms(statOf(t, 'bwdWeight')) || missing(torchPeer), '×torch weight': r2(rw),
+    });
+    raw.push({
+      shape: s, label: label(s), batch: BATCH, gflop, ferroconv: ferro.get(s.key),
+      torch: t, ort: o, tfjsWasm: tfs,
+    });
+  }
+  const gm = {
+    torchFwd: geomean(ratios.torchFwd), ortFwd: geomean(ratios.ortFwd), tfFwd: geomean(ratios.tfFwd),
+    torchData: geomean(ratios.torchData), torchWeight: geomean(ratios.torchWeight),
+  };
+  fwdRows.push({ shape: '**geomean of ratios**', '×torch': r2(gm.torchFwd), '×ORT': r2(gm.ortFwd), '×tfjs': r2(gm.tfFwd) });
+  bwdRows.push({ shape: '**geomean of ratios**', '×torch data': r2(gm.torchData), '×torch weight': r2(gm.torchWeight) });
+  fwdRows.push(...missingRows('shape', torchPeer, ortPeer, tfPeer));
+  bwdRows.push(...missingRows('shape', torchPeer));
+
+  // Per-algorithm table on the representative shapes.
+  const algoRows: TableRow[] = [];
+  const algoRatios: Record<string, Record<Pass, (number | undefined)[]>> = {};
+  for (const s of algoShapes) {
+    const gflop = convFlops(s, BATCH) / 1e9;
+    const t = algoTorch.get(s.key);
+    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
+      const st = algoRuns.get(s.key)?.[algo];
+      if (!st) continue;
+      const rr = algoRatios[algo] ?? (algoRatios[algo] = { fwd: [], bwdData: [], bwdWeight: [] });
+      const row: TableRow = { shape: label(s), algo };
+      for (const [pass, name] of [['fwd', 'fwd'], ['bwdData', 'data'], ['bwdWeight', 'weight']] as const) {
+        const q = ratio(st[pass], statOf(t, pass));
+        rr[pass].push(q);
+        row[`${name} GFLOP/s`] = fmt(perSec(gflop, st[pass]));
+        row[`×torch ${name}`] = r2(q);
+      }
+      algoRows.push(row);
+    }
+  }
+  for (const [algo, rr] of Object.entries(algoRatios)) {
+    algoRows.push({ shape: '**geomean of ratios**', algo, '×torch fwd': r2(geomean(rr.fwd)), '×torch data': r2(geomean(rr.bwdData)), '×torch weight': r2(geomean(rr.bwdWeight)) });
+  }
+  algoRows.push(...missingRows('shape', torchPeer));
+
+  const summary: TableRow[] = [
+    { pass: 'forward', '×torch': r2(gm.torchFwd), '×ORT': r2(gm.ortFwd), '×tfjs-wasm': r2(gm.tfFwd) + (tfStats.size ? ` (${tfStats.size} shapes)` : '') },
+    { pass: 'backward-data', '×torch': r2(gm.torchData), '×ORT': '', '×tfjs-wasm': '' },
+    { pass: 'backward-weight', '×torch': r2(gm.torchWeight), '×ORT': '', '×tfjs-wasm': '' },
+  ];
+  emit(
+    `## 1. Conv layers (batch ${BATCH})\n\n` +
+      `${all.length} distinct conv shapes of ${zoo.join(', ')} (read from the zoo models' Conv2d layers on a ` +
+      `[1, 3, 224, 224] forward), run at batch ${BATCH} without bias${quick ? `; --quick keeps ${table.length}` : ''}. ` +
+      `ferroconv uses algo 'auto'. PyTorch: F.conv2d and aten::convolution_backward (one gradient at a time); ` +
+      `ORT: a single-Conv ONNX model per shape; tfjs-wasm: tf.conv2d in NHWC on ${tfStats.size} representative shapes. ` +
+      `GFLOP counts 2 x multiply-adds; the backward passes do the same work as the forward.\n\n` +
+      `Geometric means of the ratios:\n\n${mdTable(summary)}\n### Forward\n\n${mdTable(fwdRows)}\n` +
+      `### Backward (data and weight) vs PyTorch\n\n${mdTable(bwdRows)}\n` +
+      `### Every algorithm on ${algoShapes.length} representative shapes\n\n` +
+      `FFT is skipped for strided convs${full ? '' : `, direct and FFT for shapes over ${SLOW_ALGO_MAX_FLOPS / 1e9} GFLOP (--full runs them)`}. 'auto' picks im2col for every non-depthwise conv. An algorithm whose first ` +
+      `call takes over a second is timed on that one call. Each shape's algorithms and PyTorch are measured back to back ` +
+      `(again, apart from the tables above), so compare within a shape.\n\n${mdTable(algoRows)}`,
+  );
+  headline.push(
+    `Conv layers, geomean of ratios over ${table.length} shapes: forward ${r2(gm.torchFwd)}x vs PyTorch, ${r2(gm.ortFwd)}x vs ORT` +
+      `${tfStats.size ? `, ${r2(gm.tfFwd)}x vs tfjs-wasm (${tfStats.size} shapes)` : ''}; backward-data ${r2(gm.torchData)}x and ` +
+      `backward-weight ${r2(gm.torchWeight)}x vs PyTorch.`,
+  );
+  results.conv = {
+    batch: BATCH, distinctShapes: all.length, geomean: gm, rows: raw,
+    algorithms: algoShapes.map((s) => ({ key: s.key, label: label(s), ferroconv: algoRuns.get(s.key), torch: algoTorch.get(s.key) })),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. SGEMM
+
+async function gemmSection(): Promise<void> {
+  peakReadings.push(native.fmaPeakGflops(threads, quick ? 300 : 1500));
+  fmaPeak = Math.max(...peakReadings);
+  const sizes = quick ? [256, 512] : [256, 512, 1024, 2048];
+  const ferro = new Map<number, Stat>();
+  const torchRes = new Map<number, Record<string, unknown>>();
+  const torch = torchPeer.api ? new TorchStream(threads, TIMING.gemm) : undefined;
+  for (const n of sizes) {
+    const a = det(n * n, 1);
+    const b = det(n * n, 2);
+    const c = new Float32Array(n * n);
+    ferro.set(n, await timeIt(() => native.sgemm(false, false, n, n, n, 1, a, b, 0, c), TIMING.gemm));
+    if (torch) torchRes.set(n, await torch.run({ id: `gemm${n}`, kind: 'gemm', n }));
+  }
+  const blas = (await torch?.ready)?.blas ?? '';
+  torch?.close();
+  log('gemm: done');
+  const rows: TableRow[] = [];
+  const raw: unknown[] = [];
+  for (const n of sizes) {
+    const gflop = (2 * n ** 3) / 1e9;
+    const f = ferro.get(n);
+    const t = statOf(torchRes.get(n), 'mm');
+    const fg = perSec(gflop, f);
+    const tg = perSec(gflop, t);
+    rows.push({
+      n, 'ferroconv ms': ms(f), 'GFLOP/s': fmt(fg), '% FMA peak': fmt(fg && (100 * fg) / fmaPeak),
+      'torch.mm ms': ms(t) || missing(torchPeer), 'torch GFLOP/s': fmt(tg), 'torch % peak': fmt(tg && (100 * tg) / fmaPeak),
+      '×torch': r2(ratio(f, t)),
+    });
+    raw.push({ n, gflop, ferroconv: f, torch: t, ferroPctPeak: fg && (100 * fg) / fmaPeak, torchPctPeak: tg && (100 * tg) / fmaPeak });
+  }
+  rows.push(...missingRows('n', torchPeer));
+  emit(
+    `## 2. SGEMM (square, row-major C = A B)\n\n` +
+      `FMA peak measured by this run: **${fmt(fmaPeak)} GFLOP/s** on ${threads} threads (10 independent AVX2 FMA chains per ` +
+      `thread; best of ${peakReadings.map((x) => fmt(x)).join(', ')}). ` +
+      `torch.mm runs on ${blas || 'its BLAS'} (Debian's libopenblas0-pthread).\n\n${mdTable(rows)}`,
+  );
+  const g1024 = sizes.includes(1024) ? 1024 : sizes[sizes.length - 1];
+  const fg1024 = perSec((2 * g1024 ** 3) / 1e9, ferro.get(g1024));
+  const tg1024 = perSec((2 * g1024 ** 3) / 1e9, statOf(torchRes.get(g1024), 'mm'));
+  headline.push(
+    `SGEMM ${g1024}: ${fmt(fg1024)} GFLOP/s = ${fmt(fg1024 && (100 * fg1024) / fmaPeak)}% of the measured FMA peak ` +
+      `(${fmt(fmaPeak)} GFLOP/s)${tg1024 ? `; torch.mm ${fmt(tg1024)} GFLOP/s = ${fmt((100 * tg1024) / fmaPeak)}%` : ''}.`,
+  );
+  results.gemm = { fmaPeakGflops: fmaPeak, blas, rows: raw };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3 + 4. End-to-end rows (each in a fresh process) and 5. their peak RSS
+
+interface E2eRow {
+  kind: 'infer' | 'train';
+  model: string;
+  batch: number;
+  byFw: Partial<Record<Framework, RowResult>>;
+}
+const e2eRows: E2eRow[] = [];
+
+async function e2e(kind: 'infer' | 'train', model: string, batch: number, fws: Framework[], onnx?: string): Promise<E2eRow> {
+  const row: E2eRow = { kind, model, batch, byFw: {} };
+  for (const fw of fws) {
+    if (fw === 'torch' && !torchPeer.api) continue;
+    if (fw === 'ort' && !onnx) continue;
+    const spec: RowSpec = { fw, kind, model, batch, threads, timing: TIMING.e2e, onnx, spin };
+    const r = await runRowIsolated(spec);
+    row.byFw[fw] = r;
+    log(`${kind} ${model} b${batch} ${fw}: ${r.error ?? `${fmt(r.step && batch / r.step.median)} img/s, ${fmt((r.maxRssKb ?? 0) / 1024)} MB`}`);
+  }
+  e2eRows.push(row);
+  return row;
+}
+
+const imgs = (r: E2eRow, fw: Framework): number | undefined => {
+  const x = r.byFw[fw];
+  return x?.step ? r.batch / x.step.median : undefined;
+};
+const cellImgs = (r: E2eRow, fw: Framework, peer?: Peer<unknown>, noRow = ''): string => {
+  const x = r.byFw[fw];
+  if (x?.error) return 'error';
+  if (!x) return peer && !peer.api ? 'missing' : noRow;
+  return fmt(imgs(r, fw));
+};
+
+async function inferSection(): Promise<void> {
+  const zoo: readonly ZooName[] = quick ? ['alexnet', 'resnet50'] : ZOO;
+  const batches = [1, 8];
+  const onnxFiles = new Map<string, string>();
+  if (ortPeer.api && torchPeer.api) {
+    log('infer: exporting the zoo to ONNX (cached)');
+    const exp = await exportOnnx({ dir: onnxDir, threads, convs: [], models: zoo.map((m) => ({ file: `${m}.onnx`, model: m })) });
+    if ('error' in exp) log(`infer: ${exp.error}`);
+    else for (const m of zoo) if (![...exp.failed.map((f) => f.file)].includes(`${m}.onnx`)) onnxFiles.set(m, join(onnxDir, `${m}.onnx`));
+  }
+  const rows: TableRow[] = [];
+  const rt: (number | undefined)[] = [];
+  const ro: (number | undefined)[] = [];
+  for (const model of zoo) {
+    for (const batch of batches) {
+      const r = await e2e('infer', model, batch, ['ferroconv', 'torch', 'ort'], onnxFiles.get(model));
+      const f = imgs(r, 'ferroconv');
+      const qt = f && imgs(r, 'torch') ? f / imgs(r, 'torch')! : undefined;
+      const qo = f && imgs(r, 'ort') ? f / imgs(r, 'ort')! : undefined;
+      rt.push(qt);
+      ro.push(qo);
+      rows.push({
+        model, batch, 'ferroconv img/s': cellImgs(r, 'ferroconv'), 'torch img/s': cellImgs(r, 'torch', torchPeer),
+        'ORT img/s': cellImgs(r, 'ort', ortPeer, 'no model'), '×torch': r2(qt), '×ORT': r2(qo),
+      });
+    }
+  }
+  rows.push({ model: '**geomean of ratios**', '×torch': r2(geomean(rt)), '×ORT': r2(geomean(ro)) });
+  rows.push(...missingRows('model', torchPeer, ortPeer));
+  emit(
+    `## 3. Inference (224x224, images/s)\n\n` +
+      `ferroconv: zoo model, eval() + noGrad forward; PyTorch: torchvision model, eval() + no_grad; ORT: the torchvision ` +
+      `model exported to ONNX (opset 13, dynamic batch). Random weights (speed does not depend on them). Each cell is a ` +
+      `fresh process, warmed up before timing.\n\n${mdTable(rows)}`,
+  );
+  const r50 = e2eRows.find((r) => r.kind === 'infer' && r.model === 'resnet50' && r.batch === 8);
+  if (r50) {
+    headline.push(
+      `ResNet-50 inference, batch 8: ferroconv ${cellImgs(r50, 'ferroconv')}, PyTorch ${cellImgs(r50, 'torch', torchPeer)}, ` +
+        `ORT ${cellImgs(r50, 'ort', ortPeer, 'n/a')} images/s.`,
+    );
+  }
+  headline.push(`Inference, geomean of ratios: ${r2(geomean(rt))}x vs PyTorch, ${r2(geomean(ro))}x vs ORT.`);
+  results.infer = e2eRows.filter((r) => r.kind === 'infer');
+}
+
+async function trainSection(): Promise<void> {
+  const rows: TableRow[] = [];
+  for (const [model, batch] of [['resnet18', 16], ['mnistnet', 64]] as const) {
+    const r = await e2e('train', model, batch, ['ferroconv', 'torch']);
+    const f = imgs(r, 'ferroconv');
+    const t = imgs(r, 'torch');
+    rows.push({
+      model, batch, input: model === 'mnistnet' ? '1x28x28' : '3x224x224',
+      'ferroconv img/s': cellImgs(r, 'ferroconv'), 'torch img/s': cellImgs(r, 'torch', torchPeer),
+      '×torch': r2(f && t ? f / t : undefined),
+    });
+  }
+  rows.push(...missingRows('model', torchPeer));
+  emit(
+    `## 4. Training step (images/s)\n\n` +
+      `One forward + cross-entropy + backward + SGD (lr 0.01, momentum 0.9) step, train mode (batch norm on batch ` +
+      `statistics). ResNet-18 from the zoo / torchvision; the MNIST network is models.mnistNet() and its PyTorch twin.\n\n${mdTable(rows)}`,
+  );
+  for (const r of e2eRows.filter((x) => x.kind === 'train')) {
+    headline.push(`Training ${r.model} batch ${r.batch}: ferroconv ${cellImgs(r, 'ferroconv')} vs PyTorch ${cellImgs(r, 'torch', torchPeer)} images/s.`);
+  }
+  results.train = e2eRows.filter((r) => r.kind === 'train');
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Memory: peak RSS of the end-to-end rows; pooling and batch norm against the bandwidth
+
+async function memorySection(): Promise<void> {
+  bandwidthReadings.push(native.memoryBandwidthGbs(threads));
+  bandwidth = Math.max(...bandwidthReadings);
+  const shape = [16, 64, 112, 112]; // ResNet's stem output at batch 16: 51 MB, beyond the L3
+  const n = shape.reduce((a, b) => a * b, 1);
+  const c = shape[1];
+  const x = det(n, 1);
+  const pool = { inputShape: shape, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], ceilMode: false };
+  const [oh, ow] = native.pool2dOutputSize(pool);
+  const pooled = shape[0] * c * oh * ow;
+  const out = new Float32Array(pooled);
+  const idx = new Int32Array(pooled);
+  const gap = new Float32Array(shape[0] * c);
+  const y = new Float32Array(n);
+  const ones = new Float32Array(c).fill(1);
+  const zerosC = new Float32Array(c);
+  const rm = new Float32Array(c);
+  const rv = new Float32Array(c).fill(1);
+  const sm = new Float32Array(c);
+  const si = new Float32Array(c);
+  const bn = { inputShape: shape, momentum: 0.1, eps: 1e-5 };
+  const B = 4; // bytes per float / int32
+  // Bytes each op must move at least once (reads + writes; no write-allocate, as the triad counts).
+  const ops = [
+    {
+      id: 'maxpool', name: 'max pool 3x3 s2 p1', torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1 },
+      ferroBytes: (n + 2 * pooled) * B, torchBytes: (n + pooled) * B,
+      run: () => native.maxPool2dForward(x, out, idx, pool),
+      note: 'ferroconv also writes the int32 argmax indices its backward needs; torch under no_grad does not',
+    },
+    {
+      id: 'avgpool', name: 'global avg pool', torch: { kind: 'avgpool', shape },
+      ferroBytes: n * B, torchBytes: n * B,
+      run: () => native.adaptiveAvgPool2dForward(x, gap, { inputShape: shape, outputSize: [1, 1] }),
+    },
+    {
+      id: 'bnTrain', name: 'batch norm, train forward', torch: { kind: 'bnTrain', shape },
+      ferroBytes: 3 * n * B, torchBytes: 3 * n * B,
+      run: () => native.batchNorm2dForwardTrain(x, ones, zerosC, rm, rv, y, sm, si, bn),
+      note: 'counted as two reads of x (statistics, then normalise) and one write',
+    },
+    {
+      id: 'bnEval', name: 'batch norm, eval forward', torch: { kind: 'bnEval', shape },
+      ferroBytes: 2 * n * B, torchBytes: 2 * n * B,
+      run: () => native.batchNorm2dForwardEval(x, ones, zerosC, rm, rv, y, bn),
+    },
+  ];
+  const ferro = new Map<string, Stat>();
+  const torchRes = new Map<string, Record<string, unknown>>();
+  const torch = torchPeer.api ? new TorchStream(threads, TIMING.memory) : undefined;
+  for (const op of ops) {
+    ferro.set(op.id, await timeIt(op.run, TIMING.memory));
+    if (torch) torchRes.set(op.id, await torch.run({ id: op.id, ...op.torch }));
+  }
+  torch?.close();
+  const rows: TableRow[] = [];
+  const raw: unknown[] = [];
+  for (const op of ops) {
+    const f = ferro.get(op.id);
+    const t = statOf(torchRes.get(op.id), 'fwd');
+    const fg = perSec(op.ferroBytes / 1e9, f);
+    const tg = perSec(op.torchBytes / 1e9, t);
+    rows.push({
+      op: op.name, 'ferroconv ms': ms(f), 'GB/s': fmt(fg), '% of bandwidth': fmt(fg && (100 * fg) / bandwidth),
+      'torch ms': ms(t) || missing(torchPeer), 'torch GB/s': fmt(tg), 'torch % of bandwidth': fmt(tg && (100 * tg) / bandwidth),
+      '×torch': r2(ratio(f, t)),
+    });
+    raw.push({ ...op, run: undefined, ferroconv: f, torch: t, ferroGbs: fg, torchGbs: tg, ferroPct: fg && (100 * fg) / bandwidth, torchPct: tg && (100 * tg) / bandwidth });
+  }
+  rows.push(...missingRows('op', torchPeer));
+  const rss: TableRow[] = e2eRows.map((r) => {
+    const mb = (fw: Framework, peer?: Peer<unknown>): string => {
+      const x = r.byFw[fw];
+      if (x?.error) return 'error';
+      if (!x) return peer && !peer.api ? 'missing' : '';
+      return fmt((x.maxRssKb ?? 0) / 1024);
+    };
+    return { row: `${r.kind} ${r.model}`, batch: r.batch, 'ferroconv MB': mb('ferroconv'), 'torch MB': mb('torch', torchPeer), 'ORT MB': mb('ort') };
+  });
+  emit(
+    `## 5. Memory\n\n### Peak RSS of each end-to-end row\n\n` +
+      `Each row ran in its own process: node (ferroconv, ORT) or python (torch), so the numbers include each runtime's ` +
+      `own footprint (V8 + tsx, or the Python interpreter + libtorch).\n\n${rss.length ? mdTable(rss) : '_(no end-to-end rows in this run)_\n'}\n` +
+      `### Pooling and batch norm vs the measured bandwidth\n\n` +
+      `Input [${shape.join(', ')}] (${fmt((n * B) / 1e6)} MB). GB/s counts the bytes each op must read and write once; ` +
+      `% is of the triad bandwidth measured by this run (**${fmt(bandwidth)} GB/s**, ${threads} threads, best of ` +
+      `${bandwidthReadings.map((x) => fmt(x)).join(', ')}). ` +
+      `${ops.filter((o) => o.note).map((o) => `${o.name}: ${o.note}.`).join(' ')} Over 100% means part of the ` +
+      `traffic came from cache (the L3 keeps part of x between the two passes of batch norm).\n\n${mdTable(rows)}`,
+  );
+  headline.push(
+    `Pooling / batch norm, % of the measured bandwidth (${fmt(bandwidth)} GB/s): ` +
+      raw.map((r) => { const x = r as { name: string; ferroPct?: number; torchPct?: number }; return `${x.name} ${fmt(x.ferroPct)}%${x.torchPct ? ` (torch ${fmt(x.torchPct)}%)` : ''}`; }).join(', ') + '.',
+  );
+  results.memory = { triadBandwidthGbs: bandwidth, ops: raw, rss: e2eRows.map((r) => ({ kind: r.kind, model: r.model, batch: r.batch, maxRssKb: Object.fromEntries(Object.entries(r.byFw).map(([k, v]) => [k, v?.maxRssKb])) })) };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (sections.has('conv')) {
+  await convSection();
+  noteLoad('after conv');
+}
+if (sections.has('gemm')) {
+  await gemmSection();
+  noteLoad('after gemm');
+}
+if (sections.has('infer')) {
+  await inferSection();
+  noteLoad('after infer');
+}
+if (sections.has('train')) {
+  await trainSection();
+  noteLoad('after train');
+}
+if (sections.has('memory')) {
+  await memorySection();
+  noteLoad('end');
+}
+
+if (headline.length) emit(`## Summary\n\n${headline.map((h) => `- ${h}`).join('\n')}\n`);
+results.headline = headline;
+const busy = loads[0].load1 > 0.5;
+emit(
+  `## Notes\n\n` +
+    `- Run took ${elapsed()}. Load average (1 min) at start ${loads[0].load1} (before this run did anything), ` +
+    `then ${loads.slice(1).map((l) => `${l.load1} ${l.at}`).join(', ')}.` +
+    (busy
+      ? ` **The machine was shared with other work during this run, so absolute numbers are noisy (and low); ratios ` +
+        `from the same run are more telling, but a busy neighbour can still favour whichever side ran at a quiet moment.**`
+      : '') +
+    `\n- Reproduce: \`npm run bench:peers\` once (optional peers), then \`npm run bench:compare\` ` +
+    `(\`-- --quick\` for a harness check). Raw numbers: bench/results/${date}-${hostname()}${quick ? '-quick' : ''}.json.\n`,
+);
+results.loadAverage = loads;
+results.seconds = (Date.now() - started) / 1000;
+
+const resultsDir = join(BENCH_DIR, 'results');
+mkdirSync(resultsDir, { recursive: true });
+const suffix = quick ? '-quick' : '';
+writeFileSync(join(resultsDir, `${date}-${hostname()}${suffix}.json`), JSON.stringify(results, null, 1) + '\n');
+writeFileSync(join(resultsDir, quick ? 'quick-latest.md' : 'latest.md'), md.join('\n'));
+log(`wrote bench/results/${date}-${hostname()}${suffix}.json and bench/results/${quick ? 'quick-latest.md' : 'latest.md'}`);

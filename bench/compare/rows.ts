@@ -1,0 +1,101 @@
+// End-to-end rows (whole-model inference, a training step), each run in a fresh child process so
+// its peak RSS belongs to that row alone. The driver spawns itself with `--row <json>` for the
+// ferroconv and ORT rows and torch_bench.py with a single job for the PyTorch rows; every child
+// prints one JSON line: seconds per step (median), setup time and its peak RSS.
+import { join } from 'node:path';
+import { crossEntropy, models, noGrad, optim, randn, setNumThreads } from '../../src/index.js';
+import { buildZooModel, ZOO, type ZooName } from './shapes.js';
+import { BENCH_DIR, findOrt, lastJson, ortSessionOptions, runChild, runTorch, threadEnv } from './peers.js';
+import { timeIt, type Stat, type Timing } from './timing.js';
+
+export type Framework = 'ferroconv' | 'torch' | 'ort';
+
+export interface RowSpec {
+  fw: Framework;
+  kind: 'infer' | 'train';
+  /** A zoo name for 'infer'; 'resnet18' or 'mnistnet' for 'train'. */
+  model: string;
+  batch: number;
+  threads: number;
+  timing: Timing;
+  /** ONNX file, for ORT rows. */
+  onnx?: string;
+  /** Let ORT's threads spin-wait (see peers.ts setSpinning). */
+  spin: boolean;
+}
+
+export interface RowResult {
+  /** Seconds per forward (infer) or per forward + backward + SGD step (train). */
+  step?: Stat;
+  setupSeconds?: number;
+  maxRssKb?: number;
+  error?: string;
+}
+
+/** Input [channels, height, width] of a row's model. */
+function inputChw(model: string): [number, number, number] {
+  return model === 'mnistnet' ? [1, 28, 28] : [3, 224, 224];
+}
+
+/** Runs one row in this process (the child side of `--row`). */
+export async function runRowHere(spec: RowSpec): Promise<RowResult> {
+  const t0 = performance.now();
+  const [c, h, w] = inputChw(spec.model);
+  if (spec.fw === 'ort') {
+    const ort = findOrt();
+    if (!ort.api || !spec.onnx) return { error: ort.error ?? 'no ONNX file' };
+    const session = await ort.api.InferenceSession.create(spec.onnx, ortSessionOptions(spec.threads, spec.spin));
+    const dims = [spec.batch, c, h, w];
+    const x = new ort.api.Tensor('float32', randn(dims).data, dims);
+    const feeds = { [session.inputNames[0]]: x };
+    const setupSeconds = (performance.now() - t0) / 1000;
+    const step = await timeIt(() => session.run(feeds), spec.timing);
+    await session.release();
+    return { step, setupSeconds, maxRssKb: process.resourceUsage().maxRSS };
+  }
+  setNumThreads(spec.threads);
+  const x = randn([spec.batch, c, h, w]);
+  if (spec.kind === 'infer') {
+    if (!(ZOO as readonly string[]).includes(spec.model)) return { error: `unknown zoo model ${spec.model}` };
+    const model = buildZooModel(spec.model as ZooName);
+    model.eval();
+    const setupSeconds = (performance.now() - t0) / 1000;
+    const step = await timeIt(() => noGrad(() => model.forward(x)), spec.timing);
+    return { step, setupSeconds, maxRssKb: process.resourceUsage().maxRSS };
+  }
+  const model = spec.model === 'mnistnet' ? models.mnistNet() : models.resnet18();
+  model.train();
+  const opt = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
+  const targets = Int32Array.from({ length: spec.batch }, (_, i) => (i * 7) % 10);
+  const setupSeconds = (performance.now() - t0) / 1000;
+  const step = await timeIt(() => {
+    opt.zeroGrad();
+    const loss = crossEntropy(model.forward(x), targets);
+    loss.backward();
+    opt.step();
+  }, spec.timing);
+  return { step, setupSeconds, maxRssKb: process.resourceUsage().maxRSS };
+}
+
+/** Runs one row in a fresh child process and returns what it reported. */
+export async function runRowIsolated(spec: RowSpec): Promise<RowResult> {
+  if (spec.fw === 'torch') {
+    const out = await runTorch({
+      threads: spec.threads,
+      timing: spec.timing,
+      jobs: [{ id: 'row', kind: spec.kind, model: spec.model, batch: spec.batch }],
+    });
+    if ('error' in out) return { error: out.error };
+    const r = out.results[0] as { step?: Stat; setupSeconds?: number; error?: string };
+    if (r.error) return { error: r.error };
+    return { step: r.step, setupSeconds: r.setupSeconds, maxRssKb: out.maxRssKb };
+  }
+  const script = join(BENCH_DIR, 'compare.ts');
+  const r = await runChild(process.execPath, [...process.execArgv, script, '--row', JSON.stringify(spec)], {
+    env: threadEnv(spec.threads),
+    quietStderr: true,
+  });
+  const res = lastJson<RowResult>(r.stdout);
+  if (r.code !== 0 || !res) return { error: `row child failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-2).join(' / ')}` };
+  return res;
+}
