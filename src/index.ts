@@ -10,6 +10,7 @@ export * as nn from './nn/index.js';
 export {
   Module, Conv2d, ConvTranspose2d, Linear, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
   LocalResponseNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, Flatten, Sequential, Identity, init,
+  setInferenceFusion, isInferenceFusionEnabled,
 } from './nn/index.js';
 
 export interface Info {

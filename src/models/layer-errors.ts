@@ -5,6 +5,7 @@
 import { padding4, pair } from '../ops/conv.js';
 import { AvgPool2d } from '../nn/avg-pool2d.js';
 import { Conv2d } from '../nn/conv2d.js';
+import { markTransparentForward } from '../nn/fuse.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor.js';
@@ -91,6 +92,7 @@ export function guardLayers(model: Module, modelName: string, entry = 'forward')
     const inner = m.forward.bind(m);
     const win = windowOf(m);
     const kind = m.constructor.name;
+    // Only adds context to errors, so inference fusion may still bypass it (see nn/fuse.ts).
     m.forward = (...inputs: Tensor[]): Tensor => {
       const x = inputs[0];
       if (win && x && x.ndim === 4) {
@@ -119,5 +121,6 @@ export function guardLayers(model: Module, modelName: string, entry = 'forward')
         throw err;
       }
     };
+    markTransparentForward(m.forward);
   }
 }

@@ -8,6 +8,7 @@ import * as init from '../nn/init.js';
 import { AdaptiveAvgPool2d } from '../nn/adaptive-avg-pool2d.js';
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
+import { tryFusedConv } from '../nn/fuse.js';
 import { Linear } from '../nn/linear.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
 import { Module } from '../nn/module.js';
@@ -61,10 +62,24 @@ abstract class ResidualBlock extends Module {
     this.rng = o.rng ?? globalRng;
   }
 
-  protected finish(branch: Tensor, x: Tensor, downsample: Sequential | null, relu: ReLU): Tensor {
+  /**
+   * relu(stochasticDepth(bn(conv(branchIn))) + shortcut(x)): the block's last conv. In inference
+   * it runs as one fused conv (batch norm folded in, residual add and ReLU in its epilogue).
+   */
+  protected finish(conv: Conv2d, bn: BatchNorm2d, branchIn: Tensor, x: Tensor, downsample: Sequential | null, relu: ReLU): Tensor {
     const identity = downsample ? downsample.forward(x) : x;
+    if (!this.training) {
+      const fused = tryFusedConv(conv, bn, branchIn, { relu, residual: identity });
+      if (fused) return fused;
+    }
+    const branch = bn.forward(conv.forward(branchIn));
     const kept = stochasticDepth(branch, this.survivalProb, this.training, this.rng);
     return relu.forward(add(kept, identity));
+  }
+
+  /** relu(bn(conv(x))), fused in inference. */
+  protected convBnRelu(conv: Conv2d, bn: BatchNorm2d, relu: ReLU, x: Tensor): Tensor {
+    return tryFusedConv(conv, bn, x, { relu }) ?? relu.forward(bn.forward(conv.forward(x)));
   }
 }
 
@@ -96,9 +111,8 @@ export class BasicBlock extends ResidualBlock {
   }
 
   forward(x: Tensor): Tensor {
-    let out = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
-    out = this.bn2.forward(this.conv2.forward(out));
-    return this.finish(out, x, this.downsample, this.relu);
+    const out = this.convBnRelu(this.conv1, this.bn1, this.relu, x);
+    return this.finish(this.conv2, this.bn2, out, x, this.downsample, this.relu);
   }
 }
 
@@ -132,10 +146,9 @@ export class Bottleneck extends ResidualBlock {
   }
 
   forward(x: Tensor): Tensor {
-    let out = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
-    out = this.relu.forward(this.bn2.forward(this.conv2.forward(out)));
-    out = this.bn3.forward(this.conv3.forward(out));
-    return this.finish(out, x, this.downsample, this.relu);
+    let out = this.convBnRelu(this.conv1, this.bn1, this.relu, x);
+    out = this.convBnRelu(this.conv2, this.bn2, this.relu, out);
+    return this.finish(this.conv3, this.bn3, out, x, this.downsample, this.relu);
   }
 }
 
@@ -262,7 +275,8 @@ export class ResNet extends Module {
 
   forward(x: Tensor): Tensor {
     checkModelInput('ResNet', x, 3, 'conv1');
-    let y = this.maxpool.forward(this.relu.forward(this.bn1.forward(this.conv1.forward(x))));
+    const stem = tryFusedConv(this.conv1, this.bn1, x, { relu: this.relu }) ?? this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
+    let y = this.maxpool.forward(stem);
     y = this.layer4.forward(this.layer3.forward(this.layer2.forward(this.layer1.forward(y))));
     return this.fc.forward(flatten(this.avgpool.forward(y), 1));
   }

@@ -14,4 +14,5 @@ export { Sigmoid, Tanh } from './sigmoid.js';
 export { Dropout } from './dropout.js';
 export { Flatten } from './flatten.js';
 export { Sequential, Identity } from './sequential.js';
+export { setInferenceFusion, isInferenceFusionEnabled, tryFusedConv, type FuseOptions } from './fuse.js';
 export * as init from './init.js';

@@ -1,8 +1,14 @@
 // Sequential container and Identity, as torch.nn.Sequential / torch.nn.Identity.
 import type { Tensor } from '../tensor.js';
+import { fuseSequence } from './fuse.js';
 import { Module } from './module.js';
 
-/** Runs its children in order; they are named '0', '1', ... (or by the keys given). */
+/**
+ * Runs its children in order; they are named '0', '1', ... (or by the keys given). In inference
+ * (eval mode, nothing recording gradients) a Conv2d followed by BatchNorm2d and/or ReLU runs as
+ * one fused conv with the batch norm folded in (same results within float rounding; see
+ * fuse.ts, and setInferenceFusion(false) to opt out).
+ */
 export class Sequential extends Module {
   private readonly layers: Module[] = [];
 
@@ -29,7 +35,16 @@ export class Sequential extends Module {
 
   forward(x: Tensor): Tensor {
     let y = x;
-    for (const l of this.layers) y = l.forward(y);
+    const layers = this.layers;
+    for (let i = 0; i < layers.length; i++) {
+      const fused = fuseSequence(layers, i, y);
+      if (fused) {
+        y = fused.y;
+        i += fused.used - 1;
+      } else {
+        y = layers[i].forward(y);
+      }
+    }
     return y;
   }
 }

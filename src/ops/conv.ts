@@ -1,6 +1,6 @@
 // Differentiable 2-D convolution and transposed convolution over NCHW tensors. The math runs in
 // crates/kernels; these functions check ranks, allocate outputs and record the backward.
-import { record } from '../autograd.js';
+import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 
@@ -78,6 +78,57 @@ export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null
     }
     return [gx, gw, gb];
   });
+}
+
+/** Per-element work fused into an inference conv (see conv2dFused). */
+export interface ConvEpilogue {
+  /** Per-output-channel multiplier [C_out], e.g. a folded batch norm's weight / sqrt(var + eps). */
+  scale?: Tensor | null;
+  /** Per-output-channel addend [C_out]: the bias, or a folded batch norm's shift. */
+  shift?: Tensor | null;
+  /** Added after scale and shift: a tensor of the output's shape (a residual shortcut). */
+  residual?: Tensor | null;
+  /** Apply ReLU last (default false). */
+  relu?: boolean;
+}
+
+/**
+ * Inference conv2d with a fused epilogue: per output channel oc,
+ * relu?(conv2d(input, weight)[:, oc] * scale[oc] + shift[oc] + residual[:, oc]), computed in the
+ * conv's own pass over its output (no intermediate tensors). input [N, C_in, H, W], weight
+ * [C_out, C_in/groups, kH, kW] -> [N, C_out, H_out, W_out]. It records no backward, so it throws
+ * when a gradient would be needed (use conv2d and the separate ops for training).
+ */
+export function conv2dFused(input: Tensor, weight: Tensor, epilogue: ConvEpilogue = {}, opts: Conv2dOptions = {}): Tensor {
+  expectRank('input', input, 4);
+  expectRank('weight', weight, 4);
+  const { scale = null, shift = null, residual = null, relu = false } = epilogue;
+  if (needsGrad(input, weight, scale, shift, residual)) {
+    throw new Error('conv2dFused: records no gradient; call it under noGrad() or on tensors that do not require grad');
+  }
+  const oc = weight.shape[0];
+  for (const [name, t] of [['scale', scale], ['shift', shift]] as const) {
+    if (t !== null && (t.ndim !== 1 || t.shape[0] !== oc)) {
+      throw new Error(`${name}: expected shape [${oc}], got [${t.shape.join(', ')}]`);
+    }
+  }
+  const args = {
+    inputShape: input.shape,
+    weightShape: weight.shape,
+    stride: pair('stride', opts.stride, 1),
+    padding: padding4(opts.padding),
+    dilation: pair('dilation', opts.dilation, 1),
+    groups: opts.groups ?? 1,
+    algo: opts.algo ?? 'auto',
+  };
+  const [oh, ow] = native.conv2dOutputSize(args);
+  const shape = [input.shape[0], oc, oh, ow];
+  if (residual !== null && residual.shape.join() !== shape.join()) {
+    throw new Error(`residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
+  }
+  const out = new Float32Array(input.shape[0] * oc * oh * ow);
+  native.conv2dForwardFused(input.data, weight.data, scale?.data ?? null, shift?.data ?? null, residual?.data ?? null, relu, out, args);
+  return new Tensor(out, shape);
 }
 
 export interface ConvTranspose2dOptions {

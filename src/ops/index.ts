@@ -1,8 +1,8 @@
 // Differentiable functional ops (torch.nn.functional's counterparts).
-export { conv2d, convTranspose2d } from './conv.js';
-export type { Conv2dOptions, ConvTranspose2dOptions, ConvAlgo, Pair } from './conv.js';
+export { conv2d, conv2dFused, convTranspose2d } from './conv.js';
+export type { Conv2dOptions, ConvEpilogue, ConvTranspose2dOptions, ConvAlgo, Pair } from './conv.js';
 export { linear } from './linear.js';
-export { relu, leakyRelu, sigmoid, tanh } from './activation.js';
+export { relu, relu_, leakyRelu, sigmoid, tanh } from './activation.js';
 export { maxPool2d, avgPool2d, adaptiveAvgPool2d } from './pool.js';
 export type { Pool2dOptions } from './pool.js';
 export { batchNorm2d, localResponseNorm } from './norm.js';

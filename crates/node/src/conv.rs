@@ -131,3 +131,43 @@ pub fn conv2d_backward_weight(
     run(|| conv::conv2d_backward_weight(&p, &input, &grad_output, gw, gb, algo))?
         .map_err(kernel_err)
 }
+
+/// output <- act(conv2d(input, weight) * scale + shift + residual), per output channel: the
+/// inference path with a bias or folded batch norm (`scale`, `shift`, each [C_out] or null), a
+/// residual shortcut (`residual`, the output's shape, or null) and `relu` done in the conv's own
+/// pass over the output.
+#[allow(clippy::too_many_arguments)]
+#[napi(catch_unwind, js_name = "conv2dForwardFused")]
+pub fn conv2d_forward_fused(
+    input: Float32Array,
+    weight: Float32Array,
+    scale: Option<Float32Array>,
+    shift: Option<Float32Array>,
+    residual: Option<Float32Array>,
+    relu: bool,
+    mut output: Float32Array,
+    args: Conv2dArgs,
+) -> napi::Result<()> {
+    let (p, algo) = conv_params(&args)?;
+    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
+    for (name, t) in [
+        ("scale", &scale),
+        ("shift", &shift),
+        ("residual", &residual),
+    ] {
+        if let Some(t) = t {
+            check_disjoint("output", &output, &[(name, t)])?;
+        }
+    }
+    let epilogue = conv::Epilogue {
+        scale: scale.as_deref(),
+        shift: shift.as_deref(),
+        residual: residual.as_deref(),
+        relu,
+    };
+    // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
+    // in this call, so nothing else touches the buffer while the kernel writes it.
+    let out = unsafe { output.as_mut() };
+    run(|| conv::conv2d_forward_fused(&p, &input, &weight, &epilogue, out, algo))?
+        .map_err(kernel_err)
+}

@@ -14,8 +14,9 @@
 //!
 //! Backward: `grad_input = col2im(W_g^T * grad_out)`, `grad_weight = sum over items of
 //! grad_out * col^T`, `grad_bias = sum of grad_out over items and positions`.
-use super::Conv2dParams;
+use super::{Conv2dParams, Epilogue};
 use crate::gemm::{self, Lhs, PackedA, Rhs, NR};
+use crate::simd;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -369,10 +370,12 @@ pub fn forward(
     out_hw: (usize, usize),
     input: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
+    epilogue: &Epilogue<'_>,
     output: &mut [f32],
 ) {
     let g = Geom::new(p, out_hw, MIN_BLOCK, true);
+    let avx = simd::use_avx2();
+    let finish = !epilogue.is_identity();
     let packed: Vec<PackedA> = weight
         .chunks_exact(g.cog * g.kg)
         .map(|w| PackedA::new(false, g.cog, g.kg, w, g.kg, false))
@@ -467,11 +470,15 @@ pub fn forward(
                     }
                 });
             }
-            if let Some(bias) = bias {
+            // The tile was just written: finish it (bias, folded batch norm, residual, ReLU)
+            // while it is still in cache.
+            if finish {
                 for n in src.items.clone() {
-                    for (r, &bv) in bias[gi * g.cog..(gi + 1) * g.cog].iter().enumerate() {
-                        let row = std::slice::from_raw_parts_mut(c_out(n).add(r * g.ohw), nb);
-                        row.iter_mut().for_each(|v| *v += bv);
+                    for r in 0..g.cog {
+                        let oc = gi * g.cog + r;
+                        let off = (n * p.out_channels + oc) * g.ohw + j0;
+                        let row = std::slice::from_raw_parts_mut(out.at(off), nb);
+                        epilogue.apply_row(row, oc, off, avx);
                     }
                 }
             }

@@ -5,8 +5,10 @@
 //! [`reference`], the plain loop nest that defines what the answer is.
 use crate::error::{check_len, check_positive, numel};
 use crate::{bail, Result};
+pub use epilogue::Epilogue;
 
 pub mod direct;
+pub mod epilogue;
 pub mod fft;
 pub mod im2col;
 pub mod reference;
@@ -197,8 +199,43 @@ pub fn conv2d_forward(
         ConvAlgo::Direct | ConvAlgo::Auto => {
             direct::forward(p, out_hw, input, weight, bias, output)
         }
-        ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, bias, output),
+        ConvAlgo::Im2col => {
+            im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+        }
         ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
+    }
+    Ok(())
+}
+
+/// output = epilogue(conv(input, weight)): per output channel `oc`,
+/// `act(acc * scale[oc] + shift[oc] + residual)` (see [`Epilogue`]). For inference: a bias, a
+/// folded batch norm, a residual add and a ReLU in the conv's own pass over the output.
+/// `residual` must not share memory with `output` (the sum is written before it is read).
+pub fn conv2d_forward_fused(
+    p: &Conv2dParams,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: &Epilogue<'_>,
+    output: &mut [f32],
+    algo: ConvAlgo,
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    let out_len = p.output_len(out_hw);
+    epilogue.validate(p.out_channels, out_len)?;
+    check_len("output", output.len(), out_len)?;
+    let plane = out_hw.0 * out_hw.1;
+    match algo.resolve(p) {
+        ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, epilogue, output),
+        ConvAlgo::Direct | ConvAlgo::Auto => {
+            direct::forward(p, out_hw, input, weight, None, output);
+            epilogue.apply_all(output, p.out_channels, plane);
+        }
+        ConvAlgo::Fft => {
+            fft::forward(p, out_hw, input, weight, None, output);
+            epilogue.apply_all(output, p.out_channels, plane);
+        }
     }
     Ok(())
 }

@@ -1,0 +1,238 @@
+//! conv2d_forward_fused (per-channel scale/shift, residual add, ReLU after the sum) against the
+//! reference conv followed by the same epilogue written out plainly, for every algorithm, on both
+//! SIMD paths and 1 and 2 threads; plus the shapes of im2col's tiling (pointwise, batched small
+//! planes, several position blocks) and bad-argument errors.
+mod common;
+
+use common::{assert_close, cases, fill, lock_simd, params};
+use ferroconv_kernels::conv::{
+    conv2d_forward, conv2d_forward_fused, reference, Conv2dParams, ConvAlgo, Epilogue,
+};
+use ferroconv_kernels::simd::{self, SimdLevel};
+
+struct Parts {
+    scale: Option<Vec<f32>>,
+    shift: Option<Vec<f32>>,
+    residual: Option<Vec<f32>>,
+    relu: bool,
+}
+
+impl Parts {
+    fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            scale: self.scale.as_deref(),
+            shift: self.shift.as_deref(),
+            residual: self.residual.as_deref(),
+            relu: self.relu,
+        }
+    }
+}
+
+/// Every combination of the four parts (16), with values from `p`'s shape.
+fn combos(p: &Conv2dParams) -> Vec<Parts> {
+    let out_len = p.output_len(p.validate().unwrap());
+    (0..16)
+        .map(|m| Parts {
+            // Scales around 1 with some negative, as folded batch norms give.
+            scale: (m & 1 != 0).then(|| {
+                fill(p.out_channels, 11)
+                    .iter()
+                    .map(|v| 1.5 * v + 0.2)
+                    .collect()
+            }),
+            shift: (m & 2 != 0).then(|| fill(p.out_channels, 12)),
+            residual: (m & 4 != 0).then(|| fill(out_len, 13)),
+            relu: m & 8 != 0,
+        })
+        .collect()
+}
+
+/// The reference conv, then the epilogue one element at a time in f64.
+fn expected(p: &Conv2dParams, parts: &Parts) -> Vec<f32> {
+    let hw = p.validate().unwrap();
+    let x = fill(p.input_len(), 1);
+    let w = fill(p.weight_len(), 2);
+    let mut y = vec![0.0; p.output_len(hw)];
+    reference::forward(p, hw, &x, &w, None, &mut y);
+    let plane = hw.0 * hw.1;
+    for (i, v) in y.iter_mut().enumerate() {
+        let oc = (i / plane) % p.out_channels;
+        let mut t = *v as f64;
+        t *= parts.scale.as_ref().map_or(1.0, |s| s[oc] as f64);
+        t += parts.shift.as_ref().map_or(0.0, |s| s[oc] as f64);
+        t += parts.residual.as_ref().map_or(0.0, |r| r[i] as f64);
+        if parts.relu && t < 0.0 {
+            t = 0.0;
+        }
+        *v = t as f32;
+    }
+    y
+}
+
+fn fused(p: &Conv2dParams, parts: &Parts, algo: ConvAlgo) -> Vec<f32> {
+    let x = fill(p.input_len(), 1);
+    let w = fill(p.weight_len(), 2);
+    let mut y = vec![f32::NAN; p.output_len(p.validate().unwrap())];
+    conv2d_forward_fused(p, &x, &w, &parts.epilogue(), &mut y, algo).unwrap();
+    y
+}
+
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Shapes that exercise im2col's forward paths: a pointwise conv straight from the input planes,
+/// small planes batched several items per GEMM (7x7, as ResNet's last stage), planes cut into
+/// several position blocks, channels not a multiple of 8.
+fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
+    vec![
+        (
+            "pointwise 14x14 b3",
+            params((3, 24, 14, 14), (20, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        (
+            "pointwise 7x7 b8 batched",
+            params((8, 16, 7, 7), (12, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        (
+            "3x3 7x7 b5 batched",
+            params((5, 9, 7, 7), (11, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            "3x3 several blocks",
+            params((2, 70, 40, 40), (10, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            "1x1 stride 2 b2",
+            params((2, 8, 9, 9), (6, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+        ),
+    ]
+}
+
+#[test]
+fn fused_matches_reference_every_algo_and_combo() {
+    let _g = lock_simd();
+    let mut all: Vec<(&str, Conv2dParams)> = cases().into_iter().map(|c| (c.name, c.p)).collect();
+    all.extend(tiling_cases());
+    for level in [SimdLevel::Avx2Fma, SimdLevel::Scalar] {
+        simd::set_level(level);
+        for (name, p) in &all {
+            for algo in [
+                ConvAlgo::Auto,
+                ConvAlgo::Im2col,
+                ConvAlgo::Direct,
+                ConvAlgo::Fft,
+            ] {
+                for (k, parts) in combos(p).iter().enumerate() {
+                    let what = format!("{name} {algo:?} combo {k} {}", level.name());
+                    // FFT rounds more than the direct sums (as in its own tests).
+                    let tol = if algo == ConvAlgo::Fft { 1e-4 } else { 2e-5 };
+                    assert_close(&what, &fused(p, parts, algo), &expected(p, parts), tol, tol);
+                }
+            }
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
+}
+
+#[test]
+fn scalar_and_avx2_and_thread_counts_agree() {
+    let _g = lock_simd();
+    for (name, p) in tiling_cases() {
+        let parts = &combos(&p)[15];
+        simd::set_level(SimdLevel::Avx2Fma);
+        let avx = in_pool(1, || fused(&p, parts, ConvAlgo::Im2col));
+        let avx2t = in_pool(2, || fused(&p, parts, ConvAlgo::Im2col));
+        simd::set_level(SimdLevel::Scalar);
+        let scalar = in_pool(2, || fused(&p, parts, ConvAlgo::Im2col));
+        simd::set_level(SimdLevel::Avx2Fma);
+        // The GEMM splits C, never its sum, so thread counts agree exactly.
+        assert_eq!(avx, avx2t, "{name}: 1 vs 2 threads");
+        assert_close(
+            &format!("{name}: scalar vs avx2"),
+            &scalar,
+            &avx,
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn bias_only_epilogue_equals_plain_forward() {
+    let _g = lock_simd();
+    for (name, p) in tiling_cases() {
+        let x = fill(p.input_len(), 1);
+        let w = fill(p.weight_len(), 2);
+        let b = fill(p.out_channels, 3);
+        let len = p.output_len(p.validate().unwrap());
+        let mut plain = vec![0.0; len];
+        let mut with_epi = vec![0.0; len];
+        conv2d_forward(&p, &x, &w, Some(&b), &mut plain, ConvAlgo::Auto).unwrap();
+        conv2d_forward_fused(
+            &p,
+            &x,
+            &w,
+            &Epilogue::bias(Some(&b)),
+            &mut with_epi,
+            ConvAlgo::Auto,
+        )
+        .unwrap();
+        assert_eq!(plain, with_epi, "{name}");
+    }
+}
+
+#[test]
+fn relu_keeps_nan() {
+    let p = params((1, 2, 3, 3), (2, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1);
+    let mut x = fill(p.input_len(), 1);
+    x[0] = f32::NAN;
+    let w = vec![1.0; p.weight_len()];
+    let mut y = vec![0.0; 18];
+    let epi = Epilogue {
+        relu: true,
+        ..Epilogue::default()
+    };
+    conv2d_forward_fused(&p, &x, &w, &epi, &mut y, ConvAlgo::Im2col).unwrap();
+    assert!(y[0].is_nan() && y[9].is_nan());
+}
+
+#[test]
+fn bad_lengths_name_the_argument() {
+    let p = params((2, 3, 5, 5), (4, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1);
+    let x = fill(p.input_len(), 1);
+    let w = fill(p.weight_len(), 2);
+    let mut y = vec![0.0; 200];
+    let short = vec![1.0; 3];
+    let res = vec![0.0; 199];
+    let err = |e: Epilogue<'_>, y: &mut [f32]| {
+        conv2d_forward_fused(&p, &x, &w, &e, y, ConvAlgo::Auto)
+            .unwrap_err()
+            .0
+    };
+    let scale_only = Epilogue {
+        scale: Some(&short),
+        ..Epilogue::default()
+    };
+    assert_eq!(err(scale_only, &mut y), "scale: expected 4 elements, got 3");
+    assert_eq!(
+        err(Epilogue::bias(Some(&short)), &mut y),
+        "shift: expected 4 elements, got 3"
+    );
+    let residual = Epilogue {
+        residual: Some(&res),
+        ..Epilogue::default()
+    };
+    assert_eq!(
+        err(residual, &mut y),
+        "residual: expected 200 elements, got 199"
+    );
+    assert_eq!(
+        err(Epilogue::default(), &mut y[..10]),
+        "output: expected 200 elements, got 10"
+    );
+}

@@ -1,0 +1,164 @@
+// Inference fusion: Conv2d [+ BatchNorm2d] [+ residual add] [+ ReLU] computed as one conv whose
+// epilogue applies the rest while each output tile is still in cache (ops/conv.ts conv2dFused).
+// An eval-mode batch norm is a per-channel affine map, so it folds into the conv as
+//   scale = gamma / sqrt(running_var + eps),  shift = beta + (conv_bias - running_mean) * scale,
+// applied to the conv's output (conv(x, w) * scale == conv(x, w * scale), without rewriting the
+// weights). scale and shift are recomputed from the live parameters on every call (a few hundred
+// floats per layer), so there is no cache to go stale after loadStateDict, an optimizer step or
+// a manual write.
+//
+// Fusion happens only when it cannot change what the user observes: batch norm in eval mode with
+// running statistics, no gradient being recorded for any tensor involved (noGrad(), or frozen
+// parameters), and every layer's forward the class's own (a user-installed forward override or
+// hook disables fusion for that layer). Sequential applies it to Conv2d, BatchNorm2d, ReLU runs;
+// the zoo's blocks (ResNet, DenseNet, GoogLeNet, VGG, AlexNet) use it too. A BatchNorm2d + ReLU
+// pair that follows no conv (DenseNet's pre-activation) runs the ReLU in place on the norm's
+// output. The results equal the
+// unfused forward within float rounding. Opt out with setInferenceFusion(false).
+import { needsGrad } from '../autograd.js';
+import { relu_ } from '../ops/activation.js';
+import { conv2dFused, padding4, pair } from '../ops/conv.js';
+import { batchNorm2d } from '../ops/norm.js';
+import { Tensor } from '../tensor.js';
+import { BatchNorm2d } from './batch-norm.js';
+import { Conv2d } from './conv2d.js';
+import type { Module } from './module.js';
+import { ReLU } from './relu.js';
+
+let fusionEnabled = true;
+
+/**
+ * Turns inference fusion (conv + eval batch norm + residual + ReLU in one kernel pass) on or off
+ * for the whole process; it is on by default. Returns the previous setting.
+ */
+export function setInferenceFusion(enabled: boolean): boolean {
+  const prev = fusionEnabled;
+  fusionEnabled = enabled;
+  return prev;
+}
+
+/** Whether inference fusion is on (see setInferenceFusion). */
+export function isInferenceFusionEnabled(): boolean {
+  return fusionEnabled;
+}
+
+/** Forward wrappers that only add error context around the real forward (layer-errors.ts). */
+const transparentForwards = new WeakSet<object>();
+
+/** Marks a forward wrapper that does nothing but call the original (and annotate its errors). */
+export function markTransparentForward(fn: object): void {
+  transparentForwards.add(fn);
+}
+
+function plainForward(m: Module, cls: { prototype: { forward: unknown } }): boolean {
+  const f = m.forward;
+  return f === cls.prototype.forward || transparentForwards.has(f);
+}
+
+/**
+ * The output shape of a Conv2d that may run fused on `x`, or null when its own forward must run
+ * (and report any error with its usual message).
+ */
+function convFusable(conv: Conv2d, x: Tensor): number[] | null {
+  if (!fusionEnabled || !plainForward(conv, Conv2d)) return null;
+  if (x.ndim !== 4 || x.shape[1] !== conv.inChannels) return null;
+  if (needsGrad(x, conv.weight, conv.bias)) return null;
+  const [kh, kw] = [conv.weight.shape[2], conv.weight.shape[3]];
+  const [pt, pb, pl, pr] = padding4(conv.opts.padding);
+  const [dh, dw] = pair('dilation', conv.opts.dilation, 1);
+  const [sh, sw] = pair('stride', conv.opts.stride, 1);
+  const oh = Math.floor((x.shape[2] + pt + pb - dh * (kh - 1) - 1) / sh) + 1;
+  const ow = Math.floor((x.shape[3] + pl + pr - dw * (kw - 1) - 1) / sw) + 1;
+  return oh >= 1 && ow >= 1 ? [x.shape[0], conv.outChannels, oh, ow] : null;
+}
+
+function bnFusable(bn: BatchNorm2d, channels: number): boolean {
+  return (
+    plainForward(bn, BatchNorm2d) &&
+    !bn.training &&
+    bn.runningMean !== null &&
+    bn.runningVar !== null &&
+    bn.numFeatures === channels &&
+    !needsGrad(bn.weight, bn.bias)
+  );
+}
+
+/** Per-channel scale and shift that turn conv(x) into bn(conv(x) + conv.bias). */
+function foldBatchNorm(conv: Conv2d, bn: BatchNorm2d): { scale: Tensor; shift: Tensor } {
+  const c = bn.numFeatures;
+  const scale = new Float32Array(c);
+  const shift = new Float32Array(c);
+  const mean = bn.runningMean!.data;
+  const variance = bn.runningVar!.data;
+  const gamma = bn.weight?.data;
+  const beta = bn.bias?.data;
+  const convBias = conv.bias?.data;
+  for (let i = 0; i < c; i++) {
+    const s = (gamma ? gamma[i] : 1) / Math.sqrt(variance[i] + bn.eps);
+    scale[i] = s;
+    shift[i] = (beta ? beta[i] : 0) + ((convBias ? convBias[i] : 0) - mean[i]) * s;
+  }
+  return { scale: new Tensor(scale, [c]), shift: new Tensor(shift, [c]) };
+}
+
+export interface FuseOptions {
+  /** Apply ReLU at the end: a ReLU module (fused only if its forward is the plain one) or true. */
+  relu?: ReLU | boolean;
+  /** Add this tensor (the output's shape) before the ReLU: a residual shortcut. */
+  residual?: Tensor | null;
+}
+
+/**
+ * relu?(bn?(conv(x)) + residual?) in one fused conv when that is allowed (see the top of this
+ * file), else null and the caller runs the layers one by one.
+ */
+export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, opts: FuseOptions = {}): Tensor | null {
+  const outShape = convFusable(conv, x);
+  if (!outShape) return null;
+  if (bn && !bnFusable(bn, conv.outChannels)) return null;
+  const { relu = false, residual = null } = opts;
+  if (relu instanceof ReLU && !plainForward(relu, ReLU)) return null;
+  if (residual && (residual.shape.join() !== outShape.join() || needsGrad(residual))) return null;
+  const epilogue = bn ? foldBatchNorm(conv, bn) : { scale: null, shift: conv.bias };
+  return conv2dFused(x, conv.weight, { ...epilogue, residual, relu: relu !== false }, conv.opts);
+}
+
+/**
+ * relu(bn(x)) with the ReLU done in place on the batch norm's fresh output, when allowed (the
+ * pre-activation order of DenseNet, where the norm cannot fold into a conv); else null.
+ */
+export function tryBnRelu(bn: BatchNorm2d, relu: ReLU | true, x: Tensor): Tensor | null {
+  if (!fusionEnabled || x.ndim !== 4 || !bnFusable(bn, x.shape[1]) || needsGrad(x)) return null;
+  if (relu !== true && !plainForward(relu, ReLU)) return null;
+  return relu_(batchNorm2d(x, bn.runningMean, bn.runningVar, bn.weight, bn.bias, { training: false, momentum: 0, eps: bn.eps }));
+}
+
+/**
+ * Runs layers[i..] fused when they start with Conv2d followed by BatchNorm2d and/or ReLU; returns
+ * the output and how many layers it covered, or null.
+ */
+export function fuseSequence(layers: readonly Module[], i: number, x: Tensor): { y: Tensor; used: number } | null {
+  const conv = layers[i];
+  if (conv instanceof BatchNorm2d && layers[i + 1] instanceof ReLU) {
+    const y = tryBnRelu(conv, layers[i + 1] as ReLU, x);
+    return y ? { y, used: 2 } : null;
+  }
+  if (!(conv instanceof Conv2d)) return null;
+  let j = i + 1;
+  const next = layers[j];
+  const bn = next instanceof BatchNorm2d ? next : null;
+  if (bn) j++;
+  const relu = layers[j] instanceof ReLU ? (layers[j] as ReLU) : null;
+  if (relu) j++;
+  if (j === i + 1) return null;
+  const y = tryFusedConv(conv, bn, x, { relu: relu ?? false });
+  if (!y) {
+    // The whole run could not fuse (e.g. the ReLU is hooked): try conv + bn alone.
+    if (bn && relu) {
+      const y2 = tryFusedConv(conv, bn, x);
+      return y2 ? { y: y2, used: 2 } : null;
+    }
+    return null;
+  }
+  return { y, used: j - i };
+}
