@@ -6,7 +6,7 @@
 // argument errors.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
-  BatchNorm2d, Conv2d, Module, ReLU, Sequential, Tensor, add, batchNorm2d, conv2d, conv2dFused, crossEntropy,
+  BatchNorm2d, Conv2d, Module, ReLU, Sequential, Tensor, add, batchNorm2d, cat, catAffine, conv2d, conv2dFused, crossEntropy,
   isInferenceFusionEnabled, noGrad, optim, relu, relu_, setInferenceFusion,
 } from '../src/index.js';
 import { densenet121, googlenet, resnet18, resnet50, vgg11Bn } from '../src/models/index.js';
@@ -232,5 +232,35 @@ describe('relu_', () => {
     expect(Array.from(t.data)).toEqual([0, 2, Number.NaN, 0]);
     const g = new Tensor(new Float32Array(2), [2]).requiresGrad_();
     expect(() => relu_(g)).toThrow(/records no gradient/);
+  });
+});
+
+describe('catAffine', () => {
+  const parts = [det([2, 3, 4, 5], 1), det([2, 1, 4, 5], 2), det([2, 6, 4, 5], 3)];
+  const scale = det([10], 4);
+  const shift = det([10], 5);
+
+  it('equals cat, then batch norm with mean 0 / unit variance, then relu', () => {
+    const unitVar = new Tensor(new Float32Array(10).fill(1 - 1e-5), [10]);
+    const zeros = new Tensor(new Float32Array(10), [10]);
+    const bn = batchNorm2d(cat(parts, 1), zeros, unitVar, scale, shift, { eps: 1e-5 });
+    expectClose(catAffine(parts, scale, shift).data, bn.data, 1e-5, 1e-6, 'no relu');
+    expectClose(catAffine(parts, scale, shift, true).data, relu(bn).data, 1e-5, 1e-6, 'relu');
+    expect(catAffine([parts[0]], det([3], 1), det([3], 2)).shape).toEqual([2, 3, 4, 5]);
+  });
+
+  it('rejects bad arguments', () => {
+    expect(() => catAffine([parts[0], det([1, 2, 4, 5], 1)], scale, shift)).toThrow(
+      'catAffine: tensor 1 has shape [1, 2, 4, 5], expected [2, *, 4, 5]',
+    );
+    expect(() => catAffine(parts, det([9], 1), shift)).toThrow('scale: expected 10 elements, got 9');
+    expect(() => catAffine(parts, scale, det([10], 1).requiresGrad_())).toThrow(/records no gradient/);
+    const out = new Float32Array(2 * 10 * 20);
+    expect(() =>
+      native.concatChannelsAffine(parts.map((t) => t.data), [3, 1, 6], 2, 20, scale.data, shift.data, false, out.subarray(0, 20)),
+    ).toThrow('output: expected 400 elements, got 20');
+    expect(() =>
+      native.concatChannelsAffine([out.subarray(0, 120)], [3], 2, 20, new Float32Array(3), new Float32Array(3), false, out),
+    ).toThrow('output: must not share memory with inputs[0]');
   });
 });

@@ -6,7 +6,7 @@
 import { AvgPool2d } from '../nn/avg-pool2d.js';
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
-import { tryBnRelu, tryFusedConv } from '../nn/fuse.js';
+import { tryCatBnRelu, tryFusedConv } from '../nn/fuse.js';
 import * as init from '../nn/init.js';
 import { Linear } from '../nn/linear.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
@@ -43,8 +43,10 @@ export class DenseLayer extends Module {
   }
 
   forward(...features: Tensor[]): Tensor {
-    const input = features.length === 1 ? features[0] : cat(features, 1);
-    const pre = tryBnRelu(this.norm1, this.relu1, input) ?? this.relu1.forward(this.norm1.forward(input));
+    // In inference the concat, norm1 and relu1 are one pass over the features.
+    const pre =
+      tryCatBnRelu(features, this.norm1, this.relu1) ??
+      this.relu1.forward(this.norm1.forward(features.length === 1 ? features[0] : cat(features, 1)));
     // conv1 -> norm2 -> relu2 is one fused conv in inference.
     const act = tryFusedConv(this.conv1, this.norm2, pre, { relu: this.relu2 }) ?? this.relu2.forward(this.norm2.forward(this.conv1.forward(pre)));
     const out = this.conv2.forward(act);

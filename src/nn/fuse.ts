@@ -12,12 +12,13 @@
 // parameters), and every layer's forward the class's own (a user-installed forward override or
 // hook disables fusion for that layer). Sequential applies it to Conv2d, BatchNorm2d, ReLU runs;
 // the zoo's blocks (ResNet, DenseNet, GoogLeNet, VGG, AlexNet) use it too. A BatchNorm2d + ReLU
-// pair that follows no conv (DenseNet's pre-activation) runs the ReLU in place on the norm's
-// output. The results equal the
+// pair that follows no conv runs the ReLU in place on the norm's output; DenseNet's
+// cat + norm + ReLU of all earlier features is one pass (catAffine) with no concatenated copy. The results equal the
 // unfused forward within float rounding. Opt out with setInferenceFusion(false).
 import { needsGrad } from '../autograd.js';
 import { relu_ } from '../ops/activation.js';
 import { conv2dFused, padding4, pair } from '../ops/conv.js';
+import { catAffine } from '../ops/elementwise.js';
 import { batchNorm2d } from '../ops/norm.js';
 import { Tensor } from '../tensor.js';
 import { BatchNorm2d } from './batch-norm.js';
@@ -83,8 +84,8 @@ function bnFusable(bn: BatchNorm2d, channels: number): boolean {
   );
 }
 
-/** Per-channel scale and shift that turn conv(x) into bn(conv(x) + conv.bias). */
-function foldBatchNorm(conv: Conv2d, bn: BatchNorm2d): { scale: Tensor; shift: Tensor } {
+/** Per-channel scale and shift that turn conv(x) into bn(conv(x) + conv.bias) (or x into bn(x)). */
+function foldBatchNorm(conv: Conv2d | null, bn: BatchNorm2d): { scale: Tensor; shift: Tensor } {
   const c = bn.numFeatures;
   const scale = new Float32Array(c);
   const shift = new Float32Array(c);
@@ -92,7 +93,7 @@ function foldBatchNorm(conv: Conv2d, bn: BatchNorm2d): { scale: Tensor; shift: T
   const variance = bn.runningVar!.data;
   const gamma = bn.weight?.data;
   const beta = bn.bias?.data;
-  const convBias = conv.bias?.data;
+  const convBias = conv?.bias?.data;
   for (let i = 0; i < c; i++) {
     const s = (gamma ? gamma[i] : 1) / Math.sqrt(variance[i] + bn.eps);
     scale[i] = s;
@@ -131,6 +132,24 @@ export function tryBnRelu(bn: BatchNorm2d, relu: ReLU | true, x: Tensor): Tensor
   if (!fusionEnabled || x.ndim !== 4 || !bnFusable(bn, x.shape[1]) || needsGrad(x)) return null;
   if (relu !== true && !plainForward(relu, ReLU)) return null;
   return relu_(batchNorm2d(x, bn.runningMean, bn.runningVar, bn.weight, bn.bias, { training: false, momentum: 0, eps: bn.eps }));
+}
+
+/**
+ * relu(bn(cat(features, 1))) in one pass over the features, when allowed (DenseNet's dense layers
+ * in inference: no concatenated copy is made); else null.
+ */
+export function tryCatBnRelu(features: Tensor[], bn: BatchNorm2d, relu: ReLU | true): Tensor | null {
+  if (!fusionEnabled || features.length === 0 || needsGrad(...features)) return null;
+  if (relu !== true && !plainForward(relu, ReLU)) return null;
+  const [n, , h, w] = features[0].shape;
+  let channels = 0;
+  for (const t of features) {
+    if (t.ndim !== 4 || t.shape[0] !== n || t.shape[2] !== h || t.shape[3] !== w) return null;
+    channels += t.shape[1];
+  }
+  if (!bnFusable(bn, channels)) return null;
+  const { scale, shift } = foldBatchNorm(null, bn);
+  return catAffine(features, scale, shift, true);
 }
 
 /**

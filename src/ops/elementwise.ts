@@ -1,6 +1,6 @@
 // Differentiable tensor plumbing: broadcast add/mul, channel concat, reshape/flatten, dropout and
 // full reductions.
-import { record } from '../autograd.js';
+import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { globalRng, type Rng } from '../random.js';
 import { Tensor } from '../tensor.js';
@@ -53,6 +53,27 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
     native.splitChannels(g, parts, channels, n, h * w);
     return parts;
   });
+}
+
+/**
+ * relu?(cat(tensors, 1) * scale[c] + shift[c]) per output channel c, in one pass: a concat plus a
+ * folded eval-mode batch norm (DenseNet's pre-activation in inference). scale and shift are
+ * [sum of channels]. Records no gradient, so it throws when one would be needed.
+ */
+export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu = false): Tensor {
+  if (tensors.length === 0) throw new Error('catAffine: expected at least one tensor');
+  if (needsGrad(...tensors, scale, shift)) throw new Error('catAffine: records no gradient; use cat and batchNorm2d when training');
+  const [n, , h, w] = tensors[0].shape;
+  for (const [i, t] of tensors.entries()) {
+    if (t.ndim !== 4 || t.shape[0] !== n || t.shape[2] !== h || t.shape[3] !== w) {
+      throw new Error(`catAffine: tensor ${i} has shape [${t.shape.join(', ')}], expected [${n}, *, ${h}, ${w}]`);
+    }
+  }
+  const channels = tensors.map((t) => t.shape[1]);
+  const total = channels.reduce((a, b) => a + b, 0);
+  const out = new Float32Array(n * total * h * w);
+  native.concatChannelsAffine(tensors.map((t) => t.data), channels, n, h * w, scale.data, shift.data, relu, out);
+  return new Tensor(out, [n, total, h, w]);
 }
 
 /** The same data under a new shape (-1 allowed once); the gradient flows through unchanged. */

@@ -7,7 +7,7 @@ export { maxPool2d, avgPool2d, adaptiveAvgPool2d } from './pool.js';
 export type { Pool2dOptions } from './pool.js';
 export { batchNorm2d, localResponseNorm } from './norm.js';
 export type { BatchNormOptions, LrnOptions } from './norm.js';
-export { add, mul, scale, cat, reshape, flatten, dropout, sum, mean } from './elementwise.js';
+export { add, mul, scale, cat, catAffine, reshape, flatten, dropout, sum, mean } from './elementwise.js';
 export {
   softmax, logSoftmax, crossEntropy, nllLoss, mseLoss, l1Loss, smoothL1Loss, binaryCrossEntropyWithLogits,
 } from './loss.js';

@@ -531,6 +531,82 @@ pub fn concat_channels(
     Ok(())
 }
 
+/// `output = act(cat(inputs, dim 1) * scale[c] + shift[c])` per output channel `c`: a channel
+/// concat followed by an eval-mode batch norm (folded to `scale`/`shift`) and optionally ReLU, in
+/// one pass, for inference in DenseNet, where every layer normalises the concatenation of all
+/// earlier features. Shapes as in [`concat_channels`]; `scale` and `shift` have `sum(channels)`
+/// elements.
+#[allow(clippy::too_many_arguments)]
+pub fn concat_channels_affine(
+    inputs: &[&[f32]],
+    channels: &[usize],
+    batch: usize,
+    plane: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+    output: &mut [f32],
+) -> Result<()> {
+    if inputs.len() != channels.len() {
+        bail!(
+            "channels: expected {} numbers (one per input), got {}",
+            inputs.len(),
+            channels.len()
+        );
+    }
+    let (_, total_c) = channel_layout(channels, batch, plane)?;
+    for (k, (x, &c)) in inputs.iter().zip(channels).enumerate() {
+        check_len(&format!("inputs[{k}]"), x.len(), batch * c * plane)?;
+    }
+    check_len("scale", scale.len(), total_c)?;
+    check_len("shift", shift.len(), total_c)?;
+    check_len("output", output.len(), batch * total_c * plane)?;
+    if output.is_empty() {
+        return Ok(());
+    }
+    // First output channel of each input.
+    let mut first = Vec::with_capacity(channels.len() + 1);
+    first.push(0);
+    for &c in channels {
+        first.push(first[first.len() - 1] + c);
+    }
+    let avx = simd::use_avx2();
+    output
+        .par_chunks_mut(plane)
+        .enumerate()
+        .with_min_len((GRAIN / plane).max(1))
+        .for_each(|(i, y)| {
+            let (n, c) = (i / total_c, i % total_c);
+            let k = first.partition_point(|&f| f <= c) - 1;
+            let src = (n * channels[k] + c - first[k]) * plane;
+            let x = &inputs[k][src..src + plane];
+            if relu {
+                affine_relu_into(avx, x, y, scale[c], shift[c]);
+            } else {
+                affine_into(avx, x, y, scale[c], shift[c]);
+            }
+        });
+    Ok(())
+}
+
+// No FMA contraction in either path, so scalar and AVX2 agree bit for bit.
+multiversion! {
+    fn affine_into(x: &[f32], y: &mut [f32], s: f32, b: f32) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * s + b;
+        }
+    }
+}
+
+multiversion! {
+    fn affine_relu_into(x: &[f32], y: &mut [f32], s: f32, b: f32) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            let t = v * s + b;
+            *o = if t < 0.0 { 0.0 } else { t };
+        }
+    }
+}
+
 /// The inverse of [`concat_channels`] (and its backward): splits `input`
 /// `[batch, sum(channels), H, W]` into `outputs[k]` `[batch, channels[k], H, W]`.
 pub fn split_channels(

@@ -111,6 +111,39 @@ pub fn concat_channels(
     run(|| elementwise::concat_channels(&views, &channels, batch, plane, out))?.map_err(kernel_err)
 }
 
+/// output <- relu?(torch.cat(inputs, dim=1) * scale[c] + shift[c]) per output channel c: a
+/// concat plus an eval batch norm folded to `scale`/`shift` ([sum(channels)] each) in one pass.
+#[allow(clippy::too_many_arguments)]
+#[napi(catch_unwind, js_name = "concatChannelsAffine")]
+pub fn concat_channels_affine(
+    inputs: Vec<Float32Array>,
+    channels: Vec<f64>,
+    batch: f64,
+    plane: f64,
+    scale: Float32Array,
+    shift: Float32Array,
+    relu: bool,
+    mut output: Float32Array,
+) -> napi::Result<()> {
+    let channels = size_list("channels", &channels)?;
+    let (batch, plane) = (size("batch", batch)?, size("plane", plane)?);
+    let names: Vec<String> = (0..inputs.len()).map(|k| format!("inputs[{k}]")).collect();
+    let mut ins: Vec<(&str, &Float32Array)> =
+        names.iter().map(|n| n.as_str()).zip(&inputs).collect();
+    ins.push(("scale", &scale));
+    ins.push(("shift", &shift));
+    check_disjoint("output", &output, &ins)?;
+    let views: Vec<&[f32]> = inputs.iter().map(|x| &x[..]).collect();
+    // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
+    let out = unsafe { output.as_mut() };
+    run(|| {
+        elementwise::concat_channels_affine(
+            &views, &channels, batch, plane, &scale, &shift, relu, out,
+        )
+    })?
+    .map_err(kernel_err)
+}
+
 /// The inverse of concatChannels (and its backward): outputs[k] <- channels
 /// [sum(channels[..k]), sum(channels[..=k])) of `input`.
 #[napi(catch_unwind, js_name = "splitChannels")]
