@@ -460,19 +460,26 @@ pub fn forward(
                             cols,
                             par,
                         );
+                        // Scatter to the items' planes, finishing each row (bias, folded
+                        // batch norm, residual, ReLU) while it is in L1.
                         for (t, n) in src.items.clone().enumerate() {
                             for r in 0..g.cog {
                                 let to =
                                     std::slice::from_raw_parts_mut(c_out(n).add(r * g.ohw), nb);
                                 to.copy_from_slice(&ctmp[r * cols + t * nb..][..nb]);
+                                if finish {
+                                    let oc = gi * g.cog + r;
+                                    let off = (n * p.out_channels + oc) * g.ohw + j0;
+                                    epilogue.apply_row(to, oc, off, avx);
+                                }
                             }
                         }
                     }
                 });
             }
-            // The tile was just written: finish it (bias, folded batch norm, residual, ReLU)
-            // while it is still in cache.
-            if finish {
+            // A single item's tile was just written by the GEMM: finish it while it is still
+            // in cache.
+            if finish && single {
                 for n in src.items.clone() {
                     for r in 0..g.cog {
                         let oc = gi * g.cog + r;
