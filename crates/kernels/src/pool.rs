@@ -806,51 +806,82 @@ mod x86 {
         };
         for i in (0..n / 8).map(|g| g * 8).chain(last) {
             let c = w.col0 + i * S;
-            let mut b = load::<S>(vm, c);
-            let mut a = if IDX {
-                load_i32::<S>(vi, c)
-            } else {
-                _mm256_setzero_si256()
-            };
-            for k in 1..w.kernel {
-                let off = c + k * w.dilation;
-                let v = load::<S>(vm, off);
-                if IDX {
-                    let at = load_i32::<S>(vi, off);
-                    let nan_v = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
-                    let nan_b = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
-                    let later = _mm256_castsi256_ps(_mm256_cmpgt_epi32(at, a));
-                    let earlier = _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, at));
-                    let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, b);
-                    let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, b);
-                    let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-                    // See column_takes: NaN beats a number and a NaN to its left in row-major
-                    // order; a number beats a smaller number, or an equal one to its right.
-                    let nan_takes =
-                        _mm256_and_ps(nan_v, _mm256_or_ps(_mm256_xor_ps(nan_b, all), later));
-                    let num_takes =
-                        _mm256_andnot_ps(nan_b, _mm256_or_ps(gt, _mm256_and_ps(eq, earlier)));
-                    let take = _mm256_or_ps(nan_takes, num_takes);
-                    b = _mm256_blendv_ps(b, v, take);
-                    a = _mm256_castps_si256(_mm256_blendv_ps(
-                        _mm256_castsi256_ps(a),
-                        _mm256_castsi256_ps(at),
-                        take,
-                    ));
-                } else {
-                    let take = _mm256_or_ps(
-                        _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
-                        _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
-                    );
-                    b = _mm256_blendv_ps(b, v, take);
+            let (b, a) = if IDX {
+                // NaN is rare: the cheap rule, redone with the full one when a NaN showed up.
+                match window_group_indexed::<S, false>(vm, vi, w, c) {
+                    (b, a, false) => (b, a),
+                    _ => {
+                        let (b, a, _) = window_group_indexed::<S, true>(vm, vi, w, c);
+                        (b, a)
+                    }
                 }
-            }
+            } else {
+                (window_group_values::<S>(vm, w, c), _mm256_setzero_si256())
+            };
             _mm256_storeu_ps(y.as_mut_ptr().add(i), b);
             if IDX {
                 _mm256_storeu_si256(ind.as_mut_ptr().add(i) as *mut __m256i, a);
             }
         }
         n
+    }
+
+    #[inline(always)]
+    unsafe fn window_group_values<const S: usize>(vm: &[f32], w: &Window, c: usize) -> __m256 {
+        let mut b = load::<S>(vm, c);
+        for k in 1..w.kernel {
+            let v = load::<S>(vm, c + k * w.dilation);
+            let take = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+            );
+            b = _mm256_blendv_ps(b, v, take);
+        }
+        b
+    }
+
+    /// Eight windows starting at column `c`, with their flat indices. Without `NAN`, assumes
+    /// no NaN and says whether one was seen (the result is then wrong); with it, follows
+    /// column_takes in full.
+    #[inline(always)]
+    unsafe fn window_group_indexed<const S: usize, const NAN: bool>(
+        vm: &[f32],
+        vi: &[i32],
+        w: &Window,
+        c: usize,
+    ) -> (__m256, __m256i, bool) {
+        let mut b = load::<S>(vm, c);
+        let mut a = load_i32::<S>(vi, c);
+        let mut seen_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
+        let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for k in 1..w.kernel {
+            let off = c + k * w.dilation;
+            let v = load::<S>(vm, off);
+            let at = load_i32::<S>(vi, off);
+            let earlier = _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, at));
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, b);
+            let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, b);
+            // See column_takes: a number beats a smaller number, or an equal one to its right;
+            // NaN beats a number and a NaN to its left in row-major order.
+            let mut take = _mm256_or_ps(gt, _mm256_and_ps(eq, earlier));
+            if NAN {
+                let nan_v = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+                let nan_b = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
+                let later = _mm256_castsi256_ps(_mm256_cmpgt_epi32(at, a));
+                let nan_takes =
+                    _mm256_and_ps(nan_v, _mm256_or_ps(_mm256_xor_ps(nan_b, all), later));
+                take = _mm256_or_ps(nan_takes, _mm256_andnot_ps(nan_b, take));
+            } else {
+                seen_nan = _mm256_or_ps(seen_nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            }
+            b = _mm256_blendv_ps(b, v, take);
+            a = _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(a),
+                _mm256_castsi256_ps(at),
+                take,
+            ));
+        }
+        (b, a, !NAN && _mm256_movemask_ps(seen_nan) != 0)
     }
 
     /// Window sums of the leading outputs, 8 at a time, divided by `divisor`.
