@@ -630,6 +630,9 @@ async function memorySection(): Promise<void> {
   const ferro = new Map<string, Stat>();
   const torchRes = new Map<string, Record<string, unknown>>();
   const torch = torchPeer.api ? new TorchStream(threads, TIMING.memory) : undefined;
+  // Python importing torch takes seconds of CPU: on a 2-core machine it would slow whichever
+  // ferroconv op was timed first.
+  await torch?.ready;
   for (const op of ops) {
     ferro.set(op.id, await timeIt(op.run, TIMING.memory));
     if (torch) torchRes.set(op.id, await torch.run({ id: op.id, ...op.torch }));
