@@ -599,10 +599,16 @@ async function memorySection(): Promise<void> {
   // Bytes each op must move at least once (reads + writes; no write-allocate, as the triad counts).
   const ops = [
     {
-      id: 'maxpool', name: 'max pool 3x3 s2 p1', torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1 },
-      ferroBytes: (n + 2 * pooled) * B, torchBytes: (n + pooled) * B,
+      id: 'maxpool', name: 'max pool 3x3 s2 p1 (inference, no indices)', torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1 },
+      ferroBytes: (n + pooled) * B, torchBytes: (n + pooled) * B,
+      run: () => native.maxPool2dForwardNoIndices(x, out, pool),
+    },
+    {
+      id: 'maxpoolIdx', name: 'max pool 3x3 s2 p1 + argmax indices (training)',
+      torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1, indices: true },
+      ferroBytes: (n + 2 * pooled) * B, torchBytes: (n + pooled) * B + pooled * 8,
       run: () => native.maxPool2dForward(x, out, idx, pool),
-      note: 'ferroconv also writes the int32 argmax indices its backward needs; torch under no_grad does not',
+      note: 'bytes include the indices written, int32 for ferroconv and int64 for torch (return_indices=True)',
     },
     {
       id: 'avgpool', name: 'global avg pool', torch: { kind: 'avgpool', shape },
@@ -624,6 +630,9 @@ async function memorySection(): Promise<void> {
   const ferro = new Map<string, Stat>();
   const torchRes = new Map<string, Record<string, unknown>>();
   const torch = torchPeer.api ? new TorchStream(threads, TIMING.memory) : undefined;
+  // Python importing torch takes seconds of CPU: on a 2-core machine it would slow whichever
+  // ferroconv op was timed first.
+  await torch?.ready;
   for (const op of ops) {
     ferro.set(op.id, await timeIt(op.run, TIMING.memory));
     if (torch) torchRes.set(op.id, await torch.run({ id: op.id, ...op.torch }));

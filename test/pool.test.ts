@@ -1,8 +1,11 @@
 // Pooling against PyTorch goldens (test/fixtures/gen_pool.py): max pool outputs, indices and
 // gradients; average pool with count_include_pad / divisor_override / ceil_mode; adaptive
-// average pool (AlexNet 6x6, VGG 7x7, smaller-than-output, global). Plus boundary errors.
+// average pool (AlexNet 6x6, VGG 7x7, smaller-than-output, global). Plus boundary errors, and
+// the op-level max pool: no indices when no gradient is needed, gradients when one is.
 import { afterAll, describe, expect, it } from 'vitest';
+import { noGrad } from '../src/autograd.js';
 import { native } from '../src/native.js';
+import { maxPool2d } from '../src/ops/pool.js';
 import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
 
 type Pool2dArgs = Parameters<typeof native.maxPool2dForward>[3];
@@ -77,6 +80,9 @@ describe.each(configs)('pooling vs PyTorch (simd $simd, $threads threads)', ({ s
     // The max of a window is one of its inputs: exact.
     expect(Array.from(y)).toEqual(Array.from(Float32Array.from(c.output.data)));
     expect(Array.from(ind)).toEqual(c.indices);
+    const y2 = new Float32Array(y.length).fill(Number.NaN);
+    native.maxPool2dForwardNoIndices(x, y2, args);
+    expect(Array.from(y2)).toEqual(Array.from(y));
     const gy = det(c.output.shape, c.seeds[1]).data;
     const gx = new Float32Array(x.length).fill(Number.NaN);
     native.maxPool2dBackward(gy, ind, gx, args);
@@ -143,6 +149,10 @@ describe('pooling argument errors', () => {
     ['negative divisor', () => native.avgPool2dForward(x, y, args({ divisorOverride: -3 })), 'divisorOverride: expected a non-negative integer, got -3'],
     ['dilated average pool', () => native.avgPool2dForward(x, y, args({ dilation: [2, 1] })), 'dilation: average pooling has no dilation, expected 1x1, got 2x1'],
     ['output aliasing input', () => native.avgPool2dForward(x, x.subarray(0, 8), args()), 'output: must not share memory with input'],
+    ['no-indices wrong output length', () => native.maxPool2dForwardNoIndices(x, new Float32Array(7), args()), 'output: expected 8 elements, got 7'],
+    ['no-indices wrong input length', () => native.maxPool2dForwardNoIndices(new Float32Array(33), y, args()), 'input: expected 32 elements, got 33'],
+    ['no-indices output aliasing input', () => native.maxPool2dForwardNoIndices(x, x.subarray(8, 16), args()), 'output: must not share memory with input'],
+    ['no-indices zero stride', () => native.maxPool2dForwardNoIndices(x, y, args({ stride: [2, 0] })), 'stride: expected a positive size, got 0'],
     ['indices aliasing output', () => native.maxPool2dForward(x, y, new Int32Array(y.buffer), args()), 'output: must not share memory with indices'],
     ['gradInput aliasing gradOutput', () => native.avgPool2dBackward(x.subarray(0, 8), x, args()), 'gradInput: must not share memory with gradOutput'],
     ['absurd sizes', () => native.pool2dOutputSize(args({ inputShape: [2 ** 40, 2 ** 40, 4, 4] })), 'too many elements'],
@@ -172,5 +182,46 @@ describe('pooling argument errors', () => {
     const excluded = new Float32Array(4);
     native.avgPool2dForward(ones, excluded, { ...a, countIncludePad: false });
     expect(Array.from(excluded)).toEqual([1, 1, 1, 1]);
+  });
+});
+
+describe('maxPool2d op: indices only when a gradient will need them', () => {
+  // Wide enough rows for the 8-wide AVX2 groups, a ragged tail, ceil mode and padding.
+  const cases: [number[], number, { stride: number; padding: number; ceilMode: boolean }][] = [
+    [[2, 3, 17, 37], 3, { stride: 2, padding: 1, ceilMode: false }],
+    [[1, 5, 9, 20], 3, { stride: 2, padding: 0, ceilMode: true }],
+    [[1, 1, 1, 1], 1, { stride: 1, padding: 0, ceilMode: false }],
+  ];
+
+  it.each(cases)('shape %j kernel %d: the no-indices forward equals the recorded one, and gradients flow', (shape, kernel, opts) => {
+    const x = det(shape, 4);
+    const inference = noGrad(() => maxPool2d(x, kernel, opts));
+    expect(inference.requiresGrad).toBe(false);
+    const untracked = maxPool2d(x, kernel, opts); // x does not require grad: no indices either
+    expect(untracked.gradFn).toBeFalsy();
+
+    const xg = det(shape, 4).requiresGrad_();
+    const y = maxPool2d(xg, kernel, opts);
+    expect(y.gradFn?.name).toBe('maxPool2d');
+    expect(Array.from(inference.data)).toEqual(Array.from(y.data));
+    expect(Array.from(untracked.data)).toEqual(Array.from(y.data));
+
+    // Seeded with w, the gradient is w routed to each window's argmax.
+    const w = det(y.shape, 9);
+    const args = {
+      inputShape: shape,
+      kernel: [kernel, kernel],
+      stride: [opts.stride, opts.stride],
+      padding: [opts.padding, opts.padding],
+      dilation: [1, 1],
+      ceilMode: opts.ceilMode,
+    };
+    const ind = new Int32Array(y.size);
+    native.maxPool2dForward(xg.data, new Float32Array(y.size), ind, args);
+    const want = new Float32Array(xg.size);
+    native.maxPool2dBackward(w.data, ind, want, args);
+    y.backward(w);
+    expect(xg.grad).toBeTruthy();
+    expectClose(xg.grad!.data, want, 1e-6, 0, 'gradient');
   });
 });

@@ -5,7 +5,7 @@ Input, on stdin (or as the first argument): {"threads": N, "timing": {...}, "job
 timing is {"warmup", "minReps", "maxReps", "minSeconds", "slowSeconds"?} and each job has an "id" and a "kind":
   conv     n c h w oc kh kw stride[2] padding[4] dilation[2] groups passes[fwd|bwdData|bwdWeight]
   gemm     n                    (square torch.mm, which is OpenBLAS in Debian's build)
-  maxpool  shape kernel stride padding
+  maxpool  shape kernel stride padding [indices: also return the argmax]
   avgpool  shape                (global average pooling)
   bnTrain / bnEval  shape
   infer    model batch          (torchvision model, eval() + no_grad)
@@ -112,7 +112,9 @@ def memory_job(job, timing):
     kind = job["kind"]
     with torch.no_grad():
         if kind == "maxpool":
-            fn = lambda: F.max_pool2d(x, job["kernel"], job["stride"], job["padding"])  # noqa: E731
+            # With indices: what a training forward needs (torch writes them as int64).
+            idx = bool(job.get("indices", False))
+            fn = lambda: F.max_pool2d(x, job["kernel"], job["stride"], job["padding"], return_indices=idx)  # noqa: E731
         elif kind == "avgpool":
             fn = lambda: F.adaptive_avg_pool2d(x, 1)  # noqa: E731
         else:

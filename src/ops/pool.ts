@@ -1,5 +1,5 @@
 // Differentiable pooling over NCHW tensors (max, average, adaptive average).
-import { record } from '../autograd.js';
+import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { expectRank, pair, type Pair } from './conv.js';
@@ -40,9 +40,14 @@ export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
   const [oh, ow] = native.pool2dOutputSize(args);
   const n = x.shape[0] * x.shape[1] * oh * ow;
   const out = new Float32Array(n);
+  const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
+  // The argmax indices are only for the backward: inference skips their write traffic.
+  if (!needsGrad(x)) {
+    native.maxPool2dForwardNoIndices(x.data, out, args);
+    return y;
+  }
   const indices = new Int32Array(n);
   native.maxPool2dForward(x.data, out, indices, args);
-  const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('maxPool2d', y, [x], (g) => {
     const gx = new Float32Array(x.size);
     native.maxPool2dBackward(g, indices, gx, args);

@@ -263,6 +263,16 @@ impl Axis {
         (lo, hi.max(lo))
     }
 
+    /// Windows (dilation 1) that cover input position `i`, as a range `lo..hi` of outputs.
+    fn covering(&self, i: usize) -> (usize, usize) {
+        let i = i as i64;
+        // ceil((i + pad - kernel + 1) / stride) ..= floor((i + pad) / stride)
+        let lo = (i + self.pad - self.kernel + self.stride).div_euclid(self.stride);
+        let hi = (i + self.pad).div_euclid(self.stride) + 1;
+        let (lo, hi) = (lo.max(0), hi.min(self.out as i64));
+        (lo as usize, hi.max(lo) as usize)
+    }
+
     /// Average-pool window `o` (dilation 1): the input range it covers, and its extent clipped
     /// only at the padded border, which is what torch divides by with count_include_pad.
     fn avg_window(&self, o: usize) -> (usize, usize, i64) {
@@ -306,32 +316,103 @@ pub fn max_pool2d_forward(
     check_len("input", input.len(), p.input_len())?;
     check_len("output", output.len(), p.output_len(out_hw))?;
     check_len("indices", indices.len(), p.output_len(out_hw))?;
-    let g = p.geom(out_hw);
-    let (in_plane, out_plane) = (p.in_h * p.in_w, out_hw.0 * out_hw.1);
-    let avx2 = simd::use_avx2();
-    output
-        .par_chunks_mut(out_plane)
-        .zip(indices.par_chunks_mut(out_plane))
-        .zip(input.par_chunks(in_plane))
-        .with_min_len(planes_per_task(in_plane))
-        .for_each(|((y, ind), x)| max_plane(avx2, &g, x, y, ind));
+    max_pool_rows(p, out_hw, input, output, Some(indices));
     Ok(())
 }
 
-fn max_plane(avx2: bool, g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
+/// output = max over each window, as [`max_pool2d_forward`] but without the indices, for
+/// inference (nothing will run the backward), which saves their write traffic. Same values,
+/// NaN winning as in torch; the one difference is the sign of a zero maximum when +0 and -0
+/// tie in one window (windows are reduced column by column, not in row-major order).
+pub fn max_pool2d_forward_no_indices(
+    p: &Pool2dParams,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("output", output.len(), p.output_len(out_hw))?;
+    max_pool_rows(p, out_hw, input, output, None);
+    Ok(())
+}
+
+/// Consecutive rows per rayon task when the work is `units` rows of `row_len` input elements
+/// each, split over planes: about 16K elements per task, but at least four tasks per thread
+/// when there is enough work, so one large plane balances as well as many small ones.
+fn rows_per_task(row_len: usize, units: usize) -> usize {
+    let by_size = (16 * 1024 / row_len.max(1)).max(1);
+    let by_count = (units / (4 * rayon::current_num_threads().max(1))).max(1);
+    by_size.min(by_count)
+}
+
+/// Both max-pool forwards. A task is a run of consecutive output rows, which may cross planes.
+/// Each output row is reduced in two steps: the column maxima over the window's input rows
+/// (each input row read once per output row, contiguously), then each window's maximum across
+/// its columns of that row buffer.
+fn max_pool_rows(
+    p: &Pool2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    output: &mut [f32],
+    indices: Option<&mut [i32]>,
+) {
+    let g = p.geom(out_hw);
+    let out_w = out_hw.1;
+    // Each output row reads about stride_h new input rows.
+    let row_len = p.in_w.saturating_mul(p.stride_h.min(p.in_h));
+    let rows = rows_per_task(row_len, p.batch * p.channels * out_hw.0);
+    let chunk = rows * out_w;
+    let avx2 = simd::use_avx2();
+    // Slack past the row for the AVX2 loads, which read up to 16 floats from a column.
+    let slack = p.in_w + 16;
+    match indices {
+        Some(ind) => output
+            .par_chunks_mut(chunk)
+            .zip(ind.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each_init(
+                || (vec![0.0f32; slack], vec![0i32; slack]),
+                |(vm, vi), (t, (y, i))| max_task::<true>(avx2, &g, input, t * rows, y, i, vm, vi),
+            ),
+        None => output.par_chunks_mut(chunk).enumerate().for_each_init(
+            || vec![0.0f32; slack],
+            |vm, (t, y)| max_task::<false>(avx2, &g, input, t * rows, y, &mut [], vm, &mut []),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn max_task<const IDX: bool>(
+    avx2: bool,
+    g: &Geom,
+    input: &[f32],
+    first_row: usize,
+    y: &mut [f32],
+    ind: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { max_plane_avx2(g, x, y, ind) };
+        return unsafe { max_task_avx2::<IDX>(g, input, first_row, y, ind, vm, vi) };
     }
     let _ = avx2;
-    max_plane_impl::<false>(g, x, y, ind)
+    max_task_impl::<false, IDX>(g, input, first_row, y, ind, vm, vi)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn max_plane_avx2(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
-    max_plane_impl::<true>(g, x, y, ind)
+unsafe fn max_task_avx2<const IDX: bool>(
+    g: &Geom,
+    input: &[f32],
+    first_row: usize,
+    y: &mut [f32],
+    ind: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    max_task_impl::<true, IDX>(g, input, first_row, y, ind, vm, vi)
 }
 
 /// torch's update rule: a strictly larger value, or any NaN, takes the slot. Starting from
@@ -339,6 +420,219 @@ unsafe fn max_plane_avx2(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
 #[inline(always)]
 fn takes_max(v: f32, best: f32) -> bool {
     (v > best) | v.is_nan()
+}
+
+/// Whether a column's winner (`v` at flat index `at`) replaces the running winner of the
+/// columns to its left (`best` at `arg`), so that reducing a window column by column picks the
+/// element torch's row-major loop picks: the last NaN in row-major order, else the first
+/// maximum. Within one window two columns' flat indices order them by row first (their
+/// column distance is below the row length), so the flat index decides both tie rules.
+#[inline(always)]
+fn column_takes(v: f32, at: i32, best: f32, arg: i32) -> bool {
+    if v.is_nan() {
+        !best.is_nan() || at > arg
+    } else {
+        !best.is_nan() && (v > best || (v == best && at < arg))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn max_task_impl<const AVX2: bool, const IDX: bool>(
+    g: &Geom,
+    input: &[f32],
+    first_row: usize,
+    y: &mut [f32],
+    ind: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    let (in_w, out_h, out_w) = (g.w.input as usize, g.h.out, g.w.out);
+    let in_plane = g.h.input as usize * in_w;
+    for (r, y_row) in y.chunks_exact_mut(out_w).enumerate() {
+        let (plane, oh) = ((first_row + r) / out_h, (first_row + r) % out_h);
+        let x = &input[plane * in_plane..(plane + 1) * in_plane];
+        let i_row = if IDX {
+            &mut ind[r * out_w..(r + 1) * out_w]
+        } else {
+            &mut [][..]
+        };
+        max_row::<AVX2, IDX>(g, x, oh, y_row, i_row, vm, vi);
+    }
+}
+
+#[inline(always)]
+fn max_row<const AVX2: bool, const IDX: bool>(
+    g: &Geom,
+    x: &[f32],
+    oh: usize,
+    y_row: &mut [f32],
+    i_row: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    let in_w = g.w.input as usize;
+    let (hs, jh_lo, jh_hi) = g.h.taps(oh);
+    if jh_lo >= jh_hi {
+        y_row.fill(f32::NEG_INFINITY);
+        if IDX {
+            i_row.fill(-1);
+        }
+        return;
+    }
+    let row_of = |jh: usize| (hs + jh as i64 * g.h.dilation) as usize;
+    // Column maxima over the window's rows, rows in order, torch's rule.
+    let rows = Rows {
+        first: row_of(jh_lo) * in_w,
+        step: g.h.dilation as usize * in_w,
+        count: jh_hi - jh_lo,
+        len: in_w,
+    };
+    column_max::<AVX2, IDX>(x, &rows, &mut vm[..in_w], vi);
+    // Each window across its columns: border windows tap by tap, clipped to the input.
+    let (ow_lo, ow_hi) = g.w.interior();
+    for ow in (0..ow_lo).chain(ow_hi..g.w.out) {
+        let (ws, jw_lo, jw_hi) = g.w.taps(ow);
+        if jw_lo >= jw_hi {
+            y_row[ow] = f32::NEG_INFINITY;
+            if IDX {
+                i_row[ow] = -1;
+            }
+            continue;
+        }
+        let col = |jw: usize| (ws + jw as i64 * g.w.dilation) as usize;
+        let taps = (jw_lo..jw_hi).map(col);
+        let (b, a) = window_max_scalar::<IDX>(vm, vi, taps);
+        y_row[ow] = b;
+        if IDX {
+            i_row[ow] = a;
+        }
+    }
+    if ow_lo < ow_hi {
+        let w = Window {
+            col0: g.w.start(ow_lo) as usize,
+            stride: g.w.stride as usize,
+            kernel: g.w.kernel as usize,
+            dilation: g.w.dilation as usize,
+        };
+        let y = &mut y_row[ow_lo..ow_hi];
+        let i = if IDX {
+            &mut i_row[ow_lo..ow_hi]
+        } else {
+            &mut [][..]
+        };
+        let done = window_max_simd::<AVX2, IDX>(vm, vi, &w, y, i);
+        for o in done..y.len() {
+            let at = w.col0 + o * w.stride;
+            let taps = (0..w.kernel).map(|k| at + k * w.dilation);
+            let (b, a) = window_max_scalar::<IDX>(vm, vi, taps);
+            y[o] = b;
+            if IDX {
+                i[o] = a;
+            }
+        }
+    }
+}
+
+/// Interior windows of a row buffer: output `o` taps columns `col0 + o * stride + k *
+/// dilation` for k < kernel, all inside the input row.
+#[derive(Clone, Copy)]
+struct Window {
+    col0: usize,
+    stride: usize,
+    kernel: usize,
+    dilation: usize,
+}
+
+/// One window across the column maxima `vm` (flat indices `vi`), columns in order.
+#[inline(always)]
+fn window_max_scalar<const IDX: bool>(
+    vm: &[f32],
+    vi: &[i32],
+    mut cols: impl Iterator<Item = usize>,
+) -> (f32, i32) {
+    let Some(c) = cols.next() else {
+        return (f32::NEG_INFINITY, -1);
+    };
+    let (mut b, mut a) = (vm[c], if IDX { vi[c] } else { 0 });
+    for c in cols {
+        if IDX {
+            if column_takes(vm[c], vi[c], b, a) {
+                (b, a) = (vm[c], vi[c]);
+            }
+        } else if takes_max(vm[c], b) {
+            b = vm[c];
+        }
+    }
+    (b, a)
+}
+
+/// The input rows of one output row's windows: `count` rows of `len` starting at plane
+/// offsets `first + r * step`.
+#[derive(Clone, Copy)]
+struct Rows {
+    first: usize,
+    step: usize,
+    count: usize,
+    len: usize,
+}
+
+/// vm[c] = the maximum of column c over `rows`, vi[c] its flat index, rows in order with
+/// torch's rule. Each column keeps its running maximum in a register across the rows and is
+/// stored once: a read-modify-write of vm per row would let LLVM turn the blend into a masked
+/// store, which is very slow on some CPUs (AMD).
+#[inline(always)]
+fn column_max<const AVX2: bool, const IDX: bool>(
+    x: &[f32],
+    rows: &Rows,
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only inside max_task_avx2, which runs only when the CPU has
+        // AVX2 and FMA.
+        done = unsafe { x86::column_max::<IDX>(x, rows, vm, vi) };
+    }
+    for c in done..rows.len {
+        let (mut b, mut a) = (x[rows.first + c], rows.first + c);
+        for r in 1..rows.count {
+            let at = rows.first + r * rows.step + c;
+            if takes_max(x[at], b) {
+                (b, a) = (x[at], at);
+            }
+        }
+        vm[c] = b;
+        if IDX {
+            vi[c] = a as i32;
+        }
+    }
+}
+
+/// Leading interior windows done with AVX2 (strides 1 and 2); returns how many.
+#[inline(always)]
+fn window_max_simd<const AVX2: bool, const IDX: bool>(
+    vm: &[f32],
+    vi: &[i32],
+    w: &Window,
+    y: &mut [f32],
+    ind: &mut [i32],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only inside max_task_avx2, which runs only when the CPU has
+        // AVX2 and FMA.
+        return unsafe {
+            match w.stride {
+                1 => x86::window_max::<1, IDX>(vm, vi, w, y, ind),
+                2 => x86::window_max::<2, IDX>(vm, vi, w, y, ind),
+                _ => 0,
+            }
+        };
+    }
+    let _ = (vm, vi, w, y, ind);
+    0
 }
 
 /// The interior windows of one output row: whole kernel inside the input, rows
@@ -363,112 +657,19 @@ impl Run {
     }
 }
 
-/// Interior outputs `from..` of a run, one at a time, taps in row-major order.
-#[inline(always)]
-fn max_run_scalar(x: &[f32], run: &Run, from: usize, best: &mut [f32], arg: &mut [i32]) {
-    for i in from..best.len() {
-        let (mut b, mut a) = (f32::NEG_INFINITY, run.at(0, i) as i32);
-        for r in 0..run.rows {
-            let at = run.at(r, i);
-            for k in 0..run.kernel_w {
-                let idx = at + k * run.dilation_w;
-                let v = x[idx];
-                let take = takes_max(v, b);
-                b = if take { v } else { b };
-                a = if take { idx as i32 } else { a };
-            }
-        }
-        best[i] = b;
-        arg[i] = a;
-    }
-}
-
-/// Leading interior outputs done with AVX2 (strides 1 and 2); returns how many.
-#[inline(always)]
-fn max_run_simd<const AVX2: bool>(
-    x: &[f32],
-    run: &Run,
-    best: &mut [f32],
-    arg: &mut [i32],
-) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is true only inside max_plane_avx2, which runs only when the CPU has
-        // AVX2 and FMA.
-        return unsafe {
-            match run.stride {
-                1 => x86::max_run::<1>(x, run, best, arg),
-                2 => x86::max_run::<2>(x, run, best, arg),
-                _ => 0,
-            }
-        };
-    }
-    let _ = (x, run, best, arg);
-    0
-}
-
-#[inline(always)]
-fn max_plane_impl<const AVX2: bool>(g: &Geom, x: &[f32], y: &mut [f32], ind: &mut [i32]) {
-    let in_w = g.w.input as usize;
-    let out_w = g.w.out;
-    let (ow_lo, ow_hi) = g.w.interior();
-    let dh = g.h.dilation;
-    for (oh, (y_row, i_row)) in y
-        .chunks_exact_mut(out_w)
-        .zip(ind.chunks_exact_mut(out_w))
-        .enumerate()
-    {
-        let (hs, jh_lo, jh_hi) = g.h.taps(oh);
-        if jh_lo >= jh_hi {
-            y_row.fill(f32::NEG_INFINITY);
-            i_row.fill(-1);
-            continue;
-        }
-        let row_of = |jh: usize| (hs + jh as i64 * dh) as usize;
-        for ow in (0..ow_lo).chain(ow_hi..out_w) {
-            let (ws, jw_lo, jw_hi) = g.w.taps(ow);
-            let mut best = f32::NEG_INFINITY;
-            let mut arg = -1i32;
-            if jw_lo < jw_hi {
-                for jh in jh_lo..jh_hi {
-                    let ih = row_of(jh);
-                    for jw in jw_lo..jw_hi {
-                        let k = ih * in_w + (ws + jw as i64 * g.w.dilation) as usize;
-                        let v = x[k];
-                        if arg < 0 || takes_max(v, best) {
-                            best = v;
-                            arg = k as i32;
-                        }
-                    }
-                }
-            }
-            y_row[ow] = best;
-            i_row[ow] = arg;
-        }
-        if ow_lo < ow_hi {
-            let run = Run {
-                first_row: row_of(jh_lo) * in_w,
-                row_step: dh as usize * in_w,
-                rows: jh_hi - jh_lo,
-                col0: g.w.start(ow_lo) as usize,
-                stride: g.w.stride as usize,
-                kernel_w: g.w.kernel as usize,
-                dilation_w: g.w.dilation as usize,
-            };
-            let best = &mut y_row[ow_lo..ow_hi];
-            let arg = &mut i_row[ow_lo..ow_hi];
-            let done = max_run_simd::<AVX2>(x, &run, best, arg);
-            max_run_scalar(x, &run, done, best, arg);
-        }
-    }
-}
-
 /// Eight interior outputs per step in AVX2 registers, for strides 1 and 2, with the same tap
 /// order and update rule as the scalar loops (so the same results, bit for bit).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Run;
+    use super::{Rows, Run, Window};
     use std::arch::x86_64::*;
+
+    /// [`load`] for the flat indices beside the column maxima.
+    #[inline(always)]
+    unsafe fn load_i32<const S: usize>(x: &[i32], off: usize) -> __m256i {
+        let as_f32 = std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
+        _mm256_castps_si256(load::<S>(as_f32, off))
+    }
 
     /// Input values of outputs i..i+8 for one tap: x[off + l * S] for lanes l. Reads
     /// x[off..off + 8 * S], which the caller checked is in bounds.
@@ -532,42 +733,155 @@ mod x86 {
         }
     }
 
+    /// [`super::column_max`] for the leading columns, 8 at a time; returns how many.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn max_run<const S: usize>(
+    pub(super) unsafe fn column_max<const IDX: bool>(
         x: &[f32],
-        run: &Run,
-        best: &mut [f32],
-        arg: &mut [i32],
+        rows: &Rows,
+        vm: &mut [f32],
+        vi: &mut [i32],
     ) -> usize {
-        let (starts, covered) = groups::<S>(x.len(), run, best.len().min(arg.len()));
-        let s = S as i32;
-        let lanes = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
-        for i in starts {
-            let mut b = _mm256_set1_ps(f32::NEG_INFINITY);
-            let mut a = _mm256_add_epi32(_mm256_set1_epi32(run.at(0, i) as i32), lanes);
-            for r in 0..run.rows {
-                let at = run.at(r, i);
-                for k in 0..run.kernel_w {
-                    let off = at + k * run.dilation_w;
-                    let v = load::<S>(x, off);
-                    let cand = _mm256_add_epi32(_mm256_set1_epi32(off as i32), lanes);
-                    let take = _mm256_or_ps(
-                        _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
-                        _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
-                    );
-                    b = _mm256_blendv_ps(b, v, take);
-                    a = _mm256_castps_si256(_mm256_blendv_ps(
-                        _mm256_castsi256_ps(a),
-                        _mm256_castsi256_ps(cand),
-                        take,
-                    ));
+        let mut n = rows.len.min(vm.len());
+        if IDX {
+            n = n.min(vi.len());
+        }
+        let n = n / 8 * 8;
+        let last = rows.first + (rows.count - 1) * rows.step + n;
+        if n == 0 || last > x.len() {
+            return 0;
+        }
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let xp = x.as_ptr();
+        for c in (0..n).step_by(8) {
+            let mut b = _mm256_loadu_ps(xp.add(rows.first + c));
+            let mut a = _mm256_set1_epi32((rows.first + c) as i32);
+            for r in 1..rows.count {
+                let at = rows.first + r * rows.step + c;
+                let v = _mm256_loadu_ps(xp.add(at));
+                let take = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+                );
+                b = _mm256_blendv_ps(b, v, take);
+                if IDX {
+                    let cand = _mm256_castsi256_ps(_mm256_set1_epi32(at as i32));
+                    a = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), cand, take));
                 }
             }
-            _mm256_storeu_ps(best.as_mut_ptr().add(i), b);
-            _mm256_storeu_si256(arg.as_mut_ptr().add(i) as *mut __m256i, a);
+            _mm256_storeu_ps(vm.as_mut_ptr().add(c), b);
+            if IDX {
+                let a = _mm256_add_epi32(a, lanes);
+                _mm256_storeu_si256(vi.as_mut_ptr().add(c) as *mut __m256i, a);
+            }
         }
-        covered
+        n
+    }
+
+    /// Interior windows across the column maxima, 8 outputs per step, the same rules as the
+    /// scalar loop (so the same results, bit for bit). Covers all `y.len()` outputs when there
+    /// are at least 8 (the last group overlaps the one before), none otherwise.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn window_max<const S: usize, const IDX: bool>(
+        vm: &[f32],
+        vi: &[i32],
+        w: &Window,
+        y: &mut [f32],
+        ind: &mut [i32],
+    ) -> usize {
+        let n = y.len();
+        if n < 8 || (IDX && ind.len() != n) {
+            return 0;
+        }
+        // Farthest read: the last group's last tap, 8 * S floats from its start.
+        let end = w.col0 + (n - 8) * S + (w.kernel - 1) * w.dilation + 8 * S;
+        if end > vm.len() || (IDX && end > vi.len()) {
+            return 0;
+        }
+        let last = if !n.is_multiple_of(8) {
+            Some(n - 8)
+        } else {
+            None
+        };
+        for i in (0..n / 8).map(|g| g * 8).chain(last) {
+            let c = w.col0 + i * S;
+            let (b, a) = if IDX {
+                // NaN is rare: the cheap rule, redone with the full one when a NaN showed up.
+                match window_group_indexed::<S, false>(vm, vi, w, c) {
+                    (b, a, false) => (b, a),
+                    _ => {
+                        let (b, a, _) = window_group_indexed::<S, true>(vm, vi, w, c);
+                        (b, a)
+                    }
+                }
+            } else {
+                (window_group_values::<S>(vm, w, c), _mm256_setzero_si256())
+            };
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), b);
+            if IDX {
+                _mm256_storeu_si256(ind.as_mut_ptr().add(i) as *mut __m256i, a);
+            }
+        }
+        n
+    }
+
+    #[inline(always)]
+    unsafe fn window_group_values<const S: usize>(vm: &[f32], w: &Window, c: usize) -> __m256 {
+        let mut b = load::<S>(vm, c);
+        for k in 1..w.kernel {
+            let v = load::<S>(vm, c + k * w.dilation);
+            let take = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+            );
+            b = _mm256_blendv_ps(b, v, take);
+        }
+        b
+    }
+
+    /// Eight windows starting at column `c`, with their flat indices. Without `NAN`, assumes
+    /// no NaN and says whether one was seen (the result is then wrong); with it, follows
+    /// column_takes in full.
+    #[inline(always)]
+    unsafe fn window_group_indexed<const S: usize, const NAN: bool>(
+        vm: &[f32],
+        vi: &[i32],
+        w: &Window,
+        c: usize,
+    ) -> (__m256, __m256i, bool) {
+        let mut b = load::<S>(vm, c);
+        let mut a = load_i32::<S>(vi, c);
+        let mut seen_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
+        let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for k in 1..w.kernel {
+            let off = c + k * w.dilation;
+            let v = load::<S>(vm, off);
+            let at = load_i32::<S>(vi, off);
+            let earlier = _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, at));
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, b);
+            let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, b);
+            // See column_takes: a number beats a smaller number, or an equal one to its right;
+            // NaN beats a number and a NaN to its left in row-major order.
+            let mut take = _mm256_or_ps(gt, _mm256_and_ps(eq, earlier));
+            if NAN {
+                let nan_v = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+                let nan_b = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
+                let later = _mm256_castsi256_ps(_mm256_cmpgt_epi32(at, a));
+                let nan_takes =
+                    _mm256_and_ps(nan_v, _mm256_or_ps(_mm256_xor_ps(nan_b, all), later));
+                take = _mm256_or_ps(nan_takes, _mm256_andnot_ps(nan_b, take));
+            } else {
+                seen_nan = _mm256_or_ps(seen_nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            }
+            b = _mm256_blendv_ps(b, v, take);
+            a = _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(a),
+                _mm256_castsi256_ps(at),
+                take,
+            ));
+        }
+        (b, a, !NAN && _mm256_movemask_ps(seen_nan) != 0)
     }
 
     /// Window sums of the leading outputs, 8 at a time, divided by `divisor`.
@@ -760,8 +1074,10 @@ fn avg_plane_impl<const AVX2: bool>(g: &Geom, opts: &AvgPoolOptions, x: &[f32], 
     }
 }
 
-/// grad_input of avg_pool2d (overwrites grad_input): each window spreads grad_out / divisor
-/// over the input elements it covered.
+/// grad_input of avg_pool2d (overwrites grad_input), as a gather: each input row sums the
+/// scaled gradients of the output rows whose windows cover it into a row buffer, then each
+/// input element sums the entries of the windows that cover it. Every element is written
+/// once, by one task, with contiguous vectorisable loops.
 pub fn avg_pool2d_backward(
     p: &Pool2dParams,
     opts: &AvgPoolOptions,
@@ -772,110 +1088,169 @@ pub fn avg_pool2d_backward(
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
     let g = p.geom(out_hw);
-    let (in_plane, out_plane) = (p.in_h * p.in_w, out_hw.0 * out_hw.1);
+    let (out_h, out_w) = out_hw;
+    // The forward's divisor of every window, shared by all planes.
+    let h_windows: Vec<_> = (0..out_h).map(|o| g.h.avg_window(o)).collect();
+    let w_windows: Vec<_> = (0..out_w).map(|o| g.w.avg_window(o)).collect();
+    let mut divisors = Vec::with_capacity(out_h * out_w);
+    for &(h_lo, h_hi, h_padded) in &h_windows {
+        for &(w_lo, w_hi, w_padded) in &w_windows {
+            let empty = h_lo >= h_hi || w_lo >= w_hi;
+            divisors.push(if empty {
+                1.0
+            } else {
+                avg_divisor(opts, (h_padded, w_padded), (h_hi - h_lo, w_hi - w_lo))
+            });
+        }
+    }
+    let spread = Spread::new(&g.w);
+    let rows = rows_per_task(p.in_w, p.batch * p.channels * p.in_h);
     let avx2 = simd::use_avx2();
+    let ctx = AvgBack {
+        g: &g,
+        divisors: &divisors,
+        spread: &spread,
+        grad_out,
+    };
     grad_input
-        .par_chunks_mut(in_plane)
-        .zip(grad_out.par_chunks(out_plane))
-        .with_min_len(planes_per_task(in_plane))
-        .for_each_init(Vec::new, |scratch, (gi, go)| {
-            avg_back_plane(avx2, &g, opts, go, gi, scratch)
-        });
+        .par_chunks_mut(rows * p.in_w)
+        .enumerate()
+        .for_each_init(
+            || (vec![0.0f32; out_w], vec![0.0f32; spread.len]),
+            |(row, up), (t, gi)| avg_back_task(avx2, &ctx, t * rows, gi, row, up),
+        );
     Ok(())
 }
 
-fn avg_back_plane(
+struct AvgBack<'a> {
+    g: &'a Geom,
+    divisors: &'a [f32],
+    spread: &'a Spread,
+    grad_out: &'a [f32],
+}
+
+/// How one row of window sums spreads over an input row. Input `iw` is covered by windows
+/// `ow` with `ow * stride - pad + k = iw` (k < kernel). With the row placed at positions
+/// `ow * stride + shift` of an otherwise zero buffer `up`, input `iw` is the sum of
+/// `up[iw..=iw + taps - 1]`: `taps` contiguous shifted adds, clipped to the kernel offsets
+/// that can reach the row at all. Very large kernels or strides (which would make `up` huge)
+/// take the per-element fallback instead.
+struct Spread {
+    /// Kernel offsets that matter: taps = k_hi - k_lo + 1; 0 when nothing covers the row.
+    taps: usize,
+    shift: i64,
+    /// `up` length; 0 means use the fallback.
+    len: usize,
+    /// Fallback: the windows covering each input column.
+    covering: Vec<(usize, usize)>,
+}
+
+impl Spread {
+    fn new(a: &Axis) -> Spread {
+        let out = a.out as i64;
+        let k_lo = (a.pad - (out - 1) * a.stride).max(0);
+        let k_hi = (a.kernel - 1).min(a.pad + a.input - 1);
+        let taps = (k_hi - k_lo + 1).max(0);
+        let len = a.input + taps;
+        if taps > 0 && len <= 4 * a.input + 64 {
+            Spread {
+                taps: taps as usize,
+                shift: k_hi - a.pad,
+                len: len as usize,
+                covering: vec![],
+            }
+        } else {
+            Spread {
+                taps: taps as usize,
+                shift: 0,
+                len: 0,
+                covering: (0..a.input as usize).map(|i| a.covering(i)).collect(),
+            }
+        }
+    }
+}
+
+fn avg_back_task(
     avx2: bool,
-    g: &Geom,
-    opts: &AvgPoolOptions,
-    go: &[f32],
+    c: &AvgBack,
+    first_row: usize,
     gi: &mut [f32],
-    scratch: &mut Vec<f32>,
+    row: &mut [f32],
+    up: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { avg_back_plane_avx2(g, opts, go, gi, scratch) };
+        return unsafe { avg_back_task_avx2(c, first_row, gi, row, up) };
     }
     let _ = avx2;
-    avg_back_plane_impl(g, opts, go, gi, scratch)
+    avg_back_task_impl(c, first_row, gi, row, up)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avg_back_plane_avx2(
-    g: &Geom,
-    opts: &AvgPoolOptions,
-    go: &[f32],
+unsafe fn avg_back_task_avx2(
+    c: &AvgBack,
+    first_row: usize,
     gi: &mut [f32],
-    scratch: &mut Vec<f32>,
+    row: &mut [f32],
+    up: &mut [f32],
 ) {
-    avg_back_plane_impl(g, opts, go, gi, scratch)
-}
-
-/// One tap of the backward over a run of interior outputs: dst[i * stride] += src[i].
-#[inline(always)]
-fn scatter_tap(dst: &mut [f32], stride: usize, src: &[f32]) {
-    let n = src.len();
-    if n == 0 {
-        return;
-    }
-    let (head, tail) = dst.split_at_mut((n - 1) * stride);
-    for (chunk, &s) in head.chunks_exact_mut(stride).zip(&src[..n - 1]) {
-        chunk[0] += s;
-    }
-    tail[0] += src[n - 1];
+    avg_back_task_impl(c, first_row, gi, row, up)
 }
 
 #[inline(always)]
-fn avg_back_plane_impl(
-    g: &Geom,
-    opts: &AvgPoolOptions,
-    go: &[f32],
+fn avg_back_task_impl(
+    c: &AvgBack,
+    first_row: usize,
     gi: &mut [f32],
-    scratch: &mut Vec<f32>,
+    row: &mut [f32],
+    up: &mut [f32],
 ) {
-    gi.fill(0.0);
-    let in_w = g.w.input as usize;
-    let out_w = g.w.out;
-    let (ow_lo, ow_hi) = g.w.interior();
-    let sw = g.w.stride as usize;
-    for (oh, go_row) in go.chunks_exact(out_w).enumerate() {
-        let (h_lo, h_hi, h_padded) = g.h.avg_window(oh);
-        if h_lo >= h_hi {
+    let (in_h, in_w) = (c.g.h.input as usize, c.g.w.input as usize);
+    let (out_h, out_w) = (c.g.h.out, c.g.w.out);
+    let (sw, sp) = (c.g.w.stride as usize, c.spread);
+    for (r, gi_row) in gi.chunks_exact_mut(in_w).enumerate() {
+        let (plane, ih) = ((first_row + r) / in_h, (first_row + r) % in_h);
+        let go = &c.grad_out[plane * out_h * out_w..(plane + 1) * out_h * out_w];
+        let (oh_lo, oh_hi) = c.g.h.covering(ih);
+        if oh_lo >= oh_hi || sp.taps == 0 {
+            gi_row.fill(0.0);
             continue;
         }
-        for ow in (0..ow_lo).chain(ow_hi..out_w) {
-            let (w_lo, w_hi, w_padded) = g.w.avg_window(ow);
-            if w_lo >= w_hi {
-                continue;
-            }
-            let d =
-                go_row[ow] / avg_divisor(opts, (h_padded, w_padded), (h_hi - h_lo, w_hi - w_lo));
-            for ih in h_lo..h_hi {
-                for v in &mut gi[ih * in_w + w_lo..ih * in_w + w_hi] {
-                    *v += d;
+        // Sum over the covering output rows of gradOutput / divisor.
+        let rows = go[oh_lo * out_w..oh_hi * out_w]
+            .chunks_exact(out_w)
+            .zip(c.divisors[oh_lo * out_w..oh_hi * out_w].chunks_exact(out_w));
+        for (i, (g, d)) in rows.enumerate() {
+            if i == 0 {
+                for ((s, &g), &d) in row.iter_mut().zip(g).zip(d) {
+                    *s = g / d;
+                }
+            } else {
+                for ((s, &g), &d) in row.iter_mut().zip(g).zip(d) {
+                    *s += g / d;
                 }
             }
         }
-        if ow_lo < ow_hi {
-            let n = ow_hi - ow_lo;
-            let kw = g.w.kernel as usize;
-            let dv = avg_divisor(opts, (h_padded, kw as i64), (h_hi - h_lo, kw));
-            scratch.clear();
-            scratch.extend(go_row[ow_lo..ow_hi].iter().map(|&v| v / dv));
-            let col0 = g.w.start(ow_lo) as usize;
-            for ih in h_lo..h_hi {
-                let row = &mut gi[ih * in_w..(ih + 1) * in_w];
-                for k in 0..kw {
-                    let off = col0 + k;
-                    let dst = &mut row[off..off + (n - 1) * sw + 1];
-                    match sw {
-                        1 => scatter_tap(dst, 1, scratch),
-                        2 => scatter_tap(dst, 2, scratch),
-                        s => scatter_tap(dst, s, scratch),
-                    }
-                }
+        if sp.len == 0 {
+            for (v, &(lo, hi)) in gi_row.iter_mut().zip(&sp.covering) {
+                *v = row[lo..hi].iter().sum();
+            }
+            continue;
+        }
+        // Only the positions ow * stride + shift are ever written, so the zeros between them
+        // (stride > 1) stay zero from the task's start.
+        for (ow, &s) in row.iter().enumerate() {
+            let at = (ow * sw) as i64 + sp.shift;
+            if at >= 0 && (at as usize) < up.len() {
+                up[at as usize] = s;
+            }
+        }
+        gi_row.copy_from_slice(&up[..in_w]);
+        for m in 1..sp.taps {
+            for (v, &u) in gi_row.iter_mut().zip(&up[m..m + in_w]) {
+                *v += u;
             }
         }
     }

@@ -240,6 +240,108 @@ fn max_pool_ties_take_the_first_and_nan_wins() {
     assert_eq!(run_max(&p, &x).1, ref_max(&p, &x).1);
 }
 
+/// Odd shapes for the row-wise max-pool paths: batch 1, 1x1 planes, non-square, ceil mode,
+/// padding, rows long enough for several 8-wide groups plus a ragged tail, and enough rows
+/// that tasks cross plane boundaries.
+fn odd_max_cases() -> Vec<Pool2dParams> {
+    vec![
+        pp((1, 1, 1, 1), (1, 1), (1, 1), (0, 0), (1, 1), false),
+        pp((1, 3, 1, 1), (2, 2), (2, 2), (1, 1), (1, 1), true),
+        pp((1, 2, 3, 70), (3, 3), (2, 2), (1, 1), (1, 1), true),
+        pp((2, 3, 30, 41), (3, 3), (2, 2), (1, 1), (1, 1), false),
+        pp((1, 2, 19, 53), (3, 2), (1, 1), (1, 1), (1, 1), true),
+        pp((3, 2, 11, 64), (2, 4), (2, 2), (0, 2), (1, 1), true),
+        pp((1, 1, 9, 50), (3, 3), (2, 2), (1, 1), (2, 2), false),
+        pp((1, 1, 40, 9), (5, 5), (3, 3), (2, 2), (1, 1), true),
+    ]
+}
+
+/// Small integers (many ties), a few -inf and NaN: every tie-breaking rule gets exercised.
+fn tie_heavy(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(2862933555777941757)
+        .wrapping_add(3037000493);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            match (s >> 33) % 64 {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => -0.0,
+                r => (r % 4) as f32,
+            }
+        })
+        .collect()
+}
+
+fn same_values(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        // The no-indices path may give -0 where torch gives +0 (or back) when they tie.
+        assert!(
+            a == b || (a.is_nan() && b.is_nan()),
+            "{what}: element {i} is {a}, expected {b}"
+        );
+    }
+}
+
+fn run_max_values(p: &Pool2dParams, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
+    max_pool2d_forward_no_indices(p, x, &mut y).unwrap();
+    y
+}
+
+#[test]
+fn max_pool_ties_nan_and_infinity_match_torch_on_every_path() {
+    let _g = simd_lock();
+    for (n, p) in max_cases().into_iter().chain(odd_max_cases()).enumerate() {
+        for seed in 0..3 {
+            let x = tie_heavy(p.input_len(), (n * 3 + seed) as u64);
+            let (want_y, want_i) = ref_max(&p, &x);
+            for ((y, ind), v) in per_simd_level(|_| (run_max(&p, &x), run_max_values(&p, &x))) {
+                same_values(&y, &want_y, &format!("{p:?} values"));
+                assert_eq!(ind, want_i, "{p:?} indices");
+                same_values(&v, &want_y, &format!("{p:?} no-indices values"));
+            }
+        }
+    }
+}
+
+#[test]
+fn max_pool_without_indices_matches_reference() {
+    let _g = simd_lock();
+    for p in max_cases().into_iter().chain(odd_max_cases()) {
+        let x = fill(p.input_len(), 8);
+        let (want_y, want_i) = ref_max(&p, &x);
+        for ((y, ind), v) in per_simd_level(|_| (run_max(&p, &x), run_max_values(&p, &x))) {
+            assert_eq!(y, want_y, "{p:?}");
+            assert_eq!(ind, want_i, "{p:?}");
+            assert_eq!(v, want_y, "{p:?} no indices");
+        }
+    }
+    // All-padding windows (dilation) give -inf without indices too.
+    let p = pp((1, 1, 1, 3), (2, 1), (1, 1), (1, 0), (2, 1), false);
+    assert_eq!(
+        run_max_values(&p, &[1.0, 2.0, 3.0]),
+        vec![f32::NEG_INFINITY; 3]
+    );
+}
+
+#[test]
+fn max_pool_paths_agree_across_thread_counts() {
+    let _g = simd_lock();
+    for p in odd_max_cases() {
+        let x = tie_heavy(p.input_len(), 42);
+        let run = || (run_max(&p, &x), run_max_values(&p, &x));
+        let (one, two) = (with_threads(1, run), with_threads(2, run));
+        assert_eq!(one.0 .1, two.0 .1, "{p:?} indices");
+        same_values(&one.0 .0, &two.0 .0, &format!("{p:?} values"));
+        same_values(&one.1, &two.1, &format!("{p:?} no-indices values"));
+    }
+}
+
 #[test]
 fn max_pool_window_of_padding_only_gives_minus_infinity() {
     // Height 1, kernel 2 dilation 2 padding 1: taps at rows -1 and 1, both outside.
@@ -332,9 +434,24 @@ fn avg_pool_ceil_mode_divides_by_window_clipped_at_padded_border() {
     assert_close(&y, &want, 1e-6, 1e-7, "ceil-mode divisors");
 }
 
+/// Average-pool shapes for the gather backward beyond common_cases: long rows (vectorised
+/// shifted adds), tasks crossing planes, and kernels wide enough to take the per-element
+/// fallback.
+fn avg_back_cases() -> Vec<Pool2dParams> {
+    let mut v = common_cases();
+    v.extend([
+        pp((2, 3, 21, 45), (3, 3), (2, 2), (1, 1), (1, 1), true),
+        pp((1, 1, 1, 1), (1, 1), (1, 1), (0, 0), (1, 1), false),
+        pp((1, 2, 9, 3), (3, 161), (2, 1), (1, 80), (1, 1), false),
+        pp((1, 1, 3, 2), (3, 201), (1, 100), (1, 100), (1, 1), true),
+    ]);
+    v
+}
+
 #[test]
 fn avg_pool_backward_is_the_adjoint_and_matches_finite_differences() {
-    for p in common_cases() {
+    let _g = simd_lock();
+    for p in avg_back_cases() {
         for o in avg_options() {
             let x = fill(p.input_len(), 6);
             let y = run_avg(&p, &o, &x);
@@ -352,6 +469,13 @@ fn avg_pool_backward_is_the_adjoint_and_matches_finite_differences() {
                     .map(|(a, &b)| a * b as f64)
                     .sum();
                 e[i] = 0.0;
+            }
+            for gi in per_simd_level(|_| {
+                let mut gi = vec![f32::NAN; x.len()];
+                with_threads(2, || avg_pool2d_backward(&p, &o, &r, &mut gi).unwrap());
+                gi
+            }) {
+                assert_close(&gi, &want, 1e-5, 1e-6, &format!("{p:?} {o:?} adjoint"));
             }
             assert_close(&gi, &want, 1e-5, 1e-6, &format!("{p:?} {o:?} adjoint"));
             let fd = fd_grad(&x, 1e-2, |xx| dot(&run_avg(&p, &o, xx), &r));
@@ -588,6 +712,13 @@ fn bench_pool_resnet_shape() {
                 let lvl = lvl.name();
                 let (t, c) = time(|| max_pool2d_forward(&p, &x, &mut y, &mut ind).unwrap());
                 report(&format!("maxpool {name} fwd [{lvl}]"), max_bytes, t, c);
+                let (t, c) = time(|| max_pool2d_forward_no_indices(&p, &x, &mut y).unwrap());
+                report(
+                    &format!("maxpool {name} fwd, no indices [{lvl}]"),
+                    avg_bytes,
+                    t,
+                    c,
+                );
                 let (t, c) = time(|| max_pool2d_backward(&p, &y, &ind, &mut gi).unwrap());
                 report(&format!("maxpool {name} bwd [{lvl}]"), max_bytes, t, c);
                 let o = AvgPoolOptions::default();

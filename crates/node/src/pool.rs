@@ -1,6 +1,6 @@
-//! Pooling entries: max pooling (with the int32 argmax indices its backward needs), average
-//! and adaptive average pooling, forward and backward. Callers own every buffer; kernels write
-//! outputs in place.
+//! Pooling entries: max pooling (with the int32 argmax indices its backward needs, or without
+//! them for inference), average and adaptive average pooling, forward and backward. Callers own
+//! every buffer; kernels write outputs in place.
 use crate::args::{invalid, kernel_err, size, sizes};
 use crate::runtime::run;
 use ferroconv_kernels::pool::{self, AdaptivePool2dParams, AvgPoolOptions, Pool2dParams};
@@ -118,6 +118,22 @@ pub fn max_pool2d_forward(
     // the JavaScript thread is blocked in this call, so nothing else touches them meanwhile.
     let (y, ind) = unsafe { (output.as_mut(), indices.as_mut()) };
     run(|| pool::max_pool2d_forward(&p, x, y, ind))?.map_err(kernel_err)
+}
+
+/// output <- max_pool2d(input) without indices, for inference (no backward will run): the
+/// same values as maxPool2dForward, minus the int32 index traffic.
+#[napi(catch_unwind, js_name = "maxPool2dForwardNoIndices")]
+pub fn max_pool2d_forward_no_indices(
+    input: Float32Array,
+    mut output: Float32Array,
+    args: Pool2dArgs,
+) -> napi::Result<()> {
+    let (p, _) = pool_params(&args)?;
+    check_buffers(&[("output", span(&output))], &[("input", span(&input))])?;
+    let x: &[f32] = &input;
+    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
+    let y = unsafe { output.as_mut() };
+    run(|| pool::max_pool2d_forward_no_indices(&p, x, y))?.map_err(kernel_err)
 }
 
 /// gradInput <- gradOutput scattered through the forward's indices. An index outside its

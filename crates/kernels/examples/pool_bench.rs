@@ -1,0 +1,64 @@
+//! Quick timing of the pooling kernels on ResNet's stem shape, one call at a time:
+//! cargo run -p ferroconv-kernels --release --example pool_bench [threads]
+use ferroconv_kernels::pool::*;
+use std::time::Instant;
+
+fn best(mut f: impl FnMut()) -> f64 {
+    let mut b = f64::INFINITY;
+    for _ in 0..30 {
+        let t = Instant::now();
+        f();
+        b = b.min(t.elapsed().as_secs_f64());
+    }
+    b * 1e3
+}
+
+fn main() {
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let p = Pool2dParams {
+        batch: 16,
+        channels: 64,
+        in_h: 112,
+        in_w: 112,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 2,
+        stride_w: 2,
+        pad_h: 1,
+        pad_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        ceil_mode: false,
+    };
+    let out = p.output_len(p.validate().unwrap());
+    let x: Vec<f32> = (0..p.input_len())
+        .map(|i| ((i * 7919) % 1000) as f32)
+        .collect();
+    let (mut y, mut ind, mut gi) = (vec![0.0; out], vec![0; out], vec![0.0; x.len()]);
+    let o = AvgPoolOptions::default();
+    let mb = |n: usize| n as f64 * 4.0 / 1e6;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(|| {
+            let row = |name: &str, bytes: f64, ms: f64| {
+                println!("{name:28} {ms:7.2} ms {:6.2} GB/s", bytes / ms)
+            };
+            let t = best(|| max_pool2d_forward(&p, &x, &mut y, &mut ind).unwrap());
+            row("max fwd + indices", mb(x.len() + 2 * out), t);
+            let t = best(|| max_pool2d_forward_no_indices(&p, &x, &mut y).unwrap());
+            row("max fwd, no indices", mb(x.len() + out), t);
+            let t = best(|| max_pool2d_backward(&p, &y, &ind, &mut gi).unwrap());
+            row("max bwd", mb(x.len() + 2 * out), t);
+            let t = best(|| avg_pool2d_forward(&p, &o, &x, &mut y).unwrap());
+            row("avg fwd", mb(x.len() + out), t);
+            let t = best(|| avg_pool2d_backward(&p, &o, &y, &mut gi).unwrap());
+            row("avg bwd", mb(x.len() + out), t);
+            let t = best(|| gi.copy_from_slice(&x));
+            row("memcpy (1 thread)", mb(2 * x.len()), t);
+        });
+}
