@@ -2,6 +2,7 @@
 // gradients are wanted, attaches a GradFn that knows its inputs. backward() walks the graph in
 // reverse topological order, sums gradients per tensor, accumulates into leaves' `.grad`, and
 // then drops the graph (gradFn links), so memory does not grow from one step to the next.
+import { native } from './native.js';
 import { type GradFn, Tensor } from './tensor.js';
 
 let gradEnabled = true;
@@ -119,9 +120,10 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       }
       const prev = grads.get(inp);
       if (prev) {
-        // Gradients handed back may alias each other or an op's buffers: sum into a new array.
+        // Gradients handed back may alias each other or an op's buffers (add passes its
+        // gradient through to both inputs): sum into a new array, natively and in parallel.
         const sum = new Float32Array(prev.length);
-        for (let q = 0; q < sum.length; q++) sum[q] = prev[q] + ig[q];
+        if (sum.length) native.broadcastBinary('add', prev, [prev.length], ig, [ig.length], sum);
         grads.set(inp, sum);
       } else {
         grads.set(inp, ig);

@@ -9,7 +9,10 @@ function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
   const out = new Float32Array(a.size);
   native.broadcastBinary(op, a.data, a.shape, b.data, b.shape, out);
   const y = new Tensor(out, a.shape);
+  const sameShape = a.size === b.size && a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
   return record(op, y, [a, b], (g) => {
+    // d(a + b)/da = d(a + b)/db = 1: hand the gradient through (autograd never writes into it).
+    if (op === 'add' && sameShape) return [a.requiresGrad ? g : null, b.requiresGrad ? g : null];
     const ga = a.requiresGrad ? new Float32Array(a.size) : null;
     const gb = b.requiresGrad ? new Float32Array(b.size) : null;
     native.broadcastBinaryBackward(op, a.data, a.shape, b.data, b.shape, g, ga, gb);
