@@ -95,7 +95,7 @@ pub fn sgd_step(
         ("weightDecay", p.weight_decay),
         ("momentum", p.momentum),
     ] {
-        if !(v >= 0.0) {
+        if v.is_nan() || v < 0.0 {
             bail!("{name}: expected a non-negative number, got {v}");
         }
     }
