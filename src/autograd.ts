@@ -2,7 +2,8 @@
 // gradients are wanted, attaches a GradFn that knows its inputs. backward() walks the graph in
 // reverse topological order, sums gradients per tensor, accumulates into leaves' `.grad`, and
 // then drops the graph (gradFn links), so memory does not grow from one step to the next.
-import { type GradFn, Tensor } from './tensor.js';
+import { native } from './native.js';
+import { type GradFn, Tensor, uninitialized } from './tensor.js';
 
 let gradEnabled = true;
 
@@ -92,10 +93,14 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
     }
   }
 
+  // Nothing may keep a processed tensor alive: once its own node and every consumer have run,
+  // its buffer (and those its closure saved) can be collected while backward is still going,
+  // so the peak holds the activations not yet consumed rather than all of them.
+  seen.clear();
   const grads = new Map<Tensor, Float32Array>();
   grads.set(root, seed);
-  for (let k = order.length - 1; k >= 0; k--) {
-    const t = order[k];
+  while (order.length) {
+    const t = order.pop()!;
     const g = grads.get(t);
     if (!g) continue;
     const fn = t.gradFn;
@@ -105,7 +110,9 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
         const acc = t.grad.data;
         for (let j = 0; j < acc.length; j++) acc[j] += g[j];
       } else {
-        t.grad = new Tensor(g.slice(), t.shape);
+        const own = uninitialized(g.length);
+        own.set(g);
+        t.grad = new Tensor(own, t.shape);
       }
       continue;
     }
@@ -119,9 +126,10 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       }
       const prev = grads.get(inp);
       if (prev) {
-        // Gradients handed back may alias each other or an op's buffers: sum into a new array.
-        const sum = new Float32Array(prev.length);
-        for (let q = 0; q < sum.length; q++) sum[q] = prev[q] + ig[q];
+        // Gradients handed back may alias each other or an op's buffers (add passes its
+        // gradient through to both inputs): sum into a new array, natively and in parallel.
+        const sum = uninitialized(prev.length);
+        if (sum.length) native.broadcastBinary('add', prev, [prev.length], ig, [ig.length], sum);
         grads.set(inp, sum);
       } else {
         grads.set(inp, ig);

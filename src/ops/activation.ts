@@ -1,16 +1,16 @@
 // Differentiable point-wise activations; the loops run in crates/kernels/src/activation.rs.
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 
 type Kind = 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh';
 
 function activation(kind: Kind, x: Tensor, negativeSlope?: number): Tensor {
-  const out = new Float32Array(x.size);
+  const out = uninitialized(x.size);
   native.activationForward(kind, x.data, out, negativeSlope);
   const y = new Tensor(out, x.shape);
   return record(kind, y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size);
     native.activationBackward(kind, x.data, out, g, gx, negativeSlope);
     return [gx];
   });

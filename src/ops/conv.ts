@@ -2,7 +2,7 @@
 // crates/kernels; these functions check ranks, allocate outputs and record the backward.
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 
 export type Pair = number | readonly [number, number];
 export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft';
@@ -60,7 +60,7 @@ export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null
     algo: opts.algo ?? 'auto',
   };
   const [oh, ow] = native.conv2dOutputSize(args);
-  const out = new Float32Array(input.shape[0] * weight.shape[0] * oh * ow);
+  const out = uninitialized(input.shape[0] * weight.shape[0] * oh * ow);
   native.conv2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
   const y = new Tensor(out, [input.shape[0], weight.shape[0], oh, ow]);
   return record('conv2d', y, [input, weight, bias], (g) => {
@@ -68,11 +68,11 @@ export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null
     let gw: Float32Array | null = null;
     let gb: Float32Array | null = null;
     if (input.requiresGrad) {
-      gx = new Float32Array(input.size);
+      gx = uninitialized(input.size);
       native.conv2dBackwardData(g, weight.data, gx, args);
     }
     if (weight.requiresGrad || (bias && bias.requiresGrad)) {
-      gw = new Float32Array(weight.size);
+      gw = uninitialized(weight.size);
       gb = bias ? new Float32Array(bias.size) : null;
       native.conv2dBackwardWeight(input.data, g, gw, gb, args);
     }

@@ -1,7 +1,7 @@
 // Differentiable normalisation: batch norm (training and inference) and local response norm.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 import { expectRank } from './conv.js';
 
 export interface BatchNormOptions {
@@ -39,7 +39,7 @@ export function batchNorm2d(
   checkChannelVec('weight', weight, c);
   checkChannelVec('bias', bias, c);
   const args = { inputShape: x.shape, momentum: opts.momentum ?? 0.1, eps: opts.eps ?? 1e-5 };
-  const out = new Float32Array(x.size);
+  const out = uninitialized(x.size);
   const y = new Tensor(out, x.shape);
   if (opts.training) {
     const saveMean = new Float32Array(c);
@@ -49,7 +49,7 @@ export function batchNorm2d(
       out, saveMean, saveInvstd, args,
     );
     return record('batchNorm2d', y, [x, weight, bias], (g) => {
-      const gx = new Float32Array(x.size);
+      const gx = uninitialized(x.size);
       const gw = weight && weight.requiresGrad ? new Float32Array(c) : null;
       const gb = bias && bias.requiresGrad ? new Float32Array(c) : null;
       native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args);

@@ -3,7 +3,7 @@
 // which differs from Caffe's and from Sutskever et al.: v = momentum * v + (1 - dampening) * g,
 // p = p - lr * v (the first step sets v = g), so lr scales the velocity, not the gradient.
 import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
-import { addScaled, mulScalar } from './float32.js';
+import { native } from '../native.js';
 
 export interface SGDOptions extends GroupOptions {
   /** Momentum factor. Default 0 (none). */
@@ -41,19 +41,10 @@ export class SGD extends Optimizer<SGDOptions> {
   protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<SGDOptions>, lr: number, weightDecay: number): void {
     const { momentum, dampening, nesterov, maximize } = group;
     state.step++;
-    const first = momentum !== 0 && !state.buffers.momentumBuffer;
+    const firstStep = momentum !== 0 && !state.buffers.momentumBuffer;
     const buf = momentum !== 0 ? this.buffer(state, 'momentumBuffer', p.length) : null;
-    const negLr = -lr;
-    const keep = 1 - dampening;
-    for (let i = 0; i < p.length; i++) {
-      let d = maximize ? -g[i] : g[i];
-      if (weightDecay !== 0) d = addScaled(d, weightDecay, p[i]);
-      if (buf) {
-        // torch starts the velocity at the first gradient itself (no dampening on that step).
-        buf[i] = first ? d : addScaled(mulScalar(buf[i], momentum), keep, d);
-        d = nesterov ? addScaled(d, momentum, buf[i]) : buf[i];
-      }
-      p[i] = addScaled(p[i], negLr, d);
-    }
+    // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts.
+    // torch starts the velocity at the first gradient itself (no dampening on that step).
+    native.sgdStep(p, g, buf, { lr, weightDecay, momentum, dampening, nesterov, maximize, firstStep });
   }
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod gemm;
 pub mod linear;
 pub mod lrn;
+pub mod optim;
 pub mod peak;
 pub mod pool;
 pub mod simd;

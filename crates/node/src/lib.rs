@@ -11,6 +11,7 @@ mod conv_transpose;
 mod elementwise;
 mod linalg;
 mod norm;
+mod optim;
 mod pool;
 mod runtime;
 
@@ -20,5 +21,6 @@ pub use conv_transpose::*;
 pub use elementwise::*;
 pub use linalg::*;
 pub use norm::*;
+pub use optim::*;
 pub use pool::*;
 pub use runtime::*;
