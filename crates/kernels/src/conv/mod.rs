@@ -11,6 +11,7 @@ pub mod fft;
 pub mod im2col;
 pub mod reference;
 pub mod transpose;
+pub mod winograd;
 
 /// Shape and hyper-parameters of one conv2d call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +143,9 @@ pub enum ConvAlgo {
     Direct,
     Im2col,
     Fft,
+    /// Winograd F(4x4, 3x3): 3x3 kernels at stride 1 and dilation 1; other shapes, and the
+    /// weight gradient, fall back to im2col.
+    Winograd,
 }
 
 impl ConvAlgo {
@@ -151,8 +155,12 @@ impl ConvAlgo {
             "direct" => Ok(ConvAlgo::Direct),
             "im2col" => Ok(ConvAlgo::Im2col),
             "fft" => Ok(ConvAlgo::Fft),
+            "winograd" => Ok(ConvAlgo::Winograd),
             other => {
-                bail!("algo: expected one of 'auto', 'direct', 'im2col', 'fft', got '{other}'")
+                bail!(
+                    "algo: expected one of 'auto', 'direct', 'im2col', 'fft', 'winograd', got \
+                     '{other}'"
+                )
             }
         }
     }
@@ -199,6 +207,7 @@ pub fn conv2d_forward(
         }
         ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, bias, output),
         ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
+        ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, bias, output),
     }
     Ok(())
 }
@@ -221,6 +230,7 @@ pub fn conv2d_backward_data(
         }
         ConvAlgo::Im2col => im2col::backward_data(p, out_hw, grad_out, weight, grad_input),
         ConvAlgo::Fft => fft::backward_data(p, out_hw, grad_out, weight, grad_input),
+        ConvAlgo::Winograd => winograd::backward_data(p, out_hw, grad_out, weight, grad_input),
     }
     Ok(())
 }
@@ -249,6 +259,9 @@ pub fn conv2d_backward_weight(
             im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
         }
         ConvAlgo::Fft => fft::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias),
+        ConvAlgo::Winograd => {
+            winograd::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+        }
     }
     Ok(())
 }

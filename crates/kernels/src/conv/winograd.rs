@@ -1,0 +1,654 @@
+//! Winograd F(4x4, 3x3) convolution for 3x3 kernels at stride 1 and dilation 1 (any padding, any
+//! groups). Each 4x4 block of outputs is computed from the 6x6 input tile under it with 36
+//! multiplies per (in, out) channel pair instead of 144:
+//!
+//! `Y = A^T [ sum_c (G g_oc,c G^T) .* (B^T d_c B) ] A`
+//!
+//! The elementwise product summed over channels is, for each of the 36 transform points, a matrix
+//! product `M_xi = U_xi (C_out x C_in) * V_xi (C_in x tiles)`, run by the blocked SGEMM in
+//! `crate::gemm`; weights are transformed (`U = G g G^T`) and packed once per call.
+//!
+//! Tiles are processed in blocks of whole tile rows (one tile row = one batch item's row of
+//! `ceil(out_w / 4)` tiles) sized so the transformed inputs `V` and products `M` of a block stay
+//! in L2/L3: input transform -> 36 GEMMs -> output transform (plus bias), block after block. With
+//! enough blocks they run in parallel (single-threaded GEMMs); otherwise blocks run in turn and
+//! each step is split over the pool (channels, transform points, output channels).
+//!
+//! Transforms run 16 tiles of one tile row at a time, lanes in fixed-size arrays, so the compiler
+//! vectorises them; the AVX2 build of the same code sits behind `simd::use_avx2()`. Both give
+//! bit-identical transforms (no FMA contraction); only the GEMM differs between the paths.
+//!
+//! Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016, the matrices below):
+//! the best-conditioned small integer set for F(4, 3). Rounding grows with the transform
+//! constants (up to 8 in `A`, 5 in `B`), so the error is a few 1e-6 of the largest output
+//! rather than 1e-7: `tests/conv_winograd.rs` measures it.
+//!
+//! Backward data at stride 1 is a 3x3 convolution of the output gradient with the weights rotated
+//! 180 degrees and in/out channels swapped, padded by `2 - pad` on each side; when every pad is
+//! at most 2 it runs through this forward. Backward weight, and every shape this algorithm does
+//! not apply to (see [`applies`]), fall back to im2col + GEMM.
+use super::{im2col, Conv2dParams};
+use crate::gemm::{self, Lhs, PackedA, Rhs};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::ops::Range;
+
+/// Transform points per tile (6 x 6).
+const POINTS: usize = 36;
+/// Tiles per transform step: two AVX vectors of lanes.
+const TB: usize = 16;
+type Lanes = [f32; TB];
+/// Floats of transformed inputs and products per block: 1 MiB, about L2, so a block made by the
+/// input transform is still in cache for its GEMMs and the output transform.
+const BLOCK_BUDGET: usize = 256 * 1024;
+/// Fewest tile columns per block, so the GEMMs are not starved of columns (their N).
+const MIN_BLOCK_COLS: usize = 64;
+
+/// Whether Winograd F(4x4, 3x3) computes this shape itself (else it falls back to im2col).
+pub fn applies(p: &Conv2dParams) -> bool {
+    p.kernel_h == 3
+        && p.kernel_w == 3
+        && p.stride_h == 1
+        && p.stride_w == 1
+        && p.dilation_h == 1
+        && p.dilation_w == 1
+}
+
+thread_local! {
+    // Block scratch reused by every block run on this thread. Taken out while in use, so a
+    // nested use on the same thread (rayon work stealing) just allocates its own.
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
+/// Base pointer of a buffer that parallel tasks write in disjoint pieces.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every user writes only pieces no other task touches; the buffer outlives them.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// # Safety
+    /// `off` must lie inside the buffer.
+    unsafe fn at(self, off: usize) -> *mut f32 {
+        self.0.add(off)
+    }
+}
+
+/// Sizes of one call and how its tile rows are cut into blocks.
+#[derive(Clone, Copy)]
+struct Geom {
+    in_channels: usize,
+    out_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    oh: usize,
+    ow: usize,
+    pad_top: usize,
+    pad_left: usize,
+    cig: usize,
+    cog: usize,
+    /// Tile rows per item and tiles per tile row.
+    th: usize,
+    tw: usize,
+    /// Tile rows over the whole batch, tile rows per block, and blocks.
+    units: usize,
+    per_block: usize,
+    blocks: usize,
+}
+
+impl Geom {
+    fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geom {
+        let (th, tw) = (oh.div_ceil(4), ow.div_ceil(4));
+        let (cig, cog) = (p.in_per_group(), p.out_per_group());
+        let units = p.batch * th;
+        let want_cols = (BLOCK_BUDGET / (POINTS * (cig + cog))).max(MIN_BLOCK_COLS);
+        let per_block = (want_cols / tw).clamp(1, units);
+        Geom {
+            in_channels: p.in_channels,
+            out_channels: p.out_channels,
+            in_h: p.in_h,
+            in_w: p.in_w,
+            oh,
+            ow,
+            pad_top: p.pad_top,
+            pad_left: p.pad_left,
+            cig,
+            cog,
+            th,
+            tw,
+            units,
+            per_block,
+            blocks: units.div_ceil(per_block),
+        }
+    }
+
+    fn block(&self, b: usize) -> Range<usize> {
+        let u0 = b * self.per_block;
+        u0..(u0 + self.per_block).min(self.units)
+    }
+
+    /// Floats of V (`cig x 36 x cols`) and M (`cog x 36 x cols`) for the largest block.
+    fn scratch_len(&self) -> usize {
+        POINTS * (self.cig + self.cog) * self.per_block * self.tw
+    }
+}
+
+/// `G g G^T` of one 3x3 kernel, in f64 (the transform has thirds and sixths).
+fn weight_transform(g: &[f32]) -> [f64; POINTS] {
+    let rows = |a: f64, b: f64, c: f64| {
+        [
+            a / 4.0,
+            -(a + b + c) / 6.0,
+            -(a - b + c) / 6.0,
+            a / 24.0 + b / 12.0 + c / 6.0,
+            a / 24.0 - b / 12.0 + c / 6.0,
+            c,
+        ]
+    };
+    // Columns first: t[k][i] = (G g^T)... then rows.
+    let mut t = [[0f64; 6]; 3];
+    for (k, tk) in t.iter_mut().enumerate() {
+        *tk = rows(g[k] as f64, g[3 + k] as f64, g[6 + k] as f64);
+    }
+    let mut u = [0f64; POINTS];
+    for i in 0..6 {
+        let r = rows(t[0][i], t[1][i], t[2][i]);
+        u[i * 6..i * 6 + 6].copy_from_slice(&r);
+    }
+    u
+}
+
+/// Transformed weights packed for the GEMM, one per (group, transform point): `U_xi` is
+/// `cog x cig`. None when the buffers would not fit in memory.
+fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Vec<PackedA>> {
+    let row = POINTS.checked_mul(g.cig)?;
+    let total = row.checked_mul(g.out_channels)?;
+    total.checked_mul(std::mem::size_of::<f32>())?;
+    // Layout [oc][xi][ic]: each output channel's row is written by one task.
+    let mut u = vec![0f32; total];
+    u.par_chunks_mut(row).enumerate().for_each(|(oc, dst)| {
+        for ic in 0..g.cig {
+            let t = weight_transform(&weight[(oc * g.cig + ic) * 9..][..9]);
+            for (xi, &v) in t.iter().enumerate() {
+                dst[xi * g.cig + ic] = v as f32;
+            }
+        }
+    });
+    let per_group = g.cog * row;
+    Some(
+        (0..groups * POINTS)
+            .into_par_iter()
+            .map(|k| {
+                let (gi, xi) = (k / POINTS, k % POINTS);
+                let a = &u[gi * per_group + xi * g.cig..(gi + 1) * per_group];
+                PackedA::new(false, g.cog, g.cig, a, row, false)
+            })
+            .collect(),
+    )
+}
+
+/// Input transform of one channel plane `x` for tile row `ty`, tiles `t0..t0+tb`: the 36
+/// transformed values per tile, lane `t` for tile `t0 + t` (lanes past `tb` are garbage-free
+/// zeros of padding).
+#[inline(always)]
+fn input_chunk(g: &Geom, x: &[f32], ty: usize, t0: usize, tb: usize, v: &mut [Lanes; POINTS]) {
+    // e[r][j] = (d B)[r][j]: each input row transformed along x.
+    let mut e = [[[0f32; TB]; 6]; 6];
+    // Input column of lane 0's first tap, relative to the row start (may be negative).
+    let base = (4 * t0) as isize - g.pad_left as isize;
+    let w = g.in_w as isize;
+    for (r, er) in e.iter_mut().enumerate() {
+        let iy = (4 * ty + r) as isize - g.pad_top as isize;
+        if iy < 0 || iy >= g.in_h as isize {
+            continue; // padding rows transform to zeros
+        }
+        let src = &x[iy as usize * g.in_w..][..g.in_w];
+        // The row segment under the chunk (4 * (tb + 1) taps), zero where it leaves the plane.
+        let mut seg = [0f32; 4 * (TB + 1)];
+        let lo = (-base).clamp(0, seg.len() as isize);
+        let hi = (w - base).clamp(lo, 4 * (tb as isize + 1));
+        if lo < hi {
+            let (lo, hi) = (lo as usize, hi as usize);
+            let s0 = (base + lo as isize) as usize;
+            seg[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+        }
+        // Phases: ph[q][t] = tap 4t + q; taps 4 and 5 of tile t are taps 0 and 1 of tile t + 1.
+        let mut ph = [[0f32; TB + 1]; 4];
+        for (t, q) in seg.chunks_exact(4).enumerate() {
+            ph[0][t] = q[0];
+            ph[1][t] = q[1];
+            ph[2][t] = q[2];
+            ph[3][t] = q[3];
+        }
+        for t in 0..TB {
+            let (d0, d1, d2, d3) = (ph[0][t], ph[1][t], ph[2][t], ph[3][t]);
+            let (d4, d5) = (ph[0][t + 1], ph[1][t + 1]);
+            let [o0, o1, o2, o3, o4, o5] = bt(d0, d1, d2, d3, d4, d5);
+            er[0][t] = o0;
+            er[1][t] = o1;
+            er[2][t] = o2;
+            er[3][t] = o3;
+            er[4][t] = o4;
+            er[5][t] = o5;
+        }
+    }
+    // Then along y: v[i * 6 + j] = (B^T e)[i][j].
+    for j in 0..6 {
+        for t in 0..TB {
+            let [o0, o1, o2, o3, o4, o5] = bt(
+                e[0][j][t], e[1][j][t], e[2][j][t], e[3][j][t], e[4][j][t], e[5][j][t],
+            );
+            v[j][t] = o0;
+            v[6 + j][t] = o1;
+            v[12 + j][t] = o2;
+            v[18 + j][t] = o3;
+            v[24 + j][t] = o4;
+            v[30 + j][t] = o5;
+        }
+    }
+}
+
+/// `B^T d` for one 6-vector.
+#[inline(always)]
+fn bt(d0: f32, d1: f32, d2: f32, d3: f32, d4: f32, d5: f32) -> [f32; 6] {
+    let a = d4 - d2;
+    let b = d3 - d1;
+    let s12 = d1 + d2;
+    let s34 = d3 + d4;
+    [
+        4.0 * d0 - 5.0 * d2 + d4,
+        s34 - 4.0 * s12,
+        (d4 - d3) + 4.0 * (d1 - d2),
+        a + 2.0 * b,
+        a - 2.0 * b,
+        4.0 * d1 - 5.0 * d3 + d5,
+    ]
+}
+
+/// `A^T m` for one 6-vector.
+#[inline(always)]
+fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
+    let d12 = m1 - m2;
+    let s12 = m1 + m2;
+    let d34 = m3 - m4;
+    let s34 = m3 + m4;
+    [
+        m0 + s12 + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        d12 + 8.0 * d34 + m5,
+    ]
+}
+
+/// Input transform of channels `chans` (of the block's group) for the block's tile rows into
+/// `v` (layout `[c][xi][cols]`, `c` relative to `chans.start`).
+#[inline(always)]
+fn input_block(
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    v: &mut [f32],
+) {
+    let in_plane = g.in_h * g.in_w;
+    let cols = units.len() * g.tw;
+    let mut lanes = [[0f32; TB]; POINTS];
+    for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * cols)) {
+        for (k, u) in units.clone().enumerate() {
+            let (n, ty) = (u / g.th, u % g.th);
+            let plane = &input[(n * g.in_channels + gi * g.cig + c) * in_plane..][..in_plane];
+            for t0 in (0..g.tw).step_by(TB) {
+                let tb = TB.min(g.tw - t0);
+                input_chunk(g, plane, ty, t0, tb, &mut lanes);
+                let col = k * g.tw + t0;
+                for (xi, l) in lanes.iter().enumerate() {
+                    vc[xi * cols + col..][..tb].copy_from_slice(&l[..tb]);
+                }
+            }
+        }
+    }
+}
+
+/// Output transform of output channels `chans` (relative to the group) from `m` (layout
+/// `[oc][xi][cols]`, `oc` relative to `chans.start`), plus bias, into the output.
+///
+/// # Safety
+/// `out` must be the output buffer; the rows of these channels and tile rows must be written by
+/// nobody else meanwhile.
+#[inline(always)]
+unsafe fn output_block(
+    g: &Geom,
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+) {
+    let cols = units.len() * g.tw;
+    for (oc, mc) in chans.zip(m.chunks_exact(POINTS * cols)) {
+        let o = gi * g.cog + oc;
+        let bv = bias.map_or(0.0, |b| b[o]);
+        for (k, u) in units.clone().enumerate() {
+            let (n, ty) = (u / g.th, u % g.th);
+            for t0 in (0..g.tw).step_by(TB) {
+                let tb = TB.min(g.tw - t0);
+                let col = k * g.tw + t0;
+                let mut lanes = [[0f32; TB]; POINTS];
+                for (xi, l) in lanes.iter_mut().enumerate() {
+                    l[..tb].copy_from_slice(&mc[xi * cols + col..][..tb]);
+                }
+                // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
+                let mut f = [[[0f32; TB]; 4]; 6];
+                for (i, fi) in f.iter_mut().enumerate() {
+                    let r = &lanes[i * 6..i * 6 + 6];
+                    for t in 0..TB {
+                        let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
+                        fi[0][t] = o[0];
+                        fi[1][t] = o[1];
+                        fi[2][t] = o[2];
+                        fi[3][t] = o[3];
+                    }
+                }
+                let mut y = [[[0f32; TB]; 4]; 4];
+                for b in 0..4 {
+                    for t in 0..TB {
+                        let o = at(
+                            f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
+                        );
+                        y[0][b][t] = o[0] + bv;
+                        y[1][b][t] = o[1] + bv;
+                        y[2][b][t] = o[2] + bv;
+                        y[3][b][t] = o[3] + bv;
+                    }
+                }
+                let x0 = 4 * t0;
+                let len = (4 * tb).min(g.ow - x0);
+                for (a, ya) in y.iter().enumerate() {
+                    let oy = 4 * ty + a;
+                    if oy >= g.oh {
+                        break;
+                    }
+                    let mut row = [0f32; 4 * TB];
+                    for (t, q) in row.chunks_exact_mut(4).enumerate() {
+                        q[0] = ya[0][t];
+                        q[1] = ya[1][t];
+                        q[2] = ya[2][t];
+                        q[3] = ya[3][t];
+                    }
+                    let dst = out.at(((n * g.out_channels + o) * g.oh + oy) * g.ow + x0);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, len);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_block_avx2(
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    v: &mut [f32],
+) {
+    input_block(g, input, gi, units, chans, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_block_avx2(
+    g: &Geom,
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+) {
+    output_block(g, gi, units, chans, m, bias, out)
+}
+
+/// Input transform on the path `avx` selects.
+fn input_transform(
+    avx: bool,
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    v: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: `avx` is only true when the CPU has AVX2 and FMA (`simd::use_avx2`).
+        return unsafe { input_block_avx2(g, input, gi, units, chans, v) };
+    }
+    let _ = avx;
+    input_block(g, input, gi, units, chans, v)
+}
+
+/// Output transform on the path `avx` selects.
+///
+/// # Safety
+/// As for [`output_block`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_transform(
+    avx: bool,
+    g: &Geom,
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        return output_block_avx2(g, gi, units, chans, m, bias, out);
+    }
+    let _ = avx;
+    output_block(g, gi, units, chans, m, bias, out)
+}
+
+/// Channels per parallel piece of a transform: a few pieces per thread.
+fn chans_per_piece(chans: usize) -> usize {
+    chans.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
+/// One block (tile rows `units` of group `gi`): input transform, 36 GEMMs, output transform.
+/// `buf` holds V then M. `par` splits each step over the pool.
+#[allow(clippy::too_many_arguments)]
+fn run_block(
+    g: &Geom,
+    gi: usize,
+    units: Range<usize>,
+    input: &[f32],
+    packed: &[PackedA],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+    buf: &mut [f32],
+    par: bool,
+    avx: bool,
+) {
+    let cols = units.len() * g.tw;
+    let ld = POINTS * cols;
+    let (v, rest) = buf.split_at_mut(g.cig * ld);
+    let m = &mut rest[..g.cog * ld];
+    if par {
+        let per = chans_per_piece(g.cig);
+        v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
+            let c0 = k * per;
+            input_transform(avx, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
+        });
+    } else {
+        input_transform(avx, g, input, gi, &units, 0..g.cig, v);
+    }
+    let v: &[f32] = v;
+    let mp = SharedMut(m.as_mut_ptr());
+    let product = |xi: usize| {
+        let rhs = Rhs {
+            data: &v[xi * cols..],
+            ld,
+            trans: false,
+        };
+        // SAFETY: M_xi (cog x cols at xi * cols, rows ld apart) lies inside m, and each xi is
+        // written by one call only.
+        unsafe {
+            gemm::gemm_raw(
+                g.cog,
+                cols,
+                g.cig,
+                1.0,
+                Lhs::Packed(&packed[xi]),
+                rhs,
+                0.0,
+                mp.at(xi * cols),
+                ld,
+                false,
+            )
+        }
+    };
+    if par {
+        (0..POINTS).into_par_iter().for_each(product);
+    } else {
+        (0..POINTS).for_each(product);
+    }
+    let m: &[f32] = m;
+    // SAFETY: this block alone writes the rows of its tile rows in group gi's channels.
+    if par {
+        let per = chans_per_piece(g.cog);
+        m.par_chunks(per * ld).enumerate().for_each(|(k, mk)| {
+            let c0 = k * per;
+            unsafe {
+                output_transform(avx, g, gi, &units, c0..(c0 + per).min(g.cog), mk, bias, out)
+            };
+        });
+    } else {
+        unsafe { output_transform(avx, g, gi, &units, 0..g.cog, m, bias, out) };
+    }
+}
+
+/// Winograd forward of a shape [`applies`] accepts; false (nothing written) when the transformed
+/// weights would not fit in memory.
+fn forward_impl(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> bool {
+    let g = Geom::new(p, out_hw);
+    let Some(packed) = pack_weights(&g, p.groups, weight) else {
+        return false;
+    };
+    let out = SharedMut(output.as_mut_ptr());
+    let avx = crate::simd::use_avx2();
+    let tasks = p.groups * g.blocks;
+    let threads = rayon::current_num_threads();
+    let task = |t: usize, buf: &mut [f32], par: bool| {
+        let (gi, b) = (t / g.blocks, t % g.blocks);
+        let packed = &packed[gi * POINTS..(gi + 1) * POINTS];
+        run_block(&g, gi, g.block(b), input, packed, bias, out, buf, par, avx);
+    };
+    if threads > 1 && tasks >= 2 * threads {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| with_scratch(g.scratch_len(), |buf| task(t, buf, false)));
+    } else {
+        with_scratch(g.scratch_len(), |buf| {
+            (0..tasks).for_each(|t| task(t, buf, threads > 1))
+        });
+    }
+    true
+}
+
+/// Forward convolution. Shapes Winograd does not apply to (see [`applies`]) fall back to
+/// im2col + GEMM.
+pub fn forward(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    if !(applies(p) && forward_impl(p, out_hw, input, weight, bias, output)) {
+        im2col::forward(p, out_hw, input, weight, bias, output)
+    }
+}
+
+/// Input gradient: the forward Winograd convolution of `grad_out` with the weights rotated 180
+/// degrees and in/out channels swapped, padded by `2 - pad` per side. Falls back to im2col when
+/// Winograd does not apply or a pad exceeds 2 (the gradient would need negative padding).
+pub fn backward_data(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    let pads = [p.pad_top, p.pad_bottom, p.pad_left, p.pad_right];
+    if applies(p) && pads.iter().all(|&x| x <= 2) {
+        let q = Conv2dParams {
+            in_channels: p.out_channels,
+            in_h: out_hw.0,
+            in_w: out_hw.1,
+            out_channels: p.in_channels,
+            pad_top: 2 - p.pad_top,
+            pad_bottom: 2 - p.pad_bottom,
+            pad_left: 2 - p.pad_left,
+            pad_right: 2 - p.pad_right,
+            ..*p
+        };
+        if q.validate() == Ok((p.in_h, p.in_w)) {
+            let (cig, cog) = (p.in_per_group(), p.out_per_group());
+            // q's weight, (C_in, cog, 3, 3): w'[gi * cig + i][o] = rot180(w[gi * cog + o][i]).
+            let mut rotated = vec![0f32; weight.len()];
+            rotated
+                .par_chunks_mut(cog * 9)
+                .enumerate()
+                .for_each(|(ic, dst)| {
+                    let (gi, i) = (ic / cig, ic % cig);
+                    for (o, d) in dst.chunks_exact_mut(9).enumerate() {
+                        let s = &weight[((gi * cog + o) * cig + i) * 9..][..9];
+                        for (k, dv) in d.iter_mut().enumerate() {
+                            *dv = s[8 - k];
+                        }
+                    }
+                });
+            if forward_impl(&q, (p.in_h, p.in_w), grad_out, &rotated, None, grad_input) {
+                return;
+            }
+        }
+    }
+    im2col::backward_data(p, out_hw, grad_out, weight, grad_input)
+}
+
+/// Weight and bias gradients: im2col + GEMM (a Winograd weight gradient is not implemented).
+pub fn backward_weight(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+}
