@@ -5,7 +5,7 @@ import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 
 export type Pair = number | readonly [number, number];
-export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft';
+export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
 
 export interface Conv2dOptions {
   /** Step between windows (default 1). */

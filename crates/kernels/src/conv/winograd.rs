@@ -54,6 +54,30 @@ pub fn applies(p: &Conv2dParams) -> bool {
         && p.dilation_w == 1
 }
 
+/// Whether `ConvAlgo::Auto` should pick Winograd over im2col + GEMM. Measured on this 2-core
+/// EPYC (shared, load average 6-8, so +-30%; `examples/conv_bench.rs 2 im2col,winograd wino`,
+/// GFLOP/s of CPU time per thread, forward, batch 8, pad 1, winograd / im2col):
+/// ResNet-50 64@56 166/123, 128@28 149/114, 256@14 119/87; VGG 64@224 166/104,
+/// 256@56 214-261/103-124; but 512@7 35-50/74-87 and 512@14 about even. Winograd pays the weight
+/// transform once per call (36 values per (in, out) pair, plus page faults when the transformed
+/// weights are too large to keep between calls), so it needs enough tiles to share it over and
+/// channels enough to keep the 36 GEMMs efficient; 64-channel 14x14 layers (1.3x wasted work
+/// in the partial tiles) and 32-channel layers measured even.
+pub fn pays_off(p: &Conv2dParams) -> bool {
+    let Ok((oh, ow)) = p.validate() else {
+        return false;
+    };
+    let (cig, cog) = (p.in_per_group(), p.out_per_group());
+    let tiles = p.batch * oh.div_ceil(4) * ow.div_ceil(4);
+    applies(p)
+        && p.groups == 1
+        && cig >= 64
+        && cog >= 64
+        && tiles >= 128
+        && (cig > 64 || oh * ow >= 28 * 28)
+        && POINTS * 2 * cig * cog <= MAX_CACHED
+}
+
 thread_local! {
     // Block scratch reused by every block run on this thread. Taken out while in use, so a
     // nested use on the same thread (rayon work stealing) just allocates its own.
@@ -138,123 +162,221 @@ impl Geom {
         u0..(u0 + self.per_block).min(self.units)
     }
 
-    /// Floats of V (`cig x 36 x cols`) and M (`cog x 36 x cols`) for the largest block.
+    /// Floats between rows of V and M (one row per (channel, transform point)) for a block of
+    /// `units` tile rows: its columns plus TB of slack, so transforms store whole lane chunks.
+    fn pitch(&self, units: usize) -> usize {
+        units * self.tw + TB
+    }
+
+    /// Floats of V (`cig x 36 x pitch`) and M (`cog x 36 x pitch`) for the largest block.
     fn scratch_len(&self) -> usize {
-        POINTS * (self.cig + self.cog) * self.per_block * self.tw
+        POINTS * (self.cig + self.cog) * self.pitch(self.per_block)
     }
 }
 
-/// `G g G^T` of one 3x3 kernel, in f64 (the transform has thirds and sixths).
-fn weight_transform(g: &[f32]) -> [f64; POINTS] {
-    let rows = |a: f64, b: f64, c: f64| {
-        [
-            a / 4.0,
-            -(a + b + c) / 6.0,
-            -(a - b + c) / 6.0,
-            a / 24.0 + b / 12.0 + c / 6.0,
-            a / 24.0 - b / 12.0 + c / 6.0,
-            c,
-        ]
-    };
-    // Columns first: t[k][i] = (G g^T)... then rows.
-    let mut t = [[0f64; 6]; 3];
-    for (k, tk) in t.iter_mut().enumerate() {
-        *tk = rows(g[k] as f64, g[3 + k] as f64, g[6 + k] as f64);
-    }
-    let mut u = [0f64; POINTS];
-    for i in 0..6 {
-        let r = rows(t[0][i], t[1][i], t[2][i]);
-        u[i * 6..i * 6 + 6].copy_from_slice(&r);
-    }
-    u
-}
-
-/// Transformed weights packed for the GEMM, one per (group, transform point): `U_xi` is
-/// `cog x cig`. None when the buffers would not fit in memory.
-fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Vec<PackedA>> {
-    let row = POINTS.checked_mul(g.cig)?;
-    let total = row.checked_mul(g.out_channels)?;
-    total.checked_mul(std::mem::size_of::<f32>())?;
-    // Layout [oc][xi][ic]: each output channel's row is written by one task.
-    let mut u = vec![0f32; total];
-    u.par_chunks_mut(row).enumerate().for_each(|(oc, dst)| {
-        for ic in 0..g.cig {
-            let t = weight_transform(&weight[(oc * g.cig + ic) * 9..][..9]);
-            for (xi, &v) in t.iter().enumerate() {
-                dst[xi * g.cig + ic] = v as f32;
+/// Transformed weights `U = G g G^T` of output channel `oc`, 16 input channels at a time (lanes
+/// over input channels), written to `u` (layout `[xi][ic]`, rows of `cig`).
+#[inline(always)]
+fn weight_rows(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+    for ic0 in (0..g.cig).step_by(TB) {
+        let nl = TB.min(g.cig - ic0);
+        let mut w = [[0f32; TB]; 9];
+        for l in 0..nl {
+            let src = &weight[(oc * g.cig + ic0 + l) * 9..][..9];
+            for k in 0..9 {
+                w[k][l] = src[k];
             }
         }
-    });
-    let per_group = g.cog * row;
-    Some(
-        (0..groups * POINTS)
-            .into_par_iter()
-            .map(|k| {
-                let (gi, xi) = (k / POINTS, k % POINTS);
-                let a = &u[gi * per_group + xi * g.cig..(gi + 1) * per_group];
-                PackedA::new(false, g.cog, g.cig, a, row, false)
-            })
-            .collect(),
-    )
+        // t[i][kx] = (G g)[i][kx] (along ky), then u[i][j] = (t G^T)[i][j] (along kx).
+        let mut t = [[[0f32; TB]; 3]; 6];
+        for kx in 0..3 {
+            for l in 0..TB {
+                let o = gt(w[kx][l], w[3 + kx][l], w[6 + kx][l]);
+                for i in 0..6 {
+                    t[i][kx][l] = o[i];
+                }
+            }
+        }
+        for (i, ti) in t.iter().enumerate() {
+            let mut row = [[0f32; TB]; 6];
+            for l in 0..TB {
+                let o = gt(ti[0][l], ti[1][l], ti[2][l]);
+                for j in 0..6 {
+                    row[j][l] = o[j];
+                }
+            }
+            for (j, r) in row.iter().enumerate() {
+                u[(i * 6 + j) * g.cig + ic0..][..nl].copy_from_slice(&r[..nl]);
+            }
+        }
+    }
 }
 
-/// Input transform of one channel plane `x` for tile row `ty`, tiles `t0..t0+tb`: the 36
-/// transformed values per tile, lane `t` for tile `t0 + t` (lanes past `tb` are garbage-free
-/// zeros of padding).
+/// `G g` for one 3-vector.
 #[inline(always)]
-fn input_chunk(g: &Geom, x: &[f32], ty: usize, t0: usize, tb: usize, v: &mut [Lanes; POINTS]) {
+fn gt(a: f32, b: f32, c: f32) -> [f32; 6] {
+    let ac = a + c;
+    let (p, q) = (a * (1.0 / 24.0) + c * (1.0 / 6.0), b * (1.0 / 12.0));
+    [
+        a * 0.25,
+        -(ac + b) * (1.0 / 6.0),
+        -(ac - b) * (1.0 / 6.0),
+        p + q,
+        p - q,
+        c,
+    ]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_rows_avx2(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+    weight_rows(g, weight, oc, u)
+}
+
+/// Transformed weights of one call: `u` (layout `[oc][xi][ic]`) and its packed GEMM operands.
+/// The last call's are kept (when not too large) so the next call reuses the memory instead of
+/// faulting in fresh pages; their contents are always rewritten.
+struct Packed {
+    u: Vec<f32>,
+    a: Vec<PackedA>,
+}
+
+static CACHE: std::sync::Mutex<Option<Packed>> = std::sync::Mutex::new(None);
+/// Most floats of transformed and packed weights kept between calls (64 MiB).
+const MAX_CACHED: usize = 16 << 20;
+
+impl Packed {
+    fn take() -> Packed {
+        let cached = CACHE.lock().unwrap_or_else(|e| e.into_inner()).take();
+        cached.unwrap_or(Packed {
+            u: Vec::new(),
+            a: Vec::new(),
+        })
+    }
+
+    fn keep(self) {
+        let held = self.u.len() + self.a.iter().map(PackedA::capacity).sum::<usize>();
+        if held <= MAX_CACHED {
+            *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        }
+    }
+}
+
+/// Transforms the weights and packs them for the GEMM, one operand per (group, transform
+/// point): `U_xi` is `cog x cig`. None when the buffers would not fit in memory.
+fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Packed> {
+    let row = POINTS.checked_mul(g.cig)?;
+    let total = row.checked_mul(g.out_channels)?;
+    total.checked_mul(2 * std::mem::size_of::<f32>())?;
+    let mut packed = Packed::take();
+    if packed.u.len() < total {
+        packed.u = vec![0f32; total];
+    }
+    let avx = crate::simd::use_avx2();
+    packed.u[..total]
+        .par_chunks_mut(row)
+        .enumerate()
+        .for_each(|(oc, dst)| {
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: `avx` is only true when the CPU has AVX2 and FMA.
+                return unsafe { weight_rows_avx2(g, weight, oc, dst) };
+            }
+            let _ = avx;
+            weight_rows(g, weight, oc, dst)
+        });
+    packed.a.resize_with(groups * POINTS, PackedA::empty);
+    let per_group = g.cog * row;
+    let u = &packed.u;
+    packed.a[..groups * POINTS]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(k, a)| {
+            let (gi, xi) = (k / POINTS, k % POINTS);
+            let src = &u[gi * per_group + xi * g.cig..(gi + 1) * per_group];
+            a.repack(false, g.cog, g.cig, src, row, false);
+        });
+    Some(packed)
+}
+
+/// Lane chunks of a block of `units` tile rows: `(k0, nu, t0, tb)` covers tiles `t0..t0+tb` of
+/// the block's tile rows `k0..k0+nu`, lane `j * tb + t` for tile `t0 + t` of row `k0 + j`; its
+/// columns `k0 * tw + t0 ..` are contiguous. Narrow planes put several tile rows in one chunk so
+/// the lanes are not mostly empty.
+fn lane_chunks(tw: usize, units: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let rows_per = (TB / tw).max(1);
+    (0..units).step_by(rows_per).flat_map(move |k0| {
+        let nu = rows_per.min(units - k0);
+        (0..tw)
+            .step_by(TB)
+            .map(move |t0| (k0, nu, t0, TB.min(tw - t0)))
+    })
+}
+
+/// Input transform of one channel for a lane chunk: `planes[j]` is the channel's plane of the
+/// item of the chunk's tile row `j`, and that tile row's index in the plane.
+#[inline(always)]
+fn input_chunk(
+    g: &Geom,
+    planes: &[(&[f32], usize)],
+    t0: usize,
+    tb: usize,
+    v: &mut [Lanes; POINTS],
+) {
     // e[r][j] = (d B)[r][j]: each input row transformed along x.
     let mut e = [[[0f32; TB]; 6]; 6];
-    // Input column of lane 0's first tap, relative to the row start (may be negative).
     let base = (4 * t0) as isize - g.pad_left as isize;
     let w = g.in_w as isize;
+    const SEG: usize = 4 * TB + 2;
     for (r, er) in e.iter_mut().enumerate() {
-        let iy = (4 * ty + r) as isize - g.pad_top as isize;
-        if iy < 0 || iy >= g.in_h as isize {
-            continue; // padding rows transform to zeros
-        }
-        let src = &x[iy as usize * g.in_w..][..g.in_w];
-        // The row segment under the chunk (4 * (tb + 1) taps), zero where it leaves the plane.
-        let mut seg = [0f32; 4 * (TB + 1)];
-        let lo = (-base).clamp(0, seg.len() as isize);
-        let hi = (w - base).clamp(lo, 4 * (tb as isize + 1));
-        if lo < hi {
-            let (lo, hi) = (lo as usize, hi as usize);
-            let s0 = (base + lo as isize) as usize;
-            seg[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-        }
-        // Phases: ph[q][t] = tap 4t + q; taps 4 and 5 of tile t are taps 0 and 1 of tile t + 1.
-        let mut ph = [[0f32; TB + 1]; 4];
-        for (t, q) in seg.chunks_exact(4).enumerate() {
-            ph[0][t] = q[0];
-            ph[1][t] = q[1];
-            ph[2][t] = q[2];
-            ph[3][t] = q[3];
+        // ph[q][lane] = tap q of the lane's tile in input row r.
+        let mut ph = [[0f32; TB]; 6];
+        for (j, &(x, ty)) in planes.iter().enumerate() {
+            let iy = (4 * ty + r) as isize - g.pad_top as isize;
+            if iy < 0 || iy >= g.in_h as isize {
+                continue; // padding rows transform to zeros
+            }
+            let src = &x[iy as usize * g.in_w..][..g.in_w];
+            // The row segment under the chunk, zero where it leaves the plane.
+            let mut seg = [0f32; SEG];
+            let lo = (-base).clamp(0, SEG as isize);
+            let hi = (w - base).clamp(lo, (4 * tb + 2) as isize);
+            if lo < hi {
+                let (lo, hi) = (lo as usize, hi as usize);
+                let s0 = (base + lo as isize) as usize;
+                seg[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+            }
+            if planes.len() == 1 {
+                // Fixed trip counts: the compiler turns this into shuffles.
+                for t in 0..TB {
+                    for q in 0..6 {
+                        ph[q][t] = seg[4 * t + q];
+                    }
+                }
+            } else {
+                for t in 0..tb {
+                    for q in 0..6 {
+                        ph[q][j * tb + t] = seg[4 * t + q];
+                    }
+                }
+            }
         }
         for t in 0..TB {
-            let (d0, d1, d2, d3) = (ph[0][t], ph[1][t], ph[2][t], ph[3][t]);
-            let (d4, d5) = (ph[0][t + 1], ph[1][t + 1]);
-            let [o0, o1, o2, o3, o4, o5] = bt(d0, d1, d2, d3, d4, d5);
-            er[0][t] = o0;
-            er[1][t] = o1;
-            er[2][t] = o2;
-            er[3][t] = o3;
-            er[4][t] = o4;
-            er[5][t] = o5;
+            let o = bt(ph[0][t], ph[1][t], ph[2][t], ph[3][t], ph[4][t], ph[5][t]);
+            for q in 0..6 {
+                er[q][t] = o[q];
+            }
         }
     }
     // Then along y: v[i * 6 + j] = (B^T e)[i][j].
     for j in 0..6 {
         for t in 0..TB {
-            let [o0, o1, o2, o3, o4, o5] = bt(
+            let o = bt(
                 e[0][j][t], e[1][j][t], e[2][j][t], e[3][j][t], e[4][j][t], e[5][j][t],
             );
-            v[j][t] = o0;
-            v[6 + j][t] = o1;
-            v[12 + j][t] = o2;
-            v[18 + j][t] = o3;
-            v[24 + j][t] = o4;
-            v[30 + j][t] = o5;
+            for i in 0..6 {
+                v[i * 6 + j][t] = o[i];
+            }
         }
     }
 }
@@ -292,7 +414,7 @@ fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
 }
 
 /// Input transform of channels `chans` (of the block's group) for the block's tile rows into
-/// `v` (layout `[c][xi][cols]`, `c` relative to `chans.start`).
+/// `v` (layout `[c][xi][pitch]`, `c` relative to `chans.start`; see [`Geom::pitch`]).
 #[inline(always)]
 fn input_block(
     g: &Geom,
@@ -302,27 +424,30 @@ fn input_block(
     chans: Range<usize>,
     v: &mut [f32],
 ) {
+    let pitch = g.pitch(units.len());
     let in_plane = g.in_h * g.in_w;
-    let cols = units.len() * g.tw;
     let mut lanes = [[0f32; TB]; POINTS];
-    for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * cols)) {
-        for (k, u) in units.clone().enumerate() {
-            let (n, ty) = (u / g.th, u % g.th);
-            let plane = &input[(n * g.in_channels + gi * g.cig + c) * in_plane..][..in_plane];
-            for t0 in (0..g.tw).step_by(TB) {
-                let tb = TB.min(g.tw - t0);
-                input_chunk(g, plane, ty, t0, tb, &mut lanes);
-                let col = k * g.tw + t0;
-                for (xi, l) in lanes.iter().enumerate() {
-                    vc[xi * cols + col..][..tb].copy_from_slice(&l[..tb]);
-                }
+    for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * pitch)) {
+        for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+            let mut planes = [(&input[..0], 0usize); TB];
+            for (j, pl) in planes[..nu].iter_mut().enumerate() {
+                let u = units.start + k0 + j;
+                let off = ((u / g.th) * g.in_channels + gi * g.cig + c) * in_plane;
+                *pl = (&input[off..][..in_plane], u % g.th);
+            }
+            input_chunk(g, &planes[..nu], t0, tb, &mut lanes);
+            // Whole 16-lane stores: spare lanes land in columns a later chunk rewrites, or in
+            // the row's slack.
+            let col = k0 * g.tw + t0;
+            for (xi, l) in lanes.iter().enumerate() {
+                vc[xi * pitch + col..][..TB].copy_from_slice(l);
             }
         }
     }
 }
 
 /// Output transform of output channels `chans` (relative to the group) from `m` (layout
-/// `[oc][xi][cols]`, `oc` relative to `chans.start`), plus bias, into the output.
+/// `[oc][xi][pitch]`, `oc` relative to `chans.start`), plus bias, into the output.
 ///
 /// # Safety
 /// `out` must be the output buffer; the rows of these channels and tile rows must be written by
@@ -337,56 +462,53 @@ unsafe fn output_block(
     bias: Option<&[f32]>,
     out: SharedMut,
 ) {
-    let cols = units.len() * g.tw;
-    for (oc, mc) in chans.zip(m.chunks_exact(POINTS * cols)) {
+    let pitch = g.pitch(units.len());
+    for (oc, mc) in chans.zip(m.chunks_exact(POINTS * pitch)) {
         let o = gi * g.cog + oc;
         let bv = bias.map_or(0.0, |b| b[o]);
-        for (k, u) in units.clone().enumerate() {
-            let (n, ty) = (u / g.th, u % g.th);
-            for t0 in (0..g.tw).step_by(TB) {
-                let tb = TB.min(g.tw - t0);
-                let col = k * g.tw + t0;
-                let mut lanes = [[0f32; TB]; POINTS];
-                for (xi, l) in lanes.iter_mut().enumerate() {
-                    l[..tb].copy_from_slice(&mc[xi * cols + col..][..tb]);
-                }
-                // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
-                let mut f = [[[0f32; TB]; 4]; 6];
-                for (i, fi) in f.iter_mut().enumerate() {
-                    let r = &lanes[i * 6..i * 6 + 6];
-                    for t in 0..TB {
-                        let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
-                        fi[0][t] = o[0];
-                        fi[1][t] = o[1];
-                        fi[2][t] = o[2];
-                        fi[3][t] = o[3];
+        for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+            let col = k0 * g.tw + t0;
+            let mut lanes = [[0f32; TB]; POINTS];
+            for (xi, l) in lanes.iter_mut().enumerate() {
+                l.copy_from_slice(&mc[xi * pitch + col..][..TB]);
+            }
+            // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
+            let mut f = [[[0f32; TB]; 4]; 6];
+            for (i, fi) in f.iter_mut().enumerate() {
+                let r = &lanes[i * 6..i * 6 + 6];
+                for t in 0..TB {
+                    let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
+                    for b in 0..4 {
+                        fi[b][t] = o[b];
                     }
                 }
-                let mut y = [[[0f32; TB]; 4]; 4];
-                for b in 0..4 {
-                    for t in 0..TB {
-                        let o = at(
-                            f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
-                        );
-                        y[0][b][t] = o[0] + bv;
-                        y[1][b][t] = o[1] + bv;
-                        y[2][b][t] = o[2] + bv;
-                        y[3][b][t] = o[3] + bv;
+            }
+            let mut y = [[[0f32; TB]; 4]; 4];
+            for b in 0..4 {
+                for t in 0..TB {
+                    let o = at(
+                        f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
+                    );
+                    for a in 0..4 {
+                        y[a][b][t] = o[a] + bv;
                     }
                 }
-                let x0 = 4 * t0;
-                let len = (4 * tb).min(g.ow - x0);
+            }
+            let x0 = 4 * t0;
+            let len = (4 * tb).min(g.ow - x0);
+            for j in 0..nu {
+                let u = units.start + k0 + j;
+                let (n, ty) = (u / g.th, u % g.th);
                 for (a, ya) in y.iter().enumerate() {
                     let oy = 4 * ty + a;
                     if oy >= g.oh {
                         break;
                     }
                     let mut row = [0f32; 4 * TB];
-                    for (t, q) in row.chunks_exact_mut(4).enumerate() {
-                        q[0] = ya[0][t];
-                        q[1] = ya[1][t];
-                        q[2] = ya[2][t];
-                        q[3] = ya[3][t];
+                    for (t, q) in row.chunks_exact_mut(4).enumerate().take(tb) {
+                        for b in 0..4 {
+                            q[b] = ya[b][j * tb + t];
+                        }
                     }
                     let dst = out.at(((n * g.out_channels + o) * g.oh + oy) * g.ow + x0);
                     std::ptr::copy_nonoverlapping(row.as_ptr(), dst, len);
@@ -487,7 +609,8 @@ fn run_block(
     avx: bool,
 ) {
     let cols = units.len() * g.tw;
-    let ld = POINTS * cols;
+    let pitch = g.pitch(units.len());
+    let ld = POINTS * pitch;
     let (v, rest) = buf.split_at_mut(g.cig * ld);
     let m = &mut rest[..g.cog * ld];
     if par {
@@ -503,11 +626,11 @@ fn run_block(
     let mp = SharedMut(m.as_mut_ptr());
     let product = |xi: usize| {
         let rhs = Rhs {
-            data: &v[xi * cols..],
+            data: &v[xi * pitch..],
             ld,
             trans: false,
         };
-        // SAFETY: M_xi (cog x cols at xi * cols, rows ld apart) lies inside m, and each xi is
+        // SAFETY: M_xi (cog x cols at xi * pitch, rows ld apart) lies inside m, and each xi is
         // written by one call only.
         unsafe {
             gemm::gemm_raw(
@@ -518,7 +641,7 @@ fn run_block(
                 Lhs::Packed(&packed[xi]),
                 rhs,
                 0.0,
-                mp.at(xi * cols),
+                mp.at(xi * pitch),
                 ld,
                 false,
             )
@@ -555,9 +678,10 @@ fn forward_impl(
     output: &mut [f32],
 ) -> bool {
     let g = Geom::new(p, out_hw);
-    let Some(packed) = pack_weights(&g, p.groups, weight) else {
+    let Some(cache) = pack_weights(&g, p.groups, weight) else {
         return false;
     };
+    let packed = &cache.a;
     let out = SharedMut(output.as_mut_ptr());
     let avx = crate::simd::use_avx2();
     let tasks = p.groups * g.blocks;
@@ -576,6 +700,7 @@ fn forward_impl(
             (0..tasks).for_each(|t| task(t, buf, threads > 1))
         });
     }
+    cache.keep();
     true
 }
 
