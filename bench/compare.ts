@@ -405,7 +405,7 @@ async function convSection(): Promise<void> {
       `Geometric means of the ratios:\n\n${mdTable(summary)}\n### Forward\n\n${mdTable(fwdRows)}\n` +
       `### Backward (data and weight) vs PyTorch\n\n${mdTable(bwdRows)}\n` +
       `### Every algorithm on ${algoShapes.length} representative shapes\n\n` +
-      `FFT is skipped for strided convs${full ? '' : `, direct and FFT for shapes over ${SLOW_ALGO_MAX_FLOPS / 1e9} GFLOP (--full runs them)`}. 'auto' picks im2col for every non-depthwise conv. An algorithm whose first ` +
+      `FFT is skipped for strided convs${full ? '' : `, direct and FFT for shapes over ${SLOW_ALGO_MAX_FLOPS / 1e9} GFLOP (--full runs them)`}. 'auto' picks direct for depthwise convs, Winograd for dense 3x3 stride-1 layers where it measured faster (64+ channels, enough tiles), im2col otherwise. An algorithm whose first ` +
       `call takes over a second is timed on that one call. Each shape's algorithms and PyTorch are measured back to back ` +
       `(again, apart from the tables above), so compare within a shape.\n\n${mdTable(algoRows)}`,
   );

@@ -47,6 +47,10 @@ fn wino_cases() -> Vec<Case> {
         c("1x1 input pad 1", sq(2, 5, 1, 1, 3, (1, 1, 1, 1), 1)),
         c("channels 13->11", sq(1, 13, 6, 6, 11, (1, 1, 1, 1), 1)),
         c(
+            "pads larger than the input",
+            sq(1, 2, 2, 3, 3, (5, 2, 9, 1), 1),
+        ),
+        c(
             "wide: 2 chunks per tile row",
             sq(1, 3, 5, 75, 4, (1, 1, 1, 1), 1),
         ),

@@ -41,10 +41,13 @@ type Lanes = [f32; TB];
 /// Floats of transformed inputs and products per block: 1 MiB, about L2, so a block made by the
 /// input transform is still in cache for its GEMMs and the output transform.
 const BLOCK_BUDGET: usize = 256 * 1024;
+/// Most floats of block scratch per thread (64 MiB); larger blocks fall back to im2col.
+const MAX_SCRATCH: usize = 16 << 20;
 /// Fewest tile columns per block, so the GEMMs are not starved of columns (their N).
 const MIN_BLOCK_COLS: usize = 64;
 
-/// Whether Winograd F(4x4, 3x3) computes this shape itself (else it falls back to im2col).
+/// Whether Winograd F(4x4, 3x3) computes this shape itself (else it falls back to im2col; so
+/// do the rare shapes whose single tile row of transformed data would exceed 64 MiB).
 pub fn applies(p: &Conv2dParams) -> bool {
     p.kernel_h == 3
         && p.kernel_w == 3
@@ -168,9 +171,12 @@ impl Geom {
         units * self.tw + TB
     }
 
-    /// Floats of V (`cig x 36 x pitch`) and M (`cog x 36 x pitch`) for the largest block.
-    fn scratch_len(&self) -> usize {
-        POINTS * (self.cig + self.cog) * self.pitch(self.per_block)
+    /// Floats of V (`cig x 36 x pitch`) and M (`cog x 36 x pitch`) for the largest block (None
+    /// if that overflows).
+    fn scratch_len(&self) -> Option<usize> {
+        (self.cig + self.cog)
+            .checked_mul(POINTS)?
+            .checked_mul(self.pitch(self.per_block))
     }
 }
 
@@ -340,7 +346,7 @@ fn input_chunk(
             // The row segment under the chunk, zero where it leaves the plane.
             let mut seg = [0f32; SEG];
             let lo = (-base).clamp(0, SEG as isize);
-            let hi = (w - base).clamp(lo, (4 * tb + 2) as isize);
+            let hi = (w - base).min((4 * tb + 2) as isize).max(lo);
             if lo < hi {
                 let (lo, hi) = (lo as usize, hi as usize);
                 let s0 = (base + lo as isize) as usize;
@@ -678,6 +684,11 @@ fn forward_impl(
     output: &mut [f32],
 ) -> bool {
     let g = Geom::new(p, out_hw);
+    // A block is at least one whole tile row: planes thousands of pixels wide with many channels
+    // would need more scratch than is sensible; im2col handles them in bounded blocks.
+    let Some(scratch) = g.scratch_len().filter(|&n| n <= MAX_SCRATCH) else {
+        return false;
+    };
     let Some(cache) = pack_weights(&g, p.groups, weight) else {
         return false;
     };
@@ -694,9 +705,9 @@ fn forward_impl(
     if threads > 1 && tasks >= 2 * threads {
         (0..tasks)
             .into_par_iter()
-            .for_each(|t| with_scratch(g.scratch_len(), |buf| task(t, buf, false)));
+            .for_each(|t| with_scratch(scratch, |buf| task(t, buf, false)));
     } else {
-        with_scratch(g.scratch_len(), |buf| {
+        with_scratch(scratch, |buf| {
             (0..tasks).for_each(|t| task(t, buf, threads > 1))
         });
     }
