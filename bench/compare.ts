@@ -157,10 +157,15 @@ function det(n: number, seed: number): Float32Array {
 }
 
 type Pass = 'fwd' | 'bwdData' | 'bwdWeight';
-type Algo = 'auto' | 'direct' | 'im2col' | 'fft';
+type Algo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
 type PassStats = Partial<Record<Pass, Stat>>;
 
 const BATCH = 8;
+
+/** Shapes Winograd F(4x4, 3x3) computes itself: 3x3, stride 1, dilation 1. */
+function isWinogradShape(s: ConvShape): boolean {
+  return s.kh === 3 && s.kw === 3 && s.stride.every((v) => v === 1) && s.dilation.every((v) => v === 1);
+}
 /** Without --full, direct and fft skip shapes with more work than this (at batch 8). */
 const SLOW_ALGO_MAX_FLOPS = 2.5e9;
 
@@ -296,8 +301,10 @@ async function convSection(): Promise<void> {
   const algoTorch = new Map<string, Record<string, unknown>>();
   for (const s of algoShapes) {
     const entry: Partial<Record<Algo, PassStats>> = {};
-    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
+    for (const algo of ['auto', 'direct', 'im2col', 'fft', 'winograd'] as const) {
       if (algo === 'fft' && (s.stride[0] > 1 || s.stride[1] > 1)) continue;
+      // Winograd is F(4x4, 3x3): elsewhere it would just run im2col again.
+      if (algo === 'winograd' && !isWinogradShape(s)) continue;
       // direct and fft run at ~1 GFLOP/s on big layers: minutes per shape. --full runs them anyway.
       if (!full && (algo === 'direct' || algo === 'fft') && convFlops(s, BATCH) > SLOW_ALGO_MAX_FLOPS) continue;
       entry[algo] = await ferroConv(s, algo, ['fwd', 'bwdData', 'bwdWeight'], TIMING.algo);
@@ -364,7 +371,7 @@ async function convSection(): Promise<void> {
   for (const s of algoShapes) {
     const gflop = convFlops(s, BATCH) / 1e9;
     const t = algoTorch.get(s.key);
-    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
+    for (const algo of ['auto', 'direct', 'im2col', 'fft', 'winograd'] as const) {
       const st = algoRuns.get(s.key)?.[algo];
       if (!st) continue;
       const rr = algoRatios[algo] ?? (algoRatios[algo] = { fwd: [], bwdData: [], bwdWeight: [] });
@@ -398,7 +405,7 @@ async function convSection(): Promise<void> {
       `Geometric means of the ratios:\n\n${mdTable(summary)}\n### Forward\n\n${mdTable(fwdRows)}\n` +
       `### Backward (data and weight) vs PyTorch\n\n${mdTable(bwdRows)}\n` +
       `### Every algorithm on ${algoShapes.length} representative shapes\n\n` +
-      `FFT is skipped for strided convs${full ? '' : `, direct and FFT for shapes over ${SLOW_ALGO_MAX_FLOPS / 1e9} GFLOP (--full runs them)`}. 'auto' picks im2col for every non-depthwise conv. An algorithm whose first ` +
+      `FFT is skipped for strided convs${full ? '' : `, direct and FFT for shapes over ${SLOW_ALGO_MAX_FLOPS / 1e9} GFLOP (--full runs them)`}. 'auto' picks direct for depthwise convs, Winograd for dense 3x3 stride-1 layers where it measured faster (64+ channels, enough tiles), im2col otherwise. An algorithm whose first ` +
       `call takes over a second is timed on that one call. Each shape's algorithms and PyTorch are measured back to back ` +
       `(again, apart from the tables above), so compare within a shape.\n\n${mdTable(algoRows)}`,
   );

@@ -25,14 +25,17 @@ describe.each(['auto', 'scalar'] as const)('conv2d forward vs PyTorch (simd %s)'
     const x = det(c.inputShape, c.seeds[0]);
     const w = det(c.weightShape, c.seeds[1], c.weightScale);
     const b = c.bias ? det([c.weightShape[0]], c.seeds[2]) : null;
-    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
+    for (const algo of ['auto', 'direct', 'im2col', 'fft', 'winograd'] as const) {
       const y = conv2d(x, w, b, { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, algo });
       expect(y.shape).toEqual(c.output.shape);
       // FFT rounding is spread over a whole tile rather than tied to each output, so its error
       // scales with the largest output, not with each one: atol 1e-4 against outputs of order 1.
       // crates/kernels/tests/conv_fft.rs measures at most 3e-7 of the largest value on shapes
       // like these (3e-6 on large layers); these cases currently pass even with atol 1e-6.
-      const atol = algo === 'fft' ? 1e-4 : 1e-5;
+      // Winograd F(4x4, 3x3) likewise: its transforms scale values by up to 8 before the sums,
+      // so rounding follows the largest values of a tile; crates/kernels/tests/conv_winograd.rs
+      // measures at most 3.6e-6 of the largest output on small shapes (1.1e-5 at 256 channels).
+      const atol = algo === 'fft' || algo === 'winograd' ? 1e-4 : 1e-5;
       expectClose(y.data, c.output.data, 1e-4, atol, `${c.name} ${algo}`);
     }
     setSimd('auto');

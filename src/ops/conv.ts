@@ -5,7 +5,7 @@ import { native } from '../native.js';
 import { Tensor, uninitialized } from '../tensor.js';
 
 export type Pair = number | readonly [number, number];
-export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft';
+export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
 
 export interface Conv2dOptions {
   /** Step between windows (default 1). */
@@ -16,7 +16,11 @@ export interface Conv2dOptions {
   dilation?: Pair;
   /** Channel groups; in and out channels must both divide by it (default 1). */
   groups?: number;
-  /** Algorithm: 'auto' picks per shape (default 'auto'). */
+  /**
+   * Algorithm: 'auto' picks per shape (default 'auto'). 'winograd' is F(4x4, 3x3): 3x3 kernels at
+   * stride 1 and dilation 1 (other shapes, and the weight gradient, run im2col); about 1e-5 of the
+   * largest output less accurate than the others.
+   */
   algo?: ConvAlgo;
 }
 

@@ -98,7 +98,9 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|| vec![ConvAlgo::Direct, ConvAlgo::Fft]);
-    let sweep = args.next().as_deref() == Some("sweep");
+    let mode = args.next();
+    let sweep = mode.as_deref() == Some("sweep");
+    let wino = mode.as_deref() == Some("wino");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -125,6 +127,20 @@ fn main() {
             layer(8, 256, 28, 256, 3, 1, 1, 256),
         ),
     ];
+    if wino {
+        layers.clear();
+        for (c, hw, net) in [
+            (64, 56, "r50"),
+            (128, 28, "r50"),
+            (256, 14, "r50"),
+            (512, 7, "r50"),
+            (64, 224, "vgg"),
+            (256, 56, "vgg"),
+        ] {
+            let name = format!("{net} 3x3 {c}->{c} {hw}x{hw} b8");
+            layers.push((name, layer(8, c, hw, c, 3, 1, 1, 1)));
+        }
+    }
     if sweep {
         layers.clear();
         for c in [16, 64, 256] {
@@ -170,7 +186,7 @@ fn main() {
                             conv2d_backward_data(&p, &gy, &w, &mut dx, algo).expect("bwd data")
                         })
                     },
-                    if sweep {
+                    if sweep || wino {
                         skip
                     } else {
                         time(threads, || {

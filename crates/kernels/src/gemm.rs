@@ -179,6 +179,46 @@ impl PackedA {
         PackedA { buf, m, k }
     }
 
+    /// Packs a new op(A) into this one's buffer, which grows only when it must (callers that
+    /// keep packed operands between calls skip the allocation and its page faults).
+    pub(crate) fn repack(
+        &mut self,
+        trans: bool,
+        m: usize,
+        k: usize,
+        a: &[f32],
+        ld: usize,
+        par: bool,
+    ) {
+        assert_fits(a.len(), if trans { (k, m) } else { (m, k) }, ld);
+        let m_pad = round_up(m, MR);
+        pack_a(
+            self.buf.get(m_pad * k),
+            a,
+            ld,
+            trans,
+            m,
+            0..k,
+            kc_step(k),
+            par,
+        );
+        (self.m, self.k) = (m, k);
+    }
+
+    /// A packed operand with no buffer yet, for [`repack`](Self::repack).
+    pub(crate) fn empty() -> Self {
+        PackedA {
+            buf: AlignedBuf::default(),
+            m: 0,
+            k: 0,
+        }
+    }
+
+    /// Floats held by the buffer.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.buf.len()
+    }
+
     /// The packed blocks of shared indices `ks` (KC-aligned start).
     fn range(&self, ks: Range<usize>) -> &[f32] {
         let m_pad = round_up(self.m, MR);

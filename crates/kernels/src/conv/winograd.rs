@@ -1,0 +1,790 @@
+//! Winograd F(4x4, 3x3) convolution for 3x3 kernels at stride 1 and dilation 1 (any padding, any
+//! groups). Each 4x4 block of outputs is computed from the 6x6 input tile under it with 36
+//! multiplies per (in, out) channel pair instead of 144:
+//!
+//! `Y = A^T [ sum_c (G g_oc,c G^T) .* (B^T d_c B) ] A`
+//!
+//! The elementwise product summed over channels is, for each of the 36 transform points, a matrix
+//! product `M_xi = U_xi (C_out x C_in) * V_xi (C_in x tiles)`, run by the blocked SGEMM in
+//! `crate::gemm`; weights are transformed (`U = G g G^T`) and packed once per call.
+//!
+//! Tiles are processed in blocks of whole tile rows (one tile row = one batch item's row of
+//! `ceil(out_w / 4)` tiles) sized so the transformed inputs `V` and products `M` of a block stay
+//! in L2/L3: input transform -> 36 GEMMs -> output transform (plus bias), block after block. With
+//! enough blocks they run in parallel (single-threaded GEMMs); otherwise blocks run in turn and
+//! each step is split over the pool (channels, transform points, output channels).
+//!
+//! Transforms run 16 tiles of one tile row at a time, lanes in fixed-size arrays, so the compiler
+//! vectorises them; the AVX2 build of the same code sits behind `simd::use_avx2()`. Both give
+//! bit-identical transforms (no FMA contraction); only the GEMM differs between the paths.
+//!
+//! Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016, the matrices below):
+//! the best-conditioned small integer set for F(4, 3). Rounding grows with the transform
+//! constants (up to 8 in `A`, 5 in `B`), so the error is a few 1e-6 of the largest output
+//! rather than 1e-7: `tests/conv_winograd.rs` measures it.
+//!
+//! Backward data at stride 1 is a 3x3 convolution of the output gradient with the weights rotated
+//! 180 degrees and in/out channels swapped, padded by `2 - pad` on each side; when every pad is
+//! at most 2 it runs through this forward. Backward weight, and every shape this algorithm does
+//! not apply to (see [`applies`]), fall back to im2col + GEMM.
+use super::{im2col, Conv2dParams, Epilogue};
+use crate::gemm::{self, Lhs, PackedA, Rhs};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::ops::Range;
+
+/// Transform points per tile (6 x 6).
+const POINTS: usize = 36;
+/// Tiles per transform step: two AVX vectors of lanes.
+const TB: usize = 16;
+type Lanes = [f32; TB];
+/// Floats of transformed inputs and products per block: 1 MiB, about L2, so a block made by the
+/// input transform is still in cache for its GEMMs and the output transform.
+const BLOCK_BUDGET: usize = 256 * 1024;
+/// Most floats of block scratch per thread (64 MiB); larger blocks fall back to im2col.
+const MAX_SCRATCH: usize = 16 << 20;
+/// Fewest tile columns per block, so the GEMMs are not starved of columns (their N).
+const MIN_BLOCK_COLS: usize = 64;
+
+/// Whether Winograd F(4x4, 3x3) computes this shape itself (else it falls back to im2col; so
+/// do the rare shapes whose single tile row of transformed data would exceed 64 MiB).
+pub fn applies(p: &Conv2dParams) -> bool {
+    p.kernel_h == 3
+        && p.kernel_w == 3
+        && p.stride_h == 1
+        && p.stride_w == 1
+        && p.dilation_h == 1
+        && p.dilation_w == 1
+}
+
+/// Whether `ConvAlgo::Auto` should pick Winograd over im2col + GEMM. Measured on this 2-core
+/// EPYC (shared, load average 6-8, so +-30%; `examples/conv_bench.rs 2 im2col,winograd wino`,
+/// GFLOP/s of CPU time per thread, forward, batch 8, pad 1, winograd / im2col):
+/// ResNet-50 64@56 166/123, 128@28 149/114, 256@14 119/87; VGG 64@224 166/104,
+/// 256@56 214-261/103-124; but 512@7 35-50/74-87 and 512@14 about even. Winograd pays the weight
+/// transform once per call (36 values per (in, out) pair, plus page faults when the transformed
+/// weights are too large to keep between calls), so it needs enough tiles to share it over and
+/// channels enough to keep the 36 GEMMs efficient; 64-channel 14x14 layers (1.3x wasted work
+/// in the partial tiles) and 32-channel layers measured even.
+pub fn pays_off(p: &Conv2dParams) -> bool {
+    let Ok((oh, ow)) = p.validate() else {
+        return false;
+    };
+    let (cig, cog) = (p.in_per_group(), p.out_per_group());
+    let tiles = p.batch * oh.div_ceil(4) * ow.div_ceil(4);
+    applies(p)
+        && p.groups == 1
+        && cig >= 64
+        && cog >= 64
+        && tiles >= 128
+        && (cig > 64 || oh * ow >= 28 * 28)
+        && POINTS * 2 * cig * cog <= MAX_CACHED
+}
+
+thread_local! {
+    // Block scratch reused by every block run on this thread. Taken out while in use, so a
+    // nested use on the same thread (rayon work stealing) just allocates its own.
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
+/// Base pointer of a buffer that parallel tasks write in disjoint pieces.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every user writes only pieces no other task touches; the buffer outlives them.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// # Safety
+    /// `off` must lie inside the buffer.
+    unsafe fn at(self, off: usize) -> *mut f32 {
+        self.0.add(off)
+    }
+}
+
+/// Sizes of one call and how its tile rows are cut into blocks.
+#[derive(Clone, Copy)]
+struct Geom {
+    in_channels: usize,
+    out_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    oh: usize,
+    ow: usize,
+    pad_top: usize,
+    pad_left: usize,
+    cig: usize,
+    cog: usize,
+    /// Tile rows per item and tiles per tile row.
+    th: usize,
+    tw: usize,
+    /// Tile rows over the whole batch, tile rows per block, and blocks.
+    units: usize,
+    per_block: usize,
+    blocks: usize,
+}
+
+impl Geom {
+    fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geom {
+        let (th, tw) = (oh.div_ceil(4), ow.div_ceil(4));
+        let (cig, cog) = (p.in_per_group(), p.out_per_group());
+        let units = p.batch * th;
+        let want_cols = (BLOCK_BUDGET / (POINTS * (cig + cog))).max(MIN_BLOCK_COLS);
+        let per_block = (want_cols / tw).clamp(1, units);
+        Geom {
+            in_channels: p.in_channels,
+            out_channels: p.out_channels,
+            in_h: p.in_h,
+            in_w: p.in_w,
+            oh,
+            ow,
+            pad_top: p.pad_top,
+            pad_left: p.pad_left,
+            cig,
+            cog,
+            th,
+            tw,
+            units,
+            per_block,
+            blocks: units.div_ceil(per_block),
+        }
+    }
+
+    fn block(&self, b: usize) -> Range<usize> {
+        let u0 = b * self.per_block;
+        u0..(u0 + self.per_block).min(self.units)
+    }
+
+    /// Floats between rows of V and M (one row per (channel, transform point)) for a block of
+    /// `units` tile rows: its columns plus TB of slack, so transforms store whole lane chunks.
+    fn pitch(&self, units: usize) -> usize {
+        units * self.tw + TB
+    }
+
+    /// Floats of V (`cig x 36 x pitch`) and M (`cog x 36 x pitch`) for the largest block (None
+    /// if that overflows).
+    fn scratch_len(&self) -> Option<usize> {
+        (self.cig + self.cog)
+            .checked_mul(POINTS)?
+            .checked_mul(self.pitch(self.per_block))
+    }
+}
+
+/// Transformed weights `U = G g G^T` of output channel `oc`, 16 input channels at a time (lanes
+/// over input channels), written to `u` (layout `[xi][ic]`, rows of `cig`).
+#[inline(always)]
+fn weight_rows(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+    for ic0 in (0..g.cig).step_by(TB) {
+        let nl = TB.min(g.cig - ic0);
+        let mut w = [[0f32; TB]; 9];
+        for l in 0..nl {
+            let src = &weight[(oc * g.cig + ic0 + l) * 9..][..9];
+            for k in 0..9 {
+                w[k][l] = src[k];
+            }
+        }
+        // t[i][kx] = (G g)[i][kx] (along ky), then u[i][j] = (t G^T)[i][j] (along kx).
+        let mut t = [[[0f32; TB]; 3]; 6];
+        for kx in 0..3 {
+            for l in 0..TB {
+                let o = gt(w[kx][l], w[3 + kx][l], w[6 + kx][l]);
+                for i in 0..6 {
+                    t[i][kx][l] = o[i];
+                }
+            }
+        }
+        for (i, ti) in t.iter().enumerate() {
+            let mut row = [[0f32; TB]; 6];
+            for l in 0..TB {
+                let o = gt(ti[0][l], ti[1][l], ti[2][l]);
+                for j in 0..6 {
+                    row[j][l] = o[j];
+                }
+            }
+            for (j, r) in row.iter().enumerate() {
+                u[(i * 6 + j) * g.cig + ic0..][..nl].copy_from_slice(&r[..nl]);
+            }
+        }
+    }
+}
+
+/// `G g` for one 3-vector.
+#[inline(always)]
+fn gt(a: f32, b: f32, c: f32) -> [f32; 6] {
+    let ac = a + c;
+    let (p, q) = (a * (1.0 / 24.0) + c * (1.0 / 6.0), b * (1.0 / 12.0));
+    [
+        a * 0.25,
+        -(ac + b) * (1.0 / 6.0),
+        -(ac - b) * (1.0 / 6.0),
+        p + q,
+        p - q,
+        c,
+    ]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_rows_avx2(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+    weight_rows(g, weight, oc, u)
+}
+
+/// Transformed weights of one call: `u` (layout `[oc][xi][ic]`) and its packed GEMM operands.
+/// The last call's are kept (when not too large) so the next call reuses the memory instead of
+/// faulting in fresh pages; their contents are always rewritten.
+struct Packed {
+    u: Vec<f32>,
+    a: Vec<PackedA>,
+}
+
+static CACHE: std::sync::Mutex<Option<Packed>> = std::sync::Mutex::new(None);
+/// Most floats of transformed and packed weights kept between calls (64 MiB).
+const MAX_CACHED: usize = 16 << 20;
+
+impl Packed {
+    fn take() -> Packed {
+        let cached = CACHE.lock().unwrap_or_else(|e| e.into_inner()).take();
+        cached.unwrap_or(Packed {
+            u: Vec::new(),
+            a: Vec::new(),
+        })
+    }
+
+    fn keep(self) {
+        let held = self.u.len() + self.a.iter().map(PackedA::capacity).sum::<usize>();
+        if held <= MAX_CACHED {
+            *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        }
+    }
+}
+
+/// Transforms the weights and packs them for the GEMM, one operand per (group, transform
+/// point): `U_xi` is `cog x cig`. None when the buffers would not fit in memory.
+fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Packed> {
+    let row = POINTS.checked_mul(g.cig)?;
+    let total = row.checked_mul(g.out_channels)?;
+    total.checked_mul(2 * std::mem::size_of::<f32>())?;
+    let mut packed = Packed::take();
+    if packed.u.len() < total {
+        packed.u = vec![0f32; total];
+    }
+    let avx = crate::simd::use_avx2();
+    packed.u[..total]
+        .par_chunks_mut(row)
+        .enumerate()
+        .for_each(|(oc, dst)| {
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: `avx` is only true when the CPU has AVX2 and FMA.
+                return unsafe { weight_rows_avx2(g, weight, oc, dst) };
+            }
+            let _ = avx;
+            weight_rows(g, weight, oc, dst)
+        });
+    packed.a.resize_with(groups * POINTS, PackedA::empty);
+    let per_group = g.cog * row;
+    let u = &packed.u;
+    packed.a[..groups * POINTS]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(k, a)| {
+            let (gi, xi) = (k / POINTS, k % POINTS);
+            let src = &u[gi * per_group + xi * g.cig..(gi + 1) * per_group];
+            a.repack(false, g.cog, g.cig, src, row, false);
+        });
+    Some(packed)
+}
+
+/// Lane chunks of a block of `units` tile rows: `(k0, nu, t0, tb)` covers tiles `t0..t0+tb` of
+/// the block's tile rows `k0..k0+nu`, lane `j * tb + t` for tile `t0 + t` of row `k0 + j`; its
+/// columns `k0 * tw + t0 ..` are contiguous. Narrow planes put several tile rows in one chunk so
+/// the lanes are not mostly empty.
+fn lane_chunks(tw: usize, units: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let rows_per = (TB / tw).max(1);
+    (0..units).step_by(rows_per).flat_map(move |k0| {
+        let nu = rows_per.min(units - k0);
+        (0..tw)
+            .step_by(TB)
+            .map(move |t0| (k0, nu, t0, TB.min(tw - t0)))
+    })
+}
+
+/// Input transform of one channel for a lane chunk: `planes[j]` is the channel's plane of the
+/// item of the chunk's tile row `j`, and that tile row's index in the plane.
+#[inline(always)]
+fn input_chunk(
+    g: &Geom,
+    planes: &[(&[f32], usize)],
+    t0: usize,
+    tb: usize,
+    v: &mut [Lanes; POINTS],
+) {
+    // e[r][j] = (d B)[r][j]: each input row transformed along x.
+    let mut e = [[[0f32; TB]; 6]; 6];
+    let base = (4 * t0) as isize - g.pad_left as isize;
+    let w = g.in_w as isize;
+    const SEG: usize = 4 * TB + 2;
+    for (r, er) in e.iter_mut().enumerate() {
+        // ph[q][lane] = tap q of the lane's tile in input row r.
+        let mut ph = [[0f32; TB]; 6];
+        for (j, &(x, ty)) in planes.iter().enumerate() {
+            let iy = (4 * ty + r) as isize - g.pad_top as isize;
+            if iy < 0 || iy >= g.in_h as isize {
+                continue; // padding rows transform to zeros
+            }
+            let src = &x[iy as usize * g.in_w..][..g.in_w];
+            // The row segment under the chunk, zero where it leaves the plane.
+            let mut seg = [0f32; SEG];
+            let lo = (-base).clamp(0, SEG as isize);
+            let hi = (w - base).min((4 * tb + 2) as isize).max(lo);
+            if lo < hi {
+                let (lo, hi) = (lo as usize, hi as usize);
+                let s0 = (base + lo as isize) as usize;
+                seg[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+            }
+            if planes.len() == 1 {
+                // Fixed trip counts: the compiler turns this into shuffles.
+                for t in 0..TB {
+                    for q in 0..6 {
+                        ph[q][t] = seg[4 * t + q];
+                    }
+                }
+            } else {
+                for t in 0..tb {
+                    for q in 0..6 {
+                        ph[q][j * tb + t] = seg[4 * t + q];
+                    }
+                }
+            }
+        }
+        for t in 0..TB {
+            let o = bt(ph[0][t], ph[1][t], ph[2][t], ph[3][t], ph[4][t], ph[5][t]);
+            for q in 0..6 {
+                er[q][t] = o[q];
+            }
+        }
+    }
+    // Then along y: v[i * 6 + j] = (B^T e)[i][j].
+    for j in 0..6 {
+        for t in 0..TB {
+            let o = bt(
+                e[0][j][t], e[1][j][t], e[2][j][t], e[3][j][t], e[4][j][t], e[5][j][t],
+            );
+            for i in 0..6 {
+                v[i * 6 + j][t] = o[i];
+            }
+        }
+    }
+}
+
+/// `B^T d` for one 6-vector.
+#[inline(always)]
+fn bt(d0: f32, d1: f32, d2: f32, d3: f32, d4: f32, d5: f32) -> [f32; 6] {
+    let a = d4 - d2;
+    let b = d3 - d1;
+    let s12 = d1 + d2;
+    let s34 = d3 + d4;
+    [
+        4.0 * d0 - 5.0 * d2 + d4,
+        s34 - 4.0 * s12,
+        (d4 - d3) + 4.0 * (d1 - d2),
+        a + 2.0 * b,
+        a - 2.0 * b,
+        4.0 * d1 - 5.0 * d3 + d5,
+    ]
+}
+
+/// `A^T m` for one 6-vector.
+#[inline(always)]
+fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
+    let d12 = m1 - m2;
+    let s12 = m1 + m2;
+    let d34 = m3 - m4;
+    let s34 = m3 + m4;
+    [
+        m0 + s12 + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        d12 + 8.0 * d34 + m5,
+    ]
+}
+
+/// Input transform of channels `chans` (of the block's group) for the block's tile rows into
+/// `v` (layout `[c][xi][pitch]`, `c` relative to `chans.start`; see [`Geom::pitch`]).
+#[inline(always)]
+fn input_block(
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    v: &mut [f32],
+) {
+    let pitch = g.pitch(units.len());
+    let in_plane = g.in_h * g.in_w;
+    let mut lanes = [[0f32; TB]; POINTS];
+    for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * pitch)) {
+        for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+            let mut planes = [(&input[..0], 0usize); TB];
+            for (j, pl) in planes[..nu].iter_mut().enumerate() {
+                let u = units.start + k0 + j;
+                let off = ((u / g.th) * g.in_channels + gi * g.cig + c) * in_plane;
+                *pl = (&input[off..][..in_plane], u % g.th);
+            }
+            input_chunk(g, &planes[..nu], t0, tb, &mut lanes);
+            // Whole 16-lane stores: spare lanes land in columns a later chunk rewrites, or in
+            // the row's slack.
+            let col = k0 * g.tw + t0;
+            for (xi, l) in lanes.iter().enumerate() {
+                vc[xi * pitch + col..][..TB].copy_from_slice(l);
+            }
+        }
+    }
+}
+
+/// Output transform of output channels `chans` (relative to the group) from `m` (layout
+/// `[oc][xi][pitch]`, `oc` relative to `chans.start`), plus bias, into the output.
+///
+/// # Safety
+/// `out` must be the output buffer; the rows of these channels and tile rows must be written by
+/// nobody else meanwhile.
+#[inline(always)]
+unsafe fn output_block(
+    g: &Geom,
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+) {
+    let pitch = g.pitch(units.len());
+    for (oc, mc) in chans.zip(m.chunks_exact(POINTS * pitch)) {
+        let o = gi * g.cog + oc;
+        let bv = bias.map_or(0.0, |b| b[o]);
+        for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+            let col = k0 * g.tw + t0;
+            let mut lanes = [[0f32; TB]; POINTS];
+            for (xi, l) in lanes.iter_mut().enumerate() {
+                l.copy_from_slice(&mc[xi * pitch + col..][..TB]);
+            }
+            // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
+            let mut f = [[[0f32; TB]; 4]; 6];
+            for (i, fi) in f.iter_mut().enumerate() {
+                let r = &lanes[i * 6..i * 6 + 6];
+                for t in 0..TB {
+                    let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
+                    for b in 0..4 {
+                        fi[b][t] = o[b];
+                    }
+                }
+            }
+            let mut y = [[[0f32; TB]; 4]; 4];
+            for b in 0..4 {
+                for t in 0..TB {
+                    let o = at(
+                        f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
+                    );
+                    for a in 0..4 {
+                        y[a][b][t] = o[a] + bv;
+                    }
+                }
+            }
+            let x0 = 4 * t0;
+            let len = (4 * tb).min(g.ow - x0);
+            for j in 0..nu {
+                let u = units.start + k0 + j;
+                let (n, ty) = (u / g.th, u % g.th);
+                for (a, ya) in y.iter().enumerate() {
+                    let oy = 4 * ty + a;
+                    if oy >= g.oh {
+                        break;
+                    }
+                    let mut row = [0f32; 4 * TB];
+                    for (t, q) in row.chunks_exact_mut(4).enumerate().take(tb) {
+                        for b in 0..4 {
+                            q[b] = ya[b][j * tb + t];
+                        }
+                    }
+                    let dst = out.at(((n * g.out_channels + o) * g.oh + oy) * g.ow + x0);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, len);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_block_avx2(
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    v: &mut [f32],
+) {
+    input_block(g, input, gi, units, chans, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_block_avx2(
+    g: &Geom,
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+) {
+    output_block(g, gi, units, chans, m, bias, out)
+}
+
+/// Input transform on the path `avx` selects.
+fn input_transform(
+    avx: bool,
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    v: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: `avx` is only true when the CPU has AVX2 and FMA (`simd::use_avx2`).
+        return unsafe { input_block_avx2(g, input, gi, units, chans, v) };
+    }
+    let _ = avx;
+    input_block(g, input, gi, units, chans, v)
+}
+
+/// Output transform on the path `avx` selects.
+///
+/// # Safety
+/// As for [`output_block`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_transform(
+    avx: bool,
+    g: &Geom,
+    gi: usize,
+    units: &Range<usize>,
+    chans: Range<usize>,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        return output_block_avx2(g, gi, units, chans, m, bias, out);
+    }
+    let _ = avx;
+    output_block(g, gi, units, chans, m, bias, out)
+}
+
+/// Channels per parallel piece of a transform: a few pieces per thread.
+fn chans_per_piece(chans: usize) -> usize {
+    chans.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
+/// One block (tile rows `units` of group `gi`): input transform, 36 GEMMs, output transform.
+/// `buf` holds V then M. `par` splits each step over the pool.
+#[allow(clippy::too_many_arguments)]
+fn run_block(
+    g: &Geom,
+    gi: usize,
+    units: Range<usize>,
+    input: &[f32],
+    packed: &[PackedA],
+    bias: Option<&[f32]>,
+    out: SharedMut,
+    buf: &mut [f32],
+    par: bool,
+    avx: bool,
+) {
+    let cols = units.len() * g.tw;
+    let pitch = g.pitch(units.len());
+    let ld = POINTS * pitch;
+    let (v, rest) = buf.split_at_mut(g.cig * ld);
+    let m = &mut rest[..g.cog * ld];
+    if par {
+        let per = chans_per_piece(g.cig);
+        v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
+            let c0 = k * per;
+            input_transform(avx, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
+        });
+    } else {
+        input_transform(avx, g, input, gi, &units, 0..g.cig, v);
+    }
+    let v: &[f32] = v;
+    let mp = SharedMut(m.as_mut_ptr());
+    let product = |xi: usize| {
+        let rhs = Rhs {
+            data: &v[xi * pitch..],
+            ld,
+            trans: false,
+        };
+        // SAFETY: M_xi (cog x cols at xi * pitch, rows ld apart) lies inside m, and each xi is
+        // written by one call only.
+        unsafe {
+            gemm::gemm_raw(
+                g.cog,
+                cols,
+                g.cig,
+                1.0,
+                Lhs::Packed(&packed[xi]),
+                rhs,
+                0.0,
+                mp.at(xi * pitch),
+                ld,
+                false,
+            )
+        }
+    };
+    if par {
+        (0..POINTS).into_par_iter().for_each(product);
+    } else {
+        (0..POINTS).for_each(product);
+    }
+    let m: &[f32] = m;
+    // SAFETY: this block alone writes the rows of its tile rows in group gi's channels.
+    if par {
+        let per = chans_per_piece(g.cog);
+        m.par_chunks(per * ld).enumerate().for_each(|(k, mk)| {
+            let c0 = k * per;
+            unsafe {
+                output_transform(avx, g, gi, &units, c0..(c0 + per).min(g.cog), mk, bias, out)
+            };
+        });
+    } else {
+        unsafe { output_transform(avx, g, gi, &units, 0..g.cog, m, bias, out) };
+    }
+}
+
+/// Winograd forward of a shape [`applies`] accepts; false (nothing written) when the transformed
+/// weights would not fit in memory.
+fn forward_impl(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> bool {
+    let g = Geom::new(p, out_hw);
+    // A block is at least one whole tile row: planes thousands of pixels wide with many channels
+    // would need more scratch than is sensible; im2col handles them in bounded blocks.
+    let Some(scratch) = g.scratch_len().filter(|&n| n <= MAX_SCRATCH) else {
+        return false;
+    };
+    let Some(cache) = pack_weights(&g, p.groups, weight) else {
+        return false;
+    };
+    let packed = &cache.a;
+    let out = SharedMut(output.as_mut_ptr());
+    let avx = crate::simd::use_avx2();
+    let tasks = p.groups * g.blocks;
+    let threads = rayon::current_num_threads();
+    let task = |t: usize, buf: &mut [f32], par: bool| {
+        let (gi, b) = (t / g.blocks, t % g.blocks);
+        let packed = &packed[gi * POINTS..(gi + 1) * POINTS];
+        run_block(&g, gi, g.block(b), input, packed, bias, out, buf, par, avx);
+    };
+    if threads > 1 && tasks >= 2 * threads {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| with_scratch(scratch, |buf| task(t, buf, false)));
+    } else {
+        with_scratch(scratch, |buf| {
+            (0..tasks).for_each(|t| task(t, buf, threads > 1))
+        });
+    }
+    cache.keep();
+    true
+}
+
+/// Forward convolution. Shapes Winograd does not apply to (see [`applies`]) fall back to
+/// im2col + GEMM.
+pub fn forward(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    if !(applies(p) && forward_impl(p, out_hw, input, weight, bias, output)) {
+        im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+    }
+}
+
+/// Input gradient: the forward Winograd convolution of `grad_out` with the weights rotated 180
+/// degrees and in/out channels swapped, padded by `2 - pad` per side. Falls back to im2col when
+/// Winograd does not apply or a pad exceeds 2 (the gradient would need negative padding).
+pub fn backward_data(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    let pads = [p.pad_top, p.pad_bottom, p.pad_left, p.pad_right];
+    if applies(p) && pads.iter().all(|&x| x <= 2) {
+        let q = Conv2dParams {
+            in_channels: p.out_channels,
+            in_h: out_hw.0,
+            in_w: out_hw.1,
+            out_channels: p.in_channels,
+            pad_top: 2 - p.pad_top,
+            pad_bottom: 2 - p.pad_bottom,
+            pad_left: 2 - p.pad_left,
+            pad_right: 2 - p.pad_right,
+            ..*p
+        };
+        if q.validate() == Ok((p.in_h, p.in_w)) {
+            let (cig, cog) = (p.in_per_group(), p.out_per_group());
+            // q's weight, (C_in, cog, 3, 3): w'[gi * cig + i][o] = rot180(w[gi * cog + o][i]).
+            let mut rotated = vec![0f32; weight.len()];
+            rotated
+                .par_chunks_mut(cog * 9)
+                .enumerate()
+                .for_each(|(ic, dst)| {
+                    let (gi, i) = (ic / cig, ic % cig);
+                    for (o, d) in dst.chunks_exact_mut(9).enumerate() {
+                        let s = &weight[((gi * cog + o) * cig + i) * 9..][..9];
+                        for (k, dv) in d.iter_mut().enumerate() {
+                            *dv = s[8 - k];
+                        }
+                    }
+                });
+            if forward_impl(&q, (p.in_h, p.in_w), grad_out, &rotated, None, grad_input) {
+                return;
+            }
+        }
+    }
+    im2col::backward_data(p, out_hw, grad_out, weight, grad_input)
+}
+
+/// Weight and bias gradients: im2col + GEMM (a Winograd weight gradient is not implemented).
+pub fn backward_weight(
+    p: &Conv2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+}
