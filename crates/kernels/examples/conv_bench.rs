@@ -1,6 +1,6 @@
 //! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
 //! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [sweep]`.
-//! `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
+//! `zoo` runs the zoo layers that lost to PyTorch at batch 8 instead. `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
 //! show where FFT overtakes direct summation.
 //! GFLOP/s counts `2 * MACs` of the forward for every pass, so the columns compare directly.
 //! Also prints how far FFT results are from the direct ones (normwise), as a check at sizes the
@@ -101,6 +101,7 @@ fn main() {
     let mode = args.next();
     let sweep = mode.as_deref() == Some("sweep");
     let wino = mode.as_deref() == Some("wino");
+    let zoo = mode.as_deref() == Some("zoo");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -139,6 +140,25 @@ fn main() {
         ] {
             let name = format!("{net} 3x3 {c}->{c} {hw}x{hw} b8");
             layers.push((name, layer(8, c, hw, c, 3, 1, 1, 1)));
+        }
+    }
+    if zoo {
+        // Zoo layers that lost to PyTorch at batch 8 (bench:compare section 1).
+        layers.clear();
+        for (c, hw, oc, k, s, pad) in [
+            (256, 28, 128, 1, 1, 0),
+            (256, 28, 32, 1, 1, 0),
+            (16, 28, 32, 3, 1, 1),
+            (24, 14, 64, 3, 1, 1),
+            (3, 224, 64, 11, 4, 2),
+            (384, 13, 256, 3, 1, 1),
+            (512, 14, 512, 3, 1, 1),
+            (128, 28, 32, 3, 1, 1),
+            (128, 14, 32, 3, 1, 1),
+            (1024, 14, 2048, 1, 2, 0),
+        ] {
+            let name = format!("{k}x{k} s{s} {c}->{oc} @{hw}");
+            layers.push((name, layer(8, c, hw, oc, k, s, pad, 1)));
         }
     }
     if sweep {

@@ -248,6 +248,17 @@ fn cases() -> Vec<Case> {
             (1, 1),
             1,
         ),
+        // Stride 1 with a wide enough row takes the padded-width lowering: uneven padding on
+        // every side, a non-square kernel and groups.
+        case(
+            "shifted uneven pad groups2",
+            (2, 6, 9, 20),
+            (8, 5, 3),
+            (1, 1),
+            (2, 1, 0, 3),
+            (1, 1),
+            2,
+        ),
         case(
             "wide late layer",
             (1, 96, 7, 7),

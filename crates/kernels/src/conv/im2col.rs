@@ -365,6 +365,124 @@ fn enough_tasks(tasks: usize) -> bool {
     threads > 1 && tasks >= 2 * threads
 }
 
+/// Output rows per block of [`forward_shifted`], or `None` where that path does not apply or
+/// does not pay: it computes `kW - 1` throwaway columns per output row (up to 1/8 of the
+/// work), which only beats the per-run lowering when few output channels share each lowered
+/// column (the lowering is then a large part of the work, about a third at 32 channels).
+fn shifted_rows(p: &Conv2dParams, (oh, _ow): (usize, usize)) -> Option<usize> {
+    let unit = p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1;
+    let wp = p.in_w + p.pad_left + p.pad_right;
+    let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
+    let fits = kg.checked_mul(wp).is_some_and(|v| v <= MAX_SCRATCH);
+    if !unit || p.kernel_h * p.kernel_w == 1 || p.out_per_group() > 64 || !fits {
+        return None;
+    }
+    if (p.kernel_w - 1) * 8 > wp {
+        return None;
+    }
+    let want = ((COL_BUDGET / kg) / NR * NR).max(MIN_BLOCK);
+    Some(want.div_ceil(wp).clamp(1, oh))
+}
+
+/// Forward at stride 1 and dilation 1, lowered over the padded width: with the input rows of a
+/// block copied once into a zero-padded buffer `Wp = pad_left + W + pad_right` wide, and the
+/// output computed at every padded column (`Wp` positions per output row, of which the last
+/// `kW - 1` are thrown away), lowered row `(c, ky, kx)` is the padded plane of `c` shifted by
+/// `ky * Wp + kx`: contiguous, so it goes into the packed panels in whole NR-float copies, with
+/// no per-run bounds or padding fills.
+#[allow(clippy::too_many_arguments)]
+fn forward_shifted(
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+    rows: usize,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: &Epilogue<'_>,
+    output: &mut [f32],
+) {
+    let (cig, cog) = (p.in_per_group(), p.out_per_group());
+    let (kh, kw) = (p.kernel_h, p.kernel_w);
+    let kg = cig * kh * kw;
+    let wp = p.in_w + p.pad_left + p.pad_right;
+    let (ohw, in_plane) = (oh * ow, p.in_h * p.in_w);
+    let blocks = oh.div_ceil(rows);
+    let avx = simd::use_avx2();
+    let finish = !epilogue.is_identity();
+    let packed: Vec<PackedA> = weight
+        .chunks_exact(cog * kg)
+        .map(|w| PackedA::new(false, cog, kg, w, kg, false))
+        .collect();
+    let tasks = p.batch * p.groups * blocks;
+    let out = SharedOut(output.as_mut_ptr());
+    let task = |t: usize, par: bool| {
+        let (b, gi, n) = (t % blocks, (t / blocks) % p.groups, t / (blocks * p.groups));
+        let oy0 = b * rows;
+        let nrows = rows.min(oh - oy0);
+        let cols = nrows * wp;
+        // Padded rows oy0..oy0+nrows+kH-1 of each channel, plus slack: the last panel reads up
+        // to kW - 1 + NR floats past them.
+        let span = (nrows + kh - 1) * wp + kw + NR;
+        let packed_len = gemm::packed_b_len(kg, cols);
+        with_scratch(cig * span + packed_len + cog * cols, |buf| {
+            let (xp, rest) = buf.split_at_mut(cig * span);
+            let (col, ctmp) = rest.split_at_mut(packed_len);
+            let x = &input[(n * p.in_channels + gi * cig) * in_plane..][..cig * in_plane];
+            for (plane, dst) in x.chunks_exact(in_plane).zip(xp.chunks_exact_mut(span)) {
+                dst.fill(0.0);
+                for r in 0..nrows + kh - 1 {
+                    let py = oy0 + r;
+                    if py >= p.pad_top && py - p.pad_top < p.in_h {
+                        let iy = py - p.pad_top;
+                        dst[r * wp + p.pad_left..][..p.in_w]
+                            .copy_from_slice(&plane[iy * p.in_w..][..p.in_w]);
+                    }
+                }
+            }
+            let panels = cols.div_ceil(NR);
+            for_each_row(p, 0..cig, |r, c, ky, kx| {
+                let src = &xp[c * span + ky * wp + kx..];
+                for q in 0..panels {
+                    gemm::copy_panel_row(&mut col[(q * kg + r) * NR..][..NR], &src[q * NR..][..NR]);
+                }
+            });
+            // SAFETY: ctmp holds cog x cols floats and is this task's own scratch.
+            unsafe {
+                gemm::gemm_raw_packed_b(
+                    cog,
+                    cols,
+                    kg,
+                    1.0,
+                    Lhs::Packed(&packed[gi]),
+                    col,
+                    0.0,
+                    ctmp.as_mut_ptr(),
+                    cols,
+                    par,
+                );
+            }
+            for r in 0..cog {
+                let oc = gi * cog + r;
+                for y in 0..nrows {
+                    let off = (n * p.out_channels + oc) * ohw + (oy0 + y) * ow;
+                    // SAFETY: output rows oy0..oy0+nrows of (n, oc) are inside `output` and
+                    // belong to this task alone.
+                    let to = unsafe { std::slice::from_raw_parts_mut(out.at(off), ow) };
+                    to.copy_from_slice(&ctmp[r * cols + y * wp..][..ow]);
+                    if finish {
+                        epilogue.apply_row(to, oc, off, avx);
+                    }
+                }
+            }
+        });
+    };
+    if enough_tasks(tasks) {
+        (0..tasks).into_par_iter().for_each(|t| task(t, false));
+    } else {
+        let par = gemm::want_parallel(cog, rows * wp, kg);
+        (0..tasks).for_each(|t| task(t, par));
+    }
+}
+
 pub fn forward(
     p: &Conv2dParams,
     out_hw: (usize, usize),
@@ -373,6 +491,10 @@ pub fn forward(
     epilogue: &Epilogue<'_>,
     output: &mut [f32],
 ) {
+    if let Some(rows) = shifted_rows(p, out_hw) {
+        forward_shifted(p, out_hw, rows, input, weight, epilogue, output);
+        return;
+    }
     let g = Geom::new(p, out_hw, MIN_BLOCK, true);
     let avx = simd::use_avx2();
     let finish = !epilogue.is_identity();
