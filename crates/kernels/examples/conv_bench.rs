@@ -1,13 +1,17 @@
 //! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
 //! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [sweep]`.
+//! `fused` times the inference forward with a full epilogue (scale, shift, residual, ReLU) on
+//! the `wino` layers, each algo fused and, as "+pass", plain then a separate epilogue pass.
 //! `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
 //! show where FFT overtakes direct summation.
 //! GFLOP/s counts `2 * MACs` of the forward for every pass, so the columns compare directly.
 //! Also prints how far FFT results are from the direct ones (normwise), as a check at sizes the
 //! unit tests do not reach.
 use ferroconv_kernels::conv::{
-    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dParams, ConvAlgo,
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, conv2d_forward_fused,
+    Conv2dParams, ConvAlgo, Epilogue,
 };
+use rayon::prelude::*;
 use std::time::Instant;
 
 #[allow(clippy::too_many_arguments)]
@@ -100,7 +104,8 @@ fn main() {
         .unwrap_or_else(|| vec![ConvAlgo::Direct, ConvAlgo::Fft]);
     let mode = args.next();
     let sweep = mode.as_deref() == Some("sweep");
-    let wino = mode.as_deref() == Some("wino");
+    let fused = mode.as_deref() == Some("fused");
+    let wino = fused || mode.as_deref() == Some("wino");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -156,6 +161,10 @@ fn main() {
         "{threads} threads, simd {}; GFLOP/s by wall time / by CPU time per thread",
         ferroconv_kernels::simd::level().name()
     );
+    if fused {
+        bench_fused(&pool, threads, &layers, &algos);
+        return;
+    }
     println!(
         "{:<24} {:<7} {:>17} {:>17} {:>17}",
         "layer", "algo", "forward", "backward data", "backward weight"
@@ -222,6 +231,64 @@ fn main() {
                 "",
                 d.join(" / ")
             );
+        }
+    }
+}
+
+/// Fused inference forward (scale, shift, residual, ReLU) against the plain forward followed by
+/// a separate parallel pass over the output doing the same.
+fn bench_fused(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    layers: &[(String, Conv2dParams)],
+    algos: &[ConvAlgo],
+) {
+    println!("{:<24} {:<14} {:>17}", "layer", "algo", "fused forward");
+    for (name, p) in layers {
+        let (oh, ow) = p.validate().expect("shape");
+        let plane = oh * ow;
+        let out_len = p.output_len((oh, ow));
+        let x = fill(p.input_len(), 1);
+        let w = fill(p.weight_len(), 2);
+        let scale = fill(p.out_channels, 3);
+        let shift = fill(p.out_channels, 4);
+        let res = fill(out_len, 5);
+        let epi = Epilogue {
+            scale: Some(&scale),
+            shift: Some(&shift),
+            residual: Some(&res),
+            relu: true,
+        };
+        let mut y = vec![0.0; out_len];
+        let cell = |(wall, cpu): (f64, f64)| {
+            format!(
+                "{:6.1} / {:6.1}",
+                p.flops() / wall / 1e9,
+                p.flops() / cpu / 1e9
+            )
+        };
+        for &algo in algos {
+            let fused = pool.install(|| {
+                time(threads, || {
+                    conv2d_forward_fused(p, &x, &w, &epi, &mut y, algo).expect("fused")
+                })
+            });
+            let pass = pool.install(|| {
+                time(threads, || {
+                    conv2d_forward(p, &x, &w, None, &mut y, algo).expect("fwd");
+                    y.par_chunks_mut(plane).enumerate().for_each(|(i, row)| {
+                        let oc = i % p.out_channels;
+                        let r = &res[i * plane..][..plane];
+                        for (v, &r) in row.iter_mut().zip(r) {
+                            let t = (*v * scale[oc] + shift[oc]) + r;
+                            *v = if t < 0.0 { 0.0 } else { t };
+                        }
+                    });
+                })
+            });
+            let a = format!("{algo:?}").to_lowercase();
+            println!("{name:<24} {a:<14} {:>17}", cell(fused));
+            println!("{name:<24} {:<14} {:>17}", format!("{a}+pass"), cell(pass));
         }
     }
 }

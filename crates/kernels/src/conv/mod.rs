@@ -215,7 +215,9 @@ pub fn conv2d_forward(
             im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
         }
         ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
-        ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, bias, output),
+        ConvAlgo::Winograd => {
+            winograd::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+        }
     }
     Ok(())
 }
@@ -249,11 +251,7 @@ pub fn conv2d_forward_fused(
             fft::forward(p, out_hw, input, weight, None, output);
             epilogue.apply_all(output, p.out_channels, plane);
         }
-        // Winograd's output transform does not take the epilogue, so it is a second pass here.
-        ConvAlgo::Winograd => {
-            winograd::forward(p, out_hw, input, weight, None, output);
-            epilogue.apply_all(output, p.out_channels, plane);
-        }
+        ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, epilogue, output),
     }
     Ok(())
 }
