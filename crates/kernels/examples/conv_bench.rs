@@ -2,6 +2,8 @@
 //! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [sweep]`.
 //! `fused` times the inference forward with a full epilogue (scale, shift, residual, ReLU) on
 //! the `wino` layers, each algo fused and, as "+pass", plain then a separate epilogue pass.
+//! `zoo` runs the model zoo's 5x5 and 7x7 layers (AlexNet features.3, the 7x7 stride-2 stems,
+//! LeNet's 5x5s) at batch 8, every pass.
 //! `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
 //! show where FFT overtakes direct summation.
 //! GFLOP/s counts `2 * MACs` of the forward for every pass, so the columns compare directly.
@@ -145,6 +147,42 @@ fn main() {
             let name = format!("{net} 3x3 {c}->{c} {hw}x{hw} b8");
             layers.push((name, layer(8, c, hw, c, 3, 1, 1, 1)));
         }
+    }
+    if mode.as_deref() == Some("zoo") {
+        layers = vec![
+            (
+                "alexnet f.3 5x5 64->192 27".to_string(),
+                layer(8, 64, 27, 192, 5, 1, 2, 1),
+            ),
+            (
+                "alexnet f.3 b1".to_string(),
+                layer(1, 64, 27, 192, 5, 1, 2, 1),
+            ),
+            (
+                "5x5 32->32 28 b8".to_string(),
+                layer(8, 32, 28, 32, 5, 1, 2, 1),
+            ),
+            (
+                "5x5 256->256 14 b8".to_string(),
+                layer(8, 256, 14, 256, 5, 1, 2, 1),
+            ),
+            (
+                "7x7 64->64 28 s1 b8".to_string(),
+                layer(8, 64, 28, 64, 7, 1, 3, 1),
+            ),
+            (
+                "stem 7x7 s2 3->64 224".to_string(),
+                layer(8, 3, 224, 64, 7, 2, 3, 1),
+            ),
+            (
+                "lenet c1 5x5 1->6 28".to_string(),
+                layer(8, 1, 28, 6, 5, 1, 2, 1),
+            ),
+            (
+                "lenet c3 5x5 6->16 14".to_string(),
+                layer(8, 6, 14, 16, 5, 1, 0, 1),
+            ),
+        ];
     }
     if sweep {
         layers.clear();
