@@ -1,13 +1,20 @@
 //! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
 //! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [sweep]`.
-//! `zoo` runs the zoo layers that lost to PyTorch at batch 8 instead. `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
+//! `losers` runs the zoo layers that lost to PyTorch at batch 8 instead.
+//! `fused` times the inference forward with a full epilogue (scale, shift, residual, ReLU) on
+//! the `wino` layers, each algo fused and, as "+pass", plain then a separate epilogue pass.
+//! `zoo` runs the model zoo's 5x5 and 7x7 layers (AlexNet features.3, the 7x7 stride-2 stems,
+//! LeNet's 5x5s) at batch 8, every pass.
+//! `sweep` adds stride-1 layers over kernel size, spatial size and channels (forward only) to
 //! show where FFT overtakes direct summation.
 //! GFLOP/s counts `2 * MACs` of the forward for every pass, so the columns compare directly.
 //! Also prints how far FFT results are from the direct ones (normwise), as a check at sizes the
 //! unit tests do not reach.
 use ferroconv_kernels::conv::{
-    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dParams, ConvAlgo,
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, conv2d_forward_fused,
+    Conv2dParams, ConvAlgo, Epilogue,
 };
+use rayon::prelude::*;
 use std::time::Instant;
 
 #[allow(clippy::too_many_arguments)]
@@ -100,8 +107,9 @@ fn main() {
         .unwrap_or_else(|| vec![ConvAlgo::Direct, ConvAlgo::Fft]);
     let mode = args.next();
     let sweep = mode.as_deref() == Some("sweep");
-    let wino = mode.as_deref() == Some("wino");
-    let zoo = mode.as_deref() == Some("zoo");
+    let fused = mode.as_deref() == Some("fused");
+    let wino = fused || mode.as_deref() == Some("wino");
+    let losers = mode.as_deref() == Some("losers");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -142,7 +150,7 @@ fn main() {
             layers.push((name, layer(8, c, hw, c, 3, 1, 1, 1)));
         }
     }
-    if zoo {
+    if losers {
         // Zoo layers that lost to PyTorch at batch 8 (bench:compare section 1).
         layers.clear();
         for (c, hw, oc, k, s, pad) in [
@@ -161,6 +169,42 @@ fn main() {
             layers.push((name, layer(8, c, hw, oc, k, s, pad, 1)));
         }
     }
+    if mode.as_deref() == Some("zoo") {
+        layers = vec![
+            (
+                "alexnet f.3 5x5 64->192 27".to_string(),
+                layer(8, 64, 27, 192, 5, 1, 2, 1),
+            ),
+            (
+                "alexnet f.3 b1".to_string(),
+                layer(1, 64, 27, 192, 5, 1, 2, 1),
+            ),
+            (
+                "5x5 32->32 28 b8".to_string(),
+                layer(8, 32, 28, 32, 5, 1, 2, 1),
+            ),
+            (
+                "5x5 256->256 14 b8".to_string(),
+                layer(8, 256, 14, 256, 5, 1, 2, 1),
+            ),
+            (
+                "7x7 64->64 28 s1 b8".to_string(),
+                layer(8, 64, 28, 64, 7, 1, 3, 1),
+            ),
+            (
+                "stem 7x7 s2 3->64 224".to_string(),
+                layer(8, 3, 224, 64, 7, 2, 3, 1),
+            ),
+            (
+                "lenet c1 5x5 1->6 28".to_string(),
+                layer(8, 1, 28, 6, 5, 1, 2, 1),
+            ),
+            (
+                "lenet c3 5x5 6->16 14".to_string(),
+                layer(8, 6, 14, 16, 5, 1, 0, 1),
+            ),
+        ];
+    }
     if sweep {
         layers.clear();
         for c in [16, 64, 256] {
@@ -176,6 +220,10 @@ fn main() {
         "{threads} threads, simd {}; GFLOP/s by wall time / by CPU time per thread",
         ferroconv_kernels::simd::level().name()
     );
+    if fused {
+        bench_fused(&pool, threads, &layers, &algos);
+        return;
+    }
     println!(
         "{:<24} {:<7} {:>17} {:>17} {:>17}",
         "layer", "algo", "forward", "backward data", "backward weight"
@@ -242,6 +290,64 @@ fn main() {
                 "",
                 d.join(" / ")
             );
+        }
+    }
+}
+
+/// Fused inference forward (scale, shift, residual, ReLU) against the plain forward followed by
+/// a separate parallel pass over the output doing the same.
+fn bench_fused(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    layers: &[(String, Conv2dParams)],
+    algos: &[ConvAlgo],
+) {
+    println!("{:<24} {:<14} {:>17}", "layer", "algo", "fused forward");
+    for (name, p) in layers {
+        let (oh, ow) = p.validate().expect("shape");
+        let plane = oh * ow;
+        let out_len = p.output_len((oh, ow));
+        let x = fill(p.input_len(), 1);
+        let w = fill(p.weight_len(), 2);
+        let scale = fill(p.out_channels, 3);
+        let shift = fill(p.out_channels, 4);
+        let res = fill(out_len, 5);
+        let epi = Epilogue {
+            scale: Some(&scale),
+            shift: Some(&shift),
+            residual: Some(&res),
+            relu: true,
+        };
+        let mut y = vec![0.0; out_len];
+        let cell = |(wall, cpu): (f64, f64)| {
+            format!(
+                "{:6.1} / {:6.1}",
+                p.flops() / wall / 1e9,
+                p.flops() / cpu / 1e9
+            )
+        };
+        for &algo in algos {
+            let fused = pool.install(|| {
+                time(threads, || {
+                    conv2d_forward_fused(p, &x, &w, &epi, &mut y, algo).expect("fused")
+                })
+            });
+            let pass = pool.install(|| {
+                time(threads, || {
+                    conv2d_forward(p, &x, &w, None, &mut y, algo).expect("fwd");
+                    y.par_chunks_mut(plane).enumerate().for_each(|(i, row)| {
+                        let oc = i % p.out_channels;
+                        let r = &res[i * plane..][..plane];
+                        for (v, &r) in row.iter_mut().zip(r) {
+                            let t = (*v * scale[oc] + shift[oc]) + r;
+                            *v = if t < 0.0 { 0.0 } else { t };
+                        }
+                    });
+                })
+            });
+            let a = format!("{algo:?}").to_lowercase();
+            println!("{name:<24} {a:<14} {:>17}", cell(fused));
+            println!("{name:<24} {:<14} {:>17}", format!("{a}+pass"), cell(pass));
         }
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, cases, fill, lock_simd, params};
 use ferroconv_kernels::conv::{
-    conv2d_forward, conv2d_forward_fused, reference, Conv2dParams, ConvAlgo, Epilogue,
+    conv2d_forward, conv2d_forward_fused, reference, winograd, Conv2dParams, ConvAlgo, Epilogue,
 };
 use ferroconv_kernels::simd::{self, SimdLevel};
 
@@ -240,4 +240,51 @@ fn bad_lengths_name_the_argument() {
         err(Epilogue::default(), &mut y[..10]),
         "output: expected 200 elements, got 10"
     );
+}
+
+/// Shapes Winograd computes itself (`winograd::applies`): partial tiles, narrow planes packed
+/// several tile rows to a lane chunk, a plane wider than one chunk, asymmetric padding, groups,
+/// and enough tile rows for parallel blocks.
+fn winograd_cases() -> Vec<(&'static str, Conv2dParams)> {
+    vec![
+        (
+            "wino 13x11 partial tiles b2",
+            params((2, 16, 13, 11), (12, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            "wino wide 6x70",
+            params((1, 8, 6, 70), (10, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            "wino asymmetric pad groups 2",
+            params((3, 8, 9, 10), (6, 3, 3), (1, 1), (0, 2, 1, 0), (1, 1), 2),
+        ),
+        (
+            "wino many blocks",
+            params((4, 20, 40, 40), (24, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+    ]
+}
+
+#[test]
+fn winograd_applies_epilogue_in_its_output_transform() {
+    let _g = lock_simd();
+    for level in [SimdLevel::Avx2Fma, SimdLevel::Scalar] {
+        simd::set_level(level);
+        for (name, p) in winograd_cases() {
+            assert!(winograd::applies(&p), "{name}");
+            for (k, parts) in combos(&p).iter().enumerate() {
+                let what = format!("{name} combo {k} {}", level.name());
+                let one = in_pool(1, || fused(&p, parts, ConvAlgo::Winograd));
+                let two = in_pool(2, || fused(&p, parts, ConvAlgo::Winograd));
+                assert_close(&what, &one, &expected(&p, parts), 1e-4, 1e-4);
+                assert_close(&format!("{what} 2 threads"), &two, &one, 1e-6, 1e-6);
+                // Winograd rounds differently from im2col's direct sums: bit-equal results
+                // would mean it fell back to im2col instead of running its own transform.
+                let im2col = fused(&p, parts, ConvAlgo::Im2col);
+                assert_ne!(one, im2col, "{what}: Winograd fell back to im2col");
+            }
+        }
+    }
+    simd::set_level(SimdLevel::Avx2Fma);
 }

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use ferroconv_kernels::conv::{fft, ConvAlgo};
+use ferroconv_kernels::conv::{fft, Conv2dParams, ConvAlgo};
 use ferroconv_kernels::simd::{set_level, SimdLevel};
 
 const FFT_TOL: f64 = 2e-5;
@@ -135,4 +135,55 @@ fn pays_off_follows_the_measurements() {
     assert!(!fft::pays_off(&layer(16, 56, 7, 1, 1)));
     assert!(!fft::pays_off(&layer(64, 56, 7, 2, 1)));
     assert!(!fft::pays_off(&layer(256, 28, 5, 1, 256)));
+}
+
+#[test]
+fn auto_picks_fft_where_it_beat_im2col() {
+    use ferroconv_kernels::conv::ConvPass::{self, BackwardData, BackwardWeight, Forward};
+    const ALL: [ConvPass; 3] = [Forward, BackwardData, BackwardWeight];
+    let conv = |n, c, hw, oc, k, s| {
+        let pad = k / 2;
+        params(
+            (n, c, hw, hw),
+            (oc, k, k),
+            (s, s),
+            (pad, pad, pad, pad),
+            (1, 1),
+            1,
+        )
+    };
+    let auto = |p: &Conv2dParams, pass| ConvAlgo::Auto.resolve_for(p, pass);
+    // AlexNet features.3, 5x5 32-channel and 7x7 stride-1 layers at batch 8: every pass.
+    for p in [
+        conv(8, 64, 27, 192, 5, 1),
+        conv(8, 32, 28, 32, 5, 1),
+        conv(8, 64, 28, 64, 7, 1),
+    ] {
+        for pass in ALL {
+            assert!(fft::beats_im2col(&p, pass), "{p:?} {pass:?}");
+            assert_eq!(auto(&p, pass), ConvAlgo::Fft, "{p:?} {pass:?}");
+        }
+    }
+    // 5x5 256@14: the forward only.
+    let small = conv(8, 256, 14, 256, 5, 1);
+    assert_eq!(auto(&small, Forward), ConvAlgo::Fft);
+    assert_eq!(auto(&small, BackwardData), ConvAlgo::Im2col);
+    assert_eq!(auto(&small, BackwardWeight), ConvAlgo::Im2col);
+    assert_eq!(ConvAlgo::Auto.resolve(&small), ConvAlgo::Fft);
+    // Batch 1, the stride-2 7x7 stems, LeNet's few channels, 3x3 layers and grouped convs keep
+    // their algorithms.
+    let mut grouped = conv(8, 64, 28, 64, 5, 1);
+    grouped.groups = 2;
+    for p in [
+        conv(1, 64, 27, 192, 5, 1),
+        conv(8, 3, 224, 64, 7, 2),
+        conv(8, 6, 14, 16, 5, 1),
+        conv(8, 256, 28, 256, 3, 1),
+        grouped,
+    ] {
+        for pass in ALL {
+            assert!(!fft::beats_im2col(&p, pass), "{p:?} {pass:?}");
+            assert_ne!(auto(&p, pass), ConvAlgo::Fft, "{p:?} {pass:?}");
+        }
+    }
 }

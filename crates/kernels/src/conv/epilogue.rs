@@ -2,8 +2,8 @@
 //! `y = act(acc * scale[oc] + shift[oc] + residual)`. Folding a following eval-mode batch norm
 //! into `scale`/`shift`, the bias into `shift`, a residual shortcut and a ReLU into the conv
 //! saves a full read and write of the activation per folded op (and a fresh output buffer each).
-//! im2col applies it to each output tile right after its GEMM, while the tile is still in cache;
-//! the other algorithms apply it in one pass afterwards.
+//! im2col applies it to each output tile right after its GEMM and Winograd in its output
+//! transform, while the values are still in cache; direct and FFT apply it in one pass afterwards.
 use crate::error::check_len;
 use crate::vmath::multiversion;
 use crate::{simd, Result};

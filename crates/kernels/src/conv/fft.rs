@@ -385,6 +385,28 @@ pub fn pays_off(p: &Conv2dParams) -> bool {
         && (taps >= 25 || (taps >= 9 && cig >= 256 && cog >= 256 && oh * ow >= 28 * 28))
 }
 
+/// Whether `ConvAlgo::Auto` should pick the FFT over im2col + GEMM for this pass. Measured with
+/// `examples/conv_bench.rs 2 im2col,fft zoo` (2 threads, AVX2, shared machine at load 7, so
+/// +-30%; GFLOP/s of CPU time per thread, fft / im2col, forward / backward data / backward
+/// weight), batch 8: AlexNet features.3 (5x5 64->192 @27) 199-226/121-126, 181-188/123-130,
+/// 154-171/125-133; 5x5 32->32 @28 117/67, 100/69, 103/73; 7x7 64->64 @28 314/96, 223/119,
+/// 237/105; 5x5 256->256 @14 159/109 forward but 91/106 and 109/118 backward. At batch 1
+/// AlexNet's features.3 loses 0.45-0.7x in every pass (the weight spectra, one per (in, out)
+/// pair, are not shared over enough items), and stride 2 loses 2.5x (the 7x7 stems of
+/// GoogLeNet/ResNet/DenseNet: 27/71 forward). So: [`pays_off`]'s 5x5-and-up case, dense,
+/// batch 8 or more, and for the backward passes a 24x24 or larger output (the 14x14 layer lost).
+/// 3x3 kernels are left to Winograd and im2col.
+pub fn beats_im2col(p: &Conv2dParams, pass: super::ConvPass) -> bool {
+    let Ok((oh, ow)) = p.validate() else {
+        return false;
+    };
+    pays_off(p)
+        && p.kernel_h * p.kernel_w >= 25
+        && p.groups == 1
+        && p.batch >= 8
+        && (pass == super::ConvPass::Forward || oh * ow >= 24 * 24)
+}
+
 /// The FFT grid `(fh, fw)` and the number of overlap-save tiles `(rows, cols)` used for this
 /// shape. For tests and benchmarks that need to know which code paths a shape exercises.
 #[doc(hidden)]

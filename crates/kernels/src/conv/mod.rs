@@ -138,6 +138,15 @@ impl Conv2dParams {
     }
 }
 
+/// Which pass of a convolution an algorithm is chosen for: the best algorithm can differ
+/// between them (see [`ConvAlgo::resolve_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvPass {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
 /// Which algorithm computes a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvAlgo {
@@ -167,8 +176,13 @@ impl ConvAlgo {
         }
     }
 
-    /// The algorithm `Auto` resolves to for this shape.
+    /// The algorithm `Auto` resolves to for this shape's forward pass.
     pub fn resolve(self, p: &Conv2dParams) -> ConvAlgo {
+        self.resolve_for(p, ConvPass::Forward)
+    }
+
+    /// The algorithm `Auto` resolves to for this shape and pass.
+    pub fn resolve_for(self, p: &Conv2dParams, pass: ConvPass) -> ConvAlgo {
         match self {
             // Depthwise convs lower to one-row GEMMs per channel (the 6-row register tile runs
             // 5/6 empty and every channel repacks its columns): direct's row axpys are cheaper
@@ -180,6 +194,10 @@ impl ConvAlgo {
             // does 4x fewer multiplies (less the partial tiles and the transforms); where it
             // measured faster than im2col is in `winograd::pays_off`.
             ConvAlgo::Auto if winograd::pays_off(p) => ConvAlgo::Winograd,
+            // Stride-1 5x5 and larger kernels with 32+ channels over a batch: the FFT's
+            // pointwise products beat im2col's k*k-times-larger GEMM by 1.3-4x (AlexNet's
+            // features.3 about 1.8x forward); where, per pass, is in `fft::beats_im2col`.
+            ConvAlgo::Auto if fft::beats_im2col(p, pass) => ConvAlgo::Fft,
             ConvAlgo::Auto => ConvAlgo::Im2col,
             other => other,
         }
@@ -215,7 +233,9 @@ pub fn conv2d_forward(
             im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
         }
         ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
-        ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, bias, output),
+        ConvAlgo::Winograd => {
+            winograd::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+        }
     }
     Ok(())
 }
@@ -249,11 +269,7 @@ pub fn conv2d_forward_fused(
             fft::forward(p, out_hw, input, weight, None, output);
             epilogue.apply_all(output, p.out_channels, plane);
         }
-        // Winograd's output transform does not take the epilogue, so it is a second pass here.
-        ConvAlgo::Winograd => {
-            winograd::forward(p, out_hw, input, weight, None, output);
-            epilogue.apply_all(output, p.out_channels, plane);
-        }
+        ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, epilogue, output),
     }
     Ok(())
 }
@@ -270,7 +286,7 @@ pub fn conv2d_backward_data(
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
-    match algo.resolve(p) {
+    match algo.resolve_for(p, ConvPass::BackwardData) {
         ConvAlgo::Direct | ConvAlgo::Auto => {
             direct::backward_data(p, out_hw, grad_out, weight, grad_input)
         }
@@ -297,7 +313,7 @@ pub fn conv2d_backward_weight(
     if let Some(gb) = &grad_bias {
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
-    match algo.resolve(p) {
+    match algo.resolve_for(p, ConvPass::BackwardWeight) {
         ConvAlgo::Direct | ConvAlgo::Auto => {
             direct::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
         }

@@ -10,7 +10,8 @@
 //!
 //! Tiles are processed in blocks of whole tile rows (one tile row = one batch item's row of
 //! `ceil(out_w / 4)` tiles) sized so the transformed inputs `V` and products `M` of a block stay
-//! in L2/L3: input transform -> 36 GEMMs -> output transform (plus bias), block after block. With
+//! in L2/L3: input transform -> 36 GEMMs -> output transform (plus the epilogue: bias, folded batch norm,
+//! residual, ReLU), block after block. With
 //! enough blocks they run in parallel (single-threaded GEMMs); otherwise blocks run in turn and
 //! each step is split over the pool (channels, transform points, output channels).
 //!
@@ -453,25 +454,28 @@ fn input_block(
 }
 
 /// Output transform of output channels `chans` (relative to the group) from `m` (layout
-/// `[oc][xi][pitch]`, `oc` relative to `chans.start`), plus bias, into the output.
+/// `[oc][xi][pitch]`, `oc` relative to `chans.start`), then the epilogue on each output row
+/// segment while it is still in registers/L1, into the output.
 ///
 /// # Safety
 /// `out` must be the output buffer; the rows of these channels and tile rows must be written by
 /// nobody else meanwhile.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn output_block(
     g: &Geom,
     gi: usize,
     units: &Range<usize>,
     chans: Range<usize>,
     m: &[f32],
-    bias: Option<&[f32]>,
+    ep: &Epilogue<'_>,
     out: SharedMut,
+    avx: bool,
 ) {
     let pitch = g.pitch(units.len());
+    let finish = !ep.is_identity();
     for (oc, mc) in chans.zip(m.chunks_exact(POINTS * pitch)) {
         let o = gi * g.cog + oc;
-        let bv = bias.map_or(0.0, |b| b[o]);
         for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
             let col = k0 * g.tw + t0;
             let mut lanes = [[0f32; TB]; POINTS];
@@ -496,7 +500,7 @@ unsafe fn output_block(
                         f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
                     );
                     for a in 0..4 {
-                        y[a][b][t] = o[a] + bv;
+                        y[a][b][t] = o[a];
                     }
                 }
             }
@@ -516,8 +520,11 @@ unsafe fn output_block(
                             q[b] = ya[b][j * tb + t];
                         }
                     }
-                    let dst = out.at(((n * g.out_channels + o) * g.oh + oy) * g.ow + x0);
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, len);
+                    let off = ((n * g.out_channels + o) * g.oh + oy) * g.ow + x0;
+                    if finish {
+                        ep.apply_row(&mut row[..len], o, off, avx);
+                    }
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.at(off), len);
                 }
             }
         }
@@ -546,10 +553,10 @@ unsafe fn output_block_avx2(
     units: &Range<usize>,
     chans: Range<usize>,
     m: &[f32],
-    bias: Option<&[f32]>,
+    ep: &Epilogue<'_>,
     out: SharedMut,
 ) {
-    output_block(g, gi, units, chans, m, bias, out)
+    output_block(g, gi, units, chans, m, ep, out, true)
 }
 
 /// Input transform on the path `avx` selects.
@@ -583,15 +590,14 @@ unsafe fn output_transform(
     units: &Range<usize>,
     chans: Range<usize>,
     m: &[f32],
-    bias: Option<&[f32]>,
+    ep: &Epilogue<'_>,
     out: SharedMut,
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx {
-        return output_block_avx2(g, gi, units, chans, m, bias, out);
+        return output_block_avx2(g, gi, units, chans, m, ep, out);
     }
-    let _ = avx;
-    output_block(g, gi, units, chans, m, bias, out)
+    output_block(g, gi, units, chans, m, ep, out, false)
 }
 
 /// Channels per parallel piece of a transform: a few pieces per thread.
@@ -608,7 +614,7 @@ fn run_block(
     units: Range<usize>,
     input: &[f32],
     packed: &[PackedA],
-    bias: Option<&[f32]>,
+    ep: &Epilogue<'_>,
     out: SharedMut,
     buf: &mut [f32],
     par: bool,
@@ -664,12 +670,10 @@ fn run_block(
         let per = chans_per_piece(g.cog);
         m.par_chunks(per * ld).enumerate().for_each(|(k, mk)| {
             let c0 = k * per;
-            unsafe {
-                output_transform(avx, g, gi, &units, c0..(c0 + per).min(g.cog), mk, bias, out)
-            };
+            unsafe { output_transform(avx, g, gi, &units, c0..(c0 + per).min(g.cog), mk, ep, out) };
         });
     } else {
-        unsafe { output_transform(avx, g, gi, &units, 0..g.cog, m, bias, out) };
+        unsafe { output_transform(avx, g, gi, &units, 0..g.cog, m, ep, out) };
     }
 }
 
@@ -680,7 +684,7 @@ fn forward_impl(
     out_hw: (usize, usize),
     input: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
+    ep: &Epilogue<'_>,
     output: &mut [f32],
 ) -> bool {
     let g = Geom::new(p, out_hw);
@@ -700,7 +704,7 @@ fn forward_impl(
     let task = |t: usize, buf: &mut [f32], par: bool| {
         let (gi, b) = (t / g.blocks, t % g.blocks);
         let packed = &packed[gi * POINTS..(gi + 1) * POINTS];
-        run_block(&g, gi, g.block(b), input, packed, bias, out, buf, par, avx);
+        run_block(&g, gi, g.block(b), input, packed, ep, out, buf, par, avx);
     };
     if threads > 1 && tasks >= 2 * threads {
         (0..tasks)
@@ -715,18 +719,19 @@ fn forward_impl(
     true
 }
 
-/// Forward convolution. Shapes Winograd does not apply to (see [`applies`]) fall back to
-/// im2col + GEMM.
+/// Forward convolution followed by `epilogue` (a bias is `Epilogue::bias`), which the output
+/// transform applies to each output row as it writes it. Shapes Winograd does not apply to (see
+/// [`applies`]) fall back to im2col + GEMM with the same epilogue.
 pub fn forward(
     p: &Conv2dParams,
     out_hw: (usize, usize),
     input: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
+    epilogue: &Epilogue<'_>,
     output: &mut [f32],
 ) {
-    if !(applies(p) && forward_impl(p, out_hw, input, weight, bias, output)) {
-        im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+    if !(applies(p) && forward_impl(p, out_hw, input, weight, epilogue, output)) {
+        im2col::forward(p, out_hw, input, weight, epilogue, output)
     }
 }
 
@@ -769,7 +774,14 @@ pub fn backward_data(
                         }
                     }
                 });
-            if forward_impl(&q, (p.in_h, p.in_w), grad_out, &rotated, None, grad_input) {
+            if forward_impl(
+                &q,
+                (p.in_h, p.in_w),
+                grad_out,
+                &rotated,
+                &Epilogue::default(),
+                grad_input,
+            ) {
                 return;
             }
         }
