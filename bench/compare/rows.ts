@@ -2,6 +2,7 @@
 // its peak RSS belongs to that row alone. The driver spawns itself with `--row <json>` for the
 // ferroconv and ORT rows and torch_bench.py with a single job for the PyTorch rows; every child
 // prints one JSON line: seconds per step (median), setup time and its peak RSS.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crossEntropy, models, noGrad, optim, randn, setNumThreads } from '../../src/index.js';
 import { buildZooModel, ZOO, type ZooName } from './shapes.js';
@@ -37,6 +38,21 @@ function inputChw(model: string): [number, number, number] {
   return model === 'mnistnet' ? [1, 28, 28] : [3, 224, 224];
 }
 
+/**
+ * This process's own peak RSS in KiB. On Linux, getrusage's maxrss survives fork + exec, so a row
+ * process would report at least the driver's resident size at the moment it was spawned; VmHWM in
+ * /proc/self/status is the high-water mark of this process's own address space only.
+ */
+function peakRssKb(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux: fall back to getrusage
+  }
+  return process.resourceUsage().maxRSS;
+}
+
 /** Runs one row in this process (the child side of `--row`). */
 export async function runRowHere(spec: RowSpec): Promise<RowResult> {
   const t0 = performance.now();
@@ -51,7 +67,7 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
     const setupSeconds = (performance.now() - t0) / 1000;
     const step = await timeIt(() => session.run(feeds), spec.timing);
     await session.release();
-    return { step, setupSeconds, maxRssKb: process.resourceUsage().maxRSS };
+    return { step, setupSeconds, maxRssKb: peakRssKb() };
   }
   setNumThreads(spec.threads);
   const x = randn([spec.batch, c, h, w]);
@@ -61,7 +77,7 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
     model.eval();
     const setupSeconds = (performance.now() - t0) / 1000;
     const step = await timeIt(() => noGrad(() => model.forward(x)), spec.timing);
-    return { step, setupSeconds, maxRssKb: process.resourceUsage().maxRSS };
+    return { step, setupSeconds, maxRssKb: peakRssKb() };
   }
   const model = spec.model === 'mnistnet' ? models.mnistNet() : models.resnet18();
   model.train();
@@ -74,7 +90,7 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
     loss.backward();
     opt.step();
   }, spec.timing);
-  return { step, setupSeconds, maxRssKb: process.resourceUsage().maxRSS };
+  return { step, setupSeconds, maxRssKb: peakRssKb() };
 }
 
 /** Runs one row in a fresh child process and returns what it reported. */

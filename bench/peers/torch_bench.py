@@ -220,6 +220,19 @@ def run_job(job, timing):
     return res
 
 
+def peak_rss_kb():
+    # getrusage's maxrss survives fork + exec on Linux (it would report at least the driver's
+    # resident size at spawn); VmHWM is this process's own high-water mark.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def summary(results):
     with open("/proc/self/maps") as maps:
         blas = "openblas" if "openblas" in maps.read() else "unknown"
@@ -228,7 +241,7 @@ def summary(results):
         "threads": torch.get_num_threads(),
         "blas": blas,
         "results": results,
-        "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxRssKb": peak_rss_kb(),
     }
 
 
