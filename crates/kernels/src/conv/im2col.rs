@@ -14,11 +14,11 @@
 //!
 //! Backward: `grad_input = col2im(W_g^T * grad_out)`, `grad_weight = sum over items of
 //! grad_out * col^T`, `grad_bias = sum of grad_out over items and positions`.
+use super::par::{with_scratch, SharedMut};
 use super::{Conv2dParams, Epilogue};
 use crate::gemm::{self, Lhs, PackedA, Rhs, NR};
 use crate::simd;
 use rayon::prelude::*;
-use std::cell::Cell;
 use std::ops::Range;
 
 /// Floats of lowered columns per block: 256 KiB, about half of a Zen L2, so a block is still
@@ -36,37 +36,6 @@ const MAX_SCRATCH: usize = 16 << 20;
 /// a 7x7 plane alone would leave the GEMM's last 16-wide panel with one column (23% of the
 /// work wasted), and in the weight gradient a 49-step sum per call would reread all of C.
 const MIN_BATCHED_COLS: usize = 256;
-
-thread_local! {
-    // Lowered-column scratch reused by every block run on this thread. Taken out while in use,
-    // so a nested use on the same thread (rayon work stealing) just allocates its own.
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    SCRATCH.set(buf);
-    r
-}
-
-/// Base pointer of an output that parallel tasks write in disjoint, interleaved tiles.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes only its own (item, group, block) tile; the buffer outlives them.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `off` must lie inside the output buffer.
-    unsafe fn at(self, off: usize) -> *mut f32 {
-        self.0.add(off)
-    }
-}
 
 /// Sizes shared by the three passes, and how the work is cut into blocks. A block is `items`
 /// whole batch items (small output planes) or one item's positions `j0..j0+nb` (large ones);
@@ -413,7 +382,7 @@ fn forward_shifted(
         .map(|w| PackedA::new(false, cog, kg, w, kg, false))
         .collect();
     let tasks = p.batch * p.groups * blocks;
-    let out = SharedOut(output.as_mut_ptr());
+    let out = SharedMut(output.as_mut_ptr());
     let task = |t: usize, par: bool| {
         let (b, gi, n) = (t % blocks, (t / blocks) % p.groups, t / (blocks * p.groups));
         let oy0 = b * rows;
@@ -503,7 +472,7 @@ pub fn forward(
         .map(|w| PackedA::new(false, g.cog, g.kg, w, g.kg, false))
         .collect();
     let tasks = g.item_groups * p.groups * g.blocks;
-    let out = SharedOut(output.as_mut_ptr());
+    let out = SharedMut(output.as_mut_ptr());
     let task = |t: usize, par: bool| {
         let (b, gi, ig) = (
             t % g.blocks,

@@ -11,6 +11,7 @@ pub mod direct;
 pub mod epilogue;
 pub mod fft;
 pub mod im2col;
+mod par;
 pub mod reference;
 pub mod transpose;
 pub mod winograd;

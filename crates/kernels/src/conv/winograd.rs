@@ -28,10 +28,10 @@
 //! 180 degrees and in/out channels swapped, padded by `2 - pad` on each side; when every pad is
 //! at most 2 it runs through this forward. Backward weight, and every shape this algorithm does
 //! not apply to (see [`applies`]), fall back to im2col + GEMM.
+use super::par::{with_scratch, SharedMut};
 use super::{im2col, Conv2dParams, Epilogue};
 use crate::gemm::{self, Lhs, PackedA, Rhs};
 use rayon::prelude::*;
-use std::cell::Cell;
 use std::ops::Range;
 
 /// Transform points per tile (6 x 6).
@@ -80,37 +80,6 @@ pub fn pays_off(p: &Conv2dParams) -> bool {
         && tiles >= 128
         && (cig > 64 || oh * ow >= 28 * 28)
         && POINTS * 2 * cig * cog <= MAX_CACHED
-}
-
-thread_local! {
-    // Block scratch reused by every block run on this thread. Taken out while in use, so a
-    // nested use on the same thread (rayon work stealing) just allocates its own.
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    SCRATCH.set(buf);
-    r
-}
-
-/// Base pointer of a buffer that parallel tasks write in disjoint pieces.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: every user writes only pieces no other task touches; the buffer outlives them.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// # Safety
-    /// `off` must lie inside the buffer.
-    unsafe fn at(self, off: usize) -> *mut f32 {
-        self.0.add(off)
-    }
 }
 
 /// Sizes of one call and how its tile rows are cut into blocks.
