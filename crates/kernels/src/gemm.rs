@@ -64,10 +64,12 @@ pub fn sgemm(
     check_matrix("a", "lda", a.len(), a_rows, a_cols, lda)?;
     check_matrix("b", "ldb", b.len(), b_rows, b_cols, ldb)?;
     check_matrix("c", "ldc", c.len(), m, n, ldc)?;
-    sgemm_unchecked(
-        trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-    );
-    Ok(())
+    crate::scratch::fallible("sgemm", || {
+        sgemm_unchecked(
+            trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+        );
+        Ok(())
+    })
 }
 
 /// [`sgemm`] on tightly packed matrices (`lda = trans_a ? m : k`, `ldb = trans_b ? k : n`,
@@ -90,8 +92,10 @@ pub fn sgemm_tight(
     check_len("c", c.len(), numel("c", &[m, n])?)?;
     let lda = if trans_a { m } else { k };
     let ldb = if trans_b { k } else { n };
-    sgemm_unchecked(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
-    Ok(())
+    crate::scratch::fallible("sgemm", || {
+        sgemm_unchecked(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
+        Ok(())
+    })
 }
 
 /// Checks that a `rows x cols` row-major matrix with leading dimension `ld` fits in `len` floats.
@@ -275,7 +279,7 @@ struct AlignedBuf {
 impl AlignedBuf {
     fn get(&mut self, len: usize) -> &mut [f32] {
         if self.buf.len() < len + 16 {
-            self.buf = vec![0.0; len + 16];
+            self.buf = crate::scratch::zeroed(len + 16);
         }
         self.off = self.buf.as_ptr().align_offset(64).min(16);
         self.len = len;

@@ -17,6 +17,7 @@ pub mod lrn;
 pub mod optim;
 pub mod peak;
 pub mod pool;
+pub mod scratch;
 pub mod simd;
 pub mod softmax;
 mod vmath;

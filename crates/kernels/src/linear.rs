@@ -45,10 +45,12 @@ pub fn linear_forward(
         }
         None => 0.0,
     };
-    sgemm_unchecked(
-        false, true, batch, out_f, in_f, 1.0, input, in_f, weight, in_f, beta, output, out_f,
-    );
-    Ok(())
+    crate::scratch::fallible("linear", || {
+        sgemm_unchecked(
+            false, true, batch, out_f, in_f, 1.0, input, in_f, weight, in_f, beta, output, out_f,
+        );
+        Ok(())
+    })
 }
 
 /// Gradients of [`linear_forward`] given `grad_out` (`[batch, out_features]`); each requested
@@ -79,6 +81,34 @@ pub fn linear_backward(
     if let Some(g) = &grad_bias {
         check_len("gradBias", g.len(), out_f)?;
     }
+    crate::scratch::fallible("linear", || {
+        linear_grads(
+            batch,
+            in_f,
+            out_f,
+            input,
+            weight,
+            grad_out,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        );
+        Ok(())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear_grads(
+    batch: usize,
+    in_f: usize,
+    out_f: usize,
+    input: &[f32],
+    weight: &[f32],
+    grad_out: &[f32],
+    grad_input: Option<&mut [f32]>,
+    grad_weight: Option<&mut [f32]>,
+    grad_bias: Option<&mut [f32]>,
+) {
     if let Some(gx) = grad_input {
         sgemm_unchecked(
             false, false, batch, in_f, out_f, 1.0, grad_out, out_f, weight, in_f, 0.0, gx, in_f,
@@ -96,5 +126,4 @@ pub fn linear_backward(
             *g = s as f32;
         });
     }
-    Ok(())
 }

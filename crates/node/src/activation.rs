@@ -22,7 +22,10 @@ pub fn activation_forward(
     // SAFETY: `output` is checked disjoint from `input`, and the JavaScript thread is blocked in
     // this call, so nothing else touches the buffer while the kernel writes it.
     let out = unsafe { output.as_mut() };
-    run(|| activation::activation_forward(act, &input, out))?.map_err(kernel_err)
+    run("activationForward", || {
+        activation::activation_forward(act, &input, out)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- d(loss)/d(input). relu/leaky_relu read `input` (after `reluInplace`, pass the
@@ -49,8 +52,10 @@ pub fn activation_backward(
     )?;
     // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| activation::activation_backward(act, &input, &output, &grad_output, gi))?
-        .map_err(kernel_err)
+    run("activationBackward", || {
+        activation::activation_backward(act, &input, &output, &grad_output, gi)
+    })?
+    .map_err(kernel_err)
 }
 
 /// data <- relu(data), in place.
@@ -58,7 +63,7 @@ pub fn activation_backward(
 pub fn relu_inplace(mut data: Float32Array) -> napi::Result<()> {
     // SAFETY: the only buffer of this call; the JavaScript thread waits on it.
     let d = unsafe { data.as_mut() };
-    run(|| activation::relu_inplace(d))
+    run("reluInplace", || activation::relu_inplace(d))
 }
 
 /// output <- softmax (or log_softmax when `log`) over each row of a [rows, cols] buffer.
@@ -74,7 +79,10 @@ pub fn softmax_forward(
     check_disjoint("output", &output, &[("input", &input)])?;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let out = unsafe { output.as_mut() };
-    run(|| softmax::softmax_forward(&input, out, rows, cols, log))?.map_err(kernel_err)
+    run("softmaxForward", || {
+        softmax::softmax_forward(&input, out, rows, cols, log)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- backward of softmax (log_softmax when `log`) from the forward `output`.
@@ -95,8 +103,10 @@ pub fn softmax_backward(
     )?;
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| softmax::softmax_backward(&output, &grad_output, gi, rows, cols, log))?
-        .map_err(kernel_err)
+    run("softmaxBackward", || {
+        softmax::softmax_backward(&output, &grad_output, gi, rows, cols, log)
+    })?
+    .map_err(kernel_err)
 }
 
 #[napi(object, js_name = "CrossEntropyArgs")]
@@ -180,8 +190,10 @@ pub fn cross_entropy_forward(
     // SAFETY: both outputs are disjoint from every input and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pr, lo) = unsafe { (probs.as_mut(), losses.as_mut()) };
-    run(|| softmax::cross_entropy_forward(&p, &logits, &targets, class_weights.as_deref(), pr, lo))?
-        .map_err(kernel_err)
+    run("crossEntropyForward", || {
+        softmax::cross_entropy_forward(&p, &logits, &targets, class_weights.as_deref(), pr, lo)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradLogits <- d(loss)/d(logits) of crossEntropyForward, from its `probs`. `gradOutput` holds
@@ -207,7 +219,7 @@ pub fn cross_entropy_backward(
     check_disjoint_targets("gradLogits", &grad_logits, &targets)?;
     // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
     let gl = unsafe { grad_logits.as_mut() };
-    run(|| {
+    run("crossEntropyBackward", || {
         softmax::cross_entropy_backward(
             &p,
             &probs,

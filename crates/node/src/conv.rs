@@ -86,8 +86,10 @@ pub fn conv2d_forward(
     // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
     // in this call, so nothing else touches the buffer while the kernel writes it.
     let out = unsafe { output.as_mut() };
-    run(|| conv::conv2d_forward(&p, &input, &weight, bias.as_deref(), out, algo))?
-        .map_err(kernel_err)
+    run("conv2dForward", || {
+        conv::conv2d_forward(&p, &input, &weight, bias.as_deref(), out, algo)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- d(loss)/d(input) of conv2d, given gradOutput.
@@ -106,7 +108,10 @@ pub fn conv2d_backward_data(
     )?;
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| conv::conv2d_backward_data(&p, &grad_output, &weight, gi, algo))?.map_err(kernel_err)
+    run("conv2dBackwardData", || {
+        conv::conv2d_backward_data(&p, &grad_output, &weight, gi, algo)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradWeight (and gradBias when given) of conv2d, given the input and gradOutput.
@@ -128,8 +133,10 @@ pub fn conv2d_backward_weight(
     // SAFETY: outputs are disjoint from inputs and from each other (checked above).
     let gw = unsafe { grad_weight.as_mut() };
     let gb = grad_bias.as_mut().map(|b| unsafe { b.as_mut() });
-    run(|| conv::conv2d_backward_weight(&p, &input, &grad_output, gw, gb, algo))?
-        .map_err(kernel_err)
+    run("conv2dBackwardWeight", || {
+        conv::conv2d_backward_weight(&p, &input, &grad_output, gw, gb, algo)
+    })?
+    .map_err(kernel_err)
 }
 
 /// output <- act(conv2d(input, weight) * scale + shift + residual), per output channel: the
@@ -168,6 +175,8 @@ pub fn conv2d_forward_fused(
     // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
     // in this call, so nothing else touches the buffer while the kernel writes it.
     let out = unsafe { output.as_mut() };
-    run(|| conv::conv2d_forward_fused(&p, &input, &weight, &epilogue, out, algo))?
-        .map_err(kernel_err)
+    run("conv2dForwardFused", || {
+        conv::conv2d_forward_fused(&p, &input, &weight, &epilogue, out, algo)
+    })?
+    .map_err(kernel_err)
 }

@@ -89,8 +89,10 @@ pub fn conv_transpose2d_forward(
     // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
     // in this call, so nothing else touches the buffer while the kernel writes it.
     let out = unsafe { output.as_mut() };
-    run(|| transpose::conv_transpose2d_forward(&p, &input, &weight, bias.as_deref(), out))?
-        .map_err(kernel_err)
+    run("convTranspose2dForward", || {
+        transpose::conv_transpose2d_forward(&p, &input, &weight, bias.as_deref(), out)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- d(loss)/d(input) of conv_transpose2d, given gradOutput.
@@ -109,8 +111,10 @@ pub fn conv_transpose2d_backward_data(
     )?;
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| transpose::conv_transpose2d_backward_data(&p, &grad_output, &weight, gi))?
-        .map_err(kernel_err)
+    run("convTranspose2dBackwardData", || {
+        transpose::conv_transpose2d_backward_data(&p, &grad_output, &weight, gi)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradWeight (and gradBias when given) of conv_transpose2d, given the input and gradOutput.
@@ -132,6 +136,8 @@ pub fn conv_transpose2d_backward_weight(
     // SAFETY: outputs are disjoint from inputs and from each other (checked above).
     let gw = unsafe { grad_weight.as_mut() };
     let gb = grad_bias.as_mut().map(|b| unsafe { b.as_mut() });
-    run(|| transpose::conv_transpose2d_backward_weight(&p, &input, &grad_output, gw, gb))?
-        .map_err(kernel_err)
+    run("convTranspose2dBackwardWeight", || {
+        transpose::conv_transpose2d_backward_weight(&p, &input, &grad_output, gw, gb)
+    })?
+    .map_err(kernel_err)
 }

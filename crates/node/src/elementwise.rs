@@ -30,7 +30,10 @@ pub fn dropout_forward(
     // SAFETY: the outputs are disjoint from the input and from each other (checked above); the
     // JavaScript thread waits on this call.
     let (out, m) = unsafe { (output.as_mut(), mask.as_mut()) };
-    run(|| elementwise::dropout_forward(&input, out, m, p, seed))?.map_err(kernel_err)
+    run("dropoutForward", || {
+        elementwise::dropout_forward(&input, out, m, p, seed)
+    })?
+    .map_err(kernel_err)
 }
 
 /// output <- a op b, `op` 'add' | 'mul', with b broadcast to a's shape by NumPy's rules
@@ -51,7 +54,10 @@ pub fn broadcast_binary(
     check_disjoint("output", &output, &[("a", &a), ("b", &b)])?;
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let out = unsafe { output.as_mut() };
-    run(|| elementwise::broadcast_binary(op, &a, &a_shape, &b, &b_shape, out))?.map_err(kernel_err)
+    run("broadcastBinary", || {
+        elementwise::broadcast_binary(op, &a, &a_shape, &b, &b_shape, out)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradA (a's shape) and gradB (b's shape, summed over the broadcast dims) of broadcastBinary;
@@ -84,7 +90,7 @@ pub fn broadcast_binary_backward(
     // SAFETY: the outputs are disjoint from the inputs and from each other (checked above).
     let ga = grad_a.as_mut().map(|g| unsafe { g.as_mut() });
     let gb = grad_b.as_mut().map(|g| unsafe { g.as_mut() });
-    run(|| {
+    run("broadcastBinaryBackward", || {
         elementwise::broadcast_binary_backward(op, &a, &a_shape, &b, &b_shape, &grad_output, ga, gb)
     })?
     .map_err(kernel_err)
@@ -108,7 +114,10 @@ pub fn concat_channels(
     let views: Vec<&[f32]> = inputs.iter().map(|x| &x[..]).collect();
     // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
     let out = unsafe { output.as_mut() };
-    run(|| elementwise::concat_channels(&views, &channels, batch, plane, out))?.map_err(kernel_err)
+    run("concatChannels", || {
+        elementwise::concat_channels(&views, &channels, batch, plane, out)
+    })?
+    .map_err(kernel_err)
 }
 
 /// output <- relu?(torch.cat(inputs, dim=1) * scale[c] + shift[c]) per output channel c: a
@@ -136,7 +145,7 @@ pub fn concat_channels_affine(
     let views: Vec<&[f32]> = inputs.iter().map(|x| &x[..]).collect();
     // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
     let out = unsafe { output.as_mut() };
-    run(|| {
+    run("concatChannelsAffine", || {
         elementwise::concat_channels_affine(
             &views, &channels, batch, plane, &scale, &shift, relu, out,
         )
@@ -171,6 +180,8 @@ pub fn split_channels(
     // SAFETY: every output is disjoint from the input and from the other outputs (checked
     // above); the JavaScript thread waits on this call.
     let mut views: Vec<&mut [f32]> = outputs.iter_mut().map(|o| unsafe { o.as_mut() }).collect();
-    run(|| elementwise::split_channels(&input, &mut views, &channels, batch, plane))?
-        .map_err(kernel_err)
+    run("splitChannels", || {
+        elementwise::split_channels(&input, &mut views, &channels, batch, plane)
+    })?
+    .map_err(kernel_err)
 }

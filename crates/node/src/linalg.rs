@@ -29,7 +29,7 @@ pub fn sgemm(
     // SAFETY: `c` is disjoint from the inputs (checked above) and the JavaScript thread is
     // blocked in this call, so nothing else touches it while the kernel writes.
     let cs = unsafe { c.as_mut() };
-    run(|| {
+    run("sgemm", || {
         gemm::sgemm_tight(
             trans_a,
             trans_b,
@@ -77,8 +77,10 @@ pub fn linear_forward(
     }
     // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
     let out = unsafe { output.as_mut() };
-    run(|| linear::linear_forward(batch, in_f, out_f, &input, &weight, bias.as_deref(), out))?
-        .map_err(kernel_err)
+    run("linearForward", || {
+        linear::linear_forward(batch, in_f, out_f, &input, &weight, bias.as_deref(), out)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput, gradWeight, gradBias (each optional, each overwritten) of linearForward.
@@ -117,7 +119,7 @@ pub fn linear_backward(
     let gi = grad_input.as_mut().map(|g| unsafe { g.as_mut() });
     let gw = grad_weight.as_mut().map(|g| unsafe { g.as_mut() });
     let gb = grad_bias.as_mut().map(|g| unsafe { g.as_mut() });
-    run(|| {
+    run("linearBackward", || {
         linear::linear_backward(
             batch,
             in_f,

@@ -79,7 +79,10 @@ pub fn batch_norm2d_forward_train(
     let (y, m, s) = unsafe { (output.as_mut(), save_mean.as_mut(), save_invstd.as_mut()) };
     let rm = running_mean.as_mut().map(|a| unsafe { a.as_mut() });
     let rv = running_var.as_mut().map(|a| unsafe { a.as_mut() });
-    run(|| batchnorm::batch_norm2d_forward_train(&p, x, w, b, rm, rv, y, m, s))?.map_err(kernel_err)
+    run("batchNorm2dForwardTrain", || {
+        batchnorm::batch_norm2d_forward_train(&p, x, w, b, rm, rv, y, m, s)
+    })?
+    .map_err(kernel_err)
 }
 
 /// Inference forward: output = (input - runningMean) / sqrt(runningVar + eps) * weight + bias.
@@ -108,7 +111,10 @@ pub fn batch_norm2d_forward_eval(
     let (w, b) = (weight.as_deref(), bias.as_deref());
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let y = unsafe { output.as_mut() };
-    run(|| batchnorm::batch_norm2d_forward_eval(&p, x, w, b, rm, rv, y))?.map_err(kernel_err)
+    run("batchNorm2dForwardEval", || {
+        batchnorm::batch_norm2d_forward_eval(&p, x, w, b, rm, rv, y)
+    })?
+    .map_err(kernel_err)
 }
 
 /// Training backward from the forward's saveMean / saveInvstd: gradInput always, gradWeight
@@ -149,7 +155,10 @@ pub fn batch_norm2d_backward(
     let gi = unsafe { grad_input.as_mut() };
     let gw = grad_weight.as_mut().map(|a| unsafe { a.as_mut() });
     let gb = grad_bias.as_mut().map(|a| unsafe { a.as_mut() });
-    run(|| batchnorm::batch_norm2d_backward(&p, x, go, w, m, s, gi, gw, gb))?.map_err(kernel_err)
+    run("batchNorm2dBackward", || {
+        batchnorm::batch_norm2d_backward(&p, x, go, w, m, s, gi, gw, gb)
+    })?
+    .map_err(kernel_err)
 }
 
 #[napi(object, js_name = "LrnArgs")]
@@ -198,7 +207,7 @@ pub fn lrn_forward(
     // SAFETY: the outputs are disjoint from the input and from each other (checked above); the
     // JavaScript thread waits on this call.
     let (y, s) = unsafe { (output.as_mut(), scale.as_mut()) };
-    run(|| lrn::lrn_forward(&p, x, y, s))?.map_err(kernel_err)
+    run("lrnForward", || lrn::lrn_forward(&p, x, y, s))?.map_err(kernel_err)
 }
 
 /// gradInput <- d(loss)/d(input) of local_response_norm, from the forward's input, output and
@@ -225,5 +234,5 @@ pub fn lrn_backward(
     let (x, y, s, go): (&[f32], &[f32], &[f32], &[f32]) = (&input, &output, &scale, &grad_output);
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| lrn::lrn_backward(&p, x, y, s, go, gi))?.map_err(kernel_err)
+    run("lrnBackward", || lrn::lrn_backward(&p, x, y, s, go, gi))?.map_err(kernel_err)
 }

@@ -44,5 +44,5 @@ pub fn sgd_step(
     // SAFETY: param and the buffer are disjoint from grad and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pm, bm) = unsafe { (param.as_mut(), momentum_buffer.as_mut().map(|b| b.as_mut())) };
-    run(|| optim::sgd_step(&p, pm, &grad, bm))?.map_err(kernel_err)
+    run("sgdStep", || optim::sgd_step(&p, pm, &grad, bm))?.map_err(kernel_err)
 }

@@ -117,7 +117,10 @@ pub fn max_pool2d_forward(
     // SAFETY: the outputs are disjoint from the input and from each other (checked above), and
     // the JavaScript thread is blocked in this call, so nothing else touches them meanwhile.
     let (y, ind) = unsafe { (output.as_mut(), indices.as_mut()) };
-    run(|| pool::max_pool2d_forward(&p, x, y, ind))?.map_err(kernel_err)
+    run("maxPool2dForward", || {
+        pool::max_pool2d_forward(&p, x, y, ind)
+    })?
+    .map_err(kernel_err)
 }
 
 /// output <- max_pool2d(input) without indices, for inference (no backward will run): the
@@ -133,7 +136,10 @@ pub fn max_pool2d_forward_no_indices(
     let x: &[f32] = &input;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let y = unsafe { output.as_mut() };
-    run(|| pool::max_pool2d_forward_no_indices(&p, x, y))?.map_err(kernel_err)
+    run("maxPool2dForwardNoIndices", || {
+        pool::max_pool2d_forward_no_indices(&p, x, y)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- gradOutput scattered through the forward's indices. An index outside its
@@ -156,7 +162,10 @@ pub fn max_pool2d_backward(
     let (go, ind): (&[f32], &[i32]) = (&grad_output, &indices);
     // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| pool::max_pool2d_backward(&p, go, ind, gi))?.map_err(kernel_err)
+    run("maxPool2dBackward", || {
+        pool::max_pool2d_backward(&p, go, ind, gi)
+    })?
+    .map_err(kernel_err)
 }
 
 /// output <- avg_pool2d(input) with torch's count_include_pad / divisor_override rules.
@@ -172,7 +181,10 @@ pub fn avg_pool2d_forward(
     let x: &[f32] = &input;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let y = unsafe { output.as_mut() };
-    run(|| pool::avg_pool2d_forward(&p, &o, x, y))?.map_err(kernel_err)
+    run("avgPool2dForward", || {
+        pool::avg_pool2d_forward(&p, &o, x, y)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- d(loss)/d(input) of avg_pool2d, given gradOutput.
@@ -191,7 +203,10 @@ pub fn avg_pool2d_backward(
     let go: &[f32] = &grad_output;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| pool::avg_pool2d_backward(&p, &o, go, gi))?.map_err(kernel_err)
+    run("avgPool2dBackward", || {
+        pool::avg_pool2d_backward(&p, &o, go, gi)
+    })?
+    .map_err(kernel_err)
 }
 
 #[napi(object, js_name = "AdaptivePoolArgs")]
@@ -229,7 +244,10 @@ pub fn adaptive_avg_pool2d_forward(
     let x: &[f32] = &input;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let y = unsafe { output.as_mut() };
-    run(|| pool::adaptive_avg_pool2d_forward(&p, x, y))?.map_err(kernel_err)
+    run("adaptiveAvgPool2dForward", || {
+        pool::adaptive_avg_pool2d_forward(&p, x, y)
+    })?
+    .map_err(kernel_err)
 }
 
 /// gradInput <- d(loss)/d(input) of adaptive_avg_pool2d, given gradOutput.
@@ -247,5 +265,8 @@ pub fn adaptive_avg_pool2d_backward(
     let go: &[f32] = &grad_output;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let gi = unsafe { grad_input.as_mut() };
-    run(|| pool::adaptive_avg_pool2d_backward(&p, go, gi))?.map_err(kernel_err)
+    run("adaptiveAvgPool2dBackward", || {
+        pool::adaptive_avg_pool2d_backward(&p, go, gi)
+    })?
+    .map_err(kernel_err)
 }

@@ -1,9 +1,13 @@
 //! The thread pool every kernel runs in, and `info()`. One rayon pool for the process, sized from
 //! `FERROCONV_NUM_THREADS` or the number of cores; `setNumThreads` swaps it for another size.
 use crate::args::{invalid, kernel_err, size};
+use ferroconv_kernels::scratch::OutOfMemory;
 use ferroconv_kernels::{peak, simd};
+use napi::{Error, Status};
 use napi_derive::napi;
 use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Once, OnceLock, RwLock};
 
 static POOL: OnceLock<RwLock<Arc<ThreadPool>>> = OnceLock::new();
@@ -76,9 +80,41 @@ fn pool() -> napi::Result<Arc<ThreadPool>> {
         .clone())
 }
 
-/// Runs `f` on ferroconv's pool, so rayon loops inside the kernels use its threads.
-pub fn run<T: Send>(f: impl FnOnce() -> T + Send) -> napi::Result<T> {
-    Ok(pool()?.install(f))
+/// Runs `f` on ferroconv's pool, so rayon loops inside the kernels use its threads. A panic
+/// inside (a kernel bug, or scratch the allocator refused) comes back as an Error that starts
+/// with `op`, the JavaScript name of the entry; the process goes on and nothing is printed.
+pub fn run<T: Send>(op: &str, f: impl FnOnce() -> T + Send) -> napi::Result<T> {
+    let pool = pool()?;
+    std::panic::catch_unwind(AssertUnwindSafe(|| pool.install(f)))
+        .map_err(|payload| Error::new(Status::GenericFailure, panic_message(op, payload)))
+}
+
+/// The Error message for a caught panic: out of memory says so; anything else is a bug.
+fn panic_message(op: &str, payload: Box<dyn Any + Send>) -> String {
+    if let Some(oom) = payload.downcast_ref::<OutOfMemory>() {
+        return format!("{op}: {oom}");
+    }
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    format!(
+        "{op}: internal error in ferroconv's native code ({what}); the process is unharmed, \
+         please report this with the shapes and options of the call"
+    )
+}
+
+/// Panics are caught at every entry ([`run`], and napi's `catch_unwind` around argument
+/// conversion) and returned to JavaScript as Errors, so the default hook's message and backtrace
+/// on stderr would only alarm users of a process that is fine. `FERROCONV_DEBUG_PANICS=1` keeps
+/// the default hook for debugging ferroconv itself.
+#[napi_derive::module_init]
+fn quiet_panics() {
+    if std::env::var("FERROCONV_DEBUG_PANICS").is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    std::panic::set_hook(Box::new(|_| {}));
 }
 
 /// Replaces the pool with one of `threads` threads (1..=1024).

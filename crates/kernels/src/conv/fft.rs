@@ -53,7 +53,6 @@ const RADIX3_PENALTY: f64 = 1.2;
 struct Scratch(Vec<f32>);
 
 const CACHED_BUFFERS: usize = 3;
-const MAX_CACHED_BYTES: usize = 64 << 20;
 static CACHE: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
 impl Scratch {
@@ -70,7 +69,7 @@ impl Scratch {
         let mut v = pick.map(|i| cache.swap_remove(i)).unwrap_or_default();
         drop(cache);
         if v.len() < len {
-            v.resize(len, 0.0);
+            crate::scratch::grow(&mut v, len);
         } else {
             v.truncate(len);
         }
@@ -81,7 +80,7 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.0);
-        if v.capacity() * 4 <= MAX_CACHED_BYTES {
+        if v.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
             let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() < CACHED_BUFFERS {
                 cache.push(v);
@@ -165,9 +164,20 @@ impl Tiling {
         let end = start + used;
         let src0 = start.max(self.pad) - self.pad;
         let src_end = (end.max(self.pad) - self.pad).min(self.input);
+        if src_end <= src0 {
+            // The whole window lies in the padding: no input element is read or written. Its
+            // offsets would point past the grid and the input (a window left of the input has
+            // grid0 > grid; one right of it has src0 > input), so none are given.
+            return Axis {
+                src0: 0,
+                count: 0,
+                grid0: 0,
+                step: 1,
+            };
+        }
         Axis {
             src0,
-            count: src_end.saturating_sub(src0),
+            count: src_end - src0,
             grid0: (src0 + self.pad) - start,
             step: 1,
         }

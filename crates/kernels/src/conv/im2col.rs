@@ -37,6 +37,15 @@ const MAX_SCRATCH: usize = 16 << 20;
 /// work wasted), and in the weight gradient a 49-step sum per call would reread all of C.
 const MIN_BATCHED_COLS: usize = 256;
 
+/// Whether one block's lowered columns fit in [`MAX_SCRATCH`]. A block is at least one GEMM
+/// panel (`NR` columns) of the whole reduction, so a reduction longer than `MAX_SCRATCH / NR`
+/// (kernels nearly as large as the image: 1024x1024 taps and up) would need gigabytes of
+/// scratch for a handful of outputs; `Auto` sends those to direct summation, which needs none.
+pub fn scratch_bounded(p: &Conv2dParams) -> bool {
+    let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
+    kg.saturating_mul(NR) <= MAX_SCRATCH
+}
+
 /// Sizes shared by the three passes, and how the work is cut into blocks. A block is `items`
 /// whole batch items (small output planes) or one item's positions `j0..j0+nb` (large ones);
 /// its lowered matrix has one column per (item, position), items side by side.
@@ -776,7 +785,7 @@ pub fn backward_weight(
                 ranges[1..]
                     .par_iter()
                     .map(|r| {
-                        let mut dw = vec![0.0; wlen];
+                        let mut dw = crate::scratch::zeroed::<f32>(wlen);
                         accumulate(&mut dw, r.clone(), false);
                         dw
                     })

@@ -4,7 +4,7 @@
 //! read and write the same layouts, so they can be checked against each other and against
 //! [`reference`], the plain loop nest that defines what the answer is.
 use crate::error::{check_len, check_positive, numel};
-use crate::{bail, Result};
+use crate::{bail, scratch, Result};
 pub use epilogue::Epilogue;
 
 pub mod direct;
@@ -191,6 +191,9 @@ impl ConvAlgo {
             // where im2col + the blocked SGEMM reaches a large fraction of FMA peak (about 10x
             // direct on ResNet-50's 3x3 layers).
             ConvAlgo::Auto if p.groups > 1 && p.groups == p.in_channels => ConvAlgo::Direct,
+            // Reductions so long that even one block of lowered columns would take more than
+            // im2col's scratch budget (kernels about the size of the image).
+            ConvAlgo::Auto if !im2col::scratch_bounded(p) => ConvAlgo::Direct,
             // Dense 3x3 stride-1 layers with 64+ channels and enough tiles: Winograd F(4x4, 3x3)
             // does 4x fewer multiplies (less the partial tiles and the transforms); where it
             // measured faster than im2col is in `winograd::pays_off`.
@@ -226,19 +229,21 @@ pub fn conv2d_forward(
     check_len("weight", weight.len(), p.weight_len())?;
     check_bias(p, bias)?;
     check_len("output", output.len(), p.output_len(out_hw))?;
-    match algo.resolve(p) {
-        ConvAlgo::Direct | ConvAlgo::Auto => {
-            direct::forward(p, out_hw, input, weight, bias, output)
+    scratch::fallible("conv2d", || {
+        match algo.resolve(p) {
+            ConvAlgo::Direct | ConvAlgo::Auto => {
+                direct::forward(p, out_hw, input, weight, bias, output)
+            }
+            ConvAlgo::Im2col => {
+                im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+            }
+            ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
+            ConvAlgo::Winograd => {
+                winograd::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
+            }
         }
-        ConvAlgo::Im2col => {
-            im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
-        }
-        ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
-        ConvAlgo::Winograd => {
-            winograd::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// output = epilogue(conv(input, weight)): per output channel `oc`,
@@ -260,19 +265,21 @@ pub fn conv2d_forward_fused(
     epilogue.validate(p.out_channels, out_len)?;
     check_len("output", output.len(), out_len)?;
     let plane = out_hw.0 * out_hw.1;
-    match algo.resolve(p) {
-        ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, epilogue, output),
-        ConvAlgo::Direct | ConvAlgo::Auto => {
-            direct::forward(p, out_hw, input, weight, None, output);
-            epilogue.apply_all(output, p.out_channels, plane);
+    scratch::fallible("conv2d", || {
+        match algo.resolve(p) {
+            ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, epilogue, output),
+            ConvAlgo::Direct | ConvAlgo::Auto => {
+                direct::forward(p, out_hw, input, weight, None, output);
+                epilogue.apply_all(output, p.out_channels, plane);
+            }
+            ConvAlgo::Fft => {
+                fft::forward(p, out_hw, input, weight, None, output);
+                epilogue.apply_all(output, p.out_channels, plane);
+            }
+            ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, epilogue, output),
         }
-        ConvAlgo::Fft => {
-            fft::forward(p, out_hw, input, weight, None, output);
-            epilogue.apply_all(output, p.out_channels, plane);
-        }
-        ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, epilogue, output),
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// grad_input = d(loss)/d(input) given grad_out = d(loss)/d(output). Overwrites `grad_input`.
@@ -287,15 +294,17 @@ pub fn conv2d_backward_data(
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
-    match algo.resolve_for(p, ConvPass::BackwardData) {
-        ConvAlgo::Direct | ConvAlgo::Auto => {
-            direct::backward_data(p, out_hw, grad_out, weight, grad_input)
+    scratch::fallible("conv2d", || {
+        match algo.resolve_for(p, ConvPass::BackwardData) {
+            ConvAlgo::Direct | ConvAlgo::Auto => {
+                direct::backward_data(p, out_hw, grad_out, weight, grad_input)
+            }
+            ConvAlgo::Im2col => im2col::backward_data(p, out_hw, grad_out, weight, grad_input),
+            ConvAlgo::Fft => fft::backward_data(p, out_hw, grad_out, weight, grad_input),
+            ConvAlgo::Winograd => winograd::backward_data(p, out_hw, grad_out, weight, grad_input),
         }
-        ConvAlgo::Im2col => im2col::backward_data(p, out_hw, grad_out, weight, grad_input),
-        ConvAlgo::Fft => fft::backward_data(p, out_hw, grad_out, weight, grad_input),
-        ConvAlgo::Winograd => winograd::backward_data(p, out_hw, grad_out, weight, grad_input),
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// grad_weight (and grad_bias when given) of conv2d. Overwrites both.
@@ -314,17 +323,21 @@ pub fn conv2d_backward_weight(
     if let Some(gb) = &grad_bias {
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
-    match algo.resolve_for(p, ConvPass::BackwardWeight) {
-        ConvAlgo::Direct | ConvAlgo::Auto => {
-            direct::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+    scratch::fallible("conv2d", || {
+        match algo.resolve_for(p, ConvPass::BackwardWeight) {
+            ConvAlgo::Direct | ConvAlgo::Auto => {
+                direct::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+            }
+            ConvAlgo::Im2col => {
+                im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+            }
+            ConvAlgo::Fft => {
+                fft::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+            }
+            ConvAlgo::Winograd => {
+                winograd::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+            }
         }
-        ConvAlgo::Im2col => {
-            im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
-        }
-        ConvAlgo::Fft => fft::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias),
-        ConvAlgo::Winograd => {
-            winograd::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -11,10 +11,9 @@ thread_local! {
 /// Runs `f` on `len` floats of this thread's scratch (contents unspecified).
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
+    crate::scratch::grow(&mut buf, len);
     let r = f(&mut buf[..len]);
+    crate::scratch::trim(&mut buf);
     SCRATCH.set(buf);
     r
 }

@@ -19,7 +19,7 @@
 //! leaves conv2d an extra window, so the view works on a copy cropped of the untouched rows.
 use super::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dParams, ConvAlgo};
 use crate::error::{check_len, check_positive, numel};
-use crate::{bail, Result};
+use crate::{bail, scratch, Result};
 use rayon::prelude::*;
 
 /// Shape and hyper-parameters of one conv_transpose2d call (torch's argument names and meaning).
@@ -242,7 +242,7 @@ fn check_bias(p: &ConvTranspose2dParams, bias: Option<&[f32]>) -> Result<()> {
 /// Top-left `to` corner of every `from`-sized plane of `src`.
 fn crop(src: &[f32], from: (usize, usize), to: (usize, usize)) -> Vec<f32> {
     let planes = src.len() / (from.0 * from.1);
-    let mut out = vec![0.0; planes * to.0 * to.1];
+    let mut out = crate::scratch::zeroed::<f32>(planes * to.0 * to.1);
     out.par_chunks_mut(to.0 * to.1)
         .zip(src.par_chunks(from.0 * from.1))
         .for_each(|(dst, src)| {
@@ -279,15 +279,18 @@ pub fn conv_transpose2d_forward(
     check_len("weight", weight.len(), p.weight_len())?;
     check_bias(p, bias)?;
     check_len("output", output.len(), p.output_len(out_hw))?;
-    match p.view(out_hw)? {
-        View::Direct(v) => conv2d_backward_data(&v, input, weight, output, ConvAlgo::Auto)?,
-        View::Cropped(v) => {
-            let mut inner = vec![0.0; v.input_len()];
-            conv2d_backward_data(&v, input, weight, &mut inner, ConvAlgo::Auto)?;
-            uncrop(&inner, (v.in_h, v.in_w), output, out_hw);
+    scratch::fallible("convTranspose2d", || {
+        match p.view(out_hw)? {
+            View::Direct(v) => conv2d_backward_data(&v, input, weight, output, ConvAlgo::Auto)?,
+            View::Cropped(v) => {
+                let mut inner = crate::scratch::zeroed::<f32>(v.input_len());
+                conv2d_backward_data(&v, input, weight, &mut inner, ConvAlgo::Auto)?;
+                uncrop(&inner, (v.in_h, v.in_w), output, out_hw);
+            }
+            View::Empty => output.fill(0.0),
         }
-        View::Empty => output.fill(0.0),
-    }
+        Ok(())
+    })?;
     if let Some(b) = bias {
         let plane = out_hw.0 * out_hw.1;
         output
@@ -312,14 +315,19 @@ pub fn conv_transpose2d_backward_data(
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
-    match p.view(out_hw)? {
-        View::Direct(v) => conv2d_forward(&v, grad_out, weight, None, grad_input, ConvAlgo::Auto)?,
-        View::Cropped(v) => {
-            let inner = crop(grad_out, out_hw, (v.in_h, v.in_w));
-            conv2d_forward(&v, &inner, weight, None, grad_input, ConvAlgo::Auto)?
+    scratch::fallible("convTranspose2d", || {
+        match p.view(out_hw)? {
+            View::Direct(v) => {
+                conv2d_forward(&v, grad_out, weight, None, grad_input, ConvAlgo::Auto)?
+            }
+            View::Cropped(v) => {
+                let inner = crop(grad_out, out_hw, (v.in_h, v.in_w));
+                conv2d_forward(&v, &inner, weight, None, grad_input, ConvAlgo::Auto)?
+            }
+            View::Empty => grad_input.fill(0.0),
         }
-        View::Empty => grad_input.fill(0.0),
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -339,16 +347,19 @@ pub fn conv_transpose2d_backward_weight(
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
     // conv2d's grad_bias would be per C_in (the view's output channels): not ours, so not asked.
-    match p.view(out_hw)? {
-        View::Direct(v) => {
-            conv2d_backward_weight(&v, grad_out, input, grad_weight, None, ConvAlgo::Auto)?
+    scratch::fallible("convTranspose2d", || {
+        match p.view(out_hw)? {
+            View::Direct(v) => {
+                conv2d_backward_weight(&v, grad_out, input, grad_weight, None, ConvAlgo::Auto)?
+            }
+            View::Cropped(v) => {
+                let inner = crop(grad_out, out_hw, (v.in_h, v.in_w));
+                conv2d_backward_weight(&v, &inner, input, grad_weight, None, ConvAlgo::Auto)?
+            }
+            View::Empty => grad_weight.fill(0.0),
         }
-        View::Cropped(v) => {
-            let inner = crop(grad_out, out_hw, (v.in_h, v.in_w));
-            conv2d_backward_weight(&v, &inner, input, grad_weight, None, ConvAlgo::Auto)?
-        }
-        View::Empty => grad_weight.fill(0.0),
-    }
+        Ok(())
+    })?;
     if let Some(gb) = grad_bias {
         let plane = out_hw.0 * out_hw.1;
         let item = p.out_channels * plane;

@@ -218,8 +218,8 @@ struct Packed {
 }
 
 static CACHE: std::sync::Mutex<Option<Packed>> = std::sync::Mutex::new(None);
-/// Most floats of transformed and packed weights kept between calls (64 MiB).
-const MAX_CACHED: usize = 16 << 20;
+/// Most floats of transformed and packed weights kept between calls.
+const MAX_CACHED: usize = crate::scratch::RETAIN_BYTES / 4;
 
 impl Packed {
     fn take() -> Packed {
@@ -246,7 +246,7 @@ fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Packed> {
     total.checked_mul(2 * std::mem::size_of::<f32>())?;
     let mut packed = Packed::take();
     if packed.u.len() < total {
-        packed.u = vec![0f32; total];
+        packed.u = crate::scratch::zeroed(total);
     }
     let avx = crate::simd::use_avx2();
     packed.u[..total]
@@ -730,7 +730,7 @@ pub fn backward_data(
         if q.validate() == Ok((p.in_h, p.in_w)) {
             let (cig, cog) = (p.in_per_group(), p.out_per_group());
             // q's weight, (C_in, cog, 3, 3): w'[gi * cig + i][o] = rot180(w[gi * cog + o][i]).
-            let mut rotated = vec![0f32; weight.len()];
+            let mut rotated = crate::scratch::zeroed::<f32>(weight.len());
             rotated
                 .par_chunks_mut(cog * 9)
                 .enumerate()

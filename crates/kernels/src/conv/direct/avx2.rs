@@ -181,7 +181,7 @@ fn pad_planes(
     geo: Geometry,
 ) -> Vec<f32> {
     let plane = hw.0 * hw.1;
-    let mut out = vec![0f32; count * geo.plane()];
+    let mut out = crate::scratch::zeroed::<f32>(count * geo.plane());
     out.par_chunks_mut(geo.plane())
         .enumerate()
         .for_each(|(i, dst)| {
@@ -564,7 +564,7 @@ pub(super) fn forward(
                     per_task,
                     || {
                         if local {
-                            vec![0f32; cig * geo.plane()]
+                            crate::scratch::zeroed::<f32>(cig * geo.plane())
                         } else {
                             Vec::new()
                         }
@@ -749,7 +749,7 @@ pub(super) fn backward_data(
         let n1 = (n0 + nb).min(p.batch);
         let mut shared = Vec::new();
         if !local {
-            shared = vec![0f32; (n1 - n0) * oc_n * q_plane];
+            shared = crate::scratch::zeroed::<f32>((n1 - n0) * oc_n * q_plane);
             shared
                 .par_chunks_mut(q_plane)
                 .enumerate()
@@ -778,7 +778,7 @@ pub(super) fn backward_data(
                     per_task,
                     || {
                         if local {
-                            vec![0f32; cog * q_plane]
+                            crate::scratch::zeroed::<f32>(cog * q_plane)
                         } else {
                             Vec::new()
                         }
@@ -1024,14 +1024,14 @@ pub(super) fn backward_weight(
             per_task,
             || {
                 if local {
-                    vec![0f32; plane_p]
+                    crate::scratch::zeroed::<f32>(plane_p)
                 } else {
                     Vec::new()
                 }
             },
             |own, (o0, ic, mut parts)| {
                 let cb = parts.len();
-                let mut total = vec![0f64; cb * k_plane];
+                let mut total = crate::scratch::zeroed::<f64>(cb * k_plane);
                 for n in n0..n1 {
                     let x = if local {
                         let src = &input[(n * c + ic) * in_plane..][..in_plane];
