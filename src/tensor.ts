@@ -1,10 +1,14 @@
 // Tensor: an NCHW-style shape plus a Float32Array that JavaScript owns. The kernels read and
 // write these arrays in place through N-API (no copies), and the garbage collector frees them:
 // there is nothing to dispose.
+import { constants as bufferConstants } from 'node:buffer';
 import { Rng, globalRng } from './random.js';
 import { runBackward } from './autograd.js';
 
 export type Shape = readonly number[];
+
+/** Most elements of one tensor; larger shapes get an Error naming the op rather than an attempt. */
+const MAX_ELEMENTS = 2 ** 31 - 1;
 
 export function shapeSize(shape: Shape, what = 'shape'): number {
   let n = 1;
@@ -14,7 +18,7 @@ export function shapeSize(shape: Shape, what = 'shape'): number {
     }
     n *= d;
   }
-  if (n > 2 ** 31 - 1) throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n})`);
+  if (n > MAX_ELEMENTS) throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n}; at most ${MAX_ELEMENTS})`);
   return n;
 }
 
@@ -181,6 +185,8 @@ export class Tensor {
 
 /** Below this many elements zero-filling is cheap and V8's own allocation is faster. */
 const UNINIT_MIN = 1 << 14;
+/** Largest Buffer this Node can make; larger outputs go through a zero-filled typed array. */
+const BUFFER_MAX_BYTES = bufferConstants.MAX_LENGTH;
 
 /**
  * A Float32Array of `n` elements with unspecified contents, for outputs that a kernel overwrites
@@ -189,18 +195,44 @@ const UNINIT_MIN = 1 << 14;
  * training step allocates costs a few hundred ms on the JavaScript thread. Never hand one to
  * code that reads before it writes.
  */
-export function uninitialized(n: number): Float32Array {
-  if (n < UNINIT_MIN) return new Float32Array(n);
-  const bytes = Buffer.allocUnsafeSlow(n * 4);
-  return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+export function uninitialized(n: number, op = 'tensor'): Float32Array {
+  if (n < UNINIT_MIN) return allocate(n, op);
+  if (n * 4 > BUFFER_MAX_BYTES) return allocate(n, op);
+  try {
+    const bytes = Buffer.allocUnsafeSlow(n * 4);
+    return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+  } catch (e) {
+    throw allocationError(n, op, e);
+  }
+}
+
+/**
+ * A zero-filled Float32Array of `n` elements for `op`'s output. When the engine cannot give one
+ * (too many elements for a typed array, or no memory), the Error names the op and the size
+ * instead of a bare RangeError.
+ */
+export function allocate(n: number, op = 'tensor'): Float32Array {
+  if (n > MAX_ELEMENTS) throw allocationError(n, op, new RangeError(`a tensor holds at most ${MAX_ELEMENTS} elements`));
+  try {
+    return new Float32Array(n);
+  } catch (e) {
+    throw allocationError(n, op, e);
+  }
+}
+
+function allocationError(n: number, op: string, cause: unknown): Error {
+  const gib = (n * 4) / 2 ** 30;
+  const size = gib >= 0.1 ? `${gib.toFixed(1)} GiB` : `${((n * 4) / 2 ** 20).toFixed(1)} MiB`;
+  const why = cause instanceof Error ? cause.message : String(cause);
+  return new Error(`${op}: cannot allocate an output of ${n} float32 elements (${size}): ${why}`, { cause });
 }
 
 export function zeros(shape: Shape): Tensor {
-  return new Tensor(new Float32Array(shapeSize(shape)), shape);
+  return new Tensor(allocate(shapeSize(shape, 'zeros'), 'zeros'), shape);
 }
 
 export function full(shape: Shape, value: number): Tensor {
-  return new Tensor(new Float32Array(shapeSize(shape)).fill(value), shape);
+  return new Tensor(allocate(shapeSize(shape, 'full'), 'full').fill(value), shape);
 }
 
 export function ones(shape: Shape): Tensor {

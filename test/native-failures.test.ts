@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { conv2d, ones, randn, Rng } from '../src/index.js';
+import { conv2d, linear, maxPool2d, ones, randn, Rng, zeros } from '../src/index.js';
 import { expectClose } from './helpers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -47,5 +47,30 @@ describe('scratch the allocator refuses', () => {
     const got = JSON.parse(r.stdout);
     expect(got.message).toMatch(/^conv2d: out of memory: could not allocate [\d.]+ GiB of scratch/);
     expect(got.after).toEqual([1, 1, 2, 2]);
+  });
+});
+
+describe('outputs too large to allocate', () => {
+  it('name the op and the size asked for', () => {
+    // 30000 channels of a 404x404 map: 4.9e9 elements, more than a tensor holds.
+    expect(() => conv2d(zeros([1, 1, 4, 4]), zeros([30000, 1, 1, 1]), null, { padding: 200 })).toThrow(
+      /^conv2d: cannot allocate an output of 4896480000 float32 elements \(18\.2 GiB\)/,
+    );
+    expect(() => linear(zeros([70000, 1]), zeros([70000, 1]), null)).toThrow(/^linear: cannot allocate an output of 4900000000 float32 elements/);
+    expect(() => maxPool2d(zeros([1, 1, 2, 2]), 1, { stride: 1 })).not.toThrow();
+  });
+
+  it('when memory runs out, say so with the op name instead of a bare RangeError', () => {
+    const script = `
+      import { conv2d, zeros } from './dist/index.js';
+      try { conv2d(zeros([1, 1, 4, 4]), zeros([4000, 1, 1, 1]), null, { padding: 200 }); console.log('no error'); }
+      catch (e) { console.log(e.constructor.name + ': ' + e.message); }
+    `;
+    const r = spawnSync('bash', ['-c', 'ulimit -v 2000000 && exec "$0" --input-type=module -e "$1"', process.execPath, script], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Error: conv2d: cannot allocate an output of 652864000 float32 elements \(2\.4 GiB\)/);
   });
 });

@@ -2,7 +2,7 @@
 // crates/kernels; these functions check ranks, allocate outputs and record the backward.
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, uninitialized } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 
 export type Pair = number | readonly [number, number];
 export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
@@ -64,7 +64,7 @@ export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null
     algo: opts.algo ?? 'auto',
   };
   const [oh, ow] = native.conv2dOutputSize(args);
-  const out = uninitialized(input.shape[0] * weight.shape[0] * oh * ow);
+  const out = uninitialized(input.shape[0] * weight.shape[0] * oh * ow, 'conv2d');
   native.conv2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
   const y = new Tensor(out, [input.shape[0], weight.shape[0], oh, ow]);
   return record('conv2d', y, [input, weight, bias], (g) => {
@@ -130,7 +130,7 @@ export function conv2dFused(input: Tensor, weight: Tensor, epilogue: ConvEpilogu
   if (residual !== null && residual.shape.join() !== shape.join()) {
     throw new Error(`residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
   }
-  const out = new Float32Array(input.shape[0] * oc * oh * ow);
+  const out = allocate(input.shape[0] * oc * oh * ow, 'conv2d');
   native.conv2dForwardFused(input.data, weight.data, scale?.data ?? null, shift?.data ?? null, residual?.data ?? null, relu, out, args);
   return new Tensor(out, shape);
 }
@@ -167,7 +167,7 @@ export function convTranspose2d(input: Tensor, weight: Tensor, bias: Tensor | nu
     groups,
   };
   const [oh, ow] = native.convTranspose2dOutputSize(args);
-  const out = new Float32Array(input.shape[0] * outChannels * oh * ow);
+  const out = allocate(input.shape[0] * outChannels * oh * ow, 'convTranspose2d');
   native.convTranspose2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
   const y = new Tensor(out, [input.shape[0], outChannels, oh, ow]);
   return record('convTranspose2d', y, [input, weight, bias], (g) => {

@@ -3,7 +3,7 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { globalRng, type Rng } from '../random.js';
-import { Tensor, uninitialized } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 
 function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
   const out = uninitialized(a.size);
@@ -48,7 +48,7 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
   }
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
-  const out = uninitialized(n * total * h * w);
+  const out = uninitialized(n * total * h * w, 'cat');
   native.concatChannels(tensors.map((t) => t.data), channels, n, h * w, out);
   const y = new Tensor(out, [n, total, h, w]);
   return record('cat', y, tensors, (g) => {
@@ -74,7 +74,7 @@ export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu 
   }
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
-  const out = new Float32Array(n * total * h * w);
+  const out = allocate(n * total * h * w, 'catAffine');
   native.concatChannelsAffine(tensors.map((t) => t.data), channels, n, h * w, scale.data, shift.data, relu, out);
   return new Tensor(out, [n, total, h, w]);
 }

@@ -1,7 +1,7 @@
 // Differentiable pooling over NCHW tensors (max, average, adaptive average).
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { allocate, Tensor } from '../tensor.js';
 import { expectRank, pair, type Pair } from './conv.js';
 
 export interface Pool2dOptions {
@@ -39,7 +39,7 @@ export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
   const args = poolArgs(x, kernelSize, opts);
   const [oh, ow] = native.pool2dOutputSize(args);
   const n = x.shape[0] * x.shape[1] * oh * ow;
-  const out = new Float32Array(n);
+  const out = allocate(n, 'maxPool2d');
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   // The argmax indices are only for the backward: inference skips their write traffic.
   if (!needsGrad(x)) {
@@ -60,7 +60,7 @@ export function avgPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
   expectRank('input', x, 4);
   const args = poolArgs(x, kernelSize, opts);
   const [oh, ow] = native.pool2dOutputSize(args);
-  const out = new Float32Array(x.shape[0] * x.shape[1] * oh * ow);
+  const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'avgPool2d');
   native.avgPool2dForward(x.data, out, args);
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('avgPool2d', y, [x], (g) => {
@@ -75,7 +75,7 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
   expectRank('input', x, 4);
   const args = { inputShape: x.shape, outputSize: pair('outputSize', outputSize, 1) };
   const [oh, ow] = args.outputSize;
-  const out = new Float32Array(x.shape[0] * x.shape[1] * oh * ow);
+  const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'adaptiveAvgPool2d');
   native.adaptiveAvgPool2dForward(x.data, out, args);
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('adaptiveAvgPool2d', y, [x], (g) => {
