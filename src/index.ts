@@ -8,7 +8,7 @@ export { noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
 export * from './ops/index.js';
 export * as nn from './nn/index.js';
 export {
-  Module, Conv2d, ConvTranspose2d, Linear, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
+  Module, type InferenceSnapshot, Conv2d, ConvTranspose2d, Linear, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
   LocalResponseNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, Flatten, Sequential, Identity, init,
   setInferenceFusion, isInferenceFusionEnabled,
 } from './nn/index.js';

@@ -7,6 +7,11 @@ import { Tensor } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
 
+/** See Module.inferenceSnapshot. */
+export interface InferenceSnapshot {
+  forward(...inputs: Tensor[]): Tensor;
+}
+
 export abstract class Module {
   /** Training mode (dropout active, batch norm uses batch statistics). */
   training = true;
@@ -173,9 +178,49 @@ export abstract class Module {
   }
 
   /**
+   * A frozen view of this model for inference: `forward(x)` runs in eval mode, records no graph,
+   * and uses the parameters and buffers as they were when the snapshot was taken, whatever
+   * happens to the model in between (training steps, loadStateDict, train()/eval()). The mode
+   * switch and the weights are swapped in and out synchronously around each forward, so no
+   * other code ever sees them. predict() and evaluate() run on one, which is what makes them
+   * safe to call while the model trains or serves other calls. Costs one copy of the state.
+   */
+  inferenceSnapshot(): InferenceSnapshot {
+    const saved = new Map<Tensor, Float32Array>();
+    for (const t of this.stateDict().values()) saved.set(t, t.data.slice());
+    return { forward: (...inputs: Tensor[]) => this.forwardIsolated(saved, inputs) };
+  }
+
+  /** forward() in eval mode on `state`'s data; everything is put back before it returns. */
+  private forwardIsolated(state: Map<Tensor, Float32Array> | null, inputs: Tensor[]): Tensor {
+    const modules = this.namedModules().map(([, m]) => m);
+    const modes = modules.map((m) => m.training);
+    // Tensor.data is read-only to users; only this swap, undone in `finally` before any other
+    // JavaScript can run, replaces it.
+    const swap = () => {
+      if (!state) return;
+      for (const [t, data] of state) {
+        const live = t.data;
+        (t as { data: Float32Array }).data = data;
+        state.set(t, live);
+      }
+    };
+    swap();
+    try {
+      for (const m of modules) m.training = false;
+      return noGrad(() => this.forward(...inputs));
+    } finally {
+      modules.forEach((m, i) => (m.training = modes[i]));
+      swap();
+    }
+  }
+
+  /**
    * Inference over a large batch [N, ...] without blocking the event loop: eval mode, no graph,
-   * `batchSize` samples at a time with a yield to the event loop between chunks. Restores the
-   * previous train/eval mode.
+   * `batchSize` samples at a time with a yield to the event loop between chunks. Every chunk
+   * sees the model as it was when predict() was called: other calls in between (training,
+   * loading weights, switching modes, other predicts) neither show in its result nor see its
+   * eval mode. The model's own mode is never changed.
    */
   async predict(x: Tensor, opts: { batchSize?: number } = {}): Promise<Tensor> {
     const batchSize = opts.batchSize ?? 32;
@@ -183,18 +228,14 @@ export abstract class Module {
     if (x.ndim < 1 || x.shape[0] === 0) throw new Error(`predict: expected a non-empty batch [N, ...], got [${x.shape.join(', ')}]`);
     const n = x.shape[0];
     const per = x.size / n;
-    const wasTraining = this.training;
-    this.eval();
+    // One chunk runs in one synchronous step: nothing can interleave, so no copy is needed.
+    const model = n <= batchSize ? { forward: (c: Tensor) => this.forwardIsolated(null, [c]) } : this.inferenceSnapshot();
     const outs: Tensor[] = [];
-    try {
-      for (let i = 0; i < n; i += batchSize) {
-        const m = Math.min(batchSize, n - i);
-        const chunk = new Tensor(x.data.subarray(i * per, (i + m) * per), [m, ...x.shape.slice(1)]);
-        outs.push(noGrad(() => this.forward(chunk)));
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    } finally {
-      this.train(wasTraining);
+    for (let i = 0; i < n; i += batchSize) {
+      const m = Math.min(batchSize, n - i);
+      const chunk = new Tensor(x.data.subarray(i * per, (i + m) * per), [m, ...x.shape.slice(1)]);
+      outs.push(model.forward(chunk));
+      if (i + m < n) await new Promise((resolve) => setImmediate(resolve));
     }
     const outPer = outs[0].size / outs[0].shape[0];
     const data = new Float32Array(n * outPer);

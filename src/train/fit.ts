@@ -99,33 +99,50 @@ export interface EvalResult {
   count: number;
 }
 
-/** Mean loss and top-1/top-5 accuracy of `model` (in eval mode, no graph) over `loader`. */
+/**
+ * Mean loss and top-1/top-5 accuracy of `model` (in eval mode, no graph) over `loader`, on a
+ * snapshot of the model taken at the call (see Module.inferenceSnapshot): training or loading
+ * weights meanwhile does not change the result, and the model's mode is never switched.
+ */
 export async function evaluate(model: Module, loader: LoaderLike, lossFn: LossFn = (l, y) => crossEntropy(l, y)): Promise<EvalResult> {
-  const wasTraining = model.training;
-  model.eval();
+  const frozen = model.inferenceSnapshot();
   let lossSum = 0;
   let c1 = 0;
   let c5 = 0;
   let count = 0;
-  try {
-    for await (const { images, labels } of loader) {
-      noGrad(() => {
-        const logits = model.forward(images);
-        lossSum += lossFn(logits, labels).data[0] * labels.length;
-        c1 += topkCorrect(logits, labels, 1);
-        c5 += topkCorrect(logits, labels, 5);
-      });
-      count += labels.length;
-      await yieldToEventLoop();
-    }
-  } finally {
-    model.train(wasTraining);
+  for await (const { images, labels } of loader) {
+    noGrad(() => {
+      const logits = frozen.forward(images);
+      lossSum += lossFn(logits, labels).data[0] * labels.length;
+      c1 += topkCorrect(logits, labels, 1);
+      c5 += topkCorrect(logits, labels, 5);
+    });
+    count += labels.length;
+    await yieldToEventLoop();
   }
   if (count === 0) throw new Error('evaluate: the loader yielded no samples');
   return { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, count };
 }
 
+/** Models a fit() call is training: a second concurrent fit() of the same model is refused. */
+const training = new WeakSet<Module>();
+
+/**
+ * Trains `model`. While it runs, fit() owns the model's mode: every step runs in train mode
+ * even if something else calls eval() in between, and a second fit() of the same model throws.
+ * predict() and evaluate() meanwhile run on snapshots and do not disturb it.
+ */
 export async function fit(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
+  if (training.has(model)) throw new Error('fit: this model is already being trained by another fit() call; await it first');
+  training.add(model);
+  try {
+    return await fitUnguarded(model, train, opts);
+  } finally {
+    training.delete(model);
+  }
+}
+
+async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1) throw new Error(`fit: epochs must be a positive integer, got ${opts.epochs}`);
   const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
   const handle: TrainerHandle = { stopTraining: false, epochs: opts.epochs, batchesPerEpoch: train.length };
@@ -172,6 +189,8 @@ export async function fit(model: Module, train: LoaderLike, opts: FitOptions): P
     let batch = 0;
     for await (const { images, labels } of train) {
       await emit('onBatchBegin', batch, { size: labels.length });
+      // Set again at every step: callbacks and the loader may have let other code run.
+      model.train();
       const logits = model.forward(images);
       const loss = lossFn(logits, labels);
       const lossValue = loss.data[0];
