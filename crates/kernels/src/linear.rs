@@ -81,49 +81,24 @@ pub fn linear_backward(
     if let Some(g) = &grad_bias {
         check_len("gradBias", g.len(), out_f)?;
     }
-    crate::scratch::fallible("linear", || {
-        linear_grads(
-            batch,
-            in_f,
-            out_f,
-            input,
-            weight,
-            grad_out,
-            grad_input,
-            grad_weight,
-            grad_bias,
-        );
+    crate::scratch::fallible("linear", move || {
+        if let Some(gx) = grad_input {
+            sgemm_unchecked(
+                false, false, batch, in_f, out_f, 1.0, grad_out, out_f, weight, in_f, 0.0, gx, in_f,
+            );
+        }
+        if let Some(gw) = grad_weight {
+            sgemm_unchecked(
+                true, false, out_f, in_f, batch, 1.0, grad_out, out_f, input, in_f, 0.0, gw, in_f,
+            );
+        }
+        if let Some(gb) = grad_bias {
+            // Column sums in f64: batches can be long and the sum is a reduction of many terms.
+            gb.par_iter_mut().enumerate().for_each(|(o, g)| {
+                let s: f64 = (0..batch).map(|b| grad_out[b * out_f + o] as f64).sum();
+                *g = s as f32;
+            });
+        }
         Ok(())
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn linear_grads(
-    batch: usize,
-    in_f: usize,
-    out_f: usize,
-    input: &[f32],
-    weight: &[f32],
-    grad_out: &[f32],
-    grad_input: Option<&mut [f32]>,
-    grad_weight: Option<&mut [f32]>,
-    grad_bias: Option<&mut [f32]>,
-) {
-    if let Some(gx) = grad_input {
-        sgemm_unchecked(
-            false, false, batch, in_f, out_f, 1.0, grad_out, out_f, weight, in_f, 0.0, gx, in_f,
-        );
-    }
-    if let Some(gw) = grad_weight {
-        sgemm_unchecked(
-            true, false, out_f, in_f, batch, 1.0, grad_out, out_f, input, in_f, 0.0, gw, in_f,
-        );
-    }
-    if let Some(gb) = grad_bias {
-        // Column sums in f64: batches can be long and the sum is a reduction of many terms.
-        gb.par_iter_mut().enumerate().for_each(|(o, g)| {
-            let s: f64 = (0..batch).map(|b| grad_out[b * out_f + o] as f64).sum();
-            *g = s as f32;
-        });
-    }
 }
