@@ -50,7 +50,7 @@ describe('errors at the boundary', () => {
     ['short shape', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3] })), 'inputShape: expected 4 numbers, got 3'],
     ['kernel larger than input', () => native.conv2dForward(x, w, null, out, args({ weightShape: [1, 1, 4, 4] })), 'kernel: dilated kernel 4x4 is larger than the padded input 3x3'],
     ['groups not dividing channels', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3, 1], groups: 2 })), 'groups: in_channels (3) must be divisible by groups (2)'],
-    ['weight channels vs groups', () => native.conv2dForward(new Float32Array(18), new Float32Array(4), null, out, args({ inputShape: [1, 2, 3, 3] })), 'weightShape[1]: expected in_channels / groups = 2 / 1 = 2, got 1'],
+    ['weight channels vs groups', () => native.conv2dForward(new Float32Array(18), new Float32Array(4), null, out, args({ inputShape: [1, 2, 3, 3] })), 'conv2d: the weight [1, 1, 2, 2] takes 1 input channels per group, but the input [1, 2, 3, 3] has 2 channels in 1 group(s) (expected weight shape [1, 2, 2, 2])'],
     ['unknown algorithm', () => native.conv2dForward(x, w, null, out, args({ algo: 'magic' })), "algo: expected one of"],
     ['output aliasing input', () => native.conv2dForward(x, w, null, x.subarray(0, 4), args()), 'output: must not share memory with input'],
     ['absurd sizes', () => native.conv2dForward(x, w, null, out, args({ inputShape: [2 ** 40, 2 ** 40, 3, 3] })), 'too many elements'],

@@ -30,33 +30,15 @@ pub fn conv_params(a: &Conv2dArgs) -> napi::Result<(Conv2dParams, ConvAlgo)> {
     let [pt, pb, pl, pr] = sizes::<4>("padding", &a.padding)?;
     let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
     let [groups] = sizes::<1>("groups", &[a.groups])?;
-    let p = Conv2dParams {
-        batch: n,
-        in_channels: c,
-        in_h: h,
-        in_w: w,
-        out_channels: oc,
-        kernel_h: kh,
-        kernel_w: kw,
-        stride_h: sh,
-        stride_w: sw,
-        pad_top: pt,
-        pad_bottom: pb,
-        pad_left: pl,
-        pad_right: pr,
-        dilation_h: dh,
-        dilation_w: dw,
+    let p = Conv2dParams::from_shapes(
+        [n, c, h, w],
+        [oc, icg, kh, kw],
+        [sh, sw],
+        [pt, pb, pl, pr],
+        [dh, dw],
         groups,
-    };
-    p.validate().map_err(kernel_err)?;
-    if groups > 0 && icg * groups != c {
-        return Err(crate::args::invalid(format!(
-            "weightShape[1]: expected in_channels / groups = {} / {} = {}, got {icg}",
-            c,
-            groups,
-            c / groups
-        )));
-    }
+    )
+    .map_err(kernel_err)?;
     let algo = ConvAlgo::parse(a.algo.as_deref().unwrap_or("auto")).map_err(kernel_err)?;
     Ok((p, algo))
 }

@@ -39,6 +39,50 @@ pub struct Conv2dParams {
 }
 
 impl Conv2dParams {
+    /// The parameters of conv2d(input, weight) from the tensors' shapes, as torch reads them:
+    /// input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, kH, kW]`, stride `[sH, sW]`,
+    /// padding `[top, bottom, left, right]`, dilation `[dH, dW]`. Checks everything
+    /// [`validate`](Self::validate) checks, then the weight's channels against the input's.
+    pub fn from_shapes(
+        input: [usize; 4],
+        weight: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Result<Conv2dParams> {
+        let [batch, in_channels, in_h, in_w] = input;
+        let [out_channels, in_per_group, kernel_h, kernel_w] = weight;
+        let p = Conv2dParams {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride_h: stride[0],
+            stride_w: stride[1],
+            pad_top: padding[0],
+            pad_bottom: padding[1],
+            pad_left: padding[2],
+            pad_right: padding[3],
+            dilation_h: dilation[0],
+            dilation_w: dilation[1],
+            groups,
+        };
+        p.validate()?;
+        if in_per_group.checked_mul(groups) != Some(in_channels) {
+            bail!(
+                "conv2d: the weight {weight:?} takes {in_per_group} input channels per group, but \
+                 the input {input:?} has {in_channels} channels in {groups} group(s) (expected \
+                 weight shape [{out_channels}, {}, {kernel_h}, {kernel_w}])",
+                in_channels / groups
+            );
+        }
+        Ok(p)
+    }
+
     /// Checks the hyper-parameters and returns the output (height, width).
     pub fn validate(&self) -> Result<(usize, usize)> {
         check_positive("batch", self.batch)?;
