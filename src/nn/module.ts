@@ -146,16 +146,43 @@ export abstract class Module {
    * the Error lists missing, unexpected and mis-shaped keys. Non-strict: loads what matches.
    */
   loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+    const plan = this.planLoad(state, strict);
+    // Checked: every copy below is between arrays of the same length, so none can throw.
+    for (const [mine, t] of plan.copies) mine.data.set(t.data);
+    return { missing: plan.missing, unexpected: plan.unexpected };
+  }
+
+  /**
+   * Checks `state` exactly as loadStateDict(state, strict) would, without changing anything:
+   * throws the Error loadStateDict would throw, or returns the keys it would report.
+   */
+  validateStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+    const { missing, unexpected } = this.planLoad(state, strict);
+    return { missing, unexpected };
+  }
+
+  /** Everything loadStateDict checks, and the copies it would then make. */
+  private planLoad(state: Map<string, Tensor> | Record<string, Tensor>, strict: boolean): { missing: string[]; unexpected: string[]; copies: [Tensor, Tensor][] } {
+    if (!(state instanceof Map) && (typeof state !== 'object' || state === null || Array.isArray(state))) {
+      throw new Error(`loadStateDict: expected a Map or an object of tensors by name, got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`);
+    }
     const src = state instanceof Map ? state : new Map(Object.entries(state));
     const own = this.stateDict();
     const missing = [...own.keys()].filter((k) => !src.has(k));
     const unexpected = [...src.keys()].filter((k) => !own.has(k));
     const misShaped: string[] = [];
+    const copies: [Tensor, Tensor][] = [];
     for (const [k, t] of src) {
       const mine = own.get(k);
-      if (mine && (mine.size !== t.size || mine.shape.join() !== t.shape.join())) {
+      if (!mine) continue;
+      if (!(t instanceof Tensor)) {
+        misShaped.push(`${k}: expected a Tensor, got ${t === null ? 'null' : typeof t}`);
+      } else if (mine.size !== t.size || mine.shape.join() !== t.shape.join()) {
         // A 0-d / [1] mismatch (e.g. num_batches_tracked) is the same value: allow it.
-        if (!(mine.size === 1 && t.size === 1)) misShaped.push(`${k}: expected [${mine.shape.join(', ')}], got [${t.shape.join(', ')}]`);
+        if (mine.size === 1 && t.size === 1) copies.push([mine, t]);
+        else misShaped.push(`${k}: expected [${mine.shape.join(', ')}], got [${t.shape.join(', ')}]`);
+      } else {
+        copies.push([mine, t]);
       }
     }
     if (misShaped.length || (strict && (missing.length || unexpected.length))) {
@@ -165,11 +192,7 @@ export abstract class Module {
       if (misShaped.length) parts.push(`shape mismatch: ${misShaped.join('; ')}`);
       throw new Error(`loadStateDict: ${parts.join('. ')}`);
     }
-    for (const [k, t] of src) {
-      const mine = own.get(k);
-      if (mine) mine.data.set(t.data);
-    }
-    return { missing, unexpected };
+    return { missing, unexpected, copies };
   }
 
   /**
