@@ -33,6 +33,35 @@ describe('safetensors', () => {
     expectClose(net.stateDict().get('4.weight')!.data, det([3, 100], 7).data, 0, 0, '4.weight');
   });
 
+  it('loads a state_dict without num_batches_tracked strictly, setting the counter to 0 as torch 1.13 does', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-st-'));
+    const { tensors } = loadSafetensors(FIXTURE);
+    for (const k of [...tensors.keys()]) if (k.startsWith('extra.') || k.endsWith('num_batches_tracked')) tensors.delete(k);
+    const net = smallNet();
+    const bn = net.getSubmodule('1') as BatchNorm2d;
+    bn.numBatchesTracked!.data[0] = 5;
+    expect(net.validateStateDict(tensors)).toEqual({ missing: [], unexpected: [] });
+    expect(bn.numBatchesTracked!.data[0]).toBe(5);
+    expect(net.loadStateDict(tensors)).toEqual({ missing: [], unexpected: [] });
+    expect(bn.numBatchesTracked!.data[0]).toBe(0);
+    expectClose(net.stateDict().get('4.weight')!.data, det([3, 100], 7).data, 0, 0, '4.weight');
+    // the same through a file and load()
+    const path = join(dir, 'old.safetensors');
+    saveSafetensors(path, tensors);
+    bn.numBatchesTracked!.data[0] = 3;
+    net.load(path);
+    expect(bn.numBatchesTracked!.data[0]).toBe(0);
+    // any other missing key is still refused, and then nothing changes
+    tensors.delete('1.running_mean');
+    bn.numBatchesTracked!.data[0] = 4;
+    expect(() => net.loadStateDict(tensors)).toThrow(/^loadStateDict: missing keys: 1\.running_mean$/);
+    expect(bn.numBatchesTracked!.data[0]).toBe(4);
+    // non-strict too (torch fills the counter in whatever strict says), and it is not reported missing
+    const partial = net.loadStateDict(new Map([['4.bias', tensors.get('4.bias')!]]), false);
+    expect(partial.missing).toEqual(['0.weight', '0.bias', '1.weight', '1.bias', '1.running_mean', '1.running_var', '4.weight']);
+    expect(bn.numBatchesTracked!.data[0]).toBe(0);
+  });
+
   it('round-trips our own files, buffers included, and writes atomically', () => {
     const dir = mkdtempSync(join(tmpdir(), 'fc-st-'));
     const a = smallNet();

@@ -144,6 +144,8 @@ export abstract class Module {
    * Copies values from `state` into this module. Strict (default): every key must match a
    * parameter or buffer with the same shape, and none may be missing, or nothing is changed and
    * the Error lists missing, unexpected and mis-shaped keys. Non-strict: loads what matches.
+   * As in torch 1.13, a missing batch-norm `num_batches_tracked` is not an error: the counter
+   * is set to 0.
    */
   loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
     const plan = this.planLoad(state, strict);
@@ -168,10 +170,23 @@ export abstract class Module {
     }
     const src = state instanceof Map ? state : new Map(Object.entries(state));
     const own = this.stateDict();
-    const missing = [...own.keys()].filter((k) => !src.has(k));
+    const absent = [...own.keys()].filter((k) => !src.has(k));
+    // torch 1.13's _NormBase._load_from_state_dict: when the state dict has no version metadata
+    // for a batch-norm module (none we load has: safetensors files carry no `_metadata`) and
+    // lacks its `num_batches_tracked` (torchvision's older checkpoints predate the buffer), it
+    // is filled in as tensor(0) before loading, in strict and non-strict loads alike. So the
+    // counter is set to 0 (torch >= 2.1 keeps the current value instead) and the key is not
+    // reported missing; any other missing key still is.
+    const isBatchCounter = (k: string) => k === 'num_batches_tracked' || k.endsWith('.num_batches_tracked');
+    const missing = absent.filter((k) => !isBatchCounter(k));
     const unexpected = [...src.keys()].filter((k) => !own.has(k));
     const misShaped: string[] = [];
     const copies: [Tensor, Tensor][] = [];
+    for (const k of absent) {
+      if (!isBatchCounter(k)) continue;
+      const mine = own.get(k)!;
+      copies.push([mine, new Tensor(new Float32Array(mine.size), mine.shape)]);
+    }
     for (const [k, t] of src) {
       const mine = own.get(k);
       if (!mine) continue;
