@@ -1,7 +1,9 @@
 // Define-by-run automatic differentiation. Each op (src/ops) computes its output eagerly and, when
 // gradients are wanted, attaches a GradFn that knows its inputs. backward() walks the graph in
 // reverse topological order, sums gradients per tensor, accumulates into leaves' `.grad`, and
-// then drops the graph (gradFn links), so memory does not grow from one step to the next.
+// then drops the graph (gradFn links), so memory does not grow from one step to the next. A
+// dropped node is marked (graphFreed), so a second backward through it throws, as in PyTorch,
+// rather than silently computing nothing.
 import { native } from './native.js';
 import { type GradFn, Tensor, uninitialized } from './tensor.js';
 
@@ -58,6 +60,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
   if (!root.requiresGrad) {
     throw new Error('backward: tensor does not require grad (no input had requiresGrad, or it was made under noGrad)');
   }
+  if (root.graphFreed) throw freedError(root);
   let seed: Float32Array;
   if (grad) {
     if (grad.size !== root.size) {
@@ -84,6 +87,8 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       top[1]++;
       const child = inputs[i];
       if (child && child.requiresGrad && !seen.has(child)) {
+        // Checked while collecting, before any gradient is accumulated: all or nothing.
+        if (child.graphFreed) throw freedError(child);
         seen.add(child);
         stack.push([child, 0]);
       }
@@ -135,6 +140,17 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
         grads.set(inp, ig);
       }
     });
-    if (!retainGraph) t.gradFn = null;
+    if (!retainGraph) {
+      t.gradFn = null;
+      t.graphFreed = true;
+    }
   }
+}
+
+function freedError(t: Tensor): Error {
+  return new Error(
+    `backward: trying to backward through the graph a second time: the graph behind this tensor (shape [${t.shape.join(', ')}]) ` +
+      'was freed by an earlier backward(); pass { retainGraph: true } to that first backward() to backward through it again, ' +
+      'or detach() the tensor to start a new graph from it',
+  );
 }

@@ -54,10 +54,39 @@ export class Rng {
     return Array.from(this.s);
   }
 
-  setState(state: number[]): void {
-    if (state.length !== 4) throw new Error(`rng state: expected 4 numbers, got ${state.length}`);
-    this.s.set(state.map((v) => v >>> 0));
+  /**
+   * Restores getState(). Throws (and changes nothing) unless `state` is 4 integers in [0, 2^32)
+   * that are not all zero: all zero is xoshiro's fixed point, which would make normal() spin.
+   */
+  setState(state: readonly number[]): void {
+    this.s.set(checkRngState(state, 'Rng.setState'));
   }
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(describe).join(', ')}]`;
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (v === null || typeof v !== 'object') return String(v);
+  return 'an object';
+}
+
+/**
+ * Checks a generator state (as getState() returns it, e.g. read back from a checkpoint) without
+ * applying it; returns it as numbers. `what` starts the Error's message.
+ */
+export function checkRngState(state: unknown, what = 'Rng.setState'): number[] {
+  if (!Array.isArray(state) || state.length !== 4) {
+    throw new Error(`${what}: expected an array of 4 integers in [0, 2^32), got ${describe(state)}`);
+  }
+  state.forEach((v, i) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+      throw new Error(`${what}: state[${i}]: expected an integer in [0, 2^32), got ${describe(v)}`);
+    }
+  });
+  if (state.every((v) => v === 0)) {
+    throw new Error(`${what}: expected a state that is not all zero (the generator would only ever return 0), got [0, 0, 0, 0]`);
+  }
+  return [...state] as number[];
 }
 
 function rotl(x: number, k: number): number {

@@ -45,6 +45,11 @@ export class Tensor {
   grad: Tensor | null = null;
   /** The op that produced this tensor, while the graph is alive (null for leaves). */
   gradFn: GradFn | null = null;
+  /**
+   * True once a backward() without retainGraph has run through this (non-leaf) tensor and freed
+   * its gradFn: backward from or through it again throws instead of silently doing nothing.
+   */
+  graphFreed = false;
 
   constructor(data: Float32Array, shape: Shape) {
     const n = shapeSize(shape);
@@ -58,7 +63,7 @@ export class Tensor {
 
   /** Marks a leaf as trainable (returns this, for chaining). */
   requiresGrad_(flag = true): this {
-    if (this.gradFn) throw new Error('requiresGrad_: only leaf tensors can change requiresGrad');
+    if (this.gradFn || this.graphFreed) throw new Error('requiresGrad_: only leaf tensors can change requiresGrad (detach() gives a leaf)');
     this.requiresGrad = flag;
     return this;
   }

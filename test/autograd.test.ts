@@ -78,10 +78,51 @@ describe('autograd', () => {
     loss.backward();
     expect(loss.gradFn).toBeNull();
     expect(mid.gradFn).toBeNull();
-    expect(() => loss.backward()).not.toThrow(); // root keeps requiresGrad but has no graph
     const kept = mean(scale(x, 3));
     kept.backward(undefined, { retainGraph: true });
     expect(kept.gradFn).not.toBeNull();
+  });
+
+  it('a second backward through a freed graph throws (as torch does) and changes no gradient', () => {
+    const x = new Tensor(Float32Array.from([1, 2, 3, 4]), [4]).requiresGrad_();
+    const mid = scale(x, 3);
+    const loss = mean(mid);
+    loss.backward();
+    expect(Array.from(x.grad!.data)).toEqual([0.75, 0.75, 0.75, 0.75]);
+    expect(loss.requiresGrad).toBe(true);
+    expect(loss.gradFn).toBeNull();
+    const freed = /^backward: trying to backward through the graph a second time.*retainGraph: true/;
+    expect(() => loss.backward()).toThrow(freed);
+    // a new graph on top of an intermediate of the freed one
+    expect(() => mean(scale(mid, 2)).backward()).toThrow(freed);
+    // ... even when another path of the new graph reaches x directly: nothing is accumulated
+    expect(() => sum(addScalars(mean(mid), sum(scale(x, 1)))).backward()).toThrow(freed);
+    expect(Array.from(x.grad!.data)).toEqual([0.75, 0.75, 0.75, 0.75]);
+    expect(() => mid.requiresGrad_(false)).toThrow(/only leaf tensors/);
+    // detach() starts a new graph from the freed tensor's values
+    const fresh = mid.detach().requiresGrad_();
+    mean(fresh).backward();
+    expect(Array.from(fresh.grad!.data)).toEqual([0.25, 0.25, 0.25, 0.25]);
+  });
+
+  it('retainGraph keeps the graph for another backward; the last one without it frees it', () => {
+    const x = new Tensor(Float32Array.from([1, 2]), [2]).requiresGrad_();
+    const loss = sum(scale(x, 2));
+    loss.backward(undefined, { retainGraph: true });
+    loss.backward(undefined, { retainGraph: true });
+    loss.backward();
+    expect(Array.from(x.grad!.data)).toEqual([6, 6]);
+    expect(() => loss.backward()).toThrow(/graph a second time/);
+  });
+
+  it('backward from a leaf is legal, any number of times: its grad is the seed', () => {
+    const x = new Tensor(Float32Array.from([5]), []).requiresGrad_();
+    x.backward();
+    x.backward();
+    expect(Array.from(x.grad!.data)).toEqual([2]);
+    const v = new Tensor(Float32Array.from([1, 2]), [2]).requiresGrad_();
+    v.backward(new Tensor(Float32Array.from([3, 4]), [2]));
+    expect(Array.from(v.grad!.data)).toEqual([3, 4]);
   });
 
   it('backward of a non-scalar needs an explicit gradient of the right size', () => {

@@ -45,7 +45,7 @@ export interface DataLoaderState {
 }
 
 function count(what: string, v: number, min: number): number {
-  if (!Number.isInteger(v) || v < min) throw new Error(`DataLoader: ${what} must be an integer >= ${min}, got ${v}`);
+  if (!Number.isSafeInteger(v) || v < min) throw new Error(`DataLoader: ${what} must be an integer >= ${min}, got ${v}`);
   return v;
 }
 
@@ -145,6 +145,14 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
 
   /** Restores getState() (e.g. from a checkpoint): the next iteration continues from there. */
   setState(state: DataLoaderState): void {
+    this.validateState(state);
+    this.seedValue = state.seed;
+    this.epochValue = state.epoch;
+    this.positionValue = state.position;
+  }
+
+  /** Checks `state` exactly as setState would, without changing anything. */
+  validateState(state: DataLoaderState): void {
     this.checkIdle('setState');
     if (!state || typeof state !== 'object') throw new Error('DataLoader.setState: expected a state object from getState()');
     checkSeed('DataLoader.setState: seed', state.seed);
@@ -161,9 +169,6 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
     if (!Number.isInteger(state.position) || state.position < 0 || state.position > this.length) {
       throw new Error(`DataLoader.setState: position must be an integer in [0, ${this.length}], got ${state.position}`);
     }
-    this.seedValue = state.seed;
-    this.epochValue = state.epoch;
-    this.positionValue = state.position;
   }
 
   /** The dataset indices of every sample of epoch `epoch`, in the order they are batched. */

@@ -1,11 +1,79 @@
 // Atomic file writes: data goes to a temporary file in the same directory, is flushed to disk,
-// then renamed over the target. A crash or kill mid-write leaves the old file (or none), never a
-// half-written one.
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+// then renamed over the target, and the directory is flushed so the rename itself survives a
+// power cut. A crash or kill mid-write leaves the old file (or none), never a half-written one;
+// the temporary file such a kill leaves behind is removed by the next write to the same target.
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
+/** `.<name>.<pid>.<ms>.tmp`: hidden, next to the target, and naming the process writing it. */
+function tempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+}
+
+/** False only when no process has this pid (kill(pid, 0) fails with ESRCH; EPERM means one does). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/**
+ * Removes the temporary files earlier writes to `path` left behind when their process died
+ * mid-write. Only files of exactly our naming pattern for this target, and only when their pid
+ * is not a live process: a file of a live writer (another process, or a worker thread of this
+ * one, which shares our pid) is never touched. Best effort: a file that cannot be removed stays.
+ */
+function removeStaleTemps(path: string): void {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.`;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    // Exactly two numeric fields after the prefix, so `.a.1.<pid>.<ms>.tmp` (the temp of a
+    // target named `a.1`) never matches the target `a`.
+    const m = /^(\d+)\.\d+\.tmp$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (!Number.isSafeInteger(pid) || pid < 1 || pid === process.pid || processExists(pid)) continue;
+    try {
+      rmSync(join(dir, name));
+    } catch {
+      // Removed by another writer meanwhile, or not ours to remove: leave it.
+    }
+  }
+}
+
+/**
+ * Flushes a directory's entries (the rename just made) to disk. POSIX only: Windows cannot
+ * open a directory this way (and NTFS journals renames). Some filesystems refuse fsync on a
+ * directory (EINVAL, EISDIR), and a directory we may write but not read cannot be opened
+ * (EACCES, EPERM): the write itself has succeeded, so those are skipped.
+ */
+function fsyncDirectory(dir: string): void {
+  if (process.platform === 'win32') return;
+  let fd = -1;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EACCES' && code !== 'EPERM' && code !== 'ENOTSUP') throw e;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
 export function writeFileAtomic(path: string, chunks: Uint8Array[]): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  removeStaleTemps(path);
+  const tmp = tempPath(path);
   let fd = -1;
   try {
     fd = openSync(tmp, 'w');
@@ -22,4 +90,5 @@ export function writeFileAtomic(path: string, chunks: Uint8Array[]): void {
     rmSync(tmp, { force: true });
     throw e;
   }
+  fsyncDirectory(dirname(path));
 }

@@ -2,14 +2,20 @@
 // an 8-byte little-endian header length, a JSON header mapping names to
 // {dtype, shape, data_offsets}, then the raw little-endian tensor bytes. Everything read is
 // checked against the file's real size before any allocation, so truncated or hostile files give
-// an Error, never a crash or a huge allocation.
+// an Error, never a crash or a huge allocation. The reader enforces the reference
+// implementation's (huggingface/safetensors) rules: the header starts with '{' and has no
+// duplicate keys, __metadata__ is a string -> string map, and the tensors' data_offsets, in
+// order, tile the data section exactly (from 0, no overlap, no gap, nothing after the last).
 import { readFileSync } from 'node:fs';
 import { Tensor } from '../tensor.js';
 import { writeFileAtomic } from './atomic.js';
 
 const MAX_HEADER = 100 * 1024 * 1024;
 
-const DTYPE_SIZE: Record<string, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+// A Map, not an object literal: `dtype in {...}` would accept "__proto__" or "toString".
+const DTYPE_SIZE = new Map<string, number>([
+  ['F32', 4], ['F64', 8], ['F16', 2], ['BF16', 2], ['I64', 8], ['I32', 4], ['I16', 2], ['I8', 1], ['U8', 1], ['BOOL', 1],
+]);
 
 export interface SafetensorsFile {
   tensors: Map<string, Tensor>;
@@ -69,6 +75,61 @@ function toFloat32(bytes: Uint8Array, dtype: string, count: number): Float32Arra
   return out;
 }
 
+/**
+ * The first key that appears twice in one object of `json`, which must be text JSON.parse has
+ * accepted, as a path ('"a"', '"a"."dtype"'); undefined when there is none. JSON.parse keeps the
+ * last of duplicate keys without a word and a reviver only ever sees the survivor, while the
+ * format forbids duplicates (another reader could keep the first and see a different file). No
+ * dependency for this: a full JSON parser to trust for one check would be more than these lines,
+ * which can rely on JSON.parse having validated the text, so only strings, brackets, ':' and ','
+ * matter.
+ */
+function duplicateKey(json: string): string | undefined {
+  // One frame per open object (its keys so far, keys = null for an array) with its path.
+  const stack: { keys: Set<string> | null; last: string; path: string }[] = [];
+  let expectKey = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (expectKey && top?.keys) {
+        const key = JSON.parse(json.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) return `${top.path}${top.path ? '.' : ''}${JSON.stringify(key)}`;
+        top.keys.add(key);
+        top.last = key;
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      const parent = stack[stack.length - 1];
+      const path = !parent ? '' : `${parent.path}${parent.path ? '.' : ''}${parent.keys ? JSON.stringify(parent.last) : '[]'}`;
+      stack.push({ keys: c === '{' ? new Set() : null, last: '', path });
+      expectKey = c === '{';
+    } else if (c === '}' || c === ']') {
+      stack.pop();
+      expectKey = false;
+    } else if (c === ',') {
+      expectKey = stack[stack.length - 1]?.keys != null;
+    }
+  }
+  return undefined;
+}
+
+function describeJson(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  return JSON.stringify(v).slice(0, 80);
+}
+
+interface Entry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
 /** Parses safetensors bytes (`path` only names the source in errors). Tensors come back as float32. */
 export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): SafetensorsFile {
   if (buf.length < 8) fail(path, `file is ${buf.length} bytes, too short for the 8-byte header length`);
@@ -78,44 +139,80 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
     fail(path, `header length ${headerLen} exceeds the file (${buf.length} bytes) or the ${MAX_HEADER}-byte limit`);
   }
   const hl = Number(headerLen);
+  // The raw byte, as the reference checks it: TextDecoder would silently drop a leading BOM.
+  if (hl === 0 || buf[8] !== 0x7b) fail(path, `header must start with '{'${hl === 0 ? ' (it is empty)' : ''}`);
+  let text: string;
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + hl)));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + hl));
+    header = JSON.parse(text);
   } catch (e) {
     fail(path, `header is not valid JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(path, 'header must be a JSON object');
+  const dup = duplicateKey(text);
+  if (dup !== undefined) fail(path, `header has the key ${dup} more than once`);
   const dataStart = 8 + hl;
   const dataLen = buf.length - dataStart;
-  const tensors = new Map<string, Tensor>();
-  let metadata: Record<string, string> = {};
+  // Built with Object.fromEntries (own properties only): a key such as "__proto__" stays a key.
+  let metadataEntries: [string, string][] = [];
+  const entries: Entry[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') {
-      metadata = (entry ?? {}) as Record<string, string>;
+      // The reference reads it as Option<HashMap<String, String>>: null is "none", anything but
+      // an object of strings is an error.
+      if (entry === null) continue;
+      if (typeof entry !== 'object' || Array.isArray(entry)) fail(path, `__metadata__ must be an object of strings, got ${describeJson(entry)}`);
+      metadataEntries = Object.entries(entry as Record<string, unknown>).map(([k, v]) => {
+        if (typeof v !== 'string') fail(path, `__metadata__[${JSON.stringify(k)}] must be a string, got ${describeJson(v)}`);
+        return [k, v];
+      });
       continue;
     }
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (!e || typeof e !== 'object') fail(path, `entry '${name}' is not an object`);
+    if (!e || typeof e !== 'object' || Array.isArray(e)) fail(path, `entry '${name}' is not an object`);
     const dtype = e.dtype;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZE)) fail(path, `tensor '${name}': unsupported dtype ${JSON.stringify(dtype)}`);
+    const size = typeof dtype === 'string' ? DTYPE_SIZE.get(dtype) : undefined;
+    if (size === undefined) fail(path, `tensor '${name}': unsupported dtype ${describeJson(dtype)}`);
     const shape = e.shape;
     if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
-      fail(path, `tensor '${name}': shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
+      fail(path, `tensor '${name}': shape must be a list of non-negative integers, got ${describeJson(shape)}`);
     }
     const offs = e.data_offsets;
     if (!Array.isArray(offs) || offs.length !== 2 || offs.some((d) => !Number.isSafeInteger(d) || d < 0) || offs[0] > offs[1]) {
-      fail(path, `tensor '${name}': data_offsets must be [begin, end], got ${JSON.stringify(offs)}`);
+      fail(path, `tensor '${name}': data_offsets must be [begin, end], got ${describeJson(offs)}`);
     }
     const [begin, end] = offs as [number, number];
     if (end > dataLen) fail(path, `tensor '${name}': data [${begin}, ${end}) runs past the end of the file (${dataLen} data bytes; truncated?)`);
     const count = (shape as number[]).reduce((a, b) => a * b, 1);
-    if (count * DTYPE_SIZE[dtype] !== end - begin) {
-      fail(path, `tensor '${name}': shape [${shape.join(', ')}] of ${dtype} needs ${count * DTYPE_SIZE[dtype]} bytes, offsets give ${end - begin}`);
+    if (count * size !== end - begin) {
+      fail(path, `tensor '${name}': shape [${shape.join(', ')}] of ${dtype} needs ${count * size} bytes, offsets give ${end - begin}`);
     }
-    const bytes = buf.subarray(dataStart + begin, dataStart + end);
-    tensors.set(name, new Tensor(toFloat32(bytes, dtype, count), shape as number[]));
+    entries.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
   }
-  return { tensors, metadata };
+  // In offset order the tensors must tile [0, dataLen): each begins where the previous ended.
+  const ordered = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  let prev: Entry | undefined;
+  for (const t of ordered) {
+    if (t.begin < at) {
+      fail(path, `tensor '${t.name}': data [${t.begin}, ${t.end}) overlaps tensor '${prev!.name}' [${prev!.begin}, ${prev!.end})`);
+    }
+    if (t.begin > at) {
+      const after = prev ? `tensor '${prev.name}' ends at ${at}` : 'the data section starts at 0';
+      fail(path, `tensor '${t.name}': data begins at ${t.begin} but ${after}: ${t.begin - at} bytes belong to no tensor`);
+    }
+    at = t.end;
+    prev = t;
+  }
+  if (at !== dataLen) fail(path, `${dataLen - at} bytes after the last tensor's data (the tensors cover [0, ${at}) of ${dataLen} data bytes)`);
+  const tensors = new Map<string, Tensor>();
+  for (const t of entries) {
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    const bytes = buf.subarray(dataStart + t.begin, dataStart + t.end);
+    tensors.set(t.name, new Tensor(toFloat32(bytes, t.dtype, count), t.shape));
+  }
+  return { tensors, metadata: Object.fromEntries(metadataEntries) };
 }
 
 export function loadSafetensors(path: string): SafetensorsFile {
@@ -136,11 +233,18 @@ export interface SaveOptions {
 
 /** Serialises tensors to safetensors bytes (float32, or I64 where `int64` says so). */
 export function serializeSafetensors(tensors: Map<string, Tensor>, opts: SaveOptions = {}): Uint8Array[] {
-  const header: Record<string, unknown> = {};
-  if (opts.metadata) header.__metadata__ = opts.metadata;
+  // No prototype: a tensor named "__proto__" must become a key, not replace the prototype.
+  const header: Record<string, unknown> = Object.create(null);
+  if (opts.metadata) {
+    for (const [k, v] of Object.entries(opts.metadata)) {
+      if (typeof v !== 'string') throw new Error(`save: metadata[${JSON.stringify(k)}] must be a string (safetensors metadata is string -> string), got ${typeof v}`);
+    }
+    header.__metadata__ = opts.metadata;
+  }
   const parts: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
+    if (name === '__metadata__') throw new Error("save: '__metadata__' is reserved by the safetensors format and cannot name a tensor");
     const asInt = opts.int64?.(name) ?? false;
     let bytes: Uint8Array;
     if (asInt) {

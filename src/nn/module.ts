@@ -149,18 +149,60 @@ export abstract class Module {
    * Copies values from `state` into this module. Strict (default): every key must match a
    * parameter or buffer with the same shape, and none may be missing, or nothing is changed and
    * the Error lists missing, unexpected and mis-shaped keys. Non-strict: loads what matches.
+   * As in torch 1.13, a missing batch-norm `num_batches_tracked` is not an error: the counter
+   * is set to 0.
    */
   loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+    const plan = this.planLoad(state, strict);
+    // Checked: every copy below is between arrays of the same length, so none can throw.
+    for (const [mine, t] of plan.copies) mine.data.set(t.data);
+    return { missing: plan.missing, unexpected: plan.unexpected };
+  }
+
+  /**
+   * Checks `state` exactly as loadStateDict(state, strict) would, without changing anything:
+   * throws the Error loadStateDict would throw, or returns the keys it would report.
+   */
+  validateStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+    const { missing, unexpected } = this.planLoad(state, strict);
+    return { missing, unexpected };
+  }
+
+  /** Everything loadStateDict checks, and the copies it would then make. */
+  private planLoad(state: Map<string, Tensor> | Record<string, Tensor>, strict: boolean): { missing: string[]; unexpected: string[]; copies: [Tensor, Tensor][] } {
+    if (!(state instanceof Map) && (typeof state !== 'object' || state === null || Array.isArray(state))) {
+      throw new Error(`loadStateDict: expected a Map or an object of tensors by name, got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`);
+    }
     const src = state instanceof Map ? state : new Map(Object.entries(state));
     const own = this.stateDict();
-    const missing = [...own.keys()].filter((k) => !src.has(k));
+    const absent = [...own.keys()].filter((k) => !src.has(k));
+    // torch 1.13's _NormBase._load_from_state_dict: when the state dict has no version metadata
+    // for a batch-norm module (none we load has: safetensors files carry no `_metadata`) and
+    // lacks its `num_batches_tracked` (torchvision's older checkpoints predate the buffer), it
+    // is filled in as tensor(0) before loading, in strict and non-strict loads alike. So the
+    // counter is set to 0 (torch >= 2.1 keeps the current value instead) and the key is not
+    // reported missing; any other missing key still is.
+    const isBatchCounter = (k: string) => k === 'num_batches_tracked' || k.endsWith('.num_batches_tracked');
+    const missing = absent.filter((k) => !isBatchCounter(k));
     const unexpected = [...src.keys()].filter((k) => !own.has(k));
     const misShaped: string[] = [];
+    const copies: [Tensor, Tensor][] = [];
+    for (const k of absent) {
+      if (!isBatchCounter(k)) continue;
+      const mine = own.get(k)!;
+      copies.push([mine, new Tensor(new Float32Array(mine.size), mine.shape)]);
+    }
     for (const [k, t] of src) {
       const mine = own.get(k);
-      if (mine && (mine.size !== t.size || mine.shape.join() !== t.shape.join())) {
+      if (!mine) continue;
+      if (!(t instanceof Tensor)) {
+        misShaped.push(`${k}: expected a Tensor, got ${t === null ? 'null' : typeof t}`);
+      } else if (mine.size !== t.size || mine.shape.join() !== t.shape.join()) {
         // A 0-d / [1] mismatch (e.g. num_batches_tracked) is the same value: allow it.
-        if (!(mine.size === 1 && t.size === 1)) misShaped.push(`${k}: expected [${mine.shape.join(', ')}], got [${t.shape.join(', ')}]`);
+        if (mine.size === 1 && t.size === 1) copies.push([mine, t]);
+        else misShaped.push(`${k}: expected [${mine.shape.join(', ')}], got [${t.shape.join(', ')}]`);
+      } else {
+        copies.push([mine, t]);
       }
     }
     if (misShaped.length || (strict && (missing.length || unexpected.length))) {
@@ -170,11 +212,7 @@ export abstract class Module {
       if (misShaped.length) parts.push(`shape mismatch: ${misShaped.join('; ')}`);
       throw new Error(`loadStateDict: ${parts.join('. ')}`);
     }
-    for (const [k, t] of src) {
-      const mine = own.get(k);
-      if (mine) mine.data.set(t.data);
-    }
-    return { missing, unexpected };
+    return { missing, unexpected, copies };
   }
 
   /**

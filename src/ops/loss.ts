@@ -38,10 +38,31 @@ export interface CrossEntropyOptions {
   reduction?: Reduction;
 }
 
-function toTargets(targets: Int32Array | readonly number[], n: number): Int32Array {
-  const t = targets instanceof Int32Array ? targets : Int32Array.from(targets);
-  if (t.length !== n) throw new Error(`targets: expected ${n} class indices, got ${t.length}`);
-  return t;
+function describeValue(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+/**
+ * Checks class indices for `op` (crossEntropy, nllLoss, topkCorrect, ...) and returns them as an
+ * Int32Array: `n` of them, each an integer in [0, classes) or equal to `ignoreIndex`. Nothing is
+ * rounded or wrapped: 1.9, NaN or 2^32 + 1 throw, naming the index and the value.
+ */
+export function checkClassIndices(op: string, targets: ArrayLike<number>, n: number, classes: number, ignoreIndex: number | null = -100): Int32Array {
+  if (ignoreIndex !== null && !Number.isSafeInteger(ignoreIndex)) {
+    throw new Error(`${op}: ignoreIndex: expected an integer, got ${describeValue(ignoreIndex)}`);
+  }
+  if (targets === null || typeof targets !== 'object' || typeof targets.length !== 'number') {
+    throw new Error(`${op}: targets: expected an Int32Array or an array of class indices, got ${targets === null ? 'null' : typeof targets}`);
+  }
+  if (targets.length !== n) throw new Error(`${op}: targets: expected ${n} class indices, got ${targets.length}`);
+  const out = targets instanceof Int32Array ? targets : new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = targets[i];
+    const ok = typeof v === 'number' && Number.isInteger(v) && ((v >= 0 && v < classes) || v === ignoreIndex);
+    if (!ok) throw new Error(`${op}: targets[${i}] = ${describeValue(v)} is not a class index in [0, ${classes})`);
+    out[i] = v;
+  }
+  return out;
 }
 
 /**
@@ -49,11 +70,11 @@ function toTargets(targets: Int32Array | readonly number[], n: number): Int32Arr
  * Returns a scalar (mean/sum) or [N] (none).
  */
 export function crossEntropy(logits: Tensor, targets: Int32Array | readonly number[], opts: CrossEntropyOptions = {}): Tensor {
-  if (logits.ndim !== 2) throw new Error(`logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
+  if (logits.ndim !== 2) throw new Error(`crossEntropy: logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
   const [batch, classes] = logits.shape;
-  const t = toTargets(targets, batch);
+  const t = checkClassIndices('crossEntropy', targets, batch, classes, opts.ignoreIndex ?? -100);
   const weight = opts.weight ?? null;
-  if (weight && weight.size !== classes) throw new Error(`weight: expected ${classes} class weights, got ${weight.size}`);
+  if (weight && weight.size !== classes) throw new Error(`crossEntropy: weight: expected ${classes} class weights, got ${weight.size}`);
   const reduction = opts.reduction ?? 'mean';
   const args = { batch, classes, labelSmoothing: opts.labelSmoothing ?? 0, ignoreIndex: opts.ignoreIndex ?? -100, reduction };
   const probs = new Float32Array(logits.size);
@@ -94,10 +115,11 @@ function sameShape(name: string, a: Tensor, b: Tensor): void {
 
 /** Negative log-likelihood of log-probabilities [N, C] at class indices [N]. */
 export function nllLoss(logProbs: Tensor, targets: Int32Array | readonly number[], opts: { weight?: Tensor | null; ignoreIndex?: number; reduction?: Reduction } = {}): Tensor {
-  if (logProbs.ndim !== 2) throw new Error(`input: expected shape [N, C], got [${logProbs.shape.join(', ')}]`);
+  if (logProbs.ndim !== 2) throw new Error(`nllLoss: input: expected shape [N, C], got [${logProbs.shape.join(', ')}]`);
   const [batch, classes] = logProbs.shape;
-  const t = toTargets(targets, batch);
   const ignore = opts.ignoreIndex ?? -100;
+  const t = checkClassIndices('nllLoss', targets, batch, classes, ignore);
+  if (opts.weight && opts.weight.size !== classes) throw new Error(`nllLoss: weight: expected ${classes} class weights, got ${opts.weight.size}`);
   const reduction = opts.reduction ?? 'mean';
   const w = (c: number) => (opts.weight ? opts.weight.data[c] : 1);
   const per = new Float32Array(batch);
@@ -105,7 +127,6 @@ export function nllLoss(logProbs: Tensor, targets: Int32Array | readonly number[
   for (let i = 0; i < batch; i++) {
     const c = t[i];
     if (c === ignore) continue;
-    if (!(c >= 0 && c < classes)) throw new Error(`targets[${i}]: expected a class in [0, ${classes}), got ${c}`);
     per[i] = -w(c) * logProbs.data[i * classes + c];
     denom += w(c);
   }

@@ -33,8 +33,8 @@ function checkNumber(v: unknown, what: string, ok: (x: number) => boolean, expec
   return v;
 }
 
-const isPositiveInt = (x: number): boolean => Number.isInteger(x) && x > 0;
-const isNonNegativeInt = (x: number): boolean => Number.isInteger(x) && x >= 0;
+const isPositiveInt = (x: number): boolean => Number.isSafeInteger(x) && x > 0;
+const isNonNegativeInt = (x: number): boolean => Number.isSafeInteger(x) && x >= 0;
 const isNonNegative = (x: number): boolean => x >= 0;
 
 /** One value per parameter group, from a scalar or a list of the right length. */
@@ -112,18 +112,28 @@ export abstract class LRScheduler {
    * lrs live there). Checks everything first; on an Error nothing has changed.
    */
   loadStateDict(stateDict: LRSchedulerStateDict): void {
+    const { lastEpoch, baseLrs, lastLr } = this.checkStateDict(stateDict);
+    this.lastEpoch = lastEpoch;
+    this.baseLrs = baseLrs;
+    this.lastLr = lastLr;
+  }
+
+  /** Checks `stateDict` exactly as loadStateDict would, without changing anything. */
+  validateStateDict(stateDict: LRSchedulerStateDict): void {
+    this.checkStateDict(stateDict);
+  }
+
+  private checkStateDict(stateDict: LRSchedulerStateDict): { lastEpoch: number; baseLrs: number[]; lastLr: number[] } {
     const where = `${this.name}.loadStateDict`;
     if (typeof stateDict !== 'object' || stateDict === null) throw new Error(`${where}: expected an object, got ${describe(stateDict)}`);
     if (stateDict.scheduler !== undefined && stateDict.scheduler !== this.name) {
       throw new Error(`${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ${this.name}`);
     }
-    const lastEpoch = checkNumber(stateDict.lastEpoch, `${where}: lastEpoch`, (x) => Number.isInteger(x) && x >= -1, 'an integer >= -1');
+    const lastEpoch = checkNumber(stateDict.lastEpoch, `${where}: lastEpoch`, (x) => Number.isSafeInteger(x) && x >= -1, 'an integer >= -1');
     const n = this.optimizer.paramGroups.length;
     const baseLrs = checkNumberArray(stateDict.baseLrs, n, `${where}: baseLrs`);
     const lastLr = checkNumberArray(stateDict.lastLr, n, `${where}: lastLr`);
-    this.lastEpoch = lastEpoch;
-    this.baseLrs = baseLrs;
-    this.lastLr = lastLr;
+    return { lastEpoch, baseLrs, lastLr };
   }
 }
 
@@ -561,6 +571,20 @@ export class ReduceLROnPlateau {
 
   /** Restores the counters and best metric (the groups' lrs come from the optimizer's state dict). */
   loadStateDict(stateDict: ReduceLROnPlateauStateDict): void {
+    const { lastEpoch, best, numBadEpochs, cooldownCounter, lastLr } = this.checkStateDict(stateDict);
+    this.lastEpoch = lastEpoch;
+    this.best = best;
+    this.numBadEpochs = numBadEpochs;
+    this.cooldownCounter = cooldownCounter;
+    this.lastLr = lastLr;
+  }
+
+  /** Checks `stateDict` exactly as loadStateDict would, without changing anything. */
+  validateStateDict(stateDict: ReduceLROnPlateauStateDict): void {
+    this.checkStateDict(stateDict);
+  }
+
+  private checkStateDict(stateDict: ReduceLROnPlateauStateDict): { lastEpoch: number; best: number; numBadEpochs: number; cooldownCounter: number; lastLr: number[] } {
     const where = 'ReduceLROnPlateau.loadStateDict';
     if (typeof stateDict !== 'object' || stateDict === null) throw new Error(`${where}: expected an object, got ${describe(stateDict)}`);
     if (stateDict.scheduler !== undefined && stateDict.scheduler !== 'ReduceLROnPlateau') {
@@ -572,10 +596,6 @@ export class ReduceLROnPlateau {
     const numBad = checkNumber(stateDict.numBadEpochs, `${where}: numBadEpochs`, isNonNegativeInt, 'a non-negative integer');
     const cooldown = checkNumber(stateDict.cooldownCounter, `${where}: cooldownCounter`, isNonNegativeInt, 'a non-negative integer');
     const lastLr = checkNumberArray(stateDict.lastLr, this.optimizer.paramGroups.length, `${where}: lastLr`);
-    this.lastEpoch = lastEpoch;
-    this.best = best;
-    this.numBadEpochs = numBad;
-    this.cooldownCounter = cooldown;
-    this.lastLr = lastLr;
+    return { lastEpoch, best, numBadEpochs: numBad, cooldownCounter: cooldown, lastLr };
   }
 }

@@ -102,7 +102,7 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     for (const [k, v] of Object.entries(builtIn)) (defaults as Record<string, unknown>)[k] = copyValue(v);
     if (!isObject(options)) throw new Error(`${name}: options: expected an object, got ${describe(options)}`);
     for (const [k, v] of Object.entries(options)) {
-      if (!(k in builtIn)) throw new Error(`${name}: unknown option '${k}' (known: ${Object.keys(builtIn).join(', ')})`);
+      if (!Object.hasOwn(builtIn, k)) throw new Error(`${name}: unknown option '${k}' (known: ${Object.keys(builtIn).join(', ')})`);
       if (v !== undefined) (defaults as Record<string, unknown>)[k] = copyValue(v);
     }
     this.resolveOptions(defaults, builtIn, `${name}`);
@@ -133,7 +133,7 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     for (const [k, v] of Object.entries(this.defaults)) resolved[k] = copyValue(v);
     for (const [k, v] of Object.entries(group)) {
       if (k === 'params') continue;
-      if (!(k in this.defaults)) throw new Error(`${where}: unknown option '${k}' (known: ${Object.keys(this.defaults).join(', ')})`);
+      if (!Object.hasOwn(this.defaults, k)) throw new Error(`${where}: unknown option '${k}' (known: ${Object.keys(this.defaults).join(', ')})`);
       if (v !== undefined) resolved[k] = copyValue(v);
     }
     this.resolveOptions(resolved as unknown as O, this.defaults, where);
@@ -233,6 +233,23 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
    * (which names the problem) nothing has changed. Group options, including lr, are restored.
    */
   loadStateDict(stateDict: OptimizerStateDict): void {
+    const { newOptions, newState } = this.planLoad(stateDict);
+    // Checked: commit (nothing below can throw).
+    this.paramGroups.forEach((g, gi) => Object.assign(g, newOptions[gi]));
+    this.state.clear();
+    for (const [p, st] of newState) this.state.set(p, st);
+  }
+
+  /**
+   * Checks `stateDict` exactly as loadStateDict would, without changing anything: throws the
+   * Error loadStateDict would throw (e.g. before a resume commits to anything).
+   */
+  validateStateDict(stateDict: OptimizerStateDict): void {
+    this.planLoad(stateDict);
+  }
+
+  /** Everything loadStateDict checks, and the options and state it would then install. */
+  private planLoad(stateDict: OptimizerStateDict): { newOptions: O[]; newState: Map<Tensor, ParamState> } {
     const where = `${this.name}.loadStateDict`;
     if (!isObject(stateDict) || !isObject(stateDict.state) || !Array.isArray(stateDict.paramGroups)) {
       throw new Error(`${where}: expected { optimizer, state, paramGroups }, got ${describe(stateDict)}`);
@@ -262,11 +279,11 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
       const opts = {} as Record<string, unknown>;
       for (const [k, v] of Object.entries(sg)) {
         if (k === 'params') continue;
-        if (!(k in this.defaults)) throw new Error(`${gw}: unknown option '${k}' for ${this.name}`);
+        if (!Object.hasOwn(this.defaults, k)) throw new Error(`${gw}: unknown option '${k}' for ${this.name}`);
         opts[k] = copyValue(v);
       }
       for (const k of Object.keys(this.defaults)) {
-        if (!(k in opts)) throw new Error(`${gw}: option '${k}' is missing`);
+        if (!Object.hasOwn(opts, k)) throw new Error(`${gw}: option '${k}' is missing`);
       }
       this.resolveOptions(opts as unknown as O, this.defaults, gw);
       newOptions.push(opts as unknown as O);
@@ -278,7 +295,7 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
       if (!p) throw new Error(`${sw}: no parameter has index ${key}`);
       if (!isObject(entry)) throw new Error(`${sw}: expected an object, got ${describe(entry)}`);
       const step = entry.step;
-      if (typeof step !== 'number' || !Number.isInteger(step) || step < 0) {
+      if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) {
         throw new Error(`${sw}.step: expected a non-negative integer, got ${describe(step)}`);
       }
       const buffers: Record<string, Float32Array> = {};
@@ -296,9 +313,6 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
       }
       newState.set(p, { step, buffers });
     }
-    // Validated: commit.
-    this.paramGroups.forEach((g, gi) => Object.assign(g, newOptions[gi]));
-    this.state.clear();
-    for (const [p, st] of newState) this.state.set(p, st);
+    return { newOptions, newState };
   }
 }

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import type { Module } from '../nn/module.js';
+import { checkRngState } from '../random.js';
 import { Tensor } from '../tensor.js';
 
 export const CHECKPOINT_FORMAT = 'ferroconv-checkpoint-1';
@@ -61,11 +62,52 @@ export function saveCheckpoint(path: string, model: Module, state: TrainingState
   saveSafetensors(path, tensors, { metadata: { format: CHECKPOINT_FORMAT, state: JSON.stringify(json) } });
 }
 
+/** A checkpoint as read from disk, checked but not yet applied to anything. */
+export interface CheckpointContents {
+  /** The model's weights, by the names of model.stateDict(). */
+  weights: Map<string, Tensor>;
+  state: TrainingState;
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (v === null || typeof v !== 'object') return String(v);
+  return 'an object';
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /**
- * Reads a checkpoint, loads the model weights (strictly: a checkpoint of another architecture
- * throws and changes nothing) and returns the training state for the caller to restore.
+ * Checks the parts of a training state whose form TrainingState fixes (epoch, rng, history);
+ * the optimizer, scheduler and loader states are checked by their owners. Throws naming `where`.
  */
-export function loadCheckpoint(path: string, model: Module): TrainingState {
+export function checkTrainingState(state: unknown, where: string): asserts state is TrainingState {
+  if (!isRecord(state)) throw new Error(`${where}: training state: expected an object, got ${describe(state)}`);
+  if (state.epoch === undefined) throw new Error(`${where}: training state has no epoch`);
+  const epoch = state.epoch;
+  // Safe integers only: from 2^53 on, epoch + 1 === epoch and a loop over epochs never advances.
+  if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 0) {
+    throw new Error(`${where}: epoch: expected a non-negative integer (the last completed epoch), got ${describe(epoch)}`);
+  }
+  if (state.rng !== undefined) checkRngState(state.rng, `${where}: rng`);
+  if (state.history !== undefined) {
+    const history = state.history;
+    if (!Array.isArray(history)) throw new Error(`${where}: history: expected an array of epoch records, got ${describe(history)}`);
+    history.forEach((h, i) => {
+      if (!isRecord(h)) throw new Error(`${where}: history[${i}]: expected an epoch record (an object), got ${describe(h)}`);
+      if (typeof h.epoch !== 'number' || !Number.isSafeInteger(h.epoch) || h.epoch < 1) {
+        throw new Error(`${where}: history[${i}].epoch: expected a positive integer, got ${describe(h.epoch)}`);
+      }
+    });
+  }
+}
+
+/**
+ * Reads a checkpoint and checks it, changing nothing: the training state's own fields (see
+ * checkTrainingState) and, when `model` is given, that the weights load into it strictly.
+ */
+export function readCheckpoint(path: string, model?: Module): CheckpointContents {
   if (!existsSync(path)) throw new Error(`checkpoint ${path}: file not found`);
   const { tensors, metadata } = loadSafetensors(path);
   if (metadata.format !== CHECKPOINT_FORMAT) {
@@ -77,10 +119,26 @@ export function loadCheckpoint(path: string, model: Module): TrainingState {
   } catch {
     throw new Error(`checkpoint ${path}: training state is not valid JSON`);
   }
-  const state = restore(parsed, tensors) as TrainingState;
-  if (typeof state?.epoch !== 'number') throw new Error(`checkpoint ${path}: training state has no epoch`);
+  const state = restore(parsed, tensors);
+  checkTrainingState(state, `checkpoint ${path}`);
   const weights = new Map<string, Tensor>();
   for (const [k, t] of tensors) if (k.startsWith('model.')) weights.set(k.slice(6), t);
+  if (model) {
+    try {
+      model.validateStateDict(weights);
+    } catch (e) {
+      throw new Error(`checkpoint ${path}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  return { weights, state };
+}
+
+/**
+ * Reads a checkpoint, loads the model weights (strictly: a checkpoint of another architecture
+ * throws and changes nothing) and returns the training state for the caller to restore.
+ */
+export function loadCheckpoint(path: string, model: Module): TrainingState {
+  const { weights, state } = readCheckpoint(path, model);
   model.loadStateDict(weights);
   return state;
 }

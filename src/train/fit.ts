@@ -2,6 +2,7 @@
 // after every epoch; top-1/top-5 metrics; Keras-style callbacks (the progress bar is one);
 // per-run logs and a training curve; atomic checkpoints and exact resume. Between batches it
 // yields to the event loop, so a server that trains keeps answering.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../autograd.js';
 import type { Module } from '../nn/module.js';
@@ -9,7 +10,7 @@ import { crossEntropy } from '../ops/loss.js';
 import { globalRng } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { ProgressBar, type Callback, type Logs, type TrainerHandle } from './callbacks.js';
-import { loadCheckpoint, saveCheckpoint, type TrainingState } from './checkpoint.js';
+import { readCheckpoint, saveCheckpoint, type CheckpointContents } from './checkpoint.js';
 import { writeRunLogs, type EpochRecord } from './history.js';
 import { topkCorrect } from './metrics.js';
 
@@ -25,6 +26,8 @@ export interface LoaderLike extends AsyncIterable<Batch> {
   setEpoch?(epoch: number): void;
   getState?(): unknown;
   setState?(state: never): void;
+  /** Throws what setState would throw, changing nothing (checked before a resume commits). */
+  validateState?(state: never): void;
 }
 
 /** What fit() needs of an optimizer (src/optim's optimizers provide it). */
@@ -34,6 +37,8 @@ export interface OptimizerLike {
   paramGroups: { lr: number }[];
   stateDict(): unknown;
   loadStateDict(state: never): void;
+  /** Throws what loadStateDict would throw, changing nothing (checked before a resume commits). */
+  validateStateDict?(state: never): void;
 }
 
 /** What fit() needs of a learning-rate scheduler (src/optim's schedulers provide it). */
@@ -41,6 +46,8 @@ export interface SchedulerLike {
   step(metric?: number): void;
   stateDict(): unknown;
   loadStateDict(state: never): void;
+  /** Throws what loadStateDict would throw, changing nothing (checked before a resume commits). */
+  validateStateDict?(state: never): void;
 }
 
 export type LossFn = (logits: Tensor, labels: Int32Array) => Tensor;
@@ -124,6 +131,58 @@ export async function evaluate(model: Module, loader: LoaderLike, lossFn: LossFn
   return { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, count };
 }
 
+/**
+ * Restores a run from the checkpoint at `path`: all of it or, on an Error, none of it. Every
+ * part (weights, optimizer, scheduler, loader, random generator, history, epoch) is checked
+ * before anything is changed; the parts whose owners cannot check without applying (a custom
+ * optimizer, scheduler or loader without validateStateDict/validateState) are applied first and
+ * put back if a later one throws.
+ */
+function resume(path: string, model: Module, train: LoaderLike, opts: FitOptions): { history: EpochRecord[]; startEpoch: number } {
+  const fail = (e: unknown, what = ''): never => {
+    throw new Error(`fit: ${what}${(e as Error).message}`, { cause: e });
+  };
+  let ckpt: CheckpointContents;
+  try {
+    ckpt = readCheckpoint(path, model);
+  } catch (e) {
+    return fail(e);
+  }
+  const { weights, state } = ckpt;
+  const where = `checkpoint ${path}: `;
+  const { optimizer, scheduler } = opts;
+  const loaderState = state.loader !== undefined && train.setState ? state.loader : undefined;
+  const useScheduler = scheduler !== undefined && state.scheduler !== undefined;
+  if (state.optimizer === undefined) fail(new Error('holds no optimizer state'), where);
+  try {
+    optimizer.validateStateDict?.(state.optimizer as never);
+    if (useScheduler) scheduler.validateStateDict?.(state.scheduler as never);
+    if (loaderState !== undefined) train.validateState?.(loaderState as never);
+  } catch (e) {
+    fail(e, where);
+  }
+  // Checked: apply. Only a custom part without a validation method can still throw here.
+  const undo: (() => void)[] = [];
+  try {
+    const optimizerBefore = optimizer.stateDict();
+    optimizer.loadStateDict(state.optimizer as never);
+    undo.push(() => optimizer.loadStateDict(optimizerBefore as never));
+    if (useScheduler) {
+      const schedulerBefore = scheduler.stateDict();
+      scheduler.loadStateDict(state.scheduler as never);
+      undo.push(() => scheduler.loadStateDict(schedulerBefore as never));
+    }
+    if (loaderState !== undefined) train.setState!(loaderState as never);
+  } catch (e) {
+    for (const f of undo.reverse()) f();
+    fail(e, where);
+  }
+  // These cannot throw: checked by readCheckpoint.
+  if (state.rng !== undefined) globalRng.setState(state.rng);
+  model.loadStateDict(weights);
+  return { history: (state.history ?? []) as EpochRecord[], startEpoch: state.epoch + 1 };
+}
+
 /** Models a fit() call is training: a second concurrent fit() of the same model is refused. */
 const training = new WeakSet<Module>();
 
@@ -158,21 +217,8 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
   for (const cb of callbacks) cb.setTrainer?.(handle);
   let history: EpochRecord[] = [];
   let startEpoch = 0;
-  if (opts.resume && ckptPath) {
-    let state: TrainingState | undefined;
-    try {
-      state = loadCheckpoint(ckptPath, model);
-    } catch (e) {
-      if (!/file not found/.test((e as Error).message)) throw e;
-    }
-    if (state) {
-      opts.optimizer.loadStateDict(state.optimizer as never);
-      if (opts.scheduler && state.scheduler !== undefined) opts.scheduler.loadStateDict(state.scheduler as never);
-      if (state.loader !== undefined) train.setState?.(state.loader as never);
-      if (state.rng) globalRng.setState(state.rng);
-      history = (state.history ?? []) as EpochRecord[];
-      startEpoch = state.epoch + 1;
-    }
+  if (opts.resume && ckptPath && existsSync(ckptPath)) {
+    ({ history, startEpoch } = resume(ckptPath, model, train, opts));
   }
 
   const params = model.parameters();
