@@ -12,6 +12,7 @@
 //
 // Ratios are peer median / ferroconv median from the same run: > 1 means ferroconv is faster.
 // Optional peers come from `npm run bench:peers`; a missing one becomes a row saying so.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -103,11 +104,26 @@ const ortPeer = findOrt();
 if (!torchPeer.api && ortPeer.api) ortPeer.notes.push('its ONNX models are exported by PyTorch, which is missing: no ORT rows');
 const peers: Peer<unknown>[] = [torchPeer, ortPeer, tfPeer];
 
-log('measuring the FMA peak and memory bandwidth');
+/**
+ * A machine ceiling from the kernel crate's `peak` probe (kept out of the addon): the FMA peak
+ * in GFLOP/s or the triad bandwidth in GB/s on `threads` threads.
+ */
+function probe(kind: 'fma' | 'bandwidth', ...args: number[]): number {
+  const out = execFileSync(
+    'cargo',
+    ['run', '--release', '--quiet', '-p', 'ferroconv-kernels', '--features', 'probes', '--example', 'peak', '--', kind, ...args.map(String)],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const v = Number(out.trim());
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`bench: the ${kind} probe printed '${out.trim()}'`);
+  return v;
+}
+
+log('measuring the FMA peak and memory bandwidth (building the probe on first use)');
 // Measured again right before the sections that divide by them; the best reading is the ceiling
 // (other processes can only pull a reading down).
-const peakReadings = [native.fmaPeakGflops(threads, quick ? 300 : 1500)];
-const bandwidthReadings = [native.memoryBandwidthGbs(threads)];
+const peakReadings = [probe('fma', threads, quick ? 300 : 1500)];
+const bandwidthReadings = [probe('bandwidth', threads)];
 let fmaPeak = peakReadings[0];
 let bandwidth = bandwidthReadings[0];
 
@@ -424,7 +440,7 @@ async function convSection(): Promise<void> {
 // 2. SGEMM
 
 async function gemmSection(): Promise<void> {
-  peakReadings.push(native.fmaPeakGflops(threads, quick ? 300 : 1500));
+  peakReadings.push(probe('fma', threads, quick ? 300 : 1500));
   fmaPeak = Math.max(...peakReadings);
   const sizes = quick ? [256, 512] : [256, 512, 1024, 2048];
   const ferro = new Map<number, Stat>();
@@ -582,7 +598,7 @@ async function trainSection(): Promise<void> {
 // 5. Memory: peak RSS of the end-to-end rows; pooling and batch norm against the bandwidth
 
 async function memorySection(): Promise<void> {
-  bandwidthReadings.push(native.memoryBandwidthGbs(threads));
+  bandwidthReadings.push(probe('bandwidth', threads));
   bandwidth = Math.max(...bandwidthReadings);
   const shape = [16, 64, 112, 112]; // ResNet's stem output at batch 16: 51 MB, beyond the L3
   const n = shape.reduce((a, b) => a * b, 1);

@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod linear;
 pub mod lrn;
 pub mod optim;
+#[cfg(feature = "probes")]
 pub mod peak;
 pub mod pool;
 pub mod scratch;

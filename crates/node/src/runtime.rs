@@ -1,8 +1,8 @@
 //! The thread pool every kernel runs in, and `info()`. One rayon pool for the process, sized from
 //! `FERROCONV_NUM_THREADS` or the number of cores; `setNumThreads` swaps it for another size.
-use crate::args::{invalid, kernel_err, size};
+use crate::args::{invalid, size};
 use ferroconv_kernels::scratch::OutOfMemory;
-use ferroconv_kernels::{peak, simd};
+use ferroconv_kernels::simd;
 use napi::{Error, Status};
 use napi_derive::napi;
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -172,23 +172,4 @@ pub fn native_info() -> napi::Result<NativeInfo> {
         arch: std::env::consts::ARCH.to_string(),
         os: std::env::consts::OS.to_string(),
     })
-}
-
-/// FMA throughput in GFLOP/s that `threads` threads reach in about `millis` ms each (the
-/// benchmarks' compute ceiling). Runs on its own threads, not the kernel pool, so exactly
-/// `threads` cores are busy whatever the pool size.
-#[napi(catch_unwind, js_name = "fmaPeakGflops")]
-pub fn fma_peak_gflops(threads: f64, millis: f64) -> napi::Result<f64> {
-    let threads = size("threads", threads)?;
-    let millis = size("millis", millis)?;
-    peak::fma_peak_gflops(threads, millis).map_err(kernel_err)
-}
-
-/// Best triad memory bandwidth in GB/s on `threads` threads (STREAM byte counting: 12 bytes per
-/// element, no write-allocate), the benchmarks' ceiling for pooling and batch norm. Takes about
-/// a second and 192 MiB.
-#[napi(catch_unwind, js_name = "memoryBandwidthGbs")]
-pub fn memory_bandwidth_gbs(threads: f64) -> napi::Result<f64> {
-    let threads = size("threads", threads)?;
-    peak::memory_bandwidth_gbs(threads).map_err(kernel_err)
 }
