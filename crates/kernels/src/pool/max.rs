@@ -1,0 +1,369 @@
+//! Max pooling, forward (with and without torch's flat argmax indices) and backward.
+use super::*;
+use crate::{bail, simd, Result};
+
+/// output = max over each window, indices = flat position (`ih * in_w + iw`) of the max within
+/// its input plane, as torch's `max_pool2d(..., return_indices=True)`: ties go to the first
+/// element in row-major order and NaN wins (the last NaN of the window). A window that covers
+/// only padding (possible with dilation) gives -inf and index -1, where torch reports an index
+/// outside the plane.
+pub fn max_pool2d_forward(
+    p: &Pool2dParams,
+    input: &[f32],
+    output: &mut [f32],
+    indices: &mut [i32],
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    p.check_indexable()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("output", output.len(), p.output_len(out_hw))?;
+    check_len("indices", indices.len(), p.output_len(out_hw))?;
+    max_pool_rows(p, out_hw, input, output, Some(indices));
+    Ok(())
+}
+
+/// output = max over each window, as [`max_pool2d_forward`] but without the indices, for
+/// inference (nothing will run the backward), which saves their write traffic. Same values,
+/// NaN winning as in torch; the one difference is the sign of a zero maximum when +0 and -0
+/// tie in one window (windows are reduced column by column, not in row-major order).
+pub fn max_pool2d_forward_no_indices(
+    p: &Pool2dParams,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("output", output.len(), p.output_len(out_hw))?;
+    max_pool_rows(p, out_hw, input, output, None);
+    Ok(())
+}
+
+/// Both max-pool forwards. A task is a run of consecutive output rows, which may cross planes.
+/// Each output row is reduced in two steps: the column maxima over the window's input rows
+/// (each input row read once per output row, contiguously), then each window's maximum across
+/// its columns of that row buffer.
+fn max_pool_rows(
+    p: &Pool2dParams,
+    out_hw: (usize, usize),
+    input: &[f32],
+    output: &mut [f32],
+    indices: Option<&mut [i32]>,
+) {
+    let g = p.geom(out_hw);
+    let out_w = out_hw.1;
+    // Each output row reads about stride_h new input rows.
+    let row_len = p.in_w.saturating_mul(p.stride_h.min(p.in_h));
+    let rows = rows_per_task(row_len, p.batch * p.channels * out_hw.0);
+    let chunk = rows * out_w;
+    let avx2 = simd::use_avx2();
+    // Slack past the row for the AVX2 loads, which read up to 16 floats from a column.
+    let slack = p.in_w + 16;
+    match indices {
+        Some(ind) => output
+            .par_chunks_mut(chunk)
+            .zip(ind.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each_init(
+                || (vec![0.0f32; slack], vec![0i32; slack]),
+                |(vm, vi), (t, (y, i))| max_task::<true>(avx2, &g, input, t * rows, y, i, vm, vi),
+            ),
+        None => output.par_chunks_mut(chunk).enumerate().for_each_init(
+            || vec![0.0f32; slack],
+            |vm, (t, y)| max_task::<false>(avx2, &g, input, t * rows, y, &mut [], vm, &mut []),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn max_task<const IDX: bool>(
+    avx2: bool,
+    g: &Geom,
+    input: &[f32],
+    first_row: usize,
+    y: &mut [f32],
+    ind: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
+        return unsafe { max_task_avx2::<IDX>(g, input, first_row, y, ind, vm, vi) };
+    }
+    let _ = avx2;
+    max_task_impl::<false, IDX>(g, input, first_row, y, ind, vm, vi)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_task_avx2<const IDX: bool>(
+    g: &Geom,
+    input: &[f32],
+    first_row: usize,
+    y: &mut [f32],
+    ind: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    max_task_impl::<true, IDX>(g, input, first_row, y, ind, vm, vi)
+}
+
+/// torch's update rule: a strictly larger value, or any NaN, takes the slot. Starting from
+/// -inf with the index of the window's first element, this is exactly torch's loop.
+#[inline(always)]
+fn takes_max(v: f32, best: f32) -> bool {
+    (v > best) | v.is_nan()
+}
+
+/// Whether a column's winner (`v` at flat index `at`) replaces the running winner of the
+/// columns to its left (`best` at `arg`), so that reducing a window column by column picks the
+/// element torch's row-major loop picks: the last NaN in row-major order, else the first
+/// maximum. Within one window two columns' flat indices order them by row first (their
+/// column distance is below the row length), so the flat index decides both tie rules.
+#[inline(always)]
+fn column_takes(v: f32, at: i32, best: f32, arg: i32) -> bool {
+    if v.is_nan() {
+        !best.is_nan() || at > arg
+    } else {
+        !best.is_nan() && (v > best || (v == best && at < arg))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn max_task_impl<const AVX2: bool, const IDX: bool>(
+    g: &Geom,
+    input: &[f32],
+    first_row: usize,
+    y: &mut [f32],
+    ind: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    let (in_w, out_h, out_w) = (g.w.input as usize, g.h.out, g.w.out);
+    let in_plane = g.h.input as usize * in_w;
+    for (r, y_row) in y.chunks_exact_mut(out_w).enumerate() {
+        let (plane, oh) = ((first_row + r) / out_h, (first_row + r) % out_h);
+        let x = &input[plane * in_plane..(plane + 1) * in_plane];
+        let i_row = if IDX {
+            &mut ind[r * out_w..(r + 1) * out_w]
+        } else {
+            &mut [][..]
+        };
+        max_row::<AVX2, IDX>(g, x, oh, y_row, i_row, vm, vi);
+    }
+}
+
+#[inline(always)]
+fn max_row<const AVX2: bool, const IDX: bool>(
+    g: &Geom,
+    x: &[f32],
+    oh: usize,
+    y_row: &mut [f32],
+    i_row: &mut [i32],
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    let in_w = g.w.input as usize;
+    let (hs, jh_lo, jh_hi) = g.h.taps(oh);
+    if jh_lo >= jh_hi {
+        y_row.fill(f32::NEG_INFINITY);
+        if IDX {
+            i_row.fill(-1);
+        }
+        return;
+    }
+    let row_of = |jh: usize| (hs + jh as i64 * g.h.dilation) as usize;
+    // Column maxima over the window's rows, rows in order, torch's rule.
+    let rows = Rows {
+        first: row_of(jh_lo) * in_w,
+        step: g.h.dilation as usize * in_w,
+        count: jh_hi - jh_lo,
+        len: in_w,
+    };
+    column_max::<AVX2, IDX>(x, &rows, &mut vm[..in_w], vi);
+    // Each window across its columns: border windows tap by tap, clipped to the input.
+    let (ow_lo, ow_hi) = g.w.interior();
+    for ow in (0..ow_lo).chain(ow_hi..g.w.out) {
+        let (ws, jw_lo, jw_hi) = g.w.taps(ow);
+        if jw_lo >= jw_hi {
+            y_row[ow] = f32::NEG_INFINITY;
+            if IDX {
+                i_row[ow] = -1;
+            }
+            continue;
+        }
+        let col = |jw: usize| (ws + jw as i64 * g.w.dilation) as usize;
+        let taps = (jw_lo..jw_hi).map(col);
+        let (b, a) = window_max_scalar::<IDX>(vm, vi, taps);
+        y_row[ow] = b;
+        if IDX {
+            i_row[ow] = a;
+        }
+    }
+    if ow_lo < ow_hi {
+        let w = Window {
+            col0: g.w.start(ow_lo) as usize,
+            stride: g.w.stride as usize,
+            kernel: g.w.kernel as usize,
+            dilation: g.w.dilation as usize,
+        };
+        let y = &mut y_row[ow_lo..ow_hi];
+        let i = if IDX {
+            &mut i_row[ow_lo..ow_hi]
+        } else {
+            &mut [][..]
+        };
+        let done = window_max_simd::<AVX2, IDX>(vm, vi, &w, y, i);
+        for o in done..y.len() {
+            let at = w.col0 + o * w.stride;
+            let taps = (0..w.kernel).map(|k| at + k * w.dilation);
+            let (b, a) = window_max_scalar::<IDX>(vm, vi, taps);
+            y[o] = b;
+            if IDX {
+                i[o] = a;
+            }
+        }
+    }
+}
+
+/// Interior windows of a row buffer: output `o` taps columns `col0 + o * stride + k *
+/// dilation` for k < kernel, all inside the input row.
+#[derive(Clone, Copy)]
+pub(super) struct Window {
+    pub(super) col0: usize,
+    pub(super) stride: usize,
+    pub(super) kernel: usize,
+    pub(super) dilation: usize,
+}
+
+/// One window across the column maxima `vm` (flat indices `vi`), columns in order.
+#[inline(always)]
+fn window_max_scalar<const IDX: bool>(
+    vm: &[f32],
+    vi: &[i32],
+    mut cols: impl Iterator<Item = usize>,
+) -> (f32, i32) {
+    let Some(c) = cols.next() else {
+        return (f32::NEG_INFINITY, -1);
+    };
+    let (mut b, mut a) = (vm[c], if IDX { vi[c] } else { 0 });
+    for c in cols {
+        if IDX {
+            if column_takes(vm[c], vi[c], b, a) {
+                (b, a) = (vm[c], vi[c]);
+            }
+        } else if takes_max(vm[c], b) {
+            b = vm[c];
+        }
+    }
+    (b, a)
+}
+
+/// The input rows of one output row's windows: `count` rows of `len` starting at plane
+/// offsets `first + r * step`.
+#[derive(Clone, Copy)]
+pub(super) struct Rows {
+    pub(super) first: usize,
+    pub(super) step: usize,
+    pub(super) count: usize,
+    pub(super) len: usize,
+}
+
+/// vm[c] = the maximum of column c over `rows`, vi[c] its flat index, rows in order with
+/// torch's rule. Each column keeps its running maximum in a register across the rows and is
+/// stored once: a read-modify-write of vm per row would let LLVM turn the blend into a masked
+/// store, which is very slow on some CPUs (AMD).
+#[inline(always)]
+fn column_max<const AVX2: bool, const IDX: bool>(
+    x: &[f32],
+    rows: &Rows,
+    vm: &mut [f32],
+    vi: &mut [i32],
+) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only inside max_task_avx2, which runs only when the CPU has
+        // AVX2 and FMA.
+        done = unsafe { x86::column_max::<IDX>(x, rows, vm, vi) };
+    }
+    for c in done..rows.len {
+        let (mut b, mut a) = (x[rows.first + c], rows.first + c);
+        for r in 1..rows.count {
+            let at = rows.first + r * rows.step + c;
+            if takes_max(x[at], b) {
+                (b, a) = (x[at], at);
+            }
+        }
+        vm[c] = b;
+        if IDX {
+            vi[c] = a as i32;
+        }
+    }
+}
+
+/// Leading interior windows done with AVX2 (strides 1 and 2); returns how many.
+#[inline(always)]
+fn window_max_simd<const AVX2: bool, const IDX: bool>(
+    vm: &[f32],
+    vi: &[i32],
+    w: &Window,
+    y: &mut [f32],
+    ind: &mut [i32],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only inside max_task_avx2, which runs only when the CPU has
+        // AVX2 and FMA.
+        return unsafe {
+            match w.stride {
+                1 => x86::window_max::<1, IDX>(vm, vi, w, y, ind),
+                2 => x86::window_max::<2, IDX>(vm, vi, w, y, ind),
+                _ => 0,
+            }
+        };
+    }
+    let _ = (vm, vi, w, y, ind);
+    0
+}
+
+/// grad_input = scatter-add of grad_out through the forward's indices (overwrites grad_input).
+/// An index outside its plane is an error; -1 (a window of padding only) contributes nothing.
+/// On error grad_input is left partly written.
+pub fn max_pool2d_backward(
+    p: &Pool2dParams,
+    grad_out: &[f32],
+    indices: &[i32],
+    grad_input: &mut [f32],
+) -> Result<()> {
+    let out_hw = p.validate()?;
+    p.check_indexable()?;
+    check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
+    check_len("indices", indices.len(), p.output_len(out_hw))?;
+    check_len("gradInput", grad_input.len(), p.input_len())?;
+    let (in_plane, out_plane) = (p.in_h * p.in_w, out_hw.0 * out_hw.1);
+    grad_input
+        .par_chunks_mut(in_plane)
+        .zip(grad_out.par_chunks(out_plane))
+        .zip(indices.par_chunks(out_plane))
+        .enumerate()
+        .with_min_len(planes_per_task(in_plane))
+        .try_for_each(|(plane, ((gi, go), ind))| {
+            gi.fill(0.0);
+            for (i, (&g, &k)) in go.iter().zip(ind).enumerate() {
+                match gi.get_mut(k as usize) {
+                    Some(slot) if k >= 0 => *slot += g,
+                    _ if k == -1 => {}
+                    _ => bail!(
+                        "indices: element {} is {k}, expected -1 or an index into the {}x{} input plane (0..{})",
+                        plane * out_plane + i,
+                        p.in_h,
+                        p.in_w,
+                        in_plane - 1
+                    ),
+                }
+            }
+            Ok(())
+        })
+}
