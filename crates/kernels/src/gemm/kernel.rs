@@ -1,0 +1,297 @@
+//! The macro-kernel (MC x NR x MR loops over one KC pass) and the register-tile micro-kernels:
+//! portable and AVX2+FMA 6x16.
+use super::*;
+
+/// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
+/// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
+/// unit's n columns (panel q at `q * b_stride`). Rows go in MC blocks (one A block stays in
+/// L2), then NR panels of B (one stays in L1), then MR panels of A.
+///
+/// # Safety
+/// Rows `rows` by columns `0..n` at `c` (leading dimension `ldc`) must be writable and touched
+/// by nothing else meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn macro_kernel(
+    m: usize,
+    rows: Range<usize>,
+    n: usize,
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    b_stride: usize,
+    alpha: f32,
+    beta: f32,
+    c: CPtr,
+    ldc: usize,
+    avx: bool,
+) {
+    for ic in rows.clone().step_by(MC) {
+        let ic_end = (ic + MC).min(rows.end);
+        for jr in (0..n).step_by(NR) {
+            let nr = NR.min(n - jr);
+            let bpanel = &bp[jr / NR * b_stride..][..kc * NR];
+            for ir in (ic..ic_end).step_by(MR) {
+                let mr = MR.min(m - ir);
+                let apanel = &ap[ir * kc..(ir + MR) * kc];
+                tile(
+                    kc,
+                    apanel,
+                    bpanel,
+                    c.at(ir * ldc + jr),
+                    ldc,
+                    mr,
+                    nr,
+                    alpha,
+                    beta,
+                    avx,
+                );
+            }
+        }
+    }
+}
+
+/// One MR x NR tile of C (possibly clipped to mr x nr at the edges).
+///
+/// # Safety
+/// `c` must point at an `mr x nr` block (leading dimension `ldc`) no other thread touches.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) unsafe fn tile(
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    alpha: f32,
+    beta: f32,
+    avx: bool,
+) {
+    debug_assert!(ap.len() >= MR * kc && bp.len() >= NR * kc);
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        if mr == MR && nr == NR {
+            kernel_6x16_avx2(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
+        } else if mr < MR {
+            // A short last row panel (m = 32 leaves 2 of 6 rows): only its real rows are
+            // computed, in the same order as the full kernel, so results do not change.
+            let mut tmp = [0f32; MR * NR];
+            let (a, b, t) = (ap.as_ptr(), bp.as_ptr(), tmp.as_mut_ptr());
+            match mr {
+                1 => kernel_rows_avx2::<1>(kc, a, b, t, alpha),
+                2 => kernel_rows_avx2::<2>(kc, a, b, t, alpha),
+                3 => kernel_rows_avx2::<3>(kc, a, b, t, alpha),
+                4 => kernel_rows_avx2::<4>(kc, a, b, t, alpha),
+                _ => kernel_rows_avx2::<5>(kc, a, b, t, alpha),
+            }
+            store_edge(&tmp, c, ldc, mr, nr, beta);
+        } else {
+            let mut tmp = [0f32; MR * NR];
+            kernel_6x16_avx2(
+                kc,
+                ap.as_ptr(),
+                bp.as_ptr(),
+                tmp.as_mut_ptr(),
+                NR,
+                alpha,
+                0.0,
+            );
+            store_edge(&tmp, c, ldc, mr, nr, beta);
+        }
+        return;
+    }
+    let _ = avx;
+    let mut tmp = [0f32; MR * NR];
+    kernel_scalar(kc, ap, bp, &mut tmp, alpha);
+    store_edge(&tmp, c, ldc, mr, nr, beta);
+}
+
+/// C[i][j] = tmp[i][j] + beta * C[i][j] over the clipped tile (C unread when beta == 0).
+///
+/// # Safety
+/// As for [`tile`].
+pub(super) unsafe fn store_edge(
+    tmp: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    beta: f32,
+) {
+    for i in 0..mr {
+        let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
+        let t = &tmp[i * NR..i * NR + nr];
+        if beta == 0.0 {
+            row.copy_from_slice(t);
+        } else {
+            for (cv, &tv) in row.iter_mut().zip(t) {
+                *cv = tv + beta * *cv;
+            }
+        }
+    }
+}
+
+/// Portable micro-kernel: tmp = alpha * Apanel * Bpanel over a full MR x NR tile.
+pub(super) fn kernel_scalar(
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    tmp: &mut [f32; MR * NR],
+    alpha: f32,
+) {
+    let mut acc = [[0f32; NR]; MR];
+    for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(kc) {
+        for i in 0..MR {
+            let ai = a[i];
+            for j in 0..NR {
+                acc[i][j] += ai * b[j];
+            }
+        }
+    }
+    for i in 0..MR {
+        for j in 0..NR {
+            tmp[i * NR + j] = alpha * acc[i][j];
+        }
+    }
+}
+
+/// The first `R < MR` rows of the 6x16 tile, `alpha * A * B` into `tmp` (leading dimension NR):
+/// the same per-element FMA chain as [`kernel_6x16_avx2`] without the empty rows' work.
+///
+/// # Safety
+/// CPU has AVX2+FMA; `a` holds `6*kc` floats (an MR-row panel), `b` holds `16*kc`, `tmp` is a
+/// writable `R x 16` block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn kernel_rows_avx2<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    tmp: *mut f32,
+    alpha: f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for p in 0..kc {
+        let b0 = _mm256_loadu_ps(b.add(p * NR));
+        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+        let ar = a.add(p * MR);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm256_broadcast_ss(&*ar.add(i));
+            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+        }
+    }
+    let va = _mm256_set1_ps(alpha);
+    for (i, row) in acc.iter().enumerate() {
+        _mm256_storeu_ps(tmp.add(i * NR), _mm256_mul_ps(va, row[0]));
+        _mm256_storeu_ps(tmp.add(i * NR + 8), _mm256_mul_ps(va, row[1]));
+    }
+}
+
+/// AVX2+FMA micro-kernel: 12 accumulators hold a 6x16 tile of C; each step of the shared
+/// dimension loads two vectors of B and broadcasts six scalars of A (12 FMAs, 8 loads), enough
+/// independent chains to cover the FMA latency on both pipes.
+///
+/// # Safety
+/// CPU has AVX2+FMA; `a` holds `6*kc` floats, `b` holds `16*kc`, `c` is a writable 6x16 block
+/// with leading dimension `ldc`, read only when `beta != 0`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn kernel_6x16_avx2(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::x86_64::*;
+    for i in 0..MR {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+    }
+    let mut c00 = _mm256_setzero_ps();
+    let mut c01 = _mm256_setzero_ps();
+    let mut c10 = _mm256_setzero_ps();
+    let mut c11 = _mm256_setzero_ps();
+    let mut c20 = _mm256_setzero_ps();
+    let mut c21 = _mm256_setzero_ps();
+    let mut c30 = _mm256_setzero_ps();
+    let mut c31 = _mm256_setzero_ps();
+    let mut c40 = _mm256_setzero_ps();
+    let mut c41 = _mm256_setzero_ps();
+    let mut c50 = _mm256_setzero_ps();
+    let mut c51 = _mm256_setzero_ps();
+    let (mut a, mut b) = (a, b);
+    macro_rules! step {
+        ($off:expr) => {{
+            let b0 = _mm256_loadu_ps(b.add($off * NR));
+            let b1 = _mm256_loadu_ps(b.add($off * NR + 8));
+            let ar = a.add($off * MR);
+            let a0 = _mm256_broadcast_ss(&*ar);
+            c00 = _mm256_fmadd_ps(a0, b0, c00);
+            c01 = _mm256_fmadd_ps(a0, b1, c01);
+            let a1 = _mm256_broadcast_ss(&*ar.add(1));
+            c10 = _mm256_fmadd_ps(a1, b0, c10);
+            c11 = _mm256_fmadd_ps(a1, b1, c11);
+            let a2 = _mm256_broadcast_ss(&*ar.add(2));
+            c20 = _mm256_fmadd_ps(a2, b0, c20);
+            c21 = _mm256_fmadd_ps(a2, b1, c21);
+            let a3 = _mm256_broadcast_ss(&*ar.add(3));
+            c30 = _mm256_fmadd_ps(a3, b0, c30);
+            c31 = _mm256_fmadd_ps(a3, b1, c31);
+            let a4 = _mm256_broadcast_ss(&*ar.add(4));
+            c40 = _mm256_fmadd_ps(a4, b0, c40);
+            c41 = _mm256_fmadd_ps(a4, b1, c41);
+            let a5 = _mm256_broadcast_ss(&*ar.add(5));
+            c50 = _mm256_fmadd_ps(a5, b0, c50);
+            c51 = _mm256_fmadd_ps(a5, b1, c51);
+        }};
+    }
+    let mut p = kc;
+    while p >= 4 {
+        _mm_prefetch::<_MM_HINT_T0>(b.add(8 * NR) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(b.add(10 * NR) as *const i8);
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        a = a.add(4 * MR);
+        b = b.add(4 * NR);
+        p -= 4;
+    }
+    while p > 0 {
+        step!(0);
+        a = a.add(MR);
+        b = b.add(NR);
+        p -= 1;
+    }
+    let va = _mm256_set1_ps(alpha);
+    let rows = [
+        (c00, c01),
+        (c10, c11),
+        (c20, c21),
+        (c30, c31),
+        (c40, c41),
+        (c50, c51),
+    ];
+    if beta == 0.0 {
+        for (i, (lo, hi)) in rows.into_iter().enumerate() {
+            let cr = c.add(i * ldc);
+            _mm256_storeu_ps(cr, _mm256_mul_ps(va, lo));
+            _mm256_storeu_ps(cr.add(8), _mm256_mul_ps(va, hi));
+        }
+    } else {
+        let vb = _mm256_set1_ps(beta);
+        for (i, (lo, hi)) in rows.into_iter().enumerate() {
+            let cr = c.add(i * ldc);
+            let old_lo = _mm256_mul_ps(vb, _mm256_loadu_ps(cr));
+            let old_hi = _mm256_mul_ps(vb, _mm256_loadu_ps(cr.add(8)));
+            _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, lo, old_lo));
+            _mm256_storeu_ps(cr.add(8), _mm256_fmadd_ps(va, hi, old_hi));
+        }
+    }
+}
