@@ -3,7 +3,7 @@
 //! channels: depthwise and other grouped convolutions, and small layers.
 //!
 //! With AVX2+FMA the work runs in register-blocked micro-kernels over zero-padded copies of the
-//! input (see `direct/avx2.rs`). The portable path builds each plane row by row: for every tap
+//! input (see `direct/avx2/mod.rs`). The portable path builds each plane row by row: for every tap
 //! the valid span of columns is computed once, so the inner loop is a branch-free axpy over a
 //! contiguous row (vectorised by the compiler when the stride is 1).
 use super::Conv2dParams;
