@@ -28,24 +28,15 @@ fn layer(
     pad: usize,
     groups: usize,
 ) -> Conv2dParams {
-    Conv2dParams {
-        batch: n,
-        in_channels: c,
-        in_h: hw,
-        in_w: hw,
-        out_channels: oc,
-        kernel_h: k,
-        kernel_w: k,
-        stride_h: stride,
-        stride_w: stride,
-        pad_top: pad,
-        pad_bottom: pad,
-        pad_left: pad,
-        pad_right: pad,
-        dilation_h: 1,
-        dilation_w: 1,
+    Conv2dParams::from_shapes(
+        [n, c, hw, hw],
+        [oc, c / groups, k, k],
+        [stride, stride],
+        [pad; 4],
+        [1, 1],
         groups,
-    }
+    )
+    .expect("layer")
 }
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {
@@ -118,6 +109,22 @@ fn main() {
         (
             "3x3 64->64 56x56 b8".to_string(),
             layer(8, 64, 56, 64, 3, 1, 1, 1),
+        ),
+        (
+            "3x3 64->64 56x56 b1".to_string(),
+            layer(1, 64, 56, 64, 3, 1, 1, 1),
+        ),
+        (
+            "1x1 256->64 56x56 b8".to_string(),
+            layer(8, 256, 56, 64, 1, 1, 0, 1),
+        ),
+        (
+            "3x3 512->512 7x7 b8".to_string(),
+            layer(8, 512, 7, 512, 3, 1, 1, 1),
+        ),
+        (
+            "7x7 s2 3->64 224 b8".to_string(),
+            layer(8, 3, 224, 64, 7, 2, 3, 1),
         ),
         (
             "5x5 32->32 28x28 b8".to_string(),
