@@ -248,9 +248,11 @@ describe('input errors name the layer', () => {
     const m = new Tiny();
     // 4x4 -> conv 3x3 -> 2x2 -> ceil-mode 3x3 pool still gives 1x1 (as PyTorch).
     expect(() => m.forward(rgb(2, 3))).toThrow(
-      "Tiny: input [1, 2, 3, 3] is too small: layer 'pool' (MaxPool2d, kernel 3x3, stride 2x2, padding 0,0,0,0) gets [1, 3, 1, 1] and would give a 0x0 output",
+      "Tiny: layer 'pool' (MaxPool2d) failed on [1, 3, 1, 1] (model input [1, 2, 3, 3]): input: 1x1 is too small for a 3x3 window (stride 2x2, padding 0x0, dilation 1x1): output would be 0x0",
     );
-    expect(() => m.forward(rgb(2, 2))).toThrow(/Tiny: input \[1, 2, 2, 2\] is too small: layer 'conv' \(Conv2d, kernel 3x3/);
+    expect(() => m.forward(rgb(2, 2))).toThrow(
+      "Tiny: layer 'conv' (Conv2d) failed on [1, 2, 2, 2] (model input [1, 2, 2, 2]): kernel: dilated kernel 3x3 is larger than the padded input 2x2",
+    );
     // Errors from inside a layer keep their message, prefixed with the layer and its input.
     const err = (() => {
       try {

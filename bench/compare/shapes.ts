@@ -4,7 +4,7 @@
 // output shape (no conv math, so even VGG-16 takes only its construction time). Identical shapes
 // are merged; each keeps the list of layers that use it.
 import { Conv2d, models, noGrad, zeros, type Module, type Tensor } from '../../src/index.js';
-import { padding4, pair } from '../../src/ops/conv.js';
+import { padding4, pair } from '../../src/ops/geometry.js';
 import { native } from '../../src/native.js';
 
 export const ZOO = ['alexnet', 'vgg16', 'googlenet', 'resnet50', 'densenet121'] as const;

@@ -1,6 +1,7 @@
 // AvgPool2d layer, as torch.nn.AvgPool2d.
-import type { Pair } from '../ops/conv.js';
-import { avgPool2d, type Pool2dOptions } from '../ops/pool.js';
+import type { Pair, PoolGeometry } from '../ops/geometry.js';
+import { avgPool2dWith, type Pool2dOptions } from '../ops/pool.js';
+import { layerGeometry } from './max-pool2d.js';
 import type { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -10,11 +11,15 @@ import { Module } from './module.js';
  * divisorOverride (none).
  */
 export class AvgPool2d extends Module {
+  /** kernel, stride, padding and ceilMode, normalised (and checked) when built. */
+  readonly geometry: PoolGeometry;
+
   constructor(readonly kernelSize: Pair, readonly opts: Omit<Pool2dOptions, 'dilation'> = {}) {
     super();
+    this.geometry = layerGeometry('AvgPool2d', kernelSize, opts);
   }
 
   forward(x: Tensor): Tensor {
-    return avgPool2d(x, this.kernelSize, this.opts);
+    return avgPool2dWith(x, this.geometry, this.opts);
   }
 }

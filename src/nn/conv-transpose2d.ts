@@ -1,5 +1,6 @@
 // ConvTranspose2d layer, as torch.nn.ConvTranspose2d.
-import { convTranspose2d, pair, type Pair } from '../ops/conv.js';
+import { convTranspose2d } from '../ops/conv.js';
+import { pair, type Pair } from '../ops/geometry.js';
 import { Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
@@ -30,11 +31,16 @@ export class ConvTranspose2d extends Module {
     readonly opts: ConvTranspose2dLayerOptions = {},
   ) {
     super();
+    // Checked here so a bad option fails when the layer is built, not at its first forward.
+    pair('ConvTranspose2d: stride', opts.stride, 1);
+    pair('ConvTranspose2d: padding', opts.padding, 0, 0);
+    pair('ConvTranspose2d: outputPadding', opts.outputPadding, 0, 0);
+    pair('ConvTranspose2d: dilation', opts.dilation, 1);
     const groups = opts.groups ?? 1;
     if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
       throw new Error(`ConvTranspose2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`);
     }
-    const [kh, kw] = pair('kernelSize', kernelSize, 1);
+    const [kh, kw] = pair('ConvTranspose2d: kernelSize', kernelSize, 1);
     this.weight = this.addParameter('weight', zeros([inChannels, outChannels / groups, kh, kw]))!;
     this.bias = this.addParameter('bias', opts.bias === false ? null : zeros([outChannels]));
     defaultLayerInit(this.weight, this.bias);

@@ -1,5 +1,6 @@
 // Conv2d layer, as torch.nn.Conv2d.
-import { conv2d, pair, type ConvAlgo, type Pair } from '../ops/conv.js';
+import { conv2dWith, type ConvAlgo } from '../ops/conv.js';
+import { convGeometry, type ConvGeometry, pair, type Pair, type Padding } from '../ops/geometry.js';
 import { Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
@@ -8,7 +9,7 @@ export interface Conv2dLayerOptions {
   /** Window step (default 1). */
   stride?: Pair;
   /** Zero padding per side: a number, [h, w], [top, bottom, left, right] (default 0). */
-  padding?: number | readonly [number, number] | readonly [number, number, number, number];
+  padding?: Padding;
   /** Spacing between kernel taps (default 1). */
   dilation?: Pair;
   /** Channel groups (default 1; groups = inChannels is depthwise). */
@@ -23,11 +24,14 @@ export interface Conv2dLayerOptions {
  * 2-D convolution. Input [N, inChannels, H, W] -> output [N, outChannels, H_out, W_out] with
  * H_out = floor((H + padTop + padBottom - dilation*(k-1) - 1) / stride) + 1.
  * Parameters: `weight` [outChannels, inChannels/groups, kH, kW], `bias` [outChannels].
- * Initialised as PyTorch does (Kaiming uniform, a = sqrt(5)).
+ * Initialised as PyTorch does (Kaiming uniform, a = sqrt(5)). Options are checked when the layer
+ * is built: `new Conv2d(3, 8, 3, { padding: -1 })` throws there, not at the first forward.
  */
 export class Conv2d extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
+  /** stride, padding (four sides), dilation and groups, normalised from `opts`. */
+  readonly geometry: ConvGeometry;
 
   constructor(
     readonly inChannels: number,
@@ -36,11 +40,19 @@ export class Conv2d extends Module {
     readonly opts: Conv2dLayerOptions = {},
   ) {
     super();
-    const groups = opts.groups ?? 1;
-    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+    try {
+      this.geometry = convGeometry(opts);
+    } catch (e) {
+      throw new Error(`Conv2d: ${(e as Error).message}`, { cause: e });
+    }
+    const { groups } = this.geometry;
+    for (const [name, v] of [['inChannels', inChannels], ['outChannels', outChannels]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error(`Conv2d: ${name} must be a positive integer, got ${v}`);
+    }
+    if (inChannels % groups || outChannels % groups) {
       throw new Error(`Conv2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`);
     }
-    const [kh, kw] = pair('kernelSize', kernelSize, 1);
+    const [kh, kw] = pair('Conv2d: kernelSize', kernelSize, 1);
     this.weight = this.addParameter('weight', zeros([outChannels, inChannels / groups, kh, kw]))!;
     this.bias = this.addParameter('bias', opts.bias === false ? null : zeros([outChannels]));
     defaultLayerInit(this.weight, this.bias);
@@ -50,6 +62,6 @@ export class Conv2d extends Module {
     if (x.ndim !== 4 || x.shape[1] !== this.inChannels) {
       throw new Error(`Conv2d: expected input [N, ${this.inChannels}, H, W], got [${x.shape.join(', ')}]`);
     }
-    return conv2d(x, this.weight, this.bias, this.opts);
+    return conv2dWith(x, this.weight, this.bias, this.geometry, this.opts.algo);
   }
 }

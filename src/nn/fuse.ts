@@ -17,7 +17,8 @@
 // unfused forward within float rounding. Opt out with setInferenceFusion(false).
 import { needsGrad } from '../autograd.js';
 import { relu_ } from '../ops/activation.js';
-import { conv2dFused, padding4, pair } from '../ops/conv.js';
+import { conv2dFused } from '../ops/conv.js';
+import { convOutputSize } from '../ops/geometry.js';
 import { catAffine } from '../ops/elementwise.js';
 import { batchNorm2d } from '../ops/norm.js';
 import { Tensor } from '../tensor.js';
@@ -64,13 +65,12 @@ function convFusable(conv: Conv2d, x: Tensor): number[] | null {
   if (!fusionEnabled || !plainForward(conv, Conv2d)) return null;
   if (x.ndim !== 4 || x.shape[1] !== conv.inChannels) return null;
   if (needsGrad(x, conv.weight, conv.bias)) return null;
-  const [kh, kw] = [conv.weight.shape[2], conv.weight.shape[3]];
-  const [pt, pb, pl, pr] = padding4(conv.opts.padding);
-  const [dh, dw] = pair('dilation', conv.opts.dilation, 1);
-  const [sh, sw] = pair('stride', conv.opts.stride, 1);
-  const oh = Math.floor((x.shape[2] + pt + pb - dh * (kh - 1) - 1) / sh) + 1;
-  const ow = Math.floor((x.shape[3] + pl + pr - dw * (kw - 1) - 1) / sw) + 1;
-  return oh >= 1 && ow >= 1 ? [x.shape[0], conv.outChannels, oh, ow] : null;
+  try {
+    const [oh, ow] = convOutputSize(x.shape, conv.weight.shape, conv.geometry);
+    return [x.shape[0], conv.outChannels, oh, ow];
+  } catch {
+    return null; // the layer's own forward reports it
+  }
 }
 
 function bnFusable(bn: BatchNorm2d, channels: number): boolean {
@@ -121,7 +121,7 @@ export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, op
   if (relu instanceof ReLU && !plainForward(relu, ReLU)) return null;
   if (residual && (residual.shape.join() !== outShape.join() || needsGrad(residual))) return null;
   const epilogue = bn ? foldBatchNorm(conv, bn) : { scale: null, shift: conv.bias };
-  return conv2dFused(x, conv.weight, { ...epilogue, residual, relu: relu !== false }, conv.opts);
+  return conv2dFused(x, conv.weight, { ...epilogue, residual, relu: relu !== false }, { ...conv.geometry, algo: conv.opts.algo });
 }
 
 /**

@@ -1,6 +1,6 @@
 // MaxPool2d layer, as torch.nn.MaxPool2d.
-import type { Pair } from '../ops/conv.js';
-import { maxPool2d, type Pool2dOptions } from '../ops/pool.js';
+import { type Pair, type PoolGeometry, poolGeometry } from '../ops/geometry.js';
+import { maxPool2dWith, type Pool2dOptions } from '../ops/pool.js';
 import type { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -10,11 +10,24 @@ import { Module } from './module.js';
  * Options: stride (default kernelSize), padding (0), dilation (1), ceilMode (false).
  */
 export class MaxPool2d extends Module {
+  /** kernel, stride, padding, dilation and ceilMode, normalised (and checked) when built. */
+  readonly geometry: PoolGeometry;
+
   constructor(readonly kernelSize: Pair, readonly opts: Omit<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {}) {
     super();
+    this.geometry = layerGeometry('MaxPool2d', kernelSize, opts);
   }
 
   forward(x: Tensor): Tensor {
-    return maxPool2d(x, this.kernelSize, this.opts);
+    return maxPool2dWith(x, this.geometry);
+  }
+}
+
+/** poolGeometry, with the layer's name in front of any error. */
+export function layerGeometry(layer: string, kernelSize: Pair, opts: Parameters<typeof poolGeometry>[1]): PoolGeometry {
+  try {
+    return poolGeometry(kernelSize, opts);
+  } catch (e) {
+    throw new Error(`${layer}: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -3,15 +3,16 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { allocate, Tensor, uninitialized } from '../tensor.js';
+import { convArgs, convGeometry, type ConvGeometry, pair, type Pair, type Padding } from './geometry.js';
 
-export type Pair = number | readonly [number, number];
+export type { Pair } from './geometry.js';
 export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
 
 export interface Conv2dOptions {
   /** Step between windows (default 1). */
   stride?: Pair;
   /** Zero padding: one number for all sides, [h, w], or [top, bottom, left, right] (default 0). */
-  padding?: number | readonly [number, number] | readonly [number, number, number, number];
+  padding?: Padding;
   /** Spacing between kernel taps (default 1). */
   dilation?: Pair;
   /** Channel groups; in and out channels must both divide by it (default 1). */
@@ -24,21 +25,6 @@ export interface Conv2dOptions {
   algo?: ConvAlgo;
 }
 
-export function pair(name: string, v: Pair | undefined, dflt: number): [number, number] {
-  if (v === undefined) return [dflt, dflt];
-  if (typeof v === 'number') return [v, v];
-  if (!Array.isArray(v) || v.length !== 2) throw new Error(`${name}: expected a number or [h, w], got ${JSON.stringify(v)}`);
-  return [v[0], v[1]];
-}
-
-export function padding4(v: Conv2dOptions['padding']): [number, number, number, number] {
-  if (v === undefined) return [0, 0, 0, 0];
-  if (typeof v === 'number') return [v, v, v, v];
-  if (Array.isArray(v) && v.length === 2) return [v[0], v[0], v[1], v[1]];
-  if (Array.isArray(v) && v.length === 4) return [v[0], v[1], v[2], v[3]];
-  throw new Error(`padding: expected a number, [h, w] or [top, bottom, left, right], got ${JSON.stringify(v)}`);
-}
-
 export function expectRank(name: string, t: Tensor, rank: number): void {
   if (!(t instanceof Tensor)) throw new Error(`${name}: expected a Tensor`);
   if (t.ndim !== rank) throw new Error(`${name}: expected a ${rank}-D tensor, got shape [${t.shape.join(', ')}]`);
@@ -49,20 +35,17 @@ export function expectRank(name: string, t: Tensor, rank: number): void {
  * -> [N, C_out, H_out, W_out], as torch.nn.functional.conv2d.
  */
 export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+  return conv2dWith(input, weight, bias, convGeometry(opts), opts.algo);
+}
+
+/** conv2d with options already normalised (a Conv2d layer checks its own once, when built). */
+export function conv2dWith(input: Tensor, weight: Tensor, bias: Tensor | null, geometry: ConvGeometry, algo: ConvAlgo = 'auto'): Tensor {
   expectRank('input', input, 4);
   expectRank('weight', weight, 4);
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0])) {
     throw new Error(`bias: expected shape [${weight.shape[0]}], got [${bias.shape.join(', ')}]`);
   }
-  const args = {
-    inputShape: input.shape,
-    weightShape: weight.shape,
-    stride: pair('stride', opts.stride, 1),
-    padding: padding4(opts.padding),
-    dilation: pair('dilation', opts.dilation, 1),
-    groups: opts.groups ?? 1,
-    algo: opts.algo ?? 'auto',
-  };
+  const args = convArgs(input.shape, weight.shape, geometry, algo);
   const [oh, ow] = native.conv2dOutputSize(args);
   const out = uninitialized(input.shape[0] * weight.shape[0] * oh * ow, 'conv2d');
   native.conv2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
@@ -116,15 +99,7 @@ export function conv2dFused(input: Tensor, weight: Tensor, epilogue: ConvEpilogu
       throw new Error(`${name}: expected shape [${oc}], got [${t.shape.join(', ')}]`);
     }
   }
-  const args = {
-    inputShape: input.shape,
-    weightShape: weight.shape,
-    stride: pair('stride', opts.stride, 1),
-    padding: padding4(opts.padding),
-    dilation: pair('dilation', opts.dilation, 1),
-    groups: opts.groups ?? 1,
-    algo: opts.algo ?? 'auto',
-  };
+  const args = convArgs(input.shape, weight.shape, convGeometry(opts), opts.algo);
   const [oh, ow] = native.conv2dOutputSize(args);
   const shape = [input.shape[0], oc, oh, ow];
   if (residual !== null && residual.shape.join() !== shape.join()) {
@@ -161,8 +136,8 @@ export function convTranspose2d(input: Tensor, weight: Tensor, bias: Tensor | nu
     inputShape: input.shape,
     weightShape: weight.shape,
     stride: pair('stride', opts.stride, 1),
-    padding: pair('padding', opts.padding, 0),
-    outputPadding: pair('outputPadding', opts.outputPadding, 0),
+    padding: pair('padding', opts.padding, 0, 0),
+    outputPadding: pair('outputPadding', opts.outputPadding, 0, 0),
     dilation: pair('dilation', opts.dilation, 1),
     groups,
   };

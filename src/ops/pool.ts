@@ -2,7 +2,8 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { allocate, Tensor } from '../tensor.js';
-import { expectRank, pair, type Pair } from './conv.js';
+import { expectRank } from './conv.js';
+import { pair, type Pair, type PoolGeometry, poolGeometry } from './geometry.js';
 
 export interface Pool2dOptions {
   /** Window step (default: the kernel size, as PyTorch). */
@@ -19,24 +20,19 @@ export interface Pool2dOptions {
   divisorOverride?: number;
 }
 
-function poolArgs(x: Tensor, kernel: Pair, o: Pool2dOptions) {
-  const k = pair('kernelSize', kernel, 1);
-  return {
-    inputShape: x.shape,
-    kernel: k,
-    stride: o.stride === undefined ? k : pair('stride', o.stride, 1),
-    padding: pair('padding', o.padding, 0),
-    dilation: pair('dilation', o.dilation, 1),
-    ceilMode: o.ceilMode ?? false,
-    countIncludePad: o.countIncludePad ?? true,
-    divisorOverride: o.divisorOverride,
-  };
+function poolArgs(x: Tensor, g: PoolGeometry, o: Pool2dOptions) {
+  return { inputShape: x.shape, ...g, countIncludePad: o.countIncludePad ?? true, divisorOverride: o.divisorOverride };
 }
 
 /** maxPool2d(x [N, C, H, W], kernelSize) -> [N, C, H_out, W_out], as torch's max_pool2d. */
 export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
+  return maxPool2dWith(x, poolGeometry(kernelSize, opts));
+}
+
+/** maxPool2d with options already normalised (a MaxPool2d layer checks its own when built). */
+export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
   expectRank('input', x, 4);
-  const args = poolArgs(x, kernelSize, opts);
+  const args = poolArgs(x, geometry, {});
   const [oh, ow] = native.pool2dOutputSize(args);
   const n = x.shape[0] * x.shape[1] * oh * ow;
   const out = allocate(n, 'maxPool2d');
@@ -57,8 +53,13 @@ export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
 
 /** avgPool2d(x [N, C, H, W], kernelSize) -> [N, C, H_out, W_out], as torch's avg_pool2d. */
 export function avgPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
+  return avgPool2dWith(x, poolGeometry(kernelSize, opts), opts);
+}
+
+/** avgPool2d with the window already normalised (an AvgPool2d layer checks it when built). */
+export function avgPool2dWith(x: Tensor, geometry: PoolGeometry, opts: Pick<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {}): Tensor {
   expectRank('input', x, 4);
-  const args = poolArgs(x, kernelSize, opts);
+  const args = poolArgs(x, geometry, opts);
   const [oh, ow] = native.pool2dOutputSize(args);
   const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'avgPool2d');
   native.avgPool2dForward(x.data, out, args);
