@@ -6,7 +6,7 @@
 import { AvgPool2d } from '../nn/avg-pool2d.js';
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
-import { tryCatBnRelu, tryFusedConv } from '../nn/fuse.js';
+import { convBnRelu, tryCatBnRelu } from '../nn/fuse.js';
 import * as init from '../nn/init.js';
 import { Linear } from '../nn/linear.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
@@ -48,7 +48,7 @@ export class DenseLayer extends Module {
       tryCatBnRelu(features, this.norm1, this.relu1) ??
       this.relu1.forward(this.norm1.forward(features.length === 1 ? features[0] : cat(features, 1)));
     // conv1 -> norm2 -> relu2 is one fused conv in inference.
-    const act = tryFusedConv(this.conv1, this.norm2, pre, { relu: this.relu2 }) ?? this.relu2.forward(this.norm2.forward(this.conv1.forward(pre)));
+    const act = convBnRelu(this.conv1, this.norm2, this.relu2, pre);
     const out = this.conv2.forward(act);
     return this.dropRate > 0 ? dropout(out, this.dropRate, this.training) : out;
   }

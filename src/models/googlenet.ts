@@ -7,7 +7,7 @@ import { AdaptiveAvgPool2d } from '../nn/adaptive-avg-pool2d.js';
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d, type Conv2dLayerOptions } from '../nn/conv2d.js';
 import { Dropout } from '../nn/dropout.js';
-import { tryFusedConv } from '../nn/fuse.js';
+import { convBnRelu } from '../nn/fuse.js';
 import * as init from '../nn/init.js';
 import { Linear } from '../nn/linear.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
@@ -34,7 +34,7 @@ export class BasicConv2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tryFusedConv(this.conv, this.bn, x, { relu: true }) ?? relu(this.bn.forward(this.conv.forward(x)));
+    return convBnRelu(this.conv, this.bn, true, x);
   }
 }
 

@@ -8,7 +8,7 @@ import * as init from '../nn/init.js';
 import { AdaptiveAvgPool2d } from '../nn/adaptive-avg-pool2d.js';
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
-import { tryFusedConv } from '../nn/fuse.js';
+import { convBnRelu, tryFusedConv } from '../nn/fuse.js';
 import { Linear } from '../nn/linear.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
 import { Module } from '../nn/module.js';
@@ -77,10 +77,6 @@ abstract class ResidualBlock extends Module {
     return relu.forward(add(kept, identity));
   }
 
-  /** relu(bn(conv(x))), fused in inference. */
-  protected convBnRelu(conv: Conv2d, bn: BatchNorm2d, relu: ReLU, x: Tensor): Tensor {
-    return tryFusedConv(conv, bn, x, { relu }) ?? relu.forward(bn.forward(conv.forward(x)));
-  }
 }
 
 /**
@@ -111,7 +107,7 @@ export class BasicBlock extends ResidualBlock {
   }
 
   forward(x: Tensor): Tensor {
-    const out = this.convBnRelu(this.conv1, this.bn1, this.relu, x);
+    const out = convBnRelu(this.conv1, this.bn1, this.relu, x);
     return this.finish(this.conv2, this.bn2, out, x, this.downsample, this.relu);
   }
 }
@@ -146,8 +142,8 @@ export class Bottleneck extends ResidualBlock {
   }
 
   forward(x: Tensor): Tensor {
-    let out = this.convBnRelu(this.conv1, this.bn1, this.relu, x);
-    out = this.convBnRelu(this.conv2, this.bn2, this.relu, out);
+    let out = convBnRelu(this.conv1, this.bn1, this.relu, x);
+    out = convBnRelu(this.conv2, this.bn2, this.relu, out);
     return this.finish(this.conv3, this.bn3, out, x, this.downsample, this.relu);
   }
 }
@@ -275,7 +271,7 @@ export class ResNet extends Module {
 
   forward(x: Tensor): Tensor {
     checkModelInput('ResNet', x, 3, 'conv1');
-    const stem = tryFusedConv(this.conv1, this.bn1, x, { relu: this.relu }) ?? this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
+    const stem = convBnRelu(this.conv1, this.bn1, this.relu, x);
     let y = this.maxpool.forward(stem);
     y = this.layer4.forward(this.layer3.forward(this.layer2.forward(this.layer1.forward(y))));
     return this.fc.forward(flatten(this.avgpool.forward(y), 1));

@@ -16,7 +16,7 @@
 // cat + norm + ReLU of all earlier features is one pass (catAffine) with no concatenated copy. The results equal the
 // unfused forward within float rounding. Opt out with setInferenceFusion(false).
 import { needsGrad } from '../autograd.js';
-import { relu_ } from '../ops/activation.js';
+import { relu as reluOp, relu_ } from '../ops/activation.js';
 import { conv2dFused } from '../ops/conv.js';
 import { convOutputSize } from '../ops/geometry.js';
 import { catAffine } from '../ops/elementwise.js';
@@ -122,6 +122,18 @@ export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, op
   if (residual && (residual.shape.join() !== outShape.join() || needsGrad(residual))) return null;
   const epilogue = bn ? foldBatchNorm(conv, bn) : { scale: null, shift: conv.bias };
   return conv2dFused(x, conv.weight, { ...epilogue, residual, relu: relu !== false }, { ...conv.geometry, algo: conv.opts.algo });
+}
+
+/**
+ * relu(bn(conv(x))), the conv block of ResNet, GoogLeNet and DenseNet: one fused conv when that
+ * is allowed, the three layers one by one otherwise (training, fusion off, a replaced forward).
+ * `relu` is the block's ReLU module, or true for the functional one.
+ */
+export function convBnRelu(conv: Conv2d, bn: BatchNorm2d, relu: ReLU | true, x: Tensor): Tensor {
+  const fused = tryFusedConv(conv, bn, x, { relu });
+  if (fused) return fused;
+  const y = bn.forward(conv.forward(x));
+  return relu === true ? reluOp(y) : relu.forward(y);
 }
 
 /**
