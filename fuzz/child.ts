@@ -19,6 +19,7 @@ export interface ChildRequest {
   workDir: string;
   statusFile: string;
   maxRssBytes?: number;
+  keepPerSignature?: number;
   /** Run this one file instead of a range. */
   replay?: string;
 }
@@ -32,6 +33,9 @@ export type ChildMessage =
 export const STATUS_WORDS = 6;
 
 const send = (m: ChildMessage): Promise<void> => new Promise((resolve) => process.send!(m, undefined, {}, () => resolve()));
+
+// Whole stacks: for a stack overflow, the frame that started the recursion is at the bottom.
+Error.stackTraceLimit = Infinity;
 
 process.once('message', async (req: ChildRequest) => {
   const target = await createTarget(req.target, { workDir: req.workDir });
@@ -62,6 +66,7 @@ process.once('message', async (req: ChildRequest) => {
       deadline: req.deadline,
       outDir: req.outDir,
       maxRssBytes: req.maxRssBytes,
+      keepPerSignature: req.keepPerSignature,
       beforeEach: write,
       onFinding: (finding) => void pending.push(send({ type: 'finding', finding })),
     });

@@ -118,11 +118,35 @@ function describeThrown(e: unknown): string {
   }
 }
 
+/**
+ * A stack with runs of identical frames folded ("... 9,990 more of the same"): a stack overflow
+ * captured with Error.stackTraceLimit = Infinity (as the runners set it, so the frame that
+ * started the recursion is in it) would otherwise be thousands of lines.
+ */
+export function compactStack(stack: string | undefined): string | undefined {
+  if (!stack) return stack;
+  const out: string[] = [];
+  const lines = stack.split('\n');
+  for (let i = 0; i < lines.length; ) {
+    // The shortest period (1-4 lines) that repeats here, and how many times.
+    let best = { period: 1, times: 1 };
+    for (let p = 1; p <= 4; p++) {
+      let t = 1;
+      while (i + (t + 1) * p <= lines.length && lines.slice(i + t * p, i + (t + 1) * p).join('\n') === lines.slice(i, i + p).join('\n')) t++;
+      if (t * p > best.times * best.period && t > 2) best = { period: p, times: t };
+    }
+    out.push(...lines.slice(i, i + best.period));
+    if (best.times > 2) out.push(`    ... ${(best.times - 1).toLocaleString('en')} more of the same ${best.period === 1 ? 'frame' : `${best.period} frames`}`);
+    i += best.period * best.times;
+  }
+  return out.slice(0, 60).join('\n');
+}
+
 /** Classifies what an execute() threw: the parser's own Error, or a crash (with its message). */
 export function classify(target: Target, thrown: unknown): { outcome: 'error' | 'crash'; message: string; stack?: string } {
   if (!(thrown instanceof Error)) return { outcome: 'crash', message: `non-Error thrown: ${firstLine(describeThrown(thrown))}` };
   const message = String(thrown.message);
-  const stack = typeof thrown.stack === 'string' ? thrown.stack : undefined;
+  const stack = compactStack(typeof thrown.stack === 'string' ? thrown.stack : undefined);
   if (thrown instanceof InvariantError) return { outcome: 'crash', message: `invariant broken: ${firstLine(message)}`, stack };
   if (Object.getPrototypeOf(thrown) !== Error.prototype) return { outcome: 'crash', message: `${thrown.name}: ${firstLine(message)}`, stack };
   if (!target.isParserError(message)) return { outcome: 'crash', message: `Error not from the parser: ${firstLine(message)}`, stack };
@@ -211,7 +235,7 @@ export interface RangeOptions {
   deadline?: number;
   /** Where reproducers go; none are written when absent. */
   outDir?: string;
-  /** Called before each input with its index and the counts of the inputs before it. */
+  /** Called before running each input with its index and the counts of the inputs before it. */
   beforeEach?(index: number, counts: Counts): void;
   onFinding?(finding: Finding): void;
   /** Stop after an input that raised the process's peak RSS past this (it counts as a crash). */
@@ -241,8 +265,9 @@ export async function runRange(o: RangeOptions): Promise<RangeResult> {
   let i = o.from;
   for (; i < o.to; i++) {
     if (o.deadline !== undefined && Date.now() > o.deadline) break;
-    o.beforeEach?.(i, counts);
+    // After generation, so a slow mutation is not taken for a slow parser.
     const input = generateInput(o.target, o.corpus, o.seed, i);
+    o.beforeEach?.(i, counts);
     const r = await runOne(o.target, input, timeoutMs);
     let kind: 'crash' | 'hang' | null = r.outcome === 'crash' || r.outcome === 'hang' ? r.outcome : null;
     let message = r.message ?? '';
@@ -330,10 +355,13 @@ export async function fuzzInProcess(
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const watchdog = startWatchdog(target.name, seed, opts.watchdogMs ?? 4 * timeoutMs);
   const t0 = performance.now();
+  const traceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = Infinity;
   try {
     const r = await runRange({ target, corpus, seed, from: 0, to: opts.iterations, timeoutMs, outDir: opts.outDir, beforeEach: (i) => watchdog.beat(i) });
     return { target: target.name, iterations: r.next, counts: r.counts, seconds: (performance.now() - t0) / 1000, findings: r.findings, signatures: r.signatures };
   } finally {
+    Error.stackTraceLimit = traceLimit;
     await watchdog.stop();
   }
 }

@@ -24,6 +24,9 @@ const USAGE = `usage: npm run fuzz -- --target <${TARGET_NAMES.join('|')}|all> [
                       [--duration-s S] [--max-rss-mb M] [--from INDEX]
        npm run fuzz -- --replay FILE [--target NAME]`;
 
+/** Reproducers written per distinct finding (the rest are counted). */
+const KEEP_PER_SIGNATURE = 3;
+
 interface Options {
   seed: number;
   /** First input index (to rerun one input of a seed: --from I --iterations 1). */
@@ -148,7 +151,7 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
   while (next < end && !(deadline !== undefined && Date.now() > deadline)) {
     const segmentStart = counts;
     const seg = await runChild(
-      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes },
+      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes, keepPerSignature: KEEP_PER_SIGNATURE },
       {
         onFinding: announce,
         onProgress: (index, c) => {
@@ -174,10 +177,12 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
     parentTarget ??= { target: await createTarget(name, { workDir: o.workDir }), corpus: loadCorpus(name) };
     const kind = seg.end === 'hang' ? 'hang' : 'crash';
     const f = makeFinding(parentTarget.target, kind, o.seed, seg.index, seg.message, seg.stack);
-    f.file = writeReproducer(o.outDir, parentTarget.target, generateInput(parentTarget.target, parentTarget.corpus, o.seed, seg.index), f);
     counts[kind]++;
     signatures[f.signature] = (signatures[f.signature] ?? 0) + 1;
-    findings.push(f);
+    if (signatures[f.signature] <= KEEP_PER_SIGNATURE) {
+      f.file = writeReproducer(o.outDir, parentTarget.target, generateInput(parentTarget.target, parentTarget.corpus, o.seed, seg.index), f);
+      findings.push(f);
+    }
     announce(f);
     if (seg.index < next) throw new Error(`fuzz: the ${name} child made no progress (died at ${seg.index}): ${seg.message}`);
     next = seg.index + 1;
