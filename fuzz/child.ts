@@ -20,6 +20,7 @@ export interface ChildRequest {
   statusFile: string;
   maxRssBytes?: number;
   keepPerSignature?: number;
+  seenBefore?: Record<string, number>;
   /** Run this one file instead of a range. */
   replay?: string;
 }
@@ -67,6 +68,7 @@ process.once('message', async (req: ChildRequest) => {
       outDir: req.outDir,
       maxRssBytes: req.maxRssBytes,
       keepPerSignature: req.keepPerSignature,
+      seenBefore: req.seenBefore,
       beforeEach: write,
       onFinding: (finding) => void pending.push(send({ type: 'finding', finding })),
     });

@@ -242,6 +242,8 @@ export interface RangeOptions {
   maxRssBytes?: number;
   /** Findings kept (and reproducers written) per distinct signature; the rest are only counted. Default 3. */
   keepPerSignature?: number;
+  /** Findings per signature seen before this range (by an earlier child of the same run). */
+  seenBefore?: Record<string, number>;
 }
 
 export interface RangeResult {
@@ -287,7 +289,7 @@ export async function runRange(o: RangeOptions): Promise<RangeResult> {
       counts[kind]++;
       const finding = makeFinding(o.target, kind, o.seed, i, message, r.stack);
       signatures[finding.signature] = (signatures[finding.signature] ?? 0) + 1;
-      if (signatures[finding.signature] <= keep) {
+      if ((o.seenBefore?.[finding.signature] ?? 0) + signatures[finding.signature] <= keep) {
         if (o.outDir) finding.file = writeReproducer(o.outDir, o.target, input, finding);
         findings.push(finding);
         o.onFinding?.(finding);

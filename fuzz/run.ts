@@ -151,7 +151,7 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
   while (next < end && !(deadline !== undefined && Date.now() > deadline)) {
     const segmentStart = counts;
     const seg = await runChild(
-      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes, keepPerSignature: KEEP_PER_SIGNATURE },
+      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes, keepPerSignature: KEEP_PER_SIGNATURE, seenBefore: { ...signatures } },
       {
         onFinding: announce,
         onProgress: (index, c) => {
