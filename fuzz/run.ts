@@ -1,5 +1,5 @@
 // `npm run fuzz -- --target <name|all> --iterations N [--seed S] [--timeout-ms T] [--out DIR]`
-//                 [--duration-s S] [--max-rss-mb M]        fuzz one target or all of them
+//                 [--duration-s S] [--max-rss-mb M] [--from I] [--keep K]   fuzz one target or all of them
 // `npm run fuzz -- --replay FILE [--target <name>]`        run one saved input again
 //
 // Inputs run in a child process (fuzz/child.ts) watched from here: the child writes the index
@@ -21,16 +21,15 @@ import {
 import { createTarget, TARGET_NAMES } from './targets/index.js';
 
 const USAGE = `usage: npm run fuzz -- --target <${TARGET_NAMES.join('|')}|all> [--iterations N] [--seed S] [--timeout-ms T] [--out DIR]
-                      [--duration-s S] [--max-rss-mb M] [--from INDEX]
+                      [--duration-s S] [--max-rss-mb M] [--from INDEX] [--keep K]
        npm run fuzz -- --replay FILE [--target NAME]`;
-
-/** Reproducers written per distinct finding (the rest are counted). */
-const KEEP_PER_SIGNATURE = 3;
 
 interface Options {
   seed: number;
   /** First input index (to rerun one input of a seed: --from I --iterations 1). */
   from: number;
+  /** Reproducers written per distinct finding, the rest only counted (0: all of them). */
+  keep: number;
   iterations: number;
   timeoutMs: number;
   outDir: string;
@@ -151,7 +150,7 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
   while (next < end && !(deadline !== undefined && Date.now() > deadline)) {
     const segmentStart = counts;
     const seg = await runChild(
-      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes, keepPerSignature: KEEP_PER_SIGNATURE, seenBefore: { ...signatures } },
+      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes, keepPerSignature: o.keep, seenBefore: { ...signatures } },
       {
         onFinding: announce,
         onProgress: (index, c) => {
@@ -179,7 +178,7 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
     const f = makeFinding(parentTarget.target, kind, o.seed, seg.index, seg.message, seg.stack);
     counts[kind]++;
     signatures[f.signature] = (signatures[f.signature] ?? 0) + 1;
-    if (signatures[f.signature] <= KEEP_PER_SIGNATURE) {
+    if (signatures[f.signature] <= o.keep) {
       f.file = writeReproducer(o.outDir, parentTarget.target, generateInput(parentTarget.target, parentTarget.corpus, o.seed, seg.index), f);
       findings.push(f);
     }
@@ -221,7 +220,7 @@ async function main(argv: string[]): Promise<number> {
       args: argv,
       options: {
         target: { type: 'string' }, iterations: { type: 'string' }, seed: { type: 'string' }, 'timeout-ms': { type: 'string' }, out: { type: 'string' },
-        'duration-s': { type: 'string' }, 'max-rss-mb': { type: 'string' }, from: { type: 'string' }, replay: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        'duration-s': { type: 'string' }, 'max-rss-mb': { type: 'string' }, from: { type: 'string' }, keep: { type: 'string' }, replay: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }).values;
@@ -248,6 +247,7 @@ async function main(argv: string[]): Promise<number> {
     o = {
       seed: Math.floor(num('seed', 1, 0)!) >>> 0,
       from: Math.floor(num('from', 0, 0)!),
+      keep: Math.floor(num('keep', 3, 0)!) || Number.MAX_SAFE_INTEGER,
       iterations: num('iterations', durationS !== undefined ? Number.MAX_SAFE_INTEGER : 10_000, 1)!,
       timeoutMs: num('timeout-ms', DEFAULT_TIMEOUT_MS, 1)!,
       outDir: resolve(String(values.out ?? DEFAULT_OUT_DIR)),
