@@ -1,0 +1,131 @@
+// Writes the seed corpus in fuzz/corpus/<target>/ (committed; rerun only to change the seeds,
+// which changes the inputs every --seed gives):  node --import tsx fuzz/make-corpus.ts
+// Seeds are small valid files covering each format's variants: every safetensors dtype, real
+// checkpoints of the checkpoint target's tiny setup, IDX files of every type code (plain and
+// gzipped), PNG and JPEG files of the colour types and codings libvips decodes differently.
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { serializeSafetensors } from '../src/io/safetensors.js';
+import { mnistDataDir } from '../src/data/mnist.js';
+import { manualSeed } from '../src/random.js';
+import { Tensor } from '../src/tensor.js';
+import { fit } from '../src/train/fit.js';
+import { FUZZ_DIR, REPO_DIR } from './engine.js';
+import { concat } from './mutate.js';
+import { makeLoader, makeOptimizer, makeScheduler, tinySetup } from './targets/checkpoint.js';
+
+const corpus = (name: string): string => {
+  const dir = join(FUZZ_DIR, 'corpus', name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  return dir;
+};
+
+async function safetensors(): Promise<void> {
+  const dir = corpus('safetensors');
+  copyFileSync(join(REPO_DIR, 'test', 'fixtures', 'torch_small.safetensors'), join(dir, 'torch-small-all-dtypes.safetensors'));
+  const tensors = new Map<string, Tensor>([
+    ['weight', new Tensor(Float32Array.from([1, -2, 3.5, 0, -0, 1e-40]), [2, 3])],
+    ['scalar', new Tensor(Float32Array.from([7]), [])],
+    ['empty', new Tensor(new Float32Array(0), [0, 4])],
+    ['counter', new Tensor(Float32Array.from([42]), [1])],
+  ]);
+  writeFileSync(join(dir, 'ferroconv-i64-metadata.safetensors'), concat(serializeSafetensors(tensors, { metadata: { format: 'pt', note: 'seed' }, int64: (n) => n === 'counter' })));
+  writeFileSync(join(dir, 'empty-header.safetensors'), concat(serializeSafetensors(new Map())));
+}
+
+async function checkpoint(): Promise<void> {
+  const dir = corpus('checkpoint');
+  const work = mkdtempSync(join(tmpdir(), 'ferroconv-corpus-'));
+  try {
+    // After 1 of 3 epochs (a resume point), then the full run resumed from it (history of 3).
+    // (Plain weight files are the safetensors target's seeds.)
+    manualSeed(3);
+    const { model, dataset, batchSize, epochs } = tinySetup();
+    const optimizer = makeOptimizer(model);
+    const loader = makeLoader(dataset, batchSize);
+    const scheduler = makeScheduler(optimizer, epochs, loader.length);
+    const common = { optimizer, scheduler, schedulerInterval: 'batch' as const, checkpointDir: work, progress: false };
+    await fit(model, loader, { ...common, epochs: 1 });
+    copyFileSync(join(work, 'checkpoint.safetensors'), join(dir, 'after-epoch-1.safetensors'));
+    await fit(model, loader, { ...common, epochs, resume: true });
+    copyFileSync(join(work, 'checkpoint.safetensors'), join(dir, 'after-epoch-3.safetensors'));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function idxFile(type: number, dims: number[], values: ArrayLike<number>): Uint8Array {
+  const width = { 0x08: 1, 0x09: 1, 0x0b: 2, 0x0c: 4, 0x0d: 4, 0x0e: 8 }[type]!;
+  const b = new Uint8Array(4 + 4 * dims.length + width * values.length);
+  const dv = new DataView(b.buffer);
+  b.set([0, 0, type, dims.length]);
+  dims.forEach((d, i) => dv.setUint32(4 + 4 * i, d, false));
+  const at = 4 + 4 * dims.length;
+  for (let i = 0; i < values.length; i++) {
+    const o = at + width * i;
+    const v = values[i];
+    if (type === 0x08) dv.setUint8(o, v);
+    else if (type === 0x09) dv.setInt8(o, v);
+    else if (type === 0x0b) dv.setInt16(o, v, false);
+    else if (type === 0x0c) dv.setInt32(o, v, false);
+    else if (type === 0x0d) dv.setFloat32(o, v, false);
+    else dv.setFloat64(o, v, false);
+  }
+  return b;
+}
+
+async function idx(): Promise<void> {
+  const dir = corpus('idx');
+  // The first two MNIST test images and their labels.
+  const mnistDir = mnistDataDir();
+  const images = readFileSync(join(mnistDir, 't10k-images-idx3-ubyte'));
+  const two = concat([new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28]), images.subarray(16, 16 + 2 * 784)]);
+  writeFileSync(join(dir, 'mnist-2-images.idx'), two);
+  writeFileSync(join(dir, 'mnist-2-images.idx.gz'), gzipSync(two));
+  writeFileSync(join(dir, 'mnist-5-labels.idx'), concat([new Uint8Array([0, 0, 8, 1, 0, 0, 0, 5]), readFileSync(join(mnistDir, 't10k-labels-idx1-ubyte')).subarray(8, 13)]));
+  writeFileSync(join(dir, 'ubyte-3x4x4.idx'), idxFile(0x08, [3, 4, 4], Array.from({ length: 48 }, (_, i) => (i * 37) & 0xff)));
+  writeFileSync(join(dir, 'sbyte-4.idx'), idxFile(0x09, [4], [-128, -1, 0, 127]));
+  writeFileSync(join(dir, 'int16-2x3.idx'), idxFile(0x0b, [2, 3], [-32768, -1, 0, 1, 300, 32767]));
+  writeFileSync(join(dir, 'int32-3.idx'), idxFile(0x0c, [3], [-(2 ** 31), 0, 2 ** 31 - 1]));
+  writeFileSync(join(dir, 'float32-2x2.idx'), idxFile(0x0d, [2, 2], [0.5, -1.25, 3e38, 1e-45]));
+  writeFileSync(join(dir, 'float64-1x1x1x2.idx'), idxFile(0x0e, [1, 1, 1, 2], [Math.PI, -0]));
+}
+
+type SharpInstance = {
+  png(o?: object): SharpInstance;
+  jpeg(o?: object): SharpInstance;
+  toColourspace(s: string): SharpInstance;
+  toBuffer(): Promise<Buffer>;
+};
+type SharpFactory = (input: Buffer, opts: { raw: { width: number; height: number; channels: number } }) => SharpInstance;
+
+async function images(): Promise<void> {
+  const dir = corpus('image-folder');
+  const sharp = createRequire(import.meta.url)('sharp') as SharpFactory;
+  const raw = (w: number, h: number, c: number): SharpInstance => {
+    const px = Buffer.alloc(w * h * c);
+    for (let i = 0; i < px.length; i++) px[i] = (i * 53 + (i % c) * 97) & 0xff;
+    return sharp(px, { raw: { width: w, height: h, channels: c } });
+  };
+  const out = async (name: string, img: SharpInstance): Promise<void> => writeFileSync(join(dir, name), await img.toBuffer());
+  await out('rgb-8x6.png', raw(8, 6, 3).png());
+  await out('gray-5x5.png', raw(5, 5, 1).png());
+  await out('rgba-4x4.png', raw(4, 4, 4).png());
+  await out('palette-6x6.png', raw(6, 6, 3).png({ palette: true, colours: 8 }));
+  await out('interlaced-9x7.png', raw(9, 7, 3).png({ progressive: true }));
+  await out('gray16-4x3.png', raw(4, 3, 1).toColourspace('grey16').png());
+  await out('baseline-8x8.jpg', raw(8, 8, 3).jpeg({ quality: 80 }));
+  await out('progressive-16x12.jpg', raw(16, 12, 3).jpeg({ progressive: true, quality: 70 }));
+  await out('gray-8x8.jpg', raw(8, 8, 1).jpeg({ quality: 90 }));
+  await out('444-8x8.jpg', raw(8, 8, 3).jpeg({ chromaSubsampling: '4:4:4', quality: 60 }));
+}
+
+await safetensors();
+await checkpoint();
+await idx();
+await images();
+console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

@@ -1,0 +1,21 @@
+// The fuzz targets by name. Each module is loaded only when its target runs (image-folder loads
+// sharp, checkpoint builds a network).
+import type { Target } from '../engine.js';
+
+export const TARGET_NAMES = ['safetensors', 'checkpoint', 'idx', 'image-folder'] as const;
+
+/** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
+export async function createTarget(name: string, opts: { workDir?: string } = {}): Promise<Target> {
+  switch (name) {
+    case 'safetensors':
+      return (await import('./safetensors.js')).createTarget();
+    case 'checkpoint':
+      return (await import('./checkpoint.js')).createTarget(opts);
+    case 'idx':
+      return (await import('./idx.js')).createTarget(opts);
+    case 'image-folder':
+      return (await import('./image-folder.js')).createTarget(opts);
+    default:
+      throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
+  }
+}

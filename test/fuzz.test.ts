@@ -1,0 +1,32 @@
+// The short fuzzing pass CI runs: every fuzz target in-process for a few thousand inputs (the
+// same engine, corpus and seeded inputs as `npm run fuzz`, which runs the long passes), with no
+// crash and no hang allowed. A failure lists each distinct finding; rerun it with
+// `npm run fuzz -- --target <name> --seed 1 --from <index> --iterations 1` (reproducer files go
+// to fuzz/crashes/). A synchronous hang is ended by the engine's watchdog, which kills this test
+// process and prints the input's index.
+import { describe, expect, it } from 'vitest';
+import { fuzzInProcess, findingLines, summaryLine } from '../fuzz/engine.js';
+import { createTarget } from '../fuzz/targets/index.js';
+
+/**
+ * Inputs per target: about 1-3 s each on one busy core. Checkpoint runs last: if its watchdog
+ * has to kill the process, the other targets' results are in already.
+ */
+const BUDGET: Record<string, number> = { safetensors: 2000, idx: 5000, 'image-folder': 600, checkpoint: 1500 };
+
+describe('fuzz (short pass)', () => {
+  for (const [name, iterations] of Object.entries(BUDGET)) {
+    it(`${name}: ${iterations} inputs, no crash, no hang`, async () => {
+      const target = await createTarget(name);
+      try {
+        const s = await fuzzInProcess(target, { iterations, seed: 1, timeoutMs: 3000, watchdogMs: 10_000 });
+        const report = [summaryLine(s), ...findingLines(s)].join('\n');
+        expect(s.iterations, report).toBe(iterations);
+        expect(s.counts.crash, report).toBe(0);
+        expect(s.counts.hang, report).toBe(0);
+      } finally {
+        target.close?.();
+      }
+    });
+  }
+});
