@@ -85,8 +85,15 @@ function toFloat32(bytes: Uint8Array, dtype: string, count: number): Float32Arra
  * matter.
  */
 function duplicateKey(json: string): string | undefined {
-  // One frame per open object (its keys so far, keys = null for an array) with its path.
-  const stack: { keys: Set<string> | null; last: string; path: string }[] = [];
+  // One frame per open object (its keys so far, keys = null for an array). The path of a
+  // duplicate is assembled only when one is found: building it per bracket would cost the square
+  // of the nesting depth.
+  const stack: { keys: Set<string> | null; last: string }[] = [];
+  const pathTo = (key: string): string => {
+    const segments = stack.slice(0, -1).map((f) => (f.keys ? JSON.stringify(f.last) : '[]'));
+    segments.push(JSON.stringify(key));
+    return segments.length > 8 ? `….${segments.slice(-8).join('.')}` : segments.join('.');
+  };
   let expectKey = false;
   for (let i = 0; i < json.length; i++) {
     const c = json[i];
@@ -96,16 +103,14 @@ function duplicateKey(json: string): string | undefined {
       const top = stack[stack.length - 1];
       if (expectKey && top?.keys) {
         const key = JSON.parse(json.slice(i, j + 1)) as string;
-        if (top.keys.has(key)) return `${top.path}${top.path ? '.' : ''}${JSON.stringify(key)}`;
+        if (top.keys.has(key)) return pathTo(key);
         top.keys.add(key);
         top.last = key;
         expectKey = false;
       }
       i = j;
     } else if (c === '{' || c === '[') {
-      const parent = stack[stack.length - 1];
-      const path = !parent ? '' : `${parent.path}${parent.path ? '.' : ''}${parent.keys ? JSON.stringify(parent.last) : '[]'}`;
-      stack.push({ keys: c === '{' ? new Set() : null, last: '', path });
+      stack.push({ keys: c === '{' ? new Set() : null, last: '' });
       expectKey = c === '{';
     } else if (c === '}' || c === ']') {
       stack.pop();
@@ -117,8 +122,18 @@ function duplicateKey(json: string): string | undefined {
   return undefined;
 }
 
-function describeJson(v: unknown): string {
+/** A short description of a parsed JSON value for an error message, whatever its size or depth. */
+function describeJson(v: unknown, depth = 0): string {
   if (v === undefined) return 'nothing';
+  if (Array.isArray(v)) {
+    if (depth >= 2) return `[…${v.length} items]`;
+    const shown = v.slice(0, 6).map((x) => describeJson(x, depth + 1));
+    return `[${shown.join(',')}${v.length > 6 ? ',…' : ''}]`;
+  }
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v);
+    return `{${keys.slice(0, 4).map((k) => JSON.stringify(k.slice(0, 20))).join(',')}${keys.length > 4 ? ',…' : ''}}`;
+  }
   return JSON.stringify(v).slice(0, 80);
 }
 

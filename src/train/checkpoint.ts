@@ -41,8 +41,13 @@ function extract(value: unknown, path: string, out: Map<string, Tensor>): unknow
   return value;
 }
 
-function restore(value: unknown, tensors: Map<string, Tensor>): unknown {
-  if (Array.isArray(value)) return value.map((v) => restore(v, tensors));
+/** Deepest nesting a training state may have: real ones nest a few levels; a hostile file could
+ * nest deep enough to overflow the stack of any recursive reader. */
+const MAX_STATE_DEPTH = 64;
+
+function restore(value: unknown, tensors: Map<string, Tensor>, depth = 0): unknown {
+  if (depth > MAX_STATE_DEPTH) throw new Error(`checkpoint: training state nests deeper than ${MAX_STATE_DEPTH} levels`);
+  if (Array.isArray(value)) return value.map((v) => restore(v, tensors, depth + 1));
   if (value && typeof value === 'object') {
     const ref = (value as { $tensor?: unknown }).$tensor;
     if (typeof ref === 'string') {
@@ -50,7 +55,7 @@ function restore(value: unknown, tensors: Map<string, Tensor>): unknown {
       if (!t) throw new Error(`checkpoint: state refers to tensor '${ref}', which the file does not hold`);
       return Array.from(t.data);
     }
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, restore(v, tensors)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, restore(v, tensors, depth + 1)]));
   }
   return value;
 }
