@@ -4,8 +4,10 @@
 // `npm run fuzz -- --target <name> --seed 1 --from <index> --iterations 1` (reproducer files go
 // to fuzz/crashes/). A synchronous hang is ended by the engine's watchdog, which kills this test
 // process and prints the input's index.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { fuzzInProcess, findingLines, summaryLine } from '../fuzz/engine.js';
+import { FUZZ_DIR, fuzzInProcess, findingLines, runOne, summaryLine } from '../fuzz/engine.js';
 import { createTarget } from '../fuzz/targets/index.js';
 
 /**
@@ -24,6 +26,28 @@ describe('fuzz (short pass)', () => {
         expect(s.iterations, report).toBe(iterations);
         expect(s.counts.crash, report).toBe(0);
         expect(s.counts.hang, report).toBe(0);
+      } finally {
+        target.close?.();
+      }
+    });
+  }
+});
+
+/**
+ * Every input a fuzz run once found crashing or hanging, kept in fuzz/regressions/<target>/
+ * (with the note the run wrote beside it): each must now parse or fail with a clean Error.
+ */
+describe('fuzz regressions', () => {
+  const root = join(FUZZ_DIR, 'regressions');
+  for (const name of readdirSync(root).sort()) {
+    const files = readdirSync(join(root, name)).filter((f) => !f.endsWith('.txt')).sort();
+    it(`${name}: ${files.length} past findings give ok or a clean Error`, async () => {
+      const target = await createTarget(name);
+      try {
+        for (const file of files) {
+          const r = await runOne(target, new Uint8Array(readFileSync(join(root, name, file))), 3000);
+          expect(['ok', 'error'], `${file}: ${r.outcome}: ${r.message}`).toContain(r.outcome);
+        }
       } finally {
         target.close?.();
       }

@@ -129,6 +129,9 @@ export class ImageFolder implements AsyncDataset {
   }
 }
 
+/** Most pixels one decoded (and resized) image may have: 2^26, a 8192x8192 image. */
+const MAX_DECODED_PIXELS = 2 ** 26;
+
 /**
  * Decodes an image file to float32 [3, H, W] in [0, 1]. `size`: shorter side (number) or exact
  * [h, w]; null keeps the file's size.
@@ -150,6 +153,11 @@ export async function decodeImage(path: string, size: number | [number, number] 
         else [h, w] = [size, Math.floor((size * iw) / ih)];
       } else {
         [h, w] = size;
+      }
+      // A tiny file can declare an extreme aspect ratio (millions of pixels by a few): keeping its
+      // shorter side would ask libvips for a gigantic image, minutes and gigabytes for nothing.
+      if (h * w > MAX_DECODED_PIXELS) {
+        throw new Error(`resizing to ${h}x${w} would make ${h * w} pixels (at most ${MAX_DECODED_PIXELS})`);
       }
       img = img.resize({ width: w, height: h, fit: 'fill', kernel: 'linear' });
     }
