@@ -2,8 +2,8 @@
 // measured on this machine in one run, with the same thread count everywhere. Prints markdown
 // tables and writes bench/results/<date>-<host>.json (raw numbers) and bench/results/latest.md.
 //
-//   npm run bench:compare                       full run (~15-20 min on 2 cores)
-//   npm run bench:compare -- --quick            a few shapes and models, 1-2 reps: harness check
+//   npm run bench:compare                       the default run (about 7 min on an idle 2-core machine)
+//   npm run bench:compare -- --quick            a few shapes and models, 1-2 reps: harness check (~2 min)
 //   npm run bench:compare -- --full             every conv algorithm on every zoo shape (long)
 //   npm run bench:compare -- --threads 4        thread count for every framework (default 2)
 //   npm run bench:compare -- --sections conv,gemm,infer,train,memory   a subset of sections

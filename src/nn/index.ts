@@ -1,4 +1,4 @@
-// The layers, one file each (see ../../shared/DESIGN.md).
+// The layers, one file each, named and parameterised as torch.nn's classes.
 export { type InferenceSnapshot, Module, type StateDict } from './module.js';
 export { Conv2d, type Conv2dLayerOptions } from './conv2d.js';
 export { ConvTranspose2d, type ConvTranspose2dLayerOptions } from './conv-transpose2d.js';

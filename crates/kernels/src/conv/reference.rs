@@ -2,8 +2,9 @@
 //! every backward is tested against it. Arguments are assumed already validated.
 use super::Conv2dParams;
 
-/// Calls `f(ic, iy, ix, oc, oy, ox, kidx)` for every (input, output, weight) triple that meet,
-/// for one batch item; `ic`/`oc` are absolute channels, `kidx` indexes the weight within `oc`.
+/// Calls `f(input_index, output_index, weight_index)` for every (input, output, weight) triple
+/// that meet in one batch item: flat indices into the item's input `[C_in, H, W]`, its output
+/// `[C_out, H_out, W_out]` and the whole weight `[C_out, C_in / groups, kH, kW]`.
 fn for_each_tap(p: &Conv2dParams, out_hw: (usize, usize), mut f: impl FnMut(usize, usize, usize)) {
     let (oh, ow) = out_hw;
     let (cig, cog) = (p.in_per_group(), p.out_per_group());
