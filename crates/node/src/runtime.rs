@@ -37,8 +37,8 @@ fn default_threads() -> usize {
 /// Tensor buffers are Float32Arrays that V8 gets from calloc. glibc serves blocks above its
 /// dynamic mmap threshold with fresh mmaps and trims the heap top back to the OS at 2x that
 /// threshold, so a training step that frees and reallocates hundreds of MB of activations and
-/// gradients page-faults every one of them in again (ResNet-18 batch 16: ~200k minor faults and
-/// ~15% of the CPU time per step in the kernel). Serving blocks up to 32 MiB (glibc's maximum)
+/// gradients page-faults every one of them in again (a large share of a ResNet-18 training step's
+/// CPU time went to the kernel; README, FERROCONV_MALLOC_TUNE). Serving blocks up to 32 MiB
 /// from the heap and keeping up to 256 MiB of free heap top lets the next step reuse the pages.
 /// Peak RSS is unchanged (the pages were in use at the peak anyway). Opt out with
 /// `FERROCONV_MALLOC_TUNE=0`.

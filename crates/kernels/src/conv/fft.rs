@@ -44,7 +44,8 @@ const BLOCK_BUDGET: usize = 16 << 20;
 /// spectrum bin (written once, streamed once; weight spectra are the largest buffers).
 const FFT_COST: f64 = 16.0;
 const WEIGHT_BIN_COST: f64 = 16.0;
-/// Extra transform cost of a grid side with a factor 3 (measured 10-40% slower than powers of 2).
+/// Extra transform cost of a grid side with a factor 3 (rustfft's radix-3 passes are slower per
+/// element than its radix-2 ones; see `bench/results/auto-rules.md`).
 const RADIX3_PENALTY: f64 = 1.2;
 
 /// Spectra buffers run to tens of megabytes. Fresh ones cost page faults and zeroing by the OS on
@@ -376,13 +377,12 @@ impl Layout {
     }
 }
 
-/// Whether the FFT measured faster than direct summation for this shape (2 threads, AVX2,
-/// batch 8, forward and backward; see `examples/conv_bench.rs` with `sweep`): stride 1, no
-/// dilation, at least 32 input and 32 output channels per group, and either a kernel of 25 or
-/// more taps (5x5 and up: 1.5-6x faster at 64-256 channels) or a 3x3 kernel with 256+ channels
-/// per group on a 28x28 or larger output (2-3x). It loses everywhere at stride > 1 (4x on the
-/// AlexNet stem), for depthwise (10x) and for 16-channel layers. For dense 3x3 layers compare
-/// with im2col + GEMM too, which this does not know about.
+/// Whether the FFT measured faster than direct summation for this shape
+/// (`bench/results/auto-rules.md`): stride 1, no dilation, at least 32 input and 32 output
+/// channels per group, and either a kernel of 25 or more taps or a 3x3 kernel with 256+
+/// channels per group on a 28x28 or larger output. Strided, depthwise and narrow layers lose:
+/// the transforms cost more than the products save. For dense 3x3 layers compare with im2col +
+/// GEMM too, which this does not know about.
 pub fn pays_off(p: &Conv2dParams) -> bool {
     let Ok((oh, ow)) = p.validate() else {
         return false;
@@ -395,17 +395,11 @@ pub fn pays_off(p: &Conv2dParams) -> bool {
         && (taps >= 25 || (taps >= 9 && cig >= 256 && cog >= 256 && oh * ow >= 28 * 28))
 }
 
-/// Whether `ConvAlgo::Auto` should pick the FFT over im2col + GEMM for this pass. Measured with
-/// `examples/conv_bench.rs 2 im2col,fft zoo` (2 threads, AVX2, shared machine at load 7, so
-/// +-30%; GFLOP/s of CPU time per thread, fft / im2col, forward / backward data / backward
-/// weight), batch 8: AlexNet features.3 (5x5 64->192 @27) 199-226/121-126, 181-188/123-130,
-/// 154-171/125-133; 5x5 32->32 @28 117/67, 100/69, 103/73; 7x7 64->64 @28 314/96, 223/119,
-/// 237/105; 5x5 256->256 @14 159/109 forward but 91/106 and 109/118 backward. At batch 1
-/// AlexNet's features.3 loses 0.45-0.7x in every pass (the weight spectra, one per (in, out)
-/// pair, are not shared over enough items), and stride 2 loses 2.5x (the 7x7 stems of
-/// GoogLeNet/ResNet/DenseNet: 27/71 forward). So: [`pays_off`]'s 5x5-and-up case, dense,
-/// batch 8 or more, and for the backward passes a 24x24 or larger output (the 14x14 layer lost).
-/// 3x3 kernels are left to Winograd and im2col.
+/// Whether `ConvAlgo::Auto` should pick the FFT over im2col + GEMM for this pass, from the
+/// measurements in `bench/results/auto-rules.md`: [`pays_off`]'s 5x5-and-up case, dense, batch 8
+/// or more (below that the weight spectra, one per (in, out) pair, are not shared over enough
+/// items), and for the backward passes a 24x24 or larger output (a 14x14 layer lost). 3x3
+/// kernels are left to Winograd and im2col.
 pub fn beats_im2col(p: &Conv2dParams, pass: super::ConvPass) -> bool {
     let Ok((oh, ow)) = p.validate() else {
         return false;

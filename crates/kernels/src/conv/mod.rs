@@ -230,10 +230,9 @@ impl ConvAlgo {
     pub fn resolve_for(self, p: &Conv2dParams, pass: ConvPass) -> ConvAlgo {
         match self {
             // Depthwise convs lower to one-row GEMMs per channel (the 6-row register tile runs
-            // 5/6 empty and every channel repacks its columns): direct's row axpys are cheaper
-            // (about 3x on 128 channels at 56x56 here). Everything else is GEMM-bound work,
-            // where im2col + the blocked SGEMM reaches a large fraction of FMA peak (about 10x
-            // direct on ResNet-50's 3x3 layers).
+            // 5/6 empty and every channel repacks its columns): direct's row axpys are cheaper.
+            // Everything else is GEMM-bound work, where im2col + the blocked SGEMM reaches a
+            // large fraction of FMA peak (measurements: bench/results/auto-rules.md).
             ConvAlgo::Auto if p.groups > 1 && p.groups == p.in_channels => ConvAlgo::Direct,
             // Reductions so long that even one block of lowered columns would take more than
             // im2col's scratch budget (kernels about the size of the image).
@@ -243,8 +242,8 @@ impl ConvAlgo {
             // measured faster than im2col is in `winograd::pays_off`.
             ConvAlgo::Auto if winograd::pays_off(p) => ConvAlgo::Winograd,
             // Stride-1 5x5 and larger kernels with 32+ channels over a batch: the FFT's
-            // pointwise products beat im2col's k*k-times-larger GEMM by 1.3-4x (AlexNet's
-            // features.3 about 1.8x forward); where, per pass, is in `fft::beats_im2col`.
+            // pointwise products beat im2col's k*k-times-larger GEMM; where, per pass, is in
+            // `fft::beats_im2col`.
             ConvAlgo::Auto if fft::beats_im2col(p, pass) => ConvAlgo::Fft,
             ConvAlgo::Auto => ConvAlgo::Im2col,
             other => other,

@@ -58,15 +58,12 @@ pub fn applies(p: &Conv2dParams) -> bool {
         && p.dilation_w == 1
 }
 
-/// Whether `ConvAlgo::Auto` should pick Winograd over im2col + GEMM. Measured on this 2-core
-/// EPYC (shared, load average 6-8, so +-30%; `examples/conv_bench.rs 2 im2col,winograd wino`,
-/// GFLOP/s of CPU time per thread, forward, batch 8, pad 1, winograd / im2col):
-/// ResNet-50 64@56 166/123, 128@28 149/114, 256@14 119/87; VGG 64@224 166/104,
-/// 256@56 214-261/103-124; but 512@7 35-50/74-87 and 512@14 about even. Winograd pays the weight
-/// transform once per call (36 values per (in, out) pair, plus page faults when the transformed
-/// weights are too large to keep between calls), so it needs enough tiles to share it over and
-/// channels enough to keep the 36 GEMMs efficient; 64-channel 14x14 layers (1.3x wasted work
-/// in the partial tiles) and 32-channel layers measured even.
+/// Whether `ConvAlgo::Auto` should pick Winograd over im2col + GEMM (measurements in
+/// `bench/results/auto-rules.md`). Winograd pays the weight transform once per call (36 values
+/// per (in, out) pair, plus page faults when the transformed weights are too large to keep
+/// between calls), so it needs enough tiles to share it over and channels enough to keep the 36
+/// GEMMs efficient; small maps of 512 channels, 64-channel 14x14 layers (wasted work in the
+/// partial tiles) and 32-channel layers do not gain.
 pub fn pays_off(p: &Conv2dParams) -> bool {
     let Ok((oh, ow)) = p.validate() else {
         return false;

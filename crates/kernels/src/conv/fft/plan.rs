@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub(crate) const TILE: usize = 8;
 
 /// Smallest `m >= n` of the form 2^a 3^b (even unless `n == 1` when `even`). rustfft's AVX
-/// algorithms cover those lengths; factors 5 and 7 measured 2-8x slower per element here.
+/// algorithms cover those lengths; factors 5 and 7 run much slower per element
+/// (`bench/results/auto-rules.md`).
 pub(crate) fn good_size(n: usize, even: bool) -> usize {
     let mut m = n.max(1);
     loop {

@@ -350,8 +350,8 @@ unsafe fn tap_block(
 
 /// `CB x NV` vector accumulators; per tap, `NV` loads and `CB` broadcasts feed `CB * NV` FMAs.
 /// A 3-channel block runs the 4-channel kernel's shape with a runtime channel count.
-// Index loops over the accumulator array: the iterator forms measured twice as slow here
-// (LLVM stopped keeping the accumulators in registers).
+// Index loops over the accumulator array: with the iterator forms LLVM stopped keeping the
+// accumulators in registers (bench/results/auto-rules.md).
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn taps_kernel<const CB: usize, const NV: usize>(
