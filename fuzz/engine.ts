@@ -238,7 +238,13 @@ export interface RangeOptions {
   /** Called before running each input with its index and the counts of the inputs before it. */
   beforeEach?(index: number, counts: Counts): void;
   onFinding?(finding: Finding): void;
-  /** Stop after an input that raised the process's peak RSS past this (it counts as a crash). */
+  /**
+   * Stop after an input that raised the process's peak RSS past this. The peak is cumulative:
+   * garbage of earlier inputs that the collector has not yet freed counts too, so an input that
+   * trips it after others is not blamed: the range stops before it (`next` is that input) and
+   * the caller reruns it first in a fresh process. Only an input that trips it as the first of
+   * its range counts as a crash.
+   */
   maxRssBytes?: number;
   /** Findings kept (and reproducers written) per distinct signature; the rest are only counted. Default 3. */
   keepPerSignature?: number;
@@ -278,6 +284,7 @@ export async function runRange(o: RangeOptions): Promise<RangeResult> {
       // getrusage's peak: exact about which input pushed it up, even when the memory was freed.
       const peak = process.resourceUsage().maxRSS * 1024;
       if (peak > o.maxRssBytes) {
+        if (i > o.from && !kind) return { counts, findings, signatures, next: i, overMemory: true };
         overMemory = true;
         if (!kind) {
           kind = 'crash';
