@@ -37,7 +37,7 @@ interface SharpImage {
   raw(): SharpImage;
   toBuffer(opts: { resolveWithObject: true }): Promise<{ data: Buffer; info: { width: number; height: number; channels: number; depth?: string } }>;
 }
-type Sharp = (input: string) => SharpImage;
+type Sharp = (input: string, opts?: { limitInputPixels?: number }) => SharpImage;
 
 let sharpModule: Sharp | null = null;
 
@@ -129,7 +129,7 @@ export class ImageFolder implements AsyncDataset {
   }
 }
 
-/** Most pixels one decoded (and resized) image may have: 2^26, a 8192x8192 image. */
+/** Most pixels an image file may declare, and a decoded (resized) image have: 2^26, 8192x8192. */
 const MAX_DECODED_PIXELS = 2 ** 26;
 
 /**
@@ -139,12 +139,15 @@ const MAX_DECODED_PIXELS = 2 ** 26;
 export async function decodeImage(path: string, size: number | [number, number] | null = null): Promise<ReturnType<typeof toTensor>> {
   const sharp = loadSharp();
   try {
-    let img = sharp(path);
+    // The same cap on what the file declares: a 114-byte PNG can claim hundreds of megapixels,
+    // and libvips would allocate them before finding the data missing.
+    const open = () => sharp(path, { limitInputPixels: MAX_DECODED_PIXELS });
+    let img = open();
     if (size !== null) {
       let h: number;
       let w: number;
       if (typeof size === 'number') {
-        const meta = await sharp(path).metadata();
+        const meta = await open().metadata();
         const ih = meta.height ?? 0;
         const iw = meta.width ?? 0;
         if (!(ih > 0 && iw > 0)) throw new Error('image has no size');
