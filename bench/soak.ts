@@ -5,7 +5,7 @@
 // samples is compared with the median of the last 10%: growth above the limit (default 2%) is a
 // leak, and the exit code is 1. A long measurement, not a test: run it on a quiet machine.
 //
-//   npm run soak [-- --steps 10000 --sample-every 100 --warmup 500 --max-growth 2 --batch-size 64 --threads N]
+//   npm run soak [-- --steps 10000 --sample-every 100 --warmup STEPS --max-growth 2 --batch-size 64 --threads N]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ const { values } = parseArgs({
   options: {
     steps: { type: 'string', default: '10000' },
     'sample-every': { type: 'string', default: '100' },
-    warmup: { type: 'string', default: '500' },
+    warmup: { type: 'string' },
     'max-growth': { type: 'string', default: '2' },
     'batch-size': { type: 'string', default: '64' },
     lr: { type: 'string', default: '0.003' },
@@ -42,13 +42,7 @@ const sampleEvery = Math.floor(positive('sample-every', 1));
 const maxGrowth = positive('max-growth', 0);
 const batchSize = Math.floor(positive('batch-size', 1));
 const lr = positive('lr', 0);
-let warmup = Math.floor(positive('warmup', 0));
 if (values.threads) setNumThreads(Math.floor(positive('threads', 1)));
-if (warmup >= steps / 2) {
-  const scaled = Math.floor(steps / 4);
-  console.log(`soak: --warmup ${warmup} leaves too few samples in ${steps} steps; using ${scaled} (a short check, not a soak)`);
-  warmup = scaled;
-}
 
 const seed = 1;
 manualSeed(seed);
@@ -56,6 +50,15 @@ const data = await buildData('mnist', { batchSize, seed, imageSize: 224 });
 const model = buildModel('mnist-net', data.info);
 const optimizer = buildOptimizer('adam', model.parameters(), { lr, weightDecay: 0 });
 const perEpoch = data.train.length;
+// The default warm-up is three epochs: the first epochs make one-time allocations (the loader's
+// per-epoch buffers, the first checkpoints, kernel caches) and the allocator's heap settles to
+// its working size; a leak is growth after that.
+let warmup = values.warmup !== undefined ? Math.floor(positive('warmup', 0)) : 3 * perEpoch;
+if (warmup >= steps / 2) {
+  const scaled = Math.floor(steps / 4);
+  console.log(`soak: a ${warmup}-step warm-up leaves too few samples in ${steps} steps; using ${scaled} (a short check, not a soak)`);
+  warmup = scaled;
+}
 const epochs = Math.ceil(steps / perEpoch);
 const sched = buildScheduler('onecycle', optimizer, { epochs, stepsPerEpoch: perEpoch })!;
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-soak-'));
