@@ -35,12 +35,14 @@ describe('writeFileAtomic', () => {
     const target = join(dir, 'model.safetensors');
     const dead = deadPid();
     const stale = `.model.safetensors.${dead}.1700000000000.tmp`;
-    const ours = `.model.safetensors.${process.pid}.1700000000001.tmp`; // this process: a live writer (e.g. a worker thread)
+    const ours = `.model.safetensors.${process.pid}.${Date.now()}.tmp`; // this process: a live writer (e.g. a worker thread)
+    // Our pid but from 2023, before this process started: a dead process that had the same pid.
+    const reusedPid = `.model.safetensors.${process.pid}.1700000000001.tmp`;
     const parent = `.model.safetensors.${process.ppid}.1700000000002.tmp`; // another live process
     const otherTarget = `.other.safetensors.${dead}.1700000000003.tmp`;
     const lookalike = `.model.safetensors.1.${dead}.1700000000004.tmp`; // the temp of a target 'model.safetensors.1'
     const unrelated = 'model.safetensors.bak';
-    for (const name of [stale, ours, parent, otherTarget, lookalike, unrelated]) writeFileSync(join(dir, name), 'partial');
+    for (const name of [stale, ours, reusedPid, parent, otherTarget, lookalike, unrelated]) writeFileSync(join(dir, name), 'partial');
     writeFileAtomic(target, [new TextEncoder().encode('new contents')]);
     expect(readFileSync(target, 'utf8')).toBe('new contents');
     expect(readdirSync(dir).sort()).toEqual([ours, parent, otherTarget, lookalike, unrelated, 'model.safetensors'].sort());

@@ -10,6 +10,9 @@ function tempPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
 }
 
+/** When this process started, in ms since the epoch (a little early, never late). */
+const startedAt = Date.now() - process.uptime() * 1000 - 1000;
+
 /** False only when no process has this pid (kill(pid, 0) fails with ESRCH; EPERM means one does). */
 function processExists(pid: number): boolean {
   try {
@@ -39,10 +42,15 @@ function removeStaleTemps(path: string): void {
     if (!name.startsWith(prefix)) continue;
     // Exactly two numeric fields after the prefix, so `.a.1.<pid>.<ms>.tmp` (the temp of a
     // target named `a.1`) never matches the target `a`.
-    const m = /^(\d+)\.\d+\.tmp$/.exec(name.slice(prefix.length));
+    const m = /^(\d+)\.(\d+)\.tmp$/.exec(name.slice(prefix.length));
     if (!m) continue;
     const pid = Number(m[1]);
-    if (!Number.isSafeInteger(pid) || pid < 1 || pid === process.pid || processExists(pid)) continue;
+    if (!Number.isSafeInteger(pid) || pid < 1) continue;
+    if (pid === process.pid) {
+      // Our pid, but written before this process started: a dead process that had the same pid
+      // (containers hand out the same small pids run after run). Ours, or a worker's: keep.
+      if (Number(m[2]) >= startedAt) continue;
+    } else if (processExists(pid)) continue;
     try {
       rmSync(join(dir, name));
     } catch {
