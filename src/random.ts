@@ -1,5 +1,6 @@
 // A small seedable generator (xoshiro128**), so tensors, dropout masks and shuffles repeat
 // exactly for a given seed on every platform.
+import { describe } from './describe.js';
 
 export class Rng {
   private s: Uint32Array;
@@ -61,13 +62,6 @@ export class Rng {
   setState(state: readonly number[]): void {
     this.s.set(checkRngState(state, 'Rng.setState'));
   }
-}
-
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(describe).join(', ')}]`;
-  if (typeof v === 'string') return JSON.stringify(v);
-  if (v === null || typeof v !== 'object') return String(v);
-  return 'an object';
 }
 
 /**

@@ -9,6 +9,7 @@ import { type AnyDataset, type Batch, permutation } from './dataset.js';
 import { checkSeed, shuffleRng } from './seeding.js';
 import type { Transform } from './transforms.js';
 import { WorkerPool } from './worker-pool.js';
+import { describe } from '../describe.js';
 
 export interface DataLoaderOptions {
   /** Samples per batch (default 1). */
@@ -45,7 +46,7 @@ export interface DataLoaderState {
 }
 
 function count(what: string, v: number, min: number): number {
-  if (!Number.isSafeInteger(v) || v < min) throw new Error(`DataLoader: ${what} must be an integer >= ${min}, got ${v}`);
+  if (!Number.isSafeInteger(v) || v < min) throw new Error(`DataLoader: ${what} must be an integer >= ${min}, got ${describe(v)}`);
   return v;
 }
 
@@ -158,16 +159,16 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
     checkSeed('DataLoader.setState: seed', state.seed);
     count('setState: epoch', state.epoch, 0);
     if (state.batchSize !== this.batchSize) {
-      throw new Error(`DataLoader.setState: state is for batchSize ${state.batchSize}, this loader has ${this.batchSize}`);
+      throw new Error(`DataLoader.setState: state is for batchSize ${describe(state.batchSize)}, this loader has ${this.batchSize}`);
     }
     if (state.numSamples !== this.dataset.length) {
-      throw new Error(`DataLoader.setState: state is for a dataset of ${state.numSamples} samples, this one has ${this.dataset.length}`);
+      throw new Error(`DataLoader.setState: state is for a dataset of ${describe(state.numSamples)} samples, this one has ${this.dataset.length}`);
     }
     if (state.shuffle !== undefined && state.shuffle !== this.shuffle) {
-      throw new Error(`DataLoader.setState: state has shuffle ${state.shuffle}, this loader has ${this.shuffle}`);
+      throw new Error(`DataLoader.setState: state has shuffle ${describe(state.shuffle)}, this loader has ${this.shuffle}`);
     }
     if (!Number.isInteger(state.position) || state.position < 0 || state.position > this.length) {
-      throw new Error(`DataLoader.setState: position must be an integer in [0, ${this.length}], got ${state.position}`);
+      throw new Error(`DataLoader.setState: position must be an integer in [0, ${this.length}], got ${describe(state.position)}`);
     }
   }
 

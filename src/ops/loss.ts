@@ -3,6 +3,7 @@
 import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
+import { describe } from '../describe.js';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -38,10 +39,6 @@ export interface CrossEntropyOptions {
   reduction?: Reduction;
 }
 
-function describeValue(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : String(v);
-}
-
 /**
  * Checks class indices for `op` (crossEntropy, nllLoss, topkCorrect, ...) and returns them as an
  * Int32Array: `n` of them, each an integer in [0, classes) or equal to `ignoreIndex`. Nothing is
@@ -49,7 +46,7 @@ function describeValue(v: unknown): string {
  */
 export function checkClassIndices(op: string, targets: ArrayLike<number>, n: number, classes: number, ignoreIndex: number | null = -100): Int32Array {
   if (ignoreIndex !== null && !Number.isSafeInteger(ignoreIndex)) {
-    throw new Error(`${op}: ignoreIndex: expected an integer, got ${describeValue(ignoreIndex)}`);
+    throw new Error(`${op}: ignoreIndex: expected an integer, got ${describe(ignoreIndex)}`);
   }
   if (targets === null || typeof targets !== 'object' || typeof targets.length !== 'number') {
     throw new Error(`${op}: targets: expected an Int32Array or an array of class indices, got ${targets === null ? 'null' : typeof targets}`);
@@ -59,7 +56,7 @@ export function checkClassIndices(op: string, targets: ArrayLike<number>, n: num
   for (let i = 0; i < n; i++) {
     const v = targets[i];
     const ok = typeof v === 'number' && Number.isInteger(v) && ((v >= 0 && v < classes) || v === ignoreIndex);
-    if (!ok) throw new Error(`${op}: targets[${i}] = ${describeValue(v)} is not a class index in [0, ${classes})`);
+    if (!ok) throw new Error(`${op}: targets[${i}] = ${describe(v)} is not a class index in [0, ${classes})`);
     out[i] = v;
   }
   return out;

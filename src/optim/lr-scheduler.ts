@@ -5,6 +5,7 @@
 // (new lr from the group's current lr), so interleaving them with manual lr changes behaves as in
 // torch and resuming from a checkpoint (optimizer + scheduler state dicts) continues exactly.
 import { Optimizer, type GroupOptions } from './optimizer.js';
+import { describe } from '../describe.js';
 
 // Any optimizer: schedulers only touch lr (and OneCycleLR momentum / betas[0]).
 type AnyOptimizer = Optimizer<GroupOptions>;
@@ -16,12 +17,6 @@ export interface LRSchedulerStateDict {
   lastEpoch: number;
   baseLrs: number[];
   lastLr: number[];
-}
-
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(describe).join(', ')}]`;
-  if (v === null || typeof v !== 'object') return typeof v === 'string' ? JSON.stringify(v) : String(v);
-  return 'an object';
 }
 
 function checkOptimizer(name: string, optimizer: unknown): asserts optimizer is AnyOptimizer {

@@ -4,6 +4,7 @@
 // resume training exactly where it stopped. The update rules follow PyTorch 1.13's single-tensor
 // (foreach=False) code operation by operation in float32; see float32.ts for how.
 import { Tensor } from '../tensor.js';
+import { describe } from '../describe.js';
 
 /** Hyper-parameters every parameter group has, whatever the optimizer. */
 export interface GroupOptions {
@@ -54,13 +55,6 @@ export interface OptimizerStateDict {
 
 /** Options shared by every optimizer: these four come first in each one's defaults. */
 export const GROUP_DEFAULTS: GroupOptions = { lr: 0, weightDecay: 0, lrMult: 1, decayMult: 1 };
-
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(describe).join(', ')}]`;
-  if (typeof v === 'string') return JSON.stringify(v);
-  if (v === null || typeof v !== 'object') return String(v);
-  return 'an object';
-}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -8,6 +8,7 @@ import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import type { Module } from '../nn/module.js';
 import { checkRngState } from '../random.js';
 import { Tensor } from '../tensor.js';
+import { describe } from '../describe.js';
 
 export const CHECKPOINT_FORMAT = 'ferroconv-checkpoint-1';
 
@@ -72,13 +73,6 @@ export interface CheckpointContents {
   /** The model's weights, by the names of model.stateDict(). */
   weights: Map<string, Tensor>;
   state: TrainingState;
-}
-
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return `an array of ${v.length}`;
-  if (typeof v === 'string') return JSON.stringify(v);
-  if (v === null || typeof v !== 'object') return String(v);
-  return 'an object';
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
