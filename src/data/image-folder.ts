@@ -129,8 +129,14 @@ export class ImageFolder implements AsyncDataset {
   }
 }
 
-/** Most pixels an image file may declare, and a decoded (resized) image have: 2^26, 8192x8192. */
-const MAX_DECODED_PIXELS = 2 ** 26;
+/** Most pixels an image file may declare: 2^26, 8192x8192 (a 48-megapixel photo fits). */
+const MAX_FILE_PIXELS = 2 ** 26;
+/**
+ * Most pixels of a decoded (resized) image: 2^24, 4096x4096, a 192 MiB tensor. libvips needs
+ * several times that in intermediate buffers (16-bit and alpha inputs more), so this bounds a
+ * decode at a few hundred MB; larger images are decoded with a `size`.
+ */
+const MAX_DECODED_PIXELS = 2 ** 24;
 
 /**
  * Decodes an image file to float32 [3, H, W] in [0, 1]. `size`: shorter side (number) or exact
@@ -141,29 +147,29 @@ export async function decodeImage(path: string, size: number | [number, number] 
   try {
     // The same cap on what the file declares: a 114-byte PNG can claim hundreds of megapixels,
     // and libvips would allocate them before finding the data missing.
-    const open = () => sharp(path, { limitInputPixels: MAX_DECODED_PIXELS });
+    const open = () => sharp(path, { limitInputPixels: MAX_FILE_PIXELS });
     let img = open();
-    if (size !== null) {
-      let h: number;
-      let w: number;
-      if (typeof size === 'number') {
-        const meta = await open().metadata();
-        const ih = meta.height ?? 0;
-        const iw = meta.width ?? 0;
-        if (!(ih > 0 && iw > 0)) throw new Error('image has no size');
-        // Same arithmetic as transforms.resize(number): shorter side to `size`.
-        if (iw <= ih) [h, w] = [Math.floor((size * ih) / iw), size];
-        else [h, w] = [size, Math.floor((size * iw) / ih)];
-      } else {
-        [h, w] = size;
-      }
-      // A tiny file can declare an extreme aspect ratio (millions of pixels by a few): keeping its
-      // shorter side would ask libvips for a gigantic image, minutes and gigabytes for nothing.
-      if (h * w > MAX_DECODED_PIXELS) {
-        throw new Error(`resizing to ${h}x${w} would make ${h * w} pixels (at most ${MAX_DECODED_PIXELS})`);
-      }
-      img = img.resize({ width: w, height: h, fit: 'fill', kernel: 'linear' });
+    let h: number;
+    let w: number;
+    if (Array.isArray(size)) {
+      [h, w] = size;
+    } else {
+      const meta = await open().metadata();
+      const ih = meta.height ?? 0;
+      const iw = meta.width ?? 0;
+      if (!(ih > 0 && iw > 0)) throw new Error('image has no size');
+      if (size === null) [h, w] = [ih, iw];
+      // Same arithmetic as transforms.resize(number): shorter side to `size`.
+      else if (iw <= ih) [h, w] = [Math.floor((size * ih) / iw), size];
+      else [h, w] = [size, Math.floor((size * iw) / ih)];
     }
+    // A tiny file can declare an extreme aspect ratio (millions of pixels by a few): keeping its
+    // shorter side would ask libvips for a gigantic image, seconds and gigabytes for nothing.
+    if (h * w > MAX_DECODED_PIXELS) {
+      const what = size === null ? 'decoding at the file\'s size' : 'resizing';
+      throw new Error(`${what} to ${h}x${w} would make ${h * w} pixels (at most ${MAX_DECODED_PIXELS}; pass a smaller size)`);
+    }
+    if (size !== null) img = img.resize({ width: w, height: h, fit: 'fill', kernel: 'linear' });
     const { data, info } = await img.toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
     if (info.depth !== undefined && info.depth !== 'uchar') throw new Error(`decoded to ${info.depth} samples, expected 8-bit`);
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);

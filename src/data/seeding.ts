@@ -2,6 +2,7 @@
 // (seed, epoch, sample index) alone, so a run repeats exactly whatever the batch size of the
 // prefetch, the number of workers or which worker handled a sample, and can resume mid-epoch.
 import { Rng } from '../random.js';
+import { describe } from '../describe.js';
 
 // Distinct tags keep the shuffle stream and the per-sample streams from ever coinciding.
 const SHUFFLE_TAG = 0x51f15eed;
@@ -40,6 +41,6 @@ export function sampleRng(seed: number, epoch: number, index: number): Rng {
 /** Throws unless `v` is an integer that fits in 32 unsigned bits. */
 export function checkSeed(what: string, v: number): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-    throw new Error(`${what}: expected an integer in [0, 2^32), got ${v}`);
+    throw new Error(`${what}: expected an integer in [0, 2^32), got ${describe(v)}`);
   }
 }
