@@ -265,8 +265,8 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
         throw new Error(`${gw}: expected ${own.params.length} parameters, got ${sg.params.length}`);
       }
       sg.params.forEach((idx, pi) => {
-        const key = String(idx);
         if (!Number.isInteger(idx) || (idx as number) < 0) throw new Error(`${gw}.params[${pi}]: expected a non-negative integer index, got ${describe(idx)}`);
+        const key = String(idx);
         if (byIndex.has(key)) throw new Error(`${gw}.params[${pi}]: index ${idx} appears twice`);
         byIndex.set(key, own.params[pi]);
       });

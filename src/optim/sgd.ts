@@ -4,6 +4,7 @@
 // p = p - lr * v (the first step sets v = g), so lr scales the velocity, not the gradient.
 import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
 import { native } from '../native.js';
+import { describe } from '../describe.js';
 
 export interface SGDOptions extends GroupOptions {
   /** Momentum factor. Default 0 (none). */
@@ -27,7 +28,7 @@ export class SGD extends Optimizer<SGDOptions> {
   protected readonly bufferNames = ['momentumBuffer'] as const;
 
   constructor(params: Params<SGDOptions>, options: Partial<SGDOptions> & { lr: number }) {
-    if (typeof options?.lr !== 'number') throw new Error(`SGD: lr is required (a non-negative number), got ${String(options?.lr)}`);
+    if (typeof options?.lr !== 'number') throw new Error(`SGD: lr is required (a non-negative number), got ${describe(options?.lr)}`);
     super('SGD', params, SGD_DEFAULTS, options);
   }
 
