@@ -58,7 +58,7 @@ fn main() {
     println!("simd: {}", ferroconv_kernels::simd::level().name());
     let mut peak = f64::NAN;
     #[cfg(target_arch = "x86_64")]
-    if ferroconv_kernels::simd::use_avx2() {
+    if ferroconv_kernels::simd::level() == ferroconv_kernels::simd::SimdLevel::Avx2Fma {
         peak = fma_peak_one_core();
         println!(
             "measured FMA peak: {:.1} GFLOP/s per core ({:.2} GHz effective)",

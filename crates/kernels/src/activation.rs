@@ -3,8 +3,8 @@
 //! (zero where input <= 0 for ReLU, `negative_slope` where input <= 0 for leaky ReLU), sigmoid's
 //! and tanh's from the saved *output*, so a backward pass never recomputes the forward.
 use crate::error::check_len;
-use crate::simd;
-use crate::vmath::{for_each_chunk, multiversion};
+use crate::simd::{self, dispatch, kernel, Isa};
+use crate::vmath::for_each_chunk;
 use crate::{bail, Result};
 
 /// PyTorch's default `negative_slope` for `leaky_relu`.
@@ -58,14 +58,14 @@ impl Activation {
 /// output = act(input), elementwise.
 pub fn activation_forward(act: Activation, input: &[f32], output: &mut [f32]) -> Result<()> {
     check_len("output", output.len(), input.len())?;
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     for_each_chunk(output, |start, y| {
         let x = &input[start..start + y.len()];
         match act {
-            Activation::Relu => relu(avx, x, y),
-            Activation::LeakyRelu { negative_slope } => leaky_relu(avx, x, y, negative_slope),
-            Activation::Sigmoid => sigmoid(avx, x, y),
-            Activation::Tanh => tanh(avx, x, y),
+            Activation::Relu => relu(isa, x, y),
+            Activation::LeakyRelu { negative_slope } => leaky_relu(isa, x, y, negative_slope),
+            Activation::Sigmoid => sigmoid(isa, x, y),
+            Activation::Tanh => tanh(isa, x, y),
         }
     });
     Ok(())
@@ -74,8 +74,8 @@ pub fn activation_forward(act: Activation, input: &[f32], output: &mut [f32]) ->
 /// data = relu(data), in place. The backward of an in-place ReLU can pass `data` as the
 /// "input": its positive entries are exactly the input's.
 pub fn relu_inplace(data: &mut [f32]) {
-    let avx = simd::use_avx2();
-    for_each_chunk(data, |_, y| relu_self(avx, y));
+    let isa = simd::isa();
+    for_each_chunk(data, |_, y| relu_self(isa, y));
 }
 
 /// grad_input = d(loss)/d(input) given grad_output. ReLU and leaky ReLU read `input`, sigmoid
@@ -102,23 +102,23 @@ pub fn activation_backward(
             unused.len()
         );
     }
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     for_each_chunk(grad_input, |start, gi| {
         let range = start..start + gi.len();
         let (s, g) = (&used[range.clone()], &grad_output[range]);
         match act {
-            Activation::Relu => relu_backward(avx, s, g, gi),
+            Activation::Relu => relu_backward(isa, s, g, gi),
             Activation::LeakyRelu { negative_slope } => {
-                leaky_relu_backward(avx, s, g, gi, negative_slope)
+                leaky_relu_backward(isa, s, g, gi, negative_slope)
             }
-            Activation::Sigmoid => sigmoid_backward(avx, s, g, gi),
-            Activation::Tanh => tanh_backward(avx, s, g, gi),
+            Activation::Sigmoid => sigmoid_backward(isa, s, g, gi),
+            Activation::Tanh => tanh_backward(isa, s, g, gi),
         }
     });
     Ok(())
 }
 
-multiversion! {
+kernel! {
     // `x < 0 ? 0 : x` rather than max(x, 0), so NaN stays NaN as in torch.
     fn relu(x: &[f32], y: &mut [f32]) {
         for (o, &v) in y.iter_mut().zip(x) {
@@ -127,7 +127,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn relu_self(y: &mut [f32]) {
         for v in y.iter_mut() {
             *v = if *v < 0.0 { 0.0 } else { *v };
@@ -135,7 +135,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn leaky_relu(x: &[f32], y: &mut [f32], slope: f32) {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = if v > 0.0 { v } else { v * slope };
@@ -143,7 +143,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     // torch's threshold_backward: `x <= 0 ? 0 : grad`.
     fn relu_backward(x: &[f32], g: &[f32], gi: &mut [f32]) {
         for ((o, &v), &d) in gi.iter_mut().zip(x).zip(g) {
@@ -152,7 +152,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     // torch's leaky_relu_backward: `x > 0 ? grad : grad * slope`.
     fn leaky_relu_backward(x: &[f32], g: &[f32], gi: &mut [f32], slope: f32) {
         for ((o, &v), &d) in gi.iter_mut().zip(x).zip(g) {
@@ -161,7 +161,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn sigmoid_backward(y: &[f32], g: &[f32], gi: &mut [f32]) {
         for ((o, &s), &d) in gi.iter_mut().zip(y).zip(g) {
             *o = d * (1.0 - s) * s;
@@ -169,7 +169,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn tanh_backward(y: &[f32], g: &[f32], gi: &mut [f32]) {
         for ((o, &t), &d) in gi.iter_mut().zip(y).zip(g) {
             *o = d * (1.0 - t * t);
@@ -177,31 +177,29 @@ multiversion! {
     }
 }
 
-fn sigmoid(avx: bool, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: `avx` is simd::use_avx2(), true only on CPUs with AVX2 and FMA.
-        unsafe { crate::vmath::avx2::sigmoid(x, y) };
-        return;
-    }
-    let _ = avx;
-    for (o, &v) in y.iter_mut().zip(x) {
-        // e^-|x| never overflows, so large negative inputs give tiny values, not 1/inf.
-        let e = (-v.abs()).exp();
-        let s = 1.0 / (1.0 + e);
-        *o = if v < 0.0 { e * s } else { s };
-    }
+fn sigmoid(isa: Isa, x: &[f32], y: &mut [f32]) {
+    dispatch!(isa,
+        // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
+        avx2 => unsafe { crate::vmath::avx2::sigmoid(x, y) },
+        _ => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                // e^-|x| never overflows, so large negative inputs give tiny values, not 1/inf.
+                let e = (-v.abs()).exp();
+                let s = 1.0 / (1.0 + e);
+                *o = if v < 0.0 { e * s } else { s };
+            }
+        }
+    )
 }
 
-fn tanh(avx: bool, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: as above.
-        unsafe { crate::vmath::avx2::tanh(x, y) };
-        return;
-    }
-    let _ = avx;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = v.tanh();
-    }
+fn tanh(isa: Isa, x: &[f32], y: &mut [f32]) {
+    dispatch!(isa,
+        // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
+        avx2 => unsafe { crate::vmath::avx2::tanh(x, y) },
+        _ => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v.tanh();
+            }
+        }
+    )
 }

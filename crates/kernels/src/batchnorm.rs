@@ -7,6 +7,7 @@
 //! normalisation run in the same task, so the second and third passes over a channel's N planes
 //! come from cache. A channel's result does not depend on the thread count.
 use crate::error::{check_len, check_positive, numel};
+use crate::simd::{kernel, Target};
 use crate::{bail, simd, Result};
 use rayon::prelude::*;
 
@@ -183,16 +184,16 @@ impl TrainChannel<'_> {
     }
 }
 
-/// The three reductions, with explicit AVX2 code when `AVX2` (compilers vectorise these
+/// The three reductions, with explicit AVX2 code when `T::AVX2` (compilers vectorise these
 /// lane-array loops unreliably) and the portable loops otherwise.
-struct Reduce<const AVX2: bool>;
+struct Reduce<T>(std::marker::PhantomData<T>);
 
-impl<const AVX2: bool> Reduce<AVX2> {
+impl<T: Target> Reduce<T> {
     #[inline(always)]
     fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
         #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is true only inside functions that run when the CPU has AVX2+FMA.
+        if T::AVX2 {
+            // SAFETY: T is Avx2 only inside kernel! AVX2 builds, which run only on AVX2+FMA CPUs.
             return unsafe { x86::shifted_sum(xs, shift) };
         }
         shifted_sum(xs, shift)
@@ -201,8 +202,8 @@ impl<const AVX2: bool> Reduce<AVX2> {
     #[inline(always)]
     fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
         #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is true only inside functions that run when the CPU has AVX2+FMA.
+        if T::AVX2 {
+            // SAFETY: T is Avx2 only inside kernel! AVX2 builds, which run only on AVX2+FMA CPUs.
             return unsafe { x86::centered_sums(xs, mean) };
         }
         centered_sums(xs, mean)
@@ -211,58 +212,43 @@ impl<const AVX2: bool> Reduce<AVX2> {
     #[inline(always)]
     fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
         #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is true only inside functions that run when the CPU has AVX2+FMA.
+        if T::AVX2 {
+            // SAFETY: T is Avx2 only inside kernel! AVX2 builds, which run only on AVX2+FMA CPUs.
             return unsafe { x86::grad_sums(x, g, mean) };
         }
         grad_sums(x, g, mean)
     }
 }
 
-#[inline(always)]
-fn train_channel_impl<const AVX2: bool>(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
-    let batch = ys.len();
-    // Shifting by one of the channel's own values keeps the f32 partial sums small even when
-    // the mean is large next to the spread.
-    let first = t.x(0)[0];
-    let shift = if first.is_finite() { first } else { 0.0 };
-    let mut sum = 0.0;
-    for n in 0..batch {
-        sum += Reduce::<AVX2>::shifted_sum(t.x(n), shift);
+kernel! {
+    fn train_channel<[T]>(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
+        let batch = ys.len();
+        // Shifting by one of the channel's own values keeps the f32 partial sums small even when
+        // the mean is large next to the spread.
+        let first = t.x(0)[0];
+        let shift = if first.is_finite() { first } else { 0.0 };
+        let mut sum = 0.0;
+        for n in 0..batch {
+            sum += Reduce::<T>::shifted_sum(t.x(n), shift);
+        }
+        let mean = shift as f64 + sum / t.count;
+        let mean32 = mean as f32;
+        let (mut dev, mut sq) = (0.0, 0.0);
+        for n in 0..batch {
+            let (d, s) = Reduce::<T>::centered_sums(t.x(n), mean32);
+            dev += d;
+            sq += s;
+        }
+        // Corrected two-pass: removes what the f32 mean is off by from the sum of squares.
+        let var_sum = (sq - dev * dev / t.count).max(0.0);
+        let mean = mean32 as f64 + dev / t.count;
+        let invstd = 1.0 / (var_sum / t.count + t.eps).sqrt();
+        let alpha = (invstd * t.weight as f64) as f32;
+        for (n, y) in ys.iter_mut().enumerate() {
+            normalize_into(y, t.x(n), mean32, alpha, t.bias);
+        }
+        ChannelStats { mean, var_sum }
     }
-    let mean = shift as f64 + sum / t.count;
-    let mean32 = mean as f32;
-    let (mut dev, mut sq) = (0.0, 0.0);
-    for n in 0..batch {
-        let (d, s) = Reduce::<AVX2>::centered_sums(t.x(n), mean32);
-        dev += d;
-        sq += s;
-    }
-    // Corrected two-pass: removes what the f32 mean is off by from the sum of squares.
-    let var_sum = (sq - dev * dev / t.count).max(0.0);
-    let mean = mean32 as f64 + dev / t.count;
-    let invstd = 1.0 / (var_sum / t.count + t.eps).sqrt();
-    let alpha = (invstd * t.weight as f64) as f32;
-    for (n, y) in ys.iter_mut().enumerate() {
-        normalize_into(y, t.x(n), mean32, alpha, t.bias);
-    }
-    ChannelStats { mean, var_sum }
-}
-
-fn train_channel(avx2: bool, t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { train_channel_avx2(t, ys) };
-    }
-    let _ = avx2;
-    train_channel_impl::<false>(t, ys)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn train_channel_avx2(t: &TrainChannel, ys: &mut [&mut [f32]]) -> ChannelStats {
-    train_channel_impl::<true>(t, ys)
 }
 
 /// Training forward: normalises with the batch mean and biased variance, writes the mean and
@@ -301,7 +287,7 @@ pub fn batch_norm2d_forward_train(
             p.width
         );
     }
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     let plane = p.plane();
     let stats: Vec<ChannelStats> = planes_by_channel(output, c, plane)
         .into_par_iter()
@@ -317,7 +303,7 @@ pub fn batch_norm2d_forward_train(
                 weight: weight.map_or(1.0, |w| w[ch]),
                 bias: bias.map_or(0.0, |b| b[ch]),
             };
-            train_channel(avx2, &t, &mut ys)
+            train_channel(isa, &t, &mut ys)
         })
         .collect();
     let n = count as f64;
@@ -370,7 +356,7 @@ pub fn batch_norm2d_forward_eval(
         })
         .collect();
     let plane = p.plane();
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     output
         .par_chunks_mut(plane)
         .zip(input.par_chunks(plane))
@@ -378,25 +364,15 @@ pub fn batch_norm2d_forward_eval(
         .with_min_len((16 * 1024 / plane).max(1))
         .for_each(|(i, (y, x))| {
             let (mean, alpha, beta) = coef[i % c];
-            normalize(avx2, y, x, mean, alpha, beta);
+            normalize(isa, y, x, mean, alpha, beta);
         });
     Ok(())
 }
 
-fn normalize(avx2: bool, y: &mut [f32], x: &[f32], mean: f32, alpha: f32, beta: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { normalize_avx2(y, x, mean, alpha, beta) };
+kernel! {
+    fn normalize(y: &mut [f32], x: &[f32], mean: f32, alpha: f32, beta: f32) {
+        normalize_into(y, x, mean, alpha, beta)
     }
-    let _ = avx2;
-    normalize_into(y, x, mean, alpha, beta)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_avx2(y: &mut [f32], x: &[f32], mean: f32, alpha: f32, beta: f32) {
-    normalize_into(y, x, mean, alpha, beta)
 }
 
 /// What a backward channel task reads besides its own gradInput planes.
@@ -419,47 +395,32 @@ impl BackChannel<'_> {
     }
 }
 
-/// (Σ gy, Σ (x - mean) * gy) of one channel, after writing its grad input planes `gis`.
-#[inline(always)]
-fn back_channel_impl<const AVX2: bool>(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
-    let (mut sum_g, mut dotp) = (0.0, 0.0);
-    for n in 0..gis.len() {
-        let r = t.at(n);
-        let (s, d) = Reduce::<AVX2>::grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean);
-        sum_g += s;
-        dotp += d;
-    }
-    let invstd = t.invstd as f64;
-    // torch's training backward: dx = (dy - mean(dy) - (x - mean) * k) * invstd * w with
-    // k = Σ (x - mean) dy * invstd² / n.
-    let k = (dotp * invstd * invstd / t.count) as f32;
-    let grad_mean = (sum_g / t.count) as f32;
-    let scale = t.invstd * t.weight;
-    for (n, gi) in gis.iter_mut().enumerate() {
-        let r = t.at(n);
-        let x = &t.input[r.clone()];
-        let gy = &t.grad_out[r];
-        for ((o, &xv), &gv) in gi.iter_mut().zip(x).zip(gy) {
-            *o = (gv - grad_mean - (xv - t.mean) * k) * scale;
+kernel! {
+    /// (Σ gy, Σ (x - mean) * gy) of one channel, after writing its grad input planes `gis`.
+    fn back_channel<[T]>(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
+        let (mut sum_g, mut dotp) = (0.0, 0.0);
+        for n in 0..gis.len() {
+            let r = t.at(n);
+            let (s, d) = Reduce::<T>::grad_sums(&t.input[r.clone()], &t.grad_out[r], t.mean);
+            sum_g += s;
+            dotp += d;
         }
+        let invstd = t.invstd as f64;
+        // torch's training backward: dx = (dy - mean(dy) - (x - mean) * k) * invstd * w with
+        // k = Σ (x - mean) dy * invstd² / n.
+        let k = (dotp * invstd * invstd / t.count) as f32;
+        let grad_mean = (sum_g / t.count) as f32;
+        let scale = t.invstd * t.weight;
+        for (n, gi) in gis.iter_mut().enumerate() {
+            let r = t.at(n);
+            let x = &t.input[r.clone()];
+            let gy = &t.grad_out[r];
+            for ((o, &xv), &gv) in gi.iter_mut().zip(x).zip(gy) {
+                *o = (gv - grad_mean - (xv - t.mean) * k) * scale;
+            }
+        }
+        (sum_g, dotp)
     }
-    (sum_g, dotp)
-}
-
-fn back_channel(avx2: bool, t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { back_channel_avx2(t, gis) };
-    }
-    let _ = avx2;
-    back_channel_impl::<false>(t, gis)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn back_channel_avx2(t: &BackChannel, gis: &mut [&mut [f32]]) -> (f64, f64) {
-    back_channel_impl::<true>(t, gis)
 }
 
 /// Training backward, from the saved batch mean and inverse std: grad input (always), and
@@ -486,7 +447,7 @@ pub fn batch_norm2d_backward(
     check_len("gradInput", grad_input.len(), p.input_len())?;
     check_channel_vec("gradWeight", grad_weight.as_deref(), c)?;
     check_channel_vec("gradBias", grad_bias.as_deref(), c)?;
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     let plane = p.plane();
     let count = p.count() as f64;
     let sums: Vec<(f64, f64)> = planes_by_channel(grad_input, c, plane)
@@ -504,7 +465,7 @@ pub fn batch_norm2d_backward(
                 invstd: save_invstd[ch],
                 weight: weight.map_or(1.0, |w| w[ch]),
             };
-            back_channel(avx2, &t, &mut gis)
+            back_channel(isa, &t, &mut gis)
         })
         .collect();
     if let Some(gw) = grad_weight {

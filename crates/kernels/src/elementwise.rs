@@ -6,8 +6,8 @@
 //! alone, never on how the work was split across threads. The broadcast backward sums in fixed
 //! blocks combined in a fixed order, so it does not depend on the thread count either.
 use crate::error::{check_len, check_positive, numel};
-use crate::simd;
-use crate::vmath::{self, for_each_chunk, multiversion, GRAIN};
+use crate::simd::{self, kernel, Isa};
+use crate::vmath::{self, for_each_chunk, GRAIN};
 use crate::{bail, Result};
 use rayon::prelude::*;
 
@@ -75,7 +75,7 @@ fn check_probability(p: f64) -> Result<()> {
     Ok(())
 }
 
-multiversion! {
+kernel! {
     fn dropout_chunk(x: &[f32], y: &mut [f32], mask: &mut [f32], d: DropoutChunk, base: u32) {
         let n = x.len().min(y.len()).min(mask.len());
         for j in 0..n {
@@ -111,13 +111,13 @@ pub fn dropout_forward(
     }
     let threshold = drop_threshold(p);
     let scale = (1.0 / (1.0 - p)) as f32;
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     let run = |start: usize, y: &mut [f32], m: &mut [f32]| {
         // Chunks start at multiples of GRAIN (a power of two below 2^32): a chunk never
         // straddles two 2^32 blocks, so one pair of keys serves it.
         let d = DropoutChunk::new(seed, (start as u64) >> 32, threshold, scale);
         let x = &input[start..start + y.len()];
-        dropout_chunk(avx, x, y, m, d, start as u32);
+        dropout_chunk(isa, x, y, m, d, start as u32);
     };
     if output.len() <= GRAIN {
         run(0, output, mask);
@@ -135,10 +135,10 @@ pub fn dropout_forward(
 pub fn dropout_backward(grad_output: &[f32], mask: &[f32], grad_input: &mut [f32]) -> Result<()> {
     check_len("mask", mask.len(), grad_output.len())?;
     check_len("gradInput", grad_input.len(), grad_output.len())?;
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     for_each_chunk(grad_input, |start, gi| {
         let range = start..start + gi.len();
-        mul(avx, &grad_output[range.clone()], &mask[range], gi);
+        mul(isa, &grad_output[range.clone()], &mask[range], gi);
     });
     Ok(())
 }
@@ -243,7 +243,7 @@ impl Broadcast {
     }
 }
 
-multiversion! {
+kernel! {
     fn add(x: &[f32], y: &[f32], out: &mut [f32]) {
         for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
             *o = a + b;
@@ -251,7 +251,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn mul(x: &[f32], y: &[f32], out: &mut [f32]) {
         for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
             *o = a * b;
@@ -259,7 +259,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn add_scalar(x: &[f32], b: f32, out: &mut [f32]) {
         for (o, &a) in out.iter_mut().zip(x) {
             *o = a + b;
@@ -267,7 +267,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn mul_scalar(x: &[f32], b: f32, out: &mut [f32]) {
         for (o, &a) in out.iter_mut().zip(x) {
             *o = a * b;
@@ -278,7 +278,7 @@ multiversion! {
 /// out[i] = x[i] op b[(i / inner) % mid] for the flat range `start..start + out.len()`, walked
 /// in runs: along `b` itself when inner = 1, else along one broadcast row at a time.
 fn broadcast_chunk(
-    avx: bool,
+    isa: Isa,
     op: BinaryOp,
     plan: &Broadcast,
     start: usize,
@@ -295,8 +295,8 @@ fn broadcast_chunk(
             let run = (mid - m).min(out.len() - k);
             let (xs, bs, os) = (&x[k..k + run], &b[m..m + run], &mut out[k..k + run]);
             match op {
-                BinaryOp::Add => add(avx, xs, bs, os),
-                BinaryOp::Mul => mul(avx, xs, bs, os),
+                BinaryOp::Add => add(isa, xs, bs, os),
+                BinaryOp::Mul => mul(isa, xs, bs, os),
             }
             k += run;
         } else {
@@ -304,8 +304,8 @@ fn broadcast_chunk(
             let run = (inner - i % inner).min(out.len() - k);
             let (xs, os) = (&x[k..k + run], &mut out[k..k + run]);
             match op {
-                BinaryOp::Add => add_scalar(avx, xs, bv, os),
-                BinaryOp::Mul => mul_scalar(avx, xs, bv, os),
+                BinaryOp::Add => add_scalar(isa, xs, bv, os),
+                BinaryOp::Mul => mul_scalar(isa, xs, bv, os),
             }
             k += run;
         }
@@ -325,14 +325,14 @@ pub fn broadcast_binary(
     check_len("a", a.len(), plan.len())?;
     check_len("b", b.len(), plan.mid)?;
     check_len("output", output.len(), plan.len())?;
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     for_each_chunk(output, |start, out| {
-        broadcast_chunk(avx, op, &plan, start, &a[start..start + out.len()], b, out);
+        broadcast_chunk(isa, op, &plan, start, &a[start..start + out.len()], b, out);
     });
     Ok(())
 }
 
-multiversion! {
+kernel! {
     // acc[m] += x[m] (* y[m]) in f64: the column sums of the `inner == 1` reduction.
     fn accumulate_row(acc: &mut [f64], x: &[f32], y: &[f32]) {
         if y.is_empty() {
@@ -349,7 +349,7 @@ multiversion! {
 
 /// grad_b[m] = sum over every element i of a with (i / inner) % mid == m of g[i] (* a[i] when
 /// `a` is non-empty), i.e. the gradient reduced over the broadcast dims.
-fn reduce_to_b(avx: bool, plan: &Broadcast, g: &[f32], a: &[f32], grad_b: &mut [f32]) {
+fn reduce_to_b(isa: Isa, plan: &Broadcast, g: &[f32], a: &[f32], grad_b: &mut [f32]) {
     let Broadcast { outer, mid, inner } = *plan;
     let weighted = !a.is_empty();
     if inner == 1 && outer == 1 {
@@ -357,7 +357,7 @@ fn reduce_to_b(avx: bool, plan: &Broadcast, g: &[f32], a: &[f32], grad_b: &mut [
         for_each_chunk(grad_b, |start, gb| {
             let range = start..start + gb.len();
             if weighted {
-                mul(avx, &g[range.clone()], &a[range], gb);
+                mul(isa, &g[range.clone()], &a[range], gb);
             } else {
                 gb.copy_from_slice(&g[range]);
             }
@@ -374,7 +374,7 @@ fn reduce_to_b(avx: bool, plan: &Broadcast, g: &[f32], a: &[f32], grad_b: &mut [
             for o in blk * rows..((blk + 1) * rows).min(outer) {
                 let r = o * mid..(o + 1) * mid;
                 let ar: &[f32] = if weighted { &a[r.clone()] } else { &[] };
-                accumulate_row(avx, &mut acc, &g[r], ar);
+                accumulate_row(isa, &mut acc, &g[r], ar);
             }
             acc
         };
@@ -392,9 +392,9 @@ fn reduce_to_b(avx: bool, plan: &Broadcast, g: &[f32], a: &[f32], grad_b: &mut [
     let row_sum = |r: usize| -> f64 {
         let range = r * inner..(r + 1) * inner;
         if weighted {
-            vmath::dot(avx, &g[range.clone()], &a[range]) as f64
+            vmath::dot(isa, &g[range.clone()], &a[range]) as f64
         } else {
-            vmath::sum(avx, &g[range]) as f64
+            vmath::sum(isa, &g[range]) as f64
         }
     };
     let n_rows = outer * mid;
@@ -443,13 +443,13 @@ pub fn broadcast_binary_backward(
         }
         return Ok(());
     }
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     if let Some(ga) = grad_a {
         match op {
             BinaryOp::Add => ga.copy_from_slice(grad_output),
             BinaryOp::Mul => for_each_chunk(ga, |start, out| {
                 let g = &grad_output[start..start + out.len()];
-                broadcast_chunk(avx, BinaryOp::Mul, &plan, start, g, b, out);
+                broadcast_chunk(isa, BinaryOp::Mul, &plan, start, g, b, out);
             }),
         }
     }
@@ -458,7 +458,7 @@ pub fn broadcast_binary_backward(
             BinaryOp::Add => &[],
             BinaryOp::Mul => a,
         };
-        reduce_to_b(avx, &plan, grad_output, weight, gb);
+        reduce_to_b(isa, &plan, grad_output, weight, gb);
     }
     Ok(())
 }
@@ -570,7 +570,7 @@ pub fn concat_channels_affine(
     for &c in channels {
         first.push(first[first.len() - 1] + c);
     }
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     output
         .par_chunks_mut(plane)
         .enumerate()
@@ -581,16 +581,16 @@ pub fn concat_channels_affine(
             let src = (n * channels[k] + c - first[k]) * plane;
             let x = &inputs[k][src..src + plane];
             if relu {
-                affine_relu_into(avx, x, y, scale[c], shift[c]);
+                affine_relu_into(isa, x, y, scale[c], shift[c]);
             } else {
-                affine_into(avx, x, y, scale[c], shift[c]);
+                affine_into(isa, x, y, scale[c], shift[c]);
             }
         });
     Ok(())
 }
 
 // No FMA contraction in either path, so scalar and AVX2 agree bit for bit.
-multiversion! {
+kernel! {
     fn affine_into(x: &[f32], y: &mut [f32], s: f32, b: f32) {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v * s + b;
@@ -598,7 +598,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn affine_relu_into(x: &[f32], y: &mut [f32], s: f32, b: f32) {
         for (o, &v) in y.iter_mut().zip(x) {
             let t = v * s + b;

@@ -13,6 +13,7 @@
 //! Each output plane (n, c) is one rayon task reading its few neighbouring input planes, so
 //! every inner loop is a contiguous, vectorisable pass over a plane.
 use crate::error::{check_len, check_positive, numel};
+use crate::simd::kernel;
 use crate::{bail, simd, Result};
 use rayon::prelude::*;
 
@@ -143,50 +144,35 @@ pub fn lrn_forward(
     check_len("output", output.len(), p.input_len())?;
     check_len("scale", scale.len(), p.input_len())?;
     let plane = p.plane();
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     output
         .par_chunks_mut(plane)
         .zip(scale.par_chunks_mut(plane))
         .enumerate()
         .with_min_len((16 * 1024 / plane).max(1))
-        .for_each(|(i, (y, s))| forward_plane(avx2, p, input, i, y, s));
+        .for_each(|(i, (y, s))| forward_plane(isa, p, input, i, y, s));
     Ok(())
 }
 
-fn forward_plane(avx2: bool, p: &LrnParams, input: &[f32], i: usize, y: &mut [f32], s: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { forward_plane_avx2(p, input, i, y, s) };
-    }
-    let _ = avx2;
-    forward_plane_impl(p, input, i, y, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_plane_avx2(p: &LrnParams, input: &[f32], i: usize, y: &mut [f32], s: &mut [f32]) {
-    forward_plane_impl(p, input, i, y, s)
-}
-
-#[inline(always)]
-fn forward_plane_impl(p: &LrnParams, input: &[f32], i: usize, y: &mut [f32], s: &mut [f32]) {
-    let (n, c) = (i / p.channels, i % p.channels);
-    s.fill(0.0);
-    for cc in p.forward_window(c) {
-        for (acc, &v) in s.iter_mut().zip(plane_of(input, p, n, cc)) {
-            *acc += v * v;
+kernel! {
+    fn forward_plane(p: &LrnParams, input: &[f32], i: usize, y: &mut [f32], s: &mut [f32]) {
+        let (n, c) = (i / p.channels, i % p.channels);
+        s.fill(0.0);
+        for cc in p.forward_window(c) {
+            for (acc, &v) in s.iter_mut().zip(plane_of(input, p, n, cc)) {
+                *acc += v * v;
+            }
         }
+        // torch: avg_pool3d (sum / size) * alpha + k, in float.
+        let (size, alpha, k) = (p.size as f32, p.alpha as f32, p.k as f32);
+        let x = plane_of(input, p, n, c);
+        with_power!(Power::of(p.beta), |pow| {
+            for ((o, sc), &xv) in y.iter_mut().zip(s.iter_mut()).zip(x) {
+                *sc = *sc / size * alpha + k;
+                *o = xv / pow(*sc);
+            }
+        });
     }
-    // torch: avg_pool3d (sum / size) * alpha + k, in float.
-    let (size, alpha, k) = (p.size as f32, p.alpha as f32, p.k as f32);
-    let x = plane_of(input, p, n, c);
-    with_power!(Power::of(p.beta), |pow| {
-        for ((o, sc), &xv) in y.iter_mut().zip(s.iter_mut()).zip(x) {
-            *sc = *sc / size * alpha + k;
-            *o = xv / pow(*sc);
-        }
-    });
 }
 
 /// grad_input of LRN from the forward's input, output and saved scale (overwrites grad_input).
@@ -206,7 +192,7 @@ pub fn lrn_backward(
     check_len("gradOutput", grad_out.len(), len)?;
     check_len("gradInput", grad_input.len(), len)?;
     let plane = p.plane();
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     let bufs = Saved {
         input,
         output,
@@ -219,7 +205,7 @@ pub fn lrn_backward(
         .with_min_len((16 * 1024 / plane).max(1))
         .for_each_init(
             || vec![0.0f32; plane],
-            |acc, (i, gi)| backward_plane(avx2, p, &bufs, i, gi, acc),
+            |acc, (i, gi)| backward_plane(isa, p, &bufs, i, gi, acc),
         );
     Ok(())
 }
@@ -232,41 +218,26 @@ struct Saved<'a> {
     grad_out: &'a [f32],
 }
 
-fn backward_plane(avx2: bool, p: &LrnParams, t: &Saved, i: usize, gi: &mut [f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { backward_plane_avx2(p, t, i, gi, acc) };
-    }
-    let _ = avx2;
-    backward_plane_impl(p, t, i, gi, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_plane_avx2(p: &LrnParams, t: &Saved, i: usize, gi: &mut [f32], acc: &mut [f32]) {
-    backward_plane_impl(p, t, i, gi, acc)
-}
-
-#[inline(always)]
-fn backward_plane_impl(p: &LrnParams, t: &Saved, i: usize, gi: &mut [f32], acc: &mut [f32]) {
-    let (n, j) = (i / p.channels, i % p.channels);
-    acc.fill(0.0);
-    for c in p.backward_window(j) {
-        let g = plane_of(t.grad_out, p, n, c);
-        let y = plane_of(t.output, p, n, c);
-        let s = plane_of(t.scale, p, n, c);
-        for (((a, &gv), &yv), &sv) in acc.iter_mut().zip(g).zip(y).zip(s) {
-            *a += gv * yv / sv;
+kernel! {
+    fn backward_plane(p: &LrnParams, t: &Saved, i: usize, gi: &mut [f32], acc: &mut [f32]) {
+        let (n, j) = (i / p.channels, i % p.channels);
+        acc.fill(0.0);
+        for c in p.backward_window(j) {
+            let g = plane_of(t.grad_out, p, n, c);
+            let y = plane_of(t.output, p, n, c);
+            let s = plane_of(t.scale, p, n, c);
+            for (((a, &gv), &yv), &sv) in acc.iter_mut().zip(g).zip(y).zip(s) {
+                *a += gv * yv / sv;
+            }
         }
+        let coef = (2.0 * p.alpha * p.beta / p.size as f64) as f32;
+        let g = plane_of(t.grad_out, p, n, j);
+        let x = plane_of(t.input, p, n, j);
+        let s = plane_of(t.scale, p, n, j);
+        with_power!(Power::of(p.beta), |pow| {
+            for ((((o, &a), &gv), &xv), &sv) in gi.iter_mut().zip(acc.iter()).zip(g).zip(x).zip(s) {
+                *o = gv / pow(sv) - coef * xv * a;
+            }
+        });
     }
-    let coef = (2.0 * p.alpha * p.beta / p.size as f64) as f32;
-    let g = plane_of(t.grad_out, p, n, j);
-    let x = plane_of(t.input, p, n, j);
-    let s = plane_of(t.scale, p, n, j);
-    with_power!(Power::of(p.beta), |pow| {
-        for ((((o, &a), &gv), &xv), &sv) in gi.iter_mut().zip(acc.iter()).zip(g).zip(x).zip(s) {
-            *o = gv / pow(sv) - coef * xv * a;
-        }
-    });
 }

@@ -7,7 +7,7 @@
 //! and rounding to f32 reproduces the JavaScript results bit for bit on every path (Rust never
 //! contracts a multiply and an add into an FMA on its own, so the AVX2 build agrees too).
 use crate::error::check_len;
-use crate::vmath::multiversion;
+use crate::simd::kernel;
 use crate::{bail, simd, Result};
 use rayon::prelude::*;
 
@@ -47,7 +47,7 @@ fn add_scaled(x: f32, a: f32, y: f32) -> f32 {
     (x as f64 + a as f64 * y as f64) as f32
 }
 
-multiversion! {
+kernel! {
     fn sgd_chunk(p: &mut [f32], g: &[f32], s: SgdScalars) {
         for (pv, &gv) in p.iter_mut().zip(g) {
             let mut d = if s.maximize { -gv } else { gv };
@@ -59,7 +59,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn sgd_momentum_chunk(p: &mut [f32], g: &[f32], buf: &mut [f32], s: SgdScalars) {
         for ((pv, &gv), bv) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
             let mut d = if s.maximize { -gv } else { gv };
@@ -121,7 +121,7 @@ pub fn sgd_step(
         maximize: p.maximize,
         first_step: p.first_step,
     };
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     match (p.momentum != 0.0, momentum_buffer) {
         (true, Some(buf)) => {
             check_len("momentumBuffer", buf.len(), n)?;
@@ -129,7 +129,7 @@ pub fn sgd_step(
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
                 .zip(buf.par_chunks_mut(CHUNK))
-                .for_each(|((pc, gc), bc)| sgd_momentum_chunk(avx, pc, gc, bc, s));
+                .for_each(|((pc, gc), bc)| sgd_momentum_chunk(isa, pc, gc, bc, s));
         }
         (true, None) => bail!("momentumBuffer: expected {n} elements (momentum > 0), got none"),
         (false, Some(_)) => bail!("momentumBuffer: expected none (momentum is 0), got a buffer"),
@@ -137,7 +137,7 @@ pub fn sgd_step(
             param
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
-                .for_each(|(pc, gc)| sgd_chunk(avx, pc, gc, s));
+                .for_each(|(pc, gc)| sgd_chunk(isa, pc, gc, s));
         }
     }
     Ok(())

@@ -33,7 +33,7 @@ fn check_threads(threads: usize) -> Result<()> {
 }
 
 /// Floating-point operations per second, in GFLOP/s, that `threads` threads reach with
-/// back-to-back fused multiply-adds (AVX2+FMA when [`simd::use_avx2`], else whatever the portable
+/// back-to-back fused multiply-adds (AVX2+FMA at that SIMD level, else whatever the portable
 /// loop compiles to), each thread running for about `millis` milliseconds (1..=60000).
 pub fn fma_peak_gflops(threads: usize, millis: usize) -> Result<f64> {
     check_threads(threads)?;
@@ -41,14 +41,14 @@ pub fn fma_peak_gflops(threads: usize, millis: usize) -> Result<f64> {
         bail!("millis: expected 1..={MAX_MILLIS}, got {millis}");
     }
     let budget = Duration::from_millis(millis as u64);
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     let start = Barrier::new(threads);
     let per_thread = run_threads(threads, |_| {
         start.wait();
         let t0 = Instant::now();
         let mut flops = 0.0f64;
         loop {
-            flops += fma_block(avx2);
+            flops += fma_block(isa);
             let dt = t0.elapsed();
             if dt >= budget {
                 return (flops, dt.as_secs_f64());
@@ -130,16 +130,12 @@ fn run_threads<T: Send>(threads: usize, f: impl Fn(usize) -> T + Sync) -> Result
 }
 
 /// One block of `ROUNDS_PER_BLOCK` rounds over all chains; returns the flops it did.
-fn fma_block(avx2: bool) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx2 {
-            // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-            return unsafe { fma_block_avx2() };
-        }
-    }
-    let _ = avx2;
-    fma_block_portable()
+fn fma_block(isa: simd::Isa) -> f64 {
+    simd::dispatch!(isa,
+        // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
+        avx2 => unsafe { fma_block_avx2() },
+        _ => fma_block_portable(),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -1,12 +1,27 @@
-//! Run-time choice of the SIMD path. One binary runs on every x86-64 CPU: AVX2+FMA kernels are
-//! used when the CPU has them, the portable scalar code otherwise. `FERROCONV_SIMD=scalar` (read
-//! once) or [`set_level`] forces the fallback so tests can check that both paths agree.
+//! Run-time choice of the SIMD path, and the one mechanism every kernel uses to compile and pick
+//! its per-level code.
+//!
+//! One binary runs on every CPU of its platform: AVX2+FMA kernels on x86-64 CPUs that have them,
+//! the NEON level on aarch64, the portable scalar code otherwise. `FERROCONV_SIMD=scalar` (read
+//! once) or [`set_level`] forces the fallback so tests can check that the paths agree.
+//!
+//! Inside the crate a kernel never tests the CPU itself. It takes an [`Isa`] (made only by
+//! [`isa`], so it always names a level this CPU has) and is written in one of two ways:
+//! - [`kernel!`]: one body, compiled once per level inside a `target_feature` wrapper so LLVM
+//!   vectorises it for that level. A body that has hand-written intrinsics for some level
+//!   declares a type parameter `[T]` and branches on `T::AVX2` (a compile-time constant).
+//! - [`dispatch!`]: a `match` on the level for code that has a separate hand-written function per
+//!   level (micro-kernels, `exp`).
+//!
+//! A new level (NEON intrinsics) is a new arm in these two macros and new `T::NEON` branches in
+//! the kernels that want it; no call site changes.
 use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimdLevel {
     Scalar = 1,
     Avx2Fma = 2,
+    Neon = 3,
 }
 
 impl SimdLevel {
@@ -14,6 +29,16 @@ impl SimdLevel {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2+fma",
+            SimdLevel::Neon => "neon",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<SimdLevel> {
+        match v {
+            1 => Some(SimdLevel::Scalar),
+            2 => Some(SimdLevel::Avx2Fma),
+            3 => Some(SimdLevel::Neon),
+            _ => None,
         }
     }
 }
@@ -30,39 +55,170 @@ pub fn detected() -> SimdLevel {
             return SimdLevel::Avx2Fma;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return SimdLevel::Neon;
+        }
+    }
     SimdLevel::Scalar
+}
+
+/// Every level this CPU can run, the scalar fallback first: what tests loop over.
+pub fn available() -> Vec<SimdLevel> {
+    let mut levels = vec![SimdLevel::Scalar];
+    if detected() != SimdLevel::Scalar {
+        levels.push(detected());
+    }
+    levels
 }
 
 /// The level kernels use now.
 pub fn level() -> SimdLevel {
-    match LEVEL.load(Ordering::Relaxed) {
-        1 => SimdLevel::Scalar,
-        2 => SimdLevel::Avx2Fma,
-        _ => {
-            let forced = std::env::var("FERROCONV_SIMD").ok();
-            let lvl = match forced.as_deref() {
-                Some("scalar") => SimdLevel::Scalar,
-                _ => detected(),
-            };
-            LEVEL.store(lvl as u8, Ordering::Relaxed);
-            lvl
-        }
+    if let Some(lvl) = SimdLevel::from_u8(LEVEL.load(Ordering::Relaxed)) {
+        return lvl;
     }
-}
-
-/// Forces a level; asking for more than the CPU has falls back to what it has.
-pub fn set_level(requested: SimdLevel) -> SimdLevel {
-    let lvl = if requested == SimdLevel::Avx2Fma {
-        detected()
-    } else {
-        SimdLevel::Scalar
+    let forced = std::env::var("FERROCONV_SIMD").ok();
+    let lvl = match forced.as_deref() {
+        Some("scalar") => SimdLevel::Scalar,
+        _ => detected(),
     };
     LEVEL.store(lvl as u8, Ordering::Relaxed);
     lvl
 }
 
-/// True when the AVX2+FMA path should run.
-#[inline]
-pub fn use_avx2() -> bool {
-    level() == SimdLevel::Avx2Fma
+/// Forces a level; asking for one the CPU does not have gives the best one it has.
+pub fn set_level(requested: SimdLevel) -> SimdLevel {
+    let lvl = if available().contains(&requested) {
+        requested
+    } else {
+        detected()
+    };
+    LEVEL.store(lvl as u8, Ordering::Relaxed);
+    lvl
 }
+
+/// A SIMD level this CPU has. Only [`isa`] makes one, which is what makes the `unsafe` calls
+/// into `target_feature` code in [`kernel!`] and [`dispatch!`] sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Isa(SimdLevel);
+
+impl Isa {
+    #[inline]
+    pub(crate) fn level(self) -> SimdLevel {
+        self.0
+    }
+}
+
+/// The level kernels use now, as a token kernels can dispatch on.
+#[inline]
+pub(crate) fn isa() -> Isa {
+    Isa(level())
+}
+
+/// The level a [`kernel!`] body is compiled for, as a type, so `if T::AVX2 { ... }` is decided
+/// at compile time inside the body.
+pub(crate) trait Target {
+    const LEVEL: SimdLevel;
+    const AVX2: bool = matches!(Self::LEVEL, SimdLevel::Avx2Fma);
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    const NEON: bool = matches!(Self::LEVEL, SimdLevel::Neon);
+}
+
+pub(crate) struct Scalar;
+pub(crate) struct Avx2;
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(crate) struct Neon;
+
+impl Target for Scalar {
+    const LEVEL: SimdLevel = SimdLevel::Scalar;
+}
+impl Target for Avx2 {
+    const LEVEL: SimdLevel = SimdLevel::Avx2Fma;
+}
+impl Target for Neon {
+    const LEVEL: SimdLevel = SimdLevel::Neon;
+}
+
+/// Defines `fn name(isa: Isa, args..)` whose body is compiled once per SIMD level, each inside
+/// a `target_feature` wrapper where LLVM's vectoriser uses that level's registers, and picked by
+/// `isa` at run time. Written `fn name(..)` for bodies the compiler vectorises by itself, or
+/// `fn name<[T], const C: ty, ..>(..)` when the body branches on `T::AVX2` / `T::NEON` to reach
+/// hand-written intrinsics (and takes the listed const generics along). `unsafe fn` kernels
+/// keep their contract: the generated function is `unsafe` too.
+macro_rules! kernel {
+    (@gen [$(#[$m:meta])*] $vis:vis [$($u:tt)?] $name:ident [$t:ident] [$($c:ident : $ct:ty),*]
+        ($($arg:ident : $ty:ty),*) [$($ret:ty)?] $body:block) => {
+        $(#[$m])*
+        #[allow(unused_variables, unused_unsafe, clippy::too_many_arguments)]
+        $vis $($u)? fn $name<$(const $c: $ct),*>(isa: $crate::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            $($u)? fn body<$t: $crate::simd::Target, $(const $c: $ct),*>($($arg: $ty),*) $(-> $ret)?
+                $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2<$(const $c: $ct),*>($($arg: $ty),*) $(-> $ret)? {
+                body::<$crate::simd::Avx2, $($c),*>($($arg),*)
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn neon<$(const $c: $ct),*>($($arg: $ty),*) $(-> $ret)? {
+                body::<$crate::simd::Neon, $($c),*>($($arg),*)
+            }
+            match isa.level() {
+                // SAFETY: an Isa is made only by simd::isa(), which gives levels the CPU has (and
+                // an `unsafe fn` kernel's caller upholds its contract, which `body` inherits).
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::SimdLevel::Avx2Fma => unsafe { avx2::<$($c),*>($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "aarch64")]
+                $crate::simd::SimdLevel::Neon => unsafe { neon::<$($c),*>($($arg),*) },
+                // SAFETY: as above.
+                _ => unsafe { body::<$crate::simd::Scalar, $($c),*>($($arg),*) },
+            }
+        }
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$(const $c:ident : $ct:ty),+ $(,)?>)?
+        ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::simd::kernel!(@gen [$(#[$m])*] $vis [] $name [_Level] [$($($c : $ct),+)?]
+            ($($arg : $ty),*) [$($ret)?] $body);
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident <[$t:ident] $(, const $c:ident : $ct:ty)* $(,)?>
+        ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::simd::kernel!(@gen [$(#[$m])*] $vis [] $name [$t] [$($c : $ct),*]
+            ($($arg : $ty),*) [$($ret)?] $body);
+    };
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident $(<$(const $c:ident : $ct:ty),+ $(,)?>)?
+        ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::simd::kernel!(@gen [$(#[$m])*] $vis [unsafe] $name [_Level] [$($($c : $ct),+)?]
+            ($($arg : $ty),*) [$($ret)?] $body);
+    };
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident <[$t:ident] $(, const $c:ident : $ct:ty)* $(,)?>
+        ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::simd::kernel!(@gen [$(#[$m])*] $vis [unsafe] $name [$t] [$($c : $ct),*]
+            ($($arg : $ty),*) [$($ret)?] $body);
+    };
+}
+pub(crate) use kernel;
+
+/// `dispatch!(isa, avx2 => expr, _ => expr)`: evaluates the arm for the level `isa` names. The
+/// `avx2` arm is compiled only on x86-64 and may call `target_feature(enable = "avx2,fma")`
+/// functions in an `unsafe` block (sound: an [`Isa`] only names levels the CPU has). A `neon =>`
+/// arm slots in the same way on aarch64; levels without an arm take `_`.
+macro_rules! dispatch {
+    ($isa:expr, avx2 => $avx:expr, $(neon => $neon:expr,)? _ => $other:expr $(,)?) => {
+        match $isa.level() {
+            #[cfg(target_arch = "x86_64")]
+            $crate::simd::SimdLevel::Avx2Fma => $avx,
+            $(
+                #[cfg(target_arch = "aarch64")]
+                $crate::simd::SimdLevel::Neon => $neon,
+            )?
+            _ => $other,
+        }
+    };
+}
+pub(crate) use dispatch;

@@ -7,8 +7,8 @@
 //! [`GRAIN`](crate::vmath::GRAIN) floats; every reduction across rows runs serially afterwards
 //! in a fixed order, so results do not depend on the thread count.
 use crate::error::{check_len, check_positive, numel};
-use crate::simd;
-use crate::vmath::{self, multiversion, rows_per_task};
+use crate::simd::{self, kernel, Isa};
+use crate::vmath::{self, rows_per_task};
 use crate::{bail, Result};
 use rayon::prelude::*;
 
@@ -33,14 +33,14 @@ fn for_each_row_block(out: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]
 }
 
 /// One row of softmax: y = e^(x - max) / sum.
-fn softmax_row(avx: bool, x: &[f32], y: &mut [f32]) -> (f32, f32) {
-    let m = vmath::max(avx, x);
-    let s = vmath::exp_shift(avx, x, m, y);
-    vmath::scale(avx, y, 1.0 / s);
+fn softmax_row(isa: Isa, x: &[f32], y: &mut [f32]) -> (f32, f32) {
+    let m = vmath::max(isa, x);
+    let s = vmath::exp_shift(isa, x, m, y);
+    vmath::scale(isa, y, 1.0 / s);
     (m, s)
 }
 
-multiversion! {
+kernel! {
     // (x - max) - ln(sum), in this order: subtracting max + ln(sum) in one go loses digits when
     // max is large.
     fn log_softmax_finish(x: &[f32], y: &mut [f32], m: f32, log_sum: f32) {
@@ -61,23 +61,23 @@ pub fn softmax_forward(
     let n = check_rows_cols(rows, cols)?;
     check_len("input", input.len(), n)?;
     check_len("output", output.len(), n)?;
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     for_each_row_block(output, cols, |r0, block| {
         let xs = &input[r0 * cols..r0 * cols + block.len()];
         for (x, y) in xs.chunks_exact(cols).zip(block.chunks_exact_mut(cols)) {
             if log {
-                let m = vmath::max(avx, x);
-                let s = vmath::exp_shift_sum(avx, x, m);
-                log_softmax_finish(avx, x, y, m, s.ln());
+                let m = vmath::max(isa, x);
+                let s = vmath::exp_shift_sum(isa, x, m);
+                log_softmax_finish(isa, x, y, m, s.ln());
             } else {
-                softmax_row(avx, x, y);
+                softmax_row(isa, x, y);
             }
         }
     });
     Ok(())
 }
 
-multiversion! {
+kernel! {
     // softmax: dx = y * (g - sum(g * y)).
     fn softmax_backward_row(y: &[f32], g: &[f32], gi: &mut [f32], dot: f32) {
         for ((o, &s), &d) in gi.iter_mut().zip(y).zip(g) {
@@ -87,14 +87,14 @@ multiversion! {
 }
 
 /// log-softmax: dx = g - e^y * sum(g), with y the saved log-probabilities.
-fn log_softmax_backward_row(avx: bool, y: &[f32], g: &[f32], gi: &mut [f32]) {
-    let total = vmath::sum(avx, g);
+fn log_softmax_backward_row(isa: Isa, y: &[f32], g: &[f32], gi: &mut [f32]) {
+    let total = vmath::sum(isa, g);
     // gi <- e^y first, then g - gi * total in a vectorisable pass.
-    vmath::exp_shift(avx, y, 0.0, gi);
-    sub_scaled(avx, g, gi, total);
+    vmath::exp_shift(isa, y, 0.0, gi);
+    sub_scaled(isa, g, gi, total);
 }
 
-multiversion! {
+kernel! {
     fn sub_scaled(g: &[f32], gi: &mut [f32], total: f32) {
         for (o, &d) in gi.iter_mut().zip(g) {
             *o = d - *o * total;
@@ -115,17 +115,17 @@ pub fn softmax_backward(
     check_len("output", output.len(), n)?;
     check_len("gradOutput", grad_output.len(), n)?;
     check_len("gradInput", grad_input.len(), n)?;
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     for_each_row_block(grad_input, cols, |r0, block| {
         let range = r0 * cols..r0 * cols + block.len();
         let ys = output[range.clone()].chunks_exact(cols);
         let gs = grad_output[range].chunks_exact(cols);
         for ((y, g), gi) in ys.zip(gs).zip(block.chunks_exact_mut(cols)) {
             if log {
-                log_softmax_backward_row(avx, y, g, gi);
+                log_softmax_backward_row(isa, y, g, gi);
             } else {
-                let dot = vmath::dot(avx, g, y);
-                softmax_backward_row(avx, y, g, gi, dot);
+                let dot = vmath::dot(isa, g, y);
+                softmax_backward_row(isa, y, g, gi, dot);
             }
         }
     });
@@ -229,7 +229,7 @@ impl CrossEntropyParams {
     }
 }
 
-multiversion! {
+kernel! {
     /// Sum over c of w[c] * (m - x[c]) (or of m - x[c] when `w` is empty): the part of
     /// -sum_c w_c log p_c that does not involve ln(sum). Every term is >= 0, so nothing cancels.
     fn weighted_gap(x: &[f32], w: &[f32], m: f32) -> f32 {
@@ -284,9 +284,9 @@ pub fn cross_entropy_forward(
     let ls = p.label_smoothing;
     let w_all: &[f32] = class_weights.unwrap_or(&[]);
     let w_total: f64 = w_all.iter().map(|&v| v as f64).sum();
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     let row_loss = |x: &[f32], y: &mut [f32], t: i32| -> f32 {
-        let (m, s) = softmax_row(avx, x, y);
+        let (m, s) = softmax_row(isa, x, y);
         let Some(t) = p.target(t) else {
             return 0.0;
         };
@@ -301,7 +301,7 @@ pub fn cross_entropy_forward(
             } else {
                 c as f64
             };
-            let smooth = weighted_gap(avx, x, w_all, m) as f64 + w_sum * log_sum;
+            let smooth = weighted_gap(isa, x, w_all, m) as f64 + w_sum * log_sum;
             loss += ls / c as f64 * smooth;
         }
         loss as f32
@@ -367,7 +367,7 @@ pub fn cross_entropy_backward(
     let ls = p.label_smoothing;
     let divisor = p.divisor(targets, class_weights);
     let w_sum = class_weights.map_or(c as f64, |w| w.iter().map(|&v| v as f64).sum());
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     let row_grad = |i: usize, y: &[f32], gi: &mut [f32]| {
         let Some(t) = p.target(targets[i]) else {
             gi.fill(0.0);
@@ -382,10 +382,10 @@ pub fn cross_entropy_backward(
         let hot = (1.0 - ls) * w_t;
         let uniform = ls / c as f64;
         let coef = (g * (hot + uniform * w_sum)) as f32;
-        scaled_copy(avx, y, gi, coef);
+        scaled_copy(isa, y, gi, coef);
         match class_weights {
             Some(w) if uniform > 0.0 => {
-                sub_scaled_weights(avx, w, gi, (g * uniform) as f32);
+                sub_scaled_weights(isa, w, gi, (g * uniform) as f32);
             }
             None if uniform > 0.0 => {
                 let u = (g * uniform) as f32;
@@ -406,7 +406,7 @@ pub fn cross_entropy_backward(
     Ok(())
 }
 
-multiversion! {
+kernel! {
     fn scaled_copy(y: &[f32], gi: &mut [f32], s: f32) {
         for (o, &v) in gi.iter_mut().zip(y) {
             *o = v * s;
@@ -414,7 +414,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     fn sub_scaled_weights(w: &[f32], gi: &mut [f32], s: f32) {
         for (o, &v) in gi.iter_mut().zip(w) {
             *o -= v * s;

@@ -1,7 +1,7 @@
-//! Vector math shared by the pointwise kernels (activation, softmax/loss, elementwise): the
-//! two-way SIMD dispatch for loops the compiler vectorises by itself, an AVX2 `exp` for the
-//! transcendental ones it cannot, lane-parallel sums, and the chunked parallel loop that keeps
-//! small tensors on the calling thread.
+//! Vector math shared by the pointwise kernels (activation, softmax/loss, elementwise): an AVX2
+//! `exp` for the transcendental functions LLVM cannot vectorise, lane-parallel sums and `axpy`
+//! (also gemv's), and the chunked parallel loop that keeps small tensors on the calling thread.
+use crate::simd::{dispatch, kernel, Isa};
 use rayon::prelude::*;
 
 /// Floats per parallel task (128 KiB): big enough that rayon's per-task cost is noise, small
@@ -26,33 +26,6 @@ pub(crate) fn rows_per_task(cols: usize) -> usize {
     (GRAIN / cols.max(1)).max(1)
 }
 
-/// Defines `fn name(avx: bool, args..)` whose body is compiled twice: once for the baseline
-/// target and once inside an AVX2+FMA `target_feature` wrapper, where LLVM's auto-vectoriser
-/// uses 256-bit registers. Only for bodies the compiler vectorises by itself (no libm calls).
-macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        #[allow(unused_variables)]
-        $vis fn $name(avx: bool, $($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                body($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if avx {
-                // SAFETY: callers pass `avx = simd::use_avx2()`, true only when the CPU has
-                // AVX2 and FMA.
-                return unsafe { avx2($($arg),*) };
-            }
-            body($($arg),*)
-        }
-    };
-}
-pub(crate) use multiversion;
-
 /// Lanes of the accumulators below: independent partial sums the compiler keeps in vector
 /// registers (two ymm under AVX2, four xmm otherwise). Both paths add in the same order, so
 /// they agree bit for bit.
@@ -67,7 +40,7 @@ fn fold_lanes(acc: [f32; LANES]) -> f32 {
     s as f32
 }
 
-multiversion! {
+kernel! {
     /// Sum of `x`.
     pub(crate) fn sum(x: &[f32]) -> f32 {
         let mut acc = [0.0f32; LANES];
@@ -84,7 +57,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     /// Sum of `x[i] * y[i]`.
     pub(crate) fn dot(x: &[f32], y: &[f32]) -> f32 {
         let mut acc = [0.0f32; LANES];
@@ -102,7 +75,16 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
+    /// `y += s * x`.
+    pub(crate) fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi += s * xi;
+        }
+    }
+}
+
+kernel! {
     /// Largest element (NaNs are skipped here; they still poison whatever uses the row).
     pub(crate) fn max(x: &[f32]) -> f32 {
         let mut acc = [f32::NEG_INFINITY; LANES];
@@ -119,7 +101,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+kernel! {
     /// `y *= s`.
     pub(crate) fn scale(y: &mut [f32], s: f32) {
         for v in y.iter_mut() {
@@ -287,28 +269,26 @@ pub(crate) mod avx2 {
 }
 
 /// Scalar reference for the softmax pieces: y = e^(x - shift), returns the sum.
-pub(crate) fn exp_shift(avx: bool, x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: `avx` is simd::use_avx2(), true only on CPUs with AVX2 and FMA.
-        return unsafe { avx2::exp_shift(x, shift, y) };
-    }
-    let _ = avx;
-    let mut total = 0.0f64;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - shift).exp();
-        total += *o as f64;
-    }
-    total as f32
+pub(crate) fn exp_shift(isa: Isa, x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+    dispatch!(isa,
+        // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
+        avx2 => unsafe { avx2::exp_shift(x, shift, y) },
+        _ => {
+            let mut total = 0.0f64;
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = (v - shift).exp();
+                total += *o as f64;
+            }
+            total as f32
+        }
+    )
 }
 
 /// Sum of e^(x - shift).
-pub(crate) fn exp_shift_sum(avx: bool, x: &[f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: as above.
-        return unsafe { avx2::exp_shift_sum(x, shift) };
-    }
-    let _ = avx;
-    x.iter().map(|&v| (v - shift).exp() as f64).sum::<f64>() as f32
+pub(crate) fn exp_shift_sum(isa: Isa, x: &[f32], shift: f32) -> f32 {
+    dispatch!(isa,
+        // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
+        avx2 => unsafe { avx2::exp_shift_sum(x, shift) },
+        _ => x.iter().map(|&v| (v - shift).exp() as f64).sum::<f64>() as f32,
+    )
 }

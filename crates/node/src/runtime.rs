@@ -138,7 +138,9 @@ pub fn set_num_threads(threads: f64) -> napi::Result<()> {
 pub fn set_simd(level: String) -> napi::Result<String> {
     let lvl = match level.as_str() {
         "scalar" => simd::SimdLevel::Scalar,
-        "auto" | "avx2+fma" => simd::SimdLevel::Avx2Fma,
+        "auto" => simd::detected(),
+        "avx2+fma" => simd::SimdLevel::Avx2Fma,
+        "neon" => simd::SimdLevel::Neon,
         other => {
             return Err(invalid(format!(
                 "level: expected 'auto' or 'scalar', got '{other}'"

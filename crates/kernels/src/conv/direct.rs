@@ -7,6 +7,7 @@
 //! the valid span of columns is computed once, so the inner loop is a branch-free axpy over a
 //! contiguous row (vectorised by the compiler when the stride is 1).
 use super::Conv2dParams;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -45,13 +46,10 @@ pub fn forward(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::use_avx2() {
-            return avx2::forward(p, out_hw, input, weight, bias, output);
-        }
-    }
-    forward_scalar(p, out_hw, input, weight, bias, output)
+    dispatch!(crate::simd::isa(),
+        avx2 => avx2::forward(p, out_hw, input, weight, bias, output),
+        _ => forward_scalar(p, out_hw, input, weight, bias, output),
+    )
 }
 
 fn forward_scalar(
@@ -118,13 +116,10 @@ pub fn backward_data(
     weight: &[f32],
     grad_input: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::use_avx2() {
-            return avx2::backward_data(p, out_hw, grad_out, weight, grad_input);
-        }
-    }
-    backward_data_scalar(p, out_hw, grad_out, weight, grad_input)
+    dispatch!(crate::simd::isa(),
+        avx2 => avx2::backward_data(p, out_hw, grad_out, weight, grad_input),
+        _ => backward_data_scalar(p, out_hw, grad_out, weight, grad_input),
+    )
 }
 
 /// The forward's loop nest with the roles of input and output swapped: each input-gradient
@@ -192,18 +187,10 @@ pub fn backward_weight(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    let done = if crate::simd::use_avx2() {
-        avx2::backward_weight(p, out_hw, input, grad_out, grad_weight);
-        true
-    } else {
-        false
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = false;
-    if !done {
-        backward_weight_scalar(p, out_hw, input, grad_out, grad_weight);
-    }
+    dispatch!(crate::simd::isa(),
+        avx2 => avx2::backward_weight(p, out_hw, input, grad_out, grad_weight),
+        _ => backward_weight_scalar(p, out_hw, input, grad_out, grad_weight),
+    );
     if let Some(gb) = grad_bias {
         bias_grad(grad_out, p.batch, p.out_channels, out_hw.0 * out_hw.1, gb);
     }

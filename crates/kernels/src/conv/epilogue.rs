@@ -5,7 +5,7 @@
 //! im2col applies it to each output tile right after its GEMM and Winograd in its output
 //! transform, while the values are still in cache; direct and FFT apply it in one pass afterwards.
 use crate::error::check_len;
-use crate::vmath::multiversion;
+use crate::simd::{kernel, Isa};
 use crate::{simd, Result};
 use rayon::prelude::*;
 
@@ -60,13 +60,20 @@ impl<'a> Epilogue<'a> {
 
     /// Applies the epilogue to `row`, a run of channel `oc` output elements that starts at
     /// flat output offset `off` (where the residual is read).
-    pub(crate) fn apply_row(&self, row: &mut [f32], oc: usize, off: usize, avx: bool) {
+    pub(crate) fn apply_row(&self, row: &mut [f32], oc: usize, off: usize, isa: Isa) {
+        apply_row(isa, self, row, oc, off)
+    }
+
+    /// [`Epilogue::apply_row`] for use inside a [`kernel!`] body: inlined, so it is compiled
+    /// for the body's SIMD level.
+    #[inline(always)]
+    pub(crate) fn apply_row_inline(&self, row: &mut [f32], oc: usize, off: usize) {
         let (s, b) = self.coef(oc);
         match (self.residual, self.relu) {
-            (Some(r), true) => affine_add_relu(avx, row, &r[off..off + row.len()], s, b),
-            (Some(r), false) => affine_add(avx, row, &r[off..off + row.len()], s, b),
-            (None, true) => affine_relu(avx, row, s, b),
-            (None, false) => affine(avx, row, s, b),
+            (Some(r), true) => affine_add_relu(row, &r[off..off + row.len()], s, b),
+            (Some(r), false) => affine_add(row, &r[off..off + row.len()], s, b),
+            (None, true) => affine_relu(row, s, b),
+            (None, false) => affine(row, s, b),
         }
     }
 
@@ -76,47 +83,49 @@ impl<'a> Epilogue<'a> {
         if self.is_identity() || plane == 0 {
             return;
         }
-        let avx = simd::use_avx2();
+        let isa = simd::isa();
         output
             .par_chunks_mut(plane)
             .enumerate()
             .with_min_len((16 * 1024 / plane).max(1))
-            .for_each(|(i, y)| self.apply_row(y, i % out_channels, i * plane, avx));
+            .for_each(|(i, y)| self.apply_row(y, i % out_channels, i * plane, isa));
+    }
+}
+
+kernel! {
+    fn apply_row(ep: &Epilogue<'_>, row: &mut [f32], oc: usize, off: usize) {
+        ep.apply_row_inline(row, oc, off)
     }
 }
 
 // `v * s + b` without FMA contraction in both paths, so scalar and AVX2 agree bit for bit (and
 // s = 1, b = 0 leave v unchanged).
-multiversion! {
-    fn affine(y: &mut [f32], s: f32, b: f32) {
-        for v in y.iter_mut() {
-            *v = *v * s + b;
-        }
+#[inline(always)]
+fn affine(y: &mut [f32], s: f32, b: f32) {
+    for v in y.iter_mut() {
+        *v = *v * s + b;
     }
 }
 
-multiversion! {
-    fn affine_relu(y: &mut [f32], s: f32, b: f32) {
-        for v in y.iter_mut() {
-            let t = *v * s + b;
-            *v = if t < 0.0 { 0.0 } else { t };
-        }
+#[inline(always)]
+fn affine_relu(y: &mut [f32], s: f32, b: f32) {
+    for v in y.iter_mut() {
+        let t = *v * s + b;
+        *v = if t < 0.0 { 0.0 } else { t };
     }
 }
 
-multiversion! {
-    fn affine_add(y: &mut [f32], r: &[f32], s: f32, b: f32) {
-        for (v, &r) in y.iter_mut().zip(r) {
-            *v = (*v * s + b) + r;
-        }
+#[inline(always)]
+fn affine_add(y: &mut [f32], r: &[f32], s: f32, b: f32) {
+    for (v, &r) in y.iter_mut().zip(r) {
+        *v = (*v * s + b) + r;
     }
 }
 
-multiversion! {
-    fn affine_add_relu(y: &mut [f32], r: &[f32], s: f32, b: f32) {
-        for (v, &r) in y.iter_mut().zip(r) {
-            let t = (*v * s + b) + r;
-            *v = if t < 0.0 { 0.0 } else { t };
-        }
+#[inline(always)]
+fn affine_add_relu(y: &mut [f32], r: &[f32], s: f32, b: f32) {
+    for (v, &r) in y.iter_mut().zip(r) {
+        let t = (*v * s + b) + r;
+        *v = if t < 0.0 { 0.0 } else { t };
     }
 }

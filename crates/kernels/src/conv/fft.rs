@@ -463,6 +463,7 @@ fn inverse_set(
 ) {
     let shape = plan.shape(spec_planes);
     let group = plan.group;
+    let isa = crate::simd::isa();
     out.par_chunks_mut(group * plane_len)
         .enumerate()
         .for_each_init(
@@ -470,7 +471,7 @@ fn inverse_set(
             |(w, buf), (gi, outs)| {
                 let count = outs.len() / plane_len;
                 for t in 0..tiles {
-                    gather(spec, shape, first(t) + gi * group, count, buf);
+                    gather(isa, spec, shape, first(t) + gi * group, count, buf);
                     let rows_t = rows(t);
                     let planes = outs.chunks_exact_mut(plane_len);
                     for (g, (o, cols)) in planes.zip(buf.chunks_exact_mut(plan.bins)).enumerate() {

@@ -384,7 +384,7 @@ fn forward_shifted(
     let wp = p.in_w + p.pad_left + p.pad_right;
     let (ohw, in_plane) = (oh * ow, p.in_h * p.in_w);
     let blocks = oh.div_ceil(rows);
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     let finish = !epilogue.is_identity();
     let packed: Vec<PackedA> = weight
         .chunks_exact(cog * kg)
@@ -447,7 +447,7 @@ fn forward_shifted(
                     let to = unsafe { std::slice::from_raw_parts_mut(out.at(off), ow) };
                     to.copy_from_slice(&ctmp[r * cols + y * wp..][..ow]);
                     if finish {
-                        epilogue.apply_row(to, oc, off, avx);
+                        epilogue.apply_row(to, oc, off, isa);
                     }
                 }
             }
@@ -474,7 +474,7 @@ pub fn forward(
         return;
     }
     let g = Geom::new(p, out_hw, MIN_BLOCK, true);
-    let avx = simd::use_avx2();
+    let isa = simd::isa();
     let finish = !epilogue.is_identity();
     let packed: Vec<PackedA> = weight
         .chunks_exact(g.cog * g.kg)
@@ -570,7 +570,7 @@ pub fn forward(
                                 if finish {
                                     let oc = gi * g.cog + r;
                                     let off = (n * p.out_channels + oc) * g.ohw + j0;
-                                    epilogue.apply_row(to, oc, off, avx);
+                                    epilogue.apply_row(to, oc, off, isa);
                                 }
                             }
                         }
@@ -585,7 +585,7 @@ pub fn forward(
                         let oc = gi * g.cog + r;
                         let off = (n * p.out_channels + oc) * g.ohw + j0;
                         let row = std::slice::from_raw_parts_mut(out.at(off), nb);
-                        epilogue.apply_row(row, oc, off, avx);
+                        epilogue.apply_row(row, oc, off, isa);
                     }
                 }
             }

@@ -16,7 +16,7 @@
 //! each step is split over the pool (channels, transform points, output channels).
 //!
 //! Transforms run 16 tiles of one tile row at a time, lanes in fixed-size arrays, so the compiler
-//! vectorises them; the AVX2 build of the same code sits behind `simd::use_avx2()`. Both give
+//! vectorises them; each is a `kernel!`, compiled per SIMD level. Both give
 //! bit-identical transforms (no FMA contraction); only the GEMM differs between the paths.
 //!
 //! Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016, the matrices below):
@@ -31,6 +31,7 @@
 use super::par::{with_scratch, SharedMut};
 use super::{im2col, Conv2dParams, Epilogue};
 use crate::gemm::{self, Lhs, PackedA, Rhs};
+use crate::simd::{kernel, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -147,39 +148,40 @@ impl Geom {
     }
 }
 
-/// Transformed weights `U = G g G^T` of output channel `oc`, 16 input channels at a time (lanes
-/// over input channels), written to `u` (layout `[xi][ic]`, rows of `cig`).
-#[inline(always)]
-fn weight_rows(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
-    for ic0 in (0..g.cig).step_by(TB) {
-        let nl = TB.min(g.cig - ic0);
-        let mut w = [[0f32; TB]; 9];
-        for l in 0..nl {
-            let src = &weight[(oc * g.cig + ic0 + l) * 9..][..9];
-            for k in 0..9 {
-                w[k][l] = src[k];
-            }
-        }
-        // t[i][kx] = (G g)[i][kx] (along ky), then u[i][j] = (t G^T)[i][j] (along kx).
-        let mut t = [[[0f32; TB]; 3]; 6];
-        for kx in 0..3 {
-            for l in 0..TB {
-                let o = gt(w[kx][l], w[3 + kx][l], w[6 + kx][l]);
-                for i in 0..6 {
-                    t[i][kx][l] = o[i];
+kernel! {
+    /// Transformed weights `U = G g G^T` of output channel `oc`, 16 input channels at a time (lanes
+    /// over input channels), written to `u` (layout `[xi][ic]`, rows of `cig`).
+    fn weight_rows(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+        for ic0 in (0..g.cig).step_by(TB) {
+            let nl = TB.min(g.cig - ic0);
+            let mut w = [[0f32; TB]; 9];
+            for l in 0..nl {
+                let src = &weight[(oc * g.cig + ic0 + l) * 9..][..9];
+                for k in 0..9 {
+                    w[k][l] = src[k];
                 }
             }
-        }
-        for (i, ti) in t.iter().enumerate() {
-            let mut row = [[0f32; TB]; 6];
-            for l in 0..TB {
-                let o = gt(ti[0][l], ti[1][l], ti[2][l]);
-                for j in 0..6 {
-                    row[j][l] = o[j];
+            // t[i][kx] = (G g)[i][kx] (along ky), then u[i][j] = (t G^T)[i][j] (along kx).
+            let mut t = [[[0f32; TB]; 3]; 6];
+            for kx in 0..3 {
+                for l in 0..TB {
+                    let o = gt(w[kx][l], w[3 + kx][l], w[6 + kx][l]);
+                    for i in 0..6 {
+                        t[i][kx][l] = o[i];
+                    }
                 }
             }
-            for (j, r) in row.iter().enumerate() {
-                u[(i * 6 + j) * g.cig + ic0..][..nl].copy_from_slice(&r[..nl]);
+            for (i, ti) in t.iter().enumerate() {
+                let mut row = [[0f32; TB]; 6];
+                for l in 0..TB {
+                    let o = gt(ti[0][l], ti[1][l], ti[2][l]);
+                    for j in 0..6 {
+                        row[j][l] = o[j];
+                    }
+                }
+                for (j, r) in row.iter().enumerate() {
+                    u[(i * 6 + j) * g.cig + ic0..][..nl].copy_from_slice(&r[..nl]);
+                }
             }
         }
     }
@@ -198,12 +200,6 @@ fn gt(a: f32, b: f32, c: f32) -> [f32; 6] {
         p - q,
         c,
     ]
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn weight_rows_avx2(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
-    weight_rows(g, weight, oc, u)
 }
 
 /// Transformed weights of one call: `u` (layout `[oc][xi][ic]`) and its packed GEMM operands.
@@ -245,19 +241,11 @@ fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Packed> {
     if packed.u.len() < total {
         packed.u = crate::scratch::zeroed(total);
     }
-    let avx = crate::simd::use_avx2();
+    let isa = crate::simd::isa();
     packed.u[..total]
         .par_chunks_mut(row)
         .enumerate()
-        .for_each(|(oc, dst)| {
-            #[cfg(target_arch = "x86_64")]
-            if avx {
-                // SAFETY: `avx` is only true when the CPU has AVX2 and FMA.
-                return unsafe { weight_rows_avx2(g, weight, oc, dst) };
-            }
-            let _ = avx;
-            weight_rows(g, weight, oc, dst)
-        });
+        .for_each(|(oc, dst)| weight_rows(isa, g, weight, oc, dst));
     packed.a.resize_with(groups * POINTS, PackedA::empty);
     let per_group = g.cog * row;
     let u = &packed.u;
@@ -386,184 +374,116 @@ fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
     ]
 }
 
-/// Input transform of channels `chans` (of the block's group) for the block's tile rows into
-/// `v` (layout `[c][xi][pitch]`, `c` relative to `chans.start`; see [`Geom::pitch`]).
-#[inline(always)]
-fn input_block(
-    g: &Geom,
-    input: &[f32],
-    gi: usize,
-    units: &Range<usize>,
-    chans: Range<usize>,
-    v: &mut [f32],
-) {
-    let pitch = g.pitch(units.len());
-    let in_plane = g.in_h * g.in_w;
-    let mut lanes = [[0f32; TB]; POINTS];
-    for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * pitch)) {
-        for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
-            let mut planes = [(&input[..0], 0usize); TB];
-            for (j, pl) in planes[..nu].iter_mut().enumerate() {
-                let u = units.start + k0 + j;
-                let off = ((u / g.th) * g.in_channels + gi * g.cig + c) * in_plane;
-                *pl = (&input[off..][..in_plane], u % g.th);
-            }
-            input_chunk(g, &planes[..nu], t0, tb, &mut lanes);
-            // Whole 16-lane stores: spare lanes land in columns a later chunk rewrites, or in
-            // the row's slack.
-            let col = k0 * g.tw + t0;
-            for (xi, l) in lanes.iter().enumerate() {
-                vc[xi * pitch + col..][..TB].copy_from_slice(l);
+kernel! {
+    /// Input transform of channels `chans` (of the block's group) for the block's tile rows into
+    /// `v` (layout `[c][xi][pitch]`, `c` relative to `chans.start`; see [`Geom::pitch`]).
+    fn input_block(
+        g: &Geom,
+        input: &[f32],
+        gi: usize,
+        units: &Range<usize>,
+        chans: Range<usize>,
+        v: &mut [f32],
+    ) {
+        let pitch = g.pitch(units.len());
+        let in_plane = g.in_h * g.in_w;
+        let mut lanes = [[0f32; TB]; POINTS];
+        for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * pitch)) {
+            for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+                let mut planes = [(&input[..0], 0usize); TB];
+                for (j, pl) in planes[..nu].iter_mut().enumerate() {
+                    let u = units.start + k0 + j;
+                    let off = ((u / g.th) * g.in_channels + gi * g.cig + c) * in_plane;
+                    *pl = (&input[off..][..in_plane], u % g.th);
+                }
+                input_chunk(g, &planes[..nu], t0, tb, &mut lanes);
+                // Whole 16-lane stores: spare lanes land in columns a later chunk rewrites, or in
+                // the row's slack.
+                let col = k0 * g.tw + t0;
+                for (xi, l) in lanes.iter().enumerate() {
+                    vc[xi * pitch + col..][..TB].copy_from_slice(l);
+                }
             }
         }
     }
 }
 
-/// Output transform of output channels `chans` (relative to the group) from `m` (layout
-/// `[oc][xi][pitch]`, `oc` relative to `chans.start`), then the epilogue on each output row
-/// segment while it is still in registers/L1, into the output.
-///
-/// # Safety
-/// `out` must be the output buffer; the rows of these channels and tile rows must be written by
-/// nobody else meanwhile.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn output_block(
-    g: &Geom,
-    gi: usize,
-    units: &Range<usize>,
-    chans: Range<usize>,
-    m: &[f32],
-    ep: &Epilogue<'_>,
-    out: SharedMut,
-    avx: bool,
-) {
-    let pitch = g.pitch(units.len());
-    let finish = !ep.is_identity();
-    for (oc, mc) in chans.zip(m.chunks_exact(POINTS * pitch)) {
-        let o = gi * g.cog + oc;
-        for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
-            let col = k0 * g.tw + t0;
-            let mut lanes = [[0f32; TB]; POINTS];
-            for (xi, l) in lanes.iter_mut().enumerate() {
-                l.copy_from_slice(&mc[xi * pitch + col..][..TB]);
-            }
-            // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
-            let mut f = [[[0f32; TB]; 4]; 6];
-            for (i, fi) in f.iter_mut().enumerate() {
-                let r = &lanes[i * 6..i * 6 + 6];
-                for t in 0..TB {
-                    let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
-                    for b in 0..4 {
-                        fi[b][t] = o[b];
-                    }
+kernel! {
+    /// Output transform of output channels `chans` (relative to the group) from `m` (layout
+    /// `[oc][xi][pitch]`, `oc` relative to `chans.start`), then the epilogue on each output row
+    /// segment while it is still in registers/L1, into the output.
+    ///
+    /// # Safety
+    /// `out` must be the output buffer; the rows of these channels and tile rows must be written by
+    /// nobody else meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output_block(
+        g: &Geom,
+        gi: usize,
+        units: &Range<usize>,
+        chans: Range<usize>,
+        m: &[f32],
+        ep: &Epilogue<'_>,
+        out: SharedMut,
+    ) {
+        let pitch = g.pitch(units.len());
+        let finish = !ep.is_identity();
+        for (oc, mc) in chans.zip(m.chunks_exact(POINTS * pitch)) {
+            let o = gi * g.cog + oc;
+            for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+                let col = k0 * g.tw + t0;
+                let mut lanes = [[0f32; TB]; POINTS];
+                for (xi, l) in lanes.iter_mut().enumerate() {
+                    l.copy_from_slice(&mc[xi * pitch + col..][..TB]);
                 }
-            }
-            let mut y = [[[0f32; TB]; 4]; 4];
-            for b in 0..4 {
-                for t in 0..TB {
-                    let o = at(
-                        f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
-                    );
-                    for a in 0..4 {
-                        y[a][b][t] = o[a];
-                    }
-                }
-            }
-            let x0 = 4 * t0;
-            let len = (4 * tb).min(g.ow - x0);
-            for j in 0..nu {
-                let u = units.start + k0 + j;
-                let (n, ty) = (u / g.th, u % g.th);
-                for (a, ya) in y.iter().enumerate() {
-                    let oy = 4 * ty + a;
-                    if oy >= g.oh {
-                        break;
-                    }
-                    let mut row = [0f32; 4 * TB];
-                    for (t, q) in row.chunks_exact_mut(4).enumerate().take(tb) {
+                // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
+                let mut f = [[[0f32; TB]; 4]; 6];
+                for (i, fi) in f.iter_mut().enumerate() {
+                    let r = &lanes[i * 6..i * 6 + 6];
+                    for t in 0..TB {
+                        let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
                         for b in 0..4 {
-                            q[b] = ya[b][j * tb + t];
+                            fi[b][t] = o[b];
                         }
                     }
-                    let off = ((n * g.out_channels + o) * g.oh + oy) * g.ow + x0;
-                    if finish {
-                        ep.apply_row(&mut row[..len], o, off, avx);
+                }
+                let mut y = [[[0f32; TB]; 4]; 4];
+                for b in 0..4 {
+                    for t in 0..TB {
+                        let o = at(
+                            f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
+                        );
+                        for a in 0..4 {
+                            y[a][b][t] = o[a];
+                        }
                     }
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.at(off), len);
+                }
+                let x0 = 4 * t0;
+                let len = (4 * tb).min(g.ow - x0);
+                for j in 0..nu {
+                    let u = units.start + k0 + j;
+                    let (n, ty) = (u / g.th, u % g.th);
+                    for (a, ya) in y.iter().enumerate() {
+                        let oy = 4 * ty + a;
+                        if oy >= g.oh {
+                            break;
+                        }
+                        let mut row = [0f32; 4 * TB];
+                        for (t, q) in row.chunks_exact_mut(4).enumerate().take(tb) {
+                            for b in 0..4 {
+                                q[b] = ya[b][j * tb + t];
+                            }
+                        }
+                        let off = ((n * g.out_channels + o) * g.oh + oy) * g.ow + x0;
+                        if finish {
+                            ep.apply_row_inline(&mut row[..len], o, off);
+                        }
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), out.at(off), len);
+                    }
                 }
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn input_block_avx2(
-    g: &Geom,
-    input: &[f32],
-    gi: usize,
-    units: &Range<usize>,
-    chans: Range<usize>,
-    v: &mut [f32],
-) {
-    input_block(g, input, gi, units, chans, v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn output_block_avx2(
-    g: &Geom,
-    gi: usize,
-    units: &Range<usize>,
-    chans: Range<usize>,
-    m: &[f32],
-    ep: &Epilogue<'_>,
-    out: SharedMut,
-) {
-    output_block(g, gi, units, chans, m, ep, out, true)
-}
-
-/// Input transform on the path `avx` selects.
-fn input_transform(
-    avx: bool,
-    g: &Geom,
-    input: &[f32],
-    gi: usize,
-    units: &Range<usize>,
-    chans: Range<usize>,
-    v: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: `avx` is only true when the CPU has AVX2 and FMA (`simd::use_avx2`).
-        return unsafe { input_block_avx2(g, input, gi, units, chans, v) };
-    }
-    let _ = avx;
-    input_block(g, input, gi, units, chans, v)
-}
-
-/// Output transform on the path `avx` selects.
-///
-/// # Safety
-/// As for [`output_block`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn output_transform(
-    avx: bool,
-    g: &Geom,
-    gi: usize,
-    units: &Range<usize>,
-    chans: Range<usize>,
-    m: &[f32],
-    ep: &Epilogue<'_>,
-    out: SharedMut,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        return output_block_avx2(g, gi, units, chans, m, ep, out);
-    }
-    output_block(g, gi, units, chans, m, ep, out, false)
 }
 
 /// Channels per parallel piece of a transform: a few pieces per thread.
@@ -584,7 +504,7 @@ fn run_block(
     out: SharedMut,
     buf: &mut [f32],
     par: bool,
-    avx: bool,
+    isa: Isa,
 ) {
     let cols = units.len() * g.tw;
     let pitch = g.pitch(units.len());
@@ -595,10 +515,10 @@ fn run_block(
         let per = chans_per_piece(g.cig);
         v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
             let c0 = k * per;
-            input_transform(avx, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
+            input_block(isa, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
         });
     } else {
-        input_transform(avx, g, input, gi, &units, 0..g.cig, v);
+        input_block(isa, g, input, gi, &units, 0..g.cig, v);
     }
     let v: &[f32] = v;
     let mp = SharedMut(m.as_mut_ptr());
@@ -636,10 +556,10 @@ fn run_block(
         let per = chans_per_piece(g.cog);
         m.par_chunks(per * ld).enumerate().for_each(|(k, mk)| {
             let c0 = k * per;
-            unsafe { output_transform(avx, g, gi, &units, c0..(c0 + per).min(g.cog), mk, ep, out) };
+            unsafe { output_block(isa, g, gi, &units, c0..(c0 + per).min(g.cog), mk, ep, out) };
         });
     } else {
-        unsafe { output_transform(avx, g, gi, &units, 0..g.cog, m, ep, out) };
+        unsafe { output_block(isa, g, gi, &units, 0..g.cog, m, ep, out) };
     }
 }
 
@@ -664,13 +584,13 @@ fn forward_impl(
     };
     let packed = &cache.a;
     let out = SharedMut(output.as_mut_ptr());
-    let avx = crate::simd::use_avx2();
+    let isa = crate::simd::isa();
     let tasks = p.groups * g.blocks;
     let threads = rayon::current_num_threads();
     let task = |t: usize, buf: &mut [f32], par: bool| {
         let (gi, b) = (t / g.blocks, t % g.blocks);
         let packed = &packed[gi * POINTS..(gi + 1) * POINTS];
-        run_block(&g, gi, g.block(b), input, packed, ep, out, buf, par, avx);
+        run_block(&g, gi, g.block(b), input, packed, ep, out, buf, par, isa);
     };
     if threads > 1 && tasks >= 2 * threads {
         (0..tasks)

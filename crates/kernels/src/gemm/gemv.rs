@@ -1,6 +1,7 @@
 //! Matrix-vector products: the GEMM path for a single row or column of C (m == 1 or n == 1),
 //! where packing would cost more than it saves.
 use super::*;
+use crate::vmath;
 
 /// The `k` elements of a row or column, gathered into a contiguous vector.
 pub(super) fn gather(k: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
@@ -36,7 +37,7 @@ pub(super) unsafe fn gemv(
     incy: usize,
     par: bool,
 ) {
-    let avx = crate::simd::use_avx2();
+    let isa = crate::simd::isa();
     let chunk = |i0: usize| {
         let i1 = (i0 + GEMV_CHUNK).min(len);
         let mut acc = [0f32; GEMV_CHUNK];
@@ -44,12 +45,12 @@ pub(super) unsafe fn gemv(
         match form {
             Form::Rows => {
                 for (i, out) in (i0..i1).zip(acc.iter_mut()) {
-                    *out = dot(&mat[i * ld..i * ld + k], v, avx);
+                    *out = vmath::dot(isa, &mat[i * ld..i * ld + k], v);
                 }
             }
             Form::Cols => {
                 for (p, &vp) in v.iter().enumerate() {
-                    axpy(acc, vp, &mat[p * ld + i0..p * ld + i1], avx);
+                    vmath::axpy(isa, acc, vp, &mat[p * ld + i0..p * ld + i1]);
                 }
             }
         }
@@ -68,58 +69,4 @@ pub(super) unsafe fn gemv(
     } else {
         (0..len).step_by(GEMV_CHUNK).for_each(chunk);
     }
-}
-
-/// Dot product with eight independent partial sums per lane group, so it vectorises.
-#[inline(always)]
-pub(super) fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 32];
-    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..32 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-pub(super) fn axpy_lanes(y: &mut [f32], s: f32, x: &[f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += s * xi;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn axpy_avx2(y: &mut [f32], s: f32, x: &[f32]) {
-    axpy_lanes(y, s, x)
-}
-
-pub(super) fn dot(a: &[f32], b: &[f32], avx: bool) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: `avx` comes from simd::use_avx2(), which checked the CPU.
-        return unsafe { dot_avx2(a, b) };
-    }
-    let _ = avx;
-    dot_lanes(a, b)
-}
-
-pub(super) fn axpy(y: &mut [f32], s: f32, x: &[f32], avx: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: as in `dot`.
-        return unsafe { axpy_avx2(y, s, x) };
-    }
-    let _ = avx;
-    axpy_lanes(y, s, x)
 }

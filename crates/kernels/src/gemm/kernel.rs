@@ -1,6 +1,7 @@
 //! The macro-kernel (MC x NR x MR loops over one KC pass) and the register-tile micro-kernels:
 //! portable and AVX2+FMA 6x16.
 use super::*;
+use crate::simd::{dispatch, Isa};
 
 /// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
 /// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
@@ -23,7 +24,7 @@ pub(super) unsafe fn macro_kernel(
     beta: f32,
     c: CPtr,
     ldc: usize,
-    avx: bool,
+    isa: Isa,
 ) {
     for ic in rows.clone().step_by(MC) {
         let ic_end = (ic + MC).min(rows.end);
@@ -43,7 +44,7 @@ pub(super) unsafe fn macro_kernel(
                     nr,
                     alpha,
                     beta,
-                    avx,
+                    isa,
                 );
             }
         }
@@ -66,45 +67,46 @@ pub(super) unsafe fn tile(
     nr: usize,
     alpha: f32,
     beta: f32,
-    avx: bool,
+    isa: Isa,
 ) {
     debug_assert!(ap.len() >= MR * kc && bp.len() >= NR * kc);
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        if mr == MR && nr == NR {
-            kernel_6x16_avx2(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
-        } else if mr < MR {
-            // A short last row panel (m = 32 leaves 2 of 6 rows): only its real rows are
-            // computed, in the same order as the full kernel, so results do not change.
-            let mut tmp = [0f32; MR * NR];
-            let (a, b, t) = (ap.as_ptr(), bp.as_ptr(), tmp.as_mut_ptr());
-            match mr {
-                1 => kernel_rows_avx2::<1>(kc, a, b, t, alpha),
-                2 => kernel_rows_avx2::<2>(kc, a, b, t, alpha),
-                3 => kernel_rows_avx2::<3>(kc, a, b, t, alpha),
-                4 => kernel_rows_avx2::<4>(kc, a, b, t, alpha),
-                _ => kernel_rows_avx2::<5>(kc, a, b, t, alpha),
+    dispatch!(isa,
+        avx2 => {
+            if mr == MR && nr == NR {
+                kernel_6x16_avx2(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
+            } else if mr < MR {
+                // A short last row panel (m = 32 leaves 2 of 6 rows): only its real rows are
+                // computed, in the same order as the full kernel, so results do not change.
+                let mut tmp = [0f32; MR * NR];
+                let (a, b, t) = (ap.as_ptr(), bp.as_ptr(), tmp.as_mut_ptr());
+                match mr {
+                    1 => kernel_rows_avx2::<1>(kc, a, b, t, alpha),
+                    2 => kernel_rows_avx2::<2>(kc, a, b, t, alpha),
+                    3 => kernel_rows_avx2::<3>(kc, a, b, t, alpha),
+                    4 => kernel_rows_avx2::<4>(kc, a, b, t, alpha),
+                    _ => kernel_rows_avx2::<5>(kc, a, b, t, alpha),
+                }
+                store_edge(&tmp, c, ldc, mr, nr, beta);
+            } else {
+                let mut tmp = [0f32; MR * NR];
+                kernel_6x16_avx2(
+                    kc,
+                    ap.as_ptr(),
+                    bp.as_ptr(),
+                    tmp.as_mut_ptr(),
+                    NR,
+                    alpha,
+                    0.0,
+                );
+                store_edge(&tmp, c, ldc, mr, nr, beta);
             }
-            store_edge(&tmp, c, ldc, mr, nr, beta);
-        } else {
+        },
+        _ => {
             let mut tmp = [0f32; MR * NR];
-            kernel_6x16_avx2(
-                kc,
-                ap.as_ptr(),
-                bp.as_ptr(),
-                tmp.as_mut_ptr(),
-                NR,
-                alpha,
-                0.0,
-            );
+            kernel_scalar(kc, ap, bp, &mut tmp, alpha);
             store_edge(&tmp, c, ldc, mr, nr, beta);
         }
-        return;
-    }
-    let _ = avx;
-    let mut tmp = [0f32; MR * NR];
-    kernel_scalar(kc, ap, bp, &mut tmp, alpha);
-    store_edge(&tmp, c, ldc, mr, nr, beta);
+    )
 }
 
 /// C[i][j] = tmp[i][j] + beta * C[i][j] over the clipped tile (C unread when beta == 0).

@@ -450,7 +450,7 @@ unsafe fn gemm_impl(
             return;
         }
     }
-    let avx = crate::simd::use_avx2();
+    let isa = crate::simd::isa();
     let m_pad = round_up(m, MR);
     let grid = Grid::new(m, n, par);
     let cp = CPtr(c);
@@ -501,7 +501,7 @@ unsafe fn gemm_impl(
                     beta_now,
                     c_unit,
                     ldc,
-                    avx,
+                    isa,
                 );
             }
             PACK_B.set(b_buf);

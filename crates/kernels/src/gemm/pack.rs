@@ -1,6 +1,7 @@
 //! Packing of op(A) into MR-row panels and of op(B) into NR-column panels, laid out as the
 //! micro-kernels read them.
 use super::*;
+use crate::simd::dispatch;
 
 /// Packs rows `0..m` of op(A), shared indices `ks`, into `dst` (m_pad * ks.len() floats): one
 /// block per `step` of the shared dimension (the block of shared index p0 at
@@ -97,21 +98,26 @@ pub(super) fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usiz
         }
         return;
     }
-    let avx = crate::simd::use_avx2();
+    let isa = crate::simd::isa();
     for jp in 0..panels {
         let d = &mut dst[jp * kc * NR..][..kc * NR];
         let j = j0 + jp * NR;
         let nr = NR.min(nc - jp * NR);
-        #[cfg(target_arch = "x86_64")]
-        if avx && nr == NR {
-            // Bounds of all sixteen source rows, checked once for the raw loads.
-            let _ = &b.data[(j + NR - 1) * b.ld + p0..][..kc];
-            // SAFETY: AVX2 checked; rows j..j+16 each hold kc floats from p0 (checked above,
-            // rows are ld >= kc apart); `d` holds kc * NR floats.
-            unsafe { pack_b_trans_avx2(d, b.data.as_ptr().add(j * b.ld + p0), b.ld, kc) };
+        let done = nr == NR
+            && dispatch!(isa,
+                avx2 => {
+                    // Bounds of all sixteen source rows, checked once for the raw loads.
+                    let _ = &b.data[(j + NR - 1) * b.ld + p0..][..kc];
+                    // SAFETY: the CPU has AVX2 (this arm); rows j..j+16 each hold kc floats
+                    // from p0 (checked above, rows are ld >= kc apart); `d` holds kc * NR.
+                    unsafe { pack_b_trans_avx2(d, b.data.as_ptr().add(j * b.ld + p0), b.ld, kc) };
+                    true
+                },
+                _ => false,
+            );
+        if done {
             continue;
         }
-        let _ = avx;
         if nr < NR {
             d.fill(0.0);
         }

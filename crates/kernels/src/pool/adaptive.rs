@@ -1,5 +1,6 @@
 //! Adaptive average pooling (global pooling is its 1x1 case), forward and backward.
 use super::*;
+use crate::simd::{dispatch, kernel, Isa};
 use crate::{simd, Result};
 
 /// Shape of an adaptive average pool: input [batch, channels, in_h, in_w] pooled to
@@ -61,7 +62,7 @@ pub fn adaptive_avg_pool2d_forward(
     check_len("input", input.len(), p.input_len())?;
     check_len("output", output.len(), p.output_len())?;
     let (in_plane, out_plane) = (p.in_h * p.in_w, p.out_h * p.out_w);
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     if out_plane == 1 {
         // Global pooling: torch computes it as a mean over the plane.
         let count = in_plane as f64;
@@ -69,7 +70,7 @@ pub fn adaptive_avg_pool2d_forward(
             .par_iter_mut()
             .zip(input.par_chunks(in_plane))
             .with_min_len(planes_per_task(in_plane))
-            .for_each(|(y, x)| *y = (plane_sum(avx2, x) / count) as f32);
+            .for_each(|(y, x)| *y = (plane_sum(isa, x) / count) as f32);
         return Ok(());
     }
     let hb = adaptive_bins(p.in_h, p.out_h);
@@ -80,77 +81,41 @@ pub fn adaptive_avg_pool2d_forward(
         .with_min_len(planes_per_task(in_plane))
         .for_each_init(
             || vec![0.0f32; p.in_w],
-            |rows, (y, x)| adaptive_plane(avx2, &hb, &wb, x, y, rows),
+            |rows, (y, x)| adaptive_plane(isa, &hb, &wb, x, y, rows),
         );
     Ok(())
 }
 
-fn plane_sum(avx2: bool, x: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { plane_sum_avx2(x) };
-    }
-    let _ = avx2;
-    crate::batchnorm::shifted_sum(x, 0.0)
+fn plane_sum(isa: Isa, x: &[f32]) -> f64 {
+    dispatch!(isa,
+        // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
+        avx2 => unsafe { crate::batchnorm::shifted_sum_avx2(x) },
+        _ => crate::batchnorm::shifted_sum(x, 0.0),
+    )
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn plane_sum_avx2(x: &[f32]) -> f64 {
-    crate::batchnorm::shifted_sum_avx2(x)
-}
-
-fn adaptive_plane(
-    avx2: bool,
-    hb: &[(usize, usize)],
-    wb: &[(usize, usize)],
-    x: &[f32],
-    y: &mut [f32],
-    rows: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { adaptive_plane_avx2(hb, wb, x, y, rows) };
-    }
-    let _ = avx2;
-    adaptive_plane_impl(hb, wb, x, y, rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn adaptive_plane_avx2(
-    hb: &[(usize, usize)],
-    wb: &[(usize, usize)],
-    x: &[f32],
-    y: &mut [f32],
-    rows: &mut [f32],
-) {
-    adaptive_plane_impl(hb, wb, x, y, rows)
-}
-
-/// Sums each bin's rows into `rows` (contiguous, vectorisable), then each bin's columns of it.
-#[inline(always)]
-fn adaptive_plane_impl(
-    hb: &[(usize, usize)],
-    wb: &[(usize, usize)],
-    x: &[f32],
-    y: &mut [f32],
-    rows: &mut [f32],
-) {
-    let in_w = rows.len();
-    for (&(h_lo, h_hi), y_row) in hb.iter().zip(y.chunks_exact_mut(wb.len())) {
-        rows.copy_from_slice(&x[h_lo * in_w..(h_lo + 1) * in_w]);
-        for ih in h_lo + 1..h_hi {
-            for (r, &v) in rows.iter_mut().zip(&x[ih * in_w..(ih + 1) * in_w]) {
-                *r += v;
+kernel! {
+    /// Sums each bin's rows into `rows` (contiguous, vectorisable), then each bin's columns of it.
+    fn adaptive_plane(
+        hb: &[(usize, usize)],
+        wb: &[(usize, usize)],
+        x: &[f32],
+        y: &mut [f32],
+        rows: &mut [f32],
+    ) {
+        let in_w = rows.len();
+        for (&(h_lo, h_hi), y_row) in hb.iter().zip(y.chunks_exact_mut(wb.len())) {
+            rows.copy_from_slice(&x[h_lo * in_w..(h_lo + 1) * in_w]);
+            for ih in h_lo + 1..h_hi {
+                for (r, &v) in rows.iter_mut().zip(&x[ih * in_w..(ih + 1) * in_w]) {
+                    *r += v;
+                }
             }
-        }
-        let kh = (h_hi - h_lo) as f32;
-        for (&(w_lo, w_hi), out) in wb.iter().zip(y_row.iter_mut()) {
-            let sum: f32 = rows[w_lo..w_hi].iter().sum();
-            *out = sum / kh / (w_hi - w_lo) as f32;
+            let kh = (h_hi - h_lo) as f32;
+            for (&(w_lo, w_hi), out) in wb.iter().zip(y_row.iter_mut()) {
+                let sum: f32 = rows[w_lo..w_hi].iter().sum();
+                *out = sum / kh / (w_hi - w_lo) as f32;
+            }
         }
     }
 }
@@ -176,71 +141,43 @@ pub fn adaptive_avg_pool2d_backward(
     }
     let hb = adaptive_bins(p.in_h, p.out_h);
     let wb = adaptive_bins(p.in_w, p.out_w);
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     grad_input
         .par_chunks_mut(in_plane)
         .zip(grad_out.par_chunks(out_plane))
         .with_min_len(planes_per_task(in_plane))
         .for_each_init(
             || vec![0.0f32; p.in_w],
-            |row, (gi, go)| adaptive_back_plane(avx2, &hb, &wb, go, gi, row),
+            |row, (gi, go)| adaptive_back_plane(isa, &hb, &wb, go, gi, row),
         );
     Ok(())
 }
 
-fn adaptive_back_plane(
-    avx2: bool,
-    hb: &[(usize, usize)],
-    wb: &[(usize, usize)],
-    go: &[f32],
-    gi: &mut [f32],
-    row: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { adaptive_back_plane_avx2(hb, wb, go, gi, row) };
-    }
-    let _ = avx2;
-    adaptive_back_plane_impl(hb, wb, go, gi, row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn adaptive_back_plane_avx2(
-    hb: &[(usize, usize)],
-    wb: &[(usize, usize)],
-    go: &[f32],
-    gi: &mut [f32],
-    row: &mut [f32],
-) {
-    adaptive_back_plane_impl(hb, wb, go, gi, row)
-}
-
-/// Spreads each output row over one input row's worth of columns, then adds that row into
-/// every input row of the bin.
-#[inline(always)]
-fn adaptive_back_plane_impl(
-    hb: &[(usize, usize)],
-    wb: &[(usize, usize)],
-    go: &[f32],
-    gi: &mut [f32],
-    row: &mut [f32],
-) {
-    gi.fill(0.0);
-    let in_w = row.len();
-    for (&(h_lo, h_hi), go_row) in hb.iter().zip(go.chunks_exact(wb.len())) {
-        row.fill(0.0);
-        let kh = (h_hi - h_lo) as f32;
-        for (&(w_lo, w_hi), &g) in wb.iter().zip(go_row) {
-            let d = g / kh / (w_hi - w_lo) as f32;
-            for r in &mut row[w_lo..w_hi] {
-                *r += d;
+kernel! {
+    /// Spreads each output row over one input row's worth of columns, then adds that row into
+    /// every input row of the bin.
+    fn adaptive_back_plane(
+        hb: &[(usize, usize)],
+        wb: &[(usize, usize)],
+        go: &[f32],
+        gi: &mut [f32],
+        row: &mut [f32],
+    ) {
+        gi.fill(0.0);
+        let in_w = row.len();
+        for (&(h_lo, h_hi), go_row) in hb.iter().zip(go.chunks_exact(wb.len())) {
+            row.fill(0.0);
+            let kh = (h_hi - h_lo) as f32;
+            for (&(w_lo, w_hi), &g) in wb.iter().zip(go_row) {
+                let d = g / kh / (w_hi - w_lo) as f32;
+                for r in &mut row[w_lo..w_hi] {
+                    *r += d;
+                }
             }
-        }
-        for ih in h_lo..h_hi {
-            for (v, &r) in gi[ih * in_w..(ih + 1) * in_w].iter_mut().zip(row.iter()) {
-                *v += r;
+            for ih in h_lo..h_hi {
+                for (v, &r) in gi[ih * in_w..(ih + 1) * in_w].iter_mut().zip(row.iter()) {
+                    *v += r;
+                }
             }
         }
     }

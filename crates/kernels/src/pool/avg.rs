@@ -1,5 +1,6 @@
 //! Average pooling (count_include_pad, ceil_mode, divisor_override), forward and backward.
 use super::*;
+use crate::simd::{kernel, Target};
 use crate::{simd, Result};
 
 /// What torch divides a window's sum by: the override, the window clipped at the padded border
@@ -25,37 +26,21 @@ pub fn avg_pool2d_forward(
     check_len("output", output.len(), p.output_len(out_hw))?;
     let g = p.geom(out_hw);
     let (in_plane, out_plane) = (p.in_h * p.in_w, out_hw.0 * out_hw.1);
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     output
         .par_chunks_mut(out_plane)
         .zip(input.par_chunks(in_plane))
         .with_min_len(planes_per_task(in_plane))
-        .for_each(|(y, x)| avg_plane(avx2, &g, opts, x, y));
+        .for_each(|(y, x)| avg_plane(isa, &g, opts, x, y));
     Ok(())
-}
-
-fn avg_plane(avx2: bool, g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { avg_plane_avx2(g, opts, x, y) };
-    }
-    let _ = avx2;
-    avg_plane_impl::<false>(g, opts, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avg_plane_avx2(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
-    avg_plane_impl::<true>(g, opts, x, y)
 }
 
 /// Leading interior outputs done with AVX2 (strides 1 and 2); returns how many.
 #[inline(always)]
-fn avg_run_simd<const AVX2: bool>(x: &[f32], run: &Run, divisor: f32, out: &mut [f32]) -> usize {
+fn avg_run_simd<T: Target>(x: &[f32], run: &Run, divisor: f32, out: &mut [f32]) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is true only inside avg_plane_avx2, which runs only when the CPU has
+    if T::AVX2 {
+        // SAFETY: T is Avx2 only inside avg_plane's AVX2 build, which runs only on CPUs with
         // AVX2 and FMA.
         return unsafe {
             match run.stride {
@@ -69,55 +54,56 @@ fn avg_run_simd<const AVX2: bool>(x: &[f32], run: &Run, divisor: f32, out: &mut 
     0
 }
 
-#[inline(always)]
-fn avg_plane_impl<const AVX2: bool>(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
-    let in_w = g.w.input as usize;
-    let out_w = g.w.out;
-    let (ow_lo, ow_hi) = g.w.interior();
-    for (oh, y_row) in y.chunks_exact_mut(out_w).enumerate() {
-        let (h_lo, h_hi, h_padded) = g.h.avg_window(oh);
-        if h_lo >= h_hi {
-            y_row.fill(0.0);
-            continue;
-        }
-        for ow in (0..ow_lo).chain(ow_hi..out_w) {
-            let (w_lo, w_hi, w_padded) = g.w.avg_window(ow);
-            if w_lo >= w_hi {
-                y_row[ow] = 0.0;
+kernel! {
+    fn avg_plane<[T]>(g: &Geom, opts: &AvgPoolOptions, x: &[f32], y: &mut [f32]) {
+        let in_w = g.w.input as usize;
+        let out_w = g.w.out;
+        let (ow_lo, ow_hi) = g.w.interior();
+        for (oh, y_row) in y.chunks_exact_mut(out_w).enumerate() {
+            let (h_lo, h_hi, h_padded) = g.h.avg_window(oh);
+            if h_lo >= h_hi {
+                y_row.fill(0.0);
                 continue;
             }
-            let mut sum = 0.0f32;
-            for ih in h_lo..h_hi {
-                for &v in &x[ih * in_w + w_lo..ih * in_w + w_hi] {
-                    sum += v;
+            for ow in (0..ow_lo).chain(ow_hi..out_w) {
+                let (w_lo, w_hi, w_padded) = g.w.avg_window(ow);
+                if w_lo >= w_hi {
+                    y_row[ow] = 0.0;
+                    continue;
                 }
-            }
-            y_row[ow] = sum / avg_divisor(opts, (h_padded, w_padded), (h_hi - h_lo, w_hi - w_lo));
-        }
-        if ow_lo < ow_hi {
-            let kw = g.w.kernel as usize;
-            let run = Run {
-                first_row: h_lo * in_w,
-                row_step: in_w,
-                rows: h_hi - h_lo,
-                col0: g.w.start(ow_lo) as usize,
-                stride: g.w.stride as usize,
-                kernel_w: kw,
-                dilation_w: 1,
-            };
-            // Interior windows span the full kernel width, so one divisor serves the whole row.
-            let dv = avg_divisor(opts, (h_padded, kw as i64), (h_hi - h_lo, kw));
-            let out = &mut y_row[ow_lo..ow_hi];
-            let done = avg_run_simd::<AVX2>(x, &run, dv, out);
-            for (i, o) in out.iter_mut().enumerate().skip(done) {
                 let mut sum = 0.0f32;
-                for r in 0..run.rows {
-                    let at = run.at(r, i);
-                    for &v in &x[at..at + kw] {
+                for ih in h_lo..h_hi {
+                    for &v in &x[ih * in_w + w_lo..ih * in_w + w_hi] {
                         sum += v;
                     }
                 }
-                *o = sum / dv;
+                y_row[ow] = sum / avg_divisor(opts, (h_padded, w_padded), (h_hi - h_lo, w_hi - w_lo));
+            }
+            if ow_lo < ow_hi {
+                let kw = g.w.kernel as usize;
+                let run = Run {
+                    first_row: h_lo * in_w,
+                    row_step: in_w,
+                    rows: h_hi - h_lo,
+                    col0: g.w.start(ow_lo) as usize,
+                    stride: g.w.stride as usize,
+                    kernel_w: kw,
+                    dilation_w: 1,
+                };
+                // Interior windows span the full kernel width, so one divisor serves the whole row.
+                let dv = avg_divisor(opts, (h_padded, kw as i64), (h_hi - h_lo, kw));
+                let out = &mut y_row[ow_lo..ow_hi];
+                let done = avg_run_simd::<T>(x, &run, dv, out);
+                for (i, o) in out.iter_mut().enumerate().skip(done) {
+                    let mut sum = 0.0f32;
+                    for r in 0..run.rows {
+                        let at = run.at(r, i);
+                        for &v in &x[at..at + kw] {
+                            sum += v;
+                        }
+                    }
+                    *o = sum / dv;
+                }
             }
         }
     }
@@ -154,7 +140,7 @@ pub fn avg_pool2d_backward(
     }
     let spread = Spread::new(&g.w);
     let rows = rows_per_task(p.in_w, p.batch * p.channels * p.in_h);
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     let ctx = AvgBack {
         g: &g,
         divisors: &divisors,
@@ -166,7 +152,7 @@ pub fn avg_pool2d_backward(
         .enumerate()
         .for_each_init(
             || (vec![0.0f32; out_w], vec![0.0f32; spread.len]),
-            |(row, up), (t, gi)| avg_back_task(avx2, &ctx, t * rows, gi, row, up),
+            |(row, up), (t, gi)| avg_back_task(isa, &ctx, t * rows, gi, row, up),
         );
     Ok(())
 }
@@ -219,87 +205,59 @@ impl Spread {
     }
 }
 
-fn avg_back_task(
-    avx2: bool,
-    c: &AvgBack,
-    first_row: usize,
-    gi: &mut [f32],
-    row: &mut [f32],
-    up: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { avg_back_task_avx2(c, first_row, gi, row, up) };
-    }
-    let _ = avx2;
-    avg_back_task_impl(c, first_row, gi, row, up)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avg_back_task_avx2(
-    c: &AvgBack,
-    first_row: usize,
-    gi: &mut [f32],
-    row: &mut [f32],
-    up: &mut [f32],
-) {
-    avg_back_task_impl(c, first_row, gi, row, up)
-}
-
-#[inline(always)]
-fn avg_back_task_impl(
-    c: &AvgBack,
-    first_row: usize,
-    gi: &mut [f32],
-    row: &mut [f32],
-    up: &mut [f32],
-) {
-    let (in_h, in_w) = (c.g.h.input as usize, c.g.w.input as usize);
-    let (out_h, out_w) = (c.g.h.out, c.g.w.out);
-    let (sw, sp) = (c.g.w.stride as usize, c.spread);
-    for (r, gi_row) in gi.chunks_exact_mut(in_w).enumerate() {
-        let (plane, ih) = ((first_row + r) / in_h, (first_row + r) % in_h);
-        let go = &c.grad_out[plane * out_h * out_w..(plane + 1) * out_h * out_w];
-        let (oh_lo, oh_hi) = c.g.h.covering(ih);
-        if oh_lo >= oh_hi || sp.taps == 0 {
-            gi_row.fill(0.0);
-            continue;
-        }
-        // Sum over the covering output rows of gradOutput / divisor.
-        let rows = go[oh_lo * out_w..oh_hi * out_w]
-            .chunks_exact(out_w)
-            .zip(c.divisors[oh_lo * out_w..oh_hi * out_w].chunks_exact(out_w));
-        for (i, (g, d)) in rows.enumerate() {
-            if i == 0 {
-                for ((s, &g), &d) in row.iter_mut().zip(g).zip(d) {
-                    *s = g / d;
-                }
-            } else {
-                for ((s, &g), &d) in row.iter_mut().zip(g).zip(d) {
-                    *s += g / d;
+kernel! {
+    fn avg_back_task(
+        c: &AvgBack,
+        first_row: usize,
+        gi: &mut [f32],
+        row: &mut [f32],
+        up: &mut [f32],
+    ) {
+        let (in_h, in_w) = (c.g.h.input as usize, c.g.w.input as usize);
+        let (out_h, out_w) = (c.g.h.out, c.g.w.out);
+        let (sw, sp) = (c.g.w.stride as usize, c.spread);
+        for (r, gi_row) in gi.chunks_exact_mut(in_w).enumerate() {
+            let (plane, ih) = ((first_row + r) / in_h, (first_row + r) % in_h);
+            let go = &c.grad_out[plane * out_h * out_w..(plane + 1) * out_h * out_w];
+            let (oh_lo, oh_hi) = c.g.h.covering(ih);
+            if oh_lo >= oh_hi || sp.taps == 0 {
+                gi_row.fill(0.0);
+                continue;
+            }
+            // Sum over the covering output rows of gradOutput / divisor.
+            let rows = go[oh_lo * out_w..oh_hi * out_w]
+                .chunks_exact(out_w)
+                .zip(c.divisors[oh_lo * out_w..oh_hi * out_w].chunks_exact(out_w));
+            for (i, (g, d)) in rows.enumerate() {
+                if i == 0 {
+                    for ((s, &g), &d) in row.iter_mut().zip(g).zip(d) {
+                        *s = g / d;
+                    }
+                } else {
+                    for ((s, &g), &d) in row.iter_mut().zip(g).zip(d) {
+                        *s += g / d;
+                    }
                 }
             }
-        }
-        if sp.len == 0 {
-            for (v, &(lo, hi)) in gi_row.iter_mut().zip(&sp.covering) {
-                *v = row[lo..hi].iter().sum();
+            if sp.len == 0 {
+                for (v, &(lo, hi)) in gi_row.iter_mut().zip(&sp.covering) {
+                    *v = row[lo..hi].iter().sum();
+                }
+                continue;
             }
-            continue;
-        }
-        // Only the positions ow * stride + shift are ever written, so the zeros between them
-        // (stride > 1) stay zero from the task's start.
-        for (ow, &s) in row.iter().enumerate() {
-            let at = (ow * sw) as i64 + sp.shift;
-            if at >= 0 && (at as usize) < up.len() {
-                up[at as usize] = s;
+            // Only the positions ow * stride + shift are ever written, so the zeros between them
+            // (stride > 1) stay zero from the task's start.
+            for (ow, &s) in row.iter().enumerate() {
+                let at = (ow * sw) as i64 + sp.shift;
+                if at >= 0 && (at as usize) < up.len() {
+                    up[at as usize] = s;
+                }
             }
-        }
-        gi_row.copy_from_slice(&up[..in_w]);
-        for m in 1..sp.taps {
-            for (v, &u) in gi_row.iter_mut().zip(&up[m..m + in_w]) {
-                *v += u;
+            gi_row.copy_from_slice(&up[..in_w]);
+            for m in 1..sp.taps {
+                for (v, &u) in gi_row.iter_mut().zip(&up[m..m + in_w]) {
+                    *v += u;
+                }
             }
         }
     }

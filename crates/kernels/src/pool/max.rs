@@ -1,5 +1,6 @@
 //! Max pooling, forward (with and without torch's flat argmax indices) and backward.
 use super::*;
+use crate::simd::{kernel, Target};
 use crate::{bail, simd, Result};
 
 /// output = max over each window, indices = flat position (`ih * in_w + iw`) of the max within
@@ -55,7 +56,7 @@ fn max_pool_rows(
     let row_len = p.in_w.saturating_mul(p.stride_h.min(p.in_h));
     let rows = rows_per_task(row_len, p.batch * p.channels * out_hw.0);
     let chunk = rows * out_w;
-    let avx2 = simd::use_avx2();
+    let isa = simd::isa();
     // Slack past the row for the AVX2 loads, which read up to 16 floats from a column.
     let slack = p.in_w + 16;
     match indices {
@@ -65,47 +66,13 @@ fn max_pool_rows(
             .enumerate()
             .for_each_init(
                 || (vec![0.0f32; slack], vec![0i32; slack]),
-                |(vm, vi), (t, (y, i))| max_task::<true>(avx2, &g, input, t * rows, y, i, vm, vi),
+                |(vm, vi), (t, (y, i))| max_task::<true>(isa, &g, input, t * rows, y, i, vm, vi),
             ),
         None => output.par_chunks_mut(chunk).enumerate().for_each_init(
             || vec![0.0f32; slack],
-            |vm, (t, y)| max_task::<false>(avx2, &g, input, t * rows, y, &mut [], vm, &mut []),
+            |vm, (t, y)| max_task::<false>(isa, &g, input, t * rows, y, &mut [], vm, &mut []),
         ),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn max_task<const IDX: bool>(
-    avx2: bool,
-    g: &Geom,
-    input: &[f32],
-    first_row: usize,
-    y: &mut [f32],
-    ind: &mut [i32],
-    vm: &mut [f32],
-    vi: &mut [i32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from simd::use_avx2(), true only when the CPU has AVX2 and FMA.
-        return unsafe { max_task_avx2::<IDX>(g, input, first_row, y, ind, vm, vi) };
-    }
-    let _ = avx2;
-    max_task_impl::<false, IDX>(g, input, first_row, y, ind, vm, vi)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn max_task_avx2<const IDX: bool>(
-    g: &Geom,
-    input: &[f32],
-    first_row: usize,
-    y: &mut [f32],
-    ind: &mut [i32],
-    vm: &mut [f32],
-    vi: &mut [i32],
-) {
-    max_task_impl::<true, IDX>(g, input, first_row, y, ind, vm, vi)
 }
 
 /// torch's update rule: a strictly larger value, or any NaN, takes the slot. Starting from
@@ -129,33 +96,34 @@ fn column_takes(v: f32, at: i32, best: f32, arg: i32) -> bool {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn max_task_impl<const AVX2: bool, const IDX: bool>(
-    g: &Geom,
-    input: &[f32],
-    first_row: usize,
-    y: &mut [f32],
-    ind: &mut [i32],
-    vm: &mut [f32],
-    vi: &mut [i32],
-) {
-    let (in_w, out_h, out_w) = (g.w.input as usize, g.h.out, g.w.out);
-    let in_plane = g.h.input as usize * in_w;
-    for (r, y_row) in y.chunks_exact_mut(out_w).enumerate() {
-        let (plane, oh) = ((first_row + r) / out_h, (first_row + r) % out_h);
-        let x = &input[plane * in_plane..(plane + 1) * in_plane];
-        let i_row = if IDX {
-            &mut ind[r * out_w..(r + 1) * out_w]
-        } else {
-            &mut [][..]
-        };
-        max_row::<AVX2, IDX>(g, x, oh, y_row, i_row, vm, vi);
+kernel! {
+    #[allow(clippy::too_many_arguments)]
+    fn max_task<[T], const IDX: bool>(
+        g: &Geom,
+        input: &[f32],
+        first_row: usize,
+        y: &mut [f32],
+        ind: &mut [i32],
+        vm: &mut [f32],
+        vi: &mut [i32],
+    ) {
+        let (in_w, out_h, out_w) = (g.w.input as usize, g.h.out, g.w.out);
+        let in_plane = g.h.input as usize * in_w;
+        for (r, y_row) in y.chunks_exact_mut(out_w).enumerate() {
+            let (plane, oh) = ((first_row + r) / out_h, (first_row + r) % out_h);
+            let x = &input[plane * in_plane..(plane + 1) * in_plane];
+            let i_row = if IDX {
+                &mut ind[r * out_w..(r + 1) * out_w]
+            } else {
+                &mut [][..]
+            };
+            max_row::<T, IDX>(g, x, oh, y_row, i_row, vm, vi);
+        }
     }
 }
 
 #[inline(always)]
-fn max_row<const AVX2: bool, const IDX: bool>(
+fn max_row<T: Target, const IDX: bool>(
     g: &Geom,
     x: &[f32],
     oh: usize,
@@ -181,7 +149,7 @@ fn max_row<const AVX2: bool, const IDX: bool>(
         count: jh_hi - jh_lo,
         len: in_w,
     };
-    column_max::<AVX2, IDX>(x, &rows, &mut vm[..in_w], vi);
+    column_max::<T, IDX>(x, &rows, &mut vm[..in_w], vi);
     // Each window across its columns: border windows tap by tap, clipped to the input.
     let (ow_lo, ow_hi) = g.w.interior();
     for ow in (0..ow_lo).chain(ow_hi..g.w.out) {
@@ -214,7 +182,7 @@ fn max_row<const AVX2: bool, const IDX: bool>(
         } else {
             &mut [][..]
         };
-        let done = window_max_simd::<AVX2, IDX>(vm, vi, &w, y, i);
+        let done = window_max_simd::<T, IDX>(vm, vi, &w, y, i);
         for o in done..y.len() {
             let at = w.col0 + o * w.stride;
             let taps = (0..w.kernel).map(|k| at + k * w.dilation);
@@ -275,16 +243,11 @@ pub(super) struct Rows {
 /// stored once: a read-modify-write of vm per row would let LLVM turn the blend into a masked
 /// store, which is very slow on some CPUs (AMD).
 #[inline(always)]
-fn column_max<const AVX2: bool, const IDX: bool>(
-    x: &[f32],
-    rows: &Rows,
-    vm: &mut [f32],
-    vi: &mut [i32],
-) {
+fn column_max<T: Target, const IDX: bool>(x: &[f32], rows: &Rows, vm: &mut [f32], vi: &mut [i32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is true only inside max_task_avx2, which runs only when the CPU has
+    if T::AVX2 {
+        // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
         // AVX2 and FMA.
         done = unsafe { x86::column_max::<IDX>(x, rows, vm, vi) };
     }
@@ -305,7 +268,7 @@ fn column_max<const AVX2: bool, const IDX: bool>(
 
 /// Leading interior windows done with AVX2 (strides 1 and 2); returns how many.
 #[inline(always)]
-fn window_max_simd<const AVX2: bool, const IDX: bool>(
+fn window_max_simd<T: Target, const IDX: bool>(
     vm: &[f32],
     vi: &[i32],
     w: &Window,
@@ -313,8 +276,8 @@ fn window_max_simd<const AVX2: bool, const IDX: bool>(
     ind: &mut [i32],
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is true only inside max_task_avx2, which runs only when the CPU has
+    if T::AVX2 {
+        // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
         // AVX2 and FMA.
         return unsafe {
             match w.stride {

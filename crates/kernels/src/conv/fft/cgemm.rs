@@ -6,6 +6,7 @@
 //! spectrum, addressed by a plane index `base + i * s_row + k * s_col`. One call handles a range
 //! of tiles (8 bins each) and a range of rows of `C`, which is what a parallel task owns.
 use super::plan::TILE;
+use crate::simd::dispatch;
 
 /// How a matrix's elements map to spectrum planes: element `(r, c)` is plane
 /// `base + r * s_row + c * s_col`.
@@ -83,15 +84,12 @@ pub(crate) unsafe fn run(prod: &Product, a: Spectra, b: Spectra, c: SpectraOut, 
             && part.t1 * b.planes * PLANE <= b.data.len(),
         "fft: product operand out of range"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::use_avx2() {
-            // SAFETY: the CPU has AVX2+FMA (use_avx2); operands checked above; `c` per contract.
-            return unsafe { avx2::run(prod, a, b, c, part) };
-        }
-    }
-    // SAFETY: as above.
-    unsafe { run_scalar(prod, a, b, c, part) }
+    dispatch!(crate::simd::isa(),
+        // SAFETY: the CPU has AVX2+FMA (this arm); operands checked above; `c` per contract.
+        avx2 => unsafe { avx2::run(prod, a, b, c, part) },
+        // SAFETY: operands checked above; `c` per contract.
+        _ => unsafe { run_scalar(prod, a, b, c, part) },
+    )
 }
 
 unsafe fn run_scalar(prod: &Product, a: Spectra, b: Spectra, c: SpectraOut, part: Part) {

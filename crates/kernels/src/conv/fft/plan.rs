@@ -14,6 +14,7 @@
 //! pointwise products then stream whole cache lines (consecutive planes are consecutive lines)
 //! instead of touching one line in each of thousands of pages, and run as plain FMAs over the
 //! eight bins of a tile.
+use crate::simd::kernel;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 use std::collections::HashMap;
@@ -192,38 +193,23 @@ impl<'a> TileMajorMut<'a> {
     /// # Safety
     /// No other thread may write those planes through this writer during the call.
     pub unsafe fn write(&self, plane0: usize, count: usize, src: &[Complex<f32>], bins: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::simd::use_avx2() {
-                // SAFETY: the CPU has AVX2 (use_avx2); the caller upholds `write_impl`'s contract.
-                return unsafe { self.write_avx2(plane0, count, src, bins) };
-            }
-        }
         // SAFETY: the caller upholds the contract.
-        unsafe { self.write_impl(plane0, count, src, bins) }
+        unsafe { write_planes(crate::simd::isa(), self, plane0, count, src, bins) }
     }
+}
 
+kernel! {
     /// # Safety
-    /// As [`write`](Self::write), and the CPU must have AVX2+FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn write_avx2(&self, plane0: usize, count: usize, src: &[Complex<f32>], bins: usize) {
-        // SAFETY: as above.
-        unsafe { self.write_impl(plane0, count, src, bins) }
-    }
-
-    /// # Safety
-    /// As [`write`](Self::write).
-    #[inline(always)]
-    unsafe fn write_impl(&self, plane0: usize, count: usize, src: &[Complex<f32>], bins: usize) {
-        assert!(plane0 + count <= self.planes && bins <= self.tiles * TILE);
+    /// As [`TileMajorMut::write`].
+    unsafe fn write_planes(tm: &TileMajorMut<'_>, plane0: usize, count: usize, src: &[Complex<f32>], bins: usize) {
+        assert!(plane0 + count <= tm.planes && bins <= tm.tiles * TILE);
         assert!(src.len() >= count * bins);
-        for t in 0..self.tiles {
+        for t in 0..tm.tiles {
             // SAFETY: tile t of planes plane0..plane0+count lies inside the buffer (checked in
             // `new` and above) and belongs to those planes alone, which this caller owns.
             let out = unsafe {
                 std::slice::from_raw_parts_mut(
-                    self.ptr.add((t * self.planes + plane0) * 2 * TILE),
+                    tm.ptr.add((t * tm.planes + plane0) * 2 * TILE),
                     count * 2 * TILE,
                 )
             };
@@ -242,52 +228,25 @@ impl<'a> TileMajorMut<'a> {
     }
 }
 
-/// Reads planes `plane0..plane0 + count` of the tile-major buffer `spec` (holding `planes`
-/// spectra of `tiles` tiles) into `dst` as column-major spectra of `bins` bins each.
-pub(crate) fn gather(
-    spec: &[f32],
-    shape: (usize, usize, usize),
-    plane0: usize,
-    count: usize,
-    dst: &mut [Complex<f32>],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::use_avx2() {
-            // SAFETY: the CPU has AVX2 (use_avx2).
-            return unsafe { gather_avx2(spec, shape, plane0, count, dst) };
-        }
-    }
-    gather_impl(spec, shape, plane0, count, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gather_avx2(
-    spec: &[f32],
-    shape: (usize, usize, usize),
-    plane0: usize,
-    count: usize,
-    dst: &mut [Complex<f32>],
-) {
-    gather_impl(spec, shape, plane0, count, dst)
-}
-
-#[inline(always)]
-fn gather_impl(
-    spec: &[f32],
-    (planes, tiles, bins): (usize, usize, usize),
-    plane0: usize,
-    count: usize,
-    dst: &mut [Complex<f32>],
-) {
-    for t in 0..tiles {
-        let src = &spec[(t * planes + plane0) * 2 * TILE..][..count * 2 * TILE];
-        let lo = (t * TILE).min(bins);
-        let hi = (lo + TILE).min(bins);
-        for (g, chunk) in src.chunks_exact(2 * TILE).enumerate() {
-            for (j, v) in dst[g * bins + lo..g * bins + hi].iter_mut().enumerate() {
-                *v = Complex::new(chunk[j], chunk[TILE + j]);
+kernel! {
+    /// Reads planes `plane0..plane0 + count` of the tile-major buffer `spec` (holding `planes`
+    /// spectra of `tiles` tiles) into `dst` as column-major spectra of `bins` bins each.
+    pub(crate) fn gather(
+        spec: &[f32],
+        shape: (usize, usize, usize),
+        plane0: usize,
+        count: usize,
+        dst: &mut [Complex<f32>],
+    ) {
+        let (planes, tiles, bins) = shape;
+        for t in 0..tiles {
+            let src = &spec[(t * planes + plane0) * 2 * TILE..][..count * 2 * TILE];
+            let lo = (t * TILE).min(bins);
+            let hi = (lo + TILE).min(bins);
+            for (g, chunk) in src.chunks_exact(2 * TILE).enumerate() {
+                for (j, v) in dst[g * bins + lo..g * bins + hi].iter_mut().enumerate() {
+                    *v = Complex::new(chunk[j], chunk[TILE + j]);
+                }
             }
         }
     }
@@ -322,32 +281,28 @@ impl Plan2d {
 
     /// Writes into `cols` (`bins` long) the column-major spectrum of `src` placed by `at`.
     pub fn forward(&self, w: &mut Work, src: &[f32], at: Placement, cols: &mut [Complex<f32>]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::simd::use_avx2() {
-                // SAFETY: the CPU has AVX2 (use_avx2).
-                return unsafe { self.forward_avx2(w, src, at, cols) };
-            }
-        }
-        self.forward_impl(w, src, at, cols)
+        forward_cols(crate::simd::isa(), self, w, src, at, cols)
     }
 
     // The shuffles around the FFT calls are plain loops; compiled for AVX2 they vectorise.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(
+
+    /// Inverse-transforms the column-major spectrum `cols` (overwritten) and calls
+    /// `emit(i, row)` with real grid row `grid_rows[i]` for each requested row. Unnormalised:
+    /// values come out `fh * fw` times too large.
+    pub fn inverse(
         &self,
         w: &mut Work,
-        src: &[f32],
-        at: Placement,
         cols: &mut [Complex<f32>],
+        grid_rows: &[usize],
+        emit: impl FnMut(usize, &[f32]),
     ) {
-        self.forward_impl(w, src, at, cols)
+        inverse_rows(crate::simd::isa(), self, w, cols, grid_rows, emit)
     }
+}
 
-    #[inline(always)]
-    fn forward_impl(&self, w: &mut Work, src: &[f32], at: Placement, cols: &mut [Complex<f32>]) {
-        let (fh, fw, cw) = (self.fh, self.fw, self.cw);
+kernel! {
+    fn forward_cols(plan: &Plan2d, w: &mut Work, src: &[f32], at: Placement, cols: &mut [Complex<f32>]) {
+        let (fh, fw, cw) = (plan.fh, plan.fw, plan.cw);
         let rows = at.rows.inside(fh);
         let width = at.cols.inside(fw);
         cols.fill(Complex::default());
@@ -370,7 +325,7 @@ impl Plan2d {
                 }
             }
         }
-        self.row_fwd.process_with_scratch(packed, &mut w.scratch);
+        plan.row_fwd.process_with_scratch(packed, &mut w.scratch);
         // z = a + i b with a, b real: A[k] = (Z[k] + conj Z[-k]) / 2,
         // B[k] = (Z[k] - conj Z[-k]) / 2i.
         for pair in 0..pairs {
@@ -389,55 +344,23 @@ impl Plan2d {
                 }
             }
         }
-        self.col_fwd.process_with_scratch(cols, &mut w.scratch);
+        plan.col_fwd.process_with_scratch(cols, &mut w.scratch);
     }
+}
 
-    /// Inverse-transforms the column-major spectrum `cols` (overwritten) and calls
-    /// `emit(i, row)` with real grid row `grid_rows[i]` for each requested row. Unnormalised:
-    /// values come out `fh * fw` times too large.
-    pub fn inverse(
-        &self,
-        w: &mut Work,
+kernel! {
+    fn inverse_rows(plan: &Plan2d, w: &mut Work,
         cols: &mut [Complex<f32>],
         grid_rows: &[usize],
         emit: impl FnMut(usize, &[f32]),
     ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::simd::use_avx2() {
-                // SAFETY: the CPU has AVX2 (use_avx2).
-                return unsafe { self.inverse_avx2(w, cols, grid_rows, emit) };
-            }
-        }
-        self.inverse_impl(w, cols, grid_rows, emit)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn inverse_avx2(
-        &self,
-        w: &mut Work,
-        cols: &mut [Complex<f32>],
-        grid_rows: &[usize],
-        emit: impl FnMut(usize, &[f32]),
-    ) {
-        self.inverse_impl(w, cols, grid_rows, emit)
-    }
-
-    #[inline(always)]
-    fn inverse_impl(
-        &self,
-        w: &mut Work,
-        cols: &mut [Complex<f32>],
-        grid_rows: &[usize],
-        mut emit: impl FnMut(usize, &[f32]),
-    ) {
-        let (fh, fw, cw) = (self.fh, self.fw, self.cw);
+        let mut emit = emit;
+        let (fh, fw, cw) = (plan.fh, plan.fw, plan.cw);
         let pairs = grid_rows.len().div_ceil(2);
         if pairs == 0 {
             return;
         }
-        self.col_inv.process_with_scratch(cols, &mut w.scratch);
+        plan.col_inv.process_with_scratch(cols, &mut w.scratch);
         // Two half-spectra A, B of real rows become one full complex row Z = A + iB, whose
         // inverse transform is a + ib.
         let nyquist = if fw % 2 == 0 { Some(fw / 2) } else { None };
@@ -464,7 +387,7 @@ impl Plan2d {
                 *z = Complex::new(a.re - b.im, a.im + b.re);
             }
         }
-        self.row_inv
+        plan.row_inv
             .process_with_scratch(&mut w.rows[..pairs * fw], &mut w.scratch);
         for i in 0..grid_rows.len() {
             let row = &w.rows[(i / 2) * fw..(i / 2 + 1) * fw];
