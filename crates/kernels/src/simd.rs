@@ -117,17 +117,19 @@ pub(crate) fn isa() -> Isa {
 }
 
 /// The level a [`kernel!`] body is compiled for, as a type, so `if T::AVX2 { ... }` is decided
-/// at compile time inside the body.
+/// at compile time inside the body. Each architecture uses only its own level's constant and
+/// marker, hence the `dead_code` allowances.
+#[allow(dead_code)]
 pub(crate) trait Target {
     const LEVEL: SimdLevel;
     const AVX2: bool = matches!(Self::LEVEL, SimdLevel::Avx2Fma);
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     const NEON: bool = matches!(Self::LEVEL, SimdLevel::Neon);
 }
 
 pub(crate) struct Scalar;
+#[allow(dead_code)]
 pub(crate) struct Avx2;
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+#[allow(dead_code)]
 pub(crate) struct Neon;
 
 impl Target for Scalar {

@@ -5,8 +5,8 @@ use ferroconv_kernels::activation::{
 };
 use ferroconv_kernels::simd::{self, SimdLevel};
 
-mod support;
-use support::{levels, lock, rand_vec, with_threads};
+mod common;
+use common::{levels, lock, rand_vec, with_threads};
 
 const KINDS: [Activation; 5] = [
     Activation::Relu,
@@ -81,7 +81,6 @@ fn forward_matches_reference_on_every_simd_level() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -102,7 +101,6 @@ fn nan_propagates_like_torch() {
             assert_eq!((y[4] as f64).abs(), want[1].abs(), "{act:?} {lvl:?} -inf");
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -163,7 +161,6 @@ fn backward_matches_analytic_derivatives() {
             assert_close(&gi, &want, 1e-5, 3e-7, &format!("{act:?} {lvl:?}"));
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 /// d/dx of loss = sum(act(x) * w) by central differences on the float32 kernel, against the
@@ -206,7 +203,6 @@ fn backward_matches_finite_differences() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -225,8 +221,8 @@ fn scalar_and_avx2_agree_and_threads_do_not_matter() {
                 (y, gi)
             })
         };
-        let (y1, g1) = run(SimdLevel::Avx2Fma, 1);
-        let (y2, g2) = run(SimdLevel::Avx2Fma, 2);
+        let (y1, g1) = run(simd::detected(), 1);
+        let (y2, g2) = run(simd::detected(), 2);
         assert_eq!(y1, y2, "{act:?}: thread count changed the forward");
         assert_eq!(g1, g2, "{act:?}: thread count changed the backward");
         let (ys, gs) = run(SimdLevel::Scalar, 2);
@@ -245,7 +241,6 @@ fn scalar_and_avx2_agree_and_threads_do_not_matter() {
             );
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! BatchNorm2d against an f64 reference of torch's formulas, finite-difference checks of the
 //! backward, accuracy on large planes with a large mean, scalar vs AVX2 and 1 vs 2 threads.
-mod support_pool;
+mod common;
 
+use common::*;
 use ferroconv_kernels::batchnorm::*;
-use support_pool::*;
 
 fn bp((n, c, h, w): (usize, usize, usize, usize)) -> BatchNorm2dParams {
     BatchNorm2dParams {
@@ -121,21 +121,21 @@ fn run_train(
 type Inputs = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
 fn params_for(p: &BatchNorm2dParams) -> Inputs {
-    let x = fill(p.input_len(), 1)
+    let x = smooth(p.input_len(), 1)
         .iter()
         .enumerate()
         .map(|(i, v)| v * 2.0 + (i % 3) as f32)
         .collect();
-    let w = fill(p.channels, 2).iter().map(|v| v + 1.5).collect();
-    let b = fill(p.channels, 3);
-    let rm = fill(p.channels, 4);
-    let rv = fill(p.channels, 5).iter().map(|v| v + 2.0).collect();
+    let w = smooth(p.channels, 2).iter().map(|v| v + 1.5).collect();
+    let b = smooth(p.channels, 3);
+    let rm = smooth(p.channels, 4);
+    let rv = smooth(p.channels, 5).iter().map(|v| v + 2.0).collect();
     (x, w, b, rm, rv)
 }
 
 #[test]
 fn training_forward_matches_reference() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in shapes() {
         let (x, w, b, rm, rv) = params_for(&p);
         for affine in [true, false] {
@@ -145,13 +145,13 @@ fn training_forward_matches_reference() {
                 (None, None)
             };
             let want = ref_train(&p, &x, wo, bo, &rm, &rv);
-            for o in per_simd_level(|_| run_train(&p, &x, wo, bo, &rm, &rv)) {
+            for o in for_each_level(&_g, |_| run_train(&p, &x, wo, bo, &rm, &rv)) {
                 let what = format!("{p:?} affine {affine}");
-                assert_close(&o.y, &want.y, 1e-5, 1e-5, &what);
-                assert_close(&o.mean, &want.mean, 1e-6, 1e-7, &what);
-                assert_close(&o.invstd, &want.invstd, 1e-6, 1e-7, &what);
-                assert_close(&o.rm, &want.running_mean, 1e-6, 1e-7, &what);
-                assert_close(&o.rv, &want.running_var, 1e-6, 1e-7, &what);
+                assert_close_f64(&o.y, &want.y, 1e-5, 1e-5, &what);
+                assert_close_f64(&o.mean, &want.mean, 1e-6, 1e-7, &what);
+                assert_close_f64(&o.invstd, &want.invstd, 1e-6, 1e-7, &what);
+                assert_close_f64(&o.rm, &want.running_mean, 1e-6, 1e-7, &what);
+                assert_close_f64(&o.rv, &want.running_var, 1e-6, 1e-7, &what);
             }
         }
     }
@@ -165,7 +165,7 @@ fn running_stats_are_optional_and_momentum_edges_work() {
     let (mut m, mut s) = (vec![0.0; 3], vec![0.0; 3]);
     batch_norm2d_forward_train(&p, &x, None, None, None, None, &mut y, &mut m, &mut s).unwrap();
     let want = ref_train(&p, &x, None, None, &rm, &rv);
-    assert_close(&y, &want.y, 1e-5, 1e-5, "no running stats");
+    assert_close_f64(&y, &want.y, 1e-5, 1e-5, "no running stats");
     // momentum 0 keeps the running stats; momentum 1 replaces them with the batch's.
     p.momentum = 0.0;
     let o = run_train(&p, &x, None, None, &rm, &rv);
@@ -173,15 +173,15 @@ fn running_stats_are_optional_and_momentum_edges_work() {
     p.momentum = 1.0;
     let o = run_train(&p, &x, None, None, &rm, &rv);
     let want = ref_train(&p, &x, None, None, &rm, &rv);
-    assert_close(&o.rm, &want.mean, 1e-6, 1e-7, "momentum 1 mean");
-    assert_close(&o.rv, &want.running_var, 1e-6, 1e-7, "momentum 1 var");
+    assert_close_f64(&o.rm, &want.mean, 1e-6, 1e-7, "momentum 1 mean");
+    assert_close_f64(&o.rv, &want.running_var, 1e-6, 1e-7, "momentum 1 var");
 }
 
 #[test]
 fn large_planes_with_large_mean_stay_accurate() {
     // 1000 + small noise over 2 * 256 * 256 values: naive f32 sums lose most digits here.
     let p = bp((2, 2, 256, 256));
-    let x: Vec<f32> = fill(p.input_len(), 7)
+    let x: Vec<f32> = smooth(p.input_len(), 7)
         .iter()
         .map(|v| 1000.0 + v * 0.01)
         .collect();
@@ -189,15 +189,15 @@ fn large_planes_with_large_mean_stay_accurate() {
     let rv = vec![1.0; 2];
     let want = ref_train(&p, &x, None, None, &rm, &rv);
     let o = run_train(&p, &x, None, None, &rm, &rv);
-    assert_close(&o.mean, &want.mean, 1e-7, 0.0, "mean");
-    assert_close(&o.invstd, &want.invstd, 1e-6, 0.0, "invstd");
-    assert_close(&o.rv, &want.running_var, 1e-6, 0.0, "running var");
-    assert_close(&o.y, &want.y, 1e-4, 1e-3, "output");
+    assert_close_f64(&o.mean, &want.mean, 1e-7, 0.0, "mean");
+    assert_close_f64(&o.invstd, &want.invstd, 1e-6, 0.0, "invstd");
+    assert_close_f64(&o.rv, &want.running_var, 1e-6, 0.0, "running var");
+    assert_close_f64(&o.y, &want.y, 1e-4, 1e-3, "output");
 }
 
 #[test]
 fn eval_forward_uses_running_stats() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in shapes() {
         let (x, w, b, rm, rv) = params_for(&p);
         let (c, hw) = (p.channels, p.height * p.width);
@@ -210,12 +210,12 @@ fn eval_forward_uses_running_stats() {
                     + b[ch] as f64
             })
             .collect();
-        for y in per_simd_level(|_| {
+        for y in for_each_level(&_g, |_| {
             let mut y = vec![0.0; x.len()];
             batch_norm2d_forward_eval(&p, &x, Some(&w), Some(&b), &rm, &rv, &mut y).unwrap();
             y
         }) {
-            assert_close(&y, &want, 1e-5, 1e-5, &format!("{p:?}"));
+            assert_close_f64(&y, &want, 1e-5, 1e-5, &format!("{p:?}"));
         }
     }
 }
@@ -249,10 +249,10 @@ fn run_backward(
 
 #[test]
 fn backward_matches_finite_differences() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in shapes() {
         let (x, w, b, rm, rv) = params_for(&p);
-        let r = fill(p.input_len(), 9);
+        let r = smooth(p.input_len(), 9);
         let fwd = run_train(&p, &x, Some(&w), Some(&b), &rm, &rv);
         let loss = |xx: &[f32], ww: &[f32], bb: &[f32]| {
             dot(&run_train(&p, xx, Some(ww), Some(bb), &rm, &rv).y, &r)
@@ -261,13 +261,13 @@ fn backward_matches_finite_differences() {
         let fd_x = fd_grad(&x, 1e-2, |xx| loss(xx, &w, &b));
         let fd_w = fd_grad(&w, 1e-2, |ww| loss(&x, ww, &b));
         let fd_b = fd_grad(&b, 1e-2, |bb| loss(&x, &w, bb));
-        for (gi, gw, gb) in
-            per_simd_level(|_| run_backward(&p, &x, &r, Some(&w), &fwd.mean, &fwd.invstd))
-        {
+        for (gi, gw, gb) in for_each_level(&_g, |_| {
+            run_backward(&p, &x, &r, Some(&w), &fwd.mean, &fwd.invstd)
+        }) {
             let what = format!("{p:?}");
-            assert_close(&gi, &fd_x, 2e-2, 5e-3, &format!("{what} grad input"));
-            assert_close(&gw, &fd_w, 2e-2, 5e-3, &format!("{what} grad weight"));
-            assert_close(&gb, &fd_b, 2e-2, 5e-3, &format!("{what} grad bias"));
+            assert_close_f64(&gi, &fd_x, 2e-2, 5e-3, &format!("{what} grad input"));
+            assert_close_f64(&gw, &fd_w, 2e-2, 5e-3, &format!("{what} grad weight"));
+            assert_close_f64(&gb, &fd_b, 2e-2, 5e-3, &format!("{what} grad bias"));
         }
         // Without weight the backward is the weight-1 case.
         let ones = vec![1.0; p.channels];
@@ -281,7 +281,7 @@ fn backward_matches_finite_differences() {
 fn backward_matches_closed_form_in_f64() {
     for p in shapes() {
         let (x, w, _, _, _) = params_for(&p);
-        let r = fill(p.input_len(), 9);
+        let r = smooth(p.input_len(), 9);
         let mut y = vec![0.0; x.len()];
         let (mut m, mut s) = (vec![0.0; p.channels], vec![0.0; p.channels]);
         batch_norm2d_forward_train(&p, &x, None, None, None, None, &mut y, &mut m, &mut s).unwrap();
@@ -307,18 +307,18 @@ fn backward_matches_closed_form_in_f64() {
             want_gw.push(dotp * inv);
             want_gb.push(sum_g);
         }
-        assert_close(&gi, &want_gi, 1e-4, 1e-5, "grad input");
-        assert_close(&gw, &want_gw, 1e-5, 1e-5, "grad weight");
-        assert_close(&gb, &want_gb, 1e-5, 1e-5, "grad bias");
+        assert_close_f64(&gi, &want_gi, 1e-4, 1e-5, "grad input");
+        assert_close_f64(&gw, &want_gw, 1e-5, 1e-5, "grad weight");
+        assert_close_f64(&gb, &want_gb, 1e-5, 1e-5, "grad bias");
     }
 }
 
 #[test]
 fn one_and_two_threads_agree_exactly() {
-    let _g = simd_lock();
+    let _g = lock();
     let p = bp((3, 7, 9, 11));
     let (x, w, b, rm, rv) = params_for(&p);
-    let r = fill(p.input_len(), 3);
+    let r = smooth(p.input_len(), 3);
     let run = || {
         let o = run_train(&p, &x, Some(&w), Some(&b), &rm, &rv);
         let mut ye = vec![0.0; x.len()];
@@ -398,7 +398,7 @@ fn bad_arguments_are_errors() {
 #[ignore]
 fn bench_batchnorm_resnet_shape() {
     let p = bp((8, 64, 112, 112));
-    let x = fill(p.input_len(), 1);
+    let x = smooth(p.input_len(), 1);
     let w = vec![1.0; 64];
     let b = vec![0.0; 64];
     let (mut rm, mut rv) = (vec![0.0; 64], vec![1.0; 64]);

@@ -2,27 +2,10 @@
 //! against concat_channels followed by the affine map written out plainly, on both SIMD paths and
 //! 1 and 2 threads, plus its argument errors.
 use ferroconv_kernels::elementwise::{concat_channels, concat_channels_affine};
-use ferroconv_kernels::simd::{self, SimdLevel};
+use ferroconv_kernels::simd;
 
-fn fill(len: usize, seed: u32) -> Vec<f32> {
-    (0..len as u32)
-        .map(|i| {
-            let mut h = i.wrapping_mul(0x9E37_79B9) ^ seed.wrapping_mul(0x85EB_CA6B);
-            h ^= h >> 15;
-            h = h.wrapping_mul(0x2C1B_3C6D);
-            h ^= h >> 12;
-            (h % 20001) as f32 / 10000.0 - 1.0
-        })
-        .collect()
-}
-
-fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
-}
+mod common;
+use common::{fill, levels, lock, with_threads as in_pool};
 
 /// (channels per input, batch, plane): one input, a zero-channel input, odd sizes, plane 1, and
 /// one big enough to split over threads.
@@ -61,7 +44,8 @@ fn run(channels: &[usize], batch: usize, plane: usize, relu: bool) -> (Vec<f32>,
 
 #[test]
 fn matches_concat_then_affine_on_both_paths_and_thread_counts() {
-    for level in [SimdLevel::Avx2Fma, SimdLevel::Scalar] {
+    let _g = lock();
+    for level in levels() {
         simd::set_level(level);
         for (channels, batch, plane) in CASES {
             for relu in [false, true] {
@@ -78,7 +62,6 @@ fn matches_concat_then_affine_on_both_paths_and_thread_counts() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! planes, several position blocks) and bad-argument errors.
 mod common;
 
-use common::{assert_close, cases, fill, lock_simd, params};
+use common::conv::{cases, params};
+use common::{assert_close, fill, levels, lock};
 use ferroconv_kernels::conv::{
     conv2d_forward, conv2d_forward_fused, reference, winograd, Conv2dParams, ConvAlgo, Epilogue,
 };
@@ -115,10 +116,10 @@ fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
 
 #[test]
 fn fused_matches_reference_every_algo_and_combo() {
-    let _g = lock_simd();
+    let _g = lock();
     let mut all: Vec<(&str, Conv2dParams)> = cases().into_iter().map(|c| (c.name, c.p)).collect();
     all.extend(tiling_cases());
-    for level in [SimdLevel::Avx2Fma, SimdLevel::Scalar] {
+    for level in levels() {
         simd::set_level(level);
         for (name, p) in &all {
             for algo in [
@@ -141,20 +142,19 @@ fn fused_matches_reference_every_algo_and_combo() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
 fn scalar_and_avx2_and_thread_counts_agree() {
-    let _g = lock_simd();
+    let _g = lock();
     for (name, p) in tiling_cases() {
         let parts = &combos(&p)[15];
-        simd::set_level(SimdLevel::Avx2Fma);
+        simd::set_level(simd::detected());
         let avx = in_pool(1, || fused(&p, parts, ConvAlgo::Im2col));
         let avx2t = in_pool(2, || fused(&p, parts, ConvAlgo::Im2col));
         simd::set_level(SimdLevel::Scalar);
         let scalar = in_pool(2, || fused(&p, parts, ConvAlgo::Im2col));
-        simd::set_level(SimdLevel::Avx2Fma);
+        simd::set_level(simd::detected());
         // The GEMM splits C, never its sum, so thread counts agree exactly.
         assert_eq!(avx, avx2t, "{name}: 1 vs 2 threads");
         assert_close(
@@ -169,7 +169,7 @@ fn scalar_and_avx2_and_thread_counts_agree() {
 
 #[test]
 fn bias_only_epilogue_equals_plain_forward() {
-    let _g = lock_simd();
+    let _g = lock();
     for (name, p) in tiling_cases() {
         let x = fill(p.input_len(), 1);
         let w = fill(p.weight_len(), 2);
@@ -268,8 +268,8 @@ fn winograd_cases() -> Vec<(&'static str, Conv2dParams)> {
 
 #[test]
 fn winograd_applies_epilogue_in_its_output_transform() {
-    let _g = lock_simd();
-    for level in [SimdLevel::Avx2Fma, SimdLevel::Scalar] {
+    let _g = lock();
+    for level in levels() {
         simd::set_level(level);
         for (name, p) in winograd_cases() {
             assert!(winograd::applies(&p), "{name}");
@@ -286,5 +286,4 @@ fn winograd_applies_epilogue_in_its_output_transform() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }

@@ -1,5 +1,6 @@
-//! The FFT conv2d (forward, backward data, backward weight, bias) against the reference loop
-//! nest and against finite differences, on both SIMD paths and on 1 and 2 threads.
+//! The FFT conv2d on shapes large enough to tile (forward, backward data, backward weight, bias)
+//! against the reference loop nest and finite differences, on every SIMD level and on 1 and 2
+//! threads, and the rules that send shapes to it. (The common shapes: conv_algorithms.rs.)
 //!
 //! Tolerance: FFT rounding is spread over a whole tile rather than tied to each output, so
 //! errors are measured normwise: `|got - want| <= FFT_TOL * max|want|` (plus a 1e-5 relative
@@ -9,28 +10,11 @@
 //! 7x headroom over the latter, well inside the 1e-3 relative error asked of it.
 mod common;
 
+use common::conv::*;
 use common::*;
 use ferroconv_kernels::conv::{fft, Conv2dParams, ConvAlgo};
-use ferroconv_kernels::simd::{set_level, SimdLevel};
 
 const FFT_TOL: f64 = 2e-5;
-
-#[test]
-fn fft_matches_reference() {
-    let _guard = lock_simd();
-    for level in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
-        let used = set_level(level);
-        for c in cases() {
-            let worst = check_against_reference(&c.p, c.name, ConvAlgo::Fft, 1e-5, FFT_TOL);
-            println!(
-                "fft {} {}: worst normwise error {worst:.2e}",
-                used.name(),
-                c.name
-            );
-        }
-    }
-    set_level(SimdLevel::Avx2Fma);
-}
 
 /// Shapes large enough that the FFT cuts planes into several overlap-save tiles, with partial
 /// tiles at the edges, padding inside edge tiles, strides and dilation across tile borders.
@@ -79,19 +63,17 @@ fn fft_tiled_matches_reference() {
 
 #[test]
 fn fft_gradients_match_finite_differences() {
-    for c in cases().into_iter().chain(tiled_cases().into_iter().take(2)) {
+    for c in tiled_cases().into_iter().take(2) {
         check_finite_differences(&c.p, c.name, ConvAlgo::Fft, 2e-3);
     }
 }
 
 #[test]
-fn fft_scalar_and_avx2_agree() {
-    let _guard = lock_simd();
-    for c in cases().into_iter().chain(tiled_cases()) {
-        set_level(SimdLevel::Scalar);
-        let s = run(&c.p, ConvAlgo::Fft);
-        set_level(SimdLevel::Avx2Fma);
-        let v = run(&c.p, ConvAlgo::Fft);
+fn fft_simd_levels_agree() {
+    let _guard = lock();
+    for c in tiled_cases() {
+        let runs = for_each_level(&_guard, |_| run(&c.p, ConvAlgo::Fft));
+        let (s, v) = (&runs[0], runs.last().unwrap());
         for (what, a, b) in [
             ("y", &s.y, &v.y),
             ("dx", &s.dx, &v.dx),
@@ -106,7 +88,8 @@ fn fft_scalar_and_avx2_agree() {
 #[test]
 fn fft_one_and_two_threads_agree_exactly() {
     // Every output float is computed by one task in a fixed order whatever the pool size.
-    for c in cases().into_iter().chain(tiled_cases()) {
+    let _guard = lock();
+    for c in tiled_cases() {
         let one = with_threads(1, || run(&c.p, ConvAlgo::Fft));
         let two = with_threads(2, || run(&c.p, ConvAlgo::Fft));
         assert_eq!(one.y, two.y, "{}", c.name);

@@ -5,28 +5,12 @@
 //! runs first from then on. `PROPTEST_CASES=N` runs N cases per test (default 1024).
 mod common;
 
-use common::{check_against_reference, lock_simd, params, run, run_reference, with_threads};
+use common::conv::{atol, check_against_reference, params, run, run_reference, ALGORITHMS};
+use common::{lock, with_threads};
 use ferroconv_kernels::conv::{Conv2dParams, ConvAlgo};
 use ferroconv_kernels::pool::{self, AvgPoolOptions, Pool2dParams};
 use ferroconv_kernels::simd::{self, SimdLevel};
 use proptest::prelude::*;
-
-/// Tolerances of the existing per-algorithm suites (normwise, relative to the largest value).
-fn atol(algo: ConvAlgo) -> f64 {
-    match algo {
-        ConvAlgo::Fft => 2e-5,
-        ConvAlgo::Winograd => 5e-5,
-        _ => 5e-6,
-    }
-}
-
-const ALGOS: [ConvAlgo; 5] = [
-    ConvAlgo::Auto,
-    ConvAlgo::Direct,
-    ConvAlgo::Im2col,
-    ConvAlgo::Fft,
-    ConvAlgo::Winograd,
-];
 
 fn conv_shape() -> impl Strategy<Value = Conv2dParams> {
     (
@@ -103,10 +87,10 @@ fn assert_near(what: &str, got: &[f32], want: &[f32], atol: f64) {
 
 fn check_all_algorithms(p: &Conv2dParams, scalar: bool, threads: usize) {
     let want = run_reference(p);
-    let _guard = lock_simd();
+    let _guard = lock();
     simd::set_level(level(scalar));
     with_threads(threads, || {
-        for algo in ALGOS {
+        for algo in ALGORITHMS {
             let got = run(p, algo);
             for (pass, g, w) in [
                 ("forward", &got.y, &want.y),
@@ -146,7 +130,7 @@ proptest! {
         scalar in any::<bool>(),
         threads in 1usize..=2,
     ) {
-        let _guard = lock_simd();
+        let _guard = lock();
         simd::set_level(level(scalar));
         with_threads(threads, || check_max_pool(&p));
         simd::set_level(simd::detected());
@@ -164,7 +148,7 @@ proptest! {
         let p = Pool2dParams { dilation_h: 1, dilation_w: 1, ..p };
         prop_assume!(p.validate().is_ok());
         let opts = AvgPoolOptions { count_include_pad, divisor_override: divisor };
-        let _guard = lock_simd();
+        let _guard = lock();
         simd::set_level(level(scalar));
         with_threads(threads, || check_avg_pool(&p, &opts));
         simd::set_level(simd::detected());

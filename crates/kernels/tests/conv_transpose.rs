@@ -5,11 +5,10 @@ use ferroconv_kernels::conv::transpose::{
     conv_transpose2d_backward_data, conv_transpose2d_backward_weight, conv_transpose2d_forward,
     ConvTranspose2dParams,
 };
-use ferroconv_kernels::simd::{self, SimdLevel};
-use std::sync::Mutex;
+use ferroconv_kernels::simd;
 
-/// The SIMD level is process-global; tests that flip it hold this.
-static SIMD: Mutex<()> = Mutex::new(());
+mod common;
+use common::{levels, lock, smooth as fill};
 
 #[derive(Clone, Copy)]
 struct Case {
@@ -98,12 +97,6 @@ const CASES: &[Case] = &[
     // Padding swallows every tap: the output is the bias alone.
     case("nothing lands", (1, 2, 1, 1), 3, (1, 1), (1, 1), (1, 1), (5, 5), (10, 10), 1),
 ];
-
-fn fill(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| (i as f32 * 0.37 + seed as f32).sin() * 0.5 + (i as f32 * 0.011).cos() * 0.1)
-        .collect()
-}
 
 /// Output size by torch's formula, in signed arithmetic (independent of the kernel's).
 fn out_size(c: &Case) -> (usize, usize) {
@@ -248,8 +241,8 @@ fn run_all(c: &Case) -> Outputs {
 
 #[test]
 fn matches_scatter_reference() {
-    let _guard = SIMD.lock().unwrap_or_else(|e| e.into_inner());
-    for level in [SimdLevel::Avx2Fma, SimdLevel::Scalar] {
+    let _guard = lock();
+    for level in levels() {
         simd::set_level(level);
         for c in CASES {
             let p = c.params();
@@ -291,7 +284,6 @@ fn matches_scatter_reference() {
             assert_eq!(gw_only, out.gw, "{}: grad weight without grad bias", c.name);
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

@@ -7,8 +7,8 @@ use ferroconv_kernels::elementwise::{
 };
 use ferroconv_kernels::simd::{self, SimdLevel};
 
-mod support;
-use support::{levels, lock, rand_vec, with_threads};
+mod common;
+use common::{levels, lock, rand_vec, with_threads};
 
 // ---------------------------------------------------------------------------------------------
 // Dropout
@@ -86,7 +86,6 @@ fn dropout_is_deterministic_across_threads_and_simd_levels() {
     // A prefix of a tensor gets the prefix of the mask: chunking does not shift the stream.
     let (_, short) = dropout(&x[..1000], 0.3, 1234);
     assert_eq!(short[..], results[0].1[..1000]);
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -223,7 +222,6 @@ fn broadcast_forward_and_backward_match_reference() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 /// loss = sum(out * w): gradients of mul by central differences in f64 on the f32 kernel.
@@ -337,9 +335,9 @@ fn broadcast_results_do_not_depend_on_thread_count_or_simd_level() {
                 (out, ga, gb, gb_add)
             })
         };
-        let first = run(SimdLevel::Avx2Fma, 1);
+        let first = run(simd::detected(), 1);
         for (lvl, threads) in [
-            (SimdLevel::Avx2Fma, 2),
+            (simd::detected(), 2),
             (SimdLevel::Scalar, 1),
             (SimdLevel::Scalar, 2),
         ] {
@@ -348,7 +346,6 @@ fn broadcast_results_do_not_depend_on_thread_count_or_simd_level() {
             assert_eq!(r, first, "{ash:?} {bsh:?} {lvl:?} {threads} threads");
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

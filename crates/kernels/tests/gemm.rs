@@ -3,16 +3,9 @@
 //! threads, plus argument errors.
 use ferroconv_kernels::gemm::{sgemm, sgemm_tight};
 use ferroconv_kernels::simd::{self, SimdLevel};
-use std::sync::Mutex;
 
-// The SIMD level is process-global: tests that flip it hold this lock.
-static SIMD: Mutex<()> = Mutex::new(());
-
-fn fill(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| (i as f32 * 0.618 + seed as f32 * 1.7).sin() * 0.9)
-        .collect()
-}
+mod common;
+use common::{fill, levels, lock};
 
 #[allow(clippy::too_many_arguments)]
 fn naive(
@@ -122,19 +115,18 @@ fn all_cases() {
 
 #[test]
 fn matches_naive_on_both_simd_paths_and_thread_counts() {
-    let _g = SIMD.lock().unwrap();
-    for lvl in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+    let _g = lock();
+    for lvl in levels() {
         simd::set_level(lvl);
         for threads in [1, 2] {
             pool(threads).install(all_cases);
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
 fn thread_count_and_simd_level_agree() {
-    let _g = SIMD.lock().unwrap();
+    let _g = lock();
     let (m, n, k) = (203, 517, 300);
     let run = |threads: usize, lvl: SimdLevel| {
         simd::set_level(lvl);
@@ -146,21 +138,20 @@ fn thread_count_and_simd_level_agree() {
         });
         c
     };
-    let one = run(1, SimdLevel::Avx2Fma);
-    let two = run(2, SimdLevel::Avx2Fma);
+    let one = run(1, simd::detected());
+    let two = run(2, simd::detected());
     // Threads split C, never the sum, so the bits agree.
     assert_eq!(one, two);
     let scalar = run(2, SimdLevel::Scalar);
     for (a, b) in one.iter().zip(&scalar) {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
 fn beta_zero_ignores_nan_in_c() {
-    let _g = SIMD.lock().unwrap();
-    for lvl in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+    let _g = lock();
+    for lvl in levels() {
         simd::set_level(lvl);
         for (m, n, k) in [(7, 13, 5), (64, 64, 64), (1, 1, 1), (1, 40, 9), (40, 1, 9)] {
             let a = fill(m * k, 1);
@@ -181,7 +172,6 @@ fn beta_zero_ignores_nan_in_c() {
             assert!(c.iter().all(|&v| v == 0.0));
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

@@ -3,15 +3,15 @@
 //! gradients, stride, padding, output padding, dilation, groups), softmax / log-softmax and batch
 //! norm (training forward and backward). Random shapes, SIMD level and thread count; failures are
 //! shrunk and kept in `kernel_props.proptest-regressions`. `PROPTEST_CASES=N` runs N per test.
-mod support;
+mod common;
 
+use common::{lock, rand_vec, with_threads};
 use ferroconv_kernels::batchnorm::{self, BatchNorm2dParams};
 use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
 use ferroconv_kernels::gemm;
 use ferroconv_kernels::simd::{self, SimdLevel};
 use ferroconv_kernels::softmax;
 use proptest::prelude::*;
-use support::{lock, rand_vec, with_threads};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -2,11 +2,8 @@
 //! checks, 1 vs 2 threads, optional outputs, and argument errors.
 use ferroconv_kernels::linear::{linear_backward, linear_forward};
 
-fn fill(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| (i as f32 * 0.731 + seed as f32 * 2.1).sin() * 0.8)
-        .collect()
-}
+mod common;
+use common::smooth as fill;
 
 fn close(got: &[f32], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");

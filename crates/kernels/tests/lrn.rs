@@ -1,9 +1,9 @@
 //! LocalResponseNorm against an f64 transcription of torch.nn.functional.local_response_norm,
 //! finite-difference checks of the backward, scalar vs AVX2 and 1 vs 2 threads.
-mod support_pool;
+mod common;
 
+use common::*;
 use ferroconv_kernels::lrn::*;
-use support_pool::*;
 
 fn lp(
     (n, c, h, w): (usize, usize, usize, usize),
@@ -69,29 +69,29 @@ fn run(p: &LrnParams, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 fn input(p: &LrnParams) -> Vec<f32> {
     // Large enough that the normalisation term matters even with alpha 1e-4.
-    fill(p.input_len(), 2).iter().map(|v| v * 8.0).collect()
+    smooth(p.input_len(), 2).iter().map(|v| v * 8.0).collect()
 }
 
 #[test]
 fn forward_matches_torch_formula() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in cases() {
         let x = input(&p);
         let (want_y, want_s) = reference(&p, &x);
-        for (y, s) in per_simd_level(|_| run(&p, &x)) {
-            assert_close(&y, &want_y, 1e-5, 1e-6, &format!("{p:?} output"));
-            assert_close(&s, &want_s, 1e-5, 1e-6, &format!("{p:?} scale"));
+        for (y, s) in for_each_level(&_g, |_| run(&p, &x)) {
+            assert_close_f64(&y, &want_y, 1e-5, 1e-6, &format!("{p:?} output"));
+            assert_close_f64(&s, &want_s, 1e-5, 1e-6, &format!("{p:?} scale"));
         }
     }
 }
 
 #[test]
 fn backward_matches_finite_differences() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in cases() {
         let x = input(&p);
         let (y, s) = run(&p, &x);
-        let r = fill(x.len(), 3);
+        let r = smooth(x.len(), 3);
         // f64 reference forward: exact enough that a small step gives clean differences.
         let fd = fd_grad(&x, 1e-2, |xx| {
             reference(&p, xx)
@@ -102,23 +102,23 @@ fn backward_matches_finite_differences() {
                 .sum()
         });
         let fd32 = fd_grad(&x, 1e-2, |xx| dot(&run(&p, xx).0, &r));
-        for gi in per_simd_level(|_| {
+        for gi in for_each_level(&_g, |_| {
             let mut gi = vec![f32::NAN; x.len()];
             lrn_backward(&p, &x, &y, &s, &r, &mut gi).unwrap();
             gi
         }) {
-            assert_close(&gi, &fd, 1e-3, 1e-4, &format!("{p:?} vs f64 differences"));
-            assert_close(&gi, &fd32, 1e-2, 2e-3, &format!("{p:?} vs f32 differences"));
+            assert_close_f64(&gi, &fd, 1e-3, 1e-4, &format!("{p:?} vs f64 differences"));
+            assert_close_f64(&gi, &fd32, 1e-2, 2e-3, &format!("{p:?} vs f32 differences"));
         }
     }
 }
 
 #[test]
 fn one_and_two_threads_agree_exactly() {
-    let _g = simd_lock();
+    let _g = lock();
     let p = lp((3, 13, 7, 5), 5, 1e-2, 0.75, 1.0);
     let x = input(&p);
-    let r = fill(x.len(), 4);
+    let r = smooth(x.len(), 4);
     let go = || {
         let (y, s) = run(&p, &x);
         let mut gi = vec![0.0; x.len()];

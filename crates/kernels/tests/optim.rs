@@ -1,14 +1,10 @@
 //! SGD step: against a reference that mirrors the TypeScript update (src/optim/float32.ts)
 //! operation by operation, bit for bit; scalar vs AVX2 and 1 vs 2 threads bit for bit; bad input.
 use ferroconv_kernels::optim::{sgd_step, SgdParams};
-use ferroconv_kernels::simd::{self, SimdLevel};
-use std::sync::{Mutex, MutexGuard};
+use ferroconv_kernels::simd;
 
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::{levels, lock};
 
 /// Deterministic values in about [-2, 2], with some exact zeros and tiny values.
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -102,7 +98,7 @@ fn matches_the_typescript_rounding_bit_for_bit() {
     // 100_003: several parallel chunks plus a ragged tail.
     for n in [1, 7, 100_003] {
         for p in cases() {
-            for lvl in [SimdLevel::Scalar, SimdLevel::Avx2Fma] {
+            for lvl in levels() {
                 simd::set_level(lvl);
                 let (got_p, got_b) = run(&p, n);
                 let mut want_p = values(n, 1);
@@ -119,7 +115,6 @@ fn matches_the_typescript_rounding_bit_for_bit() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

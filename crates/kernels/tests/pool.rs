@@ -1,9 +1,9 @@
 //! Max, average and adaptive average pooling against naive transcriptions of torch's CPU loops,
 //! finite-difference checks of every backward, scalar vs AVX2 and 1 vs 2 threads.
-mod support_pool;
+mod common;
 
+use common::*;
 use ferroconv_kernels::pool::*;
-use support_pool::*;
 
 #[allow(clippy::too_many_arguments)]
 fn pp(
@@ -208,11 +208,11 @@ fn output_size_follows_torch_ceil_rule() {
 
 #[test]
 fn max_pool_matches_torch_loop() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in max_cases() {
-        let x = fill(p.input_len(), 3);
+        let x = smooth(p.input_len(), 3);
         let (want_y, want_i) = ref_max(&p, &x);
-        for (y, ind) in per_simd_level(|_| run_max(&p, &x)) {
+        for (y, ind) in for_each_level(&_g, |_| run_max(&p, &x)) {
             assert_eq!(y, want_y, "{p:?}");
             assert_eq!(ind, want_i, "{p:?}");
         }
@@ -221,7 +221,7 @@ fn max_pool_matches_torch_loop() {
 
 #[test]
 fn max_pool_ties_take_the_first_and_nan_wins() {
-    let _g = simd_lock();
+    let _g = lock();
     let p = pp((1, 1, 4, 6), (2, 3), (1, 1), (0, 1), (1, 1), false);
     let mut x = vec![1.0f32; 24];
     x[8] = f32::NAN;
@@ -229,7 +229,7 @@ fn max_pool_ties_take_the_first_and_nan_wins() {
     x[20] = 2.0;
     x[21] = 2.0;
     let (want_y, want_i) = ref_max(&p, &x);
-    for (y, ind) in per_simd_level(|_| run_max(&p, &x)) {
+    for (y, ind) in for_each_level(&_g, |_| run_max(&p, &x)) {
         assert_eq!(ind, want_i);
         for (a, b) in y.iter().zip(&want_y) {
             assert!(a == b || (a.is_nan() && b.is_nan()), "{y:?} vs {want_y:?}");
@@ -295,12 +295,13 @@ fn run_max_values(p: &Pool2dParams, x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn max_pool_ties_nan_and_infinity_match_torch_on_every_path() {
-    let _g = simd_lock();
+    let _g = lock();
     for (n, p) in max_cases().into_iter().chain(odd_max_cases()).enumerate() {
         for seed in 0..3 {
             let x = tie_heavy(p.input_len(), (n * 3 + seed) as u64);
             let (want_y, want_i) = ref_max(&p, &x);
-            for ((y, ind), v) in per_simd_level(|_| (run_max(&p, &x), run_max_values(&p, &x))) {
+            for ((y, ind), v) in for_each_level(&_g, |_| (run_max(&p, &x), run_max_values(&p, &x)))
+            {
                 same_values(&y, &want_y, &format!("{p:?} values"));
                 assert_eq!(ind, want_i, "{p:?} indices");
                 same_values(&v, &want_y, &format!("{p:?} no-indices values"));
@@ -311,11 +312,11 @@ fn max_pool_ties_nan_and_infinity_match_torch_on_every_path() {
 
 #[test]
 fn max_pool_without_indices_matches_reference() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in max_cases().into_iter().chain(odd_max_cases()) {
-        let x = fill(p.input_len(), 8);
+        let x = smooth(p.input_len(), 8);
         let (want_y, want_i) = ref_max(&p, &x);
-        for ((y, ind), v) in per_simd_level(|_| (run_max(&p, &x), run_max_values(&p, &x))) {
+        for ((y, ind), v) in for_each_level(&_g, |_| (run_max(&p, &x), run_max_values(&p, &x))) {
             assert_eq!(y, want_y, "{p:?}");
             assert_eq!(ind, want_i, "{p:?}");
             assert_eq!(v, want_y, "{p:?} no indices");
@@ -331,7 +332,7 @@ fn max_pool_without_indices_matches_reference() {
 
 #[test]
 fn max_pool_paths_agree_across_thread_counts() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in odd_max_cases() {
         let x = tie_heavy(p.input_len(), 42);
         let run = || (run_max(&p, &x), run_max_values(&p, &x));
@@ -360,7 +361,7 @@ fn max_pool_backward_scatters_and_matches_finite_differences() {
     for p in max_cases() {
         let x = distinct(p.input_len(), 11);
         let (y, ind) = run_max(&p, &x);
-        let r = fill(y.len(), 5);
+        let r = smooth(y.len(), 5);
         let mut gi = vec![f32::NAN; x.len()];
         max_pool2d_backward(&p, &r, &ind, &mut gi).unwrap();
         let mut want = vec![0.0f64; x.len()];
@@ -369,9 +370,9 @@ fn max_pool_backward_scatters_and_matches_finite_differences() {
             let base = o / (y.len() / (p.batch * p.channels)) * plane;
             want[base + k as usize] += g as f64;
         }
-        assert_close(&gi, &want, 1e-6, 1e-6, &format!("{p:?} scatter"));
+        assert_close_f64(&gi, &want, 1e-6, 1e-6, &format!("{p:?} scatter"));
         let fd = fd_grad(&x, 1e-3, |xx| dot(&run_max(&p, xx).0, &r));
-        assert_close(&gi, &fd, 1e-3, 1e-3, &format!("{p:?} finite differences"));
+        assert_close_f64(&gi, &fd, 1e-3, 1e-3, &format!("{p:?} finite differences"));
     }
 }
 
@@ -396,13 +397,13 @@ fn max_pool_backward_rejects_bad_indices() {
 
 #[test]
 fn avg_pool_matches_torch_loop() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in common_cases() {
-        let x = fill(p.input_len(), 4);
+        let x = smooth(p.input_len(), 4);
         for o in avg_options() {
             let want = ref_avg(&p, &o, &x);
-            for y in per_simd_level(|_| run_avg(&p, &o, &x)) {
-                assert_close(&y, &want, 1e-5, 1e-6, &format!("{p:?} {o:?}"));
+            for y in for_each_level(&_g, |_| run_avg(&p, &o, &x)) {
+                assert_close_f64(&y, &want, 1e-5, 1e-6, &format!("{p:?} {o:?}"));
             }
         }
     }
@@ -431,7 +432,7 @@ fn avg_pool_ceil_mode_divides_by_window_clipped_at_padded_border() {
         3. / 6.,
         1. / 4.,
     ];
-    assert_close(&y, &want, 1e-6, 1e-7, "ceil-mode divisors");
+    assert_close_f64(&y, &want, 1e-6, 1e-7, "ceil-mode divisors");
 }
 
 /// Average-pool shapes for the gather backward beyond common_cases: long rows (vectorised
@@ -450,12 +451,12 @@ fn avg_back_cases() -> Vec<Pool2dParams> {
 
 #[test]
 fn avg_pool_backward_is_the_adjoint_and_matches_finite_differences() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in avg_back_cases() {
         for o in avg_options() {
-            let x = fill(p.input_len(), 6);
+            let x = smooth(p.input_len(), 6);
             let y = run_avg(&p, &o, &x);
-            let r = fill(y.len(), 7);
+            let r = smooth(y.len(), 7);
             let mut gi = vec![f32::NAN; x.len()];
             avg_pool2d_backward(&p, &o, &r, &mut gi).unwrap();
             // <A x, r> = <x, A^T r> for the linear map A, with x a basis vector per element.
@@ -470,16 +471,16 @@ fn avg_pool_backward_is_the_adjoint_and_matches_finite_differences() {
                     .sum();
                 e[i] = 0.0;
             }
-            for gi in per_simd_level(|_| {
+            for gi in for_each_level(&_g, |_| {
                 let mut gi = vec![f32::NAN; x.len()];
                 with_threads(2, || avg_pool2d_backward(&p, &o, &r, &mut gi).unwrap());
                 gi
             }) {
-                assert_close(&gi, &want, 1e-5, 1e-6, &format!("{p:?} {o:?} adjoint"));
+                assert_close_f64(&gi, &want, 1e-5, 1e-6, &format!("{p:?} {o:?} adjoint"));
             }
-            assert_close(&gi, &want, 1e-5, 1e-6, &format!("{p:?} {o:?} adjoint"));
+            assert_close_f64(&gi, &want, 1e-5, 1e-6, &format!("{p:?} {o:?} adjoint"));
             let fd = fd_grad(&x, 1e-2, |xx| dot(&run_avg(&p, &o, xx), &r));
-            assert_close(&gi, &fd, 1e-3, 1e-3, &format!("{p:?} {o:?} fd"));
+            assert_close_f64(&gi, &fd, 1e-3, 1e-3, &format!("{p:?} {o:?} fd"));
         }
     }
 }
@@ -546,18 +547,18 @@ fn run_adaptive(p: &AdaptivePool2dParams, x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn adaptive_avg_pool_matches_reference_and_backward_checks_out() {
-    let _g = simd_lock();
+    let _g = lock();
     for p in adaptive_cases() {
-        let x = fill(p.input_len(), 8);
+        let x = smooth(p.input_len(), 8);
         let want = ref_adaptive(&p, &x);
-        for y in per_simd_level(|_| run_adaptive(&p, &x)) {
-            assert_close(&y, &want, 1e-5, 1e-6, &format!("{p:?}"));
+        for y in for_each_level(&_g, |_| run_adaptive(&p, &x)) {
+            assert_close_f64(&y, &want, 1e-5, 1e-6, &format!("{p:?}"));
         }
-        let r = fill(p.output_len(), 9);
+        let r = smooth(p.output_len(), 9);
         let mut gi = vec![f32::NAN; x.len()];
         adaptive_avg_pool2d_backward(&p, &r, &mut gi).unwrap();
         let fd = fd_grad(&x, 1e-2, |xx| dot(&run_adaptive(&p, xx), &r));
-        assert_close(&gi, &fd, 1e-3, 1e-3, &format!("{p:?} fd"));
+        assert_close_f64(&gi, &fd, 1e-3, 1e-3, &format!("{p:?} fd"));
         let mut want = vec![0.0; x.len()];
         let mut e = vec![0.0f32; x.len()];
         for i in 0..x.len() {
@@ -569,20 +570,20 @@ fn adaptive_avg_pool_matches_reference_and_backward_checks_out() {
                 .sum();
             e[i] = 0.0;
         }
-        assert_close(&gi, &want, 1e-5, 1e-6, &format!("{p:?} adjoint"));
+        assert_close_f64(&gi, &want, 1e-5, 1e-6, &format!("{p:?} adjoint"));
     }
 }
 
 #[test]
 fn one_and_two_threads_agree_exactly() {
-    let _g = simd_lock();
+    let _g = lock();
     let p = pp((2, 5, 17, 15), (3, 3), (2, 2), (1, 1), (1, 1), true);
     let o = AvgPoolOptions::default();
     let a = ap((2, 5, 17, 15), (7, 7));
-    let x = fill(p.input_len(), 1);
+    let x = smooth(p.input_len(), 1);
     let (y, ind) = run_max(&p, &x);
-    let go = fill(y.len(), 2);
-    let go_a = fill(a.output_len(), 3);
+    let go = smooth(y.len(), 2);
+    let go_a = smooth(a.output_len(), 3);
     let run = || {
         let (y, ind2) = run_max(&p, &x);
         let mut gmax = vec![0.0; x.len()];
@@ -634,7 +635,7 @@ fn bad_arguments_are_errors() {
     let (y, ind) = run_max(&p, &[5.0]);
     assert_eq!((y, ind), (vec![5.0; 2], vec![0; 2]));
     let y = run_avg(&p, &AvgPoolOptions::default(), &[5.0]);
-    assert_close(
+    assert_close_f64(
         &y,
         &ref_avg(&p, &AvgPoolOptions::default(), &[5.0]),
         0.0,
@@ -687,7 +688,7 @@ fn bad_arguments_are_errors() {
 #[test]
 #[ignore]
 fn bench_pool_resnet_shape() {
-    let _g = simd_lock();
+    let _g = lock();
     let shapes = [
         (
             "3x3 s2",
@@ -699,7 +700,7 @@ fn bench_pool_resnet_shape() {
         ),
     ];
     for (name, p) in shapes {
-        let x = fill(p.input_len(), 1);
+        let x = smooth(p.input_len(), 1);
         let out_len = p.output_len(p.validate().unwrap());
         let mut y = vec![0.0; out_len];
         let mut ind = vec![0; out_len];
@@ -707,7 +708,7 @@ fn bench_pool_resnet_shape() {
         // Bytes each call must move: input read, output and int32 indices written.
         let max_bytes = (x.len() * 4 + out_len * 8) as f64;
         let avg_bytes = ((x.len() + out_len) * 4) as f64;
-        per_simd_level(|lvl| {
+        for_each_level(&_g, |lvl| {
             with_threads(2, || {
                 let lvl = lvl.name();
                 let (t, c) = time(|| max_pool2d_forward(&p, &x, &mut y, &mut ind).unwrap());
@@ -731,7 +732,7 @@ fn bench_pool_resnet_shape() {
     }
     for shape in [(8, 512, 7, 7), (8, 64, 112, 112)] {
         let a = ap(shape, (1, 1));
-        let x = fill(a.input_len(), 1);
+        let x = smooth(a.input_len(), 1);
         let mut y = vec![0.0; a.output_len()];
         with_threads(2, || {
             let (t, c) = time(|| adaptive_avg_pool2d_forward(&a, &x, &mut y).unwrap());

@@ -7,8 +7,8 @@ use ferroconv_kernels::softmax::{
     CrossEntropyParams, Reduction,
 };
 
-mod support;
-use support::{levels, lock, rand_vec, with_threads};
+mod common;
+use common::{levels, lock, rand_vec, with_threads};
 
 fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -80,7 +80,6 @@ fn forward_matches_reference() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -98,7 +97,6 @@ fn non_finite_inputs_behave_like_torch() {
         softmax_forward(&x, &mut y, 2, 3, true).unwrap();
         assert_eq!(y[4], f32::NEG_INFINITY);
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -157,7 +155,6 @@ fn backward_matches_reference_and_finite_differences() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 /// Cross-entropy in f64, written from torch's definition (LossNLL.cpp,
@@ -311,7 +308,6 @@ fn cross_entropy_forward_matches_reference() {
             assert_close(&probs, &p_ref, 1e-5, 1e-9, &what);
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 /// d(loss)/d(logits) by central differences of the forward kernel. For mean/sum the loss is
@@ -382,7 +378,6 @@ fn cross_entropy_backward_matches_finite_differences() {
             }
         }
     }
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]
@@ -434,8 +429,8 @@ fn thread_count_and_simd_level_do_not_change_results() {
             (l, probs, grad, ls, lg)
         })
     };
-    let a = run(SimdLevel::Avx2Fma, 1);
-    let b = run(SimdLevel::Avx2Fma, 2);
+    let a = run(simd::detected(), 1);
+    let b = run(simd::detected(), 2);
     assert_eq!(a.0, b.0);
     assert_eq!(a.1, b.1);
     assert_eq!(a.2, b.2);
@@ -455,7 +450,6 @@ fn thread_count_and_simd_level_do_not_change_results() {
     close(&a.2, &s.2, 1e-4, 1e-9, "grad");
     close(&a.3, &s.3, 1e-5, 1e-6, "log_softmax");
     close(&a.4, &s.4, 1e-4, 1e-6, "log_softmax backward");
-    simd::set_level(SimdLevel::Avx2Fma);
 }
 
 #[test]

@@ -244,13 +244,16 @@ pub(super) struct Rows {
 /// store, which is very slow on some CPUs (AMD).
 #[inline(always)]
 fn column_max<T: Target, const IDX: bool>(x: &[f32], rows: &Rows, vm: &mut [f32], vi: &mut [i32]) {
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if T::AVX2 {
+    let done = if T::AVX2 {
         // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
         // AVX2 and FMA.
-        done = unsafe { x86::column_max::<IDX>(x, rows, vm, vi) };
-    }
+        unsafe { x86::column_max::<IDX>(x, rows, vm, vi) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for c in done..rows.len {
         let (mut b, mut a) = (x[rows.first + c], rows.first + c);
         for r in 1..rows.count {

@@ -316,7 +316,10 @@ struct Run {
     rows: usize,
     col0: usize,
     stride: usize,
+    // Read by the x86 kernels only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     kernel_w: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     dilation_w: usize,
 }
 
