@@ -127,7 +127,9 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       const ig = inGrads[j];
       if (!inp || !inp.requiresGrad || !ig) return;
       if (ig.length !== inp.size) {
-        throw new Error(`backward of ${fn.name}: gradient for input ${j} has ${ig.length} elements, expected ${inp.size}`);
+        throw new Error(
+          `backward of ${fn.name}: gradient for input ${j} has ${ig.length} elements, expected ${inp.size}`,
+        );
       }
       const prev = grads.get(inp);
       if (prev) {

@@ -18,7 +18,8 @@ export function shapeSize(shape: Shape, what = 'shape'): number {
     }
     n *= d;
   }
-  if (n > MAX_ELEMENTS) throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n}; at most ${MAX_ELEMENTS})`);
+  if (n > MAX_ELEMENTS)
+    throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n}; at most ${MAX_ELEMENTS})`);
   return n;
 }
 
@@ -63,7 +64,8 @@ export class Tensor {
 
   /** Marks a leaf as trainable (returns this, for chaining). */
   requiresGrad_(flag = true): this {
-    if (this.gradFn || this.graphFreed) throw new Error('requiresGrad_: only leaf tensors can change requiresGrad (detach() gives a leaf)');
+    if (this.gradFn || this.graphFreed)
+      throw new Error('requiresGrad_: only leaf tensors can change requiresGrad (detach() gives a leaf)');
     this.requiresGrad = flag;
     return this;
   }

@@ -28,7 +28,13 @@ export function loadFixture<T>(name: string): T {
 }
 
 /** Throws unless |a - b| <= atol + rtol * |b| everywhere; names the worst element. */
-export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol = 1e-4, atol = 1e-5, what = ''): void {
+export function expectClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  rtol = 1e-4,
+  atol = 1e-5,
+  what = '',
+): void {
   if (actual.length !== expected.length) {
     throw new Error(`${what}: length ${actual.length} != expected ${expected.length}`);
   }
@@ -44,6 +50,8 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     }
   }
   if (worst >= 0) {
-    throw new Error(`${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`);
+    throw new Error(
+      `${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`,
+    );
   }
 }

@@ -194,7 +194,9 @@ describe('random transforms', () => {
 
   it('randomCrop: padIfNeeded, too-large crops and the identity case', () => {
     const small = t([1, 2, 3, 4], [1, 2, 2]);
-    expect(() => T.randomCrop({ size: 3 })(small, new Rng(0))).toThrow(/crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/);
+    expect(() => T.randomCrop({ size: 3 })(small, new Rng(0))).toThrow(
+      /crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/,
+    );
     const y = T.randomCrop({ size: [3, 4], padIfNeeded: true })(small, new Rng(0));
     expect(y.shape).toEqual([1, 3, 4]);
     expect(arr(T.randomCrop({ size: 2 })(small, new Rng(5)))).toEqual([1, 2, 3, 4]);
@@ -229,7 +231,9 @@ describe('random transforms', () => {
     expect(arr(T.colorJitter()(x, new Rng(7)))).toEqual(arr(x));
     // Brightness alone with a fixed range [f, f] is adjustBrightness(f).
     expect(arr(T.colorJitter({ brightness: [1.2, 1.2] })(x, new Rng(0)))).toEqual(arr(F.adjustBrightness(x, 1.2)));
-    expect(() => T.colorJitter({ hue: 0.6 })).toThrow(/hue range \[-0.6, 0.6\] must be ordered and within \[-0.5, 0.5\]/);
+    expect(() => T.colorJitter({ hue: 0.6 })).toThrow(
+      /hue range \[-0.6, 0.6\] must be ordered and within \[-0.5, 0.5\]/,
+    );
     expect(() => T.colorJitter({ brightness: -1 })).toThrow(/brightness must be a non-negative number, got -1/);
   });
 
@@ -255,9 +259,13 @@ describe('random transforms', () => {
   it('rejects bad transform arguments when built', () => {
     expect(() => T.randomHorizontalFlip(2)).toThrow(/p must be in \[0, 1\], got 2/);
     expect(() => T.randomCrop({ size: -3 })).toThrow(/randomCrop: size: expected a positive integer, got -3/);
-    expect(() => T.randomResizedCrop(4, { scale: [0.5, 0.1] })).toThrow(/scale must be \[min, max\] with 0 <= min <= max/);
+    expect(() => T.randomResizedCrop(4, { scale: [0.5, 0.1] })).toThrow(
+      /scale must be \[min, max\] with 0 <= min <= max/,
+    );
     expect(() => T.normalize([0.5], [0])).toThrow(/std must not be zero/);
-    expect(() => T.resize(8, { interpolation: 'bicubic' as never })).toThrow(/interpolation must be 'bilinear' or 'nearest'/);
+    expect(() => T.resize(8, { interpolation: 'bicubic' as never })).toThrow(
+      /interpolation must be 'bilinear' or 'nearest'/,
+    );
     expect(() => T.compose([1 as never])).toThrow(/expected an array of transforms/);
   });
 });

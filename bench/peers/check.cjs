@@ -20,7 +20,11 @@ function check(name, fn) {
 (async () => {
   await check('onnxruntime-node', () => {
     const ort = req('onnxruntime-node');
-    return `version ${ort.env.versions.node}, bundled backends ${ort.listSupportedBackends().filter((b) => b.bundled).map((b) => b.name).join(', ')}`;
+    return `version ${ort.env.versions.node}, bundled backends ${ort
+      .listSupportedBackends()
+      .filter((b) => b.bundled)
+      .map((b) => b.name)
+      .join(', ')}`;
   });
   await check('@tensorflow/tfjs + tfjs-backend-wasm', async () => {
     const tf = req('@tensorflow/tfjs');

@@ -28,7 +28,10 @@ export class BatchNorm2d extends Module {
   readonly eps: number;
   readonly momentum: number;
 
-  constructor(readonly numFeatures: number, opts: BatchNormLayerOptions = {}) {
+  constructor(
+    readonly numFeatures: number,
+    opts: BatchNormLayerOptions = {},
+  ) {
     super();
     this.eps = opts.eps ?? 1e-5;
     this.momentum = opts.momentum ?? 0.1;

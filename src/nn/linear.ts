@@ -13,7 +13,11 @@ export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: { bias?: boolean } = {},
+  ) {
     super();
     this.weight = this.addParameter('weight', zeros([outFeatures, inFeatures]))!;
     this.bias = this.addParameter('bias', opts.bias === false ? null : zeros([outFeatures]));

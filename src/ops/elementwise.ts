@@ -49,7 +49,13 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
   const out = uninitialized(n * total * h * w, 'cat');
-  native.concatChannels(tensors.map((t) => t.data), channels, n, h * w, out);
+  native.concatChannels(
+    tensors.map((t) => t.data),
+    channels,
+    n,
+    h * w,
+    out,
+  );
   const y = new Tensor(out, [n, total, h, w]);
   return record('cat', y, tensors, (g) => {
     const parts = tensors.map((t) => uninitialized(t.size));
@@ -65,7 +71,8 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
  */
 export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu = false): Tensor {
   if (tensors.length === 0) throw new Error('catAffine: expected at least one tensor');
-  if (needsGrad(...tensors, scale, shift)) throw new Error('catAffine: records no gradient; use cat and batchNorm2d when training');
+  if (needsGrad(...tensors, scale, shift))
+    throw new Error('catAffine: records no gradient; use cat and batchNorm2d when training');
   const [n, , h, w] = tensors[0].shape;
   for (const [i, t] of tensors.entries()) {
     if (t.ndim !== 4 || t.shape[0] !== n || t.shape[2] !== h || t.shape[3] !== w) {
@@ -75,7 +82,16 @@ export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu 
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
   const out = allocate(n * total * h * w, 'catAffine');
-  native.concatChannelsAffine(tensors.map((t) => t.data), channels, n, h * w, scale.data, shift.data, relu, out);
+  native.concatChannelsAffine(
+    tensors.map((t) => t.data),
+    channels,
+    n,
+    h * w,
+    scale.data,
+    shift.data,
+    relu,
+    out,
+  );
   return new Tensor(out, [n, total, h, w]);
 }
 

@@ -117,7 +117,12 @@ export class ProgressBar implements Callback {
     const secs = (performance.now() - this.epochStart) / 1000;
     const parts = Object.entries(logs)
       .filter(([k]) => k !== 'size')
-      .map(([k, v]) => `${k} ${k.includes('acc') ? (100 * v).toFixed(2) + '%' : k === 'lr' ? v.toExponential(2) : v.toFixed(4)}`);
-    this.out.write(`${this.tty ? '\r\x1b[K' : ''}epoch ${epoch + 1}/${this.trainer.epochs} ${fmtTime(secs)} ${(this.seen / secs).toFixed(0)} img/s - ${parts.join(' - ')}\n`);
+      .map(
+        ([k, v]) =>
+          `${k} ${k.includes('acc') ? (100 * v).toFixed(2) + '%' : k === 'lr' ? v.toExponential(2) : v.toFixed(4)}`,
+      );
+    this.out.write(
+      `${this.tty ? '\r\x1b[K' : ''}epoch ${epoch + 1}/${this.trainer.epochs} ${fmtTime(secs)} ${(this.seen / secs).toFixed(0)} img/s - ${parts.join(' - ')}\n`,
+    );
   }
 }

@@ -48,7 +48,9 @@ export function curveSvg(history: EpochRecord[]): string {
     s += `<text x="${x0 + pad - 4}" y="${H - pad}" text-anchor="end" font-size="10">${fmt(lo)}</text>`;
     s += `<text x="${x0 + W / 2}" y="${H - 8}" text-anchor="middle" font-size="10">epoch (1-${history.length})</text>`;
     series.forEach((k, j) => {
-      const pts = history.map((h, i) => (Number.isFinite(h[k]) ? `${px(i).toFixed(1)},${py(h[k]).toFixed(1)}` : '')).filter(Boolean);
+      const pts = history
+        .map((h, i) => (Number.isFinite(h[k]) ? `${px(i).toFixed(1)},${py(h[k]).toFixed(1)}` : ''))
+        .filter(Boolean);
       s += `<polyline fill="none" stroke="${COLORS[k] ?? '#555'}" stroke-width="2" points="${pts.join(' ')}"/>`;
       for (const p of pts) {
         const [x, y] = p.split(',');
@@ -58,9 +60,11 @@ export function curveSvg(history: EpochRecord[]): string {
     });
     return s;
   };
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H}" font-family="sans-serif">` +
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H}" font-family="sans-serif">` +
     `<rect width="100%" height="100%" fill="white"/>` +
     panel(0, 'loss', ['loss', 'val_loss'], false) +
     panel(W, 'top-1 accuracy', ['acc', 'val_acc'], true) +
-    `</svg>\n`;
+    `</svg>\n`
+  );
 }
