@@ -69,7 +69,9 @@ function idxFile(type: number, dims: number[], values: ArrayLike<number>): Uint8
   const b = new Uint8Array(4 + 4 * dims.length + width * values.length);
   const dv = new DataView(b.buffer);
   b.set([0, 0, type, dims.length]);
-  dims.forEach((d, i) => dv.setUint32(4 + 4 * i, d, false));
+  dims.forEach((d, i) => {
+    dv.setUint32(4 + 4 * i, d, false);
+  });
   const at = 4 + 4 * dims.length;
   for (let i = 0; i < values.length; i++) {
     const o = at + width * i;

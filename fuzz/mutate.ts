@@ -389,8 +389,13 @@ export function paths(root: Json, limit = 4000): Path[] {
   const walk = (v: Json, p: Path): void => {
     if (out.length >= limit) return;
     out.push(p);
-    if (Array.isArray(v)) v.forEach((x, i) => walk(x, [...p, i]));
-    else if (isPlainObject(v)) for (const k of Object.keys(v)) walk(v[k], [...p, k]);
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => {
+        walk(x, [...p, i]);
+      });
+    } else if (isPlainObject(v)) {
+      for (const k of Object.keys(v)) walk(v[k], [...p, k]);
+    }
   };
   walk(root, []);
   return out;

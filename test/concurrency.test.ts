@@ -47,7 +47,9 @@ function reference(model: Sequential, x: Tensor): Float32Array {
   try {
     return noGrad(() => model.forward(x)).data.slice();
   } finally {
-    model.namedModules().forEach(([, m], i) => (m.training = modes[i]));
+    model.namedModules().forEach(([, m], i) => {
+      m.training = modes[i];
+    });
   }
 }
 

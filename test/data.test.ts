@@ -39,7 +39,9 @@ function idx(type: number, dims: number[], data: ArrayLike<number> = []): Uint8A
   const v = new DataView(out.buffer);
   out[2] = type;
   out[3] = dims.length;
-  dims.forEach((d, i) => v.setUint32(4 + 4 * i, d, false));
+  dims.forEach((d, i) => {
+    v.setUint32(4 + 4 * i, d, false);
+  });
   out.set(data, 4 + 4 * dims.length);
   return out;
 }

@@ -139,7 +139,9 @@ describe('concatChannels / splitChannels', () => {
     expect(sameBits(out, want)).toBe(true);
     const parts = inputs.map((x) => new Float32Array(x.length).fill(NaN));
     native.splitChannels(out, parts, channels, batch, plane);
-    parts.forEach((p, k) => expect(sameBits(p, inputs[k])).toBe(true));
+    parts.forEach((p, k) => {
+      expect(sameBits(p, inputs[k])).toBe(true);
+    });
   });
 });
 

@@ -309,7 +309,9 @@ describe('stochastic depth', () => {
       const src = Array.from(x.data.subarray(n * 6, n * 6 + 6));
       if (row.every((v) => v === 0)) continue;
       kept++;
-      row.forEach((v, j) => expect(v).toBeCloseTo(src[j] / 0.25, 5));
+      row.forEach((v, j) => {
+        expect(v).toBeCloseTo(src[j] / 0.25, 5);
+      });
     }
     expect(kept).toBeGreaterThan(5);
     expect(kept).toBeLessThan(30);

@@ -45,7 +45,9 @@ function encode(x: Idx, ndimByte = x.dims.length): Uint8Array {
   const head = new Uint8Array(4 + 4 * x.dims.length);
   head.set([x.zero[0], x.zero[1], x.type, ndimByte & 0xff]);
   const dv = new DataView(head.buffer);
-  x.dims.forEach((d, i) => dv.setUint32(4 + 4 * i, d >>> 0, false));
+  x.dims.forEach((d, i) => {
+    dv.setUint32(4 + 4 * i, d >>> 0, false);
+  });
   return concat([head, x.data]);
 }
 

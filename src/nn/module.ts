@@ -259,7 +259,9 @@ export abstract class Module {
       for (const m of modules) m.training = false;
       return noGrad(() => this.forward(...inputs));
     } finally {
-      modules.forEach((m, i) => (m.training = modes[i]));
+      modules.forEach((m, i) => {
+        m.training = modes[i];
+      });
       swap();
     }
   }

@@ -251,7 +251,9 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
   loadStateDict(stateDict: OptimizerStateDict): void {
     const { newOptions, newState } = this.planLoad(stateDict);
     // Checked: commit (nothing below can throw).
-    this.paramGroups.forEach((g, gi) => Object.assign(g, newOptions[gi]));
+    this.paramGroups.forEach((g, gi) => {
+      Object.assign(g, newOptions[gi]);
+    });
     this.state.clear();
     for (const [p, st] of newState) this.state.set(p, st);
   }
