@@ -73,7 +73,7 @@ function stats(values: ArrayLike<number>): { mean: number; std: number; min: num
   return { mean, std: Math.sqrt(s2 / values.length - mean * mean), min, max };
 }
 
-const allEqual = (t: Tensor | null, v: number) => t !== null && t.data.every((x) => x === v);
+const allEqual = (t: Tensor | null, v: number) => t?.data.every((x) => x === v) ?? false;
 
 const rgb = (c: number, h: number, w = h) => new Tensor(new Float32Array(c * h * w), [1, c, h, w]);
 

@@ -13,7 +13,7 @@ function check(name, fn) {
     .then((what) => console.log(`ok      ${name}: ${what}`))
     .catch((e) => {
       failed++;
-      console.log(`FAILED  ${name}: ${String(e && e.message).split('\n')[0]}`);
+      console.log(`FAILED  ${name}: ${String(e ? e.message : e).split('\n')[0]}`);
     });
 }
 

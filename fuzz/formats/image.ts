@@ -458,7 +458,7 @@ export function mutateJpeg(b: Uint8Array, rng: Prng): Uint8Array | null {
     return all.length ? rng.pick(all) : undefined;
   };
   const edit = (s: Segment | undefined, f: (d: Uint8Array, dv: DataView) => void): void => {
-    if (!s?.payload || !s.payload.length) return;
+    if (!s?.payload?.length) return;
     const d = s.payload.slice();
     f(d, new DataView(d.buffer));
     s.payload = d;
@@ -524,7 +524,7 @@ export function mutateJpeg(b: Uint8Array, rng: Prng): Uint8Array | null {
       break;
     case 5: {
       // Entropy-coded data: bits flipped, cut, restart markers or EOI inside.
-      const sos = segs.filter((s) => s.scan && s.scan.length);
+      const sos = segs.filter((s) => s.scan?.length);
       if (!sos.length) break;
       const s = rng.pick(sos);
       const d = s.scan!.slice();

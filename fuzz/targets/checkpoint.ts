@@ -176,7 +176,7 @@ function mutateState(state: Json, rng: Prng): Json {
     }
     case 4: {
       const groups = opt && Array.isArray(opt.paramGroups) ? opt.paramGroups : null;
-      if (!groups || !groups.length) break;
+      if (!groups?.length) break;
       const g = groups[rng.int(groups.length)];
       const op = rng.int(5);
       if (op === 0) groups.push(clone(g));

@@ -64,7 +64,7 @@ export function conv2dWith(
       gx = uninitialized(input.size);
       native.conv2dBackwardData(g, weight.data, gx, args);
     }
-    if (weight.requiresGrad || (bias && bias.requiresGrad)) {
+    if (weight.requiresGrad || bias?.requiresGrad) {
       gw = uninitialized(weight.size);
       gb = bias ? new Float32Array(bias.size) : null;
       native.conv2dBackwardWeight(input.data, g, gw, gb, args);
@@ -181,7 +181,7 @@ export function convTranspose2d(
       gx = new Float32Array(input.size);
       native.convTranspose2dBackwardData(g, weight.data, gx, args);
     }
-    if (weight.requiresGrad || (bias && bias.requiresGrad)) {
+    if (weight.requiresGrad || bias?.requiresGrad) {
       gw = new Float32Array(weight.size);
       gb = bias ? new Float32Array(bias.size) : null;
       native.convTranspose2dBackwardWeight(input.data, g, gw, gb, args);

@@ -57,8 +57,8 @@ export function batchNorm2d(
     );
     return record('batchNorm2d', y, [x, weight, bias], (g) => {
       const gx = uninitialized(x.size);
-      const gw = weight && weight.requiresGrad ? new Float32Array(c) : null;
-      const gb = bias && bias.requiresGrad ? new Float32Array(c) : null;
+      const gw = weight?.requiresGrad ? new Float32Array(c) : null;
+      const gb = bias?.requiresGrad ? new Float32Array(c) : null;
       native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args);
       return [gx, gw, gb];
     });
