@@ -484,7 +484,8 @@ async function convSection(): Promise<void> {
     for (const algo of ['auto', 'direct', 'im2col', 'fft', 'winograd'] as const) {
       const st = algoRuns.get(s.key)?.[algo];
       if (!st) continue;
-      const rr = algoRatios[algo] ?? (algoRatios[algo] = { fwd: [], bwdData: [], bwdWeight: [] });
+      algoRatios[algo] ??= { fwd: [], bwdData: [], bwdWeight: [] };
+      const rr = algoRatios[algo];
       const row: TableRow = { shape: label(s), algo };
       for (const [pass, name] of [
         ['fwd', 'fwd'],

@@ -167,8 +167,7 @@ export class TorchStream {
     });
     this.child.stdout.setEncoding('utf8').on('data', (d: string) => {
       this.buffer += d;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
         const line = this.buffer.slice(0, nl);
         this.buffer = this.buffer.slice(nl + 1);
         this.waiting.shift()?.(line);

@@ -241,7 +241,8 @@ function mutateState(state: Json, rng: Prng): Json {
       opt.optimizer = rng.pick<Json>(['SGD', 'AdamW', '', '__proto__', 'constructor', 1, null]);
       return s;
     case 6: {
-      const sched = isPlainObject(s.scheduler) ? s.scheduler : (s.scheduler = {} as Obj);
+      if (!isPlainObject(s.scheduler)) s.scheduler = {} as Obj;
+      const sched = s.scheduler;
       const key = rng.pick([
         'scheduler',
         'lastEpoch',
@@ -277,7 +278,8 @@ function mutateState(state: Json, rng: Prng): Json {
       return s;
     }
     case 7: {
-      const loader = isPlainObject(s.loader) ? s.loader : (s.loader = {} as Obj);
+      if (!isPlainObject(s.loader)) s.loader = {} as Obj;
+      const loader = s.loader;
       const key = rng.pick(['seed', 'epoch', 'position', 'batchSize', 'numSamples', 'shuffle', '__proto__']);
       setKey(
         loader as Obj,
