@@ -10,8 +10,6 @@ afterAll(() => {
   setNumThreads(2);
 });
 
-const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
-
 function sameBits(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }

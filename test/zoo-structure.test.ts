@@ -370,7 +370,7 @@ describe('input errors name the layer', () => {
     expect(err?.message).toMatch(
       /^Tiny: layer 'conv' \(Conv2d\) failed on \[1, 5, 8, 8\] \(model input \[1, 5, 8, 8\]\): Conv2d: expected input \[N, 2, H, W\]/,
     );
-    expect((err?.cause as Error).message).toMatch(/^Conv2d: expected input/);
+    expect((err?.cause as Error | undefined)?.message).toMatch(/^Conv2d: expected input/);
   });
 
   it('bad architecture arguments are rejected', () => {

@@ -475,22 +475,22 @@ export class OneCycleLR extends LRScheduler {
     if (epoch > this.totalSteps) {
       throw new Error(`OneCycleLR.step: tried to step ${epoch + 1} times; the cycle has totalSteps ${this.totalSteps}`);
     }
-    return this.groups.map((_, i) => this.at(epoch, i, (k) => this.lrs[k as Phase['startLr']][i], 'lr'));
+    return this.groups.map((_, i) => this.at(epoch, (k) => this.lrs[k as Phase['startLr']][i], 'lr'));
   }
 
   step(): void {
     super.step();
     if (!this.cycleMomentum) return;
     this.optimizer.paramGroups.forEach((g, i) => {
-      const m = this.at(this.lastEpoch, i, (k) => this.momenta[k as Phase['startMomentum']][i], 'momentum');
+      const m = this.at(this.lastEpoch, (k) => this.momenta[k as Phase['startMomentum']][i], 'momentum');
       const group = g as unknown as Record<string, unknown>;
       if (this.useBeta1) group.betas = [m, (group.betas as number[])[1]];
       else group.momentum = m;
     });
   }
 
-  /** torch's phase walk: the value of `kind` at step `stepNum` for group `i`. */
-  private at(stepNum: number, i: number, value: (k: string) => number, kind: 'lr' | 'momentum'): number {
+  /** torch's phase walk: the value of `kind` at step `stepNum`, reading one group's values through `value`. */
+  private at(stepNum: number, value: (k: string) => number, kind: 'lr' | 'momentum'): number {
     let start = 0;
     for (let pi = 0; pi < this.phases.length; pi++) {
       const phase = this.phases[pi];
