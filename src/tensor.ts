@@ -2,7 +2,7 @@
 // write these arrays in place through N-API (no copies), and the garbage collector frees them:
 // there is nothing to dispose.
 import { constants as bufferConstants } from 'node:buffer';
-import { Rng, globalRng } from './random.js';
+import { type Rng, globalRng } from './random.js';
 import { runBackward } from './autograd.js';
 
 export type Shape = readonly number[];

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   BatchNorm2d,
   Conv2d,
-  Module,
+  type Module,
   ReLU,
   Sequential,
   Tensor,

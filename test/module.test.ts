@@ -11,7 +11,7 @@ import {
   Module,
   ReLU,
   Sequential,
-  Tensor,
+  type Tensor,
   init,
   randn,
   zeros,

@@ -7,7 +7,7 @@ import {
   Adagrad,
   Adam,
   AdamW,
-  Optimizer,
+  type Optimizer,
   RMSprop,
   SGD,
   clipGradNorm,

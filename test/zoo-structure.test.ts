@@ -3,16 +3,16 @@
 // runs a kernel other than conv2d, so it runs before the other kernels are merged; the numeric
 // forward checks are in zoo.test.ts.
 import { describe, expect, it } from 'vitest';
-import { BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, Rng, Tensor, fromArray } from '../src/index.js';
+import { BatchNorm2d, Conv2d, type Linear, MaxPool2d, Module, Rng, Tensor, fromArray } from '../src/index.js';
 import {
   AlexNet,
-  BasicBlock,
-  Bottleneck,
+  type BasicBlock,
+  type Bottleneck,
   DenseNet,
   GoogLeNet,
   LeNet5,
   ResNet,
-  VGG,
+  type VGG,
   alexnet,
   densenet121,
   densenet161,

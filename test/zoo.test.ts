@@ -4,9 +4,9 @@
 // eval and training, GoogLeNet's auxiliary heads, and backward through whole models. Needs the
 // linear/pool/batch-norm/activation/elementwise kernels.
 import { describe, expect, it } from 'vitest';
-import { Module, Rng, Tensor, noGrad, sum } from '../src/index.js';
+import { type Module, Rng, Tensor, noGrad, sum } from '../src/index.js';
 import {
-  GoogLeNet,
+  type GoogLeNet,
   ResNet,
   alexnet,
   densenet121,

@@ -1,6 +1,6 @@
 // BatchNorm2d layer, as torch.nn.BatchNorm2d.
 import { batchNorm2d } from '../ops/norm.js';
-import { Tensor, full, ones, zeros } from '../tensor.js';
+import { type Tensor, full, ones, zeros } from '../tensor.js';
 import { Module } from './module.js';
 
 export interface BatchNormLayerOptions {

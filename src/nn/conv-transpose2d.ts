@@ -1,7 +1,7 @@
 // ConvTranspose2d layer, as torch.nn.ConvTranspose2d.
 import { convTranspose2d } from '../ops/conv.js';
 import { pair, type Pair } from '../ops/geometry.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
 

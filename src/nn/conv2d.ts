@@ -1,7 +1,7 @@
 // Conv2d layer, as torch.nn.Conv2d.
 import { conv2dWith, type ConvAlgo } from '../ops/conv.js';
 import { convGeometry, type ConvGeometry, pair, type Pair, type Padding } from '../ops/geometry.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
 

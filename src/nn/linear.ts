@@ -1,6 +1,6 @@
 // Linear layer, as torch.nn.Linear.
 import { linear } from '../ops/linear.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
 
