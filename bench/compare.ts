@@ -71,7 +71,7 @@ setNumThreads(threads);
 if (argv.row !== undefined) {
   // Child mode: one end-to-end row, one JSON line out.
   const res = await runRowHere(JSON.parse(argv.row) as RowSpec).catch((e: Error): RowResult => ({ error: e.message }));
-  process.stdout.write(JSON.stringify(res) + '\n');
+  process.stdout.write(`${JSON.stringify(res)}\n`);
   process.exit(0);
 }
 
@@ -110,7 +110,7 @@ const headline: string[] = [];
 /** Prints a block of markdown and keeps it for latest.md. */
 function emit(block: string): void {
   md.push(block);
-  process.stdout.write(block + '\n');
+  process.stdout.write(`${block}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -966,7 +966,7 @@ results.seconds = (Date.now() - started) / 1000;
 const resultsDir = join(BENCH_DIR, 'results');
 mkdirSync(resultsDir, { recursive: true });
 const suffix = quick ? '-quick' : '';
-writeFileSync(join(resultsDir, `${date}-${hostname()}${suffix}.json`), JSON.stringify(results, null, 1) + '\n');
+writeFileSync(join(resultsDir, `${date}-${hostname()}${suffix}.json`), `${JSON.stringify(results, null, 1)}\n`);
 writeFileSync(join(resultsDir, quick ? 'quick-latest.md' : 'latest.md'), md.join('\n'));
 log(
   `wrote bench/results/${date}-${hostname()}${suffix}.json and bench/results/${quick ? 'quick-latest.md' : 'latest.md'}`,

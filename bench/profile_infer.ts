@@ -40,7 +40,7 @@ for (const [name, fn] of Object.entries(binding)) {
       const [oc, icg, kh, kw] = args.weightShape;
       const [n, , h, w] = args.inputShape;
       const s = args.stride ?? [1, 1];
-      key = `${name} ${kh}x${kw}${s[0] > 1 ? '/s' + s[0] : ''}`;
+      key = `${name} ${kh}x${kw}${s[0] > 1 ? `/s${s[0]}` : ''}`;
       const out = a[a.length - 2] as Float32Array;
       flops = 2 * out.length * icg * kh * kw;
       void n;

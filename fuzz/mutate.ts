@@ -229,8 +229,8 @@ export function setKey(obj: { [key: string]: Json }, key: string, value: Json): 
 
 /** `[[[...0...]]]` (or objects) `depth` levels deep, as text: deeper than any recursive walker's stack. */
 export function deepNesting(depth: number, kind: 'array' | 'object' = 'array'): Raw {
-  if (kind === 'array') return new Raw('['.repeat(depth) + '0' + ']'.repeat(depth));
-  return new Raw('{"a":'.repeat(depth) + '0' + '}'.repeat(depth));
+  if (kind === 'array') return new Raw(`${'['.repeat(depth)}0${']'.repeat(depth)}`);
+  return new Raw(`${'{"a":'.repeat(depth)}0${'}'.repeat(depth)}`);
 }
 
 export const INTERESTING_NUMBERS: number[] = [

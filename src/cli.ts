@@ -29,7 +29,7 @@ Commands:
 Run 'ferroconv <command> --help' for a command's options.`,
   train: `ferroconv train [options]
 
-  --model NAME          ${'model to train: ' + modelNames().join(', ')} (default mnist-net)
+  --model NAME          model to train: ${modelNames().join(', ')} (default mnist-net)
   --dataset NAME        ${datasetNames().join(', ')}, or a folder of class sub-folders (default mnist)
   --epochs N            epochs (default 3)
   --batch-size N        samples per step (default 64)

@@ -180,7 +180,7 @@ export class TorchStream {
     };
     this.child.on('close', fail);
     this.child.on('error', fail);
-    this.child.stdin.write(JSON.stringify({ threads, timing }) + '\n');
+    this.child.stdin.write(`${JSON.stringify({ threads, timing })}\n`);
     this.ready = this.next().then((l) => (l ? (JSON.parse(l) as TorchOutput) : undefined));
   }
 
@@ -196,7 +196,7 @@ export class TorchStream {
     await this.ready;
     if (this.closed) return { id: job.id, error: `torch_bench.py exited: ${this.stderr.trim().split('\n').pop()}` };
     const answer = this.next();
-    this.child.stdin.write(JSON.stringify(job) + '\n');
+    this.child.stdin.write(`${JSON.stringify(job)}\n`);
     const line = await answer;
     if (!line) return { id: job.id, error: `torch_bench.py exited: ${this.stderr.trim().split('\n').pop()}` };
     return JSON.parse(line) as { id: string } & Record<string, unknown>;

@@ -359,7 +359,7 @@ function checkColour(what: string, c: number): void {
   if (c !== 1 && c !== 3) throw new Error(`${what}: expected 1 or 3 channels, got ${c}`);
 }
 
-const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
+const clamp01 = (v: number): number => (v < 0 ? 0 : Math.min(v, 1));
 
 /** Multiplies by `factor` and clamps to [0, 1] (0 gives black, 1 the original). */
 export function adjustBrightness(x: Tensor, factor: number): Tensor {

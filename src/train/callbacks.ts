@@ -119,7 +119,7 @@ export class ProgressBar implements Callback {
       .filter(([k]) => k !== 'size')
       .map(
         ([k, v]) =>
-          `${k} ${k.includes('acc') ? (100 * v).toFixed(2) + '%' : k === 'lr' ? v.toExponential(2) : v.toFixed(4)}`,
+          `${k} ${k.includes('acc') ? `${(100 * v).toFixed(2)}%` : k === 'lr' ? v.toExponential(2) : v.toFixed(4)}`,
       );
     this.out.write(
       `${this.tty ? '\r\x1b[K' : ''}epoch ${epoch + 1}/${this.trainer.epochs} ${fmtTime(secs)} ${(this.seen / secs).toFixed(0)} img/s - ${parts.join(' - ')}\n`,

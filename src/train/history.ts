@@ -15,7 +15,7 @@ export function writeRunLogs(dir: string, history: EpochRecord[], meta: Record<s
   const enc = new TextEncoder();
   writeFileAtomic(join(dir, 'log.json'), [enc.encode(JSON.stringify({ ...meta, history }, null, 2))]);
   const keys = [...new Set(history.flatMap((h) => Object.keys(h)))];
-  const csv = [keys.join(','), ...history.map((h) => keys.map((k) => h[k] ?? '').join(','))].join('\n') + '\n';
+  const csv = `${[keys.join(','), ...history.map((h) => keys.map((k) => h[k] ?? '').join(','))].join('\n')}\n`;
   writeFileAtomic(join(dir, 'log.csv'), [enc.encode(csv)]);
   writeFileAtomic(join(dir, 'curve.svg'), [enc.encode(curveSvg(history))]);
 }
