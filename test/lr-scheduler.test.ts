@@ -48,6 +48,7 @@ type Scheduler = {
   loadStateDict(sd: never): void;
 };
 
+// biome-ignore lint/suspicious/noExplicitAny: one table for every scheduler, fed options from the JSON fixture
 const SCHEDULERS: Record<string, new (opt: Optimizer<any>, options: any) => Scheduler> = {
   StepLR,
   MultiStepLR,

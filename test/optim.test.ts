@@ -43,6 +43,7 @@ interface Fixture {
 
 const fx = loadFixture<Fixture>('optim.json');
 
+// biome-ignore lint/suspicious/noExplicitAny: one table for every optimizer, fed options from the JSON fixture
 const OPTIMIZERS: Record<string, new (params: any, options: any) => Optimizer<any>> = {
   SGD,
   Adam,

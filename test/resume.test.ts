@@ -52,6 +52,7 @@ function snapshot({ model, optimizer, scheduler, loader }: Parts) {
   };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the parsed checkpoint JSON, which the cases below corrupt field by field
 type Raw = { tensors: Map<string, Tensor>; state: Record<string, any> };
 
 /** Writes a checkpoint file from its parts, as saveCheckpoint lays it out. */

@@ -11,6 +11,7 @@ interface FT {
   shape: number[];
   data: number[];
 }
+// biome-ignore lint/suspicious/noExplicitAny: an untyped fixture of many shapes, read field by field below
 const golden: any = JSON.parse(readFileSync(new URL('./fixtures/transforms.json', import.meta.url), 'utf8'));
 
 /** golden.det(shape, seed) mapped to [0, 1] as gen_transforms.py's img() (float32 steps). */
@@ -18,6 +19,7 @@ function img(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
+    // biome-ignore lint/suspicious/noApproximativeNumericConstant: golden.py's det() uses 0.7071, not Math.SQRT1_2
     const v = Math.fround(Math.sin(i * 0.7071 + seed * 1.618) * 0.9 + Math.cos(i * 0.1234 + seed) * 0.1);
     out[i] = Math.fround(Math.fround(v + 1) / 2);
   }
