@@ -151,8 +151,10 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
 
 function freedError(t: Tensor): Error {
   return new Error(
-    `backward: trying to backward through the graph a second time: the graph behind this tensor (shape [${t.shape.join(', ')}]) ` +
-      'was freed by an earlier backward(); pass { retainGraph: true } to that first backward() to backward through it again, ' +
+    'backward: trying to backward through the graph a second time: ' +
+      `the graph behind this tensor (shape [${t.shape.join(', ')}]) ` +
+      'was freed by an earlier backward(); ' +
+      'pass { retainGraph: true } to that first backward() to backward through it again, ' +
       'or detach() the tensor to start a new graph from it',
   );
 }

@@ -149,7 +149,9 @@ async function train(argv: string[]): Promise<void> {
   const dir = resolve(String(o['checkpoint-dir'] ?? join('runs', `${o.model}-${o.dataset}`.replace(/[^\w.-]+/g, '_'))));
   mkdirSync(dir, { recursive: true });
   console.log(
-    `ferroconv: training ${o.model} (${model.numParameters().toLocaleString('en')} parameters) on ${o.dataset}: ${data.info.trainSize} train / ${data.info.testSize} test images, ${epochs} epochs, batch ${batchSize}, ${optName}, ${info().threads} threads, ${info().simd}`,
+    `ferroconv: training ${o.model} (${model.numParameters().toLocaleString('en')} parameters) on ${o.dataset}: ` +
+      `${data.info.trainSize} train / ${data.info.testSize} test images, ${epochs} epochs, ` +
+      `batch ${batchSize}, ${optName}, ${info().threads} threads, ${info().simd}`,
   );
   const t0 = performance.now();
   const result = await fit(model, data.train, {
@@ -171,7 +173,8 @@ async function train(argv: string[]): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   if (last?.val_acc !== undefined) {
     console.log(
-      `test accuracy: ${(100 * last.val_acc).toFixed(2)}% (top-5 ${(100 * last.val_acc5).toFixed(2)}%, loss ${last.val_loss.toFixed(4)}) after ${last.epoch} epochs in ${secs.toFixed(1)} s`,
+      `test accuracy: ${(100 * last.val_acc).toFixed(2)}% (top-5 ${(100 * last.val_acc5).toFixed(2)}%, ` +
+        `loss ${last.val_loss.toFixed(4)}) after ${last.epoch} epochs in ${secs.toFixed(1)} s`,
     );
   }
   console.log(`saved ${join(dir, 'model.safetensors')} (logs: log.json, log.csv, curve.svg)`);
@@ -202,7 +205,8 @@ async function evalCmd(argv: string[]): Promise<void> {
   loadWeights(model, String(o.checkpoint));
   const r = await evaluate(model, data.test);
   console.log(
-    `test accuracy: ${(100 * r.acc).toFixed(2)}% (top-5 ${(100 * r.acc5).toFixed(2)}%, loss ${r.loss.toFixed(4)}) on ${r.count} images`,
+    `test accuracy: ${(100 * r.acc).toFixed(2)}% (top-5 ${(100 * r.acc5).toFixed(2)}%, ` +
+      `loss ${r.loss.toFixed(4)}) on ${r.count} images`,
   );
 }
 

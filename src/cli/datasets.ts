@@ -59,7 +59,8 @@ export async function buildData(
     const fashion = name === 'fashion-mnist';
     if (fashion && !o.dataDir) {
       throw new Error(
-        '--dataset fashion-mnist: give --data-dir, a folder with the Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)',
+        '--dataset fashion-mnist: give --data-dir, ' +
+          'a folder with the Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)',
       );
     }
     const load = (t: boolean) =>

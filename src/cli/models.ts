@@ -10,7 +10,8 @@ const threeChannel =
   (info) => {
     if (info.channels !== 3) {
       throw new Error(
-        `--model ${name}: expects 3-channel images, but ${info.name} has ${info.channels} (use mnist-net or lenet5 for MNIST)`,
+        `--model ${name}: expects 3-channel images, but ${info.name} has ${info.channels} ` +
+          '(use mnist-net or lenet5 for MNIST)',
       );
     }
     return make(info.numClasses);

@@ -109,7 +109,8 @@ export function paddingLTRB(what: string, padding: number | readonly number[]): 
   const p = typeof padding === 'number' ? [padding] : padding;
   if (!Array.isArray(p) || ![1, 2, 4].includes(p.length) || p.some((v) => !Number.isInteger(v) || v < 0)) {
     throw new Error(
-      `${what}: expected a non-negative integer, [left/right, top/bottom] or [left, top, right, bottom], got ${JSON.stringify(padding)}`,
+      `${what}: expected a non-negative integer, ` +
+        `[left/right, top/bottom] or [left, top, right, bottom], got ${JSON.stringify(padding)}`,
     );
   }
   if (p.length === 1) return [p[0], p[0], p[0], p[0]];
@@ -394,7 +395,10 @@ export function adjustContrast(x: Tensor, factor: number): Tensor {
   return new Tensor(out, x.shape);
 }
 
-/** Blends each pixel with its grayscale value (0 gives grayscale, 1 the original); 1-channel images are returned as they are. */
+/**
+ * Blends each pixel with its grayscale value (0 gives grayscale, 1 the original); 1-channel images
+ * are returned as they are.
+ */
 export function adjustSaturation(x: Tensor, factor: number): Tensor {
   checkFactor('adjustSaturation', factor);
   const { n, c, h, w } = dims(x, 'adjustSaturation');

@@ -57,7 +57,8 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   const info = TYPES[type];
   if (!info) {
     throw new Error(
-      `${name}: magic number ${magicHex} has unknown type code 0x${type.toString(16).padStart(2, '0')} (expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)`,
+      `${name}: magic number ${magicHex} has unknown type code 0x${type.toString(16).padStart(2, '0')} ` +
+        '(expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)',
     );
   }
   const ndim = bytes[3];
@@ -85,7 +86,8 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   if (expected !== dataBytes) {
     const what = expected > dataBytes ? 'truncated' : 'has trailing bytes';
     throw new Error(
-      `${name}: ${what}: dimensions [${dims.join(', ')}] of ${info.name} need ${expected} data bytes, the file has ${dataBytes}`,
+      `${name}: ${what}: dimensions [${dims.join(', ')}] of ${info.name} ` +
+        `need ${expected} data bytes, the file has ${dataBytes}`,
     );
   }
   return { magic, type, dims, data: decode(bytes, view, headerBytes, count, type) };

@@ -118,7 +118,8 @@ export class ImageFolder implements AsyncDataset {
     const spec: TransformSpec | null = this.transform ? (this.transform.spec ?? null) : null;
     if (this.transform && !spec) {
       throw new Error(
-        'ImageFolder: with numWorkers > 0 the transform must be built from ferroconv transforms (a custom function cannot be sent to a worker thread)',
+        'ImageFolder: with numWorkers > 0 the transform must be built from ferroconv transforms ' +
+          '(a custom function cannot be sent to a worker thread)',
       );
     }
     return {
@@ -256,7 +257,8 @@ function scan(root: string, extensions: string[]): { classes: string[]; samples:
   });
   if (empty.length > 0) {
     throw new Error(
-      `ImageFolder: no ${extensions.join('/')} files for class${empty.length > 1 ? 'es' : ''} ${empty.join(', ')} in ${root}`,
+      `ImageFolder: no ${extensions.join('/')} files for class${empty.length > 1 ? 'es' : ''} ` +
+        `${empty.join(', ')} in ${root}`,
     );
   }
   return { classes, samples };

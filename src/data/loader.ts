@@ -104,7 +104,8 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
       }
       if (this.transform && !this.transform.spec) {
         throw new Error(
-          'DataLoader: numWorkers > 0 needs transforms made by ferroconv (compose, randomCrop, ...): a custom function cannot be sent to a worker thread',
+          'DataLoader: numWorkers > 0 needs transforms made by ferroconv (compose, randomCrop, ...): ' +
+            'a custom function cannot be sent to a worker thread',
         );
       }
     }
@@ -181,7 +182,8 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
     }
     if (state.numSamples !== this.dataset.length) {
       throw new Error(
-        `DataLoader.setState: state is for a dataset of ${describe(state.numSamples)} samples, this one has ${this.dataset.length}`,
+        `DataLoader.setState: state is for a dataset of ${describe(state.numSamples)} samples, ` +
+          `this one has ${this.dataset.length}`,
       );
     }
     if (state.shuffle !== undefined && state.shuffle !== this.shuffle) {

@@ -280,7 +280,8 @@ function expectUbyte(path: string, a: IdxArray, ndim: number, layout: string): v
   if (a.type !== 0x08 || a.dims.length !== ndim) {
     const hex = (m: number): string => `0x${m.toString(16).padStart(8, '0')}`;
     throw new Error(
-      `${path}: magic number ${hex(a.magic)} means ${idxTypeName(a.type)} [${a.dims.join(', ')}], expected ${hex(0x800 + ndim)} (ubyte ${layout})`,
+      `${path}: magic number ${hex(a.magic)} means ${idxTypeName(a.type)} [${a.dims.join(', ')}], ` +
+        `expected ${hex(0x800 + ndim)} (ubyte ${layout})`,
     );
   }
 }

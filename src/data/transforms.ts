@@ -203,7 +203,10 @@ export function randomVerticalFlip(p = 0.5): Transform {
   return make('randomVerticalFlip', [p], (x, rng) => (rng.next() < p ? F.vflip(x) : x));
 }
 
-/** (x - mean[c]) / std[c] per channel (torchvision Normalize), e.g. ImageNet's [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225]. */
+/**
+ * (x - mean[c]) / std[c] per channel (torchvision Normalize), e.g. ImageNet's
+ * [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225].
+ */
 export function normalize(mean: number | number[], std: number | number[]): Transform {
   const m = typeof mean === 'number' ? [mean] : [...mean];
   const s = typeof std === 'number' ? [std] : [...std];

@@ -141,7 +141,8 @@ function spawn(init: WorkerInit): Worker {
     throw new Error(`DataLoader: worker script not found next to ${fileURLToPath(import.meta.url)}`);
   // Running from the TypeScript sources (vitest, tsx): compile the worker on the fly with tsx.
   const api = tsxApi();
-  const code = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(ts.href)}, ${JSON.stringify(ts.href)}))`;
+  const href = JSON.stringify(ts.href);
+  const code = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${href}, ${href}))`;
   return new Worker(code, { eval: true, workerData: init });
 }
 
@@ -154,7 +155,8 @@ function tsxApi(): string {
     return pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api'].import.default)).href;
   } catch (e) {
     throw new Error(
-      `DataLoader: numWorkers > 0 from TypeScript sources needs the 'tsx' package (or run the compiled dist/): ${(e as Error).message}`,
+      `DataLoader: numWorkers > 0 from TypeScript sources needs the 'tsx' package (or run the compiled dist/): ` +
+        `${(e as Error).message}`,
     );
   }
 }

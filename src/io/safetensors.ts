@@ -227,7 +227,8 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
     if (count * size !== end - begin) {
       fail(
         path,
-        `tensor '${name}': shape [${shape.join(', ')}] of ${dtype} needs ${count * size} bytes, offsets give ${end - begin}`,
+        `tensor '${name}': shape [${shape.join(', ')}] of ${dtype} ` +
+          `needs ${count * size} bytes, offsets give ${end - begin}`,
       );
     }
     entries.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
@@ -240,7 +241,8 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
     if (t.begin < at) {
       fail(
         path,
-        `tensor '${t.name}': data [${t.begin}, ${t.end}) overlaps tensor '${prev!.name}' [${prev!.begin}, ${prev!.end})`,
+        `tensor '${t.name}': data [${t.begin}, ${t.end}) overlaps ` +
+          `tensor '${prev!.name}' [${prev!.begin}, ${prev!.end})`,
       );
     }
     if (t.begin > at) {
@@ -291,7 +293,8 @@ export function serializeSafetensors(tensors: Map<string, Tensor>, opts: SaveOpt
     for (const [k, v] of Object.entries(opts.metadata)) {
       if (typeof v !== 'string')
         throw new Error(
-          `save: metadata[${JSON.stringify(k)}] must be a string (safetensors metadata is string -> string), got ${typeof v}`,
+          `save: metadata[${JSON.stringify(k)}] must be a string ` +
+            `(safetensors metadata is string -> string), got ${typeof v}`,
         );
     }
     header.__metadata__ = opts.metadata;

@@ -181,7 +181,8 @@ export abstract class Module {
   ): { missing: string[]; unexpected: string[]; copies: [Tensor, Tensor][] } {
     if (!(state instanceof Map) && (typeof state !== 'object' || state === null || Array.isArray(state))) {
       throw new Error(
-        `loadStateDict: expected a Map or an object of tensors by name, got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`,
+        'loadStateDict: expected a Map or an object of tensors by name, ' +
+          `got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`,
       );
     }
     const src = state instanceof Map ? state : new Map(Object.entries(state));

@@ -20,7 +20,10 @@ function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
   });
 }
 
-/** a + b, where b has a's shape or broadcasts over it (NumPy rules: [1, C, 1, 1] or [N, C, 1, 1] per channel of NCHW; [C] matches the last dim, e.g. a bias of [N, C]). */
+/**
+ * a + b, where b has a's shape or broadcasts over it (NumPy rules: [1, C, 1, 1] or [N, C, 1, 1] per
+ * channel of NCHW; [C] matches the last dim, e.g. a bias of [N, C]).
+ */
 export const add = (a: Tensor, b: Tensor): Tensor => binary('add', a, b);
 /** a * b, with the same broadcasting as add. */
 export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);

@@ -56,7 +56,8 @@ export function checkClassIndices(
   }
   if (targets === null || typeof targets !== 'object' || typeof targets.length !== 'number') {
     throw new Error(
-      `${op}: targets: expected an Int32Array or an array of class indices, got ${targets === null ? 'null' : typeof targets}`,
+      `${op}: targets: expected an Int32Array or an array of class indices, ` +
+        `got ${targets === null ? 'null' : typeof targets}`,
     );
   }
   if (targets.length !== n) throw new Error(`${op}: targets: expected ${n} class indices, got ${targets.length}`);

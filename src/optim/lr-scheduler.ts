@@ -87,7 +87,8 @@ export abstract class LRScheduler {
     const groups = this.optimizer.paramGroups;
     if (groups.length !== this.baseLrs.length) {
       throw new Error(
-        `${this.name}.step: the optimizer has ${groups.length} parameter groups, the scheduler was made for ${this.baseLrs.length}`,
+        `${this.name}.step: the optimizer has ${groups.length} parameter groups, ` +
+          `the scheduler was made for ${this.baseLrs.length}`,
       );
     }
     const epoch = this.lastEpoch + 1;
@@ -461,7 +462,8 @@ export class OneCycleLR extends LRScheduler {
     this.useBeta1 = 'betas' in defaults;
     if (this.cycleMomentum && !this.useBeta1 && !('momentum' in defaults)) {
       throw new Error(
-        'OneCycleLR: cycleMomentum needs an optimizer with momentum or betas (SGD, RMSprop, Adam, AdamW); pass cycleMomentum: false',
+        'OneCycleLR: cycleMomentum needs an optimizer with momentum or betas (SGD, RMSprop, Adam, AdamW); ' +
+          'pass cycleMomentum: false',
       );
     }
     this.momenta = {

@@ -158,7 +158,8 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
       group.params.forEach((p, pi) => {
         if (p.requiresGrad && p.grad !== null && p.grad.size !== p.size) {
           throw new Error(
-            `${this.name}.step: paramGroups[${gi}].params[${pi}]: grad has shape [${p.grad.shape.join(', ')}], expected [${p.shape.join(', ')}]`,
+            `${this.name}.step: paramGroups[${gi}].params[${pi}]: grad has shape ` +
+              `[${p.grad.shape.join(', ')}], expected [${p.shape.join(', ')}]`,
           );
         }
       });

@@ -51,7 +51,8 @@ export class SGD extends Optimizer<SGDOptions> {
     if (!(o.momentum >= 0)) throw new Error(`${where}: momentum: expected a non-negative number, got ${o.momentum}`);
     if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) {
       throw new Error(
-        `${where}: nesterov: needs momentum > 0 and dampening 0, got momentum ${o.momentum} and dampening ${o.dampening}`,
+        `${where}: nesterov: needs momentum > 0 and dampening 0, ` +
+          `got momentum ${o.momentum} and dampening ${o.dampening}`,
       );
     }
   }

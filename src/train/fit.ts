@@ -258,7 +258,8 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       const lossValue = loss.data[0];
       if (!Number.isFinite(lossValue)) {
         throw new Error(
-          `fit: loss became ${lossValue} at epoch ${epoch + 1}, batch ${batch + 1} (learning rate too high, or bad input?)`,
+          `fit: loss became ${lossValue} at epoch ${epoch + 1}, batch ${batch + 1} ` +
+            '(learning rate too high, or bad input?)',
         );
       }
       opts.optimizer.zeroGrad();

@@ -56,7 +56,9 @@ export function curveSvg(history: EpochRecord[]): string {
         const [x, y] = p.split(',');
         s += `<circle cx="${x}" cy="${y}" r="2.5" fill="${COLORS[k] ?? '#555'}"/>`;
       }
-      s += `<text x="${x0 + W - pad}" y="${pad + 12 * j}" text-anchor="end" font-size="10" fill="${COLORS[k] ?? '#555'}">${k}</text>`;
+      s +=
+        `<text x="${x0 + W - pad}" y="${pad + 12 * j}" text-anchor="end" ` +
+        `font-size="10" fill="${COLORS[k] ?? '#555'}">${k}</text>`;
     });
     return s;
   };
