@@ -20,13 +20,32 @@ import { parseArgs } from 'node:util';
 import { info, setNumThreads } from '../src/index.js';
 import { native } from '../src/native.js';
 import {
-  BENCH_DIR, CACHE_DIR, exportOnnx, findOrt, findTfjsWasm, findTorch, ortSessionOptions, setSpinning, TorchStream,
-  type OrtApi, type Peer, type TfApi,
+  BENCH_DIR,
+  CACHE_DIR,
+  exportOnnx,
+  findOrt,
+  findTfjsWasm,
+  findTorch,
+  ortSessionOptions,
+  setSpinning,
+  TorchStream,
+  type OrtApi,
+  type Peer,
+  type TfApi,
 } from './compare/peers.js';
 import { runRowHere, runRowIsolated, type Framework, type RowResult, type RowSpec } from './compare/rows.js';
 import { convFlops, label, usedIn, ZOO, zooConvShapes, type ConvShape, type ZooName } from './compare/shapes.js';
 import {
-  fmt, geomean, mdTable, ms, perSec, ratio, timeIt, type Stat, type TableRow, type Timing,
+  fmt,
+  geomean,
+  mdTable,
+  ms,
+  perSec,
+  ratio,
+  timeIt,
+  type Stat,
+  type TableRow,
+  type Timing,
 } from './compare/timing.js';
 
 const { values: argv } = parseArgs({
@@ -52,7 +71,7 @@ setNumThreads(threads);
 if (argv.row !== undefined) {
   // Child mode: one end-to-end row, one JSON line out.
   const res = await runRowHere(JSON.parse(argv.row) as RowSpec).catch((e: Error): RowResult => ({ error: e.message }));
-  process.stdout.write(JSON.stringify(res) + '\n');
+  process.stdout.write(`${JSON.stringify(res)}\n`);
   process.exit(0);
 }
 
@@ -91,7 +110,7 @@ const headline: string[] = [];
 /** Prints a block of markdown and keeps it for latest.md. */
 function emit(block: string): void {
   md.push(block);
-  process.stdout.write(block + '\n');
+  process.stdout.write(`${block}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,7 +120,8 @@ const fi = info();
 const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
 const [torchPeer, tfPeer] = await Promise.all([findTorch(), findTfjsWasm(threads)]);
 const ortPeer = findOrt();
-if (!torchPeer.api && ortPeer.api) ortPeer.notes.push('its ONNX models are exported by PyTorch, which is missing: no ORT rows');
+if (!torchPeer.api && ortPeer.api)
+  ortPeer.notes.push('its ONNX models are exported by PyTorch, which is missing: no ORT rows');
 const peers: Peer<unknown>[] = [torchPeer, ortPeer, tfPeer];
 
 /**
@@ -111,7 +131,20 @@ const peers: Peer<unknown>[] = [torchPeer, ortPeer, tfPeer];
 function probe(kind: 'fma' | 'bandwidth', ...args: number[]): number {
   const out = execFileSync(
     'cargo',
-    ['run', '--release', '--quiet', '-p', 'ferroconv-kernels', '--features', 'probes', '--example', 'peak', '--', kind, ...args.map(String)],
+    [
+      'run',
+      '--release',
+      '--quiet',
+      '-p',
+      'ferroconv-kernels',
+      '--features',
+      'probes',
+      '--example',
+      'peak',
+      '--',
+      kind,
+      ...args.map(String),
+    ],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const v = Number(out.trim());
@@ -155,7 +188,10 @@ emit(
       ? `- Peers' thread pools spin-wait as they do by default (--spin ${argv.spin}).`
       : `- Peers' spin-waiting is off (torch OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0): ` +
         `${argv.spin === 'auto' ? `the machine was already busy (load average ${loads[0].load1}), and spinning threads fighting other processes for the cores slowed torch up to 7x in trials` : '--spin off'}.`,
-    ...peers.map((p) => `- ${p.name}: ${p.api ? p.version : `**missing**: ${p.error}`}${p.notes.length ? ` (${p.notes.join('; ')})` : ''}`),
+    ...peers.map(
+      (p) =>
+        `- ${p.name}: ${p.api ? p.version : `**missing**: ${p.error}`}${p.notes.length ? ` (${p.notes.join('; ')})` : ''}`,
+    ),
     `- Measured ceilings at the start: FMA peak ${fmt(fmaPeak)} GFLOP/s, triad memory bandwidth ${fmt(bandwidth)} GB/s ` +
       `(${threads} threads; measured again before the SGEMM and memory sections, which use the best reading).`,
     `- Times are medians of several repetitions after warm-up; ratio = peer time / ferroconv time, so **> 1 means ferroconv is faster**.`,
@@ -188,8 +224,13 @@ const SLOW_ALGO_MAX_FLOPS = 2.5e9;
 /** ferroconv's three passes of one conv shape with one algorithm. */
 async function ferroConv(s: ConvShape, algo: Algo, passes: Pass[], timing: Timing): Promise<PassStats> {
   const args = {
-    inputShape: [BATCH, s.c, s.h, s.w], weightShape: [s.oc, s.c / s.groups, s.kh, s.kw],
-    stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups, algo,
+    inputShape: [BATCH, s.c, s.h, s.w],
+    weightShape: [s.oc, s.c / s.groups, s.kh, s.kw],
+    stride: s.stride,
+    padding: s.padding,
+    dilation: s.dilation,
+    groups: s.groups,
+    algo,
   };
   const x = det(BATCH * s.c * s.h * s.w, 1);
   const w = det(s.oc * (s.c / s.groups) * s.kh * s.kw, 2).map((v) => v * 0.1);
@@ -209,8 +250,17 @@ async function ferroConv(s: ConvShape, algo: Algo, passes: Pass[], timing: Timin
 }
 
 const convJob = (s: ConvShape): Record<string, unknown> => ({
-  n: BATCH, c: s.c, h: s.h, w: s.w, oc: s.oc, kh: s.kh, kw: s.kw,
-  stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups,
+  n: BATCH,
+  c: s.c,
+  h: s.h,
+  w: s.w,
+  oc: s.oc,
+  kh: s.kh,
+  kw: s.kw,
+  stride: s.stride,
+  padding: s.padding,
+  dilation: s.dilation,
+  groups: s.groups,
 });
 const onnxConvFile = (s: ConvShape): string => `conv_n${BATCH}_${s.key}.onnx`;
 const onnxDir = join(CACHE_DIR, 'onnx');
@@ -266,7 +316,9 @@ async function convSection(): Promise<void> {
   if (ortOk) {
     log(`conv: exporting single-conv ONNX models (cached in ${onnxDir})`);
     const exp = await exportOnnx({
-      dir: onnxDir, threads, models: [],
+      dir: onnxDir,
+      threads,
+      models: [],
       convs: table.map((s) => ({ file: onnxConvFile(s), ...convJob(s) })),
     });
     if ('error' in exp) log(`conv: ${exp.error}`);
@@ -300,12 +352,20 @@ async function convSection(): Promise<void> {
     if (tf && tfShapes.includes(s)) {
       const x = tf.randomNormal([BATCH, s.h, s.w, s.c]);
       const f = tf.randomNormal([s.kh, s.kw, s.c, s.oc]);
-      const pad = [[0, 0], [s.padding[0], s.padding[1]], [s.padding[2], s.padding[3]], [0, 0]];
-      tfStats.set(s.key, await timeIt(() => {
-        const y = tf.conv2d(x, f, s.stride, pad, 'NHWC', s.dilation);
-        y.dataSync();
-        y.dispose();
-      }, TIMING.conv));
+      const pad = [
+        [0, 0],
+        [s.padding[0], s.padding[1]],
+        [s.padding[2], s.padding[3]],
+        [0, 0],
+      ];
+      tfStats.set(
+        s.key,
+        await timeIt(() => {
+          const y = tf.conv2d(x, f, s.stride, pad, 'NHWC', s.dilation);
+          y.dataSync();
+          y.dispose();
+        }, TIMING.conv),
+      );
       x.dispose();
       f.dispose();
     }
@@ -334,7 +394,13 @@ async function convSection(): Promise<void> {
   // Tables.
   const fwdRows: TableRow[] = [];
   const bwdRows: TableRow[] = [];
-  const ratios = { torchFwd: [] as (number | undefined)[], ortFwd: [] as (number | undefined)[], tfFwd: [] as (number | undefined)[], torchData: [] as (number | undefined)[], torchWeight: [] as (number | undefined)[] };
+  const ratios = {
+    torchFwd: [] as (number | undefined)[],
+    ortFwd: [] as (number | undefined)[],
+    tfFwd: [] as (number | undefined)[],
+    torchData: [] as (number | undefined)[],
+    torchWeight: [] as (number | undefined)[],
+  };
   const raw: unknown[] = [];
   for (const s of table) {
     const gflop = convFlops(s, BATCH) / 1e9;
@@ -354,30 +420,58 @@ async function convSection(): Promise<void> {
     ratios.torchData.push(rd);
     ratios.torchWeight.push(rw);
     fwdRows.push({
-      shape: label(s), 'used in': usedIn(s), GFLOP: fmt(gflop),
-      'ferroconv ms': ms(f.fwd), 'GFLOP/s': fmt(perSec(gflop, f.fwd)),
-      'torch ms': t?.error ? 'error' : ms(statOf(t, 'fwd')) || missing(torchPeer), '×torch': r2(rt),
-      'ORT ms': typeof o === 'string' ? 'error' : ms(ortStat) || missing(ortPeer), '×ORT': r2(ro),
-      'tfjs-wasm ms': ms(tfs) || (tfPeer.api ? '' : 'missing'), '×tfjs': r2(rf),
+      shape: label(s),
+      'used in': usedIn(s),
+      GFLOP: fmt(gflop),
+      'ferroconv ms': ms(f.fwd),
+      'GFLOP/s': fmt(perSec(gflop, f.fwd)),
+      'torch ms': t?.error ? 'error' : ms(statOf(t, 'fwd')) || missing(torchPeer),
+      '×torch': r2(rt),
+      'ORT ms': typeof o === 'string' ? 'error' : ms(ortStat) || missing(ortPeer),
+      '×ORT': r2(ro),
+      'tfjs-wasm ms': ms(tfs) || (tfPeer.api ? '' : 'missing'),
+      '×tfjs': r2(rf),
     });
     bwdRows.push({
       shape: label(s),
-      'data ms': ms(f.bwdData), 'data GFLOP/s': fmt(perSec(gflop, f.bwdData)),
-      'torch data ms': ms(statOf(t, 'bwdData')) || missing(torchPeer), '×torch data': r2(rd),
-      'weight ms': ms(f.bwdWeight), 'weight GFLOP/s': fmt(perSec(gflop, f.bwdWeight)),
-      'torch weight ms': ms(statOf(t, 'bwdWeight')) || missing(torchPeer), '×torch weight': r2(rw),
+      'data ms': ms(f.bwdData),
+      'data GFLOP/s': fmt(perSec(gflop, f.bwdData)),
+      'torch data ms': ms(statOf(t, 'bwdData')) || missing(torchPeer),
+      '×torch data': r2(rd),
+      'weight ms': ms(f.bwdWeight),
+      'weight GFLOP/s': fmt(perSec(gflop, f.bwdWeight)),
+      'torch weight ms': ms(statOf(t, 'bwdWeight')) || missing(torchPeer),
+      '×torch weight': r2(rw),
     });
     raw.push({
-      shape: s, label: label(s), batch: BATCH, gflop, ferroconv: ferro.get(s.key),
-      torch: t, ort: o, tfjsWasm: tfs,
+      shape: s,
+      label: label(s),
+      batch: BATCH,
+      gflop,
+      ferroconv: ferro.get(s.key),
+      torch: t,
+      ort: o,
+      tfjsWasm: tfs,
     });
   }
   const gm = {
-    torchFwd: geomean(ratios.torchFwd), ortFwd: geomean(ratios.ortFwd), tfFwd: geomean(ratios.tfFwd),
-    torchData: geomean(ratios.torchData), torchWeight: geomean(ratios.torchWeight),
+    torchFwd: geomean(ratios.torchFwd),
+    ortFwd: geomean(ratios.ortFwd),
+    tfFwd: geomean(ratios.tfFwd),
+    torchData: geomean(ratios.torchData),
+    torchWeight: geomean(ratios.torchWeight),
   };
-  fwdRows.push({ shape: '**geomean of ratios**', '×torch': r2(gm.torchFwd), '×ORT': r2(gm.ortFwd), '×tfjs': r2(gm.tfFwd) });
-  bwdRows.push({ shape: '**geomean of ratios**', '×torch data': r2(gm.torchData), '×torch weight': r2(gm.torchWeight) });
+  fwdRows.push({
+    shape: '**geomean of ratios**',
+    '×torch': r2(gm.torchFwd),
+    '×ORT': r2(gm.ortFwd),
+    '×tfjs': r2(gm.tfFwd),
+  });
+  bwdRows.push({
+    shape: '**geomean of ratios**',
+    '×torch data': r2(gm.torchData),
+    '×torch weight': r2(gm.torchWeight),
+  });
   fwdRows.push(...missingRows('shape', torchPeer, ortPeer, tfPeer));
   bwdRows.push(...missingRows('shape', torchPeer));
 
@@ -390,9 +484,14 @@ async function convSection(): Promise<void> {
     for (const algo of ['auto', 'direct', 'im2col', 'fft', 'winograd'] as const) {
       const st = algoRuns.get(s.key)?.[algo];
       if (!st) continue;
-      const rr = algoRatios[algo] ?? (algoRatios[algo] = { fwd: [], bwdData: [], bwdWeight: [] });
+      algoRatios[algo] ??= { fwd: [], bwdData: [], bwdWeight: [] };
+      const rr = algoRatios[algo];
       const row: TableRow = { shape: label(s), algo };
-      for (const [pass, name] of [['fwd', 'fwd'], ['bwdData', 'data'], ['bwdWeight', 'weight']] as const) {
+      for (const [pass, name] of [
+        ['fwd', 'fwd'],
+        ['bwdData', 'data'],
+        ['bwdWeight', 'weight'],
+      ] as const) {
         const q = ratio(st[pass], statOf(t, pass));
         rr[pass].push(q);
         row[`${name} GFLOP/s`] = fmt(perSec(gflop, st[pass]));
@@ -402,12 +501,23 @@ async function convSection(): Promise<void> {
     }
   }
   for (const [algo, rr] of Object.entries(algoRatios)) {
-    algoRows.push({ shape: '**geomean of ratios**', algo, '×torch fwd': r2(geomean(rr.fwd)), '×torch data': r2(geomean(rr.bwdData)), '×torch weight': r2(geomean(rr.bwdWeight)) });
+    algoRows.push({
+      shape: '**geomean of ratios**',
+      algo,
+      '×torch fwd': r2(geomean(rr.fwd)),
+      '×torch data': r2(geomean(rr.bwdData)),
+      '×torch weight': r2(geomean(rr.bwdWeight)),
+    });
   }
   algoRows.push(...missingRows('shape', torchPeer));
 
   const summary: TableRow[] = [
-    { pass: 'forward', '×torch': r2(gm.torchFwd), '×ORT': r2(gm.ortFwd), '×tfjs-wasm': r2(gm.tfFwd) + (tfStats.size ? ` (${tfStats.size} shapes)` : '') },
+    {
+      pass: 'forward',
+      '×torch': r2(gm.torchFwd),
+      '×ORT': r2(gm.ortFwd),
+      '×tfjs-wasm': r2(gm.tfFwd) + (tfStats.size ? ` (${tfStats.size} shapes)` : ''),
+    },
     { pass: 'backward-data', '×torch': r2(gm.torchData), '×ORT': '', '×tfjs-wasm': '' },
     { pass: 'backward-weight', '×torch': r2(gm.torchWeight), '×ORT': '', '×tfjs-wasm': '' },
   ];
@@ -431,8 +541,16 @@ async function convSection(): Promise<void> {
       `backward-weight ${r2(gm.torchWeight)}x vs PyTorch.`,
   );
   results.conv = {
-    batch: BATCH, distinctShapes: all.length, geomean: gm, rows: raw,
-    algorithms: algoShapes.map((s) => ({ key: s.key, label: label(s), ferroconv: algoRuns.get(s.key), torch: algoTorch.get(s.key) })),
+    batch: BATCH,
+    distinctShapes: all.length,
+    geomean: gm,
+    rows: raw,
+    algorithms: algoShapes.map((s) => ({
+      key: s.key,
+      label: label(s),
+      ferroconv: algoRuns.get(s.key),
+      torch: algoTorch.get(s.key),
+    })),
   };
 }
 
@@ -465,11 +583,23 @@ async function gemmSection(): Promise<void> {
     const fg = perSec(gflop, f);
     const tg = perSec(gflop, t);
     rows.push({
-      n, 'ferroconv ms': ms(f), 'GFLOP/s': fmt(fg), '% FMA peak': fmt(fg && (100 * fg) / fmaPeak),
-      'torch.mm ms': ms(t) || missing(torchPeer), 'torch GFLOP/s': fmt(tg), 'torch % peak': fmt(tg && (100 * tg) / fmaPeak),
+      n,
+      'ferroconv ms': ms(f),
+      'GFLOP/s': fmt(fg),
+      '% FMA peak': fmt(fg && (100 * fg) / fmaPeak),
+      'torch.mm ms': ms(t) || missing(torchPeer),
+      'torch GFLOP/s': fmt(tg),
+      'torch % peak': fmt(tg && (100 * tg) / fmaPeak),
       '×torch': r2(ratio(f, t)),
     });
-    raw.push({ n, gflop, ferroconv: f, torch: t, ferroPctPeak: fg && (100 * fg) / fmaPeak, torchPctPeak: tg && (100 * tg) / fmaPeak });
+    raw.push({
+      n,
+      gflop,
+      ferroconv: f,
+      torch: t,
+      ferroPctPeak: fg && (100 * fg) / fmaPeak,
+      torchPctPeak: tg && (100 * tg) / fmaPeak,
+    });
   }
   rows.push(...missingRows('n', torchPeer));
   emit(
@@ -499,7 +629,13 @@ interface E2eRow {
 }
 const e2eRows: E2eRow[] = [];
 
-async function e2e(kind: 'infer' | 'train', model: string, batch: number, fws: Framework[], onnx?: string): Promise<E2eRow> {
+async function e2e(
+  kind: 'infer' | 'train',
+  model: string,
+  batch: number,
+  fws: Framework[],
+  onnx?: string,
+): Promise<E2eRow> {
   const row: E2eRow = { kind, model, batch, byFw: {} };
   for (const fw of fws) {
     if (fw === 'torch' && !torchPeer.api) continue;
@@ -507,7 +643,9 @@ async function e2e(kind: 'infer' | 'train', model: string, batch: number, fws: F
     const spec: RowSpec = { fw, kind, model, batch, threads, timing: TIMING.e2e, onnx, spin };
     const r = await runRowIsolated(spec);
     row.byFw[fw] = r;
-    log(`${kind} ${model} b${batch} ${fw}: ${r.error ?? `${fmt(r.step && batch / r.step.median)} img/s, ${fmt((r.maxRssKb ?? 0) / 1024)} MB`}`);
+    log(
+      `${kind} ${model} b${batch} ${fw}: ${r.error ?? `${fmt(r.step && batch / r.step.median)} img/s, ${fmt((r.maxRssKb ?? 0) / 1024)} MB`}`,
+    );
   }
   e2eRows.push(row);
   return row;
@@ -530,9 +668,16 @@ async function inferSection(): Promise<void> {
   const onnxFiles = new Map<string, string>();
   if (ortPeer.api && torchPeer.api) {
     log('infer: exporting the zoo to ONNX (cached)');
-    const exp = await exportOnnx({ dir: onnxDir, threads, convs: [], models: zoo.map((m) => ({ file: `${m}.onnx`, model: m })) });
+    const exp = await exportOnnx({
+      dir: onnxDir,
+      threads,
+      convs: [],
+      models: zoo.map((m) => ({ file: `${m}.onnx`, model: m })),
+    });
     if ('error' in exp) log(`infer: ${exp.error}`);
-    else for (const m of zoo) if (![...exp.failed.map((f) => f.file)].includes(`${m}.onnx`)) onnxFiles.set(m, join(onnxDir, `${m}.onnx`));
+    else
+      for (const m of zoo)
+        if (![...exp.failed.map((f) => f.file)].includes(`${m}.onnx`)) onnxFiles.set(m, join(onnxDir, `${m}.onnx`));
   }
   const rows: TableRow[] = [];
   const rt: (number | undefined)[] = [];
@@ -546,8 +691,13 @@ async function inferSection(): Promise<void> {
       rt.push(qt);
       ro.push(qo);
       rows.push({
-        model, batch, 'ferroconv img/s': cellImgs(r, 'ferroconv'), 'torch img/s': cellImgs(r, 'torch', torchPeer),
-        'ORT img/s': cellImgs(r, 'ort', ortPeer, 'no model'), '×torch': r2(qt), '×ORT': r2(qo),
+        model,
+        batch,
+        'ferroconv img/s': cellImgs(r, 'ferroconv'),
+        'torch img/s': cellImgs(r, 'torch', torchPeer),
+        'ORT img/s': cellImgs(r, 'ort', ortPeer, 'no model'),
+        '×torch': r2(qt),
+        '×ORT': r2(qo),
       });
     }
   }
@@ -572,13 +722,19 @@ async function inferSection(): Promise<void> {
 
 async function trainSection(): Promise<void> {
   const rows: TableRow[] = [];
-  for (const [model, batch] of [['resnet18', 16], ['mnistnet', 64]] as const) {
+  for (const [model, batch] of [
+    ['resnet18', 16],
+    ['mnistnet', 64],
+  ] as const) {
     const r = await e2e('train', model, batch, ['ferroconv', 'torch']);
     const f = imgs(r, 'ferroconv');
     const t = imgs(r, 'torch');
     rows.push({
-      model, batch, input: model === 'mnistnet' ? '1x28x28' : '3x224x224',
-      'ferroconv img/s': cellImgs(r, 'ferroconv'), 'torch img/s': cellImgs(r, 'torch', torchPeer),
+      model,
+      batch,
+      input: model === 'mnistnet' ? '1x28x28' : '3x224x224',
+      'ferroconv img/s': cellImgs(r, 'ferroconv'),
+      'torch img/s': cellImgs(r, 'torch', torchPeer),
       '×torch': r2(f && t ? f / t : undefined),
     });
   }
@@ -589,7 +745,9 @@ async function trainSection(): Promise<void> {
       `statistics). ResNet-18 from the zoo / torchvision; the MNIST network is models.mnistNet() and its PyTorch twin.\n\n${mdTable(rows)}`,
   );
   for (const r of e2eRows.filter((x) => x.kind === 'train')) {
-    headline.push(`Training ${r.model} batch ${r.batch}: ferroconv ${cellImgs(r, 'ferroconv')} vs PyTorch ${cellImgs(r, 'torch', torchPeer)} images/s.`);
+    headline.push(
+      `Training ${r.model} batch ${r.batch}: ferroconv ${cellImgs(r, 'ferroconv')} vs PyTorch ${cellImgs(r, 'torch', torchPeer)} images/s.`,
+    );
   }
   results.train = e2eRows.filter((r) => r.kind === 'train');
 }
@@ -604,7 +762,14 @@ async function memorySection(): Promise<void> {
   const n = shape.reduce((a, b) => a * b, 1);
   const c = shape[1];
   const x = det(n, 1);
-  const pool = { inputShape: shape, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], ceilMode: false };
+  const pool = {
+    inputShape: shape,
+    kernel: [3, 3],
+    stride: [2, 2],
+    padding: [1, 1],
+    dilation: [1, 1],
+    ceilMode: false,
+  };
   const [oh, ow] = native.pool2dOutputSize(pool);
   const pooled = shape[0] * c * oh * ow;
   const out = new Float32Array(pooled);
@@ -622,31 +787,45 @@ async function memorySection(): Promise<void> {
   // Bytes each op must move at least once (reads + writes; no write-allocate, as the triad counts).
   const ops = [
     {
-      id: 'maxpool', name: 'max pool 3x3 s2 p1 (inference, no indices)', torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1 },
-      ferroBytes: (n + pooled) * B, torchBytes: (n + pooled) * B,
+      id: 'maxpool',
+      name: 'max pool 3x3 s2 p1 (inference, no indices)',
+      torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1 },
+      ferroBytes: (n + pooled) * B,
+      torchBytes: (n + pooled) * B,
       run: () => native.maxPool2dForwardNoIndices(x, out, pool),
     },
     {
-      id: 'maxpoolIdx', name: 'max pool 3x3 s2 p1 + argmax indices (training)',
+      id: 'maxpoolIdx',
+      name: 'max pool 3x3 s2 p1 + argmax indices (training)',
       torch: { kind: 'maxpool', shape, kernel: 3, stride: 2, padding: 1, indices: true },
-      ferroBytes: (n + 2 * pooled) * B, torchBytes: (n + pooled) * B + pooled * 8,
+      ferroBytes: (n + 2 * pooled) * B,
+      torchBytes: (n + pooled) * B + pooled * 8,
       run: () => native.maxPool2dForward(x, out, idx, pool),
       note: 'bytes include the indices written, int32 for ferroconv and int64 for torch (return_indices=True)',
     },
     {
-      id: 'avgpool', name: 'global avg pool', torch: { kind: 'avgpool', shape },
-      ferroBytes: n * B, torchBytes: n * B,
+      id: 'avgpool',
+      name: 'global avg pool',
+      torch: { kind: 'avgpool', shape },
+      ferroBytes: n * B,
+      torchBytes: n * B,
       run: () => native.adaptiveAvgPool2dForward(x, gap, { inputShape: shape, outputSize: [1, 1] }),
     },
     {
-      id: 'bnTrain', name: 'batch norm, train forward', torch: { kind: 'bnTrain', shape },
-      ferroBytes: 3 * n * B, torchBytes: 3 * n * B,
+      id: 'bnTrain',
+      name: 'batch norm, train forward',
+      torch: { kind: 'bnTrain', shape },
+      ferroBytes: 3 * n * B,
+      torchBytes: 3 * n * B,
       run: () => native.batchNorm2dForwardTrain(x, ones, zerosC, rm, rv, y, sm, si, bn),
       note: 'counted as two reads of x (statistics, then normalise) and one write',
     },
     {
-      id: 'bnEval', name: 'batch norm, eval forward', torch: { kind: 'bnEval', shape },
-      ferroBytes: 2 * n * B, torchBytes: 2 * n * B,
+      id: 'bnEval',
+      name: 'batch norm, eval forward',
+      torch: { kind: 'bnEval', shape },
+      ferroBytes: 2 * n * B,
+      torchBytes: 2 * n * B,
       run: () => native.batchNorm2dForwardEval(x, ones, zerosC, rm, rv, y, bn),
     },
   ];
@@ -669,11 +848,25 @@ async function memorySection(): Promise<void> {
     const fg = perSec(op.ferroBytes / 1e9, f);
     const tg = perSec(op.torchBytes / 1e9, t);
     rows.push({
-      op: op.name, 'ferroconv ms': ms(f), 'GB/s': fmt(fg), '% of bandwidth': fmt(fg && (100 * fg) / bandwidth),
-      'torch ms': ms(t) || missing(torchPeer), 'torch GB/s': fmt(tg), 'torch % of bandwidth': fmt(tg && (100 * tg) / bandwidth),
+      op: op.name,
+      'ferroconv ms': ms(f),
+      'GB/s': fmt(fg),
+      '% of bandwidth': fmt(fg && (100 * fg) / bandwidth),
+      'torch ms': ms(t) || missing(torchPeer),
+      'torch GB/s': fmt(tg),
+      'torch % of bandwidth': fmt(tg && (100 * tg) / bandwidth),
       '×torch': r2(ratio(f, t)),
     });
-    raw.push({ ...op, run: undefined, ferroconv: f, torch: t, ferroGbs: fg, torchGbs: tg, ferroPct: fg && (100 * fg) / bandwidth, torchPct: tg && (100 * tg) / bandwidth });
+    raw.push({
+      ...op,
+      run: undefined,
+      ferroconv: f,
+      torch: t,
+      ferroGbs: fg,
+      torchGbs: tg,
+      ferroPct: fg && (100 * fg) / bandwidth,
+      torchPct: tg && (100 * tg) / bandwidth,
+    });
   }
   rows.push(...missingRows('op', torchPeer));
   const rss: TableRow[] = e2eRows.map((r) => {
@@ -683,7 +876,13 @@ async function memorySection(): Promise<void> {
       if (!x) return peer && !peer.api ? 'missing' : '';
       return fmt((x.maxRssKb ?? 0) / 1024);
     };
-    return { row: `${r.kind} ${r.model}`, batch: r.batch, 'ferroconv MB': mb('ferroconv'), 'torch MB': mb('torch', torchPeer), 'ORT MB': mb('ort') };
+    return {
+      row: `${r.kind} ${r.model}`,
+      batch: r.batch,
+      'ferroconv MB': mb('ferroconv'),
+      'torch MB': mb('torch', torchPeer),
+      'ORT MB': mb('ort'),
+    };
   });
   emit(
     `## 5. Memory\n\n### Peak RSS of each end-to-end row\n\n` +
@@ -693,14 +892,32 @@ async function memorySection(): Promise<void> {
       `Input [${shape.join(', ')}] (${fmt((n * B) / 1e6)} MB). GB/s counts the bytes each op must read and write once; ` +
       `% is of the triad bandwidth measured by this run (**${fmt(bandwidth)} GB/s**, ${threads} threads, best of ` +
       `${bandwidthReadings.map((x) => fmt(x)).join(', ')}). ` +
-      `${ops.filter((o) => o.note).map((o) => `${o.name}: ${o.note}.`).join(' ')} Over 100% means part of the ` +
+      `${ops
+        .filter((o) => o.note)
+        .map((o) => `${o.name}: ${o.note}.`)
+        .join(' ')} Over 100% means part of the ` +
       `traffic came from cache (the L3 keeps part of x between the two passes of batch norm).\n\n${mdTable(rows)}`,
   );
   headline.push(
     `Pooling / batch norm, % of the measured bandwidth (${fmt(bandwidth)} GB/s): ` +
-      raw.map((r) => { const x = r as { name: string; ferroPct?: number; torchPct?: number }; return `${x.name} ${fmt(x.ferroPct)}%${x.torchPct ? ` (torch ${fmt(x.torchPct)}%)` : ''}`; }).join(', ') + '.',
+      raw
+        .map((r) => {
+          const x = r as { name: string; ferroPct?: number; torchPct?: number };
+          return `${x.name} ${fmt(x.ferroPct)}%${x.torchPct ? ` (torch ${fmt(x.torchPct)}%)` : ''}`;
+        })
+        .join(', ') +
+      '.',
   );
-  results.memory = { triadBandwidthGbs: bandwidth, ops: raw, rss: e2eRows.map((r) => ({ kind: r.kind, model: r.model, batch: r.batch, maxRssKb: Object.fromEntries(Object.entries(r.byFw).map(([k, v]) => [k, v?.maxRssKb])) })) };
+  results.memory = {
+    triadBandwidthGbs: bandwidth,
+    ops: raw,
+    rss: e2eRows.map((r) => ({
+      kind: r.kind,
+      model: r.model,
+      batch: r.batch,
+      maxRssKb: Object.fromEntries(Object.entries(r.byFw).map(([k, v]) => [k, v?.maxRssKb])),
+    })),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,7 +949,10 @@ const busy = loads[0].load1 > 0.5;
 emit(
   `## Notes\n\n` +
     `- Run took ${elapsed()}. Load average (1 min) at start ${loads[0].load1} (before this run did anything), ` +
-    `then ${loads.slice(1).map((l) => `${l.load1} ${l.at}`).join(', ')}.` +
+    `then ${loads
+      .slice(1)
+      .map((l) => `${l.load1} ${l.at}`)
+      .join(', ')}.` +
     (busy
       ? ` **The machine was shared with other work during this run, so absolute numbers are noisy (and low); ratios ` +
         `from the same run are more telling, but a busy neighbour can still favour whichever side ran at a quiet moment.**`
@@ -746,6 +966,8 @@ results.seconds = (Date.now() - started) / 1000;
 const resultsDir = join(BENCH_DIR, 'results');
 mkdirSync(resultsDir, { recursive: true });
 const suffix = quick ? '-quick' : '';
-writeFileSync(join(resultsDir, `${date}-${hostname()}${suffix}.json`), JSON.stringify(results, null, 1) + '\n');
+writeFileSync(join(resultsDir, `${date}-${hostname()}${suffix}.json`), `${JSON.stringify(results, null, 1)}\n`);
 writeFileSync(join(resultsDir, quick ? 'quick-latest.md' : 'latest.md'), md.join('\n'));
-log(`wrote bench/results/${date}-${hostname()}${suffix}.json and bench/results/${quick ? 'quick-latest.md' : 'latest.md'}`);
+log(
+  `wrote bench/results/${date}-${hostname()}${suffix}.json and bench/results/${quick ? 'quick-latest.md' : 'latest.md'}`,
+);

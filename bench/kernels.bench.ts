@@ -54,8 +54,12 @@ async function convRows(): Promise<void> {
   // --quick leaves out the VGG row (about 30 GFLOP per call at batch 8).
   for (const s of quick ? SHAPES.filter((x) => !x.name.startsWith('vgg')) : SHAPES) {
     const args = {
-      inputShape: [s.n, s.c, s.h, s.w], weightShape: [s.oc, s.c / s.groups, s.k, s.k],
-      stride: [s.stride, s.stride], padding: [s.pad, s.pad, s.pad, s.pad], dilation: [1, 1], groups: s.groups,
+      inputShape: [s.n, s.c, s.h, s.w],
+      weightShape: [s.oc, s.c / s.groups, s.k, s.k],
+      stride: [s.stride, s.stride],
+      padding: [s.pad, s.pad, s.pad, s.pad],
+      dilation: [1, 1],
+      groups: s.groups,
     };
     const [oh, ow] = native.conv2dOutputSize(args);
     const x = rand(s.n * s.c * s.h * s.w);
@@ -73,9 +77,12 @@ async function convRows(): Promise<void> {
       const td = await measure(`${s.name} ${algo} bwd-data`, () => native.conv2dBackwardData(gy, w, gx, a));
       const tw = await measure(`${s.name} ${algo} bwd-weight`, () => native.conv2dBackwardWeight(x, gy, gw, null, a));
       rows.push({
-        layer: s.name, algo,
-        'fwd ms': +(tf * 1e3).toFixed(2), 'fwd GFLOP/s': +(flops / tf / 1e9).toFixed(1),
-        'bwd-data GFLOP/s': +(flops / td / 1e9).toFixed(1), 'bwd-weight GFLOP/s': +(flops / tw / 1e9).toFixed(1),
+        layer: s.name,
+        algo,
+        'fwd ms': +(tf * 1e3).toFixed(2),
+        'fwd GFLOP/s': +(flops / tf / 1e9).toFixed(1),
+        'bwd-data GFLOP/s': +(flops / td / 1e9).toFixed(1),
+        'bwd-weight GFLOP/s': +(flops / tw / 1e9).toFixed(1),
       });
       console.error(JSON.stringify(rows.at(-1)));
     }
@@ -86,15 +93,34 @@ async function memoryRows(): Promise<void> {
   const shape = [8, 64, 112, 112];
   const n = shape.reduce((a, b) => a * b, 1);
   const x = rand(n);
-  const pool = { inputShape: shape, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], ceilMode: false };
+  const pool = {
+    inputShape: shape,
+    kernel: [3, 3],
+    stride: [2, 2],
+    padding: [1, 1],
+    dilation: [1, 1],
+    ceilMode: false,
+  };
   const [oh, ow] = native.pool2dOutputSize(pool);
   const out = new Float32Array(8 * 64 * oh * ow);
   const idx = new Int32Array(out.length);
   const tMax = await measure('maxpool 3x3 s2', () => native.maxPool2dForward(x, out, idx, pool));
-  rows.push({ layer: 'maxpool 3x3 s2 [8,64,112,112]', algo: '-', 'fwd ms': +(tMax * 1e3).toFixed(2), 'GB/s': +(((n + 2 * out.length) * 4) / tMax / 1e9).toFixed(1) });
+  rows.push({
+    layer: 'maxpool 3x3 s2 [8,64,112,112]',
+    algo: '-',
+    'fwd ms': +(tMax * 1e3).toFixed(2),
+    'GB/s': +(((n + 2 * out.length) * 4) / tMax / 1e9).toFixed(1),
+  });
   const gap = new Float32Array(8 * 64);
-  const tGap = await measure('global avg pool', () => native.adaptiveAvgPool2dForward(x, gap, { inputShape: shape, outputSize: [1, 1] }));
-  rows.push({ layer: 'global avgpool [8,64,112,112]', algo: '-', 'fwd ms': +(tGap * 1e3).toFixed(2), 'GB/s': +((n * 4) / tGap / 1e9).toFixed(1) });
+  const tGap = await measure('global avg pool', () =>
+    native.adaptiveAvgPool2dForward(x, gap, { inputShape: shape, outputSize: [1, 1] }),
+  );
+  rows.push({
+    layer: 'global avgpool [8,64,112,112]',
+    algo: '-',
+    'fwd ms': +(tGap * 1e3).toFixed(2),
+    'GB/s': +((n * 4) / tGap / 1e9).toFixed(1),
+  });
   const y = new Float32Array(n);
   const c = 64;
   const bnArgs = { inputShape: shape, momentum: 0.1, eps: 1e-5 };
@@ -104,11 +130,23 @@ async function memoryRows(): Promise<void> {
   const rv = new Float32Array(c).fill(1);
   const sm = new Float32Array(c);
   const si = new Float32Array(c);
-  const tTrain = await measure('bn train', () => native.batchNorm2dForwardTrain(x, ones, zerosC, rm, rv, y, sm, si, bnArgs));
+  const tTrain = await measure('bn train', () =>
+    native.batchNorm2dForwardTrain(x, ones, zerosC, rm, rv, y, sm, si, bnArgs),
+  );
   // training forward reads x twice (statistics, then normalise) and writes y once
-  rows.push({ layer: 'batchnorm train fwd [8,64,112,112]', algo: '-', 'fwd ms': +(tTrain * 1e3).toFixed(2), 'GB/s': +((3 * n * 4) / tTrain / 1e9).toFixed(1) });
+  rows.push({
+    layer: 'batchnorm train fwd [8,64,112,112]',
+    algo: '-',
+    'fwd ms': +(tTrain * 1e3).toFixed(2),
+    'GB/s': +((3 * n * 4) / tTrain / 1e9).toFixed(1),
+  });
   const tEval = await measure('bn eval', () => native.batchNorm2dForwardEval(x, ones, zerosC, rm, rv, y, bnArgs));
-  rows.push({ layer: 'batchnorm eval fwd [8,64,112,112]', algo: '-', 'fwd ms': +(tEval * 1e3).toFixed(2), 'GB/s': +((2 * n * 4) / tEval / 1e9).toFixed(1) });
+  rows.push({
+    layer: 'batchnorm eval fwd [8,64,112,112]',
+    algo: '-',
+    'fwd ms': +(tEval * 1e3).toFixed(2),
+    'GB/s': +((2 * n * 4) / tEval / 1e9).toFixed(1),
+  });
 }
 
 async function gemmRows(): Promise<void> {
@@ -117,7 +155,12 @@ async function gemmRows(): Promise<void> {
     const b = rand(n * n);
     const c = new Float32Array(n * n);
     const t = await measure(`sgemm ${n}`, () => native.sgemm(false, false, n, n, n, 1, a, b, 0, c));
-    rows.push({ layer: `sgemm ${n}x${n}x${n}`, algo: '-', 'fwd ms': +(t * 1e3).toFixed(2), 'fwd GFLOP/s': +((2 * n ** 3) / t / 1e9).toFixed(1) });
+    rows.push({
+      layer: `sgemm ${n}x${n}x${n}`,
+      algo: '-',
+      'fwd ms': +(t * 1e3).toFixed(2),
+      'fwd GFLOP/s': +((2 * n ** 3) / t / 1e9).toFixed(1),
+    });
     console.error(JSON.stringify(rows.at(-1)));
   }
 }

@@ -40,7 +40,7 @@ for (const [name, fn] of Object.entries(binding)) {
       const [oc, icg, kh, kw] = args.weightShape;
       const [n, , h, w] = args.inputShape;
       const s = args.stride ?? [1, 1];
-      key = `${name} ${kh}x${kw}${s[0] > 1 ? '/s' + s[0] : ''}`;
+      key = `${name} ${kh}x${kw}${s[0] > 1 ? `/s${s[0]}` : ''}`;
       const out = a[a.length - 2] as Float32Array;
       flops = 2 * out.length * icg * kh * kw;
       void n;
@@ -88,14 +88,18 @@ for (const name of values.models!.split(',')) {
   const faults = (process.resourceUsage().minorPageFault - faults0) / iters;
   const total = times.reduce((a, b) => a + b, 0) / iters;
   const nat = nativeMs / iters;
-  console.log(`\n== ${name} b${batch}: ${total.toFixed(1)} ms/forward (${((batch * 1000) / total).toFixed(2)} img/s; ` +
-    `min ${Math.min(...times).toFixed(1)}), native ${nat.toFixed(1)} ms, JS-side ${(total - nat).toFixed(1)} ms, ` +
-    `${Math.round(faults)} minor faults/forward (${((faults * 4096) / 2 ** 20).toFixed(0)} MiB first-touched)`);
+  console.log(
+    `\n== ${name} b${batch}: ${total.toFixed(1)} ms/forward (${((batch * 1000) / total).toFixed(2)} img/s; ` +
+      `min ${Math.min(...times).toFixed(1)}), native ${nat.toFixed(1)} ms, JS-side ${(total - nat).toFixed(1)} ms, ` +
+      `${Math.round(faults)} minor faults/forward (${((faults * 4096) / 2 ** 20).toFixed(0)} MiB first-touched)`,
+  );
   const rows = [...acc.entries()].sort((a, b) => b[1].ms - a[1].ms);
   for (const [k, e] of rows) {
     const ms = e.ms / iters;
     const gf = e.flops ? ` ${(e.flops / (e.ms / 1000) / 1e9).toFixed(1)} GFLOP/s` : '';
-    console.log(`  ${k.padEnd(36)} ${ms.toFixed(1).padStart(8)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}%  ${String(e.calls / iters).padStart(4)} calls${gf}`);
+    console.log(
+      `  ${k.padEnd(36)} ${ms.toFixed(1).padStart(8)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}%  ${String(e.calls / iters).padStart(4)} calls${gf}`,
+    );
   }
 }
 
@@ -111,5 +115,7 @@ for (const name of values.models!.split(',')) {
   t0 = performance.now();
   for (let i = 0; i < reps; i++) buf.fill(1);
   const reused = (performance.now() - t0) / reps;
-  console.log(`\nfill of ${((n * 4) / 2 ** 20).toFixed(0)} MiB: fresh Float32Array ${fresh.toFixed(2)} ms, reused ${reused.toFixed(2)} ms`);
+  console.log(
+    `\nfill of ${((n * 4) / 2 ** 20).toFixed(0)} MiB: fresh Float32Array ${fresh.toFixed(2)} ms, reused ${reused.toFixed(2)} ms`,
+  );
 }

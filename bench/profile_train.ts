@@ -32,8 +32,14 @@ const add = (m: Map<string, number>, k: string, dt: number): void => {
 
 // Only leaf layers are wrapped, so nested calls are not counted twice.
 const leafClasses: Record<string, { prototype: { forward: (...a: Tensor[]) => Tensor } }> = {
-  Conv2d: nn.Conv2d, BatchNorm2d: nn.BatchNorm2d, ReLU: nn.ReLU, MaxPool2d: nn.MaxPool2d,
-  AdaptiveAvgPool2d: nn.AdaptiveAvgPool2d, Linear: nn.Linear, Flatten: nn.Flatten, Dropout: nn.Dropout,
+  Conv2d: nn.Conv2d,
+  BatchNorm2d: nn.BatchNorm2d,
+  ReLU: nn.ReLU,
+  MaxPool2d: nn.MaxPool2d,
+  AdaptiveAvgPool2d: nn.AdaptiveAvgPool2d,
+  Linear: nn.Linear,
+  Flatten: nn.Flatten,
+  Dropout: nn.Dropout,
 };
 let timing = false;
 for (const [name, cls] of Object.entries(leafClasses)) {
@@ -126,12 +132,20 @@ await new Promise((r) => setTimeout(r, 50)); // let the gc observer flush
 
 const per = (ms: number): string => (ms / steps).toFixed(1);
 const table = (m: Map<string, number>, total: number) => {
-  const rows = [...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => ({ op: k, 'ms/step': per(v), '%': ((100 * v) / total).toFixed(1) }));
+  const rows = [...m]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => ({ op: k, 'ms/step': per(v), '%': ((100 * v) / total).toFixed(1) }));
   const inside = [...m.values()].reduce((a, b) => a + b, 0);
-  rows.push({ op: '(outside the timed ops)', 'ms/step': per(total - inside), '%': ((100 * (total - inside)) / total).toFixed(1) });
+  rows.push({
+    op: '(outside the timed ops)',
+    'ms/step': per(total - inside),
+    '%': ((100 * (total - inside)) / total).toFixed(1),
+  });
   return rows;
 };
-console.log(`${values.model} batch ${batch}: ${steps} steps, ${(wall / steps).toFixed(1)} ms/step, ${((batch * steps * 1000) / wall).toFixed(2)} img/s, ${(nParams / 1e6).toFixed(2)}M params`);
+console.log(
+  `${values.model} batch ${batch}: ${steps} steps, ${(wall / steps).toFixed(1)} ms/step, ${((batch * steps * 1000) / wall).toFixed(2)} img/s, ${(nParams / 1e6).toFixed(2)}M params`,
+);
 console.log('phases (ms/step):', Object.fromEntries(Object.entries(phase).map(([k, v]) => [k, Number(per(v))])));
 console.log('forward by layer:');
 console.table(table(fwd, phase.forward));

@@ -56,7 +56,9 @@ const perEpoch = data.train.length;
 let warmup = values.warmup !== undefined ? Math.floor(positive('warmup', 0)) : 3 * perEpoch;
 if (warmup >= steps / 2) {
   const scaled = Math.floor(steps / 4);
-  console.log(`soak: a ${warmup}-step warm-up leaves too few samples in ${steps} steps; using ${scaled} (a short check, not a soak)`);
+  console.log(
+    `soak: a ${warmup}-step warm-up leaves too few samples in ${steps} steps; using ${scaled} (a short check, not a soak)`,
+  );
   warmup = scaled;
 }
 const epochs = Math.ceil(steps / perEpoch);
@@ -99,7 +101,9 @@ try {
         samples.push({ step, rss: m.rss, heap: m.heapUsed, buffers: m.arrayBuffers });
         if (step % Math.max(sampleEvery, Math.round(steps / 10 / sampleEvery) * sampleEvery) === 0) {
           const secs = (performance.now() - t0) / 1000;
-          console.log(`  step ${step}/${steps}: loss ${lastLoss.toFixed(4)}, RSS ${mb(m.rss)} MB, JS heap ${mb(m.heapUsed)} MB, array buffers ${mb(m.arrayBuffers)} MB, ${(step / secs).toFixed(1)} steps/s`);
+          console.log(
+            `  step ${step}/${steps}: loss ${lastLoss.toFixed(4)}, RSS ${mb(m.rss)} MB, JS heap ${mb(m.heapUsed)} MB, array buffers ${mb(m.arrayBuffers)} MB, ${(step / secs).toFixed(1)} steps/s`,
+          );
         }
       }
       // As fit() does between steps, so timers and I/O run.
@@ -107,7 +111,13 @@ try {
       if (step >= steps) break;
     }
     // As fit() does at each epoch end (the main job keeps a resumable checkpoint).
-    saveCheckpoint(ckpt, model, { epoch, optimizer: optimizer.stateDict(), scheduler: sched.scheduler.stateDict(), loader: data.train.getState(), rng: globalRng.getState() });
+    saveCheckpoint(ckpt, model, {
+      epoch,
+      optimizer: optimizer.stateDict(),
+      scheduler: sched.scheduler.stateDict(),
+      loader: data.train.getState(),
+      rng: globalRng.getState(),
+    });
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
@@ -116,7 +126,9 @@ try {
 const secs = (performance.now() - t0) / 1000;
 const after = samples.filter((s) => s.step > warmup);
 if (after.length === 0) {
-  console.log(`soak: no RSS sample after the warm-up (${steps} steps, sample every ${sampleEvery}); nothing to compare`);
+  console.log(
+    `soak: no RSS sample after the warm-up (${steps} steps, sample every ${sampleEvery}); nothing to compare`,
+  );
   process.exit(2);
 }
 const median = (xs: number[]): number => {
@@ -132,8 +144,11 @@ const growth = (100 * (rssLast - rssFirst)) / rssFirst;
 const max = Math.max(...samples.map((s) => s.rss));
 const ok = growth <= maxGrowth;
 const range = (xs: Sample[]): string => `steps ${xs[0].step}-${xs[xs.length - 1].step}`;
-const change = (pick: (s: Sample) => number): string => `${mb(median(first.map(pick)))} -> ${mb(median(last.map(pick)))} MB`;
-console.log(`soak: ${step} steps in ${secs.toFixed(1)} s (${(step / secs).toFixed(1)} steps/s), final loss ${lastLoss.toFixed(4)}`);
+const change = (pick: (s: Sample) => number): string =>
+  `${mb(median(first.map(pick)))} -> ${mb(median(last.map(pick)))} MB`;
+console.log(
+  `soak: ${step} steps in ${secs.toFixed(1)} s (${(step / secs).toFixed(1)} steps/s), final loss ${lastLoss.toFixed(4)}`,
+);
 console.log(
   `soak: RSS after the warm-up: median ${mb(rssFirst)} MB over the first 10% (${range(first)}), ${mb(rssLast)} MB over the last 10% (${range(last)}): ` +
     `growth ${growth >= 0 ? '+' : ''}${growth.toFixed(2)}% (limit +${maxGrowth}%), max ${mb(max)} MB; JS heap ${change((s) => s.heap)}, ` +

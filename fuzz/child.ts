@@ -33,7 +33,8 @@ export type ChildMessage =
 /** Status record: [1 (written), index of the input being run, ok, error, crash, hang]. */
 export const STATUS_WORDS = 6;
 
-const send = (m: ChildMessage): Promise<void> => new Promise((resolve) => process.send!(m, undefined, {}, () => resolve()));
+const send = (m: ChildMessage): Promise<void> =>
+  new Promise((resolve) => process.send!(m, undefined, {}, () => resolve()));
 
 // Whole stacks: for a stack overflow, the frame that started the recursion is at the bottom.
 Error.stackTraceLimit = Infinity;
@@ -73,11 +74,27 @@ process.once('message', async (req: ChildRequest) => {
       onFinding: (finding) => void pending.push(send({ type: 'finding', finding })),
     });
     await Promise.all(pending);
-    await send({ type: 'done', counts: result.counts, signatures: result.signatures, next: result.next, overMemory: result.overMemory });
+    await send({
+      type: 'done',
+      counts: result.counts,
+      signatures: result.signatures,
+      next: result.next,
+      overMemory: result.overMemory,
+    });
   } catch (e) {
     // A failure of the harness itself (not of an input): report it as a finding at the index
     // the status file names, then let the parent see the exit code.
-    await send({ type: 'finding', finding: makeFinding(target, 'crash', req.seed, -1, `fuzz harness failed: ${(e as Error)?.message ?? e}`, (e as Error)?.stack) });
+    await send({
+      type: 'finding',
+      finding: makeFinding(
+        target,
+        'crash',
+        req.seed,
+        -1,
+        `fuzz harness failed: ${(e as Error)?.message ?? e}`,
+        (e as Error)?.stack,
+      ),
+    });
     process.exitCode = 3;
   } finally {
     closeSync(fd);

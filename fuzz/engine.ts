@@ -70,7 +70,9 @@ export interface Finding {
 
 export function loadCorpus(name: string): Uint8Array[] {
   const dir = join(FUZZ_DIR, 'corpus', name);
-  const files = readdirSync(dir).filter((f) => !f.startsWith('.')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => !f.startsWith('.'))
+    .sort();
   if (files.length === 0) throw new Error(`fuzz: no seed files in ${dir}`);
   return files.map((f) => new Uint8Array(readFileSync(join(dir, f))));
 }
@@ -112,7 +114,9 @@ function firstLine(s: string): string {
 
 function describeThrown(e: unknown): string {
   try {
-    return typeof e === 'object' && e !== null ? `${Object.prototype.toString.call(e)} ${JSON.stringify(e)?.slice(0, 200)}` : String(e);
+    return typeof e === 'object' && e !== null
+      ? `${Object.prototype.toString.call(e)} ${JSON.stringify(e)?.slice(0, 200)}`
+      : String(e);
   } catch {
     return Object.prototype.toString.call(e);
   }
@@ -132,24 +136,38 @@ export function compactStack(stack: string | undefined): string | undefined {
     let best = { period: 1, times: 1 };
     for (let p = 1; p <= 4; p++) {
       let t = 1;
-      while (i + (t + 1) * p <= lines.length && lines.slice(i + t * p, i + (t + 1) * p).join('\n') === lines.slice(i, i + p).join('\n')) t++;
+      while (
+        i + (t + 1) * p <= lines.length &&
+        lines.slice(i + t * p, i + (t + 1) * p).join('\n') === lines.slice(i, i + p).join('\n')
+      )
+        t++;
       if (t * p > best.times * best.period && t > 2) best = { period: p, times: t };
     }
     out.push(...lines.slice(i, i + best.period));
-    if (best.times > 2) out.push(`    ... ${(best.times - 1).toLocaleString('en')} more of the same ${best.period === 1 ? 'frame' : `${best.period} frames`}`);
+    if (best.times > 2)
+      out.push(
+        `    ... ${(best.times - 1).toLocaleString('en')} more of the same ${best.period === 1 ? 'frame' : `${best.period} frames`}`,
+      );
     i += best.period * best.times;
   }
   return out.slice(0, 60).join('\n');
 }
 
 /** Classifies what an execute() threw: the parser's own Error, or a crash (with its message). */
-export function classify(target: Target, thrown: unknown): { outcome: 'error' | 'crash'; message: string; stack?: string } {
-  if (!(thrown instanceof Error)) return { outcome: 'crash', message: `non-Error thrown: ${firstLine(describeThrown(thrown))}` };
+export function classify(
+  target: Target,
+  thrown: unknown,
+): { outcome: 'error' | 'crash'; message: string; stack?: string } {
+  if (!(thrown instanceof Error))
+    return { outcome: 'crash', message: `non-Error thrown: ${firstLine(describeThrown(thrown))}` };
   const message = String(thrown.message);
   const stack = compactStack(typeof thrown.stack === 'string' ? thrown.stack : undefined);
-  if (thrown instanceof InvariantError) return { outcome: 'crash', message: `invariant broken: ${firstLine(message)}`, stack };
-  if (Object.getPrototypeOf(thrown) !== Error.prototype) return { outcome: 'crash', message: `${thrown.name}: ${firstLine(message)}`, stack };
-  if (!target.isParserError(message)) return { outcome: 'crash', message: `Error not from the parser: ${firstLine(message)}`, stack };
+  if (thrown instanceof InvariantError)
+    return { outcome: 'crash', message: `invariant broken: ${firstLine(message)}`, stack };
+  if (Object.getPrototypeOf(thrown) !== Error.prototype)
+    return { outcome: 'crash', message: `${thrown.name}: ${firstLine(message)}`, stack };
+  if (!target.isParserError(message))
+    return { outcome: 'crash', message: `Error not from the parser: ${firstLine(message)}`, stack };
   return { outcome: 'error', message: firstLine(message), stack };
 }
 
@@ -172,7 +190,13 @@ export async function runOne(target: Target, input: Uint8Array, timeoutMs = DEFA
     result = classify(target, e);
   }
   const ms = performance.now() - t0;
-  if (ms > timeoutMs) return { outcome: 'hang', message: `took ${Math.round(ms)} ms (limit ${timeoutMs} ms)${result.message ? `, then: ${result.message}` : ''}`, stack: result.stack, ms };
+  if (ms > timeoutMs)
+    return {
+      outcome: 'hang',
+      message: `took ${Math.round(ms)} ms (limit ${timeoutMs} ms)${result.message ? `, then: ${result.message}` : ''}`,
+      stack: result.stack,
+      ms,
+    };
   return { ...result, ms };
 }
 
@@ -198,14 +222,24 @@ export function signature(kind: string, message: string, stack?: string): string
   return `${kind} | ${normal} | ${topFrame(stack)}`;
 }
 
-export function makeFinding(target: Target, kind: 'crash' | 'hang', seed: number, index: number, message: string, stack?: string): Finding {
+export function makeFinding(
+  target: Target,
+  kind: 'crash' | 'hang',
+  seed: number,
+  index: number,
+  message: string,
+  stack?: string,
+): Finding {
   return { kind, target: target.name, index, seed, message, stack, signature: signature(kind, message, stack) };
 }
 
 /** Writes the input and a .txt note (message, stack, how to replay) to outDir; returns the input's path. */
 export function writeReproducer(outDir: string, target: Target, input: Uint8Array, finding: Finding): string {
   mkdirSync(outDir, { recursive: true });
-  const base = finding.index >= 0 ? `${target.name}-${finding.kind}-seed${finding.seed}-${finding.index}` : `${target.name}-${finding.kind}-replay-${Date.now()}`;
+  const base =
+    finding.index >= 0
+      ? `${target.name}-${finding.kind}-seed${finding.seed}-${finding.index}`
+      : `${target.name}-${finding.kind}-replay-${Date.now()}`;
   const file = join(outDir, `${base}.${target.extension(input)}`);
   writeFileSync(file, input);
   const note = [
@@ -367,8 +401,24 @@ export async function fuzzInProcess(
   const traceLimit = Error.stackTraceLimit;
   Error.stackTraceLimit = Infinity;
   try {
-    const r = await runRange({ target, corpus, seed, from: 0, to: opts.iterations, timeoutMs, outDir: opts.outDir, beforeEach: (i) => watchdog.beat(i) });
-    return { target: target.name, iterations: r.next, counts: r.counts, seconds: (performance.now() - t0) / 1000, findings: r.findings, signatures: r.signatures };
+    const r = await runRange({
+      target,
+      corpus,
+      seed,
+      from: 0,
+      to: opts.iterations,
+      timeoutMs,
+      outDir: opts.outDir,
+      beforeEach: (i) => watchdog.beat(i),
+    });
+    return {
+      target: target.name,
+      iterations: r.next,
+      counts: r.counts,
+      seconds: (performance.now() - t0) / 1000,
+      findings: r.findings,
+      signatures: r.signatures,
+    };
   } finally {
     Error.stackTraceLimit = traceLimit;
     await watchdog.stop();

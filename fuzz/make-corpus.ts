@@ -26,14 +26,20 @@ const corpus = (name: string): string => {
 
 async function safetensors(): Promise<void> {
   const dir = corpus('safetensors');
-  copyFileSync(join(REPO_DIR, 'test', 'fixtures', 'torch_small.safetensors'), join(dir, 'torch-small-all-dtypes.safetensors'));
+  copyFileSync(
+    join(REPO_DIR, 'test', 'fixtures', 'torch_small.safetensors'),
+    join(dir, 'torch-small-all-dtypes.safetensors'),
+  );
   const tensors = new Map<string, Tensor>([
     ['weight', new Tensor(Float32Array.from([1, -2, 3.5, 0, -0, 1e-40]), [2, 3])],
     ['scalar', new Tensor(Float32Array.from([7]), [])],
     ['empty', new Tensor(new Float32Array(0), [0, 4])],
     ['counter', new Tensor(Float32Array.from([42]), [1])],
   ]);
-  writeFileSync(join(dir, 'ferroconv-i64-metadata.safetensors'), concat(serializeSafetensors(tensors, { metadata: { format: 'pt', note: 'seed' }, int64: (n) => n === 'counter' })));
+  writeFileSync(
+    join(dir, 'ferroconv-i64-metadata.safetensors'),
+    concat(serializeSafetensors(tensors, { metadata: { format: 'pt', note: 'seed' }, int64: (n) => n === 'counter' })),
+  );
   writeFileSync(join(dir, 'empty-header.safetensors'), concat(serializeSafetensors(new Map())));
 }
 
@@ -63,7 +69,9 @@ function idxFile(type: number, dims: number[], values: ArrayLike<number>): Uint8
   const b = new Uint8Array(4 + 4 * dims.length + width * values.length);
   const dv = new DataView(b.buffer);
   b.set([0, 0, type, dims.length]);
-  dims.forEach((d, i) => dv.setUint32(4 + 4 * i, d, false));
+  dims.forEach((d, i) => {
+    dv.setUint32(4 + 4 * i, d, false);
+  });
   const at = 4 + 4 * dims.length;
   for (let i = 0; i < values.length; i++) {
     const o = at + width * i;
@@ -83,11 +91,27 @@ async function idx(): Promise<void> {
   // The first two MNIST test images and their labels.
   const mnistDir = mnistDataDir();
   const images = readFileSync(join(mnistDir, 't10k-images-idx3-ubyte'));
-  const two = concat([new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28]), images.subarray(16, 16 + 2 * 784)]);
+  const two = concat([
+    new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28]),
+    images.subarray(16, 16 + 2 * 784),
+  ]);
   writeFileSync(join(dir, 'mnist-2-images.idx'), two);
   writeFileSync(join(dir, 'mnist-2-images.idx.gz'), gzipSync(two));
-  writeFileSync(join(dir, 'mnist-5-labels.idx'), concat([new Uint8Array([0, 0, 8, 1, 0, 0, 0, 5]), readFileSync(join(mnistDir, 't10k-labels-idx1-ubyte')).subarray(8, 13)]));
-  writeFileSync(join(dir, 'ubyte-3x4x4.idx'), idxFile(0x08, [3, 4, 4], Array.from({ length: 48 }, (_, i) => (i * 37) & 0xff)));
+  writeFileSync(
+    join(dir, 'mnist-5-labels.idx'),
+    concat([
+      new Uint8Array([0, 0, 8, 1, 0, 0, 0, 5]),
+      readFileSync(join(mnistDir, 't10k-labels-idx1-ubyte')).subarray(8, 13),
+    ]),
+  );
+  writeFileSync(
+    join(dir, 'ubyte-3x4x4.idx'),
+    idxFile(
+      0x08,
+      [3, 4, 4],
+      Array.from({ length: 48 }, (_, i) => (i * 37) & 0xff),
+    ),
+  );
   writeFileSync(join(dir, 'sbyte-4.idx'), idxFile(0x09, [4], [-128, -1, 0, 127]));
   writeFileSync(join(dir, 'int16-2x3.idx'), idxFile(0x0b, [2, 3], [-32768, -1, 0, 1, 300, 32767]));
   writeFileSync(join(dir, 'int32-3.idx'), idxFile(0x0c, [3], [-(2 ** 31), 0, 2 ** 31 - 1]));
@@ -101,7 +125,10 @@ type SharpInstance = {
   toColourspace(s: string): SharpInstance;
   toBuffer(): Promise<Buffer>;
 };
-type SharpFactory = (input: Buffer, opts: { raw: { width: number; height: number; channels: number } }) => SharpInstance;
+type SharpFactory = (
+  input: Buffer,
+  opts: { raw: { width: number; height: number; channels: number } },
+) => SharpInstance;
 
 async function images(): Promise<void> {
   const dir = corpus('image-folder');
@@ -111,7 +138,8 @@ async function images(): Promise<void> {
     for (let i = 0; i < px.length; i++) px[i] = (i * 53 + (i % c) * 97) & 0xff;
     return sharp(px, { raw: { width: w, height: h, channels: c } });
   };
-  const out = async (name: string, img: SharpInstance): Promise<void> => writeFileSync(join(dir, name), await img.toBuffer());
+  const out = async (name: string, img: SharpInstance): Promise<void> =>
+    writeFileSync(join(dir, name), await img.toBuffer());
   await out('rgb-8x6.png', raw(8, 6, 3).png());
   await out('gray-5x5.png', raw(5, 5, 1).png());
   await out('rgba-4x4.png', raw(4, 4, 4).png());

@@ -73,7 +73,8 @@ const BYTE_MUTATIONS: [number, ByteMutation][] = [
       const o = b.slice();
       const width = rng.pick([1, 2, 4] as const);
       const at = rng.int(o.length);
-      const value = width === 1 ? rng.pick(INTERESTING_8) : width === 2 ? rng.pick(INTERESTING_16) : rng.pick(INTERESTING_32);
+      const value =
+        width === 1 ? rng.pick(INTERESTING_8) : width === 2 ? rng.pick(INTERESTING_16) : rng.pick(INTERESTING_32);
       putInt(o, at, value, width, rng.chance(0.5));
       return o;
     },
@@ -89,7 +90,11 @@ const BYTE_MUTATIONS: [number, ByteMutation][] = [
       return o;
     },
   ],
-  [3, (b, rng) => cap(concat([b.subarray(0, rng.int(b.length + 1)), rng.bytes(rng.size(64)), b.subarray(rng.int(b.length + 1))]))],
+  [
+    3,
+    (b, rng) =>
+      cap(concat([b.subarray(0, rng.int(b.length + 1)), rng.bytes(rng.size(64)), b.subarray(rng.int(b.length + 1))])),
+  ],
   [
     3,
     (b, rng) => {
@@ -209,7 +214,10 @@ export function render(v: Json): string {
   if (v instanceof Raw) return v.text;
   if (v instanceof Pairs) return `{${v.entries.map(([k, x]) => `${JSON.stringify(k)}:${render(x)}`).join(',')}}`;
   if (Array.isArray(v)) return `[${v.map(render).join(',')}]`;
-  if (isPlainObject(v)) return `{${Object.keys(v).map((k) => `${JSON.stringify(k)}:${render(v[k])}`).join(',')}}`;
+  if (isPlainObject(v))
+    return `{${Object.keys(v)
+      .map((k) => `${JSON.stringify(k)}:${render(v[k])}`)
+      .join(',')}}`;
   if (typeof v === 'number' && !Number.isFinite(v)) return v > 0 ? '1e999' : v < 0 ? '-1e999' : 'NaN';
   return JSON.stringify(v) ?? 'null';
 }
@@ -221,19 +229,73 @@ export function setKey(obj: { [key: string]: Json }, key: string, value: Json): 
 
 /** `[[[...0...]]]` (or objects) `depth` levels deep, as text: deeper than any recursive walker's stack. */
 export function deepNesting(depth: number, kind: 'array' | 'object' = 'array'): Raw {
-  if (kind === 'array') return new Raw('['.repeat(depth) + '0' + ']'.repeat(depth));
-  return new Raw('{"a":'.repeat(depth) + '0' + '}'.repeat(depth));
+  if (kind === 'array') return new Raw(`${'['.repeat(depth)}0${']'.repeat(depth)}`);
+  return new Raw(`${'{"a":'.repeat(depth)}0${'}'.repeat(depth)}`);
 }
 
 export const INTERESTING_NUMBERS: number[] = [
-  0, -0, 1, -1, 2, 3, 4, 7, 8, 63, 64, 65, 255, 256, 1.5, 0.5, -0.5, 1e-300, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, 2 ** 53,
-  2 ** 53 + 2, -(2 ** 31), -(2 ** 53), 1e21, 1e308, -1e308, 4.9e-324,
+  0,
+  -0,
+  1,
+  -1,
+  2,
+  3,
+  4,
+  7,
+  8,
+  63,
+  64,
+  65,
+  255,
+  256,
+  1.5,
+  0.5,
+  -0.5,
+  1e-300,
+  2 ** 31 - 1,
+  2 ** 31,
+  2 ** 32 - 1,
+  2 ** 32,
+  2 ** 53 - 1,
+  2 ** 53,
+  2 ** 53 + 2,
+  -(2 ** 31),
+  -(2 ** 53),
+  1e21,
+  1e308,
+  -1e308,
+  4.9e-324,
 ];
 
 /** Special numbers as text: JSON.parse turns 1e999 into Infinity and keeps 9007199254740993 inexact. */
-export const RAW_NUMBERS = ['1e999', '-1e999', '-0', '9007199254740993', '18446744073709551616', '1.0', '1e2', '0.1e1', '123456789012345678901234567890'];
+export const RAW_NUMBERS = [
+  '1e999',
+  '-1e999',
+  '-0',
+  '9007199254740993',
+  '18446744073709551616',
+  '1.0',
+  '1e2',
+  '0.1e1',
+  '123456789012345678901234567890',
+];
 
-export const SPECIAL_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty', '', ' ', '.', 'a.b', '\u0000', 'é', '\ud800', 'x'.repeat(300)];
+export const SPECIAL_KEYS = [
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'valueOf',
+  'hasOwnProperty',
+  '',
+  ' ',
+  '.',
+  'a.b',
+  '\u0000',
+  'é',
+  '\ud800',
+  'x'.repeat(300),
+];
 
 /**
  * Something large for a JSON slot: nesting deeper than a recursive walker's stack (V8 overflows
@@ -258,7 +320,23 @@ export function interestingValue(rng: Prng, depth = 0): Json {
   if (rng.chance(0.03)) return heavyValue(rng);
   if (rng.chance(0.02)) {
     // Not JSON at all: the header or state no longer parses.
-    return new Raw(rng.pick(['NaN', 'Infinity', 'undefined', '"\\ud800"', '01', '1.', '.5', '+1', '0x10', "'x'", '[1,]', '{"a":1,}', '']));
+    return new Raw(
+      rng.pick([
+        'NaN',
+        'Infinity',
+        'undefined',
+        '"\\ud800"',
+        '01',
+        '1.',
+        '.5',
+        '+1',
+        '0x10',
+        "'x'",
+        '[1,]',
+        '{"a":1,}',
+        '',
+      ]),
+    );
   }
   switch (rng.int(depth > 1 ? 6 : 11)) {
     case 0:
@@ -267,7 +345,21 @@ export function interestingValue(rng: Prng, depth = 0): Json {
     case 2:
       return new Raw(rng.pick(RAW_NUMBERS));
     case 3:
-      return rng.pick(['', 'x', 'F32', '0', '-1', 'NaN', 'Infinity', 'null', '__proto__', 'constructor', '{}', '\u0000', 'x'.repeat(rng.size(300))]);
+      return rng.pick([
+        '',
+        'x',
+        'F32',
+        '0',
+        '-1',
+        'NaN',
+        'Infinity',
+        'null',
+        '__proto__',
+        'constructor',
+        '{}',
+        '\u0000',
+        'x'.repeat(rng.size(300)),
+      ]);
     case 4:
       return rng.pick([null, true, false]);
     case 5:
@@ -276,7 +368,8 @@ export function interestingValue(rng: Prng, depth = 0): Json {
       return Array.from({ length: rng.size(8) }, () => interestingValue(rng, depth + 1));
     case 7: {
       const o: { [key: string]: Json } = {};
-      for (let i = rng.size(4); i > 0; i--) setKey(o, rng.chance(0.5) ? rng.pick(SPECIAL_KEYS) : `k${i}`, interestingValue(rng, depth + 1));
+      for (let i = rng.size(4); i > 0; i--)
+        setKey(o, rng.chance(0.5) ? rng.pick(SPECIAL_KEYS) : `k${i}`, interestingValue(rng, depth + 1));
       return o;
     }
     case 8:
@@ -296,8 +389,13 @@ export function paths(root: Json, limit = 4000): Path[] {
   const walk = (v: Json, p: Path): void => {
     if (out.length >= limit) return;
     out.push(p);
-    if (Array.isArray(v)) v.forEach((x, i) => walk(x, [...p, i]));
-    else if (isPlainObject(v)) for (const k of Object.keys(v)) walk(v[k], [...p, k]);
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => {
+        walk(x, [...p, i]);
+      });
+    } else if (isPlainObject(v)) {
+      for (const k of Object.keys(v)) walk(v[k], [...p, k]);
+    }
   };
   walk(root, []);
   return out;
@@ -349,8 +447,18 @@ export function mutateTree(root: Json, rng: Prng): Json {
     case 1:
       return setAt(root, p, interestingValue(rng));
     case 2:
-      if (typeof node === 'number') return setAt(root, p, rng.chance(0.5) ? rng.pick(INTERESTING_NUMBERS) : node + rng.pick([-1, 1, 0.5, 2 ** 32, -(2 ** 53)]));
-      if (typeof node === 'string') return setAt(root, p, rng.chance(0.5) ? Number(node) || node.length : node + rng.pick(['x', '\u0000', '"', node]));
+      if (typeof node === 'number')
+        return setAt(
+          root,
+          p,
+          rng.chance(0.5) ? rng.pick(INTERESTING_NUMBERS) : node + rng.pick([-1, 1, 0.5, 2 ** 32, -(2 ** 53)]),
+        );
+      if (typeof node === 'string')
+        return setAt(
+          root,
+          p,
+          rng.chance(0.5) ? Number(node) || node.length : node + rng.pick(['x', '\u0000', '"', node]),
+        );
       return setAt(root, p, interestingValue(rng));
     case 3:
       return deleteAt(root, p);
@@ -359,7 +467,8 @@ export function mutateTree(root: Json, rng: Prng): Json {
       if (Array.isArray(node) && node.length) node.splice(rng.int(node.length + 1), 0, clone(rng.pick(node)));
       else if (isPlainObject(node)) {
         const keys = Object.keys(node);
-        if (keys.length) setKey(node, rng.chance(0.5) ? rng.pick(SPECIAL_KEYS) : `${rng.pick(keys)}_`, clone(node[rng.pick(keys)]));
+        if (keys.length)
+          setKey(node, rng.chance(0.5) ? rng.pick(SPECIAL_KEYS) : `${rng.pick(keys)}_`, clone(node[rng.pick(keys)]));
       }
       return root;
     }

@@ -14,7 +14,10 @@ export class Prng {
 
   /** A generator for input `index` of the run with `seed`. */
   constructor(seed: number, index = 0) {
-    let x = fmix32((seed >>> 0) ^ 0x6a09e667) ^ fmix32(((index >>> 0) + 0x3c6ef372) >>> 0) ^ fmix32(Math.floor(index / 2 ** 32) + 0x1f83d9ab);
+    let x =
+      fmix32((seed >>> 0) ^ 0x6a09e667) ^
+      fmix32(((index >>> 0) + 0x3c6ef372) >>> 0) ^
+      fmix32(Math.floor(index / 2 ** 32) + 0x1f83d9ab);
     for (let i = 0; i < 4; i++) {
       x = (x + 0x9e3779b9) >>> 0;
       this.s[i] = fmix32(x) | (i === 0 ? 1 : 0); // never the all-zero state

@@ -15,8 +15,22 @@ import { parseArgs } from 'node:util';
 import type { ChildMessage, ChildRequest } from './child.js';
 import { STATUS_WORDS } from './child.js';
 import {
-  addCounts, type Counts, DEFAULT_OUT_DIR, DEFAULT_TIMEOUT_MS, type Finding, findingLines, FUZZ_DIR, generateInput, loadCorpus, makeFinding, mergeSignatures,
-  type Summary, summaryLine, type Target, writeReproducer, zeroCounts,
+  addCounts,
+  type Counts,
+  DEFAULT_OUT_DIR,
+  DEFAULT_TIMEOUT_MS,
+  type Finding,
+  findingLines,
+  FUZZ_DIR,
+  generateInput,
+  loadCorpus,
+  makeFinding,
+  mergeSignatures,
+  type Summary,
+  summaryLine,
+  type Target,
+  writeReproducer,
+  zeroCounts,
 } from './engine.js';
 import { createTarget, TARGET_NAMES } from './targets/index.js';
 
@@ -40,7 +54,14 @@ interface Options {
 
 /** How a child segment ended. */
 type Segment =
-  | { end: 'done'; counts: Counts; signatures: Record<string, number>; next: number; overMemory: boolean; findings: Finding[] }
+  | {
+      end: 'done';
+      counts: Counts;
+      signatures: Record<string, number>;
+      next: number;
+      overMemory: boolean;
+      findings: Finding[];
+    }
   | { end: 'died' | 'hang'; index: number; counts: Counts; findings: Finding[]; message: string; stack?: string }
   | { end: 'replay'; outcome: string; message?: string; stack?: string; ms: number };
 
@@ -53,7 +74,10 @@ class Tail {
     this.text = (this.text + chunk.toString('utf8')).slice(-8192);
   }
   lines(n: number): string[] {
-    return this.text.split('\n').filter((l) => l.trim()).slice(-n);
+    return this.text
+      .split('\n')
+      .filter((l) => l.trim())
+      .slice(-n);
   }
 }
 
@@ -72,7 +96,10 @@ function readStatus(path: string): { written: boolean; index: number; counts: Co
   return { written: buf[0] === 1, index: buf[1], counts: { ok: buf[2], error: buf[3], crash: buf[4], hang: buf[5] } };
 }
 
-function runChild(req: ChildRequest, opts: { onFinding(f: Finding): void; onProgress?(index: number, counts: Counts): void; startupMs?: number }): Promise<Segment> {
+function runChild(
+  req: ChildRequest,
+  opts: { onFinding(f: Finding): void; onProgress?(index: number, counts: Counts): void; startupMs?: number },
+): Promise<Segment> {
   rmSync(req.statusFile, { force: true });
   const child: ChildProcess = fork(join(FUZZ_DIR, 'child.ts'), [], {
     execArgv: ['--import', 'tsx'],
@@ -97,35 +124,59 @@ function runChild(req: ChildRequest, opts: { onFinding(f: Finding): void; onProg
     let hung: { index: number; counts: Counts } | null = null;
     const started = Date.now();
     const startupMs = opts.startupMs ?? 60_000;
-    const timer = setInterval(() => {
-      if (hung) return;
-      const st = readStatus(req.statusFile);
-      const now = Date.now();
-      if (st.written && st.index !== lastIndex) {
-        lastIndex = st.index;
-        lastMove = now;
-        opts.onProgress?.(st.index, st.counts);
-        return;
-      }
-      const limit = st.written ? req.timeoutMs : startupMs;
-      if (now - (st.written ? lastMove : started) <= limit || done || replay) return;
-      hung = { index: st.written ? st.index : req.from, counts: st.counts };
-      child.kill('SIGKILL');
-    }, Math.max(20, Math.min(200, req.timeoutMs / 4)));
+    const timer = setInterval(
+      () => {
+        if (hung) return;
+        const st = readStatus(req.statusFile);
+        const now = Date.now();
+        if (st.written && st.index !== lastIndex) {
+          lastIndex = st.index;
+          lastMove = now;
+          opts.onProgress?.(st.index, st.counts);
+          return;
+        }
+        const limit = st.written ? req.timeoutMs : startupMs;
+        if (now - (st.written ? lastMove : started) <= limit || done || replay) return;
+        hung = { index: st.written ? st.index : req.from, counts: st.counts };
+        child.kill('SIGKILL');
+      },
+      Math.max(20, Math.min(200, req.timeoutMs / 4)),
+    );
     child.on('close', (code, signal) => {
       clearInterval(timer);
       if (replay) return resolvePromise({ end: 'replay', ...replay });
-      if (done && !hung) return resolvePromise({ end: 'done', counts: done.counts, signatures: done.signatures, next: done.next, overMemory: done.overMemory, findings });
+      if (done && !hung)
+        return resolvePromise({
+          end: 'done',
+          counts: done.counts,
+          signatures: done.signatures,
+          next: done.next,
+          overMemory: done.overMemory,
+          findings,
+        });
       const st = readStatus(req.statusFile);
       const index = hung ? hung.index : st.written ? st.index : req.from;
       const counts = hung ? hung.counts : st.counts;
       if (hung) {
-        return resolvePromise({ end: 'hang', index, counts, findings, message: `no progress for ${req.timeoutMs} ms (killed)` });
+        return resolvePromise({
+          end: 'hang',
+          index,
+          counts,
+          findings,
+          message: `no progress for ${req.timeoutMs} ms (killed)`,
+        });
       }
       const how = signal ? `signal ${signal}` : `exit code ${code}`;
       const lines = stderr.lines(6);
       const message = `process died (${how})${lines.length ? `: ${lines.find((l) => /error|abort|panic|fatal|fault/i.test(l)) ?? lines[lines.length - 1]}` : ''}`;
-      resolvePromise({ end: 'died', index, counts, findings, message, stack: lines.length ? `stderr:\n${lines.join('\n')}` : undefined });
+      resolvePromise({
+        end: 'died',
+        index,
+        counts,
+        findings,
+        message,
+        stack: lines.length ? `stderr:\n${lines.join('\n')}` : undefined,
+      });
     });
   });
 }
@@ -150,7 +201,20 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
   while (next < end && !(deadline !== undefined && Date.now() > deadline)) {
     const segmentStart = counts;
     const seg = await runChild(
-      { target: name, seed: o.seed, from: next, to: end, timeoutMs: o.timeoutMs, deadline, outDir: o.outDir, workDir: o.workDir, statusFile, maxRssBytes: o.maxRssBytes, keepPerSignature: o.keep, seenBefore: { ...signatures } },
+      {
+        target: name,
+        seed: o.seed,
+        from: next,
+        to: end,
+        timeoutMs: o.timeoutMs,
+        deadline,
+        outDir: o.outDir,
+        workDir: o.workDir,
+        statusFile,
+        maxRssBytes: o.maxRssBytes,
+        keepPerSignature: o.keep,
+        seenBefore: { ...signatures },
+      },
       {
         onFinding: announce,
         onProgress: (index, c) => {
@@ -158,7 +222,9 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
           lastPrint = Date.now();
           const all = addCounts(segmentStart, c);
           const secs = (performance.now() - t0) / 1000;
-          process.stderr.write(`[${name}] ${index - o.from} inputs, ${Math.round((index - o.from) / secs)}/s, crashes ${all.crash}, hangs ${all.hang}\n`);
+          process.stderr.write(
+            `[${name}] ${index - o.from} inputs, ${Math.round((index - o.from) / secs)}/s, crashes ${all.crash}, hangs ${all.hang}\n`,
+          );
         },
       },
     );
@@ -179,20 +245,43 @@ async function fuzzTarget(name: string, o: Options): Promise<Summary> {
     counts[kind]++;
     signatures[f.signature] = (signatures[f.signature] ?? 0) + 1;
     if (signatures[f.signature] <= o.keep) {
-      f.file = writeReproducer(o.outDir, parentTarget.target, generateInput(parentTarget.target, parentTarget.corpus, o.seed, seg.index), f);
+      f.file = writeReproducer(
+        o.outDir,
+        parentTarget.target,
+        generateInput(parentTarget.target, parentTarget.corpus, o.seed, seg.index),
+        f,
+      );
       findings.push(f);
     }
     announce(f);
-    if (seg.index < next) throw new Error(`fuzz: the ${name} child made no progress (died at ${seg.index}): ${seg.message}`);
+    if (seg.index < next)
+      throw new Error(`fuzz: the ${name} child made no progress (died at ${seg.index}): ${seg.message}`);
     next = seg.index + 1;
   }
   parentTarget?.target.close?.();
-  return { target: name, iterations: counts.ok + counts.error + counts.crash + counts.hang, counts, seconds: (performance.now() - t0) / 1000, findings, signatures };
+  return {
+    target: name,
+    iterations: counts.ok + counts.error + counts.crash + counts.hang,
+    counts,
+    seconds: (performance.now() - t0) / 1000,
+    findings,
+    signatures,
+  };
 }
 
 async function replay(file: string, name: string, o: Options): Promise<number> {
   const seg = await runChild(
-    { target: name, seed: 0, from: 0, to: 1, timeoutMs: o.timeoutMs, outDir: o.outDir, workDir: o.workDir, statusFile: join(o.workDir, 'replay.status'), replay: resolve(file) },
+    {
+      target: name,
+      seed: 0,
+      from: 0,
+      to: 1,
+      timeoutMs: o.timeoutMs,
+      outDir: o.outDir,
+      workDir: o.workDir,
+      statusFile: join(o.workDir, 'replay.status'),
+      replay: resolve(file),
+    },
     { onFinding: (f) => console.log(`${f.kind}: ${f.message}\n${f.stack ?? ''}`) },
   );
   if (seg.end === 'replay') {
@@ -204,7 +293,9 @@ async function replay(file: string, name: string, o: Options): Promise<number> {
     return 0;
   }
   if (seg.end === 'done') return 0;
-  console.log(`${name} ${file}: ${seg.end === 'hang' ? 'hang' : 'crash'}: ${seg.message}${seg.stack ? `\n${seg.stack}` : ''}`);
+  console.log(
+    `${name} ${file}: ${seg.end === 'hang' ? 'hang' : 'crash'}: ${seg.message}${seg.stack ? `\n${seg.stack}` : ''}`,
+  );
   return 1;
 }
 
@@ -219,8 +310,17 @@ async function main(argv: string[]): Promise<number> {
     values = parseArgs({
       args: argv,
       options: {
-        target: { type: 'string' }, iterations: { type: 'string' }, seed: { type: 'string' }, 'timeout-ms': { type: 'string' }, out: { type: 'string' },
-        'duration-s': { type: 'string' }, 'max-rss-mb': { type: 'string' }, from: { type: 'string' }, keep: { type: 'string' }, replay: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        target: { type: 'string' },
+        iterations: { type: 'string' },
+        seed: { type: 'string' },
+        'timeout-ms': { type: 'string' },
+        out: { type: 'string' },
+        'duration-s': { type: 'string' },
+        'max-rss-mb': { type: 'string' },
+        from: { type: 'string' },
+        keep: { type: 'string' },
+        replay: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }).values;
@@ -262,7 +362,9 @@ async function main(argv: string[]): Promise<number> {
       names = [t];
     } else if (!target) throw new Error('--target is required');
     else names = target === 'all' ? [...TARGET_NAMES] : [target];
-    for (const n of names) if (!(TARGET_NAMES as readonly string[]).includes(n)) throw new Error(`--target: unknown target '${n}' (expected ${TARGET_NAMES.join(', ')} or all)`);
+    for (const n of names)
+      if (!(TARGET_NAMES as readonly string[]).includes(n))
+        throw new Error(`--target: unknown target '${n}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   } catch (e) {
     console.error(`fuzz: ${(e as Error).message}\n${USAGE}`);
     return 2;
@@ -284,7 +386,11 @@ async function main(argv: string[]): Promise<number> {
     }
     if (summaries.length > 1) {
       const bad = summaries.filter((s) => s.counts.crash + s.counts.hang > 0).map((s) => s.target);
-      console.log(bad.length ? `fuzz: crashes or hangs in ${bad.join(', ')} (reproducers in ${o.outDir})` : 'fuzz: no crashes, no hangs');
+      console.log(
+        bad.length
+          ? `fuzz: crashes or hangs in ${bad.join(', ')} (reproducers in ${o.outDir})`
+          : 'fuzz: no crashes, no hangs',
+      );
     }
     return summaries.some((s) => s.counts.crash + s.counts.hang > 0) ? 1 : 0;
   } finally {

@@ -35,7 +35,7 @@ export function setGradEnabled(flag: boolean): boolean {
 /** True when an op with these inputs must record its backward. */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   if (!gradEnabled) return false;
-  for (const t of inputs) if (t && t.requiresGrad) return true;
+  for (const t of inputs) if (t?.requiresGrad) return true;
   return false;
 }
 
@@ -86,7 +86,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
     if (i < inputs.length) {
       top[1]++;
       const child = inputs[i];
-      if (child && child.requiresGrad && !seen.has(child)) {
+      if (child?.requiresGrad && !seen.has(child)) {
         // Checked while collecting, before any gradient is accumulated: all or nothing.
         if (child.graphFreed) throw freedError(child);
         seen.add(child);
@@ -125,9 +125,11 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
     const inGrads = fn.backward(g);
     fn.inputs.forEach((inp, j) => {
       const ig = inGrads[j];
-      if (!inp || !inp.requiresGrad || !ig) return;
+      if (!inp?.requiresGrad || !ig) return;
       if (ig.length !== inp.size) {
-        throw new Error(`backward of ${fn.name}: gradient for input ${j} has ${ig.length} elements, expected ${inp.size}`);
+        throw new Error(
+          `backward of ${fn.name}: gradient for input ${j} has ${ig.length} elements, expected ${inp.size}`,
+        );
       }
       const prev = grads.get(inp);
       if (prev) {
@@ -149,8 +151,10 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
 
 function freedError(t: Tensor): Error {
   return new Error(
-    `backward: trying to backward through the graph a second time: the graph behind this tensor (shape [${t.shape.join(', ')}]) ` +
-      'was freed by an earlier backward(); pass { retainGraph: true } to that first backward() to backward through it again, ' +
+    'backward: trying to backward through the graph a second time: ' +
+      `the graph behind this tensor (shape [${t.shape.join(', ')}]) ` +
+      'was freed by an earlier backward(); ' +
+      'pass { retainGraph: true } to that first backward() to backward through it again, ' +
       'or detach() the tensor to start a new graph from it',
   );
 }

@@ -29,7 +29,7 @@ Commands:
 Run 'ferroconv <command> --help' for a command's options.`,
   train: `ferroconv train [options]
 
-  --model NAME          ${'model to train: ' + modelNames().join(', ')} (default mnist-net)
+  --model NAME          model to train: ${modelNames().join(', ')} (default mnist-net)
   --dataset NAME        ${datasetNames().join(', ')}, or a folder of class sub-folders (default mnist)
   --epochs N            epochs (default 3)
   --batch-size N        samples per step (default 64)
@@ -75,9 +75,18 @@ const COMMON = {
 
 type Flags = Record<string, string | boolean | undefined>;
 
-function parse(command: string, argv: string[], extra: ParseArgsConfig['options'] = {}): { values: Flags; positionals: string[] } {
+function parse(
+  command: string,
+  argv: string[],
+  extra: ParseArgsConfig['options'] = {},
+): { values: Flags; positionals: string[] } {
   try {
-    const r = parseArgs({ args: argv, options: { ...COMMON, ...extra }, allowPositionals: command === 'predict', strict: true });
+    const r = parseArgs({
+      args: argv,
+      options: { ...COMMON, ...extra },
+      allowPositionals: command === 'predict',
+      strict: true,
+    });
     return { values: r.values as Flags, positionals: r.positionals };
   } catch (e) {
     throw new UsageError(`${(e as Error).message.split('\n')[0]} (see 'ferroconv ${command} --help')`);
@@ -104,10 +113,17 @@ function applyThreads(v: unknown): void {
 
 async function train(argv: string[]): Promise<void> {
   const { values: o } = parse('train', argv, {
-    epochs: { type: 'string' }, optimizer: { type: 'string', default: 'adam' }, lr: { type: 'string' },
-    momentum: { type: 'string' }, 'weight-decay': { type: 'string' }, schedule: { type: 'string', default: 'onecycle' },
-    seed: { type: 'string' }, 'checkpoint-dir': { type: 'string' }, resume: { type: 'boolean' },
-    limit: { type: 'string' }, 'no-progress': { type: 'boolean' },
+    epochs: { type: 'string' },
+    optimizer: { type: 'string', default: 'adam' },
+    lr: { type: 'string' },
+    momentum: { type: 'string' },
+    'weight-decay': { type: 'string' },
+    schedule: { type: 'string', default: 'onecycle' },
+    seed: { type: 'string' },
+    'checkpoint-dir': { type: 'string' },
+    resume: { type: 'boolean' },
+    limit: { type: 'string' },
+    'no-progress': { type: 'boolean' },
   });
   if (o.help) return void console.log(HELP.train);
   applyThreads(o.threads);
@@ -115,27 +131,51 @@ async function train(argv: string[]): Promise<void> {
   manualSeed(seed);
   const epochs = int('epochs', o.epochs, 3);
   const batchSize = int('batch-size', o['batch-size'], 64);
-  const data = await buildData(String(o.dataset), { batchSize, seed, limit: o.limit === undefined ? undefined : int('limit', o.limit, 1), imageSize: int('image-size', o['image-size'], 224), dataDir: o['data-dir'] as string | undefined });
+  const data = await buildData(String(o.dataset), {
+    batchSize,
+    seed,
+    limit: o.limit === undefined ? undefined : int('limit', o.limit, 1),
+    imageSize: int('image-size', o['image-size'], 224),
+    dataDir: o['data-dir'] as string | undefined,
+  });
   const model = buildModel(String(o.model), data.info);
   const optName = String(o.optimizer);
   const optimizer = buildOptimizer(optName, model.parameters(), {
-    lr: num('lr', o.lr, undefined), momentum: num('momentum', o.momentum, undefined), weightDecay: num('weight-decay', o['weight-decay'], 0)!,
+    lr: num('lr', o.lr, undefined),
+    momentum: num('momentum', o.momentum, undefined),
+    weightDecay: num('weight-decay', o['weight-decay'], 0)!,
   });
   const sched = buildScheduler(String(o.schedule), optimizer, { epochs, stepsPerEpoch: data.train.length });
   const dir = resolve(String(o['checkpoint-dir'] ?? join('runs', `${o.model}-${o.dataset}`.replace(/[^\w.-]+/g, '_'))));
   mkdirSync(dir, { recursive: true });
-  console.log(`ferroconv: training ${o.model} (${model.numParameters().toLocaleString('en')} parameters) on ${o.dataset}: ${data.info.trainSize} train / ${data.info.testSize} test images, ${epochs} epochs, batch ${batchSize}, ${optName}, ${info().threads} threads, ${info().simd}`);
+  console.log(
+    `ferroconv: training ${o.model} (${model.numParameters().toLocaleString('en')} parameters) on ${o.dataset}: ` +
+      `${data.info.trainSize} train / ${data.info.testSize} test images, ${epochs} epochs, ` +
+      `batch ${batchSize}, ${optName}, ${info().threads} threads, ${info().simd}`,
+  );
   const t0 = performance.now();
   const result = await fit(model, data.train, {
-    optimizer, epochs, validation: data.test, scheduler: sched?.scheduler, schedulerInterval: sched?.interval,
-    schedulerMetric: sched?.metric, checkpointDir: dir, logDir: dir, resume: Boolean(o.resume),
-    progress: !o['no-progress'], callbacks: o['no-progress'] ? [new ProgressBar({ every: Infinity })] : [], meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName },
+    optimizer,
+    epochs,
+    validation: data.test,
+    scheduler: sched?.scheduler,
+    schedulerInterval: sched?.interval,
+    schedulerMetric: sched?.metric,
+    checkpointDir: dir,
+    logDir: dir,
+    resume: Boolean(o.resume),
+    progress: !o['no-progress'],
+    callbacks: o['no-progress'] ? [new ProgressBar({ every: Infinity })] : [],
+    meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName },
   });
   model.save(join(dir, 'model.safetensors'), { model: String(o.model), dataset: String(o.dataset) });
   const last = result.history.at(-1);
   const secs = (performance.now() - t0) / 1000;
   if (last?.val_acc !== undefined) {
-    console.log(`test accuracy: ${(100 * last.val_acc).toFixed(2)}% (top-5 ${(100 * last.val_acc5).toFixed(2)}%, loss ${last.val_loss.toFixed(4)}) after ${last.epoch} epochs in ${secs.toFixed(1)} s`);
+    console.log(
+      `test accuracy: ${(100 * last.val_acc).toFixed(2)}% (top-5 ${(100 * last.val_acc5).toFixed(2)}%, ` +
+        `loss ${last.val_loss.toFixed(4)}) after ${last.epoch} epochs in ${secs.toFixed(1)} s`,
+    );
   }
   console.log(`saved ${join(dir, 'model.safetensors')} (logs: log.json, log.csv, curve.svg)`);
 }
@@ -155,20 +195,36 @@ async function evalCmd(argv: string[]): Promise<void> {
   if (o.help) return void console.log(HELP.eval);
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv eval --help')`);
   applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), { batchSize: int('batch-size', o['batch-size'], 256), seed: 0, imageSize: int('image-size', o['image-size'], 224), dataDir: o['data-dir'] as string | undefined });
+  const data = await buildData(String(o.dataset), {
+    batchSize: int('batch-size', o['batch-size'], 256),
+    seed: 0,
+    imageSize: int('image-size', o['image-size'], 224),
+    dataDir: o['data-dir'] as string | undefined,
+  });
   const model = buildModel(String(o.model), data.info);
   loadWeights(model, String(o.checkpoint));
   const r = await evaluate(model, data.test);
-  console.log(`test accuracy: ${(100 * r.acc).toFixed(2)}% (top-5 ${(100 * r.acc5).toFixed(2)}%, loss ${r.loss.toFixed(4)}) on ${r.count} images`);
+  console.log(
+    `test accuracy: ${(100 * r.acc).toFixed(2)}% (top-5 ${(100 * r.acc5).toFixed(2)}%, ` +
+      `loss ${r.loss.toFixed(4)}) on ${r.count} images`,
+  );
 }
 
 async function predict(argv: string[]): Promise<void> {
-  const { values: o, positionals } = parse('predict', argv, { checkpoint: { type: 'string' }, top: { type: 'string' } });
+  const { values: o, positionals } = parse('predict', argv, {
+    checkpoint: { type: 'string' },
+    top: { type: 'string' },
+  });
   if (o.help) return void console.log(HELP.predict);
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv predict --help')`);
   if (positionals.length === 0) throw new UsageError(`no images given (see 'ferroconv predict --help')`);
   applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), { batchSize: 1, seed: 0, imageSize: int('image-size', o['image-size'], 224) , dataDir: o['data-dir'] as string | undefined });
+  const data = await buildData(String(o.dataset), {
+    batchSize: 1,
+    seed: 0,
+    imageSize: int('image-size', o['image-size'], 224),
+    dataDir: o['data-dir'] as string | undefined,
+  });
   const model = buildModel(String(o.model), data.info);
   loadWeights(model, String(o.checkpoint));
   const top = int('top', o.top, 3);
@@ -176,10 +232,14 @@ async function predict(argv: string[]): Promise<void> {
     if (!existsSync(file)) throw new UsageError(`image not found: ${file}`);
     const x = await data.info.loadImage(file);
     const probs = (await model.predict(x)).data;
-    const ranked = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]).slice(0, top);
+    const ranked = Array.from(probs.keys())
+      .sort((a, b) => probs[b] - probs[a])
+      .slice(0, top);
     const exp = Array.from(probs, (v) => Math.exp(v - Math.max(...probs)));
     const z = exp.reduce((a, b) => a + b, 0);
-    console.log(`${file}: ${ranked.map((c) => `${data.info.classes[c] ?? c} ${(100 * exp[c] / z).toFixed(1)}%`).join(', ')}`);
+    console.log(
+      `${file}: ${ranked.map((c) => `${data.info.classes[c] ?? c} ${((100 * exp[c]) / z).toFixed(1)}%`).join(', ')}`,
+    );
   }
 }
 

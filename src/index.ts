@@ -8,9 +8,27 @@ export { noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
 export * from './ops/index.js';
 export * as nn from './nn/index.js';
 export {
-  Module, type InferenceSnapshot, Conv2d, ConvTranspose2d, Linear, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
-  LocalResponseNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, Flatten, Sequential, Identity, init,
-  setInferenceFusion, isInferenceFusionEnabled,
+  Module,
+  type InferenceSnapshot,
+  Conv2d,
+  ConvTranspose2d,
+  Linear,
+  BatchNorm2d,
+  MaxPool2d,
+  AvgPool2d,
+  AdaptiveAvgPool2d,
+  LocalResponseNorm,
+  ReLU,
+  LeakyReLU,
+  Sigmoid,
+  Tanh,
+  Dropout,
+  Flatten,
+  Sequential,
+  Identity,
+  init,
+  setInferenceFusion,
+  isInferenceFusionEnabled,
 } from './nn/index.js';
 
 export interface Info {
@@ -55,8 +73,23 @@ export * from './io/index.js';
 export * from './train/index.js';
 export * as optim from './optim/index.js';
 export {
-  Optimizer, SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, clipGradNorm, clipGradValue,
-  StepLR, MultiStepLR, ExponentialLR, PolynomialLR, CosineAnnealingLR, WarmupCosineLR, OneCycleLR, ReduceLROnPlateau,
+  Optimizer,
+  SGD,
+  Adam,
+  AdamW,
+  RMSprop,
+  Adagrad,
+  Adadelta,
+  clipGradNorm,
+  clipGradValue,
+  StepLR,
+  MultiStepLR,
+  ExponentialLR,
+  PolynomialLR,
+  CosineAnnealingLR,
+  WarmupCosineLR,
+  OneCycleLR,
+  ReduceLROnPlateau,
 } from './optim/index.js';
 export * as data from './data/index.js';
 export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, transforms } from './data/index.js';

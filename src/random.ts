@@ -78,7 +78,9 @@ export function checkRngState(state: unknown, what = 'Rng.setState'): number[] {
     }
   });
   if (state.every((v) => v === 0)) {
-    throw new Error(`${what}: expected a state that is not all zero (the generator would only ever return 0), got [0, 0, 0, 0]`);
+    throw new Error(
+      `${what}: expected a state that is not all zero (the generator would only ever return 0), got [0, 0, 0, 0]`,
+    );
   }
   return [...state] as number[];
 }

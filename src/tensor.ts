@@ -2,7 +2,7 @@
 // write these arrays in place through N-API (no copies), and the garbage collector frees them:
 // there is nothing to dispose.
 import { constants as bufferConstants } from 'node:buffer';
-import { Rng, globalRng } from './random.js';
+import { type Rng, globalRng } from './random.js';
 import { runBackward } from './autograd.js';
 
 export type Shape = readonly number[];
@@ -18,7 +18,8 @@ export function shapeSize(shape: Shape, what = 'shape'): number {
     }
     n *= d;
   }
-  if (n > MAX_ELEMENTS) throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n}; at most ${MAX_ELEMENTS})`);
+  if (n > MAX_ELEMENTS)
+    throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n}; at most ${MAX_ELEMENTS})`);
   return n;
 }
 
@@ -63,7 +64,8 @@ export class Tensor {
 
   /** Marks a leaf as trainable (returns this, for chaining). */
   requiresGrad_(flag = true): this {
-    if (this.gradFn || this.graphFreed) throw new Error('requiresGrad_: only leaf tensors can change requiresGrad (detach() gives a leaf)');
+    if (this.gradFn || this.graphFreed)
+      throw new Error('requiresGrad_: only leaf tensors can change requiresGrad (detach() gives a leaf)');
     this.requiresGrad = flag;
     return this;
   }

@@ -103,21 +103,61 @@ describe('errors', () => {
   const g = new Float32Array(4);
   const gi = new Float32Array(4);
   it.each([
-    ['unknown kind', () => native.activationForward('gelu', x, y), "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', got 'gelu'"],
-    ['wrong output length', () => native.activationForward('relu', x, new Float32Array(3)), 'output: expected 4 elements, got 3'],
-    ['NaN slope', () => native.activationForward('leaky_relu', x, y, NaN), 'negativeSlope: expected a finite number, got NaN'],
-    ['infinite slope', () => native.activationForward('leaky_relu', x, y, Infinity), 'negativeSlope: expected a finite number, got inf'],
+    [
+      'unknown kind',
+      () => native.activationForward('gelu', x, y),
+      "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', got 'gelu'",
+    ],
+    [
+      'wrong output length',
+      () => native.activationForward('relu', x, new Float32Array(3)),
+      'output: expected 4 elements, got 3',
+    ],
+    [
+      'NaN slope',
+      () => native.activationForward('leaky_relu', x, y, NaN),
+      'negativeSlope: expected a finite number, got NaN',
+    ],
+    [
+      'infinite slope',
+      () => native.activationForward('leaky_relu', x, y, Infinity),
+      'negativeSlope: expected a finite number, got inf',
+    ],
     ['output aliasing input', () => native.activationForward('relu', x, x), 'output: must not share memory with input'],
-    ['partial overlap', () => {
-      const buf = new Float32Array(6);
-      native.activationForward('tanh', buf.subarray(0, 4), buf.subarray(2, 6));
-    }, 'output: must not share memory with input'],
-    ['backward unknown kind', () => native.activationBackward('swish', x, y, g, gi), "kind: expected one of"],
-    ['backward wrong gradInput', () => native.activationBackward('relu', x, y, g, new Float32Array(5)), 'gradInput: expected 4 elements, got 5'],
-    ['backward wrong input', () => native.activationBackward('relu', new Float32Array(2), y, g, gi), 'input: expected 4 elements, got 2'],
-    ['backward wrong unused buffer', () => native.activationBackward('sigmoid', new Float32Array(2), y, g, gi), 'input: expected 4 elements (or 0: sigmoid backward does not read it), got 2'],
-    ['gradInput aliasing gradOutput', () => native.activationBackward('relu', x, y, g, g), 'gradInput: must not share memory with gradOutput'],
-    ['gradInput aliasing output', () => native.activationBackward('tanh', x, y, g, y), 'gradInput: must not share memory with output'],
+    [
+      'partial overlap',
+      () => {
+        const buf = new Float32Array(6);
+        native.activationForward('tanh', buf.subarray(0, 4), buf.subarray(2, 6));
+      },
+      'output: must not share memory with input',
+    ],
+    ['backward unknown kind', () => native.activationBackward('swish', x, y, g, gi), 'kind: expected one of'],
+    [
+      'backward wrong gradInput',
+      () => native.activationBackward('relu', x, y, g, new Float32Array(5)),
+      'gradInput: expected 4 elements, got 5',
+    ],
+    [
+      'backward wrong input',
+      () => native.activationBackward('relu', new Float32Array(2), y, g, gi),
+      'input: expected 4 elements, got 2',
+    ],
+    [
+      'backward wrong unused buffer',
+      () => native.activationBackward('sigmoid', new Float32Array(2), y, g, gi),
+      'input: expected 4 elements (or 0: sigmoid backward does not read it), got 2',
+    ],
+    [
+      'gradInput aliasing gradOutput',
+      () => native.activationBackward('relu', x, y, g, g),
+      'gradInput: must not share memory with gradOutput',
+    ],
+    [
+      'gradInput aliasing output',
+      () => native.activationBackward('tanh', x, y, g, y),
+      'gradInput: must not share memory with output',
+    ],
     ['not a typed array', () => native.activationForward('relu', [1, 2] as unknown as Float32Array, y), 'TypedArray'],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);

@@ -42,10 +42,13 @@ describe('writeFileAtomic', () => {
     const otherTarget = `.other.safetensors.${dead}.1700000000003.tmp`;
     const lookalike = `.model.safetensors.1.${dead}.1700000000004.tmp`; // the temp of a target 'model.safetensors.1'
     const unrelated = 'model.safetensors.bak';
-    for (const name of [stale, ours, reusedPid, parent, otherTarget, lookalike, unrelated]) writeFileSync(join(dir, name), 'partial');
+    for (const name of [stale, ours, reusedPid, parent, otherTarget, lookalike, unrelated])
+      writeFileSync(join(dir, name), 'partial');
     writeFileAtomic(target, [new TextEncoder().encode('new contents')]);
     expect(readFileSync(target, 'utf8')).toBe('new contents');
-    expect(readdirSync(dir).sort()).toEqual([ours, parent, otherTarget, lookalike, unrelated, 'model.safetensors'].sort());
+    expect(readdirSync(dir).sort()).toEqual(
+      [ours, parent, otherTarget, lookalike, unrelated, 'model.safetensors'].sort(),
+    );
   });
 
   it('flushes the file, then (on POSIX) the directory after the rename', () => {
@@ -53,7 +56,9 @@ describe('writeFileAtomic', () => {
     flushed.length = 0;
     writeFileAtomic(join(dir, 'a.bin'), [Uint8Array.from([1, 2, 3])]);
     expect(Array.from(readFileSync(join(dir, 'a.bin')))).toEqual([1, 2, 3]);
-    expect(flushed).toEqual(process.platform === 'win32' ? [{ directory: false }] : [{ directory: false }, { directory: true }]);
+    expect(flushed).toEqual(
+      process.platform === 'win32' ? [{ directory: false }] : [{ directory: false }, { directory: true }],
+    );
     expect(readdirSync(dir)).toEqual(['a.bin']);
   });
 });

@@ -21,7 +21,9 @@ function numericGrad(f: () => number, x: Tensor, eps = 1e-2): Float64Array {
 function expectGradClose(analytic: Float32Array, numeric: Float64Array, tol = 2e-2): void {
   const scaleRef = Math.max(...Array.from(numeric, Math.abs), 1e-3);
   for (let i = 0; i < analytic.length; i++) {
-    expect(Math.abs(analytic[i] - numeric[i]) / scaleRef, `element ${i}: ${analytic[i]} vs ${numeric[i]}`).toBeLessThan(tol);
+    expect(Math.abs(analytic[i] - numeric[i]) / scaleRef, `element ${i}: ${analytic[i]} vs ${numeric[i]}`).toBeLessThan(
+      tol,
+    );
   }
 }
 
@@ -66,7 +68,11 @@ describe('autograd', () => {
     const y = noGrad(() => scale(x, 2));
     expect(y.requiresGrad).toBe(false);
     expect(y.gradFn).toBeNull();
-    expect(() => noGrad(() => { throw new Error('boom'); })).toThrow('boom');
+    expect(() =>
+      noGrad(() => {
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
     expect(isGradEnabled()).toBe(true);
     expect(() => y.backward()).toThrow(/does not require grad/);
   });
@@ -147,7 +153,10 @@ function addScalars(a: Tensor, b: Tensor): Tensor {
 class ProbeMul {
   readonly out: Tensor;
   constructor(x: Tensor, probe: Tensor) {
-    this.out = new Tensor(x.data.map((v, i) => v * probe.data[i]), x.shape);
+    this.out = new Tensor(
+      x.data.map((v, i) => v * probe.data[i]),
+      x.shape,
+    );
     this.out.requiresGrad = true;
     this.out.gradFn = { name: 'probeMul', inputs: [x], backward: (g) => [g.map((v, i) => v * probe.data[i])] };
   }

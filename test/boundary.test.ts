@@ -38,22 +38,87 @@ describe('errors at the boundary', () => {
   const out = new Float32Array(4);
 
   it.each([
-    ['wrong input length', () => native.conv2dForward(new Float32Array(8), w, null, out, args()), 'input: expected 9 elements, got 8'],
-    ['wrong weight length', () => native.conv2dForward(x, new Float32Array(5), null, out, args()), 'weight: expected 4 elements, got 5'],
-    ['wrong output length', () => native.conv2dForward(x, w, null, new Float32Array(3), args()), 'output: expected 4 elements, got 3'],
-    ['wrong bias length', () => native.conv2dForward(x, w, new Float32Array(2), out, args()), 'bias: expected 1 elements, got 2'],
-    ['negative size', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 1, -3, 3] })), 'inputShape[2]: expected a non-negative integer, got -3'],
-    ['NaN size', () => native.conv2dForward(x, w, null, out, args({ stride: [NaN, 1] })), 'stride[0]: expected a non-negative integer, got NaN'],
-    ['fractional size', () => native.conv2dForward(x, w, null, out, args({ groups: 1.5 })), 'groups[0]: expected a non-negative integer, got 1.5'],
-    ['zero batch', () => native.conv2dForward(x, w, null, out, args({ inputShape: [0, 1, 3, 3] })), 'batch: expected a positive size, got 0'],
-    ['zero stride', () => native.conv2dForward(x, w, null, out, args({ stride: [0, 1] })), 'stride: expected a positive size, got 0'],
-    ['short shape', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3] })), 'inputShape: expected 4 numbers, got 3'],
-    ['kernel larger than input', () => native.conv2dForward(x, w, null, out, args({ weightShape: [1, 1, 4, 4] })), 'kernel: dilated kernel 4x4 is larger than the padded input 3x3'],
-    ['groups not dividing channels', () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3, 1], groups: 2 })), 'groups: in_channels (3) must be divisible by groups (2)'],
-    ['weight channels vs groups', () => native.conv2dForward(new Float32Array(18), new Float32Array(4), null, out, args({ inputShape: [1, 2, 3, 3] })), 'conv2d: the weight [1, 1, 2, 2] takes 1 input channels per group, but the input [1, 2, 3, 3] has 2 channels in 1 group(s) (expected weight shape [1, 2, 2, 2])'],
-    ['unknown algorithm', () => native.conv2dForward(x, w, null, out, args({ algo: 'magic' })), "algo: expected one of"],
-    ['output aliasing input', () => native.conv2dForward(x, w, null, x.subarray(0, 4), args()), 'output: must not share memory with input'],
-    ['absurd sizes', () => native.conv2dForward(x, w, null, out, args({ inputShape: [2 ** 40, 2 ** 40, 3, 3] })), 'too many elements'],
+    [
+      'wrong input length',
+      () => native.conv2dForward(new Float32Array(8), w, null, out, args()),
+      'input: expected 9 elements, got 8',
+    ],
+    [
+      'wrong weight length',
+      () => native.conv2dForward(x, new Float32Array(5), null, out, args()),
+      'weight: expected 4 elements, got 5',
+    ],
+    [
+      'wrong output length',
+      () => native.conv2dForward(x, w, null, new Float32Array(3), args()),
+      'output: expected 4 elements, got 3',
+    ],
+    [
+      'wrong bias length',
+      () => native.conv2dForward(x, w, new Float32Array(2), out, args()),
+      'bias: expected 1 elements, got 2',
+    ],
+    [
+      'negative size',
+      () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 1, -3, 3] })),
+      'inputShape[2]: expected a non-negative integer, got -3',
+    ],
+    [
+      'NaN size',
+      () => native.conv2dForward(x, w, null, out, args({ stride: [NaN, 1] })),
+      'stride[0]: expected a non-negative integer, got NaN',
+    ],
+    [
+      'fractional size',
+      () => native.conv2dForward(x, w, null, out, args({ groups: 1.5 })),
+      'groups[0]: expected a non-negative integer, got 1.5',
+    ],
+    [
+      'zero batch',
+      () => native.conv2dForward(x, w, null, out, args({ inputShape: [0, 1, 3, 3] })),
+      'batch: expected a positive size, got 0',
+    ],
+    [
+      'zero stride',
+      () => native.conv2dForward(x, w, null, out, args({ stride: [0, 1] })),
+      'stride: expected a positive size, got 0',
+    ],
+    [
+      'short shape',
+      () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3] })),
+      'inputShape: expected 4 numbers, got 3',
+    ],
+    [
+      'kernel larger than input',
+      () => native.conv2dForward(x, w, null, out, args({ weightShape: [1, 1, 4, 4] })),
+      'kernel: dilated kernel 4x4 is larger than the padded input 3x3',
+    ],
+    [
+      'groups not dividing channels',
+      () => native.conv2dForward(x, w, null, out, args({ inputShape: [1, 3, 3, 1], groups: 2 })),
+      'groups: in_channels (3) must be divisible by groups (2)',
+    ],
+    [
+      'weight channels vs groups',
+      () =>
+        native.conv2dForward(new Float32Array(18), new Float32Array(4), null, out, args({ inputShape: [1, 2, 3, 3] })),
+      'conv2d: the weight [1, 1, 2, 2] takes 1 input channels per group, but the input [1, 2, 3, 3] has 2 channels in 1 group(s) (expected weight shape [1, 2, 2, 2])',
+    ],
+    [
+      'unknown algorithm',
+      () => native.conv2dForward(x, w, null, out, args({ algo: 'magic' })),
+      'algo: expected one of',
+    ],
+    [
+      'output aliasing input',
+      () => native.conv2dForward(x, w, null, x.subarray(0, 4), args()),
+      'output: must not share memory with input',
+    ],
+    [
+      'absurd sizes',
+      () => native.conv2dForward(x, w, null, out, args({ inputShape: [2 ** 40, 2 ** 40, 3, 3] })),
+      'too many elements',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });
@@ -65,8 +130,12 @@ describe('errors at the boundary', () => {
 
   it('the TypeScript layer checks tensor ranks before calling Rust', () => {
     expect(() => conv2d(zeros([3, 3]), zeros([1, 1, 2, 2]))).toThrow('input: expected a 4-D tensor, got shape [3, 3]');
-    expect(() => conv2d(zeros([1, 1, 3, 3]), zeros([2, 1, 2, 2]), zeros([3]))).toThrow('bias: expected shape [2], got [3]');
-    expect(() => conv2d(zeros([1, 1, 3, 3]), zeros([1, 1, 2, 2]), null, { padding: [1, 2, 3] as unknown as number })).toThrow(/padding: expected/);
+    expect(() => conv2d(zeros([1, 1, 3, 3]), zeros([2, 1, 2, 2]), zeros([3]))).toThrow(
+      'bias: expected shape [2], got [3]',
+    );
+    expect(() =>
+      conv2d(zeros([1, 1, 3, 3]), zeros([1, 1, 2, 2]), null, { padding: [1, 2, 3] as unknown as number }),
+    ).toThrow(/padding: expected/);
   });
 
   it('NaN in the data propagates as in PyTorch, and the process keeps working', () => {

@@ -11,7 +11,9 @@ describe('classify', () => {
     const dir = mkdtempSync(join(tmpdir(), 'fc-cls-'));
     const path = join(dir, 'red.png');
     // A 300x400 image: pure red (255, 0, 0).
-    await sharp({ create: { width: 400, height: 300, channels: 3, background: { r: 255, g: 0, b: 0 } } }).png().toFile(path);
+    await sharp({ create: { width: 400, height: 300, channels: 3, background: { r: 255, g: 0, b: 0 } } })
+      .png()
+      .toFile(path);
     const x = await models.preprocessImage(path);
     expect(x.shape).toEqual([1, 3, 224, 224]);
     const [m, s] = [models.IMAGENET_MEAN, models.IMAGENET_STD];
@@ -26,7 +28,9 @@ describe('classify', () => {
     const logits = [(1 - m[0]) / s[0], (0 - m[1]) / s[1], (0 - m[2]) / s[2]];
     const z = logits.reduce((a, v) => a + Math.exp(v), 0);
     expect(top[0].probability).toBeCloseTo(Math.exp(logits[0]) / z, 5);
-    await expect(classify(net, path, { labels: ['a'] })).rejects.toThrow('labels has 1 names, the model gives 3 classes');
+    await expect(classify(net, path, { labels: ['a'] })).rejects.toThrow(
+      'labels has 1 names, the model gives 3 classes',
+    );
     await expect(classify(net, join(dir, 'missing.png'))).rejects.toThrow(/missing\.png/);
   });
 });

@@ -10,7 +10,10 @@ import { mnist } from '../src/index.js';
 
 const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
 const run = (...args: string[]) => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], { encoding: 'utf8', env: { ...process.env, FERROCONV_NUM_THREADS: '2' } });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, FERROCONV_NUM_THREADS: '2' },
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
 
@@ -46,7 +49,20 @@ describe('ferroconv CLI', () => {
 
   it('trains briefly, then evaluates and predicts with the checkpoint; a corrupt checkpoint is an error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fc-cli-'));
-    const t = run('train', '--epochs', '1', '--limit', '640', '--batch-size', '64', '--checkpoint-dir', dir, '--no-progress', '--schedule', 'none');
+    const t = run(
+      'train',
+      '--epochs',
+      '1',
+      '--limit',
+      '640',
+      '--batch-size',
+      '64',
+      '--checkpoint-dir',
+      dir,
+      '--no-progress',
+      '--schedule',
+      'none',
+    );
     expect(t.code, t.err).toBe(0);
     expect(t.out).toMatch(/test accuracy: \d+\.\d\d%/);
     const e = run('eval', '--checkpoint', join(dir, 'checkpoint.safetensors'));
@@ -60,7 +76,11 @@ describe('ferroconv CLI', () => {
     // A real digit as a PNG (MNIST test image 0, a 7), written with sharp.
     const png = join(dir, 'seven.png');
     const img = mnist({ train: false, normalize: false }).get(0).image;
-    await sharp(Buffer.from(Uint8Array.from(img.data, (v) => Math.round(v * 255))), { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(png);
+    await sharp(Buffer.from(Uint8Array.from(img.data, (v) => Math.round(v * 255))), {
+      raw: { width: 28, height: 28, channels: 1 },
+    })
+      .png()
+      .toFile(png);
     const ok = run('predict', '--checkpoint', join(dir, 'model.safetensors'), '--top', '2', png);
     expect(ok.code, ok.err).toBe(0);
     expect(ok.out).toMatch(/seven\.png: \d - \w+ \d+\.\d%, \d - \w+ \d+\.\d%/);

@@ -6,13 +6,32 @@
 import { describe, expect, it } from 'vitest';
 import { expectClose } from './helpers.js';
 import {
-  BatchNorm2d, Conv2d, DataLoader, Flatten, Linear, ReLU, SGD, Sequential, TensorDataset, evaluate, fit, manualSeed, noGrad, randn,
+  BatchNorm2d,
+  Conv2d,
+  DataLoader,
+  Flatten,
+  Linear,
+  ReLU,
+  SGD,
+  Sequential,
+  TensorDataset,
+  evaluate,
+  fit,
+  manualSeed,
+  noGrad,
+  randn,
   type Tensor,
 } from '../src/index.js';
 
 function net(): Sequential {
   manualSeed(3);
-  return new Sequential(new Conv2d(1, 4, 3, { padding: 1 }), new BatchNorm2d(4), new ReLU(), new Flatten(), new Linear(4 * 6 * 6, 3));
+  return new Sequential(
+    new Conv2d(1, 4, 3, { padding: 1 }),
+    new BatchNorm2d(4),
+    new ReLU(),
+    new Flatten(),
+    new Linear(4 * 6 * 6, 3),
+  );
 }
 
 function data(n: number): TensorDataset {
@@ -28,16 +47,19 @@ function reference(model: Sequential, x: Tensor): Float32Array {
   try {
     return noGrad(() => model.forward(x)).data.slice();
   } finally {
-    model.namedModules().forEach(([, m], i) => (m.training = modes[i]));
+    model.namedModules().forEach(([, m], i) => {
+      m.training = modes[i];
+    });
   }
 }
 
 const stateCopy = (model: Sequential) => new Map([...model.stateDict()].map(([k, t]) => [k, t.clone()]));
-const ticks = (n: number) => new Promise<void>((resolve) => {
-  let left = n;
-  const step = () => (--left <= 0 ? resolve() : setImmediate(step));
-  setImmediate(step);
-});
+const ticks = (n: number) =>
+  new Promise<void>((resolve) => {
+    let left = n;
+    const step = () => (--left <= 0 ? resolve() : setImmediate(step));
+    setImmediate(step);
+  });
 
 describe('overlapping calls on one model', () => {
   it('two predicts on a model in train mode each give eval-mode rows and leave the statistics alone', async () => {

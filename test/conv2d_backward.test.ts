@@ -33,7 +33,15 @@ describe.each(['auto', 'scalar'] as const)('conv2d backward vs PyTorch (simd %s)
       const w = det(c.weightShape, c.seeds[1], c.weightScale).data;
       const gy = det(c.outputShape, c.seeds[3]).data;
       for (const algo of ALGOS) {
-        const args = { inputShape: c.inputShape, weightShape: c.weightShape, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, algo };
+        const args = {
+          inputShape: c.inputShape,
+          weightShape: c.weightShape,
+          stride: c.stride,
+          padding: c.padding,
+          dilation: c.dilation,
+          groups: c.groups,
+          algo,
+        };
         // Outputs start as NaN: the kernels must overwrite them.
         const gx = new Float32Array(x.length).fill(NaN);
         native.conv2dBackwardData(gy, w, gx, args);
@@ -53,18 +61,50 @@ describe.each(['auto', 'scalar'] as const)('conv2d backward vs PyTorch (simd %s)
 });
 
 describe('conv2d backward errors', () => {
-  const args = { inputShape: [1, 1, 3, 3], weightShape: [1, 1, 2, 2], stride: [1, 1], padding: [0, 0, 0, 0], dilation: [1, 1], groups: 1, algo: 'im2col' };
+  const args = {
+    inputShape: [1, 1, 3, 3],
+    weightShape: [1, 1, 2, 2],
+    stride: [1, 1],
+    padding: [0, 0, 0, 0],
+    dilation: [1, 1],
+    groups: 1,
+    algo: 'im2col',
+  };
   const x = new Float32Array(9);
   const w = new Float32Array(4);
   const gy = new Float32Array(4);
 
   it.each([
-    ['short gradOutput', () => native.conv2dBackwardData(new Float32Array(3), w, new Float32Array(9), args), 'gradOutput: expected 4 elements, got 3'],
-    ['short gradInput', () => native.conv2dBackwardData(gy, w, new Float32Array(8), args), 'gradInput: expected 9 elements, got 8'],
-    ['long gradWeight', () => native.conv2dBackwardWeight(x, gy, new Float32Array(5), null, args), 'gradWeight: expected 4 elements, got 5'],
-    ['wrong gradBias', () => native.conv2dBackwardWeight(x, gy, new Float32Array(4), new Float32Array(2), args), 'gradBias: expected 1 elements, got 2'],
-    ['gradInput aliasing gradOutput', () => native.conv2dBackwardData(gy, w, gy, { ...args, inputShape: [1, 1, 2, 2], weightShape: [1, 1, 1, 1] }), 'gradInput: must not share memory with gradOutput'],
-    ['unknown algorithm', () => native.conv2dBackwardData(gy, w, new Float32Array(9), { ...args, algo: 'winograd?' }), 'algo: expected one of'],
+    [
+      'short gradOutput',
+      () => native.conv2dBackwardData(new Float32Array(3), w, new Float32Array(9), args),
+      'gradOutput: expected 4 elements, got 3',
+    ],
+    [
+      'short gradInput',
+      () => native.conv2dBackwardData(gy, w, new Float32Array(8), args),
+      'gradInput: expected 9 elements, got 8',
+    ],
+    [
+      'long gradWeight',
+      () => native.conv2dBackwardWeight(x, gy, new Float32Array(5), null, args),
+      'gradWeight: expected 4 elements, got 5',
+    ],
+    [
+      'wrong gradBias',
+      () => native.conv2dBackwardWeight(x, gy, new Float32Array(4), new Float32Array(2), args),
+      'gradBias: expected 1 elements, got 2',
+    ],
+    [
+      'gradInput aliasing gradOutput',
+      () => native.conv2dBackwardData(gy, w, gy, { ...args, inputShape: [1, 1, 2, 2], weightShape: [1, 1, 1, 1] }),
+      'gradInput: must not share memory with gradOutput',
+    ],
+    [
+      'unknown algorithm',
+      () => native.conv2dBackwardData(gy, w, new Float32Array(9), { ...args, algo: 'winograd?' }),
+      'algo: expected one of',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });

@@ -101,39 +101,147 @@ describe('conv_transpose2d argument errors', () => {
 
   const gb = new Float32Array(2);
   it.each([
-    ['output padding not below stride or dilation', () => native.convTranspose2dOutputSize(args({ outputPadding: [2, 1] })),
-      'outputPadding: must be smaller than either stride or dilation in each dimension, got outputPadding [2, 1] with stride [2, 2] and dilation [1, 1]'],
-    ['output padding with stride 1', () => native.convTranspose2dOutputSize(args({ stride: [1, 1] })), 'outputPadding: must be smaller than either stride or dilation'],
-    ['padding too large', () => native.convTranspose2dOutputSize(args({ padding: [4, 1] })),
-      'padding: output size 0x6 for input 3x3 is not positive (padding [4, 1] too large)'],
-    ['groups not dividing in channels', () => native.convTranspose2dOutputSize(args({ inputShape: [1, 3, 3, 3], weightShape: [3, 1, 3, 3], groups: 2 })),
-      'groups: in_channels (3) must be divisible by groups (2)'],
-    ['zero groups', () => native.convTranspose2dOutputSize(args({ groups: 0 })), 'groups: expected a positive size, got 0'],
-    ['fractional groups', () => native.convTranspose2dOutputSize(args({ groups: 1.5 })), 'groups: expected a non-negative integer, got 1.5'],
-    ['weight in channels', () => native.convTranspose2dOutputSize(args({ weightShape: [3, 2, 3, 3] })), 'weightShape[0]: expected in_channels = 2, got 3'],
-    ['zero stride', () => native.convTranspose2dOutputSize(args({ stride: [0, 2] })), 'stride: expected a positive size, got 0'],
-    ['zero kernel', () => native.convTranspose2dOutputSize(args({ weightShape: [2, 2, 0, 3] })), 'kernel height: expected a positive size, got 0'],
-    ['zero out channels', () => native.convTranspose2dOutputSize(args({ weightShape: [2, 0, 3, 3] })), 'out_channels: expected a positive size, got 0'],
-    ['short outputPadding', () => native.convTranspose2dOutputSize(args({ outputPadding: [1] })), 'outputPadding: expected 2 numbers, got 1'],
-    ['four-sided padding', () => native.convTranspose2dOutputSize(args({ padding: [1, 1, 1, 1] })), 'padding: expected 2 numbers, got 4'],
-    ['negative dilation', () => native.convTranspose2dOutputSize(args({ dilation: [1, -2] })), 'dilation[1]: expected a non-negative integer, got -2'],
-    ['NaN size', () => native.convTranspose2dOutputSize(args({ inputShape: [1, 2, NaN, 3] })), 'inputShape[2]: expected a non-negative integer, got NaN'],
-    ['sizes that overflow', () => native.convTranspose2dOutputSize(args({ inputShape: [1, 2, 2 ** 52, 3], stride: [2 ** 20, 2] })), 'conv_transpose2d: sizes overflow'],
-    ['absurd sizes', () => native.convTranspose2dOutputSize(args({ inputShape: [2 ** 40, 2 ** 40, 3, 3], weightShape: [2 ** 40, 2, 3, 3] })), 'too many elements'],
-    ['wrong input length', () => native.convTranspose2dForward(new Float32Array(17), w, null, y, args()), 'input: expected 18 elements, got 17'],
-    ['wrong weight length', () => native.convTranspose2dForward(x, new Float32Array(35), null, y, args()), 'weight: expected 36 elements, got 35'],
-    ['wrong bias length', () => native.convTranspose2dForward(x, w, new Float32Array(3), y, args()), 'bias: expected 2 elements, got 3'],
-    ['wrong output length', () => native.convTranspose2dForward(x, w, null, new Float32Array(71), args()), 'output: expected 72 elements, got 71'],
-    ['wrong gradOutput length', () => native.convTranspose2dBackwardData(new Float32Array(50), w, new Float32Array(18), args()), 'gradOutput: expected 72 elements, got 50'],
-    ['wrong gradInput length', () => native.convTranspose2dBackwardData(y, w, new Float32Array(19), args()), 'gradInput: expected 18 elements, got 19'],
-    ['wrong gradWeight length', () => native.convTranspose2dBackwardWeight(x, y, new Float32Array(4), gb, args()), 'gradWeight: expected 36 elements, got 4'],
-    ['wrong gradBias length', () => native.convTranspose2dBackwardWeight(x, y, new Float32Array(36), new Float32Array(1), args()), 'gradBias: expected 2 elements, got 1'],
-    ['output aliasing input', () => native.convTranspose2dForward(y.subarray(0, 18), w, null, y, args()), 'output: must not share memory with input'],
-    ['gradInput aliasing weight', () => native.convTranspose2dBackwardData(y, w, w.subarray(0, 18), args()), 'gradInput: must not share memory with weight'],
-    ['gradBias aliasing gradWeight', () => {
-      const gw = new Float32Array(40);
-      native.convTranspose2dBackwardWeight(x, y, gw.subarray(0, 36), gw.subarray(35, 37), args());
-    }, 'gradBias: must not share memory with gradWeight'],
+    [
+      'output padding not below stride or dilation',
+      () => native.convTranspose2dOutputSize(args({ outputPadding: [2, 1] })),
+      'outputPadding: must be smaller than either stride or dilation in each dimension, got outputPadding [2, 1] with stride [2, 2] and dilation [1, 1]',
+    ],
+    [
+      'output padding with stride 1',
+      () => native.convTranspose2dOutputSize(args({ stride: [1, 1] })),
+      'outputPadding: must be smaller than either stride or dilation',
+    ],
+    [
+      'padding too large',
+      () => native.convTranspose2dOutputSize(args({ padding: [4, 1] })),
+      'padding: output size 0x6 for input 3x3 is not positive (padding [4, 1] too large)',
+    ],
+    [
+      'groups not dividing in channels',
+      () => native.convTranspose2dOutputSize(args({ inputShape: [1, 3, 3, 3], weightShape: [3, 1, 3, 3], groups: 2 })),
+      'groups: in_channels (3) must be divisible by groups (2)',
+    ],
+    [
+      'zero groups',
+      () => native.convTranspose2dOutputSize(args({ groups: 0 })),
+      'groups: expected a positive size, got 0',
+    ],
+    [
+      'fractional groups',
+      () => native.convTranspose2dOutputSize(args({ groups: 1.5 })),
+      'groups: expected a non-negative integer, got 1.5',
+    ],
+    [
+      'weight in channels',
+      () => native.convTranspose2dOutputSize(args({ weightShape: [3, 2, 3, 3] })),
+      'weightShape[0]: expected in_channels = 2, got 3',
+    ],
+    [
+      'zero stride',
+      () => native.convTranspose2dOutputSize(args({ stride: [0, 2] })),
+      'stride: expected a positive size, got 0',
+    ],
+    [
+      'zero kernel',
+      () => native.convTranspose2dOutputSize(args({ weightShape: [2, 2, 0, 3] })),
+      'kernel height: expected a positive size, got 0',
+    ],
+    [
+      'zero out channels',
+      () => native.convTranspose2dOutputSize(args({ weightShape: [2, 0, 3, 3] })),
+      'out_channels: expected a positive size, got 0',
+    ],
+    [
+      'short outputPadding',
+      () => native.convTranspose2dOutputSize(args({ outputPadding: [1] })),
+      'outputPadding: expected 2 numbers, got 1',
+    ],
+    [
+      'four-sided padding',
+      () => native.convTranspose2dOutputSize(args({ padding: [1, 1, 1, 1] })),
+      'padding: expected 2 numbers, got 4',
+    ],
+    [
+      'negative dilation',
+      () => native.convTranspose2dOutputSize(args({ dilation: [1, -2] })),
+      'dilation[1]: expected a non-negative integer, got -2',
+    ],
+    [
+      'NaN size',
+      () => native.convTranspose2dOutputSize(args({ inputShape: [1, 2, NaN, 3] })),
+      'inputShape[2]: expected a non-negative integer, got NaN',
+    ],
+    [
+      'sizes that overflow',
+      () => native.convTranspose2dOutputSize(args({ inputShape: [1, 2, 2 ** 52, 3], stride: [2 ** 20, 2] })),
+      'conv_transpose2d: sizes overflow',
+    ],
+    [
+      'absurd sizes',
+      () =>
+        native.convTranspose2dOutputSize(
+          args({ inputShape: [2 ** 40, 2 ** 40, 3, 3], weightShape: [2 ** 40, 2, 3, 3] }),
+        ),
+      'too many elements',
+    ],
+    [
+      'wrong input length',
+      () => native.convTranspose2dForward(new Float32Array(17), w, null, y, args()),
+      'input: expected 18 elements, got 17',
+    ],
+    [
+      'wrong weight length',
+      () => native.convTranspose2dForward(x, new Float32Array(35), null, y, args()),
+      'weight: expected 36 elements, got 35',
+    ],
+    [
+      'wrong bias length',
+      () => native.convTranspose2dForward(x, w, new Float32Array(3), y, args()),
+      'bias: expected 2 elements, got 3',
+    ],
+    [
+      'wrong output length',
+      () => native.convTranspose2dForward(x, w, null, new Float32Array(71), args()),
+      'output: expected 72 elements, got 71',
+    ],
+    [
+      'wrong gradOutput length',
+      () => native.convTranspose2dBackwardData(new Float32Array(50), w, new Float32Array(18), args()),
+      'gradOutput: expected 72 elements, got 50',
+    ],
+    [
+      'wrong gradInput length',
+      () => native.convTranspose2dBackwardData(y, w, new Float32Array(19), args()),
+      'gradInput: expected 18 elements, got 19',
+    ],
+    [
+      'wrong gradWeight length',
+      () => native.convTranspose2dBackwardWeight(x, y, new Float32Array(4), gb, args()),
+      'gradWeight: expected 36 elements, got 4',
+    ],
+    [
+      'wrong gradBias length',
+      () => native.convTranspose2dBackwardWeight(x, y, new Float32Array(36), new Float32Array(1), args()),
+      'gradBias: expected 2 elements, got 1',
+    ],
+    [
+      'output aliasing input',
+      () => native.convTranspose2dForward(y.subarray(0, 18), w, null, y, args()),
+      'output: must not share memory with input',
+    ],
+    [
+      'gradInput aliasing weight',
+      () => native.convTranspose2dBackwardData(y, w, w.subarray(0, 18), args()),
+      'gradInput: must not share memory with weight',
+    ],
+    [
+      'gradBias aliasing gradWeight',
+      () => {
+        const gw = new Float32Array(40);
+        native.convTranspose2dBackwardWeight(x, y, gw.subarray(0, 36), gw.subarray(35, 37), args());
+      },
+      'gradBias: must not share memory with gradWeight',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });

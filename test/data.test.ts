@@ -8,8 +8,22 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  type Batch, DataLoader, type Dataset, FASHION_MNIST_CLASSES, ImageFolder, MNIST_CLASSES, Subset, TensorDataset,
-  fashionMnist, mnist, mnistDataDir, parseIdx, randomSplit, readIdxFile, sampleRng, transforms as T,
+  type Batch,
+  DataLoader,
+  type Dataset,
+  FASHION_MNIST_CLASSES,
+  ImageFolder,
+  MNIST_CLASSES,
+  Subset,
+  TensorDataset,
+  fashionMnist,
+  mnist,
+  mnistDataDir,
+  parseIdx,
+  randomSplit,
+  readIdxFile,
+  sampleRng,
+  transforms as T,
 } from '../src/data/index.js';
 import { loadSharp } from '../src/data/image-folder.js';
 import { Rng } from '../src/random.js';
@@ -25,7 +39,9 @@ function idx(type: number, dims: number[], data: ArrayLike<number> = []): Uint8A
   const v = new DataView(out.buffer);
   out[2] = type;
   out[3] = dims.length;
-  dims.forEach((d, i) => v.setUint32(4 + 4 * i, d, false));
+  dims.forEach((d, i) => {
+    v.setUint32(4 + 4 * i, d, false);
+  });
   out.set(data, 4 + 4 * dims.length);
   return out;
 }
@@ -43,7 +59,10 @@ function idxFolder(name: string, images: number[][], labels: number[], h = 2, w 
   const enc = (b: Uint8Array): Uint8Array => (gz ? gzipSync(b) : b);
   const suffix = gz ? '.gz' : '';
   for (const prefix of ['train', 't10k']) {
-    writeFileSync(join(dir, `${prefix}-images-idx3-ubyte${suffix}`), enc(idx(0x08, [images.length, h, w], images.flat())));
+    writeFileSync(
+      join(dir, `${prefix}-images-idx3-ubyte${suffix}`),
+      enc(idx(0x08, [images.length, h, w], images.flat())),
+    );
     writeFileSync(join(dir, `${prefix}-labels-idx1-ubyte${suffix}`), enc(idx(0x08, [labels.length], labels)));
   }
   return dir;
@@ -65,7 +84,10 @@ const dataOf = (batches: Batch[]): number[][] => batches.map((b) => Array.from(b
 function indexDataset(n: number): TensorDataset {
   const images = new Float32Array(n * 4);
   for (let i = 0; i < n; i++) images.set([i, i + 0.25, i + 0.5, i + 0.75], i * 4);
-  return new TensorDataset(new Tensor(images, [n, 1, 2, 2]), Array.from({ length: n }, (_, i) => i));
+  return new TensorDataset(
+    new Tensor(images, [n, 1, 2, 2]),
+    Array.from({ length: n }, (_, i) => i),
+  );
 }
 
 describe('IDX files', () => {
@@ -134,19 +156,44 @@ describe('IDX files', () => {
   it('rejects short, foreign and inconsistent files with errors naming the file', () => {
     const cases: [string, Uint8Array, RegExp][] = [
       ['tiny', Uint8Array.from([0, 0, 8]), /tiny: not an IDX file: 3 bytes, shorter than the 4-byte magic number/],
-      ['png', Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3, 4]), /png: not an IDX file: magic number 0x89504e47 does not start with two zero bytes/],
+      [
+        'png',
+        Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3, 4]),
+        /png: not an IDX file: magic number 0x89504e47 does not start with two zero bytes/,
+      ],
       ['type', idx(0x07, [1], [0]), /type: magic number 0x00000701 has unknown type code 0x07/],
       ['ndim0', idx(0x08, []), /ndim0: magic number 0x00000800 declares 0 dimensions \(expected 1 to 8\)/],
-      ['ndim200', Uint8Array.from([0, 0, 8, 200, 0, 0, 0, 1]), /ndim200: magic number 0x000008c8 declares 200 dimensions/],
-      ['header', idx(0x08, [3, 28, 28]).subarray(0, 10), /header: truncated header: 3 dimensions need 16 header bytes, the file has 10/],
-      ['absurd', idx(0x08, [0xffffffff, 0xffffffff, 0xffffffff], [1, 2, 3]),
-        /absurd: truncated: dimensions \[4294967295, 4294967295, 4294967295\] of ubyte need 7\.9\d*e\+28 data bytes, the file has 3/],
-      ['short', idx(0x0c, [2, 2], new Array(12).fill(0)), /short: truncated: dimensions \[2, 2\] of int32 need 16 data bytes, the file has 12/],
-      ['long', idx(0x08, [2], [1, 2, 3]), /long: has trailing bytes: dimensions \[2\] of ubyte need 2 data bytes, the file has 3/],
+      [
+        'ndim200',
+        Uint8Array.from([0, 0, 8, 200, 0, 0, 0, 1]),
+        /ndim200: magic number 0x000008c8 declares 200 dimensions/,
+      ],
+      [
+        'header',
+        idx(0x08, [3, 28, 28]).subarray(0, 10),
+        /header: truncated header: 3 dimensions need 16 header bytes, the file has 10/,
+      ],
+      [
+        'absurd',
+        idx(0x08, [0xffffffff, 0xffffffff, 0xffffffff], [1, 2, 3]),
+        /absurd: truncated: dimensions \[4294967295, 4294967295, 4294967295\] of ubyte need 7\.9\d*e\+28 data bytes, the file has 3/,
+      ],
+      [
+        'short',
+        idx(0x0c, [2, 2], new Array(12).fill(0)),
+        /short: truncated: dimensions \[2, 2\] of int32 need 16 data bytes, the file has 12/,
+      ],
+      [
+        'long',
+        idx(0x08, [2], [1, 2, 3]),
+        /long: has trailing bytes: dimensions \[2\] of ubyte need 2 data bytes, the file has 3/,
+      ],
     ];
     for (const [name, bytes, re] of cases) {
       const path = writeTmp(name, bytes);
-      expect(() => readIdxFile(path)).toThrow(new RegExp(re.source.replace(name, path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))));
+      expect(() => readIdxFile(path)).toThrow(
+        new RegExp(re.source.replace(name, path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))),
+      );
     }
     expect(() => readIdxFile(join(tmp, 'missing'))).toThrow(/missing: cannot read: ENOENT/);
     expect(() => readIdxFile(tmp)).toThrow(/cannot read: not a regular file/);
@@ -167,12 +214,18 @@ describe('IDX files', () => {
   it('a real MNIST file cut short is reported as truncated', () => {
     const full = readFileSync(join(mnistDataDir(), 'train-images-idx3-ubyte'));
     const path = writeTmp('cut-train-images', full.subarray(0, 1000));
-    expect(() => readIdxFile(path)).toThrow(/cut-train-images: truncated: dimensions \[60000, 28, 28\] of ubyte need 47040000 data bytes, the file has 984/);
+    expect(() => readIdxFile(path)).toThrow(
+      /cut-train-images: truncated: dimensions \[60000, 28, 28\] of ubyte need 47040000 data bytes, the file has 984/,
+    );
   });
 });
 
 describe('MNIST-format folders', () => {
-  const images = [[0, 255, 0, 255], [51, 102, 153, 204], [255, 255, 255, 255]];
+  const images = [
+    [0, 255, 0, 255],
+    [51, 102, 153, 204],
+    [255, 255, 255, 255],
+  ];
 
   it('loads a folder of IDX files (plain or gzipped), normalised or not', () => {
     for (const gz of [false, true]) {
@@ -191,19 +244,31 @@ describe('MNIST-format folders', () => {
   it('explains what is wrong with a folder', () => {
     const empty = join(tmp, 'emptydir');
     mkdirSync(empty, { recursive: true });
-    expect(() => mnist({ train: true, dir: empty })).toThrow(/mnist: no train-images-idx3-ubyte \(or train-images-idx3-ubyte\.gz\) in .*emptydir/);
-    expect(() => fashionMnist({ train: true } as never)).toThrow(/fashionMnist: dir \(the folder with the IDX files\) is required/);
+    expect(() => mnist({ train: true, dir: empty })).toThrow(
+      /mnist: no train-images-idx3-ubyte \(or train-images-idx3-ubyte\.gz\) in .*emptydir/,
+    );
+    expect(() => fashionMnist({ train: true } as never)).toThrow(
+      /fashionMnist: dir \(the folder with the IDX files\) is required/,
+    );
     expect(() => mnist({} as never)).toThrow(/mnist: train must be true or false, got undefined/);
     const badLabel = idxFolder('badlabel', images, [3, 10, 4]);
-    expect(() => mnist({ train: true, dir: badLabel })).toThrow(/train-labels-idx1-ubyte: label 1 is 10, expected 0 to 9/);
+    expect(() => mnist({ train: true, dir: badLabel })).toThrow(
+      /train-labels-idx1-ubyte: label 1 is 10, expected 0 to 9/,
+    );
     const mismatch = idxFolder('mismatch', images, [1, 2]);
-    expect(() => mnist({ train: true, dir: mismatch })).toThrow(/train-labels-idx1-ubyte: has 2 labels but .*train-images-idx3-ubyte has 3 images/);
+    expect(() => mnist({ train: true, dir: mismatch })).toThrow(
+      /train-labels-idx1-ubyte: has 2 labels but .*train-images-idx3-ubyte has 3 images/,
+    );
     const wrongType = idxFolder('wrongtype', images, [1, 2, 3]);
     writeFileSync(join(wrongType, 'train-images-idx3-ubyte'), idx(0x0c, [1, 2], new Array(8).fill(0)));
-    expect(() => mnist({ train: true, dir: wrongType })).toThrow(/train-images-idx3-ubyte: magic number 0x00000c02 means int32 \[1, 2\], expected 0x00000803 \(ubyte \[N, H, W\]\)/);
+    expect(() => mnist({ train: true, dir: wrongType })).toThrow(
+      /train-images-idx3-ubyte: magic number 0x00000c02 means int32 \[1, 2\], expected 0x00000803 \(ubyte \[N, H, W\]\)/,
+    );
     const swapped = idxFolder('swapped', images, [1, 2, 3]);
     writeFileSync(join(swapped, 't10k-labels-idx1-ubyte'), readFileSync(join(swapped, 't10k-images-idx3-ubyte')));
-    expect(() => mnist({ train: false, dir: swapped })).toThrow(/t10k-labels-idx1-ubyte: magic number 0x00000803 means ubyte \[3, 2, 2\], expected 0x00000801 \(ubyte \[N\]\)/);
+    expect(() => mnist({ train: false, dir: swapped })).toThrow(
+      /t10k-labels-idx1-ubyte: magic number 0x00000803 means ubyte \[3, 2, 2\], expected 0x00000801 \(ubyte \[N\]\)/,
+    );
   });
 });
 
@@ -219,9 +284,15 @@ describe('TensorDataset, Subset, randomSplit', () => {
     expect(b.images.shape).toEqual([2, 1, 2, 2]);
     expect(Array.from(b.labels)).toEqual([4, 0]);
     expect(() => d.get(5)).toThrow(/TensorDataset.get: index must be an integer in \[0, 5\), got 5/);
-    expect(() => new TensorDataset(new Tensor(new Float32Array(4), [2, 2]), [0, 1])).toThrow(/images must be \[N, C, H, W\], got \[2, 2\]/);
-    expect(() => new TensorDataset(new Tensor(new Float32Array(4), [2, 1, 1, 2]), [0])).toThrow(/expected 2 labels \(one per image\), got 1/);
-    expect(() => new TensorDataset(new Tensor(new Float32Array(4), [2, 1, 1, 2]), [0, 1.5])).toThrow(/labels\[1\] must be a non-negative integer, got 1.5/);
+    expect(() => new TensorDataset(new Tensor(new Float32Array(4), [2, 2]), [0, 1])).toThrow(
+      /images must be \[N, C, H, W\], got \[2, 2\]/,
+    );
+    expect(() => new TensorDataset(new Tensor(new Float32Array(4), [2, 1, 1, 2]), [0])).toThrow(
+      /expected 2 labels \(one per image\), got 1/,
+    );
+    expect(() => new TensorDataset(new Tensor(new Float32Array(4), [2, 1, 1, 2]), [0, 1.5])).toThrow(
+      /labels\[1\] must be a non-negative integer, got 1.5/,
+    );
   });
 
   it('Subset remaps indices and keeps the base fast path; randomSplit partitions', () => {
@@ -235,7 +306,9 @@ describe('TensorDataset, Subset, randomSplit', () => {
     const all = [...a.indices, ...b.indices].sort((x, y) => x - y);
     expect(all).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(Array.from(randomSplit(d, [7, 3], new Rng(1))[0].indices)).toEqual(Array.from(a.indices));
-    expect(() => randomSplit(d, [5, 4], new Rng(1))).toThrow(/lengths must be non-negative integers adding up to 10, got \[5, 4\]/);
+    expect(() => randomSplit(d, [5, 4], new Rng(1))).toThrow(
+      /lengths must be non-negative integers adding up to 10, got \[5, 4\]/,
+    );
   });
 });
 
@@ -251,7 +324,11 @@ describe('DataLoader', () => {
     expect(loader.epoch).toBe(1);
     const dropped = new DataLoader(d, { batchSize: 3, dropLast: true });
     expect(dropped.length).toBe(3);
-    expect(labelsOf(await collect(dropped))).toEqual([[0, 1, 2], [3, 4, 5], [6, 7, 8]]);
+    expect(labelsOf(await collect(dropped))).toEqual([
+      [0, 1, 2],
+      [3, 4, 5],
+      [6, 7, 8],
+    ]);
     expect(new DataLoader(d, { batchSize: 20, dropLast: true }).length).toBe(0);
     expect(await collect(new DataLoader(d, { batchSize: 20, dropLast: true }))).toEqual([]);
   });
@@ -316,14 +393,18 @@ describe('DataLoader', () => {
     const loader = new DataLoader(d, { batchSize: 3, seed: 1 });
     const state = loader.getState();
     expect(() => loader.setState({ ...state, batchSize: 4 })).toThrow(/state is for batchSize 4, this loader has 3/);
-    expect(() => loader.setState({ ...state, numSamples: 11 })).toThrow(/state is for a dataset of 11 samples, this one has 10/);
+    expect(() => loader.setState({ ...state, numSamples: 11 })).toThrow(
+      /state is for a dataset of 11 samples, this one has 10/,
+    );
     expect(() => loader.setState({ ...state, position: 5 })).toThrow(/position must be an integer in \[0, 4\], got 5/);
     expect(() => loader.setState({ ...state, seed: -1 })).toThrow(/seed: expected an integer in \[0, 2\^32\), got -1/);
     expect(() => loader.setState({ ...state, shuffle: true })).toThrow(/state has shuffle true, this loader has false/);
     const it1 = loader[Symbol.asyncIterator]();
     await it1.next();
     expect(() => loader.setEpoch(3)).toThrow(/cannot setEpoch while an iteration is in progress/);
-    await expect(loader[Symbol.asyncIterator]().next()).rejects.toThrow(/cannot iterate while an iteration is in progress/);
+    await expect(loader[Symbol.asyncIterator]().next()).rejects.toThrow(
+      /cannot iterate while an iteration is in progress/,
+    );
     await it1.return(undefined);
     expect(() => loader.setEpoch(3)).not.toThrow();
   });
@@ -334,23 +415,42 @@ describe('DataLoader', () => {
     expect(() => new DataLoader(d, { numWorkers: -1 })).toThrow(/numWorkers must be an integer >= 0, got -1/);
     expect(() => new DataLoader(d, { seed: 1.5 })).toThrow(/seed: expected an integer in \[0, 2\^32\), got 1.5/);
     expect(() => new DataLoader({} as Dataset)).toThrow(/dataset must have an integer length/);
-    expect(() => new DataLoader(d, { numWorkers: 1, transform: (x: Tensor) => x })).toThrow(/numWorkers > 0 needs transforms made by ferroconv/);
+    expect(() => new DataLoader(d, { numWorkers: 1, transform: (x: Tensor) => x })).toThrow(
+      /numWorkers > 0 needs transforms made by ferroconv/,
+    );
     const plain: Dataset = { length: 2, get: (i) => ({ image: new Tensor(new Float32Array(1), [1, 1, 1]), label: i }) };
-    expect(() => new DataLoader(plain, { numWorkers: 2 })).toThrow(/numWorkers > 0 needs a dataset with workerSource\(\)/);
-    const ragged: Dataset = { length: 2, get: (i) => ({ image: new Tensor(new Float32Array(1 + i), [1, 1, 1 + i]), label: 0 }) };
-    await expect(collect(new DataLoader(ragged, { batchSize: 2 }))).rejects.toThrow(/sample 1 has shape \[1, 1, 2\] but sample 0 has \[1, 1, 1\]; resize or crop/);
-    const failing: Dataset = { length: 3, get: () => { throw new Error('disk on fire'); } };
+    expect(() => new DataLoader(plain, { numWorkers: 2 })).toThrow(
+      /numWorkers > 0 needs a dataset with workerSource\(\)/,
+    );
+    const ragged: Dataset = {
+      length: 2,
+      get: (i) => ({ image: new Tensor(new Float32Array(1 + i), [1, 1, 1 + i]), label: 0 }),
+    };
+    await expect(collect(new DataLoader(ragged, { batchSize: 2 }))).rejects.toThrow(
+      /sample 1 has shape \[1, 1, 2\] but sample 0 has \[1, 1, 1\]; resize or crop/,
+    );
+    const failing: Dataset = {
+      length: 3,
+      get: () => {
+        throw new Error('disk on fire');
+      },
+    };
     await expect(collect(new DataLoader(failing))).rejects.toThrow(/disk on fire/);
   });
 
   it('gives each sample augmentation that depends only on (seed, epoch, index)', async () => {
     const d = indexDataset(12);
     const jitter = T.colorJitter({ brightness: 0.9 });
-    const bySample = async (batchSize: number, numWorkers: number, prefetch?: number): Promise<Map<number, number[]>> => {
+    const bySample = async (
+      batchSize: number,
+      numWorkers: number,
+      prefetch?: number,
+    ): Promise<Map<number, number[]>> => {
       const loader = new DataLoader(d, { batchSize, shuffle: true, seed: 3, transform: jitter, numWorkers, prefetch });
       const m = new Map<number, number[]>();
       for (const b of await collect(loader)) {
-        for (let k = 0; k < b.labels.length; k++) m.set(b.labels[k], Array.from(b.images.data.subarray(k * 4, k * 4 + 4)));
+        for (let k = 0; k < b.labels.length; k++)
+          m.set(b.labels[k], Array.from(b.images.data.subarray(k * 4, k * 4 + 4)));
       }
       return m;
     };
@@ -411,7 +511,9 @@ describe('DataLoader worker threads', () => {
     // centerCrop pads a 2x2 sample to 3x3, so this works; a randomCrop larger than the image fails.
     expect((await collect(bad))[0].images.shape).toEqual([2, 1, 3, 3]);
     const failing = new DataLoader(sub, { batchSize: 2, numWorkers: 1, transform: T.randomCrop({ size: 3 }) });
-    await expect(collect(failing)).rejects.toThrow(/randomCrop: crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/);
+    await expect(collect(failing)).rejects.toThrow(
+      /randomCrop: crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/,
+    );
     expect(failing.activeWorkers).toBe(0);
     const dying = new DataLoader(makeCrashing({ n: 4 }), { batchSize: 2, numWorkers: 2 });
     await expect(collect(dying)).rejects.toThrow(/DataLoader worker exited unexpectedly \(code 3\)/);
@@ -434,7 +536,12 @@ describe('ImageFolder (sharp)', () => {
       const rgb = [base + p, 2 * base, 255 - p];
       for (let c = 0; c < channels; c++) px[p * channels + c] = channels === 1 ? base + p : c < 3 ? rgb[c] : 128;
     }
-    writeFileSync(path, await sharp(px, { raw: { width: w, height: h, channels } }).png().toBuffer());
+    writeFileSync(
+      path,
+      await sharp(px, { raw: { width: w, height: h, channels } })
+        .png()
+        .toBuffer(),
+    );
   }
 
   async function makeTree(): Promise<void> {
@@ -454,7 +561,10 @@ describe('ImageFolder (sharp)', () => {
     expect(ds.classes).toEqual(['cat', 'dog']);
     expect(ds.classToIdx).toEqual({ cat: 0, dog: 1 });
     expect(ds.samples.map(([p, l]) => [p.slice(root.length + 1), l])).toEqual([
-      ['cat/A.PNG', 0], ['cat/b.png', 0], ['cat/more/c.png', 0], ['dog/d.png', 1],
+      ['cat/A.PNG', 0],
+      ['cat/b.png', 0],
+      ['cat/more/c.png', 0],
+      ['dog/d.png', 1],
     ]);
     const s = await ds.getAsync(1);
     expect(s.image.shape).toEqual([3, 3, 4]);
@@ -466,7 +576,9 @@ describe('ImageFolder (sharp)', () => {
     expect(rgba.image.data[0]).toBe(Math.fround(20 / 255));
     const gray = await ds.getAsync(3);
     expect(gray.image.shape).toEqual([3, 3, 4]); // expanded to RGB
-    expect([gray.image.data[7], gray.image.data[12 + 7], gray.image.data[24 + 7]]).toEqual(new Array(3).fill(Math.fround(47 / 255)));
+    expect([gray.image.data[7], gray.image.data[12 + 7], gray.image.data[24 + 7]]).toEqual(
+      new Array(3).fill(Math.fround(47 / 255)),
+    );
   });
 
   it('resizes while decoding, applies its transform, and batches through the loader (also in workers)', async () => {
@@ -474,17 +586,24 @@ describe('ImageFolder (sharp)', () => {
     expect((await sized.getAsync(0)).image.shape).toEqual([3, 6, 8]);
     const shorter = new ImageFolder(root, { size: 6 });
     expect((await shorter.getAsync(0)).image.shape).toEqual([3, 6, 8]);
-    const ds = new ImageFolder(root, { transform: T.compose([T.randomResizedCrop(2), T.normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]) });
+    const ds = new ImageFolder(root, {
+      transform: T.compose([T.randomResizedCrop(2), T.normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]),
+    });
     const opts = { batchSize: 3, shuffle: true, seed: 4, transform: T.randomHorizontalFlip() };
     const main = await collect(new DataLoader(ds, opts));
     const threaded = await collect(new DataLoader(ds, { ...opts, numWorkers: 2 }));
-    expect(main.map((b) => b.images.shape)).toEqual([[3, 3, 2, 2], [1, 3, 2, 2]]);
+    expect(main.map((b) => b.images.shape)).toEqual([
+      [3, 3, 2, 2],
+      [1, 3, 2, 2],
+    ]);
     expect(labelsOf(threaded)).toEqual(labelsOf(main));
     expect(dataOf(threaded)).toEqual(dataOf(main));
     await expect(collect(new DataLoader(new ImageFolder(root), { batchSize: 4 }))).resolves.toHaveLength(1);
     const custom = new ImageFolder(root, { transform: (x: Tensor) => x });
     expect(() => new DataLoader(custom, { numWorkers: 1 }).getState()).not.toThrow();
-    await expect(collect(new DataLoader(custom, { numWorkers: 1 }))).rejects.toThrow(/transform must be built from ferroconv transforms/);
+    await expect(collect(new DataLoader(custom, { numWorkers: 1 }))).rejects.toThrow(
+      /transform must be built from ferroconv transforms/,
+    );
   });
 
   it('reports missing folders, empty classes and undecodable files', async () => {

@@ -10,8 +10,6 @@ afterAll(() => {
   setNumThreads(2);
 });
 
-const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
-
 function sameBits(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
@@ -80,8 +78,14 @@ describe.each(['auto', 'scalar'] as const)('broadcastBinary (simd %s)', (simd) =
 
 describe('broadcastBinaryBackward by finite differences (mul)', () => {
   it.each([
-    [[2, 3, 2, 2], [1, 3, 1, 1]],
-    [[2, 3, 2, 2], [2, 3, 1, 1]],
+    [
+      [2, 3, 2, 2],
+      [1, 3, 1, 1],
+    ],
+    [
+      [2, 3, 2, 2],
+      [2, 3, 1, 1],
+    ],
     [[4, 6], [6]],
   ])('%j with %j', (aShape, bShape) => {
     const a = det(aShape, 4).data;
@@ -133,7 +137,9 @@ describe('concatChannels / splitChannels', () => {
     expect(sameBits(out, want)).toBe(true);
     const parts = inputs.map((x) => new Float32Array(x.length).fill(NaN));
     native.splitChannels(out, parts, channels, batch, plane);
-    parts.forEach((p, k) => expect(sameBits(p, inputs[k])).toBe(true));
+    parts.forEach((p, k) => {
+      expect(sameBits(p, inputs[k])).toBe(true);
+    });
   });
 });
 
@@ -200,49 +206,169 @@ describe('errors', () => {
   const out = new Float32Array(6);
   const x = new Float32Array(4);
   it.each([
-    ['unknown op', () => native.broadcastBinary('sub', a, [2, 3], b, [3], out), "op: expected one of 'add', 'mul', got 'sub'"],
-    ['shapes that do not broadcast', () => native.broadcastBinary('add', a, [2, 3], new Float32Array(2), [2], out), 'bShape: [2] does not broadcast to aShape [2, 3] (dim 1 of a: b has 2, a has 3)'],
-    ['[C] is not a channel bias for NCHW (NumPy aligns from the right)', () => native.broadcastBinary('add', new Float32Array(24), [1, 3, 2, 4], b, [3], new Float32Array(24)), 'bShape: [3] does not broadcast to aShape [1, 3, 2, 4]'],
-    ['unsupported pattern', () => native.broadcastBinary('mul', new Float32Array(24), [2, 3, 2, 2], new Float32Array(8), [2, 1, 2, 2], new Float32Array(24)), 'is not supported: the dims where b is not 1 must be adjacent'],
-    ['b with more dims', () => native.broadcastBinary('add', b, [3], b.slice(), [1, 3], new Float32Array(3)), 'bShape: [1, 3] has more dims than aShape [3]'],
-    ['bad shape entry', () => native.broadcastBinary('add', a, [2, -3], b, [3], out), 'aShape[1]: expected a non-negative integer, got -3'],
-    ['NaN shape entry', () => native.broadcastBinary('add', a, [2, 3], b, [NaN], out), 'bShape[0]: expected a non-negative integer, got NaN'],
-    ['wrong a length', () => native.broadcastBinary('add', new Float32Array(5), [2, 3], b, [3], out), 'a: expected 6 elements, got 5'],
-    ['wrong output length', () => native.broadcastBinary('add', a, [2, 3], b, [3], new Float32Array(7)), 'output: expected 6 elements, got 7'],
-    ['output aliasing a', () => native.broadcastBinary('add', a, [2, 3], b, [3], a), 'output: must not share memory with a'],
-    ['backward wrong gradB length', () => native.broadcastBinaryBackward('mul', a, [2, 3], b, [3], out, null, new Float32Array(6)), 'gradB: expected 3 elements, got 6'],
-    ['backward gradA aliasing gradOutput', () => native.broadcastBinaryBackward('mul', a, [2, 3], b, [3], out, out, null), 'gradA: must not share memory with gradOutput'],
-    ['backward gradB aliasing gradA', () => {
-      const buf = new Float32Array(8);
-      native.broadcastBinaryBackward('mul', a, [2, 3], b, [3], out, buf.subarray(0, 6), buf.subarray(5, 8));
-    }, 'gradB: must not share memory with gradA'],
-    ['dropout p = 1', () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), 1, 0), 'p: expected a probability in [0, 1), got 1'],
-    ['dropout negative p', () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), -0.5, 0), 'p: expected a probability in [0, 1), got -0.5'],
-    ['dropout NaN p', () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), NaN, 0), 'p: expected a probability in [0, 1), got NaN'],
-    ['dropout bad seed', () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), 0.5, -1), 'seed: expected a non-negative integer, got -1'],
-    ['dropout wrong mask length', () => native.dropoutForward(x, new Float32Array(4), new Float32Array(3), 0.5, 0), 'mask: expected 4 elements, got 3'],
-    ['dropout mask aliasing output', () => {
-      const o = new Float32Array(4);
-      native.dropoutForward(x, o, o, 0.5, 0);
-    }, 'mask: must not share memory with output'],
-    ['concat channel count mismatch', () => native.concatChannels([a, b], [3], 1, 2, new Float32Array(9)), 'channels: expected 2 numbers (one per input), got 1'],
-    ['concat wrong input length', () => native.concatChannels([a, b], [3, 2], 1, 2, new Float32Array(10)), 'inputs[1]: expected 4 elements, got 3'],
-    ['concat wrong output length', () => native.concatChannels([a, x], [3, 2], 1, 2, new Float32Array(9)), 'output: expected 10 elements, got 9'],
-    ['concat zero plane', () => native.concatChannels([a], [3], 1, 0, a.slice()), 'plane: expected a positive size, got 0'],
-    ['concat bad channel entry', () => native.concatChannels([a], [1.5], 1, 2, a.slice()), 'channels[0]: expected a non-negative integer, got 1.5'],
-    ['concat output aliasing an input', () => {
-      const buf = new Float32Array(16);
-      native.concatChannels([a, buf.subarray(2, 6)], [3, 2], 1, 2, buf.subarray(4, 14));
-    }, 'output: must not share memory with inputs[1]'],
-    ['split wrong output length', () => native.splitChannels(new Float32Array(10), [a, b], [3, 2], 1, 2), 'outputs[1]: expected 4 elements, got 3'],
-    ['split output aliasing input', () => {
-      const inp = new Float32Array(10);
-      native.splitChannels(inp, [inp.subarray(0, 6), new Float32Array(4)], [3, 2], 1, 2);
-    }, 'outputs[0]: must not share memory with input'],
-    ['split outputs aliasing each other', () => {
-      const buf = new Float32Array(8);
-      native.splitChannels(new Float32Array(10), [buf.subarray(0, 6), buf.subarray(4, 8)], [3, 2], 1, 2);
-    }, 'outputs[1]: must not share memory with outputs[0]'],
+    [
+      'unknown op',
+      () => native.broadcastBinary('sub', a, [2, 3], b, [3], out),
+      "op: expected one of 'add', 'mul', got 'sub'",
+    ],
+    [
+      'shapes that do not broadcast',
+      () => native.broadcastBinary('add', a, [2, 3], new Float32Array(2), [2], out),
+      'bShape: [2] does not broadcast to aShape [2, 3] (dim 1 of a: b has 2, a has 3)',
+    ],
+    [
+      '[C] is not a channel bias for NCHW (NumPy aligns from the right)',
+      () => native.broadcastBinary('add', new Float32Array(24), [1, 3, 2, 4], b, [3], new Float32Array(24)),
+      'bShape: [3] does not broadcast to aShape [1, 3, 2, 4]',
+    ],
+    [
+      'unsupported pattern',
+      () =>
+        native.broadcastBinary(
+          'mul',
+          new Float32Array(24),
+          [2, 3, 2, 2],
+          new Float32Array(8),
+          [2, 1, 2, 2],
+          new Float32Array(24),
+        ),
+      'is not supported: the dims where b is not 1 must be adjacent',
+    ],
+    [
+      'b with more dims',
+      () => native.broadcastBinary('add', b, [3], b.slice(), [1, 3], new Float32Array(3)),
+      'bShape: [1, 3] has more dims than aShape [3]',
+    ],
+    [
+      'bad shape entry',
+      () => native.broadcastBinary('add', a, [2, -3], b, [3], out),
+      'aShape[1]: expected a non-negative integer, got -3',
+    ],
+    [
+      'NaN shape entry',
+      () => native.broadcastBinary('add', a, [2, 3], b, [NaN], out),
+      'bShape[0]: expected a non-negative integer, got NaN',
+    ],
+    [
+      'wrong a length',
+      () => native.broadcastBinary('add', new Float32Array(5), [2, 3], b, [3], out),
+      'a: expected 6 elements, got 5',
+    ],
+    [
+      'wrong output length',
+      () => native.broadcastBinary('add', a, [2, 3], b, [3], new Float32Array(7)),
+      'output: expected 6 elements, got 7',
+    ],
+    [
+      'output aliasing a',
+      () => native.broadcastBinary('add', a, [2, 3], b, [3], a),
+      'output: must not share memory with a',
+    ],
+    [
+      'backward wrong gradB length',
+      () => native.broadcastBinaryBackward('mul', a, [2, 3], b, [3], out, null, new Float32Array(6)),
+      'gradB: expected 3 elements, got 6',
+    ],
+    [
+      'backward gradA aliasing gradOutput',
+      () => native.broadcastBinaryBackward('mul', a, [2, 3], b, [3], out, out, null),
+      'gradA: must not share memory with gradOutput',
+    ],
+    [
+      'backward gradB aliasing gradA',
+      () => {
+        const buf = new Float32Array(8);
+        native.broadcastBinaryBackward('mul', a, [2, 3], b, [3], out, buf.subarray(0, 6), buf.subarray(5, 8));
+      },
+      'gradB: must not share memory with gradA',
+    ],
+    [
+      'dropout p = 1',
+      () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), 1, 0),
+      'p: expected a probability in [0, 1), got 1',
+    ],
+    [
+      'dropout negative p',
+      () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), -0.5, 0),
+      'p: expected a probability in [0, 1), got -0.5',
+    ],
+    [
+      'dropout NaN p',
+      () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), NaN, 0),
+      'p: expected a probability in [0, 1), got NaN',
+    ],
+    [
+      'dropout bad seed',
+      () => native.dropoutForward(x, new Float32Array(4), new Float32Array(4), 0.5, -1),
+      'seed: expected a non-negative integer, got -1',
+    ],
+    [
+      'dropout wrong mask length',
+      () => native.dropoutForward(x, new Float32Array(4), new Float32Array(3), 0.5, 0),
+      'mask: expected 4 elements, got 3',
+    ],
+    [
+      'dropout mask aliasing output',
+      () => {
+        const o = new Float32Array(4);
+        native.dropoutForward(x, o, o, 0.5, 0);
+      },
+      'mask: must not share memory with output',
+    ],
+    [
+      'concat channel count mismatch',
+      () => native.concatChannels([a, b], [3], 1, 2, new Float32Array(9)),
+      'channels: expected 2 numbers (one per input), got 1',
+    ],
+    [
+      'concat wrong input length',
+      () => native.concatChannels([a, b], [3, 2], 1, 2, new Float32Array(10)),
+      'inputs[1]: expected 4 elements, got 3',
+    ],
+    [
+      'concat wrong output length',
+      () => native.concatChannels([a, x], [3, 2], 1, 2, new Float32Array(9)),
+      'output: expected 10 elements, got 9',
+    ],
+    [
+      'concat zero plane',
+      () => native.concatChannels([a], [3], 1, 0, a.slice()),
+      'plane: expected a positive size, got 0',
+    ],
+    [
+      'concat bad channel entry',
+      () => native.concatChannels([a], [1.5], 1, 2, a.slice()),
+      'channels[0]: expected a non-negative integer, got 1.5',
+    ],
+    [
+      'concat output aliasing an input',
+      () => {
+        const buf = new Float32Array(16);
+        native.concatChannels([a, buf.subarray(2, 6)], [3, 2], 1, 2, buf.subarray(4, 14));
+      },
+      'output: must not share memory with inputs[1]',
+    ],
+    [
+      'split wrong output length',
+      () => native.splitChannels(new Float32Array(10), [a, b], [3, 2], 1, 2),
+      'outputs[1]: expected 4 elements, got 3',
+    ],
+    [
+      'split output aliasing input',
+      () => {
+        const inp = new Float32Array(10);
+        native.splitChannels(inp, [inp.subarray(0, 6), new Float32Array(4)], [3, 2], 1, 2);
+      },
+      'outputs[0]: must not share memory with input',
+    ],
+    [
+      'split outputs aliasing each other',
+      () => {
+        const buf = new Float32Array(8);
+        native.splitChannels(new Float32Array(10), [buf.subarray(0, 6), buf.subarray(4, 8)], [3, 2], 1, 2);
+      },
+      'outputs[1]: must not share memory with outputs[0]',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });

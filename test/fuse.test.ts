@@ -6,8 +6,25 @@
 // argument errors.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
-  BatchNorm2d, Conv2d, Module, ReLU, Sequential, Tensor, add, batchNorm2d, cat, catAffine, conv2d, conv2dFused, crossEntropy,
-  isInferenceFusionEnabled, noGrad, optim, relu, relu_, setInferenceFusion,
+  BatchNorm2d,
+  Conv2d,
+  type Module,
+  ReLU,
+  Sequential,
+  Tensor,
+  add,
+  batchNorm2d,
+  cat,
+  catAffine,
+  conv2d,
+  conv2dFused,
+  crossEntropy,
+  isInferenceFusionEnabled,
+  noGrad,
+  optim,
+  relu,
+  relu_,
+  setInferenceFusion,
 } from '../src/index.js';
 import { densenet121, googlenet, resnet18, resnet50, vgg11Bn } from '../src/models/index.js';
 import { native } from '../src/native.js';
@@ -50,24 +67,28 @@ const zoo: [string, () => Module, number[]][] = [
 ];
 
 describe('fused inference equals the unfused forward', () => {
-  it.each(zoo)('%s', (name, make, shape) => {
-    // Built after the spy, so the zoo's error guards wrap the spy: every unfused batch norm call
-    // is counted, fused ones are not.
-    const bnCalls = vi.spyOn(BatchNorm2d.prototype, 'forward');
-    const model = make();
-    fillModel(model); // non-trivial running statistics, affine parameters and biases
-    model.eval();
-    const x = det(shape, 3);
-    const plain = unfused(model, x);
-    const unfusedCalls = bnCalls.mock.calls.length;
-    expect(unfusedCalls).toBeGreaterThan(0);
-    bnCalls.mockClear();
-    const fused = infer(model, x);
-    expectSameLogits(fused, plain, name);
-    // Every batch norm is folded or paired with its ReLU, except DenseNet's final norm5 (its
-    // ReLU is functional, outside the features Sequential).
-    expect(bnCalls.mock.calls.length).toBe(name === 'densenet121' ? 1 : 0);
-  }, 120_000);
+  it.each(zoo)(
+    '%s',
+    (name, make, shape) => {
+      // Built after the spy, so the zoo's error guards wrap the spy: every unfused batch norm call
+      // is counted, fused ones are not.
+      const bnCalls = vi.spyOn(BatchNorm2d.prototype, 'forward');
+      const model = make();
+      fillModel(model); // non-trivial running statistics, affine parameters and biases
+      model.eval();
+      const x = det(shape, 3);
+      const plain = unfused(model, x);
+      const unfusedCalls = bnCalls.mock.calls.length;
+      expect(unfusedCalls).toBeGreaterThan(0);
+      bnCalls.mockClear();
+      const fused = infer(model, x);
+      expectSameLogits(fused, plain, name);
+      // Every batch norm is folded or paired with its ReLU, except DenseNet's final norm5 (its
+      // ReLU is functional, outside the features Sequential).
+      expect(bnCalls.mock.calls.length).toBe(name === 'densenet121' ? 1 : 0);
+    },
+    120_000,
+  );
 });
 
 describe('folded values follow the live parameters', () => {
@@ -112,9 +133,13 @@ describe('folded values follow the live parameters', () => {
 describe("a user's Sequential", () => {
   const build = () => {
     const net = new Sequential(
-      new Conv2d(3, 8, 3, { padding: 1 }), new BatchNorm2d(8), new ReLU(),
-      new Conv2d(8, 5, 3, { stride: 2 }), new ReLU(),
-      new Conv2d(5, 6, 1), new BatchNorm2d(6, { eps: 1e-3 }),
+      new Conv2d(3, 8, 3, { padding: 1 }),
+      new BatchNorm2d(8),
+      new ReLU(),
+      new Conv2d(8, 5, 3, { stride: 2 }),
+      new ReLU(),
+      new Conv2d(5, 6, 1),
+      new BatchNorm2d(6, { eps: 1e-3 }),
     );
     fillModel(net);
     return net.eval();
@@ -193,7 +218,13 @@ describe('conv2dFused', () => {
     // No epilogue at all is the plain conv.
     expectClose(conv2dFused(x, w, {}, opts).data, plain.data, 1e-6, 1e-7, 'identity');
     for (const algo of ['direct', 'fft', 'im2col'] as const) {
-      expectClose(conv2dFused(x, w, { scale, shift, residual, relu: true }, { ...opts, algo }).data, expected.data, 1e-4, 1e-5, algo);
+      expectClose(
+        conv2dFused(x, w, { scale, shift, residual, relu: true }, { ...opts, algo }).data,
+        expected.data,
+        1e-4,
+        1e-5,
+        algo,
+      );
     }
   });
 
@@ -208,7 +239,14 @@ describe('conv2dFused', () => {
   });
 
   it('binding: lengths and aliasing are checked', () => {
-    const args = { inputShape: [2, 5, 6, 7], weightShape: [4, 5, 3, 3], stride: [1, 1], padding: [1, 1, 1, 1], dilation: [1, 1], groups: 1 };
+    const args = {
+      inputShape: [2, 5, 6, 7],
+      weightShape: [4, 5, 3, 3],
+      stride: [1, 1],
+      padding: [1, 1, 1, 1],
+      dilation: [1, 1],
+      groups: 1,
+    };
     const out = new Float32Array(2 * 4 * 6 * 7);
     expect(() => native.conv2dForwardFused(x.data, w.data, new Float32Array(3), null, null, false, out, args)).toThrow(
       'scale: expected 4 elements, got 3',
@@ -257,10 +295,28 @@ describe('catAffine', () => {
     expect(() => catAffine(parts, scale, det([10], 1).requiresGrad_())).toThrow(/records no gradient/);
     const out = new Float32Array(2 * 10 * 20);
     expect(() =>
-      native.concatChannelsAffine(parts.map((t) => t.data), [3, 1, 6], 2, 20, scale.data, shift.data, false, out.subarray(0, 20)),
+      native.concatChannelsAffine(
+        parts.map((t) => t.data),
+        [3, 1, 6],
+        2,
+        20,
+        scale.data,
+        shift.data,
+        false,
+        out.subarray(0, 20),
+      ),
     ).toThrow('output: expected 400 elements, got 20');
     expect(() =>
-      native.concatChannelsAffine([out.subarray(0, 120)], [3], 2, 20, new Float32Array(3), new Float32Array(3), false, out),
+      native.concatChannelsAffine(
+        [out.subarray(0, 120)],
+        [3],
+        2,
+        20,
+        new Float32Array(3),
+        new Float32Array(3),
+        false,
+        out,
+      ),
     ).toThrow('output: must not share memory with inputs[0]');
   });
 });

@@ -40,7 +40,9 @@ describe('fuzz (short pass)', () => {
 describe('fuzz regressions', () => {
   const root = join(FUZZ_DIR, 'regressions');
   for (const name of readdirSync(root).sort()) {
-    const files = readdirSync(join(root, name)).filter((f) => !f.endsWith('.txt')).sort();
+    const files = readdirSync(join(root, name))
+      .filter((f) => !f.endsWith('.txt'))
+      .sort();
     it(`${name}: ${files.length} past findings give ok or a clean Error`, async () => {
       const target = await createTarget(name);
       try {

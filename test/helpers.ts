@@ -12,6 +12,7 @@ export function det(shape: number[], seed: number, scale = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
+    // biome-ignore lint/suspicious/noApproximativeNumericConstant: golden.py's det() uses 0.7071, not Math.SQRT1_2
     const v = Math.sin(i * 0.7071 + seed * 1.618) * 0.9 + Math.cos(i * 0.1234 + seed) * 0.1;
     out[i] = Math.fround(Math.fround(v) * scale);
   }
@@ -28,7 +29,13 @@ export function loadFixture<T>(name: string): T {
 }
 
 /** Throws unless |a - b| <= atol + rtol * |b| everywhere; names the worst element. */
-export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol = 1e-4, atol = 1e-5, what = ''): void {
+export function expectClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  rtol = 1e-4,
+  atol = 1e-5,
+  what = '',
+): void {
   if (actual.length !== expected.length) {
     throw new Error(`${what}: length ${actual.length} != expected ${expected.length}`);
   }
@@ -44,6 +51,8 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     }
   }
   if (worst >= 0) {
-    throw new Error(`${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`);
+    throw new Error(
+      `${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`,
+    );
   }
 }

@@ -20,7 +20,9 @@ describe('deeply nested JSON', () => {
   it.each(['dtype', 'shape', 'data_offsets'])('a safetensors %s nested 100,000 deep is an Error', (field) => {
     const entry = { dtype: '"F32"', shape: '[0]', data_offsets: '[0,0]', [field]: deep(100_000) };
     const header = `{"t":{"dtype":${entry.dtype},"shape":${entry.shape},"data_offsets":${entry.data_offsets}}}`;
-    expect(() => parseSafetensors(file(header))).toThrow(new RegExp(`^safetensors <buffer>: tensor 't': .*${field === 'dtype' ? 'dtype' : field}`));
+    expect(() => parseSafetensors(file(header))).toThrow(
+      new RegExp(`^safetensors <buffer>: tensor 't': .*${field === 'dtype' ? 'dtype' : field}`),
+    );
   });
 
   it('the duplicate-key check stays fast at any nesting depth', () => {

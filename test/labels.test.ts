@@ -32,18 +32,24 @@ describe('class-index targets', () => {
 
   it('names the index in a larger Int32Array, as the issue asks', () => {
     const x = new Tensor(new Float32Array(40), [4, 10]);
-    expect(() => crossEntropy(x, Int32Array.from([1, 2, 3, 12]))).toThrow('crossEntropy: targets[3] = 12 is not a class index in [0, 10)');
+    expect(() => crossEntropy(x, Int32Array.from([1, 2, 3, 12]))).toThrow(
+      'crossEntropy: targets[3] = 12 is not a class index in [0, 10)',
+    );
   });
 
   it('still accepts class indices and ignoreIndex, from arrays and Int32Arrays alike', () => {
     const a = crossEntropy(logits(), [1, 0]).data[0];
     expect(crossEntropy(logits(), Int32Array.from([1, 0])).data[0]).toBe(a);
-    expect(crossEntropy(logits(), [1, -100]).data[0]).toBe(crossEntropy(new Tensor(logits().data.slice(0, 3), [1, 3]), [1]).data[0]);
+    expect(crossEntropy(logits(), [1, -100]).data[0]).toBe(
+      crossEntropy(new Tensor(logits().data.slice(0, 3), [1, 3]), [1]).data[0],
+    );
     expect(Number.isFinite(crossEntropy(logits(), [1, 7], { ignoreIndex: 7 }).data[0])).toBe(true);
     expect(Number.isFinite(nllLoss(logSoftmax(logits()), [2, -100]).data[0])).toBe(true);
     expect(topkCorrect(logits(), Int32Array.from([1, -100]), 1)).toBe(1);
     expect(topkCorrect(logits(), Int32Array.from([1, 0]), 1)).toBe(2);
-    expect(() => crossEntropy(logits(), [0, 1], { ignoreIndex: 0.5 })).toThrow('crossEntropy: ignoreIndex: expected an integer, got 0.5');
+    expect(() => crossEntropy(logits(), [0, 1], { ignoreIndex: 0.5 })).toThrow(
+      'crossEntropy: ignoreIndex: expected an integer, got 0.5',
+    );
     expect(() => crossEntropy(logits(), [0])).toThrow('crossEntropy: targets: expected 2 class indices, got 1');
   });
 });

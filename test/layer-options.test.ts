@@ -6,19 +6,51 @@ import { AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d, conv2d, maxPool2d, zeros
 
 describe('options are checked when a layer is built', () => {
   it.each([
-    ['padding -1', () => new Conv2d(3, 8, 3, { padding: -1 }), 'Conv2d: padding: expected non-negative integers, got -1'],
-    ['padding 1.5', () => new Conv2d(3, 8, 3, { padding: [1, 1.5] }), 'Conv2d: padding: expected non-negative integers, got [1, 1.5]'],
-    ['five padding sides', () => new Conv2d(3, 8, 3, { padding: [1, 1, 1, 1, 1] as never }), 'Conv2d: padding: expected a number, [h, w] or [top, bottom, left, right]'],
+    [
+      'padding -1',
+      () => new Conv2d(3, 8, 3, { padding: -1 }),
+      'Conv2d: padding: expected non-negative integers, got -1',
+    ],
+    [
+      'padding 1.5',
+      () => new Conv2d(3, 8, 3, { padding: [1, 1.5] }),
+      'Conv2d: padding: expected non-negative integers, got [1, 1.5]',
+    ],
+    [
+      'five padding sides',
+      () => new Conv2d(3, 8, 3, { padding: [1, 1, 1, 1, 1] as never }),
+      'Conv2d: padding: expected a number, [h, w] or [top, bottom, left, right]',
+    ],
     ['stride 0', () => new Conv2d(3, 8, 3, { stride: 0 }), 'Conv2d: stride: expected positive integers, got 0'],
-    ['dilation NaN', () => new Conv2d(3, 8, 3, { dilation: NaN }), 'Conv2d: dilation: expected positive integers, got NaN'],
+    [
+      'dilation NaN',
+      () => new Conv2d(3, 8, 3, { dilation: NaN }),
+      'Conv2d: dilation: expected positive integers, got NaN',
+    ],
     ['groups 0', () => new Conv2d(4, 8, 3, { groups: 0 }), 'Conv2d: groups: expected positive integers, got 0'],
-    ['groups not dividing', () => new Conv2d(3, 8, 3, { groups: 2 }), 'Conv2d: groups (2) must divide inChannels (3) and outChannels (8)'],
+    [
+      'groups not dividing',
+      () => new Conv2d(3, 8, 3, { groups: 2 }),
+      'Conv2d: groups (2) must divide inChannels (3) and outChannels (8)',
+    ],
     ['kernel 0', () => new Conv2d(3, 8, 0), 'Conv2d: kernelSize: expected positive integers, got 0'],
     ['channels 0', () => new Conv2d(0, 8, 3), 'Conv2d: inChannels must be a positive integer, got 0'],
-    ['transposed output padding', () => new ConvTranspose2d(3, 8, 3, { outputPadding: -1 }), 'ConvTranspose2d: outputPadding: expected non-negative integers, got -1'],
+    [
+      'transposed output padding',
+      () => new ConvTranspose2d(3, 8, 3, { outputPadding: -1 }),
+      'ConvTranspose2d: outputPadding: expected non-negative integers, got -1',
+    ],
     ['max pool kernel 0', () => new MaxPool2d(0), 'MaxPool2d: kernelSize: expected positive integers, got 0'],
-    ['max pool stride', () => new MaxPool2d(2, { stride: [1, -2] }), 'MaxPool2d: stride: expected positive integers, got [1, -2]'],
-    ['avg pool padding', () => new AvgPool2d(3, { padding: -1 }), 'AvgPool2d: padding: expected non-negative integers, got -1'],
+    [
+      'max pool stride',
+      () => new MaxPool2d(2, { stride: [1, -2] }),
+      'MaxPool2d: stride: expected positive integers, got [1, -2]',
+    ],
+    [
+      'avg pool padding',
+      () => new AvgPool2d(3, { padding: -1 }),
+      'AvgPool2d: padding: expected non-negative integers, got -1',
+    ],
   ])('%s', (_name, build, message) => {
     expect(build).toThrow(message);
   });
@@ -44,7 +76,12 @@ describe('options are checked when a layer is built', () => {
   });
 
   it('layers and functional ops give the same output shapes, ceil-mode corners included', () => {
-    for (const [h, k, s, p] of [[7, 3, 2, 1], [6, 3, 2, 0], [5, 2, 2, 1], [8, 3, 3, 1]]) {
+    for (const [h, k, s, p] of [
+      [7, 3, 2, 1],
+      [6, 3, 2, 0],
+      [5, 2, 2, 1],
+      [8, 3, 3, 1],
+    ]) {
       const x = zeros([1, 2, h, h]);
       const layer = new MaxPool2d(k, { stride: s, padding: p, ceilMode: true });
       expect(layer.forward(x).shape).toEqual(maxPool2d(x, k, { stride: s, padding: p, ceilMode: true }).shape);

@@ -66,7 +66,13 @@ describe.each(['auto', 'scalar'] as const)('softmax vs PyTorch (simd %s)', (simd
 });
 
 function ceArgs(c: CeCase): CrossEntropyArgs {
-  return { batch: c.batch, classes: c.classes, labelSmoothing: c.labelSmoothing, ignoreIndex: c.ignoreIndex, reduction: c.reduction };
+  return {
+    batch: c.batch,
+    classes: c.classes,
+    labelSmoothing: c.labelSmoothing,
+    ignoreIndex: c.ignoreIndex,
+    reduction: c.reduction,
+  };
 }
 
 describe.each(['auto', 'scalar'] as const)('cross-entropy vs PyTorch (simd %s)', (simd) => {
@@ -93,7 +99,10 @@ describe('cross-entropy defaults and edge cases', () => {
     const logits = det([c.batch, c.classes], c.seeds[0], c.logitScale).data;
     const probs = new Float32Array(logits.length);
     const losses = new Float32Array(c.batch);
-    const loss = native.crossEntropyForward(logits, Int32Array.from(c.targets), null, probs, losses, { batch: c.batch, classes: c.classes });
+    const loss = native.crossEntropyForward(logits, Int32Array.from(c.targets), null, probs, losses, {
+      batch: c.batch,
+      classes: c.classes,
+    });
     expectClose([loss], [c.loss], 1e-4, 1e-5, 'default args');
     const t = Int32Array.from(c.targets);
     t[0] = -100;
@@ -146,36 +155,117 @@ describe('errors', () => {
   const fwd = (over: Partial<CrossEntropyArgs> = {}, targets = t, w: Float32Array | null = null) =>
     native.crossEntropyForward(x, targets, w, new Float32Array(6), new Float32Array(2), args(over));
   it.each([
-    ['softmax wrong input length', () => native.softmaxForward(new Float32Array(5), y, 2, 3, false), 'input: expected 6 elements, got 5'],
+    [
+      'softmax wrong input length',
+      () => native.softmaxForward(new Float32Array(5), y, 2, 3, false),
+      'input: expected 6 elements, got 5',
+    ],
     ['softmax zero cols', () => native.softmaxForward(x, y, 2, 0, true), 'cols: expected a positive size, got 0'],
-    ['softmax NaN rows', () => native.softmaxForward(x, y, NaN, 3, true), 'rows: expected a non-negative integer, got NaN'],
+    [
+      'softmax NaN rows',
+      () => native.softmaxForward(x, y, NaN, 3, true),
+      'rows: expected a non-negative integer, got NaN',
+    ],
     ['softmax aliasing', () => native.softmaxForward(x, x, 2, 3, false), 'output: must not share memory with input'],
-    ['softmax backward aliasing', () => native.softmaxBackward(x, y, y, 2, 3, false), 'gradInput: must not share memory with gradOutput'],
-    ['softmax backward wrong length', () => native.softmaxBackward(x, y, new Float32Array(7), 2, 3, true), 'gradInput: expected 6 elements, got 7'],
-    ['target out of range', () => fwd({}, Int32Array.from([0, 3])), 'targets[1]: expected a class index in [0, 3) or ignoreIndex (-100), got 3'],
-    ['negative target', () => fwd({}, Int32Array.from([-1, 0])), 'targets[0]: expected a class index in [0, 3) or ignoreIndex (-100), got -1'],
+    [
+      'softmax backward aliasing',
+      () => native.softmaxBackward(x, y, y, 2, 3, false),
+      'gradInput: must not share memory with gradOutput',
+    ],
+    [
+      'softmax backward wrong length',
+      () => native.softmaxBackward(x, y, new Float32Array(7), 2, 3, true),
+      'gradInput: expected 6 elements, got 7',
+    ],
+    [
+      'target out of range',
+      () => fwd({}, Int32Array.from([0, 3])),
+      'targets[1]: expected a class index in [0, 3) or ignoreIndex (-100), got 3',
+    ],
+    [
+      'negative target',
+      () => fwd({}, Int32Array.from([-1, 0])),
+      'targets[0]: expected a class index in [0, 3) or ignoreIndex (-100), got -1',
+    ],
     ['wrong targets length', () => fwd({}, Int32Array.from([0])), 'targets: expected 2 elements, got 1'],
     ['wrong class weights length', () => fwd({}, t, new Float32Array(2)), 'classWeights: expected 3 elements, got 2'],
-    ['unknown reduction', () => fwd({ reduction: 'avg' }), "reduction: expected one of 'mean', 'sum', 'none', got 'avg'"],
-    ['label smoothing above 1', () => fwd({ labelSmoothing: 1.5 }), 'labelSmoothing: expected a number in [0, 1], got 1.5'],
+    [
+      'unknown reduction',
+      () => fwd({ reduction: 'avg' }),
+      "reduction: expected one of 'mean', 'sum', 'none', got 'avg'",
+    ],
+    [
+      'label smoothing above 1',
+      () => fwd({ labelSmoothing: 1.5 }),
+      'labelSmoothing: expected a number in [0, 1], got 1.5',
+    ],
     ['NaN label smoothing', () => fwd({ labelSmoothing: NaN }), 'labelSmoothing: expected a number in [0, 1], got NaN'],
     ['fractional ignoreIndex', () => fwd({ ignoreIndex: 0.5 }), 'ignoreIndex: expected an integer, got 0.5'],
     ['NaN batch', () => fwd({ batch: NaN }), 'batch: expected a non-negative integer, got NaN'],
     ['zero classes', () => fwd({ classes: 0 }), 'classes: expected a positive size, got 0'],
-    ['probs aliasing logits', () => native.crossEntropyForward(x, t, null, x, new Float32Array(2), args()), 'probs: must not share memory with logits'],
-    ['losses aliasing probs', () => {
-      const buf = new Float32Array(8);
-      native.crossEntropyForward(x, t, null, buf.subarray(0, 6), buf.subarray(5, 7), args());
-    }, 'losses: must not share memory with probs'],
-    ['probs sharing memory with targets', () => {
-      const buf = new ArrayBuffer(64);
-      native.crossEntropyForward(x, new Int32Array(buf, 0, 2), null, new Float32Array(buf, 0, 6), new Float32Array(2), args());
-    }, 'probs: must not share memory with targets'],
-    ['backward gradOutput length (mean)', () => native.crossEntropyBackward(y, t, null, new Float32Array(2), new Float32Array(6), args()), 'gradOutput: expected 1 elements, got 2'],
-    ['backward gradOutput length (none)', () => native.crossEntropyBackward(y, t, null, new Float32Array(1), new Float32Array(6), args({ reduction: 'none' })), 'gradOutput: expected 2 elements, got 1'],
-    ['backward target out of range', () => native.crossEntropyBackward(y, Int32Array.from([5, 0]), null, new Float32Array(1), new Float32Array(6), args()), 'targets[0]: expected a class index'],
-    ['backward aliasing', () => native.crossEntropyBackward(y, t, null, new Float32Array(1), y, args()), 'gradLogits: must not share memory with probs'],
-    ['targets not an Int32Array', () => native.crossEntropyForward(x, [0, 1] as unknown as Int32Array, null, new Float32Array(6), new Float32Array(2), args()), 'TypedArray'],
+    [
+      'probs aliasing logits',
+      () => native.crossEntropyForward(x, t, null, x, new Float32Array(2), args()),
+      'probs: must not share memory with logits',
+    ],
+    [
+      'losses aliasing probs',
+      () => {
+        const buf = new Float32Array(8);
+        native.crossEntropyForward(x, t, null, buf.subarray(0, 6), buf.subarray(5, 7), args());
+      },
+      'losses: must not share memory with probs',
+    ],
+    [
+      'probs sharing memory with targets',
+      () => {
+        const buf = new ArrayBuffer(64);
+        native.crossEntropyForward(
+          x,
+          new Int32Array(buf, 0, 2),
+          null,
+          new Float32Array(buf, 0, 6),
+          new Float32Array(2),
+          args(),
+        );
+      },
+      'probs: must not share memory with targets',
+    ],
+    [
+      'backward gradOutput length (mean)',
+      () => native.crossEntropyBackward(y, t, null, new Float32Array(2), new Float32Array(6), args()),
+      'gradOutput: expected 1 elements, got 2',
+    ],
+    [
+      'backward gradOutput length (none)',
+      () =>
+        native.crossEntropyBackward(y, t, null, new Float32Array(1), new Float32Array(6), args({ reduction: 'none' })),
+      'gradOutput: expected 2 elements, got 1',
+    ],
+    [
+      'backward target out of range',
+      () =>
+        native.crossEntropyBackward(y, Int32Array.from([5, 0]), null, new Float32Array(1), new Float32Array(6), args()),
+      'targets[0]: expected a class index',
+    ],
+    [
+      'backward aliasing',
+      () => native.crossEntropyBackward(y, t, null, new Float32Array(1), y, args()),
+      'gradLogits: must not share memory with probs',
+    ],
+    [
+      'targets not an Int32Array',
+      () =>
+        native.crossEntropyForward(
+          x,
+          [0, 1] as unknown as Int32Array,
+          null,
+          new Float32Array(6),
+          new Float32Array(2),
+          args(),
+        ),
+      'TypedArray',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });

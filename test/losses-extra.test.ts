@@ -1,18 +1,41 @@
 // NLL, MSE, L1, smooth L1 and BCE-with-logits (src/ops/loss.ts) against PyTorch
 // (test/fixtures/gen_losses_extra.py): outputs and input gradients for every reduction.
 import { describe, expect, it } from 'vitest';
-import { binaryCrossEntropyWithLogits, l1Loss, logSoftmax, mseLoss, nllLoss, noGrad, smoothL1Loss, Tensor, type Reduction } from '../src/index.js';
+import {
+  binaryCrossEntropyWithLogits,
+  l1Loss,
+  logSoftmax,
+  mseLoss,
+  nllLoss,
+  noGrad,
+  smoothL1Loss,
+  Tensor,
+  type Reduction,
+} from '../src/index.js';
 import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
 
-interface Case { kind: string; reduction: Reduction; output: FixtureTensor; grad: FixtureTensor }
+interface Case {
+  kind: string;
+  reduction: Reduction;
+  output: FixtureTensor;
+  grad: FixtureTensor;
+}
 const { cases, targets } = loadFixture<{ cases: Case[]; targets: number[] }>('losses_extra.json');
 
 describe('losses vs PyTorch', () => {
   it.each(cases.map((c) => [`${c.kind} ${c.reduction}`, c] as const))('%s', (_n, c) => {
     const x0 = det([5, 4], 1, 3);
     const t = det([5, 4], 2, 3);
-    const w = new Tensor(det([4], 3).data.map(Math.abs).map((v) => v + 0.5), [4]);
-    const binary = new Tensor(t.data.map((v) => (v > 0 ? 1 : 0)), t.shape);
+    const w = new Tensor(
+      det([4], 3)
+        .data.map(Math.abs)
+        .map((v) => v + 0.5),
+      [4],
+    );
+    const binary = new Tensor(
+      t.data.map((v) => (v > 0 ? 1 : 0)),
+      t.shape,
+    );
     const nll = c.kind.startsWith('nll');
     // NLL takes log-probabilities: the leaf is log_softmax(x), as in the generator.
     const x = (nll ? noGrad(() => logSoftmax(x0)) : x0.clone()).requiresGrad_();
@@ -35,7 +58,9 @@ describe('losses vs PyTorch', () => {
 
   it('rejects mismatched shapes and bad targets', () => {
     const a = det([2, 3], 1);
-    expect(() => mseLoss(a, det([3, 2], 1))).toThrow('mseLoss: input [2, 3] and target [3, 2] must have the same shape');
+    expect(() => mseLoss(a, det([3, 2], 1))).toThrow(
+      'mseLoss: input [2, 3] and target [3, 2] must have the same shape',
+    );
     expect(() => nllLoss(a, [0, 5])).toThrow('nllLoss: targets[1] = 5 is not a class index in [0, 3)');
     expect(() => nllLoss(a, [0])).toThrow('targets: expected 2 class indices, got 1');
   });

@@ -4,8 +4,20 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor } from '../src/tensor.js';
 import {
-  Adagrad, Adam, CosineAnnealingLR, ExponentialLR, MultiStepLR, OneCycleLR, PolynomialLR, ReduceLROnPlateau, SGD,
-  StepLR, WarmupCosineLR, type LRSchedulerStateDict, type Optimizer, type OptimizerStateDict,
+  Adagrad,
+  Adam,
+  CosineAnnealingLR,
+  ExponentialLR,
+  MultiStepLR,
+  OneCycleLR,
+  PolynomialLR,
+  ReduceLROnPlateau,
+  SGD,
+  StepLR,
+  WarmupCosineLR,
+  type LRSchedulerStateDict,
+  type Optimizer,
+  type OptimizerStateDict,
   type ReduceLROnPlateauStateDict,
 } from '../src/optim/index.js';
 import { expectClose, loadFixture } from './helpers.js';
@@ -29,15 +41,30 @@ const fx = loadFixture<{ steps: number; cases: Case[] }>('lr_scheduler.json');
 const RTOL = 1e-12;
 const ATOL = 1e-15;
 
-type Scheduler = { step(metric?: number): void; getLastLr(): number[]; stateDict(): unknown; loadStateDict(sd: never): void };
+type Scheduler = {
+  step(metric?: number): void;
+  getLastLr(): number[];
+  stateDict(): unknown;
+  loadStateDict(sd: never): void;
+};
 
+// biome-ignore lint/suspicious/noExplicitAny: one table for every scheduler, fed options from the JSON fixture
 const SCHEDULERS: Record<string, new (opt: Optimizer<any>, options: any) => Scheduler> = {
-  StepLR, MultiStepLR, ExponentialLR, PolynomialLR, CosineAnnealingLR, WarmupCosineLR, OneCycleLR, ReduceLROnPlateau,
+  StepLR,
+  MultiStepLR,
+  ExponentialLR,
+  PolynomialLR,
+  CosineAnnealingLR,
+  WarmupCosineLR,
+  OneCycleLR,
+  ReduceLROnPlateau,
 };
 
 function makeOptimizer(c: Case): SGD | Adam {
   const groups = c.groupLrs.map((lr) => ({ params: [new Tensor(new Float32Array(1), [1]).requiresGrad_()], lr }));
-  return c.optimizer === 'SGD' ? new SGD(groups, { lr: c.groupLrs[0], momentum: 0.9 }) : new Adam(groups, { lr: c.groupLrs[0] });
+  return c.optimizer === 'SGD'
+    ? new SGD(groups, { lr: c.groupLrs[0], momentum: 0.9 })
+    : new Adam(groups, { lr: c.groupLrs[0] });
 }
 
 function momentumOf(opt: SGD | Adam): number[] {
@@ -45,7 +72,13 @@ function momentumOf(opt: SGD | Adam): number[] {
 }
 
 function check(c: Case, opt: SGD | Adam, sched: Scheduler, e: number): void {
-  expectClose(opt.paramGroups.map((g) => g.lr), c.lrs[e], RTOL, ATOL, `${c.name}: lr at step ${e}`);
+  expectClose(
+    opt.paramGroups.map((g) => g.lr),
+    c.lrs[e],
+    RTOL,
+    ATOL,
+    `${c.name}: lr at step ${e}`,
+  );
   expectClose(sched.getLastLr(), c.lrs[e], RTOL, ATOL, `${c.name}: getLastLr at step ${e}`);
   if (c.momentum) expectClose(momentumOf(opt), c.momentum[e], RTOL, ATOL, `${c.name}: momentum at step ${e}`);
 }
@@ -76,7 +109,10 @@ describe('scheduler state dict', () => {
       const optA = makeOptimizer(c);
       const a = new SCHEDULERS[c.scheduler](optA, c.options);
       for (let e = 1; e <= 12; e++) stepOnce(c, a, e);
-      const saved = JSON.parse(JSON.stringify({ opt: optA.stateDict(), sched: a.stateDict() })) as { opt: OptimizerStateDict; sched: never };
+      const saved = JSON.parse(JSON.stringify({ opt: optA.stateDict(), sched: a.stateDict() })) as {
+        opt: OptimizerStateDict;
+        sched: never;
+      };
       const optB = makeOptimizer(c);
       const b = new SCHEDULERS[c.scheduler](optB, c.options);
       optB.loadStateDict(saved.opt);
@@ -100,7 +136,14 @@ describe('scheduler state dict', () => {
     expect(max.stateDict().best).toBe('-Infinity');
     s.step(0.5);
     const sd = JSON.parse(JSON.stringify(s.stateDict())) as ReduceLROnPlateauStateDict;
-    expect(sd).toEqual({ scheduler: 'ReduceLROnPlateau', lastEpoch: 1, best: 0.5, numBadEpochs: 0, cooldownCounter: 0, lastLr: [0.1] });
+    expect(sd).toEqual({
+      scheduler: 'ReduceLROnPlateau',
+      lastEpoch: 1,
+      best: 0.5,
+      numBadEpochs: 0,
+      cooldownCounter: 0,
+      lastLr: [0.1],
+    });
     const fresh = new ReduceLROnPlateau(opt);
     fresh.loadStateDict(sd);
     expect(fresh.best).toBe(0.5);
@@ -128,36 +171,79 @@ describe('WarmupCosineLR', () => {
       s.step();
       lrs.push(s.getLastLr()[0]);
     }
-    expectClose(lrs, [0.2, 0.2 * (1 + Math.SQRT1_2) / 2, 0.1, 0.2 * (1 - Math.SQRT1_2) / 2, 0], 1e-14, 1e-16, 'cosine');
+    expectClose(
+      lrs,
+      [0.2, (0.2 * (1 + Math.SQRT1_2)) / 2, 0.1, (0.2 * (1 - Math.SQRT1_2)) / 2, 0],
+      1e-14,
+      1e-16,
+      'cosine',
+    );
   });
 });
 
 describe('scheduler errors', () => {
   const sgd = (groups = 1): SGD =>
-    new SGD(Array.from({ length: groups }, () => ({ params: [new Tensor(new Float32Array(1), [1])] })), { lr: 0.1, momentum: 0.9 });
+    new SGD(
+      Array.from({ length: groups }, () => ({ params: [new Tensor(new Float32Array(1), [1])] })),
+      { lr: 0.1, momentum: 0.9 },
+    );
 
   it('reject bad options naming them', () => {
     expect(() => new StepLR({} as never, { stepSize: 1 })).toThrow(/StepLR: optimizer: expected an Optimizer/);
     expect(() => new StepLR(sgd(), { stepSize: 0 })).toThrow(/StepLR: stepSize: expected a positive integer, got 0/);
-    expect(() => new StepLR(sgd(), { stepSize: 2, gamma: -1 })).toThrow(/StepLR: gamma: expected a non-negative number, got -1/);
-    expect(() => new MultiStepLR(sgd(), { milestones: [2, 1.5] })).toThrow(/milestones\[1\]: expected a non-negative integer, got 1.5/);
-    expect(() => new ExponentialLR(sgd(), {} as never)).toThrow(/ExponentialLR: gamma: expected a non-negative number, got undefined/);
-    expect(() => new PolynomialLR(sgd(), { totalIters: -5 })).toThrow(/PolynomialLR: totalIters: expected a positive integer/);
-    expect(() => new CosineAnnealingLR(sgd(), { tMax: 0 })).toThrow(/CosineAnnealingLR: tMax: expected a positive integer/);
-    expect(() => new WarmupCosineLR(sgd(), { warmupSteps: 5, totalSteps: 5 })).toThrow(/totalSteps: expected an integer > warmupSteps \(5\), got 5/);
-    expect(() => new WarmupCosineLR(sgd(), { warmupSteps: 2, totalSteps: 5, startFactor: 2 })).toThrow(/startFactor: expected a number in \[0, 1\], got 2/);
-    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1 })).toThrow(/OneCycleLR: give totalSteps, or epochs and stepsPerEpoch/);
-    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1, epochs: 2 })).toThrow(/OneCycleLR: stepsPerEpoch: expected a positive integer, got undefined/);
-    expect(() => new OneCycleLR(sgd(2), { maxLr: [0.1], totalSteps: 5 })).toThrow(/OneCycleLR: maxLr: expected 2 values \(one per parameter group\), got 1/);
-    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1, totalSteps: 5, annealStrategy: 'exp' as never })).toThrow(/annealStrategy: expected 'cos' or 'linear', got "exp"/);
-    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1, totalSteps: 5, pctStart: 1.5 })).toThrow(/pctStart: expected a number in \[0, 1\], got 1.5/);
+    expect(() => new StepLR(sgd(), { stepSize: 2, gamma: -1 })).toThrow(
+      /StepLR: gamma: expected a non-negative number, got -1/,
+    );
+    expect(() => new MultiStepLR(sgd(), { milestones: [2, 1.5] })).toThrow(
+      /milestones\[1\]: expected a non-negative integer, got 1.5/,
+    );
+    expect(() => new ExponentialLR(sgd(), {} as never)).toThrow(
+      /ExponentialLR: gamma: expected a non-negative number, got undefined/,
+    );
+    expect(() => new PolynomialLR(sgd(), { totalIters: -5 })).toThrow(
+      /PolynomialLR: totalIters: expected a positive integer/,
+    );
+    expect(() => new CosineAnnealingLR(sgd(), { tMax: 0 })).toThrow(
+      /CosineAnnealingLR: tMax: expected a positive integer/,
+    );
+    expect(() => new WarmupCosineLR(sgd(), { warmupSteps: 5, totalSteps: 5 })).toThrow(
+      /totalSteps: expected an integer > warmupSteps \(5\), got 5/,
+    );
+    expect(() => new WarmupCosineLR(sgd(), { warmupSteps: 2, totalSteps: 5, startFactor: 2 })).toThrow(
+      /startFactor: expected a number in \[0, 1\], got 2/,
+    );
+    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1 })).toThrow(
+      /OneCycleLR: give totalSteps, or epochs and stepsPerEpoch/,
+    );
+    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1, epochs: 2 })).toThrow(
+      /OneCycleLR: stepsPerEpoch: expected a positive integer, got undefined/,
+    );
+    expect(() => new OneCycleLR(sgd(2), { maxLr: [0.1], totalSteps: 5 })).toThrow(
+      /OneCycleLR: maxLr: expected 2 values \(one per parameter group\), got 1/,
+    );
+    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1, totalSteps: 5, annealStrategy: 'exp' as never })).toThrow(
+      /annealStrategy: expected 'cos' or 'linear', got "exp"/,
+    );
+    expect(() => new OneCycleLR(sgd(), { maxLr: 0.1, totalSteps: 5, pctStart: 1.5 })).toThrow(
+      /pctStart: expected a number in \[0, 1\], got 1.5/,
+    );
     const adagrad = new Adagrad([new Tensor(new Float32Array(1), [1])]);
-    expect(() => new OneCycleLR(adagrad, { maxLr: 0.1, totalSteps: 5 })).toThrow(/cycleMomentum needs an optimizer with momentum or betas/);
+    expect(() => new OneCycleLR(adagrad, { maxLr: 0.1, totalSteps: 5 })).toThrow(
+      /cycleMomentum needs an optimizer with momentum or betas/,
+    );
     expect(() => new OneCycleLR(adagrad, { maxLr: 0.1, totalSteps: 5, cycleMomentum: false })).not.toThrow();
-    expect(() => new ReduceLROnPlateau(sgd(), { factor: 1 })).toThrow(/ReduceLROnPlateau: factor: expected a number in \[0, 1\), got 1/);
-    expect(() => new ReduceLROnPlateau(sgd(), { mode: 'up' as never })).toThrow(/mode: expected 'min' or 'max', got "up"/);
-    expect(() => new ReduceLROnPlateau(sgd(), { thresholdMode: 'x' as never })).toThrow(/thresholdMode: expected 'rel' or 'abs'/);
-    expect(() => new ReduceLROnPlateau(sgd(2), { minLr: [0.1, 0.2, 0.3] })).toThrow(/minLr: expected 2 values \(one per parameter group\), got 3/);
+    expect(() => new ReduceLROnPlateau(sgd(), { factor: 1 })).toThrow(
+      /ReduceLROnPlateau: factor: expected a number in \[0, 1\), got 1/,
+    );
+    expect(() => new ReduceLROnPlateau(sgd(), { mode: 'up' as never })).toThrow(
+      /mode: expected 'min' or 'max', got "up"/,
+    );
+    expect(() => new ReduceLROnPlateau(sgd(), { thresholdMode: 'x' as never })).toThrow(
+      /thresholdMode: expected 'rel' or 'abs'/,
+    );
+    expect(() => new ReduceLROnPlateau(sgd(2), { minLr: [0.1, 0.2, 0.3] })).toThrow(
+      /minLr: expected 2 values \(one per parameter group\), got 3/,
+    );
     expect(() => new ReduceLROnPlateau(sgd()).step('1' as never)).toThrow(/metric: expected a number, got "1"/);
   });
 
@@ -182,14 +268,25 @@ describe('scheduler errors', () => {
     const s = new CosineAnnealingLR(sgd(2), { tMax: 5 });
     s.step();
     const before = JSON.stringify(s.stateDict());
-    const bad = (edit: Record<string, unknown>): LRSchedulerStateDict => ({ ...(JSON.parse(before) as LRSchedulerStateDict), ...edit });
-    expect(() => s.loadStateDict(bad({ scheduler: 'StepLR' }))).toThrow(/the state dict is for "StepLR", this scheduler is CosineAnnealingLR/);
-    expect(() => s.loadStateDict(bad({ baseLrs: [0.1] }))).toThrow(/baseLrs: expected 2 numbers \(one per parameter group\), got \[0.1\]/);
-    expect(() => s.loadStateDict(bad({ lastEpoch: 1.5, baseLrs: [1, 1] }))).toThrow(/lastEpoch: expected an integer >= -1, got 1.5/);
+    const bad = (edit: Record<string, unknown>): LRSchedulerStateDict => ({
+      ...(JSON.parse(before) as LRSchedulerStateDict),
+      ...edit,
+    });
+    expect(() => s.loadStateDict(bad({ scheduler: 'StepLR' }))).toThrow(
+      /the state dict is for "StepLR", this scheduler is CosineAnnealingLR/,
+    );
+    expect(() => s.loadStateDict(bad({ baseLrs: [0.1] }))).toThrow(
+      /baseLrs: expected 2 numbers \(one per parameter group\), got \[0.1\]/,
+    );
+    expect(() => s.loadStateDict(bad({ lastEpoch: 1.5, baseLrs: [1, 1] }))).toThrow(
+      /lastEpoch: expected an integer >= -1, got 1.5/,
+    );
     expect(() => s.loadStateDict(bad({ lastLr: [1, 1], baseLrs: 'x' }))).toThrow(/baseLrs: expected 2 numbers/);
     expect(JSON.stringify(s.stateDict())).toBe(before);
     const p = new ReduceLROnPlateau(sgd());
-    expect(() => p.loadStateDict({ ...p.stateDict(), best: 'big' as never })).toThrow(/best: expected a finite number, 'Infinity' or '-Infinity', got "big"/);
+    expect(() => p.loadStateDict({ ...p.stateDict(), best: 'big' as never })).toThrow(
+      /best: expected a finite number, 'Infinity' or '-Infinity', got "big"/,
+    );
     expect(() => p.loadStateDict({ ...p.stateDict(), lastLr: [1, 2] })).toThrow(/lastLr: expected 1 numbers/);
   });
 });

@@ -1,7 +1,21 @@
 // Module: torch-style names, parameter counts, state dicts (strict and not), freezing, modes,
 // default initialisation and predict() that keeps the event loop free.
 import { describe, expect, it } from 'vitest';
-import { BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential, Tensor, init, randn, zeros } from '../src/index.js';
+import {
+  BatchNorm2d,
+  Conv2d,
+  Dropout,
+  Flatten,
+  Linear,
+  MaxPool2d,
+  Module,
+  ReLU,
+  Sequential,
+  type Tensor,
+  init,
+  randn,
+  zeros,
+} from '../src/index.js';
 
 class Block extends Module {
   readonly conv1: Conv2d;
@@ -21,8 +35,18 @@ describe('Module', () => {
 
   it('names parameters and buffers with dotted paths as PyTorch does', () => {
     const m = net();
-    expect(m.namedParameters().map(([k]) => k)).toEqual(['0.conv1.weight', '0.bn1.weight', '0.bn1.bias', '3.weight', '3.bias']);
-    expect(m.namedBuffers().map(([k]) => k)).toEqual(['0.bn1.running_mean', '0.bn1.running_var', '0.bn1.num_batches_tracked']);
+    expect(m.namedParameters().map(([k]) => k)).toEqual([
+      '0.conv1.weight',
+      '0.bn1.weight',
+      '0.bn1.bias',
+      '3.weight',
+      '3.bias',
+    ]);
+    expect(m.namedBuffers().map(([k]) => k)).toEqual([
+      '0.bn1.running_mean',
+      '0.bn1.running_var',
+      '0.bn1.num_batches_tracked',
+    ]);
     expect(m.numParameters()).toBe(8 * 3 * 9 + 8 + 8 + 5 * 128 + 5);
     expect(m.getSubmodule('0.bn1')).toBeInstanceOf(BatchNorm2d);
     expect(() => m.getSubmodule('0.nope')).toThrow("getSubmodule: no module 'nope' in '0.nope'");
@@ -49,18 +73,27 @@ describe('Module', () => {
     sd.set('3.weight', zeros([5, 7]));
     const b = net();
     const before = b.stateDict().get('0.conv1.weight')!.data.slice();
-    expect(() => b.loadStateDict(sd)).toThrow(/missing keys: 3\.bias\. unexpected keys: extra\. shape mismatch: 3\.weight: expected \[5, 128\], got \[5, 7\]/);
+    expect(() => b.loadStateDict(sd)).toThrow(
+      /missing keys: 3\.bias\. unexpected keys: extra\. shape mismatch: 3\.weight: expected \[5, 128\], got \[5, 7\]/,
+    );
     expect(Array.from(b.stateDict().get('0.conv1.weight')!.data)).toEqual(Array.from(before));
     sd.delete('3.weight');
     const r = b.loadStateDict(sd, false);
     expect(r).toEqual({ missing: ['3.weight', '3.bias'], unexpected: ['extra'] });
-    expect(Array.from(b.stateDict().get('0.conv1.weight')!.data)).toEqual(Array.from(a.stateDict().get('0.conv1.weight')!.data));
+    expect(Array.from(b.stateDict().get('0.conv1.weight')!.data)).toEqual(
+      Array.from(a.stateDict().get('0.conv1.weight')!.data),
+    );
   });
 
   it('freezes by prefix or pattern and switches train/eval through the tree', () => {
     const m = net();
     expect(m.freeze('0.')).toBe(3);
-    expect(m.namedParameters().filter(([, p]) => p.requiresGrad).map(([k]) => k)).toEqual(['3.weight', '3.bias']);
+    expect(
+      m
+        .namedParameters()
+        .filter(([, p]) => p.requiresGrad)
+        .map(([k]) => k),
+    ).toEqual(['3.weight', '3.bias']);
     expect(m.unfreeze(/bn1/)).toBe(2);
     m.eval();
     expect(m.namedModules().every(([, x]) => !x.training)).toBe(true);
@@ -69,7 +102,9 @@ describe('Module', () => {
   });
 
   it('layers reject inputs of the wrong shape with a message naming the layer', () => {
-    expect(() => new Conv2d(3, 4, 3).forward(zeros([1, 2, 8, 8]))).toThrow('Conv2d: expected input [N, 3, H, W], got [1, 2, 8, 8]');
+    expect(() => new Conv2d(3, 4, 3).forward(zeros([1, 2, 8, 8]))).toThrow(
+      'Conv2d: expected input [N, 3, H, W], got [1, 2, 8, 8]',
+    );
     expect(() => new Linear(4, 2).forward(zeros([3, 5]))).toThrow('Linear: expected input [N, 4], got [3, 5]');
     expect(() => new Conv2d(3, 4, 3, { groups: 2 })).toThrow(/groups \(2\) must divide/);
     expect(() => new Dropout(1)).toThrow('Dropout: p must be in [0, 1), got 1');

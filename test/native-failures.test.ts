@@ -37,11 +37,15 @@ describe('scratch the allocator refuses', () => {
       const after = conv2d(zeros([1, 1, 4, 4]), zeros([1, 1, 3, 3]), null, { algo: 'im2col' });
       console.log(JSON.stringify({ message, after: after.shape }));
     `;
-    const r = spawnSync('bash', ['-c', 'ulimit -v 3000000 && exec "$0" --input-type=module -e "$1"', process.execPath, script], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      env: { ...process.env, FERROCONV_DEBUG_PANICS: '' },
-    });
+    const r = spawnSync(
+      'bash',
+      ['-c', 'ulimit -v 3000000 && exec "$0" --input-type=module -e "$1"', process.execPath, script],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: { ...process.env, FERROCONV_DEBUG_PANICS: '' },
+      },
+    );
     expect(r.status, `exit ${r.status} signal ${r.signal} stderr ${r.stderr}`).toBe(0);
     expect(r.stderr).toBe('');
     const got = JSON.parse(r.stdout);
@@ -56,7 +60,9 @@ describe('outputs too large to allocate', () => {
     expect(() => conv2d(zeros([1, 1, 4, 4]), zeros([30000, 1, 1, 1]), null, { padding: 200 })).toThrow(
       /^conv2d: cannot allocate an output of 4896480000 float32 elements \(18\.2 GiB\)/,
     );
-    expect(() => linear(zeros([70000, 1]), zeros([70000, 1]), null)).toThrow(/^linear: cannot allocate an output of 4900000000 float32 elements/);
+    expect(() => linear(zeros([70000, 1]), zeros([70000, 1]), null)).toThrow(
+      /^linear: cannot allocate an output of 4900000000 float32 elements/,
+    );
     expect(() => maxPool2d(zeros([1, 1, 2, 2]), 1, { stride: 1 })).not.toThrow();
   });
 
@@ -66,10 +72,14 @@ describe('outputs too large to allocate', () => {
       try { conv2d(zeros([1, 1, 4, 4]), zeros([4000, 1, 1, 1]), null, { padding: 200 }); console.log('no error'); }
       catch (e) { console.log(e.constructor.name + ': ' + e.message); }
     `;
-    const r = spawnSync('bash', ['-c', 'ulimit -v 2000000 && exec "$0" --input-type=module -e "$1"', process.execPath, script], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      'bash',
+      ['-c', 'ulimit -v 2000000 && exec "$0" --input-type=module -e "$1"', process.execPath, script],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+      },
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^Error: conv2d: cannot allocate an output of 652864000 float32 elements \(2\.4 GiB\)/);
   });

@@ -124,30 +124,114 @@ describe('batch norm argument errors', () => {
   const y = new Float32Array(24);
 
   it.each([
-    ['wrong input length', () => native.batchNorm2dForwardTrain(new Float32Array(23), null, null, null, null, y, c3(), c3(), args()), 'input: expected 24 elements, got 23'],
-    ['wrong weight length', () => native.batchNorm2dForwardTrain(x, new Float32Array(4), null, null, null, y, c3(), c3(), args()), 'weight: expected 3 elements, got 4'],
-    ['wrong runningVar length', () => native.batchNorm2dForwardTrain(x, null, null, c3(), new Float32Array(2), y, c3(), c3(), args()), 'runningVar: expected 3 elements, got 2'],
-    ['wrong saveInvstd length', () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), new Float32Array(1), args()), 'saveInvstd: expected 3 elements, got 1'],
-    ['zero eps', () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ eps: 0 })), 'eps: expected a positive finite number, got 0'],
-    ['negative eps', () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), y, args({ eps: -1e-5 })), 'eps: expected a positive finite number, got -0.00001'],
-    ['NaN eps', () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), y, args({ eps: Number.NaN })), 'eps: expected a positive finite number, got NaN'],
-    ['momentum above 1', () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ momentum: 1.5 })), 'momentum: expected a number in [0, 1], got 1.5'],
-    ['negative momentum', () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ momentum: -0.1 })), 'momentum: expected a number in [0, 1], got -0.1'],
-    ['NaN momentum', () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ momentum: Number.NaN })), 'momentum: expected a number in [0, 1], got NaN'],
-    ['fractional shape', () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ inputShape: [2, 3, 2.5, 2] })), 'inputShape[2]: expected a non-negative integer, got 2.5'],
-    ['zero channels', () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), y, args({ inputShape: [2, 0, 2, 2] })), 'channels: expected a positive size, got 0'],
-    ['one value per channel', () => native.batchNorm2dForwardTrain(new Float32Array(3), null, null, null, null, new Float32Array(3), c3(), c3(), args({ inputShape: [1, 3, 1, 1] })), 'input: training batch norm needs more than 1 value per channel, got shape [1, 3, 1, 1]'],
-    ['backward wrong gradOutput', () => native.batchNorm2dBackward(x, new Float32Array(20), null, c3(), c3(), y, null, null, args()), 'gradOutput: expected 24 elements, got 20'],
-    ['backward wrong gradBias', () => native.batchNorm2dBackward(x, x.slice(), null, c3(), c3(), y, null, new Float32Array(5), args()), 'gradBias: expected 3 elements, got 5'],
-    ['output aliasing input', () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), x, args()), 'output: must not share memory with input'],
-    ['running stats aliasing each other', () => {
-      const both = new Float32Array(3);
-      native.batchNorm2dForwardTrain(x, null, null, both, both, y, c3(), c3(), args());
-    }, 'runningMean: must not share memory with runningVar'],
-    ['saveMean aliasing weight', () => {
-      const w = new Float32Array(3).fill(1);
-      native.batchNorm2dForwardTrain(x, w, null, null, null, y, w, c3(), args());
-    }, 'saveMean: must not share memory with weight'],
+    [
+      'wrong input length',
+      () => native.batchNorm2dForwardTrain(new Float32Array(23), null, null, null, null, y, c3(), c3(), args()),
+      'input: expected 24 elements, got 23',
+    ],
+    [
+      'wrong weight length',
+      () => native.batchNorm2dForwardTrain(x, new Float32Array(4), null, null, null, y, c3(), c3(), args()),
+      'weight: expected 3 elements, got 4',
+    ],
+    [
+      'wrong runningVar length',
+      () => native.batchNorm2dForwardTrain(x, null, null, c3(), new Float32Array(2), y, c3(), c3(), args()),
+      'runningVar: expected 3 elements, got 2',
+    ],
+    [
+      'wrong saveInvstd length',
+      () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), new Float32Array(1), args()),
+      'saveInvstd: expected 3 elements, got 1',
+    ],
+    [
+      'zero eps',
+      () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ eps: 0 })),
+      'eps: expected a positive finite number, got 0',
+    ],
+    [
+      'negative eps',
+      () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), y, args({ eps: -1e-5 })),
+      'eps: expected a positive finite number, got -0.00001',
+    ],
+    [
+      'NaN eps',
+      () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), y, args({ eps: Number.NaN })),
+      'eps: expected a positive finite number, got NaN',
+    ],
+    [
+      'momentum above 1',
+      () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ momentum: 1.5 })),
+      'momentum: expected a number in [0, 1], got 1.5',
+    ],
+    [
+      'negative momentum',
+      () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ momentum: -0.1 })),
+      'momentum: expected a number in [0, 1], got -0.1',
+    ],
+    [
+      'NaN momentum',
+      () => native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ momentum: Number.NaN })),
+      'momentum: expected a number in [0, 1], got NaN',
+    ],
+    [
+      'fractional shape',
+      () =>
+        native.batchNorm2dForwardTrain(x, null, null, null, null, y, c3(), c3(), args({ inputShape: [2, 3, 2.5, 2] })),
+      'inputShape[2]: expected a non-negative integer, got 2.5',
+    ],
+    [
+      'zero channels',
+      () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), y, args({ inputShape: [2, 0, 2, 2] })),
+      'channels: expected a positive size, got 0',
+    ],
+    [
+      'one value per channel',
+      () =>
+        native.batchNorm2dForwardTrain(
+          new Float32Array(3),
+          null,
+          null,
+          null,
+          null,
+          new Float32Array(3),
+          c3(),
+          c3(),
+          args({ inputShape: [1, 3, 1, 1] }),
+        ),
+      'input: training batch norm needs more than 1 value per channel, got shape [1, 3, 1, 1]',
+    ],
+    [
+      'backward wrong gradOutput',
+      () => native.batchNorm2dBackward(x, new Float32Array(20), null, c3(), c3(), y, null, null, args()),
+      'gradOutput: expected 24 elements, got 20',
+    ],
+    [
+      'backward wrong gradBias',
+      () => native.batchNorm2dBackward(x, x.slice(), null, c3(), c3(), y, null, new Float32Array(5), args()),
+      'gradBias: expected 3 elements, got 5',
+    ],
+    [
+      'output aliasing input',
+      () => native.batchNorm2dForwardEval(x, null, null, c3(), c3(), x, args()),
+      'output: must not share memory with input',
+    ],
+    [
+      'running stats aliasing each other',
+      () => {
+        const both = new Float32Array(3);
+        native.batchNorm2dForwardTrain(x, null, null, both, both, y, c3(), c3(), args());
+      },
+      'runningMean: must not share memory with runningVar',
+    ],
+    [
+      'saveMean aliasing weight',
+      () => {
+        const w = new Float32Array(3).fill(1);
+        native.batchNorm2dForwardTrain(x, w, null, null, null, y, w, c3(), args());
+      },
+      'saveMean: must not share memory with weight',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });
@@ -166,7 +250,9 @@ describe('batch norm argument errors', () => {
 });
 
 describe('local response norm argument errors', () => {
-  const args = (over: Partial<{ inputShape: number[]; size: number; alpha: number; beta: number; k: number }> = {}) => ({
+  const args = (
+    over: Partial<{ inputShape: number[]; size: number; alpha: number; beta: number; k: number }> = {},
+  ) => ({
     inputShape: [1, 4, 2, 2],
     size: 3,
     alpha: 1e-4,
@@ -179,15 +265,43 @@ describe('local response norm argument errors', () => {
   const s = new Float32Array(16);
 
   it.each([
-    ['wrong scale length', () => native.lrnForward(x, y, new Float32Array(15), args()), 'scale: expected 16 elements, got 15'],
+    [
+      'wrong scale length',
+      () => native.lrnForward(x, y, new Float32Array(15), args()),
+      'scale: expected 16 elements, got 15',
+    ],
     ['zero size', () => native.lrnForward(x, y, s, args({ size: 0 })), 'size: expected a positive size, got 0'],
-    ['fractional size', () => native.lrnForward(x, y, s, args({ size: 2.5 })), 'size: expected a non-negative integer, got 2.5'],
-    ['negative size', () => native.lrnForward(x, y, s, args({ size: -5 })), 'size: expected a non-negative integer, got -5'],
-    ['infinite alpha', () => native.lrnForward(x, y, s, args({ alpha: Number.POSITIVE_INFINITY })), 'alpha: expected a finite number, got inf'],
-    ['NaN beta', () => native.lrnForward(x, y, s, args({ beta: Number.NaN })), 'beta: expected a finite number, got NaN'],
+    [
+      'fractional size',
+      () => native.lrnForward(x, y, s, args({ size: 2.5 })),
+      'size: expected a non-negative integer, got 2.5',
+    ],
+    [
+      'negative size',
+      () => native.lrnForward(x, y, s, args({ size: -5 })),
+      'size: expected a non-negative integer, got -5',
+    ],
+    [
+      'infinite alpha',
+      () => native.lrnForward(x, y, s, args({ alpha: Number.POSITIVE_INFINITY })),
+      'alpha: expected a finite number, got inf',
+    ],
+    [
+      'NaN beta',
+      () => native.lrnForward(x, y, s, args({ beta: Number.NaN })),
+      'beta: expected a finite number, got NaN',
+    ],
     ['scale aliasing output', () => native.lrnForward(x, y, y, args()), 'output: must not share memory with scale'],
-    ['backward wrong gradInput', () => native.lrnBackward(x, y, s, x, new Float32Array(3), args()), 'gradInput: expected 16 elements, got 3'],
-    ['backward gradInput aliasing gradOutput', () => native.lrnBackward(x, y, s, s.subarray(0), s, args()), 'gradInput: must not share memory with scale'],
+    [
+      'backward wrong gradInput',
+      () => native.lrnBackward(x, y, s, x, new Float32Array(3), args()),
+      'gradInput: expected 16 elements, got 3',
+    ],
+    [
+      'backward gradInput aliasing gradOutput',
+      () => native.lrnBackward(x, y, s, s.subarray(0), s, args()),
+      'gradInput: must not share memory with scale',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });

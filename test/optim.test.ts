@@ -3,7 +3,16 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor } from '../src/tensor.js';
 import {
-  Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD, clipGradNorm, clipGradValue, type OptimizerStateDict,
+  Adadelta,
+  Adagrad,
+  Adam,
+  AdamW,
+  type Optimizer,
+  RMSprop,
+  SGD,
+  clipGradNorm,
+  clipGradValue,
+  type OptimizerStateDict,
 } from '../src/optim/index.js';
 import { expectClose, loadFixture } from './helpers.js';
 
@@ -34,7 +43,15 @@ interface Fixture {
 
 const fx = loadFixture<Fixture>('optim.json');
 
-const OPTIMIZERS: Record<string, new (params: any, options: any) => Optimizer<any>> = { SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta };
+// biome-ignore lint/suspicious/noExplicitAny: one table for every optimizer, fed options from the JSON fixture
+const OPTIMIZERS: Record<string, new (params: any, options: any) => Optimizer<any>> = {
+  SGD,
+  Adam,
+  AdamW,
+  RMSprop,
+  Adagrad,
+  Adadelta,
+};
 
 // Each step is compared with torch at rtol 1e-5 / atol 1e-6: the emulation rounds where torch's
 // kernels round, so most elements agree exactly and the rest by an ulp or two (double rounding
@@ -71,7 +88,9 @@ function setGrads(c: Case, params: Tensor[], s: number): void {
 }
 
 function compareStep(c: Case, params: Tensor[], s: number): void {
-  params.forEach((p, j) => expectClose(p.data, c.steps[s - 1][j], RTOL, ATOL, `${c.name}: step ${s}, param ${j}`));
+  params.forEach((p, j) => {
+    expectClose(p.data, c.steps[s - 1][j], RTOL, ATOL, `${c.name}: step ${s}, param ${j}`);
+  });
 }
 
 describe('optimizers match torch.optim', () => {
@@ -96,10 +115,12 @@ describe('optimizers match torch.optim', () => {
       for (let s = 1; s <= fx.steps; s++) {
         setGrads(c, params, s);
         opt.step();
-        params.forEach((p, j) => p.data.forEach((v, i) => {
-          total++;
-          if (v === Math.fround(c.steps[s - 1][j][i])) equal++;
-        }));
+        params.forEach((p, j) => {
+          p.data.forEach((v, i) => {
+            total++;
+            if (v === Math.fround(c.steps[s - 1][j][i])) equal++;
+          });
+        });
       }
     }
     // Measured: all 1375 of them on torch 1.13 (AVX2 build); allow for goldens regenerated elsewhere.
@@ -119,7 +140,9 @@ describe('optimizer state dict', () => {
       const saved = JSON.parse(JSON.stringify(a.stateDict())) as OptimizerStateDict;
       // A fresh optimizer on fresh parameters holding the checkpointed values.
       const paramsB = makeParams();
-      paramsB.forEach((p, j) => p.data.set(paramsA[j].data));
+      paramsB.forEach((p, j) => {
+        p.data.set(paramsA[j].data);
+      });
       const b = build(c, paramsB);
       b.loadStateDict(saved);
       for (let s = 3; s <= fx.steps; s++) {
@@ -127,7 +150,9 @@ describe('optimizer state dict', () => {
         setGrads(c, paramsB, s);
         a.step();
         b.step();
-        paramsB.forEach((p, j) => expect(Array.from(p.data)).toEqual(Array.from(paramsA[j].data)));
+        paramsB.forEach((p, j) => {
+          expect(Array.from(p.data)).toEqual(Array.from(paramsA[j].data));
+        });
         compareStep(c, paramsB, s);
       }
       expect(b.stateDict()).toEqual(a.stateDict());
@@ -138,7 +163,13 @@ describe('optimizer state dict', () => {
     const [w, b] = [new Tensor(new Float32Array([1, 2]), [2]), new Tensor(new Float32Array([3]), [1])];
     w.requiresGrad_();
     b.requiresGrad_();
-    const opt = new SGD([{ params: [w], lrMult: 2 }, { params: [b], momentum: 0.5 }], { lr: 0.1, momentum: 0.9 });
+    const opt = new SGD(
+      [
+        { params: [w], lrMult: 2 },
+        { params: [b], momentum: 0.5 },
+      ],
+      { lr: 0.1, momentum: 0.9 },
+    );
     w.grad = new Tensor(new Float32Array([0.5, -0.25]), [2]);
     opt.step();
     const sd = opt.stateDict();
@@ -146,8 +177,28 @@ describe('optimizer state dict', () => {
       optimizer: 'SGD',
       state: { 0: { step: 1, momentumBuffer: [0.5, -0.25] } },
       paramGroups: [
-        { params: [0], lr: 0.1, weightDecay: 0, lrMult: 2, decayMult: 1, momentum: 0.9, dampening: 0, nesterov: false, maximize: false },
-        { params: [1], lr: 0.1, weightDecay: 0, lrMult: 1, decayMult: 1, momentum: 0.5, dampening: 0, nesterov: false, maximize: false },
+        {
+          params: [0],
+          lr: 0.1,
+          weightDecay: 0,
+          lrMult: 2,
+          decayMult: 1,
+          momentum: 0.9,
+          dampening: 0,
+          nesterov: false,
+          maximize: false,
+        },
+        {
+          params: [1],
+          lr: 0.1,
+          weightDecay: 0,
+          lrMult: 1,
+          decayMult: 1,
+          momentum: 0.5,
+          dampening: 0,
+          nesterov: false,
+          maximize: false,
+        },
       ],
     });
     // Copies, not views of the live buffers.
@@ -173,15 +224,23 @@ describe('optimizer errors', () => {
   it('rejects bad constructor arguments naming the problem', () => {
     expect(() => new Adam([])).toThrow(/empty parameter list/);
     expect(() => new Adam([1 as unknown as Tensor])).toThrow(/params.*expected a Tensor|expected \{ params/);
-    expect(() => new Adam([{ params: [t(), 3 as unknown as Tensor] }])).toThrow(/paramGroups\[0\]\.params\[1\]: expected a Tensor/);
+    expect(() => new Adam([{ params: [t(), 3 as unknown as Tensor] }])).toThrow(
+      /paramGroups\[0\]\.params\[1\]: expected a Tensor/,
+    );
     const p = t();
-    expect(() => new Adam([{ params: [p] }, { params: [p] }])).toThrow(/paramGroups\[1\]\.params\[0\]: this tensor is already in a parameter group/);
+    expect(() => new Adam([{ params: [p] }, { params: [p] }])).toThrow(
+      /paramGroups\[1\]\.params\[0\]: this tensor is already in a parameter group/,
+    );
     expect(() => new SGD([t()], { lr: 0.1, momentun: 0.9 } as never)).toThrow(/unknown option 'momentun'/);
-    expect(() => new SGD([{ params: [t()], beta: 1 } as never], { lr: 0.1 })).toThrow(/paramGroups\[0\]: unknown option 'beta'/);
+    expect(() => new SGD([{ params: [t()], beta: 1 } as never], { lr: 0.1 })).toThrow(
+      /paramGroups\[0\]: unknown option 'beta'/,
+    );
     expect(() => new SGD([t()], {} as never)).toThrow(/SGD: lr is required/);
     expect(() => new SGD([t()], { lr: -1 })).toThrow(/SGD: lr: expected a non-negative number, got -1/);
     expect(() => new SGD([t()], { lr: 0.1, nesterov: true })).toThrow(/nesterov: needs momentum > 0 and dampening 0/);
-    expect(() => new SGD([{ params: [t()], momentum: -0.5 }], { lr: 0.1 })).toThrow(/paramGroups\[0\]: momentum: expected a non-negative number, got -0.5/);
+    expect(() => new SGD([{ params: [t()], momentum: -0.5 }], { lr: 0.1 })).toThrow(
+      /paramGroups\[0\]: momentum: expected a non-negative number, got -0.5/,
+    );
     expect(() => new Adam([t()], { betas: [1, 0.9] })).toThrow(/betas\[0\]: expected a number in \[0, 1\), got 1/);
     expect(() => new Adam([t()], { betas: [0.9] as never })).toThrow(/betas: expected a pair of numbers, got \[0.9\]/);
     expect(() => new Adam([{ params: [t()], amsgrad: 1 as never }])).toThrow(/amsgrad: expected a boolean, got 1/);
@@ -189,7 +248,9 @@ describe('optimizer errors', () => {
     expect(() => new RMSprop([t()], { alpha: -1 })).toThrow(/RMSprop: alpha/);
     expect(() => new Adagrad([t()], { lrDecay: -1 })).toThrow(/Adagrad: lrDecay/);
     expect(() => new Adadelta([t()], { rho: 1.5 })).toThrow(/Adadelta: rho: expected a number in \[0, 1\], got 1.5/);
-    expect(() => new SGD([{ params: [t()], lrMult: -1 }], { lr: 0.1 })).toThrow(/lrMult: expected a non-negative number/);
+    expect(() => new SGD([{ params: [t()], lrMult: -1 }], { lr: 0.1 })).toThrow(
+      /lrMult: expected a non-negative number/,
+    );
   });
 
   it('step rejects a mis-shaped gradient before changing anything', () => {
@@ -241,15 +302,60 @@ describe('optimizer errors', () => {
     const cases: [OptimizerStateDict, RegExp][] = [
       [bad((sd) => sd.paramGroups.pop()), /expected 2 parameter groups, got 1/],
       [bad((sd) => sd.paramGroups[1].params.push(7)), /paramGroups\[1\]: expected 1 parameters, got 2/],
-      [bad((sd) => { (sd.state[1].expAvg as number[]).pop(); }), /state\[1\]\.expAvg: expected 3 values \(parameter shape \[3\]\), got 2 values/],
-      [bad((sd) => { sd.state[0].momentumBuffer = [1, 2]; }), /state\[0\]: unknown buffer 'momentumBuffer' for Adam/],
-      [bad((sd) => { sd.state[5] = { step: 1 }; }), /state\[5\]: no parameter has index 5/],
-      [bad((sd) => { sd.state[0].step = -1; }), /state\[0\]\.step: expected a non-negative integer, got -1/],
-      [bad((sd) => { sd.optimizer = 'SGD'; }), /the state dict is for "SGD", this optimizer is Adam/],
-      [bad((sd) => { delete (sd.paramGroups[0] as Record<string, unknown>).eps; }), /paramGroups\[0\]: option 'eps' is missing/],
-      [bad((sd) => { sd.paramGroups[0].momentum = 0.9; }), /paramGroups\[0\]: unknown option 'momentum' for Adam/],
-      [bad((sd) => { sd.paramGroups[0].lr = -3; }), /paramGroups\[0\]: lr: expected a non-negative number, got -3/],
-      [bad((sd) => { sd.paramGroups[1].params = [0]; }), /paramGroups\[1\]\.params\[0\]: index 0 appears twice/],
+      [
+        bad((sd) => {
+          (sd.state[1].expAvg as number[]).pop();
+        }),
+        /state\[1\]\.expAvg: expected 3 values \(parameter shape \[3\]\), got 2 values/,
+      ],
+      [
+        bad((sd) => {
+          sd.state[0].momentumBuffer = [1, 2];
+        }),
+        /state\[0\]: unknown buffer 'momentumBuffer' for Adam/,
+      ],
+      [
+        bad((sd) => {
+          sd.state[5] = { step: 1 };
+        }),
+        /state\[5\]: no parameter has index 5/,
+      ],
+      [
+        bad((sd) => {
+          sd.state[0].step = -1;
+        }),
+        /state\[0\]\.step: expected a non-negative integer, got -1/,
+      ],
+      [
+        bad((sd) => {
+          sd.optimizer = 'SGD';
+        }),
+        /the state dict is for "SGD", this optimizer is Adam/,
+      ],
+      [
+        bad((sd) => {
+          delete (sd.paramGroups[0] as Record<string, unknown>).eps;
+        }),
+        /paramGroups\[0\]: option 'eps' is missing/,
+      ],
+      [
+        bad((sd) => {
+          sd.paramGroups[0].momentum = 0.9;
+        }),
+        /paramGroups\[0\]: unknown option 'momentum' for Adam/,
+      ],
+      [
+        bad((sd) => {
+          sd.paramGroups[0].lr = -3;
+        }),
+        /paramGroups\[0\]: lr: expected a non-negative number, got -3/,
+      ],
+      [
+        bad((sd) => {
+          sd.paramGroups[1].params = [0];
+        }),
+        /paramGroups\[1\]\.params\[0\]: index 0 appears twice/,
+      ],
       [{} as OptimizerStateDict, /expected \{ optimizer, state, paramGroups \}/],
     ];
     for (const [sd, message] of cases) {
@@ -275,16 +381,21 @@ describe('gradient clipping matches torch.nn.utils', () => {
   };
 
   for (const c of cases) {
-    it(c.kind === 'norm' ? `clipGradNorm normType ${c.normType} maxNorm ${c.maxNorm}` : `clipGradValue ${c.clipValue}`, () => {
-      const params = withGrads();
-      if (c.kind === 'norm') {
-        const total = clipGradNorm(params, c.maxNorm!, c.normType === 'inf' ? Infinity : c.normType);
-        expectClose([total], [c.total!], 1e-6, 0, 'total norm');
-      } else {
-        clipGradValue(params, c.clipValue!);
-      }
-      c.grads.forEach((g, j) => expectClose(params[j].grad!.data, g, 1e-6, 1e-7, `grad ${j}`));
-    });
+    it(
+      c.kind === 'norm' ? `clipGradNorm normType ${c.normType} maxNorm ${c.maxNorm}` : `clipGradValue ${c.clipValue}`,
+      () => {
+        const params = withGrads();
+        if (c.kind === 'norm') {
+          const total = clipGradNorm(params, c.maxNorm!, c.normType === 'inf' ? Infinity : c.normType);
+          expectClose([total], [c.total!], 1e-6, 0, 'total norm');
+        } else {
+          clipGradValue(params, c.clipValue!);
+        }
+        c.grads.forEach((g, j) => {
+          expectClose(params[j].grad!.data, g, 1e-6, 1e-7, `grad ${j}`);
+        });
+      },
+    );
   }
 
   it('returns 0 without gradients, accepts a single tensor, rejects bad arguments', () => {
@@ -298,7 +409,9 @@ describe('gradient clipping matches torch.nn.utils', () => {
     expect(() => clipGradValue([p], NaN)).toThrow(/clipValue: expected a non-negative number, got NaN/);
     expect(() => clipGradNorm([p, {} as Tensor], 1)).toThrow(/params\[1\]: expected a Tensor/);
     p.grad = new Tensor(new Float32Array([NaN]), [1]);
-    expect(() => clipGradNorm([p], 1, 2, { errorIfNonfinite: true })).toThrow(/total norm of order 2 of the gradients is NaN/);
+    expect(() => clipGradNorm([p], 1, 2, { errorIfNonfinite: true })).toThrow(
+      /total norm of order 2 of the gradients is NaN/,
+    );
     expect(Number.isNaN(clipGradNorm([p], 1))).toBe(true);
   });
 });

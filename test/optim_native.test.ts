@@ -67,24 +67,44 @@ describe('native SGD step equals the TypeScript rounding bit for bit', () => {
 });
 
 describe('sgdStep bad input', () => {
-  const args = { lr: 0.1, weightDecay: 0, momentum: 0.9, dampening: 0, nesterov: false, maximize: false, firstStep: false };
+  const args = {
+    lr: 0.1,
+    weightDecay: 0,
+    momentum: 0.9,
+    dampening: 0,
+    nesterov: false,
+    maximize: false,
+    firstStep: false,
+  };
   const f = (n: number) => new Float32Array(n);
   it('wrong lengths', () => {
     expect(() => native.sgdStep(f(4), f(3), f(4), args)).toThrow('grad: expected 4 elements, got 3');
     expect(() => native.sgdStep(f(4), f(4), f(5), args)).toThrow('momentumBuffer: expected 4 elements, got 5');
   });
   it('buffer presence must match momentum', () => {
-    expect(() => native.sgdStep(f(4), f(4), null, args)).toThrow('momentumBuffer: expected 4 elements (momentum > 0), got none');
-    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, momentum: 0 })).toThrow('momentumBuffer: expected none (momentum is 0), got a buffer');
+    expect(() => native.sgdStep(f(4), f(4), null, args)).toThrow(
+      'momentumBuffer: expected 4 elements (momentum > 0), got none',
+    );
+    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, momentum: 0 })).toThrow(
+      'momentumBuffer: expected none (momentum is 0), got a buffer',
+    );
   });
   it('bad hyper-parameters', () => {
-    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, lr: -1 })).toThrow('lr: expected a non-negative number, got -1');
-    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, momentum: NaN })).toThrow(/momentum: expected a non-negative number/);
-    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, nesterov: true, dampening: 0.5 })).toThrow(/nesterov: needs momentum > 0 and dampening 0/);
+    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, lr: -1 })).toThrow(
+      'lr: expected a non-negative number, got -1',
+    );
+    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, momentum: NaN })).toThrow(
+      /momentum: expected a non-negative number/,
+    );
+    expect(() => native.sgdStep(f(4), f(4), f(4), { ...args, nesterov: true, dampening: 0.5 })).toThrow(
+      /nesterov: needs momentum > 0 and dampening 0/,
+    );
   });
   it('aliased buffers', () => {
     const p = f(8);
     expect(() => native.sgdStep(p, p, f(8), args)).toThrow('param: must not share memory with grad');
-    expect(() => native.sgdStep(p.subarray(0, 4), f(4), p.subarray(2, 6), args)).toThrow('momentumBuffer: must not share memory with param');
+    expect(() => native.sgdStep(p.subarray(0, 4), f(4), p.subarray(2, 6), args)).toThrow(
+      'momentumBuffer: must not share memory with param',
+    );
   });
 });

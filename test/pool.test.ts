@@ -132,33 +132,137 @@ describe('pooling argument errors', () => {
   const ind = new Int32Array(8);
 
   it.each([
-    ['wrong input length', () => native.maxPool2dForward(new Float32Array(31), y, ind, args()), 'input: expected 32 elements, got 31'],
-    ['wrong output length', () => native.maxPool2dForward(x, new Float32Array(9), ind, args()), 'output: expected 8 elements, got 9'],
-    ['wrong indices length', () => native.maxPool2dForward(x, y, new Int32Array(7), args()), 'indices: expected 8 elements, got 7'],
-    ['indices as a Float32Array', () => native.maxPool2dForward(x, y, new Float32Array(8) as unknown as Int32Array, args()), 'Int32Array'],
-    ['negative size', () => native.maxPool2dForward(x, y, ind, args({ kernel: [-2, 2] })), 'kernel[0]: expected a non-negative integer, got -2'],
-    ['NaN stride', () => native.avgPool2dForward(x, y, args({ stride: [2, Number.NaN] })), 'stride[1]: expected a non-negative integer, got NaN'],
-    ['fractional padding', () => native.avgPool2dForward(x, y, args({ padding: [0.5, 0] })), 'padding[0]: expected a non-negative integer, got 0.5'],
-    ['zero stride', () => native.maxPool2dForward(x, y, ind, args({ stride: [0, 2] })), 'stride: expected a positive size, got 0'],
-    ['zero kernel', () => native.pool2dOutputSize(args({ kernel: [2, 0] })), 'kernel width: expected a positive size, got 0'],
-    ['short shape', () => native.pool2dOutputSize(args({ inputShape: [2, 4, 4] })), 'inputShape: expected 4 numbers, got 3'],
+    [
+      'wrong input length',
+      () => native.maxPool2dForward(new Float32Array(31), y, ind, args()),
+      'input: expected 32 elements, got 31',
+    ],
+    [
+      'wrong output length',
+      () => native.maxPool2dForward(x, new Float32Array(9), ind, args()),
+      'output: expected 8 elements, got 9',
+    ],
+    [
+      'wrong indices length',
+      () => native.maxPool2dForward(x, y, new Int32Array(7), args()),
+      'indices: expected 8 elements, got 7',
+    ],
+    [
+      'indices as a Float32Array',
+      () => native.maxPool2dForward(x, y, new Float32Array(8) as unknown as Int32Array, args()),
+      'Int32Array',
+    ],
+    [
+      'negative size',
+      () => native.maxPool2dForward(x, y, ind, args({ kernel: [-2, 2] })),
+      'kernel[0]: expected a non-negative integer, got -2',
+    ],
+    [
+      'NaN stride',
+      () => native.avgPool2dForward(x, y, args({ stride: [2, Number.NaN] })),
+      'stride[1]: expected a non-negative integer, got NaN',
+    ],
+    [
+      'fractional padding',
+      () => native.avgPool2dForward(x, y, args({ padding: [0.5, 0] })),
+      'padding[0]: expected a non-negative integer, got 0.5',
+    ],
+    [
+      'zero stride',
+      () => native.maxPool2dForward(x, y, ind, args({ stride: [0, 2] })),
+      'stride: expected a positive size, got 0',
+    ],
+    [
+      'zero kernel',
+      () => native.pool2dOutputSize(args({ kernel: [2, 0] })),
+      'kernel width: expected a positive size, got 0',
+    ],
+    [
+      'short shape',
+      () => native.pool2dOutputSize(args({ inputShape: [2, 4, 4] })),
+      'inputShape: expected 4 numbers, got 3',
+    ],
     ['short kernel', () => native.pool2dOutputSize(args({ kernel: [2] })), 'kernel: expected 2 numbers, got 1'],
-    ['padding over half the kernel', () => native.pool2dOutputSize(args({ kernel: [3, 3], padding: [2, 1] })), 'padding: expected at most half the kernel size (1x1 for a 3x3 kernel), got 2x1'],
-    ['window larger than the input', () => native.pool2dOutputSize(args({ kernel: [5, 5] })), 'input: 4x4 is too small for a 5x5 window (stride 2x2, padding 0x0, dilation 1x1): output would be 0x0'],
-    ['zero divisor', () => native.avgPool2dForward(x, y, args({ divisorOverride: 0 })), 'divisorOverride: expected a positive integer, got 0'],
-    ['negative divisor', () => native.avgPool2dForward(x, y, args({ divisorOverride: -3 })), 'divisorOverride: expected a non-negative integer, got -3'],
-    ['dilated average pool', () => native.avgPool2dForward(x, y, args({ dilation: [2, 1] })), 'dilation: average pooling has no dilation, expected 1x1, got 2x1'],
-    ['output aliasing input', () => native.avgPool2dForward(x, x.subarray(0, 8), args()), 'output: must not share memory with input'],
-    ['no-indices wrong output length', () => native.maxPool2dForwardNoIndices(x, new Float32Array(7), args()), 'output: expected 8 elements, got 7'],
-    ['no-indices wrong input length', () => native.maxPool2dForwardNoIndices(new Float32Array(33), y, args()), 'input: expected 32 elements, got 33'],
-    ['no-indices output aliasing input', () => native.maxPool2dForwardNoIndices(x, x.subarray(8, 16), args()), 'output: must not share memory with input'],
-    ['no-indices zero stride', () => native.maxPool2dForwardNoIndices(x, y, args({ stride: [2, 0] })), 'stride: expected a positive size, got 0'],
-    ['indices aliasing output', () => native.maxPool2dForward(x, y, new Int32Array(y.buffer), args()), 'output: must not share memory with indices'],
-    ['gradInput aliasing gradOutput', () => native.avgPool2dBackward(x.subarray(0, 8), x, args()), 'gradInput: must not share memory with gradOutput'],
-    ['absurd sizes', () => native.pool2dOutputSize(args({ inputShape: [2 ** 40, 2 ** 40, 4, 4] })), 'too many elements'],
-    ['adaptive zero output', () => native.adaptiveAvgPool2dForward(x, y, { inputShape: [1, 2, 4, 4], outputSize: [0, 2] }), 'output height: expected a positive size, got 0'],
-    ['adaptive wrong output length', () => native.adaptiveAvgPool2dForward(x, y, { inputShape: [1, 2, 4, 4], outputSize: [3, 3] }), 'output: expected 18 elements, got 8'],
-    ['adaptive short outputSize', () => native.adaptiveAvgPool2dBackward(y, x, { inputShape: [1, 2, 4, 4], outputSize: [2] }), 'outputSize: expected 2 numbers, got 1'],
+    [
+      'padding over half the kernel',
+      () => native.pool2dOutputSize(args({ kernel: [3, 3], padding: [2, 1] })),
+      'padding: expected at most half the kernel size (1x1 for a 3x3 kernel), got 2x1',
+    ],
+    [
+      'window larger than the input',
+      () => native.pool2dOutputSize(args({ kernel: [5, 5] })),
+      'input: 4x4 is too small for a 5x5 window (stride 2x2, padding 0x0, dilation 1x1): output would be 0x0',
+    ],
+    [
+      'zero divisor',
+      () => native.avgPool2dForward(x, y, args({ divisorOverride: 0 })),
+      'divisorOverride: expected a positive integer, got 0',
+    ],
+    [
+      'negative divisor',
+      () => native.avgPool2dForward(x, y, args({ divisorOverride: -3 })),
+      'divisorOverride: expected a non-negative integer, got -3',
+    ],
+    [
+      'dilated average pool',
+      () => native.avgPool2dForward(x, y, args({ dilation: [2, 1] })),
+      'dilation: average pooling has no dilation, expected 1x1, got 2x1',
+    ],
+    [
+      'output aliasing input',
+      () => native.avgPool2dForward(x, x.subarray(0, 8), args()),
+      'output: must not share memory with input',
+    ],
+    [
+      'no-indices wrong output length',
+      () => native.maxPool2dForwardNoIndices(x, new Float32Array(7), args()),
+      'output: expected 8 elements, got 7',
+    ],
+    [
+      'no-indices wrong input length',
+      () => native.maxPool2dForwardNoIndices(new Float32Array(33), y, args()),
+      'input: expected 32 elements, got 33',
+    ],
+    [
+      'no-indices output aliasing input',
+      () => native.maxPool2dForwardNoIndices(x, x.subarray(8, 16), args()),
+      'output: must not share memory with input',
+    ],
+    [
+      'no-indices zero stride',
+      () => native.maxPool2dForwardNoIndices(x, y, args({ stride: [2, 0] })),
+      'stride: expected a positive size, got 0',
+    ],
+    [
+      'indices aliasing output',
+      () => native.maxPool2dForward(x, y, new Int32Array(y.buffer), args()),
+      'output: must not share memory with indices',
+    ],
+    [
+      'gradInput aliasing gradOutput',
+      () => native.avgPool2dBackward(x.subarray(0, 8), x, args()),
+      'gradInput: must not share memory with gradOutput',
+    ],
+    [
+      'absurd sizes',
+      () => native.pool2dOutputSize(args({ inputShape: [2 ** 40, 2 ** 40, 4, 4] })),
+      'too many elements',
+    ],
+    [
+      'adaptive zero output',
+      () => native.adaptiveAvgPool2dForward(x, y, { inputShape: [1, 2, 4, 4], outputSize: [0, 2] }),
+      'output height: expected a positive size, got 0',
+    ],
+    [
+      'adaptive wrong output length',
+      () => native.adaptiveAvgPool2dForward(x, y, { inputShape: [1, 2, 4, 4], outputSize: [3, 3] }),
+      'output: expected 18 elements, got 8',
+    ],
+    [
+      'adaptive short outputSize',
+      () => native.adaptiveAvgPool2dBackward(y, x, { inputShape: [1, 2, 4, 4], outputSize: [2] }),
+      'outputSize: expected 2 numbers, got 1',
+    ],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
   });
@@ -193,35 +297,38 @@ describe('maxPool2d op: indices only when a gradient will need them', () => {
     [[1, 1, 1, 1], 1, { stride: 1, padding: 0, ceilMode: false }],
   ];
 
-  it.each(cases)('shape %j kernel %d: the no-indices forward equals the recorded one, and gradients flow', (shape, kernel, opts) => {
-    const x = det(shape, 4);
-    const inference = noGrad(() => maxPool2d(x, kernel, opts));
-    expect(inference.requiresGrad).toBe(false);
-    const untracked = maxPool2d(x, kernel, opts); // x does not require grad: no indices either
-    expect(untracked.gradFn).toBeFalsy();
+  it.each(cases)(
+    'shape %j kernel %d: the no-indices forward equals the recorded one, and gradients flow',
+    (shape, kernel, opts) => {
+      const x = det(shape, 4);
+      const inference = noGrad(() => maxPool2d(x, kernel, opts));
+      expect(inference.requiresGrad).toBe(false);
+      const untracked = maxPool2d(x, kernel, opts); // x does not require grad: no indices either
+      expect(untracked.gradFn).toBeFalsy();
 
-    const xg = det(shape, 4).requiresGrad_();
-    const y = maxPool2d(xg, kernel, opts);
-    expect(y.gradFn?.name).toBe('maxPool2d');
-    expect(Array.from(inference.data)).toEqual(Array.from(y.data));
-    expect(Array.from(untracked.data)).toEqual(Array.from(y.data));
+      const xg = det(shape, 4).requiresGrad_();
+      const y = maxPool2d(xg, kernel, opts);
+      expect(y.gradFn?.name).toBe('maxPool2d');
+      expect(Array.from(inference.data)).toEqual(Array.from(y.data));
+      expect(Array.from(untracked.data)).toEqual(Array.from(y.data));
 
-    // Seeded with w, the gradient is w routed to each window's argmax.
-    const w = det(y.shape, 9);
-    const args = {
-      inputShape: shape,
-      kernel: [kernel, kernel],
-      stride: [opts.stride, opts.stride],
-      padding: [opts.padding, opts.padding],
-      dilation: [1, 1],
-      ceilMode: opts.ceilMode,
-    };
-    const ind = new Int32Array(y.size);
-    native.maxPool2dForward(xg.data, new Float32Array(y.size), ind, args);
-    const want = new Float32Array(xg.size);
-    native.maxPool2dBackward(w.data, ind, want, args);
-    y.backward(w);
-    expect(xg.grad).toBeTruthy();
-    expectClose(xg.grad!.data, want, 1e-6, 0, 'gradient');
-  });
+      // Seeded with w, the gradient is w routed to each window's argmax.
+      const w = det(y.shape, 9);
+      const args = {
+        inputShape: shape,
+        kernel: [kernel, kernel],
+        stride: [opts.stride, opts.stride],
+        padding: [opts.padding, opts.padding],
+        dilation: [1, 1],
+        ceilMode: opts.ceilMode,
+      };
+      const ind = new Int32Array(y.size);
+      native.maxPool2dForward(xg.data, new Float32Array(y.size), ind, args);
+      const want = new Float32Array(xg.size);
+      native.maxPool2dBackward(w.data, ind, want, args);
+      y.backward(w);
+      expect(xg.grad).toBeTruthy();
+      expectClose(xg.grad!.data, want, 1e-6, 0, 'gradient');
+    },
+  );
 });

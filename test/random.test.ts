@@ -24,7 +24,11 @@ describe('Rng.setState', () => {
     ['negative', [1, 2, 3, -1], /state\[3\]: expected an integer in \[0, 2\^32\), got -1/],
     ['fraction', [1.5, 2, 3, 4], /state\[0\]: expected an integer in \[0, 2\^32\), got 1.5/],
     ['too short', [1, 2, 3], /expected an array of 4 integers in \[0, 2\^32\), got \[1, 2, 3\]/],
-    ['not an array', { 0: 1, 1: 2, 2: 3, 3: 4, length: 4 }, /expected an array of 4 integers in \[0, 2\^32\), got an object/],
+    [
+      'not an array',
+      { 0: 1, 1: 2, 2: 3, 3: 4, length: 4 },
+      /expected an array of 4 integers in \[0, 2\^32\), got an object/,
+    ],
     ['null', null, /expected an array of 4 integers in \[0, 2\^32\), got null/],
   ])('rejects a bad state (%s) and keeps the old one', (_name, bad, msg) => {
     const rng = new Rng(7);

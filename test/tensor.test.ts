@@ -10,10 +10,19 @@ describe('Tensor', () => {
   });
 
   it('fromArray infers nested shapes and rejects ragged or non-numeric input', () => {
-    const t = fromArray([[1, 2, 3], [4, 5, 6]]);
+    const t = fromArray([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     expect(t.shape).toEqual([2, 3]);
-    expect(t.toArray()).toEqual([[1, 2, 3], [4, 5, 6]]);
-    expect(fromArray([1, 2, 3, 4], [2, 2]).toArray()).toEqual([[1, 2], [3, 4]]);
+    expect(t.toArray()).toEqual([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
+    expect(fromArray([1, 2, 3, 4], [2, 2]).toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(() => fromArray([[1, 2], [3]])).toThrow(/needs 4 elements, got 3/);
     expect(() => fromArray([['a']] as unknown as number[][])).toThrow(/expected numbers/);
     expect(() => fromArray([1, 2, 3], [2, 2])).toThrow(/needs 4 elements, got 3/);
@@ -35,13 +44,34 @@ describe('Tensor', () => {
   });
 
   it('elementwise ops, reductions and argmax', () => {
-    const a = fromArray([[1, 5, 3], [7, 2, 9]]);
-    const b = fromArray([[1, 1, 1], [2, 2, 2]]);
-    expect(a.add(b).toArray()).toEqual([[2, 6, 4], [9, 4, 11]]);
-    expect(a.sub(b).toArray()).toEqual([[0, 4, 2], [5, 0, 7]]);
-    expect(a.mul(b).toArray()).toEqual([[1, 5, 3], [14, 4, 18]]);
-    expect(a.mul(2).toArray()).toEqual([[2, 10, 6], [14, 4, 18]]);
-    expect(a.div(b).toArray()).toEqual([[1, 5, 3], [3.5, 1, 4.5]]);
+    const a = fromArray([
+      [1, 5, 3],
+      [7, 2, 9],
+    ]);
+    const b = fromArray([
+      [1, 1, 1],
+      [2, 2, 2],
+    ]);
+    expect(a.add(b).toArray()).toEqual([
+      [2, 6, 4],
+      [9, 4, 11],
+    ]);
+    expect(a.sub(b).toArray()).toEqual([
+      [0, 4, 2],
+      [5, 0, 7],
+    ]);
+    expect(a.mul(b).toArray()).toEqual([
+      [1, 5, 3],
+      [14, 4, 18],
+    ]);
+    expect(a.mul(2).toArray()).toEqual([
+      [2, 10, 6],
+      [14, 4, 18],
+    ]);
+    expect(a.div(b).toArray()).toEqual([
+      [1, 5, 3],
+      [3.5, 1, 4.5],
+    ]);
     expect(a.sum()).toBe(27);
     expect(a.mean()).toBe(4.5);
     expect(Array.from(a.argmax())).toEqual([1, 2]);

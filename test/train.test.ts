@@ -5,8 +5,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  Adam, DataLoader, EarlyStopping, SGD, Subset, StepLR, TensorDataset, evaluate, fit, loadCheckpoint, manualSeed, mnist, models, randn,
-  saveCheckpoint, Tensor,
+  Adam,
+  DataLoader,
+  EarlyStopping,
+  SGD,
+  Subset,
+  StepLR,
+  TensorDataset,
+  evaluate,
+  fit,
+  loadCheckpoint,
+  manualSeed,
+  mnist,
+  models,
+  randn,
+  saveCheckpoint,
+  Tensor,
 } from '../src/index.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'fc-train-'));
@@ -29,12 +43,27 @@ describe('fit', () => {
   it('learns MNIST: the loss falls and a held-out accuracy passes 90% after one short epoch', async () => {
     manualSeed(1);
     const model = models.mnistNet();
-    const train = new DataLoader(new Subset(mnist({ train: true }), Array.from({ length: 4000 }, (_, i) => i)), { batchSize: 32, shuffle: true, seed: 1 });
-    const test = new DataLoader(new Subset(mnist({ train: false }), Array.from({ length: 1000 }, (_, i) => i)), { batchSize: 500 });
+    const train = new DataLoader(
+      new Subset(
+        mnist({ train: true }),
+        Array.from({ length: 4000 }, (_, i) => i),
+      ),
+      { batchSize: 32, shuffle: true, seed: 1 },
+    );
+    const test = new DataLoader(
+      new Subset(
+        mnist({ train: false }),
+        Array.from({ length: 1000 }, (_, i) => i),
+      ),
+      { batchSize: 500 },
+    );
     const losses: number[] = [];
     const before = await evaluate(model, test);
     const r = await fit(model, train, {
-      optimizer: new Adam(model.parameters(), { lr: 3e-3 }), epochs: 1, validation: test, progress: false,
+      optimizer: new Adam(model.parameters(), { lr: 3e-3 }),
+      epochs: 1,
+      validation: test,
+      progress: false,
       callbacks: [{ onBatchEnd: (_b, logs) => void losses.push(logs.loss) }],
     });
     const first = losses.slice(0, 10).reduce((a, b) => a + b) / 10;
@@ -52,7 +81,14 @@ describe('fit', () => {
       const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
       const sched = new StepLR(opt, { stepSize: 1, gamma: 0.5 });
       const loader = new DataLoader(data, { batchSize: 16, shuffle: true, seed: 3 });
-      const r = await fit(model, loader, { optimizer: opt, scheduler: sched, epochs, checkpointDir: dir, resume, progress: false });
+      const r = await fit(model, loader, {
+        optimizer: opt,
+        scheduler: sched,
+        epochs,
+        checkpointDir: dir,
+        resume,
+        progress: false,
+      });
       return { model, r };
     };
     const full = await run(3, tmp(), false);
@@ -62,7 +98,10 @@ describe('fit', () => {
     expect(resumed.r.startEpoch).toBe(1);
     expect(resumed.r.history.map((h) => h.epoch)).toEqual([1, 2, 3]);
     for (const [name, t] of full.model.stateDict()) {
-      expect(Buffer.from(resumed.model.stateDict().get(name)!.data.buffer).equals(Buffer.from(t.data.buffer)), name).toBe(true);
+      expect(
+        Buffer.from(resumed.model.stateDict().get(name)!.data.buffer).equals(Buffer.from(t.data.buffer)),
+        name,
+      ).toBe(true);
     }
     expect(resumed.r.history.at(-1)!.loss).toBe(full.r.history.at(-1)!.loss);
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
@@ -75,7 +114,9 @@ describe('fit', () => {
     const timer = setInterval(() => ticks++, 1);
     const batches: number[] = [];
     await fit(model, new DataLoader(data, { batchSize: 8, seed: 1 }), {
-      optimizer: new Adam(model.parameters()), epochs: 2, progress: false,
+      optimizer: new Adam(model.parameters()),
+      epochs: 2,
+      progress: false,
       callbacks: [{ onBatchEnd: () => void batches.push(ticks) }],
     });
     clearInterval(timer);
@@ -91,7 +132,11 @@ describe('fit', () => {
     const dir = tmp();
     const es = new EarlyStopping({ monitor: 'loss', patience: 0, minDelta: 100 });
     const r = await fit(model, new DataLoader(data, { batchSize: 16, seed: 1 }), {
-      optimizer: new Adam(model.parameters()), epochs: 5, progress: false, logDir: dir, callbacks: [es],
+      optimizer: new Adam(model.parameters()),
+      epochs: 5,
+      progress: false,
+      logDir: dir,
+      callbacks: [es],
     });
     expect(r.stoppedEarly).toBe(true);
     expect(r.history.length).toBe(2);
@@ -105,8 +150,12 @@ describe('fit', () => {
   it('refuses bad settings and a loss that is not finite, with a clear message', async () => {
     const model = models.mnistNet({ numClasses: 2 });
     const loader = new DataLoader(toyData(8, 1), { batchSize: 8 });
-    await expect(fit(model, loader, { optimizer: new Adam(model.parameters()), epochs: 0, progress: false })).rejects.toThrow('fit: epochs must be a positive integer, got 0');
-    await expect(fit(model, loader, { optimizer: new SGD(model.parameters(), { lr: 1e30 }), epochs: 3, progress: false })).rejects.toThrow(/loss became (NaN|Infinity)/);
+    await expect(
+      fit(model, loader, { optimizer: new Adam(model.parameters()), epochs: 0, progress: false }),
+    ).rejects.toThrow('fit: epochs must be a positive integer, got 0');
+    await expect(
+      fit(model, loader, { optimizer: new SGD(model.parameters(), { lr: 1e30 }), epochs: 3, progress: false }),
+    ).rejects.toThrow(/loss became (NaN|Infinity)/);
   }, 60_000);
 
   it('a checkpoint of another architecture is refused and the model is left unchanged', () => {

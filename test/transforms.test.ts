@@ -11,6 +11,7 @@ interface FT {
   shape: number[];
   data: number[];
 }
+// biome-ignore lint/suspicious/noExplicitAny: an untyped fixture of many shapes, read field by field below
 const golden: any = JSON.parse(readFileSync(new URL('./fixtures/transforms.json', import.meta.url), 'utf8'));
 
 /** golden.det(shape, seed) mapped to [0, 1] as gen_transforms.py's img() (float32 steps). */
@@ -18,6 +19,7 @@ function img(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
+    // biome-ignore lint/suspicious/noApproximativeNumericConstant: golden.py's det() uses 0.7071, not Math.SQRT1_2
     const v = Math.fround(Math.sin(i * 0.7071 + seed * 1.618) * 0.9 + Math.cos(i * 0.1234 + seed) * 0.1);
     out[i] = Math.fround(Math.fround(v + 1) / 2);
   }
@@ -194,7 +196,9 @@ describe('random transforms', () => {
 
   it('randomCrop: padIfNeeded, too-large crops and the identity case', () => {
     const small = t([1, 2, 3, 4], [1, 2, 2]);
-    expect(() => T.randomCrop({ size: 3 })(small, new Rng(0))).toThrow(/crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/);
+    expect(() => T.randomCrop({ size: 3 })(small, new Rng(0))).toThrow(
+      /crop size \[3, 3\] is larger than the \(padded\) image \[2, 2\]/,
+    );
     const y = T.randomCrop({ size: [3, 4], padIfNeeded: true })(small, new Rng(0));
     expect(y.shape).toEqual([1, 3, 4]);
     expect(arr(T.randomCrop({ size: 2 })(small, new Rng(5)))).toEqual([1, 2, 3, 4]);
@@ -229,7 +233,9 @@ describe('random transforms', () => {
     expect(arr(T.colorJitter()(x, new Rng(7)))).toEqual(arr(x));
     // Brightness alone with a fixed range [f, f] is adjustBrightness(f).
     expect(arr(T.colorJitter({ brightness: [1.2, 1.2] })(x, new Rng(0)))).toEqual(arr(F.adjustBrightness(x, 1.2)));
-    expect(() => T.colorJitter({ hue: 0.6 })).toThrow(/hue range \[-0.6, 0.6\] must be ordered and within \[-0.5, 0.5\]/);
+    expect(() => T.colorJitter({ hue: 0.6 })).toThrow(
+      /hue range \[-0.6, 0.6\] must be ordered and within \[-0.5, 0.5\]/,
+    );
     expect(() => T.colorJitter({ brightness: -1 })).toThrow(/brightness must be a non-negative number, got -1/);
   });
 
@@ -255,9 +261,13 @@ describe('random transforms', () => {
   it('rejects bad transform arguments when built', () => {
     expect(() => T.randomHorizontalFlip(2)).toThrow(/p must be in \[0, 1\], got 2/);
     expect(() => T.randomCrop({ size: -3 })).toThrow(/randomCrop: size: expected a positive integer, got -3/);
-    expect(() => T.randomResizedCrop(4, { scale: [0.5, 0.1] })).toThrow(/scale must be \[min, max\] with 0 <= min <= max/);
+    expect(() => T.randomResizedCrop(4, { scale: [0.5, 0.1] })).toThrow(
+      /scale must be \[min, max\] with 0 <= min <= max/,
+    );
     expect(() => T.normalize([0.5], [0])).toThrow(/std must not be zero/);
-    expect(() => T.resize(8, { interpolation: 'bicubic' as never })).toThrow(/interpolation must be 'bilinear' or 'nearest'/);
+    expect(() => T.resize(8, { interpolation: 'bicubic' as never })).toThrow(
+      /interpolation must be 'bilinear' or 'nearest'/,
+    );
     expect(() => T.compose([1 as never])).toThrow(/expected an array of transforms/);
   });
 });

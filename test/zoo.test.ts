@@ -4,9 +4,17 @@
 // eval and training, GoogLeNet's auxiliary heads, and backward through whole models. Needs the
 // linear/pool/batch-norm/activation/elementwise kernels.
 import { describe, expect, it } from 'vitest';
-import { Module, Rng, Tensor, noGrad, sum } from '../src/index.js';
+import { type Module, Rng, Tensor, noGrad, sum } from '../src/index.js';
 import {
-  GoogLeNet, ResNet, alexnet, densenet121, googlenet, lenet5, resnet18, resnet50, vgg11Bn,
+  type GoogLeNet,
+  ResNet,
+  alexnet,
+  densenet121,
+  googlenet,
+  lenet5,
+  resnet18,
+  resnet50,
+  vgg11Bn,
 } from '../src/models/index.js';
 import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
 import { fillByFormula, fillModel } from './zoo-formula.js';
@@ -81,7 +89,9 @@ describe('weight formula', () => {
 // Extra checks per case, run on the same filled model (each is built once).
 const extras: Record<string, (m: Module, c: Case) => void> = {
   lenet5: (m) => {
-    expect(errorOf(() => m.forward(zeros([1, 1, 20, 20])))).toBe('LeNet5: expected a 28x28 input [N, 1, 28, 28], got [1, 1, 20, 20]');
+    expect(errorOf(() => m.forward(zeros([1, 1, 20, 20])))).toBe(
+      'LeNet5: expected a 28x28 input [N, 1, 28, 28], got [1, 1, 20, 20]',
+    );
   },
   alexnet: (m) => {
     expect(errorOf(() => infer(m, zeros([1, 3, 32, 32])))).toMatch(
@@ -136,7 +146,10 @@ const extras: Record<string, (m: Module, c: Case) => void> = {
     const a = run();
     const b = run();
     expect(Array.from(a.y.data)).toEqual(Array.from(b.y.data));
-    const missing = a.net.namedParameters().filter(([, p]) => !p.grad).map(([n]) => n);
+    const missing = a.net
+      .namedParameters()
+      .filter(([, p]) => !p.grad)
+      .map(([n]) => n);
     expect(missing).toEqual([]);
     // With p_L = 0.5 some of the 4 x 8 (sample, block) draws drop a branch, so the output differs
     // from the same training step without stochastic depth.
@@ -159,11 +172,15 @@ const extras: Record<string, (m: Module, c: Case) => void> = {
 };
 
 describe('logits equal torchvision 0.14 (eval, formula-filled weights)', () => {
-  it.each(fixture.cases.map((c) => [c.name, c] as const))('%s', (_n, c) => {
-    const model = factories[c.factory](c.options);
-    fillModel(model);
-    model.eval();
-    expectLogits(infer(model, det(c.inputShape, c.seed)), c);
-    extras[c.name]?.(model, c);
-  }, 300_000);
+  it.each(fixture.cases.map((c) => [c.name, c] as const))(
+    '%s',
+    (_n, c) => {
+      const model = factories[c.factory](c.options);
+      fillModel(model);
+      model.eval();
+      expectLogits(infer(model, det(c.inputShape, c.seed)), c);
+      extras[c.name]?.(model, c);
+    },
+    300_000,
+  );
 });

@@ -57,7 +57,11 @@ export function threadEnv(threads: number): NodeJS.ProcessEnv {
 }
 
 /** Runs a child to completion; stdout collected, stderr passed through (progress lines). */
-export function runChild(cmd: string, args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; quietStderr?: boolean } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runChild(
+  cmd: string,
+  args: string[],
+  opts: { input?: string; env?: NodeJS.ProcessEnv; quietStderr?: boolean } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -66,7 +70,8 @@ export function runChild(cmd: string, args: string[], opts: { input?: string; en
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
       if (!opts.quietStderr) {
-        for (const line of d.split('\n')) if (line.trim() && !/Warning|warn\(/.test(line)) process.stderr.write(`  ${line.trim()}\n`);
+        for (const line of d.split('\n'))
+          if (line.trim() && !/Warning|warn\(/.test(line)) process.stderr.write(`  ${line.trim()}\n`);
       }
     });
     child.on('error', (e) => resolve({ code: -1, stdout, stderr: stderr + String(e) }));
@@ -102,7 +107,8 @@ export async function findTorch(): Promise<Peer<TorchInfo>> {
     peer.error = `${PYTHON} not found: ${INSTALL_HINT.torch}`;
     return peer;
   }
-  const probe = 'import json, torch, torchvision; print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__}))';
+  const probe =
+    'import json, torch, torchvision; print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__}))';
   const r = await runChild(PYTHON, ['-c', probe], { quietStderr: true });
   const info = lastJson<TorchInfo>(r.stdout);
   if (r.code !== 0 || !info) {
@@ -136,7 +142,8 @@ export async function runTorch(spec: TorchSpec): Promise<TorchOutput | { error: 
     quietStderr: true,
   });
   const out = lastJson<TorchOutput>(r.stdout);
-  if (r.code !== 0 || !out) return { error: `torch_bench.py failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}` };
+  if (r.code !== 0 || !out)
+    return { error: `torch_bench.py failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}` };
   return out;
 }
 
@@ -160,8 +167,7 @@ export class TorchStream {
     });
     this.child.stdout.setEncoding('utf8').on('data', (d: string) => {
       this.buffer += d;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
         const line = this.buffer.slice(0, nl);
         this.buffer = this.buffer.slice(nl + 1);
         this.waiting.shift()?.(line);
@@ -174,7 +180,7 @@ export class TorchStream {
     };
     this.child.on('close', fail);
     this.child.on('error', fail);
-    this.child.stdin.write(JSON.stringify({ threads, timing }) + '\n');
+    this.child.stdin.write(`${JSON.stringify({ threads, timing })}\n`);
     this.ready = this.next().then((l) => (l ? (JSON.parse(l) as TorchOutput) : undefined));
   }
 
@@ -184,11 +190,13 @@ export class TorchStream {
   }
 
   /** Runs one job; a dead process gives `{ error }`. */
-  async run(job: { id: string; kind: string } & Record<string, unknown>): Promise<{ id: string; error?: string } & Record<string, unknown>> {
+  async run(
+    job: { id: string; kind: string } & Record<string, unknown>,
+  ): Promise<{ id: string; error?: string } & Record<string, unknown>> {
     await this.ready;
     if (this.closed) return { id: job.id, error: `torch_bench.py exited: ${this.stderr.trim().split('\n').pop()}` };
     const answer = this.next();
-    this.child.stdin.write(JSON.stringify(job) + '\n');
+    this.child.stdin.write(`${JSON.stringify(job)}\n`);
     const line = await answer;
     if (!line) return { id: job.id, error: `torch_bench.py exited: ${this.stderr.trim().split('\n').pop()}` };
     return JSON.parse(line) as { id: string } & Record<string, unknown>;
@@ -220,7 +228,8 @@ export async function exportOnnx(job: OnnxExportJob): Promise<OnnxExportResult |
     quietStderr: true,
   });
   const out = lastJson<OnnxExportResult>(r.stdout);
-  if (r.code !== 0 || !out) return { error: `export_onnx.py failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}` };
+  if (r.code !== 0 || !out)
+    return { error: `export_onnx.py failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}` };
   return out;
 }
 
@@ -276,7 +285,14 @@ export interface TfApi {
   getBackend(): string;
   env(): { getBool(flag: string): boolean };
   randomNormal(shape: number[]): TfTensor;
-  conv2d(x: TfTensor, filter: TfTensor, strides: [number, number], pad: number[][], dataFormat: 'NHWC', dilations: [number, number]): TfTensor;
+  conv2d(
+    x: TfTensor,
+    filter: TfTensor,
+    strides: [number, number],
+    pad: number[][],
+    dataFormat: 'NHWC',
+    dilations: [number, number],
+  ): TfTensor;
 }
 export interface TfWasmApi {
   setThreadsCount(n: number): void;
@@ -297,7 +313,9 @@ export async function findTfjsWasm(threads: number): Promise<Peer<TfApi>> {
     const mt = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
     const used = wasm.getThreadsCount();
     peer.version = tf.version.tfjs ?? tf.version['tfjs-core'];
-    peer.notes.push(`SIMD ${simd ? 'on' : 'off'}; threads ${used}${used !== threads ? ` (asked ${threads}: ${mt ? 'refused' : 'the Node build has no multithreaded wasm, setThreadsCount is ignored'})` : ''}`);
+    peer.notes.push(
+      `SIMD ${simd ? 'on' : 'off'}; threads ${used}${used !== threads ? ` (asked ${threads}: ${mt ? 'refused' : 'the Node build has no multithreaded wasm, setThreadsCount is ignored'})` : ''}`,
+    );
     peer.api = tf;
   } catch (e) {
     peer.error = `not loadable from bench/.peers/node_modules (${String((e as Error).message).split('\n')[0]}): ${INSTALL_HINT.tfjs}`;

@@ -112,6 +112,7 @@ export async function runRowIsolated(spec: RowSpec): Promise<RowResult> {
     quietStderr: true,
   });
   const res = lastJson<RowResult>(r.stdout);
-  if (r.code !== 0 || !res) return { error: `row child failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-2).join(' / ')}` };
+  if (r.code !== 0 || !res)
+    return { error: `row child failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-2).join(' / ')}` };
   return res;
 }

@@ -82,12 +82,33 @@ export function zooConvShapes(names: readonly ZooName[], log: (msg: string) => v
         const dilation = pair('dilation', m.opts.dilation, 1);
         const groups = m.opts.groups ?? 1;
         const [outH, outW] = native.conv2dOutputSize({
-          inputShape: [1, c, h, w], weightShape: m.weight.shape, stride, padding, dilation, groups,
+          inputShape: [1, c, h, w],
+          weightShape: m.weight.shape,
+          stride,
+          padding,
+          dilation,
+          groups,
         });
         const key = `c${c}_${h}x${w}_oc${oc}_k${kh}x${kw}_s${stride.join('x')}_p${padding.join('-')}_d${dilation.join('x')}_g${groups}`;
         const seen = byKey.get(key);
         if (seen) seen.uses.push(`${name}:${path}`);
-        else byKey.set(key, { key, c, h, w, oc, kh, kw, stride, padding, dilation, groups, outH, outW, uses: [`${name}:${path}`] });
+        else
+          byKey.set(key, {
+            key,
+            c,
+            h,
+            w,
+            oc,
+            kh,
+            kw,
+            stride,
+            padding,
+            dilation,
+            groups,
+            outH,
+            outW,
+            uses: [`${name}:${path}`],
+          });
         count++;
         return zeros([x.shape[0], oc, outH, outW]);
       };

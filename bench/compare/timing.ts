@@ -95,5 +95,5 @@ export function mdTable(rows: TableRow[]): string {
     `| ${cols.map((_, i) => (numeric[i] ? '---:' : '---')).join(' | ')} |`,
     ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`),
   ];
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -13,14 +13,18 @@ function check(name, fn) {
     .then((what) => console.log(`ok      ${name}: ${what}`))
     .catch((e) => {
       failed++;
-      console.log(`FAILED  ${name}: ${String(e && e.message).split('\n')[0]}`);
+      console.log(`FAILED  ${name}: ${String(e ? e.message : e).split('\n')[0]}`);
     });
 }
 
 (async () => {
   await check('onnxruntime-node', () => {
     const ort = req('onnxruntime-node');
-    return `version ${ort.env.versions.node}, bundled backends ${ort.listSupportedBackends().filter((b) => b.bundled).map((b) => b.name).join(', ')}`;
+    return `version ${ort.env.versions.node}, bundled backends ${ort
+      .listSupportedBackends()
+      .filter((b) => b.bundled)
+      .map((b) => b.name)
+      .join(', ')}`;
   });
   await check('@tensorflow/tfjs + tfjs-backend-wasm', async () => {
     const tf = req('@tensorflow/tfjs');

@@ -13,7 +13,15 @@ const ODD_TYPES = [0x00, 0x01, 0x07, 0x0a, 0x0f, 0x10, 0x80, 0xff];
 /** Data sections are kept at most this long when a mutation makes them consistent with the dims. */
 const MAX_DATA = 1 << 16;
 
-export const IDX_DICTIONARY = [[0, 0, 8, 3], [0, 0, 8, 1], [0, 0, 0x0d, 2], [0xff, 0xff, 0xff, 0xff], [0x80, 0, 0, 0], [0, 0, 0, 0], [0x1f, 0x8b, 8, 0]].map((a) => new Uint8Array(a));
+export const IDX_DICTIONARY = [
+  [0, 0, 8, 3],
+  [0, 0, 8, 1],
+  [0, 0, 0x0d, 2],
+  [0xff, 0xff, 0xff, 0xff],
+  [0x80, 0, 0, 0],
+  [0, 0, 0, 0],
+  [0x1f, 0x8b, 8, 0],
+].map((a) => new Uint8Array(a));
 
 export const isGzip = (b: Uint8Array): boolean => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
 
@@ -37,7 +45,9 @@ function encode(x: Idx, ndimByte = x.dims.length): Uint8Array {
   const head = new Uint8Array(4 + 4 * x.dims.length);
   head.set([x.zero[0], x.zero[1], x.type, ndimByte & 0xff]);
   const dv = new DataView(head.buffer);
-  x.dims.forEach((d, i) => dv.setUint32(4 + 4 * i, d >>> 0, false));
+  x.dims.forEach((d, i) => {
+    dv.setUint32(4 + 4 * i, d >>> 0, false);
+  });
   return concat([head, x.data]);
 }
 
@@ -46,7 +56,8 @@ const count = (dims: number[]): number => dims.reduce((a, d) => a * d, 1);
 /** Data of exactly the size the dims promise (random bytes), when that is small enough. */
 function fitData(x: Idx, rng: Prng): void {
   const need = count(x.dims) * (TYPE_BYTES[x.type] ?? 1);
-  if (need <= MAX_DATA) x.data = need <= x.data.length ? x.data.subarray(0, need) : concat([x.data, rng.bytes(need - x.data.length)]);
+  if (need <= MAX_DATA)
+    x.data = need <= x.data.length ? x.data.subarray(0, need) : concat([x.data, rng.bytes(need - x.data.length)]);
 }
 
 function randomDims(rng: Prng, ndim: number): number[] {
@@ -63,7 +74,12 @@ function mutatePlain(b: Uint8Array, rng: Prng): Uint8Array | null {
       if (rng.chance(0.7)) fitData(x, rng);
       break;
     case 1:
-      x.zero = rng.pick([[0, 1], [1, 0], [0xff, 0xff], [0x1f, 0x8b]]) as [number, number];
+      x.zero = rng.pick([
+        [0, 1],
+        [1, 0],
+        [0xff, 0xff],
+        [0x1f, 0x8b],
+      ]) as [number, number];
       break;
     case 2: {
       // Another number of dimensions: fresh dims (consistent data) or the old ones kept.
@@ -84,7 +100,15 @@ function mutatePlain(b: Uint8Array, rng: Prng): Uint8Array | null {
     }
     case 4:
       // Products past 2^32, 2^53 and float64 precision.
-      x.dims = rng.pick([[65536, 65536], [65536, 65536, 65536, 65536], [0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [2 ** 31, 2, 0], [0, 0xffffffff], [3, 0x55555556]]);
+      x.dims = rng.pick([
+        [65536, 65536],
+        [65536, 65536, 65536, 65536],
+        [0xffffffff, 0xffffffff],
+        [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff],
+        [2 ** 31, 2, 0],
+        [0, 0xffffffff],
+        [3, 0x55555556],
+      ]);
       break;
     case 5: {
       const d = rng.pick([-1, 1, -(TYPE_BYTES[x.type] ?? 1), TYPE_BYTES[x.type] ?? 1, -rng.size(100)]);
@@ -98,13 +122,16 @@ function mutatePlain(b: Uint8Array, rng: Prng): Uint8Array | null {
     case 7: {
       // Values: labels out of range, NaN/infinity patterns for float types.
       const d = x.data.slice();
-      for (let i = 0; i < Math.min(d.length, 32); i++) d[rng.int(d.length)] = rng.pick([10, 11, 0x7f, 0x80, 0xff, 0x7f, 0xc0, 0x00]);
+      for (let i = 0; i < Math.min(d.length, 32); i++)
+        d[rng.int(d.length)] = rng.pick([10, 11, 0x7f, 0x80, 0xff, 0x7f, 0xc0, 0x00]);
       x.data = d;
       break;
     }
     default:
       // The header alone (no data), or a header cut inside the dims.
-      return rng.chance(0.5) ? encode({ ...x, data: new Uint8Array(0) }, ndimByte) : encode(x, ndimByte).subarray(0, rng.int(4 + 4 * x.dims.length));
+      return rng.chance(0.5)
+        ? encode({ ...x, data: new Uint8Array(0) }, ndimByte)
+        : encode(x, ndimByte).subarray(0, rng.int(4 + 4 * x.dims.length));
   }
   return encode(x, ndimByte);
 }

@@ -14,8 +14,40 @@ export const isPng = (b: Uint8Array): boolean => b.length >= 8 && PNG_SIG.every(
 export const isJpeg = (b: Uint8Array): boolean => b.length >= 2 && b[0] === 0xff && b[1] === 0xd8;
 
 export const IMAGE_DICTIONARY = [
-  'IHDR', 'IDAT', 'PLTE', 'tRNS', 'IEND', 'iCCP', 'eXIf', 'acTL', 'fcTL', 'gAMA', 'sBIT', 'Exif\u0000\u0000', 'ICC_PROFILE\u0000', 'Adobe', 'JFIF\u0000', 'MM\u0000*', 'II*\u0000',
-].map(utf8).concat([[0xff, 0xd8], [0xff, 0xd9], [0xff, 0xc0], [0xff, 0xc2], [0xff, 0xc4], [0xff, 0xda], [0xff, 0xdb], [0xff, 0xdd], [0xff, 0x00], [0xff, 0xd0], [0xff, 0xe1]].map((a) => new Uint8Array(a)));
+  'IHDR',
+  'IDAT',
+  'PLTE',
+  'tRNS',
+  'IEND',
+  'iCCP',
+  'eXIf',
+  'acTL',
+  'fcTL',
+  'gAMA',
+  'sBIT',
+  'Exif\u0000\u0000',
+  'ICC_PROFILE\u0000',
+  'Adobe',
+  'JFIF\u0000',
+  'MM\u0000*',
+  'II*\u0000',
+]
+  .map(utf8)
+  .concat(
+    [
+      [0xff, 0xd8],
+      [0xff, 0xd9],
+      [0xff, 0xc0],
+      [0xff, 0xc2],
+      [0xff, 0xc4],
+      [0xff, 0xda],
+      [0xff, 0xdb],
+      [0xff, 0xdd],
+      [0xff, 0x00],
+      [0xff, 0xd0],
+      [0xff, 0xe1],
+    ].map((a) => new Uint8Array(a)),
+  );
 
 function u32be(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -69,14 +101,31 @@ const EXTRA_CHUNKS: ((rng: Prng) => Chunk)[] = [
   (rng) => ({ type: 'pHYs', data: rng.bytes(9) }),
   (rng) => ({ type: 'bKGD', data: rng.bytes(rng.pick([1, 2, 6])) }),
   (rng) => ({ type: 'tEXt', data: concat([utf8('Comment\u0000'), rng.bytes(rng.size(2000))]) }),
-  (rng) => ({ type: 'zTXt', data: concat([utf8('Comment\u0000\u0000'), rng.chance(0.5) ? deflateSync(rng.bytes(rng.size(5000))) : rng.bytes(rng.size(100))]) }),
-  (rng) => ({ type: 'iTXt', data: concat([utf8('XML:com.adobe.xmp\u0000'), new Uint8Array([rng.int(2), 0, 0, 0]), utf8('<x:xmpmeta xmlns:x="adobe:ns:meta/">'), rng.bytes(rng.size(500))]) }),
+  (rng) => ({
+    type: 'zTXt',
+    data: concat([
+      utf8('Comment\u0000\u0000'),
+      rng.chance(0.5) ? deflateSync(rng.bytes(rng.size(5000))) : rng.bytes(rng.size(100)),
+    ]),
+  }),
+  (rng) => ({
+    type: 'iTXt',
+    data: concat([
+      utf8('XML:com.adobe.xmp\u0000'),
+      new Uint8Array([rng.int(2), 0, 0, 0]),
+      utf8('<x:xmpmeta xmlns:x="adobe:ns:meta/">'),
+      rng.bytes(rng.size(500)),
+    ]),
+  }),
   (rng) => ({ type: 'iCCP', data: concat([utf8('icc\u0000\u0000'), deflateSync(iccProfile(rng))]) }),
   (rng) => ({ type: 'eXIf', data: exifTiff(rng) }),
   (rng) => ({ type: 'acTL', data: concat([u32be(rng.pick([0, 1, 2, 0xffffffff])), u32be(rng.int(3))]) }),
   (rng) => ({ type: 'fcTL', data: rng.bytes(26) }),
   (rng) => ({ type: 'fdAT', data: rng.bytes(rng.size(100)) }),
-  (rng) => ({ type: rng.pick(['ABCD', 'abcd', 'IDAt', 'iDAT', 'IEND', 'IHDR', '\u0000\u0000\u0000\u0000']), data: rng.bytes(rng.size(64)) }),
+  (rng) => ({
+    type: rng.pick(['ABCD', 'abcd', 'IDAt', 'iDAT', 'IEND', 'IHDR', '\u0000\u0000\u0000\u0000']),
+    data: rng.bytes(rng.size(64)),
+  }),
 ];
 
 /** A 128-byte ICC header with random tags after it: enough for lcms to start parsing. */
@@ -92,7 +141,10 @@ function iccProfile(rng: Prng): Uint8Array {
   b.set(utf8('acsp'), 36);
   dv.setUint32(128, rng.chance(0.8) ? tags : rng.pick(INTERESTING_32), false);
   for (let t = 0; t < tags; t++) {
-    b.set(utf8(rng.pick(['desc', 'rXYZ', 'gXYZ', 'bXYZ', 'rTRC', 'gTRC', 'bTRC', 'wtpt', 'A2B0', 'kTRC', 'cprt'])), 132 + 12 * t);
+    b.set(
+      utf8(rng.pick(['desc', 'rXYZ', 'gXYZ', 'bXYZ', 'rTRC', 'gTRC', 'bTRC', 'wtpt', 'A2B0', 'kTRC', 'cprt'])),
+      132 + 12 * t,
+    );
     dv.setUint32(136 + 12 * t, rng.chance(0.7) ? rng.int(size) : rng.pick(INTERESTING_32), false);
     dv.setUint32(140 + 12 * t, rng.chance(0.7) ? rng.size(64) : rng.pick(INTERESTING_32), false);
   }
@@ -110,7 +162,24 @@ export function exifTiff(rng: Prng): Uint8Array {
   dv.setUint16(8, rng.chance(0.85) ? n : rng.pick(INTERESTING_16), le);
   for (let i = 0; i < n; i++) {
     const at = 10 + 12 * i;
-    dv.setUint16(at, rng.pick([0x0112, 0x8769, 0x8825, 0xa005, 0x010f, 0x0110, 0x0132, 0x927c, 0x9286, 0x0201, 0x0202, rng.u32() & 0xffff]), le);
+    dv.setUint16(
+      at,
+      rng.pick([
+        0x0112,
+        0x8769,
+        0x8825,
+        0xa005,
+        0x010f,
+        0x0110,
+        0x0132,
+        0x927c,
+        0x9286,
+        0x0201,
+        0x0202,
+        rng.u32() & 0xffff,
+      ]),
+      le,
+    );
     dv.setUint16(at + 2, rng.range(0, 13), le);
     dv.setUint32(at + 4, rng.chance(0.7) ? rng.size(64) : rng.pick(INTERESTING_32), le);
     dv.setUint32(at + 8, rng.chance(0.7) ? rng.int(b.length) : rng.pick(INTERESTING_32), le);
@@ -135,7 +204,11 @@ function replaceIdat(chunks: Chunk[], raw: Uint8Array, rng: Prng): Chunk[] {
   const rest = chunks.filter((c) => c.type !== 'IDAT');
   const pieces: Chunk[] = [];
   const parts = rng.range(1, 3);
-  for (let i = 0; i < parts; i++) pieces.push({ type: 'IDAT', data: z.subarray(Math.floor((i * z.length) / parts), Math.floor(((i + 1) * z.length) / parts)) });
+  for (let i = 0; i < parts; i++)
+    pieces.push({
+      type: 'IDAT',
+      data: z.subarray(Math.floor((i * z.length) / parts), Math.floor(((i + 1) * z.length) / parts)),
+    });
   rest.splice(first < 0 ? Math.max(0, rest.length - 1) : first, 0, ...pieces);
   return rest;
 }
@@ -153,15 +226,42 @@ export function mutatePng(b: Uint8Array, rng: Prng): Uint8Array | null {
       const d = ihdr.data.slice();
       const dv = new DataView(d.buffer);
       const field = rng.int(7);
-      if (field === 0) dv.setUint32(0, rng.pick([0, 1, 2, 3, 7, 8, 9, 4096, 16383, 16384, 65535, 65536, 1e6, 0x7fffffff, 0x80000000, 0xffffffff]), false);
-      else if (field === 1) dv.setUint32(4, rng.pick([0, 1, 2, 3, 7, 8, 9, 4096, 16383, 16384, 65535, 65536, 1e6, 0x7fffffff, 0x80000000, 0xffffffff]), false);
+      if (field === 0)
+        dv.setUint32(
+          0,
+          rng.pick([0, 1, 2, 3, 7, 8, 9, 4096, 16383, 16384, 65535, 65536, 1e6, 0x7fffffff, 0x80000000, 0xffffffff]),
+          false,
+        );
+      else if (field === 1)
+        dv.setUint32(
+          4,
+          rng.pick([0, 1, 2, 3, 7, 8, 9, 4096, 16383, 16384, 65535, 65536, 1e6, 0x7fffffff, 0x80000000, 0xffffffff]),
+          false,
+        );
       else if (field === 2) d[8] = rng.pick([0, 1, 2, 3, 4, 5, 8, 16, 32, 255]);
       else if (field === 3) d[9] = rng.pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 255]);
       else if (field === 4) d[10] = rng.pick([0, 1, 255]);
       else if (field === 5) d[11] = rng.pick([0, 1, 255]);
       else d[12] = rng.pick([0, 1, 2, 255]);
       // A valid (bit depth, colour type) pair that does not match the data half the time.
-      if (rng.chance(0.3)) [d[8], d[9]] = rng.pick([[1, 0], [2, 0], [4, 0], [8, 0], [16, 0], [8, 2], [16, 2], [1, 3], [2, 3], [4, 3], [8, 3], [8, 4], [16, 4], [8, 6], [16, 6]]);
+      if (rng.chance(0.3))
+        [d[8], d[9]] = rng.pick([
+          [1, 0],
+          [2, 0],
+          [4, 0],
+          [8, 0],
+          [16, 0],
+          [8, 2],
+          [16, 2],
+          [1, 3],
+          [2, 3],
+          [4, 3],
+          [8, 3],
+          [8, 4],
+          [16, 4],
+          [8, 6],
+          [16, 6],
+        ]);
       ihdr.data = d;
       break;
     }
@@ -172,7 +272,8 @@ export function mutatePng(b: Uint8Array, rng: Prng): Uint8Array | null {
       const r = raw.slice();
       const op = rng.int(4);
       let out: Uint8Array = r;
-      if (op === 0) for (let k = rng.size(8); k > 0 && r.length; k--) r[rng.int(r.length)] = rng.pick([5, 6, 127, 255, 4, 1]);
+      if (op === 0)
+        for (let k = rng.size(8); k > 0 && r.length; k--) r[rng.int(r.length)] = rng.pick([5, 6, 127, 255, 4, 1]);
       else if (op === 1) out = r.subarray(0, rng.int(r.length + 1));
       else if (op === 2) out = concat([r, rng.bytes(rng.size(4096))]);
       else for (let k = rng.size(64); k > 0 && r.length; k--) r[rng.int(r.length)] = rng.u32() & 0xff;
@@ -206,7 +307,8 @@ export function mutatePng(b: Uint8Array, rng: Prng): Uint8Array | null {
     case 6: {
       // A length field that disagrees with the data, or a bad CRC.
       const c = rng.pick(chunks);
-      if (rng.chance(0.5)) c.length = rng.pick([0, 1, c.data.length + 1, c.data.length - 1, 0x7fffffff, 0x80000000, 0xffffffff]) >>> 0;
+      if (rng.chance(0.5))
+        c.length = rng.pick([0, 1, c.data.length + 1, c.data.length - 1, 0x7fffffff, 0x80000000, 0xffffffff]) >>> 0;
       else c.crc = rng.u32();
       break;
     }
@@ -224,7 +326,16 @@ export function mutatePng(b: Uint8Array, rng: Prng): Uint8Array | null {
       if (!ihdr) break;
       const d = ihdr.data.slice();
       const dv = new DataView(d.buffer);
-      const [w, h] = rng.pick([[1, 1], [2, 3], [17, 5], [300, 2], [2000, 2000], [1, 16384], [16384, 1], [4096, 4096]]);
+      const [w, h] = rng.pick([
+        [1, 1],
+        [2, 3],
+        [17, 5],
+        [300, 2],
+        [2000, 2000],
+        [1, 16384],
+        [16384, 1],
+        [4096, 4096],
+      ]);
       dv.setUint32(0, w, false);
       dv.setUint32(4, h, false);
       ihdr.data = d;
@@ -313,12 +424,25 @@ function appSegment(rng: Prng): Segment {
       const icc = rng.bytes(rng.size(600));
       new DataView(icc.buffer).setUint32(0, rng.chance(0.6) ? icc.length : rng.pick(INTERESTING_32), false);
       if (icc.length > 40) icc.set(utf8('acsp'), 36);
-      return { marker: 0xe2, payload: concat([utf8('ICC_PROFILE\u0000'), new Uint8Array([rng.range(0, 2), rng.range(0, 2)]), icc]) };
+      return {
+        marker: 0xe2,
+        payload: concat([utf8('ICC_PROFILE\u0000'), new Uint8Array([rng.range(0, 2), rng.range(0, 2)]), icc]),
+      };
     }
     case 2:
-      return { marker: 0xee, payload: concat([utf8('Adobe'), new Uint8Array([0, 100, 0, 0, 0, 0, rng.pick([0, 1, 2, 3, 255])])]) };
+      return {
+        marker: 0xee,
+        payload: concat([utf8('Adobe'), new Uint8Array([0, 100, 0, 0, 0, 0, rng.pick([0, 1, 2, 3, 255])])]),
+      };
     case 3:
-      return { marker: 0xe0, payload: concat([utf8('JFIF\u0000'), new Uint8Array([1, 2, rng.int(3), 0, 1, 0, 1, rng.int(4), rng.int(4)]), rng.bytes(rng.int(48))]) };
+      return {
+        marker: 0xe0,
+        payload: concat([
+          utf8('JFIF\u0000'),
+          new Uint8Array([1, 2, rng.int(3), 0, 1, 0, 1, rng.int(4), rng.int(4)]),
+          rng.bytes(rng.int(48)),
+        ]),
+      };
     default:
       return { marker: rng.pick([0xfe, 0xed, 0xe1, 0xe2]), payload: rng.bytes(rng.size(2000)) };
   }
@@ -334,7 +458,7 @@ export function mutateJpeg(b: Uint8Array, rng: Prng): Uint8Array | null {
     return all.length ? rng.pick(all) : undefined;
   };
   const edit = (s: Segment | undefined, f: (d: Uint8Array, dv: DataView) => void): void => {
-    if (!s?.payload || !s.payload.length) return;
+    if (!s?.payload?.length) return;
     const d = s.payload.slice();
     f(d, new DataView(d.buffer));
     s.payload = d;
@@ -363,32 +487,44 @@ export function mutateJpeg(b: Uint8Array, rng: Prng): Uint8Array | null {
     }
     case 2:
       // Quantisation tables: precision and id, zero entries.
-      edit(find((m) => m === 0xdb), (d) => {
-        if (rng.chance(0.5)) d[0] = rng.pick([0x00, 0x01, 0x03, 0x04, 0x10, 0x13, 0xff]);
-        else for (let k = rng.size(16); k > 0; k--) d[rng.int(d.length)] = rng.pick([0, 1, 255]);
-      });
+      edit(
+        find((m) => m === 0xdb),
+        (d) => {
+          if (rng.chance(0.5)) d[0] = rng.pick([0x00, 0x01, 0x03, 0x04, 0x10, 0x13, 0xff]);
+          else for (let k = rng.size(16); k > 0; k--) d[rng.int(d.length)] = rng.pick([0, 1, 255]);
+        },
+      );
       break;
     case 3:
       // Huffman tables: class/id, code counts that overflow, symbols.
-      edit(find((m) => m === 0xc4), (d) => {
-        const op = rng.int(3);
-        if (op === 0) d[0] = rng.pick([0x00, 0x01, 0x10, 0x11, 0x04, 0x14, 0x20, 0xff]);
-        else if (op === 1) d[1 + rng.int(Math.min(16, d.length - 1))] = rng.pick([0, 1, 2, 16, 255]);
-        else for (let k = rng.size(8); k > 0; k--) d[rng.int(d.length)] = rng.u32() & 0xff;
-      });
+      edit(
+        find((m) => m === 0xc4),
+        (d) => {
+          const op = rng.int(3);
+          if (op === 0) d[0] = rng.pick([0x00, 0x01, 0x10, 0x11, 0x04, 0x14, 0x20, 0xff]);
+          else if (op === 1) d[1 + rng.int(Math.min(16, d.length - 1))] = rng.pick([0, 1, 2, 16, 255]);
+          else for (let k = rng.size(8); k > 0; k--) d[rng.int(d.length)] = rng.u32() & 0xff;
+        },
+      );
       break;
     case 4:
       // Scan header: component count, selectors, table ids, spectral selection, approximation.
-      edit(find((m) => m === 0xda), (d) => {
-        const op = rng.int(4);
-        if (op === 0) d[0] = rng.pick([0, 1, 2, 3, 4, 5, 255]);
-        else if (op === 1 && d.length > 2) d[1 + 2 * rng.int(Math.max(1, Math.floor((d.length - 4) / 2))) + rng.int(2)] = rng.pick([0, 1, 2, 3, 4, 0x44, 0xff, 0x04, 0x40]);
-        else if (d.length >= 3) d[d.length - 1 - rng.int(3)] = rng.pick([0, 1, 13, 63, 64, 0xff, 0x0f, 0xf0, 0x11]);
-      });
+      edit(
+        find((m) => m === 0xda),
+        (d) => {
+          const op = rng.int(4);
+          if (op === 0) d[0] = rng.pick([0, 1, 2, 3, 4, 5, 255]);
+          else if (op === 1 && d.length > 2)
+            d[1 + 2 * rng.int(Math.max(1, Math.floor((d.length - 4) / 2))) + rng.int(2)] = rng.pick([
+              0, 1, 2, 3, 4, 0x44, 0xff, 0x04, 0x40,
+            ]);
+          else if (d.length >= 3) d[d.length - 1 - rng.int(3)] = rng.pick([0, 1, 13, 63, 64, 0xff, 0x0f, 0xf0, 0x11]);
+        },
+      );
       break;
     case 5: {
       // Entropy-coded data: bits flipped, cut, restart markers or EOI inside.
-      const sos = segs.filter((s) => s.scan && s.scan.length);
+      const sos = segs.filter((s) => s.scan?.length);
       if (!sos.length) break;
       const s = rng.pick(sos);
       const d = s.scan!.slice();
@@ -397,7 +533,11 @@ export function mutateJpeg(b: Uint8Array, rng: Prng): Uint8Array | null {
       else if (op === 1) s.scan = d.subarray(0, rng.int(d.length + 1));
       else if (op === 2) {
         const at = rng.int(d.length + 1);
-        s.scan = concat([d.subarray(0, at), new Uint8Array([0xff, rng.pick([0xd0, 0xd3, 0xd7, 0xd9, 0xd8, 0xc4, 0x00, 0xff])]), d.subarray(at)]);
+        s.scan = concat([
+          d.subarray(0, at),
+          new Uint8Array([0xff, rng.pick([0xd0, 0xd3, 0xd7, 0xd9, 0xd8, 0xc4, 0x00, 0xff])]),
+          d.subarray(at),
+        ]);
       } else s.scan = concat([d, rng.bytes(rng.size(1024))]);
       if (op === 0) s.scan = d;
       break;

@@ -2,16 +2,85 @@
 // header {name: {dtype, shape, data_offsets}, __metadata__: {...}}, then the data): the header is
 // decoded, mutated as JSON (dtypes, shapes, offsets, names, metadata, duplicate keys, nesting)
 // and re-encoded, usually with a consistent length prefix, sometimes with a wrong one.
-import { concat, deepNesting, interestingValue, isPlainObject, type Json, mutateTree, Pairs, Raw, render, setKey, SPECIAL_KEYS, utf8 } from '../mutate.js';
+import {
+  concat,
+  deepNesting,
+  interestingValue,
+  isPlainObject,
+  type Json,
+  mutateTree,
+  Pairs,
+  Raw,
+  render,
+  setKey,
+  SPECIAL_KEYS,
+  utf8,
+} from '../mutate.js';
 import type { Prng } from '../prng.js';
 
 export type Header = { [key: string]: Json };
 
-const DTYPE_BYTES: Record<string, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+const DTYPE_BYTES: Record<string, number> = {
+  F32: 4,
+  F64: 8,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
 const DTYPES = Object.keys(DTYPE_BYTES);
-const ODD_DTYPES: Json[] = ['U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2', 'C64', 'f32', 'F', '', '__proto__', 'constructor', 'toString', 'valueOf', 'hasOwnProperty', 'length', 1, 4, null, true, ['F32'], { F32: 4 }];
+const ODD_DTYPES: Json[] = [
+  'U16',
+  'U32',
+  'U64',
+  'F8_E4M3',
+  'F8_E5M2',
+  'C64',
+  'f32',
+  'F',
+  '',
+  '__proto__',
+  'constructor',
+  'toString',
+  'valueOf',
+  'hasOwnProperty',
+  'length',
+  1,
+  4,
+  null,
+  true,
+  ['F32'],
+  { F32: 4 },
+];
 
-export const SAFETENSORS_DICTIONARY = ['"dtype"', '"shape"', '"data_offsets"', '"__metadata__"', '"F32"', '"I64"', '"BF16"', '"__proto__"', '[0,0]', '[]', '{}', 'null', '1e999', '-1', '"', ',', ':', '{', '}', '[', ']', '\\u0000'].map(utf8);
+export const SAFETENSORS_DICTIONARY = [
+  '"dtype"',
+  '"shape"',
+  '"data_offsets"',
+  '"__metadata__"',
+  '"F32"',
+  '"I64"',
+  '"BF16"',
+  '"__proto__"',
+  '[0,0]',
+  '[]',
+  '{}',
+  'null',
+  '1e999',
+  '-1',
+  '"',
+  ',',
+  ':',
+  '{',
+  '}',
+  '[',
+  ']',
+  '\\u0000',
+].map(utf8);
 
 export interface Decoded {
   header: Json;
@@ -39,8 +108,24 @@ export function encodeSafetensors(headerText: Uint8Array, data: Uint8Array, rng:
   if (rng.chance(0.06)) {
     const total = BigInt(headerText.length + data.length);
     len = rng.pick([
-      len + 1n, len - 1n, len + 8n, len - 8n, 0n, 1n, 2n, total, total + 1n, 100n * 1024n * 1024n, 100n * 1024n * 1024n + 1n,
-      2n ** 31n, 2n ** 32n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n, BigInt(rng.u32()),
+      len + 1n,
+      len - 1n,
+      len + 8n,
+      len - 8n,
+      0n,
+      1n,
+      2n,
+      total,
+      total + 1n,
+      100n * 1024n * 1024n,
+      100n * 1024n * 1024n + 1n,
+      2n ** 31n,
+      2n ** 32n,
+      2n ** 53n,
+      2n ** 53n + 1n,
+      2n ** 63n,
+      2n ** 64n - 1n,
+      BigInt(rng.u32()),
     ]);
     if (len < 0n) len = 0n;
   }
@@ -67,7 +152,11 @@ export function renderHeader(header: Json, rng: Prng): Uint8Array {
       // Invalid UTF-8 inside the header.
       const b = utf8(text);
       const at = rng.int(b.length + 1);
-      return concat([b.subarray(0, at), new Uint8Array(rng.pick([[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82]])), b.subarray(at)]);
+      return concat([
+        b.subarray(0, at),
+        new Uint8Array(rng.pick([[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82]])),
+        b.subarray(at),
+      ]);
     }
     case 4:
       return utf8(`${' '.repeat(rng.size(100))}${text}${'\t'.repeat(rng.int(3))}`);
@@ -103,24 +192,73 @@ function reshape(count: number, rng: Prng): number[] {
 }
 
 const ODD_SHAPES: Json[] = [
-  [], [0], [1], [-1], [1.5], [2 ** 31], [2 ** 32], [2 ** 53 - 1], [2 ** 53], [1e308], ['2'], [null], [[2]], [true], [0, 2 ** 53 - 1],
-  [2 ** 26, 2 ** 26, 2 ** 26], [65536, 65536, 65536, 65536], [2 ** 31, 2 ** 31, 0], new Raw('[1e999]'), new Raw('[-0]'), new Raw('[9007199254740993]'),
-  new Raw(`[${new Array(1000).fill(1).join(',')}]`), 4, '4', null, {}, { 0: 4, length: 1 },
+  [],
+  [0],
+  [1],
+  [-1],
+  [1.5],
+  [2 ** 31],
+  [2 ** 32],
+  [2 ** 53 - 1],
+  [2 ** 53],
+  [1e308],
+  ['2'],
+  [null],
+  [[2]],
+  [true],
+  [0, 2 ** 53 - 1],
+  [2 ** 26, 2 ** 26, 2 ** 26],
+  [65536, 65536, 65536, 65536],
+  [2 ** 31, 2 ** 31, 0],
+  new Raw('[1e999]'),
+  new Raw('[-0]'),
+  new Raw('[9007199254740993]'),
+  new Raw(`[${new Array(1000).fill(1).join(',')}]`),
+  4,
+  '4',
+  null,
+  {},
+  { 0: 4, length: 1 },
 ];
 
 function oddOffsets(begin: number, end: number, data: Uint8Array, rng: Prng): Json {
   return rng.pick<Json>([
-    [end, begin], [begin, begin], [0, data.length], [0, data.length + 1], [begin, end + 1], [begin + 1, end], [begin, 2 ** 53 - 1], [2 ** 53 - 1, 2 ** 53 - 1],
-    [2 ** 53 + 2, 2 ** 53 + 6], [-4, 0], [begin - 1, end - 1], [0.5, 4.5], [String(begin), String(end)], [begin], [begin, end, end], [], null, begin,
-    new Raw(`[${begin}, 1e999]`), new Raw(`[${begin}, 18446744073709551616]`), new Raw(`[-0, ${end}]`), { 0: begin, 1: end, length: 2 },
-    [data.length, data.length], [2 ** 32, 2 ** 32 + (end - begin)],
+    [end, begin],
+    [begin, begin],
+    [0, data.length],
+    [0, data.length + 1],
+    [begin, end + 1],
+    [begin + 1, end],
+    [begin, 2 ** 53 - 1],
+    [2 ** 53 - 1, 2 ** 53 - 1],
+    [2 ** 53 + 2, 2 ** 53 + 6],
+    [-4, 0],
+    [begin - 1, end - 1],
+    [0.5, 4.5],
+    [String(begin), String(end)],
+    [begin],
+    [begin, end, end],
+    [],
+    null,
+    begin,
+    new Raw(`[${begin}, 1e999]`),
+    new Raw(`[${begin}, 18446744073709551616]`),
+    new Raw(`[-0, ${end}]`),
+    { 0: begin, 1: end, length: 2 },
+    [data.length, data.length],
+    [2 ** 32, 2 ** 32 + (end - begin)],
   ]);
 }
 
 /** One mutation of a safetensors header (and maybe of the data it describes). */
 export function mutateHeader(header: Json, data: Uint8Array, rng: Prng): { header: Json; data: Uint8Array } {
   if (!isPlainObject(header) || rng.chance(0.04)) {
-    return { header: rng.chance(0.3) ? deepNesting(rng.pick([1000, 10000]), rng.chance(0.5) ? 'array' : 'object') : interestingValue(rng), data };
+    return {
+      header: rng.chance(0.3)
+        ? deepNesting(rng.pick([1000, 10000]), rng.chance(0.5) ? 'array' : 'object')
+        : interestingValue(rng),
+      data,
+    };
   }
   const h = header;
   const names = tensorNames(h);
@@ -195,7 +333,11 @@ export function mutateHeader(header: Json, data: Uint8Array, rng: Prng): { heade
         const meta = isPlainObject(h.__metadata__) ? h.__metadata__ : {};
         const keys = Object.keys(meta);
         const key = keys.length && rng.chance(0.6) ? rng.pick(keys) : rng.pick([...SPECIAL_KEYS, 'format', 'state']);
-        setKey(meta, key, kind === 2 ? rng.pick<Json>([1, null, true, [], {}, ['a'], { a: 'b' }]) : interestingValue(rng));
+        setKey(
+          meta,
+          key,
+          kind === 2 ? rng.pick<Json>([1, null, true, [], {}, ['a'], { a: 'b' }]) : interestingValue(rng),
+        );
         h.__metadata__ = meta;
       }
       break;
@@ -218,7 +360,14 @@ export function mutateHeader(header: Json, data: Uint8Array, rng: Prng): { heade
       if (v === 1) return { header: h, data: concat([data, rng.bytes(rng.size(4096))]) };
       // Values: NaN and infinity patterns, huge integers.
       const d = data.slice();
-      const pattern = rng.pick([[0x00, 0x00, 0xc0, 0x7f], [0x00, 0x00, 0x80, 0x7f], [0xff, 0xff, 0xff, 0xff], [0x01, 0x00, 0x80, 0xff], [0x00, 0x7c], [0xff, 0x7f]]);
+      const pattern = rng.pick([
+        [0x00, 0x00, 0xc0, 0x7f],
+        [0x00, 0x00, 0x80, 0x7f],
+        [0xff, 0xff, 0xff, 0xff],
+        [0x01, 0x00, 0x80, 0xff],
+        [0x00, 0x7c],
+        [0xff, 0x7f],
+      ]);
       for (let i = cut; i < d.length && i < cut + 64; i++) d[i] = pattern[(i - cut) % pattern.length];
       return { header: h, data: d };
     }
@@ -232,7 +381,11 @@ export function mutateHeader(header: Json, data: Uint8Array, rng: Prng): { heade
 }
 
 /** A structure-aware mutation of a safetensors file, or null if it does not decode. */
-export function mutateSafetensors(input: Uint8Array, rng: Prng, headerOp: (header: Json, data: Uint8Array, rng: Prng) => { header: Json; data: Uint8Array } = mutateHeader): Uint8Array | null {
+export function mutateSafetensors(
+  input: Uint8Array,
+  rng: Prng,
+  headerOp: (header: Json, data: Uint8Array, rng: Prng) => { header: Json; data: Uint8Array } = mutateHeader,
+): Uint8Array | null {
   const decoded = decodeSafetensors(input);
   if (!decoded) return null;
   const { header, data } = headerOp(decoded.header, decoded.data, rng);

@@ -20,7 +20,20 @@ import { Rng } from '../../src/random.js';
 import { Tensor } from '../../src/tensor.js';
 import { loadCheckpoint } from '../../src/train/checkpoint.js';
 import { InvariantError, type Target } from '../engine.js';
-import { clone, deepNesting, getAt, interestingValue, isPlainObject, type Json, mutateTree, paths, Raw, render, setKey, utf8 } from '../mutate.js';
+import {
+  clone,
+  deepNesting,
+  getAt,
+  interestingValue,
+  isPlainObject,
+  type Json,
+  mutateTree,
+  paths,
+  Raw,
+  render,
+  setKey,
+  utf8,
+} from '../mutate.js';
 import type { Prng } from '../prng.js';
 import { mutateHeader, mutateSafetensors, SAFETENSORS_DICTIONARY } from '../formats/safetensors.js';
 
@@ -32,27 +45,79 @@ import { mutateHeader, mutateSafetensors, SAFETENSORS_DICTIONARY } from '../form
 export function tinySetup(): { model: Sequential; dataset: TensorDataset; batchSize: number; epochs: number } {
   const model = new Sequential(new Conv2d(1, 2, 3), new BatchNorm2d(2), new ReLU(), new Flatten(), new Linear(8, 9));
   const images = new Float32Array(12 * 16).map((_, i) => Math.sin(i * 0.37));
-  const dataset = new TensorDataset(new Tensor(images, [12, 1, 4, 4]), Array.from({ length: 12 }, (_, i) => i % 9));
+  const dataset = new TensorDataset(
+    new Tensor(images, [12, 1, 4, 4]),
+    Array.from({ length: 12 }, (_, i) => i % 9),
+  );
   return { model, dataset, batchSize: 4, epochs: 3 };
 }
 
 export const makeOptimizer = (model: Sequential): Adam => new Adam(model.parameters(), { lr: 0.01 });
-export const makeScheduler = (opt: Adam, epochs: number, steps: number): OneCycleLR => new OneCycleLR(opt, { maxLr: 0.01, epochs, stepsPerEpoch: steps });
-export const makeLoader = (dataset: TensorDataset, batchSize: number): DataLoader => new DataLoader(dataset, { batchSize, shuffle: true, seed: 7 });
+export const makeScheduler = (opt: Adam, epochs: number, steps: number): OneCycleLR =>
+  new OneCycleLR(opt, { maxLr: 0.01, epochs, stepsPerEpoch: steps });
+export const makeLoader = (dataset: TensorDataset, batchSize: number): DataLoader =>
+  new DataLoader(dataset, { batchSize, shuffle: true, seed: 7 });
 
-const EPOCHS: Json[] = [-1, 0, 1, 2, 1.5, -0.5, 2 ** 31, 2 ** 53, 1e308, '1', null, true, [], {}, [1], new Raw('1e999'), new Raw('-1e999'), new Raw('-0')];
-const RNGS: Json[] = [
-  [0, 0, 0, 0], [1, 2, 3], [1, 2, 3, 4, 5], [], 'abcd', '', { length: 4 }, { 0: 1, 1: 2, 2: 3, 3: 4, length: 4 }, [-1, -1, -1, -1], [1.5, 2.5, 3.5, 4.5],
-  ['a', 'b', 'c', 'd'], [null, null, null, null], [2 ** 32, 2 ** 53, 1e308, -0], [[1], [2], [3], [4]], [{}, {}, {}, {}], 5, null, true,
-  new Raw('[1e999,1,2,3]'), new Raw('[4294967296,4294967296,4294967296,4294967296]'),
+const EPOCHS: Json[] = [
+  -1,
+  0,
+  1,
+  2,
+  1.5,
+  -0.5,
+  2 ** 31,
+  2 ** 53,
+  1e308,
+  '1',
+  null,
+  true,
+  [],
+  {},
+  [1],
+  new Raw('1e999'),
+  new Raw('-1e999'),
+  new Raw('-0'),
 ];
-const HISTORIES: Json[] = [5, 'x', {}, null, [null], [1, 2], [[]], [{ epoch: 'x', loss: null }], new Raw(`[${new Array(50000).fill('{"epoch":1}').join(',')}]`)];
+const RNGS: Json[] = [
+  [0, 0, 0, 0],
+  [1, 2, 3],
+  [1, 2, 3, 4, 5],
+  [],
+  'abcd',
+  '',
+  { length: 4 },
+  { 0: 1, 1: 2, 2: 3, 3: 4, length: 4 },
+  [-1, -1, -1, -1],
+  [1.5, 2.5, 3.5, 4.5],
+  ['a', 'b', 'c', 'd'],
+  [null, null, null, null],
+  [2 ** 32, 2 ** 53, 1e308, -0],
+  [[1], [2], [3], [4]],
+  [{}, {}, {}, {}],
+  5,
+  null,
+  true,
+  new Raw('[1e999,1,2,3]'),
+  new Raw('[4294967296,4294967296,4294967296,4294967296]'),
+];
+const HISTORIES: Json[] = [
+  5,
+  'x',
+  {},
+  null,
+  [null],
+  [1, 2],
+  [[]],
+  [{ epoch: 'x', loss: null }],
+  new Raw(`[${new Array(50000).fill('{"epoch":1}').join(',')}]`),
+];
 
 type Obj = { [key: string]: Json };
 
 /** One mutation aimed at the training state: the fields fit() restores and their types. */
 function mutateState(state: Json, rng: Prng): Json {
-  if (!isPlainObject(state) || rng.chance(0.05)) return rng.chance(0.5) ? interestingValue(rng) : mutateTree(state, rng);
+  if (!isPlainObject(state) || rng.chance(0.05))
+    return rng.chance(0.5) ? interestingValue(rng) : mutateTree(state, rng);
   const s = state;
   const opt = isPlainObject(s.optimizer) ? s.optimizer : null;
   switch (rng.int(10)) {
@@ -81,8 +146,24 @@ function mutateState(state: Json, rng: Prng): Json {
       const field = rng.pick([...Object.keys(entry), 'maxExpAvgSq', 'extra']);
       const cur = entry[field];
       const choices: Json[] = [
-        -1, 0, 1.5, 2 ** 53, 1e308, '3', null, [], [0], [1, 2, 3], new Raw('[1e999,0]'), { $tensor: 'model.4.weight' }, { $tensor: 'model.0.weight' },
-        { $tensor: 'nope' }, { $tensor: 5 }, { $tensor: null }, { $tensor: ['x'] }, { $tensor: 'state.optimizer.state.0.expAvg' },
+        -1,
+        0,
+        1.5,
+        2 ** 53,
+        1e308,
+        '3',
+        null,
+        [],
+        [0],
+        [1, 2, 3],
+        new Raw('[1e999,0]'),
+        { $tensor: 'model.4.weight' },
+        { $tensor: 'model.0.weight' },
+        { $tensor: 'nope' },
+        { $tensor: 5 },
+        { $tensor: null },
+        { $tensor: ['x'] },
+        { $tensor: 'state.optimizer.state.0.expAvg' },
         new Raw(`[${new Array(rng.pick([17, 71, 73, 1000])).fill('0.5').join(',')}]`),
       ];
       if (Array.isArray(cur) && cur.length && rng.chance(0.4)) {
@@ -95,7 +176,7 @@ function mutateState(state: Json, rng: Prng): Json {
     }
     case 4: {
       const groups = opt && Array.isArray(opt.paramGroups) ? opt.paramGroups : null;
-      if (!groups || !groups.length) break;
+      if (!groups?.length) break;
       const g = groups[rng.int(groups.length)];
       const op = rng.int(5);
       if (op === 0) groups.push(clone(g));
@@ -107,10 +188,51 @@ function mutateState(state: Json, rng: Prng): Json {
         else if (v === 1) p.push(p.length);
         else if (v === 2) p.pop();
         else if (v === 3) p.reverse();
-        else g.params = rng.pick<Json>([[], null, 'x', { 0: 0 }, new Raw(`[${Array.from({ length: 100000 }, (_, i) => i).join(',')}]`)]);
+        else
+          g.params = rng.pick<Json>([
+            [],
+            null,
+            'x',
+            { 0: 0 },
+            new Raw(`[${Array.from({ length: 100000 }, (_, i) => i).join(',')}]`),
+          ]);
       } else if (isPlainObject(g)) {
-        const key = rng.pick(['lr', 'betas', 'eps', 'weightDecay', 'amsgrad', 'maximize', 'lrMult', 'decayMult', 'initialLr', 'maxLr', 'minLr', '__proto__', 'constructor', 'foo']);
-        setKey(g, key, rng.pick<Json>([-1, 0, 2, 1e308, 'x', null, true, [0.9], [2, 3], [0.9, 'x'], new Raw('1e999'), new Raw('[0.9,1e999]'), {}, []]));
+        const key = rng.pick([
+          'lr',
+          'betas',
+          'eps',
+          'weightDecay',
+          'amsgrad',
+          'maximize',
+          'lrMult',
+          'decayMult',
+          'initialLr',
+          'maxLr',
+          'minLr',
+          '__proto__',
+          'constructor',
+          'foo',
+        ]);
+        setKey(
+          g,
+          key,
+          rng.pick<Json>([
+            -1,
+            0,
+            2,
+            1e308,
+            'x',
+            null,
+            true,
+            [0.9],
+            [2, 3],
+            [0.9, 'x'],
+            new Raw('1e999'),
+            new Raw('[0.9,1e999]'),
+            {},
+            [],
+          ]),
+        );
       }
       return s;
     }
@@ -119,15 +241,70 @@ function mutateState(state: Json, rng: Prng): Json {
       opt.optimizer = rng.pick<Json>(['SGD', 'AdamW', '', '__proto__', 'constructor', 1, null]);
       return s;
     case 6: {
-      const sched = isPlainObject(s.scheduler) ? s.scheduler : (s.scheduler = {} as Obj);
-      const key = rng.pick(['scheduler', 'lastEpoch', 'baseLrs', 'lastLr', 'best', 'numBadEpochs', 'cooldownCounter', '__proto__']);
-      setKey(sched as Obj, key, rng.pick<Json>([-2, -1, 0, 1.5, 2 ** 53, 1e308, 'OneCycleLR', 'StepLR', 'x', null, [], [0.01], [0.01, 0.02], ['x'], new Raw('[1e999]'), {}]));
+      if (!isPlainObject(s.scheduler)) s.scheduler = {} as Obj;
+      const sched = s.scheduler;
+      const key = rng.pick([
+        'scheduler',
+        'lastEpoch',
+        'baseLrs',
+        'lastLr',
+        'best',
+        'numBadEpochs',
+        'cooldownCounter',
+        '__proto__',
+      ]);
+      setKey(
+        sched as Obj,
+        key,
+        rng.pick<Json>([
+          -2,
+          -1,
+          0,
+          1.5,
+          2 ** 53,
+          1e308,
+          'OneCycleLR',
+          'StepLR',
+          'x',
+          null,
+          [],
+          [0.01],
+          [0.01, 0.02],
+          ['x'],
+          new Raw('[1e999]'),
+          {},
+        ]),
+      );
       return s;
     }
     case 7: {
-      const loader = isPlainObject(s.loader) ? s.loader : (s.loader = {} as Obj);
+      if (!isPlainObject(s.loader)) s.loader = {} as Obj;
+      const loader = s.loader;
       const key = rng.pick(['seed', 'epoch', 'position', 'batchSize', 'numSamples', 'shuffle', '__proto__']);
-      setKey(loader as Obj, key, rng.pick<Json>([-1, 0, 1, 2, 3, 4, 12, 13, 1.5, 2 ** 32, 2 ** 53, 1e308, 'x', null, true, false, new Raw('1e999'), []]));
+      setKey(
+        loader as Obj,
+        key,
+        rng.pick<Json>([
+          -1,
+          0,
+          1,
+          2,
+          3,
+          4,
+          12,
+          13,
+          1.5,
+          2 ** 32,
+          2 ** 53,
+          1e308,
+          'x',
+          null,
+          true,
+          false,
+          new Raw('1e999'),
+          [],
+        ]),
+      );
       return s;
     }
     case 8: {
@@ -135,7 +312,18 @@ function mutateState(state: Json, rng: Prng): Json {
       const refs = paths(s).filter((p) => isPlainObject(getAt(s, p)) && '$tensor' in (getAt(s, p) as Obj));
       if (!refs.length) break;
       const ref = getAt(s, rng.pick(refs)) as Obj;
-      ref.$tensor = rng.pick<Json>(['', 'nope', 'model.0.weight', 'model.1.num_batches_tracked', 'model.4.bias', 'state', '__proto__', 5, null, { $tensor: 'x' }]);
+      ref.$tensor = rng.pick<Json>([
+        '',
+        'nope',
+        'model.0.weight',
+        'model.1.num_batches_tracked',
+        'model.4.bias',
+        'state',
+        '__proto__',
+        5,
+        null,
+        { $tensor: 'x' },
+      ]);
       return s;
     }
     default:
@@ -152,14 +340,33 @@ function mutateCheckpointHeader(header: Json, data: Uint8Array, rng: Prng): { he
   const meta = isPlainObject(header) && isPlainObject(header.__metadata__) ? header.__metadata__ : null;
   if (!meta || typeof meta.state !== 'string' || rng.chance(0.35)) return mutateHeader(header, data, rng);
   if (rng.chance(0.06)) {
-    setKey(meta, 'format', rng.pick<Json>(['ferroconv-checkpoint-2', 'ferroconv-checkpoint', '', 'pt', null, 1, ['ferroconv-checkpoint-1']]));
+    setKey(
+      meta,
+      'format',
+      rng.pick<Json>(['ferroconv-checkpoint-2', 'ferroconv-checkpoint', '', 'pt', null, 1, ['ferroconv-checkpoint-1']]),
+    );
     return { header, data };
   }
   if (rng.chance(0.08)) {
     const depth = rng.pick([1000, 10000, 100000]);
-    setKey(meta, 'state', rng.pick<Json>([
-      `{"epoch":0,"history":${deepNesting(depth).text}}`, `{"epoch":0,"optimizer":${deepNesting(depth, 'object').text}}`, '', 'null', '0', '[]', '"x"', '{', '{"epoch":0}', 5, null, { epoch: 0 },
-    ]));
+    setKey(
+      meta,
+      'state',
+      rng.pick<Json>([
+        `{"epoch":0,"history":${deepNesting(depth).text}}`,
+        `{"epoch":0,"optimizer":${deepNesting(depth, 'object').text}}`,
+        '',
+        'null',
+        '0',
+        '[]',
+        '"x"',
+        '{',
+        '{"epoch":0}',
+        5,
+        null,
+        { epoch: 0 },
+      ]),
+    );
     return { header, data };
   }
   let state: Json;
@@ -178,7 +385,16 @@ function mutateCheckpointHeader(header: Json, data: Uint8Array, rng: Prng): { he
  * optimizer, scheduler, loader and generator restoring their state, and (for states that only
  * fail when used) their first step.
  */
-const OWN_ERRORS = [/^checkpoint /, /^checkpoint: /, /^safetensors /, /^loadStateDict: /, /^Adam[.:]/, /^OneCycleLR[.:]/, /^DataLoader[.:]/, /^rng state: /];
+const OWN_ERRORS = [
+  /^checkpoint /,
+  /^checkpoint: /,
+  /^safetensors /,
+  /^loadStateDict: /,
+  /^Adam[.:]/,
+  /^OneCycleLR[.:]/,
+  /^DataLoader[.:]/,
+  /^rng state: /,
+];
 
 export function createTarget(opts: { workDir?: string } = {}): Target {
   const base = opts.workDir ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
@@ -199,7 +415,10 @@ export function createTarget(opts: { workDir?: string } = {}): Target {
   };
   return {
     name: 'checkpoint',
-    dictionary: [...SAFETENSORS_DICTIONARY, ...['"epoch"', '"rng"', '"history"', '"optimizer"', '"$tensor"', '"state"', '"format"'].map(utf8)],
+    dictionary: [
+      ...SAFETENSORS_DICTIONARY,
+      ...['"epoch"', '"rng"', '"history"', '"optimizer"', '"$tensor"', '"state"', '"format"'].map(utf8),
+    ],
     isParserError: (message) => OWN_ERRORS.some((re) => re.test(message)),
     extension: () => 'safetensors',
     mutate: (input, rng) => mutateSafetensors(input, rng, mutateCheckpointHeader),
@@ -211,7 +430,10 @@ export function createTarget(opts: { workDir?: string } = {}): Target {
         state = loadCheckpoint(path, model);
       } catch (e) {
         const k = changed();
-        if (k) throw new InvariantError(`loadCheckpoint threw but changed weight '${k}' (${String((e as Error)?.message ?? e).split('\n')[0]})`);
+        if (k)
+          throw new InvariantError(
+            `loadCheckpoint threw but changed weight '${k}' (${String((e as Error)?.message ?? e).split('\n')[0]})`,
+          );
         throw e;
       }
       // What fit({ resume }) does with the state, in its order (src/train/fit.ts).

@@ -10,7 +10,14 @@ import { mnist } from '../../src/data/mnist.js';
 import { InvariantError, type Target } from '../engine.js';
 import { IDX_DICTIONARY, isGzip, mutateIdx } from '../formats/idx.js';
 
-const ARRAY_OF_TYPE: Record<number, new (n: number) => ArrayLike<number>> = { 0x08: Uint8Array, 0x09: Int8Array, 0x0b: Int16Array, 0x0c: Int32Array, 0x0d: Float32Array, 0x0e: Float64Array };
+const ARRAY_OF_TYPE: Record<number, new (n: number) => ArrayLike<number>> = {
+  0x08: Uint8Array,
+  0x09: Int8Array,
+  0x0b: Int16Array,
+  0x0c: Int32Array,
+  0x0d: Float32Array,
+  0x0e: Float64Array,
+};
 const NAME = 'idx';
 
 function check(a: IdxArray): void {
@@ -18,7 +25,8 @@ function check(a: IdxArray): void {
   if (a.dims.length < 1 || a.dims.length > 8 || a.data.length !== n) {
     throw new InvariantError(`parseIdx: dims [${a.dims.join(', ')}] but ${a.data.length} values`);
   }
-  if (!(a.data instanceof ARRAY_OF_TYPE[a.type])) throw new InvariantError(`parseIdx: type 0x${a.type.toString(16)} came back as ${a.data.constructor.name}`);
+  if (!(a.data instanceof ARRAY_OF_TYPE[a.type]))
+    throw new InvariantError(`parseIdx: type 0x${a.type.toString(16)} came back as ${a.data.constructor.name}`);
 }
 
 export function createTarget(opts: { workDir?: string } = {}): Target {
@@ -72,7 +80,8 @@ export function createTarget(opts: { workDir?: string } = {}): Target {
       if (n > 0) {
         const s = ds.get(n - 1);
         const b = ds.getBatch([0, n - 1]);
-        if (s.image.size * 2 !== b.images.size || !(s.label >= 0 && s.label < 10)) throw new InvariantError('mnist: sample and batch disagree');
+        if (s.image.size * 2 !== b.images.size || !(s.label >= 0 && s.label < 10))
+          throw new InvariantError('mnist: sample and batch disagree');
       }
     },
     close: () => rmSync(dir, { recursive: true, force: true }),

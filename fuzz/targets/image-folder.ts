@@ -40,14 +40,17 @@ export function createTarget(opts: { workDir?: string } = {}): Target {
       previous = file;
       const size = SIZES[input.length % SIZES.length];
       const ds = new ImageFolder(root, { size });
-      if (ds.length !== 2 || ds.samples[0][0] !== file) throw new InvariantError(`ImageFolder found ${ds.length} samples, expected the input first of 2`);
+      if (ds.length !== 2 || ds.samples[0][0] !== file)
+        throw new InvariantError(`ImageFolder found ${ds.length} samples, expected the input first of 2`);
       const { image, label } = await ds.getAsync(0, new Rng(1));
       const [c, h, w] = image.shape;
       if (label !== 0 || image.shape.length !== 3 || c !== 3 || image.data.length !== c * h * w) {
         throw new InvariantError(`decoded sample has shape [${image.shape.join(', ')}] and label ${label}`);
       }
-      if (Array.isArray(size) && (h !== size[0] || w !== size[1])) throw new InvariantError(`asked for ${size.join('x')}, got ${h}x${w}`);
-      if (typeof size === 'number' && Math.min(h, w) !== size) throw new InvariantError(`asked for shorter side ${size}, got ${h}x${w}`);
+      if (Array.isArray(size) && (h !== size[0] || w !== size[1]))
+        throw new InvariantError(`asked for ${size.join('x')}, got ${h}x${w}`);
+      if (typeof size === 'number' && Math.min(h, w) !== size)
+        throw new InvariantError(`asked for shorter side ${size}, got ${h}x${w}`);
       for (let i = 0; i < image.data.length; i++) {
         const v = image.data[i];
         if (!(v >= 0 && v <= 1)) throw new InvariantError(`decoded value ${v} at ${i} is outside [0, 1]`);

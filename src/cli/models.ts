@@ -5,17 +5,23 @@ import type { DataInfo } from './datasets.js';
 
 type Factory = (info: DataInfo) => Module;
 
-const threeChannel = (name: string, make: (numClasses: number) => Module): Factory => (info) => {
-  if (info.channels !== 3) {
-    throw new Error(`--model ${name}: expects 3-channel images, but ${info.name} has ${info.channels} (use mnist-net or lenet5 for MNIST)`);
-  }
-  return make(info.numClasses);
-};
+const threeChannel =
+  (name: string, make: (numClasses: number) => Module): Factory =>
+  (info) => {
+    if (info.channels !== 3) {
+      throw new Error(
+        `--model ${name}: expects 3-channel images, but ${info.name} has ${info.channels} ` +
+          '(use mnist-net or lenet5 for MNIST)',
+      );
+    }
+    return make(info.numClasses);
+  };
 
 const FACTORIES: Record<string, Factory> = {
   'mnist-net': (i) => zoo.mnistNet({ numClasses: i.numClasses, inChannels: i.channels }),
   lenet5: (i) => {
-    if (i.channels !== 1) throw new Error(`--model lenet5: expects 1-channel 28x28 images, but ${i.name} has ${i.channels} channels`);
+    if (i.channels !== 1)
+      throw new Error(`--model lenet5: expects 1-channel 28x28 images, but ${i.name} has ${i.channels} channels`);
     return zoo.lenet5({ numClasses: i.numClasses });
   },
   alexnet: threeChannel('alexnet', (n) => zoo.alexnet({ numClasses: n })),

@@ -41,7 +41,8 @@ export function stack(samples: Sample[], indices: ArrayLike<number>): Batch {
     if (!(image instanceof Tensor)) throw new Error(`DataLoader: sample ${indices[k]} has no image Tensor`);
     if (image.shape.length !== first.shape.length || image.shape.some((d, j) => d !== first.shape[j])) {
       throw new Error(
-        `DataLoader: sample ${indices[k]} has shape [${image.shape.join(', ')}] but sample ${indices[0]} has [${first.shape.join(', ')}]; ` +
+        `DataLoader: sample ${indices[k]} has shape [${image.shape.join(', ')}] ` +
+          `but sample ${indices[0]} has [${first.shape.join(', ')}]; ` +
           'resize or crop to one size (e.g. transforms.resize + transforms.centerCrop) so samples can be batched',
       );
     }

@@ -127,7 +127,10 @@ export class TensorDataset implements Dataset {
   get(index: number): Sample {
     checkIndex('TensorDataset.get', index, this.length);
     const s = this.sampleSize;
-    return { image: new Tensor(this.images.data.slice(index * s, (index + 1) * s), this.sampleShape), label: this.labels[index] };
+    return {
+      image: new Tensor(this.images.data.slice(index * s, (index + 1) * s), this.sampleShape),
+      label: this.labels[index],
+    };
   }
 
   getBatch(indices: ArrayLike<number>): Batch {
@@ -159,7 +162,10 @@ export class TensorDataset implements Dataset {
 export class Subset<D extends AnyDataset = AnyDataset> implements Dataset, AsyncDataset {
   readonly indices: Int32Array;
 
-  constructor(readonly dataset: D, indices: ArrayLike<number>) {
+  constructor(
+    readonly dataset: D,
+    indices: ArrayLike<number>,
+  ) {
     const n = dataset.length;
     this.indices = new Int32Array(indices.length);
     for (let k = 0; k < indices.length; k++) {
@@ -224,7 +230,9 @@ export class Subset<D extends AnyDataset = AnyDataset> implements Dataset, Async
 export function randomSplit<D extends AnyDataset>(dataset: D, lengths: number[], rng: Rng): Subset<D>[] {
   const total = lengths.reduce((a, b) => a + b, 0);
   if (lengths.some((l) => !Number.isInteger(l) || l < 0) || total !== dataset.length) {
-    throw new Error(`randomSplit: lengths must be non-negative integers adding up to ${dataset.length}, got [${lengths.join(', ')}]`);
+    throw new Error(
+      `randomSplit: lengths must be non-negative integers adding up to ${dataset.length}, got [${lengths.join(', ')}]`,
+    );
   }
   const perm = permutation(dataset.length, rng);
   const out: Subset<D>[] = [];

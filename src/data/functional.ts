@@ -108,7 +108,10 @@ export function vflip(x: Tensor): Tensor {
 export function paddingLTRB(what: string, padding: number | readonly number[]): [number, number, number, number] {
   const p = typeof padding === 'number' ? [padding] : padding;
   if (!Array.isArray(p) || ![1, 2, 4].includes(p.length) || p.some((v) => !Number.isInteger(v) || v < 0)) {
-    throw new Error(`${what}: expected a non-negative integer, [left/right, top/bottom] or [left, top, right, bottom], got ${JSON.stringify(padding)}`);
+    throw new Error(
+      `${what}: expected a non-negative integer, ` +
+        `[left/right, top/bottom] or [left, top, right, bottom], got ${JSON.stringify(padding)}`,
+    );
   }
   if (p.length === 1) return [p[0], p[0], p[0], p[0]];
   if (p.length === 2) return [p[0], p[1], p[0], p[1]];
@@ -150,7 +153,8 @@ export function pad(x: Tensor, padding: number | readonly number[], fill = 0, mo
   if (!['constant', 'edge', 'reflect', 'symmetric'].includes(mode)) {
     throw new Error(`pad: mode must be 'constant', 'edge', 'reflect' or 'symmetric', got ${JSON.stringify(mode)}`);
   }
-  if (typeof fill !== 'number' || !Number.isFinite(fill)) throw new Error(`pad: fill must be a finite number, got ${fill}`);
+  if (typeof fill !== 'number' || !Number.isFinite(fill))
+    throw new Error(`pad: fill must be a finite number, got ${fill}`);
   const oh = h + t + b;
   const ow = w + l + r;
   const out = new Float32Array(n * c * oh * ow);
@@ -269,7 +273,15 @@ export function resize(x: Tensor, size: Size, interpolation: Interpolation = 'bi
 }
 
 /** crop() then resize() to `size` (torchvision F.resized_crop). */
-export function resizedCrop(x: Tensor, top: number, left: number, height: number, width: number, size: Size, interpolation: Interpolation = 'bilinear'): Tensor {
+export function resizedCrop(
+  x: Tensor,
+  top: number,
+  left: number,
+  height: number,
+  width: number,
+  size: Size,
+  interpolation: Interpolation = 'bilinear',
+): Tensor {
   return resize(crop(x, top, left, height, width), pairSize('resizedCrop: size', size), interpolation);
 }
 
@@ -298,7 +310,8 @@ function channelValues(what: string, v: number | readonly number[], c: number): 
   if (arr.length !== 1 && arr.length !== c) {
     throw new Error(`${what}: expected 1 or ${c} values (one per channel), got ${arr.length}`);
   }
-  if (arr.some((a) => typeof a !== 'number' || !Number.isFinite(a))) throw new Error(`${what}: expected finite numbers, got [${arr.join(', ')}]`);
+  if (arr.some((a) => typeof a !== 'number' || !Number.isFinite(a)))
+    throw new Error(`${what}: expected finite numbers, got [${arr.join(', ')}]`);
   return arr.length === 1 ? new Array<number>(c).fill(arr[0]) : arr;
 }
 
@@ -339,14 +352,15 @@ export function rgbToGrayscale(x: Tensor, numOutputChannels: 1 | 3 = 1): Tensor 
 }
 
 function checkFactor(what: string, f: number): void {
-  if (typeof f !== 'number' || !(f >= 0) || !Number.isFinite(f)) throw new Error(`${what}: expected a finite non-negative factor, got ${f}`);
+  if (typeof f !== 'number' || !(f >= 0) || !Number.isFinite(f))
+    throw new Error(`${what}: expected a finite non-negative factor, got ${f}`);
 }
 
 function checkColour(what: string, c: number): void {
   if (c !== 1 && c !== 3) throw new Error(`${what}: expected 1 or 3 channels, got ${c}`);
 }
 
-const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
+const clamp01 = (v: number): number => (v < 0 ? 0 : Math.min(v, 1));
 
 /** Multiplies by `factor` and clamps to [0, 1] (0 gives black, 1 the original). */
 export function adjustBrightness(x: Tensor, factor: number): Tensor {
@@ -381,7 +395,10 @@ export function adjustContrast(x: Tensor, factor: number): Tensor {
   return new Tensor(out, x.shape);
 }
 
-/** Blends each pixel with its grayscale value (0 gives grayscale, 1 the original); 1-channel images are returned as they are. */
+/**
+ * Blends each pixel with its grayscale value (0 gives grayscale, 1 the original); 1-channel images
+ * are returned as they are.
+ */
 export function adjustSaturation(x: Tensor, factor: number): Tensor {
   checkFactor('adjustSaturation', factor);
   const { n, c, h, w } = dims(x, 'adjustSaturation');
@@ -447,12 +464,36 @@ export function adjustHue(x: Tensor, factor: number): Tensor {
       const t = clamp01(v * (1 - s * (1 - f)));
       let rr: number, gg: number, bb: number;
       switch (((i6 % 6) + 6) % 6) {
-        case 0: rr = v; gg = t; bb = p; break;
-        case 1: rr = q; gg = v; bb = p; break;
-        case 2: rr = p; gg = v; bb = t; break;
-        case 3: rr = p; gg = q; bb = v; break;
-        case 4: rr = t; gg = p; bb = v; break;
-        default: rr = v; gg = p; bb = q; break;
+        case 0:
+          rr = v;
+          gg = t;
+          bb = p;
+          break;
+        case 1:
+          rr = q;
+          gg = v;
+          bb = p;
+          break;
+        case 2:
+          rr = p;
+          gg = v;
+          bb = t;
+          break;
+        case 3:
+          rr = p;
+          gg = q;
+          bb = v;
+          break;
+        case 4:
+          rr = t;
+          gg = p;
+          bb = v;
+          break;
+        default:
+          rr = v;
+          gg = p;
+          bb = q;
+          break;
       }
       out[o + j] = rr;
       out[o + plane + j] = gg;

@@ -56,7 +56,10 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   const type = bytes[2];
   const info = TYPES[type];
   if (!info) {
-    throw new Error(`${name}: magic number ${magicHex} has unknown type code 0x${type.toString(16).padStart(2, '0')} (expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)`);
+    throw new Error(
+      `${name}: magic number ${magicHex} has unknown type code 0x${type.toString(16).padStart(2, '0')} ` +
+        '(expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)',
+    );
   }
   const ndim = bytes[3];
   if (ndim < 1 || ndim > MAX_DIMS) {
@@ -64,7 +67,9 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   }
   const headerBytes = 4 + 4 * ndim;
   if (bytes.length < headerBytes) {
-    throw new Error(`${name}: truncated header: ${ndim} dimensions need ${headerBytes} header bytes, the file has ${bytes.length}`);
+    throw new Error(
+      `${name}: truncated header: ${ndim} dimensions need ${headerBytes} header bytes, the file has ${bytes.length}`,
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const dims: number[] = [];
@@ -80,7 +85,10 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   const expected = count * info.bytes;
   if (expected !== dataBytes) {
     const what = expected > dataBytes ? 'truncated' : 'has trailing bytes';
-    throw new Error(`${name}: ${what}: dimensions [${dims.join(', ')}] of ${info.name} need ${expected} data bytes, the file has ${dataBytes}`);
+    throw new Error(
+      `${name}: ${what}: dimensions [${dims.join(', ')}] of ${info.name} ` +
+        `need ${expected} data bytes, the file has ${dataBytes}`,
+    );
   }
   return { magic, type, dims, data: decode(bytes, view, headerBytes, count, type) };
 }
@@ -128,7 +136,8 @@ export function readIdxFile(path: string, opts: { maxBytes?: number } = {}): Idx
   } catch (e) {
     throw new Error(`${path}: cannot read: ${(e as Error).message}`);
   }
-  if (size > maxBytes) throw new Error(`${path}: ${size} bytes is more than the ${maxBytes}-byte limit for an IDX file`);
+  if (size > maxBytes)
+    throw new Error(`${path}: ${size} bytes is more than the ${maxBytes}-byte limit for an IDX file`);
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(path);

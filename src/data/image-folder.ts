@@ -35,7 +35,9 @@ interface SharpImage {
   toColourspace(space: string): SharpImage;
   removeAlpha(): SharpImage;
   raw(): SharpImage;
-  toBuffer(opts: { resolveWithObject: true }): Promise<{ data: Buffer; info: { width: number; height: number; channels: number; depth?: string } }>;
+  toBuffer(opts: {
+    resolveWithObject: true;
+  }): Promise<{ data: Buffer; info: { width: number; height: number; channels: number; depth?: string } }>;
 }
 type Sharp = (input: string, opts?: { limitInputPixels?: number }) => SharpImage;
 
@@ -50,7 +52,9 @@ export function loadSharp(): Sharp {
     try {
       sharpModule = createRequire(import.meta.url)('sharp') as Sharp;
     } catch (e) {
-      throw new Error(`ImageFolder: decoding images needs the 'sharp' package (npm install sharp): ${(e as Error).message}`);
+      throw new Error(
+        `ImageFolder: decoding images needs the 'sharp' package (npm install sharp): ${(e as Error).message}`,
+      );
     }
   }
   return sharpModule;
@@ -71,7 +75,11 @@ export class ImageFolder implements AsyncDataset {
   private readonly transform: Transform | null;
   private readonly extensions: string[];
 
-  constructor(readonly root: string, opts: ImageFolderOptions = {}, scanned?: { classes: string[]; samples: [string, number][] }) {
+  constructor(
+    readonly root: string,
+    opts: ImageFolderOptions = {},
+    scanned?: { classes: string[]; samples: [string, number][] },
+  ) {
     if (typeof root !== 'string') throw new Error(`ImageFolder: root must be a folder path, got ${typeof root}`);
     const size = opts.size ?? null;
     if (size !== null) {
@@ -109,21 +117,40 @@ export class ImageFolder implements AsyncDataset {
   workerSource(): WorkerSource {
     const spec: TransformSpec | null = this.transform ? (this.transform.spec ?? null) : null;
     if (this.transform && !spec) {
-      throw new Error('ImageFolder: with numWorkers > 0 the transform must be built from ferroconv transforms (a custom function cannot be sent to a worker thread)');
+      throw new Error(
+        'ImageFolder: with numWorkers > 0 the transform must be built from ferroconv transforms ' +
+          '(a custom function cannot be sent to a worker thread)',
+      );
     }
     return {
       kind: 'imageFolder',
       root: this.root,
-      options: { size: this.size, transform: spec, extensions: this.extensions, classes: this.classes, samples: this.samples },
+      options: {
+        size: this.size,
+        transform: spec,
+        extensions: this.extensions,
+        classes: this.classes,
+        samples: this.samples,
+      },
     };
   }
 
   /** Rebuilds an ImageFolder from workerSource().options without scanning the disk again. */
   static fromWorkerOptions(root: string, options: unknown): ImageFolder {
-    const o = options as { size: Size | null; transform: TransformSpec | null; extensions: string[]; classes: string[]; samples: [string, number][] };
+    const o = options as {
+      size: Size | null;
+      transform: TransformSpec | null;
+      extensions: string[];
+      classes: string[];
+      samples: [string, number][];
+    };
     return new ImageFolder(
       root,
-      { size: o.size ?? undefined, transform: o.transform ? transformFromSpec(o.transform) : undefined, extensions: o.extensions },
+      {
+        size: o.size ?? undefined,
+        transform: o.transform ? transformFromSpec(o.transform) : undefined,
+        extensions: o.extensions,
+      },
       { classes: o.classes, samples: o.samples },
     );
   }
@@ -142,7 +169,10 @@ const MAX_DECODED_PIXELS = 2 ** 24;
  * Decodes an image file to float32 [3, H, W] in [0, 1]. `size`: shorter side (number) or exact
  * [h, w]; null keeps the file's size.
  */
-export async function decodeImage(path: string, size: number | [number, number] | null = null): Promise<ReturnType<typeof toTensor>> {
+export async function decodeImage(
+  path: string,
+  size: number | [number, number] | null = null,
+): Promise<ReturnType<typeof toTensor>> {
   const sharp = loadSharp();
   try {
     // The same cap on what the file declares: a 114-byte PNG can claim hundreds of megapixels,
@@ -166,12 +196,15 @@ export async function decodeImage(path: string, size: number | [number, number] 
     // A tiny file can declare an extreme aspect ratio (millions of pixels by a few): keeping its
     // shorter side would ask libvips for a gigantic image, seconds and gigabytes for nothing.
     if (h * w > MAX_DECODED_PIXELS) {
-      const what = size === null ? 'decoding at the file\'s size' : 'resizing';
-      throw new Error(`${what} to ${h}x${w} would make ${h * w} pixels (at most ${MAX_DECODED_PIXELS}; pass a smaller size)`);
+      const what = size === null ? "decoding at the file's size" : 'resizing';
+      throw new Error(
+        `${what} to ${h}x${w} would make ${h * w} pixels (at most ${MAX_DECODED_PIXELS}; pass a smaller size)`,
+      );
     }
     if (size !== null) img = img.resize({ width: w, height: h, fit: 'fill', kernel: 'linear' });
     const { data, info } = await img.toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    if (info.depth !== undefined && info.depth !== 'uchar') throw new Error(`decoded to ${info.depth} samples, expected 8-bit`);
+    if (info.depth !== undefined && info.depth !== 'uchar')
+      throw new Error(`decoded to ${info.depth} samples, expected 8-bit`);
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
     return toTensor(data, info);
   } catch (e) {
@@ -223,7 +256,10 @@ function scan(root: string, extensions: string[]): { classes: string[]; samples:
     if (samples.length === before) empty.push(cls);
   });
   if (empty.length > 0) {
-    throw new Error(`ImageFolder: no ${extensions.join('/')} files for class${empty.length > 1 ? 'es' : ''} ${empty.join(', ')} in ${root}`);
+    throw new Error(
+      `ImageFolder: no ${extensions.join('/')} files for class${empty.length > 1 ? 'es' : ''} ` +
+        `${empty.join(', ')} in ${root}`,
+    );
   }
   return { classes, samples };
 }

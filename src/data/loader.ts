@@ -46,7 +46,8 @@ export interface DataLoaderState {
 }
 
 function count(what: string, v: number, min: number): number {
-  if (!Number.isSafeInteger(v) || v < min) throw new Error(`DataLoader: ${what} must be an integer >= ${min}, got ${describe(v)}`);
+  if (!Number.isSafeInteger(v) || v < min)
+    throw new Error(`DataLoader: ${what} must be an integer >= ${min}, got ${describe(v)}`);
   return v;
 }
 
@@ -73,7 +74,10 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
   private iterating = false;
   private pool: WorkerPool | null = null;
 
-  constructor(readonly dataset: D, opts: DataLoaderOptions = {}) {
+  constructor(
+    readonly dataset: D,
+    opts: DataLoaderOptions = {},
+  ) {
     if (!dataset || !Number.isInteger(dataset.length) || dataset.length < 0) {
       throw new Error('DataLoader: dataset must have an integer length and get() or getAsync()');
     }
@@ -94,10 +98,15 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
     this.seedValue = opts.seed ?? globalRng.nextU32();
     if (this.numWorkers > 0) {
       if (typeof dataset.workerSource !== 'function') {
-        throw new Error('DataLoader: numWorkers > 0 needs a dataset with workerSource() (see WorkerSource), this one has none');
+        throw new Error(
+          'DataLoader: numWorkers > 0 needs a dataset with workerSource() (see WorkerSource), this one has none',
+        );
       }
       if (this.transform && !this.transform.spec) {
-        throw new Error('DataLoader: numWorkers > 0 needs transforms made by ferroconv (compose, randomCrop, ...): a custom function cannot be sent to a worker thread');
+        throw new Error(
+          'DataLoader: numWorkers > 0 needs transforms made by ferroconv (compose, randomCrop, ...): ' +
+            'a custom function cannot be sent to a worker thread',
+        );
       }
     }
   }
@@ -141,7 +150,14 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
       epoch += 1;
       position = 0;
     }
-    return { seed: this.seedValue, epoch, position, batchSize: this.batchSize, numSamples: this.dataset.length, shuffle: this.shuffle };
+    return {
+      seed: this.seedValue,
+      epoch,
+      position,
+      batchSize: this.batchSize,
+      numSamples: this.dataset.length,
+      shuffle: this.shuffle,
+    };
   }
 
   /** Restores getState() (e.g. from a checkpoint): the next iteration continues from there. */
@@ -155,20 +171,30 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
   /** Checks `state` exactly as setState would, without changing anything. */
   validateState(state: DataLoaderState): void {
     this.checkIdle('setState');
-    if (!state || typeof state !== 'object') throw new Error('DataLoader.setState: expected a state object from getState()');
+    if (!state || typeof state !== 'object')
+      throw new Error('DataLoader.setState: expected a state object from getState()');
     checkSeed('DataLoader.setState: seed', state.seed);
     count('setState: epoch', state.epoch, 0);
     if (state.batchSize !== this.batchSize) {
-      throw new Error(`DataLoader.setState: state is for batchSize ${describe(state.batchSize)}, this loader has ${this.batchSize}`);
+      throw new Error(
+        `DataLoader.setState: state is for batchSize ${describe(state.batchSize)}, this loader has ${this.batchSize}`,
+      );
     }
     if (state.numSamples !== this.dataset.length) {
-      throw new Error(`DataLoader.setState: state is for a dataset of ${describe(state.numSamples)} samples, this one has ${this.dataset.length}`);
+      throw new Error(
+        `DataLoader.setState: state is for a dataset of ${describe(state.numSamples)} samples, ` +
+          `this one has ${this.dataset.length}`,
+      );
     }
     if (state.shuffle !== undefined && state.shuffle !== this.shuffle) {
-      throw new Error(`DataLoader.setState: state has shuffle ${describe(state.shuffle)}, this loader has ${this.shuffle}`);
+      throw new Error(
+        `DataLoader.setState: state has shuffle ${describe(state.shuffle)}, this loader has ${this.shuffle}`,
+      );
     }
     if (!Number.isInteger(state.position) || state.position < 0 || state.position > this.length) {
-      throw new Error(`DataLoader.setState: position must be an integer in [0, ${this.length}], got ${describe(state.position)}`);
+      throw new Error(
+        `DataLoader.setState: position must be an integer in [0, ${this.length}], got ${describe(state.position)}`,
+      );
     }
   }
 
@@ -193,7 +219,8 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
       const epoch = this.epochValue;
       const nBatches = this.length;
       const order = this.order(epoch);
-      const slice = (b: number): Int32Array => order.slice(b * this.batchSize, Math.min((b + 1) * this.batchSize, order.length));
+      const slice = (b: number): Int32Array =>
+        order.slice(b * this.batchSize, Math.min((b + 1) * this.batchSize, order.length));
       if (this.numWorkers > 0 && this.positionValue < nBatches) {
         this.pool = new WorkerPool(this.numWorkers, {
           source: this.dataset.workerSource!(),
@@ -208,7 +235,9 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
         pool
           ? pool.run(epoch, slice(b))
           : // Yield to the event loop first, so the consumer runs before this batch is built.
-            new Promise<void>((resolve) => setImmediate(resolve)).then(() => loadBatch(this.dataset, slice(b), { seed, epoch, transform }));
+            new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+              loadBatch(this.dataset, slice(b), { seed, epoch, transform }),
+            );
       let next = this.positionValue;
       const fill = (): void => {
         while (inflight.length < this.prefetch && next < nBatches) {

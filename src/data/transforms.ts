@@ -43,7 +43,8 @@ export function compose(transforms: Transform[]): Transform {
   const list = [...transforms];
   const t = (x: Tensor, rng: Rng = globalRng): Tensor => list.reduce((acc, f) => f(acc, rng), x);
   // Serialisable only if every part is.
-  if (list.every((f) => f.spec)) Object.defineProperty(t, 'spec', { value: { name: 'compose', args: [list.map((f) => f.spec)] }, enumerable: true });
+  if (list.every((f) => f.spec))
+    Object.defineProperty(t, 'spec', { value: { name: 'compose', args: [list.map((f) => f.spec)] }, enumerable: true });
   return t as Transform;
 }
 
@@ -134,9 +135,14 @@ export function randomResizedCrop(size: Size, opts: RandomResizedCropOptions = {
   const ratio = opts.ratio ?? [3 / 4, 4 / 3];
   const interpolation = opts.interpolation ?? 'bilinear';
   const okRange = (r: unknown, positive: boolean): boolean =>
-    Array.isArray(r) && r.length === 2 && r.every((v) => typeof v === 'number' && Number.isFinite(v) && (positive ? v > 0 : v >= 0)) && r[0] <= r[1];
-  if (!okRange(scale, false)) throw new Error(`randomResizedCrop: scale must be [min, max] with 0 <= min <= max, got ${JSON.stringify(scale)}`);
-  if (!okRange(ratio, true)) throw new Error(`randomResizedCrop: ratio must be [min, max] with 0 < min <= max, got ${JSON.stringify(ratio)}`);
+    Array.isArray(r) &&
+    r.length === 2 &&
+    r.every((v) => typeof v === 'number' && Number.isFinite(v) && (positive ? v > 0 : v >= 0)) &&
+    r[0] <= r[1];
+  if (!okRange(scale, false))
+    throw new Error(`randomResizedCrop: scale must be [min, max] with 0 <= min <= max, got ${JSON.stringify(scale)}`);
+  if (!okRange(ratio, true))
+    throw new Error(`randomResizedCrop: ratio must be [min, max] with 0 < min <= max, got ${JSON.stringify(ratio)}`);
   return make('randomResizedCrop', [size, { scale, ratio, interpolation }], (x, rng) => {
     const [h, w] = x.shape.slice(-2);
     const [top, left, ch, cw] = randomResizedCropParams(h, w, scale, ratio, rng);
@@ -145,7 +151,13 @@ export function randomResizedCrop(size: Size, opts: RandomResizedCropOptions = {
 }
 
 /** torchvision's RandomResizedCrop.get_params: [top, left, height, width] of the crop. */
-export function randomResizedCropParams(height: number, width: number, scale: readonly number[], ratio: readonly number[], rng: Rng): [number, number, number, number] {
+export function randomResizedCropParams(
+  height: number,
+  width: number,
+  scale: readonly number[],
+  ratio: readonly number[],
+  rng: Rng,
+): [number, number, number, number] {
   const area = height * width;
   const logLo = Math.log(ratio[0]);
   const logHi = Math.log(ratio[1]);
@@ -191,7 +203,10 @@ export function randomVerticalFlip(p = 0.5): Transform {
   return make('randomVerticalFlip', [p], (x, rng) => (rng.next() < p ? F.vflip(x) : x));
 }
 
-/** (x - mean[c]) / std[c] per channel (torchvision Normalize), e.g. ImageNet's [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225]. */
+/**
+ * (x - mean[c]) / std[c] per channel (torchvision Normalize), e.g. ImageNet's
+ * [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225].
+ */
 export function normalize(mean: number | number[], std: number | number[]): Transform {
   const m = typeof mean === 'number' ? [mean] : [...mean];
   const s = typeof std === 'number' ? [std] : [...std];
@@ -213,11 +228,18 @@ export interface ColorJitterOptions {
   hue?: number | [number, number];
 }
 
-function jitterRange(what: string, v: number | [number, number] | undefined, center: number, bound: [number, number], clipFirst: boolean): [number, number] | null {
+function jitterRange(
+  what: string,
+  v: number | [number, number] | undefined,
+  center: number,
+  bound: [number, number],
+  clipFirst: boolean,
+): [number, number] | null {
   if (v === undefined || v === 0) return null;
   let r: [number, number];
   if (typeof v === 'number') {
-    if (!(v >= 0) || !Number.isFinite(v)) throw new Error(`colorJitter: ${what} must be a non-negative number, got ${v}`);
+    if (!(v >= 0) || !Number.isFinite(v))
+      throw new Error(`colorJitter: ${what} must be a non-negative number, got ${v}`);
     r = [center - v, center + v];
     if (clipFirst) r[0] = Math.max(r[0], 0);
   } else if (Array.isArray(v) && v.length === 2 && v.every((a) => typeof a === 'number' && Number.isFinite(a))) {
@@ -240,7 +262,12 @@ export function colorJitter(opts: ColorJitterOptions = {}): Transform {
   const c = jitterRange('contrast', opts.contrast, 1, [0, Infinity], true);
   const s = jitterRange('saturation', opts.saturation, 1, [0, Infinity], true);
   const h = jitterRange('hue', opts.hue, 0, [-0.5, 0.5], false);
-  const spec = { brightness: opts.brightness ?? 0, contrast: opts.contrast ?? 0, saturation: opts.saturation ?? 0, hue: opts.hue ?? 0 };
+  const spec = {
+    brightness: opts.brightness ?? 0,
+    contrast: opts.contrast ?? 0,
+    saturation: opts.saturation ?? 0,
+    hue: opts.hue ?? 0,
+  };
   return make('colorJitter', [spec], (x, rng) => {
     const order = [0, 1, 2, 3];
     for (let i = 3; i > 0; i--) {
@@ -265,7 +292,8 @@ export function colorJitter(opts: ColorJitterOptions = {}): Transform {
 
 /** Converts 3-channel images to grayscale with `numOutputChannels` (1 or 3) channels (torchvision Grayscale). */
 export function grayscale(numOutputChannels: 1 | 3 = 1): Transform {
-  if (numOutputChannels !== 1 && numOutputChannels !== 3) throw new Error(`grayscale: numOutputChannels must be 1 or 3, got ${numOutputChannels}`);
+  if (numOutputChannels !== 1 && numOutputChannels !== 3)
+    throw new Error(`grayscale: numOutputChannels must be 1 or 3, got ${numOutputChannels}`);
   return make('grayscale', [numOutputChannels], (x) => F.rgbToGrayscale(x, numOutputChannels));
 }
 

@@ -137,19 +137,26 @@ function spawn(init: WorkerInit): Worker {
   const js = new URL('./worker.js', import.meta.url);
   if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData: init });
   const ts = new URL('./worker.ts', import.meta.url);
-  if (!existsSync(fileURLToPath(ts))) throw new Error(`DataLoader: worker script not found next to ${fileURLToPath(import.meta.url)}`);
+  if (!existsSync(fileURLToPath(ts)))
+    throw new Error(`DataLoader: worker script not found next to ${fileURLToPath(import.meta.url)}`);
   // Running from the TypeScript sources (vitest, tsx): compile the worker on the fly with tsx.
   const api = tsxApi();
-  const code = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(ts.href)}, ${JSON.stringify(ts.href)}))`;
+  const href = JSON.stringify(ts.href);
+  const code = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${href}, ${href}))`;
   return new Worker(code, { eval: true, workerData: init });
 }
 
 function tsxApi(): string {
   try {
     const pkgPath = createRequire(import.meta.url).resolve('tsx/package.json');
-    const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
+    const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
+      exports: Record<string, { import: { default: string } }>;
+    };
     return pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api'].import.default)).href;
   } catch (e) {
-    throw new Error(`DataLoader: numWorkers > 0 from TypeScript sources needs the 'tsx' package (or run the compiled dist/): ${(e as Error).message}`);
+    throw new Error(
+      `DataLoader: numWorkers > 0 from TypeScript sources needs the 'tsx' package (or run the compiled dist/): ` +
+        `${(e as Error).message}`,
+    );
   }
 }

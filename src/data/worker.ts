@@ -13,7 +13,10 @@ import type { WorkerInit, WorkerReply, WorkerRequest } from './worker-pool.js';
 async function buildDataset(source: WorkerSource): Promise<AnyDataset> {
   switch (source.kind) {
     case 'tensor':
-      return new TensorDataset(new Tensor(new Float32Array(source.images), source.shape), new Int32Array(source.labels));
+      return new TensorDataset(
+        new Tensor(new Float32Array(source.images), source.shape),
+        new Int32Array(source.labels),
+      );
     case 'mnist':
       return new MnistDataset(new Uint8Array(source.pixels), source.shape, new Uint8Array(source.labels), {
         mean: source.mean,
@@ -27,7 +30,8 @@ async function buildDataset(source: WorkerSource): Promise<AnyDataset> {
     case 'module': {
       const mod = (await import(source.url)) as Record<string, unknown>;
       const factory = mod[source.exportName];
-      if (typeof factory !== 'function') throw new Error(`${source.url} has no exported function '${source.exportName}'`);
+      if (typeof factory !== 'function')
+        throw new Error(`${source.url} has no exported function '${source.exportName}'`);
       return (await (factory as (args: unknown) => AnyDataset | Promise<AnyDataset>)(source.args)) as AnyDataset;
     }
     default:
@@ -53,11 +57,19 @@ port.on('message', async (req: WorkerRequest) => {
     const batch = await loadBatch(dataset, req.indices, { seed: init.seed, epoch: req.epoch, transform });
     let images = batch.images.data;
     // Only a buffer the batch owns outright can be transferred (not a view into dataset memory).
-    if (images.byteOffset !== 0 || images.byteLength !== images.buffer.byteLength || !(images.buffer instanceof ArrayBuffer)) {
+    if (
+      images.byteOffset !== 0 ||
+      images.byteLength !== images.buffer.byteLength ||
+      !(images.buffer instanceof ArrayBuffer)
+    ) {
       images = images.slice();
     }
     let labels = batch.labels;
-    if (labels.byteOffset !== 0 || labels.byteLength !== labels.buffer.byteLength || !(labels.buffer instanceof ArrayBuffer)) {
+    if (
+      labels.byteOffset !== 0 ||
+      labels.byteLength !== labels.buffer.byteLength ||
+      !(labels.buffer instanceof ArrayBuffer)
+    ) {
       labels = labels.slice();
     }
     transfer.push(images.buffer as ArrayBuffer, labels.buffer as ArrayBuffer);

@@ -14,7 +14,16 @@ const MAX_HEADER = 100 * 1024 * 1024;
 
 // A Map, not an object literal: `dtype in {...}` would accept "__proto__" or "toString".
 const DTYPE_SIZE = new Map<string, number>([
-  ['F32', 4], ['F64', 8], ['F16', 2], ['BF16', 2], ['I64', 8], ['I32', 4], ['I16', 2], ['I8', 1], ['U8', 1], ['BOOL', 1],
+  ['F32', 4],
+  ['F64', 8],
+  ['F16', 2],
+  ['BF16', 2],
+  ['I64', 8],
+  ['I32', 4],
+  ['I16', 2],
+  ['I8', 1],
+  ['U8', 1],
+  ['BOOL', 1],
 ]);
 
 export interface SafetensorsFile {
@@ -132,7 +141,10 @@ function describeJson(v: unknown, depth = 0): string {
   }
   if (v !== null && typeof v === 'object') {
     const keys = Object.keys(v);
-    return `{${keys.slice(0, 4).map((k) => JSON.stringify(k.slice(0, 20))).join(',')}${keys.length > 4 ? ',…' : ''}}`;
+    return `{${keys
+      .slice(0, 4)
+      .map((k) => JSON.stringify(k.slice(0, 20)))
+      .join(',')}${keys.length > 4 ? ',…' : ''}}`;
   }
   return JSON.stringify(v).slice(0, 80);
 }
@@ -164,7 +176,8 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
   } catch (e) {
     fail(path, `header is not valid JSON (${(e as Error).message})`);
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(path, 'header must be a JSON object');
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    fail(path, 'header must be a JSON object');
   const dup = duplicateKey(text);
   if (dup !== undefined) fail(path, `header has the key ${dup} more than once`);
   const dataStart = 8 + hl;
@@ -177,9 +190,11 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
       // The reference reads it as Option<HashMap<String, String>>: null is "none", anything but
       // an object of strings is an error.
       if (entry === null) continue;
-      if (typeof entry !== 'object' || Array.isArray(entry)) fail(path, `__metadata__ must be an object of strings, got ${describeJson(entry)}`);
+      if (typeof entry !== 'object' || Array.isArray(entry))
+        fail(path, `__metadata__ must be an object of strings, got ${describeJson(entry)}`);
       metadataEntries = Object.entries(entry as Record<string, unknown>).map(([k, v]) => {
-        if (typeof v !== 'string') fail(path, `__metadata__[${JSON.stringify(k)}] must be a string, got ${describeJson(v)}`);
+        if (typeof v !== 'string')
+          fail(path, `__metadata__[${JSON.stringify(k)}] must be a string, got ${describeJson(v)}`);
         return [k, v];
       });
       continue;
@@ -194,14 +209,27 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
       fail(path, `tensor '${name}': shape must be a list of non-negative integers, got ${describeJson(shape)}`);
     }
     const offs = e.data_offsets;
-    if (!Array.isArray(offs) || offs.length !== 2 || offs.some((d) => !Number.isSafeInteger(d) || d < 0) || offs[0] > offs[1]) {
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      offs.some((d) => !Number.isSafeInteger(d) || d < 0) ||
+      offs[0] > offs[1]
+    ) {
       fail(path, `tensor '${name}': data_offsets must be [begin, end], got ${describeJson(offs)}`);
     }
     const [begin, end] = offs as [number, number];
-    if (end > dataLen) fail(path, `tensor '${name}': data [${begin}, ${end}) runs past the end of the file (${dataLen} data bytes; truncated?)`);
+    if (end > dataLen)
+      fail(
+        path,
+        `tensor '${name}': data [${begin}, ${end}) runs past the end of the file (${dataLen} data bytes; truncated?)`,
+      );
     const count = (shape as number[]).reduce((a, b) => a * b, 1);
     if (count * size !== end - begin) {
-      fail(path, `tensor '${name}': shape [${shape.join(', ')}] of ${dtype} needs ${count * size} bytes, offsets give ${end - begin}`);
+      fail(
+        path,
+        `tensor '${name}': shape [${shape.join(', ')}] of ${dtype} ` +
+          `needs ${count * size} bytes, offsets give ${end - begin}`,
+      );
     }
     entries.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
   }
@@ -211,16 +239,27 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
   let prev: Entry | undefined;
   for (const t of ordered) {
     if (t.begin < at) {
-      fail(path, `tensor '${t.name}': data [${t.begin}, ${t.end}) overlaps tensor '${prev!.name}' [${prev!.begin}, ${prev!.end})`);
+      fail(
+        path,
+        `tensor '${t.name}': data [${t.begin}, ${t.end}) overlaps ` +
+          `tensor '${prev!.name}' [${prev!.begin}, ${prev!.end})`,
+      );
     }
     if (t.begin > at) {
       const after = prev ? `tensor '${prev.name}' ends at ${at}` : 'the data section starts at 0';
-      fail(path, `tensor '${t.name}': data begins at ${t.begin} but ${after}: ${t.begin - at} bytes belong to no tensor`);
+      fail(
+        path,
+        `tensor '${t.name}': data begins at ${t.begin} but ${after}: ${t.begin - at} bytes belong to no tensor`,
+      );
     }
     at = t.end;
     prev = t;
   }
-  if (at !== dataLen) fail(path, `${dataLen - at} bytes after the last tensor's data (the tensors cover [0, ${at}) of ${dataLen} data bytes)`);
+  if (at !== dataLen)
+    fail(
+      path,
+      `${dataLen - at} bytes after the last tensor's data (the tensors cover [0, ${at}) of ${dataLen} data bytes)`,
+    );
   const tensors = new Map<string, Tensor>();
   for (const t of entries) {
     const count = t.shape.reduce((a, b) => a * b, 1);
@@ -252,14 +291,19 @@ export function serializeSafetensors(tensors: Map<string, Tensor>, opts: SaveOpt
   const header: Record<string, unknown> = Object.create(null);
   if (opts.metadata) {
     for (const [k, v] of Object.entries(opts.metadata)) {
-      if (typeof v !== 'string') throw new Error(`save: metadata[${JSON.stringify(k)}] must be a string (safetensors metadata is string -> string), got ${typeof v}`);
+      if (typeof v !== 'string')
+        throw new Error(
+          `save: metadata[${JSON.stringify(k)}] must be a string ` +
+            `(safetensors metadata is string -> string), got ${typeof v}`,
+        );
     }
     header.__metadata__ = opts.metadata;
   }
   const parts: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
-    if (name === '__metadata__') throw new Error("save: '__metadata__' is reserved by the safetensors format and cannot name a tensor");
+    if (name === '__metadata__')
+      throw new Error("save: '__metadata__' is reserved by the safetensors format and cannot name a tensor");
     const asInt = opts.int64?.(name) ?? false;
     let bytes: Uint8Array;
     if (asInt) {

@@ -26,10 +26,14 @@ export interface Prediction {
 }
 
 /** The [1, 3, crop, crop] input torchvision's ImageNet preset makes from an image file. */
-export async function preprocessImage(path: string, opts: { resizeSize?: number; cropSize?: number } = {}): Promise<Tensor> {
+export async function preprocessImage(
+  path: string,
+  opts: { resizeSize?: number; cropSize?: number } = {},
+): Promise<Tensor> {
   const resizeSize = opts.resizeSize ?? 256;
   const cropSize = opts.cropSize ?? 224;
-  if (cropSize > resizeSize) throw new Error(`classify: cropSize (${cropSize}) must not exceed resizeSize (${resizeSize})`);
+  if (cropSize > resizeSize)
+    throw new Error(`classify: cropSize (${cropSize}) must not exceed resizeSize (${resizeSize})`);
   const img = await decodeImage(path, resizeSize);
   const x = normalize(centerCrop(img, cropSize), IMAGENET_MEAN, IMAGENET_STD);
   return new Tensor(x.data, [1, ...x.shape]);

@@ -32,7 +32,12 @@ export class DenseLayer extends Module {
   readonly relu2: ReLU;
   readonly conv2: Conv2d;
 
-  constructor(numInputFeatures: number, growthRate: number, bnSize: number, readonly dropRate = 0) {
+  constructor(
+    numInputFeatures: number,
+    growthRate: number,
+    bnSize: number,
+    readonly dropRate = 0,
+  ) {
     super();
     this.norm1 = this.addModule('norm1', new BatchNorm2d(numInputFeatures));
     this.relu1 = this.addModule('relu1', new ReLU());
@@ -138,7 +143,10 @@ export class DenseNet extends Module {
     );
     let numFeatures = numInitFeatures;
     blockConfig.forEach((numLayers, i) => {
-      this.features.append([`denseblock${i + 1}`, new DenseBlock(numLayers, numFeatures, bnSize, growthRate, dropRate)]);
+      this.features.append([
+        `denseblock${i + 1}`,
+        new DenseBlock(numLayers, numFeatures, bnSize, growthRate, dropRate),
+      ]);
       numFeatures += numLayers * growthRate;
       if (i !== blockConfig.length - 1) {
         this.features.append([`transition${i + 1}`, new Transition(numFeatures, Math.floor(numFeatures / 2))]);
@@ -168,8 +176,10 @@ export class DenseNet extends Module {
 /** Options of the DenseNet factories (the architecture itself is fixed by the name). */
 export type DenseNetFactoryOptions = Pick<DenseNetOptions, 'numClasses' | 'dropRate'>;
 
-const densenet = (growthRate: number, blockConfig: readonly number[], numInitFeatures: number) =>
-  (opts: DenseNetFactoryOptions = {}): DenseNet => new DenseNet({ ...opts, growthRate, blockConfig, numInitFeatures });
+const densenet =
+  (growthRate: number, blockConfig: readonly number[], numInitFeatures: number) =>
+  (opts: DenseNetFactoryOptions = {}): DenseNet =>
+    new DenseNet({ ...opts, growthRate, blockConfig, numInitFeatures });
 
 /** DenseNet-121: k 32, blocks [6, 12, 24, 16], 7,978,856 parameters at 1000 classes. */
 export const densenet121 = densenet(32, [6, 12, 24, 16], 64);

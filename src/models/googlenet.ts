@@ -27,7 +27,12 @@ export class BasicConv2d extends Module {
   readonly conv: Conv2d;
   readonly bn: BatchNorm2d;
 
-  constructor(inChannels: number, outChannels: number, kernelSize: number, opts: Pick<Conv2dLayerOptions, 'stride' | 'padding'> = {}) {
+  constructor(
+    inChannels: number,
+    outChannels: number,
+    kernelSize: number,
+    opts: Pick<Conv2dLayerOptions, 'stride' | 'padding'> = {},
+  ) {
     super();
     this.conv = this.addModule('conv', new Conv2d(inChannels, outChannels, kernelSize, { ...opts, bias: false }));
     this.bn = this.addModule('bn', new BatchNorm2d(outChannels, { eps: 0.001 }));
@@ -49,7 +54,15 @@ export class Inception extends Module {
   readonly branch3: Sequential;
   readonly branch4: Sequential;
 
-  constructor(inChannels: number, ch1x1: number, ch3x3red: number, ch3x3: number, ch5x5red: number, ch5x5: number, poolProj: number) {
+  constructor(
+    inChannels: number,
+    ch1x1: number,
+    ch3x3red: number,
+    ch3x3: number,
+    ch5x5red: number,
+    ch5x5: number,
+    poolProj: number,
+  ) {
     super();
     this.branch1 = this.addModule('branch1', new BasicConv2d(inChannels, ch1x1, 1));
     this.branch2 = this.addModule(
@@ -62,7 +75,10 @@ export class Inception extends Module {
     );
     this.branch4 = this.addModule(
       'branch4',
-      new Sequential(new MaxPool2d(3, { stride: 1, padding: 1, ceilMode: true }), new BasicConv2d(inChannels, poolProj, 1)),
+      new Sequential(
+        new MaxPool2d(3, { stride: 1, padding: 1, ceilMode: true }),
+        new BasicConv2d(inChannels, poolProj, 1),
+      ),
     );
   }
 
@@ -203,8 +219,14 @@ export class GoogLeNet extends Module {
   }
 
   private transform(x: Tensor): Tensor {
-    const scale = new Tensor(Float32Array.from(IMAGENET_STD, (s) => s / 0.5), [1, 3, 1, 1]);
-    const shift = new Tensor(Float32Array.from(IMAGENET_MEAN, (m) => (m - 0.5) / 0.5), [1, 3, 1, 1]);
+    const scale = new Tensor(
+      Float32Array.from(IMAGENET_STD, (s) => s / 0.5),
+      [1, 3, 1, 1],
+    );
+    const shift = new Tensor(
+      Float32Array.from(IMAGENET_MEAN, (m) => (m - 0.5) / 0.5),
+      [1, 3, 1, 1],
+    );
     return add(mul(x, scale), shift);
   }
 

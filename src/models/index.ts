@@ -4,20 +4,62 @@
 export { LeNet5, lenet5, type LeNet5Options } from './lenet.js';
 export { AlexNet, alexnet, type AlexNetOptions } from './alexnet.js';
 export {
-  VGG, makeVggLayers, vggConfigs, vgg11, vgg11Bn, vgg13, vgg13Bn, vgg16, vgg16Bn, vgg19, vgg19Bn,
-  type VggConfig, type VggOptions,
+  VGG,
+  makeVggLayers,
+  vggConfigs,
+  vgg11,
+  vgg11Bn,
+  vgg13,
+  vgg13Bn,
+  vgg16,
+  vgg16Bn,
+  vgg19,
+  vgg19Bn,
+  type VggConfig,
+  type VggOptions,
 } from './vgg.js';
 export {
-  GoogLeNet, BasicConv2d, Inception, InceptionAux, googlenet, type GoogLeNetOptions, type GoogLeNetOutputs,
+  GoogLeNet,
+  BasicConv2d,
+  Inception,
+  InceptionAux,
+  googlenet,
+  type GoogLeNetOptions,
+  type GoogLeNetOutputs,
 } from './googlenet.js';
 export {
-  ResNet, BasicBlock, Bottleneck, resnet18, resnet34, resnet50, resnet101, resnet152,
-  type BlockKind, type ResNetOptions, type ResNetFactoryOptions, type ResidualBlockOptions,
+  ResNet,
+  BasicBlock,
+  Bottleneck,
+  resnet18,
+  resnet34,
+  resnet50,
+  resnet101,
+  resnet152,
+  type BlockKind,
+  type ResNetOptions,
+  type ResNetFactoryOptions,
+  type ResidualBlockOptions,
 } from './resnet.js';
 export {
-  DenseNet, DenseLayer, DenseBlock, Transition, densenet121, densenet161, densenet169, densenet201,
-  type DenseNetOptions, type DenseNetFactoryOptions,
+  DenseNet,
+  DenseLayer,
+  DenseBlock,
+  Transition,
+  densenet121,
+  densenet161,
+  densenet169,
+  densenet201,
+  type DenseNetOptions,
+  type DenseNetFactoryOptions,
 } from './densenet.js';
 export { stochasticDepth, linearSurvivalProb } from './stochastic-depth.js';
 export { mnistNet } from './mnist-net.js';
-export { classify, preprocessImage, IMAGENET_MEAN, IMAGENET_STD, type ClassifyOptions, type Prediction } from './classify.js';
+export {
+  classify,
+  preprocessImage,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  type ClassifyOptions,
+  type Prediction,
+} from './classify.js';

@@ -18,7 +18,8 @@ const annotated = new WeakSet<Error>();
 export function checkModelInput(model: string, x: Tensor, channels: number, firstLayer: string): void {
   if (x.ndim !== 4 || x.shape[1] !== channels) {
     throw new Error(
-      `${model}: expected input [N, ${channels}, H, W] (layer '${firstLayer}' takes ${channels} channel${channels === 1 ? '' : 's'}), got ${fmt(x.shape)}`,
+      `${model}: expected input [N, ${channels}, H, W] (layer '${firstLayer}' ` +
+        `takes ${channels} channel${channels === 1 ? '' : 's'}), got ${fmt(x.shape)}`,
     );
   }
 }

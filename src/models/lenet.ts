@@ -52,7 +52,13 @@ export class LeNet5 extends Module {
     );
     this.classifier = this.addModule(
       'classifier',
-      new Sequential(new Linear(16 * 5 * 5, 120), new ReLU(), new Linear(120, 84), new ReLU(), new Linear(84, numClasses)),
+      new Sequential(
+        new Linear(16 * 5 * 5, 120),
+        new ReLU(),
+        new Linear(120, 84),
+        new ReLU(),
+        new Linear(84, numClasses),
+      ),
     );
     guardLayers(this, 'LeNet5');
   }

@@ -66,7 +66,14 @@ abstract class ResidualBlock extends Module {
    * relu(stochasticDepth(bn(conv(branchIn))) + shortcut(x)): the block's last conv. In inference
    * it runs as one fused conv (batch norm folded in, residual add and ReLU in its epilogue).
    */
-  protected finish(conv: Conv2d, bn: BatchNorm2d, branchIn: Tensor, x: Tensor, downsample: Sequential | null, relu: ReLU): Tensor {
+  protected finish(
+    conv: Conv2d,
+    bn: BatchNorm2d,
+    branchIn: Tensor,
+    x: Tensor,
+    downsample: Sequential | null,
+    relu: ReLU,
+  ): Tensor {
     const identity = downsample ? downsample.forward(x) : x;
     if (!this.training) {
       const fused = tryFusedConv(conv, bn, branchIn, { relu, residual: identity });
@@ -76,7 +83,6 @@ abstract class ResidualBlock extends Module {
     const kept = stochasticDepth(branch, this.survivalProb, this.training, this.rng);
     return relu.forward(add(kept, identity));
   }
-
 }
 
 /**
@@ -95,7 +101,9 @@ export class BasicBlock extends ResidualBlock {
   constructor(inplanes: number, planes: number, o: ResidualBlockOptions = {}) {
     super(o);
     if ((o.groups ?? 1) !== 1 || (o.baseWidth ?? 64) !== 64) {
-      throw new Error(`BasicBlock only supports groups=1 and baseWidth=64, got groups=${o.groups} baseWidth=${o.baseWidth}`);
+      throw new Error(
+        `BasicBlock only supports groups=1 and baseWidth=64, got groups=${o.groups} baseWidth=${o.baseWidth}`,
+      );
     }
     if ((o.dilation ?? 1) > 1) throw new Error(`BasicBlock does not support dilation > 1, got ${o.dilation}`);
     this.conv1 = this.addModule('conv1', conv3x3(inplanes, planes, o.stride ?? 1));
@@ -246,7 +254,11 @@ export class ResNet extends Module {
   private newBlock(inplanes: number, planes: number, o: ResidualBlockOptions): Module {
     this.blockIndex++;
     const withSd: ResidualBlockOptions = this.sd
-      ? { ...o, survivalProb: linearSurvivalProb(this.blockIndex, this.totalBlocks, this.sd.survivalProb), rng: this.sd.rng }
+      ? {
+          ...o,
+          survivalProb: linearSurvivalProb(this.blockIndex, this.totalBlocks, this.sd.survivalProb),
+          rng: this.sd.rng,
+        }
       : o;
     return this.block === 'basic' ? new BasicBlock(inplanes, planes, withSd) : new Bottleneck(inplanes, planes, withSd);
   }
@@ -260,12 +272,18 @@ export class ResNet extends Module {
       stride = 1;
     }
     if (stride !== 1 || this.inplanes !== planes * expansion) {
-      downsample = new Sequential(conv1x1(this.inplanes, planes * expansion, stride), new BatchNorm2d(planes * expansion));
+      downsample = new Sequential(
+        conv1x1(this.inplanes, planes * expansion, stride),
+        new BatchNorm2d(planes * expansion),
+      );
     }
     const common = { groups: this.groups, baseWidth: this.baseWidth };
-    const layer = new Sequential(this.newBlock(this.inplanes, planes, { ...common, stride, downsample, dilation: previousDilation }));
+    const layer = new Sequential(
+      this.newBlock(this.inplanes, planes, { ...common, stride, downsample, dilation: previousDilation }),
+    );
     this.inplanes = planes * expansion;
-    for (let i = 1; i < blocks; i++) layer.append(this.newBlock(this.inplanes, planes, { ...common, dilation: this.dilation }));
+    for (let i = 1; i < blocks; i++)
+      layer.append(this.newBlock(this.inplanes, planes, { ...common, dilation: this.dilation }));
     return layer;
   }
 

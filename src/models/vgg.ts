@@ -107,7 +107,10 @@ export class VGG extends Module {
   }
 }
 
-const vgg = (cfg: VggConfig, bn: boolean) => (opts: VggOptions = {}): VGG => new VGG(makeVggLayers(vggConfigs[cfg], bn), opts);
+const vgg =
+  (cfg: VggConfig, bn: boolean) =>
+  (opts: VggOptions = {}): VGG =>
+    new VGG(makeVggLayers(vggConfigs[cfg], bn), opts);
 
 /** VGG-11 (config A), 132,863,336 parameters at 1000 classes. */
 export const vgg11 = vgg('A', false);

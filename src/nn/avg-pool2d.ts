@@ -14,7 +14,10 @@ export class AvgPool2d extends Module {
   /** kernel, stride, padding and ceilMode, normalised (and checked) when built. */
   readonly geometry: PoolGeometry;
 
-  constructor(readonly kernelSize: Pair, readonly opts: Omit<Pool2dOptions, 'dilation'> = {}) {
+  constructor(
+    readonly kernelSize: Pair,
+    readonly opts: Omit<Pool2dOptions, 'dilation'> = {},
+  ) {
     super();
     this.geometry = layerGeometry('AvgPool2d', kernelSize, opts);
   }

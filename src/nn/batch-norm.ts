@@ -1,6 +1,6 @@
 // BatchNorm2d layer, as torch.nn.BatchNorm2d.
 import { batchNorm2d } from '../ops/norm.js';
-import { Tensor, full, ones, zeros } from '../tensor.js';
+import { type Tensor, full, ones, zeros } from '../tensor.js';
 import { Module } from './module.js';
 
 export interface BatchNormLayerOptions {
@@ -28,7 +28,10 @@ export class BatchNorm2d extends Module {
   readonly eps: number;
   readonly momentum: number;
 
-  constructor(readonly numFeatures: number, opts: BatchNormLayerOptions = {}) {
+  constructor(
+    readonly numFeatures: number,
+    opts: BatchNormLayerOptions = {},
+  ) {
     super();
     this.eps = opts.eps ?? 1e-5;
     this.momentum = opts.momentum ?? 0.1;

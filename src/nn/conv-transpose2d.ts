@@ -1,7 +1,7 @@
 // ConvTranspose2d layer, as torch.nn.ConvTranspose2d.
 import { convTranspose2d } from '../ops/conv.js';
 import { pair, type Pair } from '../ops/geometry.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
 
@@ -38,7 +38,9 @@ export class ConvTranspose2d extends Module {
     pair('ConvTranspose2d: dilation', opts.dilation, 1);
     const groups = opts.groups ?? 1;
     if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
-      throw new Error(`ConvTranspose2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`);
+      throw new Error(
+        `ConvTranspose2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`,
+      );
     }
     const [kh, kw] = pair('ConvTranspose2d: kernelSize', kernelSize, 1);
     this.weight = this.addParameter('weight', zeros([inChannels, outChannels / groups, kh, kw]))!;

@@ -1,7 +1,7 @@
 // Conv2d layer, as torch.nn.Conv2d.
 import { conv2dWith, type ConvAlgo } from '../ops/conv.js';
 import { convGeometry, type ConvGeometry, pair, type Pair, type Padding } from '../ops/geometry.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
 
@@ -46,11 +46,16 @@ export class Conv2d extends Module {
       throw new Error(`Conv2d: ${(e as Error).message}`, { cause: e });
     }
     const { groups } = this.geometry;
-    for (const [name, v] of [['inChannels', inChannels], ['outChannels', outChannels]] as const) {
+    for (const [name, v] of [
+      ['inChannels', inChannels],
+      ['outChannels', outChannels],
+    ] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new Error(`Conv2d: ${name} must be a positive integer, got ${v}`);
     }
     if (inChannels % groups || outChannels % groups) {
-      throw new Error(`Conv2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`);
+      throw new Error(
+        `Conv2d: groups (${groups}) must divide inChannels (${inChannels}) and outChannels (${outChannels})`,
+      );
     }
     const [kh, kw] = pair('Conv2d: kernelSize', kernelSize, 1);
     this.weight = this.addParameter('weight', zeros([outChannels, inChannels / groups, kh, kw]))!;

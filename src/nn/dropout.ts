@@ -6,7 +6,10 @@ import { Module } from './module.js';
 
 /** In training, zeroes elements with probability p (default 0.5) and scales the rest by 1/(1-p). */
 export class Dropout extends Module {
-  constructor(readonly p = 0.5, readonly rng: Rng = globalRng) {
+  constructor(
+    readonly p = 0.5,
+    readonly rng: Rng = globalRng,
+  ) {
     super();
     if (!(p >= 0 && p < 1)) throw new Error(`Dropout: p must be in [0, 1), got ${p}`);
   }

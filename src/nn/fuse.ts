@@ -121,7 +121,12 @@ export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, op
   if (relu instanceof ReLU && !plainForward(relu, ReLU)) return null;
   if (residual && (residual.shape.join() !== outShape.join() || needsGrad(residual))) return null;
   const epilogue = bn ? foldBatchNorm(conv, bn) : { scale: null, shift: conv.bias };
-  return conv2dFused(x, conv.weight, { ...epilogue, residual, relu: relu !== false }, { ...conv.geometry, algo: conv.opts.algo });
+  return conv2dFused(
+    x,
+    conv.weight,
+    { ...epilogue, residual, relu: relu !== false },
+    { ...conv.geometry, algo: conv.opts.algo },
+  );
 }
 
 /**
@@ -143,7 +148,9 @@ export function convBnRelu(conv: Conv2d, bn: BatchNorm2d, relu: ReLU | true, x: 
 export function tryBnRelu(bn: BatchNorm2d, relu: ReLU | true, x: Tensor): Tensor | null {
   if (!fusionEnabled || x.ndim !== 4 || !bnFusable(bn, x.shape[1]) || needsGrad(x)) return null;
   if (relu !== true && !plainForward(relu, ReLU)) return null;
-  return relu_(batchNorm2d(x, bn.runningMean, bn.runningVar, bn.weight, bn.bias, { training: false, momentum: 0, eps: bn.eps }));
+  return relu_(
+    batchNorm2d(x, bn.runningMean, bn.runningVar, bn.weight, bn.bias, { training: false, momentum: 0, eps: bn.eps }),
+  );
 }
 
 /**

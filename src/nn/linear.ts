@@ -1,6 +1,6 @@
 // Linear layer, as torch.nn.Linear.
 import { linear } from '../ops/linear.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
 
@@ -13,7 +13,11 @@ export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: { bias?: boolean } = {},
+  ) {
     super();
     this.weight = this.addParameter('weight', zeros([outFeatures, inFeatures]))!;
     this.bias = this.addParameter('bias', opts.bias === false ? null : zeros([outFeatures]));

@@ -8,7 +8,10 @@ import { Module } from './module.js';
  * y = x / (k + alpha/size * sum(x^2))^beta. Shape unchanged. Defaults alpha 1e-4, beta 0.75, k 1.
  */
 export class LocalResponseNorm extends Module {
-  constructor(readonly size: number, readonly opts: { alpha?: number; beta?: number; k?: number } = {}) {
+  constructor(
+    readonly size: number,
+    readonly opts: { alpha?: number; beta?: number; k?: number } = {},
+  ) {
     super();
   }
 

@@ -13,7 +13,10 @@ export class MaxPool2d extends Module {
   /** kernel, stride, padding, dilation and ceilMode, normalised (and checked) when built. */
   readonly geometry: PoolGeometry;
 
-  constructor(readonly kernelSize: Pair, readonly opts: Omit<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {}) {
+  constructor(
+    readonly kernelSize: Pair,
+    readonly opts: Omit<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {},
+  ) {
     super();
     this.geometry = layerGeometry('MaxPool2d', kernelSize, opts);
   }

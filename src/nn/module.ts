@@ -152,7 +152,10 @@ export abstract class Module {
    * As in torch 1.13, a missing batch-norm `num_batches_tracked` is not an error: the counter
    * is set to 0.
    */
-  loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+  loadStateDict(
+    state: Map<string, Tensor> | Record<string, Tensor>,
+    strict = true,
+  ): { missing: string[]; unexpected: string[] } {
     const plan = this.planLoad(state, strict);
     // Checked: every copy below is between arrays of the same length, so none can throw.
     for (const [mine, t] of plan.copies) mine.data.set(t.data);
@@ -163,15 +166,24 @@ export abstract class Module {
    * Checks `state` exactly as loadStateDict(state, strict) would, without changing anything:
    * throws the Error loadStateDict would throw, or returns the keys it would report.
    */
-  validateStateDict(state: Map<string, Tensor> | Record<string, Tensor>, strict = true): { missing: string[]; unexpected: string[] } {
+  validateStateDict(
+    state: Map<string, Tensor> | Record<string, Tensor>,
+    strict = true,
+  ): { missing: string[]; unexpected: string[] } {
     const { missing, unexpected } = this.planLoad(state, strict);
     return { missing, unexpected };
   }
 
   /** Everything loadStateDict checks, and the copies it would then make. */
-  private planLoad(state: Map<string, Tensor> | Record<string, Tensor>, strict: boolean): { missing: string[]; unexpected: string[]; copies: [Tensor, Tensor][] } {
+  private planLoad(
+    state: Map<string, Tensor> | Record<string, Tensor>,
+    strict: boolean,
+  ): { missing: string[]; unexpected: string[]; copies: [Tensor, Tensor][] } {
     if (!(state instanceof Map) && (typeof state !== 'object' || state === null || Array.isArray(state))) {
-      throw new Error(`loadStateDict: expected a Map or an object of tensors by name, got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`);
+      throw new Error(
+        'loadStateDict: expected a Map or an object of tensors by name, ' +
+          `got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`,
+      );
     }
     const src = state instanceof Map ? state : new Map(Object.entries(state));
     const own = this.stateDict();
@@ -248,7 +260,9 @@ export abstract class Module {
       for (const m of modules) m.training = false;
       return noGrad(() => this.forward(...inputs));
     } finally {
-      modules.forEach((m, i) => (m.training = modes[i]));
+      modules.forEach((m, i) => {
+        m.training = modes[i];
+      });
       swap();
     }
   }
@@ -262,12 +276,15 @@ export abstract class Module {
    */
   async predict(x: Tensor, opts: { batchSize?: number } = {}): Promise<Tensor> {
     const batchSize = opts.batchSize ?? 32;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`predict: batchSize must be a positive integer, got ${batchSize}`);
-    if (x.ndim < 1 || x.shape[0] === 0) throw new Error(`predict: expected a non-empty batch [N, ...], got [${x.shape.join(', ')}]`);
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      throw new Error(`predict: batchSize must be a positive integer, got ${batchSize}`);
+    if (x.ndim < 1 || x.shape[0] === 0)
+      throw new Error(`predict: expected a non-empty batch [N, ...], got [${x.shape.join(', ')}]`);
     const n = x.shape[0];
     const per = x.size / n;
     // One chunk runs in one synchronous step: nothing can interleave, so no copy is needed.
-    const model = n <= batchSize ? { forward: (c: Tensor) => this.forwardIsolated(null, [c]) } : this.inferenceSnapshot();
+    const model =
+      n <= batchSize ? { forward: (c: Tensor) => this.forwardIsolated(null, [c]) } : this.inferenceSnapshot();
     const outs: Tensor[] = [];
     for (let i = 0; i < n; i += batchSize) {
       const m = Math.min(batchSize, n - i);
@@ -305,5 +322,6 @@ export abstract class Module {
 }
 
 function checkName(name: string): void {
-  if (!name || name.includes('.')) throw new Error(`module attribute name must be non-empty and contain no '.', got '${name}'`);
+  if (!name || name.includes('.'))
+    throw new Error(`module attribute name must be non-empty and contain no '.', got '${name}'`);
 }

@@ -39,7 +39,13 @@ export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null
 }
 
 /** conv2d with options already normalised (a Conv2d layer checks its own once, when built). */
-export function conv2dWith(input: Tensor, weight: Tensor, bias: Tensor | null, geometry: ConvGeometry, algo: ConvAlgo = 'auto'): Tensor {
+export function conv2dWith(
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  geometry: ConvGeometry,
+  algo: ConvAlgo = 'auto',
+): Tensor {
   expectRank('input', input, 4);
   expectRank('weight', weight, 4);
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0])) {
@@ -58,7 +64,7 @@ export function conv2dWith(input: Tensor, weight: Tensor, bias: Tensor | null, g
       gx = uninitialized(input.size);
       native.conv2dBackwardData(g, weight.data, gx, args);
     }
-    if (weight.requiresGrad || (bias && bias.requiresGrad)) {
+    if (weight.requiresGrad || bias?.requiresGrad) {
       gw = uninitialized(weight.size);
       gb = bias ? new Float32Array(bias.size) : null;
       native.conv2dBackwardWeight(input.data, g, gw, gb, args);
@@ -86,7 +92,12 @@ export interface ConvEpilogue {
  * [C_out, C_in/groups, kH, kW] -> [N, C_out, H_out, W_out]. It records no backward, so it throws
  * when a gradient would be needed (use conv2d and the separate ops for training).
  */
-export function conv2dFused(input: Tensor, weight: Tensor, epilogue: ConvEpilogue = {}, opts: Conv2dOptions = {}): Tensor {
+export function conv2dFused(
+  input: Tensor,
+  weight: Tensor,
+  epilogue: ConvEpilogue = {},
+  opts: Conv2dOptions = {},
+): Tensor {
   expectRank('input', input, 4);
   expectRank('weight', weight, 4);
   const { scale = null, shift = null, residual = null, relu = false } = epilogue;
@@ -94,7 +105,10 @@ export function conv2dFused(input: Tensor, weight: Tensor, epilogue: ConvEpilogu
     throw new Error('conv2dFused: records no gradient; call it under noGrad() or on tensors that do not require grad');
   }
   const oc = weight.shape[0];
-  for (const [name, t] of [['scale', scale], ['shift', shift]] as const) {
+  for (const [name, t] of [
+    ['scale', scale],
+    ['shift', shift],
+  ] as const) {
     if (t !== null && (t.ndim !== 1 || t.shape[0] !== oc)) {
       throw new Error(`${name}: expected shape [${oc}], got [${t.shape.join(', ')}]`);
     }
@@ -106,7 +120,16 @@ export function conv2dFused(input: Tensor, weight: Tensor, epilogue: ConvEpilogu
     throw new Error(`residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
   }
   const out = allocate(input.shape[0] * oc * oh * ow, 'conv2d');
-  native.conv2dForwardFused(input.data, weight.data, scale?.data ?? null, shift?.data ?? null, residual?.data ?? null, relu, out, args);
+  native.conv2dForwardFused(
+    input.data,
+    weight.data,
+    scale?.data ?? null,
+    shift?.data ?? null,
+    residual?.data ?? null,
+    relu,
+    out,
+    args,
+  );
   return new Tensor(out, shape);
 }
 
@@ -124,7 +147,12 @@ export interface ConvTranspose2dOptions {
  * convTranspose2d(input [N, C_in, H, W], weight [C_in, C_out/groups, kH, kW], bias [C_out]?)
  * -> [N, C_out, H_out, W_out], as torch.nn.functional.conv_transpose2d.
  */
-export function convTranspose2d(input: Tensor, weight: Tensor, bias: Tensor | null = null, opts: ConvTranspose2dOptions = {}): Tensor {
+export function convTranspose2d(
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null = null,
+  opts: ConvTranspose2dOptions = {},
+): Tensor {
   expectRank('input', input, 4);
   expectRank('weight', weight, 4);
   const groups = opts.groups ?? 1;
@@ -153,7 +181,7 @@ export function convTranspose2d(input: Tensor, weight: Tensor, bias: Tensor | nu
       gx = new Float32Array(input.size);
       native.convTranspose2dBackwardData(g, weight.data, gx, args);
     }
-    if (weight.requiresGrad || (bias && bias.requiresGrad)) {
+    if (weight.requiresGrad || bias?.requiresGrad) {
       gw = new Float32Array(weight.size);
       gb = bias ? new Float32Array(bias.size) : null;
       native.convTranspose2dBackwardWeight(input.data, g, gw, gb, args);

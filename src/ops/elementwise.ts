@@ -20,7 +20,10 @@ function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
   });
 }
 
-/** a + b, where b has a's shape or broadcasts over it (NumPy rules: [1, C, 1, 1] or [N, C, 1, 1] per channel of NCHW; [C] matches the last dim, e.g. a bias of [N, C]). */
+/**
+ * a + b, where b has a's shape or broadcasts over it (NumPy rules: [1, C, 1, 1] or [N, C, 1, 1] per
+ * channel of NCHW; [C] matches the last dim, e.g. a bias of [N, C]).
+ */
 export const add = (a: Tensor, b: Tensor): Tensor => binary('add', a, b);
 /** a * b, with the same broadcasting as add. */
 export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
@@ -49,7 +52,13 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
   const out = uninitialized(n * total * h * w, 'cat');
-  native.concatChannels(tensors.map((t) => t.data), channels, n, h * w, out);
+  native.concatChannels(
+    tensors.map((t) => t.data),
+    channels,
+    n,
+    h * w,
+    out,
+  );
   const y = new Tensor(out, [n, total, h, w]);
   return record('cat', y, tensors, (g) => {
     const parts = tensors.map((t) => uninitialized(t.size));
@@ -65,7 +74,8 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
  */
 export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu = false): Tensor {
   if (tensors.length === 0) throw new Error('catAffine: expected at least one tensor');
-  if (needsGrad(...tensors, scale, shift)) throw new Error('catAffine: records no gradient; use cat and batchNorm2d when training');
+  if (needsGrad(...tensors, scale, shift))
+    throw new Error('catAffine: records no gradient; use cat and batchNorm2d when training');
   const [n, , h, w] = tensors[0].shape;
   for (const [i, t] of tensors.entries()) {
     if (t.ndim !== 4 || t.shape[0] !== n || t.shape[2] !== h || t.shape[3] !== w) {
@@ -75,7 +85,16 @@ export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu 
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
   const out = allocate(n * total * h * w, 'catAffine');
-  native.concatChannelsAffine(tensors.map((t) => t.data), channels, n, h * w, scale.data, shift.data, relu, out);
+  native.concatChannelsAffine(
+    tensors.map((t) => t.data),
+    channels,
+    n,
+    h * w,
+    scale.data,
+    shift.data,
+    relu,
+    out,
+  );
   return new Tensor(out, [n, total, h, w]);
 }
 

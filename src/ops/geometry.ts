@@ -29,7 +29,7 @@ export interface PoolGeometry {
 /** `v` as written: NaN stays NaN, arrays as [a, b]. */
 function show(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(show).join(', ')}]`;
-  return typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v);
+  return typeof v === 'number' ? String(v) : (JSON.stringify(v) ?? String(v));
 }
 
 function integer(name: string, v: unknown, min: number, got: unknown): number {
@@ -50,7 +50,8 @@ export function pair(name: string, v: Pair | undefined, dflt: number, min = 1): 
 /** Zero padding as [top, bottom, left, right], from a number, [h, w] or the four sides. */
 export function padding4(v: Padding | undefined, name = 'padding'): [number, number, number, number] {
   if (v === undefined) return [0, 0, 0, 0];
-  const sides = typeof v === 'number' ? [v, v, v, v] : Array.isArray(v) && v.length === 2 ? [v[0], v[0], v[1], v[1]] : v;
+  const sides =
+    typeof v === 'number' ? [v, v, v, v] : Array.isArray(v) && v.length === 2 ? [v[0], v[0], v[1], v[1]] : v;
   if (!Array.isArray(sides) || sides.length !== 4) {
     throw new Error(`${name}: expected a number, [h, w] or [top, bottom, left, right], got ${show(v)}`);
   }
@@ -58,7 +59,12 @@ export function padding4(v: Padding | undefined, name = 'padding'): [number, num
 }
 
 /** Checks and normalises conv options (stride, padding, dilation, groups). */
-export function convGeometry(opts: { stride?: Pair; padding?: Padding; dilation?: Pair; groups?: number }): ConvGeometry {
+export function convGeometry(opts: {
+  stride?: Pair;
+  padding?: Padding;
+  dilation?: Pair;
+  groups?: number;
+}): ConvGeometry {
   return {
     stride: pair('stride', opts.stride, 1),
     padding: padding4(opts.padding),
@@ -84,7 +90,15 @@ export function poolGeometry(
 
 /** The binding's conv2d arguments for this input, weight and geometry. */
 export function convArgs(inputShape: number[], weightShape: number[], g: ConvGeometry, algo = 'auto') {
-  return { inputShape, weightShape, stride: g.stride, padding: g.padding, dilation: g.dilation, groups: g.groups, algo };
+  return {
+    inputShape,
+    weightShape,
+    stride: g.stride,
+    padding: g.padding,
+    dilation: g.dilation,
+    groups: g.groups,
+    algo,
+  };
 }
 
 /** [H_out, W_out] of a conv2d, or an Error naming what does not fit. */

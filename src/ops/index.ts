@@ -9,6 +9,13 @@ export { batchNorm2d, localResponseNorm } from './norm.js';
 export type { BatchNormOptions, LrnOptions } from './norm.js';
 export { add, mul, scale, cat, catAffine, reshape, flatten, dropout, sum, mean } from './elementwise.js';
 export {
-  softmax, logSoftmax, crossEntropy, nllLoss, mseLoss, l1Loss, smoothL1Loss, binaryCrossEntropyWithLogits,
+  softmax,
+  logSoftmax,
+  crossEntropy,
+  nllLoss,
+  mseLoss,
+  l1Loss,
+  smoothL1Loss,
+  binaryCrossEntropyWithLogits,
 } from './loss.js';
 export type { CrossEntropyOptions, Reduction } from './loss.js';

@@ -20,7 +20,7 @@ export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null
   return record('linear', y, [input, weight, bias], (g) => {
     const gx = input.requiresGrad ? new Float32Array(input.size) : null;
     const gw = weight.requiresGrad ? new Float32Array(weight.size) : null;
-    const gb = bias && bias.requiresGrad ? new Float32Array(bias.size) : null;
+    const gb = bias?.requiresGrad ? new Float32Array(bias.size) : null;
     native.linearBackward(input.data, weight.data, g, gx, gw, gb, args);
     return [gx, gw, gb];
   });

@@ -44,12 +44,21 @@ export interface CrossEntropyOptions {
  * Int32Array: `n` of them, each an integer in [0, classes) or equal to `ignoreIndex`. Nothing is
  * rounded or wrapped: 1.9, NaN or 2^32 + 1 throw, naming the index and the value.
  */
-export function checkClassIndices(op: string, targets: ArrayLike<number>, n: number, classes: number, ignoreIndex: number | null = -100): Int32Array {
+export function checkClassIndices(
+  op: string,
+  targets: ArrayLike<number>,
+  n: number,
+  classes: number,
+  ignoreIndex: number | null = -100,
+): Int32Array {
   if (ignoreIndex !== null && !Number.isSafeInteger(ignoreIndex)) {
     throw new Error(`${op}: ignoreIndex: expected an integer, got ${describe(ignoreIndex)}`);
   }
   if (targets === null || typeof targets !== 'object' || typeof targets.length !== 'number') {
-    throw new Error(`${op}: targets: expected an Int32Array or an array of class indices, got ${targets === null ? 'null' : typeof targets}`);
+    throw new Error(
+      `${op}: targets: expected an Int32Array or an array of class indices, ` +
+        `got ${targets === null ? 'null' : typeof targets}`,
+    );
   }
   if (targets.length !== n) throw new Error(`${op}: targets: expected ${n} class indices, got ${targets.length}`);
   const out = targets instanceof Int32Array ? targets : new Int32Array(n);
@@ -66,14 +75,26 @@ export function checkClassIndices(op: string, targets: ArrayLike<number>, n: num
  * Cross-entropy between logits [N, C] and class indices [N], as torch.nn.functional.cross_entropy.
  * Returns a scalar (mean/sum) or [N] (none).
  */
-export function crossEntropy(logits: Tensor, targets: Int32Array | readonly number[], opts: CrossEntropyOptions = {}): Tensor {
-  if (logits.ndim !== 2) throw new Error(`crossEntropy: logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
+export function crossEntropy(
+  logits: Tensor,
+  targets: Int32Array | readonly number[],
+  opts: CrossEntropyOptions = {},
+): Tensor {
+  if (logits.ndim !== 2)
+    throw new Error(`crossEntropy: logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
   const [batch, classes] = logits.shape;
   const t = checkClassIndices('crossEntropy', targets, batch, classes, opts.ignoreIndex ?? -100);
   const weight = opts.weight ?? null;
-  if (weight && weight.size !== classes) throw new Error(`crossEntropy: weight: expected ${classes} class weights, got ${weight.size}`);
+  if (weight && weight.size !== classes)
+    throw new Error(`crossEntropy: weight: expected ${classes} class weights, got ${weight.size}`);
   const reduction = opts.reduction ?? 'mean';
-  const args = { batch, classes, labelSmoothing: opts.labelSmoothing ?? 0, ignoreIndex: opts.ignoreIndex ?? -100, reduction };
+  const args = {
+    batch,
+    classes,
+    labelSmoothing: opts.labelSmoothing ?? 0,
+    ignoreIndex: opts.ignoreIndex ?? -100,
+    reduction,
+  };
   const probs = new Float32Array(logits.size);
   const losses = new Float32Array(batch);
   const total = native.crossEntropyForward(logits.data, t, weight?.data ?? null, probs, losses, args);
@@ -85,7 +106,14 @@ export function crossEntropy(logits: Tensor, targets: Int32Array | readonly numb
   });
 }
 
-function reduce(name: string, x: Tensor, per: Float32Array, dPer: (i: number) => number, reduction: Reduction, shape: number[]): Tensor {
+function reduce(
+  name: string,
+  x: Tensor,
+  per: Float32Array,
+  dPer: (i: number) => number,
+  reduction: Reduction,
+  shape: number[],
+): Tensor {
   const n = per.length;
   let y: Tensor;
   if (reduction === 'none') y = new Tensor(per, shape);
@@ -106,17 +134,24 @@ function reduce(name: string, x: Tensor, per: Float32Array, dPer: (i: number) =>
 
 function sameShape(name: string, a: Tensor, b: Tensor): void {
   if (a.size !== b.size || a.shape.join() !== b.shape.join()) {
-    throw new Error(`${name}: input [${a.shape.join(', ')}] and target [${b.shape.join(', ')}] must have the same shape`);
+    throw new Error(
+      `${name}: input [${a.shape.join(', ')}] and target [${b.shape.join(', ')}] must have the same shape`,
+    );
   }
 }
 
 /** Negative log-likelihood of log-probabilities [N, C] at class indices [N]. */
-export function nllLoss(logProbs: Tensor, targets: Int32Array | readonly number[], opts: { weight?: Tensor | null; ignoreIndex?: number; reduction?: Reduction } = {}): Tensor {
+export function nllLoss(
+  logProbs: Tensor,
+  targets: Int32Array | readonly number[],
+  opts: { weight?: Tensor | null; ignoreIndex?: number; reduction?: Reduction } = {},
+): Tensor {
   if (logProbs.ndim !== 2) throw new Error(`nllLoss: input: expected shape [N, C], got [${logProbs.shape.join(', ')}]`);
   const [batch, classes] = logProbs.shape;
   const ignore = opts.ignoreIndex ?? -100;
   const t = checkClassIndices('nllLoss', targets, batch, classes, ignore);
-  if (opts.weight && opts.weight.size !== classes) throw new Error(`nllLoss: weight: expected ${classes} class weights, got ${opts.weight.size}`);
+  if (opts.weight && opts.weight.size !== classes)
+    throw new Error(`nllLoss: weight: expected ${classes} class weights, got ${opts.weight.size}`);
   const reduction = opts.reduction ?? 'mean';
   const w = (c: number) => (opts.weight ? opts.weight.data[c] : 1);
   const per = new Float32Array(batch);
@@ -149,7 +184,14 @@ export function nllLoss(logProbs: Tensor, targets: Int32Array | readonly number[
 export function mseLoss(input: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor {
   sameShape('mseLoss', input, target);
   const d = input.data.map((v, i) => v - target.data[i]);
-  return reduce('mseLoss', input, d.map((v) => v * v), (i) => 2 * d[i], reduction, input.shape);
+  return reduce(
+    'mseLoss',
+    input,
+    d.map((v) => v * v),
+    (i) => 2 * d[i],
+    reduction,
+    input.shape,
+  );
 }
 
 /** Mean absolute error. */
@@ -164,11 +206,22 @@ export function smoothL1Loss(input: Tensor, target: Tensor, beta = 1, reduction:
   sameShape('smoothL1Loss', input, target);
   const d = input.data.map((v, i) => v - target.data[i]);
   const per = d.map((v) => (Math.abs(v) < beta ? (0.5 * v * v) / beta : Math.abs(v) - 0.5 * beta));
-  return reduce('smoothL1Loss', input, per, (i) => (Math.abs(d[i]) < beta ? d[i] / beta : Math.sign(d[i])), reduction, input.shape);
+  return reduce(
+    'smoothL1Loss',
+    input,
+    per,
+    (i) => (Math.abs(d[i]) < beta ? d[i] / beta : Math.sign(d[i])),
+    reduction,
+    input.shape,
+  );
 }
 
 /** Binary cross-entropy on logits (numerically stable), as torch's binary_cross_entropy_with_logits. */
-export function binaryCrossEntropyWithLogits(input: Tensor, target: Tensor, opts: { posWeight?: Tensor | null; reduction?: Reduction } = {}): Tensor {
+export function binaryCrossEntropyWithLogits(
+  input: Tensor,
+  target: Tensor,
+  opts: { posWeight?: Tensor | null; reduction?: Reduction } = {},
+): Tensor {
   sameShape('binaryCrossEntropyWithLogits', input, target);
   const lastDim = input.shape[input.ndim - 1] ?? 1;
   const pw = (i: number) => (opts.posWeight ? opts.posWeight.data[i % lastDim] : 1);
@@ -183,7 +236,7 @@ export function binaryCrossEntropyWithLogits(input: Tensor, target: Tensor, opts
     const lw = 1 + (p - 1) * y;
     per[i] = (1 - y) * x + lw * softplusNeg;
     const sig = 1 / (1 + Math.exp(-x));
-    grad[i] = (1 - y) - lw * (1 - sig);
+    grad[i] = 1 - y - lw * (1 - sig);
   }
   return reduce('binaryCrossEntropyWithLogits', input, per, (i) => grad[i], opts.reduction ?? 'mean', input.shape);
 }

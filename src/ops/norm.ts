@@ -45,19 +45,34 @@ export function batchNorm2d(
     const saveMean = new Float32Array(c);
     const saveInvstd = new Float32Array(c);
     native.batchNorm2dForwardTrain(
-      x.data, weight?.data ?? null, bias?.data ?? null, runningMean?.data ?? null, runningVar?.data ?? null,
-      out, saveMean, saveInvstd, args,
+      x.data,
+      weight?.data ?? null,
+      bias?.data ?? null,
+      runningMean?.data ?? null,
+      runningVar?.data ?? null,
+      out,
+      saveMean,
+      saveInvstd,
+      args,
     );
     return record('batchNorm2d', y, [x, weight, bias], (g) => {
       const gx = uninitialized(x.size);
-      const gw = weight && weight.requiresGrad ? new Float32Array(c) : null;
-      const gb = bias && bias.requiresGrad ? new Float32Array(c) : null;
+      const gw = weight?.requiresGrad ? new Float32Array(c) : null;
+      const gb = bias?.requiresGrad ? new Float32Array(c) : null;
       native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args);
       return [gx, gw, gb];
     });
   }
   if (!runningMean || !runningVar) throw new Error('batchNorm2d: inference needs runningMean and runningVar');
-  native.batchNorm2dForwardEval(x.data, weight?.data ?? null, bias?.data ?? null, runningMean.data, runningVar.data, out, args);
+  native.batchNorm2dForwardEval(
+    x.data,
+    weight?.data ?? null,
+    bias?.data ?? null,
+    runningMean.data,
+    runningVar.data,
+    out,
+    args,
+  );
   return record('batchNorm2d(eval)', y, [x, weight, bias], (g) => {
     // With fixed statistics the layer is a per-channel affine map: y = (x - mean) * invstd * w + b.
     const plane = x.shape[2] * x.shape[3];

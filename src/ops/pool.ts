@@ -57,7 +57,11 @@ export function avgPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {})
 }
 
 /** avgPool2d with the window already normalised (an AvgPool2d layer checks it when built). */
-export function avgPool2dWith(x: Tensor, geometry: PoolGeometry, opts: Pick<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {}): Tensor {
+export function avgPool2dWith(
+  x: Tensor,
+  geometry: PoolGeometry,
+  opts: Pick<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {},
+): Tensor {
   expectRank('input', x, 4);
   const args = poolArgs(x, geometry, opts);
   const [oh, ow] = native.pool2dOutputSize(args);

@@ -1,7 +1,14 @@
 // Adadelta: scales each step by the ratio of running RMS of past updates to running RMS of
 // gradients (Zeiler), exactly as torch.optim.Adadelta (PyTorch 1.13), whose lr (default 1)
 // multiplies the resulting delta.
-import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import {
+  Optimizer,
+  GROUP_DEFAULTS,
+  type GroupOptions,
+  type ParamGroup,
+  type ParamState,
+  type Params,
+} from './optimizer.js';
 import { addScalar, addScaled, addcmul, f32, mulScalar, sqrt } from './float32.js';
 
 export interface AdadeltaOptions extends GroupOptions {
@@ -28,7 +35,14 @@ export class Adadelta extends Optimizer<AdadeltaOptions> {
     if (!(o.eps >= 0)) throw new Error(`${where}: eps: expected a non-negative number, got ${o.eps}`);
   }
 
-  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<AdadeltaOptions>, lr: number, weightDecay: number): void {
+  protected update(
+    p: Float32Array,
+    g: Float32Array,
+    state: ParamState,
+    group: ParamGroup<AdadeltaOptions>,
+    lr: number,
+    weightDecay: number,
+  ): void {
     const { rho, eps, maximize } = group;
     state.step++;
     const squareAvg = this.buffer(state, 'squareAvg', p.length);

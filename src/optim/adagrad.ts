@@ -1,6 +1,13 @@
 // Adagrad: per-coordinate learning rates shrinking with the sum of squared gradients seen
 // (Duchi et al.), exactly as torch.optim.Adagrad (PyTorch 1.13), dense gradients only.
-import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import {
+  Optimizer,
+  GROUP_DEFAULTS,
+  type GroupOptions,
+  type ParamGroup,
+  type ParamState,
+  type Params,
+} from './optimizer.js';
 import { addScalar, addScaled, addcdiv, addcmul, sqrt } from './float32.js';
 
 export interface AdagradOptions extends GroupOptions {
@@ -17,7 +24,14 @@ export interface AdagradOptions extends GroupOptions {
   maximize: boolean;
 }
 
-const ADAGRAD_DEFAULTS: AdagradOptions = { ...GROUP_DEFAULTS, lr: 1e-2, lrDecay: 0, initialAccumulatorValue: 0, eps: 1e-10, maximize: false };
+const ADAGRAD_DEFAULTS: AdagradOptions = {
+  ...GROUP_DEFAULTS,
+  lr: 1e-2,
+  lrDecay: 0,
+  initialAccumulatorValue: 0,
+  eps: 1e-10,
+  maximize: false,
+};
 
 /** torch.optim.Adagrad. Defaults: lr 1e-2, lrDecay 0, weightDecay 0, initialAccumulatorValue 0, eps 1e-10. */
 export class Adagrad extends Optimizer<AdagradOptions> {
@@ -33,7 +47,14 @@ export class Adagrad extends Optimizer<AdagradOptions> {
     }
   }
 
-  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<AdagradOptions>, lr: number, weightDecay: number): void {
+  protected update(
+    p: Float32Array,
+    g: Float32Array,
+    state: ParamState,
+    group: ParamGroup<AdagradOptions>,
+    lr: number,
+    weightDecay: number,
+  ): void {
     const { lrDecay, eps, maximize } = group;
     // torch fills the accumulator when the optimizer is built; filling it on first use is the same.
     const sum = this.buffer(state, 'sum', p.length, group.initialAccumulatorValue);

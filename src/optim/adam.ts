@@ -1,7 +1,14 @@
 // Adam: adaptive moment estimation (Kingma & Ba), with optional AMSGrad and L2 weight decay
 // added to the gradient, exactly as torch.optim.Adam (PyTorch 1.13). The update is shared with
 // AdamW, which decays the weights directly instead (see adamw.ts).
-import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import {
+  Optimizer,
+  GROUP_DEFAULTS,
+  type GroupOptions,
+  type ParamGroup,
+  type ParamState,
+  type Params,
+} from './optimizer.js';
 import { addScalar, addScaled, addcdiv, addcmul, divScalar, mulScalar, sqrt } from './float32.js';
 
 export interface AdamOptions extends GroupOptions {
@@ -15,7 +22,14 @@ export interface AdamOptions extends GroupOptions {
   maximize: boolean;
 }
 
-export const ADAM_DEFAULTS: AdamOptions = { ...GROUP_DEFAULTS, lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, amsgrad: false, maximize: false };
+export const ADAM_DEFAULTS: AdamOptions = {
+  ...GROUP_DEFAULTS,
+  lr: 1e-3,
+  betas: [0.9, 0.999],
+  eps: 1e-8,
+  amsgrad: false,
+  maximize: false,
+};
 
 export const ADAM_BUFFERS = ['expAvg', 'expAvgSq', 'maxExpAvgSq'] as const;
 
@@ -31,8 +45,14 @@ export function checkAdamOptions(o: AdamOptions, where: string): void {
  * decoupled = false adds weightDecay * p to the gradient, true multiplies p by 1 - lr * weightDecay.
  */
 export function adamUpdate(
-  p: Float32Array, g: Float32Array, state: ParamState, group: AdamOptions, lr: number, weightDecay: number,
-  decoupled: boolean, buffer: (name: string) => Float32Array,
+  p: Float32Array,
+  g: Float32Array,
+  state: ParamState,
+  group: AdamOptions,
+  lr: number,
+  weightDecay: number,
+  decoupled: boolean,
+  buffer: (name: string) => Float32Array,
 ): void {
   const [beta1, beta2] = group.betas;
   const { eps, amsgrad, maximize } = group;
@@ -77,7 +97,14 @@ export class Adam extends Optimizer<AdamOptions> {
     checkAdamOptions(o, where);
   }
 
-  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<AdamOptions>, lr: number, weightDecay: number): void {
+  protected update(
+    p: Float32Array,
+    g: Float32Array,
+    state: ParamState,
+    group: ParamGroup<AdamOptions>,
+    lr: number,
+    weightDecay: number,
+  ): void {
     adamUpdate(p, g, state, group, lr, weightDecay, false, (name) => this.buffer(state, name, p.length));
   }
 }

@@ -21,7 +21,14 @@ export class AdamW extends Optimizer<AdamWOptions> {
     checkAdamOptions(o, where);
   }
 
-  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<AdamWOptions>, lr: number, weightDecay: number): void {
+  protected update(
+    p: Float32Array,
+    g: Float32Array,
+    state: ParamState,
+    group: ParamGroup<AdamWOptions>,
+    lr: number,
+    weightDecay: number,
+  ): void {
     adamUpdate(p, g, state, group, lr, weightDecay, true, (name) => this.buffer(state, name, p.length));
   }
 }

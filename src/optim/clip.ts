@@ -6,10 +6,12 @@ import { f32 } from './float32.js';
 
 function gradsOf(params: Tensor | Iterable<Tensor>, what: string): Float32Array[] {
   const list = params instanceof Tensor ? [params] : [...params];
-  return list.map((p, i) => {
-    if (!(p instanceof Tensor)) throw new Error(`${what}: params[${i}]: expected a Tensor, got ${typeof p}`);
-    return p.grad?.data ?? null;
-  }).filter((g): g is Float32Array => g !== null);
+  return list
+    .map((p, i) => {
+      if (!(p instanceof Tensor)) throw new Error(`${what}: params[${i}]: expected a Tensor, got ${typeof p}`);
+      return p.grad?.data ?? null;
+    })
+    .filter((g): g is Float32Array => g !== null);
 }
 
 /** The p-norm of `values` (p = Infinity: largest |x|; -Infinity: smallest; 0: count of non-zeros). */
@@ -36,8 +38,14 @@ function pNorm(values: ArrayLike<number>, p: number): number {
  * Infinity (largest |g|), 0 or -Infinity. Returns totalNorm (0 when no parameter has a grad).
  * With errorIfNonfinite, a NaN or infinite total norm throws instead of scaling.
  */
-export function clipGradNorm(params: Tensor | Iterable<Tensor>, maxNorm: number, normType = 2, opts: { errorIfNonfinite?: boolean } = {}): number {
-  if (typeof maxNorm !== 'number' || !(maxNorm >= 0)) throw new Error(`clipGradNorm: maxNorm: expected a non-negative number, got ${maxNorm}`);
+export function clipGradNorm(
+  params: Tensor | Iterable<Tensor>,
+  maxNorm: number,
+  normType = 2,
+  opts: { errorIfNonfinite?: boolean } = {},
+): number {
+  if (typeof maxNorm !== 'number' || !(maxNorm >= 0))
+    throw new Error(`clipGradNorm: maxNorm: expected a non-negative number, got ${maxNorm}`);
   if (typeof normType !== 'number' || !(normType >= 0 || normType === -Infinity)) {
     throw new Error(`clipGradNorm: normType: expected a number >= 0, Infinity or -Infinity, got ${normType}`);
   }
@@ -46,7 +54,9 @@ export function clipGradNorm(params: Tensor | Iterable<Tensor>, maxNorm: number,
   const perTensor = grads.map((g) => f32(pNorm(g, normType)));
   const total = f32(pNorm(perTensor, normType));
   if (opts.errorIfNonfinite && !Number.isFinite(total)) {
-    throw new Error(`clipGradNorm: the total norm of order ${normType} of the gradients is ${total}, so they cannot be clipped`);
+    throw new Error(
+      `clipGradNorm: the total norm of order ${normType} of the gradients is ${total}, so they cannot be clipped`,
+    );
   }
   // torch: clamp(max_norm / (total + 1e-6), max=1) on float32 tensors, where scalar / tensor is
   // computed as tensor.reciprocal() * scalar.
@@ -57,7 +67,8 @@ export function clipGradNorm(params: Tensor | Iterable<Tensor>, maxNorm: number,
 
 /** Clamps every gradient element of `params` to [-clipValue, clipValue] (clip_grad_value_). */
 export function clipGradValue(params: Tensor | Iterable<Tensor>, clipValue: number): void {
-  if (typeof clipValue !== 'number' || !(clipValue >= 0)) throw new Error(`clipGradValue: clipValue: expected a non-negative number, got ${clipValue}`);
+  if (typeof clipValue !== 'number' || !(clipValue >= 0))
+    throw new Error(`clipGradValue: clipValue: expected a non-negative number, got ${clipValue}`);
   const hi = f32(clipValue);
   for (const g of gradsOf(params, 'clipGradValue')) {
     for (let i = 0; i < g.length; i++) {

@@ -20,7 +20,8 @@ export interface LRSchedulerStateDict {
 }
 
 function checkOptimizer(name: string, optimizer: unknown): asserts optimizer is AnyOptimizer {
-  if (!(optimizer instanceof Optimizer)) throw new Error(`${name}: optimizer: expected an Optimizer, got ${describe(optimizer)}`);
+  if (!(optimizer instanceof Optimizer))
+    throw new Error(`${name}: optimizer: expected an Optimizer, got ${describe(optimizer)}`);
 }
 
 function checkNumber(v: unknown, what: string, ok: (x: number) => boolean, expected: string): number {
@@ -33,9 +34,16 @@ const isNonNegativeInt = (x: number): boolean => Number.isSafeInteger(x) && x >=
 const isNonNegative = (x: number): boolean => x >= 0;
 
 /** One value per parameter group, from a scalar or a list of the right length. */
-function perGroup(v: number | readonly number[], groups: number, what: string, ok: (x: number) => boolean, expected: string): number[] {
+function perGroup(
+  v: number | readonly number[],
+  groups: number,
+  what: string,
+  ok: (x: number) => boolean,
+  expected: string,
+): number[] {
   if (Array.isArray(v)) {
-    if (v.length !== groups) throw new Error(`${what}: expected ${groups} values (one per parameter group), got ${v.length}`);
+    if (v.length !== groups)
+      throw new Error(`${what}: expected ${groups} values (one per parameter group), got ${v.length}`);
     return v.map((x, i) => checkNumber(x, `${what}[${i}]`, ok, expected));
   }
   return new Array<number>(groups).fill(checkNumber(v, what, ok, expected));
@@ -78,7 +86,10 @@ export abstract class LRScheduler {
   step(): void {
     const groups = this.optimizer.paramGroups;
     if (groups.length !== this.baseLrs.length) {
-      throw new Error(`${this.name}.step: the optimizer has ${groups.length} parameter groups, the scheduler was made for ${this.baseLrs.length}`);
+      throw new Error(
+        `${this.name}.step: the optimizer has ${groups.length} parameter groups, ` +
+          `the scheduler was made for ${this.baseLrs.length}`,
+      );
     }
     const epoch = this.lastEpoch + 1;
     const lrs = this.computeLr(epoch);
@@ -120,11 +131,19 @@ export abstract class LRScheduler {
 
   private checkStateDict(stateDict: LRSchedulerStateDict): { lastEpoch: number; baseLrs: number[]; lastLr: number[] } {
     const where = `${this.name}.loadStateDict`;
-    if (typeof stateDict !== 'object' || stateDict === null) throw new Error(`${where}: expected an object, got ${describe(stateDict)}`);
+    if (typeof stateDict !== 'object' || stateDict === null)
+      throw new Error(`${where}: expected an object, got ${describe(stateDict)}`);
     if (stateDict.scheduler !== undefined && stateDict.scheduler !== this.name) {
-      throw new Error(`${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ${this.name}`);
+      throw new Error(
+        `${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ${this.name}`,
+      );
     }
-    const lastEpoch = checkNumber(stateDict.lastEpoch, `${where}: lastEpoch`, (x) => Number.isSafeInteger(x) && x >= -1, 'an integer >= -1');
+    const lastEpoch = checkNumber(
+      stateDict.lastEpoch,
+      `${where}: lastEpoch`,
+      (x) => Number.isSafeInteger(x) && x >= -1,
+      'an integer >= -1',
+    );
     const n = this.optimizer.paramGroups.length;
     const baseLrs = checkNumberArray(stateDict.baseLrs, n, `${where}: baseLrs`);
     const lastLr = checkNumberArray(stateDict.lastLr, n, `${where}: lastLr`);
@@ -171,8 +190,11 @@ export class MultiStepLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: MultiStepLROptions) {
     super('MultiStepLR', optimizer);
-    if (!Array.isArray(options?.milestones)) throw new Error(`MultiStepLR: milestones: expected an array of epochs, got ${describe(options?.milestones)}`);
-    this.milestones = options.milestones.map((m, i) => checkNumber(m, `MultiStepLR: milestones[${i}]`, isNonNegativeInt, 'a non-negative integer'));
+    if (!Array.isArray(options?.milestones))
+      throw new Error(`MultiStepLR: milestones: expected an array of epochs, got ${describe(options?.milestones)}`);
+    this.milestones = options.milestones.map((m, i) =>
+      checkNumber(m, `MultiStepLR: milestones[${i}]`, isNonNegativeInt, 'a non-negative integer'),
+    );
     this.gamma = checkNumber(options.gamma ?? 0.1, 'MultiStepLR: gamma', isNonNegative, 'a non-negative number');
     this.step();
   }
@@ -223,7 +245,12 @@ export class PolynomialLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: PolynomialLROptions = {}) {
     super('PolynomialLR', optimizer);
-    this.totalIters = checkNumber(options.totalIters ?? 5, 'PolynomialLR: totalIters', isPositiveInt, 'a positive integer');
+    this.totalIters = checkNumber(
+      options.totalIters ?? 5,
+      'PolynomialLR: totalIters',
+      isPositiveInt,
+      'a positive integer',
+    );
     this.power = checkNumber(options.power ?? 1, 'PolynomialLR: power', isNonNegative, 'a non-negative number');
     this.step();
   }
@@ -267,7 +294,9 @@ export class CosineAnnealingLR extends LRScheduler {
       return this.groups.map((g, i) => g.lr + ((this.baseLrs[i] - etaMin) * (1 - Math.cos(Math.PI / tMax))) / 2);
     }
     return this.groups.map(
-      (g) => ((1 + Math.cos((Math.PI * epoch) / tMax)) / (1 + Math.cos((Math.PI * (epoch - 1)) / tMax))) * (g.lr - etaMin) + etaMin,
+      (g) =>
+        ((1 + Math.cos((Math.PI * epoch) / tMax)) / (1 + Math.cos((Math.PI * (epoch - 1)) / tMax))) * (g.lr - etaMin) +
+        etaMin,
     );
   }
 }
@@ -304,9 +333,24 @@ export class WarmupCosineLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: WarmupCosineLROptions) {
     super('WarmupCosineLR', optimizer);
-    this.warmupSteps = checkNumber(options?.warmupSteps, 'WarmupCosineLR: warmupSteps', isNonNegativeInt, 'a non-negative integer');
-    this.totalSteps = checkNumber(options.totalSteps, 'WarmupCosineLR: totalSteps', (x) => Number.isInteger(x) && x > this.warmupSteps, `an integer > warmupSteps (${this.warmupSteps})`);
-    this.startFactor = checkNumber(options.startFactor ?? 1 / (this.warmupSteps + 1), 'WarmupCosineLR: startFactor', (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+    this.warmupSteps = checkNumber(
+      options?.warmupSteps,
+      'WarmupCosineLR: warmupSteps',
+      isNonNegativeInt,
+      'a non-negative integer',
+    );
+    this.totalSteps = checkNumber(
+      options.totalSteps,
+      'WarmupCosineLR: totalSteps',
+      (x) => Number.isInteger(x) && x > this.warmupSteps,
+      `an integer > warmupSteps (${this.warmupSteps})`,
+    );
+    this.startFactor = checkNumber(
+      options.startFactor ?? 1 / (this.warmupSteps + 1),
+      'WarmupCosineLR: startFactor',
+      (x) => x >= 0 && x <= 1,
+      'a number in [0, 1]',
+    );
     this.etaMin = checkNumber(options.etaMin ?? 0, 'WarmupCosineLR: etaMin', isNonNegative, 'a non-negative number');
     this.step();
   }
@@ -404,7 +448,12 @@ export class OneCycleLR extends LRScheduler {
     const n = optimizer.paramGroups.length;
     const maxLrs = perGroup(o.maxLr, n, 'OneCycleLR: maxLr', isNonNegative, 'a non-negative number');
     const divFactor = checkNumber(o.divFactor ?? 25, 'OneCycleLR: divFactor', (x) => x > 0, 'a positive number');
-    const finalDivFactor = checkNumber(o.finalDivFactor ?? 1e4, 'OneCycleLR: finalDivFactor', (x) => x > 0, 'a positive number');
+    const finalDivFactor = checkNumber(
+      o.finalDivFactor ?? 1e4,
+      'OneCycleLR: finalDivFactor',
+      (x) => x > 0,
+      'a positive number',
+    );
     const initial = maxLrs.map((m) => m / divFactor);
     this.lrs = { initial, max: maxLrs, min: initial.map((x) => x / finalDivFactor) };
     this.baseLrs = [...initial];
@@ -412,7 +461,10 @@ export class OneCycleLR extends LRScheduler {
     const defaults = optimizer.defaults as Record<string, unknown>;
     this.useBeta1 = 'betas' in defaults;
     if (this.cycleMomentum && !this.useBeta1 && !('momentum' in defaults)) {
-      throw new Error('OneCycleLR: cycleMomentum needs an optimizer with momentum or betas (SGD, RMSprop, Adam, AdamW); pass cycleMomentum: false');
+      throw new Error(
+        'OneCycleLR: cycleMomentum needs an optimizer with momentum or betas (SGD, RMSprop, Adam, AdamW); ' +
+          'pass cycleMomentum: false',
+      );
     }
     this.momenta = {
       max: perGroup(o.maxMomentum ?? 0.95, n, 'OneCycleLR: maxMomentum', isNonNegative, 'a non-negative number'),
@@ -425,22 +477,22 @@ export class OneCycleLR extends LRScheduler {
     if (epoch > this.totalSteps) {
       throw new Error(`OneCycleLR.step: tried to step ${epoch + 1} times; the cycle has totalSteps ${this.totalSteps}`);
     }
-    return this.groups.map((_, i) => this.at(epoch, i, (k) => this.lrs[k as Phase['startLr']][i], 'lr'));
+    return this.groups.map((_, i) => this.at(epoch, (k) => this.lrs[k as Phase['startLr']][i], 'lr'));
   }
 
   step(): void {
     super.step();
     if (!this.cycleMomentum) return;
     this.optimizer.paramGroups.forEach((g, i) => {
-      const m = this.at(this.lastEpoch, i, (k) => this.momenta[k as Phase['startMomentum']][i], 'momentum');
+      const m = this.at(this.lastEpoch, (k) => this.momenta[k as Phase['startMomentum']][i], 'momentum');
       const group = g as unknown as Record<string, unknown>;
       if (this.useBeta1) group.betas = [m, (group.betas as number[])[1]];
       else group.momentum = m;
     });
   }
 
-  /** torch's phase walk: the value of `kind` at step `stepNum` for group `i`. */
-  private at(stepNum: number, i: number, value: (k: string) => number, kind: 'lr' | 'momentum'): number {
+  /** torch's phase walk: the value of `kind` at step `stepNum`, reading one group's values through `value`. */
+  private at(stepNum: number, value: (k: string) => number, kind: 'lr' | 'momentum'): number {
     let start = 0;
     for (let pi = 0; pi < this.phases.length; pi++) {
       const phase = this.phases[pi];
@@ -506,16 +558,33 @@ export class ReduceLROnPlateau {
     checkOptimizer(name, optimizer);
     this.optimizer = optimizer;
     this.mode = options.mode ?? 'min';
-    if (this.mode !== 'min' && this.mode !== 'max') throw new Error(`${name}: mode: expected 'min' or 'max', got ${describe(this.mode)}`);
+    if (this.mode !== 'min' && this.mode !== 'max')
+      throw new Error(`${name}: mode: expected 'min' or 'max', got ${describe(this.mode)}`);
     this.thresholdMode = options.thresholdMode ?? 'rel';
     if (this.thresholdMode !== 'rel' && this.thresholdMode !== 'abs') {
       throw new Error(`${name}: thresholdMode: expected 'rel' or 'abs', got ${describe(this.thresholdMode)}`);
     }
     this.factor = checkNumber(options.factor ?? 0.1, `${name}: factor`, (x) => x >= 0 && x < 1, 'a number in [0, 1)');
-    this.patience = checkNumber(options.patience ?? 10, `${name}: patience`, isNonNegativeInt, 'a non-negative integer');
-    this.threshold = checkNumber(options.threshold ?? 1e-4, `${name}: threshold`, isNonNegative, 'a non-negative number');
+    this.patience = checkNumber(
+      options.patience ?? 10,
+      `${name}: patience`,
+      isNonNegativeInt,
+      'a non-negative integer',
+    );
+    this.threshold = checkNumber(
+      options.threshold ?? 1e-4,
+      `${name}: threshold`,
+      isNonNegative,
+      'a non-negative number',
+    );
     this.cooldown = checkNumber(options.cooldown ?? 0, `${name}: cooldown`, isNonNegativeInt, 'a non-negative integer');
-    this.minLrs = perGroup(options.minLr ?? 0, optimizer.paramGroups.length, `${name}: minLr`, isNonNegative, 'a non-negative number');
+    this.minLrs = perGroup(
+      options.minLr ?? 0,
+      optimizer.paramGroups.length,
+      `${name}: minLr`,
+      isNonNegative,
+      'a non-negative number',
+    );
     this.eps = checkNumber(options.eps ?? 1e-8, `${name}: eps`, isNonNegative, 'a non-negative number');
     this.best = this.modeWorse;
     this.lastLr = optimizer.paramGroups.map((g) => g.lr);
@@ -527,7 +596,8 @@ export class ReduceLROnPlateau {
 
   /** Records this epoch's metric; reduces every group's lr after more than `patience` bad epochs. */
   step(metric: number): void {
-    if (typeof metric !== 'number') throw new Error(`ReduceLROnPlateau.step: metric: expected a number, got ${describe(metric)}`);
+    if (typeof metric !== 'number')
+      throw new Error(`ReduceLROnPlateau.step: metric: expected a number, got ${describe(metric)}`);
     this.lastEpoch += 1;
     if (this.isBetter(metric, this.best)) {
       this.best = metric;
@@ -551,7 +621,8 @@ export class ReduceLROnPlateau {
   }
 
   private isBetter(a: number, best: number): boolean {
-    if (this.mode === 'min') return this.thresholdMode === 'rel' ? a < best * (1 - this.threshold) : a < best - this.threshold;
+    if (this.mode === 'min')
+      return this.thresholdMode === 'rel' ? a < best * (1 - this.threshold) : a < best - this.threshold;
     return this.thresholdMode === 'rel' ? a > best * (this.threshold + 1) : a > best + this.threshold;
   }
 
@@ -561,7 +632,14 @@ export class ReduceLROnPlateau {
 
   stateDict(): ReduceLROnPlateauStateDict {
     const best = Number.isFinite(this.best) ? this.best : (String(this.best) as 'Infinity' | '-Infinity');
-    return { scheduler: 'ReduceLROnPlateau', lastEpoch: this.lastEpoch, best, numBadEpochs: this.numBadEpochs, cooldownCounter: this.cooldownCounter, lastLr: [...this.lastLr] };
+    return {
+      scheduler: 'ReduceLROnPlateau',
+      lastEpoch: this.lastEpoch,
+      best,
+      numBadEpochs: this.numBadEpochs,
+      cooldownCounter: this.cooldownCounter,
+      lastLr: [...this.lastLr],
+    };
   }
 
   /** Restores the counters and best metric (the groups' lrs come from the optimizer's state dict). */
@@ -579,17 +657,46 @@ export class ReduceLROnPlateau {
     this.checkStateDict(stateDict);
   }
 
-  private checkStateDict(stateDict: ReduceLROnPlateauStateDict): { lastEpoch: number; best: number; numBadEpochs: number; cooldownCounter: number; lastLr: number[] } {
+  private checkStateDict(stateDict: ReduceLROnPlateauStateDict): {
+    lastEpoch: number;
+    best: number;
+    numBadEpochs: number;
+    cooldownCounter: number;
+    lastLr: number[];
+  } {
     const where = 'ReduceLROnPlateau.loadStateDict';
-    if (typeof stateDict !== 'object' || stateDict === null) throw new Error(`${where}: expected an object, got ${describe(stateDict)}`);
+    if (typeof stateDict !== 'object' || stateDict === null)
+      throw new Error(`${where}: expected an object, got ${describe(stateDict)}`);
     if (stateDict.scheduler !== undefined && stateDict.scheduler !== 'ReduceLROnPlateau') {
-      throw new Error(`${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ReduceLROnPlateau`);
+      throw new Error(
+        `${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ReduceLROnPlateau`,
+      );
     }
-    const lastEpoch = checkNumber(stateDict.lastEpoch, `${where}: lastEpoch`, isNonNegativeInt, 'a non-negative integer');
+    const lastEpoch = checkNumber(
+      stateDict.lastEpoch,
+      `${where}: lastEpoch`,
+      isNonNegativeInt,
+      'a non-negative integer',
+    );
     const rawBest: unknown = stateDict.best;
-    const best = rawBest === 'Infinity' ? Infinity : rawBest === '-Infinity' ? -Infinity : checkNumber(rawBest, `${where}: best`, Number.isFinite, "a finite number, 'Infinity' or '-Infinity'");
-    const numBad = checkNumber(stateDict.numBadEpochs, `${where}: numBadEpochs`, isNonNegativeInt, 'a non-negative integer');
-    const cooldown = checkNumber(stateDict.cooldownCounter, `${where}: cooldownCounter`, isNonNegativeInt, 'a non-negative integer');
+    const best =
+      rawBest === 'Infinity'
+        ? Infinity
+        : rawBest === '-Infinity'
+          ? -Infinity
+          : checkNumber(rawBest, `${where}: best`, Number.isFinite, "a finite number, 'Infinity' or '-Infinity'");
+    const numBad = checkNumber(
+      stateDict.numBadEpochs,
+      `${where}: numBadEpochs`,
+      isNonNegativeInt,
+      'a non-negative integer',
+    );
+    const cooldown = checkNumber(
+      stateDict.cooldownCounter,
+      `${where}: cooldownCounter`,
+      isNonNegativeInt,
+      'a non-negative integer',
+    );
     const lastLr = checkNumberArray(stateDict.lastLr, this.optimizer.paramGroups.length, `${where}: lastLr`);
     return { lastEpoch, best, numBadEpochs: numBad, cooldownCounter: cooldown, lastLr };
   }

@@ -63,10 +63,15 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** Checks `value` has the same kind as `like` (number / boolean / pair of numbers). */
 function checkKind(value: unknown, like: OptionValue, what: string): void {
   if (typeof like === 'number') {
-    if (typeof value !== 'number' || Number.isNaN(value)) throw new Error(`${what}: expected a number, got ${describe(value)}`);
+    if (typeof value !== 'number' || Number.isNaN(value))
+      throw new Error(`${what}: expected a number, got ${describe(value)}`);
   } else if (typeof like === 'boolean') {
     if (typeof value !== 'boolean') throw new Error(`${what}: expected a boolean, got ${describe(value)}`);
-  } else if (!Array.isArray(value) || value.length !== 2 || value.some((x) => typeof x !== 'number' || Number.isNaN(x))) {
+  } else if (
+    !Array.isArray(value) ||
+    value.length !== 2 ||
+    value.some((x) => typeof x !== 'number' || Number.isNaN(x))
+  ) {
     throw new Error(`${what}: expected a pair of numbers, got ${describe(value)}`);
   }
 }
@@ -96,14 +101,19 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     for (const [k, v] of Object.entries(builtIn)) (defaults as Record<string, unknown>)[k] = copyValue(v);
     if (!isObject(options)) throw new Error(`${name}: options: expected an object, got ${describe(options)}`);
     for (const [k, v] of Object.entries(options)) {
-      if (!Object.hasOwn(builtIn, k)) throw new Error(`${name}: unknown option '${k}' (known: ${Object.keys(builtIn).join(', ')})`);
+      if (!Object.hasOwn(builtIn, k))
+        throw new Error(`${name}: unknown option '${k}' (known: ${Object.keys(builtIn).join(', ')})`);
       if (v !== undefined) (defaults as Record<string, unknown>)[k] = copyValue(v);
     }
     this.resolveOptions(defaults, builtIn, `${name}`);
     this.defaults = defaults;
-    if (!Array.isArray(params)) throw new Error(`${name}: params: expected an array of tensors or parameter groups, got ${describe(params)}`);
+    if (!Array.isArray(params))
+      throw new Error(`${name}: params: expected an array of tensors or parameter groups, got ${describe(params)}`);
     if (params.length === 0) throw new Error(`${name}: params: got an empty parameter list`);
-    const groups = params[0] instanceof Tensor ? [{ params: params as Tensor[] } as ParamGroupInput<O>] : (params as ParamGroupInput<O>[]);
+    const groups =
+      params[0] instanceof Tensor
+        ? [{ params: params as Tensor[] } as ParamGroupInput<O>]
+        : (params as ParamGroupInput<O>[]);
     for (const g of groups) this.addParamGroup(g);
   }
 
@@ -120,14 +130,16 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     const seen = new Set<Tensor>();
     group.params.forEach((p, i) => {
       if (!(p instanceof Tensor)) throw new Error(`${where}.params[${i}]: expected a Tensor, got ${describe(p)}`);
-      if (taken.has(p) || seen.has(p)) throw new Error(`${where}.params[${i}]: this tensor is already in a parameter group`);
+      if (taken.has(p) || seen.has(p))
+        throw new Error(`${where}.params[${i}]: this tensor is already in a parameter group`);
       seen.add(p);
     });
     const resolved = {} as Record<string, unknown>;
     for (const [k, v] of Object.entries(this.defaults)) resolved[k] = copyValue(v);
     for (const [k, v] of Object.entries(group)) {
       if (k === 'params') continue;
-      if (!Object.hasOwn(this.defaults, k)) throw new Error(`${where}: unknown option '${k}' (known: ${Object.keys(this.defaults).join(', ')})`);
+      if (!Object.hasOwn(this.defaults, k))
+        throw new Error(`${where}: unknown option '${k}' (known: ${Object.keys(this.defaults).join(', ')})`);
       if (v !== undefined) resolved[k] = copyValue(v);
     }
     this.resolveOptions(resolved as unknown as O, this.defaults, where);
@@ -145,7 +157,10 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     this.paramGroups.forEach((group, gi) => {
       group.params.forEach((p, pi) => {
         if (p.requiresGrad && p.grad !== null && p.grad.size !== p.size) {
-          throw new Error(`${this.name}.step: paramGroups[${gi}].params[${pi}]: grad has shape [${p.grad.shape.join(', ')}], expected [${p.shape.join(', ')}]`);
+          throw new Error(
+            `${this.name}.step: paramGroups[${gi}].params[${pi}]: grad has shape ` +
+              `[${p.grad.shape.join(', ')}], expected [${p.shape.join(', ')}]`,
+          );
         }
       });
     });
@@ -172,7 +187,14 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
   }
 
   /** Updates one parameter in place. `lr` and `weightDecay` already include the group's multipliers. */
-  protected abstract update(param: Float32Array, grad: Float32Array, state: ParamState, group: ParamGroup<O>, lr: number, weightDecay: number): void;
+  protected abstract update(
+    param: Float32Array,
+    grad: Float32Array,
+    state: ParamState,
+    group: ParamGroup<O>,
+    lr: number,
+    weightDecay: number,
+  ): void;
 
   /** Range checks on a group's (or the defaults') options; throws naming `where` and the option. */
   protected abstract checkOptions(options: O, where: string): void;
@@ -190,7 +212,8 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
 
   /** Kinds (against `like`), then the common ranges, then the optimizer's own checks. */
   private resolveOptions(options: O, like: Readonly<O>, where: string): void {
-    for (const [k, v] of Object.entries(like)) checkKind((options as Record<string, unknown>)[k], v as OptionValue, `${where}: ${k}`);
+    for (const [k, v] of Object.entries(like))
+      checkKind((options as Record<string, unknown>)[k], v as OptionValue, `${where}: ${k}`);
     for (const k of ['lr', 'weightDecay', 'lrMult', 'decayMult'] as const) {
       if (!(options[k] >= 0)) throw new Error(`${where}: ${k}: expected a non-negative number, got ${options[k]}`);
     }
@@ -229,7 +252,9 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
   loadStateDict(stateDict: OptimizerStateDict): void {
     const { newOptions, newState } = this.planLoad(stateDict);
     // Checked: commit (nothing below can throw).
-    this.paramGroups.forEach((g, gi) => Object.assign(g, newOptions[gi]));
+    this.paramGroups.forEach((g, gi) => {
+      Object.assign(g, newOptions[gi]);
+    });
     this.state.clear();
     for (const [p, st] of newState) this.state.set(p, st);
   }
@@ -249,7 +274,9 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
       throw new Error(`${where}: expected { optimizer, state, paramGroups }, got ${describe(stateDict)}`);
     }
     if (stateDict.optimizer !== undefined && stateDict.optimizer !== this.name) {
-      throw new Error(`${where}: the state dict is for ${describe(stateDict.optimizer)}, this optimizer is ${this.name}`);
+      throw new Error(
+        `${where}: the state dict is for ${describe(stateDict.optimizer)}, this optimizer is ${this.name}`,
+      );
     }
     const saved = stateDict.paramGroups;
     if (saved.length !== this.paramGroups.length) {
@@ -260,12 +287,14 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     saved.forEach((sg, gi) => {
       const gw = `${where}: paramGroups[${gi}]`;
       const own = this.paramGroups[gi];
-      if (!isObject(sg) || !Array.isArray(sg.params)) throw new Error(`${gw}: expected { params, ...options }, got ${describe(sg)}`);
+      if (!isObject(sg) || !Array.isArray(sg.params))
+        throw new Error(`${gw}: expected { params, ...options }, got ${describe(sg)}`);
       if (sg.params.length !== own.params.length) {
         throw new Error(`${gw}: expected ${own.params.length} parameters, got ${sg.params.length}`);
       }
       sg.params.forEach((idx, pi) => {
-        if (!Number.isInteger(idx) || (idx as number) < 0) throw new Error(`${gw}.params[${pi}]: expected a non-negative integer index, got ${describe(idx)}`);
+        if (!Number.isInteger(idx) || (idx as number) < 0)
+          throw new Error(`${gw}.params[${pi}]: expected a non-negative integer index, got ${describe(idx)}`);
         const key = String(idx);
         if (byIndex.has(key)) throw new Error(`${gw}.params[${pi}]: index ${idx} appears twice`);
         byIndex.set(key, own.params[pi]);
@@ -300,7 +329,9 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
         }
         if (!Array.isArray(values) || values.length !== p.size) {
           const got = Array.isArray(values) ? `${values.length} values` : describe(values);
-          throw new Error(`${sw}.${name}: expected ${p.size} values (parameter shape [${p.shape.join(', ')}]), got ${got}`);
+          throw new Error(
+            `${sw}.${name}: expected ${p.size} values (parameter shape [${p.shape.join(', ')}]), got ${got}`,
+          );
         }
         if (values.some((v) => typeof v !== 'number')) throw new Error(`${sw}.${name}: expected numbers only`);
         buffers[name] = Float32Array.from(values);

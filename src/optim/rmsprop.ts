@@ -1,7 +1,14 @@
 // RMSprop: divides the gradient by a running root-mean-square of recent gradients (Hinton's
 // lecture 6), optionally centred (Graves) and with momentum, exactly as torch.optim.RMSprop
 // (PyTorch 1.13): the square root is taken before eps is added.
-import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import {
+  Optimizer,
+  GROUP_DEFAULTS,
+  type GroupOptions,
+  type ParamGroup,
+  type ParamState,
+  type Params,
+} from './optimizer.js';
 import { addScalar, addScaled, addcdiv, addcmul, mulScalar, sqrt } from './float32.js';
 
 export interface RMSpropOptions extends GroupOptions {
@@ -17,7 +24,15 @@ export interface RMSpropOptions extends GroupOptions {
   maximize: boolean;
 }
 
-const RMSPROP_DEFAULTS: RMSpropOptions = { ...GROUP_DEFAULTS, lr: 1e-2, alpha: 0.99, eps: 1e-8, momentum: 0, centered: false, maximize: false };
+const RMSPROP_DEFAULTS: RMSpropOptions = {
+  ...GROUP_DEFAULTS,
+  lr: 1e-2,
+  alpha: 0.99,
+  eps: 1e-8,
+  momentum: 0,
+  centered: false,
+  maximize: false,
+};
 
 /** torch.optim.RMSprop. Defaults: lr 1e-2, alpha 0.99, eps 1e-8, weightDecay 0, momentum 0, centered false. */
 export class RMSprop extends Optimizer<RMSpropOptions> {
@@ -33,7 +48,14 @@ export class RMSprop extends Optimizer<RMSpropOptions> {
     }
   }
 
-  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<RMSpropOptions>, lr: number, weightDecay: number): void {
+  protected update(
+    p: Float32Array,
+    g: Float32Array,
+    state: ParamState,
+    group: ParamGroup<RMSpropOptions>,
+    lr: number,
+    weightDecay: number,
+  ): void {
     const { alpha, eps, momentum, centered, maximize } = group;
     state.step++;
     const squareAvg = this.buffer(state, 'squareAvg', p.length);

@@ -2,7 +2,14 @@
 // and L2 weight decay, exactly as torch.optim.SGD (PyTorch 1.13). Note torch's momentum form,
 // which differs from Caffe's and from Sutskever et al.: v = momentum * v + (1 - dampening) * g,
 // p = p - lr * v (the first step sets v = g), so lr scales the velocity, not the gradient.
-import { Optimizer, GROUP_DEFAULTS, type GroupOptions, type ParamGroup, type ParamState, type Params } from './optimizer.js';
+import {
+  Optimizer,
+  GROUP_DEFAULTS,
+  type GroupOptions,
+  type ParamGroup,
+  type ParamState,
+  type Params,
+} from './optimizer.js';
 import { native } from '../native.js';
 import { describe } from '../describe.js';
 
@@ -17,7 +24,14 @@ export interface SGDOptions extends GroupOptions {
   maximize: boolean;
 }
 
-const SGD_DEFAULTS: SGDOptions = { ...GROUP_DEFAULTS, lr: NaN, momentum: 0, dampening: 0, nesterov: false, maximize: false };
+const SGD_DEFAULTS: SGDOptions = {
+  ...GROUP_DEFAULTS,
+  lr: NaN,
+  momentum: 0,
+  dampening: 0,
+  nesterov: false,
+  maximize: false,
+};
 
 /**
  * torch.optim.SGD. `lr` is required; weightDecay (L2, added to the gradient) defaults to 0.
@@ -28,18 +42,29 @@ export class SGD extends Optimizer<SGDOptions> {
   protected readonly bufferNames = ['momentumBuffer'] as const;
 
   constructor(params: Params<SGDOptions>, options: Partial<SGDOptions> & { lr: number }) {
-    if (typeof options?.lr !== 'number') throw new Error(`SGD: lr is required (a non-negative number), got ${describe(options?.lr)}`);
+    if (typeof options?.lr !== 'number')
+      throw new Error(`SGD: lr is required (a non-negative number), got ${describe(options?.lr)}`);
     super('SGD', params, SGD_DEFAULTS, options);
   }
 
   protected checkOptions(o: SGDOptions, where: string): void {
     if (!(o.momentum >= 0)) throw new Error(`${where}: momentum: expected a non-negative number, got ${o.momentum}`);
     if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) {
-      throw new Error(`${where}: nesterov: needs momentum > 0 and dampening 0, got momentum ${o.momentum} and dampening ${o.dampening}`);
+      throw new Error(
+        `${where}: nesterov: needs momentum > 0 and dampening 0, ` +
+          `got momentum ${o.momentum} and dampening ${o.dampening}`,
+      );
     }
   }
 
-  protected update(p: Float32Array, g: Float32Array, state: ParamState, group: ParamGroup<SGDOptions>, lr: number, weightDecay: number): void {
+  protected update(
+    p: Float32Array,
+    g: Float32Array,
+    state: ParamState,
+    group: ParamGroup<SGDOptions>,
+    lr: number,
+    weightDecay: number,
+  ): void {
     const { momentum, dampening, nesterov, maximize } = group;
     state.step++;
     const firstStep = momentum !== 0 && !state.buffers.momentumBuffer;

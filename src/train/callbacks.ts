@@ -102,7 +102,9 @@ export class ProgressBar implements Callback {
     const elapsed = (performance.now() - this.epochStart) / 1000;
     const ips = this.seen / Math.max(elapsed, 1e-9);
     const eta = (elapsed / (batch + 1)) * (total - batch - 1);
-    const text = `epoch ${this.epoch + 1}/${epochs} ${batch + 1}/${total} loss ${logs.loss.toFixed(4)} acc ${(100 * logs.acc).toFixed(2)}% ${ips.toFixed(0)} img/s ETA ${fmtTime(eta)}`;
+    const text =
+      `epoch ${this.epoch + 1}/${epochs} ${batch + 1}/${total} loss ${logs.loss.toFixed(4)} ` +
+      `acc ${(100 * logs.acc).toFixed(2)}% ${ips.toFixed(0)} img/s ETA ${fmtTime(eta)}`;
     if (this.tty) {
       const width = this.opts.width ?? 24;
       const filled = Math.round((width * (batch + 1)) / total);
@@ -117,7 +119,13 @@ export class ProgressBar implements Callback {
     const secs = (performance.now() - this.epochStart) / 1000;
     const parts = Object.entries(logs)
       .filter(([k]) => k !== 'size')
-      .map(([k, v]) => `${k} ${k.includes('acc') ? (100 * v).toFixed(2) + '%' : k === 'lr' ? v.toExponential(2) : v.toFixed(4)}`);
-    this.out.write(`${this.tty ? '\r\x1b[K' : ''}epoch ${epoch + 1}/${this.trainer.epochs} ${fmtTime(secs)} ${(this.seen / secs).toFixed(0)} img/s - ${parts.join(' - ')}\n`);
+      .map(
+        ([k, v]) =>
+          `${k} ${k.includes('acc') ? `${(100 * v).toFixed(2)}%` : k === 'lr' ? v.toExponential(2) : v.toFixed(4)}`,
+      );
+    this.out.write(
+      `${this.tty ? '\r\x1b[K' : ''}epoch ${epoch + 1}/${this.trainer.epochs} ${fmtTime(secs)} ` +
+        `${(this.seen / secs).toFixed(0)} img/s - ${parts.join(' - ')}\n`,
+    );
   }
 }

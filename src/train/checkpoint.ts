@@ -47,7 +47,8 @@ function extract(value: unknown, path: string, out: Map<string, Tensor>): unknow
 const MAX_STATE_DEPTH = 64;
 
 function restore(value: unknown, tensors: Map<string, Tensor>, depth = 0): unknown {
-  if (depth > MAX_STATE_DEPTH) throw new Error(`checkpoint: training state nests deeper than ${MAX_STATE_DEPTH} levels`);
+  if (depth > MAX_STATE_DEPTH)
+    throw new Error(`checkpoint: training state nests deeper than ${MAX_STATE_DEPTH} levels`);
   if (Array.isArray(value)) return value.map((v) => restore(v, tensors, depth + 1));
   if (value && typeof value === 'object') {
     const ref = (value as { $tensor?: unknown }).$tensor;
@@ -87,14 +88,18 @@ export function checkTrainingState(state: unknown, where: string): asserts state
   const epoch = state.epoch;
   // Safe integers only: from 2^53 on, epoch + 1 === epoch and a loop over epochs never advances.
   if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 0) {
-    throw new Error(`${where}: epoch: expected a non-negative integer (the last completed epoch), got ${describe(epoch)}`);
+    throw new Error(
+      `${where}: epoch: expected a non-negative integer (the last completed epoch), got ${describe(epoch)}`,
+    );
   }
   if (state.rng !== undefined) checkRngState(state.rng, `${where}: rng`);
   if (state.history !== undefined) {
     const history = state.history;
-    if (!Array.isArray(history)) throw new Error(`${where}: history: expected an array of epoch records, got ${describe(history)}`);
+    if (!Array.isArray(history))
+      throw new Error(`${where}: history: expected an array of epoch records, got ${describe(history)}`);
     history.forEach((h, i) => {
-      if (!isRecord(h)) throw new Error(`${where}: history[${i}]: expected an epoch record (an object), got ${describe(h)}`);
+      if (!isRecord(h))
+        throw new Error(`${where}: history[${i}]: expected an epoch record (an object), got ${describe(h)}`);
       if (typeof h.epoch !== 'number' || !Number.isSafeInteger(h.epoch) || h.epoch < 1) {
         throw new Error(`${where}: history[${i}].epoch: expected a positive integer, got ${describe(h.epoch)}`);
       }

@@ -111,7 +111,11 @@ export interface EvalResult {
  * snapshot of the model taken at the call (see Module.inferenceSnapshot): training or loading
  * weights meanwhile does not change the result, and the model's mode is never switched.
  */
-export async function evaluate(model: Module, loader: LoaderLike, lossFn: LossFn = (l, y) => crossEntropy(l, y)): Promise<EvalResult> {
+export async function evaluate(
+  model: Module,
+  loader: LoaderLike,
+  lossFn: LossFn = (l, y) => crossEntropy(l, y),
+): Promise<EvalResult> {
   const frozen = model.inferenceSnapshot();
   let lossSum = 0;
   let c1 = 0;
@@ -138,7 +142,12 @@ export async function evaluate(model: Module, loader: LoaderLike, lossFn: LossFn
  * optimizer, scheduler or loader without validateStateDict/validateState) are applied first and
  * put back if a later one throws.
  */
-function resume(path: string, model: Module, train: LoaderLike, opts: FitOptions): { history: EpochRecord[]; startEpoch: number } {
+function resume(
+  path: string,
+  model: Module,
+  train: LoaderLike,
+  opts: FitOptions,
+): { history: EpochRecord[]; startEpoch: number } {
   const fail = (e: unknown, what = ''): never => {
     throw new Error(`fit: ${what}${(e as Error).message}`, { cause: e });
   };
@@ -192,7 +201,8 @@ const training = new WeakSet<Module>();
  * predict() and evaluate() meanwhile run on snapshots and do not disturb it.
  */
 export async function fit(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
-  if (training.has(model)) throw new Error('fit: this model is already being trained by another fit() call; await it first');
+  if (training.has(model))
+    throw new Error('fit: this model is already being trained by another fit() call; await it first');
   training.add(model);
   try {
     return await fitUnguarded(model, train, opts);
@@ -202,7 +212,8 @@ export async function fit(model: Module, train: LoaderLike, opts: FitOptions): P
 }
 
 async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
-  if (!Number.isInteger(opts.epochs) || opts.epochs < 1) throw new Error(`fit: epochs must be a positive integer, got ${opts.epochs}`);
+  if (!Number.isInteger(opts.epochs) || opts.epochs < 1)
+    throw new Error(`fit: epochs must be a positive integer, got ${opts.epochs}`);
   const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
   const handle: TrainerHandle = { stopTraining: false, epochs: opts.epochs, batchesPerEpoch: train.length };
   const callbacks: Callback[] = [...(opts.progress === false ? [] : [new ProgressBar()]), ...(opts.callbacks ?? [])];
@@ -212,7 +223,12 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       if (f) await f.apply(cb, args);
     }
   };
-  const ckptPath = typeof opts.resume === 'string' ? opts.resume : opts.checkpointDir ? join(opts.checkpointDir, 'checkpoint.safetensors') : undefined;
+  const ckptPath =
+    typeof opts.resume === 'string'
+      ? opts.resume
+      : opts.checkpointDir
+        ? join(opts.checkpointDir, 'checkpoint.safetensors')
+        : undefined;
 
   for (const cb of callbacks) cb.setTrainer?.(handle);
   let history: EpochRecord[] = [];
@@ -241,7 +257,10 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       const loss = lossFn(logits, labels);
       const lossValue = loss.data[0];
       if (!Number.isFinite(lossValue)) {
-        throw new Error(`fit: loss became ${lossValue} at epoch ${epoch + 1}, batch ${batch + 1} (learning rate too high, or bad input?)`);
+        throw new Error(
+          `fit: loss became ${lossValue} at epoch ${epoch + 1}, batch ${batch + 1} ` +
+            '(learning rate too high, or bad input?)',
+        );
       }
       opts.optimizer.zeroGrad();
       loss.backward();
@@ -254,12 +273,22 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       c1 += b1;
       c5 += b5;
       count += labels.length;
-      await emit('onBatchEnd', batch, { loss: lossValue, acc: b1 / labels.length, acc5: b5 / labels.length, size: labels.length });
+      await emit('onBatchEnd', batch, {
+        loss: lossValue,
+        acc: b1 / labels.length,
+        acc5: b5 / labels.length,
+        size: labels.length,
+      });
       batch++;
       await yieldToEventLoop();
     }
     if (count === 0) throw new Error('fit: the training loader yielded no samples');
-    const logs: Logs = { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, lr: opts.optimizer.paramGroups[0]?.lr ?? NaN };
+    const logs: Logs = {
+      loss: lossSum / count,
+      acc: c1 / count,
+      acc5: c5 / count,
+      lr: opts.optimizer.paramGroups[0]?.lr ?? NaN,
+    };
     if (opts.validation) {
       const v = await evaluate(model, opts.validation, lossFn);
       Object.assign(logs, { val_loss: v.loss, val_acc: v.acc, val_acc5: v.acc5 });

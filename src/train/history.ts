@@ -15,7 +15,7 @@ export function writeRunLogs(dir: string, history: EpochRecord[], meta: Record<s
   const enc = new TextEncoder();
   writeFileAtomic(join(dir, 'log.json'), [enc.encode(JSON.stringify({ ...meta, history }, null, 2))]);
   const keys = [...new Set(history.flatMap((h) => Object.keys(h)))];
-  const csv = [keys.join(','), ...history.map((h) => keys.map((k) => h[k] ?? '').join(','))].join('\n') + '\n';
+  const csv = `${[keys.join(','), ...history.map((h) => keys.map((k) => h[k] ?? '').join(','))].join('\n')}\n`;
   writeFileAtomic(join(dir, 'log.csv'), [enc.encode(csv)]);
   writeFileAtomic(join(dir, 'curve.svg'), [enc.encode(curveSvg(history))]);
 }
@@ -48,19 +48,25 @@ export function curveSvg(history: EpochRecord[]): string {
     s += `<text x="${x0 + pad - 4}" y="${H - pad}" text-anchor="end" font-size="10">${fmt(lo)}</text>`;
     s += `<text x="${x0 + W / 2}" y="${H - 8}" text-anchor="middle" font-size="10">epoch (1-${history.length})</text>`;
     series.forEach((k, j) => {
-      const pts = history.map((h, i) => (Number.isFinite(h[k]) ? `${px(i).toFixed(1)},${py(h[k]).toFixed(1)}` : '')).filter(Boolean);
+      const pts = history
+        .map((h, i) => (Number.isFinite(h[k]) ? `${px(i).toFixed(1)},${py(h[k]).toFixed(1)}` : ''))
+        .filter(Boolean);
       s += `<polyline fill="none" stroke="${COLORS[k] ?? '#555'}" stroke-width="2" points="${pts.join(' ')}"/>`;
       for (const p of pts) {
         const [x, y] = p.split(',');
         s += `<circle cx="${x}" cy="${y}" r="2.5" fill="${COLORS[k] ?? '#555'}"/>`;
       }
-      s += `<text x="${x0 + W - pad}" y="${pad + 12 * j}" text-anchor="end" font-size="10" fill="${COLORS[k] ?? '#555'}">${k}</text>`;
+      s +=
+        `<text x="${x0 + W - pad}" y="${pad + 12 * j}" text-anchor="end" ` +
+        `font-size="10" fill="${COLORS[k] ?? '#555'}">${k}</text>`;
     });
     return s;
   };
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H}" font-family="sans-serif">` +
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H}" font-family="sans-serif">` +
     `<rect width="100%" height="100%" fill="white"/>` +
     panel(0, 'loss', ['loss', 'val_loss'], false) +
     panel(W, 'top-1 accuracy', ['acc', 'val_acc'], true) +
-    `</svg>\n`;
+    `</svg>\n`
+  );
 }

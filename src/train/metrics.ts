@@ -7,7 +7,8 @@ import type { Tensor } from '../tensor.js';
  * [0, C) or `ignoreIndex` (default -100, as the losses); an ignored row counts as not correct.
  */
 export function topkCorrect(logits: Tensor, targets: Int32Array, k: number, ignoreIndex = -100): number {
-  if (logits.ndim !== 2) throw new Error(`topkCorrect: logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
+  if (logits.ndim !== 2)
+    throw new Error(`topkCorrect: logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
   const [n, c] = logits.shape;
   const t = checkClassIndices('topkCorrect', targets, n, c, ignoreIndex);
   const d = logits.data;
