@@ -134,7 +134,8 @@ describe('conv_transpose2d argument errors', () => {
     [
       'weight in channels',
       () => native.convTranspose2dOutputSize(args({ weightShape: [3, 2, 3, 3] })),
-      'weightShape[0]: expected in_channels = 2, got 3',
+      'conv_transpose2d: the weight [3, 2, 3, 3] takes 3 input channels, but the input [1, 2, 3, 3] has 2 ' +
+        '(expected weight shape [2, 2, 3, 3])',
     ],
     [
       'zero stride',

@@ -18,21 +18,8 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let p = Pool2dParams {
-        batch: 16,
-        channels: 64,
-        in_h: 112,
-        in_w: 112,
-        kernel_h: 3,
-        kernel_w: 3,
-        stride_h: 2,
-        stride_w: 2,
-        pad_h: 1,
-        pad_w: 1,
-        dilation_h: 1,
-        dilation_w: 1,
-        ceil_mode: false,
-    };
+    let p = Pool2dParams::from_shapes([16, 64, 112, 112], [3, 3], [2, 2], [1, 1], [1, 1], false)
+        .unwrap();
     let out = p.output_len(p.validate().unwrap());
     let x: Vec<f32> = (0..p.input_len())
         .map(|i| ((i * 7919) % 1000) as f32)

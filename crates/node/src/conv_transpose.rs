@@ -1,6 +1,6 @@
 //! conv_transpose2d entries (as torch.nn.functional.conv_transpose2d): shapes and
 //! hyper-parameters come in as plain numbers, results go into buffers the JavaScript side owns.
-use crate::args::{check_disjoint, invalid, kernel_err, size, sizes};
+use crate::args::{check_disjoint, kernel_err, size, sizes};
 use crate::runtime::run;
 use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
 use napi::bindgen_prelude::Float32Array;
@@ -25,42 +25,22 @@ pub struct ConvTranspose2dArgs {
 
 pub fn conv_transpose_params(a: &ConvTranspose2dArgs) -> napi::Result<ConvTranspose2dParams> {
     let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
-    let [wc, ocg, kh, kw] = sizes::<4>("weightShape", &a.weight_shape)?;
-    let [sh, sw] = sizes::<2>("stride", &a.stride)?;
-    let [ph, pw] = sizes::<2>("padding", &a.padding)?;
-    let [oph, opw] = sizes::<2>("outputPadding", &a.output_padding)?;
-    let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
+    let weight = sizes::<4>("weightShape", &a.weight_shape)?;
+    let stride = sizes::<2>("stride", &a.stride)?;
+    let padding = sizes::<2>("padding", &a.padding)?;
+    let output_padding = sizes::<2>("outputPadding", &a.output_padding)?;
+    let dilation = sizes::<2>("dilation", &a.dilation)?;
     let groups = size("groups", a.groups)?;
-    let out_channels = ocg.checked_mul(groups).ok_or_else(|| {
-        invalid(format!(
-            "weightShape[1]: {ocg} output channels per group times {groups} groups overflows"
-        ))
-    })?;
-    let p = ConvTranspose2dParams {
-        batch: n,
-        in_channels: c,
-        in_h: h,
-        in_w: w,
-        out_channels,
-        kernel_h: kh,
-        kernel_w: kw,
-        stride_h: sh,
-        stride_w: sw,
-        pad_h: ph,
-        pad_w: pw,
-        output_pad_h: oph,
-        output_pad_w: opw,
-        dilation_h: dh,
-        dilation_w: dw,
+    ConvTranspose2dParams::from_shapes(
+        [n, c, h, w],
+        weight,
+        stride,
+        padding,
+        output_padding,
+        dilation,
         groups,
-    };
-    p.validate().map_err(kernel_err)?;
-    if wc != c {
-        return Err(invalid(format!(
-            "weightShape[0]: expected in_channels = {c}, got {wc}"
-        )));
-    }
-    Ok(p)
+    )
+    .map_err(kernel_err)
 }
 
 /// Output spatial size [outH, outW] of a conv_transpose2d, or an Error naming the bad argument.

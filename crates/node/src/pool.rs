@@ -35,21 +35,15 @@ fn pool_params(a: &Pool2dArgs) -> napi::Result<(Pool2dParams, (usize, usize))> {
     let [sh, sw] = sizes::<2>("stride", &a.stride)?;
     let [ph, pw] = sizes::<2>("padding", &a.padding)?;
     let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
-    let p = Pool2dParams {
-        batch: n,
-        channels: c,
-        in_h: h,
-        in_w: w,
-        kernel_h: kh,
-        kernel_w: kw,
-        stride_h: sh,
-        stride_w: sw,
-        pad_h: ph,
-        pad_w: pw,
-        dilation_h: dh,
-        dilation_w: dw,
-        ceil_mode: a.ceil_mode,
-    };
+    let p = Pool2dParams::from_shapes(
+        [n, c, h, w],
+        [kh, kw],
+        [sh, sw],
+        [ph, pw],
+        [dh, dw],
+        a.ceil_mode,
+    )
+    .map_err(kernel_err)?;
     let out = p.validate().map_err(kernel_err)?;
     Ok((p, out))
 }

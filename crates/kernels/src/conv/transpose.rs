@@ -59,6 +59,56 @@ enum View {
 }
 
 impl ConvTranspose2dParams {
+    /// The parameters of conv_transpose2d(input, weight) from the tensors' shapes, as torch reads
+    /// them: input `[N, C_in, H, W]`, weight `[C_in, C_out / groups, kH, kW]`, stride `[sH, sW]`,
+    /// padding `[pH, pW]`, output padding `[opH, opW]`, dilation `[dH, dW]`. Checks everything
+    /// [`validate`](Self::validate) checks, then the weight's channels against the input's.
+    pub fn from_shapes(
+        input: [usize; 4],
+        weight: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        output_padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Result<ConvTranspose2dParams> {
+        let [batch, in_channels, in_h, in_w] = input;
+        let [weight_in, out_per_group, kernel_h, kernel_w] = weight;
+        let Some(out_channels) = out_per_group.checked_mul(groups) else {
+            bail!(
+                "conv_transpose2d: the weight {weight:?} with {groups} groups has more output \
+                 channels than fit in memory"
+            );
+        };
+        let p = ConvTranspose2dParams {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride_h: stride[0],
+            stride_w: stride[1],
+            pad_h: padding[0],
+            pad_w: padding[1],
+            output_pad_h: output_padding[0],
+            output_pad_w: output_padding[1],
+            dilation_h: dilation[0],
+            dilation_w: dilation[1],
+            groups,
+        };
+        p.validate()?;
+        if weight_in != in_channels {
+            bail!(
+                "conv_transpose2d: the weight {weight:?} takes {weight_in} input channels, but the \
+                 input {input:?} has {in_channels} (expected weight shape [{in_channels}, \
+                 {out_per_group}, {kernel_h}, {kernel_w}])"
+            );
+        }
+        Ok(p)
+    }
+
     /// Checks the hyper-parameters and returns the output (height, width).
     pub fn validate(&self) -> Result<(usize, usize)> {
         check_positive("batch", self.batch)?;

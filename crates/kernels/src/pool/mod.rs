@@ -91,6 +91,37 @@ fn pooled_len(
 }
 
 impl Pool2dParams {
+    /// The parameters of max_pool2d / avg_pool2d over an input of shape `[N, C, H, W]` with
+    /// kernel `[kH, kW]`, stride `[sH, sW]`, padding `[pH, pW]` and dilation `[dH, dW]`, as
+    /// torch reads them; checked as [`validate`](Self::validate) checks them.
+    pub fn from_shapes(
+        input: [usize; 4],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> Result<Pool2dParams> {
+        let [batch, channels, in_h, in_w] = input;
+        let p = Pool2dParams {
+            batch,
+            channels,
+            in_h,
+            in_w,
+            kernel_h: kernel[0],
+            kernel_w: kernel[1],
+            stride_h: stride[0],
+            stride_w: stride[1],
+            pad_h: padding[0],
+            pad_w: padding[1],
+            dilation_h: dilation[0],
+            dilation_w: dilation[1],
+            ceil_mode,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
     /// Checks the hyper-parameters and returns the output (height, width).
     pub fn validate(&self) -> Result<(usize, usize)> {
         check_positive("batch", self.batch)?;
