@@ -6,7 +6,7 @@ use ferroconv_kernels::activation::{
 use ferroconv_kernels::simd::{self, SimdLevel};
 
 mod common;
-use common::{levels, lock, rand_vec, with_threads};
+use common::{assert_close_f64 as assert_close, check_fd, levels, lock, rand_vec, with_threads};
 
 const KINDS: [Activation; 5] = [
     Activation::Relu,
@@ -32,17 +32,6 @@ fn reference(act: Activation, x: f64) -> f64 {
         }
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Tanh => x.tanh(),
-    }
-}
-
-fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w).abs();
-        assert!(
-            err <= atol + rtol * w.abs(),
-            "{what}: element {i} is {g}, expected {w} (err {err:e})"
-        );
     }
 }
 
@@ -188,19 +177,7 @@ fn backward_matches_finite_differences() {
             activation_forward(act, &x, &mut y).unwrap();
             let mut gi = vec![0.0; n];
             activation_backward(act, &x, &y, &w, &mut gi).unwrap();
-            for i in 0..n {
-                let mut xp = x.clone();
-                xp[i] += eps;
-                let mut xm = x.clone();
-                xm[i] -= eps;
-                let fd = (loss(&xp) - loss(&xm)) / (2.0 * eps as f64);
-                let err = (fd - gi[i] as f64).abs();
-                assert!(
-                    err <= 2e-3 + 1e-2 * fd.abs(),
-                    "{act:?} {lvl:?} at {i}: fd {fd}, backward {}",
-                    gi[i]
-                );
-            }
+            check_fd(&format!("{act:?} {lvl:?}"), &x, &gi, eps, 0..n, loss);
         }
     }
 }

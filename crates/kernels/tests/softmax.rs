@@ -8,18 +8,7 @@ use ferroconv_kernels::softmax::{
 };
 
 mod common;
-use common::{levels, lock, rand_vec, with_threads};
-
-fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w).abs();
-        assert!(
-            err <= atol + rtol * w.abs(),
-            "{what}: element {i} is {g}, expected {w} (err {err:e})"
-        );
-    }
-}
+use common::{assert_close_f64 as assert_close, check_fd, levels, lock, rand_vec, with_threads};
 
 fn ref_log_softmax(x: &[f32], cols: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());
@@ -138,19 +127,8 @@ fn backward_matches_reference_and_finite_differences() {
                         y.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum()
                     };
                     let eps = 1e-2f32;
-                    for j in (0..x.len()).step_by(1 + x.len() / 200) {
-                        let mut xp = x.clone();
-                        xp[j] += eps;
-                        let mut xm = x.clone();
-                        xm[j] -= eps;
-                        let fd = (loss(&xp) - loss(&xm)) / (2.0 * eps as f64);
-                        let err = (fd - gi[j] as f64).abs();
-                        assert!(
-                            err <= 2e-3 + 1e-2 * fd.abs(),
-                            "{what} at {j}: fd {fd}, backward {}",
-                            gi[j]
-                        );
-                    }
+                    let at = (0..x.len()).step_by(1 + x.len() / 200);
+                    check_fd(&what, &x, &gi, eps, at, loss);
                 }
             }
         }

@@ -6,37 +6,12 @@
 //! input (see `direct/avx2/mod.rs`). The portable path builds each plane row by row: for every tap
 //! the valid span of columns is computed once, so the inner loop is a branch-free axpy over a
 //! contiguous row (vectorised by the compiler when the stride is 1).
-use super::Conv2dParams;
+use super::{valid_range, Conv2dParams};
 use crate::simd::dispatch;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-
-/// First and one-past-last output column whose input column `ox*stride + off - pad` is inside
-/// `0..in_w`.
-#[inline]
-pub(crate) fn valid_range(
-    out_len: usize,
-    in_len: usize,
-    stride: usize,
-    off: usize,
-    pad: usize,
-) -> (usize, usize) {
-    // ox*stride + off >= pad  ->  ox >= ceil((pad - off) / stride)
-    let lo = if pad > off {
-        (pad - off).div_ceil(stride)
-    } else {
-        0
-    };
-    // ox*stride + off - pad < in_len  ->  ox < ceil((in_len + pad - off) / stride)
-    let hi = if in_len + pad > off {
-        (in_len + pad - off).div_ceil(stride)
-    } else {
-        0
-    };
-    (lo.min(out_len), hi.min(out_len).max(lo.min(out_len)))
-}
 
 pub fn forward(
     p: &Conv2dParams,

@@ -15,7 +15,7 @@
 //! Backward: `grad_input = col2im(W_g^T * grad_out)`, `grad_weight = sum over items of
 //! grad_out * col^T`, `grad_bias = sum of grad_out over items and positions`.
 use super::par::{with_scratch, SharedMut};
-use super::{Conv2dParams, Epilogue};
+use super::{valid_range, Conv2dParams, Epilogue};
 use crate::gemm::{self, Lhs, PackedA, Rhs, NR};
 use crate::simd;
 use rayon::prelude::*;
@@ -175,28 +175,6 @@ fn row_runs(
         });
         j += len;
     }
-}
-
-/// Output columns `lo..hi` whose input column `ox * stride + off - pad` lies in `0..in_len`.
-fn valid_range(
-    out_len: usize,
-    in_len: usize,
-    stride: usize,
-    off: usize,
-    pad: usize,
-) -> (usize, usize) {
-    let lo = if pad > off {
-        (pad - off).div_ceil(stride)
-    } else {
-        0
-    };
-    let hi = if in_len + pad > off {
-        (in_len + pad - off).div_ceil(stride)
-    } else {
-        0
-    };
-    let lo = lo.min(out_len);
-    (lo, hi.min(out_len).max(lo))
 }
 
 /// Writes one run of a lowered row into `dst` (`run.len` floats): input taps, 0 in the padding.

@@ -3,7 +3,7 @@
 //! Several algorithms sit behind one entry point; [`ConvAlgo::Auto`] picks per shape. All of them
 //! read and write the same layouts, so they can be checked against each other and against
 //! [`reference`], the plain loop nest that defines what the answer is.
-use crate::error::{check_len, check_positive, numel};
+use crate::error::{check_len, check_positive};
 use crate::{bail, scratch, Result};
 pub use epilogue::Epilogue;
 
@@ -37,6 +37,37 @@ pub struct Conv2dParams {
     pub dilation_w: usize,
     pub groups: usize,
 }
+
+/// The buffer lengths of an NCHW conv-like call (conv and transposed conv), from its `batch`,
+/// channels, input size and `weight_shape()`, and the check that they fit in memory.
+macro_rules! nchw_lengths {
+    () => {
+        pub fn input_len(&self) -> usize {
+            self.batch * self.in_channels * self.in_h * self.in_w
+        }
+
+        pub fn weight_len(&self) -> usize {
+            self.weight_shape().iter().product()
+        }
+
+        /// Output length; only meaningful after [`validate`](Self::validate) succeeded.
+        pub fn output_len(&self, out_hw: (usize, usize)) -> usize {
+            self.batch * self.out_channels * out_hw.0 * out_hw.1
+        }
+
+        /// Whether the input, output and weight element counts fit in memory.
+        fn check_numel(&self, (out_h, out_w): (usize, usize)) -> Result<()> {
+            crate::error::numel(
+                "input",
+                &[self.batch, self.in_channels, self.in_h, self.in_w],
+            )?;
+            crate::error::numel("output", &[self.batch, self.out_channels, out_h, out_w])?;
+            crate::error::numel("weight", &self.weight_shape())?;
+            Ok(())
+        }
+    };
+}
+pub(crate) use nchw_lengths;
 
 impl Conv2dParams {
     /// The parameters of conv2d(input, weight) from the tensors' shapes, as torch reads them:
@@ -136,12 +167,7 @@ impl Conv2dParams {
         let out_h = (padded_h - span_h) / self.stride_h + 1;
         let out_w = (padded_w - span_w) / self.stride_w + 1;
         // Refuse shapes whose buffers could not exist, before anyone allocates them.
-        numel(
-            "input",
-            &[self.batch, self.in_channels, self.in_h, self.in_w],
-        )?;
-        numel("output", &[self.batch, self.out_channels, out_h, out_w])?;
-        numel("weight", &self.weight_shape())?;
+        self.check_numel((out_h, out_w))?;
         Ok((out_h, out_w))
     }
 
@@ -162,18 +188,7 @@ impl Conv2dParams {
         ]
     }
 
-    pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.in_h * self.in_w
-    }
-
-    pub fn weight_len(&self) -> usize {
-        self.weight_shape().iter().product()
-    }
-
-    /// Output length; only meaningful after [`validate`](Self::validate) succeeded.
-    pub fn output_len(&self, out_hw: (usize, usize)) -> usize {
-        self.batch * self.out_channels * out_hw.0 * out_hw.1
-    }
+    nchw_lengths!();
 
     /// Multiply-adds of one forward pass, times two (the FLOP count benchmarks report).
     pub fn flops(&self) -> f64 {
@@ -383,4 +398,30 @@ pub fn conv2d_backward_weight(
         }
         Ok(())
     })
+}
+
+/// First and one-past-last output position `o` along an axis whose input position
+/// `o * stride + off - pad` is inside `0..in_len` (`off` is the tap's offset, kernel index times
+/// dilation): the taps that read real input rather than padding.
+#[inline]
+pub(crate) fn valid_range(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    off: usize,
+    pad: usize,
+) -> (usize, usize) {
+    // ox*stride + off >= pad  ->  ox >= ceil((pad - off) / stride)
+    let lo = if pad > off {
+        (pad - off).div_ceil(stride)
+    } else {
+        0
+    };
+    // ox*stride + off - pad < in_len  ->  ox < ceil((in_len + pad - off) / stride)
+    let hi = if in_len + pad > off {
+        (in_len + pad - off).div_ceil(stride)
+    } else {
+        0
+    };
+    (lo.min(out_len), hi.min(out_len).max(lo.min(out_len)))
 }

@@ -17,8 +17,11 @@
 //! the bottom/right padding so conv2d's output size comes out exactly `H x W`. When output padding
 //! exceeds `padding + stride - 1` (possible only when dilation > stride) even zero bottom padding
 //! leaves conv2d an extra window, so the view works on a copy cropped of the untouched rows.
-use super::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dParams, ConvAlgo};
-use crate::error::{check_len, check_positive, numel};
+use super::{
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, nchw_lengths, Conv2dParams,
+    ConvAlgo,
+};
+use crate::error::{check_len, check_positive};
 use crate::{bail, scratch, Result};
 use rayon::prelude::*;
 
@@ -197,12 +200,7 @@ impl ConvTranspose2dParams {
         let out_h = full_h - cut_h;
         let out_w = full_w - cut_w;
         // Refuse shapes whose buffers could not exist, before anyone allocates them.
-        numel(
-            "input",
-            &[self.batch, self.in_channels, self.in_h, self.in_w],
-        )?;
-        numel("output", &[self.batch, self.out_channels, out_h, out_w])?;
-        numel("weight", &self.weight_shape())?;
+        self.check_numel((out_h, out_w))?;
         Ok((out_h, out_w))
     }
 
@@ -216,18 +214,7 @@ impl ConvTranspose2dParams {
         ]
     }
 
-    pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.in_h * self.in_w
-    }
-
-    pub fn weight_len(&self) -> usize {
-        self.weight_shape().iter().product()
-    }
-
-    /// Output length; only meaningful after [`validate`](Self::validate) succeeded.
-    pub fn output_len(&self, out_hw: (usize, usize)) -> usize {
-        self.batch * self.out_channels * out_hw.0 * out_hw.1
-    }
+    nchw_lengths!();
 
     /// The conv2d that this call is the adjoint of. Call after `validate`.
     fn view(&self, out_hw: (usize, usize)) -> Result<View> {

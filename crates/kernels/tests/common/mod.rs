@@ -178,6 +178,33 @@ pub fn fd_grad(x: &[f32], eps: f32, loss: impl Fn(&[f32]) -> f64) -> Vec<f64> {
         .collect()
 }
 
+/// Central differences of `loss` at the elements `at` of `x` against the analytic gradient `grad`:
+/// `|fd - grad| <= 2e-3 + 1e-2 |fd|` (for losses in f64 of O(1) inputs and steps of about 1e-2).
+pub fn check_fd(
+    what: &str,
+    x: &[f32],
+    grad: &[f32],
+    eps: f32,
+    at: impl IntoIterator<Item = usize>,
+    loss: impl Fn(&[f32]) -> f64,
+) {
+    let mut xp = x.to_vec();
+    for i in at {
+        xp[i] = x[i] + eps;
+        let up = loss(&xp);
+        xp[i] = x[i] - eps;
+        let down = loss(&xp);
+        xp[i] = x[i];
+        let fd = (up - down) / (2.0 * eps as f64);
+        let err = (fd - grad[i] as f64).abs();
+        assert!(
+            err <= 2e-3 + 1e-2 * fd.abs(),
+            "{what} at {i}: finite difference {fd}, backward {}",
+            grad[i]
+        );
+    }
+}
+
 /// Process CPU time (all threads) in seconds, from /proc (Linux); 0 elsewhere.
 fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
