@@ -8,6 +8,7 @@ use common::conv::{cases, params};
 use common::{assert_close, fill, levels, lock};
 use ferroconv_kernels::conv::{
     conv2d_forward, conv2d_forward_fused, reference, winograd, Conv2dParams, ConvAlgo, Epilogue,
+    Forward,
 };
 use ferroconv_kernels::simd::{self, SimdLevel};
 
@@ -54,7 +55,7 @@ fn expected(p: &Conv2dParams, parts: &Parts) -> Vec<f32> {
     let x = fill(p.input_len(), 1);
     let w = fill(p.weight_len(), 2);
     let mut y = vec![0.0; p.output_len(hw)];
-    reference::forward(p, hw, &x, &w, None, &mut y);
+    reference::forward(Forward::new(p, hw, &x, &w, &mut y), None);
     let plane = hw.0 * hw.1;
     for (i, v) in y.iter_mut().enumerate() {
         let oc = (i / plane) % p.out_channels;

@@ -16,7 +16,8 @@ mod common;
 use common::conv::*;
 use common::*;
 use ferroconv_kernels::conv::{
-    conv2d_backward_data, conv2d_forward, reference, winograd, Conv2dParams, ConvAlgo,
+    conv2d_backward_data, conv2d_forward, reference, winograd, BackwardData, Conv2dParams,
+    ConvAlgo, Forward,
 };
 
 const WINO_TOL: f64 = 5e-5;
@@ -53,8 +54,8 @@ fn check(p: &Conv2dParams, name: &str) -> (f64, f64) {
     conv2d_backward_data(p, &gy, &w, &mut dx, ConvAlgo::Winograd).unwrap();
     let mut y_ref = vec![0.0; gy.len()];
     let mut dx_ref = vec![0.0; x.len()];
-    reference::forward(p, hw, &x, &w, Some(&b), &mut y_ref);
-    reference::backward_data(p, hw, &gy, &w, &mut dx_ref);
+    reference::forward(Forward::new(p, hw, &x, &w, &mut y_ref), Some(&b));
+    reference::backward_data(BackwardData::new(p, hw, &gy, &w, &mut dx_ref));
     let ey = norm_err(&format!("{name} forward"), &y, &y_ref);
     let ex = norm_err(&format!("{name} backward data"), &dx, &dx_ref);
     assert_close(&format!("{name} forward {p:?}"), &y, &y_ref, 1e-5, WINO_TOL);

@@ -6,35 +6,23 @@
 //! input (see `direct/avx2/mod.rs`). The portable path builds each plane row by row: for every tap
 //! the valid span of columns is computed once, so the inner loop is a branch-free axpy over a
 //! contiguous row (vectorised by the compiler when the stride is 1).
-use super::{valid_range, Conv2dParams};
+use super::valid_range;
+use super::{BackwardData, BackwardWeight, Forward};
 use crate::simd::dispatch;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
-pub fn forward(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
-) {
+pub fn forward(f: Forward<'_>, bias: Option<&[f32]>) {
     dispatch!(crate::simd::isa(),
-        avx2 => avx2::forward(p, out_hw, input, weight, bias, output),
-        _ => forward_scalar(p, out_hw, input, weight, bias, output),
+        avx2 => avx2::forward(f, bias),
+        _ => forward_scalar(f, bias),
     )
 }
 
-fn forward_scalar(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
-) {
+fn forward_scalar(f: Forward<'_>, bias: Option<&[f32]>) {
+    let (p, out_hw, input, weight, output) = f.parts();
     let (oh, ow) = out_hw;
     let plane = oh * ow;
     let in_plane = p.in_h * p.in_w;
@@ -84,28 +72,17 @@ fn forward_scalar(
 }
 
 /// grad_input of conv2d (overwrites `grad_input`).
-pub fn backward_data(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+pub fn backward_data(b: BackwardData<'_>) {
     dispatch!(crate::simd::isa(),
-        avx2 => avx2::backward_data(p, out_hw, grad_out, weight, grad_input),
-        _ => backward_data_scalar(p, out_hw, grad_out, weight, grad_input),
+        avx2 => avx2::backward_data(b),
+        _ => backward_data_scalar(b),
     )
 }
 
 /// The forward's loop nest with the roles of input and output swapped: each input-gradient
 /// plane is owned by one task, which scatters every tap's contribution into it.
-fn backward_data_scalar(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+fn backward_data_scalar(b: BackwardData<'_>) {
+    let (p, out_hw, grad_out, weight, grad_input) = b.parts();
     let (oh, ow) = out_hw;
     let plane = oh * ow;
     let in_plane = p.in_h * p.in_w;
@@ -154,17 +131,12 @@ fn backward_data_scalar(
 }
 
 /// grad_weight (and grad_bias) of conv2d (overwrites both).
-pub fn backward_weight(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
+pub fn backward_weight(mut b: BackwardWeight<'_>) {
+    let (p, out_hw, grad_out) = (b.p, b.out_hw, b.grad_out);
+    let grad_bias = b.grad_bias.take();
     dispatch!(crate::simd::isa(),
-        avx2 => avx2::backward_weight(p, out_hw, input, grad_out, grad_weight),
-        _ => backward_weight_scalar(p, out_hw, input, grad_out, grad_weight),
+        avx2 => avx2::backward_weight(b),
+        _ => backward_weight_scalar(b),
     );
     if let Some(gb) = grad_bias {
         bias_grad(grad_out, p.batch, p.out_channels, out_hw.0 * out_hw.1, gb);
@@ -174,13 +146,8 @@ pub fn backward_weight(
 /// One task per output channel owns that channel's weight gradient. Each tap's dot product
 /// runs row by row in f32 and is summed in f64 across rows and batch items (the sums can run
 /// over many thousands of terms).
-fn backward_weight_scalar(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-) {
+fn backward_weight_scalar(b: BackwardWeight<'_>) {
+    let (p, out_hw, input, grad_out, (grad_weight, _)) = b.parts();
     let (oh, ow) = out_hw;
     let plane = oh * ow;
     let in_plane = p.in_h * p.in_w;

@@ -27,6 +27,7 @@
 //! Accuracy: FFT rounding is spread over a whole tile, so the error is about 1e-7 of the largest
 //! values involved rather than of each output; `tests/conv_fft.rs` measures it.
 use super::Conv2dParams;
+use super::{BackwardData, BackwardWeight, Forward};
 use rayon::prelude::*;
 
 mod cgemm;
@@ -561,14 +562,8 @@ struct SharedOut(SpectraOut);
 // SAFETY: only used by `run_products`, whose tasks write disjoint floats.
 unsafe impl Sync for SharedOut {}
 
-pub fn forward(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
-) {
+pub fn forward(f: Forward<'_>, bias: Option<&[f32]>) {
+    let (p, out_hw, input, weight, output) = f.parts();
     let lay = Layout::new(p, out_hw);
     let plan = &*lay.plan;
     let (oh, ow) = out_hw;
@@ -663,13 +658,8 @@ pub fn forward(
     }
 }
 
-pub fn backward_data(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+pub fn backward_data(b: BackwardData<'_>) {
+    let (p, out_hw, grad_out, weight, grad_input) = b.parts();
     let lay = Layout::new(p, out_hw);
     let plan = &*lay.plan;
     let (oh, ow) = out_hw;
@@ -770,14 +760,8 @@ pub fn backward_data(
     }
 }
 
-pub fn backward_weight(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
+pub fn backward_weight(b: BackwardWeight<'_>) {
+    let (p, out_hw, input, grad_out, (grad_weight, grad_bias)) = b.parts();
     let lay = Layout::new(p, out_hw);
     let plan = &*lay.plan;
     let (oh, ow) = out_hw;

@@ -16,6 +16,7 @@
 //! grad_out * col^T`, `grad_bias = sum of grad_out over items and positions`.
 use super::par::{with_scratch, SharedMut};
 use super::{valid_range, Conv2dParams, Epilogue};
+use super::{BackwardData, BackwardWeight, Forward};
 use crate::gemm::{self, Lhs, PackedA, Rhs, NR};
 use crate::simd;
 use rayon::prelude::*;
@@ -439,14 +440,8 @@ fn forward_shifted(
     }
 }
 
-pub fn forward(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    epilogue: &Epilogue<'_>,
-    output: &mut [f32],
-) {
+pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
+    let (p, out_hw, input, weight, output) = f.parts();
     if let Some(rows) = shifted_rows(p, out_hw) {
         forward_shifted(p, out_hw, rows, input, weight, epilogue, output);
         return;
@@ -577,13 +572,8 @@ pub fn forward(
     }
 }
 
-pub fn backward_data(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+pub fn backward_data(b: BackwardData<'_>) {
+    let (p, out_hw, grad_out, weight, grad_input) = b.parts();
     // Items are batched only when a task's items own one contiguous run of grad_input (one
     // group); pointwise convs write grad_input straight from the GEMM, one item at a time.
     let batching = p.groups == 1 && !is_pointwise(p);
@@ -675,14 +665,8 @@ fn is_pointwise(p: &Conv2dParams) -> bool {
         && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0
 }
 
-pub fn backward_weight(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
+pub fn backward_weight(b: BackwardWeight<'_>) {
+    let (p, out_hw, input, grad_out, (grad_weight, grad_bias)) = b.parts();
     let g = Geom::new(p, out_hw, MIN_BLOCK_WEIGHT, true);
     // dW_g = sum over blocks of dY_g[:, block] * col_block^T; `units` indexes the (item group,
     // position block) pairs, the first of a range overwrites `dw`, the rest accumulate.

@@ -273,6 +273,130 @@ fn check_bias(p: &Conv2dParams, bias: Option<&[f32]>) -> Result<()> {
     Ok(())
 }
 
+/// The buffers of one forward call, already checked against `p` (`out_hw` is what
+/// `p.validate()` returned). Every algorithm's forward takes one.
+pub struct Forward<'a> {
+    pub p: &'a Conv2dParams,
+    pub out_hw: (usize, usize),
+    pub input: &'a [f32],
+    pub weight: &'a [f32],
+    pub output: &'a mut [f32],
+}
+
+type Parts<'a, Out> = (&'a Conv2dParams, (usize, usize), &'a [f32], &'a [f32], Out);
+
+impl<'a> Forward<'a> {
+    pub fn new(
+        p: &'a Conv2dParams,
+        out_hw: (usize, usize),
+        input: &'a [f32],
+        weight: &'a [f32],
+        output: &'a mut [f32],
+    ) -> Self {
+        Forward {
+            p,
+            out_hw,
+            input,
+            weight,
+            output,
+        }
+    }
+
+    /// `(p, out_hw, input, weight, output)`.
+    pub fn parts(self) -> Parts<'a, &'a mut [f32]> {
+        (self.p, self.out_hw, self.input, self.weight, self.output)
+    }
+
+    /// The same call, borrowed again (to try one algorithm and fall back to another).
+    pub fn reborrow(&mut self) -> Forward<'_> {
+        Forward {
+            output: &mut *self.output,
+            ..*self
+        }
+    }
+}
+
+/// The buffers of one input-gradient call, checked as for [`Forward`].
+pub struct BackwardData<'a> {
+    pub p: &'a Conv2dParams,
+    pub out_hw: (usize, usize),
+    pub grad_out: &'a [f32],
+    pub weight: &'a [f32],
+    pub grad_input: &'a mut [f32],
+}
+
+impl<'a> BackwardData<'a> {
+    pub fn new(
+        p: &'a Conv2dParams,
+        out_hw: (usize, usize),
+        grad_out: &'a [f32],
+        weight: &'a [f32],
+        grad_input: &'a mut [f32],
+    ) -> Self {
+        BackwardData {
+            p,
+            out_hw,
+            grad_out,
+            weight,
+            grad_input,
+        }
+    }
+
+    /// `(p, out_hw, grad_out, weight, grad_input)`.
+    pub fn parts(self) -> Parts<'a, &'a mut [f32]> {
+        (
+            self.p,
+            self.out_hw,
+            self.grad_out,
+            self.weight,
+            self.grad_input,
+        )
+    }
+}
+
+/// The buffers of one weight-gradient call (the bias gradient when given), checked as for
+/// [`Forward`].
+pub struct BackwardWeight<'a> {
+    pub p: &'a Conv2dParams,
+    pub out_hw: (usize, usize),
+    pub input: &'a [f32],
+    pub grad_out: &'a [f32],
+    pub grad_weight: &'a mut [f32],
+    pub grad_bias: Option<&'a mut [f32]>,
+}
+
+impl<'a> BackwardWeight<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: &'a Conv2dParams,
+        out_hw: (usize, usize),
+        input: &'a [f32],
+        grad_out: &'a [f32],
+        grad_weight: &'a mut [f32],
+        grad_bias: Option<&'a mut [f32]>,
+    ) -> Self {
+        BackwardWeight {
+            p,
+            out_hw,
+            input,
+            grad_out,
+            grad_weight,
+            grad_bias,
+        }
+    }
+
+    /// `(p, out_hw, input, grad_out, (grad_weight, grad_bias))`.
+    pub fn parts(self) -> Parts<'a, (&'a mut [f32], Option<&'a mut [f32]>)> {
+        (
+            self.p,
+            self.out_hw,
+            self.input,
+            self.grad_out,
+            (self.grad_weight, self.grad_bias),
+        )
+    }
+}
+
 /// output = conv(input, weight) + bias.
 pub fn conv2d_forward(
     p: &Conv2dParams,
@@ -287,18 +411,13 @@ pub fn conv2d_forward(
     check_len("weight", weight.len(), p.weight_len())?;
     check_bias(p, bias)?;
     check_len("output", output.len(), p.output_len(out_hw))?;
+    let f = Forward::new(p, out_hw, input, weight, output);
     scratch::fallible("conv2d", || {
         match algo.resolve(p) {
-            ConvAlgo::Direct | ConvAlgo::Auto => {
-                direct::forward(p, out_hw, input, weight, bias, output)
-            }
-            ConvAlgo::Im2col => {
-                im2col::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
-            }
-            ConvAlgo::Fft => fft::forward(p, out_hw, input, weight, bias, output),
-            ConvAlgo::Winograd => {
-                winograd::forward(p, out_hw, input, weight, &Epilogue::bias(bias), output)
-            }
+            ConvAlgo::Direct | ConvAlgo::Auto => direct::forward(f, bias),
+            ConvAlgo::Im2col => im2col::forward(f, &Epilogue::bias(bias)),
+            ConvAlgo::Fft => fft::forward(f, bias),
+            ConvAlgo::Winograd => winograd::forward(f, &Epilogue::bias(bias)),
         }
         Ok(())
     })
@@ -323,18 +442,20 @@ pub fn conv2d_forward_fused(
     epilogue.validate(p.out_channels, out_len)?;
     check_len("output", output.len(), out_len)?;
     let plane = out_hw.0 * out_hw.1;
+    let mut f = Forward::new(p, out_hw, input, weight, output);
     scratch::fallible("conv2d", || {
         match algo.resolve(p) {
-            ConvAlgo::Im2col => im2col::forward(p, out_hw, input, weight, epilogue, output),
+            ConvAlgo::Im2col => im2col::forward(f, epilogue),
+            ConvAlgo::Winograd => winograd::forward(f, epilogue),
+            // Direct and FFT apply the epilogue in a pass of their own.
             ConvAlgo::Direct | ConvAlgo::Auto => {
-                direct::forward(p, out_hw, input, weight, None, output);
-                epilogue.apply_all(output, p.out_channels, plane);
+                direct::forward(f.reborrow(), None);
+                epilogue.apply_all(f.output, p.out_channels, plane);
             }
             ConvAlgo::Fft => {
-                fft::forward(p, out_hw, input, weight, None, output);
-                epilogue.apply_all(output, p.out_channels, plane);
+                fft::forward(f.reborrow(), None);
+                epilogue.apply_all(f.output, p.out_channels, plane);
             }
-            ConvAlgo::Winograd => winograd::forward(p, out_hw, input, weight, epilogue, output),
         }
         Ok(())
     })
@@ -352,14 +473,13 @@ pub fn conv2d_backward_data(
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
+    let b = BackwardData::new(p, out_hw, grad_out, weight, grad_input);
     scratch::fallible("conv2d", || {
         match algo.resolve_for(p, ConvPass::BackwardData) {
-            ConvAlgo::Direct | ConvAlgo::Auto => {
-                direct::backward_data(p, out_hw, grad_out, weight, grad_input)
-            }
-            ConvAlgo::Im2col => im2col::backward_data(p, out_hw, grad_out, weight, grad_input),
-            ConvAlgo::Fft => fft::backward_data(p, out_hw, grad_out, weight, grad_input),
-            ConvAlgo::Winograd => winograd::backward_data(p, out_hw, grad_out, weight, grad_input),
+            ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_data(b),
+            ConvAlgo::Im2col => im2col::backward_data(b),
+            ConvAlgo::Fft => fft::backward_data(b),
+            ConvAlgo::Winograd => winograd::backward_data(b),
         }
         Ok(())
     })
@@ -381,20 +501,13 @@ pub fn conv2d_backward_weight(
     if let Some(gb) = &grad_bias {
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
+    let b = BackwardWeight::new(p, out_hw, input, grad_out, grad_weight, grad_bias);
     scratch::fallible("conv2d", || {
         match algo.resolve_for(p, ConvPass::BackwardWeight) {
-            ConvAlgo::Direct | ConvAlgo::Auto => {
-                direct::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
-            }
-            ConvAlgo::Im2col => {
-                im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
-            }
-            ConvAlgo::Fft => {
-                fft::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
-            }
-            ConvAlgo::Winograd => {
-                winograd::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
-            }
+            ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_weight(b),
+            ConvAlgo::Im2col => im2col::backward_weight(b),
+            ConvAlgo::Fft => fft::backward_weight(b),
+            ConvAlgo::Winograd => winograd::backward_weight(b),
         }
         Ok(())
     })

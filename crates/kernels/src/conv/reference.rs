@@ -1,6 +1,7 @@
 //! The plain loop nest that defines conv2d. Slow and obviously right: every other algorithm and
 //! every backward is tested against it. Arguments are assumed already validated.
 use super::Conv2dParams;
+use super::{BackwardData, BackwardWeight, Forward};
 
 /// Calls `f(input_index, output_index, weight_index)` for every (input, output, weight) triple
 /// that meet in one batch item: flat indices into the item's input `[C_in, H, W]`, its output
@@ -38,14 +39,8 @@ fn for_each_tap(p: &Conv2dParams, out_hw: (usize, usize), mut f: impl FnMut(usiz
     }
 }
 
-pub fn forward(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
-) {
+pub fn forward(f: Forward<'_>, bias: Option<&[f32]>) {
+    let (p, out_hw, input, weight, output) = f.parts();
     let in_item = p.in_channels * p.in_h * p.in_w;
     let out_plane = out_hw.0 * out_hw.1;
     let out_item = p.out_channels * out_plane;
@@ -66,13 +61,8 @@ pub fn forward(
 }
 
 /// grad_input = conv2d's input gradient (overwrites `grad_input`).
-pub fn backward_data(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+pub fn backward_data(b: BackwardData<'_>) {
+    let (p, out_hw, grad_out, weight, grad_input) = b.parts();
     let in_item = p.in_channels * p.in_h * p.in_w;
     let out_item = p.out_channels * out_hw.0 * out_hw.1;
     for n in 0..p.batch {
@@ -91,14 +81,8 @@ pub fn backward_data(
 }
 
 /// grad_weight (and grad_bias) of conv2d (overwrites both).
-pub fn backward_weight(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
+pub fn backward_weight(b: BackwardWeight<'_>) {
+    let (p, out_hw, input, grad_out, (grad_weight, grad_bias)) = b.parts();
     let in_item = p.in_channels * p.in_h * p.in_w;
     let out_plane = out_hw.0 * out_hw.1;
     let out_item = p.out_channels * out_plane;

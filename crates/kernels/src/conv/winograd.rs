@@ -30,6 +30,7 @@
 //! not apply to (see [`applies`]), fall back to im2col + GEMM.
 use super::par::{with_scratch, SharedMut};
 use super::{im2col, Conv2dParams, Epilogue};
+use super::{BackwardData, BackwardWeight, Forward};
 use crate::gemm::{self, Lhs, PackedA, Rhs};
 use crate::simd::{kernel, Isa};
 use rayon::prelude::*;
@@ -565,14 +566,8 @@ fn run_block(
 
 /// Winograd forward of a shape [`applies`] accepts; false (nothing written) when the transformed
 /// weights would not fit in memory.
-fn forward_impl(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    ep: &Epilogue<'_>,
-    output: &mut [f32],
-) -> bool {
+fn forward_impl(f: Forward<'_>, ep: &Epilogue<'_>) -> bool {
+    let (p, out_hw, input, weight, output) = f.parts();
     let g = Geom::new(p, out_hw);
     // A block is at least one whole tile row: planes thousands of pixels wide with many channels
     // would need more scratch than is sensible; im2col handles them in bounded blocks.
@@ -608,29 +603,17 @@ fn forward_impl(
 /// Forward convolution followed by `epilogue` (a bias is `Epilogue::bias`), which the output
 /// transform applies to each output row as it writes it. Shapes Winograd does not apply to (see
 /// [`applies`]) fall back to im2col + GEMM with the same epilogue.
-pub fn forward(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    epilogue: &Epilogue<'_>,
-    output: &mut [f32],
-) {
-    if !(applies(p) && forward_impl(p, out_hw, input, weight, epilogue, output)) {
-        im2col::forward(p, out_hw, input, weight, epilogue, output)
+pub fn forward(mut f: Forward<'_>, epilogue: &Epilogue<'_>) {
+    if !(applies(f.p) && forward_impl(f.reborrow(), epilogue)) {
+        im2col::forward(f, epilogue)
     }
 }
 
 /// Input gradient: the forward Winograd convolution of `grad_out` with the weights rotated 180
 /// degrees and in/out channels swapped, padded by `2 - pad` per side. Falls back to im2col when
 /// Winograd does not apply or a pad exceeds 2 (the gradient would need negative padding).
-pub fn backward_data(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+pub fn backward_data(b: BackwardData<'_>) {
+    let (p, out_hw, grad_out, weight, grad_input) = b.parts();
     let pads = [p.pad_top, p.pad_bottom, p.pad_left, p.pad_right];
     if applies(p) && pads.iter().all(|&x| x <= 2) {
         let q = Conv2dParams {
@@ -660,29 +643,16 @@ pub fn backward_data(
                         }
                     }
                 });
-            if forward_impl(
-                &q,
-                (p.in_h, p.in_w),
-                grad_out,
-                &rotated,
-                &Epilogue::default(),
-                grad_input,
-            ) {
+            let f = Forward::new(&q, (p.in_h, p.in_w), grad_out, &rotated, &mut *grad_input);
+            if forward_impl(f, &Epilogue::default()) {
                 return;
             }
         }
     }
-    im2col::backward_data(p, out_hw, grad_out, weight, grad_input)
+    im2col::backward_data(BackwardData::new(p, out_hw, grad_out, weight, grad_input))
 }
 
 /// Weight and bias gradients: im2col + GEMM (a Winograd weight gradient is not implemented).
-pub fn backward_weight(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
-    im2col::backward_weight(p, out_hw, input, grad_out, grad_weight, grad_bias)
+pub fn backward_weight(b: BackwardWeight<'_>) {
+    im2col::backward_weight(b)
 }

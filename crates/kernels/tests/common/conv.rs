@@ -3,7 +3,8 @@
 //! forward.
 use super::{assert_close, fill, norm_err};
 use ferroconv_kernels::conv::{
-    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, reference, Conv2dParams, ConvAlgo,
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, reference, BackwardData,
+    BackwardWeight, Conv2dParams, ConvAlgo, Forward,
 };
 
 pub struct Case {
@@ -341,9 +342,9 @@ pub fn run_reference(p: &Conv2dParams) -> Outputs {
     let mut dx = vec![0.0; x.len()];
     let mut dw = vec![0.0; w.len()];
     let mut db = vec![0.0; b.len()];
-    reference::forward(p, hw, &x, &w, Some(&b), &mut y);
-    reference::backward_data(p, hw, &gy, &w, &mut dx);
-    reference::backward_weight(p, hw, &x, &gy, &mut dw, Some(&mut db));
+    reference::forward(Forward::new(p, hw, &x, &w, &mut y), Some(&b));
+    reference::backward_data(BackwardData::new(p, hw, &gy, &w, &mut dx));
+    reference::backward_weight(BackwardWeight::new(p, hw, &x, &gy, &mut dw, Some(&mut db)));
     Outputs { y, dx, dw, db }
 }
 

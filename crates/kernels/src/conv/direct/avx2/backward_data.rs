@@ -1,6 +1,7 @@
 //! The input gradient: one pass per phase class of the input, each a sum of unit-stride
 //! correlations of the zero-padded output gradient (see the parent module).
 use super::*;
+use crate::conv::BackwardData;
 
 /// One phase class of the input gradient: padded rows `ry + sh * u`, columns `rx + sw * v`.
 pub(super) struct Phase {
@@ -15,13 +16,8 @@ pub(super) struct Phase {
     blocks: Vec<(usize, usize, usize)>,
 }
 
-pub(in crate::conv::direct) fn backward_data(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    grad_out: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-) {
+pub(in crate::conv::direct) fn backward_data(b: BackwardData<'_>) {
+    let (p, out_hw, grad_out, weight, grad_input) = b.parts();
     let (oh, ow) = out_hw;
     let (c, oc_n, cig, cog) = (
         p.in_channels,

@@ -1,14 +1,10 @@
 //! The weight gradient: output channels x taps kept in registers while rows of the output
 //! gradient stream past (see the parent module).
 use super::*;
+use crate::conv::BackwardWeight;
 
-pub(in crate::conv::direct) fn backward_weight(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    grad_out: &[f32],
-    grad_weight: &mut [f32],
-) {
+pub(in crate::conv::direct) fn backward_weight(b: BackwardWeight<'_>) {
+    let (p, out_hw, input, grad_out, (grad_weight, _)) = b.parts();
     let (oh, ow) = out_hw;
     let (c, oc_n, cig, cog) = (
         p.in_channels,

@@ -21,6 +21,7 @@
 //! Backward weight keeps up to 3 output channels x 3 taps (or 1 channel x up to 12 taps, for
 //! depthwise) in registers while streaming rows of the output gradient.
 use super::super::Conv2dParams;
+use crate::conv::Forward;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -478,14 +479,8 @@ fn channels_per_pass(rows_per_channel: usize, row_floats: usize, channels: usize
     (ROW_BUDGET / (rows_per_channel * row_floats * 4).max(1)).clamp(1, channels.max(1))
 }
 
-pub(super) fn forward(
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
-) {
+pub(super) fn forward(f: Forward<'_>, bias: Option<&[f32]>) {
+    let (p, out_hw, input, weight, output) = f.parts();
     let (oh, ow) = out_hw;
     let (c, oc_n, cig, cog) = (
         p.in_channels,
