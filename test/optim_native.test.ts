@@ -1,10 +1,12 @@
-// The native SGD update (native.sgdStep, crates/kernels/src/optim.rs) against the TypeScript loop
-// it replaced, bit for bit: that loop rounds where torch's float32 kernels round (float32.ts) and
-// matched the torch goldens of optim.test.ts; plus the binding's errors on bad input.
+// The native optimizer updates (native.sgdStep, adamStep, ..., crates/kernels/src/optim.rs)
+// against the TypeScript loops they replaced, bit for bit: those loops round where torch's float32
+// kernels round (float32.ts) and matched the torch goldens of optim.test.ts; plus the binding's
+// errors on bad input.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { SGD } from '../src/optim/index.js';
-import { addScaled, mulScalar } from '../src/optim/float32.js';
+import { setSimd } from '../src/index.js';
+import { Adam, AdamW, SGD, type Optimizer } from '../src/optim/index.js';
+import { addScalar, addScaled, addcdiv, addcmul, divScalar, mulScalar, sqrt } from '../src/optim/float32.js';
 import { Tensor } from '../src/tensor.js';
 import { det } from './helpers.js';
 
@@ -86,5 +88,162 @@ describe('sgdStep bad input', () => {
     const p = f(8);
     expect(() => native.sgdStep(p, p, f(8), args)).toThrow('param: must not share memory with grad');
     expect(() => native.sgdStep(p.subarray(0, 4), f(4), p.subarray(2, 6), args)).toThrow('momentumBuffer: must not share memory with param');
+  });
+});
+
+// ---- The adaptive optimizers: awkward values, ragged lengths, several steps, both SIMD paths ----
+
+/** Values that stress the rounding: NaN, infinities, denormals, signed zeros, huge and tiny. */
+const SPECIAL = [NaN, Infinity, -Infinity, 1e-40, -1e-45, 0, -0, 3e38, -3e38, 1.2e-38, 1e-20, -7e30];
+
+/** det values with the special ones sprinkled at positions that depend on `seed`. */
+function awkward(n: number, seed: number, scale = 1): Float32Array {
+  const out = det([n], seed, scale).data.slice();
+  for (let k = 0; k < SPECIAL.length; k++) {
+    const i = (k * 7 + seed * 3) % (n * 3);
+    if (i < n) out[i] = SPECIAL[k];
+  }
+  return out;
+}
+
+/** Element-by-element Object.is (NaN equals NaN; 0 and -0 differ), naming the first difference. */
+function expectSame(got: Float32Array, want: Float32Array, what: string): void {
+  expect(got.length, what).toBe(want.length);
+  for (let i = 0; i < got.length; i++) {
+    if (!Object.is(got[i], want[i])) throw new Error(`${what}[${i}]: got ${got[i]}, expected ${want[i]}`);
+  }
+}
+
+// Lengths: a single element, short lengths not a multiple of 8 or 16, and several parallel chunks.
+const LENGTHS = [1, 7, 13, 33, 70001];
+const STEPS = 4;
+
+/**
+ * Runs `make()`'s optimizer for STEPS steps over one awkward parameter and checks it, and its
+ * state, against `reference` (the former TypeScript loop) after every step, on both SIMD paths.
+ */
+function checkAgainstReference(
+  make: (p: Tensor) => Optimizer<any>,
+  reference: (p: Float32Array, g: Float32Array, state: { step: number; buffers: Record<string, Float32Array> }) => void,
+): void {
+  for (const simd of ['scalar', 'auto'] as const) {
+    try {
+      setSimd(simd);
+      for (const n of LENGTHS) {
+        const p = new Tensor(awkward(n, 1), [n]).requiresGrad_();
+        const opt = make(p);
+        const want = awkward(n, 1);
+        const state = { step: 0, buffers: {} as Record<string, Float32Array> };
+        for (let s = 0; s < STEPS; s++) {
+          // Step 2 has gradients a million times larger (squares overflow to Infinity).
+          const g = awkward(n, 10 + s, s === 2 ? 1e6 : 1);
+          p.grad = new Tensor(g.slice(), [n]);
+          opt.step();
+          reference(want, g, state);
+          expectSame(p.data, want, `${simd}, n ${n}, step ${s + 1}: param`);
+          const saved = opt.stateDict().state['0'];
+          for (const [name, buf] of Object.entries(state.buffers)) {
+            expectSame(Float32Array.from(saved[name] as number[]), buf, `${simd}, n ${n}, step ${s + 1}: ${name}`);
+          }
+          expect(Object.keys(saved).sort()).toEqual(['step', ...Object.keys(state.buffers)].sort());
+        }
+      }
+    } finally {
+      setSimd('auto');
+    }
+  }
+}
+
+function stateBuffer(state: { buffers: Record<string, Float32Array> }, name: string, n: number, fill = 0): Float32Array {
+  return (state.buffers[name] ??= new Float32Array(n).fill(fill));
+}
+
+interface AdamRef {
+  lr: number;
+  weightDecay: number;
+  betas: [number, number];
+  eps: number;
+  amsgrad: boolean;
+  maximize: boolean;
+}
+
+/** The former adamUpdate of src/optim/adam.ts (Adam; decoupled = AdamW). */
+function adamReference(o: AdamRef, decoupled: boolean) {
+  return (p: Float32Array, g: Float32Array, state: { step: number; buffers: Record<string, Float32Array> }): void => {
+    const { lr, weightDecay, eps, amsgrad, maximize } = o;
+    const [beta1, beta2] = o.betas;
+    const expAvg = stateBuffer(state, 'expAvg', p.length);
+    const expAvgSq = stateBuffer(state, 'expAvgSq', p.length);
+    const maxSq = amsgrad ? stateBuffer(state, 'maxExpAvgSq', p.length) : null;
+    const step = ++state.step;
+    const biasCorrection1 = 1 - beta1 ** step;
+    const biasCorrection2 = 1 - beta2 ** step;
+    const negStepSize = -(lr / biasCorrection1);
+    const biasCorrection2Sqrt = Math.sqrt(biasCorrection2);
+    const keep = 1 - lr * weightDecay;
+    for (let i = 0; i < p.length; i++) {
+      let grad = maximize ? -g[i] : g[i];
+      if (decoupled) p[i] = mulScalar(p[i], keep);
+      else if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
+      expAvg[i] = addScaled(mulScalar(expAvg[i], beta1), 1 - beta1, grad);
+      expAvgSq[i] = addcmul(mulScalar(expAvgSq[i], beta2), 1 - beta2, grad, grad);
+      let second = expAvgSq[i];
+      if (maxSq) {
+        if (second > maxSq[i] || Number.isNaN(second)) maxSq[i] = second;
+        second = maxSq[i];
+      }
+      const denom = addScalar(divScalar(sqrt(second), biasCorrection2Sqrt), eps);
+      p[i] = addcdiv(p[i], negStepSize, expAvg[i], denom);
+    }
+  };
+}
+
+const ADAM_BASE: AdamRef = { lr: 1e-3, weightDecay: 0, betas: [0.9, 0.999], eps: 1e-8, amsgrad: false, maximize: false };
+const ADAM_CASES: [string, AdamRef][] = [
+  ['defaults', ADAM_BASE],
+  ['amsgrad', { ...ADAM_BASE, amsgrad: true }],
+  ['weight decay + amsgrad', { ...ADAM_BASE, weightDecay: 1e-2, amsgrad: true }],
+  ['maximize + weight decay', { ...ADAM_BASE, maximize: true, weightDecay: 0.3, lr: 0.05 }],
+  ['beta1 0, tiny eps, large lr', { ...ADAM_BASE, betas: [0, 0.5], eps: 1e-30, lr: 7.5 }],
+  ['eps 0, amsgrad, maximize', { ...ADAM_BASE, eps: 0, amsgrad: true, maximize: true, betas: [0.5, 0.25] }],
+];
+
+describe('native Adam and AdamW steps equal the TypeScript rounding bit for bit', () => {
+  for (const [name, o] of ADAM_CASES) {
+    it(`Adam, ${name}`, () => {
+      checkAgainstReference((p) => new Adam([p], o), adamReference(o, false));
+    });
+    it(`AdamW, ${name}`, () => {
+      const w = { ...o, weightDecay: o.weightDecay || 1e-2 };
+      checkAgainstReference((p) => new AdamW([p], w), adamReference(w, true));
+    });
+  }
+  it('AdamW without weight decay', () => {
+    const o = { ...ADAM_BASE, weightDecay: 0 };
+    checkAgainstReference((p) => new AdamW([p], o), adamReference(o, true));
+  });
+});
+
+describe('adamStep bad input', () => {
+  const args = {
+    lr: 0.1, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, amsgrad: false, maximize: false, decoupled: false,
+    biasCorrection1: 0.1, biasCorrection2: 0.001,
+  };
+  const f = (n: number) => new Float32Array(n);
+  it('wrong lengths and buffers', () => {
+    expect(() => native.adamStep(f(4), f(3), f(4), f(4), null, args)).toThrow('grad: expected 4 elements, got 3');
+    expect(() => native.adamStep(f(4), f(4), f(4), f(5), null, args)).toThrow('expAvgSq: expected 4 elements, got 5');
+    expect(() => native.adamStep(f(4), f(4), f(4), f(4), null, { ...args, amsgrad: true })).toThrow('maxExpAvgSq: expected 4 elements (amsgrad), got none');
+    expect(() => native.adamStep(f(4), f(4), f(4), f(4), f(4), args)).toThrow('maxExpAvgSq: expected none (amsgrad is off), got a buffer');
+  });
+  it('bad hyper-parameters', () => {
+    expect(() => native.adamStep(f(4), f(4), f(4), f(4), null, { ...args, lr: NaN })).toThrow('lr: expected a non-negative number, got NaN');
+    expect(() => native.adamStep(f(4), f(4), f(4), f(4), null, { ...args, beta2: 1 })).toThrow('betas[1]: expected a number in [0, 1), got 1');
+    expect(() => native.adamStep(f(4), f(4), f(4), f(4), null, { ...args, biasCorrection1: 0 })).toThrow('biasCorrection1: expected a number in (0, 1], got 0');
+  });
+  it('aliased buffers', () => {
+    const b = f(8);
+    expect(() => native.adamStep(b, b, f(8), f(8), null, args)).toThrow('param: must not share memory with grad');
+    expect(() => native.adamStep(f(4), f(4), b.subarray(0, 4), b.subarray(3, 7), null, args)).toThrow('expAvgSq: must not share memory with expAvg');
   });
 });

@@ -1,5 +1,6 @@
-//! Optimizer updates over one parameter tensor, in place: the inner loop of
-//! `torch.optim.SGD.step()` (PyTorch 1.13, single-tensor path), parallel and vectorised.
+//! Optimizer updates over one parameter tensor, in place: the inner loops of
+//! `torch.optim.{SGD, Adam, AdamW}.step()` (PyTorch 1.13, single-tensor path), parallel and
+//! vectorised.
 //!
 //! The TypeScript optimizers round exactly where torch's float32 kernels round (see
 //! src/optim/float32.ts): `x.add_(y, alpha=a)` is `x + f32(a) * y` computed exactly and rounded
@@ -45,6 +46,39 @@ struct SgdScalars {
 #[inline(always)]
 fn add_scaled(x: f32, a: f32, y: f32) -> f32 {
     (x as f64 + a as f64 * y as f64) as f32
+}
+
+/// `x.addcmul_(t1, t2, value=v)`: x + (v * t1) * t2, v * t1 rounded, the rest fused (as
+/// float32.ts addcmul).
+#[inline(always)]
+fn addcmul(x: f32, v: f32, t1: f32, t2: f32) -> f32 {
+    (x as f64 + (v * t1) as f64 * t2 as f64) as f32
+}
+
+/// `x.addcdiv_(t1, t2, value=v)`: x + (v * t1) / t2 rounding after each operation (as
+/// float32.ts addcdiv). A float32 operation is the double one rounded to float32 (double has
+/// more than twice float32's precision), so plain f32 arithmetic is the JavaScript result;
+/// the same holds for `sqrt` and for the `mulScalar`/`addScalar`/`divScalar` helpers.
+#[inline(always)]
+fn addcdiv(x: f32, v: f32, t1: f32, t2: f32) -> f32 {
+    x + v * t1 / t2
+}
+
+/// Fails unless `v` is a number >= 0 (infinity passes: the TypeScript checks allow it).
+fn check_non_negative(name: &str, v: f64) -> Result<()> {
+    if v.is_nan() || v < 0.0 {
+        bail!("{name}: expected a non-negative number, got {v}");
+    }
+    Ok(())
+}
+
+/// `b` cut like the parameter into `CHUNK`-sized pieces, or `chunks` Nones when absent, to zip
+/// with the other buffers in a parallel loop.
+fn optional_chunks(b: Option<&mut [f32]>, chunks: usize) -> Vec<Option<&mut [f32]>> {
+    match b {
+        Some(b) => b.chunks_mut(CHUNK).map(Some).collect(),
+        None => (0..chunks).map(|_| None).collect(),
+    }
 }
 
 multiversion! {
@@ -140,5 +174,160 @@ pub fn sgd_step(
                 .for_each(|(pc, gc)| sgd_chunk(avx, pc, gc, s));
         }
     }
+    Ok(())
+}
+
+/// Hyper-parameters of one Adam or AdamW update (the group's values with lrMult/decayMult applied).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamParams {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub amsgrad: bool,
+    pub maximize: bool,
+    /// AdamW: the weights shrink by lr * weightDecay; Adam: weightDecay * param joins the gradient.
+    pub decoupled: bool,
+    /// `1 - beta1^step` and `1 - beta2^step` for this step, computed by the caller: the results
+    /// are defined by JavaScript's `**`, and libm's `pow` may differ from it in the last bit.
+    pub bias_correction1: f64,
+    pub bias_correction2: f64,
+}
+
+#[derive(Clone, Copy)]
+struct AdamScalars {
+    maximize: bool,
+    decoupled: bool,
+    decay: bool,
+    weight_decay: f32,
+    /// 1 - lr * weightDecay (AdamW).
+    keep: f32,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+    neg_step_size: f32,
+}
+
+/// One element of torch's _single_tensor_adam/_adamw (as src/optim/adam.ts did it).
+#[inline(always)]
+fn adam_element(
+    p: &mut f32,
+    g: f32,
+    m: &mut f32,
+    v: &mut f32,
+    max_v: Option<&mut f32>,
+    s: &AdamScalars,
+) {
+    let mut g = if s.maximize { -g } else { g };
+    if s.decoupled {
+        *p *= s.keep;
+    } else if s.decay {
+        g = add_scaled(g, s.weight_decay, *p);
+    }
+    *m = add_scaled(*m * s.beta1, s.one_minus_beta1, g);
+    *v = addcmul(*v * s.beta2, s.one_minus_beta2, g, g);
+    let second = match max_v {
+        Some(mx) => {
+            if *v > *mx || v.is_nan() {
+                *mx = *v;
+            }
+            *mx
+        }
+        None => *v,
+    };
+    let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
+    *p = addcdiv(*p, s.neg_step_size, *m, denom);
+}
+
+multiversion! {
+    fn adam_chunk(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        max_v: Option<&mut [f32]>,
+        s: AdamScalars,
+    ) {
+        let pgmv = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+        match max_v {
+            None => {
+                for (((pv, &gv), mv), vv) in pgmv {
+                    adam_element(pv, gv, mv, vv, None, &s);
+                }
+            }
+            Some(max_v) => {
+                for ((((pv, &gv), mv), vv), xv) in pgmv.zip(max_v.iter_mut()) {
+                    adam_element(pv, gv, mv, vv, Some(xv), &s);
+                }
+            }
+        }
+    }
+}
+
+/// One Adam (or, `decoupled`, AdamW) step on `param` in place, from `grad`, as torch.optim.Adam
+/// and AdamW: `exp_avg` and `exp_avg_sq` (same length) are the moments, updated in place;
+/// `max_exp_avg_sq` is the running maximum of the second moment with `amsgrad`, None without.
+pub fn adam_step(
+    p: &AdamParams,
+    param: &mut [f32],
+    grad: &[f32],
+    exp_avg: &mut [f32],
+    exp_avg_sq: &mut [f32],
+    max_exp_avg_sq: Option<&mut [f32]>,
+) -> Result<()> {
+    check_non_negative("lr", p.lr)?;
+    check_non_negative("weightDecay", p.weight_decay)?;
+    check_non_negative("eps", p.eps)?;
+    for (name, b) in [("betas[0]", p.beta1), ("betas[1]", p.beta2)] {
+        if !(0.0..1.0).contains(&b) {
+            bail!("{name}: expected a number in [0, 1), got {b}");
+        }
+    }
+    for (name, c) in [
+        ("biasCorrection1", p.bias_correction1),
+        ("biasCorrection2", p.bias_correction2),
+    ] {
+        if !(c > 0.0 && c <= 1.0) {
+            bail!("{name}: expected a number in (0, 1], got {c}");
+        }
+    }
+    let n = param.len();
+    check_len("grad", grad.len(), n)?;
+    check_len("expAvg", exp_avg.len(), n)?;
+    check_len("expAvgSq", exp_avg_sq.len(), n)?;
+    match (&max_exp_avg_sq, p.amsgrad) {
+        (Some(b), true) => check_len("maxExpAvgSq", b.len(), n)?,
+        (None, true) => bail!("maxExpAvgSq: expected {n} elements (amsgrad), got none"),
+        (Some(_), false) => bail!("maxExpAvgSq: expected none (amsgrad is off), got a buffer"),
+        (None, false) => {}
+    }
+    // The scalars as src/optim/adam.ts computed them in double before they met the tensors.
+    let s = AdamScalars {
+        maximize: p.maximize,
+        decoupled: p.decoupled,
+        decay: p.weight_decay != 0.0,
+        weight_decay: p.weight_decay as f32,
+        keep: (1.0 - p.lr * p.weight_decay) as f32,
+        beta1: p.beta1 as f32,
+        one_minus_beta1: (1.0 - p.beta1) as f32,
+        beta2: p.beta2 as f32,
+        one_minus_beta2: (1.0 - p.beta2) as f32,
+        bias_correction2_sqrt: p.bias_correction2.sqrt() as f32,
+        eps: p.eps as f32,
+        neg_step_size: (-(p.lr / p.bias_correction1)) as f32,
+    };
+    let avx = simd::use_avx2();
+    let max_chunks = optional_chunks(max_exp_avg_sq, n.div_ceil(CHUNK));
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(exp_avg.par_chunks_mut(CHUNK))
+        .zip(exp_avg_sq.par_chunks_mut(CHUNK))
+        .zip(max_chunks)
+        .for_each(|((((pc, gc), mc), vc), xc)| adam_chunk(avx, pc, gc, mc, vc, xc, s));
     Ok(())
 }
