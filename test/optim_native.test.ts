@@ -5,8 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
 import { setSimd } from '../src/index.js';
-import { Adam, AdamW, SGD, type Optimizer } from '../src/optim/index.js';
-import { addScalar, addScaled, addcdiv, addcmul, divScalar, mulScalar, sqrt } from '../src/optim/float32.js';
+import { Adadelta, Adagrad, Adam, AdamW, RMSprop, SGD, type Optimizer } from '../src/optim/index.js';
+import { addScalar, addScaled, addcdiv, addcmul, divScalar, f32, mulScalar, sqrt } from '../src/optim/float32.js';
 import { Tensor } from '../src/tensor.js';
 import { det } from './helpers.js';
 
@@ -245,5 +245,166 @@ describe('adamStep bad input', () => {
     const b = f(8);
     expect(() => native.adamStep(b, b, f(8), f(8), null, args)).toThrow('param: must not share memory with grad');
     expect(() => native.adamStep(f(4), f(4), b.subarray(0, 4), b.subarray(3, 7), null, args)).toThrow('expAvgSq: must not share memory with expAvg');
+  });
+});
+
+type RefState = { step: number; buffers: Record<string, Float32Array> };
+
+interface RmspropRef {
+  lr: number;
+  weightDecay: number;
+  alpha: number;
+  eps: number;
+  momentum: number;
+  centered: boolean;
+  maximize: boolean;
+}
+
+/** The former RMSprop.update loop of src/optim/rmsprop.ts. */
+function rmspropReference(o: RmspropRef) {
+  return (p: Float32Array, g: Float32Array, state: RefState): void => {
+    const { lr, weightDecay, alpha, eps, momentum, centered, maximize } = o;
+    state.step++;
+    const squareAvg = stateBuffer(state, 'squareAvg', p.length);
+    const gradAvg = centered ? stateBuffer(state, 'gradAvg', p.length) : null;
+    const buf = momentum > 0 ? stateBuffer(state, 'momentumBuffer', p.length) : null;
+    const negLr = -lr;
+    for (let i = 0; i < p.length; i++) {
+      let grad = maximize ? -g[i] : g[i];
+      if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
+      squareAvg[i] = addcmul(mulScalar(squareAvg[i], alpha), 1 - alpha, grad, grad);
+      let avg: number;
+      if (gradAvg) {
+        gradAvg[i] = addScaled(mulScalar(gradAvg[i], alpha), 1 - alpha, grad);
+        avg = sqrt(addcmul(squareAvg[i], -1, gradAvg[i], gradAvg[i]));
+      } else {
+        avg = sqrt(squareAvg[i]);
+      }
+      avg = addScalar(avg, eps);
+      if (buf) {
+        buf[i] = addcdiv(mulScalar(buf[i], momentum), 1, grad, avg);
+        p[i] = addScaled(p[i], negLr, buf[i]);
+      } else {
+        p[i] = addcdiv(p[i], negLr, grad, avg);
+      }
+    }
+  };
+}
+
+interface AdagradRef {
+  lr: number;
+  weightDecay: number;
+  lrDecay: number;
+  initialAccumulatorValue: number;
+  eps: number;
+  maximize: boolean;
+}
+
+/** The former Adagrad.update loop of src/optim/adagrad.ts. */
+function adagradReference(o: AdagradRef) {
+  return (p: Float32Array, g: Float32Array, state: RefState): void => {
+    const { lr, weightDecay, lrDecay, eps, maximize } = o;
+    const sum = stateBuffer(state, 'sum', p.length, o.initialAccumulatorValue);
+    const step = ++state.step;
+    const negClr = -(lr / (1 + (step - 1) * lrDecay));
+    for (let i = 0; i < p.length; i++) {
+      let grad = maximize ? -g[i] : g[i];
+      if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
+      sum[i] = addcmul(sum[i], 1, grad, grad);
+      const std = addScalar(sqrt(sum[i]), eps);
+      p[i] = addcdiv(p[i], negClr, grad, std);
+    }
+  };
+}
+
+interface AdadeltaRef {
+  lr: number;
+  weightDecay: number;
+  rho: number;
+  eps: number;
+  maximize: boolean;
+}
+
+/** The former Adadelta.update loop of src/optim/adadelta.ts. */
+function adadeltaReference(o: AdadeltaRef) {
+  return (p: Float32Array, g: Float32Array, state: RefState): void => {
+    const { lr, weightDecay, rho, eps, maximize } = o;
+    state.step++;
+    const squareAvg = stateBuffer(state, 'squareAvg', p.length);
+    const accDelta = stateBuffer(state, 'accDelta', p.length);
+    const negLr = -lr;
+    for (let i = 0; i < p.length; i++) {
+      let grad = maximize ? -g[i] : g[i];
+      if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
+      squareAvg[i] = addcmul(mulScalar(squareAvg[i], rho), 1 - rho, grad, grad);
+      const std = sqrt(addScalar(squareAvg[i], eps));
+      const delta = f32(f32(sqrt(addScalar(accDelta[i], eps)) / std) * grad);
+      accDelta[i] = addcmul(mulScalar(accDelta[i], rho), 1 - rho, delta, delta);
+      p[i] = addScaled(p[i], negLr, delta);
+    }
+  };
+}
+
+const RMSPROP_BASE: RmspropRef = { lr: 1e-2, weightDecay: 0, alpha: 0.99, eps: 1e-8, momentum: 0, centered: false, maximize: false };
+const RMSPROP_CASES: [string, RmspropRef][] = [
+  ['defaults', RMSPROP_BASE],
+  ['centered', { ...RMSPROP_BASE, centered: true }],
+  ['momentum + weight decay', { ...RMSPROP_BASE, momentum: 0.9, weightDecay: 1e-2 }],
+  ['centered + momentum + maximize', { ...RMSPROP_BASE, centered: true, momentum: 0.5, maximize: true, alpha: 0.5 }],
+  ['alpha above 1, eps 0', { ...RMSPROP_BASE, alpha: 1.5, eps: 0, lr: 3 }],
+];
+
+const ADAGRAD_BASE: AdagradRef = { lr: 1e-2, weightDecay: 0, lrDecay: 0, initialAccumulatorValue: 0, eps: 1e-10, maximize: false };
+const ADAGRAD_CASES: [string, AdagradRef][] = [
+  ['defaults', ADAGRAD_BASE],
+  ['lr decay + weight decay', { ...ADAGRAD_BASE, lrDecay: 0.3, weightDecay: 1e-2 }],
+  ['initial accumulator + maximize', { ...ADAGRAD_BASE, initialAccumulatorValue: 0.1, maximize: true, lr: 0.7 }],
+  ['eps 0', { ...ADAGRAD_BASE, eps: 0, lrDecay: 1e-3 }],
+];
+
+const ADADELTA_BASE: AdadeltaRef = { lr: 1, weightDecay: 0, rho: 0.9, eps: 1e-6, maximize: false };
+const ADADELTA_CASES: [string, AdadeltaRef][] = [
+  ['defaults', ADADELTA_BASE],
+  ['weight decay + maximize', { ...ADADELTA_BASE, weightDecay: 1e-2, maximize: true }],
+  ['rho 0, eps 0, lr 0.3', { ...ADADELTA_BASE, rho: 0, eps: 0, lr: 0.3 }],
+  ['rho 1', { ...ADADELTA_BASE, rho: 1, eps: 1e-30 }],
+];
+
+describe('native RMSprop, Adagrad and Adadelta steps equal the TypeScript rounding bit for bit', () => {
+  for (const [name, o] of RMSPROP_CASES) {
+    it(`RMSprop, ${name}`, () => checkAgainstReference((p) => new RMSprop([p], o), rmspropReference(o)));
+  }
+  for (const [name, o] of ADAGRAD_CASES) {
+    it(`Adagrad, ${name}`, () => checkAgainstReference((p) => new Adagrad([p], o), adagradReference(o)));
+  }
+  for (const [name, o] of ADADELTA_CASES) {
+    it(`Adadelta, ${name}`, () => checkAgainstReference((p) => new Adadelta([p], o), adadeltaReference(o)));
+  }
+});
+
+describe('rmspropStep, adagradStep, adadeltaStep bad input', () => {
+  const f = (n: number) => new Float32Array(n);
+  const rms = { lr: 0.1, weightDecay: 0, alpha: 0.99, eps: 1e-8, momentum: 0, centered: false, maximize: false };
+  const ada = { lr: 0.1, weightDecay: 0, lrDecay: 0, eps: 1e-10, maximize: false, step: 1 };
+  const delta = { lr: 1, weightDecay: 0, rho: 0.9, eps: 1e-6, maximize: false };
+  it('wrong lengths and buffers', () => {
+    expect(() => native.rmspropStep(f(4), f(4), f(3), null, null, rms)).toThrow('squareAvg: expected 4 elements, got 3');
+    expect(() => native.rmspropStep(f(4), f(4), f(4), null, null, { ...rms, centered: true })).toThrow('gradAvg: expected 4 elements (centered), got none');
+    expect(() => native.rmspropStep(f(4), f(4), f(4), null, f(4), rms)).toThrow('momentumBuffer: expected none (not momentum > 0), got a buffer');
+    expect(() => native.adagradStep(f(4), f(4), f(5), ada)).toThrow('sum: expected 4 elements, got 5');
+    expect(() => native.adadeltaStep(f(4), f(4), f(4), f(2), delta)).toThrow('accDelta: expected 4 elements, got 2');
+  });
+  it('bad hyper-parameters', () => {
+    expect(() => native.rmspropStep(f(4), f(4), f(4), null, null, { ...rms, alpha: -1 })).toThrow('alpha: expected a non-negative number, got -1');
+    expect(() => native.adagradStep(f(4), f(4), f(4), { ...ada, step: 0 })).toThrow('step: expected an integer in 1..2^53, got 0');
+    expect(() => native.adagradStep(f(4), f(4), f(4), { ...ada, step: 1.5 })).toThrow('step: expected a non-negative integer, got 1.5');
+    expect(() => native.adadeltaStep(f(4), f(4), f(4), f(4), { ...delta, rho: 1.5 })).toThrow('rho: expected a number in [0, 1], got 1.5');
+  });
+  it('aliased buffers', () => {
+    const b = f(8);
+    expect(() => native.rmspropStep(f(4), f(4), b.subarray(0, 4), null, b.subarray(2, 6), { ...rms, momentum: 0.9 }))
+      .toThrow('momentumBuffer: must not share memory with squareAvg');
+    expect(() => native.adagradStep(f(4), b.subarray(0, 4), b.subarray(4), ada)).not.toThrow();
+    expect(() => native.adadeltaStep(b.subarray(0, 4), f(4), f(4), b.subarray(1, 5), delta)).toThrow('accDelta: must not share memory with param');
   });
 });

@@ -1,6 +1,6 @@
 //! Optimizer updates over one parameter tensor, in place: the inner loops of
-//! `torch.optim.{SGD, Adam, AdamW}.step()` (PyTorch 1.13, single-tensor path), parallel and
-//! vectorised.
+//! `torch.optim.{SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta}.step()` (PyTorch 1.13,
+//! single-tensor path), parallel and vectorised.
 //!
 //! The TypeScript optimizers round exactly where torch's float32 kernels round (see
 //! src/optim/float32.ts): `x.add_(y, alpha=a)` is `x + f32(a) * y` computed exactly and rounded
@@ -329,5 +329,323 @@ pub fn adam_step(
         .zip(exp_avg_sq.par_chunks_mut(CHUNK))
         .zip(max_chunks)
         .for_each(|((((pc, gc), mc), vc), xc)| adam_chunk(avx, pc, gc, mc, vc, xc, s));
+    Ok(())
+}
+
+/// The gradient as the update sees it: negated with `maximize`, plus L2 decay when `decay`.
+#[inline(always)]
+fn decayed_grad(g: f32, p: f32, maximize: bool, decay: bool, weight_decay: f32) -> f32 {
+    let g = if maximize { -g } else { g };
+    if decay {
+        add_scaled(g, weight_decay, p)
+    } else {
+        g
+    }
+}
+
+/// Hyper-parameters of one RMSprop update (the group's values with lrMult/decayMult applied).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmspropParams {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub alpha: f64,
+    pub eps: f64,
+    pub momentum: f64,
+    pub centered: bool,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy)]
+struct RmspropScalars {
+    maximize: bool,
+    decay: bool,
+    weight_decay: f32,
+    alpha: f32,
+    one_minus_alpha: f32,
+    eps: f32,
+    momentum: f32,
+    neg_lr: f32,
+}
+
+/// One element of torch's _single_tensor_rmsprop (as src/optim/rmsprop.ts did it).
+#[inline(always)]
+fn rmsprop_element(
+    p: &mut f32,
+    g: f32,
+    sq: &mut f32,
+    grad_avg: Option<&mut f32>,
+    buf: Option<&mut f32>,
+    s: &RmspropScalars,
+) {
+    let g = decayed_grad(g, *p, s.maximize, s.decay, s.weight_decay);
+    *sq = addcmul(*sq * s.alpha, s.one_minus_alpha, g, g);
+    let avg = match grad_avg {
+        Some(ga) => {
+            *ga = add_scaled(*ga * s.alpha, s.one_minus_alpha, g);
+            addcmul(*sq, -1.0, *ga, *ga).sqrt()
+        }
+        None => sq.sqrt(),
+    } + s.eps;
+    match buf {
+        Some(b) => {
+            *b = addcdiv(*b * s.momentum, 1.0, g, avg);
+            *p = add_scaled(*p, s.neg_lr, *b);
+        }
+        None => *p = addcdiv(*p, s.neg_lr, g, avg),
+    }
+}
+
+multiversion! {
+    fn rmsprop_chunk(
+        p: &mut [f32],
+        g: &[f32],
+        sq: &mut [f32],
+        grad_avg: Option<&mut [f32]>,
+        buf: Option<&mut [f32]>,
+        s: RmspropScalars,
+    ) {
+        let psq = p.iter_mut().zip(g).zip(sq.iter_mut());
+        match (grad_avg, buf) {
+            (None, None) => {
+                for ((pv, &gv), qv) in psq {
+                    rmsprop_element(pv, gv, qv, None, None, &s);
+                }
+            }
+            (Some(ga), None) => {
+                for (((pv, &gv), qv), av) in psq.zip(ga.iter_mut()) {
+                    rmsprop_element(pv, gv, qv, Some(av), None, &s);
+                }
+            }
+            (None, Some(b)) => {
+                for (((pv, &gv), qv), bv) in psq.zip(b.iter_mut()) {
+                    rmsprop_element(pv, gv, qv, None, Some(bv), &s);
+                }
+            }
+            (Some(ga), Some(b)) => {
+                for ((((pv, &gv), qv), av), bv) in psq.zip(ga.iter_mut()).zip(b.iter_mut()) {
+                    rmsprop_element(pv, gv, qv, Some(av), Some(bv), &s);
+                }
+            }
+        }
+    }
+}
+
+/// One RMSprop step on `param` in place, from `grad`, as torch.optim.RMSprop: `square_avg` is
+/// the running mean square; `grad_avg` the running mean (with `centered`, else None);
+/// `momentum_buffer` the velocity (with momentum > 0, else None). All updated in place.
+pub fn rmsprop_step(
+    p: &RmspropParams,
+    param: &mut [f32],
+    grad: &[f32],
+    square_avg: &mut [f32],
+    grad_avg: Option<&mut [f32]>,
+    momentum_buffer: Option<&mut [f32]>,
+) -> Result<()> {
+    for (name, v) in [
+        ("lr", p.lr),
+        ("weightDecay", p.weight_decay),
+        ("alpha", p.alpha),
+        ("eps", p.eps),
+        ("momentum", p.momentum),
+    ] {
+        check_non_negative(name, v)?;
+    }
+    let n = param.len();
+    check_len("grad", grad.len(), n)?;
+    check_len("squareAvg", square_avg.len(), n)?;
+    check_optional("gradAvg", grad_avg.as_deref(), p.centered, "centered", n)?;
+    check_optional(
+        "momentumBuffer",
+        momentum_buffer.as_deref(),
+        p.momentum > 0.0,
+        "momentum > 0",
+        n,
+    )?;
+    let s = RmspropScalars {
+        maximize: p.maximize,
+        decay: p.weight_decay != 0.0,
+        weight_decay: p.weight_decay as f32,
+        alpha: p.alpha as f32,
+        one_minus_alpha: (1.0 - p.alpha) as f32,
+        eps: p.eps as f32,
+        momentum: p.momentum as f32,
+        neg_lr: -(p.lr as f32),
+    };
+    let avx = simd::use_avx2();
+    let chunks = n.div_ceil(CHUNK);
+    let avg_chunks = optional_chunks(grad_avg, chunks);
+    let buf_chunks = optional_chunks(momentum_buffer, chunks);
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(square_avg.par_chunks_mut(CHUNK))
+        .zip(avg_chunks)
+        .zip(buf_chunks)
+        .for_each(|((((pc, gc), qc), ac), bc)| rmsprop_chunk(avx, pc, gc, qc, ac, bc, s));
+    Ok(())
+}
+
+/// Checks an optional state buffer: `n` elements when `wanted` (because of `why`), else absent.
+fn check_optional(name: &str, b: Option<&[f32]>, wanted: bool, why: &str, n: usize) -> Result<()> {
+    match (b, wanted) {
+        (Some(b), true) => check_len(name, b.len(), n),
+        (None, true) => bail!("{name}: expected {n} elements ({why}), got none"),
+        (Some(_), false) => bail!("{name}: expected none (not {why}), got a buffer"),
+        (None, false) => Ok(()),
+    }
+}
+
+/// Hyper-parameters of one Adagrad update (the group's values with lrMult/decayMult applied).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdagradParams {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub lr_decay: f64,
+    pub eps: f64,
+    pub maximize: bool,
+    /// This update's number, from 1: the effective lr is lr / (1 + (step - 1) * lrDecay).
+    pub step: u64,
+}
+
+#[derive(Clone, Copy)]
+struct AdagradScalars {
+    maximize: bool,
+    decay: bool,
+    weight_decay: f32,
+    eps: f32,
+    neg_clr: f32,
+}
+
+multiversion! {
+    fn adagrad_chunk(p: &mut [f32], g: &[f32], sum: &mut [f32], s: AdagradScalars) {
+        for ((pv, &gv), sv) in p.iter_mut().zip(g).zip(sum.iter_mut()) {
+            let g = decayed_grad(gv, *pv, s.maximize, s.decay, s.weight_decay);
+            *sv = addcmul(*sv, 1.0, g, g);
+            let std = sv.sqrt() + s.eps;
+            *pv = addcdiv(*pv, s.neg_clr, g, std);
+        }
+    }
+}
+
+/// One Adagrad step on `param` in place, from `grad`, as torch.optim.Adagrad (dense): `sum`
+/// accumulates the squared gradients in place (the caller fills it with
+/// initialAccumulatorValue before the first step).
+pub fn adagrad_step(
+    p: &AdagradParams,
+    param: &mut [f32],
+    grad: &[f32],
+    sum: &mut [f32],
+) -> Result<()> {
+    for (name, v) in [
+        ("lr", p.lr),
+        ("weightDecay", p.weight_decay),
+        ("lrDecay", p.lr_decay),
+        ("eps", p.eps),
+    ] {
+        check_non_negative(name, v)?;
+    }
+    if p.step == 0 || p.step > 1 << 53 {
+        bail!("step: expected an integer in 1..2^53, got {}", p.step);
+    }
+    let n = param.len();
+    check_len("grad", grad.len(), n)?;
+    check_len("sum", sum.len(), n)?;
+    let s = AdagradScalars {
+        maximize: p.maximize,
+        decay: p.weight_decay != 0.0,
+        weight_decay: p.weight_decay as f32,
+        eps: p.eps as f32,
+        neg_clr: (-(p.lr / (1.0 + (p.step - 1) as f64 * p.lr_decay))) as f32,
+    };
+    let avx = simd::use_avx2();
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(sum.par_chunks_mut(CHUNK))
+        .for_each(|((pc, gc), sc)| adagrad_chunk(avx, pc, gc, sc, s));
+    Ok(())
+}
+
+/// Hyper-parameters of one Adadelta update (the group's values with lrMult/decayMult applied).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdadeltaParams {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub rho: f64,
+    pub eps: f64,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy)]
+struct AdadeltaScalars {
+    maximize: bool,
+    decay: bool,
+    weight_decay: f32,
+    rho: f32,
+    one_minus_rho: f32,
+    eps: f32,
+    neg_lr: f32,
+}
+
+multiversion! {
+    fn adadelta_chunk(
+        p: &mut [f32],
+        g: &[f32],
+        square_avg: &mut [f32],
+        acc_delta: &mut [f32],
+        s: AdadeltaScalars,
+    ) {
+        let it = p.iter_mut().zip(g).zip(square_avg.iter_mut()).zip(acc_delta.iter_mut());
+        for (((pv, &gv), sq), acc) in it {
+            let g = decayed_grad(gv, *pv, s.maximize, s.decay, s.weight_decay);
+            *sq = addcmul(*sq * s.rho, s.one_minus_rho, g, g);
+            let std = (*sq + s.eps).sqrt();
+            let delta = (*acc + s.eps).sqrt() / std * g;
+            *acc = addcmul(*acc * s.rho, s.one_minus_rho, delta, delta);
+            *pv = add_scaled(*pv, s.neg_lr, delta);
+        }
+    }
+}
+
+/// One Adadelta step on `param` in place, from `grad`, as torch.optim.Adadelta: `square_avg`
+/// and `acc_delta` (same length) are the running averages of squared gradients and squared
+/// updates, updated in place.
+pub fn adadelta_step(
+    p: &AdadeltaParams,
+    param: &mut [f32],
+    grad: &[f32],
+    square_avg: &mut [f32],
+    acc_delta: &mut [f32],
+) -> Result<()> {
+    for (name, v) in [
+        ("lr", p.lr),
+        ("weightDecay", p.weight_decay),
+        ("eps", p.eps),
+    ] {
+        check_non_negative(name, v)?;
+    }
+    if !(0.0..=1.0).contains(&p.rho) {
+        bail!("rho: expected a number in [0, 1], got {}", p.rho);
+    }
+    let n = param.len();
+    check_len("grad", grad.len(), n)?;
+    check_len("squareAvg", square_avg.len(), n)?;
+    check_len("accDelta", acc_delta.len(), n)?;
+    let s = AdadeltaScalars {
+        maximize: p.maximize,
+        decay: p.weight_decay != 0.0,
+        weight_decay: p.weight_decay as f32,
+        rho: p.rho as f32,
+        one_minus_rho: (1.0 - p.rho) as f32,
+        eps: p.eps as f32,
+        neg_lr: -(p.lr as f32),
+    };
+    let avx = simd::use_avx2();
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(square_avg.par_chunks_mut(CHUNK))
+        .zip(acc_delta.par_chunks_mut(CHUNK))
+        .for_each(|(((pc, gc), qc), ac)| adadelta_chunk(avx, pc, gc, qc, ac, s));
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Optimizer steps: against references that mirror the TypeScript updates (src/optim/float32.ts)
 //! operation by operation, bit for bit; scalar vs AVX2 and 1 vs 2 threads bit for bit; bad input.
-use ferroconv_kernels::optim::{adam_step, sgd_step, AdamParams, SgdParams};
+use ferroconv_kernels::optim::{
+    adadelta_step, adagrad_step, adam_step, rmsprop_step, sgd_step, AdadeltaParams, AdagradParams,
+    AdamParams, RmspropParams, SgdParams,
+};
 use ferroconv_kernels::simd::{self, SimdLevel};
 use std::sync::{Mutex, MutexGuard};
 
@@ -414,4 +417,130 @@ fn adam_bad_input_is_an_error() {
         err(&bc, 4, 4, None),
         "biasCorrection2: expected a number in (0, 1], got NaN"
     );
+}
+
+/// Three steps of RMSprop (centered, momentum), Adagrad and Adadelta on awkward values: every
+/// output buffer, concatenated. The bit-for-bit comparison with the former TypeScript loops is
+/// test/optim_native.test.ts; here the SIMD paths and thread counts must agree with each other.
+fn run_others(n: usize) -> Vec<u32> {
+    let rms = RmspropParams {
+        lr: 0.01,
+        weight_decay: 1e-2,
+        alpha: 0.9,
+        eps: 1e-8,
+        momentum: 0.5,
+        centered: true,
+        maximize: false,
+    };
+    let ada = AdagradParams {
+        lr: 0.1,
+        weight_decay: 0.0,
+        lr_decay: 0.01,
+        eps: 1e-10,
+        maximize: true,
+        step: 1,
+    };
+    let delta = AdadeltaParams {
+        lr: 1.0,
+        weight_decay: 1e-3,
+        rho: 0.9,
+        eps: 1e-6,
+        maximize: false,
+    };
+    let mut p = [awkward(n, 1), awkward(n, 1), awkward(n, 1)];
+    let mut st: Vec<Vec<f32>> = (0..6)
+        .map(|k| awkward(n, 20 + k).iter().map(|x| x * x).collect())
+        .collect();
+    for s in 0..3u32 {
+        let grad = awkward(n, 10 + s);
+        let [p0, p1, p2] = &mut p;
+        let [a, b, c, d, e, f] = &mut st[..] else {
+            unreachable!()
+        };
+        rmsprop_step(&rms, p0, &grad, a, Some(b), Some(c)).unwrap();
+        let ada = AdagradParams {
+            step: s as u64 + 1,
+            ..ada
+        };
+        adagrad_step(&ada, p1, &grad, d).unwrap();
+        adadelta_step(&delta, p2, &grad, e, f).unwrap();
+    }
+    p.iter().chain(st.iter()).flat_map(|v| bits(v)).collect()
+}
+
+#[test]
+fn rmsprop_adagrad_adadelta_same_bits_on_every_path() {
+    let _g = lock();
+    for n in [1, 13, 100_003] {
+        simd::set_level(SimdLevel::Scalar);
+        let scalar = run_others(n);
+        simd::set_level(SimdLevel::Avx2Fma);
+        assert_eq!(scalar, run_others(n), "n {n}");
+    }
+    let pool = |t: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(
+        pool(1).install(|| run_others(200_001)),
+        pool(2).install(|| run_others(200_001))
+    );
+}
+
+#[test]
+fn rmsprop_adagrad_adadelta_bad_input_is_an_error() {
+    let rms = RmspropParams {
+        lr: 0.01,
+        weight_decay: 0.0,
+        alpha: 0.99,
+        eps: 1e-8,
+        momentum: 0.0,
+        centered: false,
+        maximize: false,
+    };
+    let (mut p, g, mut a, mut b) = (
+        vec![0.0f32; 4],
+        vec![0.0f32; 4],
+        vec![0.0f32; 4],
+        vec![0.0f32; 4],
+    );
+    let e = rmsprop_step(&rms, &mut p, &g, &mut a, Some(&mut b), None).unwrap_err();
+    assert_eq!(e.0, "gradAvg: expected none (not centered), got a buffer");
+    let e = rmsprop_step(
+        &RmspropParams {
+            momentum: 0.9,
+            ..rms
+        },
+        &mut p,
+        &g,
+        &mut a,
+        None,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.0,
+        "momentumBuffer: expected 4 elements (momentum > 0), got none"
+    );
+    let ada = AdagradParams {
+        lr: 0.1,
+        weight_decay: 0.0,
+        lr_decay: f64::NAN,
+        eps: 1e-10,
+        maximize: false,
+        step: 1,
+    };
+    let e = adagrad_step(&ada, &mut p, &g, &mut a).unwrap_err();
+    assert_eq!(e.0, "lrDecay: expected a non-negative number, got NaN");
+    let delta = AdadeltaParams {
+        lr: 1.0,
+        weight_decay: 0.0,
+        rho: 0.9,
+        eps: 1e-6,
+        maximize: false,
+    };
+    let e = adadelta_step(&delta, &mut p, &g[..3], &mut a, &mut b).unwrap_err();
+    assert_eq!(e.0, "grad: expected 4 elements, got 3");
 }
