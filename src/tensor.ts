@@ -4,6 +4,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { Rng, globalRng } from './random.js';
 import { runBackward } from './autograd.js';
+import { native } from './native.js';
 
 export type Shape = readonly number[];
 
@@ -162,11 +163,9 @@ export class Tensor {
     return this.zip(other, 'div', (a, b) => a / b);
   }
 
-  /** Sum of all elements, accumulated in double precision. */
+  /** Sum of all elements, accumulated in double precision in index order (natively). */
   sum(): number {
-    let s = 0;
-    for (let i = 0; i < this.data.length; i++) s += this.data[i];
-    return s;
+    return native.sum(this.data);
   }
 
   mean(): number {

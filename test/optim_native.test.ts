@@ -4,11 +4,11 @@
 // errors on bad input.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { setSimd } from '../src/index.js';
 import { Adadelta, Adagrad, Adam, AdamW, RMSprop, SGD, type Optimizer } from '../src/optim/index.js';
 import { addScalar, addScaled, addcdiv, addcmul, divScalar, f32, mulScalar, sqrt } from '../src/optim/float32.js';
 import { Tensor } from '../src/tensor.js';
 import { det } from './helpers.js';
+import { awkward, expectSame, onBothSimdPaths } from './native-reference.js';
 
 interface Opts {
   lr: number;
@@ -93,27 +93,6 @@ describe('sgdStep bad input', () => {
 
 // ---- The adaptive optimizers: awkward values, ragged lengths, several steps, both SIMD paths ----
 
-/** Values that stress the rounding: NaN, infinities, denormals, signed zeros, huge and tiny. */
-const SPECIAL = [NaN, Infinity, -Infinity, 1e-40, -1e-45, 0, -0, 3e38, -3e38, 1.2e-38, 1e-20, -7e30];
-
-/** det values with the special ones sprinkled at positions that depend on `seed`. */
-function awkward(n: number, seed: number, scale = 1): Float32Array {
-  const out = det([n], seed, scale).data.slice();
-  for (let k = 0; k < SPECIAL.length; k++) {
-    const i = (k * 7 + seed * 3) % (n * 3);
-    if (i < n) out[i] = SPECIAL[k];
-  }
-  return out;
-}
-
-/** Element-by-element Object.is (NaN equals NaN; 0 and -0 differ), naming the first difference. */
-function expectSame(got: Float32Array, want: Float32Array, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < got.length; i++) {
-    if (!Object.is(got[i], want[i])) throw new Error(`${what}[${i}]: got ${got[i]}, expected ${want[i]}`);
-  }
-}
-
 // Lengths: a single element, short lengths not a multiple of 8 or 16, and several parallel chunks.
 const LENGTHS = [1, 7, 13, 33, 70001];
 const STEPS = 4;
@@ -126,32 +105,27 @@ function checkAgainstReference(
   make: (p: Tensor) => Optimizer<any>,
   reference: (p: Float32Array, g: Float32Array, state: { step: number; buffers: Record<string, Float32Array> }) => void,
 ): void {
-  for (const simd of ['scalar', 'auto'] as const) {
-    try {
-      setSimd(simd);
-      for (const n of LENGTHS) {
-        const p = new Tensor(awkward(n, 1), [n]).requiresGrad_();
-        const opt = make(p);
-        const want = awkward(n, 1);
-        const state = { step: 0, buffers: {} as Record<string, Float32Array> };
-        for (let s = 0; s < STEPS; s++) {
-          // Step 2 has gradients a million times larger (squares overflow to Infinity).
-          const g = awkward(n, 10 + s, s === 2 ? 1e6 : 1);
-          p.grad = new Tensor(g.slice(), [n]);
-          opt.step();
-          reference(want, g, state);
-          expectSame(p.data, want, `${simd}, n ${n}, step ${s + 1}: param`);
-          const saved = opt.stateDict().state['0'];
-          for (const [name, buf] of Object.entries(state.buffers)) {
-            expectSame(Float32Array.from(saved[name] as number[]), buf, `${simd}, n ${n}, step ${s + 1}: ${name}`);
-          }
-          expect(Object.keys(saved).sort()).toEqual(['step', ...Object.keys(state.buffers)].sort());
+  onBothSimdPaths((simd) => {
+    for (const n of LENGTHS) {
+      const p = new Tensor(awkward(n, 1), [n]).requiresGrad_();
+      const opt = make(p);
+      const want = awkward(n, 1);
+      const state = { step: 0, buffers: {} as Record<string, Float32Array> };
+      for (let s = 0; s < STEPS; s++) {
+        // Step 2 has gradients a million times larger (squares overflow to Infinity).
+        const g = awkward(n, 10 + s, s === 2 ? 1e6 : 1);
+        p.grad = new Tensor(g.slice(), [n]);
+        opt.step();
+        reference(want, g, state);
+        expectSame(p.data, want, `${simd}, n ${n}, step ${s + 1}: param`);
+        const saved = opt.stateDict().state['0'];
+        for (const [name, buf] of Object.entries(state.buffers)) {
+          expectSame(Float32Array.from(saved[name] as number[]), buf, `${simd}, n ${n}, step ${s + 1}: ${name}`);
         }
+        expect(Object.keys(saved).sort()).toEqual(['step', ...Object.keys(state.buffers)].sort());
       }
-    } finally {
-      setSimd('auto');
     }
-  }
+  });
 }
 
 function stateBuffer(state: { buffers: Record<string, Float32Array> }, name: string, n: number, fill = 0): Float32Array {
