@@ -23,10 +23,6 @@ export function shapeSize(shape: Shape, what = 'shape'): number {
   return n;
 }
 
-function sameShape(a: Shape, b: Shape): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
 /**
  * A recorded operation: how to turn the gradient of its output into gradients of its inputs.
  * Created by the ops in src/ops; see src/autograd.ts.
@@ -147,22 +143,6 @@ export class Tensor {
     return out;
   }
 
-  add(other: Tensor | number): Tensor {
-    return this.zip(other, 'add', (a, b) => a + b);
-  }
-
-  sub(other: Tensor | number): Tensor {
-    return this.zip(other, 'sub', (a, b) => a - b);
-  }
-
-  mul(other: Tensor | number): Tensor {
-    return this.zip(other, 'mul', (a, b) => a * b);
-  }
-
-  div(other: Tensor | number): Tensor {
-    return this.zip(other, 'div', (a, b) => a / b);
-  }
-
   /** Sum of all elements, accumulated in double precision in index order (natively). */
   sum(): number {
     return native.sum(this.data);
@@ -171,19 +151,6 @@ export class Tensor {
   mean(): number {
     if (this.size === 0) throw new Error('mean: tensor is empty');
     return this.sum() / this.size;
-  }
-
-  private zip(other: Tensor | number, name: string, f: (a: number, b: number) => number): Tensor {
-    const out = new Float32Array(this.size);
-    if (typeof other === 'number') {
-      for (let i = 0; i < out.length; i++) out[i] = f(this.data[i], other);
-    } else {
-      if (!sameShape(this.shape, other.shape)) {
-        throw new Error(`${name}: shapes differ: [${this.shape.join(', ')}] and [${other.shape.join(', ')}]`);
-      }
-      for (let i = 0; i < out.length; i++) out[i] = f(this.data[i], other.data[i]);
-    }
-    return new Tensor(out, this.shape);
   }
 }
 
