@@ -1,7 +1,10 @@
 // The fuzzer's own seedable generator (xoshiro128**, seeded through SplitMix32), kept apart from
-// src/random.ts so that a change to the library under test never changes which inputs a given
-// --seed produces. Input number i of a run depends only on (seed, i): a run can restart at any
-// index, and a finding is reproduced from its seed and index alone.
+// src/random.ts's seeding (only the fixed xoshiro128** step is shared) so that a change to the
+// library under test never changes which inputs a given --seed produces. Input number i of a run
+// depends only on (seed, i): a run can restart at any index, and a finding is reproduced from its
+// seed and index alone.
+
+import { xoshiro128ss } from '../src/random.js';
 
 function fmix32(h: number): number {
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
@@ -25,16 +28,7 @@ export class Prng {
   }
 
   u32(): number {
-    const s = this.s;
-    const r = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
-    const t = (s[1] << 9) >>> 0;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return r;
+    return xoshiro128ss(this.s);
   }
 
   /** Uniform in [0, 1). */
@@ -70,8 +64,4 @@ export class Prng {
     for (let i = 0; i < n; i++) out[i] = this.u32() & 0xff;
     return out;
   }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }

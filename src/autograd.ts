@@ -113,7 +113,14 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       // A leaf: accumulate into .grad (as PyTorch does across backward calls).
       if (t.grad) {
         const acc = t.grad.data;
-        for (let j = 0; j < acc.length; j++) acc[j] += g[j];
+        if (acc.length !== g.length) {
+          throw new Error(
+            `backward: the .grad of a leaf of shape [${t.shape.join(', ')}] has ${acc.length} elements, ` +
+              `expected ${g.length}`,
+          );
+        }
+        // A gradient may be the very buffer of .grad (a user-assigned .grad fed back in): add a copy.
+        native.accumulateGrad(acc, g.buffer === acc.buffer ? g.slice() : g);
       } else {
         const own = uninitialized(g.length);
         own.set(g);

@@ -72,25 +72,7 @@ export function setSimd(level: 'auto' | 'scalar'): string {
 export * from './io/index.js';
 export * from './train/index.js';
 export * as optim from './optim/index.js';
-export {
-  Optimizer,
-  SGD,
-  Adam,
-  AdamW,
-  RMSprop,
-  Adagrad,
-  Adadelta,
-  clipGradNorm,
-  clipGradValue,
-  StepLR,
-  MultiStepLR,
-  ExponentialLR,
-  PolynomialLR,
-  CosineAnnealingLR,
-  WarmupCosineLR,
-  OneCycleLR,
-  ReduceLROnPlateau,
-} from './optim/index.js';
+export * from './optim/index.js';
 export * as data from './data/index.js';
 export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, transforms } from './data/index.js';
 export * as models from './models/index.js';

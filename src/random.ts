@@ -20,16 +20,7 @@ export class Rng {
 
   /** Uniform 32-bit unsigned integer. */
   nextU32(): number {
-    const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
-    const t = (s[1] << 9) >>> 0;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
+    return xoshiro128ss(this.s);
   }
 
   /** Uniform in [0, 1). */
@@ -87,6 +78,19 @@ export function checkRngState(state: unknown, what = 'Rng.setState'): number[] {
 
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+/** One step of xoshiro128** on the state `s` (four words, not all zero): returns the output. */
+export function xoshiro128ss(s: Uint32Array): number {
+  const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
+  const t = (s[1] << 9) >>> 0;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 11);
+  return result;
 }
 
 /** The generator used when a call is given no seed or Rng of its own. */

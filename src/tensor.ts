@@ -4,6 +4,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { type Rng, globalRng } from './random.js';
 import { runBackward } from './autograd.js';
+import { native } from './native.js';
 
 export type Shape = readonly number[];
 
@@ -21,10 +22,6 @@ export function shapeSize(shape: Shape, what = 'shape'): number {
   if (n > MAX_ELEMENTS)
     throw new Error(`${what}: [${shape.join(', ')}] has too many elements (${n}; at most ${MAX_ELEMENTS})`);
   return n;
-}
-
-function sameShape(a: Shape, b: Shape): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /**
@@ -148,45 +145,14 @@ export class Tensor {
     return out;
   }
 
-  add(other: Tensor | number): Tensor {
-    return this.zip(other, 'add', (a, b) => a + b);
-  }
-
-  sub(other: Tensor | number): Tensor {
-    return this.zip(other, 'sub', (a, b) => a - b);
-  }
-
-  mul(other: Tensor | number): Tensor {
-    return this.zip(other, 'mul', (a, b) => a * b);
-  }
-
-  div(other: Tensor | number): Tensor {
-    return this.zip(other, 'div', (a, b) => a / b);
-  }
-
-  /** Sum of all elements, accumulated in double precision. */
+  /** Sum of all elements, accumulated in double precision in index order (natively). */
   sum(): number {
-    let s = 0;
-    for (let i = 0; i < this.data.length; i++) s += this.data[i];
-    return s;
+    return native.sum(this.data);
   }
 
   mean(): number {
     if (this.size === 0) throw new Error('mean: tensor is empty');
     return this.sum() / this.size;
-  }
-
-  private zip(other: Tensor | number, name: string, f: (a: number, b: number) => number): Tensor {
-    const out = new Float32Array(this.size);
-    if (typeof other === 'number') {
-      for (let i = 0; i < out.length; i++) out[i] = f(this.data[i], other);
-    } else {
-      if (!sameShape(this.shape, other.shape)) {
-        throw new Error(`${name}: shapes differ: [${this.shape.join(', ')}] and [${other.shape.join(', ')}]`);
-      }
-      for (let i = 0; i < out.length; i++) out[i] = f(this.data[i], other.data[i]);
-    }
-    return new Tensor(out, this.shape);
   }
 }
 

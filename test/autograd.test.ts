@@ -1,7 +1,7 @@
 // Autograd over composite graphs: gradients against finite differences, accumulation, no-grad,
 // and a graph that is released after backward.
 import { describe, expect, it } from 'vitest';
-import { conv2d, noGrad, reshape, scale, sum, Tensor, randn, Rng, mean, isGradEnabled } from '../src/index.js';
+import { conv2d, noGrad, reshape, scale, sum, Tensor, randn, Rng, mean, mul, isGradEnabled } from '../src/index.js';
 
 /** Central finite difference of f at every element of x (in double precision for the sum). */
 function numericGrad(f: () => number, x: Tensor, eps = 1e-2): Float64Array {
@@ -37,7 +37,7 @@ describe('autograd', () => {
     const f = () => {
       const y = conv2d(x, w, b, { stride: [1, 2], padding: [0, 1] });
       const flat = reshape(y, [-1]);
-      return noGrad(() => flat.mul(probe).sum());
+      return noGrad(() => mul(flat, probe).sum());
     };
     const y = conv2d(x, w, b, { stride: [1, 2], padding: [0, 1] });
     const flat = reshape(y, [-1]);

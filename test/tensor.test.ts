@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng, Tensor, fromArray, full, manualSeed, ones, rand, randn, zeros } from '../src/index.js';
+import { Rng, Tensor, add, fromArray, full, manualSeed, mul, ones, rand, randn, scale, zeros } from '../src/index.js';
 
 describe('Tensor', () => {
   it('creates filled tensors with the right shape', () => {
@@ -52,30 +52,23 @@ describe('Tensor', () => {
       [1, 1, 1],
       [2, 2, 2],
     ]);
-    expect(a.add(b).toArray()).toEqual([
+    // Arithmetic is the differentiable ops' (src/ops); Tensor has no methods of its own for it.
+    expect(add(a, b).toArray()).toEqual([
       [2, 6, 4],
       [9, 4, 11],
     ]);
-    expect(a.sub(b).toArray()).toEqual([
-      [0, 4, 2],
-      [5, 0, 7],
-    ]);
-    expect(a.mul(b).toArray()).toEqual([
+    expect(mul(a, b).toArray()).toEqual([
       [1, 5, 3],
       [14, 4, 18],
     ]);
-    expect(a.mul(2).toArray()).toEqual([
+    expect(scale(a, 2).toArray()).toEqual([
       [2, 10, 6],
       [14, 4, 18],
     ]);
-    expect(a.div(b).toArray()).toEqual([
-      [1, 5, 3],
-      [3.5, 1, 4.5],
-    ]);
+    expect('add' in a || 'sub' in a || 'mul' in a || 'div' in a).toBe(false);
     expect(a.sum()).toBe(27);
     expect(a.mean()).toBe(4.5);
     expect(Array.from(a.argmax())).toEqual([1, 2]);
-    expect(() => a.add(fromArray([1, 2]))).toThrow(/shapes differ: \[2, 3\] and \[2\]/);
   });
 
   it('random tensors repeat for a seed and have the right moments', () => {
@@ -83,7 +76,7 @@ describe('Tensor', () => {
     const x2 = randn([10000], { rng: new Rng(7) });
     expect(Array.from(x1.data)).toEqual(Array.from(x2.data));
     expect(Math.abs(x1.mean())).toBeLessThan(0.05);
-    const variance = x1.mul(x1).mean() - x1.mean() ** 2;
+    const variance = mul(x1, x1).mean() - x1.mean() ** 2;
     expect(Math.abs(variance - 1)).toBeLessThan(0.05);
     const u = rand([10000], { low: -2, high: 2, rng: new Rng(8) });
     expect(Math.min(...u.data)).toBeGreaterThanOrEqual(-2);

@@ -80,6 +80,31 @@ export function checkIndex(what: string, index: number, length: number): void {
   }
 }
 
+/**
+ * The batch of samples `indices` of an in-memory dataset of `length` samples of `sampleShape`:
+ * `fill(i, out, offset)` writes sample i's values at `out[offset]`, `label(i)` gives its class.
+ * `what` names the caller in index errors.
+ */
+export function gatherBatch(
+  what: string,
+  length: number,
+  sampleShape: number[],
+  indices: ArrayLike<number>,
+  fill: (i: number, out: Float32Array, offset: number) => void,
+  label: (i: number) => number,
+): Batch {
+  const s = sampleShape.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(indices.length * s);
+  const labels = new Int32Array(indices.length);
+  for (let k = 0; k < indices.length; k++) {
+    const i = indices[k];
+    checkIndex(what, i, length);
+    fill(i, out, k * s);
+    labels[k] = label(i);
+  }
+  return { images: new Tensor(out, [indices.length, ...sampleShape]), labels };
+}
+
 /** A copy of a typed array's bytes in a new SharedArrayBuffer (for worker threads). */
 export function toShared<T extends Float32Array | Int32Array | Uint8Array>(a: T): SharedArrayBuffer {
   const sab = new SharedArrayBuffer(a.byteLength);
@@ -135,15 +160,9 @@ export class TensorDataset implements Dataset {
 
   getBatch(indices: ArrayLike<number>): Batch {
     const s = this.sampleSize;
-    const out = new Float32Array(indices.length * s);
-    const labels = new Int32Array(indices.length);
-    for (let k = 0; k < indices.length; k++) {
-      const i = indices[k];
-      checkIndex('TensorDataset.getBatch', i, this.length);
-      out.set(this.images.data.subarray(i * s, (i + 1) * s), k * s);
-      labels[k] = this.labels[i];
-    }
-    return { images: new Tensor(out, [indices.length, ...this.sampleShape]), labels };
+    const fill = (i: number, out: Float32Array, at: number) =>
+      out.set(this.images.data.subarray(i * s, (i + 1) * s), at);
+    return gatherBatch('TensorDataset.getBatch', this.length, this.sampleShape, indices, fill, (i) => this.labels[i]);
   }
 
   /** Copies the data into shared memory once, so every worker reads it without its own copy. */

@@ -6,7 +6,15 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Tensor } from '../tensor.js';
-import { type Batch, type Dataset, type Sample, type WorkerSource, checkIndex, toShared } from './dataset.js';
+import {
+  type Batch,
+  type Dataset,
+  type Sample,
+  type WorkerSource,
+  checkIndex,
+  gatherBatch,
+  toShared,
+} from './dataset.js';
 import { type IdxArray, idxTypeName, readIdxFile } from './idx.js';
 
 /** Mean and std of the MNIST training images after scaling to [0, 1] (as in torchvision's examples). */
@@ -139,16 +147,8 @@ export class MnistDataset implements Dataset {
   }
 
   getBatch(indices: ArrayLike<number>): Batch {
-    const s = this.sampleSize;
-    const out = new Float32Array(indices.length * s);
-    const labels = new Int32Array(indices.length);
-    for (let k = 0; k < indices.length; k++) {
-      const i = indices[k];
-      checkIndex('MnistDataset.getBatch', i, this.length);
-      this.fill(i, out, k * s);
-      labels[k] = this.targets[i];
-    }
-    return { images: new Tensor(out, [indices.length, ...this.sampleShape]), labels };
+    const fill = (i: number, out: Float32Array, at: number) => this.fill(i, out, at);
+    return gatherBatch('MnistDataset.getBatch', this.length, this.sampleShape, indices, fill, (i) => this.targets[i]);
   }
 
   private fill(index: number, out: Float32Array, offset: number): void {

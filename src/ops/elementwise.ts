@@ -28,13 +28,13 @@ export const add = (a: Tensor, b: Tensor): Tensor => binary('add', a, b);
 /** a * b, with the same broadcasting as add. */
 export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
 
-/** a * s for a number s. */
+/** a * s for a number s (each product rounded once to float32). */
 export function scale(a: Tensor, s: number): Tensor {
-  const out = new Float32Array(a.size);
-  for (let i = 0; i < out.length; i++) out[i] = a.data[i] * s;
+  const out = uninitialized(a.size, 'scale');
+  native.scale(a.data, s, out);
   return record('scale', new Tensor(out, a.shape), [a], (g) => {
-    const ga = new Float32Array(g.length);
-    for (let i = 0; i < g.length; i++) ga[i] = g[i] * s;
+    const ga = uninitialized(g.length, 'scale');
+    native.scale(g, s, ga);
     return [ga];
   });
 }
@@ -115,25 +115,25 @@ export function flatten(x: Tensor, startDim = 1): Tensor {
 export function dropout(x: Tensor, p = 0.5, training = true, rng: Rng = globalRng): Tensor {
   if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
   if (!training || p === 0) return x;
-  const out = new Float32Array(x.size);
-  const mask = new Float32Array(x.size);
+  const out = uninitialized(x.size, 'dropout');
+  const mask = uninitialized(x.size, 'dropout');
   native.dropoutForward(x.data, out, mask, p, rng.nextU32());
   return record('dropout', new Tensor(out, x.shape), [x], (g) => {
-    const gx = new Float32Array(g.length);
-    for (let i = 0; i < g.length; i++) gx[i] = g[i] * mask[i];
+    const gx = uninitialized(g.length, 'dropout');
+    native.dropoutBackward(g, mask, gx);
     return [gx];
   });
 }
 
-/** Sum of all elements as a 1-element tensor. */
+/** Sum of all elements as a 1-element tensor (added in double precision, in index order). */
 export function sum(x: Tensor): Tensor {
   const y = new Tensor(new Float32Array([x.sum()]), []);
-  return record('sum', y, [x], (g) => [new Float32Array(x.size).fill(g[0])]);
+  return record('sum', y, [x], (g) => [uninitialized(x.size, 'sum').fill(g[0])]);
 }
 
 /** Mean of all elements as a 1-element tensor. */
 export function mean(x: Tensor): Tensor {
   if (x.size === 0) throw new Error('mean: tensor is empty');
   const y = new Tensor(new Float32Array([x.sum() / x.size]), []);
-  return record('mean', y, [x], (g) => [new Float32Array(x.size).fill(g[0] / x.size)]);
+  return record('mean', y, [x], (g) => [uninitialized(x.size, 'mean').fill(g[0] / x.size)]);
 }

@@ -75,27 +75,20 @@ export function batchNorm2d(
   );
   return record('batchNorm2d(eval)', y, [x, weight, bias], (g) => {
     // With fixed statistics the layer is a per-channel affine map: y = (x - mean) * invstd * w + b.
-    const plane = x.shape[2] * x.shape[3];
-    const gx = new Float32Array(x.size);
-    const gw = new Float32Array(c);
-    const gb = new Float32Array(c);
-    for (let n = 0; n < x.shape[0]; n++) {
-      for (let ch = 0; ch < c; ch++) {
-        const invstd = 1 / Math.sqrt(runningVar.data[ch] + args.eps);
-        const scale = invstd * (weight ? weight.data[ch] : 1);
-        const mean = runningMean.data[ch];
-        const base = (n * c + ch) * plane;
-        let sw = 0;
-        let sb = 0;
-        for (let i = base; i < base + plane; i++) {
-          gx[i] = g[i] * scale;
-          sw += g[i] * (x.data[i] - mean) * invstd;
-          sb += g[i];
-        }
-        gw[ch] += sw;
-        gb[ch] += sb;
-      }
-    }
+    const gx = uninitialized(x.size);
+    const gw = weight && weight.requiresGrad ? uninitialized(c) : null;
+    const gb = bias && bias.requiresGrad ? uninitialized(c) : null;
+    native.batchNorm2dBackwardEval(
+      x.data,
+      g,
+      weight?.data ?? null,
+      runningMean.data,
+      runningVar.data,
+      gx,
+      gw,
+      gb,
+      args,
+    );
     return [gx, gw, gb];
   });
 }

@@ -1,15 +1,9 @@
 // Adadelta: scales each step by the ratio of running RMS of past updates to running RMS of
 // gradients (Zeiler), exactly as torch.optim.Adadelta (PyTorch 1.13), whose lr (default 1)
 // multiplies the resulting delta.
-import {
-  Optimizer,
-  GROUP_DEFAULTS,
-  type GroupOptions,
-  type ParamGroup,
-  type ParamState,
-  type Params,
-} from './optimizer.js';
-import { addScalar, addScaled, addcmul, f32, mulScalar, sqrt } from './float32.js';
+import { GROUP_DEFAULTS, Optimizer } from './optimizer.js';
+import type { GroupOptions, ParamGroup, ParamState, Params } from './optimizer.js';
+import { native } from '../native.js';
 
 export interface AdadeltaOptions extends GroupOptions {
   /** Decay rate of the running averages. Default 0.9. */
@@ -47,15 +41,7 @@ export class Adadelta extends Optimizer<AdadeltaOptions> {
     state.step++;
     const squareAvg = this.buffer(state, 'squareAvg', p.length);
     const accDelta = this.buffer(state, 'accDelta', p.length);
-    const negLr = -lr;
-    for (let i = 0; i < p.length; i++) {
-      let grad = maximize ? -g[i] : g[i];
-      if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
-      squareAvg[i] = addcmul(mulScalar(squareAvg[i], rho), 1 - rho, grad, grad);
-      const std = sqrt(addScalar(squareAvg[i], eps));
-      const delta = f32(f32(sqrt(addScalar(accDelta[i], eps)) / std) * grad);
-      accDelta[i] = addcmul(mulScalar(accDelta[i], rho), 1 - rho, delta, delta);
-      p[i] = addScaled(p[i], negLr, delta);
-    }
+    // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts.
+    native.adadeltaStep(p, g, squareAvg, accDelta, { lr, weightDecay, rho, eps, maximize });
   }
 }

@@ -1,14 +1,8 @@
 // Adagrad: per-coordinate learning rates shrinking with the sum of squared gradients seen
 // (Duchi et al.), exactly as torch.optim.Adagrad (PyTorch 1.13), dense gradients only.
-import {
-  Optimizer,
-  GROUP_DEFAULTS,
-  type GroupOptions,
-  type ParamGroup,
-  type ParamState,
-  type Params,
-} from './optimizer.js';
-import { addScalar, addScaled, addcdiv, addcmul, sqrt } from './float32.js';
+import { GROUP_DEFAULTS, Optimizer } from './optimizer.js';
+import type { GroupOptions, ParamGroup, ParamState, Params } from './optimizer.js';
+import { native } from '../native.js';
 
 export interface AdagradOptions extends GroupOptions {
   /** The effective lr is lr / (1 + (step - 1) * lrDecay). Default 0. */
@@ -59,13 +53,7 @@ export class Adagrad extends Optimizer<AdagradOptions> {
     // torch fills the accumulator when the optimizer is built; filling it on first use is the same.
     const sum = this.buffer(state, 'sum', p.length, group.initialAccumulatorValue);
     const step = ++state.step;
-    const negClr = -(lr / (1 + (step - 1) * lrDecay));
-    for (let i = 0; i < p.length; i++) {
-      let grad = maximize ? -g[i] : g[i];
-      if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
-      sum[i] = addcmul(sum[i], 1, grad, grad);
-      const std = addScalar(sqrt(sum[i]), eps);
-      p[i] = addcdiv(p[i], negClr, grad, std);
-    }
+    // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts.
+    native.adagradStep(p, g, sum, { lr, weightDecay, lrDecay, eps, maximize, step });
   }
 }

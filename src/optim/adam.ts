@@ -1,15 +1,9 @@
 // Adam: adaptive moment estimation (Kingma & Ba), with optional AMSGrad and L2 weight decay
 // added to the gradient, exactly as torch.optim.Adam (PyTorch 1.13). The update is shared with
 // AdamW, which decays the weights directly instead (see adamw.ts).
-import {
-  Optimizer,
-  GROUP_DEFAULTS,
-  type GroupOptions,
-  type ParamGroup,
-  type ParamState,
-  type Params,
-} from './optimizer.js';
-import { addScalar, addScaled, addcdiv, addcmul, divScalar, mulScalar, sqrt } from './float32.js';
+import { GROUP_DEFAULTS, Optimizer } from './optimizer.js';
+import type { GroupOptions, ParamGroup, ParamState, Params } from './optimizer.js';
+import { native } from '../native.js';
 
 export interface AdamOptions extends GroupOptions {
   /** Decay rates of the running averages of the gradient and of its square. Default [0.9, 0.999]. */
@@ -60,26 +54,22 @@ export function adamUpdate(
   const expAvgSq = buffer('expAvgSq');
   const maxSq = amsgrad ? buffer('maxExpAvgSq') : null;
   const step = ++state.step;
-  // These scalars are Python floats (double) in torch; they meet the tensors as float32.
+  // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts. The
+  // bias corrections are Python floats (double) in torch; JavaScript's ** defines them here.
   const biasCorrection1 = 1 - beta1 ** step;
   const biasCorrection2 = 1 - beta2 ** step;
-  const negStepSize = -(lr / biasCorrection1);
-  const biasCorrection2Sqrt = Math.sqrt(biasCorrection2);
-  const keep = 1 - lr * weightDecay;
-  for (let i = 0; i < p.length; i++) {
-    let grad = maximize ? -g[i] : g[i];
-    if (decoupled) p[i] = mulScalar(p[i], keep);
-    else if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
-    expAvg[i] = addScaled(mulScalar(expAvg[i], beta1), 1 - beta1, grad);
-    expAvgSq[i] = addcmul(mulScalar(expAvgSq[i], beta2), 1 - beta2, grad, grad);
-    let second = expAvgSq[i];
-    if (maxSq) {
-      if (second > maxSq[i] || Number.isNaN(second)) maxSq[i] = second;
-      second = maxSq[i];
-    }
-    const denom = addScalar(divScalar(sqrt(second), biasCorrection2Sqrt), eps);
-    p[i] = addcdiv(p[i], negStepSize, expAvg[i], denom);
-  }
+  native.adamStep(p, g, expAvg, expAvgSq, maxSq, {
+    lr,
+    weightDecay,
+    beta1,
+    beta2,
+    eps,
+    amsgrad,
+    maximize,
+    decoupled,
+    biasCorrection1,
+    biasCorrection2,
+  });
 }
 
 /**

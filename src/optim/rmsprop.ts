@@ -1,15 +1,9 @@
 // RMSprop: divides the gradient by a running root-mean-square of recent gradients (Hinton's
 // lecture 6), optionally centred (Graves) and with momentum, exactly as torch.optim.RMSprop
 // (PyTorch 1.13): the square root is taken before eps is added.
-import {
-  Optimizer,
-  GROUP_DEFAULTS,
-  type GroupOptions,
-  type ParamGroup,
-  type ParamState,
-  type Params,
-} from './optimizer.js';
-import { addScalar, addScaled, addcdiv, addcmul, mulScalar, sqrt } from './float32.js';
+import { GROUP_DEFAULTS, Optimizer } from './optimizer.js';
+import type { GroupOptions, ParamGroup, ParamState, Params } from './optimizer.js';
+import { native } from '../native.js';
 
 export interface RMSpropOptions extends GroupOptions {
   /** Smoothing constant of the running averages. Default 0.99. */
@@ -61,25 +55,7 @@ export class RMSprop extends Optimizer<RMSpropOptions> {
     const squareAvg = this.buffer(state, 'squareAvg', p.length);
     const gradAvg = centered ? this.buffer(state, 'gradAvg', p.length) : null;
     const buf = momentum > 0 ? this.buffer(state, 'momentumBuffer', p.length) : null;
-    const negLr = -lr;
-    for (let i = 0; i < p.length; i++) {
-      let grad = maximize ? -g[i] : g[i];
-      if (weightDecay !== 0) grad = addScaled(grad, weightDecay, p[i]);
-      squareAvg[i] = addcmul(mulScalar(squareAvg[i], alpha), 1 - alpha, grad, grad);
-      let avg: number;
-      if (gradAvg) {
-        gradAvg[i] = addScaled(mulScalar(gradAvg[i], alpha), 1 - alpha, grad);
-        avg = sqrt(addcmul(squareAvg[i], -1, gradAvg[i], gradAvg[i]));
-      } else {
-        avg = sqrt(squareAvg[i]);
-      }
-      avg = addScalar(avg, eps);
-      if (buf) {
-        buf[i] = addcdiv(mulScalar(buf[i], momentum), 1, grad, avg);
-        p[i] = addScaled(p[i], negLr, buf[i]);
-      } else {
-        p[i] = addcdiv(p[i], negLr, grad, avg);
-      }
-    }
+    // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts.
+    native.rmspropStep(p, g, squareAvg, gradAvg, buf, { lr, weightDecay, alpha, eps, momentum, centered, maximize });
   }
 }

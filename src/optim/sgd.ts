@@ -2,14 +2,8 @@
 // and L2 weight decay, exactly as torch.optim.SGD (PyTorch 1.13). Note torch's momentum form,
 // which differs from Caffe's and from Sutskever et al.: v = momentum * v + (1 - dampening) * g,
 // p = p - lr * v (the first step sets v = g), so lr scales the velocity, not the gradient.
-import {
-  Optimizer,
-  GROUP_DEFAULTS,
-  type GroupOptions,
-  type ParamGroup,
-  type ParamState,
-  type Params,
-} from './optimizer.js';
+import { GROUP_DEFAULTS, Optimizer } from './optimizer.js';
+import type { GroupOptions, ParamGroup, ParamState, Params } from './optimizer.js';
 import { native } from '../native.js';
 import { describe } from '../describe.js';
 

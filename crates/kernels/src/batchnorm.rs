@@ -1,6 +1,6 @@
 //! BatchNorm2d over NCHW tensors, as torch: training forward (batch statistics, running
 //! statistics updated in place with momentum and the unbiased variance, mean and inverse std
-//! saved for backward), inference forward (running statistics) and the training backward.
+//! saved for backward), inference forward (running statistics) and both backwards.
 //!
 //! Statistics are summed in f64 with an exact-mean two-pass (corrected) variance, so large planes
 //! and large means stay accurate. Work is split over channels: a channel's statistics and its
@@ -602,4 +602,86 @@ mod x86 {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn shifted_sum_avx2(xs: &[f32]) -> f64 {
     x86::shifted_sum(xs, 0.0)
+}
+
+/// Inference backward: with the running statistics fixed the layer is a per-channel affine map
+/// y = (x - mean) * invstd * w + b, so grad input = dy * invstd * w, grad weight =
+/// Σ dy (x - mean) invstd and grad bias = Σ dy (all three overwritten; pass None for a weight
+/// or bias gradient that is not needed).
+///
+/// Rounds exactly as the TypeScript loop it replaced: invstd and invstd * w in double, each grad
+/// input rounded once from the double product, and per (image, channel) plane a double sum in
+/// index order that is added into the float32 result, image after image. The sums stay
+/// sequential for that reason; the planes run in parallel over channels.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_backward_eval(
+    p: &BatchNorm2dParams,
+    input: &[f32],
+    grad_output: &[f32],
+    weight: Option<&[f32]>,
+    running_mean: &[f32],
+    running_var: &[f32],
+    grad_input: &mut [f32],
+    grad_weight: Option<&mut [f32]>,
+    grad_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    p.validate()?;
+    let c = p.channels;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("gradOutput", grad_output.len(), p.input_len())?;
+    check_channel_vec("weight", weight, c)?;
+    check_len("runningMean", running_mean.len(), c)?;
+    check_len("runningVar", running_var.len(), c)?;
+    check_len("gradInput", grad_input.len(), p.input_len())?;
+    check_channel_vec("gradWeight", grad_weight.as_deref(), c)?;
+    check_channel_vec("gradBias", grad_bias.as_deref(), c)?;
+    // (invstd, invstd * w) per channel, in double.
+    let coef: Vec<(f64, f64)> = (0..c)
+        .map(|ch| {
+            let invstd = 1.0 / (running_var[ch] as f64 + p.eps).sqrt();
+            (invstd, invstd * weight.map_or(1.0, |w| w[ch] as f64))
+        })
+        .collect();
+    let plane = p.plane();
+    let isa = simd::isa();
+    grad_input
+        .par_chunks_mut(plane)
+        .zip(grad_output.par_chunks(plane))
+        .enumerate()
+        .with_min_len((16 * 1024 / plane).max(1))
+        .for_each(|(i, (gi, go))| crate::elementwise::scale_f64(isa, go, coef[i % c].1, gi));
+    if grad_weight.is_none() && grad_bias.is_none() {
+        return Ok(());
+    }
+    let sums = |ch: usize| -> (f32, f32) {
+        let (invstd, mean) = (coef[ch].0, running_mean[ch] as f64);
+        let (mut gw, mut gb) = (0.0f32, 0.0f32);
+        for n in 0..p.batch {
+            let start = (n * c + ch) * plane;
+            let (x, gy) = (
+                &input[start..start + plane],
+                &grad_output[start..start + plane],
+            );
+            let (mut sw, mut sb) = (0.0f64, 0.0f64);
+            for (&xv, &gv) in x.iter().zip(gy) {
+                sw += gv as f64 * (xv as f64 - mean) * invstd;
+                sb += gv as f64;
+            }
+            gw = (gw as f64 + sw) as f32;
+            gb = (gb as f64 + sb) as f32;
+        }
+        (gw, gb)
+    };
+    let per_channel: Vec<(f32, f32)> = (0..c).into_par_iter().map(sums).collect();
+    if let Some(gw) = grad_weight {
+        for (o, s) in gw.iter_mut().zip(&per_channel) {
+            *o = s.0;
+        }
+    }
+    if let Some(gb) = grad_bias {
+        for (o, s) in gb.iter_mut().zip(&per_channel) {
+            *o = s.1;
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Elementwise kernels: dropout with a counter-based generator, broadcast add/mul with the
-//! reduction their backward needs, and channel concat/split of NCHW tensors (DenseNet,
-//! GoogLeNet's inception blocks).
+//! reduction their backward needs, channel concat/split of NCHW tensors (DenseNet, GoogLeNet's
+//! inception blocks), scaling by a number and gradient accumulation.
 //!
 //! Dropout's random bits are a hash of (seed, element index), so a mask depends on the seed
 //! alone, never on how the work was split across threads. The broadcast backward sums in fixed
@@ -646,5 +646,48 @@ pub fn split_channels(
             }
         });
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale by a number, accumulate gradients
+
+kernel! {
+    /// `out = x * s` with the product in double, rounded once: JavaScript's `x[i] * s` stored
+    /// into a Float32Array, for any double `s`.
+    pub(crate) fn scale_f64(x: &[f32], s: f64, out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (v as f64 * s) as f32;
+        }
+    }
+}
+
+/// output = input * factor, bit for bit the TypeScript loop it replaced (src/ops/elementwise.ts
+/// `scale`): the factor is not rounded to float32 first, the product is rounded once.
+pub fn scale(input: &[f32], factor: f64, output: &mut [f32]) -> Result<()> {
+    check_len("output", output.len(), input.len())?;
+    let isa = simd::isa();
+    for_each_chunk(output, |start, out| {
+        scale_f64(isa, &input[start..start + out.len()], factor, out)
+    });
+    Ok(())
+}
+
+kernel! {
+    fn add_into(acc: &mut [f32], x: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a += v;
+        }
+    }
+}
+
+/// accumulator += grad, elementwise in float32 (autograd adding a leaf's new gradient into its
+/// `.grad`, as `acc[i] += g[i]` on Float32Arrays did).
+pub fn accumulate(accumulator: &mut [f32], grad: &[f32]) -> Result<()> {
+    check_len("grad", grad.len(), accumulator.len())?;
+    let isa = simd::isa();
+    for_each_chunk(accumulator, |start, acc| {
+        add_into(isa, acc, &grad[start..start + acc.len()])
+    });
     Ok(())
 }

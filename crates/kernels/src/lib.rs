@@ -18,6 +18,7 @@ pub mod optim;
 #[cfg(feature = "probes")]
 pub mod peak;
 pub mod pool;
+pub mod reduce;
 pub mod scratch;
 pub mod simd;
 pub mod softmax;

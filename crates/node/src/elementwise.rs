@@ -1,8 +1,10 @@
-//! Elementwise entries: dropout, broadcast add/mul and their backward, channel concat/split.
+//! Elementwise entries: dropout, broadcast add/mul and their backward, channel concat/split,
+//! scaling, gradient accumulation and the full sum.
 //! Shapes arrive as plain number arrays and are checked here; every buffer is the caller's.
 use crate::args::{check_disjoint, kernel_err, size};
 use crate::runtime::run;
 use ferroconv_kernels::elementwise::{self, BinaryOp};
+use ferroconv_kernels::reduce;
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
@@ -184,4 +186,49 @@ pub fn split_channels(
         elementwise::split_channels(&input, &mut views, &channels, batch, plane)
     })?
     .map_err(kernel_err)
+}
+
+/// gradInput <- gradOutput * mask, the mask saved by dropoutForward (already scaled).
+#[napi(catch_unwind, js_name = "dropoutBackward")]
+pub fn dropout_backward(
+    grad_output: Float32Array,
+    mask: Float32Array,
+    mut grad_input: Float32Array,
+) -> napi::Result<()> {
+    check_disjoint(
+        "gradInput",
+        &grad_input,
+        &[("gradOutput", &grad_output), ("mask", &mask)],
+    )?;
+    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
+    let gi = unsafe { grad_input.as_mut() };
+    run("dropoutBackward", || {
+        elementwise::dropout_backward(&grad_output, &mask, gi)
+    })?
+    .map_err(kernel_err)
+}
+
+/// output <- input * factor, the product rounded once to float32 (factor is any number).
+#[napi(catch_unwind, js_name = "scale")]
+pub fn scale(input: Float32Array, factor: f64, mut output: Float32Array) -> napi::Result<()> {
+    check_disjoint("output", &output, &[("input", &input)])?;
+    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
+    let out = unsafe { output.as_mut() };
+    run("scale", || elementwise::scale(&input, factor, out))?.map_err(kernel_err)
+}
+
+/// accumulator (in place) <- accumulator + grad, in float32: autograd summing a new gradient
+/// into a leaf's `.grad`.
+#[napi(catch_unwind, js_name = "accumulateGrad")]
+pub fn accumulate_grad(mut accumulator: Float32Array, grad: Float32Array) -> napi::Result<()> {
+    check_disjoint("accumulator", &accumulator, &[("grad", &grad)])?;
+    // SAFETY: disjoint from grad (checked above); the JavaScript thread waits on this call.
+    let acc = unsafe { accumulator.as_mut() };
+    run("accumulateGrad", || elementwise::accumulate(acc, &grad))?.map_err(kernel_err)
+}
+
+/// The sum of all elements in double precision, added in index order (Tensor.sum()).
+#[napi(catch_unwind, js_name = "sum")]
+pub fn sum(input: Float32Array) -> napi::Result<f64> {
+    run("sum", || reduce::sum(&input))
 }

@@ -161,6 +161,50 @@ pub fn batch_norm2d_backward(
     .map_err(kernel_err)
 }
 
+/// Inference backward (running statistics fixed): gradInput always, gradWeight and gradBias
+/// when given; all overwritten.
+#[napi(catch_unwind, js_name = "batchNorm2dBackwardEval")]
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_backward_eval(
+    input: Float32Array,
+    grad_output: Float32Array,
+    weight: Option<Float32Array>,
+    running_mean: Float32Array,
+    running_var: Float32Array,
+    mut grad_input: Float32Array,
+    mut grad_weight: Option<Float32Array>,
+    mut grad_bias: Option<Float32Array>,
+    args: BatchNormArgs,
+) -> napi::Result<()> {
+    let p = bn_params(&args)?;
+    check_buffers(
+        &present(&[
+            ("gradInput", Some(&grad_input)),
+            ("gradWeight", grad_weight.as_ref()),
+            ("gradBias", grad_bias.as_ref()),
+        ]),
+        &present(&[
+            ("input", Some(&input)),
+            ("gradOutput", Some(&grad_output)),
+            ("weight", weight.as_ref()),
+            ("runningMean", Some(&running_mean)),
+            ("runningVar", Some(&running_var)),
+        ]),
+    )?;
+    let (x, go, rm, rv): (&[f32], &[f32], &[f32], &[f32]) =
+        (&input, &grad_output, &running_mean, &running_var);
+    let w = weight.as_deref();
+    // SAFETY: every written buffer is disjoint from the inputs and from the others (checked
+    // above), and the JavaScript thread is blocked in this call.
+    let gi = unsafe { grad_input.as_mut() };
+    let gw = grad_weight.as_mut().map(|a| unsafe { a.as_mut() });
+    let gb = grad_bias.as_mut().map(|a| unsafe { a.as_mut() });
+    run("batchNorm2dBackwardEval", || {
+        batchnorm::batch_norm2d_backward_eval(&p, x, go, w, rm, rv, gi, gw, gb)
+    })?
+    .map_err(kernel_err)
+}
+
 #[napi(object, js_name = "LrnArgs")]
 pub struct LrnArgs {
     /// [N, C, H, W]
