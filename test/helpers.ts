@@ -56,3 +56,13 @@ export function expectClose(
     );
   }
 }
+
+/** Runs `fn` and returns the Error it throws (failing the test if it throws none). */
+export function thrown(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected an error');
+}
