@@ -20,6 +20,7 @@ import {
   zeros,
 } from '../src/index.js';
 import { native } from '../src/native.js';
+import { withKernels } from './helpers.js';
 
 const args = (over: Partial<Parameters<typeof native.conv2dForward>[4]> = {}) => ({
   inputShape: [1, 1, 3, 3],
@@ -216,13 +217,25 @@ describe('threads and info', () => {
     expect(i.node).toBe(process.versions.node);
   });
 
+  it('withKernels puts the SIMD level and thread count back even when the test inside fails', () => {
+    const before = info();
+    expect(() =>
+      withKernels({ simd: 'scalar', threads: 1 }, () => {
+        expect(info()).toMatchObject({ simd: 'scalar', threads: 1 });
+        throw new Error('failing assertion');
+      }),
+    ).toThrow('failing assertion');
+    expect(info()).toMatchObject({ simd: before.simd, threads: before.threads });
+  });
+
   it('setNumThreads resizes the pool and rejects nonsense', () => {
-    setNumThreads(1);
-    expect(info().threads).toBe(1);
-    setNumThreads(2);
-    expect(info().threads).toBe(2);
-    expect(() => setNumThreads(0)).toThrow('threads: expected 1..1024, got 0');
-    expect(() => setNumThreads(-1)).toThrow('threads: expected a non-negative integer, got -1');
+    withKernels({ threads: 1 }, () => {
+      expect(info().threads).toBe(1);
+      setNumThreads(2);
+      expect(info().threads).toBe(2);
+      expect(() => setNumThreads(0)).toThrow('threads: expected 1..1024, got 0');
+      expect(() => setNumThreads(-1)).toThrow('threads: expected a non-negative integer, got -1');
+    });
   });
 
   it('FERROCONV_NUM_THREADS and FERROCONV_SIMD are read at start-up', () => {
