@@ -2,7 +2,7 @@
 // here, channel concat/split, dropout statistics and determinism, and the binding's errors.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, useKernels, withKernels } from './helpers.js';
+import { det, expectClose, numericGrad, useKernels, withKernels } from './helpers.js';
 
 function sameBits(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -93,16 +93,8 @@ describe('broadcastBinaryBackward by finite differences (mul)', () => {
     const ga = new Float32Array(a.length);
     const gb = new Float32Array(b.length);
     native.broadcastBinaryBackward('mul', a, aShape, b, bShape, w, ga, gb);
-    const eps = 1e-2;
-    const fd = (v: Float32Array, i: number, f: (p: Float32Array) => number) => {
-      const p = v.slice();
-      p[i] += eps;
-      const m = v.slice();
-      m[i] -= eps;
-      return (f(p) - f(m)) / (2 * eps);
-    };
-    const fdA = Array.from(a, (_, i) => fd(a, i, (p) => loss(p, b)));
-    const fdB = Array.from(b, (_, j) => fd(b, j, (p) => loss(a, p)));
+    const fdA = numericGrad(() => loss(a, b), a);
+    const fdB = numericGrad(() => loss(a, b), b);
     expectClose(ga, fdA, 1e-3, 1e-3, 'gradA vs finite differences');
     expectClose(gb, fdB, 1e-3, 1e-3, 'gradB vs finite differences');
   });

@@ -121,3 +121,26 @@ export function useKernels(settings: KernelSettings): void {
     restore = null;
   });
 }
+
+/**
+ * d f / d x by central finite differences, (f(x + eps) - f(x - eps)) / (2 eps) at every element
+ * of `x` (a tensor or a buffer `f` reads), in double precision. Each element is perturbed in place
+ * and put back, also when `f` throws.
+ */
+export function numericGrad(f: () => number, x: Tensor | Float32Array, eps = 1e-2): Float64Array {
+  const data = x instanceof Tensor ? x.data : x;
+  const g = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) {
+    const old = data[i];
+    try {
+      data[i] = old + eps;
+      const up = f();
+      data[i] = old - eps;
+      const down = f();
+      g[i] = (up - down) / (2 * eps);
+    } finally {
+      data[i] = old;
+    }
+  }
+  return g;
+}
