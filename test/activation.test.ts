@@ -1,9 +1,8 @@
 // Activations (relu, leaky_relu, sigmoid, tanh) forward and backward against PyTorch goldens
 // (test/fixtures/gen_activation.py), on both SIMD paths, plus the binding's argument errors.
-import { afterAll, describe, expect, it } from 'vitest';
-import { setNumThreads, setSimd } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, useKernels, withKernels } from './helpers.js';
 
 interface Case {
   name: string;
@@ -22,13 +21,9 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
 
 const { cases } = loadFixture<{ cases: Case[] }>('activation.json');
 
-afterAll(() => {
-  setSimd('auto');
-});
-
 describe.each(['auto', 'scalar'] as const)('activations vs PyTorch (simd %s)', (simd) => {
+  useKernels({ simd });
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    setSimd(simd);
     const x = det(c.shape, c.seeds[0], c.scale).data;
     const g = det(c.shape, c.seeds[1]).data;
     const slope = c.negativeSlope ?? undefined;
@@ -77,21 +72,20 @@ describe('threads', () => {
   it('1 and 2 threads give identical results on a tensor big enough to split', () => {
     const x = det([4, 16, 64, 64], 3, 8).data;
     const g = det([4, 16, 64, 64], 4).data;
-    const run = (threads: number) => {
-      setNumThreads(threads);
-      const out: Float32Array[] = [];
-      for (const kind of ['relu', 'leaky_relu', 'sigmoid', 'tanh']) {
-        const y = new Float32Array(x.length);
-        native.activationForward(kind, x, y, 0.1);
-        const gi = new Float32Array(x.length);
-        native.activationBackward(kind, x, y, g, gi, 0.1);
-        out.push(y, gi);
-      }
-      return out;
-    };
+    const run = (threads: number) =>
+      withKernels({ threads }, () => {
+        const out: Float32Array[] = [];
+        for (const kind of ['relu', 'leaky_relu', 'sigmoid', 'tanh']) {
+          const y = new Float32Array(x.length);
+          native.activationForward(kind, x, y, 0.1);
+          const gi = new Float32Array(x.length);
+          native.activationBackward(kind, x, y, g, gi, 0.1);
+          out.push(y, gi);
+        }
+        return out;
+      });
     const one = run(1);
     const two = run(2);
-    setNumThreads(2);
     // Byte comparison: toEqual on 262k-element typed arrays takes vitest tens of seconds.
     for (let i = 0; i < one.length; i++) expect(sameBits(two[i], one[i])).toBe(true);
   });

@@ -2,21 +2,7 @@
 // and a graph that is released after backward.
 import { describe, expect, it } from 'vitest';
 import { conv2d, noGrad, reshape, scale, sum, Tensor, randn, Rng, mean, mul, isGradEnabled } from '../src/index.js';
-
-/** Central finite difference of f at every element of x (in double precision for the sum). */
-function numericGrad(f: () => number, x: Tensor, eps = 1e-2): Float64Array {
-  const g = new Float64Array(x.size);
-  for (let i = 0; i < x.size; i++) {
-    const old = x.data[i];
-    x.data[i] = old + eps;
-    const up = f();
-    x.data[i] = old - eps;
-    const down = f();
-    x.data[i] = old;
-    g[i] = (up - down) / (2 * eps);
-  }
-  return g;
-}
+import { numericGrad } from './helpers.js';
 
 function expectGradClose(analytic: Float32Array, numeric: Float64Array, tol = 2e-2): void {
   const scaleRef = Math.max(...Array.from(numeric, Math.abs), 1e-3);

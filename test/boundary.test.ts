@@ -2,8 +2,25 @@
 // process that survives all of them.
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { conv2d, fromArray, info, ones, setNumThreads, Tensor, zeros } from '../src/index.js';
+import {
+  adaptiveAvgPool2d,
+  avgPool2d,
+  batchNorm2d,
+  conv2d,
+  conv2dFused,
+  convTranspose2d,
+  fromArray,
+  info,
+  linear,
+  localResponseNorm,
+  maxPool2d,
+  ones,
+  setNumThreads,
+  Tensor,
+  zeros,
+} from '../src/index.js';
 import { native } from '../src/native.js';
+import { withKernels } from './helpers.js';
 
 const args = (over: Partial<Parameters<typeof native.conv2dForward>[4]> = {}) => ({
   inputShape: [1, 1, 3, 3],
@@ -148,6 +165,49 @@ describe('errors at the boundary', () => {
   });
 });
 
+describe('op errors start with the op name and use the public argument names', () => {
+  const x = zeros([1, 2, 4, 4]);
+  const w = zeros([3, 2, 3, 3]);
+  it.each([
+    ['conv2d', () => conv2d(zeros([4, 4]), w), 'conv2d: input: expected a 4-D tensor, got shape [4, 4]'],
+    ['conv2d', () => conv2d(x, w, zeros([2])), 'conv2d: bias: expected shape [3], got [2]'],
+    ['conv2d', () => conv2d(x, w, null, { stride: 0 }), 'conv2d: stride: expected positive integers, got 0'],
+    [
+      'conv2d',
+      () => conv2d(x, zeros([3, 1, 3, 3])),
+      'conv2d: the weight [3, 1, 3, 3] takes 1 input channels per group, but the input [1, 2, 4, 4] has 2 channels',
+    ],
+    ['conv2dFused', () => conv2dFused(x, w, { shift: zeros([2]) }), 'conv2dFused: shift: expected shape [3], got [2]'],
+    ['conv2dFused', () => conv2dFused(x, zeros([3, 2])), 'conv2dFused: weight: expected a 4-D tensor'],
+    [
+      'convTranspose2d',
+      () => convTranspose2d(x, zeros([2, 3, 3, 3]), null, { outputPadding: -1 }),
+      'convTranspose2d: outputPadding: expected non-negative integers, got -1',
+    ],
+    ['convTranspose2d', () => convTranspose2d(x, zeros([2, 3, 3, 3]), zeros([4])), 'convTranspose2d: bias:'],
+    ['linear', () => linear(zeros([2, 3]), zeros([4, 5])), 'linear: input: expected shape [N, 5], got [2, 3]'],
+    ['linear', () => linear(zeros([2, 5]), zeros([4])), 'linear: weight: expected a 2-D tensor'],
+    ['batchNorm2d', () => batchNorm2d(x, zeros([3]), null, null, null), 'batchNorm2d: runningMean: expected shape [2]'],
+    ['batchNorm2d', () => batchNorm2d(zeros([2, 2]), null, null, null, null), 'batchNorm2d: input: expected a 4-D'],
+    ['localResponseNorm', () => localResponseNorm(zeros([2]), 3), 'localResponseNorm: input: expected a 4-D'],
+    ['maxPool2d', () => maxPool2d(x, [2, 2, 2] as never), 'maxPool2d: kernelSize: expected a number or [h, w]'],
+    ['avgPool2d', () => avgPool2d(x, 2, { padding: -1 }), 'avgPool2d: padding: expected non-negative integers'],
+    ['avgPool2d', () => avgPool2d(zeros([4]), 2), 'avgPool2d: input: expected a 4-D tensor'],
+    ['adaptiveAvgPool2d', () => adaptiveAvgPool2d(x, 0), 'adaptiveAvgPool2d: outputSize: expected positive integers'],
+  ])('%s: %s', (op, call, message) => {
+    let err: Error | null = null;
+    try {
+      call();
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).toContain(message);
+    expect(err?.message.startsWith(`${op}: `)).toBe(true);
+    // No snake_case or binding-internal names (weightShape[1], in_channels).
+    expect(err?.message).not.toMatch(/[a-z]_[a-z]|Shape\[/);
+  });
+});
+
 describe('threads and info', () => {
   it('info() reports threads, the SIMD level and versions', () => {
     const i = info();
@@ -157,13 +217,25 @@ describe('threads and info', () => {
     expect(i.node).toBe(process.versions.node);
   });
 
+  it('withKernels puts the SIMD level and thread count back even when the test inside fails', () => {
+    const before = info();
+    expect(() =>
+      withKernels({ simd: 'scalar', threads: 1 }, () => {
+        expect(info()).toMatchObject({ simd: 'scalar', threads: 1 });
+        throw new Error('failing assertion');
+      }),
+    ).toThrow('failing assertion');
+    expect(info()).toMatchObject({ simd: before.simd, threads: before.threads });
+  });
+
   it('setNumThreads resizes the pool and rejects nonsense', () => {
-    setNumThreads(1);
-    expect(info().threads).toBe(1);
-    setNumThreads(2);
-    expect(info().threads).toBe(2);
-    expect(() => setNumThreads(0)).toThrow('threads: expected 1..1024, got 0');
-    expect(() => setNumThreads(-1)).toThrow('threads: expected a non-negative integer, got -1');
+    withKernels({ threads: 1 }, () => {
+      expect(info().threads).toBe(1);
+      setNumThreads(2);
+      expect(info().threads).toBe(2);
+      expect(() => setNumThreads(0)).toThrow('threads: expected 1..1024, got 0');
+      expect(() => setNumThreads(-1)).toThrow('threads: expected a non-negative integer, got -1');
+    });
   });
 
   it('FERROCONV_NUM_THREADS and FERROCONV_SIMD are read at start-up', () => {

@@ -1,7 +1,7 @@
 // conv2d forward against PyTorch goldens (test/fixtures/gen_conv2d.py).
 import { describe, expect, it } from 'vitest';
-import { conv2d, setSimd } from '../src/index.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { conv2d } from '../src/index.js';
+import { det, expectClose, loadFixture, type FixtureTensor, useKernels } from './helpers.js';
 
 interface Case {
   name: string;
@@ -20,8 +20,8 @@ interface Case {
 const { cases } = loadFixture<{ cases: Case[] }>('conv2d.json');
 
 describe.each(['auto', 'scalar'] as const)('conv2d forward vs PyTorch (simd %s)', (simd) => {
+  useKernels({ simd });
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    setSimd(simd);
     const x = det(c.inputShape, c.seeds[0]);
     const w = det(c.weightShape, c.seeds[1], c.weightScale);
     const b = c.bias ? det([c.weightShape[0]], c.seeds[2]) : null;
@@ -38,6 +38,5 @@ describe.each(['auto', 'scalar'] as const)('conv2d forward vs PyTorch (simd %s)'
       const atol = algo === 'fft' || algo === 'winograd' ? 1e-4 : 1e-5;
       expectClose(y.data, c.output.data, 1e-4, atol, `${c.name} ${algo}`);
     }
-    setSimd('auto');
   });
 });

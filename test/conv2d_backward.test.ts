@@ -1,9 +1,8 @@
 // conv2d backward (input, weight and bias gradients) against PyTorch autograd goldens
 // (test/fixtures/gen_conv2d_backward.py), for every algorithm on both SIMD paths.
 import { describe, expect, it } from 'vitest';
-import { setSimd } from '../src/index.js';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
 interface Case {
   name: string;
@@ -27,8 +26,7 @@ const ALGOS = ['auto', 'direct', 'im2col', 'fft', 'winograd'] as const;
 
 describe.each(['auto', 'scalar'] as const)('conv2d backward vs PyTorch (simd %s)', (simd) => {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    setSimd(simd);
-    try {
+    withKernels({ simd }, () => {
       const x = det(c.inputShape, c.seeds[0]).data;
       const w = det(c.weightShape, c.seeds[1], c.weightScale).data;
       const gy = det(c.outputShape, c.seeds[3]).data;
@@ -54,9 +52,7 @@ describe.each(['auto', 'scalar'] as const)('conv2d backward vs PyTorch (simd %s)
         expectClose(gw, c.gradWeight.data, 1e-4, 1e-5, `${c.name} ${algo} gradWeight`);
         if (gb && c.gradBias) expectClose(gb, c.gradBias.data, 1e-4, 1e-5, `${c.name} ${algo} gradBias`);
       }
-    } finally {
-      setSimd('auto');
-    }
+    });
   });
 });
 

@@ -2,7 +2,7 @@
 // and the errors its binding gives for bad arguments.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
 type Args = Parameters<typeof native.convTranspose2dForward>[4];
 
@@ -45,9 +45,7 @@ describe.each([
   ['best simd, 1 thread', 'auto', 1],
 ] as const)('conv_transpose2d vs PyTorch (%s)', (_label, simd, threads) => {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    native.setSimd(simd);
-    native.setNumThreads(threads);
-    try {
+    withKernels({ simd, threads }, () => {
       const args = argsOf(c);
       const x = det(c.inputShape, c.seeds[0]).data;
       const w = det(c.weightShape, c.seeds[1], c.weightScale).data;
@@ -70,9 +68,7 @@ describe.each([
       native.convTranspose2dBackwardWeight(x, gy, gw, gb, args);
       expectClose(gw, c.gradWeight.data, 1e-4, 1e-5, `${c.name} grad weight`);
       if (gb && c.gradBias) expectClose(gb, c.gradBias.data, 1e-4, 1e-5, `${c.name} grad bias`);
-    } finally {
-      native.setSimd('auto');
-    }
+    });
   });
 });
 

@@ -1,14 +1,8 @@
 // Broadcast add/mul (forward and the reduced backward) against a NumPy-rule reference written
 // here, channel concat/split, dropout statistics and determinism, and the binding's errors.
-import { afterAll, describe, expect, it } from 'vitest';
-import { setNumThreads, setSimd } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose } from './helpers.js';
-
-afterAll(() => {
-  setSimd('auto');
-  setNumThreads(2);
-});
+import { det, expectClose, numericGrad, useKernels, withKernels } from './helpers.js';
 
 function sameBits(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -41,8 +35,8 @@ const BROADCAST: [string, number[], number[]][] = [
 ];
 
 describe.each(['auto', 'scalar'] as const)('broadcastBinary (simd %s)', (simd) => {
+  useKernels({ simd });
   it.each(BROADCAST)('%s', (_name, aShape, bShape) => {
-    setSimd(simd);
     const a = det(aShape, 1).data;
     const b = det(bShape, 2).data;
     const g = det(aShape, 3).data;
@@ -99,16 +93,8 @@ describe('broadcastBinaryBackward by finite differences (mul)', () => {
     const ga = new Float32Array(a.length);
     const gb = new Float32Array(b.length);
     native.broadcastBinaryBackward('mul', a, aShape, b, bShape, w, ga, gb);
-    const eps = 1e-2;
-    const fd = (v: Float32Array, i: number, f: (p: Float32Array) => number) => {
-      const p = v.slice();
-      p[i] += eps;
-      const m = v.slice();
-      m[i] -= eps;
-      return (f(p) - f(m)) / (2 * eps);
-    };
-    const fdA = Array.from(a, (_, i) => fd(a, i, (p) => loss(p, b)));
-    const fdB = Array.from(b, (_, j) => fd(b, j, (p) => loss(a, p)));
+    const fdA = numericGrad(() => loss(a, b), a);
+    const fdB = numericGrad(() => loss(a, b), b);
     expectClose(ga, fdA, 1e-3, 1e-3, 'gradA vs finite differences');
     expectClose(gb, fdB, 1e-3, 1e-3, 'gradB vs finite differences');
   });
@@ -170,20 +156,17 @@ describe('dropoutForward', () => {
   });
 
   it('the same seed gives the same mask on 1 and 2 threads and on both SIMD paths; other seeds differ', () => {
-    const run = (threads: number, simd: 'auto' | 'scalar', seed: number) => {
-      setNumThreads(threads);
-      setSimd(simd);
-      const out = new Float32Array(n);
-      const mask = new Float32Array(n);
-      native.dropoutForward(x, out, mask, 0.3, seed);
-      return mask;
-    };
+    const run = (threads: number, simd: 'auto' | 'scalar', seed: number) =>
+      withKernels({ threads, simd }, () => {
+        const out = new Float32Array(n);
+        const mask = new Float32Array(n);
+        native.dropoutForward(x, out, mask, 0.3, seed);
+        return mask;
+      });
     const first = run(1, 'auto', 7);
     expect(sameBits(run(2, 'auto', 7), first)).toBe(true);
     expect(sameBits(run(2, 'scalar', 7), first)).toBe(true);
     expect(sameBits(run(1, 'scalar', 7), first)).toBe(true);
-    setSimd('auto');
-    setNumThreads(2);
     const other = run(2, 'auto', 8);
     let agree = 0;
     for (let i = 0; i < n; i++) if ((other[i] === 0) === (first[i] === 0)) agree++;

@@ -70,8 +70,8 @@ describe('fused inference equals the unfused forward', () => {
   it.each(zoo)(
     '%s',
     (name, make, shape) => {
-      // Built after the spy, so the zoo's error guards wrap the spy: every unfused batch norm call
-      // is counted, fused ones are not.
+      // Every unfused batch norm call (call() runs the prototype's forward, the spy) is counted,
+      // fused ones are not.
       const bnCalls = vi.spyOn(BatchNorm2d.prototype, 'forward');
       const model = make();
       fillModel(model); // non-trivial running statistics, affine parameters and biases

@@ -1,8 +1,11 @@
-// Shared test helpers: the deterministic inputs the golden generators also use, fixture loading
-// and a closeness check that reports the worst element.
+// Shared test helpers: the deterministic inputs the golden generators also use, fixture loading,
+// a closeness check that reports the worst element, the kernels' global switches set for a test
+// and always put back, and finite differences for gradient checks.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach } from 'vitest';
+import { info, setNumThreads, setSimd } from '../src/index.js';
 import { Tensor } from '../src/tensor.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -55,4 +58,89 @@ export function expectClose(
       `${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`,
     );
   }
+}
+
+/** Runs `fn` and returns the Error it throws (failing the test if it throws none). */
+export function thrown(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected an error');
+}
+
+/** The kernels' process-wide switches a test may flip. */
+export interface KernelSettings {
+  simd?: 'auto' | 'scalar';
+  threads?: number;
+}
+
+/** Applies `settings`; returns a function that puts back the SIMD level and thread count before. */
+function switchKernels(settings: KernelSettings): () => void {
+  const before = info();
+  const restore = () => {
+    setSimd(before.simd === before.simdDetected ? 'auto' : 'scalar');
+    setNumThreads(before.threads);
+  };
+  try {
+    if (settings.simd) setSimd(settings.simd);
+    if (settings.threads !== undefined) setNumThreads(settings.threads);
+  } catch (e) {
+    restore();
+    throw e;
+  }
+  return restore;
+}
+
+/**
+ * Runs the synchronous `fn` with the kernels switched to `settings`, and puts the previous
+ * settings back in `finally`: a failing assertion cannot leak a switch into later tests.
+ */
+export function withKernels<T>(settings: KernelSettings, fn: () => T): T {
+  const restore = switchKernels(settings);
+  try {
+    const result = fn();
+    if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+      throw new Error('withKernels: fn must be synchronous (the switches are put back when it returns)');
+    }
+    return result;
+  } finally {
+    restore();
+  }
+}
+
+/** In the enclosing describe: each test runs with `settings`, put back after it (pass or fail). */
+export function useKernels(settings: KernelSettings): void {
+  let restore: (() => void) | null = null;
+  beforeEach(() => {
+    restore = switchKernels(settings);
+  });
+  afterEach(() => {
+    restore?.();
+    restore = null;
+  });
+}
+
+/**
+ * d f / d x by central finite differences, (f(x + eps) - f(x - eps)) / (2 eps) at every element
+ * of `x` (a tensor or a buffer `f` reads), in double precision. Each element is perturbed in place
+ * and put back, also when `f` throws.
+ */
+export function numericGrad(f: () => number, x: Tensor | Float32Array, eps = 1e-2): Float64Array {
+  const data = x instanceof Tensor ? x.data : x;
+  const g = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) {
+    const old = data[i];
+    try {
+      data[i] = old + eps;
+      const up = f();
+      data[i] = old - eps;
+      const down = f();
+      g[i] = (up - down) / (2 * eps);
+    } finally {
+      data[i] = old;
+    }
+  }
+  return g;
 }

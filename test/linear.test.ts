@@ -1,9 +1,8 @@
 // Linear layer (forward and backward) against PyTorch goldens (test/fixtures/gen_linear.py),
 // the raw sgemm entry against a naive loop, and the errors both give for bad arguments.
 import { describe, expect, it } from 'vitest';
-import { setSimd } from '../src/index.js';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
 interface Case {
   name: string;
@@ -23,8 +22,7 @@ const { cases } = loadFixture<{ cases: Case[] }>('linear.json');
 
 describe.each(['auto', 'scalar'] as const)('linear vs PyTorch (simd %s)', (simd) => {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    setSimd(simd);
-    try {
+    withKernels({ simd }, () => {
       const args = { batch: c.batch, inFeatures: c.inFeatures, outFeatures: c.outFeatures };
       const x = det([c.batch, c.inFeatures], c.seeds[0]).data;
       const w = det([c.outFeatures, c.inFeatures], c.seeds[1], c.weightScale).data;
@@ -44,9 +42,7 @@ describe.each(['auto', 'scalar'] as const)('linear vs PyTorch (simd %s)', (simd)
       const gw2 = new Float32Array(w.length);
       native.linearBackward(x, w, gy, null, gw2, null, args);
       expect(Array.from(gw2)).toEqual(Array.from(gw));
-    } finally {
-      setSimd('auto');
-    }
+    });
   });
 });
 

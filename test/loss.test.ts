@@ -1,10 +1,9 @@
 // softmax / log_softmax and cross-entropy (label smoothing, class weights, ignore_index,
 // reductions) forward and backward against PyTorch goldens (test/fixtures/gen_loss.py), on both
 // SIMD paths, plus the binding's argument errors.
-import { afterAll, describe, expect, it } from 'vitest';
-import { setNumThreads, setSimd } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, useKernels, withKernels } from './helpers.js';
 
 type CrossEntropyArgs = Parameters<typeof native.crossEntropyForward>[5];
 
@@ -43,13 +42,9 @@ interface CeCase {
 
 const fixture = loadFixture<{ softmax: SoftmaxCase[]; crossEntropy: CeCase[] }>('loss.json');
 
-afterAll(() => {
-  setSimd('auto');
-});
-
 describe.each(['auto', 'scalar'] as const)('softmax vs PyTorch (simd %s)', (simd) => {
+  useKernels({ simd });
   it.each(fixture.softmax.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    setSimd(simd);
     const x = det([c.rows, c.cols], c.seeds[0], c.scale).data;
     const g = det([c.rows, c.cols], c.seeds[1]).data;
     for (const log of [false, true]) {
@@ -76,8 +71,8 @@ function ceArgs(c: CeCase): CrossEntropyArgs {
 }
 
 describe.each(['auto', 'scalar'] as const)('cross-entropy vs PyTorch (simd %s)', (simd) => {
+  useKernels({ simd });
   it.each(fixture.crossEntropy.map((c) => [c.name, c] as const))('%s', (_name, c) => {
-    setSimd(simd);
     const logits = det([c.batch, c.classes], c.seeds[0], c.logitScale).data;
     const targets = Int32Array.from(c.targets);
     const weights = c.classWeights ? Float32Array.from(c.classWeights.data) : null;
@@ -129,18 +124,17 @@ describe('cross-entropy defaults and edge cases', () => {
     const targets = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
     const weights = det([classes], 6).data.map((v) => Math.abs(v) + 0.1);
     const args: CrossEntropyArgs = { batch, classes, labelSmoothing: 0.1 };
-    const run = (threads: number) => {
-      setNumThreads(threads);
-      const probs = new Float32Array(logits.length);
-      const losses = new Float32Array(batch);
-      const loss = native.crossEntropyForward(logits, targets, weights, probs, losses, args);
-      const grad = new Float32Array(logits.length);
-      native.crossEntropyBackward(probs, targets, weights, Float32Array.of(1), grad, args);
-      return { loss, probs: Array.from(probs), grad: Array.from(grad) };
-    };
+    const run = (threads: number) =>
+      withKernels({ threads }, () => {
+        const probs = new Float32Array(logits.length);
+        const losses = new Float32Array(batch);
+        const loss = native.crossEntropyForward(logits, targets, weights, probs, losses, args);
+        const grad = new Float32Array(logits.length);
+        native.crossEntropyBackward(probs, targets, weights, Float32Array.of(1), grad, args);
+        return { loss, probs: Array.from(probs), grad: Array.from(grad) };
+      });
     const one = run(1);
     const two = run(2);
-    setNumThreads(2);
     expect(two.loss).toBe(one.loss);
     expect(two.probs).toEqual(one.probs);
     expect(two.grad).toEqual(one.grad);

@@ -17,6 +17,8 @@ import {
   randn,
   zeros,
 } from '../src/index.js';
+import { lenet5 } from '../src/models/index.js';
+import { thrown } from './helpers.js';
 
 class Block extends Module {
   readonly conv1: Conv2d;
@@ -124,5 +126,100 @@ describe('Module', () => {
     const direct = m.forward(x);
     expect(Array.from(y.data)).toEqual(Array.from(direct.data));
     expect(m.training).toBe(true);
+  });
+});
+
+// Module.call is the one door for layer calls: a failing layer is named by its path in the model,
+// its type and its input, for a user's Sequential and a user's own Module exactly as in the zoo
+// (test/zoo.test.ts checks the zoo's messages).
+describe('errors name the failing layer', () => {
+  const tooSmall =
+    'input: 2x2 is too small for a 3x3 window (stride 3x3, padding 0x0, dilation 1x1): output would be 0x0';
+
+  class Head extends Module {
+    readonly pool: MaxPool2d;
+    readonly fc: Linear;
+    constructor() {
+      super();
+      this.pool = this.addModule('pool', new MaxPool2d(3));
+      this.fc = this.addModule('fc', new Linear(4, 2));
+    }
+    forward(x: Tensor): Tensor {
+      return this.fc.call(new Flatten().call(this.pool.call(x)));
+    }
+  }
+
+  it("a user's Sequential, nested", () => {
+    const net = new Sequential(
+      new Conv2d(3, 4, 3, { padding: 1 }),
+      new ReLU(),
+      new Sequential(new MaxPool2d(2), ['head', new Head()]),
+    );
+    const x = randn([1, 3, 4, 4]);
+    const expected = `Sequential: layer '2.head.pool' (MaxPool2d) failed on [1, 4, 2, 2] (model input [1, 3, 4, 4]): ${tooSmall}`;
+    // Through forward (Sequential notes its input), call() and predict() alike.
+    for (const run of [() => net.forward(x), () => net.call(x)]) {
+      const err = thrown(run);
+      expect(err.message).toBe(expected);
+      // Annotated once, at the innermost layer: the cause is the op's own error.
+      expect((err.cause as Error).message).toBe(tooSmall);
+      expect((err.cause as Error).cause).toBeUndefined();
+    }
+    return expect(net.predict(x)).rejects.toThrow(expected);
+  });
+
+  it("a user's own Module, around a Sequential and a zoo model", () => {
+    class Net extends Module {
+      readonly stem = this.addModule('stem', new Sequential(new Conv2d(1, 4, 3, { padding: 1 }), new ReLU()));
+      readonly head = this.addModule('head', new Head());
+      forward(x: Tensor): Tensor {
+        return this.head.call(this.stem.call(x));
+      }
+    }
+    const net = new Net();
+    const x = randn([1, 1, 2, 2]);
+    expect(thrown(() => net.call(x)).message).toBe(
+      `Net: layer 'head.pool' (MaxPool2d) failed on [1, 4, 2, 2] (model input [1, 1, 2, 2]): ${tooSmall}`,
+    );
+    // Entered through its own forward the model input is unknown; the layer is named the same.
+    expect(thrown(() => net.forward(x)).message).toBe(
+      `Net: layer 'head.pool' (MaxPool2d) failed on [1, 4, 2, 2]: ${tooSmall}`,
+    );
+    // A layer's own check (no window here) is named the same way.
+    expect(thrown(() => net.call(randn([1, 2, 5, 5]))).message).toBe(
+      "Net: layer 'stem.0' (Conv2d) failed on [1, 2, 5, 5] (model input [1, 2, 5, 5]): " +
+        'Conv2d: expected input [N, 1, H, W], got [1, 2, 5, 5]',
+    );
+
+    // A zoo model inside a user's model is a layer like any other.
+    class Wrapper extends Module {
+      readonly backbone = this.addModule('backbone', lenet5());
+      forward(x: Tensor): Tensor {
+        return this.backbone.call(x);
+      }
+    }
+    const err = thrown(() => new Wrapper().call(zeros([2, 3, 28, 28])));
+    expect(err.message).toBe(
+      "Wrapper: layer 'backbone' (LeNet5) failed on [2, 3, 28, 28] (model input [2, 3, 28, 28]): " +
+        "LeNet5: expected input [N, 1, H, W] (layer 'features.0' takes 1 channel), got [2, 3, 28, 28]",
+    );
+  });
+
+  it("a model's own checks and a lone layer's errors are not rewritten", () => {
+    expect(thrown(() => lenet5().call(zeros([1, 1, 20, 20]))).message).toBe(
+      'LeNet5: expected a 28x28 input [N, 1, 28, 28], got [1, 1, 20, 20]',
+    );
+    expect(thrown(() => new MaxPool2d(3).call(zeros([1, 1, 2, 2]))).message).toBe(tooSmall);
+  });
+
+  it('a forward the user replaced still runs through call()', () => {
+    const net = new Sequential(new Conv2d(1, 2, 3), new ReLU());
+    const relu = net.at(1);
+    relu.forward = () => {
+      throw new Error('hooked');
+    };
+    expect(thrown(() => net.forward(zeros([1, 1, 3, 3]))).message).toBe(
+      "Sequential: layer '1' (ReLU) failed on [1, 2, 1, 1] (model input [1, 1, 3, 3]): hooked",
+    );
   });
 });

@@ -1,9 +1,9 @@
 // BatchNorm2d and LocalResponseNorm against PyTorch goldens (test/fixtures/gen_norm.py):
 // training forward with in-place running statistics, saved mean / invstd, inference forward,
 // training backward; LRN output, saved scale and backward. Plus boundary errors.
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, useKernels } from './helpers.js';
 
 interface BnCase {
   name: string;
@@ -51,18 +51,10 @@ const configs = [
   { simd: 'auto', threads: 1 },
 ] as const;
 
-afterAll(() => {
-  native.setSimd('auto');
-});
-
 describe.each(configs)('normalisation vs PyTorch (simd $simd, $threads threads)', ({ simd, threads }) => {
-  const setup = () => {
-    native.setSimd(simd);
-    native.setNumThreads(threads);
-  };
+  useKernels({ simd, threads });
 
   it.each(fixture.batchNorm.map((c) => [c.name, c] as const))('batch norm: %s', (_name, c) => {
-    setup();
     const C = c.inputShape[1];
     const args = { inputShape: c.inputShape, momentum: c.momentum, eps: c.eps };
     const x = det(c.inputShape, c.seeds[0], c.inputScale).data;
@@ -97,7 +89,6 @@ describe.each(configs)('normalisation vs PyTorch (simd $simd, $threads threads)'
   });
 
   it.each(fixture.lrn.map((c) => [c.name, c] as const))('local response norm: %s', (_name, c) => {
-    setup();
     const args = { inputShape: c.inputShape, size: c.size, alpha: c.alpha, beta: c.beta, k: c.k };
     const x = det(c.inputShape, c.seeds[0], c.inputScale).data;
     const y = new Float32Array(x.length).fill(Number.NaN);

@@ -2,11 +2,11 @@
 // gradients; average pool with count_include_pad / divisor_override / ceil_mode; adaptive
 // average pool (AlexNet 6x6, VGG 7x7, smaller-than-output, global). Plus boundary errors, and
 // the op-level max pool: no indices when no gradient is needed, gradients when one is.
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { noGrad } from '../src/autograd.js';
 import { native } from '../src/native.js';
 import { maxPool2d } from '../src/ops/pool.js';
-import { det, expectClose, loadFixture, type FixtureTensor } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, useKernels } from './helpers.js';
 
 type Pool2dArgs = Parameters<typeof native.maxPool2dForward>[3];
 
@@ -59,18 +59,10 @@ const configs = [
   { simd: 'auto', threads: 1 },
 ] as const;
 
-afterAll(() => {
-  native.setSimd('auto');
-});
-
 describe.each(configs)('pooling vs PyTorch (simd $simd, $threads threads)', ({ simd, threads }) => {
-  const setup = () => {
-    native.setSimd(simd);
-    native.setNumThreads(threads);
-  };
+  useKernels({ simd, threads });
 
   it.each(fixture.max.map((c) => [c.name, c] as const))('max pool: %s', (_name, c) => {
-    setup();
     const args = poolArgs(c);
     expect(native.pool2dOutputSize(args)).toEqual(c.output.shape.slice(2));
     const x = det(c.inputShape, c.seeds[0]).data;
@@ -90,7 +82,6 @@ describe.each(configs)('pooling vs PyTorch (simd $simd, $threads threads)', ({ s
   });
 
   it.each(fixture.avg.map((c) => [c.name, c] as const))('avg pool: %s', (_name, c) => {
-    setup();
     const args = poolArgs(c);
     expect(native.pool2dOutputSize(args)).toEqual(c.output.shape.slice(2));
     const x = det(c.inputShape, c.seeds[0]).data;
@@ -104,7 +95,6 @@ describe.each(configs)('pooling vs PyTorch (simd $simd, $threads threads)', ({ s
   });
 
   it.each(fixture.adaptive.map((c) => [c.name, c] as const))('adaptive avg pool: %s', (_name, c) => {
-    setup();
     const args = { inputShape: c.inputShape, outputSize: c.outputSize };
     const x = det(c.inputShape, c.seeds[0]).data;
     const y = new Float32Array(numel(c.output.shape)).fill(Number.NaN);

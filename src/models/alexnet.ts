@@ -12,7 +12,7 @@ import { ReLU } from '../nn/relu.js';
 import { Sequential } from '../nn/sequential.js';
 import { flatten } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
-import { checkModelInput, guardLayers } from './layer-errors.js';
+import { checkModelInput } from './model-input.js';
 
 export interface AlexNetOptions {
   /** Output classes (default 1000). */
@@ -66,12 +66,11 @@ export class AlexNet extends Module {
         new Linear(4096, numClasses),
       ),
     );
-    guardLayers(this, 'AlexNet');
   }
 
   forward(x: Tensor): Tensor {
-    checkModelInput('AlexNet', x, 3, 'features.0');
-    return this.classifier.forward(flatten(this.avgpool.forward(this.features.forward(x)), 1));
+    checkModelInput(this, 'AlexNet', x, 3, 'features.0');
+    return this.classifier.call(flatten(this.avgpool.call(this.features.call(x)), 1));
   }
 }
 

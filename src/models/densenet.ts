@@ -17,7 +17,7 @@ import { relu } from '../ops/activation.js';
 import { cat, dropout, flatten } from '../ops/elementwise.js';
 import { adaptiveAvgPool2d } from '../ops/pool.js';
 import type { Tensor } from '../tensor.js';
-import { checkModelInput, guardLayers } from './layer-errors.js';
+import { checkModelInput } from './model-input.js';
 
 /**
  * BN-ReLU-1x1 conv (to bnSize*growthRate) then BN-ReLU-3x3 conv (to growthRate), on the channel
@@ -51,10 +51,10 @@ export class DenseLayer extends Module {
     // In inference the concat, norm1 and relu1 are one pass over the features.
     const pre =
       tryCatBnRelu(features, this.norm1, this.relu1) ??
-      this.relu1.forward(this.norm1.forward(features.length === 1 ? features[0] : cat(features, 1)));
+      this.relu1.call(this.norm1.call(features.length === 1 ? features[0] : cat(features, 1)));
     // conv1 -> norm2 -> relu2 is one fused conv in inference.
     const act = convBnRelu(this.conv1, this.norm2, this.relu2, pre);
-    const out = this.conv2.forward(act);
+    const out = this.conv2.call(act);
     return this.dropRate > 0 ? dropout(out, this.dropRate, this.training) : out;
   }
 }
@@ -76,7 +76,7 @@ export class DenseBlock extends Module {
 
   forward(x: Tensor): Tensor {
     const features = [x];
-    for (const layer of this.layers) features.push(layer.forward(...features));
+    for (const layer of this.layers) features.push(layer.call(...features));
     return cat(features, 1);
   }
 }
@@ -163,13 +163,12 @@ export class DenseNet extends Module {
         if (m.bias) init.constant_(m.bias, 0);
       } else if (m instanceof Linear && m.bias) init.constant_(m.bias, 0);
     }
-    guardLayers(this, 'DenseNet');
   }
 
   forward(x: Tensor): Tensor {
-    checkModelInput('DenseNet', x, 3, 'features.conv0');
-    const features = relu(this.features.forward(x));
-    return this.classifier.forward(flatten(adaptiveAvgPool2d(features, 1), 1));
+    checkModelInput(this, 'DenseNet', x, 3, 'features.conv0');
+    const features = relu(this.features.call(x));
+    return this.classifier.call(flatten(adaptiveAvgPool2d(features, 1), 1));
   }
 }
 

@@ -17,7 +17,7 @@ import { relu } from '../ops/activation.js';
 import { add, cat, flatten, mul } from '../ops/elementwise.js';
 import { adaptiveAvgPool2d } from '../ops/pool.js';
 import { Tensor } from '../tensor.js';
-import { checkModelInput, guardLayers } from './layer-errors.js';
+import { checkModelInput } from './model-input.js';
 
 /**
  * Conv (no bias) + BatchNorm2d (eps 0.001) + ReLU. [N, in, H, W] -> [N, out, H', W'].
@@ -83,7 +83,7 @@ export class Inception extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return cat([this.branch1.forward(x), this.branch2.forward(x), this.branch3.forward(x), this.branch4.forward(x)], 1);
+    return cat([this.branch1.call(x), this.branch2.call(x), this.branch3.call(x), this.branch4.call(x)], 1);
   }
 }
 
@@ -107,9 +107,9 @@ export class InceptionAux extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    let y = flatten(this.conv.forward(adaptiveAvgPool2d(x, 4)), 1);
-    y = this.dropout.forward(relu(this.fc1.forward(y)));
-    return this.fc2.forward(y);
+    let y = flatten(this.conv.call(adaptiveAvgPool2d(x, 4)), 1);
+    y = this.dropout.call(relu(this.fc1.call(y)));
+    return this.fc2.call(y);
   }
 }
 
@@ -215,7 +215,6 @@ export class GoogLeNet extends Module {
         }
       }
     }
-    guardLayers(this, 'GoogLeNet', 'forwardAux');
   }
 
   private transform(x: Tensor): Tensor {
@@ -232,19 +231,19 @@ export class GoogLeNet extends Module {
 
   /** Logits and, while training with auxLogits, the auxiliary classifiers' logits. */
   forwardAux(x: Tensor): GoogLeNetOutputs {
-    checkModelInput('GoogLeNet', x, 3, 'conv1');
+    checkModelInput(this, 'GoogLeNet', x, 3, 'conv1');
     if (this.transformInput) x = this.transform(x);
-    let y = this.maxpool1.forward(this.conv1.forward(x));
-    y = this.maxpool2.forward(this.conv3.forward(this.conv2.forward(y)));
-    y = this.maxpool3.forward(this.inception3b.forward(this.inception3a.forward(y)));
-    y = this.inception4a.forward(y);
-    const aux1 = this.aux1 && this.training ? this.aux1.forward(y) : null;
-    y = this.inception4d.forward(this.inception4c.forward(this.inception4b.forward(y)));
-    const aux2 = this.aux2 && this.training ? this.aux2.forward(y) : null;
-    y = this.maxpool4.forward(this.inception4e.forward(y));
-    y = this.inception5b.forward(this.inception5a.forward(y));
-    y = this.dropout.forward(flatten(this.avgpool.forward(y), 1));
-    return { logits: this.fc.forward(y), aux2, aux1 };
+    let y = this.maxpool1.call(this.conv1.call(x));
+    y = this.maxpool2.call(this.conv3.call(this.conv2.call(y)));
+    y = this.maxpool3.call(this.inception3b.call(this.inception3a.call(y)));
+    y = this.inception4a.call(y);
+    const aux1 = this.aux1 && this.training ? this.aux1.call(y) : null;
+    y = this.inception4d.call(this.inception4c.call(this.inception4b.call(y)));
+    const aux2 = this.aux2 && this.training ? this.aux2.call(y) : null;
+    y = this.maxpool4.call(this.inception4e.call(y));
+    y = this.inception5b.call(this.inception5a.call(y));
+    y = this.dropout.call(flatten(this.avgpool.call(y), 1));
+    return { logits: this.fc.call(y), aux2, aux1 };
   }
 
   /** [N, 3, H, W] -> logits [N, numClasses] (the main head only). */

@@ -12,7 +12,7 @@ import { ReLU } from '../nn/relu.js';
 import { Sequential } from '../nn/sequential.js';
 import { flatten } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
-import { checkModelInput, guardLayers } from './layer-errors.js';
+import { checkModelInput } from './model-input.js';
 
 export interface LeNet5Options {
   /** Output classes (default 10). */
@@ -60,17 +60,16 @@ export class LeNet5 extends Module {
         new Linear(84, numClasses),
       ),
     );
-    guardLayers(this, 'LeNet5');
   }
 
   forward(x: Tensor): Tensor {
-    checkModelInput('LeNet5', x, this.inChannels, 'features.0');
+    checkModelInput(this, 'LeNet5', x, this.inChannels, 'features.0');
     // The classifier is fixed to 16x5x5 features; 28..31 pixels all pool down to 5.
     const ok = (s: number) => Math.floor((Math.floor(s / 2) - 4) / 2) === 5;
     if (!ok(x.shape[2]) || !ok(x.shape[3])) {
       throw new Error(`LeNet5: expected a 28x28 input [N, ${this.inChannels}, 28, 28], got [${x.shape.join(', ')}]`);
     }
-    return this.classifier.forward(flatten(this.features.forward(x), 1));
+    return this.classifier.call(flatten(this.features.call(x), 1));
   }
 }
 

@@ -17,7 +17,7 @@ import { Sequential } from '../nn/sequential.js';
 import { add, flatten } from '../ops/elementwise.js';
 import { globalRng, type Rng } from '../random.js';
 import type { Tensor } from '../tensor.js';
-import { checkModelInput, guardLayers } from './layer-errors.js';
+import { checkModelInput } from './model-input.js';
 import { linearSurvivalProb, stochasticDepth } from './stochastic-depth.js';
 
 /** 3x3 convolution, padding = dilation, no bias (torchvision's conv3x3). */
@@ -74,14 +74,14 @@ abstract class ResidualBlock extends Module {
     downsample: Sequential | null,
     relu: ReLU,
   ): Tensor {
-    const identity = downsample ? downsample.forward(x) : x;
+    const identity = downsample ? downsample.call(x) : x;
     if (!this.training) {
       const fused = tryFusedConv(conv, bn, branchIn, { relu, residual: identity });
       if (fused) return fused;
     }
-    const branch = bn.forward(conv.forward(branchIn));
+    const branch = bn.call(conv.call(branchIn));
     const kept = stochasticDepth(branch, this.survivalProb, this.training, this.rng);
-    return relu.forward(add(kept, identity));
+    return relu.call(add(kept, identity));
   }
 }
 
@@ -248,7 +248,6 @@ export class ResNet extends Module {
         else if (m instanceof BasicBlock && m.bn2.weight) init.constant_(m.bn2.weight, 0);
       }
     }
-    guardLayers(this, 'ResNet');
   }
 
   private newBlock(inplanes: number, planes: number, o: ResidualBlockOptions): Module {
@@ -288,11 +287,11 @@ export class ResNet extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    checkModelInput('ResNet', x, 3, 'conv1');
+    checkModelInput(this, 'ResNet', x, 3, 'conv1');
     const stem = convBnRelu(this.conv1, this.bn1, this.relu, x);
-    let y = this.maxpool.forward(stem);
-    y = this.layer4.forward(this.layer3.forward(this.layer2.forward(this.layer1.forward(y))));
-    return this.fc.forward(flatten(this.avgpool.forward(y), 1));
+    let y = this.maxpool.call(stem);
+    y = this.layer4.call(this.layer3.call(this.layer2.call(this.layer1.call(y))));
+    return this.fc.call(flatten(this.avgpool.call(y), 1));
   }
 }
 

@@ -15,7 +15,7 @@ import { ReLU } from '../nn/relu.js';
 import { Sequential } from '../nn/sequential.js';
 import { flatten } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
-import { checkModelInput, guardLayers } from './layer-errors.js';
+import { checkModelInput } from './model-input.js';
 
 /** Conv widths per stage, 'M' = 2x2 max pool (torchvision's cfgs). */
 export const vggConfigs = {
@@ -98,12 +98,11 @@ export class VGG extends Module {
         }
       }
     }
-    guardLayers(this, 'VGG');
   }
 
   forward(x: Tensor): Tensor {
-    checkModelInput('VGG', x, 3, 'features.0');
-    return this.classifier.forward(flatten(this.avgpool.forward(this.features.forward(x)), 1));
+    checkModelInput(this, 'VGG', x, 3, 'features.0');
+    return this.classifier.call(flatten(this.avgpool.call(this.features.call(x)), 1));
   }
 }
 

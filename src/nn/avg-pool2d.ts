@@ -1,7 +1,6 @@
 // AvgPool2d layer, as torch.nn.AvgPool2d.
-import type { Pair, PoolGeometry } from '../ops/geometry.js';
+import { named, type Pair, type PoolGeometry, poolGeometry } from '../ops/geometry.js';
 import { avgPool2dWith, type Pool2dOptions } from '../ops/pool.js';
-import { layerGeometry } from './max-pool2d.js';
 import type { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -19,7 +18,7 @@ export class AvgPool2d extends Module {
     readonly opts: Omit<Pool2dOptions, 'dilation'> = {},
   ) {
     super();
-    this.geometry = layerGeometry('AvgPool2d', kernelSize, opts);
+    this.geometry = named('AvgPool2d', () => poolGeometry(kernelSize, opts));
   }
 
   forward(x: Tensor): Tensor {

@@ -1,6 +1,6 @@
 // Conv2d layer, as torch.nn.Conv2d.
 import { conv2dWith, type ConvAlgo } from '../ops/conv.js';
-import { convGeometry, type ConvGeometry, pair, type Pair, type Padding } from '../ops/geometry.js';
+import { convGeometry, type ConvGeometry, named, pair, type Pair, type Padding } from '../ops/geometry.js';
 import { type Tensor, zeros } from '../tensor.js';
 import { defaultLayerInit } from './init.js';
 import { Module } from './module.js';
@@ -40,11 +40,7 @@ export class Conv2d extends Module {
     readonly opts: Conv2dLayerOptions = {},
   ) {
     super();
-    try {
-      this.geometry = convGeometry(opts);
-    } catch (e) {
-      throw new Error(`Conv2d: ${(e as Error).message}`, { cause: e });
-    }
+    this.geometry = named('Conv2d', () => convGeometry(opts));
     const { groups } = this.geometry;
     for (const [name, v] of [
       ['inChannels', inChannels],

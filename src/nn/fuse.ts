@@ -44,17 +44,9 @@ export function isInferenceFusionEnabled(): boolean {
   return fusionEnabled;
 }
 
-/** Forward wrappers that only add error context around the real forward (layer-errors.ts). */
-const transparentForwards = new WeakSet<object>();
-
-/** Marks a forward wrapper that does nothing but call the original (and annotate its errors). */
-export function markTransparentForward(fn: object): void {
-  transparentForwards.add(fn);
-}
-
+/** Whether `m` runs its class's own forward (a forward the user replaced is never fused). */
 function plainForward(m: Module, cls: { prototype: { forward: unknown } }): boolean {
-  const f = m.forward;
-  return f === cls.prototype.forward || transparentForwards.has(f);
+  return m.forward === cls.prototype.forward;
 }
 
 /**
@@ -137,8 +129,8 @@ export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, op
 export function convBnRelu(conv: Conv2d, bn: BatchNorm2d, relu: ReLU | true, x: Tensor): Tensor {
   const fused = tryFusedConv(conv, bn, x, { relu });
   if (fused) return fused;
-  const y = bn.forward(conv.forward(x));
-  return relu === true ? reluOp(y) : relu.forward(y);
+  const y = bn.call(conv.call(x));
+  return relu === true ? reluOp(y) : relu.call(y);
 }
 
 /**

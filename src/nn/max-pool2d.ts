@@ -1,5 +1,5 @@
 // MaxPool2d layer, as torch.nn.MaxPool2d.
-import { type Pair, type PoolGeometry, poolGeometry } from '../ops/geometry.js';
+import { named, type Pair, type PoolGeometry, poolGeometry } from '../ops/geometry.js';
 import { maxPool2dWith, type Pool2dOptions } from '../ops/pool.js';
 import type { Tensor } from '../tensor.js';
 import { Module } from './module.js';
@@ -18,19 +18,10 @@ export class MaxPool2d extends Module {
     readonly opts: Omit<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {},
   ) {
     super();
-    this.geometry = layerGeometry('MaxPool2d', kernelSize, opts);
+    this.geometry = named('MaxPool2d', () => poolGeometry(kernelSize, opts));
   }
 
   forward(x: Tensor): Tensor {
     return maxPool2dWith(x, this.geometry);
-  }
-}
-
-/** poolGeometry, with the layer's name in front of any error. */
-export function layerGeometry(layer: string, kernelSize: Pair, opts: Parameters<typeof poolGeometry>[1]): PoolGeometry {
-  try {
-    return poolGeometry(kernelSize, opts);
-  } catch (e) {
-    throw new Error(`${layer}: ${(e as Error).message}`, { cause: e });
   }
 }

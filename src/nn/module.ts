@@ -1,6 +1,8 @@
 // Module: the base of every layer and model. It owns parameters (trainable tensors), buffers
 // (state such as running statistics) and child modules, names them with dotted paths exactly as
-// PyTorch does (`features.0.weight`, `layer1.0.bn1.running_mean`), and saves/loads them.
+// PyTorch does (`features.0.weight`, `layer1.0.bn1.running_mean`), and saves/loads them. A parent
+// runs a child through `child.call(x)`, the one door every layer call goes through: it is where a
+// failing layer's error gets its context (the layer's dotted path, its type, the shape it got).
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { noGrad } from '../autograd.js';
 import { Tensor } from '../tensor.js';
@@ -21,9 +23,26 @@ export abstract class Module {
 
   abstract forward(...inputs: Tensor[]): Tensor;
 
-  /** Same as forward. */
+  /**
+   * Runs forward. Parents call their children this way (`this.features.call(x)`), so an Error
+   * thrown inside a layer comes out naming the layer as a state dict would, its type, the shape
+   * it was given and the model's input shape, with the original as `cause`, e.g.
+   * `AlexNet: layer 'features.12' (MaxPool2d) failed on [1, 256, 1, 1] (model input
+   * [1, 3, 32, 32]): input: 1x1 is too small for a 3x3 window (...)`. The innermost layer adds
+   * the context; the calls around it pass the Error on unchanged. The model's own errors (its
+   * input check) are not rewritten. The model input is known when the model itself was entered
+   * through call() (predict, fit and inference snapshots do), or when its forward noted it
+   * (noteModelInput: Sequential and the zoo do).
+   */
   call(...inputs: Tensor[]): Tensor {
-    return this.forward(...inputs);
+    frames.push({ module: this, inputs });
+    try {
+      return this.forward(...inputs);
+    } catch (e) {
+      throw withLayerContext(e, this, inputs);
+    } finally {
+      frames.pop();
+    }
   }
 
   /** Registers a trainable tensor under `name` (null registers an absent optional one, e.g. bias). */
@@ -43,6 +62,7 @@ export abstract class Module {
   protected addModule<M extends Module>(name: string, m: M): M {
     checkName(name);
     this.children.set(name, m);
+    registeredAt.set(m, { parent: this, name });
     return m;
   }
 
@@ -258,7 +278,7 @@ export abstract class Module {
     swap();
     try {
       for (const m of modules) m.training = false;
-      return noGrad(() => this.forward(...inputs));
+      return noGrad(() => this.call(...inputs));
     } finally {
       modules.forEach((m, i) => {
         m.training = modes[i];
@@ -319,6 +339,71 @@ export abstract class Module {
     this.loadStateDict(tensors, strict);
     return this;
   }
+}
+
+/** A module running inside call(), and what it was given. */
+interface Frame {
+  module: Module;
+  inputs: readonly Tensor[];
+}
+
+/** The call()s now running, outermost first (forward is synchronous: one stack serves the process). */
+const frames: Frame[] = [];
+
+/** Where each module was registered: its parent and its name there (the latest addModule wins). */
+const registeredAt = new WeakMap<Module, { parent: Module; name: string }>();
+
+/** Errors that already name their layer; the calls around it pass them on unchanged. */
+const annotated = new WeakSet<Error>();
+
+/** The input shape of a model whose forward was entered directly, not through call(). */
+let directEntry: { model: Module; shape: readonly number[] } | null = null;
+
+/**
+ * Notes `x` as the model's input when `model.forward` was called directly (by a user, not by a
+ * parent's call()), so that errors from its layers can still show it. Called at the top of the
+ * forward of Sequential and of the zoo's models; outside any call() it holds until the current
+ * synchronous run ends, so it never describes a later forward.
+ */
+export function noteModelInput(model: Module, x: Tensor): void {
+  if (frames.length > 0) return; // inside call(): the frames already know
+  const entry = { model, shape: x.shape };
+  directEntry = entry;
+  queueMicrotask(() => {
+    if (directEntry === entry) directEntry = null;
+  });
+}
+
+const shapeOf = (v: unknown): readonly number[] | null => (v instanceof Tensor ? v.shape : null);
+const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
+
+/** `e` with the failing layer's context in front (see Module.call), or `e` itself. */
+function withLayerContext(e: unknown, layer: Module, inputs: readonly Tensor[]): unknown {
+  if (!(e instanceof Error) || annotated.has(e)) return e;
+  // The model is the top of the registration chain; the path is the names down from it.
+  const names: string[] = [];
+  const seen = new Set<Module>([layer]);
+  let model = layer;
+  for (let at = registeredAt.get(model); at && !seen.has(at.parent); at = registeredAt.get(model)) {
+    names.unshift(at.name);
+    model = at.parent;
+    seen.add(model);
+  }
+  if (names.length === 0) return e; // the model's own error (or a lone layer's) speaks for itself
+  const modelFrame = frames.find((f) => f.module === model);
+  const modelInput = modelFrame
+    ? shapeOf(modelFrame.inputs[0])
+    : directEntry?.model === model
+      ? directEntry.shape
+      : null;
+  const x = shapeOf(inputs[0]);
+  const err = new Error(
+    `${model.constructor.name}: layer '${names.join('.')}' (${layer.constructor.name}) failed on ` +
+      `${x ? fmt(x) : 'no input'}${modelInput ? ` (model input ${fmt(modelInput)})` : ''}: ${e.message}`,
+    { cause: e },
+  );
+  annotated.add(err);
+  return err;
 }
 
 function checkName(name: string): void {

@@ -1,7 +1,7 @@
 // Sequential container and Identity, as torch.nn.Sequential / torch.nn.Identity.
 import type { Tensor } from '../tensor.js';
 import { fuseSequence } from './fuse.js';
-import { Module } from './module.js';
+import { Module, noteModelInput } from './module.js';
 
 /**
  * Runs its children in order; they are named '0', '1', ... (or by the keys given). In inference
@@ -34,6 +34,7 @@ export class Sequential extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    noteModelInput(this, x);
     let y = x;
     const layers = this.layers;
     for (let i = 0; i < layers.length; i++) {
@@ -42,7 +43,7 @@ export class Sequential extends Module {
         y = fused.y;
         i += fused.used - 1;
       } else {
-        y = layers[i].forward(y);
+        y = layers[i].call(y);
       }
     }
     return y;

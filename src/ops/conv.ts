@@ -3,7 +3,7 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { allocate, Tensor, uninitialized } from '../tensor.js';
-import { convArgs, convGeometry, type ConvGeometry, pair, type Pair, type Padding } from './geometry.js';
+import { convArgs, convGeometry, type ConvGeometry, named, pair, type Pair, type Padding } from './geometry.js';
 
 export type { Pair } from './geometry.js';
 export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
@@ -25,9 +25,12 @@ export interface Conv2dOptions {
   algo?: ConvAlgo;
 }
 
-export function expectRank(name: string, t: Tensor, rank: number): void {
-  if (!(t instanceof Tensor)) throw new Error(`${name}: expected a Tensor`);
-  if (t.ndim !== rank) throw new Error(`${name}: expected a ${rank}-D tensor, got shape [${t.shape.join(', ')}]`);
+/** Throws `op: name: ...` unless `t` is a Tensor of `rank` dimensions. */
+export function expectRank(op: string, name: string, t: Tensor, rank: number): void {
+  if (!(t instanceof Tensor)) throw new Error(`${op}: ${name}: expected a Tensor`);
+  if (t.ndim !== rank) {
+    throw new Error(`${op}: ${name}: expected a ${rank}-D tensor, got shape [${t.shape.join(', ')}]`);
+  }
 }
 
 /**
@@ -35,7 +38,13 @@ export function expectRank(name: string, t: Tensor, rank: number): void {
  * -> [N, C_out, H_out, W_out], as torch.nn.functional.conv2d.
  */
 export function conv2d(input: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
-  return conv2dWith(input, weight, bias, convGeometry(opts), opts.algo);
+  return conv2dWith(
+    input,
+    weight,
+    bias,
+    named('conv2d', () => convGeometry(opts)),
+    opts.algo,
+  );
 }
 
 /** conv2d with options already normalised (a Conv2d layer checks its own once, when built). */
@@ -46,10 +55,10 @@ export function conv2dWith(
   geometry: ConvGeometry,
   algo: ConvAlgo = 'auto',
 ): Tensor {
-  expectRank('input', input, 4);
-  expectRank('weight', weight, 4);
+  expectRank('conv2d', 'input', input, 4);
+  expectRank('conv2d', 'weight', weight, 4);
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0])) {
-    throw new Error(`bias: expected shape [${weight.shape[0]}], got [${bias.shape.join(', ')}]`);
+    throw new Error(`conv2d: bias: expected shape [${weight.shape[0]}], got [${bias.shape.join(', ')}]`);
   }
   const args = convArgs(input.shape, weight.shape, geometry, algo);
   const [oh, ow] = native.conv2dOutputSize(args);
@@ -98,8 +107,8 @@ export function conv2dFused(
   epilogue: ConvEpilogue = {},
   opts: Conv2dOptions = {},
 ): Tensor {
-  expectRank('input', input, 4);
-  expectRank('weight', weight, 4);
+  expectRank('conv2dFused', 'input', input, 4);
+  expectRank('conv2dFused', 'weight', weight, 4);
   const { scale = null, shift = null, residual = null, relu = false } = epilogue;
   if (needsGrad(input, weight, scale, shift, residual)) {
     throw new Error('conv2dFused: records no gradient; call it under noGrad() or on tensors that do not require grad');
@@ -110,14 +119,19 @@ export function conv2dFused(
     ['shift', shift],
   ] as const) {
     if (t !== null && (t.ndim !== 1 || t.shape[0] !== oc)) {
-      throw new Error(`${name}: expected shape [${oc}], got [${t.shape.join(', ')}]`);
+      throw new Error(`conv2dFused: ${name}: expected shape [${oc}], got [${t.shape.join(', ')}]`);
     }
   }
-  const args = convArgs(input.shape, weight.shape, convGeometry(opts), opts.algo);
+  const args = convArgs(
+    input.shape,
+    weight.shape,
+    named('conv2dFused', () => convGeometry(opts)),
+    opts.algo,
+  );
   const [oh, ow] = native.conv2dOutputSize(args);
   const shape = [input.shape[0], oc, oh, ow];
   if (residual !== null && residual.shape.join() !== shape.join()) {
-    throw new Error(`residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
+    throw new Error(`conv2dFused: residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
   }
   const out = allocate(input.shape[0] * oc * oh * ow, 'conv2d');
   native.conv2dForwardFused(
@@ -153,20 +167,20 @@ export function convTranspose2d(
   bias: Tensor | null = null,
   opts: ConvTranspose2dOptions = {},
 ): Tensor {
-  expectRank('input', input, 4);
-  expectRank('weight', weight, 4);
+  expectRank('convTranspose2d', 'input', input, 4);
+  expectRank('convTranspose2d', 'weight', weight, 4);
   const groups = opts.groups ?? 1;
   const outChannels = weight.shape[1] * groups;
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== outChannels)) {
-    throw new Error(`bias: expected shape [${outChannels}], got [${bias.shape.join(', ')}]`);
+    throw new Error(`convTranspose2d: bias: expected shape [${outChannels}], got [${bias.shape.join(', ')}]`);
   }
   const args = {
     inputShape: input.shape,
     weightShape: weight.shape,
-    stride: pair('stride', opts.stride, 1),
-    padding: pair('padding', opts.padding, 0, 0),
-    outputPadding: pair('outputPadding', opts.outputPadding, 0, 0),
-    dilation: pair('dilation', opts.dilation, 1),
+    stride: pair('convTranspose2d: stride', opts.stride, 1),
+    padding: pair('convTranspose2d: padding', opts.padding, 0, 0),
+    outputPadding: pair('convTranspose2d: outputPadding', opts.outputPadding, 0, 0),
+    dilation: pair('convTranspose2d: dilation', opts.dilation, 1),
     groups,
   };
   const [oh, ow] = native.convTranspose2dOutputSize(args);

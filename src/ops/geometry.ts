@@ -58,6 +58,15 @@ export function padding4(v: Padding | undefined, name = 'padding'): [number, num
   return sides.map((s) => integer(name, s, 0, v)) as [number, number, number, number];
 }
 
+/** `build()`, with `name` (an op's or a layer's) in front of any Error it throws. */
+export function named<T>(name: string, build: () => T): T {
+  try {
+    return build();
+  } catch (e) {
+    throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
 /** Checks and normalises conv options (stride, padding, dilation, groups). */
 export function convGeometry(opts: {
   stride?: Pair;

@@ -5,13 +5,14 @@ import { allocate, Tensor } from '../tensor.js';
 
 /** linear(input [N, in], weight [out, in], bias [out]?) -> [N, out]. */
 export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  if (weight.ndim !== 2) throw new Error(`weight: expected a 2-D tensor, got shape [${weight.shape.join(', ')}]`);
+  if (weight.ndim !== 2)
+    throw new Error(`linear: weight: expected a 2-D tensor, got shape [${weight.shape.join(', ')}]`);
   const [outFeatures, inFeatures] = weight.shape;
   if (input.ndim !== 2 || input.shape[1] !== inFeatures) {
-    throw new Error(`input: expected shape [N, ${inFeatures}], got [${input.shape.join(', ')}]`);
+    throw new Error(`linear: input: expected shape [N, ${inFeatures}], got [${input.shape.join(', ')}]`);
   }
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== outFeatures)) {
-    throw new Error(`bias: expected shape [${outFeatures}], got [${bias.shape.join(', ')}]`);
+    throw new Error(`linear: bias: expected shape [${outFeatures}], got [${bias.shape.join(', ')}]`);
   }
   const args = { batch: input.shape[0], inFeatures, outFeatures };
   const out = allocate(args.batch * outFeatures, 'linear');

@@ -15,7 +15,7 @@ export interface BatchNormOptions {
 
 function checkChannelVec(name: string, t: Tensor | null, c: number): void {
   if (t && (t.ndim !== 1 || t.shape[0] !== c)) {
-    throw new Error(`${name}: expected shape [${c}], got [${t.shape.join(', ')}]`);
+    throw new Error(`batchNorm2d: ${name}: expected shape [${c}], got [${t.shape.join(', ')}]`);
   }
 }
 
@@ -32,7 +32,7 @@ export function batchNorm2d(
   bias: Tensor | null,
   opts: BatchNormOptions = {},
 ): Tensor {
-  expectRank('input', x, 4);
+  expectRank('batchNorm2d', 'input', x, 4);
   const c = x.shape[1];
   checkChannelVec('runningMean', runningMean, c);
   checkChannelVec('runningVar', runningVar, c);
@@ -101,7 +101,7 @@ export interface LrnOptions {
 
 /** localResponseNorm(x [N, C, H, W], size) -> same shape, as torch.nn.functional.local_response_norm. */
 export function localResponseNorm(x: Tensor, size: number, opts: LrnOptions = {}): Tensor {
-  expectRank('input', x, 4);
+  expectRank('localResponseNorm', 'input', x, 4);
   const args = { inputShape: x.shape, size, alpha: opts.alpha ?? 1e-4, beta: opts.beta ?? 0.75, k: opts.k ?? 1 };
   const out = new Float32Array(x.size);
   const scale = new Float32Array(x.size);

@@ -3,7 +3,7 @@ import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { allocate, Tensor } from '../tensor.js';
 import { expectRank } from './conv.js';
-import { pair, type Pair, type PoolGeometry, poolGeometry } from './geometry.js';
+import { named, pair, type Pair, type PoolGeometry, poolGeometry } from './geometry.js';
 
 export interface Pool2dOptions {
   /** Window step (default: the kernel size, as PyTorch). */
@@ -26,12 +26,15 @@ function poolArgs(x: Tensor, g: PoolGeometry, o: Pool2dOptions) {
 
 /** maxPool2d(x [N, C, H, W], kernelSize) -> [N, C, H_out, W_out], as torch's max_pool2d. */
 export function maxPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
-  return maxPool2dWith(x, poolGeometry(kernelSize, opts));
+  return maxPool2dWith(
+    x,
+    named('maxPool2d', () => poolGeometry(kernelSize, opts)),
+  );
 }
 
 /** maxPool2d with options already normalised (a MaxPool2d layer checks its own when built). */
 export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
-  expectRank('input', x, 4);
+  expectRank('maxPool2d', 'input', x, 4);
   const args = poolArgs(x, geometry, {});
   const [oh, ow] = native.pool2dOutputSize(args);
   const n = x.shape[0] * x.shape[1] * oh * ow;
@@ -53,7 +56,11 @@ export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
 
 /** avgPool2d(x [N, C, H, W], kernelSize) -> [N, C, H_out, W_out], as torch's avg_pool2d. */
 export function avgPool2d(x: Tensor, kernelSize: Pair, opts: Pool2dOptions = {}): Tensor {
-  return avgPool2dWith(x, poolGeometry(kernelSize, opts), opts);
+  return avgPool2dWith(
+    x,
+    named('avgPool2d', () => poolGeometry(kernelSize, opts)),
+    opts,
+  );
 }
 
 /** avgPool2d with the window already normalised (an AvgPool2d layer checks it when built). */
@@ -62,7 +69,7 @@ export function avgPool2dWith(
   geometry: PoolGeometry,
   opts: Pick<Pool2dOptions, 'countIncludePad' | 'divisorOverride'> = {},
 ): Tensor {
-  expectRank('input', x, 4);
+  expectRank('avgPool2d', 'input', x, 4);
   const args = poolArgs(x, geometry, opts);
   const [oh, ow] = native.pool2dOutputSize(args);
   const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'avgPool2d');
@@ -77,8 +84,8 @@ export function avgPool2dWith(
 
 /** adaptiveAvgPool2d(x [N, C, H, W], [oh, ow]) -> [N, C, oh, ow], as torch's adaptive_avg_pool2d. */
 export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
-  expectRank('input', x, 4);
-  const args = { inputShape: x.shape, outputSize: pair('outputSize', outputSize, 1) };
+  expectRank('adaptiveAvgPool2d', 'input', x, 4);
+  const args = { inputShape: x.shape, outputSize: pair('adaptiveAvgPool2d: outputSize', outputSize, 1) };
   const [oh, ow] = args.outputSize;
   const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'adaptiveAvgPool2d');
   native.adaptiveAvgPool2dForward(x.data, out, args);

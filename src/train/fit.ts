@@ -253,7 +253,7 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       await emit('onBatchBegin', batch, { size: labels.length });
       // Set again at every step: callbacks and the loader may have let other code run.
       model.train();
-      const logits = model.forward(images);
+      const logits = model.call(images);
       const loss = lossFn(logits, labels);
       const lossValue = loss.data[0];
       if (!Number.isFinite(lossValue)) {
