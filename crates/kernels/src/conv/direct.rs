@@ -133,7 +133,7 @@ fn backward_data_scalar(b: BackwardData<'_>) {
 /// grad_weight (and grad_bias) of conv2d (overwrites both).
 pub fn backward_weight(mut b: BackwardWeight<'_>) {
     let (p, out_hw, grad_out) = (b.p, b.out_hw, b.grad_out);
-    let grad_bias = b.grad_bias.take();
+    let grad_bias = b.grads.1.take();
     dispatch!(crate::simd::isa(),
         avx2 => avx2::backward_weight(b),
         _ => backward_weight_scalar(b),

@@ -273,127 +273,58 @@ fn check_bias(p: &Conv2dParams, bias: Option<&[f32]>) -> Result<()> {
     Ok(())
 }
 
-/// The buffers of one forward call, already checked against `p` (`out_hw` is what
-/// `p.validate()` returned). Every algorithm's forward takes one.
-pub struct Forward<'a> {
-    pub p: &'a Conv2dParams,
-    pub out_hw: (usize, usize),
-    pub input: &'a [f32],
-    pub weight: &'a [f32],
-    pub output: &'a mut [f32],
+/// Defines the buffers of one conv call (the parameters, the output size `p.validate()` gave,
+/// then the call's two input buffers and its output), with `new` taking the fields in order and
+/// `parts` giving them back as a tuple.
+macro_rules! conv_call {
+    ($(#[$m:meta])* $name:ident { $a:ident, $b:ident, $out:ident: $out_ty:ty $(,)? }) => {
+        $(#[$m])*
+        pub struct $name<'a> {
+            pub p: &'a Conv2dParams,
+            pub out_hw: (usize, usize),
+            pub $a: &'a [f32],
+            pub $b: &'a [f32],
+            pub $out: $out_ty,
+        }
+
+        impl<'a> $name<'a> {
+            pub fn new(
+                p: &'a Conv2dParams, out_hw: (usize, usize), $a: &'a [f32], $b: &'a [f32], $out: $out_ty,
+            ) -> Self {
+                $name { p, out_hw, $a, $b, $out }
+            }
+
+            #[allow(clippy::type_complexity)]
+            pub fn parts(self) -> (&'a Conv2dParams, (usize, usize), &'a [f32], &'a [f32], $out_ty) {
+                (self.p, self.out_hw, self.$a, self.$b, self.$out)
+            }
+        }
+    };
 }
 
-type Parts<'a, Out> = (&'a Conv2dParams, (usize, usize), &'a [f32], &'a [f32], Out);
+conv_call! {
+    /// A forward call: `output = conv(input, weight)`. Every algorithm's forward takes one.
+    Forward { input, weight, output: &'a mut [f32] }
+}
 
-impl<'a> Forward<'a> {
-    pub fn new(
-        p: &'a Conv2dParams,
-        out_hw: (usize, usize),
-        input: &'a [f32],
-        weight: &'a [f32],
-        output: &'a mut [f32],
-    ) -> Self {
-        Forward {
-            p,
-            out_hw,
-            input,
-            weight,
-            output,
-        }
-    }
+conv_call! {
+    /// An input-gradient call: `grad_input` from `grad_out` and `weight`.
+    BackwardData { grad_out, weight, grad_input: &'a mut [f32] }
+}
 
-    /// `(p, out_hw, input, weight, output)`.
-    pub fn parts(self) -> Parts<'a, &'a mut [f32]> {
-        (self.p, self.out_hw, self.input, self.weight, self.output)
-    }
+conv_call! {
+    /// A weight-gradient call: `grads` = (grad weight, grad bias when wanted) from `input` and
+    /// `grad_out`.
+    BackwardWeight { input, grad_out, grads: (&'a mut [f32], Option<&'a mut [f32]>) }
+}
 
+impl Forward<'_> {
     /// The same call, borrowed again (to try one algorithm and fall back to another).
     pub fn reborrow(&mut self) -> Forward<'_> {
         Forward {
             output: &mut *self.output,
             ..*self
         }
-    }
-}
-
-/// The buffers of one input-gradient call, checked as for [`Forward`].
-pub struct BackwardData<'a> {
-    pub p: &'a Conv2dParams,
-    pub out_hw: (usize, usize),
-    pub grad_out: &'a [f32],
-    pub weight: &'a [f32],
-    pub grad_input: &'a mut [f32],
-}
-
-impl<'a> BackwardData<'a> {
-    pub fn new(
-        p: &'a Conv2dParams,
-        out_hw: (usize, usize),
-        grad_out: &'a [f32],
-        weight: &'a [f32],
-        grad_input: &'a mut [f32],
-    ) -> Self {
-        BackwardData {
-            p,
-            out_hw,
-            grad_out,
-            weight,
-            grad_input,
-        }
-    }
-
-    /// `(p, out_hw, grad_out, weight, grad_input)`.
-    pub fn parts(self) -> Parts<'a, &'a mut [f32]> {
-        (
-            self.p,
-            self.out_hw,
-            self.grad_out,
-            self.weight,
-            self.grad_input,
-        )
-    }
-}
-
-/// The buffers of one weight-gradient call (the bias gradient when given), checked as for
-/// [`Forward`].
-pub struct BackwardWeight<'a> {
-    pub p: &'a Conv2dParams,
-    pub out_hw: (usize, usize),
-    pub input: &'a [f32],
-    pub grad_out: &'a [f32],
-    pub grad_weight: &'a mut [f32],
-    pub grad_bias: Option<&'a mut [f32]>,
-}
-
-impl<'a> BackwardWeight<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        p: &'a Conv2dParams,
-        out_hw: (usize, usize),
-        input: &'a [f32],
-        grad_out: &'a [f32],
-        grad_weight: &'a mut [f32],
-        grad_bias: Option<&'a mut [f32]>,
-    ) -> Self {
-        BackwardWeight {
-            p,
-            out_hw,
-            input,
-            grad_out,
-            grad_weight,
-            grad_bias,
-        }
-    }
-
-    /// `(p, out_hw, input, grad_out, (grad_weight, grad_bias))`.
-    pub fn parts(self) -> Parts<'a, (&'a mut [f32], Option<&'a mut [f32]>)> {
-        (
-            self.p,
-            self.out_hw,
-            self.input,
-            self.grad_out,
-            (self.grad_weight, self.grad_bias),
-        )
     }
 }
 
@@ -501,7 +432,7 @@ pub fn conv2d_backward_weight(
     if let Some(gb) = &grad_bias {
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
-    let b = BackwardWeight::new(p, out_hw, input, grad_out, grad_weight, grad_bias);
+    let b = BackwardWeight::new(p, out_hw, input, grad_out, (grad_weight, grad_bias));
     scratch::fallible("conv2d", || {
         match algo.resolve_for(p, ConvPass::BackwardWeight) {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_weight(b),

@@ -344,7 +344,13 @@ pub fn run_reference(p: &Conv2dParams) -> Outputs {
     let mut db = vec![0.0; b.len()];
     reference::forward(Forward::new(p, hw, &x, &w, &mut y), Some(&b));
     reference::backward_data(BackwardData::new(p, hw, &gy, &w, &mut dx));
-    reference::backward_weight(BackwardWeight::new(p, hw, &x, &gy, &mut dw, Some(&mut db)));
+    reference::backward_weight(BackwardWeight::new(
+        p,
+        hw,
+        &x,
+        &gy,
+        (&mut dw, Some(&mut db)),
+    ));
     Outputs { y, dx, dw, db }
 }
 
