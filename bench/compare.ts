@@ -34,7 +34,16 @@ import {
   type TfApi,
 } from './compare/peers.js';
 import { runRowHere, runRowIsolated, type Framework, type RowResult, type RowSpec } from './compare/rows.js';
-import { convFlops, label, usedIn, ZOO, zooConvShapes, type ConvShape, type ZooName } from './compare/shapes.js';
+import {
+  convFlops,
+  label,
+  stemPool,
+  usedIn,
+  ZOO,
+  zooConvShapes,
+  type ConvShape,
+  type ZooName,
+} from './compare/shapes.js';
 import {
   fmt,
   geomean,
@@ -762,14 +771,7 @@ async function memorySection(): Promise<void> {
   const n = shape.reduce((a, b) => a * b, 1);
   const c = shape[1];
   const x = det(n, 1);
-  const pool = {
-    inputShape: shape,
-    kernel: [3, 3],
-    stride: [2, 2],
-    padding: [1, 1],
-    dilation: [1, 1],
-    ceilMode: false,
-  };
+  const pool = stemPool(shape);
   const [oh, ow] = native.pool2dOutputSize(pool);
   const pooled = shape[0] * c * oh * ow;
   const out = new Float32Array(pooled);

@@ -5,6 +5,7 @@
 import { Bench } from 'tinybench';
 import { info } from '../src/index.js';
 import { native } from '../src/native.js';
+import { stemPool } from './compare/shapes.js';
 
 const quick = process.argv.includes('--quick');
 const time = quick ? 200 : 1000;
@@ -93,14 +94,7 @@ async function memoryRows(): Promise<void> {
   const shape = [8, 64, 112, 112];
   const n = shape.reduce((a, b) => a * b, 1);
   const x = rand(n);
-  const pool = {
-    inputShape: shape,
-    kernel: [3, 3],
-    stride: [2, 2],
-    padding: [1, 1],
-    dilation: [1, 1],
-    ceilMode: false,
-  };
+  const pool = stemPool(shape);
   const [oh, ow] = native.pool2dOutputSize(pool);
   const out = new Float32Array(8 * 64 * oh * ow);
   const idx = new Int32Array(out.length);

@@ -1,19 +1,10 @@
 // conv2d forward against PyTorch goldens (test/fixtures/gen_conv2d.py).
 import { describe, expect, it } from 'vitest';
 import { conv2d } from '../src/index.js';
-import { det, expectClose, loadFixture, type FixtureTensor, useKernels } from './helpers.js';
+import { type ConvFixtureCase, det, expectClose, loadFixture, type FixtureTensor, useKernels } from './helpers.js';
 
-interface Case {
-  name: string;
-  inputShape: number[];
-  weightShape: number[];
-  stride: [number, number];
-  padding: [number, number, number, number];
-  dilation: [number, number];
-  groups: number;
-  bias: boolean;
+interface Case extends ConvFixtureCase {
   seeds: [number, number, number];
-  weightScale: number;
   output: FixtureTensor;
 }
 

@@ -2,19 +2,10 @@
 // (test/fixtures/gen_conv2d_backward.py), for every algorithm on both SIMD paths.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
+import { type ConvFixtureCase, det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
-interface Case {
-  name: string;
-  inputShape: number[];
-  weightShape: number[];
-  stride: [number, number];
-  padding: [number, number, number, number];
-  dilation: [number, number];
-  groups: number;
-  bias: boolean;
+interface Case extends ConvFixtureCase {
   seeds: [number, number, number, number];
-  weightScale: number;
   outputShape: number[];
   gradInput: FixtureTensor;
   gradWeight: FixtureTensor;

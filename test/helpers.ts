@@ -27,6 +27,19 @@ export interface FixtureTensor {
   data: number[];
 }
 
+/** The shape of a conv2d fixture case (gen_conv2d.py, gen_conv2d_backward.py). */
+export interface ConvFixtureCase {
+  name: string;
+  inputShape: number[];
+  weightShape: number[];
+  stride: [number, number];
+  padding: [number, number, number, number];
+  dilation: [number, number];
+  groups: number;
+  bias: boolean;
+  weightScale: number;
+}
+
 export function loadFixture<T>(name: string): T {
   return JSON.parse(readFileSync(join(FIXTURES, name), 'utf8')) as T;
 }

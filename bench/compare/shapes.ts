@@ -118,3 +118,9 @@ export function zooConvShapes(names: readonly ZooName[], log: (msg: string) => v
   }
   return [...byKey.values()];
 }
+
+/** ResNet's stem max pool (3x3, stride 2, padding 1) over an NCHW `inputShape`: the pooling row
+ * both benchmarks measure. */
+export function stemPool(inputShape: number[]) {
+  return { inputShape, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], ceilMode: false };
+}

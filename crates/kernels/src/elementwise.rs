@@ -468,6 +468,35 @@ pub fn broadcast_binary_backward(
 
 /// Offsets (in floats, within one sample) where each part's channels start in the
 /// concatenated tensor, plus the total; checks the sizes cannot overflow.
+/// [`channel_layout`] after checking the parts: one channel count per part (`parts`, the parts'
+/// lengths, named `inputs` or `outputs` in errors), each `batch * channels[k] * plane` long;
+/// `whole`, when given, is the concatenated tensor's name and length, checked first.
+fn channel_parts(
+    what: &str,
+    parts: &[usize],
+    whole: Option<(&str, usize)>,
+    channels: &[usize],
+    batch: usize,
+    plane: usize,
+) -> Result<(Vec<usize>, usize)> {
+    if parts.len() != channels.len() {
+        let one = what.trim_end_matches('s');
+        bail!(
+            "channels: expected {} numbers (one per {one}), got {}",
+            parts.len(),
+            channels.len()
+        );
+    }
+    let layout = channel_layout(channels, batch, plane)?;
+    if let Some((name, len)) = whole {
+        check_len(name, len, batch * layout.1 * plane)?;
+    }
+    for (k, (&len, &c)) in parts.iter().zip(channels).enumerate() {
+        check_len(&format!("{what}[{k}]"), len, batch * c * plane)?;
+    }
+    Ok(layout)
+}
+
 fn channel_layout(channels: &[usize], batch: usize, plane: usize) -> Result<(Vec<usize>, usize)> {
     check_positive("batch", batch)?;
     check_positive("plane", plane)?;
@@ -496,17 +525,8 @@ pub fn concat_channels(
     plane: usize,
     output: &mut [f32],
 ) -> Result<()> {
-    if inputs.len() != channels.len() {
-        bail!(
-            "channels: expected {} numbers (one per input), got {}",
-            inputs.len(),
-            channels.len()
-        );
-    }
-    let (offsets, total_c) = channel_layout(channels, batch, plane)?;
-    for (k, (x, &c)) in inputs.iter().zip(channels).enumerate() {
-        check_len(&format!("inputs[{k}]"), x.len(), batch * c * plane)?;
-    }
+    let lens: Vec<usize> = inputs.iter().map(|x| x.len()).collect();
+    let (offsets, total_c) = channel_parts("inputs", &lens, None, channels, batch, plane)?;
     check_len("output", output.len(), batch * total_c * plane)?;
     let row = offsets[channels.len()];
     if row == 0 {
@@ -547,17 +567,8 @@ pub fn concat_channels_affine(
     relu: bool,
     output: &mut [f32],
 ) -> Result<()> {
-    if inputs.len() != channels.len() {
-        bail!(
-            "channels: expected {} numbers (one per input), got {}",
-            inputs.len(),
-            channels.len()
-        );
-    }
-    let (_, total_c) = channel_layout(channels, batch, plane)?;
-    for (k, (x, &c)) in inputs.iter().zip(channels).enumerate() {
-        check_len(&format!("inputs[{k}]"), x.len(), batch * c * plane)?;
-    }
+    let lens: Vec<usize> = inputs.iter().map(|x| x.len()).collect();
+    let (_, total_c) = channel_parts("inputs", &lens, None, channels, batch, plane)?;
     check_len("scale", scale.len(), total_c)?;
     check_len("shift", shift.len(), total_c)?;
     check_len("output", output.len(), batch * total_c * plane)?;
@@ -616,18 +627,9 @@ pub fn split_channels(
     batch: usize,
     plane: usize,
 ) -> Result<()> {
-    if outputs.len() != channels.len() {
-        bail!(
-            "channels: expected {} numbers (one per output), got {}",
-            outputs.len(),
-            channels.len()
-        );
-    }
-    let (offsets, total_c) = channel_layout(channels, batch, plane)?;
-    check_len("input", input.len(), batch * total_c * plane)?;
-    for (k, (y, &c)) in outputs.iter().zip(channels).enumerate() {
-        check_len(&format!("outputs[{k}]"), y.len(), batch * c * plane)?;
-    }
+    let lens: Vec<usize> = outputs.iter().map(|y| y.len()).collect();
+    let whole = Some(("input", input.len()));
+    let (offsets, _) = channel_parts("outputs", &lens, whole, channels, batch, plane)?;
     let row = offsets[channels.len()];
     for (k, out) in outputs.iter_mut().enumerate() {
         let part = offsets[k + 1] - offsets[k];

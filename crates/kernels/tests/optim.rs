@@ -7,7 +7,7 @@ use ferroconv_kernels::optim::{
 use ferroconv_kernels::simd::{self, SimdLevel};
 
 mod common;
-use common::{levels, lock};
+use common::{levels, lock, with_threads};
 
 /// Deterministic values in about [-2, 2], with some exact zeros and tiny values.
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -123,15 +123,9 @@ fn matches_the_typescript_rounding_bit_for_bit() {
 #[test]
 fn same_bits_on_one_and_two_threads() {
     let _g = lock();
-    let pool = |t: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap()
-    };
     for p in cases() {
-        let one = pool(1).install(|| run(&p, 200_001));
-        let two = pool(2).install(|| run(&p, 200_001));
+        let one = with_threads(1, || run(&p, 200_001));
+        let two = with_threads(2, || run(&p, 200_001));
         assert_eq!(one, two, "{p:?}");
     }
 }
@@ -349,15 +343,9 @@ fn adam_matches_the_typescript_rounding_bit_for_bit() {
 #[test]
 fn adam_same_bits_on_one_and_two_threads() {
     let _g = lock();
-    let pool = |t: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap()
-    };
     for p in adam_cases() {
-        let one = pool(1).install(|| run_adam(&p, 200_001));
-        let two = pool(2).install(|| run_adam(&p, 200_001));
+        let one = with_threads(1, || run_adam(&p, 200_001));
+        let two = with_threads(2, || run_adam(&p, 200_001));
         assert_eq!(bits(&one.0), bits(&two.0), "{p:?}");
     }
 }
@@ -471,15 +459,9 @@ fn rmsprop_adagrad_adadelta_same_bits_on_every_path() {
         simd::set_level(simd::detected());
         assert_eq!(scalar, run_others(n), "n {n}");
     }
-    let pool = |t: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap()
-    };
     assert_eq!(
-        pool(1).install(|| run_others(200_001)),
-        pool(2).install(|| run_others(200_001))
+        with_threads(1, || run_others(200_001)),
+        with_threads(2, || run_others(200_001))
     );
 }
 

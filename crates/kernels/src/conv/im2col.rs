@@ -210,7 +210,25 @@ struct BlockSrc<'a> {
     nb: usize,
 }
 
-impl BlockSrc<'_> {
+impl<'a> BlockSrc<'a> {
+    fn new(
+        input: &'a [f32],
+        in_channels: usize,
+        gi: usize,
+        items: Range<usize>,
+        block: (usize, usize),
+    ) -> Self {
+        let (j0, nb) = block;
+        BlockSrc {
+            input,
+            in_channels,
+            gi,
+            items,
+            j0,
+            nb,
+        }
+    }
+
     fn cols(&self) -> usize {
         self.items.len() * self.nb
     }
@@ -462,14 +480,7 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
             t / (g.blocks * p.groups),
         );
         let (j0, nb) = g.block(b);
-        let src = BlockSrc {
-            input,
-            in_channels: p.in_channels,
-            gi,
-            items: g.items_of(ig),
-            j0,
-            nb,
-        };
+        let src = BlockSrc::new(input, p.in_channels, gi, g.items_of(ig), (j0, nb));
         let cols = src.cols();
         let lhs = || Lhs::Packed(&packed[gi]);
         let single = src.items.len() == 1;
@@ -676,14 +687,7 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
             let (j0, nb) = g.block(b);
             let beta = if i == 0 { 0.0 } else { 1.0 };
             for (gi, dwg) in dw.chunks_exact_mut(g.cog * g.kg).enumerate() {
-                let src = BlockSrc {
-                    input,
-                    in_channels: p.in_channels,
-                    gi,
-                    items: g.items_of(ig),
-                    j0,
-                    nb,
-                };
+                let src = BlockSrc::new(input, p.in_channels, gi, g.items_of(ig), (j0, nb));
                 let cols = src.cols();
                 if src.items.len() == 1 {
                     let n = src.items.start;
