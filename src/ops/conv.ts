@@ -70,12 +70,12 @@ export function conv2dWith(
     let gw: Float32Array | null = null;
     let gb: Float32Array | null = null;
     if (input.requiresGrad) {
-      gx = uninitialized(input.size);
+      gx = uninitialized(input.size, 'conv2d');
       native.conv2dBackwardData(g, weight.data, gx, args);
     }
     if (weight.requiresGrad || bias?.requiresGrad) {
-      gw = uninitialized(weight.size);
-      gb = bias ? new Float32Array(bias.size) : null;
+      gw = uninitialized(weight.size, 'conv2d');
+      gb = bias ? uninitialized(bias.size, 'conv2d') : null;
       native.conv2dBackwardWeight(input.data, g, gw, gb, args);
     }
     return [gx, gw, gb];
@@ -192,12 +192,12 @@ export function convTranspose2d(
     let gw: Float32Array | null = null;
     let gb: Float32Array | null = null;
     if (input.requiresGrad) {
-      gx = new Float32Array(input.size);
+      gx = uninitialized(input.size, 'convTranspose2d');
       native.convTranspose2dBackwardData(g, weight.data, gx, args);
     }
     if (weight.requiresGrad || bias?.requiresGrad) {
-      gw = new Float32Array(weight.size);
-      gb = bias ? new Float32Array(bias.size) : null;
+      gw = uninitialized(weight.size, 'convTranspose2d');
+      gb = bias ? uninitialized(bias.size, 'convTranspose2d') : null;
       native.convTranspose2dBackwardWeight(input.data, g, gw, gb, args);
     }
     return [gx, gw, gb];

@@ -1,7 +1,7 @@
 // Differentiable pooling over NCHW tensors (max, average, adaptive average).
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { allocate, Tensor } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 import { expectRank } from './conv.js';
 import { named, pair, type Pair, type PoolGeometry, poolGeometry } from './geometry.js';
 
@@ -48,7 +48,7 @@ export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
   const indices = new Int32Array(n);
   native.maxPool2dForward(x.data, out, indices, args);
   return record('maxPool2d', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'maxPool2d');
     native.maxPool2dBackward(g, indices, gx, args);
     return [gx];
   });
@@ -76,7 +76,7 @@ export function avgPool2dWith(
   native.avgPool2dForward(x.data, out, args);
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('avgPool2d', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'avgPool2d');
     native.avgPool2dBackward(g, gx, args);
     return [gx];
   });
@@ -91,7 +91,7 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
   native.adaptiveAvgPool2dForward(x.data, out, args);
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('adaptiveAvgPool2d', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'adaptiveAvgPool2d');
     native.adaptiveAvgPool2dBackward(g, gx, args);
     return [gx];
   });
