@@ -2,7 +2,7 @@
 // crates/kernels; these functions check ranks, allocate outputs and record the backward.
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { allocate, Tensor, uninitialized } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 import { convArgs, convGeometry, type ConvGeometry, named, pair, type Pair, type Padding } from './geometry.js';
 
 export type { Pair } from './geometry.js';
@@ -133,7 +133,7 @@ export function conv2dFused(
   if (residual !== null && residual.shape.join() !== shape.join()) {
     throw new Error(`conv2dFused: residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
   }
-  const out = allocate(input.shape[0] * oc * oh * ow, 'conv2d');
+  const out = uninitialized(input.shape[0] * oc * oh * ow, 'conv2dFused');
   native.conv2dForwardFused(
     input.data,
     weight.data,
@@ -184,7 +184,7 @@ export function convTranspose2d(
     groups,
   };
   const [oh, ow] = native.convTranspose2dOutputSize(args);
-  const out = allocate(input.shape[0] * outChannels * oh * ow, 'convTranspose2d');
+  const out = uninitialized(input.shape[0] * outChannels * oh * ow, 'convTranspose2d');
   native.convTranspose2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
   const y = new Tensor(out, [input.shape[0], outChannels, oh, ow]);
   return record('convTranspose2d', y, [input, weight, bias], (g) => {
