@@ -122,7 +122,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
         // A gradient may be the very buffer of .grad (a user-assigned .grad fed back in): add a copy.
         native.accumulateGrad(acc, g.buffer === acc.buffer ? g.slice() : g);
       } else {
-        const own = uninitialized(g.length);
+        const own = uninitialized(g.length, 'backward');
         own.set(g);
         t.grad = new Tensor(own, t.shape);
       }
@@ -142,7 +142,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       if (prev) {
         // Gradients handed back may alias each other or an op's buffers (add passes its
         // gradient through to both inputs): sum into a new array, natively and in parallel.
-        const sum = uninitialized(prev.length);
+        const sum = uninitialized(prev.length, 'backward');
         if (sum.length) native.broadcastBinary('add', prev, [prev.length], ig, [ig.length], sum);
         grads.set(inp, sum);
       } else {

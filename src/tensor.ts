@@ -156,6 +156,15 @@ export class Tensor {
   }
 }
 
+// Allocating op outputs, one rule everywhere:
+// - an output the kernel (or a JavaScript loop) writes completely before anything reads it:
+//   `uninitialized(n, op)`;
+// - anything read before it is written, accumulated into, left partly untouched, or whose zero
+//   start is the meaning (optimizer state, dropped samples): `allocate(n, op)`.
+// Both name the op when the engine cannot give the memory. Nothing in src/ops, src/nn,
+// src/models, src/optim or src/train allocates tensors with `new Float32Array` directly
+// (test/alloc-rule.test.ts checks it).
+
 /** Below this many elements zero-filling is cheap and V8's own allocation is faster. */
 const UNINIT_MIN = 1 << 14;
 /** Largest Buffer this Node can make; larger outputs go through a zero-filled typed array. */

@@ -6,7 +6,7 @@
 // eval-mode network is exactly the plain one, so weights move freely between the two.
 import { record } from '../autograd.js';
 import type { Rng } from '../random.js';
-import { Tensor } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 
 /**
  * Per-sample keep-or-drop of a residual branch x [N, ...] -> same shape. `survivalProb` in
@@ -20,16 +20,17 @@ export function stochasticDepth(x: Tensor, survivalProb: number, training: boole
   if (x.ndim < 1) throw new Error('stochasticDepth: expected a batch [N, ...], got a 0-d tensor');
   const n = x.shape[0];
   const row = n === 0 ? 0 : x.size / n;
-  const scale = new Float32Array(n);
+  const scale = uninitialized(n, 'stochasticDepth');
   for (let i = 0; i < n; i++) scale[i] = rng.next() < survivalProb ? 1 / survivalProb : 0;
-  const out = new Float32Array(x.size);
+  // Dropped samples' rows stay zero, here and in the gradient.
+  const out = allocate(x.size, 'stochasticDepth');
   for (let i = 0; i < n; i++) {
     const s = scale[i];
     if (s === 0) continue;
     for (let j = i * row; j < (i + 1) * row; j++) out[j] = x.data[j] * s;
   }
   return record('stochasticDepth', new Tensor(out, x.shape), [x], (g) => {
-    const gx = new Float32Array(g.length);
+    const gx = allocate(g.length, 'stochasticDepth');
     for (let i = 0; i < n; i++) {
       const s = scale[i];
       if (s === 0) continue;

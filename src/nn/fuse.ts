@@ -21,7 +21,7 @@ import { conv2dFused } from '../ops/conv.js';
 import { convOutputSize } from '../ops/geometry.js';
 import { catAffine } from '../ops/elementwise.js';
 import { batchNorm2d } from '../ops/norm.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { Conv2d } from './conv2d.js';
 import type { Module } from './module.js';
@@ -79,8 +79,8 @@ function bnFusable(bn: BatchNorm2d, channels: number): boolean {
 /** Per-channel scale and shift that turn conv(x) into bn(conv(x) + conv.bias) (or x into bn(x)). */
 function foldBatchNorm(conv: Conv2d | null, bn: BatchNorm2d): { scale: Tensor; shift: Tensor } {
   const c = bn.numFeatures;
-  const scale = new Float32Array(c);
-  const shift = new Float32Array(c);
+  const scale = uninitialized(c, 'foldBatchNorm');
+  const shift = uninitialized(c, 'foldBatchNorm');
   const mean = bn.runningMean!.data;
   const variance = bn.runningVar!.data;
   const gamma = bn.weight?.data;

@@ -5,7 +5,7 @@
 // failing layer's error gets its context (the layer's dotted path, its type, the shape it got).
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { noGrad } from '../autograd.js';
-import { Tensor } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
 
@@ -222,7 +222,7 @@ export abstract class Module {
     for (const k of absent) {
       if (!isBatchCounter(k)) continue;
       const mine = own.get(k)!;
-      copies.push([mine, new Tensor(new Float32Array(mine.size), mine.shape)]);
+      copies.push([mine, new Tensor(allocate(mine.size, 'loadStateDict'), mine.shape)]);
     }
     for (const [k, t] of src) {
       const mine = own.get(k);
@@ -313,9 +313,15 @@ export abstract class Module {
       if (i + m < n) await new Promise((resolve) => setImmediate(resolve));
     }
     const outPer = outs[0].size / outs[0].shape[0];
-    const data = new Float32Array(n * outPer);
+    // Every chunk's output has the same per-sample shape (checked), so the copies fill it.
+    const data = uninitialized(n * outPer, 'predict');
     let off = 0;
     for (const o of outs) {
+      if (o.size !== o.shape[0] * outPer || o.shape.slice(1).join() !== outs[0].shape.slice(1).join()) {
+        throw new Error(
+          `predict: the model gave [${outs[0].shape.join(', ')}] for one batch and [${o.shape.join(', ')}] for another`,
+        );
+      }
       data.set(o.data, off);
       off += o.size;
     }

@@ -6,11 +6,11 @@ import { Tensor, uninitialized } from '../tensor.js';
 type Kind = 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh';
 
 function activation(kind: Kind, x: Tensor, negativeSlope?: number): Tensor {
-  const out = uninitialized(x.size);
+  const out = uninitialized(x.size, kind);
   native.activationForward(kind, x.data, out, negativeSlope);
   const y = new Tensor(out, x.shape);
   return record(kind, y, [x], (g) => {
-    const gx = uninitialized(x.size);
+    const gx = uninitialized(x.size, kind);
     native.activationBackward(kind, x.data, out, g, gx, negativeSlope);
     return [gx];
   });

@@ -2,7 +2,7 @@
 // crates/kernels; these functions check ranks, allocate outputs and record the backward.
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { allocate, Tensor, uninitialized } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 import { convArgs, convGeometry, type ConvGeometry, named, pair, type Pair, type Padding } from './geometry.js';
 
 export type { Pair } from './geometry.js';
@@ -70,12 +70,12 @@ export function conv2dWith(
     let gw: Float32Array | null = null;
     let gb: Float32Array | null = null;
     if (input.requiresGrad) {
-      gx = uninitialized(input.size);
+      gx = uninitialized(input.size, 'conv2d');
       native.conv2dBackwardData(g, weight.data, gx, args);
     }
     if (weight.requiresGrad || bias?.requiresGrad) {
-      gw = uninitialized(weight.size);
-      gb = bias ? new Float32Array(bias.size) : null;
+      gw = uninitialized(weight.size, 'conv2d');
+      gb = bias ? uninitialized(bias.size, 'conv2d') : null;
       native.conv2dBackwardWeight(input.data, g, gw, gb, args);
     }
     return [gx, gw, gb];
@@ -133,7 +133,7 @@ export function conv2dFused(
   if (residual !== null && residual.shape.join() !== shape.join()) {
     throw new Error(`conv2dFused: residual: expected shape [${shape.join(', ')}], got [${residual.shape.join(', ')}]`);
   }
-  const out = allocate(input.shape[0] * oc * oh * ow, 'conv2d');
+  const out = uninitialized(input.shape[0] * oc * oh * ow, 'conv2dFused');
   native.conv2dForwardFused(
     input.data,
     weight.data,
@@ -184,7 +184,7 @@ export function convTranspose2d(
     groups,
   };
   const [oh, ow] = native.convTranspose2dOutputSize(args);
-  const out = allocate(input.shape[0] * outChannels * oh * ow, 'convTranspose2d');
+  const out = uninitialized(input.shape[0] * outChannels * oh * ow, 'convTranspose2d');
   native.convTranspose2dForward(input.data, weight.data, bias ? bias.data : null, out, args);
   const y = new Tensor(out, [input.shape[0], outChannels, oh, ow]);
   return record('convTranspose2d', y, [input, weight, bias], (g) => {
@@ -192,12 +192,12 @@ export function convTranspose2d(
     let gw: Float32Array | null = null;
     let gb: Float32Array | null = null;
     if (input.requiresGrad) {
-      gx = new Float32Array(input.size);
+      gx = uninitialized(input.size, 'convTranspose2d');
       native.convTranspose2dBackwardData(g, weight.data, gx, args);
     }
     if (weight.requiresGrad || bias?.requiresGrad) {
-      gw = new Float32Array(weight.size);
-      gb = bias ? new Float32Array(bias.size) : null;
+      gw = uninitialized(weight.size, 'convTranspose2d');
+      gb = bias ? uninitialized(bias.size, 'convTranspose2d') : null;
       native.convTranspose2dBackwardWeight(input.data, g, gw, gb, args);
     }
     return [gx, gw, gb];

@@ -3,18 +3,18 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { globalRng, type Rng } from '../random.js';
-import { allocate, Tensor, uninitialized } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 
 function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
-  const out = uninitialized(a.size);
+  const out = uninitialized(a.size, op);
   native.broadcastBinary(op, a.data, a.shape, b.data, b.shape, out);
   const y = new Tensor(out, a.shape);
   const sameShape = a.size === b.size && a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
   return record(op, y, [a, b], (g) => {
     // d(a + b)/da = d(a + b)/db = 1: hand the gradient through (autograd never writes into it).
     if (op === 'add' && sameShape) return [a.requiresGrad ? g : null, b.requiresGrad ? g : null];
-    const ga = a.requiresGrad ? uninitialized(a.size) : null;
-    const gb = b.requiresGrad ? uninitialized(b.size) : null;
+    const ga = a.requiresGrad ? uninitialized(a.size, op) : null;
+    const gb = b.requiresGrad ? uninitialized(b.size, op) : null;
     native.broadcastBinaryBackward(op, a.data, a.shape, b.data, b.shape, g, ga, gb);
     return [ga, gb];
   });
@@ -61,7 +61,7 @@ export function cat(tensors: Tensor[], dim = 1): Tensor {
   );
   const y = new Tensor(out, [n, total, h, w]);
   return record('cat', y, tensors, (g) => {
-    const parts = tensors.map((t) => uninitialized(t.size));
+    const parts = tensors.map((t) => uninitialized(t.size, 'cat'));
     native.splitChannels(g, parts, channels, n, h * w);
     return parts;
   });
@@ -84,7 +84,7 @@ export function catAffine(tensors: Tensor[], scale: Tensor, shift: Tensor, relu 
   }
   const channels = tensors.map((t) => t.shape[1]);
   const total = channels.reduce((a, b) => a + b, 0);
-  const out = allocate(n * total * h * w, 'catAffine');
+  const out = uninitialized(n * total * h * w, 'catAffine');
   native.concatChannelsAffine(
     tensors.map((t) => t.data),
     channels,

@@ -1,7 +1,7 @@
 // Differentiable fully-connected layer: y = x W^T + b, W shaped [out, in] as torch.nn.Linear.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { allocate, Tensor } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 
 /** linear(input [N, in], weight [out, in], bias [out]?) -> [N, out]. */
 export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
@@ -15,13 +15,13 @@ export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null
     throw new Error(`linear: bias: expected shape [${outFeatures}], got [${bias.shape.join(', ')}]`);
   }
   const args = { batch: input.shape[0], inFeatures, outFeatures };
-  const out = allocate(args.batch * outFeatures, 'linear');
+  const out = uninitialized(args.batch * outFeatures, 'linear');
   native.linearForward(input.data, weight.data, bias ? bias.data : null, out, args);
   const y = new Tensor(out, [args.batch, outFeatures]);
   return record('linear', y, [input, weight, bias], (g) => {
-    const gx = input.requiresGrad ? new Float32Array(input.size) : null;
-    const gw = weight.requiresGrad ? new Float32Array(weight.size) : null;
-    const gb = bias?.requiresGrad ? new Float32Array(bias.size) : null;
+    const gx = input.requiresGrad ? uninitialized(input.size, 'linear') : null;
+    const gw = weight.requiresGrad ? uninitialized(weight.size, 'linear') : null;
+    const gb = bias?.requiresGrad ? uninitialized(bias.size, 'linear') : null;
     native.linearBackward(input.data, weight.data, g, gx, gw, gb, args);
     return [gx, gw, gb];
   });

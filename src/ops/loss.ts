@@ -2,7 +2,7 @@
 // crates/kernels/src/softmax.rs; the simple regression losses are short loops over the batch.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 import { describe } from '../describe.js';
 
 export type Reduction = 'mean' | 'sum' | 'none';
@@ -14,11 +14,12 @@ function rowsCols(x: Tensor, what: string): [number, number] {
 }
 
 function softmaxImpl(x: Tensor, log: boolean): Tensor {
-  const [rows, cols] = rowsCols(x, log ? 'logSoftmax' : 'softmax');
-  const out = new Float32Array(x.size);
+  const op = log ? 'logSoftmax' : 'softmax';
+  const [rows, cols] = rowsCols(x, op);
+  const out = uninitialized(x.size, op);
   native.softmaxForward(x.data, out, rows, cols, log);
-  return record(log ? 'logSoftmax' : 'softmax', new Tensor(out, x.shape), [x], (g) => {
-    const gx = new Float32Array(x.size);
+  return record(op, new Tensor(out, x.shape), [x], (g) => {
+    const gx = uninitialized(x.size, op);
     native.softmaxBackward(out, g, gx, rows, cols, log);
     return [gx];
   });
@@ -95,12 +96,12 @@ export function crossEntropy(
     ignoreIndex: opts.ignoreIndex ?? -100,
     reduction,
   };
-  const probs = new Float32Array(logits.size);
-  const losses = new Float32Array(batch);
+  const probs = uninitialized(logits.size, 'crossEntropy');
+  const losses = uninitialized(batch, 'crossEntropy');
   const total = native.crossEntropyForward(logits.data, t, weight?.data ?? null, probs, losses, args);
   const y = reduction === 'none' ? new Tensor(losses, [batch]) : new Tensor(new Float32Array([total]), []);
   return record('crossEntropy', y, [logits], (g) => {
-    const gx = new Float32Array(logits.size);
+    const gx = uninitialized(logits.size, 'crossEntropy');
     native.crossEntropyBackward(probs, t, weight?.data ?? null, g, gx, args);
     return [gx];
   });
@@ -123,7 +124,7 @@ function reduce(
     y = new Tensor(new Float32Array([reduction === 'mean' ? s / Math.max(n, 1) : s]), []);
   }
   return record(name, y, [x], (g) => {
-    const gx = new Float32Array(n);
+    const gx = uninitialized(n, name);
     for (let i = 0; i < n; i++) {
       const up = reduction === 'none' ? g[i] : reduction === 'mean' ? g[0] / n : g[0];
       gx[i] = up * dPer(i);
@@ -154,7 +155,8 @@ export function nllLoss(
     throw new Error(`nllLoss: weight: expected ${classes} class weights, got ${opts.weight.size}`);
   const reduction = opts.reduction ?? 'mean';
   const w = (c: number) => (opts.weight ? opts.weight.data[c] : 1);
-  const per = new Float32Array(batch);
+  // Ignored samples keep their zero loss (and zero gradient below).
+  const per = allocate(batch, 'nllLoss');
   let denom = 0;
   for (let i = 0; i < batch; i++) {
     const c = t[i];
@@ -169,7 +171,7 @@ export function nllLoss(
     y = new Tensor(new Float32Array([reduction === 'mean' ? s / denom : s]), []);
   }
   return record('nllLoss', y, [logProbs], (g) => {
-    const gx = new Float32Array(logProbs.size);
+    const gx = allocate(logProbs.size, 'nllLoss');
     for (let i = 0; i < batch; i++) {
       const c = t[i];
       if (c === ignore) continue;
@@ -225,8 +227,8 @@ export function binaryCrossEntropyWithLogits(
   sameShape('binaryCrossEntropyWithLogits', input, target);
   const lastDim = input.shape[input.ndim - 1] ?? 1;
   const pw = (i: number) => (opts.posWeight ? opts.posWeight.data[i % lastDim] : 1);
-  const per = new Float32Array(input.size);
-  const grad = new Float32Array(input.size);
+  const per = uninitialized(input.size, 'binaryCrossEntropyWithLogits');
+  const grad = uninitialized(input.size, 'binaryCrossEntropyWithLogits');
   for (let i = 0; i < per.length; i++) {
     const x = input.data[i];
     const y = target.data[i];

@@ -39,11 +39,11 @@ export function batchNorm2d(
   checkChannelVec('weight', weight, c);
   checkChannelVec('bias', bias, c);
   const args = { inputShape: x.shape, momentum: opts.momentum ?? 0.1, eps: opts.eps ?? 1e-5 };
-  const out = uninitialized(x.size);
+  const out = uninitialized(x.size, 'batchNorm2d');
   const y = new Tensor(out, x.shape);
   if (opts.training) {
-    const saveMean = new Float32Array(c);
-    const saveInvstd = new Float32Array(c);
+    const saveMean = uninitialized(c, 'batchNorm2d');
+    const saveInvstd = uninitialized(c, 'batchNorm2d');
     native.batchNorm2dForwardTrain(
       x.data,
       weight?.data ?? null,
@@ -56,9 +56,9 @@ export function batchNorm2d(
       args,
     );
     return record('batchNorm2d', y, [x, weight, bias], (g) => {
-      const gx = uninitialized(x.size);
-      const gw = weight?.requiresGrad ? new Float32Array(c) : null;
-      const gb = bias?.requiresGrad ? new Float32Array(c) : null;
+      const gx = uninitialized(x.size, 'batchNorm2d');
+      const gw = weight?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
+      const gb = bias?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
       native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args);
       return [gx, gw, gb];
     });
@@ -75,9 +75,9 @@ export function batchNorm2d(
   );
   return record('batchNorm2d(eval)', y, [x, weight, bias], (g) => {
     // With fixed statistics the layer is a per-channel affine map: y = (x - mean) * invstd * w + b.
-    const gx = uninitialized(x.size);
-    const gw = weight && weight.requiresGrad ? uninitialized(c) : null;
-    const gb = bias && bias.requiresGrad ? uninitialized(c) : null;
+    const gx = uninitialized(x.size, 'batchNorm2d');
+    const gw = weight?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
+    const gb = bias?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
     native.batchNorm2dBackwardEval(
       x.data,
       g,
@@ -103,12 +103,12 @@ export interface LrnOptions {
 export function localResponseNorm(x: Tensor, size: number, opts: LrnOptions = {}): Tensor {
   expectRank('localResponseNorm', 'input', x, 4);
   const args = { inputShape: x.shape, size, alpha: opts.alpha ?? 1e-4, beta: opts.beta ?? 0.75, k: opts.k ?? 1 };
-  const out = new Float32Array(x.size);
-  const scale = new Float32Array(x.size);
+  const out = uninitialized(x.size, 'localResponseNorm');
+  const scale = uninitialized(x.size, 'localResponseNorm');
   native.lrnForward(x.data, out, scale, args);
   const y = new Tensor(out, x.shape);
   return record('localResponseNorm', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'localResponseNorm');
     native.lrnBackward(x.data, out, scale, g, gx, args);
     return [gx];
   });

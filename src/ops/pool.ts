@@ -1,7 +1,7 @@
 // Differentiable pooling over NCHW tensors (max, average, adaptive average).
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { allocate, Tensor } from '../tensor.js';
+import { Tensor, uninitialized } from '../tensor.js';
 import { expectRank } from './conv.js';
 import { named, pair, type Pair, type PoolGeometry, poolGeometry } from './geometry.js';
 
@@ -38,7 +38,7 @@ export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
   const args = poolArgs(x, geometry, {});
   const [oh, ow] = native.pool2dOutputSize(args);
   const n = x.shape[0] * x.shape[1] * oh * ow;
-  const out = allocate(n, 'maxPool2d');
+  const out = uninitialized(n, 'maxPool2d');
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   // The argmax indices are only for the backward: inference skips their write traffic.
   if (!needsGrad(x)) {
@@ -48,7 +48,7 @@ export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
   const indices = new Int32Array(n);
   native.maxPool2dForward(x.data, out, indices, args);
   return record('maxPool2d', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'maxPool2d');
     native.maxPool2dBackward(g, indices, gx, args);
     return [gx];
   });
@@ -72,11 +72,11 @@ export function avgPool2dWith(
   expectRank('avgPool2d', 'input', x, 4);
   const args = poolArgs(x, geometry, opts);
   const [oh, ow] = native.pool2dOutputSize(args);
-  const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'avgPool2d');
+  const out = uninitialized(x.shape[0] * x.shape[1] * oh * ow, 'avgPool2d');
   native.avgPool2dForward(x.data, out, args);
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('avgPool2d', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'avgPool2d');
     native.avgPool2dBackward(g, gx, args);
     return [gx];
   });
@@ -87,11 +87,11 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
   expectRank('adaptiveAvgPool2d', 'input', x, 4);
   const args = { inputShape: x.shape, outputSize: pair('adaptiveAvgPool2d: outputSize', outputSize, 1) };
   const [oh, ow] = args.outputSize;
-  const out = allocate(x.shape[0] * x.shape[1] * oh * ow, 'adaptiveAvgPool2d');
+  const out = uninitialized(x.shape[0] * x.shape[1] * oh * ow, 'adaptiveAvgPool2d');
   native.adaptiveAvgPool2dForward(x.data, out, args);
   const y = new Tensor(out, [x.shape[0], x.shape[1], oh, ow]);
   return record('adaptiveAvgPool2d', y, [x], (g) => {
-    const gx = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'adaptiveAvgPool2d');
     native.adaptiveAvgPool2dBackward(g, gx, args);
     return [gx];
   });

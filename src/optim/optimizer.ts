@@ -3,7 +3,7 @@
 // state (moment buffers, step counts) and a JSON-serialisable state dict so a checkpoint can
 // resume training exactly where it stopped. The update rules follow PyTorch 1.13's single-tensor
 // (foreach=False) code operation by operation in float32; see float32.ts for how.
-import { Tensor } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 import { describe } from '../describe.js';
 
 /** Hyper-parameters every parameter group has, whatever the optimizer. */
@@ -203,8 +203,8 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
   protected buffer(state: ParamState, name: string, size: number, fill = 0): Float32Array {
     let b = state.buffers[name];
     if (!b) {
-      b = new Float32Array(size);
-      if (fill !== 0) b.fill(fill);
+      const op = `${this.name}.step`;
+      b = fill === 0 ? allocate(size, op) : uninitialized(size, op).fill(fill);
       state.buffers[name] = b;
     }
     return b;
