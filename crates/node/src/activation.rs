@@ -2,7 +2,7 @@
 //! included); the kernels write into them in place. Cross-entropy saves the softmax in the
 //! caller's `probs` so the backward needs no recomputation.
 use crate::args::{check_disjoint, invalid, kernel_err, size};
-use crate::runtime::run;
+use crate::runtime::{run, write_into};
 use ferroconv_kernels::activation::{self, Activation};
 use ferroconv_kernels::softmax::{self, CrossEntropyParams, Reduction};
 use napi::bindgen_prelude::{Float32Array, Int32Array};
@@ -18,14 +18,12 @@ pub fn activation_forward(
     negative_slope: Option<f64>,
 ) -> napi::Result<()> {
     let act = Activation::parse(&kind, negative_slope).map_err(kernel_err)?;
-    check_disjoint("output", &output, &[("input", &input)])?;
-    // SAFETY: `output` is checked disjoint from `input`, and the JavaScript thread is blocked in
-    // this call, so nothing else touches the buffer while the kernel writes it.
-    let out = unsafe { output.as_mut() };
-    run("activationForward", || {
-        activation::activation_forward(act, &input, out)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "activationForward",
+        ("output", &mut output),
+        &[("input", &input)],
+        |out| activation::activation_forward(act, &input, out),
+    )
 }
 
 /// gradInput <- d(loss)/d(input). relu/leaky_relu read `input` (after `reluInplace`, pass the
@@ -41,21 +39,16 @@ pub fn activation_backward(
     negative_slope: Option<f64>,
 ) -> napi::Result<()> {
     let act = Activation::parse(&kind, negative_slope).map_err(kernel_err)?;
-    check_disjoint(
-        "gradInput",
-        &grad_input,
+    write_into(
+        "activationBackward",
+        ("gradInput", &mut grad_input),
         &[
             ("input", &input),
             ("output", &output),
             ("gradOutput", &grad_output),
         ],
-    )?;
-    // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("activationBackward", || {
-        activation::activation_backward(act, &input, &output, &grad_output, gi)
-    })?
-    .map_err(kernel_err)
+        |gi| activation::activation_backward(act, &input, &output, &grad_output, gi),
+    )
 }
 
 /// data <- relu(data), in place.
@@ -76,13 +69,12 @@ pub fn softmax_forward(
     log: bool,
 ) -> napi::Result<()> {
     let (rows, cols) = (size("rows", rows)?, size("cols", cols)?);
-    check_disjoint("output", &output, &[("input", &input)])?;
-    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
-    let out = unsafe { output.as_mut() };
-    run("softmaxForward", || {
-        softmax::softmax_forward(&input, out, rows, cols, log)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "softmaxForward",
+        ("output", &mut output),
+        &[("input", &input)],
+        |out| softmax::softmax_forward(&input, out, rows, cols, log),
+    )
 }
 
 /// gradInput <- backward of softmax (log_softmax when `log`) from the forward `output`.
@@ -96,17 +88,12 @@ pub fn softmax_backward(
     log: bool,
 ) -> napi::Result<()> {
     let (rows, cols) = (size("rows", rows)?, size("cols", cols)?);
-    check_disjoint(
-        "gradInput",
-        &grad_input,
+    write_into(
+        "softmaxBackward",
+        ("gradInput", &mut grad_input),
         &[("output", &output), ("gradOutput", &grad_output)],
-    )?;
-    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("softmaxBackward", || {
-        softmax::softmax_backward(&output, &grad_output, gi, rows, cols, log)
-    })?
-    .map_err(kernel_err)
+        |gi| softmax::softmax_backward(&output, &grad_output, gi, rows, cols, log),
+    )
 }
 
 #[napi(object, js_name = "CrossEntropyArgs")]

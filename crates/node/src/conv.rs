@@ -1,7 +1,7 @@
 //! conv2d entries: the JavaScript side passes shapes and hyper-parameters as plain numbers and
 //! the output buffer it owns; the kernel writes into that buffer in place (no copy).
 use crate::args::{check_disjoint, kernel_err, sizes};
-use crate::runtime::run;
+use crate::runtime::{run, write_into};
 use ferroconv_kernels::conv::{self, Conv2dParams, ConvAlgo};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -83,17 +83,12 @@ pub fn conv2d_backward_data(
     args: Conv2dArgs,
 ) -> napi::Result<()> {
     let (p, algo) = conv_params(&args)?;
-    check_disjoint(
-        "gradInput",
-        &grad_input,
+    write_into(
+        "conv2dBackwardData",
+        ("gradInput", &mut grad_input),
         &[("gradOutput", &grad_output), ("weight", &weight)],
-    )?;
-    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("conv2dBackwardData", || {
-        conv::conv2d_backward_data(&p, &grad_output, &weight, gi, algo)
-    })?
-    .map_err(kernel_err)
+        |gi| conv::conv2d_backward_data(&p, &grad_output, &weight, gi, algo),
+    )
 }
 
 /// gradWeight (and gradBias when given) of conv2d, given the input and gradOutput.

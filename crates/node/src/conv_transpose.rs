@@ -1,7 +1,7 @@
 //! conv_transpose2d entries (as torch.nn.functional.conv_transpose2d): shapes and
 //! hyper-parameters come in as plain numbers, results go into buffers the JavaScript side owns.
 use crate::args::{check_disjoint, kernel_err, size, sizes};
-use crate::runtime::run;
+use crate::runtime::{run, write_into};
 use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -84,17 +84,12 @@ pub fn conv_transpose2d_backward_data(
     args: ConvTranspose2dArgs,
 ) -> napi::Result<()> {
     let p = conv_transpose_params(&args)?;
-    check_disjoint(
-        "gradInput",
-        &grad_input,
+    write_into(
+        "convTranspose2dBackwardData",
+        ("gradInput", &mut grad_input),
         &[("gradOutput", &grad_output), ("weight", &weight)],
-    )?;
-    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("convTranspose2dBackwardData", || {
-        transpose::conv_transpose2d_backward_data(&p, &grad_output, &weight, gi)
-    })?
-    .map_err(kernel_err)
+        |gi| transpose::conv_transpose2d_backward_data(&p, &grad_output, &weight, gi),
+    )
 }
 
 /// gradWeight (and gradBias when given) of conv_transpose2d, given the input and gradOutput.

@@ -2,7 +2,7 @@
 //! scaling, gradient accumulation and the full sum.
 //! Shapes arrive as plain number arrays and are checked here; every buffer is the caller's.
 use crate::args::{check_disjoint, kernel_err, size};
-use crate::runtime::run;
+use crate::runtime::{run, write_into};
 use ferroconv_kernels::elementwise::{self, BinaryOp};
 use ferroconv_kernels::reduce;
 use napi::bindgen_prelude::Float32Array;
@@ -53,13 +53,12 @@ pub fn broadcast_binary(
     let op = BinaryOp::parse(&op).map_err(kernel_err)?;
     let a_shape = size_list("aShape", &a_shape)?;
     let b_shape = size_list("bShape", &b_shape)?;
-    check_disjoint("output", &output, &[("a", &a), ("b", &b)])?;
-    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
-    let out = unsafe { output.as_mut() };
-    run("broadcastBinary", || {
-        elementwise::broadcast_binary(op, &a, &a_shape, &b, &b_shape, out)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "broadcastBinary",
+        ("output", &mut output),
+        &[("a", &a), ("b", &b)],
+        |out| elementwise::broadcast_binary(op, &a, &a_shape, &b, &b_shape, out),
+    )
 }
 
 /// gradA (a's shape) and gradB (b's shape, summed over the broadcast dims) of broadcastBinary;
@@ -195,17 +194,12 @@ pub fn dropout_backward(
     mask: Float32Array,
     mut grad_input: Float32Array,
 ) -> napi::Result<()> {
-    check_disjoint(
-        "gradInput",
-        &grad_input,
+    write_into(
+        "dropoutBackward",
+        ("gradInput", &mut grad_input),
         &[("gradOutput", &grad_output), ("mask", &mask)],
-    )?;
-    // SAFETY: disjoint from the inputs (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("dropoutBackward", || {
-        elementwise::dropout_backward(&grad_output, &mask, gi)
-    })?
-    .map_err(kernel_err)
+        |gi| elementwise::dropout_backward(&grad_output, &mask, gi),
+    )
 }
 
 /// output <- input * factor, the product rounded once to float32 (factor is any number).

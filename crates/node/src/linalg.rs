@@ -2,7 +2,7 @@
 //! fully-connected layer (torch.nn.Linear layout). Outputs are the caller's buffers, written in
 //! place.
 use crate::args::{check_disjoint, kernel_err, size};
-use crate::runtime::run;
+use crate::runtime::{run, write_into};
 use ferroconv_kernels::{gemm, linear};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -25,11 +25,7 @@ pub fn sgemm(
     mut c: Float32Array,
 ) -> napi::Result<()> {
     let (m, n, k) = (size("m", m)?, size("n", n)?, size("k", k)?);
-    check_disjoint("c", &c, &[("a", &a), ("b", &b)])?;
-    // SAFETY: `c` is disjoint from the inputs (checked above) and the JavaScript thread is
-    // blocked in this call, so nothing else touches it while the kernel writes.
-    let cs = unsafe { c.as_mut() };
-    run("sgemm", || {
+    write_into("sgemm", ("c", &mut c), &[("a", &a), ("b", &b)], |cs| {
         gemm::sgemm_tight(
             trans_a,
             trans_b,
@@ -42,8 +38,7 @@ pub fn sgemm(
             beta as f32,
             cs,
         )
-    })?
-    .map_err(kernel_err)
+    })
 }
 
 #[napi(object, js_name = "LinearArgs")]

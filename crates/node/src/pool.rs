@@ -2,7 +2,7 @@
 //! them for inference), average and adaptive average pooling, forward and backward. Callers own
 //! every buffer; kernels write outputs in place.
 use crate::args::{invalid, kernel_err, size, sizes};
-use crate::runtime::run;
+use crate::runtime::{run, write_into};
 use ferroconv_kernels::pool::{self, AdaptivePool2dParams, AvgPoolOptions, Pool2dParams};
 use napi::bindgen_prelude::{Float32Array, Int32Array};
 use napi_derive::napi;
@@ -126,14 +126,12 @@ pub fn max_pool2d_forward_no_indices(
     args: Pool2dArgs,
 ) -> napi::Result<()> {
     let (p, _) = pool_params(&args)?;
-    check_buffers(&[("output", span(&output))], &[("input", span(&input))])?;
-    let x: &[f32] = &input;
-    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
-    let y = unsafe { output.as_mut() };
-    run("maxPool2dForwardNoIndices", || {
-        pool::max_pool2d_forward_no_indices(&p, x, y)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "maxPool2dForwardNoIndices",
+        ("output", &mut output),
+        &[("input", &input)],
+        |y| pool::max_pool2d_forward_no_indices(&p, &input, y),
+    )
 }
 
 /// gradInput <- gradOutput scattered through the forward's indices. An index outside its
@@ -171,14 +169,12 @@ pub fn avg_pool2d_forward(
 ) -> napi::Result<()> {
     let (p, _) = pool_params(&args)?;
     let o = avg_options(&args)?;
-    check_buffers(&[("output", span(&output))], &[("input", span(&input))])?;
-    let x: &[f32] = &input;
-    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
-    let y = unsafe { output.as_mut() };
-    run("avgPool2dForward", || {
-        pool::avg_pool2d_forward(&p, &o, x, y)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "avgPool2dForward",
+        ("output", &mut output),
+        &[("input", &input)],
+        |y| pool::avg_pool2d_forward(&p, &o, &input, y),
+    )
 }
 
 /// gradInput <- d(loss)/d(input) of avg_pool2d, given gradOutput.
@@ -234,14 +230,12 @@ pub fn adaptive_avg_pool2d_forward(
     args: AdaptivePoolArgs,
 ) -> napi::Result<()> {
     let p = adaptive_params(&args)?;
-    check_buffers(&[("output", span(&output))], &[("input", span(&input))])?;
-    let x: &[f32] = &input;
-    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
-    let y = unsafe { output.as_mut() };
-    run("adaptiveAvgPool2dForward", || {
-        pool::adaptive_avg_pool2d_forward(&p, x, y)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "adaptiveAvgPool2dForward",
+        ("output", &mut output),
+        &[("input", &input)],
+        |y| pool::adaptive_avg_pool2d_forward(&p, &input, y),
+    )
 }
 
 /// gradInput <- d(loss)/d(input) of adaptive_avg_pool2d, given gradOutput.

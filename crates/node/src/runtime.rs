@@ -3,6 +3,7 @@
 use crate::args::{invalid, size};
 use ferroconv_kernels::scratch::OutOfMemory;
 use ferroconv_kernels::simd;
+use napi::bindgen_prelude::Float32Array;
 use napi::{Error, Status};
 use napi_derive::napi;
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -87,6 +88,22 @@ pub fn run<T: Send>(op: &str, f: impl FnOnce() -> T + Send) -> napi::Result<T> {
     let pool = pool()?;
     std::panic::catch_unwind(AssertUnwindSafe(|| pool.install(f)))
         .map_err(|payload| Error::new(Status::GenericFailure, panic_message(op, payload)))
+}
+
+/// Runs kernel `op` on the kernel pool writing into `out` (named `out_name` in errors), after
+/// checking that it shares no memory with `inputs`: the one place a JavaScript output array
+/// becomes a `&mut [f32]` for a single-output kernel.
+pub fn write_into<R: Send>(
+    op: &str,
+    (out_name, out): (&str, &mut Float32Array),
+    inputs: &[(&str, &Float32Array)],
+    kernel: impl FnOnce(&mut [f32]) -> ferroconv_kernels::Result<R> + Send,
+) -> napi::Result<R> {
+    crate::args::check_disjoint(out_name, out, inputs)?;
+    // SAFETY: `out` is disjoint from every input (checked above), and the JavaScript thread is
+    // blocked in this call, so nothing else touches the buffer while the kernel writes it.
+    let y = unsafe { out.as_mut() };
+    run(op, || kernel(y))?.map_err(crate::args::kernel_err)
 }
 
 /// The Error message for a caught panic: out of memory says so; anything else is a bug.
