@@ -56,16 +56,20 @@ fn main() {
         sizes
     };
     println!("simd: {}", ferroconv_kernels::simd::level().name());
-    let mut peak = f64::NAN;
     #[cfg(target_arch = "x86_64")]
-    if ferroconv_kernels::simd::level() == ferroconv_kernels::simd::SimdLevel::Avx2Fma {
-        peak = fma_peak_one_core();
+    let peak = if ferroconv_kernels::simd::level() == ferroconv_kernels::simd::SimdLevel::Avx2Fma {
+        let peak = fma_peak_one_core();
         println!(
             "measured FMA peak: {:.1} GFLOP/s per core ({:.2} GHz effective)",
             peak / 1e9,
             peak / 32e9
         );
-    }
+        peak
+    } else {
+        f64::NAN
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let peak = f64::NAN;
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
