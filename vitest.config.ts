@@ -7,5 +7,7 @@ export default defineConfig({
     pool: 'forks',
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
+    // A leftover `.only` would silently skip every other test: fail the run instead.
+    allowOnly: false,
   },
 });
