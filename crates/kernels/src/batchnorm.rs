@@ -423,6 +423,28 @@ kernel! {
     }
 }
 
+/// The checks both backwards share: `lens` of input, gradOutput and gradInput (the input's size),
+/// and a per-channel weight, the two statistics and the optional weight/bias gradients.
+fn check_backward(
+    p: &BatchNorm2dParams,
+    lens: [usize; 3],
+    weight: Option<&[f32]>,
+    stats: [(&str, &[f32]); 2],
+    grads: [Option<&[f32]>; 2],
+) -> Result<()> {
+    p.validate()?;
+    let c = p.channels;
+    check_len("input", lens[0], p.input_len())?;
+    check_len("gradOutput", lens[1], p.input_len())?;
+    check_channel_vec("weight", weight, c)?;
+    for (name, s) in stats {
+        check_len(name, s.len(), c)?;
+    }
+    check_len("gradInput", lens[2], p.input_len())?;
+    check_channel_vec("gradWeight", grads[0], c)?;
+    check_channel_vec("gradBias", grads[1], c)
+}
+
 /// Training backward, from the saved batch mean and inverse std: grad input (always), and
 /// grad weight (Σ (x - mean) * invstd * dy) and grad bias (Σ dy) when asked for. All overwrite.
 #[allow(clippy::too_many_arguments)]
@@ -437,16 +459,11 @@ pub fn batch_norm2d_backward(
     grad_weight: Option<&mut [f32]>,
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    p.validate()?;
+    let stats = [("saveMean", save_mean), ("saveInvstd", save_invstd)];
+    let lens = [input.len(), grad_out.len(), grad_input.len()];
+    let grads = [grad_weight.as_deref(), grad_bias.as_deref()];
+    check_backward(p, lens, weight, stats, grads)?;
     let c = p.channels;
-    check_len("input", input.len(), p.input_len())?;
-    check_len("gradOutput", grad_out.len(), p.input_len())?;
-    check_channel_vec("weight", weight, c)?;
-    check_len("saveMean", save_mean.len(), c)?;
-    check_len("saveInvstd", save_invstd.len(), c)?;
-    check_len("gradInput", grad_input.len(), p.input_len())?;
-    check_channel_vec("gradWeight", grad_weight.as_deref(), c)?;
-    check_channel_vec("gradBias", grad_bias.as_deref(), c)?;
     let isa = simd::isa();
     let plane = p.plane();
     let count = p.count() as f64;
@@ -625,16 +642,11 @@ pub fn batch_norm2d_backward_eval(
     grad_weight: Option<&mut [f32]>,
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    p.validate()?;
+    let stats = [("runningMean", running_mean), ("runningVar", running_var)];
+    let lens = [input.len(), grad_output.len(), grad_input.len()];
+    let grads = [grad_weight.as_deref(), grad_bias.as_deref()];
+    check_backward(p, lens, weight, stats, grads)?;
     let c = p.channels;
-    check_len("input", input.len(), p.input_len())?;
-    check_len("gradOutput", grad_output.len(), p.input_len())?;
-    check_channel_vec("weight", weight, c)?;
-    check_len("runningMean", running_mean.len(), c)?;
-    check_len("runningVar", running_var.len(), c)?;
-    check_len("gradInput", grad_input.len(), p.input_len())?;
-    check_channel_vec("gradWeight", grad_weight.as_deref(), c)?;
-    check_channel_vec("gradBias", grad_bias.as_deref(), c)?;
     // (invstd, invstd * w) per channel, in double.
     let coef: Vec<(f64, f64)> = (0..c)
         .map(|ch| {

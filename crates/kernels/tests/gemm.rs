@@ -179,6 +179,11 @@ fn beta_scales_when_product_vanishes() {
     let mut c = vec![2.0f32; 6];
     sgemm_tight(true, true, 2, 3, 0, 1.0, &[], &[], 0.5, &mut c).unwrap();
     assert_eq!(c, vec![1.0; 6]);
+    sgemm_tight(false, false, 2, 3, 0, 1.0, &[], &[], 0.5, &mut c).unwrap();
+    assert_eq!(c, vec![0.5; 6]);
+    // Empty outputs (m or n zero) are fine too.
+    sgemm_tight(false, false, 0, 3, 2, 1.0, &[], &[0.0; 6], 0.0, &mut []).unwrap();
+    sgemm_tight(true, false, 2, 0, 3, 1.0, &[0.0; 6], &[], 0.0, &mut []).unwrap();
 }
 
 #[test]

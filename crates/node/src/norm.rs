@@ -132,33 +132,18 @@ pub fn batch_norm2d_backward(
     mut grad_bias: Option<Float32Array>,
     args: BatchNormArgs,
 ) -> napi::Result<()> {
-    let p = bn_params(&args)?;
-    check_buffers(
-        &present(&[
-            ("gradInput", Some(&grad_input)),
-            ("gradWeight", grad_weight.as_ref()),
-            ("gradBias", grad_bias.as_ref()),
-        ]),
-        &present(&[
-            ("input", Some(&input)),
-            ("gradOutput", Some(&grad_output)),
-            ("weight", weight.as_ref()),
-            ("saveMean", Some(&save_mean)),
-            ("saveInvstd", Some(&save_invstd)),
-        ]),
-    )?;
-    let (x, go, m, s): (&[f32], &[f32], &[f32], &[f32]) =
-        (&input, &grad_output, &save_mean, &save_invstd);
-    let w = weight.as_deref();
-    // SAFETY: every written buffer is disjoint from the inputs and from the others (checked
-    // above), and the JavaScript thread is blocked in this call.
-    let gi = unsafe { grad_input.as_mut() };
-    let gw = grad_weight.as_mut().map(|a| unsafe { a.as_mut() });
-    let gb = grad_bias.as_mut().map(|a| unsafe { a.as_mut() });
-    run("batchNorm2dBackward", || {
-        batchnorm::batch_norm2d_backward(&p, x, go, w, m, s, gi, gw, gb)
-    })?
-    .map_err(kernel_err)
+    let stats = [("saveMean", &save_mean), ("saveInvstd", &save_invstd)];
+    let grads = (&mut grad_input, grad_weight.as_mut(), grad_bias.as_mut());
+    let kernel = batchnorm::batch_norm2d_backward;
+    bn_backward(
+        "batchNorm2dBackward",
+        &args,
+        [&input, &grad_output],
+        weight.as_ref(),
+        stats,
+        grads,
+        kernel,
+    )
 }
 
 /// Inference backward (running statistics fixed): gradInput always, gradWeight and gradBias
@@ -176,33 +161,72 @@ pub fn batch_norm2d_backward_eval(
     mut grad_bias: Option<Float32Array>,
     args: BatchNormArgs,
 ) -> napi::Result<()> {
-    let p = bn_params(&args)?;
+    let stats = [("runningMean", &running_mean), ("runningVar", &running_var)];
+    let grads = (&mut grad_input, grad_weight.as_mut(), grad_bias.as_mut());
+    let kernel = batchnorm::batch_norm2d_backward_eval;
+    bn_backward(
+        "batchNorm2dBackwardEval",
+        &args,
+        [&input, &grad_output],
+        weight.as_ref(),
+        stats,
+        grads,
+        kernel,
+    )
+}
+
+/// The kernel signature both batch-norm backwards share: params, input, gradOutput, weight, the
+/// two per-channel statistics, then gradInput, gradWeight and gradBias.
+type BnBackwardKernel = fn(
+    &BatchNorm2dParams,
+    &[f32],
+    &[f32],
+    Option<&[f32]>,
+    &[f32],
+    &[f32],
+    &mut [f32],
+    Option<&mut [f32]>,
+    Option<&mut [f32]>,
+) -> ferroconv_kernels::Result<()>;
+
+/// The body both batch-norm backward entries share: every written buffer checked disjoint from
+/// the inputs and each other, then `kernel` on the pool.
+fn bn_backward(
+    op: &str,
+    args: &BatchNormArgs,
+    [input, grad_output]: [&Float32Array; 2],
+    weight: Option<&Float32Array>,
+    [(n0, s0), (n1, s1)]: [(&str, &Float32Array); 2],
+    (grad_input, grad_weight, grad_bias): (
+        &mut Float32Array,
+        Option<&mut Float32Array>,
+        Option<&mut Float32Array>,
+    ),
+    kernel: BnBackwardKernel,
+) -> napi::Result<()> {
+    let p = bn_params(args)?;
     check_buffers(
         &present(&[
-            ("gradInput", Some(&grad_input)),
-            ("gradWeight", grad_weight.as_ref()),
-            ("gradBias", grad_bias.as_ref()),
+            ("gradInput", Some(&*grad_input)),
+            ("gradWeight", grad_weight.as_deref()),
+            ("gradBias", grad_bias.as_deref()),
         ]),
         &present(&[
-            ("input", Some(&input)),
-            ("gradOutput", Some(&grad_output)),
-            ("weight", weight.as_ref()),
-            ("runningMean", Some(&running_mean)),
-            ("runningVar", Some(&running_var)),
+            ("input", Some(input)),
+            ("gradOutput", Some(grad_output)),
+            ("weight", weight),
+            (n0, Some(s0)),
+            (n1, Some(s1)),
         ]),
     )?;
-    let (x, go, rm, rv): (&[f32], &[f32], &[f32], &[f32]) =
-        (&input, &grad_output, &running_mean, &running_var);
-    let w = weight.as_deref();
+    let (x, go, a, b): (&[f32], &[f32], &[f32], &[f32]) = (input, grad_output, s0, s1);
+    let w = weight.map(|w| &w[..]);
     // SAFETY: every written buffer is disjoint from the inputs and from the others (checked
     // above), and the JavaScript thread is blocked in this call.
     let gi = unsafe { grad_input.as_mut() };
-    let gw = grad_weight.as_mut().map(|a| unsafe { a.as_mut() });
-    let gb = grad_bias.as_mut().map(|a| unsafe { a.as_mut() });
-    run("batchNorm2dBackwardEval", || {
-        batchnorm::batch_norm2d_backward_eval(&p, x, go, w, rm, rv, gi, gw, gb)
-    })?
-    .map_err(kernel_err)
+    let gw = grad_weight.map(|g| unsafe { g.as_mut() });
+    let gb = grad_bias.map(|g| unsafe { g.as_mut() });
+    run(op, || kernel(&p, x, go, w, a, b, gi, gw, gb))?.map_err(kernel_err)
 }
 
 #[napi(object, js_name = "LrnArgs")]

@@ -99,12 +99,24 @@ pub fn sgemm_tight(
     check_len("a", a.len(), numel("a", &[m, k])?)?;
     check_len("b", b.len(), numel("b", &[k, n])?)?;
     check_len("c", c.len(), numel("c", &[m, n])?)?;
-    let lda = if trans_a { m } else { k };
-    let ldb = if trans_b { k } else { n };
-    crate::scratch::fallible("sgemm", || {
-        sgemm_unchecked(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
-        Ok(())
-    })
+    // Zero-width matrices still need a leading dimension of 1 to pass sgemm's checks.
+    let lda = if trans_a { m } else { k }.max(1);
+    let ldb = if trans_b { k } else { n }.max(1);
+    sgemm(
+        trans_a,
+        trans_b,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        beta,
+        c,
+        n.max(1),
+    )
 }
 
 /// Checks that a `rows x cols` row-major matrix with leading dimension `ld` fits in `len` floats.
