@@ -97,14 +97,22 @@ fn one_and_two_threads_agree() {
 #[test]
 fn auto_uses_direct_for_depthwise_and_im2col_for_small_ordinary_convs() {
     // Winograd needs 64+ channels and FFT 32+ (see their own tests); below that, im2col.
+    let (mut direct, mut im2col) = (0, 0);
     for c in cases() {
         let p = &c.p;
         let depthwise = p.groups > 1 && p.groups == p.in_channels;
         let got = ConvAlgo::Auto.resolve(p);
         if depthwise {
             assert_eq!(got, ConvAlgo::Direct, "{}", c.name);
+            direct += 1;
         } else if p.in_channels / p.groups < 32 && p.out_channels / p.groups < 32 {
             assert_eq!(got, ConvAlgo::Im2col, "{}", c.name);
+            im2col += 1;
         }
     }
+    // The rule is exercised, not skipped: the table has shapes of both kinds.
+    assert!(
+        direct >= 4 && im2col >= 20,
+        "{direct} depthwise, {im2col} small cases"
+    );
 }
