@@ -2,7 +2,7 @@
 //! `[batch, in_features]`, weight `[out_features, in_features]`, bias and output rows of
 //! `out_features`. Forward and backward are GEMMs (see `crate::gemm`); outputs are overwritten.
 use crate::error::{check_len, check_positive, numel};
-use crate::gemm::sgemm_unchecked;
+use crate::gemm::{sgemm_unchecked, Mat};
 use crate::Result;
 use rayon::prelude::*;
 
@@ -46,9 +46,8 @@ pub fn linear_forward(
         None => 0.0,
     };
     crate::scratch::fallible("linear", || {
-        sgemm_unchecked(
-            false, true, batch, out_f, in_f, 1.0, input, in_f, weight, in_f, beta, output, out_f,
-        );
+        let (x, w) = (Mat::new(input, in_f, false), Mat::new(weight, in_f, true));
+        sgemm_unchecked(batch, out_f, in_f, 1.0, x, w, beta, output, out_f);
         Ok(())
     })
 }
@@ -83,14 +82,18 @@ pub fn linear_backward(
     }
     crate::scratch::fallible("linear", move || {
         if let Some(gx) = grad_input {
-            sgemm_unchecked(
-                false, false, batch, in_f, out_f, 1.0, grad_out, out_f, weight, in_f, 0.0, gx, in_f,
+            let (dy, w) = (
+                Mat::new(grad_out, out_f, false),
+                Mat::new(weight, in_f, false),
             );
+            sgemm_unchecked(batch, in_f, out_f, 1.0, dy, w, 0.0, gx, in_f);
         }
         if let Some(gw) = grad_weight {
-            sgemm_unchecked(
-                true, false, out_f, in_f, batch, 1.0, grad_out, out_f, input, in_f, 0.0, gw, in_f,
+            let (dy, x) = (
+                Mat::new(grad_out, out_f, true),
+                Mat::new(input, in_f, false),
             );
+            sgemm_unchecked(out_f, in_f, batch, 1.0, dy, x, 0.0, gw, in_f);
         }
         if let Some(gb) = grad_bias {
             // Column sums in f64: batches can be long and the sum is a reduction of many terms.

@@ -5,80 +5,14 @@ use ferroconv_kernels::gemm::{sgemm, sgemm_tight};
 use ferroconv_kernels::simd::{self, SimdLevel};
 
 mod common;
+use common::gemm::GemmCase;
 use common::{fill, levels, lock};
-
-#[allow(clippy::too_many_arguments)]
-fn naive(
-    ta: bool,
-    tb: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = 0f64;
-            for p in 0..k {
-                let av = if ta { a[p * lda + i] } else { a[i * lda + p] };
-                let bv = if tb { b[j * ldb + p] } else { b[p * ldb + j] };
-                acc += av as f64 * bv as f64;
-            }
-            let old = if beta == 0.0 {
-                0.0
-            } else {
-                beta as f64 * c[i * ldc + j] as f64
-            };
-            c[i * ldc + j] = (alpha as f64 * acc + old) as f32;
-        }
-    }
-}
 
 fn pool(n: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build()
         .unwrap()
-}
-
-/// Runs one case (leading dims padded by `pad`) and compares with the naive loop.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    ta: bool,
-    tb: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    beta: f32,
-    pad: usize,
-) -> Vec<f32> {
-    let (ar, ac) = if ta { (k, m) } else { (m, k) };
-    let (br, bc) = if tb { (n, k) } else { (k, n) };
-    let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
-    let a = fill(ar * lda, 1);
-    let b = fill(br * ldb, 2);
-    let mut c = fill(m * ldc, 3);
-    let mut want = c.clone();
-    naive(
-        ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut want, ldc,
-    );
-    sgemm(ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut c, ldc).unwrap();
-    let tol = 1e-5 * (k as f32).sqrt().max(1.0);
-    for (i, (g, w)) in c.iter().zip(&want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * (1.0 + w.abs()),
-            "ta {ta} tb {tb} {m}x{n}x{k} alpha {alpha} beta {beta} pad {pad}: c[{i}] = {g}, want {w}"
-        );
-    }
-    c
 }
 
 const SHAPES: &[(usize, usize, usize)] = &[
@@ -102,12 +36,22 @@ fn all_cases() {
     for &(m, n, k) in SHAPES {
         for ta in [false, true] {
             for tb in [false, true] {
-                check(ta, tb, m, n, k, -1.5, 0.25, 1);
+                let case = |alpha, beta, pad| GemmCase {
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    beta,
+                    pad,
+                };
+                case(-1.5, 0.25, 1).check();
                 if m * n * k > 5_000_000 {
                     continue; // the large case checks blocking, not alpha/beta again
                 }
-                check(ta, tb, m, n, k, 1.0, 0.0, 0);
-                check(ta, tb, m, n, k, 0.5, 1.0, 3);
+                case(1.0, 0.0, 0).check();
+                case(0.5, 1.0, 3).check();
             }
         }
     }

@@ -5,10 +5,10 @@
 //! shrunk and kept in `kernel_props.proptest-regressions`. `PROPTEST_CASES=N` runs N per test.
 mod common;
 
+use common::gemm::GemmCase;
 use common::{lock, rand_vec, with_threads};
 use ferroconv_kernels::batchnorm::{self, BatchNorm2dParams};
 use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
-use ferroconv_kernels::gemm;
 use ferroconv_kernels::simd::{self, SimdLevel};
 use ferroconv_kernels::softmax;
 use proptest::prelude::*;
@@ -162,62 +162,6 @@ fn check_transpose(p: &ConvTranspose2dParams) {
     assert_near(&format!("backward bias {p:?}"), &db, &want_db, 1e-5);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_sgemm(
-    ta: bool,
-    tb: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    beta: f32,
-    pad: usize,
-) {
-    // BLAS leading dimensions: at least the row length and at least 1 (k may be 0).
-    let (lda, ldb, ldc) = (
-        (if ta { m } else { k }).max(1) + pad,
-        (if tb { k } else { n }).max(1) + pad,
-        n + pad,
-    );
-    let a = rand_vec((if ta { k } else { m }) * lda, 5, 1.0);
-    let b = rand_vec((if tb { n } else { k }) * ldb, 6, 1.0);
-    let c0 = rand_vec(m * ldc, 7, 1.0);
-    let at = |i: usize, l: usize| if ta { a[l * lda + i] } else { a[i * lda + l] } as f64;
-    let bt = |l: usize, j: usize| if tb { b[j * ldb + l] } else { b[l * ldb + j] } as f64;
-    let mut c = c0.clone();
-    gemm::sgemm(ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut c, ldc).unwrap();
-    let mut got = Vec::new();
-    let mut want = Vec::new();
-    for i in 0..m {
-        for j in 0..ldc {
-            let v = c[i * ldc + j];
-            if j >= n {
-                // Padding between rows is never written.
-                assert_eq!(
-                    v.to_bits(),
-                    c0[i * ldc + j].to_bits(),
-                    "sgemm wrote padding"
-                );
-                continue;
-            }
-            let dot: f64 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
-            let prior = if beta == 0.0 {
-                0.0
-            } else {
-                beta as f64 * c0[i * ldc + j] as f64
-            };
-            got.push(v);
-            want.push(alpha as f64 * dot + prior);
-        }
-    }
-    assert_near(
-        &format!("sgemm ta {ta} tb {tb} {m}x{n}x{k} alpha {alpha} beta {beta}"),
-        &got,
-        &want,
-        1e-5 * (k as f64).sqrt().max(1.0),
-    );
-}
-
 fn check_softmax(rows: usize, cols: usize, log: bool, spread: f32) {
     let x = rand_vec(rows * cols, 8, spread);
     let gy = rand_vec(rows * cols, 9, 1.0);
@@ -352,7 +296,8 @@ proptest! {
         pad in 0usize..=3,
         scalar in any::<bool>(), threads in 1usize..=2,
     ) {
-        at_level(scalar, threads, || check_sgemm(ta, tb, m, n, k, alpha, beta, pad));
+        let case = GemmCase { ta, tb, m, n, k, alpha, beta, pad };
+        at_level(scalar, threads, || { case.check(); });
     }
 
     #[test]

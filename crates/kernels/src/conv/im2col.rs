@@ -17,7 +17,7 @@
 use super::par::{with_scratch, SharedMut};
 use super::{valid_range, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
-use crate::gemm::{self, Lhs, PackedA, Rhs, NR};
+use crate::gemm::{self, Lhs, Mat, PackedA, NR};
 use crate::simd;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -491,11 +491,7 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
             // go through a scratch C and are scattered afterwards.
             let c_out = |n: usize| out.at((n * p.out_channels + gi * g.cog) * g.ohw + j0);
             if single && g.pointwise {
-                let rhs = Rhs {
-                    data: &src.planes(&g, src.items.start)[j0..],
-                    ld: g.ohw,
-                    trans: false,
-                };
+                let rhs = Mat::new(&src.planes(&g, src.items.start)[j0..], g.ohw, false);
                 gemm::gemm_raw(
                     g.cog,
                     nb,
@@ -603,11 +599,7 @@ pub fn backward_data(b: BackwardData<'_>) {
         if g.pointwise {
             let n = items.start;
             let dy = &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw..][..g.cog * g.ohw];
-            let rhs = Rhs {
-                data: dy,
-                ld: g.ohw,
-                trans: false,
-            };
+            let rhs = Mat::new(dy, g.ohw, false);
             gemm::gemm(g.kg, g.ohw, g.cog, 1.0, lhs(), rhs, 0.0, dx, g.ohw, par);
             return;
         }
@@ -629,18 +621,14 @@ pub fn backward_data(b: BackwardData<'_>) {
                 let (dcol, dyg) = buf.split_at_mut(g.kg * cols);
                 let rhs = if single {
                     let n = items.start;
-                    Rhs {
-                        data: &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw + j0..],
-                        ld: g.ohw,
-                        trans: false,
-                    }
+                    Mat::new(
+                        &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw + j0..],
+                        g.ohw,
+                        false,
+                    )
                 } else {
                     gather_grad_out(&g, grad_out, p.out_channels, &src, dyg);
-                    Rhs {
-                        data: dyg,
-                        ld: cols,
-                        trans: false,
-                    }
+                    Mat::new(dyg, cols, false)
                 };
                 gemm::gemm(g.kg, cols, g.cog, 1.0, lhs(), rhs, 0.0, dcol, cols, par);
                 for (t, dxi) in dx.chunks_mut(item_len).enumerate() {
@@ -692,27 +680,15 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
                 if src.items.len() == 1 {
                     let n = src.items.start;
                     let dy = &grad_out[(n * p.out_channels + gi * g.cog) * g.ohw + j0..];
-                    let lhs = Lhs::Raw {
-                        data: dy,
-                        ld: g.ohw,
-                        trans: false,
-                    };
+                    let lhs = Lhs::Raw(Mat::new(dy, g.ohw, false));
                     if g.pointwise {
-                        let rhs = Rhs {
-                            data: &src.planes(&g, n)[j0..],
-                            ld: g.ohw,
-                            trans: true,
-                        };
+                        let rhs = Mat::new(&src.planes(&g, n)[j0..], g.ohw, true);
                         gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
                         continue;
                     }
                     with_scratch(g.kg * nb, |col| {
                         im2col_block(p, &g, &src, col);
-                        let rhs = Rhs {
-                            data: col,
-                            ld: nb,
-                            trans: true,
-                        };
+                        let rhs = Mat::new(col, nb, true);
                         gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
                     });
                 } else {
@@ -720,16 +696,8 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
                         let (col, dyg) = buf.split_at_mut(g.kg * cols);
                         im2col_block(p, &g, &src, col);
                         gather_grad_out(&g, grad_out, p.out_channels, &src, dyg);
-                        let lhs = Lhs::Raw {
-                            data: dyg,
-                            ld: cols,
-                            trans: false,
-                        };
-                        let rhs = Rhs {
-                            data: col,
-                            ld: cols,
-                            trans: true,
-                        };
+                        let lhs = Lhs::Raw(Mat::new(dyg, cols, false));
+                        let rhs = Mat::new(col, cols, true);
                         gemm::gemm(g.cog, g.kg, cols, 1.0, lhs, rhs, beta, dwg, g.kg, par);
                     });
                 }

@@ -31,7 +31,7 @@
 use super::par::{with_scratch, SharedMut};
 use super::{im2col, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
-use crate::gemm::{self, Lhs, PackedA, Rhs};
+use crate::gemm::{self, Lhs, Mat, PackedA};
 use crate::simd::{kernel, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -524,11 +524,7 @@ fn run_block(
     let v: &[f32] = v;
     let mp = SharedMut(m.as_mut_ptr());
     let product = |xi: usize| {
-        let rhs = Rhs {
-            data: &v[xi * pitch..],
-            ld,
-            trans: false,
-        };
+        let rhs = Mat::new(&v[xi * pitch..], ld, false);
         // SAFETY: M_xi (cog x cols at xi * pitch, rows ld apart) lies inside m, and each xi is
         // written by one call only.
         unsafe {

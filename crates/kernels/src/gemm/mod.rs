@@ -74,9 +74,8 @@ pub fn sgemm(
     check_matrix("b", "ldb", b.len(), b_rows, b_cols, ldb)?;
     check_matrix("c", "ldc", c.len(), m, n, ldc)?;
     crate::scratch::fallible("sgemm", || {
-        sgemm_unchecked(
-            trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-        );
+        let (a, b) = (Mat::new(a, lda, trans_a), Mat::new(b, ldb, trans_b));
+        sgemm_unchecked(m, n, k, alpha, a, b, beta, c, ldc);
         Ok(())
     })
 }
@@ -152,32 +151,28 @@ fn min_len(rows: usize, cols: usize, ld: usize) -> Option<usize> {
 /// bugs in the caller (they keep the raw-pointer stores in bounds), never user input.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm_unchecked(
-    trans_a: bool,
-    trans_b: bool,
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
     beta: f32,
     c: &mut [f32],
     ldc: usize,
 ) {
-    let par = want_parallel(m, n, k);
-    let a = Lhs::Raw {
-        data: a,
-        ld: lda,
-        trans: trans_a,
-    };
-    let b = Rhs {
-        data: b,
-        ld: ldb,
-        trans: trans_b,
-    };
-    gemm(m, n, k, alpha, a, b, beta, c, ldc, par);
+    gemm(
+        m,
+        n,
+        k,
+        alpha,
+        Lhs::Raw(a),
+        b,
+        beta,
+        c,
+        ldc,
+        want_parallel(m, n, k),
+    );
 }
 
 /// Whether a problem of this size should be split over the current pool.
@@ -253,22 +248,24 @@ impl PackedA {
 
 /// The left operand op(A) of an internal GEMM call.
 pub(crate) enum Lhs<'a> {
-    /// Row-major with leading dimension `ld`, transposed when `trans`.
-    Raw {
-        data: &'a [f32],
-        ld: usize,
-        trans: bool,
-    },
+    /// A row-major matrix.
+    Raw(Mat<'a>),
     /// Packed once by [`PackedA::new`]; its shape is the call's `m x k`.
     Packed(&'a PackedA),
 }
 
-/// The right operand op(B) of an internal GEMM call: row-major, leading dimension `ld`.
+/// A row-major operand: its data, leading dimension `ld`, and whether op() transposes it.
 #[derive(Clone, Copy)]
-pub(crate) struct Rhs<'a> {
+pub(crate) struct Mat<'a> {
     pub data: &'a [f32],
     pub ld: usize,
     pub trans: bool,
+}
+
+impl<'a> Mat<'a> {
+    pub(crate) fn new(data: &'a [f32], ld: usize, trans: bool) -> Self {
+        Mat { data, ld, trans }
+    }
 }
 
 fn assert_fits(len: usize, (rows, cols): (usize, usize), ld: usize) {
@@ -347,7 +344,7 @@ pub(crate) fn gemm(
     k: usize,
     alpha: f32,
     a: Lhs<'_>,
-    b: Rhs<'_>,
+    b: Mat<'_>,
     beta: f32,
     c: &mut [f32],
     ldc: usize,
@@ -371,7 +368,7 @@ pub(crate) unsafe fn gemm_raw(
     k: usize,
     alpha: f32,
     a: Lhs<'_>,
-    b: Rhs<'_>,
+    b: Mat<'_>,
     beta: f32,
     c: *mut f32,
     ldc: usize,
@@ -410,7 +407,7 @@ pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
 
 #[derive(Clone, Copy)]
 enum BSrc<'a> {
-    Mat(Rhs<'a>),
+    Mat(Mat<'a>),
     Packed(&'a [f32]),
 }
 
@@ -430,9 +427,7 @@ unsafe fn gemm_impl(
     par: bool,
 ) {
     match &a {
-        Lhs::Raw { data, ld, trans } => {
-            assert_fits(data.len(), if *trans { (k, m) } else { (m, k) }, *ld)
-        }
+        Lhs::Raw(a) => assert_fits(a.data.len(), if a.trans { (k, m) } else { (m, k) }, a.ld),
         Lhs::Packed(pa) => assert!(pa.m == m && pa.k == k, "gemm: packed A shape mismatch"),
     }
     if let BSrc::Mat(b) = b {
@@ -445,7 +440,7 @@ unsafe fn gemm_impl(
         scale_c(m, n, beta, c, ldc);
         return;
     }
-    if let (Lhs::Raw { data, ld, trans }, BSrc::Mat(b)) = (&a, b) {
+    if let (Lhs::Raw(Mat { data, ld, trans }), BSrc::Mat(b)) = (&a, b) {
         let (data, ld, trans) = (*data, *ld, *trans);
         // A single row or column of C is a matrix-vector product: memory-bound, and a 6x16
         // tile would run mostly empty, so it gets its own path.
@@ -475,7 +470,7 @@ unsafe fn gemm_impl(
         let ks = k0..(k0 + span).min(k);
         let ap: &[f32] = match &a {
             Lhs::Packed(pa) => pa.range(ks.clone()),
-            Lhs::Raw { data, ld, trans } => {
+            Lhs::Raw(Mat { data, ld, trans }) => {
                 let ap = a_buf.get(m_pad * ks.len());
                 pack_a(ap, data, *ld, *trans, m, ks.clone(), step, par);
                 ap

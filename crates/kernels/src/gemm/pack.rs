@@ -84,7 +84,7 @@ pub(super) fn pack_a_panel(
 
 /// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`
 /// (zero past column nc).
-pub(super) fn pack_b(dst: &mut [f32], b: Rhs<'_>, p0: usize, kc: usize, j0: usize, nc: usize) {
+pub(super) fn pack_b(dst: &mut [f32], b: Mat<'_>, p0: usize, kc: usize, j0: usize, nc: usize) {
     let panels = nc.div_ceil(NR);
     if !b.trans {
         // op(B)[p][j] = b[p * ldb + j]: read each source row once, sequentially, and deal it

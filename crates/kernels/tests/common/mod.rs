@@ -3,6 +3,7 @@
 //! case table every algorithm runs. Each test file includes it with `mod common;`.
 #![allow(dead_code)]
 pub mod conv;
+pub mod gemm;
 
 use ferroconv_kernels::simd::{self, SimdLevel};
 use std::sync::{Mutex, MutexGuard};
