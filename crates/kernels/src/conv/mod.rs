@@ -39,7 +39,8 @@ pub struct Conv2dParams {
 }
 
 /// The buffer lengths of an NCHW conv-like call (conv and transposed conv), from its `batch`,
-/// channels, input size and `weight_shape()`, and the check that they fit in memory.
+/// channels, input size and `weight_shape()`, the check that they fit in memory, and the checks
+/// of sizes and groups both share.
 macro_rules! nchw_lengths {
     () => {
         pub fn input_len(&self) -> usize {
@@ -63,6 +64,33 @@ macro_rules! nchw_lengths {
             )?;
             crate::error::numel("output", &[self.batch, self.out_channels, out_h, out_w])?;
             crate::error::numel("weight", &self.weight_shape())?;
+            Ok(())
+        }
+        /// The checks conv and transposed conv share: every size positive, and both channel
+        /// counts divisible by `groups`.
+        fn check_common(&self) -> Result<()> {
+            check_positive("batch", self.batch)?;
+            check_positive("in_channels", self.in_channels)?;
+            // Before out_channels: a transposed conv's out_channels is groups times the weight's.
+            check_positive("groups", self.groups)?;
+            check_positive("input height", self.in_h)?;
+            check_positive("input width", self.in_w)?;
+            check_positive("out_channels", self.out_channels)?;
+            check_positive("kernel height", self.kernel_h)?;
+            check_positive("kernel width", self.kernel_w)?;
+            check_positive("stride", self.stride_h.min(self.stride_w))?;
+            check_positive("dilation", self.dilation_h.min(self.dilation_w))?;
+            for (name, channels) in [
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels),
+            ] {
+                if !channels.is_multiple_of(self.groups) {
+                    bail!(
+                        "groups: {name} ({channels}) must be divisible by groups ({})",
+                        self.groups
+                    );
+                }
+            }
             Ok(())
         }
     };
@@ -116,30 +144,7 @@ impl Conv2dParams {
 
     /// Checks the hyper-parameters and returns the output (height, width).
     pub fn validate(&self) -> Result<(usize, usize)> {
-        check_positive("batch", self.batch)?;
-        check_positive("in_channels", self.in_channels)?;
-        check_positive("input height", self.in_h)?;
-        check_positive("input width", self.in_w)?;
-        check_positive("out_channels", self.out_channels)?;
-        check_positive("kernel height", self.kernel_h)?;
-        check_positive("kernel width", self.kernel_w)?;
-        check_positive("stride", self.stride_h.min(self.stride_w))?;
-        check_positive("dilation", self.dilation_h.min(self.dilation_w))?;
-        check_positive("groups", self.groups)?;
-        if !self.in_channels.is_multiple_of(self.groups) {
-            bail!(
-                "groups: in_channels ({}) must be divisible by groups ({})",
-                self.in_channels,
-                self.groups
-            );
-        }
-        if !self.out_channels.is_multiple_of(self.groups) {
-            bail!(
-                "groups: out_channels ({}) must be divisible by groups ({})",
-                self.out_channels,
-                self.groups
-            );
-        }
+        self.check_common()?;
         let span_h = self
             .dilation_h
             .checked_mul(self.kernel_h - 1)

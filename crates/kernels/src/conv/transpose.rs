@@ -114,30 +114,7 @@ impl ConvTranspose2dParams {
 
     /// Checks the hyper-parameters and returns the output (height, width).
     pub fn validate(&self) -> Result<(usize, usize)> {
-        check_positive("batch", self.batch)?;
-        check_positive("in_channels", self.in_channels)?;
-        check_positive("groups", self.groups)?;
-        check_positive("input height", self.in_h)?;
-        check_positive("input width", self.in_w)?;
-        check_positive("out_channels", self.out_channels)?;
-        check_positive("kernel height", self.kernel_h)?;
-        check_positive("kernel width", self.kernel_w)?;
-        check_positive("stride", self.stride_h.min(self.stride_w))?;
-        check_positive("dilation", self.dilation_h.min(self.dilation_w))?;
-        if !self.in_channels.is_multiple_of(self.groups) {
-            bail!(
-                "groups: in_channels ({}) must be divisible by groups ({})",
-                self.in_channels,
-                self.groups
-            );
-        }
-        if !self.out_channels.is_multiple_of(self.groups) {
-            bail!(
-                "groups: out_channels ({}) must be divisible by groups ({})",
-                self.out_channels,
-                self.groups
-            );
-        }
+        self.check_common()?;
         // As torch: a larger output padding would add rows that no stride/dilation step explains.
         let op_ok = |op: usize, s: usize, d: usize| op < s || op < d;
         if !op_ok(self.output_pad_h, self.stride_h, self.dilation_h)
