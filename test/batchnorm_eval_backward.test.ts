@@ -1,4 +1,4 @@
-// Eval-mode batch-norm backward runs natively (batchnorm::batch_norm2d_backward_eval): against
+// Eval-mode batch-norm backward runs natively (batchnorm::batch_norm2d_backward with BnStats::Running): against
 // the TypeScript loop it replaced, kept here as a reference copy, bit for bit.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
@@ -88,15 +88,19 @@ describe('eval batch-norm backward equals the former loop', () => {
   it('bad input', () => {
     const f = (n: number) => new Float32Array(n);
     const args = { inputShape: [1, 2, 2, 2], momentum: 0.1, eps: 1e-5 };
-    expect(() => native.batchNorm2dBackwardEval(f(8), f(8), null, f(2), f(3), f(8), null, null, args)).toThrow(
+    expect(() => native.batchNorm2dBackward(f(8), f(8), null, f(2), f(3), f(8), null, null, args, 'running')).toThrow(
       'runningVar: expected 2 elements, got 3',
     );
-    expect(() => native.batchNorm2dBackwardEval(f(8), f(7), null, f(2), f(2), f(8), null, null, args)).toThrow(
+    expect(() => native.batchNorm2dBackward(f(8), f(7), null, f(2), f(2), f(8), null, null, args, 'running')).toThrow(
       'gradOutput: expected 8 elements, got 7',
     );
     const x = f(8);
-    expect(() => native.batchNorm2dBackwardEval(x, f(8), null, f(2), f(2), x, null, null, args)).toThrow(
+    expect(() => native.batchNorm2dBackward(x, f(8), null, f(2), f(2), x, null, null, args, 'running')).toThrow(
       /gradInput.*input/,
     );
+    // The statistics kind is checked by name too; a typo must not pick one silently.
+    expect(() =>
+      native.batchNorm2dBackward(f(8), f(8), null, f(2), f(2), f(8), null, null, args, 'eval' as 'batch'),
+    ).toThrow("batchNorm2dBackward: stats: expected 'batch' or 'running', got 'eval'");
   });
 });

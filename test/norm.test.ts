@@ -80,7 +80,7 @@ describe.each(configs)('normalisation vs PyTorch (simd $simd, $threads threads)'
     const gx = new Float32Array(x.length).fill(Number.NaN);
     const gw = c.affine ? new Float32Array(C).fill(Number.NaN) : null;
     const gb = c.affine ? new Float32Array(C).fill(Number.NaN) : null;
-    native.batchNorm2dBackward(x, gy, w, mean, invstd, gx, gw, gb, args);
+    native.batchNorm2dBackward(x, gy, w, mean, invstd, gx, gw, gb, args, 'batch');
     expectClose(gx, c.gradInput.data, 1e-4, 1e-5, 'gradInput');
     if (gw && gb && c.gradWeight && c.gradBias) {
       expectClose(gw, c.gradWeight.data, 1e-4, 1e-5, 'gradWeight');
@@ -194,12 +194,12 @@ describe('batch norm argument errors', () => {
     ],
     [
       'backward wrong gradOutput',
-      () => native.batchNorm2dBackward(x, new Float32Array(20), null, c3(), c3(), y, null, null, args()),
+      () => native.batchNorm2dBackward(x, new Float32Array(20), null, c3(), c3(), y, null, null, args(), 'batch'),
       'gradOutput: expected 24 elements, got 20',
     ],
     [
       'backward wrong gradBias',
-      () => native.batchNorm2dBackward(x, x.slice(), null, c3(), c3(), y, null, new Float32Array(5), args()),
+      () => native.batchNorm2dBackward(x, x.slice(), null, c3(), c3(), y, null, new Float32Array(5), args(), 'batch'),
       'gradBias: expected 3 elements, got 5',
     ],
     [

@@ -59,7 +59,7 @@ export function batchNorm2d(
       const gx = uninitialized(x.size, 'batchNorm2d');
       const gw = weight?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
       const gb = bias?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
-      native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args);
+      native.batchNorm2dBackward(x.data, g, weight?.data ?? null, saveMean, saveInvstd, gx, gw, gb, args, 'batch');
       return [gx, gw, gb];
     });
   }
@@ -78,17 +78,8 @@ export function batchNorm2d(
     const gx = uninitialized(x.size, 'batchNorm2d');
     const gw = weight?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
     const gb = bias?.requiresGrad ? uninitialized(c, 'batchNorm2d') : null;
-    native.batchNorm2dBackwardEval(
-      x.data,
-      g,
-      weight?.data ?? null,
-      runningMean.data,
-      runningVar.data,
-      gx,
-      gw,
-      gb,
-      args,
-    );
+    const [rm, rv] = [runningMean.data, runningVar.data];
+    native.batchNorm2dBackward(x.data, g, weight?.data ?? null, rm, rv, gx, gw, gb, args, 'running');
     return [gx, gw, gb];
   });
 }

@@ -24,6 +24,22 @@ pub struct BatchNorm2dParams {
 }
 
 impl BatchNorm2dParams {
+    /// The parameters of batch_norm2d over an input of shape `[N, C, H, W]`, checked as
+    /// [`validate`](Self::validate) checks them.
+    pub fn from_shape(input: [usize; 4], momentum: f64, eps: f64) -> Result<BatchNorm2dParams> {
+        let [batch, channels, height, width] = input;
+        let p = BatchNorm2dParams {
+            batch,
+            channels,
+            height,
+            width,
+            momentum,
+            eps,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
     pub fn validate(&self) -> Result<()> {
         check_positive("batch", self.batch)?;
         check_positive("channels", self.channels)?;
@@ -445,24 +461,85 @@ fn check_backward(
     check_channel_vec("gradBias", grads[1], c)
 }
 
-/// Training backward, from the saved batch mean and inverse std: grad input (always), and
-/// grad weight (Σ (x - mean) * invstd * dy) and grad bias (Σ dy) when asked for. All overwrite.
+/// The per-channel statistics a batch-norm backward runs from.
+#[derive(Debug, Clone, Copy)]
+pub enum BnStats<'a> {
+    /// Training: the forward's saved batch mean and 1 / sqrt(biased var + eps). The gradient
+    /// flows through the batch statistics too.
+    Batch { mean: &'a [f32], invstd: &'a [f32] },
+    /// Inference: the running mean and variance, fixed, so the layer is a per-channel affine
+    /// map.
+    Running { mean: &'a [f32], var: &'a [f32] },
+}
+
+impl BnStats<'_> {
+    /// The statistics with the public names they are checked under.
+    pub fn names(&self) -> [(&'static str, &[f32]); 2] {
+        match *self {
+            BnStats::Batch { mean, invstd } => [("saveMean", mean), ("saveInvstd", invstd)],
+            BnStats::Running { mean, var } => [("runningMean", mean), ("runningVar", var)],
+        }
+    }
+}
+
+/// The tensors of one backward call once checked.
+struct Backward<'a> {
+    input: &'a [f32],
+    grad_out: &'a [f32],
+    weight: Option<&'a [f32]>,
+    grad_input: &'a mut [f32],
+    grad_weight: Option<&'a mut [f32]>,
+    grad_bias: Option<&'a mut [f32]>,
+}
+
+/// Batch-norm backward from `stats`: grad input (always), and grad weight and grad bias when
+/// asked for, all overwritten. With [`BnStats::Batch`] it is the training backward, through the
+/// batch statistics; with [`BnStats::Running`] the inference one.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d_backward(
     p: &BatchNorm2dParams,
     input: &[f32],
     grad_out: &[f32],
     weight: Option<&[f32]>,
-    save_mean: &[f32],
-    save_invstd: &[f32],
+    stats: BnStats<'_>,
     grad_input: &mut [f32],
     grad_weight: Option<&mut [f32]>,
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    let stats = [("saveMean", save_mean), ("saveInvstd", save_invstd)];
     let lens = [input.len(), grad_out.len(), grad_input.len()];
     let grads = [grad_weight.as_deref(), grad_bias.as_deref()];
-    check_backward(p, lens, weight, stats, grads)?;
+    check_backward(p, lens, weight, stats.names(), grads)?;
+    let call = Backward {
+        input,
+        grad_out,
+        weight,
+        grad_input,
+        grad_weight,
+        grad_bias,
+    };
+    match stats {
+        BnStats::Batch { mean, invstd } => backward_batch(p, call, mean, invstd),
+        BnStats::Running { mean, var } => backward_running(p, call, mean, var),
+    }
+    Ok(())
+}
+
+/// Training backward, from the saved batch mean and inverse std: grad input, grad weight
+/// (Σ (x - mean) * invstd * dy) and grad bias (Σ dy).
+fn backward_batch(
+    p: &BatchNorm2dParams,
+    call: Backward<'_>,
+    save_mean: &[f32],
+    save_invstd: &[f32],
+) {
+    let Backward {
+        input,
+        grad_out,
+        weight,
+        grad_input,
+        grad_weight,
+        grad_bias,
+    } = call;
     let c = p.channels;
     let isa = simd::isa();
     let plane = p.plane();
@@ -495,7 +572,6 @@ pub fn batch_norm2d_backward(
             *o = sum_g as f32;
         }
     }
-    Ok(())
 }
 
 /// AVX2+FMA versions of the reductions: the same blocking (f32 lanes within a block of
@@ -623,29 +699,26 @@ pub(crate) unsafe fn shifted_sum_avx2(xs: &[f32]) -> f64 {
 
 /// Inference backward: with the running statistics fixed the layer is a per-channel affine map
 /// y = (x - mean) * invstd * w + b, so grad input = dy * invstd * w, grad weight =
-/// Σ dy (x - mean) invstd and grad bias = Σ dy (all three overwritten; pass None for a weight
-/// or bias gradient that is not needed).
+/// Σ dy (x - mean) invstd and grad bias = Σ dy.
 ///
 /// Rounds exactly as the TypeScript loop it replaced: invstd and invstd * w in double, each grad
 /// input rounded once from the double product, and per (image, channel) plane a double sum in
 /// index order that is added into the float32 result, image after image. The sums stay
 /// sequential for that reason; the planes run in parallel over channels.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm2d_backward_eval(
+fn backward_running(
     p: &BatchNorm2dParams,
-    input: &[f32],
-    grad_output: &[f32],
-    weight: Option<&[f32]>,
+    call: Backward<'_>,
     running_mean: &[f32],
     running_var: &[f32],
-    grad_input: &mut [f32],
-    grad_weight: Option<&mut [f32]>,
-    grad_bias: Option<&mut [f32]>,
-) -> Result<()> {
-    let stats = [("runningMean", running_mean), ("runningVar", running_var)];
-    let lens = [input.len(), grad_output.len(), grad_input.len()];
-    let grads = [grad_weight.as_deref(), grad_bias.as_deref()];
-    check_backward(p, lens, weight, stats, grads)?;
+) {
+    let Backward {
+        input,
+        grad_out: grad_output,
+        weight,
+        grad_input,
+        grad_weight,
+        grad_bias,
+    } = call;
     let c = p.channels;
     // (invstd, invstd * w) per channel, in double.
     let coef: Vec<(f64, f64)> = (0..c)
@@ -663,7 +736,7 @@ pub fn batch_norm2d_backward_eval(
         .with_min_len((16 * 1024 / plane).max(1))
         .for_each(|(i, (gi, go))| crate::elementwise::scale_f64(isa, go, coef[i % c].1, gi));
     if grad_weight.is_none() && grad_bias.is_none() {
-        return Ok(());
+        return;
     }
     let sums = |ch: usize| -> (f32, f32) {
         let (invstd, mean) = (coef[ch].0, running_mean[ch] as f64);
@@ -695,5 +768,4 @@ pub fn batch_norm2d_backward_eval(
             *o = s.1;
         }
     }
-    Ok(())
 }

@@ -6,14 +6,12 @@ use common::*;
 use ferroconv_kernels::batchnorm::*;
 
 fn bp((n, c, h, w): (usize, usize, usize, usize)) -> BatchNorm2dParams {
-    BatchNorm2dParams {
-        batch: n,
-        channels: c,
-        height: h,
-        width: w,
-        momentum: 0.1,
-        eps: 1e-5,
-    }
+    BatchNorm2dParams::from_shape([n, c, h, w], 0.1, 1e-5).unwrap()
+}
+
+/// The training backward's statistics.
+fn batch<'a>(mean: &'a [f32], invstd: &'a [f32]) -> BnStats<'a> {
+    BnStats::Batch { mean, invstd }
 }
 
 fn shapes() -> Vec<BatchNorm2dParams> {
@@ -237,8 +235,7 @@ fn run_backward(
         x,
         go,
         w,
-        mean,
-        invstd,
+        BnStats::Batch { mean, invstd },
         &mut gi,
         Some(&mut gw),
         Some(&mut gb),
@@ -386,7 +383,7 @@ fn bad_arguments_are_errors() {
         "runningMean: expected 2 elements, got 3"
     );
     assert_eq!(
-        batch_norm2d_backward(&p, &x4, &x4, None, &m, &s[..1], &mut y4, None, None)
+        batch_norm2d_backward(&p, &x4, &x4, None, batch(&m, &s[..1]), &mut y4, None, None)
             .unwrap_err()
             .0,
         "saveInvstd: expected 2 elements, got 1"
@@ -427,7 +424,7 @@ fn bench_batchnorm_resnet_shape() {
         });
         report("batchnorm eval fwd (x in, y out)", bytes, t, cpu);
         let (t, cpu) = time(|| {
-            batch_norm2d_backward(&p, &x, &y, Some(&w), &m, &s, &mut gi, None, None).unwrap()
+            batch_norm2d_backward(&p, &x, &y, Some(&w), batch(&m, &s), &mut gi, None, None).unwrap()
         });
         report("batchnorm backward (x, dy in, dx out)", bytes * 1.5, t, cpu);
     });

@@ -223,8 +223,10 @@ fn check_batchnorm(p: &BatchNorm2dParams) {
         &x,
         &gy,
         Some(&w),
-        &mean,
-        &invstd,
+        batchnorm::BnStats::Batch {
+            mean: &mean,
+            invstd: &invstd,
+        },
         &mut dx,
         Some(&mut dw),
         Some(&mut db),
@@ -316,7 +318,7 @@ proptest! {
         scalar in any::<bool>(), threads in 1usize..=2,
     ) {
         prop_assume!(batch * height * width > 1);
-        let p = BatchNorm2dParams { batch, channels, height, width, momentum, eps: 1e-5 };
+        let p = BatchNorm2dParams::from_shape([batch, channels, height, width], momentum, 1e-5).unwrap();
         at_level(scalar, threads, || check_batchnorm(&p));
     }
 }

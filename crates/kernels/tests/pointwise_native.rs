@@ -2,7 +2,7 @@
 //! norm backward) against those loops written out here: the same bits on every SIMD level and
 //! thread count, and named errors for wrong lengths. (test/optim_native.test.ts and
 //! test/elementwise_native.test.ts check the same kernels through the binding.)
-use ferroconv_kernels::batchnorm::{batch_norm2d_backward_eval, BatchNorm2dParams};
+use ferroconv_kernels::batchnorm::{batch_norm2d_backward, BatchNorm2dParams, BnStats};
 use ferroconv_kernels::elementwise::{accumulate, scale};
 use ferroconv_kernels::reduce::sum;
 
@@ -104,14 +104,7 @@ fn bn_eval_reference(
 fn eval_batch_norm_backward_matches_the_loop() {
     let guard = lock();
     for (n, c, h, w) in [(1, 1, 1, 1), (2, 3, 5, 7), (4, 16, 9, 9), (2, 5, 33, 31)] {
-        let p = BatchNorm2dParams {
-            batch: n,
-            channels: c,
-            height: h,
-            width: w,
-            momentum: 0.1,
-            eps: 1e-5,
-        };
+        let p = BatchNorm2dParams::from_shape([n, c, h, w], 0.1, 1e-5).unwrap();
         let len = n * c * h * w;
         let (x, gy) = (rand_vec(len, 4, 3.0), rand_vec(len, 5, 1.0));
         let wt = rand_vec(c, 6, 2.0);
@@ -123,13 +116,15 @@ fn eval_batch_norm_backward_matches_the_loop() {
                 let (mut gi, mut gw, mut gb) =
                     (vec![f32::NAN; len], vec![f32::NAN; c], vec![f32::NAN; c]);
                 with_threads(threads, || {
-                    batch_norm2d_backward_eval(
+                    batch_norm2d_backward(
                         &p,
                         &x,
                         &gy,
                         Some(&wt),
-                        &rm,
-                        &rv,
+                        BnStats::Running {
+                            mean: &rm,
+                            var: &rv,
+                        },
                         &mut gi,
                         Some(&mut gw),
                         Some(&mut gb),

@@ -4,7 +4,7 @@
 use crate::args::{kernel_err, size, sizes};
 use crate::pool::{check_buffers, span};
 use crate::runtime::run;
-use ferroconv_kernels::batchnorm::{self, BatchNorm2dParams};
+use ferroconv_kernels::batchnorm::{self, BatchNorm2dParams, BnStats};
 use ferroconv_kernels::lrn::{self, LrnParams};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -21,17 +21,8 @@ pub struct BatchNormArgs {
 }
 
 fn bn_params(a: &BatchNormArgs) -> napi::Result<BatchNorm2dParams> {
-    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
-    let p = BatchNorm2dParams {
-        batch: n,
-        channels: c,
-        height: h,
-        width: w,
-        momentum: a.momentum,
-        eps: a.eps,
-    };
-    p.validate().map_err(kernel_err)?;
-    Ok(p)
+    let input = sizes::<4>("inputShape", &a.input_shape)?;
+    BatchNorm2dParams::from_shape(input, a.momentum, a.eps).map_err(kernel_err)
 }
 
 /// Names and address ranges of the buffers that are present.
@@ -117,116 +108,60 @@ pub fn batch_norm2d_forward_eval(
     .map_err(kernel_err)
 }
 
-/// Training backward from the forward's saveMean / saveInvstd: gradInput always, gradWeight
-/// and gradBias when given.
+/// Batch-norm backward: gradInput always, gradWeight and gradBias when given, all overwritten.
+/// `stats` says what `mean` and `spread` are: "batch" for the training forward's saveMean and
+/// saveInvstd, "running" for the running mean and variance (inference, statistics fixed).
 #[napi(catch_unwind, js_name = "batchNorm2dBackward")]
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d_backward(
     input: Float32Array,
     grad_output: Float32Array,
     weight: Option<Float32Array>,
-    save_mean: Float32Array,
-    save_invstd: Float32Array,
+    mean: Float32Array,
+    spread: Float32Array,
     mut grad_input: Float32Array,
     mut grad_weight: Option<Float32Array>,
     mut grad_bias: Option<Float32Array>,
     args: BatchNormArgs,
+    #[napi(ts_arg_type = "'batch' | 'running'")] stats: String,
 ) -> napi::Result<()> {
-    let stats = [("saveMean", &save_mean), ("saveInvstd", &save_invstd)];
-    let grads = (&mut grad_input, grad_weight.as_mut(), grad_bias.as_mut());
-    let kernel = batchnorm::batch_norm2d_backward;
-    bn_backward(
-        "batchNorm2dBackward",
-        &args,
-        [&input, &grad_output],
-        weight.as_ref(),
-        stats,
-        grads,
-        kernel,
-    )
-}
-
-/// Inference backward (running statistics fixed): gradInput always, gradWeight and gradBias
-/// when given; all overwritten.
-#[napi(catch_unwind, js_name = "batchNorm2dBackwardEval")]
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm2d_backward_eval(
-    input: Float32Array,
-    grad_output: Float32Array,
-    weight: Option<Float32Array>,
-    running_mean: Float32Array,
-    running_var: Float32Array,
-    mut grad_input: Float32Array,
-    mut grad_weight: Option<Float32Array>,
-    mut grad_bias: Option<Float32Array>,
-    args: BatchNormArgs,
-) -> napi::Result<()> {
-    let stats = [("runningMean", &running_mean), ("runningVar", &running_var)];
-    let grads = (&mut grad_input, grad_weight.as_mut(), grad_bias.as_mut());
-    let kernel = batchnorm::batch_norm2d_backward_eval;
-    bn_backward(
-        "batchNorm2dBackwardEval",
-        &args,
-        [&input, &grad_output],
-        weight.as_ref(),
-        stats,
-        grads,
-        kernel,
-    )
-}
-
-/// The kernel signature both batch-norm backwards share: params, input, gradOutput, weight, the
-/// two per-channel statistics, then gradInput, gradWeight and gradBias.
-type BnBackwardKernel = fn(
-    &BatchNorm2dParams,
-    &[f32],
-    &[f32],
-    Option<&[f32]>,
-    &[f32],
-    &[f32],
-    &mut [f32],
-    Option<&mut [f32]>,
-    Option<&mut [f32]>,
-) -> ferroconv_kernels::Result<()>;
-
-/// The body both batch-norm backward entries share: every written buffer checked disjoint from
-/// the inputs and each other, then `kernel` on the pool.
-fn bn_backward(
-    op: &str,
-    args: &BatchNormArgs,
-    [input, grad_output]: [&Float32Array; 2],
-    weight: Option<&Float32Array>,
-    [(n0, s0), (n1, s1)]: [(&str, &Float32Array); 2],
-    (grad_input, grad_weight, grad_bias): (
-        &mut Float32Array,
-        Option<&mut Float32Array>,
-        Option<&mut Float32Array>,
-    ),
-    kernel: BnBackwardKernel,
-) -> napi::Result<()> {
-    let p = bn_params(args)?;
+    let p = bn_params(&args)?;
+    let (m, v): (&[f32], &[f32]) = (&mean, &spread);
+    let stats = match stats.as_str() {
+        "batch" => BnStats::Batch { mean: m, invstd: v },
+        "running" => BnStats::Running { mean: m, var: v },
+        other => {
+            return Err(napi::Error::from_reason(format!(
+                "batchNorm2dBackward: stats: expected 'batch' or 'running', got '{other}'"
+            )))
+        }
+    };
+    let [(n0, _), (n1, _)] = stats.names();
     check_buffers(
         &present(&[
-            ("gradInput", Some(&*grad_input)),
-            ("gradWeight", grad_weight.as_deref()),
-            ("gradBias", grad_bias.as_deref()),
+            ("gradInput", Some(&grad_input)),
+            ("gradWeight", grad_weight.as_ref()),
+            ("gradBias", grad_bias.as_ref()),
         ]),
         &present(&[
-            ("input", Some(input)),
-            ("gradOutput", Some(grad_output)),
-            ("weight", weight),
-            (n0, Some(s0)),
-            (n1, Some(s1)),
+            ("input", Some(&input)),
+            ("gradOutput", Some(&grad_output)),
+            ("weight", weight.as_ref()),
+            (n0, Some(&mean)),
+            (n1, Some(&spread)),
         ]),
     )?;
-    let (x, go, a, b): (&[f32], &[f32], &[f32], &[f32]) = (input, grad_output, s0, s1);
-    let w = weight.map(|w| &w[..]);
+    let (x, go): (&[f32], &[f32]) = (&input, &grad_output);
+    let w = weight.as_deref();
     // SAFETY: every written buffer is disjoint from the inputs and from the others (checked
     // above), and the JavaScript thread is blocked in this call.
     let gi = unsafe { grad_input.as_mut() };
-    let gw = grad_weight.map(|g| unsafe { g.as_mut() });
-    let gb = grad_bias.map(|g| unsafe { g.as_mut() });
-    run(op, || kernel(&p, x, go, w, a, b, gi, gw, gb))?.map_err(kernel_err)
+    let gw = grad_weight.as_mut().map(|g| unsafe { g.as_mut() });
+    let gb = grad_bias.as_mut().map(|g| unsafe { g.as_mut() });
+    run("batchNorm2dBackward", || {
+        batchnorm::batch_norm2d_backward(&p, x, go, w, stats, gi, gw, gb)
+    })?
+    .map_err(kernel_err)
 }
 
 #[napi(object, js_name = "LrnArgs")]

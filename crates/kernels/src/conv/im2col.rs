@@ -17,7 +17,7 @@
 use super::par::{with_scratch, SharedMut};
 use super::{valid_range, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
-use crate::gemm::{self, Lhs, Mat, PackedA, NR};
+use crate::gemm::{self, Lhs, Mat, PackedA, Rhs, NR};
 use crate::simd;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -259,7 +259,7 @@ fn im2col_block(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, col: &mut [f32])
 }
 
 /// The block's lowered matrix straight in the GEMM's packed-B layout (panel-major,
-/// `[panel][kg][NR]`, see `gemm::gemm_raw_packed_b`), so the GEMM need not copy it again. Each
+/// `[panel][kg][NR]`, see `gemm::Rhs::Packed`), so the GEMM need not copy it again. Each
 /// lowered row is built in `row` (cols() rounded up to NR floats, stays in L1) and then dealt
 /// out to the panels in NR-float pieces.
 fn im2col_packed(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, dst: &mut [f32], row: &mut [f32]) {
@@ -422,13 +422,13 @@ fn forward_shifted(
             });
             // SAFETY: ctmp holds cog x cols floats and is this task's own scratch.
             unsafe {
-                gemm::gemm_raw_packed_b(
+                gemm::gemm_raw(
                     cog,
                     cols,
                     kg,
                     1.0,
                     Lhs::Packed(&packed[gi]),
-                    col,
+                    Rhs::Packed(col),
                     0.0,
                     ctmp.as_mut_ptr(),
                     cols,
@@ -514,13 +514,13 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
                     im2col_packed(p, &g, &src, col, row);
                     if single {
                         let c = c_out(src.items.start);
-                        gemm::gemm_raw_packed_b(
+                        gemm::gemm_raw(
                             g.cog,
                             nb,
                             g.kg,
                             1.0,
                             lhs(),
-                            col,
+                            Rhs::Packed(col),
                             0.0,
                             c,
                             g.ohw,
@@ -528,13 +528,13 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
                         );
                     } else {
                         let c = ctmp.as_mut_ptr();
-                        gemm::gemm_raw_packed_b(
+                        gemm::gemm_raw(
                             g.cog,
                             cols,
                             g.kg,
                             1.0,
                             lhs(),
-                            col,
+                            Rhs::Packed(col),
                             0.0,
                             c,
                             cols,

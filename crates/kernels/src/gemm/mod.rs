@@ -268,6 +268,22 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// The right operand op(B) of an internal GEMM call.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    Mat(Mat<'a>),
+    /// Already in the packed layout of [`packed_b_len`]: panel-major,
+    /// `[round_up(n, NR) / NR][k][NR]`, zero past column n. Producers that can write that layout
+    /// directly (im2col) save the GEMM a copy.
+    Packed(&'a [f32]),
+}
+
+impl<'a> From<Mat<'a>> for Rhs<'a> {
+    fn from(m: Mat<'a>) -> Self {
+        Rhs::Mat(m)
+    }
+}
+
 fn assert_fits(len: usize, (rows, cols): (usize, usize), ld: usize) {
     assert!(
         ld >= cols && min_len(rows, cols, ld).is_some_and(|need| len >= need),
@@ -338,13 +354,13 @@ impl CPtr {
 
 /// `C = alpha * op(A) * op(B) + beta * C` for internal callers; `par` lets it use the pool.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
+pub(crate) fn gemm<'a>(
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
     a: Lhs<'_>,
-    b: Mat<'_>,
+    b: impl Into<Rhs<'a>>,
     beta: f32,
     c: &mut [f32],
     ldc: usize,
@@ -355,6 +371,11 @@ pub(crate) fn gemm(
     unsafe { gemm_raw(m, n, k, alpha, a, b, beta, c.as_mut_ptr(), ldc, par) }
 }
 
+/// Floats of a packed op(B) (`k x n`), [`Rhs::Packed`].
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    round_up(n, NR) * k
+}
+
 /// [`gemm`] writing through a raw pointer, for callers whose parallel tasks write disjoint
 /// tiles of one matrix (overlapping `&mut` slices would be undefined behaviour).
 ///
@@ -362,76 +383,26 @@ pub(crate) fn gemm(
 /// `c` must point at an `m x n` row-major block with leading dimension `ldc` (`ldc >= n`) that is
 /// valid for reads and writes and that nothing else accesses during the call.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_raw(
+pub(crate) unsafe fn gemm_raw<'a>(
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
     a: Lhs<'_>,
-    b: Mat<'_>,
+    b: impl Into<Rhs<'a>>,
     beta: f32,
     c: *mut f32,
     ldc: usize,
     par: bool,
 ) {
-    gemm_impl(m, n, k, alpha, a, BSrc::Mat(b), beta, c, ldc, par)
-}
-
-/// [`gemm_raw`] with op(B) already in the packed layout of [`packed_b_len`]: panel-major,
-/// `[round_up(n, NR) / NR][k][NR]`, zero past column n. Producers that can write that layout
-/// directly (im2col) save the GEMM a copy.
-///
-/// # Safety
-/// As for [`gemm_raw`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_raw_packed_b(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: Lhs<'_>,
-    bp: &[f32],
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    par: bool,
-) {
-    assert!(bp.len() >= packed_b_len(k, n), "gemm: packed B too short");
-    gemm_impl(m, n, k, alpha, a, BSrc::Packed(bp), beta, c, ldc, par)
-}
-
-/// Floats of a packed op(B) (`k x n`) for [`gemm_raw_packed_b`].
-pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
-    round_up(n, NR) * k
-}
-
-#[derive(Clone, Copy)]
-enum BSrc<'a> {
-    Mat(Mat<'a>),
-    Packed(&'a [f32]),
-}
-
-/// # Safety
-/// As for [`gemm_raw`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_impl(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: Lhs<'_>,
-    b: BSrc<'_>,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    par: bool,
-) {
+    let b = b.into();
     match &a {
         Lhs::Raw(a) => assert_fits(a.data.len(), if a.trans { (k, m) } else { (m, k) }, a.ld),
         Lhs::Packed(pa) => assert!(pa.m == m && pa.k == k, "gemm: packed A shape mismatch"),
     }
-    if let BSrc::Mat(b) = b {
-        assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    match b {
+        Rhs::Mat(b) => assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld),
+        Rhs::Packed(bp) => assert!(bp.len() >= packed_b_len(k, n), "gemm: packed B too short"),
     }
     if m == 0 || n == 0 {
         return;
@@ -440,7 +411,7 @@ unsafe fn gemm_impl(
         scale_c(m, n, beta, c, ldc);
         return;
     }
-    if let (Lhs::Raw(Mat { data, ld, trans }), BSrc::Mat(b)) = (&a, b) {
+    if let (Lhs::Raw(Mat { data, ld, trans }), Rhs::Mat(b)) = (&a, b) {
         let (data, ld, trans) = (*data, *ld, *trans);
         // A single row or column of C is a matrix-vector product: memory-bound, and a 6x16
         // tile would run mostly empty, so it gets its own path.
@@ -483,12 +454,12 @@ unsafe fn gemm_impl(
                 let kc = step.min(ks.end - pc);
                 // This KC step of the unit's columns: panel q at bp[q * stride..][..kc * NR].
                 let (bp, stride): (&[f32], usize) = match b {
-                    BSrc::Mat(b) => {
+                    Rhs::Mat(b) => {
                         let bp = b_buf.get(round_up(cols.len(), NR) * kc);
                         pack_b(bp, b, pc, kc, cols.start, cols.len());
                         (bp, kc * NR)
                     }
-                    BSrc::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
+                    Rhs::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
                 };
                 let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
                 let beta_now = if pc == 0 { beta } else { 1.0 };
