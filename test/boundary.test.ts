@@ -88,7 +88,7 @@ describe('errors at the boundary', () => {
     [
       'fractional size',
       () => native.conv2dForward(x, w, null, out, args({ groups: 1.5 })),
-      'groups[0]: expected a non-negative integer, got 1.5',
+      'groups: expected a non-negative integer, got 1.5',
     ],
     [
       'zero batch',

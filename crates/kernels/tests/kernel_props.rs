@@ -59,27 +59,18 @@ fn transpose_shape() -> impl Strategy<Value = ConvTranspose2dParams> {
                 (sh, sw, dh, dw),
                 (ph, pw, oph, opw),
             )| {
-                ConvTranspose2dParams {
-                    batch,
-                    in_channels: groups * cig,
-                    in_h,
-                    in_w,
-                    out_channels: groups * cog,
-                    kernel_h: kh,
-                    kernel_w: kw,
-                    stride_h: sh,
-                    stride_w: sw,
-                    pad_h: ph,
-                    pad_w: pw,
-                    output_pad_h: oph,
-                    output_pad_w: opw,
-                    dilation_h: dh,
-                    dilation_w: dw,
+                ConvTranspose2dParams::from_shapes(
+                    [batch, groups * cig, in_h, in_w],
+                    [groups * cig, cog, kh, kw],
+                    [sh, sw],
+                    [ph, pw],
+                    [oph, opw],
+                    [dh, dw],
                     groups,
-                }
+                )
             },
         )
-        .prop_filter("valid transposed conv", |p| p.validate().is_ok())
+        .prop_filter_map("valid transposed conv", |p| p.ok())
 }
 
 /// Calls `f(input index, output index, weight index)` for every tap of a transposed conv: input

@@ -489,14 +489,7 @@ fn ap(
     (n, c, h, w): (usize, usize, usize, usize),
     (oh, ow): (usize, usize),
 ) -> AdaptivePool2dParams {
-    AdaptivePool2dParams {
-        batch: n,
-        channels: c,
-        in_h: h,
-        in_w: w,
-        out_h: oh,
-        out_w: ow,
-    }
+    AdaptivePool2dParams::from_shapes([n, c, h, w], [oh, ow]).unwrap()
 }
 
 fn adaptive_cases() -> Vec<AdaptivePool2dParams> {

@@ -1,7 +1,7 @@
 //! conv2d entries: the JavaScript side passes shapes and hyper-parameters as plain numbers and
 //! the output buffer it owns; the kernel writes into that buffer in place (no copy).
-use crate::args::{check_disjoint, kernel_err, sizes};
-use crate::runtime::{run, write_into};
+use crate::args::{kernel_err, size, sizes};
+use crate::runtime::{given, write_into, write_into_pair};
 use ferroconv_kernels::conv::{self, Conv2dParams, ConvAlgo};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -24,19 +24,13 @@ pub struct Conv2dArgs {
 }
 
 pub fn conv_params(a: &Conv2dArgs) -> napi::Result<(Conv2dParams, ConvAlgo)> {
-    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
-    let [oc, icg, kh, kw] = sizes::<4>("weightShape", &a.weight_shape)?;
-    let [sh, sw] = sizes::<2>("stride", &a.stride)?;
-    let [pt, pb, pl, pr] = sizes::<4>("padding", &a.padding)?;
-    let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
-    let [groups] = sizes::<1>("groups", &[a.groups])?;
     let p = Conv2dParams::from_shapes(
-        [n, c, h, w],
-        [oc, icg, kh, kw],
-        [sh, sw],
-        [pt, pb, pl, pr],
-        [dh, dw],
-        groups,
+        sizes("inputShape", &a.input_shape)?,
+        sizes("weightShape", &a.weight_shape)?,
+        sizes("stride", &a.stride)?,
+        sizes("padding", &a.padding)?,
+        sizes("dilation", &a.dilation)?,
+        size("groups", a.groups)?,
     )
     .map_err(kernel_err)?;
     let algo = ConvAlgo::parse(a.algo.as_deref().unwrap_or("auto")).map_err(kernel_err)?;
@@ -45,10 +39,11 @@ pub fn conv_params(a: &Conv2dArgs) -> napi::Result<(Conv2dParams, ConvAlgo)> {
 
 /// Output spatial size [outH, outW] of a conv2d, or an Error naming the bad argument.
 #[napi(catch_unwind, js_name = "conv2dOutputSize")]
-pub fn conv2d_output_size(args: Conv2dArgs) -> napi::Result<Vec<u32>> {
+pub fn conv2d_output_size(args: Conv2dArgs) -> napi::Result<Vec<f64>> {
     let (p, _) = conv_params(&args)?;
     let (oh, ow) = p.validate().map_err(kernel_err)?;
-    Ok(vec![oh as u32, ow as u32])
+    // f64, not u32: exact for every size a buffer can have, never silently truncated.
+    Ok(vec![oh as f64, ow as f64])
 }
 
 /// output <- conv2d(input, weight) + bias, written into the caller's `output`.
@@ -61,17 +56,15 @@ pub fn conv2d_forward(
     args: Conv2dArgs,
 ) -> napi::Result<()> {
     let (p, algo) = conv_params(&args)?;
-    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
-    if let Some(b) = &bias {
-        check_disjoint("output", &output, &[("bias", b)])?;
-    }
-    // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
-    // in this call, so nothing else touches the buffer while the kernel writes it.
-    let out = unsafe { output.as_mut() };
-    run("conv2dForward", || {
-        conv::conv2d_forward(&p, &input, &weight, bias.as_deref(), out, algo)
-    })?
-    .map_err(kernel_err)
+    let b = bias.as_ref();
+    let ins = given(&[
+        ("input", Some(&input)),
+        ("weight", Some(&weight)),
+        ("bias", b),
+    ]);
+    write_into("conv2dForward", ("output", &mut output), &ins, |y| {
+        conv::conv2d_forward(&p, &input, &weight, bias.as_deref(), y, algo)
+    })
 }
 
 /// gradInput <- d(loss)/d(input) of conv2d, given gradOutput.
@@ -101,19 +94,13 @@ pub fn conv2d_backward_weight(
     args: Conv2dArgs,
 ) -> napi::Result<()> {
     let (p, algo) = conv_params(&args)?;
-    let ins = [("input", &input), ("gradOutput", &grad_output)];
-    check_disjoint("gradWeight", &grad_weight, &ins)?;
-    if let Some(gb) = &grad_bias {
-        check_disjoint("gradBias", gb, &ins)?;
-        check_disjoint("gradBias", gb, &[("gradWeight", &grad_weight)])?;
-    }
-    // SAFETY: outputs are disjoint from inputs and from each other (checked above).
-    let gw = unsafe { grad_weight.as_mut() };
-    let gb = grad_bias.as_mut().map(|b| unsafe { b.as_mut() });
-    run("conv2dBackwardWeight", || {
-        conv::conv2d_backward_weight(&p, &input, &grad_output, gw, gb, algo)
-    })?
-    .map_err(kernel_err)
+    write_into_pair(
+        "conv2dBackwardWeight",
+        ("gradWeight", &mut grad_weight),
+        ("gradBias", grad_bias.as_mut()),
+        &[("input", &input), ("gradOutput", &grad_output)],
+        |gw, gb| conv::conv2d_backward_weight(&p, &input, &grad_output, gw, gb, algo),
+    )
 }
 
 /// output <- act(conv2d(input, weight) * scale + shift + residual), per output channel: the
@@ -133,27 +120,20 @@ pub fn conv2d_forward_fused(
     args: Conv2dArgs,
 ) -> napi::Result<()> {
     let (p, algo) = conv_params(&args)?;
-    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
-    for (name, t) in [
-        ("scale", &scale),
-        ("shift", &shift),
-        ("residual", &residual),
-    ] {
-        if let Some(t) = t {
-            check_disjoint("output", &output, &[(name, t)])?;
-        }
-    }
+    let ins = given(&[
+        ("input", Some(&input)),
+        ("weight", Some(&weight)),
+        ("scale", scale.as_ref()),
+        ("shift", shift.as_ref()),
+        ("residual", residual.as_ref()),
+    ]);
     let epilogue = conv::Epilogue {
         scale: scale.as_deref(),
         shift: shift.as_deref(),
         residual: residual.as_deref(),
         relu,
     };
-    // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
-    // in this call, so nothing else touches the buffer while the kernel writes it.
-    let out = unsafe { output.as_mut() };
-    run("conv2dForwardFused", || {
-        conv::conv2d_forward_fused(&p, &input, &weight, &epilogue, out, algo)
-    })?
-    .map_err(kernel_err)
+    write_into("conv2dForwardFused", ("output", &mut output), &ins, |y| {
+        conv::conv2d_forward_fused(&p, &input, &weight, &epilogue, y, algo)
+    })
 }

@@ -1,7 +1,7 @@
 //! conv_transpose2d entries (as torch.nn.functional.conv_transpose2d): shapes and
 //! hyper-parameters come in as plain numbers, results go into buffers the JavaScript side owns.
-use crate::args::{check_disjoint, kernel_err, size, sizes};
-use crate::runtime::{run, write_into};
+use crate::args::{kernel_err, size, sizes};
+use crate::runtime::{given, write_into, write_into_pair};
 use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -24,21 +24,14 @@ pub struct ConvTranspose2dArgs {
 }
 
 pub fn conv_transpose_params(a: &ConvTranspose2dArgs) -> napi::Result<ConvTranspose2dParams> {
-    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
-    let weight = sizes::<4>("weightShape", &a.weight_shape)?;
-    let stride = sizes::<2>("stride", &a.stride)?;
-    let padding = sizes::<2>("padding", &a.padding)?;
-    let output_padding = sizes::<2>("outputPadding", &a.output_padding)?;
-    let dilation = sizes::<2>("dilation", &a.dilation)?;
-    let groups = size("groups", a.groups)?;
     ConvTranspose2dParams::from_shapes(
-        [n, c, h, w],
-        weight,
-        stride,
-        padding,
-        output_padding,
-        dilation,
-        groups,
+        sizes("inputShape", &a.input_shape)?,
+        sizes("weightShape", &a.weight_shape)?,
+        sizes("stride", &a.stride)?,
+        sizes("padding", &a.padding)?,
+        sizes("outputPadding", &a.output_padding)?,
+        sizes("dilation", &a.dilation)?,
+        size("groups", a.groups)?,
     )
     .map_err(kernel_err)
 }
@@ -62,17 +55,18 @@ pub fn conv_transpose2d_forward(
     args: ConvTranspose2dArgs,
 ) -> napi::Result<()> {
     let p = conv_transpose_params(&args)?;
-    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
-    if let Some(b) = &bias {
-        check_disjoint("output", &output, &[("bias", b)])?;
-    }
-    // SAFETY: `output` is checked disjoint from every input, and the JavaScript thread is blocked
-    // in this call, so nothing else touches the buffer while the kernel writes it.
-    let out = unsafe { output.as_mut() };
-    run("convTranspose2dForward", || {
-        transpose::conv_transpose2d_forward(&p, &input, &weight, bias.as_deref(), out)
-    })?
-    .map_err(kernel_err)
+    let b = bias.as_ref();
+    let ins = given(&[
+        ("input", Some(&input)),
+        ("weight", Some(&weight)),
+        ("bias", b),
+    ]);
+    write_into(
+        "convTranspose2dForward",
+        ("output", &mut output),
+        &ins,
+        |y| transpose::conv_transpose2d_forward(&p, &input, &weight, bias.as_deref(), y),
+    )
 }
 
 /// gradInput <- d(loss)/d(input) of conv_transpose2d, given gradOutput.
@@ -102,17 +96,11 @@ pub fn conv_transpose2d_backward_weight(
     args: ConvTranspose2dArgs,
 ) -> napi::Result<()> {
     let p = conv_transpose_params(&args)?;
-    let ins = [("input", &input), ("gradOutput", &grad_output)];
-    check_disjoint("gradWeight", &grad_weight, &ins)?;
-    if let Some(gb) = &grad_bias {
-        check_disjoint("gradBias", gb, &ins)?;
-        check_disjoint("gradBias", gb, &[("gradWeight", &grad_weight)])?;
-    }
-    // SAFETY: outputs are disjoint from inputs and from each other (checked above).
-    let gw = unsafe { grad_weight.as_mut() };
-    let gb = grad_bias.as_mut().map(|b| unsafe { b.as_mut() });
-    run("convTranspose2dBackwardWeight", || {
-        transpose::conv_transpose2d_backward_weight(&p, &input, &grad_output, gw, gb)
-    })?
-    .map_err(kernel_err)
+    write_into_pair(
+        "convTranspose2dBackwardWeight",
+        ("gradWeight", &mut grad_weight),
+        ("gradBias", grad_bias.as_mut()),
+        &[("input", &input), ("gradOutput", &grad_output)],
+        |gw, gb| transpose::conv_transpose2d_backward_weight(&p, &input, &grad_output, gw, gb),
+    )
 }

@@ -2,7 +2,7 @@
 //! fully-connected layer (torch.nn.Linear layout). Outputs are the caller's buffers, written in
 //! place.
 use crate::args::{check_disjoint, kernel_err, size};
-use crate::runtime::{run, write_into};
+use crate::runtime::{given, run, write_into};
 use ferroconv_kernels::{gemm, linear};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -66,16 +66,15 @@ pub fn linear_forward(
     args: LinearArgs,
 ) -> napi::Result<()> {
     let (batch, in_f, out_f) = linear_sizes(&args)?;
-    check_disjoint("output", &output, &[("input", &input), ("weight", &weight)])?;
-    if let Some(b) = &bias {
-        check_disjoint("output", &output, &[("bias", b)])?;
-    }
-    // SAFETY: disjoint from every input (checked above); the JavaScript thread waits on this call.
-    let out = unsafe { output.as_mut() };
-    run("linearForward", || {
-        linear::linear_forward(batch, in_f, out_f, &input, &weight, bias.as_deref(), out)
-    })?
-    .map_err(kernel_err)
+    let b = bias.as_ref();
+    let ins = given(&[
+        ("input", Some(&input)),
+        ("weight", Some(&weight)),
+        ("bias", b),
+    ]);
+    write_into("linearForward", ("output", &mut output), &ins, |y| {
+        linear::linear_forward(batch, in_f, out_f, &input, &weight, bias.as_deref(), y)
+    })
 }
 
 /// gradInput, gradWeight, gradBias (each optional, each overwritten) of linearForward.

@@ -30,17 +30,12 @@ pub struct Pool2dArgs {
 }
 
 fn pool_params(a: &Pool2dArgs) -> napi::Result<(Pool2dParams, (usize, usize))> {
-    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
-    let [kh, kw] = sizes::<2>("kernel", &a.kernel)?;
-    let [sh, sw] = sizes::<2>("stride", &a.stride)?;
-    let [ph, pw] = sizes::<2>("padding", &a.padding)?;
-    let [dh, dw] = sizes::<2>("dilation", &a.dilation)?;
     let p = Pool2dParams::from_shapes(
-        [n, c, h, w],
-        [kh, kw],
-        [sh, sw],
-        [ph, pw],
-        [dh, dw],
+        sizes("inputShape", &a.input_shape)?,
+        sizes("kernel", &a.kernel)?,
+        sizes("stride", &a.stride)?,
+        sizes("padding", &a.padding)?,
+        sizes("dilation", &a.dilation)?,
         a.ceil_mode,
     )
     .map_err(kernel_err)?;
@@ -186,17 +181,12 @@ pub fn avg_pool2d_backward(
 ) -> napi::Result<()> {
     let (p, _) = pool_params(&args)?;
     let o = avg_options(&args)?;
-    check_buffers(
-        &[("gradInput", span(&grad_input))],
-        &[("gradOutput", span(&grad_output))],
-    )?;
-    let go: &[f32] = &grad_output;
-    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("avgPool2dBackward", || {
-        pool::avg_pool2d_backward(&p, &o, go, gi)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "avgPool2dBackward",
+        ("gradInput", &mut grad_input),
+        &[("gradOutput", &grad_output)],
+        |gi| pool::avg_pool2d_backward(&p, &o, &grad_output, gi),
+    )
 }
 
 #[napi(object, js_name = "AdaptivePoolArgs")]
@@ -208,18 +198,9 @@ pub struct AdaptivePoolArgs {
 }
 
 fn adaptive_params(a: &AdaptivePoolArgs) -> napi::Result<AdaptivePool2dParams> {
-    let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
-    let [oh, ow] = sizes::<2>("outputSize", &a.output_size)?;
-    let p = AdaptivePool2dParams {
-        batch: n,
-        channels: c,
-        in_h: h,
-        in_w: w,
-        out_h: oh,
-        out_w: ow,
-    };
-    p.validate().map_err(kernel_err)?;
-    Ok(p)
+    let input = sizes::<4>("inputShape", &a.input_shape)?;
+    let output_size = sizes::<2>("outputSize", &a.output_size)?;
+    AdaptivePool2dParams::from_shapes(input, output_size).map_err(kernel_err)
 }
 
 /// output <- adaptive_avg_pool2d(input, outputSize), torch's bins.
@@ -246,15 +227,10 @@ pub fn adaptive_avg_pool2d_backward(
     args: AdaptivePoolArgs,
 ) -> napi::Result<()> {
     let p = adaptive_params(&args)?;
-    check_buffers(
-        &[("gradInput", span(&grad_input))],
-        &[("gradOutput", span(&grad_output))],
-    )?;
-    let go: &[f32] = &grad_output;
-    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
-    let gi = unsafe { grad_input.as_mut() };
-    run("adaptiveAvgPool2dBackward", || {
-        pool::adaptive_avg_pool2d_backward(&p, go, gi)
-    })?
-    .map_err(kernel_err)
+    write_into(
+        "adaptiveAvgPool2dBackward",
+        ("gradInput", &mut grad_input),
+        &[("gradOutput", &grad_output)],
+        |gi| pool::adaptive_avg_pool2d_backward(&p, &grad_output, gi),
+    )
 }

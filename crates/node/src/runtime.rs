@@ -1,5 +1,6 @@
 //! The thread pool every kernel runs in, and `info()`. One rayon pool for the process, sized from
 //! `FERROCONV_NUM_THREADS` or the number of cores; `setNumThreads` swaps it for another size.
+use crate::args::check_disjoint;
 use crate::args::{invalid, size};
 use ferroconv_kernels::scratch::OutOfMemory;
 use ferroconv_kernels::simd;
@@ -95,15 +96,40 @@ pub fn run<T: Send>(op: &str, f: impl FnOnce() -> T + Send) -> napi::Result<T> {
 /// becomes a `&mut [f32]` for a single-output kernel.
 pub fn write_into<R: Send>(
     op: &str,
-    (out_name, out): (&str, &mut Float32Array),
+    out: (&str, &mut Float32Array),
     inputs: &[(&str, &Float32Array)],
     kernel: impl FnOnce(&mut [f32]) -> ferroconv_kernels::Result<R> + Send,
 ) -> napi::Result<R> {
-    crate::args::check_disjoint(out_name, out, inputs)?;
-    // SAFETY: `out` is disjoint from every input (checked above), and the JavaScript thread is
-    // blocked in this call, so nothing else touches the buffer while the kernel writes it.
+    write_into_pair(op, out, ("", None), inputs, |y, _| kernel(y))
+}
+
+/// [`write_into`] for a kernel with a second, optional output (a bias gradient beside the
+/// weight gradient): each output is checked disjoint from `inputs` and from the other.
+pub fn write_into_pair<R: Send>(
+    op: &str,
+    (out_name, out): (&str, &mut Float32Array),
+    (second_name, second): (&str, Option<&mut Float32Array>),
+    inputs: &[(&str, &Float32Array)],
+    kernel: impl FnOnce(&mut [f32], Option<&mut [f32]>) -> ferroconv_kernels::Result<R> + Send,
+) -> napi::Result<R> {
+    check_disjoint(out_name, out, inputs)?;
+    if let Some(o) = &second {
+        check_disjoint(second_name, o, inputs)?;
+        check_disjoint(second_name, o, &[(out_name, out)])?;
+    }
+    // SAFETY: the outputs are disjoint from every input and from each other (checked above), and
+    // the JavaScript thread is blocked in this call, so nothing else touches the buffers while
+    // the kernel writes them.
     let y = unsafe { out.as_mut() };
-    run(op, || kernel(y))?.map_err(crate::args::kernel_err)
+    let y2 = second.map(|o| unsafe { o.as_mut() });
+    run(op, || kernel(y, y2))?.map_err(crate::args::kernel_err)
+}
+
+/// The named buffers that were passed (optional arguments left out), for the disjointness checks.
+pub fn given<'a>(bufs: &[(&'a str, Option<&'a Float32Array>)]) -> Vec<(&'a str, &'a Float32Array)> {
+    bufs.iter()
+        .filter_map(|&(name, b)| Some((name, b?)))
+        .collect()
 }
 
 /// The Error message for a caught panic: out of memory says so; anything else is a bug.

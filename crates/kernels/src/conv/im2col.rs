@@ -482,8 +482,13 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
         let (j0, nb) = g.block(b);
         let src = BlockSrc::new(input, p.in_channels, gi, g.items_of(ig), (j0, nb));
         let cols = src.cols();
-        let lhs = || Lhs::Packed(&packed[gi]);
         let single = src.items.len() == 1;
+        // C (cog x n, rows ldc apart) = this group's packed weights times B.
+        // SAFETY (for every call): C is this task's part of `output` or its own scratch, see below.
+        let product = |b: Rhs<'_>, n: usize, c: *mut f32, ldc: usize| unsafe {
+            let a = Lhs::Packed(&packed[gi]);
+            gemm::gemm_raw(g.cog, n, g.kg, 1.0, a, b, 0.0, c, ldc, par)
+        };
         // SAFETY: every output element written below belongs to group gi of this task's items
         // at positions j0..j0+nb: inside `output` and written by this task alone.
         unsafe {
@@ -492,18 +497,7 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
             let c_out = |n: usize| out.at((n * p.out_channels + gi * g.cog) * g.ohw + j0);
             if single && g.pointwise {
                 let rhs = Mat::new(&src.planes(&g, src.items.start)[j0..], g.ohw, false);
-                gemm::gemm_raw(
-                    g.cog,
-                    nb,
-                    g.kg,
-                    1.0,
-                    lhs(),
-                    rhs,
-                    0.0,
-                    c_out(src.items.start),
-                    g.ohw,
-                    par,
-                );
+                product(rhs.into(), nb, c_out(src.items.start), g.ohw);
             } else {
                 let packed_len = gemm::packed_b_len(g.kg, cols);
                 let row_len = cols.next_multiple_of(NR);
@@ -513,33 +507,9 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
                     let (row, ctmp) = rest.split_at_mut(row_len);
                     im2col_packed(p, &g, &src, col, row);
                     if single {
-                        let c = c_out(src.items.start);
-                        gemm::gemm_raw(
-                            g.cog,
-                            nb,
-                            g.kg,
-                            1.0,
-                            lhs(),
-                            Rhs::Packed(col),
-                            0.0,
-                            c,
-                            g.ohw,
-                            par,
-                        );
+                        product(Rhs::Packed(col), nb, c_out(src.items.start), g.ohw);
                     } else {
-                        let c = ctmp.as_mut_ptr();
-                        gemm::gemm_raw(
-                            g.cog,
-                            cols,
-                            g.kg,
-                            1.0,
-                            lhs(),
-                            Rhs::Packed(col),
-                            0.0,
-                            c,
-                            cols,
-                            par,
-                        );
+                        product(Rhs::Packed(col), cols, ctmp.as_mut_ptr(), cols);
                         // Scatter to the items' planes, finishing each row (bias, folded
                         // batch norm, residual, ReLU) while it is in L1.
                         for (t, n) in src.items.clone().enumerate() {

@@ -16,6 +16,23 @@ pub struct AdaptivePool2dParams {
 }
 
 impl AdaptivePool2dParams {
+    /// The parameters of adaptive_avg_pool2d over an input of shape `[N, C, H, W]` to
+    /// `[outH, outW]`, checked as [`validate`](Self::validate) checks them.
+    pub fn from_shapes(input: [usize; 4], output_size: [usize; 2]) -> Result<AdaptivePool2dParams> {
+        let [batch, channels, in_h, in_w] = input;
+        let [out_h, out_w] = output_size;
+        let p = AdaptivePool2dParams {
+            batch,
+            channels,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
     pub fn validate(&self) -> Result<()> {
         check_positive("batch", self.batch)?;
         check_positive("channels", self.channels)?;
