@@ -668,13 +668,16 @@ fn bad_arguments_are_errors() {
             .0,
         "dilation: average pooling has no dilation, expected 1x1, got 2x1"
     );
-    let a = ap((1, 1, 4, 4), (0, 2));
-    assert_eq!(
-        adaptive_avg_pool2d_forward(&a, &[0.0; 16], &mut y)
-            .unwrap_err()
-            .0,
-        "output height: expected a positive size, got 0"
-    );
+    // The kernel checks its parameters itself, whether or not from_shapes built them.
+    let want = "output height: expected a positive size, got 0";
+    let err = AdaptivePool2dParams::from_shapes([1, 1, 4, 4], [0, 2]).unwrap_err();
+    assert_eq!(err.0, want);
+    let a = AdaptivePool2dParams {
+        out_h: 0,
+        ..ap((1, 1, 4, 4), (1, 2))
+    };
+    let err = adaptive_avg_pool2d_forward(&a, &[0.0; 16], &mut y).unwrap_err();
+    assert_eq!(err.0, want);
 }
 
 /// cargo test -p ferroconv-kernels --release --test pool -- --ignored --nocapture
