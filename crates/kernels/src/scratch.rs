@@ -101,7 +101,8 @@ mod tests {
     #[test]
     fn refused_reservation_becomes_an_error() {
         let r: Result<()> = fallible("conv2d", || {
-            let _v: Vec<f32> = zeroed(usize::MAX / 8);
+            // black_box: an optimised build may otherwise drop the unused allocation.
+            std::hint::black_box(zeroed::<f32>(usize::MAX / 8));
             Ok(())
         });
         let e = r.unwrap_err().0;
