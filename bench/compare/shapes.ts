@@ -124,3 +124,23 @@ export function zooConvShapes(names: readonly ZooName[], log: (msg: string) => v
 export function stemPool(inputShape: number[]) {
   return { inputShape, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], ceilMode: false };
 }
+
+/** The batch-norm rows both benchmarks measure over ResNet's stem output (an NCHW `inputShape`):
+ * the train and eval forwards of a fresh layer (weight 1, bias 0, running mean 0, running
+ * variance 1) from `x` into `y`. */
+export function stemBatchNorm(inputShape: number[]) {
+  const c = inputShape[1];
+  const weight = new Float32Array(c).fill(1);
+  const bias = new Float32Array(c);
+  const runningMean = new Float32Array(c);
+  const runningVar = new Float32Array(c).fill(1);
+  const saveMean = new Float32Array(c);
+  const saveInvstd = new Float32Array(c);
+  const args = { inputShape, momentum: 0.1, eps: 1e-5 };
+  return {
+    train: (x: Float32Array, y: Float32Array) =>
+      native.batchNorm2dForwardTrain(x, weight, bias, runningMean, runningVar, y, saveMean, saveInvstd, args),
+    eval: (x: Float32Array, y: Float32Array) =>
+      native.batchNorm2dForwardEval(x, weight, bias, runningMean, runningVar, y, args),
+  };
+}
