@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach } from 'vitest';
 import { info, setNumThreads, setSimd } from '../src/index.js';
 import { Tensor } from '../src/tensor.js';
+import type { ConvGeometry } from '../src/ops/geometry.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
@@ -28,14 +29,10 @@ export interface FixtureTensor {
 }
 
 /** The shape of a conv2d fixture case (gen_conv2d.py, gen_conv2d_backward.py). */
-export interface ConvFixtureCase {
+export interface ConvFixtureCase extends ConvGeometry {
   name: string;
   inputShape: number[];
   weightShape: number[];
-  stride: [number, number];
-  padding: [number, number, number, number];
-  dilation: [number, number];
-  groups: number;
   bias: boolean;
   weightScale: number;
 }

@@ -4,13 +4,13 @@
 // output shape (no conv math, so even VGG-16 takes only its construction time). Identical shapes
 // are merged; each keeps the list of layers that use it.
 import { Conv2d, models, noGrad, zeros, type Module, type Tensor } from '../../src/index.js';
-import { padding4, pair } from '../../src/ops/geometry.js';
+import { padding4, pair, type ConvGeometry } from '../../src/ops/geometry.js';
 import { native } from '../../src/native.js';
 
 export const ZOO = ['alexnet', 'vgg16', 'googlenet', 'resnet50', 'densenet121'] as const;
 export type ZooName = (typeof ZOO)[number];
 
-export interface ConvShape {
+export interface ConvShape extends ConvGeometry {
   /** Stable identity: input channels and size, output channels, window, stride, padding... */
   key: string;
   c: number;
@@ -19,10 +19,6 @@ export interface ConvShape {
   oc: number;
   kh: number;
   kw: number;
-  stride: [number, number];
-  padding: [number, number, number, number];
-  dilation: [number, number];
-  groups: number;
   outH: number;
   outW: number;
   /** `model:layer` of every conv with this shape, in the order met. */
