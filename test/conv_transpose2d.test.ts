@@ -2,12 +2,19 @@
 // and the errors its binding gives for bad arguments.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
+import {
+  type BackwardFixtureCase,
+  det,
+  expectClose,
+  loadFixture,
+  type FixtureTensor,
+  type LayerFixtureCase,
+  withKernels,
+} from './helpers.js';
 
 type Args = Parameters<typeof native.convTranspose2dForward>[4];
 
-interface Case {
-  name: string;
+interface Case extends LayerFixtureCase, BackwardFixtureCase {
   inputShape: number[];
   weightShape: number[];
   stride: [number, number];
@@ -15,13 +22,7 @@ interface Case {
   outputPadding: [number, number];
   dilation: [number, number];
   groups: number;
-  bias: boolean;
-  seeds: [number, number, number, number];
-  weightScale: number;
   output: FixtureTensor;
-  gradInput: FixtureTensor;
-  gradWeight: FixtureTensor;
-  gradBias?: FixtureTensor;
 }
 
 const { cases } = loadFixture<{ cases: Case[] }>('conv_transpose2d.json');

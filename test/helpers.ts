@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach } from 'vitest';
 import { info, setNumThreads, setSimd } from '../src/index.js';
 import { Tensor } from '../src/tensor.js';
+import type { Conv2dArgs } from '../src/native.js';
 import type { ConvGeometry } from '../src/ops/geometry.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -28,13 +29,44 @@ export interface FixtureTensor {
   data: number[];
 }
 
-/** The shape of a conv2d fixture case (gen_conv2d.py, gen_conv2d_backward.py). */
-export interface ConvFixtureCase extends ConvGeometry {
+/** What a golden case of a layer with weights holds besides its shapes: the weight is
+ * det(weight shape, seed) * weightScale, and the bias is there only when `bias` is. */
+export interface LayerFixtureCase {
   name: string;
-  inputShape: number[];
-  weightShape: number[];
   bias: boolean;
   weightScale: number;
+}
+
+/** A layer golden's backward (gen_conv2d_backward.py, gen_conv_transpose2d.py, gen_linear.py): the
+ * gradients PyTorch gives for input, weight, bias and output gradient det(shape, seeds[0..3]).
+ * gradBias is null, or absent, when the case has no bias. */
+export interface BackwardFixtureCase {
+  seeds: [number, number, number, number];
+  gradInput: FixtureTensor;
+  gradWeight: FixtureTensor;
+  gradBias?: FixtureTensor | null;
+}
+
+/** The shape of a conv2d fixture case (gen_conv2d.py, gen_conv2d_backward.py). */
+export interface ConvFixtureCase extends LayerFixtureCase, ConvGeometry {
+  inputShape: number[];
+  weightShape: number[];
+}
+
+/**
+ * Native conv2d arguments of a minimal convolution: one 3x3 input channel, one 2x2 filter,
+ * stride 1, no padding, so 4 outputs; `over` replaces fields. The argument-error tests start here.
+ */
+export function tinyConvArgs(over: Partial<Conv2dArgs> = {}): Conv2dArgs {
+  return {
+    inputShape: [1, 1, 3, 3],
+    weightShape: [1, 1, 2, 2],
+    stride: [1, 1],
+    padding: [0, 0, 0, 0],
+    dilation: [1, 1],
+    groups: 1,
+    ...over,
+  };
 }
 
 export function loadFixture<T>(name: string): T {
