@@ -20,8 +20,7 @@ import {
   zeros,
 } from '../src/index.js';
 import { native } from '../src/native.js';
-// args(over): a 3x3 input and a 2x2 filter, with `over` replacing fields.
-import { tinyConvArgs as args, withKernels } from './helpers.js';
+import { convArgs as args, withKernels } from './helpers.js';
 
 describe('zero-copy', () => {
   it('Rust writes straight into a JavaScript-owned buffer, including a view into a larger one', () => {

@@ -4,11 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
 import {
   type BackwardFixtureCase,
+  convArgs,
   type ConvFixtureCase,
   det,
   expectClose,
   loadFixture,
-  tinyConvArgs,
   withKernels,
 } from './helpers.js';
 
@@ -52,7 +52,7 @@ describe.each(['auto', 'scalar'] as const)('conv2d backward vs PyTorch (simd %s)
 });
 
 describe('conv2d backward errors', () => {
-  const args = tinyConvArgs({ algo: 'im2col' });
+  const args = convArgs({ algo: 'im2col' });
   const x = new Float32Array(9);
   const w = new Float32Array(4);
   const gy = new Float32Array(4);

@@ -2,19 +2,11 @@
 // and the errors its binding gives for bad arguments.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import {
-  type BackwardFixtureCase,
-  det,
-  expectClose,
-  loadFixture,
-  type FixtureTensor,
-  type LayerFixtureCase,
-  withKernels,
-} from './helpers.js';
+import { type BackwardFixtureCase, det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
 type Args = Parameters<typeof native.convTranspose2dForward>[4];
 
-interface Case extends LayerFixtureCase, BackwardFixtureCase {
+interface Case extends BackwardFixtureCase {
   inputShape: number[];
   weightShape: number[];
   stride: [number, number];

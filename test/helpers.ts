@@ -40,7 +40,7 @@ export interface LayerFixtureCase {
 /** A layer golden's backward (gen_conv2d_backward.py, gen_conv_transpose2d.py, gen_linear.py): the
  * gradients PyTorch gives for input, weight, bias and output gradient det(shape, seeds[0..3]).
  * gradBias is null, or absent, when the case has no bias. */
-export interface BackwardFixtureCase {
+export interface BackwardFixtureCase extends LayerFixtureCase {
   seeds: [number, number, number, number];
   gradInput: FixtureTensor;
   gradWeight: FixtureTensor;
@@ -54,10 +54,10 @@ export interface ConvFixtureCase extends LayerFixtureCase, ConvGeometry {
 }
 
 /**
- * Native conv2d arguments of a minimal convolution: one 3x3 input channel, one 2x2 filter,
- * stride 1, no padding, so 4 outputs; `over` replaces fields. The argument-error tests start here.
+ * Native conv2d arguments for the binding tests: stride 1, no padding, no dilation, one group,
+ * and unless `over` says otherwise one 3x3 input channel and one 2x2 filter (4 outputs).
  */
-export function tinyConvArgs(over: Partial<Conv2dArgs> = {}): Conv2dArgs {
+export function convArgs(over: Partial<Conv2dArgs> = {}): Conv2dArgs {
   return {
     inputShape: [1, 1, 3, 3],
     weightShape: [1, 1, 2, 2],

@@ -2,17 +2,9 @@
 // the raw sgemm entry against a naive loop, and the errors both give for bad arguments.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import {
-  type BackwardFixtureCase,
-  det,
-  expectClose,
-  loadFixture,
-  type FixtureTensor,
-  type LayerFixtureCase,
-  withKernels,
-} from './helpers.js';
+import { type BackwardFixtureCase, det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
-interface Case extends LayerFixtureCase, BackwardFixtureCase {
+interface Case extends BackwardFixtureCase {
   batch: number;
   inFeatures: number;
   outFeatures: number;
