@@ -69,6 +69,11 @@ export function convArgs(over: Partial<Conv2dArgs> = {}): Conv2dArgs {
   };
 }
 
+/** The fields of `c` named in `keys`, and no others: a fixture case's values as a kernel's arguments. */
+export function pick<T, K extends keyof T>(c: T, keys: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((k) => [k, c[k]])) as Pick<T, K>;
+}
+
 export function loadFixture<T>(name: string): T {
   return JSON.parse(readFileSync(join(FIXTURES, name), 'utf8')) as T;
 }
