@@ -1,5 +1,6 @@
-// Shared test helpers: the deterministic inputs the golden generators also use, fixture loading,
-// a closeness check that reports the worst element, the kernels' global switches set for a test
+// Shared test helpers: the deterministic inputs the golden generators also use, fixture loading
+// and the fields fixture cases share, kernel arguments (from a case, or a minimal conv), a
+// closeness check that reports the worst element, the kernels' global switches set for a test
 // and always put back, and finite differences for gradient checks.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
