@@ -37,6 +37,7 @@ import { runRowHere, runRowIsolated, type Framework, type RowResult, type RowSpe
 import {
   convFlops,
   label,
+  stemBatchNorm,
   stemPool,
   usedIn,
   ZOO,
@@ -778,13 +779,7 @@ async function memorySection(): Promise<void> {
   const idx = new Int32Array(pooled);
   const gap = new Float32Array(shape[0] * c);
   const y = new Float32Array(n);
-  const ones = new Float32Array(c).fill(1);
-  const zerosC = new Float32Array(c);
-  const rm = new Float32Array(c);
-  const rv = new Float32Array(c).fill(1);
-  const sm = new Float32Array(c);
-  const si = new Float32Array(c);
-  const bn = { inputShape: shape, momentum: 0.1, eps: 1e-5 };
+  const bn = stemBatchNorm(shape);
   const B = 4; // bytes per float / int32
   // Bytes each op must move at least once (reads + writes; no write-allocate, as the triad counts).
   const ops = [
@@ -819,7 +814,7 @@ async function memorySection(): Promise<void> {
       torch: { kind: 'bnTrain', shape },
       ferroBytes: 3 * n * B,
       torchBytes: 3 * n * B,
-      run: () => native.batchNorm2dForwardTrain(x, ones, zerosC, rm, rv, y, sm, si, bn),
+      run: () => bn.train(x, y),
       note: 'counted as two reads of x (statistics, then normalise) and one write',
     },
     {
@@ -828,7 +823,7 @@ async function memorySection(): Promise<void> {
       torch: { kind: 'bnEval', shape },
       ferroBytes: 2 * n * B,
       torchBytes: 2 * n * B,
-      run: () => native.batchNorm2dForwardEval(x, ones, zerosC, rm, rv, y, bn),
+      run: () => bn.eval(x, y),
     },
   ];
   const ferro = new Map<string, Stat>();

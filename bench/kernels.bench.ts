@@ -5,7 +5,7 @@
 import { Bench } from 'tinybench';
 import { info } from '../src/index.js';
 import { native } from '../src/native.js';
-import { stemPool } from './compare/shapes.js';
+import { stemBatchNorm, stemPool } from './compare/shapes.js';
 
 const quick = process.argv.includes('--quick');
 const time = quick ? 200 : 1000;
@@ -116,17 +116,8 @@ async function memoryRows(): Promise<void> {
     'GB/s': +((n * 4) / tGap / 1e9).toFixed(1),
   });
   const y = new Float32Array(n);
-  const c = 64;
-  const bnArgs = { inputShape: shape, momentum: 0.1, eps: 1e-5 };
-  const ones = new Float32Array(c).fill(1);
-  const zerosC = new Float32Array(c);
-  const rm = new Float32Array(c);
-  const rv = new Float32Array(c).fill(1);
-  const sm = new Float32Array(c);
-  const si = new Float32Array(c);
-  const tTrain = await measure('bn train', () =>
-    native.batchNorm2dForwardTrain(x, ones, zerosC, rm, rv, y, sm, si, bnArgs),
-  );
+  const bn = stemBatchNorm(shape);
+  const tTrain = await measure('bn train', () => bn.train(x, y));
   // training forward reads x twice (statistics, then normalise) and writes y once
   rows.push({
     layer: 'batchnorm train fwd [8,64,112,112]',
@@ -134,7 +125,7 @@ async function memoryRows(): Promise<void> {
     'fwd ms': +(tTrain * 1e3).toFixed(2),
     'GB/s': +((3 * n * 4) / tTrain / 1e9).toFixed(1),
   });
-  const tEval = await measure('bn eval', () => native.batchNorm2dForwardEval(x, ones, zerosC, rm, rv, y, bnArgs));
+  const tEval = await measure('bn eval', () => bn.eval(x, y));
   rows.push({
     layer: 'batchnorm eval fwd [8,64,112,112]',
     algo: '-',

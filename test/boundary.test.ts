@@ -20,17 +20,7 @@ import {
   zeros,
 } from '../src/index.js';
 import { native } from '../src/native.js';
-import { withKernels } from './helpers.js';
-
-const args = (over: Partial<Parameters<typeof native.conv2dForward>[4]> = {}) => ({
-  inputShape: [1, 1, 3, 3],
-  weightShape: [1, 1, 2, 2],
-  stride: [1, 1],
-  padding: [0, 0, 0, 0],
-  dilation: [1, 1],
-  groups: 1,
-  ...over,
-});
+import { convArgs as args, withKernels } from './helpers.js';
 
 describe('zero-copy', () => {
   it('Rust writes straight into a JavaScript-owned buffer, including a view into a larger one', () => {

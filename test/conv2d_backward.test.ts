@@ -2,14 +2,18 @@
 // (test/fixtures/gen_conv2d_backward.py), for every algorithm on both SIMD paths.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { type ConvFixtureCase, det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
+import {
+  type BackwardFixtureCase,
+  convArgs,
+  type ConvFixtureCase,
+  det,
+  expectClose,
+  loadFixture,
+  withKernels,
+} from './helpers.js';
 
-interface Case extends ConvFixtureCase {
-  seeds: [number, number, number, number];
+interface Case extends ConvFixtureCase, BackwardFixtureCase {
   outputShape: number[];
-  gradInput: FixtureTensor;
-  gradWeight: FixtureTensor;
-  gradBias: FixtureTensor | null;
 }
 
 const { cases } = loadFixture<{ cases: Case[] }>('conv2d_backward.json');
@@ -48,15 +52,7 @@ describe.each(['auto', 'scalar'] as const)('conv2d backward vs PyTorch (simd %s)
 });
 
 describe('conv2d backward errors', () => {
-  const args = {
-    inputShape: [1, 1, 3, 3],
-    weightShape: [1, 1, 2, 2],
-    stride: [1, 1],
-    padding: [0, 0, 0, 0],
-    dilation: [1, 1],
-    groups: 1,
-    algo: 'im2col',
-  };
+  const args = convArgs({ algo: 'im2col' });
   const x = new Float32Array(9);
   const w = new Float32Array(4);
   const gy = new Float32Array(4);

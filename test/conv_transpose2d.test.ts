@@ -2,12 +2,19 @@
 // and the errors its binding gives for bad arguments.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
+import {
+  type BackwardFixtureCase,
+  det,
+  expectClose,
+  loadFixture,
+  type FixtureTensor,
+  pick,
+  withKernels,
+} from './helpers.js';
 
 type Args = Parameters<typeof native.convTranspose2dForward>[4];
 
-interface Case {
-  name: string;
+interface Case extends BackwardFixtureCase {
   inputShape: number[];
   weightShape: number[];
   stride: [number, number];
@@ -15,26 +22,13 @@ interface Case {
   outputPadding: [number, number];
   dilation: [number, number];
   groups: number;
-  bias: boolean;
-  seeds: [number, number, number, number];
-  weightScale: number;
   output: FixtureTensor;
-  gradInput: FixtureTensor;
-  gradWeight: FixtureTensor;
-  gradBias?: FixtureTensor;
 }
 
 const { cases } = loadFixture<{ cases: Case[] }>('conv_transpose2d.json');
 
-const argsOf = (c: Case): Args => ({
-  inputShape: c.inputShape,
-  weightShape: c.weightShape,
-  stride: c.stride,
-  padding: c.padding,
-  outputPadding: c.outputPadding,
-  dilation: c.dilation,
-  groups: c.groups,
-});
+const argsOf = (c: Case): Args =>
+  pick(c, ['inputShape', 'weightShape', 'stride', 'padding', 'outputPadding', 'dilation', 'groups']);
 
 /** A buffer full of NaN: whatever the kernel leaves unwritten shows up in the comparison. */
 const garbage = (n: number) => new Float32Array(n).fill(NaN);

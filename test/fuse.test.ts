@@ -28,7 +28,7 @@ import {
 } from '../src/index.js';
 import { densenet121, googlenet, resnet18, resnet50, vgg11Bn } from '../src/models/index.js';
 import { native } from '../src/native.js';
-import { det, expectClose } from './helpers.js';
+import { convArgs, det, expectClose } from './helpers.js';
 import { fillModel } from './zoo-formula.js';
 
 afterEach(() => {
@@ -239,14 +239,7 @@ describe('conv2dFused', () => {
   });
 
   it('binding: lengths and aliasing are checked', () => {
-    const args = {
-      inputShape: [2, 5, 6, 7],
-      weightShape: [4, 5, 3, 3],
-      stride: [1, 1],
-      padding: [1, 1, 1, 1],
-      dilation: [1, 1],
-      groups: 1,
-    };
+    const args = convArgs({ inputShape: [2, 5, 6, 7], weightShape: [4, 5, 3, 3], padding: [1, 1, 1, 1] });
     const out = new Float32Array(2 * 4 * 6 * 7);
     expect(() => native.conv2dForwardFused(x.data, w.data, new Float32Array(3), null, null, false, out, args)).toThrow(
       'scale: expected 4 elements, got 3',

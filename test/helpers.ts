@@ -1,5 +1,6 @@
-// Shared test helpers: the deterministic inputs the golden generators also use, fixture loading,
-// a closeness check that reports the worst element, the kernels' global switches set for a test
+// Shared test helpers: the deterministic inputs the golden generators also use, fixture loading
+// and the fields fixture cases share, kernel arguments (from a case, or a minimal conv), a
+// closeness check that reports the worst element, the kernels' global switches set for a test
 // and always put back, and finite differences for gradient checks.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -7,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach } from 'vitest';
 import { info, setNumThreads, setSimd } from '../src/index.js';
 import { Tensor } from '../src/tensor.js';
+import type { Conv2dArgs } from '../src/native.js';
+import type { ConvGeometry } from '../src/ops/geometry.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
@@ -27,17 +30,49 @@ export interface FixtureTensor {
   data: number[];
 }
 
-/** The shape of a conv2d fixture case (gen_conv2d.py, gen_conv2d_backward.py). */
-export interface ConvFixtureCase {
+/** What a golden case of a layer with weights holds besides its shapes: the weight is
+ * det(weight shape, seed) * weightScale, and the bias is there only when `bias` is. */
+export interface LayerFixtureCase {
   name: string;
-  inputShape: number[];
-  weightShape: number[];
-  stride: [number, number];
-  padding: [number, number, number, number];
-  dilation: [number, number];
-  groups: number;
   bias: boolean;
   weightScale: number;
+}
+
+/** A layer golden's backward (gen_conv2d_backward.py, gen_conv_transpose2d.py, gen_linear.py): the
+ * gradients PyTorch gives for input, weight, bias and output gradient det(shape, seeds[0..3]).
+ * gradBias is null, or absent, when the case has no bias. */
+export interface BackwardFixtureCase extends LayerFixtureCase {
+  seeds: [number, number, number, number];
+  gradInput: FixtureTensor;
+  gradWeight: FixtureTensor;
+  gradBias?: FixtureTensor | null;
+}
+
+/** The shape of a conv2d fixture case (gen_conv2d.py, gen_conv2d_backward.py). */
+export interface ConvFixtureCase extends LayerFixtureCase, ConvGeometry {
+  inputShape: number[];
+  weightShape: number[];
+}
+
+/**
+ * Native conv2d arguments for the binding tests: stride 1, no padding, no dilation, one group,
+ * and unless `over` says otherwise one 3x3 input channel and one 2x2 filter (4 outputs).
+ */
+export function convArgs(over: Partial<Conv2dArgs> = {}): Conv2dArgs {
+  return {
+    inputShape: [1, 1, 3, 3],
+    weightShape: [1, 1, 2, 2],
+    stride: [1, 1],
+    padding: [0, 0, 0, 0],
+    dilation: [1, 1],
+    groups: 1,
+    ...over,
+  };
+}
+
+/** The fields of `c` named in `keys`, and no others: a fixture case's values as a kernel's arguments. */
+export function pick<T, K extends keyof T>(c: T, keys: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((k) => [k, c[k]])) as Pick<T, K>;
 }
 
 export function loadFixture<T>(name: string): T {

@@ -2,20 +2,13 @@
 // the raw sgemm entry against a naive loop, and the errors both give for bad arguments.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
+import { type BackwardFixtureCase, det, expectClose, loadFixture, type FixtureTensor, withKernels } from './helpers.js';
 
-interface Case {
-  name: string;
+interface Case extends BackwardFixtureCase {
   batch: number;
   inFeatures: number;
   outFeatures: number;
-  bias: boolean;
-  seeds: [number, number, number, number];
-  weightScale: number;
   output: FixtureTensor;
-  gradInput: FixtureTensor;
-  gradWeight: FixtureTensor;
-  gradBias: FixtureTensor | null;
 }
 
 const { cases } = loadFixture<{ cases: Case[] }>('linear.json');

@@ -3,7 +3,7 @@
 // SIMD paths, plus the binding's argument errors.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native.js';
-import { det, expectClose, loadFixture, type FixtureTensor, useKernels, withKernels } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, pick, useKernels, withKernels } from './helpers.js';
 
 type CrossEntropyArgs = Parameters<typeof native.crossEntropyForward>[5];
 
@@ -61,13 +61,7 @@ describe.each(['auto', 'scalar'] as const)('softmax vs PyTorch (simd %s)', (simd
 });
 
 function ceArgs(c: CeCase): CrossEntropyArgs {
-  return {
-    batch: c.batch,
-    classes: c.classes,
-    labelSmoothing: c.labelSmoothing,
-    ignoreIndex: c.ignoreIndex,
-    reduction: c.reduction,
-  };
+  return pick(c, ['batch', 'classes', 'labelSmoothing', 'ignoreIndex', 'reduction']);
 }
 
 describe.each(['auto', 'scalar'] as const)('cross-entropy vs PyTorch (simd %s)', (simd) => {

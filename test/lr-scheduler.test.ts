@@ -20,6 +20,7 @@ import {
   type OptimizerStateDict,
   type ReduceLROnPlateauStateDict,
 } from '../src/optim/index.js';
+import * as optim from '../src/optim/index.js';
 import { expectClose, loadFixture } from './helpers.js';
 
 interface Case {
@@ -48,17 +49,18 @@ type Scheduler = {
   loadStateDict(sd: never): void;
 };
 
-// biome-ignore lint/suspicious/noExplicitAny: one table for every scheduler, fed options from the JSON fixture
-const SCHEDULERS: Record<string, new (opt: Optimizer<any>, options: any) => Scheduler> = {
-  StepLR,
-  MultiStepLR,
-  ExponentialLR,
-  PolynomialLR,
-  CosineAnnealingLR,
-  WarmupCosineLR,
-  OneCycleLR,
-  ReduceLROnPlateau,
-};
+/**
+ * The scheduler the case names, looked up among ferroconv.optim's exports (an LRScheduler
+ * subclass, or ReduceLROnPlateau), and made with the case's options.
+ */
+function makeScheduler(c: Case, opt: SGD | Adam): Scheduler {
+  const cls = (optim as Record<string, unknown>)[c.scheduler];
+  const isScheduler =
+    cls === optim.ReduceLROnPlateau || (typeof cls === 'function' && cls.prototype instanceof optim.LRScheduler);
+  if (!isScheduler) throw new Error(`ferroconv.optim exports no scheduler named '${c.scheduler}'`);
+  // biome-ignore lint/suspicious/noExplicitAny: every scheduler class, fed options from the JSON fixture
+  return new (cls as new (opt: Optimizer<any>, options: any) => Scheduler)(opt, c.options);
+}
 
 function makeOptimizer(c: Case): SGD | Adam {
   const groups = c.groupLrs.map((lr) => ({ params: [new Tensor(new Float32Array(1), [1]).requiresGrad_()], lr }));
@@ -92,7 +94,7 @@ describe('schedulers match torch.optim.lr_scheduler', () => {
   for (const c of fx.cases) {
     it(`${c.scheduler}: ${c.name}`, () => {
       const opt = makeOptimizer(c);
-      const sched = new SCHEDULERS[c.scheduler](opt, c.options);
+      const sched = makeScheduler(c, opt);
       check(c, opt, sched, 0);
       for (let e = 1; e <= fx.steps; e++) {
         opt.step();
@@ -107,14 +109,14 @@ describe('scheduler state dict', () => {
   for (const c of fx.cases) {
     it(`resumes mid-schedule: ${c.scheduler}: ${c.name}`, () => {
       const optA = makeOptimizer(c);
-      const a = new SCHEDULERS[c.scheduler](optA, c.options);
+      const a = makeScheduler(c, optA);
       for (let e = 1; e <= 12; e++) stepOnce(c, a, e);
       const saved = JSON.parse(JSON.stringify({ opt: optA.stateDict(), sched: a.stateDict() })) as {
         opt: OptimizerStateDict;
         sched: never;
       };
       const optB = makeOptimizer(c);
-      const b = new SCHEDULERS[c.scheduler](optB, c.options);
+      const b = makeScheduler(c, optB);
       optB.loadStateDict(saved.opt);
       b.loadStateDict(saved.sched);
       check(c, optB, b, 12);

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { noGrad } from '../src/autograd.js';
 import { native } from '../src/native.js';
 import { maxPool2d } from '../src/ops/pool.js';
-import { det, expectClose, loadFixture, type FixtureTensor, useKernels } from './helpers.js';
+import { det, expectClose, loadFixture, type FixtureTensor, pick, useKernels } from './helpers.js';
 
 type Pool2dArgs = Parameters<typeof native.maxPool2dForward>[3];
 
@@ -41,15 +41,27 @@ const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 function poolArgs(c: PoolCase): Pool2dArgs {
   return {
-    inputShape: c.inputShape,
-    kernel: c.kernel,
-    stride: c.stride,
-    padding: c.padding,
-    dilation: c.dilation,
-    ceilMode: c.ceilMode,
-    countIncludePad: c.countIncludePad,
+    ...pick(c, ['inputShape', 'kernel', 'stride', 'padding', 'dilation', 'ceilMode', 'countIncludePad']),
     divisorOverride: c.divisorOverride ?? undefined,
   };
+}
+
+type Case = PoolCase | AdaptiveCase;
+
+/** Runs `forward` on input `x` into a NaN-filled output, which must match the golden output. */
+function checkOutput(c: Case, x: Float32Array, forward: (x: Float32Array, y: Float32Array) => void): void {
+  const y = new Float32Array(numel(c.output.shape)).fill(Number.NaN);
+  forward(x, y);
+  expectClose(y, c.output.data, 1e-4, 1e-5, `${c.name} output`);
+}
+
+/** Runs `backward` from det(output shape, seeds[1]) into a NaN-filled gradient of input `x`,
+ * which must match the golden gradInput. */
+function checkGradInput(c: Case, x: Float32Array, backward: (gy: Float32Array, gx: Float32Array) => void): void {
+  const gy = det(c.output.shape, c.seeds[1]).data;
+  const gx = new Float32Array(x.length).fill(Number.NaN);
+  backward(gy, gx);
+  expectClose(gx, c.gradInput.data, 1e-4, 1e-5, `${c.name} gradInput`);
 }
 
 // Each configuration runs every case: both SIMD paths, and 1 vs 2 threads.
@@ -75,35 +87,22 @@ describe.each(configs)('pooling vs PyTorch (simd $simd, $threads threads)', ({ s
     const y2 = new Float32Array(y.length).fill(Number.NaN);
     native.maxPool2dForwardNoIndices(x, y2, args);
     expect(Array.from(y2)).toEqual(Array.from(y));
-    const gy = det(c.output.shape, c.seeds[1]).data;
-    const gx = new Float32Array(x.length).fill(Number.NaN);
-    native.maxPool2dBackward(gy, ind, gx, args);
-    expectClose(gx, c.gradInput.data, 1e-4, 1e-5, `${c.name} gradInput`);
+    checkGradInput(c, x, (gy, gx) => native.maxPool2dBackward(gy, ind, gx, args));
   });
 
   it.each(fixture.avg.map((c) => [c.name, c] as const))('avg pool: %s', (_name, c) => {
     const args = poolArgs(c);
     expect(native.pool2dOutputSize(args)).toEqual(c.output.shape.slice(2));
     const x = det(c.inputShape, c.seeds[0]).data;
-    const y = new Float32Array(c.output.data.length).fill(Number.NaN);
-    native.avgPool2dForward(x, y, args);
-    expectClose(y, c.output.data, 1e-4, 1e-5, `${c.name} output`);
-    const gy = det(c.output.shape, c.seeds[1]).data;
-    const gx = new Float32Array(x.length).fill(Number.NaN);
-    native.avgPool2dBackward(gy, gx, args);
-    expectClose(gx, c.gradInput.data, 1e-4, 1e-5, `${c.name} gradInput`);
+    checkOutput(c, x, (x, y) => native.avgPool2dForward(x, y, args));
+    checkGradInput(c, x, (gy, gx) => native.avgPool2dBackward(gy, gx, args));
   });
 
   it.each(fixture.adaptive.map((c) => [c.name, c] as const))('adaptive avg pool: %s', (_name, c) => {
     const args = { inputShape: c.inputShape, outputSize: c.outputSize };
     const x = det(c.inputShape, c.seeds[0]).data;
-    const y = new Float32Array(numel(c.output.shape)).fill(Number.NaN);
-    native.adaptiveAvgPool2dForward(x, y, args);
-    expectClose(y, c.output.data, 1e-4, 1e-5, `${c.name} output`);
-    const gy = det(c.output.shape, c.seeds[1]).data;
-    const gx = new Float32Array(x.length).fill(Number.NaN);
-    native.adaptiveAvgPool2dBackward(gy, gx, args);
-    expectClose(gx, c.gradInput.data, 1e-4, 1e-5, `${c.name} gradInput`);
+    checkOutput(c, x, (x, y) => native.adaptiveAvgPool2dForward(x, y, args));
+    checkGradInput(c, x, (gy, gx) => native.adaptiveAvgPool2dBackward(gy, gx, args));
   });
 });
 

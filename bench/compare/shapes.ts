@@ -4,13 +4,13 @@
 // output shape (no conv math, so even VGG-16 takes only its construction time). Identical shapes
 // are merged; each keeps the list of layers that use it.
 import { Conv2d, models, noGrad, zeros, type Module, type Tensor } from '../../src/index.js';
-import { padding4, pair } from '../../src/ops/geometry.js';
+import { padding4, pair, type ConvGeometry } from '../../src/ops/geometry.js';
 import { native } from '../../src/native.js';
 
 export const ZOO = ['alexnet', 'vgg16', 'googlenet', 'resnet50', 'densenet121'] as const;
 export type ZooName = (typeof ZOO)[number];
 
-export interface ConvShape {
+export interface ConvShape extends ConvGeometry {
   /** Stable identity: input channels and size, output channels, window, stride, padding... */
   key: string;
   c: number;
@@ -19,10 +19,6 @@ export interface ConvShape {
   oc: number;
   kh: number;
   kw: number;
-  stride: [number, number];
-  padding: [number, number, number, number];
-  dilation: [number, number];
-  groups: number;
   outH: number;
   outW: number;
   /** `model:layer` of every conv with this shape, in the order met. */
@@ -123,4 +119,24 @@ export function zooConvShapes(names: readonly ZooName[], log: (msg: string) => v
  * both benchmarks measure. */
 export function stemPool(inputShape: number[]) {
   return { inputShape, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], ceilMode: false };
+}
+
+/** The batch-norm rows both benchmarks measure over ResNet's stem output (an NCHW `inputShape`):
+ * the train and eval forwards of a fresh layer (weight 1, bias 0, running mean 0, running
+ * variance 1) from `x` into `y`. */
+export function stemBatchNorm(inputShape: number[]) {
+  const c = inputShape[1];
+  const weight = new Float32Array(c).fill(1);
+  const bias = new Float32Array(c);
+  const runningMean = new Float32Array(c);
+  const runningVar = new Float32Array(c).fill(1);
+  const saveMean = new Float32Array(c);
+  const saveInvstd = new Float32Array(c);
+  const args = { inputShape, momentum: 0.1, eps: 1e-5 };
+  return {
+    train: (x: Float32Array, y: Float32Array) =>
+      native.batchNorm2dForwardTrain(x, weight, bias, runningMean, runningVar, y, saveMean, saveInvstd, args),
+    eval: (x: Float32Array, y: Float32Array) =>
+      native.batchNorm2dForwardEval(x, weight, bias, runningMean, runningVar, y, args),
+  };
 }

@@ -25,66 +25,32 @@ export const ADAM_DEFAULTS: AdamOptions = {
   maximize: false,
 };
 
-export const ADAM_BUFFERS = ['expAvg', 'expAvgSq', 'maxExpAvgSq'] as const;
-
-export function checkAdamOptions(o: AdamOptions, where: string): void {
-  o.betas.forEach((b, i) => {
-    if (!(b >= 0 && b < 1)) throw new Error(`${where}: betas[${i}]: expected a number in [0, 1), got ${b}`);
-  });
-  if (!(o.eps >= 0)) throw new Error(`${where}: eps: expected a non-negative number, got ${o.eps}`);
-}
-
 /**
- * One Adam/AdamW step on a parameter, following torch's _single_tensor_adam/_adamw:
- * decoupled = false adds weightDecay * p to the gradient, true multiplies p by 1 - lr * weightDecay.
+ * What Adam and AdamW share: their options and checks, their buffers and the update, following
+ * torch's _single_tensor_adam/_adamw. `decoupled` false adds weightDecay * p to the gradient
+ * (Adam), true multiplies p by 1 - lr * weightDecay (AdamW). As in torch, neither class is a
+ * subclass of the other.
  */
-export function adamUpdate(
-  p: Float32Array,
-  g: Float32Array,
-  state: ParamState,
-  group: AdamOptions,
-  lr: number,
-  weightDecay: number,
-  decoupled: boolean,
-  buffer: (name: string) => Float32Array,
-): void {
-  const [beta1, beta2] = group.betas;
-  const { eps, amsgrad, maximize } = group;
-  const expAvg = buffer('expAvg');
-  const expAvgSq = buffer('expAvgSq');
-  const maxSq = amsgrad ? buffer('maxExpAvgSq') : null;
-  const step = ++state.step;
-  // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts. The
-  // bias corrections are Python floats (double) in torch; JavaScript's ** defines them here.
-  const biasCorrection1 = 1 - beta1 ** step;
-  const biasCorrection2 = 1 - beta2 ** step;
-  native.adamStep(p, g, expAvg, expAvgSq, maxSq, {
-    lr,
-    weightDecay,
-    beta1,
-    beta2,
-    eps,
-    amsgrad,
-    maximize,
-    decoupled,
-    biasCorrection1,
-    biasCorrection2,
-  });
-}
+export abstract class AdamBase extends Optimizer<AdamOptions> {
+  protected readonly bufferNames = ['expAvg', 'expAvgSq', 'maxExpAvgSq'] as const;
+  private readonly decoupled: boolean;
 
-/**
- * torch.optim.Adam. Defaults: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 0 (L2 added to
- * the gradient; for decoupled decay use AdamW), amsgrad false.
- */
-export class Adam extends Optimizer<AdamOptions> {
-  protected readonly bufferNames = ADAM_BUFFERS;
-
-  constructor(params: Params<AdamOptions>, options: Partial<AdamOptions> = {}) {
-    super('Adam', params, ADAM_DEFAULTS, options);
+  protected constructor(
+    name: string,
+    decoupled: boolean,
+    params: Params<AdamOptions>,
+    builtIn: AdamOptions,
+    options: Partial<AdamOptions>,
+  ) {
+    super(name, params, builtIn, options);
+    this.decoupled = decoupled;
   }
 
   protected checkOptions(o: AdamOptions, where: string): void {
-    checkAdamOptions(o, where);
+    o.betas.forEach((b, i) => {
+      if (!(b >= 0 && b < 1)) throw new Error(`${where}: betas[${i}]: expected a number in [0, 1), got ${b}`);
+    });
+    if (!(o.eps >= 0)) throw new Error(`${where}: eps: expected a non-negative number, got ${o.eps}`);
   }
 
   protected update(
@@ -95,6 +61,37 @@ export class Adam extends Optimizer<AdamOptions> {
     lr: number,
     weightDecay: number,
   ): void {
-    adamUpdate(p, g, state, group, lr, weightDecay, false, (name) => this.buffer(state, name, p.length));
+    const [beta1, beta2] = group.betas;
+    const { eps, amsgrad, maximize } = group;
+    const expAvg = this.buffer(state, 'expAvg', p.length);
+    const expAvgSq = this.buffer(state, 'expAvgSq', p.length);
+    const maxSq = amsgrad ? this.buffer(state, 'maxExpAvgSq', p.length) : null;
+    const step = ++state.step;
+    // The loop runs natively (crates/kernels/src/optim.rs) with the rounding of float32.ts. The
+    // bias corrections are Python floats (double) in torch; JavaScript's ** defines them here.
+    const biasCorrection1 = 1 - beta1 ** step;
+    const biasCorrection2 = 1 - beta2 ** step;
+    native.adamStep(p, g, expAvg, expAvgSq, maxSq, {
+      lr,
+      weightDecay,
+      beta1,
+      beta2,
+      eps,
+      amsgrad,
+      maximize,
+      decoupled: this.decoupled,
+      biasCorrection1,
+      biasCorrection2,
+    });
+  }
+}
+
+/**
+ * torch.optim.Adam. Defaults: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 0 (L2 added to
+ * the gradient; for decoupled decay use AdamW), amsgrad false.
+ */
+export class Adam extends AdamBase {
+  constructor(params: Params<AdamOptions>, options: Partial<AdamOptions> = {}) {
+    super('Adam', false, params, ADAM_DEFAULTS, options);
   }
 }

@@ -24,29 +24,34 @@ function checkOptimizer(name: string, optimizer: unknown): asserts optimizer is 
     throw new Error(`${name}: optimizer: expected an Optimizer, got ${describe(optimizer)}`);
 }
 
-function checkNumber(v: unknown, what: string, ok: (x: number) => boolean, expected: string): number {
+/** A test a number must pass, and the words an error uses for what was expected. */
+interface NumberRule {
+  ok: (x: number) => boolean;
+  expected: string;
+}
+
+function checkNumber(v: unknown, what: string, { ok, expected }: NumberRule): number {
   if (typeof v !== 'number' || !ok(v)) throw new Error(`${what}: expected ${expected}, got ${describe(v)}`);
   return v;
 }
 
-const isPositiveInt = (x: number): boolean => Number.isSafeInteger(x) && x > 0;
-const isNonNegativeInt = (x: number): boolean => Number.isSafeInteger(x) && x >= 0;
-const isNonNegative = (x: number): boolean => x >= 0;
+const positiveInt: NumberRule = { ok: (x) => Number.isSafeInteger(x) && x > 0, expected: 'a positive integer' };
+const nonNegativeInt: NumberRule = {
+  ok: (x) => Number.isSafeInteger(x) && x >= 0,
+  expected: 'a non-negative integer',
+};
+const nonNegative: NumberRule = { ok: (x) => x >= 0, expected: 'a non-negative number' };
+const positive: NumberRule = { ok: (x) => x > 0, expected: 'a positive number' };
+const fraction: NumberRule = { ok: (x) => x >= 0 && x <= 1, expected: 'a number in [0, 1]' };
 
 /** One value per parameter group, from a scalar or a list of the right length. */
-function perGroup(
-  v: number | readonly number[],
-  groups: number,
-  what: string,
-  ok: (x: number) => boolean,
-  expected: string,
-): number[] {
+function perGroup(v: number | readonly number[], groups: number, what: string, rule: NumberRule): number[] {
   if (Array.isArray(v)) {
     if (v.length !== groups)
       throw new Error(`${what}: expected ${groups} values (one per parameter group), got ${v.length}`);
-    return v.map((x, i) => checkNumber(x, `${what}[${i}]`, ok, expected));
+    return v.map((x, i) => checkNumber(x, `${what}[${i}]`, rule));
   }
-  return new Array<number>(groups).fill(checkNumber(v, what, ok, expected));
+  return new Array<number>(groups).fill(checkNumber(v, what, rule));
 }
 
 function checkNumberArray(v: unknown, length: number, what: string): number[] {
@@ -138,12 +143,10 @@ export abstract class LRScheduler {
         `${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ${this.name}`,
       );
     }
-    const lastEpoch = checkNumber(
-      stateDict.lastEpoch,
-      `${where}: lastEpoch`,
-      (x) => Number.isSafeInteger(x) && x >= -1,
-      'an integer >= -1',
-    );
+    const lastEpoch = checkNumber(stateDict.lastEpoch, `${where}: lastEpoch`, {
+      ok: (x) => Number.isSafeInteger(x) && x >= -1,
+      expected: 'an integer >= -1',
+    });
     const n = this.optimizer.paramGroups.length;
     const baseLrs = checkNumberArray(stateDict.baseLrs, n, `${where}: baseLrs`);
     const lastLr = checkNumberArray(stateDict.lastLr, n, `${where}: lastLr`);
@@ -165,8 +168,8 @@ export class StepLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: StepLROptions) {
     super('StepLR', optimizer);
-    this.stepSize = checkNumber(options?.stepSize, 'StepLR: stepSize', isPositiveInt, 'a positive integer');
-    this.gamma = checkNumber(options.gamma ?? 0.1, 'StepLR: gamma', isNonNegative, 'a non-negative number');
+    this.stepSize = checkNumber(options?.stepSize, 'StepLR: stepSize', positiveInt);
+    this.gamma = checkNumber(options.gamma ?? 0.1, 'StepLR: gamma', nonNegative);
     this.step();
   }
 
@@ -192,10 +195,8 @@ export class MultiStepLR extends LRScheduler {
     super('MultiStepLR', optimizer);
     if (!Array.isArray(options?.milestones))
       throw new Error(`MultiStepLR: milestones: expected an array of epochs, got ${describe(options?.milestones)}`);
-    this.milestones = options.milestones.map((m, i) =>
-      checkNumber(m, `MultiStepLR: milestones[${i}]`, isNonNegativeInt, 'a non-negative integer'),
-    );
-    this.gamma = checkNumber(options.gamma ?? 0.1, 'MultiStepLR: gamma', isNonNegative, 'a non-negative number');
+    this.milestones = options.milestones.map((m, i) => checkNumber(m, `MultiStepLR: milestones[${i}]`, nonNegativeInt));
+    this.gamma = checkNumber(options.gamma ?? 0.1, 'MultiStepLR: gamma', nonNegative);
     this.step();
   }
 
@@ -217,7 +218,7 @@ export class ExponentialLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: ExponentialLROptions) {
     super('ExponentialLR', optimizer);
-    this.gamma = checkNumber(options?.gamma, 'ExponentialLR: gamma', isNonNegative, 'a non-negative number');
+    this.gamma = checkNumber(options?.gamma, 'ExponentialLR: gamma', nonNegative);
     this.step();
   }
 
@@ -245,13 +246,8 @@ export class PolynomialLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: PolynomialLROptions = {}) {
     super('PolynomialLR', optimizer);
-    this.totalIters = checkNumber(
-      options.totalIters ?? 5,
-      'PolynomialLR: totalIters',
-      isPositiveInt,
-      'a positive integer',
-    );
-    this.power = checkNumber(options.power ?? 1, 'PolynomialLR: power', isNonNegative, 'a non-negative number');
+    this.totalIters = checkNumber(options.totalIters ?? 5, 'PolynomialLR: totalIters', positiveInt);
+    this.power = checkNumber(options.power ?? 1, 'PolynomialLR: power', nonNegative);
     this.step();
   }
 
@@ -281,8 +277,8 @@ export class CosineAnnealingLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: CosineAnnealingLROptions) {
     super('CosineAnnealingLR', optimizer);
-    this.tMax = checkNumber(options?.tMax, 'CosineAnnealingLR: tMax', isPositiveInt, 'a positive integer');
-    this.etaMin = checkNumber(options.etaMin ?? 0, 'CosineAnnealingLR: etaMin', isNonNegative, 'a non-negative number');
+    this.tMax = checkNumber(options?.tMax, 'CosineAnnealingLR: tMax', positiveInt);
+    this.etaMin = checkNumber(options.etaMin ?? 0, 'CosineAnnealingLR: etaMin', nonNegative);
     this.step();
   }
 
@@ -333,25 +329,17 @@ export class WarmupCosineLR extends LRScheduler {
 
   constructor(optimizer: AnyOptimizer, options: WarmupCosineLROptions) {
     super('WarmupCosineLR', optimizer);
-    this.warmupSteps = checkNumber(
-      options?.warmupSteps,
-      'WarmupCosineLR: warmupSteps',
-      isNonNegativeInt,
-      'a non-negative integer',
-    );
-    this.totalSteps = checkNumber(
-      options.totalSteps,
-      'WarmupCosineLR: totalSteps',
-      (x) => Number.isInteger(x) && x > this.warmupSteps,
-      `an integer > warmupSteps (${this.warmupSteps})`,
-    );
+    this.warmupSteps = checkNumber(options?.warmupSteps, 'WarmupCosineLR: warmupSteps', nonNegativeInt);
+    this.totalSteps = checkNumber(options.totalSteps, 'WarmupCosineLR: totalSteps', {
+      ok: (x) => Number.isInteger(x) && x > this.warmupSteps,
+      expected: `an integer > warmupSteps (${this.warmupSteps})`,
+    });
     this.startFactor = checkNumber(
       options.startFactor ?? 1 / (this.warmupSteps + 1),
       'WarmupCosineLR: startFactor',
-      (x) => x >= 0 && x <= 1,
-      'a number in [0, 1]',
+      fraction,
     );
-    this.etaMin = checkNumber(options.etaMin ?? 0, 'WarmupCosineLR: etaMin', isNonNegative, 'a non-negative number');
+    this.etaMin = checkNumber(options.etaMin ?? 0, 'WarmupCosineLR: etaMin', nonNegative);
     this.step();
   }
 
@@ -417,15 +405,15 @@ export class OneCycleLR extends LRScheduler {
     super('OneCycleLR', optimizer);
     const o = options ?? ({} as OneCycleLROptions);
     if (o.totalSteps !== undefined) {
-      this.totalSteps = checkNumber(o.totalSteps, 'OneCycleLR: totalSteps', isPositiveInt, 'a positive integer');
+      this.totalSteps = checkNumber(o.totalSteps, 'OneCycleLR: totalSteps', positiveInt);
     } else if (o.epochs !== undefined || o.stepsPerEpoch !== undefined) {
-      const epochs = checkNumber(o.epochs, 'OneCycleLR: epochs', isPositiveInt, 'a positive integer');
-      const per = checkNumber(o.stepsPerEpoch, 'OneCycleLR: stepsPerEpoch', isPositiveInt, 'a positive integer');
+      const epochs = checkNumber(o.epochs, 'OneCycleLR: epochs', positiveInt);
+      const per = checkNumber(o.stepsPerEpoch, 'OneCycleLR: stepsPerEpoch', positiveInt);
       this.totalSteps = epochs * per;
     } else {
       throw new Error('OneCycleLR: give totalSteps, or epochs and stepsPerEpoch');
     }
-    const pct = checkNumber(o.pctStart ?? 0.3, 'OneCycleLR: pctStart', (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+    const pct = checkNumber(o.pctStart ?? 0.3, 'OneCycleLR: pctStart', fraction);
     const total = this.totalSteps;
     this.phases = o.threePhase
       ? [
@@ -446,14 +434,9 @@ export class OneCycleLR extends LRScheduler {
       throw new Error(`OneCycleLR: annealStrategy: expected 'cos' or 'linear', got ${describe(strategy)}`);
     }
     const n = optimizer.paramGroups.length;
-    const maxLrs = perGroup(o.maxLr, n, 'OneCycleLR: maxLr', isNonNegative, 'a non-negative number');
-    const divFactor = checkNumber(o.divFactor ?? 25, 'OneCycleLR: divFactor', (x) => x > 0, 'a positive number');
-    const finalDivFactor = checkNumber(
-      o.finalDivFactor ?? 1e4,
-      'OneCycleLR: finalDivFactor',
-      (x) => x > 0,
-      'a positive number',
-    );
+    const maxLrs = perGroup(o.maxLr, n, 'OneCycleLR: maxLr', nonNegative);
+    const divFactor = checkNumber(o.divFactor ?? 25, 'OneCycleLR: divFactor', positive);
+    const finalDivFactor = checkNumber(o.finalDivFactor ?? 1e4, 'OneCycleLR: finalDivFactor', positive);
     const initial = maxLrs.map((m) => m / divFactor);
     this.lrs = { initial, max: maxLrs, min: initial.map((x) => x / finalDivFactor) };
     this.baseLrs = [...initial];
@@ -467,8 +450,8 @@ export class OneCycleLR extends LRScheduler {
       );
     }
     this.momenta = {
-      max: perGroup(o.maxMomentum ?? 0.95, n, 'OneCycleLR: maxMomentum', isNonNegative, 'a non-negative number'),
-      base: perGroup(o.baseMomentum ?? 0.85, n, 'OneCycleLR: baseMomentum', isNonNegative, 'a non-negative number'),
+      max: perGroup(o.maxMomentum ?? 0.95, n, 'OneCycleLR: maxMomentum', nonNegative),
+      base: perGroup(o.baseMomentum ?? 0.85, n, 'OneCycleLR: baseMomentum', nonNegative),
     };
     this.step();
   }
@@ -564,28 +547,15 @@ export class ReduceLROnPlateau {
     if (this.thresholdMode !== 'rel' && this.thresholdMode !== 'abs') {
       throw new Error(`${name}: thresholdMode: expected 'rel' or 'abs', got ${describe(this.thresholdMode)}`);
     }
-    this.factor = checkNumber(options.factor ?? 0.1, `${name}: factor`, (x) => x >= 0 && x < 1, 'a number in [0, 1)');
-    this.patience = checkNumber(
-      options.patience ?? 10,
-      `${name}: patience`,
-      isNonNegativeInt,
-      'a non-negative integer',
-    );
-    this.threshold = checkNumber(
-      options.threshold ?? 1e-4,
-      `${name}: threshold`,
-      isNonNegative,
-      'a non-negative number',
-    );
-    this.cooldown = checkNumber(options.cooldown ?? 0, `${name}: cooldown`, isNonNegativeInt, 'a non-negative integer');
-    this.minLrs = perGroup(
-      options.minLr ?? 0,
-      optimizer.paramGroups.length,
-      `${name}: minLr`,
-      isNonNegative,
-      'a non-negative number',
-    );
-    this.eps = checkNumber(options.eps ?? 1e-8, `${name}: eps`, isNonNegative, 'a non-negative number');
+    this.factor = checkNumber(options.factor ?? 0.1, `${name}: factor`, {
+      ok: (x) => x >= 0 && x < 1,
+      expected: 'a number in [0, 1)',
+    });
+    this.patience = checkNumber(options.patience ?? 10, `${name}: patience`, nonNegativeInt);
+    this.threshold = checkNumber(options.threshold ?? 1e-4, `${name}: threshold`, nonNegative);
+    this.cooldown = checkNumber(options.cooldown ?? 0, `${name}: cooldown`, nonNegativeInt);
+    this.minLrs = perGroup(options.minLr ?? 0, optimizer.paramGroups.length, `${name}: minLr`, nonNegative);
+    this.eps = checkNumber(options.eps ?? 1e-8, `${name}: eps`, nonNegative);
     this.best = this.modeWorse;
     this.lastLr = optimizer.paramGroups.map((g) => g.lr);
   }
@@ -672,31 +642,19 @@ export class ReduceLROnPlateau {
         `${where}: the state dict is for ${describe(stateDict.scheduler)}, this scheduler is ReduceLROnPlateau`,
       );
     }
-    const lastEpoch = checkNumber(
-      stateDict.lastEpoch,
-      `${where}: lastEpoch`,
-      isNonNegativeInt,
-      'a non-negative integer',
-    );
+    const lastEpoch = checkNumber(stateDict.lastEpoch, `${where}: lastEpoch`, nonNegativeInt);
     const rawBest: unknown = stateDict.best;
     const best =
       rawBest === 'Infinity'
         ? Infinity
         : rawBest === '-Infinity'
           ? -Infinity
-          : checkNumber(rawBest, `${where}: best`, Number.isFinite, "a finite number, 'Infinity' or '-Infinity'");
-    const numBad = checkNumber(
-      stateDict.numBadEpochs,
-      `${where}: numBadEpochs`,
-      isNonNegativeInt,
-      'a non-negative integer',
-    );
-    const cooldown = checkNumber(
-      stateDict.cooldownCounter,
-      `${where}: cooldownCounter`,
-      isNonNegativeInt,
-      'a non-negative integer',
-    );
+          : checkNumber(rawBest, `${where}: best`, {
+              ok: Number.isFinite,
+              expected: "a finite number, 'Infinity' or '-Infinity'",
+            });
+    const numBad = checkNumber(stateDict.numBadEpochs, `${where}: numBadEpochs`, nonNegativeInt);
+    const cooldown = checkNumber(stateDict.cooldownCounter, `${where}: cooldownCounter`, nonNegativeInt);
     const lastLr = checkNumberArray(stateDict.lastLr, this.optimizer.paramGroups.length, `${where}: lastLr`);
     return { lastEpoch, best, numBadEpochs: numBad, cooldownCounter: cooldown, lastLr };
   }
