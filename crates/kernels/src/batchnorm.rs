@@ -75,11 +75,27 @@ impl BatchNorm2dParams {
     }
 }
 
-fn check_channel_vec(name: &str, v: Option<&[f32]>, channels: usize) -> Result<()> {
-    if let Some(v) = v {
-        check_len(name, v.len(), channels)?;
+/// Checks `p`, then that every `full` buffer (name, length) has the input's size and every
+/// given `per_channel` buffer one value per channel: the argument checks of every entry.
+fn check_lens(
+    p: &BatchNorm2dParams,
+    full: &[(&str, usize)],
+    per_channel: &[(&str, Option<usize>)],
+) -> Result<()> {
+    p.validate()?;
+    for &(name, len) in full {
+        check_len(name, len, p.input_len())?;
+    }
+    for &(name, len) in per_channel {
+        if let Some(len) = len {
+            check_len(name, len, p.channels)?;
+        }
     }
     Ok(())
+}
+
+fn len_of(v: Option<&[f32]>) -> Option<usize> {
+    v.map(<[f32]>::len)
 }
 
 /// Splits an NCHW buffer into its planes grouped by channel, so one task can own every plane
@@ -283,16 +299,19 @@ pub fn batch_norm2d_forward_train(
     save_mean: &mut [f32],
     save_invstd: &mut [f32],
 ) -> Result<()> {
-    p.validate()?;
+    check_lens(
+        p,
+        &[("input", input.len()), ("output", output.len())],
+        &[
+            ("weight", len_of(weight)),
+            ("bias", len_of(bias)),
+            ("runningMean", len_of(running_mean.as_deref())),
+            ("runningVar", len_of(running_var.as_deref())),
+            ("saveMean", Some(save_mean.len())),
+            ("saveInvstd", Some(save_invstd.len())),
+        ],
+    )?;
     let c = p.channels;
-    check_len("input", input.len(), p.input_len())?;
-    check_channel_vec("weight", weight, c)?;
-    check_channel_vec("bias", bias, c)?;
-    check_channel_vec("runningMean", running_mean.as_deref(), c)?;
-    check_channel_vec("runningVar", running_var.as_deref(), c)?;
-    check_len("output", output.len(), p.input_len())?;
-    check_len("saveMean", save_mean.len(), c)?;
-    check_len("saveInvstd", save_invstd.len(), c)?;
     let count = p.count();
     if count < 2 {
         bail!(
@@ -352,14 +371,17 @@ pub fn batch_norm2d_forward_eval(
     running_var: &[f32],
     output: &mut [f32],
 ) -> Result<()> {
-    p.validate()?;
+    check_lens(
+        p,
+        &[("input", input.len()), ("output", output.len())],
+        &[
+            ("weight", len_of(weight)),
+            ("bias", len_of(bias)),
+            ("runningMean", Some(running_mean.len())),
+            ("runningVar", Some(running_var.len())),
+        ],
+    )?;
     let c = p.channels;
-    check_len("input", input.len(), p.input_len())?;
-    check_channel_vec("weight", weight, c)?;
-    check_channel_vec("bias", bias, c)?;
-    check_len("runningMean", running_mean.len(), c)?;
-    check_len("runningVar", running_var.len(), c)?;
-    check_len("output", output.len(), p.input_len())?;
     let coef: Vec<(f32, f32, f32)> = (0..c)
         .map(|ch| {
             let invstd = 1.0 / (running_var[ch] as f64 + p.eps).sqrt();
@@ -439,28 +461,6 @@ kernel! {
     }
 }
 
-/// The checks both backwards share: `lens` of input, gradOutput and gradInput (the input's size),
-/// and a per-channel weight, the two statistics and the optional weight/bias gradients.
-fn check_backward(
-    p: &BatchNorm2dParams,
-    lens: [usize; 3],
-    weight: Option<&[f32]>,
-    stats: [(&str, &[f32]); 2],
-    grads: [Option<&[f32]>; 2],
-) -> Result<()> {
-    p.validate()?;
-    let c = p.channels;
-    check_len("input", lens[0], p.input_len())?;
-    check_len("gradOutput", lens[1], p.input_len())?;
-    check_channel_vec("weight", weight, c)?;
-    for (name, s) in stats {
-        check_len(name, s.len(), c)?;
-    }
-    check_len("gradInput", lens[2], p.input_len())?;
-    check_channel_vec("gradWeight", grads[0], c)?;
-    check_channel_vec("gradBias", grads[1], c)
-}
-
 /// The per-channel statistics a batch-norm backward runs from.
 #[derive(Debug, Clone, Copy)]
 pub enum BnStats<'a> {
@@ -506,9 +506,22 @@ pub fn batch_norm2d_backward(
     grad_weight: Option<&mut [f32]>,
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    let lens = [input.len(), grad_out.len(), grad_input.len()];
-    let grads = [grad_weight.as_deref(), grad_bias.as_deref()];
-    check_backward(p, lens, weight, stats.names(), grads)?;
+    let [(n0, s0), (n1, s1)] = stats.names();
+    check_lens(
+        p,
+        &[
+            ("input", input.len()),
+            ("gradOutput", grad_out.len()),
+            ("gradInput", grad_input.len()),
+        ],
+        &[
+            ("weight", len_of(weight)),
+            (n0, Some(s0.len())),
+            (n1, Some(s1.len())),
+            ("gradWeight", len_of(grad_weight.as_deref())),
+            ("gradBias", len_of(grad_bias.as_deref())),
+        ],
+    )?;
     let call = Backward {
         input,
         grad_out,
