@@ -10,70 +10,53 @@ use ferroconv_kernels::simd;
 mod common;
 use common::{levels, lock, smooth as fill};
 
+/// A named transposed convolution.
 #[derive(Clone, Copy)]
 struct Case {
     name: &'static str,
-    nchw: (usize, usize, usize, usize),
-    out_channels: usize,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    pad: (usize, usize),
-    output_pad: (usize, usize),
-    dilation: (usize, usize),
-    groups: usize,
+    p: ConvTranspose2dParams,
 }
 
 impl Case {
     fn params(&self) -> ConvTranspose2dParams {
-        ConvTranspose2dParams {
-            batch: self.nchw.0,
-            in_channels: self.nchw.1,
-            in_h: self.nchw.2,
-            in_w: self.nchw.3,
-            out_channels: self.out_channels,
-            kernel_h: self.kernel.0,
-            kernel_w: self.kernel.1,
-            stride_h: self.stride.0,
-            stride_w: self.stride.1,
-            pad_h: self.pad.0,
-            pad_w: self.pad.1,
-            output_pad_h: self.output_pad.0,
-            output_pad_w: self.output_pad.1,
-            dilation_h: self.dilation.0,
-            dilation_w: self.dilation.1,
-            groups: self.groups,
-        }
+        self.p
     }
 }
 
+type Pair = (usize, usize);
+
+/// A case from torch's arguments: input NCHW, C_out, kernel, stride, padding, output padding,
+/// dilation, groups.
 #[allow(clippy::too_many_arguments)]
-const fn case(
+fn case(
     name: &'static str,
-    nchw: (usize, usize, usize, usize),
+    (n, c, h, w): (usize, usize, usize, usize),
     out_channels: usize,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    pad: (usize, usize),
-    output_pad: (usize, usize),
-    dilation: (usize, usize),
+    (kh, kw): Pair,
+    stride: Pair,
+    pad: Pair,
+    output_pad: Pair,
+    dilation: Pair,
     groups: usize,
 ) -> Case {
-    Case {
-        name,
-        nchw,
-        out_channels,
-        kernel,
-        stride,
-        pad,
-        output_pad,
-        dilation,
+    let pair = |(a, b): Pair| [a, b];
+    let p = ConvTranspose2dParams::from_shapes(
+        [n, c, h, w],
+        [c, out_channels / groups, kh, kw],
+        pair(stride),
+        pair(pad),
+        pair(output_pad),
+        pair(dilation),
         groups,
-    }
+    );
+    let p = p.unwrap_or_else(|e| panic!("{name}: bad test case: {}", e.0));
+    Case { name, p }
 }
 
 // name, input NCHW, C_out, kernel, stride, padding, output padding, dilation, groups
 #[rustfmt::skip]
-const CASES: &[Case] = &[
+fn cases() -> Vec<Case> {
+    vec![
     case("3x3 s1", (2, 3, 5, 5), 4, (3, 3), (1, 1), (0, 0), (0, 0), (1, 1), 1),
     case("3x3 s1 p1", (1, 5, 6, 4), 3, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), 1),
     case("s2 p1 op1", (2, 4, 4, 5), 6, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1),
@@ -96,7 +79,8 @@ const CASES: &[Case] = &[
     case("channels 11", (1, 11, 3, 3), 13, (3, 3), (2, 2), (1, 1), (0, 1), (1, 1), 1),
     // Padding swallows every tap: the output is the bias alone.
     case("nothing lands", (1, 2, 1, 1), 3, (1, 1), (1, 1), (1, 1), (5, 5), (10, 10), 1),
-];
+]
+}
 
 /// Output size by torch's formula, in signed arithmetic (independent of the kernel's).
 fn out_size(c: &Case) -> (usize, usize) {
@@ -108,20 +92,20 @@ fn out_size(c: &Case) -> (usize, usize) {
     };
     (
         axis(
-            c.nchw.2,
-            c.kernel.0,
-            c.stride.0,
-            c.pad.0,
-            c.output_pad.0,
-            c.dilation.0,
+            c.p.in_h,
+            c.p.kernel_h,
+            c.p.stride_h,
+            c.p.pad_h,
+            c.p.output_pad_h,
+            c.p.dilation_h,
         ),
         axis(
-            c.nchw.3,
-            c.kernel.1,
-            c.stride.1,
-            c.pad.1,
-            c.output_pad.1,
-            c.dilation.1,
+            c.p.in_w,
+            c.p.kernel_w,
+            c.p.stride_w,
+            c.p.pad_w,
+            c.p.output_pad_w,
+            c.p.dilation_w,
         ),
     )
 }
@@ -130,10 +114,10 @@ fn out_size(c: &Case) -> (usize, usize) {
 /// scatter: input (n, ic, iy, ix) adds w[ic, j, ky, kx] * x into output
 /// (n, g * C_out/g + j, iy * s + ky * d - p, ix * s + kx * d - p) when that is inside.
 fn for_each_tap(c: &Case, mut f: impl FnMut(usize, usize, usize)) {
-    let (n_, ci, h, w) = c.nchw;
+    let (n_, ci, h, w) = (c.p.batch, c.p.in_channels, c.p.in_h, c.p.in_w);
     let (oh, ow) = out_size(c);
-    let (cig, cog) = (ci / c.groups, c.out_channels / c.groups);
-    let (kh, kw) = c.kernel;
+    let (cig, cog) = (ci / c.p.groups, c.p.out_channels / c.p.groups);
+    let (kh, kw) = (c.p.kernel_h, c.p.kernel_w);
     for n in 0..n_ {
         for ic in 0..ci {
             let g = ic / cig;
@@ -143,17 +127,18 @@ fn for_each_tap(c: &Case, mut f: impl FnMut(usize, usize, usize)) {
                     for j in 0..cog {
                         let oc = g * cog + j;
                         for ky in 0..kh {
-                            let oy = (iy * c.stride.0 + ky * c.dilation.0) as i64 - c.pad.0 as i64;
+                            let oy =
+                                (iy * c.p.stride_h + ky * c.p.dilation_h) as i64 - c.p.pad_h as i64;
                             if oy < 0 || oy >= oh as i64 {
                                 continue;
                             }
                             for kx in 0..kw {
-                                let ox =
-                                    (ix * c.stride.1 + kx * c.dilation.1) as i64 - c.pad.1 as i64;
+                                let ox = (ix * c.p.stride_w + kx * c.p.dilation_w) as i64
+                                    - c.p.pad_w as i64;
                                 if ox < 0 || ox >= ow as i64 {
                                     continue;
                                 }
-                                let yi = ((n * c.out_channels + oc) * oh + oy as usize) * ow
+                                let yi = ((n * c.p.out_channels + oc) * oh + oy as usize) * ow
                                     + ox as usize;
                                 let wi = ((ic * cog + j) * kh + ky) * kw + kx;
                                 f(xi, yi, wi);
@@ -168,18 +153,18 @@ fn for_each_tap(c: &Case, mut f: impl FnMut(usize, usize, usize)) {
 
 fn ref_forward(c: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f64> {
     let (oh, ow) = out_size(c);
-    let mut y = vec![0f64; c.nchw.0 * c.out_channels * oh * ow];
+    let mut y = vec![0f64; c.p.batch * c.p.out_channels * oh * ow];
     for_each_tap(c, |xi, yi, wi| y[yi] += x[xi] as f64 * w[wi] as f64);
     if let Some(b) = b {
         for (i, v) in y.iter_mut().enumerate() {
-            *v += b[(i / (oh * ow)) % c.out_channels] as f64;
+            *v += b[(i / (oh * ow)) % c.p.out_channels] as f64;
         }
     }
     y
 }
 
 fn ref_grad_input(c: &Case, gy: &[f32], w: &[f32]) -> Vec<f64> {
-    let (n, ci, h, wd) = c.nchw;
+    let (n, ci, h, wd) = (c.p.batch, c.p.in_channels, c.p.in_h, c.p.in_w);
     let mut gx = vec![0f64; n * ci * h * wd];
     for_each_tap(c, |xi, yi, wi| gx[xi] += gy[yi] as f64 * w[wi] as f64);
     gx
@@ -190,9 +175,9 @@ fn ref_grad_weight(c: &Case, x: &[f32], gy: &[f32]) -> (Vec<f64>, Vec<f64>) {
     let mut gw = vec![0f64; p.weight_len()];
     for_each_tap(c, |xi, yi, wi| gw[wi] += x[xi] as f64 * gy[yi] as f64);
     let (oh, ow) = out_size(c);
-    let mut gb = vec![0f64; c.out_channels];
+    let mut gb = vec![0f64; c.p.out_channels];
     for (i, v) in gy.iter().enumerate() {
-        gb[(i / (oh * ow)) % c.out_channels] += *v as f64;
+        gb[(i / (oh * ow)) % c.p.out_channels] += *v as f64;
     }
     (gw, gb)
 }
@@ -220,7 +205,7 @@ fn inputs(c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     (
         fill(p.input_len(), 1),
         fill(p.weight_len(), 2),
-        fill(c.out_channels, 3),
+        fill(c.p.out_channels, 3),
         fill(p.output_len((oh, ow)), 4),
     )
 }
@@ -244,7 +229,7 @@ fn matches_scatter_reference() {
     let _guard = lock();
     for level in levels() {
         simd::set_level(level);
-        for c in CASES {
+        for c in &cases() {
             let p = c.params();
             assert_eq!(
                 p.validate().unwrap(),
@@ -288,7 +273,7 @@ fn matches_scatter_reference() {
 
 #[test]
 fn thread_counts_agree() {
-    for c in CASES {
+    for c in &cases() {
         let pool = |n| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
@@ -341,7 +326,7 @@ fn finite_differences() {
         "batch1 nonsquare",
         "spatial 1 k3 s2",
     ];
-    for c in CASES.iter().filter(|c| names.contains(&c.name)) {
+    for c in cases().iter().filter(|c| names.contains(&c.name)) {
         let p = c.params();
         let (x, w, b, r) = inputs(c);
         let out = run_all(c);
@@ -366,8 +351,8 @@ fn finite_differences() {
 #[test]
 fn output_padding_rows_get_only_the_bias() {
     // stride 1, dilation 3, output padding 2: the last two rows are beyond every tap.
-    let c = CASES
-        .iter()
+    let c = &cases()
+        .into_iter()
         .find(|c| c.name == "op >= stride (crop)")
         .unwrap();
     let (oh, ow) = out_size(c);
@@ -377,7 +362,7 @@ fn output_padding_rows_get_only_the_bias() {
         let plane = &out.y[oc * oh * ow..][..oh * ow];
         assert!(plane[(oh - 2) * ow..].iter().all(|&v| v == bias));
     }
-    let c = CASES.iter().find(|c| c.name == "nothing lands").unwrap();
+    let c = &cases().into_iter().find(|c| c.name == "nothing lands").unwrap();
     let out = run_all(c);
     let (_, _, b, _) = inputs(c);
     let (oh, ow) = out_size(c);
@@ -388,7 +373,7 @@ fn output_padding_rows_get_only_the_bias() {
 }
 
 fn base() -> ConvTranspose2dParams {
-    CASES[2].params()
+    cases()[2].params()
 }
 
 fn err(p: ConvTranspose2dParams) -> String {
