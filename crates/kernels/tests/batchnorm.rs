@@ -76,45 +76,6 @@ fn ref_train(
     r
 }
 
-struct Out {
-    y: Vec<f32>,
-    mean: Vec<f32>,
-    invstd: Vec<f32>,
-    rm: Vec<f32>,
-    rv: Vec<f32>,
-}
-
-fn run_train(
-    p: &BatchNorm2dParams,
-    x: &[f32],
-    w: Option<&[f32]>,
-    b: Option<&[f32]>,
-    rm: &[f32],
-    rv: &[f32],
-) -> Out {
-    let c = p.channels;
-    let mut o = Out {
-        y: vec![f32::NAN; x.len()],
-        mean: vec![f32::NAN; c],
-        invstd: vec![f32::NAN; c],
-        rm: rm.to_vec(),
-        rv: rv.to_vec(),
-    };
-    batch_norm2d_forward_train(
-        p,
-        x,
-        w,
-        b,
-        Some(&mut o.rm),
-        Some(&mut o.rv),
-        &mut o.y,
-        &mut o.mean,
-        &mut o.invstd,
-    )
-    .unwrap();
-    o
-}
-
 /// Input, weight, bias, running mean, running var.
 type Inputs = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
@@ -143,7 +104,7 @@ fn training_forward_matches_reference() {
                 (None, None)
             };
             let want = ref_train(&p, &x, wo, bo, &rm, &rv);
-            for o in for_each_level(&_g, |_| run_train(&p, &x, wo, bo, &rm, &rv)) {
+            for o in for_each_level(&_g, |_| bn_train(&p, &x, wo, bo, &rm, &rv)) {
                 let what = format!("{p:?} affine {affine}");
                 assert_close_f64(&o.y, &want.y, 1e-5, 1e-5, &what);
                 assert_close_f64(&o.mean, &want.mean, 1e-6, 1e-7, &what);
@@ -166,10 +127,10 @@ fn running_stats_are_optional_and_momentum_edges_work() {
     assert_close_f64(&y, &want.y, 1e-5, 1e-5, "no running stats");
     // momentum 0 keeps the running stats; momentum 1 replaces them with the batch's.
     p.momentum = 0.0;
-    let o = run_train(&p, &x, None, None, &rm, &rv);
+    let o = bn_train(&p, &x, None, None, &rm, &rv);
     assert_eq!((o.rm, o.rv), (rm.clone(), rv.clone()));
     p.momentum = 1.0;
-    let o = run_train(&p, &x, None, None, &rm, &rv);
+    let o = bn_train(&p, &x, None, None, &rm, &rv);
     let want = ref_train(&p, &x, None, None, &rm, &rv);
     assert_close_f64(&o.rm, &want.mean, 1e-6, 1e-7, "momentum 1 mean");
     assert_close_f64(&o.rv, &want.running_var, 1e-6, 1e-7, "momentum 1 var");
@@ -186,7 +147,7 @@ fn large_planes_with_large_mean_stay_accurate() {
     let rm = vec![0.0; 2];
     let rv = vec![1.0; 2];
     let want = ref_train(&p, &x, None, None, &rm, &rv);
-    let o = run_train(&p, &x, None, None, &rm, &rv);
+    let o = bn_train(&p, &x, None, None, &rm, &rv);
     assert_close_f64(&o.mean, &want.mean, 1e-7, 0.0, "mean");
     assert_close_f64(&o.invstd, &want.invstd, 1e-6, 0.0, "invstd");
     assert_close_f64(&o.rv, &want.running_var, 1e-6, 0.0, "running var");
@@ -250,9 +211,9 @@ fn backward_matches_finite_differences() {
     for p in shapes() {
         let (x, w, b, rm, rv) = params_for(&p);
         let r = smooth(p.input_len(), 9);
-        let fwd = run_train(&p, &x, Some(&w), Some(&b), &rm, &rv);
+        let fwd = bn_train(&p, &x, Some(&w), Some(&b), &rm, &rv);
         let loss = |xx: &[f32], ww: &[f32], bb: &[f32]| {
-            dot(&run_train(&p, xx, Some(ww), Some(bb), &rm, &rv).y, &r)
+            dot(&bn_train(&p, xx, Some(ww), Some(bb), &rm, &rv).y, &r)
         };
         // Differences of f32 forwards: a step of 1e-2 keeps rounding noise well under 1e-3.
         let fd_x = fd_grad(&x, 1e-2, |xx| loss(xx, &w, &b));
@@ -317,7 +278,7 @@ fn one_and_two_threads_agree_exactly() {
     let (x, w, b, rm, rv) = params_for(&p);
     let r = smooth(p.input_len(), 3);
     let run = || {
-        let o = run_train(&p, &x, Some(&w), Some(&b), &rm, &rv);
+        let o = bn_train(&p, &x, Some(&w), Some(&b), &rm, &rv);
         let mut ye = vec![0.0; x.len()];
         batch_norm2d_forward_eval(&p, &x, Some(&w), Some(&b), &rm, &rv, &mut ye).unwrap();
         let g = run_backward(&p, &x, &r, Some(&w), &o.mean, &o.invstd);

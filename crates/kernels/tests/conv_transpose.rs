@@ -362,7 +362,10 @@ fn output_padding_rows_get_only_the_bias() {
         let plane = &out.y[oc * oh * ow..][..oh * ow];
         assert!(plane[(oh - 2) * ow..].iter().all(|&v| v == bias));
     }
-    let c = &cases().into_iter().find(|c| c.name == "nothing lands").unwrap();
+    let c = &cases()
+        .into_iter()
+        .find(|c| c.name == "nothing lands")
+        .unwrap();
     let out = run_all(c);
     let (_, _, b, _) = inputs(c);
     let (oh, ow) = out_size(c);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::gemm::GemmCase;
-use common::{lock, rand_vec, with_threads};
+use common::{bn_train, lock, rand_vec, with_threads, BnTrainOut};
 use ferroconv_kernels::batchnorm::{self, BatchNorm2dParams};
 use ferroconv_kernels::conv::transpose::{self, ConvTranspose2dParams};
 use ferroconv_kernels::simd::{self, SimdLevel};
@@ -192,21 +192,14 @@ fn check_batchnorm(p: &BatchNorm2dParams) {
     let w = rand_vec(c, 11, 1.0);
     let b = rand_vec(c, 12, 1.0);
     let gy = rand_vec(p.input_len(), 13, 1.0);
-    let mut y = vec![f32::NAN; x.len()];
-    let (mut mean, mut invstd) = (vec![0f32; c], vec![0f32; c]);
-    let (mut rm, mut rv) = (vec![0.5f32; c], vec![2f32; c]);
-    batchnorm::batch_norm2d_forward_train(
-        p,
-        &x,
-        Some(&w),
-        Some(&b),
-        Some(&mut rm),
-        Some(&mut rv),
-        &mut y,
-        &mut mean,
-        &mut invstd,
-    )
-    .unwrap();
+    let (rm, rv) = (vec![0.5f32; c], vec![2f32; c]);
+    let BnTrainOut {
+        y,
+        mean,
+        invstd,
+        rm,
+        rv,
+    } = bn_train(p, &x, Some(&w), Some(&b), &rm, &rv);
     let mut dx = vec![f32::NAN; x.len()];
     let (mut dw, mut db) = (vec![f32::NAN; c], vec![f32::NAN; c]);
     batchnorm::batch_norm2d_backward(

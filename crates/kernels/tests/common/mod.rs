@@ -5,6 +5,8 @@
 pub mod conv;
 pub mod gemm;
 
+use ferroconv_kernels::batchnorm::{batch_norm2d_forward_train, BatchNorm2dParams};
+
 use ferroconv_kernels::simd::{self, SimdLevel};
 use std::sync::{Mutex, MutexGuard};
 
@@ -250,4 +252,46 @@ pub fn report(name: &str, bytes: f64, wall: f64, cpu: f64) {
         bytes / (cpu / 2.0) / 1e9,
         load.split_whitespace().next().unwrap_or("?")
     );
+}
+
+/// What a batch-norm training forward writes.
+pub struct BnTrainOut {
+    pub y: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub invstd: Vec<f32>,
+    pub rm: Vec<f32>,
+    pub rv: Vec<f32>,
+}
+
+/// The batch-norm training forward on fresh (NaN-filled) outputs and copies of the running
+/// statistics `rm`, `rv`.
+pub fn bn_train(
+    p: &BatchNorm2dParams,
+    x: &[f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    rm: &[f32],
+    rv: &[f32],
+) -> BnTrainOut {
+    let c = p.channels;
+    let mut o = BnTrainOut {
+        y: vec![f32::NAN; x.len()],
+        mean: vec![f32::NAN; c],
+        invstd: vec![f32::NAN; c],
+        rm: rm.to_vec(),
+        rv: rv.to_vec(),
+    };
+    batch_norm2d_forward_train(
+        p,
+        x,
+        w,
+        b,
+        Some(&mut o.rm),
+        Some(&mut o.rv),
+        &mut o.y,
+        &mut o.mean,
+        &mut o.invstd,
+    )
+    .unwrap();
+    o
 }
