@@ -379,28 +379,15 @@ fn broadcast_plans_and_errors() {
         BinaryOp::parse("sub").unwrap_err().0,
         "op: expected one of 'add', 'mul', got 'sub'"
     );
-    let e = broadcast_binary(
-        BinaryOp::Add,
-        &[0.0; 6],
-        &[2, 3],
-        &[0.0; 2],
-        &[3],
-        &mut [0.0; 6],
-    )
-    .unwrap_err()
-    .0;
-    assert_eq!(e, "b: expected 3 elements, got 2");
-    let e = broadcast_binary(
-        BinaryOp::Add,
-        &[0.0; 6],
-        &[2, 3],
-        &[0.0; 3],
-        &[3],
-        &mut [0.0; 5],
-    )
-    .unwrap_err()
-    .0;
-    assert_eq!(e, "output: expected 6 elements, got 5");
+    // a [2, 3] (6 values) + b [3]: the lengths of b and the output are checked.
+    let add = |b_len: usize, out_len: usize| {
+        let (b, mut out) = (vec![0.0; b_len], vec![0.0; out_len]);
+        broadcast_binary(BinaryOp::Add, &[0.0; 6], &[2, 3], &b, &[3], &mut out)
+            .unwrap_err()
+            .0
+    };
+    assert_eq!(add(2, 6), "b: expected 3 elements, got 2");
+    assert_eq!(add(3, 5), "output: expected 6 elements, got 5");
     let e = broadcast_binary_backward(
         BinaryOp::Mul,
         &[0.0; 6],

@@ -32,6 +32,21 @@ struct Case {
     dy: Vec<f32>,
 }
 
+impl Case {
+    /// linear_backward for gradOutput `dy`, computing the gradients `want` marks (input, weight,
+    /// bias); each starts NaN so a missed write shows, and the ones not asked for come back empty.
+    fn backward(&self, (batch, in_f, out_f): Dims, dy: &[f32], want: [bool; 3]) -> [Vec<f32>; 3] {
+        let lens = [self.x.len(), self.w.len(), self.b.len()];
+        let mut g = [0, 1, 2].map(|k| vec![f32::NAN; if want[k] { lens[k] } else { 0 }]);
+        let [gx, gw, gb] = g.each_mut().map(|v| (!v.is_empty()).then_some(&mut v[..]));
+        linear_backward(batch, in_f, out_f, &self.x, &self.w, dy, gx, gw, gb).unwrap();
+        g
+    }
+}
+
+/// (batch, in features, out features)
+type Dims = (usize, usize, usize);
+
 fn inputs(batch: usize, in_f: usize, out_f: usize) -> Case {
     Case {
         x: fill(batch * in_f, 1),
@@ -72,21 +87,7 @@ fn matches_naive_loops_on_1_and_2_threads() {
                 let mut y = vec![f32::NAN; batch * out_f];
                 linear_forward(batch, in_f, out_f, &c.x, &c.w, Some(&c.b), &mut y).unwrap();
                 close(&y, &y_want, &format!("{tag} forward"));
-                let mut gx = vec![f32::NAN; c.x.len()];
-                let mut gw = vec![f32::NAN; c.w.len()];
-                let mut gb = vec![f32::NAN; c.b.len()];
-                linear_backward(
-                    batch,
-                    in_f,
-                    out_f,
-                    &c.x,
-                    &c.w,
-                    &c.dy,
-                    Some(&mut gx),
-                    Some(&mut gw),
-                    Some(&mut gb),
-                )
-                .unwrap();
+                let [gx, gw, gb] = c.backward((batch, in_f, out_f), &c.dy, [true; 3]);
                 close(&gx, &gx_want, &format!("{tag} grad input"));
                 close(&gw, &gw_want, &format!("{tag} grad weight"));
                 close(&gb, &gb_want, &format!("{tag} grad bias"));
@@ -114,19 +115,7 @@ fn without_bias_and_with_some_gradients_skipped() {
     let mut y = vec![f32::NAN; batch * out_f];
     linear_forward(batch, in_f, out_f, &c.x, &c.w, None, &mut y).unwrap();
     assert_eq!(y, with_zero_bias);
-    let mut gw = vec![f32::NAN; c.w.len()];
-    linear_backward(
-        batch,
-        in_f,
-        out_f,
-        &c.x,
-        &c.w,
-        &c.dy,
-        None,
-        Some(&mut gw),
-        None,
-    )
-    .unwrap();
+    let [_, gw, _] = c.backward((batch, in_f, out_f), &c.dy, [false, true, false]);
     assert!(gw.iter().all(|v| v.is_finite()));
 }
 
@@ -144,21 +133,7 @@ fn finite_differences_agree_with_backward() {
             .map(|(&a, &b)| a as f64 * b as f64)
             .sum::<f64>()
     };
-    let mut gx = vec![0.0; c.x.len()];
-    let mut gw = vec![0.0; c.w.len()];
-    let mut gb = vec![0.0; c.b.len()];
-    linear_backward(
-        batch,
-        in_f,
-        out_f,
-        &c.x,
-        &c.w,
-        r,
-        Some(&mut gx),
-        Some(&mut gw),
-        Some(&mut gb),
-    )
-    .unwrap();
+    let [gx, gw, gb] = c.backward((batch, in_f, out_f), r, [true; 3]);
     let eps = 1e-2f32;
     for which in 0..3 {
         let grad = [&gx, &gw, &gb][which];
