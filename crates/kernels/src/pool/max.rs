@@ -182,7 +182,17 @@ fn max_row<T: Target, const IDX: bool>(
         } else {
             &mut [][..]
         };
-        let done = window_max_simd::<T, IDX>(vm, vi, &w, y, i);
+        // Leading interior windows done with AVX2 (strides 1 and 2).
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
+        // AVX2 and FMA.
+        let done = match (T::AVX2, w.stride) {
+            (true, 1) => unsafe { x86::window_max::<1, IDX>(vm, vi, &w, y, i) },
+            (true, 2) => unsafe { x86::window_max::<2, IDX>(vm, vi, &w, y, i) },
+            _ => 0,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for o in done..y.len() {
             let at = w.col0 + o * w.stride;
             let taps = (0..w.kernel).map(|k| at + k * w.dilation);
@@ -267,31 +277,6 @@ fn column_max<T: Target, const IDX: bool>(x: &[f32], rows: &Rows, vm: &mut [f32]
             vi[c] = a as i32;
         }
     }
-}
-
-/// Leading interior windows done with AVX2 (strides 1 and 2); returns how many.
-#[inline(always)]
-fn window_max_simd<T: Target, const IDX: bool>(
-    vm: &[f32],
-    vi: &[i32],
-    w: &Window,
-    y: &mut [f32],
-    ind: &mut [i32],
-) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if T::AVX2 {
-        // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
-        // AVX2 and FMA.
-        return unsafe {
-            match w.stride {
-                1 => x86::window_max::<1, IDX>(vm, vi, w, y, ind),
-                2 => x86::window_max::<2, IDX>(vm, vi, w, y, ind),
-                _ => 0,
-            }
-        };
-    }
-    let _ = (vm, vi, w, y, ind);
-    0
 }
 
 /// grad_input = scatter-add of grad_out through the forward's indices (overwrites grad_input).
