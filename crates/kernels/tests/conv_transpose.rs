@@ -385,50 +385,52 @@ fn err(p: ConvTranspose2dParams) -> String {
 
 #[test]
 fn bad_arguments_are_errors() {
+    // Each case changes the valid base shape in one way and names the error it must give.
+    type Change = fn(&mut ConvTranspose2dParams);
+    let cases: [(Change, &str); 9] = [
+        (
+            |p| p.output_pad_h = 2,
+            "outputPadding: must be smaller than either stride or dilation in each dimension, got \
+          outputPadding [2, 1] with stride [2, 2] and dilation [1, 1]",
+        ),
+        (
+            |p| p.stride_w = 1,
+            "outputPadding: must be smaller than either stride or dilation in each dimension, got \
+          outputPadding [1, 1] with stride [2, 1] and dilation [1, 1]",
+        ),
+        (
+            |p| p.pad_h = 9,
+            "padding: output size -8x10 for input 4x5 is not positive (padding [9, 1] too large)",
+        ),
+        (
+            |p| p.groups = 3,
+            "groups: in_channels (4) must be divisible by groups (3)",
+        ),
+        (
+            |p| (p.groups, p.out_channels) = (2, 5),
+            "groups: out_channels (5) must be divisible by groups (2)",
+        ),
+        (|p| p.groups = 0, "groups: expected a positive size, got 0"),
+        (
+            |p| p.stride_h = 0,
+            "stride: expected a positive size, got 0",
+        ),
+        (
+            |p| p.kernel_w = 0,
+            "kernel width: expected a positive size, got 0",
+        ),
+        (
+            |p| p.in_h = usize::MAX / 2,
+            "conv_transpose2d: sizes overflow",
+        ),
+    ];
+    for (change, want) in cases {
+        let mut p = base();
+        change(&mut p);
+        assert_eq!(err(p), want, "{p:?}");
+    }
     let mut p = base();
-    p.output_pad_h = 2;
-    assert_eq!(
-        err(p),
-        "outputPadding: must be smaller than either stride or dilation in each dimension, got \
-         outputPadding [2, 1] with stride [2, 2] and dilation [1, 1]"
-    );
-    p = base();
-    p.stride_w = 1;
-    assert!(err(p).starts_with("outputPadding: must be smaller"));
-    p = base();
-    p.pad_h = 9;
-    assert_eq!(
-        err(p),
-        "padding: output size -8x10 for input 4x5 is not positive (padding [9, 1] too large)"
-    );
-    p = base();
-    p.groups = 3;
-    assert_eq!(
-        err(p),
-        "groups: in_channels (4) must be divisible by groups (3)"
-    );
-    p = base();
-    p.groups = 2;
-    p.out_channels = 5;
-    assert_eq!(
-        err(p),
-        "groups: out_channels (5) must be divisible by groups (2)"
-    );
-    p = base();
-    p.groups = 0;
-    assert_eq!(err(p), "groups: expected a positive size, got 0");
-    p = base();
-    p.stride_h = 0;
-    assert_eq!(err(p), "stride: expected a positive size, got 0");
-    p = base();
-    p.kernel_w = 0;
-    assert_eq!(err(p), "kernel width: expected a positive size, got 0");
-    p = base();
-    p.in_h = usize::MAX / 2;
-    assert_eq!(err(p), "conv_transpose2d: sizes overflow");
-    p = base();
-    p.in_h = 1 << 40;
-    p.in_w = 1 << 40;
+    (p.in_h, p.in_w) = (1 << 40, 1 << 40);
     assert!(err(p).contains("too many elements"));
 
     let p = base();

@@ -258,34 +258,22 @@ fn broadcast_mul_gradients_match_finite_differences() {
         )
         .unwrap();
         let eps = 1e-2f32;
-        let check = |which: &str, i: usize, fd: f64, got: f32| {
-            let err = (fd - got as f64).abs();
-            assert!(
-                err <= 1e-3 + 1e-3 * fd.abs(),
-                "{ash:?} {bsh:?} {which}[{i}]: fd {fd}, backward {got}"
-            );
-        };
-        for i in 0..na {
-            let (mut ap, mut am) = (a.clone(), a.clone());
-            ap[i] += eps;
-            am[i] -= eps;
-            check(
-                "gradA",
-                i,
-                (loss(&ap, &b) - loss(&am, &b)) / (2.0 * eps as f64),
-                ga[i],
-            );
-        }
-        for j in 0..nb {
-            let (mut bp, mut bm) = (b.clone(), b.clone());
-            bp[j] += eps;
-            bm[j] -= eps;
-            check(
-                "gradB",
-                j,
-                (loss(&a, &bp) - loss(&a, &bm)) / (2.0 * eps as f64),
-                gb[j],
-            );
+        // Central differences along each element of a (operand 0) and of b (operand 1).
+        for (which, grad) in [("gradA", &ga), ("gradB", &gb)] {
+            for i in 0..grad.len() {
+                let at = |d: f32| {
+                    let mut ab = [a.clone(), b.clone()];
+                    ab[(which == "gradB") as usize][i] += d;
+                    loss(&ab[0], &ab[1])
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                let err = (fd - grad[i] as f64).abs();
+                assert!(
+                    err <= 1e-3 + 1e-3 * fd.abs(),
+                    "{ash:?} {bsh:?} {which}[{i}]: fd {fd}, backward {}",
+                    grad[i]
+                );
+            }
         }
     }
 }
