@@ -34,7 +34,7 @@ export {
 export interface Info {
   /** Threads in the kernel pool (FERROCONV_NUM_THREADS or all cores). */
   threads: number;
-  /** SIMD path in use: 'avx2+fma' or 'scalar'. */
+  /** SIMD path in use: 'avx2+fma' (x86-64), 'neon' (aarch64) or 'scalar'. */
   simd: string;
   /** Best SIMD path the CPU supports. */
   simdDetected: string;

@@ -25,7 +25,7 @@ describe('ferroconv CLI', () => {
       expect(r.out).toContain(`ferroconv ${cmd}`);
     }
     expect(run('--help').out).toContain('Commands:');
-    expect(JSON.parse(run('info').out).simd).toMatch(/avx2\+fma|scalar/);
+    expect(JSON.parse(run('info').out).simd).toMatch(/^(avx2\+fma|neon|scalar)$/);
   });
 
   it.each([
