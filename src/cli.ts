@@ -2,6 +2,7 @@
 // The `ferroconv` command: train, eval, predict and info. Bad flags or paths print one line to
 // stderr and exit non-zero, never a stack trace.
 import { existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -25,6 +26,10 @@ Commands:
   eval      evaluate a trained checkpoint on a dataset's test split
   predict   classify image files with a trained checkpoint
   info      threads, SIMD level and versions
+
+Options:
+  -v, --version   print ferroconv's version
+  -h, --help      print this help
 
 Run 'ferroconv <command> --help' for a command's options.`,
   train: `ferroconv train [options]
@@ -243,6 +248,12 @@ async function predict(argv: string[]): Promise<void> {
   }
 }
 
+// Read from ferroconv's own package.json at run time, so it is always the installed version;
+// '../package.json' is the package root from both src/cli.ts and dist/cli.js.
+function packageVersion(): string {
+  return (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -259,6 +270,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'info':
         if (rest.includes('--help') || rest.includes('-h')) console.log(HELP.info);
         else console.log(JSON.stringify(info(), null, 2));
+        return 0;
+      case '--version':
+      case '-v':
+        console.log(packageVersion());
         return 0;
       case undefined:
       case '--help':

@@ -1,7 +1,7 @@
-// The ferroconv command: help, info, a tiny training run, eval and predict on its checkpoint,
+// The ferroconv command: help, --version, info, a tiny training run, eval and predict on its checkpoint,
 // and error paths that print one line and exit non-zero without a stack trace.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -26,6 +26,20 @@ describe('ferroconv CLI', () => {
     }
     expect(run('--help').out).toContain('Commands:');
     expect(JSON.parse(run('info').out).simd).toMatch(/^(avx2\+fma|neon|scalar)$/);
+  });
+
+  it('prints the version in package.json for --version and -v, from src/ and from the built dist/cli.js', () => {
+    const root = join(import.meta.dirname, '..');
+    const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+    for (const flag of ['--version', '-v']) {
+      const r = run(flag);
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toBe(`${version}\n`);
+      const d = spawnSync(process.execPath, [join(root, 'dist', 'cli.js'), flag], { encoding: 'utf8' });
+      expect(d.status, d.stderr).toBe(0);
+      expect(d.stdout).toBe(`${version}\n`);
+    }
+    expect(run('--help').out).toContain('-v, --version');
   });
 
   it.each([
