@@ -178,8 +178,9 @@ const BUFFER_MAX_BYTES = bufferConstants.MAX_LENGTH;
  * code that reads before it writes.
  */
 export function uninitialized(n: number, op = 'tensor'): Float32Array {
-  if (n < UNINIT_MIN) return allocate(n, op);
-  if (n * 4 > BUFFER_MAX_BYTES) return allocate(n, op);
+  // allocate() refuses sizes past a tensor's limit with the op's name; Node 22+ would otherwise
+  // hand out such a Buffer (its MAX_LENGTH is 2^53 - 1) and fail later with a vaguer message.
+  if (n < UNINIT_MIN || n > MAX_ELEMENTS || n * 4 > BUFFER_MAX_BYTES) return allocate(n, op);
   try {
     const bytes = Buffer.allocUnsafeSlow(n * 4);
     return new Float32Array(bytes.buffer, bytes.byteOffset, n);

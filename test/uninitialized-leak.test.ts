@@ -119,9 +119,14 @@ function run(): Map<string, Float32Array> {
 describe('uninitialised buffers', () => {
   it('churning the allocator does make uninitialized() return NaN-filled memory (Linux)', () => {
     if (process.platform !== 'linux') return;
-    churn();
-    const dirty = SIZES.map((n) => uninitialized(n)).filter((a) => a.some(Number.isNaN));
-    expect(dirty.length, 'the churn no longer poisons reused memory: this suite has lost its teeth').toBeGreaterThan(0);
+    // Whether freed memory comes back at once depends on the collector and on what else the
+    // process allocates meanwhile (other suites share the worker): a few rounds, not one.
+    let dirty = 0;
+    for (let round = 0; round < 5 && dirty === 0; round++) {
+      churn();
+      dirty = SIZES.map((n) => uninitialized(n)).filter((a) => a.some(Number.isNaN)).length;
+    }
+    expect(dirty, 'the churn no longer poisons reused memory: this suite has lost its teeth').toBeGreaterThan(0);
   });
 
   it('never leak into outputs or gradients', () => {
