@@ -175,6 +175,32 @@ if selected linux-arm64-gnu; then
     qemu-aarch64 -L /usr/aarch64-linux-gnu "$(arm64_node)"
 fi
 
+# Every kernel test on aarch64: each one loops over the SIMD levels the CPU has, so under
+# qemu-aarch64 both the scalar and the NEON level run (qemu's default CPU has NEON).
+if selected linux-arm64-gnu && [ -z "${FERROCONV_PACKAGE_SKIP_KERNEL_TESTS:-}" ]; then
+  log "kernel tests on aarch64 under qemu-aarch64"
+  exes=$(cargo zigbuild --release -p ferroconv-kernels --tests --target aarch64-unknown-linux-gnu \
+    --message-format=json 2>/dev/null | node -e '
+      let out = "";
+      for (const line of require("node:fs").readFileSync(0, "utf8").split("\n")) {
+        if (!line.startsWith("{")) continue;
+        const m = JSON.parse(line);
+        if (m.reason === "compiler-artifact" && m.profile?.test && m.executable) out += `${m.executable}\n`;
+      }
+      process.stdout.write(out);')
+  pushd crates/kernels >/dev/null
+  for exe in $exes; do
+    name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
+    start=$(date +%s)
+    if out=$(qemu-aarch64 -L /usr/aarch64-linux-gnu "$exe" 2>&1); then
+      results+=("PASS kernel tests $name on aarch64 ($(($(date +%s) - start)) s): $(grep 'test result' <<<"$out" | tail -1)")
+    else
+      results+=("FAIL kernel tests $name on aarch64: $(grep -E 'panicked|FAILED' <<<"$out" | head -3 | tr '\n' ' ')")
+    fi
+  done
+  popd >/dev/null
+fi
+
 log "results"
 printf '%s\n' "${results[@]}"
 ! printf '%s\n' "${results[@]}" | grep -q '^FAIL'

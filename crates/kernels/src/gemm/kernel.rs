@@ -1,5 +1,5 @@
 //! The macro-kernel (MC x NR x MR loops over one KC pass) and the register-tile micro-kernels:
-//! portable and AVX2+FMA 6x16.
+//! portable, AVX2+FMA 6x16 and NEON 6x16.
 use super::*;
 use crate::simd::{dispatch, Isa};
 
@@ -98,6 +98,18 @@ pub(super) unsafe fn tile(
                     alpha,
                     0.0,
                 );
+                store_edge(&tmp, c, ldc, mr, nr, beta);
+            }
+        },
+        neon => {
+            if mr == MR && nr == NR {
+                kernel_6x16_neon(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
+            } else {
+                // Edge tiles: the full tile into a buffer (rows past m are zero in the packed
+                // panel), then only the real rows and columns are stored.
+                let mut tmp = [0f32; MR * NR];
+                let t = tmp.as_mut_ptr();
+                kernel_6x16_neon(kc, ap.as_ptr(), bp.as_ptr(), t, NR, alpha, 0.0);
                 store_edge(&tmp, c, ldc, mr, nr, beta);
             }
         },
@@ -294,6 +306,63 @@ pub(super) unsafe fn kernel_6x16_avx2(
             let old_hi = _mm256_mul_ps(vb, _mm256_loadu_ps(cr.add(8)));
             _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, lo, old_lo));
             _mm256_storeu_ps(cr.add(8), _mm256_fmadd_ps(va, hi, old_hi));
+        }
+    }
+}
+
+/// NEON micro-kernel: 24 accumulators (6 rows of four 4-wide vectors) hold the 6x16 tile; each
+/// step of the shared dimension loads four vectors of B and the six values of A as one 4-wide
+/// and one 2-wide vector, and multiplies by lane (`fmla v.4s, v.4s, v.s[i]`), so no broadcast
+/// instructions are needed. 24 + 4 + 2 registers of the 32.
+///
+/// # Safety
+/// `a` holds `6*kc` floats, `b` holds `16*kc`, `c` is a writable 6x16 block with leading
+/// dimension `ldc`, read only when `beta != 0`.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn kernel_6x16_neon(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::aarch64::*;
+    let z = vdupq_n_f32(0.0);
+    let mut acc = [[z; 4]; MR];
+    for p in 0..kc {
+        let bp = b.add(p * NR);
+        let bv = [
+            vld1q_f32(bp),
+            vld1q_f32(bp.add(4)),
+            vld1q_f32(bp.add(8)),
+            vld1q_f32(bp.add(12)),
+        ];
+        let ap = a.add(p * MR);
+        let a03 = vld1q_f32(ap);
+        let a45 = vld1_f32(ap.add(4));
+        for j in 0..4 {
+            acc[0][j] = vfmaq_laneq_f32::<0>(acc[0][j], bv[j], a03);
+            acc[1][j] = vfmaq_laneq_f32::<1>(acc[1][j], bv[j], a03);
+            acc[2][j] = vfmaq_laneq_f32::<2>(acc[2][j], bv[j], a03);
+            acc[3][j] = vfmaq_laneq_f32::<3>(acc[3][j], bv[j], a03);
+            acc[4][j] = vfmaq_lane_f32::<0>(acc[4][j], bv[j], a45);
+            acc[5][j] = vfmaq_lane_f32::<1>(acc[5][j], bv[j], a45);
+        }
+    }
+    let va = vdupq_n_f32(alpha);
+    for (i, row) in acc.iter().enumerate() {
+        let cr = c.add(i * ldc);
+        for (j, &v) in row.iter().enumerate() {
+            let out = if beta == 0.0 {
+                vmulq_f32(va, v)
+            } else {
+                let old = vmulq_n_f32(vld1q_f32(cr.add(4 * j)), beta);
+                vfmaq_f32(old, va, v)
+            };
+            vst1q_f32(cr.add(4 * j), out);
         }
     }
 }
