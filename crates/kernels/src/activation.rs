@@ -181,6 +181,8 @@ fn sigmoid(isa: Isa, x: &[f32], y: &mut [f32]) {
     dispatch!(isa,
         // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
         avx2 => unsafe { crate::vmath::avx2::sigmoid(x, y) },
+        // SAFETY: the neon arm runs only on CPUs with NEON.
+        neon => unsafe { crate::vmath::neon::sigmoid(x, y) },
         _ => {
             for (o, &v) in y.iter_mut().zip(x) {
                 // e^-|x| never overflows, so large negative inputs give tiny values, not 1/inf.
@@ -196,6 +198,8 @@ fn tanh(isa: Isa, x: &[f32], y: &mut [f32]) {
     dispatch!(isa,
         // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
         avx2 => unsafe { crate::vmath::avx2::tanh(x, y) },
+        // SAFETY: the neon arm runs only on CPUs with NEON.
+        neon => unsafe { crate::vmath::neon::tanh(x, y) },
         _ => {
             for (o, &v) in y.iter_mut().zip(x) {
                 *o = v.tanh();

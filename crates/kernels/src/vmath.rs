@@ -268,11 +268,154 @@ pub(crate) mod avx2 {
     }
 }
 
+/// NEON versions of the same kernels: the same approximations as [`avx2`] on 4-wide vectors
+/// (so the two SIMD levels agree to rounding), with `fmla`/`fmls` for the fused steps.
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use std::arch::aarch64::*;
+
+    /// e^x as [`super::avx2::exp8`]: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n in the
+    /// exponent bits; 0 below -87.3, e^88 above 88, NaN propagated.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn exp4(x_in: float32x4_t) -> float32x4_t {
+        let lo = vdupq_n_f32(-87.3);
+        // Ordered compare: false for NaN, so NaN is not flushed.
+        let underflow = vcltq_f32(x_in, lo);
+        // fmax/fmin return NaN when either operand is NaN, so NaN carries through.
+        let x = vminq_f32(vdupq_n_f32(88.0), vmaxq_f32(lo, x_in));
+        let n = vrndnq_f32(vmulq_n_f32(x, std::f32::consts::LOG2_E));
+        // r = x - n ln2, with ln2 split in two so n * ln2_hi is exact.
+        let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_359_4));
+        let r = vfmsq_f32(r, n, vdupq_n_f32(-2.121_944_4e-4));
+        let mut p = vdupq_n_f32(1.987_569_1e-4);
+        p = vfmaq_f32(vdupq_n_f32(1.398_199_9e-3), p, r);
+        p = vfmaq_f32(vdupq_n_f32(8.333_452e-3), p, r);
+        p = vfmaq_f32(vdupq_n_f32(4.166_579_6e-2), p, r);
+        p = vfmaq_f32(vdupq_n_f32(1.666_666_5e-1), p, r);
+        p = vfmaq_f32(vdupq_n_f32(0.5), p, r);
+        let r2 = vmulq_f32(r, r);
+        let e = vaddq_f32(vfmaq_f32(r, p, r2), vdupq_n_f32(1.0));
+        let bits = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
+        let y = vmulq_f32(e, vreinterpretq_f32_s32(bits));
+        vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), underflow))
+    }
+
+    /// Applies `f` to `x` four floats at a time into `y` (same length); the tail goes through a
+    /// zero-padded register so every element sees the same approximation.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn map4(x: &[f32], y: &mut [f32], f: impl Fn(float32x4_t) -> float32x4_t) {
+        let n = x.len().min(y.len());
+        let mut i = 0;
+        while i + 4 <= n {
+            vst1q_f32(y.as_mut_ptr().add(i), f(vld1q_f32(x.as_ptr().add(i))));
+            i += 4;
+        }
+        if i < n {
+            let mut buf = [0.0f32; 4];
+            buf[..n - i].copy_from_slice(&x[i..n]);
+            vst1q_f32(buf.as_mut_ptr(), f(vld1q_f32(buf.as_ptr())));
+            y[i..n].copy_from_slice(&buf[..n - i]);
+        }
+    }
+
+    /// 1 / (1 + e^-x) via e = e^-|x| (never overflows): 1/(1+e) for x >= 0, e/(1+e) below.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn sigmoid4(x: float32x4_t) -> float32x4_t {
+        let e = exp4(vnegq_f32(vabsq_f32(x)));
+        let s = vdivq_f32(vdupq_n_f32(1.0), vaddq_f32(vdupq_n_f32(1.0), e));
+        vbslq_f32(vcltzq_f32(x), vmulq_f32(e, s), s)
+    }
+
+    /// tanh as [`super::avx2::tanh8`]: an odd polynomial below |x| = 0.625, (1 - e)/(1 + e)
+    /// with e = e^(-2|x|) above, and the sign of x put back.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn tanh4(x: float32x4_t) -> float32x4_t {
+        let ax = vabsq_f32(x);
+        let e = exp4(vmulq_n_f32(ax, -2.0));
+        let one = vdupq_n_f32(1.0);
+        let big = vdivq_f32(vsubq_f32(one, e), vaddq_f32(one, e));
+        let z = vmulq_f32(ax, ax);
+        let mut p = vdupq_n_f32(-5.704_988_7e-3);
+        p = vfmaq_f32(vdupq_n_f32(2.063_909e-2), p, z);
+        p = vfmaq_f32(vdupq_n_f32(-5.373_971_6e-2), p, z);
+        p = vfmaq_f32(vdupq_n_f32(1.333_144_2e-1), p, z);
+        p = vfmaq_f32(vdupq_n_f32(-3.333_328e-1), p, z);
+        let small = vfmaq_f32(ax, vmulq_f32(p, z), ax);
+        let r = vbslq_f32(vcltq_f32(ax, vdupq_n_f32(0.625)), small, big);
+        let sign = vandq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x8000_0000));
+        vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(r), sign))
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn sigmoid(x: &[f32], y: &mut [f32]) {
+        map4(x, y, |v| sigmoid4(v))
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn tanh(x: &[f32], y: &mut [f32]) {
+        map4(x, y, |v| tanh4(v))
+    }
+
+    /// y = e^(x - shift); returns the sum of y (summed in 4 lanes, then in f64).
+    #[target_feature(enable = "neon")]
+    pub unsafe fn exp_shift(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+        let n = x.len().min(y.len());
+        let s = vdupq_n_f32(shift);
+        let mut acc = vdupq_n_f32(0.0);
+        let mut i = 0;
+        while i + 4 <= n {
+            let v = exp4(vsubq_f32(vld1q_f32(x.as_ptr().add(i)), s));
+            vst1q_f32(y.as_mut_ptr().add(i), v);
+            acc = vaddq_f32(acc, v);
+            i += 4;
+        }
+        let mut total = hsum(acc);
+        if i < n {
+            map4(&x[i..n], &mut y[i..n], |v| exp4(vsubq_f32(v, s)));
+            total += y[i..n].iter().map(|&v| v as f64).sum::<f64>();
+        }
+        total as f32
+    }
+
+    /// Sum of e^(x - shift), nothing stored.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn exp_shift_sum(x: &[f32], shift: f32) -> f32 {
+        let s = vdupq_n_f32(shift);
+        let mut acc = vdupq_n_f32(0.0);
+        let mut chunks = x.chunks_exact(4);
+        for c in &mut chunks {
+            acc = vaddq_f32(acc, exp4(vsubq_f32(vld1q_f32(c.as_ptr()), s)));
+        }
+        let mut total = hsum(acc);
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0.0f32; 4];
+            map4(rest, &mut buf[..rest.len()], |v| exp4(vsubq_f32(v, s)));
+            total += buf[..rest.len()].iter().map(|&v| v as f64).sum::<f64>();
+        }
+        total as f32
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn hsum(v: float32x4_t) -> f64 {
+        let mut lanes = [0.0f32; 4];
+        vst1q_f32(lanes.as_mut_ptr(), v);
+        lanes.iter().map(|&x| x as f64).sum()
+    }
+}
+
 /// Scalar reference for the softmax pieces: y = e^(x - shift), returns the sum.
 pub(crate) fn exp_shift(isa: Isa, x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     dispatch!(isa,
         // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
         avx2 => unsafe { avx2::exp_shift(x, shift, y) },
+        // SAFETY: the neon arm runs only on CPUs with NEON.
+        neon => unsafe { neon::exp_shift(x, shift, y) },
         _ => {
             let mut total = 0.0f64;
             for (o, &v) in y.iter_mut().zip(x) {
@@ -289,6 +432,8 @@ pub(crate) fn exp_shift_sum(isa: Isa, x: &[f32], shift: f32) -> f32 {
     dispatch!(isa,
         // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
         avx2 => unsafe { avx2::exp_shift_sum(x, shift) },
+        // SAFETY: the neon arm runs only on CPUs with NEON.
+        neon => unsafe { neon::exp_shift_sum(x, shift) },
         _ => x.iter().map(|&v| (v - shift).exp() as f64).sum::<f64>() as f32,
     )
 }
