@@ -27,9 +27,18 @@ pub fn lock() -> SimdGuard {
     SimdGuard(SIMD_LOCK.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Every SIMD level this CPU has, the scalar fallback first.
+/// Every SIMD level this CPU has, the scalar fallback first. `FERROCONV_TEST_LEVELS` (level
+/// names, comma-separated, e.g. `neon`) narrows the list, for runs under an emulator where each
+/// level costs minutes and the scalar one is already tested natively.
 pub fn levels() -> Vec<SimdLevel> {
-    simd::available()
+    let all = simd::available();
+    match std::env::var("FERROCONV_TEST_LEVELS") {
+        Ok(names) => all
+            .into_iter()
+            .filter(|l| names.split(',').any(|n| n.trim() == l.name()))
+            .collect(),
+        Err(_) => all,
+    }
 }
 
 /// Runs `f` once per SIMD level this CPU has, returning the results in order; the guard proves
