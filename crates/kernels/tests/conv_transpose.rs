@@ -17,12 +17,6 @@ struct Case {
     p: ConvTranspose2dParams,
 }
 
-impl Case {
-    fn params(&self) -> ConvTranspose2dParams {
-        self.p
-    }
-}
-
 type Pair = (usize, usize);
 
 /// A case from torch's arguments: input NCHW, C_out, kernel, stride, padding, output padding,
@@ -171,7 +165,7 @@ fn ref_grad_input(c: &Case, gy: &[f32], w: &[f32]) -> Vec<f64> {
 }
 
 fn ref_grad_weight(c: &Case, x: &[f32], gy: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let p = c.params();
+    let p = c.p;
     let mut gw = vec![0f64; p.weight_len()];
     for_each_tap(c, |xi, yi, wi| gw[wi] += x[xi] as f64 * gy[yi] as f64);
     let (oh, ow) = out_size(c);
@@ -200,7 +194,7 @@ struct Outputs {
 }
 
 fn inputs(c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-    let p = c.params();
+    let p = c.p;
     let (oh, ow) = out_size(c);
     (
         fill(p.input_len(), 1),
@@ -211,7 +205,7 @@ fn inputs(c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
 }
 
 fn run_all(c: &Case) -> Outputs {
-    let p = c.params();
+    let p = c.p;
     let (x, w, b, gy) = inputs(c);
     // Garbage in the outputs proves they are overwritten, not accumulated into.
     let mut y = vec![f32::NAN; gy.len()];
@@ -230,7 +224,7 @@ fn matches_scatter_reference() {
     for level in levels() {
         simd::set_level(level);
         for c in &cases() {
-            let p = c.params();
+            let p = c.p;
             assert_eq!(
                 p.validate().unwrap(),
                 out_size(c),
@@ -327,7 +321,7 @@ fn finite_differences() {
         "spatial 1 k3 s2",
     ];
     for c in cases().iter().filter(|c| names.contains(&c.name)) {
-        let p = c.params();
+        let p = c.p;
         let (x, w, b, r) = inputs(c);
         let out = run_all(c);
         check_fd(&format!("{} grad input", c.name), &out.gx, |i, d| {
@@ -376,7 +370,7 @@ fn output_padding_rows_get_only_the_bias() {
 }
 
 fn base() -> ConvTranspose2dParams {
-    cases()[2].params()
+    cases()[2].p
 }
 
 fn err(p: ConvTranspose2dParams) -> String {

@@ -32,13 +32,21 @@ pub fn lock() -> SimdGuard {
 /// level costs minutes and the scalar one is already tested natively.
 pub fn levels() -> Vec<SimdLevel> {
     let all = simd::available();
-    match std::env::var("FERROCONV_TEST_LEVELS") {
-        Ok(names) => all
-            .into_iter()
-            .filter(|l| names.split(',').any(|n| n.trim() == l.name()))
-            .collect(),
-        Err(_) => all,
-    }
+    let Ok(names) = std::env::var("FERROCONV_TEST_LEVELS") else {
+        return all;
+    };
+    let picked: Vec<SimdLevel> = all
+        .iter()
+        .copied()
+        .filter(|l| names.split(',').any(|n| n.trim() == l.name()))
+        .collect();
+    // An empty list would let every level loop pass without running anything.
+    assert!(
+        !picked.is_empty(),
+        "FERROCONV_TEST_LEVELS={names:?} names none of this CPU's levels {:?}",
+        all.iter().map(|l| l.name()).collect::<Vec<_>>()
+    );
+    picked
 }
 
 /// Runs `f` once per SIMD level this CPU has, returning the results in order; the guard proves
