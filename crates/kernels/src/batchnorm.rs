@@ -216,37 +216,40 @@ impl TrainChannel<'_> {
     }
 }
 
-/// The three reductions, with explicit AVX2 code when `T::AVX2` (compilers vectorise these
-/// lane-array loops unreliably) and the portable loops otherwise.
+/// The three reductions, with explicit vector code at the AVX2 and NEON levels (compilers
+/// vectorise these lane-array loops unreliably) and the portable loops otherwise.
 struct Reduce<T>(std::marker::PhantomData<T>);
 
 impl<T: Target> Reduce<T> {
     #[inline(always)]
     fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
-        #[cfg(target_arch = "x86_64")]
-        if T::AVX2 {
-            // SAFETY: T is Avx2 only inside kernel! AVX2 builds, which run only on AVX2+FMA CPUs.
-            return unsafe { x86::shifted_sum(xs, shift) };
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if T::AVX2 || T::NEON {
+            // SAFETY: T is Avx2 or Neon only inside kernel! builds for those levels, which run
+            // only on CPUs that have them.
+            return unsafe { vector::shifted_sum(xs, shift) };
         }
         shifted_sum(xs, shift)
     }
 
     #[inline(always)]
     fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
-        #[cfg(target_arch = "x86_64")]
-        if T::AVX2 {
-            // SAFETY: T is Avx2 only inside kernel! AVX2 builds, which run only on AVX2+FMA CPUs.
-            return unsafe { x86::centered_sums(xs, mean) };
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if T::AVX2 || T::NEON {
+            // SAFETY: T is Avx2 or Neon only inside kernel! builds for those levels, which run
+            // only on CPUs that have them.
+            return unsafe { vector::centered_sums(xs, mean) };
         }
         centered_sums(xs, mean)
     }
 
     #[inline(always)]
     fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
-        #[cfg(target_arch = "x86_64")]
-        if T::AVX2 {
-            // SAFETY: T is Avx2 only inside kernel! AVX2 builds, which run only on AVX2+FMA CPUs.
-            return unsafe { x86::grad_sums(x, g, mean) };
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if T::AVX2 || T::NEON {
+            // SAFETY: T is Avx2 or Neon only inside kernel! builds for those levels, which run
+            // only on CPUs that have them.
+            return unsafe { vector::grad_sums(x, g, mean) };
         }
         grad_sums(x, g, mean)
     }
@@ -587,76 +590,61 @@ fn backward_batch(
     }
 }
 
-/// AVX2+FMA versions of the reductions: the same blocking (f32 lanes within a block of
-/// `BLOCK` values, f64 across blocks), in registers.
-#[cfg(target_arch = "x86_64")]
-mod x86 {
+/// Vector versions of the reductions (AVX2, or NEON pairs, through [`crate::f8`]): the same
+/// blocking (f32 lanes within a block of `BLOCK` values, f64 across blocks), in registers.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod vector {
     use super::BLOCK;
-    use std::arch::x86_64::*;
-
-    /// Adds the 8 f32 lanes of `v` to the 4 f64 lanes of `acc`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn widen_add(acc: __m256d, v: __m256) -> __m256d {
-        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-        _mm256_add_pd(acc, _mm256_add_pd(lo, hi))
-    }
+    use crate::f8::{D4, F8};
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256d) -> f64 {
-        let mut a = [0.0f64; 4];
-        _mm256_storeu_pd(a.as_mut_ptr(), v);
-        (a[0] + a[1]) + (a[2] + a[3])
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+    #[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
     pub(super) unsafe fn shifted_sum(xs: &[f32], shift: f32) -> f64 {
-        let sh = _mm256_set1_ps(shift);
-        let mut total = _mm256_setzero_pd();
+        let sh = F8::splat(shift);
+        let mut total = D4::zero();
         let mut tail = 0.0f64;
         for block in xs.chunks(BLOCK) {
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc = [F8::zero(); 4];
             let mut chunks = block.chunks_exact(32);
             for c in &mut chunks {
                 let p = c.as_ptr();
                 for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_add_ps(*a, _mm256_sub_ps(_mm256_loadu_ps(p.add(8 * j)), sh));
+                    *a = a.add(F8::load(p.add(8 * j)).sub(sh));
                 }
             }
             for a in acc {
-                total = widen_add(total, a);
+                total = total.add_widened(a);
             }
             for &v in chunks.remainder() {
                 tail += (v - shift) as f64;
             }
         }
-        hsum(total) + tail
+        total.sum() + tail
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+    #[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
     pub(super) unsafe fn centered_sums(xs: &[f32], mean: f32) -> (f64, f64) {
-        let m = _mm256_set1_ps(mean);
-        let (mut t1, mut t2) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let m = F8::splat(mean);
+        let (mut t1, mut t2) = (D4::zero(), D4::zero());
         let (mut r1, mut r2) = (0.0f64, 0.0f64);
         for block in xs.chunks(BLOCK) {
-            let mut s1 = [_mm256_setzero_ps(); 2];
-            let mut s2 = [_mm256_setzero_ps(); 2];
+            let mut s1 = [F8::zero(); 2];
+            let mut s2 = [F8::zero(); 2];
             let mut chunks = block.chunks_exact(16);
             for c in &mut chunks {
                 let p = c.as_ptr();
                 for j in 0..2 {
-                    let d = _mm256_sub_ps(_mm256_loadu_ps(p.add(8 * j)), m);
-                    s1[j] = _mm256_add_ps(s1[j], d);
-                    s2[j] = _mm256_fmadd_ps(d, d, s2[j]);
+                    let d = F8::load(p.add(8 * j)).sub(m);
+                    s1[j] = s1[j].add(d);
+                    s2[j] = s2[j].mul_add(d, d);
                 }
             }
             for j in 0..2 {
-                t1 = widen_add(t1, s1[j]);
-                t2 = widen_add(t2, s2[j]);
+                t1 = t1.add_widened(s1[j]);
+                t2 = t2.add_widened(s2[j]);
             }
             for &v in chunks.remainder() {
                 let d = (v - mean) as f64;
@@ -664,50 +652,52 @@ mod x86 {
                 r2 += d * d;
             }
         }
-        (hsum(t1) + r1, hsum(t2) + r2)
+        (t1.sum() + r1, t2.sum() + r2)
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+    #[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
     pub(super) unsafe fn grad_sums(x: &[f32], g: &[f32], mean: f32) -> (f64, f64) {
-        let m = _mm256_set1_ps(mean);
-        let (mut t1, mut t2) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let m = F8::splat(mean);
+        let (mut t1, mut t2) = (D4::zero(), D4::zero());
         let (mut r1, mut r2) = (0.0f64, 0.0f64);
         for (xb, gb) in x.chunks(BLOCK).zip(g.chunks(BLOCK)) {
-            let mut s1 = [_mm256_setzero_ps(); 2];
-            let mut s2 = [_mm256_setzero_ps(); 2];
+            let mut s1 = [F8::zero(); 2];
+            let mut s2 = [F8::zero(); 2];
             let mut xc = xb.chunks_exact(16);
             let mut gc = gb.chunks_exact(16);
             for (cx, cg) in (&mut xc).zip(&mut gc) {
                 let (px, pg) = (cx.as_ptr(), cg.as_ptr());
                 for j in 0..2 {
-                    let gv = _mm256_loadu_ps(pg.add(8 * j));
-                    let d = _mm256_sub_ps(_mm256_loadu_ps(px.add(8 * j)), m);
-                    s1[j] = _mm256_add_ps(s1[j], gv);
-                    s2[j] = _mm256_fmadd_ps(d, gv, s2[j]);
+                    let gv = F8::load(pg.add(8 * j));
+                    let d = F8::load(px.add(8 * j)).sub(m);
+                    s1[j] = s1[j].add(gv);
+                    s2[j] = s2[j].mul_add(d, gv);
                 }
             }
             for j in 0..2 {
-                t1 = widen_add(t1, s1[j]);
-                t2 = widen_add(t2, s2[j]);
+                t1 = t1.add_widened(s1[j]);
+                t2 = t2.add_widened(s2[j]);
             }
             for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
                 r1 += gv as f64;
                 r2 += (xv - mean) as f64 * gv as f64;
             }
         }
-        (hsum(t1) + r1, hsum(t2) + r2)
+        (t1.sum() + r1, t2.sum() + r2)
     }
 }
 
-/// Σ x with the AVX2 reduction, for global average pooling.
+/// Σ x with the vector reduction, for global average pooling.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn shifted_sum_avx2(xs: &[f32]) -> f64 {
-    x86::shifted_sum(xs, 0.0)
+/// The CPU must have the target's vector level (AVX2 and FMA; NEON).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
+pub(crate) unsafe fn shifted_sum_vector(xs: &[f32]) -> f64 {
+    vector::shifted_sum(xs, 0.0)
 }
 
 /// Inference backward: with the running statistics fixed the layer is a per-channel affine map

@@ -11,6 +11,8 @@ pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod error;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod f8;
 pub mod gemm;
 pub mod linear;
 pub mod lrn;

@@ -2,21 +2,22 @@
 //! `kh * kw`-fold copies of the input. Best where there is little to share between output
 //! channels: depthwise and other grouped convolutions, and small layers.
 //!
-//! With AVX2+FMA the work runs in register-blocked micro-kernels over zero-padded copies of the
-//! input (see `direct/avx2/mod.rs`). The portable path builds each plane row by row: for every tap
-//! the valid span of columns is computed once, so the inner loop is a branch-free axpy over a
-//! contiguous row (vectorised by the compiler when the stride is 1).
+//! With AVX2+FMA or NEON the work runs in register-blocked micro-kernels over zero-padded copies
+//! of the input (see `direct/blocked/mod.rs`). The portable path builds each plane row by row:
+//! for every tap the valid span of columns is computed once, so the inner loop is a branch-free
+//! axpy over a contiguous row (vectorised by the compiler when the stride is 1).
 use super::valid_range;
 use super::{BackwardData, BackwardWeight, Forward};
 use crate::simd::dispatch;
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod blocked;
 
 pub fn forward(f: Forward<'_>, bias: Option<&[f32]>) {
     dispatch!(crate::simd::isa(),
-        avx2 => avx2::forward(f, bias),
+        avx2 => blocked::forward(f, bias),
+        neon => blocked::forward(f, bias),
         _ => forward_scalar(f, bias),
     )
 }
@@ -74,7 +75,8 @@ fn forward_scalar(f: Forward<'_>, bias: Option<&[f32]>) {
 /// grad_input of conv2d (overwrites `grad_input`).
 pub fn backward_data(b: BackwardData<'_>) {
     dispatch!(crate::simd::isa(),
-        avx2 => avx2::backward_data(b),
+        avx2 => blocked::backward_data(b),
+        neon => blocked::backward_data(b),
         _ => backward_data_scalar(b),
     )
 }
@@ -135,7 +137,8 @@ pub fn backward_weight(mut b: BackwardWeight<'_>) {
     let (p, out_hw, grad_out) = (b.p, b.out_hw, b.grad_out);
     let grad_bias = b.grads.1.take();
     dispatch!(crate::simd::isa(),
-        avx2 => avx2::backward_weight(b),
+        avx2 => blocked::backward_weight(b),
+        neon => blocked::backward_weight(b),
         _ => backward_weight_scalar(b),
     );
     if let Some(gb) = grad_bias {

@@ -106,7 +106,9 @@ pub fn adaptive_avg_pool2d_forward(
 fn plane_sum(isa: Isa, x: &[f32]) -> f64 {
     dispatch!(isa,
         // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
-        avx2 => unsafe { crate::batchnorm::shifted_sum_avx2(x) },
+        avx2 => unsafe { crate::batchnorm::shifted_sum_vector(x) },
+        // SAFETY: the neon arm runs only on CPUs with NEON.
+        neon => unsafe { crate::batchnorm::shifted_sum_vector(x) },
         _ => crate::batchnorm::shifted_sum(x, 0.0),
     )
 }

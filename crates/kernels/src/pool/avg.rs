@@ -38,14 +38,14 @@ pub fn avg_pool2d_forward(
 /// Leading interior outputs done with AVX2 (strides 1 and 2); returns how many.
 #[inline(always)]
 fn avg_run_simd<T: Target>(x: &[f32], run: &Run, divisor: f32, out: &mut [f32]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if T::AVX2 {
-        // SAFETY: T is Avx2 only inside avg_plane's AVX2 build, which runs only on CPUs with
-        // AVX2 and FMA.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if T::AVX2 || T::NEON {
+        // SAFETY: T is Avx2 or Neon only inside avg_plane's builds for those levels, which run
+        // only on CPUs that have them.
         return unsafe {
             match run.stride {
-                1 => x86::avg_run::<1>(x, run, divisor, out),
-                2 => x86::avg_run::<2>(x, run, divisor, out),
+                1 => vector::avg_run::<1>(x, run, divisor, out),
+                2 => vector::avg_run::<2>(x, run, divisor, out),
                 _ => 0,
             }
         };

@@ -57,7 +57,7 @@ fn max_pool_rows(
     let rows = rows_per_task(row_len, p.batch * p.channels * out_hw.0);
     let chunk = rows * out_w;
     let isa = simd::isa();
-    // Slack past the row for the AVX2 loads, which read up to 16 floats from a column.
+    // Slack past the row for the vector loads, which read up to 16 floats from a column.
     let slack = p.in_w + 16;
     match indices {
         Some(ind) => output
@@ -182,16 +182,16 @@ fn max_row<T: Target, const IDX: bool>(
         } else {
             &mut [][..]
         };
-        // Leading interior windows done with AVX2 (strides 1 and 2).
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
-        // AVX2 and FMA.
-        let done = match (T::AVX2, w.stride) {
-            (true, 1) => unsafe { x86::window_max::<1, IDX>(vm, vi, &w, y, i) },
-            (true, 2) => unsafe { x86::window_max::<2, IDX>(vm, vi, &w, y, i) },
+        // Leading interior windows done with vectors (strides 1 and 2).
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        // SAFETY: T is Avx2 or Neon only inside max_task's builds for those levels, which run
+        // only on CPUs that have them.
+        let done = match (T::AVX2 || T::NEON, w.stride) {
+            (true, 1) => unsafe { vector::window_max::<1, IDX>(vm, vi, &w, y, i) },
+            (true, 2) => unsafe { vector::window_max::<2, IDX>(vm, vi, &w, y, i) },
             _ => 0,
         };
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let done = 0;
         for o in done..y.len() {
             let at = w.col0 + o * w.stride;
@@ -254,15 +254,15 @@ pub(super) struct Rows {
 /// store, which is very slow on some CPUs (AMD).
 #[inline(always)]
 fn column_max<T: Target, const IDX: bool>(x: &[f32], rows: &Rows, vm: &mut [f32], vi: &mut [i32]) {
-    #[cfg(target_arch = "x86_64")]
-    let done = if T::AVX2 {
-        // SAFETY: T is Avx2 only inside max_task's AVX2 build, which runs only on CPUs with
-        // AVX2 and FMA.
-        unsafe { x86::column_max::<IDX>(x, rows, vm, vi) }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let done = if T::AVX2 || T::NEON {
+        // SAFETY: T is Avx2 or Neon only inside max_task's builds for those levels, which run
+        // only on CPUs that have them.
+        unsafe { vector::column_max::<IDX>(x, rows, vm, vi) }
     } else {
         0
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let done = 0;
     for c in done..rows.len {
         let (mut b, mut a) = (x[rows.first + c], rows.first + c);

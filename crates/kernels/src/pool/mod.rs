@@ -13,8 +13,8 @@ use rayon::prelude::*;
 mod adaptive;
 mod avg;
 mod max;
-#[cfg(target_arch = "x86_64")]
-mod x86;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod vector;
 
 pub use adaptive::*;
 pub use avg::*;
@@ -347,10 +347,16 @@ struct Run {
     rows: usize,
     col0: usize,
     stride: usize,
-    // Read by the x86 kernels only.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    // Read by the vector kernels only.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     kernel_w: usize,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     dilation_w: usize,
 }
 

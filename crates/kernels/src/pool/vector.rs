@@ -1,31 +1,34 @@
-//! Eight interior outputs per step in AVX2 registers, for strides 1 and 2, with the same tap
-//! order and update rule as the scalar loops (so the same results, bit for bit).
+//! Eight interior outputs per step in vector registers ([`F8`]: AVX2, or NEON pairs), for
+//! strides 1 and 2, with the same tap order and update rule as the scalar loops (so the same
+//! results, bit for bit). Called only from the AVX2 and NEON builds of the pooling kernels.
 use super::max::{Rows, Window};
 use super::Run;
-use std::arch::x86_64::*;
+use crate::f8::{F8, I8};
 
 /// [`load`] for the flat indices beside the column maxima.
-#[inline(always)]
-unsafe fn load_i32<const S: usize>(x: &[i32], off: usize) -> __m256i {
-    let as_f32 = std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
-    _mm256_castps_si256(load::<S>(as_f32, off))
+#[inline]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
+unsafe fn load_i32<const S: usize>(x: &[i32], off: usize) -> I8 {
+    let p = x.as_ptr().add(off);
+    if S == 1 {
+        I8::load(p)
+    } else {
+        I8::load_even(p)
+    }
 }
 
 /// Input values of outputs i..i+8 for one tap: x[off + l * S] for lanes l. Reads
 /// x[off..off + 8 * S], which the caller checked is in bounds.
-#[inline(always)]
-unsafe fn load<const S: usize>(x: &[f32], off: usize) -> __m256 {
+#[inline]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
+unsafe fn load<const S: usize>(x: &[f32], off: usize) -> F8 {
     let p = x.as_ptr().add(off);
     if S == 1 {
-        _mm256_loadu_ps(p)
+        F8::load(p)
     } else {
-        let lo = _mm256_loadu_ps(p);
-        let hi = _mm256_loadu_ps(p.add(8));
-        // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then 64-bit pairs reordered to 0 2 1 3.
-        let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
-            even,
-        )))
+        F8::load_even(p)
     }
 }
 
@@ -75,7 +78,8 @@ impl Iterator for Groups {
 
 /// [`super::column_max`] for the leading columns, 8 at a time; returns how many.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 pub(super) unsafe fn column_max<const IDX: bool>(
     x: &[f32],
     rows: &Rows,
@@ -91,28 +95,23 @@ pub(super) unsafe fn column_max<const IDX: bool>(
     if n == 0 || last > x.len() {
         return 0;
     }
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let lanes = I8::iota();
     let xp = x.as_ptr();
     for c in (0..n).step_by(8) {
-        let mut b = _mm256_loadu_ps(xp.add(rows.first + c));
-        let mut a = _mm256_set1_epi32((rows.first + c) as i32);
+        let mut b = F8::load(xp.add(rows.first + c));
+        let mut a = I8::splat((rows.first + c) as i32);
         for r in 1..rows.count {
             let at = rows.first + r * rows.step + c;
-            let v = _mm256_loadu_ps(xp.add(at));
-            let take = _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
-                _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
-            );
-            b = _mm256_blendv_ps(b, v, take);
+            let v = F8::load(xp.add(at));
+            let take = v.gt(b).or(v.is_nan());
+            b = F8::select(take, v, b);
             if IDX {
-                let cand = _mm256_castsi256_ps(_mm256_set1_epi32(at as i32));
-                a = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), cand, take));
+                a = I8::select(take, I8::splat(at as i32), a);
             }
         }
-        _mm256_storeu_ps(vm.as_mut_ptr().add(c), b);
+        b.store(vm.as_mut_ptr().add(c));
         if IDX {
-            let a = _mm256_add_epi32(a, lanes);
-            _mm256_storeu_si256(vi.as_mut_ptr().add(c) as *mut __m256i, a);
+            a.add(lanes).store(vi.as_mut_ptr().add(c));
         }
     }
     n
@@ -122,7 +121,8 @@ pub(super) unsafe fn column_max<const IDX: bool>(
 /// scalar loop (so the same results, bit for bit). Covers all `y.len()` outputs when there
 /// are at least 8 (the last group overlaps the one before), none otherwise.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 pub(super) unsafe fn window_max<const S: usize, const IDX: bool>(
     vm: &[f32],
     vi: &[i32],
@@ -156,26 +156,25 @@ pub(super) unsafe fn window_max<const S: usize, const IDX: bool>(
                 }
             }
         } else {
-            (window_group_values::<S>(vm, w, c), _mm256_setzero_si256())
+            (window_group_values::<S>(vm, w, c), I8::splat(0))
         };
-        _mm256_storeu_ps(y.as_mut_ptr().add(i), b);
+        b.store(y.as_mut_ptr().add(i));
         if IDX {
-            _mm256_storeu_si256(ind.as_mut_ptr().add(i) as *mut __m256i, a);
+            a.store(ind.as_mut_ptr().add(i));
         }
     }
     n
 }
 
-#[inline(always)]
-unsafe fn window_group_values<const S: usize>(vm: &[f32], w: &Window, c: usize) -> __m256 {
+#[inline]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
+unsafe fn window_group_values<const S: usize>(vm: &[f32], w: &Window, c: usize) -> F8 {
     let mut b = load::<S>(vm, c);
     for k in 1..w.kernel {
         let v = load::<S>(vm, c + k * w.dilation);
-        let take = _mm256_or_ps(
-            _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
-            _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
-        );
-        b = _mm256_blendv_ps(b, v, take);
+        let take = v.gt(b).or(v.is_nan());
+        b = F8::select(take, v, b);
     }
     b
 }
@@ -183,49 +182,44 @@ unsafe fn window_group_values<const S: usize>(vm: &[f32], w: &Window, c: usize) 
 /// Eight windows starting at column `c`, with their flat indices. Without `NAN`, assumes
 /// no NaN and says whether one was seen (the result is then wrong); with it, follows
 /// column_takes in full.
-#[inline(always)]
+#[inline]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 unsafe fn window_group_indexed<const S: usize, const NAN: bool>(
     vm: &[f32],
     vi: &[i32],
     w: &Window,
     c: usize,
-) -> (__m256, __m256i, bool) {
+) -> (F8, I8, bool) {
     let mut b = load::<S>(vm, c);
     let mut a = load_i32::<S>(vi, c);
-    let mut seen_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
-    let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let mut seen_nan = b.is_nan();
     for k in 1..w.kernel {
         let off = c + k * w.dilation;
         let v = load::<S>(vm, off);
         let at = load_i32::<S>(vi, off);
-        let earlier = _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, at));
-        let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, b);
-        let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, b);
+        let earlier = a.gt(at);
         // See column_takes: a number beats a smaller number, or an equal one to its right;
         // NaN beats a number and a NaN to its left in row-major order.
-        let mut take = _mm256_or_ps(gt, _mm256_and_ps(eq, earlier));
+        let mut take = v.gt(b).or(v.eq(b).and(earlier));
         if NAN {
-            let nan_v = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
-            let nan_b = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
-            let later = _mm256_castsi256_ps(_mm256_cmpgt_epi32(at, a));
-            let nan_takes = _mm256_and_ps(nan_v, _mm256_or_ps(_mm256_xor_ps(nan_b, all), later));
-            take = _mm256_or_ps(nan_takes, _mm256_andnot_ps(nan_b, take));
+            let (nan_v, nan_b) = (v.is_nan(), b.is_nan());
+            let later = at.gt(a);
+            let nan_takes = nan_v.and(nan_b.not().or(later));
+            take = nan_takes.or(take.and_not(nan_b));
         } else {
-            seen_nan = _mm256_or_ps(seen_nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            seen_nan = seen_nan.or(v.is_nan());
         }
-        b = _mm256_blendv_ps(b, v, take);
-        a = _mm256_castps_si256(_mm256_blendv_ps(
-            _mm256_castsi256_ps(a),
-            _mm256_castsi256_ps(at),
-            take,
-        ));
+        b = F8::select(take, v, b);
+        a = I8::select(take, at, a);
     }
-    (b, a, !NAN && _mm256_movemask_ps(seen_nan) != 0)
+    (b, a, !NAN && seen_nan.any())
 }
 
 /// Window sums of the leading outputs, 8 at a time, divided by `divisor`.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 pub(super) unsafe fn avg_run<const S: usize>(
     x: &[f32],
     run: &Run,
@@ -233,16 +227,16 @@ pub(super) unsafe fn avg_run<const S: usize>(
     out: &mut [f32],
 ) -> usize {
     let (starts, covered) = groups::<S>(x.len(), run, out.len());
-    let d = _mm256_set1_ps(divisor);
+    let d = F8::splat(divisor);
     for i in starts {
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = F8::zero();
         for r in 0..run.rows {
             let at = run.at(r, i);
             for k in 0..run.kernel_w {
-                acc = _mm256_add_ps(acc, load::<S>(x, at + k * run.dilation_w));
+                acc = acc.add(load::<S>(x, at + k * run.dilation_w));
             }
         }
-        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_div_ps(acc, d));
+        acc.div(d).store(out.as_mut_ptr().add(i));
     }
     covered
 }

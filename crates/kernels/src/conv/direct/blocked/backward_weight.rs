@@ -94,8 +94,8 @@ pub(in crate::conv::direct) fn backward_weight(b: BackwardWeight<'_>) {
                     let x = if local {
                         let src = &input[(n * c + ic) * in_plane..][..in_plane];
                         let pads = (p.pad_top, p.pad_left);
-                        // SAFETY: AVX2+FMA (this module). `own` is zeroed when made and only
-                        // ever padded with this geometry and padding.
+                        // SAFETY: this module's SIMD level (see the module comment). `own` is
+                        // zeroed when made and only ever padded with this geometry and padding.
                         unsafe { pad_plane(src, (p.in_h, p.in_w), pads, 0, geo, own) };
                         &own[..]
                     } else {
@@ -106,7 +106,7 @@ pub(in crate::conv::direct) fn backward_weight(b: BackwardWeight<'_>) {
                     for t0 in (0..k_plane).step_by(tb) {
                         let tn = tb.min(k_plane - t0);
                         // SAFETY: reads of x stay below max_read <= plane_p (checked above);
-                        // dy holds cb planes of oh x ow; the CPU has AVX2+FMA (caller).
+                        // dy holds cb planes of oh x ow; the CPU has this module's SIMD level.
                         let sums = unsafe {
                             weight_block((cb, tn), x, row_step, &taps[t0..t0 + tn], dy, (oh, ow))
                         };
@@ -132,7 +132,7 @@ pub(in crate::conv::direct) fn backward_weight(b: BackwardWeight<'_>) {
 ///
 /// # Safety
 /// `x` must be readable at `oy * row_step + tap + ox` for all `oy < oh`, `ox < ow` and taps;
-/// `dy` must hold `cb * oh * ow` floats; the CPU must have AVX2+FMA.
+/// `dy` must hold `cb * oh * ow` floats; the CPU must have this module's SIMD level.
 pub(super) unsafe fn weight_block(
     (cb, tn): (usize, usize),
     x: &[f32],
@@ -168,7 +168,8 @@ pub(super) unsafe fn weight_block(
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 pub(super) unsafe fn weight_kernel<const CB: usize, const TN: usize>(
     x: *const f32,
     row_step: usize,
@@ -176,40 +177,39 @@ pub(super) unsafe fn weight_kernel<const CB: usize, const TN: usize>(
     dy: *const f32,
     (oh, ow): (usize, usize),
 ) -> [[f32; MAX_TAPS]; 3] {
-    let mut acc = [[_mm256_setzero_ps(); TN]; CB];
+    let mut acc = [[F8::zero(); TN]; CB];
     let mut off = [0usize; TN];
     off.copy_from_slice(&taps[..TN]);
     let full = ow / VEC * VEC;
     let tail = ow - full;
-    // Lanes below `tail` on, the rest off: masked loads read nothing past the row.
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lane);
+    // Tail loads read nothing past the row.
+    let part = Tail::new(tail);
     for oy in 0..oh {
         let xr = x.add(oy * row_step);
         let dr = dy.add(oy * ow);
         let mut ox = 0;
         while ox < full {
-            let mut d = [_mm256_setzero_ps(); CB];
+            let mut d = [F8::zero(); CB];
             for (o, d) in d.iter_mut().enumerate() {
-                *d = _mm256_loadu_ps(dr.add(o * oh * ow + ox));
+                *d = F8::load(dr.add(o * oh * ow + ox));
             }
             for t in 0..TN {
-                let xv = _mm256_loadu_ps(xr.add(off[t] + ox));
+                let xv = F8::load(xr.add(off[t] + ox));
                 for o in 0..CB {
-                    acc[o][t] = _mm256_fmadd_ps(d[o], xv, acc[o][t]);
+                    acc[o][t] = acc[o][t].mul_add(d[o], xv);
                 }
             }
             ox += VEC;
         }
         if tail > 0 {
-            let mut d = [_mm256_setzero_ps(); CB];
+            let mut d = [F8::zero(); CB];
             for (o, d) in d.iter_mut().enumerate() {
-                *d = _mm256_maskload_ps(dr.add(o * oh * ow + full), mask);
+                *d = F8::load_tail(dr.add(o * oh * ow + full), part);
             }
             for t in 0..TN {
-                let xv = _mm256_maskload_ps(xr.add(off[t] + full), mask);
+                let xv = F8::load_tail(xr.add(off[t] + full), part);
                 for o in 0..CB {
-                    acc[o][t] = _mm256_fmadd_ps(d[o], xv, acc[o][t]);
+                    acc[o][t] = acc[o][t].mul_add(d[o], xv);
                 }
             }
         }
@@ -217,12 +217,7 @@ pub(super) unsafe fn weight_kernel<const CB: usize, const TN: usize>(
     let mut out = [[0f32; MAX_TAPS]; 3];
     for o in 0..CB {
         for t in 0..TN {
-            // Horizontal sum of the eight lanes.
-            let v = acc[o][t];
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            out[o][t] = _mm_cvtss_f32(s);
+            out[o][t] = acc[o][t].sum();
         }
     }
     out

@@ -1,4 +1,8 @@
-//! The AVX2+FMA direct convolution: register-blocked micro-kernels over zero-padded copies.
+//! The vector direct convolution: register-blocked micro-kernels over zero-padded copies,
+//! written once over [`F8`] (eight lanes: one AVX2 register, or a pair of NEON registers) and
+//! compiled for the SIMD level of the target architecture. Every function with vector code
+//! carries that level's `target_feature` (the two `cfg_attr` lines) and is called only from the
+//! AVX2 or NEON arm of `direct.rs`'s dispatch.
 //!
 //! Inputs (forward, backward weight) are copied into a zero-padded *polyphase* layout: row `y`
 //! of a padded plane is stored as `stride_w` phase rows, phase `q` holding padded columns
@@ -22,8 +26,8 @@
 //! depthwise) in registers while streaming rows of the output gradient.
 use super::super::Conv2dParams;
 use crate::conv::Forward;
+use crate::f8::{Tail, F8, LANES as VEC};
 use rayon::prelude::*;
-use std::arch::x86_64::*;
 
 mod backward_data;
 mod backward_weight;
@@ -31,7 +35,6 @@ mod backward_weight;
 pub(super) use backward_data::backward_data;
 pub(super) use backward_weight::backward_weight;
 
-const VEC: usize = 8;
 /// Channels per register block of the forward / backward-data kernel.
 const MAX_CB: usize = 4;
 /// Widest column block (vectors x 8).
@@ -75,63 +78,25 @@ fn input_geometry(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geometry {
     }
 }
 
-/// Lanes `0..n` of a vector mask on (n <= 8).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn tail_mask(n: usize) -> __m256i {
-    _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(n as i32),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    )
-}
-
-/// Stores the first `n < 8` lanes of `v` at `dst` with plain 4-, 2- and 1-lane stores. Masked
-/// stores (`vmaskmovps`) are microcoded and very slow on AMD Zen, and a copy loop would become
-/// a call to `memcpy`.
-///
-/// # Safety
-/// `dst` must be valid for writes of `n` floats; the CPU must have AVX2.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn store_partial(dst: *mut f32, v: __m256, n: usize) {
-    let mut lo = _mm256_castps256_ps128(v);
-    let mut d = dst;
-    // SAFETY: each store writes lanes below n (contract).
-    unsafe {
-        if n >= 4 {
-            _mm_storeu_ps(d, lo);
-            lo = _mm256_extractf128_ps(v, 1);
-            d = d.add(4);
-        }
-        if n & 2 != 0 {
-            _mm_store_sd(d.cast(), _mm_castps_pd(lo));
-            lo = _mm_movehl_ps(lo, lo);
-            d = d.add(2);
-        }
-        if n & 1 != 0 {
-            _mm_store_ss(d, lo);
-        }
-    }
-}
-
 /// `dst.copy_from_slice(src)` for the short rows of small planes, inline (a `memcpy` call per
 /// row costs as much as the copy).
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
     assert_eq!(dst.len(), src.len());
     let n = src.len();
     let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
     let mut i = 0;
-    // SAFETY: every access is below n, the length of both slices (the masked load reads only
-    // the lanes below n - i).
+    // SAFETY: every access is below n, the length of both slices (the tail load and store
+    // touch only the lanes below n - i).
     unsafe {
         while i + VEC <= n {
-            _mm256_storeu_ps(d.add(i), _mm256_loadu_ps(s.add(i)));
+            F8::load(s.add(i)).store(d.add(i));
             i += VEC;
         }
         if i < n {
-            let v = _mm256_maskload_ps(s.add(i), tail_mask(n - i));
-            store_partial(d.add(i), v, n - i);
+            let t = Tail::new(n - i);
+            F8::load_tail(s.add(i), t).store_tail(d.add(i), t);
         }
     }
 }
@@ -142,7 +107,8 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
 /// Only the data positions of data rows are written (pad rows are zeroed whole): the other
 /// positions of `dst` must already be zero, as in a fresh buffer or one last padded with the
 /// same geometry and padding. That saves clearing the whole plane for every small task.
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 fn pad_plane(
     x: &[f32],
     (h, w): (usize, usize),
@@ -193,7 +159,7 @@ fn pad_planes(
         .enumerate()
         .for_each(|(i, dst)| {
             let x = &src[(first + i) * plane..][..plane];
-            // SAFETY: this module runs only on CPUs with AVX2+FMA. `dst` is freshly zeroed.
+            // SAFETY: this module runs only on CPUs with its SIMD level. `dst` is freshly zeroed.
             unsafe { pad_plane(x, hw, pads, 0, geo, dst) };
         });
     out
@@ -323,7 +289,7 @@ struct Block {
 /// For every row `r` and tap offset `o`, `x.add(r * x_step + o)` must be readable for `nv * 8`
 /// floats; `w` for `taps.len() * cb` floats; each of the first `cb` `dst` rows readable and
 /// writable for `n` floats at `r * dst_step` (and not aliased elsewhere); the CPU must have
-/// AVX2+FMA.
+/// this module's SIMD level.
 unsafe fn tap_block(
     b: Block,
     x: *const f32,
@@ -354,7 +320,8 @@ unsafe fn tap_block(
 // Index loops over the accumulator array: with the iterator forms LLVM stopped keeping the
 // accumulators in registers (bench/results/auto-rules.md).
 #[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx2,fma")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+#[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon"))]
 unsafe fn taps_kernel<const CB: usize, const NV: usize>(
     b: Block,
     x: *const f32,
@@ -364,22 +331,22 @@ unsafe fn taps_kernel<const CB: usize, const NV: usize>(
     dst: [*mut f32; MAX_CB],
 ) {
     let cb = b.cb;
-    // The last vector may be partial: masked loads and partial stores touch its first lanes.
+    // The last vector may be partial: tail loads and stores touch its first lanes.
     let last = b.n - (NV - 1) * VEC;
-    let mask = tail_mask(last);
+    let tail = Tail::new(last);
     for r in 0..b.rows {
         let xr = x.add(r * b.x_step);
         let mut d = [std::ptr::null_mut::<f32>(); MAX_CB];
         for c in 0..cb {
             d[c] = dst[c].add(r * b.dst_step);
         }
-        let mut acc = [[_mm256_setzero_ps(); NV]; CB];
+        let mut acc = [[F8::zero(); NV]; CB];
         for c in 0..cb {
             for v in 0..NV {
                 acc[c][v] = match bias {
-                    Some(bias) => _mm256_set1_ps(bias[c]),
-                    None if v + 1 < NV || last == VEC => _mm256_loadu_ps(d[c].add(v * VEC)),
-                    None => _mm256_maskload_ps(d[c].add(v * VEC), mask),
+                    Some(bias) => F8::splat(bias[c]),
+                    None if v + 1 < NV || last == VEC => F8::load(d[c].add(v * VEC)),
+                    None => F8::load_tail(d[c].add(v * VEC), tail),
                 };
             }
         }
@@ -387,14 +354,14 @@ unsafe fn taps_kernel<const CB: usize, const NV: usize>(
             for (t, &off) in taps.iter().enumerate() {
                 let xp = xr.add(off);
                 let wp = w.add(t * CB);
-                let mut xv = [_mm256_setzero_ps(); NV];
+                let mut xv = [F8::zero(); NV];
                 for (v, xv) in xv.iter_mut().enumerate() {
-                    *xv = _mm256_loadu_ps(xp.add(v * VEC));
+                    *xv = F8::load(xp.add(v * VEC));
                 }
                 for c in 0..CB {
-                    let wv = _mm256_broadcast_ss(&*wp.add(c));
+                    let wv = F8::splat(*wp.add(c));
                     for v in 0..NV {
-                        acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                        acc[c][v] = acc[c][v].mul_add(wv, xv[v]);
                     }
                 }
             }
@@ -403,14 +370,14 @@ unsafe fn taps_kernel<const CB: usize, const NV: usize>(
             for (t, &off) in taps.iter().enumerate() {
                 let xp = xr.add(off);
                 let wp = w.add(t * cb);
-                let mut xv = [_mm256_setzero_ps(); NV];
+                let mut xv = [F8::zero(); NV];
                 for (v, xv) in xv.iter_mut().enumerate() {
-                    *xv = _mm256_loadu_ps(xp.add(v * VEC));
+                    *xv = F8::load(xp.add(v * VEC));
                 }
                 for c in 0..cb {
-                    let wv = _mm256_broadcast_ss(&*wp.add(c));
+                    let wv = F8::splat(*wp.add(c));
                     for v in 0..NV {
-                        acc[c][v] = _mm256_fmadd_ps(wv, xv[v], acc[c][v]);
+                        acc[c][v] = acc[c][v].mul_add(wv, xv[v]);
                     }
                 }
             }
@@ -418,9 +385,9 @@ unsafe fn taps_kernel<const CB: usize, const NV: usize>(
         for c in 0..cb {
             for v in 0..NV {
                 if v + 1 < NV || last == VEC {
-                    _mm256_storeu_ps(d[c].add(v * VEC), acc[c][v]);
+                    acc[c][v].store(d[c].add(v * VEC));
                 } else {
-                    store_partial(d[c].add(v * VEC), acc[c][v], last);
+                    acc[c][v].store_tail(d[c].add(v * VEC), tail);
                 }
             }
         }
@@ -578,7 +545,7 @@ pub(super) fn forward(f: Forward<'_>, bias: Option<&[f32]>) {
                                 let x = &input[(n * c + g * cig + icg) * in_plane..][..in_plane];
                                 let pads = (p.pad_top, p.pad_left);
                                 let y0 = oy0 * p.stride_h;
-                                // SAFETY: AVX2+FMA (this module). `own` is zeroed when made and
+                                // SAFETY: this module's SIMD level (see the module comment). `own` is zeroed when made and
                                 // only ever padded with this geometry and padding.
                                 unsafe { pad_plane(x, (p.in_h, p.in_w), pads, y0, geo, dst) };
                             }

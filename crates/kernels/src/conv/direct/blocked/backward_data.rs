@@ -109,7 +109,7 @@ pub(in crate::conv::direct) fn backward_data(b: BackwardData<'_>) {
             let src = &grad_out[(n * oc_n + oc0 + i) * out_plane..][..out_plane];
             for oy in 0..oh {
                 let d = &mut q[(top + oy) * qw + left..][..ow];
-                // SAFETY: AVX2+FMA (this module).
+                // SAFETY: this module's SIMD level (see the module comment).
                 unsafe { copy_row(d, &src[oy * ow..(oy + 1) * ow]) };
             }
         }
