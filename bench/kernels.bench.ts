@@ -2,6 +2,8 @@
 // forward and both backwards, in GFLOP/s; pooling and batch norm in GB/s; SGEMM in GFLOP/s.
 //   npm run bench                      (all rows; FERROCONV_NUM_THREADS sets the threads)
 //   npm run bench -- --quick           (fewer iterations)
+//   npm run bench -- --sections conv,memory --algos direct   (a subset: sections gemm, conv,
+//                                      memory; conv algorithms auto, direct, im2col, fft)
 import { Bench } from 'tinybench';
 import { info } from '../src/index.js';
 import { native } from '../src/native.js';
@@ -9,6 +11,20 @@ import { stemBatchNorm, stemPool } from './compare/shapes.js';
 
 const quick = process.argv.includes('--quick');
 const time = quick ? 200 : 1000;
+
+/** The comma-separated values after `flag`, or all of `all` when it is absent. */
+function listArg(flag: string, all: string[]): string[] {
+  const at = process.argv.indexOf(flag);
+  if (at < 0) return all;
+  const picked = (process.argv[at + 1] ?? '').split(',').filter((v) => v !== '');
+  const unknown = picked.filter((v) => !all.includes(v));
+  if (picked.length === 0 || unknown.length > 0) {
+    throw new Error(`${flag} takes a comma-separated subset of ${all.join(', ')}; got ${process.argv[at + 1]}`);
+  }
+  return picked;
+}
+const sections = listArg('--sections', ['gemm', 'conv', 'memory']);
+const algos = listArg('--algos', ['auto', 'direct', 'im2col', 'fft']);
 
 interface ConvShape {
   name: string;
@@ -70,7 +86,7 @@ async function convRows(): Promise<void> {
     const gx = new Float32Array(x.length);
     const gw = new Float32Array(w.length);
     const flops = 2 * s.n * s.oc * oh * ow * (s.c / s.groups) * s.k * s.k;
-    for (const algo of ['auto', 'direct', 'im2col', 'fft'] as const) {
+    for (const algo of algos) {
       // FFT on strided or huge shapes is pointless and slow; auto never picks it there.
       if (algo === 'fft' && (s.stride > 1 || s.k < 3)) continue;
       const a = { ...args, algo };
@@ -152,7 +168,7 @@ async function gemmRows(): Promise<void> {
 
 const i = info();
 console.log(`ferroconv ${i.version} kernels bench: ${i.threads} threads, ${i.simd}, node ${i.node}`);
-await gemmRows();
-await convRows();
-await memoryRows();
+if (sections.includes('gemm')) await gemmRows();
+if (sections.includes('conv')) await convRows();
+if (sections.includes('memory')) await memoryRows();
 console.table(rows);
