@@ -364,6 +364,48 @@ pub fn batch_norm2d_forward_train(
     Ok(())
 }
 
+/// An eval batch norm (after a conv with `conv_bias`, or alone) as a per-channel affine map:
+/// `scale = weight / sqrt(running_var + eps)`, `shift = bias + (conv_bias - running_mean) *
+/// scale`, computed in f64 (scale unrounded inside shift) and rounded once to f32: what the fused
+/// conv and concat epilogues apply. Absent weight, bias and conv bias count as 1, 0 and 0.
+#[allow(clippy::too_many_arguments)]
+pub fn fold(
+    running_mean: &[f32],
+    running_var: &[f32],
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    conv_bias: Option<&[f32]>,
+    eps: f64,
+    scale: &mut [f32],
+    shift: &mut [f32],
+) -> Result<()> {
+    let c = running_mean.len();
+    check_positive("runningMean", c)?;
+    if !(eps > 0.0 && eps.is_finite()) {
+        bail!("eps: expected a positive finite number, got {eps}");
+    }
+    for (name, len) in [
+        ("runningVar", Some(running_var.len())),
+        ("weight", len_of(weight)),
+        ("bias", len_of(bias)),
+        ("convBias", len_of(conv_bias)),
+        ("scale", Some(scale.len())),
+        ("shift", Some(shift.len())),
+    ] {
+        if let Some(len) = len {
+            check_len(name, len, c)?;
+        }
+    }
+    for ch in 0..c {
+        let s = weight.map_or(1.0, |w| w[ch] as f64) / (running_var[ch] as f64 + eps).sqrt();
+        let b = bias.map_or(0.0, |b| b[ch] as f64);
+        let cb = conv_bias.map_or(0.0, |b| b[ch] as f64);
+        scale[ch] = s as f32;
+        shift[ch] = (b + (cb - running_mean[ch] as f64) * s) as f32;
+    }
+    Ok(())
+}
+
 /// Inference forward: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
 pub fn batch_norm2d_forward_eval(
     p: &BatchNorm2dParams,

@@ -19,6 +19,7 @@ pub mod lrn;
 pub mod optim;
 #[cfg(feature = "probes")]
 pub mod peak;
+pub mod plan;
 pub mod pool;
 pub mod reduce;
 pub mod scratch;

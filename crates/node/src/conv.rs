@@ -7,6 +7,8 @@ use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
 #[napi(object, js_name = "Conv2dArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Conv2dArgs {
     /// [N, C_in, H, W]
     pub input_shape: Vec<f64>,

@@ -9,7 +9,7 @@ use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
 /// A list of sizes of any length (a tensor shape, per-input channel counts).
-fn size_list(name: &str, v: &[f64]) -> napi::Result<Vec<usize>> {
+pub(crate) fn size_list(name: &str, v: &[f64]) -> napi::Result<Vec<usize>> {
     v.iter()
         .enumerate()
         .map(|(i, &x)| size(&format!("{name}[{i}]"), x))

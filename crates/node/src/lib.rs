@@ -12,6 +12,7 @@ mod elementwise;
 mod linalg;
 mod norm;
 mod optim;
+mod plan;
 mod pool;
 mod runtime;
 
@@ -22,5 +23,6 @@ pub use elementwise::*;
 pub use linalg::*;
 pub use norm::*;
 pub use optim::*;
+pub use plan::*;
 pub use pool::*;
 pub use runtime::*;

@@ -42,13 +42,15 @@ pub fn sgemm(
 }
 
 #[napi(object, js_name = "LinearArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LinearArgs {
     pub batch: f64,
     pub in_features: f64,
     pub out_features: f64,
 }
 
-fn linear_sizes(a: &LinearArgs) -> napi::Result<(usize, usize, usize)> {
+pub(crate) fn linear_sizes(a: &LinearArgs) -> napi::Result<(usize, usize, usize)> {
     Ok((
         size("batch", a.batch)?,
         size("inFeatures", a.in_features)?,

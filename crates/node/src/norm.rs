@@ -11,6 +11,8 @@ use napi_derive::napi;
 use std::ops::Range;
 
 #[napi(object, js_name = "BatchNormArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BatchNormArgs {
     /// [N, C, H, W]
     pub input_shape: Vec<f64>,
@@ -20,7 +22,7 @@ pub struct BatchNormArgs {
     pub eps: f64,
 }
 
-fn bn_params(a: &BatchNormArgs) -> napi::Result<BatchNorm2dParams> {
+pub(crate) fn bn_params(a: &BatchNormArgs) -> napi::Result<BatchNorm2dParams> {
     let input = sizes::<4>("inputShape", &a.input_shape)?;
     BatchNorm2dParams::from_shape(input, a.momentum, a.eps).map_err(kernel_err)
 }
@@ -74,6 +76,38 @@ pub fn batch_norm2d_forward_train(
         batchnorm::batch_norm2d_forward_train(&p, x, w, b, rm, rv, y, m, s)
     })?
     .map_err(kernel_err)
+}
+
+/// scale, shift <- an eval batch norm (after a conv with `convBias`, or alone) as a per-channel
+/// affine map: scale = weight / sqrt(runningVar + eps), shift = bias + (convBias - runningMean)
+/// * scale, in double precision, each rounded once to float32 (the fused epilogues' constants).
+#[allow(clippy::too_many_arguments)]
+#[napi(catch_unwind, js_name = "batchNormFold")]
+pub fn batch_norm_fold(
+    running_mean: Float32Array,
+    running_var: Float32Array,
+    weight: Option<Float32Array>,
+    bias: Option<Float32Array>,
+    conv_bias: Option<Float32Array>,
+    eps: f64,
+    mut scale: Float32Array,
+    mut shift: Float32Array,
+) -> napi::Result<()> {
+    check_buffers(
+        &[("scale", span(&scale)), ("shift", span(&shift))],
+        &present(&[
+            ("runningMean", Some(&running_mean)),
+            ("runningVar", Some(&running_var)),
+            ("weight", weight.as_ref()),
+            ("bias", bias.as_ref()),
+            ("convBias", conv_bias.as_ref()),
+        ]),
+    )?;
+    let (w, b, cb) = (weight.as_deref(), bias.as_deref(), conv_bias.as_deref());
+    // SAFETY: the outputs are disjoint from the inputs and from each other (checked above); the
+    // JavaScript thread waits on this call.
+    let (s, t) = unsafe { (scale.as_mut(), shift.as_mut()) };
+    batchnorm::fold(&running_mean, &running_var, w, b, cb, eps, s, t).map_err(kernel_err)
 }
 
 /// Inference forward: output = (input - runningMean) / sqrt(runningVar + eps) * weight + bias.
@@ -165,6 +199,8 @@ pub fn batch_norm2d_backward(
 }
 
 #[napi(object, js_name = "LrnArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LrnArgs {
     /// [N, C, H, W]
     pub input_shape: Vec<f64>,
@@ -176,7 +212,7 @@ pub struct LrnArgs {
     pub k: f64,
 }
 
-fn lrn_params(a: &LrnArgs) -> napi::Result<LrnParams> {
+pub(crate) fn lrn_params(a: &LrnArgs) -> napi::Result<LrnParams> {
     let [n, c, h, w] = sizes::<4>("inputShape", &a.input_shape)?;
     let p = LrnParams {
         batch: n,

@@ -9,6 +9,8 @@ use napi_derive::napi;
 use std::ops::Range;
 
 #[napi(object, js_name = "Pool2dArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Pool2dArgs {
     /// [N, C, H, W]
     pub input_shape: Vec<f64>,
@@ -29,7 +31,7 @@ pub struct Pool2dArgs {
     pub divisor_override: Option<f64>,
 }
 
-fn pool_params(a: &Pool2dArgs) -> napi::Result<(Pool2dParams, (usize, usize))> {
+pub(crate) fn pool_params(a: &Pool2dArgs) -> napi::Result<(Pool2dParams, (usize, usize))> {
     let p = Pool2dParams::from_shapes(
         sizes("inputShape", &a.input_shape)?,
         sizes("kernel", &a.kernel)?,
@@ -43,7 +45,7 @@ fn pool_params(a: &Pool2dArgs) -> napi::Result<(Pool2dParams, (usize, usize))> {
     Ok((p, out))
 }
 
-fn avg_options(a: &Pool2dArgs) -> napi::Result<AvgPoolOptions> {
+pub(crate) fn avg_options(a: &Pool2dArgs) -> napi::Result<AvgPoolOptions> {
     Ok(AvgPoolOptions {
         count_include_pad: a.count_include_pad.unwrap_or(true),
         divisor_override: a
@@ -190,6 +192,8 @@ pub fn avg_pool2d_backward(
 }
 
 #[napi(object, js_name = "AdaptivePoolArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AdaptivePoolArgs {
     /// [N, C, H, W]
     pub input_shape: Vec<f64>,
@@ -197,7 +201,7 @@ pub struct AdaptivePoolArgs {
     pub output_size: Vec<f64>,
 }
 
-fn adaptive_params(a: &AdaptivePoolArgs) -> napi::Result<AdaptivePool2dParams> {
+pub(crate) fn adaptive_params(a: &AdaptivePoolArgs) -> napi::Result<AdaptivePool2dParams> {
     let input = sizes::<4>("inputShape", &a.input_shape)?;
     let output_size = sizes::<2>("outputSize", &a.output_size)?;
     AdaptivePool2dParams::from_shapes(input, output_size).map_err(kernel_err)
