@@ -5,6 +5,7 @@ export { Tensor, zeros, ones, full, rand, randn, fromArray, shapeSize } from './
 export type { Shape, GradFn } from './tensor.js';
 export { Rng, manualSeed } from './random.js';
 export { noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
+export { planInfo, type PlanInfo } from './plan/index.js';
 export * from './ops/index.js';
 export * as nn from './nn/index.js';
 export {

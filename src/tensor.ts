@@ -170,6 +170,34 @@ const UNINIT_MIN = 1 << 14;
 /** Largest Buffer this Node can make; larger outputs go through a zero-filled typed array. */
 const BUFFER_MAX_BYTES = bufferConstants.MAX_LENGTH;
 
+/** Arrays a compiled plan run is reading now (array -> number of runs). See writableData. */
+const pinned = new WeakMap<Float32Array, number>();
+
+/** Marks `arrays` as read by a compiled plan run until the matching unpin. */
+export function pin(arrays: Iterable<Float32Array>): void {
+  for (const a of arrays) pinned.set(a, (pinned.get(a) ?? 0) + 1);
+}
+
+export function unpin(arrays: Iterable<Float32Array>): void {
+  for (const a of arrays) {
+    const n = (pinned.get(a) ?? 1) - 1;
+    if (n > 0) pinned.set(a, n);
+    else pinned.delete(a);
+  }
+}
+
+/**
+ * `t.data`, ready to be written in place. While a compiled plan run (predict off the JavaScript
+ * thread) is reading the array, it is first replaced by a copy, which the write then changes:
+ * the run goes on seeing the values it started with, and the tensor gets the new ones. Every
+ * in-place write to parameters and buffers in ferroconv goes through here (optimizer steps,
+ * batch-norm running statistics, loadStateDict, the init functions).
+ */
+export function writableData(t: Tensor): Float32Array {
+  if (pinned.has(t.data)) (t as { data: Float32Array }).data = t.data.slice();
+  return t.data;
+}
+
 /**
  * A Float32Array of `n` elements with unspecified contents, for outputs that a kernel overwrites
  * entirely (every kernel's outputs are). `new Float32Array` zero-fills: a pass over memory that

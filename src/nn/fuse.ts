@@ -20,8 +20,9 @@ import { relu as reluOp, relu_ } from '../ops/activation.js';
 import { conv2dFused } from '../ops/conv.js';
 import { convOutputSize } from '../ops/geometry.js';
 import { catAffine } from '../ops/elementwise.js';
-import { batchNorm2d } from '../ops/norm.js';
-import { Tensor, uninitialized } from '../tensor.js';
+import { batchNorm2d, batchNormFold } from '../ops/norm.js';
+import { invalidatePlans } from '../plan/index.js';
+import type { Tensor } from '../tensor.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { Conv2d } from './conv2d.js';
 import type { Module } from './module.js';
@@ -36,6 +37,7 @@ let fusionEnabled = true;
 export function setInferenceFusion(enabled: boolean): boolean {
   const prev = fusionEnabled;
   fusionEnabled = enabled;
+  if (prev !== enabled) invalidatePlans();
   return prev;
 }
 
@@ -78,20 +80,7 @@ function bnFusable(bn: BatchNorm2d, channels: number): boolean {
 
 /** Per-channel scale and shift that turn conv(x) into bn(conv(x) + conv.bias) (or x into bn(x)). */
 function foldBatchNorm(conv: Conv2d | null, bn: BatchNorm2d): { scale: Tensor; shift: Tensor } {
-  const c = bn.numFeatures;
-  const scale = uninitialized(c, 'foldBatchNorm');
-  const shift = uninitialized(c, 'foldBatchNorm');
-  const mean = bn.runningMean!.data;
-  const variance = bn.runningVar!.data;
-  const gamma = bn.weight?.data;
-  const beta = bn.bias?.data;
-  const convBias = conv?.bias?.data;
-  for (let i = 0; i < c; i++) {
-    const s = (gamma ? gamma[i] : 1) / Math.sqrt(variance[i] + bn.eps);
-    scale[i] = s;
-    shift[i] = (beta ? beta[i] : 0) + ((convBias ? convBias[i] : 0) - mean[i]) * s;
-  }
-  return { scale: new Tensor(scale, [c]), shift: new Tensor(shift, [c]) };
+  return batchNormFold(bn.runningMean!, bn.runningVar!, bn.weight, bn.bias, conv?.bias ?? null, bn.eps);
 }
 
 export interface FuseOptions {

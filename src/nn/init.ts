@@ -1,7 +1,7 @@
 // Weight initialisers with PyTorch's formulas (torch.nn.init), drawing from ferroconv's seedable
 // generator. Each fills the tensor in place and returns it.
 import { globalRng, type Rng } from '../random.js';
-import type { Tensor } from '../tensor.js';
+import { type Tensor, writableData } from '../tensor.js';
 
 export type Nonlinearity = 'linear' | 'conv2d' | 'sigmoid' | 'tanh' | 'relu' | 'leaky_relu';
 
@@ -28,17 +28,19 @@ export function calculateGain(nonlinearity: Nonlinearity, param = 0.01): number 
 }
 
 export function uniform_(t: Tensor, low = 0, high = 1, rng: Rng = globalRng): Tensor {
-  for (let i = 0; i < t.size; i++) t.data[i] = low + (high - low) * rng.next();
+  const d = writableData(t);
+  for (let i = 0; i < t.size; i++) d[i] = low + (high - low) * rng.next();
   return t;
 }
 
 export function normal_(t: Tensor, mean = 0, std = 1, rng: Rng = globalRng): Tensor {
-  for (let i = 0; i < t.size; i++) t.data[i] = mean + std * rng.normal();
+  const d = writableData(t);
+  for (let i = 0; i < t.size; i++) d[i] = mean + std * rng.normal();
   return t;
 }
 
 export function constant_(t: Tensor, value: number): Tensor {
-  t.data.fill(value);
+  writableData(t).fill(value);
   return t;
 }
 
@@ -81,11 +83,12 @@ export function xavierNormal_(t: Tensor, gain = 1, rng: Rng = globalRng): Tensor
 
 /** Normal truncated to [a, b] (resampling), as torch.nn.init.trunc_normal_. */
 export function truncNormal_(t: Tensor, mean = 0, std = 1, a = -2, b = 2, rng: Rng = globalRng): Tensor {
+  const d = writableData(t);
   for (let i = 0; i < t.size; i++) {
     let v: number;
     do v = mean + std * rng.normal();
     while (v < a || v > b);
-    t.data[i] = v;
+    d[i] = v;
   }
   return t;
 }

@@ -5,7 +5,8 @@
 // failing layer's error gets its context (the layer's dotted path, its type, the shape it got).
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { noGrad } from '../autograd.js';
-import { allocate, Tensor, uninitialized } from '../tensor.js';
+import { compile, notePlanInfo, type PlanInfo, run as runPlan } from '../plan/index.js';
+import { allocate, pin, Tensor, uninitialized, unpin, writableData } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
 
@@ -178,7 +179,7 @@ export abstract class Module {
   ): { missing: string[]; unexpected: string[] } {
     const plan = this.planLoad(state, strict);
     // Checked: every copy below is between arrays of the same length, so none can throw.
-    for (const [mine, t] of plan.copies) mine.data.set(t.data);
+    for (const [mine, t] of plan.copies) writableData(mine).set(t.data);
     return { missing: plan.missing, unexpected: plan.unexpected };
   }
 
@@ -288,13 +289,16 @@ export abstract class Module {
   }
 
   /**
-   * Inference over a large batch [N, ...] without blocking the event loop: eval mode, no graph,
-   * `batchSize` samples at a time with a yield to the event loop between chunks. Every chunk
-   * sees the model as it was when predict() was called: other calls in between (training,
-   * loading weights, switching modes, other predicts) neither show in its result nor see its
-   * eval mode. The model's own mode is never changed.
+   * Inference over a batch [N, ...] without blocking the event loop: eval mode, no graph,
+   * `batchSize` samples at a time. Each chunk runs as a compiled plan (src/plan) on the kernel
+   * pool off the JavaScript thread; a model whose forward cannot be traced runs eagerly instead,
+   * a chunk at a time with a yield to the event loop in between (planInfo(model) says which and
+   * why; `plan: false` forces eager). Every chunk sees the model as it was when predict() was
+   * called: other calls in between (training, loading weights, switching modes, other predicts)
+   * neither show in its result nor see its eval mode. The model's own mode is never changed.
+   * Do not write into `x.data` until the promise settles.
    */
-  async predict(x: Tensor, opts: { batchSize?: number } = {}): Promise<Tensor> {
+  async predict(x: Tensor, opts: { batchSize?: number; plan?: boolean } = {}): Promise<Tensor> {
     const batchSize = opts.batchSize ?? 32;
     if (!Number.isInteger(batchSize) || batchSize < 1)
       throw new Error(`predict: batchSize must be a positive integer, got ${batchSize}`);
@@ -302,15 +306,33 @@ export abstract class Module {
       throw new Error(`predict: expected a non-empty batch [N, ...], got [${x.shape.join(', ')}]`);
     const n = x.shape[0];
     const per = x.size / n;
-    // One chunk runs in one synchronous step: nothing can interleave, so no copy is needed.
-    const model =
-      n <= batchSize ? { forward: (c: Tensor) => this.forwardIsolated(null, [c]) } : this.inferenceSnapshot();
+    const state = [...this.stateDict().values()];
+    const modules = this.namedModules().map(([, m]) => m);
+    // The parameter and buffer arrays as they are now. While they are pinned, ferroconv's
+    // in-place writes (optimizer steps, loadStateDict, ...) go to fresh copies (writableData),
+    // so these keep the values every chunk must see, without a copy of the state.
+    const arrays = new Map(state.map((t) => [t, t.data] as const));
+    pin(arrays.values());
+    let info: PlanInfo = opts.plan === false ? { planned: false, reason: 'plan: false' } : { planned: true };
     const outs: Tensor[] = [];
-    for (let i = 0; i < n; i += batchSize) {
-      const m = Math.min(batchSize, n - i);
-      const chunk = new Tensor(x.data.subarray(i * per, (i + m) * per), [m, ...x.shape.slice(1)]);
-      outs.push(model.forward(chunk));
-      if (i + m < n) await new Promise((resolve) => setImmediate(resolve));
+    try {
+      for (let i = 0; i < n; i += batchSize) {
+        const m = Math.min(batchSize, n - i);
+        const chunk = new Tensor(x.data.subarray(i * per, (i + m) * per), [m, ...x.shape.slice(1)]);
+        const forward = () => this.forwardIsolated(arrays, [chunk]);
+        const compiled = info.planned ? compile(this, modules, forward, chunk, state) : null;
+        if (typeof compiled === 'string') info = { planned: false, reason: compiled };
+        if (compiled && typeof compiled !== 'string') {
+          info = { planned: true, steps: compiled.plan.steps, arenaBytes: compiled.plan.arenaBytes };
+          outs.push(await runPlan(compiled, chunk, arrays));
+        } else {
+          outs.push(forward());
+          if (i + m < n) await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+    } finally {
+      unpin(arrays.values());
+      notePlanInfo(this, info);
     }
     const outPer = outs[0].size / outs[0].shape[0];
     // Every chunk's output has the same per-sample shape (checked), so the copies fill it.

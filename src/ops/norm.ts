@@ -1,7 +1,7 @@
 // Differentiable normalisation: batch norm (training and inference) and local response norm.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, uninitialized } from '../tensor.js';
+import { Tensor, uninitialized, writableData } from '../tensor.js';
 import { expectRank } from './conv.js';
 
 export interface BatchNormOptions {
@@ -48,8 +48,8 @@ export function batchNorm2d(
       x.data,
       weight?.data ?? null,
       bias?.data ?? null,
-      runningMean?.data ?? null,
-      runningVar?.data ?? null,
+      runningMean ? writableData(runningMean) : null,
+      runningVar ? writableData(runningVar) : null,
       out,
       saveMean,
       saveInvstd,
@@ -103,4 +103,35 @@ export function localResponseNorm(x: Tensor, size: number, opts: LrnOptions = {}
     native.lrnBackward(x.data, out, scale, g, gx, args);
     return [gx];
   });
+}
+
+/**
+ * An eval batch norm (after a conv with `convBias`, or alone) as a per-channel affine map, for
+ * the fused epilogues: scale = weight / sqrt(runningVar + eps), shift = bias + (convBias -
+ * runningMean) * scale, computed in double and rounded once. No gradient (inference only). In
+ * the binding rather than in JavaScript so a compiled plan recomputes it from the live
+ * parameters on every run.
+ */
+export function batchNormFold(
+  runningMean: Tensor,
+  runningVar: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  convBias: Tensor | null,
+  eps: number,
+): { scale: Tensor; shift: Tensor } {
+  const c = runningMean.size;
+  const scale = uninitialized(c, 'batchNormFold');
+  const shift = uninitialized(c, 'batchNormFold');
+  native.batchNormFold(
+    runningMean.data,
+    runningVar.data,
+    weight?.data ?? null,
+    bias?.data ?? null,
+    convBias?.data ?? null,
+    eps,
+    scale,
+    shift,
+  );
+  return { scale: new Tensor(scale, [c]), shift: new Tensor(shift, [c]) };
 }

@@ -3,7 +3,7 @@
 // state (moment buffers, step counts) and a JSON-serialisable state dict so a checkpoint can
 // resume training exactly where it stopped. The update rules follow PyTorch 1.13's single-tensor
 // (foreach=False) code operation by operation in float32; see float32.ts for how.
-import { allocate, Tensor, uninitialized } from '../tensor.js';
+import { allocate, Tensor, uninitialized, writableData } from '../tensor.js';
 import { describe } from '../describe.js';
 
 /** Hyper-parameters every parameter group has, whatever the optimizer. */
@@ -175,7 +175,7 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
           st = { step: 0, buffers: {} };
           this.state.set(p, st);
         }
-        this.update(p.data, p.grad.data, st, group, lr, weightDecay);
+        this.update(writableData(p), p.grad.data, st, group, lr, weightDecay);
       }
     }
     return loss;
