@@ -337,14 +337,23 @@ impl CompiledPlan {
         let steps = spec
             .steps
             .iter()
-            .map(|s| build_step(&s.op, &s.args))
+            .enumerate()
+            .map(|(i, s)| {
+                build_step(&s.op, &s.args).map_err(|e| {
+                    invalid(format!("CompiledPlan: step {i} ({}): {}", s.op, e.reason))
+                })
+            })
             .collect::<napi::Result<Vec<_>>>()?;
+        let output = spec
+            .output
+            .operand()
+            .map_err(|e| invalid(format!("CompiledPlan: {}", e.reason)))?;
         let plan = Plan::new(
             spec.input_len,
             spec.state_lens,
             spec.temp_lens,
             steps,
-            spec.output.operand()?,
+            output,
         )
         .map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
         Ok(CompiledPlan {
@@ -454,7 +463,7 @@ impl Task for PlanRun {
             plan.run(&mut arena, input, &views, output)?;
             Ok::<_, ferroconv_kernels::KernelError>(arena)
         })?
-        .map_err(kernel_err)?;
+        .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
         if let Ok(mut slot) = shared.arena.lock() {
             *slot = Some(arena);
         }
