@@ -631,11 +631,14 @@ async function gemmSection(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // 3 + 4. End-to-end rows (each in a fresh process) and 5. their peak RSS
 
+/** A row's results per framework; 'plan' is ferroconv's predict() (a compiled plan) for inference. */
+type Column = Framework | 'plan';
+
 interface E2eRow {
   kind: 'infer' | 'train';
   model: string;
   batch: number;
-  byFw: Partial<Record<Framework, RowResult>>;
+  byFw: Partial<Record<Column, RowResult>>;
 }
 const e2eRows: E2eRow[] = [];
 
@@ -647,25 +650,32 @@ async function e2e(
   onnx?: string,
 ): Promise<E2eRow> {
   const row: E2eRow = { kind, model, batch, byFw: {} };
-  for (const fw of fws) {
+  const columns: Column[] = kind === 'infer' && fws.includes('ferroconv') ? ['plan', ...fws] : fws;
+  for (const col of columns) {
+    const fw: Framework = col === 'plan' ? 'ferroconv' : col;
     if (fw === 'torch' && !torchPeer.api) continue;
     if (fw === 'ort' && !onnx) continue;
-    const spec: RowSpec = { fw, kind, model, batch, threads, timing: TIMING.e2e, onnx, spin };
+    const mode = col === 'plan' ? 'plan' : 'eager';
+    const spec: RowSpec = { fw, kind, model, batch, threads, timing: TIMING.e2e, onnx, spin, mode };
     const r = await runRowIsolated(spec);
-    row.byFw[fw] = r;
+    row.byFw[col] = r;
+    const stall = r.maxStallMs === undefined ? '' : `, max stall ${fmt(r.maxStallMs)} ms`;
+    const planned = r.planned === undefined || r.planned === true ? '' : ` (eager: ${r.planned})`;
     log(
-      `${kind} ${model} b${batch} ${fw}: ${r.error ?? `${fmt(r.step && batch / r.step.median)} img/s, ${fmt((r.maxRssKb ?? 0) / 1024)} MB`}`,
+      `${kind} ${model} b${batch} ${col}: ${r.error ?? `${fmt(r.step && batch / r.step.median)} img/s, ${fmt((r.maxRssKb ?? 0) / 1024)} MB${stall}${planned}`}`,
     );
   }
   e2eRows.push(row);
   return row;
 }
 
-const imgs = (r: E2eRow, fw: Framework): number | undefined => {
+const imgs = (r: E2eRow, fw: Column): number | undefined => {
   const x = r.byFw[fw];
   return x?.step ? r.batch / x.step.median : undefined;
 };
-const cellImgs = (r: E2eRow, fw: Framework, peer?: Peer<unknown>, noRow = ''): string => {
+/** Max event-loop stall of a row's timed calls, in ms. */
+const cellStall = (r: E2eRow, fw: Column): string => fmt(r.byFw[fw]?.maxStallMs);
+const cellImgs = (r: E2eRow, fw: Column, peer?: Peer<unknown>, noRow = ''): string => {
   const x = r.byFw[fw];
   if (x?.error) return 'error';
   if (!x) return peer && !peer.api ? 'missing' : noRow;
@@ -695,15 +705,20 @@ async function inferSection(): Promise<void> {
   for (const model of zoo) {
     for (const batch of batches) {
       const r = await e2e('infer', model, batch, ['ferroconv', 'torch', 'ort'], onnxFiles.get(model));
-      const f = imgs(r, 'ferroconv');
+      // The ratios use predict() (the planned path users get).
+      const f = imgs(r, 'plan');
       const qt = f && imgs(r, 'torch') ? f / imgs(r, 'torch')! : undefined;
       const qo = f && imgs(r, 'ort') ? f / imgs(r, 'ort')! : undefined;
       rt.push(qt);
       ro.push(qo);
+      const planned = r.byFw.plan?.planned;
       rows.push({
         model,
         batch,
-        'ferroconv img/s': cellImgs(r, 'ferroconv'),
+        'predict img/s': cellImgs(r, 'plan') + (planned === true || planned === undefined ? '' : ' (eager)'),
+        'stall ms': cellStall(r, 'plan'),
+        'eager img/s': cellImgs(r, 'ferroconv'),
+        'eager stall ms': cellStall(r, 'ferroconv'),
         'torch img/s': cellImgs(r, 'torch', torchPeer),
         'ORT img/s': cellImgs(r, 'ort', ortPeer, 'no model'),
         '×torch': r2(qt),
@@ -715,14 +730,16 @@ async function inferSection(): Promise<void> {
   rows.push(...missingRows('model', torchPeer, ortPeer));
   emit(
     `## 3. Inference (224x224, images/s)\n\n` +
-      `ferroconv: zoo model, eval() + noGrad forward; PyTorch: torchvision model, eval() + no_grad; ORT: the torchvision ` +
+      `ferroconv: zoo model, \`predict(x)\` (a compiled plan run off the JavaScript thread; the ratios use it) and the ` +
+      `eager eval() + noGrad forward on the JavaScript thread; stall: the longest the event loop went without a turn ` +
+      `during the timed calls. PyTorch: torchvision model, eval() + no_grad; ORT: the torchvision ` +
       `model exported to ONNX (opset 13, dynamic batch). Random weights (speed does not depend on them). Each cell is a ` +
       `fresh process, warmed up before timing.\n\n${mdTable(rows)}`,
   );
   const r50 = e2eRows.find((r) => r.kind === 'infer' && r.model === 'resnet50' && r.batch === 8);
   if (r50) {
     headline.push(
-      `ResNet-50 inference, batch 8: ferroconv ${cellImgs(r50, 'ferroconv')}, PyTorch ${cellImgs(r50, 'torch', torchPeer)}, ` +
+      `ResNet-50 inference, batch 8: ferroconv ${cellImgs(r50, 'plan')} (max event-loop stall ${cellStall(r50, 'plan')} ms), PyTorch ${cellImgs(r50, 'torch', torchPeer)}, ` +
         `ORT ${cellImgs(r50, 'ort', ortPeer, 'n/a')} images/s.`,
     );
   }
@@ -744,6 +761,7 @@ async function trainSection(): Promise<void> {
       batch,
       input: model === 'mnistnet' ? '1x28x28' : '3x224x224',
       'ferroconv img/s': cellImgs(r, 'ferroconv'),
+      'stall ms': cellStall(r, 'ferroconv'),
       'torch img/s': cellImgs(r, 'torch', torchPeer),
       '×torch': r2(f && t ? f / t : undefined),
     });
@@ -867,7 +885,7 @@ async function memorySection(): Promise<void> {
   }
   rows.push(...missingRows('op', torchPeer));
   const rss: TableRow[] = e2eRows.map((r) => {
-    const mb = (fw: Framework, peer?: Peer<unknown>): string => {
+    const mb = (fw: Column, peer?: Peer<unknown>): string => {
       const x = r.byFw[fw];
       if (x?.error) return 'error';
       if (!x) return peer && !peer.api ? 'missing' : '';
@@ -877,6 +895,7 @@ async function memorySection(): Promise<void> {
       row: `${r.kind} ${r.model}`,
       batch: r.batch,
       'ferroconv MB': mb('ferroconv'),
+      'predict MB': r.kind === 'infer' ? mb('plan') : '',
       'torch MB': mb('torch', torchPeer),
       'ORT MB': mb('ort'),
     };

@@ -4,7 +4,7 @@
 // prints one JSON line: seconds per step (median), setup time and its peak RSS.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { crossEntropy, models, noGrad, optim, randn, setNumThreads } from '../../src/index.js';
+import { crossEntropy, models, noGrad, optim, planInfo, randn, setNumThreads } from '../../src/index.js';
 import { buildZooModel, ZOO, type ZooName } from './shapes.js';
 import { BENCH_DIR, findOrt, lastJson, ortSessionOptions, runChild, runTorch, threadEnv } from './peers.js';
 import { timeIt, type Stat, type Timing } from './timing.js';
@@ -23,6 +23,8 @@ export interface RowSpec {
   onnx?: string;
   /** Let ORT's threads spin-wait (see peers.ts setSpinning). */
   spin: boolean;
+  /** ferroconv inference: 'eager' (forward on the JavaScript thread) or 'plan' (predict()). */
+  mode?: 'eager' | 'plan';
 }
 
 export interface RowResult {
@@ -30,7 +32,36 @@ export interface RowResult {
   step?: Stat;
   setupSeconds?: number;
   maxRssKb?: number;
+  /** Longest the JavaScript event loop went without a turn during the timed calls, in ms. */
+  maxStallMs?: number;
+  /** ferroconv 'plan' rows: whether predict() ran a compiled plan, or why not. */
+  planned?: boolean | string;
   error?: string;
+}
+
+/**
+ * Times `fn` like timeIt while a 1 ms timer watches the event loop; adds the longest gap
+ * between two turns (what a server running this would stall for).
+ */
+async function timeWatched(fn: () => unknown, t: Timing): Promise<{ step: Stat; maxStallMs: number }> {
+  let last = performance.now();
+  let worst = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+  }, 1);
+  try {
+    const step = await timeIt(async () => {
+      // Start each call fresh so the gap before it (the harness's own work) is not counted.
+      last = performance.now();
+      await fn();
+      worst = Math.max(worst, performance.now() - last);
+    }, t);
+    return { step, maxStallMs: worst };
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /** Input [channels, height, width] of a row's model. */
@@ -76,21 +107,26 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
     const model = buildZooModel(spec.model as ZooName);
     model.eval();
     const setupSeconds = (performance.now() - t0) / 1000;
-    const step = await timeIt(() => noGrad(() => model.forward(x)), spec.timing);
-    return { step, setupSeconds, maxRssKb: peakRssKb() };
+    if (spec.mode === 'plan') {
+      const { step, maxStallMs } = await timeWatched(() => model.predict(x, { batchSize: spec.batch }), spec.timing);
+      const info = planInfo(model);
+      return { step, setupSeconds, maxRssKb: peakRssKb(), maxStallMs, planned: info?.planned || info?.reason };
+    }
+    const { step, maxStallMs } = await timeWatched(() => noGrad(() => model.forward(x)), spec.timing);
+    return { step, setupSeconds, maxRssKb: peakRssKb(), maxStallMs };
   }
   const model = spec.model === 'mnistnet' ? models.mnistNet() : models.resnet18();
   model.train();
   const opt = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
   const targets = Int32Array.from({ length: spec.batch }, (_, i) => (i * 7) % 10);
   const setupSeconds = (performance.now() - t0) / 1000;
-  const step = await timeIt(() => {
+  const { step, maxStallMs } = await timeWatched(() => {
     opt.zeroGrad();
     const loss = crossEntropy(model.forward(x), targets);
     loss.backward();
     opt.step();
   }, spec.timing);
-  return { step, setupSeconds, maxRssKb: peakRssKb() };
+  return { step, setupSeconds, maxRssKb: peakRssKb(), maxStallMs };
 }
 
 /** Runs one row in a fresh child process and returns what it reported. */
