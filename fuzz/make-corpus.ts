@@ -1,5 +1,5 @@
 // Writes the seed corpus in fuzz/corpus/<target>/ (committed; rerun only to change the seeds,
-// which changes the inputs every --seed gives):  node --import tsx fuzz/make-corpus.ts
+// which changes the inputs every --seed gives):  node --import tsx fuzz/make-corpus.ts [target...]
 // Seeds are small valid files covering each format's variants: every safetensors dtype, real
 // checkpoints of the checkpoint target's tiny setup, IDX files of every type code (plain and
 // gzipped), PNG and JPEG files of the colour types and codings libvips decodes differently.
@@ -152,8 +152,70 @@ async function images(): Promise<void> {
   await out('444-8x8.jpg', raw(8, 8, 3).jpeg({ chromaSubsampling: '4:4:4', quality: 60 }));
 }
 
-await safetensors();
-await checkpoint();
-await idx();
-await images();
+/** Traced plans of small models (every entry a plan can replay), run small enough to execute. */
+async function plans(): Promise<void> {
+  const dir = corpus('plan');
+  const {
+    Conv2d,
+    BatchNorm2d,
+    ReLU,
+    MaxPool2d,
+    AvgPool2d,
+    Flatten,
+    Linear,
+    LocalResponseNorm,
+    Sigmoid,
+    Tanh,
+    Sequential,
+  } = await import('../src/nn/index.js');
+  const { trace } = await import('../src/plan/trace.js');
+  const { randn } = await import('../src/tensor.js');
+  const { models } = await import('../src/index.js');
+  manualSeed(1);
+  const nets: [string, { eval(): unknown; stateDict(): Map<string, Tensor> }, number[]][] = [
+    [
+      'conv-bn-relu-pool-linear',
+      new Sequential(
+        new Conv2d(1, 4, 3, { padding: 1 }),
+        new BatchNorm2d(4),
+        new ReLU(),
+        new MaxPool2d(2),
+        new Flatten(),
+        new Linear(4 * 4 * 4, 3),
+      ),
+      [2, 1, 8, 8],
+    ],
+    [
+      'lrn-sigmoid-avgpool-tanh',
+      new Sequential(
+        new Conv2d(3, 4, 3, { bias: false }),
+        new LocalResponseNorm(3),
+        new Sigmoid(),
+        new AvgPool2d(2, { padding: 1 }),
+        new Tanh(),
+      ),
+      [1, 3, 7, 7],
+    ],
+    [
+      'densenet-tiny',
+      new models.DenseNet({ growthRate: 2, blockConfig: [2, 2], numInitFeatures: 4, bnSize: 2, numClasses: 3 }),
+      [1, 3, 16, 16],
+    ],
+  ];
+  for (const [name, net, shape] of nets) {
+    net.eval();
+    const x = randn(shape);
+    const m = net as unknown as { forwardIsolated(s: null, inputs: Tensor[]): Tensor };
+    const t = trace(() => m.forwardIsolated(null, [x]), x.data, [...net.stateDict().values()], false);
+    writeFileSync(join(dir, `${name}.json`), t.spec);
+  }
+}
+
+const only = process.argv.slice(2);
+const want = (name: string): boolean => only.length === 0 || only.includes(name);
+if (want('safetensors')) await safetensors();
+if (want('checkpoint')) await checkpoint();
+if (want('idx')) await idx();
+if (want('image-folder')) await images();
+if (want('plan')) await plans();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

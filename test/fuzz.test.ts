@@ -14,7 +14,13 @@ import { createTarget } from '../fuzz/targets/index.js';
  * Inputs per target: about 1-3 s each on one busy core. Checkpoint runs last: if its watchdog
  * has to kill the process, the other targets' results are in already.
  */
-const BUDGET: Record<string, number> = { safetensors: 2000, idx: 5000, 'image-folder': 600, checkpoint: 1500 };
+const BUDGET: Record<string, number> = {
+  safetensors: 2000,
+  idx: 5000,
+  'image-folder': 600,
+  plan: 3000,
+  checkpoint: 1500,
+};
 
 describe('fuzz (short pass)', () => {
   for (const [name, iterations] of Object.entries(BUDGET)) {
