@@ -8,6 +8,7 @@ import {
   AvgPool2d,
   BatchNorm2d,
   Conv2d,
+  DataLoader,
   Dropout,
   Flatten,
   LeakyReLU,
@@ -21,7 +22,9 @@ import {
   Sigmoid,
   Tanh,
   Tensor,
+  TensorDataset,
   crossEntropy,
+  evaluate,
   manualSeed,
   models,
   noGrad,
@@ -108,7 +111,10 @@ describe('what cannot be planned runs eagerly', () => {
     forward(x: Tensor): Tensor {
       const y = this.conv.call(x);
       // Computed in JavaScript inside the forward: a plan cannot replay it.
-      return new Tensor(y.data.map((v) => 2 * v), y.shape);
+      return new Tensor(
+        y.data.map((v) => 2 * v),
+        y.shape,
+      );
     }
   }
 
@@ -192,6 +198,22 @@ describe('off the JavaScript thread', () => {
     const [y1, y2] = await Promise.all([a.predict(xa), a.predict(xa)]);
     expectClose(y1.data, ya.data, 0, 0);
     expectClose(y2.data, ya.data, 0, 0);
+  });
+});
+
+describe('evaluate() runs plans too', () => {
+  it('the same loss and accuracy as the eager logits give', async () => {
+    manualSeed(12);
+    const model = models.mnistNet();
+    const x = input([10, 1, 28, 28]);
+    const labels = Int32Array.from({ length: 10 }, (_, i) => i % 10);
+    const loader = new DataLoader(new TensorDataset(x, labels), { batchSize: 4 });
+    const r = await evaluate(model, loader);
+    expect(planInfo(model)?.planned, planInfo(model)?.reason).toBe(true);
+    const logits = await model.predict(x, { plan: false });
+    const loss = noGrad(() => crossEntropy(logits, labels)).data[0];
+    expect(r.count).toBe(10);
+    expect(Math.abs(r.loss - loss)).toBeLessThan(1e-5);
   });
 });
 

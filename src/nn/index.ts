@@ -1,5 +1,5 @@
 // The layers, one file each, named and parameterised as torch.nn's classes.
-export { type InferenceSnapshot, Module, type StateDict } from './module.js';
+export { type InferenceSession, type InferenceSnapshot, Module, type StateDict } from './module.js';
 export { Conv2d, type Conv2dLayerOptions } from './conv2d.js';
 export { ConvTranspose2d, type ConvTranspose2dLayerOptions } from './conv-transpose2d.js';
 export { Linear } from './linear.js';

@@ -15,6 +15,12 @@ export interface InferenceSnapshot {
   forward(...inputs: Tensor[]): Tensor;
 }
 
+/** See Module.inferenceSession. */
+export interface InferenceSession {
+  forward(x: Tensor): Promise<Tensor>;
+  close(): void;
+}
+
 export abstract class Module {
   /** Training mode (dropout active, batch norm uses batch statistics). */
   training = true;
@@ -289,6 +295,44 @@ export abstract class Module {
   }
 
   /**
+   * Eval forwards on the model as it is now, off the JavaScript thread where a compiled plan can
+   * run them (see predict). The parameter and buffer arrays are pinned until close(): ferroconv's
+   * in-place writes meanwhile (optimizer steps, loadStateDict, ...) go to fresh copies
+   * (writableData), so every forward of the session sees the weights of its start without a copy
+   * of the state. An eager forward yields to the event loop after it. predict() and evaluate()
+   * run on one; close() it when done (planInfo(model) then tells how its last forward ran).
+   */
+  inferenceSession(opts: { plan?: boolean } = {}): InferenceSession {
+    const state = [...this.stateDict().values()];
+    const modules = this.namedModules().map(([, m]) => m);
+    const arrays = new Map(state.map((t) => [t, t.data] as const));
+    pin(arrays.values());
+    let info: PlanInfo = opts.plan === false ? { planned: false, reason: 'plan: false' } : { planned: true };
+    let open = true;
+    return {
+      forward: async (x: Tensor): Promise<Tensor> => {
+        if (!open) throw new Error('inferenceSession: forward after close()');
+        const forward = () => this.forwardIsolated(arrays, [x]);
+        const compiled = opts.plan === false ? null : compile(this, modules, forward, x, state);
+        if (compiled && typeof compiled !== 'string') {
+          info = { planned: true, steps: compiled.plan.steps, arenaBytes: compiled.plan.arenaBytes };
+          return runPlan(compiled, x, arrays);
+        }
+        if (typeof compiled === 'string') info = { planned: false, reason: compiled };
+        const y = forward();
+        await new Promise((resolve) => setImmediate(resolve));
+        return y;
+      },
+      close: () => {
+        if (!open) return;
+        open = false;
+        unpin(arrays.values());
+        notePlanInfo(this, info);
+      },
+    };
+  }
+
+  /**
    * Inference over a batch [N, ...] without blocking the event loop: eval mode, no graph,
    * `batchSize` samples at a time. Each chunk runs as a compiled plan (src/plan) on the kernel
    * pool off the JavaScript thread; a model whose forward cannot be traced runs eagerly instead,
@@ -306,33 +350,16 @@ export abstract class Module {
       throw new Error(`predict: expected a non-empty batch [N, ...], got [${x.shape.join(', ')}]`);
     const n = x.shape[0];
     const per = x.size / n;
-    const state = [...this.stateDict().values()];
-    const modules = this.namedModules().map(([, m]) => m);
-    // The parameter and buffer arrays as they are now. While they are pinned, ferroconv's
-    // in-place writes (optimizer steps, loadStateDict, ...) go to fresh copies (writableData),
-    // so these keep the values every chunk must see, without a copy of the state.
-    const arrays = new Map(state.map((t) => [t, t.data] as const));
-    pin(arrays.values());
-    let info: PlanInfo = opts.plan === false ? { planned: false, reason: 'plan: false' } : { planned: true };
+    const session = this.inferenceSession({ plan: opts.plan });
     const outs: Tensor[] = [];
     try {
       for (let i = 0; i < n; i += batchSize) {
         const m = Math.min(batchSize, n - i);
         const chunk = new Tensor(x.data.subarray(i * per, (i + m) * per), [m, ...x.shape.slice(1)]);
-        const forward = () => this.forwardIsolated(arrays, [chunk]);
-        const compiled = info.planned ? compile(this, modules, forward, chunk, state) : null;
-        if (typeof compiled === 'string') info = { planned: false, reason: compiled };
-        if (compiled && typeof compiled !== 'string') {
-          info = { planned: true, steps: compiled.plan.steps, arenaBytes: compiled.plan.arenaBytes };
-          outs.push(await runPlan(compiled, chunk, arrays));
-        } else {
-          outs.push(forward());
-          if (i + m < n) await new Promise((resolve) => setImmediate(resolve));
-        }
+        outs.push(await session.forward(chunk));
       }
     } finally {
-      unpin(arrays.values());
-      notePlanInfo(this, info);
+      session.close();
     }
     const outPer = outs[0].size / outs[0].shape[0];
     // Every chunk's output has the same per-sample shape (checked), so the copies fill it.

@@ -107,29 +107,34 @@ export interface EvalResult {
 }
 
 /**
- * Mean loss and top-1/top-5 accuracy of `model` (in eval mode, no graph) over `loader`, on a
- * snapshot of the model taken at the call (see Module.inferenceSnapshot): training or loading
- * weights meanwhile does not change the result, and the model's mode is never switched.
+ * Mean loss and top-1/top-5 accuracy of `model` (in eval mode, no graph) over `loader`, on the
+ * model as it was at the call (see Module.inferenceSession: compiled plans off the JavaScript
+ * thread where the model traces): training or loading weights meanwhile does not change the
+ * result, and the model's mode is never switched.
  */
 export async function evaluate(
   model: Module,
   loader: LoaderLike,
   lossFn: LossFn = (l, y) => crossEntropy(l, y),
 ): Promise<EvalResult> {
-  const frozen = model.inferenceSnapshot();
+  const session = model.inferenceSession();
   let lossSum = 0;
   let c1 = 0;
   let c5 = 0;
   let count = 0;
-  for await (const { images, labels } of loader) {
-    noGrad(() => {
-      const logits = frozen.forward(images);
-      lossSum += lossFn(logits, labels).data[0] * labels.length;
-      c1 += topkCorrect(logits, labels, 1);
-      c5 += topkCorrect(logits, labels, 5);
-    });
-    count += labels.length;
-    await yieldToEventLoop();
+  try {
+    for await (const { images, labels } of loader) {
+      const logits = await session.forward(images);
+      noGrad(() => {
+        lossSum += lossFn(logits, labels).data[0] * labels.length;
+        c1 += topkCorrect(logits, labels, 1);
+        c5 += topkCorrect(logits, labels, 5);
+      });
+      count += labels.length;
+      await yieldToEventLoop();
+    }
+  } finally {
+    session.close();
   }
   if (count === 0) throw new Error('evaluate: the loader yielded no samples');
   return { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, count };
