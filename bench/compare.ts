@@ -717,6 +717,7 @@ async function inferSection(): Promise<void> {
         batch,
         'predict img/s': cellImgs(r, 'plan') + (planned === true || planned === undefined ? '' : ' (eager)'),
         'stall ms': cellStall(r, 'plan'),
+        'first-call stall ms': fmt(r.byFw.plan?.firstStallMs),
         'eager img/s': cellImgs(r, 'ferroconv'),
         'eager stall ms': cellStall(r, 'ferroconv'),
         'torch img/s': cellImgs(r, 'torch', torchPeer),
@@ -732,7 +733,7 @@ async function inferSection(): Promise<void> {
     `## 3. Inference (224x224, images/s)\n\n` +
       `ferroconv: zoo model, \`predict(x)\` (a compiled plan run off the JavaScript thread; the ratios use it) and the ` +
       `eager eval() + noGrad forward on the JavaScript thread; stall: the longest the event loop went without a turn ` +
-      `during the timed calls. PyTorch: torchvision model, eval() + no_grad; ORT: the torchvision ` +
+      `during the timed calls (first-call stall: during the first predict, which traces the model and builds the plan). PyTorch: torchvision model, eval() + no_grad; ORT: the torchvision ` +
       `model exported to ONNX (opset 13, dynamic batch). Random weights (speed does not depend on them). Each cell is a ` +
       `fresh process, warmed up before timing.\n\n${mdTable(rows)}`,
   );

@@ -34,6 +34,8 @@ export interface RowResult {
   maxRssKb?: number;
   /** Longest the JavaScript event loop went without a turn during the timed calls, in ms. */
   maxStallMs?: number;
+  /** ferroconv 'plan' rows: the same during the first predict (trace and plan build), in ms. */
+  firstStallMs?: number;
   /** ferroconv 'plan' rows: whether predict() ran a compiled plan, or why not. */
   planned?: boolean | string;
   error?: string;
@@ -41,9 +43,34 @@ export interface RowResult {
 
 /**
  * Times `fn` like timeIt while a 1 ms timer watches the event loop; adds the longest gap
- * between two turns (what a server running this would stall for).
+ * between two turns during the timed calls (what a server running this would stall for in
+ * steady state; the warm-up calls, which include a plan's trace and build, are not counted).
  */
 async function timeWatched(fn: () => unknown, t: Timing): Promise<{ step: Stat; maxStallMs: number }> {
+  let last = performance.now();
+  let worst = 0;
+  let calls = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (calls > t.warmup) worst = Math.max(worst, now - last);
+    last = now;
+  }, 1);
+  try {
+    const step = await timeIt(async () => {
+      calls++;
+      // Start each call fresh so the gap before it (the harness's own work) is not counted.
+      last = performance.now();
+      await fn();
+      if (calls > t.warmup) worst = Math.max(worst, performance.now() - last);
+    }, t);
+    return { step, maxStallMs: worst };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The longest the event loop waits during one call of `fn` (the first predict: trace + build). */
+async function stallOf(fn: () => unknown): Promise<number> {
   let last = performance.now();
   let worst = 0;
   const timer = setInterval(() => {
@@ -52,13 +79,8 @@ async function timeWatched(fn: () => unknown, t: Timing): Promise<{ step: Stat; 
     last = now;
   }, 1);
   try {
-    const step = await timeIt(async () => {
-      // Start each call fresh so the gap before it (the harness's own work) is not counted.
-      last = performance.now();
-      await fn();
-      worst = Math.max(worst, performance.now() - last);
-    }, t);
-    return { step, maxStallMs: worst };
+    await fn();
+    return Math.max(worst, performance.now() - last);
   } finally {
     clearInterval(timer);
   }
@@ -108,9 +130,18 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
     model.eval();
     const setupSeconds = (performance.now() - t0) / 1000;
     if (spec.mode === 'plan') {
-      const { step, maxStallMs } = await timeWatched(() => model.predict(x, { batchSize: spec.batch }), spec.timing);
+      const predict = () => model.predict(x, { batchSize: spec.batch });
+      const firstStallMs = await stallOf(predict);
+      const { step, maxStallMs } = await timeWatched(predict, spec.timing);
       const info = planInfo(model);
-      return { step, setupSeconds, maxRssKb: peakRssKb(), maxStallMs, planned: info?.planned || info?.reason };
+      return {
+        step,
+        setupSeconds,
+        maxRssKb: peakRssKb(),
+        maxStallMs,
+        firstStallMs,
+        planned: info?.planned || info?.reason,
+      };
     }
     const { step, maxStallMs } = await timeWatched(() => noGrad(() => model.forward(x)), spec.timing);
     return { step, setupSeconds, maxRssKb: peakRssKb(), maxStallMs };
