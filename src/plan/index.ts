@@ -108,9 +108,14 @@ export function compile(
     return e.result;
   }
   const result = traceAndCompile(owner, forward, input, state);
-  if (entries.length >= KEEP) entries.shift();
+  if (entries.length >= KEEP) release(entries.shift()?.result);
   entries.push({ guard, result });
   return result;
+}
+
+/** Frees the arena an evicted plan keeps between runs (a later run makes a new one). */
+function release(result: Runnable | string | undefined): void {
+  if (result && typeof result !== 'string') result.plan.releaseArena();
 }
 
 function traceAndCompile(owner: object, forward: () => unknown, input: Tensor, state: Tensor[]): Runnable | string {
@@ -132,7 +137,11 @@ function traceAndCompile(owner: object, forward: () => unknown, input: Tensor, s
     } catch (e) {
       return `the binding refused the plan: ${(e as Error).message}`;
     }
-    if (plans.size >= KEEP) plans.delete(plans.keys().next().value as string);
+    if (plans.size >= KEEP) {
+      const oldest = plans.keys().next().value as string;
+      plans.get(oldest)?.releaseArena();
+      plans.delete(oldest);
+    }
   }
   plans.set(t.spec, plan);
   return { plan, trace: t };

@@ -107,7 +107,9 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
         return { src: 'state', id, offset: (a.byteOffset - t.data.byteOffset) / 4, len: a.length };
       }
     }
-    return fail(`${op} reads an array made in JavaScript during the forward`);
+    return fail(
+      `${op} reads an array made in JavaScript (neither the input, a parameter or buffer, nor an earlier kernel's output)`,
+    );
   };
 
   /** An array the call writes: part of an earlier temp, or a new one. */

@@ -370,6 +370,15 @@ impl CompiledPlan {
         (self.shared.plan.arena_len() * 4) as f64
     }
 
+    /// Frees the arena kept from the last run (the next run allocates a new one): for plans the
+    /// cache lets go of, so their memory does not wait for the garbage collector.
+    #[napi]
+    pub fn release_arena(&self) {
+        if let Ok(mut slot) = self.shared.arena.lock() {
+            *slot = None;
+        }
+    }
+
     /// Kernel calls per run.
     #[napi(getter)]
     pub fn steps(&self) -> u32 {
