@@ -3,6 +3,7 @@
 // kernels with the same arguments, so they agree to the last bit here; the check allows 1e-5),
 // fall back to eager when the forward cannot be replayed, keep the event loop free, let two
 // models predict at once, and give each predict the weights of the moment it was called.
+import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import {
   AvgPool2d,
@@ -182,6 +183,20 @@ describe('off the JavaScript thread', () => {
     expect(worst, `max stall ${worst.toFixed(1)} ms during a ${took.toFixed(0)} ms predict`).toBeLessThan(
       Math.max(60, took / 3),
     );
+  });
+
+  it("concurrent predicts leave libuv's thread pool to file reads", async () => {
+    manualSeed(13);
+    const model = models.resnet18({ numClasses: 10 });
+    const x = input([4, 3, 96, 96]);
+    await model.predict(x);
+    let done = 0;
+    // More predicts than libuv has threads (4 by default): none of them may hold one.
+    const pending = Array.from({ length: 6 }, () => model.predict(x).then(() => done++));
+    await readFile(new URL('../package.json', import.meta.url));
+    const doneAtRead = done;
+    await Promise.all(pending);
+    expect(doneAtRead).toBe(0);
   });
 
   it('two models predict at once', async () => {

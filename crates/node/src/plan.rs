@@ -11,13 +11,12 @@ use crate::elementwise::size_list;
 use crate::linalg::{linear_sizes, LinearArgs};
 use crate::norm::{bn_params, lrn_params, BatchNormArgs, LrnArgs};
 use crate::pool::{adaptive_params, avg_options, pool_params, AdaptivePoolArgs, Pool2dArgs};
-use crate::runtime::run;
 use ferroconv_kernels::activation::{self, Activation};
 use ferroconv_kernels::elementwise::{self, BinaryOp};
 use ferroconv_kernels::plan::{Operand, Plan, Source, Step, StepFn};
 use ferroconv_kernels::{batchnorm, conv, linear, lrn, pool, softmax};
-use napi::bindgen_prelude::{AsyncTask, Float32Array};
-use napi::{Env, Task};
+use napi::bindgen_prelude::{Float32Array, Object};
+use napi::Env;
 use napi_derive::napi;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -396,12 +395,13 @@ impl CompiledPlan {
     /// The arrays must not be changed until the promise settles (the TypeScript side copies a
     /// state array on write while a run holds it).
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn run(
+    pub fn run<'env>(
         &self,
+        env: &'env Env,
         input: Float32Array,
         state: Vec<Float32Array>,
         output: Float32Array,
-    ) -> napi::Result<AsyncTask<PlanRun>> {
+    ) -> napi::Result<Object<'env>> {
         let plan = &self.shared.plan;
         let check = |name: &str, got: usize, want: usize| {
             if got == want {
@@ -433,53 +433,55 @@ impl CompiledPlan {
         );
         let named: Vec<(&str, &Float32Array)> = ins.iter().map(|(n, a)| (n.as_str(), *a)).collect();
         crate::args::check_disjoint("output", &output, &named)?;
-        Ok(AsyncTask::new(PlanRun {
+        let mut job = PlanRun {
             shared: self.shared.clone(),
             input,
             state,
             output,
-        }))
+        };
+        let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
+        // Spawned on the kernel pool itself rather than run from libuv's thread pool (an
+        // AsyncTask), whose four threads file system and DNS calls share: concurrent predicts
+        // would otherwise hold them all while they wait for the kernels.
+        crate::runtime::pool()?.spawn(move || {
+            match crate::runtime::caught("CompiledPlan.run", || job.compute()) {
+                Ok(Ok(())) => deferred.resolve(|_| Ok(())),
+                Ok(Err(e)) | Err(e) => deferred.reject(e),
+            }
+            // The typed arrays' references are released from here through napi-rs's
+            // thread-safe path.
+            drop(job);
+        });
+        Ok(promise)
     }
 }
 
-/// One run of a [`CompiledPlan`], computed on a libuv worker thread inside the kernel pool.
-pub struct PlanRun {
+/// One run of a [`CompiledPlan`], computed on a kernel thread.
+struct PlanRun {
     shared: Arc<Shared>,
     input: Float32Array,
     state: Vec<Float32Array>,
     output: Float32Array,
 }
 
-impl Task for PlanRun {
-    type Output = ();
-    type JsValue = ();
-
+impl PlanRun {
     fn compute(&mut self) -> napi::Result<()> {
         let plan = &self.shared.plan;
         let taken = self.shared.arena.lock().ok().and_then(|mut a| a.take());
-        let shared = &self.shared;
-        let (input, state) = (&self.input, &self.state);
+        let mut arena = match taken {
+            Some(a) if a.len() == plan.arena_len() => a,
+            _ => plan.new_arena(),
+        };
+        let views: Vec<&[f32]> = self.state.iter().map(|s| &s[..]).collect();
         // SAFETY: the output is disjoint from the input and the state (checked in `run`), and
         // the TypeScript side neither reads nor writes any of these arrays until the promise
         // settles; the napi references keep them alive.
         let output = unsafe { self.output.as_mut() };
-        let arena = run("CompiledPlan.run", move || {
-            let mut arena = match taken {
-                Some(a) if a.len() == plan.arena_len() => a,
-                _ => plan.new_arena(),
-            };
-            let views: Vec<&[f32]> = state.iter().map(|s| &s[..]).collect();
-            plan.run(&mut arena, input, &views, output)?;
-            Ok::<_, ferroconv_kernels::KernelError>(arena)
-        })?
-        .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
-        if let Ok(mut slot) = shared.arena.lock() {
+        plan.run(&mut arena, &self.input, &views, output)
+            .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
+        if let Ok(mut slot) = self.shared.arena.lock() {
             *slot = Some(arena);
         }
-        Ok(())
-    }
-
-    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
         Ok(())
     }
 }

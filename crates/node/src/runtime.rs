@@ -67,7 +67,7 @@ fn tune_allocator() {
     }
 }
 
-fn pool() -> napi::Result<Arc<ThreadPool>> {
+pub(crate) fn pool() -> napi::Result<Arc<ThreadPool>> {
     if let Some(lock) = POOL.get() {
         return Ok(lock
             .read()
@@ -88,6 +88,12 @@ fn pool() -> napi::Result<Arc<ThreadPool>> {
 pub fn run<T: Send>(op: &str, f: impl FnOnce() -> T + Send) -> napi::Result<T> {
     let pool = pool()?;
     std::panic::catch_unwind(AssertUnwindSafe(|| pool.install(f)))
+        .map_err(|payload| Error::new(Status::GenericFailure, panic_message(op, payload)))
+}
+
+/// Runs `f` here (already on a kernel thread), turning a panic into an Error as [`run`] does.
+pub(crate) fn caught<T>(op: &str, f: impl FnOnce() -> T) -> napi::Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
         .map_err(|payload| Error::new(Status::GenericFailure, panic_message(op, payload)))
 }
 
