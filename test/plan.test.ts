@@ -103,6 +103,20 @@ describe('compiled plans give the eager results', () => {
 });
 
 describe('what cannot be planned runs eagerly', () => {
+  it('FERROCONV_PLANS=0 turns plans off', async () => {
+    const model = models.mnistNet();
+    const x = input([2, 1, 28, 28]);
+    process.env.FERROCONV_PLANS = '0';
+    try {
+      await model.predict(x);
+      expect(planInfo(model)).toEqual({ planned: false, reason: 'FERROCONV_PLANS=0' });
+    } finally {
+      delete process.env.FERROCONV_PLANS;
+    }
+    await model.predict(x);
+    expect(planInfo(model)?.planned).toBe(true);
+  });
+
   class Doubler extends Module {
     readonly conv: Conv2d;
     constructor() {

@@ -307,13 +307,15 @@ export abstract class Module {
     const modules = this.namedModules().map(([, m]) => m);
     const arrays = new Map(state.map((t) => [t, t.data] as const));
     pin(arrays.values());
-    let info: PlanInfo = opts.plan === false ? { planned: false, reason: 'plan: false' } : { planned: true };
+    // FERROCONV_PLANS=0 turns plans off for the process (debugging: everything runs eagerly).
+    const off = opts.plan === false ? 'plan: false' : process.env.FERROCONV_PLANS === '0' ? 'FERROCONV_PLANS=0' : null;
+    let info: PlanInfo = off ? { planned: false, reason: off } : { planned: true };
     let open = true;
     return {
       forward: async (x: Tensor): Promise<Tensor> => {
         if (!open) throw new Error('inferenceSession: forward after close()');
         const forward = () => this.forwardIsolated(arrays, [x]);
-        const compiled = opts.plan === false ? null : compile(this, modules, forward, x, state);
+        const compiled = off ? null : compile(this, modules, forward, x, state);
         if (compiled && typeof compiled !== 'string') {
           info = { planned: true, steps: compiled.plan.steps, arenaBytes: compiled.plan.arenaBytes };
           return runPlan(compiled, x, arrays);
