@@ -439,11 +439,12 @@ impl CompiledPlan {
             state,
             output,
         };
+        let pool = crate::runtime::pool()?;
         let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
         // Spawned on the kernel pool itself rather than run from libuv's thread pool (an
         // AsyncTask), whose four threads file system and DNS calls share: concurrent predicts
         // would otherwise hold them all while they wait for the kernels.
-        crate::runtime::pool()?.spawn(move || {
+        pool.spawn(move || {
             match crate::runtime::caught("CompiledPlan.run", || job.compute()) {
                 Ok(Ok(())) => deferred.resolve(|_| Ok(())),
                 Ok(Err(e)) | Err(e) => deferred.reject(e),
