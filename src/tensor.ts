@@ -205,7 +205,26 @@ export function writableData(t: Tensor): Float32Array {
  * training step allocates costs a few hundred ms on the JavaScript thread. Never hand one to
  * code that reads before it writes.
  */
+/** While a dry trace runs: where uninitialized() and allocate() take their arrays from. */
+let carve: ((n: number) => Float32Array) | null = null;
+
+/**
+ * Runs `fn` with every tensor allocation served by `c` (src/plan/trace.ts: a dry trace, whose
+ * outputs no kernel ever writes, carves them out of a few large, never-touched buffers instead
+ * of asking the allocator for each, which made V8 collect garbage dozens of times per trace).
+ */
+export function withCarvedAllocation<T>(c: (n: number) => Float32Array, fn: () => T): T {
+  const prev = carve;
+  carve = c;
+  try {
+    return fn();
+  } finally {
+    carve = prev;
+  }
+}
+
 export function uninitialized(n: number, op = 'tensor'): Float32Array {
+  if (carve && n <= MAX_ELEMENTS) return carve(n);
   // allocate() refuses sizes past a tensor's limit with the op's name; Node 22+ would otherwise
   // hand out such a Buffer (its MAX_LENGTH is 2^53 - 1) and fail later with a vaguer message.
   if (n < UNINIT_MIN || n > MAX_ELEMENTS || n * 4 > BUFFER_MAX_BYTES) return allocate(n, op);
@@ -224,6 +243,7 @@ export function uninitialized(n: number, op = 'tensor'): Float32Array {
  */
 export function allocate(n: number, op = 'tensor'): Float32Array {
   if (n > MAX_ELEMENTS) throw allocationError(n, op, new RangeError(`a tensor holds at most ${MAX_ELEMENTS} elements`));
+  if (carve) return carve(n);
   try {
     return new Float32Array(n);
   } catch (e) {

@@ -15,7 +15,7 @@
 // the zoo's and Sequential's do not, and a model that does can opt out (`predict(x, { plan:
 // false })`).
 import { type Native, addon, withNative } from '../native.js';
-import type { Tensor } from '../tensor.js';
+import { type Tensor, withCarvedAllocation } from '../tensor.js';
 
 /** The entries a plan can replay, with the positions of the arguments each writes. */
 const WRITES: Record<string, readonly number[]> = {
@@ -64,6 +64,30 @@ export interface Trace {
 /** Why a forward cannot be planned; the caller runs it eagerly. */
 export class Untraceable extends Error {}
 
+/**
+ * Allocation for a dry trace: each array a disjoint range of a chunk (64 MiB, doubling up to
+ * 1 GiB; larger arrays get their own), so arrays stay told apart by range, as the tracer needs,
+ * while the allocator is asked a few times per trace instead of once per op. Nothing writes the
+ * chunks, so their pages are never touched.
+ */
+function carver(): (n: number) => Float32Array {
+  let size = 1 << 24;
+  let chunk = new Float32Array(0);
+  let used = 0;
+  return (n) => {
+    if (n > 1 << 28) return new Float32Array(n);
+    if (used + n > chunk.length) {
+      while (size < n) size *= 2;
+      chunk = new Float32Array(size);
+      size = Math.min(size * 2, 1 << 28);
+      used = 0;
+    }
+    const a = chunk.subarray(used, used + n);
+    used += Math.ceil(n / 16) * 16;
+    return a;
+  };
+}
+
 function contains(r: Region, a: Float32Array): boolean {
   return (
     r.buffer === a.buffer && a.byteOffset >= r.byteOffset && a.byteOffset + a.length * 4 <= r.byteOffset + r.length * 4
@@ -87,8 +111,29 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
     throw new Untraceable(why);
   };
 
+  // Most arrays a call sees are the very objects an earlier call wrote or a parameter's data:
+  // found by identity first, by range (views) only when that fails.
+  const tempOf = new Map<Float32Array, number>();
+  let stateOf: Map<Float32Array, Tensor> | null = null;
+  const stateOperand = (t: Tensor, a: Float32Array): Operand => {
+    let id = stateIndex.get(t);
+    if (id === undefined) {
+      id = usedState.length;
+      usedState.push(t);
+      stateIndex.set(t, id);
+    }
+    return { src: 'state', id, offset: (a.byteOffset - t.data.byteOffset) / 4, len: a.length };
+  };
+
   /** Where an array the call reads lives. */
   const locate = (a: Float32Array, op: string): Operand => {
+    const known = tempOf.get(a);
+    if (known !== undefined) return { src: 'temp', id: known, offset: 0, len: a.length };
+    // Built at the first lookup, inside the forward, where the state tensors hold the arrays
+    // the forward reads.
+    stateOf ??= new Map(state.map((t) => [t.data, t]));
+    const owner = stateOf.get(a);
+    if (owner && owner.data === a) return stateOperand(owner, a);
     for (let t = temps.length - 1; t >= 0; t--) {
       if (contains(temps[t], a)) {
         return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
@@ -97,15 +142,7 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
     if (contains(input, a))
       return { src: 'input', id: 0, offset: (a.byteOffset - input.byteOffset) / 4, len: a.length };
     for (const t of state) {
-      if (contains(t.data, a)) {
-        let id = stateIndex.get(t);
-        if (id === undefined) {
-          id = usedState.length;
-          usedState.push(t);
-          stateIndex.set(t, id);
-        }
-        return { src: 'state', id, offset: (a.byteOffset - t.data.byteOffset) / 4, len: a.length };
-      }
+      if (contains(t.data, a)) return stateOperand(t, a);
     }
     return fail(
       `${op} reads an array made in JavaScript (neither the input, a parameter or buffer, nor an earlier kernel's output)`,
@@ -114,6 +151,8 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
 
   /** An array the call writes: part of an earlier temp, or a new one. */
   const written = (a: Float32Array, op: string): Operand => {
+    const known = tempOf.get(a);
+    if (known !== undefined) return { src: 'temp', id: known, offset: 0, len: a.length };
     for (let t = temps.length - 1; t >= 0; t--) {
       if (contains(temps[t], a)) {
         return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
@@ -123,6 +162,7 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
       fail(`${op} writes into the input or the model's parameters`);
     }
     temps.push({ buffer: a.buffer, byteOffset: a.byteOffset, length: a.length });
+    tempOf.set(a, temps.length - 1);
     return { src: 'temp', id: temps.length - 1, offset: 0, len: a.length };
   };
 
@@ -163,7 +203,7 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
 
   let out: unknown;
   try {
-    out = withNative(stand, forward);
+    out = withNative(stand, dry ? () => withCarvedAllocation(carver(), forward) : forward);
   } catch (e) {
     if (failure) throw new Untraceable(failure);
     throw e;
