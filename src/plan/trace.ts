@@ -145,7 +145,8 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
       if (contains(t.data, a)) return stateOperand(t, a);
     }
     return fail(
-      `${op} reads an array made in JavaScript (neither the input, a parameter or buffer, nor an earlier kernel's output)`,
+      `${op} reads an array made in JavaScript ` +
+        "(neither the input, a parameter or buffer, nor an earlier kernel's output)",
     );
   };
 
