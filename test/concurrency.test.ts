@@ -4,16 +4,11 @@
 // compared within 1e-6: a chunk's batch size may change the kernels' summation order, while the
 // SGD steps these tests interleave move the logits by far more.
 import { describe, expect, it } from 'vitest';
-import { expectClose } from './helpers.js';
+import { expectClose, smallConvNet } from './helpers.js';
 import {
-  BatchNorm2d,
-  Conv2d,
   DataLoader,
-  Flatten,
-  Linear,
-  ReLU,
   SGD,
-  Sequential,
+  type Sequential,
   TensorDataset,
   evaluate,
   fit,
@@ -23,16 +18,7 @@ import {
   type Tensor,
 } from '../src/index.js';
 
-function net(): Sequential {
-  manualSeed(3);
-  return new Sequential(
-    new Conv2d(1, 4, 3, { padding: 1 }),
-    new BatchNorm2d(4),
-    new ReLU(),
-    new Flatten(),
-    new Linear(4 * 6 * 6, 3),
-  );
-}
+const net = (): Sequential => smallConvNet(3);
 
 function data(n: number): TensorDataset {
   manualSeed(5);

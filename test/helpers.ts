@@ -6,7 +6,18 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach } from 'vitest';
-import { info, setNumThreads, setSimd } from '../src/index.js';
+import {
+  BatchNorm2d,
+  Conv2d,
+  Flatten,
+  Linear,
+  ReLU,
+  Sequential,
+  info,
+  manualSeed,
+  setNumThreads,
+  setSimd,
+} from '../src/index.js';
 import { Tensor } from '../src/tensor.js';
 import type { Conv2dArgs } from '../src/native.js';
 import type { ConvGeometry } from '../src/ops/geometry.js';
@@ -191,4 +202,16 @@ export function numericGrad(f: () => number, x: Tensor | Float32Array, eps = 1e-
     }
   }
   return g;
+}
+
+/** A small conv-BN-ReLU-linear network for [N, 1, 6, 6] inputs and 3 classes, seeded. */
+export function smallConvNet(seed: number): Sequential {
+  manualSeed(seed);
+  return new Sequential(
+    new Conv2d(1, 4, 3, { padding: 1 }),
+    new BatchNorm2d(4),
+    new ReLU(),
+    new Flatten(),
+    new Linear(4 * 6 * 6, 3),
+  );
 }

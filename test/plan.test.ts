@@ -17,7 +17,6 @@ import {
   LocalResponseNorm,
   MaxPool2d,
   Module,
-  ReLU,
   SGD,
   Sequential,
   Sigmoid,
@@ -36,7 +35,7 @@ import {
   scale,
 } from '../src/index.js';
 import { addon } from '../src/native.js';
-import { expectClose, thrown } from './helpers.js';
+import { expectClose, smallConvNet, thrown } from './helpers.js';
 
 /** The eager eval-mode output of `model` on `x`, with the model's modes restored. */
 async function eager(model: Module, x: Tensor): Promise<Float32Array> {
@@ -247,16 +246,7 @@ describe('evaluate() runs plans too', () => {
 });
 
 describe('each predict sees the model as it was when it was called', () => {
-  function net(): Sequential {
-    manualSeed(9);
-    return new Sequential(
-      new Conv2d(1, 4, 3, { padding: 1 }),
-      new BatchNorm2d(4),
-      new ReLU(),
-      new Flatten(),
-      new Linear(4 * 6 * 6, 3),
-    );
-  }
+  const net = (): Sequential => smallConvNet(9);
 
   it('an optimizer step, loadStateDict and a train-mode forward while it runs', async () => {
     const model = net();

@@ -115,6 +115,7 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
   // found by identity first, by range (views) only when that fails.
   const tempOf = new Map<Float32Array, number>();
   let stateOf: Map<Float32Array, Tensor> | null = null;
+  let stateBuffers: Set<ArrayBufferLike> | null = null;
   const stateOperand = (t: Tensor, a: Float32Array): Operand => {
     let id = stateIndex.get(t);
     if (id === undefined) {
@@ -159,7 +160,8 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
         return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
       }
     }
-    if (a.buffer === input.buffer || state.some((t) => t.data.buffer === a.buffer)) {
+    stateBuffers ??= new Set(state.map((t) => t.data.buffer));
+    if (a.buffer === input.buffer || stateBuffers.has(a.buffer)) {
       fail(`${op} writes into the input or the model's parameters`);
     }
     temps.push({ buffer: a.buffer, byteOffset: a.byteOffset, length: a.length });

@@ -84,9 +84,9 @@ mod imp {
             F8(unsafe { _mm256_maskload_ps(p, t.mask) })
         }
 
-        /// Stores the first `n` (of `Tail::new(n)`) lanes with plain 4-, 2- and 1-lane stores. Masked stores
-        /// (`vmaskmovps`) are microcoded and very slow on AMD Zen, and a copy loop would become
-        /// a call to `memcpy`.
+        /// Stores the first `n < 8` (of `Tail::new(n)`) lanes with plain 4-, 2- and 1-lane
+        /// stores. Masked stores (`vmaskmovps`) are microcoded and very slow on AMD Zen, and a
+        /// copy loop would become a call to `memcpy`.
         ///
         /// # Safety
         /// `p` must be writable for `n` (of `Tail::new(n)`) floats.
@@ -94,13 +94,11 @@ mod imp {
         #[target_feature(enable = "avx2,fma")]
         pub(crate) unsafe fn store_tail(self, p: *mut f32, t: Tail) {
             let n = t.n;
+            debug_assert!(n < 8, "store_tail is for partial vectors");
             let mut lo = _mm256_castps256_ps128(self.0);
             let mut d = p;
             // SAFETY: each store writes lanes below n (contract).
             unsafe {
-                if n >= 8 {
-                    return _mm256_storeu_ps(p, self.0);
-                }
                 if n >= 4 {
                     _mm_storeu_ps(d, lo);
                     lo = _mm256_extractf128_ps(self.0, 1);

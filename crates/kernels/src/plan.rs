@@ -170,14 +170,6 @@ impl Plan {
         crate::scratch::zeroed(self.arena_len)
     }
 
-    pub fn input_len(&self) -> usize {
-        self.input_len
-    }
-
-    pub fn state_lens(&self) -> &[usize] {
-        &self.state_lens
-    }
-
     pub fn output_len(&self) -> usize {
         self.output.len
     }
@@ -197,6 +189,31 @@ impl Plan {
         }
     }
 
+    /// Checks the lengths of a run's input, state arrays and output (the binding calls it on
+    /// the JavaScript thread, so a wrong call throws before any work is queued).
+    pub fn check_args(
+        &self,
+        input: usize,
+        state: impl ExactSizeIterator<Item = usize>,
+        output: usize,
+    ) -> Result<()> {
+        crate::error::check_len("input", input, self.input_len)?;
+        crate::error::check_len("output", output, self.output.len)?;
+        if state.len() != self.state_lens.len() {
+            bail!(
+                "state: expected {} arrays, got {}",
+                self.state_lens.len(),
+                state.len()
+            );
+        }
+        for (k, (got, &want)) in state.zip(&self.state_lens).enumerate() {
+            if got != want {
+                bail!("state[{k}]: expected {want} elements, got {got}");
+            }
+        }
+        Ok(())
+    }
+
     /// Runs every step in order and copies the result into `output`.
     pub fn run(
         &self,
@@ -206,18 +223,7 @@ impl Plan {
         output: &mut [f32],
     ) -> Result<()> {
         crate::error::check_len("arena", arena.len(), self.arena_len)?;
-        crate::error::check_len("input", input.len(), self.input_len)?;
-        crate::error::check_len("output", output.len(), self.output.len)?;
-        if state.len() != self.state_lens.len() {
-            bail!(
-                "state: expected {} arrays, got {}",
-                self.state_lens.len(),
-                state.len()
-            );
-        }
-        for (k, (s, &len)) in state.iter().zip(&self.state_lens).enumerate() {
-            crate::error::check_len(&format!("state[{k}]"), s.len(), len)?;
-        }
+        self.check_args(input.len(), state.iter().map(|s| s.len()), output.len())?;
         let base = arena.as_mut_ptr();
         let read = |o: &Operand| -> &[f32] {
             match o.src {

@@ -402,36 +402,14 @@ impl CompiledPlan {
         state: Vec<Float32Array>,
         output: Float32Array,
     ) -> napi::Result<Object<'env>> {
-        let plan = &self.shared.plan;
-        let check = |name: &str, got: usize, want: usize| {
-            if got == want {
-                Ok(())
-            } else {
-                Err(invalid(format!(
-                    "CompiledPlan.run: {name}: expected {want} floats, got {got}"
-                )))
-            }
-        };
-        check("input", input.len(), plan.input_len())?;
-        check("output", output.len(), plan.output_len())?;
-        if state.len() != plan.state_lens().len() {
-            return Err(invalid(format!(
-                "CompiledPlan.run: state: expected {} arrays, got {}",
-                plan.state_lens().len(),
-                state.len()
-            )));
-        }
-        for (k, (s, &len)) in state.iter().zip(plan.state_lens()).enumerate() {
-            check(&format!("state[{k}]"), s.len(), len)?;
-        }
-        let mut ins = vec![("input".to_string(), &input)];
-        ins.extend(
-            state
-                .iter()
-                .enumerate()
-                .map(|(k, s)| (format!("state[{k}]"), s)),
-        );
-        let named: Vec<(&str, &Float32Array)> = ins.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        self.shared
+            .plan
+            .check_args(input.len(), state.iter().map(|s| s.len()), output.len())
+            .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
+        // Named without an index: the name is only for the error, and building one string per
+        // state array on every run would cost more than the check.
+        let mut named = vec![("input", &input)];
+        named.extend(state.iter().map(|s| ("a state array", s)));
         crate::args::check_disjoint("output", &output, &named)?;
         let mut job = PlanRun {
             shared: self.shared.clone(),
