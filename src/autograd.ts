@@ -66,12 +66,16 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
     if (grad.size !== root.size) {
       throw new Error(`backward: grad has ${grad.size} elements, tensor has ${root.size}`);
     }
-    seed = grad.data.slice();
+    seed = uninitialized(grad.size, 'backward');
+    native.copy(grad.data, seed);
   } else {
     if (root.size !== 1) {
       throw new Error(`backward: implicit gradient needs a scalar, got shape [${root.shape.join(', ')}]; pass grad`);
     }
-    seed = new Float32Array([1]);
+    // Filled by the binding, as every array a step computes with, so a traced training step
+    // (src/plan) can replay it.
+    seed = uninitialized(1, 'backward');
+    native.fill(seed, 1);
   }
 
   // Reverse topological order by iterative depth-first search (deep nets would overflow recursion).
@@ -123,7 +127,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
         native.accumulateGrad(acc, g.buffer === acc.buffer ? g.slice() : g);
       } else {
         const own = uninitialized(g.length, 'backward');
-        own.set(g);
+        native.copy(g, own);
         t.grad = new Tensor(own, t.shape);
       }
       continue;

@@ -194,8 +194,43 @@ export function unpin(arrays: Iterable<Float32Array>): void {
  * batch-norm running statistics, loadStateDict, the init functions).
  */
 export function writableData(t: Tensor): Float32Array {
-  if (pinned.has(t.data)) (t as { data: Float32Array }).data = t.data.slice();
+  if (pinned.has(t.data)) {
+    (t as { data: Float32Array }).data = t.data.slice();
+    persistentHook?.(t.data);
+  }
   return t.data;
+}
+
+/** While a training step is traced (src/plan/trace.ts): told of each array made to outlive it. */
+let persistentHook: ((a: Float32Array) => void) | null = null;
+
+/** Runs `fn` with `hook` told of every array writableData() or persistent() makes. */
+export function withPersistentHook<T>(hook: (a: Float32Array) => void, fn: () => T): T {
+  const prev = persistentHook;
+  persistentHook = hook;
+  try {
+    return fn();
+  } finally {
+    persistentHook = prev;
+  }
+}
+
+/**
+ * An array of `n` elements set to `fill` that outlives the call making it (an optimizer's moment
+ * buffer): always really allocated, even inside a dry trace, and reported to a traced training
+ * step as state.
+ */
+export function persistent(n: number, op: string, fill = 0): Float32Array {
+  const prev = carve;
+  carve = null;
+  try {
+    const a = allocate(n, op);
+    if (fill !== 0) a.fill(fill);
+    persistentHook?.(a);
+    return a;
+  } finally {
+    carve = prev;
+  }
 }
 
 /**
@@ -234,6 +269,12 @@ export function uninitialized(n: number, op = 'tensor'): Float32Array {
   } catch (e) {
     throw allocationError(n, op, e);
   }
+}
+
+/** uninitialized() for int32 data (max-pool indices): the same memory, seen as integers. */
+export function uninitializedInt32(n: number, op = 'tensor'): Int32Array {
+  const f = uninitialized(n, op);
+  return new Int32Array(f.buffer, f.byteOffset, f.length);
 }
 
 /**

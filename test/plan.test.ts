@@ -308,18 +308,18 @@ describe('CompiledPlan refuses bad plans with an Error', () => {
   const operand = (src: string, id: number, len: number) => ({ operand: { src, id, offset: 0, len } });
   const spec = (over: Record<string, unknown> = {}) =>
     JSON.stringify({
-      inputLen: 4,
+      inputLens: [4],
       stateLens: [],
       tempLens: [4],
       steps: [{ op: 'activationForward', args: ['relu', operand('input', 0, 4), operand('temp', 0, 4), null] }],
-      output: { src: 'temp', id: 0, offset: 0, len: 4 },
+      outputs: [{ src: 'temp', id: 0, offset: 0, len: 4 }],
       ...over,
     });
 
   it('runs a good one', async () => {
     const plan = new addon.CompiledPlan(spec());
     const out = new Float32Array(4);
-    await plan.run(Float32Array.from([-1, 2, -3, 4]), [], out);
+    await plan.run([Float32Array.from([-1, 2, -3, 4])], [], [out]);
     expect([...out]).toEqual([0, 2, 0, 4]);
   });
 
@@ -332,7 +332,8 @@ describe('CompiledPlan refuses bad plans with an Error', () => {
       spec({ steps: [{ op: 'activationForward', args: ['relu', operand('temp', 0, 4), operand('temp', 0, 4)] }] }),
       spec({ steps: [{ op: 'activationForward', args: ['relu', operand('input', 0, 4), operand('input', 0, 4)] }] }),
       spec({ steps: [{ op: 'activationForward', args: ['swish', operand('input', 0, 4), operand('temp', 0, 4)] }] }),
-      spec({ output: { src: 'state', id: 3, offset: 0, len: 4 } }),
+      spec({ outputs: [{ src: 'state', id: 3, offset: 0, len: 4 }] }),
+      spec({ steps: [{ op: 'sgdStep', args: [operand('input', 0, 4), operand('input', 0, 4), null, {}] }] }),
     ];
     for (const s of bad) {
       const e = thrown(() => new addon.CompiledPlan(s));
@@ -343,9 +344,12 @@ describe('CompiledPlan refuses bad plans with an Error', () => {
   it('wrong run arguments', () => {
     const plan = new addon.CompiledPlan(spec());
     const x = new Float32Array(4);
-    expect(thrown(() => plan.run(new Float32Array(3), [], new Float32Array(4))).message).toMatch(/input: expected 4/);
-    expect(thrown(() => plan.run(x, [x], new Float32Array(4))).message).toMatch(/state: expected 0 arrays/);
-    expect(thrown(() => plan.run(x, [], new Float32Array(5))).message).toMatch(/output: expected 4/);
-    expect(thrown(() => plan.run(x, [], x)).message).toMatch(/must not share memory/);
+    const y = new Float32Array(4);
+    expect(thrown(() => plan.run([new Float32Array(3)], [], [y])).message).toMatch(/inputs\[0\]: expected 4/);
+    expect(thrown(() => plan.run([x], [x], [y])).message).toMatch(/state: expected 0 arrays/);
+    expect(thrown(() => plan.run([x], [], [new Float32Array(5)])).message).toMatch(/outputs\[0\]: expected 4/);
+    expect(thrown(() => plan.run([x], [], [x])).message).toMatch(/shares memory/);
+    expect(thrown(() => plan.run([x], [], [y], '[[3, []]]')).message).toMatch(/replaced: step 3/);
+    expect(thrown(() => plan.run([x], [], [y], 'nope')).message).toMatch(/replaced/);
   });
 });

@@ -121,11 +121,17 @@ export function createTarget(): Target {
       const text = new TextDecoder().decode(input);
       const plan = new addon.CompiledPlan(text);
       // It parsed, so it is JSON with these fields (the binding checked them).
-      const spec = JSON.parse(text) as { inputLen: number; stateLens: number[] };
-      const total = spec.inputLen + spec.stateLens.reduce((a, b) => a + b, 0) + plan.outputLen;
+      const spec = JSON.parse(text) as { inputLens: number[]; stateLens: number[] };
+      const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+      const total = sum(spec.inputLens) + sum(spec.stateLens) + sum(plan.outputLens);
       if (total > RUN_LIMIT || plan.arenaBytes > 4 * RUN_LIMIT) return;
-      const state = spec.stateLens.map((n, k) => values(n, k + 1));
-      await plan.run(values(spec.inputLen, 0), state, new Float32Array(plan.outputLen));
+      const inputs = spec.inputLens.map((n, k) => values(n, k));
+      const state = spec.stateLens.map((n, k) => values(n, k + inputs.length));
+      await plan.run(
+        inputs,
+        state,
+        plan.outputLens.map((n) => new Float32Array(n)),
+      );
     },
   };
 }

@@ -137,3 +137,11 @@ export function mean(x: Tensor): Tensor {
   const y = new Tensor(new Float32Array([x.sum() / x.size]), []);
   return record('mean', y, [x], (g) => [uninitialized(x.size, 'mean').fill(g[0] / x.size)]);
 }
+
+/**
+ * Throws `${what} is not finite: ...` when `x` holds a NaN or an infinity; in a compiled
+ * training step (src/plan) the step stops there, before the backward and the optimizer update.
+ */
+export function assertFinite(x: Tensor, what: string): void {
+  native.assertFinite(x.data, what);
+}

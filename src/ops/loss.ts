@@ -98,8 +98,11 @@ export function crossEntropy(
   };
   const probs = uninitialized(logits.size, 'crossEntropy');
   const losses = uninitialized(batch, 'crossEntropy');
-  const total = native.crossEntropyForward(logits.data, t, weight?.data ?? null, probs, losses, args);
-  const y = reduction === 'none' ? new Tensor(losses, [batch]) : new Tensor(new Float32Array([total]), []);
+  // The reduced loss is written into an array by the binding (not only returned) so that a
+  // traced training step (src/plan) has it as the plan's output.
+  const total = reduction === 'none' ? null : uninitialized(1, 'crossEntropy');
+  native.crossEntropyForward(logits.data, t, weight?.data ?? null, probs, losses, args, total);
+  const y = total ? new Tensor(total, []) : new Tensor(losses, [batch]);
   return record('crossEntropy', y, [logits], (g) => {
     const gx = uninitialized(logits.size, 'crossEntropy');
     native.crossEntropyBackward(probs, t, weight?.data ?? null, g, gx, args);

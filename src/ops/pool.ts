@@ -1,7 +1,7 @@
 // Differentiable pooling over NCHW tensors (max, average, adaptive average).
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, uninitialized } from '../tensor.js';
+import { Tensor, uninitialized, uninitializedInt32 } from '../tensor.js';
 import { expectRank } from './conv.js';
 import { named, pair, type Pair, type PoolGeometry, poolGeometry } from './geometry.js';
 
@@ -45,7 +45,7 @@ export function maxPool2dWith(x: Tensor, geometry: PoolGeometry): Tensor {
     native.maxPool2dForwardNoIndices(x.data, out, args);
     return y;
   }
-  const indices = new Int32Array(n);
+  const indices = uninitializedInt32(n, 'maxPool2d');
   native.maxPool2dForward(x.data, out, indices, args);
   return record('maxPool2d', y, [x], (g) => {
     const gx = uninitialized(x.size, 'maxPool2d');

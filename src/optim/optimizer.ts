@@ -3,7 +3,7 @@
 // state (moment buffers, step counts) and a JSON-serialisable state dict so a checkpoint can
 // resume training exactly where it stopped. The update rules follow PyTorch 1.13's single-tensor
 // (foreach=False) code operation by operation in float32; see float32.ts for how.
-import { allocate, Tensor, uninitialized, writableData } from '../tensor.js';
+import { persistent, Tensor, writableData } from '../tensor.js';
 import { describe } from '../describe.js';
 
 /** Hyper-parameters every parameter group has, whatever the optimizer. */
@@ -203,11 +203,30 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
   protected buffer(state: ParamState, name: string, size: number, fill = 0): Float32Array {
     let b = state.buffers[name];
     if (!b) {
-      const op = `${this.name}.step`;
-      b = fill === 0 ? allocate(size, op) : uninitialized(size, op).fill(fill);
+      b = persistent(size, `${this.name}.step`, fill);
       state.buffers[name] = b;
     }
     return b;
+  }
+
+  /**
+   * Saves the per-parameter state as it is now (step counts, which buffers exist) and returns
+   * the function that puts it back: a compiled training step whose trace failed part-way
+   * (src/plan/train.ts) undoes the bookkeeping its optimizer step did before running eagerly.
+   */
+  snapshotState(): () => void {
+    const saved = [...this.state].map(([p, st]) => [p, { step: st.step, buffers: { ...st.buffers } }] as const);
+    return () => {
+      this.state.clear();
+      for (const [p, st] of saved) this.state.set(p, { step: st.step, buffers: { ...st.buffers } });
+    };
+  }
+
+  /** Every state buffer (moments, accumulators): what a compiled training step updates in place. */
+  stateArrays(): Float32Array[] {
+    const out: Float32Array[] = [];
+    for (const st of this.state.values()) out.push(...Object.values(st.buffers));
+    return out;
   }
 
   /** Kinds (against `like`), then the common ranges, then the optimizer's own checks. */

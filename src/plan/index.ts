@@ -157,7 +157,7 @@ export async function run(r: Runnable, input: Tensor, arrays: Map<Tensor, Float3
   const state = r.trace.state.map((t) => arrays.get(t) ?? t.data);
   pin(state);
   try {
-    await r.plan.run(input.data, state, out);
+    await r.plan.run([input.data], state, [out]);
   } finally {
     unpin(state);
   }

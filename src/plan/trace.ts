@@ -9,16 +9,25 @@
 // replay: the trace fails and the caller runs the model eagerly. So does a call with no plan step
 // (a training-only entry, say) and an output that is not a Tensor.
 //
+// A training step is traced the same way (trainingTrace below: forward, loss, backward and the
+// optimizer's update), always dry and once per step, so everything its JavaScript does besides
+// kernel calls (the optimizer's step counts, a scheduler's rate, batch norm's counter, the
+// random seeds of dropout) happens once per step, as eagerly. Its state is every array that
+// outlives the step: the model's parameters and buffers, the optimizer's moments, and arrays
+// made for them during the step (a copy on write, a new moment buffer); the step writes those in
+// place.
+//
 // A dry trace records without computing: the forward's JavaScript runs (shapes, allocation,
 // fusion decisions) but no kernel does, so tracing costs a little JavaScript, not a forward. It
 // is only valid for forwards that never read tensor values in JavaScript to decide what to do;
 // the zoo's and Sequential's do not, and a model that does can opt out (`predict(x, { plan:
 // false })`).
 import { type Native, addon, withNative } from '../native.js';
-import { type Tensor, withCarvedAllocation } from '../tensor.js';
+import { type Tensor, withCarvedAllocation, withPersistentHook } from '../tensor.js';
 
 /** The entries a plan can replay, with the positions of the arguments each writes. */
 const WRITES: Record<string, readonly number[]> = {
+  // Inference.
   conv2dForward: [3],
   conv2dForwardFused: [6],
   maxPool2dForwardNoIndices: [1],
@@ -35,6 +44,34 @@ const WRITES: Record<string, readonly number[]> = {
   lrnForward: [1, 2],
   broadcastBinary: [5],
   scale: [2],
+  // Training: the forward's saved values, the backward, the optimizer's in-place updates.
+  conv2dBackwardData: [2],
+  conv2dBackwardWeight: [2, 3],
+  batchNorm2dForwardTrain: [3, 4, 5, 6, 7],
+  batchNorm2dBackward: [5, 6, 7],
+  maxPool2dForward: [1, 2],
+  maxPool2dBackward: [2],
+  avgPool2dBackward: [1],
+  adaptiveAvgPool2dBackward: [1],
+  linearBackward: [3, 4, 5],
+  activationBackward: [4],
+  softmaxBackward: [2],
+  crossEntropyForward: [3, 4, 6],
+  crossEntropyBackward: [4],
+  dropoutForward: [1, 2],
+  dropoutBackward: [2],
+  broadcastBinaryBackward: [6, 7],
+  splitChannels: [1],
+  lrnBackward: [4],
+  accumulateGrad: [0],
+  fill: [0],
+  copy: [1],
+  assertFinite: [],
+  sgdStep: [0, 2],
+  adamStep: [0, 2, 3, 4],
+  rmspropStep: [0, 2, 3, 4],
+  adagradStep: [0, 2],
+  adadeltaStep: [0, 2, 3],
 };
 
 /** Entries that only compute sizes or report settings: they run as they are during a trace. */
@@ -53,6 +90,9 @@ interface Region {
   length: number;
 }
 
+/** An array a plan reads or writes: float32, or int32 (labels, max-pool indices) as its bytes. */
+type Data = Float32Array | Int32Array;
+
 /** A traced forward: the plan's JSON, the state tensors it reads (in plan order), the output. */
 export interface Trace {
   spec: string;
@@ -68,17 +108,22 @@ export class Untraceable extends Error {}
  * Allocation for a dry trace: each array a disjoint range of a chunk (64 MiB, doubling up to
  * 1 GiB; larger arrays get their own), so arrays stay told apart by range, as the tracer needs,
  * while the allocator is asked a few times per trace instead of once per op. Nothing writes the
- * chunks, so their pages are never touched.
+ * chunks, so their pages are never touched. `chunks` collects every buffer handed out.
  */
-function carver(): (n: number) => Float32Array {
+function carver(chunks: Set<ArrayBufferLike>): (n: number) => Float32Array {
   let size = 1 << 24;
   let chunk = new Float32Array(0);
   let used = 0;
   return (n) => {
-    if (n > 1 << 28) return new Float32Array(n);
+    if (n > 1 << 28) {
+      const own = new Float32Array(n);
+      chunks.add(own.buffer);
+      return own;
+    }
     if (used + n > chunk.length) {
       while (size < n) size *= 2;
       chunk = new Float32Array(size);
+      chunks.add(chunk.buffer);
       size = Math.min(size * 2, 1 << 28);
       used = 0;
     }
@@ -88,22 +133,47 @@ function carver(): (n: number) => Float32Array {
   };
 }
 
-function contains(r: Region, a: Float32Array): boolean {
+function contains(r: Region, a: Data): boolean {
   return (
     r.buffer === a.buffer && a.byteOffset >= r.byteOffset && a.byteOffset + a.length * 4 <= r.byteOffset + r.length * 4
   );
 }
 
+/** What a trace records: the plan's JSON parts and the arrays and tensors it found. */
+interface Recording {
+  steps: { op: string; args: unknown[] }[];
+  temps: Region[];
+  /** State by first use: tensors (inference) or arrays (training). */
+  usedState: (Tensor | Float32Array)[];
+  outputs: Operand[];
+}
+
+interface Options {
+  /** Record without running the kernels (outputs carved, never written). */
+  dry: boolean;
+  /** A training step: state is every array that outlives it, written in place by its steps. */
+  training: boolean;
+}
+
 /**
- * Runs `forward` under the recorder and returns the plan it makes. `input` is the batch the
- * forward reads; `state` the model's parameters and buffers. Throws Untraceable (with the
+ * Runs `forward` under the recorder. `inputs` are the arrays the forward reads that each run
+ * passes anew (the batch; the labels); `state` the model's parameters and buffers (for a
+ * training step also `extraState`, the optimizer's moments). Throws Untraceable (with the
  * reason) when the forward cannot be replayed.
  */
-export function trace(forward: () => unknown, input: Float32Array, state: Tensor[], dry: boolean): Trace {
+function record(
+  forward: () => unknown,
+  inputs: Data[],
+  state: Tensor[],
+  extraState: Float32Array[],
+  opts: Options,
+): { out: unknown; rec: Recording; locate: (a: Data, op: string) => Operand } {
+  const { dry, training } = opts;
   const temps: Region[] = [];
-  const usedState: Tensor[] = [];
-  const stateIndex = new Map<Tensor, number>();
+  const usedState: (Tensor | Float32Array)[] = [];
+  const stateIndex = new Map<Tensor | Float32Array, number>();
   const steps: { op: string; args: unknown[] }[] = [];
+  const carved = new Set<ArrayBufferLike>();
   let failure: string | null = null;
 
   const fail = (why: string): never => {
@@ -111,39 +181,75 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
     throw new Untraceable(why);
   };
 
-  // Most arrays a call sees are the very objects an earlier call wrote or a parameter's data:
-  // found by identity first, by range (views) only when that fails.
-  const tempOf = new Map<Float32Array, number>();
-  let stateOf: Map<Float32Array, Tensor> | null = null;
-  let stateBuffers: Set<ArrayBufferLike> | null = null;
-  const stateOperand = (t: Tensor, a: Float32Array): Operand => {
-    let id = stateIndex.get(t);
+  const stateId = (key: Tensor | Float32Array): number => {
+    let id = stateIndex.get(key);
     if (id === undefined) {
       id = usedState.length;
-      usedState.push(t);
-      stateIndex.set(t, id);
+      usedState.push(key);
+      stateIndex.set(key, id);
     }
-    return { src: 'state', id, offset: (a.byteOffset - t.data.byteOffset) / 4, len: a.length };
+    return id;
+  };
+  const stateOperand = (t: Tensor, a: Data): Operand => ({
+    src: 'state',
+    id: stateId(t),
+    offset: (a.byteOffset - t.data.byteOffset) / 4,
+    len: a.length,
+  });
+
+  // A training step's state, by array: the model's and the optimizer's arrays at the start, and
+  // those made for them during the step (withPersistentHook).
+  const known: Float32Array[] = training ? [...state.map((t) => t.data), ...extraState] : [];
+  const knownSet = new Set<Float32Array>(known);
+  const arrayState = (a: Data): Operand | null => {
+    if (a instanceof Float32Array && knownSet.has(a)) return { src: 'state', id: stateId(a), offset: 0, len: a.length };
+    for (const k of known) {
+      if (contains(k, a))
+        return { src: 'state', id: stateId(k), offset: (a.byteOffset - k.byteOffset) / 4, len: a.length };
+    }
+    return null;
   };
 
-  /** Where an array the call reads lives. */
-  const locate = (a: Float32Array, op: string): Operand => {
-    const known = tempOf.get(a);
-    if (known !== undefined) return { src: 'temp', id: known, offset: 0, len: a.length };
-    // Built at the first lookup, inside the forward, where the state tensors hold the arrays
-    // the forward reads.
-    stateOf ??= new Map(state.map((t) => [t.data, t]));
-    const owner = stateOf.get(a);
-    if (owner && owner.data === a) return stateOperand(owner, a);
+  // Most arrays a call sees are the very objects an earlier call wrote or a parameter's data:
+  // found by identity first, by range (views) only when that fails.
+  const tempOf = new Map<Data, number>();
+  let stateOf: Map<Float32Array, Tensor> | null = null;
+  let stateBuffers: Set<ArrayBufferLike> | null = null;
+  const tempRange = (a: Data): Operand | null => {
     for (let t = temps.length - 1; t >= 0; t--) {
       if (contains(temps[t], a)) {
         return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
       }
     }
-    if (contains(input, a))
-      return { src: 'input', id: 0, offset: (a.byteOffset - input.byteOffset) / 4, len: a.length };
-    for (const t of state) {
-      if (contains(t.data, a)) return stateOperand(t, a);
+    return null;
+  };
+  const inputRange = (a: Data): Operand | null => {
+    for (let k = 0; k < inputs.length; k++) {
+      if (contains(inputs[k], a)) {
+        return { src: 'input', id: k, offset: (a.byteOffset - inputs[k].byteOffset) / 4, len: a.length };
+      }
+    }
+    return null;
+  };
+
+  /** Where an array the call reads lives. */
+  const locate = (a: Data, op: string): Operand => {
+    const known = tempOf.get(a);
+    if (known !== undefined) return { src: 'temp', id: known, offset: 0, len: a.length };
+    if (training) {
+      const st = arrayState(a) ?? tempRange(a) ?? inputRange(a);
+      if (st) return st;
+    } else {
+      // Built at the first lookup, inside the forward, where the state tensors hold the arrays
+      // the forward reads.
+      stateOf ??= new Map(state.map((t) => [t.data, t]));
+      const owner = a instanceof Float32Array ? stateOf.get(a) : undefined;
+      if (owner && owner.data === a) return stateOperand(owner, a);
+      const found = tempRange(a) ?? inputRange(a);
+      if (found) return found;
+      for (const t of state) {
+        if (contains(t.data, a)) return stateOperand(t, a);
+      }
     }
     return fail(
       `${op} reads an array made in JavaScript ` +
@@ -151,42 +257,50 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
     );
   };
 
-  /** An array the call writes: part of an earlier temp, or a new one. */
-  const written = (a: Float32Array, op: string): Operand => {
+  /** An array the call writes: part of an earlier temp, state (training), or a new temp. */
+  const written = (a: Data, op: string): Operand => {
     const known = tempOf.get(a);
     if (known !== undefined) return { src: 'temp', id: known, offset: 0, len: a.length };
-    for (let t = temps.length - 1; t >= 0; t--) {
-      if (contains(temps[t], a)) {
-        return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
+    const part = tempRange(a);
+    if (part) return part;
+    if (training) {
+      const st = arrayState(a);
+      if (st) return st;
+      if (!carved.has(a.buffer)) fail(`${op} writes an array made in JavaScript`);
+    } else {
+      stateBuffers ??= new Set(state.map((t) => t.data.buffer));
+      if (inputs.some((x) => x.buffer === a.buffer) || stateBuffers.has(a.buffer)) {
+        fail(`${op} writes into the input or the model's parameters`);
       }
-    }
-    stateBuffers ??= new Set(state.map((t) => t.data.buffer));
-    if (a.buffer === input.buffer || stateBuffers.has(a.buffer)) {
-      fail(`${op} writes into the input or the model's parameters`);
     }
     temps.push({ buffer: a.buffer, byteOffset: a.byteOffset, length: a.length });
     tempOf.set(a, temps.length - 1);
     return { src: 'temp', id: temps.length - 1, offset: 0, len: a.length };
   };
 
-  const record = (op: string, args: unknown[]): void => {
+  const isData = (v: unknown): v is Data => v instanceof Float32Array || v instanceof Int32Array;
+  const recordCall = (op: string, args: unknown[]): void => {
     const writes = WRITES[op];
     // Reads first: a call that reads and writes parts of one temp must see the earlier writer.
     const json = args.map((v, i) => {
       if (writes.includes(i)) return null;
-      if (v instanceof Float32Array) return { operand: locate(v, op) };
-      if (Array.isArray(v) && v.some((x) => x instanceof Float32Array)) {
-        return v.map((x) =>
-          x instanceof Float32Array ? { operand: locate(x, op) } : fail(`${op}: a list mixing arrays and values`),
-        );
+      if (isData(v)) return { operand: locate(v, op) };
+      if (Array.isArray(v) && v.some(isData)) {
+        return v.map((x) => (isData(x) ? { operand: locate(x, op) } : fail(`${op}: a list mixing arrays and values`)));
       }
       if (ArrayBuffer.isView(v)) return fail(`${op}: a ${v.constructor.name} argument`);
       return v === undefined ? null : v;
     });
     for (const i of writes) {
       const v = args[i];
-      if (!(v instanceof Float32Array)) fail(`${op}: argument ${i} is not a Float32Array`);
-      json[i] = { operand: written(v as Float32Array, op) };
+      if (v === null || v === undefined) continue; // an optional output left out
+      if (Array.isArray(v) && v.length > 0 && v.every(isData)) {
+        json[i] = v.map((x) => ({ operand: written(x, op) }));
+      } else if (isData(v)) {
+        json[i] = { operand: written(v, op) };
+      } else {
+        fail(`${op}: argument ${i} is not an array`);
+      }
     }
     steps.push({ op, args: json });
   };
@@ -198,33 +312,103 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
       if (!(key in WRITES)) return () => fail(`${key} has no plan step`);
       const fn = value as (...a: unknown[]) => unknown;
       return (...args: unknown[]) => {
-        record(key, args);
+        recordCall(key, args);
         return dry ? undefined : fn(...args);
       };
     },
   }) as Native;
 
   let out: unknown;
+  const run = () => withNative(stand, dry ? () => withCarvedAllocation(carver(carved), forward) : forward);
+  const noteNew = (a: Float32Array) => {
+    if (!knownSet.has(a)) {
+      knownSet.add(a);
+      known.push(a);
+    }
+  };
   try {
-    out = withNative(stand, dry ? () => withCarvedAllocation(carver(), forward) : forward);
+    out = training ? withPersistentHook(noteNew, run) : run();
   } catch (e) {
     if (failure) throw new Untraceable(failure);
     throw e;
   }
   // A forward that caught the recorder's error still cannot be replayed.
   if (failure) throw new Untraceable(failure);
-  const y = out as Tensor;
-  if (!(y && typeof y === 'object' && (y as Tensor).data instanceof Float32Array && Array.isArray(y.shape))) {
-    throw new Untraceable('the forward did not return one Tensor');
-  }
   if (steps.length === 0) throw new Untraceable('the forward made no kernel calls');
-  const output = locate(y.data, 'the output');
-  const spec = JSON.stringify({
-    inputLen: input.length,
-    stateLens: usedState.map((t) => t.data.length),
-    tempLens: temps.map((t) => t.length),
-    steps,
-    output,
+  return { out, rec: { steps, temps, usedState, outputs: [] }, locate };
+}
+
+function isTensor(y: unknown): y is Tensor {
+  return (
+    !!y && typeof y === 'object' && (y as Tensor).data instanceof Float32Array && Array.isArray((y as Tensor).shape)
+  );
+}
+
+function specOf(rec: Recording, inputs: Data[], outputs: Operand[]): string {
+  return JSON.stringify({
+    inputLens: inputs.map((x) => x.length),
+    stateLens: rec.usedState.map((t) => (t instanceof Float32Array ? t.length : t.data.length)),
+    tempLens: rec.temps.map((t) => t.length),
+    steps: rec.steps,
+    outputs,
   });
-  return { spec, state: usedState, outputShape: [...y.shape], outputLen: y.data.length };
+}
+
+/**
+ * Runs `forward` under the recorder and returns the plan it makes. `input` is the batch the
+ * forward reads; `state` the model's parameters and buffers. Throws Untraceable (with the
+ * reason) when the forward cannot be replayed.
+ */
+export function trace(forward: () => unknown, input: Float32Array, state: Tensor[], dry: boolean): Trace {
+  const { out, rec, locate } = record(forward, [input], state, [], { dry, training: false });
+  if (!isTensor(out)) throw new Untraceable('the forward did not return one Tensor');
+  const spec = specOf(rec, [input], [locate(out.data, 'the output')]);
+  return { spec, state: rec.usedState as Tensor[], outputShape: [...out.shape], outputLen: out.data.length };
+}
+
+/** A traced training step: its plan's steps, the arrays each run passes, its outputs. */
+export interface StepTrace {
+  /** The plan's JSON without the steps' arguments: what a compiled plan is cached by. */
+  structure: string;
+  /** Each step's arguments as JSON (a run replaces the steps whose arguments changed). */
+  args: string[];
+  /** The plan's JSON (for compiling). */
+  spec: string;
+  /** The state arrays, in plan order. */
+  state: Float32Array[];
+  /** The tensors `step` returned, whose values the run writes back. */
+  outputs: Tensor[];
+}
+
+/**
+ * Traces one training step, dry: `step` runs its JavaScript (forward, loss, backward, optimizer
+ * update) with every kernel call recorded and none run, and returns the tensors a run must
+ * produce (the loss, the logits). `inputs` are the batch and labels; `state` the model's
+ * parameters and buffers, `extraState` the optimizer's arrays.
+ */
+export function traceStep(
+  step: () => Tensor[],
+  inputs: Data[],
+  state: Tensor[],
+  extraState: Float32Array[],
+): StepTrace {
+  const { out, rec, locate } = record(step, inputs, state, extraState, { dry: true, training: true });
+  if (!Array.isArray(out) || !out.every(isTensor)) throw new Untraceable('the step did not return tensors');
+  const outputs = out.map((t) => locate(t.data, 'an output'));
+  const args = rec.steps.map((s) => JSON.stringify(s.args));
+  // Operands stay; every other argument is left out of the structure (a run may replace it).
+  const shape = rec.steps.map((s) => [s.op, s.args.map((a) => (isOperandJson(a) ? a : null))]);
+  const structure = JSON.stringify([
+    inputs.map((x) => x.length),
+    rec.usedState.map((t) => (t as Float32Array).length),
+    rec.temps.map((t) => t.length),
+    shape,
+    outputs,
+  ]);
+  return { structure, args, spec: specOf(rec, inputs, outputs), state: rec.usedState as Float32Array[], outputs: out };
+}
+
+function isOperandJson(a: unknown): boolean {
+  if (Array.isArray(a)) return a.length > 0 && a.every(isOperandJson);
+  return !!a && typeof a === 'object' && 'operand' in a;
 }

@@ -6,7 +6,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../autograd.js';
 import type { Module } from '../nn/module.js';
+import { assertFinite } from '../ops/elementwise.js';
 import { crossEntropy } from '../ops/loss.js';
+import { isPlannable, runStep } from '../plan/train.js';
 import { globalRng } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { ProgressBar, type Callback, type Logs, type TrainerHandle } from './callbacks.js';
@@ -78,6 +80,13 @@ export interface FitOptions {
   resume?: boolean | string;
   /** Recorded in log.json. */
   meta?: Record<string, unknown>;
+  /**
+   * Run each training step as a compiled plan off the JavaScript thread (default true; also off
+   * with FERROCONV_PLANS=0). A model or option that cannot be planned trains eagerly, and
+   * fit's result says why (`planned`, `planReason`). While planned, parameters' `.grad` is null
+   * after each step: the gradients live in the plan.
+   */
+  plan?: boolean;
 }
 
 export interface FitResult {
@@ -85,6 +94,10 @@ export interface FitResult {
   /** Epoch the run started from (non-zero after a resume). */
   startEpoch: number;
   stoppedEarly: boolean;
+  /** True when every step ran as a compiled plan off the JavaScript thread. */
+  planned: boolean;
+  /** Why steps ran eagerly (an op with no plan step, an option, plan: false). */
+  planReason?: string;
 }
 
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -243,6 +256,19 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
   }
 
   const params = model.parameters();
+  // Compiled steps, unless something rules them out (then the reason).
+  let planReason: string | undefined =
+    opts.plan === false
+      ? 'plan: false'
+      : process.env.FERROCONV_PLANS === '0'
+        ? 'FERROCONV_PLANS=0'
+        : opts.clipGradNorm !== undefined
+          ? 'clipGradNorm runs in JavaScript'
+          : !isPlannable(opts.optimizer)
+            ? 'the optimizer is not one of ferroconv.optim'
+            : undefined;
+  let plannedSteps = 0;
+  const optimizer = opts.optimizer;
   await emit('onTrainBegin', {});
   for (let epoch = startEpoch; epoch < opts.epochs && !handle.stopTraining; epoch++) {
     const t0 = performance.now();
@@ -258,19 +284,50 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       await emit('onBatchBegin', batch, { size: labels.length });
       // Set again at every step: callbacks and the loader may have let other code run.
       model.train();
-      const logits = model.call(images);
-      const loss = lossFn(logits, labels);
-      const lossValue = loss.data[0];
-      if (!Number.isFinite(lossValue)) {
-        throw new Error(
-          `fit: loss became ${lossValue} at epoch ${epoch + 1}, batch ${batch + 1} ` +
+      const diverged = (value: number) =>
+        new Error(
+          `fit: loss became ${value} at epoch ${epoch + 1}, batch ${batch + 1} ` +
             '(learning rate too high, or bad input?)',
         );
+      let logits: Tensor | undefined;
+      let lossValue = NaN;
+      if (planReason === undefined && isPlannable(optimizer)) {
+        // One call into the binding for the whole step, off the JavaScript thread.
+        const step = (): Tensor[] => {
+          const y = model.call(images);
+          const l = lossFn(y, labels);
+          assertFinite(l, 'the loss');
+          optimizer.zeroGrad();
+          l.backward();
+          optimizer.step();
+          return [l, y];
+        };
+        let result: Tensor[] | string;
+        try {
+          result = await runStep(model, optimizer, step, [images.data, labels]);
+        } catch (e) {
+          const m = /the loss is not finite: element \d+ is (\S+)/.exec((e as Error).message);
+          if (m) throw diverged(m[1] === 'inf' ? Infinity : m[1] === '-inf' ? -Infinity : NaN);
+          throw e;
+        }
+        if (typeof result === 'string') {
+          planReason = result;
+        } else {
+          plannedSteps++;
+          [, logits] = result;
+          lossValue = result[0].data[0];
+        }
       }
-      opts.optimizer.zeroGrad();
-      loss.backward();
-      if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
-      opts.optimizer.step();
+      if (!logits) {
+        logits = model.call(images);
+        const loss = lossFn(logits, labels);
+        lossValue = loss.data[0];
+        if (!Number.isFinite(lossValue)) throw diverged(lossValue);
+        opts.optimizer.zeroGrad();
+        loss.backward();
+        if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
+        opts.optimizer.step();
+      }
       if (opts.scheduler && opts.schedulerInterval === 'batch') opts.scheduler.step();
       const b1 = topkCorrect(logits, labels, 1);
       const b5 = topkCorrect(logits, labels, 5);
@@ -317,5 +374,6 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
     await emit('onEpochEnd', epoch, logs);
   }
   await emit('onTrainEnd', history.at(-1) ?? {});
-  return { history, startEpoch, stoppedEarly: handle.stopTraining };
+  const planned = planReason === undefined && plannedSteps > 0;
+  return { history, startEpoch, stoppedEarly: handle.stopTraining, planned, ...(planned ? {} : { planReason }) };
 }

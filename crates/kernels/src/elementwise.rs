@@ -693,3 +693,30 @@ pub fn accumulate(accumulator: &mut [f32], grad: &[f32]) -> Result<()> {
     });
     Ok(())
 }
+
+/// output = value everywhere (rounded to float32): constants a traced step needs, such as the
+/// gradient 1 that starts a backward pass.
+pub fn fill(output: &mut [f32], value: f64) {
+    output.fill(value as f32);
+}
+
+/// copy = input: a leaf's gradient taken into its own `.grad` array.
+pub fn copy(input: &[f32], output: &mut [f32]) -> Result<()> {
+    check_len("output", output.len(), input.len())?;
+    for_each_chunk(output, |start, out| {
+        out.copy_from_slice(&input[start..start + out.len()])
+    });
+    Ok(())
+}
+
+/// An error naming `what` and the first value that is NaN or infinite, if any: a training step
+/// stops here, before its optimizer update, when the loss is not finite.
+pub fn check_finite(input: &[f32], what: &str) -> Result<()> {
+    match input.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(crate::KernelError(format!(
+            "{what} is not finite: element {i} is {}",
+            input[i]
+        ))),
+    }
+}

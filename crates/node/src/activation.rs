@@ -97,6 +97,8 @@ pub fn softmax_backward(
 }
 
 #[napi(object, js_name = "CrossEntropyArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CrossEntropyArgs {
     /// Rows of the logits.
     pub batch: f64,
@@ -110,7 +112,7 @@ pub struct CrossEntropyArgs {
     pub reduction: Option<String>,
 }
 
-fn ce_params(a: &CrossEntropyArgs) -> napi::Result<CrossEntropyParams> {
+pub(crate) fn ce_params(a: &CrossEntropyArgs) -> napi::Result<CrossEntropyParams> {
     let mut p = CrossEntropyParams::new(size("batch", a.batch)?, size("classes", a.classes)?);
     if let Some(ls) = a.label_smoothing {
         p.label_smoothing = ls;
@@ -155,8 +157,10 @@ fn check_disjoint_targets(
 
 /// Fused softmax + cross-entropy (torch.nn.functional.cross_entropy with class-index targets).
 /// Writes the softmax into `probs` (kept for the backward) and each sample's loss into `losses`
-/// (0 for ignored samples); returns the reduced loss (the sum for reduction 'none').
+/// (0 for ignored samples); returns the reduced loss (the sum for reduction 'none'), and writes
+/// it, rounded to float32, into `total` when given (as a compiled plan sees it).
 #[napi(catch_unwind, js_name = "crossEntropyForward")]
+#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_forward(
     logits: Float32Array,
     targets: Int32Array,
@@ -164,8 +168,18 @@ pub fn cross_entropy_forward(
     mut probs: Float32Array,
     mut losses: Float32Array,
     args: CrossEntropyArgs,
+    mut total: Option<Float32Array>,
 ) -> napi::Result<f64> {
     let p = ce_params(&args)?;
+    if let Some(t) = &total {
+        if t.len() != 1 {
+            return Err(invalid(format!(
+                "total: expected 1 element, got {}",
+                t.len()
+            )));
+        }
+        check_disjoint("total", t, &[("probs", &probs), ("losses", &losses)])?;
+    }
     for (name, out) in [("probs", &probs), ("losses", &losses)] {
         check_disjoint(name, out, &[("logits", &logits)])?;
         if let Some(w) = &class_weights {
@@ -177,10 +191,17 @@ pub fn cross_entropy_forward(
     // SAFETY: both outputs are disjoint from every input and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pr, lo) = unsafe { (probs.as_mut(), losses.as_mut()) };
-    run("crossEntropyForward", || {
+    let value = run("crossEntropyForward", || {
         softmax::cross_entropy_forward(&p, &logits, &targets, class_weights.as_deref(), pr, lo)
     })?
-    .map_err(kernel_err)
+    .map_err(kernel_err)?;
+    if let Some(t) = total.as_mut() {
+        // SAFETY: one element, disjoint from the other outputs (checked above); the JavaScript
+        // thread waits on this call.
+        let t = unsafe { t.as_mut() };
+        t[0] = value as f32;
+    }
+    Ok(value)
 }
 
 /// gradLogits <- d(loss)/d(logits) of crossEntropyForward, from its `probs`. `gradOutput` holds

@@ -226,3 +226,26 @@ pub fn accumulate_grad(mut accumulator: Float32Array, grad: Float32Array) -> nap
 pub fn sum(input: Float32Array) -> napi::Result<f64> {
     run("sum", || reduce::sum(&input))
 }
+
+/// output <- value everywhere (rounded to float32).
+#[napi(catch_unwind, js_name = "fill")]
+pub fn fill(mut output: Float32Array, value: f64) -> napi::Result<()> {
+    // SAFETY: the only array; the JavaScript thread waits on this call.
+    elementwise::fill(unsafe { output.as_mut() }, value);
+    Ok(())
+}
+
+/// output <- input (same length, no shared memory).
+#[napi(catch_unwind, js_name = "copy")]
+pub fn copy(input: Float32Array, mut output: Float32Array) -> napi::Result<()> {
+    check_disjoint("output", &output, &[("input", &input)])?;
+    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
+    let out = unsafe { output.as_mut() };
+    run("copy", || elementwise::copy(&input, out))?.map_err(kernel_err)
+}
+
+/// Throws "`what` is not finite: ..." when `input` holds a NaN or an infinity.
+#[napi(catch_unwind, js_name = "assertFinite")]
+pub fn assert_finite(input: Float32Array, what: String) -> napi::Result<()> {
+    elementwise::check_finite(&input, &what).map_err(kernel_err)
+}

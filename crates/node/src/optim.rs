@@ -10,6 +10,8 @@ use napi_derive::napi;
 
 /// Hyper-parameters of one SGD update; lr and weightDecay already include lrMult/decayMult.
 #[napi(object, js_name = "SgdStepArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SgdStepArgs {
     pub lr: f64,
     pub weight_decay: f64,
@@ -35,15 +37,7 @@ pub fn sgd_step(
     if let Some(b) = &momentum_buffer {
         check_disjoint("momentumBuffer", b, &[("grad", &grad), ("param", &param)])?;
     }
-    let p = SgdParams {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        momentum: args.momentum,
-        dampening: args.dampening,
-        nesterov: args.nesterov,
-        maximize: args.maximize,
-        first_step: args.first_step,
-    };
+    let p = sgd_params(&args);
     // SAFETY: param and the buffer are disjoint from grad and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pm, bm) = unsafe { (param.as_mut(), momentum_buffer.as_mut().map(|b| b.as_mut())) };
@@ -71,6 +65,8 @@ fn check_state_disjoint(
 /// Hyper-parameters of one Adam/AdamW update; lr and weightDecay already include
 /// lrMult/decayMult.
 #[napi(object, js_name = "AdamStepArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AdamStepArgs {
     pub lr: f64,
     pub weight_decay: f64,
@@ -107,18 +103,7 @@ pub fn adam_step(
             ("maxExpAvgSq", max_exp_avg_sq.as_ref()),
         ],
     )?;
-    let p = AdamParams {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        beta1: args.beta1,
-        beta2: args.beta2,
-        eps: args.eps,
-        amsgrad: args.amsgrad,
-        maximize: args.maximize,
-        decoupled: args.decoupled,
-        bias_correction1: args.bias_correction1,
-        bias_correction2: args.bias_correction2,
-    };
+    let p = adam_params(&args);
     // SAFETY: the buffers written are disjoint from grad and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pm, m, v, mx) = unsafe {
@@ -134,6 +119,8 @@ pub fn adam_step(
 
 /// Hyper-parameters of one RMSprop update; lr and weightDecay already include lrMult/decayMult.
 #[napi(object, js_name = "RmspropStepArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RmspropStepArgs {
     pub lr: f64,
     pub weight_decay: f64,
@@ -165,15 +152,7 @@ pub fn rmsprop_step(
             ("momentumBuffer", momentum_buffer.as_ref()),
         ],
     )?;
-    let p = RmspropParams {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        alpha: args.alpha,
-        eps: args.eps,
-        momentum: args.momentum,
-        centered: args.centered,
-        maximize: args.maximize,
-    };
+    let p = rmsprop_params(&args);
     // SAFETY: the buffers written are disjoint from grad and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pm, sq, ga, b) = unsafe {
@@ -192,6 +171,8 @@ pub fn rmsprop_step(
 
 /// Hyper-parameters of one Adagrad update; lr and weightDecay already include lrMult/decayMult.
 #[napi(object, js_name = "AdagradStepArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AdagradStepArgs {
     pub lr: f64,
     pub weight_decay: f64,
@@ -212,14 +193,7 @@ pub fn adagrad_step(
     args: AdagradStepArgs,
 ) -> napi::Result<()> {
     check_state_disjoint(&grad, &[("param", Some(&param)), ("sum", Some(&sum))])?;
-    let p = AdagradParams {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        lr_decay: args.lr_decay,
-        eps: args.eps,
-        maximize: args.maximize,
-        step: size("step", args.step)? as u64,
-    };
+    let p = adagrad_params(&args)?;
     // SAFETY: the buffers written are disjoint from grad and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pm, sm) = unsafe { (param.as_mut(), sum.as_mut()) };
@@ -229,6 +203,8 @@ pub fn adagrad_step(
 /// Hyper-parameters of one Adadelta update; lr and weightDecay already include
 /// lrMult/decayMult.
 #[napi(object, js_name = "AdadeltaStepArgs")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AdadeltaStepArgs {
     pub lr: f64,
     pub weight_decay: f64,
@@ -255,13 +231,7 @@ pub fn adadelta_step(
             ("accDelta", Some(&acc_delta)),
         ],
     )?;
-    let p = AdadeltaParams {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        rho: args.rho,
-        eps: args.eps,
-        maximize: args.maximize,
-    };
+    let p = adadelta_params(&args);
     // SAFETY: the buffers written are disjoint from grad and from each other (checked above);
     // the JavaScript thread waits on this call.
     let (pm, sq, acc) = unsafe { (param.as_mut(), square_avg.as_mut(), acc_delta.as_mut()) };
@@ -269,4 +239,64 @@ pub fn adadelta_step(
         optim::adadelta_step(&p, pm, &grad, sq, acc)
     })?
     .map_err(kernel_err)
+}
+
+pub(crate) fn sgd_params(a: &SgdStepArgs) -> SgdParams {
+    SgdParams {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        momentum: a.momentum,
+        dampening: a.dampening,
+        nesterov: a.nesterov,
+        maximize: a.maximize,
+        first_step: a.first_step,
+    }
+}
+
+pub(crate) fn adam_params(a: &AdamStepArgs) -> AdamParams {
+    AdamParams {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        amsgrad: a.amsgrad,
+        maximize: a.maximize,
+        decoupled: a.decoupled,
+        bias_correction1: a.bias_correction1,
+        bias_correction2: a.bias_correction2,
+    }
+}
+
+pub(crate) fn rmsprop_params(a: &RmspropStepArgs) -> RmspropParams {
+    RmspropParams {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        alpha: a.alpha,
+        eps: a.eps,
+        momentum: a.momentum,
+        centered: a.centered,
+        maximize: a.maximize,
+    }
+}
+
+pub(crate) fn adagrad_params(a: &AdagradStepArgs) -> napi::Result<AdagradParams> {
+    Ok(AdagradParams {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        lr_decay: a.lr_decay,
+        eps: a.eps,
+        maximize: a.maximize,
+        step: size("step", a.step)? as u64,
+    })
+}
+
+pub(crate) fn adadelta_params(a: &AdadeltaStepArgs) -> AdadeltaParams {
+    AdadeltaParams {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        rho: a.rho,
+        eps: a.eps,
+        maximize: a.maximize,
+    }
 }

@@ -1,20 +1,29 @@
 //! Compiled plans: the binding side of `ferroconv_kernels::plan`. The TypeScript tracer records
-//! one forward's calls into this binding (`src/plan/trace.ts`) and hands them over as JSON: per
-//! step the entry's name and its arguments, with every typed array replaced by an operand (the
-//! input, a state array, or a temp). Each step is rebuilt here from the same argument structs
-//! and parsing as its eager entry and calls the same kernel, so a plan computes what the eager
-//! calls computed. `CompiledPlan.run` then does the whole forward as one async task, off the
-//! JavaScript thread.
+//! one forward's (or one training step's) calls into this binding (`src/plan/trace.ts`) and
+//! hands them over as JSON: per step the entry's name and its arguments, with every typed array
+//! replaced by an operand (an input, a state array, or a temp). Each step is rebuilt here from
+//! the same argument structs and parsing as its eager entry and calls the same kernel, so a plan
+//! computes what the eager calls computed. `CompiledPlan.run` then does the whole forward or
+//! step as one async task, off the JavaScript thread. Integer arrays (labels, max-pool indices)
+//! travel as float arrays of the same bytes and are seen as `i32` by the steps that use them.
+use crate::activation::{ce_params, CrossEntropyArgs};
 use crate::args::{invalid, kernel_err, size};
 use crate::conv::{conv_params, Conv2dArgs};
 use crate::elementwise::size_list;
 use crate::linalg::{linear_sizes, LinearArgs};
 use crate::norm::{bn_params, lrn_params, BatchNormArgs, LrnArgs};
+use crate::optim::{
+    adadelta_params, adagrad_params, adam_params, rmsprop_params, sgd_params, AdadeltaStepArgs,
+    AdagradStepArgs, AdamStepArgs, RmspropStepArgs, SgdStepArgs,
+};
 use crate::pool::{adaptive_params, avg_options, pool_params, AdaptivePoolArgs, Pool2dArgs};
 use ferroconv_kernels::activation::{self, Activation};
+use ferroconv_kernels::batchnorm::BnStats;
 use ferroconv_kernels::elementwise::{self, BinaryOp};
-use ferroconv_kernels::plan::{Operand, Plan, Source, Step, StepFn};
-use ferroconv_kernels::{batchnorm, conv, linear, lrn, pool, softmax};
+use ferroconv_kernels::plan::{
+    as_i32, as_i32_mut, Operand, Plan, Source, StateArray, Step, StepFn,
+};
+use ferroconv_kernels::{batchnorm, conv, linear, lrn, optim, pool, softmax};
 use napi::bindgen_prelude::{Float32Array, Object};
 use napi::Env;
 use napi_derive::napi;
@@ -26,11 +35,11 @@ use std::sync::{Arc, Mutex};
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PlanSpec {
-    input_len: usize,
+    input_lens: Vec<usize>,
     state_lens: Vec<usize>,
     temp_lens: Vec<usize>,
     steps: Vec<StepSpec>,
-    output: OperandSpec,
+    outputs: Vec<OperandSpec>,
 }
 
 #[derive(Deserialize)]
@@ -53,7 +62,7 @@ struct OperandSpec {
 impl OperandSpec {
     fn operand(&self) -> napi::Result<Operand> {
         let src = match self.src.as_str() {
-            "input" => Source::Input,
+            "input" => Source::Input(self.id),
             "state" => Source::State(self.id),
             "temp" => Source::Temp(self.id),
             other => return Err(invalid(format!("operand: unknown source '{other}'"))),
@@ -136,6 +145,29 @@ impl<'a> Args<'a> {
         let o = self.operand_at(self.get(i)?, i)?;
         self.writes.push(o);
         Ok(())
+    }
+
+    /// [`Args::write`] for an optional array: whether it is there.
+    fn write_opt(&mut self, i: usize) -> napi::Result<bool> {
+        if self.get(i)?.is_null() {
+            return Ok(false);
+        }
+        self.write(i).map(|_| true)
+    }
+
+    /// A list of written arrays (split's outputs): how many.
+    fn write_list(&mut self, i: usize) -> napi::Result<usize> {
+        let list = self.get(i)?.as_array().ok_or_else(|| {
+            invalid(format!(
+                "{}: argument {i} must be a list of arrays",
+                self.op
+            ))
+        })?;
+        for v in list {
+            let o = self.operand_at(v, i)?;
+            self.writes.push(o);
+        }
+        Ok(list.len())
     }
 
     fn step(self, run: StepFn) -> Step {
@@ -306,20 +338,341 @@ fn build_step(op: &str, args: &[Value]) -> napi::Result<Step> {
             a.write(2)?;
             Box::new(move |r, o| elementwise::scale(r[x], factor, o[0]))
         }
+        "conv2dBackwardData" => {
+            let (go, w) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            let (p, algo) = conv_params(&a.parse::<Conv2dArgs>(3)?)?;
+            Box::new(move |r, o| conv::conv2d_backward_data(&p, r[go], r[w], o[0], algo))
+        }
+        "conv2dBackwardWeight" => {
+            let (x, go) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            let has_gb = a.write_opt(3)?;
+            let (p, algo) = conv_params(&a.parse::<Conv2dArgs>(4)?)?;
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let gw = next(&mut w)?;
+                let gb = opt_next(&mut w, has_gb)?;
+                conv::conv2d_backward_weight(&p, r[x], r[go], gw, gb, algo)
+            })
+        }
+        "batchNorm2dForwardTrain" => {
+            let (x, wt, b) = (a.read(0)?, a.read_opt(1)?, a.read_opt(2)?);
+            let (has_rm, has_rv) = (a.write_opt(3)?, a.write_opt(4)?);
+            a.write(5)?;
+            a.write(6)?;
+            a.write(7)?;
+            let p = bn_params(&a.parse::<BatchNormArgs>(8)?)?;
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let rm = opt_next(&mut w, has_rm)?;
+                let rv = opt_next(&mut w, has_rv)?;
+                let (y, m, s) = (next(&mut w)?, next(&mut w)?, next(&mut w)?);
+                let (wt, b) = (wt.map(|k| r[k]), b.map(|k| r[k]));
+                batchnorm::batch_norm2d_forward_train(&p, r[x], wt, b, rm, rv, y, m, s)
+            })
+        }
+        "batchNorm2dBackward" => {
+            let (x, go, wt) = (a.read(0)?, a.read(1)?, a.read_opt(2)?);
+            let (m, v) = (a.read(3)?, a.read(4)?);
+            a.write(5)?;
+            let (has_gw, has_gb) = (a.write_opt(6)?, a.write_opt(7)?);
+            let p = bn_params(&a.parse::<BatchNormArgs>(8)?)?;
+            let batch = match a.parse::<String>(9)?.as_str() {
+                "batch" => true,
+                "running" => false,
+                other => {
+                    return Err(invalid(format!(
+                        "stats: expected 'batch' or 'running', got '{other}'"
+                    )))
+                }
+            };
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let gi = next(&mut w)?;
+                let gw = opt_next(&mut w, has_gw)?;
+                let gb = opt_next(&mut w, has_gb)?;
+                let stats = if batch {
+                    BnStats::Batch {
+                        mean: r[m],
+                        invstd: r[v],
+                    }
+                } else {
+                    BnStats::Running {
+                        mean: r[m],
+                        var: r[v],
+                    }
+                };
+                batchnorm::batch_norm2d_backward(
+                    &p,
+                    r[x],
+                    r[go],
+                    wt.map(|k| r[k]),
+                    stats,
+                    gi,
+                    gw,
+                    gb,
+                )
+            })
+        }
+        "maxPool2dForward" => {
+            let x = a.read(0)?;
+            a.write(1)?;
+            a.write(2)?;
+            let (p, _) = pool_params(&a.parse::<Pool2dArgs>(3)?)?;
+            Box::new(move |r, o| {
+                let [y, ind] = o else {
+                    unreachable!("two writes");
+                };
+                pool::max_pool2d_forward(&p, r[x], y, as_i32_mut(ind))
+            })
+        }
+        "maxPool2dBackward" => {
+            let (go, ind) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            let (p, _) = pool_params(&a.parse::<Pool2dArgs>(3)?)?;
+            Box::new(move |r, o| pool::max_pool2d_backward(&p, r[go], as_i32(r[ind]), o[0]))
+        }
+        "avgPool2dBackward" => {
+            let go = a.read(0)?;
+            a.write(1)?;
+            let args = a.parse::<Pool2dArgs>(2)?;
+            let ((p, _), opts) = (pool_params(&args)?, avg_options(&args)?);
+            Box::new(move |r, o| pool::avg_pool2d_backward(&p, &opts, r[go], o[0]))
+        }
+        "adaptiveAvgPool2dBackward" => {
+            let go = a.read(0)?;
+            a.write(1)?;
+            let p = adaptive_params(&a.parse::<AdaptivePoolArgs>(2)?)?;
+            Box::new(move |r, o| pool::adaptive_avg_pool2d_backward(&p, r[go], o[0]))
+        }
+        "linearBackward" => {
+            let (x, wt, go) = (a.read(0)?, a.read(1)?, a.read(2)?);
+            let has = [a.write_opt(3)?, a.write_opt(4)?, a.write_opt(5)?];
+            let (batch, i, n) = linear_sizes(&a.parse::<LinearArgs>(6)?)?;
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let gi = opt_next(&mut w, has[0])?;
+                let gw = opt_next(&mut w, has[1])?;
+                let gb = opt_next(&mut w, has[2])?;
+                linear::linear_backward(batch, i, n, r[x], r[wt], r[go], gi, gw, gb)
+            })
+        }
+        "activationBackward" => {
+            let kind: String = a.parse(0)?;
+            let slope: Option<f64> = a.args.get(5).map(|_| a.parse(5)).transpose()?.flatten();
+            let act = Activation::parse(&kind, slope).map_err(kernel_err)?;
+            let (x, y, go) = (a.read(1)?, a.read(2)?, a.read(3)?);
+            a.write(4)?;
+            Box::new(move |r, o| activation::activation_backward(act, r[x], r[y], r[go], o[0]))
+        }
+        "softmaxBackward" => {
+            let (y, go) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            let rows = size("rows", a.parse(3)?)?;
+            let cols = size("cols", a.parse(4)?)?;
+            let log: bool = a.parse(5)?;
+            Box::new(move |r, o| softmax::softmax_backward(r[y], r[go], o[0], rows, cols, log))
+        }
+        "crossEntropyForward" => {
+            let (x, t, cw) = (a.read(0)?, a.read(1)?, a.read_opt(2)?);
+            a.write(3)?;
+            a.write(4)?;
+            let p = ce_params(&a.parse::<CrossEntropyArgs>(5)?)?;
+            let has_total = a.args.len() > 6 && a.write_opt(6)?;
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let (probs, losses) = (next(&mut w)?, next(&mut w)?);
+                let cw = cw.map(|k| r[k]);
+                let v = softmax::cross_entropy_forward(&p, r[x], as_i32(r[t]), cw, probs, losses)?;
+                if let Some(total) = opt_next(&mut w, has_total)? {
+                    total.fill(v as f32);
+                }
+                Ok(())
+            })
+        }
+        "crossEntropyBackward" => {
+            let (probs, t, cw, go) = (a.read(0)?, a.read(1)?, a.read_opt(2)?, a.read(3)?);
+            a.write(4)?;
+            let p = ce_params(&a.parse::<CrossEntropyArgs>(5)?)?;
+            Box::new(move |r, o| {
+                let cw = cw.map(|k| r[k]);
+                softmax::cross_entropy_backward(&p, r[probs], as_i32(r[t]), cw, r[go], o[0])
+            })
+        }
+        "dropoutForward" => {
+            let x = a.read(0)?;
+            a.write(1)?;
+            a.write(2)?;
+            let p: f64 = a.parse(3)?;
+            let seed = size("seed", a.parse(4)?)? as u64;
+            Box::new(move |r, o| {
+                let [y, m] = o else {
+                    unreachable!("two writes");
+                };
+                elementwise::dropout_forward(r[x], y, m, p, seed)
+            })
+        }
+        "dropoutBackward" => {
+            let (go, m) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            Box::new(move |r, o| elementwise::dropout_backward(r[go], r[m], o[0]))
+        }
+        "broadcastBinaryBackward" => {
+            let kind = BinaryOp::parse(&a.parse::<String>(0)?).map_err(kernel_err)?;
+            let (x, y, go) = (a.read(1)?, a.read(3)?, a.read(5)?);
+            let x_shape = size_list("aShape", &a.parse::<Vec<f64>>(2)?)?;
+            let y_shape = size_list("bShape", &a.parse::<Vec<f64>>(4)?)?;
+            let (has_ga, has_gb) = (a.write_opt(6)?, a.write_opt(7)?);
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let ga = opt_next(&mut w, has_ga)?;
+                let gb = opt_next(&mut w, has_gb)?;
+                let (xs, ys) = (&x_shape[..], &y_shape[..]);
+                elementwise::broadcast_binary_backward(kind, r[x], xs, r[y], ys, r[go], ga, gb)
+            })
+        }
+        "splitChannels" => {
+            let x = a.read(0)?;
+            a.write_list(1)?;
+            let channels = size_list("channels", &a.parse::<Vec<f64>>(2)?)?;
+            let batch = size("batch", a.parse(3)?)?;
+            let plane = size("plane", a.parse(4)?)?;
+            Box::new(move |r, o| elementwise::split_channels(r[x], o, &channels, batch, plane))
+        }
+        "lrnBackward" => {
+            let (x, y, sc, go) = (a.read(0)?, a.read(1)?, a.read(2)?, a.read(3)?);
+            a.write(4)?;
+            let p = lrn_params(&a.parse::<LrnArgs>(5)?)?;
+            Box::new(move |r, o| lrn::lrn_backward(&p, r[x], r[y], r[sc], r[go], o[0]))
+        }
+        "accumulateGrad" => {
+            a.write(0)?;
+            let g = a.read(1)?;
+            Box::new(move |r, o| elementwise::accumulate(o[0], r[g]))
+        }
+        "fill" => {
+            a.write(0)?;
+            let value: f64 = a.parse(1)?;
+            Box::new(move |_, o| {
+                elementwise::fill(o[0], value);
+                Ok(())
+            })
+        }
+        "copy" => {
+            let x = a.read(0)?;
+            a.write(1)?;
+            Box::new(move |r, o| elementwise::copy(r[x], o[0]))
+        }
+        "assertFinite" => {
+            let x = a.read(0)?;
+            let what: String = a.parse(1)?;
+            Box::new(move |r, _| elementwise::check_finite(r[x], &what))
+        }
+        "sgdStep" => {
+            a.write(0)?;
+            let g = a.read(1)?;
+            let has_buf = a.write_opt(2)?;
+            let p = sgd_params(&a.parse::<SgdStepArgs>(3)?);
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let param = next(&mut w)?;
+                optim::sgd_step(&p, param, r[g], opt_next(&mut w, has_buf)?)
+            })
+        }
+        "adamStep" => {
+            a.write(0)?;
+            let g = a.read(1)?;
+            a.write(2)?;
+            a.write(3)?;
+            let has_max = a.write_opt(4)?;
+            let p = adam_params(&a.parse::<AdamStepArgs>(5)?);
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let (param, m, v) = (next(&mut w)?, next(&mut w)?, next(&mut w)?);
+                optim::adam_step(&p, param, r[g], m, v, opt_next(&mut w, has_max)?)
+            })
+        }
+        "rmspropStep" => {
+            a.write(0)?;
+            let g = a.read(1)?;
+            a.write(2)?;
+            let (has_avg, has_buf) = (a.write_opt(3)?, a.write_opt(4)?);
+            let p = rmsprop_params(&a.parse::<RmspropStepArgs>(5)?);
+            Box::new(move |r, o| {
+                let mut w = writes(o);
+                let (param, sq) = (next(&mut w)?, next(&mut w)?);
+                let avg = opt_next(&mut w, has_avg)?;
+                optim::rmsprop_step(&p, param, r[g], sq, avg, opt_next(&mut w, has_buf)?)
+            })
+        }
+        "adagradStep" => {
+            a.write(0)?;
+            let g = a.read(1)?;
+            a.write(2)?;
+            let p = adagrad_params(&a.parse::<AdagradStepArgs>(3)?)?;
+            Box::new(move |r, o| {
+                let [param, sum] = o else {
+                    unreachable!("two writes");
+                };
+                optim::adagrad_step(&p, param, r[g], sum)
+            })
+        }
+        "adadeltaStep" => {
+            a.write(0)?;
+            let g = a.read(1)?;
+            a.write(2)?;
+            a.write(3)?;
+            let p = adadelta_params(&a.parse::<AdadeltaStepArgs>(4)?);
+            Box::new(move |r, o| {
+                let [param, sq, acc] = o else {
+                    unreachable!("three writes");
+                };
+                optim::adadelta_step(&p, param, r[g], sq, acc)
+            })
+        }
         other => return Err(invalid(format!("{other}: no plan step for this entry"))),
     };
     Ok(a.step(run))
 }
 
+/// A step's written slices in the order its builder declared them.
+fn writes<'a, 'b>(o: &'a mut [&'b mut [f32]]) -> impl Iterator<Item = &'a mut [f32]> + use<'a, 'b> {
+    o.iter_mut().map(|s| &mut **s)
+}
+
+fn next<'a>(
+    w: &mut impl Iterator<Item = &'a mut [f32]>,
+) -> ferroconv_kernels::Result<&'a mut [f32]> {
+    w.next().ok_or_else(|| {
+        ferroconv_kernels::KernelError("a plan step got fewer writes than it declared".into())
+    })
+}
+
+/// The next written slice if the step has this optional output.
+fn opt_next<'a>(
+    w: &mut impl Iterator<Item = &'a mut [f32]>,
+    present: bool,
+) -> ferroconv_kernels::Result<Option<&'a mut [f32]>> {
+    if present {
+        next(w).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 struct Shared {
     plan: Plan,
+    /// The op and the JSON arguments of each step as compiled, for the steps a run replaces.
+    ops: Vec<String>,
     /// The arena of the last finished run, kept for the next (a run that finds it taken by a
     /// concurrent one makes its own).
     arena: Mutex<Option<Vec<f32>>>,
 }
 
-/// A model's forward for one input shape, compiled: the kernel calls of one traced eager
-/// forward over a planned arena. `run` computes it off the JavaScript thread.
+/// A model's forward for one input shape (or one training step: forward, loss, backward and
+/// optimizer update), compiled: the kernel calls of one traced eager call over a planned arena.
+/// `run` computes it off the JavaScript thread.
 #[napi]
 pub struct CompiledPlan {
     shared: Arc<Shared>,
@@ -343,21 +696,25 @@ impl CompiledPlan {
                 })
             })
             .collect::<napi::Result<Vec<_>>>()?;
-        let output = spec
-            .output
-            .operand()
+        let outputs = spec
+            .outputs
+            .iter()
+            .map(|o| o.operand())
+            .collect::<napi::Result<Vec<_>>>()
             .map_err(|e| invalid(format!("CompiledPlan: {}", e.reason)))?;
+        let ops = spec.steps.iter().map(|s| s.op.clone()).collect();
         let plan = Plan::new(
-            spec.input_len,
+            spec.input_lens,
             spec.state_lens,
             spec.temp_lens,
             steps,
-            output,
+            outputs,
         )
         .map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
         Ok(CompiledPlan {
             shared: Arc::new(Shared {
                 plan,
+                ops,
                 arena: Mutex::new(None),
             }),
         })
@@ -384,38 +741,52 @@ impl CompiledPlan {
         self.shared.plan.steps() as u32
     }
 
-    /// Floats of the output a run writes.
+    /// Floats of each output a run writes.
     #[napi(getter)]
-    pub fn output_len(&self) -> f64 {
-        self.shared.plan.output_len() as f64
+    pub fn output_lens(&self) -> Vec<f64> {
+        self.shared
+            .plan
+            .output_lens()
+            .iter()
+            .map(|&n| n as f64)
+            .collect()
     }
 
-    /// Runs the plan on `input` with the model's current `state` arrays (in the order of the
-    /// trace) and writes the result into `output`, on the kernel pool off the JavaScript thread.
-    /// The arrays must not be changed until the promise settles (the TypeScript side copies a
-    /// state array on write while a run holds it).
+    /// Runs the plan on `inputs` with the model's current `state` arrays (in the order of the
+    /// trace) and writes the results into `outputs`, on the kernel pool off the JavaScript
+    /// thread. The state arrays the plan writes (a training step's parameters, moments and
+    /// running statistics) are updated in place; they must share no memory with any other array
+    /// of the run. `replaced`, when given, is JSON `[[step, args], ...]`: those steps run this
+    /// time with other arguments (a new dropout seed, the optimizer's step count), which must
+    /// name the same operands. No array may be touched until the promise settles (the
+    /// TypeScript side copies a state array on write while a run holds it).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn run<'env>(
         &self,
         env: &'env Env,
-        input: Float32Array,
+        inputs: Vec<Float32Array>,
         state: Vec<Float32Array>,
-        output: Float32Array,
+        outputs: Vec<Float32Array>,
+        replaced: Option<String>,
     ) -> napi::Result<Object<'env>> {
-        self.shared
-            .plan
-            .check_args(input.len(), state.iter().map(|s| s.len()), output.len())
-            .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
-        // Named without an index: the name is only for the error, and building one string per
-        // state array on every run would cost more than the check.
-        let mut named = vec![("input", &input)];
-        named.extend(state.iter().map(|s| ("a state array", s)));
-        crate::args::check_disjoint("output", &output, &named)?;
+        let plan = &self.shared.plan;
+        plan.check_args(
+            inputs.iter().map(|s| s.len()),
+            state.iter().map(|s| s.len()),
+            outputs.iter().map(|s| s.len()),
+        )
+        .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
+        check_run_memory(plan, &inputs, &state, &outputs)?;
+        let replaced = match replaced {
+            Some(json) => self.replacements(&json)?,
+            None => Vec::new(),
+        };
         let mut job = PlanRun {
             shared: self.shared.clone(),
-            input,
+            inputs,
             state,
-            output,
+            outputs,
+            replaced,
         };
         let pool = crate::runtime::pool()?;
         let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
@@ -435,12 +806,94 @@ impl CompiledPlan {
     }
 }
 
+impl CompiledPlan {
+    /// The steps `json` replaces for one run, rebuilt and checked to read and write exactly
+    /// what the compiled steps do, in step order.
+    fn replacements(&self, json: &str) -> napi::Result<Vec<(usize, StepFn)>> {
+        let fail = |m: String| invalid(format!("CompiledPlan.run: replaced: {m}"));
+        let list: Vec<(usize, Vec<Value>)> =
+            serde_json::from_str(json).map_err(|e| fail(e.to_string()))?;
+        let mut out: Vec<(usize, StepFn)> = Vec::with_capacity(list.len());
+        for (i, args) in list {
+            if out.last().is_some_and(|&(k, _)| k >= i) {
+                return Err(fail("steps must be listed in increasing order".into()));
+            }
+            let op = self.shared.ops.get(i).ok_or_else(|| {
+                fail(format!(
+                    "step {i}: the plan has {} steps",
+                    self.shared.ops.len()
+                ))
+            })?;
+            let step = build_step(op, &args)
+                .map_err(|e| fail(format!("step {i} ({op}): {}", e.reason)))?;
+            let same = self
+                .shared
+                .plan
+                .step_operands(i)
+                .is_some_and(|(r, w)| r == step.reads && w == step.writes);
+            if !same {
+                return Err(fail(format!(
+                    "step {i} ({op}): the arguments name other arrays"
+                )));
+            }
+            out.push((i, step.run));
+        }
+        Ok(out)
+    }
+}
+
+/// Fails unless every array a run writes (the outputs, the state arrays the plan updates) shares
+/// no memory with any other array of the run. Arrays only read may overlap each other.
+fn check_run_memory(
+    plan: &Plan,
+    inputs: &[Float32Array],
+    state: &[Float32Array],
+    outputs: &[Float32Array],
+) -> napi::Result<()> {
+    // (start, end, written, what, index), sorted by start; one sweep finds any overlap that
+    // involves a written array.
+    let mut spans: Vec<(usize, usize, bool, &str, usize)> = Vec::new();
+    let mut add = |arrays: &[Float32Array], what: &'static str, written: &dyn Fn(usize) -> bool| {
+        for (k, a) in arrays.iter().enumerate() {
+            let r = a.as_ptr_range();
+            if r.start < r.end {
+                spans.push((r.start as usize, r.end as usize, written(k), what, k));
+            }
+        }
+    };
+    add(inputs, "inputs", &|_| false);
+    add(state, "state", &|k| plan.writes_state(k));
+    add(outputs, "outputs", &|_| true);
+    spans.sort_unstable_by_key(|s| s.0);
+    let (mut end_any, mut end_written) =
+        (None::<(usize, &str, usize)>, None::<(usize, &str, usize)>);
+    for &(start, end, written, what, k) in &spans {
+        let clash = end_written
+            .filter(|e| start < e.0)
+            .or(end_any.filter(|e| written && start < e.0));
+        if let Some((_, other, j)) = clash {
+            return Err(invalid(format!(
+                "CompiledPlan.run: {what}[{k}] shares memory with {other}[{j}]; \
+                 an array the plan writes must not overlap any other"
+            )));
+        }
+        if end_any.is_none_or(|e| end > e.0) {
+            end_any = Some((end, what, k));
+        }
+        if written && end_written.is_none_or(|e| end > e.0) {
+            end_written = Some((end, what, k));
+        }
+    }
+    Ok(())
+}
+
 /// One run of a [`CompiledPlan`], computed on a kernel thread.
 struct PlanRun {
     shared: Arc<Shared>,
-    input: Float32Array,
+    inputs: Vec<Float32Array>,
     state: Vec<Float32Array>,
-    output: Float32Array,
+    outputs: Vec<Float32Array>,
+    replaced: Vec<(usize, StepFn)>,
 }
 
 impl PlanRun {
@@ -451,13 +904,35 @@ impl PlanRun {
             Some(a) if a.len() == plan.arena_len() => a,
             _ => plan.new_arena(),
         };
-        let views: Vec<&[f32]> = self.state.iter().map(|s| &s[..]).collect();
-        // SAFETY: the output is disjoint from the input and the state (checked in `run`), and
-        // the TypeScript side neither reads nor writes any of these arrays until the promise
-        // settles; the napi references keep them alive.
-        let output = unsafe { self.output.as_mut() };
-        plan.run(&mut arena, &self.input, &views, output)
-            .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
+        let inputs: Vec<&[f32]> = self.inputs.iter().map(|s| &s[..]).collect();
+        // SAFETY: the arrays written (outputs, the state the plan updates) share no memory with
+        // any other array of the run (checked in `run`), and the TypeScript side neither reads
+        // nor writes any of them until the promise settles; the napi references keep them alive.
+        let mut state: Vec<StateArray> = self
+            .state
+            .iter_mut()
+            .enumerate()
+            .map(|(k, s)| {
+                if plan.writes_state(k) {
+                    StateArray::Write(unsafe { s.as_mut() })
+                } else {
+                    StateArray::Read(&s[..])
+                }
+            })
+            .collect();
+        let mut outputs: Vec<&mut [f32]> = self
+            .outputs
+            .iter_mut()
+            .map(|o| unsafe { o.as_mut() })
+            .collect();
+        plan.run(
+            &mut arena,
+            &inputs,
+            &mut state,
+            &mut outputs,
+            &self.replaced,
+        )
+        .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
         if let Ok(mut slot) = self.shared.arena.lock() {
             *slot = Some(arena);
         }

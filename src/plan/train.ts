@@ -1,0 +1,130 @@
+// Compiled training steps: fit() runs each step (forward, loss, backward, optimizer update) as
+// one compiled plan off the JavaScript thread. Every step is traced dry (trace.ts traceStep):
+// its JavaScript runs once, as eagerly, with the kernels recorded instead of run, so the
+// optimizer's step counts, a scheduler's learning rate, batch norm's counter and dropout's seeds
+// are all this step's. The trace is cheap next to the step; compiling is not, so compiled plans
+// are kept per model by the trace's structure (operands and lengths), and a run replaces the
+// steps whose scalar arguments changed since the plan was compiled (a seed, a step count).
+//
+// A trace that fails part-way (an op with no plan step, an array made in JavaScript) has run
+// some of the step's JavaScript: what it did is put back (the random generator, batch norm's
+// counters, the optimizer's bookkeeping, the gradients) and the step runs eagerly.
+import type { Module } from '../nn/module.js';
+import { addon, type Native } from '../native.js';
+import { globalRng } from '../random.js';
+import { pin, Tensor, unpin, uninitialized } from '../tensor.js';
+import { traceStep, Untraceable } from './trace.js';
+
+type CompiledPlan = InstanceType<Native['CompiledPlan']>;
+
+/** What a compiled step needs of the optimizer (src/optim's optimizers provide it). */
+export interface PlannableOptimizer {
+  stateArrays(): Float32Array[];
+  snapshotState(): () => void;
+}
+
+export function isPlannable(o: object): o is PlannableOptimizer {
+  const x = o as Partial<PlannableOptimizer>;
+  return typeof x.stateArrays === 'function' && typeof x.snapshotState === 'function';
+}
+
+/** Compiled steps kept per model (a last, shorter batch has its own). */
+const KEEP = 4;
+const compiled = new WeakMap<object, Map<string, { plan: CompiledPlan; args: string[] }>>();
+
+/** Models with a compiled step running, and when it settles (see stepInFlight). */
+const inFlight = new WeakMap<object, Promise<unknown>>();
+
+/**
+ * Settles when the compiled training step running on `model` (if any) is done. Inference
+ * sessions wait for it before they take their view of the weights, which that step is writing.
+ */
+export function stepInFlight(model: object): Promise<unknown> | undefined {
+  return inFlight.get(model);
+}
+
+/** The step's JavaScript-side effects a failed trace puts back. */
+function snapshot(model: Module, restoreOptimizer: () => void): () => void {
+  const rng = globalRng.getState();
+  const counters = model
+    .namedBuffers()
+    .filter(([, b]) => b.size === 1)
+    .map(([, b]) => [b, b.data, b.data[0]] as const);
+  const grads = model.parameters().map((p) => [p, p.grad] as const);
+  return () => {
+    globalRng.setState(rng);
+    for (const [b, data, v] of counters) {
+      (b as { data: Float32Array }).data = data;
+      data[0] = v;
+    }
+    for (const [p, g] of grads) p.grad = g;
+    restoreOptimizer();
+  };
+}
+
+/**
+ * Runs one training step compiled: traces `step` (which returns the loss and the logits) and
+ * runs its plan off the JavaScript thread. Resolves to the values of the tensors `step`
+ * returned, or to the reason it could not plan (the step's JavaScript undone: run it eagerly).
+ * Afterwards every parameter's `.grad` is null (the gradients lived in the plan's arena).
+ */
+export async function runStep(
+  model: Module,
+  optimizer: PlannableOptimizer,
+  step: () => Tensor[],
+  inputs: (Float32Array | Int32Array)[],
+): Promise<Tensor[] | string> {
+  const restoreOptimizer = optimizer.snapshotState();
+  const undo = snapshot(model, restoreOptimizer);
+  const params = model.parameters();
+  let traced: ReturnType<typeof traceStep>;
+  let entry: { plan: CompiledPlan; args: string[] } | undefined;
+  const plans = compiled.get(model) ?? new Map<string, { plan: CompiledPlan; args: string[] }>();
+  compiled.set(model, plans);
+  try {
+    traced = traceStep(step, inputs, [...model.stateDict().values()], optimizer.stateArrays());
+    entry = plans.get(traced.structure);
+    if (entry) {
+      plans.delete(traced.structure); // most recently used last
+    } else {
+      entry = { plan: new addon.CompiledPlan(traced.spec), args: traced.args };
+      if (plans.size >= KEEP) {
+        const oldest = plans.keys().next().value as string;
+        plans.get(oldest)?.plan.releaseArena();
+        plans.delete(oldest);
+      }
+    }
+    plans.set(traced.structure, entry);
+  } catch (e) {
+    undo();
+    if (e instanceof Untraceable) return e.message;
+    if (e instanceof Error && e.message.startsWith('CompiledPlan')) return `the binding refused the plan: ${e.message}`;
+    throw e;
+  }
+  for (const p of params) p.grad = null;
+  const changed: string[] = [];
+  traced.args.forEach((a, i) => {
+    if (a !== entry.args[i]) changed.push(`[${i},${a}]`);
+  });
+  const outputs = traced.outputs.map((t) => uninitialized(t.size, 'fit'));
+  // Labels travel as the bytes of an Int32Array, seen as floats.
+  const views = inputs.map((x) => (x instanceof Float32Array ? x : new Float32Array(x.buffer, x.byteOffset, x.length)));
+  pin(traced.state);
+  const run = entry.plan.run(views, traced.state, outputs, changed.length ? `[${changed.join(',')}]` : null);
+  inFlight.set(
+    model,
+    run.catch(() => undefined),
+  );
+  try {
+    await run;
+  } catch (e) {
+    // Stopped before its update (the loss was not finite, say): as eagerly, the forward's
+    // effects stay and the optimizer's bookkeeping does not.
+    restoreOptimizer();
+    throw e;
+  } finally {
+    inFlight.delete(model);
+    unpin(traced.state);
+  }
+  return traced.outputs.map((t, k) => new Tensor(outputs[k], t.shape));
+}
