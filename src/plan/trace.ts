@@ -110,9 +110,10 @@ export class Untraceable extends Error {}
  * while the allocator is asked a few times per trace instead of once per op. Nothing writes the
  * chunks, so their pages are never touched. `chunks` collects every buffer handed out.
  */
-function carver(chunks: Set<ArrayBufferLike>): (n: number) => Float32Array {
+function carver(chunks: Set<ArrayBufferLike>, pool: Float32Array[] = []): (n: number) => Float32Array {
   let size = 1 << 24;
-  let chunk = new Float32Array(0);
+  let chunk: Float32Array = new Float32Array(0);
+  let next = 0;
   let used = 0;
   return (n) => {
     if (n > 1 << 28) {
@@ -121,10 +122,19 @@ function carver(chunks: Set<ArrayBufferLike>): (n: number) => Float32Array {
       return own;
     }
     if (used + n > chunk.length) {
-      while (size < n) size *= 2;
-      chunk = new Float32Array(size);
+      // The pool's chunks first (a training step traces every step: asking the allocator for
+      // a gigabyte each time made V8 collect garbage every few steps), then new ones.
+      while (next < pool.length && pool[next].length < n) next++;
+      if (next < pool.length) {
+        chunk = pool[next++];
+      } else {
+        while (size < n) size *= 2;
+        chunk = new Float32Array(Math.max(size, pool.at(-1)?.length ?? 0));
+        pool.push(chunk);
+        next = pool.length;
+      }
       chunks.add(chunk.buffer);
-      size = Math.min(size * 2, 1 << 28);
+      size = Math.min(chunk.length * 2, 1 << 28);
       used = 0;
     }
     const a = chunk.subarray(used, used + n);
@@ -153,6 +163,8 @@ interface Options {
   dry: boolean;
   /** A training step: state is every array that outlives it, written in place by its steps. */
   training: boolean;
+  /** Chunks a dry trace carves from, kept from earlier traces (see carver). */
+  pool?: Float32Array[];
 }
 
 /**
@@ -199,13 +211,22 @@ function record(
 
   // A training step's state, by array: the model's and the optimizer's arrays at the start, and
   // those made for them during the step (withPersistentHook).
-  const known: Float32Array[] = training ? [...state.map((t) => t.data), ...extraState] : [];
-  const knownSet = new Set<Float32Array>(known);
+  const knownSet = new Set<Float32Array>();
+  const knownIn = new Map<ArrayBufferLike, Float32Array[]>();
+  const noteKnown = (k: Float32Array): void => {
+    if (knownSet.has(k)) return;
+    knownSet.add(k);
+    const list = knownIn.get(k.buffer) ?? [];
+    knownIn.set(k.buffer, list);
+    list.push(k);
+  };
+  if (training) for (const k of [...state.map((t) => t.data), ...extraState]) noteKnown(k);
   const arrayState = (a: Data): Operand | null => {
     if (a instanceof Float32Array && knownSet.has(a)) return { src: 'state', id: stateId(a), offset: 0, len: a.length };
-    for (const k of known) {
-      if (contains(k, a))
+    for (const k of knownIn.get(a.buffer) ?? []) {
+      if (contains(k, a)) {
         return { src: 'state', id: stateId(k), offset: (a.byteOffset - k.byteOffset) / 4, len: a.length };
+      }
     }
     return null;
   };
@@ -215,13 +236,32 @@ function record(
   const tempOf = new Map<Data, number>();
   let stateOf: Map<Float32Array, Tensor> | null = null;
   let stateBuffers: Set<ArrayBufferLike> | null = null;
+  // Temps per buffer, sorted by offset (they never overlap: a write into part of a temp is that
+  // temp), so the temp holding a view is found by binary search, not by a scan of every temp.
+  const tempsIn = new Map<ArrayBufferLike, number[]>();
+  const addTemp = (a: Data): number => {
+    const id = temps.push({ buffer: a.buffer, byteOffset: a.byteOffset, length: a.length }) - 1;
+    tempOf.set(a, id);
+    const list = tempsIn.get(a.buffer) ?? [];
+    tempsIn.set(a.buffer, list);
+    let at = list.length;
+    while (at > 0 && temps[list[at - 1]].byteOffset > a.byteOffset) at--;
+    list.splice(at, 0, id);
+    return id;
+  };
   const tempRange = (a: Data): Operand | null => {
-    for (let t = temps.length - 1; t >= 0; t--) {
-      if (contains(temps[t], a)) {
-        return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
-      }
+    const list = tempsIn.get(a.buffer);
+    if (!list) return null;
+    let lo = 0;
+    let hi = list.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (temps[list[mid]].byteOffset <= a.byteOffset) lo = mid;
+      else hi = mid - 1;
     }
-    return null;
+    const t = list[lo];
+    if (!contains(temps[t], a)) return null;
+    return { src: 'temp', id: t, offset: (a.byteOffset - temps[t].byteOffset) / 4, len: a.length };
   };
   const inputRange = (a: Data): Operand | null => {
     for (let k = 0; k < inputs.length; k++) {
@@ -273,9 +313,7 @@ function record(
         fail(`${op} writes into the input or the model's parameters`);
       }
     }
-    temps.push({ buffer: a.buffer, byteOffset: a.byteOffset, length: a.length });
-    tempOf.set(a, temps.length - 1);
-    return { src: 'temp', id: temps.length - 1, offset: 0, len: a.length };
+    return { src: 'temp', id: addTemp(a), offset: 0, len: a.length };
   };
 
   const isData = (v: unknown): v is Data => v instanceof Float32Array || v instanceof Int32Array;
@@ -319,15 +357,9 @@ function record(
   }) as Native;
 
   let out: unknown;
-  const run = () => withNative(stand, dry ? () => withCarvedAllocation(carver(carved), forward) : forward);
-  const noteNew = (a: Float32Array) => {
-    if (!knownSet.has(a)) {
-      knownSet.add(a);
-      known.push(a);
-    }
-  };
+  const run = () => withNative(stand, dry ? () => withCarvedAllocation(carver(carved, opts.pool), forward) : forward);
   try {
-    out = training ? withPersistentHook(noteNew, run) : run();
+    out = training ? withPersistentHook(noteKnown, run) : run();
   } catch (e) {
     if (failure) throw new Untraceable(failure);
     throw e;
@@ -372,8 +404,8 @@ export interface StepTrace {
   structure: string;
   /** Each step's arguments as JSON (a run replaces the steps whose arguments changed). */
   args: string[];
-  /** The plan's JSON (for compiling). */
-  spec: string;
+  /** The plan's JSON (for compiling; made only when no compiled plan has this structure). */
+  spec: () => string;
   /** The state arrays, in plan order. */
   state: Float32Array[];
   /** The tensors `step` returned, whose values the run writes back. */
@@ -384,15 +416,18 @@ export interface StepTrace {
  * Traces one training step, dry: `step` runs its JavaScript (forward, loss, backward, optimizer
  * update) with every kernel call recorded and none run, and returns the tensors a run must
  * produce (the loss, the logits). `inputs` are the batch and labels; `state` the model's
- * parameters and buffers, `extraState` the optimizer's arrays.
+ * parameters and buffers, `extraState` the optimizer's arrays. `pool` keeps the chunks the
+ * trace carves its arrays from for the next trace: nothing ever writes them, and a step keeps
+ * no carved array past its trace (the values a run produces come back in new arrays).
  */
 export function traceStep(
   step: () => Tensor[],
   inputs: Data[],
   state: Tensor[],
   extraState: Float32Array[],
+  pool: Float32Array[],
 ): StepTrace {
-  const { out, rec, locate } = record(step, inputs, state, extraState, { dry: true, training: true });
+  const { out, rec, locate } = record(step, inputs, state, extraState, { dry: true, training: true, pool });
   if (!Array.isArray(out) || !out.every(isTensor)) throw new Untraceable('the step did not return tensors');
   const outputs = out.map((t) => locate(t.data, 'an output'));
   const args = rec.steps.map((s) => JSON.stringify(s.args));
@@ -405,7 +440,8 @@ export function traceStep(
     shape,
     outputs,
   ]);
-  return { structure, args, spec: specOf(rec, inputs, outputs), state: rec.usedState as Float32Array[], outputs: out };
+  const spec = () => specOf(rec, inputs, outputs);
+  return { structure, args, spec, state: rec.usedState as Float32Array[], outputs: out };
 }
 
 function isOperandJson(a: unknown): boolean {

@@ -31,6 +31,8 @@ export function isPlannable(o: object): o is PlannableOptimizer {
 /** Compiled steps kept per model (a last, shorter batch has its own). */
 const KEEP = 4;
 const compiled = new WeakMap<object, Map<string, { plan: CompiledPlan; args: string[] }>>();
+/** Per model, the chunks its step traces carve arrays from (trace.ts carver). */
+const pools = new WeakMap<object, Float32Array[]>();
 
 /** Models with a compiled step running, and when it settles (see stepInFlight). */
 const inFlight = new WeakMap<object, Promise<unknown>>();
@@ -82,12 +84,14 @@ export async function runStep(
   const plans = compiled.get(model) ?? new Map<string, { plan: CompiledPlan; args: string[] }>();
   compiled.set(model, plans);
   try {
-    traced = traceStep(step, inputs, [...model.stateDict().values()], optimizer.stateArrays());
+    const pool = pools.get(model) ?? [];
+    pools.set(model, pool);
+    traced = traceStep(step, inputs, [...model.stateDict().values()], optimizer.stateArrays(), pool);
     entry = plans.get(traced.structure);
     if (entry) {
       plans.delete(traced.structure); // most recently used last
     } else {
-      entry = { plan: new addon.CompiledPlan(traced.spec), args: traced.args };
+      entry = { plan: new addon.CompiledPlan(traced.spec()), args: traced.args };
       if (plans.size >= KEEP) {
         const oldest = plans.keys().next().value as string;
         plans.get(oldest)?.plan.releaseArena();
