@@ -6,7 +6,6 @@
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { noGrad } from '../autograd.js';
 import { compile, notePlanInfo, type PlanInfo, run as runPlan } from '../plan/index.js';
-import { stepInFlight } from '../plan/train.js';
 import { allocate, pin, Tensor, uninitialized, unpin, writableData } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
@@ -306,14 +305,8 @@ export abstract class Module {
   inferenceSession(opts: { plan?: boolean } = {}): InferenceSession {
     const state = [...this.stateDict().values()];
     const modules = this.namedModules().map(([, m]) => m);
-    const arrays = new Map<Tensor, Float32Array>();
-    const take = () => {
-      for (const t of state) arrays.set(t, t.data);
-      pin(arrays.values());
-    };
-    // A compiled training step writing the weights right now: the session sees them after it.
-    const busy = stepInFlight(this);
-    const ready = busy ? busy.then(take) : take();
+    const arrays = new Map(state.map((t) => [t, t.data] as const));
+    pin(arrays.values());
     // FERROCONV_PLANS=0 turns plans off for the process (debugging: everything runs eagerly).
     const off = opts.plan === false ? 'plan: false' : process.env.FERROCONV_PLANS === '0' ? 'FERROCONV_PLANS=0' : null;
     let info: PlanInfo = off ? { planned: false, reason: off } : { planned: true };
@@ -321,7 +314,6 @@ export abstract class Module {
     return {
       forward: async (x: Tensor): Promise<Tensor> => {
         if (!open) throw new Error('inferenceSession: forward after close()');
-        await ready;
         const forward = () => this.forwardIsolated(arrays, [x]);
         const compiled = off ? null : compile(this, modules, forward, x, state);
         if (compiled && typeof compiled !== 'string') {
@@ -336,8 +328,7 @@ export abstract class Module {
       close: () => {
         if (!open) return;
         open = false;
-        if (ready) void ready.then(() => unpin(arrays.values()));
-        else unpin(arrays.values());
+        unpin(arrays.values());
         notePlanInfo(this, info);
       },
     };

@@ -222,7 +222,20 @@ export abstract class Optimizer<O extends GroupOptions = GroupOptions> {
     };
   }
 
-  /** Every state buffer (moments, accumulators): what a compiled training step updates in place. */
+  /**
+   * Puts each buffer that is a key of `replacements` by its value (a compiled training step's
+   * updated moments, src/plan/train.ts); other buffers stay.
+   */
+  replaceArrays(replacements: Map<Float32Array, Float32Array>): void {
+    for (const st of this.state.values()) {
+      for (const [name, b] of Object.entries(st.buffers)) {
+        const next = replacements.get(b);
+        if (next) st.buffers[name] = next;
+      }
+    }
+  }
+
+  /** Every state buffer (moments, accumulators): what a compiled training step updates. */
   stateArrays(): Float32Array[] {
     const out: Float32Array[] = [];
     for (const st of this.state.values()) out.push(...Object.values(st.buffers));

@@ -6,6 +6,12 @@
 // are kept per model by the trace's structure (operands and lengths), and a run replaces the
 // steps whose scalar arguments changed since the plan was compiled (a seed, a step count).
 //
+// A run never writes the arrays JavaScript sees: the updated parameters, moments and statistics
+// go to new arrays (each first a copy, made off the thread), which replace the old ones when the
+// step is done. So whatever reads the model during a step (a predict, a save, a timer) sees the
+// weights before it, whole; and an array JavaScript replaced meanwhile (a loadStateDict during
+// the step) is kept, not overwritten by the step's result.
+//
 // A trace that fails part-way (an op with no plan step, an array made in JavaScript) has run
 // some of the step's JavaScript: what it did is put back (the random generator, batch norm's
 // counters, the optimizer's bookkeeping, the gradients) and the step runs eagerly.
@@ -21,11 +27,16 @@ type CompiledPlan = InstanceType<Native['CompiledPlan']>;
 export interface PlannableOptimizer {
   stateArrays(): Float32Array[];
   snapshotState(): () => void;
+  replaceArrays(replacements: Map<Float32Array, Float32Array>): void;
 }
 
 export function isPlannable(o: object): o is PlannableOptimizer {
   const x = o as Partial<PlannableOptimizer>;
-  return typeof x.stateArrays === 'function' && typeof x.snapshotState === 'function';
+  return (
+    typeof x.stateArrays === 'function' &&
+    typeof x.snapshotState === 'function' &&
+    typeof x.replaceArrays === 'function'
+  );
 }
 
 /** Compiled steps kept per model (a last, shorter batch has its own). */
@@ -33,17 +44,6 @@ const KEEP = 4;
 const compiled = new WeakMap<object, Map<string, { plan: CompiledPlan; args: string[] }>>();
 /** Per model, the chunks its step traces carve arrays from (trace.ts carver). */
 const pools = new WeakMap<object, Float32Array[]>();
-
-/** Models with a compiled step running, and when it settles (see stepInFlight). */
-const inFlight = new WeakMap<object, Promise<unknown>>();
-
-/**
- * Settles when the compiled training step running on `model` (if any) is done. Inference
- * sessions wait for it before they take their view of the weights, which that step is writing.
- */
-export function stepInFlight(model: object): Promise<unknown> | undefined {
-  return inFlight.get(model);
-}
 
 /** The step's JavaScript-side effects a failed trace puts back. */
 function snapshot(model: Module, restoreOptimizer: () => void): () => void {
@@ -111,24 +111,29 @@ export async function runStep(
     if (a !== entry.args[i]) changed.push(`[${i},${a}]`);
   });
   const outputs = traced.outputs.map((t) => uninitialized(t.size, 'fit'));
+  const written = entry.plan.writtenState.map((k) => traced.state[k]);
+  const updated = written.map((a) => uninitialized(a.length, 'fit'));
   // Labels travel as the bytes of an Int32Array, seen as floats.
   const views = inputs.map((x) => (x instanceof Float32Array ? x : new Float32Array(x.buffer, x.byteOffset, x.length)));
   pin(traced.state);
-  const run = entry.plan.run(views, traced.state, outputs, changed.length ? `[${changed.join(',')}]` : null);
-  inFlight.set(
-    model,
-    run.catch(() => undefined),
-  );
   try {
-    await run;
+    await entry.plan.run(views, traced.state, outputs, changed.length ? `[${changed.join(',')}]` : null, updated);
   } catch (e) {
     // Stopped before its update (the loss was not finite, say): as eagerly, the forward's
-    // effects stay and the optimizer's bookkeeping does not.
+    // effects on the JavaScript side stay and the optimizer's bookkeeping does not.
     restoreOptimizer();
     throw e;
   } finally {
-    inFlight.delete(model);
     unpin(traced.state);
   }
+  // The new arrays replace the old where nothing else replaced them meanwhile.
+  const owners = new Map([...model.stateDict().values()].map((t) => [t.data, t] as const));
+  const replacements = new Map<Float32Array, Float32Array>();
+  written.forEach((old, j) => {
+    const t = owners.get(old);
+    if (t) (t as { data: Float32Array }).data = updated[j];
+    else replacements.set(old, updated[j]);
+  });
+  if (replacements.size) optimizer.replaceArrays(replacements);
   return traced.outputs.map((t, k) => new Tensor(outputs[k], t.shape));
 }

@@ -220,6 +220,11 @@ impl Plan {
         self.outputs.iter().map(|o| o.len).collect()
     }
 
+    /// Number of state arrays a run passes.
+    pub fn state_count(&self) -> usize {
+        self.state_lens.len()
+    }
+
     /// Whether some step writes state array `k`.
     pub fn writes_state(&self, k: usize) -> bool {
         self.state_written.get(k).copied().unwrap_or(false)

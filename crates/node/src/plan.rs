@@ -741,6 +741,16 @@ impl CompiledPlan {
         self.shared.plan.steps() as u32
     }
 
+    /// Indices of the state arrays the plan updates (a training step's), increasing: `run`
+    /// takes one `updated` array for each.
+    #[napi(getter, js_name = "writtenState")]
+    pub fn written_state(&self) -> Vec<u32> {
+        self.written_indices()
+            .into_iter()
+            .map(|k| k as u32)
+            .collect()
+    }
+
     /// Floats of each output a run writes.
     #[napi(getter)]
     pub fn output_lens(&self) -> Vec<f64> {
@@ -754,12 +764,15 @@ impl CompiledPlan {
 
     /// Runs the plan on `inputs` with the model's current `state` arrays (in the order of the
     /// trace) and writes the results into `outputs`, on the kernel pool off the JavaScript
-    /// thread. The state arrays the plan writes (a training step's parameters, moments and
-    /// running statistics) are updated in place; they must share no memory with any other array
-    /// of the run. `replaced`, when given, is JSON `[[step, args], ...]`: those steps run this
-    /// time with other arguments (a new dropout seed, the optimizer's step count), which must
-    /// name the same operands. No array may be touched until the promise settles (the
-    /// TypeScript side copies a state array on write while a run holds it).
+    /// thread. A plan that updates state (a training step: parameters, moments, running
+    /// statistics) leaves `state` as it was and writes the updated arrays into `updated`, one
+    /// per written state array in increasing order (`writtenState`): each is first a copy of
+    /// its state array, then updated in place, so JavaScript reading the old arrays meanwhile
+    /// sees whole, unchanged weights. `replaced`, when given, is JSON `[[step, args], ...]`:
+    /// those steps run this time with other arguments (a new dropout seed, the optimizer's step
+    /// count), which must name the same operands. The output and updated arrays must share
+    /// memory with no other array; none of the arrays may be written until the promise settles
+    /// (the TypeScript side copies a state array on write while a run holds it).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn run<'env>(
         &self,
@@ -768,6 +781,7 @@ impl CompiledPlan {
         state: Vec<Float32Array>,
         outputs: Vec<Float32Array>,
         replaced: Option<String>,
+        updated: Option<Vec<Float32Array>>,
     ) -> napi::Result<Object<'env>> {
         let plan = &self.shared.plan;
         plan.check_args(
@@ -776,7 +790,25 @@ impl CompiledPlan {
             outputs.iter().map(|s| s.len()),
         )
         .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
-        check_run_memory(plan, &inputs, &state, &outputs)?;
+        let updated = updated.unwrap_or_default();
+        let written = self.written_indices();
+        if updated.len() != written.len() {
+            return Err(invalid(format!(
+                "CompiledPlan.run: updated: expected {} arrays (one per written state array), got {}",
+                written.len(),
+                updated.len()
+            )));
+        }
+        for (j, &k) in written.iter().enumerate() {
+            if updated[j].len() != state[k].len() {
+                return Err(invalid(format!(
+                    "CompiledPlan.run: updated[{j}]: expected {} elements (state[{k}]), got {}",
+                    state[k].len(),
+                    updated[j].len()
+                )));
+            }
+        }
+        check_run_memory(&inputs, &state, &outputs, &updated)?;
         let replaced = match replaced {
             Some(json) => self.replacements(&json)?,
             None => Vec::new(),
@@ -787,6 +819,8 @@ impl CompiledPlan {
             state,
             outputs,
             replaced,
+            updated,
+            written,
         };
         let pool = crate::runtime::pool()?;
         let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
@@ -807,6 +841,14 @@ impl CompiledPlan {
 }
 
 impl CompiledPlan {
+    /// Indices of the state arrays some step writes, increasing.
+    fn written_indices(&self) -> Vec<usize> {
+        let plan = &self.shared.plan;
+        (0..plan.state_count())
+            .filter(|&k| plan.writes_state(k))
+            .collect()
+    }
+
     /// The steps `json` replaces for one run, rebuilt and checked to read and write exactly
     /// what the compiled steps do, in step order.
     fn replacements(&self, json: &str) -> napi::Result<Vec<(usize, StepFn)>> {
@@ -842,28 +884,29 @@ impl CompiledPlan {
     }
 }
 
-/// Fails unless every array a run writes (the outputs, the state arrays the plan updates) shares
-/// no memory with any other array of the run. Arrays only read may overlap each other.
+/// Fails unless every array a run writes (the outputs, the updated state) shares no memory with
+/// any other array of the run. Arrays only read may overlap each other.
 fn check_run_memory(
-    plan: &Plan,
     inputs: &[Float32Array],
     state: &[Float32Array],
     outputs: &[Float32Array],
+    updated: &[Float32Array],
 ) -> napi::Result<()> {
     // (start, end, written, what, index), sorted by start; one sweep finds any overlap that
     // involves a written array.
     let mut spans: Vec<(usize, usize, bool, &str, usize)> = Vec::new();
-    let mut add = |arrays: &[Float32Array], what: &'static str, written: &dyn Fn(usize) -> bool| {
+    let mut add = |arrays: &[Float32Array], what: &'static str, written: bool| {
         for (k, a) in arrays.iter().enumerate() {
             let r = a.as_ptr_range();
             if r.start < r.end {
-                spans.push((r.start as usize, r.end as usize, written(k), what, k));
+                spans.push((r.start as usize, r.end as usize, written, what, k));
             }
         }
     };
-    add(inputs, "inputs", &|_| false);
-    add(state, "state", &|k| plan.writes_state(k));
-    add(outputs, "outputs", &|_| true);
+    add(inputs, "inputs", false);
+    add(state, "state", false);
+    add(outputs, "outputs", true);
+    add(updated, "updated", true);
     spans.sort_unstable_by_key(|s| s.0);
     let (mut end_any, mut end_written) =
         (None::<(usize, &str, usize)>, None::<(usize, &str, usize)>);
@@ -894,6 +937,9 @@ struct PlanRun {
     state: Vec<Float32Array>,
     outputs: Vec<Float32Array>,
     replaced: Vec<(usize, StepFn)>,
+    /// Where the written state arrays' new values go, one per index of `written`.
+    updated: Vec<Float32Array>,
+    written: Vec<usize>,
 }
 
 impl PlanRun {
@@ -905,21 +951,27 @@ impl PlanRun {
             _ => plan.new_arena(),
         };
         let inputs: Vec<&[f32]> = self.inputs.iter().map(|s| &s[..]).collect();
-        // SAFETY: the arrays written (outputs, the state the plan updates) share no memory with
-        // any other array of the run (checked in `run`), and the TypeScript side neither reads
-        // nor writes any of them until the promise settles; the napi references keep them alive.
-        let mut state: Vec<StateArray> = self
-            .state
+        // SAFETY: the arrays written (outputs, updated) share no memory with any other array of
+        // the run (checked in `run`), and the TypeScript side neither reads nor writes any of
+        // them until the promise settles; the napi references keep them alive.
+        let mut updated: Vec<Option<&mut [f32]>> = self
+            .updated
             .iter_mut()
-            .enumerate()
-            .map(|(k, s)| {
-                if plan.writes_state(k) {
-                    StateArray::Write(unsafe { s.as_mut() })
-                } else {
-                    StateArray::Read(&s[..])
-                }
-            })
+            .map(|u| Some(unsafe { u.as_mut() }))
             .collect();
+        let mut state: Vec<StateArray> = Vec::with_capacity(self.state.len());
+        for (k, s) in self.state.iter().enumerate() {
+            match self.written.binary_search(&k) {
+                Ok(j) => {
+                    let Some(u) = updated[j].take() else {
+                        unreachable!("each updated array is taken once");
+                    };
+                    elementwise::copy(s, u).map_err(|e| invalid(e.0))?;
+                    state.push(StateArray::Write(u));
+                }
+                Err(_) => state.push(StateArray::Read(&s[..])),
+            }
+        }
         let mut outputs: Vec<&mut [f32]> = self
             .outputs
             .iter_mut()
