@@ -4,7 +4,9 @@
 // prints one JSON line: seconds per step (median), setup time and its peak RSS.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { crossEntropy, models, noGrad, optim, planInfo, randn, setNumThreads } from '../../src/index.js';
+import { crossEntropy, models, noGrad, optim, planInfo, randn, setNumThreads, type Tensor } from '../../src/index.js';
+import { assertFinite } from '../../src/ops/elementwise.js';
+import { runStep } from '../../src/plan/train.js';
 import { buildZooModel, ZOO, type ZooName } from './shapes.js';
 import { BENCH_DIR, findOrt, lastJson, ortSessionOptions, runChild, runTorch, threadEnv } from './peers.js';
 import { timeIt, type Stat, type Timing } from './timing.js';
@@ -23,7 +25,10 @@ export interface RowSpec {
   onnx?: string;
   /** Let ORT's threads spin-wait (see peers.ts setSpinning). */
   spin: boolean;
-  /** ferroconv inference: 'eager' (forward on the JavaScript thread) or 'plan' (predict()). */
+  /**
+   * ferroconv: 'eager' (on the JavaScript thread) or 'plan' (inference: predict(); training:
+   * fit()'s compiled step).
+   */
   mode?: 'eager' | 'plan';
 }
 
@@ -151,6 +156,26 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
   const opt = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
   const targets = Int32Array.from({ length: spec.batch }, (_, i) => (i * 7) % 10);
   const setupSeconds = (performance.now() - t0) / 1000;
+  if (spec.mode === 'plan') {
+    // What fit() runs per step: the step traced and run as a compiled plan off the thread.
+    const trainStep = (): Tensor[] => {
+      const y = model.call(x);
+      const l = crossEntropy(y, targets);
+      assertFinite(l, 'the loss');
+      opt.zeroGrad();
+      l.backward();
+      opt.step();
+      return [l, y];
+    };
+    let planned: boolean | string = true;
+    const once = async () => {
+      const r = await runStep(model, opt, trainStep, [x.data, targets]);
+      if (typeof r === 'string') planned = r;
+    };
+    const firstStallMs = await stallOf(once);
+    const { step, maxStallMs } = await timeWatched(once, spec.timing);
+    return { step, setupSeconds, maxRssKb: peakRssKb(), maxStallMs, firstStallMs, planned };
+  }
   const { step, maxStallMs } = await timeWatched(() => {
     opt.zeroGrad();
     const loss = crossEntropy(model.forward(x), targets);
