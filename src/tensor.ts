@@ -178,6 +178,11 @@ export function pin(arrays: Iterable<Float32Array>): void {
   for (const a of arrays) pinned.set(a, (pinned.get(a) ?? 0) + 1);
 }
 
+/** Whether a run (a predict, a training step) is holding `a`. */
+export function isPinned(a: Float32Array): boolean {
+  return pinned.has(a);
+}
+
 export function unpin(arrays: Iterable<Float32Array>): void {
   for (const a of arrays) {
     const n = (pinned.get(a) ?? 1) - 1;

@@ -18,7 +18,7 @@
 import type { Module } from '../nn/module.js';
 import { addon, type Native } from '../native.js';
 import { globalRng } from '../random.js';
-import { pin, Tensor, unpin, uninitialized } from '../tensor.js';
+import { isPinned, pin, Tensor, unpin, uninitialized } from '../tensor.js';
 import { traceStep, Untraceable } from './trace.js';
 
 type CompiledPlan = InstanceType<Native['CompiledPlan']>;
@@ -44,6 +44,22 @@ const KEEP = 4;
 const compiled = new WeakMap<object, Map<string, { plan: CompiledPlan; args: string[] }>>();
 /** Per model, the chunks its step traces carve arrays from (trace.ts carver). */
 const pools = new WeakMap<object, Float32Array[]>();
+/**
+ * Per model, the arrays the last step replaced, by length: the next step writes into them
+ * rather than allocating its ~100 MB (for ResNet-18) anew, which cost milliseconds on the
+ * JavaScript thread and a garbage collection every few steps. An array a run is still holding
+ * (a predict's) is never reused.
+ */
+const spares = new WeakMap<object, Map<number, Float32Array[]>>();
+
+function spareOf(model: object, n: number): Float32Array {
+  const list = spares.get(model)?.get(n);
+  while (list?.length) {
+    const a = list.pop()!;
+    if (!isPinned(a)) return a;
+  }
+  return uninitialized(n, 'fit');
+}
 
 /** The step's JavaScript-side effects a failed trace puts back. */
 function snapshot(model: Module, restoreOptimizer: () => void): () => void {
@@ -112,7 +128,7 @@ export async function runStep(
   });
   const outputs = traced.outputs.map((t) => uninitialized(t.size, 'fit'));
   const written = entry.plan.writtenState.map((k) => traced.state[k]);
-  const updated = written.map((a) => uninitialized(a.length, 'fit'));
+  const updated = written.map((a) => spareOf(model, a.length));
   // Labels travel as the bytes of an Int32Array, seen as floats.
   const views = inputs.map((x) => (x instanceof Float32Array ? x : new Float32Array(x.buffer, x.byteOffset, x.length)));
   pin(traced.state);
@@ -127,7 +143,8 @@ export async function runStep(
     unpin(traced.state);
   }
   // The new arrays replace the old where nothing else replaced them meanwhile.
-  const owners = new Map([...model.stateDict().values()].map((t) => [t.data, t] as const));
+  const tensors = [...model.stateDict().values()];
+  const owners = new Map(tensors.map((t) => [t.data, t] as const));
   const replacements = new Map<Float32Array, Float32Array>();
   written.forEach((old, j) => {
     const t = owners.get(old);
@@ -135,5 +152,17 @@ export async function runStep(
     else replacements.set(old, updated[j]);
   });
   if (replacements.size) optimizer.replaceArrays(replacements);
+  // The old arrays become the next step's targets, unless something still holds one.
+  const live = new Set(tensors.map((t) => t.data));
+  for (const a of optimizer.stateArrays()) live.add(a);
+  const byLen = spares.get(model) ?? new Map<number, Float32Array[]>();
+  spares.set(model, byLen);
+  for (const list of byLen.values()) list.length = 0;
+  for (const old of written) {
+    if (live.has(old)) continue;
+    const list = byLen.get(old.length) ?? [];
+    byLen.set(old.length, list);
+    list.push(old);
+  }
   return traced.outputs.map((t, k) => new Tensor(outputs[k], t.shape));
 }
