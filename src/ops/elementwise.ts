@@ -145,3 +145,11 @@ export function mean(x: Tensor): Tensor {
 export function assertFinite(x: Tensor, what: string): void {
   native.assertFinite(x.data, what);
 }
+
+/**
+ * Scales the arrays in place by maxNorm / (norm + 1e-6) when their joint L2 norm exceeds
+ * `maxNorm` (squares summed in double, in order); returns the norm. fit()'s `clipGradNorm`.
+ */
+export function clipGradNormInPlace(grads: Float32Array[], maxNorm: number): number {
+  return native.clipGradNorm(grads, maxNorm);
+}

@@ -67,6 +67,7 @@ const WRITES: Record<string, readonly number[]> = {
   fill: [0],
   copy: [1],
   assertFinite: [],
+  clipGradNorm: [0],
   sgdStep: [0, 2],
   adamStep: [0, 2, 3, 4],
   rmspropStep: [0, 2, 3, 4],

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../autograd.js';
 import type { Module } from '../nn/module.js';
-import { assertFinite } from '../ops/elementwise.js';
+import { assertFinite, clipGradNormInPlace } from '../ops/elementwise.js';
 import { crossEntropy } from '../ops/loss.js';
 import { isPlannable, runStep } from '../plan/train.js';
 import { globalRng } from '../random.js';
@@ -102,14 +102,10 @@ export interface FitResult {
 
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** Clips the gradients' joint L2 norm to `maxNorm` in place (natively, so a planned step can too). */
 function clipNorm(params: Tensor[], maxNorm: number): void {
-  let sq = 0;
-  for (const p of params) if (p.grad) for (const g of p.grad.data) sq += g * g;
-  const norm = Math.sqrt(sq);
-  if (norm > maxNorm) {
-    const s = maxNorm / (norm + 1e-6);
-    for (const p of params) if (p.grad) for (let i = 0; i < p.grad.size; i++) p.grad.data[i] *= s;
-  }
+  const grads = params.flatMap((p) => (p.grad ? [p.grad.data] : []));
+  if (grads.length) clipGradNormInPlace(grads, maxNorm);
 }
 
 export interface EvalResult {
@@ -262,11 +258,9 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       ? 'plan: false'
       : process.env.FERROCONV_PLANS === '0'
         ? 'FERROCONV_PLANS=0'
-        : opts.clipGradNorm !== undefined
-          ? 'clipGradNorm runs in JavaScript'
-          : !isPlannable(opts.optimizer)
-            ? 'the optimizer is not one of ferroconv.optim'
-            : undefined;
+        : !isPlannable(opts.optimizer)
+          ? 'the optimizer is not one of ferroconv.optim'
+          : undefined;
   let plannedSteps = 0;
   const optimizer = opts.optimizer;
   await emit('onTrainBegin', {});
@@ -299,6 +293,7 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
           assertFinite(l, 'the loss');
           optimizer.zeroGrad();
           l.backward();
+          if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
           optimizer.step();
           return [l, y];
         };

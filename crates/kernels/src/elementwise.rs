@@ -720,3 +720,27 @@ pub fn check_finite(input: &[f32], what: &str) -> Result<()> {
         ))),
     }
 }
+
+/// Scales every gradient in place by `max_norm / (norm + 1e-6)` when their joint L2 norm exceeds
+/// `max_norm`, and returns the norm: fit()'s `clipGradNorm`. The squares are summed in f64 in
+/// order (gradient by gradient, element by element) and each product is rounded once, so a
+/// compiled training step clips exactly as the eager one does.
+pub fn clip_grad_norm(grads: &mut [&mut [f32]], max_norm: f64) -> f64 {
+    let mut sq = 0.0f64;
+    for g in grads.iter() {
+        for &v in g.iter() {
+            let v = v as f64;
+            sq += v * v;
+        }
+    }
+    let norm = sq.sqrt();
+    if norm > max_norm {
+        let s = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut() {
+            for v in g.iter_mut() {
+                *v = (*v as f64 * s) as f32;
+            }
+        }
+    }
+    norm
+}

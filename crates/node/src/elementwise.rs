@@ -249,3 +249,22 @@ pub fn copy(input: Float32Array, mut output: Float32Array) -> napi::Result<()> {
 pub fn assert_finite(input: Float32Array, what: String) -> napi::Result<()> {
     elementwise::check_finite(&input, &what).map_err(kernel_err)
 }
+
+/// Clips the gradients' joint L2 norm to `maxNorm` in place (fit's `clipGradNorm`); returns the
+/// norm before clipping. The arrays must not share memory.
+#[napi(catch_unwind, js_name = "clipGradNorm")]
+pub fn clip_grad_norm(mut grads: Vec<Float32Array>, max_norm: f64) -> napi::Result<f64> {
+    let names: Vec<String> = (0..grads.len()).map(|k| format!("grads[{k}]")).collect();
+    for k in 1..grads.len() {
+        let earlier: Vec<(&str, &Float32Array)> = names[..k]
+            .iter()
+            .map(|n| n.as_str())
+            .zip(&grads[..k])
+            .collect();
+        check_disjoint(&names[k], &grads[k], &earlier)?;
+    }
+    // SAFETY: the arrays are pairwise disjoint (checked above); the JavaScript thread waits on
+    // this call.
+    let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|g| unsafe { g.as_mut() }).collect();
+    Ok(elementwise::clip_grad_norm(&mut views, max_norm))
+}

@@ -569,6 +569,14 @@ fn build_step(op: &str, args: &[Value]) -> napi::Result<Step> {
             let what: String = a.parse(1)?;
             Box::new(move |r, _| elementwise::check_finite(r[x], &what))
         }
+        "clipGradNorm" => {
+            a.write_list(0)?;
+            let max_norm: f64 = a.parse(1)?;
+            Box::new(move |_, o| {
+                elementwise::clip_grad_norm(o, max_norm);
+                Ok(())
+            })
+        }
         "sgdStep" => {
             a.write(0)?;
             let g = a.read(1)?;
