@@ -240,6 +240,39 @@ fn max_pool_ties_take_the_first_and_nan_wins() {
     assert_eq!(run_max(&p, &x).1, ref_max(&p, &x).1);
 }
 
+#[test]
+fn max_pool_2x2_stride_2_path_ties_and_nans() {
+    // The 2x2 stride-2 path (MNIST network, VGG): planes of many sizes, odd ones dropping their
+    // last row and column, and a task boundary crossing planes; values with ties, NaNs and -inf.
+    let _g = lock();
+    for (n, c, h, w) in [
+        (2, 3, 14, 14),
+        (4, 16, 7, 7),
+        (1, 2, 5, 9),
+        (3, 600, 4, 4),
+        (1, 1, 2, 2),
+    ] {
+        let p = pp((n, c, h, w), (2, 2), (2, 2), (0, 0), (1, 1), false);
+        let mut x: Vec<f32> = (0..p.input_len())
+            .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+            .collect();
+        for (i, v) in x.iter_mut().enumerate() {
+            if i % 17 == 3 {
+                *v = f32::NAN;
+            } else if i % 23 == 5 {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+        let (want_y, want_i) = ref_max(&p, &x);
+        for (y, ind) in for_each_level(&_g, |_| run_max(&p, &x)) {
+            assert_eq!(ind, want_i, "{p:?}");
+            for (a, b) in y.iter().zip(&want_y) {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "{p:?}");
+            }
+        }
+    }
+}
+
 /// Odd shapes for the row-wise max-pool paths: batch 1, 1x1 planes, non-square, ceil mode,
 /// padding, rows long enough for several 8-wide groups plus a ragged tail, and enough rows
 /// that tasks cross plane boundaries.
