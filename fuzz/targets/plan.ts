@@ -24,6 +24,12 @@ const DICTIONARY = [
   '"batchNormFold"',
   '"reluInplace"',
   '"lrnForward"',
+  '"sgdStep"',
+  '"adamStep"',
+  '"batchNorm2dForwardTrain"',
+  '"crossEntropyForward"',
+  '"maxPool2dForward"',
+  '"splitChannels"',
   'null',
   '-1',
   '1e300',
@@ -47,6 +53,30 @@ const OPS = [
   'lrnForward',
   'broadcastBinary',
   'scale',
+  // A training step's.
+  'conv2dBackwardData',
+  'conv2dBackwardWeight',
+  'batchNorm2dForwardTrain',
+  'batchNorm2dBackward',
+  'maxPool2dForward',
+  'maxPool2dBackward',
+  'linearBackward',
+  'activationBackward',
+  'crossEntropyForward',
+  'crossEntropyBackward',
+  'dropoutForward',
+  'dropoutBackward',
+  'splitChannels',
+  'accumulateGrad',
+  'fill',
+  'copy',
+  'assertFinite',
+  'clipGradNorm',
+  'sgdStep',
+  'adamStep',
+  'rmspropStep',
+  'adagradStep',
+  'adadeltaStep',
 ];
 
 /** A number near `v` or at an edge: what breaks sizes, offsets and counts. */
@@ -127,10 +157,14 @@ export function createTarget(): Target {
       if (total > RUN_LIMIT || plan.arenaBytes > 4 * RUN_LIMIT) return;
       const inputs = spec.inputLens.map((n, k) => values(n, k));
       const state = spec.stateLens.map((n, k) => values(n, k + inputs.length));
+      // A training step's plan writes the updated state into arrays of its own.
+      const updated = plan.writtenState.map((k) => new Float32Array(spec.stateLens[k]));
       await plan.run(
         inputs,
         state,
         plan.outputLens.map((n) => new Float32Array(n)),
+        null,
+        updated,
       );
     },
   };
