@@ -156,7 +156,6 @@ interface Recording {
   temps: Region[];
   /** State by first use: tensors (inference) or arrays (training). */
   usedState: (Tensor | Float32Array)[];
-  outputs: Operand[];
 }
 
 interface Options {
@@ -368,7 +367,7 @@ function record(
   // A forward that caught the recorder's error still cannot be replayed.
   if (failure) throw new Untraceable(failure);
   if (steps.length === 0) throw new Untraceable('the forward made no kernel calls');
-  return { out, rec: { steps, temps, usedState, outputs: [] }, locate };
+  return { out, rec: { steps, temps, usedState }, locate };
 }
 
 function isTensor(y: unknown): y is Tensor {

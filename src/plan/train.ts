@@ -7,10 +7,12 @@
 // steps whose scalar arguments changed since the plan was compiled (a seed, a step count).
 //
 // A run never writes the arrays JavaScript sees: the updated parameters, moments and statistics
-// go to new arrays (each first a copy, made off the thread), which replace the old ones when the
-// step is done. So whatever reads the model during a step (a predict, a save, a timer) sees the
-// weights before it, whole; and an array JavaScript replaced meanwhile (a loadStateDict during
-// the step) is kept, not overwritten by the step's result.
+// go to a second set of arrays (each first a copy of its current one, made off the thread),
+// which replace the current ones when the step is done; the replaced ones are the next step's
+// second set. So whatever reads the model during a step (a predict, a save, a timer) sees the
+// weights before it, whole; an array JavaScript replaced meanwhile (a loadStateDict during the
+// step) is kept, not overwritten by the step's result. (A reference to `p.data` kept across
+// steps sees later weights, as it did when steps updated the arrays in place.)
 //
 // A trace that fails part-way (an op with no plan step, an array made in JavaScript) has run
 // some of the step's JavaScript: what it did is put back (the random generator, batch norm's
