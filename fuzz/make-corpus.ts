@@ -212,8 +212,7 @@ async function plans(): Promise<void> {
   // A training step (forward, loss, backward, clipping, SGD with momentum), traced after one
   // eager step so that it updates the momentum buffers too.
   const { traceStep } = await import('../src/plan/trace.js');
-  const { crossEntropy } = await import('../src/ops/loss.js');
-  const { assertFinite, clipGradNormInPlace } = await import('../src/ops/elementwise.js');
+  const { trainingStep } = await import('../src/train/fit.js');
   const { Dropout } = await import('../src/nn/index.js');
   const { SGD } = await import('../src/optim/index.js');
   const net = new Sequential(
@@ -228,19 +227,7 @@ async function plans(): Promise<void> {
   const opt = new SGD(net.parameters(), { lr: 0.1, momentum: 0.9 });
   const x = randn([2, 1, 4, 4]);
   const labels = Int32Array.from([0, 2]);
-  const step = (): Tensor[] => {
-    const y = net.call(x);
-    const l = crossEntropy(y, labels);
-    assertFinite(l, 'the loss');
-    opt.zeroGrad();
-    l.backward();
-    clipGradNormInPlace(
-      net.parameters().flatMap((p) => (p.grad ? [p.grad.data] : [])),
-      1,
-    );
-    opt.step();
-    return [l, y];
-  };
+  const step = trainingStep(net, opt, x, labels, { clipGradNorm: 1 });
   step();
   const t = traceStep(step, [x.data, labels], [...net.stateDict().values()], opt.stateArrays(), []);
   writeFileSync(join(dir, 'train-step-small.json'), t.spec());

@@ -215,3 +215,25 @@ export function smallConvNet(seed: number): Sequential {
     new Linear(4 * 6 * 6, 3),
   );
 }
+
+/**
+ * Watches the event loop with a 2 ms timer until stop() is called, which returns the longest
+ * gap between two turns (including the one still open) and how many turns there were.
+ */
+export function watchEventLoop(): { stop(): { worst: number; ticks: number } } {
+  let last = performance.now();
+  let worst = 0;
+  let ticks = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+    ticks++;
+  }, 2);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return { worst: Math.max(worst, performance.now() - last), ticks };
+    },
+  };
+}

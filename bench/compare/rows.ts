@@ -4,9 +4,9 @@
 // prints one JSON line: seconds per step (median), setup time and its peak RSS.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { crossEntropy, models, noGrad, optim, planInfo, randn, setNumThreads, type Tensor } from '../../src/index.js';
-import { assertFinite } from '../../src/ops/elementwise.js';
+import { crossEntropy, models, noGrad, optim, planInfo, randn, setNumThreads } from '../../src/index.js';
 import { runStep } from '../../src/plan/train.js';
+import { trainingStep } from '../../src/train/fit.js';
 import { buildZooModel, ZOO, type ZooName } from './shapes.js';
 import { BENCH_DIR, findOrt, lastJson, ortSessionOptions, runChild, runTorch, threadEnv } from './peers.js';
 import { timeIt, type Stat, type Timing } from './timing.js';
@@ -158,15 +158,7 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
   const setupSeconds = (performance.now() - t0) / 1000;
   if (spec.mode === 'plan') {
     // What fit() runs per step: the step traced and run as a compiled plan off the thread.
-    const trainStep = (): Tensor[] => {
-      const y = model.call(x);
-      const l = crossEntropy(y, targets);
-      assertFinite(l, 'the loss');
-      opt.zeroGrad();
-      l.backward();
-      opt.step();
-      return [l, y];
-    };
+    const trainStep = trainingStep(model, opt, x, targets);
     let planned: boolean | string = true;
     const once = async () => {
       const r = await runStep(model, opt, trainStep, [x.data, targets]);

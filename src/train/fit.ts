@@ -108,6 +108,32 @@ function clipNorm(params: Tensor[], maxNorm: number): void {
   if (grads.length) clipGradNormInPlace(grads, maxNorm);
 }
 
+/**
+ * One training step as fit() runs it (forward, loss, a stop on a non-finite loss, backward,
+ * optional clipping, update), returning the loss and the logits: the function a compiled step
+ * traces (src/plan/train.ts runStep). Exported for the benchmark, which times exactly this.
+ */
+export function trainingStep(
+  model: Module,
+  optimizer: OptimizerLike,
+  images: Tensor,
+  labels: Int32Array,
+  opts: { loss?: LossFn; clipGradNorm?: number } = {},
+): () => Tensor[] {
+  const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
+  const params = model.parameters();
+  return () => {
+    const y = model.call(images);
+    const l = lossFn(y, labels);
+    assertFinite(l, 'the loss');
+    optimizer.zeroGrad();
+    l.backward();
+    if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
+    optimizer.step();
+    return [l, y];
+  };
+}
+
 export interface EvalResult {
   loss: number;
   acc: number;
@@ -262,7 +288,7 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
           ? 'the optimizer is not one of ferroconv.optim'
           : undefined;
   let plannedSteps = 0;
-  const optimizer = opts.optimizer;
+  const plannable = isPlannable(opts.optimizer) ? opts.optimizer : null;
   await emit('onTrainBegin', {});
   for (let epoch = startEpoch; epoch < opts.epochs && !handle.stopTraining; epoch++) {
     const t0 = performance.now();
@@ -285,21 +311,12 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
         );
       let logits: Tensor | undefined;
       let lossValue = NaN;
-      if (planReason === undefined && isPlannable(optimizer)) {
+      if (planReason === undefined && plannable) {
         // One call into the binding for the whole step, off the JavaScript thread.
-        const step = (): Tensor[] => {
-          const y = model.call(images);
-          const l = lossFn(y, labels);
-          assertFinite(l, 'the loss');
-          optimizer.zeroGrad();
-          l.backward();
-          if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
-          optimizer.step();
-          return [l, y];
-        };
+        const step = trainingStep(model, plannable, images, labels, opts);
         let result: Tensor[] | string;
         try {
-          result = await runStep(model, optimizer, step, [images.data, labels]);
+          result = await runStep(model, plannable, step, [images.data, labels]);
         } catch (e) {
           const m = /the loss is not finite: element \d+ is (\S+)/.exec((e as Error).message);
           if (m) throw diverged(m[1] === 'inf' ? Infinity : m[1] === '-inf' ? -Infinity : NaN);
