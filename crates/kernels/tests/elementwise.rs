@@ -1,9 +1,10 @@
 //! Dropout statistics and determinism, broadcast add/mul against a general NumPy-rule reference
 //! (with finite-difference checks of the mul gradients), channel concat/split, scalar vs AVX2
-//! and 1 vs 2 threads. Tests take LOCK because they flip the process-global SIMD level.
+//! and 1 vs 2 threads; fill, copy, the finite check and gradient clipping. Tests take LOCK
+//! because they flip the process-global SIMD level.
 use ferroconv_kernels::elementwise::{
-    broadcast_binary, broadcast_binary_backward, concat_channels, dropout_backward,
-    dropout_forward, split_channels, BinaryOp, Broadcast,
+    broadcast_binary, broadcast_binary_backward, check_finite, clip_grad_norm, concat_channels,
+    copy, dropout_backward, dropout_forward, fill, split_channels, BinaryOp, Broadcast,
 };
 use ferroconv_kernels::simd::{self, SimdLevel};
 
@@ -489,4 +490,61 @@ fn concat_and_split_errors() {
         .unwrap_err()
         .0;
     assert_eq!(e, "input: expected 10 elements, got 9");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The small entries a compiled training step needs: fill, copy, the loss check, clipping
+
+#[test]
+fn fill_copy_and_the_finite_check() {
+    let mut y = vec![0.0f32; 70_000]; // more than one parallel chunk
+    fill(&mut y, 1.0 / 3.0);
+    assert!(y.iter().all(|&v| v == (1.0f64 / 3.0) as f32));
+    let x = rand_vec(70_001, 4, 1.0);
+    let mut z = vec![0.0f32; 70_001];
+    copy(&x, &mut z).unwrap();
+    assert_eq!(x, z);
+    assert!(copy(&x, &mut z[..5]).is_err());
+    assert!(check_finite(&x, "x").is_ok());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut w = x.clone();
+        w[1234] = bad;
+        let e = check_finite(&w, "the loss").unwrap_err().0;
+        assert!(
+            e.starts_with("the loss is not finite: element 1234 is"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn clip_grad_norm_scales_only_above_the_limit() {
+    let a = rand_vec(1000, 1, 1.0);
+    let b = rand_vec(37, 2, 1.0);
+    let norm = (a
+        .iter()
+        .chain(&b)
+        .map(|&v| v as f64 * v as f64)
+        .sum::<f64>())
+    .sqrt();
+    // Above the limit: every element times max / (norm + 1e-6), rounded once.
+    let (mut ca, mut cb) = (a.clone(), b.clone());
+    let max = norm / 4.0;
+    let got = clip_grad_norm(&mut [&mut ca[..], &mut cb[..]], max);
+    assert_eq!(got, norm);
+    let s = max / (norm + 1e-6);
+    for (c, v) in ca.iter().chain(&cb).zip(a.iter().chain(&b)) {
+        assert_eq!(*c, (*v as f64 * s) as f32);
+    }
+    let clipped = (ca
+        .iter()
+        .chain(&cb)
+        .map(|&v| v as f64 * v as f64)
+        .sum::<f64>())
+    .sqrt();
+    assert!((clipped - max).abs() < 1e-4 * max, "{clipped} vs {max}");
+    // At or below it: untouched.
+    let (mut ca, mut cb) = (a.clone(), b.clone());
+    clip_grad_norm(&mut [&mut ca[..], &mut cb[..]], norm);
+    assert_eq!((ca, cb), (a, b));
 }
