@@ -385,7 +385,7 @@ fn forward_shifted(
     let finish = !epilogue.is_identity();
     let packed: Vec<PackedA> = weight
         .chunks_exact(cog * kg)
-        .map(|w| PackedA::new(false, cog, kg, w, kg, false))
+        .map(|w| PackedA::new(false, cog, kg, w, kg, true))
         .collect();
     let tasks = p.batch * p.groups * blocks;
     let out = SharedMut(output.as_mut_ptr());
@@ -469,7 +469,7 @@ pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
     let finish = !epilogue.is_identity();
     let packed: Vec<PackedA> = weight
         .chunks_exact(g.cog * g.kg)
-        .map(|w| PackedA::new(false, g.cog, g.kg, w, g.kg, false))
+        .map(|w| PackedA::new(false, g.cog, g.kg, w, g.kg, true))
         .collect();
     let tasks = g.item_groups * p.groups * g.blocks;
     let out = SharedMut(output.as_mut_ptr());
@@ -558,7 +558,7 @@ pub fn backward_data(b: BackwardData<'_>) {
     // W_g^T (kg x cog), packed once and shared by every item and block.
     let packed: Vec<PackedA> = weight
         .chunks_exact(g.cog * g.kg)
-        .map(|w| PackedA::new(true, g.kg, g.cog, w, g.kg, false))
+        .map(|w| PackedA::new(true, g.kg, g.cog, w, g.kg, true))
         .collect();
     let item_len = g.cig * g.in_plane;
     // Task t covers group t % groups of item group t / groups and owns its slice of dx.

@@ -1,0 +1,105 @@
+//! ResNet-50's convolutions at batch 1 (inference), one row per distinct shape with its count in
+//! the network, forward with a ReLU epilogue and algo `auto`: where a batch-1 forward's conv time
+//! goes and how close each shape gets to the FMA peak.
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch]`.
+use ferroconv_kernels::conv::{conv2d_forward_fused, Conv2dParams, ConvAlgo, Epilogue};
+use std::time::Instant;
+
+/// (count, in channels, out channels, kernel, stride, input size) of ResNet-50's convs.
+const RESNET50: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 3, 64, 7, 2, 224),
+    (1, 64, 64, 1, 1, 56),
+    (3, 64, 64, 3, 1, 56),
+    (4, 64, 256, 1, 1, 56),
+    (2, 256, 64, 1, 1, 56),
+    (1, 256, 128, 1, 1, 56),
+    (1, 128, 128, 3, 2, 56),
+    (4, 128, 512, 1, 1, 28),
+    (1, 256, 512, 1, 2, 56),
+    (3, 512, 128, 1, 1, 28),
+    (3, 128, 128, 3, 1, 28),
+    (1, 512, 256, 1, 1, 28),
+    (1, 256, 256, 3, 2, 28),
+    (6, 256, 1024, 1, 1, 14),
+    (1, 512, 1024, 1, 2, 28),
+    (5, 1024, 256, 1, 1, 14),
+    (5, 256, 256, 3, 1, 14),
+    (1, 1024, 512, 1, 1, 14),
+    (1, 512, 512, 3, 2, 14),
+    (3, 512, 2048, 1, 1, 7),
+    (1, 1024, 2048, 1, 2, 14),
+    (2, 2048, 512, 1, 1, 7),
+    (2, 512, 512, 3, 1, 7),
+];
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+        .collect()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    pool.install(|| {
+        let (mut total_ms, mut total_gflop) = (0.0, 0.0);
+        println!("threads {threads}, batch {batch}");
+        println!(
+            "{:>5} {:>22} {:>9} {:>9} {:>8}",
+            "count", "shape", "ms", "GFLOP/s", "total ms"
+        );
+        for &(count, c, oc, k, s, hw) in RESNET50 {
+            let pad = k / 2;
+            let p = Conv2dParams::from_shapes(
+                [batch, c, hw, hw],
+                [oc, c, k, k],
+                [s, s],
+                [pad; 4],
+                [1, 1],
+                1,
+            )
+            .expect("layer");
+            let (oh, ow) = p.validate().expect("shape");
+            let x = fill(p.input_len(), 1);
+            let w = fill(p.weight_len(), 2);
+            let shift = fill(oc, 3);
+            let mut y = vec![0f32; p.output_len((oh, ow))];
+            let ep = Epilogue {
+                shift: Some(&shift),
+                relu: true,
+                ..Epilogue::default()
+            };
+            let mut run =
+                || conv2d_forward_fused(&p, &x, &w, &ep, &mut y, ConvAlgo::Auto).expect("conv");
+            run();
+            let mut best = f64::INFINITY;
+            let start = Instant::now();
+            let mut n = 0;
+            while n < 5 || (n < 300 && start.elapsed().as_secs_f64() < 0.3) {
+                let t = Instant::now();
+                run();
+                best = best.min(t.elapsed().as_secs_f64());
+                n += 1;
+            }
+            let gflop = p.flops() / 1e9;
+            let ms = best * 1e3;
+            total_ms += ms * count as f64;
+            total_gflop += gflop * count as f64;
+            let name = format!("{k}x{k}/s{s} {c}->{oc} @{hw}");
+            println!(
+                "{count:>5} {name:>22} {ms:>9.3} {:>9.1} {:>8.2}",
+                gflop / best,
+                ms * count as f64
+            );
+        }
+        println!(
+            "total {total_ms:.2} ms, {:.1} GFLOP/s over {total_gflop:.2} GFLOP",
+            total_gflop / total_ms * 1e3
+        );
+    });
+}
