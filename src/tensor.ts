@@ -203,7 +203,32 @@ export function writableData(t: Tensor): Float32Array {
     (t as { data: Float32Array }).data = t.data.slice();
     persistentHook?.(t.data);
   }
+  contentChanged(t.data);
   return t.data;
+}
+
+/** Tokens naming the current contents of arrays (see contentToken). */
+const tokens = new WeakMap<Float32Array, number>();
+let nextToken = 1;
+
+/**
+ * A number that names `a`'s current contents: the same number until ferroconv writes the array
+ * (writableData, or a training plan writing its updated arrays), never reused for other
+ * contents. Inference plans pass the tokens of the weights with each run and reuse the weights
+ * they prepared (packed for the GEMM) while the tokens stay the same.
+ */
+export function contentToken(a: Float32Array): number {
+  let t = tokens.get(a);
+  if (t === undefined) {
+    t = nextToken++;
+    tokens.set(a, t);
+  }
+  return t;
+}
+
+/** Marks `a`'s contents as changed: its next contentToken is a new number. */
+export function contentChanged(a: Float32Array): void {
+  tokens.delete(a);
 }
 
 /** While a training step is traced (src/plan/trace.ts): told of each array made to outlive it. */

@@ -25,11 +25,13 @@ import {
   TensorDataset,
   crossEntropy,
   evaluate,
+  fit,
   manualSeed,
   models,
   noGrad,
   planInfo,
   randn,
+  ReLU,
   setInferenceFusion,
   softmax,
   scale,
@@ -269,6 +271,67 @@ describe('each predict sees the model as it was when it was called', () => {
     model.loadStateDict(other.stateDict());
     expectClose((await pending2).data, after, 1e-6, 0, 'predict across loadStateDict');
     expectClose((await model.predict(x)).data, await eager(other, x), 1e-6, 0, 'after loadStateDict');
+  });
+
+  it('prepared conv weights are kept between predicts and follow every change of the weights', async () => {
+    manualSeed(12);
+    const model = new Sequential(
+      new Conv2d(8, 16, 3, { padding: 1 }),
+      new ReLU(),
+      new Conv2d(16, 32, 1),
+      new ReLU(),
+      new Conv2d(32, 16, 3, { padding: 1, stride: 2 }),
+      new Flatten(),
+      new Linear(16 * 5 * 5, 4),
+    );
+    const x = input([3, 8, 10, 10], 13);
+    const check = async (what: string) => {
+      const y = await model.predict(x);
+      expect(planInfo(model)?.planned).toBe(true);
+      expect(planInfo(model)?.preparedBytes, what).toBeGreaterThan(0);
+      expectClose(y.data, await eager(model, x), 1e-5, 1e-6, what);
+      return y.data;
+    };
+    const first = await check('first predict');
+    expectClose(await check('second predict'), first, 0, 0, 'the kept weights');
+    // ferroconv's own writes: an optimizer step and loadStateDict.
+    const opt = new SGD(model.parameters(), { lr: 0.1 });
+    crossEntropy(model.forward(x), Int32Array.from([0, 1, 2])).backward();
+    opt.step();
+    const stepped = await check('after an optimizer step');
+    expect(stepped.some((v, i) => v !== first[i])).toBe(true);
+    manualSeed(14);
+    const twin = new Sequential(
+      new Conv2d(8, 16, 3, { padding: 1 }),
+      new ReLU(),
+      new Conv2d(16, 32, 1),
+      new ReLU(),
+      new Conv2d(32, 16, 3, { padding: 1, stride: 2 }),
+      new Flatten(),
+      new Linear(16 * 5 * 5, 4),
+    );
+    model.loadStateDict(twin.stateDict());
+    await check('after loadStateDict');
+    // Training plans write the weights into arrays of their own, which then come back.
+    const loader = {
+      length: 2,
+      async *[Symbol.asyncIterator]() {
+        for (let i = 0; i < 2; i++) yield { images: x, labels: Int32Array.from([i, 1, 2]) };
+      },
+    };
+    for (let e = 0; e < 3; e++) {
+      const r = await fit(model, loader, {
+        optimizer: new SGD(model.parameters(), { lr: 0.05 }),
+        epochs: 1,
+        progress: false,
+      });
+      expect(r.planned).toBe(true);
+      await check(`after fit ${e}`);
+    }
+    // A write behind ferroconv's back that replaces a weight's values is caught too.
+    const conv = model.getSubmodule('0') as Conv2d;
+    conv.weight.data.set(conv.weight.data.map((v) => -v));
+    await check('after writing weight.data directly');
   });
 
   it('a changed option or process setting traces again', async () => {

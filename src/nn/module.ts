@@ -317,8 +317,11 @@ export abstract class Module {
         const forward = () => this.forwardIsolated(arrays, [x]);
         const compiled = off ? null : compile(this, modules, forward, x, state);
         if (compiled && typeof compiled !== 'string') {
-          info = { planned: true, steps: compiled.plan.steps, arenaBytes: compiled.plan.arenaBytes };
-          return runPlan(compiled, x, arrays);
+          const { plan } = compiled;
+          info = { planned: true, steps: plan.steps, arenaBytes: plan.arenaBytes };
+          const y = await runPlan(compiled, x, arrays);
+          info.preparedBytes = plan.preparedBytes;
+          return y;
         }
         if (typeof compiled === 'string') info = { planned: false, reason: compiled };
         const y = forward();

@@ -8,9 +8,11 @@
 // (identity and shape). Anything else traces again, so a replaced layer, another mode, a changed
 // option or a new input shape never runs a stale plan. A process-wide setting that forwards read
 // (inference fusion) calls invalidatePlans(). The weights are not part of a plan: each run reads
-// the model's current parameter arrays.
+// the model's current parameter arrays, with a token naming each array's contents
+// (contentToken); a conv keeps its weights prepared for the GEMM from one run to the next while
+// its weight's token stays the same, so a predict does not repack every weight of the model.
 import { addon, type Native } from '../native.js';
-import { pin, Tensor, uninitialized, unpin } from '../tensor.js';
+import { contentToken, pin, Tensor, uninitialized, unpin } from '../tensor.js';
 import { type Trace, trace, Untraceable } from './trace.js';
 
 type CompiledPlan = InstanceType<Native['CompiledPlan']>;
@@ -67,6 +69,11 @@ export interface PlanInfo {
   steps?: number;
   /** Bytes of the plan's arena for intermediate values. */
   arenaBytes?: number;
+  /**
+   * Bytes of conv weights the plan keeps prepared (packed for the GEMM, or Winograd-transformed)
+   * between runs, as of the end of the last run.
+   */
+  preparedBytes?: number;
 }
 
 const infos = new WeakMap<object, PlanInfo>();
@@ -157,7 +164,7 @@ export async function run(r: Runnable, input: Tensor, arrays: Map<Tensor, Float3
   const state = r.trace.state.map((t) => arrays.get(t) ?? t.data);
   pin(state);
   try {
-    await r.plan.run([input.data], state, [out]);
+    await r.plan.run([input.data], state, [out], null, null, state.map(contentToken));
   } finally {
     unpin(state);
   }

@@ -20,7 +20,7 @@
 import type { Module } from '../nn/module.js';
 import { addon, type Native } from '../native.js';
 import { globalRng } from '../random.js';
-import { isPinned, pin, Tensor, unpin, uninitialized } from '../tensor.js';
+import { contentChanged, isPinned, pin, Tensor, unpin, uninitialized } from '../tensor.js';
 import { traceStep, Untraceable } from './trace.js';
 
 type CompiledPlan = InstanceType<Native['CompiledPlan']>;
@@ -131,6 +131,7 @@ export async function runStep(
   const outputs = traced.outputs.map((t) => uninitialized(t.size, 'fit'));
   const written = entry.plan.writtenState.map((k) => traced.state[k]);
   const updated = written.map((a) => spareOf(model, a.length));
+  for (const a of updated) contentChanged(a); // the run writes new values into them
   // Labels travel as the bytes of an Int32Array, seen as floats.
   const views = inputs.map((x) => (x instanceof Float32Array ? x : new Float32Array(x.buffer, x.byteOffset, x.length)));
   pin(traced.state);

@@ -1,8 +1,12 @@
 //! ResNet-50's convolutions at batch 1 (inference), one row per distinct shape with its count in
 //! the network, forward with a ReLU epilogue and algo `auto`: where a batch-1 forward's conv time
 //! goes and how close each shape gets to the FMA peak.
-//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch]`.
-use ferroconv_kernels::conv::{conv2d_forward_fused, Conv2dParams, ConvAlgo, Epilogue};
+//! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does.
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared]`.
+use ferroconv_kernels::conv::{
+    conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
+    Epilogue,
+};
 use std::time::Instant;
 
 /// (count, in channels, out channels, kernel, stride, input size) of ResNet-50's convs.
@@ -42,13 +46,15 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
     let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let mode = args.next();
+    let prepared = mode.as_deref() == Some("prepared");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("pool");
     pool.install(|| {
         let (mut total_ms, mut total_gflop) = (0.0, 0.0);
-        println!("threads {threads}, batch {batch}");
+        println!("threads {threads}, batch {batch}, weights prepared once: {prepared}");
         println!(
             "{:>5} {:>22} {:>9} {:>9} {:>8}",
             "count", "shape", "ms", "GFLOP/s", "total ms"
@@ -74,8 +80,16 @@ fn main() {
                 relu: true,
                 ..Epilogue::default()
             };
-            let mut run =
-                || conv2d_forward_fused(&p, &x, &w, &ep, &mut y, ConvAlgo::Auto).expect("conv");
+            let algo = ConvAlgo::Auto;
+            let ready = prepare_forward(&p, &w, algo).expect("prepare");
+            let mut run = || {
+                if prepared {
+                    conv2d_forward_fused_prepared(&p, &x, &w, &ready, &ep, &mut y, algo)
+                } else {
+                    conv2d_forward_fused(&p, &x, &w, &ep, &mut y, algo)
+                }
+                .expect("conv")
+            };
             run();
             let mut best = f64::INFINITY;
             let start = Instant::now();

@@ -30,6 +30,7 @@ use napi_derive::napi;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 #[derive(Deserialize)]
@@ -182,7 +183,7 @@ impl<'a> Args<'a> {
 
 /// The step for one recorded call: the entries an inference forward makes. Anything else is an
 /// Error (the tracer falls back to running the model eagerly).
-fn build_step(op: &str, args: &[Value]) -> napi::Result<Step> {
+fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<Prepared>>) -> napi::Result<Step> {
     let mut a = Args {
         op,
         args,
@@ -194,7 +195,16 @@ fn build_step(op: &str, args: &[Value]) -> napi::Result<Step> {
             let (x, w, b) = (a.read(0)?, a.read(1)?, a.read_opt(2)?);
             a.write(3)?;
             let (p, algo) = conv_params(&a.parse::<Conv2dArgs>(4)?)?;
-            Box::new(move |r, o| conv::conv2d_forward(&p, r[x], r[w], b.map(|b| r[b]), o[0], algo))
+            let prep = Prepared::for_operand(a.reads[w], caches);
+            Box::new(move |r, o| {
+                let bias = b.map(|b| r[b]);
+                match prep.get(r[w], &p, algo) {
+                    Some(pw) => {
+                        conv::conv2d_forward_prepared(&p, r[x], r[w], &pw, bias, o[0], algo)
+                    }
+                    None => conv::conv2d_forward(&p, r[x], r[w], bias, o[0], algo),
+                }
+            })
         }
         "conv2dForwardFused" => {
             let (x, w) = (a.read(0)?, a.read(1)?);
@@ -202,6 +212,7 @@ fn build_step(op: &str, args: &[Value]) -> napi::Result<Step> {
             let relu: bool = a.parse(5)?;
             a.write(6)?;
             let (p, algo) = conv_params(&a.parse::<Conv2dArgs>(7)?)?;
+            let prep = Prepared::for_operand(a.reads[w], caches);
             Box::new(move |r, o| {
                 let epilogue = conv::Epilogue {
                     scale: scale.map(|k| r[k]),
@@ -209,7 +220,12 @@ fn build_step(op: &str, args: &[Value]) -> napi::Result<Step> {
                     residual: residual.map(|k| r[k]),
                     relu,
                 };
-                conv::conv2d_forward_fused(&p, r[x], r[w], &epilogue, o[0], algo)
+                match prep.get(r[w], &p, algo) {
+                    Some(pw) => conv::conv2d_forward_fused_prepared(
+                        &p, r[x], r[w], &pw, &epilogue, o[0], algo,
+                    ),
+                    None => conv::conv2d_forward_fused(&p, r[x], r[w], &epilogue, o[0], algo),
+                }
             })
         }
         "maxPool2dForwardNoIndices" => {
@@ -669,8 +685,109 @@ fn opt_next<'a>(
     }
 }
 
+thread_local! {
+    /// The content tokens of the state arrays of the run this thread is computing (see
+    /// [`CompiledPlan::run`]). A thread waiting inside a step for the pool may compute another
+    /// run meanwhile; that run sets its own tokens and puts these back when it ends
+    /// ([`with_tokens`]), so a step always sees its own run's.
+    static RUN_TOKENS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `tokens` as this thread's run tokens, then restores the ones before.
+fn with_tokens<T>(tokens: Vec<f64>, f: impl FnOnce() -> T) -> T {
+    let before = RUN_TOKENS.with(|t| t.replace(tokens));
+    struct Restore(Option<Vec<f64>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(v) = self.0.take() {
+                RUN_TOKENS.with(|t| *t.borrow_mut() = v);
+            }
+        }
+    }
+    let _restore = Restore(Some(before));
+    f()
+}
+
+/// Elements of a weight compared on every reuse of its prepared form (see [`Prepared::get`]).
+const SAMPLES: usize = 64;
+
+/// A conv step's weights prepared once for the GEMM (`conv::prepare_forward`) and reused by
+/// the runs that pass the same weights. The weights are a state array; JavaScript names the
+/// contents of each state array with a token that changes whenever ferroconv writes the array
+/// (`contentToken` in src/tensor.ts) and passes the tokens with each inference run. Runs with
+/// no tokens (training steps, whose weights change every step) prepare nothing. As a net for
+/// writes made behind ferroconv's back, a reuse also compares a sample of the weights with the
+/// values they had when prepared, and prepares again when any differs.
+pub(crate) struct Prepared {
+    /// The state array holding the whole weight, when it is one.
+    state: Option<usize>,
+    slot: Mutex<Option<PreparedEntry>>,
+}
+
+struct PreparedEntry {
+    token: f64,
+    sample: Vec<u32>,
+    weights: Arc<conv::PreparedForward>,
+}
+
+impl Prepared {
+    /// The cache for a step whose weight is `operand`, registered in `caches` (which
+    /// `releaseArena` empties).
+    fn for_operand(operand: Operand, caches: &mut Vec<Arc<Prepared>>) -> Arc<Prepared> {
+        let state = match operand.src {
+            Source::State(k) if operand.offset == 0 => Some(k),
+            _ => None,
+        };
+        let cache = Arc::new(Prepared {
+            state,
+            slot: Mutex::new(None),
+        });
+        caches.push(cache.clone());
+        cache
+    }
+
+    fn sample(weight: &[f32]) -> Vec<u32> {
+        let step = (weight.len() / SAMPLES).max(1);
+        weight.iter().step_by(step).map(|v| v.to_bits()).collect()
+    }
+
+    /// The prepared weights for `weight` in this run, or None to compute without (no token,
+    /// or preparing failed: the eager path then does its own packing).
+    fn get(
+        &self,
+        weight: &[f32],
+        p: &conv::Conv2dParams,
+        algo: conv::ConvAlgo,
+    ) -> Option<Arc<conv::PreparedForward>> {
+        let k = self.state?;
+        let token = RUN_TOKENS.with(|t| t.borrow().get(k).copied())?;
+        let mut slot = self.slot.lock().ok()?;
+        if let Some(e) = slot.as_ref() {
+            if e.token == token && e.weights.fits(p, algo) && e.sample == Self::sample(weight) {
+                return Some(e.weights.clone());
+            }
+        }
+        *slot = None; // the old weights go before the new ones are made
+        let weights = Arc::new(conv::prepare_forward(p, weight, algo).ok()?);
+        *slot = Some(PreparedEntry {
+            token,
+            sample: Self::sample(weight),
+            weights: weights.clone(),
+        });
+        Some(weights)
+    }
+
+    fn clear(&self) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = None;
+        }
+    }
+}
+
 struct Shared {
     plan: Plan,
+    /// The prepared weights of the plan's conv steps.
+    prepared: Vec<Arc<Prepared>>,
     /// The op and the JSON arguments of each step as compiled, for the steps a run replaces.
     ops: Vec<String>,
     /// The arena of the last finished run, kept for the next (a run that finds it taken by a
@@ -694,12 +811,13 @@ impl CompiledPlan {
     pub fn new(spec: String) -> napi::Result<CompiledPlan> {
         let spec: PlanSpec =
             serde_json::from_str(&spec).map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
+        let mut prepared = Vec::new();
         let steps = spec
             .steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                build_step(&s.op, &s.args).map_err(|e| {
+                build_step(&s.op, &s.args, &mut prepared).map_err(|e| {
                     invalid(format!("CompiledPlan: step {i} ({}): {}", s.op, e.reason))
                 })
             })
@@ -722,6 +840,7 @@ impl CompiledPlan {
         Ok(CompiledPlan {
             shared: Arc::new(Shared {
                 plan,
+                prepared,
                 ops,
                 arena: Mutex::new(None),
             }),
@@ -734,13 +853,29 @@ impl CompiledPlan {
         (self.shared.plan.arena_len() * 4) as f64
     }
 
-    /// Frees the arena kept from the last run (the next run allocates a new one): for plans the
-    /// cache lets go of, so their memory does not wait for the garbage collector.
+    /// Frees the arena kept from the last run and the prepared weights (the next run makes
+    /// new ones): for plans the cache lets go of, so their memory does not wait for the
+    /// garbage collector.
     #[napi]
     pub fn release_arena(&self) {
         if let Ok(mut slot) = self.shared.arena.lock() {
             *slot = None;
         }
+        for p in &self.shared.prepared {
+            p.clear();
+        }
+    }
+
+    /// Floats held by the prepared weights of the plan's conv steps.
+    #[napi(getter)]
+    pub fn prepared_bytes(&self) -> f64 {
+        let floats: usize = self
+            .shared
+            .prepared
+            .iter()
+            .filter_map(|p| p.slot.lock().ok()?.as_ref().map(|e| e.weights.floats()))
+            .sum();
+        (floats * 4) as f64
     }
 
     /// Kernel calls per run.
@@ -780,7 +915,11 @@ impl CompiledPlan {
     /// those steps run this time with other arguments (a new dropout seed, the optimizer's step
     /// count), which must name the same operands. The output and updated arrays must share
     /// memory with no other array; none of the arrays may be written until the promise settles
-    /// (the TypeScript side copies a state array on write while a run holds it).
+    /// (the TypeScript side copies a state array on write while a run holds it). `tokens`, one
+    /// number per state array, name the arrays' contents: a conv whose weight array comes
+    /// with the same token as in an earlier run reuses the weights it prepared then (packed
+    /// for the GEMM) instead of preparing them again. Without tokens nothing is kept.
+    #[allow(clippy::too_many_arguments)]
     #[napi(ts_return_type = "Promise<void>")]
     pub fn run<'env>(
         &self,
@@ -790,6 +929,7 @@ impl CompiledPlan {
         outputs: Vec<Float32Array>,
         replaced: Option<String>,
         updated: Option<Vec<Float32Array>>,
+        tokens: Option<Vec<f64>>,
     ) -> napi::Result<Object<'env>> {
         let plan = &self.shared.plan;
         plan.check_args(
@@ -817,6 +957,14 @@ impl CompiledPlan {
             }
         }
         check_run_memory(&inputs, &state, &outputs, &updated)?;
+        let tokens = tokens.unwrap_or_default();
+        if !tokens.is_empty() && tokens.len() != state.len() {
+            return Err(invalid(format!(
+                "CompiledPlan.run: tokens: expected {} numbers (one per state array), got {}",
+                state.len(),
+                tokens.len()
+            )));
+        }
         let replaced = match replaced {
             Some(json) => self.replacements(&json)?,
             None => Vec::new(),
@@ -829,6 +977,7 @@ impl CompiledPlan {
             replaced,
             updated,
             written,
+            tokens,
         };
         let pool = crate::runtime::pool()?;
         let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
@@ -874,7 +1023,7 @@ impl CompiledPlan {
                     self.shared.ops.len()
                 ))
             })?;
-            let step = build_step(op, &args)
+            let step = build_step(op, &args, &mut Vec::new())
                 .map_err(|e| fail(format!("step {i} ({op}): {}", e.reason)))?;
             let same = self
                 .shared
@@ -948,6 +1097,7 @@ struct PlanRun {
     /// Where the written state arrays' new values go, one per index of `written`.
     updated: Vec<Float32Array>,
     written: Vec<usize>,
+    tokens: Vec<f64>,
 }
 
 impl PlanRun {
@@ -985,13 +1135,16 @@ impl PlanRun {
             .iter_mut()
             .map(|o| unsafe { o.as_mut() })
             .collect();
-        plan.run(
-            &mut arena,
-            &inputs,
-            &mut state,
-            &mut outputs,
-            &self.replaced,
-        )
+        let tokens = std::mem::take(&mut self.tokens);
+        with_tokens(tokens, || {
+            plan.run(
+                &mut arena,
+                &inputs,
+                &mut state,
+                &mut outputs,
+                &self.replaced,
+            )
+        })
         .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
         if let Ok(mut slot) = self.shared.arena.lock() {
             *slot = Some(arena);

@@ -371,7 +371,7 @@ fn forward_shifted(
     (oh, ow): (usize, usize),
     rows: usize,
     input: &[f32],
-    weight: &[f32],
+    packed: &[PackedA],
     epilogue: &Epilogue<'_>,
     output: &mut [f32],
 ) {
@@ -383,10 +383,6 @@ fn forward_shifted(
     let blocks = oh.div_ceil(rows);
     let isa = simd::isa();
     let finish = !epilogue.is_identity();
-    let packed: Vec<PackedA> = weight
-        .chunks_exact(cog * kg)
-        .map(|w| PackedA::new(false, cog, kg, w, kg, true))
-        .collect();
     let tasks = p.batch * p.groups * blocks;
     let out = SharedMut(output.as_mut_ptr());
     let task = |t: usize, par: bool| {
@@ -458,19 +454,34 @@ fn forward_shifted(
     }
 }
 
+/// The forward's left GEMM operands: each group's weights (`cog x kg`) packed, on the whole
+/// pool. Made per call, or once by [`super::prepare_forward`] and kept while the weights stay.
+pub(crate) fn pack_forward_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<PackedA> {
+    let (cog, kg) = (
+        p.out_per_group(),
+        p.in_per_group() * p.kernel_h * p.kernel_w,
+    );
+    weight
+        .chunks_exact(cog * kg)
+        .map(|w| PackedA::new(false, cog, kg, w, kg, true))
+        .collect()
+}
+
 pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
-    let (p, out_hw, input, weight, output) = f.parts();
+    let packed = pack_forward_weights(f.p, f.weight);
+    forward_packed(f, &packed, epilogue)
+}
+
+/// [`forward`] with the weights already packed by [`pack_forward_weights`].
+pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epilogue<'_>) {
+    let (p, out_hw, input, _weight, output) = f.parts();
     if let Some(rows) = shifted_rows(p, out_hw) {
-        forward_shifted(p, out_hw, rows, input, weight, epilogue, output);
+        forward_shifted(p, out_hw, rows, input, packed, epilogue, output);
         return;
     }
     let g = Geom::new(p, out_hw, MIN_BLOCK, true);
     let isa = simd::isa();
     let finish = !epilogue.is_identity();
-    let packed: Vec<PackedA> = weight
-        .chunks_exact(g.cog * g.kg)
-        .map(|w| PackedA::new(false, g.cog, g.kg, w, g.kg, true))
-        .collect();
     let tasks = g.item_groups * p.groups * g.blocks;
     let out = SharedMut(output.as_mut_ptr());
     let task = |t: usize, par: bool| {

@@ -397,6 +397,126 @@ pub fn conv2d_forward_fused(
     })
 }
 
+/// A forward convolution's weights prepared once for the algorithm `auto` (or the one asked
+/// for) picks: packed for the GEMM (im2col), or transformed and packed (Winograd). A model
+/// whose weights do not change between forwards (inference, a compiled plan's runs) prepares
+/// each conv once and skips that work, a full pass over the weights, on every call, as ONNX
+/// Runtime does when it loads a model. Direct and FFT convolutions have nothing to prepare.
+pub struct PreparedForward {
+    params: Conv2dParams,
+    algo: ConvAlgo,
+    weights: PreparedKind,
+}
+
+enum PreparedKind {
+    Gemm(Vec<crate::gemm::PackedA>),
+    Winograd(Vec<crate::gemm::PackedA>),
+    Nothing,
+}
+
+impl PreparedForward {
+    /// Floats held (0 when the algorithm prepares nothing).
+    pub fn floats(&self) -> usize {
+        match &self.weights {
+            PreparedKind::Gemm(a) | PreparedKind::Winograd(a) => {
+                a.iter().map(|a| a.capacity()).sum()
+            }
+            PreparedKind::Nothing => 0,
+        }
+    }
+
+    /// Whether these were prepared for a call of shape `p` and algorithm `algo`.
+    pub fn fits(&self, p: &Conv2dParams, algo: ConvAlgo) -> bool {
+        self.params == *p && self.algo == algo
+    }
+}
+
+/// Prepares `weight` (the OIHW weights of shape `p`) for forwards with `algo`.
+pub fn prepare_forward(
+    p: &Conv2dParams,
+    weight: &[f32],
+    algo: ConvAlgo,
+) -> Result<PreparedForward> {
+    p.validate()?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    scratch::fallible("conv2d", || {
+        let weights = match algo.resolve(p) {
+            ConvAlgo::Im2col => PreparedKind::Gemm(im2col::pack_forward_weights(p, weight)),
+            ConvAlgo::Winograd => match winograd::prepare(p, weight) {
+                Some(a) => PreparedKind::Winograd(a),
+                None => PreparedKind::Gemm(im2col::pack_forward_weights(p, weight)),
+            },
+            ConvAlgo::Direct | ConvAlgo::Fft | ConvAlgo::Auto => PreparedKind::Nothing,
+        };
+        Ok(PreparedForward {
+            params: *p,
+            algo,
+            weights,
+        })
+    })
+}
+
+/// [`conv2d_forward`] with the weights prepared by [`prepare_forward`] (see
+/// [`conv2d_forward_fused_prepared`]); bit for bit the same results.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_prepared(
+    p: &Conv2dParams,
+    input: &[f32],
+    weight: &[f32],
+    prepared: &PreparedForward,
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+    algo: ConvAlgo,
+) -> Result<()> {
+    if !prepared.fits(p, algo) {
+        bail!("conv2d: prepared weights are for another shape or algorithm");
+    }
+    if matches!(prepared.weights, PreparedKind::Nothing) {
+        // Direct summation adds the bias inside its sums, unlike the fused epilogue.
+        return conv2d_forward(p, input, weight, bias, output, algo);
+    }
+    check_bias(p, bias)?;
+    let epilogue = Epilogue::bias(bias);
+    conv2d_forward_fused_prepared(p, input, weight, prepared, &epilogue, output, algo)
+}
+
+/// [`conv2d_forward_fused`] with the weights prepared by [`prepare_forward`] from `weight`
+/// for this shape and `algo` (an Error otherwise); the results are bit for bit the same.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_fused_prepared(
+    p: &Conv2dParams,
+    input: &[f32],
+    weight: &[f32],
+    prepared: &PreparedForward,
+    epilogue: &Epilogue<'_>,
+    output: &mut [f32],
+    algo: ConvAlgo,
+) -> Result<()> {
+    if !prepared.fits(p, algo) {
+        bail!("conv2d: prepared weights are for another shape or algorithm");
+    }
+    let packed = match &prepared.weights {
+        PreparedKind::Nothing => {
+            return conv2d_forward_fused(p, input, weight, epilogue, output, algo)
+        }
+        PreparedKind::Gemm(a) | PreparedKind::Winograd(a) => a,
+    };
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    let out_len = p.output_len(out_hw);
+    epilogue.validate(p.out_channels, out_len)?;
+    check_len("output", output.len(), out_len)?;
+    let f = Forward::new(p, out_hw, input, weight, output);
+    scratch::fallible("conv2d", || {
+        match prepared.weights {
+            PreparedKind::Winograd(_) => winograd::forward_prepared(f, packed, epilogue),
+            _ => im2col::forward_packed(f, packed, epilogue),
+        }
+        Ok(())
+    })
+}
+
 /// grad_input = d(loss)/d(input) given grad_out = d(loss)/d(output). Overwrites `grad_input`.
 pub fn conv2d_backward_data(
     p: &Conv2dParams,

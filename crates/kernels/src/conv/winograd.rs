@@ -563,17 +563,47 @@ fn run_block(
 /// Winograd forward of a shape [`applies`] accepts; false (nothing written) when the transformed
 /// weights would not fit in memory.
 fn forward_impl(f: Forward<'_>, ep: &Epilogue<'_>) -> bool {
-    let (p, out_hw, input, weight, output) = f.parts();
-    let g = Geom::new(p, out_hw);
+    let g = Geom::new(f.p, f.out_hw);
     // A block is at least one whole tile row: planes thousands of pixels wide with many channels
     // would need more scratch than is sensible; im2col handles them in bounded blocks.
     let Some(scratch) = g.scratch_len().filter(|&n| n <= MAX_SCRATCH) else {
         return false;
     };
-    let Some(cache) = pack_weights(&g, p.groups, weight) else {
+    let Some(cache) = pack_weights(&g, f.p.groups, f.weight) else {
         return false;
     };
-    let packed = &cache.a;
+    run_forward(f, &g, scratch, &cache.a, ep);
+    cache.keep();
+    true
+}
+
+/// A shape's transformed and packed weights, made once to serve many forwards (see
+/// [`super::prepare_forward`]); None where the forward would not run Winograd (it falls back to
+/// im2col: a shape [`applies`] refuses, too much scratch, weights too large for memory).
+pub(crate) fn prepare(p: &Conv2dParams, weight: &[f32]) -> Option<Vec<PackedA>> {
+    let out_hw = p.validate().ok()?;
+    let g = Geom::new(p, out_hw);
+    if !applies(p) || g.scratch_len().filter(|&n| n <= MAX_SCRATCH).is_none() {
+        return None;
+    }
+    let mut packed = pack_weights(&g, p.groups, weight)?;
+    let mut a = std::mem::take(&mut packed.a);
+    a.truncate(p.groups * POINTS);
+    packed.keep(); // the transform's buffer, for the next call to reuse
+    Some(a)
+}
+
+/// The forward with weights from [`prepare`] for this shape.
+pub(crate) fn forward_prepared(f: Forward<'_>, packed: &[PackedA], ep: &Epilogue<'_>) {
+    let g = Geom::new(f.p, f.out_hw);
+    let scratch = g.scratch_len().unwrap_or(0);
+    run_forward(f, &g, scratch, packed, ep);
+}
+
+/// The forward's blocks (input transform, 36 GEMMs, output transform) over the pool.
+fn run_forward(f: Forward<'_>, g: &Geom, scratch: usize, packed: &[PackedA], ep: &Epilogue<'_>) {
+    let (p, _, input, _, output) = f.parts();
+    let g = *g;
     let out = SharedMut(output.as_mut_ptr());
     let isa = crate::simd::isa();
     let tasks = p.groups * g.blocks;
@@ -592,8 +622,6 @@ fn forward_impl(f: Forward<'_>, ep: &Epilogue<'_>) -> bool {
             (0..tasks).for_each(|t| task(t, buf, threads > 1))
         });
     }
-    cache.keep();
-    true
 }
 
 /// Forward convolution followed by `epilogue` (a bias is `Epilogue::bias`), which the output
