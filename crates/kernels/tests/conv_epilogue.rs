@@ -89,7 +89,8 @@ fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 
 /// Shapes that exercise im2col's forward paths: a pointwise conv straight from the input planes,
 /// small planes batched several items per GEMM (7x7, as ResNet's last stage), planes cut into
-/// several position blocks, channels not a multiple of 8.
+/// several position blocks (and a single item's few blocks, lowered whole on several threads),
+/// channels not a multiple of 8.
 fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
     vec![
         (
@@ -107,6 +108,11 @@ fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
         (
             "3x3 several blocks",
             params((2, 70, 40, 40), (10, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            // On 2 threads: too few blocks to share, so the whole plane is lowered at once.
+            "3x3 one item, two blocks",
+            params((1, 64, 14, 14), (40, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
         ),
         (
             "1x1 stride 2 b2",

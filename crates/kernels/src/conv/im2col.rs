@@ -274,6 +274,35 @@ fn im2col_packed(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, dst: &mut [f32]
     });
 }
 
+/// [`im2col_packed`] with the lowered rows dealt out over the pool, by input channel (each
+/// thread lowers whole rows into its own row buffer; rows land in disjoint places of `dst`).
+fn im2col_packed_par(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, dst: &mut [f32]) {
+    let cols = src.cols();
+    let row_len = cols.next_multiple_of(NR);
+    assert!(
+        dst.len() >= row_len * g.kg,
+        "im2col: packed block too short"
+    );
+    let out = SharedMut(dst.as_mut_ptr());
+    let per = g.cig.div_ceil(4 * rayon::current_num_threads()).max(1);
+    (0..g.cig.div_ceil(per)).into_par_iter().for_each(|c| {
+        let icgs = c * per..((c + 1) * per).min(g.cig);
+        with_scratch(row_len, |row| {
+            row[cols..].fill(0.0);
+            for_each_row(p, icgs, |r, icg, ky, kx| {
+                src.lower_row(p, g, (icg, ky, kx), &mut row[..cols]);
+                for (q, piece) in row.chunks_exact(NR).enumerate() {
+                    // SAFETY: row r of panel q lies inside dst (asserted above: row_len / NR
+                    // panels of kg rows), and row r belongs to this channel range alone.
+                    let d =
+                        unsafe { std::slice::from_raw_parts_mut(out.at((q * g.kg + r) * NR), NR) };
+                    gemm::copy_panel_row(d, piece);
+                }
+            });
+        });
+    });
+}
+
 /// dx[icg] += the lowered gradient rows of channel icg for positions j0..j0+nb (the adjoint of
 /// the lowering), reading row r of `dcol` at `dcol[r * ld + off..]`; `dx` holds the cig planes of
 /// one (item, group). Planes are independent, so `par` splits them over the pool.
@@ -479,7 +508,20 @@ pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epil
         forward_shifted(p, out_hw, rows, input, packed, epilogue, output);
         return;
     }
-    let g = Geom::new(p, out_hw, MIN_BLOCK, true);
+    let mut g = Geom::new(p, out_hw, MIN_BLOCK, true);
+    let threads = rayon::current_num_threads();
+    let whole = g.kg.checked_mul((g.items * g.ohw).next_multiple_of(NR));
+    if threads > 1
+        && g.blocks > 1
+        && g.item_groups * p.groups * g.blocks < 4 * threads
+        && whole.is_some_and(|n| n <= MAX_SCRATCH)
+    {
+        // Too few blocks to share out evenly (a 14x14 map at batch 1 is 4 blocks of 64, 64,
+        // 64 and 4 positions): lower each item's whole plane at once, over the pool, and let
+        // one GEMM over all its positions split the rows and columns between the threads.
+        g.nb = g.ohw;
+        g.blocks = 1;
+    }
     let isa = simd::isa();
     let finish = !epilogue.is_identity();
     let tasks = g.item_groups * p.groups * g.blocks;
@@ -516,7 +558,11 @@ pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epil
                 with_scratch(packed_len + row_len + c_len, |buf| {
                     let (col, rest) = buf.split_at_mut(packed_len);
                     let (row, ctmp) = rest.split_at_mut(row_len);
-                    im2col_packed(p, &g, &src, col, row);
+                    if par {
+                        im2col_packed_par(p, &g, &src, col);
+                    } else {
+                        im2col_packed(p, &g, &src, col, row);
+                    }
                     if single {
                         product(Rhs::Packed(col), nb, c_out(src.items.start), g.ohw);
                     } else {

@@ -430,7 +430,7 @@ pub(crate) unsafe fn gemm_raw<'a>(
     }
     let isa = crate::simd::isa();
     let m_pad = round_up(m, MR);
-    let grid = Grid::new(m, n, par);
+    let grid = Grid::new(m, n, par, matches!(b, Rhs::Packed(_)));
     let cp = CPtr(c);
     let mut a_buf = PACK_A.take();
     // A is packed for a whole range of the shared dimension at once (all of it unless that
@@ -501,40 +501,39 @@ pub(crate) unsafe fn gemm_raw<'a>(
 /// past, and walks its rows in MC blocks. With threads, columns are split further (down to
 /// `MIN_UNIT_COLS`) until there are enough units to even out uneven cores (the machine may be
 /// shared); only when that is not enough are rows split too, which repacks B once per row
-/// chunk.
+/// chunk (B already packed by the caller is not repacked, so its rows split finer). Chunks
+/// get whole MR-row and NR-column panels, as evenly as the panels divide: 13 panels in 4
+/// chunks go 3-3-3-4, not 4-4-4-1.
 #[derive(Clone, Copy)]
 struct Grid {
     m: usize,
     n: usize,
-    mh: usize,
-    nw: usize,
+    row_panels: usize,
+    col_panels: usize,
     row_chunks: usize,
     col_chunks: usize,
 }
 
 impl Grid {
-    fn new(m: usize, n: usize, par: bool) -> Grid {
+    fn new(m: usize, n: usize, par: bool, b_packed: bool) -> Grid {
+        let (row_panels, col_panels) = (m.div_ceil(MR), n.div_ceil(NR));
         let mut col_chunks = n.div_ceil(NCB);
         let mut row_chunks = 1;
         if par {
             let target = 4 * rayon::current_num_threads();
+            let min_rows = if b_packed { 4 * MR } else { MIN_UNIT_ROWS };
             col_chunks = col_chunks.max(target.min(n.div_ceil(MIN_UNIT_COLS)));
             if col_chunks < target {
-                row_chunks = target
-                    .div_ceil(col_chunks)
-                    .min(m.div_ceil(MIN_UNIT_ROWS))
-                    .max(1);
+                row_chunks = target.div_ceil(col_chunks).min(m.div_ceil(min_rows)).max(1);
             }
         }
-        let nw = round_up(n.div_ceil(col_chunks), NR);
-        let mh = round_up(m.div_ceil(row_chunks), MR);
         Grid {
             m,
             n,
-            mh,
-            nw,
-            row_chunks: m.div_ceil(mh),
-            col_chunks: n.div_ceil(nw),
+            row_panels,
+            col_panels,
+            row_chunks: row_chunks.clamp(1, row_panels.max(1)),
+            col_chunks: col_chunks.clamp(1, col_panels.max(1)),
         }
     }
 
@@ -544,11 +543,14 @@ impl Grid {
 
     fn unit(&self, u: usize) -> (Range<usize>, Range<usize>) {
         let (r, c) = (u / self.col_chunks, u % self.col_chunks);
-        let (r0, c0) = (r * self.mh, c * self.nw);
-        (
-            r0..(r0 + self.mh).min(self.m),
-            c0..(c0 + self.nw).min(self.n),
-        )
+        let cut = |i: usize, panels: usize, chunks: usize, width: usize, len: usize| {
+            (i * panels / chunks * width).min(len)
+        };
+        let rows = cut(r, self.row_panels, self.row_chunks, MR, self.m)
+            ..cut(r + 1, self.row_panels, self.row_chunks, MR, self.m);
+        let cols = cut(c, self.col_panels, self.col_chunks, NR, self.n)
+            ..cut(c + 1, self.col_panels, self.col_chunks, NR, self.n);
+        (rows, cols)
     }
 }
 
