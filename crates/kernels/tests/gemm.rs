@@ -26,6 +26,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (300, 1, 70),
     (150, 40, 520),
     (64, 700, 27),
+    // A 7x7 map: the last column panel holds 1 of 16 (the 8-column half kernel).
+    (30, 49, 70),
     (1, 1000, 40),
     (600, 1, 33),
     // m_pad * k above the packed-A limit: A is packed one range of k at a time.

@@ -74,17 +74,30 @@ pub(super) unsafe fn tile(
         avx2 => {
             if mr == MR && nr == NR {
                 kernel_6x16_avx2(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
-            } else if mr < MR {
-                // A short last row panel (m = 32 leaves 2 of 6 rows): only its real rows are
-                // computed, in the same order as the full kernel, so results do not change.
+            } else if mr < MR || nr <= NR / 2 {
+                // A short last row panel (m = 32 leaves 2 of 6 rows) or a last column panel
+                // of at most 8 columns (a 7x7 map's 49 positions leave 1 of 16): only the
+                // real rows and the needed 8-column halves are computed, in the same order as
+                // the full kernel, so results do not change.
                 let mut tmp = [0f32; MR * NR];
                 let (a, b, t) = (ap.as_ptr(), bp.as_ptr(), tmp.as_mut_ptr());
-                match mr {
-                    1 => kernel_rows_avx2::<1>(kc, a, b, t, alpha),
-                    2 => kernel_rows_avx2::<2>(kc, a, b, t, alpha),
-                    3 => kernel_rows_avx2::<3>(kc, a, b, t, alpha),
-                    4 => kernel_rows_avx2::<4>(kc, a, b, t, alpha),
-                    _ => kernel_rows_avx2::<5>(kc, a, b, t, alpha),
+                if nr <= NR / 2 {
+                    match mr {
+                        1 => kernel_rows_avx2::<1, 1>(kc, a, b, t, alpha),
+                        2 => kernel_rows_avx2::<2, 1>(kc, a, b, t, alpha),
+                        3 => kernel_rows_avx2::<3, 1>(kc, a, b, t, alpha),
+                        4 => kernel_rows_avx2::<4, 1>(kc, a, b, t, alpha),
+                        5 => kernel_rows_avx2::<5, 1>(kc, a, b, t, alpha),
+                        _ => kernel_rows_avx2::<6, 1>(kc, a, b, t, alpha),
+                    }
+                } else {
+                    match mr {
+                        1 => kernel_rows_avx2::<1, 2>(kc, a, b, t, alpha),
+                        2 => kernel_rows_avx2::<2, 2>(kc, a, b, t, alpha),
+                        3 => kernel_rows_avx2::<3, 2>(kc, a, b, t, alpha),
+                        4 => kernel_rows_avx2::<4, 2>(kc, a, b, t, alpha),
+                        _ => kernel_rows_avx2::<5, 2>(kc, a, b, t, alpha),
+                    }
                 }
                 store_edge(&tmp, c, ldc, mr, nr, beta);
             } else {
@@ -170,15 +183,16 @@ pub(super) fn kernel_scalar(
     }
 }
 
-/// The first `R < MR` rows of the 6x16 tile, `alpha * A * B` into `tmp` (leading dimension NR):
-/// the same per-element FMA chain as [`kernel_6x16_avx2`] without the empty rows' work.
+/// The first `R <= MR` rows and first `V` 8-column halves of the 6x16 tile, `alpha * A * B`
+/// into `tmp` (leading dimension NR): the same per-element FMA chain as [`kernel_6x16_avx2`]
+/// without the empty rows' and columns' work.
 ///
 /// # Safety
 /// CPU has AVX2+FMA; `a` holds `6*kc` floats (an MR-row panel), `b` holds `16*kc`, `tmp` is a
-/// writable `R x 16` block.
+/// writable `R x 16` block; `V` is 1 or 2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn kernel_rows_avx2<const R: usize>(
+pub(super) unsafe fn kernel_rows_avx2<const R: usize, const V: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -186,21 +200,25 @@ pub(super) unsafe fn kernel_rows_avx2<const R: usize>(
     alpha: f32,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
     for p in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(p * NR));
-        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+        let mut bv = [_mm256_setzero_ps(); V];
+        for (h, v) in bv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(b.add(p * NR + 8 * h));
+        }
         let ar = a.add(p * MR);
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm256_broadcast_ss(&*ar.add(i));
-            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            for (r, &v) in row.iter_mut().zip(&bv) {
+                *r = _mm256_fmadd_ps(ai, v, *r);
+            }
         }
     }
     let va = _mm256_set1_ps(alpha);
     for (i, row) in acc.iter().enumerate() {
-        _mm256_storeu_ps(tmp.add(i * NR), _mm256_mul_ps(va, row[0]));
-        _mm256_storeu_ps(tmp.add(i * NR + 8), _mm256_mul_ps(va, row[1]));
+        for (h, r) in row.iter().enumerate() {
+            _mm256_storeu_ps(tmp.add(i * NR + 8 * h), _mm256_mul_ps(va, *r));
+        }
     }
 }
 
