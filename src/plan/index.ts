@@ -120,6 +120,16 @@ export function compile(
   return result;
 }
 
+/** The compiled plan `owner`'s most recent planned forward ran, with its trace (for tools). */
+export function recentPlan(owner: object): Runnable | undefined {
+  const entries = guarded.get(owner) ?? [];
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const r = entries[i].result;
+    if (typeof r !== 'string') return r;
+  }
+  return undefined;
+}
+
 /** Frees the arena an evicted plan keeps between runs (a later run makes a new one). */
 function release(result: Runnable | string | undefined): void {
   if (result && typeof result !== 'string') result.plan.releaseArena();

@@ -298,6 +298,23 @@ impl Plan {
         outputs: &mut [&mut [f32]],
         replaced: &[(usize, StepFn)],
     ) -> Result<()> {
+        self.run_timed(arena, inputs, state, outputs, replaced, None)
+    }
+
+    /// [`Plan::run`], also writing each step's wall time in milliseconds into `times` (one
+    /// per step) when given: where a plan's time goes, step by step.
+    pub fn run_timed(
+        &self,
+        arena: &mut [f32],
+        inputs: &[&[f32]],
+        state: &mut [StateArray],
+        outputs: &mut [&mut [f32]],
+        replaced: &[(usize, StepFn)],
+        mut times: Option<&mut [f64]>,
+    ) -> Result<()> {
+        if let Some(t) = &times {
+            crate::error::check_len("times", t.len(), self.steps.len())?;
+        }
         crate::error::check_len("arena", arena.len(), self.arena_len)?;
         self.check_args(
             inputs.iter().map(|s| s.len()),
@@ -361,7 +378,11 @@ impl Plan {
                 }
                 _ => &s.run,
             };
+            let start = times.is_some().then(std::time::Instant::now);
             run(&reads, &mut writes).map_err(|e| KernelError(format!("{}: {e}", s.name)))?;
+            if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
+                t[i] = start.elapsed().as_secs_f64() * 1e3;
+            }
         }
         for (out, o) in outputs.iter_mut().zip(&self.outputs) {
             out.copy_from_slice(read(o));

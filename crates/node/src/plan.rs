@@ -793,6 +793,9 @@ struct Shared {
     /// The arena of the last finished run, kept for the next (a run that finds it taken by a
     /// concurrent one makes its own).
     arena: Mutex<Option<Vec<f32>>>,
+    /// Whether runs time their steps, and the step times (ms) of the last run that did.
+    profiling: std::sync::atomic::AtomicBool,
+    step_ms: Mutex<Vec<f64>>,
 }
 
 /// A model's forward for one input shape (or one training step: forward, loss, backward and
@@ -843,6 +846,8 @@ impl CompiledPlan {
                 prepared,
                 ops,
                 arena: Mutex::new(None),
+                profiling: false.into(),
+                step_ms: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -876,6 +881,25 @@ impl CompiledPlan {
             .filter_map(|p| p.slot.lock().ok()?.as_ref().map(|e| e.weights.floats()))
             .sum();
         (floats * 4) as f64
+    }
+
+    /// Makes the following runs time each of their steps (see `stepMs`), or stop doing so.
+    #[napi]
+    pub fn set_profiling(&self, on: bool) {
+        self.shared
+            .profiling
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wall time of each step, in milliseconds, in the last run made while profiling (empty
+    /// before one): where the plan's time goes (`bench/profile_plan.ts`).
+    #[napi(getter)]
+    pub fn step_ms(&self) -> Vec<f64> {
+        self.shared
+            .step_ms
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// Kernel calls per run.
@@ -1136,16 +1160,27 @@ impl PlanRun {
             .map(|o| unsafe { o.as_mut() })
             .collect();
         let tokens = std::mem::take(&mut self.tokens);
+        let profiling = self
+            .shared
+            .profiling
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut times = vec![0.0; if profiling { plan.steps() } else { 0 }];
         with_tokens(tokens, || {
-            plan.run(
+            plan.run_timed(
                 &mut arena,
                 &inputs,
                 &mut state,
                 &mut outputs,
                 &self.replaced,
+                profiling.then_some(&mut times[..]),
             )
         })
         .map_err(|e| invalid(format!("CompiledPlan.run: {e}")))?;
+        if profiling {
+            if let Ok(mut t) = self.shared.step_ms.lock() {
+                *t = times;
+            }
+        }
         if let Ok(mut slot) = self.shared.arena.lock() {
             *slot = Some(arena);
         }

@@ -1,0 +1,92 @@
+// Where a compiled inference plan's time goes: runs predict() on zoo models, then a few more
+// runs with the plan timing each step (CompiledPlan.setProfiling), and prints the time per kind
+// of step (convs split by kernel, stride and output size), the median over the runs, next to the
+// whole predict's time.
+//
+//   node --import tsx bench/profile_plan.ts [--models resnet50,googlenet] [--batch 1] [--iters 5]
+import { parseArgs } from 'node:util';
+import { models, randn } from '../src/index.js';
+import type { Module } from '../src/nn/module.js';
+import { recentPlan } from '../src/plan/index.js';
+
+const { values } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'resnet50,googlenet,densenet121' },
+    batch: { type: 'string', default: '1' },
+    iters: { type: 'string', default: '5' },
+    top: { type: 'string', default: '12' },
+  },
+});
+
+interface StepSpec {
+  op: string;
+  args: unknown[];
+}
+
+/** A step's row label: its op, and for convs the kernel, stride, channels and output size. */
+function label(s: StepSpec): string {
+  if (!s.op.startsWith('conv2dForward')) return s.op;
+  const a = s.args[s.args.length - 1] as { inputShape: number[]; weightShape: number[]; stride?: number[] };
+  const [oc, icg, kh, kw] = a.weightShape;
+  const [, ic, h] = a.inputShape;
+  const st = a.stride?.[0] ?? 1;
+  void icg;
+  return `conv ${kh}x${kw}${st > 1 ? `/s${st}` : ''} ${ic}->${oc} @${h}`;
+}
+
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const iters = Number(values.iters);
+const batch = Number(values.batch);
+for (const name of values.models!.split(',')) {
+  const model = (models as unknown as Record<string, () => Module>)[name]().eval();
+  const x = randn([batch, 3, 224, 224]);
+  for (let i = 0; i < 3; i++) await model.predict(x);
+  const whole: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t0 = performance.now();
+    await model.predict(x);
+    whole.push(performance.now() - t0);
+  }
+  const r = recentPlan(model);
+  if (!r) {
+    console.log(`${name}: not planned`);
+    continue;
+  }
+  const steps = (JSON.parse(r.trace.spec) as { steps: StepSpec[] }).steps;
+  r.plan.setProfiling(true);
+  const runs: number[][] = [];
+  for (let i = 0; i < iters; i++) {
+    await model.predict(x);
+    runs.push(r.plan.stepMs);
+  }
+  r.plan.setProfiling(false);
+  const perStep = steps.map((_, k) => median(runs.map((t) => t[k])));
+  const rows = new Map<string, { ms: number; calls: number }>();
+  steps.forEach((s, k) => {
+    const row = rows.get(label(s)) ?? { ms: 0, calls: 0 };
+    row.ms += perStep[k];
+    row.calls++;
+    rows.set(label(s), row);
+  });
+  const total = perStep.reduce((a, b) => a + b, 0);
+  console.log(
+    `\n== ${name} b${batch}: predict ${median(whole).toFixed(1)} ms (median of ${iters}); ` +
+      `steps ${total.toFixed(1)} ms over ${steps.length} steps`,
+  );
+  const sorted = [...rows.entries()].sort((a, b) => b[1].ms - a[1].ms);
+  for (const [l, { ms, calls }] of sorted.slice(0, Number(values.top))) {
+    console.log(
+      `  ${l.padEnd(36)} ${ms.toFixed(2).padStart(7)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}% ${String(calls).padStart(4)} steps`,
+    );
+  }
+  const byOp = new Map<string, number>();
+  steps.forEach((s, k) => {
+    byOp.set(s.op, (byOp.get(s.op) ?? 0) + perStep[k]);
+  });
+  console.log(
+    `  by op: ${[...byOp.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .map(([op, ms]) => `${op} ${ms.toFixed(1)}`)
+      .join(', ')}`,
+  );
+}
