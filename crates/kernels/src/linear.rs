@@ -1,8 +1,9 @@
 //! Fully-connected layer as torch.nn.Linear: `output = input * weight^T + bias`, with input
 //! `[batch, in_features]`, weight `[out_features, in_features]`, bias and output rows of
 //! `out_features`. Forward and backward are GEMMs (see `crate::gemm`); outputs are overwritten.
+use crate::bail;
 use crate::error::{check_len, check_positive, numel};
-use crate::gemm::{sgemm_unchecked, Mat};
+use crate::gemm::{self, sgemm_unchecked, Lhs, Mat, Rhs};
 use crate::Result;
 use rayon::prelude::*;
 
@@ -16,6 +17,87 @@ fn lens(batch: usize, in_f: usize, out_f: usize) -> Result<(usize, usize, usize)
         numel("weight", &[out_f, in_f])?,
         numel("output", &[batch, out_f])?,
     ))
+}
+
+/// A linear layer's weights prepared once for the GEMM (transposed and packed into the
+/// panels it reads), for forwards whose weights do not change between calls (a compiled
+/// plan's inference runs): at batch 8, packing AlexNet's or VGG's classifier weights on every
+/// call costs more than the product itself. Batch 1 needs none (it is a matrix-vector product).
+pub struct PreparedLinear {
+    in_f: usize,
+    out_f: usize,
+    packed: Vec<f32>,
+}
+
+impl PreparedLinear {
+    /// Floats held.
+    pub fn floats(&self) -> usize {
+        self.packed.len()
+    }
+
+    /// Whether these were prepared for `in_f -> out_f`.
+    pub fn fits(&self, in_f: usize, out_f: usize) -> bool {
+        (self.in_f, self.out_f) == (in_f, out_f)
+    }
+}
+
+/// Prepares `weight` (`[out_f, in_f]`) for [`linear_forward_prepared`].
+pub fn prepare_forward(in_f: usize, out_f: usize, weight: &[f32]) -> Result<PreparedLinear> {
+    let (_, w_len, _) = lens(1, in_f, out_f)?;
+    check_len("weight", weight.len(), w_len)?;
+    crate::scratch::fallible("linear", || {
+        let packed = gemm::pack_b_whole(Mat::new(weight, in_f, true), in_f, out_f);
+        Ok(PreparedLinear {
+            in_f,
+            out_f,
+            packed,
+        })
+    })
+}
+
+/// [`linear_forward`] with the weights prepared by [`prepare_forward`] from `weight`; the
+/// results are bit for bit the same.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_prepared(
+    batch: usize,
+    in_f: usize,
+    out_f: usize,
+    input: &[f32],
+    weight: &[f32],
+    prepared: &PreparedLinear,
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    if !prepared.fits(in_f, out_f) {
+        bail!("linear: prepared weights are for another shape");
+    }
+    if batch == 1 || out_f == 1 {
+        // A matrix-vector product reads the weights as they are.
+        return linear_forward(batch, in_f, out_f, input, weight, bias, output);
+    }
+    let (x_len, w_len, y_len) = lens(batch, in_f, out_f)?;
+    check_len("input", input.len(), x_len)?;
+    check_len("weight", weight.len(), w_len)?;
+    if let Some(b) = bias {
+        check_len("bias", b.len(), out_f)?;
+    }
+    check_len("output", output.len(), y_len)?;
+    let beta = match bias {
+        Some(b) => {
+            output
+                .chunks_exact_mut(out_f)
+                .for_each(|row| row.copy_from_slice(b));
+            1.0
+        }
+        None => 0.0,
+    };
+    crate::scratch::fallible("linear", || {
+        let x = Lhs::Raw(Mat::new(input, in_f, false));
+        let par = gemm::want_parallel(batch, out_f, in_f);
+        let b = Rhs::Packed(&prepared.packed);
+        gemm::gemm(batch, out_f, in_f, 1.0, x, b, beta, output, out_f, par);
+        Ok(())
+    })
 }
 
 /// output[b, o] = sum_i input[b, i] * weight[o, i] + bias[o].

@@ -180,3 +180,41 @@ fn bad_arguments_are_errors() {
     let err = linear_backward(2, 3, 4, &x, &w, &y, None, None, Some(&mut gb)).unwrap_err();
     assert_eq!(err.0, "gradBias: expected 4 elements, got 5");
 }
+
+/// Forwards with weights prepared once (as compiled plans keep them) give exactly the plain
+/// forward's results, with and without bias, on 1 and 2 threads; another shape is an Error.
+#[test]
+fn prepared_forward_equals_the_plain_one() {
+    use ferroconv_kernels::linear::{linear_forward_prepared, prepare_forward};
+    for threads in [1, 2] {
+        common::with_threads(threads, || {
+            for &(batch, in_f, out_f) in SHAPES.iter().chain(&[(8, 300, 70), (5, 40, 1000)]) {
+                let x = fill(batch * in_f, 1);
+                let w = fill(out_f * in_f, 2);
+                let b = fill(out_f, 3);
+                let prepared = prepare_forward(in_f, out_f, &w).unwrap();
+                for bias in [None, Some(&b[..])] {
+                    let mut want = vec![0f32; batch * out_f];
+                    let mut got = vec![f32::NAN; batch * out_f];
+                    linear_forward(batch, in_f, out_f, &x, &w, bias, &mut want).unwrap();
+                    linear_forward_prepared(batch, in_f, out_f, &x, &w, &prepared, bias, &mut got)
+                        .unwrap();
+                    let what =
+                        format!("{batch}x{in_f}->{out_f} bias {} {threads}t", bias.is_some());
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}"
+                    );
+                }
+            }
+        })
+    }
+    let w = fill(6, 2);
+    let prepared = prepare_forward(3, 2, &w).unwrap();
+    let mut y = vec![0f32; 4];
+    let e = linear_forward_prepared(2, 2, 2, &[0.0; 4], &w[..4], &prepared, None, &mut y);
+    assert!(e.unwrap_err().0.contains("another shape"));
+    assert!(prepare_forward(3, 2, &w[1..]).is_err());
+}

@@ -183,7 +183,7 @@ impl<'a> Args<'a> {
 
 /// The step for one recorded call: the entries an inference forward makes. Anything else is an
 /// Error (the tracer falls back to running the model eagerly).
-fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<Prepared>>) -> napi::Result<Step> {
+fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> napi::Result<Step> {
     let mut a = Args {
         op,
         args,
@@ -198,7 +198,8 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<Prepared>>) -> napi
             let prep = Prepared::for_operand(a.reads[w], caches);
             Box::new(move |r, o| {
                 let bias = b.map(|b| r[b]);
-                match prep.get(r[w], &p, algo) {
+                let make = || conv::prepare_forward(&p, r[w], algo).ok();
+                match prep.get(r[w], |pw: &conv::PreparedForward| pw.fits(&p, algo), make) {
                     Some(pw) => {
                         conv::conv2d_forward_prepared(&p, r[x], r[w], &pw, bias, o[0], algo)
                     }
@@ -220,7 +221,8 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<Prepared>>) -> napi
                     residual: residual.map(|k| r[k]),
                     relu,
                 };
-                match prep.get(r[w], &p, algo) {
+                let make = || conv::prepare_forward(&p, r[w], algo).ok();
+                match prep.get(r[w], |pw: &conv::PreparedForward| pw.fits(&p, algo), make) {
                     Some(pw) => conv::conv2d_forward_fused_prepared(
                         &p, r[x], r[w], &pw, &epilogue, o[0], algo,
                     ),
@@ -251,8 +253,18 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<Prepared>>) -> napi
             let (x, w, b) = (a.read(0)?, a.read(1)?, a.read_opt(2)?);
             a.write(3)?;
             let (batch, i, n) = linear_sizes(&a.parse::<LinearArgs>(4)?)?;
+            // Batch 1 (or one output) is a matrix-vector product: nothing to prepare.
+            let prep = (batch > 1 && n > 1).then(|| Prepared::for_operand(a.reads[w], caches));
             Box::new(move |r, o| {
-                linear::linear_forward(batch, i, n, r[x], r[w], b.map(|b| r[b]), o[0])
+                let bias = b.map(|b| r[b]);
+                let make = || linear::prepare_forward(i, n, r[w]).ok();
+                let fits = |pw: &linear::PreparedLinear| pw.fits(i, n);
+                match prep.as_ref().and_then(|c| c.get(r[w], fits, make)) {
+                    Some(pw) => {
+                        linear::linear_forward_prepared(batch, i, n, r[x], r[w], &pw, bias, o[0])
+                    }
+                    None => linear::linear_forward(batch, i, n, r[x], r[w], bias, o[0]),
+                }
             })
         }
         "activationForward" => {
@@ -711,29 +723,69 @@ fn with_tokens<T>(tokens: Vec<f64>, f: impl FnOnce() -> T) -> T {
 /// Elements of a weight compared on every reuse of its prepared form (see [`Prepared::get`]).
 const SAMPLES: usize = 64;
 
-/// A conv step's weights prepared once for the GEMM (`conv::prepare_forward`) and reused by
-/// the runs that pass the same weights. The weights are a state array; JavaScript names the
-/// contents of each state array with a token that changes whenever ferroconv writes the array
-/// (`contentToken` in src/tensor.ts) and passes the tokens with each inference run. Runs with
-/// no tokens (training steps, whose weights change every step) prepare nothing. As a net for
-/// writes made behind ferroconv's back, a reuse also compares a sample of the weights with the
-/// values they had when prepared, and prepares again when any differs.
-pub(crate) struct Prepared {
+/// Weights in a prepared form a step keeps between runs.
+trait Weights: Send + Sync + 'static {
+    fn floats(&self) -> usize;
+}
+
+impl Weights for conv::PreparedForward {
+    fn floats(&self) -> usize {
+        self.floats()
+    }
+}
+
+impl Weights for linear::PreparedLinear {
+    fn floats(&self) -> usize {
+        self.floats()
+    }
+}
+
+/// A step's weights prepared once (a conv's packed for the GEMM by `conv::prepare_forward`, a
+/// linear layer's by `linear::prepare_forward`) and reused by the runs that pass the same
+/// weights. The weights are a state array; JavaScript names the contents of each state array
+/// with a token that changes whenever ferroconv writes the array (`contentToken` in
+/// src/tensor.ts) and passes the tokens with each inference run. Runs with no tokens (training
+/// steps, whose weights change every step) prepare nothing. As a net for writes made behind
+/// ferroconv's back, a reuse also compares a sample of the weights with the values they had
+/// when prepared, and prepares again when any differs.
+struct Prepared<T> {
     /// The state array holding the whole weight, when it is one.
     state: Option<usize>,
-    slot: Mutex<Option<PreparedEntry>>,
+    slot: Mutex<Option<PreparedEntry<T>>>,
 }
 
-struct PreparedEntry {
+struct PreparedEntry<T> {
     token: f64,
     sample: Vec<u32>,
-    weights: Arc<conv::PreparedForward>,
+    weights: Arc<T>,
 }
 
-impl Prepared {
+/// What a plan needs of its caches whatever they hold: to empty them and count their floats.
+trait Cache: Send + Sync {
+    fn clear(&self);
+    fn floats(&self) -> usize;
+}
+
+impl<T: Weights> Cache for Prepared<T> {
+    fn clear(&self) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = None;
+        }
+    }
+
+    fn floats(&self) -> usize {
+        self.slot
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|e| e.weights.floats()))
+            .unwrap_or(0)
+    }
+}
+
+impl<T: Weights> Prepared<T> {
     /// The cache for a step whose weight is `operand`, registered in `caches` (which
     /// `releaseArena` empties).
-    fn for_operand(operand: Operand, caches: &mut Vec<Arc<Prepared>>) -> Arc<Prepared> {
+    fn for_operand(operand: Operand, caches: &mut Vec<Arc<dyn Cache>>) -> Arc<Prepared<T>> {
         let state = match operand.src {
             Source::State(k) if operand.offset == 0 => Some(k),
             _ => None,
@@ -751,24 +803,25 @@ impl Prepared {
         weight.iter().step_by(step).map(|v| v.to_bits()).collect()
     }
 
-    /// The prepared weights for `weight` in this run, or None to compute without (no token,
-    /// or preparing failed: the eager path then does its own packing).
+    /// The prepared weights for `weight` in this run (`fits` says whether kept ones suit this
+    /// call, `make` prepares new ones), or None to compute without: no token, or preparing
+    /// failed (the plain kernel then does its own packing).
     fn get(
         &self,
         weight: &[f32],
-        p: &conv::Conv2dParams,
-        algo: conv::ConvAlgo,
-    ) -> Option<Arc<conv::PreparedForward>> {
+        fits: impl Fn(&T) -> bool,
+        make: impl FnOnce() -> Option<T>,
+    ) -> Option<Arc<T>> {
         let k = self.state?;
         let token = RUN_TOKENS.with(|t| t.borrow().get(k).copied())?;
         let mut slot = self.slot.lock().ok()?;
         if let Some(e) = slot.as_ref() {
-            if e.token == token && e.weights.fits(p, algo) && e.sample == Self::sample(weight) {
+            if e.token == token && fits(&e.weights) && e.sample == Self::sample(weight) {
                 return Some(e.weights.clone());
             }
         }
         *slot = None; // the old weights go before the new ones are made
-        let weights = Arc::new(conv::prepare_forward(p, weight, algo).ok()?);
+        let weights = Arc::new(make()?);
         *slot = Some(PreparedEntry {
             token,
             sample: Self::sample(weight),
@@ -776,18 +829,12 @@ impl Prepared {
         });
         Some(weights)
     }
-
-    fn clear(&self) {
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = None;
-        }
-    }
 }
 
 struct Shared {
     plan: Plan,
-    /// The prepared weights of the plan's conv steps.
-    prepared: Vec<Arc<Prepared>>,
+    /// The prepared weights of the plan's conv and linear steps.
+    prepared: Vec<Arc<dyn Cache>>,
     /// The op and the JSON arguments of each step as compiled, for the steps a run replaces.
     ops: Vec<String>,
     /// The arena of the last finished run, kept for the next (a run that finds it taken by a
@@ -871,15 +918,10 @@ impl CompiledPlan {
         }
     }
 
-    /// Floats held by the prepared weights of the plan's conv steps.
+    /// Bytes held by the prepared weights of the plan's conv and linear steps.
     #[napi(getter)]
     pub fn prepared_bytes(&self) -> f64 {
-        let floats: usize = self
-            .shared
-            .prepared
-            .iter()
-            .filter_map(|p| p.slot.lock().ok()?.as_ref().map(|e| e.weights.floats()))
-            .sum();
+        let floats: usize = self.shared.prepared.iter().map(|p| p.floats()).sum();
         (floats * 4) as f64
     }
 

@@ -371,6 +371,24 @@ pub(crate) fn gemm<'a>(
     unsafe { gemm_raw(m, n, k, alpha, a, b, beta, c.as_mut_ptr(), ldc, par) }
 }
 
+/// op(B) (`k x n`) packed whole, in the layout of [`Rhs::Packed`], on the pool: for a right
+/// operand that many GEMMs share (a linear layer's weights, prepared once).
+pub(crate) fn pack_b_whole(b: Mat<'_>, k: usize, n: usize) -> Vec<f32> {
+    assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld);
+    let mut dst = crate::scratch::zeroed(packed_b_len(k, n));
+    // A few panels per task: each is a contiguous piece of dst.
+    const PANELS: usize = 4;
+    if k > 0 {
+        dst.par_chunks_mut(PANELS * k * NR)
+            .enumerate()
+            .for_each(|(t, d)| {
+                let j0 = t * PANELS * NR;
+                pack_b(d, b, 0, k, j0, (PANELS * NR).min(n - j0));
+            });
+    }
+    dst
+}
+
 /// Floats of a packed op(B) (`k x n`), [`Rhs::Packed`].
 pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
     round_up(n, NR) * k
