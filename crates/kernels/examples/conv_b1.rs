@@ -1,8 +1,9 @@
 //! ResNet-50's convolutions at batch 1 (inference), one row per distinct shape with its count in
 //! the network, forward with a ReLU epilogue and algo `auto`: where a batch-1 forward's conv time
 //! goes and how close each shape gets to the FMA peak.
-//! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does.
-//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared]`.
+//! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does;
+//! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead.
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet]`.
 use ferroconv_kernels::conv::{
     conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
     Epilogue,
@@ -36,6 +37,14 @@ const RESNET50: &[(usize, usize, usize, usize, usize, usize)] = &[
     (2, 512, 512, 3, 1, 7),
 ];
 
+/// DenseNet-121's 3x3 convs (128 -> 32 channels), one per dense layer.
+const DENSENET121: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (6, 128, 32, 3, 1, 56),
+    (12, 128, 32, 3, 1, 28),
+    (24, 128, 32, 3, 1, 14),
+    (16, 128, 32, 3, 1, 7),
+];
+
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
@@ -48,6 +57,11 @@ fn main() {
     let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mode = args.next();
     let prepared = mode.as_deref() == Some("prepared");
+    let table = if args.next().as_deref() == Some("densenet") {
+        DENSENET121
+    } else {
+        RESNET50
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -59,7 +73,7 @@ fn main() {
             "{:>5} {:>22} {:>9} {:>9} {:>8}",
             "count", "shape", "ms", "GFLOP/s", "total ms"
         );
-        for &(count, c, oc, k, s, hw) in RESNET50 {
+        for &(count, c, oc, k, s, hw) in table {
             let pad = k / 2;
             let p = Conv2dParams::from_shapes(
                 [batch, c, hw, hw],

@@ -497,6 +497,10 @@ pub(crate) fn pack_forward_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<Pack
 }
 
 pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
+    if super::indirect::applies(f.p) {
+        let packed = super::indirect::pack_weights(f.p, f.weight);
+        return super::indirect::forward(f, &packed, epilogue);
+    }
     let packed = pack_forward_weights(f.p, f.weight);
     forward_packed(f, &packed, epilogue)
 }

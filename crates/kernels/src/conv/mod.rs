@@ -11,6 +11,7 @@ pub mod direct;
 pub mod epilogue;
 pub mod fft;
 pub mod im2col;
+mod indirect;
 mod par;
 pub mod reference;
 pub mod transpose;
@@ -411,7 +412,19 @@ pub struct PreparedForward {
 enum PreparedKind {
     Gemm(Vec<crate::gemm::PackedA>),
     Winograd(Vec<crate::gemm::PackedA>),
+    /// im2col's forward for few output channels ([`indirect`]): 16-channel weight panels.
+    Indirect(Vec<f32>),
     Nothing,
+}
+
+/// What im2col's forward prepares for `p`: the indirect path's panels where it runs, else the
+/// GEMM's packed weights (the same choice `im2col::forward` makes).
+fn prepare_im2col(p: &Conv2dParams, weight: &[f32]) -> PreparedKind {
+    if indirect::applies(p) {
+        PreparedKind::Indirect(indirect::pack_weights(p, weight))
+    } else {
+        PreparedKind::Gemm(im2col::pack_forward_weights(p, weight))
+    }
 }
 
 impl PreparedForward {
@@ -421,6 +434,7 @@ impl PreparedForward {
             PreparedKind::Gemm(a) | PreparedKind::Winograd(a) => {
                 a.iter().map(|a| a.capacity()).sum()
             }
+            PreparedKind::Indirect(w) => w.len(),
             PreparedKind::Nothing => 0,
         }
     }
@@ -441,10 +455,10 @@ pub fn prepare_forward(
     check_len("weight", weight.len(), p.weight_len())?;
     scratch::fallible("conv2d", || {
         let weights = match algo.resolve(p) {
-            ConvAlgo::Im2col => PreparedKind::Gemm(im2col::pack_forward_weights(p, weight)),
+            ConvAlgo::Im2col => prepare_im2col(p, weight),
             ConvAlgo::Winograd => match winograd::prepare(p, weight) {
                 Some(a) => PreparedKind::Winograd(a),
-                None => PreparedKind::Gemm(im2col::pack_forward_weights(p, weight)),
+                None => prepare_im2col(p, weight),
             },
             ConvAlgo::Direct | ConvAlgo::Fft | ConvAlgo::Auto => PreparedKind::Nothing,
         };
@@ -495,12 +509,9 @@ pub fn conv2d_forward_fused_prepared(
     if !prepared.fits(p, algo) {
         bail!("conv2d: prepared weights are for another shape or algorithm");
     }
-    let packed = match &prepared.weights {
-        PreparedKind::Nothing => {
-            return conv2d_forward_fused(p, input, weight, epilogue, output, algo)
-        }
-        PreparedKind::Gemm(a) | PreparedKind::Winograd(a) => a,
-    };
+    if matches!(prepared.weights, PreparedKind::Nothing) {
+        return conv2d_forward_fused(p, input, weight, epilogue, output, algo);
+    }
     let out_hw = p.validate()?;
     check_len("input", input.len(), p.input_len())?;
     check_len("weight", weight.len(), p.weight_len())?;
@@ -509,9 +520,11 @@ pub fn conv2d_forward_fused_prepared(
     check_len("output", output.len(), out_len)?;
     let f = Forward::new(p, out_hw, input, weight, output);
     scratch::fallible("conv2d", || {
-        match prepared.weights {
-            PreparedKind::Winograd(_) => winograd::forward_prepared(f, packed, epilogue),
-            _ => im2col::forward_packed(f, packed, epilogue),
+        match &prepared.weights {
+            PreparedKind::Winograd(a) => winograd::forward_prepared(f, a, epilogue),
+            PreparedKind::Gemm(a) => im2col::forward_packed(f, a, epilogue),
+            PreparedKind::Indirect(w) => indirect::forward(f, w, epilogue),
+            PreparedKind::Nothing => unreachable!("handled above"),
         }
         Ok(())
     })

@@ -1,0 +1,256 @@
+//! Indirect convolution: the forward of convolutions with few output channels (at most 64,
+//! as DenseNet's 128 -> 32 growth convs and GoogLeNet's narrow branches) without lowering.
+//!
+//! im2col writes every receptive field out (`C_in * kH * kW` values per output position) so
+//! that a GEMM can read it; with 32 output channels each lowered value then serves only 32
+//! multiply-adds, and the lowering costs about a third of the convolution. Here the input is
+//! copied once into zero-padded planes, and the micro-kernel reads each tap straight from them:
+//! the value for output position `i` and tap `r = (c, ky, kx)` sits at `base[i] + off[r]`, with
+//! `base[i]` the padded offset of the position's window and `off[r]` the tap's offset in it (an
+//! indirection table, as in XNNPACK's indirect GEMM). A tile is 6 output positions (any six:
+//! they need not share an output row) by 16 output channels; the weights are packed once per
+//! call, or once per model by `prepare_forward`, into 16-channel panels `[kg][16]`. Each tile
+//! sums its whole reduction in registers and goes to the output transposed, with the epilogue.
+//!
+//! Only on AVX2 (elsewhere im2col runs); groups of 1, any stride, padding and dilation.
+use super::par::{with_scratch, SharedMut};
+use super::{Conv2dParams, Epilogue, Forward};
+use crate::gemm::{self, Mat, NR};
+use crate::simd::{self, Isa};
+use rayon::prelude::*;
+
+/// Output positions per tile (the micro-kernel's rows).
+const TP: usize = 6;
+/// Most output channels this path takes: above this, lowering is shared by enough channels
+/// for im2col's GEMM to win.
+const MAX_OUT: usize = 64;
+/// Output positions per parallel task (16 tiles).
+const BLOCK: usize = 96;
+/// Most floats of padded input held at once (16 MiB).
+const MAX_PADDED: usize = 4 << 20;
+
+/// Whether the forward of `p` runs here: a spatial kernel, one group, at most 64 output
+/// channels, padded planes of a bounded size, on a CPU with AVX2.
+pub fn applies(p: &Conv2dParams) -> bool {
+    let isa = simd::isa();
+    let avx2 = simd::dispatch!(isa, avx2 => true, _ => false);
+    let plane = (p.in_h + p.pad_top + p.pad_bottom) * (p.in_w + p.pad_left + p.pad_right);
+    avx2 && p.groups == 1
+        && p.kernel_h * p.kernel_w > 1
+        && p.out_channels <= MAX_OUT
+        && p.in_channels
+            .checked_mul(plane)
+            .is_some_and(|n| n <= MAX_PADDED)
+        && p.validate().is_ok()
+}
+
+/// The weights (`[oc][kg]`) as 16-channel panels of their transpose, `[oc / 16][kg][16]`, zero
+/// past the last channel.
+pub(crate) fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    let kg = p.in_channels * p.kernel_h * p.kernel_w;
+    gemm::pack_b_whole(Mat::new(weight, kg, true), kg, p.out_channels)
+}
+
+/// Forward with the weights packed by [`pack_weights`].
+pub(crate) fn forward(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
+    forward_in(f, packed, epilogue, MAX_PADDED)
+}
+
+/// [`forward`] padding at most `budget` floats of input at a time (whole items).
+fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: usize) {
+    let (p, (oh, ow), input, _, output) = f.parts();
+    let (hp, wp) = (
+        p.in_h + p.pad_top + p.pad_bottom,
+        p.in_w + p.pad_left + p.pad_right,
+    );
+    let (plane, ohw, cin, cout) = (hp * wp, oh * ow, p.in_channels, p.out_channels);
+    let kg = cin * p.kernel_h * p.kernel_w;
+    let item = cin * plane;
+    // Tap offsets inside a padded window, in the weights' (c, ky, kx) order.
+    let mut off = Vec::with_capacity(kg);
+    for c in 0..cin {
+        for ky in 0..p.kernel_h {
+            for kx in 0..p.kernel_w {
+                off.push(c * plane + ky * p.dilation_h * wp + kx * p.dilation_w);
+            }
+        }
+    }
+    // Items go in groups whose padded planes fit the budget; tasks are (item, position block).
+    let per_group = (budget / item.max(1)).clamp(1, p.batch);
+    let blocks = ohw.div_ceil(BLOCK);
+    let isa = simd::isa();
+    let off_max = off.iter().max().copied().unwrap_or(0);
+    let out = SharedMut(output.as_mut_ptr());
+    let finish = !epilogue.is_identity();
+    let panels = cout.div_ceil(NR);
+    with_scratch(per_group * item, |xp| {
+        for n0 in (0..p.batch).step_by(per_group) {
+            let items = per_group.min(p.batch - n0);
+            // Zero-padded copies of the group's input planes, a plane per task.
+            xp[..items * item]
+                .par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(k, dst)| {
+                    let src = &input[(n0 * cin + k) * p.in_h * p.in_w..][..p.in_h * p.in_w];
+                    dst.fill(0.0);
+                    for (y, row) in src.chunks_exact(p.in_w).enumerate() {
+                        dst[(y + p.pad_top) * wp + p.pad_left..][..p.in_w].copy_from_slice(row);
+                    }
+                });
+            let xp: &[f32] = xp;
+            let off = &off[..];
+            (0..items * blocks).into_par_iter().for_each(|t| {
+                let (i, b) = (t / blocks, t % blocks);
+                let n = n0 + i;
+                let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(ohw));
+                let x = &xp[i * item..][..item];
+                // The block's sums, position-major: ct[j][oc] (panels of 16 channels).
+                with_scratch(BLOCK * panels * NR, |ct| {
+                    for j in (j0..j1).step_by(TP) {
+                        let mut base = [0usize; TP];
+                        for (t, bv) in base.iter_mut().enumerate() {
+                            // Positions past the block repeat its last one (results unused).
+                            let pos = (j + t).min(j1 - 1);
+                            let (oy, ox) = (pos / ow, pos % ow);
+                            *bv = oy * p.stride_h * wp + ox * p.stride_w;
+                        }
+                        for q in 0..panels {
+                            let tile = &mut ct[((j - j0) * panels + q * TP) * NR..][..TP * NR];
+                            let w = &packed[q * kg * NR..][..kg * NR];
+                            tile_sum(isa, x, &base, (off, off_max), w, tile);
+                        }
+                    }
+                    // Transposed into the output planes, finished row piece by row piece.
+                    for oc in 0..cout {
+                        let (q, l) = (oc / NR, oc % NR);
+                        let at = (n * cout + oc) * ohw + j0;
+                        // SAFETY: positions j0..j1 of channel oc of item n are inside the output
+                        // and belong to this task alone.
+                        let row = unsafe { std::slice::from_raw_parts_mut(out.at(at), j1 - j0) };
+                        for (jj, v) in row.iter_mut().enumerate() {
+                            let (tj, ti) = (jj / TP, jj % TP);
+                            *v = ct[((tj * panels + q) * TP + ti) * NR + l];
+                        }
+                        if finish {
+                            epilogue.apply_row(row, oc, at, isa);
+                        }
+                    }
+                });
+            });
+        }
+    });
+}
+
+/// One 6-position by 16-channel tile: `tile[i][l] = sum_r x[base[i] + off[r]] * w[r][l]`.
+#[inline]
+fn tile_sum(
+    isa: Isa,
+    x: &[f32],
+    base: &[usize; TP],
+    (off, off_max): (&[usize], usize),
+    w: &[f32],
+    tile: &mut [f32],
+) {
+    // Every address read is inside x: the largest window base plus the largest tap offset is
+    // the last padded input value any output position reads.
+    let last = base.iter().max().copied().unwrap_or(0) + off_max;
+    assert!(last < x.len() && w.len() >= off.len() * NR && tile.len() >= TP * NR);
+    simd::dispatch!(isa,
+        avx2 => {
+            // SAFETY: the CPU has AVX2 (this arm) and every index is in bounds (asserted above).
+            unsafe { tile_avx2(x.as_ptr(), base, off, w.as_ptr(), tile.as_mut_ptr()) }
+        },
+        _ => {
+            for (i, &bi) in base.iter().enumerate() {
+                let mut acc = [0f32; NR];
+                for (r, &o) in off.iter().enumerate() {
+                    let v = x[bi + o];
+                    for (a, &wv) in acc.iter_mut().zip(&w[r * NR..][..NR]) {
+                        *a += v * wv;
+                    }
+                }
+                tile[i * NR..][..NR].copy_from_slice(&acc);
+            }
+        }
+    )
+}
+
+/// AVX2+FMA tile: 12 accumulators (6 positions by two 8-channel halves), per tap two weight
+/// vectors and six broadcasts from the positions' windows.
+///
+/// # Safety
+/// CPU has AVX2+FMA; `x + base[i] + off[r]` readable for all i, r; `w` holds `off.len() * 16`
+/// floats; `tile` holds 6 x 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(
+    x: *const f32,
+    base: &[usize; TP],
+    off: &[usize],
+    w: *const f32,
+    tile: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; TP];
+    let xs = base.map(|b| x.add(b));
+    for (r, &o) in off.iter().enumerate() {
+        let w0 = _mm256_loadu_ps(w.add(r * NR));
+        let w1 = _mm256_loadu_ps(w.add(r * NR + 8));
+        for (i, a) in acc.iter_mut().enumerate() {
+            let v = _mm256_broadcast_ss(&*xs[i].add(o));
+            a[0] = _mm256_fmadd_ps(v, w0, a[0]);
+            a[1] = _mm256_fmadd_ps(v, w1, a[1]);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(tile.add(i * NR), a[0]);
+        _mm256_storeu_ps(tile.add(i * NR + 8), a[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Items padded a few at a time (a budget below the batch's input) give the results of
+    /// all at once, bit for bit.
+    #[test]
+    fn item_groups_agree() {
+        if !simd::dispatch!(simd::isa(), avx2 => true, _ => false) {
+            return; // the path runs only on AVX2
+        }
+        let p =
+            Conv2dParams::from_shapes([5, 3, 9, 11], [7, 3, 3, 3], [2, 1], [1, 2, 0, 1], [1, 2], 1)
+                .unwrap();
+        let out_hw = p.validate().unwrap();
+        let x: Vec<f32> = (0..p.input_len())
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..p.weight_len())
+            .map(|i| ((i * 13 % 29) as f32) / 14.0 - 1.0)
+            .collect();
+        let packed = pack_weights(&p, &w);
+        let ep = Epilogue::default();
+        let run = |budget: usize| {
+            let mut y = vec![f32::NAN; p.output_len(out_hw)];
+            forward_in(
+                Forward::new(&p, out_hw, &x, &w, &mut y),
+                &packed,
+                &ep,
+                budget,
+            );
+            y
+        };
+        let all = run(MAX_PADDED);
+        assert!(all.iter().all(|v| v.is_finite()));
+        for budget in [1, 3 * 12 * 14 * 2] {
+            let got = run(budget);
+            assert!(
+                got.iter()
+                    .zip(&all)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "budget {budget}"
+            );
+        }
+    }
+}
