@@ -44,8 +44,17 @@ pub(super) unsafe fn gemv(
         let acc = &mut acc[..i1 - i0];
         match form {
             Form::Rows => {
-                for (i, out) in (i0..i1).zip(acc.iter_mut()) {
-                    *out = vmath::dot(isa, &mat[i * ld..i * ld + k], v);
+                let row = |i: usize| &mat[i * ld..i * ld + k];
+                let mut quads = acc.chunks_exact_mut(4);
+                let mut i = i0;
+                for out in &mut quads {
+                    let rows = [row(i), row(i + 1), row(i + 2), row(i + 3)];
+                    out.copy_from_slice(&vmath::dot4(isa, rows, v));
+                    i += 4;
+                }
+                for out in quads.into_remainder() {
+                    *out = vmath::dot(isa, row(i), v);
+                    i += 1;
                 }
             }
             Form::Cols => {
