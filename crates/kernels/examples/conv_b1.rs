@@ -2,8 +2,8 @@
 //! the network, forward with a ReLU epilogue and algo `auto`: where a batch-1 forward's conv time
 //! goes and how close each shape gets to the FMA peak.
 //! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does;
-//! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead.
-//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet]`.
+//! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs.
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg]`.
 use ferroconv_kernels::conv::{
     conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
     Epilogue,
@@ -45,6 +45,19 @@ const DENSENET121: &[(usize, usize, usize, usize, usize, usize)] = &[
     (16, 128, 32, 3, 1, 7),
 ];
 
+/// VGG-16's convs.
+const VGG16: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 3, 64, 3, 1, 224),
+    (1, 64, 64, 3, 1, 224),
+    (1, 64, 128, 3, 1, 112),
+    (1, 128, 128, 3, 1, 112),
+    (1, 128, 256, 3, 1, 56),
+    (2, 256, 256, 3, 1, 56),
+    (1, 256, 512, 3, 1, 28),
+    (2, 512, 512, 3, 1, 28),
+    (3, 512, 512, 3, 1, 14),
+];
+
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
@@ -57,10 +70,10 @@ fn main() {
     let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mode = args.next();
     let prepared = mode.as_deref() == Some("prepared");
-    let table = if args.next().as_deref() == Some("densenet") {
-        DENSENET121
-    } else {
-        RESNET50
+    let table = match args.next().as_deref() {
+        Some("densenet") => DENSENET121,
+        Some("vgg") => VGG16,
+        _ => RESNET50,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
