@@ -2,8 +2,9 @@
 //! the network, forward with a ReLU epilogue and algo `auto`: where a batch-1 forward's conv time
 //! goes and how close each shape gets to the FMA peak.
 //! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does;
-//! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs.
-//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg]`.
+//! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs,
+//! `losers` the shapes that lost to PyTorch at batch 8.
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg|losers]`.
 use ferroconv_kernels::conv::{
     conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
     Epilogue,
@@ -58,6 +59,20 @@ const VGG16: &[(usize, usize, usize, usize, usize, usize)] = &[
     (3, 512, 512, 3, 1, 14),
 ];
 
+/// Shapes that lost to PyTorch at batch 8 (GoogLeNet's and DenseNet's 1x1s on small maps,
+/// narrow 3x3s, AlexNet's stem).
+const LOSERS: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 832, 48, 1, 1, 7),
+    (1, 512, 128, 1, 1, 7),
+    (1, 640, 128, 1, 1, 7),
+    (1, 480, 192, 1, 1, 14),
+    (1, 480, 64, 1, 1, 14),
+    (1, 16, 32, 3, 1, 28),
+    (1, 16, 48, 3, 1, 14),
+    (1, 48, 128, 3, 1, 7),
+    (1, 3, 64, 11, 4, 224),
+];
+
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
@@ -73,6 +88,7 @@ fn main() {
     let table = match args.next().as_deref() {
         Some("densenet") => DENSENET121,
         Some("vgg") => VGG16,
+        Some("losers") => LOSERS,
         _ => RESNET50,
     };
     let pool = rayon::ThreadPoolBuilder::new()
