@@ -19,6 +19,36 @@ fn lens(batch: usize, in_f: usize, out_f: usize) -> Result<(usize, usize, usize)
     ))
 }
 
+/// Checks a forward's buffers and starts the output: with a bias, every row is set to it and
+/// the GEMM accumulates onto it (the returned beta is 1); without, beta is 0.
+#[allow(clippy::too_many_arguments)]
+fn start_output(
+    batch: usize,
+    in_f: usize,
+    out_f: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<f32> {
+    let (x_len, w_len, y_len) = lens(batch, in_f, out_f)?;
+    check_len("input", input.len(), x_len)?;
+    check_len("weight", weight.len(), w_len)?;
+    if let Some(b) = bias {
+        check_len("bias", b.len(), out_f)?;
+    }
+    check_len("output", output.len(), y_len)?;
+    Ok(match bias {
+        Some(b) => {
+            output
+                .chunks_exact_mut(out_f)
+                .for_each(|row| row.copy_from_slice(b));
+            1.0
+        }
+        None => 0.0,
+    })
+}
+
 /// A linear layer's weights prepared once for the GEMM (transposed and packed into the
 /// panels it reads), for forwards whose weights do not change between calls (a compiled
 /// plan's inference runs): at batch 8, packing AlexNet's or VGG's classifier weights on every
@@ -75,22 +105,7 @@ pub fn linear_forward_prepared(
         // A matrix-vector product reads the weights as they are.
         return linear_forward(batch, in_f, out_f, input, weight, bias, output);
     }
-    let (x_len, w_len, y_len) = lens(batch, in_f, out_f)?;
-    check_len("input", input.len(), x_len)?;
-    check_len("weight", weight.len(), w_len)?;
-    if let Some(b) = bias {
-        check_len("bias", b.len(), out_f)?;
-    }
-    check_len("output", output.len(), y_len)?;
-    let beta = match bias {
-        Some(b) => {
-            output
-                .chunks_exact_mut(out_f)
-                .for_each(|row| row.copy_from_slice(b));
-            1.0
-        }
-        None => 0.0,
-    };
+    let beta = start_output(batch, in_f, out_f, input, weight, bias, output)?;
     crate::scratch::fallible("linear", || {
         let x = Lhs::Raw(Mat::new(input, in_f, false));
         let par = gemm::want_parallel(batch, out_f, in_f);
@@ -110,23 +125,7 @@ pub fn linear_forward(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
-    let (x_len, w_len, y_len) = lens(batch, in_f, out_f)?;
-    check_len("input", input.len(), x_len)?;
-    check_len("weight", weight.len(), w_len)?;
-    if let Some(b) = bias {
-        check_len("bias", b.len(), out_f)?;
-    }
-    check_len("output", output.len(), y_len)?;
-    // With a bias, start every row from it and let the GEMM accumulate (beta = 1).
-    let beta = match bias {
-        Some(b) => {
-            output
-                .chunks_exact_mut(out_f)
-                .for_each(|row| row.copy_from_slice(b));
-            1.0
-        }
-        None => 0.0,
-    };
+    let beta = start_output(batch, in_f, out_f, input, weight, bias, output)?;
     crate::scratch::fallible("linear", || {
         let (x, w) = (Mat::new(input, in_f, false), Mat::new(weight, in_f, true));
         sgemm_unchecked(batch, out_f, in_f, 1.0, x, w, beta, output, out_f);

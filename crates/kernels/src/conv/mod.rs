@@ -360,6 +360,23 @@ pub fn conv2d_forward(
     })
 }
 
+/// The buffer checks of a fused forward; the output size.
+fn check_fused(
+    p: &Conv2dParams,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: &Epilogue<'_>,
+    output: &[f32],
+) -> Result<(usize, usize)> {
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    let out_len = p.output_len(out_hw);
+    epilogue.validate(p.out_channels, out_len)?;
+    check_len("output", output.len(), out_len)?;
+    Ok(out_hw)
+}
+
 /// output = epilogue(conv(input, weight)): per output channel `oc`,
 /// `act(acc * scale[oc] + shift[oc] + residual)` (see [`Epilogue`]). For inference: a bias, a
 /// folded batch norm, a residual add and a ReLU in the conv's own pass over the output.
@@ -372,12 +389,7 @@ pub fn conv2d_forward_fused(
     output: &mut [f32],
     algo: ConvAlgo,
 ) -> Result<()> {
-    let out_hw = p.validate()?;
-    check_len("input", input.len(), p.input_len())?;
-    check_len("weight", weight.len(), p.weight_len())?;
-    let out_len = p.output_len(out_hw);
-    epilogue.validate(p.out_channels, out_len)?;
-    check_len("output", output.len(), out_len)?;
+    let out_hw = check_fused(p, input, weight, epilogue, output)?;
     let plane = out_hw.0 * out_hw.1;
     let mut f = Forward::new(p, out_hw, input, weight, output);
     scratch::fallible("conv2d", || {
@@ -512,12 +524,7 @@ pub fn conv2d_forward_fused_prepared(
     if matches!(prepared.weights, PreparedKind::Nothing) {
         return conv2d_forward_fused(p, input, weight, epilogue, output, algo);
     }
-    let out_hw = p.validate()?;
-    check_len("input", input.len(), p.input_len())?;
-    check_len("weight", weight.len(), p.weight_len())?;
-    let out_len = p.output_len(out_hw);
-    epilogue.validate(p.out_channels, out_len)?;
-    check_len("output", output.len(), out_len)?;
+    let out_hw = check_fused(p, input, weight, epilogue, output)?;
     let f = Forward::new(p, out_hw, input, weight, output);
     scratch::fallible("conv2d", || {
         match &prepared.weights {
