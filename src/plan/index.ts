@@ -9,8 +9,9 @@
 // option or a new input shape never runs a stale plan. A process-wide setting that forwards read
 // (inference fusion) calls invalidatePlans(). The weights are not part of a plan: each run reads
 // the model's current parameter arrays, with a token naming each array's contents
-// (contentToken); a conv keeps its weights prepared for the GEMM from one run to the next while
-// its weight's token stays the same, so a predict does not repack every weight of the model.
+// (contentToken); convs and linear layers keep their weights prepared for the GEMM from one run
+// to the next while the weight's token stays the same, so a predict does not repack every
+// weight of the model.
 import { addon, type Native } from '../native.js';
 import { contentToken, pin, Tensor, uninitialized, unpin } from '../tensor.js';
 import { type Trace, trace, Untraceable } from './trace.js';
@@ -70,8 +71,8 @@ export interface PlanInfo {
   /** Bytes of the plan's arena for intermediate values. */
   arenaBytes?: number;
   /**
-   * Bytes of conv weights the plan keeps prepared (packed for the GEMM, or Winograd-transformed)
-   * between runs, as of the end of the last run.
+   * Bytes of conv and linear weights the plan keeps prepared (packed for the GEMM, or
+   * Winograd-transformed) between runs, as of the end of the last run.
    */
   preparedBytes?: number;
 }
