@@ -159,13 +159,16 @@ export function createTarget(): Target {
       const state = spec.stateLens.map((n, k) => values(n, k + inputs.length));
       // A training step's plan writes the updated state into arrays of its own.
       const updated = plan.writtenState.map((k) => new Float32Array(spec.stateLens[k]));
-      await plan.run(
-        inputs,
-        state,
-        plan.outputLens.map((n) => new Float32Array(n)),
-        null,
-        updated,
-      );
+      const outputs = () => plan.outputLens.map((n) => new Float32Array(n));
+      if (updated.length) {
+        await plan.run(inputs, state, outputs(), null, updated);
+        return;
+      }
+      // An inference plan runs twice with content tokens: the first run prepares its conv and
+      // linear weights, the second reuses them.
+      const tokens = state.map((_, k) => k + 1);
+      await plan.run(inputs, state, outputs(), null, null, tokens);
+      await plan.run(inputs, state, outputs(), null, null, tokens);
     },
   };
 }
