@@ -482,6 +482,15 @@ pub fn prepare_forward(
     })
 }
 
+/// Fails unless `prepared` was made for a call of shape `p` and algorithm `algo`; whether it
+/// holds weights (direct and FFT convolutions prepare nothing and run as without).
+fn holds_weights(prepared: &PreparedForward, p: &Conv2dParams, algo: ConvAlgo) -> Result<bool> {
+    if !prepared.fits(p, algo) {
+        bail!("conv2d: prepared weights are for another shape or algorithm");
+    }
+    Ok(!matches!(prepared.weights, PreparedKind::Nothing))
+}
+
 /// [`conv2d_forward`] with the weights prepared by [`prepare_forward`] (see
 /// [`conv2d_forward_fused_prepared`]); bit for bit the same results.
 #[allow(clippy::too_many_arguments)]
@@ -494,10 +503,7 @@ pub fn conv2d_forward_prepared(
     output: &mut [f32],
     algo: ConvAlgo,
 ) -> Result<()> {
-    if !prepared.fits(p, algo) {
-        bail!("conv2d: prepared weights are for another shape or algorithm");
-    }
-    if matches!(prepared.weights, PreparedKind::Nothing) {
+    if !holds_weights(prepared, p, algo)? {
         // Direct summation adds the bias inside its sums, unlike the fused epilogue.
         return conv2d_forward(p, input, weight, bias, output, algo);
     }
@@ -518,10 +524,7 @@ pub fn conv2d_forward_fused_prepared(
     output: &mut [f32],
     algo: ConvAlgo,
 ) -> Result<()> {
-    if !prepared.fits(p, algo) {
-        bail!("conv2d: prepared weights are for another shape or algorithm");
-    }
-    if matches!(prepared.weights, PreparedKind::Nothing) {
+    if !holds_weights(prepared, p, algo)? {
         return conv2d_forward_fused(p, input, weight, epilogue, output, algo);
     }
     let out_hw = check_fused(p, input, weight, epilogue, output)?;
