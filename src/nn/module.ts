@@ -5,6 +5,7 @@
 // failing layer's error gets its context (the layer's dotted path, its type, the shape it got).
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { noGrad } from '../autograd.js';
+import type { OnnxExportOptions } from '../io/onnx/export.js';
 import { compile, notePlanInfo, type PlanInfo, run as runPlan } from '../plan/index.js';
 import { allocate, pin, Tensor, uninitialized, unpin, writableData } from '../tensor.js';
 
@@ -388,6 +389,19 @@ export abstract class Module {
    */
   save(path: string, metadata?: Record<string, string>): void {
     saveSafetensors(path, this.stateDict(), { metadata, int64: (n) => n.endsWith('num_batches_tracked') });
+  }
+
+  /**
+   * Writes the model's eval forward as an ONNX file (atomically): opset 13 to 17 (default 17),
+   * for an input of `inputShape`, with the batch dimension symbolic when `dynamicBatch`.
+   * Parameters and buffers are initializers under their state-dict names; batch norm is
+   * BatchNormalization, dropout is left out. Throws, writing nothing, when the forward holds a
+   * call with no ONNX equivalent (the Error lists them all).
+   */
+  async exportOnnx(path: string, opts: OnnxExportOptions): Promise<void> {
+    // Imported when used: the exporter imports the layers, which import this file.
+    const onnx = await import('../io/onnx/export.js');
+    onnx.exportOnnx(this, path, opts);
   }
 
   /**

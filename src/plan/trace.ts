@@ -75,11 +75,16 @@ const WRITES: Record<string, readonly number[]> = {
   adadeltaStep: [0, 2, 3],
 };
 
+/** Entries a graph traced for export may hold that no plan runs yet. */
+const GRAPH_ONLY: Record<string, readonly number[]> = {
+  convTranspose2dForward: [3],
+};
+
 /** Entries that only compute sizes or report settings: they run as they are during a trace. */
 const PURE = new Set(['conv2dOutputSize', 'convTranspose2dOutputSize', 'pool2dOutputSize', 'nativeInfo']);
 
-interface Operand {
-  src: 'input' | 'state' | 'temp';
+export interface Operand {
+  src: 'input' | 'state' | 'temp' | 'const';
   id: number;
   offset: number;
   len: number;
@@ -151,11 +156,13 @@ function contains(r: Region, a: Data): boolean {
 }
 
 /** What a trace records: the plan's JSON parts and the arrays and tensors it found. */
-interface Recording {
+export interface Recording {
   steps: { op: string; args: unknown[] }[];
   temps: Region[];
   /** State by first use: tensors (inference) or arrays (training). */
   usedState: (Tensor | Float32Array)[];
+  /** Arrays made in JavaScript that the forward read, by first use (graph traces only). */
+  constants: Data[];
 }
 
 interface Options {
@@ -165,6 +172,11 @@ interface Options {
   training: boolean;
   /** Chunks a dry trace carves from, kept from earlier traces (see carver). */
   pool?: Float32Array[];
+  /**
+   * Record arrays made in JavaScript as constants (operand src 'const') instead of failing: a
+   * graph for export holds their values, as torch.jit.trace does. A plan never takes them.
+   */
+  constants?: boolean;
 }
 
 /**
@@ -183,6 +195,8 @@ function record(
   const { dry, training } = opts;
   const temps: Region[] = [];
   const usedState: (Tensor | Float32Array)[] = [];
+  const constants: Data[] = [];
+  const constIndex = new Map<Data, number>();
   const stateIndex = new Map<Tensor | Float32Array, number>();
   const steps: { op: string; args: unknown[] }[] = [];
   const carved = new Set<ArrayBufferLike>();
@@ -291,6 +305,14 @@ function record(
         if (contains(t.data, a)) return stateOperand(t, a);
       }
     }
+    if (opts.constants) {
+      let id = constIndex.get(a);
+      if (id === undefined) {
+        id = constants.push(a) - 1;
+        constIndex.set(a, id);
+      }
+      return { src: 'const', id, offset: 0, len: a.length };
+    }
     return fail(
       `${op} reads an array made in JavaScript ` +
         "(neither the input, a parameter or buffer, nor an earlier kernel's output)",
@@ -318,7 +340,7 @@ function record(
 
   const isData = (v: unknown): v is Data => v instanceof Float32Array || v instanceof Int32Array;
   const recordCall = (op: string, args: unknown[]): void => {
-    const writes = WRITES[op];
+    const writes = WRITES[op] ?? GRAPH_ONLY[op];
     // Reads first: a call that reads and writes parts of one temp must see the earlier writer.
     const json = args.map((v, i) => {
       if (writes.includes(i)) return null;
@@ -347,7 +369,7 @@ function record(
     get(target, key) {
       const value = (target as Record<string | symbol, unknown>)[key];
       if (typeof value !== 'function' || typeof key !== 'string' || PURE.has(key)) return value;
-      if (!(key in WRITES)) return () => fail(`${key} has no plan step`);
+      if (!(key in WRITES) && !(opts.constants && key in GRAPH_ONLY)) return () => fail(`${key} has no plan step`);
       const fn = value as (...a: unknown[]) => unknown;
       return (...args: unknown[]) => {
         recordCall(key, args);
@@ -367,7 +389,7 @@ function record(
   // A forward that caught the recorder's error still cannot be replayed.
   if (failure) throw new Untraceable(failure);
   if (steps.length === 0) throw new Untraceable('the forward made no kernel calls');
-  return { out, rec: { steps, temps, usedState }, locate };
+  return { out, rec: { steps, temps, usedState, constants }, locate };
 }
 
 function isTensor(y: unknown): y is Tensor {
@@ -396,6 +418,24 @@ export function trace(forward: () => unknown, input: Float32Array, state: Tensor
   if (!isTensor(out)) throw new Untraceable('the forward did not return one Tensor');
   const spec = specOf(rec, [input], [locate(out.data, 'the output')]);
   return { spec, state: rec.usedState as Tensor[], outputShape: [...out.shape], outputLen: out.data.length };
+}
+
+/** A forward traced for export: every kernel call with its operands, and the output. */
+export interface GraphTrace {
+  rec: Recording;
+  output: Operand;
+  outputShape: number[];
+}
+
+/**
+ * Runs `forward` (computing, not dry: a constant made in JavaScript then holds the values it
+ * would hold on this input) and returns every kernel call it made. Arrays made in JavaScript
+ * that the forward reads become constants. Throws Untraceable when it cannot be replayed.
+ */
+export function traceGraph(forward: () => unknown, input: Float32Array, state: Tensor[]): GraphTrace {
+  const { out, rec, locate } = record(forward, [input], state, [], { dry: false, training: false, constants: true });
+  if (!isTensor(out)) throw new Untraceable('the forward did not return one Tensor');
+  return { rec, output: locate(out.data, 'the output'), outputShape: [...out.shape] };
 }
 
 /** A traced training step: its plan's steps, the arrays each run passes, its outputs. */
