@@ -55,6 +55,9 @@ interface OperandJson {
 
 const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
+/** A read of a value whose producer could not be exported (reported already, not again). */
+class MissingValue extends Error {}
+
 /** Builds the graph from a trace: nodes, initializers, and the values each temp holds. */
 class GraphWriter {
   readonly nodes: NodeProto[] = [];
@@ -119,7 +122,7 @@ class GraphWriter {
     }
     if (o.src === 'temp') {
       const v = this.temps.get(o.id);
-      if (!v) throw new Error(`${what} reads a value no exported node produced`);
+      if (!v) throw new MissingValue(`${what} reads a value no exported node produced`);
       if (o.offset !== 0 || o.len !== size(v.shape)) throw new Error(`${what} reads part of a value`);
       return v;
     }
@@ -441,6 +444,7 @@ function exportChunks(model: Module, opts: OnnxExportOptions): Uint8Array[] {
       if (!emit) throw new Error(`the kernel call ${step.op} has no ONNX export`);
       emit(w, step.args);
     } catch (e) {
+      if (e instanceof MissingValue && problems.length) continue;
       problems.push((e as Error).message);
       if (problems.length >= 20) break;
     }
