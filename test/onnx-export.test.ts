@@ -235,8 +235,9 @@ describe('exportOnnx: layers and ops', () => {
       expect(t.dims.map(Number)).toEqual(mine.shape);
       const raw = t.rawData;
       const got = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-      expect(Buffer.from(got.buffer).equals(Buffer.from(mine.data.buffer, mine.data.byteOffset, mine.data.byteLength)))
-        .toBe(true);
+      expect(
+        Buffer.from(got.buffer).equals(Buffer.from(mine.data.buffer, mine.data.byteOffset, mine.data.byteLength)),
+      ).toBe(true);
     }
     expect(proto.producerName).toBe('ferroconv');
   });
@@ -245,11 +246,15 @@ describe('exportOnnx: layers and ops', () => {
 describe('exportOnnx: errors', () => {
   const model = () => new Sequential(new Conv2d(3, 4, 3), new ReLU());
   it('checks its options', () => {
-    expect(thrown(() => toOnnx(model(), { inputShape: [1, 3, 0, 8] })).message).toMatch(/inputShape: expected positive/);
+    expect(thrown(() => toOnnx(model(), { inputShape: [1, 3, 0, 8] })).message).toMatch(
+      /inputShape: expected positive/,
+    );
     expect(thrown(() => toOnnx(model(), { inputShape: [1, 3, 8, 8], opset: 12 })).message).toMatch(
       /opset: expected an integer from 13 to 17, got 12/,
     );
-    expect(thrown(() => toOnnx(model(), { inputShape: [1, 4, 8, 8] })).message).toMatch(/expected input \[N, 3, H, W\]/);
+    expect(thrown(() => toOnnx(model(), { inputShape: [1, 4, 8, 8] })).message).toMatch(
+      /expected input \[N, 3, H, W\]/,
+    );
   });
 
   it('names what it cannot export, and a failed export writes no file', async () => {
