@@ -100,22 +100,18 @@ describe('errors', () => {
     [
       'unknown kind',
       () => native.activationForward('gelu', x, y),
-      "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', got 'gelu'",
+      "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', 'hardsigmoid', 'hardswish', 'silu', got 'gelu'",
     ],
     [
       'wrong output length',
       () => native.activationForward('relu', x, new Float32Array(3)),
       'output: expected 4 elements, got 3',
     ],
-    [
-      'NaN slope',
-      () => native.activationForward('leaky_relu', x, y, NaN),
-      'negativeSlope: expected a finite number, got NaN',
-    ],
+    ['NaN slope', () => native.activationForward('leaky_relu', x, y, NaN), 'alpha: expected a finite number, got NaN'],
     [
       'infinite slope',
       () => native.activationForward('leaky_relu', x, y, Infinity),
-      'negativeSlope: expected a finite number, got inf',
+      'alpha: expected a finite number, got inf',
     ],
     ['output aliasing input', () => native.activationForward('relu', x, x), 'output: must not share memory with input'],
     [

@@ -39,31 +39,117 @@ export function scale(a: Tensor, s: number): Tensor {
   });
 }
 
-/** Concatenates NCHW tensors along dim 1 (channels); N, H, W must match. */
+/** The sizes before, at and after `dim` of a shape: [outer, size, inner]. */
+function around(shape: readonly number[], dim: number): [number, number, number] {
+  const outer = shape.slice(0, dim).reduce((a, b) => a * b, 1);
+  const inner = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+  return [outer, shape[dim], inner];
+}
+
+/** `dim` normalised to [0, rank), or an Error naming `op`. */
+function axis(op: string, dim: number, rank: number): number {
+  if (!Number.isInteger(dim) || dim < -rank || dim >= rank) {
+    throw new Error(`${op}: dim ${dim} is out of range for a ${rank}-D tensor`);
+  }
+  return dim < 0 ? dim + rank : dim;
+}
+
+/**
+ * Concatenates tensors along `dim` (default 1, channels), as torch.cat; every other dimension
+ * must match. The kernel treats each tensor as [outer, size, inner] around `dim`.
+ */
 export function cat(tensors: Tensor[], dim = 1): Tensor {
-  if (dim !== 1) throw new Error(`cat: only dim 1 (channels) is supported, got ${dim}`);
   if (tensors.length === 0) throw new Error('cat: expected at least one tensor');
-  const [n, , h, w] = tensors[0].shape;
+  const first = tensors[0].shape;
+  const d = axis('cat', dim, first.length);
   for (const [i, t] of tensors.entries()) {
-    if (t.ndim !== 4 || t.shape[0] !== n || t.shape[2] !== h || t.shape[3] !== w) {
-      throw new Error(`cat: tensor ${i} has shape [${t.shape.join(', ')}], expected [${n}, *, ${h}, ${w}]`);
+    const same = t.ndim === first.length && t.shape.every((s, k) => k === d || s === first[k]);
+    if (!same) {
+      const want = first.map((s, k) => (k === d ? '*' : s)).join(', ');
+      throw new Error(`cat: tensor ${i} has shape [${t.shape.join(', ')}], expected [${want}]`);
     }
   }
-  const channels = tensors.map((t) => t.shape[1]);
+  const [outer, , inner] = around(first, d);
+  const channels = tensors.map((t) => t.shape[d]);
   const total = channels.reduce((a, b) => a + b, 0);
-  const out = uninitialized(n * total * h * w, 'cat');
+  const out = uninitialized(outer * total * inner, 'cat');
   native.concatChannels(
     tensors.map((t) => t.data),
     channels,
-    n,
-    h * w,
+    outer,
+    inner,
     out,
   );
-  const y = new Tensor(out, [n, total, h, w]);
+  const shape = [...first];
+  shape[d] = total;
+  const y = new Tensor(out, shape);
   return record('cat', y, tensors, (g) => {
     const parts = tensors.map((t) => uninitialized(t.size, 'cat'));
-    native.splitChannels(g, parts, channels, n, h * w);
+    native.splitChannels(g, parts, channels, outer, inner);
     return parts;
+  });
+}
+
+/** Splits `x` along `dim` into parts of the given sizes (which must sum to its size), as torch.split. */
+export function split(x: Tensor, sizes: readonly number[], dim = 1): Tensor[] {
+  const d = axis('split', dim, x.ndim);
+  const [outer, size, inner] = around(x.shape, d);
+  if (!sizes.every((s) => Number.isInteger(s) && s >= 0) || sizes.reduce((a, b) => a + b, 0) !== size) {
+    throw new Error(
+      `split: sizes [${sizes.join(', ')}] do not add up to ${size} (dim ${d} of [${x.shape.join(', ')}])`,
+    );
+  }
+  const parts = sizes.map((s) => uninitialized(outer * s * inner, 'split'));
+  native.splitChannels(x.data, parts, [...sizes], outer, inner);
+  const outs = parts.map((p, k) => {
+    const shape = [...x.shape];
+    shape[d] = sizes[k];
+    return new Tensor(p, shape);
+  });
+  // Each part's backward puts its gradient back in place with zeros around it.
+  return outs.map((y, k) =>
+    record('split', y, [x], (g) => {
+      const pieces = sizes.map((s, j) => {
+        if (j === k) return g;
+        const z = uninitialized(outer * s * inner, 'split');
+        native.fill(z, 0);
+        return z;
+      });
+      const gx = uninitialized(x.size, 'split');
+      native.concatChannels(pieces, [...sizes], outer, inner, gx);
+      return [gx];
+    }),
+  );
+}
+
+/** The `length` entries of `x` from `start` along `dim`, as torch.narrow (a copy, not a view). */
+export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
+  const d = axis('narrow', dim, x.ndim);
+  const size = x.shape[d];
+  if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > size) {
+    throw new Error(`narrow: [${start}, ${start + length}) is outside dim ${d} of size ${size}`);
+  }
+  const sizes = [start, length, size - start - length];
+  return split(x, sizes, d)[1];
+}
+
+/** x with its dimensions permuted: result dim i is x's dim perm[i], as torch.permute. */
+export function transpose(x: Tensor, perm: readonly number[]): Tensor {
+  if (perm.length !== x.ndim) {
+    throw new Error(`transpose: perm [${perm.join(', ')}] has ${perm.length} axes, x has ${x.ndim}`);
+  }
+  const p = perm.map((a) => axis('transpose', a, x.ndim));
+  const out = uninitialized(x.size, 'transpose');
+  native.transpose(x.data, x.shape, p, out);
+  const y = new Tensor(
+    out,
+    p.map((a) => x.shape[a]),
+  );
+  const inverse = p.map((_, i) => p.indexOf(i));
+  return record('transpose', y, [x], (g) => {
+    const gx = uninitialized(x.size, 'transpose');
+    native.transpose(g, y.shape, inverse, gx);
+    return [gx];
   });
 }
 

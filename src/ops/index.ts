@@ -2,12 +2,26 @@
 export { conv2d, conv2dFused, convTranspose2d } from './conv.js';
 export type { Conv2dOptions, ConvEpilogue, ConvTranspose2dOptions, ConvAlgo, Pair } from './conv.js';
 export { linear } from './linear.js';
-export { relu, relu_, leakyRelu, sigmoid, tanh } from './activation.js';
+export { relu, relu_, leakyRelu, sigmoid, tanh, clip, relu6, hardSigmoid, hardSwish, silu } from './activation.js';
 export { maxPool2d, avgPool2d, adaptiveAvgPool2d } from './pool.js';
 export type { Pool2dOptions } from './pool.js';
 export { batchNorm2d, localResponseNorm } from './norm.js';
 export type { BatchNormOptions, LrnOptions } from './norm.js';
-export { add, mul, scale, cat, catAffine, reshape, flatten, dropout, sum, mean } from './elementwise.js';
+export {
+  add,
+  mul,
+  scale,
+  cat,
+  catAffine,
+  split,
+  narrow,
+  transpose,
+  reshape,
+  flatten,
+  dropout,
+  sum,
+  mean,
+} from './elementwise.js';
 export {
   softmax,
   logSoftmax,

@@ -44,6 +44,7 @@ const WRITES: Record<string, readonly number[]> = {
   lrnForward: [1, 2],
   broadcastBinary: [5],
   scale: [2],
+  transpose: [3],
   // Training: the forward's saved values, the backward, the optimizer's in-place updates.
   conv2dBackwardData: [2],
   conv2dBackwardWeight: [2, 3],

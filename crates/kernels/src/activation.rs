@@ -1,7 +1,10 @@
-//! Pointwise activations (ReLU, leaky ReLU, sigmoid, tanh), forward and backward, with
-//! PyTorch's semantics at the edges: the ReLU family's gradient is taken from the *input*
-//! (zero where input <= 0 for ReLU, `negative_slope` where input <= 0 for leaky ReLU), sigmoid's
-//! and tanh's from the saved *output*, so a backward pass never recomputes the forward.
+//! Pointwise activations (ReLU, leaky ReLU, sigmoid, tanh, and the mobile networks' clip
+//! (ReLU6), hard sigmoid, hard swish and SiLU), forward and backward, with PyTorch's semantics
+//! at the edges: the ReLU family's gradient is taken from the *input* (zero where input <= 0
+//! for ReLU, `negative_slope` where input <= 0 for leaky ReLU), sigmoid's and tanh's from the
+//! saved *output*, so a backward pass never recomputes the forward. The piecewise-linear ones
+//! (clip, hard sigmoid, hard swish) and SiLU read the input; they are plain loops (the
+//! compiler vectorizes them): they run on small mobile-network maps, not in hot GEMM paths.
 use crate::error::check_len;
 use crate::simd::{self, dispatch, kernel, Isa};
 use crate::vmath::for_each_chunk;
@@ -13,29 +16,67 @@ pub const DEFAULT_NEGATIVE_SLOPE: f32 = 0.01;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
     Relu,
-    LeakyRelu { negative_slope: f32 },
+    LeakyRelu {
+        negative_slope: f32,
+    },
     Sigmoid,
     Tanh,
+    /// min(max(x, min), max): ReLU6 is clip(0, 6). torch's hardtanh gradient (zero at the bounds).
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// max(0, min(1, alpha * x + beta)) (ONNX HardSigmoid; torch's hardsigmoid is alpha 1/6, beta 1/2).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x * relu6(x + 3) / 6.
+    HardSwish,
+    /// x * sigmoid(x).
+    Silu,
 }
 
 impl Activation {
-    /// Parses `'relu' | 'leaky_relu' | 'sigmoid' | 'tanh'`. `negative_slope` is used by
-    /// leaky_relu only (default 0.01) but must be finite whenever it is given.
-    pub fn parse(kind: &str, negative_slope: Option<f64>) -> Result<Activation> {
-        if let Some(s) = negative_slope {
-            if !s.is_finite() {
-                bail!("negativeSlope: expected a finite number, got {s}");
+    /// Parses `'relu' | 'leaky_relu' | 'sigmoid' | 'tanh' | 'clip' | 'hardsigmoid' | 'hardswish'
+    /// | 'silu'`. `alpha` is leaky_relu's negative slope (default 0.01), clip's lower bound
+    /// (default -inf) and hardsigmoid's slope (default 0.2); `beta` clip's upper bound (default
+    /// +inf) and hardsigmoid's offset (default 0.5). Kinds without parameters ignore them.
+    pub fn parse(kind: &str, alpha: Option<f64>, beta: Option<f64>) -> Result<Activation> {
+        for (name, v) in [("alpha", alpha), ("beta", beta)] {
+            if let Some(v) = v {
+                // Clip's bounds may be infinite (ONNX's defaults); nothing may be NaN.
+                if v.is_nan() || (v.is_infinite() && kind != "clip") {
+                    bail!("{name}: expected a finite number, got {v}");
+                }
             }
         }
         Ok(match kind {
             "relu" => Activation::Relu,
             "leaky_relu" => Activation::LeakyRelu {
-                negative_slope: negative_slope.map_or(DEFAULT_NEGATIVE_SLOPE, |s| s as f32),
+                negative_slope: alpha.map_or(DEFAULT_NEGATIVE_SLOPE, |s| s as f32),
             },
             "sigmoid" => Activation::Sigmoid,
             "tanh" => Activation::Tanh,
+            "clip" => {
+                let (min, max) = (
+                    alpha.unwrap_or(f64::NEG_INFINITY) as f32,
+                    beta.unwrap_or(f64::INFINITY) as f32,
+                );
+                if min > max {
+                    bail!("clip: alpha (the minimum, {min}) is above beta (the maximum, {max})");
+                }
+                Activation::Clip { min, max }
+            }
+            "hardsigmoid" => Activation::HardSigmoid {
+                alpha: alpha.unwrap_or(0.2) as f32,
+                beta: beta.unwrap_or(0.5) as f32,
+            },
+            "hardswish" => Activation::HardSwish,
+            "silu" => Activation::Silu,
             other => bail!(
-                "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', got '{other}'"
+                "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', \
+                 'hardsigmoid', 'hardswish', 'silu', got '{other}'"
             ),
         })
     }
@@ -46,12 +87,16 @@ impl Activation {
             Activation::LeakyRelu { .. } => "leaky_relu",
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
+            Activation::Clip { .. } => "clip",
+            Activation::HardSigmoid { .. } => "hardsigmoid",
+            Activation::HardSwish => "hardswish",
+            Activation::Silu => "silu",
         }
     }
 
     /// Whether the backward pass reads the forward input (else it reads the output).
     pub fn backward_reads_input(self) -> bool {
-        matches!(self, Activation::Relu | Activation::LeakyRelu { .. })
+        !matches!(self, Activation::Sigmoid | Activation::Tanh)
     }
 }
 
@@ -66,6 +111,41 @@ pub fn activation_forward(act: Activation, input: &[f32], output: &mut [f32]) ->
             Activation::LeakyRelu { negative_slope } => leaky_relu(isa, x, y, negative_slope),
             Activation::Sigmoid => sigmoid(isa, x, y),
             Activation::Tanh => tanh(isa, x, y),
+            Activation::Clip { min, max } => {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    // NaN stays NaN, as torch's clamp.
+                    *o = if v < min {
+                        min
+                    } else if v > max {
+                        max
+                    } else {
+                        v
+                    };
+                }
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = (alpha * v + beta).clamp(0.0, 1.0);
+                }
+            }
+            // Branches as torch's, so hardswish(-inf) is 0, not -inf * 0.
+            Activation::HardSwish => {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = if v <= -3.0 {
+                        0.0
+                    } else if v >= 3.0 {
+                        v
+                    } else {
+                        v * (v + 3.0) / 6.0
+                    };
+                }
+            }
+            Activation::Silu => {
+                sigmoid(isa, x, y);
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o *= v;
+                }
+            }
         }
     });
     Ok(())
@@ -113,6 +193,37 @@ pub fn activation_backward(
             }
             Activation::Sigmoid => sigmoid_backward(isa, s, g, gi),
             Activation::Tanh => tanh_backward(isa, s, g, gi),
+            // torch's hardtanh_backward: the gradient passes strictly inside the bounds.
+            Activation::Clip { min, max } => {
+                for ((o, &v), &d) in gi.iter_mut().zip(s).zip(g) {
+                    *o = if v > min && v < max { d } else { 0.0 };
+                }
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                for ((o, &v), &d) in gi.iter_mut().zip(s).zip(g) {
+                    let t = alpha * v + beta;
+                    *o = if t > 0.0 && t < 1.0 { d * alpha } else { 0.0 };
+                }
+            }
+            // torch's hardswish_backward: 0 below -3, the input's gradient above 3.
+            Activation::HardSwish => {
+                for ((o, &v), &d) in gi.iter_mut().zip(s).zip(g) {
+                    *o = if v < -3.0 {
+                        0.0
+                    } else if v <= 3.0 {
+                        d * (v / 3.0 + 0.5)
+                    } else {
+                        d
+                    };
+                }
+            }
+            Activation::Silu => {
+                sigmoid(isa, s, gi);
+                for ((o, &v), &d) in gi.iter_mut().zip(s).zip(g) {
+                    let sg = *o;
+                    *o = d * sg * (1.0 + v * (1.0 - sg));
+                }
+            }
         }
     });
     Ok(())

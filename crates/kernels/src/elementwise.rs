@@ -744,3 +744,78 @@ pub fn clip_grad_norm(grads: &mut [&mut [f32]], max_norm: f64) -> f64 {
     }
     norm
 }
+
+/// Most dimensions a transpose takes.
+pub const MAX_TRANSPOSE_RANK: usize = 8;
+
+/// output = input with its axes permuted: output axis i is input axis `perm[i]` (numpy's
+/// `transpose(perm)`, ONNX Transpose). Its own backward with the inverse permutation.
+pub fn transpose(input: &[f32], shape: &[usize], perm: &[usize], output: &mut [f32]) -> Result<()> {
+    let rank = shape.len();
+    if rank > MAX_TRANSPOSE_RANK {
+        bail!("shape: at most {MAX_TRANSPOSE_RANK} dimensions, got {rank}");
+    }
+    if perm.len() != rank {
+        bail!("perm: expected {rank} axes, got {}", perm.len());
+    }
+    let mut seen = [false; MAX_TRANSPOSE_RANK];
+    for &p in perm {
+        if p >= rank || seen[p] {
+            bail!("perm: expected a permutation of 0..{rank}, got {perm:?}");
+        }
+        seen[p] = true;
+    }
+    let n = numel("shape", shape)?;
+    check_len("input", input.len(), n)?;
+    check_len("output", output.len(), n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    // Row-major strides of the input, then the input stride of each output axis.
+    let mut in_stride = [0usize; MAX_TRANSPOSE_RANK];
+    let mut acc = 1;
+    for d in (0..rank).rev() {
+        in_stride[d] = acc;
+        acc *= shape[d];
+    }
+    let mut dims = [1usize; MAX_TRANSPOSE_RANK];
+    let mut step = [0usize; MAX_TRANSPOSE_RANK];
+    for (i, &p) in perm.iter().enumerate() {
+        dims[i] = shape[p];
+        step[i] = in_stride[p];
+    }
+    let rank = rank.max(1);
+    for_each_chunk(output, |start, out| {
+        // The output coordinates of `start`, then an odometer over the chunk.
+        let mut coord = [0usize; MAX_TRANSPOSE_RANK];
+        let mut rest = start;
+        let mut src = 0;
+        for d in (0..rank).rev() {
+            coord[d] = rest % dims[d];
+            rest /= dims[d];
+            src += coord[d] * step[d];
+        }
+        let last = rank - 1;
+        let mut k = 0;
+        while k < out.len() {
+            // Along the last output axis the source advances by a fixed step.
+            let run = (dims[last] - coord[last]).min(out.len() - k);
+            let s = step[last];
+            for (j, o) in out[k..k + run].iter_mut().enumerate() {
+                *o = input[src + j * s];
+            }
+            k += run;
+            src += run * s;
+            coord[last] += run;
+            let mut d = last;
+            while coord[d] == dims[d] && d > 0 {
+                src -= dims[d] * step[d];
+                coord[d] = 0;
+                d -= 1;
+                coord[d] += 1;
+                src += step[d];
+            }
+        }
+    });
+    Ok(())
+}

@@ -8,7 +8,7 @@ use ferroconv_kernels::simd::{self, SimdLevel};
 mod common;
 use common::{assert_close_f64 as assert_close, check_fd, levels, lock, rand_vec, with_threads};
 
-const KINDS: [Activation; 5] = [
+const KINDS: [Activation; 9] = [
     Activation::Relu,
     Activation::LeakyRelu {
         negative_slope: 0.01,
@@ -18,7 +18,17 @@ const KINDS: [Activation; 5] = [
     },
     Activation::Sigmoid,
     Activation::Tanh,
+    Activation::Clip { min: 0.0, max: 6.0 },
+    Activation::HardSigmoid {
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+    },
+    Activation::HardSwish,
+    Activation::Silu,
 ];
+
+/// Where the piecewise kinds have kinks (finite differences stay away from them).
+const KINKS: [f32; 4] = [0.0, -3.0, 3.0, 6.0];
 
 fn reference(act: Activation, x: f64) -> f64 {
     match act {
@@ -32,6 +42,18 @@ fn reference(act: Activation, x: f64) -> f64 {
         }
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Tanh => x.tanh(),
+        Activation::Clip { min, max } => x.max(min as f64).min(max as f64),
+        Activation::HardSigmoid { alpha, beta } => (alpha as f64 * x + beta as f64).clamp(0.0, 1.0),
+        Activation::HardSwish => {
+            if x <= -3.0 {
+                0.0
+            } else if x >= 3.0 {
+                x
+            } else {
+                x * (x + 3.0) / 6.0
+            }
+        }
+        Activation::Silu => x / (1.0 + (-x).exp()),
     }
 }
 
@@ -59,12 +81,14 @@ fn forward_matches_reference_on_every_simd_level() {
                 activation_forward(act, xs, &mut y).unwrap();
                 let want: Vec<f64> = xs.iter().map(|&v| reference(act, v as f64)).collect();
                 // float32 rounding of the result (and a 2-ulp exp on the AVX2 path); atol covers
-                // sigmoid's denormal tail, which the AVX2 exp flushes to ~1e-38.
+                // sigmoid's denormal tail, which the AVX2 exp flushes to ~1e-38, and the
+                // cancellation of alpha * x + beta (x + 3) near the hard kinds' lower kink.
+                let hard = matches!(act, Activation::HardSigmoid { .. } | Activation::HardSwish);
                 assert_close(
                     &y,
                     &want,
                     1e-6,
-                    1e-30,
+                    if hard { 1e-7 } else { 1e-30 },
                     &format!("{act:?} {lvl:?} len {len}"),
                 );
             }
@@ -87,7 +111,11 @@ fn nan_propagates_like_torch() {
                 reference(act, f64::NEG_INFINITY),
             ];
             assert_eq!(y[3] as f64, want[0], "{act:?} {lvl:?} +inf");
-            assert_eq!((y[4] as f64).abs(), want[1].abs(), "{act:?} {lvl:?} -inf");
+            if want[1].is_nan() {
+                assert!(y[4].is_nan(), "{act:?} {lvl:?} -inf");
+            } else {
+                assert_eq!((y[4] as f64).abs(), want[1].abs(), "{act:?} {lvl:?} -inf");
+            }
         }
     }
 }
@@ -142,6 +170,34 @@ fn backward_matches_analytic_derivatives() {
                             d * s * (1.0 - s)
                         }
                         Activation::Tanh => d * (1.0 - v.tanh().powi(2)),
+                        Activation::Clip { min, max } => {
+                            if v > min as f64 && v < max as f64 {
+                                d
+                            } else {
+                                0.0
+                            }
+                        }
+                        Activation::HardSigmoid { alpha, beta } => {
+                            let t = alpha as f64 * v + beta as f64;
+                            if t > 0.0 && t < 1.0 {
+                                d * alpha as f64
+                            } else {
+                                0.0
+                            }
+                        }
+                        Activation::HardSwish => {
+                            if v < -3.0 {
+                                0.0
+                            } else if v <= 3.0 {
+                                d * (v / 3.0 + 0.5)
+                            } else {
+                                d
+                            }
+                        }
+                        Activation::Silu => {
+                            let s = 1.0 / (1.0 + (-v).exp());
+                            d * s * (1.0 + v * (1.0 - s))
+                        }
                     }
                 })
                 .collect();
@@ -158,10 +214,16 @@ fn backward_matches_analytic_derivatives() {
 fn backward_matches_finite_differences() {
     let _g = lock();
     let n = 300;
-    // Keep every input at least 0.05 from the ReLU kink so the difference quotient is valid.
-    let x: Vec<f32> = rand_vec(n, 5, 3.0)
+    // Keep every input at least 0.05 from a kink so the difference quotient is valid.
+    let x: Vec<f32> = rand_vec(n, 5, 4.0)
         .into_iter()
-        .map(|v| if v.abs() < 0.05 { v + 0.1 } else { v })
+        .map(|v| {
+            if KINKS.iter().any(|k| (v - k).abs() < 0.05) {
+                v + 0.1
+            } else {
+                v
+            }
+        })
         .collect();
     let w = rand_vec(n, 6, 1.0);
     let eps = 1e-2f32;
@@ -233,23 +295,43 @@ fn bad_arguments_are_errors() {
         "output: expected 4 elements, got 3"
     );
     assert_eq!(
-        Activation::parse("gelu", None).unwrap_err().0,
-        "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', got 'gelu'"
+        Activation::parse("gelu", None, None).unwrap_err().0,
+        "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', 'hardsigmoid', \
+         'hardswish', 'silu', got 'gelu'"
     );
     assert_eq!(
-        Activation::parse("leaky_relu", Some(f64::NAN))
+        Activation::parse("clip", Some(2.0), Some(1.0))
             .unwrap_err()
             .0,
-        "negativeSlope: expected a finite number, got NaN"
+        "clip: alpha (the minimum, 2) is above beta (the maximum, 1)"
     );
     assert_eq!(
-        Activation::parse("leaky_relu", None).unwrap(),
+        Activation::parse("clip", Some(f64::NEG_INFINITY), None).unwrap(),
+        Activation::Clip {
+            min: f32::NEG_INFINITY,
+            max: f32::INFINITY
+        }
+    );
+    assert_eq!(
+        Activation::parse("hardsigmoid", Some(f64::INFINITY), None)
+            .unwrap_err()
+            .0,
+        "alpha: expected a finite number, got inf"
+    );
+    assert_eq!(
+        Activation::parse("leaky_relu", Some(f64::NAN), None)
+            .unwrap_err()
+            .0,
+        "alpha: expected a finite number, got NaN"
+    );
+    assert_eq!(
+        Activation::parse("leaky_relu", None, None).unwrap(),
         Activation::LeakyRelu {
             negative_slope: 0.01
         }
     );
     assert_eq!(
-        Activation::parse("leaky_relu", Some(0.3)).unwrap(),
+        Activation::parse("leaky_relu", Some(0.3), None).unwrap(),
         Activation::LeakyRelu {
             negative_slope: 0.3
         }

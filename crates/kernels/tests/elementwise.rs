@@ -548,3 +548,68 @@ fn clip_grad_norm_scales_only_above_the_limit() {
     clip_grad_norm(&mut [&mut ca[..], &mut cb[..]], norm);
     assert_eq!((ca, cb), (a, b));
 }
+
+/// Transpose against a direct index computation, over ranks 0 to 6, every permutation of small
+/// ranks, sizes past a parallel chunk (so the odometer restarts mid-axis), 1 and 2 threads.
+#[test]
+fn transpose_matches_direct_indexing() {
+    use ferroconv_kernels::elementwise::transpose;
+    let _g = lock();
+    let naive = |x: &[f32], shape: &[usize], perm: &[usize]| -> Vec<f32> {
+        let rank = shape.len();
+        let out_dims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let n: usize = shape.iter().product();
+        let mut y = vec![0.0; n];
+        for (flat, out) in y.iter_mut().enumerate() {
+            let mut rest = flat;
+            let mut coord = vec![0; rank];
+            for d in (0..rank).rev() {
+                coord[d] = rest % out_dims[d];
+                rest /= out_dims[d];
+            }
+            let mut src = 0;
+            for d in 0..rank {
+                let axis = perm.iter().position(|&p| p == d).unwrap();
+                src = src * shape[d] + coord[axis];
+            }
+            *out = x[src];
+        }
+        y
+    };
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![], vec![]),
+        (vec![5], vec![0]),
+        (vec![3, 4], vec![1, 0]),
+        (vec![2, 3, 4], vec![2, 0, 1]),
+        (vec![2, 3, 4], vec![1, 2, 0]),
+        (vec![2, 3, 4], vec![0, 2, 1]),
+        (vec![1, 116, 2, 28, 28], vec![0, 2, 1, 3, 4]),
+        (vec![3, 1, 70, 300], vec![0, 3, 1, 2]),
+        (vec![2, 3, 1, 4, 5, 2], vec![5, 3, 0, 4, 2, 1]),
+        (vec![4, 0, 3], vec![2, 1, 0]),
+    ];
+    for (shape, perm) in cases {
+        let n: usize = shape.iter().product();
+        let x = rand_vec(n, 3, 1.0);
+        let want = naive(&x, &shape, &perm);
+        for threads in [1, 2] {
+            let mut y = vec![f32::NAN; n];
+            with_threads(threads, || transpose(&x, &shape, &perm, &mut y)).unwrap();
+            assert_eq!(y, want, "shape {shape:?} perm {perm:?} threads {threads}");
+        }
+    }
+    let mut y = vec![0.0; 6];
+    let err = |r: ferroconv_kernels::Result<()>| r.unwrap_err().0;
+    assert_eq!(
+        err(transpose(&[0.0; 6], &[2, 3], &[0, 0], &mut y)),
+        "perm: expected a permutation of 0..2, got [0, 0]"
+    );
+    assert_eq!(
+        err(transpose(&[0.0; 6], &[2, 3], &[1], &mut y)),
+        "perm: expected 2 axes, got 1"
+    );
+    assert_eq!(
+        err(transpose(&[0.0; 5], &[2, 3], &[1, 0], &mut y)),
+        "input: expected 6 elements, got 5"
+    );
+}

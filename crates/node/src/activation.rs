@@ -8,16 +8,19 @@ use ferroconv_kernels::softmax::{self, CrossEntropyParams, Reduction};
 use napi::bindgen_prelude::{Float32Array, Int32Array};
 use napi_derive::napi;
 
-/// output <- act(input). `kind`: 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh'; `negativeSlope`
-/// is leaky_relu's (default 0.01).
+/// output <- act(input). `kind`: 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh' | 'clip' |
+/// 'hardsigmoid' | 'hardswish' | 'silu'. `alpha`: leaky_relu's negative slope (default 0.01),
+/// clip's minimum (default -inf), hardsigmoid's slope (default 0.2); `beta`: clip's maximum
+/// (default +inf), hardsigmoid's offset (default 0.5).
 #[napi(catch_unwind, js_name = "activationForward")]
 pub fn activation_forward(
     kind: String,
     input: Float32Array,
     mut output: Float32Array,
-    negative_slope: Option<f64>,
+    alpha: Option<f64>,
+    beta: Option<f64>,
 ) -> napi::Result<()> {
-    let act = Activation::parse(&kind, negative_slope).map_err(kernel_err)?;
+    let act = Activation::parse(&kind, alpha, beta).map_err(kernel_err)?;
     write_into(
         "activationForward",
         ("output", &mut output),
@@ -26,9 +29,9 @@ pub fn activation_forward(
     )
 }
 
-/// gradInput <- d(loss)/d(input). relu/leaky_relu read `input` (after `reluInplace`, pass the
-/// relu'd buffer: its positive entries are the input's), sigmoid/tanh read the forward `output`;
-/// the buffer a kind does not read may be an empty Float32Array.
+/// gradInput <- d(loss)/d(input). sigmoid/tanh read the forward `output`, every other kind
+/// `input` (after `reluInplace`, pass the relu'd buffer: its positive entries are the input's);
+/// the buffer a kind does not read may be an empty Float32Array. `alpha`, `beta` as forward.
 #[napi(catch_unwind, js_name = "activationBackward")]
 pub fn activation_backward(
     kind: String,
@@ -36,9 +39,10 @@ pub fn activation_backward(
     output: Float32Array,
     grad_output: Float32Array,
     mut grad_input: Float32Array,
-    negative_slope: Option<f64>,
+    alpha: Option<f64>,
+    beta: Option<f64>,
 ) -> napi::Result<()> {
-    let act = Activation::parse(&kind, negative_slope).map_err(kernel_err)?;
+    let act = Activation::parse(&kind, alpha, beta).map_err(kernel_err)?;
     write_into(
         "activationBackward",
         ("gradInput", &mut grad_input),

@@ -211,6 +211,23 @@ pub fn scale(input: Float32Array, factor: f64, mut output: Float32Array) -> napi
     run("scale", || elementwise::scale(&input, factor, out))?.map_err(kernel_err)
 }
 
+/// output <- input with its axes permuted (output axis i is input axis perm[i]), as numpy's
+/// transpose and ONNX Transpose; `shape` is the input's.
+#[napi(catch_unwind, js_name = "transpose")]
+pub fn transpose(
+    input: Float32Array,
+    shape: Vec<f64>,
+    perm: Vec<f64>,
+    mut output: Float32Array,
+) -> napi::Result<()> {
+    let shape = size_list("shape", &shape)?;
+    let perm = size_list("perm", &perm)?;
+    check_disjoint("output", &output, &[("input", &input)])?;
+    // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
+    let out = unsafe { output.as_mut() };
+    run("transpose", || elementwise::transpose(&input, &shape, &perm, out))?.map_err(kernel_err)
+}
+
 /// accumulator (in place) <- accumulator + grad, in float32: autograd summing a new gradient
 /// into a leaf's `.grad`.
 #[napi(catch_unwind, js_name = "accumulateGrad")]

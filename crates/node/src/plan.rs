@@ -269,8 +269,9 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
         }
         "activationForward" => {
             let kind: String = a.parse(0)?;
-            let slope: Option<f64> = a.args.get(3).map(|_| a.parse(3)).transpose()?.flatten();
-            let act = Activation::parse(&kind, slope).map_err(kernel_err)?;
+            let alpha: Option<f64> = a.args.get(3).map(|_| a.parse(3)).transpose()?.flatten();
+            let beta: Option<f64> = a.args.get(4).map(|_| a.parse(4)).transpose()?.flatten();
+            let act = Activation::parse(&kind, alpha, beta).map_err(kernel_err)?;
             let x = a.read(1)?;
             a.write(2)?;
             Box::new(move |r, o| activation::activation_forward(act, r[x], o[0]))
@@ -359,6 +360,13 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
             Box::new(move |r, o| {
                 elementwise::broadcast_binary(kind, r[x], &x_shape, r[y], &y_shape, o[0])
             })
+        }
+        "transpose" => {
+            let x = a.read(0)?;
+            let shape = size_list("shape", &a.parse::<Vec<f64>>(1)?)?;
+            let perm = size_list("perm", &a.parse::<Vec<f64>>(2)?)?;
+            a.write(3)?;
+            Box::new(move |r, o| elementwise::transpose(r[x], &shape, &perm, o[0]))
         }
         "scale" => {
             let x = a.read(0)?;
@@ -488,8 +496,9 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
         }
         "activationBackward" => {
             let kind: String = a.parse(0)?;
-            let slope: Option<f64> = a.args.get(5).map(|_| a.parse(5)).transpose()?.flatten();
-            let act = Activation::parse(&kind, slope).map_err(kernel_err)?;
+            let alpha: Option<f64> = a.args.get(5).map(|_| a.parse(5)).transpose()?.flatten();
+            let beta: Option<f64> = a.args.get(6).map(|_| a.parse(6)).transpose()?.flatten();
+            let act = Activation::parse(&kind, alpha, beta).map_err(kernel_err)?;
             let (x, y, go) = (a.read(1)?, a.read(2)?, a.read(3)?);
             a.write(4)?;
             Box::new(move |r, o| activation::activation_backward(act, r[x], r[y], r[go], o[0]))

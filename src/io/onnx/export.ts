@@ -104,6 +104,10 @@ class GraphWriter {
     return name;
   }
 
+  int64Name(base: string, values: number[]): string {
+    return this.int64(base, values);
+  }
+
   private int64(base: string, values: number[]): string {
     const key = `${base}:${values.join(',')}`;
     const known = this.constValues.get(key);
@@ -277,12 +281,57 @@ const EMIT: Record<string, Emit> = {
       name,
     );
   },
-  activationForward(w, [kind, x, out, slope]) {
+  activationForward(w, [kind, x, out, alpha, beta]) {
+    const a = alpha as number | null;
+    const b = beta as number | null;
+    if (kind === 'clip') {
+      const v = w.read(x, 'Clip');
+      const bound = (n: number | null, dflt: number, base: string) =>
+        n === null || !Number.isFinite(n) ? '' : w.constant(base, [], Float32Array.of(n ?? dflt));
+      const inputs = [v.name, bound(a, -Infinity, 'clip_min'), bound(b, Infinity, 'clip_max')];
+      while (inputs.at(-1) === '') inputs.pop();
+      w.node('Clip', inputs, [w.write(out, 'Clip', v.shape, 'Clip')]);
+      return;
+    }
+    if (kind === 'hardsigmoid') {
+      const v = w.read(x, 'HardSigmoid');
+      const attrs = { alpha: { float: a ?? 0.2 }, beta: { float: b ?? 0.5 } };
+      w.node('HardSigmoid', [v.name], [w.write(out, 'HardSigmoid', v.shape, 'HardSigmoid')], attrs);
+      return;
+    }
+    if (kind === 'hardswish' || kind === 'silu') {
+      // x * hardsigmoid(x) (HardSwish before opset 14) and x * sigmoid(x).
+      const v = w.read(x, 'Mul');
+      const gate = w.unique(`${kind}_gate`);
+      if (kind === 'silu') w.node('Sigmoid', [v.name], [gate]);
+      else w.node('HardSigmoid', [v.name], [gate], { alpha: { float: 1 / 6 }, beta: { float: 0.5 } });
+      w.node('Mul', [v.name, gate], [w.write(out, 'Mul', v.shape, kind)]);
+      return;
+    }
     const op = ACTIVATIONS[kind as string];
     if (!op) throw new Error(`activation '${String(kind)}' has no ONNX operator`);
     const v = w.read(x, op);
     const y = w.write(out, op, v.shape, op);
-    w.node(op, [v.name], [y], op === 'LeakyRelu' ? { alpha: { float: (slope as number | null) ?? 0.01 } } : {});
+    w.node(op, [v.name], [y], op === 'LeakyRelu' ? { alpha: { float: a ?? 0.01 } } : {});
+  },
+  transpose(w, [x, shape, perm, out]) {
+    const v = w.read(x, 'Transpose', shape as number[]);
+    const p = perm as number[];
+    const y = w.write(
+      out,
+      'Transpose',
+      p.map((a) => v.shape[a]),
+      'Transpose',
+    );
+    w.node('Transpose', [v.name], [y], { perm: p });
+  },
+  splitChannels(w, [x, outs, channels, outer, inner]) {
+    const cs = channels as number[];
+    const v = w.read(x, 'Split', [outer as number, cs.reduce((s, c) => s + c, 0), inner as number]);
+    const names = (outs as unknown[]).map((o, k) =>
+      w.write(o, 'Split', [outer as number, cs[k], inner as number], 'Split'),
+    );
+    w.node('Split', [v.name, w.int64Name('split', cs)], names, { axis: 1 });
   },
   reluInplace(w, [x]) {
     const v = w.read(x, 'Relu');

@@ -18,9 +18,9 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
-import { leakyRelu, relu, sigmoid, tanh } from '../../ops/activation.js';
+import { clip, hardSigmoid, hardSwish, leakyRelu, relu, sigmoid, tanh } from '../../ops/activation.js';
 import { conv2d, convTranspose2d } from '../../ops/conv.js';
-import { add, cat, dropout, mul, reshape, scale } from '../../ops/elementwise.js';
+import { add, cat, dropout, mul, narrow, reshape, scale, split, transpose } from '../../ops/elementwise.js';
 import { linear } from '../../ops/linear.js';
 import { logSoftmax, softmax } from '../../ops/loss.js';
 import { batchNorm2d, localResponseNorm } from '../../ops/norm.js';
@@ -38,6 +38,7 @@ import {
   TensorProto_DataLocation as DataLocation,
   TensorProto_DataType as DataType,
 } from './gen/onnx_pb.js';
+import { attribute } from './proto.js';
 
 /** An integer tensor computed in JavaScript (shapes, axes, indices). */
 export class Ints {
@@ -315,8 +316,12 @@ function softmaxOp(log: boolean): Impl {
       return [reshape(f(reshape(x, [rows, x.size / rows])), x.shape)];
     }
     const [axis] = axesOf([ctx.attrs.int('axis', -1)], rank);
-    if (axis !== rank - 1) throw new Error(`axis ${axis}: only the last axis is supported`);
-    return [f(x)];
+    if (axis === rank - 1) return [f(x)];
+    // Another axis: moved last, normalised, moved back.
+    const perm = x.shape.map((_, i) => i).filter((i) => i !== axis);
+    perm.push(axis);
+    const back = perm.map((_, i) => perm.indexOf(i));
+    return [transpose(f(transpose(x, perm)), back)];
   };
 }
 
@@ -367,11 +372,14 @@ function binary(kind: 'Add' | 'Sub' | 'Mul' | 'Div'): Impl {
   return (_ctx, inputs) => {
     const [a, b] = inputs;
     if (a instanceof Ints && b instanceof Ints) return [intsBinary(a, b, ints[kind])];
-    const x = tensorIn(inputs, 0);
-    const y = tensorIn(inputs, 1);
+    let x = tensorIn(inputs, 0);
+    let y = tensorIn(inputs, 1);
+    // ferroconv broadcasts the second operand to the first's shape: the larger goes first.
+    const swap = y.size > x.size;
+    if (swap && kind !== 'Div') [x, y] = [y, x];
     if (kind === 'Add') return [add(x, y)];
     if (kind === 'Mul') return [mul(x, y)];
-    if (kind === 'Sub') return [add(x, scale(y, -1))];
+    if (kind === 'Sub') return [swap ? add(scale(x, -1), y) : add(x, scale(y, -1))];
     // Division by a constant scalar: multiplication by its reciprocal.
     if (y.size === 1 && b instanceof Ints) return [scale(x, 1 / y.data[0])];
     throw new Error('Div: only division by an integer constant scalar is supported');
@@ -519,16 +527,18 @@ const OPS: Record<string, Impl> = {
     return [localResponseNorm(x, size, opts)];
   },
   Gemm(ctx, inputs) {
-    const a = tensorIn(inputs, 0);
-    const b = tensorIn(inputs, 1);
+    let a = tensorIn(inputs, 0);
+    let b = tensorIn(inputs, 1);
     const c = optionalTensor(inputs, 2);
-    if (ctx.attrs.int('transA', 0) !== 0 || ctx.attrs.int('transB', 0) !== 1) {
-      throw new Error('only transA = 0 with transB = 1 (a fully connected layer) is supported');
-    }
+    if (a.ndim !== 2 || b.ndim !== 2) throw new Error('A and B must be 2-D');
+    // A fully connected layer is transA = 0, transB = 1; other forms transpose first.
+    if (ctx.attrs.int('transA', 0) === 1) a = transpose(a, [1, 0]);
+    if (ctx.attrs.int('transB', 0) === 0) b = transpose(b, [1, 0]);
     const alpha = ctx.attrs.float('alpha', 1);
     const beta = ctx.attrs.float('beta', 1);
     const outF = b.shape[0];
-    const vectorBias = c && beta === 1 && alpha === 1 && (c.ndim === 1 || (c.ndim === 2 && c.shape[0] === 1));
+    const vectorBias =
+      c && beta === 1 && alpha === 1 && c.size === outF && (c.ndim === 1 || (c.ndim === 2 && c.shape[0] === 1));
     let y = linear(a, b, vectorBias && c.ndim === 1 ? c : null);
     if (vectorBias && c.ndim === 2) y = add(y, c);
     if (alpha !== 1) y = scale(y, alpha);
@@ -549,10 +559,12 @@ const OPS: Record<string, Impl> = {
       const values = vals.flatMap((v) => (v as Ints).values);
       return [new Ints(values, [values.length])];
     }
-    const ts = vals.map((_, i) => tensorIn(vals, i));
-    if (axis !== 1 || rank !== 4)
-      throw new Error(`only channels (axis 1 of a 4-D tensor) are supported, got axis ${axis}`);
-    return [cat(ts, 1)];
+    return [
+      cat(
+        vals.map((_, i) => tensorIn(vals, i)),
+        axis,
+      ),
+    ];
   },
   Flatten(ctx, inputs) {
     const x = inputs[0] as Value;
@@ -634,11 +646,95 @@ const OPS: Record<string, Impl> = {
   ReduceMean(ctx, inputs) {
     const x = tensorIn(inputs, 0);
     const given = ctx.opset >= 18 ? (inputs[1] ? intsIn(inputs, 1, 'axes').values : null) : ctx.attrs.ints('axes');
-    const axes = given ? axesOf(given, x.ndim).sort() : x.shape.map((_, i) => i);
-    if (x.ndim !== 4 || axes.join() !== '2,3')
-      throw new Error('only the mean over H and W of a 4-D tensor is supported');
-    const y = adaptiveAvgPool2d(x, 1);
-    return [ctx.attrs.int('keepdims', 1) ? y : reshape(y, x.shape.slice(0, 2))];
+    const axes = given ? axesOf(given, x.ndim).sort((a, b) => a - b) : x.shape.map((_, i) => i);
+    // The reduced axes moved last, the tensor seen as [1, kept, 1, reduced] and averaged by
+    // global average pooling.
+    const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+    const perm = [...kept, ...axes];
+    const moved = perm.every((p, i) => p === i) ? x : transpose(x, perm);
+    const keptSize = kept.reduce((a, i) => a * x.shape[i], 1);
+    const y = adaptiveAvgPool2d(reshape(moved, [1, keptSize, 1, x.size / keptSize]), 1);
+    const keep = ctx.attrs.int('keepdims', 1) === 1;
+    return [reshape(y, keep ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : kept.map((i) => x.shape[i]))];
+  },
+  Clip(ctx, inputs) {
+    const x = tensorIn(inputs, 0);
+    // Bounds: attributes before opset 11, optional scalar inputs from 11.
+    const bound = (i: number, name: string, dflt: number) => {
+      if (ctx.opset < 11) return ctx.attrs.float(name, dflt);
+      const v = optionalTensor(inputs, i);
+      if (v && v.size !== 1) throw new Error(`${name}: expected a scalar`);
+      return v ? v.data[0] : dflt;
+    };
+    return [clip(x, bound(1, 'min', -Infinity), bound(2, 'max', Infinity))];
+  },
+  HardSigmoid: (ctx, i) => [hardSigmoid(tensorIn(i, 0), ctx.attrs.float('alpha', 0.2), ctx.attrs.float('beta', 0.5))],
+  HardSwish: (_ctx, i) => [hardSwish(tensorIn(i, 0))],
+  PRelu(_ctx, inputs) {
+    // relu(x) - slope * relu(-x), slope broadcast as ONNX's (unidirectionally) to x.
+    const x = tensorIn(inputs, 0);
+    const slope = tensorIn(inputs, 1);
+    return [add(relu(x), mul(scale(relu(scale(x, -1)), -1), slope))];
+  },
+  Transpose(ctx, inputs) {
+    const x = tensorIn(inputs, 0);
+    const perm = ctx.attrs.ints('perm') ?? x.shape.map((_, i) => x.ndim - 1 - i);
+    return [transpose(x, perm)];
+  },
+  Split(ctx, inputs) {
+    const x = tensorIn(inputs, 0);
+    const [axis] = axesOf([ctx.attrs.int('axis', 0)], x.ndim);
+    const given = ctx.opset >= 13 ? (inputs[1] ? intsIn(inputs, 1, 'split').values : null) : ctx.attrs.ints('split');
+    const parts = ctx.node.output.length;
+    let sizes = given;
+    if (!sizes) {
+      if (x.shape[axis] % parts) throw new Error(`${x.shape[axis]} does not split into ${parts} equal parts`);
+      sizes = Array.from({ length: parts }, () => x.shape[axis] / parts);
+    }
+    return split(x, sizes, axis);
+  },
+  Slice(ctx, inputs) {
+    const x = inputs[0] as Value;
+    const dims = shapeOf(x);
+    const get = (i: number, name: string) => (inputs[i] ? intsIn(inputs, i, name).values : null);
+    const starts = ctx.opset >= 10 ? get(1, 'starts') : ctx.attrs.ints('starts');
+    const ends = ctx.opset >= 10 ? get(2, 'ends') : ctx.attrs.ints('ends');
+    if (!starts || !ends) throw new Error('starts and ends are required');
+    const given = ctx.opset >= 10 ? get(3, 'axes') : ctx.attrs.ints('axes');
+    const axes = axesOf(given ?? starts.map((_, i) => i), dims.length);
+    const steps = (ctx.opset >= 10 ? get(4, 'steps') : null) ?? starts.map(() => 1);
+    let y: Value = x;
+    axes.forEach((a, k) => {
+      if (steps[k] !== 1) throw new Error('only step 1 is supported');
+      const size = dims[a];
+      const clampTo = (v: number) => Math.min(Math.max(v < 0 ? v + size : v, 0), size);
+      const start = clampTo(starts[k]);
+      const end = Math.max(start, clampTo(ends[k]));
+      if (y instanceof Ints) {
+        if (dims.length !== 1) throw new Error('only 1-D integer tensors can be sliced');
+        y = new Ints(y.values.slice(start, end), [end - start]);
+      } else if (start !== 0 || end !== size) {
+        y = narrow(y, a, start, end - start);
+      }
+    });
+    return [y];
+  },
+  MatMul(_ctx, inputs) {
+    const a = tensorIn(inputs, 0);
+    const b = tensorIn(inputs, 1);
+    if (b.ndim !== 2 || a.ndim < 2) throw new Error('only [..., M, K] x [K, N] is supported');
+    // [..., M, K] rows through a linear layer with weight b^T.
+    const k = a.shape[a.ndim - 1];
+    const y = linear(reshape(a, [a.size / k, k]), transpose(b, [1, 0]));
+    return [reshape(y, [...a.shape.slice(0, -1), b.shape[1]])];
+  },
+  Pad(ctx, inputs) {
+    const x = tensorIn(inputs, 0);
+    const pads = ctx.opset >= 11 ? intsIn(inputs, 1, 'pads').values : (ctx.attrs.ints('pads') ?? []);
+    if (pads.every((p) => p === 0)) return [x];
+    throw new Error(
+      'only zero padding into a following Conv or AveragePool (folded when the graph is read) is supported',
+    );
   },
 };
 
@@ -855,6 +951,60 @@ function sortNodes(graph: GraphProto, known: Set<string>): NodeProto[] {
   return order;
 }
 
+/**
+ * Folds a zero Pad (constant mode, value 0, spatial pads only) into the Conv or AveragePool that
+ * alone reads it, as PyTorch exports an average pool that counts its padding (DenseNet's
+ * transitions, Inception's branch pools): the pool then pads itself and counts the padding.
+ * Removes the folded Pad nodes from `nodes`.
+ */
+function foldPads(nodes: NodeProto[], tensors: Map<string, Value>, outputs: string[]): void {
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const pad = nodes[i];
+    if (pad.opType !== 'Pad') continue;
+    const attrs = new Attributes(pad);
+    if (attrs.string('mode', 'constant') !== 'constant') continue;
+    const padsValue = pad.input[1] ? tensors.get(pad.input[1]) : null;
+    const pads = padsValue instanceof Ints ? padsValue.values : attrs.ints('pads');
+    const value = pad.input[2] ? tensors.get(pad.input[2]) : null;
+    const zero =
+      !pad.input[2] ||
+      (value instanceof Tensor && value.data.every((v) => v === 0)) ||
+      (value instanceof Ints && value.values.every((v) => v === 0));
+    if (!pads || pads.length !== 8 || !zero || attrs.float('value', 0) !== 0) continue;
+    if (pads[0] || pads[1] || pads[4] || pads[5] || pads.some((p) => p < 0)) continue;
+    const out = pad.output[0];
+    const readers = nodes.filter((n) => n.input.includes(out));
+    if (readers.length !== 1 || outputs.includes(out)) continue;
+    const next = readers[0];
+    const nextAttrs = new Attributes(next);
+    if (next.input[0] !== out || nextAttrs.string('auto_pad', 'NOTSET') !== 'NOTSET') continue;
+    const own = nextAttrs.ints('pads', [0, 0, 0, 0]) as number[];
+    if (own.length !== 4) continue;
+    const extra = [pads[2], pads[3], pads[6], pads[7]];
+    if (next.opType === 'AveragePool') {
+      if (own.some((p) => p !== 0) || nextAttrs.int('ceil_mode', 0) !== 0) continue;
+      setAttribute(next, attribute('count_include_pad', 1));
+    } else if (next.opType !== 'Conv') {
+      continue;
+    }
+    setAttribute(
+      next,
+      attribute(
+        'pads',
+        own.map((p, k) => p + extra[k]),
+      ),
+    );
+    next.input[0] = pad.input[0];
+    nodes.splice(i, 1);
+  }
+}
+
+function setAttribute(node: NodeProto, a: AttributeProto): void {
+  const at = node.attribute.findIndex((x) => x.name === a.name);
+  if (at >= 0) node.attribute[at] = a;
+  else node.attribute.push(a);
+}
+
 /** Parses and checks an ONNX model; see loadOnnx. */
 export function parseOnnx(bytes: Uint8Array, opts: { dir?: string | null } = {}): OnnxModel {
   let model: ModelProto;
@@ -904,6 +1054,11 @@ export function parseOnnx(bytes: Uint8Array, opts: { dir?: string | null } = {})
     if (n.opType === 'BatchNormalization') for (const name of n.input.slice(3, 5)) buffers.add(name);
     if (n.opType === CONSTANT) buffers.add(n.output[0]);
   }
+  foldPads(
+    nodes,
+    tensors,
+    graph.output.map((o) => o.name),
+  );
   const sorted = { ...graph, node: nodes } as GraphProto;
   return new OnnxModel(sorted, opset, tensors, buffers);
 }
