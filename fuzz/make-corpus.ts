@@ -233,6 +233,51 @@ async function plans(): Promise<void> {
   writeFileSync(join(dir, 'train-step-small.json'), t.spec());
 }
 
+/** Small ONNX models: ferroconv exports covering the exporter's operators, and opset 13 and 17. */
+async function onnx(): Promise<void> {
+  const dir = corpus('onnx');
+  const nn = await import('../src/nn/index.js');
+  const { toOnnx } = await import('../src/io/onnx/export.js');
+  const { models } = await import('../src/index.js');
+  manualSeed(1);
+  const nets: [string, import('../src/nn/module.js').Module, number[], number][] = [
+    [
+      'conv-bn-relu-pool-linear',
+      new nn.Sequential(
+        new nn.Conv2d(1, 4, 3, { padding: 1 }),
+        new nn.BatchNorm2d(4),
+        new nn.ReLU(),
+        new nn.MaxPool2d(2),
+        new nn.Flatten(),
+        new nn.Linear(4 * 4 * 4, 3),
+      ),
+      [2, 1, 8, 8],
+      17,
+    ],
+    [
+      'lrn-sigmoid-avgpool-tanh',
+      new nn.Sequential(
+        new nn.Conv2d(3, 4, 3, { bias: false, groups: 1 }),
+        new nn.LocalResponseNorm(3),
+        new nn.Sigmoid(),
+        new nn.AvgPool2d(2, { padding: 1 }),
+        new nn.Tanh(),
+      ),
+      [1, 3, 7, 7],
+      13,
+    ],
+    [
+      'densenet-tiny',
+      new models.DenseNet({ growthRate: 2, blockConfig: [2, 2], numInitFeatures: 4, bnSize: 2, numClasses: 3 }),
+      [1, 3, 16, 16],
+      17,
+    ],
+  ];
+  for (const [name, net, shape, opset] of nets) {
+    writeFileSync(join(dir, `${name}.onnx`), toOnnx(net, { inputShape: shape, opset }));
+  }
+}
+
 const only = process.argv.slice(2);
 const want = (name: string): boolean => only.length === 0 || only.includes(name);
 if (want('safetensors')) await safetensors();
@@ -240,4 +285,5 @@ if (want('checkpoint')) await checkpoint();
 if (want('idx')) await idx();
 if (want('image-folder')) await images();
 if (want('plan')) await plans();
+if (want('onnx')) await onnx();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

@@ -19,6 +19,7 @@ const BUDGET: Record<string, number> = {
   idx: 5000,
   'image-folder': 600,
   plan: 3000,
+  onnx: 3000,
   checkpoint: 1500,
 };
 
