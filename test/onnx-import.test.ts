@@ -85,7 +85,7 @@ async function ortRun(bytes: Uint8Array, x: Tensor): Promise<Float32Array> {
 
 // Debian's torch exports the torchvision models (test/fixtures/gen_torchvision_onnx.py) into a
 // temporary folder; the files are too large to commit.
-const python = "/usr/bin/python3";
+const python = '/usr/bin/python3';
 const hasTorch = (() => {
   try {
     execFileSync(python, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });

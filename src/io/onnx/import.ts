@@ -970,7 +970,7 @@ function foldPads(nodes: NodeProto[], tensors: Map<string, Value>, outputs: stri
       !pad.input[2] ||
       (value instanceof Tensor && value.data.every((v) => v === 0)) ||
       (value instanceof Ints && value.values.every((v) => v === 0));
-    if (!pads || pads.length !== 8 || !zero || attrs.float('value', 0) !== 0) continue;
+    if (pads?.length !== 8 || !zero || attrs.float('value', 0) !== 0) continue;
     if (pads[0] || pads[1] || pads[4] || pads[5] || pads.some((p) => p < 0)) continue;
     const out = pad.output[0];
     const readers = nodes.filter((n) => n.input.includes(out));
