@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { mnist } from '../src/index.js';
+import * as ort from 'onnxruntime-node';
+import { mnist, models, Tensor } from '../src/index.js';
 
 const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
 const run = (...args: string[]) => {
@@ -19,7 +20,7 @@ const run = (...args: string[]) => {
 
 describe('ferroconv CLI', () => {
   it('prints help for every command', () => {
-    for (const cmd of ['train', 'eval', 'predict']) {
+    for (const cmd of ['train', 'eval', 'predict', 'export']) {
       const r = run(cmd, '--help');
       expect(r.code, r.err).toBe(0);
       expect(r.out).toContain(`ferroconv ${cmd}`);
@@ -114,5 +115,22 @@ describe('ferroconv CLI', () => {
     const p = run('predict', '--checkpoint', join(dir, 'model.safetensors'), join(dir, 'missing.png'));
     expect(p.code).toBe(2);
     expect(p.err).toContain('image not found');
+    // export: the checkpoint as ONNX, which ONNX Runtime runs to ferroconv's logits.
+    const onnxPath = join(dir, 'model.onnx');
+    const x = run('export', '--checkpoint', join(dir, 'model.safetensors'), '--onnx', onnxPath, '--dynamic-batch');
+    expect(x.code, x.err).toBe(0);
+    expect(x.out).toContain('(opset 17, input [batch, 1, 28, 28])');
+    const model = models.mnistNet();
+    model.load(join(dir, 'model.safetensors'));
+    const images = mnist({ train: false });
+    const batch = new Tensor(new Float32Array(3 * 784), [3, 1, 28, 28]);
+    for (let i = 0; i < 3; i++) batch.data.set(images.get(i).image.data, i * 784);
+    const want = await model.predict(batch);
+    const session = await ort.InferenceSession.create(onnxPath);
+    const got = (await session.run({ input: new ort.Tensor('float32', batch.data, batch.shape) })).output;
+    expect(got.dims).toEqual([3, 10]);
+    const d = got.data as Float32Array;
+    for (let i = 0; i < d.length; i++) expect(Math.abs(d[i] - want.data[i])).toBeLessThan(1e-4);
+    expect(run('export', '--checkpoint', join(dir, 'model.safetensors')).err).toContain('--onnx is required');
   }, 180_000);
 });

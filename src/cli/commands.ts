@@ -1,4 +1,4 @@
-// The `ferroconv` command's subcommands: train, eval, predict and info (src/cli.ts is the entry
+// The `ferroconv` command's subcommands: train, eval, predict, export and info (src/cli.ts is the entry
 // and answers --version itself). Bad flags or paths print one line to stderr and exit non-zero,
 // never a stack trace.
 import { existsSync, mkdirSync } from 'node:fs';
@@ -23,6 +23,7 @@ Commands:
   train     train a CNN (e.g. ferroconv train --model mnist-net --dataset mnist)
   eval      evaluate a trained checkpoint on a dataset's test split
   predict   classify image files with a trained checkpoint
+  export    write a trained checkpoint as an ONNX model
   info      threads, SIMD level and versions
 
 Options:
@@ -62,6 +63,16 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --model NAME          the model it holds (default mnist-net)
   --dataset NAME        what it was trained on, for input size, channels and class names (default mnist)
   --top N               classes to print per image (default 3)
+  --image-size N        input size for image-folder datasets (default 224)`,
+  export: `ferroconv export --checkpoint FILE --onnx OUT [options]
+
+  --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
+  --onnx OUT            the ONNX file to write
+  --model NAME          the model it holds (default mnist-net)
+  --dataset NAME        what it was trained on, for channels, classes and input size (default mnist)
+  --opset N             ONNX opset, 13 to 17 (default 17)
+  --batch N             the input's batch size (default 1)
+  --dynamic-batch       leave the batch dimension symbolic, so the file runs at any batch size
   --image-size N        input size for image-folder datasets (default 224)`,
   info: `ferroconv info    print threads, SIMD level and versions as JSON`,
 };
@@ -246,6 +257,36 @@ async function predict(argv: string[]): Promise<void> {
   }
 }
 
+async function exportCmd(argv: string[]): Promise<void> {
+  const { values: o } = parse('export', argv, {
+    checkpoint: { type: 'string' },
+    onnx: { type: 'string' },
+    opset: { type: 'string' },
+    batch: { type: 'string' },
+    'dynamic-batch': { type: 'boolean' },
+  });
+  if (o.help) return void console.log(HELP.export);
+  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv export --help')`);
+  if (!o.onnx) throw new UsageError(`--onnx is required (see 'ferroconv export --help')`);
+  const dataset = String(o.dataset);
+  const data = await buildData(dataset, {
+    batchSize: 1,
+    seed: 0,
+    imageSize: int('image-size', o['image-size'], 224),
+    dataDir: o['data-dir'] as string | undefined,
+  });
+  const model = buildModel(String(o.model), data.info);
+  loadWeights(model, String(o.checkpoint));
+  // MNIST-like datasets are 28x28; an image folder is resized to --image-size.
+  const size = datasetNames().includes(dataset) ? 28 : int('image-size', o['image-size'], 224);
+  const inputShape = [int('batch', o.batch, 1), data.info.channels, size, size];
+  const opset = int('opset', o.opset, 17);
+  await model.exportOnnx(String(o.onnx), { inputShape, opset, dynamicBatch: o['dynamic-batch'] === true });
+  console.log(
+    `wrote ${o.onnx} (opset ${opset}, input [${o['dynamic-batch'] ? 'batch' : inputShape[0]}, ${inputShape.slice(1).join(', ')}])`,
+  );
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -259,6 +300,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'predict':
         await predict(rest);
         return 0;
+      case 'export':
+        await exportCmd(rest);
+        return 0;
       case 'info':
         if (rest.includes('--help') || rest.includes('-h')) console.log(HELP.info);
         else console.log(JSON.stringify(info(), null, 2));
@@ -270,7 +314,7 @@ export async function main(argv: string[]): Promise<number> {
         console.log(HELP.main);
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command '${command}' (expected train, eval, predict or info)`);
+        throw new UsageError(`unknown command '${command}' (expected train, eval, predict, export or info)`);
     }
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
