@@ -229,6 +229,12 @@ function tensorIn(inputs: (Value | null)[], i: number): Tensor {
   throw new Error(`input ${i} is missing`);
 }
 
+function valueIn(inputs: (Value | null)[], i: number): Value {
+  const v = inputs[i];
+  if (!v) throw new Error(`input ${i} is missing`);
+  return v;
+}
+
 function optionalTensor(inputs: (Value | null)[], i: number): Tensor | null {
   const v = inputs[i];
   if (v instanceof Ints) return new Tensor(Float32Array.from(v.values), v.dims);
@@ -552,6 +558,7 @@ const OPS: Record<string, Impl> = {
   Div: binary('Div'),
   Concat(ctx, inputs) {
     const vals = inputs.filter((v): v is Value => v !== null);
+    if (vals.length === 0) throw new Error('expected at least one input');
     const rank = shapeOf(vals[0]).length;
     const [axis] = axesOf([ctx.attrs.int('axis', 0)], rank);
     if (vals.every((v) => v instanceof Ints)) {
@@ -567,7 +574,7 @@ const OPS: Record<string, Impl> = {
     ];
   },
   Flatten(ctx, inputs) {
-    const x = inputs[0] as Value;
+    const x = valueIn(inputs, 0);
     const dims = shapeOf(x);
     const [axis] =
       ctx.attrs.int('axis', 1) === dims.length ? [dims.length] : axesOf([ctx.attrs.int('axis', 1)], dims.length);
@@ -576,7 +583,7 @@ const OPS: Record<string, Impl> = {
     return [withShape(x, [rows, cols])];
   },
   Reshape(ctx, inputs) {
-    const x = inputs[0] as Value;
+    const x = valueIn(inputs, 0);
     const target = ctx.opset >= 5 ? intsIn(inputs, 1, 'shape').values : (ctx.attrs.ints('shape') ?? []);
     const dims = reshapeTarget(shapeOf(x), target, ctx.attrs.int('allowzero', 0) === 1);
     if (x instanceof Tensor) return [reshape(x, dims)];
@@ -585,7 +592,7 @@ const OPS: Record<string, Impl> = {
     return [withShape(x, dims)];
   },
   Squeeze(ctx, inputs) {
-    const x = inputs[0] as Value;
+    const x = valueIn(inputs, 0);
     const dims = shapeOf(x);
     const given = axesInput(ctx, inputs);
     const axes = given ? axesOf(given, dims.length) : dims.flatMap((d, i) => (d === 1 ? [i] : []));
@@ -598,7 +605,7 @@ const OPS: Record<string, Impl> = {
     ];
   },
   Unsqueeze(ctx, inputs) {
-    const x = inputs[0] as Value;
+    const x = valueIn(inputs, 0);
     const dims = [...shapeOf(x)];
     const given = axesInput(ctx, inputs);
     if (!given) throw new Error('axes: missing');
@@ -606,7 +613,7 @@ const OPS: Record<string, Impl> = {
     for (const a of axes) dims.splice(a, 0, 1);
     return [withShape(x, dims)];
   },
-  Identity: (_ctx, inputs) => [inputs[0] as Value],
+  Identity: (_ctx, inputs) => [valueIn(inputs, 0)],
   Dropout(ctx, inputs) {
     const x = tensorIn(inputs, 0);
     if (ctx.node.output.length > 1 && ctx.node.output[1]) throw new Error('the mask output is not supported');
@@ -614,7 +621,7 @@ const OPS: Record<string, Impl> = {
     return [dropout(x, ratio, ctx.training)];
   },
   Shape(ctx, inputs) {
-    const dims = shapeOf(inputs[0] as Value);
+    const dims = shapeOf(valueIn(inputs, 0));
     const rank = dims.length;
     const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + rank : v, 0), rank);
     const start = clamp(ctx.attrs.int('start', 0));
@@ -635,7 +642,7 @@ const OPS: Record<string, Impl> = {
     return [new Ints(values, idx.dims)];
   },
   Cast(ctx, inputs) {
-    const x = inputs[0] as Value;
+    const x = valueIn(inputs, 0);
     const to = ctx.attrs.int('to', 0);
     if (x instanceof Ints) {
       return [to === DataType.FLOAT || to === DataType.DOUBLE ? new Tensor(Float32Array.from(x.values), x.dims) : x];
@@ -694,7 +701,7 @@ const OPS: Record<string, Impl> = {
     return split(x, sizes, axis);
   },
   Slice(ctx, inputs) {
-    const x = inputs[0] as Value;
+    const x = valueIn(inputs, 0);
     const dims = shapeOf(x);
     const get = (i: number, name: string) => (inputs[i] ? intsIn(inputs, i, name).values : null);
     const starts = ctx.opset >= 10 ? get(1, 'starts') : ctx.attrs.ints('starts');
