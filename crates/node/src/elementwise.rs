@@ -225,7 +225,10 @@ pub fn transpose(
     check_disjoint("output", &output, &[("input", &input)])?;
     // SAFETY: disjoint from the input (checked above); the JavaScript thread waits on this call.
     let out = unsafe { output.as_mut() };
-    run("transpose", || elementwise::transpose(&input, &shape, &perm, out))?.map_err(kernel_err)
+    run("transpose", || {
+        elementwise::transpose(&input, &shape, &perm, out)
+    })?
+    .map_err(kernel_err)
 }
 
 /// accumulator (in place) <- accumulator + grad, in float32: autograd summing a new gradient
