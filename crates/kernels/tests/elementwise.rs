@@ -568,9 +568,9 @@ fn transpose_matches_direct_indexing() {
                 rest /= out_dims[d];
             }
             let mut src = 0;
-            for d in 0..rank {
+            for (d, &size) in shape.iter().enumerate() {
                 let axis = perm.iter().position(|&p| p == d).unwrap();
-                src = src * shape[d] + coord[axis];
+                src = src * size + coord[axis];
             }
             *out = x[src];
         }
