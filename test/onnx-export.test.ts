@@ -8,7 +8,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
-import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   AdaptiveAvgPool2d,
@@ -41,60 +40,14 @@ import {
 } from '../src/index.js';
 import { ModelProtoSchema, TensorProto_DataType as DataType } from '../src/io/onnx/gen/onnx_pb.js';
 import { toOnnx } from '../src/io/onnx/export.js';
-import { writableData } from '../src/tensor.js';
 import { thrown } from './helpers.js';
+import { liven, ortRun as runOrt, relError } from './onnx-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-onnx-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Files for the checker, checked in one python process at the end. */
 const written: string[] = [];
-
-/**
- * Weights drawn so activations keep their size through deep networks (He-normal convs and
- * linears, batch-norm statistics away from identity): with torchvision's initialisation some
- * families' logits are within 1e-6 of their biases, which would hide a wrong graph.
- */
-function liven(model: Module, seed: number): void {
-  manualSeed(seed);
-  for (const [name, t] of model.stateDict()) {
-    const d = writableData(t);
-    if (name.endsWith('num_batches_tracked')) continue;
-    const r = randn([t.size]).data;
-    if (t.ndim >= 2) {
-      const fanIn = t.size / t.shape[0];
-      for (let i = 0; i < d.length; i++) d[i] = r[i] * Math.sqrt(2 / fanIn);
-    } else if (name.endsWith('running_var')) {
-      for (let i = 0; i < d.length; i++) d[i] = 0.5 + Math.abs(r[i]);
-    } else if (name.endsWith('weight')) {
-      for (let i = 0; i < d.length; i++) d[i] = 1 + 0.2 * r[i];
-    } else {
-      for (let i = 0; i < d.length; i++) d[i] = 0.1 * r[i];
-    }
-  }
-}
-
-async function runOrt(bytes: Uint8Array, x: Tensor): Promise<{ data: Float32Array; dims: readonly number[] }> {
-  const session = await ort.InferenceSession.create(bytes);
-  try {
-    const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x.data, x.shape) });
-    const y = out[session.outputNames[0]];
-    return { data: y.data as Float32Array, dims: y.dims };
-  } finally {
-    await session.release();
-  }
-}
-
-/** Max |a - b| over the largest |b| (at least 1). */
-function relError(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let big = 1;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    big = Math.max(big, Math.abs(b[i]));
-  }
-  return diff / big;
-}
 
 async function expectOrtMatches(model: Module, bytes: Uint8Array, x: Tensor, tol = 1e-4): Promise<number> {
   model.eval();

@@ -282,9 +282,8 @@ async function exportCmd(argv: string[]): Promise<void> {
   const inputShape = [int('batch', o.batch, 1), data.info.channels, size, size];
   const opset = int('opset', o.opset, 17);
   await model.exportOnnx(String(o.onnx), { inputShape, opset, dynamicBatch: o['dynamic-batch'] === true });
-  console.log(
-    `wrote ${o.onnx} (opset ${opset}, input [${o['dynamic-batch'] ? 'batch' : inputShape[0]}, ${inputShape.slice(1).join(', ')}])`,
-  );
+  const dims = [o['dynamic-batch'] ? 'batch' : inputShape[0], ...inputShape.slice(1)];
+  console.log(`wrote ${o.onnx} (opset ${opset}, input [${dims.join(', ')}])`);
 }
 
 export async function main(argv: string[]): Promise<number> {
