@@ -18,6 +18,9 @@ import {
   densenet161,
   densenet169,
   densenet201,
+  mobilenetV2,
+  squeezenet1_0,
+  squeezenet1_1,
   googlenet,
   lenet5,
   linearSurvivalProb,
@@ -215,6 +218,38 @@ const cases: Case[] = [
   ['densenet161', () => densenet161(), 28_681_000, null],
   ['densenet169', () => densenet169(), 14_149_480, null],
   ['densenet201', () => densenet201(), 20_013_928, null],
+  ['squeezenet1_0', () => squeezenet1_0(), 1_248_424, null],
+  [
+    'squeezenet1_1',
+    () => squeezenet1_1(),
+    1_235_496,
+    'squeezenet1_1',
+    (m) => {
+      // torchvision: the final conv normal(0, 0.01), other convs kaiming_uniform_, zero biases.
+      const final = m.getSubmodule('classifier.1') as Conv2d;
+      expect(stats(final.weight.data).std).toBeCloseTo(0.01, 3);
+      expect(allEqual(final.bias, 0)).toBe(true);
+      const first = m.getSubmodule('features.0') as Conv2d; // [64, 3, 3, 3]: bound sqrt(6 / 27)
+      expect(stats(first.weight.data).max).toBeLessThanOrEqual(Math.sqrt(6 / 27));
+      expect(stats(first.weight.data).std).toBeCloseTo(Math.sqrt(2 / 27), 1);
+      expect(() => m.forward(rgb(1, 64))).toThrow(/SqueezeNet: .*'features\.0' takes 3 channels/);
+    },
+  ],
+  [
+    'mobilenet_v2',
+    () => mobilenetV2(),
+    3_504_872,
+    'mobilenet_v2',
+    (m) => {
+      // kaiming_normal_ fan_out convs: the 1x1 projection of block 17 is [320, 960, 1, 1].
+      const proj = m.getSubmodule('features.17.conv.2') as Conv2d;
+      expect(stats(proj.weight.data).std).toBeCloseTo(Math.sqrt(2 / 320), 2);
+      const fc = m.getSubmodule('classifier.1') as Linear;
+      expect(stats(fc.weight.data).std).toBeCloseTo(0.01, 3);
+      expect(allEqual(fc.bias, 0)).toBe(true);
+      expect(() => m.forward(rgb(4, 32))).toThrow(/MobileNetV2: .*'features\.0\.0' takes 3 channels/);
+    },
+  ],
 ];
 
 describe('parameter counts and state-dict keys equal torchvision 0.14', () => {

@@ -10,6 +10,9 @@ import {
   ResNet,
   alexnet,
   densenet121,
+  mobilenetV2,
+  squeezenet1_0,
+  squeezenet1_1,
   googlenet,
   lenet5,
   resnet18,
@@ -45,6 +48,9 @@ const factories: Record<string, (o: Record<string, unknown>) => Module> = {
   resnet18: (o) => resnet18(o),
   resnet50: (o) => resnet50(o),
   densenet121: (o) => densenet121(o),
+  squeezenet1_0: (o) => squeezenet1_0(o),
+  squeezenet1_1: (o) => squeezenet1_1(o),
+  mobilenetV2: (o) => mobilenetV2(o),
 };
 
 const zeros = (shape: number[]) => new Tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);

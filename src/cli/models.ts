@@ -34,6 +34,8 @@ const FACTORIES: Record<string, Factory> = {
   resnet34: threeChannel('resnet34', (n) => zoo.resnet34({ numClasses: n })),
   resnet50: threeChannel('resnet50', (n) => zoo.resnet50({ numClasses: n })),
   densenet121: threeChannel('densenet121', (n) => zoo.densenet121({ numClasses: n })),
+  squeezenet1_1: threeChannel('squeezenet1_1', (n) => zoo.squeezenet1_1({ numClasses: n })),
+  mobilenet_v2: threeChannel('mobilenet_v2', (n) => zoo.mobilenetV2({ numClasses: n })),
 };
 
 export const modelNames = (): string[] => Object.keys(FACTORIES);

@@ -63,3 +63,12 @@ export {
   type ClassifyOptions,
   type Prediction,
 } from './classify.js';
+export { SqueezeNet, Fire, squeezenet1_0, squeezenet1_1, type SqueezeNetOptions } from './squeezenet.js';
+export {
+  MobileNetV2,
+  InvertedResidual,
+  convNormActivation,
+  makeDivisible,
+  mobilenetV2,
+  type MobileNetV2Options,
+} from './mobilenet-v2.js';

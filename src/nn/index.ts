@@ -11,6 +11,7 @@ export { LocalResponseNorm } from './local-response-norm.js';
 export { ReLU } from './relu.js';
 export { LeakyReLU } from './leaky-relu.js';
 export { Sigmoid, Tanh } from './sigmoid.js';
+export { ReLU6, Hardsigmoid, Hardswish, SiLU } from './mobile-activations.js';
 export { Dropout } from './dropout.js';
 export { Flatten } from './flatten.js';
 export { Sequential, Identity } from './sequential.js';
