@@ -76,6 +76,7 @@ describe('exportOnnx: the zoo runs in ONNX Runtime', () => {
     ['densenet121', () => models.densenet121()],
     ['squeezenet1_1', () => models.squeezenet1_1()],
     ['mobilenetV2', () => models.mobilenetV2()],
+    ['mobilenetV3Small', () => models.mobilenetV3Small()],
   ];
   for (const [name, make] of families) {
     it(`${name}: dynamic batch, outputs within 1e-4 of ferroconv's`, async () => {
@@ -246,7 +247,7 @@ const hasOnnx = (() => {
 
 describe.skipIf(!hasOnnx)('exportOnnx: the ONNX checker (python3-onnx)', () => {
   it('accepts every exported file', () => {
-    expect(written.length).toBe(9);
+    expect(written.length).toBe(10);
     const script = 'import sys, onnx\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(p, full_check=True)\n';
     execFileSync(python, ['-c', script, ...written], { stdio: 'pipe' });
   }, 120_000);

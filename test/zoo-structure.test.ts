@@ -19,6 +19,8 @@ import {
   densenet169,
   densenet201,
   mobilenetV2,
+  mobilenetV3Large,
+  mobilenetV3Small,
   squeezenet1_0,
   squeezenet1_1,
   googlenet,
@@ -248,6 +250,19 @@ const cases: Case[] = [
       expect(stats(fc.weight.data).std).toBeCloseTo(0.01, 3);
       expect(allEqual(fc.bias, 0)).toBe(true);
       expect(() => m.forward(rgb(4, 32))).toThrow(/MobileNetV2: .*'features\.0\.0' takes 3 channels/);
+    },
+  ],
+  ['mobilenet_v3_large', () => mobilenetV3Large(), 5_483_032, null],
+  [
+    'mobilenet_v3_small',
+    () => mobilenetV3Small(),
+    2_542_856,
+    'mobilenet_v3_small',
+    (m) => {
+      // Batch norm as torchvision's MobileNetV3: eps 0.001, momentum 0.01.
+      const bn = m.getSubmodule('features.0.1') as BatchNorm2d;
+      expect([bn.eps, bn.momentum]).toEqual([0.001, 0.01]);
+      expect(() => m.forward(rgb(1, 32))).toThrow(/MobileNetV3: .*'features\.0\.0' takes 3 channels/);
     },
   ],
 ];

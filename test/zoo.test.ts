@@ -11,6 +11,8 @@ import {
   alexnet,
   densenet121,
   mobilenetV2,
+  mobilenetV3Large,
+  mobilenetV3Small,
   squeezenet1_0,
   squeezenet1_1,
   googlenet,
@@ -51,6 +53,8 @@ const factories: Record<string, (o: Record<string, unknown>) => Module> = {
   squeezenet1_0: (o) => squeezenet1_0(o),
   squeezenet1_1: (o) => squeezenet1_1(o),
   mobilenetV2: (o) => mobilenetV2(o),
+  mobilenetV3Large: (o) => mobilenetV3Large(o),
+  mobilenetV3Small: (o) => mobilenetV3Small(o),
 };
 
 const zeros = (shape: number[]) => new Tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);

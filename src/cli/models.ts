@@ -36,6 +36,8 @@ const FACTORIES: Record<string, Factory> = {
   densenet121: threeChannel('densenet121', (n) => zoo.densenet121({ numClasses: n })),
   squeezenet1_1: threeChannel('squeezenet1_1', (n) => zoo.squeezenet1_1({ numClasses: n })),
   mobilenet_v2: threeChannel('mobilenet_v2', (n) => zoo.mobilenetV2({ numClasses: n })),
+  mobilenet_v3_small: threeChannel('mobilenet_v3_small', (n) => zoo.mobilenetV3Small({ numClasses: n })),
+  mobilenet_v3_large: threeChannel('mobilenet_v3_large', (n) => zoo.mobilenetV3Large({ numClasses: n })),
 };
 
 export const modelNames = (): string[] => Object.keys(FACTORIES);

@@ -64,11 +64,14 @@ export {
   type Prediction,
 } from './classify.js';
 export { SqueezeNet, Fire, squeezenet1_0, squeezenet1_1, type SqueezeNetOptions } from './squeezenet.js';
+export { MobileNetV2, InvertedResidual, mobilenetV2, type MobileNetV2Options } from './mobilenet-v2.js';
+export { convNormActivation, makeDivisible, type ConvNormActivationOptions } from './mobile-blocks.js';
 export {
-  MobileNetV2,
-  InvertedResidual,
-  convNormActivation,
-  makeDivisible,
-  mobilenetV2,
-  type MobileNetV2Options,
-} from './mobilenet-v2.js';
+  MobileNetV3,
+  V3InvertedResidual,
+  SqueezeExcitation,
+  mobilenetV3Large,
+  mobilenetV3Small,
+  type MobileNetV3Options,
+  type V3BlockConfig,
+} from './mobilenet-v3.js';

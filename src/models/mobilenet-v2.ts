@@ -8,54 +8,13 @@ import { Conv2d } from '../nn/conv2d.js';
 import { Dropout } from '../nn/dropout.js';
 import * as init from '../nn/init.js';
 import { Linear } from '../nn/linear.js';
-import { ReLU6 } from '../nn/mobile-activations.js';
 import { Module } from '../nn/module.js';
 import { Sequential } from '../nn/sequential.js';
 import { adaptiveAvgPool2d } from '../ops/pool.js';
 import { add, flatten } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
 import { checkModelInput } from './model-input.js';
-
-/**
- * The channel count `v` rounded to a multiple of `divisor` (at least `minValue`), never more
- * than 10% below `v`: torchvision's _make_divisible, shared by the MobileNets and EfficientNet.
- */
-export function makeDivisible(v: number, divisor: number, minValue: number = divisor): number {
-  let out = Math.max(minValue, Math.floor((v + divisor / 2) / divisor) * divisor);
-  if (out < 0.9 * v) out += divisor;
-  return out;
-}
-
-/**
- * Conv2d (no bias) -> BatchNorm2d -> activation, torchvision's Conv2dNormActivation: children
- * '0', '1' and (when there is an activation) '2'. Padding keeps the size at stride 1.
- */
-export function convNormActivation(
-  inChannels: number,
-  outChannels: number,
-  opts: {
-    kernelSize?: number;
-    stride?: number;
-    groups?: number;
-    activation?: (() => Module) | null;
-    eps?: number;
-    momentum?: number;
-  } = {},
-): Sequential {
-  const k = opts.kernelSize ?? 3;
-  const layers: Module[] = [
-    new Conv2d(inChannels, outChannels, k, {
-      stride: opts.stride ?? 1,
-      padding: Math.floor((k - 1) / 2),
-      groups: opts.groups ?? 1,
-      bias: false,
-    }),
-    new BatchNorm2d(outChannels, { eps: opts.eps, momentum: opts.momentum }),
-  ];
-  const act = opts.activation === undefined ? () => new ReLU6() : opts.activation;
-  if (act) layers.push(act());
-  return new Sequential(...layers);
-}
+import { convNormActivation, makeDivisible } from './mobile-blocks.js';
 
 /** MobileNetV2's block: [1x1 expand ->] 3x3 depthwise -> 1x1 project -> BN, plus x when shapes allow. */
 export class InvertedResidual extends Module {
