@@ -77,6 +77,8 @@ describe('exportOnnx: the zoo runs in ONNX Runtime', () => {
     ['squeezenet1_1', () => models.squeezenet1_1()],
     ['mobilenetV2', () => models.mobilenetV2()],
     ['mobilenetV3Small', () => models.mobilenetV3Small()],
+    ['efficientnetB0', () => models.efficientnetB0()],
+    ['shufflenetV2X1_0', () => models.shufflenetV2X1_0()],
   ];
   for (const [name, make] of families) {
     it(`${name}: dynamic batch, outputs within 1e-4 of ferroconv's`, async () => {
@@ -247,7 +249,7 @@ const hasOnnx = (() => {
 
 describe.skipIf(!hasOnnx)('exportOnnx: the ONNX checker (python3-onnx)', () => {
   it('accepts every exported file', () => {
-    expect(written.length).toBe(10);
+    expect(written.length).toBe(12);
     const script = 'import sys, onnx\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(p, full_check=True)\n';
     execFileSync(python, ['-c', script, ...written], { stdio: 'pipe' });
   }, 120_000);

@@ -127,6 +127,25 @@ describe('a planned fit trains exactly as an eager one', () => {
       [2, 3, 40, 40],
       (p) => new SGD(p, { lr: 0.01, momentum: 0.9, nesterov: true }),
     ],
+    // The mobile networks' kernels: ReLU6 (mobilenetV2), hard swish and sigmoid with
+    // squeeze-and-excitation (mobilenetV3Small), SiLU (efficientnetB0), split and transpose
+    // (shufflenetV2).
+    ['mobilenetV2 (SGD, momentum)', () => models.mobilenetV2({ numClasses: 10 }), [2, 3, 48, 48], sgd],
+    [
+      'mobilenetV3Small (Adam)',
+      () => models.mobilenetV3Small({ numClasses: 10 }),
+      [2, 3, 48, 48],
+      (p) => new Adam(p, {}),
+    ],
+    // Stochastic depth draws its row mask in JavaScript, which a plan cannot replay (such a fit
+    // trains eagerly): off here.
+    [
+      'efficientnetB0 (SGD, momentum; no stochastic depth)',
+      () => models.efficientnetB0({ numClasses: 10, stochasticDepthProb: 0 }),
+      [2, 3, 48, 48],
+      sgd,
+    ],
+    ['shufflenetV2X1_0 (SGD, momentum)', () => models.shufflenetV2X1_0({ numClasses: 10 }), [2, 3, 48, 48], sgd],
     ['mnistNet (Adam, amsgrad)', () => models.mnistNet(), [16, 1, 28, 28], (p) => new Adam(p, { amsgrad: true })],
     [
       'mnistNet (RMSprop)',

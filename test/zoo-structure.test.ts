@@ -19,6 +19,9 @@ import {
   densenet169,
   densenet201,
   mobilenetV2,
+  efficientnetB0,
+  shufflenetV2X0_5,
+  shufflenetV2X1_0,
   mobilenetV3Large,
   mobilenetV3Small,
   squeezenet1_0,
@@ -263,6 +266,31 @@ const cases: Case[] = [
       const bn = m.getSubmodule('features.0.1') as BatchNorm2d;
       expect([bn.eps, bn.momentum]).toEqual([0.001, 0.01]);
       expect(() => m.forward(rgb(1, 32))).toThrow(/MobileNetV3: .*'features\.0\.0' takes 3 channels/);
+    },
+  ],
+  [
+    'efficientnet_b0',
+    () => efficientnetB0(),
+    5_288_548,
+    'efficientnet_b0',
+    (m) => {
+      // Stochastic depth grows linearly with the block index: 0.2 * 15 / 16 for the last block.
+      const last = m.getSubmodule('features.7.0') as unknown as { stochasticDepthProb: number };
+      expect(last.stochasticDepthProb).toBeCloseTo((0.2 * 15) / 16, 12);
+      // The classifier: uniform(-1/sqrt(1000), 1/sqrt(1000)), zero bias.
+      const fc = m.getSubmodule('classifier.1') as Linear;
+      expect(stats(fc.weight.data).max).toBeLessThanOrEqual(1 / Math.sqrt(1000));
+      expect(allEqual(fc.bias, 0)).toBe(true);
+    },
+  ],
+  ['shufflenet_v2_x0_5', () => shufflenetV2X0_5(), 1_366_792, null],
+  [
+    'shufflenet_v2_x1_0',
+    () => shufflenetV2X1_0(),
+    2_278_604,
+    'shufflenet_v2_x1_0',
+    (m) => {
+      expect(() => m.forward(rgb(1, 32))).toThrow(/ShuffleNetV2: .*'conv1\.0' takes 3 channels/);
     },
   ],
 ];

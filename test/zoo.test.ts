@@ -11,6 +11,8 @@ import {
   alexnet,
   densenet121,
   mobilenetV2,
+  efficientnetB0,
+  shufflenetV2X1_0,
   mobilenetV3Large,
   mobilenetV3Small,
   squeezenet1_0,
@@ -55,6 +57,8 @@ const factories: Record<string, (o: Record<string, unknown>) => Module> = {
   mobilenetV2: (o) => mobilenetV2(o),
   mobilenetV3Large: (o) => mobilenetV3Large(o),
   mobilenetV3Small: (o) => mobilenetV3Small(o),
+  efficientnetB0: (o) => efficientnetB0(o),
+  shufflenetV2X1_0: (o) => shufflenetV2X1_0(o),
 };
 
 const zeros = (shape: number[]) => new Tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);

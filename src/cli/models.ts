@@ -38,6 +38,8 @@ const FACTORIES: Record<string, Factory> = {
   mobilenet_v2: threeChannel('mobilenet_v2', (n) => zoo.mobilenetV2({ numClasses: n })),
   mobilenet_v3_small: threeChannel('mobilenet_v3_small', (n) => zoo.mobilenetV3Small({ numClasses: n })),
   mobilenet_v3_large: threeChannel('mobilenet_v3_large', (n) => zoo.mobilenetV3Large({ numClasses: n })),
+  efficientnet_b0: threeChannel('efficientnet_b0', (n) => zoo.efficientnetB0({ numClasses: n })),
+  shufflenet_v2_x1_0: threeChannel('shufflenet_v2_x1_0', (n) => zoo.shufflenetV2X1_0({ numClasses: n })),
 };
 
 export const modelNames = (): string[] => Object.keys(FACTORIES);

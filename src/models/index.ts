@@ -75,3 +75,12 @@ export {
   type MobileNetV3Options,
   type V3BlockConfig,
 } from './mobilenet-v3.js';
+export { EfficientNet, MBConv, efficientnetB0, type EfficientNetOptions, type MBConvConfig } from './efficientnet.js';
+export {
+  ShuffleNetV2,
+  ShuffleUnit,
+  channelShuffle,
+  shufflenetV2X0_5,
+  shufflenetV2X1_0,
+  type ShuffleNetV2Options,
+} from './shufflenet-v2.js';
