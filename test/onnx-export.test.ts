@@ -79,6 +79,7 @@ describe('exportOnnx: the zoo runs in ONNX Runtime', () => {
     ['mobilenetV3Small', () => models.mobilenetV3Small()],
     ['efficientnetB0', () => models.efficientnetB0()],
     ['shufflenetV2X1_0', () => models.shufflenetV2X1_0()],
+    ['inceptionV3', () => models.inceptionV3()],
   ];
   for (const [name, make] of families) {
     it(`${name}: dynamic batch, outputs within 1e-4 of ferroconv's`, async () => {
@@ -249,7 +250,7 @@ const hasOnnx = (() => {
 
 describe.skipIf(!hasOnnx)('exportOnnx: the ONNX checker (python3-onnx)', () => {
   it('accepts every exported file', () => {
-    expect(written.length).toBe(12);
+    expect(written.length).toBe(13);
     const script = 'import sys, onnx\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(p, full_check=True)\n';
     execFileSync(python, ['-c', script, ...written], { stdio: 'pipe' });
   }, 120_000);

@@ -19,6 +19,7 @@ import {
   densenet169,
   densenet201,
   mobilenetV2,
+  inceptionV3,
   efficientnetB0,
   shufflenetV2X0_5,
   shufflenetV2X1_0,
@@ -293,6 +294,21 @@ const cases: Case[] = [
       expect(() => m.forward(rgb(1, 32))).toThrow(/ShuffleNetV2: .*'conv1\.0' takes 3 channels/);
     },
   ],
+  [
+    'inception_v3',
+    () => inceptionV3(),
+    27_161_264,
+    'inception_v3',
+    (m) => {
+      // Truncated normal: std 0.1, the auxiliary 5x5 conv 0.01, its linear 0.001.
+      const conv = m.getSubmodule('Mixed_6b.branch1x1.conv') as Conv2d;
+      expect(stats(conv.weight.data).std).toBeCloseTo(0.1, 2);
+      expect(stats((m.getSubmodule('AuxLogits.conv1.conv') as Conv2d).weight.data).std).toBeCloseTo(0.01, 3);
+      expect(stats((m.getSubmodule('AuxLogits.fc') as Linear).weight.data).std).toBeCloseTo(0.001, 4);
+      expect(() => m.forward(rgb(1, 96))).toThrow(/Inception3: .*'Conv2d_1a_3x3' takes 3 channels/);
+    },
+  ],
+  ['inception_v3_noaux', () => inceptionV3({ auxLogits: false, initWeights: false }), 23_834_568, null],
 ];
 
 describe('parameter counts and state-dict keys equal torchvision 0.14', () => {

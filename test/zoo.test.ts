@@ -11,6 +11,7 @@ import {
   alexnet,
   densenet121,
   mobilenetV2,
+  inceptionV3,
   efficientnetB0,
   shufflenetV2X1_0,
   mobilenetV3Large,
@@ -59,6 +60,7 @@ const factories: Record<string, (o: Record<string, unknown>) => Module> = {
   mobilenetV3Small: (o) => mobilenetV3Small(o),
   efficientnetB0: (o) => efficientnetB0(o),
   shufflenetV2X1_0: (o) => shufflenetV2X1_0(o),
+  inceptionV3: (o) => inceptionV3({ ...o, initWeights: false }),
 };
 
 const zeros = (shape: number[]) => new Tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);

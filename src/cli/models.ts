@@ -40,6 +40,7 @@ const FACTORIES: Record<string, Factory> = {
   mobilenet_v3_large: threeChannel('mobilenet_v3_large', (n) => zoo.mobilenetV3Large({ numClasses: n })),
   efficientnet_b0: threeChannel('efficientnet_b0', (n) => zoo.efficientnetB0({ numClasses: n })),
   shufflenet_v2_x1_0: threeChannel('shufflenet_v2_x1_0', (n) => zoo.shufflenetV2X1_0({ numClasses: n })),
+  inception_v3: threeChannel('inception_v3', (n) => zoo.inceptionV3({ numClasses: n, auxLogits: false })),
 };
 
 export const modelNames = (): string[] => Object.keys(FACTORIES);

@@ -14,6 +14,7 @@ import { MaxPool2d } from '../nn/max-pool2d.js';
 import { Module } from '../nn/module.js';
 import { Sequential } from '../nn/sequential.js';
 import { relu } from '../ops/activation.js';
+import type { Pair } from '../ops/conv.js';
 import { add, cat, flatten, mul } from '../ops/elementwise.js';
 import { adaptiveAvgPool2d } from '../ops/pool.js';
 import { Tensor } from '../tensor.js';
@@ -30,7 +31,7 @@ export class BasicConv2d extends Module {
   constructor(
     inChannels: number,
     outChannels: number,
-    kernelSize: number,
+    kernelSize: Pair,
     opts: Pick<Conv2dLayerOptions, 'stride' | 'padding'> = {},
   ) {
     super();

@@ -84,3 +84,15 @@ export {
   shufflenetV2X1_0,
   type ShuffleNetV2Options,
 } from './shufflenet-v2.js';
+export {
+  Inception3,
+  InceptionA,
+  InceptionB,
+  InceptionC,
+  InceptionD,
+  InceptionE,
+  InceptionV3Aux,
+  inceptionV3,
+  type InceptionV3Options,
+  type InceptionV3Outputs,
+} from './inception-v3.js';
