@@ -25,6 +25,7 @@ import {
   ReLU,
   randn,
   Sequential,
+  setInferenceFusion,
   Tensor,
   TensorDataset,
   toOnnx,
@@ -120,10 +121,21 @@ describe('loadOnnx: ferroconv -> ONNX -> ferroconv', () => {
       const got = noGrad(() => imported.call(x));
       // The zoo fuses conv + batch norm in inference; the import runs them apart.
       expect(relError(got.data, want.data)).toBeLessThan(1e-5);
-      // predict() runs the imported graph as a compiled plan.
+      // predict() runs the imported graph as a compiled plan, conv + batch norm (+ add) (+ ReLU)
+      // fused as in the zoo: fewer kernel calls than with fusion off, the same outputs.
       const predicted = await imported.predict(x);
       expect(planInfo(imported)?.planned).toBe(true);
       expect(relError(predicted.data, got.data)).toBeLessThan(1e-6);
+      const fusedSteps = planInfo(imported)?.steps as number;
+      const was = setInferenceFusion(false);
+      try {
+        const unfused = noGrad(() => imported.call(x));
+        expect(relError(unfused.data, got.data)).toBeLessThan(1e-5);
+        await imported.predict(x);
+        expect(planInfo(imported)?.steps).toBeGreaterThan(fusedSteps + 10);
+      } finally {
+        setInferenceFusion(was);
+      }
       // And it exports again, to the same outputs in ONNX Runtime.
       const again = toOnnx(imported, { inputShape: [3, 3, 64, 64] });
       expect(relError((await ortRun(again, x)).data, got.data)).toBeLessThan(1e-4);

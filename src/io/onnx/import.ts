@@ -19,12 +19,14 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
 import { clip, hardSigmoid, hardSwish, leakyRelu, relu, sigmoid, tanh } from '../../ops/activation.js';
-import { conv2d, convTranspose2d } from '../../ops/conv.js';
+import { type Conv2dOptions, conv2d, conv2dFused, convTranspose2d } from '../../ops/conv.js';
 import { add, cat, dropout, mul, narrow, reshape, scale, split, transpose } from '../../ops/elementwise.js';
 import { linear } from '../../ops/linear.js';
 import { logSoftmax, softmax } from '../../ops/loss.js';
-import { batchNorm2d, localResponseNorm } from '../../ops/norm.js';
+import { batchNorm2d, batchNormFold, localResponseNorm } from '../../ops/norm.js';
 import { adaptiveAvgPool2d, avgPool2d, maxPool2d } from '../../ops/pool.js';
+import { isGradEnabled } from '../../autograd.js';
+import { isInferenceFusionEnabled } from '../../nn/fuse.js';
 import { Module } from '../../nn/module.js';
 import { Tensor } from '../../tensor.js';
 import {
@@ -310,6 +312,14 @@ function axesOf(axes: number[], rank: number): number[] {
   });
 }
 
+/** A Conv node's geometry for conv2d / conv2dFused. */
+function convOptions(ctx: Ctx, x: Tensor, w: Tensor): Conv2dOptions {
+  expect4d(x, 'Conv');
+  const kernel = two(ctx.attrs.ints('kernel_shape') ?? w.shape.slice(2), 'kernel_shape');
+  const { strides, dilations, pads } = windowAttrs(ctx, x, kernel);
+  return { stride: strides, padding: pads, dilation: dilations, groups: ctx.attrs.int('group', 1) };
+}
+
 function softmaxOp(log: boolean): Impl {
   return (ctx, inputs) => {
     const x = tensorIn(inputs, 0);
@@ -418,11 +428,7 @@ const OPS: Record<string, Impl> = {
   Conv(ctx, inputs) {
     const x = tensorIn(inputs, 0);
     const w = tensorIn(inputs, 1);
-    expect4d(x, 'Conv');
-    const kernel = two(ctx.attrs.ints('kernel_shape') ?? w.shape.slice(2), 'kernel_shape');
-    const { strides, dilations, pads } = windowAttrs(ctx, x, kernel);
-    const groups = ctx.attrs.int('group', 1);
-    return [conv2d(x, w, optionalTensor(inputs, 2), { stride: strides, padding: pads, dilation: dilations, groups })];
+    return [conv2d(x, w, optionalTensor(inputs, 2), convOptions(ctx, x, w))];
   },
   ConvTranspose(ctx, inputs) {
     const x = tensorIn(inputs, 0);
@@ -796,6 +802,75 @@ interface Step {
 }
 
 /**
+ * Conv [-> BatchNormalization] [-> Add] [-> Relu] whose intermediate values nothing else reads:
+ * in inference one conv2dFused call (the epilogue applies the folded batch norm, the residual and
+ * the ReLU while each output tile is in cache), as the zoo's blocks run. By step index.
+ */
+interface FusedGroup {
+  /** Indices into the steps: the Conv first, the group's last node last. */
+  members: number[];
+  bn: Step | null;
+  /** The Add's other operand, or null. */
+  residual: string | null;
+  relu: boolean;
+}
+
+/** Finds the fusable groups of `steps` (see FusedGroup). */
+function findGroups(steps: Step[], outputs: readonly string[]): FusedGroup[] {
+  const readers = new Map<string, number[]>();
+  steps.forEach((s, i) => {
+    for (const name of s.node.input) {
+      if (!name) continue;
+      const list = readers.get(name) ?? [];
+      list.push(i);
+      readers.set(name, list);
+    }
+  });
+  // The one step reading `name`, when nothing else (graph outputs included) does.
+  const soleReader = (name: string): number | null => {
+    const r = readers.get(name);
+    return r && r.length === 1 && !outputs.includes(name) ? r[0] : null;
+  };
+  const groups: FusedGroup[] = [];
+  // A step belongs to one group at most (a ResNet block's Add is read by its main branch and
+  // by its downsample conv: the first group to reach it takes it).
+  const claimed = new Set<number>();
+  steps.forEach((s, i) => {
+    if (s.node.opType !== 'Conv' || s.node.output.length !== 1 || claimed.has(i)) return;
+    const g: FusedGroup = { members: [i], bn: null, residual: null, relu: false };
+    let out = s.node.output[0];
+    let next = soleReader(out);
+    const is = (k: number | null, op: string): k is number =>
+      k !== null && !claimed.has(k) && steps[k].node.opType === op && steps[k].node.output.length === 1;
+    if (is(next, 'BatchNormalization') && steps[next].node.input[0] === out) {
+      g.bn = steps[next];
+      g.members.push(next);
+      out = g.bn.node.output[0];
+      next = soleReader(out);
+    }
+    if (is(next, 'Add') && steps[next].node.input.length === 2) {
+      const add = steps[next].node;
+      const other = add.input[0] === out ? add.input[1] : add.input[0];
+      if (other !== out) {
+        g.residual = other;
+        g.members.push(next);
+        out = add.output[0];
+        next = soleReader(out);
+      }
+    }
+    if (is(next, 'Relu')) {
+      g.relu = true;
+      g.members.push(next);
+    }
+    if (g.members.length > 1) {
+      groups.push(g);
+      for (const m of g.members) claimed.add(m);
+    }
+  });
+  return groups;
+}
+
+/**
  * An imported ONNX graph as a Module. forward(...inputs) takes the graph's inputs in order and
  * returns its first output; forwardAll returns every output.
  */
@@ -807,6 +882,9 @@ export class OnnxModel extends TensorHolder {
   readonly opset: number;
   private readonly steps: Step[];
   private readonly constants: Map<string, Value>;
+  /** Fusable groups by the index of their last step, and the other steps they cover. */
+  private readonly groupEnding = new Map<number, FusedGroup>();
+  private readonly inGroup = new Set<number>();
 
   constructor(graph: GraphProto, opset: number, tensors: Map<string, Value>, buffers: Set<string>) {
     super();
@@ -828,6 +906,10 @@ export class OnnxModel extends TensorHolder {
     this.inputNames = graph.input.map((i) => i.name).filter((n) => !names.has(n));
     this.outputNames = graph.output.map((o) => o.name);
     this.steps = graph.node.map((node) => ({ node, impl: OPS[node.opType], attrs: new Attributes(node) }));
+    for (const g of findGroups(this.steps, this.outputNames)) {
+      this.groupEnding.set(g.members[g.members.length - 1], g);
+      for (const m of g.members.slice(0, -1)) this.inGroup.add(m);
+    }
   }
 
   forward(...inputs: Tensor[]): Tensor {
@@ -852,7 +934,9 @@ export class OnnxModel extends TensorHolder {
     this.inputNames.forEach((n, i) => {
       values.set(n, inputs[i]);
     });
-    for (const { node, impl, attrs } of this.steps) {
+    // Inference fusion (as the zoo's: eval mode, no gradient recorded, setInferenceFusion on).
+    const fuse = !this.training && !isGradEnabled() && isInferenceFusionEnabled();
+    const runStep = ({ node, impl, attrs }: Step) => {
       const args = node.input.map((n) => (n === '' ? null : (values.get(n) ?? null)));
       let outs: Value[];
       try {
@@ -863,12 +947,62 @@ export class OnnxModel extends TensorHolder {
       node.output.forEach((n, i) => {
         if (n && outs[i] !== undefined) values.set(n, outs[i]);
       });
-    }
+    };
+    this.steps.forEach((step, i) => {
+      if (!fuse) return runStep(step);
+      if (this.inGroup.has(i)) return;
+      const g = this.groupEnding.get(i);
+      if (!g) return runStep(step);
+      const y = this.runFused(g, values);
+      // A group the fused kernel cannot take (a broadcasting residual, say) runs node by node.
+      if (y) values.set(step.node.output[0], y);
+      else for (const m of g.members) runStep(this.steps[m]);
+    });
     return this.outputNames.map((n) => {
       const v = values.get(n);
       if (!v) throw new Error(`OnnxModel: output '${n}' was not computed`);
       return v;
     });
+  }
+
+  /** A fused group's output, or null when its values do not fit conv2dFused. */
+  private runFused(g: FusedGroup, values: Map<string, Value>): Tensor | null {
+    const conv = this.steps[g.members[0]];
+    const get = (name: string | undefined) => (name ? values.get(name) : undefined);
+    const [x, w, b] = conv.node.input.map(get);
+    if (!(x instanceof Tensor) || !(w instanceof Tensor) || x.ndim !== 4 || w.ndim !== 4) return null;
+    const bias = b instanceof Tensor ? b : null;
+    let scale: Tensor | null = null;
+    let shift: Tensor | null = bias;
+    if (g.bn) {
+      const [gamma, beta, mean, variance] = g.bn.node.input.slice(1).map(get);
+      if (![gamma, beta, mean, variance].every((t) => t instanceof Tensor && t.size === w.shape[0])) return null;
+      const eps = g.bn.attrs.float('epsilon', 1e-5);
+      ({ scale, shift } = batchNormFold(
+        mean as Tensor,
+        variance as Tensor,
+        gamma as Tensor,
+        beta as Tensor,
+        bias,
+        eps,
+      ));
+    }
+    const residual = g.residual ? get(g.residual) : null;
+    if (g.residual && !(residual instanceof Tensor)) return null;
+    const ctx: Ctx = { node: conv.node, attrs: conv.attrs, opset: this.opset, training: false };
+    try {
+      const opts = convOptions(ctx, x, w);
+      // A residual must have the conv's output shape (the epilogue does not broadcast): else null.
+      return conv2dFused(
+        x,
+        w,
+        { scale, shift, residual: residual instanceof Tensor ? residual : null, relu: g.relu },
+        opts,
+      );
+    } catch (e) {
+      if (/residual: expected shape/.test((e as Error).message)) return null;
+      throw new Error(`OnnxModel: node '${conv.node.name}' (Conv): ${(e as Error).message}`, { cause: e });
+    }
   }
 }
 
