@@ -949,14 +949,17 @@ export class OnnxModel extends TensorHolder {
       });
     };
     this.steps.forEach((step, i) => {
-      if (!fuse) return runStep(step);
-      if (this.inGroup.has(i)) return;
-      const g = this.groupEnding.get(i);
-      if (!g) return runStep(step);
-      const y = this.runFused(g, values);
-      // A group the fused kernel cannot take (a broadcasting residual, say) runs node by node.
-      if (y) values.set(step.node.output[0], y);
-      else for (const m of g.members) runStep(this.steps[m]);
+      const g = fuse ? this.groupEnding.get(i) : undefined;
+      if (fuse && this.inGroup.has(i)) {
+        // Covered by the group that ends later.
+      } else if (!g) {
+        runStep(step);
+      } else {
+        const y = this.runFused(g, values);
+        // A group the fused kernel cannot take (a broadcasting residual, say) runs node by node.
+        if (y) values.set(step.node.output[0], y);
+        else for (const m of g.members) runStep(this.steps[m]);
+      }
     });
     return this.outputNames.map((n) => {
       const v = values.get(n);
