@@ -15,7 +15,10 @@ import { adaptiveAvgPool2d } from '../ops/pool.js';
 import type { Tensor } from '../tensor.js';
 import { checkModelInput } from './model-input.js';
 
-/** [N, C, H, W] with its channels regrouped as [groups, C/groups] -> [C/groups, groups], as torchvision's channel_shuffle. */
+/**
+ * [N, C, H, W] with its channels regrouped as [groups, C/groups] -> [C/groups, groups], as
+ * torchvision's channel_shuffle.
+ */
 export function channelShuffle(x: Tensor, groups: number): Tensor {
   const [n, c, h, w] = x.shape;
   const grouped = reshape(x, [n, groups, c / groups, h, w]);
