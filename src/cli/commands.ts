@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { info, setNumThreads } from '../index.js';
 import { buildModel, modelNames } from './models.js';
-import { buildData, datasetNames } from './datasets.js';
+import { buildData, type CliData, datasetNames } from './datasets.js';
 import { buildOptimizer, buildScheduler, optimizerNames, scheduleNames } from './optim.js';
 import { manualSeed } from '../random.js';
 import { evaluate, fit } from '../train/fit.js';
@@ -204,19 +204,25 @@ function loadWeights(model: Module, path: string): void {
   }
 }
 
-async function evalCmd(argv: string[]): Promise<void> {
-  const { values: o } = parse('eval', argv, { checkpoint: { type: 'string' } });
-  if (o.help) return void console.log(HELP.eval);
-  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv eval --help')`);
-  applyThreads(o.threads);
+/** The dataset named by --dataset and the --model with the weights of --checkpoint. */
+async function trainedModel(o: Flags, batchSize: number): Promise<{ data: CliData; model: Module }> {
   const data = await buildData(String(o.dataset), {
-    batchSize: int('batch-size', o['batch-size'], 256),
+    batchSize,
     seed: 0,
     imageSize: int('image-size', o['image-size'], 224),
     dataDir: o['data-dir'] as string | undefined,
   });
   const model = buildModel(String(o.model), data.info);
   loadWeights(model, String(o.checkpoint));
+  return { data, model };
+}
+
+async function evalCmd(argv: string[]): Promise<void> {
+  const { values: o } = parse('eval', argv, { checkpoint: { type: 'string' } });
+  if (o.help) return void console.log(HELP.eval);
+  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv eval --help')`);
+  applyThreads(o.threads);
+  const { data, model } = await trainedModel(o, int('batch-size', o['batch-size'], 256));
   const r = await evaluate(model, data.test);
   console.log(
     `test accuracy: ${(100 * r.acc).toFixed(2)}% (top-5 ${(100 * r.acc5).toFixed(2)}%, ` +
@@ -233,14 +239,7 @@ async function predict(argv: string[]): Promise<void> {
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv predict --help')`);
   if (positionals.length === 0) throw new UsageError(`no images given (see 'ferroconv predict --help')`);
   applyThreads(o.threads);
-  const data = await buildData(String(o.dataset), {
-    batchSize: 1,
-    seed: 0,
-    imageSize: int('image-size', o['image-size'], 224),
-    dataDir: o['data-dir'] as string | undefined,
-  });
-  const model = buildModel(String(o.model), data.info);
-  loadWeights(model, String(o.checkpoint));
+  const { data, model } = await trainedModel(o, 1);
   const top = int('top', o.top, 3);
   for (const file of positionals) {
     if (!existsSync(file)) throw new UsageError(`image not found: ${file}`);
@@ -269,14 +268,7 @@ async function exportCmd(argv: string[]): Promise<void> {
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv export --help')`);
   if (!o.onnx) throw new UsageError(`--onnx is required (see 'ferroconv export --help')`);
   const dataset = String(o.dataset);
-  const data = await buildData(dataset, {
-    batchSize: 1,
-    seed: 0,
-    imageSize: int('image-size', o['image-size'], 224),
-    dataDir: o['data-dir'] as string | undefined,
-  });
-  const model = buildModel(String(o.model), data.info);
-  loadWeights(model, String(o.checkpoint));
+  const { data, model } = await trainedModel(o, 1);
   // MNIST-like datasets are 28x28; an image folder is resized to --image-size.
   const size = datasetNames().includes(dataset) ? 28 : int('image-size', o['image-size'], 224);
   const inputShape = [int('batch', o.batch, 1), data.info.channels, size, size];

@@ -4,8 +4,6 @@
 // residual, SiLU activations. Same module tree and state-dict keys
 // (`features.1.0.block.1.fc1.weight`, `classifier.1.bias`), same initialisation and forward.
 import { AdaptiveAvgPool2d } from '../nn/adaptive-avg-pool2d.js';
-import { BatchNorm2d } from '../nn/batch-norm.js';
-import { Conv2d } from '../nn/conv2d.js';
 import { Dropout } from '../nn/dropout.js';
 import * as init from '../nn/init.js';
 import { Linear } from '../nn/linear.js';
@@ -17,7 +15,7 @@ import { add, flatten } from '../ops/elementwise.js';
 import { globalRng, type Rng } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { checkModelInput } from './model-input.js';
-import { convNormActivation, makeDivisible } from './mobile-blocks.js';
+import { convNormActivation, initMobileWeights, makeDivisible } from './mobile-blocks.js';
 import { SqueezeExcitation } from './mobilenet-v3.js';
 import { stochasticDepth } from './stochastic-depth.js';
 
@@ -120,21 +118,8 @@ export class EfficientNet extends Module {
       'classifier',
       new Sequential(new Dropout(opts.dropout ?? 0.2), new Linear(4 * lastIn, opts.numClasses ?? 1000)),
     );
-    // torchvision: kaiming_normal_ (fan_out) convs with zero bias, BN 1/0, linears
-    // uniform(-1/sqrt(out), 1/sqrt(out)) with zero bias.
-    for (const [, m] of this.namedModules()) {
-      if (m instanceof Conv2d) {
-        init.kaimingNormal_(m.weight, { mode: 'fan_out' });
-        if (m.bias) init.constant_(m.bias, 0);
-      } else if (m instanceof BatchNorm2d) {
-        if (m.weight) init.constant_(m.weight, 1);
-        if (m.bias) init.constant_(m.bias, 0);
-      } else if (m instanceof Linear) {
-        const range = 1 / Math.sqrt(m.outFeatures);
-        init.uniform_(m.weight, -range, range);
-        if (m.bias) init.constant_(m.bias, 0);
-      }
-    }
+    // EfficientNet's linears: uniform(-1/sqrt(out), 1/sqrt(out)).
+    initMobileWeights(this, (w) => init.uniform_(w, -1 / Math.sqrt(w.shape[0]), 1 / Math.sqrt(w.shape[0])));
   }
 
   forward(x: Tensor): Tensor {

@@ -18,7 +18,25 @@ import type { Pair } from '../ops/conv.js';
 import { add, cat, flatten, mul } from '../ops/elementwise.js';
 import { adaptiveAvgPool2d } from '../ops/pool.js';
 import { Tensor } from '../tensor.js';
+import { IMAGENET_MEAN, IMAGENET_STD } from './classify.js';
 import { checkModelInput } from './model-input.js';
+
+/**
+ * ImageNet-normalised input mapped to the scaling of the weights torchvision ported from the
+ * original GoogLeNet and Inception v3 ((x * std + mean - 0.5) / 0.5 per channel): their
+ * `transform_input`.
+ */
+export function transformImagenetInput(x: Tensor): Tensor {
+  const scale = new Tensor(
+    Float32Array.from(IMAGENET_STD, (s) => s / 0.5),
+    [1, 3, 1, 1],
+  );
+  const shift = new Tensor(
+    Float32Array.from(IMAGENET_MEAN, (m) => (m - 0.5) / 0.5),
+    [1, 3, 1, 1],
+  );
+  return add(mul(x, scale), shift);
+}
 
 /**
  * Conv (no bias) + BatchNorm2d (eps 0.001) + ReLU. [N, in, H, W] -> [N, out, H', W'].
@@ -143,9 +161,6 @@ export interface GoogLeNetOutputs {
   aux1: Tensor | null;
 }
 
-const IMAGENET_MEAN = [0.485, 0.456, 0.406];
-const IMAGENET_STD = [0.229, 0.224, 0.225];
-
 /**
  * GoogLeNet. Input [N, 3, H, W] with H, W >= 15 (224x224 for ImageNet) -> logits [N, numClasses]
  * (forwardAux also returns the auxiliary logits while training). Children: conv1, maxpool1, conv2,
@@ -218,22 +233,10 @@ export class GoogLeNet extends Module {
     }
   }
 
-  private transform(x: Tensor): Tensor {
-    const scale = new Tensor(
-      Float32Array.from(IMAGENET_STD, (s) => s / 0.5),
-      [1, 3, 1, 1],
-    );
-    const shift = new Tensor(
-      Float32Array.from(IMAGENET_MEAN, (m) => (m - 0.5) / 0.5),
-      [1, 3, 1, 1],
-    );
-    return add(mul(x, scale), shift);
-  }
-
   /** Logits and, while training with auxLogits, the auxiliary classifiers' logits. */
   forwardAux(x: Tensor): GoogLeNetOutputs {
     checkModelInput(this, 'GoogLeNet', x, 3, 'conv1');
-    if (this.transformInput) x = this.transform(x);
+    if (this.transformInput) x = transformImagenetInput(x);
     let y = this.maxpool1.call(this.conv1.call(x));
     y = this.maxpool2.call(this.conv3.call(this.conv2.call(y)));
     y = this.maxpool3.call(this.inception3b.call(this.inception3a.call(y)));

@@ -11,11 +11,10 @@ import * as init from '../nn/init.js';
 import { Linear } from '../nn/linear.js';
 import { MaxPool2d } from '../nn/max-pool2d.js';
 import { Module } from '../nn/module.js';
-import { add, cat, flatten, mul } from '../ops/elementwise.js';
+import { cat, flatten } from '../ops/elementwise.js';
 import { adaptiveAvgPool2d, avgPool2d, maxPool2d } from '../ops/pool.js';
-import { Tensor } from '../tensor.js';
-import { IMAGENET_MEAN, IMAGENET_STD } from './classify.js';
-import { BasicConv2d } from './googlenet.js';
+import type { Tensor } from '../tensor.js';
+import { BasicConv2d, transformImagenetInput } from './googlenet.js';
 import { checkModelInput } from './model-input.js';
 
 const pool3 = (x: Tensor) => avgPool2d(x, 3, { stride: 1, padding: 1 });
@@ -278,22 +277,10 @@ export class Inception3 extends Module {
     }
   }
 
-  private transform(x: Tensor): Tensor {
-    const scale = new Tensor(
-      Float32Array.from(IMAGENET_STD, (s) => s / 0.5),
-      [1, 3, 1, 1],
-    );
-    const shift = new Tensor(
-      Float32Array.from(IMAGENET_MEAN, (m) => (m - 0.5) / 0.5),
-      [1, 3, 1, 1],
-    );
-    return add(mul(x, scale), shift);
-  }
-
   /** Logits and, while training with auxLogits, the auxiliary classifier's logits. */
   forwardAux(x: Tensor): InceptionV3Outputs {
     checkModelInput(this, 'Inception3', x, 3, 'Conv2d_1a_3x3');
-    if (this.transformInput) x = this.transform(x);
+    if (this.transformInput) x = transformImagenetInput(x);
     let y = this.Conv2d_2b_3x3.call(this.Conv2d_2a_3x3.call(this.Conv2d_1a_3x3.call(x)));
     y = this.maxpool2.call(this.Conv2d_4a_3x3.call(this.Conv2d_3b_1x1.call(this.maxpool1.call(y))));
     let aux: Tensor | null = null;

@@ -2,9 +2,12 @@
 // Conv2dNormActivation).
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
+import * as init from '../nn/init.js';
+import { Linear } from '../nn/linear.js';
 import { ReLU6 } from '../nn/mobile-activations.js';
 import type { Module } from '../nn/module.js';
 import { Sequential } from '../nn/sequential.js';
+import type { Tensor } from '../tensor.js';
 
 export interface ConvNormActivationOptions {
   /** Square kernel size (default 3). */
@@ -53,4 +56,24 @@ export function convNormActivation(
   const act = opts.activation === undefined ? () => new ReLU6() : opts.activation;
   if (act) layers.push(act());
   return new Sequential(...layers);
+}
+
+/**
+ * torchvision's initialisation of the MobileNets and EfficientNet: kaiming_normal_ (fan_out)
+ * convs, batch norm 1 / 0, zero biases; `linearWeight` draws each linear layer's weight (the
+ * families differ there).
+ */
+export function initMobileWeights(model: Module, linearWeight: (w: Tensor) => void): void {
+  for (const [, m] of model.namedModules()) {
+    if (m instanceof Conv2d) {
+      init.kaimingNormal_(m.weight, { mode: 'fan_out' });
+      if (m.bias) init.constant_(m.bias, 0);
+    } else if (m instanceof BatchNorm2d) {
+      if (m.weight) init.constant_(m.weight, 1);
+      if (m.bias) init.constant_(m.bias, 0);
+    } else if (m instanceof Linear) {
+      linearWeight(m.weight);
+      if (m.bias) init.constant_(m.bias, 0);
+    }
+  }
 }

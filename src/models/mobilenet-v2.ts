@@ -14,7 +14,7 @@ import { adaptiveAvgPool2d } from '../ops/pool.js';
 import { add, flatten } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
 import { checkModelInput } from './model-input.js';
-import { convNormActivation, makeDivisible } from './mobile-blocks.js';
+import { convNormActivation, initMobileWeights, makeDivisible } from './mobile-blocks.js';
 
 /** MobileNetV2's block: [1x1 expand ->] 3x3 depthwise -> 1x1 project -> BN, plus x when shapes allow. */
 export class InvertedResidual extends Module {
@@ -93,19 +93,7 @@ export class MobileNetV2 extends Module {
       'classifier',
       new Sequential(new Dropout(opts.dropout ?? 0.2), new Linear(this.lastChannel, opts.numClasses ?? 1000)),
     );
-    // torchvision: kaiming_normal_ (fan_out) convs with zero bias, BN 1/0, linears normal(0, 0.01) with zero bias.
-    for (const [, m] of this.namedModules()) {
-      if (m instanceof Conv2d) {
-        init.kaimingNormal_(m.weight, { mode: 'fan_out' });
-        if (m.bias) init.constant_(m.bias, 0);
-      } else if (m instanceof BatchNorm2d) {
-        if (m.weight) init.constant_(m.weight, 1);
-        if (m.bias) init.constant_(m.bias, 0);
-      } else if (m instanceof Linear) {
-        init.normal_(m.weight, 0, 0.01);
-        if (m.bias) init.constant_(m.bias, 0);
-      }
-    }
+    initMobileWeights(this, (w) => init.normal_(w, 0, 0.01));
   }
 
   forward(x: Tensor): Tensor {

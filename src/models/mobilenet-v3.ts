@@ -4,7 +4,6 @@
 // 0.01. Same module tree and state-dict keys (`features.1.block.1.fc1.weight`,
 // `classifier.3.bias`), same initialisation and forward.
 import { AdaptiveAvgPool2d } from '../nn/adaptive-avg-pool2d.js';
-import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
 import { Dropout } from '../nn/dropout.js';
 import * as init from '../nn/init.js';
@@ -16,7 +15,7 @@ import { Sequential } from '../nn/sequential.js';
 import { add, flatten, mul } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
 import { checkModelInput } from './model-input.js';
-import { convNormActivation, makeDivisible } from './mobile-blocks.js';
+import { convNormActivation, initMobileWeights, makeDivisible } from './mobile-blocks.js';
 
 /**
  * Squeeze-and-excitation (Hu et al. 2018), torchvision.ops.SqueezeExcitation: x times a
@@ -198,19 +197,7 @@ export class MobileNetV3 extends Module {
         new Linear(lastChannel, opts.numClasses ?? 1000),
       ),
     );
-    // torchvision: kaiming_normal_ (fan_out) convs with zero bias, BN 1/0, linears normal(0, 0.01) with zero bias.
-    for (const [, m] of this.namedModules()) {
-      if (m instanceof Conv2d) {
-        init.kaimingNormal_(m.weight, { mode: 'fan_out' });
-        if (m.bias) init.constant_(m.bias, 0);
-      } else if (m instanceof BatchNorm2d) {
-        if (m.weight) init.constant_(m.weight, 1);
-        if (m.bias) init.constant_(m.bias, 0);
-      } else if (m instanceof Linear) {
-        init.normal_(m.weight, 0, 0.01);
-        if (m.bias) init.constant_(m.bias, 0);
-      }
-    }
+    initMobileWeights(this, (w) => init.normal_(w, 0, 0.01));
   }
 
   forward(x: Tensor): Tensor {

@@ -1,7 +1,7 @@
 //! Property tests of the other kernels against plain f64 loop nests written here from their
 //! definitions: SGEMM (every transpose, alpha, beta), conv_transpose2d (forward and both
 //! gradients, stride, padding, output padding, dilation, groups), softmax / log-softmax and batch
-//! norm (training forward and backward). Random shapes, SIMD level and thread count; failures are
+//! norm (training forward and backward), the N-D transpose. Random shapes, SIMD level and thread count; failures are
 //! shrunk and kept in `kernel_props.proptest-regressions`. `PROPTEST_CASES=N` runs N per test.
 mod common;
 
@@ -259,6 +259,59 @@ fn check_batchnorm(p: &BatchNorm2dParams) {
     assert_near(&format!("bn running var {p:?}"), &rv, &want_rv, 1e-5);
 }
 
+/// transpose against direct indexing, and back through the inverse permutation (its backward).
+fn check_permute(shape: &[usize], perm: &[usize]) {
+    use ferroconv_kernels::elementwise::transpose;
+    let n: usize = shape.iter().product();
+    let x = rand_vec(n, 21, 1.0);
+    let mut y = vec![f32::NAN; n];
+    transpose(&x, shape, perm, &mut y).unwrap();
+    let out_dims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    for (flat, &got) in y.iter().enumerate() {
+        let mut rest = flat;
+        let mut coord = vec![0; shape.len()];
+        for d in (0..shape.len()).rev() {
+            coord[d] = rest % out_dims[d];
+            rest /= out_dims[d];
+        }
+        // Output axis i is input axis perm[i]: the input coordinate along perm[i] is coord[i].
+        let mut src = 0;
+        for (d, &size) in shape.iter().enumerate() {
+            let axis = perm.iter().position(|&p| p == d).unwrap();
+            src = src * size + coord[axis];
+        }
+        assert_eq!(got, x[src], "shape {shape:?} perm {perm:?} at {flat}");
+    }
+    let mut inverse = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inverse[p] = i;
+    }
+    let mut back = vec![f32::NAN; n];
+    transpose(&y, &out_dims, &inverse, &mut back).unwrap();
+    assert_eq!(
+        back, x,
+        "shape {shape:?} perm {perm:?}: the inverse permutation does not undo it"
+    );
+}
+
+/// A shape of rank 1 to 6 (dims 1 to 6; now and then, at rank 2 or 3, a dim of 3000 so the
+/// array spans several parallel chunks and a chunk starts mid-axis) and a permutation of it.
+fn permute_case() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    (1usize..=6)
+        .prop_flat_map(|rank| {
+            (
+                prop::collection::vec(1usize..=6, rank),
+                Just((0..rank).collect::<Vec<usize>>()).prop_shuffle(),
+            )
+        })
+        .prop_map(|(mut shape, perm)| {
+            if (2..=3).contains(&shape.len()) && shape[0] == 6 {
+                shape[1] = 3000;
+            }
+            (shape, perm)
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
@@ -304,5 +357,11 @@ proptest! {
         prop_assume!(batch * height * width > 1);
         let p = BatchNorm2dParams::from_shape([batch, channels, height, width], momentum, 1e-5).unwrap();
         at_level(scalar, threads, || check_batchnorm(&p));
+    }
+
+    #[test]
+    fn transpose_matches_its_definition(case in permute_case(), threads in 1usize..=2) {
+        let (shape, perm) = case;
+        at_level(false, threads, || check_permute(&shape, &perm));
     }
 }

@@ -225,6 +225,28 @@ interface Pool2dArgsJson {
   divisorOverride?: number | null;
 }
 
+/** A MaxPool or AveragePool node for a pooling call, with the attributes only `op` has. */
+function poolNode(
+  w: GraphWriter,
+  op: 'MaxPool' | 'AveragePool',
+  x: unknown,
+  out: unknown,
+  args: Pool2dArgsJson,
+  own: Record<string, AttrValue>,
+): void {
+  const v = w.read(x, op, args.inputShape);
+  const [oh, ow] = native.pool2dOutputSize({ ...args, countIncludePad: undefined, divisorOverride: undefined });
+  const y = w.write(out, op, [...args.inputShape.slice(0, 2), oh, ow], op);
+  const [ph, pw] = args.padding;
+  w.node(op, [v.name], [y], {
+    kernel_shape: args.kernel,
+    strides: args.stride,
+    pads: [ph, pw, ph, pw],
+    ceil_mode: args.ceilMode ? 1 : 0,
+    ...own,
+  });
+}
+
 const ACTIVATIONS: Record<string, string> = { relu: 'Relu', leaky_relu: 'LeakyRelu', sigmoid: 'Sigmoid', tanh: 'Tanh' };
 
 const EMIT: Record<string, Emit> = {
@@ -339,32 +361,12 @@ const EMIT: Record<string, Emit> = {
   },
   maxPool2dForwardNoIndices(w, [x, out, a]) {
     const args = a as Pool2dArgsJson;
-    const v = w.read(x, 'MaxPool', args.inputShape);
-    const [oh, ow] = native.pool2dOutputSize({ ...args, countIncludePad: undefined, divisorOverride: undefined });
-    const y = w.write(out, 'MaxPool', [...args.inputShape.slice(0, 2), oh, ow], 'MaxPool');
-    const [ph, pw] = args.padding;
-    w.node('MaxPool', [v.name], [y], {
-      kernel_shape: args.kernel,
-      strides: args.stride,
-      pads: [ph, pw, ph, pw],
-      dilations: args.dilation,
-      ceil_mode: args.ceilMode ? 1 : 0,
-    });
+    poolNode(w, 'MaxPool', x, out, args, { dilations: args.dilation });
   },
   avgPool2dForward(w, [x, out, a]) {
     const args = a as Pool2dArgsJson;
     if (args.divisorOverride) throw new Error('average pooling with divisorOverride has no ONNX operator');
-    const v = w.read(x, 'AveragePool', args.inputShape);
-    const [oh, ow] = native.pool2dOutputSize({ ...args, countIncludePad: undefined, divisorOverride: undefined });
-    const y = w.write(out, 'AveragePool', [...args.inputShape.slice(0, 2), oh, ow], 'AveragePool');
-    const [ph, pw] = args.padding;
-    w.node('AveragePool', [v.name], [y], {
-      kernel_shape: args.kernel,
-      strides: args.stride,
-      pads: [ph, pw, ph, pw],
-      ceil_mode: args.ceilMode ? 1 : 0,
-      count_include_pad: args.countIncludePad === false ? 0 : 1,
-    });
+    poolNode(w, 'AveragePool', x, out, args, { count_include_pad: args.countIncludePad === false ? 0 : 1 });
   },
   adaptiveAvgPool2dForward(w, [x, out, a]) {
     const { inputShape, outputSize } = a as { inputShape: number[]; outputSize: number[] };
