@@ -3,7 +3,9 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { Tensor, uninitialized } from '../tensor.js';
+import { add, narrow, reshape, transpose } from './elementwise.js';
 import { convArgs, convGeometry, type ConvGeometry, named, pair, type Pair, type Padding } from './geometry.js';
+import { pad } from './nd.js';
 
 export type { Pair } from './geometry.js';
 export type ConvAlgo = 'auto' | 'direct' | 'im2col' | 'fft' | 'winograd';
@@ -202,4 +204,112 @@ export function convTranspose2d(
     }
     return [gx, gw, gb];
   });
+}
+
+/** convTransposeNd options: per spatial axis, as ONNX's ConvTranspose. */
+export interface ConvTransposeNdOptions {
+  stride?: readonly number[];
+  /** Output cropped before each spatial axis (default 0). */
+  padsBegin?: readonly number[];
+  /** Output cropped after each spatial axis (default: padsBegin). */
+  padsEnd?: readonly number[];
+  /** Extra outputs after each spatial axis (default 0). */
+  outputPadding?: readonly number[];
+  dilation?: readonly number[];
+  groups?: number;
+}
+
+/**
+ * Transposed convolution over 1, 2 or 3 spatial axes (input [N, C_in, ...], weight
+ * [C_in, C_out/groups, ...k], bias [C_out]?) with ONNX's options, padding allowed to differ per
+ * side. Symmetric 2-D padding runs convTranspose2d directly and 1-D runs it with a height of 1.
+ * Otherwise the full output (no padding) is computed and then cropped and extended by `pad`; a
+ * 3-D one is built from 2-D ones, one per depth tap, each placed at its depth offset and summed.
+ */
+export function convTransposeNd(
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null = null,
+  o: ConvTransposeNdOptions = {},
+): Tensor {
+  const r = weight.ndim - 2;
+  if (r < 1 || r > 3 || input.ndim !== r + 2) {
+    throw new Error(
+      `convTransposeNd: expected an input and weight of equal rank 3 to 5, got [${input.shape}] and [${weight.shape}]`,
+    );
+  }
+  const per = (v: readonly number[] | undefined, dflt: number, name: string) => {
+    const out = v ?? weight.shape.slice(2).map(() => dflt);
+    if (out.length !== r) throw new Error(`convTransposeNd: ${name} needs ${r} values, got ${out.length}`);
+    return out;
+  };
+  const stride = per(o.stride, 1, 'stride');
+  const dilation = per(o.dilation, 1, 'dilation');
+  const pb = per(o.padsBegin, 0, 'padsBegin');
+  const pe = per(o.padsEnd, 0, 'padsEnd').map((p, i) => (o.padsEnd ? p : pb[i]));
+  const op = per(o.outputPadding, 0, 'outputPadding');
+  const groups = o.groups ?? 1;
+  if (r === 1) {
+    const [n, c, len] = input.shape;
+    const y = convTransposeNd(
+      reshape(input, [n, c, 1, len]),
+      reshape(weight, [...weight.shape.slice(0, 2), 1, weight.shape[2]]),
+      bias,
+      {
+        stride: [1, stride[0]],
+        padsBegin: [0, pb[0]],
+        padsEnd: [0, pe[0]],
+        outputPadding: [0, op[0]],
+        dilation: [1, dilation[0]],
+        groups,
+      },
+    );
+    return reshape(y, [n, y.shape[1], y.shape[3]]);
+  }
+  // torch's convTranspose2d: symmetric padding and output padding below the stride or dilation.
+  const opOk = op.every((p, i) => p < Math.max(stride[i], dilation[i]));
+  if (r === 2 && opOk && pb.every((p, i) => p === pe[i] && p >= 0)) {
+    return convTranspose2d(input, weight, bias, {
+      stride: [stride[0], stride[1]],
+      padding: [pb[0], pb[1]],
+      outputPadding: [op[0], op[1]],
+      dilation: [dilation[0], dilation[1]],
+      groups,
+    });
+  }
+  let full: Tensor;
+  if (r === 2) {
+    full = convTranspose2d(input, weight, null, {
+      stride: [stride[0], stride[1]],
+      dilation: [dilation[0], dilation[1]],
+      groups,
+    });
+  } else {
+    const [n, ci, d, h, w] = input.shape;
+    const [, cog, kd, kh, kw] = weight.shape;
+    const [sd, dd] = [stride[0], dilation[0]];
+    const slices = reshape(transpose(input, [0, 2, 1, 3, 4]), [n * d, ci, h, w]);
+    const depth = (d - 1) * sd + (kd - 1) * dd + 1;
+    let acc: Tensor | null = null;
+    let plane: number[] = [];
+    for (let k = 0; k < kd; k++) {
+      const wk = reshape(narrow(weight, 2, k, 1), [ci, cog, kh, kw]);
+      const z = convTranspose2d(slices, wk, null, {
+        stride: [stride[1], stride[2]],
+        dilation: [dilation[1], dilation[2]],
+        groups,
+      });
+      plane = z.shape.slice(1);
+      const rest = plane.reduce((a, b) => a * b, 1);
+      // Input depth i lands at output depth i * sd + k * dd: spread by the stride, then shifted.
+      let t = reshape(z, [n, d, 1, rest]);
+      if (sd > 1) t = pad(t, [0, 0, 0, 0], [0, 0, sd - 1, 0]);
+      t = pad(reshape(t, [n, d * sd, rest]), [0, k * dd, 0], [0, depth - k * dd - d * sd, 0]);
+      acc = acc ? add(acc, t) : t;
+    }
+    if (!acc) throw new Error('convTransposeNd: the kernel has no depth');
+    full = transpose(reshape(acc, [n, depth, ...plane]), [0, 2, 1, 3, 4]);
+  }
+  const y = pad(full, [0, 0, ...pb.map((p) => -p)], [0, 0, ...pe.map((p, i) => op[i] - p)]);
+  return bias ? add(y, reshape(bias, [1, bias.size, ...pb.map(() => 1)])) : y;
 }

@@ -3,9 +3,32 @@
 import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { globalRng, type Rng } from '../random.js';
+import { binaryNd } from './nd.js';
 import { Tensor, uninitialized } from '../tensor.js';
 
+/**
+ * Whether the addon's per-channel broadcast covers b onto a: b no larger in rank, each dim 1 or
+ * a's, and the dims where b varies adjacent (Broadcast::plan's rule in the kernels).
+ */
+function channelBroadcast(a: readonly number[], b: readonly number[]): boolean {
+  if (b.length > a.length) return false;
+  const off = a.length - b.length;
+  let first = -1;
+  let last = -1;
+  for (let i = 0; i < a.length; i++) {
+    const bd = i >= off ? b[i - off] : 1;
+    if (bd !== a[i] && bd !== 1) return false;
+    if (bd === a[i] && a[i] !== 1) {
+      if (first < 0) first = i;
+      last = i;
+    }
+  }
+  for (let i = first + 1; i < last; i++) if (a[i] > 1 && (i < off || b[i - off] === 1)) return false;
+  return true;
+}
+
 function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
+  if (!channelBroadcast(a.shape, b.shape)) return binaryNd(op, a, b);
   const out = uninitialized(a.size, op);
   native.broadcastBinary(op, a.data, a.shape, b.data, b.shape, out);
   const y = new Tensor(out, a.shape);
@@ -21,8 +44,9 @@ function binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
 }
 
 /**
- * a + b, where b has a's shape or broadcasts over it (NumPy rules: [1, C, 1, 1] or [N, C, 1, 1] per
- * channel of NCHW; [C] matches the last dim, e.g. a bias of [N, C]).
+ * a + b with NumPy broadcasting. The per-channel patterns of CNNs (b of a's shape, [1, C, 1, 1] or
+ * [N, C, 1, 1] on NCHW, [C] on [N, C], a scalar) take a fast path; any other pattern, either
+ * side broadcast, the general one.
  */
 export const add = (a: Tensor, b: Tensor): Tensor => binary('add', a, b);
 /** a * b, with the same broadcasting as add. */
@@ -199,16 +223,30 @@ export function flatten(x: Tensor, startDim = 1): Tensor {
 
 /** Zeroes each element with probability p and scales the rest by 1/(1-p); identity when not training. */
 export function dropout(x: Tensor, p = 0.5, training = true, rng: Rng = globalRng): Tensor {
+  return dropoutWithMask(x, p, training, rng)[0];
+}
+
+/**
+ * dropout that also returns its mask (0 where dropped, 1/(1-p) where kept), or null when nothing
+ * is dropped (eval mode, or p = 0), e.g. for ONNX Dropout's mask output.
+ */
+export function dropoutWithMask(
+  x: Tensor,
+  p = 0.5,
+  training = true,
+  rng: Rng = globalRng,
+): [Tensor, Float32Array | null] {
   if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
-  if (!training || p === 0) return x;
+  if (!training || p === 0) return [x, null];
   const out = uninitialized(x.size, 'dropout');
   const mask = uninitialized(x.size, 'dropout');
   native.dropoutForward(x.data, out, mask, p, rng.nextU32());
-  return record('dropout', new Tensor(out, x.shape), [x], (g) => {
+  const y = record('dropout', new Tensor(out, x.shape), [x], (g) => {
     const gx = uninitialized(g.length, 'dropout');
     native.dropoutBackward(g, mask, gx);
     return [gx];
   });
+  return [y, mask];
 }
 
 /** Sum of all elements as a 1-element tensor (added in double precision, in index order). */

@@ -45,6 +45,11 @@ const WRITES: Record<string, readonly number[]> = {
   broadcastBinary: [5],
   scale: [2],
   transpose: [3],
+  padForward: [6],
+  binaryNd: [5],
+  sumTo: [3],
+  gatherForward: [3],
+  matmulBatched: [2],
   // Training: the forward's saved values, the backward, the optimizer's in-place updates.
   conv2dBackwardData: [2],
   conv2dBackwardWeight: [2, 3],
@@ -62,6 +67,8 @@ const WRITES: Record<string, readonly number[]> = {
   dropoutForward: [1, 2],
   dropoutBackward: [2],
   broadcastBinaryBackward: [6, 7],
+  padBackward: [5],
+  gatherBackward: [3],
   splitChannels: [1],
   lrnBackward: [4],
   accumulateGrad: [0],
@@ -82,7 +89,14 @@ const GRAPH_ONLY: Record<string, readonly number[]> = {
 };
 
 /** Entries that only compute sizes or report settings: they run as they are during a trace. */
-const PURE = new Set(['conv2dOutputSize', 'convTranspose2dOutputSize', 'pool2dOutputSize', 'nativeInfo']);
+const PURE = new Set([
+  'conv2dOutputSize',
+  'convTranspose2dOutputSize',
+  'pool2dOutputSize',
+  'paddedShape',
+  'broadcastShape',
+  'nativeInfo',
+]);
 
 export interface Operand {
   src: 'input' | 'state' | 'temp' | 'const';

@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod batchnorm;
+pub mod broadcast;
 pub mod conv;
 pub mod elementwise;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod gemm;
 pub mod linear;
 pub mod lrn;
 pub mod optim;
+pub mod pad;
 #[cfg(feature = "probes")]
 pub mod peak;
 pub mod plan;

@@ -186,3 +186,71 @@ pub fn linear_backward(
         Ok(())
     })
 }
+
+/// Batched matrix products with broadcasting (numpy.matmul, ONNX MatMul), one GEMM per entry:
+/// for each `[ia, ib, ic]` in `entries`, `c[ic] += op(a[ia]) * op(b[ib])`, where `a[i]` is the
+/// i-th `m x k` matrix of `a` (`k x m` when `trans_a`), `b[i]` the i-th `k x n` (`n x k` when
+/// `trans_b`) and `c[i]` the i-th `m x n`. `c` is zeroed first, so entries sharing an `ic` add up
+/// (the gradient of a broadcast operand).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_batched(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    entries: &[[usize; 3]],
+) -> Result<()> {
+    let (a_mat, b_mat, c_mat) = (
+        numel("a", &[m, k])?,
+        numel("b", &[k, n])?,
+        numel("c", &[m, n])?,
+    );
+    let count = |len: usize, mat: usize, name: &str| -> Result<usize> {
+        if mat == 0 {
+            // Empty matrices: any index reads nothing.
+            return Ok(usize::MAX);
+        }
+        if !len.is_multiple_of(mat) {
+            bail!("{name}: {len} elements is not a whole number of {mat}-element matrices");
+        }
+        Ok(len / mat)
+    };
+    let (na, nb, nc) = (
+        count(a.len(), a_mat, "a")?,
+        count(b.len(), b_mat, "b")?,
+        count(c.len(), c_mat, "c")?,
+    );
+    for e in entries {
+        if e[0] >= na || e[1] >= nb || e[2] >= nc {
+            bail!("entries: {e:?} is out of range for {na} a, {nb} b and {nc} c matrices");
+        }
+    }
+    c.fill(0.0);
+    if c_mat == 0 || k == 0 {
+        return Ok(());
+    }
+    let lda = if trans_a { m } else { k };
+    let ldb = if trans_b { k } else { n };
+    crate::scratch::fallible("matmul", || {
+        for &[ia, ib, ic] in entries {
+            let am = Mat::new(&a[ia * a_mat..(ia + 1) * a_mat], lda, trans_a);
+            let bm = Mat::new(&b[ib * b_mat..(ib + 1) * b_mat], ldb, trans_b);
+            sgemm_unchecked(
+                m,
+                n,
+                k,
+                1.0,
+                am,
+                bm,
+                1.0,
+                &mut c[ic * c_mat..(ic + 1) * c_mat],
+                n,
+            );
+        }
+        Ok(())
+    })
+}

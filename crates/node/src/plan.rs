@@ -7,10 +7,11 @@
 //! step as one async task, off the JavaScript thread. Integer arrays (labels, max-pool indices)
 //! travel as float arrays of the same bytes and are seen as `i32` by the steps that use them.
 use crate::activation::{ce_params, CrossEntropyArgs};
-use crate::args::{invalid, kernel_err, size};
+use crate::args::{invalid, kernel_err, size, sizes};
 use crate::conv::{conv_params, Conv2dArgs};
 use crate::elementwise::size_list;
 use crate::linalg::{linear_sizes, LinearArgs};
+use crate::nd::int_list;
 use crate::norm::{bn_params, lrn_params, BatchNormArgs, LrnArgs};
 use crate::optim::{
     adadelta_params, adagrad_params, adam_params, rmsprop_params, sgd_params, AdadeltaStepArgs,
@@ -19,7 +20,9 @@ use crate::optim::{
 use crate::pool::{adaptive_params, avg_options, pool_params, AdaptivePoolArgs, Pool2dArgs};
 use ferroconv_kernels::activation::{self, Activation};
 use ferroconv_kernels::batchnorm::BnStats;
+use ferroconv_kernels::broadcast::{self, NdOp};
 use ferroconv_kernels::elementwise::{self, BinaryOp};
+use ferroconv_kernels::pad::{self, PadMode};
 use ferroconv_kernels::plan::{
     as_i32, as_i32_mut, Operand, Plan, Source, StateArray, Step, StepFn,
 };
@@ -367,6 +370,65 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
             let perm = size_list("perm", &a.parse::<Vec<f64>>(2)?)?;
             a.write(3)?;
             Box::new(move |r, o| elementwise::transpose(r[x], &shape, &perm, o[0]))
+        }
+        "padForward" | "padBackward" => {
+            let mode = PadMode::parse(&a.parse::<String>(0)?).map_err(kernel_err)?;
+            let x = a.read(1)?;
+            let shape = size_list("shape", &a.parse::<Vec<f64>>(2)?)?;
+            let begins = int_list("begins", &a.parse::<Vec<f64>>(3)?)?;
+            let ends = int_list("ends", &a.parse::<Vec<f64>>(4)?)?;
+            if a.op == "padForward" {
+                let value = a.parse::<f64>(5)? as f32;
+                a.write(6)?;
+                Box::new(move |r, o| {
+                    pad::pad_forward(mode, r[x], &shape, &begins, &ends, value, o[0])
+                })
+            } else {
+                a.write(5)?;
+                Box::new(move |r, o| pad::pad_backward(mode, r[x], &shape, &begins, &ends, o[0]))
+            }
+        }
+        "binaryNd" => {
+            let kind = NdOp::parse(&a.parse::<String>(0)?).map_err(kernel_err)?;
+            let (x, y) = (a.read(1)?, a.read(3)?);
+            let x_shape = size_list("aShape", &a.parse::<Vec<f64>>(2)?)?;
+            let y_shape = size_list("bShape", &a.parse::<Vec<f64>>(4)?)?;
+            a.write(5)?;
+            Box::new(move |r, o| broadcast::binary_nd(kind, r[x], &x_shape, r[y], &y_shape, o[0]))
+        }
+        "sumTo" => {
+            let x = a.read(0)?;
+            let from = size_list("inputShape", &a.parse::<Vec<f64>>(1)?)?;
+            let to = size_list("shape", &a.parse::<Vec<f64>>(2)?)?;
+            a.write(3)?;
+            Box::new(move |r, o| broadcast::sum_to(r[x], &from, &to, o[0]))
+        }
+        "gatherForward" | "gatherBackward" => {
+            let x = a.read(0)?;
+            let [outer, len, inner] = sizes::<3>("dims", &a.parse::<Vec<f64>>(1)?)?;
+            let idx = int_list("indices", &a.parse::<Vec<f64>>(2)?)?;
+            a.write(3)?;
+            if a.op == "gatherForward" {
+                Box::new(move |r, o| broadcast::gather_forward(r[x], outer, len, inner, &idx, o[0]))
+            } else {
+                Box::new(move |r, o| {
+                    broadcast::gather_backward(r[x], outer, len, inner, &idx, o[0])
+                })
+            }
+        }
+        "matmulBatched" => {
+            let (x, y) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            let [m, n, k] = sizes::<3>("dims", &a.parse::<Vec<f64>>(3)?)?;
+            let (ta, tb): (bool, bool) = (a.parse(4)?, a.parse(5)?);
+            let flat = size_list("entries", &a.parse::<Vec<f64>>(6)?)?;
+            if !flat.len().is_multiple_of(3) {
+                return Err(invalid("matmulBatched: entries must be triples"));
+            }
+            let entries: Vec<[usize; 3]> = flat.chunks(3).map(|t| [t[0], t[1], t[2]]).collect();
+            Box::new(move |r, o| {
+                linear::matmul_batched(ta, tb, m, n, k, r[x], r[y], o[0], &entries)
+            })
         }
         "scale" => {
             let x = a.read(0)?;

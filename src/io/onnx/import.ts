@@ -19,12 +19,13 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
 import { clip, hardSigmoid, hardSwish, leakyRelu, relu, sigmoid, tanh } from '../../ops/activation.js';
-import { type Conv2dOptions, conv2d, conv2dFused, convTranspose2d } from '../../ops/conv.js';
-import { add, cat, dropout, mul, narrow, reshape, scale, split, transpose } from '../../ops/elementwise.js';
+import { type Conv2dOptions, conv2d, conv2dFused, convTransposeNd } from '../../ops/conv.js';
+import { add, cat, dropoutWithMask, mul, narrow, reshape, scale, split, transpose } from '../../ops/elementwise.js';
+import { div, gather, matmul, pad, sub } from '../../ops/nd.js';
 import { linear } from '../../ops/linear.js';
 import { logSoftmax, softmax } from '../../ops/loss.js';
 import { batchNorm2d, batchNormFold, localResponseNorm } from '../../ops/norm.js';
-import { adaptiveAvgPool2d, avgPool2d, maxPool2d } from '../../ops/pool.js';
+import { adaptiveAvgPool2d, maxPool2d, maxPool2dWithIndices, poolNd } from '../../ops/pool.js';
 import { isGradEnabled } from '../../autograd.js';
 import { isInferenceFusionEnabled } from '../../nn/fuse.js';
 import { Module } from '../../nn/module.js';
@@ -292,16 +293,54 @@ function windowAttrs(ctx: Ctx, x: Tensor, kernel: number[]) {
   return { strides, dilations, pads };
 }
 
-/** A pool's symmetric padding [h, w], or an Error: ferroconv's pools pad both sides alike. */
-function symmetric(pads: [number, number, number, number], op: string): [number, number] {
-  if (pads[0] !== pads[1] || pads[2] !== pads[3]) {
-    throw new Error(`${op}: asymmetric padding [${pads.join(', ')}] (top, bottom, left, right) is not supported`);
+/** A window op's attributes over `kernel.length` spatial axes: strides, dilations, padding before and after. */
+function windowNd(ctx: Ctx, x: Tensor, kernel: readonly number[]) {
+  const r = kernel.length;
+  if (x.ndim !== r + 2) throw new Error(`a ${r}-D window needs a ${r + 2}-D input, got [${x.shape.join(', ')}]`);
+  const per = (name: string, dflt: number) => {
+    const v = (ctx.attrs.ints(name) as number[] | null) ?? kernel.map(() => dflt);
+    if (v.length !== r) throw new Error(`${name}: expected ${r} values, got ${v.length}`);
+    return v;
+  };
+  const strides = per('strides', 1);
+  const dilations = per('dilations', 1);
+  const auto = ctx.attrs.string('auto_pad', 'NOTSET');
+  let begins = kernel.map(() => 0);
+  let ends = kernel.map(() => 0);
+  if (auto === 'NOTSET') {
+    const p = (ctx.attrs.ints('pads') as number[] | null) ?? [...begins, ...ends];
+    if (p.length !== 2 * r) throw new Error(`pads: expected ${2 * r} values, got ${p.length}`);
+    begins = p.slice(0, r);
+    ends = p.slice(r);
+  } else if (auto === 'SAME_UPPER' || auto === 'SAME_LOWER') {
+    kernel.forEach((k, d) => {
+      const inSize = x.shape[2 + d];
+      const out = Math.ceil(inSize / strides[d]);
+      const total = Math.max(0, (out - 1) * strides[d] + (k - 1) * dilations[d] + 1 - inSize);
+      const small = Math.floor(total / 2);
+      begins[d] = auto === 'SAME_UPPER' ? small : total - small;
+      ends[d] = total - begins[d];
+    });
+  } else if (auto !== 'VALID') {
+    throw new Error(`auto_pad: unknown value '${auto}'`);
   }
-  return [pads[0], pads[2]];
+  return { strides, dilations, begins, ends };
 }
 
-function poolKernel(ctx: Ctx): [number, number] {
-  return two(ctx.attrs.ints('kernel_shape') ?? [], 'kernel_shape');
+function poolKernel(ctx: Ctx): number[] {
+  const k = ctx.attrs.ints('kernel_shape') as number[] | null;
+  if (!k) throw new Error('kernel_shape: missing');
+  return k;
+}
+
+/** Global pooling over every spatial axis of [N, C, ...]: one window the size of the map. */
+function globalPool(kind: 'max' | 'avg', x: Tensor): Tensor {
+  if (x.ndim < 3) throw new Error(`expected an [N, C, ...] input, got [${x.shape.join(', ')}]`);
+  const [n, c] = x.shape;
+  const plane = x.size / (n * c);
+  const flat = reshape(x, [n, c, 1, plane]);
+  const y = kind === 'avg' ? adaptiveAvgPool2d(flat, 1) : maxPool2d(flat, [1, plane]);
+  return reshape(y, [n, c, ...x.shape.slice(2).map(() => 1)]);
 }
 
 /** Axes normalised to [0, rank). */
@@ -388,18 +427,30 @@ function binary(kind: 'Add' | 'Sub' | 'Mul' | 'Div'): Impl {
   return (_ctx, inputs) => {
     const [a, b] = inputs;
     if (a instanceof Ints && b instanceof Ints) return [intsBinary(a, b, ints[kind])];
-    let x = tensorIn(inputs, 0);
-    let y = tensorIn(inputs, 1);
-    // ferroconv broadcasts the second operand to the first's shape: the larger goes first.
-    const swap = y.size > x.size;
-    if (swap && kind !== 'Div') [x, y] = [y, x];
-    if (kind === 'Add') return [add(x, y)];
-    if (kind === 'Mul') return [mul(x, y)];
-    if (kind === 'Sub') return [swap ? add(scale(x, -1), y) : add(x, scale(y, -1))];
-    // Division by a constant scalar: multiplication by its reciprocal.
-    if (y.size === 1 && b instanceof Ints) return [scale(x, 1 / y.data[0])];
-    throw new Error('Div: only division by an integer constant scalar is supported');
+    const x = tensorIn(inputs, 0);
+    const y = tensorIn(inputs, 1);
+    // Division by a constant scalar: multiplication by its reciprocal (the usual case).
+    if (kind === 'Div' && y.size === 1 && b instanceof Ints) return [scale(x, 1 / y.data[0])];
+    if (kind === 'Add' || kind === 'Mul') {
+      // add/mul broadcast either side; the per-channel fast path wants the larger first.
+      const [p, q] = y.size > x.size ? [y, x] : [x, y];
+      return [kind === 'Add' ? add(p, q) : mul(p, q)];
+    }
+    return [kind === 'Sub' ? sub(x, y) : div(x, y)];
   };
+}
+
+/**
+ * The mean over `axes`: the reduced axes moved last, the tensor seen as [1, kept, 1, reduced]
+ * and averaged by global average pooling.
+ */
+function reduceMean(x: Tensor, axes: readonly number[], keep: boolean): Tensor {
+  const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const perm = [...kept, ...[...axes].sort((a, b) => a - b)];
+  const moved = perm.every((p, i) => p === i) ? x : transpose(x, perm);
+  const keptSize = kept.reduce((a, i) => a * x.shape[i], 1);
+  const y = adaptiveAvgPool2d(reshape(moved, [1, keptSize, 1, x.size / keptSize]), 1);
+  return reshape(y, keep ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : kept.map((i) => x.shape[i]));
 }
 
 /** Reshape's target with 0 (copy the input's dim, unless allowzero) and -1 resolved by reshape(). */
@@ -433,60 +484,73 @@ const OPS: Record<string, Impl> = {
   ConvTranspose(ctx, inputs) {
     const x = tensorIn(inputs, 0);
     const w = tensorIn(inputs, 1);
-    expect4d(x, 'ConvTranspose');
-    const strides = two(ctx.attrs.ints('strides', [1, 1]) as number[], 'strides');
-    const dilations = two(ctx.attrs.ints('dilations', [1, 1]) as number[], 'dilations');
-    const groups = ctx.attrs.int('group', 1);
-    const kernel = two(ctx.attrs.ints('kernel_shape') ?? w.shape.slice(2), 'kernel_shape');
-    let outputPadding = ctx.attrs.ints('output_padding', [0, 0]) as number[];
-    let pads: number[];
-    const outputShape = ctx.attrs.ints('output_shape');
+    const r = w.ndim - 2;
+    const kernel = (ctx.attrs.ints('kernel_shape') as number[] | null) ?? w.shape.slice(2);
+    const outputShape = ctx.attrs.ints('output_shape') as number[] | null;
     const auto = ctx.attrs.string('auto_pad', 'NOTSET');
-    if (outputShape || auto === 'SAME_UPPER' || auto === 'SAME_LOWER') {
-      // The padding that gives the requested size (output_shape, or input * stride for SAME).
-      const want = outputShape ? outputShape.slice(-2) : [0, 1].map((d) => x.shape[2 + d] * strides[d]);
-      const total = [0, 1].map(
-        (d) => strides[d] * (x.shape[2 + d] - 1) + outputPadding[d] + (kernel[d] - 1) * dilations[d] + 1 - want[d],
+    // SAME pads from the input alone; output_shape's below.
+    const same = auto === 'SAME_UPPER' || auto === 'SAME_LOWER';
+    const win = windowNd(
+      ctx,
+      x,
+      kernel.map(() => 1),
+    );
+    const { strides, dilations } = win;
+    let { begins, ends } = win;
+    const outputPadding = (ctx.attrs.ints('output_padding') as number[] | null) ?? kernel.map(() => 0);
+    if (outputPadding.length !== r) throw new Error(`output_padding: expected ${r} values`);
+    if (outputShape || same) {
+      // The padding that gives the requested size (output_shape, or input * stride for SAME),
+      // split as ONNX specifies: the odd one after for SAME_UPPER, before otherwise.
+      const want = outputShape ? outputShape.slice(-r) : kernel.map((_, d) => x.shape[2 + d] * strides[d]);
+      const total = kernel.map(
+        (k, d) => strides[d] * (x.shape[2 + d] - 1) + outputPadding[d] + (k - 1) * dilations[d] + 1 - want[d],
       );
-      const upper = auto !== 'SAME_LOWER';
-      pads = [0, 1].map((d) => (upper ? Math.floor(total[d] / 2) : total[d] - Math.floor(total[d] / 2)));
-      const ends = total.map((t, d) => t - pads[d]);
-      // ferroconv pads both sides alike: an odd total becomes one more output_padding.
-      outputPadding = outputPadding.map((p, d) => p + pads[d] - ends[d]);
-      pads = [0, 1].map((d) => Math.max(pads[d], ends[d]));
-      if (total.some((t) => t < 0) || outputPadding.some((p) => p < 0)) {
-        throw new Error(`output_shape [${want}] cannot be reached from input [${x.shape}]`);
-      }
-    } else {
-      const p = auto === 'VALID' ? [0, 0, 0, 0] : (ctx.attrs.ints('pads', [0, 0, 0, 0]) as number[]);
-      if (p[0] !== p[2] || p[1] !== p[3]) {
-        throw new Error(`asymmetric padding [${p.join(', ')}] is not supported`);
-      }
-      pads = [p[0], p[1]];
+      // A negative total asks for more than the full output: zeros after it.
+      const upper = auto === 'SAME_UPPER';
+      begins = total.map((t) => (upper ? Math.floor(t / 2) : t - Math.floor(t / 2)));
+      ends = total.map((t, d) => t - begins[d]);
     }
     return [
-      convTranspose2d(x, w, optionalTensor(inputs, 2), {
+      convTransposeNd(x, w, optionalTensor(inputs, 2), {
         stride: strides,
-        padding: pads as [number, number],
-        outputPadding: outputPadding as [number, number],
+        padsBegin: begins,
+        padsEnd: ends,
+        outputPadding,
         dilation: dilations,
-        groups,
+        groups: ctx.attrs.int('group', 1),
       }),
     ];
   },
   BatchNormalization(ctx, inputs) {
     let x = tensorIn(inputs, 0);
     const shape = x.shape;
-    if (x.ndim < 2 || x.ndim > 4) throw new Error(`expected a 2-D to 4-D input, got [${shape.join(', ')}]`);
-    if (x.ndim < 4) x = reshape(x, [shape[0], shape[1], shape[2] ?? 1, 1]);
+    if (x.ndim < 2) throw new Error(`expected an [N, C, ...] input, got [${shape.join(', ')}]`);
+    if (x.ndim !== 4) x = reshape(x, [shape[0], shape[1], x.size / (shape[0] * shape[1]), 1]);
     const [w, b, mean, variance] = [1, 2, 3, 4].map((i) => tensorIn(inputs, i));
-    const y = batchNorm2d(x, mean, variance, w, b, {
-      training: ctx.training,
+    const momentum = ctx.attrs.float('momentum', 0.9);
+    // training_mode (opset 14+) asks for batch statistics even in an eval-mode model; the
+    // model's own running statistics then stay as they are.
+    const nodeTraining = ctx.attrs.int('training_mode', 0) === 1;
+    const outs: Value[] = [];
+    if (ctx.node.output.slice(1).some((o) => o)) {
+      // The updated running statistics ONNX defines: input * momentum + batch * (1 - momentum),
+      // with the batch's biased variance; computed before a training forward updates them.
+      const batchMean = reduceMean(x, [0, 2, 3], false);
+      const centered = sub(x, reshape(batchMean, [1, batchMean.size, 1, 1]));
+      const batchVar = reduceMean(mul(centered, centered), [0, 2, 3], false);
+      const blend = (run: Tensor, batch: Tensor) => add(scale(run, momentum), scale(batch, 1 - momentum));
+      outs.push(blend(mean, batchMean), blend(variance, batchVar));
+    }
+    const training = ctx.training || nodeTraining;
+    const own = ctx.training;
+    const y = batchNorm2d(x, training && !own ? null : mean, training && !own ? null : variance, w, b, {
+      training,
       eps: ctx.attrs.float('epsilon', 1e-5),
       // ONNX's momentum weighs the running statistics, torch's the batch's.
-      momentum: 1 - ctx.attrs.float('momentum', 0.9),
+      momentum: 1 - momentum,
     });
-    return [shape.length < 4 ? reshape(y, shape) : y];
+    return [shape.length !== 4 ? reshape(y, shape) : y, ...outs];
   },
   Relu: (_ctx, i) => [relu(tensorIn(i, 0))],
   Sigmoid: (_ctx, i) => [sigmoid(tensorIn(i, 0))],
@@ -495,36 +559,51 @@ const OPS: Record<string, Impl> = {
   Softmax: softmaxOp(false),
   LogSoftmax: softmaxOp(true),
   MaxPool(ctx, inputs) {
-    if (ctx.node.output.length > 1 && ctx.node.output[1]) throw new Error('the Indices output is not supported');
     const x = tensorIn(inputs, 0);
-    expect4d(x, 'MaxPool');
     const kernel = poolKernel(ctx);
-    const { strides, dilations, pads } = windowAttrs(ctx, x, kernel);
-    const padding = symmetric(pads, 'MaxPool');
+    const { strides, dilations, begins, ends } = windowNd(ctx, x, kernel);
     const ceilMode = ctx.attrs.int('ceil_mode', 0) === 1;
-    return [maxPool2d(x, kernel, { stride: strides, padding, dilation: dilations, ceilMode })];
+    if (!(ctx.node.output.length > 1 && ctx.node.output[1])) {
+      return [
+        poolNd('max', x, kernel, { stride: strides, padsBegin: begins, padsEnd: ends, dilation: dilations, ceilMode }),
+      ];
+    }
+    // The Indices output: flat indices into the whole input, row- or column-major per plane.
+    if (kernel.length !== 2 || begins.some((p, i) => p !== ends[i] || p > Math.floor(kernel[i] / 2))) {
+      throw new Error('the Indices output needs a 2-D window padded alike on both sides by at most half of it');
+    }
+    const [y, idx] = maxPool2dWithIndices(x, [kernel[0], kernel[1]], {
+      stride: [strides[0], strides[1]],
+      padding: [begins[0], begins[1]],
+      dilation: [dilations[0], dilations[1]],
+      ceilMode,
+    });
+    const [h, w] = x.shape.slice(2);
+    const plane = y.shape[2] * y.shape[3];
+    const columnMajor = ctx.attrs.int('storage_order', 0) === 1;
+    const values = Array.from(idx, (p, i) => {
+      const base = Math.floor(i / plane) * h * w;
+      return base + (columnMajor ? (p % w) * h + Math.floor(p / w) : p);
+    });
+    return [y, new Ints(values, y.shape)];
   },
   AveragePool(ctx, inputs) {
     const x = tensorIn(inputs, 0);
-    expect4d(x, 'AveragePool');
     const kernel = poolKernel(ctx);
-    const { strides, dilations, pads } = windowAttrs(ctx, x, kernel);
+    const { strides, dilations, begins, ends } = windowNd(ctx, x, kernel);
     if (dilations.some((d) => d !== 1)) throw new Error('dilated average pooling is not supported');
-    const padding = symmetric(pads, 'AveragePool');
-    const ceilMode = ctx.attrs.int('ceil_mode', 0) === 1;
-    const countIncludePad = ctx.attrs.int('count_include_pad', 0) === 1;
-    return [avgPool2d(x, kernel, { stride: strides, padding, ceilMode, countIncludePad })];
+    return [
+      poolNd('avg', x, kernel, {
+        stride: strides,
+        padsBegin: begins,
+        padsEnd: ends,
+        ceilMode: ctx.attrs.int('ceil_mode', 0) === 1,
+        countIncludePad: ctx.attrs.int('count_include_pad', 0) === 1,
+      }),
+    ];
   },
-  GlobalAveragePool(_ctx, inputs) {
-    const x = tensorIn(inputs, 0);
-    expect4d(x, 'GlobalAveragePool');
-    return [adaptiveAvgPool2d(x, 1)];
-  },
-  GlobalMaxPool(_ctx, inputs) {
-    const x = tensorIn(inputs, 0);
-    expect4d(x, 'GlobalMaxPool');
-    return [maxPool2d(x, [x.shape[2], x.shape[3]])];
-  },
+  GlobalAveragePool: (_ctx, inputs) => [globalPool('avg', tensorIn(inputs, 0))],
+  GlobalMaxPool: (_ctx, inputs) => [globalPool('max', tensorIn(inputs, 0))],
   LRN(ctx, inputs) {
     const x = tensorIn(inputs, 0);
     expect4d(x, 'LRN');
@@ -622,9 +701,15 @@ const OPS: Record<string, Impl> = {
   Identity: (_ctx, inputs) => [valueIn(inputs, 0)],
   Dropout(ctx, inputs) {
     const x = tensorIn(inputs, 0);
-    if (ctx.node.output.length > 1 && ctx.node.output[1]) throw new Error('the mask output is not supported');
     const ratio = ctx.opset >= 12 ? (optionalTensor(inputs, 1)?.data[0] ?? 0.5) : ctx.attrs.float('ratio', 0.5);
-    return [dropout(x, ratio, ctx.training)];
+    // Opset 12's training_mode input switches dropout on whatever the model's mode.
+    const t = ctx.opset >= 12 ? inputs[2] : null;
+    const nodeTraining = t ? (t instanceof Ints ? t.values[0] : t.data[0]) !== 0 : false;
+    const [y, mask] = dropoutWithMask(x, ratio, ctx.training || nodeTraining);
+    if (!(ctx.node.output.length > 1 && ctx.node.output[1])) return [y];
+    // The mask output: true where kept (all of it when nothing is dropped).
+    const kept = mask ? Array.from(mask, (m) => (m !== 0 ? 1 : 0)) : new Array<number>(x.size).fill(1);
+    return [y, new Ints(kept, x.shape)];
   },
   Shape(ctx, inputs) {
     const dims = shapeOf(valueIn(inputs, 0));
@@ -636,8 +721,13 @@ const OPS: Record<string, Impl> = {
     return [new Ints(values, [values.length])];
   },
   Gather(ctx, inputs) {
-    const data = intsIn(inputs, 0, 'data');
     const idx = intsIn(inputs, 1, 'indices');
+    if (inputs[0] instanceof Tensor) {
+      const x = inputs[0];
+      const [axis] = axesOf([ctx.attrs.int('axis', 0)], x.ndim);
+      return [gather(x, axis, idx.values, idx.dims)];
+    }
+    const data = intsIn(inputs, 0, 'data');
     const [axis] = axesOf([ctx.attrs.int('axis', 0)], data.dims.length);
     if (axis !== 0 || data.dims.length !== 1) throw new Error('only gathering from a 1-D integer tensor is supported');
     const n = data.values.length;
@@ -659,16 +749,8 @@ const OPS: Record<string, Impl> = {
   ReduceMean(ctx, inputs) {
     const x = tensorIn(inputs, 0);
     const given = ctx.opset >= 18 ? (inputs[1] ? intsIn(inputs, 1, 'axes').values : null) : ctx.attrs.ints('axes');
-    const axes = given ? axesOf(given, x.ndim).sort((a, b) => a - b) : x.shape.map((_, i) => i);
-    // The reduced axes moved last, the tensor seen as [1, kept, 1, reduced] and averaged by
-    // global average pooling.
-    const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
-    const perm = [...kept, ...axes];
-    const moved = perm.every((p, i) => p === i) ? x : transpose(x, perm);
-    const keptSize = kept.reduce((a, i) => a * x.shape[i], 1);
-    const y = adaptiveAvgPool2d(reshape(moved, [1, keptSize, 1, x.size / keptSize]), 1);
-    const keep = ctx.attrs.int('keepdims', 1) === 1;
-    return [reshape(y, keep ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : kept.map((i) => x.shape[i]))];
+    const axes = given ? axesOf(given, x.ndim) : x.shape.map((_, i) => i);
+    return [reduceMean(x, axes, ctx.attrs.int('keepdims', 1) === 1)];
   },
   Clip(ctx, inputs) {
     const x = tensorIn(inputs, 0);
@@ -735,19 +817,41 @@ const OPS: Record<string, Impl> = {
   MatMul(_ctx, inputs) {
     const a = tensorIn(inputs, 0);
     const b = tensorIn(inputs, 1);
-    if (b.ndim !== 2 || a.ndim < 2) throw new Error('only [..., M, K] x [K, N] is supported');
-    // [..., M, K] rows through a linear layer with weight b^T.
-    const k = a.shape[a.ndim - 1];
-    const y = linear(reshape(a, [a.size / k, k]), transpose(b, [1, 0]));
-    return [reshape(y, [...a.shape.slice(0, -1), b.shape[1]])];
+    if (b.ndim === 2 && a.ndim >= 2) {
+      // [..., M, K] x [K, N]: the rows through a linear layer with weight b^T.
+      const k = a.shape[a.ndim - 1];
+      if (b.shape[0] !== k) throw new Error(`[${a.shape}] and [${b.shape}] do not chain`);
+      const y = linear(reshape(a, [a.size / k, k]), transpose(b, [1, 0]));
+      return [reshape(y, [...a.shape.slice(0, -1), b.shape[1]])];
+    }
+    return [matmul(a, b)];
   },
   Pad(ctx, inputs) {
     const x = tensorIn(inputs, 0);
+    const r = x.ndim;
     const pads = ctx.opset >= 11 ? intsIn(inputs, 1, 'pads').values : (ctx.attrs.ints('pads') ?? []);
-    if (pads.every((p) => p === 0)) return [x];
-    throw new Error(
-      'only zero padding into a following Conv or AveragePool (folded when the graph is read) is supported',
-    );
+    let value = ctx.attrs.float('value', 0);
+    if (ctx.opset >= 11 && inputs[2]) {
+      const v = tensorIn(inputs, 2);
+      if (v.size !== 1) throw new Error('constant_value: expected a scalar');
+      value = v.data[0];
+    }
+    // Opset 18's axes input: the pads cover only these axes.
+    const axes = ctx.opset >= 18 && inputs[3] ? axesOf(intsIn(inputs, 3, 'axes').values, r) : x.shape.map((_, i) => i);
+    if (pads.length !== 2 * axes.length)
+      throw new Error(`pads: expected ${2 * axes.length} values, got ${pads.length}`);
+    const begins = x.shape.map(() => 0);
+    const ends = x.shape.map(() => 0);
+    axes.forEach((a, i) => {
+      begins[a] = pads[i];
+      ends[a] = pads[axes.length + i];
+    });
+    const mode = ctx.attrs.string('mode', 'constant');
+    if (mode !== 'constant' && mode !== 'edge' && mode !== 'reflect' && mode !== 'wrap') {
+      throw new Error(`mode: unknown value '${mode}'`);
+    }
+    if (begins.every((p) => p === 0) && ends.every((p) => p === 0)) return [x];
+    return [pad(x, begins, ends, mode, value)];
   },
 };
 
