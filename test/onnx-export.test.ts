@@ -16,6 +16,14 @@ import {
   BatchNorm2d,
   Conv2d,
   ConvTranspose2d,
+  div,
+  gather,
+  matmul,
+  pad,
+  poolNd,
+  reshape,
+  Rng,
+  sub,
   cat,
   Dropout,
   Flatten,
@@ -158,6 +166,37 @@ describe('exportOnnx: layers and ops', () => {
     save('custom', bytes);
   });
 
+  it('the N-D ops: reflect and edge padding, broadcasting sub and div, gather, matmul, 3-D pools', async () => {
+    class NdOps extends Module {
+      readonly w = this.addParameter('w', randn([9, 4], { rng: new Rng(21) })) as Tensor;
+      readonly s = this.addParameter('s', randn([4, 1, 9], { rng: new Rng(22) })) as Tensor;
+      readonly one = this.addBuffer('one', new Tensor(Float32Array.of(1.5), [1])) as Tensor;
+      forward(x: Tensor): Tensor {
+        const p = pad(pad(x, [0, 0, 1, 1], [0, 0, 2, 1], 'reflect'), [0, 0, 0, 1], [0, 0, 0, 0], 'edge'); // [N, 4, 8, 9]
+        const d = div(sub(p, this.s), add(mul(this.s, this.s), this.one));
+        const m = matmul(d, this.w); // [N, 4, 8, 4]
+        const g = gather(m, 2, [0, 7, -2, 3]); // [N, 4, 4, 4]
+        const v = reshape(g, [g.shape[0], 1, 4, 4, 4]);
+        return poolNd(
+          'avg',
+          poolNd('max', v, [2, 2, 2], { stride: [1, 1, 1], padsBegin: [1, 0, 1], padsEnd: [0, 1, 0] }),
+          [2, 1, 2],
+          {
+            padsBegin: [1, 0, 0],
+            padsEnd: [0, 0, 1],
+          },
+        );
+      }
+    }
+    const model = new NdOps();
+    const bytes = toOnnx(model, { inputShape: [2, 4, 5, 6] });
+    const ops = new Set(fromBinary(ModelProtoSchema, bytes).graph?.node.map((n) => n.opType));
+    for (const op of ['Pad', 'Sub', 'Div', 'MatMul', 'Gather']) expect(ops).toContain(op);
+    manualSeed(3);
+    await expectOrtMatches(model, bytes, randn([2, 4, 5, 6]));
+    save('nd-ops', bytes);
+  });
+
   it('softmax output at a fixed batch', async () => {
     manualSeed(2);
     const model = new Sequential(new Flatten(), new Linear(12, 5));
@@ -250,7 +289,7 @@ const hasOnnx = (() => {
 
 describe.skipIf(!hasOnnx)('exportOnnx: the ONNX checker (python3-onnx)', () => {
   it('accepts every exported file', () => {
-    expect(written.length).toBe(13);
+    expect(written.length).toBe(14);
     const script = 'import sys, onnx\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(p, full_check=True)\n';
     execFileSync(python, ['-c', script, ...written], { stdio: 'pipe' });
   }, 120_000);

@@ -1,10 +1,19 @@
 // Differentiable functional ops (torch.nn.functional's counterparts).
-export { conv2d, conv2dFused, convTranspose2d } from './conv.js';
-export type { Conv2dOptions, ConvEpilogue, ConvTranspose2dOptions, ConvAlgo, Pair } from './conv.js';
+export { conv2d, conv2dFused, convTranspose2d, convTransposeNd } from './conv.js';
+export type {
+  Conv2dOptions,
+  ConvEpilogue,
+  ConvTranspose2dOptions,
+  ConvTransposeNdOptions,
+  ConvAlgo,
+  Pair,
+} from './conv.js';
 export { linear } from './linear.js';
 export { relu, relu_, leakyRelu, sigmoid, tanh, clip, relu6, hardSigmoid, hardSwish, silu } from './activation.js';
-export { maxPool2d, avgPool2d, adaptiveAvgPool2d } from './pool.js';
-export type { Pool2dOptions } from './pool.js';
+export { maxPool2d, maxPool2dWithIndices, avgPool2d, adaptiveAvgPool2d, poolNd } from './pool.js';
+export type { Pool2dOptions, PoolNdOptions } from './pool.js';
+export { pad, sub, div, binaryNd, broadcastShape, sumTo, gather, matmul } from './nd.js';
+export type { PadMode } from './nd.js';
 export { batchNorm2d, localResponseNorm } from './norm.js';
 export type { BatchNormOptions, LrnOptions } from './norm.js';
 export {
@@ -19,6 +28,7 @@ export {
   reshape,
   flatten,
   dropout,
+  dropoutWithMask,
   sum,
   mean,
 } from './elementwise.js';

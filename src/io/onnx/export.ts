@@ -365,8 +365,24 @@ const EMIT: Record<string, Emit> = {
   },
   avgPool2dForward(w, [x, out, a]) {
     const args = a as Pool2dArgsJson;
-    if (args.divisorOverride) throw new Error('average pooling with divisorOverride has no ONNX operator');
-    poolNode(w, 'AveragePool', x, out, args, { count_include_pad: args.countIncludePad === false ? 0 : 1 });
+    if (!args.divisorOverride) {
+      poolNode(w, 'AveragePool', x, out, args, { count_include_pad: args.countIncludePad === false ? 0 : 1 });
+      return;
+    }
+    // A fixed divisor (poolNd's window sums): the average times window / divisor, exact when
+    // every window is whole (no padding, no ceil mode).
+    const [ph, pw] = args.padding;
+    if (ph || pw || args.ceilMode) {
+      throw new Error('average pooling with divisorOverride, padding or ceil mode has no ONNX operator');
+    }
+    const mean = w.unique('window_mean');
+    const [oh, ow] = native.pool2dOutputSize({ ...args, countIncludePad: undefined, divisorOverride: undefined });
+    const v = w.read(x, 'AveragePool', args.inputShape);
+    w.node('AveragePool', [v.name], [mean], { kernel_shape: args.kernel, strides: args.stride });
+    const factor = (args.kernel[0] * args.kernel[1]) / args.divisorOverride;
+    const f = w.constant('window_scale', [], Float32Array.of(factor));
+    const shape = [...args.inputShape.slice(0, 2), oh, ow];
+    w.node('Mul', [mean, f], [w.write(out, 'Mul', shape, 'Mul')]);
   },
   adaptiveAvgPool2dForward(w, [x, out, a]) {
     const { inputShape, outputSize } = a as { inputShape: number[]; outputSize: number[] };
@@ -430,6 +446,60 @@ const EMIT: Record<string, Emit> = {
     const dim = (s: number[], i: number) => s[i - (rank - s.length)] ?? 1;
     const shape = Array.from({ length: rank }, (_, i) => Math.max(dim(as, i), dim(bs, i)));
     w.node(onnxOp, [va.name, vb.name], [w.write(out, onnxOp, shape, onnxOp)]);
+  },
+  binaryNd(w, [op, a, aShape, b, bShape, out]) {
+    const onnxOp = ({ add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' } as Record<string, string>)[op as string];
+    if (!onnxOp) throw new Error(`elementwise '${String(op)}' has no ONNX export`);
+    const as = aShape as number[];
+    const bs = bShape as number[];
+    const va = w.read(a, onnxOp, as);
+    const vb = w.read(b, onnxOp, bs);
+    const rank = Math.max(as.length, bs.length);
+    const dim = (s: number[], i: number) => s[i - (rank - s.length)] ?? 1;
+    const shape = Array.from({ length: rank }, (_, i) => (dim(as, i) === 1 ? dim(bs, i) : dim(as, i)));
+    w.node(onnxOp, [va.name, vb.name], [w.write(out, onnxOp, shape, onnxOp)]);
+  },
+  padForward(w, [mode, x, shape, begins, ends, value, out]) {
+    const s = shape as number[];
+    const [b, e] = [begins as number[], ends as number[]];
+    const v = w.read(x, 'Pad', s);
+    const outShape = s.map((d, i) => d + b[i] + e[i]);
+    const inputs = [v.name, w.int64Name('pads', [...b, ...e])];
+    if (mode === 'constant' && value !== 0) inputs.push(w.constant('pad_value', [], Float32Array.of(value as number)));
+    w.node('Pad', inputs, [w.write(out, 'Pad', outShape, 'Pad')], { mode: mode as string });
+  },
+  gatherForward(w, [x, dims, indices, out]) {
+    const [outer, len, inner] = dims as number[];
+    const idx = indices as number[];
+    const v = w.read(x, 'Gather', [outer, len, inner]);
+    const y = w.write(out, 'Gather', [outer, idx.length, inner], 'Gather');
+    w.node('Gather', [v.name, w.int64Name('indices', idx)], [y], { axis: 1 });
+  },
+  matmulBatched(w, [a, b, out, dims, transA, transB]) {
+    // The forward of matmul: ONNX MatMul has NumPy's rules too, so the operands go as their
+    // producers shaped them, checked against the call's matrix sizes.
+    const [m, n, k] = dims as number[];
+    if (transA || transB) throw new Error('a transposed batched matmul has no ONNX export');
+    const va = w.read(a, 'MatMul');
+    const vb = w.read(b, 'MatMul');
+    const as = va.shape.length === 1 ? [1, va.shape[0]] : va.shape;
+    const bs = vb.shape.length === 1 ? [vb.shape[0], 1] : vb.shape;
+    if (as.at(-2) !== m || as.at(-1) !== k || bs.at(-2) !== k || bs.at(-1) !== n) {
+      throw new Error(`MatMul reads [${va.shape}] and [${vb.shape}] as ${m}x${k} and ${k}x${n} matrices`);
+    }
+    const [ab, bb] = [as.slice(0, -2), bs.slice(0, -2)];
+    const rank = Math.max(ab.length, bb.length);
+    const dim = (s: number[], i: number) => s[i - (rank - s.length)] ?? 1;
+    const batch = Array.from({ length: rank }, (_, i) => (dim(ab, i) === 1 ? dim(bb, i) : dim(ab, i)));
+    const shape = [...batch, ...(va.shape.length === 1 ? [] : [m]), ...(vb.shape.length === 1 ? [] : [n])];
+    w.node('MatMul', [va.name, vb.name], [w.write(out, 'MatMul', shape, 'MatMul')]);
+  },
+  fill(w, [out, value]) {
+    // A tensor filled with one value (average pooling's window counts): a constant of its size.
+    const o = (out as { operand?: { len: number } } | null)?.operand;
+    if (!o) throw new Error('fill: expected an array');
+    const c = w.constant('filled', [o.len], new Float32Array(o.len).fill(value as number));
+    w.node('Identity', [c], [w.write(out, 'Identity', [o.len], 'Identity')]);
   },
   scale(w, [x, factor, out]) {
     const v = w.read(x, 'Mul');
