@@ -7,8 +7,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
 import { describe, expect, it } from 'vitest';
-import { ModelProtoSchema, TensorProtoSchema } from '../src/io/onnx/gen/onnx_pb.js';
-import { parseOnnx, tensorFromProto, type Value } from '../src/io/onnx/import.js';
+import { OptionalProtoSchema, type SequenceProto, SequenceProtoSchema } from '../src/io/onnx/gen/onnx-data_pb.js';
+import { ModelProtoSchema, TensorProtoSchema, type TypeProto } from '../src/io/onnx/gen/onnx_pb.js';
+import { type GraphValue, parseOnnx, Sequence, tensorFromProto, type Value } from '../src/io/onnx/import.js';
 import { Tensor } from '../src/tensor.js';
 
 const ROOT = '/usr/share/libonnx-testdata/data/node';
@@ -21,10 +22,7 @@ const OPERATORS = (
 ).split(' ');
 
 /** Tests that fail today, each with why. */
-const KNOWN_FAILING: Record<string, string> = {
-  identity_opt: 'optional and sequence types (not tensors)',
-  identity_sequence: 'optional and sequence types (not tensors)',
-};
+const KNOWN_FAILING: Record<string, string> = {};
 
 /**
  * Training-mode dropout with a ratio above 0: the expected outputs hold the mask NumPy's random
@@ -68,12 +66,39 @@ function readTensor(path: string): Value {
   return tensorFromProto(fromBinary(TensorProtoSchema, readFileSync(path)), path);
 }
 
-function values(v: Value): { data: ArrayLike<number>; dims: number[] } {
-  return v instanceof Tensor ? { data: v.data, dims: v.shape } : { data: v.values, dims: v.dims };
+function fromSequence(seq: SequenceProto, path: string): Sequence {
+  return new Sequence(seq.tensorValues.map((t) => tensorFromProto(t, path)));
+}
+
+/** A test's input or output file, read as the graph declares it: a tensor, a sequence, or an optional. */
+function readValue(path: string, type: TypeProto | undefined): GraphValue {
+  const bytes = readFileSync(path);
+  switch (type?.value.case) {
+    case 'sequenceType':
+      return fromSequence(fromBinary(SequenceProtoSchema, bytes), path);
+    case 'optionalType': {
+      const opt = fromBinary(OptionalProtoSchema, bytes);
+      if (opt.sequenceValue) return fromSequence(opt.sequenceValue, path);
+      if (opt.tensorValue) return tensorFromProto(opt.tensorValue, path);
+      throw new Error(`${path}: an empty optional`);
+    }
+    default:
+      return readTensor(path);
+  }
+}
+
+/** The tensors a value holds, in order (a sequence's items, or the value itself). */
+function flat(v: GraphValue): { data: ArrayLike<number>; dims: number[] }[] {
+  if (v instanceof Sequence) return v.items.flatMap(flat);
+  return [v instanceof Tensor ? { data: v.data, dims: v.shape } : { data: v.values, dims: v.dims }];
+}
+
+function values(v: GraphValue): { data: ArrayLike<number>; dims: number[] } {
+  return flat(v)[0];
 }
 
 /** A training dropout's outputs against its definition (see RANDOM_MASK); null when they hold. */
-function checkDropout(inputs: Value[], outputs: (Value | null)[]): string | null {
+function checkDropout(inputs: GraphValue[], outputs: (GraphValue | null)[]): string | null {
   const x = values(inputs[0]).data;
   const ratio = inputs[1] ? values(inputs[1]).data[0] : 0.5;
   const y = outputs[0] ? values(outputs[0]).data : null;
@@ -97,7 +122,9 @@ function checkDropout(inputs: Value[], outputs: (Value | null)[]): string | null
 /** Runs one test; returns null when it passes, else what went wrong. */
 function runCase(c: Case): string | null {
   try {
-    const model = parseOnnx(readFileSync(join(c.dir, 'model.onnx')), { dir: c.dir });
+    const bytes = readFileSync(join(c.dir, 'model.onnx'));
+    const graph = fromBinary(ModelProtoSchema, bytes).graph;
+    const model = parseOnnx(bytes, { dir: c.dir });
     model.eval();
     const sets = readdirSync(c.dir).filter((d) => d.startsWith('test_data_set_'));
     if (sets.length === 0) return 'no test data';
@@ -105,7 +132,9 @@ function runCase(c: Case): string | null {
       const dir = join(c.dir, set);
       const files = readdirSync(dir);
       const count = (prefix: string) => files.filter((f) => f.startsWith(prefix)).length;
-      const inputs = Array.from({ length: count('input_') }, (_, i) => readTensor(join(dir, `input_${i}.pb`)));
+      const inputs = Array.from({ length: count('input_') }, (_, i) =>
+        readValue(join(dir, `input_${i}.pb`), graph?.input[i]?.type),
+      );
       const outputs = model.run(inputs.slice(0, model.inputNames.length));
       if (RANDOM_MASK.has(c.name)) {
         const problem = checkDropout(inputs, outputs);
@@ -113,14 +142,18 @@ function runCase(c: Case): string | null {
         continue;
       }
       for (let i = 0; i < count('output_'); i++) {
-        const want = values(readTensor(join(dir, `output_${i}.pb`)));
+        const wants = flat(readValue(join(dir, `output_${i}.pb`), graph?.output[i]?.type));
         if (!outputs[i]) return `output ${i} missing`;
-        const got = values(outputs[i]);
-        if (got.dims.join() !== want.dims.join()) return `output ${i}: shape [${got.dims}], expected [${want.dims}]`;
-        for (let k = 0; k < want.data.length; k++) {
-          const [g, w] = [got.data[k], want.data[k]];
-          const ok = Number.isNaN(w) ? Number.isNaN(g) : Math.abs(g - w) <= 1e-7 + 1e-3 * Math.abs(w);
-          if (!ok) return `output ${i}[${k}] = ${g}, expected ${w}`;
+        const gots = flat(outputs[i]);
+        if (gots.length !== wants.length) return `output ${i}: ${gots.length} tensors, expected ${wants.length}`;
+        for (const [t, want] of wants.entries()) {
+          const got = gots[t];
+          if (got.dims.join() !== want.dims.join()) return `output ${i}: shape [${got.dims}], expected [${want.dims}]`;
+          for (let k = 0; k < want.data.length; k++) {
+            const [g, w] = [got.data[k], want.data[k]];
+            const ok = Number.isNaN(w) ? Number.isNaN(g) : Math.abs(g - w) <= 1e-7 + 1e-3 * Math.abs(w);
+            if (!ok) return `output ${i}[${k}] = ${g}, expected ${w}`;
+          }
         }
       }
     }

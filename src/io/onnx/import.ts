@@ -53,6 +53,17 @@ export class Ints {
 
 export type Value = Tensor | Ints;
 
+/**
+ * An ONNX sequence of values (a sequence type; an optional holding a value is that value). Only
+ * passed through (Identity): CNN graphs compute on tensors.
+ */
+export class Sequence {
+  constructor(readonly items: Value[]) {}
+}
+
+/** What a graph's edge may hold. */
+export type GraphValue = Value | Sequence;
+
 /** Limits on what a file may ask for, so a hostile one fails early instead of exhausting memory. */
 const MAX_ELEMENTS = 2 ** 31 - 1;
 
@@ -1023,17 +1034,23 @@ export class OnnxModel extends TensorHolder {
 
   /** Every output of the graph, in order. */
   forwardAll(...inputs: Tensor[]): Tensor[] {
-    return this.run(inputs).map((v) => (v instanceof Tensor ? v : new Tensor(Float32Array.from(v.values), v.dims)));
+    return this.run(inputs).map((v) => {
+      if (v instanceof Sequence) throw new Error('OnnxModel: an output is a sequence; use run() for it');
+      return v instanceof Tensor ? v : new Tensor(Float32Array.from(v.values), v.dims);
+    });
   }
 
-  /** Runs the graph on inputs that may be integer tensors (shapes, indices) and returns its outputs as computed. */
-  run(inputs: Value[]): Value[] {
+  /**
+   * Runs the graph on inputs that may be integer tensors (shapes, indices) or sequences, and
+   * returns its outputs as computed.
+   */
+  run(inputs: GraphValue[]): GraphValue[] {
     if (inputs.length !== this.inputNames.length) {
       throw new Error(
         `OnnxModel: expected ${this.inputNames.length} input(s) (${this.inputNames.join(', ')}), got ${inputs.length}`,
       );
     }
-    const values = new Map<string, Value>(this.constants);
+    const values = new Map<string, GraphValue>(this.constants);
     for (const [name, t] of this.stateDict()) values.set(name, t);
     this.inputNames.forEach((n, i) => {
       values.set(n, inputs[i]);
@@ -1041,10 +1058,15 @@ export class OnnxModel extends TensorHolder {
     // Inference fusion (as the zoo's: eval mode, no gradient recorded, setInferenceFusion on).
     const fuse = !this.training && !isGradEnabled() && isInferenceFusionEnabled();
     const runStep = ({ node, impl, attrs }: Step) => {
-      const args = node.input.map((n) => (n === '' ? null : (values.get(n) ?? null)));
-      let outs: Value[];
+      const given = node.input.map((n) => (n === '' ? null : (values.get(n) ?? null)));
+      let outs: GraphValue[];
       try {
-        outs = impl({ node, attrs, opset: this.opset, training: this.training }, args);
+        if (given.some((v) => v instanceof Sequence)) {
+          if (node.opType !== 'Identity') throw new Error('sequence values are only passed through (by Identity)');
+          outs = [given[0] as Sequence];
+        } else {
+          outs = impl({ node, attrs, opset: this.opset, training: this.training }, given as (Value | null)[]);
+        }
       } catch (e) {
         throw new Error(`OnnxModel: node '${node.name}' (${node.opType}): ${(e as Error).message}`, { cause: e });
       }
@@ -1073,7 +1095,7 @@ export class OnnxModel extends TensorHolder {
   }
 
   /** A fused group's output, or null when its values do not fit conv2dFused. */
-  private runFused(g: FusedGroup, values: Map<string, Value>): Tensor | null {
+  private runFused(g: FusedGroup, values: Map<string, GraphValue>): Tensor | null {
     const conv = this.steps[g.members[0]];
     const get = (name: string | undefined) => (name ? values.get(name) : undefined);
     const [x, w, b] = conv.node.input.map(get);
