@@ -273,6 +273,22 @@ async function onnx(): Promise<void> {
       17,
     ],
   ];
+  // The N-D ops: padding modes, broadcasting sub/div, gather, matmul and 3-D pools.
+  const nd = await import('../src/ops/nd.js');
+  const { poolNd } = await import('../src/ops/pool.js');
+  const { reshape } = await import('../src/ops/elementwise.js');
+  const { randn } = await import('../src/index.js');
+  class NdOps extends nn.Module {
+    readonly w = this.addParameter('w', randn([5, 3])) as Tensor;
+    readonly s = this.addParameter('s', randn([2, 1, 5])) as Tensor;
+    forward(x: Tensor): Tensor {
+      const p = nd.pad(x, [0, 0, 1, 0], [0, 0, 1, 1], 'reflect'); // [1, 2, 6, 5]
+      const m = nd.matmul(nd.div(nd.sub(p, this.s), this.s), this.w); // [1, 2, 6, 3]
+      const g = nd.gather(m, 2, [0, 5, -2, 1]); // [1, 2, 4, 3]
+      return poolNd('max', reshape(g, [1, 1, 2, 4, 3]), [2, 2, 2], { padsBegin: [1, 0, 1], padsEnd: [0, 1, 0] });
+    }
+  }
+  nets.push(['nd-ops', new NdOps(), [1, 2, 4, 4], 17]);
   for (const [name, net, shape, opset] of nets) {
     writeFileSync(join(dir, `${name}.onnx`), toOnnx(net, { inputShape: shape, opset }));
   }

@@ -46,9 +46,32 @@ const OPS = [
   'Constant',
   'Identity',
   'LRN',
+  'Sub',
+  'Dropout',
+  'ConvTranspose',
   'Erf',
 ];
-const ATTRS = ['kernel_shape', 'pads', 'strides', 'dilations', 'group', 'axis', 'perm', 'axes', 'size', 'transB', 'to'];
+const ATTRS = [
+  'kernel_shape',
+  'pads',
+  'strides',
+  'dilations',
+  'group',
+  'axis',
+  'perm',
+  'axes',
+  'size',
+  'transB',
+  'to',
+  'mode',
+  'ceil_mode',
+  'count_include_pad',
+  'auto_pad',
+  'output_shape',
+  'output_padding',
+  'storage_order',
+  'training_mode',
+];
 const EXTREME = [0n, 1n, -1n, 2n, 3n, 7n, 1n << 31n, -(1n << 31n), 1n << 40n, (1n << 63n) - 1n];
 
 export const ONNX_DICTIONARY: readonly Uint8Array[] = [...OPS, ...ATTRS, 'ai.onnx', 'input', 'output'].map(utf8);
