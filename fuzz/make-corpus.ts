@@ -294,6 +294,19 @@ async function onnx(): Promise<void> {
   }
 }
 
+/** torch.save files from Debian's torch (test/fixtures/gen_torch_pth.py): the small ones. */
+async function torch(): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  const dir = corpus('torch');
+  const tmp = mkdtempSync(join(tmpdir(), 'ferroconv-torch-corpus-'));
+  try {
+    execFileSync('/usr/bin/python3', [join(REPO_DIR, 'test', 'fixtures', 'gen_torch_pth.py'), tmp], { stdio: 'pipe' });
+    for (const f of ['small.pth', 'small-legacy.pth']) copyFileSync(join(tmp, f), join(dir, f));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 const only = process.argv.slice(2);
 const want = (name: string): boolean => only.length === 0 || only.includes(name);
 if (want('safetensors')) await safetensors();
@@ -302,4 +315,5 @@ if (want('idx')) await idx();
 if (want('image-folder')) await images();
 if (want('plan')) await plans();
 if (want('onnx')) await onnx();
+if (want('torch')) await torch();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

@@ -20,6 +20,7 @@ const BUDGET: Record<string, number> = {
   'image-folder': 600,
   plan: 3000,
   onnx: 3000,
+  torch: 3000,
   checkpoint: 1500,
 };
 

@@ -2,7 +2,7 @@
 // sharp, checkpoint builds a network).
 import type { Target } from '../engine.js';
 
-export const TARGET_NAMES = ['safetensors', 'checkpoint', 'idx', 'image-folder', 'plan', 'onnx'] as const;
+export const TARGET_NAMES = ['safetensors', 'checkpoint', 'idx', 'image-folder', 'plan', 'onnx', 'torch'] as const;
 
 /** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
 export async function createTarget(name: string, opts: { workDir?: string } = {}): Promise<Target> {
@@ -19,6 +19,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./plan.js')).createTarget();
     case 'onnx':
       return (await import('./onnx.js')).createTarget();
+    case 'torch':
+      return (await import('./torch.js')).createTarget();
     default:
       throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   }

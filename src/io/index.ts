@@ -2,5 +2,6 @@
 export { loadSafetensors, saveSafetensors, parseSafetensors, serializeSafetensors } from './safetensors.js';
 export type { SafetensorsFile, SaveOptions } from './safetensors.js';
 export { writeFileAtomic } from './atomic.js';
+export { readTorch, readTorchObject, isTorchFile } from './torch.js';
 export { loadOnnx, parseOnnx, OnnxModel, type LoadOnnxOptions } from './onnx/import.js';
 export { exportOnnx, toOnnx, type OnnxExportOptions } from './onnx/export.js';

@@ -44,13 +44,16 @@ function halfToFloat(h: number): number {
   return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+
 /** Decodes one tensor's bytes into float32 (integer and half types are converted). */
-function toFloat32(bytes: Uint8Array, dtype: string, count: number): Float32Array {
+export function toFloat32(bytes: Uint8Array, dtype: string, count: number): Float32Array {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(count);
   switch (dtype) {
     case 'F32':
-      for (let i = 0; i < count; i++) out[i] = dv.getFloat32(i * 4, true);
+      if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) out.set(new Float32Array(bytes.buffer, bytes.byteOffset, count));
+      else for (let i = 0; i < count; i++) out[i] = dv.getFloat32(i * 4, true);
       break;
     case 'F64':
       for (let i = 0; i < count; i++) out[i] = dv.getFloat64(i * 8, true);

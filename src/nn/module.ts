@@ -4,6 +4,7 @@
 // runs a child through `child.call(x)`, the one door every layer call goes through: it is where a
 // failing layer's error gets its context (the layer's dotted path, its type, the shape it got).
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
+import { isTorchFile, readTorch } from '../io/torch.js';
 import { noGrad } from '../autograd.js';
 import type { OnnxExportOptions } from '../io/onnx/export.js';
 import { compile, notePlanInfo, type PlanInfo, run as runPlan } from '../plan/index.js';
@@ -405,11 +406,13 @@ export abstract class Module {
   }
 
   /**
-   * Loads a safetensors file (ours, or one written by PyTorch's safetensors from a state_dict).
+   * Loads weights from a safetensors file (ours, or one written by PyTorch's safetensors from a
+   * state_dict) or a PyTorch checkpoint (a .pth / .pt file from torch.save: a state dict, or one
+   * under 'state_dict' / 'model' / ..., DataParallel's 'module.' prefix removed; see readTorch).
    * A missing, corrupt or mismatched file throws and leaves the module unchanged.
    */
   load(path: string, strict = true): this {
-    const { tensors } = loadSafetensors(path);
+    const tensors = isTorchFile(path) ? readTorch(path) : loadSafetensors(path).tensors;
     this.loadStateDict(tensors, strict);
     return this;
   }
