@@ -307,6 +307,47 @@ async function torch(): Promise<void> {
   }
 }
 
+/** A small Caffe net as a prototxt and as a caffemodel holding its definition and blobs. */
+async function caffe(): Promise<void> {
+  const { create, toBinary } = await import('@bufbuild/protobuf');
+  const { fromText } = await import('@bufbuild/protobuf/txtpb');
+  const { BlobProtoSchema, NetParameterSchema } = await import('../src/io/caffe/gen/caffe_pb.js');
+  const dir = corpus('caffe');
+  const text = [
+    'name: "small"',
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 6 dim: 6 } } }',
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad_h: 1 } }',
+    'layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }',
+    'layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }',
+    'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: 0.1 } }',
+    'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 } }',
+    'layer { name: "slice" type: "Slice" bottom: "pool" top: "a" top: "b" slice_param { slice_point: 2 } }',
+    'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" eltwise_param { coeff: 1 coeff: -1 } }',
+    'layer { name: "cat" type: "Concat" bottom: "sum" bottom: "a" top: "cat" }',
+    'layer { name: "lrn" type: "LRN" bottom: "cat" top: "lrn" lrn_param { local_size: 3 } }',
+    'layer { name: "fc" type: "InnerProduct" bottom: "lrn" top: "fc" inner_product_param { num_output: 3 } }',
+    'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }',
+  ].join('\n');
+  writeFileSync(join(dir, 'small.prototxt'), text);
+  const net = fromText(NetParameterSchema, text);
+  const blob = (shape: number[], seed: number) =>
+    create(BlobProtoSchema, {
+      shape: { dim: shape.map(BigInt) },
+      data: Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i + seed) * 0.5 + 0.6),
+    });
+  const blobs: Record<string, number[][]> = {
+    conv: [[4, 2, 3, 3], [4]],
+    bn: [[4], [4], [1]],
+    scale: [[4], [4]],
+    fc: [[3, 4 * 4 * 3], [3]],
+  };
+  for (const layer of net.layer) {
+    const shapes = blobs[layer.name] ?? [];
+    layer.blobs = shapes.map((sh, k) => blob(sh, k));
+  }
+  writeFileSync(join(dir, 'small.caffemodel'), toBinary(NetParameterSchema, net));
+}
+
 const only = process.argv.slice(2);
 const want = (name: string): boolean => only.length === 0 || only.includes(name);
 if (want('safetensors')) await safetensors();
@@ -316,4 +357,5 @@ if (want('image-folder')) await images();
 if (want('plan')) await plans();
 if (want('onnx')) await onnx();
 if (want('torch')) await torch();
+if (want('caffe')) await caffe();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

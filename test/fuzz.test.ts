@@ -21,6 +21,7 @@ const BUDGET: Record<string, number> = {
   plan: 3000,
   onnx: 3000,
   torch: 3000,
+  caffe: 3000,
   checkpoint: 1500,
 };
 

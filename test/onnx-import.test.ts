@@ -75,6 +75,9 @@ const TORCHVISION = [
 
 describe.skipIf(!hasTorch)('loadOnnx: torchvision models exported by PyTorch match ONNX Runtime', () => {
   const tv = join(dir, 'torchvision');
+  // The per-model error, printed for the notes (max |got - want| / max |want|).
+  const errors: string[] = [];
+  afterAll(() => console.log(`ONNX import vs ONNX Runtime (relative error): ${errors.join(', ')}`));
   it('exports them (gen_torchvision_onnx.py)', () => {
     mkdirSync(tv, { recursive: true });
     const script = join(import.meta.dirname, 'fixtures', 'gen_torchvision_onnx.py');
@@ -91,7 +94,9 @@ describe.skipIf(!hasTorch)('loadOnnx: torchvision models exported by PyTorch mat
       const got = noGrad(() => model.call(x));
       const want = (await ortRun(readFileSync(path), x)).data;
       expect(got.shape).toEqual([2, 1000]);
-      expect(relError(got.data, want)).toBeLessThan(1e-4);
+      const err = relError(got.data, want);
+      errors.push(`${name} ${err.toExponential(1)}`);
+      expect(err).toBeLessThan(1e-4);
       expect(Math.max(...want) - Math.min(...want)).toBeGreaterThan(1e-2);
     }, 120_000);
   }

@@ -2,7 +2,16 @@
 // sharp, checkpoint builds a network).
 import type { Target } from '../engine.js';
 
-export const TARGET_NAMES = ['safetensors', 'checkpoint', 'idx', 'image-folder', 'plan', 'onnx', 'torch'] as const;
+export const TARGET_NAMES = [
+  'safetensors',
+  'checkpoint',
+  'idx',
+  'image-folder',
+  'plan',
+  'onnx',
+  'torch',
+  'caffe',
+] as const;
 
 /** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
 export async function createTarget(name: string, opts: { workDir?: string } = {}): Promise<Target> {
@@ -21,6 +30,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./onnx.js')).createTarget();
     case 'torch':
       return (await import('./torch.js')).createTarget();
+    case 'caffe':
+      return (await import('./caffe.js')).createTarget();
     default:
       throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   }

@@ -3,5 +3,6 @@ export { loadSafetensors, saveSafetensors, parseSafetensors, serializeSafetensor
 export type { SafetensorsFile, SaveOptions } from './safetensors.js';
 export { writeFileAtomic } from './atomic.js';
 export { readTorch, readTorchObject, isTorchFile } from './torch.js';
+export { loadCaffe, CaffeNet, parsePrototxt, parseCaffemodel } from './caffe/import.js';
 export { loadOnnx, parseOnnx, OnnxModel, type LoadOnnxOptions } from './onnx/import.js';
 export { exportOnnx, toOnnx, type OnnxExportOptions } from './onnx/export.js';

@@ -247,6 +247,20 @@ function poolNode(
   });
 }
 
+/** add/sub/mul/div with NumPy broadcasting (broadcastBinary and binaryNd share arguments). */
+function binaryNode(w: GraphWriter, [op, a, aShape, b, bShape, out]: unknown[]): void {
+  const onnxOp = ({ add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' } as Record<string, string>)[op as string];
+  if (!onnxOp) throw new Error(`elementwise '${String(op)}' has no ONNX export`);
+  const as = aShape as number[];
+  const bs = bShape as number[];
+  const va = w.read(a, onnxOp, as);
+  const vb = w.read(b, onnxOp, bs);
+  const rank = Math.max(as.length, bs.length);
+  const dim = (s: number[], i: number) => s[i - (rank - s.length)] ?? 1;
+  const shape = Array.from({ length: rank }, (_, i) => (dim(as, i) === 1 ? dim(bs, i) : dim(as, i)));
+  w.node(onnxOp, [va.name, vb.name], [w.write(out, onnxOp, shape, onnxOp)]);
+}
+
 const ACTIVATIONS: Record<string, string> = { relu: 'Relu', leaky_relu: 'LeakyRelu', sigmoid: 'Sigmoid', tanh: 'Tanh' };
 
 const EMIT: Record<string, Emit> = {
@@ -435,30 +449,8 @@ const EMIT: Record<string, Emit> = {
       bias: { float: args.k },
     });
   },
-  broadcastBinary(w, [op, a, aShape, b, bShape, out]) {
-    const onnxOp = op === 'add' ? 'Add' : op === 'mul' ? 'Mul' : null;
-    if (!onnxOp) throw new Error(`elementwise '${String(op)}' has no ONNX export`);
-    const as = aShape as number[];
-    const bs = bShape as number[];
-    const va = w.read(a, onnxOp, as);
-    const vb = w.read(b, onnxOp, bs);
-    const rank = Math.max(as.length, bs.length);
-    const dim = (s: number[], i: number) => s[i - (rank - s.length)] ?? 1;
-    const shape = Array.from({ length: rank }, (_, i) => Math.max(dim(as, i), dim(bs, i)));
-    w.node(onnxOp, [va.name, vb.name], [w.write(out, onnxOp, shape, onnxOp)]);
-  },
-  binaryNd(w, [op, a, aShape, b, bShape, out]) {
-    const onnxOp = ({ add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' } as Record<string, string>)[op as string];
-    if (!onnxOp) throw new Error(`elementwise '${String(op)}' has no ONNX export`);
-    const as = aShape as number[];
-    const bs = bShape as number[];
-    const va = w.read(a, onnxOp, as);
-    const vb = w.read(b, onnxOp, bs);
-    const rank = Math.max(as.length, bs.length);
-    const dim = (s: number[], i: number) => s[i - (rank - s.length)] ?? 1;
-    const shape = Array.from({ length: rank }, (_, i) => (dim(as, i) === 1 ? dim(bs, i) : dim(as, i)));
-    w.node(onnxOp, [va.name, vb.name], [w.write(out, onnxOp, shape, onnxOp)]);
-  },
+  broadcastBinary: (w, args) => binaryNode(w, args),
+  binaryNd: (w, args) => binaryNode(w, args),
   padForward(w, [mode, x, shape, begins, ends, value, out]) {
     const s = shape as number[];
     const [b, e] = [begins as number[], ends as number[]];
