@@ -334,6 +334,12 @@ describe('loadCaffe: formats and errors', () => {
     expect(Array.from(b.data)).toEqual(Array.from(a.data));
   });
 
+  it("a '.' in a layer name becomes '_' in its state-dict keys", () => {
+    const dotted = small.map((l) => (l.name === 'conv' ? { ...l, name: 'conv.1' } : l));
+    const net = loadCaffe(prototxt({ name: 'data', shape: [1, 2, 10, 10] }, dotted), caffemodel(dotted));
+    expect([...net.stateDict().keys()]).toContain('conv_1.weight');
+  });
+
   it('layers of the TRAIN phase are left out; a loss layer names the output', () => {
     const text = `${prototxt({ name: 'data', shape: [1, 2, 10, 10] }, small)}
 layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" include { phase: TRAIN } }

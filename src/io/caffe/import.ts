@@ -218,6 +218,14 @@ function convGeometry(p: ConvolutionParameter | undefined, layer: string) {
   };
 }
 
+/**
+ * The module name of a layer: its name with '.' (which separates state-dict path parts) as '_',
+ * so `conv1/7x7_s2.weight` keeps Caffe's name and `res2a.bn` becomes `res2a_bn.weight`.
+ */
+function moduleName(layer: string): string {
+  return layer.replace(/\./g, '_');
+}
+
 /** A layer's weights, as a module of its own (so the state dict reads `conv1.weight`). */
 class LayerWeights extends Module {
   hold(name: string, t: Tensor, trainable: boolean): void {
@@ -317,13 +325,13 @@ export class CaffeNet extends Module {
       case 'Scale':
       case 'BatchNorm': {
         // Shapes come from the caffemodel's blobs (the input's channels are not known here).
-        if (l.blobs.length === 0) return this.addModule(l.name, w);
+        if (l.blobs.length === 0) return this.addModule(moduleName(l.name), w);
         l.blobs.forEach((b, i) => {
           const t = blobTensor(b, `layer '${l.name}' blob ${i}`);
           const [name, trainable] = BLOB_NAMES[l.type][i] ?? fail(`layer '${l.name}' has ${l.blobs.length} blobs`);
           w.hold(name, name === 'weight' && l.type === 'InnerProduct' ? reshape(t, innerShape(l, t)) : t, trainable);
         });
-        return this.addModule(l.name, w);
+        return this.addModule(moduleName(l.name), w);
       }
       default:
         return null;
@@ -345,7 +353,7 @@ export class CaffeNet extends Module {
         const [name] = BLOB_NAMES[layer.type][i] ?? fail(`layer '${layer.name}' has ${src.blobs.length} blobs`);
         let t = blobTensor(b, `layer '${layer.name}' blob ${i}`);
         if (name === 'weight' && layer.type === 'InnerProduct') t = reshape(t, innerShape(layer, t));
-        state.set(`${layer.name}.${name}`, t);
+        state.set(`${moduleName(layer.name)}.${name}`, t);
       });
     }
     // Layers the definition gave no blobs get theirs now: shaped by the caffemodel.
@@ -354,7 +362,7 @@ export class CaffeNet extends Module {
       const have = new Set(weights.stateDict().keys());
       for (const [key, t] of state) {
         const [owner, name] = [key.slice(0, key.lastIndexOf('.')), key.slice(key.lastIndexOf('.') + 1)];
-        if (owner !== layer.name || have.has(name)) continue;
+        if (owner !== moduleName(layer.name) || have.has(name)) continue;
         const trainable = BLOB_NAMES[layer.type].find(([n]) => n === name)?.[1] ?? true;
         weights.hold(name, new Tensor(new Float32Array(t.size), t.shape), trainable);
       }
