@@ -17,7 +17,9 @@ import {
   V1LayerParameter_LayerType as V1Type,
   V1LayerParameterSchema,
 } from '../src/io/caffe/gen/caffe_pb.js';
+import { toOnnx } from '../src/io/onnx/export.js';
 import { thrown } from './helpers.js';
+import { ortRun, relError } from './onnx-helpers.js';
 
 const python = '/usr/bin/python3';
 const hasTorch = (() => {
@@ -269,6 +271,46 @@ describe.skipIf(!hasTorch)('loadCaffe against Caffe semantics in PyTorch', () =>
     expect(params).not.toContain('bn1.mean');
     expect(net.stateDict().get('bn1.scale_factor')?.data[0]).toBe(2.5);
     expect(net.stateDict().get('ip1.weight')?.shape).toEqual([10, 135]);
+  });
+});
+
+describe('Caffe to ONNX', () => {
+  it('the net of every layer exports, and ONNX Runtime runs it to ferroconv outputs', async () => {
+    const layers = testNet();
+    const shape = [2, 3, 13, 11];
+    const net = loadCaffe(prototxt({ name: 'data', shape }, layers), caffemodel(layers));
+    const bytes = toOnnx(net, { inputShape: shape });
+    const x = randn(shape, { rng: new Rng(7) });
+    const want = noGrad(() => net.call(x));
+    const got = await ortRun(bytes, x);
+    expect([...got.dims]).toEqual(want.shape);
+    expect(relError(got.data, want.data)).toBeLessThan(1e-5);
+  });
+
+  it('ferroconv export --caffe writes the ONNX file', () => {
+    const small = testNet().slice(0, 6); // conv, batch norm, scale, relu, max pool, LRN
+    const proto = join(dir, 'cli.prototxt');
+    const model = join(dir, 'cli.caffemodel');
+    const out = join(dir, 'cli.onnx');
+    writeFileSync(proto, prototxt({ name: 'data', shape: [1, 3, 13, 11] }, small));
+    writeFileSync(model, caffemodel(small));
+    const cli = join(__dirname, '..', 'src', 'cli.ts');
+    const args = [
+      '--import',
+      'tsx',
+      cli,
+      'export',
+      '--caffe',
+      proto,
+      '--caffemodel',
+      model,
+      '--onnx',
+      out,
+      '--dynamic-batch',
+    ];
+    const printed = execFileSync(process.execPath, args, { encoding: 'utf8' });
+    expect(printed).toContain(`wrote ${out} (opset 17, input [batch, 3, 13, 11])`);
+    expect(readFileSync(out).length).toBeGreaterThan(1000);
   });
 });
 

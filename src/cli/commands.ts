@@ -13,6 +13,7 @@ import { evaluate, fit } from '../train/fit.js';
 import { ProgressBar } from '../train/callbacks.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import type { Module } from '../nn/module.js';
+import { loadCaffe } from '../io/caffe/import.js';
 
 class UsageError extends Error {}
 
@@ -23,7 +24,7 @@ Commands:
   train     train a CNN (e.g. ferroconv train --model mnist-net --dataset mnist)
   eval      evaluate a trained checkpoint on a dataset's test split
   predict   classify image files with a trained checkpoint
-  export    write a trained checkpoint as an ONNX model
+  export    write a trained checkpoint, or a Caffe net, as an ONNX model
   info      threads, SIMD level and versions
 
 Options:
@@ -65,8 +66,11 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --top N               classes to print per image (default 3)
   --image-size N        input size for image-folder datasets (default 224)`,
   export: `ferroconv export --checkpoint FILE --onnx OUT [options]
+       ferroconv export --caffe NET.prototxt --caffemodel WEIGHTS.caffemodel --onnx OUT [options]
 
   --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
+  --caffe FILE          instead: a Caffe net definition (its Input shape is the input's)
+  --caffemodel FILE     the Caffe net's weights
   --onnx OUT            the ONNX file to write
   --model NAME          the model it holds (default mnist-net)
   --dataset NAME        what it was trained on, for channels, classes and input size (default mnist)
@@ -259,14 +263,17 @@ async function predict(argv: string[]): Promise<void> {
 async function exportCmd(argv: string[]): Promise<void> {
   const { values: o } = parse('export', argv, {
     checkpoint: { type: 'string' },
+    caffe: { type: 'string' },
+    caffemodel: { type: 'string' },
     onnx: { type: 'string' },
     opset: { type: 'string' },
     batch: { type: 'string' },
     'dynamic-batch': { type: 'boolean' },
   });
   if (o.help) return void console.log(HELP.export);
-  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv export --help')`);
   if (!o.onnx) throw new UsageError(`--onnx is required (see 'ferroconv export --help')`);
+  if (o.caffe) return exportCaffe(o);
+  if (!o.checkpoint) throw new UsageError(`--checkpoint or --caffe is required (see 'ferroconv export --help')`);
   const dataset = String(o.dataset);
   const { data, model } = await trainedModel(o, 1);
   // MNIST-like datasets are 28x28; an image folder is resized to --image-size.
@@ -274,6 +281,21 @@ async function exportCmd(argv: string[]): Promise<void> {
   const inputShape = [int('batch', o.batch, 1), data.info.channels, size, size];
   const opset = int('opset', o.opset, 17);
   await model.exportOnnx(String(o.onnx), { inputShape, opset, dynamicBatch: o['dynamic-batch'] === true });
+  const dims = [o['dynamic-batch'] ? 'batch' : inputShape[0], ...inputShape.slice(1)];
+  console.log(`wrote ${o.onnx} (opset ${opset}, input [${dims.join(', ')}])`);
+}
+
+/** Caffe -> ONNX: the net at the batch size asked (its declared input shape otherwise). */
+async function exportCaffe(o: Record<string, string | boolean | undefined>): Promise<void> {
+  if (!o.caffemodel) throw new UsageError(`--caffemodel is required with --caffe (see 'ferroconv export --help')`);
+  const net = loadCaffe(String(o.caffe), String(o.caffemodel));
+  const declared = net.inputShapes[0];
+  if (net.inputNames.length !== 1 || !declared) {
+    throw new UsageError(`${o.caffe}: the net needs one input with a declared shape (an Input layer's input_param)`);
+  }
+  const inputShape = [o.batch ? int('batch', o.batch, 1) : declared[0], ...declared.slice(1)];
+  const opset = int('opset', o.opset, 17);
+  await net.exportOnnx(String(o.onnx), { inputShape, opset, dynamicBatch: o['dynamic-batch'] === true });
   const dims = [o['dynamic-batch'] ? 'batch' : inputShape[0], ...inputShape.slice(1)];
   console.log(`wrote ${o.onnx} (opset ${opset}, input [${dims.join(', ')}])`);
 }
