@@ -348,6 +348,42 @@ async function caffe(): Promise<void> {
   writeFileSync(join(dir, 'small.caffemodel'), toBinary(NetParameterSchema, net));
 }
 
+/** Two small tfjs layers models, saved by tfjs, as the JSON documents the tfjs target reads. */
+async function tfjs(): Promise<void> {
+  const tf = await import('@tensorflow/tfjs');
+  await tf.setBackend('cpu');
+  const dir = corpus('tfjs');
+  const seq = tf.sequential();
+  seq.add(tf.layers.conv2d({ inputShape: [6, 6, 2], filters: 3, kernelSize: 3, padding: 'same', activation: 'relu' }));
+  seq.add(tf.layers.batchNormalization());
+  seq.add(tf.layers.maxPooling2d({ poolSize: 2, padding: 'same' }));
+  seq.add(tf.layers.flatten());
+  seq.add(tf.layers.dense({ units: 4, activation: 'softmax' }));
+  const input = tf.input({ shape: [5, 5, 2] });
+  const a = tf.layers
+    .depthwiseConv2d({ kernelSize: 3, padding: 'same' })
+    .apply(input) as import('@tensorflow/tfjs').SymbolicTensor;
+  const sum = tf.layers.add().apply([a, input]) as import('@tensorflow/tfjs').SymbolicTensor;
+  const g = tf.layers.globalAveragePooling2d({}).apply(sum) as import('@tensorflow/tfjs').SymbolicTensor;
+  const fn = tf.model({
+    inputs: input,
+    outputs: tf.layers.dense({ units: 2 }).apply(g) as import('@tensorflow/tfjs').SymbolicTensor,
+  });
+  for (const [name, model] of [
+    ['sequential', seq],
+    ['functional', fn],
+  ] as const) {
+    await model.save(
+      tf.io.withSaveHandler(async (art) => {
+        const data = Buffer.from(new Uint8Array(art.weightData as ArrayBuffer)).toString('base64');
+        const doc = { modelTopology: art.modelTopology, weightSpecs: art.weightSpecs, weightData: data };
+        writeFileSync(join(dir, `${name}.json`), JSON.stringify(doc));
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
+  }
+}
+
 const only = process.argv.slice(2);
 const want = (name: string): boolean => only.length === 0 || only.includes(name);
 if (want('safetensors')) await safetensors();
@@ -358,4 +394,5 @@ if (want('plan')) await plans();
 if (want('onnx')) await onnx();
 if (want('torch')) await torch();
 if (want('caffe')) await caffe();
+if (want('tfjs')) await tfjs();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

@@ -11,6 +11,7 @@ export const TARGET_NAMES = [
   'onnx',
   'torch',
   'caffe',
+  'tfjs',
 ] as const;
 
 /** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
@@ -32,6 +33,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./torch.js')).createTarget();
     case 'caffe':
       return (await import('./caffe.js')).createTarget();
+    case 'tfjs':
+      return (await import('./tfjs.js')).createTarget();
     default:
       throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   }

@@ -4,5 +4,6 @@ export type { SafetensorsFile, SaveOptions } from './safetensors.js';
 export { writeFileAtomic } from './atomic.js';
 export { readTorch, readTorchObject, isTorchFile } from './torch.js';
 export { loadCaffe, CaffeNet, parsePrototxt, parseCaffemodel } from './caffe/import.js';
+export { loadTfjsLayersModel, TfjsModel, type TfjsArtifacts } from './tfjs.js';
 export { loadOnnx, parseOnnx, OnnxModel, type LoadOnnxOptions } from './onnx/import.js';
 export { exportOnnx, toOnnx, type OnnxExportOptions } from './onnx/export.js';

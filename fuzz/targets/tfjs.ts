@@ -1,0 +1,64 @@
+// Target `tfjs`: a tfjs layers model as one JSON document ({modelTopology, weightSpecs,
+// weightData: base64}, what tfjs's save handlers get) through loadTfjsLayersModel, then, when it
+// loads and declares a small input, a forward. The structure-aware mutation edits the JSON tree
+// (layer classes and configs, shapes, weight specs); every failure must be the importer's own
+// Error ('loadTfjsLayersModel: ...' reading, 'TfjsModel: ...' running).
+import { loadTfjsLayersModel } from '../../src/io/tfjs.js';
+import { Tensor } from '../../src/tensor.js';
+import { InvariantError, type Target } from '../engine.js';
+import { type Json, mutateTree, render, utf8 } from '../mutate.js';
+
+const MAX_INPUT = 1 << 14;
+
+function decode(input: Uint8Array): { modelTopology: unknown; weightSpecs: never[]; weightData: Uint8Array } {
+  let doc: Record<string, unknown>;
+  try {
+    doc = JSON.parse(new TextDecoder().decode(input));
+  } catch (e) {
+    throw new Error(`loadTfjsLayersModel: not JSON (${(e as Error).message})`);
+  }
+  if (typeof doc !== 'object' || doc === null) throw new Error('loadTfjsLayersModel: not an object');
+  const data = typeof doc.weightData === 'string' ? Buffer.from(doc.weightData, 'base64') : new Uint8Array(0);
+  return {
+    modelTopology: doc.modelTopology,
+    weightSpecs: (Array.isArray(doc.weightSpecs) ? doc.weightSpecs : []) as never[],
+    weightData: new Uint8Array(data),
+  };
+}
+
+export function createTarget(): Target {
+  return {
+    name: 'tfjs',
+    dictionary: ['Conv2D', 'Dense', 'Flatten', 'same', 'valid', 'kernel', 'bias', 'inbound_nodes', 'class_name'].map(
+      utf8,
+    ),
+    isParserError: (message) => message.startsWith('loadTfjsLayersModel: ') || message.startsWith('TfjsModel: '),
+    extension: () => 'json',
+    mutate(input, rng) {
+      let root: Json;
+      try {
+        root = JSON.parse(new TextDecoder().decode(input));
+      } catch {
+        return null;
+      }
+      for (let k = rng.range(1, 3); k > 0; k--) root = mutateTree(root, rng);
+      return utf8(render(root));
+    },
+    async execute(input) {
+      const model = await loadTfjsLayersModel(decode(input));
+      const shape = model.inputShapes[0];
+      if (model.inputNames.length !== 1 || !shape) return;
+      if (!shape.every((d) => Number.isSafeInteger(d) && d > 0)) return;
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (n > MAX_INPUT) return;
+      const x = new Tensor(
+        Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
+        shape,
+      );
+      for (const y of model.forwardAll(x)) {
+        if (y.data.length !== y.shape.reduce((a, b) => a * b, 1))
+          throw new InvariantError('an output does not fit its shape');
+      }
+    },
+  };
+}
