@@ -4,6 +4,7 @@
 import { decodeImage } from '../data/image-folder.js';
 import { centerCrop, normalize } from '../data/functional.js';
 import type { Module } from '../nn/module.js';
+import { IMAGENET_CLASSES } from './pretrained-registry.js';
 import { Tensor } from '../tensor.js';
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
@@ -12,7 +13,10 @@ export const IMAGENET_STD = [0.229, 0.224, 0.225];
 export interface ClassifyOptions {
   /** How many classes to return (default 5). */
   topk?: number;
-  /** Class names by index (e.g. ImageNet's 1000); otherwise `label` is the index as a string. */
+  /**
+   * Class names by index; by default ImageNet's 1000 when the model gives 1000 classes, otherwise
+   * `label` is the index as a string.
+   */
   labels?: readonly string[];
   /** Shorter side after resizing (default 256) and the crop size (default 224). */
   resizeSize?: number;
@@ -47,11 +51,12 @@ export async function classify(model: Module, imagePath: string, opts: ClassifyO
   const exp = Array.from(logits, (v) => Math.exp(v - max));
   const z = exp.reduce((a, b) => a + b, 0);
   const topk = Math.min(opts.topk ?? 5, logits.length);
-  if (opts.labels && opts.labels.length !== logits.length) {
-    throw new Error(`classify: labels has ${opts.labels.length} names, the model gives ${logits.length} classes`);
+  const labels = opts.labels ?? (logits.length === IMAGENET_CLASSES.length ? IMAGENET_CLASSES : undefined);
+  if (labels && labels.length !== logits.length) {
+    throw new Error(`classify: labels has ${labels.length} names, the model gives ${logits.length} classes`);
   }
   return Array.from(logits.keys())
     .sort((a, b) => logits[b] - logits[a])
     .slice(0, topk)
-    .map((index) => ({ index, label: opts.labels?.[index] ?? String(index), probability: exp[index] / z }));
+    .map((index) => ({ index, label: labels?.[index] ?? String(index), probability: exp[index] / z }));
 }
