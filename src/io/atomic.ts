@@ -10,8 +10,13 @@ function tempPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
 }
 
-/** When this process started, in ms since the epoch (a little early, never late). */
-const startedAt = Date.now() - process.uptime() * 1000 - 1000;
+/**
+ * When this process started, in ms since the epoch, a minute early: the wall clock can be stepped
+ * back while we run (a VM's clock sync did so during a CI run, and this process's own temp file
+ * then looked older than the process). A dead same-pid writer's file younger than that stays
+ * until a later writer clears it; a live writer's is never removed.
+ */
+const startedAt = Date.now() - process.uptime() * 1000 - 60_000;
 
 /** False only when no process has this pid (kill(pid, 0) fails with ESRCH; EPERM means one does). */
 function processExists(pid: number): boolean {

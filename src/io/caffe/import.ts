@@ -252,7 +252,7 @@ function softmaxAxis(x: Tensor, axis: number): Tensor {
   return transpose(softmax(transpose(x, perm)), back);
 }
 
-/** The shapes of the blobs each weighted layer needs, from its parameters and bottom shape. */
+/** A layer of the net as it runs: its definition and, for layers with blobs, their holder. */
 interface Built {
   layer: LayerParameter;
   weights: LayerWeights | null;
