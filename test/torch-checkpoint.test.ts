@@ -90,8 +90,11 @@ describe.skipIf(!hasTorch)('readTorch: files written by torch.save', () => {
     expect(thrown(() => readTorch(short)).message).toMatch(/^readTorch <buffer>: storage \d+ holds 2 bytes/);
     const whole = readFileSync(join(dir, 'small.pth'));
     expect(thrown(() => readTorch(whole.subarray(0, whole.length >> 1))).message).toMatch(/^readTorch <buffer>: /);
+    // Storage keys are addresses, so which storage comes last (and where 7 bytes cut) varies.
     const legacy = readFileSync(join(dir, 'small-legacy.pth'));
-    expect(thrown(() => readTorch(legacy.subarray(0, legacy.length - 7))).message).toMatch(/runs past the end/);
+    expect(thrown(() => readTorch(legacy.subarray(0, legacy.length - 7))).message).toMatch(
+      /runs past the end|truncated before storage/,
+    );
   });
 });
 
