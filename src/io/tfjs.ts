@@ -16,7 +16,7 @@ import { clip, hardSigmoid, leakyRelu, relu, sigmoid, tanh } from '../ops/activa
 import { conv2d, convTransposeNd } from '../ops/conv.js';
 import { add, cat, dropout, reshape, transpose } from '../ops/elementwise.js';
 import { linear } from '../ops/linear.js';
-import { softmax } from '../ops/loss.js';
+import { softmaxAlong } from '../ops/loss.js';
 import { pad } from '../ops/nd.js';
 import { batchNorm2d } from '../ops/norm.js';
 import { adaptiveAvgPool2d, maxPool2d, poolNd } from '../ops/pool.js';
@@ -102,12 +102,7 @@ function activate(x: Tensor, name: unknown): Tensor {
 }
 
 /** Softmax over channels: the last axis of 2-D, channels (axis 1) of NCHW. */
-function softmaxChannels(x: Tensor): Tensor {
-  if (x.ndim === 2) return softmax(x);
-  const perm = [0, ...x.shape.slice(2).map((_, i) => i + 2), 1];
-  const back = perm.map((_, i) => perm.indexOf(i));
-  return transpose(softmax(transpose(x, perm)), back);
-}
+const softmaxChannels = (x: Tensor): Tensor => softmaxAlong(x, 1);
 
 /** The layers of a Sequential or functional model, with the names of their inputs. */
 function layerSpecs(topology: unknown): { layers: LayerSpec[]; inputs: string[]; outputs: string[] } {

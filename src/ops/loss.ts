@@ -4,6 +4,7 @@ import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { allocate, Tensor, uninitialized } from '../tensor.js';
 import { describe } from '../describe.js';
+import { transpose } from './elementwise.js';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -29,6 +30,19 @@ function softmaxImpl(x: Tensor, log: boolean): Tensor {
 export const softmax = (x: Tensor): Tensor => softmaxImpl(x, false);
 /** Log-softmax over the last dimension. */
 export const logSoftmax = (x: Tensor): Tensor => softmaxImpl(x, true);
+
+/** (Log-)softmax over any axis: the axis moved last, normalised, moved back. */
+export function softmaxAlong(x: Tensor, axis: number, log = false): Tensor {
+  const a = axis < 0 ? axis + x.ndim : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= x.ndim)
+    throw new Error(`softmax: axis ${axis} is out of range for ${x.ndim}-D`);
+  const f = log ? logSoftmax : softmax;
+  if (a === x.ndim - 1) return f(x);
+  const perm = x.shape.map((_, i) => i).filter((i) => i !== a);
+  perm.push(a);
+  const back = perm.map((_, i) => perm.indexOf(i));
+  return transpose(f(transpose(x, perm)), back);
+}
 
 export interface CrossEntropyOptions {
   /** Mix of the one-hot target with the uniform distribution (default 0). */

@@ -21,7 +21,7 @@ import { leakyRelu, relu, sigmoid, tanh } from '../../ops/activation.js';
 import { conv2d, convTranspose2d } from '../../ops/conv.js';
 import { add, cat, dropout, mul, reshape, scale, split, transpose } from '../../ops/elementwise.js';
 import { linear } from '../../ops/linear.js';
-import { softmax } from '../../ops/loss.js';
+import { softmaxAlong } from '../../ops/loss.js';
 import { batchNorm2d, localResponseNorm } from '../../ops/norm.js';
 import { avgPool2d, maxPool2d } from '../../ops/pool.js';
 import { Module } from '../../nn/module.js';
@@ -240,16 +240,6 @@ class LayerWeights extends Module {
   forward(): Tensor {
     throw new Error('a holder of Caffe weights has no forward');
   }
-}
-
-/** Moves the channel axis last for softmax over `axis`, and back. */
-function softmaxAxis(x: Tensor, axis: number): Tensor {
-  const a = axis < 0 ? axis + x.ndim : axis;
-  if (a === x.ndim - 1) return softmax(x);
-  const perm = x.shape.map((_, i) => i).filter((i) => i !== a);
-  perm.push(a);
-  const back = perm.map((_, i) => perm.indexOf(i));
-  return transpose(softmax(transpose(x, perm)), back);
 }
 
 /** A layer of the net as it runs: its definition and, for layers with blobs, their holder. */
@@ -505,7 +495,7 @@ function runLayer(l: LayerParameter, bottoms: Tensor[], w: LayerWeights | null, 
     case 'Dropout':
       return [dropout(x, l.dropoutParam?.dropoutRatio ?? 0.5, training)];
     case 'Softmax':
-      return [softmaxAxis(x, l.softmaxParam?.axis ?? 1)];
+      return [softmaxAlong(x, l.softmaxParam?.axis ?? 1)];
     case 'Concat': {
       const axis = l.concatParam?.axis ?? 1;
       return [cat(bottoms, axis < 0 ? axis + x.ndim : axis)];
