@@ -23,7 +23,7 @@ import { type Conv2dOptions, conv2d, conv2dFused, convTransposeNd } from '../../
 import { add, cat, dropoutWithMask, mul, narrow, reshape, scale, split, transpose } from '../../ops/elementwise.js';
 import { div, gather, matmul, pad, sub } from '../../ops/nd.js';
 import { linear } from '../../ops/linear.js';
-import { logSoftmax, softmax } from '../../ops/loss.js';
+import { logSoftmax, softmax, softmaxAlong } from '../../ops/loss.js';
 import { batchNorm2d, batchNormFold, localResponseNorm } from '../../ops/norm.js';
 import { adaptiveAvgPool2d, maxPool2d, maxPool2dWithIndices, poolNd } from '../../ops/pool.js';
 import { isGradEnabled } from '../../autograd.js';
@@ -382,12 +382,7 @@ function softmaxOp(log: boolean): Impl {
       return [reshape(f(reshape(x, [rows, x.size / rows])), x.shape)];
     }
     const [axis] = axesOf([ctx.attrs.int('axis', -1)], rank);
-    if (axis === rank - 1) return [f(x)];
-    // Another axis: moved last, normalised, moved back.
-    const perm = x.shape.map((_, i) => i).filter((i) => i !== axis);
-    perm.push(axis);
-    const back = perm.map((_, i) => perm.indexOf(i));
-    return [transpose(f(transpose(x, perm)), back)];
+    return [softmaxAlong(x, axis, log)];
   };
 }
 
