@@ -100,7 +100,7 @@ describe('errors', () => {
     [
       'unknown kind',
       () => native.activationForward('gelu', x, y),
-      "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', 'hardsigmoid', 'hardswish', 'silu', got 'gelu'",
+      "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', 'hardsigmoid', 'hardswish', 'silu', 'pow', got 'gelu'",
     ],
     [
       'wrong output length',
@@ -151,5 +151,19 @@ describe('errors', () => {
     ['not a typed array', () => native.activationForward('relu', [1, 2] as unknown as Float32Array, y), 'TypedArray'],
   ])('%s', (_name, call, message) => {
     expect(call).toThrow(message);
+  });
+});
+
+describe('pow', () => {
+  it('is x^e with gradient e * x^(e-1), through autograd', async () => {
+    const { Tensor, pow, sum } = await import('../src/index.js');
+    const x = new Tensor(Float32Array.of(0.5, 1, 2, 3.5), [4]).requiresGrad_();
+    const y = pow(x, -1.5);
+    expectClose(y.data, Array.from(x.data, (v) => v ** -1.5), 1e-6);
+    sum(y).backward();
+    expectClose(x.grad!.data, Array.from(x.data, (v) => -1.5 * v ** -2.5), 1e-6);
+    expect(() => native.activationForward('pow', Float32Array.of(1), new Float32Array(1))).toThrow(
+      'pow: alpha (the exponent) is required',
+    );
   });
 });

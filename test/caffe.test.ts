@@ -64,6 +64,7 @@ const PARAM_FIELD: Record<string, string> = {
   Scale: 'scale_param',
   BatchNorm: 'batch_norm_param',
   Dropout: 'dropout_param',
+  Power: 'power_param',
 };
 const ENUMS = new Set(['pool', 'operation', 'norm_region']);
 
@@ -232,6 +233,32 @@ function testNet(): Layer[] {
       param: { num_output: 4, kernel_size: 2, stride: 2 },
       blobs: [blob([15, 4, 2, 2], 15), blob([4], 16)],
     },
+    // pool1 [2, 8, 4, 4]: LRN within a channel, STOCHASTIC pooling (on non-negative input, as
+    // Caffe expects), Power, and a Scale whose scale is its second bottom (its blob the bias).
+    { name: 'pos', type: 'ReLU', bottom: ['pool1'], top: ['pos'] },
+    {
+      name: 'normw',
+      type: 'LRN',
+      bottom: ['pos'],
+      top: ['normw'],
+      param: { local_size: 3, alpha: 0.8, beta: 0.6, norm_region: 'WITHIN_CHANNEL' },
+    },
+    {
+      name: 'spool',
+      type: 'Pooling',
+      bottom: ['normw'],
+      top: ['spool'],
+      param: { pool: 'STOCHASTIC', kernel_size: 3, stride: 2 },
+    },
+    { name: 'power', type: 'Power', bottom: ['spool'], top: ['power'], param: { power: 1.5, scale: 2, shift: 0.5 } },
+    {
+      name: 'gate',
+      type: 'Scale',
+      bottom: ['power', 'spool'],
+      top: ['gated'],
+      param: { axis: 0, bias_term: true },
+      blobs: [blob([2, 8, 2, 2], 17)],
+    },
   ];
 }
 
@@ -252,7 +279,7 @@ describe.skipIf(!hasTorch)('loadCaffe against Caffe semantics in PyTorch', () =>
     const net = loadCaffe(protoPath, modelPath);
     expect(net.inputNames).toEqual(['data']);
     expect(net.inputShapes).toEqual([shape]);
-    expect(net.outputNames).toEqual(['prob', 'up']);
+    expect(net.outputNames).toEqual(['prob', 'up', 'gated']);
     const outs = noGrad(() => net.forwardAll(x));
 
     const json = join(dir, 'net.json');

@@ -3,7 +3,7 @@ import { needsGrad, record } from '../autograd.js';
 import { native } from '../native.js';
 import { Tensor, uninitialized } from '../tensor.js';
 
-type Kind = 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh' | 'clip' | 'hardsigmoid' | 'hardswish' | 'silu';
+type Kind = 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh' | 'clip' | 'hardsigmoid' | 'hardswish' | 'silu' | 'pow';
 
 /** `alpha`/`beta`: the kind's parameters (see the binding's activationForward). */
 function activation(kind: Kind, x: Tensor, alpha?: number, beta?: number): Tensor {
@@ -31,6 +31,8 @@ export const hardSigmoid = (x: Tensor, alpha = 1 / 6, beta = 0.5): Tensor => act
 export const hardSwish = (x: Tensor): Tensor => activation('hardswish', x);
 /** x * sigmoid(x), as torch.nn.functional.silu. */
 export const silu = (x: Tensor): Tensor => activation('silu', x);
+/** x ^ exponent elementwise, as torch.pow(x, exponent) (NaN for a negative x and a fractional exponent). */
+export const pow = (x: Tensor, exponent: number): Tensor => activation('pow', x, exponent);
 
 /**
  * x = max(x, 0) in place (NaN stays NaN), returning x: for inference on a tensor nothing else

@@ -35,13 +35,20 @@ pub enum Activation {
     HardSwish,
     /// x * sigmoid(x).
     Silu,
+    /// x ^ exponent, as torch.pow(x, exponent) (NaN for a negative x and a fractional exponent;
+    /// gradient exponent * x ^ (exponent - 1), zero for exponent 0). Caffe's Power layer and
+    /// within-channel LRN, ONNX's Pow by a constant.
+    Pow {
+        exponent: f32,
+    },
 }
 
 impl Activation {
     /// Parses `'relu' | 'leaky_relu' | 'sigmoid' | 'tanh' | 'clip' | 'hardsigmoid' | 'hardswish'
-    /// | 'silu'`. `alpha` is leaky_relu's negative slope (default 0.01), clip's lower bound
-    /// (default -inf) and hardsigmoid's slope (default 0.2); `beta` clip's upper bound (default
-    /// +inf) and hardsigmoid's offset (default 0.5). Kinds without parameters ignore them.
+    /// | 'silu' | 'pow'`. `alpha` is leaky_relu's negative slope (default 0.01), clip's lower
+    /// bound (default -inf), hardsigmoid's slope (default 0.2) and pow's exponent (required);
+    /// `beta` clip's upper bound (default +inf) and hardsigmoid's offset (default 0.5). Kinds
+    /// without parameters ignore them.
     pub fn parse(kind: &str, alpha: Option<f64>, beta: Option<f64>) -> Result<Activation> {
         for (name, v) in [("alpha", alpha), ("beta", beta)] {
             if let Some(v) = v {
@@ -74,9 +81,13 @@ impl Activation {
             },
             "hardswish" => Activation::HardSwish,
             "silu" => Activation::Silu,
+            "pow" => match alpha {
+                Some(e) => Activation::Pow { exponent: e as f32 },
+                None => bail!("pow: alpha (the exponent) is required"),
+            },
             other => bail!(
                 "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', \
-                 'hardsigmoid', 'hardswish', 'silu', got '{other}'"
+                 'hardsigmoid', 'hardswish', 'silu', 'pow', got '{other}'"
             ),
         })
     }
@@ -91,6 +102,7 @@ impl Activation {
             Activation::HardSigmoid { .. } => "hardsigmoid",
             Activation::HardSwish => "hardswish",
             Activation::Silu => "silu",
+            Activation::Pow { .. } => "pow",
         }
     }
 
@@ -144,6 +156,11 @@ pub fn activation_forward(act: Activation, input: &[f32], output: &mut [f32]) ->
                 sigmoid(isa, x, y);
                 for (o, &v) in y.iter_mut().zip(x) {
                     *o *= v;
+                }
+            }
+            Activation::Pow { exponent } => {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = v.powf(exponent);
                 }
             }
         }
@@ -222,6 +239,16 @@ pub fn activation_backward(
                 for ((o, &v), &d) in gi.iter_mut().zip(s).zip(g) {
                     let sg = *o;
                     *o = d * sg * (1.0 + v * (1.0 - sg));
+                }
+            }
+            // torch's pow_backward: zero for exponent 0 (not 0 * inf at x = 0).
+            Activation::Pow { exponent } => {
+                for ((o, &v), &d) in gi.iter_mut().zip(s).zip(g) {
+                    *o = if exponent == 0.0 {
+                        0.0
+                    } else {
+                        d * exponent * v.powf(exponent - 1.0)
+                    };
                 }
             }
         }

@@ -54,6 +54,7 @@ fn reference(act: Activation, x: f64) -> f64 {
             }
         }
         Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::Pow { exponent } => x.powf(exponent as f64),
     }
 }
 
@@ -198,6 +199,10 @@ fn backward_matches_analytic_derivatives() {
                             let s = 1.0 / (1.0 + (-v).exp());
                             d * s * (1.0 + v * (1.0 - s))
                         }
+                        Activation::Pow { exponent } => {
+                            let e = exponent as f64;
+                            d * e * v.powf(e - 1.0)
+                        }
                     }
                 })
                 .collect();
@@ -297,7 +302,7 @@ fn bad_arguments_are_errors() {
     assert_eq!(
         Activation::parse("gelu", None, None).unwrap_err().0,
         "kind: expected one of 'relu', 'leaky_relu', 'sigmoid', 'tanh', 'clip', 'hardsigmoid', \
-         'hardswish', 'silu', got 'gelu'"
+         'hardswish', 'silu', 'pow', got 'gelu'"
     );
     assert_eq!(
         Activation::parse("clip", Some(2.0), Some(1.0))
@@ -382,4 +387,47 @@ fn bad_arguments_are_errors() {
     assert_eq!(gi, [1.0; 4]);
     activation_backward(Activation::Sigmoid, &[], &[0.5; 4], &[1.0; 4], &mut gi).unwrap();
     assert_eq!(gi, [0.25; 4]);
+}
+
+/// Pow on positive inputs (a fractional power of a negative number is NaN, as in torch):
+/// forward against f64, backward against the analytic derivative and finite differences, and
+/// torch's edge cases (exponent 0 has a zero gradient, 0 ^ -1 is inf, (-2) ^ 2 is 4).
+#[test]
+fn pow_matches_reference_and_finite_differences() {
+    let _g = lock();
+    let x: Vec<f32> = rand_vec(500, 21, 1.0)
+        .iter()
+        .map(|v| v.abs() * 3.0 + 0.1)
+        .collect();
+    let w = rand_vec(x.len(), 22, 1.0);
+    for exponent in [2.0f32, 0.5, -0.75, 3.0, 1.0, -2.5] {
+        let act = Activation::parse("pow", Some(exponent as f64), None).unwrap();
+        let mut y = vec![0.0; x.len()];
+        activation_forward(act, &x, &mut y).unwrap();
+        let want: Vec<f64> = x.iter().map(|&v| reference(act, v as f64)).collect();
+        assert_close(&y, &want, 1e-6, 0.0, &format!("pow {exponent}"));
+        let mut gi = vec![0.0; x.len()];
+        activation_backward(act, &x, &y, &w, &mut gi).unwrap();
+        let loss = |xs: &[f32]| -> f64 {
+            let mut y = vec![0.0; xs.len()];
+            activation_forward(act, xs, &mut y).unwrap();
+            y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        check_fd(&format!("pow {exponent}"), &x, &gi, 1e-3, 0..x.len(), loss);
+    }
+    let run = |e: f32, x: f32| {
+        let act = Activation::Pow { exponent: e };
+        let (mut y, mut g) = ([0.0f32], [0.0f32]);
+        activation_forward(act, &[x], &mut y).unwrap();
+        activation_backward(act, &[x], &y, &[1.0], &mut g).unwrap();
+        (y[0], g[0])
+    };
+    assert_eq!(run(0.0, 0.0), (1.0, 0.0));
+    assert_eq!(run(-1.0, 0.0).0, f32::INFINITY);
+    assert_eq!(run(2.0, -2.0), (4.0, -4.0));
+    assert!(run(0.5, -2.0).0.is_nan());
+    assert_eq!(
+        Activation::parse("pow", None, None).unwrap_err().0,
+        "pow: alpha (the exponent) is required"
+    );
 }

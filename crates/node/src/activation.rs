@@ -9,8 +9,9 @@ use napi::bindgen_prelude::{Float32Array, Int32Array};
 use napi_derive::napi;
 
 /// output <- act(input). `kind`: 'relu' | 'leaky_relu' | 'sigmoid' | 'tanh' | 'clip' |
-/// 'hardsigmoid' | 'hardswish' | 'silu'. `alpha`: leaky_relu's negative slope (default 0.01),
-/// clip's minimum (default -inf), hardsigmoid's slope (default 0.2); `beta`: clip's maximum
+/// 'hardsigmoid' | 'hardswish' | 'silu' | 'pow'. `alpha`: leaky_relu's negative slope (default
+/// 0.01), clip's minimum (default -inf), hardsigmoid's slope (default 0.2), pow's exponent
+/// (required); `beta`: clip's maximum
 /// (default +inf), hardsigmoid's offset (default 0.5).
 #[napi(catch_unwind, js_name = "activationForward")]
 pub fn activation_forward(

@@ -6,7 +6,10 @@
 // in place where a layer's top is its bottom, with Caffe's semantics:
 //   - pooling rounds the output size up and drops a last window that would start in the padding
 //     (torch's ceil_mode), average pooling divides by the window clipped at the padded border;
-//   - LRN's alpha is divided by the window size, as torch's local_response_norm does;
+//   - LRN's alpha is divided by the window size, as torch's local_response_norm does; within a
+//     channel it is Caffe's own composition, x * (1 + alpha * avg-pool(x^2))^-beta (k unused);
+//   - STOCHASTIC pooling is Caffe's TEST-phase weighted average, sum(x^2) / sum(x) over each
+//     window, in both phases (Caffe's TRAIN-phase sampling is not implemented);
 //   - BatchNorm's statistics are its blobs divided by the third blob (the moving-average scale
 //     factor), and it has no affine part (a Scale layer after it has);
 //   - InnerProduct flattens from its axis, with weights [out, in] or [in, out] when transpose.
@@ -17,10 +20,11 @@ import { readFileSync } from 'node:fs';
 import { create, type DescField, fromBinary, isFieldSet, type Message } from '@bufbuild/protobuf';
 import type { GenMessage } from '@bufbuild/protobuf/codegenv2';
 import { fromText } from '@bufbuild/protobuf/txtpb';
-import { leakyRelu, relu, sigmoid, tanh } from '../../ops/activation.js';
+import { clip, leakyRelu, pow, relu, sigmoid, tanh } from '../../ops/activation.js';
 import { conv2d, convTranspose2d } from '../../ops/conv.js';
 import { add, cat, dropout, mul, reshape, scale, split, transpose } from '../../ops/elementwise.js';
 import { linear } from '../../ops/linear.js';
+import { div } from '../../ops/nd.js';
 import { softmaxAlong } from '../../ops/loss.js';
 import { batchNorm2d, localResponseNorm } from '../../ops/norm.js';
 import { avgPool2d, maxPool2d } from '../../ops/pool.js';
@@ -39,6 +43,7 @@ import {
   NetParameterSchema,
   type NetStateRule,
   NetStateRuleSchema,
+  ParamSpecSchema,
   Phase,
   PoolingParameter_PoolMethod as PoolMethod,
   PoolingParameterSchema,
@@ -85,6 +90,7 @@ const SUPPORTED = new Set([
   'Slice',
   'BatchNorm',
   'Scale',
+  'Power',
 ]);
 
 /** The V1 (`layers { type: CONVOLUTION }`) names of the layer types, as their V2 strings. */
@@ -114,6 +120,8 @@ const V1_NAMES: Partial<Record<number, string>> = {
   [V1Type.WINDOW_DATA]: 'WindowData',
   [V1Type.EUCLIDEAN_LOSS]: 'EuclideanLoss',
   [V1Type.SILENCE]: 'Silence',
+  [V1Type.POWER]: 'Power',
+  [V1Type.SIGMOID_CROSS_ENTROPY_LOSS]: 'SigmoidCrossEntropyLoss',
 };
 
 /** A V1 layer as a LayerParameter (the fields ferroconv reads). */
@@ -137,6 +145,16 @@ function fromV1(l: V1LayerParameter): LayerParameter {
     reluParam: l.reluParam,
     softmaxParam: l.softmaxParam,
     sliceParam: l.sliceParam,
+    powerParam: l.powerParam,
+    transformParam: l.transformParam,
+    lossParam: l.lossParam,
+    accuracyParam: l.accuracyParam,
+    dataParam: l.dataParam,
+    imageDataParam: l.imageDataParam,
+    memoryDataParam: l.memoryDataParam,
+    lossWeight: l.lossWeight,
+    // V1's per-blob learning-rate and decay multipliers, as V2's param blocks.
+    param: l.blobsLr.map((lr, i) => create(ParamSpecSchema, { lrMult: lr, decayMult: l.weightDecay[i] ?? 1 })),
   });
 }
 
@@ -318,7 +336,7 @@ export class CaffeNet extends Module {
         if (l.blobs.length === 0) return this.addModule(moduleName(l.name), w);
         l.blobs.forEach((b, i) => {
           const t = blobTensor(b, `layer '${l.name}' blob ${i}`);
-          const [name, trainable] = BLOB_NAMES[l.type][i] ?? fail(`layer '${l.name}' has ${l.blobs.length} blobs`);
+          const [name, trainable] = blobNames(l)[i] ?? fail(`layer '${l.name}' has ${l.blobs.length} blobs`);
           w.hold(name, name === 'weight' && l.type === 'InnerProduct' ? reshape(t, innerShape(l, t)) : t, trainable);
         });
         return this.addModule(moduleName(l.name), w);
@@ -333,14 +351,14 @@ export class CaffeNet extends Module {
     const byName = new Map(layersOf(model).map((l) => [l.name, l]));
     const state = new Map<string, Tensor>();
     for (const { layer } of this.built) {
-      if (!BLOB_NAMES[layer.type]) continue;
+      if (!blobNames(layer).length) continue;
       const src = byName.get(layer.name);
       if (!src) {
         if (strict) fail(`the caffemodel has no layer '${layer.name}'`);
         continue;
       }
       src.blobs.forEach((b, i) => {
-        const [name] = BLOB_NAMES[layer.type][i] ?? fail(`layer '${layer.name}' has ${src.blobs.length} blobs`);
+        const [name] = blobNames(layer)[i] ?? fail(`layer '${layer.name}' has ${src.blobs.length} blobs`);
         let t = blobTensor(b, `layer '${layer.name}' blob ${i}`);
         if (name === 'weight' && layer.type === 'InnerProduct') t = reshape(t, innerShape(layer, t));
         state.set(`${moduleName(layer.name)}.${name}`, t);
@@ -353,7 +371,7 @@ export class CaffeNet extends Module {
       for (const [key, t] of state) {
         const [owner, name] = [key.slice(0, key.lastIndexOf('.')), key.slice(key.lastIndexOf('.') + 1)];
         if (owner !== moduleName(layer.name) || have.has(name)) continue;
-        const trainable = BLOB_NAMES[layer.type].find(([n]) => n === name)?.[1] ?? true;
+        const trainable = blobNames(layer).find(([n]) => n === name)?.[1] ?? true;
         weights.hold(name, new Tensor(new Float32Array(t.size), t.shape), trainable);
       }
     }
@@ -419,6 +437,12 @@ const BLOB_NAMES: Record<string, [string, boolean][]> = {
   ],
 };
 
+/** A layer's blob names: a Scale with two bottoms takes its scale from the second, so its one blob is the bias. */
+function blobNames(l: LayerParameter): [string, boolean][] {
+  if (l.type === 'Scale' && l.bottom.length > 1) return [['bias', true]];
+  return BLOB_NAMES[l.type] ?? [];
+}
+
 /** InnerProduct's weight as a matrix: [out, in], or [in, out] with transpose. */
 function innerShape(l: LayerParameter, t: Tensor): number[] {
   const out = l.innerProductParam?.numOutput ?? 0;
@@ -457,14 +481,31 @@ function runLayer(l: LayerParameter, bottoms: Tensor[], w: LayerWeights | null, 
       if (method === PoolMethod.MAX) return [maxPool2d(x, kernel, { stride, padding, ceilMode: true })];
       if (method === PoolMethod.AVE)
         return [avgPool2d(x, kernel, { stride, padding, ceilMode: true, countIncludePad: true })];
-      throw new Error('STOCHASTIC pooling is not supported');
+      // Caffe's windows for STOCHASTIC ignore the padding, so only unpadded pooling matches it.
+      if (padding.some((v) => v > 0)) throw new Error('STOCHASTIC pooling with padding is not supported');
+      // sum(x^2) / sum(x): two average pools over the same windows (their divisors cancel);
+      // Caffe starts the denominator at FLT_MIN, so an all-zero window gives 0, not NaN.
+      const opts = { stride, ceilMode: true, countIncludePad: true };
+      const num = avgPool2d(mul(x, x), kernel, opts);
+      return [div(num, clip(avgPool2d(x, kernel, opts), 1.1754944e-38))];
     }
     case 'LRN': {
       const p = l.lrnParam;
-      if ((p?.normRegion ?? NormRegion.ACROSS_CHANNELS) !== NormRegion.ACROSS_CHANNELS) {
-        throw new Error('WITHIN_CHANNEL normalization is not supported');
+      const [size, alpha, beta] = [p?.localSize ?? 5, p?.alpha ?? 1, p?.beta ?? 0.75];
+      if ((p?.normRegion ?? NormRegion.ACROSS_CHANNELS) === NormRegion.ACROSS_CHANNELS) {
+        return [localResponseNorm(x, size, { alpha, beta, k: p?.k ?? 1 })];
       }
-      return [localResponseNorm(x, p?.localSize ?? 5, { alpha: p?.alpha ?? 1, beta: p?.beta ?? 0.75, k: p?.k ?? 1 })];
+      // WITHIN_CHANNEL, as Caffe builds it from its own layers: square, average-pool over a
+      // size x size window (padded by (size - 1) / 2, divisor size^2), then
+      // x * (1 + alpha * pooled)^-beta.
+      const pad = Math.floor((size - 1) / 2);
+      const pooled = avgPool2d(mul(x, x), [size, size], {
+        stride: [1, 1],
+        padding: [pad, pad],
+        ceilMode: true,
+        countIncludePad: true,
+      });
+      return [mul(x, pow(affine(pooled, alpha, 1), -beta))];
     }
     case 'InnerProduct': {
       if (!has('weight')) throw new Error('no weights (load a caffemodel)');
@@ -552,12 +593,23 @@ function runLayer(l: LayerParameter, bottoms: Tensor[], w: LayerWeights | null, 
       });
       return [x.ndim === 4 ? y : reshape(y, x.shape)];
     }
+    case 'Power': {
+      // (shift + scale * x) ^ power
+      const p = l.powerParam;
+      const [power, s, shift] = [p?.power ?? 1, p?.scale ?? 1, p?.shift ?? 0];
+      const y = affine(x, s, shift);
+      return [power === 1 ? y : pow(y, power)];
+    }
     case 'Scale': {
-      if (bottoms.length > 1) throw new Error('a Scale with a second bottom is not supported');
-      if (!has('weight')) throw new Error('no weights (load a caffemodel)');
+      // The scale is the layer's first blob, or with two bottoms the second bottom (the
+      // layer's blob, if any, is then the bias).
+      if (bottoms.length === 1 && !has('weight')) throw new Error('no weights (load a caffemodel)');
       const axis = l.scaleParam?.axis ?? 1;
       const a = axis < 0 ? axis + x.ndim : axis;
-      const gamma = get('weight');
+      const gamma = bottoms.length > 1 ? bottoms[1] : get('weight');
+      if (x.shape.slice(a, a + gamma.ndim).join() !== gamma.shape.join()) {
+        throw new Error(`scale of shape [${gamma.shape}] does not fit the input [${x.shape}] at axis ${a}`);
+      }
       const shape = x.shape.map((d, i) => (i >= a && i < a + gamma.ndim ? d : 1));
       let y = mul(x, reshape(gamma, shape));
       if (has('bias')) y = add(y, reshape(get('bias'), shape));
@@ -566,6 +618,12 @@ function runLayer(l: LayerParameter, bottoms: Tensor[], w: LayerWeights | null, 
     default:
       throw new Error('unsupported');
   }
+}
+
+/** s * x + shift, skipping the identity parts. */
+function affine(x: Tensor, s: number, shift: number): Tensor {
+  const y = s === 1 ? x : scale(x, s);
+  return shift === 0 ? y : add(y, new Tensor(Float32Array.of(shift), [1]));
 }
 
 /** Reads a net definition (prototxt text) as a NetParameter. */

@@ -344,6 +344,12 @@ const EMIT: Record<string, Emit> = {
       w.node('Mul', [v.name, gate], [w.write(out, 'Mul', v.shape, kind)]);
       return;
     }
+    if (kind === 'pow') {
+      const v = w.read(x, 'Pow');
+      const exponent = w.constant('pow_exponent', [], Float32Array.of(a ?? 1));
+      w.node('Pow', [v.name, exponent], [w.write(out, 'Pow', v.shape, 'Pow')]);
+      return;
+    }
     const op = ACTIVATIONS[kind as string];
     if (!op) throw new Error(`activation '${String(kind)}' has no ONNX operator`);
     const v = w.read(x, op);

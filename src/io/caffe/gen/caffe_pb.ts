@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file caffe.proto.
  */
 export const file_caffe: GenFile = /*@__PURE__*/
-  fileDesc("CgtjYWZmZS5wcm90bxIFY2FmZmUiHAoJQmxvYlNoYXBlEg8KA2RpbRgBIAMoA0ICEAEizAEKCUJsb2JQcm90bxIfCgVzaGFwZRgHIAEoCzIQLmNhZmZlLkJsb2JTaGFwZRIQCgRkYXRhGAUgAygCQgIQARIQCgRkaWZmGAYgAygCQgIQARIXCgtkb3VibGVfZGF0YRgIIAMoAUICEAESFwoLZG91YmxlX2RpZmYYCSADKAFCAhABEg4KA251bRgBIAEoBToBMBITCghjaGFubmVscxgCIAEoBToBMBIRCgZoZWlnaHQYAyABKAU6ATASEAoFd2lkdGgYBCABKAU6ATAikAEKD0ZpbGxlclBhcmFtZXRlchIWCgR0eXBlGAEgASgJOghjb25zdGFudBIQCgV2YWx1ZRgCIAEoAjoBMBIOCgNtaW4YAyABKAI6ATASDgoDbWF4GAQgASgCOgExEg8KBG1lYW4YBSABKAI6ATASDgoDc3RkGAYgASgCOgExEhIKBnNwYXJzZRgHIAEoBToCLTEijgIKDE5ldFBhcmFtZXRlchIMCgRuYW1lGAEgASgJEg0KBWlucHV0GAMgAygJEiUKC2lucHV0X3NoYXBlGAggAygLMhAuY2FmZmUuQmxvYlNoYXBlEhEKCWlucHV0X2RpbRgEIAMoBRIdCg5mb3JjZV9iYWNrd2FyZBgFIAEoCDoFZmFsc2USHgoFc3RhdGUYBiABKAsyDy5jYWZmZS5OZXRTdGF0ZRIZCgpkZWJ1Z19pbmZvGAcgASgIOgVmYWxzZRIkCgVsYXllchhkIAMoCzIVLmNhZmZlLkxheWVyUGFyYW1ldGVyEicKBmxheWVycxgCIAMoCzIXLmNhZmZlLlYxTGF5ZXJQYXJhbWV0ZXIi2QYKD1NvbHZlclBhcmFtZXRlchILCgNuZXQYGCABKAkSJgoJbmV0X3BhcmFtGBkgASgLMhMuY2FmZmUuTmV0UGFyYW1ldGVyEhEKCXRyYWluX25ldBgBIAEoCRIQCgh0ZXN0X25ldBgCIAMoCRIsCg90cmFpbl9uZXRfcGFyYW0YFSABKAsyEy5jYWZmZS5OZXRQYXJhbWV0ZXISKwoOdGVzdF9uZXRfcGFyYW0YFiADKAsyEy5jYWZmZS5OZXRQYXJhbWV0ZXISEQoJdGVzdF9pdGVyGAMgAygFEhgKDXRlc3RfaW50ZXJ2YWwYBCABKAU6ATASDwoHYmFzZV9schgFIAEoAhIPCgdkaXNwbGF5GAYgASgFEhAKCG1heF9pdGVyGAcgASgFEhQKCWl0ZXJfc2l6ZRgkIAEoBToBMRIRCglscl9wb2xpY3kYCCABKAkSDQoFZ2FtbWEYCSABKAISDQoFcG93ZXIYCiABKAISEAoIbW9tZW50dW0YCyABKAISFAoMd2VpZ2h0X2RlY2F5GAwgASgCEh8KE3JlZ3VsYXJpemF0aW9uX3R5cGUYHSABKAk6AkwyEhAKCHN0ZXBzaXplGA0gASgFEhEKCXN0ZXB2YWx1ZRgiIAMoBRIaCg5jbGlwX2dyYWRpZW50cxgjIAEoAjoCLTESEwoIc25hcHNob3QYDiABKAU6ATASFwoPc25hcHNob3RfcHJlZml4GA8gASgJEhcKC3JhbmRvbV9zZWVkGBQgASgDOgItMRIRCgR0eXBlGCggASgJOgNTR0QSIwoFZGVsdGEYHyABKAI6FDkuOTk5OTk5OTM5MjI1MjllLTA5EiUKCW1vbWVudHVtMhgnIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEiUKCXJtc19kZWNheRgmIAEoAjoSMC45OTAwMDAwMDk1MzY3NDMyEjsKC3NvbHZlcl90eXBlGB4gASgOMiEuY2FmZmUuU29sdmVyUGFyYW1ldGVyLlNvbHZlclR5cGU6A1NHRCJVCgpTb2x2ZXJUeXBlEgcKA1NHRBAAEgwKCE5FU1RFUk9WEAESCwoHQURBR1JBRBACEgsKB1JNU1BST1AQAxIMCghBREFERUxUQRAEEggKBEFEQU0QBSJOCghOZXRTdGF0ZRIhCgVwaGFzZRgBIAEoDjIMLmNhZmZlLlBoYXNlOgRURVNUEhAKBWxldmVsGAIgASgFOgEwEg0KBXN0YWdlGAMgAygJInMKDE5ldFN0YXRlUnVsZRIbCgVwaGFzZRgBIAEoDjIMLmNhZmZlLlBoYXNlEhEKCW1pbl9sZXZlbBgCIAEoBRIRCgltYXhfbGV2ZWwYAyABKAUSDQoFc3RhZ2UYBCADKAkSEQoJbm90X3N0YWdlGAUgAygJIkQKCVBhcmFtU3BlYxIMCgRuYW1lGAEgASgJEhIKB2xyX211bHQYAyABKAI6ATESFQoKZGVjYXlfbXVsdBgEIAEoAjoBMSLWBwoOTGF5ZXJQYXJhbWV0ZXISDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEg4KBmJvdHRvbRgDIAMoCRILCgN0b3AYBCADKAkSGwoFcGhhc2UYCiABKA4yDC5jYWZmZS5QaGFzZRITCgtsb3NzX3dlaWdodBgFIAMoAhIfCgVwYXJhbRgGIAMoCzIQLmNhZmZlLlBhcmFtU3BlYxIfCgVibG9icxgHIAMoCzIQLmNhZmZlLkJsb2JQcm90bxIkCgdpbmNsdWRlGAggAygLMhMuY2FmZmUuTmV0U3RhdGVSdWxlEiQKB2V4Y2x1ZGUYCSADKAsyEy5jYWZmZS5OZXRTdGF0ZVJ1bGUSNAoQYmF0Y2hfbm9ybV9wYXJhbRiLASABKAsyGS5jYWZmZS5CYXRjaE5vcm1QYXJhbWV0ZXISLAoMY29uY2F0X3BhcmFtGGggASgLMhYuY2FmZmUuQ29uY2F0UGFyYW1ldGVyEjYKEWNvbnZvbHV0aW9uX3BhcmFtGGogASgLMhsuY2FmZmUuQ29udm9sdXRpb25QYXJhbWV0ZXISLgoNZHJvcG91dF9wYXJhbRhsIAEoCzIXLmNhZmZlLkRyb3BvdXRQYXJhbWV0ZXISLgoNZWx0d2lzZV9wYXJhbRhuIAEoCzIXLmNhZmZlLkVsdHdpc2VQYXJhbWV0ZXISLwoNZmxhdHRlbl9wYXJhbRiHASABKAsyFy5jYWZmZS5GbGF0dGVuUGFyYW1ldGVyEjkKE2lubmVyX3Byb2R1Y3RfcGFyYW0YdSABKAsyHC5jYWZmZS5Jbm5lclByb2R1Y3RQYXJhbWV0ZXISKwoLaW5wdXRfcGFyYW0YjwEgASgLMhUuY2FmZmUuSW5wdXRQYXJhbWV0ZXISJgoJbHJuX3BhcmFtGHYgASgLMhMuY2FmZmUuTFJOUGFyYW1ldGVyEi4KDXBvb2xpbmdfcGFyYW0YeSABKAsyFy5jYWZmZS5Qb29saW5nUGFyYW1ldGVyEisKC3ByZWx1X3BhcmFtGIMBIAEoCzIVLmNhZmZlLlBSZUxVUGFyYW1ldGVyEigKCnJlbHVfcGFyYW0YeyABKAsyFC5jYWZmZS5SZUxVUGFyYW1ldGVyEisKC3NjYWxlX3BhcmFtGI4BIAEoCzIVLmNhZmZlLlNjYWxlUGFyYW1ldGVyEi4KDXNvZnRtYXhfcGFyYW0YfSABKAsyFy5jYWZmZS5Tb2Z0bWF4UGFyYW1ldGVyEioKC3NsaWNlX3BhcmFtGH4gASgLMhUuY2FmZmUuU2xpY2VQYXJhbWV0ZXIihwEKEkJhdGNoTm9ybVBhcmFtZXRlchIYChB1c2VfZ2xvYmFsX3N0YXRzGAEgASgIEjMKF21vdmluZ19hdmVyYWdlX2ZyYWN0aW9uGAIgASgCOhIwLjk5OTAwMDAxMjg3NDYwMzMSIgoDZXBzGAMgASgCOhU5Ljk5OTk5OTc0NzM3ODc1MmUtMDYiOQoPQ29uY2F0UGFyYW1ldGVyEg8KBGF4aXMYAiABKAU6ATESFQoKY29uY2F0X2RpbRgBIAEoDToBMSLyAgoUQ29udm9sdXRpb25QYXJhbWV0ZXISEgoKbnVtX291dHB1dBgBIAEoDRIXCgliaWFzX3Rlcm0YAiABKAg6BHRydWUSCwoDcGFkGAMgAygNEhMKC2tlcm5lbF9zaXplGAQgAygNEg4KBnN0cmlkZRgGIAMoDRIQCghkaWxhdGlvbhgSIAMoDRIQCgVwYWRfaBgJIAEoDToBMBIQCgVwYWRfdxgKIAEoDToBMBIQCghrZXJuZWxfaBgLIAEoDRIQCghrZXJuZWxfdxgMIAEoDRIQCghzdHJpZGVfaBgNIAEoDRIQCghzdHJpZGVfdxgOIAEoDRIQCgVncm91cBgFIAEoDToBMRItCg13ZWlnaHRfZmlsbGVyGAcgASgLMhYuY2FmZmUuRmlsbGVyUGFyYW1ldGVyEisKC2JpYXNfZmlsbGVyGAggASgLMhYuY2FmZmUuRmlsbGVyUGFyYW1ldGVyEg8KBGF4aXMYECABKAU6ATEiLgoQRHJvcG91dFBhcmFtZXRlchIaCg1kcm9wb3V0X3JhdGlvGAEgASgCOgMwLjUipQEKEEVsdHdpc2VQYXJhbWV0ZXISOQoJb3BlcmF0aW9uGAEgASgOMiEuY2FmZmUuRWx0d2lzZVBhcmFtZXRlci5FbHR3aXNlT3A6A1NVTRINCgVjb2VmZhgCIAMoAhIeChBzdGFibGVfcHJvZF9ncmFkGAMgASgIOgR0cnVlIicKCUVsdHdpc2VPcBIICgRQUk9EEAASBwoDU1VNEAESBwoDTUFYEAIiOQoQRmxhdHRlblBhcmFtZXRlchIPCgRheGlzGAEgASgFOgExEhQKCGVuZF9heGlzGAIgASgFOgItMSLLAQoVSW5uZXJQcm9kdWN0UGFyYW1ldGVyEhIKCm51bV9vdXRwdXQYASABKA0SFwoJYmlhc190ZXJtGAIgASgIOgR0cnVlEi0KDXdlaWdodF9maWxsZXIYAyABKAsyFi5jYWZmZS5GaWxsZXJQYXJhbWV0ZXISKwoLYmlhc19maWxsZXIYBCABKAsyFi5jYWZmZS5GaWxsZXJQYXJhbWV0ZXISDwoEYXhpcxgFIAEoBToBMRIYCgl0cmFuc3Bvc2UYBiABKAg6BWZhbHNlIjEKDklucHV0UGFyYW1ldGVyEh8KBXNoYXBlGAEgAygLMhAuY2FmZmUuQmxvYlNoYXBlItYBCgxMUk5QYXJhbWV0ZXISFQoKbG9jYWxfc2l6ZRgBIAEoDToBNRIQCgVhbHBoYRgCIAEoAjoBMRISCgRiZXRhGAMgASgCOgQwLjc1EkQKC25vcm1fcmVnaW9uGAQgASgOMh4uY2FmZmUuTFJOUGFyYW1ldGVyLk5vcm1SZWdpb246D0FDUk9TU19DSEFOTkVMUxIMCgFrGAUgASgCOgExIjUKCk5vcm1SZWdpb24SEwoPQUNST1NTX0NIQU5ORUxTEAASEgoOV0lUSElOX0NIQU5ORUwQASK8AgoQUG9vbGluZ1BhcmFtZXRlchI1CgRwb29sGAEgASgOMiIuY2FmZmUuUG9vbGluZ1BhcmFtZXRlci5Qb29sTWV0aG9kOgNNQVgSDgoDcGFkGAQgASgNOgEwEhAKBXBhZF9oGAkgASgNOgEwEhAKBXBhZF93GAogASgNOgEwEhMKC2tlcm5lbF9zaXplGAIgASgNEhAKCGtlcm5lbF9oGAUgASgNEhAKCGtlcm5lbF93GAYgASgNEhEKBnN0cmlkZRgDIAEoDToBMRIQCghzdHJpZGVfaBgHIAEoDRIQCghzdHJpZGVfdxgIIAEoDRIdCg5nbG9iYWxfcG9vbGluZxgMIAEoCDoFZmFsc2UiLgoKUG9vbE1ldGhvZBIHCgNNQVgQABIHCgNBVkUQARIOCgpTVE9DSEFTVElDEAIiVwoOUFJlTFVQYXJhbWV0ZXISJgoGZmlsbGVyGAEgASgLMhYuY2FmZmUuRmlsbGVyUGFyYW1ldGVyEh0KDmNoYW5uZWxfc2hhcmVkGAIgASgIOgVmYWxzZSIqCg1SZUxVUGFyYW1ldGVyEhkKDm5lZ2F0aXZlX3Nsb3BlGAEgASgCOgEwIqUBCg5TY2FsZVBhcmFtZXRlchIPCgRheGlzGAEgASgFOgExEhMKCG51bV9heGVzGAIgASgFOgExEiYKBmZpbGxlchgDIAEoCzIWLmNhZmZlLkZpbGxlclBhcmFtZXRlchIYCgliaWFzX3Rlcm0YBCABKAg6BWZhbHNlEisKC2JpYXNfZmlsbGVyGAUgASgLMhYuY2FmZmUuRmlsbGVyUGFyYW1ldGVyIkwKDlNsaWNlUGFyYW1ldGVyEg8KBGF4aXMYAyABKAU6ATESEwoLc2xpY2VfcG9pbnQYAiADKA0SFAoJc2xpY2VfZGltGAEgASgNOgExIiMKEFNvZnRtYXhQYXJhbWV0ZXISDwoEYXhpcxgCIAEoBToBMSK9CgoQVjFMYXllclBhcmFtZXRlchIOCgZib3R0b20YAiADKAkSCwoDdG9wGAMgAygJEgwKBG5hbWUYBCABKAkSJAoHaW5jbHVkZRggIAMoCzITLmNhZmZlLk5ldFN0YXRlUnVsZRIkCgdleGNsdWRlGCEgAygLMhMuY2FmZmUuTmV0U3RhdGVSdWxlEi8KBHR5cGUYBSABKA4yIS5jYWZmZS5WMUxheWVyUGFyYW1ldGVyLkxheWVyVHlwZRIfCgVibG9icxgGIAMoCzIQLmNhZmZlLkJsb2JQcm90bxIQCghibG9ic19schgHIAMoAhIUCgx3ZWlnaHRfZGVjYXkYCCADKAISLAoMY29uY2F0X3BhcmFtGAkgASgLMhYuY2FmZmUuQ29uY2F0UGFyYW1ldGVyEjYKEWNvbnZvbHV0aW9uX3BhcmFtGAogASgLMhsuY2FmZmUuQ29udm9sdXRpb25QYXJhbWV0ZXISLgoNZHJvcG91dF9wYXJhbRgMIAEoCzIXLmNhZmZlLkRyb3BvdXRQYXJhbWV0ZXISLgoNZWx0d2lzZV9wYXJhbRgYIAEoCzIXLmNhZmZlLkVsdHdpc2VQYXJhbWV0ZXISOQoTaW5uZXJfcHJvZHVjdF9wYXJhbRgRIAEoCzIcLmNhZmZlLklubmVyUHJvZHVjdFBhcmFtZXRlchImCglscm5fcGFyYW0YEiABKAsyEy5jYWZmZS5MUk5QYXJhbWV0ZXISLgoNcG9vbGluZ19wYXJhbRgTIAEoCzIXLmNhZmZlLlBvb2xpbmdQYXJhbWV0ZXISKAoKcmVsdV9wYXJhbRgeIAEoCzIULmNhZmZlLlJlTFVQYXJhbWV0ZXISLgoNc29mdG1heF9wYXJhbRgnIAEoCzIXLmNhZmZlLlNvZnRtYXhQYXJhbWV0ZXISKgoLc2xpY2VfcGFyYW0YHyABKAsyFS5jYWZmZS5TbGljZVBhcmFtZXRlciLYBAoJTGF5ZXJUeXBlEggKBE5PTkUQABIKCgZBQlNWQUwQIxIMCghBQ0NVUkFDWRABEgoKBkFSR01BWBAeEggKBEJOTEwQAhIKCgZDT05DQVQQAxIUChBDT05UUkFTVElWRV9MT1NTECUSDwoLQ09OVk9MVVRJT04QBBIICgREQVRBEAUSEQoNREVDT05WT0xVVElPThAnEgsKB0RST1BPVVQQBhIOCgpEVU1NWV9EQVRBECASEgoORVVDTElERUFOX0xPU1MQBxILCgdFTFRXSVNFEBkSBwoDRVhQECYSCwoHRkxBVFRFThAIEg0KCUhERjVfREFUQRAJEg8KC0hERjVfT1VUUFVUEAoSDgoKSElOR0VfTE9TUxAcEgoKBklNMkNPTBALEg4KCklNQUdFX0RBVEEQDBIRCg1JTkZPR0FJTl9MT1NTEA0SEQoNSU5ORVJfUFJPRFVDVBAOEgcKA0xSThAPEg8KC01FTU9SWV9EQVRBEB0SHQoZTVVMVElOT01JQUxfTE9HSVNUSUNfTE9TUxAQEgcKA01WThAiEgsKB1BPT0xJTkcQERIJCgVQT1dFUhAaEggKBFJFTFUQEhILCgdTSUdNT0lEEBMSHgoaU0lHTU9JRF9DUk9TU19FTlRST1BZX0xPU1MQGxILCgdTSUxFTkNFECQSCwoHU09GVE1BWBAUEhAKDFNPRlRNQVhfTE9TUxAVEgkKBVNQTElUEBYSCQoFU0xJQ0UQIRIICgRUQU5IEBcSDwoLV0lORE9XX0RBVEEQGBINCglUSFJFU0hPTEQQHyocCgVQaGFzZRIJCgVUUkFJThAAEggKBFRFU1QQAQ");
+  fileDesc("CgtjYWZmZS5wcm90bxIFY2FmZmUiHAoJQmxvYlNoYXBlEg8KA2RpbRgBIAMoA0ICEAEizAEKCUJsb2JQcm90bxIfCgVzaGFwZRgHIAEoCzIQLmNhZmZlLkJsb2JTaGFwZRIQCgRkYXRhGAUgAygCQgIQARIQCgRkaWZmGAYgAygCQgIQARIXCgtkb3VibGVfZGF0YRgIIAMoAUICEAESFwoLZG91YmxlX2RpZmYYCSADKAFCAhABEg4KA251bRgBIAEoBToBMBITCghjaGFubmVscxgCIAEoBToBMBIRCgZoZWlnaHQYAyABKAU6ATASEAoFd2lkdGgYBCABKAU6ATAiigIKD0ZpbGxlclBhcmFtZXRlchIWCgR0eXBlGAEgASgJOghjb25zdGFudBIQCgV2YWx1ZRgCIAEoAjoBMBIOCgNtaW4YAyABKAI6ATASDgoDbWF4GAQgASgCOgExEg8KBG1lYW4YBSABKAI6ATASDgoDc3RkGAYgASgCOgExEhIKBnNwYXJzZRgHIAEoBToCLTESQgoNdmFyaWFuY2Vfbm9ybRgIIAEoDjIjLmNhZmZlLkZpbGxlclBhcmFtZXRlci5WYXJpYW5jZU5vcm06BkZBTl9JTiI0CgxWYXJpYW5jZU5vcm0SCgoGRkFOX0lOEAASCwoHRkFOX09VVBABEgsKB0FWRVJBR0UQAiKOAgoMTmV0UGFyYW1ldGVyEgwKBG5hbWUYASABKAkSDQoFaW5wdXQYAyADKAkSJQoLaW5wdXRfc2hhcGUYCCADKAsyEC5jYWZmZS5CbG9iU2hhcGUSEQoJaW5wdXRfZGltGAQgAygFEh0KDmZvcmNlX2JhY2t3YXJkGAUgASgIOgVmYWxzZRIeCgVzdGF0ZRgGIAEoCzIPLmNhZmZlLk5ldFN0YXRlEhkKCmRlYnVnX2luZm8YByABKAg6BWZhbHNlEiQKBWxheWVyGGQgAygLMhUuY2FmZmUuTGF5ZXJQYXJhbWV0ZXISJwoGbGF5ZXJzGAIgAygLMhcuY2FmZmUuVjFMYXllclBhcmFtZXRlciL+CgoPU29sdmVyUGFyYW1ldGVyEgsKA25ldBgYIAEoCRImCgluZXRfcGFyYW0YGSABKAsyEy5jYWZmZS5OZXRQYXJhbWV0ZXISEQoJdHJhaW5fbmV0GAEgASgJEhAKCHRlc3RfbmV0GAIgAygJEiwKD3RyYWluX25ldF9wYXJhbRgVIAEoCzITLmNhZmZlLk5ldFBhcmFtZXRlchIrCg50ZXN0X25ldF9wYXJhbRgWIAMoCzITLmNhZmZlLk5ldFBhcmFtZXRlchIkCgt0cmFpbl9zdGF0ZRgaIAEoCzIPLmNhZmZlLk5ldFN0YXRlEiMKCnRlc3Rfc3RhdGUYGyADKAsyDy5jYWZmZS5OZXRTdGF0ZRIRCgl0ZXN0X2l0ZXIYAyADKAUSGAoNdGVzdF9pbnRlcnZhbBgEIAEoBToBMBIgChF0ZXN0X2NvbXB1dGVfbG9zcxgTIAEoCDoFZmFsc2USIQoTdGVzdF9pbml0aWFsaXphdGlvbhggIAEoCDoEdHJ1ZRIPCgdiYXNlX2xyGAUgASgCEg8KB2Rpc3BsYXkYBiABKAUSFwoMYXZlcmFnZV9sb3NzGCEgASgFOgExEhAKCG1heF9pdGVyGAcgASgFEhQKCWl0ZXJfc2l6ZRgkIAEoBToBMRIRCglscl9wb2xpY3kYCCABKAkSDQoFZ2FtbWEYCSABKAISDQoFcG93ZXIYCiABKAISEAoIbW9tZW50dW0YCyABKAISFAoMd2VpZ2h0X2RlY2F5GAwgASgCEh8KE3JlZ3VsYXJpemF0aW9uX3R5cGUYHSABKAk6AkwyEhAKCHN0ZXBzaXplGA0gASgFEhEKCXN0ZXB2YWx1ZRgiIAMoBRIaCg5jbGlwX2dyYWRpZW50cxgjIAEoAjoCLTESEwoIc25hcHNob3QYDiABKAU6ATASFwoPc25hcHNob3RfcHJlZml4GA8gASgJEhwKDXNuYXBzaG90X2RpZmYYECABKAg6BWZhbHNlEksKD3NuYXBzaG90X2Zvcm1hdBglIAEoDjIlLmNhZmZlLlNvbHZlclBhcmFtZXRlci5TbmFwc2hvdEZvcm1hdDoLQklOQVJZUFJPVE8SOwoLc29sdmVyX21vZGUYESABKA4yIS5jYWZmZS5Tb2x2ZXJQYXJhbWV0ZXIuU29sdmVyTW9kZToDR1BVEhQKCWRldmljZV9pZBgSIAEoBToBMBIXCgtyYW5kb21fc2VlZBgUIAEoAzoCLTESEQoEdHlwZRgoIAEoCToDU0dEEiMKBWRlbHRhGB8gASgCOhQ5Ljk5OTk5OTkzOTIyNTI5ZS0wORIlCgltb21lbnR1bTIYJyABKAI6EjAuOTk5MDAwMDEyODc0NjAzMxIlCglybXNfZGVjYXkYJiABKAI6EjAuOTkwMDAwMDA5NTM2NzQzMhIZCgpkZWJ1Z19pbmZvGBcgASgIOgVmYWxzZRIiChRzbmFwc2hvdF9hZnRlcl90cmFpbhgcIAEoCDoEdHJ1ZRI7Cgtzb2x2ZXJfdHlwZRgeIAEoDjIhLmNhZmZlLlNvbHZlclBhcmFtZXRlci5Tb2x2ZXJUeXBlOgNTR0QSHwoRbGF5ZXJfd2lzZV9yZWR1Y2UYKSABKAg6BHRydWUSDwoHd2VpZ2h0cxgqIAMoCSIrCg5TbmFwc2hvdEZvcm1hdBIICgRIREY1EAASDwoLQklOQVJZUFJPVE8QASIeCgpTb2x2ZXJNb2RlEgcKA0NQVRAAEgcKA0dQVRABIlUKClNvbHZlclR5cGUSBwoDU0dEEAASDAoITkVTVEVST1YQARILCgdBREFHUkFEEAISCwoHUk1TUFJPUBADEgwKCEFEQURFTFRBEAQSCAoEQURBTRAFIk4KCE5ldFN0YXRlEiEKBXBoYXNlGAEgASgOMgwuY2FmZmUuUGhhc2U6BFRFU1QSEAoFbGV2ZWwYAiABKAU6ATASDQoFc3RhZ2UYAyADKAkicwoMTmV0U3RhdGVSdWxlEhsKBXBoYXNlGAEgASgOMgwuY2FmZmUuUGhhc2USEQoJbWluX2xldmVsGAIgASgFEhEKCW1heF9sZXZlbBgDIAEoBRINCgVzdGFnZRgEIAMoCRIRCglub3Rfc3RhZ2UYBSADKAkiRAoJUGFyYW1TcGVjEgwKBG5hbWUYASABKAkSEgoHbHJfbXVsdBgDIAEoAjoBMRIVCgpkZWNheV9tdWx0GAQgASgCOgExIuAKCg5MYXllclBhcmFtZXRlchIMCgRuYW1lGAEgASgJEgwKBHR5cGUYAiABKAkSDgoGYm90dG9tGAMgAygJEgsKA3RvcBgEIAMoCRIbCgVwaGFzZRgKIAEoDjIMLmNhZmZlLlBoYXNlEhMKC2xvc3Nfd2VpZ2h0GAUgAygCEh8KBXBhcmFtGAYgAygLMhAuY2FmZmUuUGFyYW1TcGVjEh8KBWJsb2JzGAcgAygLMhAuY2FmZmUuQmxvYlByb3RvEiQKB2luY2x1ZGUYCCADKAsyEy5jYWZmZS5OZXRTdGF0ZVJ1bGUSJAoHZXhjbHVkZRgJIAMoCzITLmNhZmZlLk5ldFN0YXRlUnVsZRI3Cg90cmFuc2Zvcm1fcGFyYW0YZCABKAsyHi5jYWZmZS5UcmFuc2Zvcm1hdGlvblBhcmFtZXRlchIoCgpsb3NzX3BhcmFtGGUgASgLMhQuY2FmZmUuTG9zc1BhcmFtZXRlchIwCg5hY2N1cmFjeV9wYXJhbRhmIAEoCzIYLmNhZmZlLkFjY3VyYWN5UGFyYW1ldGVyEigKCmRhdGFfcGFyYW0YayABKAsyFC5jYWZmZS5EYXRhUGFyYW1ldGVyEjEKD2hkZjVfZGF0YV9wYXJhbRhwIAEoCzIYLmNhZmZlLkhERjVEYXRhUGFyYW1ldGVyEjMKEGltYWdlX2RhdGFfcGFyYW0YcyABKAsyGS5jYWZmZS5JbWFnZURhdGFQYXJhbWV0ZXISNQoRbWVtb3J5X2RhdGFfcGFyYW0YdyABKAsyGi5jYWZmZS5NZW1vcnlEYXRhUGFyYW1ldGVyEioKC3Bvd2VyX3BhcmFtGHogASgLMhUuY2FmZmUuUG93ZXJQYXJhbWV0ZXISNAoQYmF0Y2hfbm9ybV9wYXJhbRiLASABKAsyGS5jYWZmZS5CYXRjaE5vcm1QYXJhbWV0ZXISLAoMY29uY2F0X3BhcmFtGGggASgLMhYuY2FmZmUuQ29uY2F0UGFyYW1ldGVyEjYKEWNvbnZvbHV0aW9uX3BhcmFtGGogASgLMhsuY2FmZmUuQ29udm9sdXRpb25QYXJhbWV0ZXISLgoNZHJvcG91dF9wYXJhbRhsIAEoCzIXLmNhZmZlLkRyb3BvdXRQYXJhbWV0ZXISLgoNZWx0d2lzZV9wYXJhbRhuIAEoCzIXLmNhZmZlLkVsdHdpc2VQYXJhbWV0ZXISLwoNZmxhdHRlbl9wYXJhbRiHASABKAsyFy5jYWZmZS5GbGF0dGVuUGFyYW1ldGVyEjkKE2lubmVyX3Byb2R1Y3RfcGFyYW0YdSABKAsyHC5jYWZmZS5Jbm5lclByb2R1Y3RQYXJhbWV0ZXISKwoLaW5wdXRfcGFyYW0YjwEgASgLMhUuY2FmZmUuSW5wdXRQYXJhbWV0ZXISJgoJbHJuX3BhcmFtGHYgASgLMhMuY2FmZmUuTFJOUGFyYW1ldGVyEi4KDXBvb2xpbmdfcGFyYW0YeSABKAsyFy5jYWZmZS5Qb29saW5nUGFyYW1ldGVyEisKC3ByZWx1X3BhcmFtGIMBIAEoCzIVLmNhZmZlLlBSZUxVUGFyYW1ldGVyEigKCnJlbHVfcGFyYW0YeyABKAsyFC5jYWZmZS5SZUxVUGFyYW1ldGVyEisKC3NjYWxlX3BhcmFtGI4BIAEoCzIVLmNhZmZlLlNjYWxlUGFyYW1ldGVyEi4KDXNvZnRtYXhfcGFyYW0YfSABKAsyFy5jYWZmZS5Tb2Z0bWF4UGFyYW1ldGVyEioKC3NsaWNlX3BhcmFtGH4gASgLMhUuY2FmZmUuU2xpY2VQYXJhbWV0ZXIitgEKF1RyYW5zZm9ybWF0aW9uUGFyYW1ldGVyEhAKBXNjYWxlGAEgASgCOgExEhUKBm1pcnJvchgCIAEoCDoFZmFsc2USFAoJY3JvcF9zaXplGAMgASgNOgEwEhEKCW1lYW5fZmlsZRgEIAEoCRISCgptZWFuX3ZhbHVlGAUgAygCEhoKC2ZvcmNlX2NvbG9yGAYgASgIOgVmYWxzZRIZCgpmb3JjZV9ncmF5GAcgASgIOgVmYWxzZSLCAQoNTG9zc1BhcmFtZXRlchIUCgxpZ25vcmVfbGFiZWwYASABKAUSRAoNbm9ybWFsaXphdGlvbhgDIAEoDjImLmNhZmZlLkxvc3NQYXJhbWV0ZXIuTm9ybWFsaXphdGlvbk1vZGU6BVZBTElEEhEKCW5vcm1hbGl6ZRgCIAEoCCJCChFOb3JtYWxpemF0aW9uTW9kZRIICgRGVUxMEAASCQoFVkFMSUQQARIOCgpCQVRDSF9TSVpFEAISCAoETk9ORRADIkwKEUFjY3VyYWN5UGFyYW1ldGVyEhAKBXRvcF9rGAEgASgNOgExEg8KBGF4aXMYAiABKAU6ATESFAoMaWdub3JlX2xhYmVsGAMgASgFIqQCCg1EYXRhUGFyYW1ldGVyEg4KBnNvdXJjZRgBIAEoCRISCgpiYXRjaF9zaXplGAQgASgNEhQKCXJhbmRfc2tpcBgHIAEoDToBMBIxCgdiYWNrZW5kGAggASgOMhcuY2FmZmUuRGF0YVBhcmFtZXRlci5EQjoHTEVWRUxEQhIQCgVzY2FsZRgCIAEoAjoBMRIRCgltZWFuX2ZpbGUYAyABKAkSFAoJY3JvcF9zaXplGAUgASgNOgEwEhUKBm1pcnJvchgGIAEoCDoFZmFsc2USIgoTZm9yY2VfZW5jb2RlZF9jb2xvchgJIAEoCDoFZmFsc2USEwoIcHJlZmV0Y2gYCiABKA06ATQiGwoCREISCwoHTEVWRUxEQhAAEggKBExNREIQASJPChFIREY1RGF0YVBhcmFtZXRlchIOCgZzb3VyY2UYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDRIWCgdzaHVmZmxlGAMgASgIOgVmYWxzZSKXAgoSSW1hZ2VEYXRhUGFyYW1ldGVyEg4KBnNvdXJjZRgBIAEoCRIVCgpiYXRjaF9zaXplGAQgASgNOgExEhQKCXJhbmRfc2tpcBgHIAEoDToBMBIWCgdzaHVmZmxlGAggASgIOgVmYWxzZRIVCgpuZXdfaGVpZ2h0GAkgASgNOgEwEhQKCW5ld193aWR0aBgKIAEoDToBMBIWCghpc19jb2xvchgLIAEoCDoEdHJ1ZRIQCgVzY2FsZRgCIAEoAjoBMRIRCgltZWFuX2ZpbGUYAyABKAkSFAoJY3JvcF9zaXplGAUgASgNOgEwEhUKBm1pcnJvchgGIAEoCDoFZmFsc2USFQoLcm9vdF9mb2xkZXIYDCABKAk6ACJaChNNZW1vcnlEYXRhUGFyYW1ldGVyEhIKCmJhdGNoX3NpemUYASABKA0SEAoIY2hhbm5lbHMYAiABKA0SDgoGaGVpZ2h0GAMgASgNEg0KBXdpZHRoGAQgASgNIkYKDlBvd2VyUGFyYW1ldGVyEhAKBXBvd2VyGAEgASgCOgExEhAKBXNjYWxlGAIgASgCOgExEhAKBXNoaWZ0GAMgASgCOgEwIocBChJCYXRjaE5vcm1QYXJhbWV0ZXISGAoQdXNlX2dsb2JhbF9zdGF0cxgBIAEoCBIzChdtb3ZpbmdfYXZlcmFnZV9mcmFjdGlvbhgCIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEiIKA2VwcxgDIAEoAjoVOS45OTk5OTk3NDczNzg3NTJlLTA2IjkKD0NvbmNhdFBhcmFtZXRlchIPCgRheGlzGAIgASgFOgExEhUKCmNvbmNhdF9kaW0YASABKA06ATEi8gIKFENvbnZvbHV0aW9uUGFyYW1ldGVyEhIKCm51bV9vdXRwdXQYASABKA0SFwoJYmlhc190ZXJtGAIgASgIOgR0cnVlEgsKA3BhZBgDIAMoDRITCgtrZXJuZWxfc2l6ZRgEIAMoDRIOCgZzdHJpZGUYBiADKA0SEAoIZGlsYXRpb24YEiADKA0SEAoFcGFkX2gYCSABKA06ATASEAoFcGFkX3cYCiABKA06ATASEAoIa2VybmVsX2gYCyABKA0SEAoIa2VybmVsX3cYDCABKA0SEAoIc3RyaWRlX2gYDSABKA0SEAoIc3RyaWRlX3cYDiABKA0SEAoFZ3JvdXAYBSABKA06ATESLQoNd2VpZ2h0X2ZpbGxlchgHIAEoCzIWLmNhZmZlLkZpbGxlclBhcmFtZXRlchIrCgtiaWFzX2ZpbGxlchgIIAEoCzIWLmNhZmZlLkZpbGxlclBhcmFtZXRlchIPCgRheGlzGBAgASgFOgExIi4KEERyb3BvdXRQYXJhbWV0ZXISGgoNZHJvcG91dF9yYXRpbxgBIAEoAjoDMC41IqUBChBFbHR3aXNlUGFyYW1ldGVyEjkKCW9wZXJhdGlvbhgBIAEoDjIhLmNhZmZlLkVsdHdpc2VQYXJhbWV0ZXIuRWx0d2lzZU9wOgNTVU0SDQoFY29lZmYYAiADKAISHgoQc3RhYmxlX3Byb2RfZ3JhZBgDIAEoCDoEdHJ1ZSInCglFbHR3aXNlT3ASCAoEUFJPRBAAEgcKA1NVTRABEgcKA01BWBACIjkKEEZsYXR0ZW5QYXJhbWV0ZXISDwoEYXhpcxgBIAEoBToBMRIUCghlbmRfYXhpcxgCIAEoBToCLTEiywEKFUlubmVyUHJvZHVjdFBhcmFtZXRlchISCgpudW1fb3V0cHV0GAEgASgNEhcKCWJpYXNfdGVybRgCIAEoCDoEdHJ1ZRItCg13ZWlnaHRfZmlsbGVyGAMgASgLMhYuY2FmZmUuRmlsbGVyUGFyYW1ldGVyEisKC2JpYXNfZmlsbGVyGAQgASgLMhYuY2FmZmUuRmlsbGVyUGFyYW1ldGVyEg8KBGF4aXMYBSABKAU6ATESGAoJdHJhbnNwb3NlGAYgASgIOgVmYWxzZSIxCg5JbnB1dFBhcmFtZXRlchIfCgVzaGFwZRgBIAMoCzIQLmNhZmZlLkJsb2JTaGFwZSLWAQoMTFJOUGFyYW1ldGVyEhUKCmxvY2FsX3NpemUYASABKA06ATUSEAoFYWxwaGEYAiABKAI6ATESEgoEYmV0YRgDIAEoAjoEMC43NRJECgtub3JtX3JlZ2lvbhgEIAEoDjIeLmNhZmZlLkxSTlBhcmFtZXRlci5Ob3JtUmVnaW9uOg9BQ1JPU1NfQ0hBTk5FTFMSDAoBaxgFIAEoAjoBMSI1CgpOb3JtUmVnaW9uEhMKD0FDUk9TU19DSEFOTkVMUxAAEhIKDldJVEhJTl9DSEFOTkVMEAEivAIKEFBvb2xpbmdQYXJhbWV0ZXISNQoEcG9vbBgBIAEoDjIiLmNhZmZlLlBvb2xpbmdQYXJhbWV0ZXIuUG9vbE1ldGhvZDoDTUFYEg4KA3BhZBgEIAEoDToBMBIQCgVwYWRfaBgJIAEoDToBMBIQCgVwYWRfdxgKIAEoDToBMBITCgtrZXJuZWxfc2l6ZRgCIAEoDRIQCghrZXJuZWxfaBgFIAEoDRIQCghrZXJuZWxfdxgGIAEoDRIRCgZzdHJpZGUYAyABKA06ATESEAoIc3RyaWRlX2gYByABKA0SEAoIc3RyaWRlX3cYCCABKA0SHQoOZ2xvYmFsX3Bvb2xpbmcYDCABKAg6BWZhbHNlIi4KClBvb2xNZXRob2QSBwoDTUFYEAASBwoDQVZFEAESDgoKU1RPQ0hBU1RJQxACIlcKDlBSZUxVUGFyYW1ldGVyEiYKBmZpbGxlchgBIAEoCzIWLmNhZmZlLkZpbGxlclBhcmFtZXRlchIdCg5jaGFubmVsX3NoYXJlZBgCIAEoCDoFZmFsc2UiKgoNUmVMVVBhcmFtZXRlchIZCg5uZWdhdGl2ZV9zbG9wZRgBIAEoAjoBMCKlAQoOU2NhbGVQYXJhbWV0ZXISDwoEYXhpcxgBIAEoBToBMRITCghudW1fYXhlcxgCIAEoBToBMRImCgZmaWxsZXIYAyABKAsyFi5jYWZmZS5GaWxsZXJQYXJhbWV0ZXISGAoJYmlhc190ZXJtGAQgASgIOgVmYWxzZRIrCgtiaWFzX2ZpbGxlchgFIAEoCzIWLmNhZmZlLkZpbGxlclBhcmFtZXRlciJMCg5TbGljZVBhcmFtZXRlchIPCgRheGlzGAMgASgFOgExEhMKC3NsaWNlX3BvaW50GAIgAygNEhQKCXNsaWNlX2RpbRgBIAEoDToBMSIjChBTb2Z0bWF4UGFyYW1ldGVyEg8KBGF4aXMYAiABKAU6ATEiqQ0KEFYxTGF5ZXJQYXJhbWV0ZXISDgoGYm90dG9tGAIgAygJEgsKA3RvcBgDIAMoCRIMCgRuYW1lGAQgASgJEiQKB2luY2x1ZGUYICADKAsyEy5jYWZmZS5OZXRTdGF0ZVJ1bGUSJAoHZXhjbHVkZRghIAMoCzITLmNhZmZlLk5ldFN0YXRlUnVsZRIvCgR0eXBlGAUgASgOMiEuY2FmZmUuVjFMYXllclBhcmFtZXRlci5MYXllclR5cGUSHwoFYmxvYnMYBiADKAsyEC5jYWZmZS5CbG9iUHJvdG8SEAoIYmxvYnNfbHIYByADKAISFAoMd2VpZ2h0X2RlY2F5GAggAygCEhMKC2xvc3Nfd2VpZ2h0GCMgAygCEjcKD3RyYW5zZm9ybV9wYXJhbRgkIAEoCzIeLmNhZmZlLlRyYW5zZm9ybWF0aW9uUGFyYW1ldGVyEigKCmxvc3NfcGFyYW0YKiABKAsyFC5jYWZmZS5Mb3NzUGFyYW1ldGVyEjAKDmFjY3VyYWN5X3BhcmFtGBsgASgLMhguY2FmZmUuQWNjdXJhY3lQYXJhbWV0ZXISKAoKZGF0YV9wYXJhbRgLIAEoCzIULmNhZmZlLkRhdGFQYXJhbWV0ZXISMwoQaW1hZ2VfZGF0YV9wYXJhbRgPIAEoCzIZLmNhZmZlLkltYWdlRGF0YVBhcmFtZXRlchI1ChFtZW1vcnlfZGF0YV9wYXJhbRgWIAEoCzIaLmNhZmZlLk1lbW9yeURhdGFQYXJhbWV0ZXISKgoLcG93ZXJfcGFyYW0YFSABKAsyFS5jYWZmZS5Qb3dlclBhcmFtZXRlchIsCgxjb25jYXRfcGFyYW0YCSABKAsyFi5jYWZmZS5Db25jYXRQYXJhbWV0ZXISNgoRY29udm9sdXRpb25fcGFyYW0YCiABKAsyGy5jYWZmZS5Db252b2x1dGlvblBhcmFtZXRlchIuCg1kcm9wb3V0X3BhcmFtGAwgASgLMhcuY2FmZmUuRHJvcG91dFBhcmFtZXRlchIuCg1lbHR3aXNlX3BhcmFtGBggASgLMhcuY2FmZmUuRWx0d2lzZVBhcmFtZXRlchI5ChNpbm5lcl9wcm9kdWN0X3BhcmFtGBEgASgLMhwuY2FmZmUuSW5uZXJQcm9kdWN0UGFyYW1ldGVyEiYKCWxybl9wYXJhbRgSIAEoCzITLmNhZmZlLkxSTlBhcmFtZXRlchIuCg1wb29saW5nX3BhcmFtGBMgASgLMhcuY2FmZmUuUG9vbGluZ1BhcmFtZXRlchIoCgpyZWx1X3BhcmFtGB4gASgLMhQuY2FmZmUuUmVMVVBhcmFtZXRlchIuCg1zb2Z0bWF4X3BhcmFtGCcgASgLMhcuY2FmZmUuU29mdG1heFBhcmFtZXRlchIqCgtzbGljZV9wYXJhbRgfIAEoCzIVLmNhZmZlLlNsaWNlUGFyYW1ldGVyItgECglMYXllclR5cGUSCAoETk9ORRAAEgoKBkFCU1ZBTBAjEgwKCEFDQ1VSQUNZEAESCgoGQVJHTUFYEB4SCAoEQk5MTBACEgoKBkNPTkNBVBADEhQKEENPTlRSQVNUSVZFX0xPU1MQJRIPCgtDT05WT0xVVElPThAEEggKBERBVEEQBRIRCg1ERUNPTlZPTFVUSU9OECcSCwoHRFJPUE9VVBAGEg4KCkRVTU1ZX0RBVEEQIBISCg5FVUNMSURFQU5fTE9TUxAHEgsKB0VMVFdJU0UQGRIHCgNFWFAQJhILCgdGTEFUVEVOEAgSDQoJSERGNV9EQVRBEAkSDwoLSERGNV9PVVRQVVQQChIOCgpISU5HRV9MT1NTEBwSCgoGSU0yQ09MEAsSDgoKSU1BR0VfREFUQRAMEhEKDUlORk9HQUlOX0xPU1MQDRIRCg1JTk5FUl9QUk9EVUNUEA4SBwoDTFJOEA8SDwoLTUVNT1JZX0RBVEEQHRIdChlNVUxUSU5PTUlBTF9MT0dJU1RJQ19MT1NTEBASBwoDTVZOECISCwoHUE9PTElORxAREgkKBVBPV0VSEBoSCAoEUkVMVRASEgsKB1NJR01PSUQQExIeChpTSUdNT0lEX0NST1NTX0VOVFJPUFlfTE9TUxAbEgsKB1NJTEVOQ0UQJBILCgdTT0ZUTUFYEBQSEAoMU09GVE1BWF9MT1NTEBUSCQoFU1BMSVQQFhIJCgVTTElDRRAhEggKBFRBTkgQFxIPCgtXSU5ET1dfREFUQRAYEg0KCVRIUkVTSE9MRBAfKhwKBVBoYXNlEgkKBVRSQUlOEAASCAoEVEVTVBAB");
 
 /**
  * @generated from message caffe.BlobShape
@@ -130,6 +130,11 @@ export type FillerParameter = Message<"caffe.FillerParameter"> & {
    * @generated from field: optional int32 sparse = 7 [default = -1];
    */
   sparse: number;
+
+  /**
+   * @generated from field: optional caffe.FillerParameter.VarianceNorm variance_norm = 8 [default = FAN_IN];
+   */
+  varianceNorm: FillerParameter_VarianceNorm;
 };
 
 /**
@@ -138,6 +143,32 @@ export type FillerParameter = Message<"caffe.FillerParameter"> & {
  */
 export const FillerParameterSchema: GenMessage<FillerParameter> = /*@__PURE__*/
   messageDesc(file_caffe, 2);
+
+/**
+ * @generated from enum caffe.FillerParameter.VarianceNorm
+ */
+export enum FillerParameter_VarianceNorm {
+  /**
+   * @generated from enum value: FAN_IN = 0;
+   */
+  FAN_IN = 0,
+
+  /**
+   * @generated from enum value: FAN_OUT = 1;
+   */
+  FAN_OUT = 1,
+
+  /**
+   * @generated from enum value: AVERAGE = 2;
+   */
+  AVERAGE = 2,
+}
+
+/**
+ * Describes the enum caffe.FillerParameter.VarianceNorm.
+ */
+export const FillerParameter_VarianceNormSchema: GenEnum<FillerParameter_VarianceNorm> = /*@__PURE__*/
+  enumDesc(file_caffe, 2, 0);
 
 /**
  * @generated from message caffe.NetParameter
@@ -231,6 +262,16 @@ export type SolverParameter = Message<"caffe.SolverParameter"> & {
   testNetParam: NetParameter[];
 
   /**
+   * @generated from field: optional caffe.NetState train_state = 26;
+   */
+  trainState?: NetState | undefined;
+
+  /**
+   * @generated from field: repeated caffe.NetState test_state = 27;
+   */
+  testState: NetState[];
+
+  /**
    * @generated from field: repeated int32 test_iter = 3;
    */
   testIter: number[];
@@ -241,6 +282,16 @@ export type SolverParameter = Message<"caffe.SolverParameter"> & {
   testInterval: number;
 
   /**
+   * @generated from field: optional bool test_compute_loss = 19 [default = false];
+   */
+  testComputeLoss: boolean;
+
+  /**
+   * @generated from field: optional bool test_initialization = 32 [default = true];
+   */
+  testInitialization: boolean;
+
+  /**
    * @generated from field: optional float base_lr = 5;
    */
   baseLr: number;
@@ -249,6 +300,11 @@ export type SolverParameter = Message<"caffe.SolverParameter"> & {
    * @generated from field: optional int32 display = 6;
    */
   display: number;
+
+  /**
+   * @generated from field: optional int32 average_loss = 33 [default = 1];
+   */
+  averageLoss: number;
 
   /**
    * @generated from field: optional int32 max_iter = 7;
@@ -316,6 +372,26 @@ export type SolverParameter = Message<"caffe.SolverParameter"> & {
   snapshotPrefix: string;
 
   /**
+   * @generated from field: optional bool snapshot_diff = 16 [default = false];
+   */
+  snapshotDiff: boolean;
+
+  /**
+   * @generated from field: optional caffe.SolverParameter.SnapshotFormat snapshot_format = 37 [default = BINARYPROTO];
+   */
+  snapshotFormat: SolverParameter_SnapshotFormat;
+
+  /**
+   * @generated from field: optional caffe.SolverParameter.SolverMode solver_mode = 17 [default = GPU];
+   */
+  solverMode: SolverParameter_SolverMode;
+
+  /**
+   * @generated from field: optional int32 device_id = 18 [default = 0];
+   */
+  deviceId: number;
+
+  /**
    * @generated from field: optional int64 random_seed = 20 [default = -1];
    */
   randomSeed: bigint;
@@ -341,9 +417,29 @@ export type SolverParameter = Message<"caffe.SolverParameter"> & {
   rmsDecay: number;
 
   /**
+   * @generated from field: optional bool debug_info = 23 [default = false];
+   */
+  debugInfo: boolean;
+
+  /**
+   * @generated from field: optional bool snapshot_after_train = 28 [default = true];
+   */
+  snapshotAfterTrain: boolean;
+
+  /**
    * @generated from field: optional caffe.SolverParameter.SolverType solver_type = 30 [default = SGD];
    */
   solverType: SolverParameter_SolverType;
+
+  /**
+   * @generated from field: optional bool layer_wise_reduce = 41 [default = true];
+   */
+  layerWiseReduce: boolean;
+
+  /**
+   * @generated from field: repeated string weights = 42;
+   */
+  weights: string[];
 };
 
 /**
@@ -352,6 +448,48 @@ export type SolverParameter = Message<"caffe.SolverParameter"> & {
  */
 export const SolverParameterSchema: GenMessage<SolverParameter> = /*@__PURE__*/
   messageDesc(file_caffe, 4);
+
+/**
+ * @generated from enum caffe.SolverParameter.SnapshotFormat
+ */
+export enum SolverParameter_SnapshotFormat {
+  /**
+   * @generated from enum value: HDF5 = 0;
+   */
+  HDF5 = 0,
+
+  /**
+   * @generated from enum value: BINARYPROTO = 1;
+   */
+  BINARYPROTO = 1,
+}
+
+/**
+ * Describes the enum caffe.SolverParameter.SnapshotFormat.
+ */
+export const SolverParameter_SnapshotFormatSchema: GenEnum<SolverParameter_SnapshotFormat> = /*@__PURE__*/
+  enumDesc(file_caffe, 4, 0);
+
+/**
+ * @generated from enum caffe.SolverParameter.SolverMode
+ */
+export enum SolverParameter_SolverMode {
+  /**
+   * @generated from enum value: CPU = 0;
+   */
+  CPU = 0,
+
+  /**
+   * @generated from enum value: GPU = 1;
+   */
+  GPU = 1,
+}
+
+/**
+ * Describes the enum caffe.SolverParameter.SolverMode.
+ */
+export const SolverParameter_SolverModeSchema: GenEnum<SolverParameter_SolverMode> = /*@__PURE__*/
+  enumDesc(file_caffe, 4, 1);
 
 /**
  * @generated from enum caffe.SolverParameter.SolverType
@@ -392,7 +530,7 @@ export enum SolverParameter_SolverType {
  * Describes the enum caffe.SolverParameter.SolverType.
  */
 export const SolverParameter_SolverTypeSchema: GenEnum<SolverParameter_SolverType> = /*@__PURE__*/
-  enumDesc(file_caffe, 4, 0);
+  enumDesc(file_caffe, 4, 2);
 
 /**
  * @generated from message caffe.NetState
@@ -540,6 +678,46 @@ export type LayerParameter = Message<"caffe.LayerParameter"> & {
   exclude: NetStateRule[];
 
   /**
+   * @generated from field: optional caffe.TransformationParameter transform_param = 100;
+   */
+  transformParam?: TransformationParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.LossParameter loss_param = 101;
+   */
+  lossParam?: LossParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.AccuracyParameter accuracy_param = 102;
+   */
+  accuracyParam?: AccuracyParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.DataParameter data_param = 107;
+   */
+  dataParam?: DataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.HDF5DataParameter hdf5_data_param = 112;
+   */
+  hdf5DataParam?: HDF5DataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.ImageDataParameter image_data_param = 115;
+   */
+  imageDataParam?: ImageDataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.MemoryDataParameter memory_data_param = 119;
+   */
+  memoryDataParam?: MemoryDataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.PowerParameter power_param = 122;
+   */
+  powerParam?: PowerParameter | undefined;
+
+  /**
    * @generated from field: optional caffe.BatchNormParameter batch_norm_param = 139;
    */
   batchNormParam?: BatchNormParameter | undefined;
@@ -623,6 +801,379 @@ export const LayerParameterSchema: GenMessage<LayerParameter> = /*@__PURE__*/
   messageDesc(file_caffe, 8);
 
 /**
+ * @generated from message caffe.TransformationParameter
+ */
+export type TransformationParameter = Message<"caffe.TransformationParameter"> & {
+  /**
+   * @generated from field: optional float scale = 1 [default = 1];
+   */
+  scale: number;
+
+  /**
+   * @generated from field: optional bool mirror = 2 [default = false];
+   */
+  mirror: boolean;
+
+  /**
+   * @generated from field: optional uint32 crop_size = 3 [default = 0];
+   */
+  cropSize: number;
+
+  /**
+   * @generated from field: optional string mean_file = 4;
+   */
+  meanFile: string;
+
+  /**
+   * @generated from field: repeated float mean_value = 5;
+   */
+  meanValue: number[];
+
+  /**
+   * @generated from field: optional bool force_color = 6 [default = false];
+   */
+  forceColor: boolean;
+
+  /**
+   * @generated from field: optional bool force_gray = 7 [default = false];
+   */
+  forceGray: boolean;
+};
+
+/**
+ * Describes the message caffe.TransformationParameter.
+ * Use `create(TransformationParameterSchema)` to create a new message.
+ */
+export const TransformationParameterSchema: GenMessage<TransformationParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 9);
+
+/**
+ * @generated from message caffe.LossParameter
+ */
+export type LossParameter = Message<"caffe.LossParameter"> & {
+  /**
+   * @generated from field: optional int32 ignore_label = 1;
+   */
+  ignoreLabel: number;
+
+  /**
+   * @generated from field: optional caffe.LossParameter.NormalizationMode normalization = 3 [default = VALID];
+   */
+  normalization: LossParameter_NormalizationMode;
+
+  /**
+   * @generated from field: optional bool normalize = 2;
+   */
+  normalize: boolean;
+};
+
+/**
+ * Describes the message caffe.LossParameter.
+ * Use `create(LossParameterSchema)` to create a new message.
+ */
+export const LossParameterSchema: GenMessage<LossParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 10);
+
+/**
+ * @generated from enum caffe.LossParameter.NormalizationMode
+ */
+export enum LossParameter_NormalizationMode {
+  /**
+   * @generated from enum value: FULL = 0;
+   */
+  FULL = 0,
+
+  /**
+   * @generated from enum value: VALID = 1;
+   */
+  VALID = 1,
+
+  /**
+   * @generated from enum value: BATCH_SIZE = 2;
+   */
+  BATCH_SIZE = 2,
+
+  /**
+   * @generated from enum value: NONE = 3;
+   */
+  NONE = 3,
+}
+
+/**
+ * Describes the enum caffe.LossParameter.NormalizationMode.
+ */
+export const LossParameter_NormalizationModeSchema: GenEnum<LossParameter_NormalizationMode> = /*@__PURE__*/
+  enumDesc(file_caffe, 10, 0);
+
+/**
+ * @generated from message caffe.AccuracyParameter
+ */
+export type AccuracyParameter = Message<"caffe.AccuracyParameter"> & {
+  /**
+   * @generated from field: optional uint32 top_k = 1 [default = 1];
+   */
+  topK: number;
+
+  /**
+   * @generated from field: optional int32 axis = 2 [default = 1];
+   */
+  axis: number;
+
+  /**
+   * @generated from field: optional int32 ignore_label = 3;
+   */
+  ignoreLabel: number;
+};
+
+/**
+ * Describes the message caffe.AccuracyParameter.
+ * Use `create(AccuracyParameterSchema)` to create a new message.
+ */
+export const AccuracyParameterSchema: GenMessage<AccuracyParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 11);
+
+/**
+ * @generated from message caffe.DataParameter
+ */
+export type DataParameter = Message<"caffe.DataParameter"> & {
+  /**
+   * @generated from field: optional string source = 1;
+   */
+  source: string;
+
+  /**
+   * @generated from field: optional uint32 batch_size = 4;
+   */
+  batchSize: number;
+
+  /**
+   * @generated from field: optional uint32 rand_skip = 7 [default = 0];
+   */
+  randSkip: number;
+
+  /**
+   * @generated from field: optional caffe.DataParameter.DB backend = 8 [default = LEVELDB];
+   */
+  backend: DataParameter_DB;
+
+  /**
+   * @generated from field: optional float scale = 2 [default = 1];
+   */
+  scale: number;
+
+  /**
+   * @generated from field: optional string mean_file = 3;
+   */
+  meanFile: string;
+
+  /**
+   * @generated from field: optional uint32 crop_size = 5 [default = 0];
+   */
+  cropSize: number;
+
+  /**
+   * @generated from field: optional bool mirror = 6 [default = false];
+   */
+  mirror: boolean;
+
+  /**
+   * @generated from field: optional bool force_encoded_color = 9 [default = false];
+   */
+  forceEncodedColor: boolean;
+
+  /**
+   * @generated from field: optional uint32 prefetch = 10 [default = 4];
+   */
+  prefetch: number;
+};
+
+/**
+ * Describes the message caffe.DataParameter.
+ * Use `create(DataParameterSchema)` to create a new message.
+ */
+export const DataParameterSchema: GenMessage<DataParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 12);
+
+/**
+ * @generated from enum caffe.DataParameter.DB
+ */
+export enum DataParameter_DB {
+  /**
+   * @generated from enum value: LEVELDB = 0;
+   */
+  LEVELDB = 0,
+
+  /**
+   * @generated from enum value: LMDB = 1;
+   */
+  LMDB = 1,
+}
+
+/**
+ * Describes the enum caffe.DataParameter.DB.
+ */
+export const DataParameter_DBSchema: GenEnum<DataParameter_DB> = /*@__PURE__*/
+  enumDesc(file_caffe, 12, 0);
+
+/**
+ * @generated from message caffe.HDF5DataParameter
+ */
+export type HDF5DataParameter = Message<"caffe.HDF5DataParameter"> & {
+  /**
+   * @generated from field: optional string source = 1;
+   */
+  source: string;
+
+  /**
+   * @generated from field: optional uint32 batch_size = 2;
+   */
+  batchSize: number;
+
+  /**
+   * @generated from field: optional bool shuffle = 3 [default = false];
+   */
+  shuffle: boolean;
+};
+
+/**
+ * Describes the message caffe.HDF5DataParameter.
+ * Use `create(HDF5DataParameterSchema)` to create a new message.
+ */
+export const HDF5DataParameterSchema: GenMessage<HDF5DataParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 13);
+
+/**
+ * @generated from message caffe.ImageDataParameter
+ */
+export type ImageDataParameter = Message<"caffe.ImageDataParameter"> & {
+  /**
+   * @generated from field: optional string source = 1;
+   */
+  source: string;
+
+  /**
+   * @generated from field: optional uint32 batch_size = 4 [default = 1];
+   */
+  batchSize: number;
+
+  /**
+   * @generated from field: optional uint32 rand_skip = 7 [default = 0];
+   */
+  randSkip: number;
+
+  /**
+   * @generated from field: optional bool shuffle = 8 [default = false];
+   */
+  shuffle: boolean;
+
+  /**
+   * @generated from field: optional uint32 new_height = 9 [default = 0];
+   */
+  newHeight: number;
+
+  /**
+   * @generated from field: optional uint32 new_width = 10 [default = 0];
+   */
+  newWidth: number;
+
+  /**
+   * @generated from field: optional bool is_color = 11 [default = true];
+   */
+  isColor: boolean;
+
+  /**
+   * @generated from field: optional float scale = 2 [default = 1];
+   */
+  scale: number;
+
+  /**
+   * @generated from field: optional string mean_file = 3;
+   */
+  meanFile: string;
+
+  /**
+   * @generated from field: optional uint32 crop_size = 5 [default = 0];
+   */
+  cropSize: number;
+
+  /**
+   * @generated from field: optional bool mirror = 6 [default = false];
+   */
+  mirror: boolean;
+
+  /**
+   * @generated from field: optional string root_folder = 12 [default = ""];
+   */
+  rootFolder: string;
+};
+
+/**
+ * Describes the message caffe.ImageDataParameter.
+ * Use `create(ImageDataParameterSchema)` to create a new message.
+ */
+export const ImageDataParameterSchema: GenMessage<ImageDataParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 14);
+
+/**
+ * @generated from message caffe.MemoryDataParameter
+ */
+export type MemoryDataParameter = Message<"caffe.MemoryDataParameter"> & {
+  /**
+   * @generated from field: optional uint32 batch_size = 1;
+   */
+  batchSize: number;
+
+  /**
+   * @generated from field: optional uint32 channels = 2;
+   */
+  channels: number;
+
+  /**
+   * @generated from field: optional uint32 height = 3;
+   */
+  height: number;
+
+  /**
+   * @generated from field: optional uint32 width = 4;
+   */
+  width: number;
+};
+
+/**
+ * Describes the message caffe.MemoryDataParameter.
+ * Use `create(MemoryDataParameterSchema)` to create a new message.
+ */
+export const MemoryDataParameterSchema: GenMessage<MemoryDataParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 15);
+
+/**
+ * @generated from message caffe.PowerParameter
+ */
+export type PowerParameter = Message<"caffe.PowerParameter"> & {
+  /**
+   * @generated from field: optional float power = 1 [default = 1];
+   */
+  power: number;
+
+  /**
+   * @generated from field: optional float scale = 2 [default = 1];
+   */
+  scale: number;
+
+  /**
+   * @generated from field: optional float shift = 3 [default = 0];
+   */
+  shift: number;
+};
+
+/**
+ * Describes the message caffe.PowerParameter.
+ * Use `create(PowerParameterSchema)` to create a new message.
+ */
+export const PowerParameterSchema: GenMessage<PowerParameter> = /*@__PURE__*/
+  messageDesc(file_caffe, 16);
+
+/**
  * @generated from message caffe.BatchNormParameter
  */
 export type BatchNormParameter = Message<"caffe.BatchNormParameter"> & {
@@ -647,7 +1198,7 @@ export type BatchNormParameter = Message<"caffe.BatchNormParameter"> & {
  * Use `create(BatchNormParameterSchema)` to create a new message.
  */
 export const BatchNormParameterSchema: GenMessage<BatchNormParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 9);
+  messageDesc(file_caffe, 17);
 
 /**
  * @generated from message caffe.ConcatParameter
@@ -669,7 +1220,7 @@ export type ConcatParameter = Message<"caffe.ConcatParameter"> & {
  * Use `create(ConcatParameterSchema)` to create a new message.
  */
 export const ConcatParameterSchema: GenMessage<ConcatParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 10);
+  messageDesc(file_caffe, 18);
 
 /**
  * @generated from message caffe.ConvolutionParameter
@@ -761,7 +1312,7 @@ export type ConvolutionParameter = Message<"caffe.ConvolutionParameter"> & {
  * Use `create(ConvolutionParameterSchema)` to create a new message.
  */
 export const ConvolutionParameterSchema: GenMessage<ConvolutionParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 11);
+  messageDesc(file_caffe, 19);
 
 /**
  * @generated from message caffe.DropoutParameter
@@ -778,7 +1329,7 @@ export type DropoutParameter = Message<"caffe.DropoutParameter"> & {
  * Use `create(DropoutParameterSchema)` to create a new message.
  */
 export const DropoutParameterSchema: GenMessage<DropoutParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 12);
+  messageDesc(file_caffe, 20);
 
 /**
  * @generated from message caffe.EltwiseParameter
@@ -805,7 +1356,7 @@ export type EltwiseParameter = Message<"caffe.EltwiseParameter"> & {
  * Use `create(EltwiseParameterSchema)` to create a new message.
  */
 export const EltwiseParameterSchema: GenMessage<EltwiseParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 13);
+  messageDesc(file_caffe, 21);
 
 /**
  * @generated from enum caffe.EltwiseParameter.EltwiseOp
@@ -831,7 +1382,7 @@ export enum EltwiseParameter_EltwiseOp {
  * Describes the enum caffe.EltwiseParameter.EltwiseOp.
  */
 export const EltwiseParameter_EltwiseOpSchema: GenEnum<EltwiseParameter_EltwiseOp> = /*@__PURE__*/
-  enumDesc(file_caffe, 13, 0);
+  enumDesc(file_caffe, 21, 0);
 
 /**
  * @generated from message caffe.FlattenParameter
@@ -853,7 +1404,7 @@ export type FlattenParameter = Message<"caffe.FlattenParameter"> & {
  * Use `create(FlattenParameterSchema)` to create a new message.
  */
 export const FlattenParameterSchema: GenMessage<FlattenParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 14);
+  messageDesc(file_caffe, 22);
 
 /**
  * @generated from message caffe.InnerProductParameter
@@ -895,7 +1446,7 @@ export type InnerProductParameter = Message<"caffe.InnerProductParameter"> & {
  * Use `create(InnerProductParameterSchema)` to create a new message.
  */
 export const InnerProductParameterSchema: GenMessage<InnerProductParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 15);
+  messageDesc(file_caffe, 23);
 
 /**
  * @generated from message caffe.InputParameter
@@ -912,7 +1463,7 @@ export type InputParameter = Message<"caffe.InputParameter"> & {
  * Use `create(InputParameterSchema)` to create a new message.
  */
 export const InputParameterSchema: GenMessage<InputParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 16);
+  messageDesc(file_caffe, 24);
 
 /**
  * @generated from message caffe.LRNParameter
@@ -949,7 +1500,7 @@ export type LRNParameter = Message<"caffe.LRNParameter"> & {
  * Use `create(LRNParameterSchema)` to create a new message.
  */
 export const LRNParameterSchema: GenMessage<LRNParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 17);
+  messageDesc(file_caffe, 25);
 
 /**
  * @generated from enum caffe.LRNParameter.NormRegion
@@ -970,7 +1521,7 @@ export enum LRNParameter_NormRegion {
  * Describes the enum caffe.LRNParameter.NormRegion.
  */
 export const LRNParameter_NormRegionSchema: GenEnum<LRNParameter_NormRegion> = /*@__PURE__*/
-  enumDesc(file_caffe, 17, 0);
+  enumDesc(file_caffe, 25, 0);
 
 /**
  * @generated from message caffe.PoolingParameter
@@ -1037,7 +1588,7 @@ export type PoolingParameter = Message<"caffe.PoolingParameter"> & {
  * Use `create(PoolingParameterSchema)` to create a new message.
  */
 export const PoolingParameterSchema: GenMessage<PoolingParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 18);
+  messageDesc(file_caffe, 26);
 
 /**
  * @generated from enum caffe.PoolingParameter.PoolMethod
@@ -1063,7 +1614,7 @@ export enum PoolingParameter_PoolMethod {
  * Describes the enum caffe.PoolingParameter.PoolMethod.
  */
 export const PoolingParameter_PoolMethodSchema: GenEnum<PoolingParameter_PoolMethod> = /*@__PURE__*/
-  enumDesc(file_caffe, 18, 0);
+  enumDesc(file_caffe, 26, 0);
 
 /**
  * @generated from message caffe.PReLUParameter
@@ -1085,7 +1636,7 @@ export type PReLUParameter = Message<"caffe.PReLUParameter"> & {
  * Use `create(PReLUParameterSchema)` to create a new message.
  */
 export const PReLUParameterSchema: GenMessage<PReLUParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 19);
+  messageDesc(file_caffe, 27);
 
 /**
  * @generated from message caffe.ReLUParameter
@@ -1102,7 +1653,7 @@ export type ReLUParameter = Message<"caffe.ReLUParameter"> & {
  * Use `create(ReLUParameterSchema)` to create a new message.
  */
 export const ReLUParameterSchema: GenMessage<ReLUParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 20);
+  messageDesc(file_caffe, 28);
 
 /**
  * @generated from message caffe.ScaleParameter
@@ -1139,7 +1690,7 @@ export type ScaleParameter = Message<"caffe.ScaleParameter"> & {
  * Use `create(ScaleParameterSchema)` to create a new message.
  */
 export const ScaleParameterSchema: GenMessage<ScaleParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 21);
+  messageDesc(file_caffe, 29);
 
 /**
  * @generated from message caffe.SliceParameter
@@ -1166,7 +1717,7 @@ export type SliceParameter = Message<"caffe.SliceParameter"> & {
  * Use `create(SliceParameterSchema)` to create a new message.
  */
 export const SliceParameterSchema: GenMessage<SliceParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 22);
+  messageDesc(file_caffe, 30);
 
 /**
  * @generated from message caffe.SoftmaxParameter
@@ -1183,7 +1734,7 @@ export type SoftmaxParameter = Message<"caffe.SoftmaxParameter"> & {
  * Use `create(SoftmaxParameterSchema)` to create a new message.
  */
 export const SoftmaxParameterSchema: GenMessage<SoftmaxParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 23);
+  messageDesc(file_caffe, 31);
 
 /**
  * @generated from message caffe.V1LayerParameter
@@ -1233,6 +1784,46 @@ export type V1LayerParameter = Message<"caffe.V1LayerParameter"> & {
    * @generated from field: repeated float weight_decay = 8;
    */
   weightDecay: number[];
+
+  /**
+   * @generated from field: repeated float loss_weight = 35;
+   */
+  lossWeight: number[];
+
+  /**
+   * @generated from field: optional caffe.TransformationParameter transform_param = 36;
+   */
+  transformParam?: TransformationParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.LossParameter loss_param = 42;
+   */
+  lossParam?: LossParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.AccuracyParameter accuracy_param = 27;
+   */
+  accuracyParam?: AccuracyParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.DataParameter data_param = 11;
+   */
+  dataParam?: DataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.ImageDataParameter image_data_param = 15;
+   */
+  imageDataParam?: ImageDataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.MemoryDataParameter memory_data_param = 22;
+   */
+  memoryDataParam?: MemoryDataParameter | undefined;
+
+  /**
+   * @generated from field: optional caffe.PowerParameter power_param = 21;
+   */
+  powerParam?: PowerParameter | undefined;
 
   /**
    * @generated from field: optional caffe.ConcatParameter concat_param = 9;
@@ -1290,7 +1881,7 @@ export type V1LayerParameter = Message<"caffe.V1LayerParameter"> & {
  * Use `create(V1LayerParameterSchema)` to create a new message.
  */
 export const V1LayerParameterSchema: GenMessage<V1LayerParameter> = /*@__PURE__*/
-  messageDesc(file_caffe, 24);
+  messageDesc(file_caffe, 32);
 
 /**
  * @generated from enum caffe.V1LayerParameter.LayerType
@@ -1501,7 +2092,7 @@ export enum V1LayerParameter_LayerType {
  * Describes the enum caffe.V1LayerParameter.LayerType.
  */
 export const V1LayerParameter_LayerTypeSchema: GenEnum<V1LayerParameter_LayerType> = /*@__PURE__*/
-  enumDesc(file_caffe, 24, 0);
+  enumDesc(file_caffe, 32, 0);
 
 /**
  * @generated from enum caffe.Phase
