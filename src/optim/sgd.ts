@@ -51,6 +51,18 @@ export class SGD extends Optimizer<SGDOptions> {
     }
   }
 
+  /**
+   * Multiplies every momentum buffer by `factor`. The Caffe solver calls it when its rate
+   * changes, so torch's velocity (rate applied after) carries Caffe's (rate inside): see
+   * src/io/caffe/solver.ts.
+   */
+  scaleMomentum(factor: number): void {
+    for (const st of this.state.values()) {
+      const b = st.buffers.momentumBuffer;
+      if (b) for (let i = 0; i < b.length; i++) b[i] *= factor;
+    }
+  }
+
   protected update(
     p: Float32Array,
     g: Float32Array,

@@ -28,7 +28,9 @@ import { div } from '../../ops/nd.js';
 import { softmaxAlong } from '../../ops/loss.js';
 import { batchNorm2d, localResponseNorm } from '../../ops/norm.js';
 import { avgPool2d, maxPool2d } from '../../ops/pool.js';
+import { noGrad } from '../../autograd.js';
 import { Module } from '../../nn/module.js';
+import { globalRng, type Rng } from '../../random.js';
 import { Tensor } from '../../tensor.js';
 import {
   BatchNormParameterSchema,
@@ -36,6 +38,8 @@ import {
   type ConvolutionParameter,
   ConvolutionParameterSchema,
   EltwiseParameter_EltwiseOp as EltwiseOp,
+  type FillerParameter,
+  FillerParameter_VarianceNorm as VarianceNorm,
   type LayerParameter,
   LayerParameterSchema,
   LRNParameter_NormRegion as NormRegion,
@@ -163,20 +167,20 @@ function layersOf(net: NetParameter): LayerParameter[] {
   return net.layer.length ? net.layer : net.layers.map(fromV1);
 }
 
-/** Whether a rule matches the TEST phase (level 0, no stages). */
-function ruleMatches(r: NetStateRule): boolean {
+/** Whether a rule matches the phase (level 0, no stages). */
+function ruleMatches(r: NetStateRule, phase: Phase): boolean {
   const f = NetStateRuleSchema.field;
-  if (isFieldSet(r, f.phase) && r.phase !== Phase.TEST) return false;
+  if (isFieldSet(r, f.phase) && r.phase !== phase) return false;
   if (isFieldSet(r, f.minLevel) && r.minLevel > 0) return false;
   if (isFieldSet(r, f.maxLevel) && r.maxLevel < 0) return false;
   return r.stage.length === 0;
 }
 
-/** Caffe's inclusion rule for the TEST phase. */
-function included(l: LayerParameter): boolean {
-  if (isFieldSet(l, LayerParameterSchema.field.phase) && l.phase !== Phase.TEST) return false;
-  if (l.include.length) return l.include.some(ruleMatches);
-  return !l.exclude.some(ruleMatches);
+/** Caffe's inclusion rule for a phase. */
+function included(l: LayerParameter, phase: Phase): boolean {
+  if (isFieldSet(l, LayerParameterSchema.field.phase) && l.phase !== phase) return false;
+  if (l.include.length) return l.include.some((r) => ruleMatches(r, phase));
+  return !l.exclude.some((r) => ruleMatches(r, phase));
 }
 
 /** A blob's shape: `shape.dim`, or the legacy num/channels/height/width. */
@@ -266,6 +270,43 @@ interface Built {
   weights: LayerWeights | null;
 }
 
+export interface CaffeNetOptions {
+  /** Which layers the definition's include/exclude rules keep: 'TEST' (default) or 'TRAIN'. */
+  phase?: 'TEST' | 'TRAIN';
+  /**
+   * A net whose weights this one uses, layer by layer name, as Caffe's solver shares one set of
+   * blobs between its train and test nets.
+   */
+  shareWeights?: CaffeNet;
+}
+
+/** A data layer (Data, ImageData, MemoryData, ...): what it feeds and how Caffe transforms it. */
+export interface CaffeDataLayer {
+  name: string;
+  type: string;
+  /** Its tops: the data blob, then (for most) the label blob. */
+  tops: string[];
+  /** Samples per batch, when the layer says. */
+  batchSize: number | null;
+  /** Caffe's transform_param: (pixel in 0..255 - mean) * scale. */
+  scale: number;
+  meanValue: number[];
+  meanFile: string | null;
+  cropSize: number;
+  mirror: boolean;
+}
+
+/** The batch size a data layer declares, from whichever parameter block its type reads. */
+function dataBatchSize(l: LayerParameter): number | null {
+  const n =
+    l.dataParam?.batchSize ??
+    l.imageDataParam?.batchSize ??
+    l.memoryDataParam?.batchSize ??
+    l.hdf5DataParam?.batchSize ??
+    (l.inputParam?.shape[0] ? Number(l.inputParam.shape[0].dim[0] ?? 0) : 0);
+  return n > 0 ? n : null;
+}
+
 /** A Caffe net as a ferroconv Module. */
 export class CaffeNet extends Module {
   /** The net's input blobs, in order (forward's arguments). */
@@ -274,11 +315,22 @@ export class CaffeNet extends Module {
   readonly inputShapes: (number[] | null)[];
   /** The blobs forward returns (forwardAll), in order; forward returns the first. */
   readonly outputNames: string[];
+  /** The phase whose layers this net holds. */
+  readonly phase: 'TEST' | 'TRAIN';
+  /** The data layers of that phase, in order. */
+  readonly dataLayers: CaffeDataLayer[];
+  /** Loss and accuracy layers (not run by forward; the Caffe solver evaluates them). */
+  readonly heads: LayerParameter[];
   private readonly built: Built[];
+  /** Set while initialize() runs: layers without blobs get them from their fillers. */
+  private filling: Rng | null = null;
 
-  constructor(net: NetParameter) {
+  constructor(net: NetParameter, opts: CaffeNetOptions = {}) {
     super();
-    const layers = layersOf(net).filter(included);
+    this.phase = opts.phase ?? 'TEST';
+    if (this.phase !== 'TEST' && this.phase !== 'TRAIN') fail(`phase: expected 'TEST' or 'TRAIN', got '${this.phase}'`);
+    const phase = this.phase === 'TRAIN' ? Phase.TRAIN : Phase.TEST;
+    const layers = layersOf(net).filter((l) => included(l, phase));
     const unsupported = layers
       .filter((l) => !SUPPORTED.has(l.type) && !HEADS.has(l.type) && !DATA.has(l.type))
       .map((l) => `'${l.name}' (${l.type})`);
@@ -304,6 +356,23 @@ export class CaffeNet extends Module {
       }
     }
     if (this.inputNames.length === 0) fail('the net has no input (an Input layer, or input: in the net)');
+    this.dataLayers = layers
+      .filter((l) => DATA.has(l.type))
+      .map((l) => {
+        const t = l.transformParam;
+        return {
+          name: l.name,
+          type: l.type,
+          tops: [...l.top],
+          batchSize: dataBatchSize(l),
+          scale: t?.scale ?? l.dataParam?.scale ?? 1,
+          meanValue: [...(t?.meanValue ?? [])],
+          meanFile: t?.meanFile || l.dataParam?.meanFile || null,
+          cropSize: t?.cropSize || l.dataParam?.cropSize || 0,
+          mirror: t?.mirror ?? l.dataParam?.mirror ?? false,
+        };
+      });
+    this.heads = layers.filter((l) => HEADS.has(l.type));
     const names = new Set<string>();
     this.built = layers
       .filter((l) => SUPPORTED.has(l.type))
@@ -311,7 +380,8 @@ export class CaffeNet extends Module {
         if (!l.name) fail(`a ${l.type} layer has no name`);
         if (names.has(l.name)) fail(`two layers are named '${l.name}'`);
         names.add(l.name);
-        return { layer: l, weights: this.makeWeights(l) };
+        const shared = opts.shareWeights?.weightsOf(l.name);
+        return { layer: l, weights: shared ? this.addModule(moduleName(l.name), shared) : this.makeWeights(l) };
       });
     // Outputs: what a loss or accuracy layer reads, else the last layer's tops nothing reads.
     const heads = layers.filter((l) => HEADS.has(l.type)).map((l) => l.bottom[0]);
@@ -343,6 +413,41 @@ export class CaffeNet extends Module {
       }
       default:
         return null;
+    }
+  }
+
+  /** The holder of a layer's blobs (null for layers without blobs or not in this net). */
+  weightsOf(layer: string): LayerWeights | null {
+    return this.built.find((b) => b.layer.name === layer)?.weights ?? null;
+  }
+
+  /** The layers of this net with their definitions and weights, in order. */
+  layers(): { layer: LayerParameter; weights: Module | null }[] {
+    return this.built.map((b) => ({ ...b }));
+  }
+
+  /**
+   * Gives every weighted layer that has no blobs yet (no caffemodel, or a layer the caffemodel
+   * lacks) its initial values from the layer's fillers (weight_filler, bias_filler, ...), as
+   * Caffe does when it builds a net: constant (Caffe's default, 0), uniform, gaussian (with
+   * sparse), xavier, msra, positive_unitball and bilinear. Blob shapes follow from the input
+   * shapes: `shapes` by input name, else the declared ones.
+   */
+  initialize(opts: { shapes?: Record<string, readonly number[]>; rng?: Rng } = {}): void {
+    const feed: Record<string, Tensor> = {};
+    this.inputNames.forEach((n, i) => {
+      const shape = opts.shapes?.[n] ?? this.inputShapes[i];
+      if (!shape) fail(`initialize: the shape of input '${n}' is not declared; pass it in shapes`);
+      feed[n] = new Tensor(new Float32Array(shape.reduce((a, d) => a * d, 1)), [...shape]);
+    });
+    const wasTraining = this.training;
+    this.eval();
+    this.filling = opts.rng ?? globalRng;
+    try {
+      noGrad(() => this.forwardBlobs(feed));
+    } finally {
+      this.filling = null;
+      this.train(wasTraining);
     }
   }
 
@@ -389,16 +494,24 @@ export class CaffeNet extends Module {
         `CaffeNet: expected ${this.inputNames.length} input(s) (${this.inputNames.join(', ')}), got ${inputs.length}`,
       );
     }
-    const blobs = new Map<string, Tensor>();
-    this.inputNames.forEach((n, i) => {
-      blobs.set(n, inputs[i]);
-    });
+    const blobs = this.forwardBlobs(Object.fromEntries(this.inputNames.map((n, i) => [n, inputs[i]])));
+    return this.outputNames.map((n) => blobs.get(n) ?? fail(`output blob '${n}' was not computed`));
+  }
+
+  /**
+   * Runs the layers on named blobs (the inputs, and any other blob a caller provides, such as a
+   * data layer's label for the loss layers) and returns every blob by name.
+   */
+  forwardBlobs(feed: Record<string, Tensor>): Map<string, Tensor> {
+    const blobs = new Map<string, Tensor>(Object.entries(feed));
+    for (const n of this.inputNames) if (!blobs.has(n)) fail(`input blob '${n}' is not given`);
     for (const { layer, weights } of this.built) {
       const bottoms = layer.bottom.map(
         (b) => blobs.get(b) ?? fail(`layer '${layer.name}': blob '${b}' is not computed`),
       );
       let tops: Tensor[];
       try {
+        if (this.filling && weights) fillMissing(layer, bottoms, weights, this.filling);
         tops = runLayer(layer, bottoms, weights, this.training);
       } catch (e) {
         throw new Error(`CaffeNet: layer '${layer.name}' (${layer.type}): ${(e as Error).message}`, { cause: e });
@@ -407,8 +520,171 @@ export class CaffeNet extends Module {
         if (tops[i]) blobs.set(t, tops[i]);
       });
     }
-    return this.outputNames.map((n) => blobs.get(n) ?? fail(`output blob '${n}' was not computed`));
+    return blobs;
   }
+}
+
+/** The product of a shape's dimensions. */
+const count = (shape: readonly number[]): number => shape.reduce((a, d) => a * d, 1);
+
+/**
+ * A blob of `shape` from a Caffe filler (filler.cpp's semantics; `dflt` is the constant a layer
+ * uses when it names no filler, e.g. PReLU's 0.25). fan_in = count / shape[0], fan_out = count
+ * / shape[1], as Caffe's xavier and msra fillers compute them.
+ */
+export function fillBlob(filler: FillerParameter | undefined, shape: readonly number[], rng: Rng, dflt = 0): Tensor {
+  const n = count(shape);
+  const out = new Float32Array(n);
+  const type = filler?.type ?? 'constant';
+  const fanIn = shape.length ? n / Math.max(shape[0], 1) : n;
+  const fanOut = shape.length > 1 ? n / Math.max(shape[1], 1) : n;
+  const norm = filler?.varianceNorm ?? VarianceNorm.FAN_IN;
+  const fan = norm === VarianceNorm.FAN_OUT ? fanOut : norm === VarianceNorm.AVERAGE ? (fanIn + fanOut) / 2 : fanIn;
+  switch (type) {
+    case 'constant':
+      out.fill(filler ? filler.value : dflt);
+      break;
+    case 'uniform': {
+      const [lo, hi] = [filler?.min ?? 0, filler?.max ?? 1];
+      for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * rng.next();
+      break;
+    }
+    case 'gaussian': {
+      const [mean, std, sparse] = [filler?.mean ?? 0, filler?.std ?? 1, filler?.sparse ?? -1];
+      // sparse >= 0 keeps each weight with probability sparse / shape[0] (the number of outputs).
+      const keep = sparse >= 0 ? sparse / Math.max(shape[0] ?? 1, 1) : 1;
+      for (let i = 0; i < n; i++) {
+        const v = mean + std * rng.normal();
+        out[i] = keep >= 1 || rng.next() < keep ? v : 0;
+      }
+      break;
+    }
+    case 'xavier': {
+      const a = Math.sqrt(3 / fan);
+      for (let i = 0; i < n; i++) out[i] = -a + 2 * a * rng.next();
+      break;
+    }
+    case 'msra': {
+      const std = Math.sqrt(2 / fan);
+      for (let i = 0; i < n; i++) out[i] = std * rng.normal();
+      break;
+    }
+    case 'positive_unitball': {
+      // Uniform in [0, 1), then each of shape[0]'s rows scaled to sum to 1.
+      const rows = Math.max(shape[0] ?? 1, 1);
+      const dim = n / rows;
+      for (let r = 0; r < rows; r++) {
+        let sum = 0;
+        for (let i = 0; i < dim; i++) sum += out[r * dim + i] = rng.next();
+        for (let i = 0; i < dim; i++) out[r * dim + i] /= sum;
+      }
+      break;
+    }
+    case 'bilinear': {
+      // Upsampling weights for a Deconvolution: square kernels only, as Caffe requires.
+      const [kh, kw] = shape.slice(-2);
+      if (shape.length !== 4 || kh !== kw) fail(`the bilinear filler needs a square 4-D blob, got [${shape}]`);
+      const f = Math.ceil(kw / 2);
+      const c = (2 * f - 1 - (f % 2)) / (2 * f);
+      for (let i = 0; i < n; i++) {
+        const x = i % kw;
+        const y = Math.floor(i / kw) % kh;
+        out[i] = (1 - Math.abs(x / f - c)) * (1 - Math.abs(y / f - c));
+      }
+      break;
+    }
+    default:
+      fail(
+        `unknown filler type '${type}' (expected constant, uniform, gaussian, xavier, msra, positive_unitball or bilinear)`,
+      );
+  }
+  return new Tensor(out, [...shape]);
+}
+
+/** Creates the blobs a layer lacks, shaped by its bottoms, from its fillers. */
+function fillMissing(l: LayerParameter, bottoms: Tensor[], w: LayerWeights, rng: Rng): void {
+  const x = bottoms[0];
+  if (!x) return;
+  const have = new Set(w.stateDict().keys());
+  const put = (name: string, shape: number[], filler: FillerParameter | undefined, dflt: number, trainable = true) => {
+    if (!have.has(name)) w.hold(name, fillBlob(filler, shape, rng, dflt), trainable);
+  };
+  const axisOf = (axis: number) => (axis < 0 ? axis + x.ndim : axis);
+  switch (l.type) {
+    case 'Convolution':
+    case 'Deconvolution': {
+      const g = convGeometry(l.convolutionParam, l.name);
+      const c = x.shape[1];
+      if (!g.outputs) fail(`layer '${l.name}': num_output is missing`);
+      if (c % g.groups || g.outputs % g.groups)
+        fail(`layer '${l.name}': group ${g.groups} does not divide the channels`);
+      const shape =
+        l.type === 'Convolution' ? [g.outputs, c / g.groups, ...g.kernel] : [c, g.outputs / g.groups, ...g.kernel];
+      put('weight', shape, l.convolutionParam?.weightFiller, 0);
+      if (g.bias) put('bias', [g.outputs], l.convolutionParam?.biasFiller, 0);
+      return;
+    }
+    case 'InnerProduct': {
+      const p = l.innerProductParam;
+      const out = p?.numOutput ?? 0;
+      if (!out) fail(`layer '${l.name}': num_output is missing`);
+      const k = count(x.shape.slice(axisOf(p?.axis ?? 1)));
+      put('weight', p?.transpose ? [k, out] : [out, k], p?.weightFiller, 0);
+      if (p?.biasTerm ?? true) put('bias', [out], p?.biasFiller, 0);
+      return;
+    }
+    case 'PReLU':
+      put('weight', l.preluParam?.channelShared ? [1] : [x.shape[1]], l.preluParam?.filler, 0.25);
+      return;
+    case 'Scale': {
+      const p = l.scaleParam;
+      const a = axisOf(p?.axis ?? 1);
+      if (bottoms.length > 1) {
+        if (p?.biasTerm) put('bias', [...bottoms[1].shape], p.biasFiller, 0);
+        return;
+      }
+      const axes = p?.numAxes ?? 1;
+      const shape = x.shape.slice(a, axes < 0 ? undefined : a + axes);
+      put('weight', shape, p?.filler, 1);
+      if (p?.biasTerm) put('bias', shape, p.biasFiller, 0);
+      return;
+    }
+    case 'BatchNorm': {
+      const c = x.shape[1];
+      put('mean', [c], undefined, 0, false);
+      put('variance', [c], undefined, 0, false);
+      put('scale_factor', [1], undefined, 0, false);
+      return;
+    }
+  }
+}
+
+/**
+ * Caffe's TRAIN-phase BatchNorm bookkeeping (batch_norm_layer.cpp): the blobs accumulate the
+ * batch's mean and unbiased variance, decayed by moving_average_fraction, and the scale factor
+ * counts the decayed updates, so blob / scale_factor is the running estimate.
+ */
+function accumulateStats(x: Tensor, mean: Tensor, variance: Tensor, factor: Tensor, fraction: number): void {
+  const [n, c] = x.shape;
+  const spatial = x.size / (n * c);
+  const m = n * spatial;
+  const correction = m > 1 ? m / (m - 1) : 1;
+  for (let ch = 0; ch < c; ch++) {
+    let s = 0;
+    let s2 = 0;
+    for (let b = 0; b < n; b++) {
+      const base = (b * c + ch) * spatial;
+      for (let i = 0; i < spatial; i++) s += x.data[base + i];
+    }
+    const mu = s / m;
+    for (let b = 0; b < n; b++) {
+      const base = (b * c + ch) * spatial;
+      for (let i = 0; i < spatial; i++) s2 += (x.data[base + i] - mu) ** 2;
+    }
+    mean.data[ch] = fraction * mean.data[ch] + mu;
+    variance.data[ch] = fraction * variance.data[ch] + correction * (s2 / m);
+  }
+  factor.data[0] = factor.data[0] * fraction + 1;
 }
 
 /** Each weighted layer's blobs in Caffe's order: the state-dict name and whether it trains. */
@@ -586,6 +862,9 @@ function runLayer(l: LayerParameter, bottoms: Tensor[], w: LayerWeights | null, 
       // Caffe's default: the stored statistics in TEST, the batch's in TRAIN.
       const globalStats =
         p && isFieldSet(p, BatchNormParameterSchema.field.useGlobalStats) ? p.useGlobalStats : !training;
+      if (!globalStats && training && has('scale_factor')) {
+        accumulateStats(x, get('mean'), get('variance'), get('scale_factor'), p?.movingAverageFraction ?? 0.999);
+      }
       const four = x.ndim === 4 ? x : reshape(x, [x.shape[0], x.shape[1], x.size / (x.shape[0] * x.shape[1]), 1]);
       const y = batchNorm2d(four, globalStats ? mean : null, globalStats ? variance : null, null, null, {
         training: !globalStats,
