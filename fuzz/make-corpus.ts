@@ -348,6 +348,34 @@ async function caffe(): Promise<void> {
   writeFileSync(join(dir, 'small.caffemodel'), toBinary(NetParameterSchema, net));
 }
 
+/** Small solvers with their nets inline: SGD with a step policy, Adam with iter_size and a test net. */
+function caffeSolver(): void {
+  const dir = corpus('caffe-solver');
+  const net = (extra: string) =>
+    [
+      'net_param {',
+      '  layer { name: "in" type: "Input" top: "data" top: "label"',
+      '    input_param { shape { dim: 2 dim: 1 dim: 6 dim: 6 } shape { dim: 2 } } }',
+      '  layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" param { lr_mult: 1 } param { lr_mult: 2 }',
+      '    convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "xavier" } } }',
+      '  layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }',
+      '  layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }',
+      '  layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }',
+      '  layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip" inner_product_param { num_output: 4 weight_filler { type: "msra" } } }',
+      `  layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" ${extra} }`,
+      '  layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" include { phase: TEST } }',
+      '}',
+    ].join('\n');
+  writeFileSync(
+    join(dir, 'sgd.prototxt'),
+    `base_lr: 0.01 max_iter: 2 lr_policy: "step" gamma: 0.1 stepsize: 1 momentum: 0.9 weight_decay: 0.0005\n${net('')}`,
+  );
+  writeFileSync(
+    join(dir, 'adam.prototxt'),
+    `base_lr: 0.001 max_iter: 2 type: "Adam" iter_size: 2 test_iter: 1 test_interval: 1 clip_gradients: 1\n${net('loss_weight: 0.5')}`,
+  );
+}
+
 /** Two small tfjs layers models, saved by tfjs, as the JSON documents the tfjs target reads. */
 async function tfjs(): Promise<void> {
   const tf = await import('@tensorflow/tfjs');
@@ -394,5 +422,6 @@ if (want('plan')) await plans();
 if (want('onnx')) await onnx();
 if (want('torch')) await torch();
 if (want('caffe')) await caffe();
+if (want('caffe-solver')) caffeSolver();
 if (want('tfjs')) await tfjs();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

@@ -22,6 +22,7 @@ const BUDGET: Record<string, number> = {
   onnx: 3000,
   torch: 3000,
   caffe: 3000,
+  'caffe-solver': 1500,
   tfjs: 1500,
   checkpoint: 1500,
 };

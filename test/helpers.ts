@@ -2,6 +2,7 @@
 // and the fields fixture cases share, kernel arguments (from a case, or a minimal conv), a
 // closeness check that reports the worst element, the kernels' global switches set for a test
 // and always put back, and finite differences for gradient checks.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -236,4 +237,17 @@ export function watchEventLoop(): { stop(): { worst: number; ticks: number } } {
       return { worst: Math.max(worst, performance.now() - last), ticks };
     },
   };
+}
+
+/** The Python with Debian's torch (the goldens' reference), as .ci/run installs it. */
+export const PYTHON = '/usr/bin/python3';
+
+/** Whether PYTHON imports these modules (tests needing them skip, saying so, where it does not). */
+export function hasPython(...modules: string[]): boolean {
+  try {
+    execFileSync(PYTHON, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }

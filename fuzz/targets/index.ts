@@ -11,6 +11,7 @@ export const TARGET_NAMES = [
   'onnx',
   'torch',
   'caffe',
+  'caffe-solver',
   'tfjs',
 ] as const;
 
@@ -33,6 +34,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./torch.js')).createTarget();
     case 'caffe':
       return (await import('./caffe.js')).createTarget();
+    case 'caffe-solver':
+      return (await import('./caffe-solver.js')).createTarget();
     case 'tfjs':
       return (await import('./tfjs.js')).createTarget();
     default:

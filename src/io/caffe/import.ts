@@ -595,7 +595,8 @@ export function fillBlob(filler: FillerParameter | undefined, shape: readonly nu
     }
     default:
       fail(
-        `unknown filler type '${type}' (expected constant, uniform, gaussian, xavier, msra, positive_unitball or bilinear)`,
+        `unknown filler type '${type}' (expected constant, uniform, gaussian, xavier, msra, ` +
+          'positive_unitball or bilinear)',
       );
   }
   return new Tensor(out, [...shape]);

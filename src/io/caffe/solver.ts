@@ -11,8 +11,9 @@
 //     (the rate inside the velocity), torch v = momentum v + g with the rate applied after, which
 //     is V = rate v while the rate is constant; when the rate changes, the buffers are rescaled
 //     by old / new rate, so both keep the same V exactly (in real arithmetic). AdaGrad, RMSProp
-//     and AdaDelta are torch's (same update with eps = delta); Adam is torch's, whose epsilon
-//     sits outside the bias correction where Caffe's sits inside (a difference of order delta).
+//     and AdaDelta are torch's (same update with eps = delta); Adam is torch's with its eps set
+//     each iteration to delta / sqrt(1 - momentum2^t), where Caffe's epsilon sits (inside the
+//     bias correction).
 // Losses are the net's loss layers (SoftmaxWithLoss, EuclideanLoss, SigmoidCrossEntropyLoss)
 // weighted by loss_weight; Accuracy layers are reported. Snapshots write the weights as a
 // caffemodel Caffe reads and the solver state (iteration, optimizer buffers) as a ferroconv
@@ -232,11 +233,18 @@ export function caffeObjective(net: CaffeNet, blobs: Map<string, Tensor>): Caffe
   for (const l of net.heads) {
     const bottoms = l.bottom.map((b) => blobs.get(b) ?? fail(`layer '${l.name}': blob '${b}' is not computed`));
     const name = l.top[0] ?? l.name;
+    if (l.type !== 'Silence' && bottoms.length < 2) fail(`layer '${l.name}' (${l.type}) needs two bottoms`);
     if (l.type === 'Accuracy') {
       outputs.push({ name, value: noGrad(() => accuracy(l, bottoms[0], bottoms[1])), weight: 0 });
       continue;
     }
-    const value = headLoss(l, bottoms);
+    let value: Tensor | null;
+    try {
+      value = headLoss(l, bottoms);
+    } catch (e) {
+      const msg = (e as Error).message;
+      throw msg.startsWith('caffe solver: ') ? e : new Error(`caffe solver: layer '${l.name}' (${l.type}): ${msg}`);
+    }
     if (!value) continue;
     const weight = l.lossWeight[0] ?? 1;
     outputs.push({ name, value: value.data[0], weight });
@@ -340,7 +348,10 @@ export class CaffeSolver {
     return this.rate;
   }
 
-  /** Copies weights from a caffemodel (path or bytes) into the nets, by layer name; layers it lacks keep their fillers'. */
+  /**
+   * Copies weights from a caffemodel (path or bytes) into the nets, by layer name; layers it
+   * lacks keep their fillers' values.
+   */
   loadWeights(caffemodel: string | Uint8Array): void {
     const bytes = typeof caffemodel === 'string' ? readFileSync(caffemodel) : caffemodel;
     this.net.loadWeights(parseCaffemodel(bytes), false);
@@ -477,6 +488,11 @@ export class CaffeSolver {
       opt.scaleMomentum(this.rate / rate);
     }
     for (const group of opt.paramGroups) group.lr = rate;
+    if (opt instanceof Adam) {
+      // Caffe's epsilon sits inside the bias correction: torch's eps / sqrt(1 - beta2^t) is it.
+      const t = this.iter + 1;
+      for (const group of opt.paramGroups) (group as { eps: number }).eps = sp.delta / Math.sqrt(1 - sp.momentum2 ** t);
+    }
     this.rate = rate;
     opt.step();
   }
@@ -559,13 +575,19 @@ export class CaffeSolver {
     const sp = this.param;
     const stop = opts.maxIter ?? sp.maxIter;
     const testing = sp.testInterval > 0 && this.testNets.length > 0;
+    // The first batch gives the input shapes: weights and a restored state exist from here on.
+    let first: CaffeFeed | null = await train();
+    this.ready(first);
     this.log(`Solving with ${this.type} to iteration ${stop} (from ${this.iter})`);
     while (this.iter < stop) {
       if (testing && this.iter % sp.testInterval === 0 && (this.iter > 0 || sp.testInitialization)) {
         await this.runTests(test);
       }
       const feeds: CaffeFeed[] = [];
-      for (let k = 0; k < Math.max(sp.iterSize, 1); k++) feeds.push(await train());
+      for (let k = 0; k < Math.max(sp.iterSize, 1); k++) {
+        feeds.push(first ?? (await train()));
+        first = null;
+      }
       this.step(feeds);
       await new Promise((r) => setImmediate(r));
     }
