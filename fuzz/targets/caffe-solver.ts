@@ -58,7 +58,7 @@ export function createTarget(): Target {
       const feed: Record<string, Tensor> = {};
       for (const [i, name] of net.inputNames.entries()) {
         const shape = net.inputShapes[i];
-        if (!shape || !shape.every((d) => Number.isSafeInteger(d) && d > 0)) return;
+        if (!shape?.every((d) => Number.isSafeInteger(d) && d > 0)) return;
         const n = shape.reduce((a, b) => a * b, 1);
         if (n > MAX_INPUT) return;
         feed[name] = new Tensor(new Float32Array(n), shape);
