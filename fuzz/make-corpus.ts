@@ -376,6 +376,16 @@ function caffeSolver(): void {
   );
 }
 
+/** The Keras fixtures (written by Keras 3 with test/fixtures/keras/gen_keras.py), both formats. */
+function keras(): void {
+  const dir = corpus('keras');
+  for (const name of ['sequential', 'functional']) {
+    for (const ext of ['keras', 'h5']) {
+      copyFileSync(join(REPO_DIR, 'test', 'fixtures', 'keras', `${name}.${ext}`), join(dir, `${name}.${ext}`));
+    }
+  }
+}
+
 /** Two small tfjs layers models, saved by tfjs, as the JSON documents the tfjs target reads. */
 async function tfjs(): Promise<void> {
   const tf = await import('@tensorflow/tfjs');
@@ -423,5 +433,6 @@ if (want('onnx')) await onnx();
 if (want('torch')) await torch();
 if (want('caffe')) await caffe();
 if (want('caffe-solver')) caffeSolver();
+if (want('keras')) keras();
 if (want('tfjs')) await tfjs();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

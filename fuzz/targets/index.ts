@@ -13,6 +13,7 @@ export const TARGET_NAMES = [
   'caffe',
   'caffe-solver',
   'tfjs',
+  'keras',
 ] as const;
 
 /** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
@@ -38,6 +39,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./caffe-solver.js')).createTarget();
     case 'tfjs':
       return (await import('./tfjs.js')).createTarget();
+    case 'keras':
+      return (await import('./keras.js')).createTarget();
     default:
       throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   }

@@ -2,12 +2,9 @@
 // dataset and transform from plain data once, then answers batch requests one at a time; images
 // come back as transferred ArrayBuffers (no copy). A worker holds the process open only while it
 // has work, and close() terminates them all.
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { Tensor } from '../tensor.js';
+import { spawnModuleWorker } from '../worker-script.js';
 import type { Batch, WorkerSource } from './dataset.js';
 import type { TransformSpec } from './transforms.js';
 
@@ -134,29 +131,5 @@ export class WorkerPool {
 }
 
 function spawn(init: WorkerInit): Worker {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData: init });
-  const ts = new URL('./worker.ts', import.meta.url);
-  if (!existsSync(fileURLToPath(ts)))
-    throw new Error(`DataLoader: worker script not found next to ${fileURLToPath(import.meta.url)}`);
-  // Running from the TypeScript sources (vitest, tsx): compile the worker on the fly with tsx.
-  const api = tsxApi();
-  const href = JSON.stringify(ts.href);
-  const code = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${href}, ${href}))`;
-  return new Worker(code, { eval: true, workerData: init });
-}
-
-function tsxApi(): string {
-  try {
-    const pkgPath = createRequire(import.meta.url).resolve('tsx/package.json');
-    const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
-      exports: Record<string, { import: { default: string } }>;
-    };
-    return pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api'].import.default)).href;
-  } catch (e) {
-    throw new Error(
-      `DataLoader: numWorkers > 0 from TypeScript sources needs the 'tsx' package (or run the compiled dist/): ` +
-        `${(e as Error).message}`,
-    );
-  }
+  return spawnModuleWorker(new URL('./worker', import.meta.url), init, 'DataLoader');
 }

@@ -24,5 +24,6 @@ export {
   type CaffeSolverType,
 } from './caffe/solver.js';
 export { loadTfjsLayersModel, TfjsModel, type TfjsArtifacts } from './tfjs.js';
+export { loadKeras } from './keras.js';
 export { loadOnnx, parseOnnx, OnnxModel, type LoadOnnxOptions } from './onnx/import.js';
 export { exportOnnx, toOnnx, type OnnxExportOptions } from './onnx/export.js';

@@ -396,7 +396,8 @@ export class TfjsModel extends Module {
         return max === Infinity ? y : clip(y, -Infinity, max);
       }
       case 'LeakyReLU':
-        return leakyRelu(x, num(c.alpha, 0.3));
+        // Keras 3 names the slope negative_slope, Keras 2 and tfjs alpha.
+        return leakyRelu(x, num(c.negative_slope, num(c.alpha, 0.3)));
       case 'Softmax':
         return softmaxChannels(x);
       case 'Flatten': {
