@@ -159,9 +159,17 @@ describe('pow', () => {
     const { Tensor, pow, sum } = await import('../src/index.js');
     const x = new Tensor(Float32Array.of(0.5, 1, 2, 3.5), [4]).requiresGrad_();
     const y = pow(x, -1.5);
-    expectClose(y.data, Array.from(x.data, (v) => v ** -1.5), 1e-6);
+    expectClose(
+      y.data,
+      Array.from(x.data, (v) => v ** -1.5),
+      1e-6,
+    );
     sum(y).backward();
-    expectClose(x.grad!.data, Array.from(x.data, (v) => -1.5 * v ** -2.5), 1e-6);
+    expectClose(
+      x.grad!.data,
+      Array.from(x.data, (v) => -1.5 * v ** -2.5),
+      1e-6,
+    );
     expect(() => native.activationForward('pow', Float32Array.of(1), new Float32Array(1))).toThrow(
       'pow: alpha (the exponent) is required',
     );
