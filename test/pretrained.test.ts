@@ -109,9 +109,24 @@ describe.skipIf(!hasTorch)('downloads from a local server', () => {
 
   it("downloads once, checks the hash, and loads torch's weights to torch's logits", async () => {
     const seen: number[] = [];
-    const path = await models.downloadWeights('resnet18', 'TEST', { onProgress: (n) => seen.push(n) });
+    const drawn: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      drawn.push(String(chunk));
+      return true;
+    }) as typeof process.stderr.write;
+    let path: string;
+    try {
+      path = await models.downloadWeights('resnet18', 'TEST', { onProgress: (n) => seen.push(n), progress: true });
+    } finally {
+      process.stderr.write = write;
+    }
     expect(cached()).toEqual([`resnet18-${sha}.pth`]);
     expect(seen.at(-1)).toBe(bytes.length);
+    // The progress bar, as torch.hub draws one: the file, a bar, and 100% at the end.
+    expect(drawn.at(-1)).toMatch(
+      new RegExp(`^\\rdownloading resnet18-${sha}\\.pth \\[#{30}\\] 100% [\\d.]+/[\\d.]+ MB\\n$`),
+    );
     const before = hits.length;
     const net = await models.pretrained('resnet18', 'TEST'); // cached: no request
     expect(hits.length).toBe(before);

@@ -75,6 +75,27 @@ export function weightsLocation(model: string, weights = 'DEFAULT'): { path: str
 export interface DownloadOptions {
   /** Called as bytes arrive (total is null without a Content-Length). */
   onProgress?: (received: number, total: number | null) => void;
+  /**
+   * A progress bar on stderr, as torch.hub draws one. Default: when stderr is a terminal and no
+   * onProgress is given.
+   */
+  progress?: boolean;
+}
+
+const MB = 1024 * 1024;
+
+/** A one-line progress bar on stderr for a download (redrawn at most every 100 ms). */
+function progressBar(name: string): (received: number, total: number | null, done?: boolean) => void {
+  let last = 0;
+  return (received, total, done = false) => {
+    const now = Date.now();
+    if (!done && now - last < 100) return;
+    last = now;
+    const size = `${(received / MB).toFixed(1)}${total ? `/${(total / MB).toFixed(1)}` : ''} MB`;
+    const frac = total ? Math.min(received / total, 1) : 0;
+    const bar = total ? ` [${'#'.repeat(Math.round(frac * 30)).padEnd(30, ' ')}] ${Math.round(frac * 100)}%` : '';
+    process.stderr.write(`\rdownloading ${name}${bar} ${size}${done ? '\n' : ''}`);
+  };
 }
 
 /** The cached file of a model's weights, downloaded first when absent. Returns its path. */
@@ -100,6 +121,7 @@ export async function downloadWeights(model: string, weights = 'DEFAULT', opts: 
     const hash = createHash('sha256');
     const file = await open(tmp, 'w');
     let received = 0;
+    const bar = (opts.progress ?? (!opts.onProgress && process.stderr.isTTY)) ? progressBar(basename(path)) : null;
     try {
       const reader = res.body.getReader();
       for (;;) {
@@ -114,7 +136,9 @@ export async function downloadWeights(model: string, weights = 'DEFAULT', opts: 
         await file.write(chunk.value);
         received += chunk.value.length;
         opts.onProgress?.(received, total);
+        bar?.(received, total);
       }
+      bar?.(received, total, true);
     } finally {
       await file.close();
     }
