@@ -18,18 +18,10 @@ import {
   V1LayerParameterSchema,
 } from '../src/io/caffe/gen/caffe_pb.js';
 import { toOnnx } from '../src/io/onnx/export.js';
-import { thrown } from './helpers.js';
+import { hasPython, PYTHON, thrown } from './helpers.js';
 import { ortRun, relError } from './onnx-helpers.js';
 
-const python = '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasPython('torch');
 
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-caffe-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -285,7 +277,7 @@ describe.skipIf(!hasTorch)('loadCaffe against Caffe semantics in PyTorch', () =>
     const json = join(dir, 'net.json');
     const out = join(dir, 'out.json');
     writeFileSync(json, JSON.stringify({ inputs: { data: { shape, data: Array.from(x.data) } }, layers }));
-    execFileSync(python, [join(__dirname, 'fixtures', 'caffe_reference.py'), json, out], { stdio: 'pipe' });
+    execFileSync(PYTHON, [join(__dirname, 'fixtures', 'caffe_reference.py'), json, out], { stdio: 'pipe' });
     const ref = JSON.parse(readFileSync(out, 'utf8')) as Record<string, { shape: number[]; data: number[] }>;
     for (const [i, name] of net.outputNames.entries()) {
       expect(outs[i].shape, name).toEqual(ref[name].shape);

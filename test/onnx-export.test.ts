@@ -48,7 +48,7 @@ import {
 } from '../src/index.js';
 import { ModelProtoSchema, TensorProto_DataType as DataType } from '../src/io/onnx/gen/onnx_pb.js';
 import { toOnnx } from '../src/io/onnx/export.js';
-import { thrown } from './helpers.js';
+import { hasPython, PYTHON, thrown } from './helpers.js';
 import { liven, ortRun as runOrt, relError } from './onnx-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-onnx-'));
@@ -280,21 +280,13 @@ describe('exportOnnx: errors', () => {
 });
 
 // python3-onnx's checker with full_check (shape inference): .ci/run installs it with apt.
-const python = '/usr/bin/python3';
-const hasOnnx = (() => {
-  try {
-    execFileSync(python, ['-c', 'import onnx'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasOnnx = hasPython('onnx');
 
 describe.skipIf(!hasOnnx)('exportOnnx: the ONNX checker (python3-onnx)', () => {
   it('accepts every exported file', () => {
     expect(written.length).toBe(14);
     const script = 'import sys, onnx\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(p, full_check=True)\n';
-    execFileSync(python, ['-c', script, ...written], { stdio: 'pipe' });
+    execFileSync(PYTHON, ['-c', script, ...written], { stdio: 'pipe' });
   }, 120_000);
 });
 if (!hasOnnx) console.warn('onnx-export: the checker tests are skipped: python3-onnx is not installed');

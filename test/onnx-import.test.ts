@@ -40,7 +40,7 @@ import {
   StringStringEntryProtoSchema,
 } from '../src/io/onnx/gen/onnx_pb.js';
 import { writableData } from '../src/tensor.js';
-import { thrown } from './helpers.js';
+import { hasPython, PYTHON, thrown } from './helpers.js';
 import { liven, ortRun, relError } from './onnx-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-onnx-import-'));
@@ -48,15 +48,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // Debian's torch exports the torchvision models (test/fixtures/gen_torchvision_onnx.py) into a
 // temporary folder; the files are too large to commit.
-const python = '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(python, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasPython('torch', 'torchvision');
 
 const TORCHVISION = [
   'resnet18',
@@ -81,7 +73,7 @@ describe.skipIf(!hasTorch)('loadOnnx: torchvision models exported by PyTorch mat
   it('exports them (gen_torchvision_onnx.py)', () => {
     mkdirSync(tv, { recursive: true });
     const script = join(import.meta.dirname, 'fixtures', 'gen_torchvision_onnx.py');
-    execFileSync(python, [script, tv, ...TORCHVISION], { stdio: 'pipe' });
+    execFileSync(PYTHON, [script, tv, ...TORCHVISION], { stdio: 'pipe' });
   }, 300_000);
   for (const name of TORCHVISION) {
     it(`${name}: within 1e-4 of ONNX Runtime at batch 2`, async () => {

@@ -11,16 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { models, noGrad, Tensor } from '../src/index.js';
+import { hasPython, PYTHON } from './helpers.js';
 
-const python = '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(python, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasPython('torch', 'torchvision');
 
 const home = mkdtempSync(join(tmpdir(), 'ferroconv-home-'));
 const env = { ...process.env };
@@ -68,7 +61,7 @@ describe.skipIf(!hasTorch)('downloads from a local server', () => {
   beforeAll(async () => {
     delete process.env.FERROCONV_OFFLINE;
     const made = mkdtempSync(join(tmpdir(), 'ferroconv-pth-'));
-    execFileSync(python, [join(__dirname, 'fixtures', 'gen_torch_pth.py'), made], { stdio: 'pipe' });
+    execFileSync(PYTHON, [join(__dirname, 'fixtures', 'gen_torch_pth.py'), made], { stdio: 'pipe' });
     bytes = readFileSync(join(made, 'resnet18.pth'));
     ref = JSON.parse(readFileSync(join(made, 'reference.json'), 'utf8'));
     rmSync(made, { recursive: true, force: true });

@@ -10,17 +10,9 @@ import { unzipSync, zipSync } from 'fflate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { models, noGrad, readTorch, Tensor } from '../src/index.js';
 import { readTorchObject } from '../src/io/torch.js';
-import { thrown } from './helpers.js';
+import { hasPython, PYTHON, thrown } from './helpers.js';
 
-const python = '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(python, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasPython('torch', 'torchvision');
 
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-pth-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,7 +27,7 @@ interface Reference {
 describe.skipIf(!hasTorch)('readTorch: files written by torch.save', () => {
   let ref: Reference;
   beforeAll(() => {
-    execFileSync(python, [join(__dirname, 'fixtures', 'gen_torch_pth.py'), dir], { stdio: 'pipe' });
+    execFileSync(PYTHON, [join(__dirname, 'fixtures', 'gen_torch_pth.py'), dir], { stdio: 'pipe' });
     ref = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8'));
   }, 120_000);
 

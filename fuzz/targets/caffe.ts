@@ -3,8 +3,8 @@
 // net loads and declares a small input, a forward. Every failure must be the importer's own Error
 // ('loadCaffe: ...' reading, 'CaffeNet: ...' running).
 import { CaffeNet, parseCaffemodel, parsePrototxt } from '../../src/io/caffe/import.js';
-import { Tensor } from '../../src/tensor.js';
-import { InvariantError, type Target } from '../engine.js';
+import type { Target } from '../engine.js';
+import { forwardDeclared } from './forward.js';
 import { utf8 } from '../mutate.js';
 
 const WORDS = [
@@ -29,9 +29,6 @@ const WORDS = [
   'global_pooling: true',
 ];
 
-/** Largest input a forward is tried on. */
-const MAX_INPUT = 1 << 14;
-
 export function createTarget(): Target {
   return {
     name: 'caffe',
@@ -44,20 +41,8 @@ export function createTarget(): Target {
       const def = binary ? parseCaffemodel(input) : parsePrototxt(new TextDecoder().decode(input));
       const net = new CaffeNet(def);
       if (binary) net.loadWeights(def, false);
-      const shape = net.inputShapes[0];
-      if (net.inputNames.length !== 1 || !shape) return;
-      const n = shape.reduce((a, b) => a * b, 1);
-      if (!shape.every((d) => Number.isSafeInteger(d) && d > 0) || n > MAX_INPUT) return;
-      const x = new Tensor(
-        Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
-        shape,
-      );
       net.eval();
-      for (const y of net.forwardAll(x)) {
-        const size = y.shape.reduce((a, b) => a * b, 1);
-        if (y.data.length !== size)
-          throw new InvariantError(`an output of shape [${y.shape}] holds ${y.data.length} values`);
-      }
+      forwardDeclared(net);
     },
   };
 }

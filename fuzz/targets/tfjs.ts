@@ -4,11 +4,9 @@
 // (layer classes and configs, shapes, weight specs); every failure must be the importer's own
 // Error ('loadTfjsLayersModel: ...' reading, 'TfjsModel: ...' running).
 import { loadTfjsLayersModel } from '../../src/io/tfjs.js';
-import { Tensor } from '../../src/tensor.js';
-import { InvariantError, type Target } from '../engine.js';
+import type { Target } from '../engine.js';
+import { forwardDeclared } from './forward.js';
 import { type Json, mutateTree, render, utf8 } from '../mutate.js';
-
-const MAX_INPUT = 1 << 14;
 
 function decode(input: Uint8Array): { modelTopology: unknown; weightSpecs: never[]; weightData: Uint8Array } {
   let doc: Record<string, unknown>;
@@ -46,19 +44,7 @@ export function createTarget(): Target {
     },
     async execute(input) {
       const model = await loadTfjsLayersModel(decode(input));
-      const shape = model.inputShapes[0];
-      if (model.inputNames.length !== 1 || !shape) return;
-      if (!shape.every((d) => Number.isSafeInteger(d) && d > 0)) return;
-      const n = shape.reduce((a, b) => a * b, 1);
-      if (n > MAX_INPUT) return;
-      const x = new Tensor(
-        Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
-        shape,
-      );
-      for (const y of model.forwardAll(x)) {
-        if (y.data.length !== y.shape.reduce((a, b) => a * b, 1))
-          throw new InvariantError('an output does not fit its shape');
-      }
+      forwardDeclared(model);
     },
   };
 }

@@ -389,8 +389,9 @@ fn bad_arguments_are_errors() {
     assert_eq!(gi, [0.25; 4]);
 }
 
-/// Pow on positive inputs (a fractional power of a negative number is NaN, as in torch):
-/// forward against f64, backward against the analytic derivative and finite differences, and
+/// Pow on positive inputs (a fractional power of a negative number is NaN, as in torch), on
+/// every SIMD level: forward against f64, backward against finite differences, 1 vs 2 threads,
+/// and
 /// torch's edge cases (exponent 0 has a zero gradient, 0 ^ -1 is inf, (-2) ^ 2 is 4).
 #[test]
 fn pow_matches_reference_and_finite_differences() {
@@ -400,12 +401,16 @@ fn pow_matches_reference_and_finite_differences() {
         .map(|v| v.abs() * 3.0 + 0.1)
         .collect();
     let w = rand_vec(x.len(), 22, 1.0);
-    for exponent in [2.0f32, 0.5, -0.75, 3.0, 1.0, -2.5] {
+    for (lvl, exponent) in levels()
+        .into_iter()
+        .flat_map(|l| [2.0f32, 0.5, -0.75, 3.0, 1.0, -2.5].map(|e| (l, e)))
+    {
+        simd::set_level(lvl);
         let act = Activation::parse("pow", Some(exponent as f64), None).unwrap();
         let mut y = vec![0.0; x.len()];
         activation_forward(act, &x, &mut y).unwrap();
         let want: Vec<f64> = x.iter().map(|&v| reference(act, v as f64)).collect();
-        assert_close(&y, &want, 1e-6, 0.0, &format!("pow {exponent}"));
+        assert_close(&y, &want, 1e-6, 0.0, &format!("pow {exponent} {lvl:?}"));
         let mut gi = vec![0.0; x.len()];
         activation_backward(act, &x, &y, &w, &mut gi).unwrap();
         let loss = |xs: &[f32]| -> f64 {
@@ -413,8 +418,31 @@ fn pow_matches_reference_and_finite_differences() {
             activation_forward(act, xs, &mut y).unwrap();
             y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()
         };
-        check_fd(&format!("pow {exponent}"), &x, &gi, 1e-3, 0..x.len(), loss);
+        check_fd(
+            &format!("pow {exponent} {lvl:?}"),
+            &x,
+            &gi,
+            1e-3,
+            0..x.len(),
+            loss,
+        );
     }
+    // Long enough to be split across threads: 1 and 2 threads give the same bits.
+    let big: Vec<f32> = rand_vec(200_003, 23, 1.0)
+        .iter()
+        .map(|v| v.abs() + 0.01)
+        .collect();
+    let act = Activation::Pow { exponent: -0.75 };
+    let run = |threads: usize| {
+        with_threads(threads, || {
+            let mut y = vec![0.0; big.len()];
+            activation_forward(act, &big, &mut y).unwrap();
+            let mut gi = vec![0.0; big.len()];
+            activation_backward(act, &big, &y, &big, &mut gi).unwrap();
+            (y, gi)
+        })
+    };
+    assert_eq!(run(1), run(2), "pow: the thread count changed the result");
     let run = |e: f32, x: f32| {
         let act = Activation::Pow { exponent: e };
         let (mut y, mut g) = ([0.0f32], [0.0f32]);

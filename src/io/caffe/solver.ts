@@ -177,7 +177,7 @@ function headLoss(l: LayerParameter, bottoms: Tensor[]): Tensor | null {
     case 'EuclideanLoss': {
       if (!target || target.size !== x.size) fail(`layer '${l.name}': the two bottoms differ in size`);
       const d = sub(x, reshape(target, x.shape));
-      return scale(sum(mulSelf(d)), 1 / (2 * x.shape[0]));
+      return scale(sum(mul(d, d)), 1 / (2 * x.shape[0]));
     }
     case 'SigmoidCrossEntropyLoss': {
       if (!target || target.size !== x.size) fail(`layer '${l.name}': the two bottoms differ in size`);
@@ -198,10 +198,6 @@ function headLoss(l: LayerParameter, bottoms: Tensor[]): Tensor | null {
     default:
       return fail(`layer '${l.name}' (${l.type}): this loss is not supported for training`);
   }
-}
-
-function mulSelf(x: Tensor): Tensor {
-  return mul(x, x);
 }
 
 /** Top-k accuracy as Caffe's Accuracy layer computes it (ignore_label left out of the count). */
