@@ -82,3 +82,4 @@ export * as data from './data/index.js';
 export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, transforms } from './data/index.js';
 export * as models from './models/index.js';
 export { classify } from './models/index.js';
+export * as apps from './apps/index.js';

@@ -13,6 +13,8 @@ export { relu, relu_, leakyRelu, sigmoid, tanh, clip, relu6, hardSigmoid, hardSw
 export { maxPool2d, maxPool2dWithIndices, avgPool2d, adaptiveAvgPool2d, poolNd } from './pool.js';
 export type { Pool2dOptions, PoolNdOptions } from './pool.js';
 export { pad, sub, div, binaryNd, broadcastShape, sumTo, gather, matmul } from './nd.js';
+export { interpolate, interpolationMatrix } from './interpolate.js';
+export type { InterpolateMode, InterpolateOptions } from './interpolate.js';
 export type { PadMode } from './nd.js';
 export { batchNorm2d, localResponseNorm } from './norm.js';
 export type { BatchNormOptions, LrnOptions } from './norm.js';

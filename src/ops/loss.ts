@@ -4,7 +4,7 @@ import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { allocate, Tensor, uninitialized } from '../tensor.js';
 import { describe } from '../describe.js';
-import { transpose } from './elementwise.js';
+import { reshape, transpose } from './elementwise.js';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -88,13 +88,23 @@ export function checkClassIndices(
 
 /**
  * Cross-entropy between logits [N, C] and class indices [N], as torch.nn.functional.cross_entropy.
- * Returns a scalar (mean/sum) or [N] (none).
+ * Returns a scalar (mean/sum) or [N] (none). Per-position classes as torch's K-dimensional case:
+ * logits [N, C, d1, ...] (e.g. a segmentation's [N, C, H, W]) and targets [N, d1, ...] flattened
+ * row-major; 'none' then returns [N, d1, ...], and 'mean' averages over every position.
  */
 export function crossEntropy(
   logits: Tensor,
   targets: Int32Array | readonly number[],
   opts: CrossEntropyOptions = {},
 ): Tensor {
+  if (logits.ndim > 2) {
+    // Channels last, one row per position: the same kernel, the same weighting and ignoreIndex.
+    const perm = [0, ...logits.shape.slice(2).map((_, i) => i + 2), 1];
+    const c = logits.shape[1];
+    const rows = reshape(transpose(logits, perm), [-1, c]);
+    const loss = crossEntropy(rows, targets, opts);
+    return (opts.reduction ?? 'mean') === 'none' ? reshape(loss, [logits.shape[0], ...logits.shape.slice(2)]) : loss;
+  }
   if (logits.ndim !== 2)
     throw new Error(`crossEntropy: logits: expected shape [N, C], got [${logits.shape.join(', ')}]`);
   const [batch, classes] = logits.shape;

@@ -37,11 +37,20 @@ export function broadcastShape(a: readonly number[], b: readonly number[]): numb
   return native.broadcastShape([...a], [...b]);
 }
 
-/** x (of a shape broadcast from `shape`) summed back to `shape`: a broadcast operand's gradient. */
+/**
+ * x (of a shape broadcast from `shape`) summed back to `shape`: a broadcast operand's gradient,
+ * and the sum over chosen axes kept as size 1 (x [N, C, H, W] to [1, C, 1, 1] sums per channel).
+ * Differentiable: the gradient is the output's, broadcast back to x's shape.
+ */
 export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   const out = uninitialized(numel(shape), 'sumTo');
   native.sumTo(x.data, x.shape, [...shape], out);
-  return new Tensor(out, [...shape]);
+  return record('sumTo', new Tensor(out, [...shape]), [x], (g) => {
+    const zero = new Float32Array(x.size);
+    const gx = uninitialized(x.size, 'sumTo');
+    native.binaryNd('add', zero, [...x.shape], g, [...shape], gx);
+    return [gx];
+  });
 }
 
 function sumToArray(g: Float32Array, from: readonly number[], to: readonly number[]): Float32Array {

@@ -1,0 +1,44 @@
+// The applications of CNNs beyond classification: heads, losses, metrics, synthetic data sets
+// built from MNIST, a training loop for targets other than labels, and pictures of predictions.
+export {
+  type DigitSource,
+  type Box,
+  mnistDigits,
+  resampleDigit,
+  inkBox,
+  paste,
+  addClutter,
+  addNoise,
+  canvasBatch,
+  canvasImage,
+} from './canvas.js';
+export { boxIoU, giouLoss, cxcywhToXyxy } from './boxes.js';
+export { trainTask, type TaskSet, type TaskLoss, type TrainTaskOptions, type EpochLog } from './train.js';
+export { drawGrid, classColor, PALETTE, type Overlay, type Tile, type GridOptions } from './draw.js';
+export {
+  localizationSet,
+  LocalizationSet,
+  LocalizationNet,
+  splitLocalization,
+  localizationLoss,
+  localizationMetrics,
+  evaluateLocalization,
+  type LocalizationBatch,
+  type LocalizationSetOptions,
+  type LocalizationMetrics,
+  type MultiTaskWeights,
+} from './localization.js';
+export {
+  segmentationSet,
+  SegmentationSet,
+  SegmentationNet,
+  SEGMENTATION_CLASSES,
+  diceLoss,
+  segmentationLoss,
+  segmentationMetrics,
+  pixelArgmax,
+  evaluateSegmentation,
+  type SegmentationBatch,
+  type SegmentationSetOptions,
+  type SegmentationMetrics,
+} from './segmentation.js';

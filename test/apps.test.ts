@@ -1,0 +1,169 @@
+// The application pieces (src/apps, interpolate, per-pixel cross-entropy) against PyTorch and
+// torchvision (test/fixtures/gen_apps.py), hand-computed metric cases, and the synthetic data
+// generators' determinism and consistency.
+import { describe, expect, it } from 'vitest';
+import { apps, crossEntropy, interpolate, Tensor } from '../src/index.js';
+import { det, expectClose, loadFixture, thrown, type FixtureTensor } from './helpers.js';
+
+interface Fixture {
+  giou: Record<'pred' | 'target' | 'loss' | 'grad_pred' | 'grad_target', FixtureTensor>;
+  ceNd: {
+    targets: number[];
+    weight: number[];
+    cases: { reduction: 'mean' | 'sum' | 'none'; weighted: boolean; output: FixtureTensor; grad: FixtureTensor }[];
+  };
+  interpolate: {
+    shape: number[];
+    size: [number, number];
+    mode: 'bilinear' | 'nearest';
+    alignCorners: boolean;
+    output: FixtureTensor;
+    grad: FixtureTensor;
+  }[];
+  dice: { targets: number[]; logits: FixtureTensor; loss: number; grad: FixtureTensor };
+}
+const fx = loadFixture<Fixture>('apps.json');
+const leaf = (t: FixtureTensor) => {
+  const x = new Tensor(Float32Array.from(t.data), t.shape);
+  x.requiresGrad = true;
+  return x;
+};
+
+describe('losses and ops vs PyTorch', () => {
+  it('giouLoss matches torchvision.ops.generalized_box_iou_loss, forward and both gradients', () => {
+    const pred = leaf(fx.giou.pred);
+    const target = leaf(fx.giou.target);
+    const loss = apps.giouLoss(pred, target, 'none');
+    expectClose(loss.data, fx.giou.loss.data, 1e-5, 1e-6, 'loss');
+    loss.backward(new Tensor(Float32Array.from([1, 2, 3, 4, 5, 6]), [6]));
+    expectClose(pred.grad?.data ?? [], fx.giou.grad_pred.data, 1e-4, 1e-5, 'grad pred');
+    expectClose(target.grad?.data ?? [], fx.giou.grad_target.data, 1e-4, 1e-5, 'grad target');
+    const mean = apps.giouLoss(leaf(fx.giou.pred), leaf(fx.giou.target));
+    expect(mean.shape).toEqual([]);
+    expect(mean.data[0]).toBeCloseTo(fx.giou.loss.data.reduce((a, b) => a + b) / 6, 6);
+    expect(thrown(() => apps.giouLoss(pred, new Tensor(new Float32Array(8), [2, 4]))).message).toMatch(
+      /6 predicted boxes but 2 targets/,
+    );
+  });
+
+  it.each(fx.ceNd.cases.map((c) => [`${c.reduction}${c.weighted ? ' weighted' : ''}`, c] as const))(
+    'crossEntropy on [N, C, H, W] logits (%s)',
+    (_n, c) => {
+      const logits = det([2, 4, 3, 5], 1, 3);
+      logits.requiresGrad = true;
+      const weight = c.weighted ? new Tensor(Float32Array.from(fx.ceNd.weight), [4]) : null;
+      const y = crossEntropy(logits, fx.ceNd.targets, { reduction: c.reduction, weight });
+      expect(y.shape).toEqual(c.output.shape);
+      expectClose(y.data, c.output.data, 1e-5, 1e-6, 'output');
+      y.backward(c.reduction === 'none' ? det([2, 3, 5], 5) : undefined);
+      expectClose(logits.grad?.data ?? [], c.grad.data, 1e-4, 1e-6, 'grad');
+    },
+  );
+
+  it.each(
+    fx.interpolate.map((c) => [`${c.mode} ${c.shape} -> ${c.size}${c.alignCorners ? ' aligned' : ''}`, c] as const),
+  )('interpolate %s', (_n, c) => {
+    const x = det(c.shape, 3);
+    x.requiresGrad = true;
+    const y = interpolate(x, c.size, { mode: c.mode, alignCorners: c.alignCorners });
+    expect(y.shape).toEqual(c.output.shape);
+    expectClose(y.data, c.output.data, 1e-5, 1e-6, 'output');
+    y.backward(det(y.shape as number[], 4));
+    expectClose(x.grad?.data ?? [], c.grad.data, 1e-4, 1e-5, 'grad');
+  });
+
+  it('interpolate rejects what torch rejects', () => {
+    expect(thrown(() => interpolate(det([2, 3], 1), [4, 4])).message).toMatch(/expected \[N, C, H, W\]/);
+    expect(thrown(() => interpolate(det([1, 1, 2, 2], 1), [0, 4])).message).toMatch(/positive integers/);
+    expect(thrown(() => interpolate(det([1, 1, 2, 2], 1), [4, 4], { mode: 'bicubic' as 'nearest' })).message).toMatch(
+      /mode must be/,
+    );
+  });
+
+  it('diceLoss matches the soft Dice formula under torch autograd', () => {
+    const logits = leaf(fx.dice.logits);
+    const loss = apps.diceLoss(logits, fx.dice.targets);
+    expect(loss.shape).toEqual([]);
+    expect(loss.data[0]).toBeCloseTo(fx.dice.loss, 6);
+    loss.backward();
+    expectClose(logits.grad?.data ?? [], fx.dice.grad.data, 1e-4, 1e-7, 'grad');
+    expect(thrown(() => apps.diceLoss(logits, [0, 1])).message).toMatch(/expected 32 targets/);
+    expect(thrown(() => apps.diceLoss(logits, Array(32).fill(3))).message).toMatch(/target 3 is not a class/);
+  });
+});
+
+describe('metrics, by hand', () => {
+  it('boxIoU', () => {
+    expect(apps.boxIoU([0, 0, 2, 2], [1, 1, 3, 3])).toBeCloseTo(1 / 7, 12);
+    expect(apps.boxIoU([0, 0, 1, 1], [2, 2, 3, 3])).toBe(0);
+    expect(apps.boxIoU([0, 0, 4, 4], [1, 1, 3, 3])).toBeCloseTo(4 / 16, 12);
+  });
+
+  it('localizationMetrics', () => {
+    // Two samples: right class with IoU 1; wrong class with IoU 1/7.
+    const out = new Tensor(Float32Array.from([2, 1, 0, 0, 2, 2, 0, 5, 1, 1, 3, 3]), [2, 6]);
+    const m = apps.localizationMetrics(out, [0, 0], [0, 0, 2, 2, 0, 0, 2, 2]);
+    expect(m).toEqual({ accuracy: 0.5, meanIoU: (1 + 1 / 7) / 2, iou50: 0.5, correctAndIou50: 0.5 });
+  });
+
+  it('segmentationMetrics', () => {
+    const truth = [0, 0, 1, 1, 2, 2, 0, 0];
+    const pred = [0, 1, 1, 1, 2, 0, 0, 0];
+    const m = apps.segmentationMetrics(pred, truth, 4);
+    expect(m.pixelAccuracy).toBe(6 / 8);
+    // class 0: tp 3, fp 1, fn 1 -> 3/5; class 1: tp 2, fp 1 -> 2/3; class 2: tp 1, fn 1 -> 1/2; class 3 absent.
+    expect(m.iou.slice(0, 3)).toEqual([3 / 5, 2 / 3, 1 / 2]);
+    expect(m.iou[3]).toBeNaN();
+    expect(m.meanIoU).toBeCloseTo((3 / 5 + 2 / 3 + 1 / 2) / 3, 12);
+  });
+});
+
+describe('synthetic sets', () => {
+  it('localizationSet is deterministic per seed, and each box hugs the digit', () => {
+    const a = apps.localizationSet({ count: 20, seed: 7 });
+    const b = apps.localizationSet({ count: 20, seed: 7 });
+    const c = apps.localizationSet({ count: 20, seed: 8 });
+    expect(Buffer.from(a.pixels).equals(Buffer.from(b.pixels))).toBe(true);
+    expect([...a.boxes]).toEqual([...b.boxes]);
+    expect(Buffer.from(a.pixels).equals(Buffer.from(c.pixels))).toBe(false);
+    const testSplit = apps.localizationSet({ count: 20, seed: 7, train: false });
+    expect(Buffer.from(a.pixels).equals(Buffer.from(testSplit.pixels))).toBe(false);
+    const s = a.size;
+    for (let i = 0; i < a.length; i++) {
+      const [x1, y1, x2, y2] = Array.from(a.boxes.subarray(i * 4, i * 4 + 4), (v) => Math.round(v * s));
+      expect(0 <= x1 && x1 < x2 && x2 <= s && 0 <= y1 && y1 < y2 && y2 <= s).toBe(true);
+      // Bright ink inside the box, on its edge rows and columns.
+      let inside = 0;
+      for (let y = y1; y < y2; y++)
+        for (let x = x1; x < x2; x++) inside = Math.max(inside, a.pixels[i * s * s + y * s + x]);
+      expect(inside).toBeGreaterThan(150);
+    }
+    const batch = a.batch([3, 1]);
+    expect(batch.images.shape).toEqual([2, 1, 64, 64]);
+    expect(batch.labels[0]).toBe(a.labels[3]);
+    expect([...batch.boxes.data.subarray(0, 4)]).toEqual([...a.boxes.subarray(12, 16)]);
+    expect(thrown(() => a.batch([20])).message).toMatch(/index 20 is not in \[0, 20\)/);
+    expect(thrown(() => apps.localizationSet({ count: 0 })).message).toMatch(/count must be a positive integer/);
+    expect(thrown(() => apps.localizationSet({ count: 1, scale: [4, 90] })).message).toMatch(/scale must be/);
+  });
+
+  it('segmentationSet is deterministic per seed, and masks mark bright pixels only', () => {
+    const a = apps.segmentationSet({ count: 10, seed: 3 });
+    const b = apps.segmentationSet({ count: 10, seed: 3 });
+    expect(Buffer.from(a.pixels).equals(Buffer.from(b.pixels))).toBe(true);
+    expect(Buffer.from(a.masks).equals(Buffer.from(b.masks))).toBe(true);
+    let labelled = 0;
+    for (let i = 0; i < a.masks.length; i++) {
+      expect(a.masks[i]).toBeLessThan(11);
+      if (a.masks[i] > 0) {
+        labelled++;
+        expect(a.pixels[i]).toBeGreaterThan(40);
+      }
+    }
+    expect(labelled).toBeGreaterThan(10 * 64);
+    // Each canvas has at least two digit classes or one digit drawn twice: at least 2 blobs of ink.
+    const batch = a.batch([0, 9]);
+    expect(batch.images.shape).toEqual([2, 1, 64, 64]);
+    expect(batch.masks.length).toBe(2 * 64 * 64);
+  });
+});
