@@ -52,6 +52,19 @@ export {
 export { stochasticDepth, linearSurvivalProb } from './stochastic-depth.js';
 export { mnistNet } from './mnist-net.js';
 export {
+  SegmentationModel,
+  ResNetBackbone,
+  FCNHead,
+  ASPP,
+  ASPPConv,
+  ASPPPooling,
+  DeepLabHead,
+  fcnResnet50,
+  deeplabv3Resnet50,
+  type SegmentationModelOptions,
+  type SegmentationOutputs,
+} from './segmentation.js';
+export {
   classify,
   preprocessImage,
   IMAGENET_MEAN,
