@@ -2,7 +2,7 @@
 // torchvision (test/fixtures/gen_apps.py), hand-computed metric cases, and the synthetic data
 // generators' determinism and consistency.
 import { describe, expect, it } from 'vitest';
-import { apps, crossEntropy, interpolate, Tensor } from '../src/index.js';
+import { apps, crossEntropy, interpolate, Rng, Tensor } from '../src/index.js';
 import { det, expectClose, loadFixture, thrown, type FixtureTensor } from './helpers.js';
 
 interface Fixture {
@@ -21,6 +21,21 @@ interface Fixture {
     grad: FixtureTensor;
   }[];
   dice: { targets: number[]; logits: FixtureTensor; loss: number; grad: FixtureTensor };
+  identification: {
+    normalize: { output: FixtureTensor; grad: FixtureTensor };
+    triplet: { labels: number[]; margin: number; loss: number; grad: FixtureTensor };
+    arcface: {
+      s: number;
+      m: number;
+      labels: number[];
+      embeddings: FixtureTensor;
+      weight: FixtureTensor;
+      logits: FixtureTensor;
+      loss: number;
+      gradEmbeddings: FixtureTensor;
+      gradWeight: FixtureTensor;
+    };
+  };
 }
 const fx = loadFixture<Fixture>('apps.json');
 const leaf = (t: FixtureTensor) => {
@@ -92,6 +107,53 @@ describe('losses and ops vs PyTorch', () => {
   });
 });
 
+describe('identification losses vs PyTorch', () => {
+  const id = fx.identification;
+  it('l2Normalize matches F.normalize(x, dim=1)', () => {
+    const x = det([8, 5], 7, 2);
+    x.requiresGrad = true;
+    const y = apps.l2Normalize(x);
+    expectClose(y.data, id.normalize.output.data, 1e-5, 1e-7, 'output');
+    y.backward(det([8, 5], 8));
+    expectClose(x.grad?.data ?? [], id.normalize.grad.data, 1e-4, 1e-6, 'grad');
+  });
+
+  it('batchHardTripletLoss picks the hardest positive and negative, and its gradient matches', () => {
+    const e = det([8, 5], 9);
+    e.requiresGrad = true;
+    const loss = apps.batchHardTripletLoss(e, id.triplet.labels, id.triplet.margin);
+    expect(loss.data[0]).toBeCloseTo(id.triplet.loss, 6);
+    loss.backward();
+    expectClose(e.grad?.data ?? [], id.triplet.grad.data, 1e-4, 1e-6, 'grad');
+    expect(thrown(() => apps.batchHardTripletLoss(e, [0, 0, 0, 0, 0, 0, 0, 0])).message).toMatch(/no anchor/);
+  });
+
+  it('ArcFaceHead matches insightface ArcMarginProduct, both branches, with gradients', () => {
+    const a = id.arcface;
+    const head = new apps.ArcFaceHead(4, 5, a.s, a.m);
+    head.weight.data.set(a.weight.data);
+    const emb = leaf(a.embeddings);
+    const logits = head.logits(emb, a.labels);
+    expectClose(logits.data, a.logits.data, 1e-4, 1e-5, 'logits');
+    const loss = head.loss(emb, a.labels);
+    expect(loss.data[0]).toBeCloseTo(a.loss, 5);
+    loss.backward();
+    expectClose(emb.grad?.data ?? [], a.gradEmbeddings.data, 1e-3, 1e-5, 'grad embeddings');
+    expectClose((head.weight.grad as Tensor | null)?.data ?? [], a.gradWeight.data, 1e-3, 1e-5, 'grad weight');
+    expect(thrown(() => head.logits(emb, [0, 1, 2, 3, 4, 5])).message).toMatch(/label 5 is not in \[0, 5\)/);
+  });
+
+  it('rocAuc and equalErrorRate, by hand', () => {
+    // Positives 0.9, 0.8, 0.3; negatives 0.7, 0.2, 0.1: 8 of 9 positive-negative orderings right.
+    const scores = [0.9, 0.8, 0.3, 0.7, 0.2, 0.1];
+    const same = [true, true, true, false, false, false];
+    expect(apps.rocAuc(scores, same)).toBeCloseTo(8 / 9, 12);
+    // At t = 0.7: FAR 1/3, FRR 1/3.
+    expect(apps.equalErrorRate(scores, same)).toBeCloseTo(1 / 3, 12);
+    expect(apps.rocAuc([0.5, 0.5], [true, false])).toBe(0.5);
+  });
+});
+
 describe('metrics, by hand', () => {
   it('boxIoU', () => {
     expect(apps.boxIoU([0, 0, 2, 2], [1, 1, 3, 3])).toBeCloseTo(1 / 7, 12);
@@ -145,6 +207,28 @@ describe('synthetic sets', () => {
     expect(thrown(() => a.batch([20])).message).toMatch(/index 20 is not in \[0, 20\)/);
     expect(thrown(() => apps.localizationSet({ count: 0 })).message).toMatch(/count must be a positive integer/);
     expect(thrown(() => apps.localizationSet({ count: 1, scale: [4, 90] })).message).toMatch(/scale must be/);
+  });
+
+  it('identitySet draws each identity in new handwriting; splitIdentities holds identities out', () => {
+    const split = apps.splitIdentities(20, 0);
+    expect(split.unseen.length).toBe(20);
+    expect(split.train.length).toBe(80);
+    expect(new Set([...split.train, ...split.unseen]).size).toBe(100);
+    const a = apps.identitySet({ identities: [7, 42], perIdentity: 3, seed: 5 });
+    const b = apps.identitySet({ identities: [7, 42], perIdentity: 3, seed: 5 });
+    expect(Buffer.from(a.pixels).equals(Buffer.from(b.pixels))).toBe(true);
+    expect([...a.labels]).toEqual([7, 7, 7, 42, 42, 42]);
+    const plane = 32 * 32;
+    expect(Buffer.from(a.pixels.subarray(0, plane)).equals(Buffer.from(a.pixels.subarray(plane, 2 * plane)))).toBe(
+      false,
+    );
+    const pk = a.pkBatches(2, 2, new Rng(1));
+    for (const batch of pk) {
+      const ids = Array.from(batch, (i) => a.labels[i]);
+      expect(ids.slice(0, 2).every((v) => v === ids[0]) && ids.slice(2).every((v) => v === ids[2])).toBe(true);
+      expect(ids[0]).not.toBe(ids[2]);
+    }
+    expect(thrown(() => apps.identitySet({ identities: [100], perIdentity: 1 })).message).toMatch(/integers 0-99/);
   });
 
   it('segmentationSet is deterministic per seed, and masks mark bright pixels only', () => {

@@ -42,3 +42,21 @@ export {
   type SegmentationSetOptions,
   type SegmentationMetrics,
 } from './segmentation.js';
+export {
+  l2Normalize,
+  L2Normalize,
+  identitySet,
+  IdentitySet,
+  splitIdentities,
+  EmbeddingNet,
+  batchHardTripletLoss,
+  ArcFaceHead,
+  embed,
+  verify,
+  verificationMetrics,
+  rocAuc,
+  equalErrorRate,
+  type IdentityBatch,
+  type IdentitySetOptions,
+  type VerificationMetrics,
+} from './identification.js';

@@ -29,8 +29,22 @@ export interface TrainTaskOptions<B> {
   scheduler?: SchedulerLike;
   /** Called after every epoch with the mean loss (and parts) over its batches. */
   onEpochEnd?: (epoch: number, logs: Record<string, number>) => void | Promise<void>;
+  /**
+   * The epoch's batches as lists of indices (a batch sampler, e.g. IdentitySet.pkBatches);
+   * default: a fresh shuffle cut into batchSize pieces, the last partial one dropped.
+   */
+  batches?: (epoch: number, rng: Rng) => ArrayLike<number>[];
   /** Replaces the model's forward (e.g. a decoder fed with the batch): output from the batch. */
   forward?: (model: Module, batch: B) => Tensor;
+}
+
+/** A shuffle of [0, n) cut into batches of `size` (the last partial one dropped unless it is the only one). */
+function shuffled(n: number, size: number, rng: Rng): Int32Array[] {
+  const order = permutation(n, rng);
+  const out: Int32Array[] = [];
+  for (let at = 0; at + size <= n; at += size) out.push(order.subarray(at, at + size));
+  if (out.length === 0) out.push(order);
+  return out;
 }
 
 export interface EpochLog {
@@ -60,11 +74,10 @@ export async function trainTask<B extends { images: Tensor }>(
   try {
     for (let epoch = 0; epoch < epochs; epoch++) {
       const t0 = performance.now();
-      const order = permutation(set.length, rng);
       const totals: Record<string, number> = {};
       let batches = 0;
-      for (let at = 0; at + batchSize <= set.length || (at === 0 && batches === 0); at += batchSize) {
-        const batch = set.batch(order.subarray(at, Math.min(at + batchSize, set.length)));
+      for (const indices of opts.batches ? opts.batches(epoch, rng) : shuffled(set.length, batchSize, rng)) {
+        const batch = set.batch(indices);
         opts.optimizer.zeroGrad();
         const output = opts.forward ? opts.forward(model, batch) : model.call(batch.images);
         const result = opts.loss(output, batch);
