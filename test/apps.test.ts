@@ -6,6 +6,16 @@ import { apps, crossEntropy, interpolate, Rng, Tensor } from '../src/index.js';
 import { det, expectClose, loadFixture, thrown, type FixtureTensor } from './helpers.js';
 
 interface Fixture {
+  distillation: {
+    student: FixtureTensor;
+    teacher: FixtureTensor;
+    labels: number[];
+    temperature: number;
+    alpha: number;
+    soft: number;
+    loss: number;
+    grad: FixtureTensor;
+  };
   giou: Record<'pred' | 'target' | 'loss' | 'grad_pred' | 'grad_target', FixtureTensor>;
   ceNd: {
     targets: number[];
@@ -151,6 +161,41 @@ describe('identification losses vs PyTorch', () => {
     // At t = 0.7: FAR 1/3, FRR 1/3.
     expect(apps.equalErrorRate(scores, same)).toBeCloseTo(1 / 3, 12);
     expect(apps.rocAuc([0.5, 0.5], [true, false])).toBe(0.5);
+  });
+});
+
+describe('transfer', () => {
+  it('distillationLoss matches kl_div(log_softmax(s/T), softmax(t/T), batchmean) T^2 mixed with cross-entropy', () => {
+    const d = fx.distillation;
+    const s = leaf(d.student);
+    const t = leaf(d.teacher);
+    const { loss, parts } = apps.distillationLoss(s, t, Int32Array.from(d.labels), {
+      temperature: d.temperature,
+      alpha: d.alpha,
+    });
+    expect(parts.kl.data[0]).toBeCloseTo(d.soft, 5);
+    expect(loss.data[0]).toBeCloseTo(d.loss, 5);
+    loss.backward();
+    expectClose(s.grad?.data ?? [], d.grad.data, 1e-4, 1e-6, 'grad');
+    // No gradient reaches the teacher.
+    expect(t.grad).toBeNull();
+    expect(thrown(() => apps.distillationLoss(s, det([5, 3], 1), Int32Array.from(d.labels))).message).toMatch(
+      /must both be \[N, C\]/,
+    );
+  });
+
+  it('copyFeatures copies the features and leaves the head; freeze stops them training', () => {
+    const a = apps.canvasClassifier({ numClasses: 5, size: 32, widths: [4, 8] });
+    const b = apps.canvasClassifier({ numClasses: 3, size: 32, widths: [4, 8] });
+    const headBefore = Float32Array.from(b.getSubmodule('classifier.4').parameters()[0].data);
+    expect(apps.copyFeatures(a, b)).toBe(2 * 6); // per block: conv weight, BN weight, bias and 3 buffers
+    for (const [k, t] of b.stateDict()) {
+      if (k.startsWith('features.')) expect([...t.data]).toEqual([...(a.stateDict().get(k) as Tensor).data]);
+    }
+    expect([...b.getSubmodule('classifier.4').parameters()[0].data]).toEqual([...headBefore]);
+    expect(b.freeze('features.')).toBe(6);
+    const c = apps.canvasClassifier({ numClasses: 5, size: 32, widths: [4, 16] });
+    expect(thrown(() => apps.copyFeatures(a, c)).message).toMatch(/shape|expected/);
   });
 });
 

@@ -60,3 +60,16 @@ export {
   type IdentitySetOptions,
   type VerificationMetrics,
 } from './identification.js';
+export {
+  poseSet,
+  PoseSet,
+  PoseNet,
+  POSE_JOINTS,
+  POSE_LIMBS,
+  decodeHeatmaps,
+  pck,
+  evaluatePose,
+  type PoseBatch,
+  type PoseSetOptions,
+} from './pose.js';
+export { canvasClassifier, copyFeatures, distillationLoss, type DistillationOptions } from './transfer.js';

