@@ -254,7 +254,7 @@ export function poseSet(opts: PoseSetOptions): PoseSet {
     drawSegment(canvas, size, fig[0], fig[0], 5, 1);
     addNoise(canvas, rng, opts.noise ?? 0.05);
     toBytes(canvas, pixels, i * plane);
-    fig.forEach(([x, y], k) => joints.set([x, y], (i * POSE_JOINTS.length + k) * 2));
+    for (const [k, [x, y]] of fig.entries()) joints.set([x, y], (i * POSE_JOINTS.length + k) * 2);
   }
   return new PoseSet(size, stride, opts.sigma ?? 1, pixels, joints);
 }
