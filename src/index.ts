@@ -29,6 +29,8 @@ export {
   SiLU,
   Dropout,
   Flatten,
+  GRU,
+  Embedding,
   Sequential,
   Identity,
   init,

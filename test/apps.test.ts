@@ -199,6 +199,36 @@ describe('transfer', () => {
   });
 });
 
+describe('captioning pieces', () => {
+  it('bleu4, by hand', () => {
+    // Identical: 1. One word wrong in "three left of seven": precisions 3/4, 1/3, 0/2 -> 0.
+    expect(apps.bleu4(['three left of seven'], ['three left of seven'])).toBe(1);
+    expect(apps.bleu4(['three left of five'], ['three left of seven'])).toBe(0);
+    // Pooled over a corpus: p1 = 7/8, p2 = 5/6, p3 = 3/4, p4 = 1/2, no brevity penalty.
+    const b = apps.bleu4(['three left of seven', 'two left of five'], ['three left of seven', 'two left of six']);
+    expect(b).toBeCloseTo(Math.exp((Math.log(7 / 8) + Math.log(5 / 6) + Math.log(3 / 4) + Math.log(1 / 2)) / 4), 12);
+    // Brevity: candidates 4 words against references of 5 -> exp(1 - 5/4).
+    const short = apps.bleu4(['a b c d'], ['a b c d e']);
+    expect(short).toBeCloseTo(Math.exp(1 - 5 / 4), 12);
+  });
+
+  it('captionSet: deterministic, one true caption per canvas, teacher-forcing batches', () => {
+    const a = apps.captionSet({ count: 12, seed: 4 });
+    const b = apps.captionSet({ count: 12, seed: 4 });
+    expect(Buffer.from(a.pixels).equals(Buffer.from(b.pixels))).toBe(true);
+    expect([...a.tokens]).toEqual([...b.tokens]);
+    for (let i = 0; i < a.length; i++)
+      expect(a.caption(i)).toMatch(/^(zero|one|two|three|four|five|six|seven|eight|nine) (left of|above) \w+$/);
+    const batch = a.batch([0]);
+    const toks = Array.from(a.tokens.subarray(0, 5));
+    const end = toks.indexOf(2);
+    expect(Array.from(batch.targets.subarray(0, end + 1))).toEqual(toks.slice(0, end + 1));
+    expect(batch.inputs.data[0]).toBe(1);
+    expect(Array.from(batch.inputs.data.subarray(1, end + 1))).toEqual(toks.slice(0, end));
+    expect(apps.captionText([1, 6, 15, 10, 2, 0])).toBe('three above seven');
+  });
+});
+
 describe('metrics, by hand', () => {
   it('boxIoU', () => {
     expect(apps.boxIoU([0, 0, 2, 2], [1, 1, 3, 3])).toBeCloseTo(1 / 7, 12);

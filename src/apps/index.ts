@@ -73,3 +73,15 @@ export {
   type PoseSetOptions,
 } from './pose.js';
 export { canvasClassifier, copyFeatures, distillationLoss, type DistillationOptions } from './transfer.js';
+export {
+  captionSet,
+  CaptionSet,
+  CaptionNet,
+  captionLoss,
+  captionText,
+  bleu4,
+  evaluateCaptions,
+  CAPTION_VOCAB,
+  CAPTION_LENGTH,
+  type CaptionBatch,
+} from './captioning.js';

@@ -14,6 +14,8 @@ export { Sigmoid, Tanh } from './sigmoid.js';
 export { ReLU6, Hardsigmoid, Hardswish, SiLU } from './mobile-activations.js';
 export { Dropout } from './dropout.js';
 export { Flatten } from './flatten.js';
+export { GRU } from './gru.js';
+export { Embedding } from './embedding.js';
 export { Sequential, Identity } from './sequential.js';
 export { setInferenceFusion, isInferenceFusionEnabled, tryFusedConv, type FuseOptions } from './fuse.js';
 export * as init from './init.js';

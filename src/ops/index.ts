@@ -9,6 +9,7 @@ export type {
   Pair,
 } from './conv.js';
 export { linear } from './linear.js';
+export { gruCell } from './recurrent.js';
 export { relu, relu_, leakyRelu, sigmoid, tanh, clip, relu6, hardSigmoid, hardSwish, silu, pow } from './activation.js';
 export { maxPool2d, maxPool2dWithIndices, avgPool2d, adaptiveAvgPool2d, poolNd } from './pool.js';
 export type { Pool2dOptions, PoolNdOptions } from './pool.js';

@@ -23,6 +23,7 @@ pub mod pad;
 pub mod peak;
 pub mod plan;
 pub mod pool;
+pub mod recurrent;
 pub mod reduce;
 pub mod scratch;
 pub mod simd;

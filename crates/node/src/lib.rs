@@ -15,6 +15,7 @@ mod norm;
 mod optim;
 mod plan;
 mod pool;
+mod recurrent;
 mod runtime;
 
 pub use activation::*;
@@ -27,4 +28,5 @@ pub use norm::*;
 pub use optim::*;
 pub use plan::*;
 pub use pool::*;
+pub use recurrent::*;
 pub use runtime::*;
