@@ -193,3 +193,17 @@ export function canvasImage(bytes: Uint8Array, size: number, index: number): Flo
   const plane = size * size;
   return Float32Array.from(bytes.subarray(index * plane, (index + 1) * plane), (v) => v / 255);
 }
+
+/**
+ * Indices of the digits of `src` whose class is in `digits` (default all ten): the pool a set
+ * that is limited to some classes draws from. Throws on an empty or invalid list.
+ */
+export function digitPool(what: string, src: DigitSource, digits?: readonly number[]): number[] {
+  const wanted = digits ?? [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  if (wanted.length === 0 || wanted.some((d) => !Number.isInteger(d) || d < 0 || d > 9)) {
+    throw new Error(`${what}: digits must be a non-empty list of digits 0-9, got [${wanted.join(', ')}]`);
+  }
+  const pool: number[] = [];
+  for (let i = 0; i < src.count; i++) if (wanted.includes(src.labels[i])) pool.push(i);
+  return pool;
+}

@@ -14,13 +14,15 @@ import { ReLU } from '../nn/relu.js';
 import { Sequential } from '../nn/sequential.js';
 import { Tanh } from '../nn/sigmoid.js';
 import { noGrad } from '../autograd.js';
-import { reshape } from '../ops/elementwise.js';
+import { cat, reshape } from '../ops/elementwise.js';
+import { gather } from '../ops/nd.js';
 import { crossEntropy, logSoftmax } from '../ops/loss.js';
 import { Tensor } from '../tensor.js';
 import {
   addNoise,
   canvasBatch,
   checkSetOptions,
+  digitPool,
   inkBox,
   mnistDigits,
   paste,
@@ -109,6 +111,8 @@ export function captionSet(opts: {
   seed?: number;
   scale?: [number, number];
   noise?: number;
+  /** Only these digit classes (default all ten). */
+  digits?: readonly number[];
   dir?: string;
 }): CaptionSet {
   const size = opts.size ?? 64;
@@ -118,6 +122,7 @@ export function captionSet(opts: {
     throw new Error(`captionSet: scale must be two integers 8 <= min <= max <= ${size / 2}, got [${lo}, ${hi}]`);
   }
   const src = mnistDigits(opts.train ?? true, opts.dir);
+  const pool = digitPool('captionSet', src, opts.digits);
   const plane = size * size;
   const pixels = new Uint8Array(opts.count * plane);
   const tokens = new Uint8Array(opts.count * CAPTION_LENGTH);
@@ -127,12 +132,12 @@ export function captionSet(opts: {
     const horizontal = rng.next() < 0.5;
     const digits: number[] = [];
     for (let slot = 0; slot < 2; slot++) {
-      let index = rng.int(src.count);
+      let index = pool[rng.int(pool.length)];
       let side = lo + rng.int(hi - lo + 1);
       let patch = resampleDigit(src, index, side, side);
       let ink = inkBox(patch, side, side);
       while (!ink) {
-        index = rng.int(src.count);
+        index = pool[rng.int(pool.length)];
         side = lo + rng.int(hi - lo + 1);
         patch = resampleDigit(src, index, side, side);
         ink = inkBox(patch, side, side);
@@ -158,10 +163,12 @@ export function captionSet(opts: {
 }
 
 /**
- * Encoder-decoder captioner ("show and tell"): a CNN (conv-BN-ReLU-maxpool blocks of 16, 32, 64,
- * 64 channels, a linear layer and tanh) turns the image into the GRU's first state; the GRU reads
- * word embeddings and a linear layer scores the next word. forward(images [N, 1, S, S], inputs
- * [N, L] token ids) returns next-word logits [N * L, V] for teacher-forced training.
+ * Encoder-decoder captioner: a CNN (conv-BN-ReLU-maxpool blocks of 16, 32, 64, 64 channels, a
+ * linear layer and tanh) turns the image into a feature vector that is both the GRU's first
+ * state ("show and tell"'s init-inject) and, concatenated to each word embedding, part of every
+ * step's input (par-inject), so the decoder can look at the image again for each word; a linear
+ * layer scores the next word. forward(images [N, 1, S, S], inputs [N, L] token ids) returns
+ * next-word logits [N * L, V] for teacher-forced training.
  */
 export class CaptionNet extends Module {
   readonly encoder: Sequential;
@@ -192,7 +199,7 @@ export class CaptionNet extends Module {
       ),
     );
     this.embed = this.addModule('embed', new Embedding(CAPTION_VOCAB.length, embedDim));
-    this.gru = this.addModule('gru', new GRU(embedDim, hidden, { batchFirst: true }));
+    this.gru = this.addModule('gru', new GRU(embedDim + hidden, hidden, { batchFirst: true }));
     this.out = this.addModule('out', new Linear(hidden, CAPTION_VOCAB.length));
   }
 
@@ -201,8 +208,10 @@ export class CaptionNet extends Module {
       throw new Error('CaptionNet: forward needs the decoder inputs [N, L]; use caption() to describe images');
     const h0 = this.encoder.call(images);
     const [n, L] = inputs.shape;
-    const states = this.gru.forward(this.embed.call(inputs), h0);
-    return this.out.call(reshape(states, [n * L, this.gru.hiddenSize]));
+    const hidden = this.gru.hiddenSize;
+    const feature = gather(reshape(h0, [n, 1, hidden]), 1, new Array(L).fill(0), [L]);
+    const states = this.gru.forward(cat([this.embed.call(inputs), feature], 2), h0);
+    return this.out.call(reshape(states, [n * L, hidden]));
   }
 
   /**
@@ -235,6 +244,7 @@ export class CaptionNet extends Module {
   }
 
   private search(h0: Tensor, width: number, maxLength: number): number[] {
+    const feature = h0.data.slice();
     interface Hyp {
       tokens: number[];
       logp: number;
@@ -251,7 +261,9 @@ export class CaptionNet extends Module {
         h.data.set(b.h, k * hidden);
       });
       const e = this.embed.call(new Tensor(Float32Array.from(prev), [live.length]));
-      const next = this.gru.step(e, h);
+      const f = new Tensor(new Float32Array(live.length * hidden), [live.length, hidden]);
+      for (let k = 0; k < live.length; k++) f.data.set(feature, k * hidden);
+      const next = this.gru.step(cat([e, f], 1), h);
       const logp = logSoftmax(this.out.call(next));
       const v = CAPTION_VOCAB.length;
       const candidates: Hyp[] = beams.filter((b) => b.done);

@@ -19,6 +19,7 @@ import {
   addNoise,
   canvasBatch,
   checkSetOptions,
+  digitPool,
   inkBox,
   mnistDigits,
   paste,
@@ -99,12 +100,7 @@ export function localizationSet(opts: LocalizationSetOptions): LocalizationSet {
     throw new Error(`localizationSet: scale must be two integers 8 <= min <= max <= ${size}, got [${lo}, ${hi}]`);
   }
   const src = mnistDigits(opts.train ?? true, opts.dir);
-  const wanted = opts.digits ?? [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-  if (wanted.length === 0 || wanted.some((d) => !Number.isInteger(d) || d < 0 || d > 9)) {
-    throw new Error(`localizationSet: digits must be a non-empty list of digits 0-9, got [${wanted.join(', ')}]`);
-  }
-  const pool: number[] = [];
-  for (let i = 0; i < src.count; i++) if (wanted.includes(src.labels[i])) pool.push(i);
+  const pool = digitPool('localizationSet', src, opts.digits);
   const { count } = opts;
   const pixels = new Uint8Array(count * size * size);
   const labels = new Uint8Array(count);

@@ -17,6 +17,7 @@ import {
   addNoise,
   canvasBatch,
   checkSetOptions,
+  digitPool,
   inkBox,
   mnistDigits,
   paste,
@@ -39,7 +40,7 @@ export interface SegmentationSetOptions {
   train?: boolean;
   seed?: number;
   /** Fewest and most digits per canvas (default [2, 3]). */
-  digits?: [number, number];
+  perCanvas?: [number, number];
   /** Digit side in pixels (default [20, 30] on 64). */
   scale?: [number, number];
   /** Fragments of other digits, labelled background (default 0). */
@@ -48,6 +49,8 @@ export interface SegmentationSetOptions {
   noise?: number;
   /** A pixel belongs to its digit where the digit's ink exceeds this (default 0.3). */
   threshold?: number;
+  /** Only these digit classes (default all ten). */
+  digits?: readonly number[];
   dir?: string;
 }
 
@@ -89,15 +92,16 @@ export class SegmentationSet implements TaskSet<SegmentationBatch> {
 export function segmentationSet(opts: SegmentationSetOptions): SegmentationSet {
   const size = opts.size ?? 64;
   const rng = checkSetOptions('segmentationSet', opts.count, size, 32, opts.seed ?? 0);
-  const [dmin, dmax] = opts.digits ?? [2, 3];
+  const [dmin, dmax] = opts.perCanvas ?? [2, 3];
   const [lo, hi] = opts.scale ?? [Math.round((20 * size) / 64), Math.round((30 * size) / 64)];
   if (!(Number.isInteger(dmin) && Number.isInteger(dmax) && dmin >= 1 && dmin <= dmax && dmax <= 8)) {
-    throw new Error(`segmentationSet: digits must be two integers 1 <= min <= max <= 8, got [${dmin}, ${dmax}]`);
+    throw new Error(`segmentationSet: perCanvas must be two integers 1 <= min <= max <= 8, got [${dmin}, ${dmax}]`);
   }
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 8 && lo <= hi && hi <= size)) {
     throw new Error(`segmentationSet: scale must be two integers 8 <= min <= max <= ${size}, got [${lo}, ${hi}]`);
   }
   const src = mnistDigits(opts.train ?? true, opts.dir);
+  const pool = digitPool('segmentationSet', src, opts.digits);
   const plane = size * size;
   const pixels = new Uint8Array(opts.count * plane);
   const masks = new Uint8Array(opts.count * plane);
@@ -109,7 +113,7 @@ export function segmentationSet(opts: SegmentationSetOptions): SegmentationSet {
     const placed: number[][] = [];
     const n = dmin + rng.int(dmax - dmin + 1);
     for (let k = 0; k < n; k++) {
-      const digit = rng.int(src.count);
+      const digit = pool[rng.int(pool.length)];
       const side = lo + rng.int(hi - lo + 1);
       const patch = resampleDigit(src, digit, side, side);
       const ink = inkBox(patch, side, side, opts.threshold ?? 0.3);
