@@ -20,7 +20,7 @@ const run = (...args: string[]) => {
 
 describe('ferroconv CLI', () => {
   it('prints help for every command', () => {
-    for (const cmd of ['train', 'eval', 'predict', 'export']) {
+    for (const cmd of ['train', 'eval', 'predict', 'export', 'app']) {
       const r = run(cmd, '--help');
       expect(r.code, r.err).toBe(0);
       expect(r.out).toContain(`ferroconv ${cmd}`);
@@ -67,12 +67,31 @@ describe('ferroconv CLI', () => {
     [['eval', '--checkpoint', '/no/such.safetensors'], '--checkpoint: file not found'],
     [['predict', '--checkpoint', '/no/such.safetensors'], 'no images given'],
     [['frobnicate'], "unknown command 'frobnicate'"],
+    [['app'], 'expected one task, one of localization, segmentation'],
+    [['app', 'detection'], 'expected one task'],
+    [['app', 'pose', '--epochs', '0'], "--epochs: expected an integer >= 1, got '0'"],
   ])('%j fails with one line and no stack trace', (args, message) => {
     const r = run(...args);
     expect(r.code).not.toBe(0);
     expect(r.err).toContain(message);
     expect(r.err.trim().split('\n')).toHaveLength(1);
     expect(r.err).not.toMatch(/\n\s+at /);
+  });
+
+  it('app runs a task: a short pose run prints its metrics as JSON and writes the picture', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-app-'));
+    const r = run('app', 'pose', '--epochs', '1', '--train', '64', '--out', dir, '--json');
+    expect(r.code, r.err).toBe(0);
+    const lines = r.out.trim().split('\n');
+    expect(lines[0]).toMatch(/^epoch 1\/1: heatmap MSE/);
+    const result = JSON.parse(lines[lines.length - 1]);
+    expect(result.task).toBe('pose');
+    expect(result.metrics.pck).toBeGreaterThanOrEqual(0);
+    expect(result.metrics.pck).toBeLessThanOrEqual(1);
+    expect(result.picture).toBe(join(dir, 'pose.png'));
+    const meta = await sharp(result.picture).metadata();
+    expect(meta.format).toBe('png');
+    expect(meta.width).toBeGreaterThan(8 * 64);
   });
 
   it('trains briefly, then evaluates and predicts with the checkpoint; a corrupt checkpoint is an error', async () => {

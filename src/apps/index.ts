@@ -85,3 +85,14 @@ export {
   CAPTION_LENGTH,
   type CaptionBatch,
 } from './captioning.js';
+export {
+  RECIPES,
+  localizationRecipe,
+  segmentationRecipe,
+  identificationRecipe,
+  poseRecipe,
+  transferRecipe,
+  captioningRecipe,
+  type RecipeOptions,
+  type RecipeResult,
+} from './recipes.js';

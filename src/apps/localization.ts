@@ -71,6 +71,25 @@ export class LocalizationSet implements TaskSet<LocalizationBatch> {
     return this.labels.length;
   }
 
+  /** A new set of the canvases at `indices` (copied), e.g. a few labelled examples per class. */
+  subset(indices: ArrayLike<number>): LocalizationSet {
+    const plane = this.size * this.size;
+    const n = indices.length;
+    const pixels = new Uint8Array(n * plane);
+    const labels = new Uint8Array(n);
+    const boxes = new Float32Array(n * 4);
+    for (let k = 0; k < n; k++) {
+      const i = indices[k];
+      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
+        throw new Error(`LocalizationSet.subset: index ${i} is not in [0, ${this.length})`);
+      }
+      pixels.set(this.pixels.subarray(i * plane, (i + 1) * plane), k * plane);
+      labels[k] = this.labels[i];
+      boxes.set(this.boxes.subarray(i * 4, i * 4 + 4), k * 4);
+    }
+    return new LocalizationSet(this.size, pixels, labels, boxes);
+  }
+
   batch(indices: ArrayLike<number>): LocalizationBatch {
     const n = indices.length;
     const labels = new Int32Array(n);

