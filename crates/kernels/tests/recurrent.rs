@@ -17,7 +17,11 @@ fn forward(gi: &[f32], gh: &[f32], h: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn forward_matches_the_equations() {
-    let (gi, gh, h) = (rand_vec(N * 3 * H, 1, 2.0), rand_vec(N * 3 * H, 2, 2.0), rand_vec(N * H, 3, 1.0));
+    let (gi, gh, h) = (
+        rand_vec(N * 3 * H, 1, 2.0),
+        rand_vec(N * 3 * H, 2, 2.0),
+        rand_vec(N * H, 3, 1.0),
+    );
     let (out, _) = forward(&gi, &gh, &h);
     let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
     for b in 0..N {
@@ -34,18 +38,35 @@ fn forward_matches_the_equations() {
 
 #[test]
 fn backward_matches_finite_differences() {
-    let (gi, gh, h) = (rand_vec(N * 3 * H, 4, 2.0), rand_vec(N * 3 * H, 5, 2.0), rand_vec(N * H, 6, 1.0));
+    let (gi, gh, h) = (
+        rand_vec(N * 3 * H, 4, 2.0),
+        rand_vec(N * 3 * H, 5, 2.0),
+        rand_vec(N * H, 6, 1.0),
+    );
     let g = rand_vec(N * H, 7, 1.0);
     let (_, gates) = forward(&gi, &gh, &h);
     let mut grads = vec![0.0; N * 7 * H];
     gru_cell_backward(&gates, &gh, &h, &g, N, H, &mut grads).unwrap();
     let pick = |part: usize, width: usize| -> Vec<f32> {
-        (0..N).flat_map(|b| grads[b * 7 * H + part..][..width].to_vec()).collect()
+        (0..N)
+            .flat_map(|b| grads[b * 7 * H + part..][..width].to_vec())
+            .collect()
     };
-    let dot = |out: &[f32]| out.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
-    check_fd("gi", &gi, &pick(0, 3 * H), 1e-2, 0..N * 3 * H, |x| dot(&forward(x, &gh, &h).0));
-    check_fd("gh", &gh, &pick(3 * H, 3 * H), 1e-2, 0..N * 3 * H, |x| dot(&forward(&gi, x, &h).0));
-    check_fd("h", &h, &pick(6 * H, H), 1e-2, 0..N * H, |x| dot(&forward(&gi, &gh, x).0));
+    let dot = |out: &[f32]| {
+        out.iter()
+            .zip(&g)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>()
+    };
+    check_fd("gi", &gi, &pick(0, 3 * H), 1e-2, 0..N * 3 * H, |x| {
+        dot(&forward(x, &gh, &h).0)
+    });
+    check_fd("gh", &gh, &pick(3 * H, 3 * H), 1e-2, 0..N * 3 * H, |x| {
+        dot(&forward(&gi, x, &h).0)
+    });
+    check_fd("h", &h, &pick(6 * H, H), 1e-2, 0..N * H, |x| {
+        dot(&forward(&gi, &gh, x).0)
+    });
 }
 
 #[test]
@@ -56,7 +77,10 @@ fn bad_lengths_are_errors() {
     let ok = vec![0.0; N * 3 * H];
     let h = vec![0.0; N * H];
     let e = gru_cell_forward(&short, &ok, &h, N, H, &mut out, &mut gates).unwrap_err();
-    assert!(e.to_string().contains("gi: expected 36 elements, got 35"), "{e}");
+    assert!(
+        e.to_string().contains("gi: expected 36 elements, got 35"),
+        "{e}"
+    );
     let e = gru_cell_forward(&ok, &ok, &h, N, 0, &mut out, &mut gates).unwrap_err();
     assert!(e.to_string().contains("hidden"), "{e}");
     let mut grads = vec![0.0; N * 7 * H - 2];
