@@ -280,6 +280,12 @@ describe('synthetic sets', () => {
     expect(batch.labels[0]).toBe(a.labels[3]);
     expect([...batch.boxes.data.subarray(0, 4)]).toEqual([...a.boxes.subarray(12, 16)]);
     expect(thrown(() => a.batch([20])).message).toMatch(/index 20 is not in \[0, 20\)/);
+    const sub = a.subset([5, 2]);
+    expect(sub.length).toBe(2);
+    expect([...sub.batch([1]).boxes.data]).toEqual([...a.boxes.subarray(8, 12)]);
+    expect(
+      Buffer.from(sub.pixels.subarray(0, s * s)).equals(Buffer.from(a.pixels.subarray(5 * s * s, 6 * s * s))),
+    ).toBe(true);
     expect(thrown(() => apps.localizationSet({ count: 0 })).message).toMatch(/count must be a positive integer/);
     expect(thrown(() => apps.localizationSet({ count: 1, scale: [4, 90] })).message).toMatch(/scale must be/);
   });

@@ -207,3 +207,36 @@ export function digitPool(what: string, src: DigitSource, digits?: readonly numb
   for (let i = 0; i < src.count; i++) if (wanted.includes(src.labels[i])) pool.push(i);
   return pool;
 }
+
+/**
+ * A random digit of `pool` resampled to a random side in [lo, hi], redrawn until some of its ink
+ * exceeds `threshold` (an empty digit does not occur in MNIST, but a box-less sample must not).
+ */
+export function randomDigit(
+  src: DigitSource,
+  pool: readonly number[],
+  rng: Rng,
+  lo: number,
+  hi: number,
+  threshold = 0.25,
+): { index: number; side: number; patch: Float32Array; ink: Box } {
+  for (;;) {
+    const index = pool[rng.int(pool.length)];
+    const side = lo + rng.int(hi - lo + 1);
+    const patch = resampleDigit(src, index, side, side);
+    const ink = inkBox(patch, side, side, threshold);
+    if (ink) return { index, side, patch, ink };
+  }
+}
+
+/** Checks a digit-size range: two integers with 8 <= lo <= hi <= max. */
+export function checkScale(what: string, lo: number, hi: number, max: number): void {
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 8 && lo <= hi && hi <= max)) {
+    throw new Error(`${what}: scale must be two integers 8 <= min <= max <= ${max}, got [${lo}, ${hi}]`);
+  }
+}
+
+/** Throws unless `i` is a sample index of a set of `length` (what: 'PoseSet.batch', ...). */
+export function checkSample(what: string, i: number, length: number): void {
+  if (!Number.isInteger(i) || i < 0 || i >= length) throw new Error(`${what}: index ${i} is not in [0, ${length})`);
+}

@@ -21,12 +21,13 @@ import { Tensor } from '../tensor.js';
 import {
   addNoise,
   canvasBatch,
+  checkSample,
+  checkScale,
   checkSetOptions,
   digitPool,
-  inkBox,
   mnistDigits,
   paste,
-  resampleDigit,
+  randomDigit,
   toBytes,
 } from './canvas.js';
 import type { TaskSet } from './train.js';
@@ -83,9 +84,7 @@ export class CaptionSet implements TaskSet<CaptionBatch> {
     const targets = new Int32Array(n * L).fill(-100);
     for (let k = 0; k < n; k++) {
       const i = indices[k];
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
-        throw new Error(`CaptionSet.batch: index ${i} is not in [0, ${this.length})`);
-      }
+      checkSample('CaptionSet.batch', i, this.length);
       inputs[k * L] = BOS;
       for (let t = 0; t < L; t++) {
         const tok = this.tokens[i * L + t];
@@ -118,9 +117,7 @@ export function captionSet(opts: {
   const size = opts.size ?? 64;
   const rng = checkSetOptions('captionSet', opts.count, size, 32, opts.seed ?? 0);
   const [lo, hi] = opts.scale ?? [Math.round((18 * size) / 64), Math.round((26 * size) / 64)];
-  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 8 && lo <= hi && 2 * hi <= size)) {
-    throw new Error(`captionSet: scale must be two integers 8 <= min <= max <= ${size / 2}, got [${lo}, ${hi}]`);
-  }
+  checkScale('captionSet', lo, hi, Math.floor(size / 2));
   const src = mnistDigits(opts.train ?? true, opts.dir);
   const pool = digitPool('captionSet', src, opts.digits);
   const plane = size * size;
@@ -132,16 +129,7 @@ export function captionSet(opts: {
     const horizontal = rng.next() < 0.5;
     const digits: number[] = [];
     for (let slot = 0; slot < 2; slot++) {
-      let index = pool[rng.int(pool.length)];
-      let side = lo + rng.int(hi - lo + 1);
-      let patch = resampleDigit(src, index, side, side);
-      let ink = inkBox(patch, side, side);
-      while (!ink) {
-        index = pool[rng.int(pool.length)];
-        side = lo + rng.int(hi - lo + 1);
-        patch = resampleDigit(src, index, side, side);
-        ink = inkBox(patch, side, side);
-      }
+      const { index, side, patch } = randomDigit(src, pool, rng, lo, hi);
       // Slot 0 in the left (top) half, slot 1 in the other: the two inks never overlap.
       const half = size / 2;
       const along = Math.round(slot * half + rng.next() * (half - side));

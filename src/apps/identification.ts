@@ -21,7 +21,16 @@ import { transpose } from '../ops/elementwise.js';
 import { permutation } from '../data/dataset.js';
 import { Rng } from '../random.js';
 import { Tensor } from '../tensor.js';
-import { addNoise, canvasBatch, checkSetOptions, mnistDigits, paste, resampleDigit, toBytes } from './canvas.js';
+import {
+  addNoise,
+  canvasBatch,
+  checkSample,
+  checkSetOptions,
+  mnistDigits,
+  paste,
+  resampleDigit,
+  toBytes,
+} from './canvas.js';
 import type { TaskSet } from './train.js';
 
 /**
@@ -78,9 +87,7 @@ export class IdentitySet implements TaskSet<IdentityBatch> {
     const labels = new Int32Array(indices.length);
     for (let k = 0; k < indices.length; k++) {
       const i = indices[k];
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
-        throw new Error(`IdentitySet.batch: index ${i} is not in [0, ${this.length})`);
-      }
+      checkSample('IdentitySet.batch', i, this.length);
       labels[k] = this.labels[i];
     }
     return { images: canvasBatch(this.pixels, this.size, indices), labels };

@@ -18,12 +18,13 @@ import {
   addClutter,
   addNoise,
   canvasBatch,
+  checkSample,
+  checkScale,
   checkSetOptions,
   digitPool,
-  inkBox,
   mnistDigits,
   paste,
-  resampleDigit,
+  randomDigit,
   toBytes,
 } from './canvas.js';
 import type { TaskSet } from './train.js';
@@ -80,9 +81,7 @@ export class LocalizationSet implements TaskSet<LocalizationBatch> {
     const boxes = new Float32Array(n * 4);
     for (let k = 0; k < n; k++) {
       const i = indices[k];
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
-        throw new Error(`LocalizationSet.subset: index ${i} is not in [0, ${this.length})`);
-      }
+      checkSample('LocalizationSet.subset', i, this.length);
       pixels.set(this.pixels.subarray(i * plane, (i + 1) * plane), k * plane);
       labels[k] = this.labels[i];
       boxes.set(this.boxes.subarray(i * 4, i * 4 + 4), k * 4);
@@ -96,9 +95,7 @@ export class LocalizationSet implements TaskSet<LocalizationBatch> {
     const boxes = new Float32Array(n * 4);
     for (let k = 0; k < n; k++) {
       const i = indices[k];
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
-        throw new Error(`LocalizationSet.batch: index ${i} is not in [0, ${this.length})`);
-      }
+      checkSample('LocalizationSet.batch', i, this.length);
       labels[k] = this.labels[i];
       boxes.set(this.boxes.subarray(i * 4, i * 4 + 4), k * 4);
     }
@@ -115,9 +112,7 @@ export function localizationSet(opts: LocalizationSetOptions): LocalizationSet {
   const size = opts.size ?? 64;
   const rng = checkSetOptions('localizationSet', opts.count, size, 32, opts.seed ?? 0);
   const [lo, hi] = opts.scale ?? [Math.round((20 * size) / 64), Math.round((40 * size) / 64)];
-  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 8 && lo <= hi && hi <= size)) {
-    throw new Error(`localizationSet: scale must be two integers 8 <= min <= max <= ${size}, got [${lo}, ${hi}]`);
-  }
+  checkScale('localizationSet', lo, hi, size);
   const src = mnistDigits(opts.train ?? true, opts.dir);
   const pool = digitPool('localizationSet', src, opts.digits);
   const { count } = opts;
@@ -128,17 +123,7 @@ export function localizationSet(opts: LocalizationSetOptions): LocalizationSet {
   for (let i = 0; i < count; i++) {
     canvas.fill(0);
     addClutter(canvas, size, src, rng, opts.clutter ?? 4);
-    let digit = pool[rng.int(pool.length)];
-    let side = lo + rng.int(hi - lo + 1);
-    let patch = resampleDigit(src, digit, side, side);
-    let ink = inkBox(patch, side, side);
-    while (!ink) {
-      // An empty digit does not occur in MNIST; redraw rather than emit a box-less sample.
-      digit = pool[rng.int(pool.length)];
-      side = lo + rng.int(hi - lo + 1);
-      patch = resampleDigit(src, digit, side, side);
-      ink = inkBox(patch, side, side);
-    }
+    const { index: digit, side, patch, ink } = randomDigit(src, pool, rng, lo, hi);
     const left = rng.int(size - side + 1);
     const top = rng.int(size - side + 1);
     paste(canvas, size, patch, side, side, left, top);

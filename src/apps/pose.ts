@@ -11,7 +11,7 @@ import { Sequential } from '../nn/sequential.js';
 import { BasicBlock } from '../models/resnet.js';
 import type { Rng } from '../random.js';
 import { Tensor } from '../tensor.js';
-import { addNoise, canvasBatch, checkSetOptions, toBytes } from './canvas.js';
+import { addNoise, canvasBatch, checkSample, checkSetOptions, toBytes } from './canvas.js';
 import type { TaskSet } from './train.js';
 
 /** The joints of a figure, in heatmap order. */
@@ -198,9 +198,7 @@ export class PoseSet implements TaskSet<PoseBatch> {
     const joints = new Float32Array(indices.length * k * 2);
     for (let b = 0; b < indices.length; b++) {
       const i = indices[b];
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
-        throw new Error(`PoseSet.batch: index ${i} is not in [0, ${this.length})`);
-      }
+      checkSample('PoseSet.batch', i, this.length);
       const pts = Array.from({ length: k }, (_, j): [number, number] => [
         this.joints[(i * k + j) * 2],
         this.joints[(i * k + j) * 2 + 1],

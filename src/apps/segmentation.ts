@@ -16,6 +16,8 @@ import {
   addClutter,
   addNoise,
   canvasBatch,
+  checkSample,
+  checkScale,
   checkSetOptions,
   digitPool,
   inkBox,
@@ -74,9 +76,7 @@ export class SegmentationSet implements TaskSet<SegmentationBatch> {
     const masks = new Int32Array(indices.length * plane);
     for (let k = 0; k < indices.length; k++) {
       const i = indices[k];
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) {
-        throw new Error(`SegmentationSet.batch: index ${i} is not in [0, ${this.length})`);
-      }
+      checkSample('SegmentationSet.batch', i, this.length);
       for (let j = 0; j < plane; j++) masks[k * plane + j] = this.masks[i * plane + j];
     }
     return { images: canvasBatch(this.pixels, this.size, indices), masks };
@@ -97,9 +97,7 @@ export function segmentationSet(opts: SegmentationSetOptions): SegmentationSet {
   if (!(Number.isInteger(dmin) && Number.isInteger(dmax) && dmin >= 1 && dmin <= dmax && dmax <= 8)) {
     throw new Error(`segmentationSet: perCanvas must be two integers 1 <= min <= max <= 8, got [${dmin}, ${dmax}]`);
   }
-  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 8 && lo <= hi && hi <= size)) {
-    throw new Error(`segmentationSet: scale must be two integers 8 <= min <= max <= ${size}, got [${lo}, ${hi}]`);
-  }
+  checkScale('segmentationSet', lo, hi, size);
   const src = mnistDigits(opts.train ?? true, opts.dir);
   const pool = digitPool('segmentationSet', src, opts.digits);
   const plane = size * size;
