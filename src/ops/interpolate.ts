@@ -2,7 +2,9 @@
 // without align_corners) and nearest. Both are linear maps along each axis, so the resize is two
 // matrix products with small interpolation matrices, y = A_h x A_w^T, through the batched matmul:
 // exact torch semantics (each output is the same two-tap blend, W first then H, as torch's
-// upsample_bilinear2d), differentiable for free, and replayed by compiled plans like any matmul.
+// upsample_bilinear2d) and differentiable for free. The matrices are made in JavaScript, which a
+// compiled plan cannot replay: a model that resizes predicts eagerly (a resize kernel would fix
+// that).
 import { Tensor } from '../tensor.js';
 import { matmul } from './nd.js';
 
