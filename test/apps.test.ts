@@ -229,6 +229,38 @@ describe('captioning pieces', () => {
   });
 });
 
+describe('drawGrid', () => {
+  it('writes a PNG of the grid, and rejects tiles that do not fit', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const sharp = (await import('sharp')).default;
+    const path = join(mkdtempSync(join(tmpdir(), 'fc-draw-')), 'grid.png');
+    const tile = {
+      image: new Float32Array(16 * 16).fill(0.5),
+      width: 16,
+      height: 16,
+      overlay: {
+        boxes: [{ box: [2, 2, 10, 10], label: 'a <b> & "c"', color: '"/><script/>' }],
+        mask: { classes: new Uint8Array(256).fill(1) },
+        caption: 'one\ntwo',
+        frame: '#00ff00',
+      },
+    };
+    const size = await apps.drawGrid(path, [tile, tile, tile], { columns: 2, scale: 2 });
+    const meta = await sharp(path).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['png', size.width, size.height]);
+    expect(size.width).toBe(2 * (32 + 4) + 4);
+    await expect(apps.drawGrid(path, [tile, { ...tile, width: 8, image: new Float32Array(128) }])).rejects.toThrow(
+      /every tile must have the same size/,
+    );
+    await expect(apps.drawGrid(path, [{ ...tile, image: new Float32Array(3) }])).rejects.toThrow(
+      /needs 256 values, got 3/,
+    );
+    await expect(apps.drawGrid(path, [])).rejects.toThrow(/no tiles/);
+  });
+});
+
 describe('metrics, by hand', () => {
   it('boxIoU', () => {
     expect(apps.boxIoU([0, 0, 2, 2], [1, 1, 3, 3])).toBeCloseTo(1 / 7, 12);

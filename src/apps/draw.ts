@@ -109,6 +109,9 @@ function rgbPixels(t: Tile): Buffer {
   return out;
 }
 
+/** A colour for an SVG attribute: escaped, so a caller's string cannot end the attribute. */
+const paint = (c: string | undefined, dflt: string) => escapeXml(c ?? dflt);
+
 function overlaySvg(o: Overlay, w: number, h: number, s: number, captionLines: number): string {
   const fontSize = Math.max(10, Math.min(14, Math.round(w * s * 0.09)));
   const lineHeight = fontSize + 3;
@@ -116,7 +119,7 @@ function overlaySvg(o: Overlay, w: number, h: number, s: number, captionLines: n
   const parts: string[] = [];
   for (const b of o.boxes ?? []) {
     const [x1, y1, x2, y2] = Array.from(b.box).map((v) => v * s);
-    const color = b.color ?? '#00ff00';
+    const color = paint(b.color, '#00ff00');
     parts.push(
       `<rect x="${x1}" y="${y1}" width="${Math.max(0, x2 - x1)}" height="${Math.max(0, y2 - y1)}" ` +
         `fill="none" stroke="${color}" stroke-width="2"/>`,
@@ -132,23 +135,24 @@ function overlaySvg(o: Overlay, w: number, h: number, s: number, captionLines: n
   for (const l of o.lines ?? []) {
     parts.push(
       `<line x1="${l.from[0] * s}" y1="${l.from[1] * s}" x2="${l.to[0] * s}" y2="${l.to[1] * s}" ` +
-        `stroke="${l.color ?? '#00ffff'}" stroke-width="2"/>`,
+        `stroke="${paint(l.color, '#00ffff')}" stroke-width="2"/>`,
     );
   }
   for (const p of o.points ?? []) {
-    parts.push(`<circle cx="${p.x * s}" cy="${p.y * s}" r="3" fill="${p.color ?? '#ff0000'}"/>`);
+    parts.push(`<circle cx="${p.x * s}" cy="${p.y * s}" r="3" fill="${paint(p.color, '#ff0000')}"/>`);
   }
   if (o.caption) {
     o.caption.split('\n').forEach((line, i) => {
       parts.push(
         `<text x="2" y="${h * s + (i + 1) * lineHeight - 3}" font-family="DejaVu Sans, sans-serif" ` +
-          `font-size="${fontSize}" fill="${o.captionColor ?? '#ffffff'}">${escapeXml(line)}</text>`,
+          `font-size="${fontSize}" fill="${paint(o.captionColor, '#ffffff')}">${escapeXml(line)}</text>`,
       );
     });
   }
   if (o.frame) {
     parts.push(
-      `<rect x="1" y="1" width="${w * s - 2}" height="${h * s - 2}" fill="none" stroke="${o.frame}" stroke-width="2"/>`,
+      `<rect x="1" y="1" width="${w * s - 2}" height="${h * s - 2}" fill="none" ` +
+        `stroke="${paint(o.frame, '')}" stroke-width="2"/>`,
     );
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w * s}" height="${total}">${parts.join('')}</svg>`;
