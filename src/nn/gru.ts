@@ -3,7 +3,7 @@ import { narrow, reshape, transpose, cat } from '../ops/elementwise.js';
 import { linear } from '../ops/linear.js';
 import { gruCell } from '../ops/recurrent.js';
 import { globalRng } from '../random.js';
-import { Tensor, zeros } from '../tensor.js';
+import { type Tensor, zeros } from '../tensor.js';
 import { uniform_ } from './init.js';
 import { Module } from './module.js';
 
@@ -74,7 +74,7 @@ export class GRU extends Module {
     const x = this.batchFirst ? transpose(input, [1, 0, 2]) : input;
     const [steps, n] = x.shape;
     if (steps < 1) throw new Error('GRU: the sequence is empty');
-    let h = h0 ?? new Tensor(new Float32Array(n * this.hiddenSize), [n, this.hiddenSize]);
+    let h = h0 ?? zeros([n, this.hiddenSize]);
     this.checkState(h, n);
     const gi = linear(reshape(x, [steps * n, this.inputSize]), this.weightIh, this.biasIh);
     const outs: Tensor[] = [];

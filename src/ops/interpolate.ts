@@ -5,7 +5,7 @@
 // upsample_bilinear2d) and differentiable for free. The matrices are made in JavaScript, which a
 // compiled plan cannot replay: a model that resizes predicts eagerly (a resize kernel would fix
 // that).
-import { Tensor } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 import { matmul } from './nd.js';
 
 export type InterpolateMode = 'bilinear' | 'nearest';
@@ -24,7 +24,7 @@ export function interpolationMatrix(
   mode: InterpolateMode,
   alignCorners: boolean,
 ): Float32Array {
-  const m = new Float32Array(outSize * inSize);
+  const m = allocate(outSize * inSize, 'interpolate'); // zeros but two taps per row
   const scale = inSize / outSize;
   for (let o = 0; o < outSize; o++) {
     if (mode === 'nearest') {
@@ -65,7 +65,7 @@ export function interpolate(x: Tensor, size: readonly [number, number], opts: In
   let y = x;
   if (outW !== w || mode === 'nearest') {
     const aw = interpolationMatrix(w, outW, mode, alignCorners);
-    const awT = new Float32Array(w * outW);
+    const awT = uninitialized(w * outW, 'interpolate');
     for (let o = 0; o < outW; o++) for (let i = 0; i < w; i++) awT[i * outW + o] = aw[o * w + i];
     y = matmul(y, new Tensor(awT, [w, outW]));
   }

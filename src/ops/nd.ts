@@ -4,7 +4,7 @@
 // is one call into the addon, so compiled plans replay them.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, uninitialized } from '../tensor.js';
+import { allocate, Tensor, uninitialized } from '../tensor.js';
 
 export type PadMode = 'constant' | 'edge' | 'reflect' | 'wrap';
 
@@ -46,7 +46,7 @@ export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   const out = uninitialized(numel(shape), 'sumTo');
   native.sumTo(x.data, x.shape, [...shape], out);
   return record('sumTo', new Tensor(out, [...shape]), [x], (g) => {
-    const zero = new Float32Array(x.size);
+    const zero = allocate(x.size, 'sumTo');
     const gx = uninitialized(x.size, 'sumTo');
     native.binaryNd('add', zero, [...x.shape], g, [...shape], gx);
     return [gx];

@@ -27,9 +27,9 @@ export function gruCell(gi: Tensor, gh: Tensor, h: Tensor): Tensor {
   return record('gruCell', new Tensor(out, [n, hidden]), [gi, gh, h], (g) => {
     const grads = uninitialized(n * 7 * hidden, 'gruCell');
     native.gruCellBackward(gates, gh.data, h.data, g, [n, hidden], grads);
-    const ggi = new Float32Array(n * 3 * hidden);
-    const ggh = new Float32Array(n * 3 * hidden);
-    const gh0 = new Float32Array(n * hidden);
+    const ggi = uninitialized(n * 3 * hidden, 'gruCell');
+    const ggh = uninitialized(n * 3 * hidden, 'gruCell');
+    const gh0 = uninitialized(n * hidden, 'gruCell');
     for (let b = 0; b < n; b++) {
       const row = grads.subarray(b * 7 * hidden, (b + 1) * 7 * hidden);
       ggi.set(row.subarray(0, 3 * hidden), b * 3 * hidden);
