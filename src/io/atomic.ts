@@ -11,12 +11,12 @@ function tempPath(path: string): string {
 }
 
 /**
- * When this process started, in ms since the epoch, a minute early: the wall clock can be stepped
- * back while we run (a VM's clock sync did so during a CI run, and this process's own temp file
- * then looked older than the process). A dead same-pid writer's file younger than that stays
- * until a later writer clears it; a live writer's is never removed.
+ * When this process started, in ms since the epoch, a day early: the wall clock can be stepped
+ * back while we run (a VM's clock sync did so during CI runs, by more than a minute, and this
+ * process's own temp file then looked older than the process). A dead same-pid writer's file
+ * younger than that stays until a later writer clears it; a live writer's is never removed.
  */
-const startedAt = Date.now() - process.uptime() * 1000 - 60_000;
+const startedAt = Date.now() - process.uptime() * 1000 - 86_400_000;
 
 /** False only when no process has this pid (kill(pid, 0) fails with ESRCH; EPERM means one does). */
 function processExists(pid: number): boolean {
