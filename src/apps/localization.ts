@@ -1,11 +1,5 @@
-// Localization and multi-task learning: one digit at a random place and scale on a cluttered
-// canvas, and a network with two heads, what the digit is (class logits) and where it is (a box),
-// trained with a weighted sum of cross-entropy, smooth-L1 and GIoU losses.
-import { BatchNorm2d } from '../nn/batch-norm.js';
-import { Conv2d } from '../nn/conv2d.js';
 import { Flatten } from '../nn/flatten.js';
 import { Linear } from '../nn/linear.js';
-import { MaxPool2d } from '../nn/max-pool2d.js';
 import { Module } from '../nn/module.js';
 import { ReLU } from '../nn/relu.js';
 import { Sequential } from '../nn/sequential.js';
@@ -28,6 +22,7 @@ import {
   toBytes,
 } from './canvas.js';
 import type { TaskSet } from './train.js';
+import { convPoolBlocks } from './transfer.js';
 
 export interface LocalizationBatch {
   /** Canvases [N, 1, S, S] in [0, 1]. */
@@ -153,16 +148,7 @@ export class LocalizationNet extends Module {
     super();
     const { numClasses = 10, size = 64, inChannels = 1, width = 256 } = opts;
     if (size % 16 !== 0) throw new Error(`LocalizationNet: size must be a multiple of 16, got ${size}`);
-    const block = (cin: number, cout: number) => [
-      new Conv2d(cin, cout, 3, { padding: 1, bias: false }),
-      new BatchNorm2d(cout),
-      new ReLU(),
-      new MaxPool2d(2),
-    ];
-    this.trunk = this.addModule(
-      'trunk',
-      new Sequential(...block(inChannels, 16), ...block(16, 32), ...block(32, 64), ...block(64, 64)),
-    );
+    this.trunk = this.addModule('trunk', new Sequential(...convPoolBlocks(inChannels, [16, 32, 64, 64])));
     const cells = (size / 16) ** 2;
     this.shared = this.addModule('shared', new Sequential(new Flatten(), new Linear(64 * cells, width), new ReLU()));
     this.classHead = this.addModule('class_head', new Linear(width, numClasses));

@@ -16,6 +16,20 @@ import { sumTo } from '../ops/nd.js';
 import type { Tensor } from '../tensor.js';
 
 /**
+ * conv3x3 (no bias) - BN - ReLU - maxpool2 blocks of `widths` channels, each halving the side: the
+ * trunk LocalizationNet, CaptionNet's encoder and canvasClassifier share (as a flat list, so the
+ * state-dict names are `<i>.weight` inside whichever Sequential holds them).
+ */
+export function convPoolBlocks(inChannels: number, widths: readonly number[]): Module[] {
+  return widths.flatMap((w, i) => [
+    new Conv2d(i === 0 ? inChannels : widths[i - 1], w, 3, { padding: 1, bias: false }),
+    new BatchNorm2d(w),
+    new ReLU(),
+    new MaxPool2d(2),
+  ]);
+}
+
+/**
  * A classifier for canvases: `features` (conv-BN-ReLU-maxpool blocks of `widths` channels, each
  * halving the side) and `classifier` (flatten, dropout, linear to `hidden`, ReLU, linear to the
  * classes). The two names are what transfer works with: copyFeatures, freeze('features.').
@@ -33,13 +47,8 @@ export function canvasClassifier(opts: {
   if (!Number.isInteger(cells) || cells < 1) {
     throw new Error(`canvasClassifier: size ${size} does not halve ${widths.length} times`);
   }
-  const blocks: Module[] = [];
-  widths.forEach((w, i) => {
-    blocks.push(new Conv2d(i === 0 ? inChannels : widths[i - 1], w, 3, { padding: 1, bias: false }));
-    blocks.push(new BatchNorm2d(w), new ReLU(), new MaxPool2d(2));
-  });
   return new Sequential(
-    ['features', new Sequential(...blocks)],
+    ['features', new Sequential(...convPoolBlocks(inChannels, widths))],
     [
       'classifier',
       new Sequential(

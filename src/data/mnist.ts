@@ -139,6 +139,11 @@ export class MnistDataset implements Dataset {
     return this.targets;
   }
 
+  /** The images as stored, one byte per pixel, [N, C, H, W] row-major (see `shape`). */
+  get bytes(): Uint8Array {
+    return this.pixels;
+  }
+
   get(index: number): Sample {
     checkIndex('MnistDataset.get', index, this.length);
     const out = new Float32Array(this.sampleSize);
