@@ -23,6 +23,7 @@ pub mod pad;
 pub mod peak;
 pub mod plan;
 pub mod pool;
+pub mod quant;
 pub mod recurrent;
 pub mod reduce;
 pub mod scratch;

@@ -212,7 +212,7 @@ impl Pool2dParams {
         }
     }
 
-    fn check_avg(&self, opts: &AvgPoolOptions) -> Result<(usize, usize)> {
+    pub(crate) fn check_avg(&self, opts: &AvgPoolOptions) -> Result<(usize, usize)> {
         let out_hw = self.validate()?;
         if self.dilation_h != 1 || self.dilation_w != 1 {
             bail!(

@@ -1,0 +1,641 @@
+//! The int8 convolution (and linear, a 1x1 convolution over `[N, features, 1, 1]`): a matrix
+//! product of the activations `[N*H_out*W_out pixels, K]` (K = kH*kW*C_in/groups, gathered from
+//! the NHWC input, or read in place for a 1x1 stride-1 convolution) by the weights packed once
+//! into blocks of 16 output channels, with the requantization epilogue applied to each
+//! 6-pixel by 16-channel tile while it is in registers' reach.
+//!
+//! Packed weights are laid out for the path's multiply: VNNI and scalar `[block][K/4][16][4]`
+//! int8 (four consecutive K of one channel form the int32 lane `vpdpbusd` fills), AVX2
+//! `[block][K/2][16][2]` int16 (the pair `vpmaddwd` multiplies). The activations of one pixel
+//! are broadcast four (two) K at a time against them.
+use super::{saturate_u8, Int8Path};
+use crate::conv::Conv2dParams;
+use crate::error::{check_len, numel};
+use crate::{bail, Result};
+use rayon::prelude::*;
+
+/// Output channels per packed block (two 8-lane int32 vectors).
+pub const QBLOCK: usize = 16;
+/// Pixels per micro tile.
+const MR: usize = 6;
+
+/// Conv weights quantized to int8 (OIHW, symmetric per output channel), packed for one path.
+pub struct PackedQConv {
+    path: Int8Path,
+    weight_shape: [usize; 4],
+    groups: usize,
+    /// Output channels per group.
+    ocg: usize,
+    /// K (kH*kW*C_in/groups) rounded up to a multiple of 4.
+    kp: usize,
+    blocks: usize,
+    w8: Vec<i8>,
+    w16: Vec<i16>,
+    /// Sum of each output channel's weights (for the input zero point's share).
+    row_sums: Vec<i32>,
+}
+
+impl PackedQConv {
+    /// Packs `w` (`[C_out, C_in/groups, kH, kW]` int8) for `p`'s shape on the current path.
+    pub fn new(p: &Conv2dParams, w: &[i8]) -> Result<PackedQConv> {
+        Self::for_path(p, w, super::int8_path())
+    }
+
+    fn for_path(p: &Conv2dParams, w: &[i8], path: Int8Path) -> Result<PackedQConv> {
+        let shape = p.weight_shape();
+        check_len("qconv2d: weight", w.len(), shape.iter().product())?;
+        let (groups, ocg, icg) = (p.groups, p.out_per_group(), p.in_per_group());
+        let (kh, kw) = (p.kernel_h, p.kernel_w);
+        let k = kh * kw * icg;
+        // Every int32 sum must hold K products of 255 by 127 (plus the bias): refuse what could
+        // wrap rather than give wrong numbers.
+        if (k as u64) * 255 * 127 > (i32::MAX / 2) as u64 {
+            bail!("qconv2d: {k} products per output is too many for int32 accumulation");
+        }
+        let kp = k.div_ceil(4) * 4;
+        let blocks = ocg.div_ceil(QBLOCK);
+        let packed_len = numel("qconv2d: packed weight", &[groups, blocks, kp, QBLOCK])?;
+        // Source index of (oc, k) with k ordered (kh, kw, ic) as the NHWC gather reads it.
+        let src = |oc: usize, kk: usize| {
+            let (khw, ic) = (kk / icg, kk % icg);
+            ((oc * icg + ic) * kh + khw / kw) * kw + khw % kw
+        };
+        let mut row_sums = crate::scratch::zeroed::<i32>(p.out_channels);
+        for (oc, s) in row_sums.iter_mut().enumerate() {
+            *s = (0..k).map(|kk| w[src(oc, kk)] as i32).sum();
+        }
+        let (mut w8, mut w16) = (Vec::new(), Vec::new());
+        match path {
+            Int8Path::Avx2 => {
+                w16 = crate::scratch::zeroed::<i16>(packed_len);
+                for g in 0..groups {
+                    for b in 0..blocks {
+                        let base = (g * blocks + b) * kp * QBLOCK;
+                        for j in 0..QBLOCK.min(ocg - b * QBLOCK) {
+                            let oc = g * ocg + b * QBLOCK + j;
+                            for kk in 0..k {
+                                w16[base + (kk / 2) * QBLOCK * 2 + j * 2 + kk % 2] =
+                                    w[src(oc, kk)] as i16;
+                            }
+                        }
+                    }
+                }
+            }
+            Int8Path::Vnni | Int8Path::Scalar => {
+                w8 = crate::scratch::zeroed::<i8>(packed_len);
+                for g in 0..groups {
+                    for b in 0..blocks {
+                        let base = (g * blocks + b) * kp * QBLOCK;
+                        for j in 0..QBLOCK.min(ocg - b * QBLOCK) {
+                            let oc = g * ocg + b * QBLOCK + j;
+                            for kk in 0..k {
+                                w8[base + (kk / 4) * QBLOCK * 4 + j * 4 + kk % 4] = w[src(oc, kk)];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(PackedQConv {
+            path,
+            weight_shape: shape,
+            groups,
+            ocg,
+            kp,
+            blocks,
+            w8,
+            w16,
+            row_sums,
+        })
+    }
+
+    /// Whether these packed weights serve `p` on the current path.
+    pub fn fits(&self, p: &Conv2dParams) -> bool {
+        self.path == super::int8_path()
+            && self.weight_shape == p.weight_shape()
+            && self.groups == p.groups
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.w8.len() + 2 * self.w16.len() + 4 * self.row_sums.len()
+    }
+}
+
+/// Where a quantized conv writes: uint8 NHWC at the output's quantization, or float NHWC
+/// (dequantized, for a graph's last layer).
+pub enum QConvOut<'a> {
+    U8(&'a mut [u8]),
+    F32(&'a mut [f32]),
+}
+
+/// A uint8 NHWC tensor added before the rounding: `(r - zero_point) * mult`, with `mult` =
+/// r_scale / y_scale.
+#[derive(Clone, Copy)]
+pub struct QResidual<'a> {
+    pub data: &'a [u8],
+    pub zero_point: i32,
+    pub mult: f32,
+}
+
+/// What a quantized conv does with each int32 sum `acc` of output channel `oc`:
+/// `v = (acc - x_zp * sum(w[oc]) + bias[oc]) * mult[oc] (+ residual)`, then for a uint8 output
+/// `saturate(round_half_even(v) + y_zp)` (from y_zp with `relu`), for a float output `v`
+/// (`max(v, 0)` with `relu`). For a uint8 output `mult` is x_scale * w_scale[oc] / y_scale, for a
+/// float one x_scale * w_scale[oc].
+pub struct QConvEpilogue<'a> {
+    pub x_zero_point: i32,
+    pub bias: Option<&'a [i32]>,
+    pub mult: &'a [f32],
+    pub y_zero_point: i32,
+    pub residual: Option<QResidual<'a>>,
+    pub relu: bool,
+}
+
+/// Base pointer that parallel tasks write through in disjoint (pixel, channel) tiles.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: every task writes only tiles no other task touches; the buffer outlives them.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+/// output = requantize(conv2d(x, w)) over NHWC uint8 `x` (`[N, H, W, C_in]`, quantized with
+/// zero point `e.x_zero_point`), writing `[N, H_out, W_out, C_out]`.
+pub fn qconv2d(
+    p: &Conv2dParams,
+    x: &[u8],
+    w: &PackedQConv,
+    e: &QConvEpilogue,
+    out: QConvOut,
+) -> Result<()> {
+    let (oh, ow) = p.validate()?;
+    if w.weight_shape != p.weight_shape() || w.groups != p.groups {
+        bail!(
+            "qconv2d: weights packed for {:?} in {} group(s), the conv has {:?} in {}",
+            w.weight_shape,
+            w.groups,
+            p.weight_shape(),
+            p.groups
+        );
+    }
+    check_len("qconv2d: input", x.len(), p.input_len())?;
+    let oc = p.out_channels;
+    let rows = p.batch * oh * ow;
+    let out_len = numel("qconv2d: output", &[rows, oc])?;
+    check_len("qconv2d: mult", e.mult.len(), oc)?;
+    if let Some(b) = e.bias {
+        check_len("qconv2d: bias", b.len(), oc)?;
+    }
+    for (name, zp) in [("input", e.x_zero_point), ("output", e.y_zero_point)] {
+        if !(0..=255).contains(&zp) {
+            bail!("qconv2d: {name} zero point: expected 0..=255, got {zp}");
+        }
+    }
+    if let Some(r) = e.residual {
+        check_len("qconv2d: residual", r.data.len(), out_len)?;
+        if !(0..=255).contains(&r.zero_point) || !r.mult.is_finite() {
+            bail!("qconv2d: residual: expected a zero point in 0..=255 and a finite scale");
+        }
+    }
+    if e.mult.iter().any(|m| !m.is_finite()) {
+        bail!("qconv2d: mult: expected finite multipliers");
+    }
+    match &out {
+        QConvOut::U8(y) => check_len("qconv2d: output", y.len(), out_len)?,
+        QConvOut::F32(y) => {
+            check_len("qconv2d: output", y.len(), out_len)?;
+            if e.residual.is_some() {
+                bail!("qconv2d: a residual needs a uint8 output");
+            }
+        }
+    }
+    if rows == 0 || oc == 0 {
+        return Ok(());
+    }
+    crate::scratch::fallible("qconv2d", || {
+        run(p, (oh, ow), x, w, e, out);
+        Ok(())
+    })
+}
+
+/// [`qconv2d`] with weights packed for this one call.
+pub fn qconv2d_unpacked(
+    p: &Conv2dParams,
+    x: &[u8],
+    w: &[i8],
+    e: &QConvEpilogue,
+    out: QConvOut,
+) -> Result<()> {
+    p.validate()?;
+    let packed = crate::scratch::fallible("qconv2d", || PackedQConv::new(p, w))?;
+    qconv2d(p, x, &packed, e, out)
+}
+
+/// The output's elements, for the tile writer.
+#[derive(Clone, Copy)]
+enum Dest {
+    U8(Shared<u8>),
+    F32(Shared<f32>),
+}
+
+fn run(
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+    x: &[u8],
+    w: &PackedQConv,
+    e: &QConvEpilogue,
+    out: QConvOut,
+) {
+    let rows = p.batch * oh * ow;
+    let dest = match out {
+        QConvOut::U8(y) => Dest::U8(Shared(y.as_mut_ptr())),
+        QConvOut::F32(y) => Dest::F32(Shared(y.as_mut_ptr())),
+    };
+    let direct = p.kernel_h == 1
+        && p.kernel_w == 1
+        && p.stride_h == 1
+        && p.stride_w == 1
+        && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0
+        && p.groups == 1
+        && p.in_channels.is_multiple_of(4)
+        && w.path != Int8Path::Avx2;
+    // Row chunks small enough that a chunk's gathered activations stay in cache, and enough
+    // tasks for every thread; when the pixels alone give too few (a 7x7 map at batch 1), the
+    // channel blocks are split across tasks too.
+    let threads = rayon::current_num_threads().max(1);
+    let by_cache = ((96 * 1024) / w.kp.max(1)).max(MR) / MR * MR;
+    let by_threads = rows.div_ceil(4 * threads).div_ceil(MR) * MR;
+    let chunk = by_cache.min(by_threads.max(MR));
+    let row_chunks = rows.div_ceil(chunk);
+    let total_blocks = w.groups * w.blocks;
+    let splits = (4 * threads).div_ceil(row_chunks).clamp(1, total_blocks);
+    let per_split = total_blocks.div_ceil(splits);
+    let offset: Vec<i32> = (0..p.out_channels)
+        .map(|oc| {
+            let bias = e.bias.map_or(0, |b| b[oc]);
+            bias.wrapping_sub(e.x_zero_point.wrapping_mul(w.row_sums[oc]))
+        })
+        .collect();
+    let offset = &offset[..];
+    (0..row_chunks * splits).into_par_iter().for_each(|t| {
+        let (rc, s) = (t / splits, t % splits);
+        let r0 = rc * chunk;
+        let nrows = chunk.min(rows - r0);
+        let (b0, b1) = (s * per_split, ((s + 1) * per_split).min(total_blocks));
+        if b0 >= b1 {
+            return;
+        }
+        chunk_task(
+            p,
+            (oh, ow),
+            x,
+            w,
+            e,
+            offset,
+            dest,
+            r0,
+            nrows,
+            b0..b1,
+            direct,
+        );
+    });
+}
+
+thread_local! {
+    static GATHER8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static GATHER16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Copies the K activations of output pixels `r0..r0+nrows` for group `g` into `buf` (`[nrows,
+/// kp]`, padding at the input's zero point, K's tail at 0).
+#[allow(clippy::too_many_arguments)]
+fn gather<T: Copy + From<u8>>(
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+    x: &[u8],
+    g: usize,
+    r0: usize,
+    nrows: usize,
+    kp: usize,
+    x_zp: u8,
+    buf: &mut [T],
+) {
+    let icg = p.in_per_group();
+    let c = p.in_channels;
+    let pad = T::from(x_zp);
+    for r in 0..nrows {
+        let q = r0 + r;
+        let (n, rem) = (q / (oh * ow), q % (oh * ow));
+        let (y, xo) = (rem / ow, rem % ow);
+        let row = &mut buf[r * kp..(r + 1) * kp];
+        let mut at = 0;
+        for kh in 0..p.kernel_h {
+            let ih = (y * p.stride_h + kh * p.dilation_h) as isize - p.pad_top as isize;
+            for kw in 0..p.kernel_w {
+                let iw = (xo * p.stride_w + kw * p.dilation_w) as isize - p.pad_left as isize;
+                let dst = &mut row[at..at + icg];
+                if ih < 0 || iw < 0 || ih >= p.in_h as isize || iw >= p.in_w as isize {
+                    dst.fill(pad);
+                } else {
+                    let src = ((n * p.in_h + ih as usize) * p.in_w + iw as usize) * c + g * icg;
+                    for (d, &s) in dst.iter_mut().zip(&x[src..src + icg]) {
+                        *d = T::from(s);
+                    }
+                }
+                at += icg;
+            }
+        }
+        row[at..].fill(T::from(0));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_task(
+    p: &Conv2dParams,
+    hw: (usize, usize),
+    x: &[u8],
+    w: &PackedQConv,
+    e: &QConvEpilogue,
+    offset: &[i32],
+    dest: Dest,
+    r0: usize,
+    nrows: usize,
+    blocks: std::ops::Range<usize>,
+    direct: bool,
+) {
+    let kp = w.kp;
+    let (g0, g1) = (blocks.start / w.blocks, (blocks.end - 1) / w.blocks);
+    for g in g0..=g1 {
+        let (lo, hi) = (
+            blocks.start.max(g * w.blocks) - g * w.blocks,
+            blocks.end.min((g + 1) * w.blocks) - g * w.blocks,
+        );
+        match w.path {
+            Int8Path::Avx2 => {
+                let mut buf = GATHER16.take();
+                crate::scratch::grow(&mut buf, nrows * kp);
+                gather(p, hw, x, g, r0, nrows, kp, e.x_zero_point as u8, &mut buf);
+                let a = |r: usize| buf[r * kp..].as_ptr() as *const u8;
+                tiles(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
+                crate::scratch::trim(&mut buf);
+                GATHER16.set(buf);
+            }
+            _ if direct => {
+                let a = |r: usize| x[(r0 + r) * p.in_channels..].as_ptr();
+                tiles(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
+            }
+            _ => {
+                let mut buf = GATHER8.take();
+                crate::scratch::grow(&mut buf, nrows * kp);
+                gather(p, hw, x, g, r0, nrows, kp, e.x_zero_point as u8, &mut buf);
+                let a = |r: usize| buf[r * kp..].as_ptr();
+                tiles(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
+                crate::scratch::trim(&mut buf);
+                GATHER8.set(buf);
+            }
+        }
+    }
+}
+
+/// Runs the micro tiles of rows `0..nrows` (pixel `r0 + r`) against blocks `blocks` of group
+/// `g`; `a(r)` points at row r's K activations (u8, or u16 on the AVX2 path).
+#[allow(clippy::too_many_arguments)]
+fn tiles(
+    w: &PackedQConv,
+    e: &QConvEpilogue,
+    offset: &[i32],
+    dest: Dest,
+    g: usize,
+    blocks: std::ops::Range<usize>,
+    r0: usize,
+    nrows: usize,
+    a: &dyn Fn(usize) -> *const u8,
+) {
+    let mut acc = [[0i32; QBLOCK]; MR];
+    for b in blocks {
+        let wb = (g * w.blocks + b) * w.kp * QBLOCK;
+        let mut r = 0;
+        while r < nrows {
+            let n = MR.min(nrows - r);
+            // Rows past the end repeat the last real one (computed, never written).
+            let rows: [*const u8; MR] = std::array::from_fn(|i| a(r + i.min(n - 1)));
+            // SAFETY: each row pointer has kp activations (the gather buffer's rows, or the
+            // input's rows of C_in = kp channels on the direct path), the block has kp * QBLOCK
+            // weights, and the path was chosen by int8_path() on this CPU.
+            unsafe {
+                match w.path {
+                    #[cfg(target_arch = "x86_64")]
+                    Int8Path::Vnni => tile_vnni(&rows, w.w8[wb..].as_ptr(), w.kp / 4, &mut acc),
+                    #[cfg(target_arch = "x86_64")]
+                    Int8Path::Avx2 => tile_avx2(&rows, w.w16[wb..].as_ptr(), w.kp / 2, &mut acc),
+                    _ => tile_scalar(&rows, &w.w8[wb..wb + w.kp * QBLOCK], w.kp / 4, &mut acc),
+                }
+            }
+            let oc0 = g * w.ocg + b * QBLOCK;
+            let width = QBLOCK.min(w.ocg - b * QBLOCK);
+            store(w, e, offset, dest, &acc[..n], r0 + r, oc0, width);
+            r += n;
+        }
+    }
+}
+
+/// The epilogue of one tile: rows `q0..`, output channels `oc0..oc0+width`. `offset[oc]` is
+/// `bias[oc] - x_zp * sum(w[oc])`.
+#[allow(clippy::too_many_arguments)]
+fn store(
+    w: &PackedQConv,
+    e: &QConvEpilogue,
+    offset: &[i32],
+    dest: Dest,
+    acc: &[[i32; QBLOCK]],
+    q0: usize,
+    oc0: usize,
+    width: usize,
+) {
+    let oc_total = w.groups * w.ocg;
+    #[cfg(target_arch = "x86_64")]
+    if width == QBLOCK && w.path != Int8Path::Scalar {
+        if let Dest::U8(y) = dest {
+            for (r, acc) in acc.iter().enumerate() {
+                let q = q0 + r;
+                let res = e
+                    .residual
+                    .map(|res| (&res.data[q * oc_total + oc0..], res.zero_point, res.mult));
+                // SAFETY: the AVX2 and VNNI paths run only on CPUs with AVX2; offset, mult and the
+                // residual row have QBLOCK values from oc0 (width == QBLOCK), and (q, oc0..+16)
+                // lies in this task's tile of the checked output.
+                unsafe {
+                    store_row_avx2(
+                        acc,
+                        &offset[oc0..oc0 + QBLOCK],
+                        &e.mult[oc0..oc0 + QBLOCK],
+                        res,
+                        e.y_zero_point,
+                        e.relu,
+                        y.0.add(q * oc_total + oc0),
+                    )
+                };
+            }
+            return;
+        }
+    }
+    let lo = if e.relu { e.y_zero_point } else { 0 };
+    let mut v = [0f32; QBLOCK];
+    for (r, acc) in acc.iter().enumerate() {
+        let q = q0 + r;
+        for j in 0..width {
+            let oc = oc0 + j;
+            v[j] = acc[j].wrapping_add(offset[oc]) as f32 * e.mult[oc];
+        }
+        if let Some(res) = e.residual {
+            let row = &res.data[q * oc_total + oc0..q * oc_total + oc0 + width];
+            for (v, &rv) in v.iter_mut().zip(row) {
+                *v += (rv as i32 - res.zero_point) as f32 * res.mult;
+            }
+        }
+        match dest {
+            Dest::U8(y) => {
+                for (j, &v) in v[..width].iter().enumerate() {
+                    // SAFETY: (q, oc0 + j) lies in this task's tile of the checked output.
+                    unsafe {
+                        *y.0.add(q * oc_total + oc0 + j) = saturate_u8(v, e.y_zero_point, lo)
+                    };
+                }
+            }
+            Dest::F32(y) => {
+                for (j, &v) in v[..width].iter().enumerate() {
+                    let v = if e.relu { v.max(0.0) } else { v };
+                    // SAFETY: as above.
+                    unsafe { *y.0.add(q * oc_total + oc0 + j) = v };
+                }
+            }
+        }
+    }
+}
+
+/// [`store`]'s uint8 row of 16 channels in AVX2: the same float operations in the same order
+/// (convert, multiply, add the residual's product, clamp to +-1e9, round half to even, add the
+/// zero point, saturate), so the bytes equal the scalar epilogue's.
+///
+/// # Safety
+/// The CPU has AVX2; `res`'s slice has at least 16 values; `y` has 16 writable bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn store_row_avx2(
+    acc: &[i32; QBLOCK],
+    offset: &[i32],
+    mult: &[f32],
+    res: Option<(&[u8], i32, f32)>,
+    y_zp: i32,
+    relu: bool,
+    y: *mut u8,
+) {
+    use std::arch::x86_64::*;
+    let mut q = [_mm256_setzero_si256(); 2];
+    for (h, q) in q.iter_mut().enumerate() {
+        let a = _mm256_loadu_si256(acc.as_ptr().add(8 * h) as *const __m256i);
+        let o = _mm256_loadu_si256(offset.as_ptr().add(8 * h) as *const __m256i);
+        let m = _mm256_loadu_ps(mult.as_ptr().add(8 * h));
+        let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, o)), m);
+        if let Some((r, rzp, rm)) = res {
+            let rb = _mm_loadl_epi64(r.as_ptr().add(8 * h) as *const __m128i);
+            let ri = _mm256_sub_epi32(_mm256_cvtepu8_epi32(rb), _mm256_set1_epi32(rzp));
+            v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(ri), _mm256_set1_ps(rm)));
+        }
+        v = _mm256_max_ps(
+            _mm256_min_ps(v, _mm256_set1_ps(1.0e9)),
+            _mm256_set1_ps(-1.0e9),
+        );
+        // cvtps rounds half to even under the default MXCSR, as round_ties_even does.
+        *q = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(y_zp));
+    }
+    let lo = _mm256_set1_epi32(if relu { y_zp } else { 0 });
+    let hi = _mm256_set1_epi32(255);
+    let (a, b) = (
+        _mm256_min_epi32(_mm256_max_epi32(q[0], lo), hi),
+        _mm256_min_epi32(_mm256_max_epi32(q[1], lo), hi),
+    );
+    // Values are 0..=255 now, so the saturating packs only narrow; permute undoes their lane order.
+    let w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0b11_01_10_00);
+    let b8 = _mm_packus_epi16(
+        _mm256_castsi256_si128(w16),
+        _mm256_extracti128_si256(w16, 1),
+    );
+    _mm_storeu_si128(y as *mut __m128i, b8);
+}
+
+/// The portable tile: the integer reference every other path must equal.
+///
+/// # Safety
+/// Each row pointer must have `4 * k4` readable bytes.
+unsafe fn tile_scalar(rows: &[*const u8; MR], wb: &[i8], k4: usize, acc: &mut [[i32; QBLOCK]; MR]) {
+    for (r, row) in rows.iter().enumerate() {
+        let a = std::slice::from_raw_parts(*row, 4 * k4);
+        let out = &mut acc[r];
+        out.fill(0);
+        for kk in 0..k4 {
+            let wk = &wb[kk * 4 * QBLOCK..(kk + 1) * 4 * QBLOCK];
+            let ak = &a[kk * 4..kk * 4 + 4];
+            for (j, o) in out.iter_mut().enumerate() {
+                for t in 0..4 {
+                    *o += ak[t] as i32 * wk[j * 4 + t] as i32;
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AVX-512 VNNI and VL; each row has `4 * k4` bytes, `wb` `k4 * 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+unsafe fn tile_vnni(
+    rows: &[*const u8; MR],
+    wb: *const i8,
+    k4: usize,
+    acc: &mut [[i32; QBLOCK]; MR],
+) {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm256_setzero_si256(); 2]; MR];
+    for kk in 0..k4 {
+        let b0 = _mm256_loadu_si256(wb.add(kk * 64) as *const __m256i);
+        let b1 = _mm256_loadu_si256(wb.add(kk * 64 + 32) as *const __m256i);
+        for r in 0..MR {
+            let a = _mm256_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
+            c[r][0] = _mm256_dpbusd_epi32(c[r][0], a, b0);
+            c[r][1] = _mm256_dpbusd_epi32(c[r][1], a, b1);
+        }
+    }
+    for r in 0..MR {
+        _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[r][0]);
+        _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[r][1]);
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2; each row (u16 activations) has `2 * k2` elements, `wb` `k2 * 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(
+    rows: &[*const u8; MR],
+    wb: *const i16,
+    k2: usize,
+    acc: &mut [[i32; QBLOCK]; MR],
+) {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm256_setzero_si256(); 2]; MR];
+    for kk in 0..k2 {
+        let b0 = _mm256_loadu_si256(wb.add(kk * 32) as *const __m256i);
+        let b1 = _mm256_loadu_si256(wb.add(kk * 32 + 16) as *const __m256i);
+        for r in 0..MR {
+            // Two zero-extended activations as one int32: the pair vpmaddwd multiplies.
+            let a = _mm256_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
+            c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
+            c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
+        }
+    }
+    for r in 0..MR {
+        _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[r][0]);
+        _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[r][1]);
+    }
+}

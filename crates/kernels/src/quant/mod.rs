@@ -1,0 +1,473 @@
+//! Int8 inference: quantized convolution and linear layers (int32 accumulation, fused
+//! requantization, bias, residual and ReLU), pooling, add and concat over uint8 activations.
+//!
+//! The scheme is the one ONNX's QLinearConv / QDQ graphs and PyTorch's fbgemm backend use:
+//! - activations are **uint8, per-tensor affine**: `real = scale * (q - zero_point)`;
+//! - weights are **int8, symmetric per output channel** (zero point 0, values in -127..=127);
+//! - a conv accumulates `sum (x_q - x_zp) * w_q` in int32 (the `x_zp * sum(w)` term comes off
+//!   once per output channel, with the weights' row sums computed when they are packed), adds an
+//!   int32 bias quantized at `x_scale * w_scale[oc]`, then requantizes to the output's scale with
+//!   one float multiply per value, `round_half_even(acc * x_scale * w_scale[oc] / y_scale) +
+//!   y_zp`, clamped to 0..=255 (to y_zp..=255 with a fused ReLU). A residual joins in the same
+//!   float expression, `+ (r_q - r_zp) * r_scale / y_scale`, before the rounding.
+//!
+//! Activations are **NHWC** inside a quantized graph (channels of one pixel contiguous): a 1x1
+//! convolution is then a plain matrix product over `[pixels, channels]` with no packing of the
+//! activations at all, im2col of a larger kernel copies channel runs, and the whole batch is one
+//! matrix (`N*H*W` rows). The graph's edges convert from and to NCHW float
+//! ([`quantize_nchw_to_nhwc`], [`dequantize_nhwc_to_nchw`]).
+//!
+//! Every SIMD path gives bit-identical results to the scalar one (integer sums are exact, and the
+//! requantization is the same sequence of float operations on every path, never fused into an
+//! FMA), which the tests check on every path this CPU has. The paths ([`Int8Path`]):
+//! - **VNNI** (`vpdpbusd`, AVX-512 VNNI at 256 bits): multiplies uint8 activations by int8
+//!   weights and adds four products straight into an int32 lane, with no 16-bit intermediate.
+//! - **AVX2** without VNNI: `vpmaddubsw` would add two uint8*int8 products into a *saturating*
+//!   int16 (255 * 127 * 2 = 64770 > 32767), silently clipping large sums. This path avoids it by
+//!   widening both operands to 16 bits first (activations zero-extended when they are gathered,
+//!   weights sign-extended when they are packed) and using `vpmaddwd`, whose pairs of 16-bit
+//!   products add into int32 exactly. It does half the multiplies per instruction of the uint8
+//!   form; exactness is worth more here than that factor, and CPUs with VNNI take the fast path.
+//! - **scalar**, the portable reference (and the NEON level's, until it has its own kernel).
+mod gemm;
+
+pub use gemm::*;
+
+use crate::error::{check_len, numel};
+use crate::pool::{AvgPoolOptions, Pool2dParams};
+use crate::simd::{self, SimdLevel};
+use crate::{bail, KernelError, Result};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which int8 kernels run (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Path {
+    Scalar,
+    Avx2,
+    Vnni,
+}
+
+impl Int8Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Path::Scalar => "scalar",
+            Int8Path::Avx2 => "avx2 (16-bit vpmaddwd)",
+            Int8Path::Vnni => "avx512-vnni (vpdpbusd)",
+        }
+    }
+}
+
+static VNNI_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+fn vnni_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The int8 path kernels use now: follows the SIMD level (scalar when it is forced to scalar),
+/// and VNNI when the CPU has it and [`set_int8_vnni`] has not turned it off.
+pub fn int8_path() -> Int8Path {
+    match simd::level() {
+        SimdLevel::Avx2Fma if VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_detected() => {
+            Int8Path::Vnni
+        }
+        SimdLevel::Avx2Fma => Int8Path::Avx2,
+        _ => Int8Path::Scalar,
+    }
+}
+
+/// Allows or forbids the VNNI path (tests use it to reach the AVX2 path on a VNNI CPU); returns
+/// the previous setting.
+pub fn set_int8_vnni(allowed: bool) -> bool {
+    VNNI_ALLOWED.swap(allowed, Ordering::Relaxed)
+}
+
+/// Rounds half to even and saturates to `lo..=255`, as every requantization here does. The float
+/// is clamped to a range `i32` holds first, so a huge value saturates the same way on every path.
+#[inline(always)]
+pub(crate) fn saturate_u8(v: f32, zp: i32, lo: i32) -> u8 {
+    let v = v.clamp(-1.0e9, 1.0e9);
+    (v.round_ties_even() as i32 + zp).clamp(lo, 255) as u8
+}
+
+fn check_scale(name: &str, scale: f32) -> Result<()> {
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("{name}: expected a positive finite scale, got {scale}");
+    }
+    Ok(())
+}
+
+fn check_zero_point(name: &str, zp: i32) -> Result<()> {
+    if !(0..=255).contains(&zp) {
+        bail!("{name}: expected a uint8 zero point (0..=255), got {zp}");
+    }
+    Ok(())
+}
+
+/// Shape of a batch of `[N, C, H, W]` as the int8 layer functions take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nchw {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Nchw {
+    pub fn len(&self) -> Result<usize> {
+        numel("tensor", &[self.n, self.c, self.h, self.w])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len().map(|l| l == 0).unwrap_or(false)
+    }
+}
+
+/// y[n, h, w, c] = saturate(round_half_even(x[n, c, h, w] / scale) + zp): ONNX QuantizeLinear,
+/// with the layout change into the graph's NHWC on the way.
+pub fn quantize_nchw_to_nhwc(s: Nchw, x: &[f32], scale: f32, zp: i32, y: &mut [u8]) -> Result<()> {
+    check_scale("quantize: scale", scale)?;
+    check_zero_point("quantize: zero point", zp)?;
+    let len = s.len()?;
+    check_len("quantize: input", x.len(), len)?;
+    check_len("quantize: output", y.len(), len)?;
+    let (c, hw) = (s.c, s.h * s.w);
+    if len == 0 {
+        return Ok(());
+    }
+    y.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(yi, xi)| {
+            for p in 0..hw {
+                let row = &mut yi[p * c..(p + 1) * c];
+                for (ch, q) in row.iter_mut().enumerate() {
+                    *q = saturate_u8(xi[ch * hw + p] / scale, zp, 0);
+                }
+            }
+        });
+    Ok(())
+}
+
+/// y[n, c, h, w] = scale * (x[n, h, w, c] - zp): ONNX DequantizeLinear, back to NCHW.
+pub fn dequantize_nhwc_to_nchw(
+    s: Nchw,
+    x: &[u8],
+    scale: f32,
+    zp: i32,
+    y: &mut [f32],
+) -> Result<()> {
+    check_scale("dequantize: scale", scale)?;
+    check_zero_point("dequantize: zero point", zp)?;
+    let len = s.len()?;
+    check_len("dequantize: input", x.len(), len)?;
+    check_len("dequantize: output", y.len(), len)?;
+    let (c, hw) = (s.c, s.h * s.w);
+    if len == 0 {
+        return Ok(());
+    }
+    y.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(yi, xi)| {
+            for ch in 0..c {
+                for p in 0..hw {
+                    yi[ch * hw + p] = (xi[p * c + ch] as i32 - zp) as f32 * scale;
+                }
+            }
+        });
+    Ok(())
+}
+
+/// A uint8 tensor's quantization: `real = scale * (q - zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl QParams {
+    pub fn check(&self, name: &str) -> Result<()> {
+        check_scale(&format!("{name}: scale"), self.scale)?;
+        check_zero_point(&format!("{name}: zero point"), self.zero_point)
+    }
+}
+
+/// y = requantize((a - a_zp) * a_scale + (b - b_zp) * b_scale) at y's parameters, ReLU optional:
+/// the int8 residual add (QLinearAdd), elementwise over equal shapes.
+pub fn add_u8(
+    a: &[u8],
+    qa: QParams,
+    b: &[u8],
+    qb: QParams,
+    qy: QParams,
+    relu: bool,
+    y: &mut [u8],
+) -> Result<()> {
+    qa.check("add: a")?;
+    qb.check("add: b")?;
+    qy.check("add: output")?;
+    check_len("add: b", b.len(), a.len())?;
+    check_len("add: output", y.len(), a.len())?;
+    let (ma, mb) = (qa.scale / qy.scale, qb.scale / qy.scale);
+    let lo = if relu { qy.zero_point } else { 0 };
+    const CHUNK: usize = 1 << 14;
+    y.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(y, (a, b))| {
+            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                let v =
+                    (a as i32 - qa.zero_point) as f32 * ma + (b as i32 - qb.zero_point) as f32 * mb;
+                *y = saturate_u8(v, qy.zero_point, lo);
+            }
+        });
+    Ok(())
+}
+
+/// y = max(x, zp) in place: ReLU on a uint8 tensor whose zero point is `zp`.
+pub fn relu_u8(x: &mut [u8], zp: i32) -> Result<()> {
+    check_zero_point("relu: zero point", zp)?;
+    let zp = zp as u8;
+    x.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            *v = (*v).max(zp);
+        }
+    });
+    Ok(())
+}
+
+/// One input of [`concat_nhwc`]: its data `[pixels, channels]` and quantization.
+pub struct ConcatPart<'a> {
+    pub data: &'a [u8],
+    pub channels: usize,
+    pub q: QParams,
+}
+
+/// Concatenates NHWC uint8 tensors along channels, requantizing each part to `qy` (a copy when
+/// a part already has `qy`'s parameters).
+pub fn concat_nhwc(pixels: usize, parts: &[ConcatPart], qy: QParams, y: &mut [u8]) -> Result<()> {
+    qy.check("concat: output")?;
+    let mut total = 0usize;
+    for (i, p) in parts.iter().enumerate() {
+        p.q.check(&format!("concat: input {i}"))?;
+        let len = numel("concat: input", &[pixels, p.channels])?;
+        check_len(&format!("concat: input {i}"), p.data.len(), len)?;
+        total = total
+            .checked_add(p.channels)
+            .ok_or_else(|| KernelError("concat: channels overflow".into()))?;
+    }
+    check_len(
+        "concat: output",
+        y.len(),
+        numel("concat: output", &[pixels, total])?,
+    )?;
+    if total == 0 {
+        return Ok(());
+    }
+    y.par_chunks_mut(total).enumerate().for_each(|(px, row)| {
+        let mut at = 0;
+        for p in parts {
+            let src = &p.data[px * p.channels..(px + 1) * p.channels];
+            let dst = &mut row[at..at + p.channels];
+            if p.q == qy {
+                dst.copy_from_slice(src);
+            } else {
+                let m = p.q.scale / qy.scale;
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = saturate_u8((s as i32 - p.q.zero_point) as f32 * m, qy.zero_point, 0);
+                }
+            }
+            at += p.channels;
+        }
+    });
+    Ok(())
+}
+
+/// torch's window along one axis: the window's first index, its end clipped to the padded
+/// input (what count_include_pad divides by) and the real rows it covers.
+fn window(
+    o: usize,
+    input: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+    d: usize,
+) -> (i64, i64, usize, usize) {
+    let start = o as i64 * s as i64 - pad as i64;
+    let end_padded = (start + ((k - 1) * d + 1) as i64).min(input as i64 + pad as i64);
+    let lo = start.max(0) as usize;
+    let hi = (start + ((k - 1) * d + 1) as i64).min(input as i64).max(0) as usize;
+    (start, end_padded, lo, hi)
+}
+
+/// Max pooling over an NHWC uint8 tensor (padding never wins, as torch pads with -inf); the
+/// output keeps the input's quantization.
+pub fn max_pool2d_u8(p: &Pool2dParams, x: &[u8], y: &mut [u8]) -> Result<()> {
+    let (oh, ow) = p.validate()?;
+    check_len("maxPool2dU8: input", x.len(), p.input_len())?;
+    check_len("maxPool2dU8: output", y.len(), p.output_len((oh, ow)))?;
+    let c = p.channels;
+    y.par_chunks_mut(c).enumerate().for_each(|(q, out)| {
+        let (n, r) = (q / (oh * ow), q % (oh * ow));
+        let (h, w) = (r / ow, r % ow);
+        let (hs, _, _, _) = window(h, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+        let (ws, _, _, _) = window(w, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+        out.fill(0);
+        for kh in 0..p.kernel_h {
+            let ih = hs + (kh * p.dilation_h) as i64;
+            if ih < 0 || ih >= p.in_h as i64 {
+                continue;
+            }
+            for kw in 0..p.kernel_w {
+                let iw = ws + (kw * p.dilation_w) as i64;
+                if iw < 0 || iw >= p.in_w as i64 {
+                    continue;
+                }
+                let at = ((n * p.in_h + ih as usize) * p.in_w + iw as usize) * c;
+                for (o, &v) in out.iter_mut().zip(&x[at..at + c]) {
+                    *o = (*o).max(v);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Sums `x` over a rectangle of pixels into `acc` (per channel), then writes the rounded mean
+/// (half up: sums are never negative) with `extra` zero-point pixels counted in.
+#[allow(clippy::too_many_arguments)]
+fn mean_window(
+    x: &[u8],
+    base: usize,
+    in_w: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    extra: u32,
+    zp: u8,
+    divisor: u32,
+    acc: &mut [u32],
+    out: &mut [u8],
+) {
+    let c = out.len();
+    acc.fill(extra * zp as u32);
+    for ih in rows {
+        for iw in cols.clone() {
+            let at = base + (ih * in_w + iw) * c;
+            for (a, &v) in acc.iter_mut().zip(&x[at..at + c]) {
+                *a += v as u32;
+            }
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = ((a + divisor / 2) / divisor).min(255) as u8;
+    }
+}
+
+/// Average pooling over an NHWC uint8 tensor with torch's options; the output keeps the input's
+/// quantization (zero padding is the zero point, and the mean of quantized values is the
+/// quantized mean, rounded half up).
+pub fn avg_pool2d_u8(
+    p: &Pool2dParams,
+    opts: &AvgPoolOptions,
+    x: &[u8],
+    zp: i32,
+    y: &mut [u8],
+) -> Result<()> {
+    let (oh, ow) = p.check_avg(opts)?;
+    check_zero_point("avgPool2dU8: zero point", zp)?;
+    check_len("avgPool2dU8: input", x.len(), p.input_len())?;
+    check_len("avgPool2dU8: output", y.len(), p.output_len((oh, ow)))?;
+    let c = p.channels;
+    y.par_chunks_mut(c).enumerate().for_each_init(
+        || vec![0u32; c],
+        |acc, (q, out)| {
+            let (n, r) = (q / (oh * ow), q % (oh * ow));
+            let (h, w) = (r / ow, r % ow);
+            let (hs, he, hlo, hhi) = window(h, p.in_h, p.kernel_h, p.stride_h, p.pad_h, 1);
+            let (ws, we, wlo, whi) = window(w, p.in_w, p.kernel_w, p.stride_w, p.pad_w, 1);
+            let real = ((hhi - hlo) * (whi - wlo)) as u32;
+            let padded = ((he - hs) * (we - ws)) as u32;
+            let (divisor, extra) = match opts.divisor_override {
+                Some(d) => (
+                    d as u32,
+                    if opts.count_include_pad {
+                        padded - real
+                    } else {
+                        0
+                    },
+                ),
+                None if opts.count_include_pad => (padded, padded - real),
+                None => (real, 0),
+            };
+            let base = n * p.in_h * p.in_w * c;
+            mean_window(
+                x,
+                base,
+                p.in_w,
+                hlo..hhi,
+                wlo..whi,
+                extra,
+                zp as u8,
+                divisor.max(1),
+                acc,
+                out,
+            );
+        },
+    );
+    Ok(())
+}
+
+/// Adaptive average pooling of an NHWC uint8 tensor `s` to `out_h x out_w` (torch's bins; global
+/// pooling is the 1x1 case); the output keeps the input's quantization.
+pub fn adaptive_avg_pool2d_u8(
+    s: Nchw,
+    out_h: usize,
+    out_w: usize,
+    x: &[u8],
+    y: &mut [u8],
+) -> Result<()> {
+    if out_h == 0 || out_w == 0 {
+        bail!("adaptiveAvgPool2dU8: expected a positive output size, got {out_h}x{out_w}");
+    }
+    check_len("adaptiveAvgPool2dU8: input", x.len(), s.len()?)?;
+    let out_len = numel("adaptiveAvgPool2dU8: output", &[s.n, s.c, out_h, out_w])?;
+    check_len("adaptiveAvgPool2dU8: output", y.len(), out_len)?;
+    if out_len == 0 {
+        return Ok(());
+    }
+    let bins = |i: usize, n: usize| -> Vec<(usize, usize)> {
+        (0..n)
+            .map(|o| (o * i / n, ((o + 1) * i).div_ceil(n)))
+            .collect()
+    };
+    let (bh, bw) = (bins(s.h, out_h), bins(s.w, out_w));
+    let c = s.c;
+    y.par_chunks_mut(c).enumerate().for_each_init(
+        || vec![0u32; c],
+        |acc, (q, out)| {
+            let (n, r) = (q / (out_h * out_w), q % (out_h * out_w));
+            let ((h0, h1), (w0, w1)) = (bh[r / out_w], bw[r % out_w]);
+            let count = ((h1 - h0) * (w1 - w0)) as u32;
+            mean_window(
+                x,
+                n * s.h * s.w * c,
+                s.w,
+                h0..h1,
+                w0..w1,
+                0,
+                0,
+                count.max(1),
+                acc,
+                out,
+            );
+        },
+    );
+    Ok(())
+}
