@@ -85,3 +85,5 @@ export { DataLoader, TensorDataset, Subset, mnist, fashionMnist, ImageFolder, tr
 export * as models from './models/index.js';
 export { classify } from './models/index.js';
 export * as apps from './apps/index.js';
+export * as quant from './quant/index.js';
+export { quantize, QuantizedModel } from './quant/index.js';

@@ -50,6 +50,16 @@ const WRITES: Record<string, readonly number[]> = {
   sumTo: [3],
   gatherForward: [3],
   matmulBatched: [2],
+  // Int8 inference (src/quant).
+  quantizeU8: [1],
+  dequantizeU8: [1],
+  qconv2dForward: [5],
+  maxPool2dU8: [1],
+  avgPool2dU8: [1],
+  adaptiveAvgPool2dU8: [1],
+  addU8: [2],
+  concatU8: [1],
+  reluU8: [0],
   // Training: the forward's saved values, the backward, the optimizer's in-place updates.
   conv2dBackwardData: [2],
   conv2dBackwardWeight: [2, 3],
@@ -96,6 +106,7 @@ const PURE = new Set([
   'paddedShape',
   'broadcastShape',
   'nativeInfo',
+  'int8Path',
 ]);
 
 export interface Operand {

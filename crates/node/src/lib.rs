@@ -15,6 +15,7 @@ mod norm;
 mod optim;
 mod plan;
 mod pool;
+mod quant;
 mod recurrent;
 mod runtime;
 

@@ -18,6 +18,8 @@ use crate::optim::{
     AdagradStepArgs, AdamStepArgs, RmspropStepArgs, SgdStepArgs,
 };
 use crate::pool::{adaptive_params, avg_options, pool_params, AdaptivePoolArgs, Pool2dArgs};
+use crate::quant::{QAddArgs, QConcatArgs, QConvArgs, QOp, QTensorArgs};
+use ferroconv_kernels::quant::PackedQConv;
 use ferroconv_kernels::activation::{self, Activation};
 use ferroconv_kernels::batchnorm::BnStats;
 use ferroconv_kernels::broadcast::{self, NdOp};
@@ -278,6 +280,65 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
             let x = a.read(1)?;
             a.write(2)?;
             Box::new(move |r, o| activation::activation_forward(act, r[x], o[0]))
+        }
+        "quantizeU8" | "dequantizeU8" => {
+            let x = a.read(0)?;
+            a.write(1)?;
+            let q = QOp::quantize(&a.parse::<QTensorArgs>(2)?, op == "dequantizeU8")?;
+            Box::new(move |r, o| q.run(&[r[x]], o[0], None))
+        }
+        "qconv2dForward" => {
+            let (x, w, b, m) = (a.read(0)?, a.read(1)?, a.read_opt(2)?, a.read(3)?);
+            let res = a.read_opt(4)?;
+            a.write(5)?;
+            let q = QOp::conv(&a.parse::<QConvArgs>(6)?, b.is_some(), res.is_some())?;
+            let prep = Prepared::for_operand(a.reads[w], caches);
+            Box::new(move |r, o| {
+                let reads: Vec<&[f32]> = [Some(x), Some(w), b, Some(m), res]
+                    .into_iter()
+                    .flatten()
+                    .map(|k| r[k])
+                    .collect();
+                let packed = q.conv_params().and_then(|p| {
+                    let make = || {
+                        let n = p.weight_shape().iter().product();
+                        let wb = crate::quant::bytes("qconv2dForward: weight", r[w], n).ok()?;
+                        PackedQConv::new(p, bytemuck::cast_slice(wb)).ok()
+                    };
+                    prep.get(r[w], |pw: &PackedQConv| pw.fits(p), make)
+                });
+                q.run(&reads, o[0], packed.as_deref())
+            })
+        }
+        "maxPool2dU8" | "avgPool2dU8" | "adaptiveAvgPool2dU8" => {
+            let x = a.read(0)?;
+            a.write(1)?;
+            let q = match op {
+                "maxPool2dU8" => QOp::max_pool(&a.parse::<Pool2dArgs>(2)?)?,
+                "avgPool2dU8" => QOp::avg_pool(&a.parse::<Pool2dArgs>(2)?, a.parse(3)?)?,
+                _ => QOp::adaptive(&a.parse::<AdaptivePoolArgs>(2)?)?,
+            };
+            Box::new(move |r, o| q.run(&[r[x]], o[0], None))
+        }
+        "addU8" => {
+            let (x, y) = (a.read(0)?, a.read(1)?);
+            a.write(2)?;
+            let q = QOp::add(&a.parse::<QAddArgs>(3)?)?;
+            Box::new(move |r, o| q.run(&[r[x], r[y]], o[0], None))
+        }
+        "concatU8" => {
+            let xs = a.read_list(0)?;
+            a.write(1)?;
+            let q = QOp::concat(&a.parse::<QConcatArgs>(2)?)?;
+            Box::new(move |r, o| {
+                let views: Vec<&[f32]> = xs.iter().map(|&k| r[k]).collect();
+                q.run(&views, o[0], None)
+            })
+        }
+        "reluU8" => {
+            a.write(0)?;
+            let q = QOp::relu(a.parse(1)?, a.parse(2)?)?;
+            Box::new(move |_, o| q.run(&[], o[0], None))
         }
         "reluInplace" => {
             a.write(0)?;
@@ -797,6 +858,12 @@ const SAMPLES: usize = 64;
 /// Weights in a prepared form a step keeps between runs.
 trait Weights: Send + Sync + 'static {
     fn floats(&self) -> usize;
+}
+
+impl Weights for PackedQConv {
+    fn floats(&self) -> usize {
+        self.bytes() / 4
+    }
 }
 
 impl Weights for conv::PreparedForward {
