@@ -29,7 +29,7 @@ export interface Conv2dLayerOptions {
  */
 export class Conv2d extends Module {
   readonly weight: Tensor;
-  readonly bias: Tensor | null;
+  bias: Tensor | null;
   /** stride, padding (four sides), dilation and groups, normalised from `opts`. */
   readonly geometry: ConvGeometry;
 
@@ -57,6 +57,17 @@ export class Conv2d extends Module {
     this.weight = this.addParameter('weight', zeros([outChannels, inChannels / groups, kh, kw]))!;
     this.bias = this.addParameter('bias', opts.bias === false ? null : zeros([outChannels]));
     defaultLayerInit(this.weight, this.bias);
+  }
+
+  /**
+   * Gives the layer a bias [outChannels] (or removes it with null), registered as its parameter
+   * 'bias'; fuseConvBn gives a bias-free conv the folded batch norm's shift this way.
+   */
+  setBias(bias: Tensor | null): void {
+    if (bias && (bias.ndim !== 1 || bias.shape[0] !== this.outChannels)) {
+      throw new Error(`Conv2d: bias: expected shape [${this.outChannels}], got [${bias.shape.join(', ')}]`);
+    }
+    this.bias = this.addParameter('bias', bias);
   }
 
   forward(x: Tensor): Tensor {

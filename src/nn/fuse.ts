@@ -25,8 +25,23 @@ import { invalidatePlans } from '../plan/index.js';
 import type { Tensor } from '../tensor.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { Conv2d } from './conv2d.js';
-import type { Module } from './module.js';
+import { Module } from './module.js';
 import { ReLU } from './relu.js';
+
+/**
+ * What a batch norm becomes once fuseConvBn has folded it into the conv before it: the identity,
+ * kept in its place so the model's structure and its other layers' names stay as they were.
+ */
+export class FoldedBatchNorm extends Module {
+  forward(x: Tensor): Tensor {
+    return x;
+  }
+}
+
+/** A block's batch norm as the fusion helpers use it: null once it is folded into its conv. */
+function liveBn(bn: BatchNorm2d | Module | null): BatchNorm2d | null {
+  return bn instanceof BatchNorm2d ? bn : null;
+}
 
 let fusionEnabled = true;
 
@@ -94,7 +109,13 @@ export interface FuseOptions {
  * relu?(bn?(conv(x)) + residual?) in one fused conv when that is allowed (see the top of this
  * file), else null and the caller runs the layers one by one.
  */
-export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, opts: FuseOptions = {}): Tensor | null {
+export function tryFusedConv(
+  conv: Conv2d,
+  norm: BatchNorm2d | FoldedBatchNorm | null,
+  x: Tensor,
+  opts: FuseOptions = {},
+): Tensor | null {
+  const bn = liveBn(norm);
   const outShape = convFusable(conv, x);
   if (!outShape) return null;
   if (bn && !bnFusable(bn, conv.outChannels)) return null;
@@ -115,7 +136,7 @@ export function tryFusedConv(conv: Conv2d, bn: BatchNorm2d | null, x: Tensor, op
  * is allowed, the three layers one by one otherwise (training, fusion off, a replaced forward).
  * `relu` is the block's ReLU module, or true for the functional one.
  */
-export function convBnRelu(conv: Conv2d, bn: BatchNorm2d, relu: ReLU | true, x: Tensor): Tensor {
+export function convBnRelu(conv: Conv2d, bn: BatchNorm2d | FoldedBatchNorm, relu: ReLU | true, x: Tensor): Tensor {
   const fused = tryFusedConv(conv, bn, x, { relu });
   if (fused) return fused;
   const y = bn.call(conv.call(x));
@@ -166,7 +187,7 @@ export function fuseSequence(layers: readonly Module[], i: number, x: Tensor): {
   let j = i + 1;
   const next = layers[j];
   const bn = next instanceof BatchNorm2d ? next : null;
-  if (bn) j++;
+  if (bn || next instanceof FoldedBatchNorm) j++;
   const relu = layers[j] instanceof ReLU ? (layers[j] as ReLU) : null;
   if (relu) j++;
   if (j === i + 1) return null;

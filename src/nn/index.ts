@@ -17,5 +17,12 @@ export { Flatten } from './flatten.js';
 export { GRU } from './gru.js';
 export { Embedding } from './embedding.js';
 export { Sequential, Identity } from './sequential.js';
-export { setInferenceFusion, isInferenceFusionEnabled, tryFusedConv, type FuseOptions } from './fuse.js';
+export {
+  setInferenceFusion,
+  isInferenceFusionEnabled,
+  tryFusedConv,
+  FoldedBatchNorm,
+  type FuseOptions,
+} from './fuse.js';
+export { fuseConvBn, type FuseConvBnResult } from './fold-batch-norm.js';
 export * as init from './init.js';
