@@ -63,7 +63,7 @@ export function fuseConvBn<M extends Module>(model: M, inputShape: readonly numb
   steps.forEach((s, i) => {
     s.args.forEach((a, pos) => {
       const o = (a as OperandArg)?.operand;
-      if (!o || o.src !== 'temp') return;
+      if (o?.src !== 'temp') return;
       const isWrite = (s.op === 'conv2dForward' && pos === 3) || (s.op === 'batchNorm2dForwardEval' && pos === 5);
       if (isWrite) writerOf.set(o.id, i);
       else readers.set(o.id, (readers.get(o.id) ?? 0) + 1);
@@ -73,7 +73,7 @@ export function fuseConvBn<M extends Module>(model: M, inputShape: readonly numb
   for (const s of steps) {
     if (s.op !== 'batchNorm2dForwardEval') continue;
     const input = (s.args[0] as OperandArg)?.operand;
-    if (!input || input.src !== 'temp' || readers.get(input.id) !== 1) continue;
+    if (input?.src !== 'temp' || readers.get(input.id) !== 1) continue;
     const producer = writerOf.get(input.id);
     if (producer === undefined || steps[producer].op !== 'conv2dForward') continue;
     const conv = convOf.get(tensorOf(steps[producer].args[1] as OperandArg) as Tensor);
@@ -119,6 +119,8 @@ function replaceModule(model: Module, path: string, old: Module, next: Module): 
   for (const key of Object.keys(holder)) {
     const v = holder[key];
     if (v === old) holder[key] = next;
-    else if (Array.isArray(v)) v.forEach((e, i) => e === old && (v[i] = next));
+    else if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) if (v[i] === old) v[i] = next;
+    }
   }
 }

@@ -5,9 +5,10 @@
 // calibrators do:
 //   - 'minmax': the smallest and largest values seen;
 //   - 'percentile': the range holding all but the given share of values (clips rare outliers);
-//   - 'entropy': the clipping threshold whose 128-level quantized distribution is closest, by
-//     Kullback-Leibler divergence, to the observed one (TensorRT's calibration, as ONNX
-//     Runtime's CalibrationMethod.Entropy implements it).
+//   - 'entropy': the clipping threshold whose quantized distribution is closest, by
+//     Kullback-Leibler divergence, to the observed one (TensorRT's calibration, which ONNX
+//     Runtime's CalibrationMethod.Entropy also implements). quantize() keeps min-max for the
+//     graph's input: clipping the input loses what every layer sees, for little resolution.
 // The last two keep a histogram of 2048 bins over a range symmetric about 0 that doubles (two
 // bins merged into one, exactly) whenever a batch exceeds it.
 
@@ -135,9 +136,13 @@ export class HistogramObserver implements Observer {
 
   /**
    * TensorRT's search over the |x| histogram: for each candidate threshold (a bin count i from
-   * 128 up), the reference distribution is the first i bins with the clipped tail added to the
-   * last; the candidate is that distribution merged into 128 levels and spread back over the
-   * non-empty bins; the threshold with the smallest KL(reference || candidate) wins.
+   * the number of levels up), the reference distribution is the first i bins with the clipped
+   * tail added to the last; the candidate is those bins merged into as many groups as uint8 has
+   * levels for the data (255 steps for data that is never negative, 127 a side otherwise), each
+   * group's count spread over its non-empty bins; the threshold with the smallest
+   * KL(reference || candidate) wins. The bin holding 0.0 is a group of its own: zero is exact in
+   * this quantization, and after a ReLU it holds a large share of the values, which merged into
+   * its neighbours would drag every threshold down.
    */
   private entropyRange(lo: number, hi: number): [number, number] {
     const half = BINS / 2;
@@ -145,24 +150,23 @@ export class HistogramObserver implements Observer {
     for (let j = 0; j < half; j++) abs[j] = this.counts[half + j] + this.counts[half - 1 - j];
     let top = half;
     while (top > 1 && abs[top - 1] === 0) top--;
-    const levels = 128;
-    if (top <= levels) return [lo, hi];
+    const levels = lo >= 0 ? 255 : 127;
+    if (top <= levels + 1) return [lo, hi];
     let best = top;
     let bestKl = Number.POSITIVE_INFINITY;
     const p = new Float64Array(half);
     const q = new Float64Array(half);
-    for (let i = levels; i <= top; i++) {
+    for (let i = levels + 1; i <= top; i++) {
       p.set(abs.subarray(0, i));
       let outliers = 0;
       for (let j = i; j < top; j++) outliers += abs[j];
       p[i - 1] += outliers;
-      // Merge the first i bins (unclipped counts) into `levels` groups, spread over each group's
-      // non-empty bins.
       q.fill(0, 0, i);
-      const per = i / levels;
+      q[0] = abs[0];
+      const per = (i - 1) / levels;
       for (let l = 0; l < levels; l++) {
-        const a = Math.floor(l * per);
-        const b = l === levels - 1 ? i : Math.floor((l + 1) * per);
+        const a = 1 + Math.floor(l * per);
+        const b = l === levels - 1 ? i : 1 + Math.floor((l + 1) * per);
         let sum = 0;
         let nonzero = 0;
         for (let j = a; j < b; j++) {

@@ -163,7 +163,7 @@ export async function quantize(
   const observe = (key: string, a: Float32Array) => {
     let o = observers.get(key);
     if (!o) {
-      o = makeObserver(kind, opts.percentile);
+      o = makeObserver(key === 'input' && kind === 'entropy' ? 'minmax' : kind, opts.percentile);
       observers.set(key, o);
     }
     o.observe(a);
@@ -631,9 +631,14 @@ class Builder {
     }
     this.addBuffer(`${prefix}_wscale`, 'float32', [oc], wScale);
     const mult = this.addBuffer(`${prefix}_mult`, 'float32', [oc], new Float32Array(oc));
-    // The graph's output comes out of its last conv or linear as float directly.
+    // The graph's output comes out of its last linear (or 1x1-map conv, where NHWC is NCHW) as
+    // float directly.
     const floatOutput =
-      out.src === 'temp' && this.g.output.src === 'temp' && this.g.output.id === out.id && !this.laterWrites(i, out.id);
+      geo.outShape[1] * geo.outShape[2] === 1 &&
+      out.src === 'temp' &&
+      this.g.output.src === 'temp' &&
+      this.g.output.id === out.id &&
+      !this.laterWrites(i, out.id);
     const qy = floatOutput ? { scale: 1, zeroPoint: 0 } : this.params(geo.key);
     const y = this.newValue();
     const node: Extract<QNode, { op: 'conv' }> = {
