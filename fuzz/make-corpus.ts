@@ -209,6 +209,11 @@ async function plans(): Promise<void> {
     const t = trace(() => m.forwardIsolated(null, [x]), x.data, [...net.stateDict().values()], false);
     writeFileSync(join(dir, `${name}.json`), t.spec);
   }
+  // An int8 graph (quantize, int8 convs with residual and ReLU, pools, concat, float logits).
+  const q = await tinyQuantized();
+  const xq = randn([2, 2, 8, 8]);
+  const tq = trace(() => q.forward(xq), xq.data, [...q.stateDict().values()], false);
+  writeFileSync(join(dir, 'int8-tiny.json'), tq.spec);
   // A training step (forward, loss, backward, clipping, SGD with momentum), traced after one
   // eager step so that it updates the momentum buffers too.
   const { traceStep } = await import('../src/plan/trace.js');
@@ -231,6 +236,46 @@ async function plans(): Promise<void> {
   step();
   const t = traceStep(step, [x.data, labels], [...net.stateDict().values()], opt.stateArrays(), []);
   writeFileSync(join(dir, 'train-step-small.json'), t.spec());
+}
+
+/**
+ * A small quantized model exercising every int8 node: conv + ReLU, max and average pools, a
+ * residual through a fused conv, an add and a ReLU of their own, a concat, global pooling and a
+ * float-output linear.
+ */
+export async function tinyQuantized() {
+  const nn = await import('../src/nn/index.js');
+  const { Module } = await import('../src/nn/module.js');
+  const { add, cat, relu_ } = await import('../src/ops/index.js');
+  const { quantize } = await import('../src/quant/index.js');
+  const { randn } = await import('../src/tensor.js');
+  manualSeed(2);
+  class Tiny extends Module {
+    a = this.addModule('a', new nn.Conv2d(2, 4, 3, { padding: 1 }));
+    b = this.addModule('b', new nn.Conv2d(4, 4, 1));
+    c = this.addModule('c', new nn.Conv2d(4, 4, 3, { padding: 1 }));
+    pool = this.addModule('pool', new nn.MaxPool2d(2));
+    avg = this.addModule('avg', new nn.AvgPool2d(2, { padding: 1 }));
+    gap = this.addModule('gap', new nn.AdaptiveAvgPool2d(1));
+    fc = this.addModule('fc', new nn.Linear(8, 3));
+    forward(x: Tensor): Tensor {
+      const y = this.pool.call(nn.tryFusedConv(this.a, null, x, { relu: true }) ?? this.a.call(x));
+      const r = nn.tryFusedConv(this.c, null, this.b.call(y), { residual: y, relu: true }) ?? this.c.call(y);
+      const s = relu_(add(r, y));
+      const z = cat([this.avg.call(s), this.avg.call(y)], 1);
+      return this.fc.call(this.gap.call(z).reshape([x.shape[0], 8]));
+    }
+  }
+  const m = new Tiny();
+  m.eval();
+  return quantize(m, [randn([2, 2, 8, 8]), randn([2, 2, 8, 8])]);
+}
+
+/** A saved quantized model. */
+async function quantized(): Promise<void> {
+  const dir = corpus('quantized');
+  const { serializeQuantized } = await import('../src/quant/index.js');
+  writeFileSync(join(dir, 'int8-tiny.safetensors'), concat(serializeQuantized(await tinyQuantized())));
 }
 
 /** Small ONNX models: ferroconv exports covering the exporter's operators, and opset 13 and 17. */
@@ -429,6 +474,7 @@ if (want('checkpoint')) await checkpoint();
 if (want('idx')) await idx();
 if (want('image-folder')) await images();
 if (want('plan')) await plans();
+if (want('quantized')) await quantized();
 if (want('onnx')) await onnx();
 if (want('torch')) await torch();
 if (want('caffe')) await caffe();

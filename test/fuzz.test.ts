@@ -27,6 +27,7 @@ const BUDGET: Record<string, number> = {
   // Slow by design: hostile HDF5 files run into the reader's 1.5 s timeout and a fresh worker.
   keras: 25,
   checkpoint: 1500,
+  quantized: 1500,
 };
 
 describe('fuzz (short pass)', () => {

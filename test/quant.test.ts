@@ -4,7 +4,18 @@
 // compiled plan, and clear errors for bad input. The int8 kernels themselves are checked bit for
 // bit against an integer reference on every path in crates/kernels/tests/quant.rs.
 import { describe, expect, it } from 'vitest';
-import { conv2d, manualSeed, models, nn, planInfo, quant, quantize, randn, Tensor } from '../src/index.js';
+import {
+  conv2d,
+  loadQuantized,
+  manualSeed,
+  models,
+  nn,
+  planInfo,
+  quant,
+  quantize,
+  randn,
+  Tensor,
+} from '../src/index.js';
 import { native } from '../src/native.js';
 import { det, thrown, withKernels } from './helpers.js';
 
@@ -277,6 +288,49 @@ describe('fuseConvBn', () => {
       m.train();
       expect(() => m.forward(randn([2, ...shape.slice(1)]))).not.toThrow();
       expect([...m.stateDict().keys()].some((k) => k.includes('running_mean'))).toBe(pairs === 59);
+    }
+  });
+});
+
+describe('saving a quantized model', () => {
+  it('round-trips through safetensors with real dtypes, and refuses bad files', async () => {
+    const { mkdtempSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { parseRawSafetensors } = await import('../src/io/safetensors.js');
+    manualSeed(12);
+    const m = models.resnet18({ numClasses: 3 });
+    m.eval();
+    const x = randn([2, 3, 32, 32]);
+    const q = await quantize(m, x);
+    const dir = mkdtempSync(join(tmpdir(), 'ferroconv-quant-'));
+    try {
+      const path = join(dir, 'q.safetensors');
+      q.save(path, { note: 'test' });
+      const raw = parseRawSafetensors(readFileSync(path));
+      const dtypes = new Set([...raw.tensors.values()].map((t) => t.dtype));
+      expect([...dtypes].sort()).toEqual(['F32', 'I32', 'I8']);
+      expect(raw.tensors.get('q1_weight')?.shape).toEqual([64, 3, 7, 7]);
+      expect(raw.metadata.note).toBe('test');
+      const back = loadQuantized(path);
+      expect(Array.from(back.forward(x).data)).toEqual(Array.from(q.forward(x).data));
+      expect(() => back.load()).toThrow(/loadQuantized/);
+      // A float model's file, a missing buffer, a graph reading a value never written.
+      m.save(join(dir, 'float.safetensors'));
+      expect(() => loadQuantized(join(dir, 'float.safetensors'))).toThrow(/not a quantized ferroconv model/);
+      const bytes = readFileSync(path);
+      const text = bytes.toString('latin1');
+      const broken = (from: string, to: string) => {
+        const p2 = join(dir, 'broken.safetensors');
+        expect(text.includes(from)).toBe(true);
+        writeFileSync(p2, Buffer.from(text.replace(from, to), 'latin1'));
+        return () => loadQuantized(p2);
+      };
+      expect(broken('\\"x\\":0,', '\\"x\\":9,')).toThrow(/reads value 9 before it is written/);
+      expect(broken('\\"op\\":\\"conv\\"', '\\"op\\":\\"conw\\"')).toThrow(/unknown op/);
+      expect(() => loadQuantized(join(dir, 'missing.safetensors'))).toThrow(/loadQuantized/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -14,6 +14,7 @@ export const TARGET_NAMES = [
   'caffe-solver',
   'tfjs',
   'keras',
+  'quantized',
 ] as const;
 
 /** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
@@ -41,6 +42,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./tfjs.js')).createTarget();
     case 'keras':
       return (await import('./keras.js')).createTarget();
+    case 'quantized':
+      return (await import('./quantized.js')).createTarget();
     default:
       throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   }

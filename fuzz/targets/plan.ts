@@ -53,6 +53,16 @@ const OPS = [
   'lrnForward',
   'broadcastBinary',
   'scale',
+  // Int8 inference's.
+  'quantizeU8',
+  'dequantizeU8',
+  'qconv2dForward',
+  'maxPool2dU8',
+  'avgPool2dU8',
+  'adaptiveAvgPool2dU8',
+  'addU8',
+  'concatU8',
+  'reluU8',
   // A training step's.
   'conv2dBackwardData',
   'conv2dBackwardWeight',

@@ -160,8 +160,14 @@ interface Entry {
   end: number;
 }
 
-/** Parses safetensors bytes (`path` only names the source in errors). Tensors come back as float32. */
-export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): SafetensorsFile {
+/**
+ * Parses safetensors bytes (`path` only names the source in errors), every check included, with
+ * each tensor's bytes as the file holds them (views into `buf`).
+ */
+export function parseRawSafetensors(
+  buf: Uint8Array,
+  path = '<buffer>',
+): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
   if (buf.length < 8) fail(path, `file is ${buf.length} bytes, too short for the 8-byte header length`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const headerLen = dv.getBigUint64(0, true);
@@ -263,13 +269,26 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): Safetensor
       path,
       `${dataLen - at} bytes after the last tensor's data (the tensors cover [0, ${at}) of ${dataLen} data bytes)`,
     );
-  const tensors = new Map<string, Tensor>();
+  const tensors = new Map<string, RawTensor>();
   for (const t of entries) {
-    const count = t.shape.reduce((a, b) => a * b, 1);
-    const bytes = buf.subarray(dataStart + t.begin, dataStart + t.end);
-    tensors.set(t.name, new Tensor(toFloat32(bytes, t.dtype, count), t.shape));
+    tensors.set(t.name, {
+      dtype: t.dtype,
+      shape: t.shape,
+      bytes: buf.subarray(dataStart + t.begin, dataStart + t.end),
+    });
   }
   return { tensors, metadata: Object.fromEntries(metadataEntries) };
+}
+
+/** Parses safetensors bytes (`path` only names the source in errors). Tensors come back as float32. */
+export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): SafetensorsFile {
+  const raw = parseRawSafetensors(buf, path);
+  const tensors = new Map<string, Tensor>();
+  for (const [name, t] of raw.tensors) {
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    tensors.set(name, new Tensor(toFloat32(t.bytes, t.dtype, count), t.shape));
+  }
+  return { tensors, metadata: raw.metadata };
 }
 
 export function loadSafetensors(path: string): SafetensorsFile {
@@ -288,25 +307,17 @@ export interface SaveOptions {
   int64?: (name: string) => boolean;
 }
 
+/** A tensor as the file holds it: its dtype name, shape and little-endian bytes. */
+export interface RawTensor {
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
 /** Serialises tensors to safetensors bytes (float32, or I64 where `int64` says so). */
 export function serializeSafetensors(tensors: Map<string, Tensor>, opts: SaveOptions = {}): Uint8Array[] {
-  // No prototype: a tensor named "__proto__" must become a key, not replace the prototype.
-  const header: Record<string, unknown> = Object.create(null);
-  if (opts.metadata) {
-    for (const [k, v] of Object.entries(opts.metadata)) {
-      if (typeof v !== 'string')
-        throw new Error(
-          `save: metadata[${JSON.stringify(k)}] must be a string ` +
-            `(safetensors metadata is string -> string), got ${typeof v}`,
-        );
-    }
-    header.__metadata__ = opts.metadata;
-  }
-  const parts: Uint8Array[] = [];
-  let offset = 0;
+  const raw = new Map<string, RawTensor>();
   for (const [name, t] of tensors) {
-    if (name === '__metadata__')
-      throw new Error("save: '__metadata__' is reserved by the safetensors format and cannot name a tensor");
     const asInt = opts.int64?.(name) ?? false;
     let bytes: Uint8Array;
     if (asInt) {
@@ -320,9 +331,41 @@ export function serializeSafetensors(tensors: Map<string, Tensor>, opts: SaveOpt
       // Copy: the tensor may be a view into a larger buffer, and we want exactly its bytes.
       bytes = new Uint8Array(Float32Array.from(t.data).buffer);
     }
-    header[name] = { dtype: asInt ? 'I64' : 'F32', shape: t.shape, data_offsets: [offset, offset + bytes.length] };
-    offset += bytes.length;
-    parts.push(bytes);
+    raw.set(name, { dtype: asInt ? 'I64' : 'F32', shape: t.shape, bytes });
+  }
+  return serializeRawSafetensors(raw, opts.metadata);
+}
+
+/** Serialises tensors given as bytes with their dtype (I8, I32, F32, ...) to safetensors bytes. */
+export function serializeRawSafetensors(
+  tensors: Map<string, RawTensor>,
+  metadata?: Record<string, string>,
+): Uint8Array[] {
+  // No prototype: a tensor named "__proto__" must become a key, not replace the prototype.
+  const header: Record<string, unknown> = Object.create(null);
+  if (metadata) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string')
+        throw new Error(
+          `save: metadata[${JSON.stringify(k)}] must be a string ` +
+            `(safetensors metadata is string -> string), got ${typeof v}`,
+        );
+    }
+    header.__metadata__ = metadata;
+  }
+  const parts: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    if (name === '__metadata__')
+      throw new Error("save: '__metadata__' is reserved by the safetensors format and cannot name a tensor");
+    const width = DTYPE_SIZE.get(t.dtype);
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    if (width === undefined || t.bytes.length !== count * width) {
+      throw new Error(`save: '${name}': ${t.bytes.length} bytes do not hold ${t.dtype} [${t.shape.join(', ')}]`);
+    }
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
+    offset += t.bytes.length;
+    parts.push(t.bytes);
   }
   let json = JSON.stringify(header);
   // Pad so the data starts 8-byte aligned, as the reference implementation does.

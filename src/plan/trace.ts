@@ -93,6 +93,11 @@ const WRITES: Record<string, readonly number[]> = {
   adadeltaStep: [0, 2, 3],
 };
 
+/** Whether `op` is a binding entry a plan can replay (a kernel call, not a helper or a class). */
+export function isPlanStep(op: string): boolean {
+  return Object.hasOwn(WRITES, op);
+}
+
 /** Entries a graph traced for export may hold that no plan runs yet. */
 const GRAPH_ONLY: Record<string, readonly number[]> = {
   convTranspose2dForward: [3],

@@ -1,7 +1,14 @@
 // Smaller and faster models: int8 post-training quantization (quantize), its observers, and the
 // QuantizedModel it makes.
 export { quantize, type QuantizeOptions, type Calibration } from './quantize.js';
-export { QuantizedModel, type QuantizedGraph, type QNode } from './model.js';
+export {
+  QuantizedModel,
+  loadQuantized,
+  parseQuantized,
+  serializeQuantized,
+  type QuantizedGraph,
+  type QNode,
+} from './model.js';
 export {
   MinMaxObserver,
   HistogramObserver,

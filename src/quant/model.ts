@@ -13,8 +13,12 @@
 // Every node is described per sample (shapes without the batch), so one graph serves any batch
 // size, except a graph with float calls in it: those keep the arguments of the batch size they
 // were traced at, and forward() runs such a graph in chunks of that size.
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../io/atomic.js';
+import { parseRawSafetensors, type RawTensor, serializeRawSafetensors } from '../io/safetensors.js';
 import { native } from '../native.js';
 import { Module } from '../nn/module.js';
+import { isPlanStep } from '../plan/trace.js';
 import { Tensor, uninitialized } from '../tensor.js';
 import type { QParams } from './observers.js';
 
@@ -305,8 +309,245 @@ export class QuantizedModel extends Module {
     fn(...node.args.map(resolve));
   }
 
+  /**
+   * Saves the model (atomically) as safetensors: int8 weights as I8, int32 biases as I32, scales
+   * and multipliers as F32, each with its shape, and the graph in the metadata. Read it back
+   * with loadQuantized(path).
+   */
+  override save(path: string, metadata?: Record<string, string>): void {
+    writeFileAtomic(path, serializeQuantized(this, metadata));
+  }
+
+  /** A QuantizedModel's weights cannot be replaced piecewise: use loadQuantized(path). */
+  override load(): this {
+    throw new Error('QuantizedModel: load a quantized model with loadQuantized(path)');
+  }
+
   /** The buffers as the binding holds them, by name (for saving and export). */
   bufferData(): Map<string, Float32Array> {
     return new Map([...this.named].map(([k, t]) => [k, t.data]));
   }
+}
+
+const DTYPES = { int8: 'I8', int32: 'I32', float32: 'F32' } as const;
+const FORMAT_KEY = 'ferroconv_format';
+const GRAPH_KEY = 'ferroconv_int8_graph';
+
+/** The file's bytes: each buffer with its real dtype and shape, the graph as metadata. */
+export function serializeQuantized(model: QuantizedModel, metadata: Record<string, string> = {}): Uint8Array[] {
+  const tensors = new Map<string, RawTensor>();
+  for (const [name, spec] of Object.entries(model.graph.buffers)) {
+    const data = model.bufferData().get(name) as Float32Array;
+    const n = size(spec.shape);
+    const width = spec.dtype === 'int8' ? 1 : 4;
+    const bytes = new Uint8Array(n * width);
+    bytes.set(new Uint8Array(data.buffer, data.byteOffset, n * width));
+    tensors.set(name, { dtype: DTYPES[spec.dtype], shape: [...spec.shape], bytes });
+  }
+  return serializeRawSafetensors(tensors, {
+    ...metadata,
+    [FORMAT_KEY]: 'int8',
+    [GRAPH_KEY]: JSON.stringify(model.graph),
+  });
+}
+
+/** Reads a QuantizedModel from the bytes serializeQuantized (QuantizedModel.save) wrote. */
+export function parseQuantized(buf: Uint8Array, path = '<buffer>'): QuantizedModel {
+  const { tensors, metadata } = parseRawSafetensors(buf, path);
+  const fail = (why: string): never => {
+    throw new Error(`loadQuantized ${path}: ${why}`);
+  };
+  if (metadata[FORMAT_KEY] !== 'int8' || typeof metadata[GRAPH_KEY] !== 'string') {
+    fail('not a quantized ferroconv model (no int8 graph in its metadata; save one with QuantizedModel.save)');
+  }
+  let graph: unknown;
+  try {
+    graph = JSON.parse(metadata[GRAPH_KEY]);
+  } catch (e) {
+    fail(`the graph is not valid JSON (${(e as Error).message})`);
+  }
+  const g = checkGraph(graph, fail);
+  const buffers = new Map<string, Float32Array>();
+  for (const [name, spec] of Object.entries(g.buffers)) {
+    const t = tensors.get(name) ?? fail(`buffer '${name}' is missing`);
+    if (t.dtype !== DTYPES[spec.dtype] || t.shape.join() !== spec.shape.join()) {
+      fail(`buffer '${name}': expected ${DTYPES[spec.dtype]} [${spec.shape}], got ${t.dtype} [${t.shape}]`);
+    }
+    const n = size(spec.shape);
+    const data = new Float32Array(spec.dtype === 'int8' ? byteFloats(n) : n);
+    new Uint8Array(data.buffer).set(t.bytes);
+    buffers.set(name, data);
+  }
+  return new QuantizedModel(g, buffers);
+}
+
+/** Loads a QuantizedModel saved by QuantizedModel.save. A bad file throws, naming what is wrong. */
+export function loadQuantized(path: string): QuantizedModel {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new Error(`loadQuantized ${path}: ${(e as Error).message}`);
+  }
+  return parseQuantized(buf, path);
+}
+
+const NODE_OPS = new Set([
+  'quantize',
+  'dequantize',
+  'conv',
+  'maxpool',
+  'avgpool',
+  'adaptive',
+  'add',
+  'concat',
+  'relu',
+  'float',
+]);
+
+/**
+ * Checks a graph read from a file: its fields' types, node kinds, value ids written before
+ * they are read, buffer names declared, shapes of positive integers. The kernels check every
+ * size again when the graph runs; this catches what JavaScript would otherwise trip over.
+ */
+function checkGraph(graph: unknown, fail: (why: string) => never): QuantizedGraph {
+  const g = graph as QuantizedGraph;
+  if (!g || typeof g !== 'object' || g.format !== 'ferroconv-int8' || g.version !== 1) {
+    fail('the graph is not a ferroconv int8 graph of version 1');
+  }
+  const dims = (v: unknown, what: string, len?: number): void => {
+    if (!Array.isArray(v) || (len !== undefined && v.length !== len) || v.length > 8) fail(`${what}: expected a shape`);
+    for (const d of v as unknown[])
+      if (!Number.isSafeInteger(d) || (d as number) < 0) fail(`${what}: ${d} is not a size`);
+  };
+  dims(g.inputShape, 'inputShape');
+  dims(g.outputShape, 'outputShape');
+  if (!Number.isSafeInteger(g.values) || g.values < 1 || g.values > 1_000_000)
+    fail('values: expected a positive count');
+  if (!Number.isSafeInteger(g.output) || g.output < 0 || g.output >= g.values) fail('output: not a value of the graph');
+  if (g.floatBatch !== null && !(Number.isSafeInteger(g.floatBatch) && g.floatBatch > 0))
+    fail('floatBatch: expected null or a positive size');
+  if (!g.buffers || typeof g.buffers !== 'object') fail('buffers: expected an object');
+  for (const [name, spec] of Object.entries(g.buffers)) {
+    if (!spec || !(spec.dtype in DTYPES)) fail(`buffer '${name}': unknown dtype`);
+    dims(spec.shape, `buffer '${name}'`);
+  }
+  if (!Array.isArray(g.nodes)) fail('nodes: expected a list');
+  const written = new Set([0]);
+  const read = (v: unknown, at: number) => {
+    if (!Number.isSafeInteger(v) || !written.has(v as number))
+      fail(`node ${at}: reads value ${v} before it is written`);
+  };
+  const write = (v: unknown, at: number) => {
+    if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) >= g.values)
+      fail(`node ${at}: writes value ${v}`);
+    written.add(v as number);
+  };
+  const buffer = (name: unknown, at: number) => {
+    if (typeof name !== 'string' || !Object.hasOwn(g.buffers, name)) fail(`node ${at}: unknown buffer ${name}`);
+  };
+  g.nodes.forEach((n, at) => {
+    if (!n || typeof n !== 'object' || !NODE_OPS.has(n.op)) fail(`node ${at}: unknown op`);
+    const where = `node ${at} (${n.op})`;
+    const field = n as unknown as Record<string, unknown>;
+    const int = (k: string) => {
+      if (!Number.isSafeInteger(field[k])) fail(`${where}: ${k}: expected an integer`);
+    };
+    const bool = (k: string) => {
+      if (typeof field[k] !== 'boolean') fail(`${where}: ${k}: expected true or false`);
+    };
+    const qp = (q: unknown, k: string) => {
+      const o = q as QParams | null;
+      if (!o || typeof o.scale !== 'number' || !Number.isFinite(o.scale) || !Number.isSafeInteger(o.zeroPoint)) {
+        fail(`${where}: ${k}: expected {scale, zeroPoint}`);
+      }
+    };
+    const ints = (k: string, len: number) => dims(field[k], `${where}: ${k}`, len);
+    switch (n.op) {
+      case 'quantize':
+      case 'dequantize':
+        read(n.x, at);
+        ints('shape', 3);
+        qp(n.q, 'q');
+        write(n.y, at);
+        break;
+      case 'conv':
+        read(n.x, at);
+        if (n.residual !== null) read(n.residual, at);
+        buffer(n.weight, at);
+        buffer(n.mult, at);
+        if (n.bias !== null) buffer(n.bias, at);
+        ints('inShape', 3);
+        ints('outShape', 3);
+        ints('weightShape', 4);
+        ints('stride', 2);
+        ints('padding', 4);
+        ints('dilation', 2);
+        for (const k of ['groups', 'inputZeroPoint', 'outputZeroPoint']) int(k);
+        for (const k of ['relu', 'floatOutput']) bool(k);
+        if (n.residualQ !== null) {
+          if (!Array.isArray(n.residualQ) || n.residualQ.length !== 2) fail(`${where}: residualQ: expected [zp, mult]`);
+          if (!n.residualQ.every((v) => typeof v === 'number' && Number.isFinite(v)))
+            fail(`${where}: residualQ: numbers`);
+        }
+        if ((n.residual === null) !== (n.residualQ === null))
+          fail(`${where}: residual and residualQ must come together`);
+        write(n.y, at);
+        break;
+      case 'maxpool':
+      case 'avgpool':
+        read(n.x, at);
+        ints('inShape', 3);
+        ints('outShape', 3);
+        for (const k of ['kernel', 'stride', 'padding', 'dilation']) ints(k, 2);
+        for (const k of ['ceilMode', 'countIncludePad']) bool(k);
+        int('zeroPoint');
+        if (n.divisorOverride !== null) int('divisorOverride');
+        write(n.y, at);
+        break;
+      case 'adaptive':
+        read(n.x, at);
+        ints('inShape', 3);
+        ints('outShape', 3);
+        write(n.y, at);
+        break;
+      case 'add':
+        read(n.a, at);
+        read(n.b, at);
+        ints('shape', 3);
+        qp(n.qa, 'qa');
+        qp(n.qb, 'qb');
+        qp(n.qy, 'qy');
+        bool('relu');
+        write(n.y, at);
+        break;
+      case 'concat':
+        if (!Array.isArray(n.xs) || !Array.isArray(n.channels) || !Array.isArray(n.qs)) fail(`${where}: bad lists`);
+        if (n.xs.length !== n.channels.length || n.xs.length !== n.qs.length) fail(`${where}: list lengths differ`);
+        for (const x of n.xs) read(x, at);
+        dims(n.channels, `${where}: channels`);
+        n.qs.forEach((q, i) => qp(q, `qs[${i}]`));
+        qp(n.qy, 'qy');
+        ints('hw', 2);
+        write(n.y, at);
+        break;
+      case 'relu':
+        read(n.x, at);
+        ints('shape', 3);
+        int('zeroPoint');
+        break;
+      case 'float':
+        if (typeof n.call !== 'string' || !Array.isArray(n.args) || !Array.isArray(n.allocs))
+          fail(`${where}: bad call`);
+        if (!isPlanStep(n.call))
+          fail(`${where}: ${String(n.call).slice(0, 40)} is not a kernel call of an inference graph`);
+        for (const a of n.allocs) {
+          if (!Number.isSafeInteger(a?.len) || a.len < 0 || a.len > 2 ** 31) fail(`${where}: bad allocation`);
+          write(a.value, at);
+        }
+        break;
+    }
+  });
+  read(g.output, g.nodes.length);
+  return g;
 }
