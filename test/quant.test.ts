@@ -334,3 +334,42 @@ describe('saving a quantized model', () => {
     }
   });
 });
+
+describe('ONNX QDQ export', () => {
+  it('runs in ONNX Runtime with the numbers ferroconv computes', async () => {
+    const { ortRun, relError } = await import('./onnx-helpers.js');
+    const { quantizedToOnnx } = await import('../src/quant/index.js');
+    manualSeed(13);
+    const cat = (chunks: Uint8Array[]) => new Uint8Array(Buffer.concat(chunks));
+    // Without residuals ONNX Runtime's QLinearConv does ferroconv's integer arithmetic: equal but
+    // for float rounding. With them, it rounds each conv's output before QLinearAdd where
+    // ferroconv adds the residual before its one rounding, so blocks may differ by an output step.
+    for (const [make, shape, bound] of [
+      [() => models.mnistNet(), [4, 1, 28, 28], 1e-5],
+      [() => models.googlenet({ numClasses: 10, auxLogits: false } as never), [2, 3, 64, 64], 1e-5],
+      [() => models.resnet18({ numClasses: 10 }), [2, 3, 64, 64], 0.03],
+    ] as const) {
+      const m = make();
+      m.eval();
+      const x = randn([...shape]);
+      const q = await quantize(m, [x, randn([...shape])]);
+      const bytes = cat(quantizedToOnnx(q, { batch: shape[0] }));
+      const ort = await ortRun(bytes, x);
+      const ours = q.forward(x);
+      expect([...ort.dims]).toEqual(ours.shape);
+      expect(relError(ort.data, ours.data)).toBeLessThan(bound);
+      // And it is an int8 graph: int8 weights, uint8 activations, no float weights.
+      const text = Buffer.from(bytes).toString('latin1');
+      expect(text.includes('QuantizeLinear')).toBe(true);
+    }
+  });
+
+  it('refuses graphs it cannot write', async () => {
+    const { quantizedToOnnx } = await import('../src/quant/index.js');
+    const m = new nn.Sequential(new nn.Conv2d(2, 4, 3), new nn.Sigmoid(), new nn.Conv2d(4, 3, 1));
+    m.eval();
+    const q = await quantize(m, randn([2, 2, 6, 6]));
+    expect(() => quantizedToOnnx(q)).toThrow(/sigmoidForward|activationForward|in float/);
+    expect(() => quantizedToOnnx(q, { opset: 11 })).toThrow(/opset/);
+  });
+});

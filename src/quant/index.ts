@@ -18,3 +18,4 @@ export {
   type ObserverKind,
   type QParams,
 } from './observers.js';
+export { quantizedToOnnx, exportQuantizedOnnx, type QdqExportOptions } from './onnx.js';

@@ -55,6 +55,8 @@ export type QNode =
       residualQ: [number, number] | null;
       relu: boolean;
       floatOutput: boolean;
+      /** A linear layer (over [N, features], its input flattened): Gemm in an ONNX export. */
+      linear?: boolean;
       /** The scales behind the buffers, for export and inspection. */
       inputScale: number;
       outputScale: number;
@@ -318,6 +320,24 @@ export class QuantizedModel extends Module {
     writeFileAtomic(path, serializeQuantized(this, metadata));
   }
 
+  /**
+   * Writes the model as an ONNX QDQ graph (QuantizeLinear / DequantizeLinear around float
+   * operators, int8 weights per channel, int32 biases) that ONNX Runtime runs with its integer
+   * kernels; atomically. The options of the float export's that apply: opset, dynamicBatch,
+   * and inputShape's batch.
+   */
+  override async exportOnnx(
+    path: string,
+    opts: { inputShape?: readonly number[]; opset?: number; dynamicBatch?: boolean } = {},
+  ): Promise<void> {
+    const { exportQuantizedOnnx } = await import('./onnx.js');
+    exportQuantizedOnnx(this, path, {
+      opset: opts.opset,
+      dynamicBatch: opts.dynamicBatch,
+      batch: opts.inputShape?.[0] ?? 1,
+    });
+  }
+
   /** A QuantizedModel's weights cannot be replaced piecewise: use loadQuantized(path). */
   override load(): this {
     throw new Error('QuantizedModel: load a quantized model with loadQuantized(path)');
@@ -485,6 +505,7 @@ function checkGraph(graph: unknown, fail: (why: string) => never): QuantizedGrap
         ints('dilation', 2);
         for (const k of ['groups', 'inputZeroPoint', 'outputZeroPoint']) int(k);
         for (const k of ['relu', 'floatOutput']) bool(k);
+        if (n.linear !== undefined) bool('linear');
         if (n.residualQ !== null) {
           if (!Array.isArray(n.residualQ) || n.residualQ.length !== 2) fail(`${where}: residualQ: expected [zp, mult]`);
           if (!n.residualQ.every((v) => typeof v === 'number' && Number.isFinite(v)))

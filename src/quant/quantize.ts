@@ -436,6 +436,7 @@ class Builder {
           groups: 1,
           key: `${i}:3`,
           columnOrder: order,
+          linear: true,
         });
         return true;
       }
@@ -600,6 +601,7 @@ class Builder {
       groups: number;
       key: string;
       columnOrder: number[] | null;
+      linear?: boolean;
     },
   ): void {
     const oc = geo.weightShape[0];
@@ -665,6 +667,7 @@ class Builder {
       outputScale: qy.scale,
       residualScale: residual ? residual.q.scale : null,
     };
+    if (geo.linear) node.linear = true;
     if (residual) node.residualQ = [residual.q.zeroPoint, 0];
     this.nodes.push(node);
     this.retarget(node, qy);
