@@ -6,7 +6,7 @@
 //   npm run bench:compare -- --quick            a few shapes and models, 1-2 reps: harness check (~2 min)
 //   npm run bench:compare -- --full             every conv algorithm on every zoo shape (long)
 //   npm run bench:compare -- --threads 4        thread count for every framework (default 2)
-//   npm run bench:compare -- --sections conv,gemm,infer,train,memory   a subset of sections
+//   npm run bench:compare -- --sections conv,gemm,infer,int8,train,memory   a subset of sections
 //   npm run bench:compare -- --spin on|off|auto  peers' spin-waiting threads (auto: off when the
 //                                                machine is already busy; see compare/peers.ts)
 //
@@ -23,6 +23,7 @@ import {
   BENCH_DIR,
   CACHE_DIR,
   exportOnnx,
+  quantizeWithOrt,
   findOrt,
   findTfjsWasm,
   findTorch,
@@ -63,7 +64,7 @@ const { values: argv } = parseArgs({
     threads: { type: 'string', default: '2' },
     quick: { type: 'boolean', default: false },
     full: { type: 'boolean', default: false },
-    sections: { type: 'string', default: 'conv,gemm,infer,train,memory' },
+    sections: { type: 'string', default: 'conv,gemm,infer,int8,train,memory' },
     spin: { type: 'string', default: 'auto' },
     row: { type: 'string' },
   },
@@ -89,7 +90,8 @@ const quick = argv.quick;
 const full = argv.full;
 const sections = new Set(argv.sections.split(',').map((s) => s.trim()));
 for (const s of sections) {
-  if (!['conv', 'gemm', 'infer', 'train', 'memory'].includes(s)) throw new Error(`--sections: unknown section '${s}'`);
+  if (!['conv', 'gemm', 'infer', 'int8', 'train', 'memory'].includes(s))
+    throw new Error(`--sections: unknown section '${s}'`);
 }
 
 /** Repetition policy per kind of measurement (see timing.ts); --quick runs each thing twice. */
@@ -748,6 +750,105 @@ async function inferSection(): Promise<void> {
   results.infer = e2eRows.filter((r) => r.kind === 'infer');
 }
 
+async function int8Section(): Promise<void> {
+  const nets = quick ? ['resnet18'] : ['resnet18', 'resnet50'];
+  const batches = [1, 8];
+  const floatFiles = new Map<string, string>();
+  const int8Files = new Map<string, string>();
+  if (ortPeer.api && torchPeer.api) {
+    log('int8: exporting the float models to ONNX and quantizing them with onnxruntime.quantization (cached)');
+    const exp = await exportOnnx({
+      dir: onnxDir,
+      threads,
+      convs: [],
+      models: nets.map((m) => ({ file: `${m}.onnx`, model: m })),
+    });
+    if ('error' in exp) log(`int8: ${exp.error}`);
+    else {
+      for (const m of nets)
+        if (!exp.failed.some((f) => f.file === `${m}.onnx`)) floatFiles.set(m, join(onnxDir, `${m}.onnx`));
+      const jobs = [...floatFiles].map(([m, src]) => ({
+        src,
+        dst: join(onnxDir, `${m}.int8.onnx`),
+        shape: [1, 3, 224, 224],
+      }));
+      const q = await quantizeWithOrt({ models: jobs }, threads);
+      if ('error' in q) log(`int8: ${q.error}`);
+      else {
+        for (const f of q.failed) log(`int8: ${f.file}: ${f.error}`);
+        for (const m of nets) {
+          const dst = join(onnxDir, `${m}.int8.onnx`);
+          if (!q.failed.some((f) => f.file === dst)) int8Files.set(m, dst);
+        }
+      }
+    }
+  }
+  const rows: TableRow[] = [];
+  const vsSelf: (number | undefined)[] = [];
+  const vsOrt: (number | undefined)[] = [];
+  const perSecond = (r: RowResult | undefined, batch: number) => (r?.step ? batch / r.step.median : undefined);
+  const raw: Record<string, unknown>[] = [];
+  for (const model of nets) {
+    for (const batch of batches) {
+      const spec = (fw: Framework, mode?: 'plan' | 'int8', onnx?: string): RowSpec => ({
+        fw,
+        kind: 'infer',
+        model,
+        batch,
+        threads,
+        timing: TIMING.e2e,
+        onnx,
+        spin,
+        mode,
+      });
+      const fp32 = await runRowIsolated(spec('ferroconv', 'plan'));
+      const int8 = await runRowIsolated(spec('ferroconv', 'int8'));
+      const ortInt8 = int8Files.has(model)
+        ? await runRowIsolated(spec('ort', undefined, int8Files.get(model)))
+        : undefined;
+      const ortFp32 = floatFiles.has(model)
+        ? await runRowIsolated(spec('ort', undefined, floatFiles.get(model)))
+        : undefined;
+      const [f, q, oq, of] = [fp32, int8, ortInt8, ortFp32].map((r) => perSecond(r, batch));
+      log(
+        `int8 ${model} b${batch}: fp32 ${fmt(f)}, int8 ${fmt(q)} (stall ${fmt(int8.maxStallMs)} ms), ORT int8 ${fmt(oq)}, ORT fp32 ${fmt(of)} img/s`,
+      );
+      const self = q && f ? q / f : undefined;
+      const ort = q && oq ? q / oq : undefined;
+      vsSelf.push(self);
+      vsOrt.push(ort);
+      raw.push({ model, batch, fp32, int8, ortInt8, ortFp32 });
+      const cell = (r: RowResult | undefined, v: number | undefined, missing: string) =>
+        r?.error ? 'error' : r ? fmt(v) : missing;
+      rows.push({
+        model,
+        batch,
+        'fp32 img/s': cell(fp32, f, ''),
+        'int8 img/s': cell(int8, q, '') + (int8.planned === true || int8.planned === undefined ? '' : ' (eager)'),
+        'int8 stall ms': fmt(int8.maxStallMs),
+        '×own fp32': r2(self),
+        'ORT int8 img/s': cell(ortInt8, oq, ortPeer.api ? 'no model' : 'missing'),
+        '×ORT int8': r2(ort),
+        'ORT fp32 img/s': cell(ortFp32, of, ortPeer.api ? 'no model' : 'missing'),
+      });
+    }
+  }
+  rows.push({ model: '**geomean of ratios**', '×own fp32': r2(geomean(vsSelf)), '×ORT int8': r2(geomean(vsOrt)) });
+  emit(
+    `## 4. Int8 inference (224x224, images/s)\n\n` +
+      `ferroconv: the zoo model quantized by \`quantize(model, calibration)\` (uint8 activations, int8 weights per ` +
+      `channel, batch norm folded), \`predict(x)\`, next to the same model in float32 (\`predict\`). ONNX Runtime: the ` +
+      `torchvision model exported to ONNX and quantized by \`onnxruntime.quantization.quantize_static\` (QDQ, uint8 ` +
+      `activations, int8 per-channel weights, min-max calibration), and the float ONNX model. Random weights. ` +
+      `Each cell is a fresh process, warmed up before timing.\n\n${mdTable(rows)}`,
+  );
+  headline.push(
+    `Int8 inference (ResNet-18/50, batch 1 and 8), geomean: ${r2(geomean(vsSelf))}x ferroconv's own fp32, ` +
+      `${r2(geomean(vsOrt))}x ONNX Runtime int8.`,
+  );
+  results.int8 = raw;
+}
+
 async function trainSection(): Promise<void> {
   const rows: TableRow[] = [];
   for (const [model, batch] of [
@@ -774,7 +875,7 @@ async function trainSection(): Promise<void> {
   }
   rows.push(...missingRows('model', torchPeer));
   emit(
-    `## 4. Training step (images/s)\n\n` +
+    `## 5. Training step (images/s)\n\n` +
       `One forward + cross-entropy + backward + SGD (lr 0.01, momentum 0.9) step, train mode (batch norm on batch ` +
       `statistics). ferroconv planned: the step as fit() runs it (traced, then one compiled plan run off the ` +
       `JavaScript thread; the ratio uses it); eager: the same step on the JavaScript thread. Stall: the longest the ` +
@@ -910,7 +1011,7 @@ async function memorySection(): Promise<void> {
     };
   });
   emit(
-    `## 5. Memory\n\n### Peak RSS of each end-to-end row\n\n` +
+    `## 6. Memory\n\n### Peak RSS of each end-to-end row\n\n` +
       `Each row ran in its own process: node (ferroconv, ORT) or python (torch), so the numbers include each runtime's ` +
       `own footprint (V8 + tsx, or the Python interpreter + libtorch).\n\n${rss.length ? mdTable(rss) : '_(no end-to-end rows in this run)_\n'}\n` +
       `### Pooling and batch norm vs the measured bandwidth\n\n` +
@@ -958,6 +1059,10 @@ if (sections.has('gemm')) {
 if (sections.has('infer')) {
   await inferSection();
   noteLoad('after infer');
+}
+if (sections.has('int8')) {
+  await int8Section();
+  noteLoad('after int8');
 }
 if (sections.has('train')) {
   await trainSection();

@@ -3,9 +3,10 @@
 // of step (convs split by kernel, stride and output size), the median over the runs, next to the
 // whole predict's time.
 //
-//   node --import tsx bench/profile_plan.ts [--models resnet50,googlenet] [--batch 1] [--iters 5]
+//   node --import tsx bench/profile_plan.ts [--models resnet50,googlenet] [--batch 1] [--iters 5] [--int8]
+// (--int8: the models quantized by quantize() first, calibrated on two random batches.)
 import { parseArgs } from 'node:util';
-import { models, randn } from '../src/index.js';
+import { models, quantize, randn } from '../src/index.js';
 import type { Module } from '../src/nn/module.js';
 import { recentPlan } from '../src/plan/index.js';
 
@@ -15,6 +16,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '1' },
     iters: { type: 'string', default: '5' },
     top: { type: 'string', default: '12' },
+    int8: { type: 'boolean', default: false },
   },
 });
 
@@ -25,8 +27,13 @@ interface StepSpec {
 
 /** A step's row label: its op, and for convs the kernel, stride, channels and output size. */
 function label(s: StepSpec): string {
-  if (!s.op.startsWith('conv2dForward')) return s.op;
-  const a = s.args[s.args.length - 1] as { inputShape: number[]; weightShape: number[]; stride?: number[] };
+  if (!s.op.startsWith('conv2dForward') && s.op !== 'qconv2dForward') return s.op;
+  const last = s.args[s.args.length - 1] as { conv?: unknown };
+  const a = (s.op === 'qconv2dForward' ? last.conv : last) as {
+    inputShape: number[];
+    weightShape: number[];
+    stride?: number[];
+  };
   const [oc, icg, kh, kw] = a.weightShape;
   const [, ic, h] = a.inputShape;
   const st = a.stride?.[0] ?? 1;
@@ -38,8 +45,9 @@ const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length
 const iters = Number(values.iters);
 const batch = Number(values.batch);
 for (const name of values.models!.split(',')) {
-  const model = (models as unknown as Record<string, () => Module>)[name]().eval();
+  const float = (models as unknown as Record<string, () => Module>)[name]().eval();
   const x = randn([batch, 3, 224, 224]);
+  const model = values.int8 ? await quantize(float, [randn([2, 3, 224, 224]), randn([2, 3, 224, 224])]) : float;
   for (let i = 0; i < 3; i++) await model.predict(x);
   const whole: number[] = [];
   for (let i = 0; i < iters; i++) {

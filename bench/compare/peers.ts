@@ -233,6 +233,30 @@ export async function exportOnnx(job: OnnxExportJob): Promise<OnnxExportResult |
   return out;
 }
 
+/** Python with PyPI onnxruntime (its quantization tool), from `npm run bench:peers`. */
+export const ORT_PYTHON = process.env.BENCH_ORT_PYTHON ?? join(PEERS_DIR, 'venv', 'bin', 'python');
+
+export interface OrtQuantizeJob {
+  models: { src: string; dst: string; shape: number[] }[];
+}
+
+/** Quantizes ONNX files with onnxruntime.quantization.quantize_static (peers/quantize_ort.py). */
+export async function quantizeWithOrt(
+  job: OrtQuantizeJob,
+  threads: number,
+): Promise<OnnxExportResult | { error: string }> {
+  if (!existsSync(ORT_PYTHON)) return { error: `no ${ORT_PYTHON}: run \`npm run bench:peers\` for PyPI onnxruntime` };
+  const r = await runChild(ORT_PYTHON, [join(BENCH_DIR, 'peers', 'quantize_ort.py')], {
+    input: JSON.stringify(job),
+    env: threadEnv(threads),
+    quietStderr: true,
+  });
+  const out = lastJson<OnnxExportResult>(r.stdout);
+  if (r.code !== 0 || !out)
+    return { error: `quantize_ort.py failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}` };
+  return out;
+}
+
 // --- onnxruntime-node: only the few members the bench uses.
 export interface OrtTensor {
   dims: readonly number[];

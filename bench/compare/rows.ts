@@ -4,7 +4,7 @@
 // prints one JSON line: seconds per step (median), setup time and its peak RSS.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { crossEntropy, models, noGrad, optim, planInfo, randn, setNumThreads } from '../../src/index.js';
+import { crossEntropy, models, noGrad, optim, planInfo, quantize, randn, setNumThreads } from '../../src/index.js';
 import { runStep } from '../../src/plan/train.js';
 import { trainingStep } from '../../src/train/fit.js';
 import { buildZooModel, ZOO, type ZooName } from './shapes.js';
@@ -27,9 +27,9 @@ export interface RowSpec {
   spin: boolean;
   /**
    * ferroconv: 'eager' (on the JavaScript thread) or 'plan' (inference: predict(); training:
-   * fit()'s compiled step).
+   * fit()'s compiled step), or 'int8' (inference: the model quantized by quantize(), predict()).
    */
-  mode?: 'eager' | 'plan';
+  mode?: 'eager' | 'plan' | 'int8';
 }
 
 export interface RowResult {
@@ -130,11 +130,14 @@ export async function runRowHere(spec: RowSpec): Promise<RowResult> {
   setNumThreads(spec.threads);
   const x = randn([spec.batch, c, h, w]);
   if (spec.kind === 'infer') {
-    if (!(ZOO as readonly string[]).includes(spec.model)) return { error: `unknown zoo model ${spec.model}` };
-    const model = buildZooModel(spec.model as ZooName);
-    model.eval();
+    const zoo = (ZOO as readonly string[]).includes(spec.model);
+    if (!zoo && spec.model !== 'resnet18') return { error: `unknown zoo model ${spec.model}` };
+    const float = zoo ? buildZooModel(spec.model as ZooName) : models.resnet18();
+    float.eval();
+    // int8: calibrated on two random batches (speed does not depend on the weights or ranges).
+    const model = spec.mode === 'int8' ? await quantize(float, [randn([2, c, h, w]), randn([2, c, h, w])]) : float;
     const setupSeconds = (performance.now() - t0) / 1000;
-    if (spec.mode === 'plan') {
+    if (spec.mode === 'plan' || spec.mode === 'int8') {
       const predict = () => model.predict(x, { batchSize: spec.batch });
       const firstStallMs = await stallOf(predict);
       const { step, maxStallMs } = await timeWatched(predict, spec.timing);

@@ -329,8 +329,22 @@ fn gather<T: Copy + From<u8>>(
         let (y, xo) = (rem / ow, rem % ow);
         let row = &mut buf[r * kp..(r + 1) * kp];
         let mut at = 0;
+        // With one group and no dilation along W, a kernel row's window is kW * C bytes in a row
+        // of the NHWC input: one copy when it lies wholly inside the input.
+        let iw0 = (xo * p.stride_w) as isize - p.pad_left as isize;
+        let whole_row =
+            p.groups == 1 && p.dilation_w == 1 && iw0 >= 0 && iw0 as usize + p.kernel_w <= p.in_w;
         for kh in 0..p.kernel_h {
             let ih = (y * p.stride_h + kh * p.dilation_h) as isize - p.pad_top as isize;
+            if whole_row && ih >= 0 && (ih as usize) < p.in_h {
+                let src = ((n * p.in_h + ih as usize) * p.in_w + iw0 as usize) * c;
+                let len = p.kernel_w * c;
+                for (d, &s) in row[at..at + len].iter_mut().zip(&x[src..src + len]) {
+                    *d = T::from(s);
+                }
+                at += len;
+                continue;
+            }
             for kw in 0..p.kernel_w {
                 let iw = (xo * p.stride_w + kw * p.dilation_w) as isize - p.pad_left as isize;
                 let dst = &mut row[at..at + icg];
@@ -412,8 +426,39 @@ fn tiles(
     a: &dyn Fn(usize) -> *const u8,
 ) {
     let mut acc = [[0i32; QBLOCK]; MR];
-    for b in blocks {
+    let mut acc2 = [[0i32; QBLOCK]; MR];
+    let mut b = blocks.start;
+    while b < blocks.end {
         let wb = (g * w.blocks + b) * w.kp * QBLOCK;
+        // Two blocks at a time on the VNNI path: 24 accumulators of the 32 registers, so each
+        // broadcast activation feeds twice the multiplies.
+        #[cfg(target_arch = "x86_64")]
+        if w.path == Int8Path::Vnni && b + 1 < blocks.end {
+            let wb2 = wb + w.kp * QBLOCK;
+            let mut r = 0;
+            while r < nrows {
+                let n = MR.min(nrows - r);
+                let rows: [*const u8; MR] = std::array::from_fn(|i| a(r + i.min(n - 1)));
+                // SAFETY: as in the single-block case below, for two consecutive blocks.
+                unsafe {
+                    tile_vnni2(
+                        &rows,
+                        w.w8[wb..].as_ptr(),
+                        w.w8[wb2..].as_ptr(),
+                        w.kp / 4,
+                        &mut acc,
+                        &mut acc2,
+                    )
+                };
+                let oc0 = g * w.ocg + b * QBLOCK;
+                store(w, e, offset, dest, &acc[..n], r0 + r, oc0, QBLOCK);
+                let width = QBLOCK.min(w.ocg - (b + 1) * QBLOCK);
+                store(w, e, offset, dest, &acc2[..n], r0 + r, oc0 + QBLOCK, width);
+                r += n;
+            }
+            b += 2;
+            continue;
+        }
         let mut r = 0;
         while r < nrows {
             let n = MR.min(nrows - r);
@@ -436,7 +481,9 @@ fn tiles(
             store(w, e, offset, dest, &acc[..n], r0 + r, oc0, width);
             r += n;
         }
+        b += 1;
     }
+    let _ = &mut acc2;
 }
 
 /// The epilogue of one tile: rows `q0..`, output channels `oc0..oc0+width`. `offset[oc]` is
@@ -514,7 +561,7 @@ fn store(
 }
 
 /// [`store`]'s uint8 row of 16 channels in AVX2: the same float operations in the same order
-/// (convert, multiply, add the residual's product, clamp to +-1e9, round half to even, add the
+/// (convert, multiply, add the residual's product, clamp to +-1024, round half to even, add the
 /// zero point, saturate), so the bytes equal the scalar epilogue's.
 ///
 /// # Safety
@@ -543,8 +590,8 @@ unsafe fn store_row_avx2(
             v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(ri), _mm256_set1_ps(rm)));
         }
         v = _mm256_max_ps(
-            _mm256_min_ps(v, _mm256_set1_ps(1.0e9)),
-            _mm256_set1_ps(-1.0e9),
+            _mm256_min_ps(v, _mm256_set1_ps(1024.0)),
+            _mm256_set1_ps(-1024.0),
         );
         // cvtps rounds half to even under the default MXCSR, as round_ties_even does.
         *q = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(y_zp));
@@ -609,6 +656,39 @@ unsafe fn tile_vnni(
     for r in 0..MR {
         _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[r][0]);
         _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[r][1]);
+    }
+}
+
+/// [`tile_vnni`] over two consecutive packed blocks (32 output channels) at once.
+///
+/// # Safety
+/// As [`tile_vnni`], for both `wb` and `wb2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
+unsafe fn tile_vnni2(
+    rows: &[*const u8; MR],
+    wb: *const i8,
+    wb2: *const i8,
+    k4: usize,
+    acc: &mut [[i32; QBLOCK]; MR],
+    acc2: &mut [[i32; QBLOCK]; MR],
+) {
+    use std::arch::x86_64::*;
+    // 512-bit registers: one holds a whole block's 16 channels, so a broadcast and two
+    // multiplies cover 32 channels of a pixel.
+    let mut c = [[_mm512_setzero_si512(); 2]; MR];
+    for kk in 0..k4 {
+        let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
+        let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
+        for r in 0..MR {
+            let a = _mm512_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
+            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
+            c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+        }
+    }
+    for r in 0..MR {
+        _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut __m512i, c[r][0]);
+        _mm512_storeu_si512(acc2[r].as_mut_ptr() as *mut __m512i, c[r][1]);
     }
 }
 
