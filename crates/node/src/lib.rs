@@ -29,5 +29,6 @@ pub use norm::*;
 pub use optim::*;
 pub use plan::*;
 pub use pool::*;
+pub use quant::*;
 pub use recurrent::*;
 pub use runtime::*;
