@@ -439,6 +439,42 @@ fn tiles(
             while r < nrows {
                 let n = MR.min(nrows - r);
                 let rows: [*const u8; MR] = std::array::from_fn(|i| a(r + i.min(n - 1)));
+                let oc0 = g * w.ocg + b * QBLOCK;
+                let full = (b + 2) * QBLOCK <= w.ocg;
+                if let (Dest::U8(y), true) = (dest, full) {
+                    // The epilogue in registers, straight from the sums (uint8 output, 32 full
+                    // channels): what keeps small-K convs from spending as long on it as on the
+                    // multiplies.
+                    let oc_total = w.groups * w.ocg;
+                    let res = e
+                        .residual
+                        .map(|res| (res.data.as_ptr(), res.zero_point, res.mult));
+                    let fused = FusedStore {
+                        out: y.0,
+                        row_stride: oc_total,
+                        first: (r0 + r) * oc_total + oc0,
+                        rows: n,
+                        offset: offset[oc0..oc0 + 2 * QBLOCK].as_ptr(),
+                        mult: e.mult[oc0..oc0 + 2 * QBLOCK].as_ptr(),
+                        residual: res,
+                        y_zp: e.y_zero_point,
+                        lo: if e.relu { e.y_zero_point } else { 0 },
+                    };
+                    // SAFETY: as below for the sums; the stores go to rows r0+r..r0+r+n and
+                    // channels oc0..oc0+32 of the checked output (and read the same places of
+                    // the checked residual), this task's tile.
+                    unsafe {
+                        tile_vnni2_store(
+                            &rows,
+                            w.w8[wb..].as_ptr(),
+                            w.w8[wb2..].as_ptr(),
+                            w.kp / 4,
+                            &fused,
+                        )
+                    };
+                    r += n;
+                    continue;
+                }
                 // SAFETY: as in the single-block case below, for two consecutive blocks.
                 unsafe {
                     tile_vnni2(
@@ -450,7 +486,6 @@ fn tiles(
                         &mut acc2,
                     )
                 };
-                let oc0 = g * w.ocg + b * QBLOCK;
                 store(w, e, offset, dest, &acc[..n], r0 + r, oc0, QBLOCK);
                 let width = QBLOCK.min(w.ocg - (b + 1) * QBLOCK);
                 store(w, e, offset, dest, &acc2[..n], r0 + r, oc0 + QBLOCK, width);
@@ -656,6 +691,79 @@ unsafe fn tile_vnni(
     for r in 0..MR {
         _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[r][0]);
         _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[r][1]);
+    }
+}
+
+/// Where [`tile_vnni2_store`] writes its uint8 tile and what it applies on the way.
+struct FusedStore {
+    out: *mut u8,
+    row_stride: usize,
+    /// Index of the tile's first output (row 0, channel 0).
+    first: usize,
+    rows: usize,
+    /// 32 channels' `bias - x_zp * sum(w)` and multipliers.
+    offset: *const i32,
+    mult: *const f32,
+    /// The residual's base (same layout as `out`), zero point and multiplier.
+    residual: Option<(*const u8, i32, f32)>,
+    y_zp: i32,
+    lo: i32,
+}
+
+/// [`tile_vnni2`] with the uint8 epilogue done on the sums in registers, 16 channels per
+/// instruction: the same float operations in the same order as [`store`]'s (convert, multiply,
+/// add the residual's product, clamp to +-1024, round half to even, add the zero point,
+/// saturate), so the bytes equal the scalar path's.
+///
+/// # Safety
+/// As [`tile_vnni2`]; `f` describes `f.rows` rows of 32 writable (and, with a residual, readable)
+/// bytes at `first + row * row_stride`, and 32 offsets and multipliers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni,avx512vl")]
+unsafe fn tile_vnni2_store(
+    rows: &[*const u8; MR],
+    wb: *const i8,
+    wb2: *const i8,
+    k4: usize,
+    f: &FusedStore,
+) {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm512_setzero_si512(); 2]; MR];
+    for kk in 0..k4 {
+        let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
+        let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
+        for r in 0..MR {
+            let a = _mm512_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
+            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
+            c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+        }
+    }
+    let off = [
+        _mm512_loadu_si512(f.offset as *const __m512i),
+        _mm512_loadu_si512(f.offset.add(16) as *const __m512i),
+    ];
+    let mul = [_mm512_loadu_ps(f.mult), _mm512_loadu_ps(f.mult.add(16))];
+    let (lo, hi) = (_mm512_set1_epi32(f.lo), _mm512_set1_epi32(255));
+    let (fmin, fmax) = (_mm512_set1_ps(-1024.0), _mm512_set1_ps(1024.0));
+    let zp = _mm512_set1_epi32(f.y_zp);
+    for (r, c) in c.iter().enumerate().take(f.rows) {
+        let at = f.first + r * f.row_stride;
+        for h in 0..2 {
+            let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(c[h], off[h])), mul[h]);
+            if let Some((res, rzp, rm)) = f.residual {
+                let rb = _mm_loadu_si128(res.add(at + 16 * h) as *const __m128i);
+                let ri = _mm512_sub_epi32(_mm512_cvtepu8_epi32(rb), _mm512_set1_epi32(rzp));
+                v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_cvtepi32_ps(ri), _mm512_set1_ps(rm)));
+            }
+            v = _mm512_max_ps(_mm512_min_ps(v, fmax), fmin);
+            // cvtps rounds half to even under the default MXCSR, as the scalar path does.
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+            let q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+            _mm_storeu_si128(
+                f.out.add(at + 16 * h) as *mut __m128i,
+                _mm512_cvtepi32_epi8(q),
+            );
+        }
     }
 }
 
