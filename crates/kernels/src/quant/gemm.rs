@@ -306,10 +306,30 @@ thread_local! {
     static GATHER16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// An activation as a gather buffer holds it: the byte itself (VNNI, scalar) or widened to 16
+/// bits (AVX2's vpmaddwd).
+trait Activation: Copy + From<u8> {
+    fn copy_bytes(dst: &mut [Self], src: &[u8]);
+}
+
+impl Activation for u8 {
+    fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Activation for u16 {
+    fn copy_bytes(dst: &mut [u16], src: &[u8]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s as u16;
+        }
+    }
+}
+
 /// Copies the K activations of output pixels `r0..r0+nrows` for group `g` into `buf` (`[nrows,
 /// kp]`, padding at the input's zero point, K's tail at 0).
 #[allow(clippy::too_many_arguments)]
-fn gather<T: Copy + From<u8>>(
+fn gather<T: Activation>(
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
     x: &[u8],
@@ -339,9 +359,7 @@ fn gather<T: Copy + From<u8>>(
             if whole_row && ih >= 0 && (ih as usize) < p.in_h {
                 let src = ((n * p.in_h + ih as usize) * p.in_w + iw0 as usize) * c;
                 let len = p.kernel_w * c;
-                for (d, &s) in row[at..at + len].iter_mut().zip(&x[src..src + len]) {
-                    *d = T::from(s);
-                }
+                T::copy_bytes(&mut row[at..at + len], &x[src..src + len]);
                 at += len;
                 continue;
             }
@@ -352,9 +370,7 @@ fn gather<T: Copy + From<u8>>(
                     dst.fill(pad);
                 } else {
                     let src = ((n * p.in_h + ih as usize) * p.in_w + iw as usize) * c + g * icg;
-                    for (d, &s) in dst.iter_mut().zip(&x[src..src + icg]) {
-                        *d = T::from(s);
-                    }
+                    T::copy_bytes(dst, &x[src..src + icg]);
                 }
                 at += icg;
             }
