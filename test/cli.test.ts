@@ -20,7 +20,7 @@ const run = (...args: string[]) => {
 
 describe('ferroconv CLI', () => {
   it('prints help for every command', () => {
-    for (const cmd of ['train', 'eval', 'predict', 'export', 'app']) {
+    for (const cmd of ['train', 'eval', 'predict', 'export', 'quantize', 'app']) {
       const r = run(cmd, '--help');
       expect(r.code, r.err).toBe(0);
       expect(r.out).toContain(`ferroconv ${cmd}`);
@@ -151,5 +151,24 @@ describe('ferroconv CLI', () => {
     const d = got.data as Float32Array;
     for (let i = 0; i < d.length; i++) expect(Math.abs(d[i] - want.data[i])).toBeLessThan(1e-4);
     expect(run('export', '--checkpoint', join(dir, 'model.safetensors')).err).toContain('--onnx is required');
+    // quantize: int8 within a point of the float model on the test set, saved and loadable, and
+    // its ONNX QDQ file runs in ONNX Runtime.
+    const qPath = join(dir, 'q.safetensors');
+    const qOnnx = join(dir, 'q.onnx');
+    const q = run('quantize', '--checkpoint', join(dir, 'model.safetensors'), '--out', qPath, '--onnx', qOnnx);
+    expect(q.code, q.err).toBe(0);
+    const m = /float (\d+\.\d\d)%, int8 (\d+\.\d\d)%/.exec(q.out);
+    expect(m, q.out).not.toBeNull();
+    expect(Math.abs(Number(m?.[1]) - Number(m?.[2]))).toBeLessThan(1);
+    const { loadQuantized } = await import('../src/index.js');
+    const int8 = loadQuantized(qPath);
+    const qs = await ort.InferenceSession.create(qOnnx);
+    const qo = (await qs.run({ input: new ort.Tensor('float32', batch.data.subarray(0, 784), [1, 1, 28, 28]) })).output;
+    const mine = int8.forward(new Tensor(batch.data.subarray(0, 784), [1, 1, 28, 28]));
+    for (let i = 0; i < 10; i++) expect(Math.abs((qo.data as Float32Array)[i] - mine.data[i])).toBeLessThan(1e-4);
+    expect(run('quantize', '--checkpoint', join(dir, 'model.safetensors')).err).toContain('--out is required');
+    expect(
+      run('quantize', '--checkpoint', join(dir, 'model.safetensors'), '--out', qPath, '--observer', 'kl').code,
+    ).toBe(2);
   }, 180_000);
 });

@@ -1,4 +1,4 @@
-// The `ferroconv` command's subcommands: train, eval, predict, export and info (src/cli.ts is the entry
+// The `ferroconv` command's subcommands: train, eval, predict, export, quantize, app and info (src/cli.ts is the entry
 // and answers --version itself). Bad flags or paths print one line to stderr and exit non-zero,
 // never a stack trace.
 import { existsSync, mkdirSync } from 'node:fs';
@@ -28,6 +28,7 @@ Commands:
   eval      evaluate a trained checkpoint on a dataset's test split
   predict   classify image files with a trained checkpoint
   export    write a trained checkpoint, or a Caffe net, as an ONNX model
+  quantize  int8 post-training quantization of a trained checkpoint (accuracy before and after)
   app       train and measure an application task (localization, segmentation, ...)
   info      threads, SIMD level and versions
 
@@ -90,6 +91,22 @@ momentum, weight decay, test_interval, snapshots), their Data layers fed from --
   --opset N             ONNX opset, 13 to 17 (default 17)
   --batch N             the input's batch size (default 1)
   --dynamic-batch       leave the batch dimension symbolic, so the file runs at any batch size
+  --image-size N        input size for image-folder datasets (default 224)`,
+  quantize: `ferroconv quantize --checkpoint FILE --out Q.safetensors [options]
+
+Quantizes a trained model to int8 (uint8 activations, int8 weights per output channel, batch
+norm folded), calibrated on training images, and prints the test accuracy before and
+after. Load the result with loadQuantized(path).
+
+  --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
+  --out FILE            where the quantized model goes (safetensors)
+  --onnx FILE           also write it as an ONNX QDQ model (ONNX Runtime runs it in int8)
+  --model NAME          the model it holds (default mnist-net)
+  --dataset NAME        what it was trained on: calibration and test data (default mnist)
+  --observer NAME       minmax, percentile or entropy (default minmax)
+  --percentile X        for --observer percentile: the share of values kept (default 99.99)
+  --calibration N       calibration images (default 512)
+  --batch-size N        (default 64)
   --image-size N        input size for image-folder datasets (default 224)`,
   info: `ferroconv info    print threads, SIMD level and versions as JSON`,
   app: `ferroconv app <task> [options]
@@ -369,6 +386,46 @@ async function exportCaffe(o: Record<string, string | boolean | undefined>): Pro
   console.log(`wrote ${o.onnx} (opset ${opset}, input [${dims.join(', ')}])`);
 }
 
+async function quantizeCmd(argv: string[]): Promise<void> {
+  const { values: o } = parse('quantize', argv, {
+    checkpoint: { type: 'string' },
+    out: { type: 'string' },
+    onnx: { type: 'string' },
+    observer: { type: 'string', default: 'minmax' },
+    percentile: { type: 'string' },
+    calibration: { type: 'string' },
+  });
+  if (o.help) return void console.log(HELP.quantize);
+  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv quantize --help')`);
+  if (!o.out) throw new UsageError(`--out is required (see 'ferroconv quantize --help')`);
+  const observer = String(o.observer);
+  if (!['minmax', 'percentile', 'entropy'].includes(observer)) {
+    throw new UsageError(`--observer: expected minmax, percentile or entropy, got '${observer}'`);
+  }
+  applyThreads(o.threads);
+  const batchSize = int('batch-size', o['batch-size'], 64);
+  const { data, model } = await trainedModel(o, batchSize);
+  const images = int('calibration', o.calibration, 512);
+  const { quantize } = await import('../quant/index.js');
+  const t0 = performance.now();
+  const q = await quantize(model, data.train, {
+    observer: observer as 'minmax' | 'percentile' | 'entropy',
+    percentile: num('percentile', o.percentile, undefined),
+    maxBatches: Math.ceil(images / batchSize),
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  const before = await evaluate(model, data.test);
+  const after = await evaluate(q, data.test);
+  q.save(String(o.out));
+  if (o.onnx) await q.exportOnnx(String(o.onnx), { inputShape: [1, ...q.graph.inputShape] });
+  const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+  console.log(
+    `quantized in ${seconds.toFixed(1)} s (${observer}, ${Math.min(images, data.train.length * batchSize)} calibration images): ` +
+      `test accuracy float ${pct(before.acc)}, int8 ${pct(after.acc)} (${((after.acc - before.acc) * 100).toFixed(2)} points) ` +
+      `on ${after.count} images; wrote ${o.out}${o.onnx ? ` and ${o.onnx}` : ''}`,
+  );
+}
+
 async function app(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse('app', argv, {
     epochs: { type: 'string' },
@@ -409,6 +466,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'app':
         await app(rest);
         return 0;
+      case 'quantize':
+        await quantizeCmd(rest);
+        return 0;
       case 'info':
         if (rest.includes('--help') || rest.includes('-h')) console.log(HELP.info);
         else console.log(JSON.stringify(info(), null, 2));
@@ -420,7 +480,9 @@ export async function main(argv: string[]): Promise<number> {
         console.log(HELP.main);
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command '${command}' (expected train, eval, predict, export, app or info)`);
+        throw new UsageError(
+          `unknown command '${command}' (expected train, eval, predict, export, quantize, app or info)`,
+        );
     }
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
