@@ -419,9 +419,11 @@ async function quantizeCmd(argv: string[]): Promise<void> {
   q.save(String(o.out));
   if (o.onnx) await q.exportOnnx(String(o.onnx), { inputShape: [1, ...q.graph.inputShape] });
   const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+  const calibrated = Math.min(images, data.train.length * batchSize);
+  const change = ((after.acc - before.acc) * 100).toFixed(2);
   console.log(
-    `quantized in ${seconds.toFixed(1)} s (${observer}, ${Math.min(images, data.train.length * batchSize)} calibration images): ` +
-      `test accuracy float ${pct(before.acc)}, int8 ${pct(after.acc)} (${((after.acc - before.acc) * 100).toFixed(2)} points) ` +
+    `quantized in ${seconds.toFixed(1)} s (${observer}, ${calibrated} calibration images): ` +
+      `test accuracy float ${pct(before.acc)}, int8 ${pct(after.acc)} (${change} points) ` +
       `on ${after.count} images; wrote ${o.out}${o.onnx ? ` and ${o.onnx}` : ''}`,
   );
 }
