@@ -98,6 +98,64 @@ pub fn set_level(requested: SimdLevel) -> SimdLevel {
     lvl
 }
 
+/// Which int8 kernels run (see `quant`'s documentation): the portable ones, AVX2's (16-bit
+/// `vpmaddwd`), or AVX-512 VNNI's (`vpdpbusd`), an extra x86-64 level used by the int8 kernels
+/// alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Path {
+    Scalar,
+    Avx2,
+    Vnni,
+}
+
+impl Int8Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Path::Scalar => "scalar",
+            Int8Path::Avx2 => "avx2 (16-bit vpmaddwd)",
+            Int8Path::Vnni => "avx512-vnni (vpdpbusd)",
+        }
+    }
+}
+
+static VNNI_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn vnni_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The int8 path kernels use now: the SIMD level's (scalar when it is forced to scalar), and
+/// VNNI on top of AVX2 when the CPU has it and [`set_int8_vnni`] has not turned it off.
+pub fn int8_path() -> Int8Path {
+    match level() {
+        SimdLevel::Avx2Fma if VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_detected() => {
+            Int8Path::Vnni
+        }
+        SimdLevel::Avx2Fma => Int8Path::Avx2,
+        _ => Int8Path::Scalar,
+    }
+}
+
+/// Allows or forbids the VNNI path (tests use it to reach the AVX2 path on a VNNI CPU); returns
+/// the previous setting.
+pub fn set_int8_vnni(allowed: bool) -> bool {
+    VNNI_ALLOWED.swap(allowed, Ordering::Relaxed)
+}
+
 /// A SIMD level this CPU has. Only [`isa`] makes one, which is what makes the `unsafe` calls
 /// into `target_feature` code in [`kernel!`] and [`dispatch!`] sound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -711,6 +711,7 @@ unsafe fn tile_vnni(
 }
 
 /// Where [`tile_vnni2_store`] writes its uint8 tile and what it applies on the way.
+#[cfg(target_arch = "x86_64")]
 struct FusedStore {
     out: *mut u8,
     row_stride: usize,

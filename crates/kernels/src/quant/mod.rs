@@ -35,63 +35,10 @@ pub use gemm::*;
 
 use crate::error::{check_len, numel};
 use crate::pool::{AvgPoolOptions, Pool2dParams};
-use crate::simd::{self, SimdLevel};
 use crate::{bail, KernelError, Result};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Which int8 kernels run (see the module's documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Int8Path {
-    Scalar,
-    Avx2,
-    Vnni,
-}
-
-impl Int8Path {
-    pub fn name(self) -> &'static str {
-        match self {
-            Int8Path::Scalar => "scalar",
-            Int8Path::Avx2 => "avx2 (16-bit vpmaddwd)",
-            Int8Path::Vnni => "avx512-vnni (vpdpbusd)",
-        }
-    }
-}
-
-static VNNI_ALLOWED: AtomicBool = AtomicBool::new(true);
-
-fn vnni_detected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// The int8 path kernels use now: follows the SIMD level (scalar when it is forced to scalar),
-/// and VNNI when the CPU has it and [`set_int8_vnni`] has not turned it off.
-pub fn int8_path() -> Int8Path {
-    match simd::level() {
-        SimdLevel::Avx2Fma if VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_detected() => {
-            Int8Path::Vnni
-        }
-        SimdLevel::Avx2Fma => Int8Path::Avx2,
-        _ => Int8Path::Scalar,
-    }
-}
-
-/// Allows or forbids the VNNI path (tests use it to reach the AVX2 path on a VNNI CPU); returns
-/// the previous setting.
-pub fn set_int8_vnni(allowed: bool) -> bool {
-    VNNI_ALLOWED.swap(allowed, Ordering::Relaxed)
-}
+pub use crate::simd::{int8_path, set_int8_vnni, Int8Path};
 
 /// Rounds half to even and saturates to `lo..=255`, as every requantization here does. The float
 /// is clamped to +-1024 first (any value beyond saturates the same way, whatever the zero point),
