@@ -3,7 +3,8 @@
 // (behind a learned 1x1 conv taking MNIST's one channel to three) trained one epoch on MNIST.
 // Each is quantized with every observer, calibrated on 512 training images, and evaluated on
 // the 10,000 test images beside its float self.
-//   node --import tsx bench/quant-accuracy.ts [--models mnist,resnet18] [--json out.json]
+//   node --import tsx bench/quant-accuracy.ts [--models mnist,resnet18] [--json out.json] [--save DIR]
+// (--save: keep each trained float model as DIR/<model>.safetensors.)
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import {
@@ -20,7 +21,11 @@ import {
 } from '../src/index.js';
 
 const { values } = parseArgs({
-  options: { models: { type: 'string', default: 'mnist,resnet18' }, json: { type: 'string' } },
+  options: {
+    models: { type: 'string', default: 'mnist,resnet18' },
+    json: { type: 'string' },
+    save: { type: 'string' },
+  },
 });
 const which = String(values.models).split(',');
 manualSeed(0);
@@ -32,6 +37,7 @@ async function report(name: string, model: Module, epochs: number, lr: number) {
   const t0 = performance.now();
   await fit(model, train, { optimizer: new optim.Adam(model.parameters(), { lr }), epochs, progress: false });
   const trainS = (performance.now() - t0) / 1000;
+  if (values.save) model.save(`${values.save}/${name}.safetensors`);
   const float = await evaluate(model, test);
   const row: Record<string, number | string> = { model: name, trainSeconds: +trainS.toFixed(1), float: float.acc };
   for (const observer of ['minmax', 'percentile', 'entropy'] as const) {
