@@ -86,4 +86,4 @@ export * as models from './models/index.js';
 export { classify } from './models/index.js';
 export * as apps from './apps/index.js';
 export * as quant from './quant/index.js';
-export { quantize, QuantizedModel, loadQuantized } from './quant/index.js';
+export { quantize, QuantizedModel, loadQuantized, prune } from './quant/index.js';

@@ -373,3 +373,83 @@ describe('ONNX QDQ export', () => {
     expect(() => quantizedToOnnx(q, { opset: 11 })).toThrow(/opset/);
   });
 });
+
+describe('prune (unstructured magnitude)', () => {
+  it('zeroes the smallest weights, globally or per layer, and keeps them zero through fit', async () => {
+    const { prune, pruneReport } = await import('../src/quant/index.js');
+    const { fit, optim, TensorDataset, DataLoader } = await import('../src/index.js');
+    manualSeed(14);
+    const m = models.mnistNet();
+    const before = new Map([...m.stateDict()].map(([k, t]) => [k, t.data.slice()]));
+    const p = prune(m, { amount: 0.6 });
+    const r = p.report();
+    expect(r.sparsity).toBeCloseTo(0.6, 3);
+    // Global: every pruned weight was at most as large as every kept one.
+    let maxPruned = 0;
+    let minKept = Number.POSITIVE_INFINITY;
+    for (const [name, mask] of p.masks) {
+      const w = m.stateDict().get(name) as Tensor;
+      const w0 = before.get(name) as Float32Array;
+      for (let i = 0; i < mask.length; i++) {
+        if (mask[i]) minKept = Math.min(minKept, Math.abs(w0[i]));
+        else {
+          expect(w.data[i]).toBe(0);
+          maxPruned = Math.max(maxPruned, Math.abs(w0[i]));
+        }
+      }
+    }
+    expect(maxPruned).toBeLessThanOrEqual(minKept);
+    expect(minKept).toBeGreaterThan(0);
+    const perLayer = prune(models.mnistNet(), { amount: 0.3, scope: 'layer' }).report();
+    for (const l of perLayer.layers) expect(l.zeros).toBe(Math.floor(0.3 * l.weights));
+    // Fine-tuning with the callback: pruned weights stay exactly zero, the model still learns.
+    const x = randn([64, 1, 28, 28]);
+    const y = Int32Array.from({ length: 64 }, (_, i) => i % 10);
+    const loader = new DataLoader(new TensorDataset(x, Array.from(y)), { batchSize: 16 });
+    await fit(m, loader, {
+      optimizer: new optim.Adam(m.parameters(), { lr: 0.01 }),
+      epochs: 2,
+      progress: false,
+      callbacks: [p.callback()],
+    });
+    expect(
+      pruneReport(
+        m,
+        [...p.masks.keys()].map((k) => [k, m.stateDict().get(k) as Tensor]),
+      ).sparsity,
+    ).toBeCloseTo(0.6, 3);
+    for (const [name, mask] of p.masks) {
+      const w = m.stateDict().get(name) as Tensor;
+      for (let i = 0; i < mask.length; i++) if (!mask[i]) expect(w.data[i]).toBe(0);
+    }
+  });
+
+  it('raises sparsity on a schedule, and refuses bad options', async () => {
+    const { prune } = await import('../src/quant/index.js');
+    const { fit, optim, TensorDataset, DataLoader } = await import('../src/index.js');
+    const m = models.mnistNet();
+    const p = prune(m, { amount: 0.8, schedule: { epochs: 3 } });
+    expect(p.sparsity).toBe(0);
+    const seen: number[] = [];
+    const loader = new DataLoader(
+      new TensorDataset(
+        randn([16, 1, 28, 28]),
+        Array.from({ length: 16 }, (_, i) => i % 10),
+      ),
+      { batchSize: 8 },
+    );
+    await fit(m, loader, {
+      optimizer: new optim.SGD(m.parameters(), { lr: 0.01 }),
+      epochs: 3,
+      progress: false,
+      callbacks: [p.callback(), { onEpochBegin: () => void seen.push(p.sparsity) }],
+    });
+    expect(seen[0]).toBeGreaterThan(0);
+    expect(seen[1]).toBeGreaterThan(seen[0]);
+    expect(seen[2]).toBeCloseTo(0.8, 6);
+    expect(p.report().sparsity).toBeCloseTo(0.8, 3);
+    expect(() => prune(m, { amount: 1 })).toThrow(/amount/);
+    expect(() => prune(m, { amount: 0.5, scope: 'all' as never })).toThrow(/scope/);
+    expect(() => prune(new nn.Sequential(new nn.ReLU()), { amount: 0.5 })).toThrow(/no Conv2d or Linear/);
+  });
+});

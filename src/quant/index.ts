@@ -19,3 +19,4 @@ export {
   type QParams,
 } from './observers.js';
 export { quantizedToOnnx, exportQuantizedOnnx, type QdqExportOptions } from './onnx.js';
+export { prune, pruneReport, Pruning, type PruneOptions, type PruneReport } from './prune.js';
