@@ -8,6 +8,7 @@ import {
   conv2d,
   loadQuantized,
   manualSeed,
+  mnist,
   models,
   nn,
   planInfo,
@@ -451,5 +452,66 @@ describe('prune (unstructured magnitude)', () => {
     expect(() => prune(m, { amount: 1 })).toThrow(/amount/);
     expect(() => prune(m, { amount: 0.5, scope: 'all' as never })).toThrow(/scope/);
     expect(() => prune(new nn.Sequential(new nn.ReLU()), { amount: 0.5 })).toThrow(/no Conv2d or Linear/);
+  });
+});
+
+describe('quantization-aware training', () => {
+  it('fake quantization rounds as int8 does, with straight-through gradients', async () => {
+    const { fakeQuantize, fakeQuantizeWeight } = await import('../src/quant/index.js');
+    const x = new Tensor(Float32Array.from([-2, -0.26, 0.04, 0.51, 3.3, 9]), [6]);
+    x.requiresGrad = true;
+    const q = { scale: 0.1, zeroPoint: 20 }; // represents -2.0 .. 23.5
+    const y = fakeQuantize(x, q);
+    expect(Array.from(y.data).map((v) => Math.round(v * 1000) / 1000)).toEqual([-2, -0.3, 0, 0.5, 3.3, 9]);
+    y.backward(new Tensor(Float32Array.from([1, 2, 3, 4, 5, 6]), [6]));
+    expect(Array.from(x.grad!.data)).toEqual([1, 2, 3, 4, 5, 6]);
+    const clipped = new Tensor(Float32Array.from([-5, 30, 1]), [3]);
+    clipped.requiresGrad = true;
+    const c = fakeQuantize(clipped, q);
+    expect(Array.from(c.data).map((v) => Math.round(v * 10) / 10)).toEqual([-2, 23.5, 1]);
+    c.backward(new Tensor(Float32Array.from([1, 1, 1]), [3]));
+    expect(Array.from(clipped.grad!.data)).toEqual([0, 0, 1]);
+    const w = new Tensor(Float32Array.from([1.27, -0.5, 0.013, 0.2, -0.4, 0.1]), [2, 3]);
+    const wq = fakeQuantizeWeight(w).data;
+    // Channel 0: scale 0.01; channel 1: scale 0.4/127.
+    expect(Array.from(wq.subarray(0, 3)).map((v) => Math.round(v * 1e4) / 1e4)).toEqual([1.27, -0.5, 0.01]);
+    for (const v of wq.subarray(3)) expect(Math.abs(v / (0.4 / 127) - Math.round(v / (0.4 / 127)))).toBeLessThan(1e-4);
+  });
+
+  it('prepareQat trains with fit and convertQat gives an int8 model close to the trained float one', async () => {
+    const { prepareQat, convertQat } = await import('../src/quant/index.js');
+    const { fit, optim, TensorDataset, DataLoader } = await import('../src/index.js');
+    manualSeed(15);
+    const m = models.mnistNet();
+    prepareQat(m, [1, 1, 28, 28]);
+    expect(m.namedModules().some(([, mm]) => mm instanceof nn.BatchNorm2d)).toBe(false);
+    // 256 real digits: a task the network learns within a few epochs.
+    const digits = mnist({ train: true });
+    const x = new Tensor(new Float32Array(256 * 784), [256, 1, 28, 28]);
+    const labels: number[] = [];
+    for (let i = 0; i < 256; i++) {
+      const s = digits.get(i);
+      x.data.set(s.image.data, i * 784);
+      labels.push(s.label);
+    }
+    const loader = new DataLoader(new TensorDataset(x, labels), { batchSize: 32 });
+    const r = await fit(m, loader, {
+      optimizer: new optim.Adam(m.parameters(), { lr: 0.003 }),
+      epochs: 3,
+      progress: false,
+    });
+    expect(r.history[2].loss).toBeLessThan(r.history[0].loss);
+    const q = await convertQat(m, loader);
+    m.eval();
+    const yf = m.forward(x);
+    const yq = q.forward(x);
+    let err = 0;
+    let mag = 0;
+    for (let i = 0; i < yf.size; i++) {
+      err = Math.max(err, Math.abs(yf.data[i] - yq.data[i]));
+      mag = Math.max(mag, Math.abs(yf.data[i]));
+    }
+    expect(err / mag).toBeLessThan(0.05);
+    await expect(convertQat(m, loader)).rejects.toThrow(/not prepared/);
   });
 });

@@ -20,3 +20,4 @@ export {
 } from './observers.js';
 export { quantizedToOnnx, exportQuantizedOnnx, type QdqExportOptions } from './onnx.js';
 export { prune, pruneReport, Pruning, type PruneOptions, type PruneReport } from './prune.js';
+export { prepareQat, convertQat, fakeQuantize, fakeQuantizeWeight, FakeQuantize } from './qat.js';
