@@ -19,7 +19,6 @@ use crate::optim::{
 };
 use crate::pool::{adaptive_params, avg_options, pool_params, AdaptivePoolArgs, Pool2dArgs};
 use crate::quant::{QAddArgs, QConcatArgs, QConvArgs, QOp, QTensorArgs};
-use ferroconv_kernels::quant::PackedQConv;
 use ferroconv_kernels::activation::{self, Activation};
 use ferroconv_kernels::batchnorm::BnStats;
 use ferroconv_kernels::broadcast::{self, NdOp};
@@ -28,6 +27,7 @@ use ferroconv_kernels::pad::{self, PadMode};
 use ferroconv_kernels::plan::{
     as_i32, as_i32_mut, Operand, Plan, Source, StateArray, Step, StepFn,
 };
+use ferroconv_kernels::quant::PackedQConv;
 use ferroconv_kernels::{batchnorm, conv, linear, lrn, optim, pool, softmax};
 use napi::bindgen_prelude::{Float32Array, Object};
 use napi::Env;

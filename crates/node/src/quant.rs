@@ -10,7 +10,9 @@ use crate::runtime::{given, write_into};
 use ferroconv_kernels::conv::Conv2dParams;
 use ferroconv_kernels::plan::as_i32;
 use ferroconv_kernels::pool::{AvgPoolOptions, Pool2dParams};
-use ferroconv_kernels::quant::{self, Nchw, PackedQConv, QConvEpilogue, QConvOut, QParams, QResidual};
+use ferroconv_kernels::quant::{
+    self, Nchw, PackedQConv, QConvEpilogue, QConvOut, QParams, QResidual,
+};
 use ferroconv_kernels::{bail, Result};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -18,28 +20,41 @@ use napi_derive::napi;
 /// The first `n` bytes of `a`, which must hold exactly `ceil(n / 4)` floats.
 pub(crate) fn bytes<'a>(name: &str, a: &'a [f32], n: usize) -> Result<&'a [u8]> {
     if a.len() != n.div_ceil(4) {
-        bail!("{name}: expected {n} bytes in {} floats, got {} floats", n.div_ceil(4), a.len());
+        bail!(
+            "{name}: expected {n} bytes in {} floats, got {} floats",
+            n.div_ceil(4),
+            a.len()
+        );
     }
     Ok(&bytemuck::cast_slice(a)[..n])
 }
 
 pub(crate) fn bytes_mut<'a>(name: &str, a: &'a mut [f32], n: usize) -> Result<&'a mut [u8]> {
     if a.len() != n.div_ceil(4) {
-        bail!("{name}: expected {n} bytes in {} floats, got {} floats", n.div_ceil(4), a.len());
+        bail!(
+            "{name}: expected {n} bytes in {} floats, got {} floats",
+            n.div_ceil(4),
+            a.len()
+        );
     }
     Ok(&mut bytemuck::cast_slice_mut(a)[..n])
 }
 
 fn zero_point(name: &str, v: f64) -> napi::Result<i32> {
     if !(0.0..=255.0).contains(&v) || v.fract() != 0.0 {
-        return Err(invalid(format!("{name}: expected an integer zero point in 0..=255, got {v}")));
+        return Err(invalid(format!(
+            "{name}: expected an integer zero point in 0..=255, got {v}"
+        )));
     }
     Ok(v as i32)
 }
 
 fn qparams(name: &str, v: &[f64]) -> napi::Result<QParams> {
     if v.len() != 2 {
-        return Err(invalid(format!("{name}: expected [scale, zeroPoint], got {} numbers", v.len())));
+        return Err(invalid(format!(
+            "{name}: expected [scale, zeroPoint], got {} numbers",
+            v.len()
+        )));
     }
     let q = QParams {
         scale: v[0] as f32,
@@ -145,9 +160,15 @@ impl QOp {
         let (p, _) = conv_params(&a.conv)?;
         let (oh, ow) = p.validate().map_err(kernel_err)?;
         let residual = match (&a.residual, has_residual) {
-            (Some(r), true) if r.len() == 2 => Some((zero_point("residual zeroPoint", r[0])?, r[1] as f32)),
+            (Some(r), true) if r.len() == 2 => {
+                Some((zero_point("residual zeroPoint", r[0])?, r[1] as f32))
+            }
             (None, false) => None,
-            _ => return Err(invalid("qconv2dForward: a residual needs args.residual = [zeroPoint, mult]")),
+            _ => {
+                return Err(invalid(
+                    "qconv2dForward: a residual needs args.residual = [zeroPoint, mult]",
+                ))
+            }
         };
         Ok(QOp::Conv(Box::new(ConvOp {
             out_len: p.batch * oh * ow * p.out_channels,
@@ -168,7 +189,13 @@ impl QOp {
 
     pub(crate) fn avg_pool(a: &Pool2dArgs, zp: f64) -> napi::Result<QOp> {
         let (p, (oh, ow)) = pool_params(a)?;
-        Ok(QOp::AvgPool(p, avg_options(a)?, zero_point("zeroPoint", zp)?, oh, ow))
+        Ok(QOp::AvgPool(
+            p,
+            avg_options(a)?,
+            zero_point("zeroPoint", zp)?,
+            oh,
+            ow,
+        ))
     }
 
     pub(crate) fn adaptive(a: &AdaptivePoolArgs) -> napi::Result<QOp> {
@@ -208,7 +235,12 @@ impl QOp {
             .enumerate()
             .map(|(i, q)| qparams(&format!("inputs[{i}]"), q))
             .collect::<napi::Result<Vec<_>>>()?;
-        Ok(QOp::Concat(size("pixels", a.pixels)?, channels, qs, qparams("output", &a.output)?))
+        Ok(QOp::Concat(
+            size("pixels", a.pixels)?,
+            channels,
+            qs,
+            qparams("output", &a.output)?,
+        ))
     }
 
     pub(crate) fn relu(len: f64, zp: f64) -> napi::Result<QOp> {
@@ -225,15 +257,32 @@ impl QOp {
 
     /// Runs the op on its reads (in the entry's argument order, optional ones left out) into
     /// `out`; `packed` is a conv's prepared weights, when a plan has them.
-    pub(crate) fn run(&self, r: &[&[f32]], out: &mut [f32], packed: Option<&PackedQConv>) -> Result<()> {
+    pub(crate) fn run(
+        &self,
+        r: &[&[f32]],
+        out: &mut [f32],
+        packed: Option<&PackedQConv>,
+    ) -> Result<()> {
         match self {
             QOp::Quantize(s, scale, zp) => {
                 let n = s.len()?;
-                quant::quantize_nchw_to_nhwc(*s, r[0], *scale, *zp, bytes_mut("quantizeU8: output", out, n)?)
+                quant::quantize_nchw_to_nhwc(
+                    *s,
+                    r[0],
+                    *scale,
+                    *zp,
+                    bytes_mut("quantizeU8: output", out, n)?,
+                )
             }
             QOp::Dequantize(s, scale, zp) => {
                 let n = s.len()?;
-                quant::dequantize_nhwc_to_nchw(*s, bytes("dequantizeU8: input", r[0], n)?, *scale, *zp, out)
+                quant::dequantize_nhwc_to_nchw(
+                    *s,
+                    bytes("dequantizeU8: input", r[0], n)?,
+                    *scale,
+                    *zp,
+                    out,
+                )
             }
             QOp::Conv(c) => {
                 let p = &c.p;
@@ -302,13 +351,17 @@ impl QOp {
             ),
             QOp::Concat(pixels, channels, qs, qy) => {
                 if r.len() != channels.len() {
-                    bail!("concatU8: {} inputs for {} channel counts", r.len(), channels.len());
+                    bail!(
+                        "concatU8: {} inputs for {} channel counts",
+                        r.len(),
+                        channels.len()
+                    );
                 }
                 let mut parts = Vec::with_capacity(r.len());
                 for (i, ((x, &c), &q)) in r.iter().zip(channels).zip(qs).enumerate() {
-                    let n = pixels
-                        .checked_mul(c)
-                        .ok_or_else(|| ferroconv_kernels::KernelError("concatU8: sizes overflow".into()))?;
+                    let n = pixels.checked_mul(c).ok_or_else(|| {
+                        ferroconv_kernels::KernelError("concatU8: sizes overflow".into())
+                    })?;
                     parts.push(quant::ConcatPart {
                         data: bytes(&format!("concatU8: input {i}"), x, n)?,
                         channels: c,
@@ -325,21 +378,44 @@ impl QOp {
 }
 
 /// Runs `op` eagerly on the kernel pool.
-fn eager(name: &str, op: QOp, reads: &[(&str, &Float32Array)], out: &mut Float32Array) -> napi::Result<()> {
+fn eager(
+    name: &str,
+    op: QOp,
+    reads: &[(&str, &Float32Array)],
+    out: &mut Float32Array,
+) -> napi::Result<()> {
     let views: Vec<&[f32]> = reads.iter().map(|(_, a)| &***a).collect();
     write_into(name, ("output", out), reads, |y| op.run(&views, y, None))
 }
 
 /// output (uint8 NHWC) <- quantize(input (float NCHW), scale, zeroPoint), ONNX QuantizeLinear.
 #[napi(catch_unwind, js_name = "quantizeU8")]
-pub fn quantize_u8(input: Float32Array, mut output: Float32Array, args: QTensorArgs) -> napi::Result<()> {
-    eager("quantizeU8", QOp::quantize(&args, false)?, &[("input", &input)], &mut output)
+pub fn quantize_u8(
+    input: Float32Array,
+    mut output: Float32Array,
+    args: QTensorArgs,
+) -> napi::Result<()> {
+    eager(
+        "quantizeU8",
+        QOp::quantize(&args, false)?,
+        &[("input", &input)],
+        &mut output,
+    )
 }
 
 /// output (float NCHW) <- scale * (input (uint8 NHWC) - zeroPoint), ONNX DequantizeLinear.
 #[napi(catch_unwind, js_name = "dequantizeU8")]
-pub fn dequantize_u8(input: Float32Array, mut output: Float32Array, args: QTensorArgs) -> napi::Result<()> {
-    eager("dequantizeU8", QOp::quantize(&args, true)?, &[("input", &input)], &mut output)
+pub fn dequantize_u8(
+    input: Float32Array,
+    mut output: Float32Array,
+    args: QTensorArgs,
+) -> napi::Result<()> {
+    eager(
+        "dequantizeU8",
+        QOp::quantize(&args, true)?,
+        &[("input", &input)],
+        &mut output,
+    )
 }
 
 /// output <- requantize(conv2d(input, weight) + bias (+ residual), ReLU), uint8 NHWC in and out
@@ -369,8 +445,17 @@ pub fn qconv2d_forward(
 
 /// Max pooling of a uint8 NHWC tensor (same quantization out).
 #[napi(catch_unwind, js_name = "maxPool2dU8")]
-pub fn max_pool2d_u8(input: Float32Array, mut output: Float32Array, args: Pool2dArgs) -> napi::Result<()> {
-    eager("maxPool2dU8", QOp::max_pool(&args)?, &[("input", &input)], &mut output)
+pub fn max_pool2d_u8(
+    input: Float32Array,
+    mut output: Float32Array,
+    args: Pool2dArgs,
+) -> napi::Result<()> {
+    eager(
+        "maxPool2dU8",
+        QOp::max_pool(&args)?,
+        &[("input", &input)],
+        &mut output,
+    )
 }
 
 /// Average pooling of a uint8 NHWC tensor whose zero point is `zeroPoint`.
@@ -381,7 +466,12 @@ pub fn avg_pool2d_u8(
     args: Pool2dArgs,
     zero_point: f64,
 ) -> napi::Result<()> {
-    eager("avgPool2dU8", QOp::avg_pool(&args, zero_point)?, &[("input", &input)], &mut output)
+    eager(
+        "avgPool2dU8",
+        QOp::avg_pool(&args, zero_point)?,
+        &[("input", &input)],
+        &mut output,
+    )
 }
 
 /// Adaptive average pooling of a uint8 NHWC tensor (torch's bins).
@@ -391,18 +481,37 @@ pub fn adaptive_avg_pool2d_u8(
     mut output: Float32Array,
     args: AdaptivePoolArgs,
 ) -> napi::Result<()> {
-    eager("adaptiveAvgPool2dU8", QOp::adaptive(&args)?, &[("input", &input)], &mut output)
+    eager(
+        "adaptiveAvgPool2dU8",
+        QOp::adaptive(&args)?,
+        &[("input", &input)],
+        &mut output,
+    )
 }
 
 /// output <- requantize(a + b), ReLU optional (QLinearAdd).
 #[napi(catch_unwind, js_name = "addU8")]
-pub fn add_u8(a: Float32Array, b: Float32Array, mut output: Float32Array, args: QAddArgs) -> napi::Result<()> {
-    eager("addU8", QOp::add(&args)?, &[("a", &a), ("b", &b)], &mut output)
+pub fn add_u8(
+    a: Float32Array,
+    b: Float32Array,
+    mut output: Float32Array,
+    args: QAddArgs,
+) -> napi::Result<()> {
+    eager(
+        "addU8",
+        QOp::add(&args)?,
+        &[("a", &a), ("b", &b)],
+        &mut output,
+    )
 }
 
 /// output <- the inputs concatenated along channels (NHWC), each requantized to the output's.
 #[napi(catch_unwind, js_name = "concatU8")]
-pub fn concat_u8(inputs: Vec<Float32Array>, mut output: Float32Array, args: QConcatArgs) -> napi::Result<()> {
+pub fn concat_u8(
+    inputs: Vec<Float32Array>,
+    mut output: Float32Array,
+    args: QConcatArgs,
+) -> napi::Result<()> {
     let op = QOp::concat(&args)?;
     let reads: Vec<(&str, &Float32Array)> = inputs.iter().map(|a| ("input", a)).collect();
     eager("concatU8", op, &reads, &mut output)
