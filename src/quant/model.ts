@@ -547,7 +547,7 @@ function checkGraph(graph: unknown, fail: (why: string) => never): QuantizedGrap
         if (n.xs.length !== n.channels.length || n.xs.length !== n.qs.length) fail(`${where}: list lengths differ`);
         for (const x of n.xs) read(x, at);
         dims(n.channels, `${where}: channels`);
-        n.qs.forEach((q, i) => qp(q, `qs[${i}]`));
+        for (const [i, q] of n.qs.entries()) qp(q, `qs[${i}]`);
         qp(n.qy, 'qy');
         ints('hw', 2);
         write(n.y, at);
