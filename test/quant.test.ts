@@ -515,3 +515,93 @@ describe('quantization-aware training', () => {
     await expect(convertQat(m, loader)).rejects.toThrow(/not prepared/);
   });
 });
+
+describe('pruneChannels (structured)', () => {
+  /** Zeroes gamma and beta of the first quarter of every batch norm's channels: those channels are 0. */
+  function silenceQuarter(m: ReturnType<typeof models.mnistNet>): void {
+    for (const [k, t] of m.stateDict()) {
+      if (!k.endsWith('.weight') && !k.endsWith('.bias')) continue;
+      const bn = m.getSubmodule(k.slice(0, k.lastIndexOf('.')));
+      if (!(bn instanceof nn.BatchNorm2d)) continue;
+      const n = Math.floor(0.25 * t.size);
+      for (let c = 0; c < n; c++) t.data[c] = 0;
+    }
+  }
+
+  it('removes channels whose batch norm silences them without changing the outputs, through residuals and concats', async () => {
+    const { pruneChannels } = await import('../src/quant/index.js');
+    manualSeed(16);
+    for (const [make, shape] of [
+      [() => models.mnistNet(), [2, 1, 28, 28]],
+      [() => models.resnet18({ numClasses: 5 }), [2, 3, 48, 48]],
+      [() => models.googlenet({ numClasses: 5, auxLogits: false } as never), [1, 3, 64, 64]],
+    ] as const) {
+      const m = make();
+      for (const [k, t] of m.stateDict()) {
+        if (k.endsWith('running_var')) t.data.set(det([t.size], 17).data.map((v) => 0.5 + Math.abs(v)));
+        if (k.endsWith('running_mean')) t.data.set(det([t.size], 18, 0.3).data);
+      }
+      silenceQuarter(m as never);
+      m.eval();
+      const x = randn([...shape]);
+      const before = m.forward(x);
+      const r = pruneChannels(m, { amount: 0.25, criterion: 'bn', inputShape: shape });
+      expect(r.groups.length).toBeGreaterThan(2);
+      expect(r.parameters.after).toBeLessThan(r.parameters.before);
+      expect(r.macs.after).toBeLessThan(r.macs.before);
+      const after = m.forward(x);
+      expect(after.shape).toEqual(before.shape);
+      let err = 0;
+      let mag = 0;
+      for (let i = 0; i < before.size; i++) {
+        err = Math.max(err, Math.abs(before.data[i] - after.data[i]));
+        mag = Math.max(mag, Math.abs(before.data[i]));
+      }
+      expect(err).toBeLessThan(1e-4 * Math.max(1, mag));
+    }
+  });
+
+  it('gives a model that trains, saves, loads, exports and quantizes, smaller by the amount', async () => {
+    const { pruneChannels } = await import('../src/quant/index.js');
+    const { fit, optim, TensorDataset, DataLoader } = await import('../src/index.js');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    manualSeed(17);
+    const m = models.densenet121({ numClasses: 3 });
+    const r = pruneChannels(m, { amount: 0.5, inputShape: [1, 3, 32, 32] });
+    // DenseNet's concats: every conv's output is its own group; half of each goes.
+    expect(r.groups.every((gr) => gr.after === gr.before - Math.floor(gr.before / 2))).toBe(true);
+    expect(r.macs.after / r.macs.before).toBeLessThan(0.35);
+    const mn = models.mnistNet();
+    const rm = pruneChannels(mn, { amount: 0.5, inputShape: [1, 1, 28, 28] });
+    expect(rm.groups.map((gr) => gr.after)).toEqual([8, 16, 32]);
+    const loader = new DataLoader(
+      new TensorDataset(
+        randn([32, 1, 28, 28]),
+        Array.from({ length: 32 }, (_, i) => i % 10),
+      ),
+      {
+        batchSize: 16,
+      },
+    );
+    await fit(mn, loader, { optimizer: new optim.SGD(mn.parameters(), { lr: 0.01 }), epochs: 1, progress: false });
+    const dir = mkdtempSync(join(tmpdir(), 'ferroconv-prune-'));
+    try {
+      mn.save(join(dir, 'pruned.safetensors'));
+      const again = models.mnistNet();
+      pruneChannels(again, { amount: 0.5, inputShape: [1, 1, 28, 28] });
+      again.load(join(dir, 'pruned.safetensors'));
+      const x = randn([2, 1, 28, 28]);
+      mn.eval();
+      again.eval();
+      expect(Array.from(again.forward(x).data)).toEqual(Array.from(mn.forward(x).data));
+      await mn.exportOnnx(join(dir, 'pruned.onnx'), { inputShape: [1, 1, 28, 28] });
+      const q = await quantize(mn, x);
+      expect(q.forward(x).shape).toEqual([2, 10]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(() => pruneChannels(mn, { amount: 1, inputShape: [1, 1, 28, 28] })).toThrow(/amount/);
+  });
+});
