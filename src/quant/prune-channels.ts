@@ -218,7 +218,7 @@ export function pruneChannels(model: Module, opts: ChannelPruneOptions): Channel
       const sb = b === null ? undefined : segs.get(b);
       const same = (s.args[2] as number[]).join() === (s.args[4] as number[]).join();
       if (sa && sb && same && sa.length === sb.length && sa.every((q, k) => q.count === sb[k].count)) {
-        sa.forEach((q, k) => groups.union(q.group, sb[k].group));
+        for (const [k, q] of sa.entries()) groups.union(q.group, sb[k].group);
         if (out !== null) segs.set(out, sa);
       } else {
         groups.freeze(sa);
