@@ -7,7 +7,6 @@
 import type { Module } from '../nn/module.js';
 import { Conv2d } from '../nn/conv2d.js';
 import { Linear } from '../nn/linear.js';
-import { invalidatePlans } from '../plan/index.js';
 import { type Tensor, writableData } from '../tensor.js';
 import type { Callback, Logs } from '../train/callbacks.js';
 
@@ -92,7 +91,7 @@ export class Pruning {
       const d = writableData(t);
       for (let i = 0; i < m.length; i++) if (!m[i]) d[i] = 0;
     }
-    invalidatePlans();
+    // No plan to invalidate: plans read the weights at each run, and writableData marks them new.
   }
 
   /**
