@@ -6,13 +6,12 @@
 // BatchNorm2d in eval whose input is a Conv2d's output that nothing else reads. The batch norm
 // is then replaced, wherever its parent holds it, by a FoldedBatchNorm (the identity), so every
 // other layer keeps its name.
-import { noGrad } from '../autograd.js';
 import { invalidatePlans } from '../plan/index.js';
-import { type Operand, traceGraph, Untraceable } from '../plan/trace.js';
-import { Tensor, writableData, zeros } from '../tensor.js';
+import type { Operand } from '../plan/trace.js';
+import { type Tensor, writableData, zeros } from '../tensor.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { Conv2d } from './conv2d.js';
-import { FoldedBatchNorm, setInferenceFusion } from './fuse.js';
+import { FoldedBatchNorm, traceEvalGraph } from './fuse.js';
 import type { Module } from './module.js';
 
 export interface FuseConvBnResult {
@@ -38,25 +37,9 @@ export function fuseConvBn<M extends Module>(model: M, inputShape: readonly numb
     if (m instanceof Conv2d) convOf.set(m.weight, [name, m]);
     if (m instanceof BatchNorm2d && m.runningMean) bnOf.set(m.runningMean, [name, m]);
   }
-  const x = new Tensor(zeros([...inputShape]).data, [...inputShape]);
-  const modes = modules.map(([, m]) => m.training);
-  const fusion = setInferenceFusion(false);
-  let steps: { op: string; args: unknown[] }[];
-  let state: Tensor[];
-  try {
-    for (const [, m] of modules) m.training = false;
-    const g = traceGraph(() => noGrad(() => model.call(x)), x.data, [...model.stateDict().values()]);
-    steps = g.rec.steps;
-    state = g.rec.usedState as Tensor[];
-  } catch (e) {
-    if (e instanceof Untraceable) throw new Error(`fuseConvBn: the forward cannot be traced: ${e.message}`);
-    throw e;
-  } finally {
-    modules.forEach(([, m], i) => {
-      m.training = modes[i];
-    });
-    setInferenceFusion(fusion);
-  }
+  const g = traceEvalGraph(model, zeros([...inputShape]), false, 'fuseConvBn');
+  const steps = g.rec.steps;
+  const state = g.rec.usedState as Tensor[];
   const tensorOf = (a: OperandArg) => (a?.operand.src === 'state' ? state[a.operand.id] : null);
   const readers = new Map<number, number>();
   const writerOf = new Map<number, number>();

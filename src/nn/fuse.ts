@@ -15,13 +15,14 @@
 // pair that follows no conv runs the ReLU in place on the norm's output; DenseNet's
 // cat + norm + ReLU of all earlier features is one pass (catAffine) with no concatenated copy. The results equal the
 // unfused forward within float rounding. Opt out with setInferenceFusion(false).
-import { needsGrad } from '../autograd.js';
+import { needsGrad, noGrad } from '../autograd.js';
 import { relu as reluOp, relu_ } from '../ops/activation.js';
 import { conv2dFused } from '../ops/conv.js';
 import { convOutputSize } from '../ops/geometry.js';
 import { catAffine } from '../ops/elementwise.js';
 import { batchNorm2d, batchNormFold } from '../ops/norm.js';
 import { invalidatePlans } from '../plan/index.js';
+import { type GraphTrace, traceGraph, Untraceable } from '../plan/trace.js';
 import type { Tensor } from '../tensor.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { Conv2d } from './conv2d.js';
@@ -54,6 +55,30 @@ export function setInferenceFusion(enabled: boolean): boolean {
   fusionEnabled = enabled;
   if (prev !== enabled) invalidatePlans();
   return prev;
+}
+
+/**
+ * The kernel calls of `model`'s eval forward on `x` (plan/trace.ts traceGraph), with inference
+ * fusion set to `fusion` and every module in eval mode for the trace, both put back after.
+ * `who` starts the Error when the forward cannot be traced. ONNX export, quantize, fuseConvBn and
+ * pruneChannels read models this way.
+ */
+export function traceEvalGraph(model: Module, x: Tensor, fusion: boolean, who: string): GraphTrace {
+  const modules = model.namedModules().map(([, m]) => m);
+  const modes = modules.map((m) => m.training);
+  const before = setInferenceFusion(fusion);
+  try {
+    for (const m of modules) m.training = false;
+    return traceGraph(() => noGrad(() => model.call(x)), x.data, [...model.stateDict().values()]);
+  } catch (e) {
+    if (e instanceof Untraceable) throw new Error(`${who}: the forward cannot be traced: ${e.message}`);
+    throw e;
+  } finally {
+    modules.forEach((m, i) => {
+      m.training = modes[i];
+    });
+    setInferenceFusion(before);
+  }
 }
 
 /** Whether inference fusion is on (see setInferenceFusion). */

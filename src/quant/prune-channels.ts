@@ -11,14 +11,13 @@
 // grouped conv, a reshape the trace cannot follow) is left whole. Within each group the channels
 // with the smallest importance go: the L1 norm of the producing convs' filters, or the |gamma|
 // of the batch norms on them, summed over the group's producers.
-import { noGrad } from '../autograd.js';
 import { BatchNorm2d } from '../nn/batch-norm.js';
 import { Conv2d } from '../nn/conv2d.js';
-import { setInferenceFusion } from '../nn/fuse.js';
+import { traceEvalGraph } from '../nn/fuse.js';
 import { Linear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { invalidatePlans } from '../plan/index.js';
-import { type Operand, traceGraph, Untraceable } from '../plan/trace.js';
+import type { Operand } from '../plan/trace.js';
 import { Tensor, zeros } from '../tensor.js';
 
 export interface ChannelPruneOptions {
@@ -105,22 +104,7 @@ function macsOf(steps: { op: string; args: unknown[] }[]): number {
 }
 
 function traceEval(model: Module, shape: readonly number[]) {
-  const modules = model.namedModules();
-  const modes = modules.map(([, m]) => m.training);
-  const fusion = setInferenceFusion(false);
-  try {
-    for (const [, m] of modules) m.training = false;
-    const x = zeros([...shape]);
-    return traceGraph(() => noGrad(() => model.call(x)), x.data, [...model.stateDict().values()]);
-  } catch (e) {
-    if (e instanceof Untraceable) throw new Error(`pruneChannels: the forward cannot be traced: ${e.message}`);
-    throw e;
-  } finally {
-    modules.forEach(([, m], i) => {
-      m.training = modes[i];
-    });
-    setInferenceFusion(fusion);
-  }
+  return traceEvalGraph(model, zeros([...shape]), false, 'pruneChannels');
 }
 
 const PASS_THROUGH: Record<string, [number, number]> = {
@@ -317,14 +301,14 @@ export function pruneChannels(model: Module, opts: ChannelPruneOptions): Channel
   for (const { conv, segments } of convIn) {
     const idx = keptOf(segments);
     if (idx.length === conv.inChannels) continue;
-    selectColumns(conv, idx, 1);
+    selectColumns(conv, idx);
     (conv as { inChannels: number }).inChannels = idx.length;
   }
   for (const { linear, segments, plane } of linearIn) {
     const channels = keptOf(segments);
     if (channels.length * plane === linear.inFeatures) continue;
     const cols = channels.flatMap((c) => Array.from({ length: plane }, (_, p) => c * plane + p));
-    selectColumns(linear, cols, plane);
+    selectColumns(linear, cols);
     (linear as { inFeatures: number }).inFeatures = cols.length;
   }
   invalidatePlans();
@@ -355,7 +339,7 @@ function selectRows(m: Module, field: 'weight' | 'bias' | 'runningMean' | 'runni
 }
 
 /** Keeps the input columns `idx` of a conv's [O, I, kh, kw] or a linear's [O, I] weight. */
-function selectColumns(m: Conv2d | Linear, idx: number[], _plane: number): void {
+function selectColumns(m: Conv2d | Linear, idx: number[]): void {
   const t = m.weight;
   const [o, i] = t.shape;
   const inner = t.size / (o * i);

@@ -17,8 +17,8 @@ import { noGrad } from '../autograd.js';
 import type { Batch } from '../data/dataset.js';
 import { addon, native } from '../native.js';
 import type { Module } from '../nn/module.js';
-import { isInferenceFusionEnabled, setInferenceFusion } from '../nn/fuse.js';
-import { type GraphTrace, type Operand, traceGraph, Untraceable } from '../plan/trace.js';
+import { traceEvalGraph } from '../nn/fuse.js';
+import type { GraphTrace, Operand } from '../plan/trace.js';
 import { Tensor } from '../tensor.js';
 import { type QuantizedGraph, QuantizedModel, type QNode, type Shape3, type ValueRef, byteFloats } from './model.js';
 import { type Observer, type ObserverKind, type QParams, makeObserver } from './observers.js';
@@ -130,7 +130,7 @@ interface QVal {
   shape: Shape3;
   q: QParams;
   /** The node that wrote it, while nothing else has read it (a ReLU may still fuse into it). */
-  producer: Extract<QNode, { op: 'conv' }> | null;
+  producer: ConvNode | null;
 }
 
 const shape3 = (s: readonly number[]): Shape3 =>
@@ -156,7 +156,8 @@ export async function quantize(
   if (first.done) throw new Error('quantize: the calibration data is empty');
   const x0 = first.value;
   if (x0.ndim < 2) throw new Error(`quantize: expected calibration batches [N, ...], got [${x0.shape.join(', ')}]`);
-  const g = traceFused(model, x0);
+  // Fusion on: batch norm already folded into each conv's scale and shift, ReLU and residual in it.
+  const g = traceEvalGraph(model, x0, true, 'quantize');
 
   // Calibration: one observer per written value (call index, argument position), plus the input.
   const observers = new Map<string, Observer>();
@@ -199,25 +200,7 @@ export async function quantize(
   return Object.assign(built, { calibration: { batches: used, skipped, observer: kind } });
 }
 
-/** The eval forward's kernel calls with inference fusion on (batch norm folded into convs). */
-function traceFused(model: Module, x: Tensor): GraphTrace {
-  const modules = model.namedModules().map(([, m]) => m);
-  const modes = modules.map((m) => m.training);
-  const fusion = isInferenceFusionEnabled();
-  setInferenceFusion(true);
-  try {
-    for (const m of modules) m.training = false;
-    return traceGraph(() => noGrad(() => model.call(x)), x.data, [...model.stateDict().values()]);
-  } catch (e) {
-    if (e instanceof Untraceable) throw new Error(`quantize: the forward cannot be traced: ${e.message}`);
-    throw e;
-  } finally {
-    modules.forEach((m, i) => {
-      m.training = modes[i];
-    });
-    setInferenceFusion(fusion);
-  }
-}
+type ConvNode = Extract<QNode, { op: 'conv' }>;
 
 class Builder {
   private readonly nodes: QNode[] = [];
@@ -591,15 +574,10 @@ class Builder {
     shift: Float32Array | null,
     residual: QVal | null,
     relu: boolean,
-    geo: {
-      inShape: Shape3;
-      outShape: Shape3;
-      weightShape: [number, number, number, number];
-      stride: [number, number];
-      padding: [number, number, number, number];
-      dilation: [number, number];
-      groups: number;
+    geo: Pick<ConvNode, 'inShape' | 'outShape' | 'weightShape' | 'stride' | 'padding' | 'dilation' | 'groups'> & {
+      /** The observer of the conv's output. */
       key: string;
+      /** For a linear after a feature map: the weight column each NHWC feature takes. */
       columnOrder: number[] | null;
       linear?: boolean;
     },
@@ -643,7 +621,7 @@ class Builder {
       !this.laterWrites(i, out.id);
     const qy = floatOutput ? { scale: 1, zeroPoint: 0 } : this.params(geo.key);
     const y = this.newValue();
-    const node: Extract<QNode, { op: 'conv' }> = {
+    const node: ConvNode = {
       op: 'conv',
       x: xq.value,
       y,
@@ -691,7 +669,7 @@ class Builder {
   }
 
   /** Sets a conv node's output parameters and recomputes its multipliers from them. */
-  private retarget(node: Extract<QNode, { op: 'conv' }>, qy: QParams): void {
+  private retarget(node: ConvNode, qy: QParams): void {
     const wScale = this.buffers.get(node.weight.replace(/_weight$/, '_wscale')) as Float32Array;
     const mult = this.buffers.get(node.mult) as Float32Array;
     if (node.floatOutput) {

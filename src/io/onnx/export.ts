@@ -10,11 +10,10 @@
 // wrote (the classifier reading a feature map as [N, C*H*W], say).
 import { createRequire } from 'node:module';
 import { create } from '@bufbuild/protobuf';
-import { noGrad } from '../../autograd.js';
 import { native } from '../../native.js';
 import type { Module } from '../../nn/module.js';
-import { setInferenceFusion } from '../../nn/fuse.js';
-import { type GraphTrace, type Operand, traceGraph, Untraceable } from '../../plan/trace.js';
+import { traceEvalGraph } from '../../nn/fuse.js';
+import type { GraphTrace, Operand } from '../../plan/trace.js';
 import { Tensor } from '../../tensor.js';
 import { writeFileAtomic } from '../atomic.js';
 import {
@@ -511,26 +510,7 @@ function traceModel(model: Module, shape: readonly number[]): { g: GraphTrace; n
   const x = new Tensor(new Float32Array(size(shape)), [...shape]);
   const named = [...model.stateDict()];
   const nameOf = new Map(named.map(([n, t]) => [t, n]));
-  const modules = model.namedModules().map(([, m]) => m);
-  const modes = modules.map((m) => m.training);
-  const fusion = setInferenceFusion(false);
-  let g: GraphTrace;
-  try {
-    for (const m of modules) m.training = false;
-    g = traceGraph(
-      () => noGrad(() => model.call(x)),
-      x.data,
-      named.map(([, t]) => t),
-    );
-  } catch (e) {
-    if (e instanceof Untraceable) throw new Error(`exportOnnx: the forward cannot be exported: ${e.message}`);
-    throw e;
-  } finally {
-    modules.forEach((m, i) => {
-      m.training = modes[i];
-    });
-    setInferenceFusion(fusion);
-  }
+  const g = traceEvalGraph(model, x, false, 'exportOnnx');
   const names = g.rec.usedState.map((t) => nameOf.get(t as Tensor) ?? 'state');
   return { g, names };
 }

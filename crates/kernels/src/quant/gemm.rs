@@ -442,6 +442,7 @@ fn tiles(
     a: &dyn Fn(usize) -> *const u8,
 ) {
     let mut acc = [[0i32; QBLOCK]; MR];
+    #[cfg(target_arch = "x86_64")]
     let mut acc2 = [[0i32; QBLOCK]; MR];
     let mut b = blocks.start;
     while b < blocks.end {
@@ -534,7 +535,6 @@ fn tiles(
         }
         b += 1;
     }
-    let _ = &mut acc2;
 }
 
 /// The epilogue of one tile: rows `q0..`, output channels `oc0..oc0+width`. `offset[oc]` is
