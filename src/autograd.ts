@@ -53,7 +53,31 @@ export function record(
   const fn: GradFn = { name, inputs, backward };
   out.gradFn = fn;
   out.requiresGrad = true;
+  hooks?.recorded?.(fn, out);
   return out;
+}
+
+/**
+ * Watchers of the tape, for tools that read a model as it runs (summary's receptive fields,
+ * per-layer backward timing): `recorded` sees every op recorded, `backward` runs each op's
+ * backward in place of the plain call (and must call `run`).
+ */
+export interface TapeHooks {
+  recorded?(fn: GradFn, out: Tensor): void;
+  backward?(fn: GradFn, run: () => (Float32Array | null)[]): (Float32Array | null)[];
+}
+
+let hooks: TapeHooks | null = null;
+
+/** Runs `fn` with the tape watched by `watch` (see TapeHooks); watches do not nest. */
+export function watchTape<T>(watch: TapeHooks, fn: () => T): T {
+  if (hooks) throw new Error('watchTape: the tape is already watched (watches do not nest)');
+  hooks = watch;
+  try {
+    return fn();
+  } finally {
+    hooks = null;
+  }
 }
 
 export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph: boolean): void {
@@ -133,7 +157,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       continue;
     }
     grads.delete(t);
-    const inGrads = fn.backward(g);
+    const inGrads = hooks?.backward ? hooks.backward(fn, () => fn.backward(g)) : fn.backward(g);
     fn.inputs.forEach((inp, j) => {
       const ig = inGrads[j];
       if (!inp?.requiresGrad || !ig) return;

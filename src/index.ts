@@ -87,3 +87,4 @@ export { classify } from './models/index.js';
 export * as apps from './apps/index.js';
 export * as quant from './quant/index.js';
 export { quantize, QuantizedModel, loadQuantized, prune } from './quant/index.js';
+export * from './insight/index.js';

@@ -1,24 +1,22 @@
-// The `ferroconv` command's subcommands: train, eval, predict, export, quantize, app and info (src/cli.ts is the entry
-// and answers --version itself). Bad flags or paths print one line to stderr and exit non-zero,
+// The `ferroconv` command's subcommands (src/cli.ts is the entry and answers --version itself;
+// the look-inside commands are in insight.ts). Bad flags or paths print one line to stderr and exit non-zero,
 // never a stack trace.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { info, setNumThreads } from '../index.js';
-import { buildModel, modelNames } from './models.js';
+import { info } from '../index.js';
+import { applyThreads, type Flags, int, num, parse, UsageError } from './flags.js';
+import { buildModel, loadWeights, modelNames } from './models.js';
 import { buildData, type CliData, datasetNames } from './datasets.js';
 import { buildOptimizer, buildScheduler, optimizerNames, scheduleNames } from './optim.js';
 import { manualSeed } from '../random.js';
 import { evaluate, fit } from '../train/fit.js';
 import { ProgressBar } from '../train/callbacks.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
 import type { Module } from '../nn/module.js';
 import { loadCaffe } from '../io/caffe/import.js';
 import { CaffeSolver } from '../io/caffe/solver.js';
 import { solverData } from './caffe.js';
 import { RECIPES } from '../apps/recipes.js';
-
-class UsageError extends Error {}
+import { summaryCmd } from './insight.js';
 
 const HELP: Record<string, string> = {
   main: `ferroconv <command> [options]
@@ -30,6 +28,7 @@ Commands:
   export    write a trained checkpoint, or a Caffe net, as an ONNX model
   quantize  int8 post-training quantization of a trained checkpoint (accuracy before and after)
   app       train and measure an application task (localization, segmentation, ...)
+  summary   a model's layer table: shapes, parameters, mult-adds, receptive fields
   info      threads, SIMD level and versions
 
 Options:
@@ -121,54 +120,6 @@ Tasks: ${Object.keys(RECIPES).join(', ')}.
   --threads N    kernel threads (default: FERROCONV_NUM_THREADS or all cores)
   --json         print the metrics, seconds and picture as one JSON line at the end`,
 };
-
-const COMMON = {
-  help: { type: 'boolean', short: 'h' },
-  model: { type: 'string', default: 'mnist-net' },
-  dataset: { type: 'string', default: 'mnist' },
-  'batch-size': { type: 'string' },
-  threads: { type: 'string' },
-  'image-size': { type: 'string', default: '224' },
-  'data-dir': { type: 'string' },
-} as const;
-
-type Flags = Record<string, string | boolean | undefined>;
-
-function parse(
-  command: string,
-  argv: string[],
-  extra: ParseArgsConfig['options'] = {},
-): { values: Flags; positionals: string[] } {
-  try {
-    const r = parseArgs({
-      args: argv,
-      options: { ...COMMON, ...extra },
-      allowPositionals: command === 'predict' || command === 'app',
-      strict: true,
-    });
-    return { values: r.values as Flags, positionals: r.positionals };
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message.split('\n')[0]} (see 'ferroconv ${command} --help')`);
-  }
-}
-
-function int(name: string, v: unknown, dflt: number, min = 1): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name}: expected an integer >= ${min}, got '${v}'`);
-  return n;
-}
-
-function num(name: string, v: unknown, dflt: number | undefined): number | undefined {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name}: expected a non-negative number, got '${v}'`);
-  return n;
-}
-
-function applyThreads(v: unknown): void {
-  if (v !== undefined) setNumThreads(int('threads', v, 1));
-}
 
 async function train(argv: string[]): Promise<void> {
   const { values: o } = parse('train', argv, {
@@ -282,16 +233,6 @@ async function trainSolver(o: Flags): Promise<void> {
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   if (acc)
     console.log(`test ${acc.name}: ${(100 * acc.value).toFixed(2)}% after ${solver.iter} iterations in ${secs} s`);
-}
-
-function loadWeights(model: Module, path: string): void {
-  if (!existsSync(path)) throw new UsageError(`--checkpoint: file not found: ${path}`);
-  try {
-    loadCheckpoint(path, model);
-  } catch (e) {
-    if (!/not a ferroconv checkpoint/.test((e as Error).message)) throw e;
-    model.load(path);
-  }
 }
 
 /** The dataset named by --dataset and the --model with the weights of --checkpoint. */
@@ -449,6 +390,8 @@ async function app(argv: string[]): Promise<void> {
   console.log(o.json ? JSON.stringify(result) : `wrote ${result.picture}`);
 }
 
+const COMMANDS = 'train, eval, predict, export, quantize, app, summary or info';
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -471,6 +414,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'quantize':
         await quantizeCmd(rest);
         return 0;
+      case 'summary':
+        await summaryCmd(rest);
+        return 0;
       case 'info':
         if (rest.includes('--help') || rest.includes('-h')) console.log(HELP.info);
         else console.log(JSON.stringify(info(), null, 2));
@@ -482,9 +428,7 @@ export async function main(argv: string[]): Promise<number> {
         console.log(HELP.main);
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(
-          `unknown command '${command}' (expected train, eval, predict, export, quantize, app or info)`,
-        );
+        throw new UsageError(`unknown command '${command}' (expected ${COMMANDS})`);
     }
   } catch (e) {
     const msg = (e as Error).message ?? String(e);

@@ -1,7 +1,10 @@
 // Model names the CLI accepts, mapped to the zoo's factories.
 import * as zoo from '../models/index.js';
 import type { Module } from '../nn/module.js';
+import { existsSync } from 'node:fs';
+import { loadCheckpoint } from '../train/checkpoint.js';
 import type { DataInfo } from './datasets.js';
+import { UsageError } from './flags.js';
 
 type Factory = (info: DataInfo) => Module;
 
@@ -49,4 +52,15 @@ export function buildModel(name: string, info: DataInfo): Module {
   const f = FACTORIES[name];
   if (!f) throw new Error(`--model: unknown model '${name}' (expected one of ${modelNames().join(', ')})`);
   return f(info);
+}
+
+/** `--checkpoint`: a training checkpoint, or a plain weights file (safetensors, .pth). */
+export function loadWeights(model: Module, path: string): void {
+  if (!existsSync(path)) throw new UsageError(`--checkpoint: file not found: ${path}`);
+  try {
+    loadCheckpoint(path, model);
+  } catch (e) {
+    if (!/not a ferroconv checkpoint/.test((e as Error).message)) throw e;
+    model.load(path);
+  }
 }

@@ -46,7 +46,12 @@ export abstract class Module {
   call(...inputs: Tensor[]): Tensor {
     frames.push({ module: this, inputs });
     try {
-      return this.forward(...inputs);
+      if (!observer) return this.forward(...inputs);
+      const watching = observer;
+      watching.enter?.(this, inputs);
+      const y = this.forward(...inputs);
+      watching.exit?.(this, inputs, y);
+      return y;
     } catch (e) {
       throw withLayerContext(e, this, inputs);
     } finally {
@@ -427,6 +432,55 @@ interface Frame {
 /** The call()s now running, outermost first (forward is synchronous: one stack serves the process). */
 const frames: Frame[] = [];
 
+/**
+ * What observeCalls tells about every Module.call while it runs: `enter` before the module's
+ * forward, `exit` after it returned (not when it threw).
+ */
+export interface CallObserver {
+  enter?(module: Module, inputs: readonly Tensor[]): void;
+  exit?(module: Module, inputs: readonly Tensor[], output: Tensor): void;
+}
+
+let observer: CallObserver | null = null;
+
+/**
+ * Runs `fn` with `watch` told about every Module.call inside it (summary, per-layer timing and
+ * feature capture read models this way). A forward is synchronous, so the observer sees exactly
+ * the calls `fn` makes. Observations do not nest.
+ */
+export function observeCalls<T>(watch: CallObserver, fn: () => T): T {
+  if (observer) throw new Error('observeCalls: another observation is running (they do not nest)');
+  observer = watch;
+  try {
+    return fn();
+  } finally {
+    observer = null;
+  }
+}
+
+/** The innermost module whose call() is running, if any. */
+export function currentModule(): Module | undefined {
+  return frames.at(-1)?.module;
+}
+
+/** The dotted path of `m` below its outermost registered parent ('' for a model itself). */
+export function modulePath(m: Module): string {
+  return registrationChain(m).names.join('.');
+}
+
+/** The top of `m`'s registration chain (its model) and the names down from it to `m`. */
+function registrationChain(m: Module): { model: Module; names: string[] } {
+  const names: string[] = [];
+  const seen = new Set<Module>([m]);
+  let model = m;
+  for (let at = registeredAt.get(model); at && !seen.has(at.parent); at = registeredAt.get(model)) {
+    names.unshift(at.name);
+    model = at.parent;
+    seen.add(model);
+  }
+  return { model, names };
+}
+
 /** Where each module was registered: its parent and its name there (the latest addModule wins). */
 const registeredAt = new WeakMap<Module, { parent: Module; name: string }>();
 
@@ -458,14 +512,7 @@ const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
 function withLayerContext(e: unknown, layer: Module, inputs: readonly Tensor[]): unknown {
   if (!(e instanceof Error) || annotated.has(e)) return e;
   // The model is the top of the registration chain; the path is the names down from it.
-  const names: string[] = [];
-  const seen = new Set<Module>([layer]);
-  let model = layer;
-  for (let at = registeredAt.get(model); at && !seen.has(at.parent); at = registeredAt.get(model)) {
-    names.unshift(at.name);
-    model = at.parent;
-    seen.add(model);
-  }
+  const { model, names } = registrationChain(layer);
   if (names.length === 0) return e; // the model's own error (or a lone layer's) speaks for itself
   const modelFrame = frames.find((f) => f.module === model);
   const modelInput = modelFrame
