@@ -2,10 +2,22 @@
 // (test/fixtures/summary.json, made by test/fixtures/gen_summary.py), receptive fields against
 // the hand-derived values of the classic networks.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { summary } from '../src/insight/summary.js';
+import { differenceOfGaussians, filter, KERNELS, kernelNames } from '../src/insight/kernels.js';
+import {
+  features,
+  filters,
+  gradCam,
+  gradCamMap,
+  inputGradientMap,
+  receptiveFieldOverlay,
+  saliency,
+} from '../src/insight/visualize.js';
 import {
   alexnet,
   densenet121,
@@ -18,7 +30,21 @@ import {
   vgg16,
   vgg16Bn,
 } from '../src/models/index.js';
-import { Conv2d, isInferenceFusionEnabled, Linear, Module, ReLU, Sequential, type Tensor } from '../src/index.js';
+import {
+  AdaptiveAvgPool2d,
+  Conv2d,
+  Flatten,
+  isInferenceFusionEnabled,
+  Linear,
+  Module,
+  manualSeed,
+  noGrad,
+  rand,
+  ReLU,
+  Sequential,
+  Tanh,
+  Tensor,
+} from '../src/index.js';
 
 interface TorchinfoLayer {
   name: string;
@@ -166,5 +192,219 @@ describe('ferroconv summary', () => {
     expect(bad.err).toBe("ferroconv: --input: expected positive integers such as 1,3,224,224, got '1,3,x'\n");
     const help = cli('summary', '--help');
     expect(help.out).toContain('ferroconv summary --model NAME');
+  }, 120_000);
+});
+
+/** The filter of each channel computed directly: pad as `border` asks, then cross-correlate. */
+function referenceFilter(x: Tensor, k: readonly (readonly number[])[], border: string): Float32Array {
+  const [n, c, h, w] = x.shape;
+  const kh = k.length;
+  const kw = k[0].length;
+  const ph = (kh - 1) / 2;
+  const pw = (kw - 1) / 2;
+  const at = (i: number, size: number): number | null => {
+    if (i >= 0 && i < size) return i;
+    if (border === 'constant') return null;
+    if (border === 'edge') return Math.min(size - 1, Math.max(0, i));
+    return i < 0 ? -i : 2 * (size - 1) - i; // reflect (without repeating the edge)
+  };
+  const out = new Float32Array(x.size);
+  for (let p = 0; p < n * c; p++) {
+    for (let y = 0; y < h; y++) {
+      for (let xx = 0; xx < w; xx++) {
+        let sum = 0;
+        for (let dy = 0; dy < kh; dy++) {
+          for (let dx = 0; dx < kw; dx++) {
+            const sy = at(y + dy - ph, h);
+            const sx = at(xx + dx - pw, w);
+            if (sy !== null && sx !== null) sum += k[dy][dx] * x.data[p * h * w + sy * w + sx];
+          }
+        }
+        out[p * h * w + y * w + xx] = sum;
+      }
+    }
+  }
+  return out;
+}
+
+describe('filter: the classic kernels through conv2d', () => {
+  it('equals a direct computation for every named kernel and border, on an awkward shape', () => {
+    manualSeed(3);
+    const x = rand([2, 3, 7, 11]);
+    for (const border of ['edge', 'reflect', 'constant'] as const) {
+      for (const name of kernelNames()) {
+        const y = filter(x, name, { border });
+        expect(y.shape).toEqual(x.shape);
+        const ref = referenceFilter(x, KERNELS[name], border);
+        let err = 0;
+        for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(ref[i] - y.data[i]));
+        expect(err, `${name}, ${border}`).toBeLessThan(1e-5);
+      }
+    }
+    // Identity is exact, a blur keeps a flat image flat, and [H, W] / [C, H, W] keep their shape.
+    expect(filter(x, 'identity').data).toEqual(x.data);
+    const flat = new Tensor(new Float32Array(5 * 6).fill(0.25), [5, 6]);
+    for (const v of filter(flat, 'gaussian-blur-5').data) expect(v).toBeCloseTo(0.25, 6);
+    expect(filter(rand([3, 4, 5]), [[1, 2, 1]]).shape).toEqual([3, 4, 5]);
+  });
+
+  it('has an on-centre/off-surround difference of Gaussians that sums to zero', () => {
+    const dog = differenceOfGaussians(9, 1, 2);
+    expect(dog.flat().reduce((a, b) => a + b, 0)).toBeCloseTo(0, 12);
+    expect(dog[4][4]).toBeGreaterThan(0);
+    expect(dog[4][1]).toBeLessThan(0);
+    expect(dog[0][0]).toBeLessThan(0);
+    // A bright spot on a dark ground answers strongly at its centre; a flat region not at all.
+    const spot = new Float32Array(15 * 15);
+    spot[7 * 15 + 7] = 1;
+    const y = filter(new Tensor(spot, [15, 15]), 'dog');
+    expect(y.data[7 * 15 + 7]).toBeCloseTo(dog[4][4], 6);
+    expect(filter(new Tensor(new Float32Array(100).fill(1), [10, 10]), 'dog').data[55]).toBeCloseTo(0, 6);
+    expect(() => differenceOfGaussians(4)).toThrow(/odd integer/);
+    expect(() => differenceOfGaussians(9, 2, 1)).toThrow(/sigmaCentre < sigmaSurround/);
+  });
+
+  it('refuses bad kernels and images with a clear Error', () => {
+    const x = rand([1, 1, 8, 8]);
+    expect(() => filter(x, 'blurry' as never)).toThrow(/filter: unknown kernel "blurry" \(expected one of identity/);
+    expect(() => filter(x, [[1, 1]])).toThrow(/kernel sizes must be odd, got 1x2/);
+    expect(() => filter(x, [[1, Number.NaN, 1]])).toThrow(/finite numbers/);
+    expect(() => filter(x, [])).toThrow(/expected a kernel name, rows of numbers or a 2-D tensor/);
+    expect(() => filter(rand([5]), 'sharpen')).toThrow(/expected an image tensor/);
+    expect(() => filter(rand([1, 1, 2, 2]), 'unsharp', { border: 'reflect' })).toThrow(/too small to reflect/);
+  });
+});
+
+/** A model whose Grad-CAM is known: channel 0 = relu(x), channel 1 = relu(-x), class k = mean of channel k. */
+function twoChannelModel(): Sequential {
+  const conv = new Conv2d(1, 2, 1, { bias: false });
+  conv.weight.data.set([1, -1]);
+  const fc = new Linear(2, 2);
+  fc.weight.data.set([1, 0, 0, 1]);
+  fc.bias!.data.fill(0);
+  return new Sequential(conv, new ReLU(), new AdaptiveAvgPool2d(1), new Flatten(), fc);
+}
+
+async function pixelStats(path: string) {
+  const img = sharp(path);
+  const meta = await img.metadata();
+  const st = await img.stats();
+  return { width: meta.width, height: meta.height, spread: Math.max(...st.channels.map((c) => c.stdev)) };
+}
+
+describe('visualize', () => {
+  it('Grad-CAM finds where the evidence for each class is', () => {
+    manualSeed(5);
+    const x = rand([1, 1, 6, 6], { low: -1, high: 1 });
+    const model = twoChannelModel();
+    const norm = (v: number[]) => {
+      const hi = Math.max(...v);
+      return v.map((e) => e / hi);
+    };
+    for (const k of [0, 1]) {
+      const r = gradCamMap(model, x, { layer: '1', classIndex: k });
+      expect(r.map.shape).toEqual([6, 6]);
+      const expected = norm(Array.from(x.data, (v) => Math.max(0, k === 0 ? v : -v)));
+      for (const [i, v] of r.map.data.entries()) expect(v).toBeCloseTo(expected[i], 5);
+    }
+    // The default layer is the last child with a spatial output: the ReLU here ('1').
+    expect(gradCamMap(model, x).layer).toBe('1');
+    expect(() => gradCamMap(model, x, { layer: 'nope' })).toThrow(
+      /gradCam: no layer 'nope' ran in the forward \(layers: 0, 1, 2, 3, 4\)/,
+    );
+    expect(() => gradCamMap(model, x, { layer: '1', classIndex: 2 })).toThrow(
+      /classIndex must be an integer in \[0, 2\)/,
+    );
+  });
+
+  it('input-gradient saliency equals |finite differences| of the class score', () => {
+    manualSeed(7);
+    const model = new Sequential(
+      new Conv2d(3, 3, 3, { padding: 1 }),
+      new Tanh(),
+      new Flatten(),
+      new Linear(3 * 5 * 4, 4),
+    );
+    const x = rand([1, 3, 5, 4]);
+    const r = inputGradientMap(model, x, { classIndex: 2 });
+    const score = (data: Float32Array) => noGrad(() => model.eval().call(new Tensor(data, x.shape)).data[2]);
+    const fd = new Float32Array(20);
+    const eps = 1e-2;
+    for (let c = 0; c < 3; c++) {
+      for (let i = 0; i < 20; i++) {
+        const up = x.data.slice();
+        const down = x.data.slice();
+        up[c * 20 + i] += eps;
+        down[c * 20 + i] -= eps;
+        fd[i] = Math.max(fd[i], Math.abs((score(up) - score(down)) / (2 * eps)));
+      }
+    }
+    // The map is scaled to [0, 1] by its minimum and maximum.
+    const lo = Math.min(...fd);
+    const hi = Math.max(...fd);
+    for (const [i, v] of r.map.data.entries()) expect(v).toBeCloseTo((fd[i] - lo) / (hi - lo), 2);
+    expect(model.parameters().every((p) => p.grad === null && p.requiresGrad)).toBe(true);
+  });
+
+  it('writes filter, feature, Grad-CAM, saliency and receptive-field pictures that are not blank, changing nothing', async () => {
+    manualSeed(11);
+    const dir = mkdtempSync(join(tmpdir(), 'ferroconv-show-'));
+    const model = resnet18({ numClasses: 10 });
+    model.train();
+    const before = model.stateDict().get('layer1.0.conv1.weight')!.data.slice();
+    const image = rand([1, 3, 64, 64]);
+    const f = await filters(model, { out: join(dir, 'filters.png') });
+    expect([f.layer, f.count]).toEqual(['conv1', 64]);
+    const feat = await features(model, image, { layer: 'layer1', out: join(dir, 'features.png'), max: 16 });
+    expect(feat.shape).toEqual([1, 64, 16, 16]);
+    const cam = await gradCam(model, image, { out: join(dir, 'cam.png') });
+    expect(cam.layer).toBe('layer4');
+    const sal = await saliency(model, image, { out: join(dir, 'saliency.png'), classIndex: 3 });
+    expect(sal.classIndex).toBe(3);
+    const rf = await receptiveFieldOverlay(model, image, { layer: 'layer1', unit: [0, 0], out: join(dir, 'rf.png') });
+    // layer1's field is 43 pixels, 4 apart, centred on pixel 0.5 for unit [0, 0]: clipped at 0.
+    expect(rf.box).toEqual([0, 0, 22, 22]);
+    for (const p of [f, feat, cam, sal, rf]) {
+      const s = await pixelStats(p.path);
+      expect([s.width, s.height]).toEqual([p.width, p.height]);
+      expect(s.spread).toBeGreaterThan(5);
+    }
+    expect(model.training).toBe(true);
+    expect(isInferenceFusionEnabled()).toBe(true);
+    expect(model.parameters().every((p) => p.grad === null && p.requiresGrad)).toBe(true);
+    expect(model.stateDict().get('layer1.0.conv1.weight')!.data).toEqual(before);
+    await expect(features(model, image, { layer: 'fc', out: join(dir, 'x.png') })).rejects.toThrow(
+      /features: layer 'fc' gives \[1, 10\], expected \[1, C, H, W\] maps/,
+    );
+  }, 60_000);
+});
+
+describe('ferroconv filter and show', () => {
+  it('filters an image, draws every kernel, and shows Grad-CAM of an MNIST digit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferroconv-cli-'));
+    const input = join(dir, 'in.png');
+    await sharp({ create: { width: 20, height: 16, channels: 3, background: '#204080' } })
+      .composite([{ input: { create: { width: 8, height: 8, channels: 3, background: '#ffcc00' } }, left: 6, top: 4 }])
+      .png()
+      .toFile(input);
+    const one = cli('filter', '--kernel', 'sharpen', input, join(dir, 'sharp.png'));
+    expect(one.code, one.err).toBe(0);
+    expect((await pixelStats(join(dir, 'sharp.png'))).width).toBe(20);
+    const all = cli('filter', '--kernel', 'all', input, join(dir, 'all.png'));
+    expect(all.code, all.err).toBe(0);
+    expect(all.out).toMatch(/wrote .*all\.png \(12 kernels/);
+    const rows = cli('filter', '--kernel', '0,1,0;1,-4,1;0,1,0', '--grey', input, join(dir, 'lap.png'));
+    expect(rows.code, rows.err).toBe(0);
+    const bad = cli('filter', '--kernel', '1,x', input, join(dir, 'bad.png'));
+    expect([bad.code, bad.err]).toEqual([
+      2,
+      "ferroconv: --kernel: expected a name or rows such as '0,-1,0;-1,5,-1;0,-1,0', got '1,x'\n",
+    ]);
+    const show = cli('show', 'gradcam', '--model', 'mnist-net', '--out', join(dir, 'cam.png'));
+    expect(show.code, show.err).toBe(0);
+    expect(show.out).toMatch(/gradcam for class \d/);
+    const noLayer = cli('show', 'features', '--model', 'mnist-net', '--out', join(dir, 'f.png'));
+    expect(noLayer.code).toBe(2);
+    expect(noLayer.err).toContain('--layer is required for features');
   }, 120_000);
 });

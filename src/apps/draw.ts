@@ -68,7 +68,7 @@ type SharpLike = (
 };
 
 let sharpModule: SharpLike | null = null;
-function loadSharp(): SharpLike {
+export function loadSharp(): SharpLike {
   if (!sharpModule) {
     try {
       sharpModule = createRequire(import.meta.url)('sharp') as SharpLike;

@@ -1,8 +1,14 @@
 // The `ferroconv` commands that look inside a model: summary (the layer table), time (per-layer
 // forward and backward timing, as `caffe time`), show (filters, feature maps, saliency as PNG)
 // and filter (the classic image kernels through ferroconv's conv2d).
+import { existsSync } from 'node:fs';
 import type { Module } from '../nn/module.js';
 import { summary } from '../insight/summary.js';
+import { filter, forDisplay, isZeroSum, type KernelRows, kernelNames } from '../insight/kernels.js';
+import { drawGrid, imageTile, readImage, writeImage } from '../insight/image.js';
+import * as visualize from '../insight/visualize.js';
+import { mnist } from '../data/mnist.js';
+import { Tensor } from '../tensor.js';
 import { applyThreads, type Flags, int, parse, UsageError } from './flags.js';
 import { buildModel, loadWeights, modelNames } from './models.js';
 
@@ -18,6 +24,35 @@ receptive field (size/jump/start in input pixels), then the totals (as torchinfo
   --checkpoint FILE     load these weights first (a checkpoint.safetensors or model.safetensors)
   --depth N             deepest rows shown (default 3)
   --json                the whole summary as JSON`,
+  filter: `ferroconv filter --kernel NAME IN.png OUT.png
+
+Convolves an image with a classic kernel through ferroconv's conv2d, each colour channel on its
+own, and writes the result (a zero-sum kernel's signed output around mid-grey).
+
+  --kernel NAME         ${kernelNames().join(', ')};
+                        'all' for a grid of every kernel; or rows such as '0,-1,0;-1,5,-1;0,-1,0'
+  --border MODE         edge (default), reflect or constant (zeros)
+  --grey                convert the image to grey first`,
+  show: `ferroconv show filters|features|gradcam|saliency|rf --model NAME --out OUT.png [options]
+
+Pictures of what a model learned and looks at:
+  filters    the filters of the first conv layer (or --layer) as a grid
+  features   the feature maps of --layer for the image
+  gradcam    Grad-CAM: where the evidence for a class is, as a heat map over the image
+  saliency   |d score / d pixel| for a class
+  rf         the receptive field of one unit of --layer, drawn on the image
+
+  --model NAME          ${modelNames().join(', ')}
+  --checkpoint FILE     the weights (a checkpoint.safetensors or model.safetensors); without it
+                        the model's random initialisation is shown
+  --classes N           output classes (default 1000; 10 for mnist-net and lenet5)
+  --image FILE          the input image (resized to the model's input; ImageNet-normalised for
+                        3-channel models). For mnist-net and lenet5 the default is an MNIST test digit
+  --index N             which MNIST test digit (default 0)
+  --layer PATH          a layer's state-dict path, e.g. layer4 or features.0
+  --class K             the class to explain (default: the top class)
+  --unit Y,X            the unit for rf (default: the centre one)
+  --out FILE            the PNG to write (required)`,
 };
 
 const MNIST_NETS = new Set(['mnist-net', 'lenet5']);
@@ -67,4 +102,149 @@ export async function summaryCmd(argv: string[]): Promise<void> {
   const { model, inputShape } = insightModel(o);
   const s = summary(model, inputShape, { depth: int('depth', o.depth, 3, 0) });
   console.log(o.json ? JSON.stringify(s) : String(s));
+}
+
+/** Rows of weights from `a,b,c;d,e,f;g,h,i`, or a kernel name. */
+function kernelFlag(v: unknown): string | KernelRows {
+  const text = String(v);
+  if (!text.includes(',') && !text.includes(';')) return text;
+  const rows = text.split(';').map((r) => r.split(',').map((x) => (x.trim() === '' ? Number.NaN : Number(x))));
+  if (!rows.every((r) => r.every(Number.isFinite))) {
+    throw new UsageError(`--kernel: expected a name or rows such as '0,-1,0;-1,5,-1;0,-1,0', got '${text}'`);
+  }
+  return rows;
+}
+
+function greyOf(x: Tensor): Tensor {
+  const [, c, h, w] = x.shape;
+  const plane = h * w;
+  const out = new Float32Array(plane);
+  for (let i = 0; i < plane; i++) {
+    let sum = 0;
+    for (let k = 0; k < c; k++) sum += x.data[k * plane + i];
+    out[i] = sum / c;
+  }
+  return new Tensor(out, [1, 1, h, w]);
+}
+
+export async function filterCmd(argv: string[]): Promise<void> {
+  const { values: o, positionals } = parse('filter', argv, {
+    kernel: { type: 'string' },
+    border: { type: 'string', default: 'edge' },
+    grey: { type: 'boolean' },
+  });
+  if (o.help) return void console.log(INSIGHT_HELP.filter);
+  if (!o.kernel) throw new UsageError(`--kernel is required (see 'ferroconv filter --help')`);
+  if (positionals.length !== 2) throw new UsageError(`expected IN.png OUT.png (see 'ferroconv filter --help')`);
+  const [input, output] = positionals;
+  if (!existsSync(input)) throw new UsageError(`image not found: ${input}`);
+  const border = String(o.border);
+  if (!['edge', 'reflect', 'constant'].includes(border)) {
+    throw new UsageError(`--border: expected edge, reflect or constant, got '${border}'`);
+  }
+  applyThreads(o.threads);
+  let image = await readImage(input);
+  if (o.grey) image = greyOf(image);
+  const opts = { border: border as 'edge' | 'reflect' | 'constant' };
+  if (o.kernel === 'all') {
+    const tiles = [imageTile(image, 'input')];
+    for (const name of kernelNames()) {
+      tiles.push(imageTile(forDisplay(filter(image, name, opts), isZeroSum(name)), name));
+    }
+    const scale = Math.max(1, Math.round(160 / Math.max(image.shape[2], image.shape[3])));
+    const { width, height } = await drawGrid(output, tiles, { columns: 4, scale });
+    return void console.log(`wrote ${output} (${tiles.length - 1} kernels, ${width}x${height})`);
+  }
+  const kernel = kernelFlag(o.kernel);
+  const y = filter(image, kernel as KernelRows, opts);
+  await writeImage(output, forDisplay(y, isZeroSum(kernel as KernelRows)));
+  console.log(
+    `wrote ${output} (${typeof kernel === 'string' ? kernel : `${kernel.length}x${kernel[0].length} kernel`})`,
+  );
+}
+
+const SHOW = ['filters', 'features', 'gradcam', 'saliency', 'rf'];
+
+/** The picture's input: [1, C, H, W] in [0, 1], and how the model wants it normalised. */
+async function showImage(
+  o: Flags,
+  inputShape: number[],
+): Promise<{ image: Tensor; preprocess: (x: Tensor) => Tensor }> {
+  const [, c, h, w] = inputShape;
+  const [mean, std] =
+    c === 1
+      ? [[0.1307], [0.3081]]
+      : [
+          [0.485, 0.456, 0.406],
+          [0.229, 0.224, 0.225],
+        ];
+  const preprocess = (x: Tensor) => {
+    const plane = x.shape[2] * x.shape[3];
+    const out = Float32Array.from(x.data, (v, i) => {
+      const k = Math.floor(i / plane);
+      return (v - mean[k]) / std[k];
+    });
+    return new Tensor(out, x.shape);
+  };
+  let image: Tensor;
+  if (o.image) {
+    if (!existsSync(String(o.image))) throw new UsageError(`--image: file not found: ${o.image}`);
+    image = await readImage(String(o.image), [h, w]);
+    if (c === 1) image = greyOf(image);
+  } else if (c === 1) {
+    const test = mnist({ train: false, normalize: false });
+    const index = int('index', o.index, 0, 0);
+    if (index >= test.length) throw new UsageError(`--index: the MNIST test set has ${test.length} digits`);
+    const { image: digit } = test.get(index);
+    image = new Tensor(digit.data, [1, 1, 28, 28]);
+  } else {
+    throw new UsageError(`--image is required for a ${c}-channel model (see 'ferroconv show --help')`);
+  }
+  return { image, preprocess };
+}
+
+export async function showCmd(argv: string[]): Promise<void> {
+  const { values: o, positionals } = parse('show', argv, {
+    classes: { type: 'string' },
+    checkpoint: { type: 'string' },
+    image: { type: 'string' },
+    index: { type: 'string' },
+    layer: { type: 'string' },
+    class: { type: 'string' },
+    unit: { type: 'string' },
+    out: { type: 'string' },
+  });
+  if (o.help) return void console.log(INSIGHT_HELP.show);
+  const what = positionals[0];
+  if (positionals.length !== 1 || !SHOW.includes(what)) {
+    throw new UsageError(`expected one of ${SHOW.join(', ')} (see 'ferroconv show --help')`);
+  }
+  if (!o.out) throw new UsageError(`--out is required (see 'ferroconv show --help')`);
+  applyThreads(o.threads);
+  const { model, inputShape } = insightModel(o);
+  const out = String(o.out);
+  const layer = o.layer === undefined ? undefined : String(o.layer);
+  const classIndex = o.class === undefined ? undefined : int('class', o.class, 0, 0);
+  if (what === 'filters') {
+    const r = await visualize.filters(model, { layer, out });
+    return void console.log(`wrote ${out}: ${r.count} filters of ${r.layer} (${r.width}x${r.height})`);
+  }
+  const { image, preprocess } = await showImage(o, inputShape);
+  if (what === 'features' || what === 'rf') {
+    if (!layer) throw new UsageError(`--layer is required for ${what} (see 'ferroconv show --help')`);
+    if (what === 'features') {
+      const r = await visualize.features(model, image, { layer, out, preprocess });
+      return void console.log(`wrote ${out}: ${layer} [${r.shape.join(', ')}] (${r.width}x${r.height})`);
+    }
+    const unit = o.unit === undefined ? undefined : (shapeFlag(o.unit) as [number, number]);
+    const r = await visualize.receptiveFieldOverlay(model, image, { layer, unit, out, preprocess });
+    return void console.log(
+      `wrote ${out}: ${layer} unit [${r.unit.join(', ')}] sees [${r.box.join(', ')}] (x1, y1, x2, y2)`,
+    );
+  }
+  const r =
+    what === 'gradcam'
+      ? await visualize.gradCam(model, image, { layer, classIndex, out, preprocess })
+      : await visualize.saliency(model, image, { classIndex, out, preprocess });
+  console.log(`wrote ${out}: ${what} for class ${r.classIndex} (score ${r.score.toFixed(3)})`);
 }

@@ -210,7 +210,7 @@ export function summary(
             exit(m, ins, y) {
               const { row, start } = open.pop()!;
               const out = y instanceof Tensor ? y : null;
-              if (!out) return;
+              if (!out) return undefined;
               row.outputShape = [...out.shape];
               row.activationBytes = out.size * 4;
               const x = ins[0];
@@ -222,6 +222,7 @@ export function summary(
               row.receptiveField = out.ndim === 4 ? (fields.get(out) ?? null) : null;
               row.macs = ownMacs(m, out.shape);
               for (const child of rows.slice(start + 1)) if (child.depth === row.depth + 1) row.macs += child.macs;
+              return undefined;
             },
           },
           () => model.call(...watched),

@@ -50,8 +50,7 @@ export abstract class Module {
       const watching = observer;
       watching.enter?.(this, inputs);
       const y = this.forward(...inputs);
-      watching.exit?.(this, inputs, y);
-      return y;
+      return watching.exit?.(this, inputs, y) ?? y;
     } catch (e) {
       throw withLayerContext(e, this, inputs);
     } finally {
@@ -434,11 +433,12 @@ const frames: Frame[] = [];
 
 /**
  * What observeCalls tells about every Module.call while it runs: `enter` before the module's
- * forward, `exit` after it returned (not when it threw).
+ * forward, `exit` after it returned (not when it threw). A tensor `exit` returns replaces the
+ * module's output for the rest of the forward (Grad-CAM makes a layer's output a leaf this way).
  */
 export interface CallObserver {
   enter?(module: Module, inputs: readonly Tensor[]): void;
-  exit?(module: Module, inputs: readonly Tensor[], output: Tensor): void;
+  exit?(module: Module, inputs: readonly Tensor[], output: Tensor): Tensor | undefined;
 }
 
 let observer: CallObserver | null = null;
