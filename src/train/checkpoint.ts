@@ -20,6 +20,8 @@ export interface TrainingState {
   loader?: unknown;
   rng?: number[];
   history?: unknown[];
+  /** Per-batch records (fit's BatchRecord). */
+  batches?: unknown[];
   [key: string]: unknown;
 }
 
@@ -102,6 +104,16 @@ export function checkTrainingState(state: unknown, where: string): asserts state
         throw new Error(`${where}: history[${i}]: expected an epoch record (an object), got ${describe(h)}`);
       if (typeof h.epoch !== 'number' || !Number.isSafeInteger(h.epoch) || h.epoch < 1) {
         throw new Error(`${where}: history[${i}].epoch: expected a positive integer, got ${describe(h.epoch)}`);
+      }
+    });
+  }
+  if (state.batches !== undefined) {
+    const batches = state.batches;
+    if (!Array.isArray(batches))
+      throw new Error(`${where}: batches: expected an array of batch records, got ${describe(batches)}`);
+    batches.forEach((b, i) => {
+      if (!isRecord(b) || !['step', 'epoch', 'batch'].every((k) => Number.isSafeInteger(b[k]))) {
+        throw new Error(`${where}: batches[${i}]: expected a batch record with integer step, epoch and batch`);
       }
     });
   }

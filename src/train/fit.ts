@@ -13,7 +13,8 @@ import { globalRng } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { ProgressBar, type Callback, type Logs, type TrainerHandle } from './callbacks.js';
 import { readCheckpoint, saveCheckpoint, type CheckpointContents } from './checkpoint.js';
-import { writeRunLogs, type EpochRecord } from './history.js';
+import { type BatchRecord, writeRunLogs, type EpochRecord } from './history.js';
+import { TrainingBoard } from './board.js';
 import { topkCorrect } from './metrics.js';
 
 export interface Batch {
@@ -72,8 +73,16 @@ export interface FitOptions {
   callbacks?: Callback[];
   /** Show the progress bar (default true). */
   progress?: boolean;
-  /** Write log.json, log.csv and curve.svg here after each epoch. */
+  /** Write log.json, log.csv, log-batches.csv and curve.svg here after each epoch. */
   logDir?: string;
+  /**
+   * Write TensorBoard event files (`tensorboard --logdir <parent>` shows them): per step the
+   * loss, accuracy and learning rate; per epoch the epoch and validation results, histograms of
+   * every parameter and of its gradient (from the epoch's last step), and the first conv layer's
+   * filters as an image. true writes into logDir (or runs/fit-<time> without one); a string is
+   * the directory.
+   */
+  tensorboard?: boolean | string;
   /** Save checkpoint.safetensors here after each epoch. */
   checkpointDir?: string;
   /** Continue from checkpointDir/checkpoint.safetensors (or this path) when it exists. */
@@ -110,15 +119,16 @@ function clipNorm(params: Tensor[], maxNorm: number): void {
 
 /**
  * One training step as fit() runs it (forward, loss, a stop on a non-finite loss, backward,
- * optional clipping, update), returning the loss and the logits: the function a compiled step
- * traces (src/plan/train.ts runStep). Exported for the benchmark, which times exactly this.
+ * optional clipping, update), returning the loss and the logits (and, with `gradsOf`, the
+ * gradients as the update used them): the function a compiled step traces (src/plan/train.ts
+ * runStep). Exported for the benchmark, which times exactly this.
  */
 export function trainingStep(
   model: Module,
   optimizer: OptimizerLike,
   images: Tensor,
   labels: Int32Array,
-  opts: { loss?: LossFn; clipGradNorm?: number } = {},
+  opts: { loss?: LossFn; clipGradNorm?: number; gradsOf?: Tensor[] } = {},
 ): () => Tensor[] {
   const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
   const params = model.parameters();
@@ -129,8 +139,18 @@ export function trainingStep(
     optimizer.zeroGrad();
     l.backward();
     if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
+    // With gradsOf, the gradients also come out (after the logits), and gradsOf says whose.
+    const grads: Tensor[] = [];
+    if (opts.gradsOf) {
+      opts.gradsOf.length = 0;
+      for (const p of params) {
+        if (!p.grad) continue;
+        opts.gradsOf.push(p);
+        grads.push(p.grad);
+      }
+    }
     optimizer.step();
-    return [l, y];
+    return [l, y, ...grads];
   };
 }
 
@@ -187,7 +207,7 @@ function resume(
   model: Module,
   train: LoaderLike,
   opts: FitOptions,
-): { history: EpochRecord[]; startEpoch: number } {
+): { history: EpochRecord[]; batches: BatchRecord[]; startEpoch: number } {
   const fail = (e: unknown, what = ''): never => {
     throw new Error(`fit: ${what}${(e as Error).message}`, { cause: e });
   };
@@ -229,7 +249,11 @@ function resume(
   // These cannot throw: checked by readCheckpoint.
   if (state.rng !== undefined) globalRng.setState(state.rng);
   model.loadStateDict(weights);
-  return { history: (state.history ?? []) as EpochRecord[], startEpoch: state.epoch + 1 };
+  return {
+    history: (state.history ?? []) as EpochRecord[],
+    batches: (state.batches ?? []) as BatchRecord[],
+    startEpoch: state.epoch + 1,
+  };
 }
 
 /** Models a fit() call is training: a second concurrent fit() of the same model is refused. */
@@ -254,7 +278,6 @@ export async function fit(model: Module, train: LoaderLike, opts: FitOptions): P
 async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1)
     throw new Error(`fit: epochs must be a positive integer, got ${opts.epochs}`);
-  const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
   const handle: TrainerHandle = { stopTraining: false, epochs: opts.epochs, batchesPerEpoch: train.length };
   const callbacks: Callback[] = [...(opts.progress === false ? [] : [new ProgressBar()]), ...(opts.callbacks ?? [])];
   const emit = async <K extends keyof Callback>(hook: K, ...args: Parameters<NonNullable<Callback[K]>>) => {
@@ -272,10 +295,32 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
 
   for (const cb of callbacks) cb.setTrainer?.(handle);
   let history: EpochRecord[] = [];
+  let batches: BatchRecord[] = [];
   let startEpoch = 0;
   if (opts.resume && ckptPath && existsSync(ckptPath)) {
-    ({ history, startEpoch } = resume(ckptPath, model, train, opts));
+    ({ history, batches, startEpoch } = resume(ckptPath, model, train, opts));
   }
+  const board = TrainingBoard.open(opts.tensorboard, opts.logDir);
+  try {
+    return await trainEpochs(model, train, opts, { handle, emit, ckptPath, history, batches, startEpoch, board });
+  } finally {
+    board?.close();
+  }
+}
+
+interface RunState {
+  handle: TrainerHandle;
+  emit: <K extends keyof Callback>(hook: K, ...args: Parameters<NonNullable<Callback[K]>>) => Promise<void>;
+  ckptPath: string | undefined;
+  history: EpochRecord[];
+  batches: BatchRecord[];
+  startEpoch: number;
+  board: TrainingBoard | null;
+}
+
+async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, run: RunState): Promise<FitResult> {
+  const { handle, emit, ckptPath, history, batches, startEpoch, board } = run;
+  const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
 
   const params = model.parameters();
   // Compiled steps, unless something rules them out (then the reason).
@@ -300,7 +345,11 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
     let c5 = 0;
     let count = 0;
     let batch = 0;
+    // The epoch's last step also hands its gradients out, for the board's histograms.
+    const gradsOf: Tensor[] = [];
+    let lastGrads: Tensor[] = [];
     for await (const { images, labels } of train) {
+      const wantGrads = board !== null && batch === train.length - 1;
       await emit('onBatchBegin', batch, { size: labels.length });
       // Set again at every step: callbacks and the loader may have let other code run.
       model.train();
@@ -313,7 +362,10 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       let lossValue = NaN;
       if (planReason === undefined && plannable) {
         // One call into the binding for the whole step, off the JavaScript thread.
-        const step = trainingStep(model, plannable, images, labels, opts);
+        const step = trainingStep(model, plannable, images, labels, {
+          ...opts,
+          gradsOf: wantGrads ? gradsOf : undefined,
+        });
         let result: Tensor[] | string;
         try {
           result = await runStep(model, plannable, step, [images.data, labels]);
@@ -328,6 +380,7 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
           plannedSteps++;
           [, logits] = result;
           lossValue = result[0].data[0];
+          if (wantGrads) lastGrads = result.slice(2);
         }
       }
       if (!logits) {
@@ -338,6 +391,15 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
         opts.optimizer.zeroGrad();
         loss.backward();
         if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
+        if (wantGrads) {
+          gradsOf.length = 0;
+          lastGrads = [];
+          for (const p of params) {
+            if (!p.grad) continue;
+            gradsOf.push(p);
+            lastGrads.push(p.grad);
+          }
+        }
         opts.optimizer.step();
       }
       if (opts.scheduler && opts.schedulerInterval === 'batch') opts.scheduler.step();
@@ -347,6 +409,16 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
       c1 += b1;
       c5 += b5;
       count += labels.length;
+      const stepRecord: BatchRecord = {
+        step: (batches.at(-1)?.step ?? 0) + 1,
+        epoch: epoch + 1,
+        batch,
+        loss: lossValue,
+        acc: b1 / labels.length,
+        lr: opts.optimizer.paramGroups[0]?.lr ?? Number.NaN,
+      };
+      batches.push(stepRecord);
+      board?.batch(stepRecord);
       await emit('onBatchEnd', batch, {
         loss: lossValue,
         acc: b1 / labels.length,
@@ -372,7 +444,12 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
     }
     const record: EpochRecord = { epoch: epoch + 1, seconds: (performance.now() - t0) / 1000, ...logs };
     history.push(record);
-    if (opts.logDir) writeRunLogs(opts.logDir, history, opts.meta);
+    if (opts.logDir) writeRunLogs(opts.logDir, history, opts.meta, batches);
+    if (board) {
+      const names = new Map(model.namedParameters().map(([n, p]) => [p, n] as const));
+      const grads = new Map(gradsOf.map((p, i) => [names.get(p) ?? `${i}`, lastGrads[i]] as const));
+      await board.epoch(model, record, batches.at(-1)?.step ?? 0, grads);
+    }
     if (opts.checkpointDir && ckptPath) {
       saveCheckpoint(ckptPath, model, {
         epoch,
@@ -381,6 +458,7 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
         loader: train.getState?.(),
         rng: globalRng.getState(),
         history,
+        batches,
       });
     }
     await emit('onEpochEnd', epoch, logs);

@@ -1,4 +1,4 @@
-// Training: fit(), evaluate(), callbacks, checkpoints and run logs.
+// Training: fit(), evaluate(), callbacks, checkpoints, run logs and TensorBoard event files.
 export { fit, evaluate, yieldToEventLoop } from './fit.js';
 export type {
   FitOptions,
@@ -14,6 +14,13 @@ export { EarlyStopping, ProgressBar } from './callbacks.js';
 export type { Callback, Logs, TrainerHandle } from './callbacks.js';
 export { saveCheckpoint, loadCheckpoint } from './checkpoint.js';
 export type { TrainingState } from './checkpoint.js';
-export { writeRunLogs, curveSvg } from './history.js';
-export type { EpochRecord } from './history.js';
+export { writeRunLogs, curveSvg, smooth } from './history.js';
+export type { EpochRecord, BatchRecord } from './history.js';
+export {
+  SummaryWriter,
+  type HistogramOptions,
+  crc32c,
+  histogramProto,
+  tensorflowBucketLimits,
+} from './tensorboard.js';
 export { topkCorrect } from './metrics.js';
