@@ -58,6 +58,8 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --limit N             use only the first N training samples (quick runs)
   --image-size N        input size for image-folder datasets (default 224)
   --no-progress         one line per epoch instead of the progress bar
+  --tensorboard         also write TensorBoard event files into the checkpoint directory
+                        (then: tensorboard --logdir runs)
 
 With --solver, a Caffe solver and its net train as Caffe trains them (lr_policy, lr_mult,
 momentum, weight decay, test_interval, snapshots), their Data layers fed from --dataset:
@@ -136,6 +138,7 @@ async function train(argv: string[]): Promise<void> {
     resume: { type: 'boolean' },
     limit: { type: 'string' },
     'no-progress': { type: 'boolean' },
+    tensorboard: { type: 'boolean' },
     solver: { type: 'string' },
     weights: { type: 'string' },
     snapshot: { type: 'string' },
@@ -183,6 +186,7 @@ async function train(argv: string[]): Promise<void> {
     schedulerMetric: sched?.metric,
     checkpointDir: dir,
     logDir: dir,
+    tensorboard: o.tensorboard === true,
     resume: Boolean(o.resume),
     progress: !o['no-progress'],
     callbacks: o['no-progress'] ? [new ProgressBar({ every: Infinity })] : [],
