@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { summary } from '../src/insight/summary.js';
+import { profile } from '../src/insight/profile.js';
 import { differenceOfGaussians, filter, KERNELS, kernelNames } from '../src/insight/kernels.js';
 import {
   features,
@@ -37,7 +38,9 @@ import {
   isInferenceFusionEnabled,
   Linear,
   Module,
+  loadOnnx,
   manualSeed,
+  models,
   noGrad,
   rand,
   ReLU,
@@ -406,5 +409,75 @@ describe('ferroconv filter and show', () => {
     const noLayer = cli('show', 'features', '--model', 'mnist-net', '--out', join(dir, 'f.png'));
     expect(noLayer.code).toBe(2);
     expect(noLayer.err).toContain('--layer is required for features');
+  }, 120_000);
+});
+
+describe('profile and ferroconv time', () => {
+  it('times every layer of a training step, names conv algorithms, and leaves the model as it was', async () => {
+    manualSeed(2);
+    const model = models.mnistNet();
+    model.eval();
+    const stats = model.namedBuffers().map(([, b]) => b.data.slice());
+    const r = await profile(model, [16, 1, 28, 28], { iterations: 3, warmup: 1 });
+    expect(r.rows.map((row) => row.type)).toEqual(summary(model, [16, 1, 28, 28]).rows.map((row) => row.type));
+    const convs = r.rows.filter((row) => row.type === 'Conv2d');
+    expect(convs.length).toBeGreaterThan(0);
+    for (const c of convs) {
+      expect(c.algorithms).toHaveLength(3);
+      for (const a of c.algorithms!) expect(['direct', 'im2col', 'fft', 'winograd']).toContain(a);
+      expect(c.forwardMs).toBeGreaterThan(0);
+      expect(c.backwardMs).toBeGreaterThan(0);
+      expect(c.gflops!.forward).toBeCloseTo(c.flops! / c.forwardMs / 1e6, 6);
+    }
+    // Own times add up to no more than the step (the rest is the backward's bookkeeping).
+    const own = r.rows.reduce((a, row) => a + row.forwardMs + row.backwardMs, 0);
+    expect(own).toBeLessThanOrEqual(r.stepMs * 1.5);
+    expect(r.stepMs).toBeGreaterThan(0);
+    expect(String(r)).toMatch(/Average Forward-Backward: [\d.]+ ms\./);
+    // Train mode ran (batch statistics), yet the running statistics, mode and gradients are back.
+    expect(model.training).toBe(false);
+    for (const [i, [, b]] of model.namedBuffers().entries()) expect(b.data).toEqual(stats[i]);
+    expect(model.parameters().every((p) => p.grad === null)).toBe(true);
+    await expect(profile(model, [16, 1, 28], { iterations: 1 })).rejects.toThrow(/MnistNet|expected/);
+    await expect(profile(model, [16, 1, 28, 28], { iterations: 0 })).rejects.toThrow(
+      'profile: iterations must be a positive integer, got 0',
+    );
+  }, 60_000);
+
+  it('reads an imported ONNX model node by node, with the counts of the model it was exported from', async () => {
+    manualSeed(3);
+    const dir = mkdtempSync(join(tmpdir(), 'ferroconv-onnx-insight-'));
+    const model = resnet18({ numClasses: 10 }).eval();
+    const file = join(dir, 'r18.onnx');
+    await model.exportOnnx(file, { inputShape: [1, 3, 64, 64], dynamicBatch: true });
+    const imported = await loadOnnx(file);
+    expect(imported.inputShapes).toEqual([[-1, 3, 64, 64]]); // a symbolic batch
+    const a = summary(model, [1, 3, 64, 64]);
+    const b = summary(imported, [1, 3, 64, 64]);
+    expect(b.totalParams).toBe(a.totalParams);
+    expect(b.totalMacs).toBe(a.totalMacs);
+    expect(b.rows.filter((r) => r.type === 'Conv')).toHaveLength(20);
+    const t = await profile(imported, [2, 3, 64, 64], { iterations: 2, warmup: 0 });
+    expect(t.rows.filter((r) => r.type === 'Conv' && r.forwardMs > 0 && r.backwardMs > 0)).toHaveLength(20);
+    const cli1 = cli('time', '--model', file, '--batch', '3', '--iterations', '2', '--json');
+    expect(cli1.code, cli1.err).toBe(0);
+    const j = JSON.parse(cli1.out);
+    expect(j.inputShape).toEqual([3, 3, 64, 64]);
+    expect(j.rows.length).toBeGreaterThan(20);
+    const cli2 = cli(
+      'time',
+      '--model',
+      'resnet18',
+      '--batch',
+      '2',
+      '--input',
+      '2,3,32,32',
+      '--iterations',
+      '1',
+      '--sort',
+    );
+    expect(cli2.code, cli2.err).toBe(0);
+    expect(cli2.out).toMatch(/conv1 \(Conv2d\) +\[2, 64, 16, 16\] .* (im2col|winograd|direct|fft) \//);
+    expect(cli2.out).toContain('Average Backward pass');
   }, 120_000);
 });

@@ -16,7 +16,7 @@ import { loadCaffe } from '../io/caffe/import.js';
 import { CaffeSolver } from '../io/caffe/solver.js';
 import { solverData } from './caffe.js';
 import { RECIPES } from '../apps/recipes.js';
-import { filterCmd, showCmd, summaryCmd } from './insight.js';
+import { filterCmd, showCmd, summaryCmd, timeCmd } from './insight.js';
 
 const HELP: Record<string, string> = {
   main: `ferroconv <command> [options]
@@ -29,6 +29,7 @@ Commands:
   quantize  int8 post-training quantization of a trained checkpoint (accuracy before and after)
   app       train and measure an application task (localization, segmentation, ...)
   summary   a model's layer table: shapes, parameters, mult-adds, receptive fields
+  time      per-layer forward and backward time of a training step (as caffe time)
   show      pictures: filters, feature maps, Grad-CAM, saliency, receptive fields
   filter    a classic image kernel (sharpen, edges, blur, ...) through conv2d
   info      threads, SIMD level and versions
@@ -396,7 +397,7 @@ async function app(argv: string[]): Promise<void> {
   console.log(o.json ? JSON.stringify(result) : `wrote ${result.picture}`);
 }
 
-const COMMANDS = 'train, eval, predict, export, quantize, app, summary, show, filter or info';
+const COMMANDS = 'train, eval, predict, export, quantize, app, summary, time, show, filter or info';
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -422,6 +423,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'summary':
         await summaryCmd(rest);
+        return 0;
+      case 'time':
+        await timeCmd(rest);
         return 0;
       case 'filter':
         await filterCmd(rest);

@@ -8,6 +8,8 @@ import { filter, forDisplay, isZeroSum, type KernelRows, kernelNames } from '../
 import { drawGrid, imageTile, readImage, writeImage } from '../insight/image.js';
 import * as visualize from '../insight/visualize.js';
 import { mnist } from '../data/mnist.js';
+import { loadOnnx } from '../io/onnx/import.js';
+import { profile } from '../insight/profile.js';
 import { Tensor } from '../tensor.js';
 import { applyThreads, type Flags, int, parse, UsageError } from './flags.js';
 import { buildModel, loadWeights, modelNames } from './models.js';
@@ -18,12 +20,29 @@ export const INSIGHT_HELP: Record<string, string> = {
 Prints the layer table: per layer its output shape, parameters, multiply-accumulates and
 receptive field (size/jump/start in input pixels), then the totals (as torchinfo counts them).
 
-  --model NAME          ${modelNames().join(', ')}
+  --model NAME|FILE     ${modelNames().join(', ')}, or an .onnx file
   --classes N           output classes (default 1000; 10 for mnist-net and lenet5)
-  --input N,C,H,W       input shape (default 1,3,224,224; 299 for inception_v3; 1,1,28,28 for MNIST nets)
+  --input N,C,H,W       input shape (default 1,3,224,224; 299 for inception_v3; 1,1,28,28 for MNIST
+                        nets; an ONNX file's declared shape)
   --checkpoint FILE     load these weights first (a checkpoint.safetensors or model.safetensors)
   --depth N             deepest rows shown (default 3)
   --json                the whole summary as JSON`,
+  time: `ferroconv time --model NAME [--batch N] [--iterations N] [options]
+
+Times a training step layer by layer, as 'caffe time': each layer's forward and backward time
+(median over the iterations), its share of the step, GFLOP/s and the algorithm of each
+convolution (Winograd's GFLOP/s count the direct method's operations), and the whole step.
+
+  --model NAME|FILE     ${modelNames().join(', ')}, or an .onnx file
+  --batch N             batch size (default 1)
+  --input N,C,H,W       input shape instead (default: the model's, at --batch)
+  --classes N           output classes (default 1000; 10 for mnist-net and lenet5)
+  --iterations N        timed iterations (default 20), after --warmup N untimed ones (default 2)
+  --forward-only        no backward pass
+  --eval                batch norm and dropout in eval mode (default: train mode, as a step)
+  --sort                slowest layers first
+  --threads N           kernel threads
+  --json                the whole result as JSON`,
   filter: `ferroconv filter --kernel NAME IN.png OUT.png
 
 Convolves an image with a classic kernel through ferroconv's conv2d, each colour channel on its
@@ -68,9 +87,24 @@ function shapeFlag(v: unknown): number[] {
   return parts;
 }
 
-/** The model a look-inside command works on, and its input shape. */
-export function insightModel(o: Flags, batch = 1): { model: Module; inputShape: number[] } {
+/**
+ * The model a look-inside command works on, and its input shape: a zoo model by name (with
+ * --checkpoint's weights) or an ONNX file (its declared input shape, the batch from `batch`).
+ */
+export async function insightModel(o: Flags, batch = 1): Promise<{ model: Module; inputShape: number[] }> {
   const name = String(o.model);
+  if (name.endsWith('.onnx')) {
+    if (!existsSync(name)) throw new UsageError(`--model: file not found: ${name}`);
+    const model = await loadOnnx(name);
+    if (o.input) return { model, inputShape: shapeFlag(o.input) };
+    const declared = model.inputShapes[0];
+    const shape = declared?.map((d, i) => (d > 0 ? d : i === 0 ? batch : Number.NaN));
+    if (!shape || shape.length === 0 || shape.some(Number.isNaN)) {
+      throw new UsageError(`--input is required: ${name} does not declare a fixed input shape`);
+    }
+    if (declared![0] > 0 && batch !== 1) shape[0] = batch;
+    return { model, inputShape: shape };
+  }
   const mnist = MNIST_NETS.has(name);
   const numClasses = int('classes', o.classes, mnist ? 10 : 1000);
   const channels = mnist ? 1 : 3;
@@ -99,7 +133,7 @@ export async function summaryCmd(argv: string[]): Promise<void> {
   });
   if (o.help) return void console.log(INSIGHT_HELP.summary);
   applyThreads(o.threads);
-  const { model, inputShape } = insightModel(o);
+  const { model, inputShape } = await insightModel(o);
   const s = summary(model, inputShape, { depth: int('depth', o.depth, 3, 0) });
   console.log(o.json ? JSON.stringify(s) : String(s));
 }
@@ -221,7 +255,7 @@ export async function showCmd(argv: string[]): Promise<void> {
   }
   if (!o.out) throw new UsageError(`--out is required (see 'ferroconv show --help')`);
   applyThreads(o.threads);
-  const { model, inputShape } = insightModel(o);
+  const { model, inputShape } = await insightModel(o);
   const out = String(o.out);
   const layer = o.layer === undefined ? undefined : String(o.layer);
   const classIndex = o.class === undefined ? undefined : int('class', o.class, 0, 0);
@@ -247,4 +281,29 @@ export async function showCmd(argv: string[]): Promise<void> {
       ? await visualize.gradCam(model, image, { layer, classIndex, out, preprocess })
       : await visualize.saliency(model, image, { classIndex, out, preprocess });
   console.log(`wrote ${out}: ${what} for class ${r.classIndex} (score ${r.score.toFixed(3)})`);
+}
+
+export async function timeCmd(argv: string[]): Promise<void> {
+  const { values: o } = parse('time', argv, {
+    classes: { type: 'string' },
+    input: { type: 'string' },
+    checkpoint: { type: 'string' },
+    batch: { type: 'string' },
+    iterations: { type: 'string' },
+    warmup: { type: 'string' },
+    'forward-only': { type: 'boolean' },
+    eval: { type: 'boolean' },
+    sort: { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (o.help) return void console.log(INSIGHT_HELP.time);
+  applyThreads(o.threads);
+  const { model, inputShape } = await insightModel(o, int('batch', o.batch, 1));
+  const r = await profile(model, inputShape, {
+    iterations: int('iterations', o.iterations, 20),
+    warmup: int('warmup', o.warmup, 2, 0),
+    backward: !o['forward-only'],
+    mode: o.eval ? 'eval' : 'train',
+  });
+  console.log(o.json ? JSON.stringify(r) : r.toString(o.sort === true));
 }

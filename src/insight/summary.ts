@@ -141,6 +141,23 @@ function ownMacs(m: Module, out: readonly number[]): number {
 }
 
 /**
+ * Multiply-accumulates of an imported graph's node by the same rule, its weights being its
+ * inputs after the first: Conv and ConvTranspose (weight and bias times N*H_out*W_out), Gemm,
+ * MatMul and BatchNormalization (their parameters times N, the running statistics excluded).
+ */
+function stepMacs(type: string, ins: readonly Tensor[], out: readonly number[]): number {
+  const sizes = ins.slice(1).map((t) => (t instanceof Tensor ? t.size : 0));
+  const n = out[0] ?? 1;
+  if (type === 'Conv' || type === 'ConvTranspose') {
+    return (sizes[0] + (sizes[1] ?? 0)) * n * out.slice(2).reduce((a, b) => a * b, 1);
+  }
+  if (type === 'Gemm') return (sizes[0] + (sizes[1] ?? 0)) * n;
+  if (type === 'MatMul') return sizes[0] * n;
+  if (type === 'BatchNormalization') return (sizes[0] + sizes[1]) * n;
+  return 0;
+}
+
+/**
  * The layer table of `model` for an input of `inputShape` ([N, C, H, W]; or the input tensors
  * themselves): per layer call its path, type, output shape, parameters (trainable and frozen),
  * multiply-accumulates, output memory and receptive field, plus totals. The counts follow
@@ -190,11 +207,12 @@ export function summary(
       () =>
         observeCalls(
           {
-            enter(m) {
-              const params = m.parameters();
+            enter(m, _ins, step) {
+              const params = step ? [] : m.parameters();
+              const own = relPath(m);
               const row: SummaryRow = {
-                path: relPath(m),
-                type: m.constructor.name,
+                path: step ? (own ? `${own}.${step.name}` : step.name) : own,
+                type: step ? step.type : m.constructor.name,
                 depth: open.length,
                 outputShape: null,
                 params: params.reduce((a, p) => a + p.size, 0),
@@ -202,25 +220,28 @@ export function summary(
                 macs: 0,
                 activationBytes: 0,
                 receptiveField: null,
-                leaf: m.namedChildren().length === 0,
+                leaf: true,
               };
               open.push({ row, start: rows.length });
               rows.push(row);
             },
-            exit(m, ins, y) {
+            exit(m, ins, y, step) {
               const { row, start } = open.pop()!;
+              // A leaf is a call with no calls inside it (a layer, or a step of an imported graph).
+              row.leaf = rows.length === start + 1;
               const out = y instanceof Tensor ? y : null;
               if (!out) return undefined;
               row.outputShape = [...out.shape];
               row.activationBytes = out.size * 4;
               const x = ins[0];
               const before = x instanceof Tensor ? fields.get(x) : undefined;
-              if (before && out.ndim === 4) {
+              if (before && out.ndim === 4 && !step) {
                 const after = layerField(m, before, x.shape, out.shape);
                 if (after) fields.set(out, after);
               }
-              row.receptiveField = out.ndim === 4 ? (fields.get(out) ?? null) : null;
-              row.macs = ownMacs(m, out.shape);
+              // A graph step's field would need its op's geometry: not shown rather than wrong.
+              row.receptiveField = out.ndim === 4 && !step ? (fields.get(out) ?? null) : null;
+              row.macs = step ? stepMacs(step.type, ins, out.shape) : ownMacs(m, out.shape);
               for (const child of rows.slice(start + 1)) if (child.depth === row.depth + 1) row.macs += child.macs;
               return undefined;
             },

@@ -9,7 +9,7 @@
 import { noGrad } from '../autograd.js';
 import { describe } from '../describe.js';
 import { setInferenceFusion } from '../nn/fuse.js';
-import { type Module, modulePath, observeCalls } from '../nn/module.js';
+import { type CallStep, type Module, modulePath, observeCalls } from '../nn/module.js';
 import { Conv2d } from '../nn/conv2d.js';
 import { interpolate } from '../ops/interpolate.js';
 import { Tensor } from '../tensor.js';
@@ -70,6 +70,12 @@ function relativePath(model: Module): (m: Module) => string {
   };
 }
 
+/** A call's path: its module's, or its module's and the step's name for an imported graph's node. */
+function callPath(modulePath: string, step: CallStep | undefined): string {
+  if (!step) return modulePath;
+  return modulePath ? `${modulePath}.${step.name}` : step.name;
+}
+
 /** Each layer call of one eval forward: its path and output shape (no gradient kept). */
 function layerCalls(model: Module, x: Tensor): { path: string; shape: number[] }[] {
   const calls: { path: string; shape: number[] }[] = [];
@@ -78,8 +84,8 @@ function layerCalls(model: Module, x: Tensor): { path: string; shape: number[] }
     noGrad(() =>
       observeCalls(
         {
-          exit(m, _ins, y) {
-            if (y instanceof Tensor) calls.push({ path: rel(m), shape: [...y.shape] });
+          exit(m, _ins, y, step) {
+            if (y instanceof Tensor) calls.push({ path: callPath(rel(m), step), shape: [...y.shape] });
             return undefined;
           },
         },
@@ -125,8 +131,10 @@ function runCapturing(model: Module, x: Tensor, layer: string, leaf: boolean): {
   const output = inspecting(model, () =>
     observeCalls(
       {
-        exit(m, _ins, y) {
-          if (!(y instanceof Tensor) || rel(m) !== layer || ++n !== calls) return undefined;
+        exit(m, _ins, y, step) {
+          if (!(y instanceof Tensor) || callPath(rel(m), step) !== layer || ++n !== calls) return undefined;
+          // A graph step's output cannot be replaced: Grad-CAM needs a layer that is a module.
+          if (step && leaf) throw new Error(`'${layer}' is a step of an imported graph; pick a module layer`);
           if (!leaf) {
             captured = y;
             return undefined;

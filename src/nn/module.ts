@@ -437,11 +437,35 @@ const frames: Frame[] = [];
  * module's output for the rest of the forward (Grad-CAM makes a layer's output a leaf this way).
  */
 export interface CallObserver {
-  enter?(module: Module, inputs: readonly Tensor[]): void;
-  exit?(module: Module, inputs: readonly Tensor[], output: Tensor): Tensor | undefined;
+  enter?(module: Module, inputs: readonly Tensor[], step?: CallStep): void;
+  exit?(module: Module, inputs: readonly Tensor[], output: Tensor, step?: CallStep): Tensor | undefined;
+}
+
+/**
+ * A step of a module's forward that is no module of its own (a node of an imported ONNX graph),
+ * shown to observers as a call of its module with this name and type (see observeStep).
+ */
+export interface CallStep {
+  name: string;
+  type: string;
 }
 
 let observer: CallObserver | null = null;
+
+/**
+ * Runs `fn`, one step of `owner`'s forward, telling the observer (if any) about it as a call
+ * (enter, then exit with the step's first output). A model made of steps rather than child
+ * modules (OnnxModel) shows its steps in summary() and profile() this way.
+ */
+export function observeStep<T>(owner: Module, step: CallStep, inputs: readonly Tensor[], fn: () => T): T {
+  const watching = observer;
+  if (!watching) return fn();
+  watching.enter?.(owner, inputs, step);
+  const out = fn();
+  // Observers check what they get: a step's output need not be a tensor (a shape, a sequence).
+  watching.exit?.(owner, inputs, (Array.isArray(out) ? out[0] : out) as Tensor, step);
+  return out;
+}
 
 /**
  * Runs `fn` with `watch` told about every Module.call inside it (summary, per-layer timing and

@@ -84,6 +84,20 @@ export function conv2dWith(
   });
 }
 
+/**
+ * The algorithms conv2d runs for this input shape, weight shape and geometry, per pass:
+ * [forward, backward data, backward weight] ('auto' resolved as the kernels resolve it).
+ */
+export function conv2dAlgorithms(
+  inputShape: number[],
+  weightShape: number[],
+  geometry: ConvGeometry,
+  algo: ConvAlgo = 'auto',
+): [string, string, string] {
+  const a = native.conv2dAlgorithms(convArgs(inputShape, weightShape, geometry, algo));
+  return [a[0], a[1], a[2]];
+}
+
 /** Per-element work fused into an inference conv (see conv2dFused). */
 export interface ConvEpilogue {
   /** Per-output-channel multiplier [C_out], e.g. a folded batch norm's weight / sqrt(var + eps). */

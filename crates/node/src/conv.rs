@@ -2,7 +2,7 @@
 //! the output buffer it owns; the kernel writes into that buffer in place (no copy).
 use crate::args::{kernel_err, size, sizes};
 use crate::runtime::{given, write_into, write_into_pair};
-use ferroconv_kernels::conv::{self, Conv2dParams, ConvAlgo};
+use ferroconv_kernels::conv::{self, Conv2dParams, ConvAlgo, ConvPass};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
@@ -46,6 +46,22 @@ pub fn conv2d_output_size(args: Conv2dArgs) -> napi::Result<Vec<f64>> {
     let (oh, ow) = p.validate().map_err(kernel_err)?;
     // f64, not u32: exact for every size a buffer can have, never silently truncated.
     Ok(vec![oh as f64, ow as f64])
+}
+
+/// The algorithms this conv2d runs, per pass: [forward, backward data, backward weight] (what
+/// `algo: 'auto'` chooses for the shape, or the forced one).
+#[napi(catch_unwind, js_name = "conv2dAlgorithms")]
+pub fn conv2d_algorithms(args: Conv2dArgs) -> napi::Result<Vec<String>> {
+    let (p, algo) = conv_params(&args)?;
+    p.validate().map_err(kernel_err)?;
+    Ok([
+        ConvPass::Forward,
+        ConvPass::BackwardData,
+        ConvPass::BackwardWeight,
+    ]
+    .iter()
+    .map(|&pass| algo.resolve_for(&p, pass).name().to_string())
+    .collect())
 }
 
 /// output <- conv2d(input, weight) + bias, written into the caller's `output`.

@@ -28,7 +28,7 @@ import { batchNorm2d, batchNormFold, localResponseNorm } from '../../ops/norm.js
 import { adaptiveAvgPool2d, maxPool2d, maxPool2dWithIndices, poolNd } from '../../ops/pool.js';
 import { isGradEnabled } from '../../autograd.js';
 import { isInferenceFusionEnabled } from '../../nn/fuse.js';
-import { Module } from '../../nn/module.js';
+import { Module, observeStep } from '../../nn/module.js';
 import { Tensor } from '../../tensor.js';
 import {
   type AttributeProto,
@@ -987,6 +987,8 @@ function findGroups(steps: Step[], outputs: readonly string[]): FusedGroup[] {
 export class OnnxModel extends TensorHolder {
   /** The graph's input and output names, in order. */
   readonly inputNames: string[];
+  /** The inputs' declared shapes (-1 for a symbolic dimension such as the batch), null when not declared. */
+  readonly inputShapes: (number[] | null)[];
   readonly outputNames: string[];
   /** The default-domain opset the graph was written for. */
   readonly opset: number;
@@ -1013,7 +1015,13 @@ export class OnnxModel extends TensorHolder {
       holder.hold(path[path.length - 1], v, !buffers.has(name));
     }
     const names = new Set(tensors.keys());
-    this.inputNames = graph.input.map((i) => i.name).filter((n) => !names.has(n));
+    const inputs = graph.input.filter((i) => !names.has(i.name));
+    this.inputNames = inputs.map((i) => i.name);
+    this.inputShapes = inputs.map((i) => {
+      const t = i.type?.value;
+      if (t?.case !== 'tensorType' || !t.value.shape) return null;
+      return t.value.shape.dim.map((d) => (d.value.case === 'dimValue' ? Number(d.value.value) : -1));
+    });
     this.outputNames = graph.output.map((o) => o.name);
     this.steps = graph.node.map((node) => ({ node, impl: OPS[node.opType], attrs: new Attributes(node) }));
     for (const g of findGroups(this.steps, this.outputNames)) {
@@ -1060,7 +1068,10 @@ export class OnnxModel extends TensorHolder {
           if (node.opType !== 'Identity') throw new Error('sequence values are only passed through (by Identity)');
           outs = [given[0] as Sequence];
         } else {
-          outs = impl({ node, attrs, opset: this.opset, training: this.training }, given as (Value | null)[]);
+          // Observers (summary, profile) see each node as a call; inputs that are no tensors they skip.
+          outs = observeStep(this, { name: node.name || node.output[0], type: node.opType }, given as Tensor[], () =>
+            impl({ node, attrs, opset: this.opset, training: this.training }, given as (Value | null)[]),
+          );
         }
       } catch (e) {
         throw new Error(`OnnxModel: node '${node.name}' (${node.opType}): ${(e as Error).message}`, { cause: e });

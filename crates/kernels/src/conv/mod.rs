@@ -242,6 +242,17 @@ impl ConvAlgo {
         }
     }
 
+    /// The name `parse` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Auto => "auto",
+            ConvAlgo::Direct => "direct",
+            ConvAlgo::Im2col => "im2col",
+            ConvAlgo::Fft => "fft",
+            ConvAlgo::Winograd => "winograd",
+        }
+    }
+
     /// The algorithm `Auto` resolves to for this shape's forward pass.
     pub fn resolve(self, p: &Conv2dParams) -> ConvAlgo {
         self.resolve_for(p, ConvPass::Forward)
