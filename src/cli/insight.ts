@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import type { Module } from '../nn/module.js';
 import { summary } from '../insight/summary.js';
 import { filter, forDisplay, isZeroSum, type KernelRows, kernelNames } from '../insight/kernels.js';
-import { drawGrid, imageTile, readImage, writeImage } from '../insight/image.js';
+import { readImage, writeImage } from '../insight/image.js';
 import * as visualize from '../insight/visualize.js';
 import { mnist } from '../data/mnist.js';
 import { loadOnnx } from '../io/onnx/import.js';
@@ -181,13 +181,8 @@ export async function filterCmd(argv: string[]): Promise<void> {
   if (o.grey) image = greyOf(image);
   const opts = { border: border as 'edge' | 'reflect' | 'constant' };
   if (o.kernel === 'all') {
-    const tiles = [imageTile(image, 'input')];
-    for (const name of kernelNames()) {
-      tiles.push(imageTile(forDisplay(filter(image, name, opts), isZeroSum(name)), name));
-    }
-    const scale = Math.max(1, Math.round(160 / Math.max(image.shape[2], image.shape[3])));
-    const { width, height } = await drawGrid(output, tiles, { columns: 4, scale });
-    return void console.log(`wrote ${output} (${tiles.length - 1} kernels, ${width}x${height})`);
+    const r = await visualize.kernels(image, { ...opts, out: output });
+    return void console.log(`wrote ${output} (${r.kernels.length} kernels, ${r.width}x${r.height})`);
   }
   const kernel = kernelFlag(o.kernel);
   const y = filter(image, kernel as KernelRows, opts);

@@ -1,6 +1,8 @@
 // Seeing inside a CNN: the layer table (summary) with receptive fields, the classic image kernels
-// (filter), and pictures of filters, feature maps and saliency (visualize).
+// (filter), per-layer timing (profile), and pictures of filters, feature maps and saliency
+// (visualize).
 export { summary, ModelSummary, type SummaryRow, type SummaryOptions } from './summary.js';
+export { profile, ProfileResult, type LayerTiming, type ProfileOptions } from './profile.js';
 export { type FieldAxis, type ReceptiveField, throughWindow, unionField } from './receptive-field.js';
 export {
   filter,

@@ -93,7 +93,9 @@ export class ModelSummary {
       `Total params: ${this.totalParams.toLocaleString('en-US')}`,
       `Trainable params: ${this.trainableParams.toLocaleString('en-US')}`,
       `Non-trainable params: ${this.frozenParams.toLocaleString('en-US')}`,
-      `Total mult-adds (G): ${(this.totalMacs / 1e9).toFixed(2)}`,
+      this.totalMacs >= 1e9
+        ? `Total mult-adds (G): ${(this.totalMacs / 1e9).toFixed(2)}`
+        : `Total mult-adds (M): ${(this.totalMacs / 1e6).toFixed(2)}`,
       rule,
       `Input size (MB): ${fmtMb(this.bytes.input)}`,
       `Forward pass size (MB): ${fmtMb(this.bytes.activations)}`,

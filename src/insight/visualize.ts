@@ -13,7 +13,8 @@ import { type CallStep, type Module, modulePath, observeCalls } from '../nn/modu
 import { Conv2d } from '../nn/conv2d.js';
 import { interpolate } from '../ops/interpolate.js';
 import { Tensor } from '../tensor.js';
-import { drawGrid, heatColor, imagePlanes, normalize, type Tile } from './image.js';
+import { drawGrid, heatColor, imagePlanes, imageTile, normalize, type Tile } from './image.js';
+import { type FilterOptions, filter, forDisplay, isZeroSum, type KernelName, kernelNames } from './kernels.js';
 import { summary } from './summary.js';
 
 /** A picture written to `path`, and its size in pixels. */
@@ -438,4 +439,23 @@ export async function receptiveFieldOverlay(
   };
   const size = await drawGrid(opts.out, [tile], { columns: 1, scale: scaleFor(Math.max(h, w), 320) });
   return { path: opts.out, ...size, box, unit };
+}
+
+/**
+ * `image` ([1, C, H, W] in [0, 1]) and its filtering by each named kernel (default: all of
+ * KERNELS), side by side in a grid written to `out`; signed outputs around mid-grey.
+ */
+export async function kernels(
+  image: Tensor,
+  opts: FilterOptions & { out: string; kernels?: KernelName[]; columns?: number },
+): Promise<Picture & { kernels: KernelName[] }> {
+  const names = opts.kernels ?? kernelNames();
+  const tiles = [imageTile(image, 'input')];
+  for (const name of names) tiles.push(imageTile(forDisplay(filter(image, name, opts), isZeroSum(name)), name));
+  const { height, width } = imagePlanes(image, 'kernels');
+  const size = await drawGrid(opts.out, tiles, {
+    columns: opts.columns ?? 4,
+    scale: scaleFor(Math.max(height, width), 160),
+  });
+  return { path: opts.out, ...size, kernels: names };
 }
