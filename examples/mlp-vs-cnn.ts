@@ -5,7 +5,7 @@
 // The MLP has one weight per input pixel per hidden unit: a digit it saw in one place it must
 // learn again in another. The CNN's convolutions share their weights across positions and its
 // pooling forgets exact positions, so it generalises across shifts. Run:
-//   npx tsx examples/mlp-vs-cnn.ts [--epochs 2]
+//   npx tsx examples/mlp-vs-cnn.ts [--epochs 2] [--limit N (training images; default all 60,000)]
 import { parseArgs } from 'node:util';
 import {
   Adam,
@@ -20,11 +20,13 @@ import {
   mnist,
   ReLU,
   Sequential,
+  Subset,
   transforms,
 } from '../src/index.js';
 
-const { values } = parseArgs({ options: { epochs: { type: 'string', default: '2' } } });
+const { values } = parseArgs({ options: { epochs: { type: 'string', default: '2' }, limit: { type: 'string' } } });
 const epochs = Number(values.epochs);
+const limit = values.limit === undefined ? undefined : Number(values.limit);
 
 // The 0 of the digits' background after normalisation, so that shifting pads with background.
 const MEAN = 0.1307;
@@ -32,13 +34,22 @@ const STD = 0.3081;
 const shift = transforms.compose([transforms.randomCrop({ size: 28, padding: 6 }), transforms.normalize(MEAN, STD)]);
 const centred = transforms.normalize(MEAN, STD);
 
-const data = (train: boolean, shifted: boolean, seed: number) =>
-  new DataLoader(mnist({ train, normalize: false }), {
+const data = (train: boolean, shifted: boolean, seed: number) => {
+  const all = mnist({ train, normalize: false });
+  const set =
+    train && limit !== undefined
+      ? new Subset(
+          all,
+          Array.from({ length: limit }, (_, i) => i),
+        )
+      : all;
+  return new DataLoader(set, {
     batchSize: train ? 64 : 500,
     shuffle: train,
     seed,
     transform: shifted ? shift : centred,
   });
+};
 
 // 784 -> 36 -> 10: 28,630 parameters.
 const mlp = () => new Sequential(new Flatten(), new Linear(784, 36), new ReLU(), new Linear(36, 10));

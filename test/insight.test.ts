@@ -481,3 +481,27 @@ describe('profile and ferroconv time', () => {
     expect(cli2.out).toContain('Average Backward pass');
   }, 120_000);
 });
+
+describe('examples/mlp-vs-cnn.ts', () => {
+  it('prints both models with their parameters, and the CNN reads shifted digits better', () => {
+    const script = join(import.meta.dirname, '..', 'examples', 'mlp-vs-cnn.ts');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script, '--epochs', '1', '--limit', '3000'], {
+      encoding: 'utf8',
+      env: { ...process.env, FERROCONV_NUM_THREADS: '2' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const rows = r.stdout
+      .split('\n')
+      .filter((l) => /^\| (MLP|CNN) \|/.test(l))
+      .map((l) => l.split('|').map((c) => c.trim()));
+    expect(rows.map((c) => [c[1], c[2], c[3]])).toEqual([
+      ['MLP', '28,630', 'MNIST'],
+      ['CNN', '22,826', 'MNIST'],
+      ['MLP', '28,630', 'shifted MNIST'],
+      ['CNN', '22,826', 'shifted MNIST'],
+    ]);
+    const pct = (s: string) => Number(s.replace('%', ''));
+    // Trained on centred digits, tested on shifted ones: weight sharing and pooling carry over.
+    expect(pct(rows[1][5])).toBeGreaterThan(pct(rows[0][5]) + 10);
+  }, 120_000);
+});

@@ -279,15 +279,36 @@ describe('planned training leaves the event loop free', () => {
     manualSeed(2);
     const model = models.resnet18({ numClasses: 10 });
     const optimizer = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
-    const watch = watchEventLoop();
+    // The first step also traces and compiles the plan on this thread (tens of ms); the later
+    // ones only trace. Watched apart, so a slow compile on a busy machine is told from a step
+    // that blocks.
+    let watch = watchEventLoop();
+    let first = { worst: 0, ticks: 0 };
     const t0 = performance.now();
-    const r = await fit(model, loaderOf([16, 3, 96, 96], 3, 10, 6), { optimizer, epochs: 1, progress: false });
-    const elapsed = performance.now() - t0;
+    let t1 = t0;
+    const r = await fit(model, loaderOf([16, 3, 96, 96], 4, 10, 6), {
+      optimizer,
+      epochs: 1,
+      progress: false,
+      callbacks: [
+        {
+          onBatchEnd: (batch) => {
+            if (batch !== 0) return;
+            first = watch.stop();
+            watch = watchEventLoop();
+            t1 = performance.now();
+          },
+        },
+      ],
+    });
+    const elapsed = performance.now() - t1;
     const { worst, ticks } = watch.stop();
     expect(r.planned, r.planReason).toBe(true);
-    // Generous for a shared CI machine: the real figure (a few ms) is in the benchmark. Eagerly,
-    // each step blocks for its whole duration (hundreds of ms here).
-    expect(worst).toBeLessThan(150);
+    // Generous for a shared CI machine (other test files run on the same two cores): the real
+    // figures (a few ms) are in the benchmark. Eagerly, each step blocks for its whole duration
+    // (hundreds of ms here).
+    expect(first.worst).toBeLessThan(400);
+    expect(worst).toBeLessThan(100);
     expect(ticks).toBeGreaterThan(elapsed / 50);
   }, 120_000);
 

@@ -6,12 +6,13 @@
 // taken out), its backward time the summed backward of the ops it recorded. The eager step is
 // what the layers cost; a compiled plan (fit's default) runs the same kernels with less
 // overhead in between. The model is left as it was: modes, running statistics, gradients,
-// fusion and the random generator are put back.
+// fusion and the random generator are put back after every iteration, before the pause that
+// lets other code run.
 import { watchTape } from '../autograd.js';
 import { describe } from '../describe.js';
-import { setInferenceFusion } from '../nn/fuse.js';
 import { Conv2d } from '../nn/conv2d.js';
-import { type Module, modulePath, observeCalls } from '../nn/module.js';
+import { type Module, observeCalls } from '../nn/module.js';
+import { callPath, inspecting, relativePath, textTable } from './common.js';
 import { conv2dAlgorithms } from '../ops/conv.js';
 import { globalRng } from '../random.js';
 import { randn, Tensor, writableData } from '../tensor.js';
@@ -75,24 +76,19 @@ export class ProfileResult {
       r.algorithms ? r.algorithms.join(' / ') : '',
     ]);
     const head = ['Layer (type)', 'Output shape', 'Fwd ms', 'Bwd ms', 'Share', 'GFLOP/s f/b', 'Algorithm f/bd/bw'];
-    const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-    const line = (c: string[]) =>
-      c
-        .map((v, i) => (i < 2 || i === 6 ? v.padEnd(widths[i]) : v.padStart(widths[i])))
-        .join('  ')
-        .trimEnd();
-    const rule = '='.repeat(widths.reduce((a, w) => a + w + 2, -2));
-    return [
-      rule,
-      line(head),
-      rule,
-      ...cells.map(line),
-      rule,
-      `${this.model} on [${this.inputShape.join(', ')}], median of ${this.iterations} iterations:`,
-      `Average Forward pass: ${ms(this.forwardMs)} ms.`,
-      `Average Backward pass: ${ms(this.backwardMs)} ms.`,
-      `Average Forward-Backward: ${ms(this.stepMs)} ms.`,
-    ].join('\n');
+    return textTable(
+      head,
+      cells,
+      [0, 1, 6],
+      [
+        [
+          `${this.model} on [${this.inputShape.join(', ')}], median of ${this.iterations} iterations:`,
+          `Average Forward pass: ${ms(this.forwardMs)} ms.`,
+          `Average Backward pass: ${ms(this.backwardMs)} ms.`,
+          `Average Forward-Backward: ${ms(this.stepMs)} ms.`,
+        ],
+      ],
+    );
   }
 
   toJSON(): object {
@@ -137,22 +133,9 @@ export async function profile(
     );
   }
 
-  // What a step changes, put back at the end.
-  const modules = model.namedModules().map(([, m]) => m);
-  const modes = modules.map((m) => m.training);
-  const buffers = model.namedBuffers().map(([, b]) => [b, b.data.slice()] as const);
-  const params = model.parameters();
-  const grads = params.map((p) => p.grad);
-  const rng = globalRng.getState();
-  const fusion = setInferenceFusion(false);
   const x = randn([...inputShape]);
   x.requiresGrad = backward; // so that every layer's backward runs, the first one's data gradient too
-
-  const base = modulePath(model);
-  const rel = (m: Module) => {
-    const p = modulePath(m);
-    return !base ? p : p === base ? '' : p.startsWith(`${base}.`) ? p.slice(base.length + 1) : p;
-  };
+  const rel = relativePath(model);
   interface Slot {
     row: LayerTiming;
     fwd: number[];
@@ -163,111 +146,114 @@ export async function profile(
   const slots: Slot[] = [];
   const fwdTotals: number[] = [];
   const bwdTotals: number[] = [];
-  try {
-    for (const m of modules) m.training = mode === 'train';
-    for (let it = 0; it < warmup + iterations; it++) {
-      const timed = it >= warmup;
-      let call = 0;
-      const stack: { slot: number; t0: number; inner: number }[] = [];
-      const fwdSelf = new Map<number, number>();
-      const bwdSelf = new Map<number, number>();
-      const owner = new WeakMap<object, number>();
-      let y: Tensor | undefined;
-      const t0 = performance.now();
-      let t1 = t0;
-      watchTape(
-        {
-          recorded(fn) {
-            const top = stack.at(-1);
-            if (top) owner.set(fn, top.slot);
-          },
-          backward(fn, run) {
-            const s = performance.now();
-            const r = run();
-            const at = owner.get(fn);
-            if (at !== undefined) bwdSelf.set(at, (bwdSelf.get(at) ?? 0) + performance.now() - s);
-            return r;
-          },
+
+  /** One step, timed layer by layer; the iteration number says whether rows are made. */
+  const step = (it: number) => {
+    let call = 0;
+    const stack: { slot: number; t0: number; inner: number }[] = [];
+    const fwdSelf = new Map<number, number>();
+    const bwdSelf = new Map<number, number>();
+    const owner = new WeakMap<object, number>();
+    const t0 = performance.now();
+    let t1 = t0;
+    watchTape(
+      {
+        recorded(fn) {
+          const top = stack.at(-1);
+          if (top) owner.set(fn, top.slot);
         },
-        () => {
-          y = observeCalls(
-            {
-              enter(m, ins, step) {
-                const slot = call++;
-                if (it === 0) {
-                  const own = rel(m);
-                  const conv = !step && m instanceof Conv2d ? m : null;
-                  slots.push({
-                    row: {
-                      path: step ? (own ? `${own}.${step.name}` : step.name) : own,
-                      type: step ? step.type : m.constructor.name,
-                      depth: stack.length,
-                      outputShape: null,
-                      forwardMs: 0,
-                      backwardMs: 0,
-                      share: 0,
-                    },
-                    fwd: [],
-                    bwd: [],
-                    conv,
-                    bwdPasses: conv && ins[0] instanceof Tensor && ins[0].requiresGrad ? 2 : 1,
-                  });
-                } else if (slot >= slots.length) {
-                  throw new Error('profile: the forward made different layer calls from one iteration to the next');
-                }
-                stack.push({ slot, t0: performance.now(), inner: 0 });
-              },
-              exit(_m, ins, out) {
-                const top = stack.pop()!;
-                const total = performance.now() - top.t0;
-                fwdSelf.set(top.slot, total - top.inner);
-                const parent = stack.at(-1);
-                if (parent) parent.inner += total;
-                const slot = slots[top.slot];
-                if (it === 0 && out instanceof Tensor) {
-                  slot.row.outputShape = [...out.shape];
-                  const x0 = ins[0];
-                  if (slot.conv && x0 instanceof Tensor) {
-                    const c = slot.conv;
-                    const [, cin, kh, kw] = c.weight.shape;
-                    slot.row.flops = 2 * out.size * cin * kh * kw;
-                    slot.row.algorithms = conv2dAlgorithms(x0.shape, c.weight.shape, c.geometry, c.opts.algo);
-                  }
-                }
-                return undefined;
-              },
+        backward(fn, run) {
+          const s = performance.now();
+          const r = run();
+          const at = owner.get(fn);
+          if (at !== undefined) bwdSelf.set(at, (bwdSelf.get(at) ?? 0) + performance.now() - s);
+          return r;
+        },
+      },
+      () => {
+        const y = observeCalls(
+          {
+            enter(m, ins, callStep) {
+              const slot = call++;
+              if (it === 0) {
+                const conv = !callStep && m instanceof Conv2d ? m : null;
+                slots.push({
+                  row: {
+                    path: callPath(rel(m), callStep),
+                    type: callStep ? callStep.type : m.constructor.name,
+                    depth: stack.length,
+                    outputShape: null,
+                    forwardMs: 0,
+                    backwardMs: 0,
+                    share: 0,
+                  },
+                  fwd: [],
+                  bwd: [],
+                  conv,
+                  bwdPasses: conv && ins[0] instanceof Tensor && ins[0].requiresGrad ? 2 : 1,
+                });
+              } else if (slot >= slots.length) {
+                throw new Error('profile: the forward made different layer calls from one iteration to the next');
+              }
+              stack.push({ slot, t0: performance.now(), inner: 0 });
             },
-            () => model.call(x),
-          );
-          t1 = performance.now();
-          if (backward) {
-            if (!(y instanceof Tensor)) throw new Error('profile: the model did not return a tensor');
-            if (!y.requiresGrad) throw new Error('profile: the output needs no gradient (is every parameter frozen?)');
-            y.backward(new Tensor(new Float32Array(y.size).fill(1), y.shape));
-          }
-        },
-      );
-      const t2 = performance.now();
-      for (const p of params) p.grad = null;
-      if (!timed) continue;
-      fwdTotals.push(t1 - t0);
-      bwdTotals.push(t2 - t1);
-      slots.forEach((s, i) => {
-        s.fwd.push(fwdSelf.get(i) ?? 0);
-        s.bwd.push(bwdSelf.get(i) ?? 0);
+            exit(_m, ins, out) {
+              const top = stack.pop()!;
+              const total = performance.now() - top.t0;
+              fwdSelf.set(top.slot, total - top.inner);
+              const parent = stack.at(-1);
+              if (parent) parent.inner += total;
+              const slot = slots[top.slot];
+              if (it === 0 && out instanceof Tensor) {
+                slot.row.outputShape = [...out.shape];
+                const x0 = ins[0];
+                if (slot.conv && x0 instanceof Tensor) {
+                  const c = slot.conv;
+                  const [, cin, kh, kw] = c.weight.shape;
+                  slot.row.flops = 2 * out.size * cin * kh * kw;
+                  slot.row.algorithms = conv2dAlgorithms(x0.shape, c.weight.shape, c.geometry, c.opts.algo);
+                }
+              }
+              return undefined;
+            },
+          },
+          () => model.call(x),
+        );
+        t1 = performance.now();
+        if (backward) {
+          if (!(y instanceof Tensor)) throw new Error('profile: the model did not return a tensor');
+          if (!y.requiresGrad) throw new Error('profile: the output needs no gradient (is every parameter frozen?)');
+          y.backward(new Tensor(new Float32Array(y.size).fill(1), y.shape));
+        }
+      },
+    );
+    const t2 = performance.now();
+    if (it < warmup) return;
+    fwdTotals.push(t1 - t0);
+    bwdTotals.push(t2 - t1);
+    slots.forEach((s, i) => {
+      s.fwd.push(fwdSelf.get(i) ?? 0);
+      s.bwd.push(bwdSelf.get(i) ?? 0);
+    });
+  };
+
+  const params = model.parameters();
+  for (let it = 0; it < warmup + iterations; it++) {
+    // What a step changes (running statistics, gradients, the random generator; modes and fusion
+    // by inspecting) is put back after each one, before other code can run in the pause.
+    const buffers = model.namedBuffers().map(([, b]) => [b, b.data.slice()] as const);
+    const grads = params.map((p) => p.grad);
+    const rng = globalRng.getState();
+    try {
+      inspecting(model, { training: mode === 'train' }, () => step(it));
+    } finally {
+      for (const [b, data] of buffers) writableData(b).set(data);
+      params.forEach((p, i) => {
+        p.grad = grads[i];
       });
-      await yieldToEventLoop();
+      globalRng.setState(rng);
     }
-  } finally {
-    modules.forEach((m, i) => {
-      m.training = modes[i];
-    });
-    for (const [b, data] of buffers) writableData(b).set(data);
-    params.forEach((p, i) => {
-      p.grad = grads[i];
-    });
-    globalRng.setState(rng);
-    setInferenceFusion(fusion);
+    await yieldToEventLoop();
   }
   const forwardMs = median(fwdTotals);
   const backwardMs = median(bwdTotals);

@@ -6,8 +6,8 @@
 // modes, fusion and gradients are put back, and no running statistic moves (eval mode).
 import { watchTape } from '../autograd.js';
 import { describe } from '../describe.js';
-import { setInferenceFusion } from '../nn/fuse.js';
-import { type Module, modulePath, observeCalls } from '../nn/module.js';
+import { type Module, observeCalls } from '../nn/module.js';
+import { callPath, inspecting, relativePath, textTable } from './common.js';
 import { Tensor, zeros } from '../tensor.js';
 import { INPUT_FIELD, layerField, type ReceptiveField, unionField } from './receptive-field.js';
 
@@ -76,33 +76,30 @@ export class ModelSummary {
       r.receptiveField ? formatField(r.receptiveField) : '--',
     ]);
     const head = ['Layer (type)', 'Output shape', 'Param #', 'Mult-adds', 'Receptive field (size/jump/start)'];
-    const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-    const line = (c: string[]) =>
-      c
-        .map((v, i) => (i === 0 || i === 4 ? v.padEnd(widths[i]) : v.padStart(widths[i])))
-        .join('  ')
-        .trimEnd();
-    const rule = '='.repeat(widths.reduce((a, w) => a + w + 2, -2));
     const fmtMb = (b: number) => (b / MB).toFixed(2);
-    return [
-      rule,
-      line(head),
-      rule,
-      ...cells.map(line),
-      rule,
-      `Total params: ${this.totalParams.toLocaleString('en-US')}`,
-      `Trainable params: ${this.trainableParams.toLocaleString('en-US')}`,
-      `Non-trainable params: ${this.frozenParams.toLocaleString('en-US')}`,
+    const macs =
       this.totalMacs >= 1e9
         ? `Total mult-adds (G): ${(this.totalMacs / 1e9).toFixed(2)}`
-        : `Total mult-adds (M): ${(this.totalMacs / 1e6).toFixed(2)}`,
-      rule,
-      `Input size (MB): ${fmtMb(this.bytes.input)}`,
-      `Forward pass size (MB): ${fmtMb(this.bytes.activations)}`,
-      `Params size (MB): ${fmtMb(this.bytes.params)}`,
-      `Estimated total size (MB): ${fmtMb(this.bytes.input + this.bytes.activations + this.bytes.params)}`,
-      rule,
-    ].join('\n');
+        : `Total mult-adds (M): ${(this.totalMacs / 1e6).toFixed(2)}`;
+    return textTable(
+      head,
+      cells,
+      [0, 4],
+      [
+        [
+          `Total params: ${this.totalParams.toLocaleString('en-US')}`,
+          `Trainable params: ${this.trainableParams.toLocaleString('en-US')}`,
+          `Non-trainable params: ${this.frozenParams.toLocaleString('en-US')}`,
+          macs,
+        ],
+        [
+          `Input size (MB): ${fmtMb(this.bytes.input)}`,
+          `Forward pass size (MB): ${fmtMb(this.bytes.activations)}`,
+          `Params size (MB): ${fmtMb(this.bytes.params)}`,
+          `Estimated total size (MB): ${fmtMb(this.bytes.input + this.bytes.activations + this.bytes.params)}`,
+        ],
+      ],
+    );
   }
 
   toJSON(): object {
@@ -188,16 +185,8 @@ export function summary(
     if (t.ndim === 4) fields.set(t, INPUT_FIELD);
     return t;
   });
-  const modules = model.namedModules().map(([, m]) => m);
-  const modes = modules.map((m) => m.training);
-  const fusion = setInferenceFusion(false);
-  const base = modulePath(model);
-  const relPath = (m: Module) => {
-    const p = modulePath(m);
-    return base && p.startsWith(`${base}.`) ? p.slice(base.length + 1) : p === base ? '' : p;
-  };
-  try {
-    for (const m of modules) m.training = false;
+  const relPath = relativePath(model);
+  inspecting(model, { training: false }, () =>
     watchTape(
       {
         recorded(fn, out) {
@@ -213,7 +202,7 @@ export function summary(
               const params = step ? [] : m.parameters();
               const own = relPath(m);
               const row: SummaryRow = {
-                path: step ? (own ? `${own}.${step.name}` : step.name) : own,
+                path: callPath(own, step),
                 type: step ? step.type : m.constructor.name,
                 depth: open.length,
                 outputShape: null,
@@ -250,13 +239,8 @@ export function summary(
           },
           () => model.call(...watched),
         ),
-    );
-  } finally {
-    modules.forEach((m, i) => {
-      m.training = modes[i];
-    });
-    setInferenceFusion(fusion);
-  }
+    ),
+  );
   const unique = new Set(model.parameters());
   let total = 0;
   let trainable = 0;

@@ -8,8 +8,8 @@
 // inference fusion off (so every layer's call is seen); modes and fusion are put back after.
 import { noGrad } from '../autograd.js';
 import { describe } from '../describe.js';
-import { setInferenceFusion } from '../nn/fuse.js';
-import { type CallStep, type Module, modulePath, observeCalls } from '../nn/module.js';
+import { type Module, observeCalls } from '../nn/module.js';
+import { callPath, inspecting, relativePath } from './common.js';
 import { Conv2d } from '../nn/conv2d.js';
 import { interpolate } from '../ops/interpolate.js';
 import { Tensor } from '../tensor.js';
@@ -36,52 +36,14 @@ export interface SaliencyOptions extends ModelInputOptions {
   classes?: readonly string[];
 }
 
-/**
- * Runs `fn` with every module of `model` in eval mode, inference fusion off and the parameters
- * not requiring gradients (a saliency backward must not touch their `.grad`), then puts all
- * three back.
- */
-function inspecting<T>(model: Module, fn: () => T): T {
-  const modules = model.namedModules().map(([, m]) => m);
-  const modes = modules.map((m) => m.training);
-  const params = model.parameters();
-  const wanted = params.map((p) => p.requiresGrad);
-  const fusion = setInferenceFusion(false);
-  try {
-    for (const m of modules) m.training = false;
-    for (const p of params) p.requiresGrad = false;
-    return fn();
-  } finally {
-    modules.forEach((m, i) => {
-      m.training = modes[i];
-    });
-    params.forEach((p, i) => {
-      p.requiresGrad = wanted[i];
-    });
-    setInferenceFusion(fusion);
-  }
-}
-
-/** `path` relative to `model` (the paths a user reads in its state dict). */
-function relativePath(model: Module): (m: Module) => string {
-  const base = modulePath(model);
-  return (m) => {
-    const p = modulePath(m);
-    return !base ? p : p === base ? '' : p.startsWith(`${base}.`) ? p.slice(base.length + 1) : p;
-  };
-}
-
-/** A call's path: its module's, or its module's and the step's name for an imported graph's node. */
-function callPath(modulePath: string, step: CallStep | undefined): string {
-  if (!step) return modulePath;
-  return modulePath ? `${modulePath}.${step.name}` : step.name;
-}
+/** Runs `fn` on `model` in eval mode, fusion off, parameters frozen (common.ts inspecting). */
+const looking = <T>(model: Module, fn: () => T): T => inspecting(model, { training: false, freeze: true }, fn);
 
 /** Each layer call of one eval forward: its path and output shape (no gradient kept). */
 function layerCalls(model: Module, x: Tensor): { path: string; shape: number[] }[] {
   const calls: { path: string; shape: number[] }[] = [];
   const rel = relativePath(model);
-  inspecting(model, () =>
+  looking(model, () =>
     noGrad(() =>
       observeCalls(
         {
@@ -129,7 +91,7 @@ function runCapturing(model: Module, x: Tensor, layer: string, leaf: boolean): {
   }
   let captured: Tensor | null = null;
   let n = 0;
-  const output = inspecting(model, () =>
+  const output = looking(model, () =>
     observeCalls(
       {
         exit(m, _ins, y, step) {
@@ -194,7 +156,7 @@ export function gradCamMap(
   const { x } = modelInput(image, opts, 'gradCam');
   const layer = opts.layer ?? defaultCamLayer(model, x);
   // The backward too runs inside: with the parameters frozen, it fills only the captured leaf.
-  return inspecting(model, () => {
+  return looking(model, () => {
     let captured: Tensor;
     let output: Tensor;
     try {
@@ -231,7 +193,7 @@ export function inputGradientMap(
   const { x } = modelInput(image, opts, 'saliency');
   const leaf = new Tensor(x.data, x.shape);
   leaf.requiresGrad = true;
-  return inspecting(model, () => {
+  return looking(model, () => {
     const output = model.call(leaf);
     const classIndex = chooseClass(output, opts.classIndex, 'saliency');
     output.backward(oneHot(output, classIndex));
@@ -331,7 +293,12 @@ function rgbTile(image: Tensor): Tile {
 /** The first Conv2d of the model (in registration order), or the one at `layer`. */
 function convAt(model: Module, layer: string | undefined, who: string): { path: string; conv: Conv2d } {
   if (layer !== undefined) {
-    const m = model.getSubmodule(layer);
+    let m: Module;
+    try {
+      m = model.getSubmodule(layer);
+    } catch (e) {
+      throw new Error(`${who}: ${(e as Error).message}`, { cause: e });
+    }
     if (!(m instanceof Conv2d)) throw new Error(`${who}: '${layer}' is a ${m.constructor.name}, expected a Conv2d`);
     return { path: layer, conv: m };
   }

@@ -482,11 +482,6 @@ export function observeCalls<T>(watch: CallObserver, fn: () => T): T {
   }
 }
 
-/** The innermost module whose call() is running, if any. */
-export function currentModule(): Module | undefined {
-  return frames.at(-1)?.module;
-}
-
 /** The dotted path of `m` below its outermost registered parent ('' for a model itself). */
 export function modulePath(m: Module): string {
   return registrationChain(m).names.join('.');

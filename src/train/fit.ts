@@ -117,6 +117,18 @@ function clipNorm(params: Tensor[], maxNorm: number): void {
   if (grads.length) clipGradNormInPlace(grads, maxNorm);
 }
 
+/** The gradients of those of `params` that have one; `whose` is refilled with their parameters. */
+function gradientsOf(params: Tensor[], whose: Tensor[]): Tensor[] {
+  whose.length = 0;
+  const grads: Tensor[] = [];
+  for (const p of params) {
+    if (!p.grad) continue;
+    whose.push(p);
+    grads.push(p.grad);
+  }
+  return grads;
+}
+
 /**
  * One training step as fit() runs it (forward, loss, a stop on a non-finite loss, backward,
  * optional clipping, update), returning the loss and the logits (and, with `gradsOf`, the
@@ -140,15 +152,7 @@ export function trainingStep(
     l.backward();
     if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
     // With gradsOf, the gradients also come out (after the logits), and gradsOf says whose.
-    const grads: Tensor[] = [];
-    if (opts.gradsOf) {
-      opts.gradsOf.length = 0;
-      for (const p of params) {
-        if (!p.grad) continue;
-        opts.gradsOf.push(p);
-        grads.push(p.grad);
-      }
-    }
+    const grads = opts.gradsOf ? gradientsOf(params, opts.gradsOf) : [];
     optimizer.step();
     return [l, y, ...grads];
   };
@@ -350,6 +354,7 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
     let lastGrads: Tensor[] = [];
     for await (const { images, labels } of train) {
       const wantGrads = board !== null && batch === train.length - 1;
+      const stepLr = opts.optimizer.paramGroups[0]?.lr ?? Number.NaN; // the rate this step uses
       await emit('onBatchBegin', batch, { size: labels.length });
       // Set again at every step: callbacks and the loader may have let other code run.
       model.train();
@@ -391,15 +396,7 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
         opts.optimizer.zeroGrad();
         loss.backward();
         if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
-        if (wantGrads) {
-          gradsOf.length = 0;
-          lastGrads = [];
-          for (const p of params) {
-            if (!p.grad) continue;
-            gradsOf.push(p);
-            lastGrads.push(p.grad);
-          }
-        }
+        if (wantGrads) lastGrads = gradientsOf(params, gradsOf);
         opts.optimizer.step();
       }
       if (opts.scheduler && opts.schedulerInterval === 'batch') opts.scheduler.step();
@@ -415,7 +412,7 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
         batch,
         loss: lossValue,
         acc: b1 / labels.length,
-        lr: opts.optimizer.paramGroups[0]?.lr ?? Number.NaN,
+        lr: stepLr,
       };
       batches.push(stepRecord);
       board?.batch(stepRecord);
