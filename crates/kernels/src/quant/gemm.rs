@@ -745,16 +745,7 @@ unsafe fn tile_vnni2_store(
     f: &FusedStore,
 ) {
     use std::arch::x86_64::*;
-    let mut c = [[_mm512_setzero_si512(); 2]; MR];
-    for kk in 0..k4 {
-        let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
-        let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
-        for r in 0..MR {
-            let a = _mm512_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
-            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
-            c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
-        }
-    }
+    let c = vnni2_sums(rows, wb, wb2, k4);
     let off = [
         _mm512_loadu_si512(f.offset as *const __m512i),
         _mm512_loadu_si512(f.offset.add(16) as *const __m512i),
@@ -784,6 +775,35 @@ unsafe fn tile_vnni2_store(
     }
 }
 
+/// The int32 sums of [`tile_vnni2`] and [`tile_vnni2_store`], left in registers: per pixel
+/// row, the two blocks' 16 channels each. 512-bit registers hold a whole block's 16 channels,
+/// so one broadcast and two multiplies cover 32 channels of a pixel.
+///
+/// # Safety
+/// As [`tile_vnni`], for both `wb` and `wb2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
+#[inline]
+unsafe fn vnni2_sums(
+    rows: &[*const u8; MR],
+    wb: *const i8,
+    wb2: *const i8,
+    k4: usize,
+) -> [[std::arch::x86_64::__m512i; 2]; MR] {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm512_setzero_si512(); 2]; MR];
+    for kk in 0..k4 {
+        let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
+        let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
+        for r in 0..MR {
+            let a = _mm512_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
+            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
+            c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+        }
+    }
+    c
+}
+
 /// [`tile_vnni`] over two consecutive packed blocks (32 output channels) at once.
 ///
 /// # Safety
@@ -799,18 +819,7 @@ unsafe fn tile_vnni2(
     acc2: &mut [[i32; QBLOCK]; MR],
 ) {
     use std::arch::x86_64::*;
-    // 512-bit registers: one holds a whole block's 16 channels, so a broadcast and two
-    // multiplies cover 32 channels of a pixel.
-    let mut c = [[_mm512_setzero_si512(); 2]; MR];
-    for kk in 0..k4 {
-        let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
-        let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
-        for r in 0..MR {
-            let a = _mm512_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
-            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
-            c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
-        }
-    }
+    let c = vnni2_sums(rows, wb, wb2, k4);
     for r in 0..MR {
         _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut __m512i, c[r][0]);
         _mm512_storeu_si512(acc2[r].as_mut_ptr() as *mut __m512i, c[r][1]);
