@@ -13,7 +13,8 @@ import {
   transforms,
   type AnyDataset,
 } from '../data/index.js';
-import type { Tensor } from '../tensor.js';
+import * as F from '../data/functional.js';
+import { Tensor } from '../tensor.js';
 
 export interface DataInfo {
   name: string;
@@ -34,18 +35,27 @@ export interface CliData {
 
 export const datasetNames = (): string[] => ['mnist', 'fashion-mnist'];
 
-const IMAGENET_MEAN = [0.485, 0.456, 0.406];
-const IMAGENET_STD = [0.229, 0.224, 0.225];
+/** What the CLI normalises 3-channel images with (torchvision's ImageNet statistics). */
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+export const IMAGENET_STD = [0.229, 0.224, 0.225];
+
+/** [1, C, H, W] -> [1, 1, H, W]: the mean of the channels (how the CLI turns images grey). */
+export function averageChannels(x: Tensor): Tensor {
+  const [, c, h, w] = x.shape;
+  const plane = h * w;
+  const out = new Float32Array(plane);
+  for (let i = 0; i < plane; i++) {
+    let sum = 0;
+    for (let k = 0; k < c; k++) sum += x.data[k * plane + i];
+    out[i] = sum / c;
+  }
+  return new Tensor(out, [1, 1, h, w]);
+}
 
 async function grayImage(path: string, mean: number, std: number): Promise<Tensor> {
   // Decode, resize to 28x28, average RGB to gray and normalise as the dataset was.
   const rgb = await decodeImage(path, [28, 28]);
-  const out = new Float32Array(28 * 28);
-  for (let i = 0; i < out.length; i++) {
-    const g = (rgb.data[i] + rgb.data[784 + i] + rgb.data[2 * 784 + i]) / 3;
-    out[i] = (g - mean) / std;
-  }
-  return new (rgb.constructor as typeof Tensor)(out, [1, 1, 28, 28]);
+  return F.normalize(averageChannels(new Tensor(rgb.data, [1, ...rgb.shape])), mean, std);
 }
 
 export async function buildData(

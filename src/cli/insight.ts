@@ -7,7 +7,9 @@ import { summary } from '../insight/summary.js';
 import { filter, forDisplay, isZeroSum, type KernelRows, kernelNames } from '../insight/kernels.js';
 import { readImage, writeImage } from '../insight/image.js';
 import * as visualize from '../insight/visualize.js';
-import { mnist } from '../data/mnist.js';
+import { MNIST_MEAN, MNIST_STD, mnist } from '../data/mnist.js';
+import * as F from '../data/functional.js';
+import { averageChannels, IMAGENET_MEAN, IMAGENET_STD } from './datasets.js';
 import { loadOnnx } from '../io/onnx/import.js';
 import { profile } from '../insight/profile.js';
 import { Tensor } from '../tensor.js';
@@ -76,6 +78,13 @@ Pictures of what a model learned and looks at:
 
 const MNIST_NETS = new Set(['mnist-net', 'lenet5']);
 
+/** The flags of insightModel, taken by summary, time and show. */
+const MODEL_FLAGS = {
+  classes: { type: 'string' },
+  input: { type: 'string' },
+  checkpoint: { type: 'string' },
+} as const;
+
 /** Shape from `--input 1,3,224,224`. */
 function shapeFlag(v: unknown): number[] {
   const parts = String(v)
@@ -125,9 +134,7 @@ export async function insightModel(o: Flags, batch = 1): Promise<{ model: Module
 
 export async function summaryCmd(argv: string[]): Promise<void> {
   const { values: o } = parse('summary', argv, {
-    classes: { type: 'string' },
-    input: { type: 'string' },
-    checkpoint: { type: 'string' },
+    ...MODEL_FLAGS,
     depth: { type: 'string' },
     json: { type: 'boolean' },
   });
@@ -149,18 +156,6 @@ function kernelFlag(v: unknown): string | KernelRows {
   return rows;
 }
 
-function greyOf(x: Tensor): Tensor {
-  const [, c, h, w] = x.shape;
-  const plane = h * w;
-  const out = new Float32Array(plane);
-  for (let i = 0; i < plane; i++) {
-    let sum = 0;
-    for (let k = 0; k < c; k++) sum += x.data[k * plane + i];
-    out[i] = sum / c;
-  }
-  return new Tensor(out, [1, 1, h, w]);
-}
-
 export async function filterCmd(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse('filter', argv, {
     kernel: { type: 'string' },
@@ -178,7 +173,7 @@ export async function filterCmd(argv: string[]): Promise<void> {
   }
   applyThreads(o.threads);
   let image = await readImage(input);
-  if (o.grey) image = greyOf(image);
+  if (o.grey) image = averageChannels(image);
   const opts = { border: border as 'edge' | 'reflect' | 'constant' };
   if (o.kernel === 'all') {
     const r = await visualize.kernels(image, { ...opts, out: output });
@@ -200,26 +195,15 @@ async function showImage(
   inputShape: number[],
 ): Promise<{ image: Tensor; preprocess: (x: Tensor) => Tensor }> {
   const [, c, h, w] = inputShape;
-  const [mean, std] =
-    c === 1
-      ? [[0.1307], [0.3081]]
-      : [
-          [0.485, 0.456, 0.406],
-          [0.229, 0.224, 0.225],
-        ];
-  const preprocess = (x: Tensor) => {
-    const plane = x.shape[2] * x.shape[3];
-    const out = Float32Array.from(x.data, (v, i) => {
-      const k = Math.floor(i / plane);
-      return (v - mean[k]) / std[k];
-    });
-    return new Tensor(out, x.shape);
-  };
+  // As the CLI's data sets normalise (cli/datasets.ts): MNIST's statistics for 1 channel,
+  // ImageNet's for 3.
+  const [mean, std] = c === 1 ? [MNIST_MEAN, MNIST_STD] : [IMAGENET_MEAN, IMAGENET_STD];
+  const preprocess = (x: Tensor) => F.normalize(x, mean, std);
   let image: Tensor;
   if (o.image) {
     if (!existsSync(String(o.image))) throw new UsageError(`--image: file not found: ${o.image}`);
     image = await readImage(String(o.image), [h, w]);
-    if (c === 1) image = greyOf(image);
+    if (c === 1) image = averageChannels(image);
   } else if (c === 1) {
     const test = mnist({ train: false, normalize: false });
     const index = int('index', o.index, 0, 0);
@@ -234,8 +218,7 @@ async function showImage(
 
 export async function showCmd(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse('show', argv, {
-    classes: { type: 'string' },
-    checkpoint: { type: 'string' },
+    ...MODEL_FLAGS,
     image: { type: 'string' },
     index: { type: 'string' },
     layer: { type: 'string' },
@@ -280,9 +263,7 @@ export async function showCmd(argv: string[]): Promise<void> {
 
 export async function timeCmd(argv: string[]): Promise<void> {
   const { values: o } = parse('time', argv, {
-    classes: { type: 'string' },
-    input: { type: 'string' },
-    checkpoint: { type: 'string' },
+    ...MODEL_FLAGS,
     batch: { type: 'string' },
     iterations: { type: 'string' },
     warmup: { type: 'string' },

@@ -221,6 +221,10 @@ export function summary(
               // A leaf is a call with no calls inside it (a layer, or a step of an imported graph).
               row.leaf = rows.length === start + 1;
               const out = y instanceof Tensor ? y : null;
+              // Its children have added theirs already; the caller gets the whole.
+              if (out) row.macs += step ? stepMacs(step.type, ins, out.shape) : ownMacs(m, out.shape);
+              const parent = open.at(-1);
+              if (parent) parent.row.macs += row.macs;
               if (!out) return undefined;
               row.outputShape = [...out.shape];
               row.activationBytes = out.size * 4;
@@ -232,8 +236,6 @@ export function summary(
               }
               // A graph step's field would need its op's geometry: not shown rather than wrong.
               row.receptiveField = out.ndim === 4 && !step ? (fields.get(out) ?? null) : null;
-              row.macs = step ? stepMacs(step.type, ins, out.shape) : ownMacs(m, out.shape);
-              for (const child of rows.slice(start + 1)) if (child.depth === row.depth + 1) row.macs += child.macs;
               return undefined;
             },
           },

@@ -140,11 +140,14 @@ function chooseClass(logits: Tensor, classIndex: number | undefined, who: string
   return classIndex;
 }
 
-/** d(score of class k) / d(logits): one-hot, as the seed of the backward. */
-function oneHot(logits: Tensor, k: number): Tensor {
+/** Backward from the score of the class to explain (see chooseClass); returns that class. */
+function backwardFromClass(logits: Tensor, classIndex: number | undefined, who: string): number {
+  const k = chooseClass(logits, classIndex, who);
+  // d(score of class k) / d(logits): one-hot.
   const g = new Float32Array(logits.size);
   g[k] = 1;
-  return new Tensor(g, logits.shape);
+  logits.backward(new Tensor(g, logits.shape));
+  return k;
 }
 
 /** Grad-CAM's map for one image: [h, w] at the layer's resolution, in [0, 1]. */
@@ -167,8 +170,7 @@ export function gradCamMap(
     if (captured.ndim !== 4) {
       throw new Error(`gradCam: layer '${layer}' gives [${captured.shape.join(', ')}], expected [1, C, H, W] maps`);
     }
-    const classIndex = chooseClass(output, opts.classIndex, 'gradCam');
-    output.backward(oneHot(output, classIndex));
+    const classIndex = backwardFromClass(output, opts.classIndex, 'gradCam');
     const [, c, h, w] = captured.shape;
     const plane = h * w;
     const grad = captured.grad?.data ?? new Float32Array(captured.size);
@@ -195,8 +197,7 @@ export function inputGradientMap(
   leaf.requiresGrad = true;
   return looking(model, () => {
     const output = model.call(leaf);
-    const classIndex = chooseClass(output, opts.classIndex, 'saliency');
-    output.backward(oneHot(output, classIndex));
+    const classIndex = backwardFromClass(output, opts.classIndex, 'saliency');
     const [, c, h, w] = x.shape;
     const plane = h * w;
     const g = leaf.grad?.data ?? new Float32Array(leaf.size);
