@@ -1,0 +1,356 @@
+//! MPI for data-parallel training: the handful of calls ferroconv needs (init, rank and size,
+//! all-reduce, broadcast, barrier, finalize), from Open MPI's libmpi loaded at run time with
+//! dlopen. Loading it lazily, rather than linking it, is what keeps the addon loadable on every
+//! machine without MPI: single-process use never touches this file. Only Open MPI's ABI is
+//! spoken (its predefined handles are the addresses of exported globals such as
+//! `ompi_mpi_comm_world`; MPICH's are integer constants): a libmpi without those symbols is
+//! refused with an Error saying so.
+//!
+//! Collectives block until every rank joins, so they run on a thread of their own, never on the
+//! JavaScript thread; one lock serialises them (MPI_THREAD_SERIALIZED), in call order.
+use crate::args::invalid;
+use napi::bindgen_prelude::{Float32Array, Object};
+use napi::Env;
+use napi_derive::napi;
+use std::ffi::{c_int, c_void};
+use std::sync::{Mutex, OnceLock};
+
+type Handle = *mut c_void;
+type InitThread = unsafe extern "C" fn(*mut c_int, *mut c_void, c_int, *mut c_int) -> c_int;
+type CommQuery = unsafe extern "C" fn(Handle, *mut c_int) -> c_int;
+type Allreduce =
+    unsafe extern "C" fn(*const c_void, *mut c_void, c_int, Handle, Handle, Handle) -> c_int;
+type Bcast = unsafe extern "C" fn(*mut c_void, c_int, Handle, c_int, Handle) -> c_int;
+type Barrier = unsafe extern "C" fn(Handle) -> c_int;
+type Finalize = unsafe extern "C" fn() -> c_int;
+type Abort = unsafe extern "C" fn(Handle, c_int) -> c_int;
+
+/// Open MPI's MPI_IN_PLACE (mpi.h: `#define MPI_IN_PLACE ((void *) 1)`; a dangling c_void pointer is address 1).
+const IN_PLACE: *const c_void = std::ptr::dangling::<c_void>();
+/// MPI_THREAD_SERIALIZED: calls from any thread, one at a time (the lock below).
+const THREAD_SERIALIZED: c_int = 2;
+/// The most elements one call moves (MPI counts are C ints); larger buffers go in pieces.
+const MAX_COUNT: usize = 1 << 30;
+
+struct Mpi {
+    /// Kept loaded for the process's life (the function pointers point into it).
+    _lib: libloading::Library,
+    library: String,
+    world: Handle,
+    float: Handle,
+    sum: Handle,
+    allreduce: Allreduce,
+    bcast: Bcast,
+    barrier: Barrier,
+    finalize: Finalize,
+    abort: Abort,
+    rank: i32,
+    size: i32,
+}
+
+// SAFETY: the handles are addresses of libmpi's static predefined objects, valid for the whole
+// process and only passed back to libmpi; calls are serialised by CALLS.
+unsafe impl Send for Mpi {}
+unsafe impl Sync for Mpi {}
+
+static MPI: OnceLock<Result<Mpi, String>> = OnceLock::new();
+static CALLS: Mutex<bool> = Mutex::new(false); // true once finalized
+
+fn candidates() -> Vec<String> {
+    if let Ok(path) = std::env::var("FERROCONV_MPI_LIBRARY") {
+        return vec![path];
+    }
+    if cfg!(target_os = "macos") {
+        vec!["libmpi.40.dylib".into(), "libmpi.dylib".into()]
+    } else {
+        vec!["libmpi.so.40".into(), "libmpi.so".into()]
+    }
+}
+
+#[cfg(unix)]
+fn open(name: &str) -> Result<libloading::Library, libloading::Error> {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    // RTLD_GLOBAL: Open MPI's components (dlopened by libmpi) resolve their symbols in it.
+    unsafe { Library::open(Some(name), RTLD_NOW | RTLD_GLOBAL) }.map(Into::into)
+}
+
+#[cfg(not(unix))]
+fn open(name: &str) -> Result<libloading::Library, libloading::Error> {
+    unsafe { libloading::Library::new(name) }
+}
+
+fn load() -> Result<Mpi, String> {
+    let mut tried = Vec::new();
+    let (lib, library) = candidates()
+        .into_iter()
+        .find_map(|name| match open(&name) {
+            Ok(lib) => Some((lib, name)),
+            Err(e) => {
+                tried.push(format!("{name}: {e}"));
+                None
+            }
+        })
+        .ok_or_else(|| {
+            format!(
+                "MPI: cannot load Open MPI's libmpi (install Open MPI, e.g. apt-get install \
+                 openmpi-bin, or set FERROCONV_MPI_LIBRARY): {}",
+                tried.join("; ")
+            )
+        })?;
+    // SAFETY: each symbol is read with the type Open MPI's mpi.h gives it.
+    unsafe {
+        // A predefined handle is the address of a global: Symbol<*mut T> derefs to that address.
+        let handle = |name: &[u8]| -> Result<Handle, String> {
+            lib.get::<*mut c_void>(name).map(|s| *s).map_err(|_| {
+                format!(
+                    "MPI: {library} is not Open MPI's libmpi (it has no {}); only Open MPI is supported",
+                    String::from_utf8_lossy(&name[..name.len() - 1])
+                )
+            })
+        };
+        let world = handle(b"ompi_mpi_comm_world\0")?;
+        let float = handle(b"ompi_mpi_float\0")?;
+        let sum = handle(b"ompi_mpi_op_sum\0")?;
+        fn func<T: Copy>(
+            lib: &libloading::Library,
+            library: &str,
+            name: &[u8],
+        ) -> Result<T, String> {
+            // SAFETY: T is the function's type as mpi.h declares it (checked by the callers).
+            unsafe { lib.get::<T>(name) }
+                .map(|s| *s)
+                .map_err(|e| format!("MPI: {library}: {e}"))
+        }
+        let init_thread: InitThread = func(&lib, &library, b"MPI_Init_thread\0")?;
+        let comm_rank: CommQuery = func(&lib, &library, b"MPI_Comm_rank\0")?;
+        let comm_size: CommQuery = func(&lib, &library, b"MPI_Comm_size\0")?;
+        let allreduce: Allreduce = func(&lib, &library, b"MPI_Allreduce\0")?;
+        let bcast: Bcast = func(&lib, &library, b"MPI_Bcast\0")?;
+        let barrier: Barrier = func(&lib, &library, b"MPI_Barrier\0")?;
+        let finalize: Finalize = func(&lib, &library, b"MPI_Finalize\0")?;
+        let abort: Abort = func(&lib, &library, b"MPI_Abort\0")?;
+        let mut provided: c_int = 0;
+        let rc = init_thread(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            THREAD_SERIALIZED,
+            &mut provided,
+        );
+        if rc != 0 {
+            return Err(format!("MPI: MPI_Init_thread failed (error {rc})"));
+        }
+        if provided < THREAD_SERIALIZED {
+            return Err(format!(
+                "MPI: the library gives thread level {provided}, ferroconv needs \
+                 MPI_THREAD_SERIALIZED ({THREAD_SERIALIZED})"
+            ));
+        }
+        let (mut rank, mut size) = (0, 0);
+        if comm_rank(world, &mut rank) != 0 || comm_size(world, &mut size) != 0 {
+            return Err("MPI: cannot read the rank and size of MPI_COMM_WORLD".into());
+        }
+        Ok(Mpi {
+            _lib: lib,
+            library,
+            world,
+            float,
+            sum,
+            allreduce,
+            bcast,
+            barrier,
+            finalize,
+            abort,
+            rank,
+            size,
+        })
+    }
+}
+
+fn mpi() -> napi::Result<&'static Mpi> {
+    MPI.get_or_init(load)
+        .as_ref()
+        .map_err(|e| invalid(e.clone()))
+}
+
+#[napi(object)]
+pub struct MpiWorld {
+    pub rank: i32,
+    pub size: i32,
+    /// The libmpi loaded.
+    pub library: String,
+}
+
+/// Loads Open MPI's libmpi and initialises MPI (once per process): this process's rank and the
+/// world's size. An Error when libmpi is absent or not Open MPI's.
+#[napi(catch_unwind, js_name = "mpiInit")]
+pub fn mpi_init() -> napi::Result<MpiWorld> {
+    let m = mpi()?;
+    Ok(MpiWorld {
+        rank: m.rank,
+        size: m.size,
+        library: m.library.clone(),
+    })
+}
+
+/// What one collective does, run on its own thread with CALLS held.
+enum Collective {
+    /// Sum over the ranks, then divide by the world's size: the mean.
+    Mean,
+    Broadcast(i32),
+    Barrier,
+}
+
+fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), String> {
+    let done = CALLS
+        .lock()
+        .map_err(|_| "MPI: a previous call panicked".to_string())?;
+    if *done {
+        return Err("MPI: already finalized".into());
+    }
+    let check = |rc: c_int, name: &str| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(format!("MPI: {name} failed (error {rc})"))
+        }
+    };
+    match what {
+        Collective::Barrier => check(unsafe { (m.barrier)(m.world) }, "MPI_Barrier"),
+        Collective::Mean | Collective::Broadcast(_) => {
+            // One contiguous bucket: one collective per MAX_COUNT elements, not per array.
+            let total: usize = arrays.iter().map(|a| a.len()).sum();
+            let mut bucket: Vec<f32> = Vec::new();
+            bucket
+                .try_reserve_exact(total)
+                .map_err(|_| format!("MPI: cannot allocate {total} floats"))?;
+            for a in arrays.iter() {
+                bucket.extend_from_slice(a);
+            }
+            for piece in bucket.chunks_mut(MAX_COUNT) {
+                let n = piece.len() as c_int;
+                let rc = match what {
+                    Collective::Mean => unsafe {
+                        (m.allreduce)(
+                            IN_PLACE,
+                            piece.as_mut_ptr().cast(),
+                            n,
+                            m.float,
+                            m.sum,
+                            m.world,
+                        )
+                    },
+                    Collective::Broadcast(root) => unsafe {
+                        (m.bcast)(piece.as_mut_ptr().cast(), n, m.float, *root, m.world)
+                    },
+                    Collective::Barrier => 0,
+                };
+                check(
+                    rc,
+                    if matches!(what, Collective::Mean) {
+                        "MPI_Allreduce"
+                    } else {
+                        "MPI_Bcast"
+                    },
+                )?;
+            }
+            if matches!(what, Collective::Mean) {
+                let scale = 1.0 / m.size as f32;
+                for v in bucket.iter_mut() {
+                    *v *= scale;
+                }
+            }
+            let mut at = 0;
+            for a in arrays.iter_mut() {
+                let n = a.len();
+                // SAFETY: the TypeScript side neither reads nor writes these arrays until the
+                // promise settles; the napi references keep them alive.
+                unsafe { a.as_mut() }.copy_from_slice(&bucket[at..at + n]);
+                at += n;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn spawn<'env>(
+    env: &'env Env,
+    what: Collective,
+    mut arrays: Vec<Float32Array>,
+) -> napi::Result<Object<'env>> {
+    let m = mpi()?;
+    let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
+    std::thread::Builder::new()
+        .name("ferroconv-mpi".into())
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(m, &what, &mut arrays)
+            }));
+            match r {
+                Ok(Ok(())) => deferred.resolve(|_| Ok(())),
+                Ok(Err(e)) => deferred.reject(invalid(e)),
+                Err(_) => deferred.reject(invalid("MPI: the collective panicked")),
+            }
+            drop(arrays);
+        })
+        .map_err(|e| invalid(format!("MPI: cannot start a thread: {e}")))?;
+    Ok(promise)
+}
+
+/// Every array replaced by its mean over the ranks (element by element), as one bucketed
+/// MPI_Allreduce off the JavaScript thread. Every rank must pass arrays of the same lengths.
+#[napi(
+    catch_unwind,
+    js_name = "mpiAllreduceMean",
+    ts_return_type = "Promise<void>"
+)]
+pub fn mpi_allreduce_mean(env: &Env, arrays: Vec<Float32Array>) -> napi::Result<Object<'_>> {
+    spawn(env, Collective::Mean, arrays)
+}
+
+/// Every array replaced by rank `root`'s, as one bucketed MPI_Bcast off the JavaScript thread.
+#[napi(
+    catch_unwind,
+    js_name = "mpiBroadcast",
+    ts_return_type = "Promise<void>"
+)]
+pub fn mpi_broadcast(env: &Env, arrays: Vec<Float32Array>, root: i32) -> napi::Result<Object<'_>> {
+    let m = mpi()?;
+    if root < 0 || root >= m.size {
+        return Err(invalid(format!(
+            "mpiBroadcast: root must be a rank in [0, {}), got {root}",
+            m.size
+        )));
+    }
+    spawn(env, Collective::Broadcast(root), arrays)
+}
+
+/// Resolves when every rank has called it.
+#[napi(catch_unwind, js_name = "mpiBarrier", ts_return_type = "Promise<void>")]
+pub fn mpi_barrier(env: &Env) -> napi::Result<Object<'_>> {
+    spawn(env, Collective::Barrier, Vec::new())
+}
+
+/// Ends MPI for this process (at exit); later collectives fail. Does nothing if MPI never started.
+#[napi(catch_unwind, js_name = "mpiFinalize")]
+pub fn mpi_finalize() -> napi::Result<()> {
+    let Some(Ok(m)) = MPI.get() else {
+        return Ok(());
+    };
+    let mut done = CALLS
+        .lock()
+        .map_err(|_| invalid("MPI: a previous call panicked"))?;
+    if !*done {
+        *done = true;
+        unsafe { (m.finalize)() };
+    }
+    Ok(())
+}
+
+/// Ends the whole job: every rank exits with `code` (MPI_Abort), for an error one rank cannot
+/// recover from while the others wait in a collective.
+#[napi(catch_unwind, js_name = "mpiAbort")]
+pub fn mpi_abort(code: i32) -> napi::Result<()> {
+    let m = mpi()?;
+    unsafe { (m.abort)(m.world, code) };
+    Ok(())
+}
