@@ -88,3 +88,14 @@ export * as apps from './apps/index.js';
 export * as quant from './quant/index.js';
 export { quantize, QuantizedModel, loadQuantized, prune } from './quant/index.js';
 export * from './insight/index.js';
+export {
+  initDistributed,
+  currentWorld,
+  launchedByMpi,
+  allreduce,
+  broadcast,
+  barrier,
+  type World,
+  type DistributedOptions,
+  type ReduceOp,
+} from './distributed/index.js';

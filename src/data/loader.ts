@@ -30,6 +30,24 @@ export interface DataLoaderOptions {
   numWorkers?: number;
   /** Batches requested ahead of the one being consumed (default 2, or 2 per worker). */
   prefetch?: number;
+  /**
+   * This process's part of every epoch in data-parallel training (as torch's
+   * DistributedSampler): rank r of `size` takes every size-th sample of the epoch's order,
+   * starting at r, so the ranks never overlap and together cover the epoch. The seed must be
+   * the same on every rank (fit checks it). With `even` (default true) the order is first
+   * padded with its own beginning to a multiple of `size`, so every rank has as many batches
+   * (training steps in lockstep need it); `even: false` (for evaluation) leaves the last ranks
+   * one sample short instead, so nothing is counted twice. `initDistributed()` returns a world
+   * to pass here.
+   */
+  shard?: { rank: number; size: number; even?: boolean };
+}
+
+/** The part of the data a DataLoader's process takes (DataLoaderOptions.shard). */
+export interface Shard {
+  readonly rank: number;
+  readonly size: number;
+  readonly even: boolean;
 }
 
 /** What a checkpoint needs to resume a DataLoader where it stopped. */
@@ -43,6 +61,8 @@ export interface DataLoaderState {
   batchSize: number;
   numSamples: number;
   shuffle: boolean;
+  /** The number of ranks the data was sharded over (absent: 1). */
+  shards?: number;
 }
 
 function count(what: string, v: number, min: number): number {
@@ -68,6 +88,8 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
   readonly numWorkers: number;
   readonly prefetch: number;
   readonly transform: Transform | null;
+  /** This process's part of the data (null: all of it). */
+  readonly shard: Shard | null;
   private seedValue: number;
   private epochValue = 0;
   private positionValue = 0;
@@ -94,6 +116,7 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
       throw new Error('DataLoader: transform must be a function (a transform)');
     }
     this.transform = opts.transform ?? null;
+    this.shard = checkShard(opts.shard);
     if (opts.seed !== undefined) checkSeed('DataLoader: seed', opts.seed);
     this.seedValue = opts.seed ?? globalRng.nextU32();
     if (this.numWorkers > 0) {
@@ -125,9 +148,17 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
     return this.positionValue;
   }
 
-  /** Batches per epoch. */
-  get length(): number {
+  /** Samples per epoch (this rank's, when sharded). */
+  get numSamples(): number {
     const n = this.dataset.length;
+    if (!this.shard) return n;
+    const { rank, size, even } = this.shard;
+    return even ? Math.ceil(n / size) : rank < n ? Math.floor((n - rank - 1) / size) + 1 : 0;
+  }
+
+  /** Batches per epoch (this rank's, when sharded). */
+  get length(): number {
+    const n = this.numSamples;
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 
@@ -157,6 +188,7 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
       batchSize: this.batchSize,
       numSamples: this.dataset.length,
       shuffle: this.shuffle,
+      ...(this.shard ? { shards: this.shard.size } : {}),
     };
   }
 
@@ -191,6 +223,18 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
         `DataLoader.setState: state has shuffle ${describe(state.shuffle)}, this loader has ${this.shuffle}`,
       );
     }
+    const shards = state.shards ?? 1;
+    if (!Number.isSafeInteger(shards) || shards < 1)
+      throw new Error(`DataLoader.setState: shards must be a positive integer, got ${describe(state.shards)}`);
+    // At an epoch's start any number of ranks may take over; mid-epoch the batches already
+    // seen were another sharding's.
+    if (state.position > 0 && shards !== (this.shard?.size ?? 1)) {
+      throw new Error(
+        `DataLoader.setState: state is ${state.position} batches into an epoch sharded over ${shards} ` +
+          `rank(s); this loader is sharded over ${this.shard?.size ?? 1} (a different number of ranks ` +
+          'can resume at the start of an epoch)',
+      );
+    }
     if (!Number.isInteger(state.position) || state.position < 0 || state.position > this.length) {
       throw new Error(
         `DataLoader.setState: position must be an integer in [0, ${this.length}], got ${describe(state.position)}`,
@@ -198,13 +242,21 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
     }
   }
 
-  /** The dataset indices of every sample of epoch `epoch`, in the order they are batched. */
+  /** The dataset indices of every sample of epoch `epoch` (this rank's), in the order they are batched. */
   order(epoch: number): Int32Array {
     const n = this.dataset.length;
-    if (this.shuffle) return permutation(n, shuffleRng(this.seedValue, epoch));
-    const p = new Int32Array(n);
-    for (let i = 0; i < n; i++) p[i] = i;
-    return p;
+    let p: Int32Array;
+    if (this.shuffle) p = permutation(n, shuffleRng(this.seedValue, epoch));
+    else {
+      p = new Int32Array(n);
+      for (let i = 0; i < n; i++) p[i] = i;
+    }
+    if (!this.shard || n === 0) return p;
+    // Every size-th of the order from `rank`, the order padded with its own start when even.
+    const { rank, size } = this.shard;
+    const mine = new Int32Array(this.numSamples);
+    for (let k = 0; k < mine.length; k++) mine[k] = p[(rank + k * size) % n];
+    return mine;
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {
@@ -267,4 +319,16 @@ export class DataLoader<D extends AnyDataset = AnyDataset> implements AsyncItera
   private checkIdle(what: string): void {
     if (this.iterating) throw new Error(`DataLoader: cannot ${what} while an iteration is in progress`);
   }
+}
+
+function checkShard(shard: DataLoaderOptions['shard']): Shard | null {
+  if (shard === undefined || shard === null) return null;
+  if (typeof shard !== 'object')
+    throw new Error(`DataLoader: shard must be { rank, size } (e.g. initDistributed()), got ${describe(shard)}`);
+  const size = count('shard.size', shard.size, 1);
+  if (!Number.isSafeInteger(shard.rank) || shard.rank < 0 || shard.rank >= size)
+    throw new Error(`DataLoader: shard.rank must be an integer in [0, ${size}), got ${describe(shard.rank)}`);
+  if (shard.even !== undefined && typeof shard.even !== 'boolean')
+    throw new Error(`DataLoader: shard.even must be a boolean, got ${describe(shard.even)}`);
+  return Object.freeze({ rank: shard.rank, size, even: shard.even ?? true });
 }

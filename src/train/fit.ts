@@ -2,13 +2,21 @@
 // after every epoch; top-1/top-5 metrics; Keras-style callbacks (the progress bar is one);
 // per-run logs and a training curve; atomic checkpoints and exact resume. Between batches it
 // yields to the event loop, so a server that trains keeps answering.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { noGrad } from '../autograd.js';
 import type { Module } from '../nn/module.js';
 import { assertFinite, clipGradNormInPlace } from '../ops/elementwise.js';
 import { crossEntropy } from '../ops/loss.js';
 import { isPlannable, runStep } from '../plan/train.js';
+import {
+  allreduce,
+  broadcast,
+  checkSameOnEveryRank,
+  type DistributedOptions,
+  initDistributed,
+  type World,
+} from '../distributed/index.js';
 import { globalRng } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { ProgressBar, type Callback, type Logs, type TrainerHandle } from './callbacks.js';
@@ -31,6 +39,10 @@ export interface LoaderLike extends AsyncIterable<Batch> {
   setState?(state: never): void;
   /** Throws what setState would throw, changing nothing (checked before a resume commits). */
   validateState?(state: never): void;
+  /** The part of the data this process takes in distributed training (DataLoader's shard). */
+  readonly shard?: { rank: number; size: number } | null;
+  /** The seed of the data's order (compared across the ranks in distributed training). */
+  readonly seed?: number;
 }
 
 /** What fit() needs of an optimizer (src/optim's optimizers provide it). */
@@ -96,6 +108,20 @@ export interface FitOptions {
    * after each step: the gradients live in the plan.
    */
   plan?: boolean;
+  /**
+   * Data-parallel training over MPI, for a process started by mpirun (see initDistributed; a
+   * process started otherwise trains alone, unchanged). Every rank runs the same fit() on its
+   * shard of the data (the training loader needs `shard: initDistributed()`): the parameters
+   * and buffers start as rank 0's, each step's gradients are averaged over the ranks before
+   * clipping and the update, and the epoch's metrics (and a sharded validation loader's) are
+   * totalled over the ranks, so every rank keeps the same model, history and scheduler.
+   * Only rank 0 shows progress and writes logs, TensorBoard files and checkpoints; every rank
+   * resumes from them, so checkpointDir must be on storage every rank reads. Each rank's batch
+   * is the loader's batchSize; the step sees size times as many samples (scale the learning
+   * rate with it, and warm it up, as for any large batch). Batch norm normalises each rank's
+   * batch alone. An object sets the collectives' time limit.
+   */
+  distributed?: boolean | DistributedOptions;
 }
 
 export interface FitResult {
@@ -140,7 +166,7 @@ export function trainingStep(
   optimizer: OptimizerLike,
   images: Tensor,
   labels: Int32Array,
-  opts: { loss?: LossFn; clipGradNorm?: number; gradsOf?: Tensor[] } = {},
+  opts: { loss?: LossFn; clipGradNorm?: number; gradsOf?: Tensor[]; update?: boolean } = {},
 ): () => Tensor[] {
   const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
   const params = model.parameters();
@@ -150,6 +176,8 @@ export function trainingStep(
     assertFinite(l, 'the loss');
     optimizer.zeroGrad();
     l.backward();
+    // update: false stops at the gradients (distributed training averages them first).
+    if (opts.update === false) return [l, y, ...(opts.gradsOf ? gradientsOf(params, opts.gradsOf) : [])];
     if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
     // With gradsOf, the gradients also come out (after the logits), and gradsOf says whose.
     const grads = opts.gradsOf ? gradientsOf(params, opts.gradsOf) : [];
@@ -197,6 +225,25 @@ export async function evaluate(
   }
   if (count === 0) throw new Error('evaluate: the loader yielded no samples');
   return { loss: lossSum / count, acc: c1 / count, acc5: c5 / count, count };
+}
+
+/**
+ * evaluate() in a distributed run: a loader sharded over the world is totalled over the ranks;
+ * one that is not is evaluated whole by every rank (the same model: the same result).
+ */
+async function evaluateAcross(
+  model: Module,
+  loader: LoaderLike,
+  lossFn: LossFn,
+  dist: World | null,
+): Promise<EvalResult> {
+  if (!dist || !loader.shard) return evaluate(model, loader, lossFn);
+  checkShard('the validation loader', loader, dist);
+  const r = await evaluate(model, loader, lossFn);
+  const f = Float32Array.of(r.loss * r.count, r.acc * r.count, r.acc5 * r.count, r.count);
+  await allreduce([f], 'sum', 'fit: totalling the validation over the ranks');
+  const [loss, c1, c5, count] = f;
+  return { loss: loss / count, acc: c1 / count, acc5: c5 / count, count };
 }
 
 /**
@@ -282,8 +329,14 @@ export async function fit(model: Module, train: LoaderLike, opts: FitOptions): P
 async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions): Promise<FitResult> {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1)
     throw new Error(`fit: epochs must be a positive integer, got ${opts.epochs}`);
+  const world = opts.distributed ? initDistributed(opts.distributed === true ? {} : opts.distributed) : null;
+  const dist = world && world.size > 1 ? world : null;
+  if (dist) checkShard('the training loader', train, dist);
+  // Rank 0 alone reports and writes: progress, logs, TensorBoard, checkpoints.
+  const lead = !dist || dist.rank === 0;
   const handle: TrainerHandle = { stopTraining: false, epochs: opts.epochs, batchesPerEpoch: train.length };
-  const callbacks: Callback[] = [...(opts.progress === false ? [] : [new ProgressBar()]), ...(opts.callbacks ?? [])];
+  const bar = opts.progress === false || !lead ? [] : [new ProgressBar()];
+  const callbacks: Callback[] = [...bar, ...(opts.callbacks ?? [])];
   const emit = async <K extends keyof Callback>(hook: K, ...args: Parameters<NonNullable<Callback[K]>>) => {
     for (const cb of callbacks) {
       const f = cb[hook] as ((...a: unknown[]) => void | Promise<void>) | undefined;
@@ -304,9 +357,11 @@ async function fitUnguarded(model: Module, train: LoaderLike, opts: FitOptions):
   if (opts.resume && ckptPath && existsSync(ckptPath)) {
     ({ history, batches, startEpoch } = resume(ckptPath, model, train, opts));
   }
-  const board = TrainingBoard.open(opts.tensorboard, opts.logDir);
+  if (dist) await startTogether(model, train, startEpoch, dist);
+  if (opts.checkpointDir && lead) mkdirSync(opts.checkpointDir, { recursive: true });
+  const board = lead ? TrainingBoard.open(opts.tensorboard, opts.logDir) : null;
   try {
-    return await trainEpochs(model, train, opts, { handle, emit, ckptPath, history, batches, startEpoch, board });
+    return await trainEpochs(model, train, opts, { handle, emit, ckptPath, history, batches, startEpoch, board, dist });
   } finally {
     board?.close();
   }
@@ -320,10 +375,57 @@ interface RunState {
   batches: BatchRecord[];
   startEpoch: number;
   board: TrainingBoard | null;
+  /** The world of a distributed run (null: this process trains alone). */
+  dist: World | null;
+}
+
+/** Throws unless `loader` is sharded for this rank of `world`. */
+function checkShard(what: string, loader: LoaderLike, world: World): void {
+  const s = loader.shard;
+  if (!s || s.rank !== world.rank || s.size !== world.size) {
+    throw new Error(
+      `fit: distributed training over ${world.size} ranks needs ${what} sharded for this rank ` +
+        `(new DataLoader(dataset, { ..., shard: initDistributed() })), ` +
+        (s ? `it is sharded as rank ${s.rank} of ${s.size}` : 'it is not sharded'),
+    );
+  }
+}
+
+/**
+ * The ranks check they are about to train alike (the same batches per epoch, the same epoch to
+ * resume from, the same data order and model), then take rank 0's parameters and buffers.
+ */
+async function startTogether(model: Module, train: LoaderLike, startEpoch: number, world: World): Promise<void> {
+  const seed = train.seed ?? 0;
+  const state = [...model.stateDict().values()];
+  await checkSameOnEveryRank(
+    'fit',
+    [
+      'the batches per epoch',
+      'the epoch to start from',
+      "the loader's seed (low half)",
+      '(high half)',
+      'the model size',
+    ],
+    // The seed in halves: float32 holds integers exactly up to 2^24.
+    [train.length, startEpoch, seed & 0xffff, seed >>> 16, state.length],
+  );
+  await broadcast(
+    state.map((t) => t.data),
+    0,
+    `fit: taking rank 0's parameters and buffers (rank ${world.rank})`,
+  );
+}
+
+/** Averages the gradients of `params` over the ranks (one bucketed all-reduce). */
+async function averageGradients(params: Tensor[]): Promise<void> {
+  const grads = params.flatMap((p) => (p.grad ? [p.grad.data] : []));
+  await allreduce(grads, 'mean', 'fit: averaging the gradients');
 }
 
 async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, run: RunState): Promise<FitResult> {
-  const { handle, emit, ckptPath, history, batches, startEpoch, board } = run;
+  const { handle, emit, ckptPath, history, batches, startEpoch, board, dist } = run;
+  const lead = !dist || dist.rank === 0;
   const lossFn = opts.loss ?? ((l: Tensor, y: Int32Array) => crossEntropy(l, y));
 
   const params = model.parameters();
@@ -367,9 +469,11 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
       let lossValue = NaN;
       if (planReason === undefined && plannable) {
         // One call into the binding for the whole step, off the JavaScript thread.
+        // Distributed, the plan stops at the gradients: they are averaged, then clipped and applied.
         const step = trainingStep(model, plannable, images, labels, {
           ...opts,
-          gradsOf: wantGrads ? gradsOf : undefined,
+          gradsOf: wantGrads || dist ? gradsOf : undefined,
+          update: !dist,
         });
         let result: Tensor[] | string;
         try {
@@ -386,6 +490,14 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
           [, logits] = result;
           lossValue = result[0].data[0];
           if (wantGrads) lastGrads = result.slice(2);
+          if (dist) {
+            gradsOf.forEach((p, i) => {
+              p.grad = result[2 + i] as Tensor;
+            });
+            await averageGradients(gradsOf);
+            if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
+            opts.optimizer.step();
+          }
         }
       }
       if (!logits) {
@@ -395,6 +507,7 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
         if (!Number.isFinite(lossValue)) throw diverged(lossValue);
         opts.optimizer.zeroGrad();
         loss.backward();
+        if (dist) await averageGradients(params);
         if (opts.clipGradNorm !== undefined) clipNorm(params, opts.clipGradNorm);
         if (wantGrads) lastGrads = gradientsOf(params, gradsOf);
         opts.optimizer.step();
@@ -425,6 +538,12 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
       batch++;
       await yieldToEventLoop();
     }
+    if (dist) {
+      // The epoch's results are every rank's together.
+      const f = Float32Array.of(lossSum, c1, c5, count);
+      await allreduce([f], 'sum', 'fit: totalling the epoch over the ranks');
+      [lossSum, c1, c5, count] = f;
+    }
     if (count === 0) throw new Error('fit: the training loader yielded no samples');
     const logs: Logs = {
       loss: lossSum / count,
@@ -433,7 +552,7 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
       lr: opts.optimizer.paramGroups[0]?.lr ?? NaN,
     };
     if (opts.validation) {
-      const v = await evaluate(model, opts.validation, lossFn);
+      const v = await evaluateAcross(model, opts.validation, lossFn, dist);
       Object.assign(logs, { val_loss: v.loss, val_acc: v.acc, val_acc5: v.acc5 });
     }
     if (opts.scheduler && opts.schedulerInterval !== 'batch') {
@@ -441,13 +560,13 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
     }
     const record: EpochRecord = { epoch: epoch + 1, seconds: (performance.now() - t0) / 1000, ...logs };
     history.push(record);
-    if (opts.logDir) writeRunLogs(opts.logDir, history, opts.meta, batches);
+    if (opts.logDir && lead) writeRunLogs(opts.logDir, history, opts.meta, batches);
     if (board) {
       const names = new Map(model.namedParameters().map(([n, p]) => [p, n] as const));
       const grads = new Map(gradsOf.map((p, i) => [names.get(p) ?? `${i}`, lastGrads[i]] as const));
       await board.epoch(model, record, batches.at(-1)?.step ?? 0, grads);
     }
-    if (opts.checkpointDir && ckptPath) {
+    if (opts.checkpointDir && ckptPath && lead) {
       saveCheckpoint(ckptPath, model, {
         epoch,
         optimizer: opts.optimizer.stateDict(),
@@ -459,6 +578,12 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
       });
     }
     await emit('onEpochEnd', epoch, logs);
+    if (dist) {
+      // A callback on any rank stopping the run stops every rank.
+      const stop = Float32Array.of(handle.stopTraining ? 1 : 0);
+      await allreduce([stop], 'max', 'fit: agreeing whether to stop');
+      handle.stopTraining = stop[0] > 0;
+    }
   }
   await emit('onTrainEnd', history.at(-1) ?? {});
   const planned = planReason === undefined && plannedSteps > 0;

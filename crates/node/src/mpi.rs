@@ -23,7 +23,6 @@ type Allreduce =
 type Bcast = unsafe extern "C" fn(*mut c_void, c_int, Handle, c_int, Handle) -> c_int;
 type Barrier = unsafe extern "C" fn(Handle) -> c_int;
 type Finalize = unsafe extern "C" fn() -> c_int;
-type Abort = unsafe extern "C" fn(Handle, c_int) -> c_int;
 
 /// Open MPI's MPI_IN_PLACE (mpi.h: `#define MPI_IN_PLACE ((void *) 1)`; a dangling c_void pointer is address 1).
 const IN_PLACE: *const c_void = std::ptr::dangling::<c_void>();
@@ -38,12 +37,12 @@ struct Mpi {
     library: String,
     world: Handle,
     float: Handle,
-    sum: Handle,
+    /// MPI_SUM, MPI_MAX, MPI_MIN.
+    ops: [Handle; 3],
     allreduce: Allreduce,
     bcast: Bcast,
     barrier: Barrier,
     finalize: Finalize,
-    abort: Abort,
     rank: i32,
     size: i32,
 }
@@ -110,7 +109,11 @@ fn load() -> Result<Mpi, String> {
         };
         let world = handle(b"ompi_mpi_comm_world\0")?;
         let float = handle(b"ompi_mpi_float\0")?;
-        let sum = handle(b"ompi_mpi_op_sum\0")?;
+        let ops = [
+            handle(b"ompi_mpi_op_sum\0")?,
+            handle(b"ompi_mpi_op_max\0")?,
+            handle(b"ompi_mpi_op_min\0")?,
+        ];
         fn func<T: Copy>(
             lib: &libloading::Library,
             library: &str,
@@ -128,7 +131,6 @@ fn load() -> Result<Mpi, String> {
         let bcast: Bcast = func(&lib, &library, b"MPI_Bcast\0")?;
         let barrier: Barrier = func(&lib, &library, b"MPI_Barrier\0")?;
         let finalize: Finalize = func(&lib, &library, b"MPI_Finalize\0")?;
-        let abort: Abort = func(&lib, &library, b"MPI_Abort\0")?;
         let mut provided: c_int = 0;
         let rc = init_thread(
             std::ptr::null_mut(),
@@ -154,12 +156,11 @@ fn load() -> Result<Mpi, String> {
             library,
             world,
             float,
-            sum,
+            ops,
             allreduce,
             bcast,
             barrier,
             finalize,
-            abort,
             rank,
             size,
         })
@@ -192,10 +193,19 @@ pub fn mpi_init() -> napi::Result<MpiWorld> {
     })
 }
 
+/// An element-wise reduction over the ranks.
+#[derive(Clone, Copy, PartialEq)]
+enum Reduce {
+    Sum,
+    Max,
+    Min,
+    /// The sum divided by the world's size.
+    Mean,
+}
+
 /// What one collective does, run on its own thread with CALLS held.
 enum Collective {
-    /// Sum over the ranks, then divide by the world's size: the mean.
-    Mean,
+    Allreduce(Reduce),
     Broadcast(i32),
     Barrier,
 }
@@ -216,7 +226,7 @@ fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), St
     };
     match what {
         Collective::Barrier => check(unsafe { (m.barrier)(m.world) }, "MPI_Barrier"),
-        Collective::Mean | Collective::Broadcast(_) => {
+        Collective::Allreduce(_) | Collective::Broadcast(_) => {
             // One contiguous bucket: one collective per MAX_COUNT elements, not per array.
             let total: usize = arrays.iter().map(|a| a.len()).sum();
             let mut bucket: Vec<f32> = Vec::new();
@@ -229,13 +239,18 @@ fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), St
             for piece in bucket.chunks_mut(MAX_COUNT) {
                 let n = piece.len() as c_int;
                 let rc = match what {
-                    Collective::Mean => unsafe {
+                    Collective::Allreduce(op) => unsafe {
+                        let handle = match op {
+                            Reduce::Sum | Reduce::Mean => m.ops[0],
+                            Reduce::Max => m.ops[1],
+                            Reduce::Min => m.ops[2],
+                        };
                         (m.allreduce)(
                             IN_PLACE,
                             piece.as_mut_ptr().cast(),
                             n,
                             m.float,
-                            m.sum,
+                            handle,
                             m.world,
                         )
                     },
@@ -246,14 +261,14 @@ fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), St
                 };
                 check(
                     rc,
-                    if matches!(what, Collective::Mean) {
+                    if matches!(what, Collective::Allreduce(_)) {
                         "MPI_Allreduce"
                     } else {
                         "MPI_Bcast"
                     },
                 )?;
             }
-            if matches!(what, Collective::Mean) {
+            if matches!(what, Collective::Allreduce(Reduce::Mean)) {
                 let scale = 1.0 / m.size as f32;
                 for v in bucket.iter_mut() {
                     *v *= scale;
@@ -296,15 +311,31 @@ fn spawn<'env>(
     Ok(promise)
 }
 
-/// Every array replaced by its mean over the ranks (element by element), as one bucketed
-/// MPI_Allreduce off the JavaScript thread. Every rank must pass arrays of the same lengths.
+/// Every array replaced, element by element, by its `op` ('sum', 'mean', 'max' or 'min') over
+/// the ranks, as one bucketed MPI_Allreduce off the JavaScript thread. Every rank must pass
+/// arrays of the same lengths.
 #[napi(
     catch_unwind,
-    js_name = "mpiAllreduceMean",
+    js_name = "mpiAllreduce",
     ts_return_type = "Promise<void>"
 )]
-pub fn mpi_allreduce_mean(env: &Env, arrays: Vec<Float32Array>) -> napi::Result<Object<'_>> {
-    spawn(env, Collective::Mean, arrays)
+pub fn mpi_allreduce<'env>(
+    env: &'env Env,
+    arrays: Vec<Float32Array>,
+    op: String,
+) -> napi::Result<Object<'env>> {
+    let op = match op.as_str() {
+        "sum" => Reduce::Sum,
+        "mean" => Reduce::Mean,
+        "max" => Reduce::Max,
+        "min" => Reduce::Min,
+        _ => {
+            return Err(invalid(format!(
+                "mpiAllreduce: op must be 'sum', 'mean', 'max' or 'min', got '{op}'"
+            )))
+        }
+    };
+    spawn(env, Collective::Allreduce(op), arrays)
 }
 
 /// Every array replaced by rank `root`'s, as one bucketed MPI_Bcast off the JavaScript thread.
@@ -330,27 +361,21 @@ pub fn mpi_barrier(env: &Env) -> napi::Result<Object<'_>> {
     spawn(env, Collective::Barrier, Vec::new())
 }
 
-/// Ends MPI for this process (at exit); later collectives fail. Does nothing if MPI never started.
+/// Ends MPI for this process (at exit); later collectives fail. Does nothing if MPI never
+/// started, and returns false without waiting when a collective is still under way (one that
+/// timed out, waiting for a rank that is gone): MPI_Finalize would wait for it forever, and
+/// the launcher ends the job of a process that exits without it.
 #[napi(catch_unwind, js_name = "mpiFinalize")]
-pub fn mpi_finalize() -> napi::Result<()> {
+pub fn mpi_finalize() -> bool {
     let Some(Ok(m)) = MPI.get() else {
-        return Ok(());
+        return true;
     };
-    let mut done = CALLS
-        .lock()
-        .map_err(|_| invalid("MPI: a previous call panicked"))?;
+    let Ok(mut done) = CALLS.try_lock() else {
+        return false;
+    };
     if !*done {
         *done = true;
         unsafe { (m.finalize)() };
     }
-    Ok(())
-}
-
-/// Ends the whole job: every rank exits with `code` (MPI_Abort), for an error one rank cannot
-/// recover from while the others wait in a collective.
-#[napi(catch_unwind, js_name = "mpiAbort")]
-pub fn mpi_abort(code: i32) -> napi::Result<()> {
-    let m = mpi()?;
-    unsafe { (m.abort)(m.world, code) };
-    Ok(())
+    true
 }
