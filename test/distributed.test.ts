@@ -3,14 +3,17 @@
 // another world size). The mpirun parts are skipped, saying so, where mpirun is absent
 // (.ci/run installs Debian's openmpi-bin).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { mnist } from '../src/data/index.js';
 import { DataLoader, TensorDataset, fit, initDistributed, launchedByMpi, SGD, nn, zeros } from '../src/index.js';
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/mpi-train.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 const hasMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!hasMpirun) {
   console.warn('distributed: the mpirun tests are skipped: no mpirun on PATH (apt-get install openmpi-bin)');
@@ -51,9 +54,9 @@ interface Config {
   seedPerRank?: boolean;
 }
 
-/** Runs the fixture script under `mpirun -np ranks` (or alone with ranks 0), one kernel thread each. */
-function run(ranks: number, cfg: Config) {
-  const node = [process.execPath, '--import', 'tsx', SCRIPT, JSON.stringify(cfg)];
+/** Runs `node args` under `mpirun -np ranks` (or alone with ranks 0), one kernel thread each. */
+function launch(ranks: number, args: string[]) {
+  const node = [process.execPath, '--import', 'tsx', ...args];
   const env = {
     ...process.env,
     FERROCONV_NUM_THREADS: '1',
@@ -69,8 +72,19 @@ function run(ranks: number, cfg: Config) {
           env,
           timeout: 120_000,
         });
+  return {
+    status: r.status,
+    stdout: r.stdout,
+    output: `${r.stdout}${r.stderr}`,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Runs the fixture script (see launch) and reads what rank 0 wrote. */
+function run(ranks: number, cfg: Config) {
+  const r = launch(ranks, [SCRIPT, JSON.stringify(cfg)]);
   const result = existsSync(cfg.out) ? (JSON.parse(readFileSync(cfg.out, 'utf8')) as RunResult) : null;
-  return { status: r.status, output: `${r.stdout}${r.stderr}`, seconds: (performance.now() - t0) / 1000, result };
+  return { ...r, result };
 }
 
 /** The largest absolute difference between two runs' parameters. */
@@ -220,5 +234,40 @@ describe.skipIf(!hasMpirun)('under mpirun', () => {
     const wrong = run(0, { out: join(dir, 'x.json'), batch: 32, epochs: 4, checkpointDir: ck, resume: true });
     expect(wrong.status).not.toBe(0);
     expect(wrong.output).toMatch(/state is for batchSize 16, this loader has 32/);
+  }, 240_000);
+
+  it('ferroconv train under mpirun trains one model on 2 ranks; predict splits a folder and prints it in order', async () => {
+    const dir = tmp();
+    const ck = join(dir, 'run');
+    const t = launch(2, [CLI, 'train', '--limit', '1024', '--epochs', '1', '--checkpoint-dir', ck, '--no-progress']);
+    expect(t.status, t.output).toBe(0);
+    // Rank 0 alone prints and writes.
+    expect(t.stdout.match(/ferroconv: training/g)).toHaveLength(1);
+    expect(t.stdout).toMatch(/2 ranks x batch 64/);
+    const log = JSON.parse(readFileSync(join(ck, 'log.json'), 'utf8'));
+    expect(log.ranks).toBe(2);
+    // 1024 samples over 2 ranks at 64 each: 8 steps.
+    expect(log.batches).toHaveLength(8);
+    const images = join(dir, 'images');
+    const test = mnist({ train: false });
+    for (let i = 0; i < 5; i++) {
+      const { image } = test.get(i);
+      const px = Buffer.from(
+        Array.from(image.data, (v) => Math.max(0, Math.min(255, Math.round((v * 0.3081 + 0.1307) * 255)))),
+      );
+      const sub = join(images, i < 3 ? 'a' : 'b');
+      mkdirSync(sub, { recursive: true });
+      await sharp(px, { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toFile(join(sub, `${i}.png`));
+    }
+    const predict = (ranks: number) =>
+      launch(ranks, [CLI, 'predict', '--checkpoint', join(ck, 'model.safetensors'), '--batch-size', '2', images]);
+    const alone = predict(0);
+    const shared = predict(2);
+    expect(alone.status, alone.output).toBe(0);
+    expect(shared.status, shared.output).toBe(0);
+    expect(alone.stdout.trim().split('\n')).toHaveLength(5);
+    expect(shared.stdout).toBe(alone.stdout);
   }, 240_000);
 });

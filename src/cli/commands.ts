@@ -1,15 +1,18 @@
 // The `ferroconv` command's subcommands (src/cli.ts is the entry and answers --version itself;
 // the look-inside commands are in insight.ts). Bad flags or paths print one line to stderr and exit non-zero,
 // never a stack trace.
-import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
 import { info } from '../index.js';
 import { applyThreads, type Flags, int, num, parse, UsageError } from './flags.js';
 import { buildModel, loadWeights, modelNames } from './models.js';
 import { buildData, type CliData, datasetNames } from './datasets.js';
 import { buildOptimizer, buildScheduler, optimizerNames, scheduleNames } from './optim.js';
 import { manualSeed } from '../random.js';
+import { Tensor } from '../tensor.js';
+import { IMAGE_EXTENSIONS } from '../data/image-folder.js';
 import { evaluate, fit } from '../train/fit.js';
+import { allreduce, initDistributed, launchedByMpi, type World } from '../distributed/index.js';
 import { ProgressBar } from '../train/callbacks.js';
 import type { Module } from '../nn/module.js';
 import { loadCaffe } from '../io/caffe/import.js';
@@ -62,6 +65,11 @@ Run 'ferroconv <command> --help' for a command's options.`,
   --tensorboard         also write TensorBoard event files into the checkpoint directory
                         (then: tensorboard --logdir runs)
 
+Under mpirun -np N (or srun), N processes train one model together (data-parallel): each
+takes 1/N of every epoch, --batch-size samples per step each, and the gradients are averaged
+over them at every step. Rank 0 prints and writes the checkpoint directory (give one all ranks
+can read for --resume; another N can resume at an epoch's start).
+
 With --solver, a Caffe solver and its net train as Caffe trains them (lr_policy, lr_mult,
 momentum, weight decay, test_interval, snapshots), their Data layers fed from --dataset:
   --solver FILE         a Caffe solver definition (its net: path is read from the working
@@ -76,12 +84,15 @@ momentum, weight decay, test_interval, snapshots), their Data layers fed from --
   --dataset NAME        dataset whose test split to use (default mnist)
   --batch-size N        (default 256)
   --image-size N        input size for image-folder datasets (default 224)`,
-  predict: `ferroconv predict --checkpoint FILE [options] IMAGE...
+  predict: `ferroconv predict --checkpoint FILE [options] IMAGE|FOLDER...
 
+Folders are read recursively (image files, in name order). Under mpirun -np N the files are
+split across the N ranks and rank 0 prints every result, in order.
   --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
   --model NAME          the model it holds (default mnist-net)
   --dataset NAME        what it was trained on, for input size, channels and class names (default mnist)
   --top N               classes to print per image (default 3)
+  --batch-size N        images per forward (default 32)
   --image-size N        input size for image-folder datasets (default 224)`,
   export: `ferroconv export --checkpoint FILE --onnx OUT [options]
        ferroconv export --caffe NET.prototxt --caffemodel WEIGHTS.caffemodel --onnx OUT [options]
@@ -150,6 +161,9 @@ async function train(argv: string[]): Promise<void> {
   for (const flag of ['weights', 'snapshot', 'max-iter']) {
     if (o[flag] !== undefined) throw new UsageError(`--${flag} goes with --solver (see 'ferroconv train --help')`);
   }
+  // Under mpirun: one rank of a data-parallel run (before --threads, which it may size).
+  const world = launchedByMpi() ? initDistributed() : null;
+  const lead = !world || world.rank === 0;
   applyThreads(o.threads);
   const seed = int('seed', o.seed, 1, 0);
   manualSeed(seed);
@@ -161,6 +175,7 @@ async function train(argv: string[]): Promise<void> {
     limit: o.limit === undefined ? undefined : int('limit', o.limit, 1),
     imageSize: int('image-size', o['image-size'], 224),
     dataDir: o['data-dir'] as string | undefined,
+    shard: world ?? undefined,
   });
   const model = buildModel(String(o.model), data.info);
   const optName = String(o.optimizer);
@@ -171,11 +186,13 @@ async function train(argv: string[]): Promise<void> {
   });
   const sched = buildScheduler(String(o.schedule), optimizer, { epochs, stepsPerEpoch: data.train.length });
   const dir = resolve(String(o['checkpoint-dir'] ?? join('runs', `${o.model}-${o.dataset}`.replace(/[^\w.-]+/g, '_'))));
-  mkdirSync(dir, { recursive: true });
-  console.log(
+  if (lead) mkdirSync(dir, { recursive: true });
+  const ranks = world && world.size > 1 ? `${world.size} ranks x batch ${batchSize}` : `batch ${batchSize}`;
+  const log = (line: string) => lead && console.log(line);
+  log(
     `ferroconv: training ${o.model} (${model.numParameters().toLocaleString('en')} parameters) on ${o.dataset}: ` +
       `${data.info.trainSize} train / ${data.info.testSize} test images, ${epochs} epochs, ` +
-      `batch ${batchSize}, ${optName}, ${info().threads} threads, ${info().simd}`,
+      `${ranks}, ${optName}, ${info().threads} threads${world && world.size > 1 ? ' each' : ''}, ${info().simd}`,
   );
   const t0 = performance.now();
   const result = await fit(model, data.train, {
@@ -190,19 +207,20 @@ async function train(argv: string[]): Promise<void> {
     tensorboard: o.tensorboard === true,
     resume: Boolean(o.resume),
     progress: !o['no-progress'],
-    callbacks: o['no-progress'] ? [new ProgressBar({ every: Infinity })] : [],
-    meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName },
+    callbacks: o['no-progress'] && lead ? [new ProgressBar({ every: Infinity })] : [],
+    meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName, ranks: world?.size ?? 1 },
+    distributed: world !== null,
   });
-  model.save(join(dir, 'model.safetensors'), { model: String(o.model), dataset: String(o.dataset) });
+  if (lead) model.save(join(dir, 'model.safetensors'), { model: String(o.model), dataset: String(o.dataset) });
   const last = result.history.at(-1);
   const secs = (performance.now() - t0) / 1000;
   if (last?.val_acc !== undefined) {
-    console.log(
+    log(
       `test accuracy: ${(100 * last.val_acc).toFixed(2)}% (top-5 ${(100 * last.val_acc5).toFixed(2)}%, ` +
         `loss ${last.val_loss.toFixed(4)}) after ${last.epoch} epochs in ${secs.toFixed(1)} s`,
     );
   }
-  console.log(`saved ${join(dir, 'model.safetensors')} (logs: log.json, log.csv, curve.svg)`);
+  log(`saved ${join(dir, 'model.safetensors')} (logs: log.json, log.csv, curve.svg)`);
 }
 
 /** `ferroconv train --solver`: a Caffe solver and net (src/io/caffe/solver.ts) fed by src/cli/caffe.ts. */
@@ -276,22 +294,71 @@ async function predict(argv: string[]): Promise<void> {
   if (o.help) return void console.log(HELP.predict);
   if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv predict --help')`);
   if (positionals.length === 0) throw new UsageError(`no images given (see 'ferroconv predict --help')`);
+  // Under mpirun the files are split across the ranks and the results gathered on rank 0.
+  const world = launchedByMpi() ? initDistributed() : null;
   applyThreads(o.threads);
-  const { data, model } = await trainedModel(o, 1);
+  const files = imageFiles(positionals);
+  const batchSize = int('batch-size', o['batch-size'], 32);
   const top = int('top', o.top, 3);
-  for (const file of positionals) {
-    if (!existsSync(file)) throw new UsageError(`image not found: ${file}`);
-    const x = await data.info.loadImage(file);
-    const probs = (await model.predict(x)).data;
-    const ranked = Array.from(probs.keys())
-      .sort((a, b) => probs[b] - probs[a])
-      .slice(0, top);
-    const exp = Array.from(probs, (v) => Math.exp(v - Math.max(...probs)));
-    const z = exp.reduce((a, b) => a + b, 0);
-    console.log(
-      `${file}: ${ranked.map((c) => `${data.info.classes[c] ?? c} ${((100 * exp[c]) / z).toFixed(1)}%`).join(', ')}`,
-    );
+  const { data, model } = await trainedModel(o, 1);
+  const classes = data.info.numClasses;
+  const { rank, size } = world ?? { rank: 0, size: 1 };
+  // Every file's class probabilities, each rank filling its own files' rows (the rest stay 0,
+  // so a sum over the ranks gathers them all).
+  const probs = new Float32Array(files.length * classes);
+  const mine = files.map((_, i) => i).filter((i) => i % size === rank);
+  const session = model.inferenceSession();
+  try {
+    for (let b = 0; b < mine.length; b += batchSize) {
+      const idx = mine.slice(b, b + batchSize);
+      const xs = await Promise.all(idx.map((i) => data.info.loadImage(files[i])));
+      const [, c, h, w] = xs[0].shape;
+      const x = new Tensor(new Float32Array(idx.length * c * h * w), [idx.length, c, h, w]);
+      xs.forEach((t, k) => x.data.set(t.data, k * t.size));
+      const logits = (await session.forward(x)).data;
+      idx.forEach((i, k) => softmaxInto(logits.subarray(k * classes, (k + 1) * classes), probs, i * classes));
+    }
+  } finally {
+    session.close();
   }
+  if (world && world.size > 1) await allreduce([probs], 'sum', 'predict: gathering the results on rank 0');
+  if (rank !== 0) return;
+  files.forEach((file, i) => {
+    const p = probs.subarray(i * classes, (i + 1) * classes);
+    const ranked = Array.from(p.keys())
+      .sort((a, b) => p[b] - p[a])
+      .slice(0, top);
+    console.log(`${file}: ${ranked.map((c) => `${data.info.classes[c] ?? c} ${(100 * p[c]).toFixed(1)}%`).join(', ')}`);
+  });
+}
+
+/** The image files named, folders expanded to the images under them (sorted, recursively). */
+function imageFiles(paths: string[]): string[] {
+  const files: string[] = [];
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir).sort()) {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (IMAGE_EXTENSIONS.includes(extname(name).toLowerCase())) files.push(path);
+    }
+  };
+  for (const p of paths) {
+    if (!existsSync(p)) throw new UsageError(`image not found: ${p}`);
+    if (statSync(p).isDirectory()) walk(p);
+    else files.push(p);
+  }
+  if (files.length === 0)
+    throw new UsageError(`no image files (${IMAGE_EXTENSIONS.join(', ')}) in ${paths.join(', ')}`);
+  return files;
+}
+
+/** softmax(logits) written into out at `at`. */
+function softmaxInto(logits: Float32Array, out: Float32Array, at: number): void {
+  let max = -Infinity;
+  for (const v of logits) max = Math.max(max, v);
+  let z = 0;
+  for (let k = 0; k < logits.length; k++) z += Math.exp(logits[k] - max);
+  for (let k = 0; k < logits.length; k++) out[at + k] = Math.exp(logits[k] - max) / z;
 }
 
 async function exportCmd(argv: string[]): Promise<void> {

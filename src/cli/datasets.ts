@@ -60,7 +60,15 @@ async function grayImage(path: string, mean: number, std: number): Promise<Tenso
 
 export async function buildData(
   name: string,
-  o: { batchSize: number; seed: number; limit?: number; imageSize: number; dataDir?: string },
+  o: {
+    batchSize: number;
+    seed: number;
+    limit?: number;
+    imageSize: number;
+    dataDir?: string;
+    /** This rank's part (distributed training): the training set padded to even shards, the test set not. */
+    shard?: { rank: number; size: number };
+  },
 ): Promise<CliData> {
   let train: AnyDataset;
   let test: AnyDataset;
@@ -129,7 +137,10 @@ export async function buildData(
   }
   return {
     info,
-    train: new DataLoader(train, { batchSize: o.batchSize, shuffle: true, seed: o.seed }),
-    test: new DataLoader(test, { batchSize: Math.max(o.batchSize, 256) }),
+    train: new DataLoader(train, { batchSize: o.batchSize, shuffle: true, seed: o.seed, shard: o.shard }),
+    test: new DataLoader(test, {
+      batchSize: Math.max(o.batchSize, 256),
+      shard: o.shard && { ...o.shard, even: false },
+    }),
   };
 }

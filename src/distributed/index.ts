@@ -8,6 +8,7 @@
 // one and never touches libmpi, so single-process use needs no MPI installed. Collectives run
 // on a thread of their own, never blocking the event loop, and each has a time limit: a rank
 // that dies or hangs makes the others fail with an Error instead of waiting forever.
+import { availableParallelism } from 'node:os';
 import { addon } from '../native.js';
 
 /** The processes training together, and which one this is. */
@@ -51,7 +52,8 @@ function secondsFrom(value: unknown, what: string): number {
  * Joins the world this process was launched into: under mpirun, loads libmpi and initialises
  * MPI (an Error when Open MPI's libmpi cannot be loaded); otherwise a world of one. Once per
  * process: later calls return the same world (a given timeout still applies). MPI is finalized
- * when the process exits.
+ * when the process exits. When several ranks run on one machine and FERROCONV_NUM_THREADS is
+ * not set, each rank's kernel pool is sized to its share of the cores.
  */
 export function initDistributed(opts: DistributedOptions = {}): World {
   const env = process.env.FERROCONV_MPI_TIMEOUT;
@@ -64,6 +66,12 @@ export function initDistributed(opts: DistributedOptions = {}): World {
   }
   const w = addon.mpiInit();
   world = Object.freeze({ rank: w.rank, size: w.size, library: w.library });
+  // Ranks sharing a machine share its cores: unless FERROCONV_NUM_THREADS says otherwise, each
+  // rank's kernel pool gets its share, not all of them (which would oversubscribe every core).
+  const local = Number(process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? process.env.SLURM_NTASKS_PER_NODE ?? 1);
+  if (process.env.FERROCONV_NUM_THREADS === undefined && Number.isInteger(local) && local > 1) {
+    addon.setNumThreads(Math.max(1, Math.floor(availableParallelism() / local)));
+  }
   // A clean exit finalizes MPI. A failing one (an Error, a timeout) does not: MPI_Finalize
   // would wait for the other ranks, and MPI_Abort would kill this process before its Error is
   // written out; the launcher ends the job of a rank that exits without finalizing.

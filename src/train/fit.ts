@@ -457,7 +457,9 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
     for await (const { images, labels } of train) {
       const wantGrads = board !== null && batch === train.length - 1;
       const stepLr = opts.optimizer.paramGroups[0]?.lr ?? Number.NaN; // the rate this step uses
-      await emit('onBatchBegin', batch, { size: labels.length });
+      // A distributed step's samples are every rank's (what the progress bar's rate counts).
+      const stepSize = labels.length * (dist?.size ?? 1);
+      await emit('onBatchBegin', batch, { size: stepSize });
       // Set again at every step: callbacks and the loader may have let other code run.
       model.train();
       const diverged = (value: number) =>
@@ -533,7 +535,7 @@ async function trainEpochs(model: Module, train: LoaderLike, opts: FitOptions, r
         loss: lossValue,
         acc: b1 / labels.length,
         acc5: b5 / labels.length,
-        size: labels.length,
+        size: stepSize,
       });
       batch++;
       await yieldToEventLoop();
