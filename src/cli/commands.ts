@@ -12,7 +12,7 @@ import { manualSeed } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { IMAGE_EXTENSIONS } from '../data/image-folder.js';
 import { evaluate, fit } from '../train/fit.js';
-import { allreduce, initDistributed, launchedByMpi, type World } from '../distributed/index.js';
+import { allreduce, initDistributed, launchedByMpi } from '../distributed/index.js';
 import { ProgressBar } from '../train/callbacks.js';
 import type { Module } from '../nn/module.js';
 import { loadCaffe } from '../io/caffe/import.js';
@@ -314,9 +314,10 @@ async function predict(argv: string[]): Promise<void> {
       const xs = await Promise.all(idx.map((i) => data.info.loadImage(files[i])));
       const [, c, h, w] = xs[0].shape;
       const x = new Tensor(new Float32Array(idx.length * c * h * w), [idx.length, c, h, w]);
-      xs.forEach((t, k) => x.data.set(t.data, k * t.size));
+      for (const [k, t] of xs.entries()) x.data.set(t.data, k * t.size);
       const logits = (await session.forward(x)).data;
-      idx.forEach((i, k) => softmaxInto(logits.subarray(k * classes, (k + 1) * classes), probs, i * classes));
+      for (const [k, i] of idx.entries())
+        softmaxInto(logits.subarray(k * classes, (k + 1) * classes), probs, i * classes);
     }
   } finally {
     session.close();
