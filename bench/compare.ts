@@ -6,13 +6,13 @@
 //   npm run bench:compare -- --quick            a few shapes and models, 1-2 reps: harness check (~2 min)
 //   npm run bench:compare -- --full             every conv algorithm on every zoo shape (long)
 //   npm run bench:compare -- --threads 4        thread count for every framework (default 2)
-//   npm run bench:compare -- --sections conv,gemm,infer,int8,train,memory   a subset of sections
+//   npm run bench:compare -- --sections conv,gemm,infer,int8,train,memory,mpi   a subset of sections
 //   npm run bench:compare -- --spin on|off|auto  peers' spin-waiting threads (auto: off when the
 //                                                machine is already busy; see compare/peers.ts)
 //
 // Ratios are peer median / ferroconv median from the same run: > 1 means ferroconv is faster.
 // Optional peers come from `npm run bench:peers`; a missing one becomes a row saying so.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -64,7 +64,7 @@ const { values: argv } = parseArgs({
     threads: { type: 'string', default: '2' },
     quick: { type: 'boolean', default: false },
     full: { type: 'boolean', default: false },
-    sections: { type: 'string', default: 'conv,gemm,infer,int8,train,memory' },
+    sections: { type: 'string', default: 'conv,gemm,infer,int8,train,memory,mpi' },
     spin: { type: 'string', default: 'auto' },
     row: { type: 'string' },
   },
@@ -90,7 +90,7 @@ const quick = argv.quick;
 const full = argv.full;
 const sections = new Set(argv.sections.split(',').map((s) => s.trim()));
 for (const s of sections) {
-  if (!['conv', 'gemm', 'infer', 'int8', 'train', 'memory'].includes(s))
+  if (!['conv', 'gemm', 'infer', 'int8', 'train', 'memory', 'mpi'].includes(s))
     throw new Error(`--sections: unknown section '${s}'`);
 }
 
@@ -1047,6 +1047,75 @@ async function memorySection(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Data-parallel training over MPI
+
+interface MpiRun {
+  imgPerSec: number;
+  stepMs: number;
+  allreduceMs: number;
+  parameterBytes: number;
+  planned: boolean;
+}
+
+/** bench/distributed.ts under `mpirun -np ranks` (ranks 0: a plain process), `threads` kernel threads per rank. */
+function mpiRun(ranks: number, threads: number, model: string, batch: number, steps: number): MpiRun | string {
+  const script = [process.execPath, '--import', 'tsx', join(BENCH_DIR, 'distributed.ts')];
+  const args = [...script, '--model', model, '--batch', String(batch), '--steps', String(quick ? 2 : steps)];
+  const env = { ...process.env, FERROCONV_NUM_THREADS: String(threads) };
+  if (process.getuid?.() === 0)
+    Object.assign(env, { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' });
+  const r =
+    ranks === 0
+      ? spawnSync(args[0], args.slice(1), { encoding: 'utf8', env })
+      : spawnSync('mpirun', ['--oversubscribe', '-np', String(ranks), ...args], { encoding: 'utf8', env });
+  const line = r.stdout?.trim().split('\n').at(-1);
+  if (r.status !== 0 || !line) return `failed: ${(r.stderr ?? '').trim().split('\n').at(-1) ?? r.status}`;
+  return JSON.parse(line) as MpiRun;
+}
+
+async function mpiSection(): Promise<void> {
+  const title = '## 7. Data-parallel training over MPI (images/s over all ranks)';
+  if (spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status !== 0) {
+    emit(`${title}\n\nSkipped: no mpirun on PATH (apt-get install openmpi-bin).\n`);
+    return;
+  }
+  const rows: TableRow[] = [];
+  const raw: Record<string, unknown>[] = [];
+  for (const [model, batch, steps] of [
+    ['mnistnet', 64, 40],
+    ['resnet18', 16, 6],
+  ] as const) {
+    log(`mpi: ${model} batch ${batch} per rank`);
+    const one = mpiRun(1, 1, model, batch, steps);
+    const two = mpiRun(2, 1, model, batch, steps);
+    const alone = mpiRun(0, 2, model, 2 * batch, steps);
+    const cell = (r: MpiRun | string) => (typeof r === 'string' ? r : fmt(r.imgPerSec));
+    const ok = (r: MpiRun | string): r is MpiRun => typeof r !== 'string';
+    rows.push({
+      model,
+      'batch per rank': batch,
+      '1 rank x 1 thread': cell(one),
+      '2 ranks x 1 thread': cell(two),
+      'scaling efficiency': ok(one) && ok(two) ? `${((100 * two.imgPerSec) / (2 * one.imgPerSec)).toFixed(0)}%` : '--',
+      'all-reduce ms (2 ranks)': ok(two) ? fmt(two.allreduceMs) : '--',
+      'step ms (2 ranks)': ok(two) ? fmt(two.stepMs) : '--',
+      'gradient MB': ok(two) ? (two.parameterBytes / 1e6).toFixed(1) : '--',
+      '1 process x 2 threads, batch x2': cell(alone),
+    });
+    raw.push({ model, batch, one, two, alone });
+  }
+  emit(
+    `${title}\n\n` +
+      `fit({ distributed: true }) under \`mpirun --oversubscribe -np N\` on this machine (bench/distributed.ts): each ` +
+      `rank trains on synthetic data at the batch shown, its gradients averaged over the ranks at every step (one ` +
+      `bucketed MPI_Allreduce over shared memory here). Efficiency: 2-rank rate / (2 x 1-rank rate). The all-reduce ` +
+      `column times the gradients' all-reduce alone. The last column is one process using both cores at twice the batch ` +
+      `(the same samples per step), for comparison on one machine.\n\n${mdTable(rows)}`,
+  );
+  results.mpi = raw;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 if (sections.has('conv')) {
   await convSection();
@@ -1070,6 +1139,10 @@ if (sections.has('train')) {
 }
 if (sections.has('memory')) {
   await memorySection();
+  noteLoad('after memory');
+}
+if (sections.has('mpi')) {
+  await mpiSection();
   noteLoad('end');
 }
 
