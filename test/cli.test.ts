@@ -20,7 +20,7 @@ const run = (...args: string[]) => {
 
 describe('ferroconv CLI', () => {
   it('prints help for every command', () => {
-    for (const cmd of ['train', 'eval', 'predict', 'export', 'quantize', 'app']) {
+    for (const cmd of ['train', 'eval', 'predict', 'export', 'quantize', 'prune', 'app']) {
       const r = run(cmd, '--help');
       expect(r.code, r.err).toBe(0);
       expect(r.out).toContain(`ferroconv ${cmd}`);
@@ -170,5 +170,43 @@ describe('ferroconv CLI', () => {
     expect(
       run('quantize', '--checkpoint', join(dir, 'model.safetensors'), '--out', qPath, '--observer', 'kl').code,
     ).toBe(2);
-  }, 180_000);
+    // prune: half of every conv's channels removed and fine-tuned; the smaller model loads back
+    // into eval, predict and export by --checkpoint, and has the parameters the command printed.
+    const pruned = join(dir, 'pruned.safetensors');
+    const args = ['--checkpoint', join(dir, 'model.safetensors'), '--limit', '640', '--epochs', '1', '--no-progress'];
+    const pc = run('prune', ...args, '--out', pruned);
+    expect(pc.code, pc.err).toBe(0);
+    const counts = /parameters ([\d,]+) -> ([\d,]+), mult-adds ([\d,]+) -> ([\d,]+) per image/.exec(pc.out);
+    expect(counts, pc.out).not.toBeNull();
+    const [p0, p1, m0, m1] = counts!.slice(1).map((v) => Number(v.replace(/,/g, '')));
+    expect(p0).toBe(models.mnistNet().numParameters());
+    expect(p1).toBeLessThan(p0 / 2);
+    expect(m1).toBeLessThan(m0 / 2);
+    expect(pc.out).toMatch(
+      /test accuracy: \d+\.\d\d% before, \d+\.\d\d% right after pruning, \d+\.\d\d% after 1 epoch/,
+    );
+    const pe = run('eval', '--checkpoint', pruned);
+    expect(pe.code, pe.err).toBe(0);
+    const pp = run('predict', '--checkpoint', pruned, png);
+    expect(pp.code, pp.err).toBe(0);
+    const small = models.mnistNet();
+    const { quant } = await import('../src/index.js');
+    const { loadSafetensors } = await import('../src/io/safetensors.js');
+    const w = loadSafetensors(pruned).tensors;
+    expect(quant.resizeToWeights(small, w)).toBeGreaterThan(0);
+    small.loadStateDict(w);
+    expect(small.numParameters()).toBe(p1);
+    // Magnitude pruning keeps the shapes and zeroes 70% of the conv and linear weights.
+    const mag = join(dir, 'sparse.safetensors');
+    const pm = run('prune', ...args, '--method', 'magnitude', '--amount', '0.7', '--out', mag);
+    expect(pm.code, pm.err).toBe(0);
+    expect(pm.out).toMatch(/sparsity 70\.00% of the conv and linear weights/);
+    const sparse = models.mnistNet().load(mag);
+    expect(quant.pruneReport(sparse).sparsity).toBeCloseTo(0.7, 3);
+    expect(run('prune', ...args, '--out', mag, '--method', 'random').code).toBe(2);
+    // A shape that differs in more than channels is refused by name, changing nothing.
+    const other = models.mnistNet({ numClasses: 5 });
+    expect(() => quant.resizeToWeights(other, w)).toThrow(/resizeToWeights: '.*weight'/);
+    expect(other.numParameters()).toBe(models.mnistNet({ numClasses: 5 }).numParameters());
+  }, 240_000);
 });

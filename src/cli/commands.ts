@@ -30,6 +30,7 @@ Commands:
   predict   classify image files with a trained checkpoint
   export    write a trained checkpoint, or a Caffe net, as an ONNX model
   quantize  int8 post-training quantization of a trained checkpoint (accuracy before and after)
+  prune     prune a trained checkpoint (whole channels or single weights), fine-tune, report
   app       train and measure an application task (localization, segmentation, ...)
   summary   a model's layer table: shapes, parameters, mult-adds, receptive fields
   time      per-layer forward and backward time of a training step (as caffe time)
@@ -122,6 +123,30 @@ after. Load the result with loadQuantized(path).
   --percentile X        for --observer percentile: the share of values kept (default 99.99)
   --calibration N       calibration images (default 512)
   --batch-size N        (default 64)
+  --image-size N        input size for image-folder datasets (default 224)`,
+  prune: `ferroconv prune --checkpoint FILE --out PRUNED.safetensors [options]
+
+Prunes a trained model, fine-tunes it, and prints parameters, mult-adds, sparsity and the test
+accuracy before, right after pruning and after fine-tuning. --method channels removes whole
+output channels (and what reads them: the model is smaller and faster; eval, predict, export and
+quantize load the result with --checkpoint as they load any); --method magnitude zeroes the
+weights of smallest magnitude and keeps them zero through fine-tuning (the shapes stay).
+
+  --checkpoint FILE     a checkpoint.safetensors or model.safetensors written by 'train'
+  --out FILE            where the pruned model goes (safetensors)
+  --method NAME         channels or magnitude (default channels)
+  --amount X            the share of channels (or weights) removed, in [0, 1) (default 0.5)
+  --criterion NAME      channels: rank filters by l1 (their L1 norm) or bn (batch norm |gamma|) (default l1)
+  --scope NAME          magnitude: global (one ranking over all layers) or layer (default global)
+  --epochs N            fine-tuning epochs (default 2; 0: none)
+  --optimizer NAME      ${optimizerNames().join(', ')} (default adam)
+  --lr X                fine-tuning learning rate (default 1e-3 for adam/adamw, 0.01 otherwise)
+  --model NAME          the model it holds (default mnist-net)
+  --dataset NAME        what it was trained on (default mnist)
+  --limit N             fine-tune on the first N training samples only
+  --batch-size N        (default 64)
+  --seed N              (default 1)
+  --no-progress         one line per epoch instead of the progress bar
   --image-size N        input size for image-folder datasets (default 224)`,
   info: `ferroconv info    print threads, SIMD level and versions as JSON`,
   app: `ferroconv app <task> [options]
@@ -261,10 +286,15 @@ async function trainSolver(o: Flags): Promise<void> {
 }
 
 /** The dataset named by --dataset and the --model with the weights of --checkpoint. */
-async function trainedModel(o: Flags, batchSize: number): Promise<{ data: CliData; model: Module }> {
+async function trainedModel(
+  o: Flags,
+  batchSize: number,
+  more: { seed?: number; limit?: number } = {},
+): Promise<{ data: CliData; model: Module }> {
   const data = await buildData(String(o.dataset), {
     batchSize,
-    seed: 0,
+    seed: more.seed ?? 0,
+    limit: more.limit,
     imageSize: int('image-size', o['image-size'], 224),
     dataDir: o['data-dir'] as string | undefined,
   });
@@ -444,6 +474,88 @@ async function quantizeCmd(argv: string[]): Promise<void> {
   );
 }
 
+async function pruneCmd(argv: string[]): Promise<void> {
+  const { values: o } = parse('prune', argv, {
+    checkpoint: { type: 'string' },
+    out: { type: 'string' },
+    method: { type: 'string', default: 'channels' },
+    amount: { type: 'string' },
+    criterion: { type: 'string', default: 'l1' },
+    scope: { type: 'string', default: 'global' },
+    epochs: { type: 'string' },
+    optimizer: { type: 'string', default: 'adam' },
+    lr: { type: 'string' },
+    seed: { type: 'string' },
+    limit: { type: 'string' },
+    'no-progress': { type: 'boolean' },
+  });
+  if (o.help) return void console.log(HELP.prune);
+  if (!o.checkpoint) throw new UsageError(`--checkpoint is required (see 'ferroconv prune --help')`);
+  if (!o.out) throw new UsageError(`--out is required (see 'ferroconv prune --help')`);
+  const method = String(o.method);
+  if (method !== 'channels' && method !== 'magnitude')
+    throw new UsageError(`--method: expected channels or magnitude, got '${method}'`);
+  const criterion = String(o.criterion);
+  if (criterion !== 'l1' && criterion !== 'bn')
+    throw new UsageError(`--criterion: expected l1 or bn, got '${criterion}'`);
+  const scope = String(o.scope);
+  if (scope !== 'global' && scope !== 'layer')
+    throw new UsageError(`--scope: expected global or layer, got '${scope}'`);
+  const amount = num('amount', o.amount, 0.5)!;
+  if (!(amount >= 0 && amount < 1)) throw new UsageError(`--amount: expected a number in [0, 1), got ${o.amount}`);
+  applyThreads(o.threads);
+  const seed = int('seed', o.seed, 1, 0);
+  manualSeed(seed);
+  const epochs = int('epochs', o.epochs, 2, 0);
+  const { data, model } = await trainedModel(o, int('batch-size', o['batch-size'], 64), {
+    seed,
+    limit: o.limit === undefined ? undefined : int('limit', o.limit, 1),
+  });
+  const { prune, pruneChannels, pruneReport } = await import('../quant/index.js');
+  const { summary } = await import('../insight/summary.js');
+  const size = datasetNames().includes(String(o.dataset)) ? 28 : int('image-size', o['image-size'], 224);
+  const inputShape = [1, data.info.channels, size, size];
+  const before = await evaluate(model, data.test);
+  const params0 = model.numParameters();
+  const nonzero0 = pruneReport(model).nonzero;
+  const macs0 = summary(model, inputShape).totalMacs;
+  const pruning = method === 'magnitude' ? prune(model, { amount, scope: scope as 'global' | 'layer' }) : null;
+  if (!pruning) pruneChannels(model, { amount, criterion: criterion as 'l1' | 'bn', inputShape });
+  const right = await evaluate(model, data.test);
+  const optName = String(o.optimizer);
+  if (epochs > 0) {
+    await fit(model, data.train, {
+      optimizer: buildOptimizer(optName, model.parameters(), { lr: num('lr', o.lr, undefined), weightDecay: 0 }),
+      epochs,
+      progress: !o['no-progress'],
+      callbacks: [
+        ...(pruning ? [pruning.callback()] : []),
+        ...(o['no-progress'] ? [new ProgressBar({ every: Infinity })] : []),
+      ],
+    });
+  }
+  const after = await evaluate(model, data.test);
+  const report = pruneReport(model);
+  model.save(String(o.out), {
+    model: String(o.model),
+    dataset: String(o.dataset),
+    pruned: method,
+    amount: String(amount),
+  });
+  const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+  const n = (v: number) => v.toLocaleString('en');
+  const macs1 = summary(model, inputShape).totalMacs;
+  const shape = pruning
+    ? `sparsity ${pct(report.sparsity)} of the conv and linear weights, ` +
+      `non-zero parameters ${n(nonzero0)} -> ${n(report.nonzero)}`
+    : `parameters ${n(params0)} -> ${n(model.numParameters())}, mult-adds ${n(macs0)} -> ${n(macs1)} per image`;
+  console.log(`pruned ${o.model} (${method}, amount ${amount}${pruning ? `, ${scope}` : `, ${criterion}`}): ${shape}`);
+  console.log(
+    `test accuracy: ${pct(before.acc)} before, ${pct(right.acc)} right after pruning, ` +
+      `${pct(after.acc)} after ${epochs} epoch${epochs === 1 ? '' : 's'} of fine-tuning; wrote ${o.out}`,
+  );
+}
+
 async function app(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse('app', argv, {
     epochs: { type: 'string' },
@@ -465,7 +577,7 @@ async function app(argv: string[]): Promise<void> {
   console.log(o.json ? JSON.stringify(result) : `wrote ${result.picture}`);
 }
 
-const COMMANDS = 'train, eval, predict, export, quantize, app, summary, time, show, filter or info';
+const COMMANDS = 'train, eval, predict, export, quantize, prune, app, summary, time, show, filter or info';
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -488,6 +600,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'quantize':
         await quantizeCmd(rest);
+        return 0;
+      case 'prune':
+        await pruneCmd(rest);
         return 0;
       case 'summary':
         await summaryCmd(rest);

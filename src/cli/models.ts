@@ -3,6 +3,9 @@ import * as zoo from '../models/index.js';
 import type { Module } from '../nn/module.js';
 import { existsSync } from 'node:fs';
 import { loadCheckpoint } from '../train/checkpoint.js';
+import { loadSafetensors } from '../io/safetensors.js';
+import { isTorchFile } from '../io/torch.js';
+import { resizeToWeights } from '../quant/prune-channels.js';
 import type { DataInfo } from './datasets.js';
 import { UsageError } from './flags.js';
 
@@ -61,6 +64,10 @@ export function loadWeights(model: Module, path: string): void {
     loadCheckpoint(path, model);
   } catch (e) {
     if (!/not a ferroconv checkpoint/.test((e as Error).message)) throw e;
-    model.load(path);
+    if (isTorchFile(path)) return void model.load(path);
+    const { tensors, metadata } = loadSafetensors(path);
+    // A model 'ferroconv prune --method channels' wrote has fewer channels than a fresh one.
+    if (metadata.pruned === 'channels') resizeToWeights(model, tensors);
+    model.loadStateDict(tensors);
   }
 }

@@ -21,4 +21,9 @@ export {
 export { quantizedToOnnx, exportQuantizedOnnx, type QdqExportOptions } from './onnx.js';
 export { prune, pruneReport, Pruning, type PruneOptions, type PruneReport } from './prune.js';
 export { prepareQat, convertQat, fakeQuantize, fakeQuantizeWeight, FakeQuantize } from './qat.js';
-export { pruneChannels, type ChannelPruneOptions, type ChannelPruneResult } from './prune-channels.js';
+export {
+  pruneChannels,
+  resizeToWeights,
+  type ChannelPruneOptions,
+  type ChannelPruneResult,
+} from './prune-channels.js';

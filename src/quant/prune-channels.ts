@@ -362,3 +362,64 @@ function replace(m: Module, field: string, t: Tensor, requiresGrad: boolean): vo
   if (registered && !isBuffer) registered.requiresGrad = requiresGrad;
   (m as unknown as Record<string, Tensor>)[field] = t;
 }
+
+/**
+ * Gives `model`'s convs, batch norms and linears the channel counts of `weights` (a state dict
+ * saved after pruneChannels), so that a fresh instance of the architecture can load a
+ * channel-pruned model: `quant.resizeToWeights(model, w)`, then `model.loadStateDict(w)`. Only
+ * channel counts change, to zeros the load then overwrites; a shape that differs in anything
+ * else (kernel size, a grouped conv, a linear's outputs) throws, changing nothing. Returns the
+ * number of layers resized.
+ */
+export function resizeToWeights(model: Module, weights: ReadonlyMap<string, Tensor>): number {
+  const changes: (() => void)[] = [];
+  const shapeOf = (key: string) => weights.get(key)?.shape;
+  const fail = (name: string, what: string): never => {
+    throw new Error(`resizeToWeights: '${name}': ${what}`);
+  };
+  for (const [name, m] of model.namedModules()) {
+    const at = (k: string) => (name ? `${name}.${k}` : k);
+    if (m instanceof Conv2d) {
+      const s = shapeOf(at('weight'));
+      const groups = m.geometry.groups;
+      if (!s || (s[0] === m.outChannels && s[1] * groups === m.inChannels)) continue;
+      const w = m.weight.shape;
+      if (s.length !== 4 || s[2] !== w[2] || s[3] !== w[3] || groups !== 1) {
+        fail(
+          at('weight'),
+          `the weights have shape [${s.join(', ')}], which is not [${w.join(', ')}] with fewer channels`,
+        );
+      }
+      changes.push(() => {
+        replace(m, 'weight', zeros(s), m.weight.requiresGrad);
+        if (m.bias) replace(m, 'bias', zeros([s[0]]), m.bias.requiresGrad);
+        (m as { outChannels: number }).outChannels = s[0];
+        (m as { inChannels: number }).inChannels = s[1];
+      });
+    } else if (m instanceof BatchNorm2d) {
+      const s = shapeOf(at('running_mean')) ?? shapeOf(at('weight'));
+      if (!s || s[0] === m.numFeatures) continue;
+      if (s.length !== 1) fail(at('running_mean'), `expected one dimension, got [${s.join(', ')}]`);
+      changes.push(() => {
+        for (const field of ['weight', 'bias', 'runningMean', 'runningVar'] as const) {
+          const t = m[field];
+          if (t) replace(m, field, zeros(s), t.requiresGrad);
+        }
+        (m as { numFeatures: number }).numFeatures = s[0];
+      });
+    } else if (m instanceof Linear) {
+      const s = shapeOf(at('weight'));
+      if (!s || s[1] === m.inFeatures) continue;
+      if (s.length !== 2 || s[0] !== m.outFeatures) {
+        fail(at('weight'), `the weights have shape [${s.join(', ')}]; only the inputs of a linear can be fewer`);
+      }
+      changes.push(() => {
+        replace(m, 'weight', zeros(s), m.weight.requiresGrad);
+        (m as { inFeatures: number }).inFeatures = s[1];
+      });
+    }
+  }
+  for (const change of changes) change();
+  if (changes.length) invalidatePlans();
+  return changes.length;
+}
