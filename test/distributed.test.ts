@@ -52,6 +52,7 @@ interface Config {
   die?: { rank: number; epoch: number; batch: number };
   timeout?: number;
   seedPerRank?: boolean;
+  bn?: 'plain' | 'sync';
 }
 
 /** Runs `node args` under `mpirun -np ranks` (or alone with ranks 0), one kernel thread each. */
@@ -196,6 +197,23 @@ describe.skipIf(!hasMpirun)('under mpirun', () => {
       });
     }
     // (The ranks start from different weights, seeded by rank, so this also shows they took rank 0's.)
+  }, 240_000);
+
+  it('synchronized batch norm: 2 ranks at batch 32 train as 1 process at batch 64 does with plain batch norm', () => {
+    const dir = tmp();
+    const one = run(0, { out: join(dir, 'one.json'), batch: 64, epochs: 2, bn: 'plain' });
+    expect(one.status, one.output).toBe(0);
+    const sync = run(2, { out: join(dir, 'sync.json'), batch: 32, epochs: 2, bn: 'sync' });
+    expect(sync.status, sync.output).toBe(0);
+    // Parameters and running statistics alike, up to float32 reduction order.
+    expect(maxDiff(one.result!, sync.result!)).toBeLessThan(1e-5);
+    // Its collectives have no plan step: the step ran eagerly, and fit says why.
+    expect(sync.result!.planned).toBe(false);
+    expect(sync.result!.planReason).toMatch(/mpiAllreduceSync has no plan step/);
+    // Each rank normalising its own 32 samples trains other parameters.
+    const plain = run(2, { out: join(dir, 'plain.json'), batch: 32, epochs: 2, bn: 'plain' });
+    expect(plain.status, plain.output).toBe(0);
+    expect(maxDiff(one.result!, plain.result!)).toBeGreaterThan(1e-4);
   }, 240_000);
 
   it('ranks that would not train alike (another data order) stop with an Error before the first step', () => {

@@ -9,7 +9,7 @@
 // on a thread of their own, never blocking the event loop, and each has a time limit: a rank
 // that dies or hangs makes the others fail with an Error instead of waiting forever.
 import { availableParallelism } from 'node:os';
-import { addon } from '../native.js';
+import { addon, native } from '../native.js';
 
 /** The processes training together, and which one this is. */
 export interface World {
@@ -158,4 +158,23 @@ export async function checkSameOnEveryRank(where: string, names: string[], value
     hi[i] !== lo[i] ? [`${n} (${lo[i]} to ${hi[i]}; rank ${world?.rank}: ${values[i]})`] : [],
   );
   if (differ.length) throw new Error(`${where}: the ranks disagree on ${differ.join(', ')}`);
+}
+
+/**
+ * The blocking all-reduce, for the few floats a collective inside a forward or backward pass
+ * needs (synchronized batch norm): it holds the JavaScript thread until every rank has joined,
+ * or throws after the time limit. A no-op in a world of one. Through `native`, so a compiled
+ * plan's trace refuses it (the step then runs eagerly).
+ */
+export function allreduceSync(arrays: Float32Array[], op: ReduceOp, what = `allreduce (${op})`): void {
+  const w = world;
+  if (!w || w.size === 1) return;
+  if (broken) throw new Error(`MPI: ${what}: ${broken.message}`, { cause: broken });
+  try {
+    native.mpiAllreduceSync(arrays, op, timeoutMs);
+  } catch (e) {
+    const err = new Error(`MPI: rank ${w.rank}: ${what}: ${(e as Error).message}`, { cause: e });
+    if (/did not complete|timed out/.test((e as Error).message)) fail(err);
+    throw err;
+  }
 }

@@ -1,5 +1,6 @@
 // BatchNorm2d layer, as torch.nn.BatchNorm2d.
-import { batchNorm2d } from '../ops/norm.js';
+import { allreduceSync, currentWorld } from '../distributed/index.js';
+import { batchNorm2d, syncBatchNorm2d } from '../ops/norm.js';
 import { type Tensor, full, ones, zeros } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -27,6 +28,11 @@ export class BatchNorm2d extends Module {
   readonly numBatchesTracked: Tensor | null;
   readonly eps: number;
   readonly momentum: number;
+  /**
+   * In training, normalise over the batches of every rank of a distributed run together
+   * (torch's SyncBatchNorm; see convertSyncBatchNorm). No effect in eval mode or alone.
+   */
+  sync = false;
 
   constructor(
     readonly numFeatures: number,
@@ -50,10 +56,35 @@ export class BatchNorm2d extends Module {
     }
     const useBatchStats = this.training || !this.runningMean;
     if (this.training && this.numBatchesTracked) this.numBatchesTracked.data[0] += 1;
+    if (this.sync && this.training && (currentWorld()?.size ?? 1) > 1) {
+      const opts = { momentum: this.momentum, eps: this.eps };
+      return syncBatchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, opts, (a) =>
+        allreduceSync(a, 'sum', 'synchronized batch norm'),
+      );
+    }
     return batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, {
       training: useBatchStats,
       momentum: this.training ? this.momentum : 0,
       eps: this.eps,
     });
   }
+}
+
+/**
+ * Makes every BatchNorm2d in `model` synchronized (as torch's
+ * SyncBatchNorm.convert_sync_batchnorm): in a distributed run its training statistics are those
+ * of all the ranks' batches together, at the cost of two small blocking all-reduces per layer in
+ * the forward pass and one in the backward, and of compiled steps (a synchronized step runs
+ * eagerly). Use it when each rank's batch is too small for good statistics. Returns how many
+ * layers it changed.
+ */
+export function convertSyncBatchNorm(model: Module, sync = true): number {
+  let changed = 0;
+  for (const [, m] of model.namedModules()) {
+    if (m instanceof BatchNorm2d && m.sync !== sync) {
+      m.sync = sync;
+      changed++;
+    }
+  }
+  return changed;
 }

@@ -3,7 +3,7 @@ export { type InferenceSession, type InferenceSnapshot, Module, type StateDict }
 export { Conv2d, type Conv2dLayerOptions } from './conv2d.js';
 export { ConvTranspose2d, type ConvTranspose2dLayerOptions } from './conv-transpose2d.js';
 export { Linear } from './linear.js';
-export { BatchNorm2d, type BatchNormLayerOptions } from './batch-norm.js';
+export { BatchNorm2d, convertSyncBatchNorm, type BatchNormLayerOptions } from './batch-norm.js';
 export { MaxPool2d } from './max-pool2d.js';
 export { AvgPool2d } from './avg-pool2d.js';
 export { AdaptiveAvgPool2d } from './adaptive-avg-pool2d.js';

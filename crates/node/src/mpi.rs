@@ -13,7 +13,9 @@ use napi::bindgen_prelude::{Float32Array, Object};
 use napi::Env;
 use napi_derive::napi;
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 type Handle = *mut c_void;
 type InitThread = unsafe extern "C" fn(*mut c_int, *mut c_void, c_int, *mut c_int) -> c_int;
@@ -21,6 +23,16 @@ type CommQuery = unsafe extern "C" fn(Handle, *mut c_int) -> c_int;
 type Allreduce =
     unsafe extern "C" fn(*const c_void, *mut c_void, c_int, Handle, Handle, Handle) -> c_int;
 type Bcast = unsafe extern "C" fn(*mut c_void, c_int, Handle, c_int, Handle) -> c_int;
+type Iallreduce = unsafe extern "C" fn(
+    *const c_void,
+    *mut c_void,
+    c_int,
+    Handle,
+    Handle,
+    Handle,
+    *mut Handle,
+) -> c_int;
+type Test = unsafe extern "C" fn(*mut Handle, *mut c_int, *mut c_void) -> c_int;
 type Barrier = unsafe extern "C" fn(Handle) -> c_int;
 type Finalize = unsafe extern "C" fn() -> c_int;
 
@@ -40,6 +52,8 @@ struct Mpi {
     /// MPI_SUM, MPI_MAX, MPI_MIN.
     ops: [Handle; 3],
     allreduce: Allreduce,
+    iallreduce: Iallreduce,
+    test: Test,
     bcast: Bcast,
     barrier: Barrier,
     finalize: Finalize,
@@ -54,6 +68,9 @@ unsafe impl Sync for Mpi {}
 
 static MPI: OnceLock<Result<Mpi, String>> = OnceLock::new();
 static CALLS: Mutex<bool> = Mutex::new(false); // true once finalized
+/// Set when a blocking all-reduce gave up waiting: its request is still pending inside MPI, so
+/// no later call may start (their messages would mix) and MPI_Finalize would wait forever.
+static STUCK: AtomicBool = AtomicBool::new(false);
 
 fn candidates() -> Vec<String> {
     if let Ok(path) = std::env::var("FERROCONV_MPI_LIBRARY") {
@@ -128,6 +145,8 @@ fn load() -> Result<Mpi, String> {
         let comm_rank: CommQuery = func(&lib, &library, b"MPI_Comm_rank\0")?;
         let comm_size: CommQuery = func(&lib, &library, b"MPI_Comm_size\0")?;
         let allreduce: Allreduce = func(&lib, &library, b"MPI_Allreduce\0")?;
+        let iallreduce: Iallreduce = func(&lib, &library, b"MPI_Iallreduce\0")?;
+        let test: Test = func(&lib, &library, b"MPI_Test\0")?;
         let bcast: Bcast = func(&lib, &library, b"MPI_Bcast\0")?;
         let barrier: Barrier = func(&lib, &library, b"MPI_Barrier\0")?;
         let finalize: Finalize = func(&lib, &library, b"MPI_Finalize\0")?;
@@ -158,6 +177,8 @@ fn load() -> Result<Mpi, String> {
             float,
             ops,
             allreduce,
+            iallreduce,
+            test,
             bcast,
             barrier,
             finalize,
@@ -216,6 +237,9 @@ fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), St
         .map_err(|_| "MPI: a previous call panicked".to_string())?;
     if *done {
         return Err("MPI: already finalized".into());
+    }
+    if STUCK.load(Ordering::SeqCst) {
+        return Err("MPI: an earlier all-reduce timed out".into());
     }
     let check = |rc: c_int, name: &str| {
         if rc == 0 {
@@ -324,17 +348,7 @@ pub fn mpi_allreduce<'env>(
     arrays: Vec<Float32Array>,
     op: String,
 ) -> napi::Result<Object<'env>> {
-    let op = match op.as_str() {
-        "sum" => Reduce::Sum,
-        "mean" => Reduce::Mean,
-        "max" => Reduce::Max,
-        "min" => Reduce::Min,
-        _ => {
-            return Err(invalid(format!(
-                "mpiAllreduce: op must be 'sum', 'mean', 'max' or 'min', got '{op}'"
-            )))
-        }
-    };
+    let op = reduce_op("mpiAllreduce", &op)?;
     spawn(env, Collective::Allreduce(op), arrays)
 }
 
@@ -373,9 +387,139 @@ pub fn mpi_finalize() -> bool {
     let Ok(mut done) = CALLS.try_lock() else {
         return false;
     };
+    if STUCK.load(Ordering::SeqCst) {
+        return false;
+    }
     if !*done {
         *done = true;
         unsafe { (m.finalize)() };
     }
     true
+}
+
+/// Parses an all-reduce's `op` argument.
+fn reduce_op(who: &str, op: &str) -> napi::Result<Reduce> {
+    Ok(match op {
+        "sum" => Reduce::Sum,
+        "mean" => Reduce::Mean,
+        "max" => Reduce::Max,
+        "min" => Reduce::Min,
+        _ => {
+            return Err(invalid(format!(
+                "{who}: op must be 'sum', 'mean', 'max' or 'min', got '{op}'"
+            )))
+        }
+    })
+}
+
+/// The blocking form of mpiAllreduce, for the few floats a collective inside a forward or
+/// backward pass needs (synchronized batch norm's statistics): it runs on the calling thread
+/// and returns when every rank has joined, or fails after `timeoutMs` milliseconds (an
+/// MPI_Iallreduce polled with MPI_Test, so the wait has a limit), after which no further MPI
+/// call of this process runs.
+#[napi(catch_unwind, js_name = "mpiAllreduceSync")]
+pub fn mpi_allreduce_sync(
+    arrays: Vec<Float32Array>,
+    op: String,
+    timeout_ms: f64,
+) -> napi::Result<()> {
+    let op = reduce_op("mpiAllreduceSync", &op)?;
+    if !(timeout_ms.is_finite() && timeout_ms > 0.0) {
+        return Err(invalid(format!(
+            "mpiAllreduceSync: timeoutMs must be a positive number, got {timeout_ms}"
+        )));
+    }
+    let m = mpi()?;
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_ms / 1000.0);
+    // Another collective (an asynchronous one on its thread) may hold the lock for a while.
+    let done = loop {
+        match CALLS.try_lock() {
+            Ok(g) => break g,
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Err(invalid("MPI: a previous call panicked"))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if Instant::now() > deadline {
+                    return Err(invalid(
+                        "MPI: all-reduce: another collective of this process did not finish in time",
+                    ));
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    };
+    if *done {
+        return Err(invalid("MPI: already finalized"));
+    }
+    if STUCK.load(Ordering::SeqCst) {
+        return Err(invalid("MPI: an earlier all-reduce timed out"));
+    }
+    let total: usize = arrays.iter().map(|a| a.len()).sum();
+    let mut bucket: Vec<f32> = Vec::new();
+    bucket
+        .try_reserve_exact(total)
+        .map_err(|_| invalid(format!("MPI: cannot allocate {total} floats")))?;
+    for a in arrays.iter() {
+        bucket.extend_from_slice(a);
+    }
+    let handle = match op {
+        Reduce::Sum | Reduce::Mean => m.ops[0],
+        Reduce::Max => m.ops[1],
+        Reduce::Min => m.ops[2],
+    };
+    for piece in bucket.chunks_mut(MAX_COUNT) {
+        let mut request: Handle = std::ptr::null_mut();
+        // SAFETY: as in `run`; `piece` outlives the request (we wait for it or never return to
+        // a state that frees it: a timeout marks the process STUCK and leaks the bucket).
+        let rc = unsafe {
+            (m.iallreduce)(
+                IN_PLACE,
+                piece.as_mut_ptr().cast(),
+                piece.len() as c_int,
+                m.float,
+                handle,
+                m.world,
+                &mut request,
+            )
+        };
+        if rc != 0 {
+            return Err(invalid(format!("MPI: MPI_Iallreduce failed (error {rc})")));
+        }
+        loop {
+            let mut flag: c_int = 0;
+            // MPI_STATUS_IGNORE is a null pointer in Open MPI's mpi.h.
+            let rc = unsafe { (m.test)(&mut request, &mut flag, std::ptr::null_mut()) };
+            if rc != 0 {
+                return Err(invalid(format!("MPI: MPI_Test failed (error {rc})")));
+            }
+            if flag != 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                STUCK.store(true, Ordering::SeqCst);
+                std::mem::forget(bucket);
+                return Err(invalid(format!(
+                    "MPI: all-reduce did not complete within {} s: another rank has failed, hung or \
+                     fallen behind",
+                    timeout_ms / 1000.0
+                )));
+            }
+            std::thread::yield_now();
+        }
+    }
+    drop(done);
+    if op == Reduce::Mean {
+        let scale = 1.0 / m.size as f32;
+        for v in bucket.iter_mut() {
+            *v *= scale;
+        }
+    }
+    let mut at = 0;
+    for mut a in arrays {
+        let n = a.len();
+        // SAFETY: a synchronous call: JavaScript cannot touch the arrays meanwhile.
+        unsafe { a.as_mut() }.copy_from_slice(&bucket[at..at + n]);
+        at += n;
+    }
+    Ok(())
 }
