@@ -178,6 +178,25 @@ describe('distributed fit without a launcher', () => {
   });
 });
 
+describe('a launched process without a usable libmpi', () => {
+  it('gets an Error naming what was tried, not a crash', () => {
+    const script =
+      "import('./src/index.ts').then((m) => { try { m.initDistributed(); } catch (e) { console.log(e.message); } })";
+    const tryWith = (library: string) =>
+      spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+        encoding: 'utf8',
+        cwd: fileURLToPath(new URL('..', import.meta.url)),
+        env: { ...process.env, OMPI_COMM_WORLD_SIZE: '2', FERROCONV_MPI_LIBRARY: library },
+      });
+    const missing = tryWith('/nonexistent/libmpi.so.40');
+    expect(missing.status).toBe(0);
+    expect(missing.stdout).toMatch(/MPI: cannot load Open MPI's libmpi .*\/nonexistent\/libmpi\.so\.40/);
+    // A library that is not Open MPI's (here the C library) is refused by what it lacks.
+    const other = tryWith('libc.so.6');
+    expect(other.stdout).toMatch(/MPI: libc\.so\.6 is not Open MPI's libmpi \(it has no ompi_mpi_comm_world\)/);
+  });
+});
+
 describe.skipIf(!hasMpirun)('under mpirun', () => {
   it('2 ranks at batch 32 train the parameters 1 process at batch 64 trains (compiled and eager steps)', () => {
     const dir = tmp();
