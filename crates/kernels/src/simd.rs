@@ -99,13 +99,14 @@ pub fn set_level(requested: SimdLevel) -> SimdLevel {
 }
 
 /// Which int8 kernels run (see `quant`'s documentation): the portable ones, AVX2's (16-bit
-/// `vpmaddwd`), or AVX-512 VNNI's (`vpdpbusd`), an extra x86-64 level used by the int8 kernels
-/// alone.
+/// `vpmaddwd`), AVX-512 VNNI's (`vpdpbusd`, an extra x86-64 level used by the int8 kernels
+/// alone), or NEON's (16-bit `smlal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Path {
     Scalar,
     Avx2,
     Vnni,
+    Neon,
 }
 
 impl Int8Path {
@@ -114,6 +115,7 @@ impl Int8Path {
             Int8Path::Scalar => "scalar",
             Int8Path::Avx2 => "avx2 (16-bit vpmaddwd)",
             Int8Path::Vnni => "avx512-vnni (vpdpbusd)",
+            Int8Path::Neon => "neon (16-bit smlal)",
         }
     }
 }
@@ -146,6 +148,7 @@ pub fn int8_path() -> Int8Path {
             Int8Path::Vnni
         }
         SimdLevel::Avx2Fma => Int8Path::Avx2,
+        SimdLevel::Neon => Int8Path::Neon,
         _ => Int8Path::Scalar,
     }
 }

@@ -81,7 +81,7 @@ impl PackedQConv {
                     }
                 }
             }
-            Int8Path::Vnni | Int8Path::Scalar => {
+            Int8Path::Vnni | Int8Path::Neon | Int8Path::Scalar => {
                 w8 = crate::scratch::zeroed::<i8>(packed_len);
                 for g in 0..groups {
                     for b in 0..blocks {
@@ -525,6 +525,8 @@ fn tiles(
                     Int8Path::Vnni => tile_vnni(&rows, w.w8[wb..].as_ptr(), w.kp / 4, &mut acc),
                     #[cfg(target_arch = "x86_64")]
                     Int8Path::Avx2 => tile_avx2(&rows, w.w16[wb..].as_ptr(), w.kp / 2, &mut acc),
+                    #[cfg(target_arch = "aarch64")]
+                    Int8Path::Neon => tile_neon(&rows, w.w8[wb..].as_ptr(), w.kp / 4, &mut acc),
                     _ => tile_scalar(&rows, &w.w8[wb..wb + w.kp * QBLOCK], w.kp / 4, &mut acc),
                 }
             }
@@ -679,6 +681,48 @@ unsafe fn tile_scalar(rows: &[*const u8; MR], wb: &[i8], k4: usize, acc: &mut [[
                     *o += ak[t] as i32 * wk[j * 4 + t] as i32;
                 }
             }
+        }
+    }
+}
+
+/// The NEON tile, on the scalar path's packing (`[K/4][16][4]` int8). AArch64 has no
+/// uint8-by-int8 multiply without the i8mm extension (and Rust's dot-product intrinsics are not
+/// stable yet), so both operands are widened to 16 bits and `smlal` multiplies them into int32
+/// lanes, exactly: each channel's accumulator holds four K phases, added across at the end.
+/// One pixel at a time: its 16 accumulators and the block's widened weights fill the 32
+/// registers.
+///
+/// # Safety
+/// Every aarch64 CPU has NEON; each row has `4 * k4` bytes, `wb` `k4 * 64`.
+#[cfg(target_arch = "aarch64")]
+unsafe fn tile_neon(
+    rows: &[*const u8; MR],
+    wb: *const i8,
+    k4: usize,
+    acc: &mut [[i32; QBLOCK]; MR],
+) {
+    use std::arch::aarch64::*;
+    for (r, row) in rows.iter().enumerate() {
+        let mut c = [vdupq_n_s32(0); QBLOCK];
+        for kk in 0..k4 {
+            // The pixel's four activations, zero-extended to 16 bits, twice over.
+            let four = (row.add(kk * 4) as *const u32).read_unaligned();
+            let a = vreinterpretq_s16_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(four))));
+            let a_lo = vget_low_s16(a);
+            let w = wb.add(kk * 4 * QBLOCK);
+            for q in 0..4 {
+                // Channels 4q..4q+4, four K each; widened two channels at a time.
+                let wq = vld1q_s8(w.add(q * 16));
+                let lo = vmovl_s8(vget_low_s8(wq));
+                let hi = vmovl_high_s8(wq);
+                c[4 * q] = vmlal_s16(c[4 * q], vget_low_s16(lo), a_lo);
+                c[4 * q + 1] = vmlal_high_s16(c[4 * q + 1], lo, a);
+                c[4 * q + 2] = vmlal_s16(c[4 * q + 2], vget_low_s16(hi), a_lo);
+                c[4 * q + 3] = vmlal_high_s16(c[4 * q + 3], hi, a);
+            }
+        }
+        for (o, v) in acc[r].iter_mut().zip(c) {
+            *o = vaddvq_s32(v);
         }
     }
 }

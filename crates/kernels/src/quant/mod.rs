@@ -28,7 +28,9 @@
 //!   weights sign-extended when they are packed) and using `vpmaddwd`, whose pairs of 16-bit
 //!   products add into int32 exactly. It does half the multiplies per instruction of the uint8
 //!   form; exactness is worth more here than that factor, and CPUs with VNNI take the fast path.
-//! - **scalar**, the portable reference (and the NEON level's, until it has its own kernel).
+//! - **NEON** (aarch64): no uint8-by-int8 multiply without the i8mm extension, so both operands
+//!   are widened to 16 bits and `smlal` multiplies them into int32 lanes, exactly.
+//! - **scalar**, the portable reference.
 mod gemm;
 
 pub use gemm::*;
