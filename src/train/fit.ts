@@ -240,7 +240,8 @@ async function evaluateAcross(
   if (!dist || !loader.shard) return evaluate(model, loader, lossFn);
   checkShard('the validation loader', loader, dist);
   // A rank whose uneven shard is empty (fewer samples than ranks) adds nothing.
-  const r = loader.length === 0 ? { loss: 0, acc: 0, acc5: 0, count: 0 } : await evaluate(model, loader, lossFn);
+  const none: EvalResult = { loss: 0, acc: 0, acc5: 0, count: 0 };
+  const r = loader.length === 0 ? none : await evaluate(model, loader, lossFn);
   const f = Float32Array.of(r.loss * r.count, r.acc * r.count, r.acc5 * r.count, r.count);
   await allreduce([f], 'sum', 'fit: totalling the validation over the ranks');
   const [loss, c1, c5, count] = f;
