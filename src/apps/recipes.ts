@@ -363,7 +363,8 @@ export async function transferRecipe(o: RecipeOptions = {}): Promise<RecipeResul
   const sourceModel = canvasClassifier({ numClasses: 5 });
   await classify(sourceModel, source, 2 * epochs, 2e-3);
   const sourceTest = localizationSet({ count: 2000, seed: 4, digits: low, train: false });
-  log(`source task (digits 0-4, ${count} canvases, ${2 * epochs} epochs): accuracy ${pct(await accuracy(sourceModel, sourceTest))}`);
+  const sourceAcc = await accuracy(sourceModel, sourceTest);
+  log(`source task (digits 0-4, ${count} canvases, ${2 * epochs} epochs): accuracy ${pct(sourceAcc)}`);
   // Exactly 100 labelled canvases of each new digit: the first 100 of each class in a larger draw.
   const pool = shifted(localizationSet({ count: 1000, seed: 2, digits: high }));
   const few = pool.subset(
