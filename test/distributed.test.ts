@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { mnist } from '../src/data/index.js';
+import type { Config } from './fixtures/mpi-train.js';
 import { DataLoader, TensorDataset, fit, initDistributed, launchedByMpi, SGD, nn, zeros } from '../src/index.js';
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/mpi-train.ts', import.meta.url));
@@ -40,19 +41,6 @@ interface RunResult {
   startEpoch: number;
   history: { epoch: number; loss: number; acc: number }[];
   params: Record<string, number[]>;
-}
-
-interface Config {
-  out: string;
-  batch: number;
-  epochs: number;
-  plan?: boolean;
-  checkpointDir?: string;
-  resume?: boolean;
-  die?: { rank: number; epoch: number; batch: number };
-  timeout?: number;
-  seedPerRank?: boolean;
-  bn?: 'plain' | 'sync';
 }
 
 /** Runs `node args` under `mpirun -np ranks` (or alone with ranks 0), one kernel thread each. */

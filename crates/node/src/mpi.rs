@@ -224,6 +224,49 @@ enum Reduce {
     Mean,
 }
 
+impl Reduce {
+    /// The MPI_Op handle (the mean is a sum, divided afterwards).
+    fn handle(self, m: &Mpi) -> Handle {
+        match self {
+            Reduce::Sum | Reduce::Mean => m.ops[0],
+            Reduce::Max => m.ops[1],
+            Reduce::Min => m.ops[2],
+        }
+    }
+}
+
+/// The arrays end to end in one buffer: one collective per MAX_COUNT elements, not per array.
+fn gather(arrays: &[Float32Array]) -> Result<Vec<f32>, String> {
+    let total: usize = arrays.iter().map(|a| a.len()).sum();
+    let mut bucket: Vec<f32> = Vec::new();
+    bucket
+        .try_reserve_exact(total)
+        .map_err(|_| format!("MPI: cannot allocate {total} floats"))?;
+    for a in arrays {
+        bucket.extend_from_slice(a);
+    }
+    Ok(bucket)
+}
+
+/// Writes the reduced bucket back into the arrays (divided by the world's size for a mean).
+///
+/// # Safety
+/// Nothing else reads or writes the arrays meanwhile (JavaScript waits for the call).
+unsafe fn scatter(m: &Mpi, op: Option<Reduce>, mut bucket: Vec<f32>, arrays: &mut [Float32Array]) {
+    if op == Some(Reduce::Mean) {
+        let scale = 1.0 / m.size as f32;
+        for v in bucket.iter_mut() {
+            *v *= scale;
+        }
+    }
+    let mut at = 0;
+    for a in arrays.iter_mut() {
+        let n = a.len();
+        a.as_mut().copy_from_slice(&bucket[at..at + n]);
+        at += n;
+    }
+}
+
 /// What one collective does, run on its own thread with CALLS held.
 enum Collective {
     Allreduce(Reduce),
@@ -251,30 +294,17 @@ fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), St
     match what {
         Collective::Barrier => check(unsafe { (m.barrier)(m.world) }, "MPI_Barrier"),
         Collective::Allreduce(_) | Collective::Broadcast(_) => {
-            // One contiguous bucket: one collective per MAX_COUNT elements, not per array.
-            let total: usize = arrays.iter().map(|a| a.len()).sum();
-            let mut bucket: Vec<f32> = Vec::new();
-            bucket
-                .try_reserve_exact(total)
-                .map_err(|_| format!("MPI: cannot allocate {total} floats"))?;
-            for a in arrays.iter() {
-                bucket.extend_from_slice(a);
-            }
+            let mut bucket = gather(arrays)?;
             for piece in bucket.chunks_mut(MAX_COUNT) {
                 let n = piece.len() as c_int;
                 let rc = match what {
                     Collective::Allreduce(op) => unsafe {
-                        let handle = match op {
-                            Reduce::Sum | Reduce::Mean => m.ops[0],
-                            Reduce::Max => m.ops[1],
-                            Reduce::Min => m.ops[2],
-                        };
                         (m.allreduce)(
                             IN_PLACE,
                             piece.as_mut_ptr().cast(),
                             n,
                             m.float,
-                            handle,
+                            op.handle(m),
                             m.world,
                         )
                     },
@@ -292,20 +322,13 @@ fn run(m: &Mpi, what: &Collective, arrays: &mut [Float32Array]) -> Result<(), St
                     },
                 )?;
             }
-            if matches!(what, Collective::Allreduce(Reduce::Mean)) {
-                let scale = 1.0 / m.size as f32;
-                for v in bucket.iter_mut() {
-                    *v *= scale;
-                }
-            }
-            let mut at = 0;
-            for a in arrays.iter_mut() {
-                let n = a.len();
-                // SAFETY: the TypeScript side neither reads nor writes these arrays until the
-                // promise settles; the napi references keep them alive.
-                unsafe { a.as_mut() }.copy_from_slice(&bucket[at..at + n]);
-                at += n;
-            }
+            let op = match what {
+                Collective::Allreduce(op) => Some(*op),
+                _ => None,
+            };
+            // SAFETY: the TypeScript side neither reads nor writes these arrays until the
+            // promise settles; the napi references keep them alive.
+            unsafe { scatter(m, op, bucket, arrays) };
             Ok(())
         }
     }
@@ -419,7 +442,7 @@ fn reduce_op(who: &str, op: &str) -> napi::Result<Reduce> {
 /// call of this process runs.
 #[napi(catch_unwind, js_name = "mpiAllreduceSync")]
 pub fn mpi_allreduce_sync(
-    arrays: Vec<Float32Array>,
+    mut arrays: Vec<Float32Array>,
     op: String,
     timeout_ms: f64,
 ) -> napi::Result<()> {
@@ -454,19 +477,8 @@ pub fn mpi_allreduce_sync(
     if STUCK.load(Ordering::SeqCst) {
         return Err(invalid("MPI: an earlier all-reduce timed out"));
     }
-    let total: usize = arrays.iter().map(|a| a.len()).sum();
-    let mut bucket: Vec<f32> = Vec::new();
-    bucket
-        .try_reserve_exact(total)
-        .map_err(|_| invalid(format!("MPI: cannot allocate {total} floats")))?;
-    for a in arrays.iter() {
-        bucket.extend_from_slice(a);
-    }
-    let handle = match op {
-        Reduce::Sum | Reduce::Mean => m.ops[0],
-        Reduce::Max => m.ops[1],
-        Reduce::Min => m.ops[2],
-    };
+    let mut bucket = gather(&arrays).map_err(invalid)?;
+    let handle = op.handle(m);
     for piece in bucket.chunks_mut(MAX_COUNT) {
         let mut request: Handle = std::ptr::null_mut();
         // SAFETY: as in `run`; `piece` outlives the request (we wait for it or never return to
@@ -508,18 +520,7 @@ pub fn mpi_allreduce_sync(
         }
     }
     drop(done);
-    if op == Reduce::Mean {
-        let scale = 1.0 / m.size as f32;
-        for v in bucket.iter_mut() {
-            *v *= scale;
-        }
-    }
-    let mut at = 0;
-    for mut a in arrays {
-        let n = a.len();
-        // SAFETY: a synchronous call: JavaScript cannot touch the arrays meanwhile.
-        unsafe { a.as_mut() }.copy_from_slice(&bucket[at..at + n]);
-        at += n;
-    }
+    // SAFETY: a synchronous call: JavaScript cannot touch the arrays meanwhile.
+    unsafe { scatter(m, Some(op), bucket, &mut arrays) };
     Ok(())
 }
