@@ -119,7 +119,8 @@ export interface FitOptions {
    * resumes from them, so checkpointDir must be on storage every rank reads. Each rank's batch
    * is the loader's batchSize; the step sees size times as many samples (scale the learning
    * rate with it, and warm it up, as for any large batch). Batch norm normalises each rank's
-   * batch alone. An object sets the collectives' time limit.
+   * batch alone unless nn.convertSyncBatchNorm synchronized it. An object sets the collectives'
+   * time limit.
    */
   distributed?: boolean | DistributedOptions;
 }
