@@ -18,6 +18,7 @@ import {
   manualSeed,
   mnist,
   models,
+  ProgressBar,
   randn,
   saveCheckpoint,
   Tensor,
@@ -146,6 +147,32 @@ describe('fit', () => {
     const svg = readFileSync(join(dir, 'curve.svg'), 'utf8');
     expect(svg).toMatch(/^<svg[\s\S]*polyline[\s\S]*<\/svg>\n$/);
   }, 60_000);
+
+  it('the progress bar redraws one line on a terminal, and prints plain lines with live: false', async () => {
+    const model = models.mnistNet();
+    const data = new DataLoader(toyData(64, 3), { batchSize: 32, seed: 1 });
+    const printed = async (live: boolean | undefined) => {
+      let text = '';
+      const write = (s: string) => {
+        text += s;
+        return true;
+      };
+      const stream = { isTTY: true, write } as unknown as NodeJS.WriteStream;
+      const bar = new ProgressBar({ stream, every: Infinity, ...(live === undefined ? {} : { live }) });
+      await fit(model, data, {
+        optimizer: new SGD(model.parameters(), { lr: 0.01 }),
+        epochs: 1,
+        progress: false,
+        callbacks: [bar],
+      });
+      return text;
+    };
+    expect(await printed(undefined)).toMatch(/\r\[=+\] epoch 1\/1 2\/2 /);
+    const plain = await printed(false);
+    expect(plain).not.toContain('\r');
+    expect(plain.trim().split('\n')).toHaveLength(1);
+    expect(plain).toMatch(/^epoch 1\/1 .* img\/s - loss /);
+  });
 
   it('refuses bad settings and a loss that is not finite, with a clear message', async () => {
     const model = models.mnistNet({ numClasses: 2 });

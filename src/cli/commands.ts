@@ -232,7 +232,7 @@ async function train(argv: string[]): Promise<void> {
     tensorboard: o.tensorboard === true,
     resume: Boolean(o.resume),
     progress: !o['no-progress'],
-    callbacks: o['no-progress'] && lead ? [new ProgressBar({ every: Infinity })] : [],
+    callbacks: o['no-progress'] && lead ? [new ProgressBar({ every: Infinity, live: false })] : [],
     meta: { model: o.model, dataset: o.dataset, seed, batchSize, optimizer: optName, ranks: world?.size ?? 1 },
     distributed: world !== null,
   });
@@ -530,7 +530,7 @@ async function pruneCmd(argv: string[]): Promise<void> {
       progress: !o['no-progress'],
       callbacks: [
         ...(pruning ? [pruning.callback()] : []),
-        ...(o['no-progress'] ? [new ProgressBar({ every: Infinity })] : []),
+        ...(o['no-progress'] ? [new ProgressBar({ every: Infinity, live: false })] : []),
       ],
     });
   }

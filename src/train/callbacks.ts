@@ -68,8 +68,9 @@ function fmtTime(s: number): string {
 }
 
 /**
- * Progress: on a TTY one line redrawn in place (bar, loss, accuracy, images/s, ETA); otherwise
- * plain lines, `every` batches and at each epoch's end, so logs stay readable.
+ * Progress: on a TTY one line redrawn in place (bar, loss, accuracy, images/s, ETA); otherwise,
+ * or with `live: false`, plain lines, `every` batches and at each epoch's end, so logs stay
+ * readable.
  */
 export class ProgressBar implements Callback {
   private epochStart = 0;
@@ -78,8 +79,10 @@ export class ProgressBar implements Callback {
   private readonly tty: boolean;
   private trainer: TrainerHandle = { stopTraining: false, epochs: 0, batchesPerEpoch: 0 };
 
-  constructor(private readonly opts: { stream?: NodeJS.WriteStream; every?: number; width?: number } = {}) {
-    this.tty = Boolean((opts.stream ?? process.stdout).isTTY);
+  constructor(
+    private readonly opts: { stream?: NodeJS.WriteStream; every?: number; width?: number; live?: boolean } = {},
+  ) {
+    this.tty = opts.live ?? Boolean((opts.stream ?? process.stdout).isTTY);
   }
 
   setTrainer(trainer: TrainerHandle): void {
