@@ -10,6 +10,7 @@ import { buildData, type CliData, datasetNames } from './datasets.js';
 import { buildOptimizer, buildScheduler, optimizerNames, scheduleNames } from './optim.js';
 import { manualSeed } from '../random.js';
 import { Tensor } from '../tensor.js';
+import { softmax } from '../ops/loss.js';
 import { IMAGE_EXTENSIONS } from '../data/image-folder.js';
 import { evaluate, fit } from '../train/fit.js';
 import { allreduce, initDistributed, launchedByMpi } from '../distributed/index.js';
@@ -345,9 +346,8 @@ async function predict(argv: string[]): Promise<void> {
       const [, c, h, w] = xs[0].shape;
       const x = new Tensor(new Float32Array(idx.length * c * h * w), [idx.length, c, h, w]);
       for (const [k, t] of xs.entries()) x.data.set(t.data, k * t.size);
-      const logits = (await session.forward(x)).data;
-      for (const [k, i] of idx.entries())
-        softmaxInto(logits.subarray(k * classes, (k + 1) * classes), probs, i * classes);
+      const p = softmax(await session.forward(x)).data;
+      for (const [k, i] of idx.entries()) probs.set(p.subarray(k * classes, (k + 1) * classes), i * classes);
     }
   } finally {
     session.close();
@@ -381,15 +381,6 @@ function imageFiles(paths: string[]): string[] {
   if (files.length === 0)
     throw new UsageError(`no image files (${IMAGE_EXTENSIONS.join(', ')}) in ${paths.join(', ')}`);
   return files;
-}
-
-/** softmax(logits) written into out at `at`. */
-function softmaxInto(logits: Float32Array, out: Float32Array, at: number): void {
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  let z = 0;
-  for (let k = 0; k < logits.length; k++) z += Math.exp(logits[k] - max);
-  for (let k = 0; k < logits.length; k++) out[at + k] = Math.exp(logits[k] - max) / z;
 }
 
 async function exportCmd(argv: string[]): Promise<void> {

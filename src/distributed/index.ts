@@ -146,14 +146,15 @@ export function barrier(what = 'barrier'): Promise<void> {
 }
 
 /**
- * Throws, on every rank alike, unless every rank passed the same `values` (one max and one min
- * all-reduce). `names` say what each value is, for the message.
+ * Throws, on every rank alike, unless every rank passed the same `values` (one max all-reduce
+ * of the values and their negatives: the max and, negated, the min). `names` say what each
+ * value is, for the message.
  */
 export async function checkSameOnEveryRank(where: string, names: string[], values: number[]): Promise<void> {
-  const hi = Float32Array.from(values);
-  const lo = Float32Array.from(values);
-  await allreduce([hi], 'max', `${where}: comparing ${names.join(', ')}`);
-  await allreduce([lo], 'min', `${where}: comparing ${names.join(', ')}`);
+  const both = Float32Array.from([...values, ...values.map((v) => -v)]);
+  await allreduce([both], 'max', `${where}: comparing ${names.join(', ')}`);
+  const hi = both.subarray(0, values.length);
+  const lo = both.subarray(values.length).map((v) => -v);
   const differ = names.flatMap((n, i) =>
     hi[i] !== lo[i] ? [`${n} (${lo[i]} to ${hi[i]}; rank ${world?.rank}: ${values[i]})`] : [],
   );
