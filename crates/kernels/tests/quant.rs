@@ -289,6 +289,46 @@ fn cases() -> Vec<Case> {
             w: 1,
             ..base
         },
+        // A ResNet stem (7x7 / 2 over 3 channels, 21-byte kernel rows), 64 channels out.
+        Case {
+            n: 2,
+            c: 3,
+            oc: 64,
+            k: (7, 7),
+            stride: (2, 2),
+            pad: (3, 3),
+            h: 23,
+            w: 21,
+            ..base
+        },
+        // Dilation along W (no contiguous kernel rows), kernel rows wider than 64 bytes, and a
+        // kernel wider than the input with its padding.
+        Case {
+            c: 8,
+            oc: 20,
+            dil: (1, 2),
+            pad: (1, 2),
+            h: 7,
+            w: 9,
+            ..base
+        },
+        Case {
+            c: 40,
+            oc: 12,
+            stride: (1, 3),
+            h: 5,
+            w: 11,
+            ..base
+        },
+        Case {
+            c: 4,
+            oc: 6,
+            k: (5, 5),
+            pad: (2, 2),
+            h: 3,
+            w: 2,
+            ..base
+        },
     ];
     // Random shapes.
     let mut r = Bytes(0x5eed);
@@ -319,20 +359,25 @@ fn qconv_equals_the_integer_reference_on_every_path() {
     for (ci, case) in cases().iter().enumerate() {
         let p = case.params();
         let i = inputs(case, 1000 + ci as u64);
-        for (residual, relu, bias) in [
-            (false, false, true),
-            (true, true, true),
-            (false, true, false),
+        // The last two scale the multipliers so that most values saturate, and past the range
+        // of int32 (to infinity at 1e30), where the SIMD epilogues' conversions overflow.
+        for (residual, relu, bias, scale) in [
+            (false, false, true, 1.0),
+            (true, true, true, 1.0),
+            (false, true, false, 1.0),
+            (true, false, true, 1.0e4),
+            (false, true, true, 1.0e30),
         ] {
             let mut want = i.bias.clone();
             if !bias {
                 want.iter_mut().for_each(|b| *b = 0);
             }
+            let mult: Vec<f32> = i.mult.iter().map(|m| m * scale).collect();
             let iw = Inputs {
                 bias: want,
                 x: i.x.clone(),
                 w: i.w.clone(),
-                mult: i.mult.clone(),
+                mult: mult.clone(),
                 res: i.res.clone(),
                 ..i
             };
@@ -343,7 +388,7 @@ fn qconv_equals_the_integer_reference_on_every_path() {
                         let e = QConvEpilogue {
                             x_zero_point: i.x_zp,
                             bias: if bias { Some(&i.bias[..]) } else { None },
-                            mult: &i.mult,
+                            mult: &mult,
                             y_zero_point: i.y_zp,
                             residual: residual.then_some(QResidual {
                                 data: &i.res,
@@ -361,7 +406,7 @@ fn qconv_equals_the_integer_reference_on_every_path() {
                 for y in got {
                     assert!(
                         y == expected,
-                        "case {ci} {case:?} residual {residual} relu {relu} on {}",
+                        "case {ci} {case:?} residual {residual} relu {relu} scale {scale} on {}",
                         path.name()
                     );
                 }
@@ -478,6 +523,48 @@ fn quantize_and_dequantize_follow_onnx() {
                     .clamp(0, 255) as u8;
                 assert_eq!(q[(n * 4 + p) * 3 + c], want);
             }
+        }
+    }
+    // A larger tensor (past one block of 1024 pixels, vector loops), with values exactly half
+    // way between steps, out of range, infinite and NaN (which counts as 0).
+    let big = Nchw {
+        n: 2,
+        c: 3,
+        h: 40,
+        w: 30,
+    };
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        -1e30,
+        0.125,
+        -0.125,
+        0.375,
+    ];
+    let xb: Vec<f32> = (0..big.len().unwrap())
+        .map(|i| match i % 37 {
+            k @ 0..=7 => specials[k],
+            k => (k as f32 - 20.0) * 0.73 + (i % 11) as f32 * 0.25,
+        })
+        .collect();
+    let (sb, zb) = (0.25f32, 17);
+    let hw = 40 * 30;
+    for (path, qb) in for_each_path(|_| {
+        let mut qb = vec![0u8; xb.len()];
+        quantize_nchw_to_nhwc(big, &xb, sb, zb, &mut qb).unwrap();
+        qb
+    }) {
+        for (i, &v) in xb.iter().enumerate() {
+            let (n, c, p) = (i / (3 * hw), i / hw % 3, i % hw);
+            let r = if v.is_nan() {
+                0.0
+            } else {
+                (v / sb).round_ties_even()
+            };
+            let want = (r.clamp(-1e6, 1e6) as i32 + zb).clamp(0, 255) as u8;
+            assert_eq!(qb[(n * hw + p) * 3 + c], want, "x = {v} on {}", path.name());
         }
     }
     let mut back = vec![0f32; 24];

@@ -310,11 +310,88 @@ thread_local! {
 /// bits (AVX2's vpmaddwd).
 trait Activation: Copy + From<u8> {
     fn copy_bytes(dst: &mut [Self], src: &[u8]);
+
+    /// Copies `count` windows of `len` bytes, the i-th from `src[i * src_step..]` to
+    /// `dst[i * dst_step..]`: one kernel row of a run of output pixels.
+    fn copy_run(
+        dst: &mut [Self],
+        dst_step: usize,
+        src: &[u8],
+        src_step: usize,
+        count: usize,
+        len: usize,
+    ) {
+        for i in 0..count {
+            Self::copy_bytes(
+                &mut dst[i * dst_step..i * dst_step + len],
+                &src[i * src_step..i * src_step + len],
+            );
+        }
+    }
 }
 
 impl Activation for u8 {
     fn copy_bytes(dst: &mut [u8], src: &[u8]) {
         dst.copy_from_slice(src);
+    }
+
+    /// Windows of up to 64 bytes go as two overlapping loads and stores of a fixed width: the
+    /// stem of a ResNet copies 21 bytes (a 7x7 kernel row over 3 channels) seven times per
+    /// pixel, and a call into memcpy for each cost more than its multiplies.
+    fn copy_run(
+        dst: &mut [u8],
+        dst_step: usize,
+        src: &[u8],
+        src_step: usize,
+        count: usize,
+        len: usize,
+    ) {
+        if count == 0 {
+            return;
+        }
+        let last = count - 1;
+        // The loops below stay inside these two slices.
+        let (dst, src) = (
+            &mut dst[..last * dst_step + len],
+            &src[..last * src_step + len],
+        );
+        /// # Safety
+        /// `W <= len <= 2 * W`, and `count` windows of `len` bytes at the steps lie in both
+        /// slices.
+        #[inline(always)]
+        unsafe fn two<const W: usize>(
+            d: &mut [u8],
+            ds: usize,
+            s: &[u8],
+            ss: usize,
+            count: usize,
+            len: usize,
+        ) {
+            let (d, s) = (d.as_mut_ptr(), s.as_ptr());
+            for i in 0..count {
+                let (si, di) = (s.add(i * ss), d.add(i * ds));
+                let a = (si as *const [u8; W]).read_unaligned();
+                let b = (si.add(len - W) as *const [u8; W]).read_unaligned();
+                (di as *mut [u8; W]).write_unaligned(a);
+                (di.add(len - W) as *mut [u8; W]).write_unaligned(b);
+            }
+        }
+        // SAFETY: each arm's width satisfies `two`'s bound on len, and the slices were cut to
+        // hold every window.
+        unsafe {
+            match len {
+                4..=7 => two::<4>(dst, dst_step, src, src_step, count, len),
+                8..=15 => two::<8>(dst, dst_step, src, src_step, count, len),
+                16..=31 => two::<16>(dst, dst_step, src, src_step, count, len),
+                32..=64 => two::<32>(dst, dst_step, src, src_step, count, len),
+                _ => {
+                    for i in 0..count {
+                        dst[i * dst_step..i * dst_step + len]
+                            .copy_from_slice(&src[i * src_step..i * src_step + len]);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -327,7 +404,11 @@ impl Activation for u16 {
 }
 
 /// Copies the K activations of output pixels `r0..r0+nrows` for group `g` into `buf` (`[nrows,
-/// kp]`, padding at the input's zero point, K's tail at 0).
+/// kp]`, padding at the input's zero point, K's tail at 0). K runs over (kh, kw, channel).
+///
+/// The pixels go a run of one output row at a time, kernel row by kernel row: the index
+/// arithmetic is done once per run and kernel row, and the pixels whose kernel row lies wholly
+/// inside the input (all but the borders) are one strided copy (`copy_run`).
 #[allow(clippy::too_many_arguments)]
 fn gather<T: Activation>(
     p: &Conv2dParams,
@@ -343,39 +424,74 @@ fn gather<T: Activation>(
     let icg = p.in_per_group();
     let c = p.in_channels;
     let pad = T::from(x_zp);
-    for r in 0..nrows {
+    let seg = p.kernel_w * icg;
+    let k = p.kernel_h * seg;
+    // With one group and no dilation along W, a kernel row's window is kW * C bytes in a row of
+    // the NHWC input.
+    let contiguous = p.groups == 1 && p.dilation_w == 1;
+    let (sw, pl) = (p.stride_w, p.pad_left);
+    let mut r = 0;
+    while r < nrows {
         let q = r0 + r;
         let (n, rem) = (q / (oh * ow), q % (oh * ow));
-        let (y, xo) = (rem / ow, rem % ow);
-        let row = &mut buf[r * kp..(r + 1) * kp];
-        let mut at = 0;
-        // With one group and no dilation along W, a kernel row's window is kW * C bytes in a row
-        // of the NHWC input: one copy when it lies wholly inside the input.
-        let iw0 = (xo * p.stride_w) as isize - p.pad_left as isize;
-        let whole_row =
-            p.groups == 1 && p.dilation_w == 1 && iw0 >= 0 && iw0 as usize + p.kernel_w <= p.in_w;
+        let (y, x0) = (rem / ow, rem % ow);
+        let run = (ow - x0).min(nrows - r);
+        // Output columns x0 + i, i in inner, whose kernel row lies inside the input:
+        // xo * sw >= pl and xo * sw - pl + kW <= in_w.
+        let first_in = pl.div_ceil(sw);
+        let past_in = if p.in_w + pl >= p.kernel_w {
+            (p.in_w + pl - p.kernel_w) / sw + 1
+        } else {
+            0
+        };
+        let inner = if contiguous {
+            let lo = first_in.clamp(x0, x0 + run) - x0;
+            let hi = past_in.clamp(x0, x0 + run) - x0;
+            lo..hi.max(lo)
+        } else {
+            0..0
+        };
         for kh in 0..p.kernel_h {
             let ih = (y * p.stride_h + kh * p.dilation_h) as isize - p.pad_top as isize;
-            if whole_row && ih >= 0 && (ih as usize) < p.in_h {
-                let src = ((n * p.in_h + ih as usize) * p.in_w + iw0 as usize) * c;
-                let len = p.kernel_w * c;
-                T::copy_bytes(&mut row[at..at + len], &x[src..src + len]);
-                at += len;
+            let at = r * kp + kh * seg;
+            if ih < 0 || ih as usize >= p.in_h {
+                for i in 0..run {
+                    buf[at + i * kp..at + i * kp + seg].fill(pad);
+                }
                 continue;
             }
-            for kw in 0..p.kernel_w {
-                let iw = (xo * p.stride_w + kw * p.dilation_w) as isize - p.pad_left as isize;
-                let dst = &mut row[at..at + icg];
-                if ih < 0 || iw < 0 || ih >= p.in_h as isize || iw >= p.in_w as isize {
-                    dst.fill(pad);
-                } else {
-                    let src = ((n * p.in_h + ih as usize) * p.in_w + iw as usize) * c + g * icg;
-                    T::copy_bytes(dst, &x[src..src + icg]);
+            let src_row = (n * p.in_h + ih as usize) * p.in_w * c;
+            if !inner.is_empty() {
+                let src = src_row + ((x0 + inner.start) * sw - pl) * c;
+                T::copy_run(
+                    &mut buf[at + inner.start * kp..],
+                    kp,
+                    &x[src..],
+                    sw * c,
+                    inner.len(),
+                    seg,
+                );
+            }
+            for i in (0..inner.start).chain(inner.end..run) {
+                let iw0 = ((x0 + i) * sw) as isize - pl as isize;
+                let row = &mut buf[at + i * kp..at + i * kp + seg];
+                for (kw, dst) in row.chunks_exact_mut(icg).enumerate() {
+                    let iw = iw0 + (kw * p.dilation_w) as isize;
+                    if iw < 0 || iw >= p.in_w as isize {
+                        dst.fill(pad);
+                    } else {
+                        let src = src_row + iw as usize * c + g * icg;
+                        T::copy_bytes(dst, &x[src..src + icg]);
+                    }
                 }
-                at += icg;
             }
         }
-        row[at..].fill(T::from(0));
+        if k < kp {
+            for i in 0..run {
+                buf[(r + i) * kp + k..(r + i + 1) * kp].fill(T::from(0));
+            }
+        }
+        r += run;
     }
 }
 
@@ -774,7 +890,11 @@ struct FusedStore {
 /// [`tile_vnni2`] with the uint8 epilogue done on the sums in registers, 16 channels per
 /// instruction: the same float operations in the same order as [`store`]'s (convert, multiply,
 /// add the residual's product, clamp to +-1024, round half to even, add the zero point,
-/// saturate), so the bytes equal the scalar path's.
+/// saturate), so the bytes equal the scalar path's. Fewer instructions reach the same bytes:
+/// the sums start from the channels' offsets (integer sums are exact in any order); only the
+/// upper clamp is done in float (below -1024, or past int32, where `vcvtps2dq` gives
+/// `i32::MIN`, the value still saturates to the lower bound, as in the scalar path); and the
+/// unsigned saturating narrow does the clamp to 255.
 ///
 /// # Safety
 /// As [`tile_vnni2`]; `f` describes `f.rows` rows of 32 writable (and, with a residual, readable)
@@ -789,39 +909,39 @@ unsafe fn tile_vnni2_store(
     f: &FusedStore,
 ) {
     use std::arch::x86_64::*;
-    let c = vnni2_sums(rows, wb, wb2, k4);
     let off = [
         _mm512_loadu_si512(f.offset as *const __m512i),
         _mm512_loadu_si512(f.offset.add(16) as *const __m512i),
     ];
+    let c = vnni2_sums(rows, wb, wb2, k4, off);
     let mul = [_mm512_loadu_ps(f.mult), _mm512_loadu_ps(f.mult.add(16))];
-    let (lo, hi) = (_mm512_set1_epi32(f.lo), _mm512_set1_epi32(255));
-    let (fmin, fmax) = (_mm512_set1_ps(-1024.0), _mm512_set1_ps(1024.0));
+    let lo = _mm512_set1_epi32(f.lo);
+    let fmax = _mm512_set1_ps(1024.0);
     let zp = _mm512_set1_epi32(f.y_zp);
     for (r, c) in c.iter().enumerate().take(f.rows) {
         let at = f.first + r * f.row_stride;
         for h in 0..2 {
-            let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(c[h], off[h])), mul[h]);
+            let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(c[h]), mul[h]);
             if let Some((res, rzp, rm)) = f.residual {
                 let rb = _mm_loadu_si128(res.add(at + 16 * h) as *const __m128i);
                 let ri = _mm512_sub_epi32(_mm512_cvtepu8_epi32(rb), _mm512_set1_epi32(rzp));
                 v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_cvtepi32_ps(ri), _mm512_set1_ps(rm)));
             }
-            v = _mm512_max_ps(_mm512_min_ps(v, fmax), fmin);
+            // min(v, 1024) first, so a NaN becomes 1024 (255), as the clamp in `store` does.
+            v = _mm512_min_ps(v, fmax);
             // cvtps rounds half to even under the default MXCSR, as the scalar path does.
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
-            let q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+            let q = _mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(v), zp), lo);
             _mm_storeu_si128(
                 f.out.add(at + 16 * h) as *mut __m128i,
-                _mm512_cvtepi32_epi8(q),
+                _mm512_cvtusepi32_epi8(q),
             );
         }
     }
 }
 
 /// The int32 sums of [`tile_vnni2`] and [`tile_vnni2_store`], left in registers: per pixel
-/// row, the two blocks' 16 channels each. 512-bit registers hold a whole block's 16 channels,
-/// so one broadcast and two multiplies cover 32 channels of a pixel.
+/// row, the two blocks' 16 channels each, each starting from `init`. 512-bit registers hold a
+/// whole block's 16 channels, so one broadcast and two multiplies cover 32 channels of a pixel.
 ///
 /// # Safety
 /// As [`tile_vnni`], for both `wb` and `wb2`.
@@ -833,9 +953,10 @@ unsafe fn vnni2_sums(
     wb: *const i8,
     wb2: *const i8,
     k4: usize,
+    init: [std::arch::x86_64::__m512i; 2],
 ) -> [[std::arch::x86_64::__m512i; 2]; MR] {
     use std::arch::x86_64::*;
-    let mut c = [[_mm512_setzero_si512(); 2]; MR];
+    let mut c = [init; MR];
     for kk in 0..k4 {
         let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
         let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
@@ -863,7 +984,7 @@ unsafe fn tile_vnni2(
     acc2: &mut [[i32; QBLOCK]; MR],
 ) {
     use std::arch::x86_64::*;
-    let c = vnni2_sums(rows, wb, wb2, k4);
+    let c = vnni2_sums(rows, wb, wb2, k4, [_mm512_setzero_si512(); 2]);
     for r in 0..MR {
         _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut __m512i, c[r][0]);
         _mm512_storeu_si512(acc2[r].as_mut_ptr() as *mut __m512i, c[r][1]);
