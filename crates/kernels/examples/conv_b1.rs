@@ -3,8 +3,9 @@
 //! goes and how close each shape gets to the FMA peak.
 //! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does;
 //! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs,
-//! `losers` the shapes that lost to PyTorch at batch 8.
-//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg|losers]`.
+//! `losers` the shapes that lost to PyTorch at batch 8, `googlenet` GoogLeNet's 3x3 convs.
+//! `ALGO=winograd|im2col` forces an algorithm (winograd on stride-1 3x3 layers only).
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg|losers|googlenet]`.
 use ferroconv_kernels::conv::{
     conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
     Epilogue,
@@ -59,6 +60,27 @@ const VGG16: &[(usize, usize, usize, usize, usize, usize)] = &[
     (3, 512, 512, 3, 1, 14),
 ];
 
+/// GoogLeNet's 3x3 convs (torchvision's, whose "5x5" branches are 3x3 too), stride 1.
+const GOOGLENET: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 64, 192, 3, 1, 56),
+    (1, 96, 128, 3, 1, 28),
+    (1, 128, 192, 3, 1, 28),
+    (1, 16, 32, 3, 1, 28),
+    (1, 32, 96, 3, 1, 28),
+    (1, 96, 208, 3, 1, 14),
+    (1, 112, 224, 3, 1, 14),
+    (1, 128, 256, 3, 1, 14),
+    (1, 144, 288, 3, 1, 14),
+    (1, 160, 320, 3, 1, 14),
+    (1, 16, 48, 3, 1, 14),
+    (1, 24, 64, 3, 1, 14),
+    (2, 32, 128, 3, 1, 14),
+    (1, 160, 320, 3, 1, 7),
+    (1, 192, 384, 3, 1, 7),
+    (1, 32, 128, 3, 1, 7),
+    (1, 48, 128, 3, 1, 7),
+];
+
 /// Shapes that lost to PyTorch at batch 8 (GoogLeNet's and DenseNet's 1x1s on small maps,
 /// narrow 3x3s, AlexNet's stem).
 const LOSERS: &[(usize, usize, usize, usize, usize, usize)] = &[
@@ -89,6 +111,7 @@ fn main() {
         Some("densenet") => DENSENET121,
         Some("vgg") => VGG16,
         Some("losers") => LOSERS,
+        Some("googlenet") => GOOGLENET,
         _ => RESNET50,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -123,7 +146,11 @@ fn main() {
                 relu: true,
                 ..Epilogue::default()
             };
-            let algo = ConvAlgo::Auto;
+            let algo = match std::env::var("ALGO").as_deref() {
+                Ok("winograd") if k == 3 && s == 1 => ConvAlgo::Winograd,
+                Ok("im2col") => ConvAlgo::Im2col,
+                _ => ConvAlgo::Auto,
+            };
             let ready = prepare_forward(&p, &w, algo).expect("prepare");
             let mut run = || {
                 if prepared {

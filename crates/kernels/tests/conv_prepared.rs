@@ -1,7 +1,9 @@
 //! Forwards with weights prepared once (`prepare_forward`, as compiled plans keep them) give
-//! exactly the results of the plain forwards, for every algorithm, every case of the shared
-//! table and the shapes that take Winograd and im2col's shifted and pointwise paths, on every
-//! SIMD level and 1 and 2 threads; prepared weights refuse another shape or algorithm.
+//! exactly the results of the plain forwards of the algorithm they resolve to (`auto` takes
+//! Winograd on more shapes when the weights are prepared: `resolve_prepared`), for every
+//! algorithm, every case of the shared table and the shapes that take Winograd and im2col's
+//! shifted and pointwise paths, on every SIMD level and 1 and 2 threads; prepared weights
+//! refuse another shape or algorithm.
 mod common;
 
 use common::conv::{cases, params};
@@ -21,6 +23,11 @@ fn shapes() -> Vec<(String, Conv2dParams)> {
         (
             "winograd 96->96 @16",
             params((8, 96, 16, 16), (96, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        // Winograd by `auto` only when prepared (16 tiles: one item of 16x16).
+        (
+            "prepared winograd 64->64 @16",
+            params((1, 64, 16, 16), (64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
         ),
         // im2col's shifted path (3x3, stride 1, at most 64 output channels).
         (
@@ -70,9 +77,10 @@ fn prepared_forwards_equal_the_plain_ones() {
                     for algo in algos {
                         let what = format!("{name} {algo:?} {level:?} {threads} threads");
                         let prepared = prepare_forward(&p, &w, algo).unwrap();
+                        let plain = algo.resolve_prepared(&p);
                         let mut want = vec![0f32; out_len];
                         let mut got = vec![f32::NAN; out_len];
-                        conv2d_forward_fused(&p, &x, &w, &ep, &mut want, algo).unwrap();
+                        conv2d_forward_fused(&p, &x, &w, &ep, &mut want, plain).unwrap();
                         conv2d_forward_fused_prepared(&p, &x, &w, &prepared, &ep, &mut got, algo)
                             .unwrap();
                         assert!(
@@ -81,7 +89,7 @@ fn prepared_forwards_equal_the_plain_ones() {
                                 .all(|(a, b)| a.to_bits() == b.to_bits()),
                             "fused: {what}"
                         );
-                        conv2d_forward(&p, &x, &w, Some(&bias), &mut want, algo).unwrap();
+                        conv2d_forward(&p, &x, &w, Some(&bias), &mut want, plain).unwrap();
                         got.fill(f32::NAN);
                         conv2d_forward_prepared(&p, &x, &w, &prepared, Some(&bias), &mut got, algo)
                             .unwrap();
@@ -116,6 +124,41 @@ fn prepared_weights_hold_what_their_algorithm_needs() {
             .floats(),
         0
     );
+}
+
+/// ResNet-50's 3x3 stride-1 layers at batch 1: `auto` keeps im2col for per-call weights but
+/// takes Winograd for prepared ones from 16 tiles (14x14 maps) up; 7x7 maps (4 tiles) and the
+/// 512-channel layers (whose 36 transformed values per weight would exceed the memory bound)
+/// stay on im2col. Batch 8 gives 7x7 maps 32 tiles.
+#[test]
+fn auto_takes_winograd_for_prepared_weights_where_it_pays_off() {
+    let layer = |n, c, hw| params((n, c, hw, hw), (c, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1);
+    for (c, hw, per_call, prepared) in [
+        (64, 56, ConvAlgo::Winograd, ConvAlgo::Winograd),
+        (128, 28, ConvAlgo::Im2col, ConvAlgo::Winograd),
+        (256, 14, ConvAlgo::Im2col, ConvAlgo::Winograd),
+        (512, 7, ConvAlgo::Im2col, ConvAlgo::Im2col),
+        (192, 7, ConvAlgo::Im2col, ConvAlgo::Im2col),
+    ] {
+        let p = layer(1, c, hw);
+        assert_eq!(ConvAlgo::Auto.resolve(&p), per_call, "{c}@{hw}");
+        assert_eq!(
+            ConvAlgo::Auto.resolve_prepared(&p),
+            prepared,
+            "{c}@{hw} prepared"
+        );
+    }
+    assert_eq!(
+        ConvAlgo::Auto.resolve_prepared(&layer(8, 192, 7)),
+        ConvAlgo::Winograd
+    );
+    // Forced algorithms stay as asked.
+    let p = layer(1, 256, 14);
+    assert_eq!(ConvAlgo::Im2col.resolve_prepared(&p), ConvAlgo::Im2col);
+    let floats = prepare_forward(&p, &fill(p.weight_len(), 2), ConvAlgo::Auto)
+        .unwrap()
+        .floats();
+    assert!(floats >= 36 * 256 * 256, "{floats}");
 }
 
 #[test]

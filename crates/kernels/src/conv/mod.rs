@@ -258,6 +258,19 @@ impl ConvAlgo {
         self.resolve_for(p, ConvPass::Forward)
     }
 
+    /// The algorithm `Auto` resolves to for this shape's forward pass when the weights are
+    /// prepared once for many calls ([`prepare_forward`], as compiled plans do): Winograd
+    /// where it pays off without a transform of the weights per call
+    /// ([`winograd::pays_off_prepared`]), else as [`ConvAlgo::resolve`].
+    pub fn resolve_prepared(self, p: &Conv2dParams) -> ConvAlgo {
+        match self.resolve(p) {
+            ConvAlgo::Im2col if self == ConvAlgo::Auto && winograd::pays_off_prepared(p) => {
+                ConvAlgo::Winograd
+            }
+            other => other,
+        }
+    }
+
     /// The algorithm `Auto` resolves to for this shape and pass.
     pub fn resolve_for(self, p: &Conv2dParams, pass: ConvPass) -> ConvAlgo {
         match self {
@@ -477,7 +490,7 @@ pub fn prepare_forward(
     p.validate()?;
     check_len("weight", weight.len(), p.weight_len())?;
     scratch::fallible("conv2d", || {
-        let weights = match algo.resolve(p) {
+        let weights = match algo.resolve_prepared(p) {
             ConvAlgo::Im2col => prepare_im2col(p, weight),
             ConvAlgo::Winograd => match winograd::prepare(p, weight) {
                 Some(a) => PreparedKind::Winograd(a),

@@ -81,6 +81,29 @@ pub fn pays_off(p: &Conv2dParams) -> bool {
         && POINTS * 2 * cig * cog <= MAX_CACHED
 }
 
+/// [`pays_off`] for weights transformed once and reused over many calls (a compiled plan's
+/// prepared weights, `conv::prepare_forward`): with no transform of the weights per call,
+/// Winograd wins on far fewer tiles. Measured with `examples/conv_b1` (prepared, 2 threads,
+/// batch 1 and 8, bench/results/auto-rules.md): 2.2-2.6x im2col from 16 tiles (ResNet-50's
+/// 256@14 and GoogLeNet's 14x14 layers at batch 1) with 32+ channels either side, but 0.6-0.9x
+/// on 4 tiles (7x7 maps at batch 1), and about even for 32 output channels below 28x28
+/// (DenseNet's 128->32 at 14x14). The same memory bound as for transformed weights kept
+/// between calls: 36 transformed floats per weight.
+pub fn pays_off_prepared(p: &Conv2dParams) -> bool {
+    let Ok((oh, ow)) = p.validate() else {
+        return false;
+    };
+    let (cig, cog) = (p.in_per_group(), p.out_per_group());
+    let tiles = p.batch * oh.div_ceil(4) * ow.div_ceil(4);
+    applies(p)
+        && p.groups == 1
+        && cig >= 32
+        && cog >= 32
+        && tiles >= 16
+        && (cog >= 64 || oh * ow >= 28 * 28)
+        && POINTS * 2 * cig * cog <= MAX_CACHED
+}
+
 /// Sizes of one call and how its tile rows are cut into blocks.
 #[derive(Clone, Copy)]
 struct Geom {
