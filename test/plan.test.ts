@@ -348,6 +348,15 @@ describe('each predict sees the model as it was when it was called', () => {
     const y2 = await leaky.predict(z);
     expectClose(y2.data, await eager(leaky, z), 0, 0);
     expect(y2.data.some((v, i) => v !== y1.data[i])).toBe(true);
+    // Plain data nested in an option, changed in place (a pool's padding): traces again.
+    const pool = new MaxPool2d(2);
+    const img = input([1, 2, 6, 6], 12);
+    expect((await pool.predict(img)).shape).toEqual([1, 2, 3, 3]);
+    (pool.geometry.padding as number[])[1] = 1;
+    const wide = await pool.predict(img);
+    expect(wide.shape).toEqual([1, 2, 3, 4]);
+    expect(planInfo(pool)?.planned).toBe(true);
+    expectClose(wide.data, await eager(pool, img), 0, 0);
   });
 });
 

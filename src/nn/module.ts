@@ -102,6 +102,29 @@ export abstract class Module {
     return out;
   }
 
+  /**
+   * namedModules() without the names, and stateTensors() the values of stateDict(): the same
+   * order, without building a dotted name per entry (what every predict() reads before it runs).
+   */
+  private moduleList(): Module[] {
+    const out: Module[] = [];
+    const walk = (m: Module) => {
+      out.push(m);
+      for (const child of m.children.values()) walk(child);
+    };
+    walk(this);
+    return out;
+  }
+
+  private stateTensors(modules: readonly Module[]): Tensor[] {
+    const out: Tensor[] = [];
+    for (const m of modules) {
+      for (const t of m.params.values()) if (t) out.push(t);
+      for (const t of m.bufs.values()) if (t) out.push(t);
+    }
+    return out;
+  }
+
   namedParameters(): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     for (const [prefix, m] of this.namedModules()) {
@@ -276,7 +299,7 @@ export abstract class Module {
 
   /** forward() in eval mode on `state`'s data; everything is put back before it returns. */
   private forwardIsolated(state: Map<Tensor, Float32Array> | null, inputs: Tensor[]): Tensor {
-    const modules = this.namedModules().map(([, m]) => m);
+    const modules = this.moduleList();
     const modes = modules.map((m) => m.training);
     // Tensor.data is read-only to users; only this swap, undone in `finally` before any other
     // JavaScript can run, replaces it.
@@ -309,8 +332,8 @@ export abstract class Module {
    * run on one; close() it when done (planInfo(model) then tells how its last forward ran).
    */
   inferenceSession(opts: { plan?: boolean } = {}): InferenceSession {
-    const state = [...this.stateDict().values()];
-    const modules = this.namedModules().map(([, m]) => m);
+    const modules = this.moduleList();
+    const state = this.stateTensors(modules);
     const arrays = new Map(state.map((t) => [t, t.data] as const));
     pin(arrays.values());
     // FERROCONV_PLANS=0 turns plans off for the process (debugging: everything runs eagerly).

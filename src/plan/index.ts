@@ -39,25 +39,78 @@ function plainData(v: unknown, depth: number): boolean {
   return Object.values(v).every((x) => plainData(x, depth - 1));
 }
 
-/** A module property as the guard compares it: plain data (options, geometry) by value. */
+/** A copy of plain data (options, geometry, a shape), which the guard compares by value. */
+class PlainCopy {
+  constructor(readonly value: unknown) {}
+}
+
+function copyPlain(v: unknown): unknown {
+  if (v === null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) return v.map(copyPlain);
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copyPlain(x)]));
+}
+
+/** Whether `live` is plain data equal to the copy `kept` (same keys in the same order). */
+function samePlain(kept: unknown, live: unknown): boolean {
+  if (kept === null || typeof kept !== 'object') return Object.is(kept, live);
+  if (live === null || typeof live !== 'object') return false;
+  if (Array.isArray(kept)) {
+    if (!Array.isArray(live) || live.length !== kept.length) return false;
+    for (let i = 0; i < kept.length; i++) if (!samePlain(kept[i], live[i])) return false;
+    return true;
+  }
+  if (Array.isArray(live) || Object.getPrototypeOf(live) !== Object.prototype) return false;
+  const [k, l] = [kept as Record<string, unknown>, live as Record<string, unknown>];
+  const keys = Object.keys(k);
+  const liveKeys = Object.keys(l);
+  if (liveKeys.length !== keys.length) return false;
+  return keys.every((key, i) => liveKeys[i] === key && samePlain(k[key], l[key]));
+}
+
+/** A module property as the guard keeps it: plain data (options, geometry) by value. */
 function guardValue(v: unknown): unknown {
   if (v === null || typeof v !== 'object') return v;
-  return plainData(v, 2) ? `json:${JSON.stringify(v)}` : v;
+  return plainData(v, 2) ? new PlainCopy(copyPlain(v)) : v;
 }
 
 /** What a cached plan's validity depends on (see the top of this file). */
 function guardOf(modules: readonly object[], state: readonly Tensor[], input: Tensor): unknown[] {
-  const g: unknown[] = [epoch, input.shape.join()];
+  const g: unknown[] = [epoch, new PlainCopy([...input.shape])];
   for (const m of modules) {
     g.push(m, (m as { forward?: unknown }).forward);
     for (const [k, v] of Object.entries(m)) g.push(k, guardValue(v));
+    g.push(GUARD_END);
   }
-  for (const t of state) g.push(t, t.shape.join());
+  for (const t of state) g.push(t, new PlainCopy([...t.shape]));
   return g;
 }
 
-function sameGuard(a: unknown[], b: unknown[]): boolean {
-  return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+/** Ends a module's properties in a guard. */
+const GUARD_END = Symbol('end of module');
+
+/**
+ * Whether the guard `g` holds for the model as it is now: the same walk as guardOf, compared as
+ * it goes, with nothing built (every predict checks the guard of the model's plan first).
+ */
+function holds(g: readonly unknown[], modules: readonly object[], state: readonly Tensor[], input: Tensor): boolean {
+  let i = 0;
+  const same = (kept: unknown, live: unknown): boolean => {
+    if (kept instanceof PlainCopy) return samePlain(kept.value, live);
+    // An object kept by identity that is plain data now (an array whose function was replaced in
+    // place) would be kept by value: not the same guard.
+    return Object.is(kept, live) && !(live !== null && typeof live === 'object' && plainData(live, 2));
+  };
+  if (g[i++] !== epoch || !same(g[i++], input.shape)) return false;
+  for (const m of modules) {
+    if (g[i++] !== m || g[i++] !== (m as { forward?: unknown }).forward) return false;
+    for (const k in m) {
+      if (!Object.hasOwn(m, k)) continue;
+      if (g[i++] !== k || !same(g[i++], (m as Record<string, unknown>)[k])) return false;
+    }
+    if (g[i++] !== GUARD_END) return false;
+  }
+  for (const t of state) if (g[i++] !== t || !same(g[i++], t.shape)) return false;
+  return i === g.length;
 }
 
 /** How the last predict() of a model ran; see planInfo(). */
@@ -106,15 +159,15 @@ export function compile(
   input: Tensor,
   state: Tensor[],
 ): Runnable | string {
-  const guard = guardOf(modules, state, input);
   const entries = guarded.get(owner) ?? [];
   guarded.set(owner, entries);
-  const hit = entries.findIndex((e) => sameGuard(e.guard, guard));
+  const hit = entries.findIndex((e) => holds(e.guard, modules, state, input));
   if (hit >= 0) {
     const [e] = entries.splice(hit, 1);
     entries.push(e);
     return e.result;
   }
+  const guard = guardOf(modules, state, input);
   const result = traceAndCompile(owner, forward, input, state);
   if (entries.length >= KEEP) release(entries.shift()?.result);
   entries.push({ guard, result });
