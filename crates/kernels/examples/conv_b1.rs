@@ -3,9 +3,9 @@
 //! goes and how close each shape gets to the FMA peak.
 //! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does;
 //! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs,
-//! `losers` the shapes that lost to PyTorch at batch 8, `googlenet` GoogLeNet's 3x3 convs.
+//! `losers` the shapes that lost to PyTorch at batch 8, `googlenet` GoogLeNet's 3x3 convs, `alexnet` AlexNet's.
 //! `ALGO=winograd|im2col` forces an algorithm (winograd on stride-1 3x3 layers only).
-//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg|losers|googlenet]`.
+//! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg|losers|googlenet|alexnet]`.
 use ferroconv_kernels::conv::{
     conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
     Epilogue,
@@ -81,6 +81,14 @@ const GOOGLENET: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 48, 128, 3, 1, 7),
 ];
 
+/// AlexNet's convs after the stem (13x13 maps for the 3x3s).
+const ALEXNET: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 64, 192, 5, 1, 27),
+    (1, 192, 384, 3, 1, 13),
+    (1, 384, 256, 3, 1, 13),
+    (1, 256, 256, 3, 1, 13),
+];
+
 /// Shapes that lost to PyTorch at batch 8 (GoogLeNet's and DenseNet's 1x1s on small maps,
 /// narrow 3x3s, AlexNet's stem).
 const LOSERS: &[(usize, usize, usize, usize, usize, usize)] = &[
@@ -112,6 +120,7 @@ fn main() {
         Some("vgg") => VGG16,
         Some("losers") => LOSERS,
         Some("googlenet") => GOOGLENET,
+        Some("alexnet") => ALEXNET,
         _ => RESNET50,
     };
     let pool = rayon::ThreadPoolBuilder::new()
