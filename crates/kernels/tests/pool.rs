@@ -286,6 +286,15 @@ fn odd_max_cases() -> Vec<Pool2dParams> {
         pp((3, 2, 11, 64), (2, 4), (2, 2), (0, 2), (1, 1), true),
         pp((1, 1, 9, 50), (3, 3), (2, 2), (1, 1), (2, 2), false),
         pp((1, 1, 40, 9), (5, 5), (3, 3), (2, 2), (1, 1), true),
+        // 3x3, stride 1, pad 1 on small planes (inference's separable path), down to a single
+        // pixel and row, up to its 32-column limit, and one column past it.
+        pp((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1), true),
+        pp((1, 2, 1, 1), (3, 3), (1, 1), (1, 1), (1, 1), false),
+        pp((1, 2, 1, 2), (3, 3), (1, 1), (1, 1), (1, 1), false),
+        pp((1, 2, 2, 5), (3, 3), (1, 1), (1, 1), (1, 1), false),
+        pp((3, 2, 5, 9), (3, 3), (1, 1), (1, 1), (1, 1), true),
+        pp((1, 1, 14, 32), (3, 3), (1, 1), (1, 1), (1, 1), false),
+        pp((1, 1, 3, 33), (3, 3), (1, 1), (1, 1), (1, 1), false),
     ]
 }
 

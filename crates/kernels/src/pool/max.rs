@@ -64,7 +64,13 @@ fn max_pool_rows(
         && (p.pad_h, p.pad_w, p.dilation_h, p.dilation_w) == (0, 0, 1, 1)
         && out_hw == (p.in_h / 2, p.in_w / 2)
         && p.in_w < 16;
+    // The 3x3, stride-1, pad-1 pools of GoogLeNet's inception branches on 7x7 to 28x28 maps.
+    let same_3x3 = (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w) == (3, 3, 1, 1)
+        && (p.pad_h, p.pad_w, p.dilation_h, p.dilation_w) == (1, 1, 1, 1)
+        && out_hw == (p.in_h, p.in_w)
+        && p.in_w <= 32;
     match indices {
+        None if same_3x3 => max_pool_3x3_same(p, input, output),
         Some(ind) if plain_2x2 => max_pool_2x2_indices(p, out_hw, input, output, ind),
         Some(ind) => output
             .par_chunks_mut(chunk)
@@ -78,6 +84,75 @@ fn max_pool_rows(
             || vec![0.0f32; slack],
             |vm, (t, y)| max_task::<false>(isa, &g, input, t * rows, y, &mut [], vm, &mut []),
         ),
+    }
+}
+
+/// The 3x3, stride-1, pad-1 max pool without indices on small planes (the output the size of
+/// the input), whole planes per task, separably: each row's maxima with the rows above and below,
+/// then across each window of three columns. Only elementwise loops over whole rows, which the
+/// compiler vectorises with no running maximum in memory: on GoogLeNet's 7x7-28x28 maps the
+/// general path's set-up per output row made every such pool cost about 0.8 ms at batch 8
+/// whatever its size; this took 0.22-0.30 ms. Same values (NaN wins), up to the sign of a zero
+/// maximum.
+fn max_pool_3x3_same(p: &Pool2dParams, input: &[f32], output: &mut [f32]) {
+    let (h, w) = (p.in_h, p.in_w);
+    let plane = h * w;
+    if plane == 0 {
+        return;
+    }
+    let per_task = planes_per_task(2 * plane) * plane;
+    let isa = simd::isa();
+    output
+        .par_chunks_mut(per_task)
+        .zip(input.par_chunks(per_task))
+        .for_each_init(
+            || vec![0f32; plane],
+            |rows, (y, x)| {
+                for (yp, xp) in y.chunks_exact_mut(plane).zip(x.chunks_exact(plane)) {
+                    max_3x3_plane(isa, xp, h, w, rows, yp);
+                }
+            },
+        );
+}
+
+kernel! {
+    /// One `h x w` plane of [`max_pool_3x3_same`]; `v` is scratch of the plane's size.
+    fn max_3x3_plane(x: &[f32], h: usize, w: usize, v: &mut [f32], y: &mut [f32]) {
+        let pick = |m: f32, e: f32| if takes_max(e, m) { e } else { m };
+        for (r, vr) in v.chunks_exact_mut(w).enumerate() {
+            let mid = &x[r * w..(r + 1) * w];
+            let above = (r > 0).then(|| &x[(r - 1) * w..r * w]);
+            let below = (r + 1 < h).then(|| &x[(r + 1) * w..(r + 2) * w]);
+            match (above, below) {
+                (Some(a), Some(c)) => {
+                    for (((o, &a), &b), &c) in vr.iter_mut().zip(a).zip(mid).zip(c) {
+                        *o = pick(pick(a, b), c);
+                    }
+                }
+                (Some(a), None) => {
+                    for ((o, &a), &b) in vr.iter_mut().zip(a).zip(mid) {
+                        *o = pick(a, b);
+                    }
+                }
+                (None, Some(c)) => {
+                    for ((o, &b), &c) in vr.iter_mut().zip(mid).zip(c) {
+                        *o = pick(b, c);
+                    }
+                }
+                (None, None) => vr.copy_from_slice(mid),
+            }
+        }
+        for (vr, yr) in v.chunks_exact(w).zip(y.chunks_exact_mut(w)) {
+            if w == 1 {
+                yr[0] = vr[0];
+                continue;
+            }
+            yr[0] = pick(vr[0], vr[1]);
+            for (o, t) in yr[1..w - 1].iter_mut().zip(vr.windows(3)) {
+                *o = pick(pick(t[0], t[1]), t[2]);
+            }
+            yr[w - 1] = pick(vr[w - 2], vr[w - 1]);
+        }
     }
 }
 
