@@ -67,6 +67,18 @@ pub fn applies(p: &Conv2dParams) -> bool {
 /// GEMMs efficient; small maps of 512 channels, 64-channel 14x14 layers (wasted work in the
 /// partial tiles) and 32-channel layers do not gain.
 pub fn pays_off(p: &Conv2dParams) -> bool {
+    dense_enough(p, 64, 128, |cig, _cog| cig > 64)
+}
+
+/// The rule both [`pays_off`] and [`pays_off_prepared`] apply: Winograd applies, one group, at
+/// least `min_channels` either side and `min_tiles` output tiles, `wide` (given the channels)
+/// or a map of 28x28 and up, and the transformed weights within the memory bound.
+fn dense_enough(
+    p: &Conv2dParams,
+    min_channels: usize,
+    min_tiles: usize,
+    wide: impl Fn(usize, usize) -> bool,
+) -> bool {
     let Ok((oh, ow)) = p.validate() else {
         return false;
     };
@@ -74,10 +86,10 @@ pub fn pays_off(p: &Conv2dParams) -> bool {
     let tiles = p.batch * oh.div_ceil(4) * ow.div_ceil(4);
     applies(p)
         && p.groups == 1
-        && cig >= 64
-        && cog >= 64
-        && tiles >= 128
-        && (cig > 64 || oh * ow >= 28 * 28)
+        && cig >= min_channels
+        && cog >= min_channels
+        && tiles >= min_tiles
+        && (wide(cig, cog) || oh * ow >= 28 * 28)
         && POINTS * 2 * cig * cog <= MAX_CACHED
 }
 
@@ -90,18 +102,7 @@ pub fn pays_off(p: &Conv2dParams) -> bool {
 /// (DenseNet's 128->32 at 14x14). The same memory bound as for transformed weights kept
 /// between calls: 36 transformed floats per weight.
 pub fn pays_off_prepared(p: &Conv2dParams) -> bool {
-    let Ok((oh, ow)) = p.validate() else {
-        return false;
-    };
-    let (cig, cog) = (p.in_per_group(), p.out_per_group());
-    let tiles = p.batch * oh.div_ceil(4) * ow.div_ceil(4);
-    applies(p)
-        && p.groups == 1
-        && cig >= 32
-        && cog >= 32
-        && tiles >= 16
-        && (cog >= 64 || oh * ow >= 28 * 28)
-        && POINTS * 2 * cig * cog <= MAX_CACHED
+    dense_enough(p, 32, 16, |_cig, cog| cog >= 64)
 }
 
 /// Sizes of one call and how its tile rows are cut into blocks.
