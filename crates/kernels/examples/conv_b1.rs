@@ -5,6 +5,9 @@
 //! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs,
 //! `losers` the shapes that lost to PyTorch at batch 8, `googlenet` GoogLeNet's 3x3 convs, `alexnet` AlexNet's.
 //! `ALGO=winograd|im2col` forces an algorithm (winograd on stride-1 3x3 layers only).
+//! `COLD=1` reads 96 MiB between timed calls, so weights, input and output come from DRAM;
+//! `COLD=2` then brings input and output back, leaving only the weights cold, as in a plan
+//! running layer after layer at batch 1.
 //! `cargo run -p ferroconv-kernels --release --example conv_b1 [threads] [batch] [prepared] [densenet|vgg|losers|googlenet|alexnet]`.
 use ferroconv_kernels::conv::{
     conv2d_forward_fused, conv2d_forward_fused_prepared, prepare_forward, Conv2dParams, ConvAlgo,
@@ -150,6 +153,7 @@ fn main() {
             let w = fill(p.weight_len(), 2);
             let shift = fill(oc, 3);
             let mut y = vec![0f32; p.output_len((oh, ow))];
+            let (y_ptr, y_len) = (y.as_mut_ptr(), y.len());
             let ep = Epilogue {
                 shift: Some(&shift),
                 relu: true,
@@ -173,7 +177,26 @@ fn main() {
             let mut best = f64::INFINITY;
             let start = Instant::now();
             let mut n = 0;
+            let cold = std::env::var("COLD").is_ok();
+            let warm_io = std::env::var("COLD").as_deref() == Ok("2");
+            let flush = if cold {
+                vec![1u64; 12 << 20]
+            } else {
+                Vec::new()
+            };
             while n < 5 || (n < 300 && start.elapsed().as_secs_f64() < 0.3) {
+                if cold {
+                    // Evict the weights (and everything else) from the caches, as a plan's
+                    // run of other layers does.
+                    std::hint::black_box(flush.iter().fold(0u64, |a, &b| a ^ b));
+                    if warm_io {
+                        // Input and output back in cache, as in a plan where the previous
+                        // layer just wrote the input: only the weights stay cold.
+                        std::hint::black_box(x.iter().sum::<f32>());
+                        // SAFETY: y outlives the loop and `run` is not running.
+                        unsafe { std::ptr::write_bytes(y_ptr, 0, y_len) };
+                    }
+                }
                 let t = Instant::now();
                 run();
                 best = best.min(t.elapsed().as_secs_f64());

@@ -5,10 +5,9 @@
 //!
 //! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
 //! - at most `KC` = 256 steps of the shared dimension per pass (passes balanced: 576 goes as
-//!   2 x 288), so one packed B micro-panel (<= 16 KiB) stays in L1 while A micro-panels stream
-//!   past it;
-//! - `MC` = 144 rows of op(A) per block (144 x 256 floats = 144 KiB, stays in L2);
-//! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, also in L2).
+//!   2 x 288), so one packed A micro-panel (<= 6 KiB) stays in L1 while it meets every B
+//!   micro-panel of the unit (see `kernel::macro_kernel`);
+//! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, in L2).
 //!
 //! op(A) is packed once per call (per 16 MiB range of the shared dimension for huge ones) and
 //! shared; C is cut into independent units of rows x columns that each pack their own slice of
@@ -34,7 +33,6 @@ use pack::*;
 pub(crate) const MR: usize = 6;
 /// Columns of the register tile (two AVX vectors).
 pub(crate) const NR: usize = 16;
-const MC: usize = 144;
 const KC: usize = 256;
 /// Most columns of B one unit packs: 256 x 256 floats = 256 KiB, half of L2.
 const NCB: usize = 256;
@@ -516,7 +514,7 @@ pub(crate) unsafe fn gemm_raw<'a>(
 
 /// How C splits into independent units (a range of rows by a range of columns). Each unit
 /// packs its own slice of B, at most `NCB` columns so it stays in L2 while the A blocks stream
-/// past, and walks its rows in MC blocks. With threads, columns are split further (down to
+/// past, and walks its rows a panel of A at a time. With threads, columns are split further (down to
 /// `MIN_UNIT_COLS`) until there are enough units to even out uneven cores (the machine may be
 /// shared); only when that is not enough are rows split too, which repacks B once per row
 /// chunk (B already packed by the caller is not repacked, so its rows split finer). Chunks
