@@ -152,9 +152,12 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
                         // SAFETY: positions j0..j1 of channel oc of item n are inside the output
                         // and belong to this task alone.
                         let row = unsafe { std::slice::from_raw_parts_mut(out.at(at), j1 - j0) };
-                        for (jj, v) in row.iter_mut().enumerate() {
-                            let (tj, ti) = (jj / TP, jj % TP);
-                            *v = ct[((tj * np + qi) * TP + ti) * NR + l];
+                        // Tile by tile: six positions of a tile sit NR apart in ct.
+                        for (tj, piece) in row.chunks_mut(TP).enumerate() {
+                            let src = &ct[((tj * np + qi) * TP) * NR + l..];
+                            for (ti, v) in piece.iter_mut().enumerate() {
+                                *v = src[ti * NR];
+                            }
                         }
                         if finish {
                             epilogue.apply_row(row, oc, at, isa);
