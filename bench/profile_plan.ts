@@ -63,9 +63,15 @@ for (const name of values.models!.split(',')) {
   const steps = (JSON.parse(r.trace.spec) as { steps: StepSpec[] }).steps;
   r.plan.setProfiling(true);
   const runs: number[][] = [];
+  // Per profiled run: the predict's wall time less its own steps' sum, i.e. what a predict
+  // spends outside the steps (JavaScript, argument conversion, hand-offs between threads).
+  const outside: number[] = [];
   for (let i = 0; i < iters; i++) {
+    const t0 = performance.now();
     await model.predict(x);
+    const dt = performance.now() - t0;
     runs.push(r.plan.stepMs);
+    outside.push(dt - r.plan.stepMs.reduce((a, b) => a + b, 0));
   }
   r.plan.setProfiling(false);
   const perStep = steps.map((_, k) => median(runs.map((t) => t[k])));
@@ -79,7 +85,7 @@ for (const name of values.models!.split(',')) {
   const total = perStep.reduce((a, b) => a + b, 0);
   console.log(
     `\n== ${name} b${batch}: predict ${median(whole).toFixed(1)} ms (median of ${iters}); ` +
-      `steps ${total.toFixed(1)} ms over ${steps.length} steps`,
+      `steps ${total.toFixed(1)} ms over ${steps.length} steps; outside the steps ${median(outside).toFixed(2)} ms`,
   );
   const sorted = [...rows.entries()].sort((a, b) => b[1].ms - a[1].ms);
   for (const [l, { ms, calls }] of sorted.slice(0, Number(values.top))) {
