@@ -6,6 +6,7 @@ use crate::simd::{dispatch, Isa};
 /// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
 /// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
 /// unit's n columns (panel q at `q * b_stride`, at most `NCB` columns: they stay in L2).
+/// `after` is the A panel the unit needs first in its next KC pass, if it has one.
 ///
 /// Panels of A go outermost: each MR-row panel (`MR * kc` floats) stays in L1 while it meets
 /// every panel of B, so A is read from memory exactly once, in order. A is where a layer's
@@ -27,6 +28,7 @@ pub(super) unsafe fn macro_kernel(
     n: usize,
     kc: usize,
     ap: &[f32],
+    after: Option<&[f32]>,
     bp: &[f32],
     b_stride: usize,
     alpha: f32,
@@ -41,7 +43,11 @@ pub(super) unsafe fn macro_kernel(
     for ir in rows.clone().step_by(MR) {
         let mr = MR.min(m - ir);
         let apanel = &ap[ir * kc..(ir + MR) * kc];
-        let next = (ir + MR < rows.end).then(|| &ap[(ir + MR) * kc..(ir + 2 * MR) * kc]);
+        let next = if ir + MR < rows.end {
+            Some(&ap[(ir + MR) * kc..(ir + 2 * MR) * kc])
+        } else {
+            after
+        };
         for (t, jr) in (0..n).step_by(NR).enumerate() {
             if let Some(next) = next {
                 prefetch_l2(next, t * lines / tiles..(t + 1) * lines / tiles);

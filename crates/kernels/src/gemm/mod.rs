@@ -478,6 +478,13 @@ pub(crate) unsafe fn gemm_raw<'a>(
                     Rhs::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
                 };
                 let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
+                // The unit's first A panel in the next pass, to prefetch behind this one's
+                // last (none after the range's last pass).
+                let after = (pc + kc < ks.end).then(|| {
+                    let kn = step.min(ks.end - pc - kc);
+                    let at = m_pad * (pc + kc - ks.start) + rows.start * kn;
+                    &ap[at..at + MR * kn]
+                });
                 let beta_now = if pc == 0 { beta } else { 1.0 };
                 // SAFETY: the unit's tile lies inside the m x n block at `c` (caller's
                 // contract), and units cover disjoint tiles.
@@ -489,6 +496,7 @@ pub(crate) unsafe fn gemm_raw<'a>(
                     n_unit,
                     kc,
                     apc,
+                    after,
                     bp,
                     stride,
                     alpha,
