@@ -1184,18 +1184,25 @@ impl CompiledPlan {
             tokens,
         };
         let pool = crate::runtime::pool()?;
-        let (deferred, promise) = env.create_deferred::<(), fn(Env) -> napi::Result<()>>()?;
+        type Resolver = Box<dyn FnOnce(Env) -> napi::Result<()> + Send>;
+        let (deferred, promise) = env.create_deferred::<(), Resolver>()?;
         // Spawned on the kernel pool itself rather than run from libuv's thread pool (an
         // AsyncTask), whose four threads file system and DNS calls share: concurrent predicts
         // would otherwise hold them all while they wait for the kernels.
         pool.spawn(move || {
             match crate::runtime::caught("CompiledPlan.run", || job.compute()) {
-                Ok(Ok(())) => deferred.resolve(|_| Ok(())),
-                Ok(Err(e)) | Err(e) => deferred.reject(e),
+                // The run's typed arrays (a zoo model passes 300-600) are released on the
+                // JavaScript thread as the promise resolves, all at once. Dropped here, each
+                // would be a thread-safe call of its own for that thread to take in turn.
+                Ok(Ok(())) => deferred.resolve(Box::new(move |_| {
+                    drop(job);
+                    Ok(())
+                })),
+                Ok(Err(e)) | Err(e) => {
+                    deferred.reject(e);
+                    drop(job);
+                }
             }
-            // The typed arrays' references are released from here through napi-rs's
-            // thread-safe path.
-            drop(job);
         });
         Ok(promise)
     }
