@@ -1,4 +1,5 @@
-//! Quick timing of the pooling kernels on ResNet's stem shape, one call at a time:
+//! Quick timing of the pooling kernels on ResNet's stem shape, one call at a time, then the
+//! inference max pools (no indices) that halve GoogLeNet's maps, at batch 1 and 8:
 //! cargo run -p ferroconv-kernels --release --example pool_bench [threads]
 use ferroconv_kernels::pool::*;
 use std::time::Instant;
@@ -47,5 +48,26 @@ fn main() {
             row("avg bwd", mb(x.len() + out), t);
             let t = best(|| gi.copy_from_slice(&x));
             row("memcpy (1 thread)", mb(2 * x.len()), t);
+            for n in [1, 8] {
+                for (c, hw) in [(64, 112), (192, 56), (480, 28)] {
+                    let p = Pool2dParams::from_shapes(
+                        [n, c, hw, hw],
+                        [3, 3],
+                        [2, 2],
+                        [0, 0],
+                        [1, 1],
+                        true,
+                    )
+                    .unwrap();
+                    let x = vec![1.0f32; p.input_len()];
+                    let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
+                    let t = best(|| max_pool2d_forward_no_indices(&p, &x, &mut y).unwrap());
+                    row(
+                        &format!("3x3/s2 ceil [{n},{c},{hw},{hw}]"),
+                        mb(x.len() + y.len()),
+                        t,
+                    );
+                }
+            }
         });
 }

@@ -295,6 +295,11 @@ fn odd_max_cases() -> Vec<Pool2dParams> {
         pp((3, 2, 5, 9), (3, 3), (1, 1), (1, 1), (1, 1), true),
         pp((1, 1, 14, 32), (3, 3), (1, 1), (1, 1), (1, 1), false),
         pp((1, 1, 3, 33), (3, 3), (1, 1), (1, 1), (1, 1), false),
+        // 3x3, stride 2: a single pixel, a ceil-mode last window that starts on the last
+        // column after a left pad, GoogLeNet's 28 -> 14.
+        pp((1, 2, 1, 1), (3, 3), (2, 2), (1, 1), (1, 1), true),
+        pp((1, 2, 2, 7), (3, 3), (2, 2), (1, 1), (1, 1), true),
+        pp((2, 3, 28, 28), (3, 3), (2, 2), (0, 0), (1, 1), true),
     ]
 }
 
