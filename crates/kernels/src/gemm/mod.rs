@@ -3,7 +3,7 @@
 //! with packed panels, an AVX2+FMA 6x16 register-tile micro-kernel (portable fallback when the CPU
 //! or `simd::set_level` says no), and rayon parallelism over tiles of C.
 //!
-//! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
+//! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB to 1 MiB L2):
 //! - at most `KC` = 256 steps of the shared dimension per pass (passes balanced: 576 goes as
 //!   2 x 288), so one packed A micro-panel (<= 6 KiB) stays in L1 while it meets every B
 //!   micro-panel of the unit (see `kernel::macro_kernel`);
@@ -521,8 +521,8 @@ pub(crate) unsafe fn gemm_raw<'a>(
 }
 
 /// How C splits into independent units (a range of rows by a range of columns). Each unit
-/// packs its own slice of B, at most `NCB` columns so it stays in L2 while the A blocks stream
-/// past, and walks its rows a panel of A at a time. With threads, columns are split further (down to
+/// packs its own slice of B, at most `NCB` columns so it stays in L2 while the panels of A
+/// stream past, one at a time. With threads, columns are split further (down to
 /// `MIN_UNIT_COLS`) until there are enough units to even out uneven cores (the machine may be
 /// shared); only when that is not enough are rows split too, which repacks B once per row
 /// chunk (B already packed by the caller is not repacked, so its rows split finer). Chunks
