@@ -43,7 +43,12 @@ pub(super) unsafe fn macro_kernel(
     for ir in rows.clone().step_by(MR) {
         let mr = MR.min(m - ir);
         let apanel = &ap[ir * kc..(ir + MR) * kc];
-        let next = if ir + MR < rows.end {
+        // With a single tile per panel there is nothing to spread the prefetch over: a whole
+        // panel's lines at once only held up the tile's own loads (Winograd's 16-column GEMMs
+        // at batch 1 ran 5-10% slower with it, warm or cold).
+        let next = if tiles < 2 {
+            None
+        } else if ir + MR < rows.end {
             Some(&ap[(ir + MR) * kc..(ir + 2 * MR) * kc])
         } else {
             after
