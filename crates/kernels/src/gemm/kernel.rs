@@ -1,22 +1,12 @@
-//! The macro-kernel (MR x NR loops over one KC pass) and the register-tile micro-kernels:
+//! The macro-kernel (MC x NR x MR loops over one KC pass) and the register-tile micro-kernels:
 //! portable, AVX2+FMA 6x16 and NEON 6x16.
 use super::*;
 use crate::simd::{dispatch, Isa};
 
 /// C[rows, 0..n] = alpha * Apack[rows] * Bpack + beta * C[rows, 0..n] for one KC pass, where
 /// `c` points at column 0 of the unit, `ap` holds the packed panels of all m rows and `bp` the
-/// unit's n columns (panel q at `q * b_stride`, at most `NCB` columns: they stay in L2).
-/// `after` is the A panel the unit needs first in its next KC pass, if it has one.
-///
-/// Panels of A go outermost: each MR-row panel (`MR * kc` floats) stays in L1 while it meets
-/// every panel of B, so A is read from memory exactly once, in order. A is where a layer's
-/// weights are, and at small batches they are the bulk of what a convolution reads: a plan
-/// runs layer after layer, so they come from DRAM, not cache. While a panel of A works, the
-/// next one is prefetched into L2 a slice per tile, so its lines arrive behind the arithmetic
-/// instead of stalling the first tile that needs them. Measured on ResNet-50's layers at batch
-/// 1 with the caches flushed between calls (`COLD=2 conv_b1 2 1 prepared resnet`): 46.1 ->
-/// 42.1 ms over the model; warm (cache-resident) and at batch 8 no slower than the old order
-/// (row blocks, then B panels, then A panels).
+/// unit's n columns (panel q at `q * b_stride`). Rows go in MC blocks (one A block stays in
+/// L2), then NR panels of B (one stays in L1), then MR panels of A.
 ///
 /// # Safety
 /// Rows `rows` by columns `0..n` at `c` (leading dimension `ldc`) must be writable and touched
@@ -28,7 +18,6 @@ pub(super) unsafe fn macro_kernel(
     n: usize,
     kc: usize,
     ap: &[f32],
-    after: Option<&[f32]>,
     bp: &[f32],
     b_stride: usize,
     alpha: f32,
@@ -37,60 +26,29 @@ pub(super) unsafe fn macro_kernel(
     ldc: usize,
     isa: Isa,
 ) {
-    let tiles = n.div_ceil(NR);
-    // Cache lines of one A panel, prefetched over the tiles of the panel before it.
-    let lines = (MR * kc).div_ceil(16);
-    for ir in rows.clone().step_by(MR) {
-        let mr = MR.min(m - ir);
-        let apanel = &ap[ir * kc..(ir + MR) * kc];
-        // With a single tile per panel there is nothing to spread the prefetch over: a whole
-        // panel's lines at once only held up the tile's own loads (Winograd's 16-column GEMMs
-        // at batch 1 ran 5-10% slower with it, warm or cold).
-        let next = if tiles < 2 {
-            None
-        } else if ir + MR < rows.end {
-            Some(&ap[(ir + MR) * kc..(ir + 2 * MR) * kc])
-        } else {
-            after
-        };
-        for (t, jr) in (0..n).step_by(NR).enumerate() {
-            if let Some(next) = next {
-                prefetch_l2(next, t * lines / tiles..(t + 1) * lines / tiles);
-            }
+    for ic in rows.clone().step_by(MC) {
+        let ic_end = (ic + MC).min(rows.end);
+        for jr in (0..n).step_by(NR) {
             let nr = NR.min(n - jr);
             let bpanel = &bp[jr / NR * b_stride..][..kc * NR];
-            tile(
-                kc,
-                apanel,
-                bpanel,
-                c.at(ir * ldc + jr),
-                ldc,
-                mr,
-                nr,
-                alpha,
-                beta,
-                isa,
-            );
-        }
-    }
-}
-
-/// Asks for cache lines `lines` (64-byte lines counted from the start) of `data` in L2, without
-/// waiting for them. A hint: no effect on results, nothing on targets without one.
-#[inline]
-fn prefetch_l2(data: &[f32], lines: Range<usize>) {
-    #[cfg(target_arch = "x86_64")]
-    for l in lines {
-        if let Some(v) = data.get(l * 16) {
-            // SAFETY: prefetching is a hint that never faults; the address is inside `data`.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                _mm_prefetch::<_MM_HINT_T1>(v as *const f32 as *const i8);
+            for ir in (ic..ic_end).step_by(MR) {
+                let mr = MR.min(m - ir);
+                let apanel = &ap[ir * kc..(ir + MR) * kc];
+                tile(
+                    kc,
+                    apanel,
+                    bpanel,
+                    c.at(ir * ldc + jr),
+                    ldc,
+                    mr,
+                    nr,
+                    alpha,
+                    beta,
+                    isa,
+                );
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, lines);
 }
 
 /// One MR x NR tile of C (possibly clipped to mr x nr at the edges).

@@ -3,11 +3,12 @@
 //! with packed panels, an AVX2+FMA 6x16 register-tile micro-kernel (portable fallback when the CPU
 //! or `simd::set_level` says no), and rayon parallelism over tiles of C.
 //!
-//! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB to 1 MiB L2):
+//! Blocking (sized for Zen-class cores: 32 KiB L1d, 512 KiB L2):
 //! - at most `KC` = 256 steps of the shared dimension per pass (passes balanced: 576 goes as
-//!   2 x 288), so one packed A micro-panel (<= 6 KiB) stays in L1 while it meets every B
-//!   micro-panel of the unit (see `kernel::macro_kernel`);
-//! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, in L2).
+//!   2 x 288), so one packed B micro-panel (<= 16 KiB) stays in L1 while A micro-panels stream
+//!   past it;
+//! - `MC` = 144 rows of op(A) per block (144 x 256 floats = 144 KiB, stays in L2);
+//! - `NCB` = 256 columns of op(B) per unit (256 KiB of packed B, also in L2).
 //!
 //! op(A) is packed once per call (per 16 MiB range of the shared dimension for huge ones) and
 //! shared; C is cut into independent units of rows x columns that each pack their own slice of
@@ -33,6 +34,7 @@ use pack::*;
 pub(crate) const MR: usize = 6;
 /// Columns of the register tile (two AVX vectors).
 pub(crate) const NR: usize = 16;
+const MC: usize = 144;
 const KC: usize = 256;
 /// Most columns of B one unit packs: 256 x 256 floats = 256 KiB, half of L2.
 const NCB: usize = 256;
@@ -478,13 +480,6 @@ pub(crate) unsafe fn gemm_raw<'a>(
                     Rhs::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
                 };
                 let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
-                // The unit's first A panel in the next pass, to prefetch behind this one's
-                // last (none after the range's last pass).
-                let after = (pc + kc < ks.end).then(|| {
-                    let kn = step.min(ks.end - pc - kc);
-                    let at = m_pad * (pc + kc - ks.start) + rows.start * kn;
-                    &ap[at..at + MR * kn]
-                });
                 let beta_now = if pc == 0 { beta } else { 1.0 };
                 // SAFETY: the unit's tile lies inside the m x n block at `c` (caller's
                 // contract), and units cover disjoint tiles.
@@ -496,7 +491,6 @@ pub(crate) unsafe fn gemm_raw<'a>(
                     n_unit,
                     kc,
                     apc,
-                    after,
                     bp,
                     stride,
                     alpha,
@@ -521,8 +515,8 @@ pub(crate) unsafe fn gemm_raw<'a>(
 }
 
 /// How C splits into independent units (a range of rows by a range of columns). Each unit
-/// packs its own slice of B, at most `NCB` columns so it stays in L2 while the panels of A
-/// stream past, one at a time. With threads, columns are split further (down to
+/// packs its own slice of B, at most `NCB` columns so it stays in L2 while the A blocks stream
+/// past, and walks its rows in MC blocks. With threads, columns are split further (down to
 /// `MIN_UNIT_COLS`) until there are enough units to even out uneven cores (the machine may be
 /// shared); only when that is not enough are rows split too, which repacks B once per row
 /// chunk (B already packed by the caller is not repacked, so its rows split finer). Chunks
