@@ -130,6 +130,14 @@ fn main() {
         .num_threads(threads)
         .build()
         .expect("pool");
+    // COLD: read once per run, and one flush buffer for every layer.
+    let cold = std::env::var("COLD").is_ok();
+    let warm_io = std::env::var("COLD").as_deref() == Ok("2");
+    let flush = if cold {
+        vec![1u64; 12 << 20]
+    } else {
+        Vec::new()
+    };
     pool.install(|| {
         let (mut total_ms, mut total_gflop) = (0.0, 0.0);
         println!("threads {threads}, batch {batch}, weights prepared once: {prepared}");
@@ -177,13 +185,6 @@ fn main() {
             let mut best = f64::INFINITY;
             let start = Instant::now();
             let mut n = 0;
-            let cold = std::env::var("COLD").is_ok();
-            let warm_io = std::env::var("COLD").as_deref() == Ok("2");
-            let flush = if cold {
-                vec![1u64; 12 << 20]
-            } else {
-                Vec::new()
-            };
             while n < 5 || (n < 300 && start.elapsed().as_secs_f64() < 0.3) {
                 if cold {
                     // Evict the weights (and everything else) from the caches, as a plan's
