@@ -43,6 +43,8 @@ export interface RowResult {
   firstStallMs?: number;
   /** ferroconv 'plan' rows: whether predict() ran a compiled plan, or why not. */
   planned?: boolean | string;
+  /** Seconds per call, the median of each round this result stands for (see compare.ts). */
+  roundMedians?: number[];
   error?: string;
 }
 
@@ -54,19 +56,19 @@ export interface RowResult {
 async function timeWatched(fn: () => unknown, t: Timing): Promise<{ step: Stat; maxStallMs: number }> {
   let last = performance.now();
   let worst = 0;
-  let calls = 0;
+  let timing = false;
   const timer = setInterval(() => {
     const now = performance.now();
-    if (calls > t.warmup) worst = Math.max(worst, now - last);
+    if (timing) worst = Math.max(worst, now - last);
     last = now;
   }, 1);
   try {
-    const step = await timeIt(async () => {
-      calls++;
+    const step = await timeIt(async (timed) => {
+      timing = timed;
       // Start each call fresh so the gap before it (the harness's own work) is not counted.
       last = performance.now();
       await fn();
-      if (calls > t.warmup) worst = Math.max(worst, performance.now() - last);
+      if (timed) worst = Math.max(worst, performance.now() - last);
     }, t);
     return { step, maxStallMs: worst };
   } finally {

@@ -4,8 +4,14 @@
 
 /** How many times to run a measured call. */
 export interface Timing {
-  /** Untimed calls first (first-touch, lazy init, caches). */
+  /** Untimed calls first (first-touch, lazy init, caches)... */
   warmup: number;
+  /**
+   * ...and, after those, more untimed calls until the warm-up adds up to this many seconds: a
+   * runtime's first calls after loading (JIT tier-up, allocator and cache warm-up) run slower
+   * than its steady state, for some frameworks for a dozen calls.
+   */
+  warmupSeconds?: number;
   /** At least this many timed calls... */
   minReps: number;
   /** ...and at most this many. */
@@ -33,18 +39,20 @@ export function median(xs: number[]): number {
 }
 
 /** Times `fn` (sync or async) per `t`; returns seconds per call. */
-export async function timeIt(fn: () => unknown, t: Timing): Promise<Stat> {
-  for (let i = 0; i < t.warmup; i++) {
+export async function timeIt(fn: (timed: boolean) => unknown, t: Timing): Promise<Stat> {
+  let warmed = 0;
+  for (let i = 0; i < t.warmup || warmed < (t.warmupSeconds ?? 0); i++) {
     const t0 = performance.now();
-    await fn();
+    await fn(false);
     const dt = (performance.now() - t0) / 1000;
+    warmed += dt;
     if (i === 0 && t.slowSeconds !== undefined && dt >= t.slowSeconds) return { median: dt, min: dt, reps: 1 };
   }
   const times: number[] = [];
   let spent = 0;
   for (;;) {
     const t0 = performance.now();
-    await fn();
+    await fn(true);
     const dt = (performance.now() - t0) / 1000;
     times.push(dt);
     spent += dt;

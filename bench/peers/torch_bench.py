@@ -2,7 +2,7 @@
 prints the results as one JSON object on stdout (progress goes to stderr).
 
 Input, on stdin (or as the first argument): {"threads": N, "timing": {...}, "jobs": [...]}, where
-timing is {"warmup", "minReps", "maxReps", "minSeconds", "slowSeconds"?} and each job has an "id" and a "kind":
+timing is {"warmup", "warmupSeconds"?, "minReps", "maxReps", "minSeconds", "slowSeconds"?} and each job has an "id" and a "kind":
   conv     n c h w oc kh kw stride[2] padding[4] dilation[2] groups passes[fwd|bwdData|bwdWeight]
   gemm     n                    (square torch.mm, which is OpenBLAS in Debian's build)
   maxpool  shape kernel stride padding [indices: also return the argmax]
@@ -36,13 +36,19 @@ def log(msg):
 
 def time_it(fn, timing):
     """Median (and all) wall times of fn() after warm-up, adaptive in the number of repetitions."""
-    for i in range(timing.get("warmup", 1)):
+    # Untimed calls: `warmup` of them, then more until they add up to warmupSeconds (the
+    # driver's timeIt does the same).
+    warmed = 0.0
+    i = 0
+    while i < timing.get("warmup", 1) or warmed < timing.get("warmupSeconds", 0):
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
+        warmed += dt
         slow = timing.get("slowSeconds")
         if i == 0 and slow is not None and dt >= slow:
             return {"median": dt, "min": dt, "reps": 1}  # far off the pace: one call says enough
+        i += 1
     times = []
     spent = 0.0
     while True:
