@@ -20,9 +20,10 @@ export interface Conv2dOptions {
   /** Channel groups; in and out channels must both divide by it (default 1). */
   groups?: number;
   /**
-   * Algorithm: 'auto' picks per shape (default 'auto'). 'winograd' is F(4x4, 3x3): 3x3 kernels at
-   * stride 1 and dilation 1 (other shapes, and the weight gradient, run im2col); about 1e-5 of the
-   * largest output less accurate than the others.
+   * Algorithm: 'auto' picks per shape (default 'auto'). 'winograd' is F(4x4, 3x3), or F(2x2, 3x3)
+   * on 7x7-sized maps at batch 1-3 (fewer than 16 tiles of 4x4): 3x3 kernels at stride 1 and
+   * dilation 1 (other shapes, and the weight gradient, run im2col); F(4x4) is about 1e-5 of the
+   * largest output less accurate than the others, F(2x2) under 1e-6.
    */
   algo?: ConvAlgo;
 }

@@ -29,6 +29,11 @@ fn shapes() -> Vec<(String, Conv2dParams)> {
             "prepared winograd 64->64 @16",
             params((1, 64, 16, 16), (64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
         ),
+        // The same, F(2x2, 3x3) (16 tiles of 2x2 on a 7x7 map).
+        (
+            "prepared winograd F(2x2) 64->96 @7",
+            params((1, 64, 7, 7), (96, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
         // im2col's shifted path (3x3, stride 1, at most 64 output channels).
         (
             "shifted 8->16 @12",
@@ -137,8 +142,11 @@ fn auto_takes_winograd_for_prepared_weights_where_it_pays_off() {
         (64, 56, ConvAlgo::Winograd, ConvAlgo::Winograd),
         (128, 28, ConvAlgo::Im2col, ConvAlgo::Winograd),
         (256, 14, ConvAlgo::Im2col, ConvAlgo::Winograd),
-        (512, 7, ConvAlgo::Im2col, ConvAlgo::Im2col),
-        (192, 7, ConvAlgo::Im2col, ConvAlgo::Im2col),
+        // 7x7 at batch 1: F(2x2, 3x3), 16 tiles.
+        (512, 7, ConvAlgo::Im2col, ConvAlgo::Winograd),
+        (192, 7, ConvAlgo::Im2col, ConvAlgo::Winograd),
+        // Too few output channels below 28x28.
+        (32, 7, ConvAlgo::Im2col, ConvAlgo::Im2col),
     ] {
         let p = layer(1, c, hw);
         assert_eq!(ConvAlgo::Auto.resolve(&p), per_call, "{c}@{hw}");
@@ -159,6 +167,16 @@ fn auto_takes_winograd_for_prepared_weights_where_it_pays_off() {
         .unwrap()
         .floats();
     assert!(floats >= 36 * 256 * 256, "{floats}");
+    // F(2x2, 3x3) keeps 16 transformed values per (in, out) pair.
+    let p = layer(1, 512, 7);
+    assert_eq!(winograd::tile_side(&p, (7, 7)), 2);
+    let floats = prepare_forward(&p, &fill(p.weight_len(), 2), ConvAlgo::Auto)
+        .unwrap()
+        .floats();
+    assert!(
+        (16 * 512 * 512..36 * 512 * 512).contains(&floats),
+        "{floats}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Winograd F(4x4, 3x3) conv2d: forward and input gradient against the reference loop nest with
-//! the measured error, on every SIMD level, and the rules that send shapes to it. (Every pass on
+//! Winograd conv2d, F(4x4, 3x3) and F(2x2, 3x3) (small maps at small batches): forward and input
+//! gradient against the reference loop nest with the measured error, on every SIMD level, and
+//! the rules that send shapes to it. (Every pass on
 //! every shape, fallbacks included: conv_algorithms.rs.)
 //!
 //! Tolerance: the transforms multiply by constants up to 8 (output) and 5 (input) and sum 36
@@ -28,6 +29,18 @@ fn wino_cases() -> Vec<Case> {
         .into_iter()
         .filter(|c| winograd::applies(&c.p))
         .collect()
+}
+
+/// A 7x7 map at batch 1: 4 tiles of 4x4, so F(2x2, 3x3) (16 tiles of 2x2).
+fn big_small_tiles_case() -> Case {
+    Case {
+        name: "256 channels 7x7, batch 1",
+        p: params((1, 256, 7, 7), (256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    }
+}
+
+fn side(p: &Conv2dParams) -> usize {
+    winograd::tile_side(p, p.validate().unwrap())
 }
 
 fn big_case() -> Case {
@@ -73,15 +86,24 @@ fn check(p: &Conv2dParams, name: &str) -> (f64, f64) {
 fn winograd_matches_reference() {
     let wino = wino_cases();
     assert!(wino.len() >= 20, "only {} winograd cases", wino.len());
+    // Both tile sizes, on several shapes each (the forward's side; backward data's follows its
+    // own shape, the output gradient's map).
+    for m in [2, 4] {
+        let n = wino.iter().filter(|c| side(&c.p) == m).count();
+        assert!(n >= 5, "only {n} cases of F({m}x{m}, 3x3)");
+    }
+    assert_eq!(side(&big_case().p), 4);
+    assert_eq!(side(&big_small_tiles_case().p), 2);
     let _guard = lock();
     for_each_level(&_guard, |lvl| {
-        for c in wino.iter().chain([&big_case()]) {
+        for c in wino.iter().chain([&big_case(), &big_small_tiles_case()]) {
             assert!(winograd::applies(&c.p), "{}", c.name);
             let (ey, ex) = check(&c.p, c.name);
             println!(
-                "winograd {} {}: normwise error forward {ey:.2e}, backward data {ex:.2e}",
+                "winograd F({m}x{m}) {} {}: normwise error forward {ey:.2e}, backward data {ex:.2e}",
                 lvl.name(),
-                c.name
+                c.name,
+                m = side(&c.p),
             );
         }
     });
@@ -92,11 +114,12 @@ fn winograd_one_and_two_threads_agree_exactly_on_a_large_layer() {
     // Every output is made by one GEMM call and one transform in a fixed order, whatever the
     // pool size (the GEMM itself splits C, never the sum).
     let _guard = lock();
-    let c = big_case();
-    let one = with_threads(1, || run(&c.p, ConvAlgo::Winograd));
-    let two = with_threads(2, || run(&c.p, ConvAlgo::Winograd));
-    assert_eq!(one.y, two.y, "{}", c.name);
-    assert_eq!(one.dx, two.dx, "{}", c.name);
+    for c in [big_case(), big_small_tiles_case()] {
+        let one = with_threads(1, || run(&c.p, ConvAlgo::Winograd));
+        let two = with_threads(2, || run(&c.p, ConvAlgo::Winograd));
+        assert_eq!(one.y, two.y, "{}", c.name);
+        assert_eq!(one.dx, two.dx, "{}", c.name);
+    }
 }
 
 #[test]

@@ -8,8 +8,14 @@
 //! product `M_xi = U_xi (C_out x C_in) * V_xi (C_in x tiles)`, run by the blocked SGEMM in
 //! `crate::gemm`; weights are transformed (`U = G g G^T`) and packed once per call.
 //!
+//! Small maps at small batches (fewer than [`SMALL_TILES`] tiles of 4x4: 7x7 and 14x14 maps at
+//! batch 1 and 2) use F(2x2, 3x3) instead: 2x2 output blocks from 4x4 input tiles, 16 transform
+//! points and multiplies per pair instead of 36 (against 36 for direct), the same code with the
+//! tile side a const parameter ([`tile_side`]). The matrices are Lavin & Gray's for F(2, 3),
+//! with constants of at most 1 (and 1/2 in `G`), so it rounds less than F(4x4).
+//!
 //! Tiles are processed in blocks of whole tile rows (one tile row = one batch item's row of
-//! `ceil(out_w / 4)` tiles) sized so the transformed inputs `V` and products `M` of a block stay
+//! `ceil(out_w / side)` tiles) sized so the transformed inputs `V` and products `M` of a block stay
 //! in L2/L3: input transform -> 36 GEMMs -> output transform (plus the epilogue: bias, folded batch norm,
 //! residual, ReLU), block after block. With
 //! enough blocks they run in parallel (single-threaded GEMMs); otherwise blocks run in turn and
@@ -36,8 +42,10 @@ use crate::simd::{kernel, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Transform points per tile (6 x 6).
+/// Transform points per tile of F(4x4, 3x3) (6 x 6), the most of either tile size.
 const POINTS: usize = 36;
+/// F(4x4, 3x3) tiles below which a forward uses F(2x2, 3x3) (see [`tile_side`]).
+const SMALL_TILES: usize = 16;
 /// Tiles per transform step: two AVX vectors of lanes.
 const TB: usize = 16;
 type Lanes = [f32; TB];
@@ -83,24 +91,44 @@ fn dense_enough(
         return false;
     };
     let (cig, cog) = (p.in_per_group(), p.out_per_group());
-    let tiles = p.batch * oh.div_ceil(4) * ow.div_ceil(4);
+    let m = tile_side(p, (oh, ow));
+    let tiles = p.batch * oh.div_ceil(m) * ow.div_ceil(m);
     applies(p)
         && p.groups == 1
         && cig >= min_channels
         && cog >= min_channels
         && tiles >= min_tiles
         && (wide(cig, cog) || oh * ow >= 28 * 28)
-        && POINTS * 2 * cig * cog <= MAX_CACHED
+        && (m + 2) * (m + 2) * 2 * cig * cog <= MAX_CACHED
+}
+
+/// Output tile side of a forward of `p`: F(2x2, 3x3) where F(4x4, 3x3) would have fewer than
+/// [`SMALL_TILES`] tiles, one GEMM column panel (7x7 maps at batch 1 to 3: 4-12 tiles), else
+/// F(4x4, 3x3). There each of F(4x4)'s 36 GEMMs per block has a handful of columns; F(2x2) has
+/// 16 GEMMs of 4x the columns, for 2.25x fewer multiplies than direct instead of 4x. Measured
+/// with `examples/conv_b1` (prepared, batch 1, 2 threads): GoogLeNet's 160->320 and 192->384
+/// @7 0.175 and 0.233 ms against 0.24-0.29 and 0.33-0.39 for im2col; ResNet-50's 512->512 @7
+/// 1.13-1.56 ms against 1.68-1.82, and with the weights cold (`COLD=2`, as in a plan) 1.29-1.47
+/// against 1.50-1.83; GoogLeNet's with cold weights about even (0.32-0.47 ms either way). On
+/// 14x14 maps at batch 1 (16 tiles) F(2x2) lost: 49 columns fill four
+/// 16-column panels, the last with one (256->256: 1.18-1.31 ms against 0.80-0.85 cold).
+pub fn tile_side(p: &Conv2dParams, (oh, ow): (usize, usize)) -> usize {
+    if p.batch * oh.div_ceil(4) * ow.div_ceil(4) < SMALL_TILES {
+        2
+    } else {
+        4
+    }
 }
 
 /// [`pays_off`] for weights transformed once and reused over many calls (a compiled plan's
 /// prepared weights, `conv::prepare_forward`): with no transform of the weights per call,
 /// Winograd wins on far fewer tiles. Measured with `examples/conv_b1` (prepared, 2 threads,
 /// batch 1 and 8, bench/results/auto-rules.md): 2.2-2.6x im2col from 16 tiles (ResNet-50's
-/// 256@14 and GoogLeNet's 14x14 layers at batch 1) with 32+ channels either side, but 0.6-0.9x
-/// on 4 tiles (7x7 maps at batch 1), and about even for 32 output channels below 28x28
-/// (DenseNet's 128->32 at 14x14). The same memory bound as for transformed weights kept
-/// between calls: 36 transformed floats per weight.
+/// 256@14 and GoogLeNet's 14x14 layers at batch 1) with 32+ channels either side, and about
+/// even for 32 output channels below 28x28 (DenseNet's 128->32 at 14x14). Tiles are counted at
+/// the side [`tile_side`] picks: F(4x4) on 4 tiles (7x7 maps at batch 1) was 0.6-0.9x im2col,
+/// F(2x2) there has 16 and wins (see [`tile_side`]). The same memory bound as for transformed
+/// weights kept between calls: 36 (F(2x2): 16) transformed floats per weight.
 pub fn pays_off_prepared(p: &Conv2dParams) -> bool {
     dense_enough(p, 32, 16, |_cig, cog| cog >= 64)
 }
@@ -118,6 +146,9 @@ struct Geom {
     pad_left: usize,
     cig: usize,
     cog: usize,
+    /// Output tile side (4 or 2) and transform points per tile ((side + 2)^2).
+    m: usize,
+    points: usize,
     /// Tile rows per item and tiles per tile row.
     th: usize,
     tw: usize,
@@ -128,11 +159,16 @@ struct Geom {
 }
 
 impl Geom {
-    fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Geom {
-        let (th, tw) = (oh.div_ceil(4), ow.div_ceil(4));
+    fn new(p: &Conv2dParams, out_hw: (usize, usize)) -> Geom {
+        Geom::with_side(p, out_hw, tile_side(p, out_hw))
+    }
+
+    fn with_side(p: &Conv2dParams, (oh, ow): (usize, usize), m: usize) -> Geom {
+        let points = (m + 2) * (m + 2);
+        let (th, tw) = (oh.div_ceil(m), ow.div_ceil(m));
         let (cig, cog) = (p.in_per_group(), p.out_per_group());
         let units = p.batch * th;
-        let want_cols = (BLOCK_BUDGET / (POINTS * (cig + cog))).max(MIN_BLOCK_COLS);
+        let want_cols = (BLOCK_BUDGET / (points * (cig + cog))).max(MIN_BLOCK_COLS);
         let per_block = (want_cols / tw).clamp(1, units);
         Geom {
             in_channels: p.in_channels,
@@ -145,6 +181,8 @@ impl Geom {
             pad_left: p.pad_left,
             cig,
             cog,
+            m,
+            points,
             th,
             tw,
             units,
@@ -168,15 +206,17 @@ impl Geom {
     /// if that overflows).
     fn scratch_len(&self) -> Option<usize> {
         (self.cig + self.cog)
-            .checked_mul(POINTS)?
+            .checked_mul(self.points)?
             .checked_mul(self.pitch(self.per_block))
     }
 }
 
 kernel! {
-    /// Transformed weights `U = G g G^T` of output channel `oc`, 16 input channels at a time (lanes
-    /// over input channels), written to `u` (layout `[xi][ic]`, rows of `cig`).
-    fn weight_rows(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+    /// Transformed weights `U = G g G^T` of output channel `oc` for tile side `M`, 16 input
+    /// channels at a time (lanes over input channels), written to `u` (layout `[xi][ic]`, rows
+    /// of `cig`).
+    fn weight_rows<const M: usize>(g: &Geom, weight: &[f32], oc: usize, u: &mut [f32]) {
+        let r = M + 2;
         for ic0 in (0..g.cig).step_by(TB) {
             let nl = TB.min(g.cig - ic0);
             let mut w = [[0f32; TB]; 9];
@@ -190,31 +230,36 @@ kernel! {
             let mut t = [[[0f32; TB]; 3]; 6];
             for kx in 0..3 {
                 for l in 0..TB {
-                    let o = gt(w[kx][l], w[3 + kx][l], w[6 + kx][l]);
-                    for i in 0..6 {
+                    let o = gt::<M>(w[kx][l], w[3 + kx][l], w[6 + kx][l]);
+                    for i in 0..r {
                         t[i][kx][l] = o[i];
                     }
                 }
             }
-            for (i, ti) in t.iter().enumerate() {
+            for (i, ti) in t.iter().enumerate().take(r) {
                 let mut row = [[0f32; TB]; 6];
                 for l in 0..TB {
-                    let o = gt(ti[0][l], ti[1][l], ti[2][l]);
-                    for j in 0..6 {
+                    let o = gt::<M>(ti[0][l], ti[1][l], ti[2][l]);
+                    for j in 0..r {
                         row[j][l] = o[j];
                     }
                 }
-                for (j, r) in row.iter().enumerate() {
-                    u[(i * 6 + j) * g.cig + ic0..][..nl].copy_from_slice(&r[..nl]);
+                for (j, rw) in row.iter().enumerate().take(r) {
+                    u[(i * r + j) * g.cig + ic0..][..nl].copy_from_slice(&rw[..nl]);
                 }
             }
         }
     }
 }
 
-/// `G g` for one 3-vector.
+/// `G g` for one 3-vector, tile side `M` (4: six values; 2: four, then zeros).
 #[inline(always)]
-fn gt(a: f32, b: f32, c: f32) -> [f32; 6] {
+fn gt<const M: usize>(a: f32, b: f32, c: f32) -> [f32; 6] {
+    if M == 2 {
+        // F(2, 3): G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+        let ac = a + c;
+        return [a, (ac + b) * 0.5, (ac - b) * 0.5, c, 0.0, 0.0];
+    }
     let ac = a + c;
     let (p, q) = (a * (1.0 / 24.0) + c * (1.0 / 6.0), b * (1.0 / 12.0));
     [
@@ -259,7 +304,7 @@ impl Packed {
 /// Transforms the weights and packs them for the GEMM, one operand per (group, transform
 /// point): `U_xi` is `cog x cig`. None when the buffers would not fit in memory.
 fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Packed> {
-    let row = POINTS.checked_mul(g.cig)?;
+    let row = g.points.checked_mul(g.cig)?;
     let total = row.checked_mul(g.out_channels)?;
     total.checked_mul(2 * std::mem::size_of::<f32>())?;
     let mut packed = Packed::take();
@@ -270,15 +315,19 @@ fn pack_weights(g: &Geom, groups: usize, weight: &[f32]) -> Option<Packed> {
     packed.u[..total]
         .par_chunks_mut(row)
         .enumerate()
-        .for_each(|(oc, dst)| weight_rows(isa, g, weight, oc, dst));
-    packed.a.resize_with(groups * POINTS, PackedA::empty);
+        .for_each(|(oc, dst)| match g.m {
+            2 => weight_rows::<2>(isa, g, weight, oc, dst),
+            _ => weight_rows::<4>(isa, g, weight, oc, dst),
+        });
+    let points = g.points;
+    packed.a.resize_with(groups * points, PackedA::empty);
     let per_group = g.cog * row;
     let u = &packed.u;
-    packed.a[..groups * POINTS]
+    packed.a[..groups * points]
         .par_iter_mut()
         .enumerate()
         .for_each(|(k, a)| {
-            let (gi, xi) = (k / POINTS, k % POINTS);
+            let (gi, xi) = (k / points, k % points);
             let src = &u[gi * per_group + xi * g.cig..(gi + 1) * per_group];
             a.repack(false, g.cog, g.cig, src, row, false);
         });
@@ -302,23 +351,24 @@ fn lane_chunks(tw: usize, units: usize) -> impl Iterator<Item = (usize, usize, u
 /// Input transform of one channel for a lane chunk: `planes[j]` is the channel's plane of the
 /// item of the chunk's tile row `j`, and that tile row's index in the plane.
 #[inline(always)]
-fn input_chunk(
+fn input_chunk<const M: usize>(
     g: &Geom,
     planes: &[(&[f32], usize)],
     t0: usize,
     tb: usize,
     v: &mut [Lanes; POINTS],
 ) {
+    let taps = M + 2;
     // e[r][j] = (d B)[r][j]: each input row transformed along x.
     let mut e = [[[0f32; TB]; 6]; 6];
-    let base = (4 * t0) as isize - g.pad_left as isize;
+    let base = (M * t0) as isize - g.pad_left as isize;
     let w = g.in_w as isize;
     const SEG: usize = 4 * TB + 2;
-    for (r, er) in e.iter_mut().enumerate() {
+    for (r, er) in e.iter_mut().enumerate().take(taps) {
         // ph[q][lane] = tap q of the lane's tile in input row r.
         let mut ph = [[0f32; TB]; 6];
         for (j, &(x, ty)) in planes.iter().enumerate() {
-            let iy = (4 * ty + r) as isize - g.pad_top as isize;
+            let iy = (M * ty + r) as isize - g.pad_top as isize;
             if iy < 0 || iy >= g.in_h as isize {
                 continue; // padding rows transform to zeros
             }
@@ -326,7 +376,7 @@ fn input_chunk(
             // The row segment under the chunk, zero where it leaves the plane.
             let mut seg = [0f32; SEG];
             let lo = (-base).clamp(0, SEG as isize);
-            let hi = (w - base).min((4 * tb + 2) as isize).max(lo);
+            let hi = (w - base).min((M * tb + 2) as isize).max(lo);
             if lo < hi {
                 let (lo, hi) = (lo as usize, hi as usize);
                 let s0 = (base + lo as isize) as usize;
@@ -335,41 +385,45 @@ fn input_chunk(
             if planes.len() == 1 {
                 // Fixed trip counts: the compiler turns this into shuffles.
                 for t in 0..TB {
-                    for q in 0..6 {
-                        ph[q][t] = seg[4 * t + q];
+                    for q in 0..taps {
+                        ph[q][t] = seg[M * t + q];
                     }
                 }
             } else {
                 for t in 0..tb {
-                    for q in 0..6 {
-                        ph[q][j * tb + t] = seg[4 * t + q];
+                    for q in 0..taps {
+                        ph[q][j * tb + t] = seg[M * t + q];
                     }
                 }
             }
         }
         for t in 0..TB {
-            let o = bt(ph[0][t], ph[1][t], ph[2][t], ph[3][t], ph[4][t], ph[5][t]);
-            for q in 0..6 {
+            let o = bt::<M>(ph[0][t], ph[1][t], ph[2][t], ph[3][t], ph[4][t], ph[5][t]);
+            for q in 0..taps {
                 er[q][t] = o[q];
             }
         }
     }
-    // Then along y: v[i * 6 + j] = (B^T e)[i][j].
-    for j in 0..6 {
+    // Then along y: v[i * taps + j] = (B^T e)[i][j].
+    for j in 0..taps {
         for t in 0..TB {
-            let o = bt(
+            let o = bt::<M>(
                 e[0][j][t], e[1][j][t], e[2][j][t], e[3][j][t], e[4][j][t], e[5][j][t],
             );
-            for i in 0..6 {
-                v[i * 6 + j][t] = o[i];
+            for i in 0..taps {
+                v[i * taps + j][t] = o[i];
             }
         }
     }
 }
 
-/// `B^T d` for one 6-vector.
+/// `B^T d` for one 6-vector (tile side 4), or for the first four values (side 2, then zeros).
 #[inline(always)]
-fn bt(d0: f32, d1: f32, d2: f32, d3: f32, d4: f32, d5: f32) -> [f32; 6] {
+fn bt<const M: usize>(d0: f32, d1: f32, d2: f32, d3: f32, d4: f32, d5: f32) -> [f32; 6] {
+    if M == 2 {
+        // F(2, 3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+        return [d0 - d2, d1 + d2, d2 - d1, d1 - d3, 0.0, 0.0];
+    }
     let a = d4 - d2;
     let b = d3 - d1;
     let s12 = d1 + d2;
@@ -384,9 +438,14 @@ fn bt(d0: f32, d1: f32, d2: f32, d3: f32, d4: f32, d5: f32) -> [f32; 6] {
     ]
 }
 
-/// `A^T m` for one 6-vector.
+/// `A^T m` for one 6-vector (tile side 4), or for the first four values (side 2: two outputs,
+/// then zeros).
 #[inline(always)]
-fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
+fn at<const M: usize>(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
+    if M == 2 {
+        // F(2, 3): A^T = [1 1 1 0; 0 1 -1 -1].
+        return [m0 + m1 + m2, m1 - m2 - m3, 0.0, 0.0];
+    }
     let d12 = m1 - m2;
     let s12 = m1 + m2;
     let d34 = m3 - m4;
@@ -402,7 +461,7 @@ fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> [f32; 4] {
 kernel! {
     /// Input transform of channels `chans` (of the block's group) for the block's tile rows into
     /// `v` (layout `[c][xi][pitch]`, `c` relative to `chans.start`; see [`Geom::pitch`]).
-    fn input_block(
+    fn input_block<const M: usize>(
         g: &Geom,
         input: &[f32],
         gi: usize,
@@ -413,7 +472,7 @@ kernel! {
         let pitch = g.pitch(units.len());
         let in_plane = g.in_h * g.in_w;
         let mut lanes = [[0f32; TB]; POINTS];
-        for (c, vc) in chans.zip(v.chunks_exact_mut(POINTS * pitch)) {
+        for (c, vc) in chans.zip(v.chunks_exact_mut(g.points * pitch)) {
             for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
                 let mut planes = [(&input[..0], 0usize); TB];
                 for (j, pl) in planes[..nu].iter_mut().enumerate() {
@@ -421,11 +480,11 @@ kernel! {
                     let off = ((u / g.th) * g.in_channels + gi * g.cig + c) * in_plane;
                     *pl = (&input[off..][..in_plane], u % g.th);
                 }
-                input_chunk(g, &planes[..nu], t0, tb, &mut lanes);
+                input_chunk::<M>(g, &planes[..nu], t0, tb, &mut lanes);
                 // Whole 16-lane stores: spare lanes land in columns a later chunk rewrites, or in
                 // the row's slack.
                 let col = k0 * g.tw + t0;
-                for (xi, l) in lanes.iter().enumerate() {
+                for (xi, l) in lanes.iter().enumerate().take(g.points) {
                     vc[xi * pitch + col..][..TB].copy_from_slice(l);
                 }
             }
@@ -442,7 +501,7 @@ kernel! {
     /// `out` must be the output buffer; the rows of these channels and tile rows must be written by
     /// nobody else meanwhile.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn output_block(
+    unsafe fn output_block<const M: usize>(
         g: &Geom,
         gi: usize,
         units: &Range<usize>,
@@ -453,52 +512,54 @@ kernel! {
     ) {
         let pitch = g.pitch(units.len());
         let finish = !ep.is_identity();
-        for (oc, mc) in chans.zip(m.chunks_exact(POINTS * pitch)) {
+        let taps = M + 2;
+        for (oc, mc) in chans.zip(m.chunks_exact(g.points * pitch)) {
             let o = gi * g.cog + oc;
             for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
                 let col = k0 * g.tw + t0;
                 let mut lanes = [[0f32; TB]; POINTS];
-                for (xi, l) in lanes.iter_mut().enumerate() {
+                for (xi, l) in lanes.iter_mut().enumerate().take(g.points) {
                     l.copy_from_slice(&mc[xi * pitch + col..][..TB]);
                 }
                 // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
                 let mut f = [[[0f32; TB]; 4]; 6];
-                for (i, fi) in f.iter_mut().enumerate() {
-                    let r = &lanes[i * 6..i * 6 + 6];
+                for (i, fi) in f.iter_mut().enumerate().take(taps) {
+                    let mut r = [[0f32; TB]; 6];
+                    r[..taps].copy_from_slice(&lanes[i * taps..(i + 1) * taps]);
                     for t in 0..TB {
-                        let o = at(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
-                        for b in 0..4 {
+                        let o = at::<M>(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
+                        for b in 0..M {
                             fi[b][t] = o[b];
                         }
                     }
                 }
                 let mut y = [[[0f32; TB]; 4]; 4];
-                for b in 0..4 {
+                for b in 0..M {
                     for t in 0..TB {
-                        let o = at(
+                        let o = at::<M>(
                             f[0][b][t], f[1][b][t], f[2][b][t], f[3][b][t], f[4][b][t], f[5][b][t],
                         );
-                        for a in 0..4 {
+                        for a in 0..M {
                             y[a][b][t] = o[a];
                         }
                     }
                 }
-                let x0 = 4 * t0;
-                let len = (4 * tb).min(g.ow - x0);
-                for (a, ya) in y.iter().enumerate() {
+                let x0 = M * t0;
+                let len = (M * tb).min(g.ow - x0);
+                for (a, ya) in y.iter().enumerate().take(M) {
                     // Output row a of every lane's tile, lanes side by side: a fixed-size
-                    // interleave of the four columns, which compiles to shuffles (indexing
-                    // lane by lane for each unit kept it scalar: a fifth of the layer's time).
+                    // interleave of the M columns, which compiles to shuffles (indexing lane by
+                    // lane for each unit kept it scalar: a fifth of the layer's time).
                     let mut rows = [0f32; 4 * TB];
-                    for (t, q) in rows.chunks_exact_mut(4).enumerate() {
-                        for b in 0..4 {
+                    for (t, q) in rows.chunks_exact_mut(M).take(TB).enumerate() {
+                        for b in 0..M {
                             q[b] = ya[b][t];
                         }
                     }
-                    for (j, row) in rows.chunks_exact_mut(4 * tb).take(nu).enumerate() {
+                    for (j, row) in rows.chunks_exact_mut(M * tb).take(nu).enumerate() {
                         let u = units.start + k0 + j;
                         let (n, ty) = (u / g.th, u % g.th);
-                        let oy = 4 * ty + a;
+                        let oy = M * ty + a;
                         if oy >= g.oh {
                             continue;
                         }
@@ -522,7 +583,7 @@ fn chans_per_piece(chans: usize) -> usize {
 /// One block (tile rows `units` of group `gi`): input transform, 36 GEMMs, output transform.
 /// `buf` holds V then M. `par` splits each step over the pool.
 #[allow(clippy::too_many_arguments)]
-fn run_block(
+fn run_block<const M: usize>(
     g: &Geom,
     gi: usize,
     units: Range<usize>,
@@ -536,17 +597,17 @@ fn run_block(
 ) {
     let cols = units.len() * g.tw;
     let pitch = g.pitch(units.len());
-    let ld = POINTS * pitch;
+    let ld = g.points * pitch;
     let (v, rest) = buf.split_at_mut(g.cig * ld);
     let m = &mut rest[..g.cog * ld];
     if par {
         let per = chans_per_piece(g.cig);
         v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
             let c0 = k * per;
-            input_block(isa, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
+            input_block::<M>(isa, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
         });
     } else {
-        input_block(isa, g, input, gi, &units, 0..g.cig, v);
+        input_block::<M>(isa, g, input, gi, &units, 0..g.cig, v);
     }
     let v: &[f32] = v;
     let mp = SharedMut(m.as_mut_ptr());
@@ -570,9 +631,9 @@ fn run_block(
         }
     };
     if par {
-        (0..POINTS).into_par_iter().for_each(product);
+        (0..g.points).into_par_iter().for_each(product);
     } else {
-        (0..POINTS).for_each(product);
+        (0..g.points).for_each(product);
     }
     let m: &[f32] = m;
     // SAFETY: this block alone writes the rows of its tile rows in group gi's channels.
@@ -580,10 +641,12 @@ fn run_block(
         let per = chans_per_piece(g.cog);
         m.par_chunks(per * ld).enumerate().for_each(|(k, mk)| {
             let c0 = k * per;
-            unsafe { output_block(isa, g, gi, &units, c0..(c0 + per).min(g.cog), mk, ep, out) };
+            unsafe {
+                output_block::<M>(isa, g, gi, &units, c0..(c0 + per).min(g.cog), mk, ep, out)
+            };
         });
     } else {
-        unsafe { output_block(isa, g, gi, &units, 0..g.cog, m, ep, out) };
+        unsafe { output_block::<M>(isa, g, gi, &units, 0..g.cog, m, ep, out) };
     }
 }
 
@@ -615,14 +678,20 @@ pub(crate) fn prepare(p: &Conv2dParams, weight: &[f32]) -> Option<Vec<PackedA>> 
     }
     let mut packed = pack_weights(&g, p.groups, weight)?;
     let mut a = std::mem::take(&mut packed.a);
-    a.truncate(p.groups * POINTS);
+    a.truncate(p.groups * g.points);
     packed.keep(); // the transform's buffer, for the next call to reuse
     Some(a)
 }
 
-/// The forward with weights from [`prepare`] for this shape.
+/// The forward with weights from [`prepare`] for this shape (16 operands per group were made
+/// for F(2x2, 3x3), 36 for F(4x4, 3x3)).
 pub(crate) fn forward_prepared(f: Forward<'_>, packed: &[PackedA], ep: &Epilogue<'_>) {
-    let g = Geom::new(f.p, f.out_hw);
+    let m = if packed.len() == 16 * f.p.groups {
+        2
+    } else {
+        4
+    };
+    let g = Geom::with_side(f.p, f.out_hw, m);
     let scratch = g.scratch_len().unwrap_or(0);
     run_forward(f, &g, scratch, packed, ep);
 }
@@ -637,8 +706,12 @@ fn run_forward(f: Forward<'_>, g: &Geom, scratch: usize, packed: &[PackedA], ep:
     let threads = rayon::current_num_threads();
     let task = |t: usize, buf: &mut [f32], par: bool| {
         let (gi, b) = (t / g.blocks, t % g.blocks);
-        let packed = &packed[gi * POINTS..(gi + 1) * POINTS];
-        run_block(&g, gi, g.block(b), input, packed, ep, out, buf, par, isa);
+        let packed = &packed[gi * g.points..(gi + 1) * g.points];
+        let units = g.block(b);
+        match g.m {
+            2 => run_block::<2>(&g, gi, units, input, packed, ep, out, buf, par, isa),
+            _ => run_block::<4>(&g, gi, units, input, packed, ep, out, buf, par, isa),
+        }
     };
     if threads > 1 && tasks >= 2 * threads {
         (0..tasks)
