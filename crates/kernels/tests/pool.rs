@@ -242,8 +242,9 @@ fn max_pool_ties_take_the_first_and_nan_wins() {
 
 #[test]
 fn max_pool_2x2_stride_2_path_ties_and_nans() {
-    // The 2x2 stride-2 path (MNIST network, VGG): planes of many sizes, odd ones dropping their
-    // last row and column, and a task boundary crossing planes; values with ties, NaNs and -inf.
+    // The 2x2 stride-2 path (MNIST network, VGG, GoogLeNet's last pool), with and without
+    // indices: planes of many sizes, odd ones dropping their last row and column, and a task
+    // boundary crossing planes; values with ties, NaNs and -inf.
     let _g = lock();
     for (n, c, h, w) in [
         (2, 3, 14, 14),
@@ -251,6 +252,7 @@ fn max_pool_2x2_stride_2_path_ties_and_nans() {
         (1, 2, 5, 9),
         (3, 600, 4, 4),
         (1, 1, 2, 2),
+        (1, 832, 14, 14),
     ] {
         let p = pp((n, c, h, w), (2, 2), (2, 2), (0, 0), (1, 1), false);
         let mut x: Vec<f32> = (0..p.input_len())
@@ -264,11 +266,13 @@ fn max_pool_2x2_stride_2_path_ties_and_nans() {
             }
         }
         let (want_y, want_i) = ref_max(&p, &x);
-        for (y, ind) in for_each_level(&_g, |_| run_max(&p, &x)) {
+        for ((y, ind), v) in for_each_level(&_g, |_| (run_max(&p, &x), run_max_values(&p, &x))) {
             assert_eq!(ind, want_i, "{p:?}");
             for (a, b) in y.iter().zip(&want_y) {
                 assert!(a == b || (a.is_nan() && b.is_nan()), "{p:?}");
             }
+            // Without indices (inference): the same maxima.
+            same_values(&v, &want_y, &format!("{p:?} without indices"));
         }
     }
 }

@@ -71,7 +71,7 @@ fn max_pool_rows(
         && p.in_w <= 32;
     match indices {
         None if same_3x3 => max_pool_3x3_same(p, input, output),
-        Some(ind) if plain_2x2 => max_pool_2x2_indices(p, out_hw, input, output, ind),
+        ind if plain_2x2 => max_pool_2x2_narrow(p, out_hw, input, output, ind),
         Some(ind) => output
             .par_chunks_mut(chunk)
             .zip(ind.par_chunks_mut(chunk))
@@ -156,16 +156,18 @@ kernel! {
     }
 }
 
-/// The 2x2, stride-2 max pool with indices on narrow rows (the MNIST network's 7x7 and 14x14
-/// maps), plane by plane with torch's row-major loop written out: there the general path's
-/// per-row set-up cost more than the four comparisons per output (7x7 maps at batch 64: 0.13-0.25
-/// ms against 0.6; on 28-column rows this loop was 4x slower than the general path).
-fn max_pool_2x2_indices(
+/// The 2x2, stride-2 max pool on narrow rows (the MNIST network's 7x7 and 14x14 maps,
+/// GoogLeNet's last 14x14 pool), with or without indices, plane by plane with torch's row-major
+/// loop written out: there the general path's per-row set-up cost more than the four comparisons
+/// per output (7x7 maps at batch 64 with indices: 0.13-0.25 ms against 0.6; GoogLeNet's 832@14 at
+/// batch 1 in a plan: 0.118 ms by the general path; on 28-column rows this loop was 4x slower
+/// than the general path).
+fn max_pool_2x2_narrow(
     p: &Pool2dParams,
     out_hw: (usize, usize),
     input: &[f32],
     output: &mut [f32],
-    indices: &mut [i32],
+    indices: Option<&mut [i32]>,
 ) {
     let (oh_n, ow_n) = out_hw;
     let in_w = p.in_w;
@@ -174,38 +176,45 @@ fn max_pool_2x2_indices(
         return;
     }
     let per_task = (crate::vmath::GRAIN / plane_in.max(1)).max(1) * plane_out;
-    output
-        .par_chunks_mut(per_task)
-        .zip(indices.par_chunks_mut(per_task))
-        .enumerate()
-        .for_each(|(t, (y, ind))| {
-            let first = t * (per_task / plane_out);
-            let planes = y
-                .chunks_exact_mut(plane_out)
-                .zip(ind.chunks_exact_mut(plane_out));
-            for (k, (yp, ip)) in planes.enumerate() {
-                let x = &input[(first + k) * plane_in..(first + k + 1) * plane_in];
-                for oh in 0..oh_n {
-                    let r0 = 2 * oh * in_w;
-                    let r1 = r0 + in_w;
-                    let (yr, ir) = (&mut yp[oh * ow_n..][..ow_n], &mut ip[oh * ow_n..][..ow_n]);
-                    for (ow, (yv, iv)) in yr.iter_mut().zip(ir.iter_mut()).enumerate() {
-                        let c = 2 * ow;
-                        let (mut best, mut at) = (x[r0 + c], r0 + c);
-                        // Selects, not branches: on real data which element wins is a coin
-                        // toss, and mispredicted branches cost more than the comparisons.
-                        for cand in [r0 + c + 1, r1 + c, r1 + c + 1] {
-                            let v = x[cand];
-                            let take = takes_max(v, best);
-                            best = if take { v } else { best };
-                            at = if take { cand } else { at };
-                        }
-                        *yv = best;
-                        *iv = at as i32;
+    // Task `t`'s planes: outputs `y`, and their indices when asked for.
+    let task = |t: usize, y: &mut [f32], mut ind: Option<&mut [i32]>| {
+        let first = t * (per_task / plane_out);
+        for (k, yp) in y.chunks_exact_mut(plane_out).enumerate() {
+            let x = &input[(first + k) * plane_in..(first + k + 1) * plane_in];
+            for oh in 0..oh_n {
+                let r0 = 2 * oh * in_w;
+                let r1 = r0 + in_w;
+                let yr = &mut yp[oh * ow_n..][..ow_n];
+                for (ow, yv) in yr.iter_mut().enumerate() {
+                    let c = 2 * ow;
+                    let (mut best, mut at) = (x[r0 + c], r0 + c);
+                    // Selects, not branches: on real data which element wins is a coin toss,
+                    // and mispredicted branches cost more than the comparisons.
+                    for cand in [r0 + c + 1, r1 + c, r1 + c + 1] {
+                        let v = x[cand];
+                        let take = takes_max(v, best);
+                        best = if take { v } else { best };
+                        at = if take { cand } else { at };
+                    }
+                    *yv = best;
+                    if let Some(ip) = ind.as_deref_mut() {
+                        ip[k * plane_out + oh * ow_n + ow] = at as i32;
                     }
                 }
             }
-        });
+        }
+    };
+    match indices {
+        Some(ind) => output
+            .par_chunks_mut(per_task)
+            .zip(ind.par_chunks_mut(per_task))
+            .enumerate()
+            .for_each(|(t, (y, i))| task(t, y, Some(i))),
+        None => output
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(t, y)| task(t, y, None)),
+    }
 }
 
 /// torch's update rule: a strictly larger value, or any NaN, takes the slot. Starting from
