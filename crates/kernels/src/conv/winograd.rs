@@ -8,15 +8,15 @@
 //! product `M_xi = U_xi (C_out x C_in) * V_xi (C_in x tiles)`, run by the blocked SGEMM in
 //! `crate::gemm`; weights are transformed (`U = G g G^T`) and packed once per call.
 //!
-//! Small maps at small batches (fewer than [`SMALL_TILES`] tiles of 4x4: 7x7 and 14x14 maps at
-//! batch 1 and 2) use F(2x2, 3x3) instead: 2x2 output blocks from 4x4 input tiles, 16 transform
+//! Small maps at small batches (fewer than [`SMALL_TILES`] tiles of 4x4: 7x7 maps at batch 1
+//! to 3) use F(2x2, 3x3) instead: 2x2 output blocks from 4x4 input tiles, 16 transform
 //! points and multiplies per pair instead of 36 (against 36 for direct), the same code with the
 //! tile side a const parameter ([`tile_side`]). The matrices are Lavin & Gray's for F(2, 3),
 //! with constants of at most 1 (and 1/2 in `G`), so it rounds less than F(4x4).
 //!
 //! Tiles are processed in blocks of whole tile rows (one tile row = one batch item's row of
 //! `ceil(out_w / side)` tiles) sized so the transformed inputs `V` and products `M` of a block stay
-//! in L2/L3: input transform -> 36 GEMMs -> output transform (plus the epilogue: bias, folded batch norm,
+//! in L2/L3: input transform -> 36 (F(2x2): 16) GEMMs -> output transform (plus the epilogue: bias, folded batch norm,
 //! residual, ReLU), block after block. With
 //! enough blocks they run in parallel (single-threaded GEMMs); otherwise blocks run in turn and
 //! each step is split over the pool (channels, transform points, output channels).
@@ -110,8 +110,8 @@ fn dense_enough(
 /// @7 0.175 and 0.233 ms against 0.24-0.29 and 0.33-0.39 for im2col; ResNet-50's 512->512 @7
 /// 1.13-1.56 ms against 1.68-1.82, and with the weights cold (`COLD=2`, as in a plan) 1.29-1.47
 /// against 1.50-1.83; GoogLeNet's with cold weights about even (0.32-0.47 ms either way). On
-/// 14x14 maps at batch 1 (16 tiles) F(2x2) lost: 49 columns fill four
-/// 16-column panels, the last with one (256->256: 1.18-1.31 ms against 0.80-0.85 cold).
+/// 14x14 maps at batch 1 (16 tiles) F(2x2) lost: 49 columns fill four 16-column panels, the
+/// last with one (256->256: 1.18-1.31 ms against 0.80-0.85 cold).
 pub fn tile_side(p: &Conv2dParams, (oh, ow): (usize, usize)) -> usize {
     if p.batch * oh.div_ceil(4) * ow.div_ceil(4) < SMALL_TILES {
         2
@@ -580,7 +580,8 @@ fn chans_per_piece(chans: usize) -> usize {
     chans.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
-/// One block (tile rows `units` of group `gi`): input transform, 36 GEMMs, output transform.
+/// One block (tile rows `units` of group `gi`): input transform, 36 or 16 GEMMs (one per
+/// transform point), output transform.
 /// `buf` holds V then M. `par` splits each step over the pool.
 #[allow(clippy::too_many_arguments)]
 fn run_block<const M: usize>(
@@ -696,7 +697,7 @@ pub(crate) fn forward_prepared(f: Forward<'_>, packed: &[PackedA], ep: &Epilogue
     run_forward(f, &g, scratch, packed, ep);
 }
 
-/// The forward's blocks (input transform, 36 GEMMs, output transform) over the pool.
+/// The forward's blocks (input transform, a GEMM per transform point, output transform) over the pool.
 fn run_forward(f: Forward<'_>, g: &Geom, scratch: usize, packed: &[PackedA], ep: &Epilogue<'_>) {
     let (p, _, input, _, output) = f.parts();
     let g = *g;
