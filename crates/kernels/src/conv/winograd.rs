@@ -524,8 +524,8 @@ kernel! {
                 // f[i][b] = (m A)[i][b], then y[a][b] = (A^T f)[a][b].
                 let mut f = [[[0f32; TB]; 4]; 6];
                 for (i, fi) in f.iter_mut().enumerate().take(taps) {
-                    let mut r = [[0f32; TB]; 6];
-                    r[..taps].copy_from_slice(&lanes[i * taps..(i + 1) * taps]);
+                    // Row i's points; F(2x2) reads four of the six (its rows are four long).
+                    let r = &lanes[i * taps..i * taps + 6];
                     for t in 0..TB {
                         let o = at::<M>(r[0][t], r[1][t], r[2][t], r[3][t], r[4][t], r[5][t]);
                         for b in 0..M {
