@@ -220,8 +220,8 @@ pub enum ConvAlgo {
     Direct,
     Im2col,
     Fft,
-    /// Winograd F(4x4, 3x3), or F(2x2, 3x3) where F(4x4) would have fewer than 16 tiles
-    /// ([`winograd::tile_side`]): 3x3 kernels at stride 1 and dilation 1; other shapes, and the
+    /// Winograd F(4x4, 3x3), or F(2x2, 3x3) on maps of at most 7x7 where F(4x4) would have
+    /// fewer than 16 tiles ([`winograd::tile_side`]): 3x3 kernels at stride 1 and dilation 1; other shapes, and the
     /// weight gradient, fall back to im2col.
     Winograd,
 }

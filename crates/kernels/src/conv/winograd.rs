@@ -8,8 +8,8 @@
 //! product `M_xi = U_xi (C_out x C_in) * V_xi (C_in x tiles)`, run by the blocked SGEMM in
 //! `crate::gemm`; weights are transformed (`U = G g G^T`) and packed once per call.
 //!
-//! Small maps at small batches (fewer than [`SMALL_TILES`] tiles of 4x4: 7x7 maps at batch 1
-//! to 3) use F(2x2, 3x3) instead: 2x2 output blocks from 4x4 input tiles, 16 transform
+//! Maps of at most 7x7 at small batches (fewer than [`SMALL_TILES`] tiles of 4x4: 7x7 maps at
+//! batch 1 to 3) use F(2x2, 3x3) instead: 2x2 output blocks from 4x4 input tiles, 16 transform
 //! points and multiplies per pair instead of 36 (against 36 for direct), the same code with the
 //! tile side a const parameter ([`tile_side`]). The matrices are Lavin & Gray's for F(2, 3),
 //! with constants of at most 1 (and 1/2 in `G`), so it rounds less than F(4x4).
@@ -112,8 +112,11 @@ fn dense_enough(
 /// against 1.50-1.83; GoogLeNet's with cold weights about even (0.32-0.47 ms either way). On
 /// 14x14 maps at batch 1 (16 tiles) F(2x2) lost: 49 columns fill four 16-column panels, the
 /// last with one (256->256: 1.18-1.31 ms against 0.80-0.85 cold).
+///
+/// Only maps of at most 7x7 take it: those were measured; larger small-batch maps (8x8 at batch
+/// 1-3, say) were not, and keep F(4x4) (or im2col, by the callers' rules).
 pub fn tile_side(p: &Conv2dParams, (oh, ow): (usize, usize)) -> usize {
-    if p.batch * oh.div_ceil(4) * ow.div_ceil(4) < SMALL_TILES {
+    if oh <= 7 && ow <= 7 && p.batch * oh.div_ceil(4) * ow.div_ceil(4) < SMALL_TILES {
         2
     } else {
         4
