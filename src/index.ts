@@ -41,7 +41,7 @@ export {
 export interface Info {
   /** Threads in the kernel pool (FERROCONV_NUM_THREADS or all cores). */
   threads: number;
-  /** SIMD path in use: 'avx2+fma' (x86-64), 'neon' (aarch64) or 'scalar'. */
+  /** SIMD path in use: 'avx512' or 'avx2+fma' (x86-64), 'neon' (aarch64) or 'scalar'. */
   simd: string;
   /** Best SIMD path the CPU supports. */
   simdDetected: string;
@@ -72,8 +72,12 @@ export function setNumThreads(threads: number): void {
   native.setNumThreads(threads);
 }
 
-/** Forces the scalar kernels ('scalar') or returns to the best the CPU has ('auto'). */
-export function setSimd(level: 'auto' | 'scalar'): string {
+/**
+ * Forces the scalar kernels ('scalar'), a SIMD level below the best the CPU has ('avx2+fma' on
+ * an AVX-512 CPU), or returns to the best ('auto'). A level the CPU lacks gives the best it has.
+ * Returns the level now in use.
+ */
+export function setSimd(level: 'auto' | 'scalar' | 'avx2+fma' | 'avx512' | 'neon'): string {
   return native.setSimd(level);
 }
 export * from './io/index.js';

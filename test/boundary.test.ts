@@ -202,7 +202,7 @@ describe('threads and info', () => {
   it('info() reports threads, the SIMD level and versions', () => {
     const i = info();
     expect(i.threads).toBeGreaterThanOrEqual(1);
-    expect(['avx2+fma', 'neon', 'scalar']).toContain(i.simd);
+    expect(['avx512', 'avx2+fma', 'neon', 'scalar']).toContain(i.simd);
     expect(i.version).toMatch(/^\d+\.\d+\.\d+/);
     expect(i.node).toBe(process.versions.node);
   });

@@ -140,7 +140,7 @@ export interface KernelSettings {
 function switchKernels(settings: KernelSettings): () => void {
   const before = info();
   const restore = () => {
-    setSimd(before.simd === before.simdDetected ? 'auto' : 'scalar');
+    setSimd(before.simd as Parameters<typeof setSimd>[0]);
     setNumThreads(before.threads);
   };
   try {

@@ -33,8 +33,8 @@ fn check_threads(threads: usize) -> Result<()> {
 }
 
 /// Floating-point operations per second, in GFLOP/s, that `threads` threads reach with
-/// back-to-back fused multiply-adds (AVX2+FMA at that SIMD level, else whatever the portable
-/// loop compiles to), each thread running for about `millis` milliseconds (1..=60000).
+/// back-to-back fused multiply-adds (512-bit at the AVX-512 level, 256-bit at AVX2+FMA, else
+/// whatever the portable loop compiles to), each thread running for about `millis` milliseconds (1..=60000).
 pub fn fma_peak_gflops(threads: usize, millis: usize) -> Result<f64> {
     check_threads(threads)?;
     if millis == 0 || millis > MAX_MILLIS {
@@ -132,6 +132,8 @@ fn run_threads<T: Send>(threads: usize, f: impl Fn(usize) -> T + Sync) -> Result
 /// One block of `ROUNDS_PER_BLOCK` rounds over all chains; returns the flops it did.
 fn fma_block(isa: simd::Isa) -> f64 {
     simd::dispatch!(isa,
+        // SAFETY: the avx512 arm runs only on CPUs with AVX-512 F.
+        avx512 => unsafe { fma_block_avx512() },
         // SAFETY: the avx2 arm runs only on CPUs with AVX2 and FMA.
         avx2 => unsafe { fma_block_avx2() },
         _ => fma_block_portable(),
@@ -159,6 +161,26 @@ unsafe fn fma_block_avx2() -> f64 {
     _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
     black_box(lanes);
     (ROUNDS_PER_BLOCK * CHAINS * LANES * 2) as f64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn fma_block_avx512() -> f64 {
+    use std::arch::x86_64::*;
+    let m = _mm512_set1_ps(0.999_99);
+    let add = _mm512_set1_ps(1e-6);
+    let mut acc = [_mm512_set1_ps(black_box(1.0)); CHAINS];
+    for _ in 0..ROUNDS_PER_BLOCK {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, m, add);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for x in acc {
+        sum = _mm512_add_ps(sum, x);
+    }
+    black_box(_mm512_reduce_add_ps(sum));
+    (ROUNDS_PER_BLOCK * CHAINS * 2 * LANES * 2) as f64
 }
 
 fn fma_block_portable() -> f64 {

@@ -1,8 +1,11 @@
 //! Run-time choice of the SIMD path, and the one mechanism every kernel uses to compile and pick
 //! its per-level code.
 //!
-//! One binary runs on every CPU of its platform: AVX2+FMA kernels on x86-64 CPUs that have them,
-//! the NEON level on aarch64, the portable scalar code otherwise. `FERROCONV_SIMD=scalar` (read
+//! One binary runs on every CPU of its platform: on x86-64 the AVX-512 level where the CPU has
+//! AVX-512 (F, VL, BW, DQ), else AVX2+FMA where it has that; the NEON level on aarch64; the
+//! portable scalar code otherwise. The AVX-512 level is AVX2+FMA plus hand-written 512-bit
+//! kernels where they pay (the SGEMM micro-kernel): every kernel without an `avx512` arm runs
+//! its AVX2 code there. `FERROCONV_SIMD=scalar` (read
 //! once) or [`set_level`] forces the fallback so tests can check that the paths agree.
 //!
 //! Inside the crate a kernel never tests the CPU itself. It takes an [`Isa`] (made only by
@@ -22,6 +25,7 @@ pub enum SimdLevel {
     Scalar = 1,
     Avx2Fma = 2,
     Neon = 3,
+    Avx512 = 4,
 }
 
 impl SimdLevel {
@@ -30,6 +34,7 @@ impl SimdLevel {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2+fma",
             SimdLevel::Neon => "neon",
+            SimdLevel::Avx512 => "avx512",
         }
     }
 
@@ -38,6 +43,7 @@ impl SimdLevel {
             1 => Some(SimdLevel::Scalar),
             2 => Some(SimdLevel::Avx2Fma),
             3 => Some(SimdLevel::Neon),
+            4 => Some(SimdLevel::Avx512),
             _ => None,
         }
     }
@@ -52,6 +58,13 @@ pub fn detected() -> SimdLevel {
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                return SimdLevel::Avx512;
+            }
             return SimdLevel::Avx2Fma;
         }
     }
@@ -64,9 +77,13 @@ pub fn detected() -> SimdLevel {
     SimdLevel::Scalar
 }
 
-/// Every level this CPU can run, the scalar fallback first: what tests loop over.
+/// Every level this CPU can run, the scalar fallback first: what tests loop over. An AVX-512
+/// CPU also runs the AVX2+FMA level (what an AVX2-only CPU gets), so tests cover both.
 pub fn available() -> Vec<SimdLevel> {
     let mut levels = vec![SimdLevel::Scalar];
+    if detected() == SimdLevel::Avx512 {
+        levels.push(SimdLevel::Avx2Fma);
+    }
     if detected() != SimdLevel::Scalar {
         levels.push(detected());
     }
@@ -81,6 +98,9 @@ pub fn level() -> SimdLevel {
     let forced = std::env::var("FERROCONV_SIMD").ok();
     let lvl = match forced.as_deref() {
         Some("scalar") => SimdLevel::Scalar,
+        Some("avx2") | Some("avx2+fma") if available().contains(&SimdLevel::Avx2Fma) => {
+            SimdLevel::Avx2Fma
+        }
         _ => detected(),
     };
     LEVEL.store(lvl as u8, Ordering::Relaxed);
@@ -144,10 +164,12 @@ fn vnni_detected() -> bool {
 /// VNNI on top of AVX2 when the CPU has it and [`set_int8_vnni`] has not turned it off.
 pub fn int8_path() -> Int8Path {
     match level() {
-        SimdLevel::Avx2Fma if VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_detected() => {
+        SimdLevel::Avx2Fma | SimdLevel::Avx512
+            if VNNI_ALLOWED.load(Ordering::Relaxed) && vnni_detected() =>
+        {
             Int8Path::Vnni
         }
-        SimdLevel::Avx2Fma => Int8Path::Avx2,
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => Int8Path::Avx2,
         SimdLevel::Neon => Int8Path::Neon,
         _ => Int8Path::Scalar,
     }
@@ -183,7 +205,7 @@ pub(crate) fn isa() -> Isa {
 #[allow(dead_code)]
 pub(crate) trait Target {
     const LEVEL: SimdLevel;
-    const AVX2: bool = matches!(Self::LEVEL, SimdLevel::Avx2Fma);
+    const AVX2: bool = matches!(Self::LEVEL, SimdLevel::Avx2Fma | SimdLevel::Avx512);
     const NEON: bool = matches!(Self::LEVEL, SimdLevel::Neon);
 }
 
@@ -234,8 +256,11 @@ macro_rules! kernel {
             match isa.level() {
                 // SAFETY: an Isa is made only by simd::isa(), which gives levels the CPU has (and
                 // an `unsafe fn` kernel's caller upholds its contract, which `body` inherits).
+                // (The AVX-512 level runs the AVX2 build of a `kernel!` body.)
                 #[cfg(target_arch = "x86_64")]
-                $crate::simd::SimdLevel::Avx2Fma => unsafe { avx2::<$($c),*>($($arg),*) },
+                $crate::simd::SimdLevel::Avx2Fma | $crate::simd::SimdLevel::Avx512 => unsafe {
+                    avx2::<$($c),*>($($arg),*)
+                },
                 // SAFETY: as above.
                 #[cfg(target_arch = "aarch64")]
                 $crate::simd::SimdLevel::Neon => unsafe { neon::<$($c),*>($($arg),*) },
@@ -269,13 +294,21 @@ pub(crate) use kernel;
 
 /// `dispatch!(isa, avx2 => expr, _ => expr)`: evaluates the arm for the level `isa` names. The
 /// `avx2` arm is compiled only on x86-64 and may call `target_feature(enable = "avx2,fma")`
-/// functions in an `unsafe` block (sound: an [`Isa`] only names levels the CPU has). A `neon =>`
-/// arm slots in the same way on aarch64; levels without an arm take `_`.
+/// functions in an `unsafe` block (sound: an [`Isa`] only names levels the CPU has). An
+/// `avx512 =>` arm before it may call `target_feature(enable = "avx512f,avx512vl,avx512bw,
+/// avx512dq,avx2,fma")` functions; without one, the AVX-512 level takes the `avx2` arm. A
+/// `neon =>` arm slots in the same way on aarch64; levels without an arm take `_`.
 macro_rules! dispatch {
-    ($isa:expr, avx2 => $avx:expr, $(neon => $neon:expr,)? _ => $other:expr $(,)?) => {
+    ($isa:expr, $(avx512 => $avx512:expr,)? avx2 => $avx:expr, $(neon => $neon:expr,)? _ => $other:expr $(,)?) => {
         match $isa.level() {
+            $(
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::SimdLevel::Avx512 => $avx512,
+            )?
+            // Unreachable for the AVX-512 level when an `avx512` arm came first.
             #[cfg(target_arch = "x86_64")]
-            $crate::simd::SimdLevel::Avx2Fma => $avx,
+            #[allow(unreachable_patterns)]
+            $crate::simd::SimdLevel::Avx2Fma | $crate::simd::SimdLevel::Avx512 => $avx,
             $(
                 #[cfg(target_arch = "aarch64")]
                 $crate::simd::SimdLevel::Neon => $neon,

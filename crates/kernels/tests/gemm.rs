@@ -178,3 +178,46 @@ fn bad_arguments_are_errors() {
     .unwrap_err();
     assert!(err.0.contains("overflows"), "{}", err.0);
 }
+
+/// The AVX-512 level's 6x32 kernel runs the same FMA chain per element as AVX2's 6x16 and
+/// finishes C the same way, full and edge tiles alike, so an AVX-512 CPU gives the bits an
+/// AVX2 CPU gives: every row count 1-13, column counts around the 16 and 32 lane boundaries,
+/// a shared dimension over one KC pass (so later passes add into C with beta = 1), beta 0 and
+/// not, 1 and 2 threads.
+#[test]
+fn avx512_gives_the_avx2_bits() {
+    let _g = lock();
+    let levels = simd::available();
+    if !levels.contains(&SimdLevel::Avx512) {
+        eprintln!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let run = |lvl: SimdLevel, m: usize, n: usize, k: usize, beta: f32, threads: usize| {
+        simd::set_level(lvl);
+        let a = fill(m * k, 7);
+        let b = fill(k * n, 8);
+        let mut c = fill(m * n, 9);
+        pool(threads).install(|| {
+            sgemm_tight(false, false, m, n, k, 1.25, &a, &b, beta, &mut c).unwrap();
+        });
+        c
+    };
+    for m in (1..=13).chain([37]) {
+        for n in [2, 15, 16, 17, 31, 32, 33, 49, 63, 100] {
+            for k in [1, 9, 300] {
+                for beta in [0.0, 0.75] {
+                    for threads in [1, 2] {
+                        let wide = run(SimdLevel::Avx512, m, n, k, beta, threads);
+                        let narrow = run(SimdLevel::Avx2Fma, m, n, k, beta, threads);
+                        let same = wide
+                            .iter()
+                            .zip(&narrow)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "m {m} n {n} k {k} beta {beta} threads {threads}");
+                    }
+                }
+            }
+        }
+    }
+    simd::set_level(simd::detected());
+}

@@ -181,18 +181,20 @@ pub fn set_num_threads(threads: f64) -> napi::Result<()> {
     Ok(())
 }
 
-/// Forces the scalar path (`'scalar'`) or returns to the best one the CPU has (`'auto'`).
-/// Returns the level now in use.
+/// Forces the scalar path (`'scalar'`), a level below the best (`'avx2+fma'` on an AVX-512
+/// CPU), or returns to the best one the CPU has (`'auto'`); a level the CPU lacks gives the best
+/// it has. Returns the level now in use.
 #[napi(catch_unwind)]
 pub fn set_simd(level: String) -> napi::Result<String> {
     let lvl = match level.as_str() {
         "scalar" => simd::SimdLevel::Scalar,
         "auto" => simd::detected(),
         "avx2+fma" => simd::SimdLevel::Avx2Fma,
+        "avx512" => simd::SimdLevel::Avx512,
         "neon" => simd::SimdLevel::Neon,
         other => {
             return Err(invalid(format!(
-                "level: expected 'auto' or 'scalar', got '{other}'"
+                "level: expected 'auto', 'scalar', 'avx2+fma', 'avx512' or 'neon', got '{other}'"
             )))
         }
     };
@@ -203,7 +205,7 @@ pub fn set_simd(level: String) -> napi::Result<String> {
 pub struct NativeInfo {
     /// Threads in the kernel pool.
     pub threads: u32,
-    /// SIMD path in use: 'avx2+fma' or 'scalar'.
+    /// SIMD path in use: 'avx512', 'avx2+fma', 'neon' or 'scalar'.
     pub simd: String,
     /// Best SIMD path this CPU supports.
     pub simd_detected: String,

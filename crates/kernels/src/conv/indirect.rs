@@ -13,7 +13,8 @@
 //! call, or once per model by `prepare_forward`, into 16-channel panels `[kg][16]`. Each tile
 //! sums its whole reduction in registers and goes to the output transposed, with the epilogue.
 //!
-//! Only on AVX2 (elsewhere im2col runs); groups of 1, any stride, padding and dilation.
+//! Only on AVX2 and AVX-512 (elsewhere im2col runs); groups of 1, any stride, padding and
+//! dilation. AVX-512 tiles are 6 positions by 32 channels (two panels).
 use super::par::{with_scratch, SharedMut};
 use super::{Conv2dParams, Epilogue, Forward};
 use crate::gemm::{self, Mat, NR};
@@ -95,6 +96,8 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     let out = SharedMut(output.as_mut_ptr());
     let finish = !epilogue.is_identity();
     let panels = cout.div_ceil(NR);
+    // AVX-512 tiles take two adjacent channel panels at once (see `tile_sum`).
+    let pairs = simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false);
     // Tasks are (item, position block, run of channel panels): channels are split too when
     // positions alone give too few tasks to keep every thread busy (a 7x7 map at batch 1).
     let want = 4 * rayon::current_num_threads();
@@ -136,14 +139,19 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
                             *bv = oy * p.stride_h * wp + ox * p.stride_w;
                         }
                     }
-                    // Panel by panel, so one panel of weights serves every tile of the block
-                    // from cache before the next is read.
-                    for (qi, q) in qs.clone().enumerate() {
-                        let w = &packed[q * kg * NR..][..kg * NR];
+                    // Panel by panel (two at a time on AVX-512), so the panels' weights serve
+                    // every tile of the block from cache before the next are read.
+                    let mut qi = 0;
+                    while qi < np {
+                        let both = pairs && qi + 1 < np;
+                        let q = qs.start + qi;
+                        let w = &packed[q * kg * NR..][..if both { 2 } else { 1 } * kg * NR];
                         for (tj, base) in bases[..tiles].iter().enumerate() {
-                            let tile = &mut ct[((tj * np + qi) * TP) * NR..][..TP * NR];
+                            let at = ((tj * np + qi) * TP) * NR;
+                            let tile = &mut ct[at..][..if both { 2 } else { 1 } * TP * NR];
                             tile_sum(isa, x, base, (off, off_max), w, tile);
                         }
+                        qi += if both { 2 } else { 1 };
                     }
                     // Transposed into the output planes, finished row piece by row piece.
                     for oc in qs.start * NR..(qs.end * NR).min(cout) {
@@ -169,7 +177,9 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     });
 }
 
-/// One 6-position by 16-channel tile: `tile[i][l] = sum_r x[base[i] + off[r]] * w[r][l]`.
+/// One 6-position by 16-channel tile: `tile[i][l] = sum_r x[base[i] + off[r]] * w[r][l]`; or
+/// two, for the next panel of weights and the next tile, when `w` holds two panels (AVX-512
+/// only: 12 accumulators of 16 lanes).
 #[inline]
 fn tile_sum(
     isa: Isa,
@@ -182,9 +192,24 @@ fn tile_sum(
     // Every address read is inside x: the largest window base plus the largest tap offset is
     // the last padded input value any output position reads.
     let last = base.iter().max().copied().unwrap_or(0) + off_max;
-    assert!(last < x.len() && w.len() >= off.len() * NR && tile.len() >= TP * NR);
+    let panel = off.len() * NR;
+    let two = w.len() >= 2 * panel;
+    assert!(last < x.len() && w.len() >= panel && tile.len() >= if two { 2 } else { 1 } * TP * NR);
     simd::dispatch!(isa,
+        avx512 => {
+            let (x, w, t) = (x.as_ptr(), w.as_ptr(), tile.as_mut_ptr());
+            // SAFETY: the CPU has AVX-512 (this arm) and every index is in bounds (asserted
+            // above: two panels and two tiles when `two`).
+            unsafe {
+                if two {
+                    tile_avx512::<2>(x, base, off, [w, w.add(panel)], [t, t.add(TP * NR)])
+                } else {
+                    tile_avx512::<1>(x, base, off, [w, w], [t, t])
+                }
+            }
+        },
         avx2 => {
+            debug_assert!(!two, "two panels only on AVX-512");
             // SAFETY: the CPU has AVX2 (this arm) and every index is in bounds (asserted above).
             unsafe { tile_avx2(x.as_ptr(), base, off, w.as_ptr(), tile.as_mut_ptr()) }
         },
@@ -233,6 +258,44 @@ unsafe fn tile_avx2(
     for (i, a) in acc.iter().enumerate() {
         _mm256_storeu_ps(tile.add(i * NR), a[0]);
         _mm256_storeu_ps(tile.add(i * NR + 8), a[1]);
+    }
+}
+
+/// AVX-512 tile: `V` (1 or 2) panels of 16 channels, 6 x V accumulators of 16 lanes; per tap
+/// V weight vectors and six broadcasts. Each sum is the same FMA chain as in [`tile_avx2`], so
+/// the bits are the same.
+///
+/// # Safety
+/// CPU has AVX-512 F; `x + base[i] + off[r]` readable for all i, r; each used `w[h]` holds
+/// `off.len() * 16` floats and each used `tile[h]` 6 x 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn tile_avx512<const V: usize>(
+    x: *const f32,
+    base: &[usize; TP],
+    off: &[usize],
+    w: [*const f32; 2],
+    tile: [*mut f32; 2],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; TP];
+    let xs = base.map(|b| x.add(b));
+    for (r, &o) in off.iter().enumerate() {
+        let mut wv = [_mm512_setzero_ps(); V];
+        for (h, v) in wv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(w[h].add(r * NR));
+        }
+        for (i, a) in acc.iter_mut().enumerate() {
+            let v = _mm512_set1_ps(*xs[i].add(o));
+            for (ah, &wh) in a.iter_mut().zip(&wv) {
+                *ah = _mm512_fmadd_ps(v, wh, *ah);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (h, &v) in a.iter().enumerate() {
+            _mm512_storeu_ps(tile[h].add(i * NR), v);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The macro-kernel (MC x NR x MR loops over one KC pass) and the register-tile micro-kernels:
-//! portable, AVX2+FMA 6x16 and NEON 6x16.
+//! portable, AVX2+FMA 6x16, AVX-512 6x32 (two B panels at once) and NEON 6x16.
 use super::*;
 use crate::simd::{dispatch, Isa};
 
@@ -26,29 +26,73 @@ pub(super) unsafe fn macro_kernel(
     ldc: usize,
     isa: Isa,
 ) {
+    // The AVX-512 level takes two NR-column panels of B per tile (12 accumulators of 16 lanes,
+    // enough independent FMA chains for two 512-bit pipes); the others one.
+    let width = dispatch!(isa, avx512 => 2 * NR, avx2 => NR, _ => NR);
     for ic in rows.clone().step_by(MC) {
         let ic_end = (ic + MC).min(rows.end);
-        for jr in (0..n).step_by(NR) {
-            let nr = NR.min(n - jr);
+        for jr in (0..n).step_by(width) {
+            let nr = width.min(n - jr);
             let bpanel = &bp[jr / NR * b_stride..][..kc * NR];
+            let bnext = (nr > NR).then(|| &bp[(jr / NR + 1) * b_stride..][..kc * NR]);
             for ir in (ic..ic_end).step_by(MR) {
                 let mr = MR.min(m - ir);
                 let apanel = &ap[ir * kc..(ir + MR) * kc];
-                tile(
-                    kc,
-                    apanel,
-                    bpanel,
-                    c.at(ir * ldc + jr),
-                    ldc,
-                    mr,
-                    nr,
-                    alpha,
-                    beta,
-                    isa,
-                );
+                let at = c.at(ir * ldc + jr);
+                match bnext {
+                    Some(b1) => {
+                        tile_pair(kc, apanel, [bpanel, b1], at, ldc, mr, nr, alpha, beta, isa)
+                    }
+                    None => tile(kc, apanel, bpanel, at, ldc, mr, nr, alpha, beta, isa),
+                }
             }
         }
     }
+}
+
+/// An MR x (NR < nr <= 2 NR) tile of C whose columns are the two B panels `bp` (clipped to mr
+/// rows at the edge): the AVX-512 kernel in one pass, elsewhere [`tile`] per panel.
+///
+/// # Safety
+/// As for [`tile`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile_pair(
+    kc: usize,
+    ap: &[f32],
+    bp: [&[f32]; 2],
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    alpha: f32,
+    beta: f32,
+    isa: Isa,
+) {
+    debug_assert!(nr > NR && nr <= 2 * NR);
+    debug_assert!(ap.len() >= MR * kc && bp.iter().all(|b| b.len() >= NR * kc));
+    dispatch!(isa,
+        avx512 => {
+            let (a, b) = (ap.as_ptr(), [bp[0].as_ptr(), bp[1].as_ptr()]);
+            let args = (kc, a, b, c, ldc, mr, nr, alpha, beta);
+            match mr {
+                1 => kernel_avx512::<1, 2>(args),
+                2 => kernel_avx512::<2, 2>(args),
+                3 => kernel_avx512::<3, 2>(args),
+                4 => kernel_avx512::<4, 2>(args),
+                5 => kernel_avx512::<5, 2>(args),
+                _ => kernel_avx512::<6, 2>(args),
+            }
+        },
+        avx2 => {
+            tile(kc, ap, bp[0], c, ldc, mr, NR, alpha, beta, isa);
+            tile(kc, ap, bp[1], c.add(NR), ldc, mr, nr - NR, alpha, beta, isa);
+        },
+        _ => {
+            tile(kc, ap, bp[0], c, ldc, mr, NR, alpha, beta, isa);
+            tile(kc, ap, bp[1], c.add(NR), ldc, mr, nr - NR, alpha, beta, isa);
+        }
+    )
 }
 
 /// One MR x NR tile of C (possibly clipped to mr x nr at the edges).
@@ -71,6 +115,18 @@ pub(super) unsafe fn tile(
 ) {
     debug_assert!(ap.len() >= MR * kc && bp.len() >= NR * kc);
     dispatch!(isa,
+        avx512 => {
+            let (a, b) = (ap.as_ptr(), [bp.as_ptr(), bp.as_ptr()]);
+            let args = (kc, a, b, c, ldc, mr, nr, alpha, beta);
+            match mr {
+                1 => kernel_avx512::<1, 1>(args),
+                2 => kernel_avx512::<2, 1>(args),
+                3 => kernel_avx512::<3, 1>(args),
+                4 => kernel_avx512::<4, 1>(args),
+                5 => kernel_avx512::<5, 1>(args),
+                _ => kernel_avx512::<6, 1>(args),
+            }
+        },
         avx2 => {
             if mr == MR && nr == NR {
                 kernel_6x16_avx2(kc, ap.as_ptr(), bp.as_ptr(), c, ldc, alpha, beta);
@@ -324,6 +380,108 @@ pub(super) unsafe fn kernel_6x16_avx2(
             let old_hi = _mm256_mul_ps(vb, _mm256_loadu_ps(cr.add(8)));
             _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, lo, old_lo));
             _mm256_storeu_ps(cr.add(8), _mm256_fmadd_ps(va, hi, old_hi));
+        }
+    }
+}
+
+/// The arguments of [`kernel_avx512`]: `(kc, a, [b0, b1], c, ldc, mr, nr, alpha, beta)`.
+type Avx512Args = (
+    usize,
+    *const f32,
+    [*const f32; 2],
+    *mut f32,
+    usize,
+    usize,
+    usize,
+    f32,
+    f32,
+);
+
+/// AVX-512 micro-kernel: the first `R` rows of a 6-row A panel times `V` (1 or 2) 16-column B
+/// panels, `R x V` accumulators of 16 lanes (12 for a full 6x32 tile: each step of the shared
+/// dimension loads two vectors of B, broadcasts six scalars of A and issues 12 FMAs). Rows past
+/// `mr` and columns past `nr` are not stored; columns go through lane masks, so edge tiles need
+/// no buffer.
+///
+/// Every element is the same FMA chain over the shared dimension as in [`kernel_6x16_avx2`],
+/// and C is finished the same way (a full 6x16 panel as `alpha * acc + beta * C` fused, an
+/// edge panel as the separately rounded `alpha * acc` plus `beta * C` of [`store_edge`]), so
+/// both levels give the same bits.
+///
+/// # Safety
+/// CPU has AVX-512 F/VL/BW/DQ; `a` holds `6*kc` floats, each used `b[h]` (`h < V`) `16*kc`;
+/// `c` is a writable `mr x nr` block (`mr <= R`, `nr <= 16 V`) with leading dimension `ldc`,
+/// read only when `beta != 0`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn kernel_avx512<const R: usize, const V: usize>(
+    (kc, a, b, c, ldc, mr, nr, alpha, beta): Avx512Args,
+) {
+    use std::arch::x86_64::*;
+    for i in 0..mr {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + nr - 1) as *const i8);
+    }
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    let (mut a, mut b) = (a, b);
+    macro_rules! step {
+        ($off:expr) => {{
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b[h].add($off * NR));
+            }
+            let ar = a.add($off * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ar.add(i));
+                for (r, &v) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(ai, v, *r);
+                }
+            }
+        }};
+    }
+    let mut p = kc;
+    while p >= 4 {
+        for bh in &b[..V] {
+            _mm_prefetch::<_MM_HINT_T0>(bh.add(8 * NR) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(bh.add(10 * NR) as *const i8);
+        }
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        a = a.add(4 * MR);
+        for bh in &mut b[..V] {
+            *bh = bh.add(4 * NR);
+        }
+        p -= 4;
+    }
+    while p > 0 {
+        step!(0);
+        a = a.add(MR);
+        for bh in &mut b[..V] {
+            *bh = bh.add(NR);
+        }
+        p -= 1;
+    }
+    let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        for (h, &r) in row.iter().enumerate() {
+            let cols = nr.saturating_sub(h * NR).min(NR);
+            if cols == 0 {
+                break;
+            }
+            let mask: __mmask16 = if cols == NR { !0 } else { (1u16 << cols) - 1 };
+            let cr = c.add(i * ldc + h * NR);
+            let scaled = _mm512_mul_ps(va, r);
+            let out = if beta == 0.0 {
+                scaled
+            } else if mr == MR && cols == NR {
+                let old = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mask, cr));
+                _mm512_fmadd_ps(va, r, old)
+            } else {
+                _mm512_add_ps(scaled, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mask, cr)))
+            };
+            _mm512_mask_storeu_ps(cr, mask, out);
         }
     }
 }

@@ -1,0 +1,99 @@
+//! On a CPU with AVX-512, the AVX-512 level (its own SGEMM and indirect-conv micro-kernels, the
+//! AVX2 code elsewhere) gives exactly the bits of the AVX2+FMA level: every conv case of the
+//! shared table plus zoo-like shapes that take each path (indirect, Winograd F(4x4) and
+//! F(2x2), im2col's pointwise, shifted and batched paths), all three passes, every algorithm,
+//! 1 and 2 threads. So what the tests check against PyTorch on one level holds on the other,
+//! and a model gives the same outputs on either kind of CPU.
+mod common;
+
+use common::conv::{cases, params, run};
+use common::{lock, with_threads};
+use ferroconv_kernels::conv::{Conv2dParams, ConvAlgo};
+use ferroconv_kernels::simd::{self, SimdLevel};
+
+fn shapes() -> Vec<(String, Conv2dParams)> {
+    let mut all: Vec<(String, Conv2dParams)> = cases()
+        .into_iter()
+        .map(|c| (c.name.to_string(), c.p))
+        .collect();
+    let extra = [
+        // Indirect: few output channels (two panels, then one left over).
+        (
+            "indirect 64->32 @14",
+            params((2, 64, 14, 14), (32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            "indirect 24->48 @9 s2",
+            params((1, 24, 9, 9), (48, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        // Winograd F(4x4) and F(2x2) (7x7 at batch 1).
+        (
+            "winograd 96->96 @16",
+            params((2, 96, 16, 16), (96, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        (
+            "winograd F(2x2) 64->80 @7",
+            params((1, 64, 7, 7), (80, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        ),
+        // Pointwise: one item, and a batch of 7x7 planes.
+        (
+            "pointwise 40->72 @20",
+            params((1, 40, 20, 20), (72, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        (
+            "pointwise 50->70 @7",
+            params((5, 50, 7, 7), (70, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        // A 7x7 stride-2 stem, im2col with wide rows.
+        (
+            "stem 3->40 @30 s2",
+            params((2, 3, 30, 30), (40, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),
+        ),
+    ];
+    all.extend(extra.into_iter().map(|(n, p)| (n.to_string(), p)));
+    all
+}
+
+#[test]
+fn avx512_gives_the_avx2_bits() {
+    let _held = lock();
+    if !simd::available().contains(&SimdLevel::Avx512) {
+        eprintln!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let algos = [
+        ConvAlgo::Auto,
+        ConvAlgo::Im2col,
+        ConvAlgo::Winograd,
+        ConvAlgo::Direct,
+    ];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for threads in [1, 2] {
+        with_threads(threads, || {
+            for (name, p) in shapes() {
+                for algo in algos {
+                    let mut outs = Vec::new();
+                    for lvl in [SimdLevel::Avx2Fma, SimdLevel::Avx512] {
+                        assert_eq!(simd::set_level(lvl), lvl);
+                        let o = run(&p, algo);
+                        outs.push([bits(&o.y), bits(&o.dx), bits(&o.dw), bits(&o.db)]);
+                    }
+                    for (k, pass) in [
+                        "forward",
+                        "data gradient",
+                        "weight gradient",
+                        "bias gradient",
+                    ]
+                    .iter()
+                    .enumerate()
+                    {
+                        assert!(
+                            outs[0][k] == outs[1][k],
+                            "{name} {algo:?} {threads} threads: {pass} differs"
+                        );
+                    }
+                }
+            }
+        })
+    }
+}
