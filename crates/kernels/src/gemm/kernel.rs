@@ -385,6 +385,7 @@ pub(super) unsafe fn kernel_6x16_avx2(
 }
 
 /// The arguments of [`kernel_avx512`]: `(kc, a, [b0, b1], c, ldc, mr, nr, alpha, beta)`.
+#[cfg(target_arch = "x86_64")]
 type Avx512Args = (
     usize,
     *const f32,
