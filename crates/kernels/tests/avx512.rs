@@ -4,6 +4,10 @@
 //! F(2x2), im2col's pointwise, shifted and batched paths), all three passes, every algorithm,
 //! 1 and 2 threads. So what the tests check against PyTorch on one level holds on the other,
 //! and a model gives the same outputs on either kind of CPU.
+//!
+//! 1x1 convs on maps of at most 64 outputs take the indirect path on AVX-512 and the GEMM on
+//! AVX2; the indirect tile sums such a conv's input channels in the GEMM's passes, so those
+//! agree bit for bit too (the shapes with more than 256 input channels check the passes).
 mod common;
 
 use common::conv::{cases, params, run};
@@ -45,6 +49,23 @@ fn shapes() -> Vec<(String, Conv2dParams)> {
             params((5, 50, 7, 7), (70, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
         ),
         // A 7x7 stride-2 stem, im2col with wide rows.
+        // More than 256 input channels on a 7x7 map (two GEMM passes), and a stride-2 1x1
+        // whose output is 7x7.
+        (
+            "pointwise 600->40 @7",
+            params((2, 600, 7, 7), (40, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        (
+            "pointwise s2 300->48 @14",
+            params(
+                (1, 300, 14, 14),
+                (48, 1, 1),
+                (2, 2),
+                (0, 0, 0, 0),
+                (1, 1),
+                1,
+            ),
+        ),
         (
             "stem 3->40 @30 s2",
             params((2, 3, 30, 30), (40, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),

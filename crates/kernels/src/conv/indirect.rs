@@ -14,7 +14,8 @@
 //! sums its whole reduction in registers and goes to the output transposed, with the epilogue.
 //!
 //! Only on AVX2 and AVX-512 (elsewhere im2col runs); groups of 1, any stride, padding and
-//! dilation. AVX-512 tiles are 6 positions by 32 channels (two panels).
+//! dilation. AVX-512 tiles are 6 positions by 32 channels (two panels), and there 1x1 convs on
+//! 7x7 maps run here too.
 use super::par::{with_scratch, SharedMut};
 use super::{Conv2dParams, Epilogue, Forward};
 use crate::gemm::{self, Mat, NR};
@@ -31,6 +32,8 @@ const TP: usize = 6;
 const FEW_OUT: usize = 64;
 const SMALL_MAP: usize = 256;
 const MAX_WEIGHTS: usize = 1 << 20;
+/// Most output positions of a 1x1 conv this path takes (on AVX-512; see [`applies`]).
+const SMALL_1X1: usize = 64;
 /// Output positions per parallel task (16 tiles).
 const BLOCK: usize = 96;
 /// Most floats of padded input held at once (16 MiB).
@@ -46,9 +49,15 @@ pub fn applies(p: &Conv2dParams) -> bool {
         return false;
     };
     let pays = p.out_channels <= FEW_OUT || oh * ow <= SMALL_MAP || p.weight_len() <= MAX_WEIGHTS;
+    // 1x1 convs only on AVX-512 and maps of at most 64 outputs (7x7): there a GEMM's 16-column
+    // panels run a quarter empty (49 = 3 x 16 + 1) and 6-position tiles do not. On 14x14 maps
+    // the GEMM stays ahead (ResNet-50 at batch 1, weights cold: 1024->256 0.31 ms against 0.36
+    // here; 2048->512 @7 0.37 here against 0.46), and on AVX2 it stays ahead on 7x7 too.
+    let pointwise_ok =
+        simd::dispatch!(isa, avx512 => oh * ow <= SMALL_1X1, avx2 => false, _ => false);
     avx2 && pays
         && p.groups == 1
-        && p.kernel_h * p.kernel_w > 1
+        && (p.kernel_h * p.kernel_w > 1 || pointwise_ok)
         && p.in_channels
             .checked_mul(plane)
             .is_some_and(|n| n <= MAX_PADDED)
@@ -93,6 +102,13 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     let blocks = ohw.div_ceil(block);
     let isa = simd::isa();
     let off_max = off.iter().max().copied().unwrap_or(0);
+    // A 1x1 conv sums its taps in the passes the GEMM would (see `tile_sum`), so it gives the
+    // GEMM's bits; other kernels sum all taps in one chain.
+    let chunk = if p.kernel_h * p.kernel_w == 1 {
+        gemm::kc_step(kg)
+    } else {
+        kg.max(1)
+    };
     let out = SharedMut(output.as_mut_ptr());
     let finish = !epilogue.is_identity();
     let panels = cout.div_ceil(NR);
@@ -149,7 +165,7 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
                         for (tj, base) in bases[..tiles].iter().enumerate() {
                             let at = ((tj * np + qi) * TP) * NR;
                             let tile = &mut ct[at..][..if both { 2 } else { 1 } * TP * NR];
-                            tile_sum(isa, x, base, (off, off_max), w, tile);
+                            tile_sum(isa, x, base, (off, off_max, chunk), w, tile);
                         }
                         qi += if both { 2 } else { 1 };
                     }
@@ -180,15 +196,21 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
 /// One 6-position by 16-channel tile: `tile[i][l] = sum_r x[base[i] + off[r]] * w[r][l]`; or
 /// two, for the next panel of weights and the next tile, when `w` holds two panels (AVX-512
 /// only: 12 accumulators of 16 lanes).
+///
+/// The taps go in runs of `chunk`: each run is one FMA chain from zero, and the runs' sums are
+/// added into the tile in order. With the GEMM's pass length (`gemm::kc_step`) that is how the
+/// SGEMM sums a 1x1 conv (each KC pass's register sums added into C), so the bits are the same
+/// whichever path runs a shape.
 #[inline]
 fn tile_sum(
     isa: Isa,
     x: &[f32],
     base: &[usize; TP],
-    (off, off_max): (&[usize], usize),
+    (off, off_max, chunk): (&[usize], usize, usize),
     w: &[f32],
     tile: &mut [f32],
 ) {
+    let chunk = chunk.max(1);
     // Every address read is inside x: the largest window base plus the largest tap offset is
     // the last padded input value any output position reads.
     let last = base.iter().max().copied().unwrap_or(0) + off_max;
@@ -201,35 +223,53 @@ fn tile_sum(
             // SAFETY: the CPU has AVX-512 (this arm) and every index is in bounds (asserted
             // above: two panels and two tiles when `two`).
             unsafe {
-                if two {
-                    tile_avx512::<2>(x, base, off, [w, w.add(panel)], [t, t.add(TP * NR)])
-                } else {
-                    tile_avx512::<1>(x, base, off, [w, w], [t, t])
+                for (ci, run) in off.chunks(chunk).enumerate() {
+                    let (w, add) = (w.add(ci * chunk * NR), ci > 0);
+                    if two {
+                        let (ws, ts) = ([w, w.add(panel)], [t, t.add(TP * NR)]);
+                        tile_avx512::<2>(x, base, run, ws, ts, add)
+                    } else {
+                        tile_avx512::<1>(x, base, run, [w, w], [t, t], add)
+                    }
                 }
             }
         },
         avx2 => {
             debug_assert!(!two, "two panels only on AVX-512");
             // SAFETY: the CPU has AVX2 (this arm) and every index is in bounds (asserted above).
-            unsafe { tile_avx2(x.as_ptr(), base, off, w.as_ptr(), tile.as_mut_ptr()) }
+            unsafe {
+                for (ci, run) in off.chunks(chunk).enumerate() {
+                    let w = w.as_ptr().add(ci * chunk * NR);
+                    tile_avx2(x.as_ptr(), base, run, w, tile.as_mut_ptr(), ci > 0)
+                }
+            }
         },
         _ => {
-            for (i, &bi) in base.iter().enumerate() {
-                let mut acc = [0f32; NR];
-                for (r, &o) in off.iter().enumerate() {
-                    let v = x[bi + o];
-                    for (a, &wv) in acc.iter_mut().zip(&w[r * NR..][..NR]) {
-                        *a += v * wv;
+            for (ci, run) in off.chunks(chunk).enumerate() {
+                let w = &w[ci * chunk * NR..];
+                for (i, &bi) in base.iter().enumerate() {
+                    let mut acc = [0f32; NR];
+                    for (r, &o) in run.iter().enumerate() {
+                        let v = x[bi + o];
+                        for (a, &wv) in acc.iter_mut().zip(&w[r * NR..][..NR]) {
+                            *a += v * wv;
+                        }
+                    }
+                    let t = &mut tile[i * NR..][..NR];
+                    if ci == 0 {
+                        t.copy_from_slice(&acc);
+                    } else {
+                        t.iter_mut().zip(&acc).for_each(|(t, a)| *t += a);
                     }
                 }
-                tile[i * NR..][..NR].copy_from_slice(&acc);
             }
         }
     )
 }
 
 /// AVX2+FMA tile: 12 accumulators (6 positions by two 8-channel halves), per tap two weight
-/// vectors and six broadcasts from the positions' windows.
+/// vectors and six broadcasts from the positions' windows; the sums go to `tile`, or are
+/// added to it with `add`.
 ///
 /// # Safety
 /// CPU has AVX2+FMA; `x + base[i] + off[r]` readable for all i, r; `w` holds `off.len() * 16`
@@ -242,6 +282,7 @@ unsafe fn tile_avx2(
     off: &[usize],
     w: *const f32,
     tile: *mut f32,
+    add: bool,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); 2]; TP];
@@ -256,14 +297,21 @@ unsafe fn tile_avx2(
         }
     }
     for (i, a) in acc.iter().enumerate() {
-        _mm256_storeu_ps(tile.add(i * NR), a[0]);
-        _mm256_storeu_ps(tile.add(i * NR + 8), a[1]);
+        for (h, &v) in a.iter().enumerate() {
+            let at = tile.add(i * NR + 8 * h);
+            let v = if add {
+                _mm256_add_ps(_mm256_loadu_ps(at), v)
+            } else {
+                v
+            };
+            _mm256_storeu_ps(at, v);
+        }
     }
 }
 
 /// AVX-512 tile: `V` (1 or 2) panels of 16 channels, 6 x V accumulators of 16 lanes; per tap
-/// V weight vectors and six broadcasts. Each sum is the same FMA chain as in [`tile_avx2`], so
-/// the bits are the same.
+/// V weight vectors and six broadcasts; stored or, with `add`, added as in [`tile_avx2`]. Each
+/// sum is the same FMA chain as there, so the bits are the same.
 ///
 /// # Safety
 /// CPU has AVX-512 F; `x + base[i] + off[r]` readable for all i, r; each used `w[h]` holds
@@ -276,6 +324,7 @@ unsafe fn tile_avx512<const V: usize>(
     off: &[usize],
     w: [*const f32; 2],
     tile: [*mut f32; 2],
+    add: bool,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); V]; TP];
@@ -294,7 +343,13 @@ unsafe fn tile_avx512<const V: usize>(
     }
     for (i, a) in acc.iter().enumerate() {
         for (h, &v) in a.iter().enumerate() {
-            _mm512_storeu_ps(tile[h].add(i * NR), v);
+            let at = tile[h].add(i * NR);
+            let v = if add {
+                _mm512_add_ps(_mm512_loadu_ps(at), v)
+            } else {
+                v
+            };
+            _mm512_storeu_ps(at, v);
         }
     }
 }

@@ -293,7 +293,7 @@ fn assert_fits(len: usize, (rows, cols): (usize, usize), ld: usize) {
 
 /// Steps of the shared dimension per pass: at most KC, all passes the same length (576 goes
 /// as 2 x 288, not 256 + 256 + 64), so no pass pays a full C update for a few steps.
-fn kc_step(k: usize) -> usize {
+pub(crate) fn kc_step(k: usize) -> usize {
     k.div_ceil(k.div_ceil(KC).max(1)).max(1)
 }
 
