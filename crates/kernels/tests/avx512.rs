@@ -12,7 +12,9 @@ mod common;
 
 use common::conv::{cases, params, run};
 use common::{lock, with_threads};
-use ferroconv_kernels::conv::{Conv2dParams, ConvAlgo};
+use ferroconv_kernels::conv::{
+    conv2d_forward, conv2d_forward_fused, Conv2dParams, ConvAlgo, Epilogue,
+};
 use ferroconv_kernels::simd::{self, SimdLevel};
 
 fn shapes() -> Vec<(String, Conv2dParams)> {
@@ -117,4 +119,58 @@ fn avx512_gives_the_avx2_bits() {
             }
         })
     }
+}
+
+/// The fused forward (scale, shift, residual, ReLU: the SGEMM finishes each tile as it stores
+/// it, in registers on AVX-512) gives the bits of the plain forward followed by the epilogue as
+/// a separate pass, `relu((y * scale + shift) + residual)`, on every level and thread count.
+#[test]
+fn fused_forward_equals_plain_then_epilogue_on_every_level() {
+    let held = lock();
+    common::for_each_level(&held, |level| {
+        for threads in [1, 2] {
+            with_threads(threads, || {
+                for (name, p) in shapes() {
+                    let (oh, ow) = p.validate().unwrap();
+                    let (plane, len) = (oh * ow, p.output_len((oh, ow)));
+                    let x = common::fill(p.input_len(), 1);
+                    let w = common::fill(p.weight_len(), 2);
+                    let scale = common::fill(p.out_channels, 3);
+                    let shift = common::fill(p.out_channels, 4);
+                    let residual = common::fill(len, 5);
+                    for relu in [false, true] {
+                        for with_res in [false, true] {
+                            let ep = Epilogue {
+                                scale: Some(&scale),
+                                shift: Some(&shift),
+                                residual: with_res.then_some(&residual[..]),
+                                relu,
+                            };
+                            let mut fused = vec![f32::NAN; len];
+                            conv2d_forward_fused(&p, &x, &w, &ep, &mut fused, ConvAlgo::Im2col)
+                                .unwrap();
+                            let mut want = vec![f32::NAN; len];
+                            conv2d_forward(&p, &x, &w, None, &mut want, ConvAlgo::Im2col).unwrap();
+                            for (i, v) in want.iter_mut().enumerate() {
+                                let oc = i / plane % p.out_channels;
+                                let mut t = *v * scale[oc] + shift[oc];
+                                if with_res {
+                                    t += residual[i];
+                                }
+                                *v = if relu && t < 0.0 { 0.0 } else { t };
+                            }
+                            let same = fused
+                                .iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(
+                                same,
+                                "{name} {level:?} {threads} threads relu {relu} residual {with_res}"
+                            );
+                        }
+                    }
+                }
+            })
+        }
+    });
 }

@@ -33,6 +33,7 @@ const FEW_OUT: usize = 64;
 const SMALL_MAP: usize = 256;
 const MAX_WEIGHTS: usize = 1 << 20;
 /// Most output positions of a 1x1 conv this path takes (on AVX-512; see [`applies`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const SMALL_1X1: usize = 64;
 /// Output positions per parallel task (16 tiles).
 const BLOCK: usize = 96;
