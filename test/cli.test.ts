@@ -26,7 +26,7 @@ describe('ferroconv CLI', () => {
       expect(r.out).toContain(`ferroconv ${cmd}`);
     }
     expect(run('--help').out).toContain('Commands:');
-    expect(JSON.parse(run('info').out).simd).toMatch(/^(avx2\+fma|neon|scalar)$/);
+    expect(JSON.parse(run('info').out).simd).toMatch(/^(avx512|avx2\+fma|neon|scalar)$/);
   });
 
   it('prints the version in package.json for --version and -v, from src/ and from the built dist/cli.js', () => {
