@@ -4,9 +4,10 @@
 //! One binary runs on every CPU of its platform: on x86-64 the AVX-512 level where the CPU has
 //! AVX-512 (F, VL, BW, DQ), else AVX2+FMA where it has that; the NEON level on aarch64; the
 //! portable scalar code otherwise. The AVX-512 level is AVX2+FMA plus hand-written 512-bit
-//! kernels where they pay (the SGEMM micro-kernel): every kernel without an `avx512` arm runs
-//! its AVX2 code there. `FERROCONV_SIMD=scalar` (read
-//! once) or [`set_level`] forces the fallback so tests can check that the paths agree.
+//! kernels where they pay (the SGEMM and indirect-conv tiles, the FMA-peak probe): every kernel
+//! without an `avx512` arm runs its AVX2 code there. `FERROCONV_SIMD=scalar` (read once) or
+//! [`set_level`] forces the fallback, `FERROCONV_SIMD=avx2` the AVX2 level on an AVX-512 CPU, so
+//! tests can check that the paths agree.
 //!
 //! Inside the crate a kernel never tests the CPU itself. It takes an [`Isa`] (made only by
 //! [`isa`], so it always names a level this CPU has) and is written in one of two ways:

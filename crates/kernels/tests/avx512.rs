@@ -10,7 +10,7 @@
 //! agree bit for bit too (the shapes with more than 256 input channels check the passes).
 mod common;
 
-use common::conv::{cases, params, run};
+use common::conv::{cases_with, params, run};
 use common::{lock, with_threads};
 use ferroconv_kernels::conv::{
     conv2d_forward, conv2d_forward_fused, Conv2dParams, ConvAlgo, Epilogue,
@@ -18,11 +18,7 @@ use ferroconv_kernels::conv::{
 use ferroconv_kernels::simd::{self, SimdLevel};
 
 fn shapes() -> Vec<(String, Conv2dParams)> {
-    let mut all: Vec<(String, Conv2dParams)> = cases()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.p))
-        .collect();
-    let extra = [
+    cases_with(vec![
         // Indirect: few output channels (two panels, then one left over).
         (
             "indirect 64->32 @14",
@@ -72,9 +68,7 @@ fn shapes() -> Vec<(String, Conv2dParams)> {
             "stem 3->40 @30 s2",
             params((2, 3, 30, 30), (40, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),
         ),
-    ];
-    all.extend(extra.into_iter().map(|(n, p)| (n.to_string(), p)));
-    all
+    ])
 }
 
 #[test]

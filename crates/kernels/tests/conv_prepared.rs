@@ -6,7 +6,7 @@
 //! refuse another shape or algorithm.
 mod common;
 
-use common::conv::{cases, params};
+use common::conv::{cases_with, params};
 use common::{fill, for_each_level, lock, with_threads};
 use ferroconv_kernels::conv::{
     conv2d_forward, conv2d_forward_fused, conv2d_forward_fused_prepared, conv2d_forward_prepared,
@@ -14,11 +14,7 @@ use ferroconv_kernels::conv::{
 };
 
 fn shapes() -> Vec<(String, Conv2dParams)> {
-    let mut all: Vec<(String, Conv2dParams)> = cases()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.p))
-        .collect();
-    let extra = [
+    cases_with(vec![
         // Winograd by `auto` (64+ channels, enough tiles).
         (
             "winograd 96->96 @16",
@@ -48,9 +44,7 @@ fn shapes() -> Vec<(String, Conv2dParams)> {
             "batched 7x7 planes 3x3 s2",
             params((3, 40, 14, 14), (24, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
         ),
-    ];
-    all.extend(extra.into_iter().map(|(n, p)| (n.to_string(), p)));
-    all
+    ])
 }
 
 #[test]

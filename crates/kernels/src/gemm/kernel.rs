@@ -71,27 +71,18 @@ unsafe fn tile_pair(
 ) {
     debug_assert!(nr > NR && nr <= 2 * NR);
     debug_assert!(ap.len() >= MR * kc && bp.iter().all(|b| b.len() >= NR * kc));
+    // Elsewhere the two panels go one after the other.
+    let apart = || {
+        tile(kc, ap, bp[0], c, ldc, mr, NR, alpha, beta, isa);
+        tile(kc, ap, bp[1], c.add(NR), ldc, mr, nr - NR, alpha, beta, isa);
+    };
     dispatch!(isa,
         avx512 => {
-            let (a, b) = (ap.as_ptr(), [bp[0].as_ptr(), bp[1].as_ptr()]);
-            let args = (kc, a, b, c, ldc, mr, nr, alpha, beta);
-            match mr {
-                1 => kernel_avx512::<1, 2>(args),
-                2 => kernel_avx512::<2, 2>(args),
-                3 => kernel_avx512::<3, 2>(args),
-                4 => kernel_avx512::<4, 2>(args),
-                5 => kernel_avx512::<5, 2>(args),
-                _ => kernel_avx512::<6, 2>(args),
-            }
+            let b = [bp[0].as_ptr(), bp[1].as_ptr()];
+            kernel_avx512_rows::<2>((kc, ap.as_ptr(), b, c, ldc, mr, nr, alpha, beta))
         },
-        avx2 => {
-            tile(kc, ap, bp[0], c, ldc, mr, NR, alpha, beta, isa);
-            tile(kc, ap, bp[1], c.add(NR), ldc, mr, nr - NR, alpha, beta, isa);
-        },
-        _ => {
-            tile(kc, ap, bp[0], c, ldc, mr, NR, alpha, beta, isa);
-            tile(kc, ap, bp[1], c.add(NR), ldc, mr, nr - NR, alpha, beta, isa);
-        }
+        avx2 => apart(),
+        _ => apart()
     )
 }
 
@@ -117,15 +108,7 @@ pub(super) unsafe fn tile(
     dispatch!(isa,
         avx512 => {
             let (a, b) = (ap.as_ptr(), [bp.as_ptr(), bp.as_ptr()]);
-            let args = (kc, a, b, c, ldc, mr, nr, alpha, beta);
-            match mr {
-                1 => kernel_avx512::<1, 1>(args),
-                2 => kernel_avx512::<2, 1>(args),
-                3 => kernel_avx512::<3, 1>(args),
-                4 => kernel_avx512::<4, 1>(args),
-                5 => kernel_avx512::<5, 1>(args),
-                _ => kernel_avx512::<6, 1>(args),
-            }
+            kernel_avx512_rows::<1>((kc, a, b, c, ldc, mr, nr, alpha, beta))
         },
         avx2 => {
             if mr == MR && nr == NR {
@@ -397,6 +380,22 @@ type Avx512Args = (
     f32,
     f32,
 );
+
+/// [`kernel_avx512`] with its row count `R` the tile's `mr` (rows past it are not computed).
+///
+/// # Safety
+/// As for [`kernel_avx512`], with `mr <= 6`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn kernel_avx512_rows<const V: usize>(args: Avx512Args) {
+    match args.5 {
+        1 => kernel_avx512::<1, V>(args),
+        2 => kernel_avx512::<2, V>(args),
+        3 => kernel_avx512::<3, V>(args),
+        4 => kernel_avx512::<4, V>(args),
+        5 => kernel_avx512::<5, V>(args),
+        _ => kernel_avx512::<6, V>(args),
+    }
+}
 
 /// AVX-512 micro-kernel: the first `R` rows of a 6-row A panel times `V` (1 or 2) 16-column B
 /// panels, `R x V` accumulators of 16 lanes (12 for a full 6x32 tile: each step of the shared

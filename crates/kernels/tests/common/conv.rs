@@ -305,6 +305,16 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
+/// The shared case table as (name, shape) pairs, followed by `extra`: what tests that add
+/// their own shapes to the table loop over.
+pub fn cases_with(extra: Vec<(&str, Conv2dParams)>) -> Vec<(String, Conv2dParams)> {
+    cases()
+        .into_iter()
+        .map(|c| (c.name.to_string(), c.p))
+        .chain(extra.into_iter().map(|(n, p)| (n.to_string(), p)))
+        .collect()
+}
+
 /// All three results of one algorithm for one case.
 pub struct Outputs {
     pub y: Vec<f32>,
