@@ -250,14 +250,6 @@ impl<'a> BlockSrc<'a> {
     }
 }
 
-/// The block's lowered matrix, row-major: col[row][c] (kg x cols).
-fn im2col_block(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, col: &mut [f32]) {
-    let cols = src.cols();
-    for_each_row(p, 0..g.cig, |r, icg, ky, kx| {
-        src.lower_row(p, g, (icg, ky, kx), &mut col[r * cols..(r + 1) * cols]);
-    });
-}
-
 /// The block's lowered matrix straight in the GEMM's packed-B layout (panel-major,
 /// `[panel][kg][NR]`, see `gemm::Rhs::Packed`), so the GEMM need not copy it again. Each
 /// lowered row is built in `row` (cols() rounded up to NR floats, stays in L1) and then dealt
@@ -301,6 +293,112 @@ fn im2col_packed_par(p: &Conv2dParams, g: &Geom, src: &BlockSrc<'_>, dst: &mut [
             });
         });
     });
+}
+
+thread_local! {
+    static PACKED_T: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    // The weight gradient's output gradient of a block, packed (or first gathered, when the
+    // block spans items) once for all of the block's chunks. Taken out while in use, as the
+    // conv scratch is, so a nested use on the same thread (work stealing) allocates its own.
+    static PACKED_DY: std::cell::Cell<Option<PackedA>> = const { std::cell::Cell::new(None) };
+    static DY_BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's buffer for [`im2col_packed_t`]'s output (contents
+/// unspecified): a buffer of its own, as the lowering takes the conv scratch for its rows.
+fn with_packed_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = PACKED_T.take();
+    crate::scratch::grow(&mut buf, len);
+    let r = f(&mut buf[..len]);
+    crate::scratch::trim(&mut buf);
+    PACKED_T.set(buf);
+    r
+}
+
+/// The block's lowered matrix transposed, straight in the GEMM's packed-B layout: op(B) =
+/// col^T (`cols x kg`, the weight gradient's right operand), panel q holding lowered rows
+/// `16q..16q+16` as columns. Each panel's rows are lowered into `rows` (16 x cols floats, stays
+/// in L1 for a block of 256 positions) and transposed from there: the lowered matrix never
+/// goes to memory whole, where the GEMM would have to read it back across rows to pack it.
+/// Only `panels` are written, from the start of `dst`. `par` deals them out over the pool (each
+/// thread with a row buffer of its own).
+fn im2col_packed_t(
+    p: &Conv2dParams,
+    g: &Geom,
+    src: &BlockSrc<'_>,
+    panels: Range<usize>,
+    dst: &mut [f32],
+    par: bool,
+) {
+    let cols = src.cols();
+    let (first, panels) = (panels.start, panels.len());
+    assert!(
+        dst.len() >= panels * cols * NR,
+        "im2col: packed transposed block too short"
+    );
+    let taps = p.kernel_h * p.kernel_w;
+    let panel = |q: usize, d: &mut [f32], rows: &mut [f32]| {
+        let r0 = (first + q) * NR;
+        let nr = NR.min(g.kg - r0);
+        for (i, row) in rows.chunks_exact_mut(cols).take(nr).enumerate() {
+            let r = r0 + i;
+            let (icg, ky, kx) = (r / taps, (r % taps) / p.kernel_w, r % p.kernel_w);
+            src.lower_row(p, g, (icg, ky, kx), row);
+        }
+        gemm::pack_b_panel_trans(d, rows, cols, cols, nr);
+    };
+    if par && panels > 1 {
+        let out = SharedMut(dst.as_mut_ptr());
+        (0..panels).into_par_iter().for_each(|q| {
+            with_scratch(NR * cols, |rows| {
+                // SAFETY: panel q is dst[q * cols * NR..][..cols * NR], inside dst (asserted
+                // above) and written by this task alone.
+                let d = unsafe { std::slice::from_raw_parts_mut(out.at(q * cols * NR), cols * NR) };
+                panel(q, d, rows);
+            });
+        });
+    } else {
+        with_scratch(NR * cols, |rows| {
+            for (q, d) in dst.chunks_exact_mut(cols * NR).take(panels).enumerate() {
+                panel(q, d, rows);
+            }
+        });
+    }
+}
+
+/// `dw (cog x kg, ldc kg) = beta * dw + dy * col^T` for one block: `dy` (cog x cols) packed once,
+/// the block's lowered columns in chunks of panels (about [`COL_BUDGET`] floats, so a chunk is
+/// still in L2 when the GEMM reads it), each chunk's product written as it is lowered. The
+/// chunks split only C's columns: every sum runs over the same positions in the same passes
+/// as one GEMM over all of them, so the bits do not depend on the chunking.
+fn lowered_product(
+    p: &Conv2dParams,
+    g: &Geom,
+    src: &BlockSrc<'_>,
+    dy: Mat<'_>,
+    beta: f32,
+    dwg: &mut [f32],
+    par: bool,
+) {
+    let cols = src.cols();
+    let panels = g.kg.div_ceil(NR);
+    let per = (COL_BUDGET / (cols * NR)).clamp(1, panels);
+    let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
+    a.repack(false, g.cog, cols, dy.data, dy.ld, par);
+    with_packed_t(per * cols * NR, |col| {
+        for q0 in (0..panels).step_by(per) {
+            let q1 = (q0 + per).min(panels);
+            im2col_packed_t(p, g, src, q0..q1, col, par);
+            let n = (q1 * NR).min(g.kg) - q0 * NR;
+            let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(col));
+            let c = &mut dwg[q0 * NR..];
+            gemm::gemm(g.cog, n, cols, 1.0, lhs, rhs, beta, c, g.kg, par);
+        }
+    });
+    // Kept for the next block unless huge, as the scratch buffers are.
+    if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
+        PACKED_DY.set(Some(a));
+    }
 }
 
 /// dx[icg] += the lowered gradient rows of channel icg for positions j0..j0+nb (the adjoint of
@@ -717,20 +815,15 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
                         gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
                         continue;
                     }
-                    with_scratch(g.kg * nb, |col| {
-                        im2col_block(p, &g, &src, col);
-                        let rhs = Mat::new(col, nb, true);
-                        gemm::gemm(g.cog, g.kg, nb, 1.0, lhs, rhs, beta, dwg, g.kg, par);
-                    });
+                    lowered_product(p, &g, &src, Mat::new(dy, g.ohw, false), beta, dwg, par);
                 } else {
-                    with_scratch(g.kg * cols + g.cog * cols, |buf| {
-                        let (col, dyg) = buf.split_at_mut(g.kg * cols);
-                        im2col_block(p, &g, &src, col);
-                        gather_grad_out(&g, grad_out, p.out_channels, &src, dyg);
-                        let lhs = Lhs::Raw(Mat::new(dyg, cols, false));
-                        let rhs = Mat::new(col, cols, true);
-                        gemm::gemm(g.cog, g.kg, cols, 1.0, lhs, rhs, beta, dwg, g.kg, par);
-                    });
+                    let mut dyg = DY_BLOCK.take();
+                    crate::scratch::grow(&mut dyg, g.cog * cols);
+                    gather_grad_out(&g, grad_out, p.out_channels, &src, &mut dyg);
+                    let dy = Mat::new(&dyg[..g.cog * cols], cols, false);
+                    lowered_product(p, &g, &src, dy, beta, dwg, par);
+                    crate::scratch::trim(&mut dyg);
+                    DY_BLOCK.set(dyg);
                 }
             }
         }
