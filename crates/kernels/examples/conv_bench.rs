@@ -1,5 +1,6 @@
 //! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
-//! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [sweep]`.
+//! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [mode] [filter]`
+//! (mode: sweep, losers, zoo, stride1, fused, wino; filter: keep the layers whose name contains it).
 //! `losers` runs the zoo layers that lost to PyTorch at batch 8 instead.
 //! `fused` times the inference forward with a full epilogue (scale, shift, residual, ReLU) on
 //! the `wino` layers, each algo fused and, as "+pass", plain then a separate epilogue pass.
@@ -97,6 +98,8 @@ fn main() {
         })
         .unwrap_or_else(|| vec![ConvAlgo::Direct, ConvAlgo::Fft]);
     let mode = args.next();
+    // An optional fourth argument keeps only the layers whose name contains it.
+    let only = args.next();
     let sweep = mode.as_deref() == Some("sweep");
     let fused = mode.as_deref() == Some("fused");
     let wino = fused || mode.as_deref() == Some("wino");
@@ -176,6 +179,40 @@ fn main() {
             layers.push((name, layer(8, c, hw, oc, k, s, pad, 1)));
         }
     }
+    if mode.as_deref() == Some("stride1") {
+        // The zoo's stride-1 convs with a kernel larger than 1x1 at batch 8, over the range
+        // of in/out channel ratios: where the input gradient runs as a forward conv.
+        layers.clear();
+        for (c, hw, oc, k) in [
+            (128, 56, 32, 3),
+            (128, 28, 32, 3),
+            (128, 14, 32, 3),
+            (128, 7, 32, 3),
+            (96, 28, 128, 3),
+            (128, 28, 192, 3),
+            (96, 14, 208, 3),
+            (144, 14, 288, 3),
+            (160, 7, 320, 3),
+            (192, 7, 384, 3),
+            (16, 28, 32, 5),
+            (32, 28, 96, 5),
+            (24, 14, 64, 5),
+            (48, 7, 128, 5),
+            (64, 27, 192, 5),
+            (192, 13, 384, 3),
+            (384, 13, 256, 3),
+            (256, 13, 256, 3),
+            (3, 224, 64, 3),
+            (64, 112, 128, 3),
+            (256, 28, 512, 3),
+            (512, 14, 512, 3),
+            (512, 7, 512, 3),
+            (64, 56, 64, 3),
+        ] {
+            let name = format!("{k}x{k} {c}->{oc} @{hw}");
+            layers.push((name, layer(8, c, hw, oc, k, 1, k / 2, 1)));
+        }
+    }
     if mode.as_deref() == Some("zoo") {
         layers = vec![
             (
@@ -222,6 +259,9 @@ fn main() {
                 }
             }
         }
+    }
+    if let Some(o) = &only {
+        layers.retain(|(name, _)| name.contains(o.as_str()));
     }
     println!(
         "{threads} threads, simd {}; GFLOP/s by wall time / by CPU time per thread",

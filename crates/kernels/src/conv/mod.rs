@@ -617,6 +617,54 @@ pub fn conv2d_backward_weight(
     })
 }
 
+/// The input gradient of a stride-1 conv as a forward conv: `grad_input = conv(grad_out, w')`
+/// with the weights rotated 180 degrees and in/out channels swapped per group
+/// ([`rotate_for_data`]), padded by `dilation * (k - 1) - pad` per side. `None` when the stride
+/// is not 1 or a pad exceeds `dilation * (k - 1)` (the gradient would need negative padding).
+pub(crate) fn data_as_forward(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Option<Conv2dParams> {
+    if p.stride_h != 1 || p.stride_w != 1 {
+        return None;
+    }
+    let (reach_h, reach_w) = (
+        p.dilation_h * (p.kernel_h - 1),
+        p.dilation_w * (p.kernel_w - 1),
+    );
+    let q = Conv2dParams {
+        in_channels: p.out_channels,
+        in_h: oh,
+        in_w: ow,
+        out_channels: p.in_channels,
+        pad_top: reach_h.checked_sub(p.pad_top)?,
+        pad_bottom: reach_h.checked_sub(p.pad_bottom)?,
+        pad_left: reach_w.checked_sub(p.pad_left)?,
+        pad_right: reach_w.checked_sub(p.pad_right)?,
+        ..*p
+    };
+    (q.validate() == Ok((p.in_h, p.in_w))).then_some(q)
+}
+
+/// The weights of [`data_as_forward`]'s conv, `(C_in, C_out / groups, kH, kW)`:
+/// `w'[gi * cig + i][o] = rot180(w[gi * cog + o][i])`.
+pub(crate) fn rotate_for_data(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (cig, cog) = (p.in_per_group(), p.out_per_group());
+    let taps = p.kernel_h * p.kernel_w;
+    let mut rotated = scratch::zeroed::<f32>(weight.len());
+    rotated
+        .par_chunks_mut(cog * taps)
+        .enumerate()
+        .for_each(|(ic, dst)| {
+            let (gi, i) = (ic / cig, ic % cig);
+            for (o, d) in dst.chunks_exact_mut(taps).enumerate() {
+                let s = &weight[((gi * cog + o) * cig + i) * taps..][..taps];
+                for (k, dv) in d.iter_mut().enumerate() {
+                    *dv = s[taps - 1 - k];
+                }
+            }
+        });
+    rotated
+}
+
 /// First and one-past-last output position `o` along an axis whose input position
 /// `o * stride + off - pad` is inside `0..in_len` (`off` is the tap's offset, kernel index times
 /// dilation): the taps that read real input rather than padding.

@@ -742,35 +742,9 @@ pub fn forward(mut f: Forward<'_>, epilogue: &Epilogue<'_>) {
 /// Winograd does not apply or a pad exceeds 2 (the gradient would need negative padding).
 pub fn backward_data(b: BackwardData<'_>) {
     let (p, out_hw, grad_out, weight, grad_input) = b.parts();
-    let pads = [p.pad_top, p.pad_bottom, p.pad_left, p.pad_right];
-    if applies(p) && pads.iter().all(|&x| x <= 2) {
-        let q = Conv2dParams {
-            in_channels: p.out_channels,
-            in_h: out_hw.0,
-            in_w: out_hw.1,
-            out_channels: p.in_channels,
-            pad_top: 2 - p.pad_top,
-            pad_bottom: 2 - p.pad_bottom,
-            pad_left: 2 - p.pad_left,
-            pad_right: 2 - p.pad_right,
-            ..*p
-        };
-        if q.validate() == Ok((p.in_h, p.in_w)) {
-            let (cig, cog) = (p.in_per_group(), p.out_per_group());
-            // q's weight, (C_in, cog, 3, 3): w'[gi * cig + i][o] = rot180(w[gi * cog + o][i]).
-            let mut rotated = crate::scratch::zeroed::<f32>(weight.len());
-            rotated
-                .par_chunks_mut(cog * 9)
-                .enumerate()
-                .for_each(|(ic, dst)| {
-                    let (gi, i) = (ic / cig, ic % cig);
-                    for (o, d) in dst.chunks_exact_mut(9).enumerate() {
-                        let s = &weight[((gi * cog + o) * cig + i) * 9..][..9];
-                        for (k, dv) in d.iter_mut().enumerate() {
-                            *dv = s[8 - k];
-                        }
-                    }
-                });
+    if applies(p) {
+        if let Some(q) = super::data_as_forward(p, out_hw) {
+            let rotated = super::rotate_for_data(p, weight);
             let f = Forward::new(&q, (p.in_h, p.in_w), grad_out, &rotated, &mut *grad_input);
             if forward_impl(f, &Epilogue::default()) {
                 return;

@@ -229,6 +229,21 @@ pub fn cases() -> Vec<Case> {
             "im2col wide late layer",
             params((1, 96, 7, 7), (130, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
         ),
+        // im2col's input gradient as a forward conv (stride 1, 16+ input channels per group):
+        // groups with dilation and uneven pads, a non-square kernel, and pads past the
+        // kernel's reach (which need col2im).
+        c(
+            "data as forward g2 dil2 uneven pad",
+            params((2, 32, 9, 11), (12, 3, 3), (1, 1), (2, 1, 0, 4), (2, 2), 2),
+        ),
+        c(
+            "data as forward 5x3 uneven pad",
+            params((2, 17, 8, 10), (6, 5, 3), (1, 1), (0, 4, 2, 1), (1, 1), 1),
+        ),
+        c(
+            "data pad past reach",
+            params((1, 16, 6, 6), (5, 3, 3), (1, 1), (3, 3, 3, 3), (1, 1), 1),
+        ),
         // direct: several row ranges per task split, remainder channel blocks (channels not a
         // multiple of the 4- and 3-channel register blocks), column tails of every length.
         c(
