@@ -811,6 +811,20 @@ fn is_pointwise(p: &Conv2dParams) -> bool {
 
 pub fn backward_weight(b: BackwardWeight<'_>) {
     let (p, out_hw, input, grad_out, (grad_weight, grad_bias)) = b.parts();
+    if let Some(s) = WeightShifted::new(p, out_hw) {
+        let accumulate = |dw: &mut [f32], units: Range<usize>, par: bool| {
+            for (i, u) in units.enumerate() {
+                let beta = if i == 0 { 0.0 } else { 1.0 };
+                s.unit(p, input, grad_out, u, beta, dw, par);
+            }
+        };
+        let par = gemm::want_parallel(s.cog, s.kg, s.items * s.rows * s.wp);
+        sum_units(s.item_groups * s.blocks, grad_weight, accumulate, par);
+        if let Some(gb) = grad_bias {
+            bias_grad(p, out_hw.0 * out_hw.1, grad_out, gb);
+        }
+        return;
+    }
     let g = Geom::new(p, out_hw, MIN_BLOCK_WEIGHT, true);
     // dW_g = sum over blocks of dY_g[:, block] * col_block^T; `units` indexes the (item group,
     // position block) pairs, the first of a range overwrites `dw`, the rest accumulate.
@@ -844,41 +858,219 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
             }
         }
     };
-    let units = g.item_groups * g.blocks;
-    let wlen = grad_weight.len();
-    let threads = rayon::current_num_threads();
-    if enough_tasks(units) {
-        // Contiguous ranges of units per thread; the first writes grad_weight directly, the
-        // others private partial sums added at the end.
-        let ranges: Vec<Range<usize>> = (0..threads)
-            .map(|t| units * t / threads..units * (t + 1) / threads)
-            .collect();
-        let partials: Vec<Vec<f32>> = rayon::join(
-            || accumulate(grad_weight, ranges[0].clone(), false),
-            || {
-                ranges[1..]
-                    .par_iter()
-                    .map(|r| {
-                        let mut dw = crate::scratch::zeroed::<f32>(wlen);
-                        accumulate(&mut dw, r.clone(), false);
-                        dw
-                    })
-                    .collect()
-            },
-        )
-        .1;
-        for part in &partials {
-            grad_weight
-                .par_chunks_mut(4096)
-                .zip(part.par_chunks(4096))
-                .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
-        }
-    } else {
-        let par = gemm::want_parallel(g.cog, g.kg, g.items * g.nb);
-        accumulate(grad_weight, 0..units, par);
-    }
+    let par = gemm::want_parallel(g.cog, g.kg, g.items * g.nb);
+    sum_units(g.item_groups * g.blocks, grad_weight, accumulate, par);
     if let Some(gb) = grad_bias {
         bias_grad(p, g.ohw, grad_out, gb);
+    }
+}
+
+/// Runs `accumulate(dw, units, par)` over `0..units` into `grad_weight`: with enough units,
+/// contiguous ranges per thread, the first writing grad_weight directly and the others private
+/// partial sums added at the end (each with single-threaded GEMMs); otherwise all in turn with
+/// `par` (GEMMs on the pool).
+fn sum_units(
+    units: usize,
+    grad_weight: &mut [f32],
+    accumulate: impl Fn(&mut [f32], Range<usize>, bool) + Sync,
+    par: bool,
+) {
+    let wlen = grad_weight.len();
+    let threads = rayon::current_num_threads();
+    if !enough_tasks(units) {
+        accumulate(grad_weight, 0..units, par);
+        return;
+    }
+    let ranges: Vec<Range<usize>> = (0..threads)
+        .map(|t| units * t / threads..units * (t + 1) / threads)
+        .collect();
+    let partials: Vec<Vec<f32>> = rayon::join(
+        || accumulate(grad_weight, ranges[0].clone(), false),
+        || {
+            ranges[1..]
+                .par_iter()
+                .map(|r| {
+                    let mut dw = crate::scratch::zeroed::<f32>(wlen);
+                    accumulate(&mut dw, r.clone(), false);
+                    dw
+                })
+                .collect()
+        },
+    )
+    .1;
+    for part in &partials {
+        grad_weight
+            .par_chunks_mut(4096)
+            .zip(part.par_chunks(4096))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+    }
+}
+
+/// The weight gradient at stride 1 and dilation 1 over the padded width, as
+/// [`forward_shifted`] runs the forward: a block's input rows copied once into zero-padded
+/// planes `Wp = pad_left + W + pad_right` wide, grad_out widened to `Wp` columns per row with
+/// zeros in the `kW - 1` extra ones, so lowered row `(c, ky, kx)` is the padded plane of `c`
+/// shifted by `ky * Wp + kx`: the GEMM's packed panels are transposed straight from the
+/// planes, with no per-run lowering (on 14x14 maps that lowering cost twice the GEMM). The
+/// extra columns multiply zeros: `Wp / W_out - 1` more work (1/7 at 14x14 with pad 1).
+/// Blocks are `rows` output rows of `items` whole items, about [`MIN_BLOCK_WEIGHT`] positions.
+#[derive(Clone, Copy)]
+struct WeightShifted {
+    wp: usize,
+    oh: usize,
+    ow: usize,
+    cig: usize,
+    cog: usize,
+    kg: usize,
+    rows: usize,
+    blocks: usize,
+    items: usize,
+    item_groups: usize,
+}
+
+impl WeightShifted {
+    fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Option<WeightShifted> {
+        let unit = p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1;
+        let wp = p.in_w + p.pad_left + p.pad_right;
+        let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
+        // With more than 64 output channels per group, the GEMM is long enough that the
+        // lowering is a small part of the work and the throwaway columns cost more than it
+        // (conv_bench stride1, batch 8: 3x3 256->512 @28 441 -> 390 GFLOP/s, 512->512 @14 430
+        // -> 365; against 128->32 @14 176 -> 287, @28 230 -> 312, 64->64 @56 325 -> 351). Past
+        // an eighth of throwaway columns (7x7 maps, kernels wider than a sixth of the row), the
+        // per-run lowering stays too.
+        if !unit
+            || p.kernel_h * p.kernel_w == 1
+            || p.out_per_group() > 64
+            || (p.kernel_w - 1) * 8 > wp
+        {
+            return None;
+        }
+        let per_item = oh * wp;
+        let (rows, items) = if per_item >= MIN_BLOCK_WEIGHT {
+            (MIN_BLOCK_WEIGHT.div_ceil(wp).min(oh), 1)
+        } else {
+            let threads = rayon::current_num_threads();
+            let items = MIN_BLOCK_WEIGHT
+                .div_ceil(per_item)
+                .min(p.batch.div_ceil(threads))
+                .max(1);
+            (oh, items)
+        };
+        let planes = p.in_per_group() * items * ((rows + p.kernel_h - 1) * wp + p.kernel_w);
+        if planes > MAX_SCRATCH || kg.checked_mul(NR).is_none_or(|v| v > MAX_SCRATCH) {
+            return None;
+        }
+        Some(WeightShifted {
+            wp,
+            oh,
+            ow,
+            cig: p.in_per_group(),
+            cog: p.out_per_group(),
+            kg,
+            rows,
+            blocks: oh.div_ceil(rows),
+            items,
+            item_groups: p.batch.div_ceil(items),
+        })
+    }
+
+    /// `dw = beta * dw + this unit's share`, for every group; unit `u` is (item group, row
+    /// block).
+    #[allow(clippy::too_many_arguments)]
+    fn unit(
+        &self,
+        p: &Conv2dParams,
+        input: &[f32],
+        grad_out: &[f32],
+        u: usize,
+        beta: f32,
+        dw: &mut [f32],
+        par: bool,
+    ) {
+        let (ig, b) = (u / self.blocks, u % self.blocks);
+        let n0 = ig * self.items;
+        let items = n0..(n0 + self.items).min(p.batch);
+        let oy0 = b * self.rows;
+        let nrows = self.rows.min(self.oh - oy0);
+        let (wp, kh, kw) = (self.wp, p.kernel_h, p.kernel_w);
+        // Positions per item (its K share) and the padded rows each plane needs.
+        let len = nrows * wp;
+        let cols = items.len() * len;
+        let span = (nrows + kh - 1) * wp + kw;
+        let (in_plane, ohw) = (p.in_h * p.in_w, self.oh * self.ow);
+        let taps = kh * kw;
+        let panels = self.kg.div_ceil(NR);
+        let per = (COL_BUDGET / (cols * NR)).clamp(1, panels);
+        for (gi, dwg) in dw.chunks_exact_mut(self.cog * self.kg).enumerate() {
+            with_scratch(items.len() * self.cig * span + self.cog * cols, |buf| {
+                let (xp, dyw) = buf.split_at_mut(items.len() * self.cig * span);
+                for (t, n) in items.clone().enumerate() {
+                    let x = &input[(n * p.in_channels + gi * self.cig) * in_plane..];
+                    let planes = xp[t * self.cig * span..].chunks_exact_mut(span);
+                    for (plane, dst) in x.chunks_exact(in_plane).zip(planes) {
+                        dst.fill(0.0);
+                        for r in 0..nrows + kh - 1 {
+                            let py = oy0 + r;
+                            if py >= p.pad_top && py - p.pad_top < p.in_h {
+                                let iy = py - p.pad_top;
+                                dst[r * wp + p.pad_left..][..p.in_w]
+                                    .copy_from_slice(&plane[iy * p.in_w..][..p.in_w]);
+                            }
+                        }
+                    }
+                }
+                dyw.fill(0.0);
+                for r in 0..self.cog {
+                    let oc = gi * self.cog + r;
+                    for (t, n) in items.clone().enumerate() {
+                        let dy = &grad_out[(n * p.out_channels + oc) * ohw + oy0 * self.ow..];
+                        for y in 0..nrows {
+                            dyw[r * cols + t * len + y * wp..][..self.ow]
+                                .copy_from_slice(&dy[y * self.ow..][..self.ow]);
+                        }
+                    }
+                }
+                let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
+                a.repack(false, self.cog, cols, dyw, cols, par);
+                let xp = &*xp;
+                with_packed_t(per * cols * NR, |col| {
+                    for q0 in (0..panels).step_by(per) {
+                        let q1 = (q0 + per).min(panels);
+                        let pack = |q: usize, d: &mut [f32]| {
+                            let r0 = q * NR;
+                            let nr = NR.min(self.kg - r0);
+                            for t in 0..items.len() {
+                                let rows: [&[f32]; NR] = std::array::from_fn(|j| {
+                                    let r = r0 + j.min(nr - 1);
+                                    let (c, ky, kx) = (r / taps, (r % taps) / kw, r % kw);
+                                    &xp[(t * self.cig + c) * span + ky * wp + kx..][..len]
+                                });
+                                gemm::pack_b_panel_rows(&mut d[t * len * NR..], &rows[..nr], len);
+                            }
+                        };
+                        let chunk = &mut col[..(q1 - q0) * cols * NR];
+                        if par {
+                            chunk
+                                .par_chunks_mut(cols * NR)
+                                .enumerate()
+                                .for_each(|(i, d)| pack(q0 + i, d));
+                        } else {
+                            for (i, d) in chunk.chunks_mut(cols * NR).enumerate() {
+                                pack(q0 + i, d);
+                            }
+                        }
+                        let n = (q1 * NR).min(self.kg) - q0 * NR;
+                        let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(chunk));
+                        let c = &mut dwg[q0 * NR..];
+                        gemm::gemm(self.cog, n, cols, 1.0, lhs, rhs, beta, c, self.kg, par);
+                    }
+                });
+                if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
+                    PACKED_DY.set(Some(a));
+                }
+            });
+        }
     }
 }
 

@@ -27,8 +27,8 @@ mod pack;
 
 use gemv::*;
 use kernel::*;
-pub(crate) use pack::copy_panel_row;
 use pack::*;
+pub(crate) use pack::{copy_panel_row, pack_b_panel_rows};
 
 /// Rows of the register tile.
 pub(crate) const MR: usize = 6;

@@ -108,9 +108,13 @@ pub(super) fn pack_b(dst: &mut [f32], b: Mat<'_>, p0: usize, kc: usize, j0: usiz
                 avx2 => {
                     // Bounds of all sixteen source rows, checked once for the raw loads.
                     let _ = &b.data[(j + NR - 1) * b.ld + p0..][..kc];
+                    let src = b.data[j * b.ld + p0..].as_ptr();
                     // SAFETY: the CPU has AVX2 (this arm); rows j..j+16 each hold kc floats
                     // from p0 (checked above, rows are ld >= kc apart); `d` holds kc * NR.
-                    unsafe { pack_b_trans_avx2(d, b.data.as_ptr().add(j * b.ld + p0), b.ld, kc) };
+                    unsafe {
+                        let rows = std::array::from_fn(|i| src.add(i * b.ld));
+                        pack_b_trans_avx2(d, &rows, kc)
+                    };
                     true
                 },
                 _ => false,
@@ -147,22 +151,56 @@ pub(crate) fn copy_panel_row(d: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Packs a full 16-column panel of a transposed B: dst[p][j] = src[j * ld + p], 8x8 blocks
+/// One panel of a packed op(B) from `rows.len() <= NR` rows of `k` floats that op(B)
+/// transposes: `dst[p][j] = rows[j][p]`, zero past the last row. The rows may lie anywhere
+/// (the weight gradient's shifted planes).
+pub(crate) fn pack_b_panel_rows(dst: &mut [f32], rows: &[&[f32]], k: usize) {
+    assert!(
+        rows.len() <= NR && dst.len() >= k * NR && rows.iter().all(|r| r.len() >= k),
+        "gemm: packed B panel or its rows too short"
+    );
+    let d = &mut dst[..k * NR];
+    let done = dispatch!(crate::simd::isa(),
+        avx2 => match <&[&[f32]; NR]>::try_from(rows) {
+            Ok(full) => {
+                let ptrs = full.map(|r| r.as_ptr());
+                // SAFETY: the CPU has AVX2 (this arm); every row holds k floats and `d` k * NR
+                // (asserted above).
+                unsafe { pack_b_trans_avx2(d, &ptrs, k) };
+                true
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    );
+    if done {
+        return;
+    }
+    if rows.len() < NR {
+        d.fill(0.0);
+    }
+    for (j, row) in rows.iter().enumerate() {
+        for (dv, &v) in d[j..].iter_mut().step_by(NR).zip(&row[..k]) {
+            *dv = v;
+        }
+    }
+}
+
+/// Packs a full 16-column panel of a transposed B: dst[p][j] = rows[j][p], 8x8 blocks
 /// transposed in registers (eight loads, 24 shuffles, eight stores per 64 floats).
 ///
 /// # Safety
-/// CPU has AVX2; rows `src + j * ld` for j in 0..16 hold `kc` readable floats; `dst` holds
-/// `kc * 16`.
+/// CPU has AVX2; each of the 16 `rows` holds `kc` readable floats; `dst` holds `kc * 16`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn pack_b_trans_avx2(dst: &mut [f32], src: *const f32, ld: usize, kc: usize) {
+pub(super) unsafe fn pack_b_trans_avx2(dst: &mut [f32], rows: &[*const f32; NR], kc: usize) {
     use std::arch::x86_64::*;
     debug_assert!(dst.len() >= kc * NR);
     let d = dst.as_mut_ptr();
     let mut p = 0;
     while p + 8 <= kc {
         for half in 0..2 {
-            let row = |i: usize| _mm256_loadu_ps(src.add((half * 8 + i) * ld + p));
+            let row = |i: usize| _mm256_loadu_ps(rows[half * 8 + i].add(p));
             let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
             let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
             let t0 = _mm256_unpacklo_ps(r0, r1);
@@ -198,8 +236,8 @@ pub(super) unsafe fn pack_b_trans_avx2(dst: &mut [f32], src: *const f32, ld: usi
         p += 8;
     }
     for p in p..kc {
-        for j in 0..NR {
-            *d.add(p * NR + j) = *src.add(j * ld + p);
+        for (j, row) in rows.iter().enumerate() {
+            *d.add(p * NR + j) = *row.add(p);
         }
     }
 }
