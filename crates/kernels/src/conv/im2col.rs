@@ -937,12 +937,13 @@ impl WeightShifted {
         // lowering is a small part of the work and the throwaway columns cost more than it
         // (conv_bench stride1, batch 8: 3x3 256->512 @28 441 -> 390 GFLOP/s, 512->512 @14 430
         // -> 365; against 128->32 @14 176 -> 287, @28 230 -> 312, 64->64 @56 325 -> 351). Past
-        // an eighth of throwaway columns (7x7 maps, kernels wider than a sixth of the row), the
-        // per-run lowering stays too.
+        // a quarter of throwaway columns (kernels wider than a third of the row: 5x5 on 7x7
+        // maps), the per-run lowering stays too; below that it costs more than they do (3x3
+        // 128->32 @7, 2 of 9 columns thrown away: 93 -> 120 GFLOP/s).
         if !unit
             || p.kernel_h * p.kernel_w == 1
             || p.out_per_group() > 64
-            || (p.kernel_w - 1) * 8 > wp
+            || (p.kernel_w - 1) * 4 > wp
         {
             return None;
         }
@@ -950,10 +951,13 @@ impl WeightShifted {
         let (rows, items) = if per_item >= MIN_BLOCK_WEIGHT {
             (MIN_BLOCK_WEIGHT.div_ceil(wp).min(oh), 1)
         } else {
+            // At least two units per thread where the batch allows, so they run on their own
+            // threads with private sums rather than in turn with tiny multithreaded GEMMs
+            // (128->32 @7 at batch 8: 120 -> 196 GFLOP/s).
             let threads = rayon::current_num_threads();
             let items = MIN_BLOCK_WEIGHT
                 .div_ceil(per_item)
-                .min(p.batch.div_ceil(threads))
+                .min(p.batch.div_ceil(2 * threads))
                 .max(1);
             (oh, items)
         };
