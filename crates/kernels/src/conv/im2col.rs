@@ -818,7 +818,7 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
                 s.unit(p, input, grad_out, u, beta, dw, par);
             }
         };
-        let par = gemm::want_parallel(s.cog, s.kg, s.items * s.rows * s.wp);
+        let par = gemm::want_parallel(s.cog, s.kg, s.items * s.rows * s.wq);
         sum_units(s.item_groups * s.blocks, grad_weight, accumulate, par);
         if let Some(gb) = grad_bias {
             bias_grad(p, out_hw.0 * out_hw.1, grad_out, gb);
@@ -906,17 +906,20 @@ fn sum_units(
     }
 }
 
-/// The weight gradient at stride 1 and dilation 1 over the padded width, as
-/// [`forward_shifted`] runs the forward: a block's input rows copied once into zero-padded
-/// planes `Wp = pad_left + W + pad_right` wide, grad_out widened to `Wp` columns per row with
-/// zeros in the `kW - 1` extra ones, so lowered row `(c, ky, kx)` is the padded plane of `c`
-/// shifted by `ky * Wp + kx`: the GEMM's packed panels are transposed straight from the
-/// planes, with no per-run lowering (on 14x14 maps that lowering cost twice the GEMM). The
-/// extra columns multiply zeros: `Wp / W_out - 1` more work (1/7 at 14x14 with pad 1).
-/// Blocks are `rows` output rows of `items` whole items, about [`MIN_BLOCK_WEIGHT`] positions.
+/// The weight gradient at dilation 1 over a widened output row, as [`forward_shifted`] runs
+/// the forward. A block's input rows are copied once, zero-padded, into `sh * sw` phase planes
+/// per channel (phase `(py, px)` holds padded pixel `(u * sh + py, v * sw + px)` at `(u, v)`,
+/// rows `Wq = ceil(Wp / sw)` wide, `Wp = pad_left + W + pad_right`), and grad_out is widened to
+/// `Wq` columns per row with zeros in the extra ones. Lowered row `(c, ky, kx)` is then phase
+/// plane `(ky % sh, kx % sw)` of `c` shifted by `(ky / sh) * Wq + kx / sw`: contiguous, so the
+/// GEMM's packed panels are transposed straight from the planes, with no per-run lowering (on
+/// 14x14 maps that lowering cost twice the GEMM; strided, it gathers one float at a time). The
+/// extra columns multiply zeros: `Wq / W_out - 1` more work (1/7 at 14x14 with a 3x3 kernel
+/// and pad 1, 1/28 at stride 2 on 56x56). Blocks are `rows` output rows of `items` whole
+/// items, about [`MIN_BLOCK_WEIGHT`] positions.
 #[derive(Clone, Copy)]
 struct WeightShifted {
-    wp: usize,
+    wq: usize,
     oh: usize,
     ow: usize,
     cig: usize,
@@ -930,26 +933,33 @@ struct WeightShifted {
 
 impl WeightShifted {
     fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Option<WeightShifted> {
-        let unit = p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1;
+        let (sh, sw) = (p.stride_h, p.stride_w);
         let wp = p.in_w + p.pad_left + p.pad_right;
+        let wq = wp.div_ceil(sw);
         let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
-        // With more than 64 output channels per group, the GEMM is long enough that the
-        // lowering is a small part of the work and the throwaway columns cost more than it
-        // (conv_bench stride1, batch 8: 3x3 256->512 @28 441 -> 390 GFLOP/s, 512->512 @14 430
-        // -> 365; against 128->32 @14 176 -> 287, @28 230 -> 312, 64->64 @56 325 -> 351). Past
+        let wide = p.out_per_group() > if sh * sw == 1 { 64 } else { 256 };
+        // At stride 1 with more than 64 output channels per group, the GEMM is long enough
+        // that the lowering is a small part of the work and the throwaway columns cost more
+        // than it (conv_bench stride1, batch 8: 3x3 256->512 @28 441 -> 390 GFLOP/s, 512->512
+        // @14 430 -> 365; against 128->32 @14 176 -> 287, @28 230 -> 312, 64->64 @56 325 ->
+        // 351). Strided, the lowering gathers one float at a time and costs more: the planes
+        // win up to 256 channels (losers, batch 8: 3x3 s2 64->128 @56 270 -> 307, 128->128
+        // @56 274 -> 307, 256->256 @28 341 -> 355, 7x7 s2 3->64 166 -> 217, 11x11 s4 3->64
+        // 201 -> 296; 512->512 @14 357 -> 337 stays with the lowering). Past
         // a quarter of throwaway columns (kernels wider than a third of the row: 5x5 on 7x7
         // maps), the per-run lowering stays too; below that it costs more than they do (3x3
         // 128->32 @7, 2 of 9 columns thrown away: 93 -> 120 GFLOP/s).
-        if !unit
+        if p.dilation_h != 1
+            || p.dilation_w != 1
             || p.kernel_h * p.kernel_w == 1
-            || p.out_per_group() > 64
-            || (p.kernel_w - 1) * 4 > wp
+            || wide
+            || (wq - ow) * 4 > wq
         {
             return None;
         }
-        let per_item = oh * wp;
+        let per_item = oh * wq;
         let (rows, items) = if per_item >= MIN_BLOCK_WEIGHT {
-            (MIN_BLOCK_WEIGHT.div_ceil(wp).min(oh), 1)
+            (MIN_BLOCK_WEIGHT.div_ceil(wq).min(oh), 1)
         } else {
             // At least two units per thread where the batch allows, so they run on their own
             // threads with private sums rather than in turn with tiny multithreaded GEMMs
@@ -961,12 +971,8 @@ impl WeightShifted {
                 .max(1);
             (oh, items)
         };
-        let planes = p.in_per_group() * items * ((rows + p.kernel_h - 1) * wp + p.kernel_w);
-        if planes > MAX_SCRATCH || kg.checked_mul(NR).is_none_or(|v| v > MAX_SCRATCH) {
-            return None;
-        }
-        Some(WeightShifted {
-            wp,
+        let s = WeightShifted {
+            wq,
             oh,
             ow,
             cig: p.in_per_group(),
@@ -976,7 +982,18 @@ impl WeightShifted {
             blocks: oh.div_ceil(rows),
             items,
             item_groups: p.batch.div_ceil(items),
-        })
+        };
+        let planes = p.in_per_group() * items * sh * sw * s.span(p, rows);
+        if planes > MAX_SCRATCH || kg.checked_mul(NR).is_none_or(|v| v > MAX_SCRATCH) {
+            return None;
+        }
+        Some(s)
+    }
+
+    /// Floats per phase plane of a block of `nrows` output rows: the rows its shifts reach,
+    /// and the last shift's overhang past them.
+    fn span(&self, p: &Conv2dParams, nrows: usize) -> usize {
+        (nrows + (p.kernel_h - 1) / p.stride_h) * self.wq + (p.kernel_w - 1) / p.stride_w + 1
     }
 
     /// `dw = beta * dw + this unit's share`, for every group; unit `u` is (item group, row
@@ -997,83 +1014,124 @@ impl WeightShifted {
         let items = n0..(n0 + self.items).min(p.batch);
         let oy0 = b * self.rows;
         let nrows = self.rows.min(self.oh - oy0);
-        let (wp, kh, kw) = (self.wp, p.kernel_h, p.kernel_w);
-        // Positions per item (its K share) and the padded rows each plane needs.
-        let len = nrows * wp;
+        let (wq, kh, kw, sh, sw) = (self.wq, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w);
+        // Positions per item (its K share), and each channel's phase planes.
+        let len = nrows * wq;
         let cols = items.len() * len;
-        let span = (nrows + kh - 1) * wp + kw;
+        let span = self.span(p, nrows);
+        let per_channel = sh * sw * span;
         let (in_plane, ohw) = (p.in_h * p.in_w, self.oh * self.ow);
         let taps = kh * kw;
         let panels = self.kg.div_ceil(NR);
         let per = (COL_BUDGET / (cols * NR)).clamp(1, panels);
         for (gi, dwg) in dw.chunks_exact_mut(self.cog * self.kg).enumerate() {
-            with_scratch(items.len() * self.cig * span + self.cog * cols, |buf| {
-                let (xp, dyw) = buf.split_at_mut(items.len() * self.cig * span);
-                for (t, n) in items.clone().enumerate() {
-                    let x = &input[(n * p.in_channels + gi * self.cig) * in_plane..];
-                    let planes = xp[t * self.cig * span..].chunks_exact_mut(span);
-                    for (plane, dst) in x.chunks_exact(in_plane).zip(planes) {
-                        dst.fill(0.0);
-                        for r in 0..nrows + kh - 1 {
-                            let py = oy0 + r;
-                            if py >= p.pad_top && py - p.pad_top < p.in_h {
-                                let iy = py - p.pad_top;
-                                dst[r * wp + p.pad_left..][..p.in_w]
-                                    .copy_from_slice(&plane[iy * p.in_w..][..p.in_w]);
-                            }
-                        }
-                    }
-                }
-                dyw.fill(0.0);
-                for r in 0..self.cog {
-                    let oc = gi * self.cog + r;
+            with_scratch(
+                items.len() * self.cig * per_channel + self.cog * cols,
+                |buf| {
+                    let (xp, dyw) = buf.split_at_mut(items.len() * self.cig * per_channel);
+                    xp.fill(0.0);
                     for (t, n) in items.clone().enumerate() {
-                        let dy = &grad_out[(n * p.out_channels + oc) * ohw + oy0 * self.ow..];
-                        for y in 0..nrows {
-                            dyw[r * cols + t * len + y * wp..][..self.ow]
-                                .copy_from_slice(&dy[y * self.ow..][..self.ow]);
+                        let x = &input[(n * p.in_channels + gi * self.cig) * in_plane..];
+                        let chans = xp[t * self.cig * per_channel..].chunks_exact_mut(per_channel);
+                        for (plane, dst) in x.chunks_exact(in_plane).zip(chans) {
+                            self.fill_phases(p, plane, oy0, nrows, span, dst);
                         }
                     }
-                }
-                let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
-                a.repack(false, self.cog, cols, dyw, cols, par);
-                let xp = &*xp;
-                with_packed_t(per * cols * NR, |col| {
-                    for q0 in (0..panels).step_by(per) {
-                        let q1 = (q0 + per).min(panels);
-                        let pack = |q: usize, d: &mut [f32]| {
-                            let r0 = q * NR;
-                            let nr = NR.min(self.kg - r0);
-                            for t in 0..items.len() {
-                                let rows: [&[f32]; NR] = std::array::from_fn(|j| {
-                                    let r = r0 + j.min(nr - 1);
-                                    let (c, ky, kx) = (r / taps, (r % taps) / kw, r % kw);
-                                    &xp[(t * self.cig + c) * span + ky * wp + kx..][..len]
-                                });
-                                gemm::pack_b_panel_rows(&mut d[t * len * NR..], &rows[..nr], len);
-                            }
-                        };
-                        let chunk = &mut col[..(q1 - q0) * cols * NR];
-                        if par {
-                            chunk
-                                .par_chunks_mut(cols * NR)
-                                .enumerate()
-                                .for_each(|(i, d)| pack(q0 + i, d));
-                        } else {
-                            for (i, d) in chunk.chunks_mut(cols * NR).enumerate() {
-                                pack(q0 + i, d);
+                    dyw.fill(0.0);
+                    for r in 0..self.cog {
+                        let oc = gi * self.cog + r;
+                        for (t, n) in items.clone().enumerate() {
+                            let dy = &grad_out[(n * p.out_channels + oc) * ohw + oy0 * self.ow..];
+                            for y in 0..nrows {
+                                dyw[r * cols + t * len + y * wq..][..self.ow]
+                                    .copy_from_slice(&dy[y * self.ow..][..self.ow]);
                             }
                         }
-                        let n = (q1 * NR).min(self.kg) - q0 * NR;
-                        let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(chunk));
-                        let c = &mut dwg[q0 * NR..];
-                        gemm::gemm(self.cog, n, cols, 1.0, lhs, rhs, beta, c, self.kg, par);
                     }
-                });
-                if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
-                    PACKED_DY.set(Some(a));
+                    let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
+                    a.repack(false, self.cog, cols, dyw, cols, par);
+                    let xp = &*xp;
+                    // Where lowered row r of item t starts: its phase plane, shifted.
+                    let row = |t: usize, r: usize| {
+                        let (c, ky, kx) = (r / taps, (r % taps) / kw, r % kw);
+                        let phase = (ky % sh) * sw + kx % sw;
+                        let at = (t * self.cig + c) * per_channel + phase * span;
+                        &xp[at + (ky / sh) * wq + kx / sw..][..len]
+                    };
+                    with_packed_t(per * cols * NR, |col| {
+                        for q0 in (0..panels).step_by(per) {
+                            let q1 = (q0 + per).min(panels);
+                            let pack = |q: usize, d: &mut [f32]| {
+                                let r0 = q * NR;
+                                let nr = NR.min(self.kg - r0);
+                                for t in 0..items.len() {
+                                    let rows: [&[f32]; NR] =
+                                        std::array::from_fn(|j| row(t, r0 + j.min(nr - 1)));
+                                    gemm::pack_b_panel_rows(
+                                        &mut d[t * len * NR..],
+                                        &rows[..nr],
+                                        len,
+                                    );
+                                }
+                            };
+                            let chunk = &mut col[..(q1 - q0) * cols * NR];
+                            if par {
+                                chunk
+                                    .par_chunks_mut(cols * NR)
+                                    .enumerate()
+                                    .for_each(|(i, d)| pack(q0 + i, d));
+                            } else {
+                                for (i, d) in chunk.chunks_mut(cols * NR).enumerate() {
+                                    pack(q0 + i, d);
+                                }
+                            }
+                            let n = (q1 * NR).min(self.kg) - q0 * NR;
+                            let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(chunk));
+                            let c = &mut dwg[q0 * NR..];
+                            gemm::gemm(self.cog, n, cols, 1.0, lhs, rhs, beta, c, self.kg, par);
+                        }
+                    });
+                    if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
+                        PACKED_DY.set(Some(a));
+                    }
+                },
+            );
+        }
+    }
+
+    /// One channel's phase planes for output rows `oy0..oy0 + nrows` into `dst` (zeroed, `sh *
+    /// sw` planes of `span` floats): plane `(py, px)` at `(u, v)` holds the input at padded
+    /// `((oy0 + u) * sh + py, v * sw + px)`, zero in the padding.
+    fn fill_phases(
+        &self,
+        p: &Conv2dParams,
+        plane: &[f32],
+        oy0: usize,
+        nrows: usize,
+        span: usize,
+        dst: &mut [f32],
+    ) {
+        let (sh, sw) = (p.stride_h, p.stride_w);
+        let urows = nrows + (p.kernel_h - 1) / sh;
+        for (ph, d) in dst.chunks_exact_mut(span).enumerate() {
+            let (py, px) = (ph / sw, ph % sw);
+            // Columns v whose padded column v * sw + px holds input column v * sw + px - pl.
+            let (vlo, vhi) = valid_range(self.wq, p.in_w, sw, px, p.pad_left);
+            for u in 0..urows {
+                let y = (oy0 + u) * sh + py;
+                if y < p.pad_top || y - p.pad_top >= p.in_h || vlo >= vhi {
+                    continue;
                 }
-            });
+                let src = &plane[(y - p.pad_top) * p.in_w + vlo * sw + px - p.pad_left..];
+                let to = &mut d[u * self.wq + vlo..u * self.wq + vhi];
+                if sw == 1 {
+                    to.copy_from_slice(&src[..to.len()]);
+                } else {
+                    for (d, &v) in to.iter_mut().zip(src.iter().step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
         }
     }
 }
