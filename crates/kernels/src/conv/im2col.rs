@@ -937,12 +937,12 @@ impl WeightShifted {
         let wp = p.in_w + p.pad_left + p.pad_right;
         let wq = wp.div_ceil(sw);
         let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
-        let wide = p.out_per_group() > if sh * sw == 1 { 64 } else { 256 };
-        // At stride 1 with more than 64 output channels per group, the GEMM is long enough
+        let wide = p.out_per_group() > if sh * sw == 1 { 128 } else { 256 };
+        // At stride 1 with more than 128 output channels per group, the GEMM is long enough
         // that the lowering is a small part of the work and the throwaway columns cost more
         // than it (conv_bench stride1, batch 8: 3x3 256->512 @28 441 -> 390 GFLOP/s, 512->512
-        // @14 430 -> 365; against 128->32 @14 176 -> 287, @28 230 -> 312, 64->64 @56 325 ->
-        // 351). Strided, the lowering gathers one float at a time and costs more: the planes
+        // @14 430 -> 365, 256->256 @14 395 -> 385; against 128->32 @14 176 -> 287, @28 230 ->
+        // 312, 64->64 @56 325 -> 351, 128->128 @28 360 -> 383, 96->128 @28 345 -> 378). Strided, the lowering gathers one float at a time and costs more: the planes
         // win up to 256 channels (losers, batch 8: 3x3 s2 64->128 @56 270 -> 307, 128->128
         // @56 274 -> 307, 256->256 @28 341 -> 355, 7x7 s2 3->64 166 -> 217, 11x11 s4 3->64
         // 201 -> 296; 512->512 @14 357 -> 337 stays with the lowering). Past
