@@ -38,8 +38,29 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/**
+ * Fails unless `t` has every count and duration `timeIt` needs as a non-negative number and
+ * `maxReps` of at least 1: a row spec given on the command line (`--row`) with a field misnamed
+ * would otherwise time forever (`times.length >= undefined` is never true).
+ */
+export function checkTiming(t: Timing): void {
+  const need: (keyof Timing)[] = ['warmup', 'minReps', 'maxReps', 'minSeconds'];
+  for (const k of need) {
+    const v = t?.[k];
+    if (typeof v !== 'number' || !(v >= 0))
+      throw new Error(`timing.${k}: expected a number >= 0, got ${JSON.stringify(v)}`);
+  }
+  if (t.maxReps < 1) throw new Error(`timing.maxReps: expected at least 1, got ${t.maxReps}`);
+  for (const k of ['warmupSeconds', 'slowSeconds'] as const) {
+    const v = t[k];
+    if (v !== undefined && (typeof v !== 'number' || !(v >= 0)))
+      throw new Error(`timing.${k}: expected a number >= 0 or nothing, got ${JSON.stringify(v)}`);
+  }
+}
+
 /** Times `fn` (sync or async) per `t`; returns seconds per call. */
 export async function timeIt(fn: (timed: boolean) => unknown, t: Timing): Promise<Stat> {
+  checkTiming(t);
   let warmed = 0;
   for (let i = 0; i < t.warmup || warmed < (t.warmupSeconds ?? 0); i++) {
     const t0 = performance.now();

@@ -14,8 +14,8 @@
 //!
 //! Backward: `grad_input = col2im(W_g^T * grad_out)` (at stride 1, the forward conv of
 //! `grad_out` with the rotated weights instead), `grad_weight = sum over items of
-//! grad_out * col^T` (col lowered straight into the GEMM's packed panels), `grad_bias = sum of
-//! grad_out over items and positions`.
+//! grad_out * col^T` (col's panels transposed from zero-padded input planes, or from rows
+//! lowered in cache), `grad_bias = sum of grad_out over items and positions`.
 use super::par::{with_scratch, SharedMut};
 use super::{valid_range, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
@@ -347,7 +347,8 @@ fn im2col_packed_t(
             let (icg, ky, kx) = (r / taps, (r % taps) / p.kernel_w, r % p.kernel_w);
             src.lower_row(p, g, (icg, ky, kx), row);
         }
-        gemm::pack_b_panel_trans(d, rows, cols, cols, nr);
+        let lowered: [&[f32]; NR] = std::array::from_fn(|j| &rows[j.min(nr - 1) * cols..][..cols]);
+        gemm::pack_b_panel_rows(d, &lowered[..nr], cols);
     };
     if par && panels > 1 {
         let out = SharedMut(dst.as_mut_ptr());

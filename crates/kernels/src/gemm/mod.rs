@@ -389,17 +389,6 @@ pub(crate) fn pack_b_whole(b: Mat<'_>, k: usize, n: usize) -> Vec<f32> {
     dst
 }
 
-/// One panel of a packed op(B) ([`Rhs::Packed`]) from `nr <= NR` source rows that op(B)
-/// transposes: `dst[p][j] = rows[j * ld + p]` for `p < k`, zero past column `nr`. For producers
-/// that build B's columns as rows in cache (the weight gradient's lowered input).
-pub(crate) fn pack_b_panel_trans(dst: &mut [f32], rows: &[f32], ld: usize, k: usize, nr: usize) {
-    assert!(
-        nr <= NR && dst.len() >= k * NR,
-        "gemm: packed B panel too short"
-    );
-    pack_b(dst, Mat::new(rows, ld, true), 0, k, 0, nr);
-}
-
 /// Floats of a packed op(B) (`k x n`), [`Rhs::Packed`].
 pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
     round_up(n, NR) * k
