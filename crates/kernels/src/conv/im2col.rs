@@ -369,11 +369,54 @@ fn im2col_packed_t(
     }
 }
 
-/// `dw (cog x kg, ldc kg) = beta * dw + dy * col^T` for one block: `dy` (cog x cols) packed once,
-/// the block's lowered columns in chunks of panels (about [`COL_BUDGET`] floats, so a chunk is
-/// still in L2 when the GEMM reads it), each chunk's product written as it is lowered. The
-/// chunks split only C's columns: every sum runs over the same positions in the same passes
-/// as one GEMM over all of them, so the bits do not depend on the chunking.
+/// `dw (cog x kg, ldc kg) = beta * dw + dy * col^T` for one block of `cols` positions: `dy`
+/// (cog x cols) packed once, then the transposed lowered columns in chunks of panels (about
+/// [`COL_BUDGET`] floats, so a chunk is still in L2 when the GEMM reads it), `fill(panels,
+/// chunk)` writing panels `panels` of col^T (packed-B layout, `cols x 16` each) from the start
+/// of `chunk`, each chunk's product taken as soon as it is filled. The chunks split only C's
+/// columns: every sum runs over the same positions in the same passes as one GEMM over all of
+/// them, so the bits do not depend on the chunking.
+#[allow(clippy::too_many_arguments)]
+fn chunked_product(
+    (cog, kg, cols): (usize, usize, usize),
+    dy: Mat<'_>,
+    beta: f32,
+    dwg: &mut [f32],
+    par: bool,
+    fill: impl Fn(Range<usize>, &mut [f32]),
+) {
+    let panels = kg.div_ceil(NR);
+    let per = (COL_BUDGET / (cols * NR)).clamp(1, panels);
+    let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
+    a.repack(false, cog, cols, dy.data, dy.ld, par);
+    with_packed_t(per * cols * NR, |col| {
+        for q0 in (0..panels).step_by(per) {
+            let q1 = (q0 + per).min(panels);
+            let chunk = &mut col[..(q1 - q0) * cols * NR];
+            fill(q0..q1, chunk);
+            let n = (q1 * NR).min(kg) - q0 * NR;
+            let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(chunk));
+            gemm::gemm(
+                cog,
+                n,
+                cols,
+                1.0,
+                lhs,
+                rhs,
+                beta,
+                &mut dwg[q0 * NR..],
+                kg,
+                par,
+            );
+        }
+    });
+    // Kept for the next block unless huge, as the scratch buffers are.
+    if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
+        PACKED_DY.set(Some(a));
+    }
+}
+
+/// [`chunked_product`] with the block's columns lowered run by run ([`im2col_packed_t`]).
 fn lowered_product(
     p: &Conv2dParams,
     g: &Geom,
@@ -383,25 +426,14 @@ fn lowered_product(
     dwg: &mut [f32],
     par: bool,
 ) {
-    let cols = src.cols();
-    let panels = g.kg.div_ceil(NR);
-    let per = (COL_BUDGET / (cols * NR)).clamp(1, panels);
-    let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
-    a.repack(false, g.cog, cols, dy.data, dy.ld, par);
-    with_packed_t(per * cols * NR, |col| {
-        for q0 in (0..panels).step_by(per) {
-            let q1 = (q0 + per).min(panels);
-            im2col_packed_t(p, g, src, q0..q1, col, par);
-            let n = (q1 * NR).min(g.kg) - q0 * NR;
-            let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(col));
-            let c = &mut dwg[q0 * NR..];
-            gemm::gemm(g.cog, n, cols, 1.0, lhs, rhs, beta, c, g.kg, par);
-        }
-    });
-    // Kept for the next block unless huge, as the scratch buffers are.
-    if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
-        PACKED_DY.set(Some(a));
-    }
+    chunked_product(
+        (g.cog, g.kg, src.cols()),
+        dy,
+        beta,
+        dwg,
+        par,
+        |panels, chunk| im2col_packed_t(p, g, src, panels, chunk, par),
+    );
 }
 
 /// dx[icg] += the lowered gradient rows of channel icg for positions j0..j0+nb (the adjoint of
@@ -1023,8 +1055,6 @@ impl WeightShifted {
         let per_channel = sh * sw * span;
         let (in_plane, ohw) = (p.in_h * p.in_w, self.oh * self.ow);
         let taps = kh * kw;
-        let panels = self.kg.div_ceil(NR);
-        let per = (COL_BUDGET / (cols * NR)).clamp(1, panels);
         for (gi, dwg) in dw.chunks_exact_mut(self.cog * self.kg).enumerate() {
             with_scratch(
                 items.len() * self.cig * per_channel + self.cog * cols,
@@ -1049,8 +1079,6 @@ impl WeightShifted {
                             }
                         }
                     }
-                    let mut a = PACKED_DY.take().unwrap_or_else(PackedA::empty);
-                    a.repack(false, self.cog, cols, dyw, cols, par);
                     let xp = &*xp;
                     // Where lowered row r of item t starts: its phase plane, shifted.
                     let row = |t: usize, r: usize| {
@@ -1059,42 +1087,29 @@ impl WeightShifted {
                         let at = (t * self.cig + c) * per_channel + phase * span;
                         &xp[at + (ky / sh) * wq + kx / sw..][..len]
                     };
-                    with_packed_t(per * cols * NR, |col| {
-                        for q0 in (0..panels).step_by(per) {
-                            let q1 = (q0 + per).min(panels);
-                            let pack = |q: usize, d: &mut [f32]| {
-                                let r0 = q * NR;
-                                let nr = NR.min(self.kg - r0);
-                                for t in 0..items.len() {
-                                    let rows: [&[f32]; NR] =
-                                        std::array::from_fn(|j| row(t, r0 + j.min(nr - 1)));
-                                    gemm::pack_b_panel_rows(
-                                        &mut d[t * len * NR..],
-                                        &rows[..nr],
-                                        len,
-                                    );
-                                }
-                            };
-                            let chunk = &mut col[..(q1 - q0) * cols * NR];
-                            if par {
-                                chunk
-                                    .par_chunks_mut(cols * NR)
-                                    .enumerate()
-                                    .for_each(|(i, d)| pack(q0 + i, d));
-                            } else {
-                                for (i, d) in chunk.chunks_mut(cols * NR).enumerate() {
-                                    pack(q0 + i, d);
-                                }
+                    let pack = |q: usize, d: &mut [f32]| {
+                        let r0 = q * NR;
+                        let nr = NR.min(self.kg - r0);
+                        for t in 0..items.len() {
+                            let rows: [&[f32]; NR] =
+                                std::array::from_fn(|j| row(t, r0 + j.min(nr - 1)));
+                            gemm::pack_b_panel_rows(&mut d[t * len * NR..], &rows[..nr], len);
+                        }
+                    };
+                    let dy = Mat::new(dyw, cols, false);
+                    let shape = (self.cog, self.kg, cols);
+                    chunked_product(shape, dy, beta, dwg, par, |panels, chunk| {
+                        if par {
+                            chunk
+                                .par_chunks_mut(cols * NR)
+                                .enumerate()
+                                .for_each(|(i, d)| pack(panels.start + i, d));
+                        } else {
+                            for (i, d) in chunk.chunks_mut(cols * NR).enumerate() {
+                                pack(panels.start + i, d);
                             }
-                            let n = (q1 * NR).min(self.kg) - q0 * NR;
-                            let (lhs, rhs) = (Lhs::Packed(&a), Rhs::Packed(chunk));
-                            let c = &mut dwg[q0 * NR..];
-                            gemm::gemm(self.cog, n, cols, 1.0, lhs, rhs, beta, c, self.kg, par);
                         }
                     });
-                    if a.capacity() * 4 <= crate::scratch::RETAIN_BYTES {
-                        PACKED_DY.set(Some(a));
-                    }
                 },
             );
         }
