@@ -467,6 +467,40 @@ async function tfjs(): Promise<void> {
   }
 }
 
+/**
+ * Tuning caches: the choices the tuner made for a few small shapes of every pass (this CPU's
+ * name replaced by '@CPU@', which the target puts back), a header alone, and lines made on
+ * another CPU.
+ */
+async function tuneCache(): Promise<void> {
+  const { clearConvTuning, conv2d, info, setTuneCache, sum } = await import('../src/index.js');
+  const dir = corpus('tune-cache');
+  const work = mkdtempSync(join(tmpdir(), 'ferroconv-corpus-'));
+  try {
+    const file = join(work, 'tune.tsv');
+    clearConvTuning();
+    setTuneCache(file);
+    for (const [n, c, hw, oc, k] of [
+      [2, 16, 12, 16, 3],
+      [1, 8, 9, 4, 5],
+      [2, 4, 8, 4, 1],
+    ]) {
+      const x = new Tensor(new Float32Array(n * c * hw * hw).fill(0.5), [n, c, hw, hw]).requiresGrad_();
+      const w = new Tensor(new Float32Array(oc * c * k * k).fill(0.25), [oc, c, k, k]).requiresGrad_();
+      sum(conv2d(x, w, null, { padding: Math.floor(k / 2) })).backward();
+    }
+    setTuneCache(null);
+    clearConvTuning();
+    const text = readFileSync(file, 'utf8').split(info().cpu).join('@CPU@');
+    const lines = text.split('\n');
+    writeFileSync(join(dir, 'tuned.tsv'), text);
+    writeFileSync(join(dir, 'header.tsv'), `${lines[0]}\n`);
+    writeFileSync(join(dir, 'other-cpu.tsv'), text.split('@CPU@').join('Another CPU 9000'));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 const only = process.argv.slice(2);
 const want = (name: string): boolean => only.length === 0 || only.includes(name);
 if (want('safetensors')) await safetensors();
@@ -481,4 +515,5 @@ if (want('caffe')) await caffe();
 if (want('caffe-solver')) caffeSolver();
 if (want('keras')) keras();
 if (want('tfjs')) await tfjs();
+if (want('tune-cache')) await tuneCache();
 console.log(`seed corpus written to ${join(FUZZ_DIR, 'corpus')}`);

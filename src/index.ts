@@ -50,6 +50,14 @@ export interface Info {
   napi: string;
   arch: string;
   platform: string;
+  /** The CPU's name (its brand string on x86-64); tuning cache entries are kept per CPU. */
+  cpu: string;
+  /** Whether conv `algo: 'auto'` follows fixed rules (true) or is tuned per shape (false). */
+  deterministicAlgos: boolean;
+  /** The conv tuning cache file in use (`FERROCONV_TUNE_CACHE` or `setTuneCache`), if any. */
+  tuneCache: string | null;
+  /** Why `FERROCONV_TUNE_CACHE` could not be used, if it could not. */
+  tuneCacheError: string | null;
 }
 
 /** What ferroconv runs with on this machine. */
@@ -64,7 +72,62 @@ export function info(): Info {
     napi: process.versions.napi ?? 'unknown',
     arch: n.arch,
     platform: n.os,
+    cpu: n.cpu,
+    deterministicAlgos: n.deterministicAlgos,
+    tuneCache: n.tuneCache ?? null,
+    tuneCacheError: n.tuneCacheError ?? null,
   };
+}
+
+/** One conv shape and pass the autotuner timed, with what it chose. */
+export interface TunedConv {
+  inputShape: number[];
+  weightShape: number[];
+  stride: number[];
+  padding: number[];
+  dilation: number[];
+  groups: number;
+  /** 'forward', 'forward-prepared' (a compiled plan's), 'backward-data' or 'backward-weight'. */
+  pass: string;
+  threads: number;
+  simd: string;
+  /** The algorithm `auto` runs for this shape and pass. */
+  algo: string;
+  /** What the fixed rules pick (the deterministic choice). */
+  rule: string;
+  /** Each candidate's best time in milliseconds, by algorithm. */
+  ms: Record<string, number>;
+}
+
+/**
+ * Conv `algo: 'auto'` times the algorithms that could win a shape at its first use (per pass
+ * and thread count), keeps the fastest for the process and persists it when a tuning cache is
+ * set, as cuDNN's benchmark mode does. `setDeterministicAlgos(true)` (or
+ * `FERROCONV_DETERMINISTIC=1`) makes `auto` follow fixed per-shape rules instead, so the same
+ * shape always runs the same algorithm whatever the machine's timings.
+ */
+export function setDeterministicAlgos(on: boolean): void {
+  native.setDeterministicAlgos(on);
+}
+
+/** The autotuner's choices so far (this process's and those loaded from the cache file). */
+export function convTuning(): TunedConv[] {
+  return native.convTuning();
+}
+
+/** Forgets the autotuner's choices (the cache file is left as it is). */
+export function clearConvTuning(): void {
+  native.clearConvTuning();
+}
+
+/**
+ * Persists the autotuner's choices in `path` (created when missing; also set by
+ * `FERROCONV_TUNE_CACHE`): loads the choices it holds for this CPU and appends new ones, so the
+ * next process starts tuned. `null` stops persisting. Throws, changing nothing, when the file
+ * cannot be read or written or is too large; malformed lines are skipped and counted.
+ */
+export function setTuneCache(path: string | null): { loaded: number; skipped: number } {
+  return native.setTuneCache(path);
 }
 
 /** Resizes the kernel thread pool. */

@@ -28,6 +28,7 @@ const BUDGET: Record<string, number> = {
   keras: 25,
   checkpoint: 1500,
   quantized: 1500,
+  'tune-cache': 3000,
 };
 
 describe('fuzz (short pass)', () => {

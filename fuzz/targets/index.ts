@@ -15,6 +15,7 @@ export const TARGET_NAMES = [
   'tfjs',
   'keras',
   'quantized',
+  'tune-cache',
 ] as const;
 
 /** Creates a target; its temporary files go under workDir (default: /dev/shm or the OS temp folder). */
@@ -44,6 +45,8 @@ export async function createTarget(name: string, opts: { workDir?: string } = {}
       return (await import('./keras.js')).createTarget();
     case 'quantized':
       return (await import('./quantized.js')).createTarget();
+    case 'tune-cache':
+      return (await import('./tune-cache.js')).createTarget();
     default:
       throw new Error(`fuzz: unknown target '${name}' (expected ${TARGET_NAMES.join(', ')} or all)`);
   }

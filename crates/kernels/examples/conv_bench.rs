@@ -1,6 +1,6 @@
 //! Throughput of the conv2d algorithms on typical CNN layers, forward and both backwards:
 //! `cargo run -p ferroconv-kernels --release --example conv_bench [threads] [algo,...] [mode] [filter]`
-//! (mode: sweep, losers, zoo, stride1, fused, wino; filter: keep the layers whose name contains it).
+//! (mode: sweep, losers, pointwise, zoo, stride1, fused, wino; filter: keep the layers whose name contains it).
 //! `losers` runs the zoo layers that lost to PyTorch at batch 8 instead.
 //! `fused` times the inference forward with a full epilogue (scale, shift, residual, ReLU) on
 //! the `wino` layers, each algo fused and, as "+pass", plain then a separate epilogue pass.
@@ -219,6 +219,33 @@ fn main() {
         ] {
             let name = format!("{k}x{k} {c}->{oc} @{hw}");
             layers.push((name, layer(8, c, hw, oc, k, 1, k / 2, 1)));
+        }
+    }
+    if mode.as_deref() == Some("pointwise") {
+        // The zoo's 1x1 convs at batch 8 that lost to PyTorch, beside neighbours that did not.
+        layers.clear();
+        for (c, hw, oc, s) in [
+            (640, 14, 128, 1),
+            (608, 14, 128, 1),
+            (672, 14, 128, 1),
+            (528, 14, 128, 1),
+            (512, 14, 128, 1),
+            (416, 14, 128, 1),
+            (256, 14, 128, 1),
+            (160, 28, 128, 1),
+            (128, 28, 128, 1),
+            (736, 7, 128, 1),
+            (704, 7, 128, 1),
+            (544, 7, 128, 1),
+            (832, 7, 48, 1),
+            (512, 7, 2048, 1),
+            (2048, 7, 512, 1),
+            (64, 56, 64, 1),
+            (1024, 14, 2048, 2),
+            (512, 28, 1024, 2),
+        ] {
+            let name = format!("1x1 s{s} {c}->{oc} @{hw}");
+            layers.push((name, layer(8, c, hw, oc, 1, s, 0, 1)));
         }
     }
     if mode.as_deref() == Some("zoo") {

@@ -91,6 +91,44 @@ pub fn available() -> Vec<SimdLevel> {
     levels
 }
 
+/// This CPU's name (the x86 brand string; the architecture elsewhere), which the conv
+/// autotuner's cache files are kept per.
+pub fn cpu_name() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Leaves 0x80000002-4 hold the brand string where the maximum extended leaf reaches
+        // them (CPUID itself exists on every x86-64 CPU).
+        let brand = {
+            use std::arch::x86_64::__cpuid;
+            if __cpuid(0x8000_0000).eax >= 0x8000_0004 {
+                let mut bytes = Vec::with_capacity(48);
+                for leaf in 0x8000_0002u32..=0x8000_0004 {
+                    let r = __cpuid(leaf);
+                    for v in [r.eax, r.ebx, r.ecx, r.edx] {
+                        bytes.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            } else {
+                None
+            }
+        };
+        if let Some(b) = brand {
+            let name: String = b
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    format!("{} cpu", std::env::consts::ARCH)
+}
+
 /// The level kernels use now.
 pub fn level() -> SimdLevel {
     if let Some(lvl) = SimdLevel::from_u8(LEVEL.load(Ordering::Relaxed)) {

@@ -28,13 +28,16 @@ fn only_simd_rs_reads_the_cpu_or_the_level() {
         if path.ends_with("simd.rs") {
             continue;
         }
+        // The conv autotuner keys its choices by the level in use (a choice timed on one level
+        // does not hold on another); it never picks code by it.
+        let keys_by_level = path.ends_with("conv/tune.rs");
         for pattern in [
             "is_x86_feature_detected",
             "is_aarch64_feature_detected",
             "simd::level()",
             "SimdLevel::Avx2Fma =>",
         ] {
-            if text.contains(pattern) {
+            if text.contains(pattern) && !(keys_by_level && pattern == "simd::level()") {
                 offenders.push(format!("{path}: {pattern}"));
             }
         }

@@ -2,6 +2,7 @@
 //! the output buffer it owns; the kernel writes into that buffer in place (no copy).
 use crate::args::{kernel_err, size, sizes};
 use crate::runtime::{given, write_into, write_into_pair};
+use ferroconv_kernels::conv::tune::{self, TunedPass};
 use ferroconv_kernels::conv::{self, Conv2dParams, ConvAlgo, ConvPass};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
@@ -54,14 +55,119 @@ pub fn conv2d_output_size(args: Conv2dArgs) -> napi::Result<Vec<f64>> {
 pub fn conv2d_algorithms(args: Conv2dArgs) -> napi::Result<Vec<String>> {
     let (p, algo) = conv_params(&args)?;
     p.validate().map_err(kernel_err)?;
-    Ok([
+    [
         ConvPass::Forward,
         ConvPass::BackwardData,
         ConvPass::BackwardWeight,
     ]
     .iter()
-    .map(|&pass| algo.resolve_for(&p, pass).name().to_string())
-    .collect())
+    .map(|&pass| {
+        let tuned = match pass {
+            ConvPass::Forward => TunedPass::Forward,
+            ConvPass::BackwardData => TunedPass::BackwardData,
+            ConvPass::BackwardWeight => TunedPass::BackwardWeight,
+        };
+        match algo {
+            ConvAlgo::Auto => crate::runtime::run("conv2dAlgorithms", || tune::lookup(&p, tuned)),
+            forced => Ok(forced.resolve_for(&p, pass)),
+        }
+        .map(|a| a.name().to_string())
+    })
+    .collect()
+}
+
+/// One shape the autotuner timed (`convTuning()`).
+#[napi(object)]
+pub struct TunedConv {
+    /// [N, C_in, H, W]
+    pub input_shape: Vec<u32>,
+    /// [C_out, C_in / groups, kH, kW]
+    pub weight_shape: Vec<u32>,
+    pub stride: Vec<u32>,
+    /// [top, bottom, left, right]
+    pub padding: Vec<u32>,
+    pub dilation: Vec<u32>,
+    pub groups: u32,
+    /// 'forward', 'forward-prepared' (a compiled plan's, weights prepared once),
+    /// 'backward-data' or 'backward-weight'.
+    pub pass: String,
+    pub threads: u32,
+    pub simd: String,
+    /// The algorithm `auto` runs for this shape and pass.
+    pub algo: String,
+    /// What the fixed rules pick (deterministic mode's choice).
+    pub rule: String,
+    /// Each candidate's best time, in milliseconds, by algorithm name.
+    pub ms: std::collections::HashMap<String, f64>,
+}
+
+fn dims(v: &[usize]) -> Vec<u32> {
+    v.iter()
+        .map(|&d| u32::try_from(d).unwrap_or(u32::MAX))
+        .collect()
+}
+
+/// Every choice the autotuner made in this process or loaded from its cache file.
+#[napi(catch_unwind, js_name = "convTuning")]
+pub fn conv_tuning() -> Vec<TunedConv> {
+    tune::entries()
+        .into_iter()
+        .map(|t| {
+            let p = t.params;
+            TunedConv {
+                input_shape: dims(&[p.batch, p.in_channels, p.in_h, p.in_w]),
+                weight_shape: dims(&p.weight_shape()),
+                stride: dims(&[p.stride_h, p.stride_w]),
+                padding: dims(&[p.pad_top, p.pad_bottom, p.pad_left, p.pad_right]),
+                dilation: dims(&[p.dilation_h, p.dilation_w]),
+                groups: dims(&[p.groups])[0],
+                pass: t.pass.name().to_string(),
+                threads: dims(&[t.threads])[0],
+                simd: t.simd.to_string(),
+                algo: t.algo.name().to_string(),
+                rule: t.rule.name().to_string(),
+                ms: t
+                    .seconds
+                    .iter()
+                    .map(|(a, s)| (a.name().to_string(), s * 1e3))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// `auto`'s choices: fixed rules (`true`, deterministic) or timed per shape at first use and
+/// kept (`false`, the default).
+#[napi(catch_unwind, js_name = "setDeterministicAlgos")]
+pub fn set_deterministic_algos(on: bool) {
+    tune::set_enabled(!on);
+}
+
+/// Forgets every tuned choice of this process (a cache file is left as it is).
+#[napi(catch_unwind, js_name = "clearConvTuning")]
+pub fn clear_conv_tuning() {
+    tune::clear();
+}
+
+#[napi(object)]
+pub struct TuneCacheLoad {
+    /// Choices loaded for this CPU.
+    pub loaded: u32,
+    /// Lines skipped: malformed, or made on another CPU.
+    pub skipped: u32,
+}
+
+/// Uses `path` as the tuning cache (created when missing): loads its choices for this CPU and
+/// appends each new one. `null` stops persisting. An unreadable, unwritable or oversized file
+/// is an Error and changes nothing.
+#[napi(catch_unwind, js_name = "setTuneCache")]
+pub fn set_tune_cache(path: Option<String>) -> napi::Result<TuneCacheLoad> {
+    let load =
+        tune::set_cache_file(path.as_deref().map(std::path::Path::new)).map_err(kernel_err)?;
+    Ok(TuneCacheLoad {
+        loaded: u32::try_from(load.loaded).unwrap_or(u32::MAX),
+        skipped: u32::try_from(load.skipped).unwrap_or(u32::MAX),
+    })
 }
 
 /// output <- conv2d(input, weight) + bias, written into the caller's `output`.

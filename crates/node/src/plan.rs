@@ -203,7 +203,7 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
             let prep = Prepared::for_operand(a.reads[w], caches);
             Box::new(move |r, o| {
                 let bias = b.map(|b| r[b]);
-                let make = || conv::prepare_forward(&p, r[w], algo).ok();
+                let make = || conv::prepare_forward_tuned(&p, r[w], algo, r[x], o[0]).ok();
                 match prep.get(r[w], |pw: &conv::PreparedForward| pw.fits(&p, algo), make) {
                     Some(pw) => {
                         conv::conv2d_forward_prepared(&p, r[x], r[w], &pw, bias, o[0], algo)
@@ -226,7 +226,7 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
                     residual: residual.map(|k| r[k]),
                     relu,
                 };
-                let make = || conv::prepare_forward(&p, r[w], algo).ok();
+                let make = || conv::prepare_forward_tuned(&p, r[w], algo, r[x], o[0]).ok();
                 match prep.get(r[w], |pw: &conv::PreparedForward| pw.fits(&p, algo), make) {
                     Some(pw) => conv::conv2d_forward_fused_prepared(
                         &p, r[x], r[w], &pw, &epilogue, o[0], algo,

@@ -3,7 +3,7 @@
 use crate::args::check_disjoint;
 use crate::args::{invalid, size};
 use ferroconv_kernels::scratch::OutOfMemory;
-use ferroconv_kernels::simd;
+use ferroconv_kernels::{conv, simd};
 use napi::bindgen_prelude::Float32Array;
 use napi::{Error, Status};
 use napi_derive::napi;
@@ -160,10 +160,27 @@ fn panic_message(op: &str, payload: Box<dyn Any + Send>) -> String {
 /// the default hook for debugging ferroconv itself.
 #[napi_derive::module_init]
 fn quiet_panics() {
+    init_tuning();
     if std::env::var("FERROCONV_DEBUG_PANICS").is_ok_and(|v| v.trim() == "1") {
         return;
     }
     std::panic::set_hook(Box::new(|_| {}));
+}
+
+/// Why `FERROCONV_TUNE_CACHE` could not be used, if it could not (shown by `nativeInfo`: a
+/// module's load cannot throw).
+static TUNE_CACHE_ERROR: OnceLock<String> = OnceLock::new();
+
+/// `auto` conv choices are tuned per shape unless `FERROCONV_DETERMINISTIC=1`;
+/// `FERROCONV_TUNE_CACHE` names a file the choices persist in.
+fn init_tuning() {
+    let deterministic = std::env::var("FERROCONV_DETERMINISTIC").is_ok_and(|v| v.trim() == "1");
+    conv::tune::set_enabled(!deterministic);
+    if let Some(path) = std::env::var_os("FERROCONV_TUNE_CACHE").filter(|p| !p.is_empty()) {
+        if let Err(e) = conv::tune::set_cache_file(Some(std::path::Path::new(&path))) {
+            let _ = TUNE_CACHE_ERROR.set(e.0);
+        }
+    }
 }
 
 /// Replaces the pool with one of `threads` threads (1..=1024).
@@ -213,6 +230,14 @@ pub struct NativeInfo {
     pub version: String,
     pub arch: String,
     pub os: String,
+    /// The CPU's name (its brand string on x86-64), which tuning cache entries are kept for.
+    pub cpu: String,
+    /// Whether `auto` follows fixed rules (true) or tunes per shape (false).
+    pub deterministic_algos: bool,
+    /// The tuning cache file in use, if any.
+    pub tune_cache: Option<String>,
+    /// Why `FERROCONV_TUNE_CACHE` could not be used, if it could not.
+    pub tune_cache_error: Option<String>,
 }
 
 #[napi(catch_unwind)]
@@ -224,5 +249,9 @@ pub fn native_info() -> napi::Result<NativeInfo> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         arch: std::env::consts::ARCH.to_string(),
         os: std::env::consts::OS.to_string(),
+        cpu: simd::cpu_name(),
+        deterministic_algos: !conv::tune::enabled(),
+        tune_cache: conv::tune::cache_file().map(|p| p.display().to_string()),
+        tune_cache_error: TUNE_CACHE_ERROR.get().cloned(),
     })
 }

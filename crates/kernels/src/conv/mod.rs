@@ -6,6 +6,7 @@
 use crate::error::{check_len, check_positive};
 use crate::{bail, scratch, Result};
 pub use epilogue::Epilogue;
+use tune::TunedPass;
 
 pub mod direct;
 pub mod epilogue;
@@ -15,10 +16,11 @@ mod indirect;
 mod par;
 pub mod reference;
 pub mod transpose;
+pub mod tune;
 pub mod winograd;
 
 /// Shape and hyper-parameters of one conv2d call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conv2dParams {
     pub batch: usize,
     pub in_channels: usize,
@@ -373,16 +375,17 @@ pub fn conv2d_forward(
     check_len("weight", weight.len(), p.weight_len())?;
     check_bias(p, bias)?;
     check_len("output", output.len(), p.output_len(out_hw))?;
-    let f = Forward::new(p, out_hw, input, weight, output);
-    scratch::fallible("conv2d", || {
-        match algo.resolve(p) {
+    let mut f = Forward::new(p, out_hw, input, weight, output);
+    let run = |a: ConvAlgo| {
+        let f = f.reborrow();
+        match a {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::forward(f, bias),
             ConvAlgo::Im2col => im2col::forward(f, &Epilogue::bias(bias)),
             ConvAlgo::Fft => fft::forward(f, bias),
             ConvAlgo::Winograd => winograd::forward(f, &Epilogue::bias(bias)),
         }
-        Ok(())
-    })
+    };
+    tune::run(p, TunedPass::Forward, algo, run).map(|_| ())
 }
 
 /// The buffer checks of a fused forward; the output size.
@@ -417,22 +420,20 @@ pub fn conv2d_forward_fused(
     let out_hw = check_fused(p, input, weight, epilogue, output)?;
     let plane = out_hw.0 * out_hw.1;
     let mut f = Forward::new(p, out_hw, input, weight, output);
-    scratch::fallible("conv2d", || {
-        match algo.resolve(p) {
-            ConvAlgo::Im2col => im2col::forward(f, epilogue),
-            ConvAlgo::Winograd => winograd::forward(f, epilogue),
-            // Direct and FFT apply the epilogue in a pass of their own.
-            ConvAlgo::Direct | ConvAlgo::Auto => {
-                direct::forward(f.reborrow(), None);
-                epilogue.apply_all(f.output, p.out_channels, plane);
-            }
-            ConvAlgo::Fft => {
-                fft::forward(f.reborrow(), None);
-                epilogue.apply_all(f.output, p.out_channels, plane);
-            }
+    let run = |a: ConvAlgo| match a {
+        ConvAlgo::Im2col => im2col::forward(f.reborrow(), epilogue),
+        ConvAlgo::Winograd => winograd::forward(f.reborrow(), epilogue),
+        // Direct and FFT apply the epilogue in a pass of their own.
+        ConvAlgo::Direct | ConvAlgo::Auto => {
+            direct::forward(f.reborrow(), None);
+            epilogue.apply_all(f.output, p.out_channels, plane);
         }
-        Ok(())
-    })
+        ConvAlgo::Fft => {
+            fft::forward(f.reborrow(), None);
+            epilogue.apply_all(f.output, p.out_channels, plane);
+        }
+    };
+    tune::run(p, TunedPass::Forward, algo, run).map(|_| ())
 }
 
 /// A forward convolution's weights prepared once for the algorithm `auto` (or the one asked
@@ -443,6 +444,8 @@ pub fn conv2d_forward_fused(
 pub struct PreparedForward {
     params: Conv2dParams,
     algo: ConvAlgo,
+    /// The algorithm these weights are for (`algo`, or what `Auto` chose).
+    resolved: ConvAlgo,
     weights: PreparedKind,
 }
 
@@ -464,6 +467,18 @@ fn prepare_im2col(p: &Conv2dParams, weight: &[f32]) -> PreparedKind {
     }
 }
 
+/// The weights `resolved` (a concrete algorithm) prepares.
+fn prepare_kind(p: &Conv2dParams, weight: &[f32], resolved: ConvAlgo) -> PreparedKind {
+    match resolved {
+        ConvAlgo::Im2col => prepare_im2col(p, weight),
+        ConvAlgo::Winograd => match winograd::prepare(p, weight) {
+            Some(a) => PreparedKind::Winograd(a),
+            None => prepare_im2col(p, weight),
+        },
+        ConvAlgo::Direct | ConvAlgo::Fft | ConvAlgo::Auto => PreparedKind::Nothing,
+    }
+}
+
 impl PreparedForward {
     /// Floats held (0 when the algorithm prepares nothing).
     pub fn floats(&self) -> usize {
@@ -480,9 +495,16 @@ impl PreparedForward {
     pub fn fits(&self, p: &Conv2dParams, algo: ConvAlgo) -> bool {
         self.params == *p && self.algo == algo
     }
+
+    /// The algorithm the prepared forwards run.
+    pub fn algorithm(&self) -> ConvAlgo {
+        self.resolved
+    }
 }
 
-/// Prepares `weight` (the OIHW weights of shape `p`) for forwards with `algo`.
+/// Prepares `weight` (the OIHW weights of shape `p`) for forwards with `algo`. `Auto` takes the
+/// tuned choice for prepared forwards when there is one ([`tune`]), else the rules'
+/// ([`ConvAlgo::resolve_prepared`]).
 pub fn prepare_forward(
     p: &Conv2dParams,
     weight: &[f32],
@@ -490,20 +512,63 @@ pub fn prepare_forward(
 ) -> Result<PreparedForward> {
     p.validate()?;
     check_len("weight", weight.len(), p.weight_len())?;
+    let resolved = match algo {
+        ConvAlgo::Auto => tune::lookup(p, TunedPass::ForwardPrepared),
+        other => other.resolve_prepared(p),
+    };
     scratch::fallible("conv2d", || {
-        let weights = match algo.resolve_prepared(p) {
-            ConvAlgo::Im2col => prepare_im2col(p, weight),
-            ConvAlgo::Winograd => match winograd::prepare(p, weight) {
-                Some(a) => PreparedKind::Winograd(a),
-                None => prepare_im2col(p, weight),
-            },
-            ConvAlgo::Direct | ConvAlgo::Fft | ConvAlgo::Auto => PreparedKind::Nothing,
-        };
         Ok(PreparedForward {
             params: *p,
             algo,
-            weights,
+            resolved,
+            weights: prepare_kind(p, weight, resolved),
         })
+    })
+}
+
+/// [`prepare_forward`], tuning `Auto`'s choice first when tuning is on and this shape's
+/// prepared forward was not tuned yet: each candidate is prepared and timed on `input`, writing
+/// `output` (whose contents are left undefined: the caller's forward overwrites them).
+pub fn prepare_forward_tuned(
+    p: &Conv2dParams,
+    weight: &[f32],
+    algo: ConvAlgo,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<PreparedForward> {
+    if algo != ConvAlgo::Auto || !tune::needs_tuning(p, TunedPass::ForwardPrepared) {
+        return prepare_forward(p, weight, algo);
+    }
+    let out_hw = p.validate()?;
+    check_len("input", input.len(), p.input_len())?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    check_len("output", output.len(), p.output_len(out_hw))?;
+    let mut made: Vec<(ConvAlgo, PreparedKind)> = Vec::new();
+    let identity = Epilogue::bias(None);
+    let run = |a: ConvAlgo| {
+        if !made.iter().any(|(m, _)| *m == a) {
+            made.push((a, prepare_kind(p, weight, a)));
+        }
+        let kind = &made.iter().find(|(m, _)| *m == a).expect("just made").1;
+        let f = Forward::new(p, out_hw, input, weight, &mut *output);
+        match (kind, a) {
+            (PreparedKind::Winograd(w), _) => winograd::forward_prepared(f, w, &identity),
+            (PreparedKind::Gemm(w), _) => im2col::forward_packed(f, w, &identity),
+            (PreparedKind::Indirect(w), _) => indirect::forward(f, w, &identity),
+            (PreparedKind::Nothing, ConvAlgo::Fft) => fft::forward(f, None),
+            (PreparedKind::Nothing, _) => direct::forward(f, None),
+        }
+    };
+    let resolved = tune::run(p, TunedPass::ForwardPrepared, algo, run)?;
+    let weights = match made.into_iter().find(|(m, _)| *m == resolved) {
+        Some((_, kind)) => kind,
+        None => scratch::fallible("conv2d", || Ok(prepare_kind(p, weight, resolved)))?,
+    };
+    Ok(PreparedForward {
+        params: *p,
+        algo,
+        resolved,
+        weights,
     })
 }
 
@@ -530,7 +595,7 @@ pub fn conv2d_forward_prepared(
 ) -> Result<()> {
     if !holds_weights(prepared, p, algo)? {
         // Direct summation adds the bias inside its sums, unlike the fused epilogue.
-        return conv2d_forward(p, input, weight, bias, output, algo);
+        return conv2d_forward(p, input, weight, bias, output, prepared.resolved);
     }
     check_bias(p, bias)?;
     let epilogue = Epilogue::bias(bias);
@@ -538,7 +603,8 @@ pub fn conv2d_forward_prepared(
 }
 
 /// [`conv2d_forward_fused`] with the weights prepared by [`prepare_forward`] from `weight`
-/// for this shape and `algo` (an Error otherwise); the results are bit for bit the same.
+/// for this shape and `algo` (an Error otherwise); the results are bit for bit those of
+/// [`conv2d_forward_fused`] with the algorithm the weights were prepared for.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_fused_prepared(
     p: &Conv2dParams,
@@ -550,7 +616,7 @@ pub fn conv2d_forward_fused_prepared(
     algo: ConvAlgo,
 ) -> Result<()> {
     if !holds_weights(prepared, p, algo)? {
-        return conv2d_forward_fused(p, input, weight, epilogue, output, algo);
+        return conv2d_forward_fused(p, input, weight, epilogue, output, prepared.resolved);
     }
     let out_hw = check_fused(p, input, weight, epilogue, output)?;
     let f = Forward::new(p, out_hw, input, weight, output);
@@ -577,16 +643,16 @@ pub fn conv2d_backward_data(
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
-    let b = BackwardData::new(p, out_hw, grad_out, weight, grad_input);
-    scratch::fallible("conv2d", || {
-        match algo.resolve_for(p, ConvPass::BackwardData) {
+    let run = |a: ConvAlgo| {
+        let b = BackwardData::new(p, out_hw, grad_out, weight, &mut *grad_input);
+        match a {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_data(b),
             ConvAlgo::Im2col => im2col::backward_data(b),
             ConvAlgo::Fft => fft::backward_data(b),
             ConvAlgo::Winograd => winograd::backward_data(b),
         }
-        Ok(())
-    })
+    };
+    tune::run(p, TunedPass::BackwardData, algo, run).map(|_| ())
 }
 
 /// grad_weight (and grad_bias when given) of conv2d. Overwrites both.
@@ -605,16 +671,18 @@ pub fn conv2d_backward_weight(
     if let Some(gb) = &grad_bias {
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
-    let b = BackwardWeight::new(p, out_hw, input, grad_out, (grad_weight, grad_bias));
-    scratch::fallible("conv2d", || {
-        match algo.resolve_for(p, ConvPass::BackwardWeight) {
+    let mut grad_bias = grad_bias;
+    let run = |a: ConvAlgo| {
+        let grads = (&mut *grad_weight, grad_bias.as_deref_mut());
+        let b = BackwardWeight::new(p, out_hw, input, grad_out, grads);
+        match a {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_weight(b),
             ConvAlgo::Im2col => im2col::backward_weight(b),
             ConvAlgo::Fft => fft::backward_weight(b),
             ConvAlgo::Winograd => winograd::backward_weight(b),
         }
-        Ok(())
-    })
+    };
+    tune::run(p, TunedPass::BackwardWeight, algo, run).map(|_| ())
 }
 
 /// The input gradient of a stride-1 conv as a forward conv: `grad_input = conv(grad_out, w')`

@@ -1,0 +1,565 @@
+//! The autotuner behind [`ConvAlgo::Auto`], as cuDNN's benchmark mode: the first call of a shape
+//! and pass times the algorithms that could win it (at most four runs each, on the call's own
+//! buffers), keeps the fastest for the rest of the process, and can persist the table to a file
+//! so the next process starts tuned. Off by default in this crate, whose callers want fixed
+//! choices; the Node binding turns it on unless asked for deterministic algorithms.
+//!
+//! The fixed rules (`ConvAlgo::resolve_for`, `ConvAlgo::resolve_prepared`) stay the default:
+//! another algorithm replaces the rule's pick only when it measured [`MARGIN`] faster, so timing
+//! noise does not swap algorithms for nothing. Candidates are only the algorithms that can win
+//! a shape (see [`candidates`]): timing an algorithm ten times slower than the rule's pick would
+//! cost more than tuning saves.
+//!
+//! The first call's results come from the winner (it runs again when it was not the last one
+//! timed), so a tuned shape gives the same bits on its first call as on later ones.
+use super::{fft, im2col, winograd, Conv2dParams, ConvAlgo};
+use crate::{bail, scratch, simd, Result};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
+
+/// How much faster than the rule's pick another algorithm must measure to replace it.
+pub const MARGIN: f64 = 0.95;
+/// Largest tuning cache file read (about 40 000 entries).
+const MAX_CACHE_BYTES: u64 = 4 << 20;
+/// First line of a cache file.
+const HEADER: &str = "# ferroconv conv tuning cache v1: cpu, simd, threads, pass, shape \
+                      (n,c,h,w,oc,kh,kw,sh,sw,pt,pb,pl,pr,dh,dw,groups), algo, seconds per candidate";
+
+/// What a tuned choice is for: the three passes, and the forward with weights prepared once
+/// (a compiled plan's, where no per-call weight transform is paid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TunedPass {
+    Forward,
+    ForwardPrepared,
+    BackwardData,
+    BackwardWeight,
+}
+
+impl TunedPass {
+    pub fn name(self) -> &'static str {
+        match self {
+            TunedPass::Forward => "forward",
+            TunedPass::ForwardPrepared => "forward-prepared",
+            TunedPass::BackwardData => "backward-data",
+            TunedPass::BackwardWeight => "backward-weight",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TunedPass> {
+        [
+            TunedPass::Forward,
+            TunedPass::ForwardPrepared,
+            TunedPass::BackwardData,
+            TunedPass::BackwardWeight,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+    }
+}
+
+/// One tuned choice: what won, what the rules pick, and each candidate's best time in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuned {
+    pub params: Conv2dParams,
+    pub pass: TunedPass,
+    pub threads: usize,
+    pub simd: &'static str,
+    pub algo: ConvAlgo,
+    pub rule: ConvAlgo,
+    pub seconds: Vec<(ConvAlgo, f64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    params: Conv2dParams,
+    pass: TunedPass,
+    threads: usize,
+    simd: &'static str,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<Key, Tuned>,
+    file: Option<PathBuf>,
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
+/// Held while a shape is being timed: one tuning at a time, so two callers do not time their
+/// candidates against each other's load. A caller that finds it taken uses the rules.
+static TUNING: Mutex<()> = Mutex::new(());
+
+/// A poisoned lock (a panic while held) still guards consistent data here: every update is a
+/// single insert or assignment.
+fn table() -> MutexGuard<'static, Table> {
+    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Turns tuning on (`Auto` times candidates) or off (`Auto` follows the fixed rules, and the
+/// table is not consulted: deterministic algorithm choices).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Every tuned choice of this process (and those loaded from the cache file for this CPU).
+pub fn entries() -> Vec<Tuned> {
+    let mut v: Vec<Tuned> = table().entries.values().cloned().collect();
+    v.sort_by_key(|t| (t.threads, t.pass.name(), format!("{:?}", t.params)));
+    v
+}
+
+/// Forgets every tuned choice (the cache file, if any, is left as it is).
+pub fn clear() {
+    table().entries.clear();
+}
+
+/// The cache file new choices are appended to, if any.
+pub fn cache_file() -> Option<PathBuf> {
+    table().file.clone()
+}
+
+/// What loading a cache file found: entries taken, and lines skipped (malformed, or made on
+/// another CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLoad {
+    pub loaded: usize,
+    pub skipped: usize,
+}
+
+/// Uses `path` as the tuning cache: loads the choices it holds for this CPU (creating the file
+/// when missing) and appends every new choice to it. `None` stops persisting. A file that
+/// cannot be read or written, or is too large, is an error and changes nothing.
+pub fn set_cache_file(path: Option<&Path>) -> Result<CacheLoad> {
+    let Some(path) = path else {
+        table().file = None;
+        return Ok(CacheLoad {
+            loaded: 0,
+            skipped: 0,
+        });
+    };
+    let shown = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| crate::KernelError(format!("tune cache: cannot open {shown}: {e}")))?;
+    let len = file
+        .metadata()
+        .map_err(|e| crate::KernelError(format!("tune cache: cannot read {shown}: {e}")))?
+        .len();
+    if len > MAX_CACHE_BYTES {
+        bail!("tune cache: {shown} is {len} bytes, more than the {MAX_CACHE_BYTES} a cache holds");
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| crate::KernelError(format!("tune cache: cannot read {shown}: {e}")))?;
+    if bytes.is_empty() {
+        writeln!(file, "{HEADER}")
+            .map_err(|e| crate::KernelError(format!("tune cache: cannot write {shown}: {e}")))?;
+    }
+    let (parsed, skipped) = parse_cache(&String::from_utf8_lossy(&bytes), &simd::cpu_name());
+    let mut t = table();
+    let loaded = parsed.len();
+    for e in parsed {
+        t.entries.insert(key_of(&e), e);
+    }
+    t.file = Some(path.to_path_buf());
+    Ok(CacheLoad { loaded, skipped })
+}
+
+fn key_of(t: &Tuned) -> Key {
+    Key {
+        params: t.params,
+        pass: t.pass,
+        threads: t.threads,
+        simd: t.simd,
+    }
+}
+
+/// The entries of a cache file's text made on `cpu`, and how many lines were skipped. Never
+/// fails: a cache is only a hint, so a line that does not parse into a valid shape and a
+/// candidate algorithm for it is skipped (and that shape tuned again).
+pub fn parse_cache(text: &str, cpu: &str) -> (Vec<Tuned>, usize) {
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Some((c, t)) if c == cpu => out.push(t),
+            _ => skipped += 1,
+        }
+    }
+    (out, skipped)
+}
+
+fn parse_line(line: &str) -> Option<(&str, Tuned)> {
+    let f: Vec<&str> = line.split('\t').collect();
+    let [cpu, simd, threads, pass, shape, algo, seconds] = f[..] else {
+        return None;
+    };
+    let simd = simd::available()
+        .into_iter()
+        .map(|l| l.name())
+        .find(|n| *n == simd)?;
+    let threads: usize = threads.parse().ok().filter(|&t| (1..=4096).contains(&t))?;
+    let pass = TunedPass::parse(pass)?;
+    let n: Vec<usize> = shape
+        .split(',')
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let [batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w, groups] =
+        n[..]
+    else {
+        return None;
+    };
+    let params = Conv2dParams {
+        batch,
+        in_channels,
+        in_h,
+        in_w,
+        out_channels,
+        kernel_h,
+        kernel_w,
+        stride_h,
+        stride_w,
+        pad_top,
+        pad_bottom,
+        pad_left,
+        pad_right,
+        dilation_h,
+        dilation_w,
+        groups,
+    };
+    params.validate().ok()?;
+    let cands = candidates(&params, pass);
+    let algo = ConvAlgo::parse(algo).ok().filter(|a| cands.contains(a))?;
+    let seconds = seconds
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (a, v) = s.split_once('=')?;
+            let v: f64 = v
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+            Some((ConvAlgo::parse(a).ok()?, v))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let rule = rule_for(&params, pass);
+    Some((
+        cpu,
+        Tuned {
+            params,
+            pass,
+            threads,
+            simd,
+            algo,
+            rule,
+            seconds,
+        },
+    ))
+}
+
+fn format_line(cpu: &str, t: &Tuned) -> String {
+    let p = &t.params;
+    let shape = [
+        p.batch,
+        p.in_channels,
+        p.in_h,
+        p.in_w,
+        p.out_channels,
+        p.kernel_h,
+        p.kernel_w,
+        p.stride_h,
+        p.stride_w,
+        p.pad_top,
+        p.pad_bottom,
+        p.pad_left,
+        p.pad_right,
+        p.dilation_h,
+        p.dilation_w,
+        p.groups,
+    ]
+    .map(|v| v.to_string())
+    .join(",");
+    let seconds: Vec<String> = t
+        .seconds
+        .iter()
+        .map(|(a, s)| format!("{}={s:.3e}", a.name()))
+        .collect();
+    format!(
+        "{cpu}\t{}\t{}\t{}\t{shape}\t{}\t{}",
+        t.simd,
+        t.threads,
+        t.pass.name(),
+        t.algo.name(),
+        seconds.join(",")
+    )
+}
+
+/// What the fixed rules pick for `Auto` in this pass.
+pub fn rule_for(p: &Conv2dParams, pass: TunedPass) -> ConvAlgo {
+    use super::ConvPass;
+    match pass {
+        TunedPass::Forward => ConvAlgo::Auto.resolve(p),
+        TunedPass::ForwardPrepared => ConvAlgo::Auto.resolve_prepared(p),
+        TunedPass::BackwardData => ConvAlgo::Auto.resolve_for(p, ConvPass::BackwardData),
+        TunedPass::BackwardWeight => ConvAlgo::Auto.resolve_for(p, ConvPass::BackwardWeight),
+    }
+}
+
+/// The algorithms worth timing for this shape and pass, the rule's pick among them:
+/// - im2col, unless one block of its lowering would not fit its scratch bound;
+/// - Winograd for dense 3x3 stride-1 layers of 16+ channels either side, except for the weight
+///   gradient (it has none of its own);
+/// - the FFT for dense stride-1 layers of 5x5 and larger kernels with 32+ channels;
+/// - direct summation for grouped convs, for small ones (under 20 MFLOP, where the others'
+///   packing and transforms cost about as much as the work), and where im2col cannot run.
+///
+/// A shape with a single candidate is never timed.
+pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<ConvAlgo> {
+    let mut c = vec![rule_for(p, pass)];
+    let dense = p.groups == 1;
+    if im2col::scratch_bounded(p) {
+        c.push(ConvAlgo::Im2col);
+    }
+    if dense
+        && winograd::applies(p)
+        && pass != TunedPass::BackwardWeight
+        && p.in_per_group() >= 16
+        && p.out_per_group() >= 16
+    {
+        c.push(ConvAlgo::Winograd);
+    }
+    if dense && fft::pays_off(p) && p.kernel_h * p.kernel_w >= 25 {
+        c.push(ConvAlgo::Fft);
+    }
+    if p.groups > 1 || p.flops() < 20e6 || !im2col::scratch_bounded(p) {
+        c.push(ConvAlgo::Direct);
+    }
+    let mut seen = Vec::new();
+    c.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
+    c
+}
+
+/// The algorithm `Auto` uses for this shape and pass without running anything: the tuned one
+/// when tuning is on and the shape was tuned on this thread count, else the rule's pick.
+pub fn lookup(p: &Conv2dParams, pass: TunedPass) -> ConvAlgo {
+    if enabled() {
+        if let Some(t) = table().entries.get(&key_for(p, pass)) {
+            return t.algo;
+        }
+    }
+    rule_for(p, pass)
+}
+
+/// Whether a call of `Auto` on this shape and pass would time candidates now: tuning is on,
+/// the shape has more than one candidate and no choice kept for this thread count.
+pub fn needs_tuning(p: &Conv2dParams, pass: TunedPass) -> bool {
+    enabled() && candidates(p, pass).len() > 1 && !table().entries.contains_key(&key_for(p, pass))
+}
+
+/// Runs one call of `pass` on shape `p` with `asked` (`run(algo)` computes the call's result
+/// with a concrete algorithm) and returns the algorithm whose result the outputs hold. `Auto`
+/// with tuning on: the tuned choice, or, at the first call of this shape, the fastest candidate
+/// timed on the call's own buffers. A candidate that runs out of scratch memory drops out; the
+/// rule's pick running out is the call's error.
+pub(crate) fn run(
+    p: &Conv2dParams,
+    pass: TunedPass,
+    asked: ConvAlgo,
+    mut run: impl FnMut(ConvAlgo),
+) -> Result<ConvAlgo> {
+    if asked != ConvAlgo::Auto || !enabled() {
+        let algo = if asked == ConvAlgo::Auto {
+            rule_for(p, pass)
+        } else {
+            asked
+        };
+        scratch::fallible("conv2d", || {
+            run(algo);
+            Ok(())
+        })?;
+        return Ok(algo);
+    }
+    let key = key_for(p, pass);
+    let kept = table().entries.get(&key).map(|t| t.algo);
+    let cands = candidates(p, pass);
+    let guard = match TUNING.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    if kept.is_some() || cands.len() < 2 || guard.is_none() {
+        let algo = kept.unwrap_or(cands[0]);
+        scratch::fallible("conv2d", || {
+            run(algo);
+            Ok(())
+        })?;
+        return Ok(algo);
+    }
+    let (algo, seconds) = time_candidates(&cands, &mut run)?;
+    record(Tuned {
+        params: *p,
+        pass,
+        threads: key.threads,
+        simd: key.simd,
+        algo,
+        rule: cands[0],
+        seconds,
+    });
+    Ok(algo)
+}
+
+fn key_for(p: &Conv2dParams, pass: TunedPass) -> Key {
+    Key {
+        params: *p,
+        pass,
+        threads: rayon::current_num_threads(),
+        simd: simd::level().name(),
+    }
+}
+
+/// Times each candidate (the rule's pick first) and leaves the winner's result in the outputs:
+/// a warm-up run, then the best of up to three timed runs (one when a run takes over 50 ms), a
+/// candidate dropping out after its warm-up when that was over four times the rule's best.
+fn time_candidates(
+    cands: &[ConvAlgo],
+    run: &mut impl FnMut(ConvAlgo),
+) -> Result<(ConvAlgo, Vec<(ConvAlgo, f64)>)> {
+    let mut once = |a: ConvAlgo| -> Result<f64> {
+        let t = Instant::now();
+        scratch::fallible("conv2d", || {
+            run(a);
+            Ok(())
+        })?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut seconds = Vec::new();
+    let mut last = cands[0];
+    for (i, &a) in cands.iter().enumerate() {
+        let warm = match once(a) {
+            Ok(s) => s,
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => continue,
+        };
+        last = a;
+        let mut best = warm;
+        let hopeless =
+            i > 0 && warm > 4.0 * seconds.first().map_or(f64::INFINITY, |s: &(_, f64)| s.1);
+        if !hopeless {
+            let reps = if warm > 0.05 { 1 } else { 3 };
+            for _ in 0..reps {
+                match once(a) {
+                    Ok(s) => best = best.min(s),
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+        }
+        seconds.push((a, best));
+    }
+    let winner = pick(&seconds);
+    if winner != last {
+        once(winner)?;
+    }
+    Ok((winner, seconds))
+}
+
+/// The winner of timed candidates, the rule's pick first: the fastest, if it beat the rule's
+/// pick by [`MARGIN`], else the rule's pick.
+fn pick(seconds: &[(ConvAlgo, f64)]) -> ConvAlgo {
+    let rule = seconds[0];
+    let fastest = seconds
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or(rule);
+    if fastest.1 < rule.1 * MARGIN {
+        fastest.0
+    } else {
+        rule.0
+    }
+}
+
+/// Keeps `entry`, and appends it to the cache file when there is one (a failed write only
+/// stops persisting: the choice itself still holds).
+fn record(entry: Tuned) {
+    let mut t = table();
+    if let Some(path) = t.file.clone() {
+        let line = format_line(&simd::cpu_name(), &entry);
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if written.is_err() {
+            t.file = None;
+        }
+    }
+    t.entries.insert(key_of(&entry), entry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Conv2dParams {
+        Conv2dParams::from_shapes([2, 16, 12, 12], [16, 16, 3, 3], [1, 1], [1; 4], [1, 1], 1)
+            .unwrap()
+    }
+
+    #[test]
+    fn another_algorithm_must_beat_the_rule_by_the_margin() {
+        use ConvAlgo::*;
+        assert_eq!(pick(&[(Im2col, 1.0), (Winograd, 0.96)]), Im2col);
+        assert_eq!(
+            pick(&[(Im2col, 1.0), (Winograd, 0.9), (Direct, 0.94)]),
+            Winograd
+        );
+        assert_eq!(pick(&[(Im2col, 1.0), (Direct, 2.0)]), Im2col);
+    }
+
+    #[test]
+    fn a_line_round_trips_and_bad_lines_are_skipped() {
+        let t = Tuned {
+            params: params(),
+            pass: TunedPass::BackwardData,
+            threads: 2,
+            simd: simd::SimdLevel::Scalar.name(),
+            algo: ConvAlgo::Winograd,
+            rule: rule_for(&params(), TunedPass::BackwardData),
+            seconds: vec![(ConvAlgo::Im2col, 1.5e-4), (ConvAlgo::Winograd, 1.0e-4)],
+        };
+        let line = format_line("cpu x", &t);
+        let text = format!(
+            "{HEADER}\n{line}\nother cpu{}\nnot\ta\tline\n\n",
+            &line[5..]
+        );
+        let (got, skipped) = parse_cache(&text, "cpu x");
+        assert_eq!(skipped, 2);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].params, t.params);
+        assert_eq!(got[0].algo, ConvAlgo::Winograd);
+        assert_eq!(got[0].seconds[1].0, ConvAlgo::Winograd);
+        // An algorithm that cannot run the shape (FFT for a 3x3 of 16 channels) is not taken.
+        let fft = line.replace("\twinograd\t", "\tfft\t");
+        assert_eq!(parse_cache(&fft, "cpu x").0.len(), 0);
+        // Nor is a shape that does not validate.
+        let bad = line.replace("2,16,12,12,16,3,3", "2,16,2,2,16,9,9");
+        assert_eq!(parse_cache(&bad, "cpu x").0.len(), 0);
+    }
+}
