@@ -6,18 +6,23 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   clearConvTuning,
   conv2d,
   convTuning,
   info,
+  manualSeed,
+  models,
+  planInfo,
+  randn,
   setDeterministicAlgos,
   setTuneCache,
   Tensor,
 } from '../src/index.js';
 import { conv2dAlgorithms } from '../src/ops/conv.js';
 import { convGeometry } from '../src/ops/geometry.js';
+import { expectClose } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferroconv-tune-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -39,6 +44,9 @@ const tunedFor = (c: number, hw: number) =>
   convTuning().filter((t) => t.inputShape.join() === [2, c, hw, hw].join() && t.pass === 'forward');
 
 describe('conv autotuner', () => {
+  // The suites run deterministic (vitest.config.ts); these tests run as users do, tuned.
+  beforeAll(() => setDeterministicAlgos(false));
+
   it('is on by default: the first use of a shape times its candidates and keeps one', () => {
     expect(info().deterministicAlgos).toBe(false);
     const first = run3x3(16, 11);
@@ -151,13 +159,39 @@ describe('conv autotuner', () => {
     expect(got.tuneCacheError).toMatch(/^tune cache: cannot open/);
   });
 
-  it('FERROCONV_DETERMINISTIC=1 starts in deterministic mode', () => {
+  it('FERROCONV_DETERMINISTIC=1 starts in deterministic mode, and tuning is the default', () => {
     const script = "import('./dist/index.js').then(m => console.log(JSON.stringify(m.info())))";
-    const r = spawnSync(process.execPath, ['-e', script], {
-      env: { ...process.env, FERROCONV_DETERMINISTIC: '1' },
-      encoding: 'utf8',
-    });
-    expect(r.status, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout).deterministicAlgos).toBe(true);
+    for (const [value, deterministic] of [
+      ['1', true],
+      ['', false],
+    ] as const) {
+      const r = spawnSync(process.execPath, ['-e', script], {
+        env: { ...process.env, FERROCONV_DETERMINISTIC: value },
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).deterministicAlgos).toBe(deterministic);
+    }
   });
+
+  it('tuned, compiled plans still give the eager results within 1e-5, and tune their prepared forwards', async () => {
+    clearConvTuning();
+    for (const [name, make] of [
+      ['resnet18', () => models.resnet18({ numClasses: 10 })],
+      ['googlenet', () => models.googlenet({ numClasses: 10 })],
+    ] as const) {
+      manualSeed(1);
+      const model = make();
+      manualSeed(7);
+      const x = randn([2, 3, 64, 64]);
+      const planned = await model.predict(x);
+      expect(planInfo(model)?.planned).toBe(true);
+      const eager = await model.predict(x, { plan: false });
+      expectClose(planned.data, eager.data, 1e-5, 1e-6, name);
+      expectClose((await model.predict(x)).data, planned.data, 0, 0, `${name} again`);
+    }
+    const passes = new Set(convTuning().map((t) => t.pass));
+    expect(passes.has('forward-prepared')).toBe(true);
+    expect(passes.has('forward')).toBe(true);
+  }, 60_000);
 });
