@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { info, setNumThreads } from '../src/index.js';
+import { convTuning, info, setNumThreads } from '../src/index.js';
 import { native } from '../src/native.js';
 import {
   BENCH_DIR,
@@ -241,6 +241,17 @@ function isWinogradShape(s: ConvShape): boolean {
 }
 /** Without --full, direct and fft skip shapes with more work than this (at batch 8). */
 const SLOW_ALGO_MAX_FLOPS = 2.5e9;
+
+/** How conv 'auto' chose in this run: tuned (and how many choices left the fixed rules) or fixed rules. */
+function tuningNote(): string {
+  if (info().deterministicAlgos) return ' (fixed rules: FERROCONV_DETERMINISTIC=1)';
+  const tuned = convTuning();
+  const moved = tuned.filter((t) => t.algo !== t.rule).length;
+  return (
+    `, tuned per shape in each shape's warm-up call (${tuned.length} shape-pass choices timed, ` +
+    `${moved} of them away from the fixed rules' pick)`
+  );
+}
 
 /** ferroconv's three passes of one conv shape with one algorithm. */
 async function ferroConv(s: ConvShape, algo: Algo, passes: Pass[], timing: Timing): Promise<PassStats> {
@@ -546,7 +557,7 @@ async function convSection(): Promise<void> {
     `## 1. Conv layers (batch ${BATCH})\n\n` +
       `${all.length} distinct conv shapes of ${zoo.join(', ')} (read from the zoo models' Conv2d layers on a ` +
       `[1, 3, 224, 224] forward), run at batch ${BATCH} without bias${quick ? `; --quick keeps ${table.length}` : ''}. ` +
-      `ferroconv uses algo 'auto'. PyTorch: F.conv2d and aten::convolution_backward (one gradient at a time); ` +
+      `ferroconv uses algo 'auto'${tuningNote()}. PyTorch: F.conv2d and aten::convolution_backward (one gradient at a time); ` +
       `ORT: a single-Conv ONNX model per shape; tfjs-wasm: tf.conv2d in NHWC on ${tfStats.size} representative shapes. ` +
       `GFLOP counts 2 x multiply-adds; the backward passes do the same work as the forward.\n\n` +
       `Geometric means of the ratios:\n\n${mdTable(summary)}\n### Forward\n\n${mdTable(fwdRows)}\n` +

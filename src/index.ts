@@ -91,7 +91,11 @@ export interface TunedConv {
   pass: string;
   threads: number;
   simd: string;
-  /** The algorithm `auto` runs for this shape and pass. */
+  /**
+   * The algorithm `auto` runs for this shape and pass, with im2col's path where it has two:
+   * 'im2col:indirect' or 'im2col:gemm' (forward), 'im2col:as-forward' or 'im2col:col2im'
+   * (input gradient), 'im2col:shifted' or 'im2col:lowered' (weight gradient).
+   */
   algo: string;
   /** What the fixed rules pick (the deterministic choice). */
   rule: string;

@@ -9,7 +9,7 @@ import { clearConvTuning, convTuning, info, setTuneCache } from '../../src/index
 import { InvariantError, type Target } from '../engine.js';
 import { utf8 } from '../mutate.js';
 
-const ALGOS = new Set(['direct', 'im2col', 'fft', 'winograd']);
+const ALGO = /^(direct|fft|winograd|im2col(:(indirect|gemm|as-forward|col2im|shifted|lowered))?)$/;
 const PASSES = new Set(['forward', 'forward-prepared', 'backward-data', 'backward-weight']);
 const WORDS = [
   '@CPU@',
@@ -25,6 +25,12 @@ const WORDS = [
   'backward-data',
   'backward-weight',
   'im2col',
+  'im2col:gemm',
+  'im2col:indirect',
+  'im2col:col2im',
+  'im2col:as-forward',
+  'im2col:shifted',
+  'im2col:lowered',
   'winograd',
   'fft',
   'direct',
@@ -63,7 +69,7 @@ export function createTarget(): Target {
         if (!(loaded >= 0 && skipped >= 0 && loaded + skipped <= lines))
           throw new InvariantError(`setTuneCache: ${loaded} loaded + ${skipped} skipped of ${lines} lines`);
         for (const t of convTuning()) {
-          if (!ALGOS.has(t.algo) || !ALGOS.has(t.rule) || !PASSES.has(t.pass) || t.inputShape.length !== 4)
+          if (!ALGO.test(t.algo) || !ALGO.test(t.rule) || !PASSES.has(t.pass) || t.inputShape.length !== 4)
             throw new InvariantError(`convTuning: an impossible entry loaded: ${JSON.stringify(t)}`);
         }
         if (convTuning().length > loaded) throw new InvariantError('convTuning: more entries than loaded');

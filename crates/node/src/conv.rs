@@ -68,7 +68,9 @@ pub fn conv2d_algorithms(args: Conv2dArgs) -> napi::Result<Vec<String>> {
             ConvPass::BackwardWeight => TunedPass::BackwardWeight,
         };
         match algo {
-            ConvAlgo::Auto => crate::runtime::run("conv2dAlgorithms", || tune::lookup(&p, tuned)),
+            ConvAlgo::Auto => {
+                crate::runtime::run("conv2dAlgorithms", || tune::lookup(&p, tuned).algo)
+            }
             forced => Ok(forced.resolve_for(&p, pass)),
         }
         .map(|a| a.name().to_string())
@@ -93,7 +95,10 @@ pub struct TunedConv {
     pub pass: String,
     pub threads: u32,
     pub simd: String,
-    /// The algorithm `auto` runs for this shape and pass.
+    /// The algorithm `auto` runs for this shape and pass, and for im2col where it has two ways
+    /// of running the pass, which one: 'im2col:indirect' or 'im2col:gemm' (forward),
+    /// 'im2col:as-forward' or 'im2col:col2im' (input gradient), 'im2col:shifted' or
+    /// 'im2col:lowered' (weight gradient).
     pub algo: String,
     /// What the fixed rules pick (deterministic mode's choice).
     pub rule: String,
@@ -124,12 +129,12 @@ pub fn conv_tuning() -> Vec<TunedConv> {
                 pass: t.pass.name().to_string(),
                 threads: dims(&[t.threads])[0],
                 simd: t.simd.to_string(),
-                algo: t.algo.name().to_string(),
-                rule: t.rule.name().to_string(),
+                algo: t.name(t.algo),
+                rule: t.name(t.rule),
                 ms: t
                     .seconds
                     .iter()
-                    .map(|(a, s)| (a.name().to_string(), s * 1e3))
+                    .map(|&(c, s)| (t.name(c), s * 1e3))
                     .collect(),
             }
         })

@@ -630,12 +630,79 @@ pub(crate) fn pack_forward_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<Pack
 }
 
 pub fn forward(f: Forward<'_>, epilogue: &Epilogue<'_>) {
-    if super::indirect::applies(f.p) {
+    forward_with(f, epilogue, false)
+}
+
+/// [`forward`] on the path its rules pick, or (`alt`) the other one where there is one.
+pub(crate) fn forward_with(f: Forward<'_>, epilogue: &Epilogue<'_>, alt: bool) {
+    if forward_indirect(f.p, alt) {
         let packed = super::indirect::pack_weights(f.p, f.weight);
         return super::indirect::forward(f, &packed, epilogue);
     }
     let packed = pack_forward_weights(f.p, f.weight);
     forward_packed(f, &packed, epilogue)
+}
+
+/// Whether the forward runs on indirect tiles (else the lowering and the blocked GEMM): where
+/// [`super::indirect::applies`] says, or (`alt`) the other way where both can run.
+pub(crate) fn forward_indirect(p: &Conv2dParams, alt: bool) -> bool {
+    let rule = super::indirect::applies(p);
+    if alt && super::indirect::possible(p) {
+        !rule
+    } else {
+        rule
+    }
+}
+
+/// The names of the two ways im2col can run `pass` of `p`, the rules' pick first, or None
+/// where it has one way only: the forward on indirect tiles or the GEMM; the input gradient as
+/// a forward conv or through col2im; the weight gradient from padded planes or lowered rows.
+/// The autotuner times both.
+pub fn paths(p: &Conv2dParams, pass: super::ConvPass) -> Option<[&'static str; 2]> {
+    use super::ConvPass;
+    let (rule, names) = match pass {
+        ConvPass::Forward => {
+            if !super::indirect::possible(p) {
+                return None;
+            }
+            (super::indirect::applies(p), ["indirect", "gemm"])
+        }
+        ConvPass::BackwardData => {
+            if !data_as_forward_possible(p) {
+                return None;
+            }
+            (data_as_forward_rule(p), ["as-forward", "col2im"])
+        }
+        ConvPass::BackwardWeight => {
+            let out_hw = p.validate().ok()?;
+            if !WeightShifted::possible(p) {
+                return None;
+            }
+            (WeightShifted::pays(p, out_hw), ["shifted", "lowered"])
+        }
+    };
+    Some(if rule { names } else { [names[1], names[0]] })
+}
+
+/// Whether the input gradient can run as a forward conv ([`super::data_as_forward`]): a spatial
+/// kernel at stride 1 with pads within its reach.
+fn data_as_forward_possible(p: &Conv2dParams) -> bool {
+    let Ok(out_hw) = p.validate() else {
+        return false;
+    };
+    p.kernel_h * p.kernel_w > 1 && super::data_as_forward(p, out_hw).is_some()
+}
+
+/// Whether the rules run the input gradient as a forward conv where it can: at stride 1, the
+/// input gradient is a forward conv of grad_out (rotated weights, in and out channels swapped),
+/// which runs on the forward's paths (indirect tiles, the shifted lowering) with no col2im:
+/// that scatter of the kg x positions product back into the planes is most of the work when
+/// few output channels make the GEMM short (DenseNet's 3x3 128->32 at batch 8: 208 -> 392
+/// GFLOP/s @28, 154 -> 390 @14). The forward conv's output channels are this one's inputs:
+/// with fewer than 16 (a network's first layer) its tiles run mostly empty, and col2im stays
+/// ahead (3->64 @224: 156 against 49).
+fn data_as_forward_rule(p: &Conv2dParams) -> bool {
+    p.in_per_group() >= 16
 }
 
 /// [`forward`] with the weights already packed by [`pack_forward_weights`].
@@ -744,15 +811,14 @@ pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epil
 }
 
 pub fn backward_data(b: BackwardData<'_>) {
+    backward_data_with(b, false)
+}
+
+/// [`backward_data`] on the path its rules pick, or (`alt`) the other one where there is one
+/// (see [`paths`]).
+pub(crate) fn backward_data_with(b: BackwardData<'_>, alt: bool) {
     let (p, out_hw, grad_out, weight, grad_input) = b.parts();
-    // At stride 1, the input gradient is a forward conv of grad_out (rotated weights, in and
-    // out channels swapped), which runs on the forward's paths (indirect tiles, the shifted
-    // lowering) with no col2im: that scatter of the kg x positions product back into the
-    // planes is most of the work when few output channels make the GEMM short (DenseNet's
-    // 3x3 128->32 at batch 8: 208 -> 392 GFLOP/s @28, 154 -> 390 @14). The forward conv's
-    // output channels are this one's inputs: with fewer than 16 (a network's first layer)
-    // its tiles run mostly empty, and col2im stays ahead (3->64 @224: 156 against 49).
-    if p.kernel_h * p.kernel_w > 1 && p.in_per_group() >= 16 {
+    if data_as_forward_possible(p) && (data_as_forward_rule(p) != alt) {
         if let Some(q) = super::data_as_forward(p, out_hw) {
             let rotated = super::rotate_for_data(p, weight);
             let f = Forward::new(&q, (p.in_h, p.in_w), grad_out, &rotated, grad_input);
@@ -843,8 +909,15 @@ fn is_pointwise(p: &Conv2dParams) -> bool {
 }
 
 pub fn backward_weight(b: BackwardWeight<'_>) {
+    backward_weight_with(b, false)
+}
+
+/// [`backward_weight`] on the path its rules pick, or (`alt`) the other one where there is
+/// one (see [`paths`]).
+pub(crate) fn backward_weight_with(b: BackwardWeight<'_>, alt: bool) {
     let (p, out_hw, input, grad_out, (grad_weight, grad_bias)) = b.parts();
-    if let Some(s) = WeightShifted::new(p, out_hw) {
+    let shifted = WeightShifted::possible(p) && (WeightShifted::pays(p, out_hw) != alt);
+    if let Some(s) = shifted.then(|| WeightShifted::new(p, out_hw)).flatten() {
         let accumulate = |dw: &mut [f32], units: Range<usize>, par: bool| {
             for (i, u) in units.enumerate() {
                 let beta = if i == 0 { 0.0 } else { 1.0 };
@@ -965,31 +1038,40 @@ struct WeightShifted {
 }
 
 impl WeightShifted {
-    fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Option<WeightShifted> {
+    /// Whether the weight gradient of `p` can run from padded planes: a spatial kernel,
+    /// dilation 1.
+    fn possible(p: &Conv2dParams) -> bool {
+        p.dilation_h == 1 && p.dilation_w == 1 && p.kernel_h * p.kernel_w > 1
+    }
+
+    /// Whether the rules take the planes where [`possible`](Self::possible).
+    fn pays(p: &Conv2dParams, (_oh, ow): (usize, usize)) -> bool {
         let (sh, sw) = (p.stride_h, p.stride_w);
-        let wp = p.in_w + p.pad_left + p.pad_right;
-        let wq = wp.div_ceil(sw);
-        let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
+        let wq = (p.in_w + p.pad_left + p.pad_right).div_ceil(sw);
         let wide = p.out_per_group() > if sh * sw == 1 { 128 } else { 256 };
         // At stride 1 with more than 128 output channels per group, the GEMM is long enough
         // that the lowering is a small part of the work and the throwaway columns cost more
         // than it (conv_bench stride1, batch 8: 3x3 256->512 @28 441 -> 390 GFLOP/s, 512->512
         // @14 430 -> 365, 256->256 @14 395 -> 385; against 128->32 @14 176 -> 287, @28 230 ->
-        // 312, 64->64 @56 325 -> 351, 128->128 @28 360 -> 383, 96->128 @28 345 -> 378). Strided, the lowering gathers one float at a time and costs more: the planes
-        // win up to 256 channels (losers, batch 8: 3x3 s2 64->128 @56 270 -> 307, 128->128
-        // @56 274 -> 307, 256->256 @28 341 -> 355, 7x7 s2 3->64 166 -> 217, 11x11 s4 3->64
-        // 201 -> 296; 512->512 @14 357 -> 337 stays with the lowering). Past
-        // a quarter of throwaway columns (kernels wider than a third of the row: 5x5 on 7x7
-        // maps), the per-run lowering stays too; below that it costs more than they do (3x3
-        // 128->32 @7, 2 of 9 columns thrown away: 93 -> 120 GFLOP/s).
-        if p.dilation_h != 1
-            || p.dilation_w != 1
-            || p.kernel_h * p.kernel_w == 1
-            || wide
-            || (wq - ow) * 4 > wq
-        {
-            return None;
-        }
+        // 312, 64->64 @56 325 -> 351, 128->128 @28 360 -> 383, 96->128 @28 345 -> 378).
+        // Strided, the lowering gathers one float at a time and costs more: the planes win up
+        // to 256 channels (losers, batch 8: 3x3 s2 64->128 @56 270 -> 307, 128->128 @56 274 ->
+        // 307, 256->256 @28 341 -> 355, 7x7 s2 3->64 166 -> 217, 11x11 s4 3->64 201 -> 296;
+        // 512->512 @14 357 -> 337 stays with the lowering). Past a quarter of throwaway
+        // columns (kernels wider than a third of the row: 5x5 on 7x7 maps), the per-run
+        // lowering stays too; below that it costs more than they do (3x3 128->32 @7, 2 of 9
+        // columns thrown away: 93 -> 120 GFLOP/s).
+        !wide && (wq - ow) * 4 <= wq
+    }
+
+    /// The planes' geometry for `p`, where [`possible`](Self::possible) and their scratch is
+    /// bounded.
+    fn new(p: &Conv2dParams, (oh, ow): (usize, usize)) -> Option<WeightShifted> {
+        let (sh, sw) = (p.stride_h, p.stride_w);
+        let wp = p.in_w + p.pad_left + p.pad_right;
+        let wq = wp.div_ceil(sw);
+        let kg = p.in_per_group() * p.kernel_h * p.kernel_w;
+        debug_assert!(Self::possible(p) && wq >= ow);
         let per_item = oh * wq;
         let (rows, items) = if per_item >= MIN_BLOCK_WEIGHT {
             (MIN_BLOCK_WEIGHT.div_ceil(wq).min(oh), 1)

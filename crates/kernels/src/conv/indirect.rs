@@ -44,8 +44,6 @@ const MAX_PADDED: usize = 4 << 20;
 /// (see [`FEW_OUT`]), padded planes of a bounded size, on a CPU with AVX2.
 pub fn applies(p: &Conv2dParams) -> bool {
     let isa = simd::isa();
-    let avx2 = simd::dispatch!(isa, avx2 => true, _ => false);
-    let plane = (p.in_h + p.pad_top + p.pad_bottom) * (p.in_w + p.pad_left + p.pad_right);
     let Ok((oh, ow)) = p.validate() else {
         return false;
     };
@@ -56,9 +54,18 @@ pub fn applies(p: &Conv2dParams) -> bool {
     // here; 2048->512 @7 0.37 here against 0.46), and on AVX2 it stays ahead on 7x7 too.
     let pointwise_ok =
         simd::dispatch!(isa, avx512 => oh * ow <= SMALL_1X1, avx2 => false, _ => false);
-    avx2 && pays
-        && p.groups == 1
-        && (p.kernel_h * p.kernel_w > 1 || pointwise_ok)
+    possible(p) && pays && (p.kernel_h * p.kernel_w > 1 || pointwise_ok)
+}
+
+/// Whether this path can run the forward of `p` at all (whether it pays is [`applies`]): one
+/// group, padded planes of a bounded size, AVX2, and a spatial kernel or AVX-512.
+pub fn possible(p: &Conv2dParams) -> bool {
+    let isa = simd::isa();
+    let avx2 = simd::dispatch!(isa, avx2 => true, _ => false);
+    let any_kernel = simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false);
+    let plane = (p.in_h + p.pad_top + p.pad_bottom) * (p.in_w + p.pad_left + p.pad_right);
+    avx2 && p.groups == 1
+        && (p.kernel_h * p.kernel_w > 1 || any_kernel)
         && p.in_channels
             .checked_mul(plane)
             .is_some_and(|n| n <= MAX_PADDED)

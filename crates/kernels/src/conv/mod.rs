@@ -216,7 +216,7 @@ pub enum ConvPass {
 }
 
 /// Which algorithm computes a convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConvAlgo {
     Auto,
     Direct,
@@ -299,6 +299,21 @@ impl ConvAlgo {
     }
 }
 
+/// One way to run a conv pass: an algorithm and, for im2col, which of its two paths for the
+/// pass where it has two (`alt`: the one its rules do not pick; see [`im2col::paths`]). What
+/// the autotuner chooses between; `Auto` with `alt` false asks for the tuned choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Choice {
+    pub algo: ConvAlgo,
+    pub alt: bool,
+}
+
+impl From<ConvAlgo> for Choice {
+    fn from(algo: ConvAlgo) -> Choice {
+        Choice { algo, alt: false }
+    }
+}
+
 fn check_bias(p: &Conv2dParams, bias: Option<&[f32]>) -> Result<()> {
     if let Some(b) = bias {
         check_len("bias", b.len(), p.out_channels)?;
@@ -370,22 +385,35 @@ pub fn conv2d_forward(
     output: &mut [f32],
     algo: ConvAlgo,
 ) -> Result<()> {
+    conv2d_forward_choice(p, input, weight, bias, output, algo.into())
+}
+
+/// [`conv2d_forward`] on one [`Choice`] (for tests of im2col's alternative paths).
+#[doc(hidden)]
+pub fn conv2d_forward_choice(
+    p: &Conv2dParams,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+    asked: Choice,
+) -> Result<()> {
     let out_hw = p.validate()?;
     check_len("input", input.len(), p.input_len())?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_bias(p, bias)?;
     check_len("output", output.len(), p.output_len(out_hw))?;
     let mut f = Forward::new(p, out_hw, input, weight, output);
-    let run = |a: ConvAlgo| {
+    let run = |c: Choice| {
         let f = f.reborrow();
-        match a {
+        match c.algo {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::forward(f, bias),
-            ConvAlgo::Im2col => im2col::forward(f, &Epilogue::bias(bias)),
+            ConvAlgo::Im2col => im2col::forward_with(f, &Epilogue::bias(bias), c.alt),
             ConvAlgo::Fft => fft::forward(f, bias),
             ConvAlgo::Winograd => winograd::forward(f, &Epilogue::bias(bias)),
         }
     };
-    tune::run(p, TunedPass::Forward, algo, run).map(|_| ())
+    tune::run(p, TunedPass::Forward, asked, run).map(|_| ())
 }
 
 /// The buffer checks of a fused forward; the output size.
@@ -420,8 +448,8 @@ pub fn conv2d_forward_fused(
     let out_hw = check_fused(p, input, weight, epilogue, output)?;
     let plane = out_hw.0 * out_hw.1;
     let mut f = Forward::new(p, out_hw, input, weight, output);
-    let run = |a: ConvAlgo| match a {
-        ConvAlgo::Im2col => im2col::forward(f.reborrow(), epilogue),
+    let run = |c: Choice| match c.algo {
+        ConvAlgo::Im2col => im2col::forward_with(f.reborrow(), epilogue, c.alt),
         ConvAlgo::Winograd => winograd::forward(f.reborrow(), epilogue),
         // Direct and FFT apply the epilogue in a pass of their own.
         ConvAlgo::Direct | ConvAlgo::Auto => {
@@ -433,7 +461,7 @@ pub fn conv2d_forward_fused(
             epilogue.apply_all(f.output, p.out_channels, plane);
         }
     };
-    tune::run(p, TunedPass::Forward, algo, run).map(|_| ())
+    tune::run(p, TunedPass::Forward, algo.into(), run).map(|_| ())
 }
 
 /// A forward convolution's weights prepared once for the algorithm `auto` (or the one asked
@@ -444,8 +472,8 @@ pub fn conv2d_forward_fused(
 pub struct PreparedForward {
     params: Conv2dParams,
     algo: ConvAlgo,
-    /// The algorithm these weights are for (`algo`, or what `Auto` chose).
-    resolved: ConvAlgo,
+    /// The algorithm (and im2col path) these weights are for: `algo`, or what `Auto` chose.
+    resolved: Choice,
     weights: PreparedKind,
 }
 
@@ -458,9 +486,9 @@ enum PreparedKind {
 }
 
 /// What im2col's forward prepares for `p`: the indirect path's panels where it runs, else the
-/// GEMM's packed weights (the same choice `im2col::forward` makes).
-fn prepare_im2col(p: &Conv2dParams, weight: &[f32]) -> PreparedKind {
-    if indirect::applies(p) {
+/// GEMM's packed weights (the same choice `im2col::forward_with` makes).
+fn prepare_im2col(p: &Conv2dParams, weight: &[f32], alt: bool) -> PreparedKind {
+    if im2col::forward_indirect(p, alt) {
         PreparedKind::Indirect(indirect::pack_weights(p, weight))
     } else {
         PreparedKind::Gemm(im2col::pack_forward_weights(p, weight))
@@ -468,12 +496,12 @@ fn prepare_im2col(p: &Conv2dParams, weight: &[f32]) -> PreparedKind {
 }
 
 /// The weights `resolved` (a concrete algorithm) prepares.
-fn prepare_kind(p: &Conv2dParams, weight: &[f32], resolved: ConvAlgo) -> PreparedKind {
-    match resolved {
-        ConvAlgo::Im2col => prepare_im2col(p, weight),
+fn prepare_kind(p: &Conv2dParams, weight: &[f32], resolved: Choice) -> PreparedKind {
+    match resolved.algo {
+        ConvAlgo::Im2col => prepare_im2col(p, weight, resolved.alt),
         ConvAlgo::Winograd => match winograd::prepare(p, weight) {
             Some(a) => PreparedKind::Winograd(a),
-            None => prepare_im2col(p, weight),
+            None => prepare_im2col(p, weight, false),
         },
         ConvAlgo::Direct | ConvAlgo::Fft | ConvAlgo::Auto => PreparedKind::Nothing,
     }
@@ -496,8 +524,8 @@ impl PreparedForward {
         self.params == *p && self.algo == algo
     }
 
-    /// The algorithm the prepared forwards run.
-    pub fn algorithm(&self) -> ConvAlgo {
+    /// The algorithm (and im2col path) the prepared forwards run.
+    pub fn choice(&self) -> Choice {
         self.resolved
     }
 }
@@ -514,7 +542,7 @@ pub fn prepare_forward(
     check_len("weight", weight.len(), p.weight_len())?;
     let resolved = match algo {
         ConvAlgo::Auto => tune::lookup(p, TunedPass::ForwardPrepared),
-        other => other.resolve_prepared(p),
+        other => other.resolve_prepared(p).into(),
     };
     scratch::fallible("conv2d", || {
         Ok(PreparedForward {
@@ -543,15 +571,15 @@ pub fn prepare_forward_tuned(
     check_len("input", input.len(), p.input_len())?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("output", output.len(), p.output_len(out_hw))?;
-    let mut made: Vec<(ConvAlgo, PreparedKind)> = Vec::new();
+    let mut made: Vec<(Choice, PreparedKind)> = Vec::new();
     let identity = Epilogue::bias(None);
-    let run = |a: ConvAlgo| {
+    let run = |a: Choice| {
         if !made.iter().any(|(m, _)| *m == a) {
             made.push((a, prepare_kind(p, weight, a)));
         }
         let kind = &made.iter().find(|(m, _)| *m == a).expect("just made").1;
         let f = Forward::new(p, out_hw, input, weight, &mut *output);
-        match (kind, a) {
+        match (kind, a.algo) {
             (PreparedKind::Winograd(w), _) => winograd::forward_prepared(f, w, &identity),
             (PreparedKind::Gemm(w), _) => im2col::forward_packed(f, w, &identity),
             (PreparedKind::Indirect(w), _) => indirect::forward(f, w, &identity),
@@ -559,7 +587,7 @@ pub fn prepare_forward_tuned(
             (PreparedKind::Nothing, _) => direct::forward(f, None),
         }
     };
-    let resolved = tune::run(p, TunedPass::ForwardPrepared, algo, run)?;
+    let resolved = tune::run(p, TunedPass::ForwardPrepared, algo.into(), run)?;
     let weights = match made.into_iter().find(|(m, _)| *m == resolved) {
         Some((_, kind)) => kind,
         None => scratch::fallible("conv2d", || Ok(prepare_kind(p, weight, resolved)))?,
@@ -595,7 +623,7 @@ pub fn conv2d_forward_prepared(
 ) -> Result<()> {
     if !holds_weights(prepared, p, algo)? {
         // Direct summation adds the bias inside its sums, unlike the fused epilogue.
-        return conv2d_forward(p, input, weight, bias, output, prepared.resolved);
+        return conv2d_forward(p, input, weight, bias, output, prepared.resolved.algo);
     }
     check_bias(p, bias)?;
     let epilogue = Epilogue::bias(bias);
@@ -616,7 +644,7 @@ pub fn conv2d_forward_fused_prepared(
     algo: ConvAlgo,
 ) -> Result<()> {
     if !holds_weights(prepared, p, algo)? {
-        return conv2d_forward_fused(p, input, weight, epilogue, output, prepared.resolved);
+        return conv2d_forward_fused(p, input, weight, epilogue, output, prepared.resolved.algo);
     }
     let out_hw = check_fused(p, input, weight, epilogue, output)?;
     let f = Forward::new(p, out_hw, input, weight, output);
@@ -639,20 +667,32 @@ pub fn conv2d_backward_data(
     grad_input: &mut [f32],
     algo: ConvAlgo,
 ) -> Result<()> {
+    conv2d_backward_data_choice(p, grad_out, weight, grad_input, algo.into())
+}
+
+/// [`conv2d_backward_data`] on one [`Choice`] (for tests of im2col's alternative paths).
+#[doc(hidden)]
+pub fn conv2d_backward_data_choice(
+    p: &Conv2dParams,
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+    asked: Choice,
+) -> Result<()> {
     let out_hw = p.validate()?;
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("gradInput", grad_input.len(), p.input_len())?;
-    let run = |a: ConvAlgo| {
+    let run = |c: Choice| {
         let b = BackwardData::new(p, out_hw, grad_out, weight, &mut *grad_input);
-        match a {
+        match c.algo {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_data(b),
-            ConvAlgo::Im2col => im2col::backward_data(b),
+            ConvAlgo::Im2col => im2col::backward_data_with(b, c.alt),
             ConvAlgo::Fft => fft::backward_data(b),
             ConvAlgo::Winograd => winograd::backward_data(b),
         }
     };
-    tune::run(p, TunedPass::BackwardData, algo, run).map(|_| ())
+    tune::run(p, TunedPass::BackwardData, asked, run).map(|_| ())
 }
 
 /// grad_weight (and grad_bias when given) of conv2d. Overwrites both.
@@ -664,6 +704,19 @@ pub fn conv2d_backward_weight(
     grad_bias: Option<&mut [f32]>,
     algo: ConvAlgo,
 ) -> Result<()> {
+    conv2d_backward_weight_choice(p, input, grad_out, grad_weight, grad_bias, algo.into())
+}
+
+/// [`conv2d_backward_weight`] on one [`Choice`] (for tests of im2col's alternative paths).
+#[doc(hidden)]
+pub fn conv2d_backward_weight_choice(
+    p: &Conv2dParams,
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+    asked: Choice,
+) -> Result<()> {
     let out_hw = p.validate()?;
     check_len("input", input.len(), p.input_len())?;
     check_len("gradOutput", grad_out.len(), p.output_len(out_hw))?;
@@ -672,17 +725,17 @@ pub fn conv2d_backward_weight(
         check_len("gradBias", gb.len(), p.out_channels)?;
     }
     let mut grad_bias = grad_bias;
-    let run = |a: ConvAlgo| {
+    let run = |c: Choice| {
         let grads = (&mut *grad_weight, grad_bias.as_deref_mut());
         let b = BackwardWeight::new(p, out_hw, input, grad_out, grads);
-        match a {
+        match c.algo {
             ConvAlgo::Direct | ConvAlgo::Auto => direct::backward_weight(b),
-            ConvAlgo::Im2col => im2col::backward_weight(b),
+            ConvAlgo::Im2col => im2col::backward_weight_with(b, c.alt),
             ConvAlgo::Fft => fft::backward_weight(b),
             ConvAlgo::Winograd => winograd::backward_weight(b),
         }
     };
-    tune::run(p, TunedPass::BackwardWeight, algo, run).map(|_| ())
+    tune::run(p, TunedPass::BackwardWeight, asked, run).map(|_| ())
 }
 
 /// The input gradient of a stride-1 conv as a forward conv: `grad_input = conv(grad_out, w')`

@@ -12,7 +12,7 @@
 //!
 //! The first call's results come from the winner (it runs again when it was not the last one
 //! timed), so a tuned shape gives the same bits on its first call as on later ones.
-use super::{fft, im2col, winograd, Conv2dParams, ConvAlgo};
+use super::{fft, im2col, winograd, Choice, Conv2dParams, ConvAlgo, ConvPass};
 use crate::{bail, scratch, simd, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -49,6 +49,15 @@ impl TunedPass {
         }
     }
 
+    /// The conv pass this is a choice for.
+    pub fn conv_pass(self) -> ConvPass {
+        match self {
+            TunedPass::Forward | TunedPass::ForwardPrepared => ConvPass::Forward,
+            TunedPass::BackwardData => ConvPass::BackwardData,
+            TunedPass::BackwardWeight => ConvPass::BackwardWeight,
+        }
+    }
+
     fn parse(s: &str) -> Option<TunedPass> {
         [
             TunedPass::Forward,
@@ -68,9 +77,25 @@ pub struct Tuned {
     pub pass: TunedPass,
     pub threads: usize,
     pub simd: &'static str,
-    pub algo: ConvAlgo,
-    pub rule: ConvAlgo,
-    pub seconds: Vec<(ConvAlgo, f64)>,
+    pub algo: Choice,
+    pub rule: Choice,
+    pub seconds: Vec<(Choice, f64)>,
+}
+
+impl Tuned {
+    /// [`choice_name`] of one of this entry's choices.
+    pub fn name(&self, c: Choice) -> String {
+        choice_name(&self.params, self.pass, c)
+    }
+}
+
+/// A choice's name: the algorithm's, and for im2col where it has two paths for this pass, the
+/// path's (`im2col:gemm`, `im2col:indirect`, `im2col:col2im`, ...; see [`im2col::paths`]).
+pub fn choice_name(p: &Conv2dParams, pass: TunedPass, c: Choice) -> String {
+    match (c.algo, im2col::paths(p, pass.conv_pass())) {
+        (ConvAlgo::Im2col, Some(names)) => format!("im2col:{}", names[usize::from(c.alt)]),
+        _ => c.algo.name().to_string(),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,8 +266,16 @@ fn parse_line(line: &str) -> Option<(&str, Tuned)> {
         groups,
     };
     params.validate().ok()?;
+    // Choices are stored by name and must name a candidate of this shape and pass (names, not
+    // im2col's `alt` flag, so a file stays right when the rules' pick changes).
     let cands = candidates(&params, pass);
-    let algo = ConvAlgo::parse(algo).ok().filter(|a| cands.contains(a))?;
+    let by_name = |name: &str| {
+        cands
+            .iter()
+            .copied()
+            .find(|&c| choice_name(&params, pass, c) == name)
+    };
+    let algo = by_name(algo)?;
     let seconds = seconds
         .split(',')
         .filter(|s| !s.is_empty())
@@ -252,7 +285,7 @@ fn parse_line(line: &str) -> Option<(&str, Tuned)> {
                 .parse()
                 .ok()
                 .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
-            Some((ConvAlgo::parse(a).ok()?, v))
+            Some((by_name(a)?, v))
         })
         .collect::<Option<Vec<_>>>()?;
     let rule = rule_for(&params, pass);
@@ -295,31 +328,30 @@ fn format_line(cpu: &str, t: &Tuned) -> String {
     let seconds: Vec<String> = t
         .seconds
         .iter()
-        .map(|(a, s)| format!("{}={s:.3e}", a.name()))
+        .map(|&(c, s)| format!("{}={s:.3e}", t.name(c)))
         .collect();
     format!(
         "{cpu}\t{}\t{}\t{}\t{shape}\t{}\t{}",
         t.simd,
         t.threads,
         t.pass.name(),
-        t.algo.name(),
+        t.name(t.algo),
         seconds.join(",")
     )
 }
 
-/// What the fixed rules pick for `Auto` in this pass.
-pub fn rule_for(p: &Conv2dParams, pass: TunedPass) -> ConvAlgo {
-    use super::ConvPass;
+/// What the fixed rules pick for `Auto` in this pass (im2col on the path its rules pick).
+pub fn rule_for(p: &Conv2dParams, pass: TunedPass) -> Choice {
     match pass {
-        TunedPass::Forward => ConvAlgo::Auto.resolve(p),
         TunedPass::ForwardPrepared => ConvAlgo::Auto.resolve_prepared(p),
-        TunedPass::BackwardData => ConvAlgo::Auto.resolve_for(p, ConvPass::BackwardData),
-        TunedPass::BackwardWeight => ConvAlgo::Auto.resolve_for(p, ConvPass::BackwardWeight),
+        other => ConvAlgo::Auto.resolve_for(p, other.conv_pass()),
     }
+    .into()
 }
 
-/// The algorithms worth timing for this shape and pass, the rule's pick among them:
-/// - im2col, unless one block of its lowering would not fit its scratch bound;
+/// The choices worth timing for this shape and pass, the rule's pick first:
+/// - im2col, unless one block of its lowering would not fit its scratch bound, on both of its
+///   paths where it has two ([`im2col::paths`]);
 /// - Winograd for dense 3x3 stride-1 layers of 16+ channels either side, except for the weight
 ///   gradient (it has none of its own);
 /// - the FFT for dense stride-1 layers of 5x5 and larger kernels with 32+ channels;
@@ -327,11 +359,17 @@ pub fn rule_for(p: &Conv2dParams, pass: TunedPass) -> ConvAlgo {
 ///   packing and transforms cost about as much as the work), and where im2col cannot run.
 ///
 /// A shape with a single candidate is never timed.
-pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<ConvAlgo> {
-    let mut c = vec![rule_for(p, pass)];
+pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<Choice> {
+    let mut c: Vec<Choice> = vec![rule_for(p, pass)];
     let dense = p.groups == 1;
     if im2col::scratch_bounded(p) {
-        c.push(ConvAlgo::Im2col);
+        c.push(ConvAlgo::Im2col.into());
+        if im2col::paths(p, pass.conv_pass()).is_some() {
+            c.push(Choice {
+                algo: ConvAlgo::Im2col,
+                alt: true,
+            });
+        }
     }
     if dense
         && winograd::applies(p)
@@ -339,13 +377,13 @@ pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<ConvAlgo> {
         && p.in_per_group() >= 16
         && p.out_per_group() >= 16
     {
-        c.push(ConvAlgo::Winograd);
+        c.push(ConvAlgo::Winograd.into());
     }
     if dense && fft::pays_off(p) && p.kernel_h * p.kernel_w >= 25 {
-        c.push(ConvAlgo::Fft);
+        c.push(ConvAlgo::Fft.into());
     }
     if p.groups > 1 || p.flops() < 20e6 || !im2col::scratch_bounded(p) {
-        c.push(ConvAlgo::Direct);
+        c.push(ConvAlgo::Direct.into());
     }
     let mut seen = Vec::new();
     c.retain(|a| {
@@ -358,7 +396,7 @@ pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<ConvAlgo> {
 
 /// The algorithm `Auto` uses for this shape and pass without running anything: the tuned one
 /// when tuning is on and the shape was tuned on this thread count, else the rule's pick.
-pub fn lookup(p: &Conv2dParams, pass: TunedPass) -> ConvAlgo {
+pub fn lookup(p: &Conv2dParams, pass: TunedPass) -> Choice {
     if enabled() {
         if let Some(t) = table().entries.get(&key_for(p, pass)) {
             return t.algo;
@@ -381,11 +419,11 @@ pub fn needs_tuning(p: &Conv2dParams, pass: TunedPass) -> bool {
 pub(crate) fn run(
     p: &Conv2dParams,
     pass: TunedPass,
-    asked: ConvAlgo,
-    mut run: impl FnMut(ConvAlgo),
-) -> Result<ConvAlgo> {
-    if asked != ConvAlgo::Auto || !enabled() {
-        let algo = if asked == ConvAlgo::Auto {
+    asked: Choice,
+    mut run: impl FnMut(Choice),
+) -> Result<Choice> {
+    if asked.algo != ConvAlgo::Auto || !enabled() {
+        let algo = if asked.algo == ConvAlgo::Auto {
             rule_for(p, pass)
         } else {
             asked
@@ -438,10 +476,10 @@ fn key_for(p: &Conv2dParams, pass: TunedPass) -> Key {
 /// a warm-up run, then the best of up to three timed runs (one when a run takes over 50 ms), a
 /// candidate dropping out after its warm-up when that was over four times the rule's best.
 fn time_candidates(
-    cands: &[ConvAlgo],
-    run: &mut impl FnMut(ConvAlgo),
-) -> Result<(ConvAlgo, Vec<(ConvAlgo, f64)>)> {
-    let mut once = |a: ConvAlgo| -> Result<f64> {
+    cands: &[Choice],
+    run: &mut impl FnMut(Choice),
+) -> Result<(Choice, Vec<(Choice, f64)>)> {
+    let mut once = |a: Choice| -> Result<f64> {
         let t = Instant::now();
         scratch::fallible("conv2d", || {
             run(a);
@@ -482,7 +520,7 @@ fn time_candidates(
 
 /// The winner of timed candidates, the rule's pick first: the fastest, if it beat the rule's
 /// pick by [`MARGIN`], else the rule's pick.
-fn pick(seconds: &[(ConvAlgo, f64)]) -> ConvAlgo {
+fn pick(seconds: &[(Choice, f64)]) -> Choice {
     let rule = seconds[0];
     let fastest = seconds
         .iter()
@@ -524,25 +562,34 @@ mod tests {
 
     #[test]
     fn another_algorithm_must_beat_the_rule_by_the_margin() {
-        use ConvAlgo::*;
-        assert_eq!(pick(&[(Im2col, 1.0), (Winograd, 0.96)]), Im2col);
+        let [im2col, winograd, direct] =
+            [ConvAlgo::Im2col, ConvAlgo::Winograd, ConvAlgo::Direct].map(Choice::from);
+        assert_eq!(pick(&[(im2col, 1.0), (winograd, 0.96)]), im2col);
         assert_eq!(
-            pick(&[(Im2col, 1.0), (Winograd, 0.9), (Direct, 0.94)]),
-            Winograd
+            pick(&[(im2col, 1.0), (winograd, 0.9), (direct, 0.94)]),
+            winograd
         );
-        assert_eq!(pick(&[(Im2col, 1.0), (Direct, 2.0)]), Im2col);
+        assert_eq!(pick(&[(im2col, 1.0), (direct, 2.0)]), im2col);
     }
 
     #[test]
     fn a_line_round_trips_and_bad_lines_are_skipped() {
+        let alt = Choice {
+            algo: ConvAlgo::Im2col,
+            alt: true,
+        };
         let t = Tuned {
             params: params(),
             pass: TunedPass::BackwardData,
             threads: 2,
             simd: simd::SimdLevel::Scalar.name(),
-            algo: ConvAlgo::Winograd,
+            algo: ConvAlgo::Winograd.into(),
             rule: rule_for(&params(), TunedPass::BackwardData),
-            seconds: vec![(ConvAlgo::Im2col, 1.5e-4), (ConvAlgo::Winograd, 1.0e-4)],
+            seconds: vec![
+                (ConvAlgo::Im2col.into(), 1.5e-4),
+                (alt, 1.2e-4),
+                (ConvAlgo::Winograd.into(), 1.0e-4),
+            ],
         };
         let line = format_line("cpu x", &t);
         let text = format!(
@@ -553,8 +600,14 @@ mod tests {
         assert_eq!(skipped, 2);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].params, t.params);
-        assert_eq!(got[0].algo, ConvAlgo::Winograd);
-        assert_eq!(got[0].seconds[1].0, ConvAlgo::Winograd);
+        assert_eq!(got[0].algo, ConvAlgo::Winograd.into());
+        assert_eq!(got[0].seconds, t.seconds);
+        // im2col's paths go by name: the input gradient's are as a forward conv or col2im.
+        assert!(line.contains("\tim2col:as-forward=1.500e-4,im2col:col2im=1.200e-4,"));
+        let col2im = line.replace("\twinograd\t", "\tim2col:col2im\t");
+        assert_eq!(parse_cache(&col2im, "cpu x").0[0].algo, alt);
+        let bare = line.replace("\twinograd\t", "\tim2col\t");
+        assert_eq!(parse_cache(&bare, "cpu x").0.len(), 0);
         // An algorithm that cannot run the shape (FFT for a 3x3 of 16 channels) is not taken.
         let fft = line.replace("\twinograd\t", "\tfft\t");
         assert_eq!(parse_cache(&fft, "cpu x").0.len(), 0);

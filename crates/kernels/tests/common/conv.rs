@@ -4,7 +4,7 @@
 use super::{assert_close, fill, norm_err};
 use ferroconv_kernels::conv::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, reference, BackwardData,
-    BackwardWeight, Conv2dParams, ConvAlgo, Forward,
+    BackwardWeight, Choice, Conv2dParams, ConvAlgo, Forward,
 };
 
 pub struct Case {
@@ -349,14 +349,22 @@ pub fn inputs(p: &Conv2dParams) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
 }
 
 pub fn run(p: &Conv2dParams, algo: ConvAlgo) -> Outputs {
+    run_choice(p, algo.into())
+}
+
+/// [`run`] on one [`Choice`] (im2col's alternative paths included).
+pub fn run_choice(p: &Conv2dParams, c: Choice) -> Outputs {
+    use ferroconv_kernels::conv::{
+        conv2d_backward_data_choice, conv2d_backward_weight_choice, conv2d_forward_choice,
+    };
     let (x, w, b, gy) = inputs(p);
     let mut y = vec![f32::NAN; gy.len()];
     let mut dx = vec![f32::NAN; x.len()];
     let mut dw = vec![f32::NAN; w.len()];
     let mut db = vec![f32::NAN; b.len()];
-    conv2d_forward(p, &x, &w, Some(&b), &mut y, algo).unwrap();
-    conv2d_backward_data(p, &gy, &w, &mut dx, algo).unwrap();
-    conv2d_backward_weight(p, &x, &gy, &mut dw, Some(&mut db), algo).unwrap();
+    conv2d_forward_choice(p, &x, &w, Some(&b), &mut y, c).unwrap();
+    conv2d_backward_data_choice(p, &gy, &w, &mut dx, c).unwrap();
+    conv2d_backward_weight_choice(p, &x, &gy, &mut dw, Some(&mut db), c).unwrap();
     Outputs { y, dx, dw, db }
 }
 
