@@ -359,6 +359,9 @@ async function convSection(): Promise<void> {
   // Shape by shape, every framework in turn: the machine's load drifts, and this keeps the
   // numbers that are divided by each other close in time.
   const torch = torchPeer.api ? new TorchStream(threads, TIMING.conv) : undefined;
+  // Python importing torch takes seconds of CPU: the first shapes' timings must not share the
+  // cores with it.
+  await torch?.ready;
   const ferro = new Map<string, Partial<Record<Algo, PassStats>>>();
   const torchRes = new Map<string, Record<string, unknown>>();
   const ortStats = new Map<string, Stat | string>();
@@ -596,6 +599,7 @@ async function gemmSection(): Promise<void> {
   const ferro = new Map<number, Stat>();
   const torchRes = new Map<number, Record<string, unknown>>();
   const torch = torchPeer.api ? new TorchStream(threads, TIMING.gemm) : undefined;
+  await torch?.ready; // (as in the conv section)
   for (const n of sizes) {
     const a = det(n * n, 1);
     const b = det(n * n, 2);
