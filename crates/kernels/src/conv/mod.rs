@@ -571,19 +571,28 @@ pub fn prepare_forward_tuned(
     check_len("input", input.len(), p.input_len())?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("output", output.len(), p.output_len(out_hw))?;
+    // Every candidate's weights are prepared before any is timed: the timings are of the
+    // forwards alone, as a plan runs them (preparing once would otherwise weigh on whichever
+    // candidate's warm-up run did it).
     let mut made: Vec<(Choice, PreparedKind)> = Vec::new();
+    for c in tune::candidates(p, TunedPass::ForwardPrepared) {
+        // A candidate whose weights cannot be allocated runs unprepared (and loses).
+        let kind = scratch::fallible("conv2d", || Ok(prepare_kind(p, weight, c)));
+        made.push((c, kind.unwrap_or(PreparedKind::Nothing)));
+    }
     let identity = Epilogue::bias(None);
     let run = |a: Choice| {
-        if !made.iter().any(|(m, _)| *m == a) {
-            made.push((a, prepare_kind(p, weight, a)));
-        }
-        let kind = &made.iter().find(|(m, _)| *m == a).expect("just made").1;
+        let kind = match made.iter().find(|(m, _)| *m == a) {
+            Some((_, kind)) => kind,
+            None => &PreparedKind::Nothing,
+        };
         let f = Forward::new(p, out_hw, input, weight, &mut *output);
         match (kind, a.algo) {
             (PreparedKind::Winograd(w), _) => winograd::forward_prepared(f, w, &identity),
             (PreparedKind::Gemm(w), _) => im2col::forward_packed(f, w, &identity),
             (PreparedKind::Indirect(w), _) => indirect::forward(f, w, &identity),
             (PreparedKind::Nothing, ConvAlgo::Fft) => fft::forward(f, None),
+            // Direct summation, or a candidate whose weights could not be prepared.
             (PreparedKind::Nothing, _) => direct::forward(f, None),
         }
     };
