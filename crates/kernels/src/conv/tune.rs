@@ -435,20 +435,30 @@ pub(crate) fn run(
         return Ok(algo);
     }
     let key = key_for(p, pass);
-    let kept = table().entries.get(&key).map(|t| t.algo);
-    let cands = candidates(p, pass);
-    let guard = match TUNING.try_lock() {
-        Ok(g) => Some(g),
-        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    };
-    if kept.is_some() || cands.len() < 2 || guard.is_none() {
-        let algo = kept.unwrap_or(cands[0]);
+    let kept = || table().entries.get(&key).map(|t| t.algo);
+    let mut run_one = |algo: Choice| {
         scratch::fallible("conv2d", || {
             run(algo);
             Ok(())
-        })?;
-        return Ok(algo);
+        })
+        .map(|()| algo)
+    };
+    if let Some(algo) = kept() {
+        return run_one(algo);
+    }
+    let cands = candidates(p, pass);
+    if cands.len() < 2 {
+        return run_one(cands[0]);
+    }
+    let _tuning = match TUNING.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        // Another call is timing its candidates: this one runs the rule's pick untimed.
+        Err(TryLockError::WouldBlock) => return run_one(cands[0]),
+    };
+    // The caller that held the lock may have just tuned this very shape.
+    if let Some(algo) = kept() {
+        return run_one(algo);
     }
     let (algo, seconds) = time_candidates(&cands, &mut run)?;
     record(Tuned {
