@@ -571,35 +571,29 @@ pub fn prepare_forward_tuned(
     check_len("input", input.len(), p.input_len())?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("output", output.len(), p.output_len(out_hw))?;
-    // Every candidate's weights are prepared before any is timed: the timings are of the
-    // forwards alone, as a plan runs them (preparing once would otherwise weigh on whichever
-    // candidate's warm-up run did it).
-    let mut made: Vec<(Choice, PreparedKind)> = Vec::new();
-    for c in tune::candidates(p, TunedPass::ForwardPrepared) {
-        // A candidate whose weights cannot be allocated runs unprepared (and loses).
-        let kind = scratch::fallible("conv2d", || Ok(prepare_kind(p, weight, c)));
-        made.push((c, kind.unwrap_or(PreparedKind::Nothing)));
-    }
+    // One candidate's weights at a time, prepared in its warm-up run (which is not timed), so
+    // tuning holds at most one extra copy of the weights.
+    let mut current: Option<(Choice, PreparedKind)> = None;
     let identity = Epilogue::bias(None);
     let run = |a: Choice| {
-        let kind = match made.iter().find(|(m, _)| *m == a) {
-            Some((_, kind)) => kind,
-            None => &PreparedKind::Nothing,
-        };
+        if current.as_ref().is_none_or(|(c, _)| *c != a) {
+            current = None;
+            current = Some((a, prepare_kind(p, weight, a)));
+        }
+        let kind = &current.as_ref().expect("just prepared").1;
         let f = Forward::new(p, out_hw, input, weight, &mut *output);
         match (kind, a.algo) {
             (PreparedKind::Winograd(w), _) => winograd::forward_prepared(f, w, &identity),
             (PreparedKind::Gemm(w), _) => im2col::forward_packed(f, w, &identity),
             (PreparedKind::Indirect(w), _) => indirect::forward(f, w, &identity),
             (PreparedKind::Nothing, ConvAlgo::Fft) => fft::forward(f, None),
-            // Direct summation, or a candidate whose weights could not be prepared.
             (PreparedKind::Nothing, _) => direct::forward(f, None),
         }
     };
     let resolved = tune::run(p, TunedPass::ForwardPrepared, algo.into(), run)?;
-    let weights = match made.into_iter().find(|(m, _)| *m == resolved) {
-        Some((_, kind)) => kind,
-        None => scratch::fallible("conv2d", || Ok(prepare_kind(p, weight, resolved)))?,
+    let weights = match current {
+        Some((c, kind)) if c == resolved => kind,
+        _ => scratch::fallible("conv2d", || Ok(prepare_kind(p, weight, resolved)))?,
     };
     Ok(PreparedForward {
         params: *p,

@@ -483,8 +483,8 @@ fn key_for(p: &Conv2dParams, pass: TunedPass) -> Key {
 }
 
 /// Times each candidate (the rule's pick first) and leaves the winner's result in the outputs:
-/// a warm-up run, then the best of up to three timed runs (one when a run takes over 50 ms), a
-/// candidate dropping out after its warm-up when that was over four times the rule's best.
+/// a warm-up run, then the best of up to three timed runs (one when a run takes over 50 ms, or
+/// over four times the rule's best).
 fn time_candidates(
     cands: &[Choice],
     run: &mut impl FnMut(Choice),
@@ -500,26 +500,26 @@ fn time_candidates(
     let mut seconds = Vec::new();
     let mut last = cands[0];
     for (i, &a) in cands.iter().enumerate() {
-        let warm = match once(a) {
-            Ok(s) => s,
-            Err(e) if i == 0 => return Err(e),
-            Err(_) => continue,
-        };
-        last = a;
-        let mut best = warm;
-        let hopeless =
-            i > 0 && warm > 4.0 * seconds.first().map_or(f64::INFINITY, |s: &(_, f64)| s.1);
-        if !hopeless {
-            let reps = if warm > 0.05 { 1 } else { 3 };
-            for _ in 0..reps {
-                match once(a) {
-                    Ok(s) => best = best.min(s),
-                    Err(e) if i == 0 => return Err(e),
-                    Err(_) => break,
-                }
+        // The warm-up (which may also prepare the candidate's weights) is never timed.
+        let mut best = f64::INFINITY;
+        for rep in 0..4 {
+            match once(a) {
+                Ok(s) if rep > 0 => best = best.min(s),
+                Ok(_) => {}
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => break,
+            }
+            last = a;
+            // One timed run is enough for a slow call, or for a candidate four times slower
+            // than the rule's pick.
+            let rule = seconds.first().map_or(f64::INFINITY, |s: &(_, f64)| s.1);
+            if rep > 0 && (best > 0.05 || best > 4.0 * rule) {
+                break;
             }
         }
-        seconds.push((a, best));
+        if best.is_finite() {
+            seconds.push((a, best));
+        }
     }
     let winner = pick(&seconds);
     if winner != last {
