@@ -352,8 +352,9 @@ pub fn rule_for(p: &Conv2dParams, pass: TunedPass) -> Choice {
 /// The choices worth timing for this shape and pass, the rule's pick first:
 /// - im2col, unless one block of its lowering would not fit its scratch bound, on both of its
 ///   paths where it has two ([`im2col::paths`]);
-/// - Winograd for dense 3x3 stride-1 layers of 16+ channels either side, except for the weight
-///   gradient (it has none of its own);
+/// - Winograd for dense 3x3 stride-1 layers of 16+ channels either side whose transformed
+///   weights stay within Winograd's memory bound, except for the weight gradient (it has none of
+///   its own);
 /// - the FFT for dense stride-1 layers of 5x5 and larger kernels with 32+ channels;
 /// - direct summation for grouped convs, for small ones (under 20 MFLOP, where the others'
 ///   packing and transforms cost about as much as the work), and where im2col cannot run.
@@ -374,6 +375,7 @@ pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<Choice> {
     if dense
         && winograd::applies(p)
         && pass != TunedPass::BackwardWeight
+        && winograd::within_memory_bound(p)
         && p.in_per_group() >= 16
         && p.out_per_group() >= 16
     {

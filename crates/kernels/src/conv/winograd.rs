@@ -99,7 +99,21 @@ fn dense_enough(
         && cog >= min_channels
         && tiles >= min_tiles
         && (wide(cig, cog) || oh * ow >= 28 * 28)
-        && (m + 2) * (m + 2) * 2 * cig * cog <= MAX_CACHED
+        && within_memory_bound(p)
+}
+
+/// Whether this shape's transformed weights (36 floats per weight for F(4x4, 3x3), 16 for
+/// F(2x2, 3x3), and their packed copy) fit the bound on what is kept between calls, or held
+/// by a plan for each layer: past it Winograd trades a lot of memory for its speed (ResNet-50's
+/// 512->512 @7 layers would hold 38 MiB each), and neither the rules nor the autotuner take it.
+pub fn within_memory_bound(p: &Conv2dParams) -> bool {
+    let Ok(out_hw) = p.validate() else {
+        return false;
+    };
+    let m = tile_side(p, out_hw);
+    ((m + 2) * (m + 2) * 2)
+        .checked_mul(p.in_per_group() * p.out_per_group())
+        .is_some_and(|n| n <= MAX_CACHED)
 }
 
 /// Output tile side of a forward of `p`: F(2x2, 3x3) where F(4x4, 3x3) would have fewer than
