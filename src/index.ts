@@ -1,5 +1,5 @@
 // ferroconv: convolutional neural networks for Node.js, with Rust kernels behind N-API.
-import { native } from './native.js';
+import { native, type TunedConv } from './native.js';
 
 export { Tensor, zeros, ones, full, rand, randn, fromArray, shapeSize } from './tensor.js';
 export type { Shape, GradFn } from './tensor.js';
@@ -79,29 +79,14 @@ export function info(): Info {
   };
 }
 
-/** One conv shape and pass the autotuner timed, with what it chose. */
-export interface TunedConv {
-  inputShape: number[];
-  weightShape: number[];
-  stride: number[];
-  padding: number[];
-  dilation: number[];
-  groups: number;
-  /** 'forward', 'forward-prepared' (a compiled plan's), 'backward-data' or 'backward-weight'. */
-  pass: string;
-  threads: number;
-  simd: string;
-  /**
-   * The algorithm `auto` runs for this shape and pass, with im2col's path where it has two:
-   * 'im2col:indirect' or 'im2col:gemm' (forward), 'im2col:as-forward' or 'im2col:col2im'
-   * (input gradient), 'im2col:shifted' or 'im2col:lowered' (weight gradient).
-   */
-  algo: string;
-  /** What the fixed rules pick (the deterministic choice). */
-  rule: string;
-  /** Each candidate's best time in milliseconds, by algorithm. */
-  ms: Record<string, number>;
-}
+/**
+ * One conv shape and pass the autotuner timed, with what it chose: the shape (`inputShape`,
+ * `weightShape`, `stride`, `padding`, `dilation`, `groups`), `pass` ('forward',
+ * 'forward-prepared' for a compiled plan's, 'backward-data', 'backward-weight'), `threads`,
+ * `simd`, `algo` (with im2col's path where it has two, e.g. 'im2col:gemm'), `rule` (the fixed
+ * rules' pick) and `ms` (each candidate's best time).
+ */
+export type { TunedConv } from './native.js';
 
 /**
  * Conv `algo: 'auto'` times the algorithms that could win a shape at its first use (per pass

@@ -25,4 +25,4 @@ export function withNative<T>(stand: Native, fn: () => T): T {
   }
 }
 
-export type { Conv2dArgs } from '../index.js';
+export type { Conv2dArgs, TunedConv } from '../index.js';

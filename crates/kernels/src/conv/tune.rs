@@ -238,34 +238,23 @@ fn parse_line(line: &str) -> Option<(&str, Tuned)> {
         .find(|n| *n == simd)?;
     let threads: usize = threads.parse().ok().filter(|&t| (1..=4096).contains(&t))?;
     let pass = TunedPass::parse(pass)?;
-    let n: Vec<usize> = shape
+    let shape: Vec<usize> = shape
         .split(',')
         .map(|v| v.parse().ok())
         .collect::<Option<_>>()?;
-    let [batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w, groups] =
-        n[..]
-    else {
+    let [n, c, h, w, oc, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups] = shape[..] else {
         return None;
     };
-    let params = Conv2dParams {
-        batch,
-        in_channels,
-        in_h,
-        in_w,
-        out_channels,
-        kernel_h,
-        kernel_w,
-        stride_h,
-        stride_w,
-        pad_top,
-        pad_bottom,
-        pad_left,
-        pad_right,
-        dilation_h,
-        dilation_w,
+    let in_per_group = c.checked_div(groups)?;
+    let params = Conv2dParams::from_shapes(
+        [n, c, h, w],
+        [oc, in_per_group, kh, kw],
+        [sh, sw],
+        [pt, pb, pl, pr],
+        [dh, dw],
         groups,
-    };
-    params.validate().ok()?;
+    )
+    .ok()?;
     // Choices are stored by name and must name a candidate of this shape and pass (names, not
     // im2col's `alt` flag, so a file stays right when the rules' pick changes).
     let cands = candidates(&params, pass);
