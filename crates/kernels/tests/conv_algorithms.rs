@@ -12,46 +12,34 @@ use common::conv::*;
 use common::*;
 use ferroconv_kernels::conv::{Choice, ConvAlgo};
 
+/// Every algorithm, and im2col's other path for each pass where it has two (indirect tiles or
+/// the GEMM; the input gradient as a forward conv or through col2im; the weight gradient from
+/// padded planes or lowered rows), as the autotuner may pick it.
 #[test]
 fn every_algorithm_matches_reference_on_every_level_and_thread_count() {
-    let _guard = lock();
-    let cases = cases();
-    let want: Vec<Outputs> = cases.iter().map(|c| run_reference(&c.p)).collect();
-    for_each_level(&_guard, |lvl| {
-        for threads in [1, 2] {
-            with_threads(threads, || {
-                for (c, want) in cases.iter().zip(&want) {
-                    for algo in ALGORITHMS {
-                        let name = format!("{} ({}, {threads} threads)", c.name, lvl.name());
-                        let got = run(&c.p, algo);
-                        compare(&name, &c.p, algo, &got, want, 1e-5, atol_for(algo, &c.p));
-                    }
-                }
-            })
-        }
-    });
-}
-
-/// im2col's other path for each pass where it has two (indirect tiles or the GEMM; the input
-/// gradient as a forward conv or through col2im; the weight gradient from padded planes or
-/// lowered rows), as the autotuner may pick it.
-#[test]
-fn im2col_alternative_paths_match_reference_on_every_level_and_thread_count() {
     let _guard = lock();
     let alt = Choice {
         algo: ConvAlgo::Im2col,
         alt: true,
     };
+    let choices: Vec<Choice> = ALGORITHMS
+        .map(Choice::from)
+        .into_iter()
+        .chain([alt])
+        .collect();
     let cases = cases();
     let want: Vec<Outputs> = cases.iter().map(|c| run_reference(&c.p)).collect();
     for_each_level(&_guard, |lvl| {
         for threads in [1, 2] {
             with_threads(threads, || {
                 for (c, want) in cases.iter().zip(&want) {
-                    let name = format!("{} (alt, {}, {threads} threads)", c.name, lvl.name());
-                    let got = run_choice(&c.p, alt);
-                    let tol = atol(ConvAlgo::Im2col);
-                    compare(&name, &c.p, ConvAlgo::Im2col, &got, want, 1e-5, tol);
+                    for &choice in &choices {
+                        let path = if choice.alt { ", alt path" } else { "" };
+                        let name = format!("{} ({}{path}, {threads} threads)", c.name, lvl.name());
+                        let got = run_choice(&c.p, choice);
+                        let tol = atol_for(choice.algo, &c.p);
+                        compare(&name, &c.p, choice.algo, &got, want, 1e-5, tol);
+                    }
                 }
             })
         }
