@@ -7,13 +7,13 @@
 //   npm run bench:compare -- --full             every conv algorithm on every zoo shape (long)
 //   npm run bench:compare -- --threads 4        thread count for every framework (default 2)
 //   npm run bench:compare -- --sections conv,gemm,infer,int8,train,memory,mpi   a subset of sections
-//   npm run bench:compare -- --spin on|off|auto  peers' spin-waiting threads (auto: off when the
-//                                                machine is already busy; see compare/peers.ts)
+//   npm run bench:compare -- --spin on|off|auto  peers' spin-waiting threads (auto: off when other
+//                                                processes kept the cores busy at the start)
 //
 // Ratios are peer median / ferroconv median from the same run: > 1 means ferroconv is faster.
 // Optional peers come from `npm run bench:peers`; a missing one becomes a row saying so.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -110,7 +110,29 @@ const TIMING = {
 } satisfies Record<string, Timing>;
 
 if (!['auto', 'on', 'off'].includes(argv.spin)) throw new Error(`--spin: expected auto, on or off, got '${argv.spin}'`);
-const busyAtStart = loadavg()[0] > 1;
+/**
+ * Cores' worth of CPU other processes used over `ms` while this one slept, from /proc/stat (null
+ * where there is none). The load average is no guide: it decays over minutes, so a build that
+ * just finished reads as a busy machine, and turning the peers' spinning off then slows torch's
+ * small convs up to 1.9x (768->128 1x1 @7 at batch 8: 0.20 ms spinning, 0.37 ms passive).
+ */
+function busyCores(ms: number): number | null {
+  const sample = (): number[] | null => {
+    try {
+      const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+      return [cpu.reduce((a, b) => a + b, 0), cpu[3] + (cpu[4] ?? 0)]; // total, idle + iowait
+    } catch {
+      return null;
+    }
+  };
+  const a = sample();
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const b = sample();
+  if (!a || !b || b[0] === a[0]) return null;
+  return ((b[0] - a[0] - (b[1] - a[1])) / (b[0] - a[0])) * cpus().length;
+}
+const busyNow = busyCores(2000);
+const busyAtStart = busyNow === null ? loadavg()[0] > 1 : busyNow > 0.5;
 const spin = argv.spin === 'on' || (argv.spin === 'auto' && !busyAtStart);
 setSpinning(spin);
 
@@ -186,6 +208,7 @@ const results: Record<string, unknown> = {
     threads,
     mode: quick ? 'quick' : full ? 'full' : 'default',
     peersSpin: spin,
+    busyCoresAtStart: busyNow,
     node: process.versions.node,
     ferroconv: { version: fi.version, simd: fi.simd, threads: fi.threads },
     timing: TIMING,
@@ -204,7 +227,7 @@ emit(
     spin
       ? `- Peers' thread pools spin-wait as they do by default (--spin ${argv.spin}).`
       : `- Peers' spin-waiting is off (torch OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0): ` +
-        `${argv.spin === 'auto' ? `the machine was already busy (load average ${loads[0].load1}), and spinning threads fighting other processes for the cores slowed torch up to 7x in trials` : '--spin off'}.`,
+        `${argv.spin === 'auto' ? `the machine was already busy (other processes used ${busyNow === null ? `a load average of ${loads[0].load1}` : `${busyNow.toFixed(2)} cores`} at the start), and spinning threads fighting other processes for the cores slowed torch up to 7x in trials; **passive peers are slower on small shapes** (torch's 1x1 convs @7x7 up to 1.9x), so ratios from such a run flatter ferroconv` : '--spin off'}.`,
     ...peers.map(
       (p) =>
         `- ${p.name}: ${p.api ? p.version : `**missing**: ${p.error}`}${p.notes.length ? ` (${p.notes.join('; ')})` : ''}`,
