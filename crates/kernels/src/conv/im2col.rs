@@ -900,7 +900,7 @@ pub(crate) fn backward_data_with(b: BackwardData<'_>, alt: bool) {
     }
 }
 
-fn is_pointwise(p: &Conv2dParams) -> bool {
+pub(crate) fn is_pointwise(p: &Conv2dParams) -> bool {
     p.kernel_h == 1
         && p.kernel_w == 1
         && p.stride_h == 1

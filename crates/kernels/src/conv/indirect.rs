@@ -15,7 +15,8 @@
 //!
 //! Only on AVX2 and AVX-512 (elsewhere im2col runs); groups of 1, any stride, padding and
 //! dilation. AVX-512 tiles are 6 positions by 32 channels (two panels), and there 1x1 convs on
-//! 7x7 maps run here too.
+//! 7x7 maps run here too, reading the input planes in place a block of channels at a time
+//! ([`forward_pointwise`]).
 use super::par::{with_scratch, SharedMut};
 use super::{Conv2dParams, Epilogue, Forward};
 use crate::gemm::{self, Mat, NR};
@@ -85,6 +86,12 @@ pub(crate) fn forward(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
 
 /// [`forward`] padding at most `budget` floats of input at a time (whole items).
 fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: usize) {
+    let isa = simd::isa();
+    if super::im2col::is_pointwise(f.p)
+        && simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false)
+    {
+        return forward_pointwise(f, packed, epilogue);
+    }
     let (p, (oh, ow), input, _, output) = f.parts();
     let (hp, wp) = (
         p.in_h + p.pad_top + p.pad_bottom,
@@ -199,6 +206,186 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
             });
         }
     });
+}
+
+/// Taps per block of the pointwise forward: one block of two weight panels (8 KiB) and of the
+/// block's input rows (at most `BLOCK` x 64 floats, 24 KiB) stay in L1 while every tile of the
+/// block uses them.
+const PW_TAPS: usize = 64;
+/// Most channel panels per task of the pointwise forward: the task's sums, `BLOCK` x 16 x this
+/// many floats (96 KiB), stay in L2 while the blocks of taps go past.
+const PW_PANELS: usize = 16;
+
+/// The forward of a 1x1 stride-1 unpadded conv on AVX-512, with the weights of
+/// [`pack_weights`]: tiles of 6 positions by 32 channels as in [`forward_in`], but read straight
+/// from the input planes (a tap is a channel, `hw` floats on), with no padded copy, and in
+/// blocks of [`PW_TAPS`] taps that stay in L1 while every tile of the task's positions uses them
+/// (the general path runs each tile through all its taps, reading the weights from L2 for every
+/// tile: 608->128 on 7x7 maps at batch 8 ran at half the FMA peak). The taps are summed in the
+/// GEMM's passes, as there ([`tile_sum`]), so the bits are the GEMM's.
+#[cfg(target_arch = "x86_64")]
+fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
+    let (p, (oh, ow), input, _, output) = f.parts();
+    let (ohw, cin, cout) = (oh * ow, p.in_channels, p.out_channels);
+    let blocks = ohw.div_ceil(BLOCK);
+    let block = ohw.div_ceil(blocks).next_multiple_of(TP);
+    let blocks = ohw.div_ceil(block);
+    let panels = cout.div_ceil(NR);
+    let want = 4 * rayon::current_num_threads();
+    // Tasks take at most PW_PANELS panels, so their sums (reloaded for every block of taps)
+    // stay in L2.
+    let splits = want
+        .div_ceil(p.batch * blocks)
+        .max(panels.div_ceil(PW_PANELS))
+        .clamp(1, panels.div_ceil(2));
+    let run_len = gemm::kc_step(cin);
+    let isa = simd::isa();
+    let out = SharedMut(output.as_mut_ptr());
+    let finish = !epilogue.is_identity();
+    (0..p.batch * blocks * splits)
+        .into_par_iter()
+        .for_each(|t| {
+            let (n, b, s) = (t / (blocks * splits), t / splits % blocks, t % splits);
+            // Whole pairs of panels per task, so every tile is a two-panel one but maybe the last.
+            let pairs = panels.div_ceil(2);
+            let qs =
+                (s * pairs / splits * 2).min(panels)..((s + 1) * pairs / splits * 2).min(panels);
+            let np = qs.len();
+            let (j0, j1) = (b * block, ((b + 1) * block).min(ohw));
+            let x = &input[n * cin * ohw..][..cin * ohw];
+            let tiles = (j1 - j0).div_ceil(TP);
+            // Positions of each tile; past the block they repeat its last (results unused).
+            let mut bases = [[0usize; TP]; BLOCK / TP];
+            for (tj, tb) in bases[..tiles].iter_mut().enumerate() {
+                for (i, bv) in tb.iter_mut().enumerate() {
+                    *bv = (j0 + tj * TP + i).min(j1 - 1);
+                }
+            }
+            // ct: the block's sums, as in forward_in; chain: a run's partial sums after the first.
+            let ct_len = BLOCK * np.max(1) * NR;
+            with_scratch(2 * ct_len, |buf| {
+                let (ct, chain) = buf.split_at_mut(ct_len);
+                for (ci, r0) in (0..cin).step_by(run_len).enumerate() {
+                    let r1 = (r0 + run_len).min(cin);
+                    let into = if ci == 0 { &mut *ct } else { &mut *chain };
+                    for k0 in (r0..r1).step_by(PW_TAPS) {
+                        let k1 = (k0 + PW_TAPS).min(r1);
+                        let mut qi = 0;
+                        while qi < np {
+                            let two = qi + 1 < np;
+                            let q = qs.start + qi;
+                            let w = &packed[(q * cin + k0) * NR..];
+                            let w1 = if two {
+                                &packed[((q + 1) * cin + k0) * NR..]
+                            } else {
+                                w
+                            };
+                            assert!(w.len() >= (k1 - k0) * NR && w1.len() >= (k1 - k0) * NR);
+                            for (tj, base) in bases[..tiles].iter().enumerate() {
+                                let at = ((tj * np + qi) * TP) * NR;
+                                let tile = &mut into[at..][..if two { 2 } else { 1 } * TP * NR];
+                                // Every position read is below ohw, every tap below cin.
+                                assert!(k1 <= cin && base[TP - 1] < ohw);
+                                // SAFETY: AVX-512 (checked by the caller); x + k * ohw + base[i]
+                                // for k in k0..k1 is inside x, the weights and the tile hold what
+                                // is read and written (asserted above).
+                                unsafe {
+                                    let xs = x.as_ptr().add(k0 * ohw);
+                                    let ws = [w.as_ptr(), w1.as_ptr()];
+                                    let ts = [tile.as_mut_ptr(), tile.as_mut_ptr().add(TP * NR)];
+                                    let go_on = k0 > r0;
+                                    if two {
+                                        pw_tile_avx512::<2>(xs, ohw, base, k1 - k0, ws, ts, go_on)
+                                    } else {
+                                        pw_tile_avx512::<1>(xs, ohw, base, k1 - k0, ws, ts, go_on)
+                                    }
+                                }
+                            }
+                            qi += 2;
+                        }
+                    }
+                    if ci > 0 {
+                        // The run's sums added into the block's, as the GEMM adds each pass into C.
+                        let len = tiles * np * TP * NR;
+                        ct[..len]
+                            .iter_mut()
+                            .zip(&chain[..len])
+                            .for_each(|(c, v)| *c += v);
+                    }
+                }
+                // Transposed into the output planes, finished row piece by row piece.
+                for oc in qs.start * NR..(qs.end * NR).min(cout) {
+                    let (qi, l) = (oc / NR - qs.start, oc % NR);
+                    let at = (n * cout + oc) * ohw + j0;
+                    // SAFETY: positions j0..j1 of channel oc of item n are inside the output and
+                    // belong to this task alone.
+                    let row = unsafe { std::slice::from_raw_parts_mut(out.at(at), j1 - j0) };
+                    for (tj, piece) in row.chunks_mut(TP).enumerate() {
+                        let src = &ct[((tj * np + qi) * TP) * NR + l..];
+                        for (ti, v) in piece.iter_mut().enumerate() {
+                            *v = src[ti * NR];
+                        }
+                    }
+                    if finish {
+                        epilogue.apply_row(row, oc, at, isa);
+                    }
+                }
+            });
+        });
+}
+
+/// The pointwise forward's tile: `V` panels of 16 channels by 6 positions, over `taps` taps
+/// whose inputs are `hw` floats apart (`x + k * hw + base[i]`); the sums are stored to `tile`,
+/// or with `go_on` the chain already there goes on (loaded, summed into, stored: bit for bit
+/// one FMA chain across the calls).
+///
+/// # Safety
+/// CPU has AVX-512 F; `x + k * hw + base[i]` readable for k < taps; each used `w[h]` holds
+/// `taps * 16` floats and each used `tile[h]` 6 x 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn pw_tile_avx512<const V: usize>(
+    x: *const f32,
+    hw: usize,
+    base: &[usize; TP],
+    taps: usize,
+    w: [*const f32; 2],
+    tile: [*mut f32; 2],
+    go_on: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; TP];
+    if go_on {
+        for (i, a) in acc.iter_mut().enumerate() {
+            for (h, v) in a.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(tile[h].add(i * NR));
+            }
+        }
+    }
+    let xs = base.map(|b| x.add(b));
+    for k in 0..taps {
+        let mut wv = [_mm512_setzero_ps(); V];
+        for (h, v) in wv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(w[h].add(k * NR));
+        }
+        let o = k * hw;
+        for (i, a) in acc.iter_mut().enumerate() {
+            let v = _mm512_set1_ps(*xs[i].add(o));
+            for (ah, &wh) in a.iter_mut().zip(&wv) {
+                *ah = _mm512_fmadd_ps(v, wh, *ah);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (h, &v) in a.iter().enumerate() {
+            _mm512_storeu_ps(tile[h].add(i * NR), v);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn forward_pointwise(_: Forward<'_>, _: &[f32], _: &Epilogue<'_>) {
+    unreachable!("the pointwise forward runs on AVX-512 only")
 }
 
 /// One 6-position by 16-channel tile: `tile[i][l] = sum_r x[base[i] + off[r]] * w[r][l]`; or
