@@ -80,6 +80,12 @@ pub fn cases() -> Vec<Case> {
             "1x1",
             params((2, 10, 5, 6), (7, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
         ),
+        // Several small planes per GEMM block (the weight gradient batches items), 40 input
+        // channels: two full 16-row panels and a partial one.
+        c(
+            "1x1 batched 7x7",
+            params((4, 40, 7, 7), (36, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
         c(
             "1x1 stride 2",
             params((2, 4, 7, 9), (3, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
