@@ -1005,7 +1005,8 @@ fn sum_units(
     // small: the 1x1 convs on 7x7 maps at batch 8 come as two groups of four items, and run
     // in turn each product took six trips through the pool (lowering and GEMM per chunk of
     // panels), which cost more than the products (832->32: 0.39 ms against PyTorch's 0.09).
-    let even = threads > 1 && units >= threads && units % threads == 0 && wlen <= EVEN_SPLIT_MAX;
+    let even =
+        threads > 1 && units >= threads && units.is_multiple_of(threads) && wlen <= EVEN_SPLIT_MAX;
     if !(enough_tasks(units) || even) {
         accumulate(grad_weight, 0..units, par);
         return;
