@@ -276,6 +276,20 @@ function tuningNote(): string {
   );
 }
 
+/**
+ * Two rounds' timings of one conv shape's passes as one: per pass, the round with the lower
+ * median. Other fields (a peer's error, its id) come from the later round.
+ */
+function fasterPasses<T extends Record<string, unknown>>(prev: T | undefined, next: T): T {
+  if (!prev) return next;
+  const out: Record<string, unknown> = { ...next };
+  for (const pass of ['fwd', 'bwdData', 'bwdWeight']) {
+    const [a, b] = [prev[pass] as Stat | undefined, next[pass] as Stat | undefined];
+    if (a && typeof a.median === 'number' && (!b || typeof b.median !== 'number' || a.median < b.median)) out[pass] = a;
+  }
+  return out as T;
+}
+
 /** ferroconv's three passes of one conv shape with one algorithm. */
 async function ferroConv(s: ConvShape, algo: Algo, passes: Pass[], timing: Timing): Promise<PassStats> {
   const args = {
@@ -393,17 +407,28 @@ async function convSection(): Promise<void> {
   const ort = ortPeer.api as OrtApi | undefined;
   const tf = tfPeer.api as TfApi | undefined;
   for (const [i, s] of table.entries()) {
-    ferro.set(s.key, { auto: await ferroConv(s, 'auto', ['fwd', 'bwdData', 'bwdWeight'], TIMING.conv) });
-    if (torch) torchRes.set(s.key, await torch.run({ id: s.key, kind: 'conv', ...convJob(s) }));
-    if (ort && ortOk) {
-      try {
-        const session = await ort.InferenceSession.create(join(onnxDir, onnxConvFile(s)), ortSessionOptions(threads));
-        const dims = [BATCH, s.c, s.h, s.w];
-        const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', det(BATCH * s.c * s.h * s.w, 1), dims) };
-        ortStats.set(s.key, await timeIt(() => session.run(feeds), TIMING.conv));
-        await session.release();
-      } catch (e) {
-        ortStats.set(s.key, (e as Error).message.split('\n')[0]);
+    // `rounds` rounds, the frameworks taking turns, each keeping its faster round per pass: this
+    // host's load comes in bursts of seconds, and one round let a burst halve either side's
+    // number for a shape (544->128 1x1 @14 input gradient: 0.96 ms in one run, 0.55 in the next).
+    for (let round = 0; round < rounds; round++) {
+      const mine = await ferroConv(s, 'auto', ['fwd', 'bwdData', 'bwdWeight'], TIMING.conv);
+      ferro.set(s.key, { auto: fasterPasses(ferro.get(s.key)?.auto, mine) });
+      if (torch) {
+        const theirs = await torch.run({ id: s.key, kind: 'conv', ...convJob(s) });
+        torchRes.set(s.key, fasterPasses(torchRes.get(s.key), theirs));
+      }
+      if (ort && ortOk) {
+        try {
+          const session = await ort.InferenceSession.create(join(onnxDir, onnxConvFile(s)), ortSessionOptions(threads));
+          const dims = [BATCH, s.c, s.h, s.w];
+          const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', det(BATCH * s.c * s.h * s.w, 1), dims) };
+          const stat = await timeIt(() => session.run(feeds), TIMING.conv);
+          await session.release();
+          const prev = ortStats.get(s.key);
+          ortStats.set(s.key, typeof prev === 'object' && prev.median < stat.median ? prev : stat);
+        } catch (e) {
+          ortStats.set(s.key, (e as Error).message.split('\n')[0]);
+        }
       }
     }
     // tfjs-wasm is single-threaded in Node and slow: only the representative shapes.
@@ -585,7 +610,8 @@ async function convSection(): Promise<void> {
       `[1, 3, 224, 224] forward), run at batch ${BATCH} without bias${quick ? `; --quick keeps ${table.length}` : ''}. ` +
       `ferroconv uses algo 'auto'${tuningNote()}. PyTorch: F.conv2d and aten::convolution_backward (one gradient at a time); ` +
       `ORT: a single-Conv ONNX model per shape; tfjs-wasm: tf.conv2d in NHWC on ${tfStats.size} representative shapes. ` +
-      `GFLOP counts 2 x multiply-adds; the backward passes do the same work as the forward.\n\n` +
+      `GFLOP counts 2 x multiply-adds; the backward passes do the same work as the forward. ` +
+      `Each shape runs ${rounds} round(s), the frameworks taking turns, and each keeps its faster round per pass.\n\n` +
       `Geometric means of the ratios:\n\n${mdTable(summary)}\n### Forward\n\n${mdTable(fwdRows)}\n` +
       `### Backward (data and weight) vs PyTorch\n\n${mdTable(bwdRows)}\n` +
       `### Every algorithm on ${algoShapes.length} representative shapes\n\n` +
