@@ -635,6 +635,9 @@ async function convSection(): Promise<void> {
       ferroconv: algoRuns.get(s.key),
       torch: algoTorch.get(s.key),
     })),
+    // What `auto` kept for each shape and pass, with every candidate's time: a row far off its
+    // neighbours can be read against the choice made at its first call.
+    tuning: convTuning(),
   };
 }
 
