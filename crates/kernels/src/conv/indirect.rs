@@ -125,7 +125,6 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
         kg.max(1)
     };
     let out = SharedMut(output.as_mut_ptr());
-    let finish = !epilogue.is_identity();
     let panels = cout.div_ceil(NR);
     // AVX-512 tiles take two adjacent channel panels at once (see `tile_sum`).
     let pairs = simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false);
@@ -184,24 +183,11 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
                         }
                         qi += if both { 2 } else { 1 };
                     }
-                    // Transposed into the output planes, finished row piece by row piece.
-                    for oc in qs.start * NR..(qs.end * NR).min(cout) {
-                        let (qi, l) = (oc / NR - qs.start, oc % NR);
-                        let at = (n * cout + oc) * ohw + j0;
-                        // SAFETY: positions j0..j1 of channel oc of item n are inside the output
-                        // and belong to this task alone.
-                        let row = unsafe { std::slice::from_raw_parts_mut(out.at(at), j1 - j0) };
-                        // Tile by tile: six positions of a tile sit NR apart in ct.
-                        for (tj, piece) in row.chunks_mut(TP).enumerate() {
-                            let src = &ct[((tj * np + qi) * TP) * NR + l..];
-                            for (ti, v) in piece.iter_mut().enumerate() {
-                                *v = src[ti * NR];
-                            }
-                        }
-                        if finish {
-                            epilogue.apply_row(row, oc, at, isa);
-                        }
-                    }
+                    // SAFETY: positions j0..j1 of item n's channels in panels qs are inside the
+                    // output and belong to this task alone.
+                    unsafe {
+                        store_block(ct, qs.clone(), (n, cout, ohw), (j0, j1), out, epilogue, isa)
+                    };
                 });
             });
         }
@@ -211,9 +197,11 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
 /// Taps per block of the pointwise forward: one block of two weight panels (8 KiB) and of the
 /// block's input rows (at most `BLOCK` x 64 floats, 24 KiB) stay in L1 while every tile of the
 /// block uses them.
+#[cfg(target_arch = "x86_64")]
 const PW_TAPS: usize = 64;
 /// Most channel panels per task of the pointwise forward: the task's sums, `BLOCK` x 16 x this
 /// many floats (96 KiB), stay in L2 while the blocks of taps go past.
+#[cfg(target_arch = "x86_64")]
 const PW_PANELS: usize = 16;
 
 /// The forward of a 1x1 stride-1 unpadded conv on AVX-512, with the weights of
@@ -241,7 +229,6 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
     let run_len = gemm::kc_step(cin);
     let isa = simd::isa();
     let out = SharedMut(output.as_mut_ptr());
-    let finish = !epilogue.is_identity();
     (0..p.batch * blocks * splits)
         .into_par_iter()
         .for_each(|t| {
@@ -313,25 +300,47 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
                             .for_each(|(c, v)| *c += v);
                     }
                 }
-                // Transposed into the output planes, finished row piece by row piece.
-                for oc in qs.start * NR..(qs.end * NR).min(cout) {
-                    let (qi, l) = (oc / NR - qs.start, oc % NR);
-                    let at = (n * cout + oc) * ohw + j0;
-                    // SAFETY: positions j0..j1 of channel oc of item n are inside the output and
-                    // belong to this task alone.
-                    let row = unsafe { std::slice::from_raw_parts_mut(out.at(at), j1 - j0) };
-                    for (tj, piece) in row.chunks_mut(TP).enumerate() {
-                        let src = &ct[((tj * np + qi) * TP) * NR + l..];
-                        for (ti, v) in piece.iter_mut().enumerate() {
-                            *v = src[ti * NR];
-                        }
-                    }
-                    if finish {
-                        epilogue.apply_row(row, oc, at, isa);
-                    }
-                }
+                // SAFETY: positions j0..j1 of item n's channels in panels qs are inside the
+                // output and belong to this task alone.
+                unsafe {
+                    store_block(ct, qs.clone(), (n, cout, ohw), (j0, j1), out, epilogue, isa)
+                };
             });
         });
+}
+
+/// A block's sums `ct` (position-major: tile by tile, panel by panel of the panels `qs`, six
+/// positions of 16 channels each) transposed into item `n`'s output planes at positions
+/// `j0..j1`, each row piece finished by the epilogue while it is in cache.
+///
+/// # Safety
+/// Positions `j0..j1` of item `n`'s channels in panels `qs` must lie inside the output behind
+/// `out` (`cout` planes of `ohw` per item) and be written by nothing else meanwhile.
+unsafe fn store_block(
+    ct: &[f32],
+    qs: std::ops::Range<usize>,
+    (n, cout, ohw): (usize, usize, usize),
+    (j0, j1): (usize, usize),
+    out: SharedMut,
+    epilogue: &Epilogue<'_>,
+    isa: Isa,
+) {
+    let np = qs.len();
+    for oc in qs.start * NR..(qs.end * NR).min(cout) {
+        let (qi, l) = (oc / NR - qs.start, oc % NR);
+        let at = (n * cout + oc) * ohw + j0;
+        let row = std::slice::from_raw_parts_mut(out.at(at), j1 - j0);
+        // Tile by tile: six positions of a tile sit NR apart in ct.
+        for (tj, piece) in row.chunks_mut(TP).enumerate() {
+            let src = &ct[((tj * np + qi) * TP) * NR + l..];
+            for (ti, v) in piece.iter_mut().enumerate() {
+                *v = src[ti * NR];
+            }
+        }
+        if !epilogue.is_identity() {
+            epilogue.apply_row(row, oc, at, isa);
+        }
+    }
 }
 
 /// The pointwise forward's tile: `V` panels of 16 channels by 6 positions, over `taps` taps
