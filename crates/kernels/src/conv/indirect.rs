@@ -280,11 +280,13 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
                                     let xs = x.as_ptr().add(k0 * ohw);
                                     let ws = [w.as_ptr(), w1.as_ptr()];
                                     let ts = [tile.as_mut_ptr(), tile.as_mut_ptr().add(TP * NR)];
-                                    let go_on = k0 > r0;
+                                    // Tap k's inputs are channel k's plane: k * ohw on.
+                                    let offs = (0..k1 - k0).map(|k| k * ohw);
+                                    let sums = if k0 > r0 { Sums::GoOn } else { Sums::Store };
                                     if two {
-                                        pw_tile_avx512::<2>(xs, ohw, base, k1 - k0, ws, ts, go_on)
+                                        tile_avx512::<2>(xs, base, offs, ws, ts, sums)
                                     } else {
-                                        pw_tile_avx512::<1>(xs, ohw, base, k1 - k0, ws, ts, go_on)
+                                        tile_avx512::<1>(xs, base, offs, ws, ts, sums)
                                     }
                                 }
                             }
@@ -343,55 +345,6 @@ unsafe fn store_block(
     }
 }
 
-/// The pointwise forward's tile: `V` panels of 16 channels by 6 positions, over `taps` taps
-/// whose inputs are `hw` floats apart (`x + k * hw + base[i]`); the sums are stored to `tile`,
-/// or with `go_on` the chain already there goes on (loaded, summed into, stored: bit for bit
-/// one FMA chain across the calls).
-///
-/// # Safety
-/// CPU has AVX-512 F; `x + k * hw + base[i]` readable for k < taps; each used `w[h]` holds
-/// `taps * 16` floats and each used `tile[h]` 6 x 16.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn pw_tile_avx512<const V: usize>(
-    x: *const f32,
-    hw: usize,
-    base: &[usize; TP],
-    taps: usize,
-    w: [*const f32; 2],
-    tile: [*mut f32; 2],
-    go_on: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); V]; TP];
-    if go_on {
-        for (i, a) in acc.iter_mut().enumerate() {
-            for (h, v) in a.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(tile[h].add(i * NR));
-            }
-        }
-    }
-    let xs = base.map(|b| x.add(b));
-    for k in 0..taps {
-        let mut wv = [_mm512_setzero_ps(); V];
-        for (h, v) in wv.iter_mut().enumerate() {
-            *v = _mm512_loadu_ps(w[h].add(k * NR));
-        }
-        let o = k * hw;
-        for (i, a) in acc.iter_mut().enumerate() {
-            let v = _mm512_set1_ps(*xs[i].add(o));
-            for (ah, &wh) in a.iter_mut().zip(&wv) {
-                *ah = _mm512_fmadd_ps(v, wh, *ah);
-            }
-        }
-    }
-    for (i, a) in acc.iter().enumerate() {
-        for (h, &v) in a.iter().enumerate() {
-            _mm512_storeu_ps(tile[h].add(i * NR), v);
-        }
-    }
-}
-
 #[cfg(not(target_arch = "x86_64"))]
 fn forward_pointwise(_: Forward<'_>, _: &[f32], _: &Epilogue<'_>) {
     unreachable!("the pointwise forward runs on AVX-512 only")
@@ -428,12 +381,14 @@ fn tile_sum(
             // above: two panels and two tiles when `two`).
             unsafe {
                 for (ci, run) in off.chunks(chunk).enumerate() {
-                    let (w, add) = (w.add(ci * chunk * NR), ci > 0);
+                    let w = w.add(ci * chunk * NR);
+                    let sums = if ci > 0 { Sums::Add } else { Sums::Store };
+                    let offs = run.iter().copied();
                     if two {
                         let (ws, ts) = ([w, w.add(panel)], [t, t.add(TP * NR)]);
-                        tile_avx512::<2>(x, base, run, ws, ts, add)
+                        tile_avx512::<2>(x, base, offs, ws, ts, sums)
                     } else {
-                        tile_avx512::<1>(x, base, run, [w, w], [t, t], add)
+                        tile_avx512::<1>(x, base, offs, [w, w], [t, t], sums)
                     }
                 }
             }
@@ -513,27 +468,48 @@ unsafe fn tile_avx2(
     }
 }
 
+/// How an AVX-512 tile's sums meet what its tile buffer holds.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq)]
+enum Sums {
+    /// Stored over it.
+    Store,
+    /// Added to it (a later pass of the GEMM's, as in [`tile_avx2`]).
+    Add,
+    /// Its values are the chain so far, which goes on from them: loaded, summed into, stored,
+    /// bit for bit one FMA chain across the calls (the pointwise forward's blocks of taps).
+    GoOn,
+}
+
 /// AVX-512 tile: `V` (1 or 2) panels of 16 channels, 6 x V accumulators of 16 lanes; per tap
-/// V weight vectors and six broadcasts; stored or, with `add`, added as in [`tile_avx2`]. Each
-/// sum is the same FMA chain as there, so the bits are the same.
+/// `r` (the `r`-th of `offs`, read at `x + base[i] + offs[r]`) V weight vectors and six
+/// broadcasts; the sums meet the tile as `sums` says. Each sum is the same FMA chain as in
+/// [`tile_avx2`], so the bits are the same.
 ///
 /// # Safety
-/// CPU has AVX-512 F; `x + base[i] + off[r]` readable for all i, r; each used `w[h]` holds
-/// `off.len() * 16` floats and each used `tile[h]` 6 x 16.
+/// CPU has AVX-512 F; `x + base[i] + o` readable for all i and every `o` of `offs`; each used
+/// `w[h]` holds 16 floats per tap and each used `tile[h]` 6 x 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn tile_avx512<const V: usize>(
     x: *const f32,
     base: &[usize; TP],
-    off: &[usize],
+    offs: impl Iterator<Item = usize>,
     w: [*const f32; 2],
     tile: [*mut f32; 2],
-    add: bool,
+    sums: Sums,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); V]; TP];
+    if sums == Sums::GoOn {
+        for (i, a) in acc.iter_mut().enumerate() {
+            for (h, v) in a.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(tile[h].add(i * NR));
+            }
+        }
+    }
     let xs = base.map(|b| x.add(b));
-    for (r, &o) in off.iter().enumerate() {
+    for (r, o) in offs.enumerate() {
         let mut wv = [_mm512_setzero_ps(); V];
         for (h, v) in wv.iter_mut().enumerate() {
             *v = _mm512_loadu_ps(w[h].add(r * NR));
@@ -548,7 +524,7 @@ unsafe fn tile_avx512<const V: usize>(
     for (i, a) in acc.iter().enumerate() {
         for (h, &v) in a.iter().enumerate() {
             let at = tile[h].add(i * NR);
-            let v = if add {
+            let v = if sums == Sums::Add {
                 _mm512_add_ps(_mm512_loadu_ps(at), v)
             } else {
                 v

@@ -584,6 +584,40 @@ mod tests {
             .unwrap()
     }
 
+    /// A candidate that beat the rule's pick only while the rule's runs were slowed (a burst of
+    /// host load, here a sleep in its first four runs) loses the confirmation rounds, and the
+    /// outputs are the rule's; one that is faster throughout keeps its win.
+    #[test]
+    fn a_winner_is_confirmed_against_the_rule_taking_turns() {
+        use std::time::Duration;
+        let rule = Choice::from(ConvAlgo::Im2col);
+        let other = Choice::from(ConvAlgo::Direct);
+        for (burst_only, want) in [(true, rule), (false, other)] {
+            let (mut rule_runs, mut last) = (0, None);
+            let mut run = |c: Choice| {
+                let ms = if c == rule {
+                    rule_runs += 1;
+                    if rule_runs <= 4 || !burst_only {
+                        12
+                    } else {
+                        0
+                    }
+                } else {
+                    4
+                };
+                std::thread::sleep(Duration::from_millis(ms));
+                last = Some(c);
+            };
+            let (winner, _) = time_candidates(&[rule, other], &mut run).unwrap();
+            assert_eq!(winner, want, "burst only: {burst_only}");
+            // Two more rounds of each after the first four runs, and the rule once more at the
+            // end when it won (the last confirmation run was the other's).
+            let again = usize::from(want == rule);
+            assert_eq!(rule_runs, 4 + CONFIRM + again, "burst only: {burst_only}");
+            assert_eq!(last, Some(want), "the outputs must be the winner's");
+        }
+    }
+
     #[test]
     fn another_algorithm_must_beat_the_rule_by_the_margin() {
         let [im2col, winograd, direct] =
