@@ -328,6 +328,24 @@ unsafe fn store_block(
     isa: Isa,
 ) {
     let np = qs.len();
+    #[cfg(target_arch = "x86_64")]
+    if simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false) {
+        for (qi, q) in qs.clone().enumerate() {
+            let rows = (cout - q * NR).min(NR);
+            let at = (n * cout + q * NR) * ohw + j0;
+            // SAFETY: AVX-512 (this branch); ct holds the block's tiles (each position's 16
+            // sums of panel qi), and rows `at + l * ohw` for l < rows, j1 - j0 long, lie inside
+            // the output and are this call's alone (the caller's contract).
+            transpose_store_avx512(ct, (np, qi), j1 - j0, out.at(at), ohw, rows);
+            if !epilogue.is_identity() {
+                for l in 0..rows {
+                    let row = std::slice::from_raw_parts_mut(out.at(at + l * ohw), j1 - j0);
+                    epilogue.apply_row(row, q * NR + l, at + l * ohw, isa);
+                }
+            }
+        }
+        return;
+    }
     for oc in qs.start * NR..(qs.end * NR).min(cout) {
         let (qi, l) = (oc / NR - qs.start, oc % NR);
         let at = (n * cout + oc) * ohw + j0;
@@ -341,6 +359,81 @@ unsafe fn store_block(
         }
         if !epilogue.is_identity() {
             epilogue.apply_row(row, oc, at, isa);
+        }
+    }
+}
+
+/// Panel `qi` of a block's sums (`ct`, position-major as in [`store_block`]: tile by tile, panel
+/// by panel of `np`, six positions of 16 channels each) into `rows` output rows of `len`
+/// positions each, `ld` apart from `out` on: 16 positions at a time, one vector per position
+/// transposed in registers into one vector per channel (a 16x16 transpose: unpacks of pairs of
+/// floats, then of pairs of doubles, then two rounds of 128-bit lane shuffles). The stem
+/// convolution (3 -> 64 channels, 7x7, stride 2) at batch 1 spent 18% of its time in the
+/// scalar transpose this replaces.
+///
+/// # Safety
+/// CPU has AVX-512 F; `ct` holds the sums of every tile covering `len` positions for `np`
+/// panels; `out + l * ld + j` for `l < rows`, `j < len` is writable and written by nothing else.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn transpose_store_avx512(
+    ct: &[f32],
+    (np, qi): (usize, usize),
+    len: usize,
+    out: *mut f32,
+    ld: usize,
+    rows: usize,
+) {
+    use std::arch::x86_64::*;
+    for p0 in (0..len).step_by(NR) {
+        let m = (len - p0).min(NR);
+        // Position p's 16 sums: tile p / TP, panel qi, row p % TP of the tile.
+        let mut r = [_mm512_setzero_ps(); NR];
+        for (k, v) in r.iter_mut().enumerate().take(m) {
+            let p = p0 + k;
+            let at = ((p / TP * np + qi) * TP + p % TP) * NR;
+            *v = _mm512_loadu_ps(ct[at..][..NR].as_ptr());
+        }
+        // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved, per 128-bit lane (columns 4j, 4j+1 and
+        // 4j+2, 4j+3).
+        let mut t = [_mm512_setzero_ps(); NR];
+        for i in 0..NR / 2 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4q + s], lane j: column 4j + s of rows 4q..4q+3.
+        let mut u = [_mm512_setzero_ps(); NR];
+        for q in 0..NR / 4 {
+            let pd = |v: __m512| _mm512_castps_pd(v);
+            let (a, b, c, d) = (
+                pd(t[4 * q]),
+                pd(t[4 * q + 1]),
+                pd(t[4 * q + 2]),
+                pd(t[4 * q + 3]),
+            );
+            u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+        }
+        // Column 4j + s: lane j of u[s], u[4 + s], u[8 + s], u[12 + s].
+        let mask: __mmask16 = if m == NR { !0 } else { (1u16 << m) - 1 };
+        for s in 0..4 {
+            let p0v = _mm512_shuffle_f32x4::<0x88>(u[s], u[4 + s]);
+            let p1v = _mm512_shuffle_f32x4::<0xDD>(u[s], u[4 + s]);
+            let q0v = _mm512_shuffle_f32x4::<0x88>(u[8 + s], u[12 + s]);
+            let q1v = _mm512_shuffle_f32x4::<0xDD>(u[8 + s], u[12 + s]);
+            let cols = [
+                (s, _mm512_shuffle_f32x4::<0x88>(p0v, q0v)),
+                (4 + s, _mm512_shuffle_f32x4::<0x88>(p1v, q1v)),
+                (8 + s, _mm512_shuffle_f32x4::<0xDD>(p0v, q0v)),
+                (12 + s, _mm512_shuffle_f32x4::<0xDD>(p1v, q1v)),
+            ];
+            for (l, v) in cols {
+                if l < rows {
+                    _mm512_mask_storeu_ps(out.add(l * ld + p0), mask, v);
+                }
+            }
         }
     }
 }
@@ -589,6 +682,43 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "budget {budget}"
             );
+        }
+    }
+
+    /// The (AVX-512 transposing) store puts every sum where the layout says: blocks of 1 to 40
+    /// positions (partial vectors of 16, partial tiles of 6), every panel of three, a last panel
+    /// of 5 channels; nothing outside the rows is written.
+    #[test]
+    fn stored_block_is_the_transpose() {
+        let (np, cout, ohw, j0) = (3, 2 * NR + 5, 45, 2);
+        for len in [1usize, 5, 6, 15, 16, 17, 33, 40] {
+            let ct: Vec<f32> = (0..len.div_ceil(TP) * np * TP * NR)
+                .map(|i| i as f32 * 0.5 + 1.0)
+                .collect();
+            let mut y = vec![-7.0f32; 2 * cout * ohw];
+            let out = SharedMut(y.as_mut_ptr());
+            let ep = Epilogue::default();
+            // SAFETY: positions j0..j0 + len of item 1's channels lie inside y.
+            unsafe {
+                store_block(
+                    &ct,
+                    0..np,
+                    (1, cout, ohw),
+                    (j0, j0 + len),
+                    out,
+                    &ep,
+                    simd::isa(),
+                )
+            };
+            let mut want = vec![-7.0f32; y.len()];
+            for oc in 0..cout {
+                let (qi, l) = (oc / NR, oc % NR);
+                for j in 0..len {
+                    want[(cout + oc) * ohw + j0 + j] =
+                        ct[((j / TP * np + qi) * TP + j % TP) * NR + l];
+                }
+            }
+            assert_eq!(y, want, "len {len}");
         }
     }
 }
