@@ -14,7 +14,7 @@
 //! sums its whole reduction in registers and goes to the output transposed, with the epilogue.
 //!
 //! Only on AVX2 and AVX-512 (elsewhere im2col runs); groups of 1, any stride, padding and
-//! dilation. AVX-512 tiles are 6 positions by 32 channels (two panels), and there 1x1 convs on
+//! dilation. AVX-512 tiles are 6 positions by 32 or 64 channels (two or four panels), and there 1x1 convs on
 //! 7x7 maps run here too, reading the input planes in place a block of channels at a time
 //! ([`forward_pointwise`]).
 use super::par::{with_scratch, SharedMut};
@@ -126,7 +126,7 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     };
     let out = SharedMut(output.as_mut_ptr());
     let panels = cout.div_ceil(NR);
-    // AVX-512 tiles take two adjacent channel panels at once (see `tile_sum`).
+    // AVX-512 tiles take two or four adjacent channel panels at once (see `tile_sum`).
     let pairs = simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false);
     // Tasks are (item, position block, run of channel panels): channels are split too when
     // positions alone give too few tasks to keep every thread busy (a 7x7 map at batch 1).
@@ -169,19 +169,23 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
                             *bv = oy * p.stride_h * wp + ox * p.stride_w;
                         }
                     }
-                    // Panel by panel (two at a time on AVX-512), so the panels' weights serve
-                    // every tile of the block from cache before the next are read.
+                    // Panel by panel (four or two at a time on AVX-512), so the panels' weights
+                    // serve every tile of the block from cache before the next are read.
                     let mut qi = 0;
                     while qi < np {
-                        let both = pairs && qi + 1 < np;
+                        let many = match np - qi {
+                            _ if !pairs => 1,
+                            4.. => 4,
+                            r => r.min(2),
+                        };
                         let q = qs.start + qi;
-                        let w = &packed[q * kg * NR..][..if both { 2 } else { 1 } * kg * NR];
+                        let w = &packed[q * kg * NR..][..many * kg * NR];
                         for (tj, base) in bases[..tiles].iter().enumerate() {
                             let at = ((tj * np + qi) * TP) * NR;
-                            let tile = &mut ct[at..][..if both { 2 } else { 1 } * TP * NR];
+                            let tile = &mut ct[at..][..many * TP * NR];
                             tile_sum(isa, x, base, (off, off_max, chunk), w, tile);
                         }
-                        qi += if both { 2 } else { 1 };
+                        qi += many;
                     }
                     // SAFETY: positions j0..j1 of item n's channels in panels qs are inside the
                     // output and belong to this task alone.
@@ -278,15 +282,16 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
                                 // is read and written (asserted above).
                                 unsafe {
                                     let xs = x.as_ptr().add(k0 * ohw);
-                                    let ws = [w.as_ptr(), w1.as_ptr()];
-                                    let ts = [tile.as_mut_ptr(), tile.as_mut_ptr().add(TP * NR)];
+                                    let (w0, t0) = (w.as_ptr(), tile.as_mut_ptr());
+                                    let ws = [w0, w1.as_ptr()];
+                                    let ts = [t0, t0.add(TP * NR)];
                                     // Tap k's inputs are channel k's plane: k * ohw on.
                                     let offs = (0..k1 - k0).map(|k| k * ohw);
                                     let sums = if k0 > r0 { Sums::GoOn } else { Sums::Store };
                                     if two {
                                         tile_avx512::<2, true>(xs, base, offs, ws, ts, sums)
                                     } else {
-                                        tile_avx512::<1, true>(xs, base, offs, ws, ts, sums)
+                                        tile_avx512::<1, true>(xs, base, offs, [w0], [t0], sums)
                                     }
                                 }
                             }
@@ -444,8 +449,12 @@ fn forward_pointwise(_: Forward<'_>, _: &[f32], _: &Epilogue<'_>) {
 }
 
 /// One 6-position by 16-channel tile: `tile[i][l] = sum_r x[base[i] + off[r]] * w[r][l]`; or
-/// two, for the next panel of weights and the next tile, when `w` holds two panels (AVX-512
-/// only: 12 accumulators of 16 lanes).
+/// two or four, for the next panels of weights and the next tiles, when `w` holds that many
+/// panels (AVX-512 only: 12 or 24 accumulators of 16 lanes). Four panels read each position's
+/// input once per 24 FMAs instead of 12: at batch 1 the 7x7 stride-2 stem (3 -> 64 channels)
+/// went from 0.58 to 0.56 ms and AlexNet's 11x11 stride-4 one from 0.36 to 0.33 ms; wider
+/// layers (GoogLeNet's 3x3 160->320 and 96->208 @14) gained 2-4% (medians, old and new
+/// binaries taking turns).
 ///
 /// The taps go in runs of `chunk`: each run is one FMA chain from zero, and the runs' sums are
 /// added into the tile in order. With the GEMM's pass length (`gemm::kc_step`) that is how the
@@ -465,8 +474,12 @@ fn tile_sum(
     // the last padded input value any output position reads.
     let last = base.iter().max().copied().unwrap_or(0) + off_max;
     let panel = off.len() * NR;
-    let two = w.len() >= 2 * panel;
-    assert!(last < x.len() && w.len() >= panel && tile.len() >= if two { 2 } else { 1 } * TP * NR);
+    // Panels in this call: four or two on AVX-512 (as many as `w` holds), else one.
+    let many = match w.len() / panel.max(1) {
+        4.. => 4,
+        n => n.min(2),
+    };
+    assert!(last < x.len() && w.len() >= panel && tile.len() >= many.max(1) * TP * NR);
     simd::dispatch!(isa,
         avx512 => {
             let (x, w, t) = (x.as_ptr(), w.as_ptr(), tile.as_mut_ptr());
@@ -477,17 +490,21 @@ fn tile_sum(
                     let w = w.add(ci * chunk * NR);
                     let sums = if ci > 0 { Sums::Add } else { Sums::Store };
                     let offs = run.iter().copied();
-                    if two {
+                    if many == 4 {
+                        let ws = std::array::from_fn(|h| w.add(h * panel));
+                        let ts = std::array::from_fn(|h| t.add(h * TP * NR));
+                        tile_avx512::<4, false>(x, base, offs, ws, ts, sums)
+                    } else if many == 2 {
                         let (ws, ts) = ([w, w.add(panel)], [t, t.add(TP * NR)]);
                         tile_avx512::<2, false>(x, base, offs, ws, ts, sums)
                     } else {
-                        tile_avx512::<1, false>(x, base, offs, [w, w], [t, t], sums)
+                        tile_avx512::<1, false>(x, base, offs, [w], [t], sums)
                     }
                 }
             }
         },
         avx2 => {
-            debug_assert!(!two, "two panels only on AVX-512");
+            debug_assert!(many == 1, "several panels only on AVX-512");
             // SAFETY: the CPU has AVX2 (this arm) and every index is in bounds (asserted above).
             unsafe {
                 for (ci, run) in off.chunks(chunk).enumerate() {
@@ -574,7 +591,7 @@ enum Sums {
     GoOn,
 }
 
-/// AVX-512 tile: `V` (1 or 2) panels of 16 channels, 6 x V accumulators of 16 lanes; per tap
+/// AVX-512 tile: `V` (1, 2 or 4) panels of 16 channels, 6 x V accumulators of 16 lanes; per tap
 /// `r` (the `r`-th of `offs`, read at `x + base[i] + offs[r]`) V weight vectors and six
 /// broadcasts; the sums meet the tile as `sums` says. Each sum is the same FMA chain as in
 /// [`tile_avx2`], so the bits are the same.
@@ -595,8 +612,8 @@ unsafe fn tile_avx512<const V: usize, const PREFETCH: bool>(
     x: *const f32,
     base: &[usize; TP],
     offs: impl Iterator<Item = usize>,
-    w: [*const f32; 2],
-    tile: [*mut f32; 2],
+    w: [*const f32; V],
+    tile: [*mut f32; V],
     sums: Sums,
 ) {
     use std::arch::x86_64::*;

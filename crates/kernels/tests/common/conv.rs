@@ -102,6 +102,12 @@ pub fn cases() -> Vec<Case> {
             "11x11 s4",
             params((2, 3, 31, 35), (5, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1),
         ),
+        // A stem with many output channels: six 16-channel panels, which AVX-512's indirect
+        // tiles take four and then two (the last one partial) at a time.
+        c(
+            "7x7 s2 90 channels",
+            params((2, 3, 19, 17), (90, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),
+        ),
         c(
             "channels 13->11",
             params((1, 13, 6, 6), (11, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
