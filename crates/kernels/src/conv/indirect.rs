@@ -14,9 +14,9 @@
 //! sums its whole reduction in registers and goes to the output transposed, with the epilogue.
 //!
 //! Only on AVX2 and AVX-512 (elsewhere im2col runs); groups of 1, any stride, padding and
-//! dilation. AVX-512 tiles are 6 positions by 32 or 64 channels (two or four panels), and there 1x1 convs on
-//! 7x7 maps run here too, reading the input planes in place a block of channels at a time
-//! ([`forward_pointwise`]).
+//! dilation. AVX-512 tiles are 6 positions by 32 or 64 channels (two or four panels), and there
+//! 1x1 convs on 7x7 maps run here too, reading the input planes in place a block of channels at
+//! a time ([`forward_pointwise`]).
 use super::par::{with_scratch, SharedMut};
 use super::{Conv2dParams, Epilogue, Forward};
 use crate::gemm::{self, Mat, NR};

@@ -82,8 +82,6 @@ pub(super) fn pack_a_panel(
     }
 }
 
-/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`
-/// (zero past column nc).
 /// Rows of B the non-transposed [`pack_b`] prefetches ahead of the one it copies. Each row is
 /// a run of at most 256 floats (1 KiB) of a much longer row (a 1x1 conv's input plane), too
 /// short for the hardware prefetcher to get going before the next row starts; the input of a
@@ -106,6 +104,8 @@ fn prefetch_row(row: &[f32]) {
     let _ = row;
 }
 
+/// Packs op(B) rows `p0..p0+kc`, columns `j0..j0+nc`, into NR-column panels `[kc][NR]`
+/// (zero past column nc).
 pub(super) fn pack_b(dst: &mut [f32], b: Mat<'_>, p0: usize, kc: usize, j0: usize, nc: usize) {
     let panels = nc.div_ceil(NR);
     if !b.trans {

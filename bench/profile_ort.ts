@@ -1,0 +1,123 @@
+// Where ONNX Runtime's time goes on a zoo model, layer kind by layer kind, with the labels
+// bench/profile_plan.ts prints for ferroconv's compiled plans, so the two can be read side by
+// side: ORT's own profiler (enableProfiling) over the timed runs, kernel times summed per kind.
+//
+//   node --import tsx bench/profile_ort.ts [--models resnet50,densenet121] [--batch 1] [--iters 30] [--top 25]
+//
+// Needs onnxruntime-node (npm run bench:peers) and the models' ONNX files, which
+// `npm run bench:compare -- --sections infer` exports into bench/.cache/onnx. Run it right after
+// profile_plan.ts: this host's speed drifts by tens of percent over minutes.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CACHE_DIR, findOrt, ortSessionOptions } from './compare/peers.js';
+
+const { values } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'resnet50,googlenet,densenet121' },
+    batch: { type: 'string', default: '1' },
+    iters: { type: 'string', default: '30' },
+    top: { type: 'string', default: '25' },
+    threads: { type: 'string', default: '2' },
+  },
+});
+
+/** One event of ORT's profile (Chrome trace format). */
+interface TraceEvent {
+  cat?: string;
+  name: string;
+  dur: number;
+  args?: {
+    op_name?: string;
+    input_type_shape?: Record<string, number[]>[];
+    output_type_shape?: Record<string, number[]>[];
+  };
+}
+
+/** The dimensions of each tensor in a shape list of ORT's profile (`[{ float: [1, 64, 56, 56] }]`). */
+const dimsOf = (list: Record<string, number[]>[] | undefined) => (list ?? []).map((s) => Object.values(s)[0] ?? []);
+
+/**
+ * The row label of a node: convs as `conv KxK[/sS] IN->OUT @H`, like profile_plan.ts (the stride
+ * is not in the profile: it is the input's height over the output's, rounded).
+ */
+function label(e: TraceEvent): string {
+  const op = e.args?.op_name ?? '?';
+  if (op !== 'Conv') return op;
+  const [x, w] = dimsOf(e.args?.input_type_shape);
+  const [y] = dimsOf(e.args?.output_type_shape);
+  if (!x || !w) return op;
+  const s = y ? Math.round(x[2] / y[2]) : 1;
+  return `conv ${w[2]}x${w[3]}${s > 1 ? `/s${s}` : ''} ${x[1]}->${w[0]} @${x[2]}`;
+}
+
+const ort = findOrt();
+if (!ort.api) throw new Error(ort.error ?? 'onnxruntime-node is not installed (npm run bench:peers)');
+const api = ort.api as unknown as {
+  InferenceSession: {
+    create(
+      path: string,
+      opts: Record<string, unknown>,
+    ): Promise<{
+      inputNames: string[];
+      run(feeds: Record<string, unknown>): Promise<unknown>;
+      endProfiling(): void;
+      release(): Promise<void>;
+    }>;
+  };
+  Tensor: new (type: string, data: Float32Array, dims: number[]) => unknown;
+};
+const batch = Number(values.batch);
+const iters = Number(values.iters);
+for (const model of values.models.split(',')) {
+  const file = join(CACHE_DIR, 'onnx', `${model}.onnx`);
+  if (!existsSync(file)) {
+    console.log(`${model}: no ${file} (npm run bench:compare -- --sections infer exports it)`);
+    continue;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'ferroconv-ortprof-'));
+  try {
+    const session = await api.InferenceSession.create(file, {
+      ...ortSessionOptions(Number(values.threads)),
+      enableProfiling: true,
+      profileFilePrefix: join(dir, 'p'),
+    });
+    const dims = [batch, 3, 224, 224];
+    const data = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => Math.random() - 0.5);
+    const feeds = { [session.inputNames[0]]: new api.Tensor('float32', data, dims) };
+    const warm = 5;
+    for (let i = 0; i < warm; i++) await session.run(feeds);
+    const t0 = performance.now();
+    for (let i = 0; i < iters; i++) await session.run(feeds);
+    const perRun = (performance.now() - t0) / iters;
+    session.endProfiling();
+    await session.release();
+    const trace = readdirSync(dir).find((f) => f.endsWith('.json'));
+    if (!trace) throw new Error(`${model}: ORT wrote no profile into ${dir}`);
+    const events = JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[];
+    const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
+    const rows = new Map<string, { us: number; nodes: Set<string> }>();
+    for (const e of kernels) {
+      const key = label(e);
+      const row = rows.get(key) ?? { us: 0, nodes: new Set<string>() };
+      row.us += e.dur;
+      row.nodes.add(e.name);
+      rows.set(key, row);
+    }
+    const runs = warm + iters;
+    const total = [...rows.values()].reduce((a, r) => a + r.us, 0) / runs / 1000;
+    console.log(
+      `\n== ${model} b${batch} (ORT): ${perRun.toFixed(2)} ms per run (mean of ${iters}); kernels ${total.toFixed(1)} ms`,
+    );
+    const sorted = [...rows.entries()].sort((a, b) => b[1].us - a[1].us).slice(0, Number(values.top));
+    for (const [key, r] of sorted) {
+      const ms = r.us / runs / 1000;
+      console.log(
+        `  ${key.padEnd(36)} ${ms.toFixed(2).padStart(6)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}% ${String(r.nodes.size).padStart(4)} nodes`,
+      );
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
