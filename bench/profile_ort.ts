@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CACHE_DIR, findOrt, ortSessionOptions } from './compare/peers.js';
+import { CACHE_DIR, findOrt, type OrtSession, ortSessionOptions } from './compare/peers.js';
 
 const { values } = parseArgs({
   options: {
@@ -54,20 +54,7 @@ function label(e: TraceEvent): string {
 
 const ort = findOrt();
 if (!ort.api) throw new Error(ort.error ?? 'onnxruntime-node is not installed (npm run bench:peers)');
-const api = ort.api as unknown as {
-  InferenceSession: {
-    create(
-      path: string,
-      opts: Record<string, unknown>,
-    ): Promise<{
-      inputNames: string[];
-      run(feeds: Record<string, unknown>): Promise<unknown>;
-      endProfiling(): void;
-      release(): Promise<void>;
-    }>;
-  };
-  Tensor: new (type: string, data: Float32Array, dims: number[]) => unknown;
-};
+const api = ort.api;
 const batch = Number(values.batch);
 const iters = Number(values.iters);
 for (const model of values.models.split(',')) {
@@ -78,11 +65,12 @@ for (const model of values.models.split(',')) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'ferroconv-ortprof-'));
   try {
-    const session = await api.InferenceSession.create(file, {
+    // A session with profiling on also has endProfiling(), which OrtSession leaves out.
+    const session = (await api.InferenceSession.create(file, {
       ...ortSessionOptions(Number(values.threads)),
       enableProfiling: true,
       profileFilePrefix: join(dir, 'p'),
-    });
+    })) as OrtSession & { endProfiling(): void };
     const dims = [batch, 3, 224, 224];
     const data = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => Math.random() - 0.5);
     const feeds = { [session.inputNames[0]]: new api.Tensor('float32', data, dims) };
