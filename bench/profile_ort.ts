@@ -2,7 +2,9 @@
 // bench/profile_plan.ts prints for ferroconv's compiled plans, so the two can be read side by
 // side: ORT's own profiler (enableProfiling) over the timed runs, kernel times summed per kind.
 //
-//   node --import tsx bench/profile_ort.ts [--models resnet50,densenet121] [--batch 1] [--iters 30] [--top 25]
+//   node --import tsx bench/profile_ort.ts [--models resnet50,densenet121] [--batch 1] [--iters 30] [--top 25] [--int8]
+// (--int8: the models quantize_static made for the int8 section, `<model>.int8.onnx`, beside
+// profile_plan.ts --int8.)
 //
 // Needs onnxruntime-node (npm run bench:peers) and the models' ONNX files, which
 // `npm run bench:compare -- --sections infer` exports into bench/.cache/onnx. Run it right after
@@ -11,6 +13,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fromBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from '../src/io/onnx/gen/onnx_pb.js';
 import { CACHE_DIR, findOrt, type OrtSession, ortSessionOptions } from './compare/peers.js';
 
 const { values } = parseArgs({
@@ -20,6 +24,7 @@ const { values } = parseArgs({
     iters: { type: 'string', default: '30' },
     top: { type: 'string', default: '25' },
     threads: { type: 'string', default: '2' },
+    int8: { type: 'boolean', default: false },
   },
 });
 
@@ -42,14 +47,43 @@ const dimsOf = (list: Record<string, number[]>[] | undefined) => (list ?? []).ma
  * The row label of a node: convs as `conv KxK[/sS] IN->OUT @H`, like profile_plan.ts (the stride
  * is not in the profile: it is the input's height over the output's, rounded).
  */
-function label(e: TraceEvent): string {
+function label(e: TraceEvent, qweights: Map<string, number[]>): string {
   const op = e.args?.op_name ?? '?';
-  if (op !== 'Conv') return op;
-  const [x, w] = dimsOf(e.args?.input_type_shape);
-  const [y] = dimsOf(e.args?.output_type_shape);
-  if (!x || !w) return op;
-  const s = y ? Math.round(x[2] / y[2]) : 1;
-  return `conv ${w[2]}x${w[3]}${s > 1 ? `/s${s}` : ''} ${x[1]}->${w[0]} @${x[2]}`;
+  if (op === 'Conv') {
+    const [x, w] = dimsOf(e.args?.input_type_shape);
+    const [y] = dimsOf(e.args?.output_type_shape);
+    if (!x || !w) return op;
+    const s = y ? Math.round(x[2] / y[2]) : 1;
+    return `conv ${w[2]}x${w[3]}${s > 1 ? `/s${s}` : ''} ${x[1]}->${w[0]} @${x[2]}`;
+  }
+  if (op === 'QLinearConv') {
+    // ORT runs the quantized convs in NHWC and leaves the (pre-packed) weight out of the
+    // shapes: the kernel size comes from the model's graph, by node name.
+    const [x] = dimsOf(e.args?.input_type_shape);
+    const [y] = dimsOf(e.args?.output_type_shape);
+    const w = qweights.get(e.name.replace(/(_token_\d+)?_kernel_time$/, ''));
+    if (!x || !y || !w) return op;
+    const s = Math.round(x[1] / y[1]);
+    return `conv ${w[2]}x${w[3]}${s > 1 ? `/s${s}` : ''} ${x[3]}->${y[3]} @${x[1]}`;
+  }
+  return op;
+}
+
+/** Each Conv node's weight dimensions in a QDQ model (the int8 initializer its DequantizeLinear reads). */
+function qdqConvWeights(file: string): Map<string, number[]> {
+  const model = fromBinary(ModelProtoSchema, readFileSync(file));
+  const graph = model.graph;
+  const out = new Map<string, number[]>();
+  if (!graph) return out;
+  const dims = new Map(graph.initializer.map((t) => [t.name, t.dims.map(Number)]));
+  const producer = new Map(graph.node.flatMap((n) => n.output.map((o) => [o, n] as const)));
+  for (const n of graph.node) {
+    if (n.opType !== 'Conv') continue;
+    const dq = producer.get(n.input[1]);
+    const w = dq?.opType === 'DequantizeLinear' ? dims.get(dq.input[0]) : dims.get(n.input[1]);
+    if (w) out.set(n.name, w);
+  }
+  return out;
 }
 
 const ort = findOrt();
@@ -58,11 +92,12 @@ const api = ort.api;
 const batch = Number(values.batch);
 const iters = Number(values.iters);
 for (const model of values.models.split(',')) {
-  const file = join(CACHE_DIR, 'onnx', `${model}.onnx`);
+  const file = join(CACHE_DIR, 'onnx', `${model}${values.int8 ? '.int8' : ''}.onnx`);
   if (!existsSync(file)) {
     console.log(`${model}: no ${file} (npm run bench:compare -- --sections infer exports it)`);
     continue;
   }
+  const qweights = values.int8 ? qdqConvWeights(file) : new Map<string, number[]>();
   const dir = mkdtempSync(join(tmpdir(), 'ferroconv-ortprof-'));
   try {
     // A session with profiling on also has endProfiling(), which OrtSession leaves out.
@@ -87,7 +122,7 @@ for (const model of values.models.split(',')) {
     const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
     const rows = new Map<string, { us: number; nodes: Set<string> }>();
     for (const e of kernels) {
-      const key = label(e);
+      const key = label(e, qweights);
       const row = rows.get(key) ?? { us: 0, nodes: new Set<string>() };
       row.us += e.dur;
       row.nodes.add(e.name);

@@ -4,6 +4,11 @@
 //! graph's input quantization (`quantize_nchw_to_nhwc` of `[batch, 3, 224, 224]`) and the
 //! stem's max pool. GMAC/s against the `vpdpbusd` (or `vpmaddwd`) peak of the machine.
 //! `cargo run -p ferroconv-kernels --release --example qconv_bench [threads] [batch] [shape filter]`.
+//!
+//! With `ROT=n` in the environment, each layer's packed weights, input, residual and output
+//! come in n copies taken in turn, and the time is the median: a plan runs through tens of
+//! megabytes of weights per call, so there a layer finds its weights out of cache, as it does
+//! here with n large enough (48 for ResNet-50), and not in the default warm loop.
 use ferroconv_kernels::conv::Conv2dParams;
 use ferroconv_kernels::pool::Pool2dParams;
 use ferroconv_kernels::quant::{
@@ -60,7 +65,25 @@ fn best_ms(mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// Median time in ms of `f(i)` over calls i = 0, 1, ... (at least 50, up to 0.5 s).
+fn median_ms(mut f: impl FnMut(usize)) -> f64 {
+    f(0);
+    let mut t = Vec::new();
+    let start = Instant::now();
+    while t.len() < 50 || (t.len() < 5000 && start.elapsed().as_secs_f64() < 0.5) {
+        let t0 = Instant::now();
+        f(t.len() + 1);
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
 fn main() {
+    let rot: usize = std::env::var("ROT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
     let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -126,7 +149,28 @@ fn main() {
                 }),
                 relu: true,
             };
-            let ms = best_ms(|| qconv2d(&p, &x, &packed, &e, QConvOut::U8(&mut y)).expect("conv"));
+            let ms = if rot > 0 {
+                let packs: Vec<PackedQConv> = (0..rot)
+                    .map(|_| PackedQConv::new(&p, &w).expect("pack"))
+                    .collect();
+                let xs: Vec<Vec<u8>> = (0..rot).map(|i| bytes(p.input_len(), i as u32)).collect();
+                let rs: Vec<Vec<u8>> = (0..rot).map(|i| bytes(out_len, 9 + i as u32)).collect();
+                let mut ys: Vec<Vec<u8>> = (0..rot).map(|_| vec![0u8; out_len]).collect();
+                median_ms(|i| {
+                    let j = i % rot;
+                    let e = QConvEpilogue {
+                        residual: residual.then_some(QResidual {
+                            data: &rs[j],
+                            zero_point: 7,
+                            mult: 0.7,
+                        }),
+                        ..e
+                    };
+                    qconv2d(&p, &xs[j], &packs[j], &e, QConvOut::U8(&mut ys[j])).expect("conv")
+                })
+            } else {
+                best_ms(|| qconv2d(&p, &x, &packed, &e, QConvOut::U8(&mut y)).expect("conv"))
+            };
             let gmac = (out_len * c * k * k) as f64 / 1e9;
             total_ms += count as f64 * ms;
             total_gmac += count as f64 * gmac;

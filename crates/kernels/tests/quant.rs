@@ -289,6 +289,27 @@ fn cases() -> Vec<Case> {
             w: 1,
             ..base
         },
+        // Few pixels and many channel blocks (13, the last partial): the tasks split the
+        // blocks in pairs and each takes all pixels, the last split a single block.
+        Case {
+            c: 32,
+            oc: 200,
+            k: (1, 1),
+            pad: (0, 0),
+            h: 3,
+            w: 3,
+            ..base
+        },
+        // The same through the gathered path, in two groups of 5 blocks (splits across a
+        // group's end).
+        Case {
+            c: 16,
+            oc: 160,
+            groups: 2,
+            h: 2,
+            w: 4,
+            ..base
+        },
         // A ResNet stem (7x7 / 2 over 3 channels, 21-byte kernel rows), 64 channels out.
         Case {
             n: 2,

@@ -18,6 +18,11 @@ use rayon::prelude::*;
 pub const QBLOCK: usize = 16;
 /// Pixels per micro tile.
 const MR: usize = 6;
+/// How far ahead (bytes) the first row tile of a block pair prefetches its weights: a compiled
+/// plan runs through tens of megabytes of them per call, so each layer finds its own in DRAM,
+/// in streams (a block's `K * 16` bytes) too short for the hardware prefetcher to ramp up.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_W: usize = 2048;
 
 /// Conv weights quantized to int8 (OIHW, symmetric per output channel), packed for one path.
 pub struct PackedQConv {
@@ -259,17 +264,16 @@ fn run(
         && p.groups == 1
         && p.in_channels.is_multiple_of(4)
         && w.path != Int8Path::Avx2;
-    // Row chunks small enough that a chunk's gathered activations stay in cache, and enough
-    // tasks for every thread; when the pixels alone give too few (a 7x7 map at batch 1), the
-    // channel blocks are split across tasks too.
-    let threads = rayon::current_num_threads().max(1);
-    let by_cache = ((96 * 1024) / w.kp.max(1)).max(MR) / MR * MR;
-    let by_threads = rows.div_ceil(4 * threads).div_ceil(MR) * MR;
-    let chunk = by_cache.min(by_threads.max(MR));
-    let row_chunks = rows.div_ceil(chunk);
     let total_blocks = w.groups * w.blocks;
-    let splits = (4 * threads).div_ceil(row_chunks).clamp(1, total_blocks);
-    let per_split = total_blocks.div_ceil(splits);
+    let (chunk, per_split) = grid(
+        rows,
+        total_blocks,
+        w.kp,
+        direct,
+        rayon::current_num_threads().max(1),
+    );
+    let row_chunks = rows.div_ceil(chunk);
+    let splits = total_blocks.div_ceil(per_split);
     let offset: Vec<i32> = (0..p.out_channels)
         .map(|oc| {
             let bias = e.bias.map_or(0, |b| b[oc]);
@@ -299,6 +303,50 @@ fn run(
             direct,
         );
     });
+}
+
+/// How [`run`] cuts the rows x blocks of one convolution into tasks: (rows per chunk, blocks per
+/// split). Each task reads its rows' activations (gathered first, unless `direct`) and its
+/// blocks' weights, so a weight block is read once per row chunk and a row once per split: the
+/// grid with the fewest bytes read that still gives every thread a few tasks. A plan finds most
+/// weights in DRAM, so with few rows (a 7x7 map at batch 1) the blocks are split and every task
+/// takes all rows; with many, the rows are. Chunks of gathered rows stay small enough for L2,
+/// and splits take whole block pairs (the VNNI path's two-block tiles).
+fn grid(rows: usize, blocks: usize, kp: usize, direct: bool, threads: usize) -> (usize, usize) {
+    let kp = kp.max(1);
+    let cache = if direct { 512 * 1024 } else { 96 * 1024 };
+    let max_chunk = (cache / kp).max(MR) / MR * MR;
+    let tiles = rows.div_ceil(MR);
+    let pairs = blocks.div_ceil(2);
+    let want = 4 * threads;
+    let mut best: Option<(usize, usize, usize, usize)> = None;
+    for pairs_per in 1..=pairs {
+        let per_split = (2 * pairs_per).min(blocks);
+        let splits = blocks.div_ceil(per_split);
+        // Skip split counts that repeat a smaller split's task count with more blocks each.
+        if pairs_per > 1 && blocks.div_ceil((2 * (pairs_per - 1)).min(blocks)) == splits {
+            continue;
+        }
+        let chunk = (tiles.div_ceil(want.div_ceil(splits)) * MR).min(max_chunk);
+        let row_chunks = rows.div_ceil(chunk);
+        let tasks = row_chunks * splits;
+        // Activation bytes (twice when gathered: written, then read) and weight bytes.
+        let bytes = rows * kp * splits * if direct { 1 } else { 2 } + blocks * 16 * kp * row_chunks;
+        let enough = tasks >= want.min(tiles * pairs);
+        let better = match best {
+            None => true,
+            Some((_, _, t, b)) => {
+                let best_enough = t >= want.min(tiles * pairs);
+                (enough && !best_enough) || (enough == best_enough && bytes < b)
+            }
+        };
+        if better {
+            best = Some((chunk, per_split, tasks, bytes));
+        }
+    }
+    best.map_or((MR, blocks.max(1)), |(chunk, per_split, _, _)| {
+        (chunk, per_split)
+    })
 }
 
 thread_local! {
@@ -597,27 +645,24 @@ fn tiles(
                     // channels oc0..oc0+32 of the checked output (and read the same places of
                     // the checked residual), this task's tile.
                     unsafe {
-                        tile_vnni2_store(
-                            &rows,
-                            w.w8[wb..].as_ptr(),
-                            w.w8[wb2..].as_ptr(),
-                            w.kp / 4,
-                            &fused,
-                        )
+                        let (b0, b1) = (w.w8[wb..].as_ptr(), w.w8[wb2..].as_ptr());
+                        if r == 0 {
+                            tile_vnni2_store::<true>(&rows, b0, b1, w.kp / 4, &fused)
+                        } else {
+                            tile_vnni2_store::<false>(&rows, b0, b1, w.kp / 4, &fused)
+                        }
                     };
                     r += n;
                     continue;
                 }
                 // SAFETY: as in the single-block case below, for two consecutive blocks.
                 unsafe {
-                    tile_vnni2(
-                        &rows,
-                        w.w8[wb..].as_ptr(),
-                        w.w8[wb2..].as_ptr(),
-                        w.kp / 4,
-                        &mut acc,
-                        &mut acc2,
-                    )
+                    let (b0, b1) = (w.w8[wb..].as_ptr(), w.w8[wb2..].as_ptr());
+                    if r == 0 {
+                        tile_vnni2::<true>(&rows, b0, b1, w.kp / 4, &mut acc, &mut acc2)
+                    } else {
+                        tile_vnni2::<false>(&rows, b0, b1, w.kp / 4, &mut acc, &mut acc2)
+                    }
                 };
                 store(w, e, offset, dest, &acc[..n], r0 + r, oc0, QBLOCK);
                 let width = QBLOCK.min(w.ocg - (b + 1) * QBLOCK);
@@ -901,7 +946,7 @@ struct FusedStore {
 /// bytes at `first + row * row_stride`, and 32 offsets and multipliers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni,avx512vl")]
-unsafe fn tile_vnni2_store(
+unsafe fn tile_vnni2_store<const PREFETCH: bool>(
     rows: &[*const u8; MR],
     wb: *const i8,
     wb2: *const i8,
@@ -913,7 +958,7 @@ unsafe fn tile_vnni2_store(
         _mm512_loadu_si512(f.offset as *const __m512i),
         _mm512_loadu_si512(f.offset.add(16) as *const __m512i),
     ];
-    let c = vnni2_sums(rows, wb, wb2, k4, off);
+    let c = vnni2_sums::<PREFETCH>(rows, wb, wb2, k4, off);
     let mul = [_mm512_loadu_ps(f.mult), _mm512_loadu_ps(f.mult.add(16))];
     let lo = _mm512_set1_epi32(f.lo);
     let fmax = _mm512_set1_ps(1024.0);
@@ -948,7 +993,7 @@ unsafe fn tile_vnni2_store(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
 #[inline]
-unsafe fn vnni2_sums(
+unsafe fn vnni2_sums<const PREFETCH: bool>(
     rows: &[*const u8; MR],
     wb: *const i8,
     wb2: *const i8,
@@ -958,6 +1003,12 @@ unsafe fn vnni2_sums(
     use std::arch::x86_64::*;
     let mut c = [init; MR];
     for kk in 0..k4 {
+        if PREFETCH {
+            // Prefetch addresses need not be valid; past the panel's end they reach into the
+            // next blocks' (the next pair's) or harmlessly beyond the weights.
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(kk * 64 + PREFETCH_W));
+            _mm_prefetch::<_MM_HINT_T0>(wb2.wrapping_add(kk * 64 + PREFETCH_W));
+        }
         let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
         let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
         for r in 0..MR {
@@ -975,7 +1026,7 @@ unsafe fn vnni2_sums(
 /// As [`tile_vnni`], for both `wb` and `wb2`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
-unsafe fn tile_vnni2(
+unsafe fn tile_vnni2<const PREFETCH: bool>(
     rows: &[*const u8; MR],
     wb: *const i8,
     wb2: *const i8,
@@ -984,7 +1035,7 @@ unsafe fn tile_vnni2(
     acc2: &mut [[i32; QBLOCK]; MR],
 ) {
     use std::arch::x86_64::*;
-    let c = vnni2_sums(rows, wb, wb2, k4, [_mm512_setzero_si512(); 2]);
+    let c = vnni2_sums::<PREFETCH>(rows, wb, wb2, k4, [_mm512_setzero_si512(); 2]);
     for r in 0..MR {
         _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut __m512i, c[r][0]);
         _mm512_storeu_si512(acc2[r].as_mut_ptr() as *mut __m512i, c[r][1]);
