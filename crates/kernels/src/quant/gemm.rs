@@ -2,7 +2,7 @@
 //! product of the activations `[N*H_out*W_out pixels, K]` (K = kH*kW*C_in/groups, gathered from
 //! the NHWC input, or read in place for a 1x1 stride-1 convolution) by the weights packed once
 //! into blocks of 16 output channels, with the requantization epilogue applied to each
-//! 6-pixel by 16-channel tile while it is in registers' reach.
+//! tile of 6 pixels (7 on AVX-512 VNNI) by 16 channels (32) while it is in registers' reach.
 //!
 //! Packed weights are laid out for the path's multiply: VNNI and scalar `[block][K/4][16][4]`
 //! int8 (four consecutive K of one channel form the int32 lane `vpdpbusd` fills), AVX2
@@ -16,8 +16,22 @@ use rayon::prelude::*;
 
 /// Output channels per packed block (two 8-lane int32 vectors).
 pub const QBLOCK: usize = 16;
-/// Pixels per micro tile.
+/// Pixels per micro tile on the AVX2, NEON and scalar paths (12 sums in AVX2's 16 registers).
 const MR: usize = 6;
+/// Pixels per micro tile on the AVX-512 VNNI path: 14 of its 32 registers hold a block pair's
+/// sums, and the maps of the zoo's networks (7x7, 14x14, 28x28, 56x56, 112x112) are whole
+/// multiples of 7 pixels, where six-pixel tiles would leave a partial tile per image (a ninth
+/// of the work at 7x7).
+const MR_VNNI: usize = 7;
+
+/// Pixels per micro tile on `path`.
+fn tile_rows(path: Int8Path) -> usize {
+    if path == Int8Path::Vnni {
+        MR_VNNI
+    } else {
+        MR
+    }
+}
 /// How far ahead (bytes) the first row tile of a block pair prefetches its weights: a compiled
 /// plan runs through tens of megabytes of them per call, so each layer finds its own in DRAM,
 /// in streams (a block's `K * 16` bytes) too short for the hardware prefetcher to ramp up.
@@ -265,12 +279,20 @@ fn run(
         && p.in_channels.is_multiple_of(4)
         && w.path != Int8Path::Avx2;
     let total_blocks = w.groups * w.blocks;
+    let threads = rayon::current_num_threads().max(1);
+    // A small map's gathered activations, gathered once for all tasks: where the tasks split
+    // the channel blocks (few pixels, many channels), each would otherwise gather them again.
+    let shared = !direct
+        && w.path != Int8Path::Avx2
+        && p.groups == 1
+        && rows * w.kp <= SHARED_GATHER_BYTES
+        && total_blocks > 2;
     let (chunk, per_split) = grid(
         rows,
         total_blocks,
         w.kp,
-        direct,
-        rayon::current_num_threads().max(1),
+        direct || shared,
+        (threads, tile_rows(w.path)),
     );
     let row_chunks = rows.div_ceil(chunk);
     let splits = total_blocks.div_ceil(per_split);
@@ -281,28 +303,51 @@ fn run(
         })
         .collect();
     let offset = &offset[..];
-    (0..row_chunks * splits).into_par_iter().for_each(|t| {
-        let (rc, s) = (t / splits, t % splits);
-        let r0 = rc * chunk;
-        let nrows = chunk.min(rows - r0);
-        let (b0, b1) = (s * per_split, ((s + 1) * per_split).min(total_blocks));
-        if b0 >= b1 {
-            return;
-        }
-        chunk_task(
-            p,
-            (oh, ow),
-            x,
-            w,
-            e,
-            offset,
-            dest,
-            r0,
-            nrows,
-            b0..b1,
-            direct,
-        );
-    });
+    let tasks = |src: Source| {
+        (0..row_chunks * splits).into_par_iter().for_each(|t| {
+            let (rc, s) = (t / splits, t % splits);
+            let r0 = rc * chunk;
+            let nrows = chunk.min(rows - r0);
+            let (b0, b1) = (s * per_split, ((s + 1) * per_split).min(total_blocks));
+            if b0 >= b1 {
+                return;
+            }
+            chunk_task(p, (oh, ow), x, w, e, offset, dest, r0, nrows, b0..b1, src);
+        })
+    };
+    if direct {
+        tasks(Source::Rows(x, p.in_channels));
+    } else if shared {
+        let kp = w.kp;
+        let mut buf = SHARED8.take();
+        crate::scratch::grow(&mut buf, rows * kp);
+        let part = rows.div_ceil(2 * threads);
+        buf[..rows * kp]
+            .par_chunks_mut(part * kp)
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let zp = e.x_zero_point as u8;
+                gather(p, (oh, ow), x, 0, i * part, dst.len() / kp, kp, zp, dst)
+            });
+        tasks(Source::Rows(&buf[..rows * kp], kp));
+        crate::scratch::trim(&mut buf);
+        SHARED8.set(buf);
+    } else {
+        tasks(Source::Gather);
+    }
+}
+
+/// Bytes of gathered activations up to which [`run`] gathers them once for all its tasks.
+const SHARED_GATHER_BYTES: usize = 512 * 1024;
+
+/// Where a task's activation rows come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Rows of `.1` bytes in `.0`, pixel by pixel: the NHWC input itself (a 1x1 stride-1
+    /// convolution) or the activations gathered once for all tasks.
+    Rows(&'a [u8], usize),
+    /// Gathered by each task for its own rows.
+    Gather,
 }
 
 /// How [`run`] cuts the rows x blocks of one convolution into tasks: (rows per chunk, blocks per
@@ -312,11 +357,17 @@ fn run(
 /// weights in DRAM, so with few rows (a 7x7 map at batch 1) the blocks are split and every task
 /// takes all rows; with many, the rows are. Chunks of gathered rows stay small enough for L2,
 /// and splits take whole block pairs (the VNNI path's two-block tiles).
-fn grid(rows: usize, blocks: usize, kp: usize, direct: bool, threads: usize) -> (usize, usize) {
+fn grid(
+    rows: usize,
+    blocks: usize,
+    kp: usize,
+    direct: bool,
+    (threads, mr): (usize, usize),
+) -> (usize, usize) {
     let kp = kp.max(1);
     let cache = if direct { 512 * 1024 } else { 96 * 1024 };
-    let max_chunk = (cache / kp).max(MR) / MR * MR;
-    let tiles = rows.div_ceil(MR);
+    let max_chunk = (cache / kp).max(mr) / mr * mr;
+    let tiles = rows.div_ceil(mr);
     let pairs = blocks.div_ceil(2);
     let want = 4 * threads;
     let mut best: Option<(usize, usize, usize, usize)> = None;
@@ -327,7 +378,7 @@ fn grid(rows: usize, blocks: usize, kp: usize, direct: bool, threads: usize) -> 
         if pairs_per > 1 && blocks.div_ceil((2 * (pairs_per - 1)).min(blocks)) == splits {
             continue;
         }
-        let chunk = (tiles.div_ceil(want.div_ceil(splits)) * MR).min(max_chunk);
+        let chunk = (tiles.div_ceil(want.div_ceil(splits)) * mr).min(max_chunk);
         let row_chunks = rows.div_ceil(chunk);
         let tasks = row_chunks * splits;
         // Activation bytes (twice when gathered: written, then read) and weight bytes.
@@ -344,13 +395,14 @@ fn grid(rows: usize, blocks: usize, kp: usize, direct: bool, threads: usize) -> 
             best = Some((chunk, per_split, tasks, bytes));
         }
     }
-    best.map_or((MR, blocks.max(1)), |(chunk, per_split, _, _)| {
+    best.map_or((mr, blocks.max(1)), |(chunk, per_split, _, _)| {
         (chunk, per_split)
     })
 }
 
 thread_local! {
     static GATHER8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SHARED8: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     static GATHER16: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -555,7 +607,7 @@ fn chunk_task(
     r0: usize,
     nrows: usize,
     blocks: std::ops::Range<usize>,
-    direct: bool,
+    src: Source,
 ) {
     let kp = w.kp;
     let (g0, g1) = (blocks.start / w.blocks, (blocks.end - 1) / w.blocks);
@@ -564,26 +616,33 @@ fn chunk_task(
             blocks.start.max(g * w.blocks) - g * w.blocks,
             blocks.end.min((g + 1) * w.blocks) - g * w.blocks,
         );
-        match w.path {
-            Int8Path::Avx2 => {
+        let run_tiles = |a: &dyn Fn(usize) -> *const u8| {
+            if w.path == Int8Path::Vnni {
+                tiles::<MR_VNNI>(w, e, offset, dest, g, lo..hi, r0, nrows, a)
+            } else {
+                tiles::<MR>(w, e, offset, dest, g, lo..hi, r0, nrows, a)
+            }
+        };
+        match (w.path, src) {
+            (Int8Path::Avx2, _) => {
                 let mut buf = GATHER16.take();
                 crate::scratch::grow(&mut buf, nrows * kp);
                 gather(p, hw, x, g, r0, nrows, kp, e.x_zero_point as u8, &mut buf);
                 let a = |r: usize| buf[r * kp..].as_ptr() as *const u8;
-                tiles(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
+                tiles::<MR>(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
                 crate::scratch::trim(&mut buf);
                 GATHER16.set(buf);
             }
-            _ if direct => {
-                let a = |r: usize| x[(r0 + r) * p.in_channels..].as_ptr();
-                tiles(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
+            (_, Source::Rows(base, stride)) => {
+                let a = |r: usize| base[(r0 + r) * stride..].as_ptr();
+                run_tiles(&a);
             }
             _ => {
                 let mut buf = GATHER8.take();
                 crate::scratch::grow(&mut buf, nrows * kp);
                 gather(p, hw, x, g, r0, nrows, kp, e.x_zero_point as u8, &mut buf);
                 let a = |r: usize| buf[r * kp..].as_ptr();
-                tiles(w, e, offset, dest, g, lo..hi, r0, nrows, &a);
+                run_tiles(&a);
                 crate::scratch::trim(&mut buf);
                 GATHER8.set(buf);
             }
@@ -594,7 +653,7 @@ fn chunk_task(
 /// Runs the micro tiles of rows `0..nrows` (pixel `r0 + r`) against blocks `blocks` of group
 /// `g`; `a(r)` points at row r's K activations (u8, or u16 on the AVX2 path).
 #[allow(clippy::too_many_arguments)]
-fn tiles(
+fn tiles<const R: usize>(
     w: &PackedQConv,
     e: &QConvEpilogue,
     offset: &[i32],
@@ -605,21 +664,21 @@ fn tiles(
     nrows: usize,
     a: &dyn Fn(usize) -> *const u8,
 ) {
-    let mut acc = [[0i32; QBLOCK]; MR];
+    let mut acc = [[0i32; QBLOCK]; R];
     #[cfg(target_arch = "x86_64")]
-    let mut acc2 = [[0i32; QBLOCK]; MR];
+    let mut acc2 = [[0i32; QBLOCK]; R];
     let mut b = blocks.start;
     while b < blocks.end {
         let wb = (g * w.blocks + b) * w.kp * QBLOCK;
-        // Two blocks at a time on the VNNI path: 24 accumulators of the 32 registers, so each
+        // Two blocks at a time on the VNNI path: 14 accumulators of the 32 registers, so each
         // broadcast activation feeds twice the multiplies.
         #[cfg(target_arch = "x86_64")]
         if w.path == Int8Path::Vnni && b + 1 < blocks.end {
             let wb2 = wb + w.kp * QBLOCK;
             let mut r = 0;
             while r < nrows {
-                let n = MR.min(nrows - r);
-                let rows: [*const u8; MR] = std::array::from_fn(|i| a(r + i.min(n - 1)));
+                let n = R.min(nrows - r);
+                let rows: [*const u8; R] = std::array::from_fn(|i| a(r + i.min(n - 1)));
                 let oc0 = g * w.ocg + b * QBLOCK;
                 let full = (b + 2) * QBLOCK <= w.ocg;
                 if let (Dest::U8(y), true) = (dest, full) {
@@ -647,9 +706,9 @@ fn tiles(
                     unsafe {
                         let (b0, b1) = (w.w8[wb..].as_ptr(), w.w8[wb2..].as_ptr());
                         if r == 0 {
-                            tile_vnni2_store::<true>(&rows, b0, b1, w.kp / 4, &fused)
+                            tile_vnni2_store::<true, R>(&rows, b0, b1, w.kp / 4, &fused)
                         } else {
-                            tile_vnni2_store::<false>(&rows, b0, b1, w.kp / 4, &fused)
+                            tile_vnni2_store::<false, R>(&rows, b0, b1, w.kp / 4, &fused)
                         }
                     };
                     r += n;
@@ -659,9 +718,9 @@ fn tiles(
                 unsafe {
                     let (b0, b1) = (w.w8[wb..].as_ptr(), w.w8[wb2..].as_ptr());
                     if r == 0 {
-                        tile_vnni2::<true>(&rows, b0, b1, w.kp / 4, &mut acc, &mut acc2)
+                        tile_vnni2::<true, R>(&rows, b0, b1, w.kp / 4, &mut acc, &mut acc2)
                     } else {
-                        tile_vnni2::<false>(&rows, b0, b1, w.kp / 4, &mut acc, &mut acc2)
+                        tile_vnni2::<false, R>(&rows, b0, b1, w.kp / 4, &mut acc, &mut acc2)
                     }
                 };
                 store(w, e, offset, dest, &acc[..n], r0 + r, oc0, QBLOCK);
@@ -674,9 +733,9 @@ fn tiles(
         }
         let mut r = 0;
         while r < nrows {
-            let n = MR.min(nrows - r);
+            let n = R.min(nrows - r);
             // Rows past the end repeat the last real one (computed, never written).
-            let rows: [*const u8; MR] = std::array::from_fn(|i| a(r + i.min(n - 1)));
+            let rows: [*const u8; R] = std::array::from_fn(|i| a(r + i.min(n - 1)));
             // SAFETY: each row pointer has kp activations (the gather buffer's rows, or the
             // input's rows of C_in = kp channels on the direct path), the block has kp * QBLOCK
             // weights, and the path was chosen by int8_path() on this CPU.
@@ -829,7 +888,12 @@ unsafe fn store_row_avx2(
 ///
 /// # Safety
 /// Each row pointer must have `4 * k4` readable bytes.
-unsafe fn tile_scalar(rows: &[*const u8; MR], wb: &[i8], k4: usize, acc: &mut [[i32; QBLOCK]; MR]) {
+unsafe fn tile_scalar<const R: usize>(
+    rows: &[*const u8; R],
+    wb: &[i8],
+    k4: usize,
+    acc: &mut [[i32; QBLOCK]; R],
+) {
     for (r, row) in rows.iter().enumerate() {
         let a = std::slice::from_raw_parts(*row, 4 * k4);
         let out = &mut acc[r];
@@ -856,11 +920,11 @@ unsafe fn tile_scalar(rows: &[*const u8; MR], wb: &[i8], k4: usize, acc: &mut [[
 /// # Safety
 /// Every aarch64 CPU has NEON; each row has `4 * k4` bytes, `wb` `k4 * 64`.
 #[cfg(target_arch = "aarch64")]
-unsafe fn tile_neon(
-    rows: &[*const u8; MR],
+unsafe fn tile_neon<const R: usize>(
+    rows: &[*const u8; R],
     wb: *const i8,
     k4: usize,
-    acc: &mut [[i32; QBLOCK]; MR],
+    acc: &mut [[i32; QBLOCK]; R],
 ) {
     use std::arch::aarch64::*;
     for (r, row) in rows.iter().enumerate() {
@@ -892,24 +956,24 @@ unsafe fn tile_neon(
 /// The CPU has AVX-512 VNNI and VL; each row has `4 * k4` bytes, `wb` `k4 * 64`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-unsafe fn tile_vnni(
-    rows: &[*const u8; MR],
+unsafe fn tile_vnni<const R: usize>(
+    rows: &[*const u8; R],
     wb: *const i8,
     k4: usize,
-    acc: &mut [[i32; QBLOCK]; MR],
+    acc: &mut [[i32; QBLOCK]; R],
 ) {
     use std::arch::x86_64::*;
-    let mut c = [[_mm256_setzero_si256(); 2]; MR];
+    let mut c = [[_mm256_setzero_si256(); 2]; R];
     for kk in 0..k4 {
         let b0 = _mm256_loadu_si256(wb.add(kk * 64) as *const __m256i);
         let b1 = _mm256_loadu_si256(wb.add(kk * 64 + 32) as *const __m256i);
-        for r in 0..MR {
+        for r in 0..R {
             let a = _mm256_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
             c[r][0] = _mm256_dpbusd_epi32(c[r][0], a, b0);
             c[r][1] = _mm256_dpbusd_epi32(c[r][1], a, b1);
         }
     }
-    for r in 0..MR {
+    for r in 0..R {
         _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[r][0]);
         _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[r][1]);
     }
@@ -946,8 +1010,8 @@ struct FusedStore {
 /// bytes at `first + row * row_stride`, and 32 offsets and multipliers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni,avx512vl")]
-unsafe fn tile_vnni2_store<const PREFETCH: bool>(
-    rows: &[*const u8; MR],
+unsafe fn tile_vnni2_store<const PREFETCH: bool, const R: usize>(
+    rows: &[*const u8; R],
     wb: *const i8,
     wb2: *const i8,
     k4: usize,
@@ -958,7 +1022,7 @@ unsafe fn tile_vnni2_store<const PREFETCH: bool>(
         _mm512_loadu_si512(f.offset as *const __m512i),
         _mm512_loadu_si512(f.offset.add(16) as *const __m512i),
     ];
-    let c = vnni2_sums::<PREFETCH>(rows, wb, wb2, k4, off);
+    let c = vnni2_sums::<PREFETCH, R>(rows, wb, wb2, k4, off);
     let mul = [_mm512_loadu_ps(f.mult), _mm512_loadu_ps(f.mult.add(16))];
     let lo = _mm512_set1_epi32(f.lo);
     let fmax = _mm512_set1_ps(1024.0);
@@ -993,15 +1057,15 @@ unsafe fn tile_vnni2_store<const PREFETCH: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
 #[inline]
-unsafe fn vnni2_sums<const PREFETCH: bool>(
-    rows: &[*const u8; MR],
+unsafe fn vnni2_sums<const PREFETCH: bool, const R: usize>(
+    rows: &[*const u8; R],
     wb: *const i8,
     wb2: *const i8,
     k4: usize,
     init: [std::arch::x86_64::__m512i; 2],
-) -> [[std::arch::x86_64::__m512i; 2]; MR] {
+) -> [[std::arch::x86_64::__m512i; 2]; R] {
     use std::arch::x86_64::*;
-    let mut c = [init; MR];
+    let mut c = [init; R];
     for kk in 0..k4 {
         if PREFETCH {
             // Prefetch addresses need not be valid; past the panel's end they reach into the
@@ -1011,7 +1075,7 @@ unsafe fn vnni2_sums<const PREFETCH: bool>(
         }
         let b0 = _mm512_loadu_si512(wb.add(kk * 64) as *const __m512i);
         let b1 = _mm512_loadu_si512(wb2.add(kk * 64) as *const __m512i);
-        for r in 0..MR {
+        for r in 0..R {
             let a = _mm512_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
             c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
             c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
@@ -1026,17 +1090,17 @@ unsafe fn vnni2_sums<const PREFETCH: bool>(
 /// As [`tile_vnni`], for both `wb` and `wb2`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
-unsafe fn tile_vnni2<const PREFETCH: bool>(
-    rows: &[*const u8; MR],
+unsafe fn tile_vnni2<const PREFETCH: bool, const R: usize>(
+    rows: &[*const u8; R],
     wb: *const i8,
     wb2: *const i8,
     k4: usize,
-    acc: &mut [[i32; QBLOCK]; MR],
-    acc2: &mut [[i32; QBLOCK]; MR],
+    acc: &mut [[i32; QBLOCK]; R],
+    acc2: &mut [[i32; QBLOCK]; R],
 ) {
     use std::arch::x86_64::*;
-    let c = vnni2_sums::<PREFETCH>(rows, wb, wb2, k4, [_mm512_setzero_si512(); 2]);
-    for r in 0..MR {
+    let c = vnni2_sums::<PREFETCH, R>(rows, wb, wb2, k4, [_mm512_setzero_si512(); 2]);
+    for r in 0..R {
         _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut __m512i, c[r][0]);
         _mm512_storeu_si512(acc2[r].as_mut_ptr() as *mut __m512i, c[r][1]);
     }
@@ -1046,25 +1110,25 @@ unsafe fn tile_vnni2<const PREFETCH: bool>(
 /// The CPU has AVX2; each row (u16 activations) has `2 * k2` elements, `wb` `k2 * 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(
-    rows: &[*const u8; MR],
+unsafe fn tile_avx2<const R: usize>(
+    rows: &[*const u8; R],
     wb: *const i16,
     k2: usize,
-    acc: &mut [[i32; QBLOCK]; MR],
+    acc: &mut [[i32; QBLOCK]; R],
 ) {
     use std::arch::x86_64::*;
-    let mut c = [[_mm256_setzero_si256(); 2]; MR];
+    let mut c = [[_mm256_setzero_si256(); 2]; R];
     for kk in 0..k2 {
         let b0 = _mm256_loadu_si256(wb.add(kk * 32) as *const __m256i);
         let b1 = _mm256_loadu_si256(wb.add(kk * 32 + 16) as *const __m256i);
-        for r in 0..MR {
+        for r in 0..R {
             // Two zero-extended activations as one int32: the pair vpmaddwd multiplies.
             let a = _mm256_set1_epi32((rows[r].add(kk * 4) as *const i32).read_unaligned());
             c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
             c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
         }
     }
-    for r in 0..MR {
+    for r in 0..R {
         _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[r][0]);
         _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[r][1]);
     }
