@@ -111,8 +111,15 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     }
     // Items go in groups whose padded planes fit the budget; tasks are (item, position block).
     let per_group = (budget / item.max(1)).clamp(1, p.batch);
-    // Blocks of at most BLOCK positions, as even as whole tiles allow (196 goes 66-66-64).
-    let blocks = ohw.div_ceil(BLOCK);
+    // Blocks of at most BLOCK positions, as even as whole tiles allow (196 goes 66-66-64);
+    // smaller ones (down to five tiles) where the items' blocks give the threads fewer than two
+    // tasks each, before the channel panels are split (see `tasks_per_item` below).
+    let threads = rayon::current_num_threads();
+    let items_here = per_group.min(p.batch);
+    let mut blocks = ohw.div_ceil(BLOCK);
+    while items_here * blocks < 2 * threads && ohw.div_ceil(blocks + 1) >= 5 * TP {
+        blocks += 1;
+    }
     let block = ohw.div_ceil(blocks).next_multiple_of(TP);
     let blocks = ohw.div_ceil(block);
     let isa = simd::isa();
@@ -130,8 +137,8 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     let pairs = simd::dispatch!(isa, avx512 => true, avx2 => false, _ => false);
     // Tasks are (item, position block, run of channel panels): channels are split too when
     // positions alone give too few tasks to keep every thread busy (a 7x7 map at batch 1).
-    let want = 4 * rayon::current_num_threads();
-    let tasks_per_item = blocks * (want.div_ceil(per_group.min(p.batch) * blocks)).clamp(1, panels);
+    let want = 2 * threads;
+    let tasks_per_item = blocks * (want.div_ceil(items_here * blocks)).clamp(1, panels);
     let splits = tasks_per_item / blocks;
     with_scratch(per_group * item, |xp| {
         for n0 in (0..p.batch).step_by(per_group) {
