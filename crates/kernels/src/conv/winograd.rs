@@ -146,8 +146,20 @@ pub fn tile_side(p: &Conv2dParams, (oh, ow): (usize, usize)) -> usize {
 /// the side [`tile_side`] picks: F(4x4) on 4 tiles (7x7 maps at batch 1) was 0.6-0.9x im2col,
 /// F(2x2) there has 16 and wins (see [`tile_side`]). The same memory bound as for transformed
 /// weights kept between calls: 36 (F(2x2): 16) transformed floats per weight.
+///
+/// With fewer than 64 output channels on AVX-512, the indirect convolution takes them at any
+/// map size where it applies (DenseNet's 128->32 growth convs): in a compiled plan at batch 1,
+/// 12 layers @28 took 1.95 ms there against 2.30 as Winograd, and @56 0.53 against 0.60 ms
+/// (autotuner timings). Timed warm in a loop the two are within 5% @28, so the autotuner,
+/// which needs that margin to replace the rule's pick, kept whichever the rule named.
 pub fn pays_off_prepared(p: &Conv2dParams) -> bool {
-    dense_enough(p, 32, 16, |_cig, cog| cog >= 64)
+    let indirect = crate::simd::dispatch!(
+        crate::simd::isa(),
+        avx512 => super::indirect::applies(p),
+        avx2 => false,
+        _ => false
+    );
+    dense_enough(p, 32, 16, |_cig, cog| cog >= 64) && (p.out_per_group() >= 64 || !indirect)
 }
 
 /// Sizes of one call and how its tile rows are cut into blocks.
