@@ -330,6 +330,19 @@ describe('each predict sees the model as it was when it was called', () => {
     await check('after writing weight.data directly');
   });
 
+  it('a weight array detached behind its back gives an Error, and the next predict runs', async () => {
+    const model = net();
+    const x = input([2, 1, 6, 6]);
+    await model.predict(x);
+    const weight = model.parameters()[0];
+    const values = weight.data.slice();
+    structuredClone(weight.data.buffer, { transfer: [weight.data.buffer] });
+    expect(weight.data.length).toBe(0);
+    await expect(model.predict(x)).rejects.toThrow(/state\[\d+\]: expected \d+ elements, got 0/);
+    (weight as { data: Float32Array }).data = values;
+    expectClose((await model.predict(x)).data, await eager(model, x), 1e-6, 0, 'after the weight is back');
+  });
+
   it('a changed option or process setting traces again', async () => {
     const model = net();
     const x = input([2, 1, 6, 6]);
@@ -398,6 +411,34 @@ describe('CompiledPlan refuses bad plans with an Error', () => {
       const e = thrown(() => new addon.CompiledPlan(s));
       expect(e.message).toMatch(/^CompiledPlan: /);
     }
+  });
+
+  it('keeps bound state for the runs that pass none', async () => {
+    const plan = new addon.CompiledPlan(
+      spec({
+        stateLens: [4],
+        steps: [{ op: 'activationForward', args: ['relu', operand('state', 0, 4), operand('temp', 0, 4), null] }],
+      }),
+    );
+    const x = new Float32Array(4);
+    const out = new Float32Array(4);
+    expect(thrown(() => plan.run([x], null, [out])).message).toMatch(/no state given and none bound/);
+    expect(thrown(() => plan.bindState([new Float32Array(3)])).message).toMatch(
+      /bindState: state\[0\]: expected 4 elements, got 3/,
+    );
+    const w = Float32Array.from([1, -2, 3, -4]);
+    plan.bindState([w]);
+    await plan.run([x], null, [out]);
+    expect([...out]).toEqual([1, 0, 3, 0]);
+    // The bound array itself, not a copy of it.
+    w[1] = 5;
+    await plan.run([x], null, [out]);
+    expect([...out]).toEqual([1, 5, 3, 0]);
+    // State given to a run wins over the bound one.
+    await plan.run([x], [Float32Array.from([-1, 1, -1, 1])], [out]);
+    expect([...out]).toEqual([0, 1, 0, 1]);
+    plan.releaseArena();
+    expect(thrown(() => plan.run([x], null, [out])).message).toMatch(/none bound/);
   });
 
   it('wrong run arguments', () => {

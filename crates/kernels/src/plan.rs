@@ -70,6 +70,19 @@ impl StateArray<'_> {
     }
 }
 
+/// Fails unless `got` has `want`'s lengths, one by one.
+fn check_lens(what: &str, got: impl ExactSizeIterator<Item = usize>, want: &[usize]) -> Result<()> {
+    if got.len() != want.len() {
+        bail!("{what}: expected {} arrays, got {}", want.len(), got.len());
+    }
+    for (k, (g, &w)) in got.zip(want).enumerate() {
+        if g != w {
+            bail!("{what}[{k}]: expected {w} elements, got {g}");
+        }
+    }
+    Ok(())
+}
+
 /// `f32` storage seen as `i32` (labels, max-pool indices): the arena and the caller's arrays
 /// are floats, and the few integer operands live there bit for bit.
 pub fn as_i32(s: &[f32]) -> &[i32] {
@@ -263,26 +276,15 @@ impl Plan {
         state: impl ExactSizeIterator<Item = usize>,
         outputs: impl ExactSizeIterator<Item = usize>,
     ) -> Result<()> {
-        let lists = [
-            ("inputs", inputs.collect::<Vec<_>>(), &self.input_lens),
-            ("state", state.collect::<Vec<_>>(), &self.state_lens),
-            (
-                "outputs",
-                outputs.collect::<Vec<_>>(),
-                &self.outputs.iter().map(|o| o.len).collect(),
-            ),
-        ];
-        for (what, got, want) in lists {
-            if got.len() != want.len() {
-                bail!("{what}: expected {} arrays, got {}", want.len(), got.len());
-            }
-            for (k, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-                if g != w {
-                    bail!("{what}[{k}]: expected {w} elements, got {g}");
-                }
-            }
-        }
-        Ok(())
+        let output_lens: Vec<usize> = self.outputs.iter().map(|o| o.len).collect();
+        check_lens("inputs", inputs, &self.input_lens)?;
+        self.check_state(state)?;
+        check_lens("outputs", outputs, &output_lens)
+    }
+
+    /// [`Plan::check_args`] for the state arrays alone.
+    pub fn check_state(&self, state: impl ExactSizeIterator<Item = usize>) -> Result<()> {
+        check_lens("state", state, &self.state_lens)
     }
 
     /// Runs every step in order and copies the results into `outputs`. `state` holds every
