@@ -5,6 +5,9 @@
 //! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs,
 //! `losers` the shapes that lost to PyTorch at batch 8, `googlenet` GoogLeNet's 3x3 convs, `alexnet` AlexNet's.
 //! `ALGO=winograd|im2col` forces an algorithm (winograd on stride-1 3x3 layers only).
+//! `ROT=n` (with `prepared`) takes the prepared weights from n copies in turn and reports the
+//! median: the weights come from DRAM as in a plan (48 copies for ResNet-50), while input and
+//! output stay warm; unlike the flushes below, no pool thread idles between calls.
 //! `COLD=1` reads 96 MiB between timed calls, so weights, input and output come from DRAM;
 //! `COLD=2` then brings input and output back, leaving only the weights cold, as in a plan
 //! running layer after layer at batch 1.
@@ -132,6 +135,10 @@ fn main() {
         .expect("pool");
     // COLD: read once per run, and one flush buffer for every layer.
     let cold = std::env::var("COLD").is_ok();
+    let rot: usize = std::env::var("ROT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let warm_io = std::env::var("COLD").as_deref() == Ok("2");
     let flush = if cold {
         vec![1u64; 12 << 20]
@@ -173,6 +180,39 @@ fn main() {
                 _ => ConvAlgo::Auto,
             };
             let ready = prepare_forward(&p, &w, algo).expect("prepare");
+            if prepared && rot > 0 {
+                // ROT: the prepared weights in `rot` copies taken in turn (input and output
+                // stay warm), the median time: as a plan finds its weights, out of cache.
+                let copies: Vec<_> = (0..rot)
+                    .map(|_| prepare_forward(&p, &w, algo).expect("prepare"))
+                    .collect();
+                let mut times = Vec::new();
+                let start = Instant::now();
+                let mut i = 0;
+                while times.len() < 50
+                    || (times.len() < 3000 && start.elapsed().as_secs_f64() < 0.4)
+                {
+                    let t = Instant::now();
+                    conv2d_forward_fused_prepared(&p, &x, &w, &copies[i % rot], &ep, &mut y, algo)
+                        .expect("conv");
+                    if i > 0 {
+                        times.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    i += 1;
+                }
+                times.sort_by(f64::total_cmp);
+                let ms = times[times.len() / 2];
+                let gflop = p.flops() / 1e9;
+                total_ms += count as f64 * ms;
+                total_gflop += count as f64 * gflop;
+                let shape = format!("{k}x{k}/s{s} {c}->{oc} @{hw}");
+                println!(
+                    "{count:>5} {shape:>22} {ms:>9.3} {:>9.1} {:>8.2}",
+                    gflop / ms * 1e3,
+                    count as f64 * ms
+                );
+                continue;
+            }
             let mut run = || {
                 if prepared {
                     conv2d_forward_fused_prepared(&p, &x, &w, &ready, &ep, &mut y, algo)
