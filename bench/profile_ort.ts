@@ -43,28 +43,29 @@ interface TraceEvent {
 /** The dimensions of each tensor in a shape list of ORT's profile (`[{ float: [1, 64, 56, 56] }]`). */
 const dimsOf = (list: Record<string, number[]>[] | undefined) => (list ?? []).map((s) => Object.values(s)[0] ?? []);
 
+/** A conv's row label, as profile_plan.ts prints it: `conv KxK[/sS] IN->OUT @H`. */
+const convLabel = (k: number[], stride: number, cin: number, cout: number, h: number) =>
+  `conv ${k[0]}x${k[1]}${stride > 1 ? `/s${stride}` : ''} ${cin}->${cout} @${h}`;
+
 /**
- * The row label of a node: convs as `conv KxK[/sS] IN->OUT @H`, like profile_plan.ts (the stride
- * is not in the profile: it is the input's height over the output's, rounded).
+ * The row label of a node: convs by convLabel (the stride is not in the profile: it is the
+ * input's height over the output's, rounded), other ops by name.
  */
 function label(e: TraceEvent, qweights: Map<string, number[]>): string {
   const op = e.args?.op_name ?? '?';
+  const [x] = dimsOf(e.args?.input_type_shape);
+  const [y] = dimsOf(e.args?.output_type_shape);
   if (op === 'Conv') {
-    const [x, w] = dimsOf(e.args?.input_type_shape);
-    const [y] = dimsOf(e.args?.output_type_shape);
+    const w = dimsOf(e.args?.input_type_shape)[1];
     if (!x || !w) return op;
-    const s = y ? Math.round(x[2] / y[2]) : 1;
-    return `conv ${w[2]}x${w[3]}${s > 1 ? `/s${s}` : ''} ${x[1]}->${w[0]} @${x[2]}`;
+    return convLabel([w[2], w[3]], y ? Math.round(x[2] / y[2]) : 1, x[1], w[0], x[2]);
   }
   if (op === 'QLinearConv') {
     // ORT runs the quantized convs in NHWC and leaves the (pre-packed) weight out of the
     // shapes: the kernel size comes from the model's graph, by node name.
-    const [x] = dimsOf(e.args?.input_type_shape);
-    const [y] = dimsOf(e.args?.output_type_shape);
     const w = qweights.get(e.name.replace(/(_token_\d+)?_kernel_time$/, ''));
     if (!x || !y || !w) return op;
-    const s = Math.round(x[1] / y[1]);
-    return `conv ${w[2]}x${w[3]}${s > 1 ? `/s${s}` : ''} ${x[3]}->${y[3]} @${x[1]}`;
+    return convLabel([w[2], w[3]], Math.round(x[1] / y[1]), x[3], y[3], x[1]);
   }
   return op;
 }

@@ -32,6 +32,7 @@ fn tile_rows(path: Int8Path) -> usize {
         MR
     }
 }
+
 /// How far ahead (bytes) the first row tile of a block pair prefetches its weights: a compiled
 /// plan runs through tens of megabytes of them per call, so each layer finds its own in DRAM,
 /// in streams (a block's `K * 16` bytes) too short for the hardware prefetcher to ramp up.
