@@ -606,6 +606,62 @@ fn quantize_and_dequantize_follow_onnx() {
         .contains("zero point"));
 }
 
+/// Max pooling over channel counts around the kernel's 64-byte runs (64 exactly, a run and a
+/// remainder, two runs and a remainder, fewer than one), windows reaching into the padding on
+/// every side, dilation and ceil mode, on every SIMD level, against a plain loop.
+#[test]
+fn max_pool_matches_a_plain_loop_on_every_path() {
+    let mut r = Bytes(7);
+    // (channels, h, w, kernel, stride, padding, dilation, ceil mode)
+    let cases = [
+        (64, 8, 8, 3, 2, 1, 1, false),
+        (69, 9, 11, 3, 2, 1, 1, true),
+        (130, 7, 6, 2, 1, 0, 1, false),
+        (70, 10, 9, 3, 1, 1, 2, false),
+        (3, 6, 7, 5, 3, 2, 1, true),
+    ];
+    for (c, h, w, k, s, pad, d, ceil) in cases {
+        let n = 2;
+        let x = r.u8s(n * h * w * c);
+        let p = Pool2dParams::from_shapes([n, c, h, w], [k, k], [s, s], [pad, pad], [d, d], ceil)
+            .unwrap();
+        let (oh, ow) = p.validate().unwrap();
+        let mut want = vec![0u8; n * oh * ow * c];
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ch in 0..c {
+                        let mut m = 0u8;
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * s + ky * d) as isize - pad as isize;
+                                let ix = (ox * s + kx * d) as isize - pad as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    let at = ((b * h + iy as usize) * w + ix as usize) * c + ch;
+                                    m = m.max(x[at]);
+                                }
+                            }
+                        }
+                        want[((b * oh + oy) * ow + ox) * c + ch] = m;
+                    }
+                }
+            }
+        }
+        for (path, y) in for_each_path(|_| {
+            let mut y = vec![0u8; want.len()];
+            max_pool2d_u8(&p, &x, &mut y).unwrap();
+            y
+        }) {
+            assert_eq!(
+                y,
+                want,
+                "{c} channels, {k}x{k}/s{s} pad {pad} dilation {d} on {}",
+                path.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn pools_add_and_concat_match_their_references() {
     let mut r = Bytes(99);
