@@ -1260,7 +1260,7 @@ impl WeightShifted {
 
 /// grad_bias[oc] = sum of grad_out over items and positions (f64 accumulation: the sums can be
 /// long).
-fn bias_grad(p: &Conv2dParams, ohw: usize, grad_out: &[f32], gb: &mut [f32]) {
+pub(super) fn bias_grad(p: &Conv2dParams, ohw: usize, grad_out: &[f32], gb: &mut [f32]) {
     gb.par_iter_mut().enumerate().for_each(|(oc, out)| {
         let s: f64 = (0..p.batch)
             .map(|n| {

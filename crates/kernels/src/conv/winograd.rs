@@ -32,8 +32,9 @@
 //!
 //! Backward data at stride 1 is a 3x3 convolution of the output gradient with the weights rotated
 //! 180 degrees and in/out channels swapped, padded by `2 - pad` on each side; when every pad is
-//! at most 2 it runs through this forward. Backward weight, and every shape this algorithm does
-//! not apply to (see [`applies`]), fall back to im2col + GEMM.
+//! at most 2 it runs through this forward. Backward weight runs F(2x2, 3x3) backwards
+//! ([`backward_weight`]). Every shape this algorithm does not apply to (see [`applies`]) falls
+//! back to im2col + GEMM.
 use super::par::{with_scratch, SharedMut};
 use super::{im2col, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
@@ -54,6 +55,11 @@ type Lanes = [f32; TB];
 const BLOCK_BUDGET: usize = 256 * 1024;
 /// Most floats of block scratch per thread (64 MiB); larger blocks fall back to im2col.
 const MAX_SCRATCH: usize = 16 << 20;
+/// Tiles per block of a weight gradient: each block's 16 products read and write all of `dU`
+/// (16 floats per weight), so a block must have many tiles (the GEMMs' K) to pay for that.
+const GRAD_BLOCK_COLS: usize = 1024;
+/// Most floats of a weight gradient block's transformed input and output gradient (16 MiB).
+const GRAD_BLOCK_FLOATS: usize = 4 << 20;
 /// Fewest tile columns per block, so the GEMMs are not starved of columns (their N).
 const MIN_BLOCK_COLS: usize = 64;
 
@@ -218,6 +224,17 @@ impl Geom {
             per_block,
             blocks: units.div_ceil(per_block),
         }
+    }
+
+    /// The F(2x2, 3x3) geometry of a weight gradient: blocks of about [`GRAD_BLOCK_COLS`] tiles
+    /// where the scratch allows (see [`weight_grad`]).
+    fn for_weight_grad(p: &Conv2dParams, out_hw: (usize, usize)) -> Geom {
+        let mut g = Geom::with_side(p, out_hw, 2);
+        let fit = GRAD_BLOCK_FLOATS / (g.points * (g.cig + g.cog));
+        let want_cols = GRAD_BLOCK_COLS.min(fit).max(MIN_BLOCK_COLS);
+        g.per_block = (want_cols / g.tw).clamp(1, g.units);
+        g.blocks = g.units.div_ceil(g.per_block);
+        g
     }
 
     fn block(&self, b: usize) -> Range<usize> {
@@ -780,7 +797,273 @@ pub fn backward_data(b: BackwardData<'_>) {
     im2col::backward_data(BackwardData::new(p, out_hw, grad_out, weight, grad_input))
 }
 
-/// Weight and bias gradients: im2col + GEMM (a Winograd weight gradient is not implemented).
+/// Weight and bias gradients. The shapes Winograd applies to (3x3, stride 1, dilation 1) run
+/// F(2x2, 3x3) ([`weight_grad`]); the others, and those whose scratch would pass the bound,
+/// im2col + GEMM.
 pub fn backward_weight(b: BackwardWeight<'_>) {
-    im2col::backward_weight(b)
+    let (p, out_hw, input, grad_out, (grad_weight, grad_bias)) = b.parts();
+    let g = Geom::for_weight_grad(p, out_hw);
+    let fits = g.scratch_len().is_some_and(|n| n <= MAX_SCRATCH)
+        && (16 * p.in_per_group())
+            .checked_mul(p.out_channels)
+            .is_some_and(|n| n <= MAX_SCRATCH);
+    if applies(p) && fits {
+        weight_grad(p, &g, input, grad_out, grad_weight);
+        if let Some(gb) = grad_bias {
+            im2col::bias_grad(p, out_hw.0 * out_hw.1, grad_out, gb);
+        }
+        return;
+    }
+    let grads = (grad_weight, grad_bias);
+    im2col::backward_weight(BackwardWeight::new(p, out_hw, input, grad_out, grads))
+}
+
+/// The weight gradient by Winograd F(2x2, 3x3) run backwards (Lavin & Gray 2016). With
+/// `V = B^T d B`, the input tiles transformed as the forward transforms them, and `D = A dY A^T`,
+/// each 2x2 block of the output gradient taken to the 16 transform points, the gradient of the
+/// transformed weights at point `xi` is one product over all tiles, `dU_xi (C_out x C_in) =
+/// sum_tiles D_xi V_xi^T`, and the weight gradient is `G^T dU G` per (out, in) pair: 16
+/// multiplies per pair and 2x2 block of outputs where the lowered product does 36. (F(4x4)
+/// would do 36 per 4x4 block, 2.25x fewer again, but its constants reach 8 and 1/24, and these
+/// sums run over thousands of tiles.) Blocks of tile rows go as in the forward, their transforms
+/// in L2 for their GEMMs; with enough blocks each thread sums its own into a private `dU`, the
+/// sums added at the end, otherwise blocks run in turn with the 16 GEMMs over the pool.
+fn weight_grad(
+    p: &Conv2dParams,
+    g: &Geom,
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+) {
+    let g = *g;
+    debug_assert_eq!(g.m, 2);
+    let isa = crate::simd::isa();
+    let (cig, cog) = (g.cig, g.cog);
+    // dU of one group: [xi][oc][ic].
+    let du_len = g.points * cog * cig;
+    let total = p.groups * du_len;
+    let scratch = g.scratch_len().unwrap_or(0);
+    let threads = rayon::current_num_threads();
+    let tasks = p.groups * g.blocks;
+    // Tasks `range` summed into `du` (every group's), each group's first overwriting it.
+    let accumulate = |du: &mut [f32], range: Range<usize>, par: bool| {
+        with_scratch(scratch, |buf| {
+            let mut first = vec![true; p.groups];
+            for t in range {
+                let (gi, b) = (t / g.blocks, t % g.blocks);
+                let beta = if first[gi] { 0.0 } else { 1.0 };
+                first[gi] = false;
+                let dug = &mut du[gi * du_len..(gi + 1) * du_len];
+                grad_block(
+                    &g,
+                    gi,
+                    g.block(b),
+                    (input, grad_out),
+                    dug,
+                    beta,
+                    buf,
+                    par,
+                    isa,
+                );
+            }
+            for (gi, untouched) in first.into_iter().enumerate() {
+                if untouched {
+                    du[gi * du_len..(gi + 1) * du_len].fill(0.0);
+                }
+            }
+        })
+    };
+    let mut du = crate::scratch::zeroed::<f32>(total);
+    if threads > 1 && tasks >= 2 * threads {
+        let ranges: Vec<Range<usize>> = (0..threads)
+            .map(|t| tasks * t / threads..tasks * (t + 1) / threads)
+            .collect();
+        let partials: Vec<Vec<f32>> = rayon::join(
+            || accumulate(&mut du, ranges[0].clone(), false),
+            || {
+                ranges[1..]
+                    .par_iter()
+                    .map(|r| {
+                        let mut d = crate::scratch::zeroed::<f32>(total);
+                        accumulate(&mut d, r.clone(), false);
+                        d
+                    })
+                    .collect()
+            },
+        )
+        .1;
+        for part in &partials {
+            du.par_chunks_mut(4096)
+                .zip(part.par_chunks(4096))
+                .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+        }
+    } else {
+        accumulate(&mut du, 0..tasks, threads > 1);
+    }
+    // dW = G^T dU G for each (group, out, in) pair.
+    let du = &du;
+    grad_weight
+        .par_chunks_mut(cig * 9)
+        .enumerate()
+        .for_each(|(o, dw)| {
+            let (gi, oc) = (o / cog, o % cog);
+            let d = &du[gi * du_len..(gi + 1) * du_len];
+            for (ic, dw) in dw.chunks_exact_mut(9).enumerate() {
+                let x = |xi: usize| d[(xi * cog + oc) * cig + ic];
+                // t[i] = (dU G)[i] along x, then dW[ky][kx] = (G^T t)[ky][kx] along y.
+                let t: [[f32; 3]; 4] = std::array::from_fn(|i| {
+                    gtt(x(4 * i), x(4 * i + 1), x(4 * i + 2), x(4 * i + 3))
+                });
+                for kx in 0..3 {
+                    let c = gtt(t[0][kx], t[1][kx], t[2][kx], t[3][kx]);
+                    for (ky, &v) in c.iter().enumerate() {
+                        dw[ky * 3 + kx] = v;
+                    }
+                }
+            }
+        });
+}
+
+/// `G^T x` for one 4-vector, with F(2, 3)'s `G` (see [`gt`]).
+#[inline(always)]
+fn gtt(x0: f32, x1: f32, x2: f32, x3: f32) -> [f32; 3] {
+    let (s, d) = ((x1 + x2) * 0.5, (x1 - x2) * 0.5);
+    [x0 + s, d, s + x3]
+}
+
+/// One block of [`weight_grad`] (tile rows `units` of group `gi`): the input transform, the
+/// output gradient's, and the 16 products summed into `du` (`[xi][oc][ic]`, over it when `beta`
+/// is 1). `buf` holds V then D. `par` splits each step over the pool.
+#[allow(clippy::too_many_arguments)]
+fn grad_block(
+    g: &Geom,
+    gi: usize,
+    units: Range<usize>,
+    (input, grad_out): (&[f32], &[f32]),
+    du: &mut [f32],
+    beta: f32,
+    buf: &mut [f32],
+    par: bool,
+    isa: Isa,
+) {
+    let cols = units.len() * g.tw;
+    let pitch = g.pitch(units.len());
+    let ld = g.points * pitch;
+    let (v, rest) = buf.split_at_mut(g.cig * ld);
+    let d = &mut rest[..g.cog * ld];
+    if par {
+        let per = chans_per_piece(g.cig);
+        v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
+            let c0 = k * per;
+            input_block::<2>(isa, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
+        });
+        let per = chans_per_piece(g.cog);
+        d.par_chunks_mut(per * ld).enumerate().for_each(|(k, dk)| {
+            let c0 = k * per;
+            grad_out_block(isa, g, grad_out, gi, &units, c0..(c0 + per).min(g.cog), dk);
+        });
+    } else {
+        input_block::<2>(isa, g, input, gi, &units, 0..g.cig, v);
+        grad_out_block(isa, g, grad_out, gi, &units, 0..g.cog, d);
+    }
+    let (v, d): (&[f32], &[f32]) = (v, d);
+    let (cog, cig) = (g.cog, g.cig);
+    let out = SharedMut(du.as_mut_ptr());
+    let product = |xi: usize| {
+        // dU_xi (cog x cig) += D_xi (cog x cols) * V_xi^T (cols x cig).
+        let a = Lhs::Raw(Mat::new(&d[xi * pitch..], ld, false));
+        let b = Mat::new(&v[xi * pitch..], ld, true);
+        // SAFETY: dU_xi (cog x cig at xi * cog * cig) lies inside du, and each xi is written
+        // by one call only.
+        unsafe {
+            gemm::gemm_raw(
+                cog,
+                cig,
+                cols,
+                1.0,
+                a,
+                b,
+                beta,
+                out.at(xi * cog * cig),
+                cig,
+                false,
+            )
+        }
+    };
+    if par {
+        (0..g.points).into_par_iter().for_each(product);
+    } else {
+        (0..g.points).for_each(product);
+    }
+}
+
+kernel! {
+    /// The output gradient of output channels `chans` (of group `gi`) for the block's tile rows,
+    /// taken to F(2x2, 3x3)'s 16 transform points, `D = A dY A^T` per 2x2 block (zero past the
+    /// output's edges), into `d` (layout `[oc][xi][pitch]`, as [`input_block`] lays out V).
+    fn grad_out_block(
+        g: &Geom,
+        grad_out: &[f32],
+        gi: usize,
+        units: &Range<usize>,
+        chans: Range<usize>,
+        d: &mut [f32],
+    ) {
+        let pitch = g.pitch(units.len());
+        let plane = g.oh * g.ow;
+        for (oc, dc) in chans.zip(d.chunks_exact_mut(16 * pitch)) {
+            let o = gi * g.cog + oc;
+            for (k0, nu, t0, tb) in lane_chunks(g.tw, units.len()) {
+                // y[a][b][lane]: row a, column b of the lane's 2x2 block of the gradient.
+                let mut y = [[[0f32; TB]; 2]; 2];
+                for j in 0..nu {
+                    let u = units.start + k0 + j;
+                    let (n, ty) = (u / g.th, u % g.th);
+                    let src = &grad_out[(n * g.out_channels + o) * plane..][..plane];
+                    for (a, ya) in y.iter_mut().enumerate() {
+                        let oy = 2 * ty + a;
+                        if oy >= g.oh {
+                            continue;
+                        }
+                        let row = &src[oy * g.ow..][..g.ow];
+                        for t in 0..tb {
+                            for (b, yab) in ya.iter_mut().enumerate() {
+                                let ox = 2 * (t0 + t) + b;
+                                if ox < g.ow {
+                                    yab[j * tb + t] = row[ox];
+                                }
+                            }
+                        }
+                    }
+                }
+                // A (y0, y1) = (y0, y0 + y1, y0 - y1, -y1): along y into f[i][b], then along
+                // x into the points xi = 4 i + j.
+                let mut f = [[[0f32; TB]; 2]; 4];
+                for b in 0..2 {
+                    for t in 0..TB {
+                        let (y0, y1) = (y[0][b][t], y[1][b][t]);
+                        f[0][b][t] = y0;
+                        f[1][b][t] = y0 + y1;
+                        f[2][b][t] = y0 - y1;
+                        f[3][b][t] = -y1;
+                    }
+                }
+                let mut pts = [[0f32; TB]; 16];
+                for (i, fi) in f.iter().enumerate() {
+                    for t in 0..TB {
+                        let (x0, x1) = (fi[0][t], fi[1][t]);
+                        pts[4 * i][t] = x0;
+                        pts[4 * i + 1][t] = x0 + x1;
+                        pts[4 * i + 2][t] = x0 - x1;
+                        pts[4 * i + 3][t] = -x1;
+                    }
+                }
+                // Whole 16-lane stores, as in input_block.
+                let col = k0 * g.tw + t0;
+                for (xi, l) in pts.iter().enumerate() {
+                    dc[xi * pitch + col..][..TB].copy_from_slice(l);
+                }
+            }
+        }
+    }
 }
