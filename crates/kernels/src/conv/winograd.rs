@@ -231,7 +231,11 @@ impl Geom {
     fn for_weight_grad(p: &Conv2dParams, out_hw: (usize, usize)) -> Geom {
         let mut g = Geom::with_side(p, out_hw, 2);
         let fit = GRAD_BLOCK_FLOATS / (g.points * (g.cig + g.cog));
-        let want_cols = GRAD_BLOCK_COLS.min(fit).max(MIN_BLOCK_COLS);
+        let pays = 8 * g.cig * g.cog / (g.cig + g.cog);
+        let want_cols = pays
+            .clamp(MIN_BLOCK_COLS, GRAD_BLOCK_COLS)
+            .min(fit)
+            .max(MIN_BLOCK_COLS);
         g.per_block = (want_cols / g.tw).clamp(1, g.units);
         g.blocks = g.units.div_ceil(g.per_block);
         g
