@@ -304,6 +304,12 @@ fn odd_max_cases() -> Vec<Pool2dParams> {
         pp((1, 2, 1, 1), (3, 3), (2, 2), (1, 1), (1, 1), true),
         pp((1, 2, 2, 7), (3, 3), (2, 2), (1, 1), (1, 1), true),
         pp((2, 3, 28, 28), (3, 3), (2, 2), (0, 0), (1, 1), true),
+        // The whole-plane 3x3 stride-2 path: odd widths with and without padding, up to its
+        // 128-column limit and one past it.
+        pp((1, 2, 6, 57), (3, 3), (2, 2), (1, 1), (1, 1), true),
+        pp((1, 2, 5, 56), (3, 3), (2, 2), (0, 1), (1, 1), false),
+        pp((1, 1, 5, 128), (3, 3), (2, 2), (1, 1), (1, 1), false),
+        pp((1, 1, 4, 129), (3, 3), (2, 2), (1, 0), (1, 1), true),
     ]
 }
 
