@@ -77,11 +77,14 @@ fn run() {
     let (mut gw, mut gb) = (vec![f32::NAN; w.len()], vec![f32::NAN; 16]);
     conv::conv2d_backward_weight(&p, &x, &gy, &mut gw, Some(&mut gb), ConvAlgo::Auto).unwrap();
     let t = entry(&p, TunedPass::BackwardWeight).expect("backward weight tuned");
-    assert!(
-        tune::candidates(&p, TunedPass::BackwardWeight).contains(&ConvAlgo::Winograd.into()),
-        "the Winograd weight gradient is timed too"
-    );
-    assert!(t.seconds.iter().any(|(c, _)| c.algo == ConvAlgo::Winograd));
+    // Winograd's weight gradient is timed only where it can win (64+ channels, 13x13+ maps).
+    let wide =
+        Conv2dParams::from_shapes([2, 64, 14, 14], [64, 64, 3, 3], [1, 1], [1; 4], [1, 1], 1)
+            .unwrap();
+    let wino = ConvAlgo::Winograd.into();
+    assert!(tune::candidates(&wide, TunedPass::BackwardWeight).contains(&wino));
+    assert!(!tune::candidates(&p, TunedPass::BackwardWeight).contains(&wino));
+    assert!(t.seconds.iter().all(|(c, _)| c.algo != ConvAlgo::Winograd));
     let (mut gw_forced, mut gb_forced) = (vec![0.0; w.len()], vec![0.0; 16]);
     let gb_forced_ref = Some(&mut gb_forced[..]);
     conv::conv2d_backward_weight_choice(&p, &x, &gy, &mut gw_forced, gb_forced_ref, t.algo)

@@ -347,8 +347,7 @@ pub fn rule_for(p: &Conv2dParams, pass: TunedPass) -> Choice {
 ///   paths where it has two ([`im2col::paths`]);
 /// - Winograd for dense 3x3 stride-1 layers of 16+ channels either side whose transformed
 ///   weights stay within Winograd's memory bound (for the weight gradient, its F(2x2, 3x3)
-///   form, which beats im2col's by 10-60% on 96+ channels either side on maps of 13x13 to
-///   28x28, and loses on 64 channels at 56x56, 32 output channels and 7x7 maps);
+///   form, only where it can win: see [`winograd::weight_grad_may_pay`]);
 /// - the FFT for dense stride-1 layers of 5x5 and larger kernels with 32+ channels;
 /// - direct summation for grouped convs, for small ones (under 20 MFLOP, where the others'
 ///   packing and transforms cost about as much as the work), and where im2col cannot run.
@@ -371,6 +370,7 @@ pub fn candidates(p: &Conv2dParams, pass: TunedPass) -> Vec<Choice> {
         && winograd::within_memory_bound(p)
         && p.in_per_group() >= 16
         && p.out_per_group() >= 16
+        && (pass != TunedPass::BackwardWeight || winograd::weight_grad_may_pay(p))
     {
         c.push(ConvAlgo::Winograd.into());
     }

@@ -822,6 +822,20 @@ pub fn backward_weight(b: BackwardWeight<'_>) {
     im2col::backward_weight(BackwardWeight::new(p, out_hw, input, grad_out, grads))
 }
 
+/// Whether the F(2x2, 3x3) weight gradient can beat im2col's on `p`, for the autotuner's
+/// candidates: 64+ channels either side on maps of 13x13 and up. Measured at batch 8 and 16
+/// (`examples/wgrad_bench`, `conv_bench stride1`): 1.1-1.6x im2col's speed from 96 channels
+/// either side on 13x13 to 56x56 maps, about even at 64 channels on 56x56; 0.5-0.8x with 32
+/// output channels (DenseNet's 128->32), on 7x7 maps (their 2x2 blocks run a quarter empty)
+/// and from 3 input channels. A candidate that can only lose is left out, so that a timing
+/// disturbed by a neighbour cannot pick it.
+pub fn weight_grad_may_pay(p: &Conv2dParams) -> bool {
+    let Ok((oh, ow)) = p.validate() else {
+        return false;
+    };
+    applies(p) && p.in_per_group() >= 64 && p.out_per_group() >= 64 && oh * ow >= 13 * 13
+}
+
 /// The weight gradient by Winograd F(2x2, 3x3) run backwards (Lavin & Gray 2016). With
 /// `V = B^T d B`, the input tiles transformed as the forward transforms them, and `D = A dY A^T`,
 /// each 2x2 block of the output gradient taken to the 16 transform points, the gradient of the
