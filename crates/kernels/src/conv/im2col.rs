@@ -1011,29 +1011,7 @@ fn sum_units(
         accumulate(grad_weight, 0..units, par);
         return;
     }
-    let ranges: Vec<Range<usize>> = (0..threads)
-        .map(|t| units * t / threads..units * (t + 1) / threads)
-        .collect();
-    let partials: Vec<Vec<f32>> = rayon::join(
-        || accumulate(grad_weight, ranges[0].clone(), false),
-        || {
-            ranges[1..]
-                .par_iter()
-                .map(|r| {
-                    let mut dw = crate::scratch::zeroed::<f32>(wlen);
-                    accumulate(&mut dw, r.clone(), false);
-                    dw
-                })
-                .collect()
-        },
-    )
-    .1;
-    for part in &partials {
-        grad_weight
-            .par_chunks_mut(4096)
-            .zip(part.par_chunks(4096))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
-    }
+    super::par::sum_over_threads(units, grad_weight, |dw, r| accumulate(dw, r, false));
 }
 
 /// The weight gradient at dilation 1 over a widened output row, as [`forward_shifted`] runs

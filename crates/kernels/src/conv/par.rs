@@ -32,3 +32,39 @@ impl SharedMut {
         self.0.add(off)
     }
 }
+
+/// Sums `0..units` into `dst` over the pool: contiguous ranges per thread, `accumulate(dst,
+/// range)` for the first (which overwrites) and into a private zeroed buffer of `dst`'s length
+/// for each other, those added into `dst` at the end. For weight gradients, whose every unit
+/// adds to all of `dst`.
+pub(crate) fn sum_over_threads(
+    units: usize,
+    dst: &mut [f32],
+    accumulate: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let len = dst.len();
+    let ranges: Vec<std::ops::Range<usize>> = (0..threads)
+        .map(|t| units * t / threads..units * (t + 1) / threads)
+        .collect();
+    let partials: Vec<Vec<f32>> = rayon::join(
+        || accumulate(dst, ranges[0].clone()),
+        || {
+            ranges[1..]
+                .par_iter()
+                .map(|r| {
+                    let mut part = crate::scratch::zeroed::<f32>(len);
+                    accumulate(&mut part, r.clone());
+                    part
+                })
+                .collect()
+        },
+    )
+    .1;
+    for part in &partials {
+        dst.par_chunks_mut(4096)
+            .zip(part.par_chunks(4096))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+    }
+}

@@ -625,6 +625,29 @@ kernel! {
     }
 }
 
+/// The input transform of a block's tile rows `units` (group `gi`) into `v` (see
+/// [`input_block`]), split over the pool by channels when `par`.
+fn transform_inputs<const M: usize>(
+    g: &Geom,
+    input: &[f32],
+    gi: usize,
+    units: &Range<usize>,
+    v: &mut [f32],
+    par: bool,
+    isa: Isa,
+) {
+    if par {
+        let ld = g.points * g.pitch(units.len());
+        let per = chans_per_piece(g.cig);
+        v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
+            let c0 = k * per;
+            input_block::<M>(isa, g, input, gi, units, c0..(c0 + per).min(g.cig), vk);
+        });
+    } else {
+        input_block::<M>(isa, g, input, gi, units, 0..g.cig, v);
+    }
+}
+
 /// Channels per parallel piece of a transform: a few pieces per thread.
 fn chans_per_piece(chans: usize) -> usize {
     chans.div_ceil(4 * rayon::current_num_threads()).max(1)
@@ -651,15 +674,7 @@ fn run_block<const M: usize>(
     let ld = g.points * pitch;
     let (v, rest) = buf.split_at_mut(g.cig * ld);
     let m = &mut rest[..g.cog * ld];
-    if par {
-        let per = chans_per_piece(g.cig);
-        v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
-            let c0 = k * per;
-            input_block::<M>(isa, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
-        });
-    } else {
-        input_block::<M>(isa, g, input, gi, &units, 0..g.cig, v);
-    }
+    transform_inputs::<M>(g, input, gi, &units, v, par, isa);
     let v: &[f32] = v;
     let mp = SharedMut(m.as_mut_ptr());
     let product = |xi: usize| {
@@ -893,28 +908,7 @@ fn weight_grad(
     };
     let mut du = crate::scratch::zeroed::<f32>(total);
     if threads > 1 && tasks >= 2 * threads {
-        let ranges: Vec<Range<usize>> = (0..threads)
-            .map(|t| tasks * t / threads..tasks * (t + 1) / threads)
-            .collect();
-        let partials: Vec<Vec<f32>> = rayon::join(
-            || accumulate(&mut du, ranges[0].clone(), false),
-            || {
-                ranges[1..]
-                    .par_iter()
-                    .map(|r| {
-                        let mut d = crate::scratch::zeroed::<f32>(total);
-                        accumulate(&mut d, r.clone(), false);
-                        d
-                    })
-                    .collect()
-            },
-        )
-        .1;
-        for part in &partials {
-            du.par_chunks_mut(4096)
-                .zip(part.par_chunks(4096))
-                .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
-        }
+        super::par::sum_over_threads(tasks, &mut du, |d, r| accumulate(d, r, false));
     } else {
         accumulate(&mut du, 0..tasks, threads > 1);
     }
@@ -969,19 +963,14 @@ fn grad_block(
     let ld = g.points * pitch;
     let (v, rest) = buf.split_at_mut(g.cig * ld);
     let d = &mut rest[..g.cog * ld];
+    transform_inputs::<2>(g, input, gi, &units, v, par, isa);
     if par {
-        let per = chans_per_piece(g.cig);
-        v.par_chunks_mut(per * ld).enumerate().for_each(|(k, vk)| {
-            let c0 = k * per;
-            input_block::<2>(isa, g, input, gi, &units, c0..(c0 + per).min(g.cig), vk);
-        });
         let per = chans_per_piece(g.cog);
         d.par_chunks_mut(per * ld).enumerate().for_each(|(k, dk)| {
             let c0 = k * per;
             grad_out_block(isa, g, grad_out, gi, &units, c0..(c0 + per).min(g.cog), dk);
         });
     } else {
-        input_block::<2>(isa, g, input, gi, &units, 0..g.cig, v);
         grad_out_block(isa, g, grad_out, gi, &units, 0..g.cog, d);
     }
     let (v, d): (&[f32], &[f32]) = (v, d);
