@@ -217,7 +217,11 @@ kernel! {
             // Interior windows (all three columns inside): pairs of columns two apart, which
             // the compiler loads as interleaved vectors; the clipped ones at the borders.
             let first = p.pad_w.div_ceil(2).min(ow);
-            let past = if w + p.pad_w >= 3 { ((w + p.pad_w - 3) / 2 + 1).clamp(first, ow) } else { first };
+            let past = if w + p.pad_w >= 3 {
+                ((w + p.pad_w - 3) / 2 + 1).clamp(first, ow)
+            } else {
+                first
+            };
             if first < past {
                 let s0 = 2 * first - p.pad_w;
                 let pairs = v[s0..].chunks_exact(2).zip(v[s0 + 2..].iter().step_by(2));

@@ -374,7 +374,7 @@ pub fn max_pool2d_u8(p: &Pool2dParams, x: &[u8], y: &mut [u8]) -> Result<()> {
 
 crate::simd::kernel! {
     /// Output row `h` of image `n` of [`max_pool2d_u8`]. The valid taps of a window form a
-    /// rectangle (kernel rows and columns inside the input); each run of 32 channels takes its
+    /// rectangle (kernel rows and columns inside the input); each run of 64 channels takes its
     /// max over them in registers and is stored once (a max kept in the output and reloaded per
     /// tap ran at about 120 cycles per 64-channel output pixel).
     fn max_pool_row(p: &Pool2dParams, x: &[u8], n: usize, h: usize, out: &mut [u8]) {
