@@ -63,6 +63,16 @@ function spareOf(model: object, n: number): Float32Array {
   return uninitialized(n, 'fit');
 }
 
+/**
+ * The compiled training step `model` ran last (for bench/profile_plan.ts --train: its
+ * `setProfiling` and `stepMs`), or undefined before any.
+ */
+export function recentTrainPlan(model: object): CompiledPlan | undefined {
+  const plans = compiled.get(model);
+  if (!plans || plans.size === 0) return undefined;
+  return [...plans.values()][plans.size - 1].plan;
+}
+
 /** The step's JavaScript-side effects a failed trace puts back. */
 function snapshot(model: Module, restoreOptimizer: () => void): () => void {
   const rng = globalRng.getState();
