@@ -261,15 +261,30 @@ fn max_pool_2x2_narrow(
         return;
     }
     let per_task = (crate::vmath::GRAIN / plane_in.max(1)).max(1) * plane_out;
+    let isa = simd::isa();
     // Task `t`'s planes: outputs `y`, and their indices when asked for.
     let task = |t: usize, y: &mut [f32], mut ind: Option<&mut [i32]>| {
         let first = t * (per_task / plane_out);
         for (k, yp) in y.chunks_exact_mut(plane_out).enumerate() {
-            let x = &input[(first + k) * plane_in..(first + k + 1) * plane_in];
+            let at = (first + k) * plane_in;
+            let x = &input[at..(first + k + 1) * plane_in];
             for oh in 0..oh_n {
                 let r0 = 2 * oh * in_w;
                 let r1 = r0 + in_w;
                 let yr = &mut yp[oh * ow_n..][..ow_n];
+                // A whole row pair in vectors where 16 floats from each row start lie in the
+                // input (all but the input's last row pair).
+                if at + r1 + 2 * NARROW <= input.len() {
+                    let rows = (
+                        &input[at + r0..][..2 * NARROW],
+                        &input[at + r1..][..2 * NARROW],
+                    );
+                    let ir = ind
+                        .as_deref_mut()
+                        .map(|ip| &mut ip[k * plane_out + oh * ow_n..][..ow_n]);
+                    narrow_row_pair(isa, rows, (r0, in_w), yr, ir);
+                    continue;
+                }
                 for (ow, yv) in yr.iter_mut().enumerate() {
                     let c = 2 * ow;
                     let (mut best, mut at) = (x[r0 + c], r0 + c);
@@ -299,6 +314,47 @@ fn max_pool_2x2_narrow(
             .par_chunks_mut(per_task)
             .enumerate()
             .for_each(|(t, y)| task(t, y, None)),
+    }
+}
+
+/// Output columns of [`max_pool_2x2_narrow`]'s vector form: rows under 16 wide have at most 7.
+const NARROW: usize = 8;
+
+kernel! {
+    /// One row pair of [`max_pool_2x2_narrow`] (`y.len()` outputs, at most [`NARROW`]), with
+    /// their flat indices when asked for: the pair's 16 leading floats of each row split into
+    /// even and odd columns, then torch's four candidates in its order, 8 outputs a vector.
+    /// `rows` are 16 floats from each row's start (past the row they are unused); `(r0, w)`:
+    /// the first row's offset in its plane and the row length, for the indices.
+    fn narrow_row_pair(
+        rows: (&[f32], &[f32]),
+        geom: (usize, usize),
+        y: &mut [f32],
+        ind: Option<&mut [i32]>,
+    ) {
+        let (r0, w) = geom;
+        let split = |row: &[f32]| {
+            let s: &[f32; 2 * NARROW] = row[..2 * NARROW].try_into().expect("16 floats");
+            let even: [f32; NARROW] = std::array::from_fn(|i| s[2 * i]);
+            let odd: [f32; NARROW] = std::array::from_fn(|i| s[2 * i + 1]);
+            (even, odd)
+        };
+        let ((a, b), (c, d)) = (split(rows.0), split(rows.1));
+        let base = r0 as i32;
+        let mut best = a;
+        let mut at: [i32; NARROW] = std::array::from_fn(|i| base + 2 * i as i32);
+        for (cand, off) in [(b, 1), (c, w as i32), (d, w as i32 + 1)] {
+            for i in 0..NARROW {
+                let take = takes_max(cand[i], best[i]);
+                best[i] = if take { cand[i] } else { best[i] };
+                at[i] = if take { base + 2 * i as i32 + off } else { at[i] };
+            }
+        }
+        let n = y.len();
+        y.copy_from_slice(&best[..n]);
+        if let Some(ip) = ind {
+            ip.copy_from_slice(&at[..n]);
+        }
     }
 }
 
