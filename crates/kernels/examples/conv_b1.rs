@@ -121,7 +121,17 @@ fn main() {
     let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mode = args.next();
     let prepared = mode.as_deref() == Some("prepared");
+    // SHAPES="c,oc,k,s,hw;..." (one layer each) in place of a table.
+    let custom: Vec<(usize, usize, usize, usize, usize, usize)> = std::env::var("SHAPES")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|l| {
+            let v: Vec<usize> = l.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            (v.len() == 5).then(|| (1, v[0], v[1], v[2], v[3], v[4]))
+        })
+        .collect();
     let table = match args.next().as_deref() {
+        _ if !custom.is_empty() => &custom[..],
         Some("densenet") => DENSENET121,
         Some("vgg") => VGG16,
         Some("losers") => LOSERS,

@@ -5,8 +5,8 @@
 //! 1 and 2 threads. So what the tests check against PyTorch on one level holds on the other,
 //! and a model gives the same outputs on either kind of CPU.
 //!
-//! 1x1 convs on maps of at most 64 outputs take the indirect path on AVX-512 and the GEMM on
-//! AVX2; the indirect tile sums such a conv's input channels in the GEMM's passes, so those
+//! 1x1 convs on maps of at most 64 outputs (and 14x14 ones at batch 1) take the indirect path
+//! on AVX-512 and the GEMM on AVX2; the indirect tile sums such a conv's input channels in the GEMM's passes, so those
 //! agree bit for bit too (the shapes with more than 256 input channels check the passes).
 mod common;
 
@@ -52,6 +52,23 @@ fn shapes() -> Vec<(String, Conv2dParams)> {
         (
             "pointwise 600->40 @7",
             params((2, 600, 7, 7), (40, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        // Batch 1 on 14x14 (indirect on AVX-512): four-, two- and one-panel tiles (7 panels),
+        // two passes over the 300 input channels, tasks split over channels as well.
+        (
+            "pointwise 300->100 @14",
+            params(
+                (1, 300, 14, 14),
+                (100, 1, 1),
+                (1, 1),
+                (0, 0, 0, 0),
+                (1, 1),
+                1,
+            ),
+        ),
+        (
+            "pointwise 64->144 @7",
+            params((1, 64, 7, 7), (144, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
         ),
         (
             "pointwise s2 300->48 @14",

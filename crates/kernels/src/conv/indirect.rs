@@ -33,9 +33,12 @@ const TP: usize = 6;
 const FEW_OUT: usize = 64;
 const SMALL_MAP: usize = 256;
 const MAX_WEIGHTS: usize = 1 << 20;
-/// Most output positions of a 1x1 conv this path takes (on AVX-512; see [`applies`]).
+/// Most output positions of a 1x1 conv this path takes (on AVX-512; see [`small_1x1`]).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const SMALL_1X1: usize = 64;
+/// Most output positions of a 1x1 conv at batch 1 this path takes (14x14).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const SMALL_1X1_B1: usize = 196;
 /// Output positions per parallel task (16 tiles).
 const BLOCK: usize = 96;
 /// Most floats of padded input held at once (16 MiB).
@@ -49,13 +52,22 @@ pub fn applies(p: &Conv2dParams) -> bool {
         return false;
     };
     let pays = p.out_channels <= FEW_OUT || oh * ow <= SMALL_MAP || p.weight_len() <= MAX_WEIGHTS;
-    // 1x1 convs only on AVX-512 and maps of at most 64 outputs (7x7): there a GEMM's 16-column
-    // panels run a quarter empty (49 = 3 x 16 + 1) and 6-position tiles do not. On 14x14 maps
-    // the GEMM stays ahead (ResNet-50 at batch 1, weights cold: 1024->256 0.31 ms against 0.36
-    // here; 2048->512 @7 0.37 here against 0.46), and on AVX2 it stays ahead on 7x7 too.
+    // 1x1 convs only on AVX-512 (on AVX2 the GEMM stays ahead), see `small_1x1`.
     let pointwise_ok =
-        simd::dispatch!(isa, avx512 => oh * ow <= SMALL_1X1, avx2 => false, _ => false);
+        simd::dispatch!(isa, avx512 => small_1x1(p.batch, oh * ow), avx2 => false, _ => false);
     possible(p) && pays && (p.kernel_h * p.kernel_w > 1 || pointwise_ok)
+}
+
+/// Whether a 1x1 conv of `batch` items with `positions` outputs each runs here on AVX-512:
+/// maps of at most 64 outputs (7x7), where a GEMM's 16-column panels run a quarter empty
+/// (49 = 3 x 16 + 1) and 6-position tiles do not, and 14x14 at batch 1, where 196 columns are
+/// 12.25 panels and a GEMM's units split unevenly. The two paths' calls taking turns in one
+/// process, weights from 48 copies in turn (out of cache, as in a plan): ResNet-50's 1024->256
+/// @14 took 0.25 ms here against 0.28 as a GEMM, DenseNet's 1024->128 @14 0.13 against 0.15,
+/// 256->1024 @14 the same; at batch 8 the GEMM batches the items' columns and stays ahead.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn small_1x1(batch: usize, positions: usize) -> bool {
+    positions <= SMALL_1X1 || (batch == 1 && positions <= SMALL_1X1_B1)
 }
 
 /// Whether this path can run the forward of `p` at all (whether it pays is [`applies`]): one
@@ -205,9 +217,9 @@ fn forward_in(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>, budget: u
     });
 }
 
-/// Taps per block of the pointwise forward: one block of two weight panels (8 KiB) and of the
+/// Taps per block of the pointwise forward: one block of four weight panels (16 KiB) and of the
 /// block's input rows (at most `BLOCK` x 64 floats, 24 KiB) stay in L1 while every tile of the
-/// block uses them.
+/// block uses them (blocks of 32 taps ran 3-7% slower).
 #[cfg(target_arch = "x86_64")]
 const PW_TAPS: usize = 64;
 /// Most channel panels per task of the pointwise forward: the task's sums, `BLOCK` x 16 x this
@@ -216,8 +228,9 @@ const PW_TAPS: usize = 64;
 const PW_PANELS: usize = 16;
 
 /// The forward of a 1x1 stride-1 unpadded conv on AVX-512, with the weights of
-/// [`pack_weights`]: tiles of 6 positions by 32 channels as in [`forward_in`], but read straight
-/// from the input planes (a tap is a channel, `hw` floats on), with no padded copy, and in
+/// [`pack_weights`]: tiles of 6 positions by 64 channels (32 for a task's last two panels) as
+/// in [`forward_in`], but read straight from the input planes (a tap is a channel, `hw` floats
+/// on), with no padded copy, and in
 /// blocks of [`PW_TAPS`] taps that stay in L1 while every tile of the task's positions uses them
 /// (the general path runs each tile through all its taps, reading the weights from L2 for every
 /// tile: 608->128 on 7x7 maps at batch 8 ran at half the FMA peak). The taps are summed in the
@@ -230,13 +243,22 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
     let block = ohw.div_ceil(blocks).next_multiple_of(TP);
     let blocks = ohw.div_ceil(block);
     let panels = cout.div_ceil(NR);
-    let want = 4 * rayon::current_num_threads();
     // Tasks take at most PW_PANELS panels, so their sums (reloaded for every block of taps)
     // stay in L2.
-    let splits = want
+    let threads = rayon::current_num_threads();
+    let most = panels.div_ceil(2);
+    let mut splits = (4 * threads)
         .div_ceil(p.batch * blocks)
         .max(panels.div_ceil(PW_PANELS))
-        .clamp(1, panels.div_ceil(2));
+        .clamp(1, most);
+    // A few tasks go to the threads in whole rounds: 9 equal tasks on 2 threads keep one of them
+    // idle for the ninth (1024->256 @14 at batch 1 took 0.33 ms in 9 tasks, 0.27 in 12).
+    while p.batch * blocks * splits < 8 * threads
+        && (p.batch * blocks * splits) % threads != 0
+        && splits < most
+    {
+        splits += 1;
+    }
     let run_len = gemm::kc_step(cin);
     let isa = simd::isa();
     let out = SharedMut(output.as_mut_ptr());
@@ -244,7 +266,8 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
         .into_par_iter()
         .for_each(|t| {
             let (n, b, s) = (t / (blocks * splits), t / splits % blocks, t % splits);
-            // Whole pairs of panels per task, so every tile is a two-panel one but maybe the last.
+            // Whole pairs of panels per task, so every tile is a four- or two-panel one but
+            // maybe the last.
             let pairs = panels.div_ceil(2);
             let qs =
                 (s * pairs / splits * 2).min(panels)..((s + 1) * pairs / splits * 2).min(panels);
@@ -270,18 +293,20 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
                         let k1 = (k0 + PW_TAPS).min(r1);
                         let mut qi = 0;
                         while qi < np {
-                            let two = qi + 1 < np;
+                            let many = if np - qi >= 4 { 4 } else { (np - qi).min(2) };
+                            let two = many >= 2;
                             let q = qs.start + qi;
                             let w = &packed[(q * cin + k0) * NR..];
+                            let wl = &packed[((q + many - 1) * cin + k0) * NR..];
                             let w1 = if two {
                                 &packed[((q + 1) * cin + k0) * NR..]
                             } else {
                                 w
                             };
-                            assert!(w.len() >= (k1 - k0) * NR && w1.len() >= (k1 - k0) * NR);
+                            assert!(w.len() >= (k1 - k0) * NR && wl.len() >= (k1 - k0) * NR);
                             for (tj, base) in bases[..tiles].iter().enumerate() {
                                 let at = ((tj * np + qi) * TP) * NR;
-                                let tile = &mut into[at..][..if two { 2 } else { 1 } * TP * NR];
+                                let tile = &mut into[at..][..many * TP * NR];
                                 // Every position read is below ohw, every tap below cin.
                                 assert!(k1 <= cin && base[TP - 1] < ohw);
                                 // SAFETY: AVX-512 (checked by the caller); x + k * ohw + base[i]
@@ -295,14 +320,18 @@ fn forward_pointwise(f: Forward<'_>, packed: &[f32], epilogue: &Epilogue<'_>) {
                                     // Tap k's inputs are channel k's plane: k * ohw on.
                                     let offs = (0..k1 - k0).map(|k| k * ohw);
                                     let sums = if k0 > r0 { Sums::GoOn } else { Sums::Store };
-                                    if two {
+                                    if many == 4 {
+                                        let ws4 = std::array::from_fn(|h| w0.add(h * cin * NR));
+                                        let ts4 = std::array::from_fn(|h| t0.add(h * TP * NR));
+                                        tile_avx512::<4, true>(xs, base, offs, ws4, ts4, sums)
+                                    } else if two {
                                         tile_avx512::<2, true>(xs, base, offs, ws, ts, sums)
                                     } else {
                                         tile_avx512::<1, true>(xs, base, offs, [w0], [t0], sums)
                                     }
                                 }
                             }
-                            qi += 2;
+                            qi += many;
                         }
                     }
                     if ci > 0 {
