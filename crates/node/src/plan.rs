@@ -186,6 +186,158 @@ impl<'a> Args<'a> {
     }
 }
 
+/// A concatenation (`concatChannelsAffine`: DenseNet's cat + batch norm + ReLU) whose only
+/// reader is a 1x1 conv's input: step `Into(j)` at the concatenation, `From(i)` at the conv.
+enum CatConv {
+    Into(usize),
+    From(usize),
+}
+
+/// The temps an argument names (operands, lists of them).
+fn temps_named(v: &Value, out: &mut Vec<usize>) {
+    match v {
+        Value::Array(list) => list.iter().for_each(|x| temps_named(x, out)),
+        Value::Object(_) => {
+            if let Some(Ok(o)) = v.get("operand").map(OperandSpec::deserialize) {
+                if o.src == "temp" {
+                    out.push(o.id);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The concatenations a plan need not make (see [`CatConv`]): the concatenation's temp is read
+/// by one later step only, a fused conv taking the whole temp as its input that can read it in
+/// pieces (`conv::cat::reads_pieces`: a 1x1 conv on the GEMM), and is no output of the plan.
+/// The conv then reads the concatenation's pieces, bit for bit as it would have read the temp.
+/// DenseNet-121 at batch 1: its 18 dense layers and 2 transitions on 56x56 and 28x28 maps.
+fn cat_conv_pairs(spec: &PlanSpec) -> std::collections::HashMap<usize, CatConv> {
+    let mut users: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    for (i, s) in spec.steps.iter().enumerate() {
+        let mut named = Vec::new();
+        s.args.iter().for_each(|a| temps_named(a, &mut named));
+        named.sort_unstable();
+        named.dedup();
+        for t in named {
+            users.entry(t).or_default().push(i);
+        }
+    }
+    let outputs: Vec<usize> = spec
+        .outputs
+        .iter()
+        .filter(|o| o.src == "temp")
+        .map(|o| o.id)
+        .collect();
+    let operand = |v: Option<&Value>| v.and_then(|v| v.get("operand")).cloned();
+    let mut pairs = std::collections::HashMap::new();
+    for (i, s) in spec.steps.iter().enumerate() {
+        if s.op != "concatChannelsAffine" {
+            continue;
+        }
+        let Some(Ok(out)) = operand(s.args.get(7)).map(OperandSpec::deserialize) else {
+            continue;
+        };
+        let (Some(list), true) = (users.get(&out.id), out.src == "temp") else {
+            continue;
+        };
+        let [first, j] = list[..] else {
+            continue;
+        };
+        let conv = &spec.steps[j];
+        let pointwise = conv
+            .args
+            .get(7)
+            .and_then(|a| Conv2dArgs::deserialize(a).ok())
+            .and_then(|a| conv_params(&a).ok())
+            .is_some_and(|(p, _)| conv::cat::reads_pieces(&p));
+        if first == i
+            && conv.op == "conv2dForwardFused"
+            && operand(conv.args.first()) == operand(s.args.get(7))
+            && !outputs.contains(&out.id)
+            && pointwise
+        {
+            pairs.insert(i, CatConv::Into(j));
+            pairs.insert(j, CatConv::From(i));
+        }
+    }
+    pairs
+}
+
+/// The step of a 1x1 conv (`conv2dForwardFused` arguments `conv`) that reads its input as the
+/// pieces of a `concatChannelsAffine` call (arguments `cat`) that is not made.
+fn build_cat_conv(
+    cat: &[Value],
+    conv: &[Value],
+    caches: &mut Vec<Arc<dyn Cache>>,
+) -> napi::Result<Step> {
+    let mut c = Args {
+        op: "concatChannelsAffine",
+        args: cat,
+        reads: Vec::new(),
+        writes: Vec::new(),
+    };
+    let xs = c.read_list(0)?;
+    let channels = size_list("channels", &c.parse::<Vec<f64>>(1)?)?;
+    let (batch, plane) = (size("batch", c.parse(2)?)?, size("plane", c.parse(3)?)?);
+    let (in_scale, in_shift) = (c.read(4)?, c.read(5)?);
+    let in_relu: bool = c.parse(6)?;
+    let mut a = Args {
+        op: "conv2dForwardFused",
+        args: conv,
+        reads: c.reads,
+        writes: Vec::new(),
+    };
+    let w = a.read(1)?;
+    let (scale, shift, residual) = (a.read_opt(2)?, a.read_opt(3)?, a.read_opt(4)?);
+    let relu: bool = a.parse(5)?;
+    a.write(6)?;
+    let (p, algo) = conv_params(&a.parse::<Conv2dArgs>(7)?)?;
+    if p.batch != batch || p.in_h * p.in_w != plane {
+        return Err(invalid(format!(
+            "the concatenation is {batch} items of {plane} positions, the conv's input {} of {}",
+            p.batch,
+            p.in_h * p.in_w
+        )));
+    }
+    let prep = Prepared::for_operand(a.reads[w], caches);
+    Ok(a.step(Box::new(move |r, o| {
+        let pieces: Vec<&[f32]> = xs.iter().map(|&k| r[k]).collect();
+        let input = conv::cat::CatInput {
+            pieces: &pieces,
+            channels: &channels,
+            affine: conv::cat::RowAffine {
+                scale: r[in_scale],
+                shift: r[in_shift],
+                relu: in_relu,
+            },
+        };
+        let epilogue = conv::Epilogue {
+            scale: scale.map(|k| r[k]),
+            shift: shift.map(|k| r[k]),
+            residual: residual.map(|k| r[k]),
+            relu,
+        };
+        // Prepared by the rules (untuned): their pick reads the pieces (`cat_conv_pairs`),
+        // which the tuner's might not.
+        let make = || conv::prepare_forward(&p, r[w], algo).ok();
+        match prep.get(r[w], |pw: &conv::PreparedForward| pw.fits(&p, algo), make) {
+            Some(pw) => {
+                conv::cat::conv2d_forward_cat_prepared(&p, &input, r[w], &pw, &epilogue, o[0], algo)
+            }
+            None => {
+                let mut x = vec![0.0; p.input_len()];
+                let a = input.affine;
+                elementwise::concat_channels_affine(
+                    &pieces, &channels, batch, plane, a.scale, a.shift, a.relu, &mut x,
+                )?;
+                conv::conv2d_forward_fused(&p, &x, r[w], &epilogue, o[0], algo)
+            }
+        }
+    })))
+}
+
 /// The step for one recorded call: the entries an inference forward makes. Anything else is an
 /// Error (the tracer falls back to running the model eagerly).
 fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> napi::Result<Step> {
@@ -1002,12 +1154,26 @@ impl CompiledPlan {
         let spec: PlanSpec =
             serde_json::from_str(&spec).map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
         let mut prepared = Vec::new();
+        let into_conv = cat_conv_pairs(&spec);
         let steps = spec
             .steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                build_step(&s.op, &s.args, &mut prepared).map_err(|e| {
+                let fused = match into_conv.get(&i) {
+                    // The concatenation the conv at `j` reads in pieces: nothing to do here.
+                    Some(CatConv::Into(j)) => Ok(Step {
+                        name: format!("{} (read in pieces by step {j})", s.op),
+                        reads: Vec::new(),
+                        writes: Vec::new(),
+                        run: Box::new(|_, _| Ok(())),
+                    }),
+                    Some(&CatConv::From(k)) => {
+                        build_cat_conv(&spec.steps[k].args, &s.args, &mut prepared)
+                    }
+                    None => build_step(&s.op, &s.args, &mut prepared),
+                };
+                fused.map_err(|e| {
                     invalid(format!("CompiledPlan: step {i} ({}): {}", s.op, e.reason))
                 })
             })

@@ -16,6 +16,7 @@
 //! `grad_out` with the rotated weights instead), `grad_weight = sum over items of
 //! grad_out * col^T` (col's panels transposed from zero-padded input planes, or from rows
 //! lowered in cache), `grad_bias = sum of grad_out over items and positions`.
+use super::cat::CatInput;
 use super::par::{with_scratch, SharedMut};
 use super::{valid_range, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
@@ -721,7 +722,28 @@ fn data_as_forward_rule(p: &Conv2dParams) -> bool {
 
 /// [`forward`] with the weights already packed by [`pack_forward_weights`].
 pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epilogue<'_>) {
+    forward_packed_from(f, packed, epilogue, None)
+}
+
+/// Whether [`forward_packed_from`] reads a 1x1 conv's input planes where they are (each item's
+/// blocks on their own), so it can take them from a [`CatInput`].
+pub(crate) fn reads_planes(p: &Conv2dParams, out_hw: (usize, usize)) -> bool {
+    is_pointwise(p) && p.groups == 1 && Geom::new(p, out_hw, MIN_BLOCK, true).items == 1
+}
+
+/// [`forward_packed`], with the input's planes taken from `cat` (mapped as they are packed for
+/// the GEMM) when given, in place of `f`'s input; only where [`reads_planes`] holds.
+pub(crate) fn forward_packed_from(
+    f: Forward<'_>,
+    packed: &[PackedA],
+    epilogue: &Epilogue<'_>,
+    cat: Option<&CatInput<'_>>,
+) {
     let (p, out_hw, input, _weight, output) = f.parts();
+    assert!(
+        cat.is_none() || reads_planes(p, out_hw),
+        "im2col: a gathered input only where the planes are read in place"
+    );
     if let Some(rows) = shifted_rows(p, out_hw) {
         forward_shifted(p, out_hw, rows, input, packed, epilogue, output);
         return;
@@ -766,7 +788,17 @@ pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epil
             // C of a single item goes straight to the output (rows ohw apart); several items
             // go through a scratch C and are scattered afterwards.
             let c_out = |n: usize| out.at((n * p.out_channels + gi * g.cog) * g.ohw + j0);
-            if single && g.pointwise {
+            if let Some(cat) = cat {
+                // The item's channels from the pieces, mapped as the GEMM packs them.
+                let n = src.items.start;
+                let planes = cat.planes(n, g.in_plane);
+                let rows: Vec<&[f32]> = planes.iter().map(|x| &x[j0..j0 + nb]).collect();
+                let rhs = gemm::Rows {
+                    rows: &rows,
+                    affine: Some(cat.affine),
+                };
+                product(Rhs::Rows(rhs), nb, c_out(n), g.ohw);
+            } else if single && g.pointwise {
                 let rhs = Mat::new(&src.planes(&g, src.items.start)[j0..], g.ohw, false);
                 product(rhs.into(), nb, c_out(src.items.start), g.ohw);
             } else {

@@ -8,6 +8,7 @@ use crate::{bail, scratch, Result};
 pub use epilogue::Epilogue;
 use tune::TunedPass;
 
+pub mod cat;
 pub mod direct;
 pub mod epilogue;
 pub mod fft;
@@ -417,15 +418,19 @@ pub fn conv2d_forward_choice(
 }
 
 /// The buffer checks of a fused forward; the output size.
+/// Checks a fused forward's buffers (the input unless it is None: a caller that checks its own
+/// input pieces) and gives the output size.
 fn check_fused(
     p: &Conv2dParams,
-    input: &[f32],
+    input: Option<&[f32]>,
     weight: &[f32],
     epilogue: &Epilogue<'_>,
     output: &[f32],
 ) -> Result<(usize, usize)> {
     let out_hw = p.validate()?;
-    check_len("input", input.len(), p.input_len())?;
+    if let Some(x) = input {
+        check_len("input", x.len(), p.input_len())?;
+    }
     check_len("weight", weight.len(), p.weight_len())?;
     let out_len = p.output_len(out_hw);
     epilogue.validate(p.out_channels, out_len)?;
@@ -445,7 +450,7 @@ pub fn conv2d_forward_fused(
     output: &mut [f32],
     algo: ConvAlgo,
 ) -> Result<()> {
-    let out_hw = check_fused(p, input, weight, epilogue, output)?;
+    let out_hw = check_fused(p, Some(input), weight, epilogue, output)?;
     let plane = out_hw.0 * out_hw.1;
     let mut f = Forward::new(p, out_hw, input, weight, output);
     let run = |c: Choice| match c.algo {
@@ -649,7 +654,7 @@ pub fn conv2d_forward_fused_prepared(
     if !holds_weights(prepared, p, algo)? {
         return conv2d_forward_fused(p, input, weight, epilogue, output, prepared.resolved.algo);
     }
-    let out_hw = check_fused(p, input, weight, epilogue, output)?;
+    let out_hw = check_fused(p, Some(input), weight, epilogue, output)?;
     let f = Forward::new(p, out_hw, input, weight, output);
     scratch::fallible("conv2d", || {
         match &prepared.weights {

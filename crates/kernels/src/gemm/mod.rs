@@ -276,6 +276,25 @@ pub(crate) enum Rhs<'a> {
     /// `[round_up(n, NR) / NR][k][NR]`, zero past column n. Producers that can write that layout
     /// directly (im2col) save the GEMM a copy.
     Packed(&'a [f32]),
+    /// Rows gathered from anywhere, see [`Rows`].
+    Rows(Rows<'a>),
+}
+
+/// A right operand whose rows lie anywhere (a conv's input channels gathered from several
+/// arrays): row `p` of op(B) is `rows[p][..n]`, mapped through `affine` when given.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    pub rows: &'a [&'a [f32]],
+    pub affine: Option<RowAffine<'a>>,
+}
+
+/// `v * scale[p] + shift[p]` on row `p` (multiply, then add: no fused multiply-add, so the values
+/// are those `elementwise::concat_channels_affine` writes), then max(0, .) with `relu`.
+#[derive(Clone, Copy)]
+pub struct RowAffine<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
 }
 
 impl<'a> From<Mat<'a>> for Rhs<'a> {
@@ -421,6 +440,13 @@ pub(crate) unsafe fn gemm_raw<'a>(
     match b {
         Rhs::Mat(b) => assert_fits(b.data.len(), if b.trans { (n, k) } else { (k, n) }, b.ld),
         Rhs::Packed(bp) => assert!(bp.len() >= packed_b_len(k, n), "gemm: packed B too short"),
+        Rhs::Rows(r) => assert!(
+            r.rows.len() >= k
+                && r.rows[..k].iter().all(|row| row.len() >= n)
+                && r.affine
+                    .is_none_or(|a| a.scale.len() >= k && a.shift.len() >= k),
+            "gemm: gathered B rows too short"
+        ),
     }
     if m == 0 || n == 0 {
         return;
@@ -478,6 +504,11 @@ pub(crate) unsafe fn gemm_raw<'a>(
                         (bp, kc * NR)
                     }
                     Rhs::Packed(all) => (&all[cols.start * k + pc * NR..], k * NR),
+                    Rhs::Rows(r) => {
+                        let bp = b_buf.get(round_up(cols.len(), NR) * kc);
+                        pack_b_rows(isa, bp, r, pc, kc, cols.start, cols.len());
+                        (bp, kc * NR)
+                    }
                 };
                 let apc = &ap[m_pad * (pc - ks.start)..m_pad * (pc - ks.start + kc)];
                 let beta_now = if pc == 0 { beta } else { 1.0 };

@@ -160,6 +160,47 @@ pub(super) fn pack_b(dst: &mut [f32], b: Mat<'_>, p0: usize, kc: usize, j0: usiz
     }
 }
 
+crate::simd::kernel! {
+    /// [`pack_b`] for gathered rows (see [`super::Rows`]): rows `p0..p0+kc`, columns
+    /// `j0..j0+nc`, each row mapped through the affine map when there is one (a kernel, so the
+    /// map runs in vectors: DenseNet's 1x1 convs pack every input value through it).
+    pub(super) fn pack_b_rows(
+        dst: &mut [f32],
+        b: super::Rows<'_>,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+    ) {
+        for p in 0..kc {
+            if p + PACK_B_AHEAD < kc {
+                prefetch_row(&b.rows[p0 + p + PACK_B_AHEAD][j0..][..nc]);
+            }
+            let src = &b.rows[p0 + p][j0..][..nc];
+            for (jp, chunk) in src.chunks(NR).enumerate() {
+                let d = &mut dst[(jp * kc + p) * NR..][..NR];
+                match b.affine {
+                    None => copy_panel_row(d, chunk),
+                    Some(a) => {
+                        affine_map(&mut d[..chunk.len()], chunk, a.scale[p0 + p], a.shift[p0 + p], a.relu);
+                        d[chunk.len()..].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `d = v * s + t` for each `v` of `src` (then max(0, .) with `relu`): the multiply and the add
+/// rounded apart, as `elementwise::concat_channels_affine` does, so the values are its bits.
+#[inline(always)]
+fn affine_map(d: &mut [f32], src: &[f32], s: f32, t: f32, relu: bool) {
+    for (o, &v) in d.iter_mut().zip(src) {
+        let y = v * s + t;
+        *o = if relu && y < 0.0 { 0.0 } else { y };
+    }
+}
+
 /// One NR-float row of a packed panel from up to NR source floats, zero-filled; the full case
 /// is a fixed-size copy (two vector moves, not a memmove call).
 #[inline(always)]
