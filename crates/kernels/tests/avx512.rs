@@ -132,9 +132,9 @@ fn avx512_gives_the_avx2_bits() {
     }
 }
 
-/// The fused forward (scale, shift, residual, ReLU: the SGEMM finishes each tile as it stores
-/// it, in registers on AVX-512) gives the bits of the plain forward followed by the epilogue as
-/// a separate pass, `relu((y * scale + shift) + residual)`, on every level and thread count.
+/// The fused forward (scale, shift, residual, ReLU, applied by each path as it writes its
+/// output) gives the bits of the plain forward followed by the epilogue as a separate pass,
+/// `relu((y * scale + shift) + residual)`, on every level and thread count.
 #[test]
 fn fused_forward_equals_plain_then_epilogue_on_every_level() {
     let held = lock();
