@@ -299,6 +299,8 @@ fn odd_max_cases() -> Vec<Pool2dParams> {
         pp((3, 2, 5, 9), (3, 3), (1, 1), (1, 1), (1, 1), true),
         pp((1, 1, 14, 32), (3, 3), (1, 1), (1, 1), (1, 1), false),
         pp((1, 1, 3, 33), (3, 3), (1, 1), (1, 1), (1, 1), false),
+        // Planes enough for several tasks, dealt out in whole rounds of the threads.
+        pp((1, 700, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1), true),
         // 3x3, stride 2: a single pixel, a ceil-mode last window that starts on the last
         // column after a left pad, GoogLeNet's 28 -> 14.
         pp((1, 2, 1, 1), (3, 3), (2, 2), (1, 1), (1, 1), true),

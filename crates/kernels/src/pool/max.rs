@@ -96,70 +96,75 @@ fn max_pool_rows(
 }
 
 /// The 3x3, stride-1, pad-1 max pool without indices on small planes (the output the size of
-/// the input), whole planes per task, separably: each row's maxima with the rows above and below,
-/// then across each window of three columns. Only elementwise loops over whole rows, which the
-/// compiler vectorises with no running maximum in memory: on GoogLeNet's 7x7-28x28 maps the
-/// general path's set-up per output row made every such pool cost about 0.8 ms at batch 8
-/// whatever its size; this took 0.22-0.30 ms. Same values (NaN wins), up to the sign of a zero
-/// maximum.
+/// the input), whole planes per task, separably: each value's maximum with the values a row
+/// above and below, then across each window of three columns. Both passes run over the whole
+/// plane as one flat array (neighbours `w` and 1 floats away), in loops the compiler vectorises
+/// with no running maximum in memory, and only each row's first and last columns are fixed up
+/// after: GoogLeNet's 7x7 and 14x14 planes are too narrow for row-long vectors. On its
+/// 7x7-28x28 maps the general path's set-up per output row made every such pool cost about
+/// 0.8 ms at batch 8 whatever its size; row by row this took 0.22-0.30 ms; flat, at batch 1,
+/// [1, 832, 7, 7] 0.023 -> 0.008 ms and [1, 480, 14, 14] 0.026 -> 0.013 (`pool_bench`). Same
+/// values (NaN wins), up to the sign of a zero maximum.
 fn max_pool_3x3_same(p: &Pool2dParams, input: &[f32], output: &mut [f32]) {
     let (h, w) = (p.in_h, p.in_w);
     let plane = h * w;
-    if plane == 0 {
+    let planes = p.batch * p.channels;
+    if plane == 0 || planes == 0 {
         return;
     }
-    let per_task = planes_per_task(2 * plane) * plane;
+    // Tasks in whole rounds of the threads (832 planes of 7x7 made 5 tasks for 2 threads).
+    let threads = rayon::current_num_threads();
+    let tasks = planes
+        .div_ceil(planes_per_task(2 * plane))
+        .next_multiple_of(threads)
+        .min(planes);
+    let per_task = planes.div_ceil(tasks) * plane;
     let isa = simd::isa();
     output
         .par_chunks_mut(per_task)
         .zip(input.par_chunks(per_task))
         .for_each_init(
             || vec![0f32; plane],
-            |rows, (y, x)| {
-                for (yp, xp) in y.chunks_exact_mut(plane).zip(x.chunks_exact(plane)) {
-                    max_3x3_plane(isa, xp, h, w, rows, yp);
-                }
-            },
+            |v, (y, x)| max_3x3_planes(isa, x, h, w, v, y),
         );
 }
 
 kernel! {
-    /// One `h x w` plane of [`max_pool_3x3_same`]; `v` is scratch of the plane's size.
-    fn max_3x3_plane(x: &[f32], h: usize, w: usize, v: &mut [f32], y: &mut [f32]) {
+    /// The `h x w` planes of `x` into `y` for [`max_pool_3x3_same`]; `v` is scratch of one
+    /// plane.
+    fn max_3x3_planes(x: &[f32], h: usize, w: usize, v: &mut [f32], y: &mut [f32]) {
         let pick = |m: f32, e: f32| if takes_max(e, m) { e } else { m };
-        for (r, vr) in v.chunks_exact_mut(w).enumerate() {
-            let mid = &x[r * w..(r + 1) * w];
-            let above = (r > 0).then(|| &x[(r - 1) * w..r * w]);
-            let below = (r + 1 < h).then(|| &x[(r + 1) * w..(r + 2) * w]);
-            match (above, below) {
-                (Some(a), Some(c)) => {
-                    for (((o, &a), &b), &c) in vr.iter_mut().zip(a).zip(mid).zip(c) {
-                        *o = pick(pick(a, b), c);
-                    }
+        let n = h * w;
+        for (yp, xp) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+            // Down the columns: the first row has no row above, the last none below.
+            if h == 1 {
+                v.copy_from_slice(xp);
+            } else {
+                for ((o, &b), &c) in v[..w].iter_mut().zip(&xp[..w]).zip(&xp[w..2 * w]) {
+                    *o = pick(b, c);
                 }
-                (Some(a), None) => {
-                    for ((o, &a), &b) in vr.iter_mut().zip(a).zip(mid) {
-                        *o = pick(a, b);
-                    }
+                let inner = v[w..n - w].iter_mut().zip(&xp[..n - 2 * w]);
+                for (((o, &a), &b), &c) in inner.zip(&xp[w..n - w]).zip(&xp[2 * w..]) {
+                    *o = pick(pick(a, b), c);
                 }
-                (None, Some(c)) => {
-                    for ((o, &b), &c) in vr.iter_mut().zip(mid).zip(c) {
-                        *o = pick(b, c);
-                    }
+                for ((o, &a), &b) in v[n - w..].iter_mut().zip(&xp[n - 2 * w..n - w]).zip(&xp[n - w..]) {
+                    *o = pick(a, b);
                 }
-                (None, None) => vr.copy_from_slice(mid),
             }
-        }
-        for (vr, yr) in v.chunks_exact(w).zip(y.chunks_exact_mut(w)) {
+            // Across the rows: every value with its two neighbours in the flat plane, then each
+            // row's first and last column with its one neighbour in the row.
             if w == 1 {
-                yr[0] = vr[0];
+                yp.copy_from_slice(v);
                 continue;
             }
-            yr[0] = pick(vr[0], vr[1]);
-            for (o, t) in yr[1..w - 1].iter_mut().zip(vr.windows(3)) {
-                *o = pick(pick(t[0], t[1]), t[2]);
+            let inner = yp[1..n - 1].iter_mut().zip(&v[..n - 2]);
+            for (((o, &a), &b), &c) in inner.zip(&v[1..n - 1]).zip(&v[2..]) {
+                *o = pick(pick(a, b), c);
             }
-            yr[w - 1] = pick(vr[w - 2], vr[w - 1]);
+            for (yr, vr) in yp.chunks_exact_mut(w).zip(v.chunks_exact(w)) {
+                yr[0] = pick(vr[0], vr[1]);
+                yr[w - 1] = pick(vr[w - 2], vr[w - 1]);
+            }
         }
     }
 }
