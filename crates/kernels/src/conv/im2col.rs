@@ -795,7 +795,7 @@ pub(crate) fn forward_packed_from(
                 let rows: Vec<&[f32]> = planes.iter().map(|x| &x[j0..j0 + nb]).collect();
                 let rhs = gemm::Rows {
                     rows: &rows,
-                    affine: Some(cat.affine),
+                    affine: cat.affine,
                 };
                 product(Rhs::Rows(rhs), nb, c_out(n), g.ohw);
             } else if single && g.pointwise {

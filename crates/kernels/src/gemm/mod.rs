@@ -281,11 +281,11 @@ pub(crate) enum Rhs<'a> {
 }
 
 /// A right operand whose rows lie anywhere (a conv's input channels gathered from several
-/// arrays): row `p` of op(B) is `rows[p][..n]`, mapped through `affine` when given.
+/// arrays): row `p` of op(B) is `rows[p][..n]`, mapped through `affine`.
 #[derive(Clone, Copy)]
 pub(crate) struct Rows<'a> {
     pub rows: &'a [&'a [f32]],
-    pub affine: Option<RowAffine<'a>>,
+    pub affine: RowAffine<'a>,
 }
 
 /// `v * scale[p] + shift[p]` on row `p` (multiply, then add: no fused multiply-add, so the values
@@ -443,8 +443,8 @@ pub(crate) unsafe fn gemm_raw<'a>(
         Rhs::Rows(r) => assert!(
             r.rows.len() >= k
                 && r.rows[..k].iter().all(|row| row.len() >= n)
-                && r.affine
-                    .is_none_or(|a| a.scale.len() >= k && a.shift.len() >= k),
+                && r.affine.scale.len() >= k
+                && r.affine.shift.len() >= k,
             "gemm: gathered B rows too short"
         ),
     }

@@ -162,8 +162,8 @@ pub(super) fn pack_b(dst: &mut [f32], b: Mat<'_>, p0: usize, kc: usize, j0: usiz
 
 crate::simd::kernel! {
     /// [`pack_b`] for gathered rows (see [`super::Rows`]): rows `p0..p0+kc`, columns
-    /// `j0..j0+nc`, each row mapped through the affine map when there is one (a kernel, so the
-    /// map runs in vectors: DenseNet's 1x1 convs pack every input value through it).
+    /// `j0..j0+nc`, each row mapped through the affine map (a kernel, so the map runs in
+    /// vectors: DenseNet's 1x1 convs pack every input value through it).
     pub(super) fn pack_b_rows(
         dst: &mut [f32],
         b: super::Rows<'_>,
@@ -177,15 +177,12 @@ crate::simd::kernel! {
                 prefetch_row(&b.rows[p0 + p + PACK_B_AHEAD][j0..][..nc]);
             }
             let src = &b.rows[p0 + p][j0..][..nc];
+            let a = b.affine;
+            let (s, t) = (a.scale[p0 + p], a.shift[p0 + p]);
             for (jp, chunk) in src.chunks(NR).enumerate() {
                 let d = &mut dst[(jp * kc + p) * NR..][..NR];
-                match b.affine {
-                    None => copy_panel_row(d, chunk),
-                    Some(a) => {
-                        affine_map(&mut d[..chunk.len()], chunk, a.scale[p0 + p], a.shift[p0 + p], a.relu);
-                        d[chunk.len()..].fill(0.0);
-                    }
-                }
+                affine_map(&mut d[..chunk.len()], chunk, s, t, a.relu);
+                d[chunk.len()..].fill(0.0);
             }
         }
     }
