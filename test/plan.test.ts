@@ -27,6 +27,7 @@ import {
   evaluate,
   fit,
   manualSeed,
+  mul,
   models,
   noGrad,
   planInfo,
@@ -343,6 +344,43 @@ describe('each predict sees the model as it was when it was called', () => {
     await expect(model.predict(x)).rejects.toThrow(/state\[\d+\]: expected \d+ elements, got 0/);
     (weight as { data: Float32Array }).data = values;
     expectClose((await model.predict(x)).data, await eager(model, x), 1e-6, 0, 'after the weight is back');
+  });
+
+  it('a layer or parameter added after a predict is in the next one', async () => {
+    // Predicts reuse one walk of the module tree until any module gains a child, parameter or
+    // buffer: both kinds of change must reach the next predict.
+    class Grows extends Module {
+      readonly first: Linear;
+      second: Linear | null = null;
+      gain: Tensor | null = null;
+      constructor() {
+        super();
+        this.first = this.addModule('first', new Linear(4, 4));
+      }
+      grow(): void {
+        this.second = this.addModule('second', new Linear(4, 3));
+      }
+      addGain(): void {
+        this.gain = this.addParameter('gain', input([1, 3], 14));
+      }
+      forward(x: Tensor): Tensor {
+        const y = this.second ? this.second.call(this.first.call(x)) : this.first.call(x);
+        return this.gain ? mul(y, this.gain) : y;
+      }
+    }
+    const model = new Grows();
+    const x = input([2, 4], 13);
+    expect((await model.predict(x)).shape).toEqual([2, 4]);
+    model.grow();
+    const grown = await model.predict(x);
+    expect(grown.shape).toEqual([2, 3]);
+    expect(planInfo(model)?.planned, planInfo(model)?.reason).toBe(true);
+    expectClose(grown.data, await eager(model, x), 0, 0);
+    model.addGain();
+    const scaled = await model.predict(x);
+    expect(planInfo(model)?.planned, planInfo(model)?.reason).toBe(true);
+    expectClose(scaled.data, await eager(model, x), 0, 0);
+    expect(scaled.data.some((v, i) => v !== grown.data[i])).toBe(true);
   });
 
   it('a changed option or process setting traces again', async () => {

@@ -23,12 +23,21 @@ export interface InferenceSession {
   close(): void;
 }
 
+/**
+ * Bumped by every change to any module's children, parameters or buffers (addModule,
+ * addParameter and addBuffer are their only writers), so a walk of a tree stays valid while it
+ * holds.
+ */
+let treeVersion = 0;
+
 export abstract class Module {
   /** Training mode (dropout active, batch norm uses batch statistics). */
   training = true;
   private readonly params = new Map<string, Tensor | null>();
   private readonly bufs = new Map<string, Tensor | null>();
   private readonly children = new Map<string, Module>();
+  /** The last walk of this tree (moduleList, stateTensors) and the treeVersion it saw. */
+  private walked: { version: number; modules: Module[]; state: Tensor[] } | null = null;
 
   abstract forward(...inputs: Tensor[]): Tensor;
 
@@ -63,12 +72,14 @@ export abstract class Module {
     checkName(name);
     if (t) t.requiresGrad = true;
     this.params.set(name, t);
+    treeVersion++;
     return t;
   }
 
   protected addBuffer(name: string, t: Tensor | null): Tensor | null {
     checkName(name);
     this.bufs.set(name, t);
+    treeVersion++;
     return t;
   }
 
@@ -76,6 +87,7 @@ export abstract class Module {
     checkName(name);
     this.children.set(name, m);
     registeredAt.set(m, { parent: this, name });
+    treeVersion++;
     return m;
   }
 
@@ -105,24 +117,33 @@ export abstract class Module {
   /**
    * namedModules() without the names, and stateTensors() the values of stateDict(): the same
    * order, without building a dotted name per entry (what every predict() reads before it runs).
+   * Both come from one walk of the tree, kept while no module of any tree gains or loses a
+   * child, parameter or buffer (treeVersion): DenseNet-121's 433 modules and 606 tensors took
+   * 0.17 ms of every predict to walk, in the JavaScript before each run. Read-only to callers.
    */
-  private moduleList(): Module[] {
-    const out: Module[] = [];
-    const walk = (m: Module) => {
-      out.push(m);
-      for (const child of m.children.values()) walk(child);
-    };
-    walk(this);
-    return out;
+  private moduleList(): readonly Module[] {
+    return this.walk().modules;
   }
 
-  private stateTensors(modules: readonly Module[]): Tensor[] {
-    const out: Tensor[] = [];
+  private stateTensors(): readonly Tensor[] {
+    return this.walk().state;
+  }
+
+  private walk(): { modules: Module[]; state: Tensor[] } {
+    if (this.walked?.version === treeVersion) return this.walked;
+    const modules: Module[] = [];
+    const visit = (m: Module) => {
+      modules.push(m);
+      for (const child of m.children.values()) visit(child);
+    };
+    visit(this);
+    const state: Tensor[] = [];
     for (const m of modules) {
-      for (const t of m.params.values()) if (t) out.push(t);
-      for (const t of m.bufs.values()) if (t) out.push(t);
+      for (const t of m.params.values()) if (t) state.push(t);
+      for (const t of m.bufs.values()) if (t) state.push(t);
     }
-    return out;
+    this.walked = { version: treeVersion, modules, state };
+    return this.walked;
   }
 
   namedParameters(): [string, Tensor][] {
@@ -333,7 +354,7 @@ export abstract class Module {
    */
   inferenceSession(opts: { plan?: boolean } = {}): InferenceSession {
     const modules = this.moduleList();
-    const state = this.stateTensors(modules);
+    const state = this.stateTensors();
     const arrays = new Map(state.map((t) => [t, t.data] as const));
     pin(arrays.values());
     // FERROCONV_PLANS=0 turns plans off for the process (debugging: everything runs eagerly).

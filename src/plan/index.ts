@@ -157,7 +157,7 @@ export function compile(
   modules: readonly object[],
   forward: () => unknown,
   input: Tensor,
-  state: Tensor[],
+  state: readonly Tensor[],
 ): Runnable | string {
   const entries = guarded.get(owner) ?? [];
   guarded.set(owner, entries);
@@ -189,7 +189,12 @@ function release(result: Runnable | string | undefined): void {
   if (result && typeof result !== 'string') releasePlan(result.plan);
 }
 
-function traceAndCompile(owner: object, forward: () => unknown, input: Tensor, state: Tensor[]): Runnable | string {
+function traceAndCompile(
+  owner: object,
+  forward: () => unknown,
+  input: Tensor,
+  state: readonly Tensor[],
+): Runnable | string {
   let t: Trace;
   try {
     t = trace(forward, input.data, state, true);

@@ -219,7 +219,7 @@ interface Options {
 function record(
   forward: () => unknown,
   inputs: Data[],
-  state: Tensor[],
+  state: readonly Tensor[],
   extraState: Float32Array[],
   opts: Options,
 ): { out: unknown; rec: Recording; locate: (a: Data, op: string) => Operand } {
@@ -444,7 +444,7 @@ function specOf(rec: Recording, inputs: Data[], outputs: Operand[]): string {
  * forward reads; `state` the model's parameters and buffers. Throws Untraceable (with the
  * reason) when the forward cannot be replayed.
  */
-export function trace(forward: () => unknown, input: Float32Array, state: Tensor[], dry: boolean): Trace {
+export function trace(forward: () => unknown, input: Float32Array, state: readonly Tensor[], dry: boolean): Trace {
   const { out, rec, locate } = record(forward, [input], state, [], { dry, training: false });
   if (!isTensor(out)) throw new Untraceable('the forward did not return one Tensor');
   const spec = specOf(rec, [input], [locate(out.data, 'the output')]);
