@@ -154,28 +154,23 @@ fn bad_pieces_are_errors() {
         (&[&a, short], &[8, 4], "input piece 1"),
         (&[], &[], "at least one piece"),
     ];
-    for (pieces, channels, want) in cases {
+    let error = |input: CatInput<'_>| {
         let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
-        let input = CatInput {
+        let e = Epilogue::default();
+        conv2d_forward_cat_prepared(&p, &input, &w, &prepared, &e, &mut y, ConvAlgo::Auto)
+            .unwrap_err()
+            .0
+    };
+    for (pieces, channels, want) in cases {
+        let e = error(CatInput {
             pieces,
             channels,
             affine,
-        };
-        let e = conv2d_forward_cat_prepared(
-            &p,
-            &input,
-            &w,
-            &prepared,
-            &Epilogue::default(),
-            &mut y,
-            ConvAlgo::Auto,
-        )
-        .unwrap_err()
-        .0;
+        });
         assert!(e.contains(want), "{e}");
     }
     let few = &scale[..11];
-    let input = CatInput {
+    let e = error(CatInput {
         pieces: &[&a, &b],
         channels: &[8, 4],
         affine: RowAffine {
@@ -183,18 +178,6 @@ fn bad_pieces_are_errors() {
             shift: &shift,
             relu: false,
         },
-    };
-    let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
-    let e = conv2d_forward_cat_prepared(
-        &p,
-        &input,
-        &w,
-        &prepared,
-        &Epilogue::default(),
-        &mut y,
-        ConvAlgo::Auto,
-    )
-    .unwrap_err()
-    .0;
+    });
     assert!(e.contains("input scale"), "{e}");
 }

@@ -708,6 +708,17 @@ unsafe fn tile_avx512<const V: usize, const PREFETCH: bool>(
 mod tests {
     use super::*;
 
+    /// Deterministic input and weights for `p` in [-1, 1].
+    fn data(p: &Conv2dParams) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..p.input_len())
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let w = (0..p.weight_len())
+            .map(|i| ((i * 13 % 29) as f32) / 14.0 - 1.0)
+            .collect();
+        (x, w)
+    }
+
     /// Items padded a few at a time (a budget below the batch's input) give the results of
     /// all at once, bit for bit.
     #[test]
@@ -719,12 +730,7 @@ mod tests {
             Conv2dParams::from_shapes([5, 3, 9, 11], [7, 3, 3, 3], [2, 1], [1, 2, 0, 1], [1, 2], 1)
                 .unwrap();
         let out_hw = p.validate().unwrap();
-        let x: Vec<f32> = (0..p.input_len())
-            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-            .collect();
-        let w: Vec<f32> = (0..p.weight_len())
-            .map(|i| ((i * 13 % 29) as f32) / 14.0 - 1.0)
-            .collect();
+        let (x, w) = data(&p);
         let packed = pack_weights(&p, &w);
         let ep = Epilogue::default();
         let run = |budget: usize| {
@@ -763,12 +769,7 @@ mod tests {
                 Conv2dParams::from_shapes([1, c, hw, hw], [oc, c, 3, 3], [1, 1], [1; 4], [1, 1], 1)
                     .unwrap();
             let out_hw = p.validate().unwrap();
-            let x: Vec<f32> = (0..p.input_len())
-                .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-                .collect();
-            let w: Vec<f32> = (0..p.weight_len())
-                .map(|i| ((i * 13 % 29) as f32) / 14.0 - 1.0)
-                .collect();
+            let (x, w) = data(&p);
             let packed = pack_weights(&p, &w);
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new()
