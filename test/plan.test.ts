@@ -383,6 +383,32 @@ describe('each predict sees the model as it was when it was called', () => {
     expect(scaled.data.some((v, i) => v !== grown.data[i])).toBe(true);
   });
 
+  it('a module built elsewhere between predicts does not make the next one trace again', async () => {
+    // Counted outside the module: its own properties are part of the plan's guard.
+    let forwards = 0;
+    class Counted extends Module {
+      readonly fc: Linear;
+      constructor() {
+        super();
+        this.fc = this.addModule('fc', new Linear(4, 2));
+      }
+      forward(x: Tensor): Tensor {
+        forwards++;
+        return this.fc.call(x);
+      }
+    }
+    const model = new Counted();
+    const x = input([2, 4], 15);
+    await model.predict(x);
+    await model.predict(x);
+    // Traced once; planned predicts do not run the forward in JavaScript.
+    const traced = forwards;
+    new Sequential(new Linear(3, 3), new ReLU());
+    await model.predict(x);
+    expect(planInfo(model)?.planned).toBe(true);
+    expect(forwards).toBe(traced);
+  });
+
   it('a changed option or process setting traces again', async () => {
     const model = net();
     const x = input([2, 1, 6, 6]);

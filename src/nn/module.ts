@@ -30,14 +30,18 @@ export interface InferenceSession {
  */
 let treeVersion = 0;
 
+/**
+ * Each module's last walk of its tree (moduleList, stateTensors) and the treeVersion it saw: kept
+ * out of the module's own properties, which a compiled plan's guard compares.
+ */
+const walks = new WeakMap<object, { version: number; modules: Module[]; state: Tensor[] }>();
+
 export abstract class Module {
   /** Training mode (dropout active, batch norm uses batch statistics). */
   training = true;
   private readonly params = new Map<string, Tensor | null>();
   private readonly bufs = new Map<string, Tensor | null>();
   private readonly children = new Map<string, Module>();
-  /** The last walk of this tree (moduleList, stateTensors) and the treeVersion it saw. */
-  private walked: { version: number; modules: Module[]; state: Tensor[] } | null = null;
 
   abstract forward(...inputs: Tensor[]): Tensor;
 
@@ -130,7 +134,8 @@ export abstract class Module {
   }
 
   private walk(): { modules: Module[]; state: Tensor[] } {
-    if (this.walked?.version === treeVersion) return this.walked;
+    const kept = walks.get(this);
+    if (kept?.version === treeVersion) return kept;
     const modules: Module[] = [];
     const visit = (m: Module) => {
       modules.push(m);
@@ -142,8 +147,9 @@ export abstract class Module {
       for (const t of m.params.values()) if (t) state.push(t);
       for (const t of m.bufs.values()) if (t) state.push(t);
     }
-    this.walked = { version: treeVersion, modules, state };
-    return this.walked;
+    const walk = { version: treeVersion, modules, state };
+    walks.set(this, walk);
+    return walk;
   }
 
   namedParameters(): [string, Tensor][] {
