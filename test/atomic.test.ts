@@ -35,7 +35,10 @@ describe('writeFileAtomic', () => {
     const target = join(dir, 'model.safetensors');
     const dead = deadPid();
     const stale = `.model.safetensors.${dead}.1700000000000.tmp`;
-    const ours = `.model.safetensors.${process.pid}.${Date.now()}.tmp`; // this process: a live writer (e.g. a worker thread)
+    // This process: a live writer (e.g. a worker thread). A second old, so its name cannot be the
+    // one writeFileAtomic gives its own temp file in the same millisecond (pid and ms), which it
+    // renames over the target: that collision made this test fail now and then.
+    const ours = `.model.safetensors.${process.pid}.${Date.now() - 1000}.tmp`;
     // Our pid but from 2023, before this process started: a dead process that had the same pid.
     const reusedPid = `.model.safetensors.${process.pid}.1700000000001.tmp`;
     const parent = `.model.safetensors.${process.ppid}.1700000000002.tmp`; // another live process
