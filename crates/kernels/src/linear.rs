@@ -49,10 +49,14 @@ fn start_output(
     })
 }
 
+/// Batches up to this size read the weights in place (`gemm::few_rows`: each weight row
+/// streamed once for all the batch's rows), so they need no [`PreparedLinear`].
+pub const SMALL_BATCH: usize = gemm::FEW_ROWS;
+
 /// A linear layer's weights prepared once for the GEMM (transposed and packed into the
 /// panels it reads), for forwards whose weights do not change between calls (a compiled
-/// plan's inference runs): at batch 8, packing AlexNet's or VGG's classifier weights on every
-/// call costs more than the product itself. Batch 1 needs none (it is a matrix-vector product).
+/// plan's inference runs) at batches above [`SMALL_BATCH`], where packing the weights on every
+/// call would cost more than it saves. Smaller batches need none.
 pub struct PreparedLinear {
     in_f: usize,
     out_f: usize,
@@ -101,8 +105,8 @@ pub fn linear_forward_prepared(
     if !prepared.fits(in_f, out_f) {
         bail!("linear: prepared weights are for another shape");
     }
-    if batch == 1 || out_f == 1 {
-        // A matrix-vector product reads the weights as they are.
+    if batch <= SMALL_BATCH || out_f == 1 {
+        // A matrix-vector product, or a few rows that read the weights in place.
         return linear_forward(batch, in_f, out_f, input, weight, bias, output);
     }
     let beta = start_output(batch, in_f, out_f, input, weight, bias, output)?;
@@ -127,6 +131,13 @@ pub fn linear_forward(
 ) -> Result<()> {
     let beta = start_output(batch, in_f, out_f, input, weight, bias, output)?;
     crate::scratch::fallible("linear", || {
+        if (2..=SMALL_BATCH).contains(&batch) {
+            let par = gemm::want_parallel(batch, out_f, in_f);
+            gemm::few_rows(
+                batch, out_f, in_f, 1.0, input, weight, beta, output, out_f, par,
+            );
+            return Ok(());
+        }
         let (x, w) = (Mat::new(input, in_f, false), Mat::new(weight, in_f, true));
         sgemm_unchecked(batch, out_f, in_f, 1.0, x, w, beta, output, out_f);
         Ok(())

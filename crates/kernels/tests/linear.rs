@@ -181,6 +181,60 @@ fn bad_arguments_are_errors() {
     assert_eq!(err.0, "gradBias: expected 4 elements, got 5");
 }
 
+/// Batches of 2 to 8 read the weights in place (four weight rows a tile, blocks of 512 of the
+/// shared dimension, A copied out with padded rows): every SIMD level, 1 and 2 threads, odd
+/// batches, weight rows not a multiple of four, several blocks with a short last one, a shared
+/// dimension of 1024 (the padded copy's reason) and one shorter than a vector, against f64 sums;
+/// the thread count does not change a bit, and without a bias the NaN the output held does not
+/// leak.
+#[test]
+fn small_batches_on_every_level() {
+    let held = common::lock();
+    let shapes = [
+        (2, 3, 5),
+        (3, 1040, 37),
+        (5, 513, 130),
+        (6, 64, 4),
+        (7, 1024, 9),
+        (8, 2048, 70),
+        (8, 17, 1),
+    ];
+    common::for_each_level(&held, |lvl| {
+        for &(batch, in_f, out_f) in &shapes {
+            let c = inputs(batch, in_f, out_f);
+            let runs = [1, 2].map(|threads| {
+                common::with_threads(threads, || {
+                    let mut y = vec![f32::NAN; batch * out_f];
+                    linear_forward(batch, in_f, out_f, &c.x, &c.w, None, &mut y).unwrap();
+                    y
+                })
+            });
+            let tag = format!("{batch}x{in_f}->{out_f} at {}", lvl.name());
+            assert!(
+                runs[0]
+                    .iter()
+                    .zip(&runs[1])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{tag}: 1 and 2 threads differ"
+            );
+            for b in 0..batch {
+                for o in 0..out_f {
+                    let (mut s, mut mag) = (0f64, 0f64);
+                    for i in 0..in_f {
+                        let t = c.x[b * in_f + i] as f64 * c.w[o * in_f + i] as f64;
+                        (s, mag) = (s + t, mag + t.abs());
+                    }
+                    let got = runs[0][b * out_f + o] as f64;
+                    assert!(
+                        (got - s).abs() <= 1e-6 * mag + 1e-30,
+                        "{tag} [{b}, {o}]: {got} vs {s}"
+                    );
+                }
+            }
+        }
+    });
+}
+
 /// Forwards with weights prepared once (as compiled plans keep them) give exactly the plain
 /// forward's results, with and without bias, on 1 and 2 threads; another shape is an Error.
 #[test]

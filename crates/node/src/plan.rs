@@ -410,8 +410,9 @@ fn build_step(op: &str, args: &[Value], caches: &mut Vec<Arc<dyn Cache>>) -> nap
             let (x, w, b) = (a.read(0)?, a.read(1)?, a.read_opt(2)?);
             a.write(3)?;
             let (batch, i, n) = linear_sizes(&a.parse::<LinearArgs>(4)?)?;
-            // Batch 1 (or one output) is a matrix-vector product: nothing to prepare.
-            let prep = (batch > 1 && n > 1).then(|| Prepared::for_operand(a.reads[w], caches));
+            // Small batches (or one output) read the weights in place: nothing to prepare.
+            let prep = (batch > linear::SMALL_BATCH && n > 1)
+                .then(|| Prepared::for_operand(a.reads[w], caches));
             Box::new(move |r, o| {
                 let bias = b.map(|b| r[b]);
                 let make = || linear::prepare_forward(i, n, r[w]).ok();

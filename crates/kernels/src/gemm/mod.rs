@@ -21,10 +21,12 @@ use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
 
+mod few;
 mod gemv;
 mod kernel;
 mod pack;
 
+pub(crate) use few::FEW_ROWS;
 use gemv::*;
 use kernel::*;
 use pack::*;
@@ -388,6 +390,32 @@ pub(crate) fn gemm<'a>(
     assert_fits(c.len(), (m, n), ldc);
     // SAFETY: C is exclusively borrowed and large enough (asserted).
     unsafe { gemm_raw(m, n, k, alpha, a, b, beta, c.as_mut_ptr(), ldc, par) }
+}
+
+/// `C = alpha * A * B^T + beta * C` for at most [`FEW_ROWS`] rows of A (`m x k`, row-major)
+/// with B stored as `n` rows of `k` (a linear layer's weights), read in place: see `few.rs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn few_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    par: bool,
+) {
+    assert!(m <= FEW_ROWS, "few_rows: {m} rows of A");
+    assert_fits(a.len(), (m, k), k);
+    assert_fits(b.len(), (n, k), k);
+    assert_fits(c.len(), (m, n), ldc);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: C is exclusively borrowed and large enough (asserted).
+    unsafe { few::few_rows(m, n, k, alpha, a, b, beta, CPtr(c.as_mut_ptr()), ldc, par) }
 }
 
 /// op(B) (`k x n`) packed whole, in the layout of [`Rhs::Packed`], on the pool: for a right
