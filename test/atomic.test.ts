@@ -35,9 +35,8 @@ describe('writeFileAtomic', () => {
     const target = join(dir, 'model.safetensors');
     const dead = deadPid();
     const stale = `.model.safetensors.${dead}.1700000000000.tmp`;
-    // This process: a live writer (e.g. a worker thread). A second old, so its name cannot be the
-    // one writeFileAtomic gives its own temp file in the same millisecond (pid and ms), which it
-    // renames over the target: that collision made this test fail now and then.
+    // This process: a live writer (e.g. a worker thread). A second old, so its name is not the one
+    // writeFileAtomic tries first for its own temp file (pid and ms; the test below covers that).
     const ours = `.model.safetensors.${process.pid}.${Date.now() - 1000}.tmp`;
     // Our pid but from 2023, before this process started: a dead process that had the same pid.
     const reusedPid = `.model.safetensors.${process.pid}.1700000000001.tmp`;
@@ -52,6 +51,24 @@ describe('writeFileAtomic', () => {
     expect(readdirSync(dir).sort()).toEqual(
       [ours, parent, otherTarget, lookalike, unrelated, 'model.safetensors'].sort(),
     );
+  });
+
+  it("never writes another writer's temp file: a name taken in the same millisecond is passed over", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fc-atomic-'));
+    const target = join(dir, 'w.bin');
+    const now = Date.now();
+    // A worker thread of this process writing the same target in the same millisecond.
+    const other = `.w.bin.${process.pid}.${now}.tmp`;
+    writeFileSync(join(dir, other), 'the other writer');
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(now);
+    try {
+      writeFileAtomic(target, [new TextEncoder().encode('mine')]);
+    } finally {
+      clock.mockRestore();
+    }
+    expect(readFileSync(target, 'utf8')).toBe('mine');
+    expect(readFileSync(join(dir, other), 'utf8')).toBe('the other writer');
+    expect(readdirSync(dir).sort()).toEqual([other, 'w.bin'].sort());
   });
 
   it('flushes the file, then (on POSIX) the directory after the rename', () => {

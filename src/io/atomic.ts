@@ -5,9 +5,22 @@
 import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
-/** `.<name>.<pid>.<ms>.tmp`: hidden, next to the target, and naming the process writing it. */
-function tempPath(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+/**
+ * Creates `.<name>.<pid>.<ms>.tmp` (hidden, next to the target, naming the process writing it)
+ * exclusively: worker threads share the pid, so two writes to one target in the same millisecond
+ * would otherwise write the same temp file and rename each other's data over the target. A name
+ * already taken is passed over for the next millisecond's.
+ */
+function createTemp(path: string): { tmp: string; fd: number } {
+  const ms = Date.now();
+  for (let i = 0; ; i++) {
+    const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${ms + i}.tmp`);
+    try {
+      return { tmp, fd: openSync(tmp, 'wx') };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || i >= 1000) throw e;
+    }
+  }
 }
 
 /**
@@ -86,10 +99,10 @@ function fsyncDirectory(dir: string): void {
 
 export function writeFileAtomic(path: string, chunks: Uint8Array[]): void {
   removeStaleTemps(path);
-  const tmp = tempPath(path);
-  let fd = -1;
+  const created = createTemp(path);
+  const tmp = created.tmp;
+  let fd = created.fd;
   try {
-    fd = openSync(tmp, 'w');
     for (const c of chunks) {
       let off = 0;
       while (off < c.length) off += writeSync(fd, c, off, c.length - off);
