@@ -165,7 +165,11 @@ describe('ferroconv CLI', () => {
     const qs = await ort.InferenceSession.create(qOnnx);
     const qo = (await qs.run({ input: new ort.Tensor('float32', batch.data.subarray(0, 784), [1, 1, 28, 28]) })).output;
     const mine = int8.forward(new Tensor(batch.data.subarray(0, 784), [1, 1, 28, 28]));
-    for (let i = 0; i < 10; i++) expect(Math.abs((qo.data as Float32Array)[i] - mine.data[i])).toBeLessThan(1e-4);
+    // ONNX Runtime's own int8 arithmetic saturates on x86-64 without VNNI (see ortInt8Exact).
+    const { ortInt8Exact, relError, SATURATED_BOUND } = await import('./onnx-helpers.js');
+    if (ortInt8Exact())
+      for (let i = 0; i < 10; i++) expect(Math.abs((qo.data as Float32Array)[i] - mine.data[i])).toBeLessThan(1e-4);
+    else expect(relError(qo.data as Float32Array, mine.data)).toBeLessThan(SATURATED_BOUND);
     expect(run('quantize', '--checkpoint', join(dir, 'model.safetensors')).err).toContain('--out is required');
     expect(
       run('quantize', '--checkpoint', join(dir, 'model.safetensors'), '--out', qPath, '--observer', 'kl').code,

