@@ -122,8 +122,11 @@ describe('loadOnnx: ferroconv -> ONNX -> ferroconv', () => {
       // fused as in the zoo: fewer kernel calls than with fusion off, the same outputs.
       const predicted = await imported.predict(x);
       expect(planInfo(imported)?.planned).toBe(true);
-      // Fused and unfused round apart: 1.05e-6 for ResNet-18 on an AVX2 CPU.
-      expect(relError(predicted.data, got.data)).toBeLessThan(2e-6);
+      // Fused as the zoo's own plan fuses: its numbers. Against the unfused eager import, the
+      // plans' tolerance (fused and unfused round apart: 1.05e-6 for ResNet-18 on an AVX2 CPU).
+      const zooPredicted = await model.predict(x);
+      expect(relError(predicted.data, zooPredicted.data)).toBeLessThan(1e-6);
+      expect(relError(predicted.data, got.data)).toBeLessThan(1e-5);
       const fusedSteps = planInfo(imported)?.steps as number;
       const was = setInferenceFusion(false);
       try {

@@ -461,6 +461,17 @@ describe('CompiledPlan refuses bad plans with an Error', () => {
     expect([...out]).toEqual([0, 2, 0, 4]);
   });
 
+  it('compiles off the JavaScript thread to the same plan', async () => {
+    const plan = await addon.CompiledPlan.compile(spec());
+    const out = new Float32Array(4);
+    await plan.run([Float32Array.from([-1, 2, -3, 4])], [], [out]);
+    expect([...out]).toEqual([0, 2, 0, 4]);
+    await expect(addon.CompiledPlan.compile('not json')).rejects.toThrow(/^CompiledPlan: /);
+    await expect(
+      addon.CompiledPlan.compile(spec({ steps: [{ op: 'crossEntropyForward', args: [] }] })),
+    ).rejects.toThrow(/^CompiledPlan: step 0 \(crossEntropyForward\)/);
+  });
+
   it('malformed, unknown or out-of-range plans', () => {
     const bad = [
       'not json',

@@ -371,7 +371,7 @@ export abstract class Module {
       forward: async (x: Tensor): Promise<Tensor> => {
         if (!open) throw new Error('inferenceSession: forward after close()');
         const forward = () => this.forwardIsolated(arrays, [x]);
-        const compiled = off ? null : compile(this, modules, forward, x, state);
+        const compiled = off ? null : await compile(this, modules, forward, x, state);
         if (compiled && typeof compiled !== 'string') {
           const { plan } = compiled;
           info = { planned: true, steps: plan.steps, arenaBytes: plan.arenaBytes };

@@ -20,9 +20,18 @@ type CompiledPlan = InstanceType<Native['CompiledPlan']>;
 
 /** Compiled plans kept per model (the most recently used traces). */
 const KEEP = 4;
-const compiled = new WeakMap<object, Map<string, CompiledPlan>>();
-/** Guards of recent traces per model, each with the plan it gave (or why it could not). */
-const guarded = new WeakMap<object, { guard: unknown[]; result: Runnable | string }[]>();
+const compiled = new WeakMap<object, Map<string, Promise<CompiledPlan>>>();
+/**
+ * Guards of recent traces per model, each with the plan it gives (or why it could not): a
+ * promise while the plan compiles, so concurrent forwards of one trace share one compile.
+ */
+const guarded = new WeakMap<object, GuardEntry[]>();
+interface GuardEntry {
+  guard: unknown[];
+  result: Promise<Runnable | string>;
+  /** The result once the promise settled. */
+  settled?: Runnable | string;
+}
 
 let epoch = 0;
 
@@ -149,8 +158,8 @@ export interface Runnable {
 
 /**
  * The compiled plan for `forward` (the model's eval forward on `input`) or the reason it cannot
- * be planned: cached while the guard holds, else traced (dry) and compiled, reusing the compiled
- * plan of an identical earlier trace.
+ * be planned: cached while the guard holds, else traced (dry, here, on this thread) and
+ * compiled (off it), reusing the compiled plan of an identical earlier trace.
  */
 export function compile(
   owner: object,
@@ -158,7 +167,7 @@ export function compile(
   forward: () => unknown,
   input: Tensor,
   state: readonly Tensor[],
-): Runnable | string {
+): Promise<Runnable | string> {
   const entries = guarded.get(owner) ?? [];
   guarded.set(owner, entries);
   const hit = entries.findIndex((e) => holds(e.guard, modules, state, input));
@@ -168,18 +177,34 @@ export function compile(
     return e.result;
   }
   const guard = guardOf(modules, state, input);
-  const result = traceAndCompile(owner, forward, input, state);
-  if (entries.length >= KEEP) release(entries.shift()?.result);
-  entries.push({ guard, result });
-  return result;
+  let t: Trace;
+  try {
+    t = trace(forward, input.data, state, true);
+  } catch (e) {
+    if (!(e instanceof Untraceable)) throw e;
+    const reason = e.message;
+    return remember(entries, { guard, result: Promise.resolve(reason), settled: reason });
+  }
+  const entry: GuardEntry = { guard, result: planFor(owner, t) };
+  void entry.result.then((r) => {
+    entry.settled = r;
+  });
+  return remember(entries, entry);
+}
+
+/** Keeps `entry` as `entries`' most recent, evicting the oldest past KEEP; gives its result. */
+function remember(entries: GuardEntry[], entry: GuardEntry): Promise<Runnable | string> {
+  if (entries.length >= KEEP) void entries.shift()?.result.then(release);
+  entries.push(entry);
+  return entry.result;
 }
 
 /** The compiled plan `owner`'s most recent planned forward ran, with its trace (for tools). */
 export function recentPlan(owner: object): Runnable | undefined {
   const entries = guarded.get(owner) ?? [];
   for (let i = entries.length - 1; i >= 0; i--) {
-    const r = entries[i].result;
-    if (typeof r !== 'string') return r;
+    const r = entries[i].settled;
+    if (r !== undefined && typeof r !== 'string') return r;
   }
   return undefined;
 }
@@ -189,39 +214,31 @@ function release(result: Runnable | string | undefined): void {
   if (result && typeof result !== 'string') releasePlan(result.plan);
 }
 
-function traceAndCompile(
-  owner: object,
-  forward: () => unknown,
-  input: Tensor,
-  state: readonly Tensor[],
-): Runnable | string {
-  let t: Trace;
-  try {
-    t = trace(forward, input.data, state, true);
-  } catch (e) {
-    if (e instanceof Untraceable) return e.message;
-    throw e;
-  }
-  const plans = compiled.get(owner) ?? new Map<string, CompiledPlan>();
+/**
+ * The plan for trace `t`: an identical earlier trace's, or compiled now on a thread of its own
+ * (tens of ms for a zoo model), so the event loop keeps turning meanwhile.
+ */
+async function planFor(owner: object, t: Trace): Promise<Runnable | string> {
+  const plans = compiled.get(owner) ?? new Map<string, Promise<CompiledPlan>>();
   compiled.set(owner, plans);
   let plan = plans.get(t.spec);
   if (plan) {
     plans.delete(t.spec); // most recently used last
   } else {
-    try {
-      plan = new addon.CompiledPlan(t.spec);
-    } catch (e) {
-      return `the binding refused the plan: ${(e as Error).message}`;
-    }
+    plan = addon.CompiledPlan.compile(t.spec);
     if (plans.size >= KEEP) {
       const oldest = plans.keys().next().value as string;
-      const evicted = plans.get(oldest);
-      if (evicted) releasePlan(evicted);
+      void plans.get(oldest)?.then(releasePlan, () => {});
       plans.delete(oldest);
     }
   }
   plans.set(t.spec, plan);
-  return { plan, trace: t };
+  try {
+    return { plan: await plan, trace: t };
+  } catch (e) {
+    if (plans.get(t.spec) === plan) plans.delete(t.spec);
+    return `the binding refused the plan: ${(e as Error).message}`;
+  }
 }
 
 /**

@@ -115,11 +115,29 @@ export async function runStep(
     const pool = pools.get(model) ?? [];
     pools.set(model, pool);
     traced = traceStep(step, inputs, [...model.stateDict().values()], optimizer.stateArrays(), pool);
+  } catch (e) {
+    undo();
+    if (e instanceof Untraceable) return e.message;
+    throw e;
+  }
+  // Pinned from here: JavaScript writing a state array while the plan compiles or runs writes
+  // a copy (tensor.ts writableData), so the step reads the weights its trace saw.
+  pin(traced.state);
+  try {
     entry = plans.get(traced.structure);
     if (entry) {
       plans.delete(traced.structure); // most recently used last
     } else {
-      entry = { plan: new addon.CompiledPlan(traced.spec()), args: traced.args };
+      try {
+        // Compiled on a thread of its own (tens of ms for a zoo model's step), so the event
+        // loop keeps turning during the first step too.
+        entry = { plan: await addon.CompiledPlan.compile(traced.spec()), args: traced.args };
+      } catch (e) {
+        undo();
+        if (e instanceof Error && e.message.startsWith('CompiledPlan'))
+          return `the binding refused the plan: ${e.message}`;
+        throw e;
+      }
       if (plans.size >= KEEP) {
         const oldest = plans.keys().next().value as string;
         plans.get(oldest)?.plan.releaseArena();
@@ -127,12 +145,22 @@ export async function runStep(
       }
     }
     plans.set(traced.structure, entry);
-  } catch (e) {
-    undo();
-    if (e instanceof Untraceable) return e.message;
-    if (e instanceof Error && e.message.startsWith('CompiledPlan')) return `the binding refused the plan: ${e.message}`;
-    throw e;
+    return await runCompiled(model, optimizer, traced, entry, inputs, params, restoreOptimizer);
+  } finally {
+    unpin(traced.state);
   }
+}
+
+/** Runs the compiled step `entry` for `traced`, then swaps the updated arrays in. */
+async function runCompiled(
+  model: Module,
+  optimizer: PlannableOptimizer,
+  traced: ReturnType<typeof traceStep>,
+  entry: { plan: CompiledPlan; args: string[] },
+  inputs: (Float32Array | Int32Array)[],
+  params: Tensor[],
+  restoreOptimizer: () => void,
+): Promise<Tensor[]> {
   for (const p of params) p.grad = null;
   const changed: string[] = [];
   traced.args.forEach((a, i) => {
@@ -144,7 +172,6 @@ export async function runStep(
   for (const a of updated) contentChanged(a); // the run writes new values into them
   // Labels travel as the bytes of an Int32Array, seen as floats.
   const views = inputs.map((x) => (x instanceof Float32Array ? x : new Float32Array(x.buffer, x.byteOffset, x.length)));
-  pin(traced.state);
   try {
     await entry.plan.run(views, traced.state, outputs, changed.length ? `[${changed.join(',')}]` : null, updated);
   } catch (e) {
@@ -152,8 +179,6 @@ export async function runStep(
     // effects on the JavaScript side stay and the optimizer's bookkeeping does not.
     restoreOptimizer();
     throw e;
-  } finally {
-    unpin(traced.state);
   }
   // The new arrays replace the old where nothing else replaced them meanwhile.
   const tensors = [...model.stateDict().values()];

@@ -1138,6 +1138,59 @@ struct Shared {
     bound: Mutex<Option<Arc<Vec<Float32Array>>>>,
 }
 
+/// A plan from the tracer's JSON (see `src/plan/trace.ts`): the constructor's and `compile`'s work.
+fn build_shared(spec: &str) -> napi::Result<Shared> {
+    let spec: PlanSpec =
+        serde_json::from_str(spec).map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
+    let mut prepared = Vec::new();
+    let into_conv = cat_conv_pairs(&spec);
+    let steps = spec
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let fused = match into_conv.get(&i) {
+                // The concatenation the conv at `j` reads in pieces: nothing to do here.
+                Some(CatConv::Into(j)) => Ok(Step {
+                    name: format!("{} (read in pieces by step {j})", s.op),
+                    reads: Vec::new(),
+                    writes: Vec::new(),
+                    run: Box::new(|_, _| Ok(())),
+                }),
+                Some(&CatConv::From(k)) => {
+                    build_cat_conv(&spec.steps[k].args, &s.args, &mut prepared)
+                }
+                None => build_step(&s.op, &s.args, &mut prepared),
+            };
+            fused.map_err(|e| invalid(format!("CompiledPlan: step {i} ({}): {}", s.op, e.reason)))
+        })
+        .collect::<napi::Result<Vec<_>>>()?;
+    let outputs = spec
+        .outputs
+        .iter()
+        .map(|o| o.operand())
+        .collect::<napi::Result<Vec<_>>>()
+        .map_err(|e| invalid(format!("CompiledPlan: {}", e.reason)))?;
+    let ops = spec.steps.iter().map(|s| s.op.clone()).collect();
+    let plan = Plan::new(
+        spec.input_lens,
+        spec.state_lens,
+        spec.temp_lens,
+        steps,
+        outputs,
+    )
+    .map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
+    Ok(Shared {
+        plan,
+        prepared,
+        ops,
+        arena: Mutex::new(None),
+        profiling: false.into(),
+        step_ms: Mutex::new(Vec::new()),
+        bound: Mutex::new(None),
+    })
+}
+
 /// A model's forward for one input shape (or one training step: forward, loss, backward and
 /// optimizer update), compiled: the kernel calls of one traced eager call over a planned arena.
 /// `run` computes it off the JavaScript thread.
@@ -1152,59 +1205,34 @@ impl CompiledPlan {
     /// step, malformed arguments or operands out of range give an Error.
     #[napi(constructor)]
     pub fn new(spec: String) -> napi::Result<CompiledPlan> {
-        let spec: PlanSpec =
-            serde_json::from_str(&spec).map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
-        let mut prepared = Vec::new();
-        let into_conv = cat_conv_pairs(&spec);
-        let steps = spec
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let fused = match into_conv.get(&i) {
-                    // The concatenation the conv at `j` reads in pieces: nothing to do here.
-                    Some(CatConv::Into(j)) => Ok(Step {
-                        name: format!("{} (read in pieces by step {j})", s.op),
-                        reads: Vec::new(),
-                        writes: Vec::new(),
-                        run: Box::new(|_, _| Ok(())),
-                    }),
-                    Some(&CatConv::From(k)) => {
-                        build_cat_conv(&spec.steps[k].args, &s.args, &mut prepared)
-                    }
-                    None => build_step(&s.op, &s.args, &mut prepared),
-                };
-                fused.map_err(|e| {
-                    invalid(format!("CompiledPlan: step {i} ({}): {}", s.op, e.reason))
-                })
-            })
-            .collect::<napi::Result<Vec<_>>>()?;
-        let outputs = spec
-            .outputs
-            .iter()
-            .map(|o| o.operand())
-            .collect::<napi::Result<Vec<_>>>()
-            .map_err(|e| invalid(format!("CompiledPlan: {}", e.reason)))?;
-        let ops = spec.steps.iter().map(|s| s.op.clone()).collect();
-        let plan = Plan::new(
-            spec.input_lens,
-            spec.state_lens,
-            spec.temp_lens,
-            steps,
-            outputs,
-        )
-        .map_err(|e| invalid(format!("CompiledPlan: {e}")))?;
         Ok(CompiledPlan {
-            shared: Arc::new(Shared {
-                plan,
-                prepared,
-                ops,
-                arena: Mutex::new(None),
-                profiling: false.into(),
-                step_ms: Mutex::new(Vec::new()),
-                bound: Mutex::new(None),
-            }),
+            shared: Arc::new(build_shared(&spec)?),
         })
+    }
+
+    /// Builds a plan as the constructor does, on a thread of its own, so the JavaScript thread
+    /// keeps running meanwhile: parsing and building the steps of a large training step takes
+    /// tens of milliseconds. Rejects with the constructor's errors.
+    #[napi(ts_return_type = "Promise<CompiledPlan>")]
+    pub fn compile(env: &Env, spec: String) -> napi::Result<Object<'_>> {
+        type Resolver = Box<dyn FnOnce(Env) -> napi::Result<CompiledPlan> + Send>;
+        let (deferred, promise) = env.create_deferred::<CompiledPlan, Resolver>()?;
+        // Not the kernel pool: a compile would hold one of its threads while runs of other
+        // plans wait for it.
+        std::thread::Builder::new()
+            .name("ferroconv-compile".into())
+            .spawn(move || {
+                match crate::runtime::caught("CompiledPlan.compile", || build_shared(&spec)) {
+                    Ok(Ok(shared)) => deferred.resolve(Box::new(move |_| {
+                        Ok(CompiledPlan {
+                            shared: Arc::new(shared),
+                        })
+                    })),
+                    Ok(Err(e)) | Err(e) => deferred.reject(e),
+                }
+            })
+            .map_err(|e| invalid(format!("CompiledPlan.compile: no thread: {e}")))?;
+        Ok(promise)
     }
 
     /// Bytes of the arena a run uses for the intermediate values.
