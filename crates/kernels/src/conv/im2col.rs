@@ -835,15 +835,25 @@ pub(crate) fn forward_packed_from(
                 });
             }
             // A single item's tile was just written by the GEMM: finish it while it is still
-            // in cache.
+            // in cache. A GEMM that ran over the pool (one task for the whole plane) is
+            // finished over the pool too: its plane is too large for one core to finish from
+            // cache at the speed of two.
             if finish && single {
-                for n in src.items.clone() {
-                    for r in 0..g.cog {
-                        let oc = gi * g.cog + r;
-                        let off = (n * p.out_channels + oc) * g.ohw + j0;
-                        let row = std::slice::from_raw_parts_mut(out.at(off), nb);
-                        epilogue.apply_row(row, oc, off, isa);
-                    }
+                let n = src.items.start;
+                let finish_row = |r: usize| {
+                    let oc = gi * g.cog + r;
+                    let off = (n * p.out_channels + oc) * g.ohw + j0;
+                    // SAFETY: row `r` of this task's block, written by this task alone.
+                    let row = std::slice::from_raw_parts_mut(out.at(off), nb);
+                    epilogue.apply_row(row, oc, off, isa);
+                };
+                if par {
+                    (0..g.cog)
+                        .into_par_iter()
+                        .with_min_len(4)
+                        .for_each(finish_row);
+                } else {
+                    (0..g.cog).for_each(finish_row);
                 }
             }
         }
