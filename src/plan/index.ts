@@ -194,7 +194,7 @@ export function compile(
 
 /** Keeps `entry` as `entries`' most recent, evicting the oldest past KEEP; gives its result. */
 function remember(entries: GuardEntry[], entry: GuardEntry): Promise<Runnable | string> {
-  if (entries.length >= KEEP) void entries.shift()?.result.then(release);
+  if (entries.length >= KEEP) void entries.shift()?.result.then(release, () => {});
   entries.push(entry);
   return entry.result;
 }
@@ -216,27 +216,28 @@ function release(result: Runnable | string | undefined): void {
 
 /**
  * The plan for trace `t`: an identical earlier trace's, or compiled now on a thread of its own
- * (tens of ms for a zoo model), so the event loop keeps turning meanwhile.
+ * (milliseconds for a zoo model), so the event loop keeps turning meanwhile.
  */
 async function planFor(owner: object, t: Trace): Promise<Runnable | string> {
   const plans = compiled.get(owner) ?? new Map<string, Promise<CompiledPlan>>();
   compiled.set(owner, plans);
   let plan = plans.get(t.spec);
-  if (plan) {
-    plans.delete(t.spec); // most recently used last
-  } else {
-    plan = addon.CompiledPlan.compile(t.spec);
-    if (plans.size >= KEEP) {
-      const oldest = plans.keys().next().value as string;
-      void plans.get(oldest)?.then(releasePlan, () => {});
-      plans.delete(oldest);
-    }
-  }
-  plans.set(t.spec, plan);
   try {
+    if (plan) {
+      plans.delete(t.spec); // most recently used last
+    } else {
+      plan = addon.CompiledPlan.compile(t.spec);
+      if (plans.size >= KEEP) {
+        const oldest = plans.keys().next().value as string;
+        void plans.get(oldest)?.then(releasePlan, () => {});
+        plans.delete(oldest);
+      }
+    }
+    plans.set(t.spec, plan);
     return { plan: await plan, trace: t };
   } catch (e) {
-    if (plans.get(t.spec) === plan) plans.delete(t.spec);
+    // Never rejects: a plan the binding refuses is a reason to run eagerly.
+    if (plan && plans.get(t.spec) === plan) plans.delete(t.spec);
     return `the binding refused the plan: ${(e as Error).message}`;
   }
 }

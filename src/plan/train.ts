@@ -129,7 +129,7 @@ export async function runStep(
       plans.delete(traced.structure); // most recently used last
     } else {
       try {
-        // Compiled on a thread of its own (tens of ms for a zoo model's step), so the event
+        // Compiled on a thread of its own (milliseconds for a zoo model's step), so the event
         // loop keeps turning during the first step too.
         entry = { plan: await addon.CompiledPlan.compile(traced.spec()), args: traced.args };
       } catch (e) {

@@ -1211,8 +1211,8 @@ impl CompiledPlan {
     }
 
     /// Builds a plan as the constructor does, on a thread of its own, so the JavaScript thread
-    /// keeps running meanwhile: parsing and building the steps of a large training step takes
-    /// tens of milliseconds. Rejects with the constructor's errors.
+    /// keeps running meanwhile: parsing and building the steps of a zoo model's training step
+    /// takes milliseconds. Rejects with the constructor's errors.
     #[napi(ts_return_type = "Promise<CompiledPlan>")]
     pub fn compile(env: &Env, spec: String) -> napi::Result<Object<'_>> {
         type Resolver = Box<dyn FnOnce(Env) -> napi::Result<CompiledPlan> + Send>;
