@@ -122,11 +122,13 @@ describe('loadOnnx: ferroconv -> ONNX -> ferroconv', () => {
       // fused as in the zoo: fewer kernel calls than with fusion off, the same outputs.
       const predicted = await imported.predict(x);
       expect(planInfo(imported)?.planned).toBe(true);
-      // Fused as the zoo's own plan fuses: its numbers. Against the unfused eager import, the
-      // plans' tolerance (fused and unfused round apart: 1.05e-6 for ResNet-18 on an AVX2 CPU).
+      // Fused as the zoo's own plan fuses: its numbers (ResNet-18 bit for bit; 3e-7 and 5e-7
+      // for DenseNet-121 and GoogLeNet, whose imported graphs concatenate apart). Against the
+      // unfused eager import, fused and unfused round apart: 1.05e-6 for ResNet-18 on an AVX2
+      // and on an AVX-512 CPU alike, so 1e-6 cannot hold there.
       const zooPredicted = await model.predict(x);
       expect(relError(predicted.data, zooPredicted.data)).toBeLessThan(1e-6);
-      expect(relError(predicted.data, got.data)).toBeLessThan(1e-5);
+      expect(relError(predicted.data, got.data)).toBeLessThan(2e-6);
       const fusedSteps = planInfo(imported)?.steps as number;
       const was = setInferenceFusion(false);
       try {

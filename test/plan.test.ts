@@ -211,6 +211,17 @@ describe('off the JavaScript thread', () => {
     expect(doneAtRead).toBe(0);
   });
 
+  it('concurrent first predicts of one model, while its plan compiles', async () => {
+    // The second predict finds the first one's trace with its compile still pending and waits
+    // for it (that it is the same compile cannot be seen from here: the addon is frozen).
+    const model = smallConvNet(21);
+    const x = input([3, 1, 6, 6]);
+    const [y1, y2] = await Promise.all([model.predict(x), model.predict(x)]);
+    expect(planInfo(model)?.planned, planInfo(model)?.reason).toBe(true);
+    expectClose(y1.data, await eager(model, x), 1e-5, 1e-6);
+    expectClose(y2.data, y1.data, 0, 0);
+  });
+
   it('two models predict at once', async () => {
     manualSeed(6);
     const a = models.resnet18({ numClasses: 5 });
