@@ -8,6 +8,7 @@
 //! `ROT=n` (with `prepared`) takes the prepared weights from n copies in turn and reports the
 //! median: the weights come from DRAM as in a plan (48 copies for ResNet-50), while input and
 //! output stay warm; unlike the flushes below, no pool thread idles between calls.
+//! `RES=1` adds a residual of the output's shape to every conv's epilogue.
 //! `COLD=1` reads 96 MiB between timed calls, so weights, input and output come from DRAM;
 //! `COLD=2` then brings input and output back, leaving only the weights cold, as in a plan
 //! running layer after layer at batch 1.
@@ -179,8 +180,13 @@ fn main() {
             let shift = fill(oc, 3);
             let mut y = vec![0f32; p.output_len((oh, ow))];
             let (y_ptr, y_len) = (y.as_mut_ptr(), y.len());
+            // RES=1: a residual added too, as ResNet's last conv of each block has.
+            let res = std::env::var("RES")
+                .is_ok()
+                .then(|| fill(p.output_len((oh, ow)), 4));
             let ep = Epilogue {
                 shift: Some(&shift),
+                residual: res.as_deref(),
                 relu: true,
                 ..Epilogue::default()
             };
