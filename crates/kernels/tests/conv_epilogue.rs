@@ -118,6 +118,16 @@ fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
             "1x1 stride 2 b2",
             params((2, 8, 9, 9), (6, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
         ),
+        (
+            // Strided 1x1 convs run on a subsampled copy of the input: strides of 3 and odd
+            // sizes, so rows and columns end between strides.
+            "1x1 stride 3x2 b3",
+            params((3, 10, 10, 11), (7, 1, 1), (3, 2), (0, 0, 0, 0), (1, 1), 1),
+        ),
+        (
+            "1x1 stride 2x3 b1",
+            params((1, 33, 17, 20), (9, 1, 1), (2, 3), (0, 0, 0, 0), (1, 1), 1),
+        ),
     ]
 }
 
