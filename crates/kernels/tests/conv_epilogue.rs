@@ -128,6 +128,11 @@ fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
             "1x1 stride 2x3 b1",
             params((1, 33, 17, 20), (9, 1, 1), (2, 3), (0, 0, 0, 0), (1, 1), 1),
         ),
+        (
+            // Output planes of 256+ positions: subsampled and run one item at a time.
+            "1x1 stride 2 b3, item by item",
+            params((3, 5, 33, 34), (4, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+        ),
     ]
 }
 

@@ -746,22 +746,48 @@ pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epil
     // conv then runs as the 1x1 stride-1 one it is on that. Lowered straight from the input,
     // each block gathered short pieces of a few rows from every channel's plane, out of cache
     // at batch 8, and the lowering took 28% of ResNet-50's 256->512 @56 at batch 8 (16% at
-    // batch 1).
+    // batch 1). Planes large enough to run item by item (see MIN_BATCHED_COLS) go one item at a
+    // time, the subsampled item read back from cache, and the buffer kept between calls stays
+    // small: the whole batch's (6.4 MB for that conv at batch 8, on each thread that ran one)
+    // added 20 MB to ResNet-50's planned predict. Smaller planes, which the GEMM batches over
+    // items, go as many items as fit in SUBSAMPLED_FLOATS (conv_b1 at batch 8, residual
+    // epilogue, 3 runs: 256->512 @56 5.1-5.5 ms with the whole batch at once, 4.4-5.0 item by
+    // item; 512->1024 @28 4.1-4.7 at once, 4.3-4.6 two items at a time).
     let (p, out_hw, input, weight, output) = f.parts();
-    let sub_p = Conv2dParams {
-        in_h: out_hw.0,
-        in_w: out_hw.1,
-        stride_h: 1,
-        stride_w: 1,
-        ..*p
+    let plane = out_hw.0 * out_hw.1;
+    let (in_item, out_item) = (p.in_channels * p.in_h * p.in_w, p.out_channels * plane);
+    let items = if plane >= MIN_BATCHED_COLS {
+        1
+    } else {
+        (SUBSAMPLED_FLOATS / (p.in_channels * plane).max(1)).clamp(1, p.batch.max(1))
     };
-    let len = p.batch * p.in_channels * out_hw.0 * out_hw.1;
-    with_subsampled(len, |sub| {
-        subsample(p, out_hw, input, sub);
-        let f = Forward::new(&sub_p, out_hw, sub, weight, output);
-        forward_packed_from(f, packed, epilogue, None)
-    })
+    for n0 in (0..p.batch).step_by(items) {
+        let n1 = (n0 + items).min(p.batch);
+        let sub_p = Conv2dParams {
+            batch: n1 - n0,
+            in_h: out_hw.0,
+            in_w: out_hw.1,
+            stride_h: 1,
+            stride_w: 1,
+            ..*p
+        };
+        let ep = Epilogue {
+            residual: epilogue.residual.map(|r| &r[n0 * out_item..n1 * out_item]),
+            ..*epilogue
+        };
+        let x = &input[n0 * in_item..n1 * in_item];
+        let y = &mut output[n0 * out_item..n1 * out_item];
+        with_subsampled((n1 - n0) * p.in_channels * plane, |sub| {
+            subsample(p, out_hw, x, sub);
+            let f = Forward::new(&sub_p, out_hw, sub, weight, y);
+            forward_packed_from(f, packed, &ep, None)
+        });
+    }
 }
+
+/// Most floats of subsampled input [`forward_packed`] makes at once for planes the GEMM
+/// batches over items (4 MiB), unless one item needs more.
+const SUBSAMPLED_FLOATS: usize = 1 << 20;
 
 /// A 1x1 conv without padding and with a stride (dilation means nothing to a 1x1 kernel).
 fn is_strided_1x1(p: &Conv2dParams) -> bool {
