@@ -133,6 +133,10 @@ fn tiling_cases() -> Vec<(&'static str, Conv2dParams)> {
             "1x1 stride 2 b3, item by item",
             params((3, 5, 33, 34), (4, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
         ),
+        (
+            "1x1 stride 2 b2, 2 groups",
+            params((2, 8, 9, 9), (6, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 2),
+        ),
     ]
 }
 
