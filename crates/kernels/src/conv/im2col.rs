@@ -17,7 +17,7 @@
 //! grad_out * col^T` (col's panels transposed from zero-padded input planes, or from rows
 //! lowered in cache), `grad_bias = sum of grad_out over items and positions`.
 use super::cat::CatInput;
-use super::par::{with_scratch, SharedMut};
+use super::par::{with_buffer, with_scratch, SharedMut};
 use super::{valid_range, Conv2dParams, Epilogue};
 use super::{BackwardData, BackwardWeight, Forward};
 use crate::gemm::{self, Lhs, Mat, PackedA, Rhs, NR};
@@ -326,12 +326,7 @@ thread_local! {
 /// Runs `f` on `len` floats of this thread's buffer for [`im2col_packed_t`]'s output (contents
 /// unspecified): a buffer of its own, as the lowering takes the conv scratch for its rows.
 fn with_packed_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = PACKED_T.take();
-    crate::scratch::grow(&mut buf, len);
-    let r = f(&mut buf[..len]);
-    crate::scratch::trim(&mut buf);
-    PACKED_T.set(buf);
-    r
+    with_buffer(&PACKED_T, len, f)
 }
 
 /// The block's lowered matrix transposed, straight in the GEMM's packed-B layout: op(B) =
@@ -777,7 +772,7 @@ pub(crate) fn forward_packed(f: Forward<'_>, packed: &[PackedA], epilogue: &Epil
         };
         let x = &input[n0 * in_item..n1 * in_item];
         let y = &mut output[n0 * out_item..n1 * out_item];
-        with_subsampled((n1 - n0) * p.in_channels * plane, |sub| {
+        with_buffer(&SUBSAMPLED, (n1 - n0) * p.in_channels * plane, |sub| {
             subsample(p, out_hw, x, sub);
             let f = Forward::new(&sub_p, out_hw, sub, weight, y);
             forward_packed_from(f, packed, &ep, None)
@@ -801,15 +796,6 @@ thread_local! {
     // The subsampled input of [`forward_packed`], reused between calls on this thread (taken
     // out while in use, so a nested call allocates its own).
     static SUBSAMPLED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-fn with_subsampled<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SUBSAMPLED.take();
-    crate::scratch::grow(&mut buf, len);
-    let r = f(&mut buf[..len]);
-    crate::scratch::trim(&mut buf);
-    SUBSAMPLED.set(buf);
-    r
 }
 
 /// `sub[n, c, y, x] = input[n, c, y * stride_h, x * stride_w]` over the `oh x ow` output

@@ -10,11 +10,21 @@ thread_local! {
 
 /// Runs `f` on `len` floats of this thread's scratch (contents unspecified).
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.take();
+    with_buffer(&SCRATCH, len, f)
+}
+
+/// Runs `f` on `len` floats of the thread-local buffer `key` (contents unspecified), taken out
+/// while in use (a nested use on the same thread allocates its own) and put back trimmed.
+pub(crate) fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = key.take();
     crate::scratch::grow(&mut buf, len);
     let r = f(&mut buf[..len]);
     crate::scratch::trim(&mut buf);
-    SCRATCH.set(buf);
+    key.set(buf);
     r
 }
 
