@@ -191,31 +191,33 @@ fn lower_run(dst: &mut [f32], r: &Run, x: &[f32], g: &Geom, stride_w: usize) {
             dst[hi..].fill(0.0);
             let plane = &x[r.icg * g.in_plane..][..g.in_plane];
             let dst = &mut dst[lo..hi];
-            match stride_w {
-                1 => dst.copy_from_slice(&plane[src..src + dst.len()]),
-                2 => copy_every_second(dst, &plane[src..]),
-                _ => {
-                    for (d, &v) in dst.iter_mut().zip(plane[src..].iter().step_by(stride_w)) {
-                        *d = v;
-                    }
-                }
-            }
+            copy_strided(dst, &plane[src..], stride_w);
         }
     }
 }
 
-/// `dst[i] = src[2 * i]`: a stride-2 conv's lowered run. Written over pairs so the compiler
-/// turns it into vector loads and shuffles; `step_by(2)` went element by element, and lowering
-/// took 38% of a 1x1 stride-2 conv (ResNet-50's 256->512 on a 56x56 map, batch 8).
+/// `dst[i] = src[i * stride]`: a lowered run, or a subsampled row. Stride 2 goes over pairs so
+/// the compiler turns it into vector loads and shuffles; `step_by(2)` went element by element,
+/// and lowering took 38% of a 1x1 stride-2 conv (ResNet-50's 256->512 on a 56x56 map, batch 8).
 #[inline]
-fn copy_every_second(dst: &mut [f32], src: &[f32]) {
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     let Some(last) = dst.len().checked_sub(1) else {
         return;
     };
-    for (d, pair) in dst[..last].iter_mut().zip(src[..2 * last].chunks_exact(2)) {
-        *d = pair[0];
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            for (d, pair) in dst[..last].iter_mut().zip(src[..2 * last].chunks_exact(2)) {
+                *d = pair[0];
+            }
+            dst[last] = src[2 * last];
+        }
+        _ => {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *d = v;
+            }
+        }
     }
-    dst[last] = src[2 * last];
 }
 
 /// Where a block's input lives: group `gi` of items `items`, positions `j0..j0+nb` of each.
@@ -786,10 +788,7 @@ const SUBSAMPLED_FLOATS: usize = 1 << 20;
 
 /// A 1x1 conv without padding and with a stride (dilation means nothing to a 1x1 kernel).
 fn is_strided_1x1(p: &Conv2dParams) -> bool {
-    p.kernel_h == 1
-        && p.kernel_w == 1
-        && (p.stride_h, p.stride_w) != (1, 1)
-        && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0
+    is_unpadded_1x1(p) && !is_pointwise(p)
 }
 
 thread_local! {
@@ -815,15 +814,7 @@ fn subsample(p: &Conv2dParams, (oh, ow): (usize, usize), input: &[f32], sub: &mu
                 .zip(from.chunks_exact(plane_in))
             {
                 for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
-                    let src = &x[y * p.stride_h * p.in_w..];
-                    match p.stride_w {
-                        1 => row.copy_from_slice(&src[..ow]),
-                        2 => copy_every_second(row, src),
-                        s => row
-                            .iter_mut()
-                            .zip(src.iter().step_by(s))
-                            .for_each(|(d, &v)| *d = v),
-                    }
+                    copy_strided(row, &x[y * p.stride_h * p.in_w..], p.stride_w);
                 }
             }
         });
@@ -1061,11 +1052,11 @@ pub(crate) fn backward_data_with(b: BackwardData<'_>, alt: bool) {
 }
 
 pub(crate) fn is_pointwise(p: &Conv2dParams) -> bool {
-    p.kernel_h == 1
-        && p.kernel_w == 1
-        && p.stride_h == 1
-        && p.stride_w == 1
-        && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0
+    is_unpadded_1x1(p) && p.stride_h == 1 && p.stride_w == 1
+}
+
+fn is_unpadded_1x1(p: &Conv2dParams) -> bool {
+    p.kernel_h == 1 && p.kernel_w == 1 && p.pad_top + p.pad_bottom + p.pad_left + p.pad_right == 0
 }
 
 pub fn backward_weight(b: BackwardWeight<'_>) {
