@@ -176,7 +176,7 @@ export function createTarget(): Target {
       }
       // An inference plan runs twice with content tokens: the first run prepares its conv and
       // linear weights, the second reuses them.
-      const tokens = state.map((_, k) => k + 1);
+      const tokens = Float64Array.from(state, (_, k) => k + 1);
       await plan.run(inputs, state, outputs(), null, null, tokens);
       await plan.run(inputs, state, outputs(), null, null, tokens);
     },

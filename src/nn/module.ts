@@ -7,8 +7,8 @@ import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { isTorchFile, readTorch } from '../io/torch.js';
 import { noGrad } from '../autograd.js';
 import type { OnnxExportOptions } from '../io/onnx/export.js';
-import { compile, notePlanInfo, type PlanInfo, run as runPlan } from '../plan/index.js';
-import { allocate, pin, Tensor, uninitialized, unpin, writableData } from '../tensor.js';
+import { compile, notePlanInfo, type PlanInfo, run as runPlan, stateArrays } from '../plan/index.js';
+import { allocate, pinSet, Tensor, uninitialized, unpinSet, writableData } from '../tensor.js';
 
 export type StateDict = Map<string, Tensor>;
 
@@ -361,8 +361,10 @@ export abstract class Module {
   inferenceSession(opts: { plan?: boolean } = {}): InferenceSession {
     const modules = this.moduleList();
     const state = this.stateTensors();
-    const arrays = new Map(state.map((t) => [t, t.data] as const));
-    pin(arrays.values());
+    const pinned = stateArrays(this, state);
+    pinSet(pinned.set);
+    // The tensor -> array map an eager forward swaps in, made when one first needs it.
+    let arrays: Map<Tensor, Float32Array> | null = null;
     // FERROCONV_PLANS=0 turns plans off for the process (debugging: everything runs eagerly).
     const off = opts.plan === false ? 'plan: false' : process.env.FERROCONV_PLANS === '0' ? 'FERROCONV_PLANS=0' : null;
     let info: PlanInfo = off ? { planned: false, reason: off } : { planned: true };
@@ -370,12 +372,15 @@ export abstract class Module {
     return {
       forward: async (x: Tensor): Promise<Tensor> => {
         if (!open) throw new Error('inferenceSession: forward after close()');
-        const forward = () => this.forwardIsolated(arrays, [x]);
+        const forward = () => {
+          arrays ??= new Map(state.map((t, i) => [t, pinned.arrays[i]] as const));
+          return this.forwardIsolated(arrays, [x]);
+        };
         const compiled = off ? null : await compile(this, modules, forward, x, state);
         if (compiled && typeof compiled !== 'string') {
           const { plan } = compiled;
           info = { planned: true, steps: plan.steps, arenaBytes: plan.arenaBytes };
-          const y = await runPlan(compiled, x, arrays);
+          const y = await runPlan(compiled, x, pinned);
           info.preparedBytes = plan.preparedBytes;
           return y;
         }
@@ -387,7 +392,7 @@ export abstract class Module {
       close: () => {
         if (!open) return;
         open = false;
-        unpin(arrays.values());
+        unpinSet(pinned.set);
         notePlanInfo(this, info);
       },
     };

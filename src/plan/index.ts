@@ -13,7 +13,7 @@
 // to the next while the weight's token stays the same, so a predict does not repack every
 // weight of the model.
 import { addon, type Native } from '../native.js';
-import { contentToken, pin, Tensor, uninitialized, unpin } from '../tensor.js';
+import { contentGeneration, contentToken, pin, Tensor, uninitialized, unpin } from '../tensor.js';
 import { type Trace, trace, Untraceable } from './trace.js';
 
 type CompiledPlan = InstanceType<Native['CompiledPlan']>;
@@ -53,13 +53,28 @@ class PlainCopy {
   constructor(readonly value: unknown) {}
 }
 
+/** A plain object as a PlainCopy keeps it: its own keys in order, and their values' copies. */
+class KeptObject {
+  constructor(
+    readonly keys: string[],
+    readonly values: unknown[],
+  ) {}
+}
+
 function copyPlain(v: unknown): unknown {
   if (v === null || typeof v !== 'object') return v;
   if (Array.isArray(v)) return v.map(copyPlain);
-  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copyPlain(x)]));
+  const keys = Object.keys(v);
+  return new KeptObject(
+    keys,
+    keys.map((k) => copyPlain((v as Record<string, unknown>)[k])),
+  );
 }
 
-/** Whether `live` is plain data equal to the copy `kept` (same keys in the same order). */
+/**
+ * Whether `live` is plain data equal to the copy `kept` (same keys in the same order). Every
+ * predict compares its model's options this way, so it allocates nothing.
+ */
 function samePlain(kept: unknown, live: unknown): boolean {
   if (kept === null || typeof kept !== 'object') return Object.is(kept, live);
   if (live === null || typeof live !== 'object') return false;
@@ -69,11 +84,14 @@ function samePlain(kept: unknown, live: unknown): boolean {
     return true;
   }
   if (Array.isArray(live) || Object.getPrototypeOf(live) !== Object.prototype) return false;
-  const [k, l] = [kept as Record<string, unknown>, live as Record<string, unknown>];
-  const keys = Object.keys(k);
-  const liveKeys = Object.keys(l);
-  if (liveKeys.length !== keys.length) return false;
-  return keys.every((key, i) => liveKeys[i] === key && samePlain(k[key], l[key]));
+  const { keys, values } = kept as KeptObject;
+  let n = 0;
+  for (const key in live) {
+    if (!Object.hasOwn(live, key)) continue;
+    if (keys[n] !== key || !samePlain(values[n], (live as Record<string, unknown>)[key])) return false;
+    n++;
+  }
+  return n === keys.length;
 }
 
 /** A module property as the guard keeps it: plain data (options, geometry) by value. */
@@ -103,23 +121,28 @@ const GUARD_END = Symbol('end of module');
  */
 function holds(g: readonly unknown[], modules: readonly object[], state: readonly Tensor[], input: Tensor): boolean {
   let i = 0;
-  const same = (kept: unknown, live: unknown): boolean => {
-    if (kept instanceof PlainCopy) return samePlain(kept.value, live);
-    // An object kept by identity that is plain data now (an array whose function was replaced in
-    // place) would be kept by value: not the same guard.
-    return Object.is(kept, live) && !(live !== null && typeof live === 'object' && plainData(live, 2));
-  };
   if (g[i++] !== epoch || !same(g[i++], input.shape)) return false;
   for (const m of modules) {
     if (g[i++] !== m || g[i++] !== (m as { forward?: unknown }).forward) return false;
-    for (const k in m) {
-      if (!Object.hasOwn(m, k)) continue;
-      if (g[i++] !== k || !same(g[i++], (m as Record<string, unknown>)[k])) return false;
-    }
+    const keys = Object.keys(m);
+    const values = Object.values(m);
+    for (let j = 0; j < keys.length; j++) if (g[i++] !== keys[j] || !same(g[i++], values[j])) return false;
     if (g[i++] !== GUARD_END) return false;
   }
   for (const t of state) if (g[i++] !== t || !same(g[i++], t.shape)) return false;
   return i === g.length;
+}
+
+/** Whether the live value `live` is what the guard kept as `kept` (see guardValue). */
+function same(kept: unknown, live: unknown): boolean {
+  if (kept instanceof PlainCopy) return samePlain(kept.value, live);
+  if (!Object.is(kept, live)) return false;
+  // An object kept by identity that is plain data now (an array whose function was replaced in
+  // place) would be kept by value: not the same guard. Modules, tensors and other class
+  // instances never are plain data, and most kept objects are those.
+  if (live === null || typeof live !== 'object') return true;
+  if (!Array.isArray(live) && Object.getPrototypeOf(live) !== Object.prototype) return true;
+  return !plainData(live, 2);
 }
 
 /** How the last predict() of a model ran; see planInfo(). */
@@ -243,26 +266,84 @@ async function planFor(owner: object, t: Trace): Promise<Runnable | string> {
 }
 
 /**
- * Runs a compiled plan on `input` off the JavaScript thread. `arrays` gives the state array to
- * read for each state tensor (the ones predict() pinned when it started, and keeps pinned until
- * it ends), so every chunk of a predict sees the weights as they were at its start.
+ * A model's state arrays as one inference session pins them: `arrays[i]` is `tensors[i].data`
+ * as it was when the session started, `set` the same arrays for pinSet.
  */
-export async function run(r: Runnable, input: Tensor, arrays: Map<Tensor, Float32Array>): Promise<Tensor> {
-  const out = uninitialized(r.trace.outputLen, 'predict');
-  // The arrays in `arrays` are pinned by the caller's inference session already; only a state
-  // array from elsewhere is pinned here (DenseNet-121's 606 were pinned and unpinned a second
-  // time per predict: unpin's self time over 155 batch-1 predicts went from 22 to 10 ms).
+export interface StateArrays {
+  tensors: readonly Tensor[];
+  arrays: readonly Float32Array[];
+  set: ReadonlySet<Float32Array>;
+}
+
+const kept = new WeakMap<object, StateArrays>();
+
+/**
+ * `owner`'s state arrays now (`tensors` its state tensors): the previous session's while every
+ * tensor still has the same array, so a predict neither rebuilds the set nor pins array by
+ * array (what a model's weights look like between predicts of a server that does not train).
+ */
+export function stateArrays(owner: object, tensors: readonly Tensor[]): StateArrays {
+  const k = kept.get(owner);
+  if (k && k.tensors === tensors && tensors.every((t, i) => t.data === k.arrays[i])) return k;
+  const arrays = tensors.map((t) => t.data);
+  const s = { tensors, arrays, set: new Set(arrays) };
+  kept.set(owner, s);
+  return s;
+}
+
+/**
+ * What a plan's last run passed: its state arrays and their tokens, for the `of` state arrays
+ * at content generation `generation`; the next run with both the same passes them again.
+ */
+const passed = new WeakMap<
+  Runnable,
+  {
+    of: StateArrays;
+    generation: number;
+    state: Float32Array[];
+    tokens: Float64Array;
+    /** State arrays from outside the session, and their places in the trace's state. */
+    extra: Float32Array[];
+    extraAt: number[];
+  }
+>();
+
+/** The state arrays and their content tokens a run of `r` passes, given the session's `s`. */
+function runState(r: Runnable, s: StateArrays): { state: Float32Array[]; tokens: Float64Array; extra: Float32Array[] } {
+  const p = passed.get(r);
+  const generation = contentGeneration();
+  // A state tensor outside the session's (none in ferroconv's modules) is read from the tensor,
+  // so its array may differ from run to run: that run computes afresh.
+  if (p?.of === s && p.generation === generation && p.extra.every((a, i) => a === r.trace.state[p.extraAt[i]].data))
+    return p;
+  const index = new Map(s.tensors.map((t, i) => [t, i]));
   const extra: Float32Array[] = [];
-  const state = r.trace.state.map((t) => {
-    const a = arrays.get(t);
-    if (a) return a;
+  const extraAt: number[] = [];
+  const state = r.trace.state.map((t, i) => {
+    const k = index.get(t);
+    if (k !== undefined) return s.arrays[k];
     extra.push(t.data);
+    extraAt.push(i);
     return t.data;
   });
+  const next = { of: s, generation, state, tokens: Float64Array.from(state, contentToken), extra, extraAt };
+  passed.set(r, next);
+  return next;
+}
+
+/**
+ * Runs a compiled plan on `input` off the JavaScript thread, reading the state arrays of `s`
+ * (pinned by the caller's inference session from its start to its end, so every chunk of a
+ * predict sees the weights as they were at its start).
+ */
+export async function run(r: Runnable, input: Tensor, s: StateArrays): Promise<Tensor> {
+  const out = uninitialized(r.trace.outputLen, 'predict');
+  const { state, tokens, extra } = runState(r, s);
+  // Only a state array from outside the session is pinned here.
   pin(extra);
   try {
     bindState(r.plan, state);
-    await r.plan.run([input.data], null, [out], null, null, state.map(contentToken));
+    await r.plan.run([input.data], null, [out], null, null, tokens);
   } finally {
     unpin(extra);
   }

@@ -29,7 +29,7 @@ use ferroconv_kernels::plan::{
 };
 use ferroconv_kernels::quant::PackedQConv;
 use ferroconv_kernels::{batchnorm, conv, linear, lrn, optim, pool, softmax};
-use napi::bindgen_prelude::{Float32Array, Object};
+use napi::bindgen_prelude::{Float32Array, Float64Array, Object};
 use napi::Env;
 use napi_derive::napi;
 use serde::de::DeserializeOwned;
@@ -1361,7 +1361,7 @@ impl CompiledPlan {
         outputs: Vec<Float32Array>,
         replaced: Option<String>,
         updated: Option<Vec<Float32Array>>,
-        tokens: Option<Vec<f64>>,
+        tokens: Option<Float64Array>,
     ) -> napi::Result<Object<'env>> {
         let plan = &self.shared.plan;
         let state = match state {
@@ -1401,7 +1401,9 @@ impl CompiledPlan {
             }
         }
         check_run_memory(&inputs, &state, &outputs, &updated)?;
-        let tokens = tokens.unwrap_or_default();
+        // A typed array: one read, where an array of numbers took a call per element (a zoo
+        // model passes 300-700 tokens with every predict).
+        let tokens = tokens.map(|t| t.to_vec()).unwrap_or_default();
         if !tokens.is_empty() && tokens.len() != state.len() {
             return Err(invalid(format!(
                 "CompiledPlan.run: tokens: expected {} numbers (one per state array), got {}",
