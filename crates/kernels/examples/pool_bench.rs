@@ -1,5 +1,6 @@
 //! Quick timing of the pooling kernels on ResNet's stem shape, one call at a time, then the
-//! inference max pools (no indices) that halve GoogLeNet's maps, at batch 1 and 8:
+//! inference max pools (no indices) that halve GoogLeNet's maps, at batch 1 and 8, and its
+//! other max pools at batch 1:
 //! cargo run -p ferroconv-kernels --release --example pool_bench [threads]
 use ferroconv_kernels::pool::*;
 use std::time::Instant;
@@ -68,6 +69,36 @@ fn main() {
                         t,
                     );
                 }
+            }
+            // GoogLeNet's other max pools: the inception branches' 3x3 stride-1 padded ones and
+            // the 2x2 stride-2 one before block 5, at batch 1.
+            let shapes = [
+                (192, 28, 3, 1, 1),
+                (256, 28, 3, 1, 1),
+                (480, 14, 3, 1, 1),
+                (512, 14, 3, 1, 1),
+                (528, 14, 3, 1, 1),
+                (832, 14, 2, 2, 0),
+                (832, 7, 3, 1, 1),
+            ];
+            for (c, hw, k, s, pad) in shapes {
+                let p = Pool2dParams::from_shapes(
+                    [1, c, hw, hw],
+                    [k, k],
+                    [s, s],
+                    [pad, pad],
+                    [1, 1],
+                    true,
+                )
+                .unwrap();
+                let x = vec![1.0f32; p.input_len()];
+                let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
+                let t = best(|| max_pool2d_forward_no_indices(&p, &x, &mut y).unwrap());
+                row(
+                    &format!("{k}x{k}/s{s} p{pad} [1,{c},{hw},{hw}]"),
+                    mb(x.len() + y.len()),
+                    t,
+                );
             }
         });
 }
