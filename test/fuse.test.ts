@@ -6,6 +6,7 @@
 // argument errors.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
+  AvgPool2d,
   BatchNorm2d,
   Conv2d,
   type Module,
@@ -186,6 +187,40 @@ describe("a user's Sequential", () => {
     const rm = Float32Array.from(bn.runningMean!.data);
     infer(net, x);
     expect(Array.from(bn.runningMean!.data)).not.toEqual(Array.from(rm));
+  });
+
+  it('runs a 1x1 conv after the average pool that follows it, where the two commute', () => {
+    // [conv options, pool], whether the conv then sees the pooled map.
+    const cases: [ConstructorParameters<typeof Conv2d>[3], AvgPool2d, boolean][] = [
+      [{}, new AvgPool2d(2), true],
+      [{}, new AvgPool2d(2, { ceilMode: true }), true],
+      [{ bias: false, groups: 2 }, new AvgPool2d(3, { stride: 2, padding: 1 }), true],
+      // A bias does not commute with a window whose weights do not sum to one.
+      [{}, new AvgPool2d(3, { stride: 2, padding: 1 }), false],
+      [{}, new AvgPool2d(2, { divisorOverride: 3 }), false],
+      [{ bias: false }, new AvgPool2d(2, { divisorOverride: 3 }), true],
+    ];
+    const seen: number[][] = [];
+    const orig = Conv2d.prototype.forward;
+    vi.spyOn(Conv2d.prototype, 'forward').mockImplementation(function (this: Conv2d, t: Tensor) {
+      seen.push(t.shape);
+      return orig.call(this, t);
+    });
+    for (const [opts, pool, first] of cases) {
+      const net = new Sequential(new Conv2d(6, 4, 1, opts), pool);
+      fillModel(net);
+      net.eval();
+      const x = det([2, 6, 7, 9], 3);
+      const plain = unfused(net, x);
+      seen.length = 0;
+      const fused = infer(net, x);
+      expect(fused.shape).toEqual(plain.shape);
+      expect(seen).toEqual([first ? [2, 6, ...plain.shape.slice(2)] : [2, 6, 7, 9]]);
+      expectClose(fused.data, plain.data, 1e-5, 1e-6, `conv ${JSON.stringify(opts)} then pool`);
+    }
+    // A window too large for the map: the pool's error, on the conv's output as unfused.
+    const net = new Sequential(new Conv2d(6, 4, 1), new AvgPool2d(3)).eval();
+    expect(() => infer(net, det([1, 6, 2, 2], 1))).toThrow(/\[1, 4, 2, 2\]/);
   });
 
   it('can be turned off', () => {

@@ -6,8 +6,9 @@ import { Module, noteModelInput } from './module.js';
 /**
  * Runs its children in order; they are named '0', '1', ... (or by the keys given). In inference
  * (eval mode, nothing recording gradients) a Conv2d followed by BatchNorm2d and/or ReLU runs as
- * one fused conv with the batch norm folded in (same results within float rounding; see
- * fuse.ts, and setInferenceFusion(false) to opt out).
+ * one fused conv with the batch norm folded in, and a 1x1 Conv2d followed by an AvgPool2d runs
+ * after the pool (same results within float rounding; see fuse.ts, and
+ * setInferenceFusion(false) to opt out).
  */
 export class Sequential extends Module {
   private readonly layers: Module[] = [];
