@@ -4,7 +4,7 @@
 //! With `prepared`, the weights are prepared once (`prepare_forward`), as a compiled plan does;
 //! `densenet` runs DenseNet-121's 3x3 growth convs (128 -> 32) instead, `vgg` VGG-16's convs,
 //! `losers` the shapes that lost to PyTorch at batch 8, `googlenet` GoogLeNet's 3x3 convs, `alexnet` AlexNet's.
-//! `ALGO=winograd|im2col` forces an algorithm (winograd on stride-1 3x3 layers only).
+//! `ALGO=winograd|im2col|direct` forces an algorithm (winograd on stride-1 3x3 layers only).
 //! `ROT=n` (with `prepared`) takes the prepared weights from n copies in turn and reports the
 //! median: the weights come from DRAM as in a plan (48 copies for ResNet-50), while input and
 //! output stay warm; unlike the flushes below, no pool thread idles between calls.
@@ -193,6 +193,7 @@ fn main() {
             let algo = match std::env::var("ALGO").as_deref() {
                 Ok("winograd") if k == 3 && s == 1 => ConvAlgo::Winograd,
                 Ok("im2col") => ConvAlgo::Im2col,
+                Ok("direct") => ConvAlgo::Direct,
                 _ => ConvAlgo::Auto,
             };
             let ready = prepare_forward(&p, &w, algo).expect("prepare");
