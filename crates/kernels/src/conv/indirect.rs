@@ -497,7 +497,13 @@ unsafe fn transpose_store_avx512(
                 (12 + s, _mm512_shuffle_f32x4::<0xDD>(p1v, q1v)),
             ];
             for (l, v) in cols {
-                if l < rows {
+                if l >= rows {
+                    continue;
+                }
+                // A whole vector stores plainly (see `gemm::kernel`'s stores).
+                if m == NR {
+                    _mm512_storeu_ps(out.add(l * ld + p0), v);
+                } else {
                     _mm512_mask_storeu_ps(out.add(l * ld + p0), mask, v);
                 }
             }
