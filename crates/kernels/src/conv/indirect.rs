@@ -40,6 +40,7 @@ const SMALL_1X1: usize = 64;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const SMALL_1X1_B1: usize = 196;
 /// Output positions per parallel task of the pointwise forward (16 tiles).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const BLOCK: usize = 96;
 /// Output positions per parallel task of the other kernels (64 tiles). Each task's sums are
 /// stored a block at a time, a run of this many positions in each channel's plane: in blocks of
