@@ -49,13 +49,15 @@ fn main() {
             row("avg bwd", mb(x.len() + out), t);
             let t = best(|| gi.copy_from_slice(&x));
             row("memcpy (1 thread)", mb(2 * x.len()), t);
-            for n in [1, 8] {
-                for (c, hw) in [(64, 112), (192, 56), (480, 28)] {
+            // A max pool without indices (k x k, stride s, padding pad, ceil mode) on [n, c,
+            // hw, hw], timed under `name`.
+            let max_pool =
+                |[n, c, hw]: [usize; 3], (k, s, pad): (usize, usize, usize), name: &str| {
                     let p = Pool2dParams::from_shapes(
                         [n, c, hw, hw],
-                        [3, 3],
-                        [2, 2],
-                        [0, 0],
+                        [k, k],
+                        [s, s],
+                        [pad, pad],
                         [1, 1],
                         true,
                     )
@@ -64,10 +66,14 @@ fn main() {
                     let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
                     let t = best(|| max_pool2d_forward_no_indices(&p, &x, &mut y).unwrap());
                     row(
-                        &format!("3x3/s2 ceil [{n},{c},{hw},{hw}]"),
+                        &format!("{name} [{n},{c},{hw},{hw}]"),
                         mb(x.len() + y.len()),
                         t,
                     );
+                };
+            for n in [1, 8] {
+                for (c, hw) in [(64, 112), (192, 56), (480, 28)] {
+                    max_pool([n, c, hw], (3, 2, 0), "3x3/s2 ceil");
                 }
             }
             // GoogLeNet's other max pools: the inception branches' 3x3 stride-1 padded ones and
@@ -82,23 +88,7 @@ fn main() {
                 (832, 7, 3, 1, 1),
             ];
             for (c, hw, k, s, pad) in shapes {
-                let p = Pool2dParams::from_shapes(
-                    [1, c, hw, hw],
-                    [k, k],
-                    [s, s],
-                    [pad, pad],
-                    [1, 1],
-                    true,
-                )
-                .unwrap();
-                let x = vec![1.0f32; p.input_len()];
-                let mut y = vec![0.0; p.output_len(p.validate().unwrap())];
-                let t = best(|| max_pool2d_forward_no_indices(&p, &x, &mut y).unwrap());
-                row(
-                    &format!("{k}x{k}/s{s} p{pad} [1,{c},{hw},{hw}]"),
-                    mb(x.len() + y.len()),
-                    t,
-                );
+                max_pool([1, c, hw], (k, s, pad), &format!("{k}x{k}/s{s} p{pad}"));
             }
         });
 }
