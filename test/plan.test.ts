@@ -539,6 +539,8 @@ describe('CompiledPlan refuses bad plans with an Error', () => {
     expect(thrown(() => plan.run([x], [], [x])).message).toMatch(/shares memory/);
     expect(thrown(() => plan.run([x], [], [y], '[[3, []]]')).message).toMatch(/replaced: step 3/);
     expect(thrown(() => plan.run([x], [], [y], 'nope')).message).toMatch(/replaced/);
-    expect(thrown(() => plan.run([x], [], [y], null, null, Float64Array.of(1))).message).toMatch(/tokens: expected 0 numbers/);
+    expect(thrown(() => plan.run([x], [], [y], null, null, Float64Array.of(1))).message).toMatch(
+      /tokens: expected 0 numbers/,
+    );
   });
 });
