@@ -43,7 +43,7 @@ export function invalidatePlans(): void {
 /** Numbers, strings and the like, and arrays and plain objects of them (two levels deep). */
 function plainData(v: unknown, depth: number): boolean {
   if (v === null || typeof v !== 'object') return typeof v !== 'function';
-  if (depth === 0 || ArrayBuffer.isView(v)) return false;
+  if (depth === 0) return false;
   if (!Array.isArray(v) && Object.getPrototypeOf(v) !== Object.prototype) return false;
   return Object.values(v).every((x) => plainData(x, depth - 1));
 }
@@ -138,11 +138,8 @@ function same(kept: unknown, live: unknown): boolean {
   if (kept instanceof PlainCopy) return samePlain(kept.value, live);
   if (!Object.is(kept, live)) return false;
   // An object kept by identity that is plain data now (an array whose function was replaced in
-  // place) would be kept by value: not the same guard. Modules, tensors and other class
-  // instances never are plain data, and most kept objects are those.
-  if (live === null || typeof live !== 'object') return true;
-  if (!Array.isArray(live) && Object.getPrototypeOf(live) !== Object.prototype) return true;
-  return !plainData(live, 2);
+  // place) would be kept by value: not the same guard.
+  return live === null || typeof live !== 'object' || !plainData(live, 2);
 }
 
 /** How the last predict() of a model ran; see planInfo(). */
